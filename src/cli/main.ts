@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+// The `longlink` command: one binary, a subcommand per role or tool.
+import { parseArgs } from './args.js';
+import { runStart } from './start.js';
+import { runListen, runSend, UsageError } from './client-commands.js';
+import { ConfigError } from '../config.js';
+import { LonglinkError } from '../protocol/index.js';
+
+const USAGE = `usage: longlink <command> [flags]
+
+  start                         run the embedded server (all roles, SQLite)
+      --http-port N --tcp-port N --data-dir DIR --host H   (or LONGLINK_* env)
+  listen --user U [--device D]  print messages for U as JSON lines, acking each
+  send --user U --to V --text T [--count N] [--device D]
+                                send and print each ack; exit 0 only if all acked
+client commands: --server http://HOST:PORT (default http://127.0.0.1:8080),
+  --transport tcp|ws, --gateway tcp://HOST:PORT|ws://HOST:PORT/ws,
+  admin key from LONGLINK_ADMIN_KEY.`;
+
+async function main(argv: string[]): Promise<number | undefined> {
+  const { command, flags } = parseArgs(argv, new Set(['help']));
+  switch (command) {
+    case 'start':
+      await runStart(flags);
+      return undefined;
+    case 'listen':
+      await runListen(flags);
+      return undefined;
+    case 'send':
+      return runSend(flags);
+    case undefined:
+    case 'help':
+      console.log(USAGE);
+      return 0;
+    default:
+      console.error(`unknown command ${command}\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== undefined) process.exit(code);
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError || err instanceof ConfigError) {
+      console.error(`longlink: ${err.message}`);
+      process.exit(2);
+    }
+    if (err instanceof LonglinkError) {
+      console.error(JSON.stringify({ type: 'error', code: err.codeName, message: err.message }));
+      process.exit(1);
+    }
+    console.error(err);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,514 @@
+// The Longlink client: one implementation for the SDK, the CLI and tests.
+// It keeps the client's half of the promises: every send is resent until
+// acked (same client_msg_id, so the server stores it once), messages are
+// delivered once each in seq order, gaps are filled by sync, and delivery is
+// acked so the server's cursor for this device moves on.
+import {
+  ErrorCode, LonglinkError, decodeFrame, encodeFrame, errorName, makeFrame, messageFromWire, cursorToWire,
+  type ChatMessage, type Frame, type BodyOf, type FrameBodyInit,
+} from '../protocol/index.js';
+import { Emitter } from './emitter.js';
+import { Receiver } from './receiver.js';
+import type { ClientConnection, Connector } from './transport.js';
+
+export type ClientState = 'idle' | 'connecting' | 'online' | 'reconnecting' | 'offline';
+
+export interface ClientOptions {
+  /** Gateway URL: tcp://host:port or ws://host:port/ws. */
+  url: string;
+  /** A login token, or a function that gets a fresh one (called on every (re)connect). */
+  token: string | (() => Promise<string>);
+  connector: Connector;
+  /** Reconnect after losing the connection. @default true */
+  reconnect?: boolean;
+  /** First reconnect delay cap, doubled per attempt up to maxBackoffMs (full jitter). @default 500 */
+  initialBackoffMs?: number;
+  /** @default 30000 */
+  maxBackoffMs?: number;
+  /** Resend a send not acked within this time on the same connection. @default 10000 */
+  resendAfterMs?: number;
+  /** Delay before a cumulative PushAck, to ack many messages at once. @default 30 */
+  ackDelayMs?: number;
+  /** Timeout of login, sync and history requests. @default 15000 */
+  requestTimeoutMs?: number;
+  clientVersion?: string;
+  /** Run a full sync after every login. Off for send-only tools. @default true */
+  autoSync?: boolean;
+}
+
+export interface SendOptions {
+  to?: string;
+  conversationId?: string;
+  text: string;
+  /** Idempotency key; generated when absent. */
+  clientMsgId?: string;
+}
+
+export interface SendResult {
+  clientMsgId: string;
+  serverMsgId: string;
+  conversationId: string;
+  seq: number;
+  sentAtMs: number;
+  duplicate: boolean;
+}
+
+export interface LoginInfo {
+  userId: string;
+  deviceId: string;
+  platform: string;
+  nodeId: string;
+  pingIntervalMs: number;
+}
+
+export interface ClientEvents {
+  /** A message from someone else (or this user's other device), once, in seq order per conversation. */
+  message: (message: ChatMessage) => void;
+  state: (state: ClientState, detail: { retryInMs?: number }) => void;
+  login: (info: LoginInfo) => void;
+  /** The server closed this session on purpose (e.g. REPLACED by a login of the same device). */
+  kick: (error: LonglinkError, reconnect: boolean) => void;
+  /** An error the server reported that no request was waiting for. */
+  error: (error: LonglinkError) => void;
+  /** A full sync finished: everything missed while offline was delivered. */
+  synced: () => void;
+}
+
+interface Pending {
+  resolve: (frame: Frame) => void;
+  reject: (err: Error) => void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+interface OutboxEntry {
+  options: SendOptions & { clientMsgId: string };
+  resolve: (r: SendResult) => void;
+  reject: (err: Error) => void;
+  /** Connection generation it was last written on, and when. */
+  sentOn: number;
+  sentAtMs: number;
+}
+
+const RETRYABLE_SEND = new Set<ErrorCode>([ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL, ErrorCode.RATE_LIMITED]);
+
+let idCounter = 0;
+function newClientMsgId(): string {
+  const rand = Math.random().toString(36).slice(2, 10);
+  return `${Date.now().toString(36)}-${rand}-${(idCounter++).toString(36)}`;
+}
+
+export class LonglinkClient extends Emitter<ClientEvents> {
+  private readonly options: Required<Omit<ClientOptions, 'clientVersion'>> & { clientVersion: string };
+  private conn: ClientConnection | undefined;
+  private generation = 0;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private readonly outbox = new Map<string, OutboxEntry>();
+  private readonly sendIds = new Map<number, string>();
+  private readonly receiver = new Receiver();
+  private readonly acked = new Map<string, number>();
+  private ackTimer: ReturnType<typeof setTimeout> | undefined;
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private attempt = 0;
+  private lastFrameMs = 0;
+  private closedByUser = false;
+  private syncing = false;
+  private fullSyncWanted = false;
+  private readonly syncWanted = new Set<string>();
+  private _state: ClientState = 'idle';
+  private _login: LoginInfo | undefined;
+
+  constructor(options: ClientOptions) {
+    super();
+    this.options = {
+      reconnect: true,
+      initialBackoffMs: 500,
+      maxBackoffMs: 30_000,
+      resendAfterMs: 10_000,
+      ackDelayMs: 30,
+      requestTimeoutMs: 15_000,
+      clientVersion: 'longlink-client',
+      autoSync: true,
+      ...options,
+    };
+  }
+
+  get state(): ClientState {
+    return this._state;
+  }
+
+  get session(): LoginInfo | undefined {
+    return this._login;
+  }
+
+  /** Sends not yet acked, in send order. */
+  get pendingSends(): number {
+    return this.outbox.size;
+  }
+
+  /** Connect and log in; resolves with the session, rejects on a login the server refuses. */
+  async connect(): Promise<LoginInfo> {
+    this.closedByUser = false;
+    return this.open();
+  }
+
+  /** Send a message; resolves when the server has stored it (resent across reconnects until then). */
+  send(options: SendOptions): Promise<SendResult> {
+    const clientMsgId = options.clientMsgId ?? newClientMsgId();
+    if (this.outbox.has(clientMsgId)) return Promise.reject(new Error(`client_msg_id ${clientMsgId} is already pending`));
+    return new Promise((resolve, reject) => {
+      const entry: OutboxEntry = { options: { ...options, clientMsgId }, resolve, reject, sentOn: -1, sentAtMs: 0 };
+      this.outbox.set(clientMsgId, entry);
+      if (this._state === 'online') this.write(entry);
+    });
+  }
+
+  /** One page of older messages of a conversation, ascending. */
+  async history(conversationId: string, options: { beforeSeq?: number; limit?: number } = {}): Promise<{ messages: ChatMessage[]; hasMore: boolean }> {
+    const reply = await this.request({
+      case: 'history',
+      value: { conversationId, beforeSeq: BigInt(options.beforeSeq ?? 0), limit: options.limit ?? 0 },
+    });
+    if (reply.body.case !== 'historyResult') throw new LonglinkError(ErrorCode.INTERNAL, 'unexpected reply');
+    return { messages: reply.body.value.messages.map(messageFromWire), hasMore: reply.body.value.hasMore };
+  }
+
+  /** Fetch everything missed, now (also done automatically after every login). */
+  async sync(): Promise<void> {
+    this.fullSyncWanted = true;
+    await this.runSync();
+  }
+
+  /** Flush pending acks and close. Unacked sends are rejected. */
+  async close(): Promise<void> {
+    this.closedByUser = true;
+    clearTimeout(this.reconnectTimer);
+    this.flushAcks();
+    for (const entry of this.outbox.values()) entry.reject(new LonglinkError(ErrorCode.UNAVAILABLE, 'client closed before the server acked'));
+    this.outbox.clear();
+    const conn = this.conn;
+    this.teardown('client closed');
+    conn?.close();
+    this.setState('offline');
+  }
+
+  // ---- connection lifecycle ------------------------------------------------
+
+  private async open(): Promise<LoginInfo> {
+    this.setState(this.attempt === 0 ? 'connecting' : 'reconnecting');
+    const generation = ++this.generation;
+    const token = typeof this.options.token === 'string' ? this.options.token : await this.options.token();
+    const conn = await this.options.connector(this.options.url, {
+      onFrame: (bytes) => {
+        if (generation === this.generation) this.onFrame(bytes);
+      },
+      onClose: (reason) => {
+        if (generation === this.generation) this.onLost(reason);
+      },
+    });
+    if (generation !== this.generation) {
+      conn.close();
+      throw new LonglinkError(ErrorCode.UNAVAILABLE, 'superseded');
+    }
+    this.conn = conn;
+    this.lastFrameMs = Date.now();
+    let reply: Frame;
+    try {
+      reply = await this.request({ case: 'login', value: { token, clientVersion: this.options.clientVersion } });
+    } catch (err) {
+      conn.close();
+      this.teardown('login failed');
+      throw err;
+    }
+    if (reply.body.case !== 'loginResult') throw new LonglinkError(ErrorCode.INTERNAL, 'unexpected login reply');
+    const r = reply.body.value;
+    this._login = { userId: r.userId, deviceId: r.deviceId, platform: r.platform, nodeId: r.nodeId, pingIntervalMs: r.pingIntervalMs };
+    this.attempt = 0;
+    this.startHeartbeat(r.pingIntervalMs);
+    this.setState('online');
+    this.emit('login', this._login);
+    for (const entry of this.outbox.values()) this.write(entry);
+    if (this.options.autoSync) {
+      this.fullSyncWanted = true;
+      void this.runSync();
+    }
+    return this._login;
+  }
+
+  private onLost(reason: string): void {
+    this.teardown(reason);
+    if (this.closedByUser || !this.options.reconnect) {
+      this.setState('offline');
+      return;
+    }
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    clearTimeout(this.reconnectTimer);
+    const cap = Math.min(this.options.maxBackoffMs, this.options.initialBackoffMs * 2 ** this.attempt);
+    const delay = Math.floor(Math.random() * cap); // full jitter
+    this.attempt++;
+    this.setState('reconnecting', { retryInMs: delay });
+    this.reconnectTimer = setTimeout(() => {
+      this.open().catch((err: unknown) => {
+        if (err instanceof LonglinkError && !this.isRetryableLogin(err)) {
+          this.setState('offline');
+          this.emit('error', err);
+          return;
+        }
+        if (!this.closedByUser && this._state !== 'online') this.scheduleReconnect();
+      });
+    }, delay);
+  }
+
+  private isRetryableLogin(err: LonglinkError): boolean {
+    if (err.code === ErrorCode.TOKEN_EXPIRED) return typeof this.options.token === 'function';
+    return ![ErrorCode.TOKEN_INVALID, ErrorCode.TOKEN_MISSING, ErrorCode.FORBIDDEN].includes(err.code);
+  }
+
+  private teardown(reason: string): void {
+    this.generation++;
+    this.conn = undefined;
+    clearInterval(this.heartbeat);
+    this.syncing = false;
+    for (const [, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(new LonglinkError(ErrorCode.UNAVAILABLE, reason));
+    }
+    this.pending.clear();
+    this.sendIds.clear();
+  }
+
+  private startHeartbeat(intervalMs: number): void {
+    clearInterval(this.heartbeat);
+    this.heartbeat = setInterval(() => {
+      if (!this.conn) return;
+      if (Date.now() - this.lastFrameMs > intervalMs * 3) {
+        // The server went silent: treat the connection as dead.
+        const conn = this.conn;
+        this.onLost('server silent');
+        conn.close();
+        return;
+      }
+      this.writeFrame(makeFrame(this.nextId++, { case: 'ping', value: {} }));
+      this.resendStale();
+    }, intervalMs);
+  }
+
+  private setState(state: ClientState, detail: { retryInMs?: number } = {}): void {
+    if (this._state === state && detail.retryInMs === undefined) return;
+    this._state = state;
+    this.emit('state', state, detail);
+  }
+
+  // ---- frames ----------------------------------------------------------------
+
+  private request(body: FrameBodyInit & { case: string }, timeoutMs = this.options.requestTimeoutMs): Promise<Frame> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new LonglinkError(ErrorCode.UNAVAILABLE, `no reply to ${body.case} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      if (!this.writeFrame(makeFrame(id, body))) {
+        clearTimeout(timer);
+        this.pending.delete(id);
+        reject(new LonglinkError(ErrorCode.UNAVAILABLE, 'not connected'));
+      }
+    });
+  }
+
+  private writeFrame(frame: Frame): boolean {
+    if (!this.conn) return false;
+    this.conn.send(encodeFrame(frame));
+    return true;
+  }
+
+  private write(entry: OutboxEntry): void {
+    const id = this.nextId++;
+    const o = entry.options;
+    if (!this.writeFrame(makeFrame(id, {
+      case: 'send',
+      value: { clientMsgId: o.clientMsgId, toUser: o.to ?? '', conversationId: o.conversationId ?? '', text: o.text },
+    }))) return;
+    this.sendIds.set(id, o.clientMsgId);
+    entry.sentOn = this.generation;
+    entry.sentAtMs = Date.now();
+  }
+
+  private resendStale(): void {
+    const now = Date.now();
+    for (const entry of this.outbox.values()) {
+      if (entry.sentOn !== this.generation || now - entry.sentAtMs > this.options.resendAfterMs) this.write(entry);
+    }
+  }
+
+  private onFrame(bytes: Uint8Array): void {
+    this.lastFrameMs = Date.now();
+    let frame: Frame;
+    try {
+      frame = decodeFrame(bytes);
+    } catch {
+      this.emit('error', new LonglinkError(ErrorCode.BAD_FRAME, 'the server sent a frame that does not decode'));
+      return;
+    }
+    const body = frame.body;
+    switch (body.case) {
+      case 'push':
+        this.onMessages(body.value.messages.map(messageFromWire));
+        return;
+      case 'sendAck':
+        this.onSendAck(frame.id, body.value);
+        return;
+      case 'kick': {
+        const err = new LonglinkError(body.value.code, body.value.reason);
+        this.emit('kick', err, body.value.reconnect);
+        if (!body.value.reconnect) this.closedByUser = true;
+        return;
+      }
+      case 'error':
+        this.onError(frame.id, body.value);
+        return;
+      default: {
+        const p = this.pending.get(frame.id);
+        if (p) {
+          this.pending.delete(frame.id);
+          clearTimeout(p.timer);
+          p.resolve(frame);
+        }
+      }
+    }
+  }
+
+  private onSendAck(id: number, ack: BodyOf<'sendAck'>): void {
+    this.sendIds.delete(id);
+    const entry = this.outbox.get(ack.clientMsgId);
+    const result: SendResult = {
+      clientMsgId: ack.clientMsgId, serverMsgId: ack.serverMsgId, conversationId: ack.conversationId,
+      seq: Number(ack.seq), sentAtMs: Number(ack.sentAtMs), duplicate: ack.duplicate,
+    };
+    if (this._login) {
+      // Our own message has this seq: advance past it without showing it again.
+      this.deliver(this.receiver.offer({
+        conversationId: result.conversationId, seq: result.seq, serverMsgId: result.serverMsgId,
+        fromUser: this._login.userId, fromDevice: this._login.deviceId, clientMsgId: result.clientMsgId,
+        text: entry?.options.text ?? '', sentAtMs: result.sentAtMs,
+      }, true), result.conversationId);
+    }
+    if (!entry) return; // a late duplicate ack
+    this.outbox.delete(ack.clientMsgId);
+    entry.resolve(result);
+  }
+
+  private onError(id: number, e: BodyOf<'error'>): void {
+    const err = new LonglinkError(e.code, e.message);
+    const clientMsgId = this.sendIds.get(id);
+    if (clientMsgId !== undefined) {
+      this.sendIds.delete(id);
+      const entry = this.outbox.get(clientMsgId);
+      if (entry && !RETRYABLE_SEND.has(e.code)) {
+        this.outbox.delete(clientMsgId);
+        entry.reject(err);
+      } else if (entry) {
+        entry.sentAtMs = 0; // resend at the next heartbeat tick
+        entry.sentOn = -1;
+      }
+      return;
+    }
+    const p = this.pending.get(id);
+    if (id !== 0 && p) {
+      this.pending.delete(id);
+      clearTimeout(p.timer);
+      p.reject(err);
+      return;
+    }
+    this.emit('error', err);
+  }
+
+  // ---- receive, sync, ack ----------------------------------------------------
+
+  private onMessages(messages: ChatMessage[]): void {
+    for (const m of messages) this.deliver(this.receiver.offer(m), m.conversationId);
+    this.syncStuck();
+  }
+
+  private deliver(ready: ChatMessage[], conversationId: string): void {
+    for (const m of ready) this.emit('message', m);
+    const base = this.receiver.base(conversationId);
+    if (base !== undefined && base > (this.acked.get(conversationId) ?? 0)) this.scheduleAck();
+  }
+
+  private syncStuck(): void {
+    for (const id of this.receiver.stuck()) this.syncWanted.add(id);
+    if (this.syncWanted.size > 0) void this.runSync();
+  }
+
+  /** One sync loop at a time: a full sync when wanted, else the conversations that are stuck. */
+  private async runSync(): Promise<void> {
+    if (this.syncing || !this.conn) return;
+    this.syncing = true;
+    const generation = this.generation;
+    try {
+      while (generation === this.generation && (this.fullSyncWanted || this.syncWanted.size > 0)) {
+        const full = this.fullSyncWanted;
+        const only = full ? [] : [...this.syncWanted];
+        this.fullSyncWanted = false;
+        this.syncWanted.clear();
+        await this.syncPages(only);
+        if (full) this.emit('synced');
+        for (const id of this.receiver.stuck()) if (!only.includes(id) || full) this.syncWanted.add(id);
+      }
+    } catch (err) {
+      if (generation === this.generation) this.emit('error', err instanceof LonglinkError ? err : new LonglinkError(ErrorCode.INTERNAL, String(err)));
+    } finally {
+      if (generation === this.generation) this.syncing = false;
+    }
+  }
+
+  private async syncPages(only: string[]): Promise<void> {
+    for (let page = 0; page < 100_000; page++) {
+      const known = new Map(this.receiver.cursors());
+      const reply = await this.request({
+        case: 'sync',
+        value: {
+          cursors: [...known].filter(([id]) => only.length === 0 || only.includes(id)).map(([id, seq]) => cursorToWire(id, seq)),
+          conversationIds: only,
+          limit: 0,
+        },
+      });
+      if (reply.body.case !== 'syncResult') throw new LonglinkError(ErrorCode.INTERNAL, 'unexpected sync reply');
+      const result = reply.body.value;
+      const messages = result.messages.map(messageFromWire);
+      const firstSeq = new Map<string, number>();
+      for (const m of messages) if (!firstSeq.has(m.conversationId)) firstSeq.set(m.conversationId, m.seq);
+      for (const [id, seq] of firstSeq) this.deliver(this.receiver.establish(id, seq - 1), id);
+      for (const c of result.cursors) {
+        if (!firstSeq.has(c.conversationId)) this.deliver(this.receiver.establish(c.conversationId, Number(c.seq)), c.conversationId);
+      }
+      for (const m of messages) this.deliver(this.receiver.offer(m), m.conversationId);
+      if (!result.hasMore) return;
+    }
+  }
+
+  private scheduleAck(): void {
+    if (this.ackTimer) return;
+    this.ackTimer = setTimeout(() => this.flushAcks(), this.options.ackDelayMs);
+  }
+
+  private flushAcks(): void {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    if (!this.conn) return;
+    for (const [conversationId, base] of this.receiver.cursors()) {
+      if (base > (this.acked.get(conversationId) ?? 0)) {
+        this.writeFrame(makeFrame(0, { case: 'pushAck', value: { conversationId, seq: BigInt(base) } }));
+        this.acked.set(conversationId, base);
+      }
+    }
+  }
+}
+
+export { errorName };

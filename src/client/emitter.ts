@@ -1,0 +1,27 @@
+// A small typed event emitter that runs in Node and browsers alike.
+
+export class Emitter<Events extends { [K in keyof Events]: (...args: never[]) => void }> {
+  private readonly listeners = new Map<keyof Events, Set<Events[keyof Events]>>();
+
+  on<K extends keyof Events>(event: K, listener: Events[K]): () => void {
+    let set = this.listeners.get(event);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(event, set);
+    }
+    set.add(listener);
+    return () => set.delete(listener);
+  }
+
+  protected emit<K extends keyof Events>(event: K, ...args: Parameters<Events[K]>): void {
+    const set = this.listeners.get(event);
+    if (!set) return;
+    for (const listener of [...set]) {
+      try {
+        (listener as (...a: Parameters<Events[K]>) => void)(...args);
+      } catch (err) {
+        console.error(`[longlink] ${String(event)} listener threw`, err);
+      }
+    }
+  }
+}

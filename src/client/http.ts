@@ -1,0 +1,51 @@
+// The HTTP side of the client: tokens (with the admin key, for tools and
+// trusted backends) and gateway discovery. Uses fetch, so Node and browsers alike.
+import { LonglinkError, ErrorCode } from '../protocol/index.js';
+
+export interface TokenResponse {
+  token: string;
+  user_id: string;
+  device_id: string;
+  platform: string;
+  expires_at_ms: number;
+}
+
+export interface GatewayInfo {
+  id: string;
+  tcp_url: string | null;
+  ws_url: string | null;
+  load: number;
+}
+
+async function call<T>(url: string, init: RequestInit): Promise<T> {
+  let res: Response;
+  try {
+    res = await fetch(url, init);
+  } catch (err) {
+    throw new LonglinkError(ErrorCode.UNAVAILABLE, `cannot reach ${url}: ${(err as Error).message}`);
+  }
+  const body = (await res.json().catch(() => ({}))) as { error?: { code: string; message: string } };
+  if (!res.ok) {
+    const e = body.error;
+    const code = res.status === 401 || res.status === 403 ? ErrorCode.FORBIDDEN : res.status >= 500 ? ErrorCode.UNAVAILABLE : ErrorCode.BAD_REQUEST;
+    throw new LonglinkError(code, `${res.status} ${e?.code ?? ''}: ${e?.message ?? res.statusText}`);
+  }
+  return body as T;
+}
+
+export function requestToken(
+  server: string,
+  adminKey: string,
+  body: { user_id: string; device_id?: string; platform?: string; ttl_seconds?: number },
+): Promise<TokenResponse> {
+  return call(`${server.replace(/\/$/, '')}/api/v1/tokens`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${adminKey}` },
+    body: JSON.stringify(body),
+  });
+}
+
+export async function listGateways(server: string): Promise<GatewayInfo[]> {
+  const r = await call<{ gateways: GatewayInfo[] }>(`${server.replace(/\/$/, '')}/api/v1/gateways`, { method: 'GET' });
+  return r.gateways;
+}

@@ -1,0 +1,14 @@
+// `longlink/client` for Node: the client with TCP and WebSocket connectors.
+import { LonglinkClient, type ClientOptions } from './client.js';
+import { nodeConnector } from './transport-node.js';
+
+export * from './client.js';
+export type { Connector, ClientConnection, ConnectionEvents } from './transport.js';
+export { nodeConnector } from './transport-node.js';
+export { LonglinkError, ErrorCode, errorName, directConversationId, type ChatMessage } from '../protocol/index.js';
+export { requestToken, listGateways, type TokenResponse, type GatewayInfo } from './http.js';
+
+/** A client for Node: TCP or WebSocket chosen by the URL scheme. */
+export function createClient(options: Omit<ClientOptions, 'connector'> & { connector?: ClientOptions['connector'] }): LonglinkClient {
+  return new LonglinkClient({ connector: nodeConnector, ...options });
+}

@@ -1,0 +1,91 @@
+// Configuration: read and validated once at start, then passed down.
+// Every option can come from a flag (--http-port) or the environment
+// (LONGLINK_HTTP_PORT); flags win.
+import { randomBytes } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import { DEFAULT_MAX_FRAME_BYTES } from './protocol/index.js';
+
+export interface Limits {
+  /** Largest frame, bytes. @default 65536 */
+  maxFrameBytes: number;
+  /** Largest message text, UTF-8 bytes. @default 16384 */
+  maxTextBytes: number;
+  /** Frames per second per connection, sustained. @default 200 */
+  ratePerSecond: number;
+  /** Frames a connection may send at once above the rate. @default 400 */
+  rateBurst: number;
+  /** Bytes waiting to be written to a connection before it is dropped as a slow consumer. @default 4 MiB */
+  maxOutboundBytes: number;
+}
+
+export interface ServerConfig {
+  nodeId: string;
+  host: string;
+  httpPort: number;
+  tcpPort: number;
+  dataDir: string;
+  adminKey: string;
+  tokenSecret: string;
+  /** True when the admin key was generated at start (the quick start prints it). */
+  generatedAdminKey: boolean;
+  tokenTtlSeconds: number;
+  loginTimeoutMs: number;
+  pingIntervalMs: number;
+  sqliteSynchronous: 'full' | 'normal';
+  limits: Limits;
+}
+
+export class ConfigError extends Error {}
+
+type Source = Record<string, string | undefined>;
+
+function pick(flags: Source, env: Source, flag: string): string | undefined {
+  const fromFlag = flags[flag];
+  if (fromFlag !== undefined) return fromFlag;
+  return env[`LONGLINK_${flag.toUpperCase().replace(/-/g, '_')}`];
+}
+
+function int(flags: Source, env: Source, flag: string, fallback: number, min: number, max: number): number {
+  const raw = pick(flags, env, flag);
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(`--${flag} / LONGLINK_${flag.toUpperCase().replace(/-/g, '_')} must be an integer in ${min}..${max}, got "${raw}"`);
+  }
+  return n;
+}
+
+export function loadServerConfig(flags: Source, env: Source = process.env): ServerConfig {
+  const adminKeyRaw = pick(flags, env, 'admin-key');
+  const secretRaw = pick(flags, env, 'token-secret');
+  if (adminKeyRaw !== undefined && adminKeyRaw.length < 16) throw new ConfigError('LONGLINK_ADMIN_KEY must be at least 16 characters');
+  if (secretRaw !== undefined && secretRaw.length < 16) throw new ConfigError('LONGLINK_TOKEN_SECRET must be at least 16 characters');
+  const sync = pick(flags, env, 'sqlite-synchronous') ?? 'full';
+  if (sync !== 'full' && sync !== 'normal') throw new ConfigError('LONGLINK_SQLITE_SYNCHRONOUS must be full or normal');
+  const dataDir = resolve(pick(flags, env, 'data-dir') ?? './data');
+  return {
+    nodeId: pick(flags, env, 'node-id') ?? `node-${randomBytes(3).toString('hex')}`,
+    host: pick(flags, env, 'host') ?? '127.0.0.1',
+    httpPort: int(flags, env, 'http-port', 8080, 0, 65535),
+    tcpPort: int(flags, env, 'tcp-port', 9000, 0, 65535),
+    dataDir,
+    adminKey: adminKeyRaw ?? randomBytes(24).toString('base64url'),
+    tokenSecret: secretRaw ?? randomBytes(32).toString('base64url'),
+    generatedAdminKey: adminKeyRaw === undefined,
+    tokenTtlSeconds: int(flags, env, 'token-ttl', 86400, 10, 90 * 86400),
+    loginTimeoutMs: int(flags, env, 'login-timeout-ms', 10_000, 100, 600_000),
+    pingIntervalMs: int(flags, env, 'ping-interval-ms', 25_000, 100, 600_000),
+    sqliteSynchronous: sync,
+    limits: {
+      maxFrameBytes: int(flags, env, 'max-frame-bytes', DEFAULT_MAX_FRAME_BYTES, 1024, 16 * 1024 * 1024),
+      maxTextBytes: int(flags, env, 'max-text-bytes', 16 * 1024, 1, 16 * 1024 * 1024),
+      ratePerSecond: int(flags, env, 'rate-limit', 200, 1, 1_000_000),
+      rateBurst: int(flags, env, 'rate-burst', 400, 1, 1_000_000),
+      maxOutboundBytes: int(flags, env, 'max-outbound-bytes', 4 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
+    },
+  };
+}
+
+export function databasePath(config: ServerConfig): string {
+  return join(config.dataDir, 'longlink.db');
+}

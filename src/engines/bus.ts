@@ -1,0 +1,81 @@
+// Bus: how gateways and logic nodes meet. Uplink carries client requests from
+// a gateway to logic; downlink carries replies and pushes from logic to the
+// gateway(s) holding the connections.
+//
+// Contract (checked by test/engines/bus.contract.ts for every implementation):
+// - Uplink messages with the same partition key are handed to the consumer in
+//   publish order, one batch at a time: the next batch of a partition is not
+//   delivered before the handler's promise for the previous one settles. This
+//   is what makes seq assignment single-writer per conversation.
+// - A message is delivered at least once; the handler is idempotent.
+// - Downlink messages to one node arrive in publish order.
+import type { Frame } from '../protocol/index.js';
+
+/** Who sent an uplink request: the connection and its authenticated identity. */
+export interface Origin {
+  node: string;
+  connId: number;
+  userId: string;
+  deviceId: string;
+  platform: string;
+}
+
+/** A client frame forwarded by a gateway, already authenticated. */
+export interface UpMessage {
+  origin: Origin;
+  frame: Frame;
+}
+
+/** A frame for one connection (a reply to its request). */
+export interface ReplyDown {
+  kind: 'reply';
+  connId: number;
+  /** Encoded Frame bytes. */
+  frame: Uint8Array;
+}
+
+/** A frame for every local device of some users (a push). */
+export interface DeliverDown {
+  kind: 'deliver';
+  targets: DeliverTarget[];
+  /** Encoded Frame bytes, shared by every connection that gets them. */
+  frame: Uint8Array;
+}
+
+export interface DeliverTarget {
+  userId: string;
+  /** Skip this device of the user (the sender's own device). */
+  exceptDevice?: string;
+}
+
+/** Close one device's connection with a Kick (e.g. it logged in elsewhere). */
+export interface KickDown {
+  kind: 'kick';
+  userId: string;
+  deviceId: string;
+  /** Kick only this connection; when absent, whichever holds the device. */
+  connId?: number;
+  code: number;
+  reason: string;
+}
+
+export type DownMessage = ReplyDown | DeliverDown | KickDown;
+
+export type UpHandler = (batch: UpMessage[]) => Promise<void>;
+export type DownHandler = (batch: DownMessage[]) => void;
+
+export interface Subscription {
+  close(): Promise<void>;
+}
+
+export interface Bus {
+  /** Queue a client request for logic. Resolves once the bus has accepted it. */
+  publishUp(partitionKey: string, message: UpMessage): Promise<void>;
+  /** Consume uplink as a logic node. */
+  consumeUp(handler: UpHandler): Subscription;
+  /** Send to the gateway node `node`. */
+  publishDown(node: string, message: DownMessage): Promise<void>;
+  /** Receive what logic sends to gateway node `node`. */
+  consumeDown(node: string, handler: DownHandler): Subscription;
+  close(): Promise<void>;
+}

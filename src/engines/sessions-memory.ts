@@ -1,0 +1,53 @@
+// In-process session table for a single node.
+import type { SessionInfo, Sessions } from './sessions.js';
+
+export class MemorySessions implements Sessions {
+  private readonly byUser = new Map<string, Map<string, SessionInfo>>();
+
+  async bind(session: SessionInfo): Promise<SessionInfo | undefined> {
+    let devices = this.byUser.get(session.userId);
+    if (!devices) {
+      devices = new Map();
+      this.byUser.set(session.userId, devices);
+    }
+    const previous = devices.get(session.deviceId);
+    devices.set(session.deviceId, { ...session });
+    return previous;
+  }
+
+  async unbind(userId: string, deviceId: string, node: string, connId: number): Promise<boolean> {
+    const devices = this.byUser.get(userId);
+    const current = devices?.get(deviceId);
+    if (!devices || !current || current.node !== node || current.connId !== connId) return false;
+    devices.delete(deviceId);
+    if (devices.size === 0) this.byUser.delete(userId);
+    return true;
+  }
+
+  async lookup(userIds: readonly string[]): Promise<Map<string, SessionInfo[]>> {
+    const out = new Map<string, SessionInfo[]>();
+    for (const userId of userIds) {
+      const devices = this.byUser.get(userId);
+      if (devices && devices.size > 0) out.set(userId, [...devices.values()]);
+    }
+    return out;
+  }
+
+  async dropNode(node: string): Promise<number> {
+    let dropped = 0;
+    for (const [userId, devices] of this.byUser) {
+      for (const [deviceId, s] of devices) {
+        if (s.node === node) {
+          devices.delete(deviceId);
+          dropped++;
+        }
+      }
+      if (devices.size === 0) this.byUser.delete(userId);
+    }
+    return dropped;
+  }
+
+  async close(): Promise<void> {
+    this.byUser.clear();
+  }
+}

@@ -1,0 +1,27 @@
+// Sessions: which gateway node holds each device of each user. Written by
+// gateways at login and logout, read by logic to route pushes.
+//
+// Contract (test/engines/sessions.contract.ts):
+// - bind() replaces any session of the same (user, device) and returns it, so
+//   the caller can kick the old connection wherever it is.
+// - unbind() removes a session only if it still belongs to that connection
+//   (a late logout of a replaced connection must not remove its successor).
+// - dropNode() removes every session of a node (the node died).
+
+export interface SessionInfo {
+  userId: string;
+  deviceId: string;
+  platform: string;
+  node: string;
+  connId: number;
+  loginAtMs: number;
+}
+
+export interface Sessions {
+  bind(session: SessionInfo): Promise<SessionInfo | undefined>;
+  unbind(userId: string, deviceId: string, node: string, connId: number): Promise<boolean>;
+  /** Every online device of each user (users with none are absent). */
+  lookup(userIds: readonly string[]): Promise<Map<string, SessionInfo[]>>;
+  dropNode(node: string): Promise<number>;
+  close(): Promise<void>;
+}

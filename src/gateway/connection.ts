@@ -1,0 +1,69 @@
+// One client connection as the gateway sees it: its transport, login state,
+// identity and liveness. Pure state plus small helpers; the protocol flow is
+// in gateway.ts.
+import type { Transport } from './transport.js';
+import { TokenBucket } from './rate-limit.js';
+
+export type ConnectionState = 'awaiting-login' | 'logging-in' | 'open' | 'closed';
+
+export class Connection {
+  state: ConnectionState = 'awaiting-login';
+  userId = '';
+  deviceId = '';
+  platform = '';
+  lastSeenMs: number;
+  readonly openedAtMs: number;
+  readonly bucket: TokenBucket;
+  /** True once a RATE_LIMITED notice was sent for the current throttling episode. */
+  throttled = false;
+
+  constructor(
+    readonly id: number,
+    readonly transport: Transport,
+    now: number,
+    ratePerSecond: number,
+    rateBurst: number,
+  ) {
+    this.openedAtMs = now;
+    this.lastSeenMs = now;
+    this.bucket = new TokenBucket(ratePerSecond, rateBurst, now);
+  }
+}
+
+/** Local session table: user → device → connection. */
+export class SessionTable {
+  private readonly byUser = new Map<string, Map<string, Connection>>();
+
+  get(userId: string, deviceId: string): Connection | undefined {
+    return this.byUser.get(userId)?.get(deviceId);
+  }
+
+  devices(userId: string): Iterable<Connection> {
+    return this.byUser.get(userId)?.values() ?? [];
+  }
+
+  /** Add a connection; returns the one it replaces for the same device, if any. */
+  add(conn: Connection): Connection | undefined {
+    let devices = this.byUser.get(conn.userId);
+    if (!devices) {
+      devices = new Map();
+      this.byUser.set(conn.userId, devices);
+    }
+    const previous = devices.get(conn.deviceId);
+    devices.set(conn.deviceId, conn);
+    return previous === conn ? undefined : previous;
+  }
+
+  /** Remove a connection if it is still the one registered for its device. */
+  remove(conn: Connection): boolean {
+    const devices = this.byUser.get(conn.userId);
+    if (!devices || devices.get(conn.deviceId) !== conn) return false;
+    devices.delete(conn.deviceId);
+    if (devices.size === 0) this.byUser.delete(conn.userId);
+    return true;
+  }
+
+  get users(): number {
+    return this.byUser.size;
+  }
+}

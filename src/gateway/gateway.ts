@@ -1,0 +1,393 @@
+// The gateway: holds connections, runs the login handshake, heartbeats and
+// idle eviction, the local session table, kicks and backpressure. It has no
+// business rules: authenticated requests go up the bus to logic, and what
+// comes down is written to the connections it names.
+import net from 'node:net';
+import type { Server as HttpServer, IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import type { Bus, DownMessage, Subscription, UpMessage } from '../engines/bus.js';
+import type { Sessions } from '../engines/sessions.js';
+import type { Registry } from '../engines/registry.js';
+import type { TokenService } from '../auth/tokens.js';
+import {
+  DecodeError, ErrorCode, LonglinkError, decodeFrame, directConversationId, encodeFrame, errorName,
+  makeFrame, shouldReconnect, type Frame,
+} from '../protocol/index.js';
+import { Connection, SessionTable } from './connection.js';
+import { OutFrame, type Transport, type TransportSink } from './transport.js';
+import { TcpTransport } from './tcp.js';
+import { WsTransport } from './ws.js';
+
+export interface GatewayOptions {
+  nodeId: string;
+  loginTimeoutMs: number;
+  pingIntervalMs: number;
+  maxFrameBytes: number;
+  maxTextBytes: number;
+  ratePerSecond: number;
+  rateBurst: number;
+  maxOutboundBytes: number;
+}
+
+export interface GatewayDeps {
+  bus: Bus;
+  sessions: Sessions;
+  registry: Registry;
+  tokens: TokenService;
+}
+
+/** Frame types a client may send after login, forwarded to logic. */
+const FORWARDED = new Set(['send', 'pushAck', 'sync', 'history']);
+
+export class Gateway {
+  private readonly conns = new Map<number, Connection>();
+  private readonly table = new SessionTable();
+  private nextConnId = 1;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private announceTimer: NodeJS.Timeout | undefined;
+  private downSub: Subscription | undefined;
+  private tcpServer: net.Server | undefined;
+  private wss: WebSocketServer | undefined;
+  private publicTcpUrl: string | undefined;
+  private publicWsUrl: string | undefined;
+  private stopping = false;
+
+  constructor(
+    private readonly options: GatewayOptions,
+    private readonly deps: GatewayDeps,
+  ) {}
+
+  get connectionCount(): number {
+    return this.conns.size;
+  }
+
+  /** Start consuming downlink and sweeping for dead connections. */
+  start(): void {
+    this.downSub = this.deps.bus.consumeDown(this.options.nodeId, (batch) => this.onDown(batch));
+    const sweepEvery = Math.max(50, Math.min(1000, Math.floor(this.options.pingIntervalMs / 2)));
+    this.sweepTimer = setInterval(() => this.sweep(), sweepEvery);
+    this.sweepTimer.unref();
+    void this.announce();
+    this.announceTimer = setInterval(() => void this.announce(), 5000);
+    this.announceTimer.unref();
+  }
+
+  listenTcp(port: number, host: string): Promise<net.AddressInfo> {
+    const server = net.createServer((socket) => this.accept(new TcpTransport(socket, this.options.maxFrameBytes)));
+    server.on('error', (err) => console.error('[gateway] tcp server error', err));
+    this.tcpServer = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ port, host, backlog: 4096 }, () => {
+        const address = server.address() as net.AddressInfo;
+        this.publicTcpUrl = `tcp://${host}:${address.port}`;
+        resolve(address);
+      });
+    });
+  }
+
+  /** Serve WebSocket at /ws on an HTTP server (upgrade requests only). */
+  attachWebSocket(http: HttpServer, publicWsUrl: string): void {
+    this.publicWsUrl = publicWsUrl;
+    this.wss = new WebSocketServer({
+      noServer: true,
+      // Frames up to 4x the limit are read and answered with FRAME_TOO_LARGE;
+      // past that ws closes the socket itself with close code 1009.
+      maxPayload: this.options.maxFrameBytes * 4,
+      perMessageDeflate: false,
+      clientTracking: false,
+    });
+    http.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const path = (request.url ?? '').split('?')[0];
+      if (path !== '/ws' || this.stopping) {
+        socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      socket.on('error', () => socket.destroy());
+      this.wss!.handleUpgrade(request, socket, head, (ws) => {
+        this.accept(new WsTransport(ws, request, this.options.maxFrameBytes));
+      });
+    });
+  }
+
+  private accept(transport: Transport): void {
+    if (this.stopping) {
+      transport.destroy();
+      return;
+    }
+    const conn = new Connection(this.nextConnId++, transport, Date.now(), this.options.ratePerSecond, this.options.rateBurst);
+    this.conns.set(conn.id, conn);
+    const sink: TransportSink = {
+      onPayload: (payload) => this.onPayload(conn, payload),
+      onFramingError: (code, message) => this.fail(conn, 0, code, message, true),
+      onActivity: () => {
+        conn.lastSeenMs = Date.now();
+      },
+      onClose: () => this.onClosed(conn),
+    };
+    transport.attach(sink);
+  }
+
+  // ---- inbound ----------------------------------------------------------
+
+  /** Returns false to pause reading from this connection. */
+  private onPayload(conn: Connection, payload: Uint8Array): boolean {
+    if (conn.state === 'closed') return false;
+    const now = Date.now();
+    conn.lastSeenMs = now;
+    let frame: Frame;
+    try {
+      frame = decodeFrame(payload);
+    } catch (err) {
+      const code = err instanceof DecodeError ? err.code : ErrorCode.BAD_FRAME;
+      this.fail(conn, 0, code, (err as Error).message, true);
+      return false;
+    }
+    const body = frame.body;
+    if (conn.state === 'awaiting-login') {
+      if (body.case !== 'login') {
+        this.fail(conn, frame.id, ErrorCode.NOT_LOGGED_IN, 'the first frame must be a login', true);
+        return false;
+      }
+      conn.state = 'logging-in';
+      void this.login(conn, frame.id, body.value.token);
+      return false; // resume once logged in
+    }
+    const wait = conn.bucket.take(now);
+    if (wait > 0) {
+      if (!conn.throttled) {
+        conn.throttled = true;
+        this.fail(conn, 0, ErrorCode.RATE_LIMITED, `over ${this.options.ratePerSecond} frames/s; reading paused`, false);
+      }
+      setTimeout(() => {
+        conn.throttled = false;
+        if (conn.state === 'open') conn.transport.resume();
+      }, wait).unref();
+      // This frame is handled now; the ones after it wait.
+      this.handle(conn, frame);
+      return false;
+    }
+    this.handle(conn, frame);
+    return true;
+  }
+
+  private handle(conn: Connection, frame: Frame): void {
+    const body = frame.body;
+    switch (body.case) {
+      case 'ping':
+        this.send(conn, new OutFrame(encodeFrame(makeFrame(frame.id, { case: 'pong', value: { serverTimeMs: BigInt(Date.now()) } }))));
+        return;
+      case 'login':
+        this.fail(conn, frame.id, ErrorCode.ALREADY_LOGGED_IN, 'this connection is already logged in', false);
+        return;
+      default:
+        if (body.case === undefined || !FORWARDED.has(body.case)) {
+          this.fail(conn, frame.id, ErrorCode.UNKNOWN_FRAME, `frame type ${body.case ?? 'unknown'} is not accepted from clients`, false);
+          return;
+        }
+        this.forward(conn, frame);
+    }
+  }
+
+  private forward(conn: Connection, frame: Frame): void {
+    const message: UpMessage = {
+      origin: { node: this.options.nodeId, connId: conn.id, userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform },
+      frame,
+    };
+    this.deps.bus.publishUp(partitionKey(conn, frame), message).catch((err: unknown) => {
+      console.error('[gateway] uplink publish failed', err);
+      this.fail(conn, frame.id, ErrorCode.UNAVAILABLE, 'the server could not accept the request; retry', false);
+    });
+  }
+
+  private async login(conn: Connection, requestId: number, token: string): Promise<void> {
+    let claims;
+    try {
+      claims = await this.deps.tokens.verify(token);
+    } catch (err) {
+      const code = err instanceof LonglinkError ? err.code : ErrorCode.TOKEN_INVALID;
+      this.fail(conn, requestId, code, (err as Error).message, true);
+      return;
+    }
+    if (conn.state !== 'logging-in') return; // closed meanwhile
+    if (claims.expiresAtMs <= Date.now()) {
+      this.fail(conn, requestId, ErrorCode.TOKEN_EXPIRED, 'token expired', true);
+      return;
+    }
+    conn.userId = claims.userId;
+    conn.deviceId = claims.deviceId;
+    conn.platform = claims.platform;
+    conn.state = 'open';
+    conn.lastSeenMs = Date.now();
+    const replaced = this.table.add(conn);
+    if (replaced) this.kick(replaced, ErrorCode.REPLACED, 'the same device logged in on another connection');
+    this.send(conn, new OutFrame(encodeFrame(makeFrame(requestId, {
+      case: 'loginResult',
+      value: {
+        userId: claims.userId,
+        deviceId: claims.deviceId,
+        platform: claims.platform,
+        pingIntervalMs: this.options.pingIntervalMs,
+        serverTimeMs: BigInt(Date.now()),
+        nodeId: this.options.nodeId,
+        maxFrameBytes: this.options.maxFrameBytes,
+        maxTextBytes: this.options.maxTextBytes,
+      },
+    }))));
+    conn.transport.resume();
+    try {
+      const previous = await this.deps.sessions.bind({
+        userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform,
+        node: this.options.nodeId, connId: conn.id, loginAtMs: Date.now(),
+      });
+      if (previous && previous.node !== this.options.nodeId) {
+        await this.deps.bus.publishDown(previous.node, {
+          kind: 'kick', userId: previous.userId, deviceId: previous.deviceId, connId: previous.connId,
+          code: ErrorCode.REPLACED, reason: 'the same device logged in on another connection',
+        });
+      }
+      // Closed while binding: the close ran its unbind before the bind landed.
+      if (!this.conns.has(conn.id)) await this.unbind(conn);
+    } catch (err) {
+      console.error('[gateway] session bind failed', err);
+    }
+  }
+
+  // ---- outbound ---------------------------------------------------------
+
+  private onDown(batch: DownMessage[]): void {
+    for (const message of batch) {
+      switch (message.kind) {
+        case 'reply': {
+          const conn = this.conns.get(message.connId);
+          if (conn && conn.state === 'open') this.send(conn, new OutFrame(message.frame));
+          break;
+        }
+        case 'deliver': {
+          const out = new OutFrame(message.frame);
+          for (const target of message.targets) {
+            for (const conn of this.table.devices(target.userId)) {
+              if (conn.deviceId !== target.exceptDevice && conn.state === 'open') this.send(conn, out);
+            }
+          }
+          break;
+        }
+        case 'kick': {
+          const conn = message.connId !== undefined ? this.conns.get(message.connId) : this.table.get(message.userId, message.deviceId);
+          if (conn && conn.userId === message.userId && conn.deviceId === message.deviceId) this.kick(conn, message.code, message.reason);
+          break;
+        }
+      }
+    }
+  }
+
+  /** Write a frame; a connection whose unread backlog passes the limit is dropped. */
+  private send(conn: Connection, out: OutFrame): void {
+    if (conn.state === 'closed') return;
+    if (conn.transport.bufferedBytes > this.options.maxOutboundBytes) {
+      this.fail(conn, 0, ErrorCode.SLOW_CONSUMER, 'the client is not reading; outbound queue is full', true, true);
+      return;
+    }
+    conn.transport.send(out);
+  }
+
+  /** Send an Error frame; when `close`, close the connection after it. */
+  private fail(conn: Connection, requestId: number, code: ErrorCode, message: string, close: boolean, destroyNow = false): void {
+    if (conn.state === 'closed') return;
+    const frame = makeFrame(requestId, {
+      case: 'error',
+      value: { code, message, fatal: close, reconnect: close && shouldReconnect(code) },
+    });
+    if (!destroyNow) conn.transport.send(new OutFrame(encodeFrame(frame)));
+    if (close) this.close(conn, destroyNow, `${errorName(code)}: ${message}`);
+  }
+
+  private kick(conn: Connection, code: ErrorCode, reason: string, reconnect = false): void {
+    if (conn.state === 'closed') return;
+    conn.transport.send(new OutFrame(encodeFrame(makeFrame(0, { case: 'kick', value: { code, reason, reconnect } }))));
+    this.close(conn, false, `kick ${errorName(code)}`);
+  }
+
+  private close(conn: Connection, destroy: boolean, _why: string): void {
+    if (conn.state === 'closed') return;
+    const wasOpen = conn.state === 'open';
+    conn.state = 'closed';
+    this.conns.delete(conn.id);
+    if (wasOpen) {
+      this.table.remove(conn);
+      void this.unbind(conn);
+    }
+    if (destroy) conn.transport.destroy();
+    else conn.transport.end();
+  }
+
+  private onClosed(conn: Connection): void {
+    this.close(conn, true, 'peer closed');
+  }
+
+  private async unbind(conn: Connection): Promise<void> {
+    try {
+      await this.deps.sessions.unbind(conn.userId, conn.deviceId, this.options.nodeId, conn.id);
+    } catch (err) {
+      console.error('[gateway] session unbind failed', err);
+    }
+  }
+
+  /** One pass over every connection: login deadlines and heartbeat timeouts. */
+  private sweep(): void {
+    const now = Date.now();
+    const silentLimit = this.options.pingIntervalMs * 3;
+    for (const conn of this.conns.values()) {
+      if (conn.state === 'awaiting-login' || conn.state === 'logging-in') {
+        if (now - conn.openedAtMs > this.options.loginTimeoutMs) {
+          this.fail(conn, 0, ErrorCode.LOGIN_TIMEOUT, `no login within ${this.options.loginTimeoutMs} ms`, true);
+        }
+      } else if (conn.state === 'open' && now - conn.lastSeenMs > silentLimit) {
+        this.fail(conn, 0, ErrorCode.HEARTBEAT_TIMEOUT, `silent for ${silentLimit} ms`, true);
+      }
+    }
+  }
+
+  private async announce(): Promise<void> {
+    if (this.stopping) return;
+    try {
+      await this.deps.registry.announce({
+        id: this.options.nodeId,
+        role: 'gateway',
+        tcpUrl: this.publicTcpUrl,
+        wsUrl: this.publicWsUrl,
+        load: this.conns.size,
+        startedAtMs: Date.now(),
+      }, 15_000);
+    } catch (err) {
+      console.error('[gateway] registry announce failed', err);
+    }
+  }
+
+  /** Stop accepting, tell every client to reconnect elsewhere, close. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.sweepTimer);
+    clearInterval(this.announceTimer);
+    await this.downSub?.close();
+    for (const conn of [...this.conns.values()]) {
+      if (conn.state === 'open') this.kick(conn, ErrorCode.SERVER_SHUTDOWN, 'server is stopping', true);
+      else this.close(conn, true, 'stopping');
+    }
+    await this.deps.registry.remove(this.options.nodeId).catch(() => undefined);
+    await new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
+    this.wss?.close();
+  }
+}
+
+/** Uplink partition: the conversation for sends (one writer per conversation), else the user. */
+function partitionKey(conn: Connection, frame: Frame): string {
+  const body = frame.body;
+  if (body.case === 'send') {
+    if (body.value.conversationId) return body.value.conversationId;
+    if (body.value.toUser) return directConversationId(conn.userId, body.value.toUser);
+  }
+  if (body.case === 'pushAck' && body.value.conversationId) return body.value.conversationId;
+  return `user:${conn.userId}`;
+}

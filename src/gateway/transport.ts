@@ -1,0 +1,85 @@
+// One interface over TCP and WebSocket, so the gateway's session code never
+// knows which it is on. An adapter turns its socket's bytes into frame
+// payloads and hands them to a sink one at a time; the sink can stop the
+// flow (rate limit, login in progress) and the adapter then stops reading
+// from the socket, so an abusive client fills its own TCP window, not our memory.
+import { lengthPrefixed } from '../protocol/index.js';
+
+/** Encoded frame bytes, framed for TCP at most once however many connections get them. */
+export class OutFrame {
+  private prefixed: Buffer | undefined;
+  constructor(readonly bytes: Uint8Array) {}
+  get tcp(): Buffer {
+    return (this.prefixed ??= lengthPrefixed(this.bytes));
+  }
+}
+
+export interface TransportSink {
+  /** One frame's bytes. Return false to stop delivery until resume(). */
+  onPayload(payload: Uint8Array): boolean;
+  /** The byte stream itself is broken (oversized or undecodable framing). */
+  onFramingError(code: number, message: string): void;
+  /** Transport-level sign of life (a WebSocket ping). */
+  onActivity(): void;
+  onClose(): void;
+}
+
+export type TransportKind = 'tcp' | 'ws';
+
+export interface Transport {
+  readonly kind: TransportKind;
+  readonly remoteAddress: string;
+  /** Bytes accepted by send() and not yet handed to the kernel. */
+  readonly bufferedBytes: number;
+  attach(sink: TransportSink): void;
+  send(frame: OutFrame): void;
+  /** Continue delivering payloads after the sink returned false. */
+  resume(): void;
+  /** Flush what was sent, then close. */
+  end(): void;
+  /** Close now. */
+  destroy(): void;
+}
+
+/**
+ * The part both adapters share: a queue of payloads that arrived while the
+ * sink had paused delivery.
+ */
+export abstract class PausableDelivery {
+  protected sink: TransportSink | undefined;
+  private held: Uint8Array[] = [];
+  private paused = false;
+  protected closed = false;
+
+  protected abstract pauseSource(): void;
+  protected abstract resumeSource(): void;
+
+  attach(sink: TransportSink): void {
+    this.sink = sink;
+  }
+
+  protected deliver(payload: Uint8Array): void {
+    if (this.closed || !this.sink) return;
+    if (this.paused) {
+      this.held.push(payload);
+      return;
+    }
+    if (!this.sink.onPayload(payload)) this.pause();
+  }
+
+  private pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.pauseSource();
+  }
+
+  resume(): void {
+    if (!this.paused || this.closed) return;
+    this.paused = false;
+    while (this.held.length > 0 && !this.paused && !this.closed) {
+      const next = this.held.shift()!;
+      if (!this.sink!.onPayload(next)) this.pause();
+    }
+    if (!this.paused && !this.closed) this.resumeSource();
+  }
+}

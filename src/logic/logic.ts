@@ -1,0 +1,192 @@
+// Logic node: consumes client requests from the bus in batches. Sends of a
+// batch are stored in one transaction and acked together; acks, syncs and
+// history reads follow. Replies go down the bus to the connection that asked.
+import {
+  ErrorCode, LonglinkError, cursorToWire, encodeFrame, makeFrame, messageToWire, shouldReconnect,
+  type BodyOf, type Frame,
+} from '../protocol/index.js';
+import type { Bus, Origin, Subscription, UpMessage } from '../engines/bus.js';
+import type { Sessions } from '../engines/sessions.js';
+import type { MessageDraft, Store } from '../engines/store.js';
+import { Pipeline } from './pipeline.js';
+import { canAccess } from './access.js';
+
+export interface LogicOptions {
+  nodeId: string;
+  maxTextBytes: number;
+  /** Messages per sync page when the client asks for 0 or more than this. @default 200 */
+  syncPageLimit?: number;
+  /** Messages per history page, likewise. @default 100 */
+  historyPageLimit?: number;
+}
+
+export class Logic {
+  readonly pipeline: Pipeline;
+  private sub: Subscription | undefined;
+  private readonly syncPageLimit: number;
+  private readonly historyPageLimit: number;
+
+  constructor(
+    private readonly options: LogicOptions,
+    private readonly deps: { bus: Bus; sessions: Sessions; store: Store },
+  ) {
+    this.pipeline = new Pipeline({ maxTextBytes: options.maxTextBytes }, deps);
+    this.syncPageLimit = options.syncPageLimit ?? 200;
+    this.historyPageLimit = options.historyPageLimit ?? 100;
+  }
+
+  start(): void {
+    this.sub = this.deps.bus.consumeUp((batch) => this.process(batch));
+  }
+
+  async stop(): Promise<void> {
+    await this.sub?.close();
+  }
+
+  /** One uplink batch. Never throws for a client's fault; each bad request gets its coded error. */
+  async process(batch: UpMessage[]): Promise<void> {
+    const now = Date.now();
+    const sends: { up: UpMessage; draft: MessageDraft }[] = [];
+    const acks: { userId: string; deviceId: string; conversationId: string; seq: number }[] = [];
+    const reads: UpMessage[] = [];
+    for (const up of batch) {
+      const body = up.frame.body;
+      try {
+        if (body.case === 'send') {
+          const s = body.value;
+          const draft = this.pipeline.draft({
+            fromUser: up.origin.userId, fromDevice: up.origin.deviceId, claimedFrom: s.fromUser,
+            toUser: s.toUser, conversationId: s.conversationId, clientMsgId: s.clientMsgId, text: s.text,
+          }, now);
+          sends.push({ up, draft });
+        } else if (body.case === 'pushAck') {
+          const seq = Number(body.value.seq);
+          if (!Number.isSafeInteger(seq) || seq < 0) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'seq out of range');
+          if (!(await canAccess(this.deps.store, body.value.conversationId, up.origin.userId))) {
+            throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
+          }
+          acks.push({ userId: up.origin.userId, deviceId: up.origin.deviceId, conversationId: body.value.conversationId, seq });
+        } else {
+          reads.push(up);
+        }
+      } catch (err) {
+        await this.replyError(up.origin, up.frame.id, err);
+      }
+    }
+
+    if (sends.length > 0) {
+      try {
+        const results = await this.pipeline.commit(sends.map((s) => s.draft));
+        await Promise.all(results.map((r, i) => {
+          const up = sends[i]!.up;
+          const m = r.message;
+          return this.reply(up.origin, makeFrame(up.frame.id, {
+            case: 'sendAck',
+            value: {
+              clientMsgId: m.clientMsgId, serverMsgId: m.serverMsgId, conversationId: m.conversationId,
+              seq: BigInt(m.seq), sentAtMs: BigInt(m.sentAtMs), duplicate: r.duplicate,
+            },
+          }));
+        }));
+      } catch (err) {
+        console.error('[logic] store append failed', err);
+        for (const { up } of sends) {
+          await this.replyError(up.origin, up.frame.id, new LonglinkError(ErrorCode.UNAVAILABLE, 'message not stored; resend it'));
+        }
+      }
+    }
+    if (acks.length > 0) {
+      try {
+        await this.deps.store.advanceDelivered(acks);
+      } catch (err) {
+        console.error('[logic] cursor write failed', err);
+      }
+    }
+    for (const up of reads) {
+      try {
+        await this.read(up);
+      } catch (err) {
+        await this.replyError(up.origin, up.frame.id, err);
+      }
+    }
+  }
+
+  private async read(up: UpMessage): Promise<void> {
+    const body = up.frame.body;
+    if (body.case === 'sync') return this.reply(up.origin, await this.sync(up.origin, up.frame.id, body.value));
+    if (body.case === 'history') return this.reply(up.origin, await this.history(up.origin, up.frame.id, body.value));
+    throw new LonglinkError(ErrorCode.UNKNOWN_FRAME, `frame type ${body.case ?? 'unknown'} is not handled by logic`);
+  }
+
+  /** What a device missed, from its cursors, one page of at most `limit` messages. */
+  private async sync(origin: Origin, id: number, req: BodyOf<'sync'>): Promise<Frame> {
+    const store = this.deps.store;
+    const limit = req.limit > 0 ? Math.min(req.limit, this.syncPageLimit) : this.syncPageLimit;
+    const given = new Map<string, number>();
+    for (const c of req.cursors) given.set(c.conversationId, Math.max(0, Number(c.seq)));
+    const only = new Set(req.conversationIds);
+    for (const conversationId of only) {
+      if (!(await canAccess(store, conversationId, origin.userId))) {
+        throw new LonglinkError(ErrorCode.FORBIDDEN, `not a member of ${conversationId}`);
+      }
+    }
+    const delivered = await store.delivered(origin.userId, origin.deviceId);
+    const conversations = (await store.listForUser(origin.userId)).filter((c) => only.size === 0 || only.has(c.conversationId));
+    const reached = new Map<string, number>();
+    for (const conversationId of only) reached.set(conversationId, given.get(conversationId) ?? delivered.get(conversationId) ?? 0);
+    const messages = [];
+    let remaining = limit;
+    let hasMore = false;
+    for (const c of conversations) {
+      const base = given.get(c.conversationId) ?? delivered.get(c.conversationId) ?? 0;
+      if (c.lastSeq <= base) continue;
+      if (remaining === 0) {
+        hasMore = true;
+        break;
+      }
+      const page = await store.after(c.conversationId, base, remaining);
+      messages.push(...page);
+      remaining -= page.length;
+      const last = page.length > 0 ? page[page.length - 1]!.seq : base;
+      reached.set(c.conversationId, last);
+      if (last < c.lastSeq) hasMore = true;
+    }
+    return makeFrame(id, {
+      case: 'syncResult',
+      value: {
+        messages: messages.map(messageToWire),
+        cursors: [...reached].map(([conversationId, seq]) => cursorToWire(conversationId, seq)),
+        hasMore,
+      },
+    });
+  }
+
+  private async history(origin: Origin, id: number, req: BodyOf<'history'>): Promise<Frame> {
+    if (!(await canAccess(this.deps.store, req.conversationId, origin.userId))) {
+      throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
+    }
+    const limit = req.limit > 0 ? Math.min(req.limit, this.historyPageLimit) : this.historyPageLimit;
+    const page = await this.deps.store.before(req.conversationId, Number(req.beforeSeq), limit + 1);
+    const hasMore = page.length > limit;
+    const messages = hasMore ? page.slice(1) : page;
+    return makeFrame(id, {
+      case: 'historyResult',
+      value: { conversationId: req.conversationId, messages: messages.map(messageToWire), hasMore },
+    });
+  }
+
+  private reply(origin: Origin, frame: Frame): Promise<void> {
+    return this.deps.bus.publishDown(origin.node, { kind: 'reply', connId: origin.connId, frame: encodeFrame(frame) });
+  }
+
+  private async replyError(origin: Origin, id: number, err: unknown): Promise<void> {
+    const known = err instanceof LonglinkError;
+    if (!known) console.error('[logic] request failed', err);
+    const code = known ? err.code : ErrorCode.INTERNAL;
+    const message = known ? err.message : 'internal error';
+    await this.reply(origin, makeFrame(id, {
+      case: 'error',
+      value: { code, message, fatal: false, reconnect: shouldReconnect(code) },
+    })).catch((e: unknown) => console.error('[logic] reply failed', e));
+  }
+}

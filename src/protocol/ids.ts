@@ -1,0 +1,28 @@
+// Identifiers shared by every role and the client.
+
+/** User and device ids: 1-64 chars of [A-Za-z0-9_.@-]. No ':' so conversation ids parse. */
+export const ID_PATTERN = /^[A-Za-z0-9_.@-]{1,64}$/;
+
+export function isValidId(id: string): boolean {
+  return ID_PATTERN.test(id);
+}
+
+/** The sender id of messages the server sends on behalf of the system (business push). */
+export const SYSTEM_USER = 'system';
+
+/**
+ * The 1:1 conversation between two users: `u:{a}:{b}` with a ≤ b, so both
+ * sides derive the same id.
+ */
+export function directConversationId(userA: string, userB: string): string {
+  return userA <= userB ? `u:${userA}:${userB}` : `u:${userB}:${userA}`;
+}
+
+/** The two members of a 1:1 conversation id, or undefined if it is not one. */
+export function directMembers(conversationId: string): [string, string] | undefined {
+  const parts = conversationId.split(':');
+  if (parts.length !== 3 || parts[0] !== 'u') return undefined;
+  const [, a, b] = parts as [string, string, string];
+  if (!isValidId(a) || !isValidId(b) || a > b) return undefined;
+  return [a, b];
+}
