@@ -64,6 +64,9 @@ export async function runListen(flags: Record<string, string | undefined>): Prom
     })}\n`);
   });
   client.on('state', (state, detail) => console.error(JSON.stringify({ type: 'state', state, ...detail })));
+  client.on('synced', () => console.error(JSON.stringify({ type: 'synced' })));
+  const session = client.session!;
+  console.error(JSON.stringify({ type: 'online', user: session.userId, device: session.deviceId, node: session.nodeId }));
   const stop = () => {
     void client.close().then(() => process.exit(0));
   };
