@@ -101,7 +101,7 @@ export class SqliteStore implements Store {
     const db = this.db;
     this.stmts = {
       byClientId: db.prepare<[string, string], MessageRow>(
-        `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE from_user = ? AND client_msg_id = ?`,
+        `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE from_user = ? AND client_msg_id = ? AND client_msg_id <> ''`,
       ),
       createConversation: db.prepare<[string, string]>(
         `INSERT INTO conversations (id, kind) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,

@@ -11,6 +11,9 @@ import type { MessageDraft, Store } from '../engines/store.js';
 import { Pipeline } from './pipeline.js';
 import { canAccess } from './access.js';
 
+/** Soft cap of a sync or history page's text, so replies stay well under client frame limits. */
+const MAX_PAGE_BYTES = 1024 * 1024;
+
 export interface LogicOptions {
   nodeId: string;
   maxTextBytes: number;
@@ -137,6 +140,7 @@ export class Logic {
     const messages = [];
     let remaining = limit;
     let hasMore = false;
+    let bytes = 0;
     for (const c of conversations) {
       const base = given.get(c.conversationId) ?? delivered.get(c.conversationId) ?? 0;
       if (c.lastSeq <= base) continue;
@@ -144,9 +148,21 @@ export class Logic {
         hasMore = true;
         break;
       }
-      const page = await store.after(c.conversationId, base, remaining);
+      let page = await store.after(c.conversationId, base, remaining);
+      // Keep frames reasonable: stop a page at about 1 MiB of text (always at least one message).
+      let cut = page.length;
+      for (let i = 0; i < page.length; i++) {
+        bytes += page[i]!.text.length + 128;
+        if (bytes > MAX_PAGE_BYTES && messages.length + i > 0) {
+          cut = i;
+          break;
+        }
+      }
+      if (cut < page.length) {
+        page = page.slice(0, cut);
+        remaining = 0;
+      } else remaining -= page.length;
       messages.push(...page);
-      remaining -= page.length;
       const last = page.length > 0 ? page[page.length - 1]!.seq : base;
       reached.set(c.conversationId, last);
       if (last < c.lastSeq) hasMore = true;
