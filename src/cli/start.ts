@@ -53,6 +53,8 @@ export async function runStart(flags: Record<string, string | undefined>): Promi
       process.exit(1);
     });
   };
+  // A stray rejection must not take every connection down with it; log it and keep serving.
+  process.on('unhandledRejection', (err) => console.error('[longlink] unhandled rejection', err));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
