@@ -110,7 +110,11 @@ export class MemoryBus implements Bus {
       if (!lane.handler) return;
       const batch = lane.queue;
       lane.queue = [];
-      lane.handler(batch);
+      try {
+        lane.handler(batch);
+      } catch (err) {
+        console.error(`[bus] downlink handler of ${node} failed`, err);
+      }
     });
   }
 }

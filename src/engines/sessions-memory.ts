@@ -28,7 +28,7 @@ export class MemorySessions implements Sessions {
     const out = new Map<string, SessionInfo[]>();
     for (const userId of userIds) {
       const devices = this.byUser.get(userId);
-      if (devices && devices.size > 0) out.set(userId, [...devices.values()]);
+      if (devices && devices.size > 0) out.set(userId, [...devices.values()].map((s) => ({ ...s })));
     }
     return out;
   }

@@ -110,7 +110,7 @@ export class SqliteStore implements Store {
         `INSERT INTO members (user_id, conversation_id, joined_at_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
       ),
       nextSeq: db.prepare<[number, string], { last_seq: number }>(
-        `UPDATE conversations SET last_seq = last_seq + 1, last_at_ms = ? WHERE id = ? RETURNING last_seq`,
+        `UPDATE conversations SET last_seq = last_seq + 1, last_at_ms = max(last_at_ms, ?) WHERE id = ? RETURNING last_seq`,
       ),
       insertMessage: db.prepare(
         `INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,

@@ -1,0 +1,153 @@
+// The Registry contract (src/engines/registry.ts), run against every
+// implementation: `registryContract('MemoryRegistry', () => new MemoryRegistry())`.
+// Each test gets a fresh, empty registry from the factory and closes it afterwards.
+//
+// TTLs are real time. Expiry tests use short TTLs and then wait several
+// times as long, so a slow machine makes them slower, never wrong.
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { NodeInfo, NodeRole, Registry } from '../../src/engines/registry.js';
+
+export type RegistryFactory = () => Registry | Promise<Registry>;
+
+const LONG_TTL = 60_000;
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function gateway(id: string, load: number): NodeInfo {
+  return {
+    id,
+    role: 'gateway',
+    tcpUrl: `tcp://127.0.0.1:${9000 + load}`,
+    wsUrl: `ws://127.0.0.1:${8000 + load}/ws`,
+    load,
+    startedAtMs: 1_700_000_000_000,
+  };
+}
+
+function logic(id: string, load = 0): NodeInfo {
+  return { id, role: 'logic', load, startedAtMs: 1_700_000_000_000 };
+}
+
+async function ids(registry: Registry, role: NodeRole): Promise<string[]> {
+  return (await registry.live(role)).map((n) => n.id);
+}
+
+export function registryContract(name: string, factory: RegistryFactory): void {
+  describe(`Registry contract: ${name}`, () => {
+    let registry: Registry;
+
+    beforeEach(async () => {
+      registry = await factory();
+    });
+
+    afterEach(async () => {
+      await registry.close();
+    });
+
+    test('is empty at first', async () => {
+      assert.deepEqual(await registry.live('gateway'), []);
+      assert.deepEqual(await registry.live('logic'), []);
+    });
+
+    test('an announced node is live with everything it announced', async () => {
+      const node = gateway('gw-1', 12);
+      await registry.announce(node, LONG_TTL);
+      assert.deepEqual(await registry.live('gateway'), [node]);
+    });
+
+    test('keeps a node without public addresses as announced', async () => {
+      const node = logic('logic-1', 3);
+      await registry.announce(node, LONG_TTL);
+      const [live] = await registry.live('logic');
+      assert.ok(live);
+      assert.equal(live.id, 'logic-1');
+      assert.equal(live.role, 'logic');
+      assert.equal(live.load, 3);
+      assert.equal(live.startedAtMs, node.startedAtMs);
+      assert.equal(live.tcpUrl ?? undefined, undefined);
+      assert.equal(live.wsUrl ?? undefined, undefined);
+    });
+
+    test('lists only nodes of the role asked for', async () => {
+      await registry.announce(gateway('gw-1', 1), LONG_TTL);
+      await registry.announce(logic('logic-1'), LONG_TTL);
+      await registry.announce(gateway('gw-2', 2), LONG_TTL);
+      await registry.announce(logic('logic-2'), LONG_TTL);
+      assert.deepEqual(await ids(registry, 'gateway'), ['gw-1', 'gw-2']);
+      assert.deepEqual((await ids(registry, 'logic')).sort(), ['logic-1', 'logic-2']);
+    });
+
+    test('lists the least loaded first', async () => {
+      const loads = [50, 3, 1000, 0, 17, 3];
+      for (const [i, load] of loads.entries()) await registry.announce(gateway(`gw-${i}`, load), LONG_TTL);
+      const live = await registry.live('gateway');
+      assert.equal(live.length, loads.length);
+      assert.deepEqual(live.map((n) => n.load), [...loads].sort((a, b) => a - b));
+      assert.deepEqual(live.slice(0, 1).map((n) => n.id), ['gw-3']);
+      assert.deepEqual(live.slice(-1).map((n) => n.id), ['gw-2']);
+    });
+
+    test('a refresh replaces what was announced, without a second entry', async () => {
+      await registry.announce(gateway('gw-1', 10), LONG_TTL);
+      await registry.announce(gateway('gw-2', 20), LONG_TTL);
+      assert.deepEqual(await ids(registry, 'gateway'), ['gw-1', 'gw-2']);
+      const busier = { ...gateway('gw-1', 30), wsUrl: 'ws://10.0.0.1:8080/ws' };
+      await registry.announce(busier, LONG_TTL);
+      const live = await registry.live('gateway');
+      assert.deepEqual(live.map((n) => n.id), ['gw-2', 'gw-1'], 'reordered by the new load');
+      assert.deepEqual(live[1], busier);
+    });
+
+    test('a node not refreshed within its TTL is not live', async () => {
+      await registry.announce(gateway('gw-short', 0), 60);
+      await registry.announce(gateway('gw-long', 5), LONG_TTL);
+      await registry.announce(logic('logic-short'), 60);
+      await sleep(400);
+      assert.deepEqual(await ids(registry, 'gateway'), ['gw-long']);
+      assert.deepEqual(await ids(registry, 'logic'), []);
+    });
+
+    test('a refresh extends the TTL from the refresh', async () => {
+      await registry.announce(gateway('gw-1', 0), 200);
+      await sleep(100);
+      await registry.announce(gateway('gw-1', 0), LONG_TTL);
+      // Well past the first TTL: only the refresh keeps the node live.
+      await sleep(400);
+      assert.deepEqual(await ids(registry, 'gateway'), ['gw-1']);
+    });
+
+    test('a refresh with a short TTL shortens it', async () => {
+      await registry.announce(gateway('gw-1', 0), LONG_TTL);
+      await registry.announce(gateway('gw-1', 0), 60);
+      await sleep(400);
+      assert.deepEqual(await ids(registry, 'gateway'), []);
+    });
+
+    test('an expired node comes back when announced again', async () => {
+      await registry.announce(gateway('gw-1', 0), 50);
+      await sleep(300);
+      assert.deepEqual(await ids(registry, 'gateway'), []);
+      await registry.announce(gateway('gw-1', 4), LONG_TTL);
+      assert.deepEqual(await registry.live('gateway'), [gateway('gw-1', 4)]);
+    });
+
+    test('remove takes a node out at once', async () => {
+      await registry.announce(gateway('gw-1', 1), LONG_TTL);
+      await registry.announce(gateway('gw-2', 2), LONG_TTL);
+      await registry.remove('gw-1');
+      assert.deepEqual(await ids(registry, 'gateway'), ['gw-2']);
+      await registry.remove('gw-unknown');
+      await registry.remove('gw-1');
+      assert.deepEqual(await ids(registry, 'gateway'), ['gw-2']);
+    });
+
+    test('what live() returns is a copy', async () => {
+      await registry.announce(gateway('gw-1', 1), LONG_TTL);
+      const [first] = await registry.live('gateway');
+      assert.ok(first);
+      first.load = 999;
+      assert.equal((await registry.live('gateway'))[0]?.load, 1);
+    });
+  });
+}

@@ -1,0 +1,381 @@
+// The Store contract (src/engines/store.ts), run against every implementation:
+//
+//   storeContract('SqliteStore', {
+//     open: async () => new SqliteStore({ path: freshPath() }),
+//     reopen: async (closed) => new SqliteStore({ path: pathOf(closed) }),
+//   });
+//
+// `open` gives a new, empty store for each test. `reopen`, for engines that
+// persist, opens another store on the same database as one the test has
+// just closed; with it the persistence tests run too. The contract closes
+// every store it opened after each test.
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { AppendResult, MessageDraft, Store } from '../../src/engines/store.js';
+import { directConversationId, directMembers, type ChatMessage } from '../../src/protocol/index.js';
+
+export interface StoreFactory {
+  /** A new store on a new, empty database. */
+  open(): Promise<Store>;
+  /** Another store on the database of `closed` (already closed by the test). */
+  reopen?(closed: Store): Promise<Store>;
+}
+
+const AB = directConversationId('alice', 'bob');
+const AC = directConversationId('alice', 'carol');
+const AD = directConversationId('alice', 'dave');
+const BC = directConversationId('bob', 'carol');
+
+interface DraftOptions {
+  text?: string;
+  sentAtMs?: number;
+  fromDevice?: string;
+}
+
+export function storeContract(name: string, factory: StoreFactory): void {
+  describe(`Store contract: ${name}`, () => {
+    let opened: Store[];
+    let closed: Set<Store>;
+    let store: Store;
+    let clock: number;
+    let serial: number;
+
+    /** A draft in a 1:1 conversation, sent a millisecond after the previous one. */
+    function draft(conversationId: string, fromUser: string, clientMsgId: string, options: DraftOptions = {}): MessageDraft {
+      const members = directMembers(conversationId);
+      assert.ok(members, `${conversationId} is a direct conversation id`);
+      serial++;
+      clock++;
+      return {
+        conversationId,
+        kind: 'direct',
+        members,
+        fromUser,
+        fromDevice: options.fromDevice ?? `${fromUser}-phone`,
+        clientMsgId,
+        serverMsgId: `srv-${serial}`,
+        text: options.text ?? `message ${serial} from ${fromUser}`,
+        sentAtMs: options.sentAtMs ?? clock,
+      };
+    }
+
+    /** What the store should hold for a fresh draft that got `seq`. */
+    function stored(d: MessageDraft, seq: number): ChatMessage {
+      return {
+        conversationId: d.conversationId,
+        seq,
+        serverMsgId: d.serverMsgId,
+        fromUser: d.fromUser,
+        fromDevice: d.fromDevice,
+        clientMsgId: d.clientMsgId,
+        text: d.text,
+        sentAtMs: d.sentAtMs,
+      };
+    }
+
+    async function appendOne(d: MessageDraft): Promise<AppendResult> {
+      const results = await store.append([d]);
+      assert.equal(results.length, 1);
+      return results[0]!;
+    }
+
+    async function close(s: Store): Promise<void> {
+      if (closed.has(s)) return;
+      closed.add(s);
+      await s.close();
+    }
+
+    async function reopen(s: Store): Promise<Store> {
+      assert.ok(factory.reopen);
+      await close(s);
+      const next = await factory.reopen(s);
+      opened.push(next);
+      return next;
+    }
+
+    beforeEach(async () => {
+      opened = [];
+      closed = new Set();
+      clock = 1_700_000_000_000;
+      serial = 0;
+      store = await factory.open();
+      opened.push(store);
+    });
+
+    afterEach(async () => {
+      for (const s of opened) await close(s);
+    });
+
+    describe('append', () => {
+      test('assigns seq 1, 2, 3, … per conversation and returns the stored messages', async () => {
+        const drafts = [1, 2, 3, 4, 5].map((i) => draft(AB, i % 2 ? 'alice' : 'bob', `c${i}`));
+        for (const [i, d] of drafts.entries()) {
+          assert.deepEqual(await appendOne(d), { message: stored(d, i + 1), duplicate: false });
+        }
+        assert.deepEqual(await store.after(AB, 0, 100), drafts.map((d, i) => stored(d, i + 1)));
+      });
+
+      test('counts each conversation on its own', async () => {
+        const results = await store.append([
+          draft(AB, 'alice', 'x1'),
+          draft(AC, 'alice', 'x2'),
+          draft(AB, 'bob', 'x3'),
+          draft(BC, 'carol', 'x4'),
+          draft(AB, 'alice', 'x5'),
+          draft(AC, 'carol', 'x6'),
+        ]);
+        assert.deepEqual(
+          results.map((r) => [r.message.conversationId, r.message.seq, r.duplicate]),
+          [[AB, 1, false], [AC, 1, false], [AB, 2, false], [BC, 1, false], [AB, 3, false], [AC, 2, false]],
+        );
+        assert.deepEqual((await appendOne(draft(BC, 'bob', 'x7'))).message.seq, 2);
+      });
+
+      test('a large batch over several conversations leaves no gaps, results in draft order', async () => {
+        const conversations = [AB, AC, BC];
+        const drafts = Array.from({ length: 300 }, (_, i) => {
+          const c = conversations[i % 3]!;
+          return draft(c, directMembers(c)![i % 2]!, `big-${i}`);
+        });
+        const results = await store.append(drafts);
+        assert.equal(results.length, drafts.length);
+        for (const [i, r] of results.entries()) {
+          assert.deepEqual(r, { message: stored(drafts[i]!, Math.floor(i / 3) + 1), duplicate: false });
+        }
+        for (const [k, c] of conversations.entries()) {
+          const messages = await store.after(c, 0, 1000);
+          assert.deepEqual(messages.map((m) => m.seq), Array.from({ length: 100 }, (_, i) => i + 1));
+          assert.deepEqual(messages.map((m) => m.clientMsgId), Array.from({ length: 100 }, (_, i) => `big-${i * 3 + k}`));
+        }
+      });
+
+      test('concurrent appends to one conversation still get 1..n', async () => {
+        const drafts = Array.from({ length: 30 }, (_, i) => draft(AB, i % 2 ? 'alice' : 'bob', `par-${i}`));
+        const results = await Promise.all(drafts.map((d) => store.append([d])));
+        const seqs = results.map((r) => r[0]!.message.seq).sort((a, b) => a - b);
+        assert.deepEqual(seqs, Array.from({ length: 30 }, (_, i) => i + 1));
+        assert.deepEqual((await store.after(AB, 0, 100)).map((m) => m.seq), seqs);
+      });
+
+      test('an empty batch stores nothing', async () => {
+        assert.deepEqual(await store.append([]), []);
+        assert.deepEqual(await store.listForUser('alice'), []);
+      });
+
+      test('a batch is atomic: if one draft cannot be stored, none is', async () => {
+        const first = draft(AB, 'alice', 'ok-1');
+        await appendOne(first);
+        // NOT NULL text: a draft no store can write, standing for any failure mid-batch.
+        const broken = { ...draft(AB, 'alice', 'broken'), text: null as unknown as string };
+        await assert.rejects(store.append([draft(AB, 'bob', 'ok-2'), draft(AC, 'alice', 'ok-3'), broken]));
+        assert.deepEqual(await store.after(AB, 0, 100), [stored(first, 1)]);
+        assert.deepEqual(await store.after(AC, 0, 100), []);
+        assert.deepEqual((await store.listForUser('alice')).map((c) => [c.conversationId, c.lastSeq]), [[AB, 1]]);
+        // The rolled-back drafts left no seq used and no idempotency key behind.
+        const retry = draft(AB, 'bob', 'ok-2');
+        assert.deepEqual(await appendOne(retry), { message: stored(retry, 2), duplicate: false });
+      });
+    });
+
+    describe('dedupe', () => {
+      test('a repeated (fromUser, clientMsgId) returns the original, marked duplicate, and stores nothing', async () => {
+        const original = draft(AB, 'alice', 'same', { text: 'original text' });
+        await appendOne(original);
+        const resend = draft(AB, 'alice', 'same', { text: 'resent text', fromDevice: 'alice-web' });
+        assert.deepEqual(await appendOne(resend), { message: stored(original, 1), duplicate: true });
+        assert.deepEqual(await store.after(AB, 0, 100), [stored(original, 1)]);
+        assert.equal((await store.listForUser('alice'))[0]?.lastSeq, 1);
+        const next = draft(AB, 'alice', 'other');
+        assert.equal((await appendOne(next)).message.seq, 2, 'a duplicate uses up no seq');
+      });
+
+      test('dedupes within one batch', async () => {
+        const a = draft(AB, 'alice', 'k1');
+        const results = await store.append([a, draft(AB, 'alice', 'k1', { text: 'again' }), draft(AB, 'alice', 'k2')]);
+        assert.deepEqual(results[0], { message: stored(a, 1), duplicate: false });
+        assert.deepEqual(results[1], { message: stored(a, 1), duplicate: true });
+        assert.equal(results[2]?.duplicate, false);
+        assert.equal(results[2]?.message.seq, 2);
+        assert.equal((await store.after(AB, 0, 100)).length, 2);
+      });
+
+      test('the key is per sender: another user may use the same clientMsgId', async () => {
+        await appendOne(draft(AB, 'alice', 'shared'));
+        const fromBob = await appendOne(draft(AB, 'bob', 'shared'));
+        assert.equal(fromBob.duplicate, false);
+        assert.equal(fromBob.message.seq, 2);
+      });
+
+      test('the key does not depend on the conversation', async () => {
+        const original = draft(AB, 'alice', 'once');
+        await appendOne(original);
+        const elsewhere = await appendOne(draft(AC, 'alice', 'once'));
+        assert.deepEqual(elsewhere, { message: stored(original, 1), duplicate: true });
+        assert.deepEqual(await store.after(AC, 0, 100), []);
+      });
+
+      test('an empty clientMsgId never dedupes', async () => {
+        const results = await store.append([draft(AB, 'alice', ''), draft(AB, 'alice', '')]);
+        assert.deepEqual(results.map((r) => [r.message.seq, r.duplicate]), [[1, false], [2, false]]);
+        assert.deepEqual((await appendOne(draft(AB, 'alice', ''))).message.seq, 3);
+        assert.equal((await store.after(AB, 0, 100)).length, 3);
+      });
+    });
+
+    describe('after and before', () => {
+      let drafts: MessageDraft[];
+      beforeEach(async () => {
+        drafts = Array.from({ length: 25 }, (_, i) => draft(AB, i % 2 ? 'bob' : 'alice', `p${i}`));
+        await store.append(drafts);
+        await store.append([draft(AC, 'alice', 'elsewhere')]);
+      });
+      const seqs = (messages: ChatMessage[]) => messages.map((m) => m.seq);
+      const span = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+      test('after pages forward in ascending order', async () => {
+        assert.deepEqual(seqs(await store.after(AB, 0, 10)), span(1, 10));
+        assert.deepEqual(seqs(await store.after(AB, 10, 10)), span(11, 20));
+        assert.deepEqual(seqs(await store.after(AB, 20, 10)), span(21, 25));
+        assert.deepEqual(await store.after(AB, 25, 10), []);
+        assert.deepEqual(seqs(await store.after(AB, 7, 3)), [8, 9, 10]);
+        assert.deepEqual(await store.after(AB, 0, 25), drafts.map((d, i) => stored(d, i + 1)));
+      });
+
+      test('before pages backward, each page ascending', async () => {
+        assert.deepEqual(seqs(await store.before(AB, 0, 10)), span(16, 25));
+        assert.deepEqual(seqs(await store.before(AB, 16, 10)), span(6, 15));
+        assert.deepEqual(seqs(await store.before(AB, 6, 10)), span(1, 5));
+        assert.deepEqual(await store.before(AB, 1, 10), []);
+        assert.deepEqual(seqs(await store.before(AB, -1, 3)), [23, 24, 25], 'beforeSeq ≤ 0 means from the latest');
+        assert.deepEqual(seqs(await store.before(AB, 1000, 2)), [24, 25]);
+        assert.deepEqual(await store.before(AB, 3, 10), [stored(drafts[0]!, 1), stored(drafts[1]!, 2)]);
+      });
+
+      test('read only their own conversation', async () => {
+        assert.deepEqual((await store.after(AC, 0, 100)).map((m) => m.clientMsgId), ['elsewhere']);
+        assert.deepEqual((await store.before(AC, 0, 100)).map((m) => m.clientMsgId), ['elsewhere']);
+        assert.deepEqual(await store.after(BC, 0, 100), []);
+        assert.deepEqual(await store.before(BC, 0, 100), []);
+      });
+    });
+
+    describe('conversations', () => {
+      test('records the members when a conversation is created', async () => {
+        await appendOne(draft(AB, 'alice', 'm1'));
+        assert.deepEqual([...(await store.members(AB))].sort(), ['alice', 'bob']);
+        assert.equal(await store.isMember(AB, 'alice'), true);
+        assert.equal(await store.isMember(AB, 'bob'), true);
+        assert.equal(await store.isMember(AB, 'carol'), false);
+        assert.deepEqual(await store.members(BC), []);
+        assert.equal(await store.isMember(BC, 'bob'), false);
+      });
+
+      test('listForUser: the user\'s conversations, most recent activity first', async () => {
+        await appendOne(draft(AB, 'alice', 'l1'));
+        const toCarol = draft(AC, 'carol', 'l2');
+        await appendOne(toCarol);
+        const toDave = draft(AD, 'alice', 'l3');
+        await appendOne(toDave);
+        await appendOne(draft(BC, 'bob', 'l4'));
+        const latest = draft(AB, 'bob', 'l5');
+        await appendOne(latest);
+        assert.deepEqual(await store.listForUser('alice'), [
+          { conversationId: AB, lastSeq: 2, lastAtMs: latest.sentAtMs },
+          { conversationId: AD, lastSeq: 1, lastAtMs: toDave.sentAtMs },
+          { conversationId: AC, lastSeq: 1, lastAtMs: toCarol.sentAtMs },
+        ]);
+        assert.deepEqual((await store.listForUser('bob')).map((c) => [c.conversationId, c.lastSeq]), [[AB, 2], [BC, 1]]);
+        assert.deepEqual((await store.listForUser('dave')).map((c) => c.conversationId), [AD]);
+        assert.deepEqual(await store.listForUser('nobody'), []);
+      });
+    });
+
+    describe('delivered cursors', () => {
+      test('advanceDelivered sets cursors that delivered() reads back', async () => {
+        await store.advanceDelivered([
+          { userId: 'alice', deviceId: 'd1', conversationId: AB, seq: 5 },
+          { userId: 'alice', deviceId: 'd1', conversationId: AC, seq: 2 },
+        ]);
+        assert.deepEqual(await store.delivered('alice', 'd1'), new Map([[AB, 5], [AC, 2]]));
+      });
+
+      test('only move forward', async () => {
+        await store.advanceDelivered([{ userId: 'alice', deviceId: 'd1', conversationId: AB, seq: 5 }]);
+        await store.advanceDelivered([{ userId: 'alice', deviceId: 'd1', conversationId: AB, seq: 3 }]);
+        assert.deepEqual(await store.delivered('alice', 'd1'), new Map([[AB, 5]]));
+        await store.advanceDelivered([{ userId: 'alice', deviceId: 'd1', conversationId: AB, seq: 8 }]);
+        assert.deepEqual(await store.delivered('alice', 'd1'), new Map([[AB, 8]]));
+        await store.advanceDelivered([
+          { userId: 'alice', deviceId: 'd1', conversationId: AB, seq: 12 },
+          { userId: 'alice', deviceId: 'd1', conversationId: AB, seq: 10 },
+        ]);
+        assert.deepEqual(await store.delivered('alice', 'd1'), new Map([[AB, 12]]), 'the higher of one batch');
+      });
+
+      test('are per user and device', async () => {
+        await store.advanceDelivered([
+          { userId: 'alice', deviceId: 'd1', conversationId: AB, seq: 4 },
+          { userId: 'alice', deviceId: 'd2', conversationId: AB, seq: 1 },
+          { userId: 'bob', deviceId: 'd1', conversationId: AB, seq: 9 },
+        ]);
+        assert.deepEqual(await store.delivered('alice', 'd1'), new Map([[AB, 4]]));
+        assert.deepEqual(await store.delivered('alice', 'd2'), new Map([[AB, 1]]));
+        assert.deepEqual(await store.delivered('bob', 'd1'), new Map([[AB, 9]]));
+        assert.deepEqual(await store.delivered('bob', 'd2'), new Map());
+        await store.advanceDelivered([]);
+        assert.deepEqual(await store.delivered('carol', 'd1'), new Map());
+      });
+    });
+
+    if (factory.reopen) {
+      describe('persistence', () => {
+        test('everything survives close and reopen, and seq and dedupe carry on', async () => {
+          const drafts = [
+            draft(AB, 'alice', 'keep-1'),
+            draft(AB, 'bob', 'keep-2'),
+            draft(AC, 'carol', 'keep-3'),
+            draft(AB, 'alice', ''),
+          ];
+          await store.append(drafts);
+          await store.advanceDelivered([{ userId: 'bob', deviceId: 'd1', conversationId: AB, seq: 2 }]);
+          const before = {
+            ab: await store.after(AB, 0, 100),
+            ac: await store.after(AC, 0, 100),
+            list: await store.listForUser('alice'),
+            members: [...(await store.members(AB))].sort(),
+          };
+          assert.equal(before.ab.length, 3);
+
+          const second = await reopen(store);
+          assert.deepEqual(await second.after(AB, 0, 100), before.ab);
+          assert.deepEqual(await second.after(AC, 0, 100), before.ac);
+          assert.deepEqual(await second.before(AB, 0, 100), before.ab);
+          assert.deepEqual(await second.listForUser('alice'), before.list);
+          assert.deepEqual([...(await second.members(AB))].sort(), before.members);
+          assert.equal(await second.isMember(AC, 'carol'), true);
+          assert.deepEqual(await second.delivered('bob', 'd1'), new Map([[AB, 2]]));
+
+          const [dup, next] = await second.append([draft(AB, 'bob', 'keep-2', { text: 'resent' }), draft(AB, 'bob', 'new-1')]);
+          assert.deepEqual(dup, { message: before.ab[1], duplicate: true });
+          assert.equal(next?.duplicate, false);
+          assert.equal(next?.message.seq, 4, 'seq carries on after a reopen');
+          await second.advanceDelivered([{ userId: 'bob', deviceId: 'd1', conversationId: AB, seq: 1 }]);
+
+          const third = await reopen(second);
+          assert.deepEqual((await third.after(AB, 0, 100)).map((m) => m.clientMsgId), ['keep-1', 'keep-2', '', 'new-1']);
+          assert.deepEqual(await third.delivered('bob', 'd1'), new Map([[AB, 2]]), 'cursors do not move back across reopen');
+          assert.equal((await third.append([draft(AC, 'alice', 'new-2')]))[0]?.message.seq, 2);
+        });
+
+        test('a rejected batch leaves nothing behind after reopen', async () => {
+          await store.append([draft(AB, 'alice', 'kept')]);
+          const broken = { ...draft(AB, 'alice', 'broken'), text: null as unknown as string };
+          await assert.rejects(store.append([draft(AB, 'bob', 'lost'), broken]));
+          const second = await reopen(store);
+          assert.deepEqual((await second.after(AB, 0, 100)).map((m) => m.clientMsgId), ['kept']);
+          assert.equal((await second.append([draft(AB, 'bob', 'lost')]))[0]?.duplicate, false);
+        });
+      });
+    }
+  });
+}
