@@ -8,8 +8,10 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { ChatMessage } from '../protocol/index.js';
-import type { AppendResult, ConversationState, MessageDraft, Store } from './store.js';
+import type { ChatMessage, GroupRoleName, TimelineEventData } from '../protocol/index.js';
+import type {
+  AppendResult, ConversationKind, ConversationState, Effect, GroupRecord, Membership, MessageDraft, Store,
+} from './store.js';
 
 export interface SqliteStoreOptions {
   /** File path, or ':memory:'. */
@@ -55,6 +57,22 @@ const MIGRATIONS: string[] = [
      delivered_seq INTEGER NOT NULL,
      PRIMARY KEY (user_id, device_id, conversation_id)
    ) WITHOUT ROWID;`,
+  // Groups: roles, mutes, visibility windows (joined_seq..left_seq), read cursors, events, recall.
+  `ALTER TABLE members ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+   ALTER TABLE members ADD COLUMN muted INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE members ADD COLUMN joined_seq INTEGER NOT NULL DEFAULT 1;
+   ALTER TABLE members ADD COLUMN left_seq INTEGER;
+   ALTER TABLE members ADD COLUMN read_seq INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE messages ADD COLUMN event TEXT;
+   ALTER TABLE messages ADD COLUMN recalled_by TEXT;
+   CREATE TABLE groups (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     owner TEXT NOT NULL,
+     muted_all INTEGER NOT NULL DEFAULT 0,
+     dismissed INTEGER NOT NULL DEFAULT 0,
+     created_at_ms INTEGER NOT NULL
+   ) WITHOUT ROWID;`,
 ];
 
 interface MessageRow {
@@ -66,10 +84,12 @@ interface MessageRow {
   client_msg_id: string;
   text: string;
   sent_at_ms: number;
+  event: string | null;
+  recalled_by: string | null;
 }
 
 function toMessage(r: MessageRow): ChatMessage {
-  return {
+  const m: ChatMessage = {
     conversationId: r.conversation_id,
     seq: r.seq,
     serverMsgId: r.server_msg_id,
@@ -79,9 +99,22 @@ function toMessage(r: MessageRow): ChatMessage {
     text: r.text,
     sentAtMs: r.sent_at_ms,
   };
+  if (r.event !== null) m.event = JSON.parse(r.event) as TimelineEventData;
+  if (r.recalled_by !== null) m.recalledBy = r.recalled_by;
+  return m;
 }
 
-const MESSAGE_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms';
+const INSERT_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event';
+const MESSAGE_COLUMNS = `${INSERT_COLUMNS}, recalled_by`;
+const NO_LIMIT = Number.MAX_SAFE_INTEGER;
+
+interface MemberRow {
+  role: string;
+  muted: number;
+  joined_seq: number;
+  left_seq: number | null;
+  read_seq: number;
+}
 
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
@@ -109,26 +142,73 @@ export class SqliteStore implements Store {
       addMember: db.prepare<[string, string, number]>(
         `INSERT INTO members (user_id, conversation_id, joined_at_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
       ),
+      joinMember: db.prepare<[string, string, number, string, number, number]>(
+        `INSERT INTO members (user_id, conversation_id, joined_at_ms, role, joined_seq, left_seq, read_seq, muted)
+         VALUES (?, ?, ?, ?, ?, NULL, ?, 0)
+         ON CONFLICT (user_id, conversation_id) DO UPDATE SET
+           role = excluded.role, joined_seq = excluded.joined_seq, left_seq = NULL, muted = 0,
+           joined_at_ms = excluded.joined_at_ms, read_seq = max(read_seq, excluded.read_seq)`,
+      ),
+      leaveMember: db.prepare<[number, string, string]>(
+        `UPDATE members SET left_seq = ? WHERE conversation_id = ? AND user_id = ? AND left_seq IS NULL`,
+      ),
+      leaveAll: db.prepare<[number, string]>(
+        `UPDATE members SET left_seq = ? WHERE conversation_id = ? AND left_seq IS NULL`,
+      ),
+      setRole: db.prepare<[string, string, string]>(`UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?`),
+      muteMember: db.prepare<[number, string, string]>(`UPDATE members SET muted = ? WHERE conversation_id = ? AND user_id = ?`),
+      createGroup: db.prepare<[string, string, string, number]>(
+        `INSERT INTO groups (id, name, owner, created_at_ms) VALUES (?, ?, ?, ?)`,
+      ),
+      muteGroup: db.prepare<[number, string]>(`UPDATE groups SET muted_all = ? WHERE id = ?`),
+      dismissGroup: db.prepare<[string]>(`UPDATE groups SET dismissed = 1 WHERE id = ?`),
+      recall: db.prepare<[string, string, number]>(
+        `UPDATE messages SET text = '', recalled_by = ? WHERE conversation_id = ? AND seq = ?`,
+      ),
       nextSeq: db.prepare<[number, string], { last_seq: number }>(
         `UPDATE conversations SET last_seq = last_seq + 1, last_at_ms = max(last_at_ms, ?) WHERE id = ? RETURNING last_seq`,
       ),
       insertMessage: db.prepare(
-        `INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO messages (${INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
-      after: db.prepare<[string, number, number], MessageRow>(
-        `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?`,
+      readOwn: db.prepare<[number, string, string]>(
+        `UPDATE members SET read_seq = max(read_seq, ?) WHERE conversation_id = ? AND user_id = ?`,
       ),
-      before: db.prepare<[string, number, number], MessageRow>(
-        `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?`,
+      after: db.prepare<[string, number, number, number], MessageRow>(
+        `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?`,
+      ),
+      before: db.prepare<[string, number, number, number], MessageRow>(
+        `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq < ? AND seq >= ? ORDER BY seq DESC LIMIT ?`,
+      ),
+      one: db.prepare<[string, number], MessageRow>(
+        `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq = ?`,
+      ),
+      unread: db.prepare<[string, number, number, string], { n: number }>(
+        `SELECT count(*) AS n FROM messages WHERE conversation_id = ? AND seq > ? AND seq <= ?
+         AND from_user <> ? AND event IS NULL`,
       ),
       members: db.prepare<[string], { user_id: string }>(
-        `SELECT user_id FROM members WHERE conversation_id = ? ORDER BY user_id`,
+        `SELECT user_id FROM members WHERE conversation_id = ? AND left_seq IS NULL ORDER BY user_id`,
       ),
-      isMember: db.prepare<[string, string], { one: number }>(
-        `SELECT 1 AS one FROM members WHERE conversation_id = ? AND user_id = ?`,
+      membership: db.prepare<[string, string], MemberRow>(
+        `SELECT role, muted, joined_seq, left_seq, read_seq FROM members WHERE conversation_id = ? AND user_id = ?`,
       ),
-      listForUser: db.prepare<[string], { id: string; last_seq: number; last_at_ms: number }>(
-        `SELECT c.id, c.last_seq, c.last_at_ms FROM members m JOIN conversations c ON c.id = m.conversation_id
+      groupRow: db.prepare<[string], { id: string; name: string; owner: string; muted_all: number; dismissed: number; created_at_ms: number }>(
+        `SELECT id, name, owner, muted_all, dismissed, created_at_ms FROM groups WHERE id = ?`,
+      ),
+      groupMembers: db.prepare<[string], { user_id: string; role: string; muted: number }>(
+        `SELECT user_id, role, muted FROM members WHERE conversation_id = ? AND left_seq IS NULL
+         ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END, user_id`,
+      ),
+      readCursors: db.prepare<[string], { user_id: string; read_seq: number }>(
+        `SELECT user_id, read_seq FROM members WHERE conversation_id = ? AND left_seq IS NULL`,
+      ),
+      listForUser: db.prepare<[string], {
+        id: string; kind: string; last_seq: number; last_at_ms: number;
+        joined_seq: number; left_seq: number | null; read_seq: number;
+      }>(
+        `SELECT c.id, c.kind, c.last_seq, c.last_at_ms, m.joined_seq, m.left_seq, m.read_seq
+         FROM members m JOIN conversations c ON c.id = m.conversation_id
          WHERE m.user_id = ? ORDER BY c.last_at_ms DESC, c.id`,
       ),
       advance: db.prepare<[string, string, string, number]>(
@@ -177,10 +257,46 @@ export class SqliteStore implements Store {
       text: d.text,
       sentAtMs: d.sentAtMs,
     };
+    if (d.event) message.event = d.event;
     this.stmts.insertMessage.run(
       d.conversationId, seq, d.serverMsgId, d.fromUser, d.fromDevice, d.clientMsgId, d.text, d.sentAtMs,
+      d.event ? JSON.stringify(d.event) : null,
     );
+    if (d.effect) this.apply(d.conversationId, seq, d.sentAtMs, d.effect);
+    // Whoever writes has read everything up to what they wrote.
+    this.stmts.readOwn.run(seq, d.conversationId, d.fromUser);
     return { message, duplicate: false };
+  }
+
+  private apply(conversationId: string, seq: number, atMs: number, effect: Effect): void {
+    const s = this.stmts;
+    switch (effect.op) {
+      case 'create-group':
+        s.createGroup.run(effect.groupId, effect.name, effect.owner, atMs);
+        s.joinMember.run(effect.owner, conversationId, atMs, 'owner', seq, seq);
+        for (const user of effect.members) if (user !== effect.owner) s.joinMember.run(user, conversationId, atMs, 'member', seq, seq - 1);
+        return;
+      case 'add-members':
+        for (const user of effect.userIds) s.joinMember.run(user, conversationId, atMs, 'member', seq, seq - 1);
+        return;
+      case 'remove-members':
+        for (const user of effect.userIds) s.leaveMember.run(seq, conversationId, user);
+        return;
+      case 'dismiss':
+        s.dismissGroup.run(groupIdOf(conversationId));
+        s.leaveAll.run(seq, conversationId);
+        return;
+      case 'set-role':
+        s.setRole.run(effect.role, conversationId, effect.userId);
+        return;
+      case 'mute':
+        if (effect.userId) s.muteMember.run(effect.muted ? 1 : 0, conversationId, effect.userId);
+        else s.muteGroup.run(effect.muted ? 1 : 0, groupIdOf(conversationId));
+        return;
+      case 'recall':
+        s.recall.run(effect.by, conversationId, effect.targetSeq);
+        return;
+    }
   }
 
   async append(drafts: readonly MessageDraft[]): Promise<AppendResult[]> {
@@ -188,13 +304,23 @@ export class SqliteStore implements Store {
     return this.appendTx(drafts);
   }
 
-  async after(conversationId: string, afterSeq: number, limit: number): Promise<ChatMessage[]> {
-    return this.stmts.after.all(conversationId, afterSeq, limit).map(toMessage);
+  async after(conversationId: string, afterSeq: number, limit: number, maxSeq = NO_LIMIT): Promise<ChatMessage[]> {
+    return this.stmts.after.all(conversationId, afterSeq, maxSeq, limit).map(toMessage);
   }
 
-  async before(conversationId: string, beforeSeq: number, limit: number): Promise<ChatMessage[]> {
-    const upper = beforeSeq > 0 ? beforeSeq : Number.MAX_SAFE_INTEGER;
-    return this.stmts.before.all(conversationId, upper, limit).map(toMessage).reverse();
+  async before(conversationId: string, beforeSeq: number, limit: number, minSeq = 0): Promise<ChatMessage[]> {
+    const upper = beforeSeq > 0 ? beforeSeq : NO_LIMIT;
+    return this.stmts.before.all(conversationId, upper, minSeq, limit).map(toMessage).reverse();
+  }
+
+  async message(conversationId: string, seq: number): Promise<ChatMessage | undefined> {
+    const row = this.stmts.one.get(conversationId, seq);
+    return row ? toMessage(row) : undefined;
+  }
+
+  async unreadCount(conversationId: string, userId: string, afterSeq: number, maxSeq: number): Promise<number> {
+    if (maxSeq <= afterSeq) return 0;
+    return this.stmts.unread.get(conversationId, afterSeq, maxSeq, userId)!.n;
   }
 
   async members(conversationId: string): Promise<string[]> {
@@ -202,13 +328,56 @@ export class SqliteStore implements Store {
   }
 
   async isMember(conversationId: string, userId: string): Promise<boolean> {
-    return this.stmts.isMember.get(conversationId, userId) !== undefined;
+    const row = this.stmts.membership.get(conversationId, userId);
+    return row !== undefined && row.left_seq === null;
+  }
+
+  async membership(conversationId: string, userId: string): Promise<Membership | undefined> {
+    const r = this.stmts.membership.get(conversationId, userId);
+    if (!r) return undefined;
+    const m: Membership = { role: r.role as GroupRoleName, muted: r.muted === 1, joinedSeq: r.joined_seq, readSeq: r.read_seq };
+    if (r.left_seq !== null) m.leftSeq = r.left_seq;
+    return m;
   }
 
   async listForUser(userId: string): Promise<ConversationState[]> {
-    return this.stmts.listForUser
-      .all(userId)
-      .map((r) => ({ conversationId: r.id, lastSeq: r.last_seq, lastAtMs: r.last_at_ms }));
+    return this.stmts.listForUser.all(userId).map((r) => {
+      const c: ConversationState = {
+        conversationId: r.id,
+        kind: r.kind as ConversationKind,
+        lastSeq: r.left_seq === null ? r.last_seq : Math.min(r.last_seq, r.left_seq),
+        lastAtMs: r.last_at_ms,
+        joinedSeq: r.joined_seq,
+        readSeq: r.read_seq,
+      };
+      if (r.left_seq !== null) c.leftSeq = r.left_seq;
+      return c;
+    });
+  }
+
+  async group(groupId: string): Promise<GroupRecord | undefined> {
+    const g = this.stmts.groupRow.get(groupId);
+    if (!g) return undefined;
+    const conversationId = `g:${groupId}`;
+    return {
+      groupId: g.id,
+      conversationId,
+      name: g.name,
+      owner: g.owner,
+      mutedAll: g.muted_all === 1,
+      dismissed: g.dismissed === 1,
+      createdAtMs: g.created_at_ms,
+      members: this.stmts.groupMembers.all(conversationId).map((m) => ({ userId: m.user_id, role: m.role as GroupRoleName, muted: m.muted === 1 })),
+    };
+  }
+
+  async markRead(conversationId: string, userId: string, seq: number): Promise<number> {
+    this.stmts.readOwn.run(seq, conversationId, userId);
+    return this.stmts.membership.get(conversationId, userId)?.read_seq ?? 0;
+  }
+
+  async readCursors(conversationId: string): Promise<Map<string, number>> {
+    return new Map(this.stmts.readCursors.all(conversationId).map((r) => [r.user_id, r.read_seq]));
   }
 
   async advanceDelivered(
@@ -224,4 +393,8 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
+}
+
+function groupIdOf(conversationId: string): string {
+  return conversationId.startsWith('g:') ? conversationId.slice(2) : conversationId;
 }

@@ -9,9 +9,22 @@
 // - A draft whose (fromUser, clientMsgId) was stored before is not stored
 //   again: its result is the original message with `duplicate: true`.
 // - Cursors only move forward.
-import type { ChatMessage } from '../protocol/index.js';
+import type { ChatMessage, GroupRoleName, TimelineEventData } from '../protocol/index.js';
 
-export type ConversationKind = 'direct';
+export type ConversationKind = 'direct' | 'group';
+
+/**
+ * What a timeline event does to the conversation, applied in the same
+ * transaction that stores the event, so state and timeline never disagree.
+ */
+export type Effect =
+  | { op: 'create-group'; groupId: string; name: string; owner: string; members: readonly string[] }
+  | { op: 'add-members'; userIds: readonly string[] }
+  | { op: 'remove-members'; userIds: readonly string[] }
+  | { op: 'dismiss' }
+  | { op: 'set-role'; userId: string; role: GroupRoleName }
+  | { op: 'mute'; userId?: string; muted: boolean }
+  | { op: 'recall'; targetSeq: number; by: string };
 
 /** A message before the store gives it its seq. */
 export interface MessageDraft {
@@ -26,6 +39,10 @@ export interface MessageDraft {
   serverMsgId: string;
   text: string;
   sentAtMs: number;
+  /** A timeline event (text empty) … */
+  event?: TimelineEventData;
+  /** … and what it changes. */
+  effect?: Effect;
 }
 
 export interface AppendResult {
@@ -37,23 +54,63 @@ export interface AppendResult {
 export interface MessageStore {
   /** Store a batch in one transaction (group commit); results in draft order. */
   append(drafts: readonly MessageDraft[]): Promise<AppendResult[]>;
-  /** Messages with seq > afterSeq, ascending, at most limit. */
-  after(conversationId: string, afterSeq: number, limit: number): Promise<ChatMessage[]>;
-  /** Messages with seq < beforeSeq (all if beforeSeq ≤ 0), the newest `limit` of them, ascending. */
-  before(conversationId: string, beforeSeq: number, limit: number): Promise<ChatMessage[]>;
+  /** Messages with afterSeq < seq ≤ maxSeq (no bound if absent), ascending, at most limit. */
+  after(conversationId: string, afterSeq: number, limit: number, maxSeq?: number): Promise<ChatMessage[]>;
+  /** Messages with minSeq ≤ seq < beforeSeq (all if beforeSeq ≤ 0), the newest `limit` of them, ascending. */
+  before(conversationId: string, beforeSeq: number, limit: number, minSeq?: number): Promise<ChatMessage[]>;
+  /** One message, or undefined. */
+  message(conversationId: string, seq: number): Promise<ChatMessage | undefined>;
+  /** Messages from others than userId, not events, with afterSeq < seq ≤ maxSeq. */
+  unreadCount(conversationId: string, userId: string, afterSeq: number, maxSeq: number): Promise<number>;
 }
 
 export interface ConversationState {
   conversationId: string;
+  kind: ConversationKind;
+  /** The latest seq this user may see (capped at its removal). */
   lastSeq: number;
   lastAtMs: number;
+  /** First seq this user may see (its join event in a group; 1 in a 1:1). */
+  joinedSeq: number;
+  /** Set once the user left or was removed: the last seq it may see. */
+  leftSeq?: number;
+  /** The user's read cursor. */
+  readSeq: number;
+}
+
+export interface Membership {
+  role: GroupRoleName;
+  muted: boolean;
+  joinedSeq: number;
+  leftSeq?: number;
+  readSeq: number;
+}
+
+export interface GroupRecord {
+  groupId: string;
+  conversationId: string;
+  name: string;
+  owner: string;
+  mutedAll: boolean;
+  dismissed: boolean;
+  createdAtMs: number;
+  /** Current members (not those who left), owner first, then by user id. */
+  members: { userId: string; role: GroupRoleName; muted: boolean }[];
 }
 
 export interface ConversationStore {
+  /** Current members (those who left or were removed are not). */
   members(conversationId: string): Promise<string[]>;
   isMember(conversationId: string, userId: string): Promise<boolean>;
-  /** The user's conversations with their latest seq, most recent activity first. */
+  /** The user's row in a conversation, current or past; undefined if never a member. */
+  membership(conversationId: string, userId: string): Promise<Membership | undefined>;
+  /** The user's conversations (including ones left, up to leaving), most recent activity first. */
   listForUser(userId: string): Promise<ConversationState[]>;
+  group(groupId: string): Promise<GroupRecord | undefined>;
+  /** Move the user's read cursor forward (never back); returns where it stands. */
+  markRead(conversationId: string, userId: string, seq: number): Promise<number>;
+  /** Read cursors of every current member. */
+  readCursors(conversationId: string): Promise<Map<string, number>>;
 }
 
 export interface DeviceCursor {

@@ -280,9 +280,9 @@ export function storeContract(name: string, factory: StoreFactory): void {
         const latest = draft(AB, 'bob', 'l5');
         await appendOne(latest);
         assert.deepEqual(await store.listForUser('alice'), [
-          { conversationId: AB, lastSeq: 2, lastAtMs: latest.sentAtMs },
-          { conversationId: AD, lastSeq: 1, lastAtMs: toDave.sentAtMs },
-          { conversationId: AC, lastSeq: 1, lastAtMs: toCarol.sentAtMs },
+          { conversationId: AB, kind: 'direct', lastSeq: 2, lastAtMs: latest.sentAtMs, joinedSeq: 1, readSeq: 1 },
+          { conversationId: AD, kind: 'direct', lastSeq: 1, lastAtMs: toDave.sentAtMs, joinedSeq: 1, readSeq: 1 },
+          { conversationId: AC, kind: 'direct', lastSeq: 1, lastAtMs: toCarol.sentAtMs, joinedSeq: 1, readSeq: 0 },
         ]);
         assert.deepEqual((await store.listForUser('bob')).map((c) => [c.conversationId, c.lastSeq]), [[AB, 2], [BC, 1]]);
         assert.deepEqual((await store.listForUser('dave')).map((c) => c.conversationId), [AD]);

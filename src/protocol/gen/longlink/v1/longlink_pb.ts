@@ -15,7 +15,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file longlink/v1/longlink.proto.
  */
 export const file_longlink_v1_longlink: GenFile = /*@__PURE__*/
-  fileDesc("Chpsb25nbGluay92MS9sb25nbGluay5wcm90bxILbG9uZ2xpbmsudjEi2gQKBUZyYW1lEgoKAmlkGAEgASgNEiMKBWxvZ2luGAogASgLMhIubG9uZ2xpbmsudjEuTG9naW5IABIwCgxsb2dpbl9yZXN1bHQYCyABKAsyGC5sb25nbGluay52MS5Mb2dpblJlc3VsdEgAEiEKBHBpbmcYDCABKAsyES5sb25nbGluay52MS5QaW5nSAASIQoEcG9uZxgNIAEoCzIRLmxvbmdsaW5rLnYxLlBvbmdIABIhCgRzZW5kGA4gASgLMhEubG9uZ2xpbmsudjEuU2VuZEgAEigKCHNlbmRfYWNrGA8gASgLMhQubG9uZ2xpbmsudjEuU2VuZEFja0gAEiEKBHB1c2gYECABKAsyES5sb25nbGluay52MS5QdXNoSAASKAoIcHVzaF9hY2sYESABKAsyFC5sb25nbGluay52MS5QdXNoQWNrSAASKAoEc3luYxgSIAEoCzIYLmxvbmdsaW5rLnYxLlN5bmNSZXF1ZXN0SAASLgoLc3luY19yZXN1bHQYEyABKAsyFy5sb25nbGluay52MS5TeW5jUmVzdWx0SAASLgoHaGlzdG9yeRgUIAEoCzIbLmxvbmdsaW5rLnYxLkhpc3RvcnlSZXF1ZXN0SAASNAoOaGlzdG9yeV9yZXN1bHQYFSABKAsyGi5sb25nbGluay52MS5IaXN0b3J5UmVzdWx0SAASIQoEa2ljaxgWIAEoCzIRLmxvbmdsaW5rLnYxLktpY2tIABIjCgVlcnJvchgXIAEoCzISLmxvbmdsaW5rLnYxLkVycm9ySABCBgoEYm9keSIuCgVMb2dpbhINCgV0b2tlbhgBIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgCIAEoCSK3AQoLTG9naW5SZXN1bHQSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSEAoIcGxhdGZvcm0YAyABKAkSGAoQcGluZ19pbnRlcnZhbF9tcxgEIAEoDRIWCg5zZXJ2ZXJfdGltZV9tcxgFIAEoAxIPCgdub2RlX2lkGAYgASgJEhcKD21heF9mcmFtZV9ieXRlcxgHIAEoDRIWCg5tYXhfdGV4dF9ieXRlcxgIIAEoDSIGCgRQaW5nIh4KBFBvbmcSFgoOc2VydmVyX3RpbWVfbXMYASABKAMiaAoEU2VuZBIVCg1jbGllbnRfbXNnX2lkGAEgASgJEg8KB3RvX3VzZXIYAiABKAkSFwoPY29udmVyc2F0aW9uX2lkGAMgASgJEgwKBHRleHQYBCABKAkSEQoJZnJvbV91c2VyGAUgASgJIoQBCgdTZW5kQWNrEhUKDWNsaWVudF9tc2dfaWQYASABKAkSFQoNc2VydmVyX21zZ19pZBgCIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAyABKAkSCwoDc2VxGAQgASgDEhIKCnNlbnRfYXRfbXMYBSABKAMSEQoJZHVwbGljYXRlGAYgASgIIqcBCgdNZXNzYWdlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSFQoNc2VydmVyX21zZ19pZBgDIAEoCRIRCglmcm9tX3VzZXIYBCABKAkSEwoLZnJvbV9kZXZpY2UYBSABKAkSFQoNY2xpZW50X21zZ19pZBgGIAEoCRIMCgR0ZXh0GAcgASgJEhIKCnNlbnRfYXRfbXMYCCABKAMiLgoEUHVzaBImCghtZXNzYWdlcxgBIAMoCzIULmxvbmdsaW5rLnYxLk1lc3NhZ2UiLwoHUHVzaEFjaxIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIi4KBkN1cnNvchIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIlwKC1N5bmNSZXF1ZXN0EiQKB2N1cnNvcnMYASADKAsyEy5sb25nbGluay52MS5DdXJzb3ISGAoQY29udmVyc2F0aW9uX2lkcxgCIAMoCRINCgVsaW1pdBgDIAEoDSJsCgpTeW5jUmVzdWx0EiYKCG1lc3NhZ2VzGAEgAygLMhQubG9uZ2xpbmsudjEuTWVzc2FnZRIkCgdjdXJzb3JzGAIgAygLMhMubG9uZ2xpbmsudjEuQ3Vyc29yEhAKCGhhc19tb3JlGAMgASgIIkwKDkhpc3RvcnlSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRISCgpiZWZvcmVfc2VxGAIgASgDEg0KBWxpbWl0GAMgASgNImIKDUhpc3RvcnlSZXN1bHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEiYKCG1lc3NhZ2VzGAIgAygLMhQubG9uZ2xpbmsudjEuTWVzc2FnZRIQCghoYXNfbW9yZRgDIAEoCCJPCgRLaWNrEiQKBGNvZGUYASABKA4yFi5sb25nbGluay52MS5FcnJvckNvZGUSDgoGcmVhc29uGAIgASgJEhEKCXJlY29ubmVjdBgDIAEoCCJgCgVFcnJvchIkCgRjb2RlGAEgASgOMhYubG9uZ2xpbmsudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSEQoJcmVjb25uZWN0GAMgASgIEg0KBWZhdGFsGAQgASgIKqIDCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEg0KCUJBRF9GUkFNRRBkEhMKD0ZSQU1FX1RPT19MQVJHRRBlEhEKDVVOS05PV05fRlJBTUUQZhIRCg1OT1RfTE9HR0VEX0lOEGcSFQoRQUxSRUFEWV9MT0dHRURfSU4QaBIRCg1MT0dJTl9USU1FT1VUEGkSFQoRSEVBUlRCRUFUX1RJTUVPVVQQahIPCgtCQURfUkVRVUVTVBBrEhIKDVRPS0VOX01JU1NJTkcQyAESEgoNVE9LRU5fSU5WQUxJRBDJARISCg1UT0tFTl9FWFBJUkVEEMoBEg4KCUZPUkJJRERFThDLARIRCgxSQVRFX0xJTUlURUQQrAISEgoNU0xPV19DT05TVU1FUhCtAhIPCgpURVhUX0VNUFRZEK4CEhMKDlRFWFRfVE9PX0xBUkdFEK8CEg0KCFJFUExBQ0VEEJADEhQKD1NFUlZFUl9TSFVURE9XThCRAxINCghJTlRFUk5BTBD0AxIQCgtVTkFWQUlMQUJMRRD1A2IGcHJvdG8z");
+  fileDesc("Chpsb25nbGluay92MS9sb25nbGluay5wcm90bxILbG9uZ2xpbmsudjEipAkKBUZyYW1lEgoKAmlkGAEgASgNEiMKBWxvZ2luGAogASgLMhIubG9uZ2xpbmsudjEuTG9naW5IABIwCgxsb2dpbl9yZXN1bHQYCyABKAsyGC5sb25nbGluay52MS5Mb2dpblJlc3VsdEgAEiEKBHBpbmcYDCABKAsyES5sb25nbGluay52MS5QaW5nSAASIQoEcG9uZxgNIAEoCzIRLmxvbmdsaW5rLnYxLlBvbmdIABIhCgRzZW5kGA4gASgLMhEubG9uZ2xpbmsudjEuU2VuZEgAEigKCHNlbmRfYWNrGA8gASgLMhQubG9uZ2xpbmsudjEuU2VuZEFja0gAEiEKBHB1c2gYECABKAsyES5sb25nbGluay52MS5QdXNoSAASKAoIcHVzaF9hY2sYESABKAsyFC5sb25nbGluay52MS5QdXNoQWNrSAASKAoEc3luYxgSIAEoCzIYLmxvbmdsaW5rLnYxLlN5bmNSZXF1ZXN0SAASLgoLc3luY19yZXN1bHQYEyABKAsyFy5sb25nbGluay52MS5TeW5jUmVzdWx0SAASLgoHaGlzdG9yeRgUIAEoCzIbLmxvbmdsaW5rLnYxLkhpc3RvcnlSZXF1ZXN0SAASNAoOaGlzdG9yeV9yZXN1bHQYFSABKAsyGi5sb25nbGluay52MS5IaXN0b3J5UmVzdWx0SAASIQoEa2ljaxgWIAEoCzIRLmxvbmdsaW5rLnYxLktpY2tIABIjCgVlcnJvchgXIAEoCzISLmxvbmdsaW5rLnYxLkVycm9ySAASKgoJbWFya19yZWFkGBggASgLMhUubG9uZ2xpbmsudjEuTWFya1JlYWRIABIhCgRkb25lGBkgASgLMhEubG9uZ2xpbmsudjEuRG9uZUgAEiUKBnR5cGluZxgaIAEoCzITLmxvbmdsaW5rLnYxLlR5cGluZ0gAEjQKDnByZXNlbmNlX3F1ZXJ5GBsgASgLMhoubG9uZ2xpbmsudjEuUHJlc2VuY2VRdWVyeUgAEjwKEnByZXNlbmNlX3N1YnNjcmliZRgcIAEoCzIeLmxvbmdsaW5rLnYxLlByZXNlbmNlU3Vic2NyaWJlSAASNgoPcHJlc2VuY2VfcmVzdWx0GB0gASgLMhsubG9uZ2xpbmsudjEuUHJlc2VuY2VSZXN1bHRIABI6Cg1jb252ZXJzYXRpb25zGB4gASgLMiEubG9uZ2xpbmsudjEuQ29udmVyc2F0aW9uc1JlcXVlc3RIABJAChRjb252ZXJzYXRpb25zX3Jlc3VsdBgfIAEoCzIgLmxvbmdsaW5rLnYxLkNvbnZlcnNhdGlvbnNSZXN1bHRIABIqCgVncm91cBggIAEoCzIZLmxvbmdsaW5rLnYxLkdyb3VwUmVxdWVzdEgAEjAKDGdyb3VwX3Jlc3VsdBghIAEoCzIYLmxvbmdsaW5rLnYxLkdyb3VwUmVzdWx0SAASJQoGcmVjYWxsGCIgASgLMhMubG9uZ2xpbmsudjEuUmVjYWxsSAASIwoFZXZlbnQYIyABKAsyEi5sb25nbGluay52MS5FdmVudEgAQgYKBGJvZHkiLgoFTG9naW4SDQoFdG9rZW4YASABKAkSFgoOY2xpZW50X3ZlcnNpb24YAiABKAkitwEKC0xvZ2luUmVzdWx0Eg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEhAKCHBsYXRmb3JtGAMgASgJEhgKEHBpbmdfaW50ZXJ2YWxfbXMYBCABKA0SFgoOc2VydmVyX3RpbWVfbXMYBSABKAMSDwoHbm9kZV9pZBgGIAEoCRIXCg9tYXhfZnJhbWVfYnl0ZXMYByABKA0SFgoObWF4X3RleHRfYnl0ZXMYCCABKA0iBgoEUGluZyIeCgRQb25nEhYKDnNlcnZlcl90aW1lX21zGAEgASgDImgKBFNlbmQSFQoNY2xpZW50X21zZ19pZBgBIAEoCRIPCgd0b191c2VyGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIMCgR0ZXh0GAQgASgJEhEKCWZyb21fdXNlchgFIAEoCSKEAQoHU2VuZEFjaxIVCg1jbGllbnRfbXNnX2lkGAEgASgJEhUKDXNlcnZlcl9tc2dfaWQYAiABKAkSFwoPY29udmVyc2F0aW9uX2lkGAMgASgJEgsKA3NlcRgEIAEoAxISCgpzZW50X2F0X21zGAUgASgDEhEKCWR1cGxpY2F0ZRgGIAEoCCL5AQoHTWVzc2FnZRIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDEhUKDXNlcnZlcl9tc2dfaWQYAyABKAkSEQoJZnJvbV91c2VyGAQgASgJEhMKC2Zyb21fZGV2aWNlGAUgASgJEhUKDWNsaWVudF9tc2dfaWQYBiABKAkSDAoEdGV4dBgHIAEoCRISCgpzZW50X2F0X21zGAggASgDEikKBWV2ZW50GAkgASgLMhoubG9uZ2xpbmsudjEuVGltZWxpbmVFdmVudBIQCghyZWNhbGxlZBgKIAEoCBITCgtyZWNhbGxlZF9ieRgLIAEoCSK1AQoNVGltZWxpbmVFdmVudBIsCgR0eXBlGAEgASgOMh4ubG9uZ2xpbmsudjEuVGltZWxpbmVFdmVudFR5cGUSDQoFYWN0b3IYAiABKAkSEAoIdXNlcl9pZHMYAyADKAkSEgoKdGFyZ2V0X3NlcRgEIAEoAxIkCgRyb2xlGAUgASgOMhYubG9uZ2xpbmsudjEuR3JvdXBSb2xlEgwKBG5hbWUYBiABKAkSDQoFbXV0ZWQYByABKAgiLgoEUHVzaBImCghtZXNzYWdlcxgBIAMoCzIULmxvbmdsaW5rLnYxLk1lc3NhZ2UiLwoHUHVzaEFjaxIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIi4KBkN1cnNvchIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIlwKC1N5bmNSZXF1ZXN0EiQKB2N1cnNvcnMYASADKAsyEy5sb25nbGluay52MS5DdXJzb3ISGAoQY29udmVyc2F0aW9uX2lkcxgCIAMoCRINCgVsaW1pdBgDIAEoDSJsCgpTeW5jUmVzdWx0EiYKCG1lc3NhZ2VzGAEgAygLMhQubG9uZ2xpbmsudjEuTWVzc2FnZRIkCgdjdXJzb3JzGAIgAygLMhMubG9uZ2xpbmsudjEuQ3Vyc29yEhAKCGhhc19tb3JlGAMgASgIIkwKDkhpc3RvcnlSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRISCgpiZWZvcmVfc2VxGAIgASgDEg0KBWxpbWl0GAMgASgNImIKDUhpc3RvcnlSZXN1bHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEiYKCG1lc3NhZ2VzGAIgAygLMhQubG9uZ2xpbmsudjEuTWVzc2FnZRIQCghoYXNfbW9yZRgDIAEoCCIwCghNYXJrUmVhZBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIgYKBERvbmUiIQoGVHlwaW5nEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSIuCgZSZWNhbGwSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIhCg1QcmVzZW5jZVF1ZXJ5EhAKCHVzZXJfaWRzGAEgAygJIiUKEVByZXNlbmNlU3Vic2NyaWJlEhAKCHVzZXJfaWRzGAEgAygJIj4KCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEhEKCXBsYXRmb3JtcxgDIAMoCSI2Cg5QcmVzZW5jZVJlc3VsdBIkCgV1c2VycxgBIAMoCzIVLmxvbmdsaW5rLnYxLlByZXNlbmNlIhYKFENvbnZlcnNhdGlvbnNSZXF1ZXN0IvoBChNDb252ZXJzYXRpb25TdW1tYXJ5EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIMCgRraW5kGAIgASgJEhAKCGdyb3VwX2lkGAMgASgJEgwKBG5hbWUYBCABKAkSEQoJcGVlcl91c2VyGAUgASgJEhAKCGxhc3Rfc2VxGAYgASgDEioKDGxhc3RfbWVzc2FnZRgHIAEoCzIULmxvbmdsaW5rLnYxLk1lc3NhZ2USEAoIcmVhZF9zZXEYCCABKAMSDgoGdW5yZWFkGAkgASgDEhUKDXBlZXJfcmVhZF9zZXEYCiABKAMSEgoKbGFzdF9hdF9tcxgLIAEoAyJOChNDb252ZXJzYXRpb25zUmVzdWx0EjcKDWNvbnZlcnNhdGlvbnMYASADKAsyIC5sb25nbGluay52MS5Db252ZXJzYXRpb25TdW1tYXJ5IlMKC0dyb3VwTWVtYmVyEg8KB3VzZXJfaWQYASABKAkSJAoEcm9sZRgCIAEoDjIWLmxvbmdsaW5rLnYxLkdyb3VwUm9sZRINCgVtdXRlZBgDIAEoCCK3AQoFR3JvdXASEAoIZ3JvdXBfaWQYASABKAkSFwoPY29udmVyc2F0aW9uX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSDQoFb3duZXIYBCABKAkSKQoHbWVtYmVycxgFIAMoCzIYLmxvbmdsaW5rLnYxLkdyb3VwTWVtYmVyEhEKCW11dGVkX2FsbBgGIAEoCBIRCglkaXNtaXNzZWQYByABKAgSFQoNY3JlYXRlZF9hdF9tcxgIIAEoAyLnAgoMR3JvdXBSZXF1ZXN0EioKBmNyZWF0ZRgBIAEoCzIYLmxvbmdsaW5rLnYxLkdyb3VwQ3JlYXRlSAASKAoDYWRkGAIgASgLMhkubG9uZ2xpbmsudjEuR3JvdXBNZW1iZXJzSAASKwoGcmVtb3ZlGAMgASgLMhkubG9uZ2xpbmsudjEuR3JvdXBNZW1iZXJzSAASJgoFbGVhdmUYBCABKAsyFS5sb25nbGluay52MS5Hcm91cFJlZkgAEigKB2Rpc21pc3MYBSABKAsyFS5sb25nbGluay52MS5Hcm91cFJlZkgAEi0KCHNldF9yb2xlGAYgASgLMhkubG9uZ2xpbmsudjEuR3JvdXBTZXRSb2xlSAASJgoEbXV0ZRgHIAEoCzIWLmxvbmdsaW5rLnYxLkdyb3VwTXV0ZUgAEiUKBGluZm8YCCABKAsyFS5sb25nbGluay52MS5Hcm91cFJlZkgAQgQKAm9wIi8KC0dyb3VwQ3JlYXRlEgwKBG5hbWUYASABKAkSEgoKbWVtYmVyX2lkcxgCIAMoCSIyCgxHcm91cE1lbWJlcnMSEAoIZ3JvdXBfaWQYASABKAkSEAoIdXNlcl9pZHMYAiADKAkiHAoIR3JvdXBSZWYSEAoIZ3JvdXBfaWQYASABKAkiVwoMR3JvdXBTZXRSb2xlEhAKCGdyb3VwX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSJAoEcm9sZRgDIAEoDjIWLmxvbmdsaW5rLnYxLkdyb3VwUm9sZSI9CglHcm91cE11dGUSEAoIZ3JvdXBfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRINCgVtdXRlZBgDIAEoCCIwCgtHcm91cFJlc3VsdBIhCgVncm91cBgBIAEoCzISLmxvbmdsaW5rLnYxLkdyb3VwIrwBCgVFdmVudBInCgdyZWNlaXB0GAEgASgLMhQubG9uZ2xpbmsudjEuUmVjZWlwdEgAEioKBnR5cGluZxgCIAEoCzIYLmxvbmdsaW5rLnYxLlR5cGluZ0V2ZW50SAASKQoIcHJlc2VuY2UYAyABKAsyFS5sb25nbGluay52MS5QcmVzZW5jZUgAEisKCWJyb2FkY2FzdBgEIAEoCzIWLmxvbmdsaW5rLnYxLkJyb2FkY2FzdEgAQgYKBGJvZHkiQAoHUmVjZWlwdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRILCgNzZXEYAyABKAMiNwoLVHlwaW5nRXZlbnQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiOQoJQnJvYWRjYXN0EgwKBHRleHQYASABKAkSEgoKc2VudF9hdF9tcxgCIAEoAxIKCgJpZBgDIAEoCSJPCgRLaWNrEiQKBGNvZGUYASABKA4yFi5sb25nbGluay52MS5FcnJvckNvZGUSDgoGcmVhc29uGAIgASgJEhEKCXJlY29ubmVjdBgDIAEoCCJgCgVFcnJvchIkCgRjb2RlGAEgASgOMhYubG9uZ2xpbmsudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSEQoJcmVjb25uZWN0GAMgASgIEg0KBWZhdGFsGAQgASgIKsUBChFUaW1lbGluZUV2ZW50VHlwZRIjCh9USU1FTElORV9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASEQoNR1JPVVBfQ1JFQVRFRBABEhEKDU1FTUJFUlNfQURERUQQAhITCg9NRU1CRVJTX1JFTU9WRUQQAxIPCgtNRU1CRVJfTEVGVBAEEg0KCURJU01JU1NFRBAFEhAKDFJPTEVfQ0hBTkdFRBAGEhAKDE1VVEVfQ0hBTkdFRBAHEgwKCFJFQ0FMTEVEEAgqSQoJR3JvdXBSb2xlEhoKFkdST1VQX1JPTEVfVU5TUEVDSUZJRUQQABIKCgZNRU1CRVIQARIJCgVBRE1JThACEgkKBU9XTkVSEAMqvwQKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASDQoJQkFEX0ZSQU1FEGQSEwoPRlJBTUVfVE9PX0xBUkdFEGUSEQoNVU5LTk9XTl9GUkFNRRBmEhEKDU5PVF9MT0dHRURfSU4QZxIVChFBTFJFQURZX0xPR0dFRF9JThBoEhEKDUxPR0lOX1RJTUVPVVQQaRIVChFIRUFSVEJFQVRfVElNRU9VVBBqEg8KC0JBRF9SRVFVRVNUEGsSEgoNVE9LRU5fTUlTU0lORxDIARISCg1UT0tFTl9JTlZBTElEEMkBEhIKDVRPS0VOX0VYUElSRUQQygESDgoJRk9SQklEREVOEMsBEhEKDFJBVEVfTElNSVRFRBCsAhISCg1TTE9XX0NPTlNVTUVSEK0CEg8KClRFWFRfRU1QVFkQrgISEwoOVEVYVF9UT09fTEFSR0UQrwISDQoIUkVQTEFDRUQQkAMSFAoPU0VSVkVSX1NIVVRET1dOEJEDEhEKDExPR0lOX1BPTElDWRCSAxIOCglOT1RfRk9VTkQQ2AQSDwoKTk9UX01FTUJFUhDZBBIOCglOT1RfQURNSU4Q2gQSCgoFTVVURUQQ2wQSFAoPR1JPVVBfRElTTUlTU0VEENwEEg8KCkdST1VQX0ZVTEwQ3QQSEwoOUkVDQUxMX0VYUElSRUQQ3gQSDwoKTk9UX1NFTkRFUhDfBBINCghJTlRFUk5BTBD0AxIQCgtVTkFWQUlMQUJMRRD1A2IGcHJvdG8z");
 
 /**
  * Every frame on the wire. `id` is chosen by the client for requests and is
@@ -118,6 +118,78 @@ export type Frame = Message$1<"longlink.v1.Frame"> & {
      */
     value: Error;
     case: "error";
+  } | {
+    /**
+     * @generated from field: longlink.v1.MarkRead mark_read = 24;
+     */
+    value: MarkRead;
+    case: "markRead";
+  } | {
+    /**
+     * @generated from field: longlink.v1.Done done = 25;
+     */
+    value: Done;
+    case: "done";
+  } | {
+    /**
+     * @generated from field: longlink.v1.Typing typing = 26;
+     */
+    value: Typing;
+    case: "typing";
+  } | {
+    /**
+     * @generated from field: longlink.v1.PresenceQuery presence_query = 27;
+     */
+    value: PresenceQuery;
+    case: "presenceQuery";
+  } | {
+    /**
+     * @generated from field: longlink.v1.PresenceSubscribe presence_subscribe = 28;
+     */
+    value: PresenceSubscribe;
+    case: "presenceSubscribe";
+  } | {
+    /**
+     * @generated from field: longlink.v1.PresenceResult presence_result = 29;
+     */
+    value: PresenceResult;
+    case: "presenceResult";
+  } | {
+    /**
+     * @generated from field: longlink.v1.ConversationsRequest conversations = 30;
+     */
+    value: ConversationsRequest;
+    case: "conversations";
+  } | {
+    /**
+     * @generated from field: longlink.v1.ConversationsResult conversations_result = 31;
+     */
+    value: ConversationsResult;
+    case: "conversationsResult";
+  } | {
+    /**
+     * @generated from field: longlink.v1.GroupRequest group = 32;
+     */
+    value: GroupRequest;
+    case: "group";
+  } | {
+    /**
+     * @generated from field: longlink.v1.GroupResult group_result = 33;
+     */
+    value: GroupResult;
+    case: "groupResult";
+  } | {
+    /**
+     * @generated from field: longlink.v1.Recall recall = 34;
+     */
+    value: Recall;
+    case: "recall";
+  } | {
+    /**
+     * @generated from field: longlink.v1.Event event = 35;
+     */
+    value: Event;
+    case: "event";
   } | { case: undefined; value?: undefined };
 };
 
@@ -378,6 +450,8 @@ export type Message = Message$1<"longlink.v1.Message"> & {
   clientMsgId: string;
 
   /**
+   * empty once recalled
+   *
    * @generated from field: string text = 7;
    */
   text: string;
@@ -386,6 +460,25 @@ export type Message = Message$1<"longlink.v1.Message"> & {
    * @generated from field: int64 sent_at_ms = 8;
    */
   sentAtMs: bigint;
+
+  /**
+   * Set for timeline events (group membership, recall): text is empty then.
+   *
+   * @generated from field: longlink.v1.TimelineEvent event = 9;
+   */
+  event?: TimelineEvent | undefined;
+
+  /**
+   * This message was recalled by `recalled_by`; its text is gone.
+   *
+   * @generated from field: bool recalled = 10;
+   */
+  recalled: boolean;
+
+  /**
+   * @generated from field: string recalled_by = 11;
+   */
+  recalledBy: string;
 };
 
 /**
@@ -394,6 +487,68 @@ export type Message = Message$1<"longlink.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_longlink_v1_longlink, 7);
+
+/**
+ * A change recorded in a conversation's timeline, so every device learns it
+ * in order, online or at sync.
+ *
+ * @generated from message longlink.v1.TimelineEvent
+ */
+export type TimelineEvent = Message$1<"longlink.v1.TimelineEvent"> & {
+  /**
+   * @generated from field: longlink.v1.TimelineEventType type = 1;
+   */
+  type: TimelineEventType;
+
+  /**
+   * who did it
+   *
+   * @generated from field: string actor = 2;
+   */
+  actor: string;
+
+  /**
+   * members added / removed, role or mute target
+   *
+   * @generated from field: repeated string user_ids = 3;
+   */
+  userIds: string[];
+
+  /**
+   * RECALLED: the recalled message
+   *
+   * @generated from field: int64 target_seq = 4;
+   */
+  targetSeq: bigint;
+
+  /**
+   * ROLE_CHANGED
+   *
+   * @generated from field: longlink.v1.GroupRole role = 5;
+   */
+  role: GroupRole;
+
+  /**
+   * GROUP_CREATED: the group's name
+   *
+   * @generated from field: string name = 6;
+   */
+  name: string;
+
+  /**
+   * MUTE_CHANGED: on or off (user_ids empty: the whole group)
+   *
+   * @generated from field: bool muted = 7;
+   */
+  muted: boolean;
+};
+
+/**
+ * Describes the message longlink.v1.TimelineEvent.
+ * Use `create(TimelineEventSchema)` to create a new message.
+ */
+export const TimelineEventSchema: GenMessage<TimelineEvent> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 8);
 
 /**
  * Messages pushed as they are stored, each conversation's in seq order.
@@ -412,7 +567,7 @@ export type Push = Message$1<"longlink.v1.Push"> & {
  * Use `create(PushSchema)` to create a new message.
  */
 export const PushSchema: GenMessage<Push> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 8);
+  messageDesc(file_longlink_v1_longlink, 9);
 
 /**
  * Cumulative: "this device has every message of the conversation up to seq".
@@ -437,7 +592,7 @@ export type PushAck = Message$1<"longlink.v1.PushAck"> & {
  * Use `create(PushAckSchema)` to create a new message.
  */
 export const PushAckSchema: GenMessage<PushAck> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 9);
+  messageDesc(file_longlink_v1_longlink, 10);
 
 /**
  * @generated from message longlink.v1.Cursor
@@ -459,7 +614,7 @@ export type Cursor = Message$1<"longlink.v1.Cursor"> & {
  * Use `create(CursorSchema)` to create a new message.
  */
 export const CursorSchema: GenMessage<Cursor> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 10);
+  messageDesc(file_longlink_v1_longlink, 11);
 
 /**
  * Fetch what this device missed. For a conversation listed in `cursors` the
@@ -494,7 +649,7 @@ export type SyncRequest = Message$1<"longlink.v1.SyncRequest"> & {
  * Use `create(SyncRequestSchema)` to create a new message.
  */
 export const SyncRequestSchema: GenMessage<SyncRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 11);
+  messageDesc(file_longlink_v1_longlink, 12);
 
 /**
  * @generated from message longlink.v1.SyncResult
@@ -528,7 +683,7 @@ export type SyncResult = Message$1<"longlink.v1.SyncResult"> & {
  * Use `create(SyncResultSchema)` to create a new message.
  */
 export const SyncResultSchema: GenMessage<SyncResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 12);
+  messageDesc(file_longlink_v1_longlink, 13);
 
 /**
  * Older messages of one conversation, newest page first.
@@ -561,7 +716,7 @@ export type HistoryRequest = Message$1<"longlink.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 13);
+  messageDesc(file_longlink_v1_longlink, 14);
 
 /**
  * @generated from message longlink.v1.HistoryResult
@@ -592,7 +747,703 @@ export type HistoryResult = Message$1<"longlink.v1.HistoryResult"> & {
  * Use `create(HistoryResultSchema)` to create a new message.
  */
 export const HistoryResultSchema: GenMessage<HistoryResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 14);
+  messageDesc(file_longlink_v1_longlink, 15);
+
+/**
+ * Mark a conversation read up to seq (this user, all devices). Reply: Done.
+ * The other side (1:1) or the group's members get an Event.receipt; the
+ * user's other devices too, so their unread counts follow.
+ *
+ * @generated from message longlink.v1.MarkRead
+ */
+export type MarkRead = Message$1<"longlink.v1.MarkRead"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * 0 means up to the latest message
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message longlink.v1.MarkRead.
+ * Use `create(MarkReadSchema)` to create a new message.
+ */
+export const MarkReadSchema: GenMessage<MarkRead> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 16);
+
+/**
+ * Success of a request that has no other result.
+ *
+ * @generated from message longlink.v1.Done
+ */
+export type Done = Message$1<"longlink.v1.Done"> & {
+};
+
+/**
+ * Describes the message longlink.v1.Done.
+ * Use `create(DoneSchema)` to create a new message.
+ */
+export const DoneSchema: GenMessage<Done> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 17);
+
+/**
+ * "I am typing" in a conversation. Never stored, never acked; rate limited.
+ *
+ * @generated from message longlink.v1.Typing
+ */
+export type Typing = Message$1<"longlink.v1.Typing"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+};
+
+/**
+ * Describes the message longlink.v1.Typing.
+ * Use `create(TypingSchema)` to create a new message.
+ */
+export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 18);
+
+/**
+ * Recall a message: the sender within the recall window, or a group's owner
+ * or admin. Reply: Done. Every device sees an event and the stored text is removed.
+ *
+ * @generated from message longlink.v1.Recall
+ */
+export type Recall = Message$1<"longlink.v1.Recall"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message longlink.v1.Recall.
+ * Use `create(RecallSchema)` to create a new message.
+ */
+export const RecallSchema: GenMessage<Recall> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 19);
+
+/**
+ * @generated from message longlink.v1.PresenceQuery
+ */
+export type PresenceQuery = Message$1<"longlink.v1.PresenceQuery"> & {
+  /**
+   * @generated from field: repeated string user_ids = 1;
+   */
+  userIds: string[];
+};
+
+/**
+ * Describes the message longlink.v1.PresenceQuery.
+ * Use `create(PresenceQuerySchema)` to create a new message.
+ */
+export const PresenceQuerySchema: GenMessage<PresenceQuery> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 20);
+
+/**
+ * Replace this connection's presence subscriptions (at most 100 users); the
+ * reply is their current state, then Event.presence on every change.
+ *
+ * @generated from message longlink.v1.PresenceSubscribe
+ */
+export type PresenceSubscribe = Message$1<"longlink.v1.PresenceSubscribe"> & {
+  /**
+   * @generated from field: repeated string user_ids = 1;
+   */
+  userIds: string[];
+};
+
+/**
+ * Describes the message longlink.v1.PresenceSubscribe.
+ * Use `create(PresenceSubscribeSchema)` to create a new message.
+ */
+export const PresenceSubscribeSchema: GenMessage<PresenceSubscribe> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 21);
+
+/**
+ * @generated from message longlink.v1.Presence
+ */
+export type Presence = Message$1<"longlink.v1.Presence"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: bool online = 2;
+   */
+  online: boolean;
+
+  /**
+   * platforms of the online devices, sorted, unique
+   *
+   * @generated from field: repeated string platforms = 3;
+   */
+  platforms: string[];
+};
+
+/**
+ * Describes the message longlink.v1.Presence.
+ * Use `create(PresenceSchema)` to create a new message.
+ */
+export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 22);
+
+/**
+ * @generated from message longlink.v1.PresenceResult
+ */
+export type PresenceResult = Message$1<"longlink.v1.PresenceResult"> & {
+  /**
+   * @generated from field: repeated longlink.v1.Presence users = 1;
+   */
+  users: Presence[];
+};
+
+/**
+ * Describes the message longlink.v1.PresenceResult.
+ * Use `create(PresenceResultSchema)` to create a new message.
+ */
+export const PresenceResultSchema: GenMessage<PresenceResult> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 23);
+
+/**
+ * @generated from message longlink.v1.ConversationsRequest
+ */
+export type ConversationsRequest = Message$1<"longlink.v1.ConversationsRequest"> & {
+};
+
+/**
+ * Describes the message longlink.v1.ConversationsRequest.
+ * Use `create(ConversationsRequestSchema)` to create a new message.
+ */
+export const ConversationsRequestSchema: GenMessage<ConversationsRequest> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 24);
+
+/**
+ * @generated from message longlink.v1.ConversationSummary
+ */
+export type ConversationSummary = Message$1<"longlink.v1.ConversationSummary"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * "direct" or "group"
+   *
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * groups
+   *
+   * @generated from field: string group_id = 3;
+   */
+  groupId: string;
+
+  /**
+   * groups: the group's name
+   *
+   * @generated from field: string name = 4;
+   */
+  name: string;
+
+  /**
+   * direct: the other user
+   *
+   * @generated from field: string peer_user = 5;
+   */
+  peerUser: string;
+
+  /**
+   * @generated from field: int64 last_seq = 6;
+   */
+  lastSeq: bigint;
+
+  /**
+   * the latest message this user may see
+   *
+   * @generated from field: longlink.v1.Message last_message = 7;
+   */
+  lastMessage?: Message | undefined;
+
+  /**
+   * this user's read cursor
+   *
+   * @generated from field: int64 read_seq = 8;
+   */
+  readSeq: bigint;
+
+  /**
+   * messages from others after read_seq
+   *
+   * @generated from field: int64 unread = 9;
+   */
+  unread: bigint;
+
+  /**
+   * direct: how far the other side has read (read marks)
+   *
+   * @generated from field: int64 peer_read_seq = 10;
+   */
+  peerReadSeq: bigint;
+
+  /**
+   * @generated from field: int64 last_at_ms = 11;
+   */
+  lastAtMs: bigint;
+};
+
+/**
+ * Describes the message longlink.v1.ConversationSummary.
+ * Use `create(ConversationSummarySchema)` to create a new message.
+ */
+export const ConversationSummarySchema: GenMessage<ConversationSummary> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 25);
+
+/**
+ * This user's conversations, most recent activity first.
+ *
+ * @generated from message longlink.v1.ConversationsResult
+ */
+export type ConversationsResult = Message$1<"longlink.v1.ConversationsResult"> & {
+  /**
+   * @generated from field: repeated longlink.v1.ConversationSummary conversations = 1;
+   */
+  conversations: ConversationSummary[];
+};
+
+/**
+ * Describes the message longlink.v1.ConversationsResult.
+ * Use `create(ConversationsResultSchema)` to create a new message.
+ */
+export const ConversationsResultSchema: GenMessage<ConversationsResult> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 26);
+
+/**
+ * @generated from message longlink.v1.GroupMember
+ */
+export type GroupMember = Message$1<"longlink.v1.GroupMember"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: longlink.v1.GroupRole role = 2;
+   */
+  role: GroupRole;
+
+  /**
+   * @generated from field: bool muted = 3;
+   */
+  muted: boolean;
+};
+
+/**
+ * Describes the message longlink.v1.GroupMember.
+ * Use `create(GroupMemberSchema)` to create a new message.
+ */
+export const GroupMemberSchema: GenMessage<GroupMember> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 27);
+
+/**
+ * @generated from message longlink.v1.Group
+ */
+export type Group = Message$1<"longlink.v1.Group"> & {
+  /**
+   * @generated from field: string group_id = 1;
+   */
+  groupId: string;
+
+  /**
+   * "g:{group_id}"
+   *
+   * @generated from field: string conversation_id = 2;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string owner = 4;
+   */
+  owner: string;
+
+  /**
+   * @generated from field: repeated longlink.v1.GroupMember members = 5;
+   */
+  members: GroupMember[];
+
+  /**
+   * @generated from field: bool muted_all = 6;
+   */
+  mutedAll: boolean;
+
+  /**
+   * @generated from field: bool dismissed = 7;
+   */
+  dismissed: boolean;
+
+  /**
+   * @generated from field: int64 created_at_ms = 8;
+   */
+  createdAtMs: bigint;
+};
+
+/**
+ * Describes the message longlink.v1.Group.
+ * Use `create(GroupSchema)` to create a new message.
+ */
+export const GroupSchema: GenMessage<Group> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 28);
+
+/**
+ * Group management. Reply: GroupResult with the group after the change.
+ *
+ * @generated from message longlink.v1.GroupRequest
+ */
+export type GroupRequest = Message$1<"longlink.v1.GroupRequest"> & {
+  /**
+   * @generated from oneof longlink.v1.GroupRequest.op
+   */
+  op: {
+    /**
+     * @generated from field: longlink.v1.GroupCreate create = 1;
+     */
+    value: GroupCreate;
+    case: "create";
+  } | {
+    /**
+     * @generated from field: longlink.v1.GroupMembers add = 2;
+     */
+    value: GroupMembers;
+    case: "add";
+  } | {
+    /**
+     * @generated from field: longlink.v1.GroupMembers remove = 3;
+     */
+    value: GroupMembers;
+    case: "remove";
+  } | {
+    /**
+     * @generated from field: longlink.v1.GroupRef leave = 4;
+     */
+    value: GroupRef;
+    case: "leave";
+  } | {
+    /**
+     * @generated from field: longlink.v1.GroupRef dismiss = 5;
+     */
+    value: GroupRef;
+    case: "dismiss";
+  } | {
+    /**
+     * @generated from field: longlink.v1.GroupSetRole set_role = 6;
+     */
+    value: GroupSetRole;
+    case: "setRole";
+  } | {
+    /**
+     * @generated from field: longlink.v1.GroupMute mute = 7;
+     */
+    value: GroupMute;
+    case: "mute";
+  } | {
+    /**
+     * @generated from field: longlink.v1.GroupRef info = 8;
+     */
+    value: GroupRef;
+    case: "info";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message longlink.v1.GroupRequest.
+ * Use `create(GroupRequestSchema)` to create a new message.
+ */
+export const GroupRequestSchema: GenMessage<GroupRequest> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 29);
+
+/**
+ * @generated from message longlink.v1.GroupCreate
+ */
+export type GroupCreate = Message$1<"longlink.v1.GroupCreate"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * besides the creator, who becomes owner
+   *
+   * @generated from field: repeated string member_ids = 2;
+   */
+  memberIds: string[];
+};
+
+/**
+ * Describes the message longlink.v1.GroupCreate.
+ * Use `create(GroupCreateSchema)` to create a new message.
+ */
+export const GroupCreateSchema: GenMessage<GroupCreate> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 30);
+
+/**
+ * @generated from message longlink.v1.GroupMembers
+ */
+export type GroupMembers = Message$1<"longlink.v1.GroupMembers"> & {
+  /**
+   * @generated from field: string group_id = 1;
+   */
+  groupId: string;
+
+  /**
+   * @generated from field: repeated string user_ids = 2;
+   */
+  userIds: string[];
+};
+
+/**
+ * Describes the message longlink.v1.GroupMembers.
+ * Use `create(GroupMembersSchema)` to create a new message.
+ */
+export const GroupMembersSchema: GenMessage<GroupMembers> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 31);
+
+/**
+ * @generated from message longlink.v1.GroupRef
+ */
+export type GroupRef = Message$1<"longlink.v1.GroupRef"> & {
+  /**
+   * @generated from field: string group_id = 1;
+   */
+  groupId: string;
+};
+
+/**
+ * Describes the message longlink.v1.GroupRef.
+ * Use `create(GroupRefSchema)` to create a new message.
+ */
+export const GroupRefSchema: GenMessage<GroupRef> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 32);
+
+/**
+ * @generated from message longlink.v1.GroupSetRole
+ */
+export type GroupSetRole = Message$1<"longlink.v1.GroupSetRole"> & {
+  /**
+   * @generated from field: string group_id = 1;
+   */
+  groupId: string;
+
+  /**
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * MEMBER or ADMIN; only the owner changes roles
+   *
+   * @generated from field: longlink.v1.GroupRole role = 3;
+   */
+  role: GroupRole;
+};
+
+/**
+ * Describes the message longlink.v1.GroupSetRole.
+ * Use `create(GroupSetRoleSchema)` to create a new message.
+ */
+export const GroupSetRoleSchema: GenMessage<GroupSetRole> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 33);
+
+/**
+ * @generated from message longlink.v1.GroupMute
+ */
+export type GroupMute = Message$1<"longlink.v1.GroupMute"> & {
+  /**
+   * @generated from field: string group_id = 1;
+   */
+  groupId: string;
+
+  /**
+   * empty: the whole group (only owner and admins may send)
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: bool muted = 3;
+   */
+  muted: boolean;
+};
+
+/**
+ * Describes the message longlink.v1.GroupMute.
+ * Use `create(GroupMuteSchema)` to create a new message.
+ */
+export const GroupMuteSchema: GenMessage<GroupMute> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 34);
+
+/**
+ * @generated from message longlink.v1.GroupResult
+ */
+export type GroupResult = Message$1<"longlink.v1.GroupResult"> & {
+  /**
+   * @generated from field: longlink.v1.Group group = 1;
+   */
+  group?: Group | undefined;
+};
+
+/**
+ * Describes the message longlink.v1.GroupResult.
+ * Use `create(GroupResultSchema)` to create a new message.
+ */
+export const GroupResultSchema: GenMessage<GroupResult> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 35);
+
+/**
+ * Transient server events: not stored, not acked.
+ *
+ * @generated from message longlink.v1.Event
+ */
+export type Event = Message$1<"longlink.v1.Event"> & {
+  /**
+   * @generated from oneof longlink.v1.Event.body
+   */
+  body: {
+    /**
+     * @generated from field: longlink.v1.Receipt receipt = 1;
+     */
+    value: Receipt;
+    case: "receipt";
+  } | {
+    /**
+     * @generated from field: longlink.v1.TypingEvent typing = 2;
+     */
+    value: TypingEvent;
+    case: "typing";
+  } | {
+    /**
+     * @generated from field: longlink.v1.Presence presence = 3;
+     */
+    value: Presence;
+    case: "presence";
+  } | {
+    /**
+     * @generated from field: longlink.v1.Broadcast broadcast = 4;
+     */
+    value: Broadcast;
+    case: "broadcast";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message longlink.v1.Event.
+ * Use `create(EventSchema)` to create a new message.
+ */
+export const EventSchema: GenMessage<Event> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 36);
+
+/**
+ * @generated from message longlink.v1.Receipt
+ */
+export type Receipt = Message$1<"longlink.v1.Receipt"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * who read
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * up to here
+   *
+   * @generated from field: int64 seq = 3;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message longlink.v1.Receipt.
+ * Use `create(ReceiptSchema)` to create a new message.
+ */
+export const ReceiptSchema: GenMessage<Receipt> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 37);
+
+/**
+ * @generated from message longlink.v1.TypingEvent
+ */
+export type TypingEvent = Message$1<"longlink.v1.TypingEvent"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message longlink.v1.TypingEvent.
+ * Use `create(TypingEventSchema)` to create a new message.
+ */
+export const TypingEventSchema: GenMessage<TypingEvent> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 38);
+
+/**
+ * A system announcement to every online connection (POST /api/v1/broadcast).
+ *
+ * @generated from message longlink.v1.Broadcast
+ */
+export type Broadcast = Message$1<"longlink.v1.Broadcast"> & {
+  /**
+   * @generated from field: string text = 1;
+   */
+  text: string;
+
+  /**
+   * @generated from field: int64 sent_at_ms = 2;
+   */
+  sentAtMs: bigint;
+
+  /**
+   * @generated from field: string id = 3;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message longlink.v1.Broadcast.
+ * Use `create(BroadcastSchema)` to create a new message.
+ */
+export const BroadcastSchema: GenMessage<Broadcast> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 39);
 
 /**
  * The server closes the connection right after a Kick.
@@ -623,7 +1474,7 @@ export type Kick = Message$1<"longlink.v1.Kick"> & {
  * Use `create(KickSchema)` to create a new message.
  */
 export const KickSchema: GenMessage<Kick> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 15);
+  messageDesc(file_longlink_v1_longlink, 40);
 
 /**
  * @generated from message longlink.v1.Error
@@ -659,7 +1510,94 @@ export type Error = Message$1<"longlink.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 16);
+  messageDesc(file_longlink_v1_longlink, 41);
+
+/**
+ * @generated from enum longlink.v1.TimelineEventType
+ */
+export enum TimelineEventType {
+  /**
+   * @generated from enum value: TIMELINE_EVENT_TYPE_UNSPECIFIED = 0;
+   */
+  TIMELINE_EVENT_TYPE_UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: GROUP_CREATED = 1;
+   */
+  GROUP_CREATED = 1,
+
+  /**
+   * @generated from enum value: MEMBERS_ADDED = 2;
+   */
+  MEMBERS_ADDED = 2,
+
+  /**
+   * @generated from enum value: MEMBERS_REMOVED = 3;
+   */
+  MEMBERS_REMOVED = 3,
+
+  /**
+   * @generated from enum value: MEMBER_LEFT = 4;
+   */
+  MEMBER_LEFT = 4,
+
+  /**
+   * @generated from enum value: DISMISSED = 5;
+   */
+  DISMISSED = 5,
+
+  /**
+   * @generated from enum value: ROLE_CHANGED = 6;
+   */
+  ROLE_CHANGED = 6,
+
+  /**
+   * @generated from enum value: MUTE_CHANGED = 7;
+   */
+  MUTE_CHANGED = 7,
+
+  /**
+   * @generated from enum value: RECALLED = 8;
+   */
+  RECALLED = 8,
+}
+
+/**
+ * Describes the enum longlink.v1.TimelineEventType.
+ */
+export const TimelineEventTypeSchema: GenEnum<TimelineEventType> = /*@__PURE__*/
+  enumDesc(file_longlink_v1_longlink, 0);
+
+/**
+ * @generated from enum longlink.v1.GroupRole
+ */
+export enum GroupRole {
+  /**
+   * @generated from enum value: GROUP_ROLE_UNSPECIFIED = 0;
+   */
+  GROUP_ROLE_UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: MEMBER = 1;
+   */
+  MEMBER = 1,
+
+  /**
+   * @generated from enum value: ADMIN = 2;
+   */
+  ADMIN = 2,
+
+  /**
+   * @generated from enum value: OWNER = 3;
+   */
+  OWNER = 3,
+}
+
+/**
+ * Describes the enum longlink.v1.GroupRole.
+ */
+export const GroupRoleSchema: GenEnum<GroupRole> = /*@__PURE__*/
+  enumDesc(file_longlink_v1_longlink, 1);
 
 /**
  * Stable error codes. Numbers never change meaning; new ones are appended.
@@ -799,6 +1737,69 @@ export enum ErrorCode {
   SERVER_SHUTDOWN = 401,
 
   /**
+   * (Kick) another login replaced this one under the multi-login policy
+   *
+   * @generated from enum value: LOGIN_POLICY = 402;
+   */
+  LOGIN_POLICY = 402,
+
+  /**
+   * groups and messages (6xx)
+   *
+   * no such group or message
+   *
+   * @generated from enum value: NOT_FOUND = 600;
+   */
+  NOT_FOUND = 600,
+
+  /**
+   * not (or no longer) a member of the group
+   *
+   * @generated from enum value: NOT_MEMBER = 601;
+   */
+  NOT_MEMBER = 601,
+
+  /**
+   * only the group's owner or admins may do this
+   *
+   * @generated from enum value: NOT_ADMIN = 602;
+   */
+  NOT_ADMIN = 602,
+
+  /**
+   * muted in this group
+   *
+   * @generated from enum value: MUTED = 603;
+   */
+  MUTED = 603,
+
+  /**
+   * @generated from enum value: GROUP_DISMISSED = 604;
+   */
+  GROUP_DISMISSED = 604,
+
+  /**
+   * over the group size limit
+   *
+   * @generated from enum value: GROUP_FULL = 605;
+   */
+  GROUP_FULL = 605,
+
+  /**
+   * past the recall window
+   *
+   * @generated from enum value: RECALL_EXPIRED = 606;
+   */
+  RECALL_EXPIRED = 606,
+
+  /**
+   * only the sender (or a group admin) may recall
+   *
+   * @generated from enum value: NOT_SENDER = 607;
+   */
+  NOT_SENDER = 607,
+
+  /**
    * server (5xx)
    *
    * @generated from enum value: INTERNAL = 500;
@@ -817,5 +1818,5 @@ export enum ErrorCode {
  * Describes the enum longlink.v1.ErrorCode.
  */
 export const ErrorCodeSchema: GenEnum<ErrorCode> = /*@__PURE__*/
-  enumDesc(file_longlink_v1_longlink, 0);
+  enumDesc(file_longlink_v1_longlink, 2);
 
