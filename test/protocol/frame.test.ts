@@ -51,6 +51,34 @@ const SAMPLES: { [C in FrameCase]: Extract<FrameBodyInit, { case: C }> } = {
   historyResult: { case: 'historyResult', value: { conversationId: 'u:alice:bob', messages: [message(8n, 'eight'), message(9n, 'nine')], hasMore: true } },
   kick: { case: 'kick', value: { code: ErrorCode.REPLACED, reason: 'logged in elsewhere', reconnect: true } },
   error: { case: 'error', value: { code: ErrorCode.RATE_LIMITED, message: 'slow down', reconnect: true, fatal: true } },
+  markRead: { case: 'markRead', value: { conversationId: 'g:team', seq: 7n } },
+  done: { case: 'done', value: {} },
+  typing: { case: 'typing', value: { conversationId: 'u:alice:bob' } },
+  presenceQuery: { case: 'presenceQuery', value: { userIds: ['bob', 'carol'] } },
+  presenceSubscribe: { case: 'presenceSubscribe', value: { userIds: ['bob'] } },
+  presenceResult: { case: 'presenceResult', value: { users: [{ userId: 'bob', online: true, platforms: ['ios', 'web'] }] } },
+  conversations: { case: 'conversations', value: {} },
+  conversationsResult: {
+    case: 'conversationsResult',
+    value: {
+      conversations: [{
+        conversationId: 'g:team', kind: 'group', groupId: 'team', name: 'Team', peerUser: 'bob', lastSeq: 9n,
+        lastMessage: message(9n, 'nine'), readSeq: 7n, unread: 2n, peerReadSeq: 8n, lastAtMs: 1_700_000_000_999n,
+      }],
+    },
+  },
+  group: { case: 'group', value: { op: { case: 'add', value: { groupId: 'team', userIds: ['dave'] } } } },
+  groupResult: {
+    case: 'groupResult',
+    value: {
+      group: {
+        groupId: 'team', conversationId: 'g:team', name: 'Team', owner: 'alice', mutedAll: true, dismissed: true,
+        createdAtMs: 1_700_000_000_001n, members: [{ userId: 'alice', role: 3, muted: true }],
+      },
+    },
+  },
+  recall: { case: 'recall', value: { conversationId: 'g:team', seq: 3n } },
+  event: { case: 'event', value: { body: { case: 'receipt', value: { conversationId: 'g:team', userId: 'bob', seq: 5n } } } },
 };
 
 const CASES = Object.keys(SAMPLES) as FrameCase[];
