@@ -16,6 +16,8 @@ export interface Limits {
   rateBurst: number;
   /** Bytes waiting to be written to a connection before it is dropped as a slow consumer. @default 4 MiB */
   maxOutboundBytes: number;
+  /** Largest group, owner included. @default 20000 */
+  maxGroupMembers: number;
 }
 
 export interface ServerConfig {
@@ -32,6 +34,10 @@ export interface ServerConfig {
   loginTimeoutMs: number;
   pingIntervalMs: number;
   sqliteSynchronous: 'full' | 'normal';
+  /** Multi-login policy: any number of devices, one per platform, or one in all. */
+  loginPolicy: 'multi' | 'platform' | 'single';
+  /** How long a sender may recall a message, ms. */
+  recallWindowMs: number;
   limits: Limits;
 }
 
@@ -63,6 +69,10 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
   const sync = pick(flags, env, 'sqlite-synchronous') ?? 'full';
   if (sync !== 'full' && sync !== 'normal') throw new ConfigError('LONGLINK_SQLITE_SYNCHRONOUS must be full or normal');
   const dataDir = resolve(pick(flags, env, 'data-dir') ?? './data');
+  const loginPolicy = pick(flags, env, 'login-policy') ?? 'multi';
+  if (loginPolicy !== 'multi' && loginPolicy !== 'platform' && loginPolicy !== 'single') {
+    throw new ConfigError('LONGLINK_LOGIN_POLICY must be multi, platform or single');
+  }
   return {
     nodeId: pick(flags, env, 'node-id') ?? `node-${randomBytes(3).toString('hex')}`,
     host: pick(flags, env, 'host') ?? '127.0.0.1',
@@ -76,12 +86,15 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     loginTimeoutMs: int(flags, env, 'login-timeout-ms', 10_000, 100, 600_000),
     pingIntervalMs: int(flags, env, 'ping-interval-ms', 25_000, 100, 600_000),
     sqliteSynchronous: sync,
+    loginPolicy,
+    recallWindowMs: int(flags, env, 'recall-window-ms', 120_000, 0, 30 * 86400 * 1000),
     limits: {
       maxFrameBytes: int(flags, env, 'max-frame-bytes', DEFAULT_MAX_FRAME_BYTES, 1024, 16 * 1024 * 1024),
       maxTextBytes: int(flags, env, 'max-text-bytes', 16 * 1024, 1, 16 * 1024 * 1024),
       ratePerSecond: int(flags, env, 'rate-limit', 200, 1, 1_000_000),
       rateBurst: int(flags, env, 'rate-burst', 400, 1, 1_000_000),
       maxOutboundBytes: int(flags, env, 'max-outbound-bytes', 4 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
+      maxGroupMembers: int(flags, env, 'max-group-members', 20_000, 2, 1_000_000),
     },
   };
 }

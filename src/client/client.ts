@@ -150,7 +150,16 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   /** Connect and log in; resolves with the session, rejects on a login the server refuses. */
   async connect(): Promise<LoginInfo> {
     this.closedByUser = false;
-    return this.open();
+    try {
+      return await this.open();
+    } catch (err) {
+      // The first attempt failed: report it and stay offline (no retries behind the caller's back).
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = undefined;
+      this.teardown('connect failed');
+      this.setState('offline');
+      throw err;
+    }
   }
 
   /** Send a message; resolves when the server has stored it (resent across reconnects until then). */
@@ -184,6 +193,7 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   async close(): Promise<void> {
     this.closedByUser = true;
     clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
     this.flushAcks();
     for (const entry of this.outbox.values()) entry.reject(new LonglinkError(ErrorCode.UNAVAILABLE, 'client closed before the server acked'));
     this.outbox.clear();
@@ -246,12 +256,13 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   }
 
   private scheduleReconnect(): void {
-    clearTimeout(this.reconnectTimer);
+    if (this.reconnectTimer !== undefined) return; // one attempt pending at a time
     const cap = Math.min(this.options.maxBackoffMs, this.options.initialBackoffMs * 2 ** this.attempt);
     const delay = Math.floor(Math.random() * cap); // full jitter
     this.attempt++;
     this.setState('reconnecting', { retryInMs: delay });
     this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
       this.open().catch((err: unknown) => {
         if (err instanceof LonglinkError && !this.isRetryableLogin(err)) {
           this.setState('offline');

@@ -20,10 +20,15 @@ export interface Origin {
   platform: string;
 }
 
-/** A client frame forwarded by a gateway, already authenticated. */
+/**
+ * A client frame forwarded by a gateway, already authenticated — or, when
+ * `session` is set, news that the origin's session came online or went
+ * offline (then `frame` is empty). Logic turns those into presence events.
+ */
 export interface UpMessage {
   origin: Origin;
   frame: Frame;
+  session?: 'online' | 'offline';
 }
 
 /** A frame for one connection (a reply to its request). */
@@ -59,7 +64,27 @@ export interface KickDown {
   reason: string;
 }
 
-export type DownMessage = ReplyDown | DeliverDown | KickDown;
+/** Set the users one connection watches for presence (replaces its list). */
+export interface WatchDown {
+  kind: 'watch';
+  connId: number;
+  userIds: string[];
+}
+
+/** A presence change of one user, for every local connection watching them. */
+export interface PresenceDown {
+  kind: 'presence';
+  userId: string;
+  frame: Uint8Array;
+}
+
+/** A frame for every open connection of the node (system announcement). */
+export interface BroadcastDown {
+  kind: 'broadcast';
+  frame: Uint8Array;
+}
+
+export type DownMessage = ReplyDown | DeliverDown | KickDown | WatchDown | PresenceDown | BroadcastDown;
 
 export type UpHandler = (batch: UpMessage[]) => Promise<void>;
 export type DownHandler = (batch: DownMessage[]) => void;

@@ -16,6 +16,8 @@ export class Connection {
   readonly bucket: TokenBucket;
   /** True once a RATE_LIMITED notice was sent for the current throttling episode. */
   throttled = false;
+  /** Users whose presence this connection watches. */
+  watching = new Set<string>();
 
   constructor(
     readonly id: number,

@@ -28,7 +28,15 @@ export interface GatewayOptions {
   ratePerSecond: number;
   rateBurst: number;
   maxOutboundBytes: number;
+  /**
+   * Multi-login policy: `multi` — any number of devices (the same device id
+   * replaces its older connection); `platform` — one device per platform;
+   * `single` — one device in all. @default 'multi'
+   */
+  loginPolicy?: LoginPolicy;
 }
+
+export type LoginPolicy = 'multi' | 'platform' | 'single';
 
 export interface GatewayDeps {
   bus: Bus;
@@ -38,11 +46,16 @@ export interface GatewayDeps {
 }
 
 /** Frame types a client may send after login, forwarded to logic. */
-const FORWARDED = new Set(['send', 'pushAck', 'sync', 'history']);
+const FORWARDED = new Set([
+  'send', 'pushAck', 'sync', 'history', 'markRead', 'typing', 'recall',
+  'presenceQuery', 'presenceSubscribe', 'conversations', 'group',
+]);
 
 export class Gateway {
   private readonly conns = new Map<number, Connection>();
   private readonly table = new SessionTable();
+  /** Presence watchers: user → local connections subscribed to them. */
+  private readonly watchers = new Map<string, Set<Connection>>();
   private nextConnId = 1;
   private sweepTimer: NodeJS.Timeout | undefined;
   private announceTimer: NodeJS.Timeout | undefined;
@@ -161,13 +174,13 @@ export class Gateway {
         this.fail(conn, 0, ErrorCode.RATE_LIMITED, `over ${this.options.ratePerSecond} frames/s; reading paused`, false);
       }
       setTimeout(() => {
-        conn.throttled = false;
         if (conn.state === 'open') conn.transport.resume();
       }, wait).unref();
       // This frame is handled now; the ones after it wait.
       this.handle(conn, frame);
       return false;
     }
+    conn.throttled = false; // a frame within the rate ends the throttling episode
     this.handle(conn, frame);
     return true;
   }
@@ -248,9 +261,65 @@ export class Gateway {
         });
       }
       // Closed while binding: the close ran its unbind before the bind landed.
-      if (!this.conns.has(conn.id)) await this.unbind(conn);
+      if (!this.conns.has(conn.id)) {
+        await this.unbind(conn);
+        return;
+      }
+      await this.enforceLoginPolicy(conn);
+      this.sessionEvent(conn, 'online');
     } catch (err) {
       console.error('[gateway] session bind failed', err);
+    }
+  }
+
+  /** Kick the user's other devices that the multi-login policy does not allow beside this one. */
+  private async enforceLoginPolicy(conn: Connection): Promise<void> {
+    const policy = this.options.loginPolicy ?? 'multi';
+    if (policy === 'multi') return;
+    const sessions = (await this.deps.sessions.lookup([conn.userId])).get(conn.userId) ?? [];
+    for (const s of sessions) {
+      if (s.deviceId === conn.deviceId) continue;
+      if (policy === 'platform' && s.platform !== conn.platform) continue;
+      const reason = policy === 'single'
+        ? `logged in on another device (${conn.deviceId}); one device at a time`
+        : `logged in on another ${conn.platform} device (${conn.deviceId}); one per platform`;
+      if (s.node === this.options.nodeId) {
+        const local = this.conns.get(s.connId);
+        if (local && local.userId === s.userId && local.deviceId === s.deviceId) this.kick(local, ErrorCode.LOGIN_POLICY, reason);
+      } else {
+        await this.deps.bus.publishDown(s.node, {
+          kind: 'kick', userId: s.userId, deviceId: s.deviceId, connId: s.connId, code: ErrorCode.LOGIN_POLICY, reason,
+        });
+      }
+    }
+  }
+
+  /** Tell logic a session came online or went offline (for presence). */
+  private sessionEvent(conn: Connection, session: 'online' | 'offline'): void {
+    const message: UpMessage = {
+      origin: { node: this.options.nodeId, connId: conn.id, userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform },
+      frame: makeFrame(0, { case: undefined }),
+      session,
+    };
+    this.deps.bus.publishUp(`user:${conn.userId}`, message).catch((err: unknown) => {
+      console.error('[gateway] session event publish failed', err);
+    });
+  }
+
+  private setWatching(conn: Connection, userIds: string[]): void {
+    for (const u of conn.watching) {
+      const set = this.watchers.get(u);
+      set?.delete(conn);
+      if (set && set.size === 0) this.watchers.delete(u);
+    }
+    conn.watching = new Set(userIds);
+    for (const u of conn.watching) {
+      let set = this.watchers.get(u);
+      if (!set) {
+        set = new Set();
+        this.watchers.set(u, set);
+      }
+      set.add(conn);
     }
   }
 
@@ -276,6 +345,23 @@ export class Gateway {
         case 'kick': {
           const conn = message.connId !== undefined ? this.conns.get(message.connId) : this.table.get(message.userId, message.deviceId);
           if (conn && conn.userId === message.userId && conn.deviceId === message.deviceId) this.kick(conn, message.code, message.reason);
+          break;
+        }
+        case 'watch': {
+          const conn = this.conns.get(message.connId);
+          if (conn && conn.state === 'open') this.setWatching(conn, message.userIds);
+          break;
+        }
+        case 'presence': {
+          const watching = this.watchers.get(message.userId);
+          if (!watching) break;
+          const out = new OutFrame(message.frame);
+          for (const conn of watching) this.send(conn, out);
+          break;
+        }
+        case 'broadcast': {
+          const out = new OutFrame(message.frame);
+          for (const conn of this.conns.values()) if (conn.state === 'open') this.send(conn, out);
           break;
         }
       }
@@ -316,7 +402,8 @@ export class Gateway {
     this.conns.delete(conn.id);
     if (wasOpen) {
       this.table.remove(conn);
-      void this.unbind(conn);
+      if (conn.watching.size > 0) this.setWatching(conn, []);
+      void this.unbind(conn).then(() => this.sessionEvent(conn, 'offline'));
     }
     if (destroy) conn.transport.destroy();
     else conn.transport.end();
@@ -388,6 +475,12 @@ function partitionKey(conn: Connection, frame: Frame): string {
     if (body.value.conversationId) return body.value.conversationId;
     if (body.value.toUser) return directConversationId(conn.userId, body.value.toUser);
   }
-  if (body.case === 'pushAck' && body.value.conversationId) return body.value.conversationId;
+  if ((body.case === 'pushAck' || body.case === 'markRead' || body.case === 'recall' || body.case === 'typing') && body.value.conversationId) {
+    return body.value.conversationId;
+  }
+  if (body.case === 'group') {
+    const op = body.value.op;
+    if (op.case !== undefined && op.case !== 'create' && op.value.groupId) return `g:${op.value.groupId}`;
+  }
   return `user:${conn.userId}`;
 }

@@ -15,14 +15,16 @@ export class TokenBucket {
     this.lastMs = now;
   }
 
-  /** Take one token. Returns 0 if granted, else the milliseconds until one is available. */
+  /**
+   * Charge one token (the balance may go negative: the frame is handled
+   * anyway). Returns 0 when the balance stayed non-negative, else how many
+   * milliseconds reading must pause until the debt is paid.
+   */
   take(now: number): number {
     this.refill(now);
-    if (this.tokens >= 1) {
-      this.tokens -= 1;
-      return 0;
-    }
-    return Math.ceil(((1 - this.tokens) * 1000) / this.ratePerSecond);
+    this.tokens -= 1;
+    if (this.tokens >= 0) return 0;
+    return Math.ceil((-this.tokens * 1000) / this.ratePerSecond);
   }
 
   private refill(now: number): void {

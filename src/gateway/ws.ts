@@ -51,8 +51,11 @@ export class WsTransport extends PausableDelivery implements Transport {
     return this.ws.bufferedAmount;
   }
 
+  private ending = false;
+
   protected pauseSource(): void {
-    this.ws.pause();
+    // Once closing, keep reading so the peer's close frame completes the handshake.
+    if (!this.ending) this.ws.pause();
   }
 
   protected resumeSource(): void {
@@ -65,6 +68,8 @@ export class WsTransport extends PausableDelivery implements Transport {
   }
 
   end(): void {
+    this.ending = true;
+    this.ws.resume();
     if (this.ws.readyState === this.ws.OPEN) this.ws.close(1000);
     setTimeout(() => this.ws.terminate(), 2000).unref();
   }

@@ -7,7 +7,9 @@ import { z } from 'zod';
 import { ErrorCode, ID_PATTERN, LonglinkError, SYSTEM_USER, errorName } from '../protocol/index.js';
 import type { TokenService } from '../auth/tokens.js';
 import type { Registry } from '../engines/registry.js';
-import type { Pipeline } from './pipeline.js';
+import type { Bus } from '../engines/bus.js';
+import { encodeFrame, makeFrame } from '../protocol/index.js';
+import type { Logic } from './logic.js';
 
 export interface HttpApiOptions {
   nodeId: string;
@@ -20,7 +22,8 @@ export interface HttpApiOptions {
 export interface HttpApiDeps {
   tokens: TokenService;
   registry: Registry;
-  pipeline: Pipeline;
+  bus: Bus;
+  logic: Logic;
 }
 
 const userId = z.string().regex(ID_PATTERN, 'must be 1-64 characters of A-Z a-z 0-9 _ . @ -');
@@ -34,9 +37,17 @@ const TokenBody = z.object({
 
 const MessageBody = z.object({
   from: userId.optional(),
-  to: userId,
+  to: userId.optional(),
+  to_users: z.array(userId).min(1).max(1000).optional(),
+  group_id: userId.optional(),
   text: z.string().min(1),
-  client_msg_id: z.string().min(1).max(128).optional(),
+  client_msg_id: z.string().min(1).max(100).optional(),
+}).strict().refine((b) => [b.to, b.to_users, b.group_id].filter((t) => t !== undefined).length === 1, {
+  message: 'give exactly one of to, to_users or group_id',
+});
+
+const BroadcastBody = z.object({
+  text: z.string().min(1).max(16 * 1024),
 }).strict();
 
 class HttpError extends Error {
@@ -64,7 +75,8 @@ export class HttpApi {
     this.route(req, res).catch((err: unknown) => {
       if (err instanceof HttpError) return send(res, err.status, { error: { code: err.code, message: err.message } });
       if (err instanceof LonglinkError) {
-        const status = err.code === ErrorCode.FORBIDDEN ? 403 : err.code === ErrorCode.UNAVAILABLE ? 503 : 400;
+        const status = err.code === ErrorCode.FORBIDDEN || err.code === ErrorCode.NOT_MEMBER ? 403
+          : err.code === ErrorCode.NOT_FOUND ? 404 : err.code === ErrorCode.UNAVAILABLE ? 503 : 400;
         return send(res, status, { error: { code: errorName(err.code), message: err.message } });
       }
       console.error('[http] request failed', err);
@@ -79,8 +91,9 @@ export class HttpApi {
     if (path === '/api/v1/gateways' && method === 'GET') return this.gateways(res);
     if (path === '/api/v1/tokens' && method === 'POST') return this.issueToken(req, res);
     if (path === '/api/v1/messages' && method === 'POST') return this.postMessage(req, res);
+    if (path === '/api/v1/broadcast' && method === 'POST') return this.broadcast(req, res);
     if (path === '/healthz' || path.startsWith('/api/')) {
-      const known = ['/healthz', '/api/v1/gateways', '/api/v1/tokens', '/api/v1/messages'].includes(path);
+      const known = ['/healthz', '/api/v1/gateways', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast'].includes(path);
       if (known) throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     }
     throw new HttpError(404, 'NOT_FOUND', `no route for ${method} ${path}`);
@@ -102,20 +115,50 @@ export class HttpApi {
     send(res, 200, { token, user_id: body.user_id, device_id: deviceId, platform, expires_at_ms: expiresAtMs });
   }
 
+  /**
+   * Business push: a message from a user, or from the system sender, to one
+   * user, each of a list of users (one 1:1 message each), or a group.
+   * Answers once every message is stored.
+   */
   private async postMessage(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.requireAdmin(req);
     const body = parse(MessageBody, await readJson(req, this.options.maxBodyBytes ?? 65536));
     const from = body.from ?? SYSTEM_USER;
-    const draft = this.deps.pipeline.draft({
-      fromUser: from, fromDevice: 'api', claimedFrom: '', toUser: body.to, conversationId: '',
-      clientMsgId: body.client_msg_id ?? `api-${crypto.randomUUID()}`, text: body.text,
-    }, Date.now());
-    const [result] = await this.deps.pipeline.commit([draft]);
-    const m = result!.message;
-    send(res, 200, {
-      conversation_id: m.conversationId, seq: m.seq, server_msg_id: m.serverMsgId,
-      sent_at_ms: m.sentAtMs, duplicate: result!.duplicate,
+    const baseId = body.client_msg_id ?? `api-${crypto.randomUUID()}`;
+    const pipeline = this.deps.logic.pipeline;
+    const now = Date.now();
+    const requests = body.group_id !== undefined
+      ? [{ toUser: '', conversationId: `g:${body.group_id}`, clientMsgId: baseId }]
+      : (body.to_users ?? [body.to!]).map((to, _i, all) => ({
+        toUser: to, conversationId: '', clientMsgId: all.length > 1 ? `${baseId}:${to}` : baseId,
+      }));
+    const drafts = [];
+    for (const r of requests) {
+      drafts.push(await pipeline.prepare({
+        fromUser: from, fromDevice: 'api', claimedFrom: '', text: body.text, trusted: true, ...r,
+      }, now));
+    }
+    const results = await pipeline.commit(drafts);
+    const out = results.map((result) => {
+      const m = result.message;
+      return { conversation_id: m.conversationId, seq: m.seq, server_msg_id: m.serverMsgId, sent_at_ms: m.sentAtMs, duplicate: result.duplicate };
     });
+    send(res, 200, body.to_users ? { messages: out } : out[0]);
+  }
+
+  /** A system announcement to every online connection of every gateway; not stored. */
+  private async broadcast(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.requireAdmin(req);
+    const body = parse(BroadcastBody, await readJson(req, this.options.maxBodyBytes ?? 65536));
+    const id = crypto.randomUUID();
+    const sentAtMs = Date.now();
+    const frame = encodeFrame(makeFrame(0, {
+      case: 'event',
+      value: { body: { case: 'broadcast', value: { text: body.text, sentAtMs: BigInt(sentAtMs), id } } },
+    }));
+    const gateways = await this.deps.registry.live('gateway');
+    for (const g of gateways) await this.deps.bus.publishDown(g.id, { kind: 'broadcast', frame });
+    send(res, 200, { id, sent_at_ms: sentAtMs, gateways: gateways.length });
   }
 
   private async gateways(res: ServerResponse): Promise<void> {

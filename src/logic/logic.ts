@@ -1,17 +1,22 @@
 // Logic node: consumes client requests from the bus in batches. Sends of a
-// batch are stored in one transaction and acked together; acks, syncs and
-// history reads follow. Replies go down the bus to the connection that asked.
+// batch are stored in one transaction and acked together; the other requests
+// follow in order. Replies go down the bus to the connection that asked.
 import {
   ErrorCode, LonglinkError, cursorToWire, encodeFrame, makeFrame, messageToWire, shouldReconnect,
-  type BodyOf, type Frame,
+  type BodyOf, type FrameBodyInit,
 } from '../protocol/index.js';
 import type { Bus, Origin, Subscription, UpMessage } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
+import type { Registry } from '../engines/registry.js';
 import type { MessageDraft, Store } from '../engines/store.js';
 import { Pipeline } from './pipeline.js';
-import { canAccess } from './access.js';
+import { viewOf } from './access.js';
+import { GroupService, groupToWire } from './groups.js';
+import { Conversations } from './conversations.js';
+import { RecallService } from './recall.js';
+import { PresenceService } from './presence.js';
 
-/** Soft cap of a sync or history page's text, so replies stay well under client frame limits. */
+/** Soft cap of a sync page's text, so replies stay well under client frame limits. */
 const MAX_PAGE_BYTES = 1024 * 1024;
 
 export interface LogicOptions {
@@ -21,19 +26,44 @@ export interface LogicOptions {
   syncPageLimit?: number;
   /** Messages per history page, likewise. @default 100 */
   historyPageLimit?: number;
+  /** Largest group, owner included. @default 20000 */
+  maxGroupMembers?: number;
+  /** How long a sender may recall a message. @default 120000 */
+  recallWindowMs?: number;
+  /** Groups larger than this send read receipts only to the reader's devices. @default 200 */
+  receiptFanoutMaxMembers?: number;
+}
+
+export interface LogicDeps {
+  bus: Bus;
+  sessions: Sessions;
+  registry: Registry;
+  store: Store;
 }
 
 export class Logic {
   readonly pipeline: Pipeline;
+  readonly groups: GroupService;
+  readonly conversations: Conversations;
+  readonly presence: PresenceService;
+  private readonly recalls: RecallService;
   private sub: Subscription | undefined;
   private readonly syncPageLimit: number;
   private readonly historyPageLimit: number;
 
   constructor(
     private readonly options: LogicOptions,
-    private readonly deps: { bus: Bus; sessions: Sessions; store: Store },
+    private readonly deps: LogicDeps,
   ) {
     this.pipeline = new Pipeline({ maxTextBytes: options.maxTextBytes }, deps);
+    const withPipeline = { ...deps, pipeline: this.pipeline };
+    this.groups = new GroupService({ maxMembers: options.maxGroupMembers ?? 20_000 }, withPipeline);
+    this.conversations = new Conversations({
+      receiptFanoutMaxMembers: options.receiptFanoutMaxMembers ?? 200,
+      maxListed: 1000,
+    }, withPipeline);
+    this.recalls = new RecallService({ recallWindowMs: options.recallWindowMs ?? 120_000 }, withPipeline);
+    this.presence = new PresenceService({ maxWatched: 100, typingIntervalMs: 1000, typingMaxMembers: 500 }, withPipeline);
     this.syncPageLimit = options.syncPageLimit ?? 200;
     this.historyPageLimit = options.historyPageLimit ?? 100;
   }
@@ -51,13 +81,14 @@ export class Logic {
     const now = Date.now();
     const sends: { up: UpMessage; draft: MessageDraft }[] = [];
     const acks: { userId: string; deviceId: string; conversationId: string; seq: number }[] = [];
-    const reads: UpMessage[] = [];
+    const rest: UpMessage[] = [];
     for (const up of batch) {
       const body = up.frame.body;
       try {
-        if (body.case === 'send') {
+        if (up.session) rest.push(up);
+        else if (body.case === 'send') {
           const s = body.value;
-          const draft = this.pipeline.draft({
+          const draft = await this.pipeline.prepare({
             fromUser: up.origin.userId, fromDevice: up.origin.deviceId, claimedFrom: s.fromUser,
             toUser: s.toUser, conversationId: s.conversationId, clientMsgId: s.clientMsgId, text: s.text,
           }, now);
@@ -65,39 +96,19 @@ export class Logic {
         } else if (body.case === 'pushAck') {
           const seq = Number(body.value.seq);
           if (!Number.isSafeInteger(seq) || seq < 0) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'seq out of range');
-          if (!(await canAccess(this.deps.store, body.value.conversationId, up.origin.userId))) {
+          if (!(await viewOf(this.deps.store, body.value.conversationId, up.origin.userId))) {
             throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
           }
           acks.push({ userId: up.origin.userId, deviceId: up.origin.deviceId, conversationId: body.value.conversationId, seq });
         } else {
-          reads.push(up);
+          rest.push(up);
         }
       } catch (err) {
         await this.replyError(up.origin, up.frame.id, err);
       }
     }
 
-    if (sends.length > 0) {
-      try {
-        const results = await this.pipeline.commit(sends.map((s) => s.draft));
-        await Promise.all(results.map((r, i) => {
-          const up = sends[i]!.up;
-          const m = r.message;
-          return this.reply(up.origin, makeFrame(up.frame.id, {
-            case: 'sendAck',
-            value: {
-              clientMsgId: m.clientMsgId, serverMsgId: m.serverMsgId, conversationId: m.conversationId,
-              seq: BigInt(m.seq), sentAtMs: BigInt(m.sentAtMs), duplicate: r.duplicate,
-            },
-          }));
-        }));
-      } catch (err) {
-        console.error('[logic] store append failed', err);
-        for (const { up } of sends) {
-          await this.replyError(up.origin, up.frame.id, new LonglinkError(ErrorCode.UNAVAILABLE, 'message not stored; resend it'));
-        }
-      }
-    }
+    if (sends.length > 0) await this.commitSends(sends);
     if (acks.length > 0) {
       try {
         await this.deps.store.advanceDelivered(acks);
@@ -105,31 +116,79 @@ export class Logic {
         console.error('[logic] cursor write failed', err);
       }
     }
-    for (const up of reads) {
+    for (const up of rest) {
       try {
-        await this.read(up);
+        await this.handle(up);
       } catch (err) {
         await this.replyError(up.origin, up.frame.id, err);
       }
     }
   }
 
-  private async read(up: UpMessage): Promise<void> {
+  private async commitSends(sends: { up: UpMessage; draft: MessageDraft }[]): Promise<void> {
+    try {
+      const results = await this.pipeline.commit(sends.map((s) => s.draft));
+      await Promise.all(results.map((r, i) => {
+        const up = sends[i]!.up;
+        const m = r.message;
+        return this.reply(up.origin, up.frame.id, {
+          case: 'sendAck',
+          value: {
+            clientMsgId: m.clientMsgId, serverMsgId: m.serverMsgId, conversationId: m.conversationId,
+            seq: BigInt(m.seq), sentAtMs: BigInt(m.sentAtMs), duplicate: r.duplicate,
+          },
+        });
+      }));
+    } catch (err) {
+      console.error('[logic] store append failed', err);
+      for (const { up } of sends) {
+        await this.replyError(up.origin, up.frame.id, new LonglinkError(ErrorCode.UNAVAILABLE, 'message not stored; resend it'));
+      }
+    }
+  }
+
+  private async handle(up: UpMessage): Promise<void> {
+    const { origin } = up;
+    if (up.session) return this.presence.sessionChanged(origin.userId);
+    const id = up.frame.id;
     const body = up.frame.body;
-    if (body.case === 'sync') return this.reply(up.origin, await this.sync(up.origin, up.frame.id, body.value));
-    if (body.case === 'history') return this.reply(up.origin, await this.history(up.origin, up.frame.id, body.value));
-    throw new LonglinkError(ErrorCode.UNKNOWN_FRAME, `frame type ${body.case ?? 'unknown'} is not handled by logic`);
+    switch (body.case) {
+      case 'sync':
+        return this.reply(origin, id, await this.sync(origin, body.value));
+      case 'history':
+        return this.reply(origin, id, await this.history(origin, body.value));
+      case 'group': {
+        const g = await this.groups.handle({ userId: origin.userId, deviceId: origin.deviceId }, body.value);
+        return this.reply(origin, id, { case: 'groupResult', value: { group: groupToWire(g) } });
+      }
+      case 'markRead':
+        await this.conversations.markRead(origin.userId, origin.deviceId, body.value.conversationId, seqOf(body.value.seq));
+        return this.reply(origin, id, { case: 'done', value: {} });
+      case 'recall':
+        await this.recalls.recall(origin.userId, origin.deviceId, body.value.conversationId, seqOf(body.value.seq));
+        return this.reply(origin, id, { case: 'done', value: {} });
+      case 'typing':
+        return this.presence.typing(origin, body.value.conversationId);
+      case 'presenceQuery':
+        return this.reply(origin, id, { case: 'presenceResult', value: { users: await this.presence.query(body.value.userIds) } });
+      case 'presenceSubscribe':
+        return this.reply(origin, id, { case: 'presenceResult', value: { users: await this.presence.subscribe(origin, body.value.userIds) } });
+      case 'conversations':
+        return this.reply(origin, id, { case: 'conversationsResult', value: { conversations: await this.conversations.list(origin.userId) } });
+      default:
+        throw new LonglinkError(ErrorCode.UNKNOWN_FRAME, `frame type ${body.case ?? 'unknown'} is not handled by logic`);
+    }
   }
 
   /** What a device missed, from its cursors, one page of at most `limit` messages. */
-  private async sync(origin: Origin, id: number, req: BodyOf<'sync'>): Promise<Frame> {
+  private async sync(origin: Origin, req: BodyOf<'sync'>): Promise<FrameBodyInit> {
     const store = this.deps.store;
     const limit = req.limit > 0 ? Math.min(req.limit, this.syncPageLimit) : this.syncPageLimit;
     const given = new Map<string, number>();
-    for (const c of req.cursors) given.set(c.conversationId, Math.max(0, Number(c.seq)));
+    for (const c of req.cursors) given.set(c.conversationId, Math.max(0, seqOf(c.seq)));
     const only = new Set(req.conversationIds);
     for (const conversationId of only) {
-      if (!(await canAccess(store, conversationId, origin.userId))) {
+      if (!(await viewOf(store, conversationId, origin.userId))) {
         throw new LonglinkError(ErrorCode.FORBIDDEN, `not a member of ${conversationId}`);
       }
     }
@@ -142,13 +201,17 @@ export class Logic {
     let hasMore = false;
     let bytes = 0;
     for (const c of conversations) {
-      const base = given.get(c.conversationId) ?? delivered.get(c.conversationId) ?? 0;
-      if (c.lastSeq <= base) continue;
+      // A group member sees its timeline from its join event on.
+      const base = Math.max(given.get(c.conversationId) ?? delivered.get(c.conversationId) ?? 0, c.joinedSeq - 1);
+      if (c.lastSeq <= base) {
+        if (only.has(c.conversationId)) reached.set(c.conversationId, base);
+        continue;
+      }
       if (remaining === 0) {
         hasMore = true;
         break;
       }
-      let page = await store.after(c.conversationId, base, remaining);
+      let page = await store.after(c.conversationId, base, remaining, c.lastSeq);
       // Keep frames reasonable: stop a page at about 1 MiB of text (always at least one message).
       let cut = page.length;
       for (let i = 0; i < page.length; i++) {
@@ -167,32 +230,30 @@ export class Logic {
       reached.set(c.conversationId, last);
       if (last < c.lastSeq) hasMore = true;
     }
-    return makeFrame(id, {
+    return {
       case: 'syncResult',
       value: {
         messages: messages.map(messageToWire),
         cursors: [...reached].map(([conversationId, seq]) => cursorToWire(conversationId, seq)),
         hasMore,
       },
-    });
+    };
   }
 
-  private async history(origin: Origin, id: number, req: BodyOf<'history'>): Promise<Frame> {
-    if (!(await canAccess(this.deps.store, req.conversationId, origin.userId))) {
-      throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
-    }
+  private async history(origin: Origin, req: BodyOf<'history'>): Promise<FrameBodyInit> {
+    const view = await viewOf(this.deps.store, req.conversationId, origin.userId);
+    if (!view) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
     const limit = req.limit > 0 ? Math.min(req.limit, this.historyPageLimit) : this.historyPageLimit;
-    const page = await this.deps.store.before(req.conversationId, Number(req.beforeSeq), limit + 1);
+    let before = seqOf(req.beforeSeq);
+    if (view.toSeq !== undefined && (before <= 0 || before > view.toSeq + 1)) before = view.toSeq + 1;
+    const page = await this.deps.store.before(req.conversationId, before, limit + 1, view.fromSeq);
     const hasMore = page.length > limit;
     const messages = hasMore ? page.slice(1) : page;
-    return makeFrame(id, {
-      case: 'historyResult',
-      value: { conversationId: req.conversationId, messages: messages.map(messageToWire), hasMore },
-    });
+    return { case: 'historyResult', value: { conversationId: req.conversationId, messages: messages.map(messageToWire), hasMore } };
   }
 
-  private reply(origin: Origin, frame: Frame): Promise<void> {
-    return this.deps.bus.publishDown(origin.node, { kind: 'reply', connId: origin.connId, frame: encodeFrame(frame) });
+  private reply(origin: Origin, id: number, body: FrameBodyInit): Promise<void> {
+    return this.deps.bus.publishDown(origin.node, { kind: 'reply', connId: origin.connId, frame: encodeFrame(makeFrame(id, body)) });
   }
 
   private async replyError(origin: Origin, id: number, err: unknown): Promise<void> {
@@ -200,9 +261,15 @@ export class Logic {
     if (!known) console.error('[logic] request failed', err);
     const code = known ? err.code : ErrorCode.INTERNAL;
     const message = known ? err.message : 'internal error';
-    await this.reply(origin, makeFrame(id, {
+    await this.reply(origin, id, {
       case: 'error',
       value: { code, message, fatal: false, reconnect: shouldReconnect(code) },
-    })).catch((e: unknown) => console.error('[logic] reply failed', e));
+    }).catch((e: unknown) => console.error('[logic] reply failed', e));
   }
+}
+
+function seqOf(v: bigint): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'seq out of range');
+  return n;
 }

@@ -1,6 +1,7 @@
 // The message pipeline: validate → dedupe and assign seq (in the store, one
-// transaction per batch) → ack senders → push to recipients. Both client
-// sends (from the bus) and business pushes (from the HTTP API) come through here.
+// transaction per batch) → ack senders → push to recipients. Client sends
+// (from the bus), business pushes (HTTP API) and timeline events (group
+// changes, recalls) all come through here.
 import { randomUUID } from 'node:crypto';
 import {
   ErrorCode, LonglinkError, SYSTEM_USER, directConversationId, directMembers, encodeFrame, isValidId,
@@ -9,7 +10,7 @@ import {
 import type { Bus, DeliverTarget } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { AppendResult, MessageDraft, Store } from '../engines/store.js';
-import { membersOf } from './access.js';
+import { groupIdOf, isGroupConversation, membersOf } from './access.js';
 
 export interface SendRequest {
   fromUser: string;
@@ -20,6 +21,8 @@ export interface SendRequest {
   conversationId: string;
   clientMsgId: string;
   text: string;
+  /** Sent through the admin API: may post into a group without being a member. */
+  trusted?: boolean;
 }
 
 export interface PipelineOptions {
@@ -27,15 +30,19 @@ export interface PipelineOptions {
 }
 
 const MAX_CLIENT_MSG_ID = 128;
+/** How long a group's member list is reused for fan-out before it is read again. */
+const MEMBER_CACHE_MS = 2000;
 
 export class Pipeline {
+  private readonly memberCache = new Map<string, { members: string[]; atMs: number }>();
+
   constructor(
     private readonly options: PipelineOptions,
     private readonly deps: { bus: Bus; sessions: Sessions; store: Store },
   ) {}
 
   /** Checks a request and turns it into a draft; throws LonglinkError with the reason. */
-  draft(req: SendRequest, nowMs: number): MessageDraft {
+  async prepare(req: SendRequest, nowMs: number): Promise<MessageDraft> {
     if (req.claimedFrom !== '' && req.claimedFrom !== req.fromUser) {
       throw new LonglinkError(ErrorCode.FORBIDDEN, 'cannot send as another user');
     }
@@ -47,38 +54,56 @@ export class Pipeline {
     if (bytes > this.options.maxTextBytes) {
       throw new LonglinkError(ErrorCode.TEXT_TOO_LARGE, `message text is ${bytes} bytes; the limit is ${this.options.maxTextBytes}`);
     }
-    let conversationId: string;
+    const base = {
+      fromUser: req.fromUser, fromDevice: req.fromDevice, clientMsgId: req.clientMsgId,
+      serverMsgId: randomUUID(), text: req.text, sentAtMs: nowMs,
+    };
     if (req.toUser !== '' && req.conversationId === '') {
       if (!isValidId(req.toUser)) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'to_user is not a valid user id');
       if (req.toUser === SYSTEM_USER) throw new LonglinkError(ErrorCode.FORBIDDEN, 'the system user does not take messages');
-      conversationId = directConversationId(req.fromUser, req.toUser);
-    } else if (req.conversationId !== '' && req.toUser === '') {
-      const members = directMembers(req.conversationId);
-      if (!members) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'unknown conversation id');
-      if (!members.includes(req.fromUser)) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
-      conversationId = req.conversationId;
-    } else {
+      return this.direct(directConversationId(req.fromUser, req.toUser), base);
+    }
+    if (req.conversationId === '' || req.toUser !== '') {
       throw new LonglinkError(ErrorCode.BAD_REQUEST, 'give exactly one of to_user or conversation_id');
     }
-    const members = directMembers(conversationId)!;
-    return {
-      conversationId,
-      kind: 'direct',
-      members: members[0] === members[1] ? [members[0]] : members,
-      fromUser: req.fromUser,
-      fromDevice: req.fromDevice,
-      clientMsgId: req.clientMsgId,
-      serverMsgId: randomUUID(),
-      text: req.text,
-      sentAtMs: nowMs,
-    };
+    if (directMembers(req.conversationId)) {
+      if (!directMembers(req.conversationId)!.includes(req.fromUser)) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
+      return this.direct(req.conversationId, base);
+    }
+    if (!isGroupConversation(req.conversationId)) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'unknown conversation id');
+    await this.checkGroupSender(req.conversationId, req.fromUser, req.trusted === true);
+    return { ...base, conversationId: req.conversationId, kind: 'group', members: [] };
   }
 
-  /** Store a batch (one transaction), then push what is new. Results in draft order. */
-  async commit(drafts: readonly MessageDraft[]): Promise<AppendResult[]> {
+  private direct(conversationId: string, base: Omit<MessageDraft, 'conversationId' | 'kind' | 'members'>): MessageDraft {
+    const members = directMembers(conversationId)!;
+    return { ...base, conversationId, kind: 'direct', members: members[0] === members[1] ? [members[0]] : members };
+  }
+
+  private async checkGroupSender(conversationId: string, userId: string, trusted: boolean): Promise<void> {
+    const group = await this.deps.store.group(groupIdOf(conversationId));
+    if (!group) throw new LonglinkError(ErrorCode.NOT_FOUND, 'no such group');
+    if (group.dismissed) throw new LonglinkError(ErrorCode.GROUP_DISMISSED, 'the group was dismissed');
+    if (trusted && userId === SYSTEM_USER) return;
+    const m = await this.deps.store.membership(conversationId, userId);
+    if (!m || m.leftSeq !== undefined) throw new LonglinkError(ErrorCode.NOT_MEMBER, 'not a member of this group');
+    if (m.muted) throw new LonglinkError(ErrorCode.MUTED, 'you are muted in this group');
+    if (group.mutedAll && m.role === 'member') throw new LonglinkError(ErrorCode.MUTED, 'the group is muted; only its owner and admins may send');
+  }
+
+  /**
+   * Store a batch (one transaction), then push what is new. Results in draft
+   * order. `alsoNotify[i]` names users outside the conversation who get draft
+   * i's push too (members just removed learn of their removal).
+   */
+  async commit(drafts: readonly MessageDraft[], alsoNotify: readonly (readonly string[] | undefined)[] = []): Promise<AppendResult[]> {
     if (drafts.length === 0) return [];
     const results = await this.deps.store.append(drafts);
-    const fresh = results.filter((r) => !r.duplicate).map((r) => r.message);
+    for (const d of drafts) if (d.effect) this.memberCache.delete(d.conversationId);
+    const fresh: { message: ChatMessage; extra: readonly string[] }[] = [];
+    results.forEach((r, i) => {
+      if (!r.duplicate) fresh.push({ message: r.message, extra: alsoNotify[i] ?? [] });
+    });
     if (fresh.length > 0) {
       await this.push(fresh).catch((err: unknown) => {
         // Stored and acked: recipients get it at their next sync (or on the next message's gap).
@@ -88,26 +113,47 @@ export class Pipeline {
     return results;
   }
 
-  /** Push stored messages to every online device of every member, except the sending device. */
-  private async push(messages: readonly ChatMessage[]): Promise<void> {
-    const membersByConversation = new Map<string, string[]>();
-    for (const m of messages) {
-      if (!membersByConversation.has(m.conversationId)) {
-        membersByConversation.set(m.conversationId, await membersOf(this.deps.store, m.conversationId));
-      }
-    }
+  /** Current members, cached briefly for fan-out (invalidated by this node's own membership changes). */
+  async members(conversationId: string): Promise<string[]> {
+    if (!isGroupConversation(conversationId)) return membersOf(this.deps.store, conversationId);
+    const cached = this.memberCache.get(conversationId);
+    const now = Date.now();
+    if (cached && now - cached.atMs < MEMBER_CACHE_MS) return cached.members;
+    const members = await this.deps.store.members(conversationId);
+    this.memberCache.set(conversationId, { members, atMs: now });
+    return members;
+  }
+
+  /**
+   * Push stored messages to every online device of every member. A plain
+   * message skips the device that sent it (it has the SendAck); a timeline
+   * event goes to every device, the actor's included.
+   */
+  private async push(items: readonly { message: ChatMessage; extra: readonly string[] }[]): Promise<void> {
+    const recipients = new Map<string, string[]>();
     const users = new Set<string>();
-    for (const members of membersByConversation.values()) for (const u of members) users.add(u);
+    for (const { message, extra } of items) {
+      const key = `${message.conversationId}|${extra.join(',')}`;
+      if (recipients.has(key)) continue;
+      const list = [...await this.members(message.conversationId), ...extra];
+      recipients.set(key, list);
+      for (const u of list) users.add(u);
+    }
     const online = await this.deps.sessions.lookup([...users]);
     if (online.size === 0) return;
-    for (const m of messages) {
+    for (const { message: m, extra } of items) {
       const byNode = new Map<string, DeliverTarget[]>();
-      for (const user of membersByConversation.get(m.conversationId)!) {
-        const nodes = new Set((online.get(user) ?? []).map((s) => s.node));
+      for (const user of recipients.get(`${m.conversationId}|${extra.join(',')}`)!) {
+        const sessions = online.get(user);
+        if (!sessions) continue;
+        const nodes = new Set(sessions.map((s) => s.node));
         for (const node of nodes) {
-          const targets = byNode.get(node) ?? [];
-          targets.push(user === m.fromUser ? { userId: user, exceptDevice: m.fromDevice } : { userId: user });
-          byNode.set(node, targets);
+          let targets = byNode.get(node);
+          if (!targets) {
+            targets = [];
+            byNode.set(node, targets);
+          }
+          targets.push(user === m.fromUser && !m.event ? { userId: user, exceptDevice: m.fromDevice } : { userId: user });
         }
       }
       if (byNode.size === 0) continue;

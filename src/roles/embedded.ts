@@ -31,7 +31,12 @@ export async function startEmbedded(config: ServerConfig): Promise<RunningServer
   const registry = new MemoryRegistry();
   const store = new SqliteStore({ path: databasePath(config), synchronous: config.sqliteSynchronous });
 
-  const logic = new Logic({ nodeId: config.nodeId, maxTextBytes: config.limits.maxTextBytes }, { bus, sessions, store });
+  const logic = new Logic({
+    nodeId: config.nodeId,
+    maxTextBytes: config.limits.maxTextBytes,
+    maxGroupMembers: config.limits.maxGroupMembers,
+    recallWindowMs: config.recallWindowMs,
+  }, { bus, sessions, registry, store });
   const gateway = new Gateway({
     nodeId: config.nodeId,
     loginTimeoutMs: config.loginTimeoutMs,
@@ -41,9 +46,10 @@ export async function startEmbedded(config: ServerConfig): Promise<RunningServer
     ratePerSecond: config.limits.ratePerSecond,
     rateBurst: config.limits.rateBurst,
     maxOutboundBytes: config.limits.maxOutboundBytes,
+    loginPolicy: config.loginPolicy,
   }, { bus, sessions, registry, tokens });
   const api = new HttpApi({ nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds }, {
-    tokens, registry, pipeline: logic.pipeline,
+    tokens, registry, bus, logic,
   });
 
   const server = http.createServer(api.handle);

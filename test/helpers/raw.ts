@@ -55,14 +55,12 @@ export class RawClient {
       ws.on('error', (e) => reject(e));
       ws.on('message', (data: Buffer) => client.onFrame(decodeFrame(data)));
       ws.on('close', (code) => client.onClose(code));
-      (client as unknown as { ws: WebSocket }).ws = ws;
+      client.ws = ws;
     });
   }
 
   /** The underlying ws (WebSocket clients only), for protocol-level pings. */
-  get ws(): WebSocket | undefined {
-    return (this as unknown as { ws?: WebSocket }).ws;
-  }
+  ws: WebSocket | undefined;
 
   private onFrame(frame: Frame): void {
     this.frames.push(frame);

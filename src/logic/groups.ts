@@ -1,0 +1,218 @@
+// Group management: create, add, remove, leave, dismiss, roles, mutes.
+// Every change is a timeline event stored with its effect in one transaction
+// (through the pipeline), so each device learns it in order, online or at sync.
+import { randomBytes, randomUUID } from 'node:crypto';
+import { create } from '@bufbuild/protobuf';
+import {
+  ErrorCode, GroupSchema, LonglinkError, SYSTEM_USER, isValidId, roleFromWire, roleToWire,
+  type BodyOf, type Group, type GroupRoleName, type TimelineEventData,
+} from '../protocol/index.js';
+import type { Effect, GroupRecord, MessageDraft, Store } from '../engines/store.js';
+import type { Pipeline } from './pipeline.js';
+
+export interface GroupOptions {
+  /** Largest group, owner included. @default 20000 */
+  maxMembers: number;
+}
+
+export interface Actor {
+  userId: string;
+  deviceId: string;
+}
+
+const MAX_NAME = 64;
+const MAX_IDS_PER_REQUEST = 1000;
+
+export function groupToWire(g: GroupRecord): Group {
+  return create(GroupSchema, {
+    groupId: g.groupId,
+    conversationId: g.conversationId,
+    name: g.name,
+    owner: g.owner,
+    mutedAll: g.mutedAll,
+    dismissed: g.dismissed,
+    createdAtMs: BigInt(g.createdAtMs),
+    members: g.members.map((m) => ({ userId: m.userId, role: roleToWire(m.role), muted: m.muted })),
+  });
+}
+
+function ids(list: readonly string[], what: string): string[] {
+  if (list.length > MAX_IDS_PER_REQUEST) throw new LonglinkError(ErrorCode.BAD_REQUEST, `at most ${MAX_IDS_PER_REQUEST} ${what} per request`);
+  for (const id of list) {
+    if (!isValidId(id) || id === SYSTEM_USER) throw new LonglinkError(ErrorCode.BAD_REQUEST, `${JSON.stringify(id)} is not a valid user id`);
+  }
+  return [...new Set(list)];
+}
+
+export class GroupService {
+  constructor(
+    private readonly options: GroupOptions,
+    private readonly deps: { store: Store; pipeline: Pipeline },
+  ) {}
+
+  /** Apply one request; returns the group after it. */
+  async handle(actor: Actor, req: BodyOf<'group'>): Promise<GroupRecord> {
+    const op = req.op;
+    switch (op.case) {
+      case 'create':
+        return this.create(actor, op.value.name, op.value.memberIds);
+      case 'info': {
+        const g = await this.load(op.value.groupId);
+        if (!g.members.some((m) => m.userId === actor.userId)) throw new LonglinkError(ErrorCode.NOT_MEMBER, 'not a member of this group');
+        return g;
+      }
+      case 'add':
+        return this.add(actor, op.value.groupId, ids(op.value.userIds, 'users'));
+      case 'remove':
+        return this.remove(actor, op.value.groupId, ids(op.value.userIds, 'users'));
+      case 'leave':
+        return this.leave(actor, op.value.groupId);
+      case 'dismiss':
+        return this.dismiss(actor, op.value.groupId);
+      case 'setRole':
+        return this.setRole(actor, op.value.groupId, op.value.userId, roleFromWire(op.value.role));
+      case 'mute':
+        return this.mute(actor, op.value.groupId, op.value.userId, op.value.muted);
+      default:
+        throw new LonglinkError(ErrorCode.BAD_REQUEST, 'empty group request');
+    }
+  }
+
+  async create(actor: Actor, name: string, memberIds: readonly string[]): Promise<GroupRecord> {
+    const trimmed = name.trim();
+    if (trimmed.length === 0 || trimmed.length > MAX_NAME) throw new LonglinkError(ErrorCode.BAD_REQUEST, `group name must be 1-${MAX_NAME} characters`);
+    const members = ids(memberIds, 'members').filter((u) => u !== actor.userId);
+    if (members.length + 1 > this.options.maxMembers) {
+      throw new LonglinkError(ErrorCode.GROUP_FULL, `a group has at most ${this.options.maxMembers} members`);
+    }
+    const groupId = randomBytes(6).toString('hex');
+    await this.commit(actor, `g:${groupId}`, { type: 'group_created', actor: actor.userId, name: trimmed, userIds: members }, {
+      op: 'create-group', groupId, name: trimmed, owner: actor.userId, members,
+    });
+    return (await this.deps.store.group(groupId))!;
+  }
+
+  private async add(actor: Actor, groupId: string, userIds: string[]): Promise<GroupRecord> {
+    const g = await this.managed(actor, groupId);
+    const current = new Set(g.members.map((m) => m.userId));
+    const added = userIds.filter((u) => !current.has(u));
+    if (added.length === 0) return g;
+    if (current.size + added.length > this.options.maxMembers) {
+      throw new LonglinkError(ErrorCode.GROUP_FULL, `a group has at most ${this.options.maxMembers} members`);
+    }
+    await this.commit(actor, g.conversationId, { type: 'members_added', actor: actor.userId, userIds: added }, { op: 'add-members', userIds: added });
+    return (await this.deps.store.group(groupId))!;
+  }
+
+  private async remove(actor: Actor, groupId: string, userIds: string[]): Promise<GroupRecord> {
+    const g = await this.managed(actor, groupId);
+    const role = roleIn(g, actor.userId)!;
+    const removed: string[] = [];
+    for (const u of userIds) {
+      const target = roleIn(g, u);
+      if (!target) continue;
+      if (target === 'owner') throw new LonglinkError(ErrorCode.NOT_ADMIN, 'the owner cannot be removed');
+      if (target === 'admin' && role !== 'owner') throw new LonglinkError(ErrorCode.NOT_ADMIN, 'only the owner removes admins');
+      removed.push(u);
+    }
+    if (removed.length === 0) return g;
+    await this.commit(actor, g.conversationId, { type: 'members_removed', actor: actor.userId, userIds: removed }, {
+      op: 'remove-members', userIds: removed,
+    }, removed);
+    return (await this.deps.store.group(groupId))!;
+  }
+
+  private async leave(actor: Actor, groupId: string): Promise<GroupRecord> {
+    const g = await this.active(groupId);
+    const role = roleIn(g, actor.userId);
+    if (!role) throw new LonglinkError(ErrorCode.NOT_MEMBER, 'not a member of this group');
+    if (role === 'owner') throw new LonglinkError(ErrorCode.FORBIDDEN, 'the owner cannot leave: make another member owner, or dismiss the group');
+    await this.commit(actor, g.conversationId, { type: 'member_left', actor: actor.userId, userIds: [actor.userId] }, {
+      op: 'remove-members', userIds: [actor.userId],
+    }, [actor.userId]);
+    return (await this.deps.store.group(groupId))!;
+  }
+
+  private async dismiss(actor: Actor, groupId: string): Promise<GroupRecord> {
+    const g = await this.active(groupId);
+    if (roleIn(g, actor.userId) !== 'owner') throw new LonglinkError(ErrorCode.NOT_ADMIN, 'only the owner dismisses the group');
+    await this.commit(actor, g.conversationId, { type: 'dismissed', actor: actor.userId }, { op: 'dismiss' }, g.members.map((m) => m.userId));
+    return (await this.deps.store.group(groupId))!;
+  }
+
+  private async setRole(actor: Actor, groupId: string, userId: string, role: GroupRoleName | undefined): Promise<GroupRecord> {
+    const g = await this.active(groupId);
+    if (roleIn(g, actor.userId) !== 'owner') throw new LonglinkError(ErrorCode.NOT_ADMIN, 'only the owner changes roles');
+    if (!role) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'role must be MEMBER, ADMIN or OWNER');
+    const current = roleIn(g, userId);
+    if (!current) throw new LonglinkError(ErrorCode.NOT_MEMBER, `${userId} is not a member of this group`);
+    if (userId === actor.userId) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'give ownership to another member instead');
+    if (current === role) return g;
+    if (role === 'owner') {
+      // Transfer: the new owner first, then the old owner steps down to admin, in one transaction.
+      await this.commitMany(actor, g.conversationId, [
+        [{ type: 'role_changed', actor: actor.userId, userIds: [userId], role: 'owner' }, { op: 'set-role', userId, role: 'owner' }],
+        [{ type: 'role_changed', actor: actor.userId, userIds: [actor.userId], role: 'admin' }, { op: 'set-role', userId: actor.userId, role: 'admin' }],
+      ]);
+    } else {
+      await this.commit(actor, g.conversationId, { type: 'role_changed', actor: actor.userId, userIds: [userId], role }, { op: 'set-role', userId, role });
+    }
+    return (await this.deps.store.group(groupId))!;
+  }
+
+  private async mute(actor: Actor, groupId: string, userId: string, muted: boolean): Promise<GroupRecord> {
+    const g = await this.managed(actor, groupId);
+    if (userId !== '') {
+      const target = roleIn(g, userId);
+      if (!target) throw new LonglinkError(ErrorCode.NOT_MEMBER, `${userId} is not a member of this group`);
+      if (target === 'owner' || (target === 'admin' && roleIn(g, actor.userId) !== 'owner')) {
+        throw new LonglinkError(ErrorCode.NOT_ADMIN, 'only the owner mutes admins; nobody mutes the owner');
+      }
+      if (g.members.find((m) => m.userId === userId)!.muted === muted) return g;
+      await this.commit(actor, g.conversationId, { type: 'mute_changed', actor: actor.userId, userIds: [userId], muted }, { op: 'mute', userId, muted });
+    } else {
+      if (g.mutedAll === muted) return g;
+      await this.commit(actor, g.conversationId, { type: 'mute_changed', actor: actor.userId, muted }, { op: 'mute', muted });
+    }
+    return (await this.deps.store.group(groupId))!;
+  }
+
+  private async load(groupId: string): Promise<GroupRecord> {
+    if (!isValidId(groupId)) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'group_id is not a valid id');
+    const g = await this.deps.store.group(groupId);
+    if (!g) throw new LonglinkError(ErrorCode.NOT_FOUND, 'no such group');
+    return g;
+  }
+
+  private async active(groupId: string): Promise<GroupRecord> {
+    const g = await this.load(groupId);
+    if (g.dismissed) throw new LonglinkError(ErrorCode.GROUP_DISMISSED, 'the group was dismissed');
+    return g;
+  }
+
+  /** The group, if the actor is its owner or an admin. */
+  private async managed(actor: Actor, groupId: string): Promise<GroupRecord> {
+    const g = await this.active(groupId);
+    const role = roleIn(g, actor.userId);
+    if (!role) throw new LonglinkError(ErrorCode.NOT_MEMBER, 'not a member of this group');
+    if (role === 'member') throw new LonglinkError(ErrorCode.NOT_ADMIN, 'only the owner and admins manage the group');
+    return g;
+  }
+
+  private commit(actor: Actor, conversationId: string, event: TimelineEventData, effect: Effect, alsoNotify?: string[]): Promise<unknown> {
+    return this.commitMany(actor, conversationId, [[event, effect]], alsoNotify);
+  }
+
+  private async commitMany(actor: Actor, conversationId: string, changes: [TimelineEventData, Effect][], alsoNotify?: string[]): Promise<void> {
+    const now = Date.now();
+    const drafts: MessageDraft[] = changes.map(([event, effect]) => ({
+      conversationId, kind: 'group', members: [], fromUser: actor.userId, fromDevice: actor.deviceId,
+      clientMsgId: '', serverMsgId: randomUUID(), text: '', sentAtMs: now, event, effect,
+    }));
+    await this.deps.pipeline.commit(drafts, drafts.map(() => alsoNotify));
+  }
+}
+
+function roleIn(g: GroupRecord, userId: string): GroupRoleName | undefined {
+  return g.members.find((m) => m.userId === userId)?.role;
+}

@@ -1,0 +1,86 @@
+// Presence (who is online, on which platforms) and typing indicators: both
+// transient, never stored.
+import { create } from '@bufbuild/protobuf';
+import { ErrorCode, LonglinkError, PresenceSchema, encodeFrame, isValidId, makeFrame, type Presence } from '../protocol/index.js';
+import type { Bus, Origin } from '../engines/bus.js';
+import type { Sessions } from '../engines/sessions.js';
+import type { Registry } from '../engines/registry.js';
+import type { Store } from '../engines/store.js';
+import { viewOf } from './access.js';
+import { deliverToUsers } from './fanout.js';
+import type { Pipeline } from './pipeline.js';
+
+export interface PresenceOptions {
+  /** Users per presence query or subscription. @default 100 */
+  maxWatched: number;
+  /** One typing event per user and conversation per this many ms; more are dropped. @default 1000 */
+  typingIntervalMs: number;
+  /** Groups larger than this get no typing events. @default 500 */
+  typingMaxMembers: number;
+}
+
+export class PresenceService {
+  /** Last state announced per user, so repeated session events announce nothing new. */
+  private readonly announced = new Map<string, string>();
+  private readonly lastTyping = new Map<string, number>();
+
+  constructor(
+    private readonly options: PresenceOptions,
+    private readonly deps: { bus: Bus; sessions: Sessions; registry: Registry; store: Store; pipeline: Pipeline },
+  ) {}
+
+  async query(userIds: readonly string[]): Promise<Presence[]> {
+    if (userIds.length > this.options.maxWatched) throw new LonglinkError(ErrorCode.BAD_REQUEST, `at most ${this.options.maxWatched} users per presence request`);
+    for (const u of userIds) if (!isValidId(u)) throw new LonglinkError(ErrorCode.BAD_REQUEST, `${JSON.stringify(u)} is not a valid user id`);
+    const unique = [...new Set(userIds)];
+    const online = await this.deps.sessions.lookup(unique);
+    return unique.map((userId) => presenceOf(userId, online.get(userId)?.map((s) => s.platform) ?? []));
+  }
+
+  /** Replace the connection's watch list; returns the current state of those users. */
+  async subscribe(origin: Origin, userIds: readonly string[]): Promise<Presence[]> {
+    const current = await this.query(userIds);
+    await this.deps.bus.publishDown(origin.node, { kind: 'watch', connId: origin.connId, userIds: current.map((p) => p.userId) });
+    return current;
+  }
+
+  /** A session came or went: announce the user's presence to every gateway if it changed. */
+  async sessionChanged(userId: string): Promise<void> {
+    const platforms = (await this.deps.sessions.lookup([userId])).get(userId)?.map((s) => s.platform) ?? [];
+    const p = presenceOf(userId, platforms);
+    const key = `${p.online}|${p.platforms.join(',')}`;
+    if (this.announced.get(userId) === key) return;
+    if (p.online) this.announced.set(userId, key);
+    else this.announced.delete(userId);
+    const frame = encodeFrame(makeFrame(0, { case: 'event', value: { body: { case: 'presence', value: p } } }));
+    for (const node of await this.deps.registry.live('gateway')) {
+      await this.deps.bus.publishDown(node.id, { kind: 'presence', userId, frame });
+    }
+  }
+
+  /** Relay "typing" to the conversation's other members; silently dropped when too frequent. */
+  async typing(origin: Origin, conversationId: string): Promise<void> {
+    const view = await viewOf(this.deps.store, conversationId, origin.userId);
+    if (!view || !view.active) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
+    const key = `${origin.userId}|${conversationId}`;
+    const now = Date.now();
+    if (now - (this.lastTyping.get(key) ?? 0) < this.options.typingIntervalMs) return;
+    this.lastTyping.set(key, now);
+    if (this.lastTyping.size > 100_000) this.prune(now);
+    const members = await this.deps.pipeline.members(conversationId);
+    if (members.length > this.options.typingMaxMembers) return;
+    const frame = encodeFrame(makeFrame(0, {
+      case: 'event',
+      value: { body: { case: 'typing', value: { conversationId, userId: origin.userId } } },
+    }));
+    await deliverToUsers(this.deps, members.filter((u) => u !== origin.userId), frame);
+  }
+
+  private prune(now: number): void {
+    for (const [k, t] of this.lastTyping) if (now - t >= this.options.typingIntervalMs) this.lastTyping.delete(k);
+  }
+}
+
+function presenceOf(userId: string, platforms: string[]): Presence {
+  return create(PresenceSchema, { userId, online: platforms.length > 0, platforms: [...new Set(platforms)].sort() });
+}
