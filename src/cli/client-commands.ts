@@ -1,6 +1,9 @@
 // Client subcommands (listen, send), built on the SDK.
 import { randomBytes } from 'node:crypto';
-import { createClient, listGateways, requestToken, LonglinkError, ErrorCode, errorName, type LonglinkClient } from '../client/index.js';
+import {
+  createClient, listGateways, requestToken, LonglinkError, ErrorCode, errorName,
+  type LonglinkClient, type ChatMessage, type GroupInfo,
+} from '../client/index.js';
 
 export interface ClientFlags {
   server: string;
@@ -54,17 +57,39 @@ async function connect(f: ClientFlags, autoSync: boolean): Promise<LonglinkClien
   return client;
 }
 
+function groupOf(conversationId: string): string | undefined {
+  return conversationId.startsWith('g:') ? conversationId.slice(2) : undefined;
+}
+
+function line(o: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(o)}\n`);
+}
+
+/** One JSON line per message or event: type message | members | recall | receipt | typing | presence | broadcast. */
+function messageLine(m: ChatMessage): Record<string, unknown> {
+  const where = { conversation: m.conversationId, group: groupOf(m.conversationId), seq: m.seq, time: new Date(m.sentAtMs).toISOString() };
+  if (m.event?.type === 'recalled') return { type: 'recall', ...where, target_seq: m.event.targetSeq, by: m.event.actor };
+  if (m.event) {
+    return {
+      type: 'members', action: m.event.type, ...where, actor: m.event.actor, users: m.event.userIds ?? [],
+      name: m.event.name, role: m.event.role, muted: m.event.muted,
+    };
+  }
+  return { type: 'message', ...where, from: m.fromUser, device: m.fromDevice, text: m.text, id: m.serverMsgId, recalled: m.recalledBy !== undefined || undefined };
+}
+
 export async function runListen(flags: Record<string, string | undefined>): Promise<void> {
   const f = clientFlags(flags, 'cli');
   const client = await connect(f, true);
-  client.on('message', (m) => {
-    process.stdout.write(`${JSON.stringify({
-      type: 'message', conversation: m.conversationId, seq: m.seq, from: m.fromUser, device: m.fromDevice,
-      text: m.text, time: new Date(m.sentAtMs).toISOString(), id: m.serverMsgId,
-    })}\n`);
-  });
+  client.on('message', (m) => line(messageLine(m)));
+  client.on('receipt', (r) => line({ type: 'receipt', conversation: r.conversationId, group: groupOf(r.conversationId), user: r.userId, seq: r.seq }));
+  client.on('typing', (t) => line({ type: 'typing', conversation: t.conversationId, user: t.userId }));
+  client.on('presence', (p) => line({ type: 'presence', user: p.userId, online: p.online, platforms: p.platforms }));
+  client.on('broadcast', (b) => line({ type: 'broadcast', id: b.id, text: b.text, time: new Date(b.sentAtMs).toISOString() }));
   client.on('state', (state, detail) => console.error(JSON.stringify({ type: 'state', state, ...detail })));
   client.on('synced', () => console.error(JSON.stringify({ type: 'synced' })));
+  const watch = flags.watch?.split(',').filter(Boolean) ?? [];
+  if (watch.length > 0) for (const p of await client.watchPresence(watch)) line({ type: 'presence', user: p.userId, online: p.online, platforms: p.platforms });
   const session = client.session!;
   console.error(JSON.stringify({ type: 'online', user: session.userId, device: session.deviceId, node: session.nodeId }));
   const stop = () => {
@@ -74,18 +99,104 @@ export async function runListen(flags: Record<string, string | undefined>): Prom
   process.on('SIGTERM', stop);
 }
 
+/** `conversations`: one line per conversation, most recent first. */
+export async function runConversations(flags: Record<string, string | undefined>): Promise<number> {
+  const client = await connect(clientFlags(flags, `cli-${randomBytes(3).toString('hex')}`), false);
+  for (const c of await client.conversations()) {
+    const last = c.lastMessage;
+    line({
+      type: 'conversation', conversation: c.conversationId, kind: c.kind, group: c.groupId, name: c.name, peer: c.peerUser,
+      unread: c.unread, last_seq: c.lastSeq, read_seq: c.readSeq, peer_read_seq: c.peerReadSeq,
+      last: last ? messageLine(last) : null,
+    });
+  }
+  await client.close();
+  return 0;
+}
+
+/** `read`: mark a conversation read up to its latest message (or --seq). */
+export async function runRead(flags: Record<string, string | undefined>): Promise<number> {
+  const conversation = flags.conversation ?? (flags.group ? `g:${flags.group}` : undefined);
+  if (!conversation) throw new UsageError('--conversation (or --group) is required');
+  const client = await connect(clientFlags(flags, `cli-${randomBytes(3).toString('hex')}`), false);
+  await client.markRead(conversation, flags.seq ? Number(flags.seq) : 0);
+  const c = (await client.conversations()).find((x) => x.conversationId === conversation);
+  line({ type: 'read', conversation, read_seq: c?.readSeq ?? 0, unread: c?.unread ?? 0 });
+  await client.close();
+  return 0;
+}
+
+/** `group create|add|remove|leave|dismiss|info|role|mute`: prints the group after the change. */
+export async function runGroup(action: string | undefined, flags: Record<string, string | undefined>): Promise<number> {
+  const members = (flags.members ?? '').split(',').map((m) => m.trim()).filter(Boolean);
+  const groupId = flags.group;
+  const needGroup = () => {
+    if (!groupId) throw new UsageError('--group is required');
+    return groupId;
+  };
+  const f = clientFlags(flags, `cli-${randomBytes(3).toString('hex')}`);
+  let run: (c: LonglinkClient) => Promise<GroupInfo>;
+  switch (action) {
+    case 'create':
+      if (!flags.name) throw new UsageError('--name is required');
+      run = (c) => c.createGroup(flags.name!, members);
+      break;
+    case 'add':
+      run = (c) => c.addMembers(needGroup(), members);
+      break;
+    case 'remove':
+      run = (c) => c.removeMembers(needGroup(), members);
+      break;
+    case 'leave':
+      run = (c) => c.leaveGroup(needGroup());
+      break;
+    case 'dismiss':
+      run = (c) => c.dismissGroup(needGroup());
+      break;
+    case 'info':
+      run = (c) => c.groupInfo(needGroup());
+      break;
+    case 'role': {
+      const role = flags.role;
+      if (role !== 'member' && role !== 'admin' && role !== 'owner') throw new UsageError('--role must be member, admin or owner');
+      if (!flags.member) throw new UsageError('--member is required');
+      run = (c) => c.setRole(needGroup(), flags.member!, role);
+      break;
+    }
+    case 'mute':
+    case 'unmute':
+      run = (c) => c.mute(needGroup(), action === 'mute', flags.member ?? '');
+      break;
+    default:
+      throw new UsageError('group needs an action: create, add, remove, leave, dismiss, info, role, mute, unmute');
+  }
+  const client = await connect(f, false);
+  try {
+    const g = await run(client);
+    line({
+      type: 'group', group: g.groupId, conversation: g.conversationId, name: g.name, owner: g.owner,
+      members: g.members.map((m) => ({ user: m.userId, role: m.role, muted: m.muted })), muted_all: g.mutedAll, dismissed: g.dismissed,
+    });
+    return 0;
+  } finally {
+    await client.close();
+  }
+}
+
 export async function runSend(flags: Record<string, string | undefined>): Promise<number> {
   const f = clientFlags(flags, `cli-send-${randomBytes(3).toString('hex')}`);
   const to = flags.to;
+  const group = flags.group;
   const text = flags.text;
-  if (!to) throw new UsageError('--to is required');
+  if ((to === undefined) === (group === undefined)) throw new UsageError('give --to USER or --group ID');
   if (text === undefined) throw new UsageError('--text is required');
   const count = flags.count === undefined ? 1 : Number(flags.count);
   if (!Number.isInteger(count) || count < 1 || count > 1_000_000) throw new UsageError('--count must be an integer ≥ 1');
   const timeoutMs = Number(flags.timeout ?? 60) * 1000;
   const client = await connect(f, false);
   const sends = [];
-  for (let i = 1; i <= count; i++) sends.push(client.send({ to, text: count === 1 ? text : `${text}-${i}` }));
+  const target = to !== undefined ? { to } : { groupId: group! };
+  for (let i = 1; i <= count; i++) sends.push(client.send({ ...target, text: count === 1 ? text : `${text}-${i}` }));
   let failed = 0;
   const deadline = setTimeout(() => {
     console.error(JSON.stringify({ type: 'error', code: 'TIMEOUT', message: `${client.pendingSends} sends not acked within ${timeoutMs} ms` }));

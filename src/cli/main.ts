@@ -2,7 +2,7 @@
 // The `longlink` command: one binary, a subcommand per role or tool.
 import { parseArgs } from './args.js';
 import { runStart } from './start.js';
-import { runListen, runSend, UsageError } from './client-commands.js';
+import { runConversations, runGroup, runListen, runRead, runSend, UsageError } from './client-commands.js';
 import { ConfigError } from '../config.js';
 import { LonglinkError } from '../protocol/index.js';
 
@@ -10,15 +10,23 @@ const USAGE = `usage: longlink <command> [flags]
 
   start                         run the embedded server (all roles, SQLite)
       --http-port N --tcp-port N --data-dir DIR --host H   (or LONGLINK_* env)
-  listen --user U [--device D]  print messages for U as JSON lines, acking each
-  send --user U --to V --text T [--count N] [--device D]
+  listen --user U [--device D] [--watch V,W]
+                                print messages and events for U as JSON lines, acking each
+  send --user U (--to V | --group G) --text T [--count N] [--device D]
                                 send and print each ack; exit 0 only if all acked
+  group create --user U --name NAME --members V,W     print the group as JSON
+  group add|remove --user U --group G --members V,W
+  group leave|dismiss|info --user U --group G
+  group role --user U --group G --member V --role member|admin|owner
+  group mute|unmute --user U --group G [--member V]   (no --member: the whole group)
+  conversations --user U        one JSON line per conversation, with unread and last
+  read --user U --conversation C [--seq N]            mark read up to the latest (or N)
 client commands: --server http://HOST:PORT (default http://127.0.0.1:8080),
   --transport tcp|ws, --gateway tcp://HOST:PORT|ws://HOST:PORT/ws,
   admin key from LONGLINK_ADMIN_KEY.`;
 
 async function main(argv: string[]): Promise<number | undefined> {
-  const { command, flags } = parseArgs(argv, new Set(['help']));
+  const { command, flags, positionals } = parseArgs(argv, new Set(['help']));
   switch (command) {
     case 'start':
       await runStart(flags);
@@ -28,6 +36,12 @@ async function main(argv: string[]): Promise<number | undefined> {
       return undefined;
     case 'send':
       return runSend(flags);
+    case 'group':
+      return runGroup(positionals[0], flags);
+    case 'conversations':
+      return runConversations(flags);
+    case 'read':
+      return runRead(flags);
     case undefined:
     case 'help':
       console.log(USAGE);

@@ -5,9 +5,14 @@
 // acked so the server's cursor for this device moves on.
 import {
   ErrorCode, LonglinkError, decodeFrame, encodeFrame, errorName, makeFrame, messageFromWire, cursorToWire,
-  type ChatMessage, type Frame, type BodyOf, type FrameBodyInit,
+  type ChatMessage, type Frame, type BodyOf, type FrameBodyInit, type FrameCase,
 } from '../protocol/index.js';
 import { Emitter } from './emitter.js';
+import {
+  conversationFromWire, groupFromWire, presenceFromWire, roleToWire,
+  type BroadcastInfo, type ConversationInfo, type GroupInfo, type PresenceInfo, type ReceiptInfo,
+} from './types.js';
+import type { GroupRoleName } from '../protocol/index.js';
 import { Receiver } from './receiver.js';
 import type { ClientConnection, Connector } from './transport.js';
 
@@ -37,7 +42,9 @@ export interface ClientOptions {
 }
 
 export interface SendOptions {
+  /** One of: a user (1:1), a group, or a conversation id. */
   to?: string;
+  groupId?: string;
   conversationId?: string;
   text: string;
   /** Idempotency key; generated when absent. */
@@ -72,6 +79,15 @@ export interface ClientEvents {
   error: (error: LonglinkError) => void;
   /** A full sync finished: everything missed while offline was delivered. */
   synced: () => void;
+  /** Someone (or this user on another device) read a conversation up to seq. */
+  receipt: (receipt: ReceiptInfo) => void;
+  typing: (typing: { conversationId: string; userId: string }) => void;
+  /** A watched user came online, went offline, or changed platforms. */
+  presence: (presence: PresenceInfo) => void;
+  /** A message was recalled (its text is gone); also delivered as a 'message' with event type 'recalled'. */
+  recall: (recall: { conversationId: string; seq: number; by: string }) => void;
+  /** A system announcement. */
+  broadcast: (broadcast: BroadcastInfo) => void;
 }
 
 interface Pending {
@@ -90,6 +106,8 @@ interface OutboxEntry {
 }
 
 const RETRYABLE_SEND = new Set<ErrorCode>([ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL, ErrorCode.RATE_LIMITED]);
+
+type BodyOfInit<C extends FrameCase> = Extract<NonNullable<FrameBodyInit>, { case: C }>['value'] & { op: unknown };
 
 let idCounter = 0;
 function newClientMsgId(): string {
@@ -118,6 +136,7 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   private readonly syncWanted = new Set<string>();
   private _state: ClientState = 'idle';
   private _login: LoginInfo | undefined;
+  private watched: string[] = [];
 
   constructor(options: ClientOptions) {
     super();
@@ -183,6 +202,87 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     return { messages: reply.body.value.messages.map(messageFromWire), hasMore: reply.body.value.hasMore };
   }
 
+  /** This user's conversations, most recent activity first, with unread counts. */
+  async conversations(): Promise<ConversationInfo[]> {
+    const r = await this.call({ case: 'conversations', value: {} }, 'conversationsResult');
+    return r.conversations.map(conversationFromWire);
+  }
+
+  /** Mark a conversation read up to seq (default: its latest message), on every device of this user. */
+  async markRead(conversationId: string, seq = 0): Promise<void> {
+    await this.call({ case: 'markRead', value: { conversationId, seq: BigInt(seq) } }, 'done');
+  }
+
+  /** Recall a message (the sender within the window, or a group admin). */
+  async recall(conversationId: string, seq: number): Promise<void> {
+    await this.call({ case: 'recall', value: { conversationId, seq: BigInt(seq) } }, 'done');
+  }
+
+  /** Tell the conversation's other members this user is typing (transient; the server rate-limits it). */
+  typing(conversationId: string): void {
+    this.writeFrame(makeFrame(this.nextId++, { case: 'typing', value: { conversationId } }));
+  }
+
+  /** Whether users are online, and on which platforms. */
+  async presence(userIds: string[]): Promise<PresenceInfo[]> {
+    const r = await this.call({ case: 'presenceQuery', value: { userIds } }, 'presenceResult');
+    return r.users.map(presenceFromWire);
+  }
+
+  /** Watch users' presence ('presence' events); replaces the previous list and survives reconnects. */
+  async watchPresence(userIds: string[]): Promise<PresenceInfo[]> {
+    this.watched = [...userIds];
+    const r = await this.call({ case: 'presenceSubscribe', value: { userIds } }, 'presenceResult');
+    return r.users.map(presenceFromWire);
+  }
+
+  createGroup(name: string, memberIds: string[]): Promise<GroupInfo> {
+    return this.group({ case: 'create', value: { name, memberIds } });
+  }
+
+  groupInfo(groupId: string): Promise<GroupInfo> {
+    return this.group({ case: 'info', value: { groupId } });
+  }
+
+  addMembers(groupId: string, userIds: string[]): Promise<GroupInfo> {
+    return this.group({ case: 'add', value: { groupId, userIds } });
+  }
+
+  removeMembers(groupId: string, userIds: string[]): Promise<GroupInfo> {
+    return this.group({ case: 'remove', value: { groupId, userIds } });
+  }
+
+  leaveGroup(groupId: string): Promise<GroupInfo> {
+    return this.group({ case: 'leave', value: { groupId } });
+  }
+
+  dismissGroup(groupId: string): Promise<GroupInfo> {
+    return this.group({ case: 'dismiss', value: { groupId } });
+  }
+
+  /** The owner makes a member ADMIN or MEMBER, or hands over ownership (role 'owner'). */
+  setRole(groupId: string, userId: string, role: GroupRoleName): Promise<GroupInfo> {
+    return this.group({ case: 'setRole', value: { groupId, userId, role: roleToWire(role) } });
+  }
+
+  /** Mute or unmute one member, or (no userId) the whole group. */
+  mute(groupId: string, muted: boolean, userId = ''): Promise<GroupInfo> {
+    return this.group({ case: 'mute', value: { groupId, userId, muted } });
+  }
+
+  private async group(op: BodyOfInit<'group'>['op']): Promise<GroupInfo> {
+    const r = await this.call({ case: 'group', value: { op } }, 'groupResult');
+    if (!r.group) throw new LonglinkError(ErrorCode.INTERNAL, 'group reply without a group');
+    return groupFromWire(r.group);
+  }
+
+  /** A request whose reply must be of case `expect`. */
+  private async call<C extends FrameCase>(body: FrameBodyInit & { case: string }, expect: C): Promise<BodyOf<C>> {
+    const reply = await this.request(body);
+    if (reply.body.case !== expect) throw new LonglinkError(ErrorCode.INTERNAL, `expected ${expect}, got ${reply.body.case ?? 'nothing'}`);
+    return reply.body.value as BodyOf<C>;
+  }
+
   /** Fetch everything missed, now (also done automatically after every login). */
   async sync(): Promise<void> {
     this.fullSyncWanted = true;
@@ -239,6 +339,11 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     this.setState('online');
     this.emit('login', this._login);
     for (const entry of this.outbox.values()) this.write(entry);
+    if (this.watched.length > 0) {
+      this.request({ case: 'presenceSubscribe', value: { userIds: this.watched } }).then((reply) => {
+        if (reply.body.case === 'presenceResult') for (const p of reply.body.value.users) this.emit('presence', presenceFromWire(p));
+      }, () => undefined);
+    }
     if (this.options.autoSync) {
       this.fullSyncWanted = true;
       void this.runSync();
@@ -343,7 +448,10 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     const o = entry.options;
     if (!this.writeFrame(makeFrame(id, {
       case: 'send',
-      value: { clientMsgId: o.clientMsgId, toUser: o.to ?? '', conversationId: o.conversationId ?? '', text: o.text },
+      value: {
+        clientMsgId: o.clientMsgId, toUser: o.to ?? '', text: o.text,
+        conversationId: o.conversationId ?? (o.groupId !== undefined ? `g:${o.groupId}` : ''),
+      },
     }))) return;
     this.sendIds.set(id, o.clientMsgId);
     entry.sentOn = this.generation;
@@ -382,6 +490,9 @@ export class LonglinkClient extends Emitter<ClientEvents> {
       }
       case 'error':
         this.onError(frame.id, body.value);
+        return;
+      case 'event':
+        this.onEvent(body.value);
         return;
       default: {
         const p = this.pending.get(frame.id);
@@ -439,6 +550,24 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     this.emit('error', err);
   }
 
+  private onEvent(e: BodyOf<'event'>): void {
+    const b = e.body;
+    switch (b.case) {
+      case 'receipt':
+        this.emit('receipt', { conversationId: b.value.conversationId, userId: b.value.userId, seq: Number(b.value.seq) });
+        return;
+      case 'typing':
+        this.emit('typing', { conversationId: b.value.conversationId, userId: b.value.userId });
+        return;
+      case 'presence':
+        this.emit('presence', presenceFromWire(b.value));
+        return;
+      case 'broadcast':
+        this.emit('broadcast', { id: b.value.id, text: b.value.text, sentAtMs: Number(b.value.sentAtMs) });
+        return;
+    }
+  }
+
   // ---- receive, sync, ack ----------------------------------------------------
 
   private onMessages(messages: ChatMessage[]): void {
@@ -447,7 +576,12 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   }
 
   private deliver(ready: ChatMessage[], conversationId: string): void {
-    for (const m of ready) this.emit('message', m);
+    for (const m of ready) {
+      this.emit('message', m);
+      if (m.event?.type === 'recalled' && m.event.targetSeq !== undefined) {
+        this.emit('recall', { conversationId: m.conversationId, seq: m.event.targetSeq, by: m.event.actor });
+      }
+    }
     const base = this.receiver.base(conversationId);
     if (base !== undefined && base > (this.acked.get(conversationId) ?? 0)) this.scheduleAck();
   }

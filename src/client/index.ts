@@ -3,9 +3,13 @@ import { LonglinkClient, type ClientOptions } from './client.js';
 import { nodeConnector } from './transport-node.js';
 
 export * from './client.js';
+export type { ConversationInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo } from './types.js';
 export type { Connector, ClientConnection, ConnectionEvents } from './transport.js';
 export { nodeConnector } from './transport-node.js';
-export { LonglinkError, ErrorCode, errorName, directConversationId, type ChatMessage } from '../protocol/index.js';
+export {
+  LonglinkError, ErrorCode, errorName, directConversationId,
+  type ChatMessage, type TimelineEventData, type GroupRoleName,
+} from '../protocol/index.js';
 export { requestToken, listGateways, type TokenResponse, type GatewayInfo } from './http.js';
 
 /** A client for Node: TCP or WebSocket chosen by the URL scheme. */

@@ -12,7 +12,9 @@ import {
 } from '../../src/client/index.js';
 import { decodeFrame, type BodyOf, type Frame, type FrameCase } from '../../src/protocol/index.js';
 import { ADMIN_KEY, startTestServer, type TestServer } from '../helpers/server.js';
-import { TRANSPORTS, TcpProxy, online, sendMany, sendOk, sleep, until, urlOf, withServer, type Transport } from '../logic/support.js';
+import {
+  TRANSPORTS, TcpProxy, online, sendMany, sendOk, sleep, until, urlOf, withServer, within, type Transport,
+} from '../logic/support.js';
 
 /** No test may hang the suite. */
 const T = { timeout: 120_000 };
@@ -252,7 +254,8 @@ describe('resend across a broken connection', () => {
 
         loseAcks = false;
         wire.drop();
-        const r = await sending;
+        // Promptly after the reconnect, not at some later timer.
+        const r = await within(sending, 5_000, 'the resend after reconnecting');
         assert.equal(r.seq, 1);
         assert.equal(r.duplicate, true, 'the server recognised the resend');
         assert.equal(r.clientMsgId, 'important');
@@ -292,7 +295,7 @@ describe('resend across a broken connection', () => {
           assert.equal(texts(bob.messages).length, 1);
 
           await proxy.listen();
-          const results = await Promise.all(sends);
+          const results = await within(Promise.all(sends), 5_000, 'the queued sends after the network came back');
           assert.deepEqual(results.map((r) => r.seq), [2, 3, 4]);
           assert.ok(results.every((r) => !r.duplicate));
           await waitMessages(bob, 4);
@@ -496,7 +499,7 @@ describe('reconnect', () => {
       await sleep(300);
 
       s = await startTestServer(ports, dir);
-      const r = await queued;
+      const r = await within(queued, 5_000, 'the queued send after the restart');
       assert.equal(r.seq, 2);
       assert.equal(r.duplicate, false);
       assert.equal(alice.client.state, 'online');

@@ -266,7 +266,10 @@ for (const kind of TRANSPORTS) {
           rtts.push(Date.now() - s);
           await sleep(250);
         }
-        assert.ok(Math.max(...rtts) < 500, `other client's ping round trips during the flood: ${rtts.join(', ')} ms`);
+        // Not a speed test: the bound only shows the other client is not queued behind the flood
+        // (which would take ~9 s at 20/s). Median and a loose maximum, as CI machines are noisy.
+        const median = [...rtts].sort((a, b) => a - b)[Math.floor(rtts.length / 2)]!;
+        assert.ok(median < 250 && Math.max(...rtts) < 2000, `other client's ping round trips during the flood: ${rtts.join(', ')} ms`);
         // The flood is still being worked through (at 20/s it takes seconds).
         assert.ok(flooder.frames.filter((f) => f.body.case === 'pong').length < N, 'the flood was not throttled at all');
 

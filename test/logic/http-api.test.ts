@@ -236,6 +236,33 @@ describe('POST /api/v1/messages', () => {
     fay.close();
   });
 
+  test('to_users: one 1:1 message per recipient, idempotent per recipient, for any valid client_msg_id and user ids', T, async () => {
+    const long = 'L'.repeat(64); // the longest valid user id
+    const online1 = await online(s, 'tcp', 'm4-gus');
+    const body = { to_users: ['m4-gus', long], text: 'maintenance tonight', client_msg_id: 'k'.repeat(100) }; // the longest accepted id
+    const first = await call('POST', '/api/v1/messages', { json: body });
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    const msgs = first.body.messages as { conversation_id: string; seq: number; duplicate: boolean; server_msg_id: string }[];
+    assert.deepEqual(msgs.map((m) => [m.conversation_id, m.seq, m.duplicate]), [
+      ['u:m4-gus:system', 1, false], [`u:${long}:system`, 1, false],
+    ]);
+    const again = await call('POST', '/api/v1/messages', { json: body });
+    assert.equal(again.status, 200, JSON.stringify(again.body));
+    const msgs2 = again.body.messages as typeof msgs;
+    assert.deepEqual(msgs2.map((m) => [m.server_msg_id, m.duplicate]), msgs.map((m) => [m.server_msg_id, true]));
+    const [m] = await waitPushed(online1, 1);
+    assert.equal(m!.text, 'maintenance tonight');
+    await barrier(online1);
+    await sleep(100);
+    assert.equal(pushed(online1).length, 1);
+    online1.close();
+    // One bad recipient refuses the whole request: nothing is stored for the others.
+    assertError(await call('POST', '/api/v1/messages', { json: { to_users: ['m4-hal', 'system'], text: 'x' } }), 403, 'FORBIDDEN');
+    const hal = await online(s, 'ws', 'm4-hal');
+    assert.deepEqual((await syncAll(hal)).messages, []);
+    hal.close();
+  });
+
   test('refusals: admin key, bad bodies, the system user as recipient, text over the limit', T, async () => {
     assertError(await call('POST', '/api/v1/messages', { auth: null, json: { to: 'bob', text: 'x' } }), 401, 'UNAUTHORIZED');
     assertError(await call('POST', '/api/v1/messages', { auth: 'Bearer nope', json: { to: 'bob', text: 'x' } }), 401, 'UNAUTHORIZED');

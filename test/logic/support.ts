@@ -8,25 +8,6 @@ import {
   ErrorCode, errorName, messageFromWire, type BodyOf, type ChatMessage, type Frame, type FrameBodyInit,
 } from '../../src/protocol/index.js';
 
-// test/helpers/raw.ts (not ours to edit) assigns `client.ws = ws` while the
-// class declares `ws` as a getter only, which throws in strict mode for every
-// WebSocket RawClient. Until it is fixed there, give the accessor a setter.
-{
-  const d = Object.getOwnPropertyDescriptor(RawClient.prototype, 'ws');
-  if (d?.get && !d.set) {
-    const store = new WeakMap<object, unknown>();
-    Object.defineProperty(RawClient.prototype, 'ws', {
-      configurable: true,
-      get(this: object) {
-        return store.get(this);
-      },
-      set(this: object, v: unknown) {
-        store.set(this, v);
-      },
-    });
-  }
-}
-
 export type Transport = 'tcp' | 'ws';
 export const TRANSPORTS: readonly Transport[] = ['tcp', 'ws'];
 
@@ -302,5 +283,18 @@ export class TcpProxy {
     upstream.on('close', done);
     client.pipe(upstream);
     upstream.pipe(client);
+  }
+}
+
+/** Resolves like `p`, or rejects if `p` takes longer than `ms` (promptness, not just eventual success). */
+export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -1,0 +1,89 @@
+// Plain data types of the SDK (wire types converted: numbers, not bigint).
+import {
+  roleFromWire, roleToWire, messageFromWire,
+  type ConversationSummary, type Group, type Presence, type ChatMessage, type GroupRoleName,
+} from '../protocol/index.js';
+
+export interface ConversationInfo {
+  conversationId: string;
+  kind: 'direct' | 'group';
+  /** Groups: the group's id and name. */
+  groupId?: string;
+  name?: string;
+  /** 1:1: the other user, and how far they have read (for read marks). */
+  peerUser?: string;
+  peerReadSeq?: number;
+  lastSeq: number;
+  lastMessage?: ChatMessage;
+  readSeq: number;
+  unread: number;
+  lastAtMs: number;
+}
+
+export interface GroupInfo {
+  groupId: string;
+  conversationId: string;
+  name: string;
+  owner: string;
+  members: { userId: string; role: GroupRoleName; muted: boolean }[];
+  mutedAll: boolean;
+  dismissed: boolean;
+  createdAtMs: number;
+}
+
+export interface PresenceInfo {
+  userId: string;
+  online: boolean;
+  platforms: string[];
+}
+
+export interface ReceiptInfo {
+  conversationId: string;
+  userId: string;
+  seq: number;
+}
+
+export interface BroadcastInfo {
+  id: string;
+  text: string;
+  sentAtMs: number;
+}
+
+export function conversationFromWire(c: ConversationSummary): ConversationInfo {
+  const out: ConversationInfo = {
+    conversationId: c.conversationId,
+    kind: c.kind === 'group' ? 'group' : 'direct',
+    lastSeq: Number(c.lastSeq),
+    readSeq: Number(c.readSeq),
+    unread: Number(c.unread),
+    lastAtMs: Number(c.lastAtMs),
+  };
+  if (c.lastMessage) out.lastMessage = messageFromWire(c.lastMessage);
+  if (out.kind === 'group') {
+    out.groupId = c.groupId;
+    out.name = c.name;
+  } else {
+    out.peerUser = c.peerUser;
+    out.peerReadSeq = Number(c.peerReadSeq);
+  }
+  return out;
+}
+
+export function groupFromWire(g: Group): GroupInfo {
+  return {
+    groupId: g.groupId,
+    conversationId: g.conversationId,
+    name: g.name,
+    owner: g.owner,
+    members: g.members.map((m) => ({ userId: m.userId, role: roleFromWire(m.role) ?? 'member', muted: m.muted })),
+    mutedAll: g.mutedAll,
+    dismissed: g.dismissed,
+    createdAtMs: Number(g.createdAtMs),
+  };
+}
+
+export function presenceFromWire(p: Presence): PresenceInfo {
+  return { userId: p.userId, online: p.online, platforms: [...p.platforms] };
+}
+
+export { roleToWire };
