@@ -211,8 +211,10 @@ export class SqliteStore implements Store {
          FROM members m JOIN conversations c ON c.id = m.conversation_id
          WHERE m.user_id = ? ORDER BY c.last_at_ms DESC, c.id`,
       ),
-      advance: db.prepare<[string, string, string, number]>(
-        `INSERT INTO device_cursors (user_id, device_id, conversation_id, delivered_seq) VALUES (?, ?, ?, ?)
+      // A cursor never passes the conversation's last seq (a bogus ack must not skip future messages).
+      advance: db.prepare<[string, string, string, number, string]>(
+        `INSERT INTO device_cursors (user_id, device_id, conversation_id, delivered_seq)
+         VALUES (?, ?, ?, min(?, coalesce((SELECT last_seq FROM conversations WHERE id = ?), 0)))
          ON CONFLICT (user_id, device_id, conversation_id)
          DO UPDATE SET delivered_seq = max(delivered_seq, excluded.delivered_seq)`,
       ),
@@ -222,7 +224,7 @@ export class SqliteStore implements Store {
     };
     this.appendTx = db.transaction((drafts: readonly MessageDraft[]) => drafts.map((d) => this.appendOne(d)));
     this.advanceTx = db.transaction((updates) => {
-      for (const u of updates) this.stmts.advance.run(u.userId, u.deviceId, u.conversationId, u.seq);
+      for (const u of updates) this.stmts.advance.run(u.userId, u.deviceId, u.conversationId, u.seq, u.conversationId);
     });
   }
 

@@ -119,7 +119,7 @@ export interface DeviceCursor {
 }
 
 export interface CursorStore {
-  /** Move delivered cursors forward (never back), in one transaction. */
+  /** Move delivered cursors forward (never back, never past the conversation's last seq), in one transaction. */
   advanceDelivered(updates: readonly { userId: string; deviceId: string; conversationId: string; seq: number }[]): Promise<void>;
   /** The device's delivered cursor per conversation (conversations never acked are absent). */
   delivered(userId: string, deviceId: string): Promise<Map<string, number>>;

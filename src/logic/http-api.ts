@@ -130,12 +130,13 @@ export class HttpApi {
     const requests = body.group_id !== undefined
       ? [{ toUser: '', conversationId: `g:${body.group_id}`, clientMsgId: baseId }]
       : (body.to_users ?? [body.to!]).map((to, _i, all) => ({
-        toUser: to, conversationId: '', clientMsgId: all.length > 1 ? `${baseId}:${to}` : baseId,
+        // One idempotency key per recipient, short enough whatever the user id.
+        toUser: to, conversationId: '', clientMsgId: all.length > 1 ? `${baseId}:${createHash('sha256').update(to).digest('hex').slice(0, 16)}` : baseId,
       }));
     const drafts = [];
     for (const r of requests) {
       drafts.push(await pipeline.prepare({
-        fromUser: from, fromDevice: 'api', claimedFrom: '', text: body.text, trusted: true, ...r,
+        fromUser: from, fromDevice: '', claimedFrom: '', text: body.text, trusted: true, ...r,
       }, now));
     }
     const results = await pipeline.commit(drafts);

@@ -215,7 +215,7 @@ export class Logic {
       // Keep frames reasonable: stop a page at about 1 MiB of text (always at least one message).
       let cut = page.length;
       for (let i = 0; i < page.length; i++) {
-        bytes += page[i]!.text.length + 128;
+        bytes += Buffer.byteLength(page[i]!.text, 'utf8') + 128;
         if (bytes > MAX_PAGE_BYTES && messages.length + i > 0) {
           cut = i;
           break;

@@ -291,6 +291,23 @@ export function storeContract(name: string, factory: StoreFactory): void {
     });
 
     describe('delivered cursors', () => {
+      /** Conversations with 20 messages each, so cursors up to 20 are real positions. */
+      async function fill(...conversations: string[]): Promise<void> {
+        for (const c of conversations) {
+          const members = directMembers(c)!;
+          await store.append(Array.from({ length: 20 }, (_, i) => draft(c, members[i % 2]!, `${c}-fill-${i}`)));
+        }
+      }
+      beforeEach(() => fill(AB, AC));
+
+      test('never pass the conversation\'s last seq, and stay at 0 for a conversation without messages', async () => {
+        await store.advanceDelivered([
+          { userId: 'alice', deviceId: 'd1', conversationId: AB, seq: 1000 },
+          { userId: 'alice', deviceId: 'd1', conversationId: AD, seq: 7 },
+        ]);
+        assert.deepEqual(await store.delivered('alice', 'd1'), new Map([[AB, 20], [AD, 0]]));
+      });
+
       test('advanceDelivered sets cursors that delivered() reads back', async () => {
         await store.advanceDelivered([
           { userId: 'alice', deviceId: 'd1', conversationId: AB, seq: 5 },
