@@ -10,7 +10,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { ChatMessage, GroupRoleName, TimelineEventData } from '../protocol/index.js';
 import type {
-  AppendResult, ConversationKind, ConversationState, Effect, GroupRecord, Membership, MessageDraft, Store,
+  AppendResult, ConversationKind, ConversationState, Effect, GroupMeta, GroupRecord, Membership, MessageDraft, Store,
 } from './store.js';
 
 export interface SqliteStoreOptions {
@@ -357,20 +357,26 @@ export class SqliteStore implements Store {
     });
   }
 
-  async group(groupId: string): Promise<GroupRecord | undefined> {
+  async groupMeta(groupId: string): Promise<GroupMeta | undefined> {
     const g = this.stmts.groupRow.get(groupId);
     if (!g) return undefined;
-    const conversationId = `g:${groupId}`;
     return {
       groupId: g.id,
-      conversationId,
+      conversationId: `g:${groupId}`,
       name: g.name,
       owner: g.owner,
       mutedAll: g.muted_all === 1,
       dismissed: g.dismissed === 1,
       createdAtMs: g.created_at_ms,
-      members: this.stmts.groupMembers.all(conversationId).map((m) => ({ userId: m.user_id, role: m.role as GroupRoleName, muted: m.muted === 1 })),
     };
+  }
+
+  async group(groupId: string): Promise<GroupRecord | undefined> {
+    const meta = await this.groupMeta(groupId);
+    if (!meta) return undefined;
+    const members = this.stmts.groupMembers.all(meta.conversationId)
+      .map((m) => ({ userId: m.user_id, role: m.role as GroupRoleName, muted: m.muted === 1 }));
+    return { ...meta, members };
   }
 
   async markRead(conversationId: string, userId: string, seq: number): Promise<number> {

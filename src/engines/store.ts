@@ -86,7 +86,8 @@ export interface Membership {
   readSeq: number;
 }
 
-export interface GroupRecord {
+/** A group without its member list (cheap to read on every message). */
+export interface GroupMeta {
   groupId: string;
   conversationId: string;
   name: string;
@@ -94,6 +95,9 @@ export interface GroupRecord {
   mutedAll: boolean;
   dismissed: boolean;
   createdAtMs: number;
+}
+
+export interface GroupRecord extends GroupMeta {
   /** Current members (not those who left), owner first, then by user id. */
   members: { userId: string; role: GroupRoleName; muted: boolean }[];
 }
@@ -106,7 +110,10 @@ export interface ConversationStore {
   membership(conversationId: string, userId: string): Promise<Membership | undefined>;
   /** The user's conversations (including ones left, up to leaving), most recent activity first. */
   listForUser(userId: string): Promise<ConversationState[]>;
+  /** A group with its current members. */
   group(groupId: string): Promise<GroupRecord | undefined>;
+  /** A group without its members. */
+  groupMeta(groupId: string): Promise<GroupMeta | undefined>;
   /** Move the user's read cursor forward (never back); returns where it stands. */
   markRead(conversationId: string, userId: string, seq: number): Promise<number>;
   /** Read cursors of every current member. */

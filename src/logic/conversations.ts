@@ -47,7 +47,7 @@ export class Conversations {
         summary.peerUser = peer;
         summary.peerReadSeq = BigInt((await store.membership(c.conversationId, peer))?.readSeq ?? 0);
       } else {
-        const g = await store.group(groupIdOf(c.conversationId));
+        const g = await store.groupMeta(groupIdOf(c.conversationId));
         summary.groupId = groupIdOf(c.conversationId);
         summary.name = g?.name ?? '';
       }
@@ -64,10 +64,10 @@ export class Conversations {
     const store = this.deps.store;
     const view = await viewOf(store, conversationId, userId);
     if (!view) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
-    const state = (await store.listForUser(userId)).find((c) => c.conversationId === conversationId);
-    const latest = state?.lastSeq ?? 0;
+    const [newest] = await store.before(conversationId, view.toSeq !== undefined ? view.toSeq + 1 : 0, 1);
+    const latest = newest?.seq ?? 0;
+    if (latest === 0) return 0; // nothing to read yet
     const upTo = Math.min(seq > 0 ? seq : latest, latest);
-    if (state === undefined && directMembers(conversationId)) return 0; // nothing sent yet
     const read = await store.markRead(conversationId, userId, upTo);
     const members = await this.deps.pipeline.members(conversationId);
     const audience = directMembers(conversationId) || members.length <= this.options.receiptFanoutMaxMembers ? members : [userId];

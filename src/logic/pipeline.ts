@@ -81,7 +81,7 @@ export class Pipeline {
   }
 
   private async checkGroupSender(conversationId: string, userId: string, trusted: boolean): Promise<void> {
-    const group = await this.deps.store.group(groupIdOf(conversationId));
+    const group = await this.deps.store.groupMeta(groupIdOf(conversationId));
     if (!group) throw new LonglinkError(ErrorCode.NOT_FOUND, 'no such group');
     if (group.dismissed) throw new LonglinkError(ErrorCode.GROUP_DISMISSED, 'the group was dismissed');
     if (trusted && userId === SYSTEM_USER) return;
