@@ -290,6 +290,122 @@ export function storeContract(name: string, factory: StoreFactory): void {
       });
     });
 
+    describe('groups', () => {
+      const G = 'g:team';
+      let n = 0;
+      /** A group event or message draft, sent a millisecond after the previous one. */
+      function groupDraft(fromUser: string, extra: Partial<MessageDraft> = {}): MessageDraft {
+        n++;
+        clock++;
+        return {
+          conversationId: G, kind: 'group', members: [], fromUser, fromDevice: `${fromUser}-phone`,
+          clientMsgId: extra.event ? '' : `g-${n}`, serverMsgId: `gsrv-${n}`, text: extra.event ? '' : `group message ${n}`,
+          sentAtMs: clock, ...extra,
+        };
+      }
+      async function createTeam(): Promise<void> {
+        await appendOne(groupDraft('alice', {
+          event: { type: 'group_created', actor: 'alice', name: 'Team', userIds: ['bob', 'carol'] },
+          effect: { op: 'create-group', groupId: 'team', name: 'Team', owner: 'alice', members: ['bob', 'carol'] },
+        }));
+      }
+
+      test('creating a group stores its event at seq 1, its owner and members', async () => {
+        await createTeam();
+        const g = await store.group('team');
+        assert.ok(g);
+        assert.equal(g.name, 'Team');
+        assert.equal(g.owner, 'alice');
+        assert.equal(g.conversationId, G);
+        assert.deepEqual(g.members, [
+          { userId: 'alice', role: 'owner', muted: false },
+          { userId: 'bob', role: 'member', muted: false },
+          { userId: 'carol', role: 'member', muted: false },
+        ]);
+        const meta = await store.groupMeta('team');
+        assert.deepEqual(meta, {
+          groupId: 'team', conversationId: G, name: 'Team', owner: 'alice', mutedAll: false, dismissed: false, createdAtMs: g.createdAtMs,
+        });
+        const [event] = await store.after(G, 0, 10);
+        assert.equal(event!.seq, 1);
+        assert.deepEqual(event!.event, { type: 'group_created', actor: 'alice', name: 'Team', userIds: ['bob', 'carol'] });
+        assert.deepEqual(await store.members(G), ['alice', 'bob', 'carol']);
+        assert.equal(await store.group('nope'), undefined);
+      });
+
+      test('membership windows: a later member starts at its join event, a removed one ends at its removal', async () => {
+        await createTeam();
+        await store.append([groupDraft('alice'), groupDraft('bob')]);
+        await appendOne(groupDraft('alice', {
+          event: { type: 'members_added', actor: 'alice', userIds: ['dave'] }, effect: { op: 'add-members', userIds: ['dave'] },
+        }));
+        await appendOne(groupDraft('alice', {
+          event: { type: 'members_removed', actor: 'alice', userIds: ['carol'] }, effect: { op: 'remove-members', userIds: ['carol'] },
+        }));
+        await appendOne(groupDraft('bob'));
+        const dave = await store.membership(G, 'dave');
+        assert.deepEqual(dave, { role: 'member', muted: false, joinedSeq: 4, readSeq: 3 });
+        const carol = await store.membership(G, 'carol');
+        assert.equal(carol?.leftSeq, 5);
+        assert.equal(await store.isMember(G, 'carol'), false);
+        assert.equal(await store.isMember(G, 'dave'), true);
+        assert.deepEqual(await store.members(G), ['alice', 'bob', 'dave']);
+        const carolView = (await store.listForUser('carol')).find((c) => c.conversationId === G)!;
+        assert.equal(carolView.lastSeq, 5, 'a removed member sees up to its removal');
+        assert.equal(carolView.leftSeq, 5);
+        const daveView = (await store.listForUser('dave')).find((c) => c.conversationId === G)!;
+        assert.equal(daveView.joinedSeq, 4);
+        assert.equal(daveView.lastSeq, 6);
+        assert.deepEqual((await store.after(G, 3, 100, 5)).map((m) => m.seq), [4, 5]);
+        assert.deepEqual((await store.before(G, 0, 100, 4)).map((m) => m.seq), [4, 5, 6]);
+      });
+
+      test('roles, mutes and dismissal', async () => {
+        await createTeam();
+        await appendOne(groupDraft('alice', {
+          event: { type: 'role_changed', actor: 'alice', userIds: ['bob'], role: 'admin' }, effect: { op: 'set-role', userId: 'bob', role: 'admin' },
+        }));
+        await appendOne(groupDraft('bob', {
+          event: { type: 'mute_changed', actor: 'bob', userIds: ['carol'], muted: true }, effect: { op: 'mute', userId: 'carol', muted: true },
+        }));
+        await appendOne(groupDraft('alice', {
+          event: { type: 'mute_changed', actor: 'alice', muted: true }, effect: { op: 'mute', muted: true },
+        }));
+        let g = (await store.group('team'))!;
+        assert.deepEqual(g.members.map((m) => [m.userId, m.role, m.muted]), [['alice', 'owner', false], ['bob', 'admin', false], ['carol', 'member', true]]);
+        assert.equal(g.mutedAll, true);
+        await appendOne(groupDraft('alice', { event: { type: 'dismissed', actor: 'alice' }, effect: { op: 'dismiss' } }));
+        g = (await store.group('team'))!;
+        assert.equal(g.dismissed, true);
+        assert.deepEqual(g.members, []);
+        assert.equal((await store.membership(G, 'bob'))?.leftSeq, 5);
+      });
+
+      test('recall erases the text of the target and records who recalled it', async () => {
+        await createTeam();
+        await appendOne(groupDraft('bob', { text: 'oops' }));
+        await appendOne(groupDraft('alice', {
+          event: { type: 'recalled', actor: 'alice', targetSeq: 2 }, effect: { op: 'recall', targetSeq: 2, by: 'alice' },
+        }));
+        const target = await store.message(G, 2);
+        assert.equal(target?.text, '');
+        assert.equal(target?.recalledBy, 'alice');
+        assert.equal((await store.message(G, 3))?.event?.targetSeq, 2);
+        assert.equal(await store.message(G, 99), undefined);
+      });
+
+      test('read cursors: writing marks read, markRead only moves forward, unread counts others\' messages only', async () => {
+        await createTeam();
+        await store.append([groupDraft('alice'), groupDraft('bob'), groupDraft('alice'), groupDraft('carol')]);
+        assert.equal((await store.membership(G, 'bob'))?.readSeq, 3, 'bob wrote seq 3');
+        assert.equal(await store.unreadCount(G, 'bob', 3, 5), 2);
+        assert.equal(await store.unreadCount(G, 'bob', 0, 5), 3, 'events and own messages do not count');
+        assert.equal(await store.markRead(G, 'bob', 5), 5);
+        assert.equal(await store.markRead(G, 'bob', 2), 5, 'never back');
+        assert.deepEqual(await store.readCursors(G), new Map([['alice', 4], ['bob', 5], ['carol', 5]]));
+      });
+    });
+
     describe('delivered cursors', () => {
       /** Conversations with 20 messages each, so cursors up to 20 are real positions. */
       async function fill(...conversations: string[]): Promise<void> {
