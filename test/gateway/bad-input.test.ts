@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import {
   DecodeError, ErrorCode, decodeFrame, encodeFrame, errorName, makeFrame, type Frame, type FrameBodyInit,
 } from '../../src/protocol/index.js';
-import type { GwClient } from './gw-client.js';
+import type { RawClient as GwClient } from '../helpers/raw.js';
 import {
   TRANSPORTS, expectError, expectFatal, maskPayload, pingPong, rawWebSocket, sendText, sleep,
   waitConnections, withServer, wsFrameHeader,

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { ErrorCode, errorName, type Frame } from '../../src/protocol/index.js';
-import { GwClient } from './gw-client.js';
+import { RawClient as GwClient } from '../helpers/raw.js';
 import { gatewayUrl, startTestServer, waitFor, type TestServer } from '../helpers/server.js';
 
 export type Kind = 'tcp' | 'ws';

@@ -1,6 +1,6 @@
 // A raw protocol client for tests: frames in and out over a real TCP or
 // WebSocket connection, with no SDK logic in between, so tests see exactly
-// what the server sends.
+// what the server sends. The socket is exposed so a test can stop reading.
 import net from 'node:net';
 import WebSocket from 'ws';
 import {
@@ -12,58 +12,51 @@ export class RawClient {
   readonly frames: Frame[] = [];
   closed = false;
   closeCode: number | undefined;
+  /** Set when bytes from the server did not decode (the server sent garbage). */
+  decodeError: Error | undefined;
+  /** The TCP socket (TCP clients) — pause() it to stop reading. */
+  socket: net.Socket | undefined;
+  /** The WebSocket (WebSocket clients), for protocol-level pings and text messages. */
+  ws: WebSocket | undefined;
   private waiters: (() => void)[] = [];
   private nextId = 1;
 
-  private constructor(
-    private readonly writeBytes: (b: Uint8Array) => void,
-    private readonly writeRaw: (b: Buffer) => void,
-    private readonly end: () => void,
-    readonly transport: 'tcp' | 'ws',
-  ) {}
+  private constructor(readonly transport: 'tcp' | 'ws') {}
 
   static connect(url: string): Promise<RawClient> {
     const u = new URL(url);
     if (u.protocol === 'tcp:') {
       return new Promise((resolve, reject) => {
+        const client = new RawClient('tcp');
         const socket = net.connect({ host: u.hostname, port: Number(u.port) });
+        client.socket = socket;
         const reader = new LengthPrefixedReader(64 * 1024 * 1024);
-        const client = new RawClient(
-          (b) => socket.write(lengthPrefixed(b)),
-          (b) => socket.write(b),
-          () => socket.destroy(),
-          'tcp',
-        );
         socket.on('connect', () => resolve(client));
         socket.on('error', (e) => reject(e));
         socket.on('data', (chunk: Buffer) => {
           reader.push(chunk);
-          for (let p = reader.next(); p; p = reader.next()) client.onFrame(decodeFrame(p));
+          for (let p = reader.next(); p; p = reader.next()) client.onPayload(p);
         });
         socket.on('close', () => client.onClose(undefined));
       });
     }
     return new Promise((resolve, reject) => {
+      const client = new RawClient('ws');
       const ws = new WebSocket(url, { perMessageDeflate: false });
-      const client = new RawClient(
-        (b) => ws.send(b, { binary: true }),
-        (b) => ws.send(b, { binary: true }),
-        () => ws.terminate(),
-        'ws',
-      );
+      client.ws = ws;
       ws.on('open', () => resolve(client));
       ws.on('error', (e) => reject(e));
-      ws.on('message', (data: Buffer) => client.onFrame(decodeFrame(data)));
+      ws.on('message', (data: Buffer) => client.onPayload(data));
       ws.on('close', (code) => client.onClose(code));
-      client.ws = ws;
     });
   }
 
-  /** The underlying ws (WebSocket clients only), for protocol-level pings. */
-  ws: WebSocket | undefined;
-
-  private onFrame(frame: Frame): void {
-    this.frames.push(frame);
+  private onPayload(bytes: Uint8Array): void {
+    try {
+      this.frames.push(decodeFrame(bytes));
+    } catch (err) {
+      this.decodeError = err as Error;
+    }
     this.wake();
   }
 
@@ -81,22 +74,25 @@ export class RawClient {
 
   /** Send a frame; returns its id. */
   send(body: FrameBodyInit, id = this.nextId++): number {
-    this.writeBytes(encodeFrame(makeFrame(id, body)));
+    this.sendPayload(encodeFrame(makeFrame(id, body)));
     return id;
   }
 
-  /** Send bytes as one frame payload (TCP: with a correct length prefix; WS: one message). */
+  /** Send bytes as one frame payload (TCP: with a correct length prefix; WS: one binary message). */
   sendPayload(bytes: Uint8Array): void {
-    this.writeBytes(bytes);
+    if (this.socket) this.socket.write(lengthPrefixed(bytes));
+    else this.ws!.send(bytes, { binary: true });
   }
 
-  /** Write bytes to the stream as they are (TCP: no prefix added). */
+  /** Write bytes as they are (TCP: no prefix; WS: one binary message). */
   sendRaw(bytes: Buffer): void {
-    this.writeRaw(bytes);
+    if (this.socket) this.socket.write(bytes);
+    else this.ws!.send(bytes, { binary: true });
   }
 
   close(): void {
-    this.end();
+    if (this.socket) this.socket.destroy();
+    else this.ws!.terminate();
   }
 
   /** Wait for the first received frame (from index `from`) matching. */
@@ -122,11 +118,11 @@ export class RawClient {
     return this.next((f) => f.body.case === kind, timeoutMs);
   }
 
-  /** Resolves when the server has closed the connection. */
+  /** Resolves when the connection is closed. */
   async waitClosed(timeoutMs = 5000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!this.closed) {
-      if (Date.now() > deadline) throw new Error('connection still open');
+      if (Date.now() > deadline) throw new Error(`connection still open after ${timeoutMs} ms; got ${this.describe()}`);
       await new Promise((r) => setTimeout(r, 10));
     }
   }
@@ -135,11 +131,13 @@ export class RawClient {
   async login(token: string): Promise<Frame> {
     const id = this.send({ case: 'login', value: { token } });
     const reply = await this.next((f) => f.id === id);
-    if (reply.body.case !== 'loginResult') throw new Error(`login refused: ${JSON.stringify(reply.body.value)}`);
+    if (reply.body.case !== 'loginResult') throw new Error(`login refused: ${this.describe()}`);
     return reply;
   }
 
   describe(): string {
-    return this.frames.map((f) => f.body.case + (f.body.case === 'error' || f.body.case === 'kick' ? `(${f.body.value.code})` : '')).join(',') || 'nothing';
+    const list = this.frames.map((f) => f.body.case + (f.body.case === 'error' || f.body.case === 'kick' ? `(${f.body.value.code})` : ''));
+    if (list.length > 20) list.splice(10, list.length - 20, `…${list.length - 20} more…`);
+    return (list.join(',') || 'nothing') + (this.closed ? ' [closed]' : '');
   }
 }
