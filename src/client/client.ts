@@ -485,7 +485,11 @@ export class LonglinkClient extends Emitter<ClientEvents> {
       case 'kick': {
         const err = new LonglinkError(body.value.code, body.value.reason);
         this.emit('kick', err, body.value.reconnect);
-        if (!body.value.reconnect) this.closedByUser = true;
+        if (!body.value.reconnect) {
+          this.closedByUser = true;
+          for (const entry of this.outbox.values()) entry.reject(err);
+          this.outbox.clear();
+        }
         return;
       }
       case 'error':
@@ -535,8 +539,11 @@ export class LonglinkClient extends Emitter<ClientEvents> {
         this.outbox.delete(clientMsgId);
         entry.reject(err);
       } else if (entry) {
-        entry.sentAtMs = 0; // resend at the next heartbeat tick
-        entry.sentOn = -1;
+        // Not stored (server busy or failing): send it again soon, with its original id.
+        const generation = this.generation;
+        setTimeout(() => {
+          if (generation === this.generation && this.outbox.get(clientMsgId) === entry) this.write(entry);
+        }, 200 + Math.floor(Math.random() * 300));
       }
       return;
     }
@@ -607,7 +614,14 @@ export class LonglinkClient extends Emitter<ClientEvents> {
         for (const id of this.receiver.stuck()) if (!only.includes(id) || full) this.syncWanted.add(id);
       }
     } catch (err) {
-      if (generation === this.generation) this.emit('error', err instanceof LonglinkError ? err : new LonglinkError(ErrorCode.INTERNAL, String(err)));
+      if (generation === this.generation) {
+        this.emit('error', err instanceof LonglinkError ? err : new LonglinkError(ErrorCode.INTERNAL, String(err)));
+        // Nothing missed may stay missed: try again shortly (a new connection syncs anyway).
+        this.fullSyncWanted = true;
+        setTimeout(() => {
+          if (generation === this.generation) void this.runSync();
+        }, 1000 + Math.floor(Math.random() * 1000));
+      }
     } finally {
       if (generation === this.generation) this.syncing = false;
     }
@@ -629,9 +643,11 @@ export class LonglinkClient extends Emitter<ClientEvents> {
       const messages = result.messages.map(messageFromWire);
       const firstSeq = new Map<string, number>();
       for (const m of messages) if (!firstSeq.has(m.conversationId)) firstSeq.set(m.conversationId, m.seq);
-      for (const [id, seq] of firstSeq) this.deliver(this.receiver.establish(id, seq - 1), id);
+      // The server resumed each conversation right before its first message here (or, with none,
+      // at its cursor): anything earlier is either had or not this user's to see.
+      for (const [id, seq] of firstSeq) this.deliver(this.receiver.advance(id, seq - 1), id);
       for (const c of result.cursors) {
-        if (!firstSeq.has(c.conversationId)) this.deliver(this.receiver.establish(c.conversationId, Number(c.seq)), c.conversationId);
+        if (!firstSeq.has(c.conversationId)) this.deliver(this.receiver.advance(c.conversationId, Number(c.seq)), c.conversationId);
       }
       for (const m of messages) this.deliver(this.receiver.offer(m), m.conversationId);
       if (!result.hasMore) return;

@@ -45,6 +45,17 @@ export class Receiver {
     return this.release(conversationId, s);
   }
 
+  /**
+   * Move the base forward to seq (never back): the server resumed after seq
+   * because what lies before it is not this user's to see (e.g. while it was
+   * out of a group). Held messages up to seq are dropped.
+   */
+  advance(conversationId: string, seq: number): ChatMessage[] {
+    const s = this.state(conversationId);
+    if (s.base === undefined || seq > s.base) s.base = seq;
+    return this.release(conversationId, s);
+  }
+
   /** Offer a message; returns the messages now deliverable, in order. */
   offer(message: ChatMessage, silent = false): ChatMessage[] {
     const s = this.state(message.conversationId);

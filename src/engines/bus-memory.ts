@@ -7,10 +7,16 @@ import type { Bus, DownHandler, DownMessage, Subscription, UpHandler, UpMessage 
 export interface MemoryBusOptions {
   /** Largest batch handed to the uplink consumer. @default 512 */
   maxBatch?: number;
+  /** Uplink messages waiting for logic before publishUp refuses more (backpressure). @default 100000 */
+  maxBacklog?: number;
 }
+
+/** publishUp refused: logic is too far behind. The gateway answers UNAVAILABLE; clients retry. */
+export class BusFullError extends Error {}
 
 export class MemoryBus implements Bus {
   private readonly maxBatch: number;
+  private readonly maxBacklog: number;
   private up: UpMessage[] = [];
   private upHandler: UpHandler | undefined;
   private draining = false;
@@ -19,10 +25,12 @@ export class MemoryBus implements Bus {
 
   constructor(options: MemoryBusOptions = {}) {
     this.maxBatch = options.maxBatch ?? 512;
+    this.maxBacklog = options.maxBacklog ?? 100_000;
   }
 
   async publishUp(_partitionKey: string, message: UpMessage): Promise<void> {
     if (this.closed) throw new Error('bus closed');
+    if (this.up.length >= this.maxBacklog) throw new BusFullError(`uplink backlog is full (${this.maxBacklog})`);
     this.up.push(message);
     this.scheduleUp();
   }

@@ -156,6 +156,7 @@ export class SqliteStore implements Store {
         `UPDATE members SET left_seq = ? WHERE conversation_id = ? AND left_seq IS NULL`,
       ),
       setRole: db.prepare<[string, string, string]>(`UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?`),
+      setOwner: db.prepare<[string, string]>(`UPDATE groups SET owner = ? WHERE id = ?`),
       muteMember: db.prepare<[number, string, string]>(`UPDATE members SET muted = ? WHERE conversation_id = ? AND user_id = ?`),
       createGroup: db.prepare<[string, string, string, number]>(
         `INSERT INTO groups (id, name, owner, created_at_ms) VALUES (?, ?, ?, ?)`,
@@ -207,14 +208,18 @@ export class SqliteStore implements Store {
         id: string; kind: string; last_seq: number; last_at_ms: number;
         joined_seq: number; left_seq: number | null; read_seq: number;
       }>(
-        `SELECT c.id, c.kind, c.last_seq, c.last_at_ms, m.joined_seq, m.left_seq, m.read_seq
+        // A member who left sees activity only up to its leaving.
+        `SELECT c.id, c.kind, c.last_seq, m.joined_seq, m.left_seq, m.read_seq,
+           CASE WHEN m.left_seq IS NULL THEN c.last_at_ms
+                ELSE coalesce((SELECT x.sent_at_ms FROM messages x WHERE x.conversation_id = c.id AND x.seq = m.left_seq), c.last_at_ms)
+           END AS last_at_ms
          FROM members m JOIN conversations c ON c.id = m.conversation_id
-         WHERE m.user_id = ? ORDER BY c.last_at_ms DESC, c.id`,
+         WHERE m.user_id = ? ORDER BY last_at_ms DESC, c.id`,
       ),
       // A cursor never passes the conversation's last seq (a bogus ack must not skip future messages).
       advance: db.prepare<[string, string, string, number, string]>(
         `INSERT INTO device_cursors (user_id, device_id, conversation_id, delivered_seq)
-         VALUES (?, ?, ?, min(?, coalesce((SELECT last_seq FROM conversations WHERE id = ?), 0)))
+         SELECT ?, ?, ?, min(?, last_seq) FROM conversations WHERE id = ?
          ON CONFLICT (user_id, device_id, conversation_id)
          DO UPDATE SET delivered_seq = max(delivered_seq, excluded.delivered_seq)`,
       ),
@@ -290,6 +295,7 @@ export class SqliteStore implements Store {
         return;
       case 'set-role':
         s.setRole.run(effect.role, conversationId, effect.userId);
+        if (effect.role === 'owner') s.setOwner.run(effect.userId, groupIdOf(conversationId));
         return;
       case 'mute':
         if (effect.userId) s.muteMember.run(effect.muted ? 1 : 0, conversationId, effect.userId);

@@ -115,6 +115,7 @@ export class Gateway {
       const path = (request.url ?? '').split('?')[0];
       if (path !== '/ws' || this.stopping) {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+        setTimeout(() => socket.destroy(), 1000).unref();
         return;
       }
       socket.on('error', () => socket.destroy());
@@ -231,6 +232,23 @@ export class Gateway {
     conn.userId = claims.userId;
     conn.deviceId = claims.deviceId;
     conn.platform = claims.platform;
+    // Register the session before answering: once the client has its LoginResult it
+    // syncs, and every message stored after this point must find the session to be pushed.
+    let previous;
+    try {
+      previous = await this.deps.sessions.bind({
+        userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform,
+        node: this.options.nodeId, connId: conn.id, loginAtMs: Date.now(),
+      });
+    } catch (err) {
+      console.error('[gateway] session bind failed', err);
+      this.fail(conn, requestId, ErrorCode.UNAVAILABLE, 'the server could not register the session; retry', true);
+      return;
+    }
+    if (conn.state !== 'logging-in') {
+      await this.unbind(conn); // closed while binding
+      return;
+    }
     conn.state = 'open';
     conn.lastSeenMs = Date.now();
     const replaced = this.table.add(conn);
@@ -250,25 +268,16 @@ export class Gateway {
     }))));
     conn.transport.resume();
     try {
-      const previous = await this.deps.sessions.bind({
-        userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform,
-        node: this.options.nodeId, connId: conn.id, loginAtMs: Date.now(),
-      });
       if (previous && previous.node !== this.options.nodeId) {
         await this.deps.bus.publishDown(previous.node, {
           kind: 'kick', userId: previous.userId, deviceId: previous.deviceId, connId: previous.connId,
           code: ErrorCode.REPLACED, reason: 'the same device logged in on another connection',
         });
       }
-      // Closed while binding: the close ran its unbind before the bind landed.
-      if (!this.conns.has(conn.id)) {
-        await this.unbind(conn);
-        return;
-      }
       await this.enforceLoginPolicy(conn);
       this.sessionEvent(conn, 'online');
     } catch (err) {
-      console.error('[gateway] session bind failed', err);
+      console.error('[gateway] post-login work failed', err);
     }
   }
 
@@ -399,6 +408,7 @@ export class Gateway {
     if (conn.state === 'closed') return;
     const wasOpen = conn.state === 'open';
     conn.state = 'closed';
+    // (closed during login: login() unbinds once its bind returns)
     this.conns.delete(conn.id);
     if (wasOpen) {
       this.table.remove(conn);

@@ -6,7 +6,7 @@ import { PausableDelivery, type OutFrame, type Transport } from './transport.js'
 export class TcpTransport extends PausableDelivery implements Transport {
   readonly kind = 'tcp' as const;
   readonly remoteAddress: string;
-  private readonly reader: LengthPrefixedReader;
+  private reader: LengthPrefixedReader;
   private sourcePaused = false;
 
   constructor(
@@ -33,19 +33,21 @@ export class TcpTransport extends PausableDelivery implements Transport {
   }
 
   private onData(chunk: Buffer): void {
+    if (this.ending) return; // closing: read and drop
     this.reader.push(chunk);
     this.drain();
   }
 
   private drain(): void {
     try {
-      while (!this.closed && !this.sourcePaused) {
+      while (!this.closed && !this.ending && !this.sourcePaused) {
         const payload = this.reader.next();
         if (!payload) return;
         this.deliver(payload);
       }
     } catch (err) {
       const code = err instanceof DecodeError ? err.code : ErrorCode.BAD_FRAME;
+      this.reader = new LengthPrefixedReader(1); // the stream is unusable; drop what it buffered
       this.sink?.onFramingError(code, (err as Error).message);
     }
   }
@@ -56,6 +58,7 @@ export class TcpTransport extends PausableDelivery implements Transport {
   }
 
   protected resumeSource(): void {
+    if (this.ending) return;
     this.sourcePaused = false;
     this.drain();
     if (!this.sourcePaused && !this.closed) this.socket.resume();
@@ -67,7 +70,9 @@ export class TcpTransport extends PausableDelivery implements Transport {
   }
 
   end(): void {
+    this.stopDelivery();
     if (this.socket.destroyed) return;
+    this.socket.resume(); // keep reading (and dropping) so the peer's FIN is seen
     this.socket.end();
     // A peer that never reads would keep the socket half-open forever.
     setTimeout(() => this.socket.destroy(), 2000).unref();

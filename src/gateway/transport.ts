@@ -50,6 +50,8 @@ export abstract class PausableDelivery {
   private held: Uint8Array[] = [];
   private paused = false;
   protected closed = false;
+  /** end() was called: whatever else arrives is read and dropped, never buffered. */
+  protected ending = false;
 
   protected abstract pauseSource(): void;
   protected abstract resumeSource(): void;
@@ -59,7 +61,7 @@ export abstract class PausableDelivery {
   }
 
   protected deliver(payload: Uint8Array): void {
-    if (this.closed || !this.sink) return;
+    if (this.closed || this.ending || !this.sink) return;
     if (this.paused) {
       this.held.push(payload);
       return;
@@ -73,8 +75,14 @@ export abstract class PausableDelivery {
     this.pauseSource();
   }
 
+  /** Stop delivering for good and drop what was held (the connection is closing). */
+  protected stopDelivery(): void {
+    this.ending = true;
+    this.held = [];
+  }
+
   resume(): void {
-    if (!this.paused || this.closed) return;
+    if (!this.paused || this.closed || this.ending) return;
     this.paused = false;
     while (this.held.length > 0 && !this.paused && !this.closed) {
       const next = this.held.shift()!;

@@ -22,6 +22,7 @@ export class WsTransport extends PausableDelivery implements Transport {
     super();
     this.remoteAddress = `${request.socket.remoteAddress ?? '?'}:${request.socket.remotePort ?? 0}`;
     ws.on('message', (data, isBinary) => {
+      if (this.ending) return; // closing: read and drop
       if (!isBinary) {
         this.sink?.onFramingError(ErrorCode.BAD_FRAME, 'text messages are not frames; send binary');
         return;
@@ -51,8 +52,6 @@ export class WsTransport extends PausableDelivery implements Transport {
     return this.ws.bufferedAmount;
   }
 
-  private ending = false;
-
   protected pauseSource(): void {
     // Once closing, keep reading so the peer's close frame completes the handshake.
     if (!this.ending) this.ws.pause();
@@ -68,7 +67,7 @@ export class WsTransport extends PausableDelivery implements Transport {
   }
 
   end(): void {
-    this.ending = true;
+    this.stopDelivery();
     this.ws.resume();
     if (this.ws.readyState === this.ws.OPEN) this.ws.close(1000);
     setTimeout(() => this.ws.terminate(), 2000).unref();

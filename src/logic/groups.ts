@@ -57,7 +57,7 @@ export class GroupService {
       case 'create':
         return this.create(actor, op.value.name, op.value.memberIds);
       case 'info': {
-        const g = await this.load(op.value.groupId);
+        const g = await this.active(op.value.groupId);
         if (!g.members.some((m) => m.userId === actor.userId)) throw new LonglinkError(ErrorCode.NOT_MEMBER, 'not a member of this group');
         return g;
       }

@@ -2,7 +2,7 @@
 // batch are stored in one transaction and acked together; the other requests
 // follow in order. Replies go down the bus to the connection that asked.
 import {
-  ErrorCode, LonglinkError, cursorToWire, encodeFrame, makeFrame, messageToWire, shouldReconnect,
+  ErrorCode, LonglinkError, cursorToWire, encodeFrame, makeFrame, messageToWire,
   type BodyOf, type FrameBodyInit,
 } from '../protocol/index.js';
 import type { Bus, Origin, Subscription, UpMessage } from '../engines/bus.js';
@@ -196,6 +196,10 @@ export class Logic {
     const conversations = (await store.listForUser(origin.userId)).filter((c) => only.size === 0 || only.has(c.conversationId));
     const reached = new Map<string, number>();
     for (const conversationId of only) reached.set(conversationId, given.get(conversationId) ?? delivered.get(conversationId) ?? 0);
+    // A group member stands at least just before its join event.
+    for (const c of conversations) {
+      if (only.has(c.conversationId)) reached.set(c.conversationId, Math.max(reached.get(c.conversationId)!, c.joinedSeq - 1));
+    }
     const messages = [];
     let remaining = limit;
     let hasMore = false;
@@ -263,7 +267,7 @@ export class Logic {
     const message = known ? err.message : 'internal error';
     await this.reply(origin, id, {
       case: 'error',
-      value: { code, message, fatal: false, reconnect: shouldReconnect(code) },
+      value: { code, message, fatal: false, reconnect: false },
     }).catch((e: unknown) => console.error('[logic] reply failed', e));
   }
 }

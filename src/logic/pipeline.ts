@@ -66,8 +66,10 @@ export class Pipeline {
     if (req.conversationId === '' || req.toUser !== '') {
       throw new LonglinkError(ErrorCode.BAD_REQUEST, 'give exactly one of to_user or conversation_id');
     }
-    if (directMembers(req.conversationId)) {
-      if (!directMembers(req.conversationId)!.includes(req.fromUser)) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
+    const pair = directMembers(req.conversationId);
+    if (pair) {
+      if (!pair.includes(req.fromUser)) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
+      if (pair.includes(SYSTEM_USER) && req.fromUser !== SYSTEM_USER) throw new LonglinkError(ErrorCode.FORBIDDEN, 'the system user does not take messages');
       return this.direct(req.conversationId, base);
     }
     if (!isGroupConversation(req.conversationId)) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'unknown conversation id');
@@ -120,6 +122,9 @@ export class Pipeline {
     const now = Date.now();
     if (cached && now - cached.atMs < MEMBER_CACHE_MS) return cached.members;
     const members = await this.deps.store.members(conversationId);
+    if (this.memberCache.size >= 1000) {
+      for (const [id, entry] of this.memberCache) if (now - entry.atMs >= MEMBER_CACHE_MS) this.memberCache.delete(id);
+    }
     this.memberCache.set(conversationId, { members, atMs: now });
     return members;
   }

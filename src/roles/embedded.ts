@@ -56,8 +56,10 @@ export async function startEmbedded(config: ServerConfig): Promise<RunningServer
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
-    else socket.destroy();
+    if (socket.writable) {
+      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+      setTimeout(() => socket.destroy(), 1000).unref();
+    } else socket.destroy();
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the distributed-mode tests and the local cluster need, from
+# Debian's packages, when it is missing: redis-server and a PostgreSQL server.
+# Nothing is started here; tests and the cluster start their own instances
+# on free ports in temp folders.
+set -euo pipefail
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" != "0" ]; then
+  echo "missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
+  exit 1
+fi
+echo "installing ${need[*]} from Debian's packages" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null || true
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# The Debian packages start system-wide servers; the project runs its own instances.
+service redis-server stop >/dev/null 2>&1 || true
+service postgresql stop >/dev/null 2>&1 || true
