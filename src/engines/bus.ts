@@ -86,6 +86,9 @@ export interface BroadcastDown {
 
 export type DownMessage = ReplyDown | DeliverDown | KickDown | WatchDown | PresenceDown | BroadcastDown;
 
+/** publishDown target meaning "every gateway" (broadcast routing). */
+export const ALL_GATEWAYS = '*';
+
 export type UpHandler = (batch: UpMessage[]) => Promise<void>;
 export type DownHandler = (batch: DownMessage[]) => void;
 

@@ -1,0 +1,392 @@
+// Bus on Redis Streams, for gateways and logic nodes in separate processes.
+//
+// Uplink: `{p}up:{shard}` streams, a conversation's requests always on the
+// same shard (hash of the partition key). Each shard is owned by one live
+// logic node at a time through a lease (`{p}lease:{shard}`, SET NX PX,
+// renewed by its owner); live logic nodes heartbeat into `{p}logic-nodes`
+// and each takes its fair share, so shards rebalance when nodes join or die.
+// The owner reads with a consumer group, acks (XACK) only after its handler
+// settled (the work is durable), claims what a previous owner left pending
+// (XAUTOCLAIM), and moves an entry that failed `maxDeliveries` times to the
+// dead-letter stream `{p}dead`. Handlers are idempotent (dedupe in the store),
+// so redelivery never duplicates.
+//
+// Downlink: `{p}down:{node}` per gateway (targeted routing) and `{p}down:*`
+// read by every gateway (broadcast routing, publishDown(ALL_GATEWAYS, …)).
+// Read without a group from when the gateway subscribed: a downlink message
+// lost to a crash is healed by the client (request timeout, gap → sync).
+// Every stream is trimmed (MAXLEN ~) so Redis memory stays bounded.
+import { Redis } from 'ioredis';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { FrameSchema } from '../protocol/index.js';
+import { ALL_GATEWAYS, type Bus, type DownHandler, type DownMessage, type Origin, type Subscription, type UpHandler, type UpMessage } from './bus.js';
+
+export interface RedisBusOptions {
+  url: string;
+  /** This process's node id (the consumer name in the uplink group). */
+  nodeId: string;
+  /** Key prefix, so several clusters can share one Redis. @default 'll:' */
+  prefix?: string;
+  /** Uplink shards; the same for every node of a cluster. @default 16 */
+  shards?: number;
+  /** Shard lease time; an owner silent this long loses its shards. @default 10000 */
+  leaseMs?: number;
+  /** Entries per uplink batch. @default 512 */
+  batch?: number;
+  /** Approximate length each stream is trimmed to. @default 1000000 uplink, 100000 downlink */
+  maxUpLength?: number;
+  maxDownLength?: number;
+  /** Handler failures of one entry before it goes to the dead-letter stream. @default 5 */
+  maxDeliveries?: number;
+  /** How long one blocking read waits. @default 1000 */
+  blockMs?: number;
+}
+
+const GROUP = 'logic';
+
+/** FNV-1a: the same shard for a key in every process. */
+export function shardOf(key: string, shards: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) {
+    h ^= key.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % shards;
+}
+
+const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
+
+// Entries are flat [field, value, …] string lists; frame bytes travel base64-encoded.
+type Fields = string[];
+type StreamEntries = [string, Fields][];
+
+function field(fields: Fields, name: string): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
+  return undefined;
+}
+
+function encodeUp(m: UpMessage): string[] {
+  const out = ['o', JSON.stringify(m.origin), 'f', Buffer.from(toBinary(FrameSchema, m.frame)).toString('base64')];
+  if (m.session) out.push('s', m.session);
+  return out;
+}
+
+function decodeUp(fields: Fields): UpMessage {
+  const origin = JSON.parse(field(fields, 'o')!) as Origin;
+  const frame = field(fields, 'f');
+  const m: UpMessage = { origin, frame: frame ? fromBinary(FrameSchema, Buffer.from(frame, 'base64')) : create(FrameSchema, {}) };
+  const session = field(fields, 's');
+  if (session === 'online' || session === 'offline') m.session = session;
+  return m;
+}
+
+function encodeDown(m: DownMessage): string[] {
+  if ('frame' in m) {
+    const { frame, ...rest } = m;
+    return ['m', JSON.stringify(rest), 'f', Buffer.from(frame).toString('base64')];
+  }
+  return ['m', JSON.stringify(m)];
+}
+
+function decodeDown(fields: Fields): DownMessage {
+  const m = JSON.parse(field(fields, 'm')!) as DownMessage;
+  const frame = field(fields, 'f');
+  if (frame !== undefined) (m as { frame: Uint8Array }).frame = new Uint8Array(Buffer.from(frame, 'base64'));
+  return m;
+}
+
+export class RedisBus implements Bus {
+  private readonly o: Required<RedisBusOptions>;
+  private readonly writer: Redis;
+  private readonly readers = new Set<Redis>();
+  private readonly consumers = new Set<ShardConsumer>();
+  private closed = false;
+
+  constructor(options: RedisBusOptions) {
+    this.o = {
+      prefix: 'll:', shards: 16, leaseMs: 10_000, batch: 512, maxUpLength: 1_000_000, maxDownLength: 100_000,
+      maxDeliveries: 5, blockMs: 1000, ...options,
+    };
+    this.writer = this.connect();
+  }
+
+  private connect(): Redis {
+    const r = new Redis(this.o.url, { maxRetriesPerRequest: null, enableAutoPipelining: true, lazyConnect: false });
+    r.on('error', () => {
+      /* reconnects by itself; commands wait */
+    });
+    return r;
+  }
+
+  private key(name: string): string {
+    return `${this.o.prefix}${name}`;
+  }
+
+  async publishUp(partitionKey: string, message: UpMessage): Promise<void> {
+    if (this.closed) throw new Error('bus closed');
+    const stream = this.key(`up:${shardOf(partitionKey, this.o.shards)}`);
+    await this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxUpLength, '*', ...encodeUp(message));
+  }
+
+  async publishDown(node: string, message: DownMessage): Promise<void> {
+    if (this.closed) return;
+    await this.writer.xadd(this.key(`down:${node}`), 'MAXLEN', '~', this.o.maxDownLength, '*', ...encodeDown(message));
+  }
+
+  consumeUp(handler: UpHandler): Subscription {
+    const consumer = new ShardConsumer(this.o, this.connect(), this.writer, handler, (n) => this.key(n));
+    this.consumers.add(consumer);
+    consumer.start();
+    return {
+      close: async () => {
+        this.consumers.delete(consumer);
+        await consumer.stop();
+      },
+    };
+  }
+
+  consumeDown(node: string, handler: DownHandler): Subscription {
+    const reader = this.connect();
+    this.readers.add(reader);
+    const streams = [this.key(`down:${node}`), this.key(`down:${ALL_GATEWAYS}`)];
+    // From when we subscribed (a second back, so nothing published just now is missed).
+    const start = `${Date.now() - 1000}-0`;
+    const last = streams.map(() => start);
+    let running = true;
+    const loop = async () => {
+      while (running && !this.closed) {
+        let result: [string, StreamEntries][] | null;
+        try {
+          result = (await reader.xread('COUNT', 1000, 'BLOCK', this.o.blockMs, 'STREAMS', ...streams, ...last)) as
+            [string, StreamEntries][] | null;
+        } catch {
+          if (!running) return;
+          await new Promise((r) => setTimeout(r, 200));
+          continue;
+        }
+        if (!running || !result) continue;
+        const batch: DownMessage[] = [];
+        for (const [key, entries] of result) {
+          const i = streams.indexOf(key);
+          for (const [id, fields] of entries) {
+            last[i] = id;
+            try {
+              batch.push(decodeDown(fields));
+            } catch (err) {
+              console.error('[bus] undecodable downlink entry dropped', err);
+            }
+          }
+        }
+        if (batch.length > 0) {
+          try {
+            handler(batch);
+          } catch (err) {
+            console.error(`[bus] downlink handler of ${node} failed`, err);
+          }
+        }
+      }
+    };
+    void loop();
+    return {
+      close: async () => {
+        running = false;
+        this.readers.delete(reader);
+        reader.disconnect();
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const c of this.consumers) await c.stop();
+    this.consumers.clear();
+    for (const r of this.readers) r.disconnect();
+    this.readers.clear();
+    await this.writer.quit().catch(() => this.writer.disconnect());
+  }
+}
+
+/** Owns a fair share of the uplink shards and feeds their entries to the handler. */
+class ShardConsumer {
+  private readonly owned = new Set<number>();
+  private running = false;
+  private leaseTimer: NodeJS.Timeout | undefined;
+  private loopDone: Promise<void> = Promise.resolve();
+  private readonly attempts = new Map<string, number>();
+  private readonly groupsMade = new Set<number>();
+
+  constructor(
+    private readonly o: Required<RedisBusOptions>,
+    private readonly reader: Redis,
+    private readonly redis: Redis,
+    private readonly handler: UpHandler,
+    private readonly key: (name: string) => string,
+  ) {}
+
+  start(): void {
+    this.running = true;
+    const tick = () => {
+      this.rebalance().catch((err: unknown) => {
+        if (this.running) console.error('[bus] lease upkeep failed', err);
+      });
+    };
+    tick();
+    this.leaseTimer = setInterval(tick, Math.max(100, Math.floor(this.o.leaseMs / 3)));
+    this.loopDone = this.loop();
+  }
+
+  /**
+   * Stop taking batches. The batch in hand may finish and be acked (waited
+   * for a while, so a graceful stop acks what it holds); then the leases are
+   * released so another node takes the shards over at once.
+   */
+  async stop(): Promise<void> {
+    this.running = false;
+    clearInterval(this.leaseTimer);
+    const waitMs = Math.min(5000, Math.floor(this.o.leaseMs / 2));
+    await Promise.race([this.loopDone, new Promise((r) => setTimeout(r, waitMs).unref())]);
+    for (const s of this.owned) await this.redis.eval(RELEASE, 1, this.key(`lease:${s}`), this.o.nodeId).catch(() => 0);
+    this.owned.clear();
+    // The read loop may still sit in a blocking read or the handler; it ends by itself.
+    void this.loopDone.finally(() => this.reader.disconnect());
+  }
+
+  /** Heartbeat, renew owned leases, give back extras, take free shards up to the fair share. */
+  private async rebalance(): Promise<void> {
+    if (!this.running) return;
+    const now = Date.now();
+    const nodes = this.key('logic-nodes');
+    await this.redis.zadd(nodes, now + this.o.leaseMs, this.o.nodeId);
+    await this.redis.zremrangebyscore(nodes, '-inf', now);
+    const live = Math.max(1, await this.redis.zcard(nodes));
+    const fair = Math.ceil(this.o.shards / live);
+    for (const s of [...this.owned]) {
+      const ok = await this.redis.eval(RENEW, 1, this.key(`lease:${s}`), this.o.nodeId, this.o.leaseMs);
+      if (ok !== 1) this.owned.delete(s); // lost it (we were paused past the lease)
+    }
+    // Shards are given back between batches by the read loop (see `surplus`).
+    this.surplus = Math.max(0, this.owned.size - fair);
+    if (this.owned.size >= fair) return;
+    const order = Array.from({ length: this.o.shards }, (_, i) => (i + shardOf(this.o.nodeId, this.o.shards)) % this.o.shards);
+    for (const s of order) {
+      if (this.owned.size >= fair || !this.running) break;
+      if (this.owned.has(s)) continue;
+      const got = await this.redis.set(this.key(`lease:${s}`), this.o.nodeId, 'PX', this.o.leaseMs, 'NX');
+      if (got === 'OK') {
+        await this.ensureGroup(s);
+        this.owned.add(s);
+        this.claimFrom.add(s);
+      }
+    }
+  }
+
+  private surplus = 0;
+  /** Shards just taken: first claim what earlier owners left pending. */
+  private readonly claimFrom = new Set<number>();
+
+  private async ensureGroup(s: number): Promise<void> {
+    if (this.groupsMade.has(s)) return;
+    try {
+      await this.redis.xgroup('CREATE', this.key(`up:${s}`), GROUP, '0', 'MKSTREAM');
+    } catch (err) {
+      if (!String(err).includes('BUSYGROUP')) throw err;
+    }
+    this.groupsMade.add(s);
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      try {
+        await this.giveBackSurplus();
+        if (this.owned.size === 0) {
+          await new Promise((r) => setTimeout(r, 50));
+          continue;
+        }
+        for (const s of [...this.claimFrom]) {
+          this.claimFrom.delete(s);
+          await this.claim(s);
+        }
+        const shards = [...this.owned];
+        const streams = shards.map((s) => this.key(`up:${s}`));
+        const result = (await this.reader.xreadgroup(
+          'GROUP', GROUP, this.o.nodeId, 'COUNT', this.o.batch, 'BLOCK', Math.min(this.o.blockMs, 250),
+          'STREAMS', ...streams, ...streams.map(() => '>'),
+        )) as [string, StreamEntries][] | null;
+        if (!result) continue;
+        for (const [key, entries] of result) {
+          const s = shards[streams.indexOf(key)]!;
+          await this.process(s, entries);
+        }
+      } catch (err) {
+        if (!this.running) return;
+        console.error('[bus] uplink read failed; retrying', err);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }
+
+  private async giveBackSurplus(): Promise<void> {
+    while (this.surplus > 0 && this.owned.size > 0) {
+      const s = Math.max(...this.owned);
+      this.owned.delete(s);
+      this.surplus--;
+      await this.redis.eval(RELEASE, 1, this.key(`lease:${s}`), this.o.nodeId);
+    }
+  }
+
+  /** Take over entries another consumer of the group read but never acked. */
+  private async claim(s: number): Promise<void> {
+    let cursor = '0-0';
+    for (let round = 0; round < 10_000 && this.running && this.owned.has(s); round++) {
+      const [next, entries] = (await this.redis.xautoclaim(
+        this.key(`up:${s}`), GROUP, this.o.nodeId, 0, cursor, 'COUNT', this.o.batch,
+      )) as [string, StreamEntries];
+      const live = entries.filter(([, fields]) => fields !== null && fields !== undefined);
+      if (live.length > 0) await this.process(s, live);
+      cursor = next;
+      if (cursor === '0-0') return;
+    }
+  }
+
+  /** Hand one shard's entries to the handler; ack once it settled; retry, then dead-letter. */
+  private async process(s: number, entries: StreamEntries): Promise<void> {
+    const stream = this.key(`up:${s}`);
+    const ids = entries.map(([id]) => id);
+    const batch: UpMessage[] = [];
+    const bad: string[] = [];
+    entries.forEach(([id, fields]) => {
+      try {
+        batch.push(decodeUp(fields));
+      } catch {
+        bad.push(id);
+      }
+    });
+    for (const id of bad) await this.deadLetter(stream, id, entries.find(([e]) => e === id)![1], 'undecodable');
+    for (;;) {
+      if (!this.owned.has(s)) return; // lost the lease: the next owner claims these
+      try {
+        if (batch.length > 0) await this.handler(batch);
+        await this.redis.xack(stream, GROUP, ...ids);
+        for (const id of ids) this.attempts.delete(id);
+        return;
+      } catch (err) {
+        const key = ids[0]!;
+        const n = (this.attempts.get(key) ?? 0) + 1;
+        this.attempts.set(key, n);
+        if (n >= this.o.maxDeliveries) {
+          console.error(`[bus] uplink batch failed ${n} times; moved to the dead-letter stream`, err);
+          for (const [id, fields] of entries) await this.deadLetter(stream, id, fields, String(err));
+          this.attempts.delete(key);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 100 * n));
+      }
+    }
+  }
+
+  private async deadLetter(stream: string, id: string, fields: Fields, reason: string): Promise<void> {
+    await this.redis.xadd(this.key('dead'), 'MAXLEN', '~', 100_000, '*', 'stream', stream, 'id', id, 'reason', reason.slice(0, 500), ...fields);
+    await this.redis.xack(stream, GROUP, id);
+  }
+}
