@@ -38,6 +38,8 @@ export interface ServerConfig {
   loginPolicy: 'multi' | 'platform' | 'single';
   /** How long a sender may recall a message, ms. */
   recallWindowMs: number;
+  /** Downlink routing: `targeted` (session lookup, per-gateway streams) or `broadcast` (one stream, every gateway filters). */
+  routing: 'targeted' | 'broadcast';
   limits: Limits;
 }
 
@@ -73,6 +75,8 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
   if (loginPolicy !== 'multi' && loginPolicy !== 'platform' && loginPolicy !== 'single') {
     throw new ConfigError('LONGLINK_LOGIN_POLICY must be multi, platform or single');
   }
+  const routing = pick(flags, env, 'routing') ?? 'targeted';
+  if (routing !== 'targeted' && routing !== 'broadcast') throw new ConfigError('LONGLINK_ROUTING must be targeted or broadcast');
   return {
     nodeId: pick(flags, env, 'node-id') ?? `node-${randomBytes(3).toString('hex')}`,
     host: pick(flags, env, 'host') ?? '127.0.0.1',
@@ -87,6 +91,7 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     pingIntervalMs: int(flags, env, 'ping-interval-ms', 25_000, 100, 600_000),
     sqliteSynchronous: sync,
     loginPolicy,
+    routing,
     recallWindowMs: int(flags, env, 'recall-window-ms', 120_000, 0, 30 * 86400 * 1000),
     limits: {
       maxFrameBytes: int(flags, env, 'max-frame-bytes', DEFAULT_MAX_FRAME_BYTES, 1024, 16 * 1024 * 1024),

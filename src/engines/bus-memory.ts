@@ -2,7 +2,7 @@
 // drained in batches by the single consumer; one queue per gateway for
 // downlink. Nothing survives a restart — nor needs to: the SendAck is only
 // sent after the store has the message, and clients resend what wasn't acked.
-import type { Bus, DownHandler, DownMessage, Subscription, UpHandler, UpMessage } from './bus.js';
+import { ALL_GATEWAYS, type Bus, type DownHandler, type DownMessage, type Subscription, type UpHandler, type UpMessage } from './bus.js';
 
 export interface MemoryBusOptions {
   /** Largest batch handed to the uplink consumer. @default 512 */
@@ -48,6 +48,14 @@ export class MemoryBus implements Bus {
 
   async publishDown(node: string, message: DownMessage): Promise<void> {
     if (this.closed) return;
+    if (node === ALL_GATEWAYS) {
+      for (const [name, lane] of this.down) {
+        if (!lane.handler) continue;
+        lane.queue.push(message);
+        this.scheduleDown(name);
+      }
+      return;
+    }
     const lane = this.lane(node);
     lane.queue.push(message);
     this.scheduleDown(node);

@@ -8,7 +8,7 @@ import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Store } from '../engines/store.js';
 import { groupIdOf, viewOf } from './access.js';
-import { deliverToUsers } from './fanout.js';
+import { deliverToUsers, type Routing } from './fanout.js';
 import type { Pipeline } from './pipeline.js';
 
 export interface ConversationOptions {
@@ -21,7 +21,7 @@ export interface ConversationOptions {
 export class Conversations {
   constructor(
     private readonly options: ConversationOptions,
-    private readonly deps: { store: Store; bus: Bus; sessions: Sessions; pipeline: Pipeline },
+    private readonly deps: { store: Store; bus: Bus; sessions: Sessions; pipeline: Pipeline; routing?: Routing },
   ) {}
 
   /** The user's conversations, most recent activity first, with last message and unread count. */

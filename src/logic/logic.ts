@@ -15,6 +15,7 @@ import { GroupService, groupToWire } from './groups.js';
 import { Conversations } from './conversations.js';
 import { RecallService } from './recall.js';
 import { PresenceService } from './presence.js';
+import type { Routing } from './fanout.js';
 
 /** Soft cap of a sync page's text, so replies stay well under client frame limits. */
 const MAX_PAGE_BYTES = 1024 * 1024;
@@ -32,6 +33,8 @@ export interface LogicOptions {
   recallWindowMs?: number;
   /** Groups larger than this send read receipts only to the reader's devices. @default 200 */
   receiptFanoutMaxMembers?: number;
+  /** How pushes find gateways (see fanout.ts). @default 'targeted' */
+  routing?: Routing;
 }
 
 export interface LogicDeps {
@@ -55,8 +58,9 @@ export class Logic {
     private readonly options: LogicOptions,
     private readonly deps: LogicDeps,
   ) {
-    this.pipeline = new Pipeline({ maxTextBytes: options.maxTextBytes }, deps);
-    const withPipeline = { ...deps, pipeline: this.pipeline };
+    const routing = options.routing ?? 'targeted';
+    this.pipeline = new Pipeline({ maxTextBytes: options.maxTextBytes, routing }, deps);
+    const withPipeline = { ...deps, pipeline: this.pipeline, routing };
     this.groups = new GroupService({ maxMembers: options.maxGroupMembers ?? 20_000 }, withPipeline);
     this.conversations = new Conversations({
       receiptFanoutMaxMembers: options.receiptFanoutMaxMembers ?? 200,

@@ -7,10 +7,11 @@ import {
   ErrorCode, LonglinkError, SYSTEM_USER, directConversationId, directMembers, encodeFrame, isValidId,
   makeFrame, messageToWire, type ChatMessage,
 } from '../protocol/index.js';
-import type { Bus, DeliverTarget } from '../engines/bus.js';
+import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { AppendResult, MessageDraft, Store } from '../engines/store.js';
 import { groupIdOf, isGroupConversation, membersOf } from './access.js';
+import { deliverToUsers, type Routing } from './fanout.js';
 
 export interface SendRequest {
   fromUser: string;
@@ -27,6 +28,8 @@ export interface SendRequest {
 
 export interface PipelineOptions {
   maxTextBytes: number;
+  /** @default 'targeted' */
+  routing?: Routing;
 }
 
 const MAX_CLIENT_MSG_ID = 128;
@@ -135,37 +138,13 @@ export class Pipeline {
    * event goes to every device, the actor's included.
    */
   private async push(items: readonly { message: ChatMessage; extra: readonly string[] }[]): Promise<void> {
-    const recipients = new Map<string, string[]>();
-    const users = new Set<string>();
-    for (const { message, extra } of items) {
-      const key = `${message.conversationId}|${extra.join(',')}`;
-      if (recipients.has(key)) continue;
-      const list = [...await this.members(message.conversationId), ...extra];
-      recipients.set(key, list);
-      for (const u of list) users.add(u);
-    }
-    const online = await this.deps.sessions.lookup([...users]);
-    if (online.size === 0) return;
+    const routing = this.options.routing ?? 'targeted';
     for (const { message: m, extra } of items) {
-      const byNode = new Map<string, DeliverTarget[]>();
-      for (const user of recipients.get(`${m.conversationId}|${extra.join(',')}`)!) {
-        const sessions = online.get(user);
-        if (!sessions) continue;
-        const nodes = new Set(sessions.map((s) => s.node));
-        for (const node of nodes) {
-          let targets = byNode.get(node);
-          if (!targets) {
-            targets = [];
-            byNode.set(node, targets);
-          }
-          targets.push(user === m.fromUser && !m.event ? { userId: user, exceptDevice: m.fromDevice } : { userId: user });
-        }
-      }
-      if (byNode.size === 0) continue;
+      const recipients = [...await this.members(m.conversationId), ...extra];
       const frame = encodeFrame(makeFrame(0, { case: 'push', value: { messages: [messageToWire(m)] } }));
-      for (const [node, targets] of byNode) {
-        await this.deps.bus.publishDown(node, { kind: 'deliver', targets, frame });
-      }
+      // A plain message skips the device that sent it (it has the SendAck); an event goes to every device.
+      const except = m.event ? undefined : { userId: m.fromUser, deviceId: m.fromDevice };
+      await deliverToUsers({ ...this.deps, routing }, recipients, frame, except);
     }
   }
 }

@@ -7,7 +7,7 @@ import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
 import type { Store } from '../engines/store.js';
 import { viewOf } from './access.js';
-import { deliverToUsers } from './fanout.js';
+import { deliverToUsers, type Routing } from './fanout.js';
 import type { Pipeline } from './pipeline.js';
 
 export interface PresenceOptions {
@@ -26,7 +26,7 @@ export class PresenceService {
 
   constructor(
     private readonly options: PresenceOptions,
-    private readonly deps: { bus: Bus; sessions: Sessions; registry: Registry; store: Store; pipeline: Pipeline },
+    private readonly deps: { bus: Bus; sessions: Sessions; registry: Registry; store: Store; pipeline: Pipeline; routing?: Routing },
   ) {}
 
   async query(userIds: readonly string[]): Promise<Presence[]> {

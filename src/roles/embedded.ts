@@ -36,6 +36,7 @@ export async function startEmbedded(config: ServerConfig): Promise<RunningServer
     maxTextBytes: config.limits.maxTextBytes,
     maxGroupMembers: config.limits.maxGroupMembers,
     recallWindowMs: config.recallWindowMs,
+    routing: config.routing,
   }, { bus, sessions, registry, store });
   const gateway = new Gateway({
     nodeId: config.nodeId,
