@@ -3,12 +3,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestServer, waitFor } from '../helpers/server.js';
-import { createClient, type ChatMessage } from '../../src/client/index.js';
+import { createClient, type ChatMessage, type LonglinkClient } from '../../src/client/index.js';
 
 for (const routing of ['targeted', 'broadcast'] as const) {
   test(`${routing} routing: 1:1 and group messages reach every device once, not the sending one`, async () => {
     const server = await startTestServer({ routing });
-    const clients = [];
+    const clients: LonglinkClient[] = [];
     try {
       const open = async (user: string, device: string, url: string) => {
         const got: ChatMessage[] = [];
