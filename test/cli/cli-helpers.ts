@@ -1,6 +1,5 @@
 // Drives the real `longlink` binary (bin/longlink.js → dist/) as a user would.
 import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { ADMIN_KEY, TOKEN_SECRET } from '../helpers/server.js';
@@ -62,15 +61,7 @@ export function run(args: string[], env: Record<string, string> = {}): Proc {
   }));
 }
 
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as net.AddressInfo).port;
-  server.close();
-  await once(server, 'close');
-  return port;
-}
+export { freePort } from '../helpers/services.js';
 
 export interface ServerProc {
   proc: Proc;
