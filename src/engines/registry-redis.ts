@@ -1,0 +1,159 @@
+// Registry on Redis: the live nodes of a cluster, shared by every process.
+//
+// Key layout ({p} is the key prefix, 'll:' by default):
+//   {p}node:{id}       string: JSON NodeInfo, SET … PX ttl, so Redis itself expires it
+//   {p}nodes:{role}    sorted set: node id, scored by its expiry time (ms, Redis clock)
+// The node key is the truth (a node is live while its key exists); the sorted
+// set is the per-role index live() walks, and entries whose score has passed
+// (or whose key is gone) are pruned by live(). Expiry times come from Redis's
+// own clock (TIME inside the scripts), so processes with skewed clocks agree.
+// announce() and live() are each one Lua script: atomic and one round trip.
+//
+// The scripts touch keys they compute, so they need a standalone Redis (or a
+// Redis Cluster with a hash-tagged prefix such as '{ll}:').
+//
+// Ownership: a client passed in belongs to the caller, and close() leaves it
+// open; with options {url} this class creates its own client and close() quits it.
+import { createHash } from 'node:crypto';
+import { Redis, type RedisOptions } from 'ioredis';
+import type { NodeInfo, NodeRole, Registry } from './registry.js';
+
+export interface RedisRegistryOptions {
+  url: string;
+  /** Key prefix, so several clusters (or tests) can share one Redis. @default 'll:' */
+  prefix?: string;
+  /** Extra options for the client this class creates. */
+  redis?: RedisOptions;
+}
+
+const ROLES: readonly NodeRole[] = ['gateway', 'logic'];
+
+class Script {
+  readonly sha: string;
+  constructor(readonly lua: string) {
+    this.sha = createHash('sha1').update(lua).digest('hex');
+  }
+
+  /** EVALSHA, falling back to EVAL when Redis lost its script cache (restart, SCRIPT FLUSH). */
+  async run(client: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {
+    try {
+      return await client.evalsha(this.sha, keys.length, ...keys, ...args);
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith('NOSCRIPT')) return client.eval(this.lua, keys.length, ...keys, ...args);
+      throw err;
+    }
+  }
+}
+
+const NOW = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`;
+
+// KEYS: node key, its role's index, then the other roles' indexes. ARGV: id, JSON, ttl ms.
+const ANNOUNCE = new Script(`${NOW}
+local ttl = tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+return 1
+`);
+
+// KEYS: a role's index. ARGV: prefix. Returns the JSON of every live node of the role.
+const LIVE = new Script(`${NOW}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local v = redis.call('GET', ARGV[1] .. 'node:' .. id)
+  if v then out[#out + 1] = v else redis.call('ZREM', KEYS[1], id) end
+end
+return out
+`);
+
+function isClient(x: Redis | RedisRegistryOptions): x is Redis {
+  return typeof (x as Redis).evalsha === 'function';
+}
+
+/** Only the fields of a NodeInfo; absent addresses stay absent. */
+function encode(n: NodeInfo): string {
+  const out: NodeInfo = { id: n.id, role: n.role, load: n.load, startedAtMs: n.startedAtMs };
+  if (n.tcpUrl !== undefined) out.tcpUrl = n.tcpUrl;
+  if (n.wsUrl !== undefined) out.wsUrl = n.wsUrl;
+  return JSON.stringify(out);
+}
+
+export class RedisRegistry implements Registry {
+  private readonly client: Redis;
+  private readonly owned: boolean;
+  private readonly prefix: string;
+  private closed = false;
+
+  /**
+   * @param client an ioredis client, which stays the caller's (close() does not
+   *   close it), or options, from which this instance creates and owns its client.
+   * @param prefix key prefix when a client is passed (options carry their own). @default 'll:'
+   */
+  constructor(client: Redis | RedisRegistryOptions, prefix?: string) {
+    if (isClient(client)) {
+      this.client = client;
+      this.owned = false;
+      this.prefix = prefix ?? 'll:';
+    } else {
+      this.client = new Redis(client.url, { ...client.redis });
+      this.client.on('error', () => {
+        /* reconnects by itself; commands wait in the offline queue */
+      });
+      this.owned = true;
+      this.prefix = client.prefix ?? prefix ?? 'll:';
+    }
+  }
+
+  private nodeKey(id: string): string {
+    return `${this.prefix}node:${id}`;
+  }
+
+  private roleKey(role: NodeRole): string {
+    return `${this.prefix}nodes:${role}`;
+  }
+
+  private check(): void {
+    if (this.closed) throw new Error('registry closed');
+  }
+
+  async announce(node: NodeInfo, ttlMs: number): Promise<void> {
+    this.check();
+    // A node that changed role leaves the other roles' indexes.
+    const others = ROLES.filter((r) => r !== node.role).map((r) => this.roleKey(r));
+    const ttl = Math.max(1, Math.ceil(ttlMs));
+    await ANNOUNCE.run(this.client, [this.nodeKey(node.id), this.roleKey(node.role), ...others], [node.id, encode(node), ttl]);
+  }
+
+  async remove(id: string): Promise<void> {
+    this.check();
+    const multi = this.client.multi().del(this.nodeKey(id));
+    for (const role of ROLES) multi.zrem(this.roleKey(role), id);
+    await multi.exec();
+  }
+
+  async live(role: NodeRole): Promise<NodeInfo[]> {
+    this.check();
+    const raw = (await LIVE.run(this.client, [this.roleKey(role)], [this.prefix])) as string[];
+    const out: NodeInfo[] = [];
+    for (const json of raw) {
+      try {
+        const node = JSON.parse(json) as NodeInfo;
+        if (node.role === role) out.push(node);
+      } catch {
+        /* not a node: skip */
+      }
+    }
+    return out.sort((a, b) => a.load - b.load || a.id.localeCompare(b.id));
+  }
+
+  /** Quits the client if this instance created it; a client passed in stays open (the caller's). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.owned) await this.client.quit().catch(() => this.client.disconnect());
+  }
+}

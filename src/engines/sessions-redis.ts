@@ -1,0 +1,248 @@
+// Sessions on Redis, shared by every gateway and logic node of a cluster.
+//
+// Key layout ({p} is the key prefix, 'll:' by default):
+//   {p}sess:{user}        hash: deviceId → JSON SessionInfo (the source of truth)
+//   {p}node-sess:{node}   set: one member per session bound on that node, the index dropNode walks
+//   {p}node-drop:{node}   set: the part of a node's index a running dropNode() is still removing
+// A set member names (user, device) as `{byte length of user}:{user}{device}`,
+// which no user or device id can make ambiguous.
+//
+// Every write is one Lua script, so it is atomic and one round trip:
+// - bind: read the previous session of (user, device), move the device from its
+//   old node's index to the new one, write the new session, return the old one.
+// - unbind: remove only if the stored session still has that node and connId.
+// - dropNode: first moves the node's index to {p}node-drop:{node} (binds that
+//   come later land in a fresh index and are not dropped), then removes it in
+//   batches (SPOP n), each session only if it is still on that node, so a large
+//   node never blocks Redis for long. bind and unbind also take their member out
+//   of the old node's drop set, so a device that re-bound elsewhere (or on the
+//   same, restarted node) while a drop runs is never removed. A dropNode that
+//   died half-way is finished by the next dropNode of that node.
+// lookup is one pipeline of HGETALL.
+//
+// The scripts touch keys they compute (the old node's index), so they need a
+// standalone Redis (or a Redis Cluster with a hash-tagged prefix such as '{ll}:').
+//
+// Ownership: a client passed in belongs to the caller, and close() leaves it
+// open; with options {url} this class creates its own client and close() quits it.
+import { createHash } from 'node:crypto';
+import { Redis, type RedisOptions } from 'ioredis';
+import type { SessionInfo, Sessions } from './sessions.js';
+
+export interface RedisSessionsOptions {
+  url: string;
+  /** Key prefix, so several clusters (or tests) can share one Redis. @default 'll:' */
+  prefix?: string;
+  /** Sessions removed per dropNode() script call. @default 1000 */
+  dropBatch?: number;
+  /** Extra options for the client this class creates. */
+  redis?: RedisOptions;
+}
+
+class Script {
+  readonly sha: string;
+  constructor(readonly lua: string) {
+    this.sha = createHash('sha1').update(lua).digest('hex');
+  }
+
+  /** EVALSHA, falling back to EVAL when Redis lost its script cache (restart, SCRIPT FLUSH). */
+  async run(client: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {
+    try {
+      return await client.evalsha(this.sha, keys.length, ...keys, ...args);
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith('NOSCRIPT')) return client.eval(this.lua, keys.length, ...keys, ...args);
+      throw err;
+    }
+  }
+}
+
+// Decodes a stored session's JSON, or nil when it is not a session.
+const DECODE = `
+local function decode(raw)
+  local ok, s = pcall(cjson.decode, raw)
+  if ok and type(s) == 'table' then return s end
+  return nil
+end
+`;
+
+// KEYS: user hash, new node's index. ARGV: device, session JSON, member, prefix, new node.
+const BIND = new Script(`${DECODE}
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  local s = decode(old)
+  if s and type(s.node) == 'string' then
+    redis.call('SREM', ARGV[4] .. 'node-sess:' .. s.node, ARGV[3])
+    redis.call('SREM', ARGV[4] .. 'node-drop:' .. s.node, ARGV[3])
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return old
+`);
+
+// KEYS: user hash, node's index, node's drop set. ARGV: device, node, connId, member.
+const UNBIND = new Script(`${DECODE}
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return 0 end
+local s = decode(cur)
+if not s or s.node ~= ARGV[2] or s.connId ~= tonumber(ARGV[3]) then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[4])
+redis.call('SREM', KEYS[3], ARGV[4])
+return 1
+`);
+
+// KEYS: node's index, node's drop set. ARGV: prefix, node, batch size, '1' on the first call.
+// Returns {removed, left in the drop set}.
+const DROP = new Script(`${DECODE}
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('SUNIONSTORE', KEYS[2], KEYS[2], KEYS[1])
+  redis.call('DEL', KEYS[1])
+end
+local removed = 0
+local members = redis.call('SPOP', KEYS[2], tonumber(ARGV[3]))
+for _, m in ipairs(members) do
+  local colon = string.find(m, ':', 1, true)
+  if colon then
+    local len = tonumber(string.sub(m, 1, colon - 1))
+    if len then
+      local user = string.sub(m, colon + 1, colon + len)
+      local device = string.sub(m, colon + len + 1)
+      local key = ARGV[1] .. 'sess:' .. user
+      local cur = redis.call('HGET', key, device)
+      if cur then
+        local s = decode(cur)
+        if s and s.node == ARGV[2] then
+          redis.call('HDEL', key, device)
+          removed = removed + 1
+        end
+      end
+    end
+  end
+end
+return {removed, redis.call('SCARD', KEYS[2])}
+`);
+
+function isClient(x: Redis | RedisSessionsOptions): x is Redis {
+  return typeof (x as Redis).evalsha === 'function';
+}
+
+/** Only the fields of a SessionInfo, in a fixed order. */
+function encode(s: SessionInfo): string {
+  const { userId, deviceId, platform, node, connId, loginAtMs } = s;
+  return JSON.stringify({ userId, deviceId, platform, node, connId, loginAtMs });
+}
+
+export class RedisSessions implements Sessions {
+  private readonly client: Redis;
+  private readonly owned: boolean;
+  private readonly prefix: string;
+  private readonly dropBatch: number;
+  private closed = false;
+
+  /**
+   * @param client an ioredis client, which stays the caller's (close() does not
+   *   close it), or options, from which this instance creates and owns its client.
+   * @param prefix key prefix when a client is passed (options carry their own). @default 'll:'
+   */
+  constructor(client: Redis | RedisSessionsOptions, prefix?: string) {
+    if (isClient(client)) {
+      this.client = client;
+      this.owned = false;
+      this.prefix = prefix ?? 'll:';
+      this.dropBatch = 1000;
+    } else {
+      this.client = new Redis(client.url, { ...client.redis });
+      this.client.on('error', () => {
+        /* reconnects by itself; commands wait in the offline queue */
+      });
+      this.owned = true;
+      this.prefix = client.prefix ?? prefix ?? 'll:';
+      this.dropBatch = Math.max(1, Math.floor(client.dropBatch ?? 1000));
+    }
+  }
+
+  private userKey(userId: string): string {
+    return `${this.prefix}sess:${userId}`;
+  }
+
+  private nodeKey(node: string): string {
+    return `${this.prefix}node-sess:${node}`;
+  }
+
+  private dropKey(node: string): string {
+    return `${this.prefix}node-drop:${node}`;
+  }
+
+  private member(userId: string, deviceId: string): string {
+    return `${Buffer.byteLength(userId)}:${userId}${deviceId}`;
+  }
+
+  private check(): void {
+    if (this.closed) throw new Error('sessions closed');
+  }
+
+  async bind(session: SessionInfo): Promise<SessionInfo | undefined> {
+    this.check();
+    const previous = await BIND.run(
+      this.client,
+      [this.userKey(session.userId), this.nodeKey(session.node)],
+      [session.deviceId, encode(session), this.member(session.userId, session.deviceId), this.prefix, session.node],
+    );
+    return typeof previous === 'string' ? (JSON.parse(previous) as SessionInfo) : undefined;
+  }
+
+  async unbind(userId: string, deviceId: string, node: string, connId: number): Promise<boolean> {
+    this.check();
+    const removed = await UNBIND.run(
+      this.client,
+      [this.userKey(userId), this.nodeKey(node), this.dropKey(node)],
+      [deviceId, node, connId, this.member(userId, deviceId)],
+    );
+    return removed === 1;
+  }
+
+  async lookup(userIds: readonly string[]): Promise<Map<string, SessionInfo[]>> {
+    this.check();
+    const out = new Map<string, SessionInfo[]>();
+    const users = [...new Set(userIds)];
+    if (users.length === 0) return out;
+    const pipeline = this.client.pipeline();
+    for (const userId of users) pipeline.hgetall(this.userKey(userId));
+    const results = (await pipeline.exec()) ?? [];
+    for (const [i, userId] of users.entries()) {
+      const [err, devices] = results[i] ?? [new Error('no reply'), null];
+      if (err) throw err;
+      const list: SessionInfo[] = [];
+      for (const raw of Object.values((devices ?? {}) as Record<string, string>)) {
+        try {
+          list.push(JSON.parse(raw) as SessionInfo);
+        } catch {
+          /* not a session: skip */
+        }
+      }
+      if (list.length > 0) out.set(userId, list.sort((a, b) => (a.deviceId < b.deviceId ? -1 : a.deviceId > b.deviceId ? 1 : 0)));
+    }
+    return out;
+  }
+
+  async dropNode(node: string): Promise<number> {
+    this.check();
+    let dropped = 0;
+    for (let first = true; ; first = false) {
+      const reply = (await DROP.run(this.client, [this.nodeKey(node), this.dropKey(node)], [this.prefix, node, this.dropBatch, first ? '1' : '0'])) as [
+        number,
+        number,
+      ];
+      dropped += reply[0];
+      if (reply[1] === 0) return dropped;
+    }
+  }
+
+  /** Quits the client if this instance created it; a client passed in stays open (the caller's). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.owned) await this.client.quit().catch(() => this.client.disconnect());
+  }
+}
