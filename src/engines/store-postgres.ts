@@ -1,0 +1,660 @@
+// PostgreSQL store for the distributed roles: the same contract and the same
+// semantics as SqliteStore (test/engines/store.contract.ts runs against both).
+//
+// Layout: `messages` has an identity (BIGINT) primary key that only grows, so
+// inserts append to the heap and to the right edge of the primary key;
+// (conversation_id, seq) serves sync and history, and a partial unique index
+// on (from_user, client_msg_id) WHERE client_msg_id <> '' is the idempotency
+// key (an empty id never dedupes). Identifier columns use the "C" collation:
+// byte order, as in SQLite, whatever the database's locale, and cheaper
+// index comparisons.
+//
+// append() is one transaction and a fixed number of round trips per batch,
+// however many messages it holds:
+//   1. one SELECT finds the batch's client ids already stored;
+//   2. one upsert on `conversations`, one row per distinct conversation in id
+//      order (so concurrent batches lock rows in the same order and cannot
+//      deadlock), adds k to last_seq and RETURNs it: seqs last-k+1..last are
+//      this batch's, and the row lock held to commit makes concurrent writers
+//      of a conversation wait, so seqs have no gaps whoever calls;
+//   3. one INSERT of the members of conversations the upsert created;
+//   4. one multi-row INSERT (unnest of column arrays) of the messages;
+//   5. the group effects, in draft order (events are rare next to messages);
+//   6. one UPDATE of the writers' read cursors.
+// A concurrent batch that stored the same (from_user, client_msg_id) first
+// makes step 4 fail on the unique index; the batch is then retried once that
+// one committed, and finds the key in step 1 (a duplicate, as it should be).
+import pg from 'pg';
+import type { ChatMessage, GroupRoleName, TimelineEventData } from '../protocol/index.js';
+import type {
+  AppendResult, ConversationKind, ConversationState, Effect, GroupMeta, GroupRecord, Membership, MessageDraft, Store,
+} from './store.js';
+
+export interface PostgresStoreOptions {
+  /** postgres://user@host:port/database */
+  url: string;
+  /** Connections in the pool. @default 10 */
+  poolSize?: number;
+  /**
+   * A schema to hold the tables, created if missing and put first on every
+   * connection's search_path (several stores in one database). Lowercase
+   * letters, digits and underscores. @default the connection's search_path
+   */
+  schema?: string;
+}
+
+/** Each entry runs once, in order, in the transaction that records its version. */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE conversations (
+     id TEXT COLLATE "C" PRIMARY KEY,
+     kind TEXT NOT NULL,
+     last_seq BIGINT NOT NULL DEFAULT 0,
+     last_at_ms BIGINT NOT NULL DEFAULT 0
+   );
+   CREATE TABLE members (
+     user_id TEXT COLLATE "C" NOT NULL,
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     joined_at_ms BIGINT NOT NULL,
+     role TEXT NOT NULL DEFAULT 'member',
+     muted BOOLEAN NOT NULL DEFAULT false,
+     joined_seq BIGINT NOT NULL DEFAULT 1,
+     left_seq BIGINT,
+     read_seq BIGINT NOT NULL DEFAULT 0,
+     PRIMARY KEY (user_id, conversation_id)
+   );
+   CREATE INDEX members_by_conversation ON members (conversation_id);
+   CREATE TABLE messages (
+     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     seq BIGINT NOT NULL,
+     server_msg_id TEXT NOT NULL,
+     from_user TEXT COLLATE "C" NOT NULL,
+     from_device TEXT NOT NULL,
+     client_msg_id TEXT COLLATE "C" NOT NULL,
+     text TEXT NOT NULL,
+     sent_at_ms BIGINT NOT NULL,
+     event TEXT,
+     recalled_by TEXT
+   );
+   CREATE UNIQUE INDEX messages_by_seq ON messages (conversation_id, seq);
+   CREATE UNIQUE INDEX messages_by_client_id ON messages (from_user, client_msg_id) WHERE client_msg_id <> '';
+   CREATE TABLE device_cursors (
+     user_id TEXT COLLATE "C" NOT NULL,
+     device_id TEXT COLLATE "C" NOT NULL,
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     delivered_seq BIGINT NOT NULL,
+     PRIMARY KEY (user_id, device_id, conversation_id)
+   );
+   CREATE TABLE groups (
+     id TEXT COLLATE "C" PRIMARY KEY,
+     name TEXT NOT NULL,
+     owner TEXT NOT NULL,
+     muted_all BOOLEAN NOT NULL DEFAULT false,
+     dismissed BOOLEAN NOT NULL DEFAULT false,
+     created_at_ms BIGINT NOT NULL
+   );`,
+];
+
+/** pg_advisory_xact_lock(MIGRATION_LOCK, hashtext(schema)): one migrator per schema at a time. */
+const MIGRATION_LOCK = 0x4c4c4d47; // 'LLMG'
+
+const INT8_OID = 20;
+/** BIGINT (seqs, millisecond times, counts) as JS numbers: all stay far below 2^53. */
+function parseInt8(value: string): number {
+  return Number(value);
+}
+const TYPES = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8_OID && format !== 'binary' ? parseInt8 : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig['getTypeParser'],
+};
+
+/** Retries of an append that lost a race on an idempotency key (or, defensively, a deadlock). */
+const MAX_ATTEMPTS = 5;
+
+interface MessageRow {
+  conversation_id: string;
+  seq: number;
+  server_msg_id: string;
+  from_user: string;
+  from_device: string;
+  client_msg_id: string;
+  text: string;
+  sent_at_ms: number;
+  event: string | null;
+  recalled_by: string | null;
+}
+
+function toMessage(r: MessageRow): ChatMessage {
+  const m: ChatMessage = {
+    conversationId: r.conversation_id,
+    seq: r.seq,
+    serverMsgId: r.server_msg_id,
+    fromUser: r.from_user,
+    fromDevice: r.from_device,
+    clientMsgId: r.client_msg_id,
+    text: r.text,
+    sentAtMs: r.sent_at_ms,
+  };
+  if (r.event !== null) m.event = JSON.parse(r.event) as TimelineEventData;
+  if (r.recalled_by !== null) m.recalledBy = r.recalled_by;
+  return m;
+}
+
+interface MemberRow {
+  role: string;
+  muted: boolean;
+  joined_seq: number;
+  left_seq: number | null;
+  read_seq: number;
+}
+
+const MESSAGE_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event, recalled_by';
+const NO_LIMIT = Number.MAX_SAFE_INTEGER;
+
+// Named statements: each connection parses and plans them once.
+const SQL = {
+  byClientIds: `SELECT ${MESSAGE_COLUMNS.split(', ').map((c) => `m.${c}`).join(', ')}
+    FROM unnest($1::text[], $2::text[]) AS k(from_user, client_msg_id)
+    JOIN messages m ON m.from_user = k.from_user AND m.client_msg_id = k.client_msg_id
+    WHERE m.client_msg_id <> ''`,
+  // One row per conversation, in id order (the order rows are locked in).
+  bumpConversations: `INSERT INTO conversations AS c (id, kind, last_seq, last_at_ms)
+    SELECT id, kind, k, at_ms FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS u(id, kind, k, at_ms)
+    ORDER BY id COLLATE "C"
+    ON CONFLICT (id) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq, last_at_ms = greatest(c.last_at_ms, excluded.last_at_ms)
+    RETURNING c.id, c.last_seq, (c.xmax = 0) AS created`,
+  addMembers: `INSERT INTO members (user_id, conversation_id, joined_at_ms)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])
+    ON CONFLICT DO NOTHING`,
+  insertMessages: `INSERT INTO messages (conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event)
+    SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::text[])`,
+  // Whoever writes has read everything up to what they wrote.
+  readOwn: `UPDATE members m SET read_seq = greatest(m.read_seq, u.seq)
+    FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(conversation_id, user_id, seq)
+    WHERE m.conversation_id = u.conversation_id AND m.user_id = u.user_id`,
+  joinMembers: `INSERT INTO members (user_id, conversation_id, joined_at_ms, role, joined_seq, left_seq, read_seq, muted)
+    SELECT u.user_id, $4, $5, u.role, $6, NULL, u.read_seq, false
+    FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(user_id, role, read_seq)
+    ORDER BY u.user_id COLLATE "C"
+    ON CONFLICT (user_id, conversation_id) DO UPDATE SET
+      role = excluded.role, joined_seq = excluded.joined_seq, left_seq = NULL, muted = false,
+      joined_at_ms = excluded.joined_at_ms, read_seq = greatest(members.read_seq, excluded.read_seq)`,
+  leaveMembers: `UPDATE members SET left_seq = $1 WHERE conversation_id = $2 AND user_id = ANY($3::text[]) AND left_seq IS NULL`,
+  leaveAll: `UPDATE members SET left_seq = $1 WHERE conversation_id = $2 AND left_seq IS NULL`,
+  setRole: `UPDATE members SET role = $1 WHERE conversation_id = $2 AND user_id = $3`,
+  setOwner: `UPDATE groups SET owner = $1 WHERE id = $2`,
+  muteMember: `UPDATE members SET muted = $1 WHERE conversation_id = $2 AND user_id = $3`,
+  createGroup: `INSERT INTO groups (id, name, owner, created_at_ms) VALUES ($1, $2, $3, $4)`,
+  muteGroup: `UPDATE groups SET muted_all = $1 WHERE id = $2`,
+  dismissGroup: `UPDATE groups SET dismissed = true WHERE id = $1`,
+  // Only a message stored by the time the recall is (seq ≤ its own), as when drafts are stored one by one.
+  recall: `UPDATE messages SET text = '', recalled_by = $1 WHERE conversation_id = $2 AND seq = $3 AND seq <= $4`,
+  after: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4`,
+  before: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq < $2 AND seq >= $3 ORDER BY seq DESC LIMIT $4`,
+  one: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2`,
+  unread: `SELECT count(*) AS n FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq <= $3
+    AND from_user <> $4 AND event IS NULL`,
+  members: `SELECT user_id FROM members WHERE conversation_id = $1 AND left_seq IS NULL ORDER BY user_id`,
+  membership: `SELECT role, muted, joined_seq, left_seq, read_seq FROM members WHERE conversation_id = $1 AND user_id = $2`,
+  groupRow: `SELECT id, name, owner, muted_all, dismissed, created_at_ms FROM groups WHERE id = $1`,
+  groupMembers: `SELECT user_id, role, muted FROM members WHERE conversation_id = $1 AND left_seq IS NULL
+    ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END, user_id`,
+  readCursors: `SELECT user_id, read_seq FROM members WHERE conversation_id = $1 AND left_seq IS NULL`,
+  // A member who left sees activity only up to its leaving.
+  listForUser: `SELECT c.id, c.kind, c.last_seq, m.joined_seq, m.left_seq, m.read_seq,
+      CASE WHEN m.left_seq IS NULL THEN c.last_at_ms
+           ELSE coalesce((SELECT x.sent_at_ms FROM messages x WHERE x.conversation_id = c.id AND x.seq = m.left_seq), c.last_at_ms)
+      END AS at_ms
+    FROM members m JOIN conversations c ON c.id = m.conversation_id
+    WHERE m.user_id = $1 ORDER BY at_ms DESC, c.id`,
+  markRead: `UPDATE members SET read_seq = greatest(read_seq, $1) WHERE conversation_id = $2 AND user_id = $3 RETURNING read_seq`,
+  // A cursor never passes the conversation's last seq (a bogus ack must not skip future
+  // messages) and is not kept for a conversation that does not exist. Rows in key order.
+  advance: `INSERT INTO device_cursors (user_id, device_id, conversation_id, delivered_seq)
+    SELECT u.user_id, u.device_id, u.conversation_id, least(u.seq, c.last_seq)
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS u(user_id, device_id, conversation_id, seq)
+    JOIN conversations c ON c.id = u.conversation_id
+    ORDER BY u.user_id COLLATE "C", u.device_id COLLATE "C", u.conversation_id COLLATE "C"
+    ON CONFLICT (user_id, device_id, conversation_id)
+    DO UPDATE SET delivered_seq = greatest(device_cursors.delivered_seq, excluded.delivered_seq)`,
+  delivered: `SELECT conversation_id, delivered_seq FROM device_cursors WHERE user_id = $1 AND device_id = $2`,
+} as const;
+type Statement = keyof typeof SQL;
+
+type Queryable = pg.Pool | pg.PoolClient;
+
+async function run<R extends pg.QueryResultRow>(db: Queryable, name: Statement, values: unknown[]): Promise<R[]> {
+  const result = await db.query<R>({ name: `ll_${name}`, text: SQL[name], values });
+  return result.rows;
+}
+
+/** The draft's idempotency key, or undefined when it has none. */
+function keyOf(fromUser: string, clientMsgId: string): string | undefined {
+  return clientMsgId === '' ? undefined : `${fromUser.length}:${fromUser}${clientMsgId}`;
+}
+
+function placeKey(conversationId: string, seq: number): string {
+  return `${seq}:${conversationId}`;
+}
+
+/** What append decided for a draft before any seq is known. */
+type Plan =
+  | { fresh: true; conversation: number; ordinal: number }
+  | { fresh: false; source: { row: MessageRow } | { draft: number } };
+
+interface ConversationPlan {
+  id: string;
+  kind: ConversationKind;
+  /** The draft that creates the conversation if it does not exist yet. */
+  first: MessageDraft;
+  count: number;
+  lastAtMs: number;
+  firstSeq: number;
+  created: boolean;
+}
+
+function isRetryable(error: unknown): boolean {
+  const e = error as { code?: string; constraint?: string };
+  if (e.code === '23505' && e.constraint === 'messages_by_client_id') return true;
+  return e.code === '40P01' || e.code === '40001';
+}
+
+export class PostgresStore implements Store {
+  private closed = false;
+
+  private constructor(private readonly pool: pg.Pool) {}
+
+  /** Connect, migrate the schema (idempotent, one migrator at a time), and return the store. */
+  static async open(options: PostgresStoreOptions): Promise<PostgresStore> {
+    const { schema } = options;
+    if (schema !== undefined && !/^[a-z_][a-z0-9_]*$/.test(schema)) {
+      throw new Error(`schema must be lowercase letters, digits and underscores: ${JSON.stringify(schema)}`);
+    }
+    const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10, types: TYPES });
+    // Every new connection, before any other query of it (a client runs its queries in order).
+    // Custom plans: a statement's generic plan, cached while the tables were small (a new
+    // database), would keep a hash join over a full scan of `messages` as the table grows,
+    // until autovacuum analyzes it; planned with the real arrays each time, lookups stay on
+    // the indexes. The statements stay named, so each is still parsed once per connection.
+    const setup = `${schema !== undefined ? `SET search_path = "${schema}"; ` : ''}SET plan_cache_mode = force_custom_plan`;
+    pool.on('connect', (client) => {
+      // A connection that could not be set up must not run queries (they could reach the wrong
+      // schema): ending it fails what it has queued, and the pool drops it.
+      client.query(setup).catch(() => client.end().catch(() => {}));
+    });
+    // An idle connection that breaks (a server restart) is dropped by the pool,
+    // and the next query opens another; without a listener it would crash the process.
+    pool.on('error', () => {});
+    try {
+      await migrate(pool, schema);
+    } catch (error) {
+      await pool.end();
+      throw error;
+    }
+    return new PostgresStore(pool);
+  }
+
+  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const client = await this.pool.connect();
+      let broken: Error | undefined;
+      try {
+        await client.query('BEGIN');
+        const result = await work(client);
+        await client.query('COMMIT');
+        return result;
+      } catch (error) {
+        try {
+          await client.query('ROLLBACK');
+        } catch (rollbackError) {
+          broken = rollbackError as Error;
+        }
+        if (broken === undefined && attempt < MAX_ATTEMPTS && isRetryable(error)) continue;
+        throw error;
+      } finally {
+        client.release(broken);
+      }
+    }
+  }
+
+  async append(drafts: readonly MessageDraft[]): Promise<AppendResult[]> {
+    if (drafts.length === 0) return [];
+    return this.transaction((client) => appendBatch(client, drafts));
+  }
+
+  async after(conversationId: string, afterSeq: number, limit: number, maxSeq = NO_LIMIT): Promise<ChatMessage[]> {
+    return (await run<MessageRow>(this.pool, 'after', [conversationId, afterSeq, maxSeq, sqlLimit(limit)])).map(toMessage);
+  }
+
+  async before(conversationId: string, beforeSeq: number, limit: number, minSeq = 0): Promise<ChatMessage[]> {
+    const upper = beforeSeq > 0 ? beforeSeq : NO_LIMIT;
+    return (await run<MessageRow>(this.pool, 'before', [conversationId, upper, minSeq, sqlLimit(limit)])).map(toMessage).reverse();
+  }
+
+  async message(conversationId: string, seq: number): Promise<ChatMessage | undefined> {
+    const [row] = await run<MessageRow>(this.pool, 'one', [conversationId, seq]);
+    return row ? toMessage(row) : undefined;
+  }
+
+  async unreadCount(conversationId: string, userId: string, afterSeq: number, maxSeq: number): Promise<number> {
+    if (maxSeq <= afterSeq) return 0;
+    const [row] = await run<{ n: number }>(this.pool, 'unread', [conversationId, afterSeq, maxSeq, userId]);
+    return row!.n;
+  }
+
+  async members(conversationId: string): Promise<string[]> {
+    return (await run<{ user_id: string }>(this.pool, 'members', [conversationId])).map((r) => r.user_id);
+  }
+
+  async isMember(conversationId: string, userId: string): Promise<boolean> {
+    const [row] = await run<MemberRow>(this.pool, 'membership', [conversationId, userId]);
+    return row !== undefined && row.left_seq === null;
+  }
+
+  async membership(conversationId: string, userId: string): Promise<Membership | undefined> {
+    const [r] = await run<MemberRow>(this.pool, 'membership', [conversationId, userId]);
+    if (!r) return undefined;
+    const m: Membership = { role: r.role as GroupRoleName, muted: r.muted, joinedSeq: r.joined_seq, readSeq: r.read_seq };
+    if (r.left_seq !== null) m.leftSeq = r.left_seq;
+    return m;
+  }
+
+  async listForUser(userId: string): Promise<ConversationState[]> {
+    const rows = await run<{
+      id: string; kind: string; last_seq: number; at_ms: number; joined_seq: number; left_seq: number | null; read_seq: number;
+    }>(this.pool, 'listForUser', [userId]);
+    return rows.map((r) => {
+      const c: ConversationState = {
+        conversationId: r.id,
+        kind: r.kind as ConversationKind,
+        lastSeq: r.left_seq === null ? r.last_seq : Math.min(r.last_seq, r.left_seq),
+        lastAtMs: r.at_ms,
+        joinedSeq: r.joined_seq,
+        readSeq: r.read_seq,
+      };
+      if (r.left_seq !== null) c.leftSeq = r.left_seq;
+      return c;
+    });
+  }
+
+  async groupMeta(groupId: string): Promise<GroupMeta | undefined> {
+    const [g] = await run<{ id: string; name: string; owner: string; muted_all: boolean; dismissed: boolean; created_at_ms: number }>(
+      this.pool, 'groupRow', [groupId],
+    );
+    if (!g) return undefined;
+    return {
+      groupId: g.id,
+      conversationId: `g:${groupId}`,
+      name: g.name,
+      owner: g.owner,
+      mutedAll: g.muted_all,
+      dismissed: g.dismissed,
+      createdAtMs: g.created_at_ms,
+    };
+  }
+
+  async group(groupId: string): Promise<GroupRecord | undefined> {
+    const meta = await this.groupMeta(groupId);
+    if (!meta) return undefined;
+    const rows = await run<{ user_id: string; role: string; muted: boolean }>(this.pool, 'groupMembers', [meta.conversationId]);
+    return { ...meta, members: rows.map((m) => ({ userId: m.user_id, role: m.role as GroupRoleName, muted: m.muted })) };
+  }
+
+  async markRead(conversationId: string, userId: string, seq: number): Promise<number> {
+    const [row] = await run<{ read_seq: number }>(this.pool, 'markRead', [seq, conversationId, userId]);
+    return row?.read_seq ?? 0;
+  }
+
+  async readCursors(conversationId: string): Promise<Map<string, number>> {
+    const rows = await run<{ user_id: string; read_seq: number }>(this.pool, 'readCursors', [conversationId]);
+    return new Map(rows.map((r) => [r.user_id, r.read_seq]));
+  }
+
+  async advanceDelivered(
+    updates: readonly { userId: string; deviceId: string; conversationId: string; seq: number }[],
+  ): Promise<void> {
+    if (updates.length === 0) return;
+    // One row per cursor (the highest of the batch): one statement cannot update a row twice.
+    const highest = new Map<string, { userId: string; deviceId: string; conversationId: string; seq: number }>();
+    for (const u of updates) {
+      const key = JSON.stringify([u.userId, u.deviceId, u.conversationId]);
+      const seen = highest.get(key);
+      if (!seen || u.seq > seen.seq) highest.set(key, u);
+    }
+    const rows = [...highest.values()];
+    // A single statement: atomic without an explicit transaction.
+    await run(this.pool, 'advance', [
+      rows.map((u) => u.userId), rows.map((u) => u.deviceId), rows.map((u) => u.conversationId), rows.map((u) => u.seq),
+    ]);
+  }
+
+  async delivered(userId: string, deviceId: string): Promise<Map<string, number>> {
+    const rows = await run<{ conversation_id: string; delivered_seq: number }>(this.pool, 'delivered', [userId, deviceId]);
+    return new Map(rows.map((r) => [r.conversation_id, r.delivered_seq]));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+}
+
+/** LIMIT as SQLite reads it: a negative limit means none. */
+function sqlLimit(limit: number): number | null {
+  return limit < 0 ? null : limit;
+}
+
+async function migrate(pool: pg.Pool, schema: string | undefined): Promise<void> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    // Held to commit: a second process migrating the same schema waits here, then finds it done.
+    await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [MIGRATION_LOCK, schema ?? '']);
+    // DDL only when something is missing, so a role without CREATE can open an up-to-date schema.
+    if (schema !== undefined) {
+      const found = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema]);
+      if (found.rowCount === 0) await client.query(`CREATE SCHEMA "${schema}"`);
+    }
+    const { rows: [table] } = await client.query<{ present: boolean }>(`SELECT to_regclass('schema_version') IS NOT NULL AS present`);
+    if (!table?.present) {
+      await client.query(`CREATE TABLE schema_version (
+        version INTEGER PRIMARY KEY,
+        applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+      )`);
+    }
+    const { rows } = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_version');
+    for (let v = rows[0]?.v ?? 0; v < MIGRATIONS.length; v++) {
+      await client.query(MIGRATIONS[v]!);
+      await client.query('INSERT INTO schema_version (version) VALUES ($1)', [v + 1]);
+    }
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch((e: unknown) => {
+      broken = e as Error;
+    });
+    throw error;
+  } finally {
+    client.release(broken);
+  }
+}
+
+async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[]): Promise<AppendResult[]> {
+  // 1. Idempotency keys of the batch already stored.
+  const lookup = new Map<string, { fromUser: string; clientMsgId: string }>();
+  for (const d of drafts) {
+    const key = keyOf(d.fromUser, d.clientMsgId);
+    if (key !== undefined) lookup.set(key, { fromUser: d.fromUser, clientMsgId: d.clientMsgId });
+  }
+  const known = new Map<string, { row: MessageRow } | { draft: number }>();
+  if (lookup.size > 0) {
+    const keys = [...lookup.values()];
+    const rows = await run<MessageRow>(client, 'byClientIds', [keys.map((k) => k.fromUser), keys.map((k) => k.clientMsgId)]);
+    for (const row of rows) known.set(keyOf(row.from_user, row.client_msg_id)!, { row });
+  }
+
+  // Which drafts are new (and their place in their conversation), which repeat a key.
+  const conversations: ConversationPlan[] = [];
+  const conversationIndex = new Map<string, number>();
+  const plans: Plan[] = drafts.map((d, i) => {
+    const key = keyOf(d.fromUser, d.clientMsgId);
+    const source = key === undefined ? undefined : known.get(key);
+    if (source) return { fresh: false, source };
+    if (key !== undefined) known.set(key, { draft: i });
+    let c = conversationIndex.get(d.conversationId);
+    if (c === undefined) {
+      c = conversations.length;
+      conversationIndex.set(d.conversationId, c);
+      conversations.push({ id: d.conversationId, kind: d.kind, first: d, count: 0, lastAtMs: 0, firstSeq: 0, created: false });
+    }
+    const conversation = conversations[c]!;
+    conversation.lastAtMs = Math.max(conversation.lastAtMs, d.sentAtMs);
+    return { fresh: true, conversation: c, ordinal: conversation.count++ };
+  });
+
+  if (conversations.length > 0) {
+    // 2. Seqs: last_seq += k per conversation, rows locked to commit.
+    const bumped = await run<{ id: string; last_seq: number; created: boolean }>(client, 'bumpConversations', [
+      conversations.map((c) => c.id), conversations.map((c) => c.kind),
+      conversations.map((c) => c.count), conversations.map((c) => c.lastAtMs),
+    ]);
+    for (const row of bumped) {
+      const c = conversations[conversationIndex.get(row.id)!]!;
+      c.firstSeq = row.last_seq - c.count + 1;
+      c.created = row.created;
+    }
+
+    // 3. Members of the conversations this batch created.
+    const newMembers = { users: [] as string[], conversations: [] as string[], at: [] as number[] };
+    for (const c of conversations) {
+      if (!c.created) continue;
+      for (const user of new Set(c.first.members)) {
+        newMembers.users.push(user);
+        newMembers.conversations.push(c.id);
+        newMembers.at.push(c.first.sentAtMs);
+      }
+    }
+    if (newMembers.users.length > 0) {
+      await run(client, 'addMembers', [newMembers.users, newMembers.conversations, newMembers.at]);
+    }
+  }
+
+  // 4. The new messages, in one statement.
+  const seqOf = (i: number): number => {
+    const plan = plans[i]!;
+    if (!plan.fresh) throw new Error('seqOf a duplicate');
+    return conversations[plan.conversation]!.firstSeq + plan.ordinal;
+  };
+  const fresh = drafts.flatMap((d, i) => (plans[i]!.fresh ? [{ d, i, seq: seqOf(i) }] : []));
+  if (fresh.length > 0) {
+    await run(client, 'insertMessages', [
+      fresh.map((f) => f.d.conversationId), fresh.map((f) => f.seq), fresh.map((f) => f.d.serverMsgId),
+      fresh.map((f) => f.d.fromUser), fresh.map((f) => f.d.fromDevice), fresh.map((f) => f.d.clientMsgId),
+      fresh.map((f) => f.d.text), fresh.map((f) => f.d.sentAtMs), fresh.map((f) => (f.d.event ? JSON.stringify(f.d.event) : null)),
+    ]);
+  }
+
+  // 5. Effects, in draft order; 6. the writers' read cursors.
+  const readOwn = new Map<string, { conversationId: string; userId: string; seq: number }>();
+  for (const { d, seq } of fresh) {
+    if (d.effect) await apply(client, d.conversationId, seq, d.sentAtMs, d.effect);
+    const key = JSON.stringify([d.conversationId, d.fromUser]);
+    const seen = readOwn.get(key);
+    if (!seen || seq > seen.seq) readOwn.set(key, { conversationId: d.conversationId, userId: d.fromUser, seq });
+  }
+  if (readOwn.size > 0) {
+    const rows = [...readOwn.values()];
+    await run(client, 'readOwn', [rows.map((r) => r.conversationId), rows.map((r) => r.userId), rows.map((r) => r.seq)]);
+  }
+
+  // Results, in draft order. A duplicate gets the original as it stands at that point of the
+  // batch (a recall earlier in the batch shows), exactly as if drafts were stored one by one.
+  const current = new Map<string, ChatMessage>();
+  for (const source of known.values()) {
+    if ('row' in source) current.set(placeKey(source.row.conversation_id, source.row.seq), toMessage(source.row));
+  }
+  return drafts.map((d, i): AppendResult => {
+    const plan = plans[i]!;
+    if (!plan.fresh) {
+      const original = 'row' in plan.source
+        ? { conversationId: plan.source.row.conversation_id, seq: plan.source.row.seq }
+        : { conversationId: drafts[plan.source.draft]!.conversationId, seq: seqOf(plan.source.draft) };
+      return { message: { ...current.get(placeKey(original.conversationId, original.seq))! }, duplicate: true };
+    }
+    const seq = seqOf(i);
+    const message: ChatMessage = {
+      conversationId: d.conversationId,
+      seq,
+      serverMsgId: d.serverMsgId,
+      fromUser: d.fromUser,
+      fromDevice: d.fromDevice,
+      clientMsgId: d.clientMsgId,
+      text: d.text,
+      sentAtMs: d.sentAtMs,
+    };
+    if (d.event) message.event = d.event;
+    // As stored (a read of the row would give a fresh copy of the event).
+    const stored: ChatMessage = { ...message };
+    if (d.event) stored.event = JSON.parse(JSON.stringify(d.event)) as TimelineEventData;
+    current.set(placeKey(d.conversationId, seq), stored);
+    if (d.effect?.op === 'recall' && d.effect.targetSeq <= seq) {
+      const target = current.get(placeKey(d.conversationId, d.effect.targetSeq));
+      if (target) {
+        target.text = '';
+        target.recalledBy = d.effect.by;
+      }
+    }
+    return { message, duplicate: false };
+  });
+}
+
+async function apply(client: pg.PoolClient, conversationId: string, seq: number, atMs: number, effect: Effect): Promise<void> {
+  switch (effect.op) {
+    case 'create-group': {
+      await run(client, 'createGroup', [effect.groupId, effect.name, effect.owner, atMs]);
+      const others = [...new Set(effect.members)].filter((user) => user !== effect.owner);
+      await join(client, conversationId, seq, atMs, [
+        { userId: effect.owner, role: 'owner', readSeq: seq },
+        ...others.map((userId) => ({ userId, role: 'member' as const, readSeq: seq - 1 })),
+      ]);
+      return;
+    }
+    case 'add-members':
+      await join(client, conversationId, seq, atMs, [...new Set(effect.userIds)].map((userId) => ({ userId, role: 'member', readSeq: seq - 1 })));
+      return;
+    case 'remove-members':
+      await run(client, 'leaveMembers', [seq, conversationId, [...effect.userIds]]);
+      return;
+    case 'dismiss':
+      await run(client, 'dismissGroup', [groupIdOf(conversationId)]);
+      await run(client, 'leaveAll', [seq, conversationId]);
+      return;
+    case 'set-role':
+      await run(client, 'setRole', [effect.role, conversationId, effect.userId]);
+      if (effect.role === 'owner') await run(client, 'setOwner', [effect.userId, groupIdOf(conversationId)]);
+      return;
+    case 'mute':
+      if (effect.userId) await run(client, 'muteMember', [effect.muted, conversationId, effect.userId]);
+      else await run(client, 'muteGroup', [effect.muted, groupIdOf(conversationId)]);
+      return;
+    case 'recall':
+      await run(client, 'recall', [effect.by, conversationId, effect.targetSeq, seq]);
+      return;
+  }
+}
+
+/** Users (each once) join, or rejoin, at `seq`: a fresh visibility window, unmuted. */
+async function join(
+  client: pg.PoolClient, conversationId: string, seq: number, atMs: number,
+  users: { userId: string; role: GroupRoleName; readSeq: number }[],
+): Promise<void> {
+  if (users.length === 0) return;
+  await run(client, 'joinMembers', [
+    users.map((u) => u.userId), users.map((u) => u.role), users.map((u) => u.readSeq), conversationId, atMs, seq,
+  ]);
+}
+
+function groupIdOf(conversationId: string): string {
+  return conversationId.startsWith('g:') ? conversationId.slice(2) : conversationId;
+}

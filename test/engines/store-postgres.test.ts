@@ -1,0 +1,352 @@
+// The Store contract on PostgreSQL, against a real server started for this file,
+// plus what only a shared, concurrent database adds: several stores (processes)
+// on one database, concurrent migrations, races on one idempotency key.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import pg from 'pg';
+import { storeContract } from './store.contract.js';
+import { PostgresStore } from '../../src/engines/store-postgres.js';
+import { SqliteStore } from '../../src/engines/store-sqlite.js';
+import type { Effect, MessageDraft, Store } from '../../src/engines/store.js';
+import { directConversationId, directMembers, type TimelineEventData } from '../../src/protocol/index.js';
+import { startPostgres, type PostgresServer } from '../helpers/services.js';
+
+let server: PostgresServer;
+before(async () => {
+  server = await startPostgres();
+});
+after(async () => {
+  await server.stop();
+});
+
+let n = 0;
+const homes = new WeakMap<Store, { url: string; schema?: string }>();
+
+async function openAt(url: string, schema?: string, poolSize?: number): Promise<PostgresStore> {
+  const store = await PostgresStore.open({ url, schema, poolSize });
+  homes.set(store, { url, schema });
+  return store;
+}
+
+function databaseUrl(database: string): string {
+  return `postgres://postgres@127.0.0.1:${server.port}/${database}`;
+}
+
+async function sql<R extends pg.QueryResultRow>(text: string, options: { url?: string; schema?: string } = {}): Promise<R[]> {
+  const client = new pg.Client({
+    connectionString: options.url ?? server.url,
+    ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
+  });
+  await client.connect();
+  try {
+    return (await client.query<R>(text)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+function reopenOf(closed: Store): Promise<Store> {
+  const home = homes.get(closed);
+  assert.ok(home, 'reopen of a store this file opened');
+  return openAt(home.url, home.schema);
+}
+
+// Each test on a schema of its own in the server's database: cheap and empty.
+storeContract('PostgresStore (a schema per test)', {
+  open: () => openAt(server.url, `contract_${++n}`),
+  reopen: reopenOf,
+});
+
+// Each test on a database of its own, on the default search_path, through a pool of 2.
+storeContract('PostgresStore (a database per test, pool of 2)', {
+  open: async () => {
+    const database = `contract_db_${++n}`;
+    await sql(`CREATE DATABASE ${database}`);
+    return openAt(databaseUrl(database), undefined, 2);
+  },
+  reopen: reopenOf,
+});
+
+const AB = directConversationId('alice', 'bob');
+const AC = directConversationId('alice', 'carol');
+const BC = directConversationId('bob', 'carol');
+
+let serial = 0;
+function draft(conversationId: string, fromUser: string, clientMsgId: string, sentAtMs = 1_700_000_000_000 + ++serial): MessageDraft {
+  serial++;
+  return {
+    conversationId, kind: 'direct', members: directMembers(conversationId)!, fromUser, fromDevice: `${fromUser}-phone`,
+    clientMsgId, serverMsgId: `srv-${serial}`, text: `text ${serial}`, sentAtMs,
+  };
+}
+
+describe('PostgresStore', () => {
+  test('migrations: idempotent, and safe when several processes migrate one schema at once', async () => {
+    const schema = `migrate_${++n}`;
+    const stores = await Promise.all([1, 2, 3, 4].map(() => openAt(server.url, schema)));
+    try {
+      assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { schema }), [{ version: 1 }]);
+      assert.equal((await stores[0]!.append([draft(AB, 'alice', 'm1')]))[0]?.message.seq, 1);
+      assert.equal((await stores[3]!.append([draft(AB, 'bob', 'm2')]))[0]?.message.seq, 2);
+    } finally {
+      for (const s of stores) await s.close();
+    }
+    const again = await openAt(server.url, schema);
+    await again.close();
+    assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { schema }), [{ version: 1 }]);
+    // Concurrent migrations of the default schema of one new database, too.
+    await sql('CREATE DATABASE migrate_db');
+    const url = databaseUrl('migrate_db');
+    const onDefault = await Promise.all([1, 2, 3].map(() => openAt(url)));
+    for (const s of onDefault) await s.close();
+    assert.deepEqual(await sql('SELECT version FROM schema_version', { url }), [{ version: 1 }]);
+  });
+
+  test('schema names: lowercase identifiers, reserved words included; anything else is refused', async () => {
+    await assert.rejects(PostgresStore.open({ url: server.url, schema: 'Bad; DROP' }), /schema must be/);
+    const store = await openAt(server.url, 'select');
+    try {
+      assert.equal((await store.append([draft(AB, 'alice', 'in-select')]))[0]?.message.seq, 1);
+      assert.deepEqual(await sql('SELECT count(*)::int AS n FROM "select".messages'), [{ n: 1 }]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('two stores (processes) appending batches to the same conversations at once: no gaps, no deadlocks', async () => {
+    const schema = `race_${++n}`;
+    const [one, two] = [await openAt(server.url, schema, 4), await openAt(server.url, schema, 4)];
+    try {
+      // Each batch touches all three conversations, in opposite orders from the two stores.
+      const batch = (store: string, b: number, order: string[]) =>
+        Array.from({ length: 12 }, (_, i) => {
+          const c = order[i % 3]!;
+          return draft(c, directMembers(c)![i % 2]!, `${store}-${b}-${i}`);
+        });
+      const work = [
+        ...Array.from({ length: 15 }, (_, b) => one.append(batch('one', b, [AB, AC, BC]))),
+        ...Array.from({ length: 15 }, (_, b) => two.append(batch('two', b, [BC, AC, AB]))),
+      ];
+      const results = (await Promise.all(work)).flat();
+      assert.equal(results.length, 360);
+      assert.ok(results.every((r) => !r.duplicate));
+      for (const c of [AB, AC, BC]) {
+        const mine = results.filter((r) => r.message.conversationId === c).map((r) => r.message.seq).sort((a, b) => a - b);
+        assert.deepEqual(mine, Array.from({ length: 120 }, (_, i) => i + 1), `${c}: every seq once`);
+        const stored = await one.after(c, 0, 1000);
+        assert.deepEqual(stored.map((m) => m.seq), mine);
+        // What each append returned is what was stored at that seq.
+        const bySeq = new Map(results.filter((r) => r.message.conversationId === c).map((r) => [r.message.seq, r.message]));
+        for (const m of stored) assert.deepEqual(m, bySeq.get(m.seq));
+      }
+      // A batch's messages of one conversation are consecutive: the row lock holds to commit.
+      for (const [i] of work.entries()) {
+        const ofBatch = results.slice(i * 12, i * 12 + 12).filter((r) => r.message.conversationId === AB).map((r) => r.message.seq);
+        assert.deepEqual(ofBatch, ofBatch.map((_, k) => ofBatch[0]! + k));
+      }
+    } finally {
+      await one.close();
+      await two.close();
+    }
+  });
+
+  test('one (fromUser, clientMsgId) sent through two stores at once is stored once', async () => {
+    const schema = `dedupe_${++n}`;
+    const [one, two] = [await openAt(server.url, schema), await openAt(server.url, schema)];
+    try {
+      await one.append([draft(AB, 'alice', 'warm-up')]);
+      for (let i = 0; i < 20; i++) {
+        const [a, b] = await Promise.all([
+          one.append([draft(AB, 'alice', `same-${i}`), draft(AB, 'bob', `other-one-${i}`)]),
+          two.append([draft(AB, 'bob', `other-two-${i}`), draft(AB, 'alice', `same-${i}`)]),
+        ]);
+        const pair = [a[0]!, b[1]!];
+        assert.deepEqual(pair.map((r) => r.duplicate).sort(), [false, true], `race ${i}: one stored, one duplicate`);
+        assert.deepEqual(pair[0]!.message.seq, pair[1]!.message.seq);
+        assert.deepEqual(pair.find((r) => r.duplicate)!.message, pair.find((r) => !r.duplicate)!.message);
+      }
+      const stored = await two.after(AB, 0, 1000);
+      assert.equal(stored.length, 1 + 20 * 3);
+      assert.deepEqual(stored.map((m) => m.seq), Array.from({ length: 61 }, (_, i) => i + 1));
+    } finally {
+      await one.close();
+      await two.close();
+    }
+  });
+
+  test('a 1,000-message batch appends in one call', async () => {
+    const store = await openAt(server.url, `big_${++n}`);
+    try {
+      const drafts = Array.from({ length: 1000 }, (_, i) => {
+        const c = i % 4 === 0 ? AC : AB;
+        // Every 50th draft has no idempotency key; every 100th repeats the one before it.
+        const id = i % 50 === 0 ? '' : i % 100 === 1 ? `big-${i - 1}` : `big-${i}`;
+        return draft(c, directMembers(c)![i % 2]!, id);
+      });
+      const results = await store.append(drafts);
+      assert.equal(results.length, 1000);
+      const ab = await store.after(AB, 0, 2000);
+      const ac = await store.after(AC, 0, 2000);
+      assert.equal(ab.length + ac.length, results.filter((r) => !r.duplicate).length);
+      assert.deepEqual(ab.map((m) => m.seq), ab.map((_, i) => i + 1));
+      assert.deepEqual(ac.map((m) => m.seq), ac.map((_, i) => i + 1));
+      assert.equal((await store.listForUser('alice')).find((c) => c.conversationId === AB)?.lastSeq, ab.length);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('BIGINT columns come back as JS numbers', async () => {
+    const store = await openAt(server.url, `numbers_${++n}`);
+    try {
+      const big = 2 ** 52 + 1;
+      await store.append([draft(AB, 'alice', 'n1', big), draft(AB, 'bob', 'n2', big + 2)]);
+      const [m] = await store.after(AB, 0, 1);
+      assert.equal(typeof m!.seq, 'number');
+      assert.equal(m!.sentAtMs, big);
+      const [c] = await store.listForUser('alice');
+      assert.deepEqual([typeof c!.lastSeq, c!.lastAtMs, c!.readSeq], ['number', big + 2, 1]);
+      assert.equal(await store.unreadCount(AB, 'alice', 0, 2), 1);
+      assert.equal(await store.markRead(AB, 'alice', 2), 2);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('text PostgreSQL cannot hold (a NUL character) rejects the whole batch', async () => {
+    const store = await openAt(server.url, `nul_${++n}`);
+    try {
+      await assert.rejects(store.append([draft(AB, 'alice', 'fine'), { ...draft(AB, 'bob', 'nul'), text: 'a\u0000b' }]));
+      assert.deepEqual(await store.after(AB, 0, 10), []);
+      assert.equal((await store.append([draft(AB, 'alice', 'fine')]))[0]?.message.seq, 1);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('does what SqliteStore does on a random workload of messages, duplicates and group events', async () => {
+    const pgStore = await openAt(server.url, `twin_${++n}`, 3);
+    const sqlite = new SqliteStore({ path: ':memory:' });
+    let seed = 12345;
+    const random = (k: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % k;
+    };
+    const pick = <T>(items: readonly T[]): T => items[random(items.length)]!;
+    const users = ['alice', 'bob', 'carol', 'dave', 'erin'];
+    const groups = ['g:team', 'g:club'];
+    const conversations = [AB, AC, BC, ...groups];
+    let at = 1_700_000_000_000;
+    let k = 0;
+    const groupEffect = (conversationId: string): { event: TimelineEventData; effect: Effect } => {
+      const actor = pick(users);
+      const someone = pick(users);
+      switch (random(8)) {
+        case 0: {
+          const members = [pick(users), pick(users), pick(users)];
+          return {
+            event: { type: 'group_created', actor, name: conversationId, userIds: members },
+            effect: { op: 'create-group', groupId: conversationId.slice(2), name: conversationId, owner: actor, members },
+          };
+        }
+        case 1: return { event: { type: 'members_added', actor, userIds: [someone, someone] }, effect: { op: 'add-members', userIds: [someone, someone] } };
+        case 2: return { event: { type: 'members_removed', actor, userIds: [someone] }, effect: { op: 'remove-members', userIds: [someone] } };
+        case 3: {
+          const role = pick(['owner', 'admin', 'member'] as const);
+          return { event: { type: 'role_changed', actor, userIds: [someone], role }, effect: { op: 'set-role', userId: someone, role } };
+        }
+        case 4: return { event: { type: 'mute_changed', actor, userIds: [someone], muted: true }, effect: { op: 'mute', userId: someone, muted: random(2) === 0 } };
+        case 5: return { event: { type: 'mute_changed', actor, muted: true }, effect: { op: 'mute', muted: random(2) === 0 } };
+        case 6: return { event: { type: 'dismissed', actor }, effect: { op: 'dismiss' } };
+        default: {
+          const targetSeq = 1 + random(40);
+          return { event: { type: 'recalled', actor, targetSeq }, effect: { op: 'recall', targetSeq, by: actor } };
+        }
+      }
+    };
+    const randomDraft = (): MessageDraft => {
+      const conversationId = pick(conversations);
+      const group = conversationId.startsWith('g:');
+      const fromUser = group ? pick(users) : pick(directMembers(conversationId)!);
+      at += random(3) - 1; // sometimes earlier than the last: last_at_ms keeps the max
+      k++;
+      const base: MessageDraft = {
+        conversationId, kind: group ? 'group' : 'direct', members: group ? [] : directMembers(conversationId)!,
+        fromUser, fromDevice: `${fromUser}-${random(2)}`, clientMsgId: random(5) === 0 ? '' : `id-${random(60)}`,
+        serverMsgId: `srv-${k}`, text: `text ${k}`, sentAtMs: at,
+      };
+      if (group && random(3) === 0) return { ...base, text: '', clientMsgId: random(2) === 0 ? '' : base.clientMsgId, ...groupEffect(conversationId) };
+      if (!group && random(10) === 0) {
+        const targetSeq = 1 + random(30);
+        return { ...base, text: '', event: { type: 'recalled', actor: fromUser, targetSeq }, effect: { op: 'recall', targetSeq, by: fromUser } };
+      }
+      return base;
+    };
+    const outcome = async <T>(work: Promise<T>): Promise<{ ok: T } | { failed: true }> => {
+      try {
+        return { ok: await work };
+      } catch {
+        return { failed: true };
+      }
+    };
+    try {
+      for (let round = 0; round < 60; round++) {
+        const drafts = Array.from({ length: 1 + random(12) }, randomDraft);
+        const [fromSqlite, fromPg] = [await outcome(sqlite.append(drafts)), await outcome(pgStore.append(drafts))];
+        assert.deepEqual(fromPg, fromSqlite, `round ${round}: append`);
+        const acks = Array.from({ length: random(4) }, () => ({
+          userId: pick(users), deviceId: `d${random(2)}`, conversationId: pick([...conversations, 'nowhere']), seq: random(50) - 2,
+        }));
+        await sqlite.advanceDelivered(acks);
+        await pgStore.advanceDelivered(acks);
+        const read = { conversationId: pick(conversations), userId: pick(users), seq: random(40) };
+        assert.equal(await pgStore.markRead(read.conversationId, read.userId, read.seq), await sqlite.markRead(read.conversationId, read.userId, read.seq));
+        // The reads' arguments, drawn once, so both stores answer the same questions.
+        const asks = conversations.map((c) => ({
+          c, afterSeq: random(3), afterLimit: 1 + random(50), beforeSeq: random(30) - 2, beforeLimit: 1 + random(10), minSeq: random(5),
+          seq: 1 + random(20), reader: pick(users), unreadAfter: random(10), unreadMax: random(40),
+        }));
+        const view = async (s: Store) => ({
+          conversations: await Promise.all(asks.map(async (a) => ({
+            after: await s.after(a.c, a.afterSeq, a.afterLimit),
+            before: await s.before(a.c, a.beforeSeq, a.beforeLimit, a.minSeq),
+            message: await s.message(a.c, a.seq),
+            members: await s.members(a.c),
+            readCursors: [...(await s.readCursors(a.c))].sort(),
+            unread: await s.unreadCount(a.c, a.reader, a.unreadAfter, a.unreadMax),
+            memberships: await Promise.all(users.map(async (u) => [await s.membership(a.c, u), await s.isMember(a.c, u)])),
+          }))),
+          users: await Promise.all(users.map(async (u) => ({
+            list: await s.listForUser(u), d0: [...(await s.delivered(u, 'd0'))].sort(), d1: [...(await s.delivered(u, 'd1'))].sort(),
+          }))),
+          groups: await Promise.all(groups.map(async (g) => [await s.group(g.slice(2)), await s.groupMeta(g.slice(2))])),
+        });
+        const expected = await view(sqlite);
+        assert.deepEqual(await view(pgStore), expected, `round ${round}: state`);
+      }
+    } finally {
+      await pgStore.close();
+      await sqlite.close();
+    }
+  });
+
+  test('close is idempotent', async () => {
+    const store = await openAt(server.url, `close_${++n}`);
+    await store.close();
+    await store.close();
+  });
+
+  // Last: it restarts the server this file shares.
+  test('carries on after the server restarts', async () => {
+    const store = await openAt(server.url, `restart_${++n}`, 3);
+    try {
+      await Promise.all([1, 2, 3].map((i) => store.append([draft(AB, 'alice', `before-${i}`)])));
+      await server.restart();
+      const [next] = await store.append([draft(AB, 'bob', 'after')]);
+      assert.equal(next?.message.seq, 4);
+      assert.deepEqual((await store.after(AB, 0, 10)).map((m) => m.seq), [1, 2, 3, 4]);
+    } finally {
+      await store.close();
+    }
+  });
+});
