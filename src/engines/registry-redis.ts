@@ -14,36 +14,13 @@
 //
 // Ownership: a client passed in belongs to the caller, and close() leaves it
 // open; with options {url} this class creates its own client and close() quits it.
-import { createHash } from 'node:crypto';
-import { Redis, type RedisOptions } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { Script, engineClient, releaseClient, type RedisConnectionOptions } from './redis-shared.js';
 import type { NodeInfo, NodeRole, Registry } from './registry.js';
 
-export interface RedisRegistryOptions {
-  url: string;
-  /** Key prefix, so several clusters (or tests) can share one Redis. @default 'll:' */
-  prefix?: string;
-  /** Extra options for the client this class creates. */
-  redis?: RedisOptions;
-}
+export type RedisRegistryOptions = RedisConnectionOptions;
 
 const ROLES: readonly NodeRole[] = ['gateway', 'logic'];
-
-class Script {
-  readonly sha: string;
-  constructor(readonly lua: string) {
-    this.sha = createHash('sha1').update(lua).digest('hex');
-  }
-
-  /** EVALSHA, falling back to EVAL when Redis lost its script cache (restart, SCRIPT FLUSH). */
-  async run(client: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {
-    try {
-      return await client.evalsha(this.sha, keys.length, ...keys, ...args);
-    } catch (err) {
-      if (err instanceof Error && err.message.startsWith('NOSCRIPT')) return client.eval(this.lua, keys.length, ...keys, ...args);
-      throw err;
-    }
-  }
-}
 
 const NOW = `
 local t = redis.call('TIME')
@@ -70,10 +47,6 @@ end
 return out
 `);
 
-function isClient(x: Redis | RedisRegistryOptions): x is Redis {
-  return typeof (x as Redis).evalsha === 'function';
-}
-
 /** Only the fields of a NodeInfo; absent addresses stay absent. */
 function encode(n: NodeInfo): string {
   const out: NodeInfo = { id: n.id, role: n.role, load: n.load, startedAtMs: n.startedAtMs };
@@ -94,18 +67,7 @@ export class RedisRegistry implements Registry {
    * @param prefix key prefix when a client is passed (options carry their own). @default 'll:'
    */
   constructor(client: Redis | RedisRegistryOptions, prefix?: string) {
-    if (isClient(client)) {
-      this.client = client;
-      this.owned = false;
-      this.prefix = prefix ?? 'll:';
-    } else {
-      this.client = new Redis(client.url, { ...client.redis });
-      this.client.on('error', () => {
-        /* reconnects by itself; commands wait in the offline queue */
-      });
-      this.owned = true;
-      this.prefix = client.prefix ?? prefix ?? 'll:';
-    }
+    ({ client: this.client, owned: this.owned, prefix: this.prefix } = engineClient(client, prefix));
   }
 
   private nodeKey(id: string): string {
@@ -154,6 +116,6 @@ export class RedisRegistry implements Registry {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.owned) await this.client.quit().catch(() => this.client.disconnect());
+    await releaseClient(this.client, this.owned);
   }
 }

@@ -25,35 +25,13 @@
 //
 // Ownership: a client passed in belongs to the caller, and close() leaves it
 // open; with options {url} this class creates its own client and close() quits it.
-import { createHash } from 'node:crypto';
-import { Redis, type RedisOptions } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { Script, engineClient, releaseClient, type RedisConnectionOptions } from './redis-shared.js';
 import type { SessionInfo, Sessions } from './sessions.js';
 
-export interface RedisSessionsOptions {
-  url: string;
-  /** Key prefix, so several clusters (or tests) can share one Redis. @default 'll:' */
-  prefix?: string;
+export interface RedisSessionsOptions extends RedisConnectionOptions {
   /** Sessions removed per dropNode() script call. @default 1000 */
   dropBatch?: number;
-  /** Extra options for the client this class creates. */
-  redis?: RedisOptions;
-}
-
-class Script {
-  readonly sha: string;
-  constructor(readonly lua: string) {
-    this.sha = createHash('sha1').update(lua).digest('hex');
-  }
-
-  /** EVALSHA, falling back to EVAL when Redis lost its script cache (restart, SCRIPT FLUSH). */
-  async run(client: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {
-    try {
-      return await client.evalsha(this.sha, keys.length, ...keys, ...args);
-    } catch (err) {
-      if (err instanceof Error && err.message.startsWith('NOSCRIPT')) return client.eval(this.lua, keys.length, ...keys, ...args);
-      throw err;
-    }
-  }
 }
 
 // Decodes a stored session's JSON, or nil when it is not a session.
@@ -123,10 +101,6 @@ end
 return {removed, redis.call('SCARD', KEYS[2])}
 `);
 
-function isClient(x: Redis | RedisSessionsOptions): x is Redis {
-  return typeof (x as Redis).evalsha === 'function';
-}
-
 /** Only the fields of a SessionInfo, in a fixed order. */
 function encode(s: SessionInfo): string {
   const { userId, deviceId, platform, node, connId, loginAtMs } = s;
@@ -146,20 +120,8 @@ export class RedisSessions implements Sessions {
    * @param prefix key prefix when a client is passed (options carry their own). @default 'll:'
    */
   constructor(client: Redis | RedisSessionsOptions, prefix?: string) {
-    if (isClient(client)) {
-      this.client = client;
-      this.owned = false;
-      this.prefix = prefix ?? 'll:';
-      this.dropBatch = 1000;
-    } else {
-      this.client = new Redis(client.url, { ...client.redis });
-      this.client.on('error', () => {
-        /* reconnects by itself; commands wait in the offline queue */
-      });
-      this.owned = true;
-      this.prefix = client.prefix ?? prefix ?? 'll:';
-      this.dropBatch = Math.max(1, Math.floor(client.dropBatch ?? 1000));
-    }
+    ({ client: this.client, owned: this.owned, prefix: this.prefix } = engineClient(client, prefix));
+    this.dropBatch = this.owned ? Math.max(1, Math.floor((client as RedisSessionsOptions).dropBatch ?? 1000)) : 1000;
   }
 
   private userKey(userId: string): string {
@@ -243,6 +205,6 @@ export class RedisSessions implements Sessions {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.owned) await this.client.quit().catch(() => this.client.disconnect());
+    await releaseClient(this.client, this.owned);
   }
 }

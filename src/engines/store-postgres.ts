@@ -26,6 +26,7 @@
 // one committed, and finds the key in step 1 (a duplicate, as it should be).
 import pg from 'pg';
 import type { ChatMessage, GroupRoleName, TimelineEventData } from '../protocol/index.js';
+import { draftMessage, groupIdOf, toMessage, type MessageRow } from './store-rows.js';
 import type {
   AppendResult, ConversationKind, ConversationState, Effect, GroupMeta, GroupRecord, Membership, MessageDraft, Store,
 } from './store.js';
@@ -110,35 +111,6 @@ const TYPES = {
 
 /** Retries of an append that lost a race on an idempotency key (or, defensively, a deadlock). */
 const MAX_ATTEMPTS = 5;
-
-interface MessageRow {
-  conversation_id: string;
-  seq: number;
-  server_msg_id: string;
-  from_user: string;
-  from_device: string;
-  client_msg_id: string;
-  text: string;
-  sent_at_ms: number;
-  event: string | null;
-  recalled_by: string | null;
-}
-
-function toMessage(r: MessageRow): ChatMessage {
-  const m: ChatMessage = {
-    conversationId: r.conversation_id,
-    seq: r.seq,
-    serverMsgId: r.server_msg_id,
-    fromUser: r.from_user,
-    fromDevice: r.from_device,
-    clientMsgId: r.client_msg_id,
-    text: r.text,
-    sentAtMs: r.sent_at_ms,
-  };
-  if (r.event !== null) m.event = JSON.parse(r.event) as TimelineEventData;
-  if (r.recalled_by !== null) m.recalledBy = r.recalled_by;
-  return m;
-}
 
 interface MemberRow {
   role: string;
@@ -583,17 +555,7 @@ async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[
       return { message: { ...current.get(placeKey(original.conversationId, original.seq))! }, duplicate: true };
     }
     const seq = seqOf(i);
-    const message: ChatMessage = {
-      conversationId: d.conversationId,
-      seq,
-      serverMsgId: d.serverMsgId,
-      fromUser: d.fromUser,
-      fromDevice: d.fromDevice,
-      clientMsgId: d.clientMsgId,
-      text: d.text,
-      sentAtMs: d.sentAtMs,
-    };
-    if (d.event) message.event = d.event;
+    const message = draftMessage(d, seq);
     // As stored (a read of the row would give a fresh copy of the event).
     const stored: ChatMessage = { ...message };
     if (d.event) stored.event = JSON.parse(JSON.stringify(d.event)) as TimelineEventData;
@@ -653,8 +615,4 @@ async function join(
   await run(client, 'joinMembers', [
     users.map((u) => u.userId), users.map((u) => u.role), users.map((u) => u.readSeq), conversationId, atMs, seq,
   ]);
-}
-
-function groupIdOf(conversationId: string): string {
-  return conversationId.startsWith('g:') ? conversationId.slice(2) : conversationId;
 }

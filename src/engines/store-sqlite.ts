@@ -8,7 +8,8 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { ChatMessage, GroupRoleName, TimelineEventData } from '../protocol/index.js';
+import type { ChatMessage, GroupRoleName } from '../protocol/index.js';
+import { draftMessage, groupIdOf, toMessage, type MessageRow } from './store-rows.js';
 import type {
   AppendResult, ConversationKind, ConversationState, Effect, GroupMeta, GroupRecord, Membership, MessageDraft, Store,
 } from './store.js';
@@ -74,35 +75,6 @@ const MIGRATIONS: string[] = [
      created_at_ms INTEGER NOT NULL
    ) WITHOUT ROWID;`,
 ];
-
-interface MessageRow {
-  conversation_id: string;
-  seq: number;
-  server_msg_id: string;
-  from_user: string;
-  from_device: string;
-  client_msg_id: string;
-  text: string;
-  sent_at_ms: number;
-  event: string | null;
-  recalled_by: string | null;
-}
-
-function toMessage(r: MessageRow): ChatMessage {
-  const m: ChatMessage = {
-    conversationId: r.conversation_id,
-    seq: r.seq,
-    serverMsgId: r.server_msg_id,
-    fromUser: r.from_user,
-    fromDevice: r.from_device,
-    clientMsgId: r.client_msg_id,
-    text: r.text,
-    sentAtMs: r.sent_at_ms,
-  };
-  if (r.event !== null) m.event = JSON.parse(r.event) as TimelineEventData;
-  if (r.recalled_by !== null) m.recalledBy = r.recalled_by;
-  return m;
-}
 
 const INSERT_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event';
 const MESSAGE_COLUMNS = `${INSERT_COLUMNS}, recalled_by`;
@@ -254,17 +226,7 @@ export class SqliteStore implements Store {
       for (const user of d.members) this.stmts.addMember.run(user, d.conversationId, d.sentAtMs);
     }
     const { last_seq: seq } = this.stmts.nextSeq.get(d.sentAtMs, d.conversationId)!;
-    const message: ChatMessage = {
-      conversationId: d.conversationId,
-      seq,
-      serverMsgId: d.serverMsgId,
-      fromUser: d.fromUser,
-      fromDevice: d.fromDevice,
-      clientMsgId: d.clientMsgId,
-      text: d.text,
-      sentAtMs: d.sentAtMs,
-    };
-    if (d.event) message.event = d.event;
+    const message = draftMessage(d, seq);
     this.stmts.insertMessage.run(
       d.conversationId, seq, d.serverMsgId, d.fromUser, d.fromDevice, d.clientMsgId, d.text, d.sentAtMs,
       d.event ? JSON.stringify(d.event) : null,
@@ -407,8 +369,4 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
-}
-
-function groupIdOf(conversationId: string): string {
-  return conversationId.startsWith('g:') ? conversationId.slice(2) : conversationId;
 }
