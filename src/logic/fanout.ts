@@ -11,29 +11,58 @@ import type { Sessions } from '../engines/sessions.js';
  */
 export type Routing = 'targeted' | 'broadcast';
 
-export async function deliverToUsers(
+export interface Delivery {
+  userIds: readonly string[];
+  frame: Uint8Array;
+  /** Skip this device of this user (the sender's own device). */
+  except?: { userId: string; deviceId: string };
+}
+
+function target(userId: string, except?: { userId: string; deviceId: string }): DeliverTarget {
+  return except && except.userId === userId ? { userId, exceptDevice: except.deviceId } : { userId };
+}
+
+/**
+ * Send each delivery's frame to every online device of its users, in order.
+ * Targeted routing looks every user of the whole list up once.
+ */
+export async function deliver(deps: { bus: Bus; sessions: Sessions; routing?: Routing }, deliveries: readonly Delivery[]): Promise<void> {
+  if (deps.routing === 'broadcast') {
+    for (const d of deliveries) {
+      if (d.userIds.length === 0) continue;
+      await deps.bus.publishDown(ALL_GATEWAYS, { kind: 'deliver', targets: d.userIds.map((u) => target(u, d.except)), frame: d.frame });
+    }
+    return;
+  }
+  const users = new Set<string>();
+  for (const d of deliveries) for (const u of d.userIds) users.add(u);
+  if (users.size === 0) return;
+  const online = await deps.sessions.lookup([...users]);
+  if (online.size === 0) return;
+  for (const d of deliveries) {
+    const byNode = new Map<string, DeliverTarget[]>();
+    for (const userId of d.userIds) {
+      const sessions = online.get(userId);
+      if (!sessions) continue;
+      for (const node of new Set(sessions.map((s) => s.node))) {
+        let targets = byNode.get(node);
+        if (!targets) {
+          targets = [];
+          byNode.set(node, targets);
+        }
+        targets.push(target(userId, d.except));
+      }
+    }
+    for (const [node, targets] of byNode) await deps.bus.publishDown(node, { kind: 'deliver', targets, frame: d.frame });
+  }
+}
+
+/** One frame to every online device of some users. */
+export function deliverToUsers(
   deps: { bus: Bus; sessions: Sessions; routing?: Routing },
   userIds: readonly string[],
   frame: Uint8Array,
   except?: { userId: string; deviceId: string },
 ): Promise<void> {
-  if (userIds.length === 0) return;
-  if (deps.routing === 'broadcast') {
-    const targets = userIds.map((userId) => (except && except.userId === userId ? { userId, exceptDevice: except.deviceId } : { userId }));
-    await deps.bus.publishDown(ALL_GATEWAYS, { kind: 'deliver', targets, frame });
-    return;
-  }
-  const online = await deps.sessions.lookup(userIds);
-  const byNode = new Map<string, DeliverTarget[]>();
-  for (const [userId, sessions] of online) {
-    for (const node of new Set(sessions.map((s) => s.node))) {
-      let targets = byNode.get(node);
-      if (!targets) {
-        targets = [];
-        byNode.set(node, targets);
-      }
-      targets.push(except && except.userId === userId ? { userId, exceptDevice: except.deviceId } : { userId });
-    }
-  }
-  for (const [node, targets] of byNode) await deps.bus.publishDown(node, { kind: 'deliver', targets, frame });
+  return deliver(deps, [{ userIds, frame, except }]);
 }

@@ -11,7 +11,7 @@ import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { AppendResult, MessageDraft, Store } from '../engines/store.js';
 import { groupIdOf, isGroupConversation, membersOf } from './access.js';
-import { deliverToUsers, type Routing } from './fanout.js';
+import { deliver, type Delivery, type Routing } from './fanout.js';
 
 export interface SendRequest {
   fromUser: string;
@@ -138,13 +138,15 @@ export class Pipeline {
    * event goes to every device, the actor's included.
    */
   private async push(items: readonly { message: ChatMessage; extra: readonly string[] }[]): Promise<void> {
-    const routing = this.options.routing ?? 'targeted';
+    const deliveries: Delivery[] = [];
     for (const { message: m, extra } of items) {
-      const recipients = [...await this.members(m.conversationId), ...extra];
-      const frame = encodeFrame(makeFrame(0, { case: 'push', value: { messages: [messageToWire(m)] } }));
-      // A plain message skips the device that sent it (it has the SendAck); an event goes to every device.
-      const except = m.event ? undefined : { userId: m.fromUser, deviceId: m.fromDevice };
-      await deliverToUsers({ ...this.deps, routing }, recipients, frame, except);
+      deliveries.push({
+        userIds: [...await this.members(m.conversationId), ...extra],
+        frame: encodeFrame(makeFrame(0, { case: 'push', value: { messages: [messageToWire(m)] } })),
+        // A plain message skips the device that sent it (it has the SendAck); an event goes to every device.
+        except: m.event ? undefined : { userId: m.fromUser, deviceId: m.fromDevice },
+      });
     }
+    await deliver({ ...this.deps, routing: this.options.routing ?? 'targeted' }, deliveries);
   }
 }
