@@ -40,6 +40,22 @@ export interface ServerConfig {
   recallWindowMs: number;
   /** Downlink routing: `targeted` (session lookup, per-gateway streams) or `broadcast` (one stream, every gateway filters). */
   routing: 'targeted' | 'broadcast';
+  /** Host written into the public addresses gateways announce (defaults to host). */
+  publicHost: string;
+  /** Distributed mode: Redis for bus, sessions and registry (`longlink gateway`, `longlink logic`). */
+  redisUrl?: string;
+  /** Distributed mode: PostgreSQL for the store (`longlink logic`). */
+  postgresUrl?: string;
+  /** Key prefix in Redis, so several clusters can share one. */
+  redisPrefix: string;
+  /** Uplink shard streams; the same on every node of a cluster. */
+  busShards: number;
+  /** Shard lease: a logic node silent this long loses its shards. */
+  leaseMs: number;
+  /** Registry TTL: a gateway silent this long is dead and its sessions are dropped. */
+  nodeTtlMs: number;
+  /** PostgreSQL connections per logic node. */
+  postgresPool: number;
   limits: Limits;
 }
 
@@ -50,7 +66,7 @@ type Source = Record<string, string | undefined>;
 function pick(flags: Source, env: Source, flag: string): string | undefined {
   const fromFlag = flags[flag];
   if (fromFlag !== undefined) return fromFlag;
-  return env[`LONGLINK_${flag.toUpperCase().replace(/-/g, '_')}`];
+  return env[envName(flag)];
 }
 
 function int(flags: Source, env: Source, flag: string, fallback: number, min: number, max: number): number {
@@ -58,9 +74,26 @@ function int(flags: Source, env: Source, flag: string, fallback: number, min: nu
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < min || n > max) {
-    throw new ConfigError(`--${flag} / LONGLINK_${flag.toUpperCase().replace(/-/g, '_')} must be an integer in ${min}..${max}, got "${raw}"`);
+    throw new ConfigError(`--${flag} / ${envName(flag)} must be an integer in ${min}..${max}, got "${raw}"`);
   }
   return n;
+}
+
+function url(flags: Source, env: Source, flag: string, schemes: string[]): string | undefined {
+  const raw = pick(flags, env, flag);
+  if (raw === undefined || raw === '') return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(`--${flag} / ${envName(flag)} is not a URL`);
+  }
+  if (!schemes.includes(parsed.protocol)) throw new ConfigError(`--${flag} / ${envName(flag)} must start with ${schemes.map((x) => `${x}//`).join(' or ')}`);
+  return raw;
+}
+
+function envName(flag: string): string {
+  return `LONGLINK_${flag.toUpperCase().replace(/-/g, '_')}`;
 }
 
 export function loadServerConfig(flags: Source, env: Source = process.env): ServerConfig {
@@ -93,6 +126,14 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     loginPolicy,
     routing,
     recallWindowMs: int(flags, env, 'recall-window-ms', 120_000, 0, 30 * 86400 * 1000),
+    publicHost: pick(flags, env, 'public-host') ?? pick(flags, env, 'host') ?? '127.0.0.1',
+    redisUrl: url(flags, env, 'redis-url', ['redis:', 'rediss:']),
+    postgresUrl: url(flags, env, 'postgres-url', ['postgres:', 'postgresql:']),
+    redisPrefix: pick(flags, env, 'redis-prefix') ?? 'll:',
+    busShards: int(flags, env, 'bus-shards', 16, 1, 4096),
+    leaseMs: int(flags, env, 'lease-ms', 10_000, 500, 600_000),
+    nodeTtlMs: int(flags, env, 'node-ttl-ms', 15_000, 500, 600_000),
+    postgresPool: int(flags, env, 'postgres-pool', 10, 1, 1000),
     limits: {
       maxFrameBytes: int(flags, env, 'max-frame-bytes', DEFAULT_MAX_FRAME_BYTES, 1024, 16 * 1024 * 1024),
       maxTextBytes: int(flags, env, 'max-text-bytes', 16 * 1024, 1, 16 * 1024 * 1024),

@@ -1,7 +1,7 @@
 // Client subcommands (listen, send), built on the SDK.
 import { randomBytes } from 'node:crypto';
 import {
-  createClient, listGateways, requestToken, LonglinkError, ErrorCode, errorName,
+  createClient, gatewayPicker, requestToken, LonglinkError, errorName,
   type LonglinkClient, type ChatMessage, type GroupInfo,
 } from '../client/index.js';
 
@@ -33,20 +33,10 @@ export function clientFlags(flags: Record<string, string | undefined>, defaultDe
 
 export class UsageError extends Error {}
 
-async function gatewayUrl(f: ClientFlags): Promise<string> {
-  if (f.gateway) return f.gateway;
-  const gateways = await listGateways(f.server);
-  for (const g of gateways) {
-    const url = f.transport === 'tcp' ? g.tcp_url : g.ws_url;
-    if (url) return url;
-  }
-  throw new LonglinkError(ErrorCode.UNAVAILABLE, `no live gateway with ${f.transport} at ${f.server}`);
-}
-
 async function connect(f: ClientFlags, autoSync: boolean): Promise<LonglinkClient> {
-  const url = await gatewayUrl(f);
   const client = createClient({
-    url,
+    // --gateway pins one gateway; otherwise the API picks a live one on every (re)connect.
+    url: f.gateway ?? gatewayPicker(f.server, f.transport),
     autoSync,
     clientVersion: 'longlink-cli',
     token: async () => (await requestToken(f.server, f.adminKey, { user_id: f.user, device_id: f.device, platform: 'cli' })).token,

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The `longlink` command: one binary, a subcommand per role or tool.
 import { parseArgs } from './args.js';
-import { runStart } from './start.js';
+import { runRole, runStart } from './start.js';
+import { runCluster } from './cluster.js';
 import { runConversations, runGroup, runListen, runRead, runSend, UsageError } from './client-commands.js';
 import { ConfigError } from '../config.js';
 import { LonglinkError } from '../protocol/index.js';
@@ -10,6 +11,14 @@ const USAGE = `usage: longlink <command> [flags]
 
   start                         run the embedded server (all roles, SQLite)
       --http-port N --tcp-port N --data-dir DIR --host H   (or LONGLINK_* env)
+  gateway                       a cluster gateway: TCP and WebSocket (/ws on the HTTP port)
+      --redis-url URL --node-id ID --tcp-port N --http-port N --routing targeted|broadcast
+      --public-host H           token secret from LONGLINK_TOKEN_SECRET
+  logic                         a cluster logic node: the HTTP API, storage, routing
+      --redis-url URL --postgres-url URL --node-id ID --http-port N --routing targeted|broadcast
+                                admin key and token secret from LONGLINK_ADMIN_KEY / LONGLINK_TOKEN_SECRET
+  cluster --gateways N --logic M --routing targeted|broadcast [--base-port 7000]
+                                a local cluster: Redis and PostgreSQL in a temp folder and the processes
   listen --user U [--device D] [--watch V,W]
                                 print messages and events for U as JSON lines, acking each
   send --user U (--to V | --group G) --text T [--count N] [--device D]
@@ -30,6 +39,13 @@ async function main(argv: string[]): Promise<number | undefined> {
   switch (command) {
     case 'start':
       await runStart(flags);
+      return undefined;
+    case 'gateway':
+    case 'logic':
+      await runRole(command, flags);
+      return undefined;
+    case 'cluster':
+      await runCluster(flags);
       return undefined;
     case 'listen':
       await runListen(flags);

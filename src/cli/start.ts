@@ -1,9 +1,11 @@
-// `longlink start`: the embedded server.
+// `longlink start` (the embedded server) and the cluster roles `longlink gateway` / `longlink logic`.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { loadServerConfig, type ServerConfig } from '../config.js';
+import { ConfigError, loadServerConfig, type ServerConfig } from '../config.js';
 import { startEmbedded } from '../roles/embedded.js';
+import { startGateway } from '../roles/gateway.js';
+import { startLogic } from '../roles/logic.js';
 
 /**
  * The quick start needs no secrets set: it makes a dev admin key and token
@@ -41,6 +43,30 @@ export async function runStart(flags: Record<string, string | undefined>): Promi
     console.log(`dev admin key (kept in ${join(config.dataDir, 'dev-secrets.json')}; set LONGLINK_ADMIN_KEY in production):`);
     console.log(`  export LONGLINK_ADMIN_KEY=${config.adminKey}`);
   }
+  stopOnSignals(server);
+}
+
+/** A role process: `longlink gateway` or `longlink logic`, configured for a cluster. */
+export async function runRole(role: 'gateway' | 'logic', flags: Record<string, string | undefined>): Promise<void> {
+  const config = loadServerConfig(flags);
+  if (!(flags['token-secret'] ?? process.env.LONGLINK_TOKEN_SECRET)) {
+    throw new ConfigError(`longlink ${role} needs the cluster's token secret: LONGLINK_TOKEN_SECRET (or --token-secret)`);
+  }
+  if (role === 'logic' && config.generatedAdminKey) {
+    throw new ConfigError('longlink logic needs the cluster\'s admin key: LONGLINK_ADMIN_KEY (or --admin-key)');
+  }
+  if (role === 'gateway') {
+    const gw = await startGateway(config);
+    console.log(`longlink gateway ${config.nodeId} listening tcp=${gw.tcpUrl} ws=${gw.wsUrl} routing=${config.routing}`);
+    stopOnSignals(gw);
+  } else {
+    const lg = await startLogic(config);
+    console.log(`longlink logic ${config.nodeId} listening http=${lg.httpUrl} routing=${config.routing} shards=${config.busShards}`);
+    stopOnSignals(lg);
+  }
+}
+
+function stopOnSignals(server: { stop(): Promise<void> }): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

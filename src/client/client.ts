@@ -19,8 +19,12 @@ import type { ClientConnection, Connector } from './transport.js';
 export type ClientState = 'idle' | 'connecting' | 'online' | 'reconnecting' | 'offline';
 
 export interface ClientOptions {
-  /** Gateway URL: tcp://host:port or ws://host:port/ws. */
-  url: string;
+  /**
+   * Gateway URL (tcp://host:port or ws://host:port/ws), or a function that
+   * picks one on every (re)connect, told which URL just failed or was lost so
+   * it can choose another gateway (see `gatewayPicker`).
+   */
+  url: string | ((avoid: string | undefined) => Promise<string>);
   /** A login token, or a function that gets a fresh one (called on every (re)connect). */
   token: string | (() => Promise<string>);
   connector: Connector;
@@ -129,6 +133,8 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private attempt = 0;
+  /** The gateway of the last connection that failed or was lost: the URL picker avoids it. */
+  private lostUrl: string | undefined;
   private lastFrameMs = 0;
   private closedByUser = false;
   private syncing = false;
@@ -309,14 +315,24 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     this.setState(this.attempt === 0 ? 'connecting' : 'reconnecting');
     const generation = ++this.generation;
     const token = typeof this.options.token === 'string' ? this.options.token : await this.options.token();
-    const conn = await this.options.connector(this.options.url, {
+    const url = typeof this.options.url === 'string' ? this.options.url : await this.options.url(this.lostUrl);
+    let conn: ClientConnection;
+    try {
+      conn = await this.options.connector(url, {
       onFrame: (bytes) => {
         if (generation === this.generation) this.onFrame(bytes);
       },
       onClose: (reason) => {
-        if (generation === this.generation) this.onLost(reason);
+        if (generation === this.generation) {
+          this.lostUrl = url;
+          this.onLost(reason);
+        }
       },
     });
+    } catch (err) {
+      this.lostUrl = url;
+      throw err;
+    }
     if (generation !== this.generation) {
       conn.close();
       throw new LonglinkError(ErrorCode.UNAVAILABLE, 'superseded');

@@ -49,3 +49,23 @@ export async function listGateways(server: string): Promise<GatewayInfo[]> {
   const r = await call<{ gateways: GatewayInfo[] }>(`${server.replace(/\/$/, '')}/api/v1/gateways`, { method: 'GET' });
   return r.gateways;
 }
+
+/**
+ * A `url` option for the client that asks the API for live gateways on every
+ * (re)connect and picks one: of two random gateways the less loaded ("power
+ * of two choices", so a crowd reconnecting at once spreads instead of piling
+ * onto the one that was least loaded a moment ago), never the one that just
+ * failed unless it is the only one.
+ */
+export function gatewayPicker(server: string, transport: 'tcp' | 'ws'): (avoid: string | undefined) => Promise<string> {
+  return async (avoid) => {
+    const urls = (await listGateways(server))
+      .map((g) => ({ url: transport === 'tcp' ? g.tcp_url : g.ws_url, load: g.load }))
+      .filter((g): g is { url: string; load: number } => typeof g.url === 'string' && g.url !== '');
+    if (urls.length === 0) throw new LonglinkError(ErrorCode.UNAVAILABLE, `no live gateway with ${transport} at ${server}`);
+    const candidates = urls.length > 1 ? urls.filter((g) => g.url !== avoid) : urls;
+    const a = candidates[Math.floor(Math.random() * candidates.length)]!;
+    const b = candidates[Math.floor(Math.random() * candidates.length)]!;
+    return (a.load <= b.load ? a : b).url;
+  };
+}

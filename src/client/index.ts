@@ -10,7 +10,7 @@ export {
   LonglinkError, ErrorCode, errorName, directConversationId,
   type ChatMessage, type TimelineEventData, type GroupRoleName,
 } from '../protocol/index.js';
-export { requestToken, listGateways, type TokenResponse, type GatewayInfo } from './http.js';
+export { requestToken, listGateways, gatewayPicker, type TokenResponse, type GatewayInfo } from './http.js';
 
 /** A client for Node: TCP or WebSocket chosen by the URL scheme. */
 export function createClient(options: Omit<ClientOptions, 'connector'> & { connector?: ClientOptions['connector'] }): LonglinkClient {

@@ -33,6 +33,12 @@ export class MemorySessions implements Sessions {
     return out;
   }
 
+  async nodes(): Promise<string[]> {
+    const out = new Set<string>();
+    for (const devices of this.byUser.values()) for (const s of devices.values()) out.add(s.node);
+    return [...out].sort();
+  }
+
   async dropNode(node: string): Promise<number> {
     let dropped = 0;
     for (const [userId, devices] of this.byUser) {

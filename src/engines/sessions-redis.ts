@@ -4,6 +4,8 @@
 //   {p}sess:{user}        hash: deviceId → JSON SessionInfo (the source of truth)
 //   {p}node-sess:{node}   set: one member per session bound on that node, the index dropNode walks
 //   {p}node-drop:{node}   set: the part of a node's index a running dropNode() is still removing
+//   {p}sess-nodes         set: nodes that may hold sessions (added by bind, removed when a
+//                         dropNode() finds the node's index and drop set both empty)
 // A set member names (user, device) as `{byte length of user}:{user}{device}`,
 // which no user or device id can make ambiguous.
 //
@@ -43,7 +45,7 @@ local function decode(raw)
 end
 `;
 
-// KEYS: user hash, new node's index. ARGV: device, session JSON, member, prefix, new node.
+// KEYS: user hash, new node's index, the node list. ARGV: device, session JSON, member, prefix, new node.
 const BIND = new Script(`${DECODE}
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old then
@@ -55,6 +57,7 @@ if old then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[5])
 return old
 `);
 
@@ -70,7 +73,7 @@ redis.call('SREM', KEYS[3], ARGV[4])
 return 1
 `);
 
-// KEYS: node's index, node's drop set. ARGV: prefix, node, batch size, '1' on the first call.
+// KEYS: node's index, node's drop set, the node list. ARGV: prefix, node, batch size, '1' on the first call.
 // Returns {removed, left in the drop set}.
 const DROP = new Script(`${DECODE}
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
@@ -98,7 +101,9 @@ for _, m in ipairs(members) do
     end
   end
 end
-return {removed, redis.call('SCARD', KEYS[2])}
+local left = redis.call('SCARD', KEYS[2])
+if left == 0 and redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
+return {removed, left}
 `);
 
 /** Only the fields of a SessionInfo, in a fixed order. */
@@ -136,6 +141,10 @@ export class RedisSessions implements Sessions {
     return `${this.prefix}node-drop:${node}`;
   }
 
+  private nodesKey(): string {
+    return `${this.prefix}sess-nodes`;
+  }
+
   private member(userId: string, deviceId: string): string {
     return `${Buffer.byteLength(userId)}:${userId}${deviceId}`;
   }
@@ -148,7 +157,7 @@ export class RedisSessions implements Sessions {
     this.check();
     const previous = await BIND.run(
       this.client,
-      [this.userKey(session.userId), this.nodeKey(session.node)],
+      [this.userKey(session.userId), this.nodeKey(session.node), this.nodesKey()],
       [session.deviceId, encode(session), this.member(session.userId, session.deviceId), this.prefix, session.node],
     );
     return typeof previous === 'string' ? (JSON.parse(previous) as SessionInfo) : undefined;
@@ -188,11 +197,16 @@ export class RedisSessions implements Sessions {
     return out;
   }
 
+  async nodes(): Promise<string[]> {
+    this.check();
+    return (await this.client.smembers(this.nodesKey())).sort();
+  }
+
   async dropNode(node: string): Promise<number> {
     this.check();
     let dropped = 0;
     for (let first = true; ; first = false) {
-      const reply = (await DROP.run(this.client, [this.nodeKey(node), this.dropKey(node)], [this.prefix, node, this.dropBatch, first ? '1' : '0'])) as [
+      const reply = (await DROP.run(this.client, [this.nodeKey(node), this.dropKey(node), this.nodesKey()], [this.prefix, node, this.dropBatch, first ? '1' : '0'])) as [
         number,
         number,
       ];

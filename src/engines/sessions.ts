@@ -7,6 +7,9 @@
 // - unbind() removes a session only if it still belongs to that connection
 //   (a late logout of a replaced connection must not remove its successor).
 // - dropNode() removes every session of a node (the node died).
+// - nodes() names every node that may hold sessions (a superset is allowed:
+//   a node whose sessions all logged out may stay listed until dropNode()),
+//   so a reaper can find nodes that died without unbinding.
 
 export interface SessionInfo {
   userId: string;
@@ -23,5 +26,7 @@ export interface Sessions {
   /** Every online device of each user (users with none are absent). */
   lookup(userIds: readonly string[]): Promise<Map<string, SessionInfo[]>>;
   dropNode(node: string): Promise<number>;
+  /** Nodes that may hold sessions; a node is no longer listed after dropNode() unless it binds again. */
+  nodes(): Promise<string[]>;
   close(): Promise<void>;
 }

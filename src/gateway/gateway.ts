@@ -34,6 +34,12 @@ export interface GatewayOptions {
    * `single` — one device in all. @default 'multi'
    */
   loginPolicy?: LoginPolicy;
+  /**
+   * Registry TTL: the gateway refreshes its entry every third of it; a gateway
+   * not refreshed within it is dead to the cluster, which drops its sessions.
+   * @default 15000
+   */
+  nodeTtlMs?: number;
 }
 
 export type LoginPolicy = 'multi' | 'platform' | 'single';
@@ -65,6 +71,9 @@ export class Gateway {
   private publicTcpUrl: string | undefined;
   private publicWsUrl: string | undefined;
   private stopping = false;
+  private readonly startedAtMs = Date.now();
+  /** When the registry last accepted our refresh (0: never). */
+  private announcedAtMs = 0;
 
   constructor(
     private readonly options: GatewayOptions,
@@ -75,18 +84,27 @@ export class Gateway {
     return this.conns.size;
   }
 
-  /** Start consuming downlink and sweeping for dead connections. */
-  start(): void {
+  private get nodeTtlMs(): number {
+    return this.options.nodeTtlMs ?? 15_000;
+  }
+
+  /**
+   * Start consuming downlink, sweeping for dead connections and refreshing
+   * the registry entry. Resolves after the first registry write was tried, so
+   * a cluster knows the node before it binds any session.
+   */
+  async start(): Promise<void> {
     this.downSub = this.deps.bus.consumeDown(this.options.nodeId, (batch) => this.onDown(batch));
     const sweepEvery = Math.max(50, Math.min(1000, Math.floor(this.options.pingIntervalMs / 2)));
     this.sweepTimer = setInterval(() => this.sweep(), sweepEvery);
     this.sweepTimer.unref();
-    void this.announce();
-    this.announceTimer = setInterval(() => void this.announce(), 5000);
+    this.announceTimer = setInterval(() => void this.announce(), Math.max(100, Math.floor(this.nodeTtlMs / 3)));
     this.announceTimer.unref();
+    await this.announce();
   }
 
-  listenTcp(port: number, host: string): Promise<net.AddressInfo> {
+  /** Listen for TCP clients; `publicHost` is the host written into the announced address. */
+  listenTcp(port: number, host: string, publicHost = host): Promise<net.AddressInfo> {
     const server = net.createServer((socket) => this.accept(new TcpTransport(socket, this.options.maxFrameBytes)));
     server.on('error', (err) => console.error('[gateway] tcp server error', err));
     this.tcpServer = server;
@@ -94,7 +112,7 @@ export class Gateway {
       server.once('error', reject);
       server.listen({ port, host, backlog: 4096 }, () => {
         const address = server.address() as net.AddressInfo;
-        this.publicTcpUrl = `tcp://${host}:${address.port}`;
+        this.publicTcpUrl = `tcp://${publicHost}:${address.port}`;
         resolve(address);
       });
     });
@@ -448,6 +466,7 @@ export class Gateway {
 
   private async announce(): Promise<void> {
     if (this.stopping) return;
+    const ttl = this.nodeTtlMs;
     try {
       await this.deps.registry.announce({
         id: this.options.nodeId,
@@ -455,26 +474,47 @@ export class Gateway {
         tcpUrl: this.publicTcpUrl,
         wsUrl: this.publicWsUrl,
         load: this.conns.size,
-        startedAtMs: Date.now(),
-      }, 15_000);
+        startedAtMs: this.startedAtMs,
+      }, ttl);
     } catch (err) {
-      console.error('[gateway] registry announce failed', err);
+      console.error('[gateway] registry announce failed', (err as Error).message);
+      return;
+    }
+    const now = Date.now();
+    const lapsed = this.announcedAtMs > 0 && now - this.announcedAtMs >= ttl;
+    this.announcedAtMs = now;
+    // Past the TTL the cluster took this node for dead and may have dropped
+    // its sessions, so pushes for its users went to sync only. Every client
+    // logs in again (binding its session anew) and syncs what it missed.
+    if (lapsed) {
+      console.error(`[gateway] registry entry lapsed (${ttl} ms without a refresh): reconnecting every client`);
+      for (const conn of [...this.conns.values()]) {
+        if (conn.state === 'open') this.kick(conn, ErrorCode.NODE_EXPIRED, 'gateway lost its cluster registration; reconnect and sync', true);
+      }
     }
   }
 
-  /** Stop accepting, tell every client to reconnect elsewhere, close. */
+  /**
+   * Stop: leave the registry first (so clients told to reconnect are not sent
+   * back here), stop accepting, tell every client to reconnect elsewhere,
+   * then remove whatever sessions of this node are left.
+   */
   async stop(): Promise<void> {
     this.stopping = true;
     clearInterval(this.sweepTimer);
     clearInterval(this.announceTimer);
+    await this.deps.registry.remove(this.options.nodeId).catch(() => undefined);
+    const closed = new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
     await this.downSub?.close();
     for (const conn of [...this.conns.values()]) {
       if (conn.state === 'open') this.kick(conn, ErrorCode.SERVER_SHUTDOWN, 'server is stopping', true);
       else this.close(conn, true, 'stopping');
     }
-    await this.deps.registry.remove(this.options.nodeId).catch(() => undefined);
-    await new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
     this.wss?.close();
+    await this.deps.sessions.dropNode(this.options.nodeId).catch((err: unknown) => {
+      console.error('[gateway] dropping sessions at stop failed', (err as Error).message);
+    });
+    await closed;
   }
 }
 

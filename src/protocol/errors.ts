@@ -9,6 +9,7 @@ const RECONNECTABLE = new Set<ErrorCode>([
   ErrorCode.RATE_LIMITED,
   ErrorCode.SLOW_CONSUMER,
   ErrorCode.SERVER_SHUTDOWN,
+  ErrorCode.NODE_EXPIRED,
   ErrorCode.INTERNAL,
   ErrorCode.UNAVAILABLE,
   ErrorCode.BAD_FRAME,

@@ -1,8 +1,6 @@
 // `longlink start`: every role in one process on embedded engines. Only
 // wiring here: engines are made, passed to the gateway and logic, and the
 // HTTP port is shared by the API and the WebSocket endpoint.
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { databasePath, type ServerConfig } from '../config.js';
 import { TokenService } from '../auth/tokens.js';
 import { MemoryBus } from '../engines/bus-memory.js';
@@ -12,6 +10,8 @@ import { SqliteStore } from '../engines/store-sqlite.js';
 import { Gateway } from '../gateway/gateway.js';
 import { Logic } from '../logic/logic.js';
 import { HttpApi } from '../logic/http-api.js';
+import { closeHttp, listenHttp } from './http-server.js';
+import { gatewayOptions, logicOptions } from './wiring.js';
 
 export interface RunningServer {
   nodeId: string;
@@ -31,54 +31,25 @@ export async function startEmbedded(config: ServerConfig): Promise<RunningServer
   const registry = new MemoryRegistry();
   const store = new SqliteStore({ path: databasePath(config), synchronous: config.sqliteSynchronous });
 
-  const logic = new Logic({
-    nodeId: config.nodeId,
-    maxTextBytes: config.limits.maxTextBytes,
-    maxGroupMembers: config.limits.maxGroupMembers,
-    recallWindowMs: config.recallWindowMs,
-    routing: config.routing,
-  }, { bus, sessions, registry, store });
-  const gateway = new Gateway({
-    nodeId: config.nodeId,
-    loginTimeoutMs: config.loginTimeoutMs,
-    pingIntervalMs: config.pingIntervalMs,
-    maxFrameBytes: config.limits.maxFrameBytes,
-    maxTextBytes: config.limits.maxTextBytes,
-    ratePerSecond: config.limits.ratePerSecond,
-    rateBurst: config.limits.rateBurst,
-    maxOutboundBytes: config.limits.maxOutboundBytes,
-    loginPolicy: config.loginPolicy,
-  }, { bus, sessions, registry, tokens });
+  const logic = new Logic(logicOptions(config), { bus, sessions, registry, store });
+  const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens });
   const api = new HttpApi({ nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds }, {
     tokens, registry, bus, logic,
   });
 
-  const server = http.createServer(api.handle);
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) {
-      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
-      setTimeout(() => socket.destroy(), 1000).unref();
-    } else socket.destroy();
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ port: config.httpPort, host: config.host, backlog: 4096 }, () => resolve());
-  });
-  const httpPort = (server.address() as AddressInfo).port;
-  const wsUrl = `ws://${config.host}:${httpPort}/ws`;
+  const { server, port: httpPort } = await listenHttp(api.handle, config.httpPort, config.host);
+  const wsUrl = `ws://${config.publicHost}:${httpPort}/ws`;
   gateway.attachWebSocket(server, wsUrl);
   let tcpPort: number;
   try {
-    tcpPort = (await gateway.listenTcp(config.tcpPort, config.host)).port;
+    tcpPort = (await gateway.listenTcp(config.tcpPort, config.host, config.publicHost)).port;
   } catch (err) {
     server.close();
     await store.close();
     throw err;
   }
   logic.start();
-  gateway.start();
+  await gateway.start();
 
   let stopped = false;
   return {
@@ -94,8 +65,7 @@ export async function startEmbedded(config: ServerConfig): Promise<RunningServer
       stopped = true;
       await gateway.stop();
       await logic.stop();
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await closeHttp(server);
       await bus.close();
       await store.close();
     },

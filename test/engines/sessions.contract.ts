@@ -158,5 +158,34 @@ export function sessionsContract(name: string, factory: SessionsFactory): void {
         assert.deepEqual((await sessions.lookup(['alice'])).get('alice'), [again]);
       });
     });
+
+    describe('nodes', () => {
+      test('is empty at first', async () => {
+        assert.deepEqual(await sessions.nodes(), []);
+      });
+
+      test('lists every node holding a session, and not a dropped node', async () => {
+        await sessions.bind(session('alice', 'phone', 'gw-1', 1));
+        await sessions.bind(session('bob', 'phone', 'gw-2', 2));
+        await sessions.bind(session('carol', 'phone', 'gw-1', 3));
+        assert.deepEqual((await sessions.nodes()).sort(), ['gw-1', 'gw-2']);
+        await sessions.dropNode('gw-1');
+        assert.deepEqual(await sessions.nodes(), ['gw-2']);
+      });
+
+      test('lists a dropped node again once it binds again', async () => {
+        await sessions.bind(session('alice', 'phone', 'gw-1', 1));
+        await sessions.dropNode('gw-1');
+        await sessions.bind(session('alice', 'phone', 'gw-1', 2));
+        assert.deepEqual(await sessions.nodes(), ['gw-1']);
+      });
+
+      test('a node whose devices all moved away is gone after its drop', async () => {
+        await sessions.bind(session('alice', 'phone', 'gw-1', 1));
+        await sessions.bind(session('alice', 'phone', 'gw-2', 2));
+        await sessions.dropNode('gw-1');
+        assert.deepEqual(await sessions.nodes(), ['gw-2']);
+      });
+    });
   });
 }

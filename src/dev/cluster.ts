@@ -1,0 +1,228 @@
+// A local cluster: Redis and PostgreSQL in a temp folder, and any number of
+// `longlink gateway` and `longlink logic` processes joined by them. Used by
+// `npm run cluster` and by the distributed-mode tests, so the tests run the
+// cluster a user runs.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import { freePort, startPostgres, startRedis, type PostgresServer, type RedisServer } from './services.js';
+
+const BIN = fileURLToPath(new URL('../../bin/longlink.js', import.meta.url));
+
+export type Role = 'gateway' | 'logic';
+
+export interface ClusterOptions {
+  gateways: number;
+  logic: number;
+  routing: 'targeted' | 'broadcast';
+  /** Ports from here on (logic HTTP base+i, gateway TCP base+100+i, gateway HTTP/WS base+200+i); free ports when absent. */
+  basePort?: number;
+  /** Uplink shards. @default 16 */
+  shards?: number;
+  /** Shard lease; a dead logic node's shards move after it. @default 10000 */
+  leaseMs?: number;
+  /** Registry TTL; a dead gateway's sessions are dropped after it. @default 15000 */
+  nodeTtlMs?: number;
+  /** Redis AOF fsync policy (AOF is always on). @default 'everysec' */
+  appendfsync?: 'everysec' | 'always';
+  /** PostgreSQL with fsync on. @default true */
+  durable?: boolean;
+  /** More environment for every node (LONGLINK_*). */
+  env?: Record<string, string>;
+  /** Where node output goes: a line callback (tests keep it), else this process's stdout/stderr, prefixed. */
+  onLine?: (node: string, line: string, stream: 'out' | 'err') => void;
+}
+
+export interface NodeProcess {
+  name: string;
+  role: Role;
+  /** Logic: the API. Gateway: tcp:// and ws:// addresses. */
+  httpUrl: string;
+  tcpUrl?: string;
+  wsUrl?: string;
+  child: ChildProcess;
+  /** Resolves with the exit code (or signal name) when the process ends. */
+  exited: Promise<number | string>;
+  running: boolean;
+}
+
+export interface Cluster {
+  adminKey: string;
+  tokenSecret: string;
+  redis: RedisServer;
+  postgres: PostgresServer;
+  nodes: NodeProcess[];
+  gateways(): NodeProcess[];
+  logics(): NodeProcess[];
+  node(name: string): NodeProcess;
+  /** A logic node's API URL (the first running one). */
+  apiUrl(): string;
+  /** Send a signal and wait for the process to end. */
+  kill(name: string, signal?: NodeJS.Signals): Promise<number | string>;
+  /** Start a stopped node again with the same name, ports and settings. */
+  restart(name: string): Promise<NodeProcess>;
+  /** Start one more node. */
+  add(role: Role): Promise<NodeProcess>;
+  /** SIGTERM every node, then the engines; removes the temp folder. */
+  stop(): Promise<void>;
+}
+
+interface Spec {
+  name: string;
+  role: Role;
+  httpPort: number;
+  tcpPort?: number;
+}
+
+async function waitHealthy(url: string, node: NodeProcess, timeoutMs = 30_000): Promise<void> {
+  const start = Date.now();
+  for (;;) {
+    if (!node.running) throw new Error(`${node.name} exited before it was ready`);
+    try {
+      const res = await fetch(`${url}/healthz`);
+      if (res.ok) return;
+    } catch {
+      /* not listening yet */
+    }
+    if (Date.now() - start > timeoutMs) throw new Error(`${node.name} not healthy within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function startCluster(options: ClusterOptions): Promise<Cluster> {
+  const dir = mkdtempSync(join(tmpdir(), 'longlink-cluster-'));
+  chmodSync(dir, 0o755); // PostgreSQL may run as another user (see services.ts) and must reach its folder inside
+  const base = options.basePort;
+  const redis = await startRedis({ appendonly: true, appendfsync: options.appendfsync, parent: dir, port: base === undefined ? undefined : base + 300 });
+  let postgres: PostgresServer;
+  try {
+    postgres = await startPostgres({ durable: options.durable ?? true, parent: dir, port: base === undefined ? undefined : base + 301 });
+  } catch (err) {
+    await redis.stop();
+    throw err;
+  }
+  const adminKey = randomBytes(24).toString('base64url');
+  const tokenSecret = randomBytes(32).toString('base64url');
+  const nodes: NodeProcess[] = [];
+  const specs = new Map<string, Spec>();
+  const counters = { gateway: 0, logic: 0 };
+
+  const print = options.onLine ?? ((node: string, line: string, stream: 'out' | 'err') => {
+    (stream === 'out' ? process.stdout : process.stderr).write(`[${node}] ${line}\n`);
+  });
+
+  const launch = async (spec: Spec): Promise<NodeProcess> => {
+    const env: Record<string, string> = {
+      ...process.env as Record<string, string>,
+      LONGLINK_REDIS_URL: redis.url,
+      LONGLINK_POSTGRES_URL: postgres.url,
+      LONGLINK_NODE_ID: spec.name,
+      LONGLINK_ROUTING: options.routing,
+      LONGLINK_HTTP_PORT: String(spec.httpPort),
+      LONGLINK_ADMIN_KEY: adminKey,
+      LONGLINK_TOKEN_SECRET: tokenSecret,
+      LONGLINK_BUS_SHARDS: String(options.shards ?? 16),
+      LONGLINK_LEASE_MS: String(options.leaseMs ?? 10_000),
+      LONGLINK_NODE_TTL_MS: String(options.nodeTtlMs ?? 15_000),
+      ...options.env,
+    };
+    if (spec.tcpPort !== undefined) env.LONGLINK_TCP_PORT = String(spec.tcpPort);
+    const child = spawn(process.execPath, [BIN, spec.role], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const node: NodeProcess = {
+      name: spec.name,
+      role: spec.role,
+      httpUrl: `http://127.0.0.1:${spec.httpPort}`,
+      tcpUrl: spec.tcpPort === undefined ? undefined : `tcp://127.0.0.1:${spec.tcpPort}`,
+      wsUrl: spec.role === 'gateway' ? `ws://127.0.0.1:${spec.httpPort}/ws` : undefined,
+      child,
+      running: true,
+      exited: once(child, 'exit').then(([code, signal]) => {
+        node.running = false;
+        return (code as number | null) ?? (signal as string);
+      }),
+    };
+    for (const [stream, name] of [[child.stdout!, 'out'], [child.stderr!, 'err']] as const) {
+      let rest = '';
+      stream.setEncoding('utf8').on('data', (d: string) => {
+        rest += d;
+        const lines = rest.split('\n');
+        rest = lines.pop()!;
+        for (const line of lines) print(spec.name, line, name);
+      });
+    }
+    const i = nodes.findIndex((n) => n.name === spec.name);
+    if (i >= 0) nodes[i] = node;
+    else nodes.push(node);
+    await waitHealthy(node.httpUrl, node);
+    return node;
+  };
+
+  const nextSpec = async (role: Role): Promise<Spec> => {
+    const i = counters[role]++;
+    const name = role === 'gateway' ? `gw-${i + 1}` : `logic-${i + 1}`;
+    const port = async (offset: number) => (base === undefined ? freePort() : base + offset + i);
+    const spec: Spec = role === 'gateway'
+      ? { name, role, tcpPort: await port(100), httpPort: await port(200) }
+      : { name, role, httpPort: await port(0) };
+    specs.set(name, spec);
+    return spec;
+  };
+
+  const cluster: Cluster = {
+    adminKey,
+    tokenSecret,
+    redis,
+    postgres,
+    nodes,
+    gateways: () => nodes.filter((n) => n.role === 'gateway'),
+    logics: () => nodes.filter((n) => n.role === 'logic'),
+    node(name) {
+      const n = nodes.find((x) => x.name === name);
+      if (!n) throw new Error(`no node ${name}`);
+      return n;
+    },
+    apiUrl() {
+      const n = nodes.find((x) => x.role === 'logic' && x.running);
+      if (!n) throw new Error('no running logic node');
+      return n.httpUrl;
+    },
+    async kill(name, signal = 'SIGTERM') {
+      const n = cluster.node(name);
+      if (n.running) n.child.kill(signal);
+      return n.exited;
+    },
+    async restart(name) {
+      const n = cluster.node(name);
+      if (n.running) throw new Error(`${name} is running`);
+      return launch(specs.get(name)!);
+    },
+    async add(role) {
+      return launch(await nextSpec(role));
+    },
+    async stop() {
+      await Promise.all(nodes.map(async (n) => {
+        if (!n.running) return;
+        n.child.kill('SIGTERM');
+        const timer = setTimeout(() => n.child.kill('SIGKILL'), 15_000);
+        await n.exited;
+        clearTimeout(timer);
+      }));
+      await redis.stop();
+      await postgres.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+
+  try {
+    const roles: Role[] = [...Array<Role>(options.logic).fill('logic'), ...Array<Role>(options.gateways).fill('gateway')];
+    await Promise.all(roles.map((role) => cluster.add(role)));
+  } catch (err) {
+    await cluster.stop();
+    throw err;
+  }
+  return cluster;
+}

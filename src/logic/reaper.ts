@@ -1,0 +1,52 @@
+// The reaper: removes the sessions of gateways that died without logging
+// their users out (kill -9, power loss, a partition). A gateway is dead when
+// its registry entry expired; its sessions are then dropped, so pushes for
+// its users go to sync (stored, fetched on reconnect) instead of to a stream
+// nobody reads. Every logic node runs one; dropNode is safe to run twice.
+import type { Registry } from '../engines/registry.js';
+import type { Sessions } from '../engines/sessions.js';
+
+export interface ReaperDeps {
+  sessions: Sessions;
+  registry: Registry;
+}
+
+export class Reaper {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly intervalMs: number,
+    private readonly deps: ReaperDeps,
+    private readonly log: (line: string) => void = (line) => console.log(line),
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      this.running ??= this.reap().then(() => undefined, (err: unknown) => {
+        console.error('[reaper] pass failed', (err as Error).message);
+      }).finally(() => {
+        this.running = undefined;
+      });
+    }, this.intervalMs);
+    this.timer.unref();
+  }
+
+  /** One pass: drop the sessions of every node that holds some and is not live. Returns the nodes dropped. */
+  async reap(): Promise<string[]> {
+    const holding = await this.deps.sessions.nodes();
+    if (holding.length === 0) return [];
+    const live = new Set((await this.deps.registry.live('gateway')).map((n) => n.id));
+    const dead = holding.filter((n) => !live.has(n));
+    for (const node of dead) {
+      const dropped = await this.deps.sessions.dropNode(node);
+      if (dropped > 0) this.log(`[reaper] gateway ${node} is gone: dropped ${dropped} sessions`);
+    }
+    return dead;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+  }
+}

@@ -1,0 +1,73 @@
+// `longlink gateway`: holds client connections (TCP, and WebSocket at /ws on
+// the HTTP port) and nothing else. Requests go up the Redis bus to logic;
+// pushes come down its own stream (targeted routing) or the shared one
+// (broadcast). Sessions and its registry entry live in Redis.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerConfig } from '../config.js';
+import { TokenService } from '../auth/tokens.js';
+import { Gateway } from '../gateway/gateway.js';
+import { closeHttp, listenHttp, sendJson } from './http-server.js';
+import { gatewayOptions, redisEngines } from './wiring.js';
+
+export interface RunningGateway {
+  nodeId: string;
+  httpPort: number;
+  tcpPort: number;
+  tcpUrl: string;
+  wsUrl: string;
+  gateway: Gateway;
+  stop(): Promise<void>;
+}
+
+export async function startGateway(config: ServerConfig): Promise<RunningGateway> {
+  const { bus, sessions, registry } = redisEngines(config, 'gateway');
+  const tokens = new TokenService(config.tokenSecret);
+  const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens });
+  const closeEngines = async () => {
+    await bus.close();
+    await sessions.close();
+    await registry.close();
+  };
+
+  const handle = (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz' && req.method === 'GET') {
+      sendJson(res, 200, { status: 'ok', node: config.nodeId, role: 'gateway', connections: gateway.connectionCount });
+    } else sendJson(res, 404, { error: { code: 'NOT_FOUND', message: 'a gateway serves /ws and /healthz; the API is on logic nodes' } });
+  };
+  let http: Awaited<ReturnType<typeof listenHttp>>;
+  let tcpPort: number;
+  try {
+    http = await listenHttp(handle, config.httpPort, config.host);
+  } catch (err) {
+    await closeEngines();
+    throw err;
+  }
+  const wsUrl = `ws://${config.publicHost}:${http.port}/ws`;
+  gateway.attachWebSocket(http.server, wsUrl);
+  try {
+    tcpPort = (await gateway.listenTcp(config.tcpPort, config.host, config.publicHost)).port;
+  } catch (err) {
+    await closeHttp(http.server);
+    await closeEngines();
+    throw err;
+  }
+  await gateway.start();
+
+  let stopped = false;
+  return {
+    nodeId: config.nodeId,
+    httpPort: http.port,
+    tcpPort,
+    tcpUrl: `tcp://${config.publicHost}:${tcpPort}`,
+    wsUrl,
+    gateway,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await gateway.stop();
+      await closeHttp(http.server);
+      await closeEngines();
+    },
+  };
+}

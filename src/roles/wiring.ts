@@ -1,0 +1,49 @@
+// What every role builds the same way from the configuration: the gateway's
+// and logic's options, and the distributed engines.
+import { ConfigError, type ServerConfig } from '../config.js';
+import type { GatewayOptions } from '../gateway/gateway.js';
+import type { LogicOptions } from '../logic/logic.js';
+import { RedisBus } from '../engines/bus-redis.js';
+import { RedisSessions } from '../engines/sessions-redis.js';
+import { RedisRegistry } from '../engines/registry-redis.js';
+
+export function gatewayOptions(config: ServerConfig): GatewayOptions {
+  return {
+    nodeId: config.nodeId,
+    loginTimeoutMs: config.loginTimeoutMs,
+    pingIntervalMs: config.pingIntervalMs,
+    maxFrameBytes: config.limits.maxFrameBytes,
+    maxTextBytes: config.limits.maxTextBytes,
+    ratePerSecond: config.limits.ratePerSecond,
+    rateBurst: config.limits.rateBurst,
+    maxOutboundBytes: config.limits.maxOutboundBytes,
+    loginPolicy: config.loginPolicy,
+    nodeTtlMs: config.nodeTtlMs,
+  };
+}
+
+export function logicOptions(config: ServerConfig): LogicOptions {
+  return {
+    nodeId: config.nodeId,
+    maxTextBytes: config.limits.maxTextBytes,
+    maxGroupMembers: config.limits.maxGroupMembers,
+    recallWindowMs: config.recallWindowMs,
+    routing: config.routing,
+  };
+}
+
+/** Bus, sessions and registry on the cluster's Redis. */
+export function redisEngines(config: ServerConfig, role: string): { bus: RedisBus; sessions: RedisSessions; registry: RedisRegistry } {
+  const url = requireUrl(config.redisUrl, `longlink ${role} needs LONGLINK_REDIS_URL (or --redis-url)`);
+  const prefix = config.redisPrefix;
+  return {
+    bus: new RedisBus({ url, prefix, nodeId: config.nodeId, shards: config.busShards, leaseMs: config.leaseMs }),
+    sessions: new RedisSessions({ url, prefix }),
+    registry: new RedisRegistry({ url, prefix }),
+  };
+}
+
+export function requireUrl(url: string | undefined, message: string): string {
+  if (!url) throw new ConfigError(message);
+  return url;
+}
