@@ -184,14 +184,18 @@ export async function runSend(flags: Record<string, string | undefined>): Promis
   if (!Number.isInteger(count) || count < 1 || count > 1_000_000) throw new UsageError('--count must be an integer ≥ 1');
   const timeoutMs = Number(flags.timeout ?? 60) * 1000;
   const client = await connect(f, false);
-  const sends = [];
   const target = to !== undefined ? { to } : { groupId: group! };
-  for (let i = 1; i <= count; i++) sends.push(client.send({ ...target, text: count === 1 ? text : `${text}-${i}` }));
-  let failed = 0;
+  const rate = flags.rate === undefined ? 0 : Number(flags.rate);
+  if (!Number.isFinite(rate) || rate < 0) throw new UsageError('--rate must be a number of messages per second ≥ 0 (0: all at once)');
   const deadline = setTimeout(() => {
     console.error(JSON.stringify({ type: 'error', code: 'TIMEOUT', message: `${client.pendingSends} sends not acked within ${timeoutMs} ms` }));
     process.exit(1);
   }, timeoutMs);
+  // Without --rate every send is written at once (pipelined); with it, evenly spaced.
+  const startedAt = Date.now();
+  const pace = (k: number) => (rate > 0 ? new Promise((r) => setTimeout(r, startedAt + (k * 1000) / rate - Date.now())) : Promise.resolve());
+  const sends = Array.from({ length: count }, (_, k) => pace(k).then(() => client.send({ ...target, text: count === 1 ? text : `${text}-${k + 1}` })));
+  let failed = 0;
   for (const p of sends) {
     try {
       const ack = await p;

@@ -21,7 +21,7 @@ const USAGE = `usage: longlink <command> [flags]
                                 a local cluster: Redis and PostgreSQL in a temp folder and the processes
   listen --user U [--device D] [--watch V,W]
                                 print messages and events for U as JSON lines, acking each
-  send --user U (--to V | --group G) --text T [--count N] [--device D]
+  send --user U (--to V | --group G) --text T [--count N] [--rate R] [--device D]
                                 send and print each ack; exit 0 only if all acked
   group create --user U --name NAME --members V,W     print the group as JSON
   group add|remove --user U --group G --members V,W

@@ -150,11 +150,20 @@ export class RedisBus implements Bus {
     const reader = this.connect();
     this.readers.add(reader);
     const streams = [this.key(`down:${node}`), this.key(`down:${ALL_GATEWAYS}`)];
-    // From when we subscribed (a second back, so nothing published just now is missed).
-    const start = `${Date.now() - 1000}-0`;
-    const last = streams.map(() => start);
+    // From when we subscribed, on Redis's clock (a second back, so nothing published just now is missed).
+    const last: string[] = [];
     let running = true;
     const loop = async () => {
+      while (running && !this.closed && last.length === 0) {
+        try {
+          const [seconds] = await reader.time();
+          const start = `${Number(seconds) * 1000 - 1000}-0`;
+          last.push(...streams.map(() => start));
+        } catch {
+          if (!running) return;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
       while (running && !this.closed) {
         let result: [string, StreamEntries][] | null;
         try {

@@ -80,7 +80,9 @@ export class GroupService {
 
   async create(actor: Actor, name: string, memberIds: readonly string[]): Promise<GroupRecord> {
     const trimmed = name.trim();
-    if (trimmed.length === 0 || trimmed.length > MAX_NAME) throw new LonglinkError(ErrorCode.BAD_REQUEST, `group name must be 1-${MAX_NAME} characters`);
+    if (trimmed.length === 0 || trimmed.length > MAX_NAME || trimmed.includes('\u0000')) {
+      throw new LonglinkError(ErrorCode.BAD_REQUEST, `group name must be 1-${MAX_NAME} characters, without NUL`);
+    }
     const members = ids(memberIds, 'members').filter((u) => u !== actor.userId);
     if (members.length + 1 > this.options.maxMembers) {
       throw new LonglinkError(ErrorCode.GROUP_FULL, `a group has at most ${this.options.maxMembers} members`);

@@ -144,10 +144,14 @@ export class Logic {
         });
       }));
     } catch (err) {
-      console.error('[logic] store append failed', err);
-      for (const { up } of sends) {
-        await this.replyError(up.origin, up.frame.id, new LonglinkError(ErrorCode.UNAVAILABLE, 'message not stored; resend it'));
+      console.error(`[logic] store append of ${sends.length} failed:`, (err as Error).message);
+      if (sends.length > 1) {
+        // One bad message must not refuse the batch it landed in: commit one by one, in order.
+        for (const s of sends) await this.commitSends([s]);
+        return;
       }
+      const { up } = sends[0]!;
+      await this.replyError(up.origin, up.frame.id, new LonglinkError(ErrorCode.UNAVAILABLE, 'message not stored; resend it'));
     }
   }
 

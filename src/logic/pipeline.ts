@@ -53,6 +53,10 @@ export class Pipeline {
       throw new LonglinkError(ErrorCode.BAD_REQUEST, `client_msg_id must be 1-${MAX_CLIENT_MSG_ID} characters`);
     }
     if (req.text.length === 0) throw new LonglinkError(ErrorCode.TEXT_EMPTY, 'message text is empty');
+    // PostgreSQL text cannot hold NUL; refused everywhere, so both stores keep the same messages.
+    if (req.text.includes('\u0000') || req.clientMsgId.includes('\u0000')) {
+      throw new LonglinkError(ErrorCode.BAD_REQUEST, 'text and client_msg_id must not contain NUL (U+0000)');
+    }
     const bytes = Buffer.byteLength(req.text, 'utf8');
     if (bytes > this.options.maxTextBytes) {
       throw new LonglinkError(ErrorCode.TEXT_TOO_LARGE, `message text is ${bytes} bytes; the limit is ${this.options.maxTextBytes}`);

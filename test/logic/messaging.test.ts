@@ -390,6 +390,8 @@ describe('validation', () => {
           await expectError(alice, send({ clientMsgId: '' }), ErrorCode.BAD_REQUEST),
           await expectError(alice, send({ clientMsgId: 'x'.repeat(129) }), ErrorCode.BAD_REQUEST),
           await expectError(alice, send({ toUser: 'not:valid' }), ErrorCode.BAD_REQUEST),
+          await expectError(alice, send({ text: 'a\u0000b' }), ErrorCode.BAD_REQUEST),
+          await expectError(alice, send({ clientMsgId: 'id\u0000' }), ErrorCode.BAD_REQUEST),
         ];
         for (const e of errors) {
           assert.equal(e.fatal, false);
