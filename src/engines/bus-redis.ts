@@ -19,7 +19,8 @@
 import { Redis } from 'ioredis';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { FrameSchema } from '../protocol/index.js';
-import { ALL_GATEWAYS, type Bus, type DownHandler, type DownMessage, type Origin, type Subscription, type UpHandler, type UpMessage } from './bus.js';
+import { Script } from './redis-shared.js';
+import { ALL_GATEWAYS, type Bus, type ConsumeUpOptions, type DownHandler, type DownMessage, type Origin, type Subscription, type UpHandler, type UpMessage } from './bus.js';
 
 export interface RedisBusOptions {
   url: string;
@@ -53,6 +54,15 @@ export function shardOf(key: string, shards: number): number {
   }
   return (h >>> 0) % shards;
 }
+
+// KEYS: the live logic nodes. ARGV: node id, lease ms. Heartbeat on Redis's clock; returns the live count.
+const HEARTBEAT = new Script(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+`);
 
 const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
@@ -134,8 +144,8 @@ export class RedisBus implements Bus {
     await this.writer.xadd(this.key(`down:${node}`), 'MAXLEN', '~', this.o.maxDownLength, '*', ...encodeDown(message));
   }
 
-  consumeUp(handler: UpHandler): Subscription {
-    const consumer = new ShardConsumer(this.o, this.connect(), this.writer, handler, (n) => this.key(n));
+  consumeUp(handler: UpHandler, options: ConsumeUpOptions = {}): Subscription {
+    const consumer = new ShardConsumer(this.o, this.connect(), this.writer, handler, (n) => this.key(n), options.onTakeover);
     this.consumers.add(consumer);
     consumer.start();
     return {
@@ -231,6 +241,7 @@ class ShardConsumer {
     private readonly redis: Redis,
     private readonly handler: UpHandler,
     private readonly key: (name: string) => string,
+    private readonly onTakeover: () => void = () => undefined,
   ) {}
 
   start(): void {
@@ -264,11 +275,7 @@ class ShardConsumer {
   /** Heartbeat, renew owned leases, give back extras, take free shards up to the fair share. */
   private async rebalance(): Promise<void> {
     if (!this.running) return;
-    const now = Date.now();
-    const nodes = this.key('logic-nodes');
-    await this.redis.zadd(nodes, now + this.o.leaseMs, this.o.nodeId);
-    await this.redis.zremrangebyscore(nodes, '-inf', now);
-    const live = Math.max(1, await this.redis.zcard(nodes));
+    const live = Math.max(1, Number(await HEARTBEAT.run(this.redis, [this.key('logic-nodes')], [this.o.nodeId, this.o.leaseMs])));
     const fair = Math.ceil(this.o.shards / live);
     for (const s of [...this.owned]) {
       const ok = await this.redis.eval(RENEW, 1, this.key(`lease:${s}`), this.o.nodeId, this.o.leaseMs);
@@ -284,6 +291,8 @@ class ShardConsumer {
       const got = await this.redis.set(this.key(`lease:${s}`), this.o.nodeId, 'PX', this.o.leaseMs, 'NX');
       if (got === 'OK') {
         await this.ensureGroup(s);
+        // Before the first batch of the shard: whatever we cached about its conversations may be stale.
+        this.onTakeover();
         this.owned.add(s);
         this.claimFrom.add(s);
       }
@@ -329,7 +338,12 @@ class ShardConsumer {
         }
       } catch (err) {
         if (!this.running) return;
-        console.error('[bus] uplink read failed; retrying', err);
+        if (String(err).includes('NOGROUP')) {
+          // Redis lost the stream or its group (restarted without persistence): make them again.
+          this.groupsMade.clear();
+          for (const s of this.owned) await this.ensureGroup(s).catch(() => undefined);
+        }
+        console.error('[bus] uplink read failed; retrying', (err as Error).message);
         await new Promise((r) => setTimeout(r, 200));
       }
     }

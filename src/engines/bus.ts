@@ -92,6 +92,10 @@ export const ALL_GATEWAYS = '*';
 export type UpHandler = (batch: UpMessage[]) => Promise<void>;
 export type DownHandler = (batch: DownMessage[]) => void;
 
+export interface ConsumeUpOptions {
+  onTakeover?: () => void;
+}
+
 export interface Subscription {
   close(): Promise<void>;
 }
@@ -99,8 +103,12 @@ export interface Subscription {
 export interface Bus {
   /** Queue a client request for logic. Resolves once the bus has accepted it. */
   publishUp(partitionKey: string, message: UpMessage): Promise<void>;
-  /** Consume uplink as a logic node. */
-  consumeUp(handler: UpHandler): Subscription;
+  /**
+   * Consume uplink as a logic node. `onTakeover` is called when this consumer
+   * starts owning partitions another consumer may have served meanwhile, so
+   * per-partition caches must be dropped (a distributed bus; never in-process).
+   */
+  consumeUp(handler: UpHandler, options?: ConsumeUpOptions): Subscription;
   /** Send to the gateway node `node`. */
   publishDown(node: string, message: DownMessage): Promise<void>;
   /** Receive what logic sends to gateway node `node`. */

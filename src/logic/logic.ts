@@ -73,7 +73,7 @@ export class Logic {
   }
 
   start(): void {
-    this.sub = this.deps.bus.consumeUp((batch) => this.process(batch));
+    this.sub = this.deps.bus.consumeUp((batch) => this.process(batch), { onTakeover: () => this.pipeline.forgetCaches() });
   }
 
   async stop(): Promise<void> {

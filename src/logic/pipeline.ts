@@ -122,6 +122,11 @@ export class Pipeline {
     return results;
   }
 
+  /** Drop cached member lists (this node just took over conversations another node may have changed). */
+  forgetCaches(): void {
+    this.memberCache.clear();
+  }
+
   /** Current members, cached briefly for fan-out (invalidated by this node's own membership changes). */
   async members(conversationId: string): Promise<string[]> {
     if (!isGroupConversation(conversationId)) return membersOf(this.deps.store, conversationId);

@@ -1,7 +1,12 @@
 // The Bus contract on Redis Streams, against a real redis-server.
-import { after, before } from 'node:test';
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { create } from '@bufbuild/protobuf';
+import { Redis } from 'ioredis';
 import { busContract } from './bus.contract.js';
-import { RedisBus } from '../../src/engines/bus-redis.js';
+import { RedisBus, type RedisBusOptions } from '../../src/engines/bus-redis.js';
+import type { UpMessage } from '../../src/engines/bus.js';
+import { FrameSchema } from '../../src/protocol/index.js';
 import { startRedis, type RedisServer } from '../helpers/services.js';
 
 let redis: RedisServer;
@@ -16,3 +21,86 @@ after(async () => {
 // Each bus gets its own key prefix: a fresh cluster on the shared server.
 busContract('RedisBus', () => new RedisBus({ url: redis.url, nodeId: 'logic-1', prefix: `t${++n}:`, shards: 4, leaseMs: 2000, blockMs: 200 }));
 busContract('RedisBus (1 shard, batch 3)', () => new RedisBus({ url: redis.url, nodeId: 'logic-1', prefix: `s${++n}:`, shards: 1, batch: 3, leaseMs: 2000, blockMs: 200 }));
+
+// What only a distributed bus does: several logic nodes share the shards,
+// a node that leaves hands its shards over, a poison entry is dead-lettered.
+describe('RedisBus with several logic nodes', () => {
+  const waitFor = async (check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000) => {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await check())) {
+      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  // The user id carries the tag the test follows.
+  const upMessage = (tag: string): UpMessage => ({
+    origin: { node: 'gw-1', connId: 1, userId: tag, deviceId: 'd1', platform: 'ios' },
+    frame: create(FrameSchema, { id: 1, body: { case: 'ping', value: {} } }),
+  });
+  const bus = (prefix: string, nodeId: string, extra: Partial<RedisBusOptions> = {}) =>
+    new RedisBus({ url: redis.url, nodeId, prefix, shards: 8, leaseMs: 1000, blockMs: 100, ...extra });
+
+  test('two nodes split the shards, every message is handled once, and the survivor takes all shards when one leaves', async () => {
+    const prefix = `m${++n}:`;
+    const [a, b] = [bus(prefix, 'logic-a'), bus(prefix, 'logic-b')];
+    const publisher = bus(prefix, 'gw-1');
+    const seen = new Map<string, string[]>();
+    const takeovers = { 'logic-a': 0, 'logic-b': 0 };
+    const consume = (x: RedisBus, name: 'logic-a' | 'logic-b') => x.consumeUp(async (batch) => {
+      for (const m of batch) seen.set(m.origin.userId, [...(seen.get(m.origin.userId) ?? []), name]);
+    }, { onTakeover: () => takeovers[name]++ });
+    const subA = consume(a, 'logic-a');
+    const subB = consume(b, 'logic-b');
+    try {
+      await waitFor(() => takeovers['logic-a'] > 0 && takeovers['logic-b'] > 0, 'both nodes own shards');
+      const first = Array.from({ length: 200 }, (_, i) => `u${i}`);
+      for (const u of first) await publisher.publishUp(u, upMessage(u));
+      await waitFor(() => first.every((u) => seen.has(u)), 'every message handled');
+      assert.ok(first.every((u) => seen.get(u)!.length === 1), 'each once');
+      const byNode = [...seen.values()].flat();
+      assert.ok(byNode.includes('logic-a') && byNode.includes('logic-b'), 'both nodes handled some');
+
+      const before = takeovers['logic-a'];
+      await subB.close(); // a graceful leave releases the leases at once
+      await waitFor(() => takeovers['logic-a'] > before, 'logic-a takes over the released shards', 5000);
+      const second = Array.from({ length: 100 }, (_, i) => `v${i}`);
+      for (const u of second) await publisher.publishUp(u, upMessage(u));
+      await waitFor(() => second.every((u) => seen.has(u)), 'every later message handled', 5000);
+      assert.ok(second.every((u) => seen.get(u)!.join() === 'logic-a'), 'all by the survivor, once');
+    } finally {
+      await subA.close();
+      await subB.close();
+      await Promise.all([a.close(), b.close(), publisher.close()]);
+    }
+  });
+
+  test('an entry whose handler keeps failing goes to the dead-letter stream and the shard moves on', async () => {
+    const prefix = `d${++n}:`;
+    const consumer = bus(prefix, 'logic-a', { shards: 1, maxDeliveries: 3 });
+    const publisher = bus(prefix, 'gw-1', { shards: 1 });
+    const handled: string[] = [];
+    let poisonAttempts = 0;
+    const sub = consumer.consumeUp(async (batch) => {
+      if (batch.some((m) => m.origin.userId === 'poison')) {
+        poisonAttempts++;
+        throw new Error('cannot handle this one');
+      }
+      for (const m of batch) handled.push(m.origin.userId);
+    });
+    const redisClient = new Redis(redis.url);
+    try {
+      await publisher.publishUp('k', upMessage('poison'));
+      await waitFor(() => poisonAttempts >= 3, '3 attempts');
+      await publisher.publishUp('k', upMessage('after'));
+      await waitFor(() => handled.includes('after'), 'the next entry');
+      assert.equal(poisonAttempts, 3);
+      const dead = await redisClient.xrange(`${prefix}dead`, '-', '+');
+      assert.equal(dead.length, 1);
+      assert.match(dead[0]![1].join(' '), /cannot handle this one/);
+    } finally {
+      redisClient.disconnect();
+      await sub.close();
+      await Promise.all([consumer.close(), publisher.close()]);
+    }
+  });
+});
