@@ -525,6 +525,24 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     }
   }
 
+  /**
+   * A message from a push or a sync. One this device sent and still waits an
+   * ack for (the ack was lost, or a sync overtook it) settles that send
+   * instead of being shown as incoming: the app already shows it as pending.
+   */
+  private receive(m: ChatMessage): void {
+    const own = this._login !== undefined && m.fromUser === this._login.userId && m.fromDevice === this._login.deviceId
+      ? this.outbox.get(m.clientMsgId) : undefined;
+    this.deliver(this.receiver.offer(m, own !== undefined), m.conversationId);
+    if (!own) return;
+    this.outbox.delete(m.clientMsgId);
+    for (const [id, clientMsgId] of this.sendIds) if (clientMsgId === m.clientMsgId) this.sendIds.delete(id);
+    own.resolve({
+      clientMsgId: m.clientMsgId, serverMsgId: m.serverMsgId, conversationId: m.conversationId,
+      seq: m.seq, sentAtMs: m.sentAtMs, duplicate: false,
+    });
+  }
+
   private onSendAck(id: number, ack: BodyOf<'sendAck'>): void {
     this.sendIds.delete(id);
     const entry = this.outbox.get(ack.clientMsgId);
@@ -594,7 +612,7 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   // ---- receive, sync, ack ----------------------------------------------------
 
   private onMessages(messages: ChatMessage[]): void {
-    for (const m of messages) this.deliver(this.receiver.offer(m), m.conversationId);
+    for (const m of messages) this.receive(m);
     this.syncStuck();
   }
 
@@ -665,7 +683,7 @@ export class LonglinkClient extends Emitter<ClientEvents> {
       for (const c of result.cursors) {
         if (!firstSeq.has(c.conversationId)) this.deliver(this.receiver.advance(c.conversationId, Number(c.seq)), c.conversationId);
       }
-      for (const m of messages) this.deliver(this.receiver.offer(m), m.conversationId);
+      for (const m of messages) this.receive(m);
       if (!result.hasMore) return;
     }
   }

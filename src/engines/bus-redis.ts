@@ -266,6 +266,8 @@ class ShardConsumer {
     clearInterval(this.leaseTimer);
     const waitMs = Math.min(5000, Math.floor(this.o.leaseMs / 2));
     await Promise.race([this.loopDone, new Promise((r) => setTimeout(r, waitMs).unref())]);
+    // Leave the live set first, so the others' fair share counts without us and they take every shard released here.
+    await this.redis.zrem(this.key('logic-nodes'), this.o.nodeId).catch(() => 0);
     for (const s of this.owned) await this.redis.eval(RELEASE, 1, this.key(`lease:${s}`), this.o.nodeId).catch(() => 0);
     this.owned.clear();
     // The read loop may still sit in a blocking read or the handler; it ends by itself.
@@ -366,21 +368,23 @@ class ShardConsumer {
         this.key(`up:${s}`), GROUP, this.o.nodeId, 0, cursor, 'COUNT', this.o.batch,
       )) as [string, StreamEntries];
       const live = entries.filter(([, fields]) => fields !== null && fields !== undefined);
-      if (live.length > 0) await this.process(s, live);
+      if (live.length > 0) await this.process(s, live, true);
       cursor = next;
       if (cursor === '0-0') return;
     }
   }
 
   /** Hand one shard's entries to the handler; ack once it settled; retry, then dead-letter. */
-  private async process(s: number, entries: StreamEntries): Promise<void> {
+  private async process(s: number, entries: StreamEntries, claimed = false): Promise<void> {
     const stream = this.key(`up:${s}`);
     const ids = entries.map(([id]) => id);
     const batch: UpMessage[] = [];
     const bad: string[] = [];
     entries.forEach(([id, fields]) => {
       try {
-        batch.push(decodeUp(fields));
+        const m = decodeUp(fields);
+        if (claimed) m.redelivered = true;
+        batch.push(m);
       } catch {
         bad.push(id);
       }
@@ -403,6 +407,7 @@ class ShardConsumer {
           this.attempts.delete(key);
           return;
         }
+        for (const m of batch) m.redelivered = true;
         await new Promise((r) => setTimeout(r, 100 * n));
       }
     }

@@ -62,7 +62,12 @@ export class Gateway {
   private readonly table = new SessionTable();
   /** Presence watchers: user → local connections subscribed to them. */
   private readonly watchers = new Map<string, Set<Connection>>();
-  private nextConnId = 1;
+  /**
+   * Connection ids never repeat across restarts of a node id (they start at
+   * the start time in µs), so a reply or kick still in the downlink for the
+   * previous process cannot reach a new connection.
+   */
+  private nextConnId = Date.now() * 1000;
   private sweepTimer: NodeJS.Timeout | undefined;
   private announceTimer: NodeJS.Timeout | undefined;
   private downSub: Subscription | undefined;

@@ -129,9 +129,13 @@ export class Logic {
     }
   }
 
-  private async commitSends(sends: { up: UpMessage; draft: MessageDraft }[]): Promise<void> {
+  /**
+   * Store the batch's sends in one transaction, ack each sender, then push.
+   * Acks go first: the sender's wait is the commit, not the fan-out.
+   */
+  private async commitSends(sends: { up: UpMessage; draft: MessageDraft }[], retry = false): Promise<void> {
     try {
-      const results = await this.pipeline.commit(sends.map((s) => s.draft));
+      const results = await this.pipeline.store(sends.map((s) => s.draft));
       await Promise.all(results.map((r, i) => {
         const up = sends[i]!.up;
         const m = r.message;
@@ -143,11 +147,12 @@ export class Logic {
           },
         });
       }));
+      await this.pipeline.pushResults(results, [], sends.map((s) => retry || s.up.redelivered === true));
     } catch (err) {
-      console.error(`[logic] store append of ${sends.length} failed:`, (err as Error).message);
+      console.error(`[logic] storing or acking ${sends.length} sends failed:`, (err as Error).message);
       if (sends.length > 1) {
         // One bad message must not refuse the batch it landed in: commit one by one, in order.
-        for (const s of sends) await this.commitSends([s]);
+        for (const s of sends) await this.commitSends([s], true);
         return;
       }
       const { up } = sends[0]!;

@@ -103,23 +103,47 @@ export class Pipeline {
   /**
    * Store a batch (one transaction), then push what is new. Results in draft
    * order. `alsoNotify[i]` names users outside the conversation who get draft
-   * i's push too (members just removed learn of their removal).
+   * i's push too (members just removed learn of their removal); `redelivered[i]`
+   * says draft i's request came again from the bus (see pushResults).
    */
-  async commit(drafts: readonly MessageDraft[], alsoNotify: readonly (readonly string[] | undefined)[] = []): Promise<AppendResult[]> {
+  async commit(
+    drafts: readonly MessageDraft[],
+    alsoNotify: readonly (readonly string[] | undefined)[] = [],
+    redelivered: readonly boolean[] = [],
+  ): Promise<AppendResult[]> {
+    const results = await this.store(drafts);
+    await this.pushResults(results, alsoNotify, redelivered);
+    return results;
+  }
+
+  /** Store a batch in one transaction; nothing is pushed yet. */
+  async store(drafts: readonly MessageDraft[]): Promise<AppendResult[]> {
     if (drafts.length === 0) return [];
     const results = await this.deps.store.append(drafts);
     for (const d of drafts) if (d.effect) this.memberCache.delete(d.conversationId);
-    const fresh: { message: ChatMessage; extra: readonly string[] }[] = [];
-    results.forEach((r, i) => {
-      if (!r.duplicate) fresh.push({ message: r.message, extra: alsoNotify[i] ?? [] });
-    });
-    if (fresh.length > 0) {
-      await this.push(fresh).catch((err: unknown) => {
-        // Stored and acked: recipients get it at their next sync (or on the next message's gap).
-        console.error('[logic] push failed after store', err);
-      });
-    }
     return results;
+  }
+
+  /**
+   * Push stored results. A duplicate is pushed again only when its request
+   * was redelivered: the first attempt may have stored it and died before the
+   * push (a logic node killed mid-batch). Clients drop a push seen twice by
+   * (conversation, seq). Never throws: a message that was stored and acked
+   * reaches recipients at their next sync (or on the next message's gap).
+   */
+  async pushResults(
+    results: readonly AppendResult[],
+    alsoNotify: readonly (readonly string[] | undefined)[] = [],
+    redelivered: readonly boolean[] = [],
+  ): Promise<void> {
+    const toPush: { message: ChatMessage; extra: readonly string[] }[] = [];
+    results.forEach((r, i) => {
+      if (!r.duplicate || redelivered[i]) toPush.push({ message: r.message, extra: alsoNotify[i] ?? [] });
+    });
+    if (toPush.length === 0) return;
+    await this.push(toPush).catch((err: unknown) => {
+      console.error('[logic] push failed after store', err);
+    });
   }
 
   /** Drop cached member lists (this node just took over conversations another node may have changed). */

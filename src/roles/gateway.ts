@@ -21,6 +21,10 @@ export interface RunningGateway {
 
 export async function startGateway(config: ServerConfig): Promise<RunningGateway> {
   const { bus, sessions, registry } = redisEngines(config, 'gateway');
+  // A previous process with this node id may have died without logging its
+  // users out, and come back before the reaper noticed: those sessions are ghosts.
+  const stale = await sessions.dropNode(config.nodeId);
+  if (stale > 0) console.log(`[gateway] dropped ${stale} sessions left by a previous ${config.nodeId}`);
   const tokens = new TokenService(config.tokenSecret);
   const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens });
   const closeEngines = async () => {
