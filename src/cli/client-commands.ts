@@ -4,6 +4,7 @@ import {
   createClient, gatewayPicker, requestToken, LonglinkError, errorName,
   type LonglinkClient, type ChatMessage, type GroupInfo,
 } from '../client/index.js';
+import { exitAfterFlush } from './exit.js';
 
 export interface ClientFlags {
   server: string;
@@ -83,7 +84,7 @@ export async function runListen(flags: Record<string, string | undefined>): Prom
   const session = client.session!;
   console.error(JSON.stringify({ type: 'online', user: session.userId, device: session.deviceId, node: session.nodeId }));
   const stop = () => {
-    void client.close().then(() => process.exit(0));
+    void client.close().then(() => exitAfterFlush(0));
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
@@ -189,7 +190,7 @@ export async function runSend(flags: Record<string, string | undefined>): Promis
   if (!Number.isFinite(rate) || rate < 0) throw new UsageError('--rate must be a number of messages per second ≥ 0 (0: all at once)');
   const deadline = setTimeout(() => {
     console.error(JSON.stringify({ type: 'error', code: 'TIMEOUT', message: `${client.pendingSends} sends not acked within ${timeoutMs} ms` }));
-    process.exit(1);
+    exitAfterFlush(1);
   }, timeoutMs);
   // Without --rate every send is written at once (pipelined); with it, evenly spaced.
   const startedAt = Date.now();

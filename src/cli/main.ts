@@ -3,6 +3,7 @@
 import { parseArgs } from './args.js';
 import { runRole, runStart } from './start.js';
 import { runCluster } from './cluster.js';
+import { exitAfterFlush } from './exit.js';
 import { runConversations, runGroup, runListen, runRead, runSend, UsageError } from './client-commands.js';
 import { ConfigError } from '../config.js';
 import { LonglinkError } from '../protocol/index.js';
@@ -70,18 +71,20 @@ async function main(argv: string[]): Promise<number | undefined> {
 
 main(process.argv.slice(2)).then(
   (code) => {
-    if (code !== undefined) process.exit(code);
+    if (code !== undefined) exitAfterFlush(code);
   },
   (err: unknown) => {
     if (err instanceof UsageError || err instanceof ConfigError) {
       console.error(`longlink: ${err.message}`);
-      process.exit(2);
+      exitAfterFlush(2);
+      return;
     }
     if (err instanceof LonglinkError) {
       console.error(JSON.stringify({ type: 'error', code: err.codeName, message: err.message }));
-      process.exit(1);
+      exitAfterFlush(1);
+      return;
     }
     console.error(err);
-    process.exit(1);
+    exitAfterFlush(1);
   },
 );

@@ -140,7 +140,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       wsUrl: spec.role === 'gateway' ? `ws://127.0.0.1:${spec.httpPort}/ws` : undefined,
       child,
       running: true,
-      exited: once(child, 'exit').then(([code, signal]) => {
+      exited: once(child, 'close').then(([code, signal]) => {
         node.running = false;
         return (code as number | null) ?? (signal as string);
       }),

@@ -27,7 +27,8 @@ export class Proc {
       err = parts.pop()!;
       this.errLines.push(...parts);
     });
-    this.exited = once(child, 'exit').then(([code]) => {
+    // 'close', not 'exit': 'exit' may come before the last of stdout/stderr was read.
+    this.exited = once(child, 'close').then(([code]) => {
       this.exitCode = code as number | null;
       return this.exitCode;
     });

@@ -176,3 +176,32 @@ test('send exits non-zero when a message cannot be acked; usage errors exit 2', 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('send into a pipe nobody reads yet: every ack line is there once the reader catches up, and it exits 0', async () => {
+  const dir = tempDir();
+  const s = await startServer(dir);
+  const procs: Proc[] = [];
+  try {
+    const count = 2000; // ~200 KiB of ack lines: more than a pipe buffer holds
+    const bob = await listen(s.http, 'bob', 'pipe');
+    procs.push(bob);
+    const send = run(['send', '--user', 'alice', '--to', 'bob', '--text', 'p', '--count', String(count), '--server', s.http]);
+    procs.push(send);
+    send.child.stdout!.pause(); // the reader of `longlink send … | slow-consumer` is busy
+    // Acks go out before pushes: once bob has every message, alice had every ack.
+    await bob.waitFor(() => bob.json('message').length >= count, 30_000, `${count} messages at bob`);
+    await new Promise((r) => setTimeout(r, 300)); // a send that exits now, dropping queued output, would
+    send.child.stdout!.resume();
+    assert.equal(await send.exited, 0, send.errLines.join('\n'));
+    const acks = send.json<AckLine>('ack');
+    assert.equal(acks.length, count, 'no ack line lost at exit');
+    assert.deepEqual(acks.map((a) => a.seq), Array.from({ length: count }, (_, i) => i + 1));
+  } finally {
+    for (const p of procs) {
+      p.child.stdout!.resume();
+      await p.kill('SIGKILL');
+    }
+    await s.proc.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -54,7 +54,7 @@ for (const routing of ['targeted', 'broadcast'] as const) {
 
         assert.equal(await send.exited, 0, `every send acked\n${send.errLines.slice(-5).join('\n')}\n${cluster.logs()}`);
         const acks = send.json<{ seq: number; duplicate: boolean }>('ack');
-        assert.equal(acks.length, COUNT);
+        assert.equal(acks.length, COUNT, `stdout lines ${send.lines.length}; non-ack: ${send.lines.filter((l) => !l.includes('"ack"')).slice(0, 5).join(' | ')}; stderr: ${send.errLines.slice(-5).join(' | ')}`);
 
         await listen.waitFor(() => listen.json('message').length >= COUNT, 60_000, `${COUNT} messages at bob`);
         await new Promise((r) => setTimeout(r, 500)); // a late duplicate would show up here

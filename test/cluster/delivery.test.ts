@@ -13,7 +13,7 @@ import { describe, test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import {
-  startTestCluster, connectClient, until, assertExactlyOnceInOrder,
+  startTestCluster, connectClient, until, assertExactlyOnceInOrder, within, texts,
   type TestCluster, type TestClient, type ClientOptions,
 } from './helpers.js';
 import {
@@ -26,7 +26,6 @@ const SHARDS = 8;
 const LEASE_MS = 6000;
 
 const range = (from: number, to: number): number[] => Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
-const texts = (prefix: string, n: number): string[] => Array.from({ length: n }, (_, i) => `${prefix}-${i + 1}`);
 const ascending = (xs: readonly number[]): number[] => [...xs].sort((a, b) => a - b);
 /** Chat messages only (no timeline events such as group_created). */
 const chats = (ms: readonly ChatMessage[]): ChatMessage[] => ms.filter((m) => m.event === undefined);
@@ -38,27 +37,13 @@ const fromOthers = (c: TestClient, ms: readonly ChatMessage[]): ChatMessage[] =>
 /**
  * A device's own sends reach its app through `send()` only: the SDK must not
  * also emit them as 'message' events ("a message from someone else, or this
- * user's other device"). Kept apart from the ledger checks, and last in each
- * test, because it fails on a known SDK race (see the report): an own message
- * that comes back in a sync reply before its SendAck is shown as incoming.
+ * user's other device"), not even when a sync reply brings one back before
+ * its SendAck (the race that showed this; the SDK now settles the send then).
  */
 function assertNoEcho(c: TestClient, what: string): void {
   const echoes = c.inbox.filter((m) => isOwn(c, m));
   assert.deepEqual(echoes.map((m) => `${m.conversationId}#${m.seq} ${m.text}`), [],
     `${what}: its own messages came back as incoming 'message' events (${echoes.length})`);
-}
-
-/** Rejects when `promise` has not settled within `ms` (so a send that is never acked fails the test instead of hanging it). */
-async function within<T>(promise: Promise<T>, ms: number, what: () => string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`not settled within ${ms} ms: ${what()}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Pipelined: every send is written at once, without waiting for earlier acks. Acks in send order. */

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import {
-  assertExactlyOnceInOrder, connectClient, sleep, startTestCluster, until,
+  assertExactlyOnceInOrder, connectClient, sleep, startTestCluster, texts, until, within,
   type ClientOptions, type TestClient, type TestCluster,
 } from './helpers.js';
 import { directConversationId, listGateways, type SendResult } from '../../src/client/index.js';
@@ -82,10 +82,6 @@ function balanced(leases: readonly (string | undefined)[], nodes: readonly strin
   return leases.every((o) => o !== undefined && nodes.includes(o)) && nodes.every((n) => h.get(n) === fair);
 }
 
-function texts(prefix: string, n: number): string[] {
-  return Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
-}
-
 interface Outgoing {
   /** Every ack, in send order (rejects if any send is refused). */
   done: Promise<SendResult[]>;
@@ -125,19 +121,6 @@ function sendAll(
     return Promise.all(promises);
   })();
   return { done, acked: () => acked, sent: () => sent };
-}
-
-/** `p`, or a failure naming what was awaited after `ms`. */
-async function within<T>(p: Promise<T>, ms: number, describe: () => string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${describe()}`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** The sender's acks: one conversation, seqs consecutive in send order (each message stored once, in order). */

@@ -115,3 +115,21 @@ export function assertExactlyOnceInOrder(received: readonly ChatMessage[], expec
     assert.ok(received[i]!.seq > received[i - 1]!.seq, `${what}: seq ${received[i]!.seq} after ${received[i - 1]!.seq}`);
   }
 }
+
+/** Rejects when `promise` has not settled within `ms` (a send never acked fails the test instead of hanging it). */
+export async function within<T>(promise: Promise<T>, ms: number, describe: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not settled within ${ms} ms: ${describe()}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `n` distinct message texts: prefix-1 … prefix-n. */
+export function texts(prefix: string, n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `${prefix}-${i + 1}`);
+}
