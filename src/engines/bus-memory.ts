@@ -106,7 +106,7 @@ export class MemoryBus implements Bus {
         await this.upHandler(batch);
       } catch (err) {
         // At-least-once: put the batch back in front and retry after a pause.
-        this.up = batch.map((m): UpMessage => ({ ...m, redelivered: true })).concat(this.up);
+        this.up = batch.concat(this.up);
         console.error('[bus] uplink handler failed; retrying batch', err);
         await new Promise((r) => setTimeout(r, 100));
       }

@@ -15,7 +15,8 @@
 // read by every gateway (broadcast routing, publishDown(ALL_GATEWAYS, …)).
 // Read without a group from when the gateway subscribed: a downlink message
 // lost to a crash is healed by the client (request timeout, gap → sync).
-// Every stream is trimmed (MAXLEN ~) so Redis memory stays bounded.
+// Every stream is trimmed (MAXLEN ~) so Redis memory stays bounded, and a
+// gateway's own stream expires an hour after the gateway stopped reading it.
 import { Redis } from 'ioredis';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { FrameSchema } from '../protocol/index.js';
@@ -174,7 +175,13 @@ export class RedisBus implements Bus {
           await new Promise((r) => setTimeout(r, 200));
         }
       }
+      let expiresRefreshedAt = 0;
       while (running && !this.closed) {
+        if (Date.now() - expiresRefreshedAt > 60_000) {
+          // This node's own stream outlives it by an hour at most (node ids of dead gateways do not pile up).
+          expiresRefreshedAt = Date.now();
+          this.writer.pexpire(streams[0]!, 3_600_000).catch(() => undefined);
+        }
         let result: [string, StreamEntries][] | null;
         try {
           result = (await reader.xread('COUNT', 1000, 'BLOCK', this.o.blockMs, 'STREAMS', ...streams, ...last)) as
@@ -229,6 +236,14 @@ export class RedisBus implements Bus {
 /** Owns a fair share of the uplink shards and feeds their entries to the handler. */
 class ShardConsumer {
   private readonly owned = new Set<number>();
+  /**
+   * Local deadline of each owned lease: when the request that set or renewed
+   * it was sent, plus 80% of the lease. Past it this node neither reads nor
+   * handles the shard, even before a renewal tells it the lease is gone (a
+   * paused or stalled node must not serve next to the new owner).
+   */
+  private readonly validUntil = new Map<number, number>();
+  private lastOrphanScanMs = Date.now();
   private running = false;
   private leaseTimer: NodeJS.Timeout | undefined;
   private loopDone: Promise<void> = Promise.resolve();
@@ -246,9 +261,14 @@ class ShardConsumer {
 
   start(): void {
     this.running = true;
+    let ticking = false;
     const tick = () => {
+      if (ticking) return; // a slow Redis must not pile ticks up
+      ticking = true;
       this.rebalance().catch((err: unknown) => {
-        if (this.running) console.error('[bus] lease upkeep failed', err);
+        if (this.running) console.error('[bus] lease upkeep failed', (err as Error).message);
+      }).finally(() => {
+        ticking = false;
       });
     };
     tick();
@@ -270,6 +290,7 @@ class ShardConsumer {
     await this.redis.zrem(this.key('logic-nodes'), this.o.nodeId).catch(() => 0);
     for (const s of this.owned) await this.redis.eval(RELEASE, 1, this.key(`lease:${s}`), this.o.nodeId).catch(() => 0);
     this.owned.clear();
+    this.validUntil.clear();
     // The read loop may still sit in a blocking read or the handler; it ends by itself.
     void this.loopDone.finally(() => this.reader.disconnect());
   }
@@ -280,8 +301,10 @@ class ShardConsumer {
     const live = Math.max(1, Number(await HEARTBEAT.run(this.redis, [this.key('logic-nodes')], [this.o.nodeId, this.o.leaseMs])));
     const fair = Math.ceil(this.o.shards / live);
     for (const s of [...this.owned]) {
+      const sentAt = Date.now();
       const ok = await this.redis.eval(RENEW, 1, this.key(`lease:${s}`), this.o.nodeId, this.o.leaseMs);
-      if (ok !== 1) this.owned.delete(s); // lost it (we were paused past the lease)
+      if (ok === 1) this.validUntil.set(s, sentAt + this.o.leaseMs * 0.8);
+      else this.drop(s); // lost it (we were paused past the lease)
     }
     // Shards are given back between batches by the read loop (see `surplus`).
     this.surplus = Math.max(0, this.owned.size - fair);
@@ -290,8 +313,10 @@ class ShardConsumer {
     for (const s of order) {
       if (this.owned.size >= fair || !this.running) break;
       if (this.owned.has(s)) continue;
+      const sentAt = Date.now();
       const got = await this.redis.set(this.key(`lease:${s}`), this.o.nodeId, 'PX', this.o.leaseMs, 'NX');
       if (got === 'OK') {
+        this.validUntil.set(s, sentAt + this.o.leaseMs * 0.8);
         await this.ensureGroup(s);
         // Before the first batch of the shard: whatever we cached about its conversations may be stale.
         this.onTakeover();
@@ -299,6 +324,17 @@ class ShardConsumer {
         this.claimFrom.add(s);
       }
     }
+  }
+
+  private drop(s: number): void {
+    this.owned.delete(s);
+    this.validUntil.delete(s);
+    this.claimFrom.delete(s);
+  }
+
+  /** Owned, and the lease is certainly still ours. */
+  private holds(s: number): boolean {
+    return this.owned.has(s) && Date.now() < (this.validUntil.get(s) ?? 0);
   }
 
   private surplus = 0;
@@ -323,11 +359,23 @@ class ShardConsumer {
           await new Promise((r) => setTimeout(r, 50));
           continue;
         }
+        // A shard just taken is read only after what earlier owners left pending was
+        // handled, so a sender's older messages are not overtaken by its newer ones.
         for (const s of [...this.claimFrom]) {
+          if (!this.holds(s)) continue;
+          await this.claim(s, 0);
           this.claimFrom.delete(s);
-          await this.claim(s);
         }
-        const shards = [...this.owned];
+        if (Date.now() - this.lastOrphanScanMs > this.o.leaseMs) {
+          // Entries a stalled consumer read after its lease ran out stay pending under it: take them.
+          this.lastOrphanScanMs = Date.now();
+          for (const s of [...this.owned]) if (this.holds(s) && !this.claimFrom.has(s)) await this.claim(s, this.o.leaseMs * 2);
+        }
+        const shards = [...this.owned].filter((s) => this.holds(s) && !this.claimFrom.has(s));
+        if (shards.length === 0) {
+          await new Promise((r) => setTimeout(r, 50));
+          continue;
+        }
         const streams = shards.map((s) => this.key(`up:${s}`));
         const result = (await this.reader.xreadgroup(
           'GROUP', GROUP, this.o.nodeId, 'COUNT', this.o.batch, 'BLOCK', Math.min(this.o.blockMs, 250),
@@ -354,44 +402,42 @@ class ShardConsumer {
   private async giveBackSurplus(): Promise<void> {
     while (this.surplus > 0 && this.owned.size > 0) {
       const s = Math.max(...this.owned);
-      this.owned.delete(s);
+      this.drop(s);
       this.surplus--;
       await this.redis.eval(RELEASE, 1, this.key(`lease:${s}`), this.o.nodeId);
     }
   }
 
-  /** Take over entries another consumer of the group read but never acked. */
-  private async claim(s: number): Promise<void> {
+  /** Take over entries a consumer of the group read but never acked, idle at least `minIdleMs`. */
+  private async claim(s: number, minIdleMs: number): Promise<void> {
     let cursor = '0-0';
-    for (let round = 0; round < 10_000 && this.running && this.owned.has(s); round++) {
+    for (let round = 0; round < 10_000 && this.running && this.holds(s); round++) {
       const [next, entries] = (await this.redis.xautoclaim(
-        this.key(`up:${s}`), GROUP, this.o.nodeId, 0, cursor, 'COUNT', this.o.batch,
+        this.key(`up:${s}`), GROUP, this.o.nodeId, Math.floor(minIdleMs), cursor, 'COUNT', this.o.batch,
       )) as [string, StreamEntries];
       const live = entries.filter(([, fields]) => fields !== null && fields !== undefined);
-      if (live.length > 0) await this.process(s, live, true);
+      if (live.length > 0) await this.process(s, live);
       cursor = next;
       if (cursor === '0-0') return;
     }
   }
 
   /** Hand one shard's entries to the handler; ack once it settled; retry, then dead-letter. */
-  private async process(s: number, entries: StreamEntries, claimed = false): Promise<void> {
+  private async process(s: number, entries: StreamEntries): Promise<void> {
     const stream = this.key(`up:${s}`);
     const ids = entries.map(([id]) => id);
     const batch: UpMessage[] = [];
     const bad: string[] = [];
     entries.forEach(([id, fields]) => {
       try {
-        const m = decodeUp(fields);
-        if (claimed) m.redelivered = true;
-        batch.push(m);
+        batch.push(decodeUp(fields));
       } catch {
         bad.push(id);
       }
     });
     for (const id of bad) await this.deadLetter(stream, id, entries.find(([e]) => e === id)![1], 'undecodable');
     for (;;) {
-      if (!this.owned.has(s)) return; // lost the lease: the next owner claims these
+      if (!this.holds(s)) return; // lost (or may have lost) the lease: the next owner claims these
       try {
         if (batch.length > 0) await this.handler(batch);
         await this.redis.xack(stream, GROUP, ...ids);
@@ -407,7 +453,6 @@ class ShardConsumer {
           this.attempts.delete(key);
           return;
         }
-        for (const m of batch) m.redelivered = true;
         await new Promise((r) => setTimeout(r, 100 * n));
       }
     }

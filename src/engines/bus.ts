@@ -29,12 +29,6 @@ export interface UpMessage {
   origin: Origin;
   frame: Frame;
   session?: 'online' | 'offline';
-  /**
-   * Set by the bus when this message was handed out before (its handler
-   * failed, or its consumer died before acking): its effects may have
-   * happened already, in part.
-   */
-  redelivered?: boolean;
 }
 
 /** A frame for one connection (a reply to its request). */

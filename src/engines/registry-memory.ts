@@ -6,8 +6,11 @@ export class MemoryRegistry implements Registry {
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  async announce(node: NodeInfo, ttlMs: number): Promise<void> {
-    this.nodes.set(node.id, { info: { ...node }, expiresAtMs: this.now() + ttlMs });
+  async announce(node: NodeInfo, ttlMs: number): Promise<boolean> {
+    const now = this.now();
+    const before = this.nodes.get(node.id);
+    this.nodes.set(node.id, { info: { ...node }, expiresAtMs: now + ttlMs });
+    return before !== undefined && before.expiresAtMs > now;
   }
 
   async remove(id: string): Promise<void> {

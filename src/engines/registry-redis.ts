@@ -28,12 +28,14 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `;
 
 // KEYS: node key, its role's index, then the other roles' indexes. ARGV: id, JSON, ttl ms.
+// Returns 1 when the node was live before (its key existed), else 0.
 const ANNOUNCE = new Script(`${NOW}
 local ttl = tonumber(ARGV[3])
+local was = redis.call('EXISTS', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
 redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
 for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
-return 1
+return was
 `);
 
 // KEYS: a role's index. ARGV: prefix. Returns the JSON of every live node of the role.
@@ -82,12 +84,12 @@ export class RedisRegistry implements Registry {
     if (this.closed) throw new Error('registry closed');
   }
 
-  async announce(node: NodeInfo, ttlMs: number): Promise<void> {
+  async announce(node: NodeInfo, ttlMs: number): Promise<boolean> {
     this.check();
     // A node that changed role leaves the other roles' indexes.
     const others = ROLES.filter((r) => r !== node.role).map((r) => this.roleKey(r));
     const ttl = Math.max(1, Math.ceil(ttlMs));
-    await ANNOUNCE.run(this.client, [this.nodeKey(node.id), this.roleKey(node.role), ...others], [node.id, encode(node), ttl]);
+    return (await ANNOUNCE.run(this.client, [this.nodeKey(node.id), this.roleKey(node.role), ...others], [node.id, encode(node), ttl])) === 1;
   }
 
   async remove(id: string): Promise<void> {

@@ -18,8 +18,12 @@ export interface NodeInfo {
 }
 
 export interface Registry {
-  /** Add or refresh a node; it stays live for ttlMs unless refreshed again. */
-  announce(node: NodeInfo, ttlMs: number): Promise<void>;
+  /**
+   * Add or refresh a node; it stays live for ttlMs unless refreshed again.
+   * Resolves true when the node was live before this call (a refresh), false
+   * when it was not (a first announce, or its entry had lapsed or been lost).
+   */
+  announce(node: NodeInfo, ttlMs: number): Promise<boolean>;
   remove(id: string): Promise<void>;
   /** Live nodes of a role, least loaded first. */
   live(role: NodeRole): Promise<NodeInfo[]>;

@@ -242,7 +242,11 @@ export class PostgresStore implements Store {
     if (schema !== undefined && !/^[a-z_][a-z0-9_]*$/.test(schema)) {
       throw new Error(`schema must be lowercase letters, digits and underscores: ${JSON.stringify(schema)}`);
     }
-    const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10, types: TYPES });
+    const pool = new pg.Pool({
+      connectionString: options.url, max: options.poolSize ?? 10, types: TYPES,
+      // A dead or stalled server must fail requests, not hang them (a hung batch holds its shard).
+      connectionTimeoutMillis: 10_000, keepAlive: true, statement_timeout: 30_000, query_timeout: 35_000,
+    });
     // Every new connection, before any other query of it (a client runs its queries in order).
     // Custom plans: a statement's generic plan, cached while the tables were small (a new
     // database), would keep a hash join over a full scan of `messages` as the table grows,

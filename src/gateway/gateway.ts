@@ -77,13 +77,22 @@ export class Gateway {
   private publicWsUrl: string | undefined;
   private stopping = false;
   private readonly startedAtMs = Date.now();
-  /** When the registry last accepted our refresh (0: never). */
-  private announcedAtMs = 0;
+  /** Logouts (session unbind + offline event) still running; stop() waits for them. */
+  private readonly logouts = new Set<Promise<void>>();
+  /** Resolves once start() announced this node: logins wait for it (see login()). */
+  private readonly started: Promise<void>;
+  private markStarted: () => void = () => undefined;
+  /** The registry accepted an announce of ours at least once. */
+  private announced = false;
 
   constructor(
     private readonly options: GatewayOptions,
     private readonly deps: GatewayDeps,
-  ) {}
+  ) {
+    this.started = new Promise((resolve) => {
+      this.markStarted = resolve;
+    });
+  }
 
   get connectionCount(): number {
     return this.conns.size;
@@ -106,6 +115,7 @@ export class Gateway {
     this.announceTimer = setInterval(() => void this.announce(), Math.max(100, Math.floor(this.nodeTtlMs / 3)));
     this.announceTimer.unref();
     await this.announce();
+    this.markStarted();
   }
 
   /** Listen for TCP clients; `publicHost` is the host written into the announced address. */
@@ -252,6 +262,10 @@ export class Gateway {
       this.fail(conn, requestId, ErrorCode.TOKEN_EXPIRED, 'token expired', true);
       return;
     }
+    // No session is bound before the cluster knows this node: a reaper that saw
+    // sessions of an unknown node would take them for a dead node's.
+    await this.started;
+    if (conn.state !== 'logging-in') return;
     conn.userId = claims.userId;
     conn.deviceId = claims.deviceId;
     conn.platform = claims.platform;
@@ -298,7 +312,7 @@ export class Gateway {
         });
       }
       await this.enforceLoginPolicy(conn);
-      this.sessionEvent(conn, 'online');
+      void this.sessionEvent(conn, 'online');
     } catch (err) {
       console.error('[gateway] post-login work failed', err);
     }
@@ -327,14 +341,14 @@ export class Gateway {
   }
 
   /** Tell logic a session came online or went offline (for presence). */
-  private sessionEvent(conn: Connection, session: 'online' | 'offline'): void {
+  private sessionEvent(conn: Connection, session: 'online' | 'offline'): Promise<void> {
     const message: UpMessage = {
       origin: { node: this.options.nodeId, connId: conn.id, userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform },
       frame: makeFrame(0, { case: undefined }),
       session,
     };
-    this.deps.bus.publishUp(`user:${conn.userId}`, message).catch((err: unknown) => {
-      console.error('[gateway] session event publish failed', err);
+    return this.deps.bus.publishUp(`user:${conn.userId}`, message).catch((err: unknown) => {
+      console.error('[gateway] session event publish failed', (err as Error).message);
     });
   }
 
@@ -436,7 +450,9 @@ export class Gateway {
     if (wasOpen) {
       this.table.remove(conn);
       if (conn.watching.size > 0) this.setWatching(conn, []);
-      void this.unbind(conn).then(() => this.sessionEvent(conn, 'offline'));
+      const logout = this.unbind(conn).then(() => this.sessionEvent(conn, 'offline'));
+      this.logouts.add(logout);
+      void logout.finally(() => this.logouts.delete(logout));
     }
     if (destroy) conn.transport.destroy();
     else conn.transport.end();
@@ -472,8 +488,9 @@ export class Gateway {
   private async announce(): Promise<void> {
     if (this.stopping) return;
     const ttl = this.nodeTtlMs;
+    let wasLive: boolean;
     try {
-      await this.deps.registry.announce({
+      wasLive = await this.deps.registry.announce({
         id: this.options.nodeId,
         role: 'gateway',
         tcpUrl: this.publicTcpUrl,
@@ -485,14 +502,14 @@ export class Gateway {
       console.error('[gateway] registry announce failed', (err as Error).message);
       return;
     }
-    const now = Date.now();
-    const lapsed = this.announcedAtMs > 0 && now - this.announcedAtMs >= ttl;
-    this.announcedAtMs = now;
-    // Past the TTL the cluster took this node for dead and may have dropped
-    // its sessions, so pushes for its users went to sync only. Every client
-    // logs in again (binding its session anew) and syncs what it missed.
-    if (lapsed) {
-      console.error(`[gateway] registry entry lapsed (${ttl} ms without a refresh): reconnecting every client`);
+    const first = !this.announced;
+    this.announced = true;
+    // Our entry was gone: it lapsed (we were paused or cut off past the TTL),
+    // or Redis lost it. Either way the cluster may have dropped this node's
+    // sessions, so pushes for its users went to sync only. Every client logs
+    // in again (binding its session anew) and syncs what it missed.
+    if (!first && !wasLive) {
+      console.error('[gateway] registry entry was gone (lapsed or lost): reconnecting every client');
       for (const conn of [...this.conns.values()]) {
         if (conn.state === 'open') this.kick(conn, ErrorCode.NODE_EXPIRED, 'gateway lost its cluster registration; reconnect and sync', true);
       }
@@ -516,6 +533,8 @@ export class Gateway {
       else this.close(conn, true, 'stopping');
     }
     this.wss?.close();
+    // Let logouts finish (bounded), so offline events reach logic before the bus closes.
+    await Promise.race([Promise.allSettled([...this.logouts]), new Promise((r) => setTimeout(r, 3000).unref())]);
     await this.deps.sessions.dropNode(this.options.nodeId).catch((err: unknown) => {
       console.error('[gateway] dropping sessions at stop failed', (err as Error).message);
     });

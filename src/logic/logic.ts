@@ -8,7 +8,7 @@ import {
 import type { Bus, Origin, Subscription, UpMessage } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
-import type { MessageDraft, Store } from '../engines/store.js';
+import type { AppendResult, MessageDraft, Store } from '../engines/store.js';
 import { Pipeline } from './pipeline.js';
 import { viewOf } from './access.js';
 import { GroupService, groupToWire } from './groups.js';
@@ -16,6 +16,20 @@ import { Conversations } from './conversations.js';
 import { RecallService } from './recall.js';
 import { PresenceService } from './presence.js';
 import type { Routing } from './fanout.js';
+
+/** Retries of a store that fails for a moment, 100 ms doubling (~6 s in all), before the bus takes over. */
+const STORE_RETRIES = 6;
+
+/**
+ * An error the store will give again for the same data (PostgreSQL classes 22
+ * data exception and 23 integrity violation; SQLite constraint errors), as
+ * opposed to the store being down or busy.
+ */
+function isDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return false;
+  return /^2[23][0-9A-Z]{3}$/.test(code) || code.startsWith('SQLITE_CONSTRAINT') || code === 'SQLITE_MISMATCH' || code === 'SQLITE_TOOBIG';
+}
 
 /** Soft cap of a sync page's text, so replies stay well under client frame limits. */
 const MAX_PAGE_BYTES = 1024 * 1024;
@@ -132,32 +146,49 @@ export class Logic {
   /**
    * Store the batch's sends in one transaction, ack each sender, then push.
    * Acks go first: the sender's wait is the commit, not the fan-out.
+   *
+   * Failures: a store that is down or failing for a moment (connection lost,
+   * restart, serialization) is retried here with backoff, holding the batch
+   * so nothing behind it overtakes it; if it stays down, the error goes to the
+   * bus, which redelivers the batch in order. A bad message (a data error) is
+   * isolated by storing the batch one message at a time. A failed push also
+   * goes to the bus: the redelivered batch finds its messages stored
+   * (duplicates) and pushes them again.
    */
-  private async commitSends(sends: { up: UpMessage; draft: MessageDraft }[], retry = false): Promise<void> {
-    try {
-      const results = await this.pipeline.store(sends.map((s) => s.draft));
-      await Promise.all(results.map((r, i) => {
-        const up = sends[i]!.up;
-        const m = r.message;
-        return this.reply(up.origin, up.frame.id, {
-          case: 'sendAck',
-          value: {
-            clientMsgId: m.clientMsgId, serverMsgId: m.serverMsgId, conversationId: m.conversationId,
-            seq: BigInt(m.seq), sentAtMs: BigInt(m.sentAtMs), duplicate: r.duplicate,
-          },
-        });
-      }));
-      await this.pipeline.pushResults(results, [], sends.map((s) => retry || s.up.redelivered === true));
-    } catch (err) {
-      console.error(`[logic] storing or acking ${sends.length} sends failed:`, (err as Error).message);
-      if (sends.length > 1) {
-        // One bad message must not refuse the batch it landed in: commit one by one, in order.
-        for (const s of sends) await this.commitSends([s], true);
-        return;
+  private async commitSends(sends: { up: UpMessage; draft: MessageDraft }[]): Promise<void> {
+    let results: AppendResult[] | undefined;
+    for (let attempt = 0; results === undefined; attempt++) {
+      try {
+        results = await this.pipeline.store(sends.map((s) => s.draft));
+      } catch (err) {
+        if (isDataError(err) && sends.length > 1) {
+          console.error(`[logic] a batch of ${sends.length} sends was refused by the store (${(err as Error).message}); storing one by one`);
+          for (const s of sends) await this.commitSends([s]);
+          return;
+        }
+        if (isDataError(err)) {
+          const { up } = sends[0]!;
+          console.error('[logic] a send was refused by the store:', (err as Error).message);
+          await this.replyError(up.origin, up.frame.id, new LonglinkError(ErrorCode.BAD_REQUEST, 'the message cannot be stored'));
+          return;
+        }
+        if (attempt >= STORE_RETRIES) throw err;
+        console.error(`[logic] store unavailable (${(err as Error).message}); retry ${attempt + 1} of ${STORE_RETRIES}`);
+        await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
       }
-      const { up } = sends[0]!;
-      await this.replyError(up.origin, up.frame.id, new LonglinkError(ErrorCode.UNAVAILABLE, 'message not stored; resend it'));
     }
+    await Promise.all(results.map((r, i) => {
+      const up = sends[i]!.up;
+      const m = r.message;
+      return this.reply(up.origin, up.frame.id, {
+        case: 'sendAck',
+        value: {
+          clientMsgId: m.clientMsgId, serverMsgId: m.serverMsgId, conversationId: m.conversationId,
+          seq: BigInt(m.seq), sentAtMs: BigInt(m.sentAtMs), duplicate: r.duplicate,
+        },
+      });
+    }));
+    await this.pipeline.pushResults(results);
   }
 
   private async handle(up: UpMessage): Promise<void> {

@@ -101,18 +101,17 @@ export class Pipeline {
   }
 
   /**
-   * Store a batch (one transaction), then push what is new. Results in draft
-   * order. `alsoNotify[i]` names users outside the conversation who get draft
-   * i's push too (members just removed learn of their removal); `redelivered[i]`
-   * says draft i's request came again from the bus (see pushResults).
+   * Store a batch (one transaction), then push it. Results in draft order.
+   * `alsoNotify[i]` names users outside the conversation who get draft i's
+   * push too (members just removed learn of their removal). A push that fails
+   * is logged: the message is stored, and recipients get it at their next
+   * sync (or on the next message's gap).
    */
-  async commit(
-    drafts: readonly MessageDraft[],
-    alsoNotify: readonly (readonly string[] | undefined)[] = [],
-    redelivered: readonly boolean[] = [],
-  ): Promise<AppendResult[]> {
+  async commit(drafts: readonly MessageDraft[], alsoNotify: readonly (readonly string[] | undefined)[] = []): Promise<AppendResult[]> {
     const results = await this.store(drafts);
-    await this.pushResults(results, alsoNotify, redelivered);
+    await this.pushResults(results, alsoNotify).catch((err: unknown) => {
+      console.error('[logic] push failed after store', (err as Error).message);
+    });
     return results;
   }
 
@@ -125,25 +124,14 @@ export class Pipeline {
   }
 
   /**
-   * Push stored results. A duplicate is pushed again only when its request
-   * was redelivered: the first attempt may have stored it and died before the
-   * push (a logic node killed mid-batch). Clients drop a push seen twice by
-   * (conversation, seq). Never throws: a message that was stored and acked
-   * reaches recipients at their next sync (or on the next message's gap).
+   * Push stored results, duplicates included: a duplicate means an earlier
+   * attempt stored the message, and that attempt may have died (or failed)
+   * before its push. Clients drop a push they already have by (conversation,
+   * seq), so pushing twice is harmless and never pushing is not.
    */
-  async pushResults(
-    results: readonly AppendResult[],
-    alsoNotify: readonly (readonly string[] | undefined)[] = [],
-    redelivered: readonly boolean[] = [],
-  ): Promise<void> {
-    const toPush: { message: ChatMessage; extra: readonly string[] }[] = [];
-    results.forEach((r, i) => {
-      if (!r.duplicate || redelivered[i]) toPush.push({ message: r.message, extra: alsoNotify[i] ?? [] });
-    });
-    if (toPush.length === 0) return;
-    await this.push(toPush).catch((err: unknown) => {
-      console.error('[logic] push failed after store', err);
-    });
+  async pushResults(results: readonly AppendResult[], alsoNotify: readonly (readonly string[] | undefined)[] = []): Promise<void> {
+    if (results.length === 0) return;
+    await this.push(results.map((r, i) => ({ message: r.message, extra: alsoNotify[i] ?? [] })));
   }
 
   /** Drop cached member lists (this node just took over conversations another node may have changed). */

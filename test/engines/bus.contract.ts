@@ -191,12 +191,10 @@ export function busContract(name: string, factory: BusFactory): void {
       test('redelivers a batch whose handler failed (at least once)', async () => {
         const attempts: string[][] = [];
         const handled = new Set<string>();
-        const flags = new Map<string, boolean[]>();
         let failures = 0;
         bus.consumeUp(async (batch) => {
           const tags = batch.map(tagOf);
           attempts.push(tags);
-          for (const m of batch) flags.set(tagOf(m), [...(flags.get(tagOf(m)) ?? []), m.redelivered === true]);
           if (failures === 0 && tags.includes('fails-once')) {
             failures++;
             throw new Error('simulated handler failure');
@@ -209,9 +207,6 @@ export function busContract(name: string, factory: BusFactory): void {
         assert.equal(failures, 1);
         const deliveries = attempts.flat().filter((t) => t === 'fails-once').length;
         assert.ok(deliveries >= 2, `the failed message was delivered ${deliveries} time(s)`);
-        const [first, ...again] = flags.get('fails-once')!;
-        assert.equal(first, false, 'a first delivery is not marked redelivered');
-        assert.ok(again.length > 0 && again.every((r) => r), 'every later delivery is marked redelivered (its effects may have happened)');
       });
 
       test('keeps messages published while no consumer runs, for the next consumer', async () => {

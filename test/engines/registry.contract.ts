@@ -132,6 +132,16 @@ export function registryContract(name: string, factory: RegistryFactory): void {
       assert.deepEqual(await registry.live('gateway'), [gateway('gw-1', 4)]);
     });
 
+    test('announce tells whether the node was live: a refresh yes; a first, a lapsed or a removed node no', async () => {
+      assert.equal(await registry.announce(gateway('gw-1', 0), LONG_TTL), false, 'first announce');
+      assert.equal(await registry.announce(gateway('gw-1', 1), LONG_TTL), true, 'refresh');
+      assert.equal(await registry.announce(gateway('gw-2', 0), 50), false);
+      await sleep(300);
+      assert.equal(await registry.announce(gateway('gw-2', 0), LONG_TTL), false, 'after its TTL lapsed');
+      await registry.remove('gw-1');
+      assert.equal(await registry.announce(gateway('gw-1', 0), LONG_TTL), false, 'after remove');
+    });
+
     test('remove takes a node out at once', async () => {
       await registry.announce(gateway('gw-1', 1), LONG_TTL);
       await registry.announce(gateway('gw-2', 2), LONG_TTL);
