@@ -260,10 +260,15 @@ test('SIGKILL of a gateway: its sessions leave the registry, it leaves discovery
   await until(async () => (listed = await liveGatewayIds(cluster))?.length === 2, 5_000, () => `gateways after restart: ${listed?.join(',')}`);
 });
 
-for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
-  test(`Redis restarted (${signal}, AOF on) mid-stream: all 300 sends acked, delivered once each in order, and later messages flow`, { timeout: 90_000 }, async (t) => {
+const ENGINE_RESTARTS = [
+  { what: 'Redis restarted (SIGKILL, AOF on)', tag: 'rk', restart: (c: TestCluster) => c.redis.restart('SIGKILL') },
+  { what: 'Redis restarted (SIGTERM, AOF on)', tag: 'rt', restart: (c: TestCluster) => c.redis.restart('SIGTERM') },
+  { what: 'PostgreSQL restarted (fast shutdown)', tag: 'pg', restart: (c: TestCluster) => c.postgres.restart() },
+];
+
+for (const { what, tag, restart } of ENGINE_RESTARTS) {
+  test(`${what} mid-stream: all 300 sends acked, delivered once each in order, and later messages flow`, { timeout: 90_000 }, async (t) => {
     const { cluster, connect, leases } = await setup(t);
-    const tag = signal === 'SIGKILL' ? 'rk' : 'rt';
     const [aliceId, bobId] = [`${tag}-alice`, `${tag}-bob`];
     const conv = directConversationId(aliceId, bobId);
     const bob = await connect(bobId, { gateway: 'gw-2' });
@@ -277,7 +282,7 @@ for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
       tickMs: 20,
       onAck: (acked) => {
         if (restarting === undefined && acked >= 100) {
-          restarting = cluster.redis.restart(signal).then(() => {
+          restarting = restart(cluster).then(() => {
             restartedAt = Date.now();
           });
           restarting.catch(() => undefined); // awaited below
@@ -286,10 +291,10 @@ for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
     });
     const status = () => `acked ${out.acked()}/${out.sent()} sent, bob has ${bob.in(conv).length} (${bob.client.state}), alice ${alice.client.state}\n${cluster.logs()}`;
     await until(() => restarting !== undefined, 30_000, () => `never 100 acks: ${status()}`);
-    await within(restarting!, 20_000, () => `Redis did not come back: ${status()}`);
+    await within(restarting!, 20_000, () => `${what}: did not come back: ${status()}`);
 
-    const acks = await within(out.done, 60_000, () => `not every send acked after the Redis restart: ${status()}`);
-    t.diagnostic(`all 300 acked ${Date.now() - restartedAt} ms after Redis was back`);
+    const acks = await within(out.done, 60_000, () => `not every send acked after the restart: ${status()}`);
+    t.diagnostic(`${what}: all 300 acked ${Date.now() - restartedAt} ms after it was back`);
     assertAckedInOrder(acks, conv, 'alice');
     await until(() => bob.in(conv).length >= expected.length, 30_000, () => `bob got ${bob.in(conv).length}/300: ${status()}`);
     assertExactlyOnceInOrder(bob.in(conv), expected, 'bob');
