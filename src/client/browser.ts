@@ -1,0 +1,19 @@
+// `longlink/client` in browsers (chosen by the package's "browser" export
+// condition): the same client, connecting with the browser's WebSocket.
+import { LonglinkClient, type ClientOptions } from './client.js';
+import { browserConnector } from './transport-browser.js';
+
+export * from './client.js';
+export type { ConversationInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo } from './types.js';
+export type { Connector, ClientConnection, ConnectionEvents } from './transport.js';
+export { browserConnector } from './transport-browser.js';
+export {
+  LonglinkError, ErrorCode, errorName, directConversationId,
+  type ChatMessage, type TimelineEventData, type GroupRoleName,
+} from '../protocol/index.js';
+export { requestToken, listGateways, gatewayPicker, type TokenResponse, type GatewayInfo } from './http.js';
+
+/** A client for browsers: WebSocket gateways (ws:// or wss://). */
+export function createClient(options: Omit<ClientOptions, 'connector'> & { connector?: ClientOptions['connector'] }): LonglinkClient {
+  return new LonglinkClient({ connector: browserConnector, ...options });
+}
