@@ -363,8 +363,7 @@ class ShardConsumer {
         // handled, so a sender's older messages are not overtaken by its newer ones.
         for (const s of [...this.claimFrom]) {
           if (!this.holds(s)) continue;
-          await this.claim(s, 0);
-          this.claimFrom.delete(s);
+          if (await this.claim(s, 0)) this.claimFrom.delete(s);
         }
         if (Date.now() - this.lastOrphanScanMs > this.o.leaseMs) {
           // Entries a stalled consumer read after its lease ran out stay pending under it: take them.
@@ -384,7 +383,8 @@ class ShardConsumer {
         if (!result) continue;
         for (const [key, entries] of result) {
           const s = shards[streams.indexOf(key)]!;
-          await this.process(s, entries);
+          // Not handled (the lease went, or we are stopping): claim before reading on, so nothing overtakes these.
+          if (!(await this.process(s, entries)) && this.owned.has(s)) this.claimFrom.add(s);
         }
       } catch (err) {
         if (!this.running) return;
@@ -408,22 +408,42 @@ class ShardConsumer {
     }
   }
 
-  /** Take over entries a consumer of the group read but never acked, idle at least `minIdleMs`. */
-  private async claim(s: number, minIdleMs: number): Promise<void> {
+  /**
+   * Take over (and handle) entries a consumer of the group read but never
+   * acked, idle at least `minIdleMs`. True when the shard's pending entries
+   * were all handled; false when it stopped early (lease, stop).
+   */
+  private async claim(s: number, minIdleMs: number): Promise<boolean> {
     let cursor = '0-0';
     for (let round = 0; round < 10_000 && this.running && this.holds(s); round++) {
       const [next, entries] = (await this.redis.xautoclaim(
         this.key(`up:${s}`), GROUP, this.o.nodeId, Math.floor(minIdleMs), cursor, 'COUNT', this.o.batch,
       )) as [string, StreamEntries];
       const live = entries.filter(([, fields]) => fields !== null && fields !== undefined);
-      if (live.length > 0) await this.process(s, live);
+      if (live.length > 0 && !(await this.process(s, live))) return false;
       cursor = next;
-      if (cursor === '0-0') return;
+      if (cursor === '0-0') return true;
     }
+    return false;
   }
 
-  /** Hand one shard's entries to the handler; ack once it settled; retry, then dead-letter. */
-  private async process(s: number, entries: StreamEntries): Promise<void> {
+  /**
+   * Wait while the lease is owned but not certainly ours (a renewal is late):
+   * the renewal either confirms it (true) or finds it gone (false). Handling
+   * entries meanwhile could run next to a new owner; skipping them would let
+   * newer entries overtake them.
+   */
+  private async waitForLease(s: number): Promise<boolean> {
+    while (this.running && this.owned.has(s) && !this.holds(s)) await new Promise((r) => setTimeout(r, 20));
+    return this.running && this.holds(s);
+  }
+
+  /**
+   * Hand one shard's entries to the handler; ack once it settled; retry, then
+   * dead-letter. False when they were left pending (the lease is gone or we
+   * are stopping): whoever owns the shard next claims them first.
+   */
+  private async process(s: number, entries: StreamEntries): Promise<boolean> {
     const stream = this.key(`up:${s}`);
     const ids = entries.map(([id]) => id);
     const batch: UpMessage[] = [];
@@ -437,12 +457,12 @@ class ShardConsumer {
     });
     for (const id of bad) await this.deadLetter(stream, id, entries.find(([e]) => e === id)![1], 'undecodable');
     for (;;) {
-      if (!this.holds(s)) return; // lost (or may have lost) the lease: the next owner claims these
+      if (!(await this.waitForLease(s))) return false;
       try {
         if (batch.length > 0) await this.handler(batch);
         await this.redis.xack(stream, GROUP, ...ids);
         for (const id of ids) this.attempts.delete(id);
-        return;
+        return true;
       } catch (err) {
         const key = ids[0]!;
         const n = (this.attempts.get(key) ?? 0) + 1;
@@ -451,7 +471,7 @@ class ShardConsumer {
           console.error(`[bus] uplink batch failed ${n} times; moved to the dead-letter stream`, err);
           for (const [id, fields] of entries) await this.deadLetter(stream, id, fields, String(err));
           this.attempts.delete(key);
-          return;
+          return true;
         }
         await new Promise((r) => setTimeout(r, 100 * n));
       }
