@@ -5,6 +5,7 @@ import { runRole, runStart } from './start.js';
 import { runCluster } from './cluster.js';
 import { exitAfterFlush } from './exit.js';
 import { runConversations, runGroup, runListen, runRead, runSend, UsageError } from './client-commands.js';
+import { runChat } from './chat.js';
 import { ConfigError } from '../config.js';
 import { LonglinkError } from '../protocol/index.js';
 
@@ -31,6 +32,7 @@ const USAGE = `usage: longlink <command> [flags]
   group mute|unmute --user U --group G [--member V]   (no --member: the whole group)
   conversations --user U        one JSON line per conversation, with unread and last
   read --user U --conversation C [--seq N]            mark read up to the latest (or N)
+  chat --user U [--device D]    interactive terminal chat: /list, /open, type to send (/help inside)
 client commands: --server http://HOST:PORT (default http://127.0.0.1:8080),
   --transport tcp|ws, --gateway tcp://HOST:PORT|ws://HOST:PORT/ws,
   admin key from LONGLINK_ADMIN_KEY.`;
@@ -59,6 +61,8 @@ async function main(argv: string[]): Promise<number | undefined> {
       return runConversations(flags);
     case 'read':
       return runRead(flags);
+    case 'chat':
+      return runChat(flags);
     case undefined:
     case 'help':
       console.log(USAGE);

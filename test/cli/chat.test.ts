@@ -1,0 +1,176 @@
+// `longlink chat` driven through piped stdin, against a real server and the real binary.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BIN, Proc, freePort, run, startServer } from './cli-helpers.js';
+import { ADMIN_KEY } from '../helpers/server.js';
+import { createClient, requestToken } from '../../src/client/index.js';
+
+interface MessageLine { conversation: string; seq: number; from: string; text: string }
+interface ConversationLine { conversation: string; unread: number }
+
+/** `longlink chat` with a pipe for stdin: `say` writes lines to it as a user would type them. */
+class Chat extends Proc {
+  say(...lines: string[]): void {
+    this.child.stdin!.write(lines.map((l) => `${l}\n`).join(''));
+  }
+
+  has(pattern: RegExp): boolean {
+    return this.lines.some((l) => pattern.test(l));
+  }
+
+  async expect(pattern: RegExp, what = String(pattern), timeoutMs = 10_000): Promise<string> {
+    await this.waitFor(() => this.has(pattern), timeoutMs, what);
+    return this.lines.find((l) => pattern.test(l))!;
+  }
+}
+
+function chat(server: string, user: string): Chat {
+  return new Chat(spawn(process.execPath, [BIN, 'chat', '--user', user, '--server', server], {
+    env: { ...process.env, LONGLINK_ADMIN_KEY: ADMIN_KEY },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  }));
+}
+
+async function listen(server: string, user: string): Promise<Proc> {
+  const p = run(['listen', '--user', user, '--device', 'listen', '--server', server]);
+  await p.waitFor(() => p.errLines.some((l) => l.includes('"type":"online"')), 15_000, 'listen online');
+  return p;
+}
+
+async function exitsWith(p: Proc, code: number, timeoutMs = 15_000): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const got = await Promise.race([p.exited, new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), timeoutMs); })]);
+  clearTimeout(timer);
+  if (got === 'timeout') await p.kill('SIGKILL');
+  assert.equal(got, code, `exit code\nstdout:\n${p.lines.join('\n')}\nstderr:\n${p.errLines.join('\n')}`);
+}
+
+async function unreadOf(server: string, user: string): Promise<Map<string, number>> {
+  const p = run(['conversations', '--user', user, '--server', server]);
+  assert.equal(await p.exited, 0, p.errLines.join('\n'));
+  return new Map(p.json<ConversationLine>('conversation').map((c) => [c.conversation, c.unread]));
+}
+
+async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const start = Date.now();
+  while (!(await check())) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test('chat: list with unread, open, send, receive inline, notices, typing, read marks, /quit', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'longlink-chat-'));
+  const s = await startServer(dir);
+  const procs: Proc[] = [];
+  try {
+    const before = run(['send', '--user', 'bob', '--to', 'alice', '--text', 'hi alice', '--count', '2', '--server', s.http]);
+    assert.equal(await before.exited, 0, before.errLines.join('\n'));
+    const bobListen = await listen(s.http, 'bob');
+    procs.push(bobListen);
+
+    const alice = chat(s.http, 'alice');
+    procs.push(alice);
+    // The list, before anything is opened: bob's conversation with its two unread messages.
+    await alice.expect(/^\s+1\. bob\s+2 unread\s+\d\d:\d\d bob: hi alice-2$/, 'bob with 2 unread in the list');
+
+    alice.say('/open bob');
+    await alice.expect(/^── bob/, 'the conversation header');
+    await alice.expect(/^#2 \d\d:\d\d bob: hi alice-2$/, 'history');
+    assert.ok(alice.has(/^#1 \d\d:\d\d bob: hi alice-1$/));
+
+    alice.say('first line', 'second line');
+    const fromAlice = () => bobListen.json<MessageLine>('message').filter((m) => m.from === 'alice');
+    await bobListen.waitFor(() => fromAlice().length >= 2, 10_000, 'two messages at bob');
+    await new Promise((r) => setTimeout(r, 200)); // nothing else may arrive
+    assert.deepEqual(fromAlice().map((m) => [m.text, m.seq]), [['first line', 3], ['second line', 4]]);
+    await alice.expect(/^#4 \d\d:\d\d alice: second line$/, 'own message acked');
+    assert.ok(alice.has(/^#3 \d\d:\d\d alice: first line$/));
+
+    // Bob in a second chat: alice's two lines are unread for him; opening marks them read (alice sees it).
+    const bob = chat(s.http, 'bob');
+    procs.push(bob);
+    await bob.expect(/^\s+1\. alice\s+2 unread\s+\d\d:\d\d alice: second line$/, 'alice with 2 unread at bob');
+    bob.say('/open alice');
+    await bob.expect(/^#4 \d\d:\d\d alice: second line$/, 'history at bob');
+    await alice.expect(/✓ seen by bob/, 'read mark at alice');
+
+    // Bob replies: it prints inline in alice's open conversation, which she marks read.
+    bob.say('hello back');
+    await alice.expect(/^#5 \d\d:\d\d bob: hello back$/, 'the reply, inline');
+    await eventually(async () => (await unreadOf(s.http, 'alice')).get('u:alice:bob') === 0, 'alice read the reply');
+
+    // Another conversation: a one-line notice with its unread count, not inline.
+    const carol = run(['send', '--user', 'carol', '--to', 'alice', '--text', 'ping from carol', '--server', s.http]);
+    assert.equal(await carol.exited, 0, carol.errLines.join('\n'));
+    await alice.expect(/^• carol: ping from carol\s+\[1 unread, \/open carol\]$/, 'notice of carol');
+    assert.ok(!alice.has(/^#1 .*ping from carol/), 'not inline');
+    assert.equal((await unreadOf(s.http, 'alice')).get('u:alice:carol'), 1);
+
+    // Bob types (through the SDK): alice's open conversation shows it.
+    const sdk = createClient({
+      url: s.tcp,
+      autoSync: false,
+      token: async () => (await requestToken(s.http, ADMIN_KEY, { user_id: 'bob', device_id: 'sdk' })).token,
+    });
+    await sdk.connect();
+    sdk.typing('u:alice:bob');
+    await alice.expect(/^… bob is typing$/, 'typing indicator');
+    await sdk.close();
+
+    // Commands that need something: a clear message, the chat goes on.
+    alice.say('/recall x', '/nope');
+    await alice.expect(/^usage: \/recall SEQ/, 'usage of /recall');
+    await alice.expect(/^unknown command \/nope/, 'unknown command');
+
+    alice.say('/quit');
+    await exitsWith(alice, 0);
+    // Bob's chat ends with its input.
+    bob.child.stdin!.end();
+    await exitsWith(bob, 0);
+    assert.equal(bob.lines.filter((l) => /hello back$/.test(l)).length, 1, 'bob sees his message once');
+  } finally {
+    for (const p of procs) await p.kill('SIGKILL');
+    await s.proc.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('chat: connection state while the server restarts; a line typed offline is sent on return', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'longlink-chat-'));
+  const httpPort = await freePort();
+  const tcpPort = await freePort();
+  let s = await startServer(dir, httpPort, tcpPort);
+  const procs: Proc[] = [];
+  try {
+    const alice = chat(s.http, 'alice');
+    procs.push(alice);
+    await alice.expect(/^no conversations yet/, 'empty list');
+    alice.say('/to bob');
+    await alice.expect(/^\s+\(no messages yet/, 'empty conversation');
+
+    await s.proc.kill('SIGTERM');
+    await alice.expect(/^! connection lost: reconnecting in \d+\.\d s$/, 'reconnecting');
+    alice.say('typed while offline');
+    await alice.expect(/^… offline: "typed while offline" is sent when the connection is back$/, 'queued notice');
+
+    s = await startServer(dir, httpPort, tcpPort);
+    await alice.expect(/^✓ online again$/, 'online again', 40_000);
+    await alice.expect(/^#1 \d\d:\d\d alice: typed while offline$/, 'sent after reconnect');
+    const bob = await listen(s.http, 'bob');
+    procs.push(bob);
+    await bob.waitFor(() => bob.json('message').length >= 1, 10_000, 'the message at bob');
+    assert.deepEqual(bob.json<MessageLine>('message').map((m) => m.text), ['typed while offline']);
+
+    alice.child.stdin!.end();
+    await exitsWith(alice, 0);
+  } finally {
+    for (const p of procs) await p.kill('SIGKILL');
+    await s.proc.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
