@@ -4,7 +4,13 @@ import { LonglinkClient, type ClientOptions } from './client.js';
 import { browserConnector } from './transport-browser.js';
 
 export * from './client.js';
-export type { ConversationInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo } from './types.js';
+export type {
+  ConversationInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo, TypingInfo, RecallInfo, GroupChange,
+} from './types.js';
+export {
+  memoryStore, parseSnapshot, emptySnapshot, DebouncedWriter, type ClientStore, type ClientSnapshot, type StoredSend,
+} from './store.js';
+export { indexedDbStore, type IndexedDbStoreOptions } from './store-indexeddb.js';
 export type { Connector, ClientConnection, ConnectionEvents } from './transport.js';
 export { browserConnector } from './transport-browser.js';
 export {

@@ -2,7 +2,9 @@
 // It keeps the client's half of the promises: every send is resent until
 // acked (same client_msg_id, so the server stores it once), messages are
 // delivered once each in seq order, gaps are filled by sync, and delivery is
-// acked so the server's cursor for this device moves on.
+// acked so the server's cursor for this device moves on. Cursors and unacked
+// sends are kept in a pluggable store (see store.ts), so a restarted app syncs
+// from where it was and resends what was never acked.
 import {
   ErrorCode, LonglinkError, decodeFrame, encodeFrame, errorName, makeFrame, messageFromWire, cursorToWire,
   type ChatMessage, type Frame, type BodyOf, type FrameBodyInit, type FrameCase,
@@ -10,13 +12,37 @@ import {
 import { Emitter } from './emitter.js';
 import {
   conversationFromWire, groupFromWire, presenceFromWire, roleToWire,
-  type BroadcastInfo, type ConversationInfo, type GroupInfo, type PresenceInfo, type ReceiptInfo,
+  type BroadcastInfo, type ConversationInfo, type GroupChange, type GroupInfo, type PresenceInfo, type ReceiptInfo,
+  type RecallInfo, type TypingInfo,
 } from './types.js';
 import type { GroupRoleName } from '../protocol/index.js';
 import { Receiver } from './receiver.js';
+import { memoryStore, type ClientSnapshot, type ClientStore, type StoredSend } from './store.js';
 import type { ClientConnection, Connector } from './transport.js';
 
+/**
+ * What a UI shows about the connection:
+ * - `idle`: never connected;
+ * - `connecting`: the first connect (`connect()`) is in progress;
+ * - `online`: logged in; sends go out at once;
+ * - `reconnecting`: the connection was lost; the client waits `retryInMs`
+ *   (see `StateDetail` and `nextRetryAtMs`) and tries again, then stays
+ *   `reconnecting` while that attempt is in progress;
+ * - `offline`: not connected and not trying (closed, refused, or the first connect failed).
+ */
 export type ClientState = 'idle' | 'connecting' | 'online' | 'reconnecting' | 'offline';
+
+/** Detail of a 'state' event. */
+export interface StateDetail {
+  /** `reconnecting`: the next attempt starts in this many ms (full jitter under the backoff cap). */
+  retryInMs?: number;
+  /** `reconnecting`: when the next attempt starts (ms since the epoch, `Date.now()` clock). */
+  retryAtMs?: number;
+  /** `reconnecting`: which retry this is since the connection was lost (1 = the first). */
+  attempt?: number;
+  /** `reconnecting` / `offline`: why the connection was lost, the last attempt failed, or the client stopped. */
+  reason?: string;
+}
 
 export interface ClientOptions {
   /**
@@ -43,6 +69,12 @@ export interface ClientOptions {
   clientVersion?: string;
   /** Run a full sync after every login. Off for send-only tools. @default true */
   autoSync?: boolean;
+  /**
+   * Where cursors and unacked sends are kept between runs: `fileStore(path)`
+   * in Node, `indexedDbStore(name)` in browsers, or your own `ClientStore`.
+   * One client per store at a time. @default memoryStore() (nothing outlives the client object)
+   */
+  store?: ClientStore;
 }
 
 export interface SendOptions {
@@ -64,6 +96,17 @@ export interface SendResult {
   duplicate: boolean;
 }
 
+/**
+ * A send the server has not acked yet. Sends of an earlier run (or of this
+ * client before `close()`) are loaded from the store by `restore()` (called
+ * by `connect()`): no `send()` promise waits for those, so the app learns
+ * their fate from the 'sent' and 'failed' events.
+ */
+export interface PendingSend extends StoredSend {
+  /** Loaded from the store rather than made by `send()` on this client since it was loaded. */
+  restored: boolean;
+}
+
 export interface LoginInfo {
   userId: string;
   deviceId: string;
@@ -75,8 +118,22 @@ export interface LoginInfo {
 export interface ClientEvents {
   /** A message from someone else (or this user's other device), once, in seq order per conversation. */
   message: (message: ChatMessage) => void;
-  state: (state: ClientState, detail: { retryInMs?: number }) => void;
+  /** The connection state changed, or (reconnecting) a new retry was scheduled. */
+  state: (state: ClientState, detail: StateDetail) => void;
   login: (info: LoginInfo) => void;
+  /**
+   * Unacked sends loaded from the store (made by an earlier run): they are
+   * pending again and go out at the next login with their client_msg_id, so
+   * the server stores each once. Their outcome comes as 'sent' or 'failed'.
+   */
+  restored: (sends: PendingSend[]) => void;
+  /** A send was stored by the server: every send, restored or made by `send()` (whose promise resolves too). */
+  sent: (result: SendResult, send: PendingSend) => void;
+  /**
+   * The server refused a send for good (e.g. FORBIDDEN, TEXT_TOO_LARGE): it is
+   * not stored and leaves the outbox; `send()`'s promise rejects with the same error.
+   */
+  failed: (error: LonglinkError, send: PendingSend) => void;
   /** The server closed this session on purpose (e.g. REPLACED by a login of the same device). */
   kick: (error: LonglinkError, reconnect: boolean) => void;
   /** An error the server reported that no request was waiting for. */
@@ -85,11 +142,13 @@ export interface ClientEvents {
   synced: () => void;
   /** Someone (or this user on another device) read a conversation up to seq. */
   receipt: (receipt: ReceiptInfo) => void;
-  typing: (typing: { conversationId: string; userId: string }) => void;
+  typing: (typing: TypingInfo) => void;
   /** A watched user came online, went offline, or changed platforms. */
   presence: (presence: PresenceInfo) => void;
   /** A message was recalled (its text is gone); also delivered as a 'message' with event type 'recalled'. */
-  recall: (recall: { conversationId: string; seq: number; by: string }) => void;
+  recall: (recall: RecallInfo) => void;
+  /** A group changed (created, members added or removed, left, roles, mutes, dismissed); also delivered as a 'message' with its event. */
+  group: (change: GroupChange) => void;
   /** A system announcement. */
   broadcast: (broadcast: BroadcastInfo) => void;
 }
@@ -102,8 +161,11 @@ interface Pending {
 
 interface OutboxEntry {
   options: SendOptions & { clientMsgId: string };
-  resolve: (r: SendResult) => void;
-  reject: (err: Error) => void;
+  createdAtMs: number;
+  restored: boolean;
+  /** The waiting `send()` promise; none for a restored send, nor after `close()`. */
+  resolve?: (r: SendResult) => void;
+  reject?: (err: Error) => void;
   /** Connection generation it was last written on, and when. */
   sentOn: number;
   sentAtMs: number;
@@ -112,6 +174,15 @@ interface OutboxEntry {
 const RETRYABLE_SEND = new Set<ErrorCode>([ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL, ErrorCode.RATE_LIMITED]);
 
 type BodyOfInit<C extends FrameCase> = Extract<NonNullable<FrameBodyInit>, { case: C }>['value'] & { op: unknown };
+
+function describe(err: unknown): string {
+  if (err instanceof LonglinkError) return `${err.codeName}: ${err.message}`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+function storeError(what: string, err: unknown): LonglinkError {
+  return new LonglinkError(ErrorCode.INTERNAL, `client store ${what} failed: ${describe(err)}`);
+}
 
 let idCounter = 0;
 function newClientMsgId(): string {
@@ -125,9 +196,9 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   private generation = 0;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private readonly outbox = new Map<string, OutboxEntry>();
+  private outbox = new Map<string, OutboxEntry>();
   private readonly sendIds = new Map<number, string>();
-  private readonly receiver = new Receiver();
+  private receiver = new Receiver();
   private readonly acked = new Map<string, number>();
   private ackTimer: ReturnType<typeof setTimeout> | undefined;
   private heartbeat: ReturnType<typeof setInterval> | undefined;
@@ -137,12 +208,25 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   private lostUrl: string | undefined;
   private lastFrameMs = 0;
   private closedByUser = false;
-  private syncing = false;
+  /** The sync loop in progress on this connection, if any. */
+  private syncLoop: Promise<void> | undefined;
   private fullSyncWanted = false;
   private readonly syncWanted = new Set<string>();
   private _state: ClientState = 'idle';
   private _login: LoginInfo | undefined;
   private watched: string[] = [];
+  private retryAt: number | undefined;
+  /** Why the connection was last lost or an attempt failed (for the 'state' detail). */
+  private lostReason: string | undefined;
+  // ---- persistence: the store is loaded once (restore), then saved on every change, coalesced.
+  private restoring: Promise<PendingSend[]> | undefined;
+  private loaded = false;
+  private dirty = false;
+  private persistTimer: ReturnType<typeof setTimeout> | undefined;
+  /** close() (or a final kick) writing the store: the next connect waits for it. */
+  private closing: Promise<void> | undefined;
+  /** Whom the stored state belongs to (from the store until a login says). */
+  private owner: { userId: string; deviceId: string; fromStore: boolean } | undefined;
 
   constructor(options: ClientOptions) {
     super();
@@ -155,6 +239,7 @@ export class LonglinkClient extends Emitter<ClientEvents> {
       requestTimeoutMs: 15_000,
       clientVersion: 'longlink-client',
       autoSync: true,
+      store: memoryStore(),
       ...options,
     };
   }
@@ -167,33 +252,75 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     return this._login;
   }
 
-  /** Sends not yet acked, in send order. */
+  /** How many sends are not acked yet. */
   get pendingSends(): number {
     return this.outbox.size;
   }
 
+  /** The sends not acked yet, in send order (restored ones first). */
+  getPendingSends(): PendingSend[] {
+    return [...this.outbox.values()].map(pendingOf);
+  }
+
+  /** `reconnecting`: when the next attempt starts (ms since the epoch); undefined when none is scheduled. */
+  get nextRetryAtMs(): number | undefined {
+    return this.retryAt;
+  }
+
+  /**
+   * Load the store (once; `connect()` does it before logging in, `send()`
+   * starts it too): its cursors seed the receiver, so the sync after login
+   * resumes each conversation where this device was, and its unacked sends
+   * become pending again ('restored' event). Resolves with those restored sends.
+   * A store that cannot be read is reported as an 'error' and treated as empty.
+   */
+  restore(): Promise<PendingSend[]> {
+    this.restoring ??= this.load();
+    return this.restoring;
+  }
+
   /** Connect and log in; resolves with the session, rejects on a login the server refuses. */
   async connect(): Promise<LoginInfo> {
+    await this.closing;
     this.closedByUser = false;
+    this.attempt = 0;
+    this.setState('connecting');
+    await this.restore();
     try {
       return await this.open();
     } catch (err) {
       // The first attempt failed: report it and stay offline (no retries behind the caller's back).
       clearTimeout(this.reconnectTimer);
       this.reconnectTimer = undefined;
+      this.retryAt = undefined;
       this.teardown('connect failed');
-      this.setState('offline');
+      this.setState('offline', { reason: describe(err) });
       throw err;
     }
   }
 
-  /** Send a message; resolves when the server has stored it (resent across reconnects until then). */
+  /**
+   * Send a message; resolves when the server has stored it (resent across
+   * reconnects until then, and kept in the store until acked). Sending again
+   * with the clientMsgId of a send that is pending without a promise (a
+   * restored one) waits for that send instead of making another.
+   */
   send(options: SendOptions): Promise<SendResult> {
     const clientMsgId = options.clientMsgId ?? newClientMsgId();
-    if (this.outbox.has(clientMsgId)) return Promise.reject(new Error(`client_msg_id ${clientMsgId} is already pending`));
+    const existing = this.outbox.get(clientMsgId);
+    if (existing && existing.resolve) return Promise.reject(new Error(`client_msg_id ${clientMsgId} is already pending`));
     return new Promise((resolve, reject) => {
-      const entry: OutboxEntry = { options: { ...options, clientMsgId }, resolve, reject, sentOn: -1, sentAtMs: 0 };
+      if (existing) {
+        existing.resolve = resolve;
+        existing.reject = reject;
+        return;
+      }
+      const entry: OutboxEntry = {
+        options: { ...options, clientMsgId }, createdAtMs: Date.now(), restored: false, resolve, reject, sentOn: -1, sentAtMs: 0,
+      };
       this.outbox.set(clientMsgId, entry);
+      this.schedulePersist();
+      if (!this.loaded) void this.restore();
       if (this._state === 'online') this.write(entry);
     });
   }
@@ -289,24 +416,204 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     return reply.body.value as BodyOf<C>;
   }
 
-  /** Fetch everything missed, now (also done automatically after every login). */
+  /**
+   * Fetch everything missed, now (also done automatically after every login);
+   * resolves when it was delivered (a sync in progress goes on to a full one).
+   */
   async sync(): Promise<void> {
     this.fullSyncWanted = true;
     await this.runSync();
+    if (this.fullSyncWanted) await this.runSync(); // the loop was just finishing when asked
   }
 
-  /** Flush pending acks and close. Unacked sends are rejected. */
+  /**
+   * Flush pending acks, close, and write the store. The promises of unacked
+   * sends reject (UNAVAILABLE), but the sends stay in the store: the next
+   * `connect()` (of this client or of a new one on the same store) restores
+   * and resends them.
+   */
   async close(): Promise<void> {
     this.closedByUser = true;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
+    this.retryAt = undefined;
     this.flushAcks();
-    for (const entry of this.outbox.values()) entry.reject(new LonglinkError(ErrorCode.UNAVAILABLE, 'client closed before the server acked'));
-    this.outbox.clear();
     const conn = this.conn;
     this.teardown('client closed');
     conn?.close();
-    this.setState('offline');
+    this.setState('offline', { reason: 'closed' });
+    await this.putAway(new LonglinkError(ErrorCode.UNAVAILABLE, 'client closed before the server acked (kept in the store for the next connect)'));
+  }
+
+  /** One putAway at a time; connect() waits for it. */
+  private putAway(reason: LonglinkError): Promise<void> {
+    const run = (this.closing ?? Promise.resolve()).then(() => this.putAwayNow(reason));
+    const tracked = run.finally(() => {
+      if (this.closing === tracked) this.closing = undefined;
+    });
+    this.closing = tracked;
+    return tracked;
+  }
+
+  // ---- persistence -----------------------------------------------------------
+
+  private async load(): Promise<PendingSend[]> {
+    let snapshot: ClientSnapshot | undefined;
+    try {
+      snapshot = await this.options.store.load();
+    } catch (err) {
+      this.emit('error', storeError('load', err));
+    }
+    const restored: OutboxEntry[] = [];
+    if (snapshot) {
+      const stored = snapshot.userId !== undefined && snapshot.deviceId !== undefined
+        ? { userId: snapshot.userId, deviceId: snapshot.deviceId } : undefined;
+      // This client logged in as someone else already: the stored state is not its to use (the next save replaces it).
+      const foreign = stored !== undefined && this.owner !== undefined
+        && (stored.userId !== this.owner.userId || stored.deviceId !== this.owner.deviceId);
+      if (stored && !this.owner) this.owner = { ...stored, fromStore: true };
+      if (!foreign) {
+        for (const [id, seq] of Object.entries(snapshot.cursors)) {
+          // The server had (or no longer needs) acks up to here.
+          if ((this.acked.get(id) ?? 0) < seq) this.acked.set(id, seq);
+          this.deliver(this.receiver.establish(id, seq), id);
+        }
+        // Stored sends first (they are older), each replaced by a live entry of the same id.
+        const merged = new Map<string, OutboxEntry>();
+        for (const s of snapshot.outbox) {
+          const live = this.outbox.get(s.clientMsgId);
+          if (live) {
+            merged.set(s.clientMsgId, live);
+            continue;
+          }
+          const { clientMsgId, createdAtMs, text, to, groupId, conversationId } = s;
+          const options: SendOptions & { clientMsgId: string } = { clientMsgId, text };
+          if (to !== undefined) options.to = to;
+          if (groupId !== undefined) options.groupId = groupId;
+          if (conversationId !== undefined) options.conversationId = conversationId;
+          const entry: OutboxEntry = { options, createdAtMs, restored: true, sentOn: -1, sentAtMs: 0 };
+          merged.set(clientMsgId, entry);
+          restored.push(entry);
+        }
+        for (const [id, entry] of this.outbox) if (!merged.has(id)) merged.set(id, entry);
+        this.outbox = merged;
+      }
+    }
+    this.loaded = true;
+    this.schedulePersist();
+    if (this._state === 'online') for (const entry of restored) this.write(entry);
+    const out = restored.map(pendingOf);
+    if (out.length > 0) this.emit('restored', out);
+    return out;
+  }
+
+  /** The state to keep: cursors delivered up to, unacked sends in order, and whose they are. */
+  private snapshot(): ClientSnapshot {
+    const s: ClientSnapshot = {
+      version: 1,
+      cursors: Object.fromEntries(this.receiver.cursors()),
+      outbox: [...this.outbox.values()].map((e) => {
+        const { restored: _restored, ...stored } = pendingOf(e);
+        return stored;
+      }),
+    };
+    if (this.owner) {
+      s.userId = this.owner.userId;
+      s.deviceId = this.owner.deviceId;
+    }
+    return s;
+  }
+
+  /** Save soon (coalesced); before the store was loaded, only remember that something changed. */
+  private schedulePersist(): void {
+    this.dirty = true;
+    if (!this.loaded || this.persistTimer !== undefined) return;
+    this.persistTimer = setTimeout(() => {
+      this.persistTimer = undefined;
+      void this.persist();
+    }, 0);
+  }
+
+  private async persist(): Promise<void> {
+    if (!this.loaded || !this.dirty) return;
+    this.dirty = false;
+    try {
+      await this.options.store.save(this.snapshot());
+    } catch (err) {
+      this.emit('error', storeError('save', err));
+    }
+  }
+
+  /**
+   * Going offline for good (close, or a kick that says not to reconnect): the
+   * waiting promises reject with `reason`, the state is written and flushed,
+   * and the outbox is left to the store (the next connect loads it again).
+   */
+  private async putAwayNow(reason: LonglinkError): Promise<void> {
+    for (const entry of this.outbox.values()) {
+      const reject = entry.reject;
+      entry.resolve = undefined;
+      entry.reject = undefined;
+      reject?.(reason);
+    }
+    if (this.restoring) await this.restoring;
+    else if (this.dirty) await this.restore();
+    clearTimeout(this.persistTimer);
+    this.persistTimer = undefined;
+    this.dirty = true;
+    await this.persist();
+    try {
+      await this.options.store.flush();
+    } catch (err) {
+      this.emit('error', storeError('write', err));
+    }
+    this.outbox.clear();
+    this.sendIds.clear();
+    this.restoring = undefined;
+    this.loaded = false;
+    this.dirty = false;
+  }
+
+  /**
+   * A login says whose session this is. State of another user or device
+   * (stored, or of an earlier login of this client with another token) is not
+   * theirs: its cursors are forgotten and its unacked sends fail (FORBIDDEN)
+   * instead of going out under this identity.
+   */
+  private adopt(info: LoginInfo): void {
+    const owner = this.owner;
+    this.owner = { userId: info.userId, deviceId: info.deviceId, fromStore: false };
+    if (owner === undefined || (owner.userId === info.userId && owner.deviceId === info.deviceId)) {
+      if (owner?.fromStore !== false) this.schedulePersist();
+      return;
+    }
+    this.receiver = new Receiver();
+    this.acked.clear();
+    const err = new LonglinkError(ErrorCode.FORBIDDEN, `queued by ${owner.userId}/${owner.deviceId}, not sent as ${info.userId}/${info.deviceId}`);
+    // Stored sends were another identity's; so was everything queued under an earlier login of this client.
+    for (const entry of [...this.outbox.values()]) if (entry.restored || !owner.fromStore) this.fail(entry, err);
+    this.schedulePersist();
+  }
+
+  /** The server stored this send. */
+  private settle(entry: OutboxEntry, result: SendResult): void {
+    if (this.outbox.get(result.clientMsgId) !== entry) return;
+    this.outbox.delete(result.clientMsgId);
+    for (const [id, clientMsgId] of this.sendIds) if (clientMsgId === result.clientMsgId) this.sendIds.delete(id);
+    this.schedulePersist();
+    entry.resolve?.(result);
+    this.emit('sent', result, pendingOf(entry));
+  }
+
+  /** The server refused this send for good. */
+  private fail(entry: OutboxEntry, err: LonglinkError): void {
+    const clientMsgId = entry.options.clientMsgId;
+    if (this.outbox.get(clientMsgId) !== entry) return;
+    this.outbox.delete(clientMsgId);
+    for (const [id, c] of this.sendIds) if (c === clientMsgId) this.sendIds.delete(id);
+    this.schedulePersist();
+    entry.reject?.(err);
+    this.emit('failed', err, pendingOf(entry));
   }
 
   // ---- connection lifecycle ------------------------------------------------
@@ -351,6 +658,8 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     const r = reply.body.value;
     this._login = { userId: r.userId, deviceId: r.deviceId, platform: r.platform, nodeId: r.nodeId, pingIntervalMs: r.pingIntervalMs };
     this.attempt = 0;
+    this.lostReason = undefined;
+    this.adopt(this._login);
     this.startHeartbeat(r.pingIntervalMs);
     this.setState('online');
     this.emit('login', this._login);
@@ -369,24 +678,40 @@ export class LonglinkClient extends Emitter<ClientEvents> {
 
   private onLost(reason: string): void {
     this.teardown(reason);
-    if (this.closedByUser || !this.options.reconnect) {
-      this.setState('offline');
+    if (this.closedByUser) {
+      // Kicked for good: the kick says why.
+      this.setState('offline', { reason: this.lostReason ?? reason });
+      return;
+    }
+    this.lostReason = reason;
+    if (!this.options.reconnect) {
+      this.setState('offline', { reason });
       return;
     }
     this.scheduleReconnect();
   }
 
+  /**
+   * The next attempt after a random delay in [0, cap), the cap doubling per
+   * failed attempt from initialBackoffMs up to maxBackoffMs ("full jitter":
+   * clients that lost one gateway together come back spread over the cap).
+   */
   private scheduleReconnect(): void {
     if (this.reconnectTimer !== undefined) return; // one attempt pending at a time
     const cap = Math.min(this.options.maxBackoffMs, this.options.initialBackoffMs * 2 ** this.attempt);
     const delay = Math.floor(Math.random() * cap); // full jitter
     this.attempt++;
-    this.setState('reconnecting', { retryInMs: delay });
+    this.retryAt = Date.now() + delay;
+    const detail: StateDetail = { retryInMs: delay, retryAtMs: this.retryAt, attempt: this.attempt };
+    if (this.lostReason !== undefined) detail.reason = this.lostReason;
+    this.setState('reconnecting', detail);
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
+      this.retryAt = undefined;
       this.open().catch((err: unknown) => {
+        this.lostReason = describe(err);
         if (err instanceof LonglinkError && !this.isRetryableLogin(err)) {
-          this.setState('offline');
+          this.setState('offline', { reason: this.lostReason });
           this.emit('error', err);
           return;
         }
@@ -404,7 +729,7 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     this.generation++;
     this.conn = undefined;
     clearInterval(this.heartbeat);
-    this.syncing = false;
+    this.syncLoop = undefined;
     for (const [, p] of this.pending) {
       clearTimeout(p.timer);
       p.reject(new LonglinkError(ErrorCode.UNAVAILABLE, reason));
@@ -429,7 +754,7 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     }, intervalMs);
   }
 
-  private setState(state: ClientState, detail: { retryInMs?: number } = {}): void {
+  private setState(state: ClientState, detail: StateDetail = {}): void {
     if (this._state === state && detail.retryInMs === undefined) return;
     this._state = state;
     this.emit('state', state, detail);
@@ -502,9 +827,10 @@ export class LonglinkClient extends Emitter<ClientEvents> {
         const err = new LonglinkError(body.value.code, body.value.reason);
         this.emit('kick', err, body.value.reconnect);
         if (!body.value.reconnect) {
+          // Offline for good, as after close(): unacked sends stay in the store for the next connect.
           this.closedByUser = true;
-          for (const entry of this.outbox.values()) entry.reject(err);
-          this.outbox.clear();
+          this.lostReason = describe(err);
+          void this.putAway(err);
         }
         return;
       }
@@ -535,9 +861,7 @@ export class LonglinkClient extends Emitter<ClientEvents> {
       ? this.outbox.get(m.clientMsgId) : undefined;
     this.deliver(this.receiver.offer(m, own !== undefined), m.conversationId);
     if (!own) return;
-    this.outbox.delete(m.clientMsgId);
-    for (const [id, clientMsgId] of this.sendIds) if (clientMsgId === m.clientMsgId) this.sendIds.delete(id);
-    own.resolve({
+    this.settle(own, {
       clientMsgId: m.clientMsgId, serverMsgId: m.serverMsgId, conversationId: m.conversationId,
       seq: m.seq, sentAtMs: m.sentAtMs, duplicate: false,
     });
@@ -557,10 +881,13 @@ export class LonglinkClient extends Emitter<ClientEvents> {
         fromUser: this._login.userId, fromDevice: this._login.deviceId, clientMsgId: result.clientMsgId,
         text: entry?.options.text ?? '', sentAtMs: result.sentAtMs,
       }, true), result.conversationId);
+      // A conversation this device had no base for (its first message here):
+      // sync it, so the base (kept in the store) is known and a later sync
+      // does not bring this device's own message back as an incoming one.
+      if (this.options.autoSync && this.receiver.base(result.conversationId) === undefined) this.syncStuck();
     }
     if (!entry) return; // a late duplicate ack
-    this.outbox.delete(ack.clientMsgId);
-    entry.resolve(result);
+    this.settle(entry, result);
   }
 
   private onError(id: number, e: BodyOf<'error'>): void {
@@ -570,8 +897,7 @@ export class LonglinkClient extends Emitter<ClientEvents> {
       this.sendIds.delete(id);
       const entry = this.outbox.get(clientMsgId);
       if (entry && !RETRYABLE_SEND.has(e.code)) {
-        this.outbox.delete(clientMsgId);
-        entry.reject(err);
+        this.fail(entry, err);
       } else if (entry) {
         // Not stored (server busy or failing): send it again soon, with its original id.
         const generation = this.generation;
@@ -621,8 +947,11 @@ export class LonglinkClient extends Emitter<ClientEvents> {
       this.emit('message', m);
       if (m.event?.type === 'recalled' && m.event.targetSeq !== undefined) {
         this.emit('recall', { conversationId: m.conversationId, seq: m.event.targetSeq, by: m.event.actor });
+      } else if (m.event && m.conversationId.startsWith('g:')) {
+        this.emit('group', { groupId: m.conversationId.slice(2), conversationId: m.conversationId, seq: m.seq, event: m.event });
       }
     }
+    this.schedulePersist();
     const base = this.receiver.base(conversationId);
     if (base !== undefined && base > (this.acked.get(conversationId) ?? 0)) this.scheduleAck();
   }
@@ -633,9 +962,17 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   }
 
   /** One sync loop at a time: a full sync when wanted, else the conversations that are stuck. */
-  private async runSync(): Promise<void> {
-    if (this.syncing || !this.conn) return;
-    this.syncing = true;
+  private runSync(): Promise<void> {
+    if (this.syncLoop) return this.syncLoop;
+    if (!this.conn) return Promise.resolve();
+    const loop = this.syncLoopBody().finally(() => {
+      if (this.syncLoop === loop) this.syncLoop = undefined;
+    });
+    this.syncLoop = loop;
+    return loop;
+  }
+
+  private async syncLoopBody(): Promise<void> {
     const generation = this.generation;
     try {
       while (generation === this.generation && (this.fullSyncWanted || this.syncWanted.size > 0)) {
@@ -656,8 +993,6 @@ export class LonglinkClient extends Emitter<ClientEvents> {
           if (generation === this.generation) void this.runSync();
         }, 1000 + Math.floor(Math.random() * 1000));
       }
-    } finally {
-      if (generation === this.generation) this.syncing = false;
     }
   }
 
@@ -704,6 +1039,14 @@ export class LonglinkClient extends Emitter<ClientEvents> {
       }
     }
   }
+}
+
+function pendingOf(e: OutboxEntry): PendingSend {
+  const out: PendingSend = { clientMsgId: e.options.clientMsgId, text: e.options.text, createdAtMs: e.createdAtMs, restored: e.restored };
+  if (e.options.to !== undefined) out.to = e.options.to;
+  if (e.options.groupId !== undefined) out.groupId = e.options.groupId;
+  if (e.options.conversationId !== undefined) out.conversationId = e.options.conversationId;
+  return out;
 }
 
 export { errorName };

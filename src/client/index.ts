@@ -3,7 +3,13 @@ import { LonglinkClient, type ClientOptions } from './client.js';
 import { nodeConnector } from './transport-node.js';
 
 export * from './client.js';
-export type { ConversationInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo } from './types.js';
+export type {
+  ConversationInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo, TypingInfo, RecallInfo, GroupChange,
+} from './types.js';
+export {
+  memoryStore, parseSnapshot, emptySnapshot, DebouncedWriter, type ClientStore, type ClientSnapshot, type StoredSend,
+} from './store.js';
+export { fileStore, type FileStoreOptions } from './store-file.js';
 export type { Connector, ClientConnection, ConnectionEvents } from './transport.js';
 export { nodeConnector } from './transport-node.js';
 export {

@@ -1,7 +1,7 @@
 // Plain data types of the SDK (wire types converted: numbers, not bigint).
 import {
   roleFromWire, roleToWire, messageFromWire,
-  type ConversationSummary, type Group, type Presence, type ChatMessage, type GroupRoleName,
+  type ConversationSummary, type Group, type Presence, type ChatMessage, type GroupRoleName, type TimelineEventData,
 } from '../protocol/index.js';
 
 export interface ConversationInfo {
@@ -41,6 +41,28 @@ export interface ReceiptInfo {
   conversationId: string;
   userId: string;
   seq: number;
+}
+
+export interface TypingInfo {
+  conversationId: string;
+  userId: string;
+}
+
+export interface RecallInfo {
+  conversationId: string;
+  /** The recalled message. */
+  seq: number;
+  /** Who recalled it (the sender, or a group's owner or admin). */
+  by: string;
+}
+
+/** A change of a group (members, roles, mutes, dismissal), from its timeline: once each, in order. */
+export interface GroupChange {
+  groupId: string;
+  conversationId: string;
+  /** The seq of the timeline event in the group's conversation. */
+  seq: number;
+  event: TimelineEventData;
 }
 
 export interface BroadcastInfo {

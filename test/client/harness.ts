@@ -1,0 +1,165 @@
+// Shared harness of the SDK tests that use it: SDK clients that record what
+// an app would see, and a TCP proxy that can swallow what the server sends
+// (so a test can lose an ack after the send was written) and cut connections.
+import net from 'node:net';
+import {
+  createClient, type ChatMessage, type ClientOptions, type ClientState, type LonglinkClient, type LonglinkError,
+  type PendingSend, type SendResult, type StateDetail,
+} from '../../src/client/index.js';
+import type { TestServer } from '../helpers/server.js';
+import { until, urlOf, type Transport } from '../logic/support.js';
+
+/** Everything an app would have seen of one client. */
+export interface Handle {
+  client: LonglinkClient;
+  messages: ChatMessage[];
+  states: ({ state: ClientState; atMs: number } & StateDetail)[];
+  errors: LonglinkError[];
+  sent: { result: SendResult; send: PendingSend }[];
+  failed: { error: LonglinkError; send: PendingSend }[];
+  restored: PendingSend[][];
+  logins: number;
+  synced: number;
+}
+
+const opened = new Set<LonglinkClient>();
+
+/** Close every client made here (for afterEach). */
+export async function closeAll(): Promise<void> {
+  for (const c of [...opened]) await c.close();
+  opened.clear();
+}
+
+export function makeClient(
+  s: TestServer, url: ClientOptions['url'], user: string, device: string, options: Partial<ClientOptions> = {},
+): Handle {
+  const client = createClient({
+    url,
+    token: () => s.token(user, device),
+    initialBackoffMs: 50,
+    maxBackoffMs: 400,
+    ...options,
+  });
+  opened.add(client);
+  const h: Handle = { client, messages: [], states: [], errors: [], sent: [], failed: [], restored: [], logins: 0, synced: 0 };
+  client.on('message', (m) => h.messages.push(m));
+  client.on('state', (state, d) => h.states.push({ state, atMs: Date.now(), ...d }));
+  client.on('error', (e) => h.errors.push(e));
+  client.on('sent', (result, send) => h.sent.push({ result, send }));
+  client.on('failed', (error, send) => h.failed.push({ error, send }));
+  client.on('restored', (sends) => h.restored.push(sends));
+  client.on('login', () => h.logins++);
+  client.on('synced', () => h.synced++);
+  return h;
+}
+
+/** A client logged in and through its first sync. */
+export async function connected(
+  s: TestServer, t: Transport | string, user: string, device: string, options: Partial<ClientOptions> = {},
+): Promise<Handle> {
+  const h = makeClient(s, t === 'tcp' || t === 'ws' ? urlOf(s, t) : t, user, device, options);
+  await h.client.connect();
+  await until(() => h.synced > 0, 10_000, () => `${user}/${device} initial sync`);
+  return h;
+}
+
+export async function waitMessages(h: Handle, n: number, timeoutMs = 10_000): Promise<ChatMessage[]> {
+  await until(() => h.messages.length >= n, timeoutMs, () => `${n} messages; got ${texts(h.messages).join(',')}`);
+  return h.messages;
+}
+
+export const texts = (ms: readonly ChatMessage[]): string[] => ms.map((m) => m.text);
+export const seqs = (ms: readonly ChatMessage[]): number[] => ms.map((m) => m.seq);
+
+/** A port nothing listens on (it was free a moment ago): connections to it are refused. */
+export async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1' }, resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/**
+ * A TCP proxy in front of a gateway port (TCP, or the HTTP port for WS).
+ * `swallowDown` makes it keep what the server sends on the live connections
+ * from the client (the client's frames still reach the server): a send is
+ * stored and acked, but the ack never arrives. `cut()` then breaks those
+ * connections, and what was kept dies with them.
+ */
+export class GateProxy {
+  swallowDown = false;
+  private readonly pairs = new Set<[net.Socket, net.Socket]>();
+  private server: net.Server | undefined;
+  /** Bytes from the server kept from the client (per connection, while swallowDown). */
+  swallowed = 0;
+
+  private constructor(private readonly targetPort: number, public port: number) {}
+
+  static async start(targetPort: number): Promise<GateProxy> {
+    const p = new GateProxy(targetPort, 0);
+    await p.listen();
+    return p;
+  }
+
+  url(kind: Transport): string {
+    return kind === 'tcp' ? `tcp://127.0.0.1:${this.port}` : `ws://127.0.0.1:${this.port}/ws`;
+  }
+
+  listen(): Promise<void> {
+    const server = net.createServer((client) => this.onClient(client));
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ port: this.port, host: '127.0.0.1' }, () => {
+        this.port = (server.address() as net.AddressInfo).port;
+        resolve();
+      });
+    });
+  }
+
+  async stopListening(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    server?.close();
+    await new Promise((r) => setImmediate(r));
+  }
+
+  /** Destroy every live connection, both sides. */
+  cut(): void {
+    for (const [a, b] of this.pairs) {
+      a.destroy();
+      b.destroy();
+    }
+    this.pairs.clear();
+  }
+
+  get live(): number {
+    return this.pairs.size;
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await this.stopListening();
+  }
+
+  private onClient(client: net.Socket): void {
+    const upstream = net.connect({ host: '127.0.0.1', port: this.targetPort });
+    const pair: [net.Socket, net.Socket] = [client, upstream];
+    this.pairs.add(pair);
+    const done = () => {
+      this.pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const sock of pair) {
+      sock.on('error', done);
+      sock.on('close', done);
+    }
+    client.on('data', (chunk: Buffer) => upstream.write(chunk));
+    upstream.on('data', (chunk: Buffer) => {
+      if (this.swallowDown) this.swallowed += chunk.length;
+      else client.write(chunk);
+    });
+  }
+}
