@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the distributed-mode tests and the local cluster need, from
-# Debian's packages, when it is missing: redis-server and a PostgreSQL server.
-# Nothing is started here; tests and the cluster start their own instances
-# on free ports in temp folders.
+# Installs what the distributed-mode tests, the local cluster and the browser
+# test need, from Debian's packages, when it is missing: redis-server, a
+# PostgreSQL server, and chromium (/usr/bin/chromium, driven by playwright-core
+# in test/web). Nothing is started here; tests and the cluster start their own
+# instances on free ports in temp folders.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != "0" ]; then
   echo "missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2

@@ -56,6 +56,13 @@ export interface ServerConfig {
   nodeTtlMs: number;
   /** PostgreSQL connections per logic node. */
   postgresPool: number;
+  /**
+   * `POST /api/v1/dev/token` (tokens without the admin key, for the web page's
+   * dev login): true or false when set (LONGLINK_DEV_LOGIN=1|0); unset, the
+   * embedded server turns it on only for a loopback quick start with generated
+   * dev secrets, and cluster roles never.
+   */
+  devLogin?: boolean;
   limits: Limits;
 }
 
@@ -90,6 +97,14 @@ function url(flags: Source, env: Source, flag: string, schemes: string[]): strin
   }
   if (!schemes.includes(parsed.protocol)) throw new ConfigError(`--${flag} / ${envName(flag)} must start with ${schemes.map((x) => `${x}//`).join(' or ')}`);
   return raw;
+}
+
+function bool(flags: Source, env: Source, flag: string): boolean | undefined {
+  const raw = pick(flags, env, flag);
+  if (raw === undefined || raw === '') return undefined;
+  if (['1', 'true', 'on', 'yes'].includes(raw)) return true;
+  if (['0', 'false', 'off', 'no'].includes(raw)) return false;
+  throw new ConfigError(`--${flag} / ${envName(flag)} must be 1 or 0, got "${raw}"`);
 }
 
 function envName(flag: string): string {
@@ -134,6 +149,7 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     leaseMs: int(flags, env, 'lease-ms', 10_000, 500, 600_000),
     nodeTtlMs: int(flags, env, 'node-ttl-ms', 15_000, 500, 600_000),
     postgresPool: int(flags, env, 'postgres-pool', 10, 1, 1000),
+    devLogin: bool(flags, env, 'dev-login'),
     limits: {
       maxFrameBytes: int(flags, env, 'max-frame-bytes', DEFAULT_MAX_FRAME_BYTES, 1024, 16 * 1024 * 1024),
       maxTextBytes: int(flags, env, 'max-text-bytes', 16 * 1024, 1, 16 * 1024 * 1024),

@@ -17,6 +17,11 @@ export interface HttpApiOptions {
   tokenTtlSeconds: number;
   /** Largest request body, bytes. @default 65536 */
   maxBodyBytes?: number;
+  /**
+   * Serve `POST /api/v1/dev/token`: a token for any user without the admin
+   * key, for the web page's dev login. Only for a dev server. @default false
+   */
+  devLogin?: boolean;
 }
 
 export interface HttpApiDeps {
@@ -33,6 +38,12 @@ const TokenBody = z.object({
   device_id: userId.optional(),
   platform: z.string().min(1).max(32).optional(),
   ttl_seconds: z.number().int().min(10).max(90 * 86400).optional(),
+}).strict();
+
+const DevTokenBody = z.object({
+  user_id: userId.refine((u) => u !== SYSTEM_USER, 'is reserved'),
+  device_id: userId.optional(),
+  platform: z.string().min(1).max(32).optional(),
 }).strict();
 
 const MessageBody = z.object({
@@ -92,8 +103,9 @@ export class HttpApi {
     if (path === '/api/v1/tokens' && method === 'POST') return this.issueToken(req, res);
     if (path === '/api/v1/messages' && method === 'POST') return this.postMessage(req, res);
     if (path === '/api/v1/broadcast' && method === 'POST') return this.broadcast(req, res);
+    if (path === '/api/v1/dev/token' && method === 'POST') return this.devToken(req, res);
     if (path === '/healthz' || path.startsWith('/api/')) {
-      const known = ['/healthz', '/api/v1/gateways', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast'].includes(path);
+      const known = ['/healthz', '/api/v1/gateways', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast', '/api/v1/dev/token'].includes(path);
       if (known) throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     }
     throw new HttpError(404, 'NOT_FOUND', `no route for ${method} ${path}`);
@@ -112,6 +124,23 @@ export class HttpApi {
     const deviceId = body.device_id ?? 'default';
     const platform = body.platform ?? 'other';
     const { token, expiresAtMs } = await this.deps.tokens.issue(body.user_id, deviceId, platform, body.ttl_seconds ?? this.options.tokenTtlSeconds);
+    send(res, 200, { token, user_id: body.user_id, device_id: deviceId, platform, expires_at_ms: expiresAtMs });
+  }
+
+  /**
+   * Dev login: a token for any user, no admin key. Refused unless this server
+   * was started with it on (the embedded quick start, or LONGLINK_DEV_LOGIN=1).
+   */
+  private async devToken(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (this.options.devLogin !== true) {
+      throw new HttpError(403, 'DEV_LOGIN_DISABLED',
+        'dev login is off on this server (it is on for a local `longlink start` with generated dev secrets, or with LONGLINK_DEV_LOGIN=1); '
+        + 'get tokens from POST /api/v1/tokens with the admin key');
+    }
+    const body = parse(DevTokenBody, await readJson(req, this.options.maxBodyBytes ?? 65536));
+    const deviceId = body.device_id ?? 'web';
+    const platform = body.platform ?? 'web';
+    const { token, expiresAtMs } = await this.deps.tokens.issue(body.user_id, deviceId, platform, this.options.tokenTtlSeconds);
     send(res, 200, { token, user_id: body.user_id, device_id: deviceId, platform, expires_at_ms: expiresAtMs });
   }
 

@@ -1,6 +1,6 @@
 // `longlink start`: every role in one process on embedded engines. Only
 // wiring here: engines are made, passed to the gateway and logic, and the
-// HTTP port is shared by the API and the WebSocket endpoint.
+// HTTP port is shared by the API, the WebSocket endpoint and the web page.
 import { databasePath, type ServerConfig } from '../config.js';
 import { TokenService } from '../auth/tokens.js';
 import { MemoryBus } from '../engines/bus-memory.js';
@@ -12,6 +12,7 @@ import { Logic } from '../logic/logic.js';
 import { HttpApi } from '../logic/http-api.js';
 import { closeHttp, listenHttp } from './http-server.js';
 import { gatewayOptions, logicOptions } from './wiring.js';
+import { defaultWebRoot, devLoginEnabled, staticFiles } from './web.js';
 
 export interface RunningServer {
   nodeId: string;
@@ -24,7 +25,12 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-export async function startEmbedded(config: ServerConfig): Promise<RunningServer> {
+export interface EmbeddedOptions {
+  /** Folder of the built web page, served at `/`. @default dist/web of this package */
+  webRoot?: string;
+}
+
+export async function startEmbedded(config: ServerConfig, options: EmbeddedOptions = {}): Promise<RunningServer> {
   const tokens = new TokenService(config.tokenSecret);
   const bus = new MemoryBus();
   const sessions = new MemorySessions();
@@ -33,11 +39,15 @@ export async function startEmbedded(config: ServerConfig): Promise<RunningServer
 
   const logic = new Logic(logicOptions(config), { bus, sessions, registry, store });
   const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens });
-  const api = new HttpApi({ nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds }, {
-    tokens, registry, bus, logic,
-  });
+  const api = new HttpApi({
+    nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, devLogin: devLoginEnabled(config),
+  }, { tokens, registry, bus, logic });
+  const web = staticFiles(options.webRoot ?? defaultWebRoot());
 
-  const { server, port: httpPort } = await listenHttp(api.handle, config.httpPort, config.host);
+  const { server, port: httpPort } = await listenHttp((req, res) => {
+    if (web.handles(req)) web.serve(req, res);
+    else api.handle(req, res);
+  }, config.httpPort, config.host);
   const wsUrl = `ws://${config.publicHost}:${httpPort}/ws`;
   gateway.attachWebSocket(server, wsUrl);
   let tcpPort: number;

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadServerConfig, type ServerConfig } from '../../src/config.js';
-import { startEmbedded, type RunningServer } from '../../src/roles/embedded.js';
+import { startEmbedded, type EmbeddedOptions, type RunningServer } from '../../src/roles/embedded.js';
 import { TokenService } from '../../src/auth/tokens.js';
 
 export const ADMIN_KEY = 'test-admin-key-0123456789';
@@ -19,7 +19,11 @@ export interface TestServer extends RunningServer {
   close(): Promise<void>;
 }
 
-export async function startTestServer(overrides: Record<string, string> = {}, dataDir?: string): Promise<TestServer> {
+/**
+ * `overrides` are config flags (e.g. `{ 'dev-login': '1' }` turns the web
+ * page's dev login on; it is off here by default, as the admin key is set).
+ */
+export async function startTestServer(overrides: Record<string, string> = {}, dataDir?: string, options: EmbeddedOptions = {}): Promise<TestServer> {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'longlink-test-'));
   const config = loadServerConfig({
     'http-port': '0',
@@ -31,7 +35,7 @@ export async function startTestServer(overrides: Record<string, string> = {}, da
     'node-id': 'test-node',
     ...overrides,
   }, {});
-  const server = await startEmbedded(config);
+  const server = await startEmbedded(config, options);
   const tokens = new TokenService(config.tokenSecret);
   return {
     ...server,

@@ -304,7 +304,7 @@ describe('discovery, health, routing', () => {
   });
 
   test('unknown routes: 404 NOT_FOUND; known routes with the wrong method: 405 METHOD_NOT_ALLOWED', T, async () => {
-    for (const [method, path] of [['GET', '/'], ['GET', '/api/v1/nope'], ['POST', '/api/v2/tokens'], ['GET', '/healthz/x']]) {
+    for (const [method, path] of [['GET', '/nope'], ['GET', '/api/v1/nope'], ['POST', '/api/v2/tokens'], ['GET', '/healthz/x']]) {
       assertError(await call(method!, path!), 404, 'NOT_FOUND');
     }
     for (const [method, path] of [['GET', '/api/v1/tokens'], ['POST', '/healthz'], ['DELETE', '/api/v1/gateways'], ['GET', '/api/v1/messages'], ['PUT', '/api/v1/tokens']]) {

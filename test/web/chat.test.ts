@@ -1,0 +1,300 @@
+// The web chat page in a real browser: Debian's chromium driven by
+// playwright-core against a real embedded server. alice and bob log in from
+// two browser contexts, see unread counts, chat both ways, see read marks,
+// typing and presence, recall; bob loses his network while alice writes and
+// catches up when it returns; history pages back. Screenshots of the page go
+// to test-artifacts/web/.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
+import { ADMIN_KEY, startTestServer, type TestServer } from '../helpers/server.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const ROOT = join(import.meta.dirname, '..', '..');
+const ARTIFACTS = join(ROOT, 'test-artifacts', 'web');
+/** The flags this machine needs (its network is closed: no background traffic). */
+const FLAGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+const T = { timeout: 120_000 };
+
+/**
+ * A TCP proxy in front of the server for bob's browser, so the test can take
+ * his network away: `cut()` drops every connection and refuses new ones
+ * until `restore()`.
+ */
+class Proxy {
+  private readonly sockets = new Set<net.Socket>();
+  private blocked = false;
+  private server: net.Server | undefined;
+  port = 0;
+
+  constructor(private readonly targetPort: number) {}
+
+  async start(): Promise<void> {
+    this.server = net.createServer((client) => {
+      if (this.blocked) {
+        client.destroy();
+        return;
+      }
+      const upstream = net.connect({ host: '127.0.0.1', port: this.targetPort });
+      for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
+        this.sockets.add(a);
+        a.on('error', () => b.destroy());
+        a.on('close', () => {
+          this.sockets.delete(a);
+          b.destroy();
+        });
+        a.pipe(b);
+      }
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server!.address() as net.AddressInfo).port;
+  }
+
+  cut(): void {
+    this.blocked = true;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  restore(): void {
+    this.blocked = false;
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise<void>((resolve) => this.server?.close(() => resolve()) ?? resolve());
+  }
+}
+
+/** Polls `read` until `ok` holds; fails with what it saw last. */
+async function until<V>(what: string, read: () => Promise<V>, ok: (v: V) => boolean, timeoutMs = 15_000): Promise<V> {
+  const start = Date.now();
+  let last: V | undefined;
+  for (;;) {
+    try {
+      last = await read();
+      if (ok(last)) return last;
+    } catch (err) {
+      if (Date.now() - start > timeoutMs) throw err;
+    }
+    if (Date.now() - start > timeoutMs) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}; last seen: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const conv = (page: Page, title: string): Locator => page.locator(`#conversations .conv[data-title="${title}"]`);
+const texts = (page: Page): Promise<string[]> => page.locator('#message-list .msg:not(.system) .text').allTextContents();
+const unread = async (page: Page, title: string): Promise<number> => {
+  const badge = conv(page, title).locator('.unread');
+  return (await badge.count()) === 0 ? 0 : Number(await badge.textContent());
+};
+const connState = (page: Page): Promise<string | null> => page.locator('#conn').getAttribute('data-state');
+/** The mark on our own message with this text. */
+const markOf = (page: Page, text: string): Promise<string | null> =>
+  page.locator('#message-list .msg.own', { has: page.locator('.text', { hasText: new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`) }) })
+    .locator('.mark').getAttribute('data-mark');
+const peerOnline = (page: Page, title: string): Promise<string | null> => conv(page, title).locator('.dot').getAttribute('data-online');
+
+async function logIn(page: Page, url: string, user: string): Promise<void> {
+  await page.goto(url);
+  await page.locator('#login-user').fill(user);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await until(`${user} online`, () => connState(page), (s) => s === 'online');
+  assert.equal(await page.locator('#me-name').textContent(), user);
+}
+
+async function send(page: Page, text: string): Promise<void> {
+  await page.locator('#composer-text').fill(text);
+  await page.locator('#composer-text').press('Enter');
+}
+
+async function shot(page: Page, name: string): Promise<void> {
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
+}
+
+describe('web chat page in Chromium', () => {
+  let server: TestServer;
+  let proxy: Proxy;
+  let browser: Browser;
+  let aliceCtx: BrowserContext;
+  let bobCtx: BrowserContext;
+  let alice: Page;
+  let bob: Page;
+  const pageErrors: string[] = [];
+
+  before(async () => {
+    if (!existsSync(CHROMIUM)) {
+      throw new Error(`${CHROMIUM} is missing: run scripts/ensure-services.sh (as root; npm test runs it first) to install Debian's chromium`);
+    }
+    if (!existsSync(join(ROOT, 'dist', 'web', 'index.html'))) {
+      throw new Error('the web page is not built (dist/web/index.html is missing): run npm run build (npm test runs it first)');
+    }
+    mkdirSync(ARTIFACTS, { recursive: true });
+    server = await startTestServer({ 'dev-login': '1' });
+    proxy = new Proxy(server.httpPort);
+    await proxy.start();
+    // Playwright makes a fresh, empty user-data-dir in a temp folder for this browser and removes it on close.
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+    aliceCtx = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+    bobCtx = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+    alice = await aliceCtx.newPage();
+    bob = await bobCtx.newPage();
+    for (const [who, page] of [['alice', alice], ['bob', bob]] as const) {
+      page.on('pageerror', (err) => pageErrors.push(`${who}: ${err.message}`));
+    }
+  });
+
+  after(async () => {
+    for (const [name, page] of [['alice-final', alice], ['bob-final', bob]] as const) {
+      if (page && !page.isClosed()) await shot(page, name).catch(() => undefined);
+    }
+    await browser?.close();
+    await proxy?.close();
+    await server?.close();
+  });
+
+  test('alice logs in and writes to bob before he is online', T, async () => {
+    await logIn(alice, server.httpUrl, 'alice');
+    await alice.locator('#new-direct-user').fill('bob');
+    await alice.locator('#new-direct-user').press('Enter');
+    await until('the chat with bob open', () => alice.locator('#pane-title').textContent(), (t) => t === 'bob');
+    for (const text of ['hello bob', 'are you there?', 'third one']) await send(alice, text);
+    await until('three sent marks', async () => Promise.all(['hello bob', 'are you there?', 'third one'].map((t) => markOf(alice, t))),
+      (marks) => marks.every((m) => m === 'sent'));
+    assert.equal(await peerOnline(alice, 'bob'), 'false');
+  });
+
+  test('bob logs in and sees the conversation with 3 unread before opening it; a 4th arrives live', T, async () => {
+    await logIn(bob, `http://127.0.0.1:${proxy.port}/`, 'bob');
+    await until('alice in bob\'s list with 3 unread', () => unread(bob, 'alice'), (n) => n === 3);
+    assert.match(await conv(bob, 'alice').locator('.preview').textContent() ?? '', /third one/);
+    // Presence: alice sees bob come online, and her messages as delivered.
+    await until('bob online for alice', () => peerOnline(alice, 'bob'), (v) => v === 'true');
+    await until('delivered mark', () => markOf(alice, 'third one'), (m) => m === 'delivered');
+    await send(alice, 'fourth, live');
+    await until('4 unread for bob', () => unread(bob, 'alice'), (n) => n === 4);
+    await shot(bob, '1-bob-unread');
+    assert.equal(await bob.locator('#message-list .msg').count(), 0, 'nothing open yet');
+  });
+
+  test('bob opens it: he sees alice\'s messages, the count clears, alice sees the read mark', T, async () => {
+    await conv(bob, 'alice').click();
+    await until('bob sees alice\'s 4 messages', () => texts(bob), (t) => t.join('|') === 'hello bob|are you there?|third one|fourth, live');
+    await until('no unread left', () => unread(bob, 'alice'), (n) => n === 0);
+    await until('read mark on alice\'s last message', () => markOf(alice, 'fourth, live'), (m) => m === 'read');
+    assert.equal(await markOf(alice, 'hello bob'), 'read');
+    await shot(alice, '2-alice-read');
+  });
+
+  test('bob types (alice sees it) and answers; they chat both ways', T, async () => {
+    await bob.locator('#composer-text').fill('h');
+    await until('alice sees bob typing', () => alice.locator('#typing').textContent(), (t) => t === 'bob is typing…');
+    await send(bob, 'hi alice!');
+    await until('alice sees bob\'s answer', () => texts(alice), (t) => t.at(-1) === 'hi alice!');
+    await until('typing indicator gone', () => alice.locator('#typing').textContent(), (t) => t === '');
+    await send(alice, 'how are you?');
+    await send(bob, 'fine, thanks');
+    await until('bob sees both', () => texts(bob), (t) => t.slice(-3).join('|') === 'hi alice!|how are you?|fine, thanks');
+    await until('alice sees both', () => texts(alice), (t) => t.slice(-3).join('|') === 'hi alice!|how are you?|fine, thanks');
+    await until('bob\'s answer read by alice', () => markOf(bob, 'fine, thanks'), (m) => m === 'read');
+    assert.equal(await unread(alice, 'bob'), 0, 'an open conversation stays read');
+  });
+
+  test('bob loses his network while alice writes, then comes back and catches up', T, async () => {
+    proxy.cut();
+    await until('bob reconnecting', () => bob.locator('#conn').textContent(), (t) => /^reconnecting/.test(t ?? ''));
+    await shot(bob, '3-bob-reconnecting');
+    await until('bob offline for alice', () => peerOnline(alice, 'bob'), (v) => v === 'false');
+    await send(alice, 'while you were away 1');
+    await send(alice, 'while you were away 2');
+    await until('stored, not delivered', () => markOf(alice, 'while you were away 2'), (m) => m === 'sent');
+    assert.equal(await markOf(alice, 'while you were away 1'), 'sent');
+    assert.ok(!(await texts(bob)).includes('while you were away 1'), 'bob cannot have it yet');
+    // bob writes meanwhile: it waits in the SDK's outbox, marked pending.
+    await send(bob, 'written offline');
+    await until('pending mark', () => markOf(bob, 'written offline'), (m) => m === 'pending');
+    proxy.restore();
+    // The SDK's backoff (full jitter, 30 s cap) decides when it tries again.
+    await until('bob online again', () => connState(bob), (s) => s === 'online', 45_000);
+    await until('bob caught up', () => texts(bob), (t) => t.includes('while you were away 1') && t.includes('while you were away 2'));
+    await until('alice sees them read', () => markOf(alice, 'while you were away 2'), (m) => m === 'read');
+    await until('bob online for alice again', () => peerOnline(alice, 'bob'), (v) => v === 'true');
+    await until('alice got what bob wrote offline', () => texts(alice), (t) => t.at(-1) === 'written offline');
+    await until('and bob sees it read', () => markOf(bob, 'written offline'), (m) => m === 'read');
+    await shot(bob, '4-bob-caught-up');
+    // Each message shown once.
+    const all = await texts(bob);
+    assert.equal(new Set(all).size, all.length, `no duplicates: ${all.join('|')}`);
+  });
+
+  test('alice recalls her last message; both see it recalled', T, async () => {
+    await send(alice, 'oops, wrong chat');
+    await until('bob got it', () => texts(bob), (t) => t.at(-1) === 'oops, wrong chat');
+    const own = alice.locator('#message-list .msg.own').last();
+    await own.hover();
+    await own.getByRole('button', { name: 'Recall' }).click();
+    await until('alice sees it recalled', () => texts(alice), (t) => t.at(-1) === 'message recalled');
+    await until('bob sees it recalled', () => texts(bob), (t) => t.at(-1) === 'message recalled');
+    assert.ok(!(await texts(bob)).includes('oops, wrong chat'));
+  });
+
+  test('a group: alice creates it, bob sees it with its unread count, they talk', T, async () => {
+    await alice.locator('#new-group-name').fill('Team');
+    await alice.locator('#new-group-members').fill('bob, carol');
+    await alice.getByRole('button', { name: 'Create' }).click();
+    await until('alice in the group', () => alice.locator('#pane-title').textContent(), (t) => t === 'Team');
+    await send(alice, 'welcome to the team');
+    await until('group in bob\'s list with 1 unread', () => unread(bob, 'Team'), (n) => n === 1);
+    await conv(bob, 'Team').click();
+    await until('bob sees the group message', () => texts(bob), (t) => t.join('|') === 'welcome to the team');
+    assert.match(await bob.locator('#message-list .msg.system').first().textContent() ?? '', /alice created the group/);
+    await until('alice sees bob read it', () => markOf(alice, 'welcome to the team'), (m) => m === 'read');
+    await send(bob, 'thanks!');
+    await until('alice sees bob in the group', () => texts(alice), (t) => t.at(-1) === 'thanks!');
+    assert.equal(await alice.locator('#message-list .msg.theirs .from').last().textContent(), 'bob');
+    await shot(alice, '5-alice-group');
+  });
+
+  test('history pages back: 40 messages from carol, 30 shown, then the older ones', T, async () => {
+    for (let i = 1; i <= 40; i++) {
+      const res = await fetch(`${server.httpUrl}/api/v1/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` },
+        body: JSON.stringify({ from: 'carol', to: 'bob', text: `carol ${i}` }),
+      });
+      assert.equal(res.status, 200, await res.text());
+    }
+    await until('carol in bob\'s list with 40 unread', () => unread(bob, 'carol'), (n) => n === 40);
+    await conv(bob, 'carol').click();
+    await until('the latest 30', () => texts(bob), (t) => t.length === 30 && t[0] === 'carol 11' && t[29] === 'carol 40');
+    const older = bob.getByRole('button', { name: 'Load older messages' });
+    await older.click();
+    await until('all 40', () => texts(bob), (t) => t.length === 40 && t[0] === 'carol 1' && t[39] === 'carol 40');
+    await until('no more to load', () => older.isVisible(), (v) => !v);
+    await shot(bob, '6-bob-history');
+  });
+
+  test('a server without dev login: the page says why it cannot log in', T, async () => {
+    const locked = await startTestServer();
+    const page = await aliceCtx.newPage();
+    page.on('pageerror', (err) => pageErrors.push(`locked: ${err.message}`));
+    try {
+      await page.goto(locked.httpUrl);
+      await page.locator('#login-user').fill('mallory');
+      await page.getByRole('button', { name: 'Log in' }).click();
+      await until('the refusal shown', () => page.locator('#login-error').textContent(), (t) => /DEV_LOGIN_DISABLED/.test(t ?? ''));
+      assert.ok(await page.locator('#login-form').isVisible());
+      assert.ok(!(await page.locator('#chat').isVisible()));
+      await shot(page, '7-dev-login-off');
+    } finally {
+      await page.close();
+      await locked.close();
+    }
+    assert.deepEqual(pageErrors, [], 'no uncaught errors in the pages');
+  });
+});
