@@ -39,6 +39,7 @@ export async function runStart(flags: Record<string, string | undefined>): Promi
   const server = await startEmbedded(config);
   console.log(`longlink ${config.nodeId} listening http=${server.httpUrl} tcp=${server.tcpUrl} ws=${server.wsUrl}`);
   console.log(`data directory: ${config.dataDir}`);
+  console.log(`web chat: ${server.httpUrl}/`);
   if (config.generatedAdminKey) {
     console.log(`dev admin key (kept in ${join(config.dataDir, 'dev-secrets.json')}; set LONGLINK_ADMIN_KEY in production):`);
     console.log(`  export LONGLINK_ADMIN_KEY=${config.adminKey}`);

@@ -1,7 +1,7 @@
 // The web chat page served by the server at `/`: dev login, then the chat
 // view on the SDK's browser client, over WebSocket to this server's /ws.
 import './style.css';
-import { createClient, type LonglinkClient } from '../client/browser.js';
+import { createClient, indexedDbStore, type LonglinkClient } from '../client/browser.js';
 import { Chat } from './chat.js';
 import { byId, randomId } from './dom.js';
 
@@ -76,6 +76,8 @@ async function logIn(userId: string): Promise<void> {
       return token.token;
     },
     clientVersion: 'longlink-web',
+    // Cursors and unsent messages survive a reload: the page syncs from where it was.
+    store: indexedDbStore(`longlink:${userId}:${device}`),
   });
   el.login.hidden = true;
   el.chat.hidden = false;

@@ -230,6 +230,10 @@ describe('web chat page in Chromium', () => {
     // Each message shown once.
     const all = await texts(bob);
     assert.equal(new Set(all).size, all.length, `no duplicates: ${all.join('|')}`);
+    // The page keeps bob's cursors and outbox in IndexedDB (the SDK's browser store).
+    type Idb = { indexedDB: { databases(): Promise<{ name?: string }[]> } };
+    const databases = await bob.evaluate(async () => (await (globalThis as unknown as Idb).indexedDB.databases()).map((d) => d.name ?? ''));
+    assert.ok(databases.some((name) => name.startsWith('longlink:bob:')), `bob's state in IndexedDB: ${databases.join(', ')}`);
   });
 
   test('alice recalls her last message; both see it recalled', T, async () => {
