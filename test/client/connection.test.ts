@@ -10,7 +10,7 @@ import {
 } from '../../src/client/index.js';
 import { decodeFrame } from '../../src/protocol/index.js';
 import { TRANSPORTS, TcpProxy, sleep, until, urlOf, withServer, within } from '../logic/support.js';
-import { GateProxy, closeAll, closedPort, connected, makeClient, texts, waitMessages } from './harness.js';
+import { closeAll, closedPort, connected, makeClient, texts, waitMessages } from './harness.js';
 
 const T = { timeout: 120_000 };
 const AB = 'u:alice:bob';
@@ -21,7 +21,7 @@ describe('resend across a forced disconnect', () => {
   for (const t of TRANSPORTS) {
     test(`${t}: the server stored the send, the socket dies before the ack gets through: resent, stored and delivered once`, T, async () => {
       await withServer(async (s) => {
-        const proxy = await GateProxy.start(t === 'tcp' ? s.tcpPort : s.httpPort);
+        const proxy = await TcpProxy.start(t === 'tcp' ? s.tcpPort : s.httpPort);
         try {
           const bob = await connected(s, 'tcp', 'bob', 'phone');
           const alice = await connected(s, proxy.url(t), 'alice', 'phone');

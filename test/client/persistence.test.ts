@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileStore, memoryStore, parseSnapshot, LonglinkError, ErrorCode } from '../../src/client/index.js';
 import { TRANSPORTS, TcpProxy, online, sleep, syncOnce, until, urlOf, withServer, within } from '../logic/support.js';
-import { GateProxy, closeAll, closedPort, connected, makeClient, texts, waitMessages } from './harness.js';
+import { closeAll, closedPort, connected, makeClient, texts, waitMessages } from './harness.js';
 
 const T = { timeout: 120_000 };
 const AB = 'u:alice:bob';
@@ -111,7 +111,7 @@ describe('restart with the file store', () => {
     try {
       await withServer(async (s) => {
         const path = join(tmp.dir, 'alice.json');
-        const proxy = await GateProxy.start(s.tcpPort);
+        const proxy = await TcpProxy.start(s.tcpPort);
         try {
           const bob = await connected(s, 'tcp', 'bob', 'phone');
           const run1 = await connected(s, proxy.url('tcp'), 'alice', 'phone', { store: fileStore(path, { debounceMs: 10 }) });

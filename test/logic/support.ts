@@ -203,6 +203,9 @@ export class TcpProxy {
   resetNew = false;
   /** Accept connections, answer nothing, and drop them after this long (a gateway that dies mid-login). */
   dropNewAfterMs: number | undefined;
+  /** Keep what the server sends from the client (an ack lost on the way), counting the bytes. */
+  swallowDown = false;
+  swallowed = 0;
   accepted = 0;
 
   private constructor(private readonly targetPort: number, public port: number) {}
@@ -282,7 +285,10 @@ export class TcpProxy {
     client.on('close', done);
     upstream.on('close', done);
     client.pipe(upstream);
-    upstream.pipe(client);
+    upstream.on('data', (chunk: Buffer) => {
+      if (this.swallowDown) this.swallowed += chunk.length;
+      else client.write(chunk);
+    });
   }
 }
 
