@@ -1,0 +1,15 @@
+// What both entries of `longlink/client` export (index.ts for Node, browser.ts
+// for browsers); each adds its connector, its store and createClient.
+export * from './client.js';
+export type {
+  ConversationInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo, TypingInfo, RecallInfo, GroupChange,
+} from './types.js';
+export {
+  memoryStore, parseSnapshot, emptySnapshot, DebouncedWriter, type ClientStore, type ClientSnapshot, type StoredSend,
+} from './store.js';
+export type { Connector, ClientConnection, ConnectionEvents } from './transport.js';
+export {
+  LonglinkError, ErrorCode, errorName, directConversationId,
+  type ChatMessage, type TimelineEventData, type GroupRoleName,
+} from '../protocol/index.js';
+export { requestToken, listGateways, gatewayPicker, type TokenResponse, type GatewayInfo } from './http.js';
