@@ -8,13 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   createClient, nodeConnector, requestToken, listGateways, LonglinkError, ErrorCode, errorName,
-  type ChatMessage, type ClientConnection, type ClientOptions, type ClientState, type Connector, type LonglinkClient,
+  type ClientConnection, type ClientState, type Connector,
 } from '../../src/client/index.js';
 import { decodeFrame, type BodyOf, type Frame, type FrameCase } from '../../src/protocol/index.js';
-import { ADMIN_KEY, startTestServer, type TestServer } from '../helpers/server.js';
+import { ADMIN_KEY, startTestServer } from '../helpers/server.js';
 import {
-  TRANSPORTS, TcpProxy, online, sendMany, sendOk, sleep, until, urlOf, withServer, within, type Transport,
+  TRANSPORTS, TcpProxy, online, sendMany, sendOk, sleep, until, urlOf, withServer, within,
 } from '../logic/support.js';
+import { closeAll, connected, makeClient, seqs, texts, track, waitMessages } from './harness.js';
 
 /** No test may hang the suite. */
 const T = { timeout: 120_000 };
@@ -71,56 +72,7 @@ class Wire {
   }
 }
 
-interface Handle {
-  client: LonglinkClient;
-  messages: ChatMessage[];
-  states: { state: ClientState; retryInMs?: number }[];
-  errors: LonglinkError[];
-  kicks: { code: ErrorCode; reconnect: boolean }[];
-  logins: number;
-  synced: number;
-}
-
-const opened: LonglinkClient[] = [];
-afterEach(async () => {
-  for (const c of opened.splice(0)) await c.close();
-});
-
-function makeClient(
-  s: TestServer, url: string, user: string, device: string, options: Partial<ClientOptions> = {},
-): Handle {
-  const client = createClient({
-    url,
-    token: () => s.token(user, device),
-    initialBackoffMs: 50,
-    maxBackoffMs: 400,
-    ...options,
-  });
-  opened.push(client);
-  const h: Handle = { client, messages: [], states: [], errors: [], kicks: [], logins: 0, synced: 0 };
-  client.on('message', (m) => h.messages.push(m));
-  client.on('state', (state, d) => h.states.push({ state, ...d }));
-  client.on('error', (e) => h.errors.push(e));
-  client.on('kick', (e, reconnect) => h.kicks.push({ code: e.code, reconnect }));
-  client.on('login', () => h.logins++);
-  client.on('synced', () => h.synced++);
-  return h;
-}
-
-async function connected(s: TestServer, t: Transport, user: string, device: string, options: Partial<ClientOptions> = {}): Promise<Handle> {
-  const h = makeClient(s, urlOf(s, t), user, device, options);
-  await h.client.connect();
-  await until(() => h.synced > 0, 10_000, () => `${user}/${device} initial sync`);
-  return h;
-}
-
-async function waitMessages(h: Handle, n: number, timeoutMs = 10_000): Promise<ChatMessage[]> {
-  await until(() => h.messages.length >= n, timeoutMs, () => `${n} messages; got ${h.messages.map((m) => m.text).join(',')}`);
-  return h.messages;
-}
-
-const texts = (ms: readonly ChatMessage[]) => ms.map((m) => m.text);
-const seqs = (ms: readonly ChatMessage[]) => ms.map((m) => m.seq);
+afterEach(closeAll);
 
 // ---- tests -----------------------------------------------------------------
 
@@ -146,7 +98,7 @@ describe('login', () => {
         for (const [token, code] of [['not-a-jwt', ErrorCode.TOKEN_INVALID], [await s.token('alice', 'phone', -60), ErrorCode.TOKEN_EXPIRED]] as const) {
           const wire = new Wire();
           const client = createClient({ url: urlOf(s, t), token, connector: wire.connector, initialBackoffMs: 20 });
-          opened.push(client);
+          track(client);
           const states: ClientState[] = [];
           client.on('state', (st) => states.push(st));
           await assert.rejects(client.connect(), (err: unknown) => {
@@ -510,7 +462,7 @@ describe('reconnect', () => {
       await sleep(200);
       assert.deepEqual(texts(bob.messages), ['first', 'queued while the server was down']);
     } finally {
-      for (const c of opened.splice(0)) await c.close();
+      await closeAll();
       await s.close();
       rmSync(dir, { recursive: true, force: true });
     }
@@ -543,7 +495,7 @@ describe('HTTP helpers', () => {
       assert.equal(tok.device_id, 'web-1');
       for (const url of [gateways[0]!.tcp_url!, gateways[0]!.ws_url!]) {
         const c = createClient({ url, token: tok.token });
-        opened.push(c);
+        track(c);
         const info = await c.connect();
         assert.deepEqual([info.userId, info.deviceId, info.platform], ['alice', 'web-1', 'web']);
         await c.close();

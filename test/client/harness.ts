@@ -1,9 +1,8 @@
 // Shared harness of the SDK tests that use it: SDK clients that record what
 // an app would see, and a TCP proxy that can swallow what the server sends
 // (so a test can lose an ack after the send was written) and cut connections.
-import net from 'node:net';
 import {
-  createClient, type ChatMessage, type ClientOptions, type ClientState, type LonglinkClient, type LonglinkError,
+  createClient, type ChatMessage, type ErrorCode, type ClientOptions, type ClientState, type LonglinkClient, type LonglinkError,
   type PendingSend, type SendResult, type StateDetail,
 } from '../../src/client/index.js';
 import type { TestServer } from '../helpers/server.js';
@@ -18,13 +17,20 @@ export interface Handle {
   sent: { result: SendResult; send: PendingSend }[];
   failed: { error: LonglinkError; send: PendingSend }[];
   restored: PendingSend[][];
+  kicks: { code: ErrorCode; reconnect: boolean }[];
   logins: number;
   synced: number;
 }
 
 const opened = new Set<LonglinkClient>();
 
-/** Close every client made here (for afterEach). */
+/** Have closeAll() close a client made elsewhere. */
+export function track(client: LonglinkClient): LonglinkClient {
+  opened.add(client);
+  return client;
+}
+
+/** Close every client made here or tracked (for afterEach). */
 export async function closeAll(): Promise<void> {
   for (const c of [...opened]) await c.close();
   opened.clear();
@@ -41,13 +47,14 @@ export function makeClient(
     ...options,
   });
   opened.add(client);
-  const h: Handle = { client, messages: [], states: [], errors: [], sent: [], failed: [], restored: [], logins: 0, synced: 0 };
+  const h: Handle = { client, messages: [], states: [], errors: [], sent: [], failed: [], restored: [], kicks: [], logins: 0, synced: 0 };
   client.on('message', (m) => h.messages.push(m));
   client.on('state', (state, d) => h.states.push({ state, atMs: Date.now(), ...d }));
   client.on('error', (e) => h.errors.push(e));
   client.on('sent', (result, send) => h.sent.push({ result, send }));
   client.on('failed', (error, send) => h.failed.push({ error, send }));
   client.on('restored', (sends) => h.restored.push(sends));
+  client.on('kick', (e, reconnect) => h.kicks.push({ code: e.code, reconnect }));
   client.on('login', () => h.logins++);
   client.on('synced', () => h.synced++);
   return h;
@@ -72,11 +79,5 @@ export const texts = (ms: readonly ChatMessage[]): string[] => ms.map((m) => m.t
 export const seqs = (ms: readonly ChatMessage[]): number[] => ms.map((m) => m.seq);
 
 /** A port nothing listens on (it was free a moment ago): connections to it are refused. */
-export async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1' }, resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+export { freePort as closedPort } from '../helpers/services.js';
 
