@@ -2,7 +2,7 @@
 // drained in batches by the single consumer; one queue per gateway for
 // downlink. Nothing survives a restart — nor needs to: the SendAck is only
 // sent after the store has the message, and clients resend what wasn't acked.
-import { ALL_GATEWAYS, type Bus, type DownHandler, type DownMessage, type Subscription, type UpHandler, type UpMessage } from './bus.js';
+import { ALL_GATEWAYS, newBusCounters, type Bus, type DownHandler, type DownMessage, type Subscription, type UpHandler, type UpMessage } from './bus.js';
 
 export interface MemoryBusOptions {
   /** Largest batch handed to the uplink consumer. @default 512 */
@@ -22,6 +22,7 @@ export class MemoryBus implements Bus {
   private draining = false;
   private readonly down = new Map<string, { queue: DownMessage[]; handler?: DownHandler; scheduled: boolean }>();
   private closed = false;
+  readonly counters = newBusCounters();
 
   constructor(options: MemoryBusOptions = {}) {
     this.maxBatch = options.maxBatch ?? 512;
@@ -31,6 +32,7 @@ export class MemoryBus implements Bus {
   async publishUp(_partitionKey: string, message: UpMessage): Promise<void> {
     if (this.closed) throw new Error('bus closed');
     if (this.up.length >= this.maxBacklog) throw new BusFullError(`uplink backlog is full (${this.maxBacklog})`);
+    this.counters.upPublished++;
     this.up.push(message);
     this.scheduleUp();
   }
@@ -48,6 +50,7 @@ export class MemoryBus implements Bus {
 
   async publishDown(node: string, message: DownMessage): Promise<void> {
     if (this.closed) return;
+    this.counters.downPublished++;
     if (node === ALL_GATEWAYS) {
       for (const [name, lane] of this.down) {
         if (!lane.handler) continue;
@@ -102,6 +105,7 @@ export class MemoryBus implements Bus {
     while (this.upHandler && this.up.length > 0) {
       const batch = this.up.length <= this.maxBatch ? this.up : this.up.slice(0, this.maxBatch);
       this.up = this.up.length <= this.maxBatch ? [] : this.up.slice(this.maxBatch);
+      this.counters.upRead += batch.length;
       try {
         await this.upHandler(batch);
       } catch (err) {
@@ -126,6 +130,7 @@ export class MemoryBus implements Bus {
       if (!lane.handler) return;
       const batch = lane.queue;
       lane.queue = [];
+      this.counters.downRead += batch.length;
       try {
         lane.handler(batch);
       } catch (err) {

@@ -21,7 +21,7 @@ import { Redis } from 'ioredis';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { FrameSchema } from '../protocol/index.js';
 import { Script } from './redis-shared.js';
-import { ALL_GATEWAYS, type Bus, type ConsumeUpOptions, type DownHandler, type DownMessage, type Origin, type Subscription, type UpHandler, type UpMessage } from './bus.js';
+import { ALL_GATEWAYS, newBusCounters, type Bus, type BusCounters, type ConsumeUpOptions, type DownHandler, type DownMessage, type Origin, type Subscription, type UpHandler, type UpMessage } from './bus.js';
 
 export interface RedisBusOptions {
   url: string;
@@ -113,6 +113,7 @@ export class RedisBus implements Bus {
   private readonly readers = new Set<Redis>();
   private readonly consumers = new Set<ShardConsumer>();
   private closed = false;
+  readonly counters = newBusCounters();
 
   constructor(options: RedisBusOptions) {
     this.o = {
@@ -137,16 +138,18 @@ export class RedisBus implements Bus {
   async publishUp(partitionKey: string, message: UpMessage): Promise<void> {
     if (this.closed) throw new Error('bus closed');
     const stream = this.key(`up:${shardOf(partitionKey, this.o.shards)}`);
+    this.counters.upPublished++;
     await this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxUpLength, '*', ...encodeUp(message));
   }
 
   async publishDown(node: string, message: DownMessage): Promise<void> {
     if (this.closed) return;
+    this.counters.downPublished++;
     await this.writer.xadd(this.key(`down:${node}`), 'MAXLEN', '~', this.o.maxDownLength, '*', ...encodeDown(message));
   }
 
   consumeUp(handler: UpHandler, options: ConsumeUpOptions = {}): Subscription {
-    const consumer = new ShardConsumer(this.o, this.connect(), this.writer, handler, (n) => this.key(n), options.onTakeover);
+    const consumer = new ShardConsumer(this.o, this.connect(), this.writer, handler, (n) => this.key(n), this.counters, options.onTakeover);
     this.consumers.add(consumer);
     consumer.start();
     return {
@@ -194,6 +197,7 @@ export class RedisBus implements Bus {
         if (!running || !result) continue;
         const batch: DownMessage[] = [];
         for (const [key, entries] of result) {
+          this.counters.downRead += entries.length;
           const i = streams.indexOf(key);
           for (const [id, fields] of entries) {
             last[i] = id;
@@ -256,6 +260,7 @@ class ShardConsumer {
     private readonly redis: Redis,
     private readonly handler: UpHandler,
     private readonly key: (name: string) => string,
+    private readonly counters: BusCounters,
     private readonly onTakeover: () => void = () => undefined,
   ) {}
 
@@ -382,6 +387,7 @@ class ShardConsumer {
         )) as [string, StreamEntries][] | null;
         if (!result) continue;
         for (const [key, entries] of result) {
+          this.counters.upRead += entries.length;
           const s = shards[streams.indexOf(key)]!;
           // Not handled (the lease went, or we are stopping): claim before reading on, so nothing overtakes these.
           if (!(await this.process(s, entries)) && this.owned.has(s)) this.claimFrom.add(s);

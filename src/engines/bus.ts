@@ -100,7 +100,22 @@ export interface Subscription {
   close(): Promise<void>;
 }
 
+/** What one process's bus has moved since it was made (for metrics and the benchmarks). */
+export interface BusCounters {
+  upPublished: number;
+  /** Uplink entries handed to this process's consumer. */
+  upRead: number;
+  downPublished: number;
+  /** Downlink entries this process read (broadcast routing: every gateway reads every entry). */
+  downRead: number;
+}
+
+export function newBusCounters(): BusCounters {
+  return { upPublished: 0, upRead: 0, downPublished: 0, downRead: 0 };
+}
+
 export interface Bus {
+  readonly counters: BusCounters;
   /** Queue a client request for logic. Resolves once the bus has accepted it. */
   publishUp(partitionKey: string, message: UpMessage): Promise<void>;
   /**

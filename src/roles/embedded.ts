@@ -2,6 +2,7 @@
 // wiring here: engines are made, passed to the gateway and logic, and the
 // HTTP port is shared by the API, the WebSocket endpoint and the web page.
 import { databasePath, type ServerConfig } from '../config.js';
+import type { BusCounters } from '../engines/bus.js';
 import { TokenService } from '../auth/tokens.js';
 import { MemoryBus } from '../engines/bus-memory.js';
 import { MemorySessions } from '../engines/sessions-memory.js';
@@ -22,6 +23,8 @@ export interface RunningServer {
   tcpUrl: string;
   wsUrl: string;
   gateway: Gateway;
+  /** What the bus moved (metrics, benchmarks). */
+  busCounters: BusCounters;
   stop(): Promise<void>;
 }
 
@@ -70,6 +73,7 @@ export async function startEmbedded(config: ServerConfig, options: EmbeddedOptio
     tcpUrl: `tcp://${config.host}:${tcpPort}`,
     wsUrl,
     gateway,
+    busCounters: bus.counters,
     async stop() {
       if (stopped) return;
       stopped = true;

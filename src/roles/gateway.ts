@@ -4,6 +4,7 @@
 // (broadcast). Sessions and its registry entry live in Redis.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ServerConfig } from '../config.js';
+import type { BusCounters } from '../engines/bus.js';
 import { TokenService } from '../auth/tokens.js';
 import { Gateway } from '../gateway/gateway.js';
 import { closeHttp, listenHttp, sendJson } from './http-server.js';
@@ -16,6 +17,8 @@ export interface RunningGateway {
   tcpUrl: string;
   wsUrl: string;
   gateway: Gateway;
+  /** What the bus moved (metrics, benchmarks). */
+  busCounters: BusCounters;
   stop(): Promise<void>;
 }
 
@@ -66,6 +69,7 @@ export async function startGateway(config: ServerConfig): Promise<RunningGateway
     tcpUrl: `tcp://${config.publicHost}:${tcpPort}`,
     wsUrl,
     gateway,
+    busCounters: bus.counters,
     async stop() {
       if (stopped) return;
       stopped = true;

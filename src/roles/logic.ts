@@ -3,6 +3,7 @@
 // API (tokens, business push, gateway discovery). It also reaps the sessions
 // of gateways that died without logging their users out.
 import type { ServerConfig } from '../config.js';
+import type { BusCounters } from '../engines/bus.js';
 import { TokenService } from '../auth/tokens.js';
 import { PostgresStore } from '../engines/store-postgres.js';
 import { Logic } from '../logic/logic.js';
@@ -16,6 +17,8 @@ export interface RunningLogic {
   httpPort: number;
   httpUrl: string;
   logic: Logic;
+  /** What the bus moved (metrics, benchmarks). */
+  busCounters: BusCounters;
   stop(): Promise<void>;
 }
 
@@ -52,6 +55,7 @@ export async function startLogic(config: ServerConfig): Promise<RunningLogic> {
     httpPort: http.port,
     httpUrl: `http://${config.publicHost}:${http.port}`,
     logic,
+    busCounters: bus.counters,
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -1,0 +1,183 @@
+// The servers a scenario measures, each as a set of processes the harness
+// forked: Longlink embedded (one process), a Longlink cluster (gateways and
+// logic nodes on Redis and PostgreSQL), and the baselines (one or more bare
+// server processes). A system answers where to connect and what its
+// processes use (memory after GC, CPU time, bus counters).
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { startPostgres, startRedis, type PostgresServer, type RedisServer } from '../../dist/dev/services.js';
+import { forkTs, type Child, type Msg } from './procs.js';
+
+export interface ProcReport {
+  name: string;
+  rss: number;
+  heapUsed: number;
+  connections: number;
+  bus?: { upPublished: number; upRead: number; downPublished: number; downRead: number };
+}
+
+export interface System {
+  name: string;
+  /** Where users connect; user g uses urls[g % urls.length]. */
+  urls: string[];
+  tokenSecret?: string;
+  /** Longlink: a gateway's tcp:// address, for setting up state (groups) before the load. */
+  setupUrl?: string;
+  /** The processes that hold connections (gateways, or the one server). */
+  holders: Child[];
+  /** Every server process (for CPU time). */
+  all: Child[];
+  /** Memory and counters of the connection-holding processes. */
+  report(): Promise<ProcReport[]>;
+  /** Extra per-system figures (e.g. Redis memory). */
+  extra?(): Promise<Record<string, number>>;
+  stop(): Promise<void>;
+}
+
+/** CPU seconds (user + system) a process has used, from /proc. */
+export function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s on Linux)
+  } catch {
+    return 0;
+  }
+}
+
+export function totalCpu(sys: System): number {
+  return sys.all.reduce((s, c) => s + cpuSeconds(c.pid), 0);
+}
+
+async function reportOf(children: Child[]): Promise<ProcReport[]> {
+  return Promise.all(children.map(async (c) => {
+    const m = await c.ask<Msg & Omit<ProcReport, 'name'>>({ type: 'report' }, 'report', 60_000);
+    return { name: c.name, rss: m.rss, heapUsed: m.heapUsed, connections: m.connections, bus: m.bus };
+  }));
+}
+
+export type BaselineKind = 'raw-ws' | 'raw-net' | 'socketio';
+
+/** `processes` bare servers of one kind (one per ~15,000 connections). */
+export async function startBaseline(kind: BaselineKind, processes = 1): Promise<System> {
+  const children: Child[] = [];
+  const urls: string[] = [];
+  for (let i = 0; i < processes; i++) {
+    const c = forkTs(`${kind}-${i + 1}`, 'servers/baseline.ts', ['--kind', kind, '--port', '0', '--host', '127.0.0.1']);
+    children.push(c);
+    const ready = await c.next<Msg & { port: number }>('ready', 30_000);
+    urls.push(kind === 'raw-net' ? `tcp://127.0.0.1:${ready.port}` : kind === 'raw-ws' ? `ws://127.0.0.1:${ready.port}/` : `http://127.0.0.1:${ready.port}`);
+  }
+  return {
+    name: kind, urls, holders: children, all: children,
+    report: () => reportOf(children),
+    stop: async () => {
+      await Promise.all(children.map((c) => c.stop()));
+    },
+  };
+}
+
+export interface LonglinkOptions {
+  /** Which transports users get, alternating by user: ['tcp', 'ws'] gives half of each. */
+  transports: ('tcp' | 'ws')[];
+  /** More LONGLINK_* settings. */
+  env?: Record<string, string>;
+  /** Node flags for the server processes (e.g. --cpu-prof). */
+  nodeArgs?: string[];
+}
+
+function secrets(): { LONGLINK_TOKEN_SECRET: string; LONGLINK_ADMIN_KEY: string } {
+  return { LONGLINK_TOKEN_SECRET: randomBytes(32).toString('base64url'), LONGLINK_ADMIN_KEY: randomBytes(24).toString('base64url') };
+}
+
+/** `longlink start` (embedded engines, SQLite in a temp folder) as one process. */
+export async function startEmbeddedLonglink(options: LonglinkOptions): Promise<System> {
+  const dir = mkdtempSync(join(tmpdir(), 'longlink-bench-'));
+  const env = {
+    ...secrets(), LONGLINK_DATA_DIR: dir, LONGLINK_HTTP_PORT: '0', LONGLINK_TCP_PORT: '0', LONGLINK_HOST: '127.0.0.1',
+    LONGLINK_NODE_ID: 'bench-1', ...options.env,
+  };
+  const c = forkTs('longlink', 'servers/longlink.ts', ['embedded'], { env, nodeArgs: options.nodeArgs });
+  const ready = await c.next<Msg & { tcpUrl: string; wsUrl: string }>('ready', 60_000);
+  return {
+    name: 'longlink', holders: [c], all: [c], tokenSecret: env.LONGLINK_TOKEN_SECRET, setupUrl: ready.tcpUrl,
+    urls: options.transports.map((t) => (t === 'tcp' ? ready.tcpUrl : ready.wsUrl)),
+    report: () => reportOf([c]),
+    stop: async () => {
+      await c.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface ClusterOptions extends LonglinkOptions {
+  gateways: number;
+  logic: number;
+  routing: 'targeted' | 'broadcast';
+  /** @default 16 */
+  shards?: number;
+}
+
+/** Gateways and logic nodes on a Redis and a PostgreSQL the harness starts in a temp folder (like `npm run cluster`). */
+export async function startLonglinkCluster(options: ClusterOptions): Promise<System & { redis: RedisServer; postgres: PostgresServer }> {
+  const dir = mkdtempSync(join(tmpdir(), 'longlink-bench-cluster-'));
+  chmodSync(dir, 0o755);
+  // Durable like `npm run cluster`: Redis AOF fsync every second, PostgreSQL fsync on.
+  const redis = await startRedis({ appendonly: true, appendfsync: 'everysec', parent: dir });
+  const postgres = await startPostgres({ durable: true, parent: dir });
+  const base = {
+    ...secrets(), LONGLINK_REDIS_URL: redis.url, LONGLINK_POSTGRES_URL: postgres.url, LONGLINK_ROUTING: options.routing,
+    LONGLINK_BUS_SHARDS: String(options.shards ?? 16), LONGLINK_HOST: '127.0.0.1', LONGLINK_HTTP_PORT: '0', LONGLINK_TCP_PORT: '0',
+    ...options.env,
+  };
+  const logics: Child[] = [];
+  const gateways: Child[] = [];
+  const stopAllNodes = async () => {
+    await Promise.all(gateways.map((c) => c.stop()));
+    await Promise.all(logics.map((c) => c.stop()));
+    await redis.stop();
+    await postgres.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const urls: string[] = [];
+  let setupUrl = '';
+  try {
+    for (let i = 0; i < options.logic; i++) {
+      const c = forkTs(`logic-${i + 1}`, 'servers/longlink.ts', ['logic'], { env: { ...base, LONGLINK_NODE_ID: `logic-${i + 1}` }, nodeArgs: options.nodeArgs });
+      logics.push(c);
+      await c.next('ready', 60_000);
+    }
+    const perGateway: string[][] = [];
+    for (let i = 0; i < options.gateways; i++) {
+      const c = forkTs(`gw-${i + 1}`, 'servers/longlink.ts', ['gateway'], { env: { ...base, LONGLINK_NODE_ID: `gw-${i + 1}` }, nodeArgs: options.nodeArgs });
+      gateways.push(c);
+      const ready = await c.next<Msg & { tcpUrl: string; wsUrl: string }>('ready', 60_000);
+      setupUrl ||= ready.tcpUrl;
+      perGateway.push(options.transports.map((t) => (t === 'tcp' ? ready.tcpUrl : ready.wsUrl)));
+    }
+    // Transport alternates fastest, then the gateway: user g -> transport g % T, gateway floor(g / T) % G.
+    for (const list of perGateway) urls.push(...list);
+  } catch (err) {
+    await stopAllNodes();
+    throw err;
+  }
+  return {
+    name: `longlink-${options.routing}`, urls, holders: gateways, all: [...gateways, ...logics], tokenSecret: base.LONGLINK_TOKEN_SECRET,
+    redis, postgres, setupUrl,
+    report: () => reportOf([...gateways, ...logics]),
+    extra: async () => ({ redis_used_memory: await redisUsedMemory(redis.url) }),
+    stop: stopAllNodes,
+  };
+}
+
+async function redisUsedMemory(url: string): Promise<number> {
+  const { Redis } = await import('ioredis');
+  const r = new Redis(url, { lazyConnect: false });
+  try {
+    const info = await r.info('memory');
+    return Number(/used_memory:(\d+)/.exec(info)?.[1] ?? NaN);
+  } finally {
+    r.disconnect();
+  }
+}

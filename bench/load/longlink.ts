@@ -1,0 +1,142 @@
+// The load generator's Longlink client: protobuf frames over TCP or
+// WebSocket with nothing between the socket and the ledger (the SDK's outbox
+// and store would measure the SDK, not the server). It logs in, sends with
+// the frame id as the ledger's message id, acks every push (PushAck,
+// cumulative per conversation) and hands message texts to the ledger.
+import net from 'node:net';
+import WebSocket from 'ws';
+import {
+  LengthPrefixedReader, decodeFrame, encodeFrame, lengthPrefixed, makeFrame, type Frame, type FrameBodyInit,
+} from '../../src/protocol/index.js';
+import type { Adapter, BenchConn, ConnEvents, ConnectTarget } from './adapter.js';
+
+const LOGIN_ID = 0xffff_ffff;
+const PING_ID = 0xffff_fffe;
+
+interface Wire {
+  write(bytes: Uint8Array): void;
+  close(): void;
+}
+
+class LonglinkConn implements BenchConn {
+  closedByUs = false;
+  dropped = false;
+  private readonly ackedUpTo = new Map<string, bigint>();
+
+  constructor(private readonly wire: Wire, private readonly events: ConnEvents, private readonly loggedIn: (err?: Error) => void) {}
+
+  frame(id: number, body: FrameBodyInit): void {
+    this.wire.write(encodeFrame(makeFrame(id, body)));
+  }
+
+  send(to: string, msgId: number, payload: string, group: boolean): void {
+    this.frame(msgId, {
+      case: 'send',
+      value: group ? { clientMsgId: String(msgId), conversationId: `g:${to}`, text: payload } : { clientMsgId: String(msgId), toUser: to, text: payload },
+    });
+  }
+
+  ping(): void {
+    this.frame(PING_ID, { case: 'ping', value: {} });
+  }
+
+  close(): void {
+    this.closedByUs = true;
+    this.wire.close();
+  }
+
+  onBytes(bytes: Uint8Array): void {
+    let frame: Frame;
+    try {
+      frame = decodeFrame(bytes);
+    } catch (err) {
+      this.drop(`undecodable frame from the server: ${(err as Error).message}`);
+      return;
+    }
+    const body = frame.body;
+    switch (body.case) {
+      case 'sendAck':
+        this.events.onAck(frame.id);
+        return;
+      case 'push': {
+        const last = new Map<string, bigint>();
+        for (const m of body.value.messages) {
+          if (m.event === undefined) this.events.onDeliver(m.text);
+          last.set(m.conversationId, m.seq);
+        }
+        for (const [conversationId, seq] of last) {
+          if ((this.ackedUpTo.get(conversationId) ?? -1n) >= seq) continue;
+          this.ackedUpTo.set(conversationId, seq);
+          this.frame(0, { case: 'pushAck', value: { conversationId, seq } });
+        }
+        return;
+      }
+      case 'loginResult':
+        this.loggedIn();
+        return;
+      case 'error':
+        if (frame.id === LOGIN_ID) this.loggedIn(new Error(`login refused: ${body.value.code} ${body.value.message}`));
+        else if (frame.id !== PING_ID && frame.id !== 0) this.events.onRefused?.(frame.id, String(body.value.code));
+        else if (body.value.fatal) this.drop(`error ${body.value.code}: ${body.value.message}`);
+        return;
+      case 'kick':
+        this.drop(`kicked: ${body.value.code} ${body.value.reason}`);
+        return;
+      default:
+        return;
+    }
+  }
+
+  drop(reason: string): void {
+    if (this.closedByUs || this.dropped) return;
+    this.dropped = true;
+    this.loggedIn(new Error(reason));
+    this.events.onDrop(reason);
+  }
+}
+
+function connectTcp(url: URL, token: string, events: ConnEvents): Promise<LonglinkConn> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: url.hostname, port: Number(url.port) });
+    socket.setNoDelay(true);
+    const reader = new LengthPrefixedReader(64 * 1024 * 1024);
+    let settled = false;
+    const conn = new LonglinkConn({ write: (b) => socket.write(lengthPrefixed(b)), close: () => socket.destroy() }, events, (err) => {
+      if (settled) return;
+      settled = true;
+      if (err) reject(err);
+      else resolve(conn);
+    });
+    socket.on('connect', () => conn.frame(LOGIN_ID, { case: 'login', value: { token } }));
+    socket.on('data', (chunk: Buffer) => {
+      reader.push(chunk);
+      for (let p = reader.next(); p; p = reader.next()) conn.onBytes(p);
+    });
+    socket.on('error', (e) => conn.drop(`socket error: ${e.message}`));
+    socket.on('close', () => conn.drop('closed by the server'));
+  });
+}
+
+function connectWs(url: URL, token: string, events: ConnEvents): Promise<LonglinkConn> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { perMessageDeflate: false });
+    let settled = false;
+    const conn = new LonglinkConn({ write: (b) => ws.send(b), close: () => ws.terminate() }, events, (err) => {
+      if (settled) return;
+      settled = true;
+      if (err) reject(err);
+      else resolve(conn);
+    });
+    ws.on('open', () => conn.frame(LOGIN_ID, { case: 'login', value: { token } }));
+    ws.on('message', (data: Buffer) => conn.onBytes(data));
+    ws.on('error', (e) => conn.drop(`socket error: ${e.message}`));
+    ws.on('close', (code) => conn.drop(`closed by the server (${code})`));
+  });
+}
+
+export const longlinkAdapter: Adapter = {
+  connect(t: ConnectTarget, _user: string, events: ConnEvents): Promise<BenchConn> {
+    const url = new URL(t.url);
+    return url.protocol === 'tcp:' ? connectTcp(url, t.token ?? '', events) : connectWs(url, t.token ?? '', events);
+  },
+};

@@ -1,0 +1,97 @@
+// What every scenario shares: its options, measuring one system under load,
+// and the figures every result carries.
+import { Fleet, type LoadOutcome, type LoadPlan } from '../lib/fleet.js';
+import { progress } from '../lib/report.js';
+import { totalCpu, type System } from '../lib/systems.js';
+import type { SystemName } from '../load/adapter.js';
+import type { Goal, SystemResult } from '../lib/result.js';
+
+export interface Options {
+  quick: boolean;
+  connections?: number;
+  rate?: number;
+  /** Seconds. */
+  duration?: number;
+  gateways?: number;
+  /** Write a CPU profile of the Longlink server processes into this folder. */
+  profile?: string;
+  /** The command line as typed, for the record. */
+  command: string;
+}
+
+export const PAYLOAD_BYTES = 100;
+
+export function seconds(o: Options, full: number, quick: number): number {
+  return o.duration ?? (o.quick ? quick : full);
+}
+
+/** The node flags that make a Longlink server write a CPU profile when asked. */
+export function profileArgs(o: Options, name: string): string[] {
+  return o.profile ? ['--cpu-prof', `--cpu-prof-dir=${o.profile}`, `--cpu-prof-name=${name}.cpuprofile`] : [];
+}
+
+export interface Measured {
+  outcome: LoadOutcome;
+  /** Server CPU during the measured phase, in % of one core (200% = both cores of this machine). */
+  serverCpuPct: number;
+}
+
+/**
+ * Connect `users` of a running system, warm up, then run the plan and count.
+ * The fleet is closed and stopped before this returns; the system is not.
+ */
+export async function measure(sys: System, system: SystemName, users: number, plan: LoadPlan, setup?: (fleet: Fleet) => Promise<void>, minProcesses = 2): Promise<Measured> {
+  const fleet = await Fleet.start({ system, users, urls: sys.urls, tokenSecret: sys.tokenSecret, minProcesses });
+  try {
+    const c = await fleet.connect(sys.name);
+    if (c.connected !== users) throw new Error(`${sys.name}: only ${c.connected} of ${users} connected: ${JSON.stringify(c.errors)}`);
+    await setup?.(fleet);
+    // Warm-up (JIT, conversation rows, socket buffers); counted in the ledger, not in the figures.
+    await fleet.load(`${sys.name} warm-up`, { ...plan, durationMs: Math.min(2000, plan.durationMs / 2) });
+    const cpu0 = totalCpu(sys);
+    const t0 = Date.now();
+    const outcome = await fleet.load(sys.name, plan);
+    const serverCpuPct = ((totalCpu(sys) - cpu0) / ((Date.now() - t0) / 1000)) * 100;
+    progress(`${sys.name}: ${Math.round(outcome.msgs_per_s)} msg/s, p99 ${outcome.p99_ms.toFixed(2)} ms, lost ${outcome.lost}, duplicated ${outcome.duplicated}`);
+    await fleet.close();
+    return { outcome, serverCpuPct };
+  } finally {
+    await fleet.stop();
+  }
+}
+
+/** The ledger fields every message scenario reports, in the issue's names. */
+export function messageFields(m: Measured): SystemResult {
+  const o = m.outcome;
+  return {
+    msgs_per_s: Math.round(o.msgs_per_s),
+    p50_ms: o.p50_ms,
+    p99_ms: o.p99_ms,
+    sent: o.sent,
+    acked: o.acked,
+    delivered: o.delivered,
+    lost: o.lost,
+    duplicated: o.duplicated,
+    refused: o.refused,
+    ack_p99_ms: o.ack_p99_ms,
+    server_cpu_pct: Math.round(m.serverCpuPct),
+  };
+}
+
+export function goal(name: string, actual: number, target: number, atMost = false): Goal {
+  return { name, actual, target, met: Number.isFinite(actual) && (atMost ? actual <= target : actual >= target) };
+}
+
+export function ratio(a: number | undefined, b: number | undefined): number {
+  return a !== undefined && b !== undefined && b !== 0 ? a / b : NaN;
+}
+
+/** Start a system, run `body`, always stop it. */
+export async function withSystem<T>(start: () => Promise<System>, body: (sys: System) => Promise<T>): Promise<T> {
+  const sys = await start();
+  try {
+    return await body(sys);
+  } finally {
+    await sys.stop();
+  }
+}
