@@ -1,8 +1,9 @@
 // The load generator's Longlink client: protobuf frames over TCP or
 // WebSocket with nothing between the socket and the ledger (the SDK's outbox
 // and store would measure the SDK, not the server). It logs in, sends with
-// the frame id as the ledger's message id, acks every push (PushAck,
-// cumulative per conversation) and hands message texts to the ledger.
+// the frame id as the ledger's message id, acks pushes like the SDK does
+// (PushAck, cumulative per conversation, 30 ms after a push) and hands
+// message texts to the ledger.
 import net from 'node:net';
 import WebSocket from 'ws';
 import {
@@ -12,6 +13,8 @@ import type { Adapter, BenchConn, ConnEvents, ConnectTarget } from './adapter.js
 
 const LOGIN_ID = 0xffff_ffff;
 const PING_ID = 0xffff_fffe;
+/** As the SDK (src/client/client.ts ackDelayMs). */
+const ACK_DELAY_MS = 30;
 
 interface Wire {
   write(bytes: Uint8Array): void;
@@ -22,6 +25,8 @@ class LonglinkConn implements BenchConn {
   closedByUs = false;
   dropped = false;
   private readonly ackedUpTo = new Map<string, bigint>();
+  private readonly received = new Map<string, bigint>();
+  private ackTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly wire: Wire, private readonly events: ConnEvents, private readonly loggedIn: (err?: Error) => void) {}
 
@@ -42,6 +47,7 @@ class LonglinkConn implements BenchConn {
 
   close(): void {
     this.closedByUs = true;
+    clearTimeout(this.ackTimer);
     this.wire.close();
   }
 
@@ -58,19 +64,13 @@ class LonglinkConn implements BenchConn {
       case 'sendAck':
         this.events.onAck(frame.id);
         return;
-      case 'push': {
-        const last = new Map<string, bigint>();
+      case 'push':
         for (const m of body.value.messages) {
           if (m.event === undefined) this.events.onDeliver(m.text);
-          last.set(m.conversationId, m.seq);
+          if (m.seq > (this.received.get(m.conversationId) ?? 0n)) this.received.set(m.conversationId, m.seq);
         }
-        for (const [conversationId, seq] of last) {
-          if ((this.ackedUpTo.get(conversationId) ?? -1n) >= seq) continue;
-          this.ackedUpTo.set(conversationId, seq);
-          this.frame(0, { case: 'pushAck', value: { conversationId, seq } });
-        }
+        this.ackTimer ??= setTimeout(() => this.flushAcks(), ACK_DELAY_MS);
         return;
-      }
       case 'loginResult':
         this.loggedIn();
         return;
@@ -84,6 +84,16 @@ class LonglinkConn implements BenchConn {
         return;
       default:
         return;
+    }
+  }
+
+  private flushAcks(): void {
+    this.ackTimer = undefined;
+    if (this.closedByUs || this.dropped) return;
+    for (const [conversationId, seq] of this.received) {
+      if ((this.ackedUpTo.get(conversationId) ?? 0n) >= seq) continue;
+      this.ackedUpTo.set(conversationId, seq);
+      this.frame(0, { case: 'pushAck', value: { conversationId, seq } });
     }
   }
 

@@ -5,19 +5,19 @@ import { machineInfo } from '../lib/machine.js';
 import type { BenchResult, SystemResult } from '../lib/result.js';
 import { startEmbeddedLonglink, startLonglinkCluster } from '../lib/systems.js';
 import { p2pPlan } from './p2p.js';
-import { goal, measure, messageFields, profileArgs, ratio, withSystem, type Options } from './common.js';
+import { goal, measure, messageFields, profileDir, ratio, withSystem, type Options } from './common.js';
 
 export async function clusterP2p(o: Options): Promise<BenchResult> {
   const users = o.connections ?? 2000;
   const plan = p2pPlan(o, users);
   const results: Record<string, SystemResult> = {};
   results.longlink = messageFields(await withSystem(
-    () => startLonglinkCluster({ gateways: 2, logic: 2, routing: 'targeted', transports: ['ws'], nodeArgs: profileArgs(o, 'cluster-p2p') }),
-    (sys) => measure(sys, 'longlink', users, plan),
+    () => startLonglinkCluster({ gateways: 2, logic: 2, routing: 'targeted', transports: ['ws'] }),
+    (sys) => measure(sys, 'longlink', users, plan, { profile: profileDir(o, `cluster-p2p/${sys.name}`) }),
   ));
   results['longlink-embedded'] = messageFields(await withSystem(
     () => startEmbeddedLonglink({ transports: ['ws'] }),
-    (sys) => measure(sys, 'longlink', users, plan),
+    (sys) => measure(sys, 'longlink', users, plan, { profile: profileDir(o, `cluster-p2p/${sys.name}`) }),
   ));
   const c = results.longlink;
   const ratios = { 'cluster/embedded msgs_per_s': ratio(c.msgs_per_s, results['longlink-embedded'].msgs_per_s) };

@@ -13,7 +13,7 @@ export interface Options {
   /** Seconds. */
   duration?: number;
   gateways?: number;
-  /** Write a CPU profile of the Longlink server processes into this folder. */
+  /** Write CPU profiles of the server processes' measured phase into this folder. */
   profile?: string;
   /** The command line as typed, for the record. */
   command: string;
@@ -25,10 +25,6 @@ export function seconds(o: Options, full: number, quick: number): number {
   return o.duration ?? (o.quick ? quick : full);
 }
 
-/** The node flags that make a Longlink server write a CPU profile when asked. */
-export function profileArgs(o: Options, name: string): string[] {
-  return o.profile ? ['--cpu-prof', `--cpu-prof-dir=${o.profile}`, `--cpu-prof-name=${name}.cpuprofile`] : [];
-}
 
 export interface Measured {
   outcome: LoadOutcome;
@@ -40,7 +36,11 @@ export interface Measured {
  * Connect `users` of a running system, warm up, then run the plan and count.
  * The fleet is closed and stopped before this returns; the system is not.
  */
-export async function measure(sys: System, system: SystemName, users: number, plan: LoadPlan, setup?: (fleet: Fleet) => Promise<void>, minProcesses = 2): Promise<Measured> {
+export async function measure(
+  sys: System, system: SystemName, users: number, plan: LoadPlan,
+  extra: { setup?: (fleet: Fleet) => Promise<void>; minProcesses?: number; profile?: string } = {},
+): Promise<Measured> {
+  const { setup, minProcesses = 2, profile } = extra;
   const fleet = await Fleet.start({ system, users, urls: sys.urls, tokenSecret: sys.tokenSecret, minProcesses });
   try {
     const c = await fleet.connect(sys.name);
@@ -48,9 +48,14 @@ export async function measure(sys: System, system: SystemName, users: number, pl
     await setup?.(fleet);
     // Warm-up (JIT, conversation rows, socket buffers); counted in the ledger, not in the figures.
     await fleet.load(`${sys.name} warm-up`, { ...plan, durationMs: Math.min(2000, plan.durationMs / 2) });
+    // Profiles (--profile) cover the measured phase only: DIR/<scenario>/<process>.cpuprofile.
+    if (profile) await Promise.all(sys.all.map((c) => c.ask({ type: 'profile-start' }, 'profile-started')));
     const cpu0 = totalCpu(sys);
     const t0 = Date.now();
     const outcome = await fleet.load(sys.name, plan);
+    if (profile) {
+      await Promise.all(sys.all.map((c) => c.ask({ type: 'profile-stop', file: `${profile}/${c.name}.cpuprofile` }, 'profile-stopped')));
+    }
     const serverCpuPct = ((totalCpu(sys) - cpu0) / ((Date.now() - t0) / 1000)) * 100;
     progress(`${sys.name}: ${Math.round(outcome.msgs_per_s)} msg/s, p99 ${outcome.p99_ms.toFixed(2)} ms, lost ${outcome.lost}, duplicated ${outcome.duplicated}`);
     await fleet.close();
@@ -94,4 +99,9 @@ export async function withSystem<T>(start: () => Promise<System>, body: (sys: Sy
   } finally {
     await sys.stop();
   }
+}
+
+/** Where a scenario's profiles go, when --profile is on. */
+export function profileDir(o: Options, name: string): string | undefined {
+  return o.profile ? `${o.profile}/${name}` : undefined;
 }

@@ -7,7 +7,7 @@ import type { BenchResult, SystemResult } from '../lib/result.js';
 import { startBaseline, startEmbeddedLonglink } from '../lib/systems.js';
 import { createGroup } from '../lib/longlink-setup.js';
 import type { LoadPlan } from '../lib/fleet.js';
-import { PAYLOAD_BYTES, goal, measure, messageFields, profileArgs, ratio, seconds, withSystem, type Options } from './common.js';
+import { PAYLOAD_BYTES, goal, measure, messageFields, profileDir, ratio, seconds, withSystem, type Options } from './common.js';
 
 const SENDERS = 4;
 
@@ -27,14 +27,14 @@ export async function group(o: Options): Promise<BenchResult> {
   const users = Array.from({ length: members }, (_, i) => `u${i}`);
 
   results.longlink = messageFields(await withSystem(
-    () => startEmbeddedLonglink({ transports: ['ws'], nodeArgs: profileArgs(o, 'group-longlink') }),
+    () => startEmbeddedLonglink({ transports: ['ws'] }),
     async (sys) => {
       const groupId = await createGroup(sys.setupUrl!, sys.tokenSecret!, 'u0', users);
-      return measure(sys, 'longlink', members, plan(groupId));
+      return measure(sys, 'longlink', members, plan(groupId), { profile: profileDir(o, `group/${sys.name}`) });
     },
   ));
   results['raw-ws'] = messageFields(await withSystem(() => startBaseline('raw-ws'), (sys) => (
-    measure(sys, 'raw-ws', members, plan('room'), (fleet) => fleet.join('room'))
+    measure(sys, 'raw-ws', members, plan('room'), { setup: (fleet) => fleet.join('room'), profile: profileDir(o, `group/${sys.name}`) })
   )));
 
   const ll = results.longlink;

@@ -8,7 +8,7 @@ import { machineInfo } from '../lib/machine.js';
 import type { BenchResult, SystemResult } from '../lib/result.js';
 import { startBaseline, startEmbeddedLonglink } from '../lib/systems.js';
 import type { LoadPlan } from '../lib/fleet.js';
-import { PAYLOAD_BYTES, goal, measure, messageFields, profileArgs, ratio, seconds, withSystem, type Options } from './common.js';
+import { PAYLOAD_BYTES, goal, measure, messageFields, profileDir, ratio, seconds, withSystem, type Options } from './common.js';
 
 export function p2pPlan(o: Options, users: number): LoadPlan {
   return {
@@ -28,11 +28,11 @@ export async function p2p(o: Options): Promise<BenchResult> {
   const results: Record<string, SystemResult> = {};
 
   results.longlink = messageFields(await withSystem(
-    () => startEmbeddedLonglink({ transports: ['ws'], nodeArgs: profileArgs(o, 'p2p-longlink') }),
-    (sys) => measure(sys, 'longlink', users, plan),
+    () => startEmbeddedLonglink({ transports: ['ws'] }),
+    (sys) => measure(sys, 'longlink', users, plan, { profile: profileDir(o, `p2p/${sys.name}`) }),
   ));
-  results['raw-ws'] = messageFields(await withSystem(() => startBaseline('raw-ws'), (sys) => measure(sys, 'raw-ws', users, plan)));
-  results.socketio = messageFields(await withSystem(() => startBaseline('socketio'), (sys) => measure(sys, 'socketio', users, plan)));
+  results['raw-ws'] = messageFields(await withSystem(() => startBaseline('raw-ws'), (sys) => measure(sys, 'raw-ws', users, plan, { profile: profileDir(o, `p2p/${sys.name}`) })));
+  results.socketio = messageFields(await withSystem(() => startBaseline('socketio'), (sys) => measure(sys, 'socketio', users, plan, { profile: profileDir(o, `p2p/${sys.name}`) })));
 
   const ll = results.longlink;
   const ratios: Record<string, number> = {

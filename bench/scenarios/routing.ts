@@ -8,7 +8,7 @@ import { machineInfo } from '../lib/machine.js';
 import type { BenchResult, SystemResult } from '../lib/result.js';
 import { startLonglinkCluster } from '../lib/systems.js';
 import { p2pPlan } from './p2p.js';
-import { goal, measure, messageFields, profileArgs, ratio, withSystem, type Options } from './common.js';
+import { goal, measure, messageFields, profileDir, ratio, withSystem, type Options } from './common.js';
 
 export async function routing(o: Options): Promise<BenchResult> {
   const gateways = o.gateways ?? 4;
@@ -17,9 +17,9 @@ export async function routing(o: Options): Promise<BenchResult> {
   const results: Record<string, SystemResult> = {};
   for (const mode of ['broadcast', 'targeted'] as const) {
     results[`longlink-${mode}`] = await withSystem(
-      () => startLonglinkCluster({ gateways, logic: 2, routing: mode, transports: ['tcp'], nodeArgs: profileArgs(o, `routing-${mode}-${gateways}`) }),
+      () => startLonglinkCluster({ gateways, logic: 2, routing: mode, transports: ['tcp'] }),
       async (sys) => {
-        const m = await measure(sys, 'longlink', users, plan);
+        const m = await measure(sys, 'longlink', users, plan, { profile: profileDir(o, `routing/${sys.name}`) });
         const reports = await sys.report();
         const gatewayNames = new Set(sys.holders.map((h) => h.name));
         const downRead = reports.filter((r) => gatewayNames.has(r.name)).reduce((s, r) => s + (r.bus?.downRead ?? 0), 0);

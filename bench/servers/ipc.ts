@@ -3,6 +3,10 @@
 // clean stop (so --cpu-prof profiles are written) on request or when the
 // harness goes away.
 
+import { Session } from 'node:inspector/promises';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+
 export interface Memory {
   rss: number;
   heapUsed: number;
@@ -37,9 +41,31 @@ export function serveIpc(server: IpcServer): void {
       process.exit(1);
     });
   };
-  process.on('message', (m: { type?: string }) => {
+  let profiler: Session | undefined;
+  process.on('message', (m: { type?: string; file?: string }) => {
     if (m.type === 'report') process.send?.({ type: 'report', ...server.report() });
     else if (m.type === 'stop') stop();
+    else if (m.type === 'profile-start') {
+      // CPU profile of just the measured phase (the harness asks around it).
+      void (async () => {
+        profiler = new Session();
+        profiler.connect();
+        await profiler.post('Profiler.enable');
+        await profiler.post('Profiler.setSamplingInterval', { interval: 200 });
+        await profiler.post('Profiler.start');
+        process.send?.({ type: 'profile-started' });
+      })();
+    } else if (m.type === 'profile-stop' && profiler) {
+      const session = profiler;
+      profiler = undefined;
+      void (async () => {
+        const { profile } = await session.post('Profiler.stop');
+        session.disconnect();
+        mkdirSync(dirname(m.file!), { recursive: true });
+        writeFileSync(m.file!, JSON.stringify(profile));
+        process.send?.({ type: 'profile-stopped' });
+      })();
+    }
   });
   process.on('disconnect', stop);
   process.on('SIGTERM', stop);
