@@ -100,11 +100,32 @@ function encodeDown(m: DownMessage): string[] {
   return ['m', JSON.stringify(m)];
 }
 
-function decodeDown(fields: Fields): DownMessage {
-  const m = JSON.parse(field(fields, 'm')!) as DownMessage;
-  const frame = field(fields, 'f');
-  if (frame !== undefined) (m as { frame: Uint8Array }).frame = new Uint8Array(Buffer.from(frame, 'base64'));
+function downMessage(json: string, frame: string | undefined): DownMessage {
+  const m = JSON.parse(json) as DownMessage;
+  if (frame) (m as { frame: Uint8Array }).frame = new Uint8Array(Buffer.from(frame, 'base64'));
   return m;
+}
+
+/**
+ * Several messages for one gateway in one entry: ['b', count, json, frame, json, frame, …]
+ * (frame '' when the message has none).
+ */
+function encodeDownBatch(messages: readonly DownMessage[]): string[] {
+  const out = ['b', String(messages.length)];
+  for (const m of messages) {
+    const [, json, , frame] = encodeDown(m);
+    out.push(json!, frame ?? '');
+  }
+  return out;
+}
+
+/** The messages of one downlink entry (one, or a batch). */
+function decodeDown(fields: Fields): DownMessage[] {
+  if (fields[0] !== 'b') return [downMessage(field(fields, 'm')!, field(fields, 'f'))];
+  const n = Number(fields[1]);
+  const out: DownMessage[] = [];
+  for (let i = 0; i < n; i++) out.push(downMessage(fields[2 + 2 * i]!, fields[3 + 2 * i]));
+  return out;
 }
 
 export class RedisBus implements Bus {
@@ -114,6 +135,8 @@ export class RedisBus implements Bus {
   private readonly consumers = new Set<ShardConsumer>();
   private closed = false;
   readonly counters = newBusCounters();
+  private readonly downQueue = new Map<string, { messages: DownMessage[]; waiters: { resolve: () => void; reject: (err: unknown) => void }[] }>();
+  private downFlushScheduled = false;
 
   constructor(options: RedisBusOptions) {
     this.o = {
@@ -142,10 +165,40 @@ export class RedisBus implements Bus {
     await this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxUpLength, '*', ...encodeUp(message));
   }
 
-  async publishDown(node: string, message: DownMessage): Promise<void> {
-    if (this.closed) return;
-    this.counters.downPublished++;
-    await this.writer.xadd(this.key(`down:${node}`), 'MAXLEN', '~', this.o.maxDownLength, '*', ...encodeDown(message));
+  /**
+   * Messages published for one gateway in the same turn of the event loop
+   * (a batch's acks, its pushes) go in one stream entry: one XADD to write,
+   * one entry for the gateway to read. Order per gateway is call order.
+   */
+  publishDown(node: string, message: DownMessage): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    let lane = this.downQueue.get(node);
+    if (!lane) {
+      lane = { messages: [], waiters: [] };
+      this.downQueue.set(node, lane);
+    }
+    lane.messages.push(message);
+    const done = new Promise<void>((resolve, reject) => lane.waiters.push({ resolve, reject }));
+    if (!this.downFlushScheduled) {
+      this.downFlushScheduled = true;
+      setImmediate(() => this.flushDown());
+    }
+    return done;
+  }
+
+  private flushDown(): void {
+    this.downFlushScheduled = false;
+    if (this.downQueue.size === 0) return;
+    const lanes = [...this.downQueue];
+    this.downQueue.clear();
+    for (const [node, { messages, waiters }] of lanes) {
+      this.counters.downPublished++;
+      const fields = messages.length === 1 ? encodeDown(messages[0]!) : encodeDownBatch(messages);
+      this.writer.xadd(this.key(`down:${node}`), 'MAXLEN', '~', this.o.maxDownLength, '*', ...fields).then(
+        () => { for (const w of waiters) w.resolve(); },
+        (err: unknown) => { for (const w of waiters) w.reject(err); },
+      );
+    }
   }
 
   consumeUp(handler: UpHandler, options: ConsumeUpOptions = {}): Subscription {
@@ -202,7 +255,7 @@ export class RedisBus implements Bus {
           for (const [id, fields] of entries) {
             last[i] = id;
             try {
-              batch.push(decodeDown(fields));
+              batch.push(...decodeDown(fields));
             } catch (err) {
               console.error('[bus] undecodable downlink entry dropped', err);
             }
@@ -233,6 +286,7 @@ export class RedisBus implements Bus {
     this.consumers.clear();
     for (const r of this.readers) r.disconnect();
     this.readers.clear();
+    if (this.downFlushScheduled) this.flushDown(); // written before QUIT, on the same connection
     await this.writer.quit().catch(() => this.writer.disconnect());
   }
 }
@@ -386,12 +440,13 @@ class ShardConsumer {
           'STREAMS', ...streams, ...streams.map(() => '>'),
         )) as [string, StreamEntries][] | null;
         if (!result) continue;
+        const groups: [number, StreamEntries][] = [];
         for (const [key, entries] of result) {
           this.counters.upRead += entries.length;
-          const s = shards[streams.indexOf(key)]!;
-          // Not handled (the lease went, or we are stopping): claim before reading on, so nothing overtakes these.
-          if (!(await this.process(s, entries)) && this.owned.has(s)) this.claimFrom.add(s);
+          groups.push([shards[streams.indexOf(key)]!, entries]);
         }
+        // Not handled (the lease went, or we are stopping): claim before reading on, so nothing overtakes these.
+        for (const s of await this.processShards(groups)) if (this.owned.has(s)) this.claimFrom.add(s);
       } catch (err) {
         if (!this.running) return;
         if (String(err).includes('NOGROUP')) {
@@ -450,34 +505,54 @@ class ShardConsumer {
    * are stopping): whoever owns the shard next claims them first.
    */
   private async process(s: number, entries: StreamEntries): Promise<boolean> {
-    const stream = this.key(`up:${s}`);
-    const ids = entries.map(([id]) => id);
-    const batch: UpMessage[] = [];
-    const bad: string[] = [];
-    entries.forEach(([id, fields]) => {
-      try {
-        batch.push(decodeUp(fields));
-      } catch {
-        bad.push(id);
+    return (await this.processShards([[s, entries]])).length === 0;
+  }
+
+  /**
+   * Hand the entries of several shards to the handler as one batch (one store
+   * transaction for all of them; each shard's entries stay in order), then
+   * ack them. Returns the shards not handled because their lease is not
+   * certainly ours (they are claimed again before being read on).
+   */
+  private async processShards(groups: [number, StreamEntries][]): Promise<number[]> {
+    const decoded: { s: number; stream: string; entries: StreamEntries; batch: UpMessage[] }[] = [];
+    for (const [s, entries] of groups) {
+      const stream = this.key(`up:${s}`);
+      const batch: UpMessage[] = [];
+      for (const [id, fields] of entries) {
+        try {
+          batch.push(decodeUp(fields));
+        } catch {
+          await this.deadLetter(stream, id, fields, 'undecodable');
+        }
       }
-    });
-    for (const id of bad) await this.deadLetter(stream, id, entries.find(([e]) => e === id)![1], 'undecodable');
+      decoded.push({ s, stream, entries, batch });
+    }
+    const notHeld: number[] = [];
+    let pending = decoded;
     for (;;) {
-      if (!(await this.waitForLease(s))) return false;
+      const held: typeof decoded = [];
+      for (const d of pending) {
+        if (await this.waitForLease(d.s)) held.push(d);
+        else notHeld.push(d.s);
+      }
+      if (held.length === 0) return notHeld;
+      pending = held;
+      const key = held[0]!.entries[0]![0];
       try {
+        const batch = held.flatMap((d) => d.batch);
         if (batch.length > 0) await this.handler(batch);
-        await this.redis.xack(stream, GROUP, ...ids);
-        for (const id of ids) this.attempts.delete(id);
-        return true;
+        await Promise.all(held.map((d) => this.redis.xack(d.stream, GROUP, ...d.entries.map(([id]) => id))));
+        this.attempts.delete(key);
+        return notHeld;
       } catch (err) {
-        const key = ids[0]!;
         const n = (this.attempts.get(key) ?? 0) + 1;
         this.attempts.set(key, n);
         if (n >= this.o.maxDeliveries) {
           console.error(`[bus] uplink batch failed ${n} times; moved to the dead-letter stream`, err);
-          for (const [id, fields] of entries) await this.deadLetter(stream, id, fields, String(err));
+          for (const d of held) for (const [id, fields] of d.entries) await this.deadLetter(d.stream, id, fields, String(err));
           this.attempts.delete(key);
-          return true;
+          return notHeld;
         }
         await new Promise((r) => setTimeout(r, 100 * n));
       }

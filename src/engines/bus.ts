@@ -105,6 +105,7 @@ export interface BusCounters {
   upPublished: number;
   /** Uplink entries handed to this process's consumer. */
   upRead: number;
+  /** Downlink entries written (RedisBus: one entry carries what one turn published for a gateway). */
   downPublished: number;
   /** Downlink entries this process read (broadcast routing: every gateway reads every entry). */
   downRead: number;

@@ -6,6 +6,8 @@ import { TokenBucket } from './rate-limit.js';
 
 export type ConnectionState = 'awaiting-login' | 'logging-in' | 'open' | 'closed';
 
+const NO_ONE: ReadonlySet<string> = new Set();
+
 export class Connection {
   state: ConnectionState = 'awaiting-login';
   userId = '';
@@ -16,8 +18,8 @@ export class Connection {
   readonly bucket: TokenBucket;
   /** True once a RATE_LIMITED notice was sent for the current throttling episode. */
   throttled = false;
-  /** Users whose presence this connection watches. */
-  watching = new Set<string>();
+  /** Users whose presence this connection watches (most watch nobody: one shared empty set until they do). */
+  watching: ReadonlySet<string> = NO_ONE;
 
   constructor(
     readonly id: number,

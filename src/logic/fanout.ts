@@ -24,14 +24,18 @@ function target(userId: string, except?: { userId: string; deviceId: string }): 
 
 /**
  * Send each delivery's frame to every online device of its users, in order.
- * Targeted routing looks every user of the whole list up once.
+ * Targeted routing looks every user of the whole list up once. Publishes are
+ * issued together, not one round trip after another: the bus keeps the order
+ * of calls per gateway.
  */
 export async function deliver(deps: { bus: Bus; sessions: Sessions; routing?: Routing }, deliveries: readonly Delivery[]): Promise<void> {
+  const published: Promise<void>[] = [];
   if (deps.routing === 'broadcast') {
     for (const d of deliveries) {
       if (d.userIds.length === 0) continue;
-      await deps.bus.publishDown(ALL_GATEWAYS, { kind: 'deliver', targets: d.userIds.map((u) => target(u, d.except)), frame: d.frame });
+      published.push(deps.bus.publishDown(ALL_GATEWAYS, { kind: 'deliver', targets: d.userIds.map((u) => target(u, d.except)), frame: d.frame }));
     }
+    await Promise.all(published);
     return;
   }
   const users = new Set<string>();
@@ -44,7 +48,9 @@ export async function deliver(deps: { bus: Bus; sessions: Sessions; routing?: Ro
     for (const userId of d.userIds) {
       const sessions = online.get(userId);
       if (!sessions) continue;
-      for (const node of new Set(sessions.map((s) => s.node))) {
+      const except = d.except && d.except.userId === userId ? d.except.deviceId : undefined;
+      // A gateway that holds only the device this skips gets nothing.
+      for (const node of new Set(sessions.filter((s) => s.deviceId !== except).map((s) => s.node))) {
         let targets = byNode.get(node);
         if (!targets) {
           targets = [];
@@ -53,8 +59,9 @@ export async function deliver(deps: { bus: Bus; sessions: Sessions; routing?: Ro
         targets.push(target(userId, d.except));
       }
     }
-    for (const [node, targets] of byNode) await deps.bus.publishDown(node, { kind: 'deliver', targets, frame: d.frame });
+    for (const [node, targets] of byNode) published.push(deps.bus.publishDown(node, { kind: 'deliver', targets, frame: d.frame }));
   }
+  await Promise.all(published);
 }
 
 /** One frame to every online device of some users. */

@@ -100,31 +100,37 @@ export class Logic {
     const sends: { up: UpMessage; draft: MessageDraft }[] = [];
     const acks: { userId: string; deviceId: string; conversationId: string; seq: number }[] = [];
     const rest: UpMessage[] = [];
-    for (const up of batch) {
+    // Checked together (a distributed store answers each in a round trip), kept in batch order.
+    const checked = await Promise.all(batch.map(async (up) => {
       const body = up.frame.body;
       try {
-        if (up.session) rest.push(up);
-        else if (body.case === 'send') {
+        if (up.session) return { rest: up };
+        if (body.case === 'send') {
           const s = body.value;
           const draft = await this.pipeline.prepare({
             fromUser: up.origin.userId, fromDevice: up.origin.deviceId, claimedFrom: s.fromUser,
             toUser: s.toUser, conversationId: s.conversationId, clientMsgId: s.clientMsgId, text: s.text,
           }, now);
-          sends.push({ up, draft });
+          return { send: { up, draft } };
         } else if (body.case === 'pushAck') {
           const seq = Number(body.value.seq);
           if (!Number.isSafeInteger(seq) || seq < 0) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'seq out of range');
           if (!(await viewOf(this.deps.store, body.value.conversationId, up.origin.userId))) {
             throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
           }
-          acks.push({ userId: up.origin.userId, deviceId: up.origin.deviceId, conversationId: body.value.conversationId, seq });
-        } else {
-          rest.push(up);
+          return { ack: { userId: up.origin.userId, deviceId: up.origin.deviceId, conversationId: body.value.conversationId, seq } };
         }
+        return { rest: up };
       } catch (err) {
-        await this.replyError(up.origin, up.frame.id, err);
+        return { refused: { up, err } };
       }
+    }));
+    for (const c of checked) {
+      if (c.send) sends.push(c.send);
+      else if (c.ack) acks.push(c.ack);
+      else if (c.rest) rest.push(c.rest);
     }
+    await Promise.all(checked.map((c) => (c.refused ? this.replyError(c.refused.up.origin, c.refused.up.frame.id, c.refused.err) : undefined)));
 
     if (sends.length > 0) await this.commitSends(sends);
     if (acks.length > 0) {
