@@ -15,7 +15,7 @@ export interface ProcReport {
   rss: number;
   heapUsed: number;
   connections: number;
-  bus?: { upPublished: number; upRead: number; downPublished: number; downRead: number };
+  bus?: { upPublished: number; upRead: number; downPublished: number; downRead: number; downMessagesRead: number };
 }
 
 export interface System {

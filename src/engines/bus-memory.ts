@@ -131,6 +131,7 @@ export class MemoryBus implements Bus {
       const batch = lane.queue;
       lane.queue = [];
       this.counters.downRead += batch.length;
+      this.counters.downMessagesRead += batch.length;
       try {
         lane.handler(batch);
       } catch (err) {

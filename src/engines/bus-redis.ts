@@ -261,6 +261,7 @@ export class RedisBus implements Bus {
             }
           }
         }
+        this.counters.downMessagesRead += batch.length;
         if (batch.length > 0) {
           try {
             handler(batch);

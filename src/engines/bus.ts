@@ -109,10 +109,12 @@ export interface BusCounters {
   downPublished: number;
   /** Downlink entries this process read (broadcast routing: every gateway reads every entry). */
   downRead: number;
+  /** Downlink messages in the entries this process read (one entry may carry several). */
+  downMessagesRead: number;
 }
 
 export function newBusCounters(): BusCounters {
-  return { upPublished: 0, upRead: 0, downPublished: 0, downRead: 0 };
+  return { upPublished: 0, upRead: 0, downPublished: 0, downRead: 0, downMessagesRead: 0 };
 }
 
 export interface Bus {
