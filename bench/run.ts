@@ -6,7 +6,7 @@ import { printTable, toJson } from './lib/report.js';
 import { saveToResults } from './lib/results-md.js';
 import { stopAll } from './lib/procs.js';
 import type { BenchResult } from './lib/result.js';
-import type { Options } from './scenarios/common.js';
+import { stopSystems, type Options } from './scenarios/common.js';
 import { p2p } from './scenarios/p2p.js';
 import { group } from './scenarios/group.js';
 import { connections } from './scenarios/connections.js';
@@ -109,6 +109,6 @@ async function main(): Promise<void> {
 }
 
 process.on('SIGINT', () => {
-  void stopAll().finally(() => process.exit(130));
+  void stopSystems().then(stopAll).finally(() => process.exit(130));
 });
 await main();

@@ -44,6 +44,8 @@ export interface FleetOptions {
   minProcesses?: number;
   prefix?: string;
   concurrency?: number;
+  /** Heartbeat from when each connection opens. */
+  heartbeatMs?: number;
 }
 
 export interface LoadPlan {
@@ -99,7 +101,7 @@ export class Fleet {
       sizes.push(count);
       const init: InitMsg = {
         type: 'init', system: options.system, first, count, prefix: options.prefix ?? 'u', urls: options.urls,
-        tokenSecret: options.tokenSecret, concurrency: options.concurrency ?? 100,
+        tokenSecret: options.tokenSecret, concurrency: options.concurrency ?? 100, heartbeatMs: options.heartbeatMs,
       };
       await w.ask({ ...init }, 'ready', 30_000);
       first += count;
@@ -136,10 +138,6 @@ export class Fleet {
 
   async join(group: string): Promise<void> {
     await Promise.all(this.workers.map((w) => w.ask({ type: 'join', group }, 'joined', 120_000)));
-  }
-
-  async heartbeat(intervalMs: number): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.ask({ type: 'heartbeat', intervalMs }, 'heartbeating')));
   }
 
   /** Drops and deliveries so far (cheap: no per-message data). */

@@ -22,6 +22,8 @@ export interface InitMsg {
   tokenSecret?: string;
   /** Connection attempts in flight at once. */
   concurrency: number;
+  /** Heartbeat every connection this often from when it opens (like a client); none when absent. */
+  heartbeatMs?: number;
 }
 
 export type Pattern =
@@ -107,6 +109,7 @@ async function connectAll(): Promise<void> {
   const errors = new Map<string, number>();
   const started = Date.now();
   const tick = setInterval(() => reply({ type: 'progress', connected, failed }), 500);
+  if (init.heartbeatMs) startHeartbeat(init.heartbeatMs);
   const one = async (): Promise<void> => {
     while (next < init.count) {
       const local = next++;
@@ -253,7 +256,9 @@ async function runLoad(load: LoadMsg): Promise<void> {
 }
 
 function startHeartbeat(intervalMs: number): void {
-  // Spread: each 100 ms tick pings the slice of connections whose turn it is.
+  if (heartbeat) return;
+  // Spread: each 100 ms tick pings the slice of connections whose turn it is (so a
+  // connection's first ping comes within one interval of its opening).
   const slices = Math.max(1, Math.round(intervalMs / 100));
   let slice = 0;
   heartbeat = setInterval(() => {
@@ -279,10 +284,6 @@ process.on('message', (m: { type: string } & Record<string, unknown>) => {
           reply({ type: 'joined' });
           break;
         }
-        case 'heartbeat':
-          startHeartbeat(m.intervalMs as number);
-          reply({ type: 'heartbeating' });
-          break;
         case 'load':
           await runLoad(m as unknown as LoadMsg);
           break;

@@ -91,14 +91,24 @@ export function ratio(a: number | undefined, b: number | undefined): number {
   return a !== undefined && b !== undefined && b !== 0 ? a / b : NaN;
 }
 
+const running = new Set<System>();
+
 /** Start a system, run `body`, always stop it. */
 export async function withSystem<T>(start: () => Promise<System>, body: (sys: System) => Promise<T>): Promise<T> {
   const sys = await start();
+  running.add(sys);
   try {
     return await body(sys);
   } finally {
+    running.delete(sys);
     await sys.stop();
   }
+}
+
+/** Stop every system still running (Ctrl-C): their processes, Redis, PostgreSQL, temp folders. */
+export async function stopSystems(): Promise<void> {
+  await Promise.allSettled([...running].map((s) => s.stop()));
+  running.clear();
 }
 
 /** Where a scenario's profiles go, when --profile is on. */

@@ -35,12 +35,13 @@ async function hold(sys: System, system: SystemName, n: number, holdS: number): 
     return holders();
   };
   const half = Math.floor(n / 2);
-  const start = (users: number, prefix: string) => Fleet.start({ system, users, urls: sys.urls, tokenSecret: sys.tokenSecret, concurrency: 200, prefix });
+  const start = (users: number, prefix: string) => Fleet.start({
+    system, users, urls: sys.urls, tokenSecret: sys.tokenSecret, concurrency: 200, prefix, heartbeatMs: HEARTBEAT_MS,
+  });
   const fleets: Fleet[] = [];
   try {
     fleets.push(await start(half, 'a'));
     const c1 = await fleets[0]!.connect(`${sys.name} connect (first half)`);
-    await fleets[0]!.heartbeat(HEARTBEAT_MS);
     const dropsNow = async () => (await Promise.all(fleets.map((f) => f.counts()))).reduce((s, c) => s + c.drops, 0);
     const holdFor = async (connected: number) => {
       const end = Date.now() + holdS * 1000;
@@ -54,7 +55,6 @@ async function hold(sys: System, system: SystemName, n: number, holdS: number): 
     const extraMid = await sys.extra?.();
     fleets.push(await start(n - half, 'b'));
     const c2 = await fleets[1]!.connect(`${sys.name} connect (second half)`);
-    await fleets[1]!.heartbeat(HEARTBEAT_MS);
     const connected = c1.connected + c2.connected;
     await holdFor(connected);
     const after = await settled();
