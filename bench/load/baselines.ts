@@ -8,15 +8,13 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { WebSocket } from 'ws';
 import { io, type Socket as IoClientSocket } from 'socket.io-client';
 import type { Adapter, BenchConn, ConnEvents, ConnectTarget } from './adapter.js';
+import { LengthFrames } from '../lib/length-frames.js';
 
 const OP_LOGIN = 0x01;
 const OP_SEND = 0x02;
 const OP_JOIN = 0x03;
 const OP_PING = 0x04;
 const OP_DELIVER = 0x05;
-
-/** Largest body a client accepts from the server; larger is a protocol error. */
-const MAX_BODY = 1 << 20;
 
 interface Waiter {
   resolve(): void;
@@ -173,8 +171,7 @@ abstract class RawConn implements BenchConn {
 // raw-net
 
 class RawNetConn extends RawConn {
-  /** Bytes of an incomplete frame carried over from the previous chunk. */
-  private rest: Buffer | null = null;
+  private readonly frames = new LengthFrames();
 
   constructor(
     private readonly sock: Socket,
@@ -202,27 +199,7 @@ class RawNetConn extends RawConn {
   }
 
   private onData(chunk: Buffer): void {
-    const data = this.rest === null ? chunk : Buffer.concat([this.rest, chunk]);
-    this.rest = null;
-    const end = data.length;
-    let off = 0;
-    while (end - off >= 4) {
-      const len = data.readUInt32BE(off);
-      if (len === 0 || len > MAX_BODY) {
-        this.protocolError();
-        return;
-      }
-      if (end - off - 4 < len) break;
-      const body = data.subarray(off + 4, off + 4 + len);
-      off += 4 + len;
-      if (!this.onBody(body)) {
-        this.protocolError();
-        return;
-      }
-      if (this.sock.destroyed) return;
-    }
-    // Copy the tail so a partial frame does not pin the whole chunk.
-    if (off < end) this.rest = Buffer.from(data.subarray(off));
+    if (!this.frames.push(chunk, (body) => this.onBody(body), () => this.sock.destroyed)) this.protocolError();
   }
 }
 

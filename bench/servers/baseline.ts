@@ -22,6 +22,7 @@ import { createServer as createNetServer, type Server as NetServer, type Socket 
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Server as IoServer, type Socket as IoSocket } from 'socket.io';
 import { memoryReport, serveIpc } from './ipc.js';
+import { LengthFrames, MAX_BODY } from '../lib/length-frames.js';
 
 type Kind = 'raw-net' | 'raw-ws' | 'socketio';
 
@@ -30,9 +31,6 @@ const OP_SEND = 0x02;
 const OP_JOIN = 0x03;
 const OP_PING = 0x04;
 const OP_DELIVER = 0x05;
-
-/** Largest body accepted; anything larger is treated as malformed. */
-const MAX_BODY = 1 << 20;
 
 function argValue(name: string, fallback: string): string {
   const i = process.argv.indexOf(name);
@@ -199,8 +197,7 @@ function reply(f: Framing, op: number): Buffer {
 class NetConn implements Conn {
   user: string | null = null;
   groups: string[] | null = null;
-  /** Bytes of an incomplete frame carried over from the previous chunk. */
-  private rest: Buffer | null = null;
+  private readonly frames = new LengthFrames();
 
   constructor(private readonly sock: Socket) {}
 
@@ -213,27 +210,7 @@ class NetConn implements Conn {
   }
 
   onData(chunk: Buffer): void {
-    const data = this.rest === null ? chunk : Buffer.concat([this.rest, chunk]);
-    this.rest = null;
-    const end = data.length;
-    let off = 0;
-    while (end - off >= 4) {
-      const len = data.readUInt32BE(off);
-      if (len === 0 || len > MAX_BODY) {
-        this.kill();
-        return;
-      }
-      if (end - off - 4 < len) break;
-      const body = data.subarray(off + 4, off + 4 + len);
-      off += 4 + len;
-      if (!handleBody(this, body, netFraming)) {
-        this.kill();
-        return;
-      }
-      if (this.sock.destroyed) return;
-    }
-    // Copy the tail so a partial frame does not pin the whole chunk.
-    if (off < end) this.rest = Buffer.from(data.subarray(off));
+    if (!this.frames.push(chunk, (body) => handleBody(this, body, netFraming), () => this.sock.destroyed)) this.kill();
   }
 }
 

@@ -90,6 +90,8 @@ interface MemberRow {
 }
 
 const KNOWN_CONVERSATIONS_MAX = 200_000;
+/** How long acked delivery cursors wait for a message transaction to ride in. */
+const CURSOR_DELAY_MS = 100;
 
 /**
  * Group commit for synchronous=FULL. Transactions commit with SQLite's
@@ -133,9 +135,6 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly stmts;
   private readonly appendTx: (drafts: readonly MessageDraft[]) => AppendResult[];
-  private readonly advanceTx: (
-    updates: readonly { userId: string; deviceId: string; conversationId: string; seq: number }[],
-  ) => void;
 
   /** Set when synchronous is 'full' on a file: see WalFlusher. */
   private readonly flusher: WalFlusher | undefined;
@@ -254,11 +253,24 @@ export class SqliteStore implements Store {
         `SELECT conversation_id, delivered_seq FROM device_cursors WHERE user_id = ? AND device_id = ?`,
       ),
     };
-    this.appendTx = db.transaction((drafts: readonly MessageDraft[]) => drafts.map((d) => this.appendOne(d)));
-    this.advanceTx = db.transaction((updates) => {
-      for (const u of updates) this.stmts.advance.run(u.userId, u.deviceId, u.conversationId, u.seq, u.conversationId);
+    const writeCursors = () => {
+      for (const u of this.pendingCursors.values()) this.stmts.advance.run(u.userId, u.deviceId, u.conversationId, u.seq, u.conversationId);
+      this.pendingCursors.clear();
+      clearTimeout(this.cursorTimer);
+      this.cursorTimer = undefined;
+    };
+    // Cursors waiting go first, so they are clamped to the conversations as they were when acked.
+    this.appendTx = db.transaction((drafts: readonly MessageDraft[]) => {
+      writeCursors();
+      return drafts.map((d) => this.appendOne(d));
     });
+    this.cursorTx = db.transaction(writeCursors);
   }
+
+  /** Delivery cursors acked but not written yet, by user, device and conversation (see advanceDelivered). */
+  private readonly pendingCursors = new Map<string, { userId: string; deviceId: string; conversationId: string; seq: number }>();
+  private cursorTimer: NodeJS.Timeout | undefined;
+  private readonly cursorTx: () => void;
 
   private migrate(): void {
     this.db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
@@ -422,16 +434,25 @@ export class SqliteStore implements Store {
   async advanceDelivered(
     updates: readonly { userId: string; deviceId: string; conversationId: string; seq: number }[],
   ): Promise<void> {
-    // Delivery cursors only save a reconnecting device from receiving again what it has
-    // (it drops repeats by seq), so they do not wait for a flush: the next message's takes them along.
-    if (updates.length > 0) this.advanceTx(updates);
+    // Delivery cursors only save a reconnecting device from receiving again what it has (it
+    // drops repeats by seq), so they are not worth a transaction of their own: they ride in the
+    // next message transaction, or are written after CURSOR_DELAY_MS when no message comes.
+    for (const u of updates) {
+      const key = `${u.userId}\u0000${u.deviceId}\u0000${u.conversationId}`;
+      const prev = this.pendingCursors.get(key);
+      if (!prev || prev.seq < u.seq) this.pendingCursors.set(key, u);
+    }
+    if (this.pendingCursors.size > 0) this.cursorTimer ??= setTimeout(() => this.cursorTx(), CURSOR_DELAY_MS);
   }
 
   async delivered(userId: string, deviceId: string): Promise<Map<string, number>> {
+    if (this.pendingCursors.size > 0) this.cursorTx();
     return new Map(this.stmts.delivered.all(userId, deviceId).map((r) => [r.conversation_id, r.delivered_seq]));
   }
 
   async close(): Promise<void> {
+    if (this.db.open && this.pendingCursors.size > 0) this.cursorTx();
+    clearTimeout(this.cursorTimer);
     if (this.db.open) this.db.close();
     if (this.flusher) closeSync(this.flusher.fd);
   }

@@ -1,6 +1,7 @@
 // One client connection as the gateway sees it: its transport, login state,
 // identity and liveness. Pure state plus small helpers; the protocol flow is
 // in gateway.ts.
+import type { Frame } from '../protocol/index.js';
 import type { Transport } from './transport.js';
 import { TokenBucket } from './rate-limit.js';
 
@@ -18,6 +19,8 @@ export class Connection {
   readonly bucket: TokenBucket;
   /** True once a RATE_LIMITED notice was sent for the current throttling episode. */
   throttled = false;
+  /** PushAcks waiting to go up, the highest per conversation (see Gateway.flushAcks). */
+  pendingAcks: Map<string, Frame> | undefined;
   /** Users whose presence this connection watches (most watch nobody: one shared empty set until they do). */
   watching: ReadonlySet<string> = NO_ONE;
 

@@ -51,6 +51,9 @@ export interface GatewayDeps {
   tokens: TokenService;
 }
 
+/** How long PushAcks gather at the gateway before going up together. */
+const ACK_FLUSH_MS = 100;
+
 /** Frame types a client may send after login, forwarded to logic. */
 const FORWARDED = new Set([
   'send', 'pushAck', 'sync', 'history', 'markRead', 'typing', 'recall',
@@ -69,6 +72,9 @@ export class Gateway {
    */
   private nextConnId = Date.now() * 1000;
   private sweepTimer: NodeJS.Timeout | undefined;
+  private ackTimer: NodeJS.Timeout | undefined;
+  /** Connections with PushAcks waiting to go up. */
+  private readonly acksWaiting = new Set<Connection>();
   private announceTimer: NodeJS.Timeout | undefined;
   private downSub: Subscription | undefined;
   private tcpServer: net.Server | undefined;
@@ -112,6 +118,8 @@ export class Gateway {
     const sweepEvery = Math.max(50, Math.min(1000, Math.floor(this.options.pingIntervalMs / 2)));
     this.sweepTimer = setInterval(() => this.sweep(), sweepEvery);
     this.sweepTimer.unref();
+    this.ackTimer = setInterval(() => this.flushAcks(), ACK_FLUSH_MS);
+    this.ackTimer.unref();
     this.announceTimer = setInterval(() => void this.announce(), Math.max(100, Math.floor(this.nodeTtlMs / 3)));
     this.announceTimer.unref();
     await this.announce();
@@ -228,12 +236,30 @@ export class Gateway {
       case 'login':
         this.fail(conn, frame.id, ErrorCode.ALREADY_LOGGED_IN, 'this connection is already logged in', false);
         return;
+      case 'pushAck': {
+        // Cumulative: only the highest per conversation matters, so they go up together every
+        // ACK_FLUSH_MS (a member of a busy group acks many pushes a second).
+        const acks = (conn.pendingAcks ??= new Map());
+        const waiting = acks.get(body.value.conversationId);
+        if (!waiting || (waiting.body.case === 'pushAck' && waiting.body.value.seq < body.value.seq)) acks.set(body.value.conversationId, frame);
+        this.acksWaiting.add(conn);
+        return;
+      }
       default:
         if (body.case === undefined || !FORWARDED.has(body.case)) {
           this.fail(conn, frame.id, ErrorCode.UNKNOWN_FRAME, `frame type ${body.case ?? 'unknown'} is not accepted from clients`, false);
           return;
         }
         this.forward(conn, frame);
+    }
+  }
+
+  /** Send up the PushAcks connections have gathered (also when one closes). */
+  private flushAcks(only?: Connection): void {
+    for (const conn of only ? [only] : this.acksWaiting) {
+      if (conn.pendingAcks) for (const frame of conn.pendingAcks.values()) this.forward(conn, frame);
+      conn.pendingAcks = undefined;
+      this.acksWaiting.delete(conn);
     }
   }
 
@@ -448,6 +474,7 @@ export class Gateway {
     // (closed during login: login() unbinds once its bind returns)
     this.conns.delete(conn.id);
     if (wasOpen) {
+      if (conn.pendingAcks) this.flushAcks(conn);
       this.table.remove(conn);
       if (conn.watching.size > 0) this.setWatching(conn, []);
       const logout = this.unbind(conn).then(() => this.sessionEvent(conn, 'offline'));
@@ -525,6 +552,7 @@ export class Gateway {
     this.stopping = true;
     clearInterval(this.sweepTimer);
     clearInterval(this.announceTimer);
+    clearInterval(this.ackTimer);
     await this.deps.registry.remove(this.options.nodeId).catch(() => undefined);
     const closed = new Promise<void>((resolve) => (this.tcpServer ? this.tcpServer.close(() => resolve()) : resolve()));
     await this.downSub?.close();

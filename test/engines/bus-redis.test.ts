@@ -5,8 +5,8 @@ import { create } from '@bufbuild/protobuf';
 import { Redis } from 'ioredis';
 import { busContract } from './bus.contract.js';
 import { RedisBus, type RedisBusOptions } from '../../src/engines/bus-redis.js';
-import type { UpMessage } from '../../src/engines/bus.js';
-import { FrameSchema } from '../../src/protocol/index.js';
+import type { DownMessage, UpMessage } from '../../src/engines/bus.js';
+import { FrameSchema, encodeFrame, makeFrame } from '../../src/protocol/index.js';
 import { startRedis, type RedisServer } from '../helpers/services.js';
 
 let redis: RedisServer;
@@ -101,6 +101,37 @@ describe('RedisBus with several logic nodes', () => {
       redisClient.disconnect();
       await sub.close();
       await Promise.all([consumer.close(), publisher.close()]);
+    }
+  });
+
+  test('what one turn publishes for a gateway travels as one stream entry, in call order, frames intact', async () => {
+    const prefix = `d${++n}:`;
+    const [publisher, gateway] = [bus(prefix, 'logic-a'), bus(prefix, 'gw-x')];
+    const got: DownMessage[] = [];
+    const sub = gateway.consumeDown('gw-x', (batch) => got.push(...batch));
+    try {
+      await new Promise((r) => setTimeout(r, 100)); // the reader is in place
+      const frame = (i: number) => encodeFrame(makeFrame(i, { case: 'pong', value: { serverTimeMs: BigInt(i) } }));
+      const sent: DownMessage[] = [
+        ...Array.from({ length: 50 }, (_, i): DownMessage => ({ kind: 'reply', connId: i, frame: frame(i) })),
+        { kind: 'kick', userId: 'u3', deviceId: 'd3', connId: 7, code: 401, reason: 'bye' },
+        { kind: 'deliver', targets: [{ userId: 'u1' }, { userId: 'u2', exceptDevice: 'd1' }], frame: frame(99) },
+      ];
+      await Promise.all(sent.map((m) => publisher.publishDown('gw-x', m)));
+      await waitFor(() => got.length >= sent.length, 'the batch');
+      assert.equal(publisher.counters.downPublished, 1);
+      assert.equal(gateway.counters.downRead, 1);
+      assert.equal(gateway.counters.downMessagesRead, sent.length);
+      const hex = (m: DownMessage) => ('frame' in m ? { ...m, frame: Buffer.from(m.frame).toString('hex') } : m);
+      assert.deepEqual(got.map(hex), sent.map(hex));
+      // A lone message is a plain entry, read the same way.
+      await publisher.publishDown('gw-x', { kind: 'reply', connId: 1000, frame: frame(1000) });
+      await waitFor(() => got.length > sent.length, 'the lone message');
+      assert.equal(gateway.counters.downRead, 2);
+      assert.deepEqual(hex(got.at(-1)!), hex({ kind: 'reply', connId: 1000, frame: frame(1000) }));
+    } finally {
+      await sub.close();
+      await Promise.all([publisher.close(), gateway.close()]);
     }
   });
 });

@@ -443,6 +443,26 @@ describe('validation', () => {
     });
   }
 
+  test('PushAcks sent in a burst count as the highest: a lower one after a higher one does not move the cursor back', T, async () => {
+    await withServer(async (s) => {
+      const alice = await online(s, 'tcp', 'alice');
+      for (const i of [1, 2, 3]) await sendOk(alice, { toUser: 'bob', text: `burst ${i}` });
+      let bob = await online(s, 'ws', 'bob', 'phone');
+      // The gateway gathers acks and sends up the highest per conversation; logic keeps the max.
+      for (const seq of [3n, 1n, 2n]) bob.send({ case: 'pushAck', value: { conversationId: AB, seq } });
+      bob.close();
+      bob = await online(s, 'ws', 'bob', 'phone');
+      assert.deepEqual((await syncOnce(bob)).messages, []);
+      bob.send({ case: 'pushAck', value: { conversationId: AB, seq: 1n } });
+      await new Promise((r) => setTimeout(r, 300)); // past the gateway's gathering interval, connection open
+      bob.close();
+      bob = await online(s, 'ws', 'bob', 'phone');
+      assert.deepEqual((await syncOnce(bob)).messages, []);
+      alice.close();
+      bob.close();
+    });
+  });
+
   test('PushAck needs no reply, and one for an own conversation is not an error', T, async () => {
     await withServer(async (s) => {
       const alice = await online(s, 'tcp', 'alice');
