@@ -8,6 +8,8 @@
 import Database from 'better-sqlite3';
 import { closeSync, fdatasync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
 import type { ChatMessage, GroupRoleName } from '../protocol/index.js';
 import { draftMessage, groupIdOf, toMessage, type MessageRow } from './store-rows.js';
 import type {
@@ -131,6 +133,40 @@ class WalFlusher {
   }
 }
 
+/**
+ * Checkpoints (copying the WAL back into the database file, with its fsyncs)
+ * run on a worker thread with a connection of its own, every
+ * CHECKPOINT_EVERY_MS, PASSIVE so they never block the writer. SQLite's own
+ * auto-checkpoint would run them inside a commit on the event loop, stalling
+ * every connection for the copy. Its threshold stays, far higher, as a backstop.
+ */
+const CHECKPOINT_EVERY_MS = 250;
+const BACKSTOP_AUTOCHECKPOINT_PAGES = 20_000;
+const CHECKPOINTER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.module);
+const db = new Database(workerData.path);
+db.pragma('busy_timeout = 5000');
+const timer = setInterval(() => {
+  try { db.pragma('wal_checkpoint(PASSIVE)'); } catch { /* busy or closing: next time */ }
+}, workerData.everyMs);
+parentPort.on('message', () => {
+  clearInterval(timer);
+  db.close();
+  parentPort.close();
+});
+`;
+
+function startCheckpointer(path: string): Worker {
+  const worker = new Worker(CHECKPOINTER, {
+    eval: true,
+    workerData: { path, module: createRequire(import.meta.url).resolve('better-sqlite3'), everyMs: CHECKPOINT_EVERY_MS },
+  });
+  worker.unref();
+  worker.on('error', (err) => console.error('[store] checkpointer failed; SQLite checkpoints in commits instead', err));
+  return worker;
+}
+
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly stmts;
@@ -143,6 +179,7 @@ export class SqliteStore implements Store {
    * skips the insert-if-missing. Bounded: cleared when full, then refilled.
    */
   private readonly knownConversations = new Set<string>();
+  private checkpointer: Worker | undefined;
 
   constructor(options: SqliteStoreOptions) {
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
@@ -152,6 +189,10 @@ export class SqliteStore implements Store {
     this.db.pragma('busy_timeout = 5000');
     this.migrate();
     const wal = options.path === ':memory:' ? undefined : openWal(`${options.path}-wal`);
+    if (options.path !== ':memory:') {
+      this.db.pragma(`wal_autocheckpoint = ${BACKSTOP_AUTOCHECKPOINT_PAGES}`);
+      this.checkpointer = startCheckpointer(options.path);
+    }
     if ((options.synchronous ?? 'full') === 'normal') this.db.pragma('synchronous = NORMAL');
     else if (wal !== undefined) {
       this.flusher = new WalFlusher(wal);
@@ -453,6 +494,14 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     if (this.db.open && this.pendingCursors.size > 0) this.cursorTx();
     clearTimeout(this.cursorTimer);
+    const checkpointer = this.checkpointer;
+    this.checkpointer = undefined;
+    if (checkpointer) {
+      const exited = new Promise((resolve) => checkpointer.once('exit', resolve));
+      checkpointer.ref(); // so the wait for it keeps the process up
+      checkpointer.postMessage('stop');
+      await exited;
+    }
     if (this.db.open) this.db.close();
     if (this.flusher) closeSync(this.flusher.fd);
   }
