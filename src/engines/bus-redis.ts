@@ -292,6 +292,14 @@ export class RedisBus implements Bus {
   }
 }
 
+/** One shard's decodable entries read in one go, and their messages. */
+interface Decoded {
+  s: number;
+  stream: string;
+  entries: StreamEntries;
+  batch: UpMessage[];
+}
+
 /** Owns a fair share of the uplink shards and feeds their entries to the handler. */
 class ShardConsumer {
   private readonly owned = new Set<number>();
@@ -516,42 +524,59 @@ class ShardConsumer {
    * certainly ours (they are claimed again before being read on).
    */
   private async processShards(groups: [number, StreamEntries][]): Promise<number[]> {
-    const decoded: { s: number; stream: string; entries: StreamEntries; batch: UpMessage[] }[] = [];
+    const decoded: Decoded[] = [];
     for (const [s, entries] of groups) {
       const stream = this.key(`up:${s}`);
+      const good: StreamEntries = [];
       const batch: UpMessage[] = [];
       for (const [id, fields] of entries) {
         try {
           batch.push(decodeUp(fields));
+          good.push([id, fields]);
         } catch {
           await this.deadLetter(stream, id, fields, 'undecodable');
         }
       }
-      decoded.push({ s, stream, entries, batch });
+      if (good.length > 0) decoded.push({ s, stream, entries: good, batch });
     }
+    return this.handleDecoded(decoded);
+  }
+
+  private async handleDecoded(decoded: Decoded[]): Promise<number[]> {
     const notHeld: number[] = [];
     let pending = decoded;
     for (;;) {
-      const held: typeof decoded = [];
+      const checked: Decoded[] = [];
       for (const d of pending) {
-        if (await this.waitForLease(d.s)) held.push(d);
+        if (await this.waitForLease(d.s)) checked.push(d);
+        else notHeld.push(d.s);
+      }
+      // Checked one after another: make sure none lapsed while waiting on another.
+      const held: Decoded[] = [];
+      for (const d of checked) {
+        if (this.holds(d.s)) held.push(d);
         else notHeld.push(d.s);
       }
       if (held.length === 0) return notHeld;
       pending = held;
       const key = held[0]!.entries[0]![0];
       try {
-        const batch = held.flatMap((d) => d.batch);
-        if (batch.length > 0) await this.handler(batch);
+        await this.handler(held.flatMap((d) => d.batch));
         await Promise.all(held.map((d) => this.redis.xack(d.stream, GROUP, ...d.entries.map(([id]) => id))));
         this.attempts.delete(key);
         return notHeld;
       } catch (err) {
+        if (held.length > 1) {
+          // One shard's entries may be the cause: go on shard by shard, so only that
+          // shard's batch is retried and, if it keeps failing, dead-lettered.
+          for (const d of held) notHeld.push(...(await this.handleDecoded([d])));
+          return notHeld;
+        }
         const n = (this.attempts.get(key) ?? 0) + 1;
         this.attempts.set(key, n);
         if (n >= this.o.maxDeliveries) {
           console.error(`[bus] uplink batch failed ${n} times; moved to the dead-letter stream`, err);
-          for (const d of held) for (const [id, fields] of d.entries) await this.deadLetter(d.stream, id, fields, String(err));
+          for (const [id, fields] of held[0]!.entries) await this.deadLetter(held[0]!.stream, id, fields, String(err));
           this.attempts.delete(key);
           return notHeld;
         }

@@ -106,11 +106,30 @@ const CURSOR_DELAY_MS = 100;
 class WalFlusher {
   private running: Promise<void> | undefined;
   private queued: Promise<void> | undefined;
+  /** The flush that covers every commit so far (readers wait for it). */
+  private latest: Promise<void> = Promise.resolve();
+  /**
+   * After a failed fdatasync the kernel may have dropped the dirty pages and a
+   * retry would succeed without them, so the store fails for good (like
+   * PostgreSQL): restart the process, SQLite recovers from what is on disk.
+   */
+  private failed: Error | undefined;
 
   constructor(readonly fd: number) {}
 
   /** Resolves once everything committed before the call is on disk. */
   flush(): Promise<void> {
+    this.latest = this.next();
+    return this.latest;
+  }
+
+  /** Resolves once every commit made so far is on disk (no flush of its own when none is pending). */
+  durable(): Promise<void> {
+    return this.latest.catch(() => undefined);
+  }
+
+  private next(): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
     if (!this.running) return this.start();
     // The flush in flight may have started before this commit: wait for the next one.
     this.queued ??= this.running.then(() => {
@@ -124,7 +143,12 @@ class WalFlusher {
   }
 
   private start(): Promise<void> {
-    const flushing = new Promise<void>((resolve, reject) => fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
+    const flushing = new Promise<void>((resolve, reject) => fdatasync(this.fd, (err) => {
+      if (!err) return resolve();
+      this.failed ??= new Error(`the SQLite WAL could not be flushed (${err.message}); the store refuses writes until restarted`);
+      console.error(`[store] ${this.failed.message}`);
+      reject(this.failed);
+    }));
     const running = flushing.finally(() => {
       if (this.running === running) this.running = undefined;
     });
@@ -157,14 +181,20 @@ parentPort.on('message', () => {
 });
 `;
 
-function startCheckpointer(path: string): Worker {
+interface Checkpointer {
+  worker: Worker;
+  exited: Promise<void>;
+}
+
+function startCheckpointer(path: string): Checkpointer {
   const worker = new Worker(CHECKPOINTER, {
     eval: true,
     workerData: { path, module: createRequire(import.meta.url).resolve('better-sqlite3'), everyMs: CHECKPOINT_EVERY_MS },
   });
   worker.unref();
   worker.on('error', (err) => console.error('[store] checkpointer failed; SQLite checkpoints in commits instead', err));
-  return worker;
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  return { worker, exited };
 }
 
 export class SqliteStore implements Store {
@@ -179,7 +209,7 @@ export class SqliteStore implements Store {
    * skips the insert-if-missing. Bounded: cleared when full, then refilled.
    */
   private readonly knownConversations = new Set<string>();
-  private checkpointer: Worker | undefined;
+  private checkpointer: Checkpointer | undefined;
 
   constructor(options: SqliteStoreOptions) {
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
@@ -296,16 +326,32 @@ export class SqliteStore implements Store {
     };
     const writeCursors = () => {
       for (const u of this.pendingCursors.values()) this.stmts.advance.run(u.userId, u.deviceId, u.conversationId, u.seq, u.conversationId);
-      this.pendingCursors.clear();
-      clearTimeout(this.cursorTimer);
-      this.cursorTimer = undefined;
     };
     // Cursors waiting go first, so they are clamped to the conversations as they were when acked.
-    this.appendTx = db.transaction((drafts: readonly MessageDraft[]) => {
+    const appendTx = db.transaction((drafts: readonly MessageDraft[], created: string[]) => {
       writeCursors();
-      return drafts.map((d) => this.appendOne(d));
+      return drafts.map((d) => this.appendOne(d, created));
     });
-    this.cursorTx = db.transaction(writeCursors);
+    // What the transaction did is remembered only once it committed (a rolled-back one leaves no trace).
+    this.appendTx = (drafts) => {
+      const created: string[] = [];
+      const results = appendTx(drafts, created);
+      this.cursorsWritten();
+      if (this.knownConversations.size + created.length > KNOWN_CONVERSATIONS_MAX) this.knownConversations.clear();
+      for (const id of created) this.knownConversations.add(id);
+      return results;
+    };
+    const cursorTx = db.transaction(writeCursors);
+    this.cursorTx = () => {
+      cursorTx();
+      this.cursorsWritten();
+    };
+  }
+
+  private cursorsWritten(): void {
+    this.pendingCursors.clear();
+    clearTimeout(this.cursorTimer);
+    this.cursorTimer = undefined;
   }
 
   /** Delivery cursors acked but not written yet, by user, device and conversation (see advanceDelivered). */
@@ -325,7 +371,7 @@ export class SqliteStore implements Store {
     }
   }
 
-  private appendOne(d: MessageDraft): AppendResult {
+  private appendOne(d: MessageDraft, created: string[]): AppendResult {
     if (d.clientMsgId !== '') {
       const existing = this.stmts.byClientId.get(d.fromUser, d.clientMsgId);
       if (existing) return { message: toMessage(existing), duplicate: true };
@@ -334,8 +380,7 @@ export class SqliteStore implements Store {
       if (this.stmts.createConversation.run(d.conversationId, d.kind).changes > 0) {
         for (const user of d.members) this.stmts.addMember.run(user, d.conversationId, d.sentAtMs);
       }
-      if (this.knownConversations.size >= KNOWN_CONVERSATIONS_MAX) this.knownConversations.clear();
-      this.knownConversations.add(d.conversationId);
+      created.push(d.conversationId);
     }
     const { last_seq: seq } = this.stmts.nextSeq.get(d.sentAtMs, d.conversationId)!;
     const message = draftMessage(d, seq);
@@ -388,18 +433,28 @@ export class SqliteStore implements Store {
     return results;
   }
 
+  /**
+   * A read returns only once what it saw is on disk: a message committed and
+   * still waiting for its flush must not reach a device (after a power loss its
+   * seq could be given to another message, which that device would drop).
+   */
+  private async durable<T>(result: T): Promise<T> {
+    await this.flusher?.durable();
+    return result;
+  }
+
   async after(conversationId: string, afterSeq: number, limit: number, maxSeq = NO_LIMIT): Promise<ChatMessage[]> {
-    return this.stmts.after.all(conversationId, afterSeq, maxSeq, limit).map(toMessage);
+    return this.durable(this.stmts.after.all(conversationId, afterSeq, maxSeq, limit).map(toMessage));
   }
 
   async before(conversationId: string, beforeSeq: number, limit: number, minSeq = 0): Promise<ChatMessage[]> {
     const upper = beforeSeq > 0 ? beforeSeq : NO_LIMIT;
-    return this.stmts.before.all(conversationId, upper, minSeq, limit).map(toMessage).reverse();
+    return this.durable(this.stmts.before.all(conversationId, upper, minSeq, limit).map(toMessage).reverse());
   }
 
   async message(conversationId: string, seq: number): Promise<ChatMessage | undefined> {
     const row = this.stmts.one.get(conversationId, seq);
-    return row ? toMessage(row) : undefined;
+    return this.durable(row ? toMessage(row) : undefined);
   }
 
   async unreadCount(conversationId: string, userId: string, afterSeq: number, maxSeq: number): Promise<number> {
@@ -425,7 +480,7 @@ export class SqliteStore implements Store {
   }
 
   async listForUser(userId: string): Promise<ConversationState[]> {
-    return this.stmts.listForUser.all(userId).map((r) => {
+    return this.durable(this.stmts.listForUser.all(userId).map((r) => {
       const c: ConversationState = {
         conversationId: r.id,
         kind: r.kind as ConversationKind,
@@ -436,7 +491,7 @@ export class SqliteStore implements Store {
       };
       if (r.left_seq !== null) c.leftSeq = r.left_seq;
       return c;
-    });
+    }));
   }
 
   async groupMeta(groupId: string): Promise<GroupMeta | undefined> {
@@ -478,12 +533,23 @@ export class SqliteStore implements Store {
     // Delivery cursors only save a reconnecting device from receiving again what it has (it
     // drops repeats by seq), so they are not worth a transaction of their own: they ride in the
     // next message transaction, or are written after CURSOR_DELAY_MS when no message comes.
+    if (!this.db.open) return;
     for (const u of updates) {
       const key = `${u.userId}\u0000${u.deviceId}\u0000${u.conversationId}`;
       const prev = this.pendingCursors.get(key);
       if (!prev || prev.seq < u.seq) this.pendingCursors.set(key, u);
     }
-    if (this.pendingCursors.size > 0) this.cursorTimer ??= setTimeout(() => this.cursorTx(), CURSOR_DELAY_MS);
+    if (this.pendingCursors.size > 0 && this.db.open) {
+      this.cursorTimer ??= setTimeout(() => {
+        try {
+          this.cursorTx();
+        } catch (err) {
+          // Kept for the next message transaction; a lost cursor only means repeats the device drops.
+          this.cursorTimer = undefined;
+          console.error('[store] delivery cursor write failed', (err as Error).message);
+        }
+      }, CURSOR_DELAY_MS);
+    }
   }
 
   async delivered(userId: string, deviceId: string): Promise<Map<string, number>> {
@@ -497,10 +563,9 @@ export class SqliteStore implements Store {
     const checkpointer = this.checkpointer;
     this.checkpointer = undefined;
     if (checkpointer) {
-      const exited = new Promise((resolve) => checkpointer.once('exit', resolve));
-      checkpointer.ref(); // so the wait for it keeps the process up
-      checkpointer.postMessage('stop');
-      await exited;
+      checkpointer.worker.ref(); // so the wait for it keeps the process up
+      checkpointer.worker.postMessage('stop'); // (nothing happens if it already died: `exited` has resolved)
+      await checkpointer.exited;
     }
     if (this.db.open) this.db.close();
     if (this.flusher) closeSync(this.flusher.fd);

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { create } from '@bufbuild/protobuf';
 import { Redis } from 'ioredis';
 import { busContract } from './bus.contract.js';
-import { RedisBus, type RedisBusOptions } from '../../src/engines/bus-redis.js';
+import { RedisBus, shardOf, type RedisBusOptions } from '../../src/engines/bus-redis.js';
 import type { DownMessage, UpMessage } from '../../src/engines/bus.js';
 import { FrameSchema, encodeFrame, makeFrame } from '../../src/protocol/index.js';
 import { startRedis, type RedisServer } from '../helpers/services.js';
@@ -97,6 +97,42 @@ describe('RedisBus with several logic nodes', () => {
       const dead = await redisClient.xrange(`${prefix}dead`, '-', '+');
       assert.equal(dead.length, 1);
       assert.match(dead[0]![1].join(' '), /cannot handle this one/);
+    } finally {
+      redisClient.disconnect();
+      await sub.close();
+      await Promise.all([consumer.close(), publisher.close()]);
+    }
+  });
+
+  test('shards read together are handled together, but a poison entry is dead-lettered alone: the other shard goes on', async () => {
+    const prefix = `p${++n}:`;
+    const keys = ['a', 'b', 'c', 'd', 'e', 'f'];
+    const good = keys.find((k) => shardOf(k, 2) === 0)!;
+    const bad = keys.find((k) => shardOf(k, 2) === 1)!;
+    const publisher = bus(prefix, 'gw-1', { shards: 2 });
+    // Published before any consumer runs, so one read returns both shards.
+    await publisher.publishUp(bad, upMessage('poison'));
+    for (const i of [1, 2, 3]) await publisher.publishUp(good, upMessage(`good-${i}`));
+    const consumer = bus(prefix, 'logic-a', { shards: 2, maxDeliveries: 3 });
+    const handled: string[] = [];
+    let together = false;
+    const sub = consumer.consumeUp(async (batch) => {
+      const users = batch.map((m) => m.origin.userId);
+      if (users.includes('poison')) {
+        together ||= users.length > 1;
+        throw new Error('cannot handle this one');
+      }
+      handled.push(...users);
+    });
+    const redisClient = new Redis(redis.url);
+    try {
+      await waitFor(() => handled.length >= 3, 'the good shard');
+      await waitFor(async () => (await redisClient.xlen(`${prefix}dead`)) >= 1, 'the dead letter');
+      assert.equal(together, true, 'the first read handed both shards over as one batch');
+      assert.deepEqual(handled, ['good-1', 'good-2', 'good-3']);
+      const dead = await redisClient.xrange(`${prefix}dead`, '-', '+');
+      assert.equal(dead.length, 1);
+      assert.match(dead[0]![1].join(' '), /poison/);
     } finally {
       redisClient.disconnect();
       await sub.close();

@@ -310,6 +310,23 @@ export function storeContract(name: string, factory: StoreFactory): void {
         }));
       }
 
+      test('a batch the store refuses leaves no trace: the new conversation it started is written afresh later', async () => {
+        await createTeam();
+        const fresh = draft('u:dan:erin', 'dan', 'first');
+        const again = groupDraft('alice', {
+          event: { type: 'group_created', actor: 'alice', name: 'Team', userIds: ['bob'] },
+          effect: { op: 'create-group', groupId: 'team', name: 'Team', owner: 'alice', members: ['bob'] },
+        });
+        // The second draft creates a group that exists: the whole batch is refused.
+        await assert.rejects(store.append([fresh, again]));
+        assert.deepEqual(await store.after('u:dan:erin', 0, 10), []);
+        const [result] = await store.append([fresh]);
+        assert.equal(result!.message.seq, 1);
+        assert.equal(result!.duplicate, false);
+        assert.deepEqual(await store.after('u:dan:erin', 0, 10), [stored(fresh, 1)]);
+        assert.ok(await store.isMember('u:dan:erin', 'erin'));
+      });
+
       test('creating a group stores its event at seq 1, its owner and members', async () => {
         await createTeam();
         const g = await store.group('team');

@@ -90,8 +90,9 @@ async function until<V>(what: string, read: () => Promise<V>, ok: (v: V) => bool
 const conv = (page: Page, title: string): Locator => page.locator(`#conversations .conv[data-title="${title}"]`);
 const texts = (page: Page): Promise<string[]> => page.locator('#message-list .msg:not(.system) .text').allTextContents();
 const unread = async (page: Page, title: string): Promise<number> => {
-  const badge = conv(page, title).locator('.unread');
-  return (await badge.count()) === 0 ? 0 : Number(await badge.textContent());
+  // One read, no waiting: the badge may go away between a count and a text read.
+  const [badge] = await conv(page, title).locator('.unread').allTextContents();
+  return badge === undefined ? 0 : Number(badge);
 };
 const connState = (page: Page): Promise<string | null> => page.locator('#conn').getAttribute('data-state');
 /** The mark on our own message with this text. */
