@@ -83,7 +83,7 @@ async function hold(sys: System, system: SystemName, n: number, holdS: number): 
 
 export async function connections(o: Options): Promise<BenchResult> {
   const n = o.connections ?? (o.quick ? 2000 : 100_000);
-  const holdS = seconds(o, 60, 8);
+  const holdS = seconds(o, 60, 3);
   const processes = Math.ceil(n / MAX_PER_PROCESS);
   const clustered = processes > 1;
   const results: Record<string, SystemResult> = {};
@@ -137,6 +137,7 @@ export async function connections(o: Options): Promise<BenchResult> {
     },
     notes: [
       'The bare-transport figure Longlink is held to is the mean of raw-net and raw-ws, since half its connections are each.',
+      ...(n < 10_000 ? ['Below ~10,000 connections the RSS slope is within the noise of V8 returning memory to the OS (it can even come out negative); read the heap figures.'] : []),
       ...(clustered ? ['Longlink\'s session table lives in Redis in a cluster: redis_kb_per_conn is Redis\'s used_memory growth per connection, not counted in rss_kb_per_conn.'] : []),
     ],
   };
