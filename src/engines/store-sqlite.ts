@@ -209,7 +209,12 @@ export class SqliteStore implements Store {
    * skips the insert-if-missing. Bounded: cleared when full, then refilled.
    */
   private readonly knownConversations = new Set<string>();
-  private checkpointer: Checkpointer | undefined;
+  private readonly checkpointer: Checkpointer | undefined;
+  private closing: Promise<void> | undefined;
+  /** Delivery cursors acked but not written yet, by user, device and conversation (see advanceDelivered). */
+  private readonly pendingCursors = new Map<string, { userId: string; deviceId: string; conversationId: string; seq: number }>();
+  private cursorTimer: NodeJS.Timeout | undefined;
+  private readonly cursorTx: () => void;
 
   constructor(options: SqliteStoreOptions) {
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
@@ -218,16 +223,14 @@ export class SqliteStore implements Store {
     this.db.pragma('synchronous = FULL');
     this.db.pragma('busy_timeout = 5000');
     this.migrate();
-    const wal = options.path === ':memory:' ? undefined : openWal(`${options.path}-wal`);
     if (options.path !== ':memory:') {
       this.db.pragma(`wal_autocheckpoint = ${BACKSTOP_AUTOCHECKPOINT_PAGES}`);
       this.checkpointer = startCheckpointer(options.path);
+      const wal = (options.synchronous ?? 'full') === 'full' ? openWal(`${options.path}-wal`) : undefined;
+      if (wal !== undefined) this.flusher = new WalFlusher(wal);
     }
-    if ((options.synchronous ?? 'full') === 'normal') this.db.pragma('synchronous = NORMAL');
-    else if (wal !== undefined) {
-      this.flusher = new WalFlusher(wal);
-      this.db.pragma('synchronous = NORMAL');
-    }
+    // SQLite itself syncs only when nobody else does: 'full' without a WAL file to flush.
+    if (this.flusher || options.synchronous === 'normal') this.db.pragma('synchronous = NORMAL');
     const db = this.db;
     this.stmts = {
       byClientId: db.prepare<[string, string], MessageRow>(
@@ -354,10 +357,6 @@ export class SqliteStore implements Store {
     this.cursorTimer = undefined;
   }
 
-  /** Delivery cursors acked but not written yet, by user, device and conversation (see advanceDelivered). */
-  private readonly pendingCursors = new Map<string, { userId: string; deviceId: string; conversationId: string; seq: number }>();
-  private cursorTimer: NodeJS.Timeout | undefined;
-  private readonly cursorTx: () => void;
 
   private migrate(): void {
     this.db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
@@ -533,13 +532,13 @@ export class SqliteStore implements Store {
     // Delivery cursors only save a reconnecting device from receiving again what it has (it
     // drops repeats by seq), so they are not worth a transaction of their own: they ride in the
     // next message transaction, or are written after CURSOR_DELAY_MS when no message comes.
-    if (!this.db.open) return;
+    if (this.closing) return;
     for (const u of updates) {
       const key = `${u.userId}\u0000${u.deviceId}\u0000${u.conversationId}`;
       const prev = this.pendingCursors.get(key);
       if (!prev || prev.seq < u.seq) this.pendingCursors.set(key, u);
     }
-    if (this.pendingCursors.size > 0 && this.db.open) {
+    if (this.pendingCursors.size > 0) {
       this.cursorTimer ??= setTimeout(() => {
         try {
           this.cursorTx();
@@ -557,17 +556,20 @@ export class SqliteStore implements Store {
     return new Map(this.stmts.delivered.all(userId, deviceId).map((r) => [r.conversation_id, r.delivered_seq]));
   }
 
-  async close(): Promise<void> {
-    if (this.db.open && this.pendingCursors.size > 0) this.cursorTx();
+  /** Idempotent: every call waits for the one closing. */
+  close(): Promise<void> {
+    return (this.closing ??= this.shutDown());
+  }
+
+  private async shutDown(): Promise<void> {
+    if (this.pendingCursors.size > 0) this.cursorTx();
     clearTimeout(this.cursorTimer);
-    const checkpointer = this.checkpointer;
-    this.checkpointer = undefined;
-    if (checkpointer) {
-      checkpointer.worker.ref(); // so the wait for it keeps the process up
-      checkpointer.worker.postMessage('stop'); // (nothing happens if it already died: `exited` has resolved)
-      await checkpointer.exited;
+    if (this.checkpointer) {
+      this.checkpointer.worker.ref(); // so the wait for it keeps the process up
+      this.checkpointer.worker.postMessage('stop'); // (nothing happens if it already died: `exited` has resolved)
+      await this.checkpointer.exited;
     }
-    if (this.db.open) this.db.close();
+    this.db.close();
     if (this.flusher) closeSync(this.flusher.fd);
   }
 }
