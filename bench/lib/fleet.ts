@@ -17,7 +17,6 @@ interface Loaded extends Msg {
   unanswered: number;
   refusedCodes: [string, number][];
   firstSendUs: number;
-  stoppedUs: number;
   ackHist: [number, number][];
   ackedKeys: number[];
 }
@@ -80,7 +79,6 @@ export interface LoadOutcome {
   /** Delivery latency (due time to receipt): per delivery for 1:1, to the last member for fan-out. */
   p50_ms: number;
   p99_ms: number;
-  ack_p50_ms: number;
   ack_p99_ms: number;
   seconds: number;
   refusedCodes: Record<string, number>;
@@ -246,7 +244,6 @@ function tally(plan: LoadPlan, loaded: Loaded[], ledgers: Ledger[]): LoadOutcome
     msgs_per_s: seconds > 0 ? phaseDelivered / seconds : 0,
     p50_ms: p50 / 1000,
     p99_ms: p99 / 1000,
-    ack_p50_ms: acks.percentile(50) / 1000,
     ack_p99_ms: acks.percentile(99) / 1000,
     seconds,
     refusedCodes,

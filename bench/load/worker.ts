@@ -201,7 +201,6 @@ async function runLoad(load: LoadMsg): Promise<void> {
   };
   const startUs = nowUs();
   const endUs = startUs + load.durationMs * 1000;
-  let firstSendUs = startUs;
   if (load.mode === 'saturate') {
     await new Promise<void>((resolve) => {
       const fill = () => {
@@ -228,7 +227,6 @@ async function runLoad(load: LoadMsg): Promise<void> {
   } else {
     const perUs = load.rate / 1e6;
     let due = 0;
-    firstSendUs = startUs;
     await new Promise<void>((resolve) => {
       const timer = setInterval(() => {
         const now = Math.min(nowUs(), endUs);
@@ -245,13 +243,12 @@ async function runLoad(load: LoadMsg): Promise<void> {
       }, 1);
     });
   }
-  const stoppedUs = nowUs();
   // Drain: wait for every send to be acked or refused (bounded).
   const drainDeadline = Date.now() + 30_000;
   while (inFlight.size > 0 && Date.now() < drainDeadline) await new Promise((r) => setTimeout(r, 20));
   reply({
     type: 'loaded', sent, acked, refused, unanswered: inFlight.size, refusedCodes: [...refusedCodes],
-    firstSendUs, stoppedUs, ackHist: ackLatency.entries(), ackedKeys,
+    firstSendUs: startUs, ackHist: ackLatency.entries(), ackedKeys,
   });
 }
 

@@ -5,7 +5,7 @@ import { machineInfo } from '../lib/machine.js';
 import type { BenchResult, SystemResult } from '../lib/result.js';
 import { startEmbeddedLonglink, startLonglinkCluster } from '../lib/systems.js';
 import { p2pPlan } from './p2p.js';
-import { goal, measure, messageFields, profileDir, ratio, withSystem, type Options } from './common.js';
+import { goal, ledgerGoals, measure, messageFields, profileDir, ratio, withSystem, type Options } from './common.js';
 
 export async function clusterP2p(o: Options): Promise<BenchResult> {
   const users = o.connections ?? 2000;
@@ -35,8 +35,7 @@ export async function clusterP2p(o: Options): Promise<BenchResult> {
     results,
     ratios,
     goals: [
-      goal('cluster lost = 0', c.lost ?? NaN, 0, true),
-      goal('cluster duplicated = 0', c.duplicated ?? NaN, 0, true),
+      ...ledgerGoals('cluster', c),
       goal('cluster throughput >= 0.5x embedded', ratios['cluster/embedded msgs_per_s'], 0.5),
     ],
     chart: {

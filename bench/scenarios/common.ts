@@ -58,6 +58,7 @@ export async function measure(
     }
     const serverCpuPct = ((totalCpu(sys) - cpu0) / ((Date.now() - t0) / 1000)) * 100;
     progress(`${sys.name}: ${Math.round(outcome.msgs_per_s)} msg/s, p99 ${outcome.p99_ms.toFixed(2)} ms, lost ${outcome.lost}, duplicated ${outcome.duplicated}`);
+    if (outcome.refused > 0) progress(`${sys.name}: refused ${JSON.stringify(outcome.refusedCodes)}`, true);
     await fleet.close();
     return { outcome, serverCpuPct };
   } finally {
@@ -85,6 +86,12 @@ export function messageFields(m: Measured): SystemResult {
 
 export function goal(name: string, actual: number, target: number, atMost = false): Goal {
   return { name, actual, target, met: Number.isFinite(actual) && (atMost ? actual <= target : actual >= target) };
+}
+
+/** The ledger's goals for some systems together: nothing acked lost, nothing delivered twice. */
+export function ledgerGoals(label: string, ...results: SystemResult[]): Goal[] {
+  const total = (field: 'lost' | 'duplicated') => results.reduce((s, r) => s + (r[field] ?? NaN), 0);
+  return [goal(`${label} lost = 0`, total('lost'), 0, true), goal(`${label} duplicated = 0`, total('duplicated'), 0, true)];
 }
 
 export function ratio(a: number | undefined, b: number | undefined): number {

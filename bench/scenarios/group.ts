@@ -7,7 +7,7 @@ import type { BenchResult, SystemResult } from '../lib/result.js';
 import { startBaseline, startEmbeddedLonglink } from '../lib/systems.js';
 import { createGroup } from '../lib/longlink-setup.js';
 import type { LoadPlan } from '../lib/fleet.js';
-import { PAYLOAD_BYTES, goal, measure, messageFields, profileDir, ratio, seconds, withSystem, type Options } from './common.js';
+import { PAYLOAD_BYTES, goal, ledgerGoals, measure, messageFields, profileDir, ratio, seconds, withSystem, type Options } from './common.js';
 
 const SENDERS = 4;
 
@@ -58,8 +58,7 @@ export async function group(o: Options): Promise<BenchResult> {
     results,
     ratios,
     goals: [
-      goal('longlink lost = 0', ll.lost ?? NaN, 0, true),
-      goal('longlink duplicated = 0', ll.duplicated ?? NaN, 0, true),
+      ...ledgerGoals('longlink', ll),
       goal('deliveries/s >= 1.0x the raw loop', ratios['longlink/raw-ws msgs_per_s'], 1),
       goal('p99 to the last member <= the raw loop\'s', ratios['longlink/raw-ws p99_ms'], 1, true),
     ],

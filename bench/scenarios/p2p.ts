@@ -8,7 +8,7 @@ import { machineInfo } from '../lib/machine.js';
 import type { BenchResult, SystemResult } from '../lib/result.js';
 import { startBaseline, startEmbeddedLonglink } from '../lib/systems.js';
 import type { LoadPlan } from '../lib/fleet.js';
-import { PAYLOAD_BYTES, goal, measure, messageFields, profileDir, ratio, seconds, withSystem, type Options } from './common.js';
+import { PAYLOAD_BYTES, goal, ledgerGoals, measure, messageFields, profileDir, ratio, seconds, withSystem, type Options } from './common.js';
 
 export function p2pPlan(o: Options, users: number): LoadPlan {
   return {
@@ -41,8 +41,7 @@ export async function p2p(o: Options): Promise<BenchResult> {
     'longlink/socketio p99_ms': ratio(ll.p99_ms, results.socketio.p99_ms),
   };
   const goals = [
-    goal('longlink lost = 0', ll.lost ?? NaN, 0, true),
-    goal('longlink duplicated = 0', ll.duplicated ?? NaN, 0, true),
+    ...ledgerGoals('longlink', ll),
   ];
   if (o.rate) {
     goals.push(goal(`p99 at ${o.rate} msg/s <= 5 ms`, ll.p99_ms ?? NaN, 5, true));

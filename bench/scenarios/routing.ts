@@ -8,7 +8,7 @@ import { machineInfo } from '../lib/machine.js';
 import type { BenchResult, SystemResult } from '../lib/result.js';
 import { startLonglinkCluster } from '../lib/systems.js';
 import { p2pPlan } from './p2p.js';
-import { goal, measure, messageFields, profileDir, ratio, withSystem, type Options } from './common.js';
+import { goal, ledgerGoals, measure, messageFields, profileDir, ratio, withSystem, type Options } from './common.js';
 
 export async function routing(o: Options): Promise<BenchResult> {
   const gateways = o.gateways ?? 4;
@@ -44,8 +44,7 @@ export async function routing(o: Options): Promise<BenchResult> {
     'targeted/broadcast bus_msgs_read_per_delivery': ratio(t.bus_msgs_read_per_delivery, b.bus_msgs_read_per_delivery),
   };
   const goals = [
-    goal('lost = 0 (both modes)', (b.lost ?? NaN) + (t.lost ?? NaN), 0, true),
-    goal('duplicated = 0 (both modes)', (b.duplicated ?? NaN) + (t.duplicated ?? NaN), 0, true),
+    ...ledgerGoals('both modes', b, t),
     goal('targeted bus reads per delivery <= ~1', t.bus_reads_per_delivery ?? NaN, 1.1, true),
   ];
   if (gateways >= 8) goals.push(goal('targeted throughput >= 2x broadcast at 8 gateways', ratios['targeted/broadcast msgs_per_s'], 2));
