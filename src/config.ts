@@ -18,6 +18,22 @@ export interface Limits {
   maxOutboundBytes: number;
   /** Largest group, owner included. @default 20000 */
   maxGroupMembers: number;
+  /** Messages (sends) per second per user, all its connections on one gateway together. @default 100 */
+  userMessagesPerSecond: number;
+  /** Connections one user may hold at once, cluster-wide. @default 20 */
+  maxConnectionsPerUser: number;
+  /** Login attempts per client address per minute, per gateway (failed and successful). @default 60 */
+  loginAttemptsPerMinute: number;
+}
+
+/** Who may see a user's presence: anyone logged in, or only users sharing a conversation (1:1 or group) with them. */
+export type PresenceVisibility = 'all' | 'contacts';
+
+export interface TlsFiles {
+  /** PEM certificate chain. */
+  certFile: string;
+  /** PEM private key. */
+  keyFile: string;
 }
 
 export interface ServerConfig {
@@ -28,6 +44,11 @@ export interface ServerConfig {
   dataDir: string;
   adminKey: string;
   tokenSecret: string;
+  /**
+   * Earlier token secrets still accepted at login (secret rotation): tokens
+   * are signed with tokenSecret and verified with it or any of these.
+   */
+  previousTokenSecrets: string[];
   /** True when the admin key was generated at start (the quick start prints it). */
   generatedAdminKey: boolean;
   tokenTtlSeconds: number;
@@ -63,8 +84,17 @@ export interface ServerConfig {
    * dev secrets, and cluster roles never.
    */
   devLogin?: boolean;
+  /** TLS for the TCP gateway (tls://) and the HTTP port (https, wss). Off when unset. */
+  tls?: TlsFiles;
+  /** Who may query or watch a user's presence. @default 'all' */
+  presenceVisibility: PresenceVisibility;
+  /** Log level: fatal, error, warn, info, debug, trace or silent. @default 'info' */
+  logLevel: LogLevel;
   limits: Limits;
 }
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export class ConfigError extends Error {}
 
@@ -123,6 +153,16 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
   if (loginPolicy !== 'multi' && loginPolicy !== 'platform' && loginPolicy !== 'single') {
     throw new ConfigError('LONGLINK_LOGIN_POLICY must be multi, platform or single');
   }
+  const previousRaw = pick(flags, env, 'previous-token-secrets');
+  const previousTokenSecrets = previousRaw ? previousRaw.split(',').map((x) => x.trim()).filter((x) => x !== '') : [];
+  if (previousTokenSecrets.some((x) => x.length < 16)) throw new ConfigError('every LONGLINK_PREVIOUS_TOKEN_SECRETS entry must be at least 16 characters');
+  const certFile = pick(flags, env, 'tls-cert');
+  const keyFile = pick(flags, env, 'tls-key');
+  if (Boolean(certFile) !== Boolean(keyFile)) throw new ConfigError('LONGLINK_TLS_CERT and LONGLINK_TLS_KEY go together');
+  const presenceVisibility = pick(flags, env, 'presence-visibility') ?? 'all';
+  if (presenceVisibility !== 'all' && presenceVisibility !== 'contacts') throw new ConfigError('LONGLINK_PRESENCE_VISIBILITY must be all or contacts');
+  const logLevel = pick(flags, env, 'log-level') ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`LONGLINK_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   const routing = pick(flags, env, 'routing') ?? 'targeted';
   if (routing !== 'targeted' && routing !== 'broadcast') throw new ConfigError('LONGLINK_ROUTING must be targeted or broadcast');
   return {
@@ -133,6 +173,7 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     dataDir,
     adminKey: adminKeyRaw ?? randomBytes(24).toString('base64url'),
     tokenSecret: secretRaw ?? randomBytes(32).toString('base64url'),
+    previousTokenSecrets,
     generatedAdminKey: adminKeyRaw === undefined,
     tokenTtlSeconds: int(flags, env, 'token-ttl', 86400, 10, 90 * 86400),
     loginTimeoutMs: int(flags, env, 'login-timeout-ms', 10_000, 100, 600_000),
@@ -150,6 +191,9 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     nodeTtlMs: int(flags, env, 'node-ttl-ms', 15_000, 500, 600_000),
     postgresPool: int(flags, env, 'postgres-pool', 10, 1, 1000),
     devLogin: bool(flags, env, 'dev-login'),
+    tls: certFile && keyFile ? { certFile: resolve(certFile), keyFile: resolve(keyFile) } : undefined,
+    presenceVisibility,
+    logLevel: logLevel as LogLevel,
     limits: {
       maxFrameBytes: int(flags, env, 'max-frame-bytes', DEFAULT_MAX_FRAME_BYTES, 1024, 16 * 1024 * 1024),
       maxTextBytes: int(flags, env, 'max-text-bytes', 16 * 1024, 1, 16 * 1024 * 1024),
@@ -157,6 +201,9 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
       rateBurst: int(flags, env, 'rate-burst', 400, 1, 1_000_000),
       maxOutboundBytes: int(flags, env, 'max-outbound-bytes', 4 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
       maxGroupMembers: int(flags, env, 'max-group-members', 20_000, 2, 1_000_000),
+      userMessagesPerSecond: int(flags, env, 'user-messages-per-second', 100, 1, 1_000_000),
+      maxConnectionsPerUser: int(flags, env, 'max-connections-per-user', 20, 1, 100_000),
+      loginAttemptsPerMinute: int(flags, env, 'login-attempts-per-minute', 60, 1, 1_000_000),
     },
   };
 }

@@ -14,6 +14,7 @@ const RECONNECTABLE = new Set<ErrorCode>([
   ErrorCode.UNAVAILABLE,
   ErrorCode.BAD_FRAME,
   ErrorCode.FRAME_TOO_LARGE,
+  ErrorCode.LOGIN_THROTTLED,
 ]);
 
 export function shouldReconnect(code: ErrorCode): boolean {

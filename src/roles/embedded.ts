@@ -34,7 +34,7 @@ export interface EmbeddedOptions {
 }
 
 export async function startEmbedded(config: ServerConfig, options: EmbeddedOptions = {}): Promise<RunningServer> {
-  const tokens = new TokenService(config.tokenSecret);
+  const tokens = new TokenService(config.tokenSecret, config.previousTokenSecrets);
   const bus = new MemoryBus();
   const sessions = new MemorySessions();
   const registry = new MemoryRegistry();

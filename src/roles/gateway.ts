@@ -28,7 +28,7 @@ export async function startGateway(config: ServerConfig): Promise<RunningGateway
   // users out, and come back before the reaper noticed: those sessions are ghosts.
   const stale = await sessions.dropNode(config.nodeId);
   if (stale > 0) console.log(`[gateway] dropped ${stale} sessions left by a previous ${config.nodeId}`);
-  const tokens = new TokenService(config.tokenSecret);
+  const tokens = new TokenService(config.tokenSecret, config.previousTokenSecrets);
   const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens });
   const closeEngines = async () => {
     await bus.close();

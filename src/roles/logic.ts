@@ -26,7 +26,7 @@ export async function startLogic(config: ServerConfig): Promise<RunningLogic> {
   const postgresUrl = requireUrl(config.postgresUrl, 'longlink logic needs LONGLINK_POSTGRES_URL (or --postgres-url)');
   const store = await PostgresStore.open({ url: postgresUrl, poolSize: config.postgresPool });
   const { bus, sessions, registry } = redisEngines(config, 'logic');
-  const tokens = new TokenService(config.tokenSecret);
+  const tokens = new TokenService(config.tokenSecret, config.previousTokenSecrets);
   const logic = new Logic(logicOptions(config), { bus, sessions, registry, store });
   const api = new HttpApi({ nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds }, {
     tokens, registry, bus, logic,

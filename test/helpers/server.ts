@@ -36,7 +36,7 @@ export async function startTestServer(overrides: Record<string, string> = {}, da
     ...overrides,
   }, {});
   const server = await startEmbedded(config, options);
-  const tokens = new TokenService(config.tokenSecret);
+  const tokens = new TokenService(config.tokenSecret, config.previousTokenSecrets);
   return {
     ...server,
     config,
