@@ -49,6 +49,8 @@ export interface LogicOptions {
   receiptFanoutMaxMembers?: number;
   /** How pushes find gateways (see fanout.ts). @default 'targeted' */
   routing?: Routing;
+  /** Who may query or watch a user's presence: anyone, or users sharing a conversation with them. @default 'all' */
+  presenceVisibility?: 'all' | 'contacts';
 }
 
 export interface LogicDeps {

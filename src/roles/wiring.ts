@@ -29,6 +29,7 @@ export function logicOptions(config: ServerConfig): LogicOptions {
     maxGroupMembers: config.limits.maxGroupMembers,
     recallWindowMs: config.recallWindowMs,
     routing: config.routing,
+    presenceVisibility: config.presenceVisibility,
   };
 }
 
