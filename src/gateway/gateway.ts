@@ -3,6 +3,7 @@
 // business rules: authenticated requests go up the bus to logic, and what
 // comes down is written to the connections it names.
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Server as HttpServer, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
@@ -126,16 +127,24 @@ export class Gateway {
     this.markStarted();
   }
 
-  /** Listen for TCP clients; `publicHost` is the host written into the announced address. */
-  listenTcp(port: number, host: string, publicHost = host): Promise<net.AddressInfo> {
-    const server = net.createServer((socket) => this.accept(new TcpTransport(socket, this.options.maxFrameBytes)));
+  /**
+   * Listen for TCP clients (TLS when `secure` holds a certificate and key: the
+   * address becomes tls://); `publicHost` is the host written into the announced address.
+   */
+  listenTcp(port: number, host: string, publicHost = host, secure?: tls.SecureContextOptions): Promise<net.AddressInfo> {
+    const onSocket = (socket: net.Socket) => this.accept(new TcpTransport(socket, this.options.maxFrameBytes));
+    const server: net.Server = secure
+      ? tls.createServer({ ...secure, handshakeTimeout: this.options.loginTimeoutMs }, onSocket)
+      : net.createServer(onSocket);
     server.on('error', (err) => console.error('[gateway] tcp server error', err));
+    // A failed TLS handshake (plain bytes, bad client hello) is the client's problem: drop the socket.
+    server.on('tlsClientError', (_err: Error, socket: tls.TLSSocket) => socket.destroy());
     this.tcpServer = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen({ port, host, backlog: 4096 }, () => {
         const address = server.address() as net.AddressInfo;
-        this.publicTcpUrl = `tcp://${publicHost}:${address.port}`;
+        this.publicTcpUrl = `${secure ? 'tls' : 'tcp'}://${publicHost}:${address.port}`;
         resolve(address);
       });
     });

@@ -11,7 +11,7 @@ import { SqliteStore } from '../engines/store-sqlite.js';
 import { Gateway } from '../gateway/gateway.js';
 import { Logic } from '../logic/logic.js';
 import { HttpApi } from '../logic/http-api.js';
-import { closeHttp, listenHttp } from './http-server.js';
+import { closeHttp, listenHttp, loadTls } from './http-server.js';
 import { gatewayOptions, logicOptions } from './wiring.js';
 import { defaultWebRoot, devLoginEnabled, staticFiles } from './web.js';
 
@@ -34,6 +34,7 @@ export interface EmbeddedOptions {
 }
 
 export async function startEmbedded(config: ServerConfig, options: EmbeddedOptions = {}): Promise<RunningServer> {
+  const tls = loadTls(config.tls);
   const tokens = new TokenService(config.tokenSecret, config.previousTokenSecrets);
   const bus = new MemoryBus();
   const sessions = new MemorySessions();
@@ -50,12 +51,12 @@ export async function startEmbedded(config: ServerConfig, options: EmbeddedOptio
   const { server, port: httpPort } = await listenHttp((req, res) => {
     if (web.handles(req)) web.serve(req, res);
     else api.handle(req, res);
-  }, config.httpPort, config.host);
-  const wsUrl = `ws://${config.publicHost}:${httpPort}/ws`;
+  }, config.httpPort, config.host, tls);
+  const wsUrl = `${tls ? 'wss' : 'ws'}://${config.publicHost}:${httpPort}/ws`;
   gateway.attachWebSocket(server, wsUrl);
   let tcpPort: number;
   try {
-    tcpPort = (await gateway.listenTcp(config.tcpPort, config.host, config.publicHost)).port;
+    tcpPort = (await gateway.listenTcp(config.tcpPort, config.host, config.publicHost, tls)).port;
   } catch (err) {
     server.close();
     await store.close();
@@ -69,8 +70,8 @@ export async function startEmbedded(config: ServerConfig, options: EmbeddedOptio
     nodeId: config.nodeId,
     httpPort,
     tcpPort,
-    httpUrl: `http://${config.host}:${httpPort}`,
-    tcpUrl: `tcp://${config.host}:${tcpPort}`,
+    httpUrl: `${tls ? 'https' : 'http'}://${config.host}:${httpPort}`,
+    tcpUrl: `${tls ? 'tls' : 'tcp'}://${config.host}:${tcpPort}`,
     wsUrl,
     gateway,
     busCounters: bus.counters,

@@ -7,7 +7,7 @@ import type { ServerConfig } from '../config.js';
 import type { BusCounters } from '../engines/bus.js';
 import { TokenService } from '../auth/tokens.js';
 import { Gateway } from '../gateway/gateway.js';
-import { closeHttp, listenHttp, sendJson } from './http-server.js';
+import { closeHttp, listenHttp, loadTls, sendJson } from './http-server.js';
 import { gatewayOptions, redisEngines } from './wiring.js';
 
 export interface RunningGateway {
@@ -23,6 +23,7 @@ export interface RunningGateway {
 }
 
 export async function startGateway(config: ServerConfig): Promise<RunningGateway> {
+  const tls = loadTls(config.tls);
   const { bus, sessions, registry } = redisEngines(config, 'gateway');
   // A previous process with this node id may have died without logging its
   // users out, and come back before the reaper noticed: those sessions are ghosts.
@@ -45,15 +46,15 @@ export async function startGateway(config: ServerConfig): Promise<RunningGateway
   let http: Awaited<ReturnType<typeof listenHttp>>;
   let tcpPort: number;
   try {
-    http = await listenHttp(handle, config.httpPort, config.host);
+    http = await listenHttp(handle, config.httpPort, config.host, tls);
   } catch (err) {
     await closeEngines();
     throw err;
   }
-  const wsUrl = `ws://${config.publicHost}:${http.port}/ws`;
+  const wsUrl = `${tls ? 'wss' : 'ws'}://${config.publicHost}:${http.port}/ws`;
   gateway.attachWebSocket(http.server, wsUrl);
   try {
-    tcpPort = (await gateway.listenTcp(config.tcpPort, config.host, config.publicHost)).port;
+    tcpPort = (await gateway.listenTcp(config.tcpPort, config.host, config.publicHost, tls)).port;
   } catch (err) {
     await closeHttp(http.server);
     await closeEngines();
@@ -66,7 +67,7 @@ export async function startGateway(config: ServerConfig): Promise<RunningGateway
     nodeId: config.nodeId,
     httpPort: http.port,
     tcpPort,
-    tcpUrl: `tcp://${config.publicHost}:${tcpPort}`,
+    tcpUrl: `${tls ? 'tls' : 'tcp'}://${config.publicHost}:${tcpPort}`,
     wsUrl,
     gateway,
     busCounters: bus.counters,

@@ -1,10 +1,28 @@
-// The HTTP server every role listens with: request timeouts, and a plain 400
-// (never a crash) for bytes that are not HTTP.
+// The HTTP server every role listens with: request timeouts, a plain 400
+// (never a crash) for bytes that are not HTTP, and TLS (https, wss) when the
+// configuration names a certificate and key.
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { SecureContextOptions } from 'node:tls';
+import { ConfigError, type TlsFiles } from '../config.js';
 
-export async function listenHttp(handler: http.RequestListener, port: number, host: string): Promise<{ server: http.Server; port: number }> {
-  const server = http.createServer(handler);
+/** The certificate and key the configuration names, read once at start. */
+export function loadTls(files: TlsFiles | undefined): SecureContextOptions | undefined {
+  if (!files) return undefined;
+  try {
+    return { cert: readFileSync(files.certFile), key: readFileSync(files.keyFile) };
+  } catch (err) {
+    throw new ConfigError(`cannot read the TLS certificate or key: ${(err as Error).message}`);
+  }
+}
+
+export async function listenHttp(
+  handler: http.RequestListener, port: number, host: string, tls?: SecureContextOptions,
+): Promise<{ server: http.Server; port: number }> {
+  // https.Server extends tls.Server, not http.Server, but serves the same request and upgrade events.
+  const server = tls ? (https.createServer({ ...tls }, handler) as unknown as http.Server) : http.createServer(handler);
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   server.on('clientError', (_err, socket) => {

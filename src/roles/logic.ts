@@ -9,7 +9,7 @@ import { PostgresStore } from '../engines/store-postgres.js';
 import { Logic } from '../logic/logic.js';
 import { HttpApi } from '../logic/http-api.js';
 import { Reaper } from '../logic/reaper.js';
-import { closeHttp, listenHttp } from './http-server.js';
+import { closeHttp, listenHttp, loadTls } from './http-server.js';
 import { logicOptions, redisEngines, requireUrl } from './wiring.js';
 
 export interface RunningLogic {
@@ -23,6 +23,7 @@ export interface RunningLogic {
 }
 
 export async function startLogic(config: ServerConfig): Promise<RunningLogic> {
+  const tls = loadTls(config.tls);
   const postgresUrl = requireUrl(config.postgresUrl, 'longlink logic needs LONGLINK_POSTGRES_URL (or --postgres-url)');
   const store = await PostgresStore.open({ url: postgresUrl, poolSize: config.postgresPool });
   const { bus, sessions, registry } = redisEngines(config, 'logic');
@@ -41,7 +42,7 @@ export async function startLogic(config: ServerConfig): Promise<RunningLogic> {
 
   let http: Awaited<ReturnType<typeof listenHttp>>;
   try {
-    http = await listenHttp(api.handle, config.httpPort, config.host);
+    http = await listenHttp(api.handle, config.httpPort, config.host, tls);
   } catch (err) {
     await closeEngines();
     throw err;
@@ -53,7 +54,7 @@ export async function startLogic(config: ServerConfig): Promise<RunningLogic> {
   return {
     nodeId: config.nodeId,
     httpPort: http.port,
-    httpUrl: `http://${config.publicHost}:${http.port}`,
+    httpUrl: `${tls ? 'https' : 'http'}://${config.publicHost}:${http.port}`,
     logic,
     busCounters: bus.counters,
     async stop() {
