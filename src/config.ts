@@ -18,11 +18,11 @@ export interface Limits {
   maxOutboundBytes: number;
   /** Largest group, owner included. @default 20000 */
   maxGroupMembers: number;
-  /** Messages (sends) per second per user, all its connections on one gateway together. @default 100 */
+  /** Messages (sends) per second per user, all its connections on one gateway together. @default 200 */
   userMessagesPerSecond: number;
   /** Connections one user may hold at once, cluster-wide. @default 20 */
   maxConnectionsPerUser: number;
-  /** Login attempts per client address per minute, per gateway (failed and successful). @default 60 */
+  /** Failed logins per client address per minute, per gateway; past it, that address's logins are refused for the rest of the minute. @default 60 */
   loginAttemptsPerMinute: number;
 }
 
@@ -49,6 +49,13 @@ export interface ServerConfig {
    * are signed with tokenSecret and verified with it or any of these.
    */
   previousTokenSecrets: string[];
+  /**
+   * A file of token secrets, one per line, the first signing: when set, it
+   * replaces tokenSecret/previousTokenSecrets and is followed, so a rotation
+   * (write the new secret first, keep the old one below it until its tokens
+   * expire) needs no restart and drops no connection.
+   */
+  tokenSecretsFile?: string;
   /** True when the admin key was generated at start (the quick start prints it). */
   generatedAdminKey: boolean;
   tokenTtlSeconds: number;
@@ -88,6 +95,8 @@ export interface ServerConfig {
   tls?: TlsFiles;
   /** Who may query or watch a user's presence. @default 'all' */
   presenceVisibility: PresenceVisibility;
+  /** Bearer key GET /metrics asks for; open when unset (serve the ports on an internal network). */
+  metricsKey?: string;
   /** Log level: fatal, error, warn, info, debug, trace or silent. @default 'info' */
   logLevel: LogLevel;
   limits: Limits;
@@ -156,11 +165,14 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
   const previousRaw = pick(flags, env, 'previous-token-secrets');
   const previousTokenSecrets = previousRaw ? previousRaw.split(',').map((x) => x.trim()).filter((x) => x !== '') : [];
   if (previousTokenSecrets.some((x) => x.length < 16)) throw new ConfigError('every LONGLINK_PREVIOUS_TOKEN_SECRETS entry must be at least 16 characters');
+  const secretsFile = pick(flags, env, 'token-secrets-file') || undefined;
   const certFile = pick(flags, env, 'tls-cert');
   const keyFile = pick(flags, env, 'tls-key');
   if (Boolean(certFile) !== Boolean(keyFile)) throw new ConfigError('LONGLINK_TLS_CERT and LONGLINK_TLS_KEY go together');
   const presenceVisibility = pick(flags, env, 'presence-visibility') ?? 'all';
   if (presenceVisibility !== 'all' && presenceVisibility !== 'contacts') throw new ConfigError('LONGLINK_PRESENCE_VISIBILITY must be all or contacts');
+  const metricsKey = pick(flags, env, 'metrics-key') || undefined;
+  if (metricsKey !== undefined && metricsKey.length < 16) throw new ConfigError('LONGLINK_METRICS_KEY must be at least 16 characters');
   const logLevel = pick(flags, env, 'log-level') ?? 'info';
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`LONGLINK_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   const routing = pick(flags, env, 'routing') ?? 'targeted';
@@ -174,6 +186,7 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     adminKey: adminKeyRaw ?? randomBytes(24).toString('base64url'),
     tokenSecret: secretRaw ?? randomBytes(32).toString('base64url'),
     previousTokenSecrets,
+    tokenSecretsFile: secretsFile ? resolve(secretsFile) : undefined,
     generatedAdminKey: adminKeyRaw === undefined,
     tokenTtlSeconds: int(flags, env, 'token-ttl', 86400, 10, 90 * 86400),
     loginTimeoutMs: int(flags, env, 'login-timeout-ms', 10_000, 100, 600_000),
@@ -193,6 +206,7 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     devLogin: bool(flags, env, 'dev-login'),
     tls: certFile && keyFile ? { certFile: resolve(certFile), keyFile: resolve(keyFile) } : undefined,
     presenceVisibility,
+    metricsKey,
     logLevel: logLevel as LogLevel,
     limits: {
       maxFrameBytes: int(flags, env, 'max-frame-bytes', DEFAULT_MAX_FRAME_BYTES, 1024, 16 * 1024 * 1024),
@@ -201,7 +215,7 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
       rateBurst: int(flags, env, 'rate-burst', 400, 1, 1_000_000),
       maxOutboundBytes: int(flags, env, 'max-outbound-bytes', 4 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
       maxGroupMembers: int(flags, env, 'max-group-members', 20_000, 2, 1_000_000),
-      userMessagesPerSecond: int(flags, env, 'user-messages-per-second', 100, 1, 1_000_000),
+      userMessagesPerSecond: int(flags, env, 'user-messages-per-second', 200, 1, 1_000_000),
       maxConnectionsPerUser: int(flags, env, 'max-connections-per-user', 20, 1, 100_000),
       loginAttemptsPerMinute: int(flags, env, 'login-attempts-per-minute', 60, 1, 1_000_000),
     },

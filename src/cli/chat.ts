@@ -4,10 +4,10 @@
 // message per line (how the tests drive it) and prints plain lines.
 import * as readline from 'node:readline';
 import {
-  createClient, directConversationId, gatewayPicker, requestToken, LonglinkError,
+  createClient, directConversationId, LonglinkError,
   type ChatMessage, type ClientState, type ConversationInfo, type LonglinkClient, type SendResult, type TimelineEventData,
 } from '../client/index.js';
-import { clientFlags, type ClientFlags } from './client-commands.js';
+import { clientFlags, connectOptions, type ClientFlags } from './client-commands.js';
 
 /** Messages per history page (on /open and /more). */
 const PAGE = 20;
@@ -104,12 +104,7 @@ class Chat {
   constructor(private readonly f: ClientFlags) {
     this.me = f.user;
     this.tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
-    this.client = createClient({
-      url: f.gateway ?? gatewayPicker(f.server, f.transport),
-      autoSync: true,
-      clientVersion: 'longlink-chat',
-      token: async () => (await requestToken(f.server, f.adminKey, { user_id: f.user, device_id: f.device, platform: 'cli' })).token,
-    });
+    this.client = createClient({ ...connectOptions(f), autoSync: true, clientVersion: 'longlink-chat' });
   }
 
   async run(): Promise<number> {

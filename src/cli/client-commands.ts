@@ -1,8 +1,9 @@
 // Client subcommands (listen, send), built on the SDK.
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import {
-  createClient, gatewayPicker, requestToken, LonglinkError, errorName,
-  type LonglinkClient, type ChatMessage, type GroupInfo,
+  createClient, gatewayPicker, nodeFetch, requestToken, LonglinkError, errorName,
+  type LonglinkClient, type ChatMessage, type GroupInfo, type HttpOptions, type NodeClientOptions,
 } from '../client/index.js';
 import { exitAfterFlush } from './exit.js';
 
@@ -13,6 +14,8 @@ export interface ClientFlags {
   device: string;
   transport: 'tcp' | 'ws';
   gateway?: string;
+  /** The CA certificates (PEM) of --ca / LONGLINK_CA, trusted for https, tls and wss instead of Node's default roots. */
+  ca?: Buffer;
 }
 
 export function clientFlags(flags: Record<string, string | undefined>, defaultDevice: string): ClientFlags {
@@ -29,19 +32,40 @@ export function clientFlags(flags: Record<string, string | undefined>, defaultDe
     device: flags.device ?? defaultDevice,
     transport,
     gateway: flags.gateway,
+    ca: readCa(flags.ca ?? process.env.LONGLINK_CA),
   };
+}
+
+function readCa(file: string | undefined): Buffer | undefined {
+  if (!file) return undefined;
+  let pem: Buffer;
+  try {
+    pem = readFileSync(file);
+  } catch (err) {
+    throw new UsageError(`cannot read the CA file ${file}: ${(err as Error).message}`);
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new UsageError(`${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  return pem;
 }
 
 export class UsageError extends Error {}
 
+/**
+ * What every client command connects with: the gateway (--gateway, or one the
+ * API picks on every (re)connect), a fresh token from the API, and the CA to
+ * trust for https, tls and wss (--ca).
+ */
+export function connectOptions(f: ClientFlags): Pick<NodeClientOptions, 'url' | 'token' | 'ca'> {
+  const http: HttpOptions = f.ca ? { fetch: nodeFetch({ ca: f.ca }) } : {};
+  return {
+    url: f.gateway ?? gatewayPicker(f.server, f.transport, http),
+    token: async () => (await requestToken(f.server, f.adminKey, { user_id: f.user, device_id: f.device, platform: 'cli' }, http)).token,
+    ca: f.ca,
+  };
+}
+
 async function connect(f: ClientFlags, autoSync: boolean): Promise<LonglinkClient> {
-  const client = createClient({
-    // --gateway pins one gateway; otherwise the API picks a live one on every (re)connect.
-    url: f.gateway ?? gatewayPicker(f.server, f.transport),
-    autoSync,
-    clientVersion: 'longlink-cli',
-    token: async () => (await requestToken(f.server, f.adminKey, { user_id: f.user, device_id: f.device, platform: 'cli' })).token,
-  });
+  const client = createClient({ ...connectOptions(f), autoSync, clientVersion: 'longlink-cli' });
   client.on('kick', (err) => console.error(JSON.stringify({ type: 'kick', code: err.codeName, reason: err.message })));
   client.on('error', (err) => console.error(JSON.stringify({ type: 'error', code: err.codeName, message: err.message })));
   await client.connect();

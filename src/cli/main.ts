@@ -33,9 +33,12 @@ const USAGE = `usage: longlink <command> [flags]
   conversations --user U        one JSON line per conversation, with unread and last
   read --user U --conversation C [--seq N]            mark read up to the latest (or N)
   chat --user U [--device D]    interactive terminal chat: /list, /open, type to send (/help inside)
-client commands: --server http://HOST:PORT (default http://127.0.0.1:8080),
-  --transport tcp|ws, --gateway tcp://HOST:PORT|ws://HOST:PORT/ws,
-  admin key from LONGLINK_ADMIN_KEY.`;
+client commands: --server http(s)://HOST:PORT (default http://127.0.0.1:8080, or LONGLINK_SERVER),
+  --transport tcp|ws, --gateway tcp://HOST:PORT|tls://HOST:PORT|ws://HOST:PORT/ws|wss://HOST:PORT/ws,
+  --ca FILE (or LONGLINK_CA): trust this CA (PEM) for https, tls and wss instead of the system's roots,
+  admin key from LONGLINK_ADMIN_KEY.
+TLS (every server role): --tls-cert FILE --tls-key FILE (or LONGLINK_TLS_CERT / LONGLINK_TLS_KEY), PEM:
+  https and wss on the HTTP port, tls:// on the TCP port.`;
 
 async function main(argv: string[]): Promise<number | undefined> {
   const { command, flags, positionals } = parseArgs(argv, new Set(['help']));

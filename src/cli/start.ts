@@ -6,6 +6,7 @@ import { ConfigError, loadServerConfig, type ServerConfig } from '../config.js';
 import { startEmbedded } from '../roles/embedded.js';
 import { startGateway } from '../roles/gateway.js';
 import { startLogic } from '../roles/logic.js';
+import { log } from '../observability/log.js';
 
 /**
  * The quick start needs no secrets set: it makes a dev admin key and token
@@ -72,16 +73,16 @@ function stopOnSignals(server: { stop(): Promise<void> }): void {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    console.log(`${signal}: stopping`);
+    log.info({ signal }, 'stopping');
     const force = setTimeout(() => process.exit(1), 10_000);
     force.unref();
     server.stop().then(() => process.exit(0), (err: unknown) => {
-      console.error('stop failed', err);
+      log.error({ err }, 'stop failed');
       process.exit(1);
     });
   };
   // A stray rejection must not take every connection down with it; log it and keep serving.
-  process.on('unhandledRejection', (err) => console.error('[longlink] unhandled rejection', err));
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
 }

@@ -46,7 +46,7 @@ export interface StateDetail {
 
 export interface ClientOptions {
   /**
-   * Gateway URL (tcp://host:port or ws://host:port/ws), or a function that
+   * Gateway URL (tcp:// or tls://host:port, ws:// or wss://host:port/ws), or a function that
    * picks one on every (re)connect, told which URL just failed or was lost so
    * it can choose another gateway (see `gatewayPicker`).
    */

@@ -12,4 +12,6 @@ export {
   LonglinkError, ErrorCode, errorName, directConversationId,
   type ChatMessage, type TimelineEventData, type GroupRoleName,
 } from '../protocol/index.js';
-export { requestToken, listGateways, gatewayPicker, type TokenResponse, type GatewayInfo } from './http.js';
+export {
+  requestToken, listGateways, gatewayPicker, type TokenResponse, type GatewayInfo, type HttpOptions, type HttpFetch,
+} from './http.js';

@@ -1,6 +1,18 @@
 // The HTTP side of the client: tokens (with the admin key, for tools and
 // trusted backends) and gateway discovery. Uses fetch, so Node and browsers alike.
 import { LonglinkError, ErrorCode } from '../protocol/index.js';
+import { failureText } from './net-errors.js';
+
+/** The part of `fetch` these calls use. */
+export type HttpFetch = (url: string, init?: RequestInit) => Promise<Response>;
+
+export interface HttpOptions {
+  /**
+   * The fetch to call the API with: in Node, `nodeFetch({ ca })` trusts a
+   * private CA for an https:// server. @default globalThis.fetch
+   */
+  fetch?: HttpFetch;
+}
 
 export interface TokenResponse {
   token: string;
@@ -17,12 +29,12 @@ export interface GatewayInfo {
   load: number;
 }
 
-async function call<T>(url: string, init: RequestInit): Promise<T> {
+async function call<T>(url: string, init: RequestInit, options: HttpOptions): Promise<T> {
   let res: Response;
   try {
-    res = await fetch(url, init);
+    res = await (options.fetch ?? fetch)(url, init);
   } catch (err) {
-    throw new LonglinkError(ErrorCode.UNAVAILABLE, `cannot reach ${url}: ${(err as Error).message}`);
+    throw new LonglinkError(ErrorCode.UNAVAILABLE, `cannot reach ${url}: ${failureText(err)}`);
   }
   const body = (await res.json().catch(() => ({}))) as { error?: { code: string; message: string } };
   if (!res.ok) {
@@ -37,16 +49,18 @@ export function requestToken(
   server: string,
   adminKey: string,
   body: { user_id: string; device_id?: string; platform?: string; ttl_seconds?: number },
+  options: HttpOptions = {},
 ): Promise<TokenResponse> {
   return call(`${server.replace(/\/$/, '')}/api/v1/tokens`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${adminKey}` },
     body: JSON.stringify(body),
-  });
+  }, options);
 }
 
-export async function listGateways(server: string): Promise<GatewayInfo[]> {
-  const r = await call<{ gateways: GatewayInfo[] }>(`${server.replace(/\/$/, '')}/api/v1/gateways`, { method: 'GET' });
+/** Live gateways; with TLS on, their URLs are tls:// and wss://. */
+export async function listGateways(server: string, options: HttpOptions = {}): Promise<GatewayInfo[]> {
+  const r = await call<{ gateways: GatewayInfo[] }>(`${server.replace(/\/$/, '')}/api/v1/gateways`, { method: 'GET' }, options);
   return r.gateways;
 }
 
@@ -55,11 +69,12 @@ export async function listGateways(server: string): Promise<GatewayInfo[]> {
  * (re)connect and picks one: of two random gateways the less loaded ("power
  * of two choices", so a crowd reconnecting at once spreads instead of piling
  * onto the one that was least loaded a moment ago), never the one that just
- * failed unless it is the only one.
+ * failed unless it is the only one. `tcp` picks the gateways' tcp:// (or
+ * tls://) URLs, `ws` their ws:// (or wss://) ones.
  */
-export function gatewayPicker(server: string, transport: 'tcp' | 'ws'): (avoid: string | undefined) => Promise<string> {
+export function gatewayPicker(server: string, transport: 'tcp' | 'ws', options: HttpOptions = {}): (avoid: string | undefined) => Promise<string> {
   return async (avoid) => {
-    const urls = (await listGateways(server))
+    const urls = (await listGateways(server, options))
       .map((g) => ({ url: transport === 'tcp' ? g.tcp_url : g.ws_url, load: g.load }))
       .filter((g): g is { url: string; load: number } => typeof g.url === 'string' && g.url !== '');
     if (urls.length === 0) throw new LonglinkError(ErrorCode.UNAVAILABLE, `no live gateway with ${transport} at ${server}`);

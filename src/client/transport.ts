@@ -1,5 +1,5 @@
 // What the client needs from a connection: bytes of whole frames in and out.
-// The Node entry provides TCP and WebSocket (ws); a browser entry provides
+// The Node entry provides TCP, TLS and WebSocket (ws); a browser entry provides
 // the browser's WebSocket.
 
 export interface ClientConnection {
@@ -12,5 +12,8 @@ export interface ConnectionEvents {
   onClose(reason: string): void;
 }
 
-/** Opens a connection to a gateway URL (tcp://host:port or ws://host:port/ws). */
+/**
+ * Opens a connection to a gateway URL (tcp:// or tls://host:port, ws:// or
+ * wss://host:port/ws); rejects, best with a LonglinkError, when it cannot.
+ */
 export type Connector = (url: string, events: ConnectionEvents) => Promise<ClientConnection>;

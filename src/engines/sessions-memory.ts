@@ -3,6 +3,8 @@ import type { SessionInfo, Sessions } from './sessions.js';
 
 export class MemorySessions implements Sessions {
   private readonly byUser = new Map<string, Map<string, SessionInfo>>();
+  /** user → (device or '*' for every device) → revocation time and when to forget it. */
+  private readonly revoked = new Map<string, Map<string, { beforeMs: number; untilMs: number }>>();
 
   async bind(session: SessionInfo): Promise<SessionInfo | undefined> {
     let devices = this.byUser.get(session.userId);
@@ -33,6 +35,35 @@ export class MemorySessions implements Sessions {
     return out;
   }
 
+  async revoke(userId: string, deviceId: string | undefined, beforeMs: number, ttlMs: number): Promise<void> {
+    let entries = this.revoked.get(userId);
+    if (!entries) {
+      entries = new Map();
+      this.revoked.set(userId, entries);
+    }
+    const key = deviceId ?? '*';
+    const old = entries.get(key);
+    entries.set(key, {
+      beforeMs: Math.max(old?.beforeMs ?? 0, beforeMs),
+      untilMs: Math.max(old?.untilMs ?? 0, Date.now() + ttlMs),
+    });
+  }
+
+  async revokedBefore(userId: string, deviceId: string): Promise<number> {
+    const entries = this.revoked.get(userId);
+    if (!entries) return 0;
+    const now = Date.now();
+    let before = 0;
+    for (const key of ['*', deviceId]) {
+      const entry = entries.get(key);
+      if (!entry) continue;
+      if (entry.untilMs <= now) entries.delete(key);
+      else before = Math.max(before, entry.beforeMs);
+    }
+    if (entries.size === 0) this.revoked.delete(userId);
+    return before;
+  }
+
   async nodes(): Promise<string[]> {
     const out = new Set<string>();
     for (const devices of this.byUser.values()) for (const s of devices.values()) out.add(s.node);
@@ -55,5 +86,6 @@ export class MemorySessions implements Sessions {
 
   async close(): Promise<void> {
     this.byUser.clear();
+    this.revoked.clear();
   }
 }

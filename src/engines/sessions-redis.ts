@@ -6,6 +6,8 @@
 //   {p}node-drop:{node}   set: the part of a node's index a running dropNode() is still removing
 //   {p}sess-nodes         set: nodes that may hold sessions (added by bind, removed when a
 //                         dropNode() finds the node's index and drop set both empty)
+//   {p}revoked:{user}     hash: deviceId or '*' (every device) → revocation time, ms;
+//                         expires with the longest token lifetime
 // A set member names (user, device) as `{byte length of user}:{user}{device}`,
 // which no user or device id can make ambiguous.
 //
@@ -106,6 +108,14 @@ if left == 0 and redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS
 return {removed, left}
 `);
 
+// KEYS: the user's revocation hash. ARGV: field, time, ttl ms. The time only moves forward, the TTL only grows.
+const REVOKE = new Script(`
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
+if tonumber(ARGV[2]) > old then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1
+`);
+
 /** Only the fields of a SessionInfo, in a fixed order. */
 function encode(s: SessionInfo): string {
   const { userId, deviceId, platform, node, connId, loginAtMs } = s;
@@ -195,6 +205,17 @@ export class RedisSessions implements Sessions {
       if (list.length > 0) out.set(userId, list.sort((a, b) => (a.deviceId < b.deviceId ? -1 : a.deviceId > b.deviceId ? 1 : 0)));
     }
     return out;
+  }
+
+  async revoke(userId: string, deviceId: string | undefined, beforeMs: number, ttlMs: number): Promise<void> {
+    this.check();
+    await REVOKE.run(this.client, [`${this.prefix}revoked:${userId}`], [deviceId ?? '*', Math.floor(beforeMs), Math.max(1, Math.ceil(ttlMs))]);
+  }
+
+  async revokedBefore(userId: string, deviceId: string): Promise<number> {
+    this.check();
+    const [all, device] = await this.client.hmget(`${this.prefix}revoked:${userId}`, '*', deviceId);
+    return Math.max(Number(all ?? 0) || 0, Number(device ?? 0) || 0);
   }
 
   async nodes(): Promise<string[]> {

@@ -7,6 +7,11 @@
 // - unbind() removes a session only if it still belongs to that connection
 //   (a late logout of a replaced connection must not remove its successor).
 // - dropNode() removes every session of a node (the node died).
+// - revoke() records that tokens of a user (every device, or one) issued at or
+//   before a time are no longer good; revokedBefore() returns the latest such
+//   time that applies to a device (0: none). A revocation is kept at least ttlMs
+//   (the longest token lifetime: older tokens have expired anyway) and never
+//   moves back in time.
 // - nodes() names every node that may hold sessions (a superset is allowed:
 //   a node whose sessions all logged out may stay listed until dropNode()),
 //   so a reaper can find nodes that died without unbinding.
@@ -26,6 +31,10 @@ export interface Sessions {
   /** Every online device of each user (users with none are absent). */
   lookup(userIds: readonly string[]): Promise<Map<string, SessionInfo[]>>;
   dropNode(node: string): Promise<number>;
+  /** Tokens of the user (deviceId undefined: every device) issued at or before `beforeMs` are revoked; kept at least ttlMs. */
+  revoke(userId: string, deviceId: string | undefined, beforeMs: number, ttlMs: number): Promise<void>;
+  /** The latest revocation time that applies to this device (its own or its user's), 0 when none. */
+  revokedBefore(userId: string, deviceId: string): Promise<number>;
   /** Nodes that may hold sessions; a node is no longer listed after dropNode() unless it binds again. */
   nodes(): Promise<string[]>;
   close(): Promise<void>;

@@ -15,6 +15,9 @@ import { draftMessage, groupIdOf, toMessage, type MessageRow } from './store-row
 import type {
   AppendResult, ConversationKind, ConversationState, Effect, GroupMeta, GroupRecord, Membership, MessageDraft, Store,
 } from './store.js';
+import { log } from '../observability/log.js';
+
+const logger = log.child({ component: 'store' });
 
 export interface SqliteStoreOptions {
   /** File path, or ':memory:'. */
@@ -146,7 +149,7 @@ class WalFlusher {
     const flushing = new Promise<void>((resolve, reject) => fdatasync(this.fd, (err) => {
       if (!err) return resolve();
       this.failed ??= new Error(`the SQLite WAL could not be flushed (${err.message}); the store refuses writes until restarted`);
-      console.error(`[store] ${this.failed.message}`);
+      logger.error({ err }, this.failed.message);
       reject(this.failed);
     }));
     const running = flushing.finally(() => {
@@ -192,7 +195,7 @@ function startCheckpointer(path: string): Checkpointer {
     workerData: { path, module: createRequire(import.meta.url).resolve('better-sqlite3'), everyMs: CHECKPOINT_EVERY_MS },
   });
   worker.unref();
-  worker.on('error', (err) => console.error('[store] checkpointer failed; SQLite checkpoints in commits instead', err));
+  worker.on('error', (err) => logger.error({ err }, 'checkpointer failed; SQLite checkpoints in commits instead'));
   const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
   return { worker, exited };
 }
@@ -545,7 +548,7 @@ export class SqliteStore implements Store {
         } catch (err) {
           // Kept for the next message transaction; a lost cursor only means repeats the device drops.
           this.cursorTimer = undefined;
-          console.error('[store] delivery cursor write failed', (err as Error).message);
+          logger.warn({ err }, 'delivery cursor write failed');
         }
       }, CURSOR_DELAY_MS);
     }

@@ -19,6 +19,8 @@ export class Connection {
   readonly bucket: TokenBucket;
   /** True once a RATE_LIMITED notice was sent for the current throttling episode. */
   throttled = false;
+  /** Likewise for USER_RATE_LIMITED (the user's messages per second). */
+  userThrottled = false;
   /** PushAcks waiting to go up, the highest per conversation (see Gateway.flushAcks). */
   pendingAcks: Map<string, Frame> | undefined;
   /** Users whose presence this connection watches (most watch nobody: one shared empty set until they do). */
@@ -43,6 +45,10 @@ export class SessionTable {
 
   get(userId: string, deviceId: string): Connection | undefined {
     return this.byUser.get(userId)?.get(deviceId);
+  }
+
+  has(userId: string): boolean {
+    return this.byUser.has(userId);
   }
 
   devices(userId: string): Iterable<Connection> {

@@ -8,7 +8,7 @@ import type { Server as HttpServer, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { Bus, DownMessage, Subscription, UpMessage } from '../engines/bus.js';
-import type { Sessions } from '../engines/sessions.js';
+import type { SessionInfo, Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
 import type { TokenService } from '../auth/tokens.js';
 import {
@@ -16,6 +16,12 @@ import {
   makeFrame, shouldReconnect, type Frame,
 } from '../protocol/index.js';
 import { Connection, SessionTable } from './connection.js';
+import { TokenBucket } from './rate-limit.js';
+import { LoginThrottle } from './login-throttle.js';
+import { noGatewayMetrics, type GatewayMetrics, type LimitName } from '../observability/metrics.js';
+import { log as rootLog, messageTrace } from '../observability/log.js';
+
+const log = rootLog.child({ component: 'gateway' });
 import { OutFrame, type Transport, type TransportSink } from './transport.js';
 import { TcpTransport } from './tcp.js';
 import { WsTransport } from './ws.js';
@@ -29,6 +35,12 @@ export interface GatewayOptions {
   ratePerSecond: number;
   rateBurst: number;
   maxOutboundBytes: number;
+  /** Messages (send frames) per second per user, all its connections on this gateway together (burst: twice that). @default 200 */
+  userMessagesPerSecond?: number;
+  /** Connections one user may hold at once, cluster-wide (its sessions). @default 20 */
+  maxConnectionsPerUser?: number;
+  /** Failed logins per client address per minute on this gateway; past it, logins from there are refused until the minute ends. @default 60 */
+  loginAttemptsPerMinute?: number;
   /**
    * Multi-login policy: `multi` — any number of devices (the same device id
    * replaces its older connection); `platform` — one device per platform;
@@ -50,7 +62,21 @@ export interface GatewayDeps {
   sessions: Sessions;
   registry: Registry;
   tokens: TokenService;
+  /** Counters for /metrics. @default none */
+  metrics?: GatewayMetrics;
 }
+
+/** Error codes that mean a configured limit was hit (longlink_limit_breaches_total). */
+const LIMIT_OF = new Map<ErrorCode, LimitName>([
+  [ErrorCode.FRAME_TOO_LARGE, 'frame_size'],
+  [ErrorCode.RATE_LIMITED, 'rate'],
+  [ErrorCode.USER_RATE_LIMITED, 'user_rate'],
+  [ErrorCode.TOO_MANY_CONNECTIONS, 'connections_per_user'],
+  [ErrorCode.LOGIN_THROTTLED, 'login_attempts'],
+]);
+
+/** One push latency sample per this many deliveries (each sample decodes the frame). */
+const LATENCY_SAMPLE_EVERY = 16;
 
 /** How long PushAcks gather at the gateway before going up together. */
 const ACK_FLUSH_MS = 100;
@@ -91,11 +117,19 @@ export class Gateway {
   private markStarted: () => void = () => undefined;
   /** The registry accepted an announce of ours at least once. */
   private announced = false;
+  /** Send frames per user (all its connections here): user → bucket. */
+  private readonly userBuckets = new Map<string, TokenBucket>();
+  /** Failed logins per client address. */
+  private readonly loginThrottle: LoginThrottle;
+  private readonly metrics: GatewayMetrics;
+  private deliveries = 0;
 
   constructor(
     private readonly options: GatewayOptions,
     private readonly deps: GatewayDeps,
   ) {
+    this.loginThrottle = new LoginThrottle(options.loginAttemptsPerMinute ?? 60);
+    this.metrics = deps.metrics ?? noGatewayMetrics;
     this.started = new Promise((resolve) => {
       this.markStarted = resolve;
     });
@@ -136,7 +170,7 @@ export class Gateway {
     const server: net.Server = secure
       ? tls.createServer({ ...secure, handshakeTimeout: this.options.loginTimeoutMs }, onSocket)
       : net.createServer(onSocket);
-    server.on('error', (err) => console.error('[gateway] tcp server error', err));
+    server.on('error', (err) => log.error({ err }, 'tcp server error'));
     // A failed TLS handshake (plain bytes, bad client hello) is the client's problem: drop the socket.
     server.on('tlsClientError', (_err: Error, socket: tls.TLSSocket) => socket.destroy());
     this.tcpServer = server;
@@ -182,6 +216,7 @@ export class Gateway {
     }
     const conn = new Connection(this.nextConnId++, transport, Date.now(), this.options.ratePerSecond, this.options.rateBurst);
     this.conns.set(conn.id, conn);
+    this.metrics.connectionOpened(transport.kind);
     const sink: TransportSink = {
       onPayload: (payload) => this.onPayload(conn, payload),
       onFramingError: (code, message) => this.fail(conn, 0, code, message, true),
@@ -209,21 +244,37 @@ export class Gateway {
       return false;
     }
     const body = frame.body;
+    this.metrics.frameIn(body.case);
     if (conn.state === 'awaiting-login') {
       if (body.case !== 'login') {
         this.fail(conn, frame.id, ErrorCode.NOT_LOGGED_IN, 'the first frame must be a login', true);
+        return false;
+      }
+      if (!this.loginThrottle.allowed(hostOf(conn.transport.remoteAddress), now)) {
+        this.metrics.login(ErrorCode.LOGIN_THROTTLED);
+        this.fail(conn, frame.id, ErrorCode.LOGIN_THROTTLED, 'too many failed logins from this address; retry in a minute', true);
         return false;
       }
       conn.state = 'logging-in';
       void this.login(conn, frame.id, body.value.token);
       return false; // resume once logged in
     }
-    const wait = conn.bucket.take(now);
+    let wait = conn.bucket.take(now);
+    if (wait > 0 && !conn.throttled) {
+      conn.throttled = true;
+      this.fail(conn, 0, ErrorCode.RATE_LIMITED, `over ${this.options.ratePerSecond} frames/s; reading paused`, false);
+    }
+    if (body.case === 'send') {
+      // The user's messages per second, all its connections here together: over it, this
+      // connection stops reading until the user's bucket refills (nothing is refused or lost).
+      const userWait = this.userBucket(conn.userId, now).take(now);
+      if (userWait > 0 && !conn.userThrottled) {
+        conn.userThrottled = true;
+        this.fail(conn, 0, ErrorCode.USER_RATE_LIMITED, `over ${this.userMessagesPerSecond} messages/s for this user; reading paused`, false);
+      } else if (userWait === 0) conn.userThrottled = false;
+      wait = Math.max(wait, userWait);
+    }
     if (wait > 0) {
-      if (!conn.throttled) {
-        conn.throttled = true;
-        this.fail(conn, 0, ErrorCode.RATE_LIMITED, `over ${this.options.ratePerSecond} frames/s; reading paused`, false);
-      }
       setTimeout(() => {
         if (conn.state === 'open') conn.transport.resume();
       }, wait).unref();
@@ -231,7 +282,7 @@ export class Gateway {
       this.handle(conn, frame);
       return false;
     }
-    conn.throttled = false; // a frame within the rate ends the throttling episode
+    conn.throttled = false; // a frame within the rates ends the throttling episode
     this.handle(conn, frame);
     return true;
   }
@@ -248,6 +299,7 @@ export class Gateway {
       case 'pushAck': {
         // Cumulative: only the highest per conversation matters, so they go up together every
         // ACK_FLUSH_MS (a member of a busy group acks many pushes a second).
+        this.metrics.pushAck();
         const acks = (conn.pendingAcks ??= new Map());
         const waiting = acks.get(body.value.conversationId);
         if (!waiting || (waiting.body.case === 'pushAck' && waiting.body.value.seq < body.value.seq)) acks.set(body.value.conversationId, frame);
@@ -273,12 +325,16 @@ export class Gateway {
   }
 
   private forward(conn: Connection, frame: Frame): void {
+    if (frame.body.case === 'send' && log.isLevelEnabled('debug')) {
+      const v = frame.body.value;
+      log.debug({ ...messageTrace({ fromUser: conn.userId, clientMsgId: v.clientMsgId, conversationId: v.conversationId || undefined }), conn: conn.id }, 'send received');
+    }
     const message: UpMessage = {
       origin: { node: this.options.nodeId, connId: conn.id, userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform },
       frame,
     };
     this.deps.bus.publishUp(partitionKey(conn, frame), message).catch((err: unknown) => {
-      console.error('[gateway] uplink publish failed', err);
+      log.error({ err, conn: conn.id }, 'uplink publish failed');
       this.fail(conn, frame.id, ErrorCode.UNAVAILABLE, 'the server could not accept the request; retry', false);
     });
   }
@@ -289,11 +345,15 @@ export class Gateway {
       claims = await this.deps.tokens.verify(token);
     } catch (err) {
       const code = err instanceof LonglinkError ? err.code : ErrorCode.TOKEN_INVALID;
+      this.metrics.login(code);
+      this.loginThrottle.failed(hostOf(conn.transport.remoteAddress), Date.now());
       this.fail(conn, requestId, code, (err as Error).message, true);
       return;
     }
     if (conn.state !== 'logging-in') return; // closed meanwhile
     if (claims.expiresAtMs <= Date.now()) {
+      this.metrics.login(ErrorCode.TOKEN_EXPIRED);
+      this.loginThrottle.failed(hostOf(conn.transport.remoteAddress), Date.now());
       this.fail(conn, requestId, ErrorCode.TOKEN_EXPIRED, 'token expired', true);
       return;
     }
@@ -313,7 +373,8 @@ export class Gateway {
         node: this.options.nodeId, connId: conn.id, loginAtMs: Date.now(),
       });
     } catch (err) {
-      console.error('[gateway] session bind failed', err);
+      log.error({ err, user: conn.userId }, 'session bind failed');
+      this.metrics.login(ErrorCode.UNAVAILABLE);
       this.fail(conn, requestId, ErrorCode.UNAVAILABLE, 'the server could not register the session; retry', true);
       return;
     }
@@ -321,7 +382,38 @@ export class Gateway {
       await this.unbind(conn); // closed while binding
       return;
     }
+    // Checked after the bind, so a revocation cannot slip between: either this login sees it,
+    // or the revoker's session lookup (after it wrote the revocation) sees this session and kicks it.
+    let userSessions: SessionInfo[];
+    let revokedBeforeMs: number;
+    try {
+      [revokedBeforeMs, userSessions] = await Promise.all([
+        this.deps.sessions.revokedBefore(conn.userId, conn.deviceId),
+        this.deps.sessions.lookup([conn.userId]).then((m) => m.get(conn.userId) ?? []),
+      ]);
+    } catch (err) {
+      log.error({ err, user: conn.userId }, 'login checks failed');
+      this.metrics.login(ErrorCode.UNAVAILABLE);
+      await this.unbind(conn);
+      this.fail(conn, requestId, ErrorCode.UNAVAILABLE, 'the server could not check the session; retry', true);
+      return;
+    }
+    const refusal = claims.issuedAtMs <= revokedBeforeMs
+      ? { code: ErrorCode.TOKEN_REVOKED, message: 'this token was revoked (logged out by an administrator); get a new one' }
+      : userSessions.length > this.maxConnectionsPerUser
+        ? { code: ErrorCode.TOO_MANY_CONNECTIONS, message: `this user already holds ${this.maxConnectionsPerUser} connections` }
+        : undefined;
+    if (refusal || conn.state !== 'logging-in') {
+      await this.unbind(conn);
+      if (refusal?.code === ErrorCode.TOKEN_REVOKED) this.loginThrottle.failed(hostOf(conn.transport.remoteAddress), Date.now());
+      if (refusal) {
+        this.metrics.login(refusal.code);
+        this.fail(conn, requestId, refusal.code, refusal.message, true);
+      }
+      return;
+    }
     conn.state = 'open';
+    this.metrics.login('ok');
     conn.lastSeenMs = Date.now();
     const replaced = this.table.add(conn);
     if (replaced) this.kick(replaced, ErrorCode.REPLACED, 'the same device logged in on another connection');
@@ -346,18 +438,17 @@ export class Gateway {
           code: ErrorCode.REPLACED, reason: 'the same device logged in on another connection',
         });
       }
-      await this.enforceLoginPolicy(conn);
+      await this.enforceLoginPolicy(conn, userSessions);
       void this.sessionEvent(conn, 'online');
     } catch (err) {
-      console.error('[gateway] post-login work failed', err);
+      log.error({ err, user: conn.userId }, 'post-login work failed');
     }
   }
 
   /** Kick the user's other devices that the multi-login policy does not allow beside this one. */
-  private async enforceLoginPolicy(conn: Connection): Promise<void> {
+  private async enforceLoginPolicy(conn: Connection, sessions: readonly SessionInfo[]): Promise<void> {
     const policy = this.options.loginPolicy ?? 'multi';
     if (policy === 'multi') return;
-    const sessions = (await this.deps.sessions.lookup([conn.userId])).get(conn.userId) ?? [];
     for (const s of sessions) {
       if (s.deviceId === conn.deviceId) continue;
       if (policy === 'platform' && s.platform !== conn.platform) continue;
@@ -383,7 +474,7 @@ export class Gateway {
       session,
     };
     return this.deps.bus.publishUp(`user:${conn.userId}`, message).catch((err: unknown) => {
-      console.error('[gateway] session event publish failed', (err as Error).message);
+      log.warn({ err, user: conn.userId }, 'session event publish failed');
     });
   }
 
@@ -416,6 +507,8 @@ export class Gateway {
         }
         case 'deliver': {
           const out = new OutFrame(message.frame);
+          if (log.isLevelEnabled('debug')) this.traceDelivery(message.frame, message.targets.length);
+          if (++this.deliveries % LATENCY_SAMPLE_EVERY === 0) this.samplePushLatency(message.frame);
           for (const target of message.targets) {
             for (const conn of this.table.devices(target.userId)) {
               if (conn.deviceId !== target.exceptDevice && conn.state === 'open') this.send(conn, out);
@@ -457,11 +550,41 @@ export class Gateway {
       return;
     }
     conn.transport.send(out);
+    this.metrics.framesOut(1);
+  }
+
+  /** Debug: one line per message of a push this gateway writes (the last step of a message's trace). */
+  private traceDelivery(bytes: Uint8Array, users: number): void {
+    try {
+      const frame = decodeFrame(bytes);
+      if (frame.body.case !== 'push') return;
+      for (const m of frame.body.value.messages) {
+        log.debug({ ...messageTrace({ fromUser: m.fromUser, clientMsgId: m.clientMsgId, serverMsgId: m.serverMsgId, conversationId: m.conversationId, seq: Number(m.seq) }), users }, 'push written');
+      }
+    } catch {
+      /* not decodable: nothing to trace */
+    }
+  }
+
+  /** Push latency: from the newest message's server time in a push frame to now (its write). */
+  private samplePushLatency(bytes: Uint8Array): void {
+    try {
+      const frame = decodeFrame(bytes);
+      if (frame.body.case !== 'push') return;
+      let sentAtMs = 0;
+      for (const m of frame.body.value.messages) sentAtMs = Math.max(sentAtMs, Number(m.sentAtMs));
+      if (sentAtMs > 0) this.metrics.pushLatency(Math.max(0, Date.now() - sentAtMs) / 1000);
+    } catch {
+      /* not ours to judge: the frame goes out as it is */
+    }
   }
 
   /** Send an Error frame; when `close`, close the connection after it. */
   private fail(conn: Connection, requestId: number, code: ErrorCode, message: string, close: boolean, destroyNow = false): void {
     if (conn.state === 'closed') return;
+    this.metrics.error(code);
+    const limit = LIMIT_OF.get(code);
+    if (limit) this.metrics.limitBreach(limit);
     const frame = makeFrame(requestId, {
       case: 'error',
       value: { code, message, fatal: close, reconnect: close && shouldReconnect(code) },
@@ -472,6 +595,7 @@ export class Gateway {
 
   private kick(conn: Connection, code: ErrorCode, reason: string, reconnect = false): void {
     if (conn.state === 'closed') return;
+    this.metrics.kick(code);
     conn.transport.send(new OutFrame(encodeFrame(makeFrame(0, { case: 'kick', value: { code, reason, reconnect } }))));
     this.close(conn, false, `kick ${errorName(code)}`);
   }
@@ -480,11 +604,13 @@ export class Gateway {
     if (conn.state === 'closed') return;
     const wasOpen = conn.state === 'open';
     conn.state = 'closed';
+    this.metrics.connectionClosed(conn.transport.kind);
     // (closed during login: login() unbinds once its bind returns)
     this.conns.delete(conn.id);
     if (wasOpen) {
       if (conn.pendingAcks) this.flushAcks(conn);
       this.table.remove(conn);
+      if (!this.table.has(conn.userId)) this.userBuckets.delete(conn.userId);
       if (conn.watching.size > 0) this.setWatching(conn, []);
       const logout = this.unbind(conn).then(() => this.sessionEvent(conn, 'offline'));
       this.logouts.add(logout);
@@ -502,13 +628,14 @@ export class Gateway {
     try {
       await this.deps.sessions.unbind(conn.userId, conn.deviceId, this.options.nodeId, conn.id);
     } catch (err) {
-      console.error('[gateway] session unbind failed', err);
+      log.error({ err, user: conn.userId }, 'session unbind failed');
     }
   }
 
-  /** One pass over every connection: login deadlines and heartbeat timeouts. */
+  /** One pass over every connection: login deadlines and heartbeat timeouts; idle login counters are forgotten. */
   private sweep(): void {
     const now = Date.now();
+    this.loginThrottle.sweep(now);
     const silentLimit = this.options.pingIntervalMs * 3;
     for (const conn of this.conns.values()) {
       if (conn.state === 'awaiting-login' || conn.state === 'logging-in') {
@@ -519,6 +646,23 @@ export class Gateway {
         this.fail(conn, 0, ErrorCode.HEARTBEAT_TIMEOUT, `silent for ${silentLimit} ms`, true);
       }
     }
+  }
+
+  private get userMessagesPerSecond(): number {
+    return this.options.userMessagesPerSecond ?? 200;
+  }
+
+  private get maxConnectionsPerUser(): number {
+    return this.options.maxConnectionsPerUser ?? 20;
+  }
+
+  private userBucket(userId: string, now: number): TokenBucket {
+    let bucket = this.userBuckets.get(userId);
+    if (!bucket) {
+      bucket = new TokenBucket(this.userMessagesPerSecond, this.userMessagesPerSecond * 2, now);
+      this.userBuckets.set(userId, bucket);
+    }
+    return bucket;
   }
 
   private async announce(): Promise<void> {
@@ -535,7 +679,7 @@ export class Gateway {
         startedAtMs: this.startedAtMs,
       }, ttl);
     } catch (err) {
-      console.error('[gateway] registry announce failed', (err as Error).message);
+      log.warn({ err }, 'registry announce failed');
       return;
     }
     const first = !this.announced;
@@ -545,7 +689,7 @@ export class Gateway {
     // sessions, so pushes for its users went to sync only. Every client logs
     // in again (binding its session anew) and syncs what it missed.
     if (!first && !wasLive) {
-      console.error('[gateway] registry entry was gone (lapsed or lost): reconnecting every client');
+      log.warn({ connections: this.conns.size }, 'registry entry was gone (lapsed or lost): reconnecting every client');
       for (const conn of [...this.conns.values()]) {
         if (conn.state === 'open') this.kick(conn, ErrorCode.NODE_EXPIRED, 'gateway lost its cluster registration; reconnect and sync', true);
       }
@@ -573,10 +717,16 @@ export class Gateway {
     // Let logouts finish (bounded), so offline events reach logic before the bus closes.
     await Promise.race([Promise.allSettled([...this.logouts]), new Promise((r) => setTimeout(r, 3000).unref())]);
     await this.deps.sessions.dropNode(this.options.nodeId).catch((err: unknown) => {
-      console.error('[gateway] dropping sessions at stop failed', (err as Error).message);
+      log.warn({ err }, 'dropping sessions at stop failed');
     });
     await closed;
   }
+}
+
+/** The host part of a transport's "host:port" remote address (IPv6 hosts keep their colons). */
+function hostOf(remoteAddress: string): string {
+  const colon = remoteAddress.lastIndexOf(':');
+  return colon > 0 ? remoteAddress.slice(0, colon) : remoteAddress;
 }
 
 /** Uplink partition: the conversation for sends (one writer per conversation), else the user. */

@@ -3,7 +3,7 @@
 // no store read; a group member sees its timeline from its join event up to
 // its removal (if any).
 import { directMembers, isValidId } from '../protocol/index.js';
-import type { ConversationStore } from '../engines/store.js';
+import type { ConversationStore, MessageStore } from '../engines/store.js';
 
 export function isGroupConversation(conversationId: string): boolean {
   return conversationId.startsWith('g:') && isValidId(conversationId.slice(2));
@@ -43,4 +43,17 @@ export async function membersOf(store: ConversationStore, conversationId: string
   const direct = directMembers(conversationId);
   if (direct) return direct[0] === direct[1] ? [direct[0]] : [...direct];
   return store.members(conversationId);
+}
+
+/**
+ * Whether the user belonged to a dismissed group up to its end. Dismissal
+ * ends every membership at its own event (the conversation's last), so a
+ * member then left exactly there; one removed earlier, or never a member, did not.
+ */
+export async function wasMemberAtDismissal(store: ConversationStore & MessageStore, conversationId: string, userId: string): Promise<boolean> {
+  const m = await store.membership(conversationId, userId);
+  if (!m) return false;
+  if (m.leftSeq === undefined) return true;
+  const [last] = await store.before(conversationId, 0, 1);
+  return last?.event?.type === 'dismissed' && last.seq === m.leftSeq;
 }

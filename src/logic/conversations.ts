@@ -58,7 +58,8 @@ export class Conversations {
 
   /**
    * Mark read up to seq (0: the latest the user may see). Tells the other
-   * side (1:1) or the group's members, and the reader's other devices.
+   * side (1:1) or the group's members, and the reader's other devices (only
+   * those, once the reader left the group).
    */
   async markRead(userId: string, deviceId: string, conversationId: string, seq: number): Promise<number> {
     const store = this.deps.store;
@@ -69,7 +70,8 @@ export class Conversations {
     if (latest === 0) return 0; // nothing to read yet
     const upTo = Math.min(seq > 0 ? seq : latest, latest);
     const read = await store.markRead(conversationId, userId, upTo);
-    const members = await this.deps.pipeline.members(conversationId);
+    // One who left a group still moves its own read mark, but tells only its own devices.
+    const members = view.active ? await this.deps.pipeline.members(conversationId) : [userId];
     const audience = directMembers(conversationId) || members.length <= this.options.receiptFanoutMaxMembers ? members : [userId];
     const frame = encodeFrame(makeFrame(0, {
       case: 'event',

@@ -9,6 +9,7 @@ import {
 } from '../protocol/index.js';
 import type { Effect, GroupRecord, MessageDraft, Store } from '../engines/store.js';
 import type { Pipeline } from './pipeline.js';
+import { wasMemberAtDismissal } from './access.js';
 
 export interface GroupOptions {
   /** Largest group, owner included. @default 20000 */
@@ -56,11 +57,8 @@ export class GroupService {
     switch (op.case) {
       case 'create':
         return this.create(actor, op.value.name, op.value.memberIds);
-      case 'info': {
-        const g = await this.active(op.value.groupId);
-        if (!g.members.some((m) => m.userId === actor.userId)) throw new LonglinkError(ErrorCode.NOT_MEMBER, 'not a member of this group');
-        return g;
-      }
+      case 'info':
+        return this.joined(actor, op.value.groupId);
       case 'add':
         return this.add(actor, op.value.groupId, ids(op.value.userIds, 'users'));
       case 'remove':
@@ -125,9 +123,8 @@ export class GroupService {
   }
 
   private async leave(actor: Actor, groupId: string): Promise<GroupRecord> {
-    const g = await this.active(groupId);
+    const g = await this.joined(actor, groupId);
     const role = roleIn(g, actor.userId);
-    if (!role) throw new LonglinkError(ErrorCode.NOT_MEMBER, 'not a member of this group');
     if (role === 'owner') throw new LonglinkError(ErrorCode.FORBIDDEN, 'the owner cannot leave: make another member owner, or dismiss the group');
     await this.commit(actor, g.conversationId, { type: 'member_left', actor: actor.userId, userIds: [actor.userId] }, {
       op: 'remove-members', userIds: [actor.userId],
@@ -136,14 +133,14 @@ export class GroupService {
   }
 
   private async dismiss(actor: Actor, groupId: string): Promise<GroupRecord> {
-    const g = await this.active(groupId);
+    const g = await this.joined(actor, groupId);
     if (roleIn(g, actor.userId) !== 'owner') throw new LonglinkError(ErrorCode.NOT_ADMIN, 'only the owner dismisses the group');
     await this.commit(actor, g.conversationId, { type: 'dismissed', actor: actor.userId }, { op: 'dismiss' }, g.members.map((m) => m.userId));
     return (await this.deps.store.group(groupId))!;
   }
 
   private async setRole(actor: Actor, groupId: string, userId: string, role: GroupRoleName | undefined): Promise<GroupRecord> {
-    const g = await this.active(groupId);
+    const g = await this.joined(actor, groupId);
     if (roleIn(g, actor.userId) !== 'owner') throw new LonglinkError(ErrorCode.NOT_ADMIN, 'only the owner changes roles');
     if (!role) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'role must be MEMBER, ADMIN or OWNER');
     const current = roleIn(g, userId);
@@ -186,17 +183,28 @@ export class GroupService {
     return g;
   }
 
-  private async active(groupId: string): Promise<GroupRecord> {
+  /**
+   * The group, if the actor is a current member and it is not dismissed. An
+   * outsider learns nothing of the group's state (not even that it was
+   * dismissed), only that it is not a member.
+   */
+  private async joined(actor: Actor, groupId: string): Promise<GroupRecord> {
     const g = await this.load(groupId);
-    if (g.dismissed) throw new LonglinkError(ErrorCode.GROUP_DISMISSED, 'the group was dismissed');
+    if (g.dismissed) {
+      // Dismissal ended every membership: those it ended are told so, anyone else only that they are not in it.
+      if (await wasMemberAtDismissal(this.deps.store, g.conversationId, actor.userId)) {
+        throw new LonglinkError(ErrorCode.GROUP_DISMISSED, 'the group was dismissed');
+      }
+      throw new LonglinkError(ErrorCode.NOT_MEMBER, 'not a member of this group');
+    }
+    if (!roleIn(g, actor.userId)) throw new LonglinkError(ErrorCode.NOT_MEMBER, 'not a member of this group');
     return g;
   }
 
   /** The group, if the actor is its owner or an admin. */
   private async managed(actor: Actor, groupId: string): Promise<GroupRecord> {
-    const g = await this.active(groupId);
+    const g = await this.joined(actor, groupId);
     const role = roleIn(g, actor.userId);
-    if (!role) throw new LonglinkError(ErrorCode.NOT_MEMBER, 'not a member of this group');
     if (role === 'member') throw new LonglinkError(ErrorCode.NOT_ADMIN, 'only the owner and admins manage the group');
     return g;
   }

@@ -8,7 +8,12 @@ import { ErrorCode, ID_PATTERN, LonglinkError, SYSTEM_USER, errorName } from '..
 import type { TokenService } from '../auth/tokens.js';
 import type { Registry } from '../engines/registry.js';
 import type { Bus } from '../engines/bus.js';
+import type { Sessions } from '../engines/sessions.js';
+import { revokeTokens } from '../auth/revocation.js';
 import { encodeFrame, makeFrame } from '../protocol/index.js';
+import { log as rootLog } from '../observability/log.js';
+
+const log = rootLog.child({ component: 'http' });
 import type { Logic } from './logic.js';
 
 export interface HttpApiOptions {
@@ -29,6 +34,8 @@ export interface HttpApiDeps {
   registry: Registry;
   bus: Bus;
   logic: Logic;
+  /** For revocations (POST /api/v1/revoke). */
+  sessions: Sessions;
 }
 
 const userId = z.string().regex(ID_PATTERN, 'must be 1-64 characters of A-Z a-z 0-9 _ . @ -');
@@ -38,6 +45,11 @@ const TokenBody = z.object({
   device_id: userId.optional(),
   platform: z.string().min(1).max(32).optional(),
   ttl_seconds: z.number().int().min(10).max(90 * 86400).optional(),
+}).strict();
+
+const RevokeBody = z.object({
+  user_id: userId,
+  device_id: userId.optional(),
 }).strict();
 
 const DevTokenBody = z.object({
@@ -90,7 +102,7 @@ export class HttpApi {
           : err.code === ErrorCode.NOT_FOUND ? 404 : err.code === ErrorCode.UNAVAILABLE ? 503 : 400;
         return send(res, status, { error: { code: errorName(err.code), message: err.message } });
       }
-      console.error('[http] request failed', err);
+      log.error({ err, method: req.method, path: (req.url ?? '').split('?')[0] }, 'request failed');
       send(res, 500, { error: { code: 'INTERNAL', message: 'internal error' } });
     });
   };
@@ -104,8 +116,9 @@ export class HttpApi {
     if (path === '/api/v1/messages' && method === 'POST') return this.postMessage(req, res);
     if (path === '/api/v1/broadcast' && method === 'POST') return this.broadcast(req, res);
     if (path === '/api/v1/dev/token' && method === 'POST') return this.devToken(req, res);
+    if (path === '/api/v1/revoke' && method === 'POST') return this.revoke(req, res);
     if (path === '/healthz' || path.startsWith('/api/')) {
-      const known = ['/healthz', '/api/v1/gateways', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast', '/api/v1/dev/token'].includes(path);
+      const known = ['/healthz', '/api/v1/gateways', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast', '/api/v1/dev/token', '/api/v1/revoke'].includes(path);
       if (known) throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     }
     throw new HttpError(404, 'NOT_FOUND', `no route for ${method} ${path}`);
@@ -125,6 +138,18 @@ export class HttpApi {
     const platform = body.platform ?? 'other';
     const { token, expiresAtMs } = await this.deps.tokens.issue(body.user_id, deviceId, platform, body.ttl_seconds ?? this.options.tokenTtlSeconds);
     send(res, 200, { token, user_id: body.user_id, device_id: deviceId, platform, expires_at_ms: expiresAtMs });
+  }
+
+  /**
+   * Log a user (every device) or one device out everywhere: its tokens issued
+   * until now are refused at login and its open connections are kicked with
+   * TOKEN_REVOKED (see src/auth/revocation.ts).
+   */
+  private async revoke(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.requireAdmin(req);
+    const body = parse(RevokeBody, await readJson(req, this.options.maxBodyBytes ?? 65536));
+    const result = await revokeTokens(this.deps, body.user_id, body.device_id);
+    send(res, 200, { user_id: body.user_id, device_id: body.device_id ?? null, revoked_before_ms: result.revokedBeforeMs, kicked: result.kicked });
   }
 
   /**

@@ -2,7 +2,7 @@
 // batch are stored in one transaction and acked together; the other requests
 // follow in order. Replies go down the bus to the connection that asked.
 import {
-  ErrorCode, LonglinkError, cursorToWire, encodeFrame, makeFrame, messageToWire,
+  ErrorCode, LonglinkError, SYSTEM_USER, cursorToWire, encodeFrame, makeFrame, messageToWire,
   type BodyOf, type FrameBodyInit,
 } from '../protocol/index.js';
 import type { Bus, Origin, Subscription, UpMessage } from '../engines/bus.js';
@@ -15,6 +15,10 @@ import { GroupService, groupToWire } from './groups.js';
 import { Conversations } from './conversations.js';
 import { RecallService } from './recall.js';
 import { PresenceService } from './presence.js';
+import { log as rootLog, messageTrace } from '../observability/log.js';
+import { noLogicMetrics, type LogicMetrics } from '../observability/metrics.js';
+
+const log = rootLog.child({ component: 'logic' });
 import type { Routing } from './fanout.js';
 
 /** Retries of a store that fails for a moment, 100 ms doubling (~6 s in all), before the bus takes over. */
@@ -58,6 +62,8 @@ export interface LogicDeps {
   sessions: Sessions;
   registry: Registry;
   store: Store;
+  /** Counters for /metrics. @default none */
+  metrics?: LogicMetrics;
 }
 
 export class Logic {
@@ -83,7 +89,9 @@ export class Logic {
       maxListed: 1000,
     }, withPipeline);
     this.recalls = new RecallService({ recallWindowMs: options.recallWindowMs ?? 120_000 }, withPipeline);
-    this.presence = new PresenceService({ maxWatched: 100, typingIntervalMs: 1000, typingMaxMembers: 500 }, withPipeline);
+    this.presence = new PresenceService({
+      maxWatched: 100, typingIntervalMs: 1000, typingMaxMembers: 500, visibility: options.presenceVisibility ?? 'all',
+    }, withPipeline);
     this.syncPageLimit = options.syncPageLimit ?? 200;
     this.historyPageLimit = options.historyPageLimit ?? 100;
   }
@@ -99,6 +107,9 @@ export class Logic {
   /** One uplink batch. Never throws for a client's fault; each bad request gets its coded error. */
   async process(batch: UpMessage[]): Promise<void> {
     const now = Date.now();
+    const metrics = this.deps.metrics ?? noLogicMetrics;
+    metrics.batch(batch.length);
+    for (const up of batch) metrics.request(up.session ? 'session' : up.frame.body.case);
     const sends: { up: UpMessage; draft: MessageDraft }[] = [];
     const acks: { userId: string; deviceId: string; conversationId: string; seq: number }[] = [];
     const rest: UpMessage[] = [];
@@ -107,12 +118,18 @@ export class Logic {
       const body = up.frame.body;
       try {
         if (up.session) return { rest: up };
+        // The system user speaks only through the admin API; a token naming it (which only the
+        // token secret can make) gets nothing done here.
+        if (up.origin.userId === SYSTEM_USER) throw new LonglinkError(ErrorCode.FORBIDDEN, 'the system user does not act from a connection');
         if (body.case === 'send') {
           const s = body.value;
           const draft = await this.pipeline.prepare({
             fromUser: up.origin.userId, fromDevice: up.origin.deviceId, claimedFrom: s.fromUser,
             toUser: s.toUser, conversationId: s.conversationId, clientMsgId: s.clientMsgId, text: s.text,
           }, now);
+          if (log.isLevelEnabled('debug')) {
+            log.debug({ ...messageTrace({ fromUser: draft.fromUser, clientMsgId: draft.clientMsgId, conversationId: draft.conversationId }), gateway: up.origin.node }, 'send accepted');
+          }
           return { send: { up, draft } };
         } else if (body.case === 'pushAck') {
           const seq = Number(body.value.seq);
@@ -139,7 +156,7 @@ export class Logic {
       try {
         await this.deps.store.advanceDelivered(acks);
       } catch (err) {
-        console.error('[logic] cursor write failed', err);
+        log.error({ err }, 'cursor write failed');
       }
     }
     for (const up of rest) {
@@ -170,18 +187,18 @@ export class Logic {
         results = await this.pipeline.store(sends.map((s) => s.draft));
       } catch (err) {
         if (isDataError(err) && sends.length > 1) {
-          console.error(`[logic] a batch of ${sends.length} sends was refused by the store (${(err as Error).message}); storing one by one`);
+          log.error({ err, sends: sends.length }, 'a batch of sends was refused by the store; storing one by one');
           for (const s of sends) await this.commitSends([s]);
           return;
         }
         if (isDataError(err)) {
           const { up } = sends[0]!;
-          console.error('[logic] a send was refused by the store:', (err as Error).message);
+          log.error({ err, ...messageTrace({ fromUser: up.origin.userId, clientMsgId: sends[0]!.draft.clientMsgId }) }, 'a send was refused by the store');
           await this.replyError(up.origin, up.frame.id, new LonglinkError(ErrorCode.BAD_REQUEST, 'the message cannot be stored'));
           return;
         }
         if (attempt >= STORE_RETRIES) throw err;
-        console.error(`[logic] store unavailable (${(err as Error).message}); retry ${attempt + 1} of ${STORE_RETRIES}`);
+        log.warn({ err, attempt: attempt + 1, of: STORE_RETRIES }, 'store unavailable; retrying');
         await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
       }
     }
@@ -222,7 +239,7 @@ export class Logic {
       case 'typing':
         return this.presence.typing(origin, body.value.conversationId);
       case 'presenceQuery':
-        return this.reply(origin, id, { case: 'presenceResult', value: { users: await this.presence.query(body.value.userIds) } });
+        return this.reply(origin, id, { case: 'presenceResult', value: { users: await this.presence.query(origin.userId, body.value.userIds) } });
       case 'presenceSubscribe':
         return this.reply(origin, id, { case: 'presenceResult', value: { users: await this.presence.subscribe(origin, body.value.userIds) } });
       case 'conversations':
@@ -314,13 +331,16 @@ export class Logic {
 
   private async replyError(origin: Origin, id: number, err: unknown): Promise<void> {
     const known = err instanceof LonglinkError;
-    if (!known) console.error('[logic] request failed', err);
+    if (!known) log.error({ err, user: origin.userId }, 'request failed');
     const code = known ? err.code : ErrorCode.INTERNAL;
+    const metrics = this.deps.metrics ?? noLogicMetrics;
+    metrics.error(code);
+    if (code === ErrorCode.GROUP_FULL) metrics.limitBreach('group_size');
     const message = known ? err.message : 'internal error';
     await this.reply(origin, id, {
       case: 'error',
       value: { code, message, fatal: false, reconnect: false },
-    }).catch((e: unknown) => console.error('[logic] reply failed', e));
+    }).catch((e: unknown) => log.error({ err: e }, 'reply failed'));
   }
 }
 

@@ -10,7 +10,10 @@ import {
 import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { AppendResult, MessageDraft, Store } from '../engines/store.js';
-import { groupIdOf, isGroupConversation, membersOf } from './access.js';
+import { groupIdOf, isGroupConversation, membersOf, wasMemberAtDismissal } from './access.js';
+import { log as rootLog } from '../observability/log.js';
+
+const log = rootLog.child({ component: 'pipeline' });
 import { deliver, type Delivery, type Routing } from './fanout.js';
 
 export interface SendRequest {
@@ -92,7 +95,13 @@ export class Pipeline {
   private async checkGroupSender(conversationId: string, userId: string, trusted: boolean): Promise<void> {
     const group = await this.deps.store.groupMeta(groupIdOf(conversationId));
     if (!group) throw new LonglinkError(ErrorCode.NOT_FOUND, 'no such group');
-    if (group.dismissed) throw new LonglinkError(ErrorCode.GROUP_DISMISSED, 'the group was dismissed');
+    if (group.dismissed) {
+      // Only the admin API's system sender and those the dismissal ended learn of it; anyone else is just not a member.
+      if ((trusted && userId === SYSTEM_USER) || await wasMemberAtDismissal(this.deps.store, conversationId, userId)) {
+        throw new LonglinkError(ErrorCode.GROUP_DISMISSED, 'the group was dismissed');
+      }
+      throw new LonglinkError(ErrorCode.NOT_MEMBER, 'not a member of this group');
+    }
     if (trusted && userId === SYSTEM_USER) return;
     const m = await this.deps.store.membership(conversationId, userId);
     if (!m || m.leftSeq !== undefined) throw new LonglinkError(ErrorCode.NOT_MEMBER, 'not a member of this group');
@@ -110,7 +119,7 @@ export class Pipeline {
   async commit(drafts: readonly MessageDraft[], alsoNotify: readonly (readonly string[] | undefined)[] = []): Promise<AppendResult[]> {
     const results = await this.store(drafts);
     await this.pushResults(results, alsoNotify).catch((err: unknown) => {
-      console.error('[logic] push failed after store', (err as Error).message);
+      log.warn({ err }, 'push failed after store; recipients get the messages at sync');
     });
     return results;
   }

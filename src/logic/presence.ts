@@ -1,7 +1,20 @@
 // Presence (who is online, on which platforms) and typing indicators: both
 // transient, never stored.
+//
+// Who may see a user's presence (`visibility`): 'all' lets anyone logged in
+// see anyone; 'contacts' only users who share a conversation with them: a 1:1
+// conversation with at least one message, or a group both are current
+// members of (a dismissed group has none). Everyone may see themselves. A
+// query or subscription naming anyone the asker may not see is refused as a
+// whole (FORBIDDEN): the reply then says nothing about anyone, and a refused
+// subscription leaves the connection's watch list as it was. Presence events
+// follow the watch list, which only ever holds users checked when the
+// subscription was made (a contact that ends later is not re-checked until
+// the next subscription or connection).
 import { create } from '@bufbuild/protobuf';
-import { ErrorCode, LonglinkError, PresenceSchema, encodeFrame, isValidId, makeFrame, type Presence } from '../protocol/index.js';
+import {
+  ErrorCode, LonglinkError, PresenceSchema, directConversationId, encodeFrame, isValidId, makeFrame, type Presence,
+} from '../protocol/index.js';
 import type { Bus, Origin } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
@@ -17,7 +30,15 @@ export interface PresenceOptions {
   typingIntervalMs: number;
   /** Groups larger than this get no typing events. @default 500 */
   typingMaxMembers: number;
+  /** Who may query or watch a user's presence (see the top of this file). @default 'all' */
+  visibility?: 'all' | 'contacts';
 }
+
+/**
+ * Up to this many groups of the asker, a user's membership is read group by
+ * group; past it, the user's conversation list is read once instead.
+ */
+const POINT_READS_MAX = 16;
 
 export class PresenceService {
   /** Last state announced per user, so repeated session events announce nothing new. */
@@ -29,17 +50,19 @@ export class PresenceService {
     private readonly deps: { bus: Bus; sessions: Sessions; registry: Registry; store: Store; pipeline: Pipeline; routing?: Routing },
   ) {}
 
-  async query(userIds: readonly string[]): Promise<Presence[]> {
+  /** The presence of some users, as `viewer` may see it. */
+  async query(viewer: string, userIds: readonly string[]): Promise<Presence[]> {
     if (userIds.length > this.options.maxWatched) throw new LonglinkError(ErrorCode.BAD_REQUEST, `at most ${this.options.maxWatched} users per presence request`);
     for (const u of userIds) if (!isValidId(u)) throw new LonglinkError(ErrorCode.BAD_REQUEST, `${JSON.stringify(u)} is not a valid user id`);
     const unique = [...new Set(userIds)];
+    if (this.options.visibility === 'contacts') await this.requireContacts(viewer, unique);
     const online = await this.deps.sessions.lookup(unique);
     return unique.map((userId) => presenceOf(userId, online.get(userId)?.map((s) => s.platform) ?? []));
   }
 
   /** Replace the connection's watch list; returns the current state of those users. */
   async subscribe(origin: Origin, userIds: readonly string[]): Promise<Presence[]> {
-    const current = await this.query(userIds);
+    const current = await this.query(origin.userId, userIds);
     await this.deps.bus.publishDown(origin.node, { kind: 'watch', connId: origin.connId, userIds: current.map((p) => p.userId) });
     return current;
   }
@@ -74,6 +97,29 @@ export class PresenceService {
       value: { body: { case: 'typing', value: { conversationId, userId: origin.userId } } },
     }));
     await deliverToUsers(this.deps, members.filter((u) => u !== origin.userId), frame);
+  }
+
+  /** Throws FORBIDDEN naming the first of `userIds` that shares no conversation with `viewer`. */
+  private async requireContacts(viewer: string, userIds: readonly string[]): Promise<void> {
+    const others = userIds.filter((u) => u !== viewer);
+    if (others.length === 0) return;
+    const mine = await this.deps.store.listForUser(viewer);
+    const direct = new Set(mine.filter((c) => c.kind === 'direct').map((c) => c.conversationId));
+    const groups = mine.filter((c) => c.kind === 'group' && c.leftSeq === undefined).map((c) => c.conversationId);
+    const visible = await Promise.all(others.map(async (u) =>
+      direct.has(directConversationId(viewer, u)) || (groups.length > 0 && await this.sharesGroup(u, groups))));
+    const hidden = others.find((_u, i) => !visible[i]);
+    if (hidden !== undefined) {
+      throw new LonglinkError(ErrorCode.FORBIDDEN, `you may see the presence of ${hidden} only once you share a conversation`);
+    }
+  }
+
+  /** Whether `userId` is a current member of one of `groups` (a dismissal ends every membership). */
+  private async sharesGroup(userId: string, groups: readonly string[]): Promise<boolean> {
+    const store = this.deps.store;
+    if (groups.length <= POINT_READS_MAX) return (await Promise.all(groups.map((g) => store.isMember(g, userId)))).includes(true);
+    const mine = new Set(groups);
+    return (await store.listForUser(userId)).some((c) => c.leftSeq === undefined && mine.has(c.conversationId));
   }
 
   private prune(now: number): void {

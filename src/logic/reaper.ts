@@ -5,6 +5,9 @@
 // nobody reads. Every logic node runs one; dropNode is safe to run twice.
 import type { Registry } from '../engines/registry.js';
 import type { Sessions } from '../engines/sessions.js';
+import { log as rootLog } from '../observability/log.js';
+
+const logger = rootLog.child({ component: 'reaper' });
 
 export interface ReaperDeps {
   sessions: Sessions;
@@ -18,13 +21,13 @@ export class Reaper {
   constructor(
     private readonly intervalMs: number,
     private readonly deps: ReaperDeps,
-    private readonly log: (line: string) => void = (line) => console.log(line),
+    private readonly log: (line: string) => void = (line) => logger.info(line),
   ) {}
 
   start(): void {
     this.timer = setInterval(() => {
       this.running ??= this.reap().then(() => undefined, (err: unknown) => {
-        console.error('[reaper] pass failed', (err as Error).message);
+        logger.warn({ err }, 'pass failed');
       }).finally(() => {
         this.running = undefined;
       });
@@ -40,7 +43,7 @@ export class Reaper {
     const dead = holding.filter((n) => !live.has(n));
     for (const node of dead) {
       const dropped = await this.deps.sessions.dropNode(node);
-      if (dropped > 0) this.log(`[reaper] gateway ${node} is gone: dropped ${dropped} sessions`);
+      if (dropped > 0) this.log(`gateway ${node} is gone: dropped ${dropped} sessions`);
     }
     return dead;
   }

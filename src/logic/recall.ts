@@ -1,8 +1,11 @@
-// Recall: the sender within the window, or a group's owner or admin at any
-// time. Stored as a timeline event whose effect erases the message's text, so
-// online devices replace it now and devices that sync later never see the text.
+// Recall: the sender within the window; in a group, also its owner (anyone's
+// message, any time) and its admins (their own, and plain members' messages,
+// any time; not the owner's or another admin's), the same ranks as removing
+// and muting. Stored as a timeline event whose effect erases the message's
+// text, so online devices replace it now and devices that sync later never
+// see the text.
 import { randomUUID } from 'node:crypto';
-import { ErrorCode, LonglinkError } from '../protocol/index.js';
+import { ErrorCode, LonglinkError, type GroupRoleName } from '../protocol/index.js';
 import type { Store } from '../engines/store.js';
 import type { Pipeline } from './pipeline.js';
 import { isGroupConversation, viewOf } from './access.js';
@@ -20,27 +23,27 @@ export class RecallService {
     const target = seq >= view.fromSeq ? await store.message(conversationId, seq) : undefined;
     if (!target || target.event) throw new LonglinkError(ErrorCode.NOT_FOUND, 'no such message');
     if (target.recalledBy !== undefined) return; // already recalled: done
-    let allowed = false;
+    const group = isGroupConversation(conversationId);
+    const rank = group ? await this.rankIn(conversationId, userId) : 'member';
     if (target.fromUser === userId) {
-      if (Date.now() - target.sentAtMs > this.options.recallWindowMs) {
-        const admin = await this.isGroupAdmin(conversationId, userId);
-        if (!admin) throw new LonglinkError(ErrorCode.RECALL_EXPIRED, `messages can be recalled within ${Math.round(this.options.recallWindowMs / 1000)} s`);
+      if (rank === 'member' && Date.now() - target.sentAtMs > this.options.recallWindowMs) {
+        throw new LonglinkError(ErrorCode.RECALL_EXPIRED, `messages can be recalled within ${Math.round(this.options.recallWindowMs / 1000)} s`);
       }
-      allowed = true;
     } else {
-      allowed = await this.isGroupAdmin(conversationId, userId);
+      const senderRank = group ? await this.rankIn(conversationId, target.fromUser) : 'member';
+      const allowed = rank === 'owner' || (rank === 'admin' && senderRank === 'member');
+      if (!allowed) throw new LonglinkError(ErrorCode.NOT_SENDER, 'only the sender (or a group admin over a member) may recall this message');
     }
-    if (!allowed) throw new LonglinkError(ErrorCode.NOT_SENDER, 'only the sender (or a group admin) may recall this message');
     await this.deps.pipeline.commit([{
-      conversationId, kind: isGroupConversation(conversationId) ? 'group' : 'direct', members: [],
+      conversationId, kind: group ? 'group' : 'direct', members: [],
       fromUser: userId, fromDevice: deviceId, clientMsgId: '', serverMsgId: randomUUID(), text: '', sentAtMs: Date.now(),
       event: { type: 'recalled', actor: userId, targetSeq: seq }, effect: { op: 'recall', targetSeq: seq, by: userId },
     }]);
   }
 
-  private async isGroupAdmin(conversationId: string, userId: string): Promise<boolean> {
-    if (!isGroupConversation(conversationId)) return false;
+  /** A user's rank in a group now: one who left (or never was a member, e.g. the system user) counts as a member. */
+  private async rankIn(conversationId: string, userId: string): Promise<GroupRoleName> {
     const m = await this.deps.store.membership(conversationId, userId);
-    return m !== undefined && m.leftSeq === undefined && (m.role === 'owner' || m.role === 'admin');
+    return m !== undefined && m.leftSeq === undefined ? m.role : 'member';
   }
 }

@@ -3,7 +3,7 @@
 // HTTP port is shared by the API, the WebSocket endpoint and the web page.
 import { databasePath, type ServerConfig } from '../config.js';
 import type { BusCounters } from '../engines/bus.js';
-import { TokenService } from '../auth/tokens.js';
+import { tokenServiceFor } from '../auth/tokens.js';
 import { MemoryBus } from '../engines/bus-memory.js';
 import { MemorySessions } from '../engines/sessions-memory.js';
 import { MemoryRegistry } from '../engines/registry-memory.js';
@@ -14,6 +14,9 @@ import { HttpApi } from '../logic/http-api.js';
 import { closeHttp, listenHttp, loadTls } from './http-server.js';
 import { gatewayOptions, logicOptions } from './wiring.js';
 import { defaultWebRoot, devLoginEnabled, staticFiles } from './web.js';
+import { observeRole, storeAnswers } from './observe.js';
+import { InstrumentedStore } from '../observability/store.js';
+import type { Metrics } from '../observability/metrics.js';
 
 export interface RunningServer {
   nodeId: string;
@@ -25,6 +28,8 @@ export interface RunningServer {
   gateway: Gateway;
   /** What the bus moved (metrics, benchmarks). */
   busCounters: BusCounters;
+  /** This role's metrics registry (served at /metrics). */
+  metrics: Metrics;
   stop(): Promise<void>;
 }
 
@@ -34,21 +39,30 @@ export interface EmbeddedOptions {
 }
 
 export async function startEmbedded(config: ServerConfig, options: EmbeddedOptions = {}): Promise<RunningServer> {
+  // /healthz stays the HTTP API's; /readyz and /metrics are answered before it.
+  const obs = observeRole(config, 'embedded');
   const tls = loadTls(config.tls);
-  const tokens = new TokenService(config.tokenSecret, config.previousTokenSecrets);
+  const tokens = tokenServiceFor(config);
   const bus = new MemoryBus();
   const sessions = new MemorySessions();
   const registry = new MemoryRegistry();
-  const store = new SqliteStore({ path: databasePath(config), synchronous: config.sqliteSynchronous });
+  const sqlite = new SqliteStore({ path: databasePath(config), synchronous: config.sqliteSynchronous });
+  const store = new InstrumentedStore(sqlite, obs.metrics);
+  obs.metrics.watchBus(async () => ({ upLag: new Map([['0', bus.upBacklog]]), shardsOwned: 1 }), bus.counters);
+  let started = false;
+  obs.readiness.add('store', storeAnswers(sqlite)).add('started', async () => {
+    if (!started) throw new Error('starting');
+  });
 
-  const logic = new Logic(logicOptions(config), { bus, sessions, registry, store });
-  const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens });
+  const logic = new Logic(logicOptions(config), { bus, sessions, registry, store, metrics: obs.metrics.logic });
+  const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens, metrics: obs.metrics.gateway });
   const api = new HttpApi({
     nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, devLogin: devLoginEnabled(config),
-  }, { tokens, registry, bus, logic });
+  }, { tokens, registry, bus, logic, sessions });
   const web = staticFiles(options.webRoot ?? defaultWebRoot());
 
   const { server, port: httpPort } = await listenHttp((req, res) => {
+    if (obs.routes(req, res)) return;
     if (web.handles(req)) web.serve(req, res);
     else api.handle(req, res);
   }, config.httpPort, config.host, tls);
@@ -64,6 +78,8 @@ export async function startEmbedded(config: ServerConfig, options: EmbeddedOptio
   }
   logic.start();
   await gateway.start();
+  started = true;
+  obs.logger.info({ http: httpPort, tcp: tcpPort, data_dir: config.dataDir }, 'started');
 
   let stopped = false;
   return {
@@ -75,14 +91,18 @@ export async function startEmbedded(config: ServerConfig, options: EmbeddedOptio
     wsUrl,
     gateway,
     busCounters: bus.counters,
+    metrics: obs.metrics,
     async stop() {
       if (stopped) return;
       stopped = true;
+      tokens.unwatch();
+      obs.readiness.markStopping();
       await gateway.stop();
       await logic.stop();
       await closeHttp(server);
       await bus.close();
       await store.close();
+      obs.logger.info('stopped');
     },
   };
 }

@@ -5,10 +5,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ServerConfig } from '../config.js';
 import type { BusCounters } from '../engines/bus.js';
-import { TokenService } from '../auth/tokens.js';
+import { tokenServiceFor } from '../auth/tokens.js';
 import { Gateway } from '../gateway/gateway.js';
 import { closeHttp, listenHttp, loadTls, sendJson } from './http-server.js';
-import { gatewayOptions, redisEngines } from './wiring.js';
+import { gatewayOptions, redisEngines, requireUrl } from './wiring.js';
+import { observeRole, redisAnswers } from './observe.js';
+import { RedisProbe } from '../observability/redis-probe.js';
+import type { Metrics } from '../observability/metrics.js';
 
 export interface RunningGateway {
   nodeId: string;
@@ -19,29 +22,43 @@ export interface RunningGateway {
   gateway: Gateway;
   /** What the bus moved (metrics, benchmarks). */
   busCounters: BusCounters;
+  /** This role's metrics registry (served at /metrics). */
+  metrics: Metrics;
   stop(): Promise<void>;
 }
 
 export async function startGateway(config: ServerConfig): Promise<RunningGateway> {
+  // (the health closure runs on requests, once the gateway below exists)
+  const obs = observeRole(config, 'gateway', () => ({ connections: gateway.connectionCount }));
   const tls = loadTls(config.tls);
   const { bus, sessions, registry } = redisEngines(config, 'gateway');
-  // A previous process with this node id may have died without logging its
-  // users out, and come back before the reaper noticed: those sessions are ghosts.
-  const stale = await sessions.dropNode(config.nodeId);
-  if (stale > 0) console.log(`[gateway] dropped ${stale} sessions left by a previous ${config.nodeId}`);
-  const tokens = new TokenService(config.tokenSecret, config.previousTokenSecrets);
-  const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens });
+  const probe = new RedisProbe(requireUrl(config.redisUrl, 'longlink gateway needs LONGLINK_REDIS_URL'), config.redisPrefix);
+  obs.metrics.watchBus(() => probe.gatewayStats(config.nodeId), bus.counters);
+  obs.readiness.add('redis', redisAnswers(probe)).add('registry', async () => {
+    if (!(await registry.live('gateway')).some((n) => n.id === config.nodeId)) throw new Error('not registered (yet) in the registry');
+  });
   const closeEngines = async () => {
     await bus.close();
     await sessions.close();
     await registry.close();
+    await probe.close();
   };
+  // A previous process with this node id may have died without logging its
+  // users out, and come back before the reaper noticed: those sessions are ghosts.
+  let stale: number;
+  try {
+    stale = await sessions.dropNode(config.nodeId);
+  } catch (err) {
+    await closeEngines();
+    throw err;
+  }
+  if (stale > 0) obs.logger.info({ sessions: stale }, 'dropped the sessions a previous process of this node id left');
+  const tokens = tokenServiceFor(config);
+  const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens, metrics: obs.metrics.gateway });
 
   const handle = (req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (path === '/healthz' && req.method === 'GET') {
-      sendJson(res, 200, { status: 'ok', node: config.nodeId, role: 'gateway', connections: gateway.connectionCount });
-    } else sendJson(res, 404, { error: { code: 'NOT_FOUND', message: 'a gateway serves /ws and /healthz; the API is on logic nodes' } });
+    if (obs.routes(req, res)) return;
+    sendJson(res, 404, { error: { code: 'NOT_FOUND', message: 'a gateway serves /ws, /healthz, /readyz and /metrics; the API is on logic nodes' } });
   };
   let http: Awaited<ReturnType<typeof listenHttp>>;
   let tcpPort: number;
@@ -61,6 +78,7 @@ export async function startGateway(config: ServerConfig): Promise<RunningGateway
     throw err;
   }
   await gateway.start();
+  obs.logger.info({ http: http.port, tcp: tcpPort, routing: config.routing }, 'started');
 
   let stopped = false;
   return {
@@ -71,12 +89,16 @@ export async function startGateway(config: ServerConfig): Promise<RunningGateway
     wsUrl,
     gateway,
     busCounters: bus.counters,
+    metrics: obs.metrics,
     async stop() {
       if (stopped) return;
       stopped = true;
+      tokens.unwatch();
+      obs.readiness.markStopping();
       await gateway.stop();
       await closeHttp(http.server);
       await closeEngines();
+      obs.logger.info('stopped');
     },
   };
 }

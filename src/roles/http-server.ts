@@ -22,7 +22,7 @@ export async function listenHttp(
   handler: http.RequestListener, port: number, host: string, tls?: SecureContextOptions,
 ): Promise<{ server: http.Server; port: number }> {
   // https.Server extends tls.Server, not http.Server, but serves the same request and upgrade events.
-  const server = tls ? (https.createServer({ ...tls }, handler) as unknown as http.Server) : http.createServer(handler);
+  const server = tls ? (https.createServer({ ...tls, handshakeTimeout: 10_000 }, handler) as unknown as http.Server) : http.createServer(handler);
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   server.on('clientError', (_err, socket) => {

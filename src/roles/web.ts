@@ -6,6 +6,10 @@ import { readFile, realpath, stat } from 'node:fs/promises';
 import { extname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ServerConfig } from '../config.js';
+import { log } from '../observability/log.js';
+import { OBSERVABILITY_PATHS } from '../observability/http.js';
+
+const logger = log.child({ component: 'web' });
 
 /** dist/web of this package, from dist/roles/ (built) and src/roles/ (tsx) alike. */
 export function defaultWebRoot(): string {
@@ -46,7 +50,7 @@ const PAGE_HEADERS = {
 };
 
 export interface StaticFiles {
-  /** Whether this request is for the page (GET or HEAD, outside /api/ and /healthz). */
+  /** Whether this request is for the page (GET or HEAD, outside /api/, /healthz, /readyz and /metrics). */
   handles(req: IncomingMessage): boolean;
   serve(req: IncomingMessage, res: ServerResponse): void;
 }
@@ -122,11 +126,11 @@ export function staticFiles(root: string): StaticFiles {
     handles(req) {
       if (req.method !== 'GET' && req.method !== 'HEAD') return false;
       const path = (req.url ?? '/').split('?')[0] ?? '/';
-      return !path.startsWith('/api/') && path !== '/healthz' && !path.startsWith('/healthz/');
+      return !path.startsWith('/api/') && !OBSERVABILITY_PATHS.has(path) && !path.startsWith('/healthz/');
     },
     serve(req, res) {
       serve(req, res).catch((err: unknown) => {
-        console.error('[web] request failed', err);
+        logger.error({ err }, 'request failed');
         if (res.headersSent) res.destroy();
         else sendError(res, 500, 'INTERNAL', 'internal error');
       });

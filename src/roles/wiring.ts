@@ -19,6 +19,9 @@ export function gatewayOptions(config: ServerConfig): GatewayOptions {
     maxOutboundBytes: config.limits.maxOutboundBytes,
     loginPolicy: config.loginPolicy,
     nodeTtlMs: config.nodeTtlMs,
+    userMessagesPerSecond: config.limits.userMessagesPerSecond,
+    maxConnectionsPerUser: config.limits.maxConnectionsPerUser,
+    loginAttemptsPerMinute: config.limits.loginAttemptsPerMinute,
   };
 }
 

@@ -159,6 +159,42 @@ export function sessionsContract(name: string, factory: SessionsFactory): void {
       });
     });
 
+    describe('revoke and revokedBefore', () => {
+      test('nothing revoked: 0', async () => {
+        assert.equal(await sessions.revokedBefore('alice', 'phone'), 0);
+      });
+
+      test('a user-wide revocation applies to every device of that user only', async () => {
+        await sessions.revoke('alice', undefined, 1_000, 60_000);
+        assert.equal(await sessions.revokedBefore('alice', 'phone'), 1_000);
+        assert.equal(await sessions.revokedBefore('alice', 'laptop'), 1_000);
+        assert.equal(await sessions.revokedBefore('bob', 'phone'), 0);
+      });
+
+      test('a device revocation applies to that device; the later of user and device wins', async () => {
+        await sessions.revoke('alice', 'phone', 2_000, 60_000);
+        assert.equal(await sessions.revokedBefore('alice', 'phone'), 2_000);
+        assert.equal(await sessions.revokedBefore('alice', 'laptop'), 0);
+        await sessions.revoke('alice', undefined, 1_500, 60_000);
+        assert.equal(await sessions.revokedBefore('alice', 'phone'), 2_000);
+        assert.equal(await sessions.revokedBefore('alice', 'laptop'), 1_500);
+      });
+
+      test('never moves back in time', async () => {
+        await sessions.revoke('alice', undefined, 5_000, 60_000);
+        await sessions.revoke('alice', undefined, 3_000, 60_000);
+        assert.equal(await sessions.revokedBefore('alice', 'phone'), 5_000);
+      });
+
+      test('is forgotten after its ttl', async () => {
+        await sessions.revoke('alice', undefined, 5_000, 150);
+        assert.equal(await sessions.revokedBefore('alice', 'phone'), 5_000);
+        const deadline = Date.now() + 5_000;
+        while ((await sessions.revokedBefore('alice', 'phone')) !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        assert.equal(await sessions.revokedBefore('alice', 'phone'), 0);
+      });
+    });
+
     describe('nodes', () => {
       test('is empty at first', async () => {
         assert.deepEqual(await sessions.nodes(), []);

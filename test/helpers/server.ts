@@ -33,6 +33,8 @@ export async function startTestServer(overrides: Record<string, string> = {}, da
     'token-secret': TOKEN_SECRET,
     'sqlite-synchronous': 'normal',
     'node-id': 'test-node',
+    // Warnings and errors only: a test that wants the info lines sets it.
+    'log-level': 'warn',
     ...overrides,
   }, {});
   const server = await startEmbedded(config, options);

@@ -1,0 +1,105 @@
+// A Store that measures the one it wraps: latency of every call and the size
+// of every write batch (longlink_store_*), and at debug level a trace line per
+// stored message (messageTrace fields), so no store implementation changes.
+import type {
+  AppendResult, ConversationState, GroupMeta, GroupRecord, Membership, MessageDraft, Store,
+} from '../engines/store.js';
+import type { ChatMessage } from '../protocol/index.js';
+import { log, messageTrace } from './log.js';
+import type { Metrics } from './metrics.js';
+
+const logger = log.child({ component: 'store' });
+
+export class InstrumentedStore implements Store {
+  constructor(
+    private readonly inner: Store,
+    private readonly metrics: Metrics,
+  ) {}
+
+  private async timed<T>(op: string, work: () => Promise<T>, batch?: number): Promise<T> {
+    const start = process.hrtime.bigint();
+    try {
+      return await work();
+    } catch (err) {
+      this.metrics.storeFailed(op);
+      throw err;
+    } finally {
+      this.metrics.storeCall(op, Number(process.hrtime.bigint() - start) / 1e9, batch);
+    }
+  }
+
+  async append(drafts: readonly MessageDraft[]): Promise<AppendResult[]> {
+    const results = await this.timed('append', () => this.inner.append(drafts), drafts.length);
+    if (logger.isLevelEnabled('debug')) {
+      for (let i = 0; i < results.length; i++) {
+        const d = drafts[i]!;
+        const m = results[i]!.message;
+        logger.debug({
+          ...messageTrace({ fromUser: d.fromUser, clientMsgId: d.clientMsgId, serverMsgId: m.serverMsgId, conversationId: m.conversationId, seq: m.seq }),
+          duplicate: results[i]!.duplicate, batch: drafts.length,
+        }, 'stored');
+      }
+    }
+    return results;
+  }
+
+  after(conversationId: string, afterSeq: number, limit: number, maxSeq?: number): Promise<ChatMessage[]> {
+    return this.timed('after', () => this.inner.after(conversationId, afterSeq, limit, maxSeq));
+  }
+
+  before(conversationId: string, beforeSeq: number, limit: number, minSeq?: number): Promise<ChatMessage[]> {
+    return this.timed('before', () => this.inner.before(conversationId, beforeSeq, limit, minSeq));
+  }
+
+  message(conversationId: string, seq: number): Promise<ChatMessage | undefined> {
+    return this.timed('message', () => this.inner.message(conversationId, seq));
+  }
+
+  unreadCount(conversationId: string, userId: string, afterSeq: number, maxSeq: number): Promise<number> {
+    return this.timed('unread_count', () => this.inner.unreadCount(conversationId, userId, afterSeq, maxSeq));
+  }
+
+  members(conversationId: string): Promise<string[]> {
+    return this.timed('members', () => this.inner.members(conversationId));
+  }
+
+  isMember(conversationId: string, userId: string): Promise<boolean> {
+    return this.timed('is_member', () => this.inner.isMember(conversationId, userId));
+  }
+
+  membership(conversationId: string, userId: string): Promise<Membership | undefined> {
+    return this.timed('membership', () => this.inner.membership(conversationId, userId));
+  }
+
+  listForUser(userId: string): Promise<ConversationState[]> {
+    return this.timed('list_for_user', () => this.inner.listForUser(userId));
+  }
+
+  group(groupId: string): Promise<GroupRecord | undefined> {
+    return this.timed('group', () => this.inner.group(groupId));
+  }
+
+  groupMeta(groupId: string): Promise<GroupMeta | undefined> {
+    return this.timed('group_meta', () => this.inner.groupMeta(groupId));
+  }
+
+  markRead(conversationId: string, userId: string, seq: number): Promise<number> {
+    return this.timed('mark_read', () => this.inner.markRead(conversationId, userId, seq));
+  }
+
+  readCursors(conversationId: string): Promise<Map<string, number>> {
+    return this.timed('read_cursors', () => this.inner.readCursors(conversationId));
+  }
+
+  advanceDelivered(updates: readonly { userId: string; deviceId: string; conversationId: string; seq: number }[]): Promise<void> {
+    return this.timed('advance_delivered', () => this.inner.advanceDelivered(updates), updates.length);
+  }
+
+  delivered(userId: string, deviceId: string): Promise<Map<string, number>> {
+    return this.timed('delivered', () => this.inner.delivered(userId, deviceId));
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
