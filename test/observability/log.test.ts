@@ -110,15 +110,19 @@ describe('logs', () => {
     assert.equal(records[0]!.component, 'test');
   });
 
-  test('at info, no trace; at debug, the store logs the trace of a message id, with its server id, conversation and seq', T, async () => {
+  test('at info, no trace; at debug, a message id is followed gateway → logic → store → gateway, with its server id, conversation and seq', T, async () => {
     for (const level of ['info', 'debug'] as const) {
       const lines = capture();
       const s = await startTestServer({ 'log-level': level, 'node-id': `trace-${level}` });
       try {
+        const bob = await RawClient.connect(s.wsUrl);
+        await bob.login(await s.token('bob'));
         const alice = await RawClient.connect(s.tcpUrl);
         await alice.login(await s.token('alice'));
         const ack = await sendOk(alice, { clientMsgId: `trace-7c1d-${level}`, toUser: 'bob', text: BODY });
+        await bob.next((f) => f.body.case === 'push');
         alice.close();
+        bob.close();
         const records = parse(lines);
         const traced = records.filter((r) => r.trace === `trace-7c1d-${level}`);
         if (level === 'info') {
@@ -134,6 +138,14 @@ describe('logs', () => {
           assert.equal(stored.conv, 'u:alice:bob');
           assert.equal(stored.seq, Number(ack.seq));
           assert.equal(stored.duplicate, false);
+          // The whole path, in order: received at the gateway, accepted by logic, stored, written to bob.
+          const steps = traced.map((r) => `${r.component as string}: ${r.msg as string}`);
+          const path = ['gateway: send received', 'logic: send accepted', 'store: stored', 'gateway: push written'];
+          const at = path.map((step) => steps.indexOf(step));
+          assert.ok(at.every((i) => i >= 0) && at.every((i, k) => k === 0 || i > at[k - 1]!), `trace steps ${JSON.stringify(steps)}`);
+          const written = traced.find((r) => r.msg === 'push written')!;
+          assert.equal(written.msg_id, ack.serverMsgId);
+          assert.equal(written.seq, Number(ack.seq));
         }
         assertClean(lines, [BODY]);
       } finally {
