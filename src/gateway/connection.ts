@@ -17,10 +17,13 @@ export class Connection {
   lastSeenMs: number;
   readonly openedAtMs: number;
   readonly bucket: TokenBucket;
-  /** True once a RATE_LIMITED notice was sent for the current throttling episode. */
-  throttled = false;
-  /** Likewise for USER_RATE_LIMITED (the user's messages per second). */
-  userThrottled = false;
+  /**
+   * When this connection was last slowed by its frame rate (RATE_LIMITED) and
+   * by its user's message rate (USER_RATE_LIMITED). A notice goes out when an
+   * episode starts: the first throttling after a quiet second.
+   */
+  throttledAtMs = -Infinity;
+  userThrottledAtMs = -Infinity;
   /** PushAcks waiting to go up, the highest per conversation (see Gateway.flushAcks). */
   pendingAcks: Map<string, Frame> | undefined;
   /** Users whose presence this connection watches (most watch nobody: one shared empty set until they do). */

@@ -75,6 +75,13 @@ const LIMIT_OF = new Map<ErrorCode, LimitName>([
   [ErrorCode.LOGIN_THROTTLED, 'login_attempts'],
 ]);
 
+/**
+ * A throttling episode ends after this long without throttling; the next one
+ * gets a new notice. (Not "the first frame within the rate": a resume timer
+ * that fires late refills the bucket and would start a new episode mid-flood.)
+ */
+const THROTTLE_EPISODE_GAP_MS = 1000;
+
 /** One push latency sample per this many deliveries (each sample decodes the frame). */
 const LATENCY_SAMPLE_EVERY = 16;
 
@@ -260,18 +267,22 @@ export class Gateway {
       return false; // resume once logged in
     }
     let wait = conn.bucket.take(now);
-    if (wait > 0 && !conn.throttled) {
-      conn.throttled = true;
-      this.fail(conn, 0, ErrorCode.RATE_LIMITED, `over ${this.options.ratePerSecond} frames/s; reading paused`, false);
+    if (wait > 0) {
+      if (now - conn.throttledAtMs > THROTTLE_EPISODE_GAP_MS) {
+        this.fail(conn, 0, ErrorCode.RATE_LIMITED, `over ${this.options.ratePerSecond} frames/s; reading paused`, false);
+      }
+      conn.throttledAtMs = now;
     }
     if (body.case === 'send') {
       // The user's messages per second, all its connections here together: over it, this
       // connection stops reading until the user's bucket refills (nothing is refused or lost).
       const userWait = this.userBucket(conn.userId, now).take(now);
-      if (userWait > 0 && !conn.userThrottled) {
-        conn.userThrottled = true;
-        this.fail(conn, 0, ErrorCode.USER_RATE_LIMITED, `over ${this.userMessagesPerSecond} messages/s for this user; reading paused`, false);
-      } else if (userWait === 0) conn.userThrottled = false;
+      if (userWait > 0) {
+        if (now - conn.userThrottledAtMs > THROTTLE_EPISODE_GAP_MS) {
+          this.fail(conn, 0, ErrorCode.USER_RATE_LIMITED, `over ${this.userMessagesPerSecond} messages/s for this user; reading paused`, false);
+        }
+        conn.userThrottledAtMs = now;
+      }
       wait = Math.max(wait, userWait);
     }
     if (wait > 0) {
@@ -282,7 +293,6 @@ export class Gateway {
       this.handle(conn, frame);
       return false;
     }
-    conn.throttled = false; // a frame within the rates ends the throttling episode
     this.handle(conn, frame);
     return true;
   }

@@ -41,13 +41,22 @@ export interface Transport {
   destroy(): void;
 }
 
+/** A framing error waiting in the held queue behind the payloads that came before it. */
+interface HeldFault {
+  code: number;
+  message: string;
+}
+
 /**
  * The part both adapters share: a queue of payloads that arrived while the
- * sink had paused delivery.
+ * sink had paused delivery. A framing error found while paused waits in the
+ * same queue, so the sink sees it in stream order, after the frames sent
+ * before it (a WebSocket adapter learns of an oversized message as soon as it
+ * arrives, possibly while earlier ones are still held).
  */
 export abstract class PausableDelivery {
   protected sink: TransportSink | undefined;
-  private held: Uint8Array[] = [];
+  private held: (Uint8Array | HeldFault)[] = [];
   private paused = false;
   protected closed = false;
   /** end() was called: whatever else arrives is read and dropped, never buffered. */
@@ -69,6 +78,13 @@ export abstract class PausableDelivery {
     if (!this.sink.onPayload(payload)) this.pause();
   }
 
+  /** The byte stream is broken here: tell the sink, after whatever is held. */
+  protected deliverFault(code: number, message: string): void {
+    if (this.closed || this.ending || !this.sink) return;
+    if (this.paused) this.held.push({ code, message });
+    else this.sink.onFramingError(code, message);
+  }
+
   private pause(): void {
     if (this.paused) return;
     this.paused = true;
@@ -84,10 +100,15 @@ export abstract class PausableDelivery {
   resume(): void {
     if (!this.paused || this.closed || this.ending) return;
     this.paused = false;
-    while (this.held.length > 0 && !this.paused && !this.closed) {
+    while (this.held.length > 0 && !this.paused && !this.closed && !this.ending) {
       const next = this.held.shift()!;
+      if (!(next instanceof Uint8Array)) {
+        this.sink!.onFramingError(next.code, next.message);
+        return;
+      }
       if (!this.sink!.onPayload(next)) this.pause();
     }
+    if (this.ending) return;
     if (!this.paused && !this.closed) this.resumeSource();
   }
 }

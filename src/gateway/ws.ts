@@ -24,12 +24,12 @@ export class WsTransport extends PausableDelivery implements Transport {
     ws.on('message', (data, isBinary) => {
       if (this.ending) return; // closing: read and drop
       if (!isBinary) {
-        this.sink?.onFramingError(ErrorCode.BAD_FRAME, 'text messages are not frames; send binary');
+        this.deliverFault(ErrorCode.BAD_FRAME, 'text messages are not frames; send binary');
         return;
       }
       const bytes = toBytes(data);
       if (bytes.length > this.maxFrameBytes) {
-        this.sink?.onFramingError(
+        this.deliverFault(
           ErrorCode.FRAME_TOO_LARGE,
           `frame of ${bytes.length} bytes is over the ${this.maxFrameBytes}-byte limit`,
         );

@@ -25,11 +25,21 @@ export async function listenHttp(
   const server = tls ? (https.createServer({ ...tls, handshakeTimeout: 10_000 }, handler) as unknown as http.Server) : http.createServer(handler);
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) {
-      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
-      setTimeout(() => socket.destroy(), 1000).unref();
-    } else socket.destroy();
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    // Bytes that are not HTTP (or headers past Node's 16 KiB): a coded JSON answer, then close.
+    const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+    const body = JSON.stringify({
+      error: tooLarge
+        ? { code: 'HEADERS_TOO_LARGE', message: 'request headers are over 16 KiB' }
+        : { code: 'BAD_REQUEST', message: 'malformed HTTP request' },
+    });
+    socket.end(`HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\n`
+      + `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    setTimeout(() => socket.destroy(), 1000).unref();
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
