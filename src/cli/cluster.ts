@@ -18,12 +18,14 @@ export async function runCluster(flags: Record<string, string | undefined>): Pro
   if (routing !== 'targeted' && routing !== 'broadcast') throw new UsageError('--routing must be targeted or broadcast');
   const basePort = flags['base-port'] === undefined ? 7000 : Number(flags['base-port']);
   if (!Number.isInteger(basePort) || basePort < 1024 || basePort > 65000) throw new UsageError('--base-port must be in 1024..65000');
+  const appendfsync = flags.appendfsync ?? process.env.LONGLINK_REDIS_APPENDFSYNC ?? 'everysec';
+  if (appendfsync !== 'everysec' && appendfsync !== 'always' && appendfsync !== 'no') throw new UsageError('--appendfsync must be everysec, always or no');
   console.log(`starting Redis, PostgreSQL, ${logic} logic and ${gateways} gateway processes (routing ${routing})…`);
-  const cluster = await startCluster({ gateways, logic, routing, basePort });
+  const cluster = await startCluster({ gateways, logic, routing, basePort, appendfsync });
   const api = cluster.apiUrl();
   console.log('');
   console.log('cluster up:');
-  console.log(`  redis      ${cluster.redis.url} (AOF, fsync everysec)`);
+  console.log(`  redis      ${cluster.redis.url} (AOF, appendfsync ${appendfsync})`);
   console.log(`  postgres   ${cluster.postgres.url}`);
   for (const n of cluster.logics()) console.log(`  ${n.name.padEnd(10)} api ${n.httpUrl}`);
   for (const n of cluster.gateways()) console.log(`  ${n.name.padEnd(10)} ${n.tcpUrl}  ${n.wsUrl}`);

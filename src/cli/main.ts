@@ -19,7 +19,7 @@ const USAGE = `usage: longlink <command> [flags]
   logic                         a cluster logic node: the HTTP API, storage, routing
       --redis-url URL --postgres-url URL --node-id ID --http-port N --routing targeted|broadcast
                                 admin key and token secret from LONGLINK_ADMIN_KEY / LONGLINK_TOKEN_SECRET
-  cluster --gateways N --logic M --routing targeted|broadcast [--base-port 7000]
+  cluster --gateways N --logic M --routing targeted|broadcast [--base-port 7000] [--appendfsync everysec|always|no]
                                 a local cluster: Redis and PostgreSQL in a temp folder and the processes
   listen --user U [--device D] [--watch V,W]
                                 print messages and events for U as JSON lines, acking each

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
-import { freePort, startPostgres, startRedis, type PostgresServer, type RedisServer } from './services.js';
+import { freePort, startPostgres, startRedis, type AppendFsync, type PostgresServer, type RedisServer } from './services.js';
 
 const BIN = fileURLToPath(new URL('../../bin/longlink.js', import.meta.url));
 
@@ -27,8 +27,11 @@ export interface ClusterOptions {
   leaseMs?: number;
   /** Registry TTL; a dead gateway's sessions are dropped after it. @default 15000 */
   nodeTtlMs?: number;
-  /** Redis AOF fsync policy (AOF is always on). @default 'everysec' */
-  appendfsync?: 'everysec' | 'always';
+  /**
+   * Redis AOF fsync policy (AOF is always on); see faults/README.md for what
+   * each keeps across a Redis crash. @default LONGLINK_REDIS_APPENDFSYNC, else 'everysec'
+   */
+  appendfsync?: AppendFsync;
   /** PostgreSQL with fsync on. @default true */
   durable?: boolean;
   /** More environment for every node (LONGLINK_*). */
@@ -63,6 +66,8 @@ export interface Cluster {
   apiUrl(): string;
   /** Send a signal and wait for the process to end. */
   kill(name: string, signal?: NodeJS.Signals): Promise<number | string>;
+  /** Send a signal and return at once (SIGSTOP, SIGCONT). */
+  signal(name: string, signal: NodeJS.Signals): void;
   /** Start a stopped node again with the same name, ports and settings. */
   restart(name: string): Promise<NodeProcess>;
   /** Start one more node. */
@@ -76,6 +81,14 @@ interface Spec {
   role: Role;
   httpPort: number;
   tcpPort?: number;
+}
+
+function appendfsyncFromEnv(): AppendFsync {
+  const raw = process.env.LONGLINK_REDIS_APPENDFSYNC ?? 'everysec';
+  if (raw !== 'no' && raw !== 'everysec' && raw !== 'always') {
+    throw new Error(`LONGLINK_REDIS_APPENDFSYNC must be no, everysec or always, got "${raw}"`);
+  }
+  return raw;
 }
 
 async function waitHealthy(url: string, node: NodeProcess, timeoutMs = 30_000): Promise<void> {
@@ -97,7 +110,8 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), 'longlink-cluster-'));
   chmodSync(dir, 0o755); // PostgreSQL may run as another user (see services.ts) and must reach its folder inside
   const base = options.basePort;
-  const redis = await startRedis({ appendonly: true, appendfsync: options.appendfsync, parent: dir, port: base === undefined ? undefined : base + 300 });
+  const appendfsync = options.appendfsync ?? appendfsyncFromEnv();
+  const redis = await startRedis({ appendonly: true, appendfsync, parent: dir, port: base === undefined ? undefined : base + 300 });
   let postgres: PostgresServer;
   try {
     postgres = await startPostgres({ durable: options.durable ?? true, parent: dir, port: base === undefined ? undefined : base + 301 });
@@ -121,6 +135,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       LONGLINK_REDIS_URL: redis.url,
       LONGLINK_POSTGRES_URL: postgres.url,
       LONGLINK_NODE_ID: spec.name,
+      PGAPPNAME: spec.name, // PostgreSQL's pg_stat_activity names the node of each connection
       LONGLINK_ROUTING: options.routing,
       LONGLINK_HTTP_PORT: String(spec.httpPort),
       LONGLINK_ADMIN_KEY: adminKey,
@@ -195,6 +210,10 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       if (n.running) n.child.kill(signal);
       return n.exited;
     },
+    signal(name, signal) {
+      const n = cluster.node(name);
+      if (n.running) n.child.kill(signal);
+    },
     async restart(name) {
       const n = cluster.node(name);
       if (n.running) throw new Error(`${name} is running`);
@@ -206,6 +225,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     async stop() {
       await Promise.all(nodes.map(async (n) => {
         if (!n.running) return;
+        n.child.kill('SIGCONT'); // a paused node would not see the SIGTERM
         n.child.kill('SIGTERM');
         const timer = setTimeout(() => n.child.kill('SIGKILL'), 15_000);
         await n.exited;

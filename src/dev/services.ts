@@ -35,20 +35,37 @@ async function waitForPort(port: number, child: ChildProcess, what: string, time
   }
 }
 
+export type AppendFsync = 'no' | 'everysec' | 'always';
+
 export interface RedisServer {
   url: string;
   port: number;
   dir: string;
-  /** Stop (SIGTERM, or SIGKILL) and start again on the same port and folder (AOF keeps the data when on). */
+  /** The server's process id (to pause it, or to read its memory). */
+  readonly pid: number;
+  /** The AOF fsync policy now in force. */
+  readonly appendfsync: AppendFsync;
+  /**
+   * Stop (SIGTERM: Redis writes and fsyncs its AOF first; SIGKILL: a crash, which
+   * loses what the policy had not fsynced yet) and start again on the same port
+   * and folder (AOF keeps the data when on).
+   */
   restart(signal?: NodeJS.Signals): Promise<void>;
+  /** Change the AOF fsync policy at once (CONFIG SET) and for later restarts. */
+  setAppendfsync(policy: AppendFsync): Promise<void>;
   stop(): Promise<void>;
 }
 
 export interface RedisOptions {
   /** Turn AOF persistence on. */
   appendonly?: boolean;
-  /** AOF fsync policy: `everysec` loses at most ~1 s of writes to a machine crash, `always` none. @default 'everysec' */
-  appendfsync?: 'everysec' | 'always';
+  /**
+   * AOF fsync policy: `always` fsyncs every write before replying (nothing
+   * acknowledged is lost, even to a crash), `everysec` once a second (a crash of
+   * Redis or the machine loses up to ~1 s of writes), `no` when the OS decides
+   * (~30 s on Linux). @default 'everysec'
+   */
+  appendfsync?: AppendFsync;
   /** @default a free port */
   port?: number;
   /** Parent folder of the data folder. @default the OS temp folder */
@@ -60,10 +77,11 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
   const dir = mkdtempSync(join(options.parent ?? tmpdir(), 'longlink-redis-'));
   const port = options.port ?? await freePort();
   let child: ChildProcess;
+  let appendfsync: AppendFsync = options.appendfsync ?? 'everysec';
   const launch = async () => {
     child = spawn('redis-server', [
       '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
-      '--appendonly', options.appendonly ? 'yes' : 'no', '--appendfsync', options.appendfsync ?? 'everysec',
+      '--appendonly', options.appendonly ? 'yes' : 'no', '--appendfsync', appendfsync,
       '--protected-mode', 'no', '--daemonize', 'no', '--loglevel', 'warning',
     ], { stdio: 'ignore' });
     await waitForPort(port, child, 'redis-server');
@@ -78,9 +96,19 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
     url: `redis://127.0.0.1:${port}`,
     port,
     dir,
+    get pid() {
+      return child.pid!;
+    },
+    get appendfsync() {
+      return appendfsync;
+    },
     async restart(signal = 'SIGTERM') {
       await halt(signal);
       await launch();
+    },
+    async setAppendfsync(policy) {
+      execFileSync('redis-cli', ['-p', String(port), 'CONFIG', 'SET', 'appendfsync', policy], { stdio: 'ignore' });
+      appendfsync = policy;
     },
     async stop() {
       await halt('SIGTERM');
@@ -92,8 +120,15 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
 export interface PostgresServer {
   url: string;
   port: number;
+  /** The postmaster's process id. */
+  readonly pid: number;
   stop(): Promise<void>;
-  restart(): Promise<void>;
+  /**
+   * Stop and start again on the same port and folder. `fast` (SIGINT): a clean
+   * shutdown; `immediate` (SIGQUIT): like a crash, the next start replays the WAL.
+   * @default 'fast'
+   */
+  restart(mode?: 'fast' | 'immediate'): Promise<void>;
 }
 
 function pgBin(name: string): string {
@@ -157,16 +192,19 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
   };
   await launch();
   execFileSync('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-c', 'CREATE DATABASE longlink', '-qtA'], { stdio: 'ignore' });
-  const halt = async () => {
+  const halt = async (signal: NodeJS.Signals = 'SIGINT') => {
     if (child.exitCode !== null) return;
-    child.kill('SIGINT'); // fast shutdown
+    child.kill(signal); // SIGINT: fast shutdown; SIGQUIT: immediate
     await once(child, 'exit');
   };
   return {
     url: `postgres://postgres@127.0.0.1:${port}/longlink`,
     port,
-    async restart() {
-      await halt();
+    get pid() {
+      return child.pid!;
+    },
+    async restart(mode = 'fast') {
+      await halt(mode === 'immediate' ? 'SIGQUIT' : 'SIGINT');
       await launch();
     },
     async stop() {

@@ -11,6 +11,11 @@
 // dead-letter stream `{p}dead`. Handlers are idempotent (dedupe in the store),
 // so redelivery never duplicates.
 //
+// A lease alone cannot stop a node paused past it from writing once it wakes:
+// the handler runs under a write fence (store.ts) naming the batch's shards,
+// and a shared store refuses a writer that lost one (FencedError). The batch
+// is then left pending, not acked: the shard's owner handles it.
+//
 // Downlink: `{p}down:{node}` per gateway (targeted routing) and `{p}down:*`
 // read by every gateway (broadcast routing, publishDown(ALL_GATEWAYS, …)).
 // Read without a group from when the gateway subscribed: a downlink message
@@ -21,6 +26,7 @@ import { Redis } from 'ioredis';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { FrameSchema } from '../protocol/index.js';
 import { Script } from './redis-shared.js';
+import { isFencedError, withWriteFence, type ShardClaim } from './store.js';
 import { ALL_GATEWAYS, newBusCounters, type Bus, type BusCounters, type ConsumeUpOptions, type DownHandler, type DownMessage, type Origin, type Subscription, type UpHandler, type UpMessage } from './bus.js';
 
 export interface RedisBusOptions {
@@ -65,8 +71,18 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZCARD', KEYS[1])
 `);
 
-const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
+
+// Take (SET NX) or renew a shard's lease; on success, Redis's time [s, µs]: when the lease was proven
+// ours (ShardClaim.heldAt, which orders the owners of a shard in the store's fence), else 0.
+const TAKE = `if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return redis.call('TIME') else return 0 end`;
+const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]); return redis.call('TIME') else return 0 end`;
+
+/** A TAKE or RENEW reply as µs on Redis's clock, or undefined when the lease is not ours. */
+function heldAt(reply: unknown): number | undefined {
+  if (!Array.isArray(reply) || reply.length !== 2) return undefined;
+  return Number(reply[0]) * 1_000_000 + Number(reply[1]);
+}
 
 // Entries are flat [field, value, …] string lists; frame bytes travel base64-encoded.
 type Fields = string[];
@@ -304,12 +320,14 @@ interface Decoded {
 class ShardConsumer {
   private readonly owned = new Set<number>();
   /**
-   * Local deadline of each owned lease: when the request that set or renewed
-   * it was sent, plus 80% of the lease. Past it this node neither reads nor
-   * handles the shard, even before a renewal tells it the lease is gone (a
-   * paused or stalled node must not serve next to the new owner).
+   * Each owned shard's claim, shared with the store through the write fence.
+   * Its `validUntil` is the lease's local deadline: when the request that set
+   * or renewed it was sent, plus 80% of the lease. Past it this node neither
+   * reads nor handles the shard, even before a renewal tells it the lease is
+   * gone (a paused or stalled node must not serve next to the new owner), and
+   * the store refuses its writes.
    */
-  private readonly validUntil = new Map<number, number>();
+  private readonly claims = new Map<number, ShardClaim>();
   private lastOrphanScanMs = Date.now();
   private running = false;
   private leaseTimer: NodeJS.Timeout | undefined;
@@ -357,8 +375,7 @@ class ShardConsumer {
     // Leave the live set first, so the others' fair share counts without us and they take every shard released here.
     await this.redis.zrem(this.key('logic-nodes'), this.o.nodeId).catch(() => 0);
     for (const s of this.owned) await this.redis.eval(RELEASE, 1, this.key(`lease:${s}`), this.o.nodeId).catch(() => 0);
-    this.owned.clear();
-    this.validUntil.clear();
+    for (const s of [...this.owned]) this.drop(s);
     // The read loop may still sit in a blocking read or the handler; it ends by itself.
     void this.loopDone.finally(() => this.reader.disconnect());
   }
@@ -370,9 +387,13 @@ class ShardConsumer {
     const fair = Math.ceil(this.o.shards / live);
     for (const s of [...this.owned]) {
       const sentAt = Date.now();
-      const ok = await this.redis.eval(RENEW, 1, this.key(`lease:${s}`), this.o.nodeId, this.o.leaseMs);
-      if (ok === 1) this.validUntil.set(s, sentAt + this.o.leaseMs * 0.8);
-      else this.drop(s); // lost it (we were paused past the lease)
+      const at = heldAt(await this.redis.eval(RENEW, 1, this.key(`lease:${s}`), this.o.nodeId, this.o.leaseMs));
+      const claim = this.claims.get(s);
+      if (at === undefined) this.drop(s); // lost it (we were paused past the lease)
+      else if (claim) {
+        claim.validUntil = sentAt + this.o.leaseMs * 0.8;
+        claim.heldAt = at;
+      }
     }
     // Shards are given back between batches by the read loop (see `surplus`).
     this.surplus = Math.max(0, this.owned.size - fair);
@@ -382,9 +403,10 @@ class ShardConsumer {
       if (this.owned.size >= fair || !this.running) break;
       if (this.owned.has(s)) continue;
       const sentAt = Date.now();
-      const got = await this.redis.set(this.key(`lease:${s}`), this.o.nodeId, 'PX', this.o.leaseMs, 'NX');
-      if (got === 'OK') {
-        this.validUntil.set(s, sentAt + this.o.leaseMs * 0.8);
+      const at = heldAt(await this.redis.eval(TAKE, 1, this.key(`lease:${s}`), this.o.nodeId, this.o.leaseMs));
+      if (at !== undefined) {
+        // No epoch yet: the store takes the shard's next one with this node's first write.
+        this.claims.set(s, { shard: s, epoch: undefined, validUntil: sentAt + this.o.leaseMs * 0.8, heldAt: at });
         await this.ensureGroup(s);
         // Before the first batch of the shard: whatever we cached about its conversations may be stale.
         this.onTakeover();
@@ -395,14 +417,40 @@ class ShardConsumer {
   }
 
   private drop(s: number): void {
+    const claim = this.claims.get(s);
+    if (claim) claim.validUntil = 0; // a write of this shard still in flight is refused
+    this.claims.delete(s);
     this.owned.delete(s);
-    this.validUntil.delete(s);
     this.claimFrom.delete(s);
   }
 
   /** Owned, and the lease is certainly still ours. */
   private holds(s: number): boolean {
-    return this.owned.has(s) && Date.now() < (this.validUntil.get(s) ?? 0);
+    return this.owned.has(s) && Date.now() < (this.claims.get(s)?.validUntil ?? 0);
+  }
+
+  /**
+   * After the store refused a write of shard s: ask Redis whether the lease is
+   * still ours. If it is (the write only outlived the local deadline, or Redis
+   * lost and gave back the lease meanwhile), the next write takes a new epoch;
+   * if not, the shard is dropped. When Redis cannot tell, the lease timer will.
+   */
+  private async confirm(s: number): Promise<void> {
+    const claim = this.claims.get(s);
+    if (!claim) return;
+    const sentAt = Date.now();
+    let at: number | undefined;
+    try {
+      at = heldAt(await this.redis.eval(RENEW, 1, this.key(`lease:${s}`), this.o.nodeId, this.o.leaseMs));
+    } catch {
+      return;
+    }
+    if (at === undefined) this.drop(s);
+    else if (this.claims.get(s) === claim) {
+      claim.validUntil = sentAt + this.o.leaseMs * 0.8;
+      claim.heldAt = at;
+      claim.epoch = undefined;
+    }
   }
 
   private surplus = 0;
@@ -561,11 +609,21 @@ class ShardConsumer {
       pending = held;
       const key = held[0]!.entries[0]![0];
       try {
-        await this.handler(held.flatMap((d) => d.batch));
+        const fence = { owner: this.o.nodeId, claims: held.map((d) => this.claims.get(d.s)!) };
+        await withWriteFence(fence, () => this.handler(held.flatMap((d) => d.batch)));
         await Promise.all(held.map((d) => this.redis.xack(d.stream, GROUP, ...d.entries.map(([id]) => id))));
         this.attempts.delete(key);
         return notHeld;
       } catch (err) {
+        if (isFencedError(err)) {
+          // Not the batch's fault: we lost (or may have lost) a shard. Nothing was acked;
+          // shards still ours are handled again (first write takes a new epoch), the others
+          // go to their new owner, who claims the entries left pending here.
+          console.error(`[bus] ${this.o.nodeId}: the store refused a batch of shard(s) ${held.map((d) => d.s).join(',')} (fenced): ${(err as Error).message}`);
+          this.counters.fenced++;
+          for (const d of held) await this.confirm(d.s);
+          continue;
+        }
         if (held.length > 1) {
           // One shard's entries may be the cause: go on shard by shard, so only that
           // shard's batch is retried and, if it keeps failing, dead-lettered.

@@ -9,6 +9,9 @@
 //   is what makes seq assignment single-writer per conversation.
 // - A message is delivered at least once; the handler is idempotent.
 // - Downlink messages to one node arrive in publish order.
+// - A distributed bus runs the uplink handler under a write fence (store.ts)
+//   naming the shards of the batch, so a node that lost a shard while it held
+//   a batch cannot write it; the refused batch is left to the shard's owner.
 import type { Frame } from '../protocol/index.js';
 
 /** Who sent an uplink request: the connection and its authenticated identity. */
@@ -111,10 +114,12 @@ export interface BusCounters {
   downRead: number;
   /** Downlink messages in the entries this process read (one entry may carry several). */
   downMessagesRead: number;
+  /** Uplink batches the store refused because this node had lost their shard (a distributed bus; see store.ts, fencing). */
+  fenced: number;
 }
 
 export function newBusCounters(): BusCounters {
-  return { upPublished: 0, upRead: 0, downPublished: 0, downRead: 0, downMessagesRead: 0 };
+  return { upPublished: 0, upRead: 0, downPublished: 0, downRead: 0, downMessagesRead: 0, fenced: 0 };
 }
 
 export interface Bus {

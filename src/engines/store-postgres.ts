@@ -24,11 +24,20 @@
 // A concurrent batch that stored the same (from_user, client_msg_id) first
 // makes step 4 fail on the unique index; the batch is then retried once that
 // one committed, and finds the key in step 1 (a duplicate, as it should be).
+//
+// Fencing (see store.ts): under a write fence, the transaction first takes
+// (a new owner's first write: epoch + 1, row locked to commit) or checks
+// (FOR SHARE: a taker waits for us to commit) the `shard_fences` row of each
+// shard of the batch, and rolls back with FencedError when an epoch is not the
+// writer's or its lease ran out meanwhile. The epoch lives here, not in Redis:
+// Redis may lose a counter when it restarts; a commit here is durable.
 import pg from 'pg';
 import type { ChatMessage, GroupRoleName, TimelineEventData } from '../protocol/index.js';
 import { draftMessage, groupIdOf, toMessage, type MessageRow } from './store-rows.js';
-import type {
-  AppendResult, ConversationKind, ConversationState, Effect, GroupMeta, GroupRecord, Membership, MessageDraft, Store,
+import {
+  FencedError, currentWriteFence,
+  type AppendResult, type ConversationKind, type ConversationState, type Effect, type GroupMeta, type GroupRecord, type Membership,
+  type MessageDraft, type ShardClaim, type Store, type WriteFence,
 } from './store.js';
 
 export interface PostgresStoreOptions {
@@ -42,6 +51,13 @@ export interface PostgresStoreOptions {
    * letters, digits and underscores. @default the connection's search_path
    */
   schema?: string;
+  /**
+   * A transaction idle this long (its process paused or stuck between two
+   * statements) is ended by the server, so the rows it locked (a shard's
+   * fence, conversations) do not block the node that took its shards over.
+   * @default 5000
+   */
+  idleInTransactionMs?: number;
 }
 
 /** Each entry runs once, in order, in the transaction that records its version. */
@@ -93,6 +109,14 @@ const MIGRATIONS: string[] = [
      muted_all BOOLEAN NOT NULL DEFAULT false,
      dismissed BOOLEAN NOT NULL DEFAULT false,
      created_at_ms BIGINT NOT NULL
+   );`,
+  // One row per uplink shard: the epoch of its current writer (see fencing above).
+  `CREATE TABLE shard_fences (
+     shard INTEGER PRIMARY KEY,
+     epoch BIGINT NOT NULL,
+     owner TEXT NOT NULL,
+     held_at BIGINT NOT NULL,
+     taken_at TIMESTAMPTZ NOT NULL DEFAULT now()
    );`,
 ];
 
@@ -190,6 +214,15 @@ const SQL = {
     ON CONFLICT (user_id, device_id, conversation_id)
     DO UPDATE SET delivered_seq = greatest(device_cursors.delivered_seq, excluded.delivered_seq)`,
   delivered: `SELECT conversation_id, delivered_seq FROM device_cursors WHERE user_id = $1 AND device_id = $2`,
+  // A new owner's first write: the next epoch, the row locked to commit (a check of the old owner waits,
+  // then fails). Only with a newer proof of the lease than the current owner's (no row back otherwise).
+  takeShards: `INSERT INTO shard_fences AS f (shard, epoch, owner, held_at)
+    SELECT s, 1, $2, h FROM unnest($1::int[], $3::int8[]) AS u(s, h) ORDER BY s
+    ON CONFLICT (shard) DO UPDATE SET epoch = f.epoch + 1, owner = excluded.owner, held_at = excluded.held_at, taken_at = now()
+      WHERE f.held_at < excluded.held_at
+    RETURNING f.shard, f.epoch`,
+  // Held to commit: a taker's bump waits until this write committed or rolled back.
+  checkShards: `SELECT shard, epoch FROM shard_fences WHERE shard = ANY($1::int[]) ORDER BY shard FOR SHARE`,
 } as const;
 type Statement = keyof typeof SQL;
 
@@ -242,21 +275,18 @@ export class PostgresStore implements Store {
     if (schema !== undefined && !/^[a-z_][a-z0-9_]*$/.test(schema)) {
       throw new Error(`schema must be lowercase letters, digits and underscores: ${JSON.stringify(schema)}`);
     }
+    // Settings of every connection, sent in its startup packet (no query of their own to race
+    // the first one): the schema first on the search_path, transactions left idle ended by the
+    // server, and custom plans. A statement's generic plan, cached while the tables were small
+    // (a new database), would keep a hash join over a full scan of `messages` as the table
+    // grows, until autovacuum analyzes it; planned with the real arrays each time, lookups stay
+    // on the indexes. The statements stay named, so each is still parsed once per connection.
+    const settings = [...(schema !== undefined ? [`-c search_path="${schema}"`] : []), '-c plan_cache_mode=force_custom_plan'];
     const pool = new pg.Pool({
-      connectionString: options.url, max: options.poolSize ?? 10, types: TYPES,
+      connectionString: options.url, max: options.poolSize ?? 10, types: TYPES, options: settings.join(' '),
+      idle_in_transaction_session_timeout: Math.max(0, Math.floor(options.idleInTransactionMs ?? 5000)),
       // A dead or stalled server must fail requests, not hang them (a hung batch holds its shard).
       connectionTimeoutMillis: 10_000, keepAlive: true, statement_timeout: 30_000, query_timeout: 35_000,
-    });
-    // Every new connection, before any other query of it (a client runs its queries in order).
-    // Custom plans: a statement's generic plan, cached while the tables were small (a new
-    // database), would keep a hash join over a full scan of `messages` as the table grows,
-    // until autovacuum analyzes it; planned with the real arrays each time, lookups stay on
-    // the indexes. The statements stay named, so each is still parsed once per connection.
-    const setup = `${schema !== undefined ? `SET search_path = "${schema}"; ` : ''}SET plan_cache_mode = force_custom_plan`;
-    pool.on('connect', (client) => {
-      // A connection that could not be set up must not run queries (they could reach the wrong
-      // schema): ending it fails what it has queued, and the pool drops it.
-      client.query(setup).catch(() => client.end().catch(() => {}));
     });
     // An idle connection that breaks (a server restart) is dropped by the pool,
     // and the next query opens another; without a listener it would crash the process.
@@ -274,6 +304,13 @@ export class PostgresStore implements Store {
     for (let attempt = 1; ; attempt++) {
       const client = await this.pool.connect();
       let broken: Error | undefined;
+      // The server may end the session between two statements (idle-in-transaction timeout,
+      // a restart): a checked-out client then emits 'error', which must not crash the process.
+      // The next statement fails, and the client is dropped below.
+      const onError = (err: Error) => {
+        broken ??= err;
+      };
+      client.on('error', onError);
       try {
         await client.query('BEGIN');
         const result = await work(client);
@@ -288,6 +325,7 @@ export class PostgresStore implements Store {
         if (broken === undefined && attempt < MAX_ATTEMPTS && isRetryable(error)) continue;
         throw error;
       } finally {
+        client.off('error', onError);
         client.release(broken);
       }
     }
@@ -295,7 +333,15 @@ export class PostgresStore implements Store {
 
   async append(drafts: readonly MessageDraft[]): Promise<AppendResult[]> {
     if (drafts.length === 0) return [];
-    return this.transaction((client) => appendBatch(client, drafts));
+    const fence = currentWriteFence();
+    let taken: [ShardClaim, number][] = [];
+    const results = await this.transaction(async (client) => {
+      if (fence) taken = await holdFence(client, fence);
+      return appendBatch(client, drafts);
+    });
+    // Only once committed: a rolled-back take left the epoch where it was.
+    for (const [claim, epoch] of taken) claim.epoch = Math.max(claim.epoch ?? 0, epoch);
+    return results;
   }
 
   async after(conversationId: string, afterSeq: number, limit: number, maxSeq = NO_LIMIT): Promise<ChatMessage[]> {
@@ -424,6 +470,10 @@ function sqlLimit(limit: number): number | null {
 async function migrate(pool: pg.Pool, schema: string | undefined): Promise<void> {
   const client = await pool.connect();
   let broken: Error | undefined;
+  const onError = (err: Error) => {
+    broken ??= err;
+  };
+  client.on('error', onError); // as in transaction(): a session ended by the server must not crash us
   try {
     await client.query('BEGIN');
     // Held to commit: a second process migrating the same schema waits here, then finds it done.
@@ -452,8 +502,48 @@ async function migrate(pool: pg.Pool, schema: string | undefined): Promise<void>
     });
     throw error;
   } finally {
+    client.off('error', onError);
     client.release(broken);
   }
+}
+
+/**
+ * Take or check the fence of every shard of the batch, inside the append
+ * transaction (the rows stay locked until it ends). Returns the epochs taken,
+ * to record on the claims once the transaction committed.
+ */
+async function holdFence(client: pg.PoolClient, fence: WriteFence): Promise<[ShardClaim, number][]> {
+  const taking = fence.claims.filter((c) => c.epoch === undefined);
+  const holding = fence.claims.filter((c) => c.epoch !== undefined);
+  const taken: [ShardClaim, number][] = [];
+  if (taking.length > 0) {
+    const rows = await run<{ shard: number; epoch: number }>(client, 'takeShards', [
+      taking.map((c) => c.shard), fence.owner, taking.map((c) => c.heldAt),
+    ]);
+    const epochs = new Map(rows.map((r) => [r.shard, r.epoch]));
+    for (const c of taking) {
+      const epoch = epochs.get(c.shard);
+      if (epoch === undefined) throw new FencedError(`${fence.owner} cannot take shard ${c.shard}: a newer owner holds it`);
+      taken.push([c, epoch]);
+    }
+  }
+  if (holding.length > 0) {
+    const rows = await run<{ shard: number; epoch: number }>(client, 'checkShards', [holding.map((c) => c.shard)]);
+    const epochs = new Map(rows.map((r) => [r.shard, r.epoch]));
+    for (const c of holding) {
+      const now = epochs.get(c.shard);
+      if (now !== c.epoch) {
+        throw new FencedError(`${fence.owner} lost shard ${c.shard}: its epoch ${c.epoch} is superseded by ${now ?? 'none'}`);
+      }
+    }
+  }
+  // Checked after the locks were granted (that wait can be long): a lease that ran out
+  // meanwhile may already be another node's, which would take the shard next.
+  const now = Date.now();
+  for (const c of fence.claims) {
+    if (now >= c.validUntil) throw new FencedError(`${fence.owner}'s lease of shard ${c.shard} ran out before its write`);
+  }
+  return taken;
 }
 
 async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[]): Promise<AppendResult[]> {

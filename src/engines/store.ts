@@ -9,6 +9,9 @@
 // - A draft whose (fromUser, clientMsgId) was stored before is not stored
 //   again: its result is the original message with `duplicate: true`.
 // - Cursors only move forward.
+// - Under a write fence (below), append() refuses, with FencedError and
+//   nothing written, a batch whose writer lost one of its shards.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ChatMessage, GroupRoleName, TimelineEventData } from '../protocol/index.js';
 
 export type ConversationKind = 'direct' | 'group';
@@ -134,4 +137,68 @@ export interface CursorStore {
 
 export interface Store extends MessageStore, ConversationStore, CursorStore {
   close(): Promise<void>;
+}
+
+// ---- Write fencing ----------------------------------------------------------
+//
+// A distributed bus hands each uplink shard (a slice of the conversations) to
+// one consumer at a time through a lease. A consumer paused past its lease
+// (SIGSTOP, a stalled VM, a long GC) can wake up holding a batch after another
+// node took the shard; the store, not the lease, must then refuse its writes.
+//
+// The bus runs its handler inside withWriteFence(), naming the shards of the
+// batch; logic calls the store as usual (it never sees shards), and a store
+// shared by several processes (PostgreSQL) checks the fence in the append
+// transaction itself: each shard has an epoch in the store, bumped when a new
+// owner makes its first write since taking the lease; a writer whose epoch is
+// no longer the shard's, or whose lease is no longer certainly valid, is
+// refused. Takes are ordered by when the lease was last proven held (on the
+// lock service's clock, `heldAt`), so the first write of an owner that lost its
+// lease before writing cannot take the shard back from a newer owner. The
+// embedded store has one writer and ignores fences.
+
+/** One shard of a fenced batch, as its owner sees it. The bus owns the object and updates it. */
+export interface ShardClaim {
+  readonly shard: number;
+  /** The shard's epoch this owner holds in the store: undefined until its first write since it took the lease (set by the store). */
+  epoch: number | undefined;
+  /** Local clock (Date.now) until which the lease is certainly this owner's; moved on by each renewal, 0 once lost. */
+  validUntil: number;
+  /**
+   * When the lease was last proven this owner's (taken or renewed), in µs on
+   * the lock service's clock (one clock for every node): a take with an older
+   * proof than the shard's current owner's is refused.
+   */
+  heldAt: number;
+}
+
+export interface WriteFence {
+  /** The writer (node id), for messages. */
+  owner: string;
+  claims: readonly ShardClaim[];
+}
+
+/** A write refused because its writer lost a shard: nothing was written; the shard's new owner handles the batch. */
+export class FencedError extends Error {
+  readonly code = 'FENCED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'FencedError';
+  }
+}
+
+const fences = new AsyncLocalStorage<WriteFence>();
+
+/** Run `work` (and every store call it makes, however deep) under a write fence. */
+export function withWriteFence<T>(fence: WriteFence, work: () => T): T {
+  return fences.run(fence, work);
+}
+
+/** The fence of the current async context, if any. */
+export function currentWriteFence(): WriteFence | undefined {
+  return fences.getStore();
+}
+
+export function isFencedError(err: unknown): boolean {
+  return err instanceof FencedError || (err as { code?: unknown } | null)?.code === 'FENCED';
 }

@@ -8,7 +8,7 @@ import {
 import type { Bus, Origin, Subscription, UpMessage } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
-import type { AppendResult, MessageDraft, Store } from '../engines/store.js';
+import { isFencedError, type AppendResult, type MessageDraft, type Store } from '../engines/store.js';
 import { Pipeline } from './pipeline.js';
 import { viewOf } from './access.js';
 import { GroupService, groupToWire } from './groups.js';
@@ -197,6 +197,8 @@ export class Logic {
           await this.replyError(up.origin, up.frame.id, new LonglinkError(ErrorCode.BAD_REQUEST, 'the message cannot be stored'));
           return;
         }
+        // This node lost the shard: the batch is the new owner's now, retrying cannot succeed.
+        if (isFencedError(err)) throw err;
         if (attempt >= STORE_RETRIES) throw err;
         log.warn({ err, attempt: attempt + 1, of: STORE_RETRIES }, 'store unavailable; retrying');
         await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));

@@ -1,0 +1,456 @@
+// One simulated device of the fault suite. It keeps the client's half of the
+// promises the way the SDK does (src/client/client.ts), and nothing more:
+// - reconnect after any loss with full-jitter backoff, to a live gateway from
+//   the API's list, avoiding the one just lost;
+// - an outbox: each send is written again on every login and when it waited
+//   an ack too long, with its client message id (the server dedupes);
+// - after every login a full sync from its cursors (paged), and a sync of a
+//   conversation whose pushes show a gap;
+// - in-order delivery by seq (the SDK's Receiver), cumulative PushAcks.
+// The ledger sees what an app would see: messages released in seq order.
+import net from 'node:net';
+import WebSocket from 'ws';
+import {
+  ErrorCode, LengthPrefixedReader, cursorToWire, decodeFrame, encodeFrame, errorName, lengthPrefixed, makeFrame, messageFromWire,
+  type ChatMessage, type Frame, type FrameBodyInit,
+} from '../../src/protocol/index.js';
+import { Receiver } from '../../src/client/receiver.js';
+
+/** Send errors the SDK retries (src/client/client.ts RETRYABLE_SEND). */
+const RETRYABLE = new Set<number>([ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL, ErrorCode.RATE_LIMITED]);
+const ACK_DELAY_MS = 30;
+/**
+ * Login and sync timeout. Longer than the SDK's 15 s, and a failed sync is
+ * retried with a doubling delay: a crowd that logs in at once queues its syncs
+ * behind each other in logic, and timing them out and asking again only makes
+ * the queue longer (see faults/README.md, reconnect-crowd).
+ */
+const REQUEST_TIMEOUT_MS = 45_000;
+
+export interface ClientEnv {
+  /** A gateway URL for this transport (tcp:// or ws://), not `avoid` if another is live. */
+  pickGateway(transport: 'tcp' | 'ws', avoid: string | undefined): Promise<string>;
+  token: string;
+  resendAfterMs: number;
+  initialBackoffMs: number;
+  maxBackoffMs: number;
+}
+
+export interface ClientHooks {
+  /** A message from another user, released in seq order. */
+  deliver(m: ChatMessage): void;
+  acked(clientMsgId: string, conversationId: string, seq: number): void;
+  refused(clientMsgId: string, code: string): void;
+  /** A send written again (a new connection, or no ack in time). */
+  resent(): void;
+  online(reconnect: boolean): void;
+  offline(reason: string): void;
+}
+
+interface Wire {
+  write(bytes: Uint8Array): void;
+  close(): void;
+  pause(): void;
+  resume(): void;
+}
+
+interface OutboxEntry {
+  clientMsgId: string;
+  to: string;
+  text: string;
+  writtenAtMs: number;
+  writes: number;
+}
+
+export class LoadClient {
+  state: 'offline' | 'connecting' | 'online' = 'offline';
+  /** When the current outage began (0 when online). */
+  offlineSinceMs = Date.now();
+  readonly outbox = new Map<string, OutboxEntry>();
+  /** Reading stopped on purpose (the slow-consumer fault). */
+  stalled = false;
+  /** Whether the server closed the connection while it was stalled. */
+  droppedWhileStalled = false;
+  lastLossReason = '';
+  private readonly receiver = new Receiver();
+  private readonly acked = new Map<string, number>();
+  private wire: Wire | undefined;
+  private generation = 0;
+  private nextId = 1;
+  private readonly sendIds = new Map<number, string>();
+  private readonly pending = new Map<number, { resolve: (f: Frame) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private attempt = 0;
+  private lostUrl: string | undefined;
+  private closed = false;
+  private everOnline = false;
+  private ackTimer: NodeJS.Timeout | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private syncing: Promise<void> | undefined;
+  private syncFailures = 0;
+  private syncWanted = new Set<string>();
+  private fullSyncWanted = false;
+  private lastFrameMs = 0;
+  private pingIntervalMs = 25_000;
+  private lastPingMs = 0;
+
+  constructor(
+    readonly userId: string,
+    readonly transport: 'tcp' | 'ws',
+    private readonly env: ClientEnv,
+    private readonly hooks: ClientHooks,
+    /** The gateway of the first connection (else one from the list). */
+    private readonly firstUrl?: string,
+  ) {}
+
+  /** Connect and log in (rejects on failure; the caller may retry or let reconnect() do it). */
+  async connect(): Promise<void> {
+    await this.open();
+  }
+
+  send(clientMsgId: string, to: string, text: string): void {
+    const entry: OutboxEntry = { clientMsgId, to, text, writtenAtMs: 0, writes: 0 };
+    this.outbox.set(clientMsgId, entry);
+    if (this.state === 'online') this.write(entry);
+  }
+
+  /** Called about every 100 ms by the worker: heartbeats, resends, a silent server. */
+  tick(now: number): void {
+    if (this.state !== 'online' || this.stalled) return;
+    if (now - this.lastFrameMs > this.pingIntervalMs * 3) {
+      this.lost('server silent');
+      return;
+    }
+    if (now - this.lastPingMs >= this.pingIntervalMs) {
+      this.lastPingMs = now;
+      this.frame(this.nextId++, { case: 'ping', value: {} });
+    }
+    for (const e of this.outbox.values()) if (now - e.writtenAtMs > this.env.resendAfterMs) this.write(e, true);
+  }
+
+  /** Stop reading (and writing) as an app that hangs; the gateway should drop it as SLOW_CONSUMER. */
+  stall(): void {
+    this.stalled = true;
+    this.droppedWhileStalled = false;
+    this.wire?.pause();
+  }
+
+  /** Read again: whatever was buffered, then (if the server dropped it) reconnect and sync. */
+  unstall(): void {
+    this.stalled = false;
+    this.wire?.resume();
+    if (this.state === 'offline' && !this.reconnectTimer && !this.closed) this.scheduleReconnect();
+  }
+
+  /** A full sync now (the end of a fault row: everything missed is fetched). */
+  syncAll(): Promise<void> {
+    if (this.state !== 'online') return Promise.resolve();
+    this.fullSyncWanted = true;
+    return this.runSync();
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.reconnectTimer);
+    clearTimeout(this.ackTimer);
+    this.teardown('closed');
+    this.state = 'offline';
+  }
+
+  // ---- connection -----------------------------------------------------------
+
+  private async open(): Promise<void> {
+    this.state = 'connecting';
+    const generation = ++this.generation;
+    const url = !this.everOnline && this.firstUrl && this.attempt === 0 ? this.firstUrl : await this.env.pickGateway(this.transport, this.lostUrl);
+    let wire: Wire;
+    try {
+      wire = await this.dial(url, generation);
+    } catch (err) {
+      this.lostUrl = url;
+      this.state = 'offline';
+      throw err;
+    }
+    if (generation !== this.generation || this.closed) {
+      wire.close();
+      throw new Error('superseded');
+    }
+    this.wire = wire;
+    this.lastFrameMs = Date.now();
+    let reply: Frame;
+    try {
+      reply = await this.request({ case: 'login', value: { token: this.env.token, clientVersion: 'faults' } });
+    } catch (err) {
+      this.lostUrl = url;
+      this.teardown('login failed');
+      this.state = 'offline';
+      throw err;
+    }
+    if (reply.body.case !== 'loginResult') throw new Error('unexpected login reply');
+    this.pingIntervalMs = reply.body.value.pingIntervalMs || 25_000;
+    this.lastPingMs = Date.now();
+    this.attempt = 0;
+    this.state = 'online';
+    this.offlineSinceMs = 0;
+    const reconnect = this.everOnline;
+    this.everOnline = true;
+    this.hooks.online(reconnect);
+    for (const e of this.outbox.values()) this.write(e, reconnect);
+    this.fullSyncWanted = true;
+    void this.runSync();
+  }
+
+  private dial(url: string, generation: number): Promise<Wire> {
+    const u = new URL(url);
+    const onBytes = (b: Uint8Array) => {
+      if (generation === this.generation) this.onFrame(b);
+    };
+    const onClose = (reason: string) => {
+      if (generation !== this.generation) return;
+      this.lostUrl = url;
+      if (this.stalled) this.droppedWhileStalled = true;
+      this.lost(reason);
+    };
+    return new Promise((resolve, reject) => {
+      let opened = false;
+      if (u.protocol === 'tcp:') {
+        const socket = net.connect({ host: u.hostname, port: Number(u.port) });
+        socket.setNoDelay(true);
+        const reader = new LengthPrefixedReader(64 * 1024 * 1024);
+        socket.on('connect', () => {
+          opened = true;
+          resolve({
+            write: (b) => socket.write(lengthPrefixed(b)), close: () => socket.destroy(), pause: () => socket.pause(), resume: () => socket.resume(),
+          });
+        });
+        socket.on('data', (chunk: Buffer) => {
+          reader.push(chunk);
+          for (let p = reader.next(); p; p = reader.next()) onBytes(p);
+        });
+        socket.on('error', (e) => (opened ? undefined : reject(e)));
+        socket.on('close', () => (opened ? onClose('connection closed') : reject(new Error('closed before open'))));
+      } else {
+        const ws = new WebSocket(u, { perMessageDeflate: false });
+        ws.on('open', () => {
+          opened = true;
+          // ws reads through its socket: pausing the socket stops reading altogether.
+          const raw = (ws as unknown as { _socket: net.Socket })._socket;
+          resolve({ write: (b) => ws.send(b), close: () => ws.terminate(), pause: () => raw.pause(), resume: () => raw.resume() });
+        });
+        ws.on('message', (data: Buffer) => onBytes(data));
+        ws.on('error', (e) => (opened ? undefined : reject(e)));
+        ws.on('close', (code) => (opened ? onClose(`connection closed (${code})`) : reject(new Error(`closed before open (${code})`))));
+      }
+    });
+  }
+
+  private lost(reason: string): void {
+    if (this.state === 'offline' && !this.wire) return;
+    this.teardown(reason);
+    this.state = 'offline';
+    this.offlineSinceMs = Date.now();
+    this.lastLossReason = reason;
+    this.hooks.offline(reason);
+    if (!this.closed && !this.stalled) this.scheduleReconnect();
+  }
+
+  private teardown(reason: string): void {
+    this.generation++;
+    const wire = this.wire;
+    this.wire = undefined;
+    wire?.close();
+    this.syncing = undefined;
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new Error(reason));
+    }
+    this.pending.clear();
+    this.sendIds.clear();
+  }
+
+  /** Full jitter: a random delay below a cap that doubles per failed attempt. */
+  private scheduleReconnect(): void {
+    if (this.reconnectTimer || this.closed) return;
+    const cap = Math.min(this.env.maxBackoffMs, this.env.initialBackoffMs * 2 ** this.attempt);
+    this.attempt++;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (this.closed || this.stalled) return;
+      this.open().catch(() => {
+        if (this.state !== 'online') this.scheduleReconnect();
+      });
+    }, Math.floor(Math.random() * cap));
+  }
+
+  // ---- frames ---------------------------------------------------------------
+
+  private frame(id: number, body: FrameBodyInit): void {
+    this.wire?.write(encodeFrame(makeFrame(id, body)));
+  }
+
+  private write(e: OutboxEntry, resend = false): void {
+    if (!this.wire || this.stalled) return;
+    if (resend || e.writes > 0) this.hooks.resent();
+    const id = this.nextId++;
+    this.sendIds.set(id, e.clientMsgId);
+    e.writtenAtMs = Date.now();
+    e.writes++;
+    this.frame(id, { case: 'send', value: { clientMsgId: e.clientMsgId, toUser: e.to, text: e.text } });
+  }
+
+  private request(body: FrameBodyInit): Promise<Frame> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`${body?.case ?? 'request'} timed out`));
+      }, REQUEST_TIMEOUT_MS);
+      this.pending.set(id, { resolve, reject, timer });
+      this.frame(id, body);
+    });
+  }
+
+  private onFrame(bytes: Uint8Array): void {
+    this.lastFrameMs = Date.now();
+    let frame: Frame;
+    try {
+      frame = decodeFrame(bytes);
+    } catch {
+      this.lost('undecodable frame');
+      return;
+    }
+    const body = frame.body;
+    const waiter = this.pending.get(frame.id);
+    if (waiter && body.case !== 'error') {
+      this.pending.delete(frame.id);
+      clearTimeout(waiter.timer);
+      waiter.resolve(frame);
+      return;
+    }
+    switch (body.case) {
+      case 'sendAck': {
+        this.sendIds.delete(frame.id);
+        const a = body.value;
+        const seq = Number(a.seq);
+        // Our own message has this seq: step past it without showing it (as the SDK does).
+        this.offer({
+          conversationId: a.conversationId, seq, serverMsgId: a.serverMsgId, fromUser: this.userId, fromDevice: '',
+          clientMsgId: a.clientMsgId, text: '', sentAtMs: Number(a.sentAtMs),
+        }, a.conversationId);
+        if (this.receiver.base(a.conversationId) === undefined) this.wantSync([a.conversationId]);
+        if (this.outbox.delete(a.clientMsgId)) this.hooks.acked(a.clientMsgId, a.conversationId, seq);
+        return;
+      }
+      case 'push':
+        for (const m of body.value.messages) this.offer(messageFromWire(m), m.conversationId);
+        this.wantSync(this.receiver.stuck());
+        return;
+      case 'error': {
+        const e = body.value;
+        const clientMsgId = this.sendIds.get(frame.id);
+        if (clientMsgId !== undefined) {
+          this.sendIds.delete(frame.id);
+          const entry = this.outbox.get(clientMsgId);
+          if (entry && RETRYABLE.has(e.code)) entry.writtenAtMs = Date.now() - this.env.resendAfterMs + 200 + Math.random() * 300;
+          else if (entry) {
+            this.outbox.delete(clientMsgId);
+            this.hooks.refused(clientMsgId, errorName(e.code));
+          }
+          return;
+        }
+        if (waiter) {
+          this.pending.delete(frame.id);
+          clearTimeout(waiter.timer);
+          waiter.reject(new Error(`${errorName(e.code)}: ${e.message}`));
+          return;
+        }
+        if (e.fatal) this.lost(`error ${errorName(e.code)}`);
+        return;
+      }
+      case 'kick':
+        this.lost(`kick ${errorName(body.value.code)}`);
+        return;
+      default:
+        return;
+    }
+  }
+
+  // ---- receive, sync, ack -----------------------------------------------------
+
+  private offer(m: ChatMessage, conversationId: string): void {
+    const own = m.fromUser === this.userId;
+    this.release(this.receiver.offer(m, own), conversationId);
+  }
+
+  private release(ready: ChatMessage[], conversationId: string): void {
+    for (const m of ready) this.hooks.deliver(m);
+    const base = this.receiver.base(conversationId);
+    if (base !== undefined && base > (this.acked.get(conversationId) ?? 0)) this.ackTimer ??= setTimeout(() => this.flushAcks(), ACK_DELAY_MS);
+  }
+
+  private flushAcks(): void {
+    this.ackTimer = undefined;
+    if (this.state !== 'online' || this.stalled) return;
+    for (const [conversationId, base] of this.receiver.cursors()) {
+      if (base > (this.acked.get(conversationId) ?? 0)) {
+        this.frame(0, { case: 'pushAck', value: { conversationId, seq: BigInt(base) } });
+        this.acked.set(conversationId, base);
+      }
+    }
+  }
+
+  private wantSync(ids: string[]): void {
+    for (const id of ids) this.syncWanted.add(id);
+    if (this.syncWanted.size > 0) void this.runSync();
+  }
+
+  private runSync(): Promise<void> {
+    if (this.syncing) return this.syncing;
+    if (this.state !== 'online') return Promise.resolve();
+    const generation = this.generation;
+    let loop: Promise<void> | undefined = undefined;
+    loop = (async () => {
+      try {
+        while (generation === this.generation && (this.fullSyncWanted || this.syncWanted.size > 0)) {
+          const only = this.fullSyncWanted ? [] : [...this.syncWanted];
+          this.fullSyncWanted = false;
+          this.syncWanted.clear();
+          await this.syncPages(only);
+          this.syncFailures = 0;
+          for (const id of this.receiver.stuck()) if (!only.includes(id) || only.length === 0) this.syncWanted.add(id);
+        }
+      } catch {
+        // Try again later, backing off (a new connection syncs anyway).
+        if (generation === this.generation) {
+          this.fullSyncWanted = true;
+          const delay = Math.min(30_000, 1000 * 2 ** this.syncFailures++) * (0.5 + Math.random() / 2);
+          setTimeout(() => void this.runSync(), delay).unref();
+        }
+      } finally {
+        if (this.syncing === loop) this.syncing = undefined;
+      }
+    })();
+    this.syncing = loop;
+    return loop;
+  }
+
+  private async syncPages(only: string[]): Promise<void> {
+    for (let page = 0; page < 10_000; page++) {
+      const known = this.receiver.cursors().filter(([id]) => only.length === 0 || only.includes(id));
+      const reply = await this.request({
+        case: 'sync', value: { cursors: known.map(([id, seq]) => cursorToWire(id, seq)), conversationIds: only, limit: 0 },
+      });
+      if (reply.body.case !== 'syncResult') throw new Error('unexpected sync reply');
+      const result = reply.body.value;
+      const messages = result.messages.map(messageFromWire);
+      const firstSeq = new Map<string, number>();
+      for (const m of messages) if (!firstSeq.has(m.conversationId)) firstSeq.set(m.conversationId, m.seq);
+      // The server resumed each conversation right before its first message here (or at its cursor).
+      for (const [id, seq] of firstSeq) this.release(this.receiver.advance(id, seq - 1), id);
+      for (const c of result.cursors) {
+        if (!firstSeq.has(c.conversationId)) this.release(this.receiver.advance(c.conversationId, Number(c.seq)), c.conversationId);
+      }
+      for (const m of messages) this.offer(m, m.conversationId);
+      if (!result.hasMore) return;
+    }
+  }
+}
