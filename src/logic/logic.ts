@@ -74,6 +74,8 @@ export class Logic {
   private readonly recalls: RecallService;
   private sub: Subscription | undefined;
   private readonly syncPageLimit: number;
+  /** Reads of a batch running at once (see handleRest). */
+  private readonly readSlots = new Slots(READS_AT_ONCE);
   private readonly historyPageLimit: number;
 
   constructor(
@@ -159,13 +161,42 @@ export class Logic {
         log.error({ err }, 'cursor write failed');
       }
     }
-    for (const up of rest) {
+    await this.handleRest(rest);
+  }
+
+  /**
+   * The batch's other requests. Writes (group changes, read marks, recalls,
+   * session events…) run one at a time in batch order, as a conversation has
+   * one writer; reads (sync, history, the conversation list, presence queries)
+   * run beside them, at most READS_AT_ONCE together, so a crowd syncing after
+   * a reconnect does not queue one round trip after another. Each connection's
+   * requests still run in the order it sent them.
+   */
+  private async handleRest(rest: readonly UpMessage[]): Promise<void> {
+    const run = async (up: UpMessage): Promise<void> => {
       try {
         await this.handle(up);
       } catch (err) {
         await this.replyError(up.origin, up.frame.id, err);
       }
+    };
+    const lastOfConnection = new Map<string, Promise<void>>();
+    let writes: Promise<void> = Promise.resolve();
+    const all: Promise<void>[] = [];
+    for (const up of rest) {
+      const key = `${up.origin.node}/${up.origin.connId}`;
+      const before = lastOfConnection.get(key) ?? Promise.resolve();
+      let done: Promise<void>;
+      if (!up.session && READS.has(up.frame.body.case ?? '')) {
+        done = before.then(() => this.readSlots.run(() => run(up)));
+      } else {
+        done = Promise.all([before, writes]).then(() => run(up));
+        writes = done;
+      }
+      lastOfConnection.set(key, done);
+      all.push(done);
     }
+    await Promise.all(all);
   }
 
   /**
@@ -350,4 +381,29 @@ function seqOf(v: bigint): number {
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < 0) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'seq out of range');
   return n;
+}
+
+/** Requests that only read: a batch runs them beside its writes (see Logic.handleRest). */
+const READS = new Set(['sync', 'history', 'conversations', 'presenceQuery']);
+/** At most this many reads of one batch at once (a PostgreSQL pool has 10 connections by default). */
+const READS_AT_ONCE = 16;
+
+/** At most `size` tasks at once; the others wait their turn in order. */
+class Slots {
+  private busy = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly size: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.busy >= this.size) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.busy++;
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next(); // the slot passes straight to the next task
+      else this.busy--;
+    }
+  }
 }
