@@ -962,6 +962,9 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   }
 
   /** One sync loop at a time: a full sync when wanted, else the conversations that are stuck. */
+  /** Syncs that failed in a row (the retry backs off). */
+  private syncFailures = 0;
+
   private runSync(): Promise<void> {
     if (this.syncLoop) return this.syncLoop;
     if (!this.conn) return Promise.resolve();
@@ -981,17 +984,21 @@ export class LonglinkClient extends Emitter<ClientEvents> {
         this.fullSyncWanted = false;
         this.syncWanted.clear();
         await this.syncPages(only);
+        this.syncFailures = 0;
         if (full) this.emit('synced');
         for (const id of this.receiver.stuck()) if (!only.includes(id) || full) this.syncWanted.add(id);
       }
     } catch (err) {
       if (generation === this.generation) {
         this.emit('error', err instanceof LonglinkError ? err : new LonglinkError(ErrorCode.INTERNAL, String(err)));
-        // Nothing missed may stay missed: try again shortly (a new connection syncs anyway).
+        // Nothing missed may stay missed: try again (a new connection syncs anyway), backing
+        // off while it keeps failing (1-2 s, then 2-4 s, ... up to 30 s), so a server busy with a
+        // reconnecting crowd is not answered with a storm of repeated syncs.
         this.fullSyncWanted = true;
+        const base = Math.min(30_000, 1000 * 2 ** Math.min(this.syncFailures++, 5));
         setTimeout(() => {
           if (generation === this.generation) void this.runSync();
-        }, 1000 + Math.floor(Math.random() * 1000));
+        }, base + Math.floor(Math.random() * base));
       }
     }
   }
