@@ -320,3 +320,17 @@ export function plausibleFrame(pools: Pools): fc.Arbitrary<Frame> {
   );
   return body.map((b) => printable(create(FrameSchema, { id: 0, body: b as FrameBodyInit })));
 }
+
+/** Cut `bytes` at the given points (taken modulo its length, in order, no empty pieces): how a stream may arrive. */
+export function cutAt(bytes: Buffer, cuts: number[]): Buffer[] {
+  if (bytes.length === 0) return [];
+  const points = [...new Set(cuts.map((c) => c % bytes.length))].filter((p) => p > 0).sort((a, b) => a - b);
+  const out: Buffer[] = [];
+  let from = 0;
+  for (const p of points) {
+    out.push(bytes.subarray(from, p));
+    from = p;
+  }
+  out.push(bytes.subarray(from));
+  return out;
+}

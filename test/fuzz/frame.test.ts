@@ -11,7 +11,7 @@ import {
   DecodeError, ErrorCode, FrameSchema, LengthPrefixedReader, decodeFrame, encodeFrame, errorName, lengthPrefixed,
   type Frame,
 } from '../../src/protocol/index.js';
-import { NO_POOLS, anyFrame, runs } from './arbitraries.js';
+import { NO_POOLS, anyFrame, cutAt, runs } from './arbitraries.js';
 
 /** Frames without huge strings or thousand-entry lists, for the properties that run many times. */
 const SMALL = { ...NO_POOLS, big: false };
@@ -55,19 +55,6 @@ function mutate(bytes: Uint8Array, m: Mutation): Uint8Array {
   }
 }
 
-/** Cut `bytes` at the given points (taken modulo its length), in order. */
-function split(bytes: Buffer, cuts: number[]): Buffer[] {
-  if (bytes.length === 0) return [];
-  const points = [...new Set(cuts.map((c) => c % bytes.length))].sort((a, b) => a - b);
-  const out: Buffer[] = [];
-  let from = 0;
-  for (const p of points) {
-    out.push(bytes.subarray(from, p));
-    from = p;
-  }
-  out.push(bytes.subarray(from));
-  return out;
-}
 
 /**
  * Pull every available payload into `out` (kept if next() throws midway);
@@ -119,7 +106,7 @@ describe('frame codec fuzz', () => {
         const stream = Buffer.concat(payloads.map(lengthPrefixed));
         const reader = new LengthPrefixedReader(limit);
         const got: Buffer[] = [];
-        for (const chunk of split(stream, cuts)) {
+        for (const chunk of cutAt(stream, cuts)) {
           reader.push(chunk);
           drainReader(reader, limit, got);
         }
@@ -143,7 +130,7 @@ describe('frame codec fuzz', () => {
         const reader = new LengthPrefixedReader(limit);
         const got: Buffer[] = [];
         let error: unknown;
-        for (const chunk of split(Buffer.concat(payloads.map(lengthPrefixed)), cuts)) {
+        for (const chunk of cutAt(Buffer.concat(payloads.map(lengthPrefixed)), cuts)) {
           reader.push(chunk);
           try {
             drainReader(reader, limit, got);

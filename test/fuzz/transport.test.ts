@@ -16,7 +16,7 @@ import { ErrorCode, errorName, lengthPrefixed } from '../../src/protocol/index.j
 import { TcpTransport } from '../../src/gateway/tcp.js';
 import { WsTransport } from '../../src/gateway/ws.js';
 import type { Transport, TransportSink } from '../../src/gateway/transport.js';
-import { runs } from './arbitraries.js';
+import { cutAt, runs } from './arbitraries.js';
 
 /** The smallest frame limit the configuration allows: payloads at, under and over it are all cheap. */
 const LIMIT = 1024;
@@ -87,18 +87,6 @@ function payloadOf(size: number, i: number): Buffer {
   return b;
 }
 
-function cut(bytes: Buffer, cuts: number[]): Buffer[] {
-  const points = [...new Set(cuts.map((c) => c % Math.max(1, bytes.length)))].filter((p) => p > 0).sort((a, b) => a - b);
-  const out: Buffer[] = [];
-  let from = 0;
-  for (const p of points) {
-    out.push(bytes.subarray(from, p));
-    from = p;
-  }
-  out.push(bytes.subarray(from));
-  return out;
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('transport fuzz', () => {
@@ -149,7 +137,7 @@ describe('transport fuzz', () => {
         socket.on('error', () => undefined); // the server may close mid-write after an oversized frame
         await new Promise((r) => socket.once('connect', r));
         try {
-          for (const chunk of cut(Buffer.concat(payloads.map(lengthPrefixed)), cuts)) {
+          for (const chunk of cutAt(Buffer.concat(payloads.map(lengthPrefixed)), cuts)) {
             if (socket.destroyed) break;
             socket.write(chunk);
             if (yieldBetweenChunks) await sleep(0);
