@@ -1,12 +1,13 @@
 // Logging a user (every device) or one device out everywhere: tokens issued
 // until now stop working at login on every gateway, and the connections open
-// now are kicked with TOKEN_REVOKED (no reconnect: the client needs a new
-// token). The revocation is written before the sessions are looked up, and a
-// gateway checks it after binding a session (gateway.ts login), so a login
-// racing the revocation is either refused or found here and kicked.
-import type { Bus } from '../engines/bus.js';
+// now with such a token are kicked with TOKEN_REVOKED (no reconnect: the
+// client needs a new token). The revocation is written first, then announced
+// to every gateway, which kicks its matching connections by their token's
+// issue time (a connection that logged in with a newer token stays), and also
+// marks those still logging in; a login checks the revocations before and
+// after binding its session (gateway.ts login), so none slips between.
+import { ALL_GATEWAYS, type Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
-import { ErrorCode } from '../protocol/index.js';
 
 /** Longest token lifetime the API issues: a revocation older than this has nothing left to refuse. */
 export const MAX_TOKEN_TTL_MS = 90 * 86400 * 1000;
@@ -14,8 +15,6 @@ export const MAX_TOKEN_TTL_MS = 90 * 86400 * 1000;
 export interface RevokeResult {
   /** Tokens issued at or before this time (ms since the epoch) are refused. */
   revokedBeforeMs: number;
-  /** Connections told to close. */
-  kicked: number;
 }
 
 export async function revokeTokens(
@@ -25,11 +24,6 @@ export async function revokeTokens(
 ): Promise<RevokeResult> {
   const revokedBeforeMs = Date.now();
   await deps.sessions.revoke(userId, deviceId, revokedBeforeMs, MAX_TOKEN_TTL_MS);
-  const online = (await deps.sessions.lookup([userId])).get(userId) ?? [];
-  const targets = online.filter((s) => deviceId === undefined || s.deviceId === deviceId);
-  const reason = deviceId === undefined ? 'logged out everywhere by an administrator' : `device ${deviceId} logged out by an administrator`;
-  await Promise.all(targets.map((s) => deps.bus.publishDown(s.node, {
-    kind: 'kick', userId: s.userId, deviceId: s.deviceId, connId: s.connId, code: ErrorCode.TOKEN_REVOKED, reason,
-  })));
-  return { revokedBeforeMs, kicked: targets.length };
+  await deps.bus.publishDown(ALL_GATEWAYS, { kind: 'revoke', userId, deviceId, beforeMs: revokedBeforeMs });
+  return { revokedBeforeMs };
 }

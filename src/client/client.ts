@@ -661,6 +661,7 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     this.lostReason = undefined;
     this.adopt(this._login);
     this.startHeartbeat(r.pingIntervalMs);
+    this.syncFailures = 0;
     this.setState('online');
     this.emit('login', this._login);
     for (const entry of this.outbox.values()) this.write(entry);
@@ -721,8 +722,9 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   }
 
   private isRetryableLogin(err: LonglinkError): boolean {
-    if (err.code === ErrorCode.TOKEN_EXPIRED) return typeof this.options.token === 'function';
-    return ![ErrorCode.TOKEN_INVALID, ErrorCode.TOKEN_MISSING, ErrorCode.FORBIDDEN].includes(err.code);
+    // A new token may fix these, when the app gives a function that gets one.
+    if (err.code === ErrorCode.TOKEN_EXPIRED || err.code === ErrorCode.TOKEN_REVOKED) return typeof this.options.token === 'function';
+    return ![ErrorCode.TOKEN_INVALID, ErrorCode.TOKEN_MISSING, ErrorCode.FORBIDDEN, ErrorCode.TOO_MANY_CONNECTIONS].includes(err.code);
   }
 
   private teardown(reason: string): void {
@@ -961,10 +963,10 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     if (this.syncWanted.size > 0) void this.runSync();
   }
 
-  /** One sync loop at a time: a full sync when wanted, else the conversations that are stuck. */
-  /** Syncs that failed in a row (the retry backs off). */
+  /** Syncs that failed in a row (the retry backs off; a new connection starts again at 1-2 s). */
   private syncFailures = 0;
 
+  /** One sync loop at a time: a full sync when wanted, else the conversations that are stuck. */
   private runSync(): Promise<void> {
     if (this.syncLoop) return this.syncLoop;
     if (!this.conn) return Promise.resolve();

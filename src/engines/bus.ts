@@ -65,6 +65,8 @@ export interface KickDown {
   connId?: number;
   code: number;
   reason: string;
+  /** Tell the client to reconnect (its session was lost, not taken over). @default false */
+  reconnect?: boolean;
 }
 
 /** Set the users one connection watches for presence (replaces its list). */
@@ -87,7 +89,18 @@ export interface BroadcastDown {
   frame: Uint8Array;
 }
 
-export type DownMessage = ReplyDown | DeliverDown | KickDown | WatchDown | PresenceDown | BroadcastDown;
+/**
+ * Tokens of a user (every device, or one) issued at or before `beforeMs` were
+ * revoked: every gateway kicks the matching connections (TOKEN_REVOKED).
+ */
+export interface RevokeDown {
+  kind: 'revoke';
+  userId: string;
+  deviceId?: string;
+  beforeMs: number;
+}
+
+export type DownMessage = ReplyDown | DeliverDown | KickDown | WatchDown | PresenceDown | BroadcastDown | RevokeDown;
 
 /** publishDown target meaning "every gateway" (broadcast routing). */
 export const ALL_GATEWAYS = '*';

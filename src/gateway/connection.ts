@@ -14,6 +14,10 @@ export class Connection {
   userId = '';
   deviceId = '';
   platform = '';
+  /** Issue time of the token this connection logged in with (revocations cut by it). */
+  tokenIssuedAtMs = 0;
+  /** A revocation covering this connection's token arrived while it was logging in. */
+  revokedWhileLoggingIn = false;
   lastSeenMs: number;
   readonly openedAtMs: number;
   readonly bucket: TokenBucket;

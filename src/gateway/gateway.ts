@@ -17,7 +17,7 @@ import {
 } from '../protocol/index.js';
 import { Connection, SessionTable } from './connection.js';
 import { TokenBucket } from './rate-limit.js';
-import { LoginThrottle } from './login-throttle.js';
+import { LoginThrottle, loginThrottleKey } from './login-throttle.js';
 import { noGatewayMetrics, type GatewayMetrics, type LimitName } from '../observability/metrics.js';
 import { log as rootLog, messageTrace } from '../observability/log.js';
 
@@ -82,6 +82,9 @@ const LIMIT_OF = new Map<ErrorCode, LimitName>([
  */
 const THROTTLE_EPISODE_GAP_MS = 1000;
 
+/** A user's message bucket outlives its last connection here by this long (long enough to refill it). */
+const USER_BUCKET_IDLE_MS = 10_000;
+
 /** One push latency sample per this many deliveries (each sample decodes the frame). */
 const LATENCY_SAMPLE_EVERY = 16;
 
@@ -124,8 +127,8 @@ export class Gateway {
   private markStarted: () => void = () => undefined;
   /** The registry accepted an announce of ours at least once. */
   private announced = false;
-  /** Send frames per user (all its connections here): user → bucket. */
-  private readonly userBuckets = new Map<string, TokenBucket>();
+  /** Send frames per user (all its connections here): user → bucket, kept a while after its last connection (a reconnect gets no fresh burst). */
+  private readonly userBuckets = new Map<string, { bucket: TokenBucket; lastMs: number }>();
   /** Failed logins per client address. */
   private readonly loginThrottle: LoginThrottle;
   private readonly metrics: GatewayMetrics;
@@ -257,7 +260,7 @@ export class Gateway {
         this.fail(conn, frame.id, ErrorCode.NOT_LOGGED_IN, 'the first frame must be a login', true);
         return false;
       }
-      if (!this.loginThrottle.allowed(hostOf(conn.transport.remoteAddress), now)) {
+      if (!this.loginThrottle.allowed(loginThrottleKey(hostOf(conn.transport.remoteAddress), body.value.token), now)) {
         this.metrics.login(ErrorCode.LOGIN_THROTTLED);
         this.fail(conn, frame.id, ErrorCode.LOGIN_THROTTLED, 'too many failed logins from this address; retry in a minute', true);
         return false;
@@ -350,21 +353,22 @@ export class Gateway {
   }
 
   private async login(conn: Connection, requestId: number, token: string): Promise<void> {
+    const throttleKey = loginThrottleKey(hostOf(conn.transport.remoteAddress), token);
+    const refuse = (code: ErrorCode, message: string) => {
+      this.metrics.login(code);
+      if (code !== ErrorCode.UNAVAILABLE && code !== ErrorCode.TOO_MANY_CONNECTIONS) this.loginThrottle.failed(throttleKey, Date.now());
+      this.fail(conn, requestId, code, message, true);
+    };
     let claims;
     try {
       claims = await this.deps.tokens.verify(token);
     } catch (err) {
-      const code = err instanceof LonglinkError ? err.code : ErrorCode.TOKEN_INVALID;
-      this.metrics.login(code);
-      this.loginThrottle.failed(hostOf(conn.transport.remoteAddress), Date.now());
-      this.fail(conn, requestId, code, (err as Error).message, true);
+      refuse(err instanceof LonglinkError ? err.code : ErrorCode.TOKEN_INVALID, (err as Error).message);
       return;
     }
     if (conn.state !== 'logging-in') return; // closed meanwhile
     if (claims.expiresAtMs <= Date.now()) {
-      this.metrics.login(ErrorCode.TOKEN_EXPIRED);
-      this.loginThrottle.failed(hostOf(conn.transport.remoteAddress), Date.now());
-      this.fail(conn, requestId, ErrorCode.TOKEN_EXPIRED, 'token expired', true);
+      refuse(ErrorCode.TOKEN_EXPIRED, 'token expired');
       return;
     }
     // No session is bound before the cluster knows this node: a reaper that saw
@@ -374,9 +378,24 @@ export class Gateway {
     conn.userId = claims.userId;
     conn.deviceId = claims.deviceId;
     conn.platform = claims.platform;
+    conn.tokenIssuedAtMs = claims.issuedAtMs;
+    const revoked = (beforeMs: number) => claims.issuedAtMs <= beforeMs || conn.revokedWhileLoggingIn;
+    const REVOKED_MESSAGE = 'this token was revoked (logged out by an administrator); get a new one';
+    // A revoked token never touches the session table (it would take the device's session).
+    try {
+      if (revoked(await this.deps.sessions.revokedBefore(conn.userId, conn.deviceId))) {
+        refuse(ErrorCode.TOKEN_REVOKED, REVOKED_MESSAGE);
+        return;
+      }
+    } catch (err) {
+      log.error({ err, user: conn.userId }, 'revocation check failed');
+      refuse(ErrorCode.UNAVAILABLE, 'the server could not check the token; retry');
+      return;
+    }
+    if (conn.state !== 'logging-in') return;
     // Register the session before answering: once the client has its LoginResult it
     // syncs, and every message stored after this point must find the session to be pushed.
-    let previous;
+    let previous: SessionInfo | undefined;
     try {
       previous = await this.deps.sessions.bind({
         userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform,
@@ -384,16 +403,15 @@ export class Gateway {
       });
     } catch (err) {
       log.error({ err, user: conn.userId }, 'session bind failed');
-      this.metrics.login(ErrorCode.UNAVAILABLE);
-      this.fail(conn, requestId, ErrorCode.UNAVAILABLE, 'the server could not register the session; retry', true);
+      refuse(ErrorCode.UNAVAILABLE, 'the server could not register the session; retry');
       return;
     }
     if (conn.state !== 'logging-in') {
-      await this.unbind(conn); // closed while binding
+      await this.abandonBind(conn, previous); // closed while binding
       return;
     }
-    // Checked after the bind, so a revocation cannot slip between: either this login sees it,
-    // or the revoker's session lookup (after it wrote the revocation) sees this session and kicks it.
+    // Checked again after the bind: a revocation written meanwhile is seen here, or (announced
+    // to every gateway after it was written) marked this connection while it logged in.
     let userSessions: SessionInfo[];
     let revokedBeforeMs: number;
     try {
@@ -403,23 +421,18 @@ export class Gateway {
       ]);
     } catch (err) {
       log.error({ err, user: conn.userId }, 'login checks failed');
-      this.metrics.login(ErrorCode.UNAVAILABLE);
-      await this.unbind(conn);
-      this.fail(conn, requestId, ErrorCode.UNAVAILABLE, 'the server could not check the session; retry', true);
+      await this.abandonBind(conn, previous);
+      refuse(ErrorCode.UNAVAILABLE, 'the server could not check the session; retry');
       return;
     }
-    const refusal = claims.issuedAtMs <= revokedBeforeMs
-      ? { code: ErrorCode.TOKEN_REVOKED, message: 'this token was revoked (logged out by an administrator); get a new one' }
+    const refusal = revoked(revokedBeforeMs)
+      ? { code: ErrorCode.TOKEN_REVOKED, message: REVOKED_MESSAGE }
       : userSessions.length > this.maxConnectionsPerUser
         ? { code: ErrorCode.TOO_MANY_CONNECTIONS, message: `this user already holds ${this.maxConnectionsPerUser} connections` }
         : undefined;
     if (refusal || conn.state !== 'logging-in') {
-      await this.unbind(conn);
-      if (refusal?.code === ErrorCode.TOKEN_REVOKED) this.loginThrottle.failed(hostOf(conn.transport.remoteAddress), Date.now());
-      if (refusal) {
-        this.metrics.login(refusal.code);
-        this.fail(conn, requestId, refusal.code, refusal.message, true);
-      }
+      await this.abandonBind(conn, previous);
+      if (refusal) refuse(refusal.code, refusal.message);
       return;
     }
     conn.state = 'open';
@@ -453,6 +466,28 @@ export class Gateway {
     } catch (err) {
       log.error({ err, user: conn.userId }, 'post-login work failed');
     }
+  }
+
+  /**
+   * Undo a bind of a login that did not complete. The bind replaced the
+   * device's session record: if ours is still the record, the connection it
+   * replaced (alive or not) has none, so nothing would be pushed to it. It is
+   * told to reconnect, which binds it again.
+   */
+  private async abandonBind(conn: Connection, previous: SessionInfo | undefined): Promise<void> {
+    const removed = await this.unbind(conn);
+    if (!removed || !previous) return;
+    const reason = 'a login of this device on another connection was refused after taking its session; reconnect';
+    if (previous.node === this.options.nodeId) {
+      const local = this.conns.get(previous.connId);
+      if (local && local.state === 'open' && local.userId === previous.userId && local.deviceId === previous.deviceId) {
+        this.kick(local, ErrorCode.REPLACED, reason, true);
+      }
+      return;
+    }
+    await this.deps.bus.publishDown(previous.node, {
+      kind: 'kick', userId: previous.userId, deviceId: previous.deviceId, connId: previous.connId, code: ErrorCode.REPLACED, reason, reconnect: true,
+    }).catch((err: unknown) => log.warn({ err }, 'telling a replaced connection to reconnect failed'));
   }
 
   /** Kick the user's other devices that the multi-login policy does not allow beside this one. */
@@ -528,9 +563,12 @@ export class Gateway {
         }
         case 'kick': {
           const conn = message.connId !== undefined ? this.conns.get(message.connId) : this.table.get(message.userId, message.deviceId);
-          if (conn && conn.userId === message.userId && conn.deviceId === message.deviceId) this.kick(conn, message.code, message.reason);
+          if (conn && conn.userId === message.userId && conn.deviceId === message.deviceId) this.kick(conn, message.code, message.reason, message.reconnect);
           break;
         }
+        case 'revoke':
+          this.revoke(message.userId, message.deviceId, message.beforeMs);
+          break;
         case 'watch': {
           const conn = this.conns.get(message.connId);
           if (conn && conn.state === 'open') this.setWatching(conn, message.userIds);
@@ -549,6 +587,16 @@ export class Gateway {
           break;
         }
       }
+    }
+  }
+
+  /** Kick this node's connections whose token a revocation covers; mark those still logging in. */
+  private revoke(userId: string, deviceId: string | undefined, beforeMs: number): void {
+    const reason = deviceId === undefined ? 'logged out everywhere by an administrator' : `device ${deviceId} logged out by an administrator`;
+    for (const conn of [...this.conns.values()]) {
+      if (conn.userId !== userId || (deviceId !== undefined && conn.deviceId !== deviceId) || conn.tokenIssuedAtMs > beforeMs) continue;
+      if (conn.state === 'open') this.kick(conn, ErrorCode.TOKEN_REVOKED, reason);
+      else if (conn.state === 'logging-in') conn.revokedWhileLoggingIn = true;
     }
   }
 
@@ -620,7 +668,6 @@ export class Gateway {
     if (wasOpen) {
       if (conn.pendingAcks) this.flushAcks(conn);
       this.table.remove(conn);
-      if (!this.table.has(conn.userId)) this.userBuckets.delete(conn.userId);
       if (conn.watching.size > 0) this.setWatching(conn, []);
       const logout = this.unbind(conn).then(() => this.sessionEvent(conn, 'offline'));
       this.logouts.add(logout);
@@ -634,11 +681,13 @@ export class Gateway {
     this.close(conn, true, 'peer closed');
   }
 
-  private async unbind(conn: Connection): Promise<void> {
+  /** Remove this connection's session record; true when it was still the device's record. */
+  private async unbind(conn: Connection): Promise<boolean> {
     try {
-      await this.deps.sessions.unbind(conn.userId, conn.deviceId, this.options.nodeId, conn.id);
+      return await this.deps.sessions.unbind(conn.userId, conn.deviceId, this.options.nodeId, conn.id);
     } catch (err) {
       log.error({ err, user: conn.userId }, 'session unbind failed');
+      return false;
     }
   }
 
@@ -646,6 +695,9 @@ export class Gateway {
   private sweep(): void {
     const now = Date.now();
     this.loginThrottle.sweep(now);
+    for (const [userId, entry] of this.userBuckets) {
+      if (now - entry.lastMs > USER_BUCKET_IDLE_MS && !this.table.has(userId)) this.userBuckets.delete(userId);
+    }
     const silentLimit = this.options.pingIntervalMs * 3;
     for (const conn of this.conns.values()) {
       if (conn.state === 'awaiting-login' || conn.state === 'logging-in') {
@@ -667,12 +719,13 @@ export class Gateway {
   }
 
   private userBucket(userId: string, now: number): TokenBucket {
-    let bucket = this.userBuckets.get(userId);
-    if (!bucket) {
-      bucket = new TokenBucket(this.userMessagesPerSecond, this.userMessagesPerSecond * 2, now);
-      this.userBuckets.set(userId, bucket);
+    let entry = this.userBuckets.get(userId);
+    if (!entry) {
+      entry = { bucket: new TokenBucket(this.userMessagesPerSecond, this.userMessagesPerSecond * 2, now), lastMs: now };
+      this.userBuckets.set(userId, entry);
     }
-    return bucket;
+    entry.lastMs = now;
+    return entry.bucket;
   }
 
   private async announce(): Promise<void> {

@@ -1,11 +1,27 @@
-// Failed logins per client address. An address that failed `limit` times
-// within a minute has every login refused (LOGIN_THROTTLED) until that minute
-// is over, which makes guessing tokens slow without touching the many honest
-// users behind one NAT or office address (their logins succeed and are not
-// counted). Per gateway, in memory: an attacker spread over N gateways gets N
-// times the budget, which still bounds it.
+// Failed logins per client address and claimed user (the token's unverified
+// `sub`, or none for garbage). A key that failed `limit` times within a minute
+// has its logins refused (LOGIN_THROTTLED) until that minute is over. Keyed by
+// the claimed user too, so one client sending bad or expired tokens behind a
+// NAT, an office address or a proxy does not lock out the other users there:
+// only logins claiming the same user (or garbage) from that address wait.
+// Per gateway, in memory: spread over N gateways, N times the budget.
 
 const WINDOW_MS = 60_000;
+
+/** The throttle's key for a login: the address and the user the token claims (not verified here). */
+export function loginThrottleKey(address: string, token: string): string {
+  let claimed = '';
+  try {
+    const payload = token.split('.')[1];
+    if (payload && payload.length <= 4096) {
+      const sub = (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { sub?: unknown }).sub;
+      if (typeof sub === 'string') claimed = sub.slice(0, 64);
+    }
+  } catch {
+    /* garbage: keyed by the address alone */
+  }
+  return `${address}|${claimed}`;
+}
 
 export class LoginThrottle {
   private readonly failures = new Map<string, { sinceMs: number; count: number }>();

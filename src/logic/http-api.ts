@@ -149,7 +149,7 @@ export class HttpApi {
     this.requireAdmin(req);
     const body = parse(RevokeBody, await readJson(req, this.options.maxBodyBytes ?? 65536));
     const result = await revokeTokens(this.deps, body.user_id, body.device_id);
-    send(res, 200, { user_id: body.user_id, device_id: body.device_id ?? null, revoked_before_ms: result.revokedBeforeMs, kicked: result.kicked });
+    send(res, 200, { user_id: body.user_id, device_id: body.device_id ?? null, revoked_before_ms: result.revokedBeforeMs });
   }
 
   /**

@@ -177,6 +177,8 @@ export class Logic {
       try {
         await this.handle(up);
       } catch (err) {
+        // This node lost the shard mid-batch: no reply, and the batch stays unacked for the new owner.
+        if (isFencedError(err)) throw err;
         await this.replyError(up.origin, up.frame.id, err);
       }
     };

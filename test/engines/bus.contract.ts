@@ -54,7 +54,7 @@ function reply(connId: number): DownMessage {
 
 /** A comparable form of a downlink message: frame bytes as hex, absent optionals dropped. */
 function normalize(m: DownMessage): unknown {
-  const plain = m.kind === 'kick' || m.kind === 'watch' ? m : { ...m, frame: Buffer.from(m.frame).toString('hex') };
+  const plain = m.kind === 'kick' || m.kind === 'watch' || m.kind === 'revoke' ? m : { ...m, frame: Buffer.from(m.frame).toString('hex') };
   return JSON.parse(JSON.stringify(plain)) as unknown;
 }
 

@@ -29,7 +29,7 @@ for (const kind of TRANSPORTS) {
         await pingPong(d4);
       }));
 
-    test('failed logins per address: past the limit every login from there is LOGIN_THROTTLED (fatal, reconnect later); successful logins do not count', () =>
+    test('failed logins per address and claimed user: past the limit those logins get LOGIN_THROTTLED (fatal, reconnect later); successful logins and other users do not count', () =>
       withServer({ 'login-attempts-per-minute': '5' }, async (ctx) => {
         // Successful logins are never counted: ten in a row all pass.
         for (let i = 0; i < 10; i++) (await ctx.login(kind, `u${i}`)).close();
@@ -39,9 +39,19 @@ for (const kind of TRANSPORTS) {
           await expectFatal(c, ErrorCode.TOKEN_INVALID, id);
         }
         const c = await ctx.connect(kind);
-        const id = c.send({ case: 'login', value: { token: await ctx.server.token('alice') } });
+        const id = c.send({ case: 'login', value: { token: 'not-a-token-either' } });
         const frame = await expectFatal(c, ErrorCode.LOGIN_THROTTLED, id);
         assert.equal(frame.body.case === 'error' && frame.body.value.reconnect, true, 'LOGIN_THROTTLED tells the client to reconnect later');
+        // Keyed by the user a token claims: bad tokens for mallory throttle mallory's logins from
+        // this address, not the other users behind it (a NAT, an office, a proxy).
+        for (let i = 0; i < 5; i++) {
+          const m = await ctx.connect(kind);
+          const mid = m.send({ case: 'login', value: { token: await ctx.server.token('mallory', 'd1', -10) } });
+          await expectFatal(m, ErrorCode.TOKEN_EXPIRED, mid);
+        }
+        const m = await ctx.connect(kind);
+        await expectFatal(m, ErrorCode.LOGIN_THROTTLED, m.send({ case: 'login', value: { token: await ctx.server.token('mallory') } }));
+        await pingPong(await ctx.login(kind, 'alice'));
       }));
 
     test("a user's messages per second count all its connections: over it, sends are slowed (USER_RATE_LIMITED notice), never refused or lost", () =>
