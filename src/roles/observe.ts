@@ -29,17 +29,9 @@ export function observeRole(config: ServerConfig, role: RoleName, health?: () =>
   const metrics = new Metrics();
   const readiness = new Readiness();
   const routes = observabilityRoutes({
-    nodeId: config.nodeId, role, metrics, readiness, metricsKey: metricsKeyOf(config), healthz: health !== undefined, health,
+    nodeId: config.nodeId, role, metrics, readiness, metricsKey: config.metricsKey, healthz: health !== undefined, health,
   });
   return { metrics, readiness, routes, logger: log.child({ component: role }) };
-}
-
-/**
- * The bearer key /metrics asks for, when the configuration has one
- * (LONGLINK_METRICS_KEY → config.metricsKey); open otherwise.
- */
-function metricsKeyOf(config: ServerConfig): string | undefined {
-  return config.metricsKey;
 }
 
 /** Ready when the store answers a read (SQLite: open; PostgreSQL: the pool reaches the server). */
