@@ -28,30 +28,26 @@ export class LoginThrottle {
 
   constructor(private readonly limit: number) {}
 
-  /** True when this address may try to log in now. */
-  allowed(address: string, now: number): boolean {
-    const entry = this.failures.get(address);
+  /** True when a login under this key (see loginThrottleKey) may be tried now. */
+  allowed(key: string, now: number): boolean {
+    const entry = this.failures.get(key);
     if (!entry) return true;
     if (now - entry.sinceMs >= WINDOW_MS) {
-      this.failures.delete(address);
+      this.failures.delete(key);
       return true;
     }
     return entry.count < this.limit;
   }
 
-  /** Count a failed login (bad, expired or revoked token) from this address. */
-  failed(address: string, now: number): void {
-    const entry = this.failures.get(address);
-    if (!entry || now - entry.sinceMs >= WINDOW_MS) this.failures.set(address, { sinceMs: now, count: 1 });
+  /** Count a failed login (bad, expired or revoked token) under this key. */
+  failed(key: string, now: number): void {
+    const entry = this.failures.get(key);
+    if (!entry || now - entry.sinceMs >= WINDOW_MS) this.failures.set(key, { sinceMs: now, count: 1 });
     else entry.count++;
   }
 
-  /** Forget addresses whose minute is over (called from the gateway's sweep). */
+  /** Forget keys whose minute is over (called from the gateway's sweep). */
   sweep(now: number): void {
-    for (const [address, entry] of this.failures) if (now - entry.sinceMs >= WINDOW_MS) this.failures.delete(address);
-  }
-
-  get size(): number {
-    return this.failures.size;
+    for (const [key, entry] of this.failures) if (now - entry.sinceMs >= WINDOW_MS) this.failures.delete(key);
   }
 }
