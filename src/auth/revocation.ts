@@ -6,7 +6,7 @@
 // issue time (a connection that logged in with a newer token stays), and also
 // marks those still logging in; a login checks the revocations before and
 // after binding its session (gateway.ts login), so none slips between.
-import { ALL_GATEWAYS, type Bus } from '../engines/bus.js';
+import { ALL_GATEWAYS, down, type Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 
 /** Longest token lifetime the API issues: a revocation older than this has nothing left to refuse. */
@@ -24,6 +24,6 @@ export async function revokeTokens(
 ): Promise<RevokeResult> {
   const revokedBeforeMs = Date.now();
   await deps.sessions.revoke(userId, deviceId, revokedBeforeMs, MAX_TOKEN_TTL_MS);
-  await deps.bus.publishDown(ALL_GATEWAYS, { kind: 'revoke', userId, deviceId, beforeMs: revokedBeforeMs });
+  await deps.bus.publishDown(ALL_GATEWAYS, down({ case: 'revoke', value: { userId, deviceId: deviceId ?? '', beforeMs: BigInt(revokedBeforeMs) } }));
   return { revokedBeforeMs };
 }

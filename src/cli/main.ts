@@ -6,6 +6,7 @@ import { runCluster } from './cluster.js';
 import { exitAfterFlush } from './exit.js';
 import { runConversations, runGroup, runListen, runRead, runSend, UsageError } from './client-commands.js';
 import { runChat } from './chat.js';
+import { runDead } from './dead.js';
 import { ConfigError } from '../config.js';
 import { LonglinkError } from '../protocol/index.js';
 
@@ -33,6 +34,8 @@ const USAGE = `usage: longlink <command> [flags]
   conversations --user U        one JSON line per conversation, with unread and last
   read --user U --conversation C [--seq N]            mark read up to the latest (or N)
   chat --user U [--device D]    interactive terminal chat: /list, /open, type to send (/help inside)
+  dead list [--limit N]         requests set aside after failing repeatedly: one JSON line each, with its error
+  dead replay [ID...]           put them back in their partition, each once (no ID: every one)
 client commands: --server http(s)://HOST:PORT (default http://127.0.0.1:8080, or LONGLINK_SERVER),
   --transport tcp|ws, --gateway tcp://HOST:PORT|tls://HOST:PORT|ws://HOST:PORT/ws|wss://HOST:PORT/ws,
   --ca FILE (or LONGLINK_CA): trust this CA (PEM) for https, tls and wss instead of the system's roots,
@@ -66,6 +69,8 @@ async function main(argv: string[]): Promise<number | undefined> {
       return runRead(flags);
     case 'chat':
       return runChat(flags);
+    case 'dead':
+      return runDead(positionals[0], flags, positionals.slice(1));
     case undefined:
     case 'help':
       console.log(USAGE);

@@ -126,9 +126,10 @@ export interface PostgresServer {
   /**
    * Stop and start again on the same port and folder. `fast` (SIGINT): a clean
    * shutdown; `immediate` (SIGQUIT): like a crash, the next start replays the WAL.
+   * `downMs`: how long it stays down between the two (an outage).
    * @default 'fast'
    */
-  restart(mode?: 'fast' | 'immediate'): Promise<void>;
+  restart(mode?: 'fast' | 'immediate', downMs?: number): Promise<void>;
 }
 
 function pgBin(name: string): string {
@@ -203,8 +204,9 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
     get pid() {
       return child.pid!;
     },
-    async restart(mode = 'fast') {
+    async restart(mode = 'fast', downMs = 0) {
       await halt(mode === 'immediate' ? 'SIGQUIT' : 'SIGINT');
+      if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
       await launch();
     },
     async stop() {

@@ -1,35 +1,77 @@
 // In-process bus for a single node (`longlink start`). One queue for uplink,
-// drained in batches by the single consumer; one queue per gateway for
-// downlink. Nothing survives a restart — nor needs to: the SendAck is only
-// sent after the store has the message, and clients resend what wasn't acked.
-import { ALL_GATEWAYS, newBusCounters, type Bus, type DownHandler, type DownMessage, type Subscription, type UpHandler, type UpMessage } from './bus.js';
+// drained in batches by the single consumer; one queue per node for
+// downlink. Messages pass as objects (nothing to encode in one process).
+// Nothing survives a restart — nor needs to: the SendAck is only sent after
+// the store has the message, and clients resend what wasn't acked. Dead
+// letters are kept in memory too (the newest 10,000), for `longlink dead`.
+import { operationName } from '../protocol/operations.js';
+import { isUnavailable } from './store.js';
+import { log as rootLog } from '../observability/log.js';
+import {
+  ALL_GATEWAYS, newBusCounters,
+  type Bus, type ConsumeDownOptions, type DeadLetterInfo, type DeadLetters, type Down, type DownHandler, type Subscription,
+  type UpEnvelope, type UpHandler,
+} from './bus.js';
+
+const log = rootLog.child({ component: 'bus' });
 
 export interface MemoryBusOptions {
   /** Largest batch handed to the uplink consumer. @default 512 */
   maxBatch?: number;
   /** Uplink messages waiting for logic before publishUp refuses more (backpressure). @default 100000 */
   maxBacklog?: number;
+  /** Handler failures of one entry (not counting an unavailable store) before it is dead-lettered. @default 5 */
+  maxDeliveries?: number;
 }
 
 /** publishUp refused: logic is too far behind. The gateway answers UNAVAILABLE; clients retry. */
 export class BusFullError extends Error {}
 
+const MAX_DEAD = 10_000;
+
+interface Lane {
+  queue: Down[];
+  handler?: DownHandler;
+  broadcast: boolean;
+  scheduled: boolean;
+}
+
 export class MemoryBus implements Bus {
   private readonly maxBatch: number;
   private readonly maxBacklog: number;
-  private up: UpMessage[] = [];
+  private readonly maxDeliveries: number;
+  private up: UpEnvelope[] = [];
   private upHandler: UpHandler | undefined;
   private draining = false;
-  private readonly down = new Map<string, { queue: DownMessage[]; handler?: DownHandler; scheduled: boolean }>();
+  private readonly down = new Map<string, Lane>();
   private closed = false;
+  private readonly deadLetters: { info: DeadLetterInfo; envelope: UpEnvelope }[] = [];
+  private deadSeq = 0;
   readonly counters = newBusCounters();
+  readonly dead: DeadLetters;
 
   constructor(options: MemoryBusOptions = {}) {
     this.maxBatch = options.maxBatch ?? 512;
     this.maxBacklog = options.maxBacklog ?? 100_000;
+    this.maxDeliveries = options.maxDeliveries ?? 5;
+    this.dead = {
+      list: async (limit) => this.deadLetters.slice(0, Math.max(0, limit)).map((d) => d.info),
+      count: async () => this.deadLetters.length,
+      replay: async (ids) => {
+        const chosen = ids.length === 0 ? [...this.deadLetters] : this.deadLetters.filter((d) => ids.includes(d.info.id));
+        for (const d of chosen) {
+          const i = this.deadLetters.indexOf(d);
+          if (i < 0) continue; // replayed meanwhile
+          this.deadLetters.splice(i, 1);
+          this.up.push(d.envelope);
+        }
+        this.scheduleUp();
+        return chosen.map((d) => d.info.id);
+      },
+    };
   }
 
-  async publishUp(_partitionKey: string, message: UpMessage): Promise<void> {
+  async publishUp(message: UpEnvelope): Promise<void> {
     if (this.closed) throw new Error('bus closed');
     if (this.up.length >= this.maxBacklog) throw new BusFullError(`uplink backlog is full (${this.maxBacklog})`);
     this.counters.upPublished++;
@@ -48,12 +90,12 @@ export class MemoryBus implements Bus {
     };
   }
 
-  async publishDown(node: string, message: DownMessage): Promise<void> {
+  async publishDown(node: string, message: Down): Promise<void> {
     if (this.closed) return;
     this.counters.downPublished++;
     if (node === ALL_GATEWAYS) {
       for (const [name, lane] of this.down) {
-        if (!lane.handler) continue;
+        if (!lane.handler || !lane.broadcast) continue;
         lane.queue.push(message);
         this.scheduleDown(name);
       }
@@ -64,9 +106,10 @@ export class MemoryBus implements Bus {
     this.scheduleDown(node);
   }
 
-  consumeDown(node: string, handler: DownHandler): Subscription {
+  consumeDown(node: string, handler: DownHandler, options: ConsumeDownOptions = {}): Subscription {
     const lane = this.lane(node);
     lane.handler = handler;
+    lane.broadcast = options.broadcast ?? true;
     this.scheduleDown(node);
     return {
       close: async () => {
@@ -86,10 +129,10 @@ export class MemoryBus implements Bus {
     return this.up.length;
   }
 
-  private lane(node: string) {
+  private lane(node: string): Lane {
     let lane = this.down.get(node);
     if (!lane) {
-      lane = { queue: [], scheduled: false };
+      lane = { queue: [], scheduled: false, broadcast: true };
       this.down.set(node, lane);
     }
     return lane;
@@ -106,19 +149,72 @@ export class MemoryBus implements Bus {
       const batch = this.up.length <= this.maxBatch ? this.up : this.up.slice(0, this.maxBatch);
       this.up = this.up.length <= this.maxBatch ? [] : this.up.slice(this.maxBatch);
       this.counters.upRead += batch.length;
-      try {
-        await this.upHandler(batch);
-      } catch (err) {
-        // At-least-once: put the batch back in front and retry after a pause.
-        this.up = batch.concat(this.up);
-        console.error('[bus] uplink handler failed; retrying batch', err);
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await this.handle(batch);
       // Let sockets breathe between batches, and let more arrive to batch.
       await new Promise((r) => setImmediate(r));
     }
     this.draining = false;
     if (this.up.length > 0) this.scheduleUp();
+  }
+
+  /**
+   * At least once, in order: an unavailable store is waited out (the same
+   * batch again, not counted); any other failure is retried entry by entry,
+   * and an entry that keeps failing is dead-lettered alone.
+   */
+  private async handle(batch: UpEnvelope[]): Promise<void> {
+    for (let pause = 100; this.upHandler; pause = Math.min(pause * 2, 2000)) {
+      try {
+        await this.upHandler(batch);
+        return;
+      } catch (err) {
+        if (isUnavailable(err)) {
+          log.warn({ reason: (err as Error).message, entries: batch.length }, 'store unavailable; uplink paused');
+          await new Promise((r) => setTimeout(r, pause));
+          continue;
+        }
+        if (batch.length > 1) {
+          for (const one of batch) await this.handleOne(one);
+          return;
+        }
+        await this.handleOne(batch[0]!, err);
+        return;
+      }
+    }
+    this.up = batch.concat(this.up); // the consumer went away: keep them for the next
+  }
+
+  private async handleOne(entry: UpEnvelope, firstError?: unknown): Promise<void> {
+    let attempts = firstError === undefined ? 0 : 1;
+    let last: unknown = firstError;
+    while (this.upHandler && attempts < this.maxDeliveries) {
+      if (attempts > 0) await new Promise((r) => setTimeout(r, 100 * attempts));
+      try {
+        await this.upHandler([entry]);
+        return;
+      } catch (err) {
+        last = err;
+        if (isUnavailable(err)) {
+          await new Promise((r) => setTimeout(r, 500));
+          continue; // not counted
+        }
+        attempts++;
+      }
+    }
+    if (!this.upHandler) {
+      this.up.unshift(entry);
+      return;
+    }
+    this.counters.deadLettered++;
+    const info: DeadLetterInfo = {
+      id: String(++this.deadSeq), stream: 'memory', entryId: String(this.deadSeq), partition: entry.partition,
+      operation: entry.body.case === 'frame' ? operationName(entry.body.value) : entry.body.case ?? '',
+      userId: entry.origin?.userId ?? '', error: String((last as Error | undefined)?.message ?? last).slice(0, 500),
+      failedAtMs: Date.now(), attempts,
+    };
+    log.error({ dead: info }, 'an uplink entry kept failing; moved to the dead letters');
+    this.deadLetters.push({ info, envelope: entry });
+    if (this.deadLetters.length > MAX_DEAD) this.deadLetters.shift();
   }
 
   private scheduleDown(node: string): void {
@@ -135,7 +231,7 @@ export class MemoryBus implements Bus {
       try {
         lane.handler(batch);
       } catch (err) {
-        console.error(`[bus] downlink handler of ${node} failed`, err);
+        log.error({ err, node }, 'downlink handler failed');
       }
     });
   }

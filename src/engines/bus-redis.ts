@@ -7,9 +7,17 @@
 // and each takes its fair share, so shards rebalance when nodes join or die.
 // The owner reads with a consumer group, acks (XACK) only after its handler
 // settled (the work is durable), claims what a previous owner left pending
-// (XAUTOCLAIM), and moves an entry that failed `maxDeliveries` times to the
-// dead-letter stream `{p}dead`. Handlers are idempotent (dedupe in the store),
-// so redelivery never duplicates.
+// (XAUTOCLAIM). A store that is unavailable pauses the shard's consumption
+// (the same batch is handed again, not counted as a failure); any other
+// failure is retried entry by entry, and an entry that failed `maxDeliveries`
+// times moves alone to the dead-letter stream `{p}dead` with its error (listed
+// and replayed through `bus.dead`). Handlers are idempotent (dedupe in the
+// store), so redelivery never duplicates.
+//
+// Entries are protobuf (proto/longlink/internal/v1/envelope.proto): one field
+// `e` holding an UpEnvelope uplink, `d` holding a DownBatch downlink, `x`
+// holding a DeadLetter in the dead-letter stream. A field or kind this node
+// does not know is skipped, so roles of two versions run side by side.
 //
 // A lease alone cannot stop a node paused past it from writing once it wakes:
 // the handler runs under a write fence (store.ts) naming the batch's shards,
@@ -24,10 +32,20 @@
 // gateway's own stream expires an hour after the gateway stopped reading it.
 import { Redis } from 'ioredis';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { FrameSchema } from '../protocol/index.js';
+import {
+  DeadLetterSchema, DownBatchSchema, UpEnvelopeSchema,
+} from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
+import { operationName } from '../protocol/operations.js';
+import { log as rootLog } from '../observability/log.js';
 import { Script } from './redis-shared.js';
-import { isFencedError, withWriteFence, type ShardClaim } from './store.js';
-import { ALL_GATEWAYS, newBusCounters, type Bus, type BusCounters, type ConsumeUpOptions, type DownHandler, type DownMessage, type Origin, type Subscription, type UpHandler, type UpMessage } from './bus.js';
+import { isFencedError, isUnavailable, withWriteFence, type ShardClaim } from './store.js';
+import {
+  ALL_GATEWAYS, newBusCounters,
+  type Bus, type BusCounters, type ConsumeDownOptions, type ConsumeUpOptions, type DeadLetterInfo, type DeadLetters, type Down,
+  type DownHandler, type Subscription, type UpEnvelope, type UpHandler,
+} from './bus.js';
+
+const log = rootLog.child({ component: 'bus' });
 
 export interface RedisBusOptions {
   url: string;
@@ -51,6 +69,9 @@ export interface RedisBusOptions {
 }
 
 const GROUP = 'logic';
+
+/** Fault injection for the exactly-once tests (see ShardConsumer.killBeforeAck); never set in production. */
+const KILL_BEFORE_ACK = process.env.LONGLINK_FAULT_KILL_BEFORE_ACK === '1';
 
 /** FNV-1a: the same shard for a key in every process. */
 export function shardOf(key: string, shards: number): number {
@@ -84,64 +105,37 @@ function heldAt(reply: unknown): number | undefined {
   return Number(reply[0]) * 1_000_000 + Number(reply[1]);
 }
 
-// Entries are flat [field, value, …] string lists; frame bytes travel base64-encoded.
-type Fields = string[];
-type StreamEntries = [string, Fields][];
+// Entries as read with the *Buffer commands: flat [field, value, …] lists of bytes.
+type Fields = Buffer[];
+type StreamEntries = [Buffer, Fields | null][];
 
-function field(fields: Fields, name: string): string | undefined {
-  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
+/** The *Buffer variants of the stream commands ioredis has but does not type. */
+interface BufferCommands {
+  xreadgroupBuffer(...args: (string | number)[]): Promise<[Buffer, StreamEntries][] | null>;
+  xreadBuffer(...args: (string | number)[]): Promise<[Buffer, StreamEntries][] | null>;
+  xautoclaimBuffer(...args: (string | number)[]): Promise<[Buffer, StreamEntries, Buffer[]?]>;
+  xrangeBuffer(...args: (string | number)[]): Promise<StreamEntries>;
+}
+
+function bytes(redis: Redis): BufferCommands {
+  return redis as unknown as BufferCommands;
+}
+
+function field(fields: Fields, name: string): Buffer | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i]!.toString() === name) return fields[i + 1];
   return undefined;
 }
 
-function encodeUp(m: UpMessage): string[] {
-  const out = ['o', JSON.stringify(m.origin), 'f', Buffer.from(toBinary(FrameSchema, m.frame)).toString('base64')];
-  if (m.session) out.push('s', m.session);
-  return out;
+function decodeUp(fields: Fields): UpEnvelope {
+  const e = field(fields, 'e');
+  if (!e) throw new Error('no envelope field');
+  return fromBinary(UpEnvelopeSchema, e);
 }
 
-function decodeUp(fields: Fields): UpMessage {
-  const origin = JSON.parse(field(fields, 'o')!) as Origin;
-  const frame = field(fields, 'f');
-  const m: UpMessage = { origin, frame: frame ? fromBinary(FrameSchema, Buffer.from(frame, 'base64')) : create(FrameSchema, {}) };
-  const session = field(fields, 's');
-  if (session === 'online' || session === 'offline') m.session = session;
-  return m;
-}
-
-function encodeDown(m: DownMessage): string[] {
-  if ('frame' in m) {
-    const { frame, ...rest } = m;
-    return ['m', JSON.stringify(rest), 'f', Buffer.from(frame).toString('base64')];
-  }
-  return ['m', JSON.stringify(m)];
-}
-
-function downMessage(json: string, frame: string | undefined): DownMessage {
-  const m = JSON.parse(json) as DownMessage;
-  if (frame) (m as { frame: Uint8Array }).frame = new Uint8Array(Buffer.from(frame, 'base64'));
-  return m;
-}
-
-/**
- * Several messages for one gateway in one entry: ['b', count, json, frame, json, frame, …]
- * (frame '' when the message has none).
- */
-function encodeDownBatch(messages: readonly DownMessage[]): string[] {
-  const out = ['b', String(messages.length)];
-  for (const m of messages) {
-    const [, json, , frame] = encodeDown(m);
-    out.push(json!, frame ?? '');
-  }
-  return out;
-}
-
-/** The messages of one downlink entry (one, or a batch). */
-function decodeDown(fields: Fields): DownMessage[] {
-  if (fields[0] !== 'b') return [downMessage(field(fields, 'm')!, field(fields, 'f'))];
-  const n = Number(fields[1]);
-  const out: DownMessage[] = [];
-  for (let i = 0; i < n; i++) out.push(downMessage(fields[2 + 2 * i]!, fields[3 + 2 * i]));
-  return out;
+/** The messages of one downlink entry (nothing from a field this node does not know). */
+function decodeDown(fields: Fields): Down[] {
+  const d = field(fields, 'd');
+  return d ? fromBinary(DownBatchSchema, d).messages : [];
 }
 
 export class RedisBus implements Bus {
@@ -151,7 +145,8 @@ export class RedisBus implements Bus {
   private readonly consumers = new Set<ShardConsumer>();
   private closed = false;
   readonly counters = newBusCounters();
-  private readonly downQueue = new Map<string, { messages: DownMessage[]; waiters: { resolve: () => void; reject: (err: unknown) => void }[] }>();
+  private readonly downQueue = new Map<string, { messages: Down[]; waiters: { resolve: () => void; reject: (err: unknown) => void }[] }>();
+  readonly dead: DeadLetters;
   private downFlushScheduled = false;
 
   constructor(options: RedisBusOptions) {
@@ -160,6 +155,7 @@ export class RedisBus implements Bus {
       maxDeliveries: 5, blockMs: 1000, ...options,
     };
     this.writer = this.connect();
+    this.dead = new RedisDeadLetters(this.writer, this.key('dead'), this.o.maxUpLength);
   }
 
   private connect(): Redis {
@@ -174,11 +170,11 @@ export class RedisBus implements Bus {
     return `${this.o.prefix}${name}`;
   }
 
-  async publishUp(partitionKey: string, message: UpMessage): Promise<void> {
+  async publishUp(message: UpEnvelope): Promise<void> {
     if (this.closed) throw new Error('bus closed');
-    const stream = this.key(`up:${shardOf(partitionKey, this.o.shards)}`);
+    const stream = this.key(`up:${shardOf(message.partition, this.o.shards)}`);
     this.counters.upPublished++;
-    await this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxUpLength, '*', ...encodeUp(message));
+    await this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxUpLength, '*', 'e', Buffer.from(toBinary(UpEnvelopeSchema, message)));
   }
 
   /**
@@ -186,7 +182,7 @@ export class RedisBus implements Bus {
    * (a batch's acks, its pushes) go in one stream entry: one XADD to write,
    * one entry for the gateway to read. Order per gateway is call order.
    */
-  publishDown(node: string, message: DownMessage): Promise<void> {
+  publishDown(node: string, message: Down): Promise<void> {
     if (this.closed) return Promise.resolve();
     let lane = this.downQueue.get(node);
     if (!lane) {
@@ -209,8 +205,8 @@ export class RedisBus implements Bus {
     this.downQueue.clear();
     for (const [node, { messages, waiters }] of lanes) {
       this.counters.downPublished++;
-      const fields = messages.length === 1 ? encodeDown(messages[0]!) : encodeDownBatch(messages);
-      this.writer.xadd(this.key(`down:${node}`), 'MAXLEN', '~', this.o.maxDownLength, '*', ...fields).then(
+      const entry = Buffer.from(toBinary(DownBatchSchema, create(DownBatchSchema, { messages })));
+      this.writer.xadd(this.key(`down:${node}`), 'MAXLEN', '~', this.o.maxDownLength, '*', 'd', entry).then(
         () => { for (const w of waiters) w.resolve(); },
         (err: unknown) => { for (const w of waiters) w.reject(err); },
       );
@@ -229,10 +225,11 @@ export class RedisBus implements Bus {
     };
   }
 
-  consumeDown(node: string, handler: DownHandler): Subscription {
+  consumeDown(node: string, handler: DownHandler, options: ConsumeDownOptions = {}): Subscription {
     const reader = this.connect();
     this.readers.add(reader);
-    const streams = [this.key(`down:${node}`), this.key(`down:${ALL_GATEWAYS}`)];
+    const streams = [this.key(`down:${node}`)];
+    if (options.broadcast ?? true) streams.push(this.key(`down:${ALL_GATEWAYS}`));
     // From when we subscribed, on Redis's clock (a second back, so nothing published just now is missed).
     const last: string[] = [];
     let running = true;
@@ -254,26 +251,26 @@ export class RedisBus implements Bus {
           expiresRefreshedAt = Date.now();
           this.writer.pexpire(streams[0]!, 3_600_000).catch(() => undefined);
         }
-        let result: [string, StreamEntries][] | null;
+        let result: [Buffer, StreamEntries][] | null;
         try {
-          result = (await reader.xread('COUNT', 1000, 'BLOCK', this.o.blockMs, 'STREAMS', ...streams, ...last)) as
-            [string, StreamEntries][] | null;
+          result = await bytes(reader).xreadBuffer('COUNT', 1000, 'BLOCK', this.o.blockMs, 'STREAMS', ...streams, ...last);
         } catch {
           if (!running) return;
           await new Promise((r) => setTimeout(r, 200));
           continue;
         }
         if (!running || !result) continue;
-        const batch: DownMessage[] = [];
+        const batch: Down[] = [];
         for (const [key, entries] of result) {
           this.counters.downRead += entries.length;
-          const i = streams.indexOf(key);
+          const i = streams.indexOf(key.toString());
           for (const [id, fields] of entries) {
-            last[i] = id;
+            last[i] = id.toString();
+            if (!fields) continue;
             try {
               batch.push(...decodeDown(fields));
             } catch (err) {
-              console.error('[bus] undecodable downlink entry dropped', err);
+              log.error({ err, node }, 'undecodable downlink entry dropped');
             }
           }
         }
@@ -282,7 +279,7 @@ export class RedisBus implements Bus {
           try {
             handler(batch);
           } catch (err) {
-            console.error(`[bus] downlink handler of ${node} failed`, err);
+            log.error({ err, node }, 'downlink handler failed');
           }
         }
       }
@@ -312,8 +309,11 @@ export class RedisBus implements Bus {
 interface Decoded {
   s: number;
   stream: string;
-  entries: StreamEntries;
-  batch: UpMessage[];
+  /** Entry ids, in stream order. */
+  ids: string[];
+  /** The raw envelopes (kept for a dead letter). */
+  raw: Buffer[];
+  batch: UpEnvelope[];
 }
 
 /** Owns a fair share of the uplink shards and feeds their entries to the handler. */
@@ -352,7 +352,7 @@ class ShardConsumer {
       if (ticking) return; // a slow Redis must not pile ticks up
       ticking = true;
       this.rebalance().catch((err: unknown) => {
-        if (this.running) console.error('[bus] lease upkeep failed', (err as Error).message);
+        if (this.running) log.warn({ reason: (err as Error).message, node: this.o.nodeId }, 'lease upkeep failed');
       }).finally(() => {
         ticking = false;
       });
@@ -492,15 +492,15 @@ class ShardConsumer {
           continue;
         }
         const streams = shards.map((s) => this.key(`up:${s}`));
-        const result = (await this.reader.xreadgroup(
+        const result = await bytes(this.reader).xreadgroupBuffer(
           'GROUP', GROUP, this.o.nodeId, 'COUNT', this.o.batch, 'BLOCK', Math.min(this.o.blockMs, 250),
           'STREAMS', ...streams, ...streams.map(() => '>'),
-        )) as [string, StreamEntries][] | null;
+        );
         if (!result) continue;
         const groups: [number, StreamEntries][] = [];
         for (const [key, entries] of result) {
           this.counters.upRead += entries.length;
-          groups.push([shards[streams.indexOf(key)]!, entries]);
+          groups.push([shards[streams.indexOf(key.toString())]!, entries]);
         }
         // Not handled (the lease went, or we are stopping): claim before reading on, so nothing overtakes these.
         for (const s of await this.processShards(groups)) if (this.owned.has(s)) this.claimFrom.add(s);
@@ -511,7 +511,7 @@ class ShardConsumer {
           this.groupsMade.clear();
           for (const s of this.owned) await this.ensureGroup(s).catch(() => undefined);
         }
-        console.error('[bus] uplink read failed; retrying', (err as Error).message);
+        log.warn({ reason: (err as Error).message, node: this.o.nodeId }, 'uplink read failed; retrying');
         await new Promise((r) => setTimeout(r, 200));
       }
     }
@@ -534,12 +534,12 @@ class ShardConsumer {
   private async claim(s: number, minIdleMs: number): Promise<boolean> {
     let cursor = '0-0';
     for (let round = 0; round < 10_000 && this.running && this.holds(s); round++) {
-      const [next, entries] = (await this.redis.xautoclaim(
+      const [next, entries] = await bytes(this.redis).xautoclaimBuffer(
         this.key(`up:${s}`), GROUP, this.o.nodeId, Math.floor(minIdleMs), cursor, 'COUNT', this.o.batch,
-      )) as [string, StreamEntries];
+      );
       const live = entries.filter(([, fields]) => fields !== null && fields !== undefined);
       if (live.length > 0 && !(await this.process(s, live))) return false;
-      cursor = next;
+      cursor = next.toString();
       if (cursor === '0-0') return true;
     }
     return false;
@@ -575,76 +575,213 @@ class ShardConsumer {
     const decoded: Decoded[] = [];
     for (const [s, entries] of groups) {
       const stream = this.key(`up:${s}`);
-      const good: StreamEntries = [];
-      const batch: UpMessage[] = [];
-      for (const [id, fields] of entries) {
+      const d: Decoded = { s, stream, ids: [], raw: [], batch: [] };
+      for (const [idBytes, fields] of entries) {
+        const id = idBytes.toString();
+        if (!fields) continue;
         try {
-          batch.push(decodeUp(fields));
-          good.push([id, fields]);
-        } catch {
-          await this.deadLetter(stream, id, fields, 'undecodable');
+          d.batch.push(decodeUp(fields));
+          d.ids.push(id);
+          d.raw.push(field(fields, 'e')!);
+        } catch (err) {
+          await this.deadLetter(stream, id, field(fields, 'e'), `undecodable: ${(err as Error).message}`, 1, undefined);
         }
       }
-      if (good.length > 0) decoded.push({ s, stream, entries: good, batch });
+      if (d.batch.length > 0) decoded.push(d);
     }
     return this.handleDecoded(decoded);
   }
 
+  /**
+   * Hand held shards' entries to the handler and ack them. Returns the
+   * shards not handled (their lease is not certainly ours).
+   * - Fenced: nothing acked; shards still ours are handled again, the others left to their owner.
+   * - The store unavailable: the same batch again after a pause, not counted.
+   * - Any other failure: entry by entry, so one bad entry is found and dead-lettered alone.
+   */
   private async handleDecoded(decoded: Decoded[]): Promise<number[]> {
     const notHeld: number[] = [];
     let pending = decoded;
-    for (;;) {
-      const checked: Decoded[] = [];
-      for (const d of pending) {
-        if (await this.waitForLease(d.s)) checked.push(d);
-        else notHeld.push(d.s);
-      }
-      // Checked one after another: make sure none lapsed while waiting on another.
-      const held: Decoded[] = [];
-      for (const d of checked) {
-        if (this.holds(d.s)) held.push(d);
-        else notHeld.push(d.s);
-      }
+    for (let pause = 100; ; ) {
+      const held = await this.stillHeld(pending, notHeld);
       if (held.length === 0) return notHeld;
       pending = held;
-      const key = held[0]!.entries[0]![0];
       try {
-        const fence = { owner: this.o.nodeId, claims: held.map((d) => this.claims.get(d.s)!) };
-        await withWriteFence(fence, () => this.handler(held.flatMap((d) => d.batch)));
-        await Promise.all(held.map((d) => this.redis.xack(d.stream, GROUP, ...d.entries.map(([id]) => id))));
-        this.attempts.delete(key);
+        await this.runHandler(held);
         return notHeld;
       } catch (err) {
         if (isFencedError(err)) {
-          // Not the batch's fault: we lost (or may have lost) a shard. Nothing was acked;
-          // shards still ours are handled again (first write takes a new epoch), the others
-          // go to their new owner, who claims the entries left pending here.
-          console.error(`[bus] ${this.o.nodeId}: the store refused a batch of shard(s) ${held.map((d) => d.s).join(',')} (fenced): ${(err as Error).message}`);
-          this.counters.fenced++;
-          for (const d of held) await this.confirm(d.s);
+          await this.fenced(held, err);
           continue;
         }
-        if (held.length > 1) {
-          // One shard's entries may be the cause: go on shard by shard, so only that
-          // shard's batch is retried and, if it keeps failing, dead-lettered.
-          for (const d of held) notHeld.push(...(await this.handleDecoded([d])));
+        if (isUnavailable(err)) {
+          if (pause === 100 || pause >= 2000) log.warn({ reason: (err as Error).message, node: this.o.nodeId }, 'store unavailable; uplink paused');
+          await new Promise((r) => setTimeout(r, pause));
+          pause = Math.min(pause * 2, 2000);
+          continue;
+        }
+        const one = held.length === 1 && held[0]!.batch.length === 1;
+        if (!one) {
+          for (const d of held) notHeld.push(...(await this.oneByOne(d)));
           return notHeld;
         }
-        const n = (this.attempts.get(key) ?? 0) + 1;
-        this.attempts.set(key, n);
-        if (n >= this.o.maxDeliveries) {
-          console.error(`[bus] uplink batch failed ${n} times; moved to the dead-letter stream`, err);
-          for (const [id, fields] of held[0]!.entries) await this.deadLetter(held[0]!.stream, id, fields, String(err));
-          this.attempts.delete(key);
-          return notHeld;
-        }
-        await new Promise((r) => setTimeout(r, 100 * n));
+        if (await this.failedOnce(held[0]!, err)) return notHeld;
       }
     }
   }
 
-  private async deadLetter(stream: string, id: string, fields: Fields, reason: string): Promise<void> {
-    await this.redis.xadd(this.key('dead'), 'MAXLEN', '~', 100_000, '*', 'stream', stream, 'id', id, 'reason', reason.slice(0, 500), ...fields);
-    await this.redis.xack(stream, GROUP, id);
+  /** The shards of `pending` whose lease is certainly ours (waiting for a late renewal); the others go to `notHeld`. */
+  private async stillHeld(pending: Decoded[], notHeld: number[]): Promise<Decoded[]> {
+    const checked: Decoded[] = [];
+    for (const d of pending) {
+      if (await this.waitForLease(d.s)) checked.push(d);
+      else notHeld.push(d.s);
+    }
+    // Checked one after another: make sure none lapsed while waiting on another.
+    const held: Decoded[] = [];
+    for (const d of checked) {
+      if (this.holds(d.s)) held.push(d);
+      else notHeld.push(d.s);
+    }
+    return held;
   }
+
+  private async runHandler(held: Decoded[]): Promise<void> {
+    const fence = { owner: this.o.nodeId, claims: held.map((d) => this.claims.get(d.s)!) };
+    await withWriteFence(fence, () => this.handler(held.flatMap((d) => d.batch)));
+    if (KILL_BEFORE_ACK) await this.killBeforeAck(held);
+    await Promise.all(held.map((d) => this.redis.xack(d.stream, GROUP, ...d.ids)));
+    for (const d of held) for (const id of d.ids) this.attempts.delete(id);
+  }
+
+  /**
+   * Not the batch's fault: we lost (or may have lost) a shard. Nothing was
+   * acked; shards still ours are handled again (the first write takes a new
+   * epoch), the others go to their new owner, who claims what is left pending here.
+   */
+  private async fenced(held: Decoded[], err: unknown): Promise<void> {
+    log.warn({ node: this.o.nodeId, shards: held.map((d) => d.s), reason: (err as Error).message }, 'the store refused a batch (fenced)');
+    this.counters.fenced++;
+    for (const d of held) await this.confirm(d.s);
+  }
+
+  /** A shard's entries one at a time, in order (after its batch failed). Returns the shard if it was not handled to the end. */
+  private async oneByOne(d: Decoded): Promise<number[]> {
+    for (let i = 0; i < d.batch.length; i++) {
+      const single: Decoded = { s: d.s, stream: d.stream, ids: [d.ids[i]!], raw: [d.raw[i]!], batch: [d.batch[i]!] };
+      const left = await this.handleDecoded([single]);
+      if (left.length > 0) return left;
+    }
+    return [];
+  }
+
+  /**
+   * Fault injection for tests (LONGLINK_FAULT_KILL_BEFORE_ACK=1): a request
+   * whose id starts with `kill-before-ack:` SIGKILLs this process after its
+   * batch was handled and before the stream ack, once per request cluster-wide.
+   */
+  private async killBeforeAck(held: Decoded[]): Promise<void> {
+    for (const d of held) {
+      for (const up of d.batch) {
+        if (!up.requestId.startsWith('kill-before-ack:')) continue;
+        if (await this.redis.set(this.key(`fault:${up.requestId}`), this.o.nodeId, 'EX', 3600, 'NX')) {
+          log.warn({ node: this.o.nodeId, request: up.requestId }, 'fault injection: SIGKILL between the commit and the stream ack');
+          process.kill(process.pid, 'SIGKILL');
+          await new Promise(() => undefined);
+        }
+      }
+    }
+  }
+
+  /** One entry failed: count it; dead-letter it at the limit (true: done with it), else pause (false: try again). */
+  private async failedOnce(d: Decoded, err: unknown): Promise<boolean> {
+    const id = d.ids[0]!;
+    const n = (this.attempts.get(id) ?? 0) + 1;
+    this.attempts.set(id, n);
+    if (n < this.o.maxDeliveries) {
+      await new Promise((r) => setTimeout(r, 100 * n));
+      return false;
+    }
+    await this.deadLetter(d.stream, id, d.raw[0], String((err as Error | undefined)?.message ?? err), n, d.batch[0]);
+    this.attempts.delete(id);
+    return true;
+  }
+
+  /** Move one entry to the dead letters, alone, with why; then ack it where it was. */
+  private async deadLetter(stream: string, id: string, envelope: Buffer | undefined, error: string, attempts: number, up: UpEnvelope | undefined): Promise<void> {
+    const letter = create(DeadLetterSchema, {
+      stream, entryId: id, error: error.slice(0, 500), failedAtMs: BigInt(Date.now()), attempts, envelope: envelope ?? new Uint8Array(),
+    });
+    log.error({
+      node: this.o.nodeId, stream, entry: id, attempts, error: letter.error,
+      op: up?.body.case === 'frame' ? operationName(up.body.value) : up?.body.case, partition: up?.partition,
+    }, 'an uplink entry kept failing; moved to the dead letters');
+    await this.redis.xadd(this.key('dead'), 'MAXLEN', '~', 100_000, '*', 'x', Buffer.from(toBinary(DeadLetterSchema, letter)));
+    await this.redis.xack(stream, GROUP, id);
+    this.counters.deadLettered++;
+  }
+}
+
+// Replays one dead letter once: only the call that deletes it re-adds it. KEYS: dead stream, its
+// original stream. ARGV: dead id, envelope bytes, max length.
+const REPLAY = `if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
+  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
+end
+return false`;
+
+/** The dead-letter stream `{p}dead`: list, count, replay into the original shard stream. */
+class RedisDeadLetters implements DeadLetters {
+  constructor(
+    private readonly redis: Redis,
+    private readonly stream: string,
+    private readonly maxUpLength: number,
+  ) {}
+
+  async list(limit: number): Promise<DeadLetterInfo[]> {
+    if (limit <= 0) return [];
+    const entries = await bytes(this.redis).xrangeBuffer(this.stream, '-', '+', 'COUNT', limit);
+    const out: DeadLetterInfo[] = [];
+    for (const [idBytes, fields] of entries) {
+      const info = describe(idBytes.toString(), fields);
+      if (info) out.push(info.info);
+    }
+    return out;
+  }
+
+  count(): Promise<number> {
+    return this.redis.xlen(this.stream);
+  }
+
+  async replay(ids: readonly string[]): Promise<string[]> {
+    const chosen = ids.length > 0 ? [...ids] : (await this.list(10_000)).map((d) => d.id);
+    const replayed: string[] = [];
+    for (const id of chosen) {
+      const [entry] = await bytes(this.redis).xrangeBuffer(this.stream, id, id);
+      const found = entry ? describe(id, entry[1]) : undefined;
+      if (!found || found.letter.envelope.length === 0) continue;
+      const added = await this.redis.eval(REPLAY, 2, this.stream, found.letter.stream, id, Buffer.from(found.letter.envelope), this.maxUpLength);
+      if (added) replayed.push(id);
+    }
+    return replayed;
+  }
+}
+
+function describe(id: string, fields: Fields | null): { info: DeadLetterInfo; letter: ReturnType<typeof fromBinary<typeof DeadLetterSchema>> } | undefined {
+  const x = fields ? field(fields, 'x') : undefined;
+  if (!x) return undefined;
+  const letter = fromBinary(DeadLetterSchema, x);
+  let up: UpEnvelope | undefined;
+  try {
+    up = fromBinary(UpEnvelopeSchema, letter.envelope);
+  } catch {
+    up = undefined;
+  }
+  return {
+    letter,
+    info: {
+      id, stream: letter.stream, entryId: letter.entryId, partition: up?.partition ?? '',
+      operation: up?.body.case === 'frame' ? operationName(up.body.value) : up?.body.case ?? '',
+      userId: up?.origin?.userId ?? '', error: letter.error, failedAtMs: Number(letter.failedAtMs), attempts: letter.attempts,
+    },
+  };
 }

@@ -8,108 +8,86 @@
 //   delivered before the handler's promise for the previous one settles. This
 //   is what makes seq assignment single-writer per conversation.
 // - A message is delivered at least once; the handler is idempotent.
+// - When the handler fails because the store is unavailable (isUnavailable,
+//   store.ts), the bus waits and hands the same batch again, without counting
+//   it as a failed attempt: an outage pauses consumption, it loses nothing.
+// - When it fails otherwise, the bus hands the batch's entries again one at a
+//   time (in order), so one bad entry is found alone; an entry that fails
+//   `maxDeliveries` times goes to the dead letters with its error, and the
+//   entries after it go on. Dead letters can be listed and replayed (once,
+//   at the end of their original partition).
 // - Downlink messages to one node arrive in publish order.
 // - A distributed bus runs the uplink handler under a write fence (store.ts)
 //   naming the shards of the batch, so a node that lost a shard while it held
 //   a batch cannot write it; the refused batch is left to the shard's owner.
-import type { Frame } from '../protocol/index.js';
+import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import {
+  DownSchema, UpEnvelopeSchema, type Down, type UpEnvelope,
+} from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
 
-/** Who sent an uplink request: the connection and its authenticated identity. */
-export interface Origin {
-  node: string;
-  connId: number;
-  userId: string;
-  deviceId: string;
-  platform: string;
+export type { Down, Origin, UpEnvelope } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
+
+/** A downlink message as written by hand: `{ case: 'reply', value: { connId, frame } }`. */
+export type DownInit = MessageInitShape<typeof DownSchema>['kind'];
+
+/** Builds a downlink message. */
+export function down(kind: DownInit): Down {
+  return create(DownSchema, { kind });
 }
 
-/**
- * A client frame forwarded by a gateway, already authenticated — or, when
- * `session` is set, news that the origin's session came online or went
- * offline (then `frame` is empty). Logic turns those into presence events.
- */
-export interface UpMessage {
-  origin: Origin;
-  frame: Frame;
-  session?: 'online' | 'offline';
+/** Builds an uplink envelope. */
+export function upEnvelope(init: MessageInitShape<typeof UpEnvelopeSchema>): UpEnvelope {
+  return create(UpEnvelopeSchema, init);
 }
-
-/** A frame for one connection (a reply to its request). */
-export interface ReplyDown {
-  kind: 'reply';
-  connId: number;
-  /** Encoded Frame bytes. */
-  frame: Uint8Array;
-}
-
-/** A frame for every local device of some users (a push). */
-export interface DeliverDown {
-  kind: 'deliver';
-  targets: DeliverTarget[];
-  /** Encoded Frame bytes, shared by every connection that gets them. */
-  frame: Uint8Array;
-}
-
-export interface DeliverTarget {
-  userId: string;
-  /** Skip this device of the user (the sender's own device). */
-  exceptDevice?: string;
-}
-
-/** Close one device's connection with a Kick (e.g. it logged in elsewhere). */
-export interface KickDown {
-  kind: 'kick';
-  userId: string;
-  deviceId: string;
-  /** Kick only this connection; when absent, whichever holds the device. */
-  connId?: number;
-  code: number;
-  reason: string;
-  /** Tell the client to reconnect (its session was lost, not taken over). @default false */
-  reconnect?: boolean;
-}
-
-/** Set the users one connection watches for presence (replaces its list). */
-export interface WatchDown {
-  kind: 'watch';
-  connId: number;
-  userIds: string[];
-}
-
-/** A presence change of one user, for every local connection watching them. */
-export interface PresenceDown {
-  kind: 'presence';
-  userId: string;
-  frame: Uint8Array;
-}
-
-/** A frame for every open connection of the node (system announcement). */
-export interface BroadcastDown {
-  kind: 'broadcast';
-  frame: Uint8Array;
-}
-
-/**
- * Tokens of a user (every device, or one) issued at or before `beforeMs` were
- * revoked: every gateway kicks the matching connections (TOKEN_REVOKED).
- */
-export interface RevokeDown {
-  kind: 'revoke';
-  userId: string;
-  deviceId?: string;
-  beforeMs: number;
-}
-
-export type DownMessage = ReplyDown | DeliverDown | KickDown | WatchDown | PresenceDown | BroadcastDown | RevokeDown;
 
 /** publishDown target meaning "every gateway" (broadcast routing). */
 export const ALL_GATEWAYS = '*';
 
-export type UpHandler = (batch: UpMessage[]) => Promise<void>;
-export type DownHandler = (batch: DownMessage[]) => void;
+export type UpHandler = (batch: UpEnvelope[]) => Promise<void>;
+export type DownHandler = (batch: Down[]) => void;
 
 export interface ConsumeUpOptions {
   onTakeover?: () => void;
+}
+
+export interface ConsumeDownOptions {
+  /** Also read what is published to every gateway (ALL_GATEWAYS). @default true */
+  broadcast?: boolean;
+}
+
+/** An uplink entry set aside after failing repeatedly (see DeadLetters). */
+export interface DeadLetterInfo {
+  /** Its id in the dead-letter list. */
+  id: string;
+  /** Where it was read (stream or queue) and its id there. */
+  stream: string;
+  entryId: string;
+  /** The partition it belongs to ('' when it did not decode). */
+  partition: string;
+  /** The operation it carried (e.g. `send`, `group.create`), or '' when it did not decode. */
+  operation: string;
+  userId: string;
+  error: string;
+  failedAtMs: number;
+  attempts: number;
+}
+
+/**
+ * Dead letters: entries whose handling kept failing for a reason of their own
+ * (not the store being unavailable, which pauses consumption instead), set
+ * aside alone, with their error, so the entries after them go on.
+ */
+export interface DeadLetters {
+  /** The oldest `limit` dead letters. */
+  list(limit: number): Promise<DeadLetterInfo[]>;
+  /** How many there are. */
+  count(): Promise<number>;
+  /**
+   * Put dead letters back at the end of their original partition, each once
+   * (a concurrent replay of the same id does nothing). All of them when `ids`
+   * is empty. Returns the ids replayed.
+   */
+  replay(ids: readonly string[]): Promise<string[]>;
 }
 
 export interface Subscription {
@@ -129,16 +107,21 @@ export interface BusCounters {
   downMessagesRead: number;
   /** Uplink batches the store refused because this node had lost their shard (a distributed bus; see store.ts, fencing). */
   fenced: number;
+  /** Uplink entries this process moved to the dead letters. */
+  deadLettered: number;
+  /** Downlink messages of a kind this process does not know (a newer publisher), skipped. */
+  unknownSkipped: number;
 }
 
 export function newBusCounters(): BusCounters {
-  return { upPublished: 0, upRead: 0, downPublished: 0, downRead: 0, downMessagesRead: 0, fenced: 0 };
+  return { upPublished: 0, upRead: 0, downPublished: 0, downRead: 0, downMessagesRead: 0, fenced: 0, deadLettered: 0, unknownSkipped: 0 };
 }
 
 export interface Bus {
   readonly counters: BusCounters;
-  /** Queue a client request for logic. Resolves once the bus has accepted it. */
-  publishUp(partitionKey: string, message: UpMessage): Promise<void>;
+  readonly dead: DeadLetters;
+  /** Queue a request for logic, in the partition it names. Resolves once the bus has accepted it. */
+  publishUp(message: UpEnvelope): Promise<void>;
   /**
    * Consume uplink as a logic node. `onTakeover` is called when this consumer
    * starts owning partitions another consumer may have served meanwhile, so
@@ -146,8 +129,8 @@ export interface Bus {
    */
   consumeUp(handler: UpHandler, options?: ConsumeUpOptions): Subscription;
   /** Send to the gateway node `node`. */
-  publishDown(node: string, message: DownMessage): Promise<void>;
-  /** Receive what logic sends to gateway node `node`. */
-  consumeDown(node: string, handler: DownHandler): Subscription;
+  publishDown(node: string, message: Down): Promise<void>;
+  /** Receive what logic sends to node `node` (a gateway, or an API node awaiting replies). */
+  consumeDown(node: string, handler: DownHandler, options?: ConsumeDownOptions): Subscription;
   close(): Promise<void>;
 }

@@ -35,7 +35,7 @@ import pg from 'pg';
 import type { ChatMessage, GroupRoleName, TimelineEventData } from '../protocol/index.js';
 import { draftMessage, groupIdOf, toMessage, type MessageRow } from './store-rows.js';
 import {
-  FencedError, currentWriteFence,
+  FencedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
   type AppendResult, type ConversationKind, type ConversationState, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MessageDraft, type ShardClaim, type Store, type WriteFence,
 } from './store.js';
@@ -297,7 +297,7 @@ export class PostgresStore implements Store {
       await pool.end();
       throw error;
     }
-    return new PostgresStore(pool);
+    return withTypedErrors(new PostgresStore(pool), classifyPostgresError);
   }
 
   private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -355,6 +355,12 @@ export class PostgresStore implements Store {
 
   async message(conversationId: string, seq: number): Promise<ChatMessage | undefined> {
     const [row] = await run<MessageRow>(this.pool, 'one', [conversationId, seq]);
+    return row ? toMessage(row) : undefined;
+  }
+
+  async messageByRequest(fromUser: string, clientMsgId: string): Promise<ChatMessage | undefined> {
+    if (clientMsgId === '') return undefined;
+    const [row] = await run<MessageRow>(this.pool, 'byClientIds', [[fromUser], [clientMsgId]]);
     return row ? toMessage(row) : undefined;
   }
 
@@ -709,4 +715,24 @@ async function join(
   await run(client, 'joinMembers', [
     users.map((u) => u.userId), users.map((u) => u.role), users.map((u) => u.readSeq), conversationId, atMs, seq,
   ]);
+}
+
+/**
+ * PostgreSQL's and the driver's errors as the store's typed errors (store.ts):
+ * connection and server-state classes (08, 53, 57, 58, serialization 40,
+ * lock timeouts 55) and network errors mean unavailable; data exceptions
+ * (22) and integrity violations (23) mean the data is refused.
+ */
+function classifyPostgresError(err: unknown): Error | undefined {
+  if (err instanceof FencedError || err instanceof StoreUnavailableError || err instanceof StoreDataError) return undefined;
+  const code = (err as { code?: unknown } | null)?.code;
+  const message = (err as Error | null)?.message ?? String(err);
+  if (typeof code === 'string') {
+    if (/^2[23]/.test(code)) return new StoreDataError(message, { cause: err });
+    if (/^(08|53|57|58|40|55)/.test(code) || /^E[A-Z]+$/.test(code)) return new StoreUnavailableError(message, { cause: err });
+  }
+  if (/Connection terminated|connection error|not queryable|timeout exceeded|Query read timeout|ECONNREFUSED|ECONNRESET|Cannot use a pool after calling end/i.test(message)) {
+    return new StoreUnavailableError(message, { cause: err });
+  }
+  return undefined;
 }

@@ -1,5 +1,6 @@
 // What the SQL stores share: the message row as both schemas store it, and
 // the message a draft becomes once it has its seq.
+import { groupIdOf as groupIdOfConversation } from '../protocol/ids.js';
 import type { ChatMessage, TimelineEventData } from '../protocol/index.js';
 import type { MessageDraft } from './store.js';
 
@@ -50,7 +51,7 @@ export function draftMessage(d: MessageDraft, seq: number): ChatMessage {
   return message;
 }
 
-/** The group id of a group conversation id `g:{id}`. */
+/** The group id of a group conversation id `g:{id}` (the id itself when it is not one). */
 export function groupIdOf(conversationId: string): string {
-  return conversationId.startsWith('g:') ? conversationId.slice(2) : conversationId;
+  return groupIdOfConversation(conversationId) ?? conversationId;
 }

@@ -12,8 +12,10 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { ChatMessage, GroupRoleName } from '../protocol/index.js';
 import { draftMessage, groupIdOf, toMessage, type MessageRow } from './store-rows.js';
-import type {
-  AppendResult, ConversationKind, ConversationState, Effect, GroupMeta, GroupRecord, Membership, MessageDraft, Store,
+import {
+  FencedError, StoreDataError, StoreUnavailableError, withTypedErrors,
+  type AppendResult, type ConversationKind, type ConversationState, type Effect, type GroupMeta, type GroupRecord, type Membership,
+  type MessageDraft, type Store,
 } from './store.js';
 import { log } from '../observability/log.js';
 
@@ -352,6 +354,8 @@ export class SqliteStore implements Store {
       cursorTx();
       this.cursorsWritten();
     };
+    // Callers see typed errors, not SQLite's codes (a constructor may return the object to use).
+    return withTypedErrors(this, classifySqliteError);
   }
 
   private cursorsWritten(): void {
@@ -456,6 +460,12 @@ export class SqliteStore implements Store {
 
   async message(conversationId: string, seq: number): Promise<ChatMessage | undefined> {
     const row = this.stmts.one.get(conversationId, seq);
+    return this.durable(row ? toMessage(row) : undefined);
+  }
+
+  async messageByRequest(fromUser: string, clientMsgId: string): Promise<ChatMessage | undefined> {
+    if (clientMsgId === '') return undefined;
+    const row = this.stmts.byClientId.get(fromUser, clientMsgId);
     return this.durable(row ? toMessage(row) : undefined);
   }
 
@@ -584,4 +594,18 @@ function openWal(path: string): number | undefined {
   } catch {
     return undefined; // no WAL file: SQLite's own synchronous=FULL does the flushing
   }
+}
+
+/** SQLite's errors as the store's typed errors (store.ts). */
+function classifySqliteError(err: unknown): Error | undefined {
+  if (err instanceof FencedError || err instanceof StoreUnavailableError || err instanceof StoreDataError) return undefined;
+  const code = (err as { code?: unknown } | null)?.code;
+  const message = (err as Error | null)?.message ?? String(err);
+  if (typeof code === 'string') {
+    if (code.startsWith('SQLITE_CONSTRAINT') || code === 'SQLITE_MISMATCH' || code === 'SQLITE_TOOBIG') return new StoreDataError(message, { cause: err });
+    if (/^SQLITE_(BUSY|LOCKED|IOERR|FULL|CANTOPEN|NOMEM|READONLY)/.test(code)) return new StoreUnavailableError(message, { cause: err });
+  }
+  // A WAL that could not be flushed fails the store until it is restarted: unavailable, not the data's fault.
+  if (/WAL could not be flushed|database connection is not open|store is clos/i.test(message)) return new StoreUnavailableError(message, { cause: err });
+  return undefined;
 }

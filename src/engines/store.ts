@@ -63,6 +63,8 @@ export interface MessageStore {
   before(conversationId: string, beforeSeq: number, limit: number, minSeq?: number): Promise<ChatMessage[]>;
   /** One message, or undefined. */
   message(conversationId: string, seq: number): Promise<ChatMessage | undefined>;
+  /** The message (or event) `fromUser` stored with this idempotency key, if any (how a resent write finds it was applied). */
+  messageByRequest(fromUser: string, clientMsgId: string): Promise<ChatMessage | undefined>;
   /** Messages from others than userId, not events, with afterSeq < seq ≤ maxSeq. */
   unreadCount(conversationId: string, userId: string, afterSeq: number, maxSeq: number): Promise<number>;
 }
@@ -137,6 +139,63 @@ export interface CursorStore {
 
 export interface Store extends MessageStore, ConversationStore, CursorStore {
   close(): Promise<void>;
+}
+
+// ---- Errors ------------------------------------------------------------------
+//
+// Each store turns its driver's errors into these, so callers never read
+// driver codes: the store being down or busy (wait and retry the same work),
+// data it will refuse again (isolate it), and anything else (a bug: retried a
+// few times by the bus, then dead-lettered). FencedError is below.
+
+/** The store cannot answer now (down, restarting, overloaded, a lost connection): retrying the same work later can succeed. */
+export class StoreUnavailableError extends Error {
+  readonly code = 'STORE_UNAVAILABLE';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreUnavailableError';
+  }
+}
+
+/** The store refuses this data and will again (a constraint, a value it cannot hold). */
+export class StoreDataError extends Error {
+  readonly code = 'STORE_DATA';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreDataError';
+  }
+}
+
+export function isUnavailable(err: unknown): boolean {
+  return err instanceof StoreUnavailableError || (err as { code?: unknown } | null)?.code === 'STORE_UNAVAILABLE';
+}
+
+export function isStoreDataError(err: unknown): boolean {
+  return err instanceof StoreDataError || (err as { code?: unknown } | null)?.code === 'STORE_DATA';
+}
+
+/**
+ * The store with every async method's driver errors turned into the typed
+ * errors above by `classify` (undefined: leave the error as it is).
+ */
+export function withTypedErrors<S extends object>(store: S, classify: (err: unknown) => Error | undefined): S {
+  const wrapped = new Map<PropertyKey, unknown>();
+  return new Proxy(store, {
+    get(target, prop, receiver) {
+      const value: unknown = Reflect.get(target, prop, receiver);
+      if (typeof value !== 'function' || prop === 'constructor') return value;
+      let fn = wrapped.get(prop);
+      if (!fn) {
+        fn = function (this: unknown, ...args: unknown[]) {
+          const result: unknown = (value as (...a: unknown[]) => unknown).apply(target, args);
+          if (result instanceof Promise) return result.catch((err: unknown) => Promise.reject(classify(err) ?? err));
+          return result;
+        };
+        wrapped.set(prop, fn);
+      }
+      return fn;
+    },
+  });
 }
 
 // ---- Write fencing ----------------------------------------------------------

@@ -7,14 +7,15 @@ import tls from 'node:tls';
 import type { Server as HttpServer, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
-import type { Bus, DownMessage, Subscription, UpMessage } from '../engines/bus.js';
+import { down, upEnvelope, type Bus, type Down, type Subscription } from '../engines/bus.js';
 import type { SessionInfo, Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
 import type { TokenService } from '../auth/tokens.js';
 import {
-  DecodeError, ErrorCode, LonglinkError, decodeFrame, directConversationId, encodeFrame, errorName,
-  makeFrame, shouldReconnect, type Frame,
+  DecodeError, ErrorCode, LonglinkError, decodeFrame, encodeFrame, errorName,
+  makeFrame, shouldReconnect, userPartition, type Frame,
 } from '../protocol/index.js';
+import { MAX_REQUEST_ID, route } from '../protocol/operations.js';
 import { Connection, SessionTable } from './connection.js';
 import { TokenBucket } from './rate-limit.js';
 import { LoginThrottle, loginThrottleKey } from './login-throttle.js';
@@ -91,11 +92,6 @@ const LATENCY_SAMPLE_EVERY = 16;
 /** How long PushAcks gather at the gateway before going up together. */
 const ACK_FLUSH_MS = 100;
 
-/** Frame types a client may send after login, forwarded to logic. */
-const FORWARDED = new Set([
-  'send', 'pushAck', 'sync', 'history', 'markRead', 'typing', 'recall',
-  'presenceQuery', 'presenceSubscribe', 'conversations', 'group',
-]);
 
 export class Gateway {
   private readonly conns = new Map<number, Connection>();
@@ -321,10 +317,6 @@ export class Gateway {
         return;
       }
       default:
-        if (body.case === undefined || !FORWARDED.has(body.case)) {
-          this.fail(conn, frame.id, ErrorCode.UNKNOWN_FRAME, `frame type ${body.case ?? 'unknown'} is not accepted from clients`, false);
-          return;
-        }
         this.forward(conn, frame);
     }
   }
@@ -338,19 +330,33 @@ export class Gateway {
     }
   }
 
+  /** Send a request up to logic, in the partition its operation names (src/protocol/operations.ts). */
   private forward(conn: Connection, frame: Frame): void {
+    if (frame.requestId.length > MAX_REQUEST_ID) {
+      this.fail(conn, frame.id, ErrorCode.BAD_REQUEST, `request_id must be at most ${MAX_REQUEST_ID} characters`, false);
+      return;
+    }
+    const where = route(frame, { userId: conn.userId });
+    if (!where) {
+      this.fail(conn, frame.id, ErrorCode.UNKNOWN_FRAME, `frame type ${frame.body.case ?? 'unknown'} is not accepted from clients`, false);
+      return;
+    }
     if (frame.body.case === 'send' && log.isLevelEnabled('debug')) {
       const v = frame.body.value;
       log.debug({ ...messageTrace({ fromUser: conn.userId, clientMsgId: v.clientMsgId, conversationId: v.conversationId || undefined }), conn: conn.id }, 'send received');
     }
-    const message: UpMessage = {
-      origin: { node: this.options.nodeId, connId: conn.id, userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform },
-      frame,
-    };
-    this.deps.bus.publishUp(partitionKey(conn, frame), message).catch((err: unknown) => {
+    const message = upEnvelope({
+      origin: this.originOf(conn), partition: where.partition, requestId: where.requestId, publishedAtMs: BigInt(Date.now()),
+      body: { case: 'frame', value: frame },
+    });
+    this.deps.bus.publishUp(message).catch((err: unknown) => {
       log.error({ err, conn: conn.id }, 'uplink publish failed');
       this.fail(conn, frame.id, ErrorCode.UNAVAILABLE, 'the server could not accept the request; retry', false);
     });
+  }
+
+  private originOf(conn: Connection) {
+    return { node: this.options.nodeId, connId: BigInt(conn.id), userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform };
   }
 
   /** `throttleKey`: where a failure of this login is counted (see LoginThrottle). */
@@ -457,10 +463,13 @@ export class Gateway {
     conn.transport.resume();
     try {
       if (previous && previous.node !== this.options.nodeId) {
-        await this.deps.bus.publishDown(previous.node, {
-          kind: 'kick', userId: previous.userId, deviceId: previous.deviceId, connId: previous.connId,
-          code: ErrorCode.REPLACED, reason: 'the same device logged in on another connection',
-        });
+        await this.deps.bus.publishDown(previous.node, down({
+          case: 'kick',
+          value: {
+            userId: previous.userId, deviceId: previous.deviceId, connId: BigInt(previous.connId),
+            code: ErrorCode.REPLACED, reason: 'the same device logged in on another connection',
+          },
+        }));
       }
       await this.enforceLoginPolicy(conn, userSessions);
       void this.sessionEvent(conn, 'online');
@@ -486,9 +495,10 @@ export class Gateway {
       }
       return;
     }
-    await this.deps.bus.publishDown(previous.node, {
-      kind: 'kick', userId: previous.userId, deviceId: previous.deviceId, connId: previous.connId, code: ErrorCode.REPLACED, reason, reconnect: true,
-    }).catch((err: unknown) => log.warn({ err }, 'telling a replaced connection to reconnect failed'));
+    await this.deps.bus.publishDown(previous.node, down({
+      case: 'kick',
+      value: { userId: previous.userId, deviceId: previous.deviceId, connId: BigInt(previous.connId), code: ErrorCode.REPLACED, reason, reconnect: true },
+    })).catch((err: unknown) => log.warn({ err }, 'telling a replaced connection to reconnect failed'));
   }
 
   /** Kick the user's other devices that the multi-login policy does not allow beside this one. */
@@ -505,21 +515,20 @@ export class Gateway {
         const local = this.conns.get(s.connId);
         if (local && local.userId === s.userId && local.deviceId === s.deviceId) this.kick(local, ErrorCode.LOGIN_POLICY, reason);
       } else {
-        await this.deps.bus.publishDown(s.node, {
-          kind: 'kick', userId: s.userId, deviceId: s.deviceId, connId: s.connId, code: ErrorCode.LOGIN_POLICY, reason,
-        });
+        await this.deps.bus.publishDown(s.node, down({
+          case: 'kick', value: { userId: s.userId, deviceId: s.deviceId, connId: BigInt(s.connId), code: ErrorCode.LOGIN_POLICY, reason },
+        }));
       }
     }
   }
 
   /** Tell logic a session came online or went offline (for presence). */
   private sessionEvent(conn: Connection, session: 'online' | 'offline'): Promise<void> {
-    const message: UpMessage = {
-      origin: { node: this.options.nodeId, connId: conn.id, userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform },
-      frame: makeFrame(0, { case: undefined }),
-      session,
-    };
-    return this.deps.bus.publishUp(`user:${conn.userId}`, message).catch((err: unknown) => {
+    const message = upEnvelope({
+      origin: this.originOf(conn), partition: userPartition(conn.userId), publishedAtMs: BigInt(Date.now()),
+      body: { case: 'session', value: { online: session === 'online' } },
+    });
+    return this.deps.bus.publishUp(message).catch((err: unknown) => {
       log.warn({ err, user: conn.userId }, 'session event publish failed');
     });
   }
@@ -543,20 +552,21 @@ export class Gateway {
 
   // ---- outbound ---------------------------------------------------------
 
-  private onDown(batch: DownMessage[]): void {
-    for (const message of batch) {
-      switch (message.kind) {
+  private onDown(batch: Down[]): void {
+    for (const { kind } of batch) {
+      switch (kind.case) {
         case 'reply': {
-          const conn = this.conns.get(message.connId);
-          if (conn && conn.state === 'open') this.send(conn, new OutFrame(message.frame));
+          const conn = this.conns.get(Number(kind.value.connId));
+          if (conn && conn.state === 'open') this.send(conn, new OutFrame(kind.value.frame));
           break;
         }
         case 'deliver': {
-          const out = new OutFrame(message.frame);
+          const { frame, targets } = kind.value;
+          const out = new OutFrame(frame);
           const trace = log.isLevelEnabled('debug');
           const sample = ++this.deliveries % LATENCY_SAMPLE_EVERY === 0;
-          if (trace || sample) this.inspectPush(message.frame, message.targets.length, trace, sample);
-          for (const target of message.targets) {
+          if (trace || sample) this.inspectPush(frame, targets.length, trace, sample);
+          for (const target of targets) {
             for (const conn of this.table.devices(target.userId)) {
               if (conn.deviceId !== target.exceptDevice && conn.state === 'open') this.send(conn, out);
             }
@@ -564,30 +574,34 @@ export class Gateway {
           break;
         }
         case 'kick': {
-          const conn = message.connId !== undefined ? this.conns.get(message.connId) : this.table.get(message.userId, message.deviceId);
-          if (conn && conn.userId === message.userId && conn.deviceId === message.deviceId) this.kick(conn, message.code, message.reason, message.reconnect);
+          const k = kind.value;
+          const conn = k.connId !== 0n ? this.conns.get(Number(k.connId)) : this.table.get(k.userId, k.deviceId);
+          if (conn && conn.userId === k.userId && conn.deviceId === k.deviceId) this.kick(conn, k.code, k.reason, k.reconnect);
           break;
         }
         case 'revoke':
-          this.revoke(message.userId, message.deviceId, message.beforeMs);
+          this.revoke(kind.value.userId, kind.value.deviceId || undefined, Number(kind.value.beforeMs));
           break;
         case 'watch': {
-          const conn = this.conns.get(message.connId);
-          if (conn && conn.state === 'open') this.setWatching(conn, message.userIds);
+          const conn = this.conns.get(Number(kind.value.connId));
+          if (conn && conn.state === 'open') this.setWatching(conn, kind.value.userIds);
           break;
         }
         case 'presence': {
-          const watching = this.watchers.get(message.userId);
+          const watching = this.watchers.get(kind.value.userId);
           if (!watching) break;
-          const out = new OutFrame(message.frame);
+          const out = new OutFrame(kind.value.frame);
           for (const conn of watching) this.send(conn, out);
           break;
         }
-        case 'broadcast': {
-          const out = new OutFrame(message.frame);
+        case 'announce': {
+          const out = new OutFrame(kind.value.frame);
           for (const conn of this.conns.values()) if (conn.state === 'open') this.send(conn, out);
           break;
         }
+        default:
+          // A kind this gateway does not know (a newer logic node during a rolling upgrade): skipped.
+          this.deps.bus.counters.unknownSkipped++;
       }
     }
   }
@@ -789,21 +803,4 @@ export class Gateway {
 function hostOf(remoteAddress: string): string {
   const colon = remoteAddress.lastIndexOf(':');
   return colon > 0 ? remoteAddress.slice(0, colon) : remoteAddress;
-}
-
-/** Uplink partition: the conversation for sends (one writer per conversation), else the user. */
-function partitionKey(conn: Connection, frame: Frame): string {
-  const body = frame.body;
-  if (body.case === 'send') {
-    if (body.value.conversationId) return body.value.conversationId;
-    if (body.value.toUser) return directConversationId(conn.userId, body.value.toUser);
-  }
-  if ((body.case === 'pushAck' || body.case === 'markRead' || body.case === 'recall' || body.case === 'typing') && body.value.conversationId) {
-    return body.value.conversationId;
-  }
-  if (body.case === 'group') {
-    const op = body.value.op;
-    if (op.case !== undefined && op.case !== 'create' && op.value.groupId) return `g:${op.value.groupId}`;
-  }
-  return `user:${conn.userId}`;
 }

@@ -2,16 +2,8 @@
 // 1:1 conversations name their two members in their id, so their checks cost
 // no store read; a group member sees its timeline from its join event up to
 // its removal (if any).
-import { directMembers, isValidId } from '../protocol/index.js';
+import { directMembers, isGroupConversation } from '../protocol/index.js';
 import type { ConversationStore, MessageStore } from '../engines/store.js';
-
-export function isGroupConversation(conversationId: string): boolean {
-  return conversationId.startsWith('g:') && isValidId(conversationId.slice(2));
-}
-
-export function groupIdOf(conversationId: string): string {
-  return conversationId.slice(2);
-}
 
 /** The part of a conversation a user may read: seq in [fromSeq, toSeq]. */
 export interface View {

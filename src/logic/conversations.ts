@@ -1,13 +1,13 @@
 // Conversation list with unread counts, and read receipts.
 import { create } from '@bufbuild/protobuf';
 import {
-  ConversationSummarySchema, ErrorCode, LonglinkError, directMembers, encodeFrame, makeFrame, messageToWire,
+  ConversationSummarySchema, ErrorCode, LonglinkError, directMembers, groupIdOf, encodeFrame, makeFrame, messageToWire,
   type ConversationSummary,
 } from '../protocol/index.js';
 import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Store } from '../engines/store.js';
-import { groupIdOf, viewOf } from './access.js';
+import { viewOf } from './access.js';
 import { deliverToUsers, type Routing } from './fanout.js';
 import type { Pipeline } from './pipeline.js';
 
@@ -47,8 +47,9 @@ export class Conversations {
         summary.peerUser = peer;
         summary.peerReadSeq = BigInt((await store.membership(c.conversationId, peer))?.readSeq ?? 0);
       } else {
-        const g = await store.groupMeta(groupIdOf(c.conversationId));
-        summary.groupId = groupIdOf(c.conversationId);
+        const groupId = groupIdOf(c.conversationId) ?? '';
+        const g = await store.groupMeta(groupId);
+        summary.groupId = groupId;
         summary.name = g?.name ?? '';
       }
       out.push(summary);

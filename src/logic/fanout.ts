@@ -1,6 +1,8 @@
 // Send one encoded frame to every online device of some users: the sessions
 // say which gateway holds which user; each gateway gets one message.
-import { ALL_GATEWAYS, type Bus, type DeliverTarget } from '../engines/bus.js';
+import { create } from '@bufbuild/protobuf';
+import { ALL_GATEWAYS, down, type Bus } from '../engines/bus.js';
+import { DeliverTargetSchema, type DeliverTarget } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
 import type { Sessions } from '../engines/sessions.js';
 
 /**
@@ -19,7 +21,7 @@ export interface Delivery {
 }
 
 function target(userId: string, except?: { userId: string; deviceId: string }): DeliverTarget {
-  return except && except.userId === userId ? { userId, exceptDevice: except.deviceId } : { userId };
+  return create(DeliverTargetSchema, except && except.userId === userId ? { userId, exceptDevice: except.deviceId } : { userId });
 }
 
 /**
@@ -33,7 +35,7 @@ export async function deliver(deps: { bus: Bus; sessions: Sessions; routing?: Ro
   if (deps.routing === 'broadcast') {
     for (const d of deliveries) {
       if (d.userIds.length === 0) continue;
-      published.push(deps.bus.publishDown(ALL_GATEWAYS, { kind: 'deliver', targets: d.userIds.map((u) => target(u, d.except)), frame: d.frame }));
+      published.push(deps.bus.publishDown(ALL_GATEWAYS, down({ case: 'deliver', value: { targets: d.userIds.map((u) => target(u, d.except)), frame: d.frame } })));
     }
     await Promise.all(published);
     return;
@@ -59,7 +61,7 @@ export async function deliver(deps: { bus: Bus; sessions: Sessions; routing?: Ro
         targets.push(target(userId, d.except));
       }
     }
-    for (const [node, targets] of byNode) published.push(deps.bus.publishDown(node, { kind: 'deliver', targets, frame: d.frame }));
+    for (const [node, targets] of byNode) published.push(deps.bus.publishDown(node, down({ case: 'deliver', value: { targets, frame: d.frame } })));
   }
   await Promise.all(published);
 }

@@ -1,14 +1,15 @@
 // Group management: create, add, remove, leave, dismiss, roles, mutes.
 // Every change is a timeline event stored with its effect in one transaction
 // (through the pipeline), so each device learns it in order, online or at sync.
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { create } from '@bufbuild/protobuf';
 import {
-  ErrorCode, GroupSchema, LonglinkError, SYSTEM_USER, isValidId, roleFromWire, roleToWire,
+  ErrorCode, GroupSchema, LonglinkError, SYSTEM_USER, groupConversationId, groupIdOf, isValidId, roleFromWire, roleToWire,
   type BodyOf, type Group, type GroupRoleName, type TimelineEventData,
 } from '../protocol/index.js';
 import type { Effect, GroupRecord, MessageDraft, Store } from '../engines/store.js';
-import type { Pipeline } from './pipeline.js';
+import { GROUP_OPERATIONS, groupIdForCreate } from '../protocol/operations.js';
+import { eventKey, type Pipeline } from './pipeline.js';
 import { wasMemberAtDismissal } from './access.js';
 
 export interface GroupOptions {
@@ -19,6 +20,8 @@ export interface GroupOptions {
 export interface Actor {
   userId: string;
   deviceId: string;
+  /** The request being applied: its events are stored under it, so it is applied once. */
+  requestId: string;
 }
 
 const MAX_NAME = 64;
@@ -51,12 +54,24 @@ export class GroupService {
     private readonly deps: { store: Store; pipeline: Pipeline },
   ) {}
 
-  /** Apply one request; returns the group after it. */
+  /**
+   * Apply one request; returns the group after it. A change is applied once
+   * per `requestId`: a redelivered or resent one finds the event it stored and
+   * answers with the group as it is now.
+   */
   async handle(actor: Actor, req: BodyOf<'group'>): Promise<GroupRecord> {
     const op = req.op;
+    const key = actor.requestId !== '' ? actor.requestId : randomUUID();
+    if (op.case !== undefined && GROUP_OPERATIONS[op.case].access === 'write') {
+      const applied = await this.deps.store.messageByRequest(actor.userId, eventKey(key));
+      const groupId = applied ? groupIdOf(applied.conversationId) : undefined;
+      const g = groupId !== undefined ? await this.deps.store.group(groupId) : undefined;
+      if (g) return g;
+    }
+    actor = { ...actor, requestId: key };
     switch (op.case) {
       case 'create':
-        return this.create(actor, op.value.name, op.value.memberIds);
+        return this.create(actor, op.value.name, op.value.memberIds, groupIdForCreate(actor.userId, key));
       case 'info':
         return this.joined(actor, op.value.groupId);
       case 'add':
@@ -76,7 +91,7 @@ export class GroupService {
     }
   }
 
-  async create(actor: Actor, name: string, memberIds: readonly string[]): Promise<GroupRecord> {
+  async create(actor: Actor, name: string, memberIds: readonly string[], groupId: string): Promise<GroupRecord> {
     const trimmed = name.trim();
     if (trimmed.length === 0 || trimmed.length > MAX_NAME || trimmed.includes('\u0000')) {
       throw new LonglinkError(ErrorCode.BAD_REQUEST, `group name must be 1-${MAX_NAME} characters, without NUL`);
@@ -85,8 +100,10 @@ export class GroupService {
     if (members.length + 1 > this.options.maxMembers) {
       throw new LonglinkError(ErrorCode.GROUP_FULL, `a group has at most ${this.options.maxMembers} members`);
     }
-    const groupId = randomBytes(6).toString('hex');
-    await this.commit(actor, `g:${groupId}`, { type: 'group_created', actor: actor.userId, name: trimmed, userIds: members }, {
+    if (await this.deps.store.groupMeta(groupId)) {
+      throw new LonglinkError(ErrorCode.BAD_REQUEST, 'this request id already made another group; use a new request id');
+    }
+    await this.commit(actor, groupConversationId(groupId), { type: 'group_created', actor: actor.userId, name: trimmed, userIds: members }, {
       op: 'create-group', groupId, name: trimmed, owner: actor.userId, members,
     });
     return (await this.deps.store.group(groupId))!;
@@ -215,9 +232,9 @@ export class GroupService {
 
   private async commitMany(actor: Actor, conversationId: string, changes: [TimelineEventData, Effect][], alsoNotify?: string[]): Promise<void> {
     const now = Date.now();
-    const drafts: MessageDraft[] = changes.map(([event, effect]) => ({
+    const drafts: MessageDraft[] = changes.map(([event, effect], i) => ({
       conversationId, kind: 'group', members: [], fromUser: actor.userId, fromDevice: actor.deviceId,
-      clientMsgId: '', serverMsgId: randomUUID(), text: '', sentAtMs: now, event, effect,
+      clientMsgId: eventKey(actor.requestId, i), serverMsgId: randomUUID(), text: '', sentAtMs: now, event, effect,
     }));
     await this.deps.pipeline.commit(drafts, drafts.map(() => alsoNotify));
   }

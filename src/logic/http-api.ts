@@ -4,22 +4,25 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { z } from 'zod';
-import { ErrorCode, ID_PATTERN, LonglinkError, SYSTEM_USER, errorName } from '../protocol/index.js';
+import { ErrorCode, ID_PATTERN, LonglinkError, SYSTEM_USER, errorName, groupConversationId } from '../protocol/index.js';
 import type { TokenService } from '../auth/tokens.js';
 import type { Registry } from '../engines/registry.js';
-import type { Bus } from '../engines/bus.js';
+import { down, type Bus } from '../engines/bus.js';
+import type { BusRequester } from './bus-requests.js';
+import { checkSend } from './pipeline.js';
 import type { Sessions } from '../engines/sessions.js';
 import { revokeTokens } from '../auth/revocation.js';
 import { encodeFrame, makeFrame } from '../protocol/index.js';
 import { log as rootLog } from '../observability/log.js';
 
 const log = rootLog.child({ component: 'http' });
-import type { Logic } from './logic.js';
 
 export interface HttpApiOptions {
   nodeId: string;
   adminKey: string;
   tokenTtlSeconds: number;
+  /** Largest message text, UTF-8 bytes (checked for every recipient before any is sent). */
+  maxTextBytes: number;
   /** Largest request body, bytes. @default 65536 */
   maxBodyBytes?: number;
   /**
@@ -33,7 +36,8 @@ export interface HttpApiDeps {
   tokens: TokenService;
   registry: Registry;
   bus: Bus;
-  logic: Logic;
+  /** Writes go to logic through the bus, in their partition, like a client's. */
+  requests: BusRequester;
   /** For revocations (POST /api/v1/revoke). */
   sessions: Sessions;
 }
@@ -69,10 +73,24 @@ const MessageBody = z.object({
   message: 'give exactly one of to, to_users or group_id',
 });
 
+const ReplayBody = z.object({
+  ids: z.array(z.string().min(1).max(64)).max(10_000).optional(),
+}).strict();
+
 const BroadcastBody = z.object({
   text: z.string().min(1).max(16 * 1024),
 }).strict();
 
+/** The HTTP status of each wire error code a request can end with (anything else: 400). */
+const HTTP_STATUS = new Map<ErrorCode, number>([
+  [ErrorCode.FORBIDDEN, 403],
+  [ErrorCode.NOT_MEMBER, 403],
+  [ErrorCode.NOT_FOUND, 404],
+  [ErrorCode.UNAVAILABLE, 503],
+  [ErrorCode.INTERNAL, 500],
+]);
+
+/** An HTTP-only error (routing, auth, body parsing), with its own status and code name. */
 class HttpError extends Error {
   constructor(readonly status: number, readonly code: string, message: string) {
     super(message);
@@ -98,9 +116,7 @@ export class HttpApi {
     this.route(req, res).catch((err: unknown) => {
       if (err instanceof HttpError) return send(res, err.status, { error: { code: err.code, message: err.message } });
       if (err instanceof LonglinkError) {
-        const status = err.code === ErrorCode.FORBIDDEN || err.code === ErrorCode.NOT_MEMBER ? 403
-          : err.code === ErrorCode.NOT_FOUND ? 404 : err.code === ErrorCode.UNAVAILABLE ? 503 : 400;
-        return send(res, status, { error: { code: errorName(err.code), message: err.message } });
+        return send(res, HTTP_STATUS.get(err.code) ?? 400, { error: { code: errorName(err.code), message: err.message } });
       }
       log.error({ err, method: req.method, path: (req.url ?? '').split('?')[0] }, 'request failed');
       send(res, 500, { error: { code: 'INTERNAL', message: 'internal error' } });
@@ -117,8 +133,13 @@ export class HttpApi {
     if (path === '/api/v1/broadcast' && method === 'POST') return this.broadcast(req, res);
     if (path === '/api/v1/dev/token' && method === 'POST') return this.devToken(req, res);
     if (path === '/api/v1/revoke' && method === 'POST') return this.revoke(req, res);
+    if (path === '/api/v1/dead-letters' && method === 'GET') return this.deadLetters(req, res);
+    if (path === '/api/v1/dead-letters/replay' && method === 'POST') return this.replayDeadLetters(req, res);
     if (path === '/healthz' || path.startsWith('/api/')) {
-      const known = ['/healthz', '/api/v1/gateways', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast', '/api/v1/dev/token', '/api/v1/revoke'].includes(path);
+      const known = [
+        '/healthz', '/api/v1/gateways', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast', '/api/v1/dev/token', '/api/v1/revoke',
+        '/api/v1/dead-letters', '/api/v1/dead-letters/replay',
+      ].includes(path);
       if (known) throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     }
     throw new HttpError(404, 'NOT_FOUND', `no route for ${method} ${path}`);
@@ -179,26 +200,49 @@ export class HttpApi {
     const body = parse(MessageBody, await readJson(req, this.options.maxBodyBytes ?? 65536));
     const from = body.from ?? SYSTEM_USER;
     const baseId = body.client_msg_id ?? `api-${crypto.randomUUID()}`;
-    const pipeline = this.deps.logic.pipeline;
-    const now = Date.now();
-    const requests = body.group_id !== undefined
-      ? [{ toUser: '', conversationId: `g:${body.group_id}`, clientMsgId: baseId }]
+    const sends = body.group_id !== undefined
+      ? [{ toUser: '', conversationId: groupConversationId(body.group_id), clientMsgId: baseId }]
       : (body.to_users ?? [body.to!]).map((to, _i, all) => ({
         // One idempotency key per recipient, short enough whatever the user id.
         toUser: to, conversationId: '', clientMsgId: all.length > 1 ? `${baseId}:${createHash('sha256').update(to).digest('hex').slice(0, 16)}` : baseId,
       }));
-    const drafts = [];
-    for (const r of requests) {
-      drafts.push(await pipeline.prepare({
-        fromUser: from, fromDevice: '', claimedFrom: '', text: body.text, trusted: true, ...r,
-      }, now));
-    }
-    const results = await pipeline.commit(drafts);
-    const out = results.map((result) => {
-      const m = result.message;
-      return { conversation_id: m.conversationId, seq: m.seq, server_msg_id: m.serverMsgId, sent_at_ms: m.sentAtMs, duplicate: result.duplicate };
+    // Every recipient is checked before any is sent: one bad recipient refuses the whole request.
+    for (const send of sends) checkSend({ fromUser: from, claimedFrom: '', text: body.text, ...send }, this.options.maxTextBytes);
+    // Each goes to its conversation's partition owner, in order with the conversation's other writes.
+    const replies = await Promise.all(sends.map((send) => this.deps.requests.request({
+      userId: from, deviceId: '', trusted: true, body: { case: 'send', value: { ...send, text: body.text } },
+    })));
+    const out = replies.map((reply) => {
+      if (reply.body.case === 'error') throw new LonglinkError(reply.body.value.code, reply.body.value.message);
+      if (reply.body.case !== 'sendAck') throw new LonglinkError(ErrorCode.INTERNAL, `unexpected reply ${reply.body.case ?? 'empty'}`);
+      const a = reply.body.value;
+      return { conversation_id: a.conversationId, seq: Number(a.seq), server_msg_id: a.serverMsgId, sent_at_ms: Number(a.sentAtMs), duplicate: a.duplicate };
     });
     send(res, 200, body.to_users ? { messages: out } : out[0]);
+  }
+
+  /** The oldest dead letters (`?limit=N`, at most 1000), and how many there are. */
+  private async deadLetters(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.requireAdmin(req);
+    const raw = new URL(req.url ?? '/', 'http://x').searchParams.get('limit');
+    const limit = raw === null ? 100 : Number(raw);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new HttpError(400, 'BAD_REQUEST', 'limit must be an integer from 1 to 1000');
+    const [letters, count] = await Promise.all([this.deps.bus.dead.list(limit), this.deps.bus.dead.count()]);
+    send(res, 200, {
+      count,
+      dead_letters: letters.map((d) => ({
+        id: d.id, stream: d.stream, entry_id: d.entryId, partition: d.partition, operation: d.operation, user_id: d.userId,
+        error: d.error, failed_at_ms: d.failedAtMs, attempts: d.attempts,
+      })),
+    });
+  }
+
+  /** Replay dead letters (`{"ids": [...]}`, or every one when empty), each once, at the end of its original partition. */
+  private async replayDeadLetters(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.requireAdmin(req);
+    const body = parse(ReplayBody, await readJson(req, this.options.maxBodyBytes ?? 65536));
+    const replayed = await this.deps.bus.dead.replay(body.ids ?? []);
+    send(res, 200, { replayed });
   }
 
   /** A system announcement to every online connection of every gateway; not stored. */
@@ -212,7 +256,7 @@ export class HttpApi {
       value: { body: { case: 'broadcast', value: { text: body.text, sentAtMs: BigInt(sentAtMs), id } } },
     }));
     const gateways = await this.deps.registry.live('gateway');
-    for (const g of gateways) await this.deps.bus.publishDown(g.id, { kind: 'broadcast', frame });
+    for (const g of gateways) await this.deps.bus.publishDown(g.id, down({ case: 'announce', value: { frame } }));
     send(res, 200, { id, sent_at_ms: sentAtMs, gateways: gateways.length });
   }
 

@@ -4,13 +4,13 @@
 // changes, recalls) all come through here.
 import { randomUUID } from 'node:crypto';
 import {
-  ErrorCode, LonglinkError, SYSTEM_USER, directConversationId, directMembers, encodeFrame, isValidId,
+  ErrorCode, LonglinkError, SYSTEM_USER, directConversationId, directMembers, encodeFrame, groupIdOf, isGroupConversation, isValidId,
   makeFrame, messageToWire, type ChatMessage,
 } from '../protocol/index.js';
 import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { AppendResult, MessageDraft, Store } from '../engines/store.js';
-import { groupIdOf, isGroupConversation, membersOf, wasMemberAtDismissal } from './access.js';
+import { membersOf, wasMemberAtDismissal } from './access.js';
 import { log as rootLog } from '../observability/log.js';
 
 const log = rootLog.child({ component: 'pipeline' });
@@ -36,8 +36,57 @@ export interface PipelineOptions {
 }
 
 const MAX_CLIENT_MSG_ID = 128;
+
+/**
+ * The idempotency key a timeline event is stored under: its request id, in a
+ * namespace of its own beside the actor's message ids. A redelivered or
+ * resent write finds its event by it (Store.messageByRequest) and is not
+ * applied again. '' (no key) only when there is no request id.
+ */
+export function eventKey(requestId: string, part = 0): string {
+  if (requestId === '') return '';
+  return part === 0 ? `op:${requestId}` : `op:${requestId}#${part}`;
+}
 /** How long a group's member list is reused for fan-out before it is read again. */
 const MEMBER_CACHE_MS = 2000;
+
+/**
+ * What a send must be whatever the store holds: its sender, id, text, and
+ * destination (exactly one of a user, a 1:1 it belongs to, or a group id).
+ * Throws LonglinkError with the reason; the group's rules are checked later.
+ */
+export function checkSend(req: Omit<SendRequest, 'fromDevice' | 'trusted'>, maxTextBytes: number): void {
+  if (req.claimedFrom !== '' && req.claimedFrom !== req.fromUser) {
+    throw new LonglinkError(ErrorCode.FORBIDDEN, 'cannot send as another user');
+  }
+  if (!req.clientMsgId || req.clientMsgId.length > MAX_CLIENT_MSG_ID) {
+    throw new LonglinkError(ErrorCode.BAD_REQUEST, `client_msg_id must be 1-${MAX_CLIENT_MSG_ID} characters`);
+  }
+  if (req.text.length === 0) throw new LonglinkError(ErrorCode.TEXT_EMPTY, 'message text is empty');
+  // PostgreSQL text cannot hold NUL; refused everywhere, so both stores keep the same messages.
+  if (req.text.includes('\u0000') || req.clientMsgId.includes('\u0000')) {
+    throw new LonglinkError(ErrorCode.BAD_REQUEST, 'text and client_msg_id must not contain NUL (U+0000)');
+  }
+  const bytes = Buffer.byteLength(req.text, 'utf8');
+  if (bytes > maxTextBytes) {
+    throw new LonglinkError(ErrorCode.TEXT_TOO_LARGE, `message text is ${bytes} bytes; the limit is ${maxTextBytes}`);
+  }
+  if (req.toUser !== '' && req.conversationId === '') {
+    if (!isValidId(req.toUser)) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'to_user is not a valid user id');
+    if (req.toUser === SYSTEM_USER) throw new LonglinkError(ErrorCode.FORBIDDEN, 'the system user does not take messages');
+    return;
+  }
+  if (req.conversationId === '' || req.toUser !== '') {
+    throw new LonglinkError(ErrorCode.BAD_REQUEST, 'give exactly one of to_user or conversation_id');
+  }
+  const pair = directMembers(req.conversationId);
+  if (pair) {
+    if (!pair.includes(req.fromUser)) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
+    if (pair.includes(SYSTEM_USER) && req.fromUser !== SYSTEM_USER) throw new LonglinkError(ErrorCode.FORBIDDEN, 'the system user does not take messages');
+    return;
+  }
+  if (!isGroupConversation(req.conversationId)) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'unknown conversation id');
+}
 
 export class Pipeline {
   private readonly memberCache = new Map<string, { members: string[]; atMs: number }>();
@@ -49,40 +98,13 @@ export class Pipeline {
 
   /** Checks a request and turns it into a draft; throws LonglinkError with the reason. */
   async prepare(req: SendRequest, nowMs: number): Promise<MessageDraft> {
-    if (req.claimedFrom !== '' && req.claimedFrom !== req.fromUser) {
-      throw new LonglinkError(ErrorCode.FORBIDDEN, 'cannot send as another user');
-    }
-    if (!req.clientMsgId || req.clientMsgId.length > MAX_CLIENT_MSG_ID) {
-      throw new LonglinkError(ErrorCode.BAD_REQUEST, `client_msg_id must be 1-${MAX_CLIENT_MSG_ID} characters`);
-    }
-    if (req.text.length === 0) throw new LonglinkError(ErrorCode.TEXT_EMPTY, 'message text is empty');
-    // PostgreSQL text cannot hold NUL; refused everywhere, so both stores keep the same messages.
-    if (req.text.includes('\u0000') || req.clientMsgId.includes('\u0000')) {
-      throw new LonglinkError(ErrorCode.BAD_REQUEST, 'text and client_msg_id must not contain NUL (U+0000)');
-    }
-    const bytes = Buffer.byteLength(req.text, 'utf8');
-    if (bytes > this.options.maxTextBytes) {
-      throw new LonglinkError(ErrorCode.TEXT_TOO_LARGE, `message text is ${bytes} bytes; the limit is ${this.options.maxTextBytes}`);
-    }
+    checkSend(req, this.options.maxTextBytes);
     const base = {
       fromUser: req.fromUser, fromDevice: req.fromDevice, clientMsgId: req.clientMsgId,
       serverMsgId: randomUUID(), text: req.text, sentAtMs: nowMs,
     };
-    if (req.toUser !== '' && req.conversationId === '') {
-      if (!isValidId(req.toUser)) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'to_user is not a valid user id');
-      if (req.toUser === SYSTEM_USER) throw new LonglinkError(ErrorCode.FORBIDDEN, 'the system user does not take messages');
-      return this.direct(directConversationId(req.fromUser, req.toUser), base);
-    }
-    if (req.conversationId === '' || req.toUser !== '') {
-      throw new LonglinkError(ErrorCode.BAD_REQUEST, 'give exactly one of to_user or conversation_id');
-    }
-    const pair = directMembers(req.conversationId);
-    if (pair) {
-      if (!pair.includes(req.fromUser)) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
-      if (pair.includes(SYSTEM_USER) && req.fromUser !== SYSTEM_USER) throw new LonglinkError(ErrorCode.FORBIDDEN, 'the system user does not take messages');
-      return this.direct(req.conversationId, base);
-    }
-    if (!isGroupConversation(req.conversationId)) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'unknown conversation id');
+    if (req.toUser !== '') return this.direct(directConversationId(req.fromUser, req.toUser), base);
+    if (directMembers(req.conversationId)) return this.direct(req.conversationId, base);
     await this.checkGroupSender(req.conversationId, req.fromUser, req.trusted === true);
     return { ...base, conversationId: req.conversationId, kind: 'group', members: [] };
   }
@@ -93,7 +115,7 @@ export class Pipeline {
   }
 
   private async checkGroupSender(conversationId: string, userId: string, trusted: boolean): Promise<void> {
-    const group = await this.deps.store.groupMeta(groupIdOf(conversationId));
+    const group = await this.deps.store.groupMeta(groupIdOf(conversationId)!);
     if (!group) throw new LonglinkError(ErrorCode.NOT_FOUND, 'no such group');
     if (group.dismissed) {
       // Only the admin API's system sender and those the dismissal ended learn of it; anyone else is just not a member.

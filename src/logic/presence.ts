@@ -15,7 +15,7 @@ import { create } from '@bufbuild/protobuf';
 import {
   ErrorCode, LonglinkError, PresenceSchema, directConversationId, encodeFrame, isValidId, makeFrame, type Presence,
 } from '../protocol/index.js';
-import type { Bus, Origin } from '../engines/bus.js';
+import { down, type Bus, type Origin } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
 import type { Store } from '../engines/store.js';
@@ -63,7 +63,7 @@ export class PresenceService {
   /** Replace the connection's watch list; returns the current state of those users. */
   async subscribe(origin: Origin, userIds: readonly string[]): Promise<Presence[]> {
     const current = await this.query(origin.userId, userIds);
-    await this.deps.bus.publishDown(origin.node, { kind: 'watch', connId: origin.connId, userIds: current.map((p) => p.userId) });
+    await this.deps.bus.publishDown(origin.node, down({ case: 'watch', value: { connId: origin.connId, userIds: current.map((p) => p.userId) } }));
     return current;
   }
 
@@ -77,7 +77,7 @@ export class PresenceService {
     else this.announced.delete(userId);
     const frame = encodeFrame(makeFrame(0, { case: 'event', value: { body: { case: 'presence', value: p } } }));
     for (const node of await this.deps.registry.live('gateway')) {
-      await this.deps.bus.publishDown(node.id, { kind: 'presence', userId, frame });
+      await this.deps.bus.publishDown(node.id, down({ case: 'presence', value: { userId, frame } }));
     }
   }
 

@@ -5,10 +5,10 @@
 // text, so online devices replace it now and devices that sync later never
 // see the text.
 import { randomUUID } from 'node:crypto';
-import { ErrorCode, LonglinkError, type GroupRoleName } from '../protocol/index.js';
+import { ErrorCode, LonglinkError, isGroupConversation, type GroupRoleName } from '../protocol/index.js';
 import type { Store } from '../engines/store.js';
-import type { Pipeline } from './pipeline.js';
-import { isGroupConversation, viewOf } from './access.js';
+import { eventKey, type Pipeline } from './pipeline.js';
+import { viewOf } from './access.js';
 
 export class RecallService {
   constructor(
@@ -16,8 +16,11 @@ export class RecallService {
     private readonly deps: { store: Store; pipeline: Pipeline },
   ) {}
 
-  async recall(userId: string, deviceId: string, conversationId: string, seq: number): Promise<void> {
+  /** Recall one message; `requestId` makes it once-only (a redelivered or resent recall is done). */
+  async recall(userId: string, deviceId: string, conversationId: string, seq: number, requestId: string): Promise<void> {
     const store = this.deps.store;
+    const key = eventKey(requestId);
+    if (key !== '' && await store.messageByRequest(userId, key)) return; // applied before
     const view = await viewOf(store, conversationId, userId);
     if (!view || !view.active) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
     const target = seq >= view.fromSeq ? await store.message(conversationId, seq) : undefined;
@@ -36,7 +39,7 @@ export class RecallService {
     }
     await this.deps.pipeline.commit([{
       conversationId, kind: group ? 'group' : 'direct', members: [],
-      fromUser: userId, fromDevice: deviceId, clientMsgId: '', serverMsgId: randomUUID(), text: '', sentAtMs: Date.now(),
+      fromUser: userId, fromDevice: deviceId, clientMsgId: key, serverMsgId: randomUUID(), text: '', sentAtMs: Date.now(),
       event: { type: 'recalled', actor: userId, targetSeq: seq }, effect: { op: 'recall', targetSeq: seq, by: userId },
     }]);
   }

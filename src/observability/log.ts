@@ -50,8 +50,10 @@ export function scrub(s: string): string {
 
 /** pino's error serializer, with message and stack scrubbed. */
 function serializeError(err: Error): pino.SerializedError {
+  // A string or anything else logged under an error key is kept as a message.
+  if (typeof err !== 'object' || err === null) return { type: typeof err, message: scrub(String(err)), stack: '', raw: new Error(String(err)) };
   const out = pino.stdSerializers.err(err);
-  out.message = scrub(out.message);
+  out.message = scrub(String(out.message ?? ''));
   if (out.stack) out.stack = scrub(out.stack);
   return out;
 }

@@ -72,6 +72,8 @@ export interface BusStats {
   downLength?: Map<string, number>;
   /** Uplink shards this logic node holds the lease of. */
   shardsOwned?: number;
+  /** Entries in the dead letters (cluster-wide for a distributed bus). */
+  deadLetters?: number;
 }
 
 const SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -225,6 +227,16 @@ export class Metrics {
     const moved = (name: string, help: string, pick: (c: BusCounters) => number) => {
       total(r, name, help, () => (this.busCounters ? pick(this.busCounters) : 0));
     };
+    new Gauge({
+      name: 'longlink_dead_letters', help: 'Uplink entries set aside in the dead letters (see `longlink dead list`), cluster-wide', registers: [r],
+      async collect() {
+        const n = (await stats()).deadLetters;
+        this.reset();
+        if (n !== undefined) this.set(n);
+      },
+    });
+    moved('longlink_dead_letters_total', 'Uplink entries this process moved to the dead letters', (c) => c.deadLettered);
+    moved('longlink_bus_unknown_skipped_total', 'Downlink messages of a kind this process does not know (a newer publisher), skipped', (c) => c.unknownSkipped);
     moved('longlink_bus_up_published_total', 'Uplink messages this process published', (c) => c.upPublished);
     moved('longlink_bus_up_read_total', 'Uplink messages handed to this process\'s consumer', (c) => c.upRead);
     moved('longlink_bus_down_published_total', 'Downlink entries this process wrote', (c) => c.downPublished);

@@ -55,6 +55,10 @@ export class InstrumentedStore implements Store {
     return this.timed('message', () => this.inner.message(conversationId, seq));
   }
 
+  messageByRequest(fromUser: string, clientMsgId: string): Promise<ChatMessage | undefined> {
+    return this.timed('message_by_request', () => this.inner.messageByRequest(fromUser, clientMsgId));
+  }
+
   unreadCount(conversationId: string, userId: string, afterSeq: number, maxSeq: number): Promise<number> {
     return this.timed('unread_count', () => this.inner.unreadCount(conversationId, userId, afterSeq, maxSeq));
   }

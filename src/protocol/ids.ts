@@ -1,4 +1,6 @@
-// Identifiers shared by every role and the client.
+// Identifiers shared by every role and the client: user, device and group
+// ids, and the conversation-id vocabulary (`u:{a}:{b}` for 1:1, `g:{group}`
+// for groups) and the user partition (`user:{id}`). Nothing else spells them.
 
 /** User and device ids: 1-64 chars of [A-Za-z0-9_.@-]. No ':' so conversation ids parse. */
 export const ID_PATTERN = /^[A-Za-z0-9_.@-]{1,64}$/;
@@ -25,4 +27,24 @@ export function directMembers(conversationId: string): [string, string] | undefi
   const [, a, b] = parts as [string, string, string];
   if (!isValidId(a) || !isValidId(b) || a > b) return undefined;
   return [a, b];
+}
+
+/** The conversation of a group: `g:{groupId}`. */
+export function groupConversationId(groupId: string): string {
+  return `g:${groupId}`;
+}
+
+/** A well-formed group conversation id (`g:` and a valid group id). */
+export function isGroupConversation(conversationId: string): boolean {
+  return conversationId.startsWith('g:') && isValidId(conversationId.slice(2));
+}
+
+/** The group id of a group conversation id, or undefined if it is not one. */
+export function groupIdOf(conversationId: string): string | undefined {
+  return isGroupConversation(conversationId) ? conversationId.slice(2) : undefined;
+}
+
+/** The partition of what concerns one user only (its reads, its session events). */
+export function userPartition(userId: string): string {
+  return `user:${userId}`;
 }

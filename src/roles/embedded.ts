@@ -11,6 +11,7 @@ import { SqliteStore } from '../engines/store-sqlite.js';
 import { Gateway } from '../gateway/gateway.js';
 import { Logic } from '../logic/logic.js';
 import { HttpApi } from '../logic/http-api.js';
+import { BusRequester } from '../logic/bus-requests.js';
 import { closeHttp, listenHttp, loadTls } from './http-server.js';
 import { gatewayOptions, logicOptions } from './wiring.js';
 import { defaultWebRoot, devLoginEnabled, staticFiles } from './web.js';
@@ -48,7 +49,7 @@ export async function startEmbedded(config: ServerConfig, options: EmbeddedOptio
   const registry = new MemoryRegistry();
   const sqlite = new SqliteStore({ path: databasePath(config), synchronous: config.sqliteSynchronous });
   const store = new InstrumentedStore(sqlite, obs.metrics);
-  obs.metrics.watchBus(async () => ({ upLag: new Map([['0', bus.upBacklog]]), shardsOwned: 1 }), bus.counters);
+  obs.metrics.watchBus(async () => ({ upLag: new Map([['0', bus.upBacklog]]), shardsOwned: 1, deadLetters: await bus.dead.count() }), bus.counters);
   let started = false;
   obs.readiness.add('store', storeAnswers(sqlite)).add('started', async () => {
     if (!started) throw new Error('starting');
@@ -56,9 +57,10 @@ export async function startEmbedded(config: ServerConfig, options: EmbeddedOptio
 
   const logic = new Logic(logicOptions(config), { bus, sessions, registry, store, metrics: obs.metrics.logic });
   const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens, metrics: obs.metrics.gateway });
+  const requests = new BusRequester(bus, `${config.nodeId}.api`);
   const api = new HttpApi({
-    nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, devLogin: devLoginEnabled(config),
-  }, { tokens, registry, bus, logic, sessions });
+    nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes, devLogin: devLoginEnabled(config),
+  }, { tokens, registry, bus, requests, sessions });
   const web = staticFiles(options.webRoot ?? defaultWebRoot());
 
   const { server, port: httpPort } = await listenHttp((req, res) => {
@@ -77,6 +79,7 @@ export async function startEmbedded(config: ServerConfig, options: EmbeddedOptio
     throw err;
   }
   logic.start();
+  requests.start();
   await gateway.start();
   started = true;
   obs.logger.info({ http: httpPort, tcp: tcpPort, data_dir: config.dataDir }, 'started');
@@ -98,6 +101,7 @@ export async function startEmbedded(config: ServerConfig, options: EmbeddedOptio
       tokens.unwatch();
       obs.readiness.markStopping();
       await gateway.stop();
+      await requests.stop();
       await logic.stop();
       await closeHttp(server);
       await bus.close();

@@ -8,6 +8,7 @@ import { tokenServiceFor } from '../auth/tokens.js';
 import { PostgresStore } from '../engines/store-postgres.js';
 import { Logic } from '../logic/logic.js';
 import { HttpApi } from '../logic/http-api.js';
+import { BusRequester } from '../logic/bus-requests.js';
 import { Reaper } from '../logic/reaper.js';
 import { closeHttp, listenHttp, loadTls } from './http-server.js';
 import { logicOptions, redisEngines, requireUrl } from './wiring.js';
@@ -36,15 +37,16 @@ export async function startLogic(config: ServerConfig): Promise<RunningLogic> {
   const store = new InstrumentedStore(postgres, obs.metrics);
   const { bus, sessions, registry } = redisEngines(config, 'logic');
   const probe = new RedisProbe(requireUrl(config.redisUrl, 'longlink logic needs LONGLINK_REDIS_URL'), config.redisPrefix);
-  obs.metrics.watchBus(() => probe.logicStats(config.busShards, config.nodeId), bus.counters);
+  obs.metrics.watchBus(async () => ({ ...await probe.logicStats(config.busShards, config.nodeId), deadLetters: await bus.dead.count() }), bus.counters);
   obs.readiness
     .add('redis', redisAnswers(probe))
     .add('store', storeAnswers(postgres))
     .add('shards', shardsServed(probe, config.busShards, config.nodeId));
   const tokens = tokenServiceFor(config);
   const logic = new Logic(logicOptions(config), { bus, sessions, registry, store, metrics: obs.metrics.logic });
-  const api = new HttpApi({ nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds }, {
-    tokens, registry, bus, logic, sessions,
+  const requests = new BusRequester(bus, `${config.nodeId}.api`);
+  const api = new HttpApi({ nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes }, {
+    tokens, registry, bus, requests, sessions,
   });
   const reaper = new Reaper(Math.max(100, Math.floor(config.nodeTtlMs / 3)), { sessions, registry });
   const closeEngines = async () => {
@@ -65,6 +67,7 @@ export async function startLogic(config: ServerConfig): Promise<RunningLogic> {
     throw err;
   }
   logic.start();
+  requests.start();
   reaper.start();
   obs.logger.info({ http: http.port, routing: config.routing, shards: config.busShards }, 'started');
 
@@ -83,6 +86,7 @@ export async function startLogic(config: ServerConfig): Promise<RunningLogic> {
       obs.readiness.markStopping();
       await closeHttp(http.server);
       // Finish and ack the batch in hand, then release the shards (RedisBus), so another node takes them at once.
+      await requests.stop();
       await logic.stop();
       await reaper.stop();
       await closeEngines();

@@ -9,7 +9,7 @@ import { create } from '@bufbuild/protobuf';
 import { Redis } from 'ioredis';
 import { PostgresStore } from '../../src/engines/store-postgres.js';
 import { RedisBus } from '../../src/engines/bus-redis.js';
-import type { UpMessage } from '../../src/engines/bus.js';
+import { upEnvelope, type UpEnvelope } from '../../src/engines/bus.js';
 import {
   FencedError, withWriteFence, type AppendResult, type MessageDraft, type ShardClaim, type WriteFence,
 } from '../../src/engines/store.js';
@@ -130,11 +130,12 @@ describe('PostgresStore under a write fence', () => {
 });
 
 describe('RedisBus and PostgresStore: a consumer that lost its shard mid-batch', () => {
-  const upSend = (clientMsgId: string): UpMessage => ({
-    origin: { node: 'gw-1', connId: 1, userId: 'alice', deviceId: 'd1', platform: 'ios' },
-    frame: create(FrameSchema, { id: 1, body: { case: 'send', value: { clientMsgId, toUser: 'bob', text: clientMsgId } } }),
+  const upSend = (clientMsgId: string): UpEnvelope => upEnvelope({
+    origin: { node: 'gw-1', connId: 1n, userId: 'alice', deviceId: 'd1', platform: 'ios' },
+    partition: AB, requestId: clientMsgId,
+    body: { case: 'frame', value: create(FrameSchema, { id: 1, body: { case: 'send', value: { clientMsgId, toUser: 'bob', text: clientMsgId } } }) },
   });
-  const idsOf = (batch: UpMessage[]) => batch.map((m) => (m.frame.body.case === 'send' ? m.frame.body.value.clientMsgId : ''));
+  const idsOf = (batch: UpEnvelope[]) => batch.map((m) => (m.body.case === 'frame' && m.body.value.body.case === 'send' ? m.body.value.body.value.clientMsgId : ''));
   const waitFor = async (check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000) => {
     const deadline = Date.now() + timeoutMs;
     while (!(await check())) {
@@ -161,7 +162,7 @@ describe('RedisBus and PostgresStore: a consumer that lost its shard mid-batch',
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     let stuck = false;
-    const store1 = (who: 'a' | 'b') => async (batch: UpMessage[]) => {
+    const store1 = (who: 'a' | 'b') => async (batch: UpEnvelope[]) => {
       const ids = idsOf(batch);
       if (who === 'a' && ids.includes(stuckOn)) {
         stuck = true;
@@ -178,14 +179,14 @@ describe('RedisBus and PostgresStore: a consumer that lost its shard mid-batch',
     const subA = a.consumeUp(store1('a'));
     let subB: { close(): Promise<void> } | undefined;
     try {
-      for (const id of before) await publisher.publishUp(AB, upSend(id));
+      for (const id of before) await publisher.publishUp(upSend(id));
       await waitFor(() => handledBy.a.length === before.length, 'logic-a stores the first messages');
-      await publisher.publishUp(AB, upSend(stuckOn));
+      await publisher.publishUp(upSend(stuckOn));
       await waitFor(() => stuck, 'logic-a holds the batch');
       await redisClient.del(`${prefix}lease:0`);
       subB = b.consumeUp(store1('b'));
       await waitFor(() => handledBy.b.length === 1, 'logic-b takes the shard and stores the pending batch');
-      for (const id of later) await publisher.publishUp(AB, upSend(id));
+      for (const id of later) await publisher.publishUp(upSend(id));
       await waitFor(() => handledBy.b.length === 1 + later.length, 'logic-b stores what came next');
       release();
       await waitFor(() => a.counters.fenced === 1, 'logic-a\'s write is refused');

@@ -5,8 +5,10 @@ import { create } from '@bufbuild/protobuf';
 import { Redis } from 'ioredis';
 import { busContract } from './bus.contract.js';
 import { RedisBus, shardOf, type RedisBusOptions } from '../../src/engines/bus-redis.js';
-import type { DownMessage, UpMessage } from '../../src/engines/bus.js';
-import { FrameSchema, encodeFrame, makeFrame } from '../../src/protocol/index.js';
+import { toBinary } from '@bufbuild/protobuf';
+import { down, upEnvelope, type Down, type UpEnvelope } from '../../src/engines/bus.js';
+import { DownSchema } from '../../src/protocol/gen/longlink/internal/v1/envelope_pb.js';
+import { ErrorCode, FrameSchema, encodeFrame, makeFrame } from '../../src/protocol/index.js';
 import { startRedis, type RedisServer } from '../helpers/services.js';
 
 let redis: RedisServer;
@@ -33,10 +35,12 @@ describe('RedisBus with several logic nodes', () => {
     }
   };
   // The user id carries the tag the test follows.
-  const upMessage = (tag: string): UpMessage => ({
-    origin: { node: 'gw-1', connId: 1, userId: tag, deviceId: 'd1', platform: 'ios' },
-    frame: create(FrameSchema, { id: 1, body: { case: 'ping', value: {} } }),
+  const upMessage = (tag: string, partition = tag): UpEnvelope => upEnvelope({
+    origin: { node: 'gw-1', connId: 1n, userId: tag, deviceId: 'd1', platform: 'ios' },
+    partition,
+    body: { case: 'frame', value: create(FrameSchema, { id: 1, body: { case: 'conversations', value: {} } }) },
   });
+  const userOf = (m: UpEnvelope): string => m.origin?.userId ?? '';
   const bus = (prefix: string, nodeId: string, extra: Partial<RedisBusOptions> = {}) =>
     new RedisBus({ url: redis.url, nodeId, prefix, shards: 8, leaseMs: 1000, blockMs: 100, ...extra });
 
@@ -47,14 +51,14 @@ describe('RedisBus with several logic nodes', () => {
     const seen = new Map<string, string[]>();
     const takeovers = { 'logic-a': 0, 'logic-b': 0 };
     const consume = (x: RedisBus, name: 'logic-a' | 'logic-b') => x.consumeUp(async (batch) => {
-      for (const m of batch) seen.set(m.origin.userId, [...(seen.get(m.origin.userId) ?? []), name]);
+      for (const m of batch) seen.set(userOf(m), [...(seen.get(userOf(m)) ?? []), name]);
     }, { onTakeover: () => takeovers[name]++ });
     const subA = consume(a, 'logic-a');
     const subB = consume(b, 'logic-b');
     try {
       await waitFor(() => takeovers['logic-a'] > 0 && takeovers['logic-b'] > 0, 'both nodes own shards');
       const first = Array.from({ length: 200 }, (_, i) => `u${i}`);
-      for (const u of first) await publisher.publishUp(u, upMessage(u));
+      for (const u of first) await publisher.publishUp(upMessage(u, u));
       await waitFor(() => first.every((u) => seen.has(u)), 'every message handled');
       assert.ok(first.every((u) => seen.get(u)!.length === 1), 'each once');
       const byNode = [...seen.values()].flat();
@@ -64,7 +68,7 @@ describe('RedisBus with several logic nodes', () => {
       await subB.close(); // a graceful leave releases the leases at once
       await waitFor(() => takeovers['logic-a'] > before, 'logic-a takes over the released shards', 5000);
       const second = Array.from({ length: 100 }, (_, i) => `v${i}`);
-      for (const u of second) await publisher.publishUp(u, upMessage(u));
+      for (const u of second) await publisher.publishUp(upMessage(u, u));
       await waitFor(() => second.every((u) => seen.has(u)), 'every later message handled', 5000);
       assert.ok(second.every((u) => seen.get(u)!.join() === 'logic-a'), 'all by the survivor, once');
     } finally {
@@ -81,22 +85,24 @@ describe('RedisBus with several logic nodes', () => {
     const handled: string[] = [];
     let poisonAttempts = 0;
     const sub = consumer.consumeUp(async (batch) => {
-      if (batch.some((m) => m.origin.userId === 'poison')) {
+      if (batch.some((m) => userOf(m) === 'poison')) {
         poisonAttempts++;
         throw new Error('cannot handle this one');
       }
-      for (const m of batch) handled.push(m.origin.userId);
+      for (const m of batch) handled.push(userOf(m));
     });
     const redisClient = new Redis(redis.url);
     try {
-      await publisher.publishUp('k', upMessage('poison'));
+      await publisher.publishUp(upMessage('poison', 'k'));
       await waitFor(() => poisonAttempts >= 3, '3 attempts');
-      await publisher.publishUp('k', upMessage('after'));
+      await publisher.publishUp(upMessage('after', 'k'));
       await waitFor(() => handled.includes('after'), 'the next entry');
       assert.equal(poisonAttempts, 3);
-      const dead = await redisClient.xrange(`${prefix}dead`, '-', '+');
+      const dead = await consumer.dead.list(10);
       assert.equal(dead.length, 1);
-      assert.match(dead[0]![1].join(' '), /cannot handle this one/);
+      assert.match(dead[0]!.error, /cannot handle this one/);
+      assert.equal(dead[0]!.userId, 'poison');
+      assert.equal(dead[0]!.partition, 'k');
     } finally {
       redisClient.disconnect();
       await sub.close();
@@ -111,13 +117,13 @@ describe('RedisBus with several logic nodes', () => {
     const bad = keys.find((k) => shardOf(k, 2) === 1)!;
     const publisher = bus(prefix, 'gw-1', { shards: 2 });
     // Published before any consumer runs, so one read returns both shards.
-    await publisher.publishUp(bad, upMessage('poison'));
-    for (const i of [1, 2, 3]) await publisher.publishUp(good, upMessage(`good-${i}`));
+    await publisher.publishUp(upMessage('poison', bad));
+    for (const i of [1, 2, 3]) await publisher.publishUp(upMessage(`good-${i}`, good));
     const consumer = bus(prefix, 'logic-a', { shards: 2, maxDeliveries: 3 });
     const handled: string[] = [];
     let together = false;
     const sub = consumer.consumeUp(async (batch) => {
-      const users = batch.map((m) => m.origin.userId);
+      const users = batch.map((m) => userOf(m));
       if (users.includes('poison')) {
         together ||= users.length > 1;
         throw new Error('cannot handle this one');
@@ -130,9 +136,9 @@ describe('RedisBus with several logic nodes', () => {
       await waitFor(async () => (await redisClient.xlen(`${prefix}dead`)) >= 1, 'the dead letter');
       assert.equal(together, true, 'the first read handed both shards over as one batch');
       assert.deepEqual(handled, ['good-1', 'good-2', 'good-3']);
-      const dead = await redisClient.xrange(`${prefix}dead`, '-', '+');
+      const dead = await consumer.dead.list(10);
       assert.equal(dead.length, 1);
-      assert.match(dead[0]![1].join(' '), /poison/);
+      assert.equal(dead[0]!.userId, 'poison');
     } finally {
       redisClient.disconnect();
       await sub.close();
@@ -143,28 +149,29 @@ describe('RedisBus with several logic nodes', () => {
   test('what one turn publishes for a gateway travels as one stream entry, in call order, frames intact', async () => {
     const prefix = `d${++n}:`;
     const [publisher, gateway] = [bus(prefix, 'logic-a'), bus(prefix, 'gw-x')];
-    const got: DownMessage[] = [];
+    const got: Down[] = [];
     const sub = gateway.consumeDown('gw-x', (batch) => got.push(...batch));
     try {
       await new Promise((r) => setTimeout(r, 100)); // the reader is in place
       const frame = (i: number) => encodeFrame(makeFrame(i, { case: 'pong', value: { serverTimeMs: BigInt(i) } }));
-      const sent: DownMessage[] = [
-        ...Array.from({ length: 50 }, (_, i): DownMessage => ({ kind: 'reply', connId: i, frame: frame(i) })),
-        { kind: 'kick', userId: 'u3', deviceId: 'd3', connId: 7, code: 401, reason: 'bye' },
-        { kind: 'deliver', targets: [{ userId: 'u1' }, { userId: 'u2', exceptDevice: 'd1' }], frame: frame(99) },
+      const sent: Down[] = [
+        ...Array.from({ length: 50 }, (_, i) => down({ case: 'reply', value: { connId: BigInt(i), frame: frame(i) } })),
+        down({ case: 'kick', value: { userId: 'u3', deviceId: 'd3', connId: 7n, code: ErrorCode.SERVER_SHUTDOWN, reason: 'bye' } }),
+        down({ case: 'deliver', value: { targets: [{ userId: 'u1' }, { userId: 'u2', exceptDevice: 'd1' }], frame: frame(99) } }),
       ];
       await Promise.all(sent.map((m) => publisher.publishDown('gw-x', m)));
       await waitFor(() => got.length >= sent.length, 'the batch');
       assert.equal(publisher.counters.downPublished, 1);
       assert.equal(gateway.counters.downRead, 1);
       assert.equal(gateway.counters.downMessagesRead, sent.length);
-      const hex = (m: DownMessage) => ('frame' in m ? { ...m, frame: Buffer.from(m.frame).toString('hex') } : m);
+      const hex = (m: Down) => Buffer.from(toBinary(DownSchema, m)).toString('hex');
       assert.deepEqual(got.map(hex), sent.map(hex));
-      // A lone message is a plain entry, read the same way.
-      await publisher.publishDown('gw-x', { kind: 'reply', connId: 1000, frame: frame(1000) });
+      // A lone message is an entry of one, read the same way.
+      const lone = down({ case: 'reply', value: { connId: 1000n, frame: frame(1000) } });
+      await publisher.publishDown('gw-x', lone);
       await waitFor(() => got.length > sent.length, 'the lone message');
       assert.equal(gateway.counters.downRead, 2);
-      assert.deepEqual(hex(got.at(-1)!), hex({ kind: 'reply', connId: 1000, frame: frame(1000) }));
+      assert.deepEqual(hex(got.at(-1)!), hex(lone));
     } finally {
       await sub.close();
       await Promise.all([publisher.close(), gateway.close()]);

@@ -6,8 +6,11 @@
 // key; a bus is free to run different partitions in parallel.
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Bus, DownMessage, UpMessage } from '../../src/engines/bus.js';
-import { encodeFrame, makeFrame } from '../../src/protocol/index.js';
+import { toBinary } from '@bufbuild/protobuf';
+import { down, upEnvelope, type Bus, type Down, type UpEnvelope } from '../../src/engines/bus.js';
+import { DownSchema } from '../../src/protocol/gen/longlink/internal/v1/envelope_pb.js';
+import { ErrorCode, encodeFrame, makeFrame } from '../../src/protocol/index.js';
+import { StoreUnavailableError } from '../../src/engines/store.js';
 
 export type BusFactory = () => Bus | Promise<Bus>;
 
@@ -35,32 +38,39 @@ function deferred(): Deferred {
   return { promise, resolve };
 }
 
-/** An uplink message whose Send carries `tag` as its client message id. */
-function up(tag: string, connId = 1): UpMessage {
-  return {
-    origin: { node: 'gw-1', connId, userId: 'alice', deviceId: 'd1', platform: 'ios' },
-    frame: makeFrame(connId, { case: 'send', value: { clientMsgId: tag, toUser: 'bob', text: `text of ${tag}` } }),
-  };
+/** An uplink message in `partition` whose Send carries `tag` as its client message id. */
+function up(tag: string, connId = 1, partition = 'u:alice:bob'): UpEnvelope {
+  return upEnvelope({
+    origin: { node: 'gw-1', connId: BigInt(connId), userId: 'alice', deviceId: 'd1', platform: 'ios' },
+    partition, requestId: tag,
+    body: { case: 'frame', value: makeFrame(connId, { case: 'send', value: { clientMsgId: tag, toUser: 'bob', text: `text of ${tag}` } }) },
+  });
 }
 
-function tagOf(m: UpMessage): string {
-  return m.frame.body.case === 'send' ? m.frame.body.value.clientMsgId : `<${String(m.frame.body.case)}>`;
+/** The same message, in another partition. */
+function at(partition: string, m: UpEnvelope): UpEnvelope {
+  m.partition = partition;
+  return m;
+}
+
+function tagOf(m: UpEnvelope): string {
+  const body = m.body.case === 'frame' ? m.body.value.body : undefined;
+  return body?.case === 'send' ? body.value.clientMsgId : `<${String(body?.case)}>`;
 }
 
 /** A reply carrying `connId` and a frame whose bytes identify it. */
-function reply(connId: number): DownMessage {
-  return { kind: 'reply', connId, frame: encodeFrame(makeFrame(connId, { case: 'pong', value: { serverTimeMs: BigInt(connId) } })) };
+function reply(connId: number): Down {
+  return down({ case: 'reply', value: { connId: BigInt(connId), frame: encodeFrame(makeFrame(connId, { case: 'pong', value: { serverTimeMs: BigInt(connId) } })) } });
 }
 
-/** A comparable form of a downlink message: frame bytes as hex, absent optionals dropped. */
-function normalize(m: DownMessage): unknown {
-  const plain = m.kind === 'kick' || m.kind === 'watch' || m.kind === 'revoke' ? m : { ...m, frame: Buffer.from(m.frame).toString('hex') };
-  return JSON.parse(JSON.stringify(plain)) as unknown;
+/** A comparable form of a downlink message: its protobuf bytes as hex. */
+function normalize(m: Down): string {
+  return Buffer.from(toBinary(DownSchema, m)).toString('hex');
 }
 
-function connIdOf(m: DownMessage): number {
-  assert.equal(m.kind, 'reply');
-  return m.kind === 'reply' ? m.connId : -1;
+function connIdOf(m: Down): number {
+  assert.equal(m.kind.case, 'reply');
+  return m.kind.case === 'reply' ? Number(m.kind.value.connId) : -1;
 }
 
 function range(n: number): number[] {
@@ -86,7 +96,7 @@ export function busContract(name: string, factory: BusFactory): void {
           for (const m of batch) got.push(tagOf(m));
         });
         const sent = range(200).map((i) => `m${i}`);
-        for (const tag of sent) await bus.publishUp('u:alice:bob', up(tag));
+        for (const tag of sent) await bus.publishUp(up(tag));
         await waitFor(() => got.length >= sent.length, '200 uplink messages');
         await sleep(50);
         assert.deepEqual(got, sent);
@@ -99,7 +109,7 @@ export function busContract(name: string, factory: BusFactory): void {
           for (const m of batch) got.push(tagOf(m));
         });
         const sent = range(100).map((i) => `q${i}`);
-        await Promise.all(sent.map((tag) => bus.publishUp('u:alice:bob', up(tag))));
+        await Promise.all(sent.map((tag) => bus.publishUp(up(tag))));
         await waitFor(() => got.length >= sent.length, '100 uplink messages');
         assert.deepEqual(got, sent);
       });
@@ -112,7 +122,7 @@ export function busContract(name: string, factory: BusFactory): void {
         const partitions = ['u:a:b', 'u:a:c', 'u:b:c'];
         for (const i of range(90)) {
           const p = partitions[i % 3]!;
-          await bus.publishUp(p, up(`${p}#${i}`));
+          await bus.publishUp(at(p, up(`${p}#${i}`)));
         }
         await waitFor(() => got.length >= 90, '90 uplink messages');
         for (const p of partitions) {
@@ -123,20 +133,26 @@ export function busContract(name: string, factory: BusFactory): void {
       });
 
       test('carries the origin and the frame intact', async () => {
-        const got: UpMessage[] = [];
+        const got: UpEnvelope[] = [];
         bus.consumeUp(async (batch) => {
           got.push(...batch);
         });
-        const message: UpMessage = {
-          origin: { node: 'gw-7', connId: 4242, userId: 'carol', deviceId: 'tab-2', platform: 'web' },
-          frame: makeFrame(99, { case: 'send', value: { clientMsgId: 'c-1', conversationId: 'u:bob:carol', text: 'héllo 👋', fromUser: 'carol' } }),
-        };
-        await bus.publishUp('u:bob:carol', message);
+        const frame = makeFrame(99, { case: 'send', value: { clientMsgId: 'c-1', conversationId: 'u:bob:carol', text: 'héllo 👋', fromUser: 'carol' } });
+        const message = upEnvelope({
+          origin: { node: 'gw-7', connId: 1_733_000_000_000_000n, userId: 'carol', deviceId: 'tab-2', platform: 'web' },
+          partition: 'u:bob:carol', requestId: 'c-1', trusted: false, publishedAtMs: 1_733_000_000_000n,
+          body: { case: 'frame', value: frame },
+        });
+        await bus.publishUp(message);
         await waitFor(() => got.length >= 1, 'one uplink message');
         const [received] = got;
         assert.ok(received);
         assert.deepEqual(received.origin, message.origin);
-        assert.deepEqual(Buffer.from(encodeFrame(received.frame)), Buffer.from(encodeFrame(message.frame)));
+        assert.equal(received.partition, 'u:bob:carol');
+        assert.equal(received.requestId, 'c-1');
+        assert.equal(received.publishedAtMs, 1_733_000_000_000n);
+        assert.equal(received.body.case, 'frame');
+        assert.deepEqual(Buffer.from(encodeFrame(received.body.value as typeof frame)), Buffer.from(encodeFrame(frame)));
       });
 
       test('does not deliver the next batch of a partition before the handler settles', async () => {
@@ -153,10 +169,10 @@ export function busContract(name: string, factory: BusFactory): void {
           if (calls === 1) await gate.promise;
           active--;
         });
-        await bus.publishUp('u:alice:bob', up('first'));
+        await bus.publishUp(up('first'));
         await waitFor(() => calls === 1, 'the first batch');
-        await bus.publishUp('u:alice:bob', up('second'));
-        await bus.publishUp('u:alice:bob', up('third'));
+        await bus.publishUp(up('second'));
+        await bus.publishUp(up('third'));
         // Nothing of this partition may arrive while the first batch is held.
         await sleep(200);
         assert.equal(calls, 1, 'a second batch was delivered while the first was still being handled');
@@ -180,7 +196,7 @@ export function busContract(name: string, factory: BusFactory): void {
         });
         const sent = range(60).map((i) => `s${i}`);
         for (const tag of sent) {
-          await bus.publishUp('u:alice:bob', up(tag));
+          await bus.publishUp(up(tag));
           if (Number(tag.slice(1)) % 7 === 0) await sleep(2);
         }
         await waitFor(() => got.length >= sent.length, '60 uplink messages');
@@ -201,17 +217,67 @@ export function busContract(name: string, factory: BusFactory): void {
           }
           for (const t of tags) handled.add(t);
         });
-        await bus.publishUp('u:alice:bob', up('fails-once'));
-        await bus.publishUp('u:alice:bob', up('after'));
+        await bus.publishUp(up('fails-once'));
+        await bus.publishUp(up('after'));
         await waitFor(() => handled.has('fails-once') && handled.has('after'), 'redelivery of the failed batch');
         assert.equal(failures, 1);
         const deliveries = attempts.flat().filter((t) => t === 'fails-once').length;
         assert.ok(deliveries >= 2, `the failed message was delivered ${deliveries} time(s)`);
       });
 
+      test('an unavailable store pauses consumption: the same batch again, never counted as a failure, nothing dead-lettered', async () => {
+        let unavailable = 12; // more than any bus's maxDeliveries
+        const handled: string[] = [];
+        bus.consumeUp(async (batch) => {
+          if (unavailable > 0) {
+            unavailable--;
+            throw new StoreUnavailableError('connect ECONNREFUSED (simulated outage)');
+          }
+          for (const m of batch) handled.push(tagOf(m));
+        });
+        const sent = range(20).map((i) => `o${i}`);
+        for (const tag of sent) await bus.publishUp(up(tag));
+        await waitFor(() => handled.length >= sent.length, 'every message once the store is back', 30_000);
+        assert.deepEqual(handled, sent);
+        assert.equal(await bus.dead.count(), 0);
+        assert.equal(bus.counters.deadLettered, 0);
+      });
+
+      test('one poison entry among many is dead-lettered alone, with its error; the rest are handled; a replay hands it again once', async () => {
+        let poisonous = true;
+        const handled: string[] = [];
+        bus.consumeUp(async (batch) => {
+          const tags = batch.map(tagOf);
+          if (poisonous && tags.includes('poison')) throw new Error('cannot apply this one');
+          handled.push(...tags);
+        });
+        const sent = range(60).map((i) => (i === 30 ? 'poison' : `p${i}`));
+        await Promise.all(sent.map((tag) => bus.publishUp(up(tag))));
+        const healthy = sent.filter((t) => t !== 'poison');
+        await waitFor(() => healthy.every((t) => handled.includes(t)), 'every healthy message', 30_000);
+        await waitFor(() => bus.counters.deadLettered >= 1, 'the dead letter', 30_000);
+        assert.deepEqual(handled.filter((t) => t !== 'poison'), healthy, 'the others, in order, each once');
+        const dead = await bus.dead.list(10);
+        assert.equal(dead.length, 1);
+        assert.equal(await bus.dead.count(), 1);
+        assert.equal(dead[0]!.operation, 'send');
+        assert.equal(dead[0]!.partition, 'u:alice:bob');
+        assert.equal(dead[0]!.userId, 'alice');
+        assert.match(dead[0]!.error, /cannot apply this one/);
+        assert.ok(dead[0]!.attempts >= 1);
+        // Fixed: replayed (twice at once: applied once).
+        poisonous = false;
+        const [a, b] = await Promise.all([bus.dead.replay([dead[0]!.id]), bus.dead.replay([dead[0]!.id])]);
+        assert.equal(a.length + b.length, 1, 'one of two concurrent replays of one dead letter does it');
+        await waitFor(() => handled.includes('poison'), 'the replayed entry', 10_000);
+        await sleep(300);
+        assert.equal(handled.filter((t) => t === 'poison').length, 1);
+        assert.equal(await bus.dead.count(), 0);
+      });
+
       test('keeps messages published while no consumer runs, for the next consumer', async () => {
-        await bus.publishUp('u:alice:bob', up('early-1'));
-        await bus.publishUp('u:alice:bob', up('early-2'));
+        await bus.publishUp(up('early-1'));
+        await bus.publishUp(up('early-2'));
         const got: string[] = [];
         bus.consumeUp(async (batch) => {
           for (const m of batch) got.push(tagOf(m));
@@ -227,10 +293,10 @@ export function busContract(name: string, factory: BusFactory): void {
           for (const m of batch) first.push(tagOf(m));
           await gate.promise;
         });
-        await bus.publishUp('u:alice:bob', up('held'));
+        await bus.publishUp(up('held'));
         await waitFor(() => first.length >= 1, 'the first batch');
-        await bus.publishUp('u:alice:bob', up('queued-1'));
-        await bus.publishUp('u:alice:bob', up('queued-2'));
+        await bus.publishUp(up('queued-1'));
+        await bus.publishUp(up('queued-2'));
         await sub.close();
         gate.resolve();
         const second: string[] = [];
@@ -247,10 +313,10 @@ export function busContract(name: string, factory: BusFactory): void {
         const sub = bus.consumeUp(async (batch) => {
           for (const m of batch) first.push(tagOf(m));
         });
-        await bus.publishUp('u:alice:bob', up('before-close'));
+        await bus.publishUp(up('before-close'));
         await waitFor(() => first.length >= 1, 'the first message');
         await sub.close();
-        await bus.publishUp('u:alice:bob', up('after-close'));
+        await bus.publishUp(up('after-close'));
         await sleep(100);
         assert.deepEqual(first, ['before-close']);
         const second: string[] = [];
@@ -301,19 +367,23 @@ export function busContract(name: string, factory: BusFactory): void {
       });
 
       test('carries every kind of message intact', async () => {
-        const got: DownMessage[] = [];
+        const got: Down[] = [];
         bus.consumeDown('gw-a', (batch) => {
           got.push(...batch);
         });
         const frame = encodeFrame(makeFrame(0, { case: 'push', value: { messages: [{ conversationId: 'u:a:b', seq: 9n, text: 'hi' }] } }));
-        const sent: DownMessage[] = [
+        const sent: Down[] = [
           reply(17),
-          { kind: 'deliver', targets: [{ userId: 'alice', exceptDevice: 'd1' }, { userId: 'bob' }], frame },
-          { kind: 'kick', userId: 'alice', deviceId: 'd1', connId: 5, code: 400, reason: 'replaced' },
-          { kind: 'kick', userId: 'bob', deviceId: 'd2', code: 401, reason: 'shutdown' },
+          down({ case: 'deliver', value: { targets: [{ userId: 'alice', exceptDevice: 'd1' }, { userId: 'bob' }], frame } }),
+          down({ case: 'kick', value: { userId: 'alice', deviceId: 'd1', connId: 5n, code: ErrorCode.REPLACED, reason: 'replaced' } }),
+          down({ case: 'kick', value: { userId: 'bob', deviceId: 'd2', code: ErrorCode.SERVER_SHUTDOWN, reason: 'shutdown', reconnect: true } }),
+          down({ case: 'watch', value: { connId: 9n, userIds: ['carol', 'dave'] } }),
+          down({ case: 'presence', value: { userId: 'carol', frame } }),
+          down({ case: 'announce', value: { frame } }),
+          down({ case: 'revoke', value: { userId: 'alice', deviceId: '', beforeMs: 1_733_000_000_000n } }),
         ];
         for (const m of sent) await bus.publishDown('gw-a', m);
-        await waitFor(() => got.length >= sent.length, 'four downlink messages');
+        await waitFor(() => got.length >= sent.length, 'eight downlink messages');
         assert.deepEqual(got.map(normalize), sent.map(normalize));
       });
 
@@ -341,12 +411,12 @@ export function busContract(name: string, factory: BusFactory): void {
       other.consumeDown('gw-a', (batch) => {
         for (const m of batch) downs.push(connIdOf(m));
       });
-      await other.publishUp('u:alice:bob', up('before'));
+      await other.publishUp(up('before'));
       await other.publishDown('gw-a', reply(1));
       await waitFor(() => ups.length >= 1 && downs.length >= 1, 'delivery before close');
       await other.close();
       // Publishing on a closed bus may reject or be ignored, but must deliver nothing.
-      await other.publishUp('u:alice:bob', up('after')).catch(() => undefined);
+      await other.publishUp(up('after')).catch(() => undefined);
       await other.publishDown('gw-a', reply(2)).catch(() => undefined);
       await sleep(150);
       assert.deepEqual(ups, ['before']);

@@ -72,9 +72,11 @@ export class RawClient {
     for (const f of w) f();
   }
 
-  /** Send a frame; returns its id. */
-  send(body: FrameBodyInit, id = this.nextId++): number {
-    this.sendPayload(encodeFrame(makeFrame(id, body)));
+  /** Send a frame (with a request id, when given); returns its id. */
+  send(body: FrameBodyInit, id = this.nextId++, requestId = ''): number {
+    const frame = makeFrame(id, body);
+    frame.requestId = requestId;
+    this.sendPayload(encodeFrame(frame));
     return id;
   }
 

@@ -1,0 +1,35 @@
+// `longlink dead list|replay`: the dead letters, through a logic node's admin
+// API (GET /api/v1/dead-letters, POST /api/v1/dead-letters/replay).
+import { readFileSync } from 'node:fs';
+import { UsageError } from './client-commands.js';
+import { nodeFetch } from '../client/index.js';
+
+export async function runDead(sub: string | undefined, flags: Record<string, string | undefined>, ids: readonly string[]): Promise<number> {
+  const server = (flags.server ?? process.env.LONGLINK_SERVER ?? 'http://127.0.0.1:8080').replace(/\/+$/, '');
+  const adminKey = flags['admin-key'] ?? process.env.LONGLINK_ADMIN_KEY;
+  if (!adminKey) throw new UsageError('set LONGLINK_ADMIN_KEY (printed by `longlink start`)');
+  const caFile = flags.ca ?? process.env.LONGLINK_CA;
+  const fetcher = caFile ? nodeFetch({ ca: readFileSync(caFile) }) : fetch;
+  const headers = { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' };
+  let res: Response;
+  if (sub === 'list') {
+    const limit = flags.limit ?? '100';
+    res = await fetcher(`${server}/api/v1/dead-letters?limit=${encodeURIComponent(limit)}`, { headers });
+  } else if (sub === 'replay') {
+    res = await fetcher(`${server}/api/v1/dead-letters/replay`, { method: 'POST', headers, body: JSON.stringify({ ids }) });
+  } else {
+    throw new UsageError('usage: longlink dead list [--limit N] | longlink dead replay [ID...] (no ID: every one)');
+  }
+  const body = await res.json() as Record<string, unknown>;
+  if (!res.ok) {
+    console.error(JSON.stringify(body));
+    return 1;
+  }
+  if (sub === 'list') {
+    for (const d of body.dead_letters as unknown[]) console.log(JSON.stringify({ type: 'dead_letter', ...(d as object) }));
+    console.error(JSON.stringify({ type: 'count', count: body.count }));
+  } else {
+    for (const id of body.replayed as string[]) console.log(JSON.stringify({ type: 'replayed', id }));
+  }
+  return 0;
+}

@@ -1,0 +1,104 @@
+// The storage service's reads: what a device missed (sync, paged from its
+// cursors) and older history. Each page is bounded in messages and bytes.
+import {
+  ErrorCode, LonglinkError, cursorToWire, messageToWire,
+  type BodyOf, type FrameBodyInit,
+} from '../protocol/index.js';
+import type { Origin } from '../engines/bus.js';
+import type { Store } from '../engines/store.js';
+import { viewOf } from './access.js';
+import { seqOf } from './seq.js';
+
+/** Soft cap of a sync page's text, so replies stay well under client frame limits. */
+const MAX_PAGE_BYTES = 1024 * 1024;
+
+export interface ReadOptions {
+  /** Messages per sync page when the client asks for 0 or more than this. */
+  syncPageLimit: number;
+  /** Messages per history page, likewise. */
+  historyPageLimit: number;
+}
+
+export class Reads {
+  constructor(
+    private readonly options: ReadOptions,
+    private readonly deps: { store: Store },
+  ) {}
+
+  /** What a device missed, from its cursors, one page of at most `limit` messages. */
+  async sync(origin: Origin, req: BodyOf<'sync'>): Promise<FrameBodyInit> {
+    const store = this.deps.store;
+    const limit = req.limit > 0 ? Math.min(req.limit, this.options.syncPageLimit) : this.options.syncPageLimit;
+    const given = new Map<string, number>();
+    for (const c of req.cursors) given.set(c.conversationId, Math.max(0, seqOf(c.seq)));
+    const only = new Set(req.conversationIds);
+    for (const conversationId of only) {
+      if (!(await viewOf(store, conversationId, origin.userId))) {
+        throw new LonglinkError(ErrorCode.FORBIDDEN, `not a member of ${conversationId}`);
+      }
+    }
+    const delivered = await store.delivered(origin.userId, origin.deviceId);
+    const conversations = (await store.listForUser(origin.userId)).filter((c) => only.size === 0 || only.has(c.conversationId));
+    const reached = new Map<string, number>();
+    for (const conversationId of only) reached.set(conversationId, given.get(conversationId) ?? delivered.get(conversationId) ?? 0);
+    // A group member stands at least just before its join event.
+    for (const c of conversations) {
+      if (only.has(c.conversationId)) reached.set(c.conversationId, Math.max(reached.get(c.conversationId)!, c.joinedSeq - 1));
+    }
+    const messages = [];
+    let remaining = limit;
+    let hasMore = false;
+    let bytes = 0;
+    for (const c of conversations) {
+      // A group member sees its timeline from its join event on.
+      const base = Math.max(given.get(c.conversationId) ?? delivered.get(c.conversationId) ?? 0, c.joinedSeq - 1);
+      if (c.lastSeq <= base) {
+        if (only.has(c.conversationId)) reached.set(c.conversationId, base);
+        continue;
+      }
+      if (remaining === 0) {
+        hasMore = true;
+        break;
+      }
+      let page = await store.after(c.conversationId, base, remaining, c.lastSeq);
+      // Keep frames reasonable: stop a page at about 1 MiB of text (always at least one message).
+      let cut = page.length;
+      for (let i = 0; i < page.length; i++) {
+        bytes += Buffer.byteLength(page[i]!.text, 'utf8') + 128;
+        if (bytes > MAX_PAGE_BYTES && messages.length + i > 0) {
+          cut = i;
+          break;
+        }
+      }
+      if (cut < page.length) {
+        page = page.slice(0, cut);
+        remaining = 0;
+      } else remaining -= page.length;
+      messages.push(...page);
+      const last = page.length > 0 ? page[page.length - 1]!.seq : base;
+      reached.set(c.conversationId, last);
+      if (last < c.lastSeq) hasMore = true;
+    }
+    return {
+      case: 'syncResult',
+      value: {
+        messages: messages.map(messageToWire),
+        cursors: [...reached].map(([conversationId, seq]) => cursorToWire(conversationId, seq)),
+        hasMore,
+      },
+    };
+  }
+
+  async history(origin: Origin, req: BodyOf<'history'>): Promise<FrameBodyInit> {
+    const view = await viewOf(this.deps.store, req.conversationId, origin.userId);
+    if (!view) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
+    const limit = req.limit > 0 ? Math.min(req.limit, this.options.historyPageLimit) : this.options.historyPageLimit;
+    let before = seqOf(req.beforeSeq);
+    if (view.toSeq !== undefined && (before <= 0 || before > view.toSeq + 1)) before = view.toSeq + 1;
+    const page = await this.deps.store.before(req.conversationId, before, limit + 1, view.fromSeq);
+    const hasMore = page.length > limit;
+    const messages = hasMore ? page.slice(1) : page;
+    return { case: 'historyResult', value: { conversationId: req.conversationId, messages: messages.map(messageToWire), hasMore } };
+  }
+}
+
