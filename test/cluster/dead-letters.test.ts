@@ -101,6 +101,8 @@ describe('dead letters on 2 gateways + 2 logic nodes', () => {
         const c = await RawClient.connect(cluster.node(`gw-${gw}`).tcpUrl!);
         await c.login((await requestToken(cluster.apiUrl(), cluster.adminKey, { user_id: user, device_id: 'd1' })).token);
         raws.push(c);
+        // The test cluster expects a ping every second.
+        setInterval(() => c.send({ case: 'ping', value: {} }), 500).unref();
         return c;
       };
       const [poisoner, crowd, bob] = await Promise.all([login('poisoner', 1), login('crowd', 1), login('pbob', 2)]);

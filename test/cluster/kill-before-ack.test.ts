@@ -12,6 +12,8 @@ import { messageFromWire, type ChatMessage, type Frame, type FrameBodyInit } fro
 
 const T = { timeout: 180_000 };
 
+const show = (v: unknown): string => JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? String(x) : x));
+
 describe('SIGKILL of a logic node between its commit and its stream ack', () => {
   let cluster: TestCluster;
   const clients: RawClient[] = [];
@@ -28,6 +30,9 @@ describe('SIGKILL of a logic node between its commit and its stream ack', () => 
     const c = await RawClient.connect(cluster.node(`gw-${gateway}`).tcpUrl!);
     await c.login((await requestToken(cluster.apiUrl(), cluster.adminKey, { user_id: user, device_id: 'd1' })).token);
     clients.push(c);
+    // The test cluster expects a ping every second.
+    const beat = setInterval(() => c.send({ case: 'ping', value: {} }), 500);
+    beat.unref();
     return c;
   };
 
@@ -62,7 +67,7 @@ describe('SIGKILL of a logic node between its commit and its stream ack', () => 
 
     // Create: one group, one creation event, however often it is handled.
     const created = await killedBy(() => ask(alice, { case: 'group', value: { op: { case: 'create', value: { name: 'k', memberIds: ['bob-k'] } } } }, 'kill-before-ack:create'));
-    assert.equal(created.body.case, 'groupResult', JSON.stringify(created.body.value));
+    assert.equal(created.body.case, 'groupResult', show(created.body.value));
     const groupId = (created.body.value as { group?: { groupId: string } }).group!.groupId;
     const conversationId = `g:${groupId}`;
     const again = await ask(alice, { case: 'group', value: { op: { case: 'create', value: { name: 'k', memberIds: ['bob-k'] } } } }, 'kill-before-ack:create');
@@ -77,11 +82,11 @@ describe('SIGKILL of a logic node between its commit and its stream ack', () => 
     assert.equal(sent.body.case, 'sendAck');
     const seq = (sent.body.value as { seq: bigint }).seq;
     const recalled = await killedBy(() => ask(alice, { case: 'recall', value: { conversationId, seq } }, 'kill-before-ack:recall'));
-    assert.equal(recalled.body.case, 'done', JSON.stringify(recalled.body.value));
+    assert.equal(recalled.body.case, 'done', show(recalled.body.value));
 
     // Read mark: bob's cursor at the recall event, once.
     const read = await killedBy(() => ask(bob, { case: 'markRead', value: { conversationId, seq: 0n } }, 'kill-before-ack:read'));
-    assert.equal(read.body.case, 'done', JSON.stringify(read.body.value));
+    assert.equal(read.body.case, 'done', show(read.body.value));
 
     // Everything the survivors handled again is in the timeline once.
     await until(async () => (await timeline(alice, conversationId)).some((m) => m.event?.type === 'recalled'), 30_000, () => 'the recall');
