@@ -51,6 +51,7 @@ const ADMIN_ENDPOINTS: { path: string; json: Record<string, unknown> }[] = [
   { path: '/api/v1/messages', json: { to: 'bob', from: 'mallory', text: 'from the outside' } },
   { path: '/api/v1/broadcast', json: { text: 'hello, all' } },
   { path: '/api/v1/revoke', json: { user_id: 'bob' } },
+  { path: '/api/v1/dead-letters/replay', json: {} },
 ];
 
 describe('admin API: the admin key, exactly, or 401 UNAUTHORIZED', () => {
