@@ -1,5 +1,5 @@
 // In-process session table for a single node.
-import type { SessionInfo, Sessions } from './sessions.js';
+import type { BindResult, SessionInfo, Sessions } from './sessions.js';
 
 export class MemorySessions implements Sessions {
   private readonly byUser = new Map<string, Map<string, SessionInfo>>();
@@ -15,6 +15,13 @@ export class MemorySessions implements Sessions {
     const previous = devices.get(session.deviceId);
     devices.set(session.deviceId, { ...session });
     return previous;
+  }
+
+  async bindUnlessRevoked(session: SessionInfo, issuedAtMs: number): Promise<BindResult> {
+    const revokedBeforeMs = await this.revokedBefore(session.userId, session.deviceId);
+    if (issuedAtMs <= revokedBeforeMs) return { bound: false, revokedBeforeMs };
+    const previous = await this.bind(session);
+    return { bound: true, previous, sessions: [...this.byUser.get(session.userId)!.values()].map((s) => ({ ...s })) };
   }
 
   async unbind(userId: string, deviceId: string, node: string, connId: number): Promise<boolean> {

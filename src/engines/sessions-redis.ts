@@ -31,7 +31,7 @@
 // open; with options {url} this class creates its own client and close() quits it.
 import type { Redis } from 'ioredis';
 import { Script, engineClient, releaseClient, type RedisConnectionOptions } from './redis-shared.js';
-import type { SessionInfo, Sessions } from './sessions.js';
+import type { BindResult, SessionInfo, Sessions } from './sessions.js';
 
 export interface RedisSessionsOptions extends RedisConnectionOptions {
   /** Sessions removed per dropNode() script call. @default 1000 */
@@ -61,6 +61,30 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[5])
 return old
+`);
+
+// bind, unless a revocation of the user ('*') or the device is at or after the token's issue time.
+// KEYS: user hash, new node's index, the node list, the user's revocations. ARGV: as BIND, then the issue time.
+// Returns {0, revoked before} or {1, the previous session or nil, the user's sessions as HGETALL}.
+const BIND_UNLESS_REVOKED = new Script(`${DECODE}
+local before = 0
+for _, v in ipairs(redis.call('HMGET', KEYS[4], '*', ARGV[1])) do
+  local n = v and tonumber(v)
+  if n and n > before then before = n end
+end
+if tonumber(ARGV[6]) <= before then return {0, tostring(before)} end
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  local s = decode(old)
+  if s and type(s.node) == 'string' then
+    redis.call('SREM', ARGV[4] .. 'node-sess:' .. s.node, ARGV[3])
+    redis.call('SREM', ARGV[4] .. 'node-drop:' .. s.node, ARGV[3])
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[5])
+return {1, old or false, redis.call('HGETALL', KEYS[1])}
 `);
 
 // KEYS: user hash, node's index, node's drop set. ARGV: device, node, connId, member.
@@ -171,6 +195,26 @@ export class RedisSessions implements Sessions {
       [session.deviceId, encode(session), this.member(session.userId, session.deviceId), this.prefix, session.node],
     );
     return typeof previous === 'string' ? (JSON.parse(previous) as SessionInfo) : undefined;
+  }
+
+  async bindUnlessRevoked(session: SessionInfo, issuedAtMs: number): Promise<BindResult> {
+    this.check();
+    const reply = await BIND_UNLESS_REVOKED.run(
+      this.client,
+      [this.userKey(session.userId), this.nodeKey(session.node), this.nodesKey(), `${this.prefix}revoked:${session.userId}`],
+      [session.deviceId, encode(session), this.member(session.userId, session.deviceId), this.prefix, session.node, Math.floor(issuedAtMs)],
+    ) as [number, string | null, string[]?];
+    if (Number(reply[0]) === 0) return { bound: false, revokedBeforeMs: Number(reply[1]) };
+    const sessions: SessionInfo[] = [];
+    const all = reply[2] ?? [];
+    for (let i = 1; i < all.length; i += 2) {
+      try {
+        sessions.push(JSON.parse(all[i]!) as SessionInfo);
+      } catch {
+        // not a session (written by something else): skipped, as lookup() does
+      }
+    }
+    return { bound: true, previous: typeof reply[1] === 'string' ? (JSON.parse(reply[1]) as SessionInfo) : undefined, sessions };
   }
 
   async unbind(userId: string, deviceId: string, node: string, connId: number): Promise<boolean> {

@@ -12,6 +12,11 @@
 //   time that applies to a device (0: none). A revocation is kept at least ttlMs
 //   (the longest token lifetime: older tokens have expired anyway) and never
 //   moves back in time.
+// - bindUnlessRevoked() is bind() and the revocation check in one atomic step:
+//   it binds only if no revocation covers a token issued at `issuedAtMs`, and
+//   then returns the user's sessions (the new one included). A revocation is
+//   either seen by it or written after the bind (and then announced to the
+//   gateways, which kick the connection): none slips between check and bind.
 // - nodes() names every node that may hold sessions (a superset is allowed:
 //   a node whose sessions all logged out may stay listed until dropNode()),
 //   so a reaper can find nodes that died without unbinding.
@@ -25,8 +30,15 @@ export interface SessionInfo {
   loginAtMs: number;
 }
 
+/** What bindUnlessRevoked did. */
+export type BindResult =
+  | { bound: true; previous: SessionInfo | undefined; sessions: SessionInfo[] }
+  | { bound: false; revokedBeforeMs: number };
+
 export interface Sessions {
   bind(session: SessionInfo): Promise<SessionInfo | undefined>;
+  /** Bind, unless a revocation covers a token of this device issued at `issuedAtMs`; one atomic step. */
+  bindUnlessRevoked(session: SessionInfo, issuedAtMs: number): Promise<BindResult>;
   unbind(userId: string, deviceId: string, node: string, connId: number): Promise<boolean>;
   /** Every online device of each user (users with none are absent). */
   lookup(userIds: readonly string[]): Promise<Map<string, SessionInfo[]>>;

@@ -195,6 +195,33 @@ export function sessionsContract(name: string, factory: SessionsFactory): void {
       });
     });
 
+    describe('bindUnlessRevoked', () => {
+      test('binds when nothing is revoked, and returns the replaced session and every session of the user', async () => {
+        const laptop = session('alice', 'laptop', 'gw-2', 7);
+        await sessions.bind(laptop);
+        const first = session('alice', 'phone', 'gw-1', 1);
+        const r1 = await sessions.bindUnlessRevoked(first, 10_000);
+        assert.deepEqual(r1.bound && { previous: r1.previous, sessions: byDevice(r1.sessions) }, { previous: undefined, sessions: [laptop, first] });
+        const second = session('alice', 'phone', 'gw-2', 2);
+        const r2 = await sessions.bindUnlessRevoked(second, 10_000);
+        assert.deepEqual(r2.bound && { previous: r2.previous, sessions: byDevice(r2.sessions) }, { previous: first, sessions: [laptop, second] });
+        assert.deepEqual(byDevice((await sessions.lookup(['alice'])).get('alice')), [laptop, second]);
+      });
+
+      test('refuses a token issued at or before a revocation of its user or device, and leaves the sessions alone', async () => {
+        const live = session('alice', 'phone', 'gw-1', 1);
+        await sessions.bind(live);
+        await sessions.revoke('alice', undefined, 5_000, 60_000);
+        assert.deepEqual(await sessions.bindUnlessRevoked(session('alice', 'phone', 'gw-2', 2), 5_000), { bound: false, revokedBeforeMs: 5_000 });
+        await sessions.revoke('alice', 'tablet', 8_000, 60_000);
+        assert.deepEqual(await sessions.bindUnlessRevoked(session('alice', 'tablet', 'gw-2', 3), 7_999), { bound: false, revokedBeforeMs: 8_000 });
+        assert.deepEqual((await sessions.lookup(['alice'])).get('alice'), [live], 'a refused bind displaced nothing');
+        // A token issued after the revocation binds; another user is not affected.
+        assert.equal((await sessions.bindUnlessRevoked(session('alice', 'phone', 'gw-2', 4), 5_001)).bound, true);
+        assert.equal((await sessions.bindUnlessRevoked(session('bob', 'phone', 'gw-2', 5), 1)).bound, true);
+      });
+    });
+
     describe('nodes', () => {
       test('is empty at first', async () => {
         assert.deepEqual(await sessions.nodes(), []);
