@@ -102,6 +102,56 @@ export interface ServerConfig {
   limits: Limits;
 }
 
+/**
+ * Every default in one place: the settings' (a flag or LONGLINK_* variable
+ * overrides each) and the tuning that has no setting. Roles take their
+ * options from the loaded configuration and these, never from literals of
+ * their own.
+ */
+export const DEFAULTS = {
+  host: '127.0.0.1',
+  httpPort: 8080,
+  tcpPort: 9000,
+  dataDir: './data',
+  tokenTtlSeconds: 86400,
+  loginTimeoutMs: 10_000,
+  pingIntervalMs: 25_000,
+  recallWindowMs: 120_000,
+  redisPrefix: 'll:',
+  busShards: 16,
+  leaseMs: 10_000,
+  nodeTtlMs: 15_000,
+  postgresPool: 10,
+  limits: {
+    maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
+    maxTextBytes: 16 * 1024,
+    ratePerSecond: 200,
+    rateBurst: 400,
+    maxOutboundBytes: 4 * 1024 * 1024,
+    maxGroupMembers: 20_000,
+    userMessagesPerSecond: 200,
+    maxConnectionsPerUser: 20,
+    loginAttemptsPerMinute: 60,
+  },
+  /** Logic's tuning (no setting yet). */
+  logic: {
+    /** Messages per sync page when the client asks for 0 or more. */
+    syncPageLimit: 200,
+    /** Messages per history page, likewise. */
+    historyPageLimit: 100,
+    /** Groups larger than this send read receipts only to the reader's devices. */
+    receiptFanoutMaxMembers: 200,
+    /** Conversations listed, most recent first. */
+    maxListed: 1000,
+    /** Users per presence query or subscription. */
+    maxWatched: 100,
+    /** One typing event per user and conversation per this many ms. */
+    typingIntervalMs: 1000,
+    /** Groups larger than this get no typing events. */
+    typingMaxMembers: 500,
+  },
+} as const;
+
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -157,7 +207,7 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
   if (secretRaw !== undefined && secretRaw.length < 16) throw new ConfigError('LONGLINK_TOKEN_SECRET must be at least 16 characters');
   const sync = pick(flags, env, 'sqlite-synchronous') ?? 'full';
   if (sync !== 'full' && sync !== 'normal') throw new ConfigError('LONGLINK_SQLITE_SYNCHRONOUS must be full or normal');
-  const dataDir = resolve(pick(flags, env, 'data-dir') ?? './data');
+  const dataDir = resolve(pick(flags, env, 'data-dir') ?? DEFAULTS.dataDir);
   const loginPolicy = pick(flags, env, 'login-policy') ?? 'multi';
   if (loginPolicy !== 'multi' && loginPolicy !== 'platform' && loginPolicy !== 'single') {
     throw new ConfigError('LONGLINK_LOGIN_POLICY must be multi, platform or single');
@@ -179,45 +229,45 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
   if (routing !== 'targeted' && routing !== 'broadcast') throw new ConfigError('LONGLINK_ROUTING must be targeted or broadcast');
   return {
     nodeId: pick(flags, env, 'node-id') ?? `node-${randomBytes(3).toString('hex')}`,
-    host: pick(flags, env, 'host') ?? '127.0.0.1',
-    httpPort: int(flags, env, 'http-port', 8080, 0, 65535),
-    tcpPort: int(flags, env, 'tcp-port', 9000, 0, 65535),
+    host: pick(flags, env, 'host') ?? DEFAULTS.host,
+    httpPort: int(flags, env, 'http-port', DEFAULTS.httpPort, 0, 65535),
+    tcpPort: int(flags, env, 'tcp-port', DEFAULTS.tcpPort, 0, 65535),
     dataDir,
     adminKey: adminKeyRaw ?? randomBytes(24).toString('base64url'),
     tokenSecret: secretRaw ?? randomBytes(32).toString('base64url'),
     previousTokenSecrets,
     tokenSecretsFile: secretsFile ? resolve(secretsFile) : undefined,
     generatedAdminKey: adminKeyRaw === undefined,
-    tokenTtlSeconds: int(flags, env, 'token-ttl', 86400, 10, 90 * 86400),
-    loginTimeoutMs: int(flags, env, 'login-timeout-ms', 10_000, 100, 600_000),
-    pingIntervalMs: int(flags, env, 'ping-interval-ms', 25_000, 100, 600_000),
+    tokenTtlSeconds: int(flags, env, 'token-ttl', DEFAULTS.tokenTtlSeconds, 10, 90 * 86400),
+    loginTimeoutMs: int(flags, env, 'login-timeout-ms', DEFAULTS.loginTimeoutMs, 100, 600_000),
+    pingIntervalMs: int(flags, env, 'ping-interval-ms', DEFAULTS.pingIntervalMs, 100, 600_000),
     sqliteSynchronous: sync,
     loginPolicy,
     routing,
-    recallWindowMs: int(flags, env, 'recall-window-ms', 120_000, 0, 30 * 86400 * 1000),
-    publicHost: pick(flags, env, 'public-host') ?? pick(flags, env, 'host') ?? '127.0.0.1',
+    recallWindowMs: int(flags, env, 'recall-window-ms', DEFAULTS.recallWindowMs, 0, 30 * 86400 * 1000),
+    publicHost: pick(flags, env, 'public-host') ?? pick(flags, env, 'host') ?? DEFAULTS.host,
     redisUrl: url(flags, env, 'redis-url', ['redis:', 'rediss:']),
     postgresUrl: url(flags, env, 'postgres-url', ['postgres:', 'postgresql:']),
-    redisPrefix: pick(flags, env, 'redis-prefix') ?? 'll:',
-    busShards: int(flags, env, 'bus-shards', 16, 1, 4096),
-    leaseMs: int(flags, env, 'lease-ms', 10_000, 500, 600_000),
-    nodeTtlMs: int(flags, env, 'node-ttl-ms', 15_000, 500, 600_000),
-    postgresPool: int(flags, env, 'postgres-pool', 10, 1, 1000),
+    redisPrefix: pick(flags, env, 'redis-prefix') ?? DEFAULTS.redisPrefix,
+    busShards: int(flags, env, 'bus-shards', DEFAULTS.busShards, 1, 4096),
+    leaseMs: int(flags, env, 'lease-ms', DEFAULTS.leaseMs, 500, 600_000),
+    nodeTtlMs: int(flags, env, 'node-ttl-ms', DEFAULTS.nodeTtlMs, 500, 600_000),
+    postgresPool: int(flags, env, 'postgres-pool', DEFAULTS.postgresPool, 1, 1000),
     devLogin: bool(flags, env, 'dev-login'),
     tls: certFile && keyFile ? { certFile: resolve(certFile), keyFile: resolve(keyFile) } : undefined,
     presenceVisibility,
     metricsKey,
     logLevel: logLevel as LogLevel,
     limits: {
-      maxFrameBytes: int(flags, env, 'max-frame-bytes', DEFAULT_MAX_FRAME_BYTES, 1024, 16 * 1024 * 1024),
-      maxTextBytes: int(flags, env, 'max-text-bytes', 16 * 1024, 1, 16 * 1024 * 1024),
-      ratePerSecond: int(flags, env, 'rate-limit', 200, 1, 1_000_000),
-      rateBurst: int(flags, env, 'rate-burst', 400, 1, 1_000_000),
-      maxOutboundBytes: int(flags, env, 'max-outbound-bytes', 4 * 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
-      maxGroupMembers: int(flags, env, 'max-group-members', 20_000, 2, 1_000_000),
-      userMessagesPerSecond: int(flags, env, 'user-messages-per-second', 200, 1, 1_000_000),
-      maxConnectionsPerUser: int(flags, env, 'max-connections-per-user', 20, 1, 100_000),
-      loginAttemptsPerMinute: int(flags, env, 'login-attempts-per-minute', 60, 1, 1_000_000),
+      maxFrameBytes: int(flags, env, 'max-frame-bytes', DEFAULTS.limits.maxFrameBytes, 1024, 16 * 1024 * 1024),
+      maxTextBytes: int(flags, env, 'max-text-bytes', DEFAULTS.limits.maxTextBytes, 1, 16 * 1024 * 1024),
+      ratePerSecond: int(flags, env, 'rate-limit', DEFAULTS.limits.ratePerSecond, 1, 1_000_000),
+      rateBurst: int(flags, env, 'rate-burst', DEFAULTS.limits.rateBurst, 1, 1_000_000),
+      maxOutboundBytes: int(flags, env, 'max-outbound-bytes', DEFAULTS.limits.maxOutboundBytes, 64 * 1024, 1024 * 1024 * 1024),
+      maxGroupMembers: int(flags, env, 'max-group-members', DEFAULTS.limits.maxGroupMembers, 2, 1_000_000),
+      userMessagesPerSecond: int(flags, env, 'user-messages-per-second', DEFAULTS.limits.userMessagesPerSecond, 1, 1_000_000),
+      maxConnectionsPerUser: int(flags, env, 'max-connections-per-user', DEFAULTS.limits.maxConnectionsPerUser, 1, 100_000),
+      loginAttemptsPerMinute: int(flags, env, 'login-attempts-per-minute', DEFAULTS.limits.loginAttemptsPerMinute, 1, 1_000_000),
     },
   };
 }

@@ -30,27 +30,27 @@ import { runBatch, type Scheduled } from './schedule.js';
 import { log as rootLog, messageTrace } from '../observability/log.js';
 import { noLogicMetrics, type LogicMetrics } from '../observability/metrics.js';
 import type { Routing } from './fanout.js';
+import type { DEFAULTS } from '../config.js';
 
 const log = rootLog.child({ component: 'logic' });
 
+/** Logic's options, from the configuration (src/config.ts: loadServerConfig and DEFAULTS). */
 export interface LogicOptions {
   nodeId: string;
   maxTextBytes: number;
-  /** Messages per sync page when the client asks for 0 or more than this. @default 200 */
-  syncPageLimit?: number;
-  /** Messages per history page, likewise. @default 100 */
-  historyPageLimit?: number;
-  /** Largest group, owner included. @default 20000 */
-  maxGroupMembers?: number;
-  /** How long a sender may recall a message. @default 120000 */
-  recallWindowMs?: number;
-  /** Groups larger than this send read receipts only to the reader's devices. @default 200 */
-  receiptFanoutMaxMembers?: number;
-  /** How pushes find gateways (see fanout.ts). @default 'targeted' */
-  routing?: Routing;
-  /** Who may query or watch a user's presence: anyone, or users sharing a conversation with them. @default 'all' */
-  presenceVisibility?: 'all' | 'contacts';
+  /** Largest group, owner included. */
+  maxGroupMembers: number;
+  /** How long a sender may recall a message. */
+  recallWindowMs: number;
+  /** How pushes find gateways (see fanout.ts). */
+  routing: Routing;
+  /** Who may query or watch a user's presence: anyone, or users sharing a conversation with them. */
+  presenceVisibility: 'all' | 'contacts';
+  /** Page sizes, fan-out and presence bounds (DEFAULTS.logic). */
+  tuning: LogicTuning;
 }
+
+export type LogicTuning = { readonly [K in keyof typeof DEFAULTS.logic]: number };
 
 export interface LogicDeps {
   bus: Bus;
@@ -88,19 +88,17 @@ export class Logic {
     private readonly options: LogicOptions,
     private readonly deps: LogicDeps,
   ) {
-    const routing = options.routing ?? 'targeted';
+    const { routing, tuning } = options;
     this.pipeline = new Pipeline({ maxTextBytes: options.maxTextBytes, routing }, deps);
     const withPipeline = { ...deps, pipeline: this.pipeline, routing };
-    this.groups = new GroupService({ maxMembers: options.maxGroupMembers ?? 20_000 }, withPipeline);
-    this.conversations = new Conversations({
-      receiptFanoutMaxMembers: options.receiptFanoutMaxMembers ?? 200,
-      maxListed: 1000,
-    }, withPipeline);
-    this.recalls = new RecallService({ recallWindowMs: options.recallWindowMs ?? 120_000 }, withPipeline);
+    this.groups = new GroupService({ maxMembers: options.maxGroupMembers }, withPipeline);
+    this.conversations = new Conversations({ receiptFanoutMaxMembers: tuning.receiptFanoutMaxMembers, maxListed: tuning.maxListed }, withPipeline);
+    this.recalls = new RecallService({ recallWindowMs: options.recallWindowMs }, withPipeline);
     this.presence = new PresenceService({
-      maxWatched: 100, typingIntervalMs: 1000, typingMaxMembers: 500, visibility: options.presenceVisibility ?? 'all',
+      maxWatched: tuning.maxWatched, typingIntervalMs: tuning.typingIntervalMs, typingMaxMembers: tuning.typingMaxMembers,
+      visibility: options.presenceVisibility,
     }, withPipeline);
-    this.reads = new Reads({ syncPageLimit: options.syncPageLimit ?? 200, historyPageLimit: options.historyPageLimit ?? 100 }, deps);
+    this.reads = new Reads({ syncPageLimit: tuning.syncPageLimit, historyPageLimit: tuning.historyPageLimit }, deps);
     this.metrics = deps.metrics ?? noLogicMetrics;
 
     const group = async (r: Request, b: BodyOf<'group'>): Promise<FrameBodyInit> => {

@@ -1,6 +1,6 @@
 // What every role builds the same way from the configuration: the gateway's
 // and logic's options, and the distributed engines.
-import { ConfigError, type ServerConfig } from '../config.js';
+import { ConfigError, DEFAULTS, type ServerConfig } from '../config.js';
 import type { GatewayOptions } from '../gateway/gateway.js';
 import type { LogicOptions } from '../logic/logic.js';
 import { RedisBus } from '../engines/bus-redis.js';
@@ -33,6 +33,7 @@ export function logicOptions(config: ServerConfig): LogicOptions {
     recallWindowMs: config.recallWindowMs,
     routing: config.routing,
     presenceVisibility: config.presenceVisibility,
+    tuning: DEFAULTS.logic,
   };
 }
 
