@@ -1,6 +1,7 @@
 // One client connection as the gateway sees it: its transport, login state,
-// identity and liveness. Pure state plus small helpers; the protocol flow is
-// in gateway.ts.
+// identity and liveness, and the tables that find connections (by device, by
+// watched user). Pure state plus small helpers; the protocol flow is in
+// login.ts (the handshake), inbound.ts and downlink.ts.
 import type { Frame } from '../protocol/index.js';
 import type { Transport } from './transport.js';
 import { TokenBucket } from './rate-limit.js';
@@ -28,7 +29,7 @@ export class Connection {
    */
   throttledAtMs = -Infinity;
   userThrottledAtMs = -Infinity;
-  /** PushAcks waiting to go up, the highest per conversation (see Gateway.flushAcks). */
+  /** PushAcks waiting to go up, the highest per conversation (see Inbound.flushAcks). */
   pendingAcks: Map<string, Frame> | undefined;
   /** Users whose presence this connection watches (most watch nobody: one shared empty set until they do). */
   watching: ReadonlySet<string> = NO_ONE;
@@ -85,5 +86,33 @@ export class SessionTable {
 
   get users(): number {
     return this.byUser.size;
+  }
+}
+
+/** Presence watchers: user → local connections subscribed to them. */
+export class PresenceWatchers {
+  private readonly byUser = new Map<string, Set<Connection>>();
+
+  /** The connections watching this user, if any. */
+  of(userId: string): ReadonlySet<Connection> | undefined {
+    return this.byUser.get(userId);
+  }
+
+  /** Replace whom this connection watches ([] when it closes). */
+  set(conn: Connection, userIds: readonly string[]): void {
+    for (const u of conn.watching) {
+      const set = this.byUser.get(u);
+      set?.delete(conn);
+      if (set && set.size === 0) this.byUser.delete(u);
+    }
+    conn.watching = new Set(userIds);
+    for (const u of conn.watching) {
+      let set = this.byUser.get(u);
+      if (!set) {
+        set = new Set();
+        this.byUser.set(u, set);
+      }
+      set.add(conn);
+    }
   }
 }

@@ -7,70 +7,18 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  createClient, nodeConnector, requestToken, listGateways, LonglinkError, ErrorCode, errorName,
-  type ClientConnection, type ClientState, type Connector,
+  createClient, requestToken, listGateways, LonglinkError, ErrorCode, errorName, type ClientState,
 } from '../../src/client/index.js';
-import { decodeFrame, type BodyOf, type Frame, type FrameCase } from '../../src/protocol/index.js';
 import { ADMIN_KEY, startTestServer } from '../helpers/server.js';
 import {
   TRANSPORTS, TcpProxy, online, sendMany, sendOk, sleep, until, urlOf, withServer, within,
 } from '../logic/support.js';
-import { closeAll, connected, makeClient, seqs, texts, track, waitMessages } from './harness.js';
+import { Wire, closeAll, connected, makeClient, seqs, texts, track, waitMessages } from './harness.js';
 
 /** No test may hang the suite. */
 const T = { timeout: 120_000 };
 
 const AB = 'u:alice:bob';
-
-// ---- harness ---------------------------------------------------------------
-
-/**
- * Wraps the Node connector: records every frame in and out, and lets a test
- * drop, hold or duplicate frames, or close the connection under the client.
- */
-class Wire {
-  readonly incoming: Frame[] = [];
-  readonly outgoing: Frame[] = [];
-  connects = 0;
-  /** Decides what the client gets of each incoming frame; default: as it came. */
-  onIncoming: (frame: Frame, bytes: Uint8Array, deliver: (b: Uint8Array) => void) => void = (_f, b, deliver) => deliver(b);
-  private readonly live = new Set<ClientConnection>();
-
-  readonly connector: Connector = async (url, events) => {
-    const self: { conn?: ClientConnection } = {};
-    const inner = await nodeConnector(url, {
-      onFrame: (bytes) => {
-        const frame = decodeFrame(bytes);
-        this.incoming.push(frame);
-        this.onIncoming(frame, bytes, (b) => events.onFrame(b));
-      },
-      onClose: (reason) => {
-        if (self.conn) this.live.delete(self.conn);
-        events.onClose(reason);
-      },
-    });
-    this.connects++;
-    const conn: ClientConnection = {
-      send: (bytes) => {
-        this.outgoing.push(decodeFrame(bytes));
-        inner.send(bytes);
-      },
-      close: () => inner.close(),
-    };
-    self.conn = conn;
-    this.live.add(conn);
-    return conn;
-  };
-
-  /** Close the live connection(s) from below, as a network failure would. */
-  drop(): void {
-    for (const c of this.live) c.close();
-  }
-
-  sent<C extends FrameCase>(kind: C): BodyOf<C>[] {
-    return this.outgoing.filter((f) => f.body.case === kind).map((f) => f.body.value as BodyOf<C>);
-  }
-}
 
 afterEach(closeAll);
 

@@ -1,10 +1,11 @@
 // Shared harness of the SDK tests that use it: SDK clients that record what
-// an app would see, and a TCP proxy that can swallow what the server sends
-// (so a test can lose an ack after the send was written) and cut connections.
+// an app would see, and a connector (Wire) that records the frames a client
+// writes and reads and lets a test drop, hold or cut them.
 import {
-  createClient, type ChatMessage, type ErrorCode, type ClientOptions, type ClientState, type LonglinkClient, type LonglinkError,
-  type PendingSend, type SendResult, type StateDetail,
+  createClient, nodeConnector, type ChatMessage, type ClientConnection, type Connector, type ErrorCode, type ClientOptions,
+  type ClientState, type LonglinkClient, type LonglinkError, type PendingSend, type SendResult, type StateDetail,
 } from '../../src/client/index.js';
+import { decodeFrame, type BodyOf, type Frame, type FrameCase } from '../../src/protocol/index.js';
 import type { TestServer } from '../helpers/server.js';
 import { until, urlOf, type Transport } from '../logic/support.js';
 
@@ -81,3 +82,50 @@ export const seqs = (ms: readonly ChatMessage[]): number[] => ms.map((m) => m.se
 /** A port nothing listens on (it was free a moment ago): connections to it are refused. */
 export { freePort as closedPort } from '../helpers/services.js';
 
+/**
+ * Wraps the Node connector: records every frame in and out, and lets a test
+ * drop, hold or duplicate frames, or close the connection under the client.
+ */
+export class Wire {
+  readonly incoming: Frame[] = [];
+  readonly outgoing: Frame[] = [];
+  connects = 0;
+  /** Decides what the client gets of each incoming frame; default: as it came. */
+  onIncoming: (frame: Frame, bytes: Uint8Array, deliver: (b: Uint8Array) => void) => void = (_f, b, deliver) => deliver(b);
+  private readonly live = new Set<ClientConnection>();
+
+  readonly connector: Connector = async (url, events) => {
+    const self: { conn?: ClientConnection } = {};
+    const inner = await nodeConnector(url, {
+      onFrame: (bytes) => {
+        const frame = decodeFrame(bytes);
+        this.incoming.push(frame);
+        this.onIncoming(frame, bytes, (b) => events.onFrame(b));
+      },
+      onClose: (reason) => {
+        if (self.conn) this.live.delete(self.conn);
+        events.onClose(reason);
+      },
+    });
+    this.connects++;
+    const conn: ClientConnection = {
+      send: (bytes) => {
+        this.outgoing.push(decodeFrame(bytes));
+        inner.send(bytes);
+      },
+      close: () => inner.close(),
+    };
+    self.conn = conn;
+    this.live.add(conn);
+    return conn;
+  };
+
+  /** Close the live connection(s) from below, as a network failure would. */
+  drop(): void {
+    for (const c of this.live) c.close();
+  }
+
+  sent<C extends FrameCase>(kind: C): BodyOf<C>[] {
+    return this.outgoing.filter((f) => f.body.case === kind).map((f) => f.body.value as BodyOf<C>);
+  }
+}

@@ -1,0 +1,148 @@
+// The client's public types: its options, what a send returns, the connection
+// states a UI shows, and its events. client.ts re-exports them (the SDK's
+// entries export client.ts); the modules of the client share them from here.
+import type { ChatMessage, LonglinkError } from '../protocol/index.js';
+import type {
+  BroadcastInfo, GroupChange, PresenceInfo, ReceiptInfo, RecallInfo, TypingInfo,
+} from './types.js';
+import type { ClientStore, StoredSend } from './store.js';
+import type { Connector } from './transport.js';
+
+/**
+ * What a UI shows about the connection:
+ * - `idle`: never connected;
+ * - `connecting`: the first connect (`connect()`) is in progress;
+ * - `online`: logged in; sends go out at once;
+ * - `reconnecting`: the connection was lost; the client waits `retryInMs`
+ *   (see `StateDetail` and `nextRetryAtMs`) and tries again, then stays
+ *   `reconnecting` while that attempt is in progress;
+ * - `offline`: not connected and not trying (closed, refused, or the first connect failed).
+ */
+export type ClientState = 'idle' | 'connecting' | 'online' | 'reconnecting' | 'offline';
+
+/** Detail of a 'state' event. */
+export interface StateDetail {
+  /** `reconnecting`: the next attempt starts in this many ms (full jitter under the backoff cap). */
+  retryInMs?: number;
+  /** `reconnecting`: when the next attempt starts (ms since the epoch, `Date.now()` clock). */
+  retryAtMs?: number;
+  /** `reconnecting`: which retry this is since the connection was lost (1 = the first). */
+  attempt?: number;
+  /** `reconnecting` / `offline`: why the connection was lost, the last attempt failed, or the client stopped. */
+  reason?: string;
+}
+
+export interface ClientOptions {
+  /**
+   * Gateway URL (tcp:// or tls://host:port, ws:// or wss://host:port/ws), or a function that
+   * picks one on every (re)connect, told which URL just failed or was lost so
+   * it can choose another gateway (see `gatewayPicker`).
+   */
+  url: string | ((avoid: string | undefined) => Promise<string>);
+  /** A login token, or a function that gets a fresh one (called on every (re)connect). */
+  token: string | (() => Promise<string>);
+  connector: Connector;
+  /** Reconnect after losing the connection. @default true */
+  reconnect?: boolean;
+  /** First reconnect delay cap, doubled per attempt up to maxBackoffMs (full jitter). @default 500 */
+  initialBackoffMs?: number;
+  /** @default 30000 */
+  maxBackoffMs?: number;
+  /** Resend a send not acked within this time on the same connection. @default 10000 */
+  resendAfterMs?: number;
+  /** Delay before a cumulative PushAck, to ack many messages at once. @default 30 */
+  ackDelayMs?: number;
+  /** Timeout of login, sync and history requests. @default 15000 */
+  requestTimeoutMs?: number;
+  clientVersion?: string;
+  /** Run a full sync after every login. Off for send-only tools. @default true */
+  autoSync?: boolean;
+  /**
+   * Where cursors and unacked sends are kept between runs: `fileStore(path)`
+   * in Node, `indexedDbStore(name)` in browsers, or your own `ClientStore`.
+   * One client per store at a time. @default memoryStore() (nothing outlives the client object)
+   */
+  store?: ClientStore;
+}
+
+export interface SendOptions {
+  /** One of: a user (1:1), a group, or a conversation id. */
+  to?: string;
+  groupId?: string;
+  conversationId?: string;
+  text: string;
+  /** Idempotency key; generated when absent. */
+  clientMsgId?: string;
+}
+
+export interface SendResult {
+  clientMsgId: string;
+  serverMsgId: string;
+  conversationId: string;
+  seq: number;
+  sentAtMs: number;
+  duplicate: boolean;
+}
+
+/**
+ * A send the server has not acked yet. Sends of an earlier run (or of this
+ * client before `close()`) are loaded from the store by `restore()` (called
+ * by `connect()`): no `send()` promise waits for those, so the app learns
+ * their fate from the 'sent' and 'failed' events.
+ */
+export interface PendingSend extends StoredSend {
+  /** Loaded from the store rather than made by `send()` on this client since it was loaded. */
+  restored: boolean;
+}
+
+export interface LoginInfo {
+  userId: string;
+  deviceId: string;
+  platform: string;
+  nodeId: string;
+  pingIntervalMs: number;
+}
+
+export interface ClientEvents {
+  /** A message from someone else (or this user's other device), once, in seq order per conversation. */
+  message: (message: ChatMessage) => void;
+  /** The connection state changed, or (reconnecting) a new retry was scheduled. */
+  state: (state: ClientState, detail: StateDetail) => void;
+  login: (info: LoginInfo) => void;
+  /**
+   * Unacked sends loaded from the store (made by an earlier run): they are
+   * pending again and go out at the next login with their client_msg_id, so
+   * the server stores each once. Their outcome comes as 'sent' or 'failed'.
+   */
+  restored: (sends: PendingSend[]) => void;
+  /** A send was stored by the server: every send, restored or made by `send()` (whose promise resolves too). */
+  sent: (result: SendResult, send: PendingSend) => void;
+  /**
+   * The server refused a send for good (e.g. FORBIDDEN, TEXT_TOO_LARGE): it is
+   * not stored and leaves the outbox; `send()`'s promise rejects with the same error.
+   */
+  failed: (error: LonglinkError, send: PendingSend) => void;
+  /** The server closed this session on purpose (e.g. REPLACED by a login of the same device). */
+  kick: (error: LonglinkError, reconnect: boolean) => void;
+  /** An error the server reported that no request was waiting for. */
+  error: (error: LonglinkError) => void;
+  /** A full sync finished: everything missed while offline was delivered. */
+  synced: () => void;
+  /** Someone (or this user on another device) read a conversation up to seq. */
+  receipt: (receipt: ReceiptInfo) => void;
+  typing: (typing: TypingInfo) => void;
+  /** A watched user came online, went offline, or changed platforms. */
+  presence: (presence: PresenceInfo) => void;
+  /** A message was recalled (its text is gone); also delivered as a 'message' with event type 'recalled'. */
+  recall: (recall: RecallInfo) => void;
+  /** A group changed (created, members added or removed, left, roles, mutes, dismissed); also delivered as a 'message' with its event. */
+  group: (change: GroupChange) => void;
+  /** A system announcement. */
+  broadcast: (broadcast: BroadcastInfo) => void;
+}
+
+/** The options with their defaults filled in. */
+export type ResolvedOptions = Required<Omit<ClientOptions, 'clientVersion'>> & { clientVersion: string };
+
+/** The client's `emit`, handed to the modules that raise its events. */
+export type Emit = <K extends keyof ClientEvents>(event: K, ...args: Parameters<ClientEvents[K]>) => void;

@@ -1,0 +1,118 @@
+// Frames from clients. The first must be a login (login.ts); after it each
+// frame is charged to the limits, then answered here (ping, a second login),
+// gathered (PushAcks) or sent up the bus to logic, in the partition its
+// operation names. The gateway applies no business rules.
+import { upEnvelope, type Bus } from '../engines/bus.js';
+import { DecodeError, ErrorCode, decodeFrame, encodeFrame, makeFrame, type Frame } from '../protocol/index.js';
+import { MAX_REQUEST_ID, route } from '../protocol/operations.js';
+import type { GatewayMetrics } from '../observability/metrics.js';
+import { log as rootLog, messageTrace } from '../observability/log.js';
+import type { Connection } from './connection.js';
+import type { Hub } from './hub.js';
+import type { Limits } from './limits.js';
+import type { LoginHandshake } from './login.js';
+import { OutFrame } from './transport.js';
+
+const log = rootLog.child({ component: 'gateway' });
+
+/** How long PushAcks gather at the gateway before going up together. */
+export const ACK_FLUSH_MS = 100;
+
+export class Inbound {
+  /** Connections with PushAcks waiting to go up. */
+  private readonly acksWaiting = new Set<Connection>();
+
+  constructor(
+    private readonly hub: Hub,
+    private readonly limits: Limits,
+    private readonly login: LoginHandshake,
+    private readonly deps: { bus: Bus },
+    private readonly metrics: GatewayMetrics,
+  ) {}
+
+  /** One frame's bytes from a connection. Returns false to pause reading from it. */
+  onPayload(conn: Connection, payload: Uint8Array): boolean {
+    if (conn.state === 'closed') return false;
+    const now = Date.now();
+    conn.lastSeenMs = now;
+    let frame: Frame;
+    try {
+      frame = decodeFrame(payload);
+    } catch (err) {
+      const code = err instanceof DecodeError ? err.code : ErrorCode.BAD_FRAME;
+      this.hub.fail(conn, 0, code, (err as Error).message, true);
+      return false;
+    }
+    this.metrics.frameIn(frame.body.case);
+    if (conn.state === 'awaiting-login') return this.login.begin(conn, frame, now);
+    const wait = this.limits.charge(conn, frame.body.case === 'send', now);
+    if (wait > 0) {
+      setTimeout(() => {
+        if (conn.state === 'open') conn.transport.resume();
+      }, wait).unref();
+      // This frame is handled now; the ones after it wait.
+      this.handle(conn, frame);
+      return false;
+    }
+    this.handle(conn, frame);
+    return true;
+  }
+
+  private handle(conn: Connection, frame: Frame): void {
+    const body = frame.body;
+    switch (body.case) {
+      case 'ping':
+        this.hub.send(conn, new OutFrame(encodeFrame(makeFrame(frame.id, { case: 'pong', value: { serverTimeMs: BigInt(Date.now()) } }))));
+        return;
+      case 'login':
+        this.hub.fail(conn, frame.id, ErrorCode.ALREADY_LOGGED_IN, 'this connection is already logged in', false);
+        return;
+      case 'pushAck': {
+        // Cumulative: only the highest per conversation matters, so they go up together every
+        // ACK_FLUSH_MS (a member of a busy group acks many pushes a second).
+        this.metrics.pushAck();
+        const acks = (conn.pendingAcks ??= new Map());
+        const waiting = acks.get(body.value.conversationId);
+        if (!waiting || (waiting.body.case === 'pushAck' && waiting.body.value.seq < body.value.seq)) acks.set(body.value.conversationId, frame);
+        this.acksWaiting.add(conn);
+        return;
+      }
+      default:
+        this.forward(conn, frame);
+    }
+  }
+
+  /** Send up the PushAcks connections have gathered (also when one closes). */
+  flushAcks(only?: Connection): void {
+    for (const conn of only ? [only] : this.acksWaiting) {
+      if (conn.pendingAcks) for (const frame of conn.pendingAcks.values()) this.forward(conn, frame);
+      conn.pendingAcks = undefined;
+      this.acksWaiting.delete(conn);
+    }
+  }
+
+  /** Send a request up to logic, in the partition its operation names (src/protocol/operations.ts). */
+  private forward(conn: Connection, frame: Frame): void {
+    if (frame.requestId.length > MAX_REQUEST_ID) {
+      this.hub.fail(conn, frame.id, ErrorCode.BAD_REQUEST, `request_id must be at most ${MAX_REQUEST_ID} characters`, false);
+      return;
+    }
+    const where = route(frame, { userId: conn.userId });
+    if (!where) {
+      this.hub.fail(conn, frame.id, ErrorCode.UNKNOWN_FRAME, `frame type ${frame.body.case ?? 'unknown'} is not accepted from clients`, false);
+      return;
+    }
+    if (frame.body.case === 'send' && log.isLevelEnabled('debug')) {
+      const v = frame.body.value;
+      log.debug({ ...messageTrace({ fromUser: conn.userId, clientMsgId: v.clientMsgId, conversationId: v.conversationId || undefined }), conn: conn.id }, 'send received');
+    }
+    const message = upEnvelope({
+      origin: this.hub.originOf(conn), partition: where.partition, requestId: where.requestId, publishedAtMs: BigInt(Date.now()),
+      body: { case: 'frame', value: frame },
+    });
+    this.deps.bus.publishUp(message).catch((err: unknown) => {
+      log.error({ err, conn: conn.id }, 'uplink publish failed');
+      this.hub.fail(conn, frame.id, ErrorCode.UNAVAILABLE, 'the server could not accept the request; retry', false);
+    });
+  }
+}
