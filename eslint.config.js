@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'src/protocol/gen/', 'data/', 'test-artifacts/'] },
+  { ignores: ['dist/', 'node_modules/', 'src/protocol/gen/', 'test/fixtures/gen/', 'data/', 'test-artifacts/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
