@@ -118,6 +118,14 @@ const MIGRATIONS: string[] = [
      held_at BIGINT NOT NULL,
      taken_at TIMESTAMPTZ NOT NULL DEFAULT now()
    );`,
+  // Earlier membership windows of users who left a group and joined it again.
+  `CREATE TABLE member_windows (
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     user_id TEXT COLLATE "C" NOT NULL,
+     joined_seq BIGINT NOT NULL,
+     left_seq BIGINT NOT NULL,
+     PRIMARY KEY (conversation_id, user_id, joined_seq)
+   );`,
 ];
 
 /** pg_advisory_xact_lock(MIGRATION_LOCK, hashtext(schema)): one migrator per schema at a time. */
@@ -168,6 +176,12 @@ const SQL = {
   readOwn: `UPDATE members m SET read_seq = greatest(m.read_seq, u.seq)
     FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(conversation_id, user_id, seq)
     WHERE m.conversation_id = u.conversation_id AND m.user_id = u.user_id`,
+  // A rejoin first keeps the window that ended (see pastWindows).
+  keepWindows: `INSERT INTO member_windows (conversation_id, user_id, joined_seq, left_seq)
+    SELECT conversation_id, user_id, joined_seq, left_seq FROM members
+    WHERE conversation_id = $1 AND user_id = ANY($2::text[]) AND left_seq IS NOT NULL AND left_seq >= joined_seq
+    ON CONFLICT DO NOTHING`,
+  pastWindows: `SELECT joined_seq, left_seq FROM member_windows WHERE conversation_id = $1 AND user_id = $2 ORDER BY joined_seq`,
   joinMembers: `INSERT INTO members (user_id, conversation_id, joined_at_ms, role, joined_seq, left_seq, read_seq, muted)
     SELECT u.user_id, $4, $5, u.role, $6, NULL, u.read_seq, false
     FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(user_id, role, read_seq)
@@ -198,6 +212,7 @@ const SQL = {
   readCursors: `SELECT user_id, read_seq FROM members WHERE conversation_id = $1 AND left_seq IS NULL`,
   // A member who left sees activity only up to its leaving.
   listForUser: `SELECT c.id, c.kind, c.last_seq, m.joined_seq, m.left_seq, m.read_seq,
+      EXISTS (SELECT 1 FROM member_windows w WHERE w.conversation_id = m.conversation_id AND w.user_id = m.user_id) AS rejoined,
       CASE WHEN m.left_seq IS NULL THEN c.last_at_ms
            ELSE coalesce((SELECT x.sent_at_ms FROM messages x WHERE x.conversation_id = c.id AND x.seq = m.left_seq), c.last_at_ms)
       END AS at_ms
@@ -358,6 +373,11 @@ export class PostgresStore implements Store {
     return row ? toMessage(row) : undefined;
   }
 
+  async pastWindows(conversationId: string, userId: string): Promise<{ fromSeq: number; toSeq: number }[]> {
+    const rows = await run<{ joined_seq: number; left_seq: number }>(this.pool, 'pastWindows', [conversationId, userId]);
+    return rows.map((r) => ({ fromSeq: Number(r.joined_seq), toSeq: Number(r.left_seq) }));
+  }
+
   async messageByRequest(fromUser: string, clientMsgId: string): Promise<ChatMessage | undefined> {
     if (clientMsgId === '') return undefined;
     const [row] = await run<MessageRow>(this.pool, 'byClientIds', [[fromUser], [clientMsgId]]);
@@ -389,7 +409,7 @@ export class PostgresStore implements Store {
 
   async listForUser(userId: string): Promise<ConversationState[]> {
     const rows = await run<{
-      id: string; kind: string; last_seq: number; at_ms: number; joined_seq: number; left_seq: number | null; read_seq: number;
+      id: string; kind: string; last_seq: number; at_ms: number; joined_seq: number; left_seq: number | null; read_seq: number; rejoined: boolean;
     }>(this.pool, 'listForUser', [userId]);
     return rows.map((r) => {
       const c: ConversationState = {
@@ -401,6 +421,7 @@ export class PostgresStore implements Store {
         readSeq: r.read_seq,
       };
       if (r.left_seq !== null) c.leftSeq = r.left_seq;
+      if (r.rejoined) c.rejoined = true;
       return c;
     });
   }
@@ -712,6 +733,7 @@ async function join(
   users: { userId: string; role: GroupRoleName; readSeq: number }[],
 ): Promise<void> {
   if (users.length === 0) return;
+  await run(client, 'keepWindows', [conversationId, users.map((u) => u.userId)]);
   await run(client, 'joinMembers', [
     users.map((u) => u.userId), users.map((u) => u.role), users.map((u) => u.readSeq), conversationId, atMs, seq,
   ]);

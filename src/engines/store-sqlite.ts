@@ -82,6 +82,14 @@ const MIGRATIONS: string[] = [
      dismissed INTEGER NOT NULL DEFAULT 0,
      created_at_ms INTEGER NOT NULL
    ) WITHOUT ROWID;`,
+  // Earlier membership windows of users who left a group and joined it again.
+  `CREATE TABLE member_windows (
+     conversation_id TEXT NOT NULL,
+     user_id TEXT NOT NULL,
+     joined_seq INTEGER NOT NULL,
+     left_seq INTEGER NOT NULL,
+     PRIMARY KEY (conversation_id, user_id, joined_seq)
+   ) WITHOUT ROWID;`,
 ];
 
 const INSERT_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event';
@@ -247,6 +255,15 @@ export class SqliteStore implements Store {
       addMember: db.prepare<[string, string, number]>(
         `INSERT INTO members (user_id, conversation_id, joined_at_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
       ),
+      // A rejoin first keeps the window that ended (see pastWindows).
+      keepWindow: db.prepare<[string, string]>(
+        `INSERT OR IGNORE INTO member_windows (conversation_id, user_id, joined_seq, left_seq)
+         SELECT conversation_id, user_id, joined_seq, left_seq FROM members
+         WHERE conversation_id = ? AND user_id = ? AND left_seq IS NOT NULL AND left_seq >= joined_seq`,
+      ),
+      pastWindows: db.prepare<[string, string], { joined_seq: number; left_seq: number }>(
+        `SELECT joined_seq, left_seq FROM member_windows WHERE conversation_id = ? AND user_id = ? ORDER BY joined_seq`,
+      ),
       joinMember: db.prepare<[string, string, number, string, number, number]>(
         `INSERT INTO members (user_id, conversation_id, joined_at_ms, role, joined_seq, left_seq, read_seq, muted)
          VALUES (?, ?, ?, ?, ?, NULL, ?, 0)
@@ -311,10 +328,11 @@ export class SqliteStore implements Store {
       ),
       listForUser: db.prepare<[string], {
         id: string; kind: string; last_seq: number; last_at_ms: number;
-        joined_seq: number; left_seq: number | null; read_seq: number;
+        joined_seq: number; left_seq: number | null; read_seq: number; rejoined: number;
       }>(
         // A member who left sees activity only up to its leaving.
         `SELECT c.id, c.kind, c.last_seq, m.joined_seq, m.left_seq, m.read_seq,
+           EXISTS (SELECT 1 FROM member_windows w WHERE w.conversation_id = m.conversation_id AND w.user_id = m.user_id) AS rejoined,
            CASE WHEN m.left_seq IS NULL THEN c.last_at_ms
                 ELSE coalesce((SELECT x.sent_at_ms FROM messages x WHERE x.conversation_id = c.id AND x.seq = m.left_seq), c.last_at_ms)
            END AS last_at_ms
@@ -405,11 +423,19 @@ export class SqliteStore implements Store {
     switch (effect.op) {
       case 'create-group':
         s.createGroup.run(effect.groupId, effect.name, effect.owner, atMs);
+        s.keepWindow.run(conversationId, effect.owner);
         s.joinMember.run(effect.owner, conversationId, atMs, 'owner', seq, seq);
-        for (const user of effect.members) if (user !== effect.owner) s.joinMember.run(user, conversationId, atMs, 'member', seq, seq - 1);
+        for (const user of effect.members) {
+          if (user === effect.owner) continue;
+          s.keepWindow.run(conversationId, user);
+          s.joinMember.run(user, conversationId, atMs, 'member', seq, seq - 1);
+        }
         return;
       case 'add-members':
-        for (const user of effect.userIds) s.joinMember.run(user, conversationId, atMs, 'member', seq, seq - 1);
+        for (const user of effect.userIds) {
+          s.keepWindow.run(conversationId, user);
+          s.joinMember.run(user, conversationId, atMs, 'member', seq, seq - 1);
+        }
         return;
       case 'remove-members':
         for (const user of effect.userIds) s.leaveMember.run(seq, conversationId, user);
@@ -474,6 +500,10 @@ export class SqliteStore implements Store {
     return this.stmts.unread.get(conversationId, afterSeq, maxSeq, userId)!.n;
   }
 
+  async pastWindows(conversationId: string, userId: string): Promise<{ fromSeq: number; toSeq: number }[]> {
+    return this.durable(this.stmts.pastWindows.all(conversationId, userId).map((r) => ({ fromSeq: r.joined_seq, toSeq: r.left_seq })));
+  }
+
   async members(conversationId: string): Promise<string[]> {
     return this.stmts.members.all(conversationId).map((r) => r.user_id);
   }
@@ -502,6 +532,7 @@ export class SqliteStore implements Store {
         readSeq: r.read_seq,
       };
       if (r.left_seq !== null) c.leftSeq = r.left_seq;
+      if (r.rejoined) c.rejoined = true;
       return c;
     }));
   }

@@ -81,6 +81,8 @@ export interface ConversationState {
   leftSeq?: number;
   /** The user's read cursor. */
   readSeq: number;
+  /** The user left this group and joined it again: it has earlier windows (pastWindows). */
+  rejoined?: boolean;
 }
 
 export interface Membership {
@@ -123,6 +125,12 @@ export interface ConversationStore {
   markRead(conversationId: string, userId: string, seq: number): Promise<number>;
   /** Read cursors of every current member. */
   readCursors(conversationId: string): Promise<Map<string, number>>;
+  /**
+   * The user's earlier membership windows of a group it left and joined again
+   * (each [fromSeq, toSeq], ascending), before its current one: a device that
+   * had not synced them yet still gets what was stored while it was a member.
+   */
+  pastWindows(conversationId: string, userId: string): Promise<{ fromSeq: number; toSeq: number }[]>;
 }
 
 export interface DeviceCursor {

@@ -5,7 +5,7 @@ import {
   type BodyOf, type FrameBodyInit,
 } from '../protocol/index.js';
 import type { Origin } from '../engines/bus.js';
-import type { Store } from '../engines/store.js';
+import type { ConversationState, Store } from '../engines/store.js';
 import { viewOf } from './access.js';
 import { seqOf } from './seq.js';
 
@@ -41,43 +41,47 @@ export class Reads {
     const conversations = (await store.listForUser(origin.userId)).filter((c) => only.size === 0 || only.has(c.conversationId));
     const reached = new Map<string, number>();
     for (const conversationId of only) reached.set(conversationId, given.get(conversationId) ?? delivered.get(conversationId) ?? 0);
-    // A group member stands at least just before its join event.
-    for (const c of conversations) {
-      if (only.has(c.conversationId)) reached.set(c.conversationId, Math.max(reached.get(c.conversationId)!, c.joinedSeq - 1));
-    }
     const messages = [];
     let remaining = limit;
     let hasMore = false;
     let bytes = 0;
     for (const c of conversations) {
-      // A group member sees its timeline from its join event on.
-      const base = Math.max(given.get(c.conversationId) ?? delivered.get(c.conversationId) ?? 0, c.joinedSeq - 1);
-      if (c.lastSeq <= base) {
-        if (only.has(c.conversationId)) reached.set(c.conversationId, base);
+      const from = given.get(c.conversationId) ?? delivered.get(c.conversationId) ?? 0;
+      const windows = await this.windowsAfter(c, origin.userId, from);
+      const last = windows.at(-1)!;
+      if (last.toSeq <= last.after) {
+        // Nothing to read: a group member stands at least just before its join event.
+        if (only.has(c.conversationId)) reached.set(c.conversationId, last.after);
         continue;
       }
       if (remaining === 0) {
         hasMore = true;
         break;
       }
-      let page = await store.after(c.conversationId, base, remaining, c.lastSeq);
-      // Keep frames reasonable: stop a page at about 1 MiB of text (always at least one message).
-      let cut = page.length;
-      for (let i = 0; i < page.length; i++) {
-        bytes += Buffer.byteLength(page[i]!.text, 'utf8') + 128;
-        if (bytes > MAX_PAGE_BYTES && messages.length + i > 0) {
-          cut = i;
-          break;
+      for (const w of windows) {
+        if (w.toSeq <= w.after) continue;
+        let page = remaining > 0 ? await store.after(c.conversationId, w.after, remaining, w.toSeq) : [];
+        // Keep frames reasonable: stop a page at about 1 MiB of text (always at least one message).
+        let cut = page.length;
+        for (let i = 0; i < page.length; i++) {
+          bytes += Buffer.byteLength(page[i]!.text, 'utf8') + 128;
+          if (bytes > MAX_PAGE_BYTES && messages.length + i > 0) {
+            cut = i;
+            break;
+          }
+        }
+        if (cut < page.length) {
+          page = page.slice(0, cut);
+          remaining = 0;
+        } else remaining -= page.length;
+        messages.push(...page);
+        const at = page.length > 0 ? page[page.length - 1]!.seq : w.after;
+        reached.set(c.conversationId, at);
+        if (at < w.toSeq) {
+          hasMore = true;
+          break; // the rest of this conversation (and the windows after) next page
         }
       }
-      if (cut < page.length) {
-        page = page.slice(0, cut);
-        remaining = 0;
-      } else remaining -= page.length;
-      messages.push(...page);
-      const last = page.length > 0 ? page[page.length - 1]!.seq : base;
-      reached.set(c.conversationId, last);
-      if (last < c.lastSeq) hasMore = true;
     }
     return {
       case: 'syncResult',
@@ -87,6 +91,20 @@ export class Reads {
         hasMore,
       },
     };
+  }
+
+  /**
+   * What a user may read of a conversation past `from` (a device's cursor), as
+   * windows (after, toSeq], ascending: its current one from its join event on,
+   * preceded, when it left the group and joined again, by what is left of its
+   * earlier windows, so a device that had not synced them yet gets what was
+   * stored while it was a member (and nothing from when it was not).
+   */
+  private async windowsAfter(c: ConversationState, userId: string, from: number): Promise<{ after: number; toSeq: number }[]> {
+    const current = { after: Math.max(from, c.joinedSeq - 1), toSeq: c.lastSeq };
+    if (!c.rejoined || from >= c.joinedSeq - 1) return [current];
+    const past = (await this.deps.store.pastWindows(c.conversationId, userId)).filter((w) => w.toSeq > from);
+    return [...past.map((w) => ({ after: Math.max(from, w.fromSeq - 1), toSeq: w.toSeq })), current];
   }
 
   async history(origin: Origin, req: BodyOf<'history'>): Promise<FrameBodyInit> {

@@ -95,6 +95,10 @@ export class InstrumentedStore implements Store {
     return this.timed('read_cursors', () => this.inner.readCursors(conversationId));
   }
 
+  pastWindows(conversationId: string, userId: string): Promise<{ fromSeq: number; toSeq: number }[]> {
+    return this.timed('past_windows', () => this.inner.pastWindows(conversationId, userId));
+  }
+
   advanceDelivered(updates: readonly { userId: string; deviceId: string; conversationId: string; seq: number }[]): Promise<void> {
     return this.timed('advance_delivered', () => this.inner.advanceDelivered(updates), updates.length);
   }
