@@ -15,6 +15,12 @@ export interface Options {
   only: string[] | undefined;
   users: number;
   rate: number;
+  /** Groups of the traffic, their messages per second (all together), a membership change per group every churnMs (0: none). */
+  groups: number;
+  groupRate: number;
+  churnMs: number;
+  /** HTTP business pushes per second (0: none). */
+  httpRate: number;
   crowd: number;
   gateways: number;
   logic: number;

@@ -3,9 +3,12 @@
 // what was acked, delivered, lost, duplicated or reordered (from the load
 // processes' ledger), how long until every client was back online with
 // traffic flowing, and the memory of the processes that survived it.
+// The load also sends into a few groups whose membership changes, and makes
+// HTTP business pushes; their deliveries are checked the same way (and a
+// removed member must get nothing stored after its removal).
 // Progress goes to stderr; the table (or, with --json, one JSON document) to
-// stdout. Exits 1 when a row lost, duplicated or reordered anything, left a
-// send unacked, or failed to run. See faults/README.md.
+// stdout. Exits 1 when a row lost, duplicated, reordered or leaked anything,
+// left a send unacked, or failed to run. See faults/README.md.
 import { createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +16,7 @@ import { startCluster, type Cluster } from '../src/dev/cluster.js';
 import { stopAll } from '../bench/lib/procs.js';
 import { FAULTS, rssOf, settle, sleep, type Context, type Fault, type Options } from './faults.js';
 import { Fleet, type Status } from './lib/fleet.js';
+import { readTimelines } from './lib/groups.js';
 
 const USAGE = `usage: npm run faults -- [options]
   --quick               a smaller run (fewer clients, a crowd of 2,000): a few minutes
@@ -20,6 +24,10 @@ const USAGE = `usage: npm run faults -- [options]
   --only a,b            run only these faults: ${FAULTS.map((f) => f.name).join(', ')}
   --users N             clients sending steady 1:1 traffic (default 1500, quick 400)
   --rate N              messages per second in all (default 300, quick 150)
+  --groups N            groups of 10 users sending into them, membership changing (default 5; 0: none)
+  --group-rate N        group messages per second, all groups together (default 20, quick 10)
+  --churn-ms N          a member removed or added back in each group every N ms (default 2000; 0: none)
+  --http-rate N         HTTP business pushes per second, 5 conversations together (default 10, quick 5; 0: none)
   --crowd N             clients of reconnect-crowd (default 10000, quick 2000)
   --gateways N          gateway processes (default 3)
   --logic N             logic processes (default 2)
@@ -45,7 +53,8 @@ function parseOptions(argv: string[]): Options {
     process.stdout.write(`${USAGE}\n`);
     process.exit(0);
   }
-  const known = new Set(['quick', 'json', 'only', 'users', 'rate', 'crowd', 'gateways', 'logic', 'lease-ms', 'node-ttl-ms', 'appendfsync', 'routing']);
+  const known = new Set(['quick', 'json', 'only', 'users', 'rate', 'crowd', 'gateways', 'logic', 'lease-ms', 'node-ttl-ms', 'appendfsync', 'routing',
+    'groups', 'group-rate', 'churn-ms', 'http-rate']);
   for (const name of flags.keys()) if (!known.has(name)) throw new Error(`unknown option --${name}\n${USAGE}`);
   const quick = flags.has('quick');
   const int = (name: string, fallback: number, min: number, max: number) => {
@@ -65,6 +74,10 @@ function parseOptions(argv: string[]): Options {
     quick, json: flags.has('json'), only,
     users: int('users', quick ? 400 : 1500, 200, 15_000),
     rate: int('rate', quick ? 150 : 300, 1, 5000),
+    groups: int('groups', 5, 0, 10),
+    groupRate: int('group-rate', quick ? 10 : 20, 0, 500),
+    churnMs: int('churn-ms', 2000, 0, 600_000),
+    httpRate: int('http-rate', quick ? 5 : 10, 0, 200),
     crowd: int('crowd', quick ? 2000 : 10_000, 100, 30_000),
     gateways: int('gateways', 3, 2, 16),
     logic: int('logic', 2, 2, 16),
@@ -106,6 +119,15 @@ export interface Row {
   /** Resident memory of the server processes that survived the fault, before it and after the row, MB. */
   rss_before_mb: number;
   rss_after_mb: number;
+  /** Group traffic: messages acked, deliveries owed (members of each message's moment but its sender), lost, duplicated, reordered, and leaked (to a non-member). */
+  g_acked: number;
+  g_due: number;
+  g_lost: number;
+  g_dup: number;
+  g_reord: number;
+  leaked: number;
+  /** HTTP business pushes answered (counted in acked and checked like 1:1 sends). */
+  http: number;
   error?: string;
   [extra: string]: string | number | boolean | undefined;
 }
@@ -137,6 +159,10 @@ function serverMemory(cluster: Cluster): Map<string, { pid: number; rss: number 
 }
 
 const MB = 1024 * 1024;
+/** Members of each group of the traffic (the owner, 8 other senders, and the one the churn removes and adds back). */
+const GROUP_SIZE = 10;
+/** Conversations of the HTTP business pushes. */
+const HTTP_PAIRS = 5;
 const round = (x: number, digits = 1) => Number(x.toFixed(digits));
 
 async function runRow(fault: Fault, phase: number, cluster: Cluster, fleet: Fleet, options: Options, fenced: () => number): Promise<Row> {
@@ -144,7 +170,7 @@ async function runRow(fault: Fault, phase: number, cluster: Cluster, fleet: Flee
   const fencedBefore = fenced();
   const row: Row = {
     fault: fault.name, acked: 0, delivered: 0, lost: 0, duplicated: 0, reordered: 0, recovery_s: 0, unacked: 0, refused: 0,
-    reconnects: 0, resent: 0, fenced: 0, ack_p99_ms: 0, max_wait_s: 0, rss_before_mb: 0, rss_after_mb: 0,
+    reconnects: 0, resent: 0, fenced: 0, ack_p99_ms: 0, max_wait_s: 0, rss_before_mb: 0, rss_after_mb: 0, ...emptyExtras(),
   };
   const fleets = () => [fleet, ...ctx.extraFleets];
   // A process that ends without being this fault's victim is a failure (a crash).
@@ -216,13 +242,29 @@ async function runRow(fault: Fault, phase: number, cluster: Cluster, fleet: Flee
     await Promise.all(fleets().map((f) => f.syncAll()));
     await sleep(500);
     const end = await statusOf(fleets());
-    const tally = await fleet.tally(phase, ctx.extraFleets);
+    const timelines = fleet.groups.length > 0 ? await readTimelines(cluster.postgres.url, fleet.groups.map((g) => g.conversationId)) : undefined;
+    const tally = await fleet.tally(phase, ctx.extraFleets, timelines);
     Object.assign(row, {
       acked: tally.acked, delivered: tally.delivered, lost: tally.lost, duplicated: tally.duplicated, reordered: tally.reordered,
       unacked: end.waiting, refused: tally.refused, reconnects: end.reconnects - base.reconnects, resent: end.resent - base.resent,
       ack_p99_ms: round(tally.ackP99Ms),
     });
     if (tally.lostSamples.length > 0) row.lost_samples = tally.lostSamples.join(' ');
+    row.http = tally.http;
+    if (tally.http > 0) {
+      row.http_retries = tally.httpRetries;
+      row.http_duplicate_answers = tally.httpDuplicateAnswers;
+      if (tally.httpSeqMismatch > 0) row.http_seq_mismatch = tally.httpSeqMismatch;
+    }
+    const g = tally.groups;
+    if (g) {
+      Object.assign(row, { g_acked: g.acked, g_due: g.due, g_lost: g.lost, g_dup: g.duplicated, g_reord: g.reordered, leaked: g.leaked });
+      row.g_delivered = g.delivered;
+      row.group_ops = g.ops;
+      if (g.opsLost > 0) row.group_ops_lost = g.opsLost;
+      if (g.seqMismatch > 0) row.group_seq_mismatch = g.seqMismatch;
+      if (g.samples.length > 0) row.group_samples = g.samples.join('; ');
+    }
     if (tally.refused > 0) row.refused_codes = JSON.stringify(tally.refusedCodes);
     if (fault.cleanup) await fault.cleanup(ctx);
     // Memory of the survivors (same process before and after), once the row's load is gone.
@@ -253,8 +295,13 @@ async function runRow(fault: Fault, phase: number, cluster: Cluster, fleet: Flee
   return row;
 }
 
+function emptyExtras(): Pick<Row, 'g_acked' | 'g_due' | 'g_lost' | 'g_dup' | 'g_reord' | 'leaked' | 'http'> {
+  return { g_acked: 0, g_due: 0, g_lost: 0, g_dup: 0, g_reord: 0, leaked: 0, http: 0 };
+}
+
 function failed(r: Row): boolean {
-  return r.error !== undefined || r.lost > 0 || r.duplicated > 0 || r.reordered > 0 || r.unacked > 0;
+  return r.error !== undefined || r.lost > 0 || r.duplicated > 0 || r.reordered > 0 || r.unacked > 0
+    || r.g_lost > 0 || r.g_dup > 0 || r.g_reord > 0 || r.leaked > 0 || Number(r.group_ops_lost ?? 0) > 0;
 }
 
 function table(rows: Row[]): string {
@@ -265,6 +312,13 @@ function table(rows: Row[]): string {
     ['lost', (r) => String(r.lost)],
     ['duplicated', (r) => String(r.duplicated)],
     ['reordered', (r) => String(r.reordered)],
+    ['http', (r) => String(r.http)],
+    ['g_acked', (r) => String(r.g_acked)],
+    ['g_due', (r) => String(r.g_due)],
+    ['g_lost', (r) => String(r.g_lost)],
+    ['g_dup', (r) => String(r.g_dup)],
+    ['g_reord', (r) => String(r.g_reord)],
+    ['leaked', (r) => String(r.leaked)],
     ['recovery_s', (r) => r.recovery_s.toFixed(2)],
     ['reconnects', (r) => String(r.reconnects)],
     ['resent', (r) => String(r.resent)],
@@ -281,7 +335,7 @@ function table(rows: Row[]): string {
   const out = [line(cells[0]!), `|${widths.map((w, i) => (i === 0 ? ':' : '-') + '-'.repeat(w) + (i === 0 ? '-' : ':')).join('|')}|`];
   for (const c of cells.slice(1)) out.push(line(c));
   const std = new Set(['fault', 'acked', 'delivered', 'lost', 'duplicated', 'reordered', 'recovery_s', 'reconnects', 'resent', 'unacked',
-    'fenced', 'ack_p99_ms', 'max_wait_s', 'rss_before_mb', 'rss_after_mb', 'refused']);
+    'fenced', 'ack_p99_ms', 'max_wait_s', 'rss_before_mb', 'rss_after_mb', 'refused', 'http', 'g_acked', 'g_due', 'g_lost', 'g_dup', 'g_reord', 'leaked']);
   for (const r of rows) {
     const extra = Object.entries(r).filter(([k, v]) => !std.has(k) && v !== undefined && !(k === 'refused' && v === 0));
     if (r.refused > 0) extra.unshift(['refused', r.refused]);
@@ -303,8 +357,9 @@ async function main(): Promise<number> {
   const log = createWriteStream(logPath);
   trace = (line) => log.write(`${new Date().toISOString()} ${line}\n`);
   let fencedLines = 0;
-  progress(`${faults.length} faults, ${options.users} clients at ${options.rate} msg/s, ${options.gateways} gateways, ${options.logic} logic nodes, `
-    + `lease ${options.leaseMs} ms, Redis appendfsync ${options.appendfsync}; node logs in ${logPath}`);
+  progress(`${faults.length} faults, ${options.users} clients at ${options.rate} msg/s, ${options.groups} groups of ${GROUP_SIZE} at `
+    + `${options.groupRate} msg/s (membership change every ${options.churnMs} ms), ${options.httpRate} HTTP pushes/s, ${options.gateways} gateways, `
+    + `${options.logic} logic nodes, lease ${options.leaseMs} ms, Redis appendfsync ${options.appendfsync}; node logs in ${logPath}`);
 
   let cluster: Cluster | undefined;
   let stopping: Promise<void> | undefined;
@@ -354,9 +409,14 @@ async function main(): Promise<number> {
         log.write(`${new Date().toISOString()} [${node}] ${line}\n`);
       },
     });
+    // Business pushes into 1:1 conversations that carry client traffic too (sender g sends to g + 1).
+    const step = Math.floor(options.users / HTTP_PAIRS);
+    const pairs = Array.from({ length: HTTP_PAIRS }, (_, i): [number, number] => [i * step + 2, (i * step + 3) % options.users]);
     const fleet = await Fleet.start({
       prefix: 'u', users: options.users, processes: options.quick ? 2 : 3, apiUrls: cluster.logics().map((n) => n.httpUrl),
       tokenSecret: cluster.tokenSecret, transports: ['tcp', 'ws'], slow: true,
+      groupRate: options.groups > 0 ? options.groupRate : 0, churnMs: options.churnMs,
+      http: options.httpRate > 0 ? { adminKey: cluster.adminKey, pairs, rate: options.httpRate } : undefined,
     });
     let shown = 0;
     const c = await fleet.connect((n) => {
@@ -365,6 +425,10 @@ async function main(): Promise<number> {
       progress(`connected ${n}/${options.users + 1}`);
     });
     if (c.failed > 0) throw new Error(`${c.failed} clients could not connect: ${JSON.stringify(c.errors)}`);
+    if (options.groups > 0) {
+      const groups = await fleet.setupGroups(options.groups, GROUP_SIZE);
+      progress(`created ${groups.length} groups: ${groups.map((g) => g.conversationId).join(' ')}`);
+    }
     progress('warming up');
     await fleet.traffic(0, options.rate, 64);
     await sleep(options.warmMs);
@@ -374,13 +438,14 @@ async function main(): Promise<number> {
       const row = await runRow(fault, i + 1, cluster, fleet, options, () => fencedLines);
       rows.push(row);
       progress(`${fault.name}: acked ${row.acked}, delivered ${row.delivered}, lost ${row.lost}, duplicated ${row.duplicated}, `
-        + `reordered ${row.reordered}, recovery ${row.recovery_s} s${row.error ? `, ERROR ${row.error}` : ''}`);
+        + `reordered ${row.reordered}, http ${row.http}; groups: acked ${row.g_acked}, due ${row.g_due}, lost ${row.g_lost}, `
+        + `duplicated ${row.g_dup}, reordered ${row.g_reord}, leaked ${row.leaked}; recovery ${row.recovery_s} s${row.error ? `, ERROR ${row.error}` : ''}`);
     }
   } catch (err) {
     progress(`harness error: ${(err as Error).stack ?? String(err)}`);
     rows.push({
       fault: 'harness', acked: 0, delivered: 0, lost: 0, duplicated: 0, reordered: 0, recovery_s: 0, unacked: 0, refused: 0,
-      reconnects: 0, resent: 0, fenced: 0, ack_p99_ms: 0, max_wait_s: 0, rss_before_mb: 0, rss_after_mb: 0,
+      reconnects: 0, resent: 0, fenced: 0, ack_p99_ms: 0, max_wait_s: 0, rss_before_mb: 0, rss_after_mb: 0, ...emptyExtras(),
       error: (err as Error).message.slice(0, 500),
     });
   } finally {

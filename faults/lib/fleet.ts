@@ -3,7 +3,8 @@
 // the ledger of a fault row.
 import { forkTs, type Child, type Msg } from '../../bench/lib/procs.js';
 import { LogHistogram } from '../../bench/lib/ledger.js';
-import type { InitMsg } from '../load/worker.js';
+import type { GroupSpec, InitMsg } from '../load/worker.js';
+import { pickGroups, tallyGroups, type GroupLedger, type GroupTally, type StoredRow } from './groups.js';
 
 export interface FleetOptions {
   prefix: string;
@@ -18,6 +19,11 @@ export interface FleetOptions {
   slow?: boolean;
   concurrency?: number;
   resendAfterMs?: number;
+  /** Group messages per second, all groups together (while traffic runs), and a membership change per group every churnMs (0: none). */
+  groupRate?: number;
+  churnMs?: number;
+  /** HTTP business pushes (from the first process): the admin key, (sender, recipient) pairs, pushes per second. */
+  http?: { adminKey: string; pairs: [number, number][]; rate: number };
 }
 
 export interface Status {
@@ -46,6 +52,13 @@ export interface Tally {
   refusedCodes: Record<string, number>;
   /** A few lost messages (sender:k -> recipient), to look them up. */
   lostSamples: string[];
+  /** HTTP business pushes answered (in acked), retried requests, answers that were duplicates, and deliveries at another seq than answered (in reordered). */
+  http: number;
+  httpRetries: number;
+  httpDuplicateAnswers: number;
+  httpSeqMismatch: number;
+  /** The group traffic (undefined without groups). */
+  groups?: GroupTally;
 }
 
 interface LedgerMsg extends Msg {
@@ -56,13 +69,27 @@ interface LedgerMsg extends Msg {
   refused: number;
   ackHist: [number, number][];
   refusedCodes: [string, number][];
+  groupAcked: number[];
+  groupDelivered: number[];
+  groupDuplicated: number;
+  groupReordered: number;
+  ops: string[];
+  groupEvents: number[];
+  httpAcked: number[];
+  httpDelivered: number[];
+  httpRetries: number;
+  httpDuplicateAnswers: number;
 }
 
 export class Fleet {
-  private constructor(readonly workers: Child[], readonly options: FleetOptions) {}
+  /** The groups of the traffic, once set up. */
+  groups: GroupSpec[] = [];
+
+  private constructor(readonly workers: Child[], readonly options: FleetOptions, private readonly firsts: number[]) {}
 
   static async start(options: FleetOptions): Promise<Fleet> {
     const workers: Child[] = [];
+    const firsts: number[] = [];
     let first = 0;
     for (let i = 0; i < options.processes; i++) {
       const count = Math.floor(options.users / options.processes) + (i < options.users % options.processes ? 1 : 0);
@@ -72,11 +99,39 @@ export class Fleet {
         type: 'init', prefix: options.prefix, first, count, users: options.users, apiUrls: options.apiUrls,
         tokenSecret: options.tokenSecret, transports: options.transports, pinUrl: options.pinUrl,
         slow: options.slow === true && i === 0, concurrency: options.concurrency ?? 100, resendAfterMs: options.resendAfterMs ?? 10_000,
+        groupRate: options.groupRate ?? 0, churnMs: options.churnMs ?? 0, http: i === 0 ? options.http : undefined,
       };
       await w.ask({ ...init }, 'ready', 30_000);
+      firsts.push(first);
       first += count;
     }
-    return new Fleet(workers, options);
+    return new Fleet(workers, options, firsts);
+  }
+
+  /** The process holding global user g. */
+  private workerOf(g: number): Child {
+    let i = 0;
+    while (i + 1 < this.firsts.length && this.firsts[i + 1]! <= g) i++;
+    return this.workers[i]!;
+  }
+
+  /**
+   * Create `count` groups of `size` members (each by its owner, over the
+   * protocol, written again until answered) and tell every process about
+   * them. Call once, after connect().
+   */
+  async setupGroups(count: number, size: number): Promise<GroupSpec[]> {
+    const specs: GroupSpec[] = [];
+    for (const spec of pickGroups(this.options.users, count, size)) {
+      const r = await this.workerOf(spec.owner).ask<Msg & { groupId?: string; conversationId?: string; error?: string }>(
+        { type: 'group-create', index: spec.index, members: spec.members }, 'group-created', 120_000,
+      );
+      if (!r.groupId || !r.conversationId) throw new Error(`group ${spec.index} not created: ${r.error ?? 'no id'}`);
+      specs.push({ ...spec, groupId: r.groupId, conversationId: r.conversationId });
+    }
+    await Promise.all(this.workers.map((w) => w.ask({ type: 'groups', groups: specs }, 'groups-set')));
+    this.groups = specs;
+    return specs;
   }
 
   async connect(onProgress: (connected: number) => void): Promise<{ connected: number; failed: number; errors: [string, number][] }> {
@@ -134,8 +189,11 @@ export class Fleet {
     await Promise.all(this.workers.map((w) => w.ask({ type: 'sync' }, 'synced', 60_000)));
   }
 
-  /** The ledger of one phase, added up over every process (recipients may live in another process). */
-  async tally(phase: number, others: Fleet[] = []): Promise<Tally> {
+  /**
+   * The ledger of one phase, added up over every process (recipients may live
+   * in another process). `timelines`: the stored timelines of the groups (lib/groups.ts).
+   */
+  async tally(phase: number, others: Fleet[] = [], timelines?: Map<string, StoredRow[]>): Promise<Tally> {
     const ask = (w: Child) => w.ask<LedgerMsg>({ type: 'ledger', phase }, 'ledger', 60_000);
     const mine = await Promise.all(this.workers.map(ask));
     const theirs = await Promise.all(others.flatMap((f) => f.workers.map(ask)));
@@ -168,13 +226,32 @@ export class Fleet {
       for (const [c, n] of l.refusedCodes) refusedCodes[c] = (refusedCodes[c] ?? 0) + n;
     }
     const all = [...mine, ...theirs];
+    // A business push must be released at the seq its answer named (in order with the conversation's other messages).
+    const answered = new Map<number, number>();
+    for (const l of mine) for (let i = 0; i < l.httpAcked.length; i += 2) answered.set(l.httpAcked[i]!, l.httpAcked[i + 1]!);
+    let httpSeqMismatch = 0;
+    for (const l of all) {
+      for (let i = 0; i < l.httpDelivered.length; i += 2) {
+        const seq = answered.get(l.httpDelivered[i]!);
+        if (seq !== undefined && seq !== l.httpDelivered[i + 1]) httpSeqMismatch++;
+      }
+    }
+    const groups = this.groups.length > 0 && timelines
+      ? tallyGroups(all.map((l): GroupLedger => ({
+        acked: l.groupAcked, delivered: l.groupDelivered, duplicated: l.groupDuplicated, reordered: l.groupReordered, ops: l.ops, events: l.groupEvents,
+      })), this.groups, timelines, (g) => `${this.options.prefix}${g}`)
+      : undefined;
     return {
       acked, delivered: deliveredCount, lost,
       duplicated: all.reduce((s, l) => s + l.duplicated, 0),
-      reordered: all.reduce((s, l) => s + l.reordered, 0),
+      reordered: all.reduce((s, l) => s + l.reordered, 0) + httpSeqMismatch,
       refused: mine.reduce((s, l) => s + l.refused, 0),
       ackP99Ms: hist.total > 0 ? hist.percentile(99) / 1000 : 0,
       refusedCodes, lostSamples,
+      http: answered.size,
+      httpRetries: mine.reduce((s, l) => s + l.httpRetries, 0),
+      httpDuplicateAnswers: mine.reduce((s, l) => s + l.httpDuplicateAnswers, 0),
+      httpSeqMismatch, groups,
     };
   }
 

@@ -6,13 +6,15 @@
 //   an ack too long, with its client message id (the server dedupes);
 // - after every login a full sync from its cursors (paged), and a sync of a
 //   conversation whose pushes show a gap;
-// - in-order delivery by seq (the SDK's Receiver), cumulative PushAcks.
+// - in-order delivery by seq (the SDK's Receiver), cumulative PushAcks;
+// - group requests carry a request id and are written again with it until
+//   answered (the server applies each once).
 // The ledger sees what an app would see: messages released in seq order.
 import net from 'node:net';
 import WebSocket from 'ws';
 import {
   ErrorCode, LengthPrefixedReader, cursorToWire, decodeFrame, encodeFrame, errorName, lengthPrefixed, makeFrame, messageFromWire,
-  type ChatMessage, type Frame, type FrameBodyInit,
+  type ChatMessage, type Frame, type FrameBodyInit, type Group,
 } from '../../src/protocol/index.js';
 import { Receiver } from '../../src/client/receiver.js';
 
@@ -36,8 +38,11 @@ export interface ClientEnv {
   maxBackoffMs: number;
 }
 
+/** The op of a GroupRequest (create, add, remove, …). */
+export type GroupOp = Extract<NonNullable<FrameBodyInit>, { case: 'group' }>['value']['op'];
+
 export interface ClientHooks {
-  /** A message from another user, released in seq order. */
+  /** A message from another user (or a timeline event), released in seq order. */
   deliver(m: ChatMessage): void;
   acked(clientMsgId: string, conversationId: string, seq: number): void;
   refused(clientMsgId: string, code: string): void;
@@ -56,7 +61,9 @@ interface Wire {
 
 interface OutboxEntry {
   clientMsgId: string;
+  /** Exactly one of a user (1:1) or a conversation (a group). */
   to: string;
+  conversationId: string;
   text: string;
   writtenAtMs: number;
   writes: number;
@@ -78,7 +85,8 @@ export class LoadClient {
   private generation = 0;
   private nextId = 1;
   private readonly sendIds = new Map<number, string>();
-  private readonly pending = new Map<number, { resolve: (f: Frame) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  /** Requests waiting for their reply; `raw`: an Error frame is the reply (resolved), not a failure. */
+  private readonly pending = new Map<number, { resolve: (f: Frame) => void; reject: (e: Error) => void; timer: NodeJS.Timeout; raw?: boolean }>();
   private attempt = 0;
   private lostUrl: string | undefined;
   private closed = false;
@@ -107,10 +115,39 @@ export class LoadClient {
     await this.open();
   }
 
-  send(clientMsgId: string, to: string, text: string): void {
-    const entry: OutboxEntry = { clientMsgId, to, text, writtenAtMs: 0, writes: 0 };
+  /** Send to a user (1:1), or with `to` empty into a conversation (a group). */
+  send(clientMsgId: string, to: string, text: string, conversationId = ''): void {
+    const entry: OutboxEntry = { clientMsgId, to, conversationId, text, writtenAtMs: 0, writes: 0 };
     this.outbox.set(clientMsgId, entry);
     if (this.state === 'online') this.write(entry);
+  }
+
+  /**
+   * A group request under `requestId`, written again with the same id after a
+   * lost connection, a timeout or a retryable error, until the server answers
+   * (it applies the request once however often it arrives). Resolves with the
+   * group, or the error code that refused it for good.
+   */
+  async groupRequest(requestId: string, op: GroupOp, timeoutMs = 10_000): Promise<{ group?: Group; error?: string }> {
+    let written = 0;
+    for (;;) {
+      if (this.closed) return { error: 'CLOSED' };
+      if (this.state !== 'online' || this.stalled) {
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      if (written++ > 0) this.hooks.resent();
+      let reply: Frame;
+      try {
+        reply = await this.request({ case: 'group', value: { op } }, { requestId, timeoutMs, raw: true });
+      } catch {
+        continue; // the connection was lost, or no answer in time: write it again
+      }
+      if (reply.body.case === 'groupResult') return { group: reply.body.value.group };
+      if (reply.body.case === 'error' && !RETRYABLE.has(reply.body.value.code)) return { error: errorName(reply.body.value.code) };
+      if (reply.body.case !== 'error') return { error: `unexpected reply ${reply.body.case ?? 'empty'}` };
+      await new Promise((r) => setTimeout(r, 200 + Math.random() * 300));
+    }
   }
 
   /** Called about every 100 ms by the worker: heartbeats, resends, a silent server. */
@@ -283,8 +320,10 @@ export class LoadClient {
 
   // ---- frames ---------------------------------------------------------------
 
-  private frame(id: number, body: FrameBodyInit): void {
-    this.wire?.write(encodeFrame(makeFrame(id, body)));
+  private frame(id: number, body: FrameBodyInit, requestId = ''): void {
+    const f = makeFrame(id, body);
+    f.requestId = requestId;
+    this.wire?.write(encodeFrame(f));
   }
 
   private write(e: OutboxEntry, resend = false): void {
@@ -294,18 +333,18 @@ export class LoadClient {
     this.sendIds.set(id, e.clientMsgId);
     e.writtenAtMs = Date.now();
     e.writes++;
-    this.frame(id, { case: 'send', value: { clientMsgId: e.clientMsgId, toUser: e.to, text: e.text } });
+    this.frame(id, { case: 'send', value: { clientMsgId: e.clientMsgId, toUser: e.to, conversationId: e.conversationId, text: e.text } });
   }
 
-  private request(body: FrameBodyInit): Promise<Frame> {
+  private request(body: FrameBodyInit, o: { requestId?: string; timeoutMs?: number; raw?: boolean } = {}): Promise<Frame> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(new Error(`${body?.case ?? 'request'} timed out`));
-      }, REQUEST_TIMEOUT_MS);
-      this.pending.set(id, { resolve, reject, timer });
-      this.frame(id, body);
+      }, o.timeoutMs ?? REQUEST_TIMEOUT_MS);
+      this.pending.set(id, { resolve, reject, timer, raw: o.raw });
+      this.frame(id, body, o.requestId);
     });
   }
 
@@ -320,7 +359,7 @@ export class LoadClient {
     }
     const body = frame.body;
     const waiter = this.pending.get(frame.id);
-    if (waiter && body.case !== 'error') {
+    if (waiter && (body.case !== 'error' || waiter.raw)) {
       this.pending.delete(frame.id);
       clearTimeout(waiter.timer);
       waiter.resolve(frame);

@@ -9,10 +9,26 @@
 // - every message released to the app is checked: once per device (a repeat
 //   is a duplicate), and within a conversation in the sender's order (a k
 //   lower than one seen before is a reorder).
+// Beside the 1:1 traffic, when the harness sets them up:
+// - group traffic: members of a few groups send into them (a group message
+//   counts as a send of its sender, so still one waiting per sender); the
+//   owner's process changes the membership (removes one member, adds it back)
+//   with request ids, written again until answered; the ledger keeps each
+//   group message's acked seq and each delivery's seq, which the harness
+//   checks against the membership the store recorded (lib/groups.ts);
+// - HTTP business pushes (POST /api/v1/messages with the admin key) from one
+//   process, into 1:1 conversations that also carry client traffic: one
+//   request at a time per conversation, retried with the same client_msg_id
+//   on errors and timeouts; the ledger keeps each answered seq.
 import { TokenService } from '../../src/auth/tokens.js';
 import type { ChatMessage } from '../../src/protocol/index.js';
 import { LogHistogram, Seen, msgKey } from '../../bench/lib/ledger.js';
-import { LoadClient, type ClientEnv } from './client.js';
+import { LoadClient, type ClientEnv, type GroupOp } from './client.js';
+
+/** Ledger sender index of HTTP push pair i (its messages' `g`): far above any user index. */
+const HTTP_SENDER_BASE = 1_000_000;
+/** Longer than the server's own wait for the partition owner (15 s), so its 503 usually comes first. */
+const HTTP_TIMEOUT_MS = 20_000;
 
 export interface InitMsg {
   type: 'init';
@@ -33,6 +49,24 @@ export interface InitMsg {
   slow?: boolean;
   concurrency: number;
   resendAfterMs: number;
+  /** Group messages per second, all groups and processes together (each process its senders' share). */
+  groupRate: number;
+  /** A membership change in each group every this many ms while traffic runs (0: none). */
+  churnMs: number;
+  /** HTTP business pushes from this process: the admin key, (sender, recipient) pairs of global indices, pushes per second. */
+  http?: { adminKey: string; pairs: [number, number][]; rate: number };
+}
+
+/** A group of the traffic (global user indices). */
+export interface GroupSpec {
+  index: number;
+  groupId: string;
+  conversationId: string;
+  /** Owner first; every member but `target` sends into the group. */
+  members: number[];
+  owner: number;
+  /** The member the churn removes and adds back (never sends into the group). */
+  target: number;
 }
 
 export interface TrafficMsg {
@@ -56,23 +90,73 @@ let phase = 0;
 let rate = 0;
 let payloadBytes = 64;
 const nextK: number[] = [];
-/** Per local sender: its waiting message (key, recipient, phase, first sent at). */
-const waiting = new Map<number, { key: number; r: number; phase: number; at: number }>();
+/** Per local sender: its waiting message (key, recipient or group, phase, first sent at). */
+const waiting = new Map<number, { key: number; r: number; group?: number; phase: number; at: number }>();
 let nextDueMs = 0;
 let turn = 0;
 
+// Groups.
+let groups: GroupSpec[] = [];
+const groupIndex = new Map<string, number>();
+/** Group timeline events released to local devices (all phases): r, group index, seq, … */
+const groupEvents: number[] = [];
+/** Local senders into groups: [local, group index]. */
+let groupSenders: [number, number][] = [];
+let groupTurn = 0;
+let groupDueMs = 0;
+/** The membership churn of the groups whose owner is local. */
+interface Churn {
+  spec: GroupSpec;
+  ownerLocal: number;
+  targetIn: boolean;
+  n: number;
+  nextAt: number;
+  inflight?: { phase: number; at: number };
+}
+let churns: Churn[] = [];
+
+// HTTP pushes.
+interface PushPair {
+  index: number;
+  from: number;
+  to: number;
+  n: number;
+  inflight?: { phase: number; at: number };
+}
+let pairs: PushPair[] = [];
+let pairTurn = 0;
+let httpDueMs = 0;
+let apiTurn = 0;
+/** A logic API that refused a connection (or did not answer) is skipped until then. */
+const apiDownUntil = new Map<string, number>();
+
 // The ledger, per phase.
 interface PhaseLedger {
-  acked: number[]; // key, r, key, r, …
+  /** 1:1 sends and HTTP pushes: key, r, key, r, … */
+  acked: number[];
   delivered: number[];
   duplicated: number;
   reordered: number;
   refused: number;
   ackLatency: LogHistogram;
+  /** Group messages: key, group index, acked seq, … */
+  groupAcked: number[];
+  /** Group deliveries: key, r, seq, group index, … */
+  groupDelivered: number[];
+  groupDuplicated: number;
+  groupReordered: number;
+  /** Membership changes answered (their request ids). */
+  ops: string[];
+  /** HTTP pushes answered: key, seq, …; and the seq each was released at: key, seq, … */
+  httpAcked: number[];
+  httpDelivered: number[];
+  httpRetries: number;
+  /** Answers with duplicate: true (a retry of a push an earlier attempt had stored). */
+  httpDuplicateAnswers: number;
 }
 const ledgers = new Map<number, PhaseLedger>();
 const seen: Map<number, Seen>[] = []; // per local device: sender -> k's seen
-const lastK: Map<string, number>[] = []; // per local device: conversation -> last k released
+const lastK: Map<string, number>[] = []; // per local device: conversation + sender -> last k released
 let reconnects = 0;
 let resent = 0;
 let unparsable = 0;
@@ -80,7 +164,13 @@ const refusedCodes = new Map<string, number>();
 
 function ledger(p: number): PhaseLedger {
   let l = ledgers.get(p);
-  if (!l) ledgers.set(p, (l = { acked: [], delivered: [], duplicated: 0, reordered: 0, refused: 0, ackLatency: new LogHistogram() }));
+  if (!l) {
+    ledgers.set(p, (l = {
+      acked: [], delivered: [], duplicated: 0, reordered: 0, refused: 0, ackLatency: new LogHistogram(),
+      groupAcked: [], groupDelivered: [], groupDuplicated: 0, groupReordered: 0, ops: [],
+      httpAcked: [], httpDelivered: [], httpRetries: 0, httpDuplicateAnswers: 0,
+    }));
+  }
   return l;
 }
 
@@ -99,22 +189,41 @@ function payload(g: number, k: number, p: number, bytes: number): string {
 }
 
 function onDeliver(local: number, r: number, m: ChatMessage): void {
+  // Timeline events (membership): not the ledger's (membership is read from the store's timeline at the
+  // tally); which group events each device was given is kept to explain a loss.
+  if (m.event) {
+    const index = groupIndex.get(m.conversationId);
+    if (index !== undefined) groupEvents.push(r, index, m.seq);
+    return;
+  }
   const [g, k, p] = m.text.split(':', 3).map(Number) as [number, number, number];
   if (!Number.isInteger(g) || !Number.isInteger(k) || !Number.isInteger(p)) {
     unparsable++;
     return;
   }
   const l = ledger(p);
+  const group = m.conversationId.startsWith('g:');
   let s = seen[local]!.get(g);
   if (!s) seen[local]!.set(g, (s = new Seen()));
   if (!s.mark(k)) {
-    l.duplicated++;
+    if (group) l.groupDuplicated++;
+    else l.duplicated++;
     return;
   }
-  const before = lastK[local]!.get(m.conversationId) ?? -1;
-  if (k < before) l.reordered++;
-  else lastK[local]!.set(m.conversationId, k);
-  l.delivered.push(msgKey(g, k), r);
+  // Several senders share a conversation (a group; a 1:1 with HTTP pushes): the order is per sender.
+  const order = `${m.conversationId} ${g}`;
+  const before = lastK[local]!.get(order) ?? -1;
+  if (k < before) {
+    if (group) l.groupReordered++;
+    else l.reordered++;
+  } else lastK[local]!.set(order, k);
+  const key = msgKey(g, k);
+  if (group) {
+    l.groupDelivered.push(key, r, m.seq, groupIndex.get(m.conversationId) ?? -1);
+    return;
+  }
+  l.delivered.push(key, r);
+  if (g >= HTTP_SENDER_BASE) l.httpDelivered.push(key, m.seq);
 }
 
 // ---- where to connect ---------------------------------------------------------
@@ -185,7 +294,7 @@ async function connectAll(): Promise<void> {
       lastK[local] = new Map();
       const client = new LoadClient(user, transport, env, {
         deliver: (m) => onDeliver(local, g, m),
-        acked: (id) => onAcked(local, id),
+        acked: (id, _conversationId, seq) => onAcked(local, id, seq),
         refused: (id, code) => onRefused(local, id, code),
         resent: () => resent++,
         online: (again) => {
@@ -220,12 +329,13 @@ async function connectAll(): Promise<void> {
 
 // ---- sending ------------------------------------------------------------------
 
-function onAcked(local: number, clientMsgId: string): void {
+function onAcked(local: number, clientMsgId: string, seq: number): void {
   const w = waiting.get(local);
   if (!w || clientMsgId !== String(w.key)) return;
   waiting.delete(local);
   const l = ledger(w.phase);
-  l.acked.push(w.key, w.r);
+  if (w.group !== undefined) l.groupAcked.push(w.key, w.group, seq);
+  else l.acked.push(w.key, w.r);
   l.ackLatency.record((Date.now() - w.at) * 1000);
 }
 
@@ -233,7 +343,11 @@ function onRefused(local: number, clientMsgId: string, code: string): void {
   const w = waiting.get(local);
   if (!w || clientMsgId !== String(w.key)) return;
   waiting.delete(local);
-  ledger(w.phase).refused++;
+  refuse(w.phase, w.group !== undefined ? `group send ${code}` : code);
+}
+
+function refuse(p: number, code: string): void {
+  ledger(p).refused++;
   refusedCodes.set(code, (refusedCodes.get(code) ?? 0) + 1);
 }
 
@@ -265,6 +379,165 @@ function sendTick(): void {
   if (nextDueMs < now - 1000) nextDueMs = now; // do not catch up a backlog in one burst
 }
 
+// ---- groups ---------------------------------------------------------------------
+
+/** Create a group whose owner is local (request id `create-{index}`, written again until answered). */
+async function createGroup(index: number, members: number[]): Promise<Record<string, unknown>> {
+  const owner = members[0]!;
+  const client = clients[owner - init.first];
+  if (!client) return { type: 'group-created', index, error: `owner ${owner} is not in this process` };
+  const res = await client.groupRequest(`create-${index}`, {
+    case: 'create', value: { name: `faults-${index}`, memberIds: members.slice(1).map(userOf) },
+  }, 15_000);
+  if (!res.group) return { type: 'group-created', index, error: res.error ?? 'no group in the reply' };
+  return { type: 'group-created', index, groupId: res.group.groupId, conversationId: res.group.conversationId };
+}
+
+function setGroups(list: GroupSpec[]): void {
+  groups = list;
+  for (const spec of list) groupIndex.set(spec.conversationId, spec.index);
+  groupSenders = [];
+  churns = [];
+  for (const spec of list) {
+    for (const g of spec.members) {
+      const local = g - init.first;
+      if (local < 0 || local >= init.count || g === spec.target) continue;
+      groupSenders.push([local, spec.index]);
+    }
+    const ownerLocal = spec.owner - init.first;
+    if (ownerLocal >= 0 && ownerLocal < init.count) churns.push({ spec, ownerLocal, targetIn: true, n: 0, nextAt: 0 });
+  }
+}
+
+/** This process's share of the group rate: by its senders. */
+function localGroupRate(): number {
+  const all = groups.reduce((s, spec) => s + spec.members.length - 1, 0);
+  return all > 0 ? (init.groupRate * groupSenders.length) / all : 0;
+}
+
+/** Round robin over this process's group senders; one with a message waiting (1:1 or group) is skipped. */
+function groupTick(now: number): void {
+  const perSecond = localGroupRate();
+  if (rate <= 0 || perSecond <= 0 || groupSenders.length === 0) return;
+  if (groupDueMs === 0) groupDueMs = now;
+  for (let guard = 0; groupDueMs <= now && guard < groupSenders.length; guard++) {
+    const [local, index] = groupSenders[groupTurn]!;
+    groupTurn = (groupTurn + 1) % groupSenders.length;
+    if (waiting.has(local) || clients[local]?.state !== 'online') continue;
+    const g = init.first + local;
+    const k = nextK[local] ?? 0;
+    nextK[local] = k + 1;
+    const key = msgKey(g, k);
+    waiting.set(local, { key, r: -1, group: index, phase, at: Date.now() });
+    clients[local]!.send(String(key), '', payload(g, k, phase, payloadBytes), groups[index]!.conversationId);
+    groupDueMs += 1000 / perSecond;
+  }
+  if (groupDueMs < now - 1000) groupDueMs = now;
+}
+
+/** Each local owner removes its group's target, then adds it back, one change at a time, every churnMs. */
+function churnTick(now: number): void {
+  if (rate <= 0 || init.churnMs <= 0) return;
+  for (const c of churns) {
+    if (c.inflight || now < c.nextAt || clients[c.ownerLocal]?.state !== 'online') continue;
+    const requestId = `churn-${c.spec.index}-${c.n++}`;
+    const userIds = [userOf(c.spec.target)];
+    const op: GroupOp = c.targetIn
+      ? { case: 'remove', value: { groupId: c.spec.groupId, userIds } }
+      : { case: 'add', value: { groupId: c.spec.groupId, userIds } };
+    const f = { phase, at: now };
+    c.inflight = f;
+    void clients[c.ownerLocal]!.groupRequest(requestId, op).then((res) => {
+      c.inflight = undefined;
+      c.nextAt = Date.now() + init.churnMs;
+      if (!res.group) {
+        refuse(f.phase, `group.${op.case} ${res.error ?? 'no group'}`);
+        return;
+      }
+      c.targetIn = res.group.members.some((m) => m.userId === userIds[0]);
+      ledger(f.phase).ops.push(requestId);
+    });
+  }
+}
+
+// ---- HTTP business pushes -----------------------------------------------------------
+
+function httpTick(now: number): void {
+  const http = init.http;
+  if (!http || rate <= 0 || http.rate <= 0 || pairs.length === 0) return;
+  if (httpDueMs === 0) httpDueMs = now;
+  for (let guard = 0; httpDueMs <= now && guard < pairs.length; guard++) {
+    const p = pairs[pairTurn]!;
+    pairTurn = (pairTurn + 1) % pairs.length;
+    if (p.inflight) continue;
+    void push(p, http.adminKey);
+    httpDueMs += 1000 / http.rate;
+  }
+  if (httpDueMs < now - 1000) httpDueMs = now;
+}
+
+/** The next logic API in turn that is not known to be down (any, if all are). */
+function pickApi(): string {
+  const now = Date.now();
+  for (let i = 0; i < init.apiUrls.length; i++) {
+    const url = init.apiUrls[apiTurn++ % init.apiUrls.length]!;
+    if ((apiDownUntil.get(url) ?? 0) <= now) return url;
+  }
+  return init.apiUrls[apiTurn++ % init.apiUrls.length]!;
+}
+
+/**
+ * One business push, written again (same client_msg_id) until answered or
+ * refused: at once to another logic API when one cannot be reached (as a
+ * business backend with a list of endpoints would), else after a backoff.
+ */
+async function push(p: PushPair, adminKey: string): Promise<void> {
+  const n = p.n++;
+  const g = HTTP_SENDER_BASE + p.index;
+  const key = msgKey(g, n);
+  const f = { phase, at: Date.now() };
+  p.inflight = f;
+  const body = JSON.stringify({ from: userOf(p.from), to: userOf(p.to), text: payload(g, n, phase, payloadBytes), client_msg_id: `http-${p.index}-${n}` });
+  try {
+    for (let attempt = 0, backoff = false; ; attempt++) {
+      if (attempt > 0) {
+        ledger(f.phase).httpRetries++;
+        if (backoff) await new Promise((r) => setTimeout(r, Math.min(2000, 200 * 2 ** Math.min(attempt, 4)) * (0.5 + Math.random() / 2)));
+      }
+      const api = pickApi();
+      let status: number;
+      let answer: { seq?: unknown; duplicate?: unknown; error?: { code?: string } } | undefined;
+      try {
+        const res = await fetch(`${api}/api/v1/messages`, {
+          method: 'POST', body, signal: AbortSignal.timeout(HTTP_TIMEOUT_MS),
+          headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+        });
+        status = res.status;
+        answer = (await res.json().catch(() => undefined)) as typeof answer;
+      } catch {
+        // Refused, reset or timed out: the push may have been stored; the same id is applied once.
+        apiDownUntil.set(api, Date.now() + 1000);
+        backoff = init.apiUrls.every((u) => (apiDownUntil.get(u) ?? 0) > Date.now());
+        continue;
+      }
+      if (status === 200 && typeof answer?.seq === 'number') {
+        const l = ledger(f.phase);
+        l.acked.push(key, p.to);
+        l.httpAcked.push(key, answer.seq);
+        if (answer.duplicate === true) l.httpDuplicateAnswers++;
+        l.ackLatency.record((Date.now() - f.at) * 1000);
+        return;
+      }
+      backoff = true;
+      if (status >= 500 || status === 429 || status === 408) continue;
+      refuse(f.phase, `http ${status} ${answer?.error?.code ?? ''}`.trim());
+      return;
+    }
+  } finally {
+    p.inflight = undefined;
+  }
+}
+
 /** Every sender that has nothing waiting sends one message of `bytes` to the slow device (up to `count`). */
 function blast(count: number, bytes: number): number {
   let n = 0;
@@ -282,10 +555,17 @@ function status(): Record<string, unknown> {
   let oldest = 0;
   for (const c of clients) if (c?.state === 'online' || c?.stalled) online++;
   for (const w of waiting.values()) oldest = Math.max(oldest, now - w.at);
+  // Membership changes and business pushes waiting for their answer count as sends waiting.
+  let others = 0;
+  for (const x of [...churns, ...pairs]) {
+    if (!x.inflight) continue;
+    others++;
+    oldest = Math.max(oldest, now - x.inflight.at);
+  }
   let offlineFor = 0;
   for (const c of clients) if (c && c.state !== 'online' && !c.stalled) offlineFor = Math.max(offlineFor, now - c.offlineSinceMs);
   return {
-    type: 'status', online, total: clients.length, oldestWaitMs: oldest, offlineForMs: offlineFor, waiting: waiting.size,
+    type: 'status', online, total: clients.length, oldestWaitMs: oldest, offlineForMs: offlineFor, waiting: waiting.size + others,
     reconnects, resent, slowDropped: slowClient?.droppedWhileStalled ?? false, slowOnline: slowClient?.state === 'online',
     slowReason: slowClient?.lastLossReason ?? '',
   };
@@ -294,6 +574,9 @@ function status(): Record<string, unknown> {
 setInterval(() => {
   const now = Date.now();
   sendTick();
+  groupTick(now);
+  churnTick(now);
+  httpTick(now);
   for (const c of clients) c?.tick(now);
 }, 20).unref();
 
@@ -303,6 +586,7 @@ process.on('message', (m: { type: string } & Record<string, unknown>) => {
       switch (m.type) {
         case 'init':
           init = m as unknown as InitMsg;
+          pairs = (init.http?.pairs ?? []).map(([from, to], index) => ({ index, from, to, n: 0 }));
           reply({ type: 'ready' });
           break;
         case 'connect':
@@ -314,9 +598,18 @@ process.on('message', (m: { type: string } & Record<string, unknown>) => {
           rate = t.rate;
           payloadBytes = t.payloadBytes;
           nextDueMs = 0;
+          groupDueMs = 0;
+          httpDueMs = 0;
           reply({ type: 'traffic-set' });
           break;
         }
+        case 'group-create':
+          reply(await createGroup(m.index as number, m.members as number[]));
+          break;
+        case 'groups':
+          setGroups(m.groups as GroupSpec[]);
+          reply({ type: 'groups-set' });
+          break;
         case 'blast':
           reply({ type: 'blasted', sent: blast(m.count as number, m.bytes as number) });
           break;
@@ -344,6 +637,9 @@ process.on('message', (m: { type: string } & Record<string, unknown>) => {
           reply({
             type: 'ledger', acked: l.acked, delivered: l.delivered, duplicated: l.duplicated, reordered: l.reordered,
             refused: l.refused, ackHist: l.ackLatency.entries(), unparsable, refusedCodes: [...refusedCodes],
+            groupAcked: l.groupAcked, groupDelivered: l.groupDelivered, groupDuplicated: l.groupDuplicated, groupReordered: l.groupReordered,
+            ops: l.ops, groupEvents, httpAcked: l.httpAcked, httpDelivered: l.httpDelivered, httpRetries: l.httpRetries,
+            httpDuplicateAnswers: l.httpDuplicateAnswers,
           });
           break;
         }
