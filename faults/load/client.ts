@@ -5,7 +5,7 @@
 // - an outbox: each send is written again on every login and when it waited
 //   an ack too long, with its client message id (the server dedupes);
 // - after every login a full sync from its cursors (paged), and a sync of a
-//   conversation whose pushes show a gap;
+//   conversation whose pushes show a gap: the SDK's own sync loop (Sync);
 // - in-order delivery by seq (the SDK's Receiver), cumulative PushAcks;
 // - group requests carry a request id and are written again with it until
 //   answered (the server applies each once).
@@ -13,10 +13,11 @@
 import net from 'node:net';
 import WebSocket from 'ws';
 import {
-  ErrorCode, LengthPrefixedReader, cursorToWire, decodeFrame, encodeFrame, errorName, lengthPrefixed, makeFrame, messageFromWire,
+  ErrorCode, LengthPrefixedReader, decodeFrame, encodeFrame, errorName, lengthPrefixed, makeFrame, messageFromWire,
   type ChatMessage, type Frame, type FrameBodyInit, type Group,
 } from '../../src/protocol/index.js';
 import { Receiver } from '../../src/client/receiver.js';
+import { Sync } from '../../src/client/sync.js';
 
 /** Send errors the SDK retries (src/client/client.ts RETRYABLE_SEND). */
 const RETRYABLE = new Set<number>([ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL, ErrorCode.RATE_LIMITED]);
@@ -93,10 +94,18 @@ export class LoadClient {
   private everOnline = false;
   private ackTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
-  private syncing: Promise<void> | undefined;
-  private syncFailures = 0;
-  private syncWanted = new Set<string>();
-  private fullSyncWanted = false;
+  /** The SDK's sync loop (src/client/sync.ts), fed by this client's receiver. */
+  private readonly sync = new Sync({
+    link: this.link(),
+    inbox: {
+      cursors: () => this.receiver.cursors(),
+      stuck: () => this.receiver.stuck(),
+      advance: (conversationId, seq) => this.release(this.receiver.advance(conversationId, seq), conversationId),
+      receive: (m) => this.offer(m, m.conversationId),
+    },
+    request: (body) => this.request(body),
+    emit: () => undefined, // the ledger sees deliveries; a failed sync is retried by the loop itself
+  });
   private lastFrameMs = 0;
   private pingIntervalMs = 25_000;
   private lastPingMs = 0;
@@ -181,8 +190,7 @@ export class LoadClient {
   /** A full sync now (the end of a fault row: everything missed is fetched). */
   syncAll(): Promise<void> {
     if (this.state !== 'online') return Promise.resolve();
-    this.fullSyncWanted = true;
-    return this.runSync();
+    return this.sync.full();
   }
 
   close(): void {
@@ -232,8 +240,7 @@ export class LoadClient {
     this.everOnline = true;
     this.hooks.online(reconnect);
     for (const e of this.outbox.values()) this.write(e, reconnect);
-    this.fullSyncWanted = true;
-    void this.runSync();
+    this.sync.loggedIn(true);
   }
 
   private dial(url: string, generation: number): Promise<Wire> {
@@ -295,7 +302,7 @@ export class LoadClient {
     const wire = this.wire;
     this.wire = undefined;
     wire?.close();
-    this.syncing = undefined;
+    this.sync.connectionLost();
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
       p.reject(new Error(reason));
@@ -375,13 +382,13 @@ export class LoadClient {
           conversationId: a.conversationId, seq, serverMsgId: a.serverMsgId, fromUser: this.userId, fromDevice: '',
           clientMsgId: a.clientMsgId, text: '', sentAtMs: Number(a.sentAtMs),
         }, a.conversationId);
-        if (this.receiver.base(a.conversationId) === undefined) this.wantSync([a.conversationId]);
+        if (this.receiver.base(a.conversationId) === undefined) this.sync.syncStuck();
         if (this.outbox.delete(a.clientMsgId)) this.hooks.acked(a.clientMsgId, a.conversationId, seq);
         return;
       }
       case 'push':
         for (const m of body.value.messages) this.offer(messageFromWire(m), m.conversationId);
-        this.wantSync(this.receiver.stuck());
+        this.sync.syncStuck();
         return;
       case 'error': {
         const e = body.value;
@@ -437,59 +444,17 @@ export class LoadClient {
     }
   }
 
-  private wantSync(ids: string[]): void {
-    for (const id of ids) this.syncWanted.add(id);
-    if (this.syncWanted.size > 0) void this.runSync();
-  }
-
-  private runSync(): Promise<void> {
-    if (this.syncing) return this.syncing;
-    if (this.state !== 'online') return Promise.resolve();
-    const generation = this.generation;
-    let loop: Promise<void> | undefined = undefined;
-    loop = (async () => {
-      try {
-        while (generation === this.generation && (this.fullSyncWanted || this.syncWanted.size > 0)) {
-          const only = this.fullSyncWanted ? [] : [...this.syncWanted];
-          this.fullSyncWanted = false;
-          this.syncWanted.clear();
-          await this.syncPages(only);
-          this.syncFailures = 0;
-          for (const id of this.receiver.stuck()) if (!only.includes(id) || only.length === 0) this.syncWanted.add(id);
-        }
-      } catch {
-        // Try again later, backing off (a new connection syncs anyway).
-        if (generation === this.generation) {
-          this.fullSyncWanted = true;
-          const delay = Math.min(30_000, 1000 * 2 ** this.syncFailures++) * (0.5 + Math.random() / 2);
-          setTimeout(() => void this.runSync(), delay).unref();
-        }
-      } finally {
-        if (this.syncing === loop) this.syncing = undefined;
-      }
-    })();
-    this.syncing = loop;
-    return loop;
-  }
-
-  private async syncPages(only: string[]): Promise<void> {
-    for (let page = 0; page < 10_000; page++) {
-      const known = this.receiver.cursors().filter(([id]) => only.length === 0 || only.includes(id));
-      const reply = await this.request({
-        case: 'sync', value: { cursors: known.map(([id, seq]) => cursorToWire(id, seq)), conversationIds: only, limit: 0 },
-      });
-      if (reply.body.case !== 'syncResult') throw new Error('unexpected sync reply');
-      const result = reply.body.value;
-      const messages = result.messages.map(messageFromWire);
-      const firstSeq = new Map<string, number>();
-      for (const m of messages) if (!firstSeq.has(m.conversationId)) firstSeq.set(m.conversationId, m.seq);
-      // The server resumed each conversation right before its first message here (or at its cursor).
-      for (const [id, seq] of firstSeq) this.release(this.receiver.advance(id, seq - 1), id);
-      for (const c of result.cursors) {
-        if (!firstSeq.has(c.conversationId)) this.release(this.receiver.advance(c.conversationId, Number(c.seq)), c.conversationId);
-      }
-      for (const m of messages) this.offer(m, m.conversationId);
-      if (!result.hasMore) return;
-    }
+  /** What the SDK's sync sees of the connection: its generation (a loop ends with it) and whether it is up. */
+  private link(): { readonly generation: number; readonly connected: boolean } {
+    const generation = () => this.generation;
+    const connected = () => this.state === 'online';
+    return {
+      get generation() {
+        return generation();
+      },
+      get connected() {
+        return connected();
+      },
+    };
   }
 }
