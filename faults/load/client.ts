@@ -3,7 +3,8 @@
 // - reconnect after any loss with full-jitter backoff, to a live gateway from
 //   the API's list, avoiding the one just lost;
 // - an outbox: each send is written again on every login and when it waited
-//   an ack too long, with its client message id (the server dedupes);
+//   an ack too long, with its client message id (the server dedupes): the
+//   SDK's own Outbox;
 // - after every login a full sync from its cursors (paged), and a sync of a
 //   conversation whose pushes show a gap: the SDK's own sync loop (Sync);
 // - in-order delivery by seq (the SDK's Receiver), cumulative PushAcks;
@@ -13,13 +14,14 @@
 import net from 'node:net';
 import WebSocket from 'ws';
 import {
-  ErrorCode, LengthPrefixedReader, decodeFrame, encodeFrame, errorName, lengthPrefixed, makeFrame, messageFromWire,
+  ErrorCode, LengthPrefixedReader, LonglinkError, decodeFrame, encodeFrame, errorName, lengthPrefixed, makeFrame, messageFromWire,
   type ChatMessage, type Frame, type FrameBodyInit, type Group,
 } from '../../src/protocol/index.js';
 import { Receiver } from '../../src/client/receiver.js';
 import { Sync } from '../../src/client/sync.js';
+import { Outbox, sendResultOf } from '../../src/client/outbox.js';
 
-/** Send errors the SDK retries (src/client/client.ts RETRYABLE_SEND). */
+/** Errors after which the SDK writes a request again (as src/client/outbox.ts does for sends). */
 const RETRYABLE = new Set<number>([ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL, ErrorCode.RATE_LIMITED]);
 const ACK_DELAY_MS = 30;
 /**
@@ -60,21 +62,14 @@ interface Wire {
   resume(): void;
 }
 
-interface OutboxEntry {
-  clientMsgId: string;
-  /** Exactly one of a user (1:1) or a conversation (a group). */
-  to: string;
-  conversationId: string;
-  text: string;
-  writtenAtMs: number;
-  writes: number;
-}
-
 export class LoadClient {
   state: 'offline' | 'connecting' | 'online' = 'offline';
   /** When the current outage began (0 when online). */
   offlineSinceMs = Date.now();
-  readonly outbox = new Map<string, OutboxEntry>();
+  /** The SDK's outbox (src/client/outbox.ts): every send until acked, written again at login and when stale. */
+  private readonly outbox: Outbox;
+  /** Sends written at least once (a second write is counted as a resend). */
+  private readonly written = new Set<string>();
   /** Reading stopped on purpose (the slow-consumer fault). */
   stalled = false;
   /** Whether the server closed the connection while it was stalled. */
@@ -85,7 +80,6 @@ export class LoadClient {
   private wire: Wire | undefined;
   private generation = 0;
   private nextId = 1;
-  private readonly sendIds = new Map<number, string>();
   /** Requests waiting for their reply; `raw`: an Error frame is the reply (resolved), not a failure. */
   private readonly pending = new Map<number, { resolve: (f: Frame) => void; reject: (e: Error) => void; timer: NodeJS.Timeout; raw?: boolean }>();
   private attempt = 0;
@@ -117,7 +111,16 @@ export class LoadClient {
     private readonly hooks: ClientHooks,
     /** The gateway of the first connection (else one from the list). */
     private readonly firstUrl?: string,
-  ) {}
+  ) {
+    this.outbox = new Outbox({
+      link: this.outboxLink(),
+      newId: () => this.nextId++,
+      resendAfterMs: env.resendAfterMs,
+      emit: () => undefined, // the ledger hears of acks and refusals through send()'s promise
+      changed: () => undefined, // nothing is persisted: a load device lives for one run
+      queued: () => undefined,
+    });
+  }
 
   /** Connect and log in (rejects on failure; the caller may retry or let reconnect() do it). */
   async connect(): Promise<void> {
@@ -126,9 +129,17 @@ export class LoadClient {
 
   /** Send to a user (1:1), or with `to` empty into a conversation (a group). */
   send(clientMsgId: string, to: string, text: string, conversationId = ''): void {
-    const entry: OutboxEntry = { clientMsgId, to, conversationId, text, writtenAtMs: 0, writes: 0 };
-    this.outbox.set(clientMsgId, entry);
-    if (this.state === 'online') this.write(entry);
+    const options = to !== '' ? { clientMsgId, to, text } : { clientMsgId, conversationId, text };
+    this.outbox.send(options).then(
+      (r) => {
+        this.written.delete(clientMsgId);
+        this.hooks.acked(clientMsgId, r.conversationId, r.seq);
+      },
+      (err: unknown) => {
+        this.written.delete(clientMsgId);
+        this.hooks.refused(clientMsgId, err instanceof LonglinkError ? err.codeName : String(err));
+      },
+    );
   }
 
   /**
@@ -170,7 +181,7 @@ export class LoadClient {
       this.lastPingMs = now;
       this.frame(this.nextId++, { case: 'ping', value: {} });
     }
-    for (const e of this.outbox.values()) if (now - e.writtenAtMs > this.env.resendAfterMs) this.write(e, true);
+    this.outbox.resendStale();
   }
 
   /** Stop reading (and writing) as an app that hangs; the gateway should drop it as SLOW_CONSUMER. */
@@ -239,7 +250,7 @@ export class LoadClient {
     const reconnect = this.everOnline;
     this.everOnline = true;
     this.hooks.online(reconnect);
-    for (const e of this.outbox.values()) this.write(e, reconnect);
+    this.outbox.writeAll();
     this.sync.loggedIn(true);
   }
 
@@ -308,7 +319,7 @@ export class LoadClient {
       p.reject(new Error(reason));
     }
     this.pending.clear();
-    this.sendIds.clear();
+    this.outbox.connectionLost();
   }
 
   /** Full jitter: a random delay below a cap that doubles per failed attempt. */
@@ -333,14 +344,29 @@ export class LoadClient {
     this.wire?.write(encodeFrame(f));
   }
 
-  private write(e: OutboxEntry, resend = false): void {
-    if (!this.wire || this.stalled) return;
-    if (resend || e.writes > 0) this.hooks.resent();
-    const id = this.nextId++;
-    this.sendIds.set(id, e.clientMsgId);
-    e.writtenAtMs = Date.now();
-    e.writes++;
-    this.frame(id, { case: 'send', value: { clientMsgId: e.clientMsgId, toUser: e.to, conversationId: e.conversationId, text: e.text } });
+  /** What the SDK's outbox sees of the connection; it writes a send only while reading (not stalled). */
+  private outboxLink(): { readonly generation: number; readonly online: boolean; write(frame: Frame): boolean } {
+    const generation = () => this.generation;
+    const online = () => this.state === 'online';
+    const write = (f: Frame): boolean => {
+      if (!this.wire || this.stalled) return false;
+      if (f.body.case === 'send') {
+        const id = f.body.value.clientMsgId;
+        if (this.written.has(id)) this.hooks.resent();
+        else this.written.add(id);
+      }
+      this.wire.write(encodeFrame(f));
+      return true;
+    };
+    return {
+      get generation() {
+        return generation();
+      },
+      get online() {
+        return online();
+      },
+      write,
+    };
   }
 
   private request(body: FrameBodyInit, o: { requestId?: string; timeoutMs?: number; raw?: boolean } = {}): Promise<Frame> {
@@ -374,7 +400,6 @@ export class LoadClient {
     }
     switch (body.case) {
       case 'sendAck': {
-        this.sendIds.delete(frame.id);
         const a = body.value;
         const seq = Number(a.seq);
         // Our own message has this seq: step past it without showing it (as the SDK does).
@@ -383,7 +408,8 @@ export class LoadClient {
           clientMsgId: a.clientMsgId, text: '', sentAtMs: Number(a.sentAtMs),
         }, a.conversationId);
         if (this.receiver.base(a.conversationId) === undefined) this.sync.syncStuck();
-        if (this.outbox.delete(a.clientMsgId)) this.hooks.acked(a.clientMsgId, a.conversationId, seq);
+        const entry = this.outbox.acked(frame.id, a.clientMsgId);
+        if (entry) this.outbox.settle(entry, sendResultOf(a));
         return;
       }
       case 'push':
@@ -392,17 +418,7 @@ export class LoadClient {
         return;
       case 'error': {
         const e = body.value;
-        const clientMsgId = this.sendIds.get(frame.id);
-        if (clientMsgId !== undefined) {
-          this.sendIds.delete(frame.id);
-          const entry = this.outbox.get(clientMsgId);
-          if (entry && RETRYABLE.has(e.code)) entry.writtenAtMs = Date.now() - this.env.resendAfterMs + 200 + Math.random() * 300;
-          else if (entry) {
-            this.outbox.delete(clientMsgId);
-            this.hooks.refused(clientMsgId, errorName(e.code));
-          }
-          return;
-        }
+        if (this.outbox.refused(frame.id, e.code, new LonglinkError(e.code, e.message))) return;
         if (waiter) {
           this.pending.delete(frame.id);
           clearTimeout(waiter.timer);
