@@ -122,6 +122,8 @@ export const DEFAULTS = {
   leaseMs: 10_000,
   nodeTtlMs: 15_000,
   postgresPool: 10,
+  /** Largest HTTP API request body, bytes. */
+  maxBodyBytes: 64 * 1024,
   limits: {
     maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
     maxTextBytes: 16 * 1024,

@@ -4,7 +4,7 @@
 // message per line (how the tests drive it) and prints plain lines.
 import * as readline from 'node:readline';
 import {
-  createClient, directConversationId, LonglinkError,
+  createClient, directConversationId, directMembers, groupIdOf, isGroupConversation, isValidId, LonglinkError,
   type ChatMessage, type ClientState, type ConversationInfo, type LonglinkClient, type SendResult, type TimelineEventData,
 } from '../client/index.js';
 import { clientFlags, connectOptions, type ClientFlags } from './client-commands.js';
@@ -23,7 +23,6 @@ const READ_DELAY_MS = 150;
 const QUIT_SEND_WAIT_MS = 10_000;
 /** On switching conversations, wait this long for the acks of what was just sent. */
 const SWITCH_SEND_WAIT_MS = 2000;
-const ID_RE = /^[A-Za-z0-9_.@-]{1,64}$/;
 
 const COMMANDS = ['/list', '/open', '/to', '/more', '/group', '/recall', '/help', '/quit'];
 const HELP = `commands:
@@ -170,7 +169,7 @@ class Chat {
   }
 
   private title(conversationId: string): string {
-    if (conversationId.startsWith('g:')) {
+    if (isGroupConversation(conversationId)) {
       const name = this.groupNames.get(conversationId);
       return name ? `#${clean(name)}` : conversationId;
     }
@@ -285,7 +284,7 @@ class Chat {
         if (!args[0]) throw new InputError('usage: /open N | USER | g:GROUP');
         return this.openConversation(this.resolve(args[0]));
       case 'to':
-        if (!args[0] || !ID_RE.test(args[0])) throw new InputError('usage: /to USER');
+        if (!args[0] || !isValidId(args[0])) throw new InputError('usage: /to USER');
         return this.openConversation(directConversationId(this.me, args[0]));
       case 'more':
       case 'm':
@@ -321,20 +320,21 @@ class Chat {
       return id;
     }
     if (arg.startsWith('g:')) {
-      if (!ID_RE.test(arg.slice(2))) throw new InputError(`not a group id: ${arg}`);
+      if (!isGroupConversation(arg)) throw new InputError(`not a group id: ${arg}`);
       return arg;
     }
     if (arg.startsWith('u:')) {
-      const parts = arg.split(':');
-      if (parts.length !== 3 || !parts.slice(1).includes(this.me)) throw new InputError(`not one of your conversations: ${arg}`);
-      return directConversationId(parts[1]!, parts[2]!);
+      const parts = arg.split(':'); // either order of the two users
+      const pair = parts.length === 3 ? directMembers(directConversationId(parts[1]!, parts[2]!)) : undefined;
+      if (!pair || !pair.includes(this.me)) throw new InputError(`not one of your conversations: ${arg}`);
+      return directConversationId(pair[0], pair[1]);
     }
     if (arg.startsWith('#')) {
       const matches = [...this.groupNames].filter(([, n]) => n === arg.slice(1)).map(([id]) => id);
       if (matches.length === 1) return matches[0]!;
       throw new InputError(matches.length === 0 ? `no group named ${arg} in the list` : `several groups are named ${arg}: use /open g:ID`);
     }
-    if (!ID_RE.test(arg)) throw new InputError(`not a user id: ${arg}`);
+    if (!isValidId(arg)) throw new InputError(`not a user id: ${arg}`);
     return directConversationId(this.me, arg);
   }
 
@@ -375,7 +375,7 @@ class Chat {
     await this.flushRead();
     const peer = this.peerOf(id);
     const o: OpenConversation = {
-      id, title: this.title(id), peer, groupId: id.startsWith('g:') ? id.slice(2) : undefined,
+      id, title: this.title(id), peer, groupId: groupIdOf(id),
       ready: false, early: [], floor: 0, shown: new Set(), hasMore: false, mine: 0, seenReported: 0,
     };
     const previous = this.open;
@@ -550,7 +550,7 @@ class Chat {
     this.noticeTimer = undefined;
     for (const [id, n] of this.notices) {
       const unread = this.known.get(id)?.unread ?? 0;
-      const where = id.startsWith('g:') ? `${this.title(id)} ` : '';
+      const where = isGroupConversation(id) ? `${this.title(id)} ` : '';
       const more = n.count > 1 ? ` (+${n.count - 1} more)` : '';
       this.say(`• ${where}${oneLine(this.body(n.last), 60)}${more}  [${unread > 0 ? `${unread} unread, ` : ''}/open ${this.handle(id)}]`);
     }

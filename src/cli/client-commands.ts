@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import {
-  createClient, gatewayPicker, nodeFetch, requestToken, LonglinkError, errorName,
+  createClient, gatewayPicker, nodeFetch, requestToken, LonglinkError, errorName, groupConversationId, groupIdOf,
   type LonglinkClient, type ChatMessage, type GroupInfo, type HttpOptions, type NodeClientOptions,
 } from '../client/index.js';
 import { exitAfterFlush } from './exit.js';
@@ -73,7 +73,7 @@ async function connect(f: ClientFlags, autoSync: boolean): Promise<LonglinkClien
 }
 
 function groupOf(conversationId: string): string | undefined {
-  return conversationId.startsWith('g:') ? conversationId.slice(2) : undefined;
+  return groupIdOf(conversationId);
 }
 
 function line(o: Record<string, unknown>): void {
@@ -131,7 +131,7 @@ export async function runConversations(flags: Record<string, string | undefined>
 
 /** `read`: mark a conversation read up to its latest message (or --seq). */
 export async function runRead(flags: Record<string, string | undefined>): Promise<number> {
-  const conversation = flags.conversation ?? (flags.group ? `g:${flags.group}` : undefined);
+  const conversation = flags.conversation ?? (flags.group ? groupConversationId(flags.group) : undefined);
   if (!conversation) throw new UsageError('--conversation (or --group) is required');
   const client = await connect(clientFlags(flags, `cli-${randomBytes(3).toString('hex')}`), false);
   await client.markRead(conversation, flags.seq ? Number(flags.seq) : 0);

@@ -9,7 +9,7 @@ export {
 } from './store.js';
 export type { Connector, ClientConnection, ConnectionEvents } from './transport.js';
 export {
-  LonglinkError, ErrorCode, errorName, directConversationId,
+  LonglinkError, ErrorCode, errorName, directConversationId, directMembers, groupConversationId, groupIdOf, isGroupConversation, isValidId,
   type ChatMessage, type TimelineEventData, type GroupRoleName,
 } from '../protocol/index.js';
 export {

@@ -3,7 +3,7 @@
 // ready), and acked to the server with a cumulative PushAck so this device's
 // cursor moves on. A message this device sent itself and still waits an ack
 // for settles that send instead of showing up as incoming.
-import { makeFrame, type ChatMessage, type Frame } from '../protocol/index.js';
+import { groupIdOf, makeFrame, type ChatMessage, type Frame } from '../protocol/index.js';
 import type { Emit, LoginInfo, SendResult } from './client-types.js';
 import type { Outbox } from './outbox.js';
 import { Receiver } from './receiver.js';
@@ -102,8 +102,8 @@ export class Inbox {
       emit('message', m);
       if (m.event?.type === 'recalled' && m.event.targetSeq !== undefined) {
         emit('recall', { conversationId: m.conversationId, seq: m.event.targetSeq, by: m.event.actor });
-      } else if (m.event && m.conversationId.startsWith('g:')) {
-        emit('group', { groupId: m.conversationId.slice(2), conversationId: m.conversationId, seq: m.seq, event: m.event });
+      } else if (m.event && groupIdOf(m.conversationId) !== undefined) {
+        emit('group', { groupId: groupIdOf(m.conversationId)!, conversationId: m.conversationId, seq: m.seq, event: m.event });
       }
     }
     this.host.changed();

@@ -3,7 +3,7 @@
 // client_msg_id, so the server stores it once however often it is written.
 // An ack (or the message itself coming back by sync, see inbox.ts) settles
 // it; a refusal for good fails it. Keeping it between runs is persistence.ts's.
-import { ErrorCode, LonglinkError, makeFrame, type BodyOf, type Frame } from '../protocol/index.js';
+import { ErrorCode, LonglinkError, groupConversationId, makeFrame, type BodyOf, type Frame } from '../protocol/index.js';
 import type { Emit, PendingSend, SendOptions, SendResult } from './client-types.js';
 import type { StoredSend } from './store.js';
 
@@ -225,7 +225,7 @@ export class Outbox {
       case: 'send',
       value: {
         clientMsgId: o.clientMsgId, toUser: o.to ?? '', text: o.text,
-        conversationId: o.conversationId ?? (o.groupId !== undefined ? `g:${o.groupId}` : ''),
+        conversationId: o.conversationId ?? (o.groupId !== undefined ? groupConversationId(o.groupId) : ''),
       },
     }))) return;
     this.sendIds.set(id, o.clientMsgId);

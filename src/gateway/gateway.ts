@@ -68,7 +68,7 @@ export class Gateway {
   }
 
   private get nodeTtlMs(): number {
-    return this.options.nodeTtlMs ?? 15_000;
+    return this.options.nodeTtlMs;
   }
 
   /**

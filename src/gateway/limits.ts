@@ -47,11 +47,11 @@ export class Limits {
     private readonly options: Pick<GatewayOptions, 'ratePerSecond' | 'userMessagesPerSecond' | 'loginAttemptsPerMinute'>,
     private readonly notice: ThrottleNotice,
   ) {
-    this.loginThrottle = new LoginThrottle(options.loginAttemptsPerMinute ?? 60);
+    this.loginThrottle = new LoginThrottle(options.loginAttemptsPerMinute);
   }
 
   private get userMessagesPerSecond(): number {
-    return this.options.userMessagesPerSecond ?? 200;
+    return this.options.userMessagesPerSecond;
   }
 
   /**

@@ -81,7 +81,7 @@ export class LoginHandshake {
   ) {}
 
   private get maxConnectionsPerUser(): number {
-    return this.options.maxConnectionsPerUser ?? 20;
+    return this.options.maxConnectionsPerUser;
   }
 
   /**
@@ -256,7 +256,7 @@ export class LoginHandshake {
 
   /** Kick the user's other devices that the multi-login policy does not allow beside this one. */
   private async enforceLoginPolicy(conn: Connection, sessions: readonly SessionInfo[]): Promise<void> {
-    const policy = this.options.loginPolicy ?? 'multi';
+    const policy = this.options.loginPolicy;
     if (policy === 'multi') return;
     for (const s of sessions) {
       if (s.deviceId === conn.deviceId) continue;

@@ -7,6 +7,7 @@ import type { Registry } from '../engines/registry.js';
 import type { TokenService } from '../auth/tokens.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 
+/** A gateway's options, all given by the configuration (src/config.ts: loadServerConfig and DEFAULTS). */
 export interface GatewayOptions {
   nodeId: string;
   loginTimeoutMs: number;
@@ -16,24 +17,23 @@ export interface GatewayOptions {
   ratePerSecond: number;
   rateBurst: number;
   maxOutboundBytes: number;
-  /** Messages (send frames) per second per user, all its connections on this gateway together (burst: twice that). @default 200 */
-  userMessagesPerSecond?: number;
-  /** Connections one user may hold at once, cluster-wide (its sessions). @default 20 */
-  maxConnectionsPerUser?: number;
-  /** Failed logins per client address and claimed user per minute on this gateway; past it, those logins are refused until the minute ends. @default 60 */
-  loginAttemptsPerMinute?: number;
+  /** Messages (send frames) per second per user, all its connections on this gateway together (burst: twice that). */
+  userMessagesPerSecond: number;
+  /** Connections one user may hold at once, cluster-wide (its sessions). */
+  maxConnectionsPerUser: number;
+  /** Failed logins per client address and claimed user per minute on this gateway; past it, those logins are refused until the minute ends. */
+  loginAttemptsPerMinute: number;
   /**
    * Multi-login policy: `multi` — any number of devices (the same device id
    * replaces its older connection); `platform` — one device per platform;
-   * `single` — one device in all. @default 'multi'
+   * `single` — one device in all.
    */
-  loginPolicy?: LoginPolicy;
+  loginPolicy: LoginPolicy;
   /**
    * Registry TTL: the gateway refreshes its entry every third of it; a gateway
    * not refreshed within it is dead to the cluster, which drops its sessions.
-   * @default 15000
    */
-  nodeTtlMs?: number;
+  nodeTtlMs: number;
 }
 
 export type LoginPolicy = 'multi' | 'platform' | 'single';

@@ -10,6 +10,7 @@ import type { Registry } from '../engines/registry.js';
 import { down, type Bus } from '../engines/bus.js';
 import type { BusRequester } from './bus-requests.js';
 import { checkSend } from './pipeline.js';
+import { DEFAULTS } from '../config.js';
 import type { Sessions } from '../engines/sessions.js';
 import { revokeTokens } from '../auth/revocation.js';
 import { encodeFrame, makeFrame } from '../protocol/index.js';
@@ -23,7 +24,7 @@ export interface HttpApiOptions {
   tokenTtlSeconds: number;
   /** Largest message text, UTF-8 bytes (checked for every recipient before any is sent). */
   maxTextBytes: number;
-  /** Largest request body, bytes. @default 65536 */
+  /** Largest request body, bytes. @default DEFAULTS.maxBodyBytes */
   maxBodyBytes?: number;
   /**
    * Serve `POST /api/v1/dev/token`: a token for any user without the admin
@@ -154,7 +155,7 @@ export class HttpApi {
 
   private async issueToken(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.requireAdmin(req);
-    const body = parse(TokenBody, await readJson(req, this.options.maxBodyBytes ?? 65536));
+    const body = parse(TokenBody, await readJson(req, this.options.maxBodyBytes ?? DEFAULTS.maxBodyBytes));
     const deviceId = body.device_id ?? 'default';
     const platform = body.platform ?? 'other';
     const { token, expiresAtMs } = await this.deps.tokens.issue(body.user_id, deviceId, platform, body.ttl_seconds ?? this.options.tokenTtlSeconds);
@@ -168,7 +169,7 @@ export class HttpApi {
    */
   private async revoke(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.requireAdmin(req);
-    const body = parse(RevokeBody, await readJson(req, this.options.maxBodyBytes ?? 65536));
+    const body = parse(RevokeBody, await readJson(req, this.options.maxBodyBytes ?? DEFAULTS.maxBodyBytes));
     const result = await revokeTokens(this.deps, body.user_id, body.device_id);
     send(res, 200, { user_id: body.user_id, device_id: body.device_id ?? null, revoked_before_ms: result.revokedBeforeMs });
   }
@@ -183,7 +184,7 @@ export class HttpApi {
         'dev login is off on this server (it is on for a local `longlink start` with generated dev secrets, or with LONGLINK_DEV_LOGIN=1); '
         + 'get tokens from POST /api/v1/tokens with the admin key');
     }
-    const body = parse(DevTokenBody, await readJson(req, this.options.maxBodyBytes ?? 65536));
+    const body = parse(DevTokenBody, await readJson(req, this.options.maxBodyBytes ?? DEFAULTS.maxBodyBytes));
     const deviceId = body.device_id ?? 'web';
     const platform = body.platform ?? 'web';
     const { token, expiresAtMs } = await this.deps.tokens.issue(body.user_id, deviceId, platform, this.options.tokenTtlSeconds);
@@ -197,7 +198,7 @@ export class HttpApi {
    */
   private async postMessage(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.requireAdmin(req);
-    const body = parse(MessageBody, await readJson(req, this.options.maxBodyBytes ?? 65536));
+    const body = parse(MessageBody, await readJson(req, this.options.maxBodyBytes ?? DEFAULTS.maxBodyBytes));
     const from = body.from ?? SYSTEM_USER;
     const baseId = body.client_msg_id ?? `api-${crypto.randomUUID()}`;
     const sends = body.group_id !== undefined
@@ -240,7 +241,7 @@ export class HttpApi {
   /** Replay dead letters (`{"ids": [...]}`, or every one when empty), each once, at the end of its original partition. */
   private async replayDeadLetters(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.requireAdmin(req);
-    const body = parse(ReplayBody, await readJson(req, this.options.maxBodyBytes ?? 65536));
+    const body = parse(ReplayBody, await readJson(req, this.options.maxBodyBytes ?? DEFAULTS.maxBodyBytes));
     const replayed = await this.deps.bus.dead.replay(body.ids ?? []);
     send(res, 200, { replayed });
   }
@@ -248,7 +249,7 @@ export class HttpApi {
   /** A system announcement to every online connection of every gateway; not stored. */
   private async broadcast(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.requireAdmin(req);
-    const body = parse(BroadcastBody, await readJson(req, this.options.maxBodyBytes ?? 65536));
+    const body = parse(BroadcastBody, await readJson(req, this.options.maxBodyBytes ?? DEFAULTS.maxBodyBytes));
     const id = crypto.randomUUID();
     const sentAtMs = Date.now();
     const frame = encodeFrame(makeFrame(0, {

@@ -1,7 +1,7 @@
 // The chat view: conversation list, one open conversation, the composer and
 // the connection state, all driven by the SDK client's events.
 import {
-  directConversationId, LonglinkError, errorName,
+  directConversationId, LonglinkError, errorName, groupIdOf, isGroupConversation,
   type LonglinkClient, type ChatMessage, type ClientState, type ConversationInfo,
   type PresenceInfo, type ReceiptInfo, type TimelineEventData,
 } from '../client/browser.js';
@@ -205,7 +205,7 @@ export class Chat {
     const item: Item = { clientMsgId, from: this.me, text, sentAtMs: Date.now(), status: 'pending', order: this.order++ };
     open.items.set(`c${clientMsgId}`, item);
     this.renderMessages('bottom');
-    const target = conv.kind === 'group' ? { groupId: conv.groupId ?? conv.id.slice(2) } : { to: conv.peer ?? '' };
+    const target = conv.kind === 'group' ? { groupId: conv.groupId ?? groupIdOf(conv.id) ?? '' } : { to: conv.peer ?? '' };
     this.client.send({ ...target, text, clientMsgId }).then((r) => {
       item.seq = r.seq;
       item.sentAtMs = r.sentAtMs;
@@ -459,7 +459,7 @@ export class Chat {
     if (m.event) return eventText(m.event);
     if (m.recalledBy !== undefined) return 'message recalled';
     if (m.fromUser === this.me) return `You: ${m.text}`;
-    return m.conversationId.startsWith('g:') ? `${m.fromUser}: ${m.text}` : m.text;
+    return isGroupConversation(m.conversationId) ? `${m.fromUser}: ${m.text}` : m.text;
   }
 
   private addItem(open: Open, m: ChatMessage): void {
