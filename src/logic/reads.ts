@@ -1,7 +1,7 @@
 // The storage service's reads: what a device missed (sync, paged from its
 // cursors) and older history. Each page is bounded in messages and bytes.
 import {
-  ErrorCode, LonglinkError, cursorToWire, messageToWire,
+  ErrorCode, LonglinkError, cursorToWire, isGroupConversation, messageToWire,
   type BodyOf, type FrameBodyInit,
 } from '../protocol/index.js';
 import type { Origin } from '../engines/bus.js';
@@ -113,9 +113,19 @@ export class Reads {
     const limit = req.limit > 0 ? Math.min(req.limit, this.options.historyPageLimit) : this.options.historyPageLimit;
     let before = seqOf(req.beforeSeq);
     if (view.toSeq !== undefined && (before <= 0 || before > view.toSeq + 1)) before = view.toSeq + 1;
-    const page = await this.deps.store.before(req.conversationId, before, limit + 1, view.fromSeq);
+    let page = await this.deps.store.before(req.conversationId, before, limit + 1, view.fromSeq);
+    if (page.length <= limit && isGroupConversation(req.conversationId)) {
+      // The current membership window is read to its start: go on into earlier ones, if the user left and came back.
+      const start = page[0]?.seq ?? Math.min(before > 0 ? before : Number.MAX_SAFE_INTEGER, view.fromSeq);
+      const past = (await this.deps.store.pastWindows(req.conversationId, origin.userId)).filter((w) => w.fromSeq < start).reverse();
+      for (const w of past) {
+        if (page.length > limit) break;
+        const older = await this.deps.store.before(req.conversationId, Math.min(start, w.toSeq + 1), limit + 1 - page.length, w.fromSeq);
+        page = [...older, ...page];
+      }
+    }
     const hasMore = page.length > limit;
-    const messages = hasMore ? page.slice(1) : page;
+    const messages = hasMore ? page.slice(page.length - limit) : page;
     return { case: 'historyResult', value: { conversationId: req.conversationId, messages: messages.map(messageToWire), hasMore } };
   }
 }

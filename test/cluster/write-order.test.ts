@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { RawClient } from '../helpers/raw.js';
 import { startTestCluster, type TestCluster } from './helpers.js';
 import { requestToken } from '../../src/client/index.js';
-import { addThenSend, httpPushInOrder, rejoinedMemberSyncs, removeThenSend, resentCreate, type Target } from '../helpers/write-order.js';
+import { addThenSend, httpGroupPushesAmongMembershipChanges, httpPushInOrder, rejoinedMemberSyncs, removeThenSend, resentCreate, type Target } from '../helpers/write-order.js';
 
 const T = { timeout: 180_000 };
 
@@ -41,4 +41,5 @@ describe('write order on 2 gateways + 2 logic nodes', () => {
   test('a group create resent with the same request id makes one group, answered the same', T, () => resentCreate(target, 'c3'));
   test('POST /api/v1/messages on either logic node among client sends: answered with its seq, pushed in seq order', T, () => httpPushInOrder(target, 'c4'));
   test('a member removed and added back before its device synced gets every message of its membership windows, and none from outside them', T, () => rejoinedMemberSyncs(target, 'c5'));
+  test('POST /api/v1/messages into a group among membership changes: nothing reaches a removed member, seq order, no gap', T, () => httpGroupPushesAmongMembershipChanges(target, 'c6'));
 });

@@ -248,10 +248,89 @@ export async function rejoinedMemberSyncs(t: Target, tag: string): Promise<void>
         if (!r.hasMore) break;
       }
       assert.deepEqual(paged.map((m) => m.seq), seqs, 'paged sync: the same messages');
+      // History, newest page first, one message a page: the same messages, back to her first join.
+      const older: ChatMessage[] = [];
+      let beforeSeq = 0n;
+      for (let page = 0; page < 40; page++) {
+        const reply = await pipelined(carol, { case: 'history', value: { conversationId, beforeSeq, limit: 1 } });
+        ok(reply, 'historyResult');
+        const r = reply.body.value as { messages: Parameters<typeof messageFromWire>[0][]; hasMore: boolean };
+        const ms = r.messages.map(messageFromWire);
+        older.unshift(...ms);
+        if (!r.hasMore || ms.length === 0) break;
+        beforeSeq = BigInt(ms[0]!.seq);
+      }
+      assert.deepEqual(older.map((m) => m.seq), seqs, 'paged history: the same messages');
     } finally {
       carol.close();
     }
   } finally {
     alice.close();
+  }
+}
+
+/**
+ * POST /api/v1/messages into a group while its owner removes and adds a
+ * member back, all interleaved: every POST is answered with its seq, a
+ * member gets exactly the messages stored while it was a member (never one
+ * stored after its removal), each device in seq order with no gap.
+ */
+export async function httpGroupPushesAmongMembershipChanges(t: Target, tag: string, rounds = 6): Promise<void> {
+  const [alice, bob, carol] = await Promise.all([t.connect(`alice-${tag}`, 0), t.connect(`bob-${tag}`, 1), t.connect(`carol-${tag}`, 1)]);
+  try {
+    const groupId = await createGroup(alice, `http-${tag}`, [`bob-${tag}`, `carol-${tag}`]);
+    const conversationId = `g:${groupId}`;
+    const posts: Promise<{ status: number; body: Record<string, unknown> }>[] = [];
+    const post = (i: number) => t.post('/api/v1/messages', { group_id: groupId, text: `post-${i}`, client_msg_id: `${tag}-p${i}` });
+    const member = (op: 'add' | 'remove') => pipelined(alice, { case: 'group', value: { op: { case: op, value: { groupId, userIds: [`bob-${tag}`] } } } });
+    let n = 0;
+    for (let round = 0; round < rounds; round++) {
+      // Not awaited: the POSTs race the membership changes; the partition owner orders them.
+      posts.push(post(n++), post(n++));
+      const removed = member('remove');
+      posts.push(post(n++));
+      ok(await removed, 'groupResult');
+      posts.push(post(n++));
+      const added = member('add');
+      posts.push(post(n++));
+      ok(await added, 'groupResult');
+    }
+    const answers = await Promise.all(posts);
+    const seqs = answers.map((r) => {
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(r.body.conversation_id, conversationId);
+      return r.body.seq as number;
+    });
+    assert.equal(new Set(seqs).size, seqs.length, 'every POST has its own seq');
+    // The timeline as stored: bob's windows from the membership events.
+    const timeline = await synced(alice, conversationId);
+    const last = timeline.at(-1)!.seq;
+    assert.deepEqual(timeline.map((m) => m.seq), Array.from({ length: last }, (_, i) => i + 1), 'the timeline has no gap');
+    const windows: [number, number][] = [];
+    let joined: number | undefined = 1;
+    for (const m of timeline) {
+      if (!m.event?.userIds?.includes(`bob-${tag}`)) continue;
+      if (m.event.type === 'members_removed' && joined !== undefined) {
+        windows.push([joined, m.seq]);
+        joined = undefined;
+      } else if (m.event.type === 'members_added') joined = m.seq;
+    }
+    if (joined !== undefined) windows.push([joined, last]);
+    const isBobs = (seq: number) => windows.some(([a, b]) => seq >= a && seq <= b);
+    await waitUntil(() => (pushedTo(carol).filter((m) => m.conversationId === conversationId).at(-1)?.seq ?? 0) >= last,
+      () => `carol gets up to seq ${last}`);
+    await pipelined(bob, { case: 'ping', value: {} });
+    await sleep(300);
+    const carolSeqs = [...new Set(pushedTo(carol).filter((m) => m.conversationId === conversationId).map((m) => m.seq))];
+    assert.deepEqual(carolSeqs, Array.from({ length: last }, (_, i) => i + 1), 'carol: every message and event, in seq order, no gap');
+    const bobGot = pushedTo(bob).filter((m) => m.conversationId === conversationId);
+    const outside = bobGot.filter((m) => !isBobs(m.seq));
+    assert.deepEqual(outside.map((m) => `${m.seq} ${m.text}`), [], `bob was given messages stored while he was out (windows ${JSON.stringify(windows)})`);
+    const bobSeqs = bobGot.map((m) => m.seq);
+    assert.deepEqual(bobSeqs, [...bobSeqs].sort((a, b) => a - b), 'bob: seq order');
+    const bobSynced = await synced(bob, conversationId);
+    assert.deepEqual(bobSynced.map((m) => m.seq), timeline.map((m) => m.seq).filter(isBobs), 'bob syncs exactly his windows');
+  } finally {
+    for (const c of [alice, bob, carol]) c.close();
   }
 }

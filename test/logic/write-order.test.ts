@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import { RawClient } from '../helpers/raw.js';
 import { ADMIN_KEY, startTestServer, type TestServer } from '../helpers/server.js';
-import { addThenSend, httpPushInOrder, rejoinedMemberSyncs, removeThenSend, resentCreate, type Target } from '../helpers/write-order.js';
+import { addThenSend, httpGroupPushesAmongMembershipChanges, httpPushInOrder, rejoinedMemberSyncs, removeThenSend, resentCreate, type Target } from '../helpers/write-order.js';
 
 const T = { timeout: 120_000 };
 
@@ -37,4 +37,5 @@ describe('write order on an embedded server', () => {
   test('a group create resent with the same request id makes one group, answered the same', T, () => resentCreate(target, 'e3'));
   test('POST /api/v1/messages among client sends: answered with its seq, pushed in seq order', T, () => httpPushInOrder(target, 'e4'));
   test('a member removed and added back before its device synced gets every message of its membership windows, and none from outside them', T, () => rejoinedMemberSyncs(target, 'e5'));
+  test('POST /api/v1/messages into a group among membership changes: nothing reaches a removed member, seq order, no gap', T, () => httpGroupPushesAmongMembershipChanges(target, 'e6'));
 });
