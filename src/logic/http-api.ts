@@ -4,7 +4,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { z } from 'zod';
-import { ErrorCode, ID_PATTERN, LonglinkError, SYSTEM_USER, errorName, groupConversationId } from '../protocol/index.js';
+import { ErrorCode, ID_PATTERN, LonglinkError, SYSTEM_USER, groupConversationId } from '../protocol/index.js';
+import { HttpError, httpError, wireError } from '../protocol/http-errors.js';
 import type { TokenService } from '../auth/tokens.js';
 import type { Registry } from '../engines/registry.js';
 import { down, type Bus } from '../engines/bus.js';
@@ -82,22 +83,6 @@ const BroadcastBody = z.object({
   text: z.string().min(1).max(16 * 1024),
 }).strict();
 
-/** The HTTP status of each wire error code a request can end with (anything else: 400). */
-const HTTP_STATUS = new Map<ErrorCode, number>([
-  [ErrorCode.FORBIDDEN, 403],
-  [ErrorCode.NOT_MEMBER, 403],
-  [ErrorCode.NOT_FOUND, 404],
-  [ErrorCode.UNAVAILABLE, 503],
-  [ErrorCode.INTERNAL, 500],
-]);
-
-/** An HTTP-only error (routing, auth, body parsing), with its own status and code name. */
-class HttpError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) {
-    super(message);
-  }
-}
-
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
@@ -117,10 +102,12 @@ export class HttpApi {
     this.route(req, res).catch((err: unknown) => {
       if (err instanceof HttpError) return send(res, err.status, { error: { code: err.code, message: err.message } });
       if (err instanceof LonglinkError) {
-        return send(res, HTTP_STATUS.get(err.code) ?? 400, { error: { code: errorName(err.code), message: err.message } });
+        const { status, body } = wireError(err.code, err.message);
+        return send(res, status, body);
       }
       log.error({ err, method: req.method, path: (req.url ?? '').split('?')[0] }, 'request failed');
-      send(res, 500, { error: { code: 'INTERNAL', message: 'internal error' } });
+      const { status, body } = httpError('INTERNAL', 'internal error');
+      send(res, status, body);
     });
   };
 
@@ -141,16 +128,16 @@ export class HttpApi {
         '/healthz', '/api/v1/gateways', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast', '/api/v1/dev/token', '/api/v1/revoke',
         '/api/v1/dead-letters', '/api/v1/dead-letters/replay',
       ].includes(path);
-      if (known) throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
+      if (known) throw new HttpError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     }
-    throw new HttpError(404, 'NOT_FOUND', `no route for ${method} ${path}`);
+    throw new HttpError('NOT_FOUND', `no route for ${method} ${path}`);
   }
 
   private requireAdmin(req: IncomingMessage): void {
     const header = req.headers.authorization ?? '';
     const match = /^Bearer (.+)$/.exec(header);
-    if (!match) throw new HttpError(401, 'UNAUTHORIZED', 'missing Authorization: Bearer <admin key>');
-    if (!timingSafeEqual(digest(match[1]!), this.adminDigest)) throw new HttpError(401, 'UNAUTHORIZED', 'wrong admin key');
+    if (!match) throw new HttpError('UNAUTHORIZED', 'missing Authorization: Bearer <admin key>');
+    if (!timingSafeEqual(digest(match[1]!), this.adminDigest)) throw new HttpError('UNAUTHORIZED', 'wrong admin key');
   }
 
   private async issueToken(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -180,7 +167,7 @@ export class HttpApi {
    */
   private async devToken(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (this.options.devLogin !== true) {
-      throw new HttpError(403, 'DEV_LOGIN_DISABLED',
+      throw new HttpError('DEV_LOGIN_DISABLED',
         'dev login is off on this server (it is on for a local `longlink start` with generated dev secrets, or with LONGLINK_DEV_LOGIN=1); '
         + 'get tokens from POST /api/v1/tokens with the admin key');
     }
@@ -227,7 +214,7 @@ export class HttpApi {
     this.requireAdmin(req);
     const raw = new URL(req.url ?? '/', 'http://x').searchParams.get('limit');
     const limit = raw === null ? 100 : Number(raw);
-    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new HttpError(400, 'BAD_REQUEST', 'limit must be an integer from 1 to 1000');
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new HttpError('BAD_REQUEST', 'limit must be an integer from 1 to 1000');
     const [letters, count] = await Promise.all([this.deps.bus.dead.list(limit), this.deps.bus.dead.count()]);
     send(res, 200, {
       count,
@@ -281,7 +268,7 @@ function parse<T>(schema: z.ZodType<T>, value: unknown): T {
   if (!result.success) {
     const issue = result.error.issues[0];
     const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
-    throw new HttpError(400, 'BAD_REQUEST', `${where}${issue?.message ?? 'invalid body'}`);
+    throw new HttpError('BAD_REQUEST', `${where}${issue?.message ?? 'invalid body'}`);
   }
   return result.data;
 }
@@ -291,14 +278,14 @@ async function readJson(req: IncomingMessage, maxBytes: number): Promise<unknown
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > maxBytes) throw new HttpError(413, 'BODY_TOO_LARGE', `body is over ${maxBytes} bytes`);
+    if (size > maxBytes) throw new HttpError('BODY_TOO_LARGE', `body is over ${maxBytes} bytes`);
     chunks.push(chunk as Buffer);
   }
   const text = Buffer.concat(chunks).toString('utf8');
-  if (text.trim() === '') throw new HttpError(400, 'BAD_JSON', 'body is empty; send a JSON object');
+  if (text.trim() === '') throw new HttpError('BAD_JSON', 'body is empty; send a JSON object');
   try {
     return JSON.parse(text);
   } catch {
-    throw new HttpError(400, 'BAD_JSON', 'body is not valid JSON');
+    throw new HttpError('BAD_JSON', 'body is not valid JSON');
   }
 }

@@ -10,6 +10,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Metrics } from './metrics.js';
+import { httpError } from '../protocol/http-errors.js';
 import type { Readiness } from './ready.js';
 import { log } from './log.js';
 
@@ -60,12 +61,12 @@ export function observabilityRoutes(o: ObservabilityRoutesOptions): Observabilit
       const { ready, checks } = await o.readiness.report();
       if (ready) return send(res, 200, { status: 'ready', node: o.nodeId, role: o.role, checks });
       const failing = Object.entries(checks).filter(([, v]) => v !== 'ok').map(([k, v]) => `${k}: ${v}`);
-      return send(res, 503, {
-        error: { code: 'UNAVAILABLE', message: `not ready (${failing.join('; ')})` }, status: 'not ready', node: o.nodeId, role: o.role, checks,
-      });
+      const { status, body } = httpError('UNAVAILABLE', `not ready (${failing.join('; ')})`);
+      return send(res, status, { ...body, status: 'not ready', node: o.nodeId, role: o.role, checks });
     }
     if (!authorized(req)) {
-      return send(res, 401, { error: { code: 'UNAUTHORIZED', message: 'missing or wrong Authorization: Bearer <metrics key>' } });
+      const { status, body } = httpError('UNAUTHORIZED', 'missing or wrong Authorization: Bearer <metrics key>');
+      return send(res, status, body);
     }
     const body = await o.metrics.scrape();
     res.writeHead(200, { 'content-type': o.metrics.contentType, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
@@ -76,13 +77,17 @@ export function observabilityRoutes(o: ObservabilityRoutesOptions): Observabilit
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (!paths.has(path)) return false;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      send(res, 405, { error: { code: 'METHOD_NOT_ALLOWED', message: `${req.method ?? ''} is not allowed on ${path}` } });
+      const { status, body } = httpError('METHOD_NOT_ALLOWED', `${req.method ?? ''} is not allowed on ${path}`);
+      send(res, status, body);
       return true;
     }
     serve(path, req, res).catch((err: unknown) => {
       logger.error({ err, path }, 'observability request failed');
       if (res.headersSent) res.destroy();
-      else send(res, 500, { error: { code: 'INTERNAL', message: 'internal error' } });
+      else {
+        const { status, body } = httpError('INTERNAL', 'internal error');
+        send(res, status, body);
+      }
     });
     return true;
   };

@@ -8,6 +8,7 @@ import type { BusCounters } from '../engines/bus.js';
 import { tokenServiceFor } from '../auth/tokens.js';
 import { Gateway } from '../gateway/gateway.js';
 import { closeHttp, listenHttp, loadTls, sendJson } from './http-server.js';
+import { httpError } from '../protocol/http-errors.js';
 import { gatewayOptions, redisEngines, requireUrl } from './wiring.js';
 import { observeRole, redisAnswers } from './observe.js';
 import { RedisProbe } from '../observability/redis-probe.js';
@@ -58,7 +59,8 @@ export async function startGateway(config: ServerConfig): Promise<RunningGateway
 
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     if (obs.routes(req, res)) return;
-    sendJson(res, 404, { error: { code: 'NOT_FOUND', message: 'a gateway serves /ws, /healthz, /readyz and /metrics; the API is on logic nodes' } });
+    const { status, body } = httpError('NOT_FOUND', 'a gateway serves /ws, /healthz, /readyz and /metrics; the API is on logic nodes');
+    sendJson(res, status, body);
   };
   let http: Awaited<ReturnType<typeof listenHttp>>;
   let tcpPort: number;

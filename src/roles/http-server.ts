@@ -7,6 +7,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { SecureContextOptions } from 'node:tls';
 import { ConfigError, type TlsFiles } from '../config.js';
+import { httpError } from '../protocol/http-errors.js';
 
 /** The certificate and key the configuration names, read once at start. */
 export function loadTls(files: TlsFiles | undefined): SecureContextOptions | undefined {
@@ -32,12 +33,11 @@ export async function listenHttp(
     }
     // Bytes that are not HTTP (or headers past Node's 16 KiB): a coded JSON answer, then close.
     const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
-    const body = JSON.stringify({
-      error: tooLarge
-        ? { code: 'HEADERS_TOO_LARGE', message: 'request headers are over 16 KiB' }
-        : { code: 'BAD_REQUEST', message: 'malformed HTTP request' },
-    });
-    socket.end(`HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\n`
+    const { status, body: error } = tooLarge
+      ? httpError('HEADERS_TOO_LARGE', 'request headers are over 16 KiB')
+      : httpError('BAD_REQUEST', 'malformed HTTP request');
+    const body = JSON.stringify(error);
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n`
       + `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
     setTimeout(() => socket.destroy(), 1000).unref();
   });
