@@ -33,7 +33,7 @@
 import { Redis } from 'ioredis';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import {
-  DeadLetterSchema, DownBatchSchema, UpEnvelopeSchema,
+  DeadLetterSchema, DownBatchSchema, UpEnvelopeSchema, type DeadLetter,
 } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
 import { operationName } from '../protocol/operations.js';
 import { log as rootLog } from '../observability/log.js';
@@ -738,14 +738,7 @@ class RedisDeadLetters implements DeadLetters {
   ) {}
 
   async list(limit: number): Promise<DeadLetterInfo[]> {
-    if (limit <= 0) return [];
-    const entries = await bytes(this.redis).xrangeBuffer(this.stream, '-', '+', 'COUNT', limit);
-    const out: DeadLetterInfo[] = [];
-    for (const [idBytes, fields] of entries) {
-      const info = describe(idBytes.toString(), fields);
-      if (info) out.push(info.info);
-    }
-    return out;
+    return (await this.read('-', '+', limit)).map((d) => d.info);
   }
 
   count(): Promise<number> {
@@ -753,20 +746,37 @@ class RedisDeadLetters implements DeadLetters {
   }
 
   async replay(ids: readonly string[]): Promise<string[]> {
-    const chosen = ids.length > 0 ? [...ids] : (await this.list(10_000)).map((d) => d.id);
+    const chosen = ids.length > 0
+      ? (await Promise.all(ids.map((id) => this.read(id, id, 1)))).flat()
+      : await this.read('-', '+', 10_000);
     const replayed: string[] = [];
-    for (const id of chosen) {
-      const [entry] = await bytes(this.redis).xrangeBuffer(this.stream, id, id);
-      const found = entry ? describe(id, entry[1]) : undefined;
-      if (!found || found.letter.envelope.length === 0) continue;
-      const added = await this.redis.eval(REPLAY, 2, this.stream, found.letter.stream, id, Buffer.from(found.letter.envelope), this.maxUpLength);
-      if (added) replayed.push(id);
+    for (const { info, letter } of chosen) {
+      if (letter.envelope.length === 0) continue; // nothing that could be handled again
+      const added = await this.redis.eval(REPLAY, 2, this.stream, letter.stream, info.id, Buffer.from(letter.envelope), this.maxUpLength);
+      if (added) replayed.push(info.id);
     }
     return replayed;
   }
+
+  /** The dead letters with ids from `start` to `end`, at most `count`, oldest first. */
+  private async read(start: string, end: string, count: number): Promise<Described[]> {
+    if (count <= 0) return [];
+    const entries = await bytes(this.redis).xrangeBuffer(this.stream, start, end, 'COUNT', count);
+    const out: Described[] = [];
+    for (const [idBytes, fields] of entries) {
+      const d = describe(idBytes.toString(), fields);
+      if (d) out.push(d);
+    }
+    return out;
+  }
 }
 
-function describe(id: string, fields: Fields | null): { info: DeadLetterInfo; letter: ReturnType<typeof fromBinary<typeof DeadLetterSchema>> } | undefined {
+interface Described {
+  info: DeadLetterInfo;
+  letter: DeadLetter;
+}
+
+function describe(id: string, fields: Fields | null): Described | undefined {
   const x = fields ? field(fields, 'x') : undefined;
   if (!x) return undefined;
   const letter = fromBinary(DeadLetterSchema, x);

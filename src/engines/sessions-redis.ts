@@ -47,8 +47,10 @@ local function decode(raw)
 end
 `;
 
+// The bind itself, shared by BIND and BIND_UNLESS_REVOKED: takes the device out of its old node's
+// index, writes the new session; leaves the replaced session's JSON (or false) in `old`.
 // KEYS: user hash, new node's index, the node list. ARGV: device, session JSON, member, prefix, new node.
-const BIND = new Script(`${DECODE}
+const BIND_BODY = `
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old then
   local s = decode(old)
@@ -60,11 +62,15 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[5])
+`;
+
+// KEYS and ARGV: as BIND_BODY. Returns the replaced session's JSON, or nil.
+const BIND = new Script(`${DECODE}${BIND_BODY}
 return old
 `);
 
 // bind, unless a revocation of the user ('*') or the device is at or after the token's issue time.
-// KEYS: user hash, new node's index, the node list, the user's revocations. ARGV: as BIND, then the issue time.
+// KEYS: as BIND_BODY, then the user's revocations. ARGV: as BIND_BODY, then the issue time.
 // Returns {0, revoked before} or {1, the previous session or nil, the user's sessions as HGETALL}.
 const BIND_UNLESS_REVOKED = new Script(`${DECODE}
 local before = 0
@@ -73,17 +79,7 @@ for _, v in ipairs(redis.call('HMGET', KEYS[4], '*', ARGV[1])) do
   if n and n > before then before = n end
 end
 if tonumber(ARGV[6]) <= before then return {0, tostring(before)} end
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old then
-  local s = decode(old)
-  if s and type(s.node) == 'string' then
-    redis.call('SREM', ARGV[4] .. 'node-sess:' .. s.node, ARGV[3])
-    redis.call('SREM', ARGV[4] .. 'node-drop:' .. s.node, ARGV[3])
-  end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[5])
+${BIND_BODY}
 return {1, old or false, redis.call('HGETALL', KEYS[1])}
 `);
 

@@ -47,7 +47,7 @@ class LoginAttempt {
   claims!: TokenClaims;
   /** The device's session record the bind replaced, if any (from binding on). */
   previous: SessionInfo | undefined;
-  /** The user's sessions, read right after the bind (the connection limit and the login policy judge them). */
+  /** The user's sessions, as the bind left them (the connection limit and the login policy judge them). */
   sessions: SessionInfo[] = [];
 
   constructor(
@@ -61,11 +61,6 @@ class LoginAttempt {
   /** The connection closed while the login awaited something. */
   get closed(): boolean {
     return this.conn.state !== 'logging-in';
-  }
-
-  /** A revocation at or after the token's issue time covers it, or one was announced while logging in. */
-  revokedBy(beforeMs: number): boolean {
-    return this.claims.issuedAtMs <= beforeMs || this.conn.revokedWhileLoggingIn;
   }
 }
 

@@ -11,7 +11,7 @@
 // request id, so what was applied before the failure is not applied twice.
 import {
   ErrorCode, LonglinkError, encodeFrame, makeFrame,
-  type BodyOf, type FrameBodyInit,
+  type BodyOf, type Frame, type FrameBodyInit,
 } from '../protocol/index.js';
 import { operationName, operationOf } from '../protocol/operations.js';
 import { down, type Bus, type Origin, type Subscription, type UpEnvelope } from '../engines/bus.js';
@@ -65,6 +65,8 @@ export interface LogicDeps {
 export interface Request {
   up: UpEnvelope;
   origin: Origin;
+  /** The client frame it carries (none for a session event). */
+  frame: Frame | undefined;
   /** Its frame id, echoed on the reply. */
   id: number;
   requestId: string;
@@ -147,15 +149,15 @@ export class Logic {
     for (const up of batch) {
       const origin = up.origin;
       if (!origin) continue; // not from a role of this cluster: nothing to answer
-      const r: Request = { up, origin, id: up.body.case === 'frame' ? up.body.value.id : 0, requestId: up.requestId };
+      const frame = up.body.case === 'frame' ? up.body.value : undefined;
+      const r: Request = { up, origin, frame, id: frame?.id ?? 0, requestId: up.requestId };
       const connection = `${origin.node}/${origin.connId}`;
       if (up.body.case === 'session') {
         this.metrics.request('session');
         scheduled.push({ item: r, partition: up.partition, kind: 'write', connection });
         continue;
       }
-      if (up.body.case !== 'frame') continue; // a kind this node does not know (a newer publisher): nothing to do
-      const frame = up.body.value;
+      if (!frame) continue; // a kind this node does not know (a newer publisher): nothing to do
       this.metrics.request(frame.body.case);
       const op = operationOf(frame);
       if (frame.body.case === 'pushAck') acks.push(r);
@@ -172,7 +174,7 @@ export class Logic {
 
   /** A write: answered, or its failure (not the client's fault) rejects. */
   private async write(r: Request): Promise<void> {
-    if (r.up.body.case === 'session') {
+    if (!r.frame) {
       await this.presence.sessionChanged(r.origin.userId).catch((err: unknown) => log.warn({ err, user: r.origin.userId }, 'presence update failed'));
       return;
     }
@@ -198,10 +200,10 @@ export class Logic {
   }
 
   private dispatch(r: Request): Promise<FrameBodyInit | undefined> {
-    const frame = r.up.body.value as { body: { case?: string; value?: unknown } };
-    const handler = frame.body.case !== undefined && Object.hasOwn(this.handlers, frame.body.case) ? this.handlers[frame.body.case] : undefined;
-    if (!handler) throw new LonglinkError(ErrorCode.UNKNOWN_FRAME, `frame type ${frame.body.case ?? 'unknown'} is not handled by logic`);
-    return handler(r, frame.body.value as never);
+    const body = r.frame?.body;
+    const handler = body?.case !== undefined && Object.hasOwn(this.handlers, body.case) ? this.handlers[body.case] : undefined;
+    if (!handler) throw new LonglinkError(ErrorCode.UNKNOWN_FRAME, `frame type ${body?.case ?? 'unknown'} is not handled by logic`);
+    return handler(r, body!.value as never);
   }
 
   /**
@@ -213,7 +215,9 @@ export class Logic {
   private async sends(items: Request[]): Promise<void> {
     const now = Date.now();
     const checked = await Promise.all(items.map(async (r) => {
-      const s = (r.up.body.value as { body: { value: BodyOf<'send'> } }).body.value;
+      const body = r.frame?.body;
+      if (body?.case !== 'send') throw new Error('a send was scheduled for what is not one');
+      const s = body.value;
       try {
         const draft = await this.pipeline.prepare({
           fromUser: r.origin.userId, fromDevice: r.origin.deviceId, claimedFrom: s.fromUser, trusted: r.up.trusted,
@@ -266,7 +270,9 @@ export class Logic {
   private async pushAcks(acks: Request[]): Promise<void> {
     const updates: { userId: string; deviceId: string; conversationId: string; seq: number }[] = [];
     await Promise.all(acks.map(async (r) => {
-      const b = (r.up.body.value as { body: { value: BodyOf<'pushAck'> } }).body.value;
+      const body = r.frame?.body;
+      if (body?.case !== 'pushAck') throw new Error('a push ack was gathered for what is not one');
+      const b = body.value;
       const seq = Number(b.seq);
       if (!Number.isSafeInteger(seq) || seq < 0) return this.replyError(r, new LonglinkError(ErrorCode.BAD_REQUEST, 'seq out of range'));
       try {
@@ -295,7 +301,7 @@ export class Logic {
 
   private async replyError(r: Request, err: unknown): Promise<void> {
     const known = err instanceof LonglinkError;
-    if (!known) log.error({ err, user: r.origin.userId, op: r.up.body.case === 'frame' ? operationName(r.up.body.value) : r.up.body.case }, 'request failed');
+    if (!known) log.error({ err, user: r.origin.userId, op: r.frame ? operationName(r.frame) : r.up.body.case }, 'request failed');
     const code = known ? err.code : ErrorCode.INTERNAL;
     this.metrics.error(code);
     if (code === ErrorCode.GROUP_FULL) this.metrics.limitBreach('group_size');

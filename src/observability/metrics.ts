@@ -216,25 +216,22 @@ export class Metrics {
     perKey('longlink_bus_up_lag', 'Uplink entries not yet read by logic, per shard (cluster-wide: the same on every logic node)', 'shard', (s) => s.upLag);
     perKey('longlink_bus_up_pending', 'Uplink entries read by logic but not yet acked, per shard (cluster-wide)', 'shard', (s) => s.upPending);
     perKey('longlink_bus_down_length', 'Entries kept in this gateway\'s downlink streams (own, broadcast)', 'stream', (s) => s.downLength);
-    new Gauge({
-      name: 'longlink_bus_shards_owned', help: 'Uplink shards this logic node owns (0 while the bus cannot be read)', registers: [r],
-      async collect() {
-        const owned = (await stats()).shardsOwned;
-        this.reset();
-        if (owned !== undefined) this.set(owned);
-      },
-    });
+    /** A gauge of one value from the stats, left out while the engine does not say. */
+    const single = (name: string, help: string, pick: (s: BusStats) => number | undefined) => {
+      new Gauge({
+        name, help, registers: [r],
+        async collect() {
+          const value = pick(await stats());
+          this.reset();
+          if (value !== undefined) this.set(value);
+        },
+      });
+    };
+    single('longlink_bus_shards_owned', 'Uplink shards this logic node owns (0 while the bus cannot be read)', (s) => s.shardsOwned);
+    single('longlink_dead_letters', 'Uplink entries set aside in the dead letters (see `longlink dead list`), cluster-wide', (s) => s.deadLetters);
     const moved = (name: string, help: string, pick: (c: BusCounters) => number) => {
       total(r, name, help, () => (this.busCounters ? pick(this.busCounters) : 0));
     };
-    new Gauge({
-      name: 'longlink_dead_letters', help: 'Uplink entries set aside in the dead letters (see `longlink dead list`), cluster-wide', registers: [r],
-      async collect() {
-        const n = (await stats()).deadLetters;
-        this.reset();
-        if (n !== undefined) this.set(n);
-      },
-    });
     moved('longlink_dead_letters_total', 'Uplink entries this process moved to the dead letters', (c) => c.deadLettered);
     moved('longlink_bus_unknown_skipped_total', 'Downlink messages of a kind this process does not know (a newer publisher), skipped', (c) => c.unknownSkipped);
     moved('longlink_bus_up_published_total', 'Uplink messages this process published', (c) => c.upPublished);
