@@ -33,10 +33,10 @@
 // Redis may lose a counter when it restarts; a commit here is durable.
 import pg from 'pg';
 import type { ChatMessage, GroupRoleName, TimelineEventData } from '../protocol/index.js';
-import { draftMessage, groupIdOf, toMessage, type MessageRow } from './store-rows.js';
+import { draftMessage, groupIdOf, toMessage, toState, type MessageRow, type StateColumns } from './store-rows.js';
 import {
-  FencedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
-  type AppendResult, type ConversationKind, type ConversationState, type Effect, type GroupMeta, type GroupRecord, type Membership,
+  PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
+  type AppendResult, type ConversationCursor, type ConversationKind, type ConversationOverview, type ConversationState, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MessageDraft, type ShardClaim, type Store, type WriteFence,
 } from './store.js';
 
@@ -126,6 +126,10 @@ const MIGRATIONS: string[] = [
      left_seq BIGINT NOT NULL,
      PRIMARY KEY (conversation_id, user_id, joined_seq)
    );`,
+  // Whether a member has written in the conversation (a message or an action): who counts as a contact.
+  `ALTER TABLE members ADD COLUMN wrote BOOLEAN NOT NULL DEFAULT false;
+   UPDATE members SET wrote = true WHERE EXISTS (
+     SELECT 1 FROM messages x WHERE x.conversation_id = members.conversation_id AND x.from_user = members.user_id);`,
 ];
 
 /** pg_advisory_xact_lock(MIGRATION_LOCK, hashtext(schema)): one migrator per schema at a time. */
@@ -143,6 +147,24 @@ const TYPES = {
 
 /** Retries of an append that lost a race on an idempotency key (or, defensively, a deadlock). */
 const MAX_ATTEMPTS = 5;
+
+// A member who left sees activity only up to its leaving.
+const LIST_SELECT = `SELECT c.id, c.kind, c.last_seq, m.joined_seq, m.left_seq, m.read_seq,
+    least(c.last_seq, coalesce(m.left_seq, c.last_seq)) AS visible_seq,
+    EXISTS (SELECT 1 FROM member_windows w WHERE w.conversation_id = m.conversation_id AND w.user_id = m.user_id) AS rejoined,
+    CASE WHEN m.left_seq IS NULL THEN c.last_at_ms
+         ELSE coalesce((SELECT x.sent_at_ms FROM messages x WHERE x.conversation_id = c.id AND x.seq = m.left_seq), c.last_at_ms)
+    END AS at_ms
+  FROM members m JOIN conversations c ON c.id = m.conversation_id`;
+
+interface StateRow extends StateColumns {
+  at_ms: number;
+  rejoined: boolean;
+}
+
+function stateOf(r: StateRow): ConversationState {
+  return toState(r, r.at_ms, r.rejoined);
+}
 
 interface MemberRow {
   role: string;
@@ -173,7 +195,7 @@ const SQL = {
   insertMessages: `INSERT INTO messages (conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event)
     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::text[])`,
   // Whoever writes has read everything up to what they wrote.
-  readOwn: `UPDATE members m SET read_seq = greatest(m.read_seq, u.seq)
+  readOwn: `UPDATE members m SET read_seq = greatest(m.read_seq, u.seq), wrote = true
     FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(conversation_id, user_id, seq)
     WHERE m.conversation_id = u.conversation_id AND m.user_id = u.user_id`,
   // A rejoin first keeps the window that ended (see pastWindows).
@@ -181,7 +203,8 @@ const SQL = {
     SELECT conversation_id, user_id, joined_seq, left_seq FROM members
     WHERE conversation_id = $1 AND user_id = ANY($2::text[]) AND left_seq IS NOT NULL AND left_seq >= joined_seq
     ON CONFLICT DO NOTHING`,
-  pastWindows: `SELECT joined_seq, left_seq FROM member_windows WHERE conversation_id = $1 AND user_id = $2 ORDER BY joined_seq`,
+  pastWindows: `SELECT * FROM (SELECT joined_seq, left_seq FROM member_windows WHERE conversation_id = $1 AND user_id = $2
+    ORDER BY joined_seq DESC LIMIT ${PAST_WINDOWS_MAX}) w ORDER BY joined_seq`,
   joinMembers: `INSERT INTO members (user_id, conversation_id, joined_at_ms, role, joined_seq, left_seq, read_seq, muted)
     SELECT u.user_id, $4, $5, u.role, $6, NULL, u.read_seq, false
     FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(user_id, role, read_seq)
@@ -202,8 +225,14 @@ const SQL = {
   after: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4`,
   before: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq < $2 AND seq >= $3 ORDER BY seq DESC LIMIT $4`,
   one: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2`,
-  unread: `SELECT count(*) AS n FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq <= $3
-    AND from_user <> $4 AND event IS NULL`,
+  unread: `SELECT count(*) AS n FROM (SELECT 1 FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq <= $3
+    AND from_user <> $4 AND event IS NULL LIMIT $5) x`,
+  membersAt: `SELECT user_id FROM members WHERE conversation_id = $1 AND left_seq IS NULL AND joined_seq <= $2 ORDER BY user_id`,
+  writersTo: `SELECT w.user_id FROM unnest($2::text[]) AS w(user_id) WHERE EXISTS (
+      SELECT 1 FROM members a JOIN members b ON b.user_id = $1 AND b.conversation_id = a.conversation_id AND b.left_seq IS NULL
+      WHERE a.user_id = w.user_id AND a.wrote AND a.left_seq IS NULL)`,
+  groupCounts: `SELECT user_id, count(*) AS n FROM members WHERE user_id = ANY($1::text[])
+    AND conversation_id >= 'g:' AND conversation_id < 'g;' AND left_seq IS NULL GROUP BY user_id`,
   members: `SELECT user_id FROM members WHERE conversation_id = $1 AND left_seq IS NULL ORDER BY user_id`,
   membership: `SELECT role, muted, joined_seq, left_seq, read_seq FROM members WHERE conversation_id = $1 AND user_id = $2`,
   groupRow: `SELECT id, name, owner, muted_all, dismissed, created_at_ms FROM groups WHERE id = $1`,
@@ -211,13 +240,26 @@ const SQL = {
     ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END, user_id`,
   readCursors: `SELECT user_id, read_seq FROM members WHERE conversation_id = $1 AND left_seq IS NULL`,
   // A member who left sees activity only up to its leaving.
-  listForUser: `SELECT c.id, c.kind, c.last_seq, m.joined_seq, m.left_seq, m.read_seq,
-      EXISTS (SELECT 1 FROM member_windows w WHERE w.conversation_id = m.conversation_id AND w.user_id = m.user_id) AS rejoined,
-      CASE WHEN m.left_seq IS NULL THEN c.last_at_ms
-           ELSE coalesce((SELECT x.sent_at_ms FROM messages x WHERE x.conversation_id = c.id AND x.seq = m.left_seq), c.last_at_ms)
-      END AS at_ms
-    FROM members m JOIN conversations c ON c.id = m.conversation_id
-    WHERE m.user_id = $1 ORDER BY at_ms DESC, c.id`,
+  listForUser: `${LIST_SELECT} WHERE m.user_id = $1 ORDER BY at_ms DESC, c.id`,
+  // One page of that list (resumed after (at_ms, id)) with each row's summary, in one statement:
+  // the last visible message (text cut to $5 characters), unread (counted up to $6), the peer's read mark, the group's name.
+  conversationPage: `SELECT p.*,
+      last.seq AS last_msg_seq, last.server_msg_id, last.from_user, last.from_device, last.client_msg_id,
+      left(last.text, $5) AS last_text, length(last.text) AS last_length, last.sent_at_ms, last.event, last.recalled_by,
+      (SELECT count(*) FROM (SELECT 1 FROM messages u WHERE u.conversation_id = p.id
+         AND u.seq > greatest(p.read_seq, p.joined_seq - 1) AND u.seq <= p.visible_seq
+         AND u.from_user <> $1 AND u.event IS NULL LIMIT $6) x) AS unread,
+      peer.read_seq AS peer_read_seq, g.name AS group_name
+    FROM (
+      SELECT * FROM (${LIST_SELECT} WHERE m.user_id = $1) l
+      WHERE l.at_ms < $2 OR (l.at_ms = $2 AND l.id > $3) ORDER BY l.at_ms DESC, l.id LIMIT $4
+    ) p
+    LEFT JOIN LATERAL (SELECT * FROM messages x WHERE x.conversation_id = p.id AND x.seq <= p.visible_seq AND x.seq >= p.joined_seq
+      ORDER BY x.seq DESC LIMIT 1) last ON true
+    LEFT JOIN LATERAL (SELECT y.read_seq FROM members y WHERE p.kind = 'direct' AND y.conversation_id = p.id
+      ORDER BY y.user_id = $1 LIMIT 1) peer ON true
+    LEFT JOIN groups g ON p.kind = 'group' AND g.id = substr(p.id, 3)
+    ORDER BY p.at_ms DESC, p.id`,
   markRead: `UPDATE members SET read_seq = greatest(read_seq, $1) WHERE conversation_id = $2 AND user_id = $3 RETURNING read_seq`,
   // A cursor never passes the conversation's last seq (a bogus ack must not skip future
   // messages) and is not kept for a conversation that does not exist. Rows in key order.
@@ -386,7 +428,7 @@ export class PostgresStore implements Store {
 
   async unreadCount(conversationId: string, userId: string, afterSeq: number, maxSeq: number): Promise<number> {
     if (maxSeq <= afterSeq) return 0;
-    const [row] = await run<{ n: number }>(this.pool, 'unread', [conversationId, afterSeq, maxSeq, userId]);
+    const [row] = await run<{ n: number }>(this.pool, 'unread', [conversationId, afterSeq, maxSeq, userId, UNREAD_COUNT_MAX]);
     return row!.n;
   }
 
@@ -408,22 +450,46 @@ export class PostgresStore implements Store {
   }
 
   async listForUser(userId: string): Promise<ConversationState[]> {
-    const rows = await run<{
-      id: string; kind: string; last_seq: number; at_ms: number; joined_seq: number; left_seq: number | null; read_seq: number; rejoined: boolean;
-    }>(this.pool, 'listForUser', [userId]);
+    return (await run<StateRow>(this.pool, 'listForUser', [userId])).map(stateOf);
+  }
+
+  async conversationPage(userId: string, limit: number, after: ConversationCursor | undefined, previewChars: number): Promise<ConversationOverview[]> {
+    const rows = await run<StateRow & Omit<MessageRow, 'seq' | 'text' | 'conversation_id'> & {
+      last_msg_seq: number | null; last_text: string | null; last_length: number | null;
+      unread: number; peer_read_seq: number | null; group_name: string | null;
+    }>(this.pool, 'conversationPage', [
+      userId, after?.atMs ?? Number.MAX_SAFE_INTEGER, after?.conversationId ?? '', limit, previewChars, UNREAD_COUNT_MAX,
+    ]);
     return rows.map((r) => {
-      const c: ConversationState = {
-        conversationId: r.id,
-        kind: r.kind as ConversationKind,
-        lastSeq: r.left_seq === null ? r.last_seq : Math.min(r.last_seq, r.left_seq),
-        lastAtMs: r.at_ms,
-        joinedSeq: r.joined_seq,
-        readSeq: r.read_seq,
+      const c = stateOf(r);
+      const overview: ConversationOverview = {
+        ...c,
+        readSeq: Math.min(c.readSeq, c.lastSeq),
+        lastTruncated: (r.last_length ?? 0) > previewChars,
+        unread: Number(r.unread),
       };
-      if (r.left_seq !== null) c.leftSeq = r.left_seq;
-      if (r.rejoined) c.rejoined = true;
-      return c;
+      if (r.last_msg_seq !== null) {
+        overview.lastMessage = toMessage({ ...r, conversation_id: r.id, seq: r.last_msg_seq, text: r.last_text ?? '' });
+      }
+      if (c.kind === 'direct') overview.peerReadSeq = r.peer_read_seq ?? 0;
+      else overview.groupName = r.group_name ?? '';
+      return overview;
     });
+  }
+
+  async membersAt(conversationId: string, seq: number): Promise<string[]> {
+    return (await run<{ user_id: string }>(this.pool, 'membersAt', [conversationId, seq])).map((r) => r.user_id);
+  }
+
+  async writersTo(reader: string, writers: readonly string[]): Promise<Set<string>> {
+    if (writers.length === 0) return new Set();
+    return new Set((await run<{ user_id: string }>(this.pool, 'writersTo', [reader, [...new Set(writers)]])).map((r) => r.user_id));
+  }
+
+  async groupCounts(userIds: readonly string[]): Promise<Map<string, number>> {
+    if (userIds.length === 0) return new Map();
+    const rows = await run<{ user_id: string; n: number }>(this.pool, 'groupCounts', [[...new Set(userIds)]]);
+    return new Map(rows.map((r) => [r.user_id, Number(r.n)]));
   }
 
   async groupMeta(groupId: string): Promise<GroupMeta | undefined> {

@@ -2,7 +2,7 @@
 // the message a draft becomes once it has its seq.
 import { groupIdOf as groupIdOfConversation } from '../protocol/ids.js';
 import type { ChatMessage, TimelineEventData } from '../protocol/index.js';
-import type { MessageDraft } from './store.js';
+import type { ConversationKind, ConversationState, MessageDraft } from './store.js';
 
 /** A `messages` row; `event` is the timeline event as JSON text. */
 export interface MessageRow {
@@ -49,6 +49,26 @@ export function draftMessage(d: MessageDraft, seq: number): ChatMessage {
   };
   if (d.event) message.event = d.event;
   return message;
+}
+
+/** A user's row of its conversation list as both schemas read it (its activity time and rejoin flag are typed apart). */
+export interface StateColumns {
+  id: string; kind: string; last_seq: number; joined_seq: number; left_seq: number | null; read_seq: number;
+}
+
+/** A list row as a ConversationState: a member who left sees up to its leaving. */
+export function toState(r: StateColumns, atMs: number, rejoined: boolean): ConversationState {
+  const c: ConversationState = {
+    conversationId: r.id,
+    kind: r.kind as ConversationKind,
+    lastSeq: r.left_seq === null ? r.last_seq : Math.min(r.last_seq, r.left_seq),
+    lastAtMs: atMs,
+    joinedSeq: r.joined_seq,
+    readSeq: r.read_seq,
+  };
+  if (r.left_seq !== null) c.leftSeq = r.left_seq;
+  if (rejoined) c.rejoined = true;
+  return c;
 }
 
 /** The group id of a group conversation id `g:{id}` (the id itself when it is not one). */

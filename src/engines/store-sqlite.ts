@@ -11,10 +11,11 @@ import { dirname } from 'node:path';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { ChatMessage, GroupRoleName } from '../protocol/index.js';
-import { draftMessage, groupIdOf, toMessage, type MessageRow } from './store-rows.js';
+import { directMembers } from '../protocol/ids.js';
+import { draftMessage, groupIdOf, toMessage, toState, type MessageRow, type StateColumns } from './store-rows.js';
 import {
-  FencedError, StoreDataError, StoreUnavailableError, withTypedErrors,
-  type AppendResult, type ConversationKind, type ConversationState, type Effect, type GroupMeta, type GroupRecord, type Membership,
+  FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
+  type AppendResult, type ConversationCursor, type ConversationOverview, type ConversationState, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MessageDraft, type Store,
 } from './store.js';
 import { log } from '../observability/log.js';
@@ -90,11 +91,33 @@ const MIGRATIONS: string[] = [
      left_seq INTEGER NOT NULL,
      PRIMARY KEY (conversation_id, user_id, joined_seq)
    ) WITHOUT ROWID;`,
+  // Whether a member has written in the conversation (a message or an action): who counts as a contact.
+  `ALTER TABLE members ADD COLUMN wrote INTEGER NOT NULL DEFAULT 0;
+   UPDATE members SET wrote = 1 WHERE EXISTS (
+     SELECT 1 FROM messages x WHERE x.conversation_id = members.conversation_id AND x.from_user = members.user_id);`,
 ];
 
 const INSERT_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event';
 const MESSAGE_COLUMNS = `${INSERT_COLUMNS}, recalled_by`;
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
+
+/** A user's row of its conversation list: the conversation and its membership. */
+interface StateRow extends StateColumns {
+  last_at_ms: number;
+  rejoined: number;
+}
+
+// A member who left sees activity only up to its leaving.
+const LIST_SELECT = `SELECT c.id, c.kind, c.last_seq, m.joined_seq, m.left_seq, m.read_seq,
+    EXISTS (SELECT 1 FROM member_windows w WHERE w.conversation_id = m.conversation_id AND w.user_id = m.user_id) AS rejoined,
+    CASE WHEN m.left_seq IS NULL THEN c.last_at_ms
+         ELSE coalesce((SELECT x.sent_at_ms FROM messages x WHERE x.conversation_id = c.id AND x.seq = m.left_seq), c.last_at_ms)
+    END AS last_at_ms
+  FROM members m JOIN conversations c ON c.id = m.conversation_id`;
+
+function stateOf(r: StateRow): ConversationState {
+  return toState(r, r.last_at_ms, r.rejoined === 1);
+}
 
 interface MemberRow {
   role: string;
@@ -262,7 +285,8 @@ export class SqliteStore implements Store {
          WHERE conversation_id = ? AND user_id = ? AND left_seq IS NOT NULL AND left_seq >= joined_seq`,
       ),
       pastWindows: db.prepare<[string, string], { joined_seq: number; left_seq: number }>(
-        `SELECT joined_seq, left_seq FROM member_windows WHERE conversation_id = ? AND user_id = ? ORDER BY joined_seq`,
+        `SELECT * FROM (SELECT joined_seq, left_seq FROM member_windows WHERE conversation_id = ? AND user_id = ?
+           ORDER BY joined_seq DESC LIMIT ${PAST_WINDOWS_MAX}) ORDER BY joined_seq`,
       ),
       joinMember: db.prepare<[string, string, number, string, number, number]>(
         `INSERT INTO members (user_id, conversation_id, joined_at_ms, role, joined_seq, left_seq, read_seq, muted)
@@ -295,7 +319,20 @@ export class SqliteStore implements Store {
         `INSERT INTO messages (${INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       readOwn: db.prepare<[number, string, string]>(
+        `UPDATE members SET read_seq = max(read_seq, ?), wrote = 1 WHERE conversation_id = ? AND user_id = ?`,
+      ),
+      markRead: db.prepare<[number, string, string]>(
         `UPDATE members SET read_seq = max(read_seq, ?) WHERE conversation_id = ? AND user_id = ?`,
+      ),
+      membersAt: db.prepare<[string, number], { user_id: string }>(
+        `SELECT user_id FROM members WHERE conversation_id = ? AND left_seq IS NULL AND joined_seq <= ? ORDER BY user_id`,
+      ),
+      hasWrittenTo: db.prepare<[string, string], { one: number }>(
+        `SELECT 1 AS one FROM members a JOIN members b ON b.user_id = ? AND b.conversation_id = a.conversation_id AND b.left_seq IS NULL
+         WHERE a.user_id = ? AND a.wrote = 1 AND a.left_seq IS NULL LIMIT 1`,
+      ),
+      groupCount: db.prepare<[string], { n: number }>(
+        `SELECT count(*) AS n FROM members WHERE user_id = ? AND conversation_id >= 'g:' AND conversation_id < 'g;' AND left_seq IS NULL`,
       ),
       after: db.prepare<[string, number, number, number], MessageRow>(
         `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?`,
@@ -306,9 +343,9 @@ export class SqliteStore implements Store {
       one: db.prepare<[string, number], MessageRow>(
         `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq = ?`,
       ),
-      unread: db.prepare<[string, number, number, string], { n: number }>(
-        `SELECT count(*) AS n FROM messages WHERE conversation_id = ? AND seq > ? AND seq <= ?
-         AND from_user <> ? AND event IS NULL`,
+      unread: db.prepare<[string, number, number, string, number], { n: number }>(
+        `SELECT count(*) AS n FROM (SELECT 1 FROM messages WHERE conversation_id = ? AND seq > ? AND seq <= ?
+         AND from_user <> ? AND event IS NULL LIMIT ?)`,
       ),
       members: db.prepare<[string], { user_id: string }>(
         `SELECT user_id FROM members WHERE conversation_id = ? AND left_seq IS NULL ORDER BY user_id`,
@@ -326,18 +363,19 @@ export class SqliteStore implements Store {
       readCursors: db.prepare<[string], { user_id: string; read_seq: number }>(
         `SELECT user_id, read_seq FROM members WHERE conversation_id = ? AND left_seq IS NULL`,
       ),
-      listForUser: db.prepare<[string], {
-        id: string; kind: string; last_seq: number; last_at_ms: number;
-        joined_seq: number; left_seq: number | null; read_seq: number; rejoined: number;
-      }>(
-        // A member who left sees activity only up to its leaving.
-        `SELECT c.id, c.kind, c.last_seq, m.joined_seq, m.left_seq, m.read_seq,
-           EXISTS (SELECT 1 FROM member_windows w WHERE w.conversation_id = m.conversation_id AND w.user_id = m.user_id) AS rejoined,
-           CASE WHEN m.left_seq IS NULL THEN c.last_at_ms
-                ELSE coalesce((SELECT x.sent_at_ms FROM messages x WHERE x.conversation_id = c.id AND x.seq = m.left_seq), c.last_at_ms)
-           END AS last_at_ms
-         FROM members m JOIN conversations c ON c.id = m.conversation_id
-         WHERE m.user_id = ? ORDER BY last_at_ms DESC, c.id`,
+      listForUser: db.prepare<[string], StateRow>(`${LIST_SELECT} WHERE m.user_id = ? ORDER BY last_at_ms DESC, c.id`),
+      // The same order, resumed after (at_ms, id): rows sort by at_ms DESC, then id.
+      listPage: db.prepare<[string, number, number, string, number], StateRow>(
+        `SELECT * FROM (${LIST_SELECT} WHERE m.user_id = ?)
+         WHERE last_at_ms < ? OR (last_at_ms = ? AND id > ?) ORDER BY last_at_ms DESC, id LIMIT ?`,
+      ),
+      peerRead: db.prepare<[string, string], { read_seq: number }>(
+        `SELECT read_seq FROM members WHERE conversation_id = ? AND user_id = ?`,
+      ),
+      lastVisible: db.prepare<[number, string, number, number], MessageRow & { whole: number }>(
+        `SELECT conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, substr(text, 1, ?) AS text, sent_at_ms, event, recalled_by,
+           length(text) AS whole
+         FROM messages WHERE conversation_id = ? AND seq <= ? AND seq >= ? ORDER BY seq DESC LIMIT 1`,
       ),
       // A cursor never passes the conversation's last seq (a bogus ack must not skip future messages).
       advance: db.prepare<[string, string, string, number, string]>(
@@ -497,7 +535,7 @@ export class SqliteStore implements Store {
 
   async unreadCount(conversationId: string, userId: string, afterSeq: number, maxSeq: number): Promise<number> {
     if (maxSeq <= afterSeq) return 0;
-    return this.stmts.unread.get(conversationId, afterSeq, maxSeq, userId)!.n;
+    return this.stmts.unread.get(conversationId, afterSeq, maxSeq, userId, UNREAD_COUNT_MAX)!.n;
   }
 
   async pastWindows(conversationId: string, userId: string): Promise<{ fromSeq: number; toSeq: number }[]> {
@@ -522,19 +560,45 @@ export class SqliteStore implements Store {
   }
 
   async listForUser(userId: string): Promise<ConversationState[]> {
-    return this.durable(this.stmts.listForUser.all(userId).map((r) => {
-      const c: ConversationState = {
-        conversationId: r.id,
-        kind: r.kind as ConversationKind,
-        lastSeq: r.left_seq === null ? r.last_seq : Math.min(r.last_seq, r.left_seq),
-        lastAtMs: r.last_at_ms,
-        joinedSeq: r.joined_seq,
-        readSeq: r.read_seq,
+    return this.durable(this.stmts.listForUser.all(userId).map(stateOf));
+  }
+
+  async conversationPage(userId: string, limit: number, after: ConversationCursor | undefined, previewChars: number): Promise<ConversationOverview[]> {
+    const s = this.stmts;
+    const rows = s.listPage.all(userId, after?.atMs ?? Number.MAX_SAFE_INTEGER, after?.atMs ?? Number.MAX_SAFE_INTEGER, after?.conversationId ?? '', limit);
+    return this.durable(rows.map((r) => {
+      const c = stateOf(r);
+      const last = c.lastSeq > 0 ? s.lastVisible.get(previewChars, c.conversationId, c.lastSeq, c.joinedSeq) : undefined;
+      const readFrom = Math.max(c.readSeq, c.joinedSeq - 1);
+      const overview: ConversationOverview = {
+        ...c,
+        readSeq: Math.min(c.readSeq, c.lastSeq),
+        lastTruncated: last !== undefined && last.whole > previewChars,
+        unread: c.lastSeq > readFrom ? s.unread.get(c.conversationId, readFrom, c.lastSeq, userId, UNREAD_COUNT_MAX)!.n : 0,
       };
-      if (r.left_seq !== null) c.leftSeq = r.left_seq;
-      if (r.rejoined) c.rejoined = true;
-      return c;
+      if (last) overview.lastMessage = toMessage(last);
+      const direct = directMembers(c.conversationId);
+      if (direct) overview.peerReadSeq = s.peerRead.get(c.conversationId, direct[0] === userId ? direct[1] : direct[0])?.read_seq ?? 0;
+      else overview.groupName = s.groupRow.get(groupIdOf(c.conversationId))?.name ?? '';
+      return overview;
     }));
+  }
+
+  async membersAt(conversationId: string, seq: number): Promise<string[]> {
+    return this.stmts.membersAt.all(conversationId, seq).map((r) => r.user_id);
+  }
+
+  async writersTo(reader: string, writers: readonly string[]): Promise<Set<string>> {
+    return new Set([...new Set(writers)].filter((w) => this.stmts.hasWrittenTo.get(reader, w) !== undefined));
+  }
+
+  async groupCounts(userIds: readonly string[]): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for (const u of new Set(userIds)) {
+      const n = this.stmts.groupCount.get(u)!.n;
+      if (n > 0) out.set(u, n);
+    }
+    return out;
   }
 
   async groupMeta(groupId: string): Promise<GroupMeta | undefined> {
@@ -560,7 +624,7 @@ export class SqliteStore implements Store {
   }
 
   async markRead(conversationId: string, userId: string, seq: number): Promise<number> {
-    this.stmts.readOwn.run(seq, conversationId, userId);
+    this.stmts.markRead.run(seq, conversationId, userId);
     const readSeq = this.stmts.membership.get(conversationId, userId)?.read_seq ?? 0;
     await this.flusher?.flush();
     return readSeq;

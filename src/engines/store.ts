@@ -65,8 +65,34 @@ export interface MessageStore {
   message(conversationId: string, seq: number): Promise<ChatMessage | undefined>;
   /** The message (or event) `fromUser` stored with this idempotency key, if any (how a resent write finds it was applied). */
   messageByRequest(fromUser: string, clientMsgId: string): Promise<ChatMessage | undefined>;
-  /** Messages from others than userId, not events, with afterSeq < seq ≤ maxSeq. */
+  /** Messages from others than userId, not events, with afterSeq < seq ≤ maxSeq: counted up to UNREAD_COUNT_MAX (a count of it means at least that many). */
   unreadCount(conversationId: string, userId: string, afterSeq: number, maxSeq: number): Promise<number>;
+}
+
+/** Earlier membership windows read per user and group (a member removed and added back more often sees only its latest ones). */
+export const PAST_WINDOWS_MAX = 100;
+
+/** Unread counts stop here: counting costs a row per message, so a conversation with more says "this many or more". */
+export const UNREAD_COUNT_MAX = 1000;
+
+/** Where a page of a user's conversation list resumes: after this (activity time, id), in list order. */
+export interface ConversationCursor {
+  atMs: number;
+  conversationId: string;
+}
+
+/** One row of a user's conversation list, with what a summary shows. */
+export interface ConversationOverview extends ConversationState {
+  /** The latest message this user may see, its text cut to `previewChars` characters. */
+  lastMessage?: ChatMessage;
+  /** The last message's text was cut (fetch it with history for the whole). */
+  lastTruncated: boolean;
+  /** Messages from others past the user's read mark, up to UNREAD_COUNT_MAX. */
+  unread: number;
+  /** 1:1: how far the other member has read. */
+  peerReadSeq?: number;
+  /** Groups: the group's name. */
+  groupName?: string;
 }
 
 export interface ConversationState {
@@ -117,6 +143,18 @@ export interface ConversationStore {
   membership(conversationId: string, userId: string): Promise<Membership | undefined>;
   /** The user's conversations (including ones left, up to leaving), most recent activity first. */
   listForUser(userId: string): Promise<ConversationState[]>;
+  /**
+   * One page of the user's conversation list (listForUser's order) with the
+   * summary of each: at most `limit` rows after `after`, a bounded number of
+   * index reads per row (one statement on PostgreSQL).
+   */
+  conversationPage(userId: string, limit: number, after: ConversationCursor | undefined, previewChars: number): Promise<ConversationOverview[]>;
+  /** Current members who may see seq (joined at or before it). */
+  membersAt(conversationId: string, seq: number): Promise<string[]>;
+  /** Those of `writers` who have written (a message or an action) in a conversation both they and `reader` are current members of. */
+  writersTo(reader: string, writers: readonly string[]): Promise<Set<string>>;
+  /** How many groups each user is a current member of (users in none are absent). */
+  groupCounts(userIds: readonly string[]): Promise<Map<string, number>>;
   /** A group with its current members. */
   group(groupId: string): Promise<GroupRecord | undefined>;
   /** A group without its members. */
@@ -129,6 +167,7 @@ export interface ConversationStore {
    * The user's earlier membership windows of a group it left and joined again
    * (each [fromSeq, toSeq], ascending), before its current one: a device that
    * had not synced them yet still gets what was stored while it was a member.
+   * At most the latest PAST_WINDOWS_MAX of them (a bounded read).
    */
   pastWindows(conversationId: string, userId: string): Promise<{ fromSeq: number; toSeq: number }[]>;
 }

@@ -2,7 +2,7 @@
 // of every write batch (longlink_store_*), and at debug level a trace line per
 // stored message (messageTrace fields), so no store implementation changes.
 import type {
-  AppendResult, ConversationState, GroupMeta, GroupRecord, Membership, MessageDraft, Store,
+  AppendResult, ConversationCursor, ConversationOverview, ConversationState, GroupMeta, GroupRecord, Membership, MessageDraft, Store,
 } from '../engines/store.js';
 import type { ChatMessage } from '../protocol/index.js';
 import { log, messageTrace } from './log.js';
@@ -77,6 +77,22 @@ export class InstrumentedStore implements Store {
 
   listForUser(userId: string): Promise<ConversationState[]> {
     return this.timed('list_for_user', () => this.inner.listForUser(userId));
+  }
+
+  conversationPage(userId: string, limit: number, after: ConversationCursor | undefined, previewChars: number): Promise<ConversationOverview[]> {
+    return this.timed('conversation_page', () => this.inner.conversationPage(userId, limit, after, previewChars));
+  }
+
+  membersAt(conversationId: string, seq: number): Promise<string[]> {
+    return this.timed('members_at', () => this.inner.membersAt(conversationId, seq));
+  }
+
+  writersTo(reader: string, writers: readonly string[]): Promise<Set<string>> {
+    return this.timed('writers_to', () => this.inner.writersTo(reader, writers));
+  }
+
+  groupCounts(userIds: readonly string[]): Promise<Map<string, number>> {
+    return this.timed('group_counts', () => this.inner.groupCounts(userIds));
   }
 
   group(groupId: string): Promise<GroupRecord | undefined> {

@@ -11,7 +11,7 @@
 // every store it opened after each test.
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { AppendResult, MessageDraft, Store } from '../../src/engines/store.js';
+import { UNREAD_COUNT_MAX, type AppendResult, type MessageDraft, type Store } from '../../src/engines/store.js';
 import { directConversationId, directMembers, type ChatMessage } from '../../src/protocol/index.js';
 
 export interface StoreFactory {
@@ -288,6 +288,52 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.deepEqual((await store.listForUser('dave')).map((c) => c.conversationId), [AD]);
         assert.deepEqual(await store.listForUser('nobody'), []);
       });
+
+      test('conversationPage: listForUser\'s order in pages, each row with a preview of its last message, unread and the peer\'s read mark', async () => {
+        await appendOne(draft(AB, 'alice', 'p1'));
+        await appendOne(draft(AC, 'carol', 'p2', { text: 'x'.repeat(50) }));
+        await appendOne(draft(AC, 'carol', 'p3', { text: 'é'.repeat(30) }));
+        await appendOne(draft(AD, 'alice', 'p4'));
+        await appendOne(draft(AB, 'bob', 'p5', { text: 'latest' }));
+        const all = await store.listForUser('alice');
+        const first = await store.conversationPage('alice', 2, undefined, 10);
+        assert.deepEqual(first.map((c) => c.conversationId), all.slice(0, 2).map((c) => c.conversationId));
+        const ab = first[0]!;
+        assert.equal(ab.conversationId, AB);
+        assert.equal(ab.lastMessage?.text, 'latest');
+        assert.equal(ab.lastTruncated, false);
+        assert.equal(ab.unread, 1, 'bob\'s message after alice\'s own');
+        assert.equal(ab.peerReadSeq, 2, 'bob wrote seq 2, so he read it');
+        const rest = await store.conversationPage('alice', 2, { atMs: first[1]!.lastAtMs, conversationId: first[1]!.conversationId }, 10);
+        assert.deepEqual(rest.map((c) => c.conversationId), [AC]);
+        const ac = rest[0]!;
+        assert.equal(ac.lastMessage?.text, 'é'.repeat(10), 'cut to 10 characters');
+        assert.equal(ac.lastTruncated, true);
+        assert.equal(ac.lastMessage?.seq, 2);
+        assert.equal(ac.unread, 2);
+        assert.equal(ac.peerReadSeq, 2);
+        assert.deepEqual(await store.conversationPage('alice', 2, { atMs: ac.lastAtMs, conversationId: AC }, 10), []);
+        assert.deepEqual(await store.conversationPage('nobody', 10, undefined, 10), []);
+      });
+
+      test('unread counts stop at UNREAD_COUNT_MAX', async () => {
+        const many = Array.from({ length: UNREAD_COUNT_MAX + 5 }, (_, i) => draft(AB, 'bob', `u${i}`));
+        await store.append(many);
+        assert.equal(await store.unreadCount(AB, 'alice', 0, many.length), UNREAD_COUNT_MAX);
+        assert.equal(await store.unreadCount(AB, 'alice', many.length - 3, many.length), 3);
+        const [row] = await store.conversationPage('alice', 1, undefined, 200);
+        assert.equal(row!.unread, UNREAD_COUNT_MAX);
+      });
+
+      test('writersTo: who has written in a conversation the reader belongs to', async () => {
+        await appendOne(draft(AB, 'alice', 'w1'));
+        assert.deepEqual([...await store.writersTo('bob', ['alice', 'carol'])], ['alice']);
+        assert.deepEqual([...await store.writersTo('alice', ['bob'])], [], 'bob was written to, and wrote nothing');
+        await appendOne(draft(AB, 'bob', 'w2'));
+        assert.deepEqual([...await store.writersTo('alice', ['bob', 'bob'])], ['bob']);
+        assert.deepEqual([...await store.writersTo('carol', ['alice', 'bob'])], []);
+        assert.deepEqual([...await store.writersTo('alice', [])], []);
+      });
     });
 
     describe('groups', () => {
@@ -375,6 +421,25 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.equal(daveView.lastSeq, 6);
         assert.deepEqual((await store.after(G, 3, 100, 5)).map((m) => m.seq), [4, 5]);
         assert.deepEqual((await store.before(G, 0, 100, 4)).map((m) => m.seq), [4, 5, 6]);
+        assert.deepEqual(await store.membersAt(G, 3), ['alice', 'bob'], 'dave joined at 4; carol was removed');
+        assert.deepEqual(await store.membersAt(G, 6), ['alice', 'bob', 'dave']);
+        const [page] = await store.conversationPage('carol', 1, undefined, 200);
+        assert.equal(page!.lastSeq, 5, 'a removed member\'s summary ends at its removal');
+        assert.equal(page!.lastMessage?.seq, 5);
+        assert.equal(page!.groupName, 'Team');
+      });
+
+      test('group counts and contacts through a group', async () => {
+        await createTeam();
+        assert.deepEqual(await store.groupCounts(['alice', 'bob', 'zed']), new Map([['alice', 1], ['bob', 1]]));
+        assert.deepEqual([...await store.writersTo('bob', ['alice', 'carol'])], ['alice'], 'the creator acted in the group; carol did not');
+        await appendOne(groupDraft('carol'));
+        assert.deepEqual([...await store.writersTo('bob', ['alice', 'carol'])].sort(), ['alice', 'carol']);
+        await appendOne(groupDraft('alice', {
+          event: { type: 'members_removed', actor: 'alice', userIds: ['carol'] }, effect: { op: 'remove-members', userIds: ['carol'] },
+        }));
+        assert.deepEqual([...await store.writersTo('bob', ['carol'])], [], 'a contact through a group ends when one leaves it');
+        assert.deepEqual(await store.groupCounts(['carol']), new Map());
       });
 
       test('roles, mutes and dismissal', async () => {
