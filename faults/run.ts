@@ -401,8 +401,13 @@ async function main(): Promise<number> {
       env: {
         // Every client comes from 127.0.0.1; the slow consumer is dropped past 256 KB unread.
         LONGLINK_LOGIN_ATTEMPTS_PER_MINUTE: '1000000',
+        // ...and so does the crowd (10,000 at once): no per-address or pending-login cap for this load.
+        LONGLINK_MAX_CONNECTIONS_PER_ADDRESS: '10000000',
+        LONGLINK_MAX_PENDING_LOGINS: '10000000',
         LONGLINK_MAX_OUTBOUND_BYTES: String(256 * 1024),
         LONGLINK_LOG_LEVEL: 'warn',
+        // The load makes groups of users who never wrote to each other.
+        LONGLINK_GROUP_ADD_POLICY: 'anyone',
       },
       onLine: (node, line) => {
         if (line.includes('(fenced)')) fencedLines++;

@@ -2,6 +2,7 @@
 // Every option can come from a flag (--http-port) or the environment
 // (LONGLINK_HTTP_PORT); flags win.
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { DEFAULT_MAX_FRAME_BYTES } from './protocol/index.js';
 
@@ -18,16 +19,39 @@ export interface Limits {
   maxOutboundBytes: number;
   /** Largest group, owner included. @default 20000 */
   maxGroupMembers: number;
+  /** Groups one user may be a current member of; adding one more is refused (TOO_MANY_GROUPS). @default 1000 */
+  maxGroupsPerUser: number;
   /** Messages (sends) per second per user, all its connections on one gateway together. @default 200 */
   userMessagesPerSecond: number;
   /** Connections one user may hold at once, cluster-wide. @default 20 */
   maxConnectionsPerUser: number;
-  /** Failed logins per client address per minute, per gateway; past it, that address's logins are refused for the rest of the minute. @default 60 */
+  /**
+   * Failed logins per minute, per gateway: of forged or garbage tokens per
+   * client address, and of tokens that verify but fail (expired, revoked) per
+   * client address and user; past it, those logins are refused for the rest
+   * of the minute. A valid token is never refused for its address's forged ones. @default 60
+   */
   loginAttemptsPerMinute: number;
+  /** Largest frame before login (the login itself): all a connection not logged in may make the gateway buffer, bytes. @default 8192 */
+  maxLoginFrameBytes: number;
+  /** Connections per client address per gateway, logged in or not. @default 1000 */
+  maxConnectionsPerAddress: number;
+  /** Connections not yet logged in per gateway. @default 2000 */
+  maxPendingLogins: number;
 }
 
-/** Who may see a user's presence: anyone logged in, or only users sharing a conversation (1:1 or group) with them. */
+/**
+ * Who may see a user's presence: anyone logged in, or only its contacts. A
+ * contact of user A is a user A has written to: A sent a message (or acted)
+ * in a conversation (1:1 or group) both are current members of.
+ */
 export type PresenceVisibility = 'all' | 'contacts';
+
+/**
+ * Who may add a user to a group (on create or add): anyone, only the user's
+ * contacts (users it has written to, as above), or nobody but the HTTP API.
+ */
+export type GroupAddPolicy = 'anyone' | 'contacts' | 'nobody';
 
 export interface TlsFiles {
   /** PEM certificate chain. */
@@ -78,6 +102,15 @@ export interface ServerConfig {
   redisPrefix: string;
   /** Uplink shard streams; the same on every node of a cluster. */
   busShards: number;
+  /** Stream bounds (faults/README.md, "Stream bounds"): entries per uplink shard / downlink stream (XADD MAXLEN ~). */
+  busUpMaxLength: number;
+  busDownMaxLength: number;
+  /** Entries older than this are trimmed, read or not, ms. */
+  busUpMaxAgeMs: number;
+  busDownMaxAgeMs: number;
+  /** Redis memory one stream may take before its oldest entries are trimmed, bytes. */
+  busUpMaxBytes: number;
+  busDownMaxBytes: number;
   /** Shard lease: a logic node silent this long loses its shards. */
   leaseMs: number;
   /** Registry TTL: a gateway silent this long is dead and its sessions are dropped. */
@@ -86,17 +119,31 @@ export interface ServerConfig {
   postgresPool: number;
   /**
    * `POST /api/v1/dev/token` (tokens without the admin key, for the web page's
-   * dev login): true or false when set (LONGLINK_DEV_LOGIN=1|0); unset, the
-   * embedded server turns it on only for a loopback quick start with generated
-   * dev secrets, and cluster roles never.
+   * dev login): on only when set so (LONGLINK_DEV_LOGIN=1), never implied.
+   * `longlink start` sets it for a newcomer's quick start (loopback host, no
+   * admin key or token secret configured) and says so; see src/cli/start.ts.
    */
   devLogin?: boolean;
   /** TLS for the TCP gateway (tls://) and the HTTP port (https, wss). Off when unset. */
   tls?: TlsFiles;
   /** Who may query or watch a user's presence. @default 'all' */
   presenceVisibility: PresenceVisibility;
+  /** Who may add a user to a group. @default 'contacts' */
+  groupAddPolicy: GroupAddPolicy;
   /** Bearer key GET /metrics asks for; open when unset (serve the ports on an internal network). */
   metricsKey?: string;
+  /**
+   * Addresses (or CIDR ranges) of reverse proxies whose X-Forwarded-For is
+   * believed (WebSocket): a connection from one counts as the right-most
+   * forwarded address that is not itself a trusted proxy. @default none
+   */
+  trustedProxies: string[];
+  /**
+   * Origins (`https://app.example.com`) of pages served elsewhere that may
+   * use the HTTP API and /ws from a browser; their host names are accepted
+   * as Host too. `*` allows any. @default none (the server's own names only)
+   */
+  allowedOrigins: string[];
   /** Log level: fatal, error, warn, info, debug, trace or silent. @default 'info' */
   logLevel: LogLevel;
   limits: Limits;
@@ -119,6 +166,12 @@ export const DEFAULTS = {
   recallWindowMs: 120_000,
   redisPrefix: 'll:',
   busShards: 16,
+  busUpMaxLength: 200_000,
+  busDownMaxLength: 20_000,
+  busUpMaxAgeMs: 600_000,
+  busDownMaxAgeMs: 30_000,
+  busUpMaxBytes: 64 * 1024 * 1024,
+  busDownMaxBytes: 64 * 1024 * 1024,
   leaseMs: 10_000,
   nodeTtlMs: 15_000,
   postgresPool: 10,
@@ -131,9 +184,13 @@ export const DEFAULTS = {
     rateBurst: 400,
     maxOutboundBytes: 4 * 1024 * 1024,
     maxGroupMembers: 20_000,
+    maxGroupsPerUser: 1000,
     userMessagesPerSecond: 200,
     maxConnectionsPerUser: 20,
     loginAttemptsPerMinute: 60,
+    maxLoginFrameBytes: 8 * 1024,
+    maxConnectionsPerAddress: 1000,
+    maxPendingLogins: 2000,
   },
   /** Logic's tuning (no setting yet). */
   logic: {
@@ -143,8 +200,20 @@ export const DEFAULTS = {
     historyPageLimit: 100,
     /** Groups larger than this send read receipts only to the reader's devices. */
     receiptFanoutMaxMembers: 200,
-    /** Conversations listed, most recent first. */
-    maxListed: 1000,
+    /** Conversations per list page when the client asks for 0. */
+    conversationsPageLimit: 100,
+    /** Most conversations per list page, whatever the client asks. */
+    conversationsPageMax: 500,
+    /** A reply to a read (a sync or history page) stops at about this many bytes of messages. */
+    replyMaxBytes: 256 * 1024,
+    /** Reads (sync, history, lists, presence, group info) running at once on a logic node (under half the default PostgreSQL pool, so writes find connections). */
+    readsAtOnce: 4,
+    /** Reads of one user waiting on a logic node; more are refused with BUSY. */
+    readsQueuedPerUser: 32,
+    /** Bytes of read replies per second one user may take, sustained: past it its reads wait (others' do not). */
+    readBytesPerSecond: 1024 * 1024,
+    /** Bytes of read replies one user may take at once above that rate. */
+    readBytesBurst: 4 * 1024 * 1024,
     /** Users per presence query or subscription. */
     maxWatched: 100,
     /** One typing event per user and conversation per this many ms. */
@@ -198,6 +267,31 @@ function bool(flags: Source, env: Source, flag: string): boolean | undefined {
   throw new ConfigError(`--${flag} / ${envName(flag)} must be 1 or 0, got "${raw}"`);
 }
 
+/** A comma-separated setting, entries trimmed, empty ones dropped. */
+function list(flags: Source, env: Source, flag: string): string[] {
+  return (pick(flags, env, flag) ?? '').split(',').map((x) => x.trim()).filter((x) => x !== '');
+}
+
+function isIpOrCidr(entry: string): boolean {
+  const [address, prefix, extra] = entry.split('/');
+  const family = isIP(address ?? '');
+  if (family === 0 || extra !== undefined) return false;
+  if (prefix === undefined) return true;
+  const bits = Number(prefix);
+  return /^\d{1,3}$/.test(prefix) && bits <= (family === 4 ? 32 : 128);
+}
+
+/** scheme://host[:port] and nothing more (a trailing slash allowed). */
+function isOrigin(entry: string): boolean {
+  try {
+    const u = new URL(entry);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.username === '' && u.password === ''
+      && u.pathname === '/' && !/[?#]/.test(entry);
+  } catch {
+    return false;
+  }
+}
+
 function envName(flag: string): string {
   return `LONGLINK_${flag.toUpperCase().replace(/-/g, '_')}`;
 }
@@ -221,10 +315,22 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
   const certFile = pick(flags, env, 'tls-cert');
   const keyFile = pick(flags, env, 'tls-key');
   if (Boolean(certFile) !== Boolean(keyFile)) throw new ConfigError('LONGLINK_TLS_CERT and LONGLINK_TLS_KEY go together');
+  const groupAddPolicy = pick(flags, env, 'group-add-policy') ?? 'contacts';
+  if (groupAddPolicy !== 'anyone' && groupAddPolicy !== 'contacts' && groupAddPolicy !== 'nobody') {
+    throw new ConfigError('LONGLINK_GROUP_ADD_POLICY must be anyone, contacts or nobody');
+  }
   const presenceVisibility = pick(flags, env, 'presence-visibility') ?? 'all';
   if (presenceVisibility !== 'all' && presenceVisibility !== 'contacts') throw new ConfigError('LONGLINK_PRESENCE_VISIBILITY must be all or contacts');
   const metricsKey = pick(flags, env, 'metrics-key') || undefined;
   if (metricsKey !== undefined && metricsKey.length < 16) throw new ConfigError('LONGLINK_METRICS_KEY must be at least 16 characters');
+  const trustedProxies = list(flags, env, 'trusted-proxies');
+  for (const p of trustedProxies) {
+    if (!isIpOrCidr(p)) throw new ConfigError(`every LONGLINK_TRUSTED_PROXIES entry must be an IP address or CIDR range (10.0.0.0/8), got "${p}"`);
+  }
+  const allowedOrigins = list(flags, env, 'allowed-origins');
+  for (const o of allowedOrigins) {
+    if (o !== '*' && !isOrigin(o)) throw new ConfigError(`every LONGLINK_ALLOWED_ORIGINS entry must be an origin (https://app.example.com[:port]) or *, got "${o}"`);
+  }
   const logLevel = pick(flags, env, 'log-level') ?? 'info';
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`LONGLINK_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   const routing = pick(flags, env, 'routing') ?? 'targeted';
@@ -252,13 +358,22 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     postgresUrl: url(flags, env, 'postgres-url', ['postgres:', 'postgresql:']),
     redisPrefix: pick(flags, env, 'redis-prefix') ?? DEFAULTS.redisPrefix,
     busShards: int(flags, env, 'bus-shards', DEFAULTS.busShards, 1, 4096),
+    busUpMaxLength: int(flags, env, 'bus-up-max-length', DEFAULTS.busUpMaxLength, 1000, 100_000_000),
+    busDownMaxLength: int(flags, env, 'bus-down-max-length', DEFAULTS.busDownMaxLength, 1000, 100_000_000),
+    busUpMaxAgeMs: int(flags, env, 'bus-up-max-age-ms', DEFAULTS.busUpMaxAgeMs, 5000, 7 * 86400 * 1000),
+    busDownMaxAgeMs: int(flags, env, 'bus-down-max-age-ms', DEFAULTS.busDownMaxAgeMs, 5000, 86400 * 1000),
+    busUpMaxBytes: int(flags, env, 'bus-up-max-bytes', DEFAULTS.busUpMaxBytes, 1024 * 1024, 64 * 1024 * 1024 * 1024),
+    busDownMaxBytes: int(flags, env, 'bus-down-max-bytes', DEFAULTS.busDownMaxBytes, 1024 * 1024, 64 * 1024 * 1024 * 1024),
     leaseMs: int(flags, env, 'lease-ms', DEFAULTS.leaseMs, 500, 600_000),
     nodeTtlMs: int(flags, env, 'node-ttl-ms', DEFAULTS.nodeTtlMs, 500, 600_000),
     postgresPool: int(flags, env, 'postgres-pool', DEFAULTS.postgresPool, 1, 1000),
     devLogin: bool(flags, env, 'dev-login'),
     tls: certFile && keyFile ? { certFile: resolve(certFile), keyFile: resolve(keyFile) } : undefined,
     presenceVisibility,
+    groupAddPolicy,
     metricsKey,
+    trustedProxies,
+    allowedOrigins: allowedOrigins.map((o) => (o === '*' ? o : new URL(o).origin)),
     logLevel: logLevel as LogLevel,
     limits: {
       maxFrameBytes: int(flags, env, 'max-frame-bytes', DEFAULTS.limits.maxFrameBytes, 1024, 16 * 1024 * 1024),
@@ -267,9 +382,13 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
       rateBurst: int(flags, env, 'rate-burst', DEFAULTS.limits.rateBurst, 1, 1_000_000),
       maxOutboundBytes: int(flags, env, 'max-outbound-bytes', DEFAULTS.limits.maxOutboundBytes, 64 * 1024, 1024 * 1024 * 1024),
       maxGroupMembers: int(flags, env, 'max-group-members', DEFAULTS.limits.maxGroupMembers, 2, 1_000_000),
+      maxGroupsPerUser: int(flags, env, 'max-groups-per-user', DEFAULTS.limits.maxGroupsPerUser, 1, 1_000_000),
       userMessagesPerSecond: int(flags, env, 'user-messages-per-second', DEFAULTS.limits.userMessagesPerSecond, 1, 1_000_000),
       maxConnectionsPerUser: int(flags, env, 'max-connections-per-user', DEFAULTS.limits.maxConnectionsPerUser, 1, 100_000),
       loginAttemptsPerMinute: int(flags, env, 'login-attempts-per-minute', DEFAULTS.limits.loginAttemptsPerMinute, 1, 1_000_000),
+      maxLoginFrameBytes: int(flags, env, 'max-login-frame-bytes', DEFAULTS.limits.maxLoginFrameBytes, 1024, 16 * 1024 * 1024),
+      maxConnectionsPerAddress: int(flags, env, 'max-connections-per-address', DEFAULTS.limits.maxConnectionsPerAddress, 1, 10_000_000),
+      maxPendingLogins: int(flags, env, 'max-pending-logins', DEFAULTS.limits.maxPendingLogins, 1, 10_000_000),
     },
   };
 }

@@ -87,6 +87,9 @@ export interface LonglinkOptions {
   nodeArgs?: string[];
 }
 
+/** Every benchmark client comes from 127.0.0.1, up to ~15,000 per process: no per-address or pending-login cap for this load. */
+const LOOPBACK_LOAD = { LONGLINK_MAX_CONNECTIONS_PER_ADDRESS: '10000000', LONGLINK_MAX_PENDING_LOGINS: '10000000' };
+
 function secrets(): { LONGLINK_TOKEN_SECRET: string; LONGLINK_ADMIN_KEY: string } {
   return { LONGLINK_TOKEN_SECRET: randomBytes(32).toString('base64url'), LONGLINK_ADMIN_KEY: randomBytes(24).toString('base64url') };
 }
@@ -96,7 +99,7 @@ export async function startEmbeddedLonglink(options: LonglinkOptions): Promise<S
   const dir = mkdtempSync(join(tmpdir(), 'longlink-bench-'));
   const env = {
     ...secrets(), LONGLINK_DATA_DIR: dir, LONGLINK_HTTP_PORT: '0', LONGLINK_TCP_PORT: '0', LONGLINK_HOST: '127.0.0.1',
-    LONGLINK_NODE_ID: 'bench-1', ...options.env,
+    LONGLINK_NODE_ID: 'bench-1', LONGLINK_GROUP_ADD_POLICY: 'anyone', ...LOOPBACK_LOAD, ...options.env,
   };
   const c = forkTs('longlink', 'servers/longlink.ts', ['embedded'], { env, nodeArgs: options.nodeArgs });
   const ready = await c.next<Msg & { tcpUrl: string; wsUrl: string }>('ready', 60_000);
@@ -129,7 +132,7 @@ export async function startLonglinkCluster(options: ClusterOptions): Promise<Sys
   const base = {
     ...secrets(), LONGLINK_REDIS_URL: redis.url, LONGLINK_POSTGRES_URL: postgres.url, LONGLINK_ROUTING: options.routing,
     LONGLINK_BUS_SHARDS: String(options.shards ?? 16), LONGLINK_HOST: '127.0.0.1', LONGLINK_HTTP_PORT: '0', LONGLINK_TCP_PORT: '0',
-    ...options.env,
+    LONGLINK_GROUP_ADD_POLICY: 'anyone', ...LOOPBACK_LOAD, ...options.env,
   };
   const logics: Child[] = [];
   const gateways: Child[] = [];

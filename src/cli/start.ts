@@ -6,6 +6,7 @@ import { ConfigError, loadServerConfig, type ServerConfig } from '../config.js';
 import { startEmbedded } from '../roles/embedded.js';
 import { startGateway } from '../roles/gateway.js';
 import { startLogic } from '../roles/logic.js';
+import { isLoopback } from '../roles/web.js';
 import { log } from '../observability/log.js';
 
 /**
@@ -26,6 +27,23 @@ function devSecrets(config: ServerConfig, env: NodeJS.ProcessEnv): { adminKey?: 
   return { adminKey: saved.adminKey, tokenSecret: saved.tokenSecret };
 }
 
+/**
+ * Whether `longlink start` runs with the web page's dev login (tokens for any
+ * user, no admin key). As configured when it is (LONGLINK_DEV_LOGIN=1|0);
+ * else on for a newcomer's quick start only: nobody configured an admin key
+ * or a token secret (so the dev secrets are in use), and the server listens
+ * on a loopback address. It is then passed on explicitly and printed: the
+ * server itself never turns it on by implication.
+ */
+export function quickStartDevLogin(
+  config: ServerConfig, flags: Record<string, string | undefined>, env: Record<string, string | undefined>,
+): boolean {
+  if (config.devLogin !== undefined) return config.devLogin;
+  const configured = (flag: string, name: string) => Boolean(flags[flag] ?? env[name]);
+  if (configured('admin-key', 'LONGLINK_ADMIN_KEY') || configured('token-secret', 'LONGLINK_TOKEN_SECRET') || config.tokenSecretsFile) return false;
+  return isLoopback(config.host);
+}
+
 export async function runStart(flags: Record<string, string | undefined>): Promise<void> {
   let config = loadServerConfig(flags);
   const dev = devSecrets(config, process.env);
@@ -36,11 +54,16 @@ export async function runStart(flags: Record<string, string | undefined>): Promi
     adminKey: adminFromEnv ?? dev.adminKey ?? config.adminKey,
     tokenSecret: secretFromEnv ?? dev.tokenSecret ?? config.tokenSecret,
     generatedAdminKey: adminFromEnv === undefined,
+    devLogin: quickStartDevLogin(config, flags, process.env),
   };
   const server = await startEmbedded(config);
   console.log(`longlink ${config.nodeId} listening http=${server.httpUrl} tcp=${server.tcpUrl} ws=${server.wsUrl}`);
   console.log(`data directory: ${config.dataDir}`);
   console.log(`web chat: ${server.httpUrl}/`);
+  if (config.devLogin) {
+    console.log('dev login on: the web page (POST /api/v1/dev/token) gets a token for any user without the admin key; '
+      + 'LONGLINK_DEV_LOGIN=0 turns it off (it is off by default once LONGLINK_ADMIN_KEY or LONGLINK_TOKEN_SECRET is set)');
+  }
   if (config.generatedAdminKey) {
     console.log(`dev admin key (kept in ${join(config.dataDir, 'dev-secrets.json')}; set LONGLINK_ADMIN_KEY in production):`);
     console.log(`  export LONGLINK_ADMIN_KEY=${config.adminKey}`);

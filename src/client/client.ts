@@ -40,6 +40,9 @@ export type {
 type BodyOfInit<C extends FrameCase> = Extract<NonNullable<FrameBodyInit>, { case: C }>['value'] & { op: unknown };
 type GroupOp = BodyOfInit<'group'>['op'];
 
+/** A presence watch lasts 10 minutes on the server; the client renews it well before. */
+const WATCH_RENEW_MS = 4 * 60_000;
+
 export class LonglinkClient extends Emitter<ClientEvents> {
   private readonly options: ResolvedOptions;
   private readonly requests: Requests;
@@ -48,8 +51,9 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   private readonly inbox: Inbox;
   private readonly syncer: Sync;
   private readonly persistence: Persistence;
-  /** Users whose presence is watched: subscribed again after every login. */
+  /** Users whose presence is watched: subscribed again after every login, and every WATCH_RENEW_MS (a watch lapses on the server after 10 minutes). */
   private watched: string[] = [];
+  private watchTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: ClientOptions) {
     super();
@@ -151,10 +155,27 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     return { messages: reply.body.value.messages.map(messageFromWire), hasMore: reply.body.value.hasMore };
   }
 
-  /** This user's conversations, most recent activity first, with unread counts. */
-  async conversations(): Promise<ConversationInfo[]> {
-    const r = await this.requests.call({ case: 'conversations', value: {} }, 'conversationsResult');
-    return r.conversations.map(conversationFromWire);
+  /**
+   * This user's conversations, most recent activity first, with unread
+   * counts: page after page up to `max` (default 1000; the server sends at
+   * most 500 a page). A long list is cheaper read with conversationsPage.
+   */
+  async conversations(options: { max?: number } = {}): Promise<ConversationInfo[]> {
+    const max = options.max ?? 1000;
+    const out: ConversationInfo[] = [];
+    for (let page = await this.conversationsPage({ limit: Math.min(max, 500) }); ; page = await this.conversationsPage({ limit: Math.min(max - out.length, 500), after: out.at(-1) })) {
+      out.push(...page.conversations.slice(0, max - out.length));
+      if (!page.hasMore || out.length >= max) return out;
+    }
+  }
+
+  /** One page of this user's conversations (default 100), resumed after a conversation of the previous page (its last). */
+  async conversationsPage(options: { limit?: number; after?: Pick<ConversationInfo, 'conversationId' | 'lastAtMs'> } = {}): Promise<{ conversations: ConversationInfo[]; hasMore: boolean }> {
+    const r = await this.requests.call({
+      case: 'conversations',
+      value: { limit: options.limit ?? 0, afterAtMs: BigInt(options.after?.lastAtMs ?? 0), afterConversationId: options.after?.conversationId ?? '' },
+    }, 'conversationsResult');
+    return { conversations: r.conversations.map(conversationFromWire), hasMore: r.hasMore };
   }
 
   /** Mark a conversation read up to seq (default: its latest message), on every device of this user. */
@@ -181,6 +202,12 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   /** Watch users' presence ('presence' events); replaces the previous list and survives reconnects. */
   async watchPresence(userIds: string[]): Promise<PresenceInfo[]> {
     this.watched = [...userIds];
+    if (this.watchTimer === undefined && userIds.length > 0) {
+      this.watchTimer = setInterval(() => {
+        if (this.state === 'online') this.renewWatch();
+      }, WATCH_RENEW_MS);
+      (this.watchTimer as { unref?: () => void }).unref?.();
+    }
     const r = await this.requests.call({ case: 'presenceSubscribe', value: { userIds } }, 'presenceResult');
     return r.users.map(presenceFromWire);
   }
@@ -234,6 +261,8 @@ export class LonglinkClient extends Emitter<ClientEvents> {
    * and resends them.
    */
   async close(): Promise<void> {
+    clearInterval(this.watchTimer);
+    this.watchTimer = undefined;
     this.inbox.flushAcks();
     this.link.close();
     await this.persistence.putAway(new LonglinkError(ErrorCode.UNAVAILABLE, 'client closed before the server acked (kept in the store for the next connect)'));
@@ -251,12 +280,16 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   private onOnline(info: LoginInfo): void {
     this.emit('login', info);
     this.outbox.writeAll();
-    if (this.watched.length > 0) {
-      this.requests.request({ case: 'presenceSubscribe', value: { userIds: this.watched } }).then((reply) => {
-        if (reply.body.case === 'presenceResult') for (const p of reply.body.value.users) this.emit('presence', presenceFromWire(p));
-      }, () => undefined);
-    }
+    this.renewWatch();
     this.syncer.loggedIn(this.options.autoSync);
+  }
+
+  /** Subscribe again to the watched users (the server checks again who may be seen). */
+  private renewWatch(): void {
+    if (this.watched.length === 0) return;
+    this.requests.request({ case: 'presenceSubscribe', value: { userIds: this.watched } }).then((reply) => {
+      if (reply.body.case === 'presenceResult') for (const p of reply.body.value.users) this.emit('presence', presenceFromWire(p));
+    }, () => undefined);
   }
 
   // ---- frames from the server ------------------------------------------------
@@ -336,6 +369,9 @@ export class LonglinkClient extends Emitter<ClientEvents> {
         return;
       case 'broadcast':
         this.emit('broadcast', { id: b.value.id, text: b.value.text, sentAtMs: Number(b.value.sentAtMs) });
+        return;
+      case 'resync':
+        if (this.options.autoSync) void this.syncer.full().catch(() => undefined);
         return;
     }
   }

@@ -14,7 +14,9 @@ export interface ConversationInfo {
   peerUser?: string;
   peerReadSeq?: number;
   lastSeq: number;
+  /** Its text is a preview when lastMessageTruncated (the first 200 characters): history has the whole. */
   lastMessage?: ChatMessage;
+  lastMessageTruncated?: boolean;
   readSeq: number;
   unread: number;
   lastAtMs: number;
@@ -81,6 +83,7 @@ export function conversationFromWire(c: ConversationSummary): ConversationInfo {
     lastAtMs: Number(c.lastAtMs),
   };
   if (c.lastMessage) out.lastMessage = messageFromWire(c.lastMessage);
+  if (c.lastMessageTruncated) out.lastMessageTruncated = true;
   if (out.kind === 'group') {
     out.groupId = c.groupId;
     out.name = c.name;

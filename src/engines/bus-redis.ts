@@ -28,14 +28,34 @@
 // read by every gateway (broadcast routing, publishDown(ALL_GATEWAYS, …)).
 // Read without a group from when the gateway subscribed: a downlink message
 // lost to a crash is healed by the client (request timeout, gap → sync).
-// Every stream is trimmed (MAXLEN ~) so Redis memory stays bounded, and a
-// gateway's own stream expires an hour after the gateway stopped reading it.
+// A gateway's own stream expires an hour after the gateway stopped reading it.
+//
+// Bounds (faults/README.md, "Stream bounds"). One XADD takes one trim
+// strategy, so:
+// - every write trims its stream by length (XADD MAXLEN ~: 200,000 entries
+//   per uplink shard, 20,000 per downlink stream): a burst cannot outgrow it;
+// - every second each stream's reader (a shard's owner; a gateway, for the
+//   streams it reads) runs a script on Redis's clock (UP_BOUNDS, DOWN_BOUNDS)
+//   that trims what was handled (uplink: below the oldest entry not acked;
+//   a node's own downlink stream: what it read), then by age (XTRIM MINID =
+//   now - max age: 10 min uplink, 30 s downlink), then from the oldest entry
+//   while MEMORY USAGE is over the byte bound (64 MiB per stream). The reader
+//   knows what it had not read yet: entries trimmed before they were read
+//   are counted (BusCounters.upTrimmedUnprocessed, downTrimmedUnread) and
+//   logged. An uplink entry trimmed unread was never acked, so its sender
+//   resends it;
+// - every 5 s a writer applies the age and byte bounds to the streams it
+//   writes (WRITE_BOUNDS): the backstop for a stream whose reader is stuck
+//   or gone.
+// Downlink entries are split at ~64 KiB (packDown), so an entry is at most
+// that or one message.
 import { Redis } from 'ioredis';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import {
-  DeadLetterSchema, DownBatchSchema, UpEnvelopeSchema, type DeadLetter,
+  DeadLetterSchema, DownBatchSchema, DownSchema, UpEnvelopeSchema, type DeadLetter,
 } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
 import { operationName } from '../protocol/operations.js';
+import { DEFAULTS } from '../config.js';
 import { log as rootLog } from '../observability/log.js';
 import { Script } from './redis-shared.js';
 import { isFencedError, isUnavailable, withWriteFence, type ShardClaim } from './store.js';
@@ -59,9 +79,23 @@ export interface RedisBusOptions {
   leaseMs?: number;
   /** Entries per uplink batch. @default 512 */
   batch?: number;
-  /** Approximate length each stream is trimmed to. @default 1000000 uplink, 100000 downlink */
+  /** Approximate length each stream is trimmed to at every write (XADD MAXLEN ~). @default 200000 uplink (per shard), 20000 downlink (per stream) */
   maxUpLength?: number;
   maxDownLength?: number;
+  /**
+   * Entries older than this (by their id: Redis's clock when they were
+   * added) are trimmed by the stream's reader, read or not. @default 600000 uplink, 30000 downlink
+   */
+  maxUpAgeMs?: number;
+  maxDownAgeMs?: number;
+  /**
+   * Redis memory (MEMORY USAGE) one stream may take before its reader trims
+   * it from the oldest entry. 0: no byte bound. @default 64 MiB uplink (per shard), 64 MiB downlink (per stream)
+   */
+  maxUpBytes?: number;
+  maxDownBytes?: number;
+  /** How often each stream's reader applies the age and byte bounds. @default 1000 */
+  trimIntervalMs?: number;
   /** Handler failures of one entry before it goes to the dead-letter stream. @default 5 */
   maxDeliveries?: number;
   /** How long one blocking read waits. @default 1000 */
@@ -69,6 +103,32 @@ export interface RedisBusOptions {
 }
 
 const GROUP = 'logic';
+
+/** RedisBus.boundsStats(): what /metrics shows of the stream bounds (see BusStats). */
+export interface RedisBusStats {
+  /** The configured max age per direction ('up', 'down'), seconds. */
+  maxAgeSeconds: Map<string, number>;
+  /** The configured max bytes per stream, per direction. */
+  maxBytes: Map<string, number>;
+  /** Per uplink shard this node owns: seconds since the oldest entry not yet acked was added (0: none). */
+  upOldestUnprocessedAge: Map<string, number>;
+  /** Redis memory of each stream this node trims (`up:3`, `down:gw-1`, `down:*`), after its last trim. */
+  streamBytes: Map<string, number>;
+}
+
+/** Downlink entries are split at about this many bytes (one message larger than it goes alone). */
+export const DOWN_ENTRY_BYTES = 64 * 1024;
+
+/** The bounds RedisBus applies when the options do not say (src/config.ts has the settings' defaults). */
+export const STREAM_BOUNDS = {
+  maxUpLength: DEFAULTS.busUpMaxLength,
+  maxDownLength: DEFAULTS.busDownMaxLength,
+  maxUpAgeMs: DEFAULTS.busUpMaxAgeMs,
+  maxDownAgeMs: DEFAULTS.busDownMaxAgeMs,
+  maxUpBytes: DEFAULTS.busUpMaxBytes,
+  maxDownBytes: DEFAULTS.busDownMaxBytes,
+  trimIntervalMs: 1000,
+} as const;
 
 /** Fault injection for the exactly-once tests (see ShardConsumer.killBeforeAck); never set in production. */
 const KILL_BEFORE_ACK = process.env.LONGLINK_FAULT_KILL_BEFORE_ACK === '1';
@@ -103,6 +163,194 @@ const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE
 function heldAt(reply: unknown): number | undefined {
   if (!Array.isArray(reply) || reply.length !== 2) return undefined;
   return Number(reply[0]) * 1_000_000 + Number(reply[1]);
+}
+
+// What the bounds scripts share: stream ids compared as numbers, Redis's clock in ms.
+const LUA_IDS = `
+local function parse(id) local m, q = string.match(id, '^(%d+)-(%d+)$') return tonumber(m), tonumber(q) end
+local function before(a, b) local am, aq = parse(a) local bm, bq = parse(b) return am < bm or (am == bm and aq < bq) end
+local function fields(flat) local o = {} for i = 1, #flat, 2 do o[flat[i]] = flat[i + 1] end return o end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function usage() return redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0') or 0 end
+-- Trim from the oldest entry while the stream takes more than maxBytes (a few rounds: entries differ in size).
+local function trimBytes(maxBytes, bytes)
+  local n = 0
+  for _ = 1, 4 do
+    if maxBytes <= 0 or bytes <= maxBytes then break end
+    local len = redis.call('XLEN', KEYS[1])
+    if len == 0 then break end
+    n = n + redis.call('XTRIM', KEYS[1], 'MAXLEN', '=', string.format('%d', math.floor(len * maxBytes / bytes * 0.9)))
+    bytes = usage()
+  end
+  return n, bytes
+end
+`;
+
+// An uplink shard's bounds, by its owner. KEYS: the stream. ARGV: max age ms, max bytes (0: none), the group.
+// 1. Trims by age (MINID =, exact), then what the group has acked (below the oldest entry not yet acked:
+//    nothing reads it again), then by bytes.
+// 2. If the trims (this one, a writer's length bound, one while nobody owned the shard) took entries the
+//    group had not been delivered, counts them: Redis 7 counts the entries added to a stream (entries-added)
+//    and those delivered to a group (entries-read), so with every entry left undelivered the gap is
+//    added - read - length. The group's entries-read then takes the gap in (XGROUP SETID … ENTRIESREAD), so
+//    it is counted once, by whoever sees it first, and the lag XINFO GROUPS reports stays what is left to read.
+// Returns [now ms, trimmed by age, trimmed acked, trimmed by bytes, bytes after, undelivered entries lost,
+// the oldest id not yet acked ('' when none)].
+const UP_BOUNDS = new Script(`${LUA_IDS}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {now, 0, 0, 0, 0, 0, ''} end
+local function state()
+  local g
+  for _, flat in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local x = fields(flat)
+    if x['name'] == ARGV[3] then g = x end
+  end
+  local s = fields(redis.call('XINFO', 'STREAM', KEYS[1]))
+  return g, s, s['length'], s['first-entry'] and s['first-entry'][1]
+end
+-- The oldest entry not yet acked: the oldest pending, or the first not delivered ('' when none).
+local function oldestUnacked(g, len, first)
+  local d, oldest, nxt = g['last-delivered-id'], '', nil
+  local p = redis.call('XPENDING', KEYS[1], ARGV[3])
+  if p[1] > 0 then oldest = p[2] end
+  if len > 0 then
+    if before(d, first) then nxt = first
+    else
+      local r = redis.call('XRANGE', KEYS[1], '(' .. d, '+', 'COUNT', 1)
+      if r[1] then nxt = r[1][1] end
+    end
+  end
+  if nxt and (oldest == '' or before(nxt, oldest)) then oldest = nxt end
+  return oldest
+end
+local byAge, acked = 0, 0
+local cutoff = now - tonumber(ARGV[1])
+if cutoff > 0 then byAge = redis.call('XTRIM', KEYS[1], 'MINID', '=', string.format('%d-0', cutoff)) end
+local g, s, len, first = state()
+if g then
+  local oldest = oldestUnacked(g, len, first)
+  if oldest ~= '' then acked = redis.call('XTRIM', KEYS[1], 'MINID', '=', oldest)
+  elseif len > 0 then acked = redis.call('XTRIM', KEYS[1], 'MAXLEN', '=', 0) end
+end
+local byBytes, bytes = trimBytes(tonumber(ARGV[2]), usage())
+if not g then return {now, byAge, acked, byBytes, bytes, 0, ''} end
+g, s, len, first = state()
+local d, lost = g['last-delivered-id'], 0
+if (len == 0 or before(d, first)) and s['entries-added'] then
+  local read = g['entries-read']
+  if not read and d == '0-0' then read = 0 end
+  if read then
+    local gap = s['entries-added'] - read - len
+    if gap > 0 then
+      lost = gap
+      redis.call('XGROUP', 'SETID', KEYS[1], ARGV[3], d, 'ENTRIESREAD', string.format('%d', s['entries-added'] - len))
+    end
+  end
+end
+return {now, byAge, acked, byBytes, bytes, lost, oldestUnacked(g, len, first)}
+`);
+
+// A downlink stream's bounds, by one of its readers. KEYS: the stream. ARGV: max age ms, max bytes (0: none),
+// the last id this reader read, '1' when it is the stream's only reader (a node's own stream: what it read
+// goes at once). Under the age and byte bounds, what it read goes first; what is trimmed after that it had
+// not read (counted). Returns [now ms, entries trimmed this reader had not read, bytes after].
+const DOWN_BOUNDS = new Script(`${LUA_IDS}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {now, 0, 0} end
+local rm, rq = parse(ARGV[3])
+local unread = string.format('%d-%d', rm, rq + 1)
+if ARGV[4] == '1' then redis.call('XTRIM', KEYS[1], 'MINID', '=', unread) end
+local lost = 0
+local cutoff = now - tonumber(ARGV[1])
+if cutoff > 0 then
+  local cut = string.format('%d-0', cutoff)
+  if before(unread, cut) then
+    redis.call('XTRIM', KEYS[1], 'MINID', '=', unread)
+    lost = redis.call('XTRIM', KEYS[1], 'MINID', '=', cut)
+  else
+    redis.call('XTRIM', KEYS[1], 'MINID', '=', cut)
+  end
+end
+local maxBytes = tonumber(ARGV[2])
+local bytes = usage()
+if maxBytes > 0 and bytes > maxBytes then
+  redis.call('XTRIM', KEYS[1], 'MINID', '=', unread)
+  local n
+  n, bytes = trimBytes(maxBytes, usage())
+  lost = lost + n
+end
+return {now, lost, bytes}
+`);
+
+// A stream's age and byte bounds, by a writer (every few seconds per stream it writes): the backstop for a
+// stream whose reader is stuck or gone. KEYS: the stream. ARGV: max age ms, max bytes (0: none).
+// Returns [now ms, trimmed by age, trimmed by bytes, bytes after].
+const WRITE_BOUNDS = new Script(`${LUA_IDS}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {now, 0, 0, 0} end
+local byAge = 0
+local cutoff = now - tonumber(ARGV[1])
+if cutoff > 0 then byAge = redis.call('XTRIM', KEYS[1], 'MINID', '=', string.format('%d-0', cutoff)) end
+local byBytes, bytes = trimBytes(tonumber(ARGV[2]), usage())
+return {now, byAge, byBytes, bytes}
+`);
+
+/** A writer applies a stream's age and byte bounds every this many reader intervals (its readers do it more often). */
+const WRITER_TRIM_EVERY = 5;
+
+/**
+ * Loss warnings, at most one per stream every 10 s with what was lost since
+ * the last one (a reader lagging for minutes would otherwise warn at every
+ * trim). The counters have the exact totals.
+ */
+class LossLog {
+  private readonly streams = new Map<string, { at: number; entries: number }>();
+  note(stream: string, entries: number, warn: (entries: number) => void): void {
+    const now = Date.now();
+    const s = this.streams.get(stream) ?? { at: 0, entries: 0 };
+    s.entries += entries;
+    if (now - s.at >= 10_000) {
+      warn(s.entries);
+      s.entries = 0;
+      s.at = now;
+    }
+    this.streams.set(stream, s);
+  }
+}
+
+/** A stream id's time part (ms on Redis's clock when it was added). */
+function idMs(id: string): number {
+  return Number(id.slice(0, id.indexOf('-')));
+}
+
+/** Downlink messages as DownBatch entries of about `cap` bytes at most (field 1 of DownBatch, repeated: concatenated). */
+export function packDown(messages: readonly Down[], cap = DOWN_ENTRY_BYTES): Buffer[] {
+  const entries: Buffer[] = [];
+  let parts: Uint8Array[] = [];
+  let size = 0;
+  for (const m of messages) {
+    const body = toBinary(DownSchema, m);
+    const head = lengthDelimited(1, body.length);
+    if (size > 0 && size + head.length + body.length > cap) {
+      entries.push(Buffer.concat(parts, size));
+      parts = [];
+      size = 0;
+    }
+    parts.push(head, body);
+    size += head.length + body.length;
+  }
+  if (size > 0 || entries.length === 0) entries.push(Buffer.concat(parts, size));
+  return entries;
+}
+
+/** A protobuf tag of a length-delimited field and its length varint. */
+function lengthDelimited(fieldNo: number, length: number): Uint8Array {
+  const out = [(fieldNo << 3) | 2];
+  let n = length;
+  while (n > 0x7f) {
+    out.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  out.push(n);
+  return Uint8Array.from(out);
 }
 
 // Entries as read with the *Buffer commands: flat [field, value, …] lists of bytes.
@@ -148,11 +396,15 @@ export class RedisBus implements Bus {
   private readonly downQueue = new Map<string, { messages: Down[]; waiters: { resolve: () => void; reject: (err: unknown) => void }[] }>();
   readonly dead: DeadLetters;
   private downFlushScheduled = false;
+  /** Bytes of each downlink stream read here, after its last trim. */
+  private readonly downBytes = new Map<string, number>();
+  /** When this node last trimmed each stream it writes (Date.now()). */
+  private readonly writtenBoundedAt = new Map<string, number>();
+  private readonly lossLog = new LossLog();
 
   constructor(options: RedisBusOptions) {
     this.o = {
-      prefix: 'll:', shards: 16, leaseMs: 10_000, batch: 512, maxUpLength: 1_000_000, maxDownLength: 100_000,
-      maxDeliveries: 5, blockMs: 1000, ...options,
+      prefix: 'll:', shards: 16, leaseMs: 10_000, batch: 512, ...STREAM_BOUNDS, maxDeliveries: 5, blockMs: 1000, ...options,
     };
     this.writer = this.connect();
     this.dead = new RedisDeadLetters(this.writer, this.key('dead'), this.o.maxUpLength);
@@ -174,7 +426,27 @@ export class RedisBus implements Bus {
     if (this.closed) throw new Error('bus closed');
     const stream = this.key(`up:${shardOf(message.partition, this.o.shards)}`);
     this.counters.upPublished++;
-    await this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxUpLength, '*', 'e', Buffer.from(toBinary(UpEnvelopeSchema, message)));
+    const added = this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxUpLength, '*', 'e', Buffer.from(toBinary(UpEnvelopeSchema, message)));
+    this.boundWritten(stream, this.o.maxUpAgeMs, this.o.maxUpBytes);
+    await added;
+  }
+
+  /**
+   * The backstop for a stream whose reader is stuck or gone: every few
+   * seconds, a stream this node writes is trimmed by age and bytes here too
+   * (WRITE_BOUNDS, sent after the XADD on the same connection). Losses are
+   * counted by readers (an uplink shard's owner sees what its group lost
+   * whoever trimmed it); a stuck gateway's are not.
+   */
+  private boundWritten(stream: string, maxAgeMs: number, maxBytes: number): void {
+    const now = Date.now();
+    const at = this.writtenBoundedAt.get(stream);
+    if (at !== undefined && now - at < this.o.trimIntervalMs * WRITER_TRIM_EVERY) return;
+    if (this.writtenBoundedAt.size >= 10_000) this.writtenBoundedAt.clear(); // streams of long-gone gateways
+    this.writtenBoundedAt.set(stream, now);
+    WRITE_BOUNDS.run(this.writer, [stream], [maxAgeMs, maxBytes]).catch((err: unknown) => {
+      if (!this.closed) log.warn({ reason: (err as Error).message, stream: this.label(stream) }, 'stream trim failed');
+    });
   }
 
   /**
@@ -204,12 +476,15 @@ export class RedisBus implements Bus {
     const lanes = [...this.downQueue];
     this.downQueue.clear();
     for (const [node, { messages, waiters }] of lanes) {
-      this.counters.downPublished++;
-      const entry = Buffer.from(toBinary(DownBatchSchema, create(DownBatchSchema, { messages })));
-      this.writer.xadd(this.key(`down:${node}`), 'MAXLEN', '~', this.o.maxDownLength, '*', 'd', entry).then(
+      // A turn's messages in entries of ~64 KiB at most, so an entry's size is bounded (faults/README.md, "Stream bounds").
+      const entries = packDown(messages);
+      this.counters.downPublished += entries.length;
+      const stream = this.key(`down:${node}`);
+      Promise.all(entries.map((entry) => this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxDownLength, '*', 'd', entry))).then(
         () => { for (const w of waiters) w.resolve(); },
         (err: unknown) => { for (const w of waiters) w.reject(err); },
       );
+      this.boundWritten(stream, this.o.maxDownAgeMs, this.o.maxDownBytes);
     }
   }
 
@@ -245,11 +520,22 @@ export class RedisBus implements Bus {
         }
       }
       let expiresRefreshedAt = 0;
+      let boundedAt = 0;
       while (running && !this.closed) {
         if (Date.now() - expiresRefreshedAt > 60_000) {
           // This node's own stream outlives it by an hour at most (node ids of dead gateways do not pile up).
           expiresRefreshedAt = Date.now();
           this.writer.pexpire(streams[0]!, 3_600_000).catch(() => undefined);
+        }
+        if (Date.now() - boundedAt >= this.o.trimIntervalMs) {
+          // Between two reads, so `last` is exactly what this reader has read.
+          boundedAt = Date.now();
+          try {
+            await this.boundDown(reader, node, streams, last, options.onTrimmed);
+          } catch (err) {
+            if (!running) return;
+            log.warn({ reason: (err as Error).message, node }, 'downlink stream trim failed; retrying');
+          }
         }
         let result: [Buffer, StreamEntries][] | null;
         try {
@@ -290,7 +576,57 @@ export class RedisBus implements Bus {
         running = false;
         this.readers.delete(reader);
         reader.disconnect();
+        for (const stream of streams) this.downBytes.delete(this.label(stream));
       },
+    };
+  }
+
+  /** A stream's key without the prefix (the label of its gauges). */
+  private label(stream: string): string {
+    return stream.slice(this.o.prefix.length);
+  }
+
+  /**
+   * Apply the age and byte bounds to the downlink streams one reader reads
+   * (DOWN_BOUNDS): what it read goes first; what it had not read yet and is
+   * trimmed all the same is counted, logged and reported to `onTrimmed`.
+   */
+  private async boundDown(reader: Redis, node: string, streams: string[], last: string[], onTrimmed: ((entries: number) => void) | undefined): Promise<void> {
+    for (let i = 0; i < streams.length; i++) {
+      const stream = streams[i]!;
+      // A node's own stream (the first) has one reader, this one: what it read goes at once. The broadcast one waits for the age.
+      const own = i === 0 ? '1' : '0';
+      const [, lost, bytesAfter] = (await DOWN_BOUNDS.run(reader, [stream], [this.o.maxDownAgeMs, this.o.maxDownBytes, last[i]!, own])) as number[];
+      this.downBytes.set(this.label(stream), Number(bytesAfter));
+      if (Number(lost) > 0) {
+        this.counters.downTrimmedUnread += Number(lost);
+        this.lossLog.note(stream, Number(lost), (entries) => log.warn({
+          node, stream: this.label(stream), entries, maxAgeMs: this.o.maxDownAgeMs, maxBytes: this.o.maxDownBytes,
+        }, 'downlink entries trimmed before this node read them (it lagged past the stream\'s age or byte bound): their pushes and replies are lost'));
+        try {
+          onTrimmed?.(Number(lost));
+        } catch (err) {
+          log.error({ err, node }, 'onTrimmed failed');
+        }
+      }
+    }
+  }
+
+  /**
+   * What the bounds look like now, for /metrics (from memory: filled by the
+   * readers' trims, so a scrape costs Redis nothing): the configured max
+   * ages and bytes, the age of the oldest uplink entry not yet acked on each
+   * shard this node owns, and the bytes of each stream this node trims.
+   */
+  boundsStats(): RedisBusStats {
+    const upOldestUnprocessedAge = new Map<string, number>();
+    const streamBytes = new Map<string, number>(this.downBytes);
+    for (const c of this.consumers) c.stats(upOldestUnprocessedAge, streamBytes);
+    return {
+      maxAgeSeconds: new Map([['up', this.o.maxUpAgeMs / 1000], ['down', this.o.maxDownAgeMs / 1000]]),
+      maxBytes: new Map([['up', this.o.maxUpBytes], ['down', this.o.maxDownBytes]]),
+      upOldestUnprocessedAge,
+      streamBytes,
     };
   }
 
@@ -334,6 +670,10 @@ class ShardConsumer {
   private loopDone: Promise<void> = Promise.resolve();
   private readonly attempts = new Map<string, number>();
   private readonly groupsMade = new Set<number>();
+  private boundsTimer: NodeJS.Timeout | undefined;
+  private readonly lossLog = new LossLog();
+  /** Per owned shard, from its last trim: the oldest entry not yet acked (ms, Redis's clock; 0: none), Redis's time then, ours then, its bytes. */
+  private readonly bounds = new Map<number, { oldestMs: number; redisNowMs: number; at: number; bytes: number }>();
 
   constructor(
     private readonly o: Required<RedisBusOptions>,
@@ -359,7 +699,55 @@ class ShardConsumer {
     };
     tick();
     this.leaseTimer = setInterval(tick, Math.max(100, Math.floor(this.o.leaseMs / 3)));
+    let bounding = false;
+    this.boundsTimer = setInterval(() => {
+      if (bounding) return;
+      bounding = true;
+      this.boundAll().finally(() => {
+        bounding = false;
+      });
+    }, this.o.trimIntervalMs);
     this.loopDone = this.loop();
+  }
+
+  /** Apply the age and byte bounds to every shard held (a separate timer: a slow batch does not hold them up). */
+  private async boundAll(): Promise<void> {
+    for (const s of [...this.owned]) {
+      if (!this.running) return;
+      if (!this.holds(s)) continue;
+      try {
+        await this.bound(s);
+      } catch (err) {
+        if (this.running) log.warn({ reason: (err as Error).message, node: this.o.nodeId, shard: s }, 'uplink stream trim failed; retrying');
+      }
+    }
+  }
+
+  /**
+   * One shard's bounds (UP_BOUNDS): trim it by age and bytes, count what the
+   * group lost undelivered (whoever trimmed it: this trim, a writer's length
+   * bound, while no node owned the shard), note the oldest entry not yet acked.
+   */
+  private async bound(s: number): Promise<void> {
+    const stream = this.key(`up:${s}`);
+    const reply = (await UP_BOUNDS.run(this.redis, [stream], [this.o.maxUpAgeMs, this.o.maxUpBytes, GROUP])) as [number, number, number, number, number, number, string];
+    const [now, byAge, , byBytes, bytesAfter, lost, oldest] = reply;
+    if (this.owned.has(s)) this.bounds.set(s, { oldestMs: oldest ? idMs(String(oldest)) : 0, redisNowMs: Number(now), at: Date.now(), bytes: Number(bytesAfter) });
+    if (Number(lost) > 0) {
+      this.counters.upTrimmedUnprocessed += Number(lost);
+      this.lossLog.note(stream, Number(lost), (entries) => log.warn({
+        node: this.o.nodeId, shard: s, entries, trimmedByAge: Number(byAge), trimmedByBytes: Number(byBytes),
+        maxAgeMs: this.o.maxUpAgeMs, maxBytes: this.o.maxUpBytes, maxLength: this.o.maxUpLength,
+      }, 'uplink entries trimmed before logic read them (it lagged past the stream\'s bounds): never acked, so their senders resend them'));
+    }
+  }
+
+  /** This consumer's part of RedisBus.boundsStats(). */
+  stats(oldestAge: Map<string, number>, streamBytes: Map<string, number>): void {
+    for (const [s, b] of this.bounds) {
+      oldestAge.set(String(s), b.oldestMs > 0 ? Math.max(0, b.redisNowMs - b.oldestMs + (Date.now() - b.at)) / 1000 : 0);
+      streamBytes.set(`up:${s}`, b.bytes);
+    }
   }
 
   /**
@@ -370,6 +758,7 @@ class ShardConsumer {
   async stop(): Promise<void> {
     this.running = false;
     clearInterval(this.leaseTimer);
+    clearInterval(this.boundsTimer);
     const waitMs = Math.min(5000, Math.floor(this.o.leaseMs / 2));
     await Promise.race([this.loopDone, new Promise((r) => setTimeout(r, waitMs).unref())]);
     // Leave the live set first, so the others' fair share counts without us and they take every shard released here.
@@ -408,6 +797,8 @@ class ShardConsumer {
         // No epoch yet: the store takes the shard's next one with this node's first write.
         this.claims.set(s, { shard: s, epoch: undefined, validUntil: sentAt + this.o.leaseMs * 0.8, heldAt: at });
         await this.ensureGroup(s);
+        // Before the first read: what is past the bounds goes, and what was lost while nobody owned the shard is counted.
+        await this.bound(s).catch((err: unknown) => log.warn({ reason: (err as Error).message, node: this.o.nodeId, shard: s }, 'uplink stream trim failed'));
         // Before the first batch of the shard: whatever we cached about its conversations may be stale.
         this.onTakeover();
         this.owned.add(s);
@@ -422,6 +813,7 @@ class ShardConsumer {
     this.claims.delete(s);
     this.owned.delete(s);
     this.claimFrom.delete(s);
+    this.bounds.delete(s);
   }
 
   /** Owned, and the lease is certainly still ours. */
@@ -534,9 +926,14 @@ class ShardConsumer {
   private async claim(s: number, minIdleMs: number): Promise<boolean> {
     let cursor = '0-0';
     for (let round = 0; round < 10_000 && this.running && this.holds(s); round++) {
-      const [next, entries] = await bytes(this.redis).xautoclaimBuffer(
+      const [next, entries, deleted] = await bytes(this.redis).xautoclaimBuffer(
         this.key(`up:${s}`), GROUP, this.o.nodeId, Math.floor(minIdleMs), cursor, 'COUNT', this.o.batch,
       );
+      if (deleted && deleted.length > 0) {
+        // Read by a consumer that never acked them (it died or stalled), then trimmed: Redis drops them from the pending list.
+        this.counters.upTrimmedUnprocessed += deleted.length;
+        log.warn({ node: this.o.nodeId, shard: s, entries: deleted.length }, 'uplink entries a previous consumer read but never acked were trimmed before they could be claimed');
+      }
       const live = entries.filter(([, fields]) => fields !== null && fields !== undefined);
       if (live.length > 0 && !(await this.process(s, live))) return false;
       cursor = next.toString();

@@ -53,6 +53,14 @@ export interface ConsumeUpOptions {
 export interface ConsumeDownOptions {
   /** Also read what is published to every gateway (ALL_GATEWAYS). @default true */
   broadcast?: boolean;
+  /**
+   * Called when entries published to this node were trimmed from its stream
+   * before it read them (a distributed bus: the stream's age or byte bound;
+   * see faults/README.md, "Stream bounds"): `entries` were lost, so the
+   * pushes and replies they held never arrive (clients heal by timeout, gap
+   * and sync). Never called by an in-process bus.
+   */
+  onTrimmed?: (entries: number) => void;
 }
 
 /** An uplink entry set aside after failing repeatedly (see DeadLetters). */
@@ -99,7 +107,7 @@ export interface BusCounters {
   upPublished: number;
   /** Uplink entries handed to this process's consumer. */
   upRead: number;
-  /** Downlink entries written (RedisBus: one entry carries what one turn published for a gateway). */
+  /** Downlink entries written (RedisBus: one entry carries what one turn published for a gateway, split at ~64 KiB). */
   downPublished: number;
   /** Downlink entries this process read (broadcast routing: every gateway reads every entry). */
   downRead: number;
@@ -111,10 +119,21 @@ export interface BusCounters {
   deadLettered: number;
   /** Downlink messages of a kind this process does not know (a newer publisher), skipped. */
   unknownSkipped: number;
+  /**
+   * Uplink entries trimmed (by the stream's age, byte or length bound) before
+   * logic acked them, seen by this process (a distributed bus). Never acked,
+   * so their senders resend them.
+   */
+  upTrimmedUnprocessed: number;
+  /** Downlink entries trimmed from a stream this process reads before it read them (a distributed bus). */
+  downTrimmedUnread: number;
 }
 
 export function newBusCounters(): BusCounters {
-  return { upPublished: 0, upRead: 0, downPublished: 0, downRead: 0, downMessagesRead: 0, fenced: 0, deadLettered: 0, unknownSkipped: 0 };
+  return {
+    upPublished: 0, upRead: 0, downPublished: 0, downRead: 0, downMessagesRead: 0, fenced: 0, deadLettered: 0, unknownSkipped: 0,
+    upTrimmedUnprocessed: 0, downTrimmedUnread: 0,
+  };
 }
 
 export interface Bus {

@@ -12,8 +12,12 @@ const log = rootLog.child({ component: 'gateway' });
 
 /** One push latency sample per this many deliveries (each sample decodes the frame). */
 const LATENCY_SAMPLE_EVERY = 16;
+/** A presence watch lasts this long after logic checked it; the client subscribes again to keep it (the SDK every 4 minutes). */
+export const WATCH_TTL_MS = 10 * 60_000;
 
 export class Downlink {
+  /** When each connection's watch list was last set (checked by logic). */
+  private readonly watchedAt = new WeakMap<object, number>();
   private deliveries = 0;
 
   constructor(
@@ -55,14 +59,22 @@ export class Downlink {
           break;
         case 'watch': {
           const conn = conns.get(Number(kind.value.connId));
-          if (conn && conn.state === 'open') watchers.set(conn, kind.value.userIds);
+          if (conn && conn.state === 'open') {
+            watchers.set(conn, kind.value.userIds);
+            this.watchedAt.set(conn, Date.now());
+          }
           break;
         }
         case 'presence': {
           const watching = watchers.of(kind.value.userId);
           if (!watching) break;
           const out = new OutFrame(kind.value.frame);
-          for (const conn of watching) this.hub.send(conn, out);
+          const lapsed = Date.now() - WATCH_TTL_MS;
+          for (const conn of [...watching]) {
+            // A watch was checked when made: past its lifetime it lapses until the client subscribes again (checked again).
+            if ((this.watchedAt.get(conn) ?? 0) < lapsed) watchers.set(conn, []);
+            else this.hub.send(conn, out);
+          }
           break;
         }
         case 'announce': {

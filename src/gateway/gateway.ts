@@ -15,7 +15,7 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Server as HttpServer } from 'node:http';
 import type { Subscription } from '../engines/bus.js';
-import { ErrorCode } from '../protocol/index.js';
+import { ErrorCode, encodeFrame, makeFrame } from '../protocol/index.js';
 import { noGatewayMetrics } from '../observability/metrics.js';
 import { log as rootLog } from '../observability/log.js';
 import { Downlink } from './downlink.js';
@@ -24,11 +24,18 @@ import { ACK_FLUSH_MS, Inbound } from './inbound.js';
 import { Limits } from './limits.js';
 import { Listeners } from './listeners.js';
 import { LoginHandshake } from './login.js';
+import { OutFrame } from './transport.js';
 import type { GatewayDeps, GatewayOptions } from './options.js';
 
 export type { GatewayDeps, GatewayOptions, LoginPolicy } from './options.js';
 
 const log = rootLog.child({ component: 'gateway' });
+
+/** Connections whose sessions are bound again at once after the registry entry was lost. */
+const REJOIN_CHUNK = 500;
+
+/** Event.resync: pushes to this connection may have been lost; sync. */
+const RESYNC = (): OutFrame => new OutFrame(encodeFrame(makeFrame(0, { case: 'event', value: { body: { case: 'resync', value: {} } } })));
 
 export class Gateway {
   private readonly hub: Hub;
@@ -37,6 +44,9 @@ export class Gateway {
   private readonly downlink: Downlink;
   private readonly listeners: Listeners;
   private sweepTimer: NodeJS.Timeout | undefined;
+  private rejoining = false;
+  /** A rejoin failed part way: the next announce tries again. */
+  private rejoinPending = false;
   private ackTimer: NodeJS.Timeout | undefined;
   private announceTimer: NodeJS.Timeout | undefined;
   private downSub: Subscription | undefined;
@@ -77,7 +87,14 @@ export class Gateway {
    * a cluster knows the node before it binds any session.
    */
   async start(): Promise<void> {
-    this.downSub = this.deps.bus.consumeDown(this.options.nodeId, (batch) => this.downlink.onDown(batch));
+    this.downSub = this.deps.bus.consumeDown(this.options.nodeId, (batch) => this.downlink.onDown(batch), {
+      // Pushes for this node were trimmed before it read them (it lagged past the stream's bounds): its clients sync.
+      onTrimmed: (entries) => {
+        log.warn({ entries, connections: this.hub.conns.size }, 'downlink entries were trimmed unread: clients sync');
+        const resync = RESYNC();
+        for (const conn of this.hub.conns.values()) if (conn.state === 'open') this.hub.send(conn, resync);
+      },
+    });
     const sweepEvery = Math.max(50, Math.min(1000, Math.floor(this.options.pingIntervalMs / 2)));
     this.sweepTimer = setInterval(() => this.sweep(), sweepEvery);
     this.sweepTimer.unref();
@@ -137,15 +154,50 @@ export class Gateway {
     }
     const first = !this.announced;
     this.announced = true;
-    // Our entry was gone: it lapsed (we were paused or cut off past the TTL),
-    // or Redis lost it. Either way the cluster may have dropped this node's
-    // sessions, so pushes for its users went to sync only. Every client logs
-    // in again (binding its session anew) and syncs what it missed.
-    if (!first && !wasLive) {
-      log.warn({ connections: this.hub.conns.size }, 'registry entry was gone (lapsed or lost): reconnecting every client');
-      for (const conn of [...this.hub.conns.values()]) {
-        if (conn.state === 'open') this.hub.kick(conn, ErrorCode.NODE_EXPIRED, 'gateway lost its cluster registration; reconnect and sync', true);
+    // Our entry was gone: it lapsed (our event loop or network was held past
+    // the TTL), or Redis lost it. Either way the cluster may have dropped this
+    // node's sessions, so pushes for its users went to sync only meanwhile.
+    // The connections themselves are fine: their sessions are bound again and
+    // each client is told to sync what it missed. Nobody is disconnected.
+    if ((!first && !wasLive) || this.rejoinPending) void this.rejoin();
+  }
+
+  /**
+   * Bind again the session of every open connection (a device that logged in
+   * elsewhere meanwhile keeps that session, and this connection is closed as
+   * replaced), then tell each to sync.
+   */
+  private async rejoin(): Promise<void> {
+    if (this.rejoining) return;
+    this.rejoining = true;
+    this.rejoinPending = false;
+    const open = [...this.hub.conns.values()].filter((c) => c.state === 'open');
+    log.warn({ connections: open.length }, 'registry entry was gone (lapsed or lost): binding sessions again, clients sync');
+    const resync = RESYNC();
+    try {
+      for (let i = 0; i < open.length && !this.hub.stopping; i += REJOIN_CHUNK) {
+        const chunk = open.slice(i, i + REJOIN_CHUNK).filter((c) => c.state === 'open');
+        const online = await this.deps.sessions.lookup([...new Set(chunk.map((c) => c.userId))]);
+        await Promise.all(chunk.map(async (conn) => {
+          const current = online.get(conn.userId)?.find((s) => s.deviceId === conn.deviceId);
+          if (current && (current.node !== this.options.nodeId || current.connId !== conn.id)) {
+            this.hub.kick(conn, ErrorCode.REPLACED, 'this device logged in on another connection', false);
+            return;
+          }
+          if (!current) {
+            await this.deps.sessions.bind({
+              userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform,
+              node: this.options.nodeId, connId: conn.id, loginAtMs: conn.openedAtMs,
+            });
+          }
+          if (conn.state === 'open') this.hub.send(conn, resync);
+        }));
       }
+    } catch (err) {
+      log.warn({ err }, 'binding sessions again failed; trying again at the next announce');
+      this.rejoinPending = true;
+    } finally {
+      this.rejoining = false;
     }
   }
 

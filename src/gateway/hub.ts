@@ -8,13 +8,22 @@ import { ErrorCode, encodeFrame, errorName, makeFrame, shouldReconnect, userPart
 import type { GatewayMetrics } from '../observability/metrics.js';
 import { log as rootLog } from '../observability/log.js';
 import { Connection, PresenceWatchers, SessionTable } from './connection.js';
-import { limitOf } from './limits.js';
+import { limitOf, type ConnectionLimitName } from './limits.js';
 import type { GatewayOptions } from './options.js';
 import { OutFrame, type Transport } from './transport.js';
 
 const log = rootLog.child({ component: 'gateway' });
 
-type HubOptions = Pick<GatewayOptions, 'nodeId' | 'maxOutboundBytes' | 'ratePerSecond' | 'rateBurst'>;
+type HubOptions = Pick<
+  GatewayOptions,
+  'nodeId' | 'maxOutboundBytes' | 'ratePerSecond' | 'rateBurst' | 'maxConnectionsPerAddress' | 'maxPendingLogins'
+>;
+
+/** Why a new connection is refused before it is admitted. */
+export interface AdmissionRefusal {
+  limit: ConnectionLimitName;
+  message: string;
+}
 
 export class Hub {
   /** Every connection of this node, logging in or logged in, by id. */
@@ -26,6 +35,10 @@ export class Hub {
   readonly logouts = new Set<Promise<void>>();
   /** The gateway is stopping: no new connections. */
   stopping = false;
+  /** Connections per client address (see Transport.clientAddress), logged in or not. */
+  private readonly perAddress = new Map<string, number>();
+  /** Connections not yet logged in (awaiting-login or logging-in). */
+  private pending = 0;
   /**
    * Connection ids never repeat across restarts of a node id (they start at
    * the start time in µs), so a reply or kick still in the downlink for the
@@ -41,12 +54,47 @@ export class Hub {
     private readonly flushAcks: (conn: Connection) => void,
   ) {}
 
+  /**
+   * Whether a new connection from this client address would pass the
+   * connection caps: connections per address, and connections not yet
+   * logged in. Undefined: admit it.
+   */
+  admissionRefusal(address: string): AdmissionRefusal | undefined {
+    const { maxConnectionsPerAddress, maxPendingLogins } = this.options;
+    if ((this.perAddress.get(address) ?? 0) >= maxConnectionsPerAddress) {
+      return { limit: 'connections_per_address', message: `this address already holds ${maxConnectionsPerAddress} connections to this gateway; retry later` };
+    }
+    if (this.pending >= maxPendingLogins) {
+      return { limit: 'pending_logins', message: `this gateway already has ${maxPendingLogins} connections logging in; retry later` };
+    }
+    return undefined;
+  }
+
+  /** Refuse a connection that was never admitted: a fatal CONNECTION_LIMITED error (retry later), then close. */
+  refuse(transport: Transport, refusal: AdmissionRefusal): void {
+    const code = ErrorCode.CONNECTION_LIMITED;
+    this.metrics.error(code);
+    this.metrics.limitBreach(refusal.limit);
+    const frame = makeFrame(0, { case: 'error', value: { code, message: refusal.message, fatal: true, reconnect: shouldReconnect(code) } });
+    transport.send(new OutFrame(encodeFrame(frame)));
+    transport.end();
+  }
+
   /** A new connection on this transport, awaiting its login. */
   admit(transport: Transport): Connection {
     const conn = new Connection(this.nextConnId++, transport, Date.now(), this.options.ratePerSecond, this.options.rateBurst);
     this.conns.set(conn.id, conn);
+    this.perAddress.set(transport.clientAddress, (this.perAddress.get(transport.clientAddress) ?? 0) + 1);
+    this.pending++;
     this.metrics.connectionOpened(transport.kind);
     return conn;
+  }
+
+  /** The connection's login is done: it is open, and no longer counts as logging in. */
+  opened(conn: Connection): void {
+    if (conn.state !== 'awaiting-login' && conn.state !== 'logging-in') return;
+    conn.state = 'open';
+    this.pending--;
   }
 
   /** Write a frame; a connection whose unread backlog passes the limit is dropped. */
@@ -84,10 +132,15 @@ export class Hub {
   close(conn: Connection, destroy: boolean, _why: string): void {
     if (conn.state === 'closed') return;
     const wasOpen = conn.state === 'open';
+    if (!wasOpen) this.pending--;
     conn.state = 'closed';
     this.metrics.connectionClosed(conn.transport.kind);
     // (closed during login: the login unbinds once its bind returns)
     this.conns.delete(conn.id);
+    const address = conn.transport.clientAddress;
+    const from = (this.perAddress.get(address) ?? 1) - 1;
+    if (from > 0) this.perAddress.set(address, from);
+    else this.perAddress.delete(address);
     if (wasOpen) {
       if (conn.pendingAcks) this.flushAcks(conn);
       this.table.remove(conn);

@@ -15,6 +15,9 @@ import { OutFrame } from './transport.js';
 
 const log = rootLog.child({ component: 'gateway' });
 
+/** How the gateway decodes what clients send (see decodeFrame). */
+const CLIENT_FRAMES = { readUnknownFields: false } as const;
+
 /** How long PushAcks gather at the gateway before going up together. */
 export const ACK_FLUSH_MS = 100;
 
@@ -37,14 +40,15 @@ export class Inbound {
     conn.lastSeenMs = now;
     let frame: Frame;
     try {
-      frame = decodeFrame(payload);
+      // Fields this version does not know are dropped here: whatever a client pads a frame with goes no further.
+      frame = decodeFrame(payload, CLIENT_FRAMES);
     } catch (err) {
       const code = err instanceof DecodeError ? err.code : ErrorCode.BAD_FRAME;
       this.hub.fail(conn, 0, code, (err as Error).message, true);
       return false;
     }
     this.metrics.frameIn(frame.body.case);
-    if (conn.state === 'awaiting-login') return this.login.begin(conn, frame, now);
+    if (conn.state === 'awaiting-login') return this.login.begin(conn, frame);
     const wait = this.limits.charge(conn, frame.body.case === 'send', now);
     if (wait > 0) {
       setTimeout(() => {

@@ -1,14 +1,18 @@
 // The gateway's limits on what clients may do: frames per second per
 // connection, messages per second per user (all its connections here), and
-// failed logins per address and claimed user. Over a rate, nothing is
-// refused: reading pauses (the caller's job, for as long as charge() says)
-// and one notice per throttling episode tells the client why.
+// failed logins (per address for forged tokens, per address and user for
+// verified ones: login-throttle.ts). Over a rate, nothing is refused: reading
+// pauses (the caller's job, for as long as charge() says) and one notice per
+// throttling episode tells the client why. Also who a client is for the
+// per-address limits (TrustedProxies).
+import { BlockList, isIP } from 'node:net';
 import { ErrorCode } from '../protocol/index.js';
 import type { LimitName } from '../observability/metrics.js';
 import type { Connection } from './connection.js';
-import { LoginThrottle, loginThrottleKey } from './login-throttle.js';
+import { LoginThrottle, forgedKey, userKey } from './login-throttle.js';
 import type { GatewayOptions } from './options.js';
 import { TokenBucket } from './rate-limit.js';
+import { normalizeAddress } from './transport.js';
 
 /** Error codes that mean a configured limit was hit (longlink_limit_breaches_total). */
 const LIMIT_OF = new Map<ErrorCode, LimitName>([
@@ -18,6 +22,13 @@ const LIMIT_OF = new Map<ErrorCode, LimitName>([
   [ErrorCode.TOO_MANY_CONNECTIONS, 'connections_per_user'],
   [ErrorCode.LOGIN_THROTTLED, 'login_attempts'],
 ]);
+
+/**
+ * Limits counted in longlink_limit_breaches_total besides those of LIMIT_OF:
+ * the connection caps, both refused with CONNECTION_LIMITED.
+ * (src/observability/metrics.ts LIMITS should list them, so they show as 0 before the first breach.)
+ */
+export type ConnectionLimitName = 'connections_per_address' | 'pending_logins';
 
 /** The limit an error code reports as breached, if it is one. */
 export function limitOf(code: ErrorCode): LimitName | undefined {
@@ -40,7 +51,7 @@ export type ThrottleNotice = (conn: Connection, code: ErrorCode, message: string
 export class Limits {
   /** Send frames per user (all its connections here): user → bucket, kept a while after its last connection (a reconnect gets no fresh burst). */
   private readonly userBuckets = new Map<string, { bucket: TokenBucket; lastMs: number }>();
-  /** Failed logins per client address and claimed user. */
+  /** Failed logins: forged per address, verified per address and user. */
   private readonly loginThrottle: LoginThrottle;
 
   constructor(
@@ -92,9 +103,14 @@ export class Limits {
     return entry.bucket;
   }
 
-  /** Where a login from this address with this token counts its failures (see LoginThrottle). */
-  loginKey(remoteAddress: string, token: string): string {
-    return loginThrottleKey(hostOf(remoteAddress), token);
+  /** Where a login from this client address counts its failure when its token does not verify (forged, garbage). */
+  forgedLoginKey(clientAddress: string): string {
+    return forgedKey(clientAddress);
+  }
+
+  /** Where a login of this (verified) user from this client address counts its failure (expired, revoked). */
+  userLoginKey(clientAddress: string, userId: string): string {
+    return userKey(clientAddress, userId);
   }
 
   /** True when a login under this key may be tried now. */
@@ -102,7 +118,7 @@ export class Limits {
     return this.loginThrottle.allowed(key, now);
   }
 
-  /** Count a failed login (bad, expired or revoked token) under this key. */
+  /** Count a failed login under this key. */
   loginFailed(key: string, now: number): void {
     this.loginThrottle.failed(key, now);
   }
@@ -116,8 +132,54 @@ export class Limits {
   }
 }
 
-/** The host part of a transport's "host:port" remote address (IPv6 hosts keep their colons). */
-function hostOf(remoteAddress: string): string {
-  const colon = remoteAddress.lastIndexOf(':');
-  return colon > 0 ? remoteAddress.slice(0, colon) : remoteAddress;
+/**
+ * Who a client is, for the per-address limits (login throttle, connections
+ * per address): its socket's remote address, or, when that is a configured
+ * trusted proxy and the request says X-Forwarded-For (WebSocket upgrades),
+ * the right-most forwarded address that is not itself a trusted proxy. A
+ * client may write anything into the header; only what the trusted proxies
+ * appended (the right end of it) is believed.
+ */
+export class TrustedProxies {
+  private readonly list = new BlockList();
+  private readonly none: boolean;
+
+  /** `entries`: IP addresses and CIDR ranges (validated by the configuration). */
+  constructor(entries: readonly string[]) {
+    this.none = entries.length === 0;
+    for (const entry of entries) {
+      const [address, prefix] = entry.split('/');
+      const family = isIP(address!) === 6 ? 'ipv6' : 'ipv4';
+      if (prefix === undefined) this.list.addAddress(normalizeAddress(address), family);
+      else this.list.addSubnet(address!, Number(prefix), family);
+    }
+  }
+
+  /** True when this (normalized) address is a trusted proxy. */
+  has(address: string): boolean {
+    const family = isIP(address);
+    return family !== 0 && this.list.check(address, family === 4 ? 'ipv4' : 'ipv6');
+  }
+
+  /** The client address of a connection from `remoteAddress` that came with this X-Forwarded-For. */
+  clientAddress(remoteAddress: string | undefined, forwardedFor?: string | string[]): string {
+    const peer = normalizeAddress(remoteAddress);
+    if (this.none || forwardedFor === undefined || !this.has(peer)) return peer;
+    const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor).split(',');
+    let client = peer;
+    for (let i = hops.length - 1; i >= 0; i--) {
+      const hop = normalizeAddress(withoutPort(hops[i]!.trim()));
+      if (isIP(hop) === 0) break; // not an address: the last hop we believe is as far as we know
+      client = hop;
+      if (!this.has(hop)) break;
+    }
+    return client;
+  }
+}
+
+/** "1.2.3.4:80" → "1.2.3.4", "[::1]:80" → "::1"; a bare IPv6 address stays as it is. */
+function withoutPort(hop: string): string {
+  if (hop.startsWith('[')) return hop.slice(1, hop.indexOf(']') > 0 ? hop.indexOf(']') : undefined);
+  const colon = hop.indexOf(':');
+  return colon > 0 && colon === hop.lastIndexOf(':') ? hop.slice(0, colon) : hop;
 }

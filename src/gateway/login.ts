@@ -1,10 +1,18 @@
 // The login handshake, a small state machine per connection:
 //
-//   awaiting-login ─ a login frame; its address and claimed user not throttled ─▶ verifying
-//   verifying      ─ the token verifies and has not expired; this node is announced ─▶ binding
+//   awaiting-login ─ a login frame ─▶ verifying
+//   verifying      ─ the token verifies, its user is not throttled at this address,
+//                    and it has not expired; this node is announced ──────────────▶ binding
 //   binding        ─ not revoked; the session bound; still not revoked; the user
 //                    within its connection limit ─────────────────────────────────▶ open
 //   any phase      ─ a check fails ─▶ refused (an Error frame, then the connection closes)
+//
+// The login throttle (login-throttle.ts) is asked once the token is checked,
+// so it counts only what a client cannot forge: a token that does not verify
+// is refused, and counted, under its client address alone (LOGIN_THROTTLED
+// once the address has sent too many); one that verifies counts under its
+// user and address, whose own failures (expired, revoked) may throttle it.
+// So forged tokens claiming a user never hold up that user's valid token.
 //
 // Every await may outlive the connection (login deadline, peer gone, a kick):
 // the login then stops where it is — abandoned — undoing its bind if it made
@@ -14,6 +22,7 @@ import { down, type Bus } from '../engines/bus.js';
 import type { SessionInfo, Sessions } from '../engines/sessions.js';
 import type { TokenClaims, TokenService } from '../auth/tokens.js';
 import { ErrorCode, LonglinkError, encodeFrame, makeFrame, type Frame } from '../protocol/index.js';
+import { verifiedSubject } from './login-throttle.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import { log as rootLog } from '../observability/log.js';
 import type { Connection } from './connection.js';
@@ -33,6 +42,10 @@ interface Refusal {
 }
 
 const REVOKED: Refusal = { code: ErrorCode.TOKEN_REVOKED, message: 'this token was revoked (logged out by an administrator); get a new one' };
+const ADDRESS_THROTTLED: Refusal = {
+  code: ErrorCode.LOGIN_THROTTLED, message: 'too many logins with tokens that do not verify from this address; retry in a minute',
+};
+const USER_THROTTLED: Refusal = { code: ErrorCode.LOGIN_THROTTLED, message: 'too many failed logins of this user from this address; retry in a minute' };
 const REPLACED_REASON = 'the same device logged in on another connection';
 
 type LoginOptions = Pick<
@@ -50,13 +63,20 @@ class LoginAttempt {
   /** The user's sessions, as the bind left them (the connection limit and the login policy judge them). */
   sessions: SessionInfo[] = [];
 
+  /**
+   * Where a failure of this login is counted (see LoginThrottle): its client
+   * address while the token is unverified, its user and address once it verified.
+   */
+  throttleKey: string;
+
   constructor(
     readonly conn: Connection,
     readonly requestId: number,
     readonly token: string,
-    /** Where a failure of this login is counted (see LoginThrottle). */
-    readonly throttleKey: string,
-  ) {}
+    forgedKey: string,
+  ) {
+    this.throttleKey = forgedKey;
+  }
 
   /** The connection closed while the login awaited something. */
   get closed(): boolean {
@@ -80,24 +100,18 @@ export class LoginHandshake {
   }
 
   /**
-   * awaiting-login: a connection's first frame. It must be a login whose
-   * address and claimed user are not throttled; the login then runs on its
-   * own. Returns false: reading pauses until the login is open (or for good).
+   * awaiting-login: a connection's first frame. It must be a login; the login
+   * then runs on its own. Returns false: reading pauses until the login is
+   * open (or for good).
    */
-  begin(conn: Connection, frame: Frame, now: number): false {
+  begin(conn: Connection, frame: Frame): false {
     const body = frame.body;
     if (body.case !== 'login') {
       this.hub.fail(conn, frame.id, ErrorCode.NOT_LOGGED_IN, 'the first frame must be a login', true);
       return false;
     }
-    const throttleKey = this.limits.loginKey(conn.transport.remoteAddress, body.value.token);
-    if (!this.limits.loginAllowed(throttleKey, now)) {
-      this.metrics.login(ErrorCode.LOGIN_THROTTLED);
-      this.hub.fail(conn, frame.id, ErrorCode.LOGIN_THROTTLED, 'too many failed logins from this address; retry in a minute', true);
-      return false;
-    }
     conn.state = 'logging-in';
-    void this.run(new LoginAttempt(conn, frame.id, body.value.token, throttleKey));
+    void this.run(new LoginAttempt(conn, frame.id, body.value.token, this.limits.forgedLoginKey(conn.transport.clientAddress)));
     return false;
   }
 
@@ -107,14 +121,27 @@ export class LoginHandshake {
     if (a.phase === 'open') await this.open(a);
   }
 
-  /** verifying: the token's signature and expiry; then no further until this node is announced. */
+  /**
+   * verifying: the token's signature, then the throttle of what it turned
+   * out to be (see the top of this file), then its expiry; then no further
+   * until this node is announced.
+   */
   private async verifying(a: LoginAttempt): Promise<'binding' | 'refused' | 'abandoned'> {
+    const address = a.conn.transport.clientAddress;
     try {
       a.claims = await this.deps.tokens.verify(a.token);
     } catch (err) {
-      return this.refuse(a, { code: err instanceof LonglinkError ? err.code : ErrorCode.TOKEN_INVALID, message: (err as Error).message });
+      const code = err instanceof LonglinkError ? err.code : ErrorCode.TOKEN_INVALID;
+      // (counted even when the client has gone meanwhile: closing at once must not dodge the throttle)
+      // TOKEN_EXPIRED comes only after the signature verified: its user is who it says.
+      const user = code === ErrorCode.TOKEN_EXPIRED ? verifiedSubject(a.token) : '';
+      if (user !== '') a.throttleKey = this.limits.userLoginKey(address, user);
+      if (!this.limits.loginAllowed(a.throttleKey, Date.now())) return this.throttled(a, user !== '' ? USER_THROTTLED : ADDRESS_THROTTLED);
+      return this.refuse(a, { code, message: (err as Error).message });
     }
     if (a.closed) return 'abandoned';
+    a.throttleKey = this.limits.userLoginKey(address, a.claims.userId);
+    if (!this.limits.loginAllowed(a.throttleKey, Date.now())) return this.throttled(a, USER_THROTTLED);
     if (a.claims.expiresAtMs <= Date.now()) return this.refuse(a, { code: ErrorCode.TOKEN_EXPIRED, message: 'token expired' });
     // No session is bound before the cluster knows this node: a reaper that saw
     // sessions of an unknown node would take them for a dead node's.
@@ -173,7 +200,7 @@ export class LoginHandshake {
    */
   private async open(a: LoginAttempt): Promise<void> {
     const { conn, previous } = a;
-    conn.state = 'open';
+    this.hub.opened(conn);
     this.metrics.login('ok');
     conn.lastSeenMs = Date.now();
     const replaced = this.hub.table.add(conn);
@@ -212,6 +239,13 @@ export class LoginHandshake {
         maxTextBytes: this.options.maxTextBytes,
       },
     })));
+  }
+
+  /** refused by the login throttle: answered and closed, not counted again. */
+  private throttled(a: LoginAttempt, { code, message }: Refusal): 'refused' {
+    this.metrics.login(code);
+    this.hub.fail(a.conn, a.requestId, code, message, true);
+    return 'refused';
   }
 
   /**

@@ -21,8 +21,29 @@ export interface GatewayOptions {
   userMessagesPerSecond: number;
   /** Connections one user may hold at once, cluster-wide (its sessions). */
   maxConnectionsPerUser: number;
-  /** Failed logins per client address and claimed user per minute on this gateway; past it, those logins are refused until the minute ends. */
+  /**
+   * Failed logins per minute on this gateway: forged or garbage tokens per
+   * client address, and tokens that verify but fail (expired, revoked) per
+   * client address and user; past it, those logins are refused until the
+   * minute ends. A valid token is never refused for its address's forged ones.
+   */
   loginAttemptsPerMinute: number;
+  /** Largest first frame (the login): what a connection not logged in may have the gateway buffer. */
+  maxLoginFrameBytes: number;
+  /** Connections per client address on this gateway, logged in or not; one more is refused (CONNECTION_LIMITED). */
+  maxConnectionsPerAddress: number;
+  /** Connections not yet logged in on this gateway; one more is refused (CONNECTION_LIMITED). */
+  maxPendingLogins: number;
+  /** Reverse proxies (IP addresses, CIDR ranges) whose X-Forwarded-For names the client (WebSocket). */
+  trustedProxies: readonly string[];
+  /**
+   * Names the HTTP port answers to besides the loopback names and IP literals
+   * (the configured host and public host): a /ws upgrade with another Host is
+   * refused (DNS rebinding).
+   */
+  hostNames: readonly string[];
+  /** Origins of pages served elsewhere whose browsers may open /ws (`*`: any); their host names are accepted as Host too. */
+  allowedOrigins: readonly string[];
   /**
    * Multi-login policy: `multi` — any number of devices (the same device id
    * replaces its older connection); `platform` — one device per platform;

@@ -1,21 +1,130 @@
 // TCP adapter: 4-byte big-endian length + one protobuf Frame.
 import net from 'node:net';
-import { DecodeError, ErrorCode, LengthPrefixedReader } from '../protocol/index.js';
-import { PausableDelivery, type OutFrame, type Transport } from './transport.js';
+import { DecodeError, ErrorCode } from '../protocol/index.js';
+import { PausableDelivery, normalizeAddress, type OutFrame, type Transport } from './transport.js';
+
+const EMPTY = Buffer.alloc(0);
+/** A buffer started before a frame's length is known holds at least this much (the 4-byte prefix and a little). */
+const MIN_CAPACITY = 16;
+
+/**
+ * Splits a TCP byte stream into frame payloads, keeping what is pending in
+ * one buffer. A chunk that arrives with nothing pending is used as it is (no
+ * copy); bytes that arrive behind pending ones are copied into a buffer of
+ * ours, sized for the frame under way once its length prefix is known. So a
+ * client trickling a frame a byte at a time costs the frame's size plus a
+ * constant (not a Buffer object per byte), and a length prefix over the limit
+ * is refused before any payload byte is kept.
+ *
+ * The first frame (the login) may be at most `maxFirstFrameBytes`; the ones
+ * after it `maxFrameBytes`. Payloads returned are views: the bytes under
+ * them are never written again.
+ */
+export class FrameReader {
+  /** Pending bytes are buf[start, end): a view of the last chunk, or (owned) a buffer of ours with room after end. */
+  private buf: Buffer = EMPTY;
+  private start = 0;
+  private end = 0;
+  private owned = false;
+  private limit: number;
+
+  constructor(
+    private readonly maxFrameBytes: number,
+    maxFirstFrameBytes: number = maxFrameBytes,
+  ) {
+    this.limit = Math.min(maxFirstFrameBytes, maxFrameBytes);
+  }
+
+  /** Bytes received but not yet returned as a payload. */
+  get pending(): number {
+    return this.end - this.start;
+  }
+
+  /** Bytes of memory the pending bytes keep alive (the chunk or buffer they are in). */
+  get retainedBytes(): number {
+    return this.pending === 0 ? 0 : this.buf.length;
+  }
+
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    const pending = this.end - this.start;
+    if (pending === 0) {
+      this.buf = chunk;
+      this.start = 0;
+      this.end = chunk.length;
+      this.owned = false;
+      return;
+    }
+    if (this.owned && this.end + chunk.length <= this.buf.length) {
+      chunk.copy(this.buf, this.end);
+      this.end += chunk.length;
+      return;
+    }
+    // A new buffer (never a move within the old one: payloads already returned may be views of it).
+    const need = pending + chunk.length;
+    let capacity = Math.max(need, MIN_CAPACITY);
+    if (pending >= 4) {
+      const length = this.buf.readUInt32BE(this.start);
+      if (length <= this.limit) capacity = Math.max(need, 4 + length);
+    }
+    const next = Buffer.allocUnsafeSlow(capacity);
+    this.buf.copy(next, 0, this.start, this.end);
+    chunk.copy(next, pending);
+    this.buf = next;
+    this.start = 0;
+    this.end = need;
+    this.owned = true;
+  }
+
+  /**
+   * The next complete payload, or undefined when more bytes are needed.
+   * Throws DecodeError(FRAME_TOO_LARGE) when a length prefix is over the limit.
+   */
+  next(): Buffer | undefined {
+    if (this.end - this.start < 4) return undefined;
+    const length = this.buf.readUInt32BE(this.start);
+    if (length > this.limit) {
+      const what = this.limit < this.maxFrameBytes ? 'login ' : '';
+      throw new DecodeError(ErrorCode.FRAME_TOO_LARGE, `${what}frame of ${length} bytes is over the ${this.limit}-byte ${what}limit`);
+    }
+    if (this.end - this.start < 4 + length) return undefined;
+    const payload = this.buf.subarray(this.start + 4, this.start + 4 + length);
+    this.start += 4 + length;
+    this.limit = this.maxFrameBytes;
+    if (this.start === this.end) this.clear();
+    return payload;
+  }
+
+  /** Drop whatever is pending. */
+  clear(): void {
+    this.buf = EMPTY;
+    this.start = 0;
+    this.end = 0;
+    this.owned = false;
+  }
+}
+
+export interface TcpTransportOptions {
+  /** Largest first frame (the login): all a connection not logged in may have buffered. @default maxFrameBytes */
+  maxLoginFrameBytes?: number;
+}
 
 export class TcpTransport extends PausableDelivery implements Transport {
   readonly kind = 'tcp' as const;
   readonly remoteAddress: string;
-  private reader: LengthPrefixedReader;
+  readonly clientAddress: string;
+  private readonly reader: FrameReader;
   private sourcePaused = false;
 
   constructor(
     private readonly socket: net.Socket,
     maxFrameBytes: number,
+    options: TcpTransportOptions = {},
   ) {
     super();
     this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
-    this.reader = new LengthPrefixedReader(maxFrameBytes);
+    this.clientAddress = normalizeAddress(socket.remoteAddress);
+    this.reader = new FrameReader(maxFrameBytes, options.maxLoginFrameBytes);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -30,6 +139,11 @@ export class TcpTransport extends PausableDelivery implements Transport {
 
   get bufferedBytes(): number {
     return this.socket.writableLength;
+  }
+
+  /** Bytes read and not yet delivered as a frame (tests, diagnostics). */
+  get pendingBytes(): number {
+    return this.reader.pending;
   }
 
   private onData(chunk: Buffer): void {
@@ -47,7 +161,7 @@ export class TcpTransport extends PausableDelivery implements Transport {
       }
     } catch (err) {
       const code = err instanceof DecodeError ? err.code : ErrorCode.BAD_FRAME;
-      this.reader = new LengthPrefixedReader(1); // the stream is unusable; drop what it buffered
+      this.reader.clear(); // the stream is unusable; drop what it buffered
       this.sink?.onFramingError(code, (err as Error).message);
     }
   }
@@ -71,6 +185,7 @@ export class TcpTransport extends PausableDelivery implements Transport {
 
   end(): void {
     this.stopDelivery();
+    this.reader.clear();
     if (this.socket.destroyed) return;
     this.socket.resume(); // keep reading (and dropping) so the peer's FIN is seen
     this.socket.end();
@@ -79,6 +194,7 @@ export class TcpTransport extends PausableDelivery implements Transport {
   }
 
   destroy(): void {
+    this.reader.clear();
     this.socket.destroy();
   }
 }

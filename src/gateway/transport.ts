@@ -28,7 +28,14 @@ export type TransportKind = 'tcp' | 'ws';
 
 export interface Transport {
   readonly kind: TransportKind;
+  /** The peer socket's "host:port" (for logs). */
   readonly remoteAddress: string;
+  /**
+   * The client's address, what the per-address limits count: the socket's
+   * remote address, or, for a WebSocket from a trusted proxy, the address it
+   * forwarded for (see TrustedProxies in limits.ts). No port.
+   */
+  readonly clientAddress: string;
   /** Bytes accepted by send() and not yet handed to the kernel. */
   readonly bufferedBytes: number;
   attach(sink: TransportSink): void;
@@ -39,6 +46,13 @@ export interface Transport {
   end(): void;
   /** Close now. */
   destroy(): void;
+}
+
+/** An address as the limits key it: IPv4-mapped IPv6 (::ffff:10.0.0.1) as plain IPv4, IPv6 in lower case. */
+export function normalizeAddress(address: string | undefined): string {
+  if (address === undefined || address === '') return '?';
+  const lower = address.toLowerCase();
+  return lower.startsWith('::ffff:') && lower.includes('.') ? lower.slice(7) : lower;
 }
 
 /** A framing error waiting in the held queue behind the payloads that came before it. */

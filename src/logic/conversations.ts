@@ -2,7 +2,7 @@
 import { create } from '@bufbuild/protobuf';
 import {
   ConversationSummarySchema, ErrorCode, LonglinkError, directMembers, groupIdOf, encodeFrame, makeFrame, messageToWire,
-  type ConversationSummary,
+  type BodyOf, type ConversationSummary,
 } from '../protocol/index.js';
 import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
@@ -14,9 +14,14 @@ import type { Pipeline } from './pipeline.js';
 export interface ConversationOptions {
   /** Groups larger than this send read receipts only to the reader's own devices. @default 200 */
   receiptFanoutMaxMembers: number;
-  /** At most this many conversations are listed, most recent first. @default 1000 */
-  maxListed: number;
+  /** Summaries per list page when the client asks for 0. @default 100 */
+  pageLimit: number;
+  /** Most summaries per list page. @default 500 */
+  pageMax: number;
 }
+
+/** A summary's last message carries this many characters of its text (the client fetches the rest with history). */
+export const PREVIEW_CHARS = 200;
 
 export class Conversations {
   constructor(
@@ -24,37 +29,38 @@ export class Conversations {
     private readonly deps: { store: Store; bus: Bus; sessions: Sessions; pipeline: Pipeline; routing?: Routing },
   ) {}
 
-  /** The user's conversations, most recent activity first, with last message and unread count. */
-  async list(userId: string): Promise<ConversationSummary[]> {
-    const store = this.deps.store;
-    const rows = (await store.listForUser(userId)).slice(0, this.options.maxListed);
-    const out: ConversationSummary[] = [];
-    for (const c of rows) {
-      const [last] = await store.before(c.conversationId, c.lastSeq + 1, 1, c.joinedSeq);
-      const readFrom = Math.max(c.readSeq, c.joinedSeq - 1);
+  /**
+   * One page of the user's conversations, most recent activity first, each
+   * with its last message (a preview), unread count and read marks: one
+   * bounded store read (a page of rows, a few index reads per row).
+   */
+  async list(userId: string, req: BodyOf<'conversations'>): Promise<{ conversations: ConversationSummary[]; hasMore: boolean }> {
+    const limit = req.limit > 0 ? Math.min(req.limit, this.options.pageMax) : this.options.pageLimit;
+    const after = req.afterConversationId !== '' ? { atMs: Number(req.afterAtMs), conversationId: req.afterConversationId } : undefined;
+    if (after && !Number.isSafeInteger(after.atMs)) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'after_at_ms out of range');
+    const rows = await this.deps.store.conversationPage(userId, limit + 1, after, PREVIEW_CHARS);
+    const conversations = rows.slice(0, limit).map((c) => {
       const summary = create(ConversationSummarySchema, {
         conversationId: c.conversationId,
         kind: c.kind,
         lastSeq: BigInt(c.lastSeq),
-        readSeq: BigInt(Math.min(c.readSeq, c.lastSeq)),
-        unread: BigInt(await store.unreadCount(c.conversationId, userId, readFrom, c.lastSeq)),
-        lastAtMs: BigInt(last?.sentAtMs ?? c.lastAtMs),
-        lastMessage: last ? messageToWire(last) : undefined,
+        readSeq: BigInt(c.readSeq),
+        unread: BigInt(c.unread),
+        lastAtMs: BigInt(c.lastAtMs),
+        lastMessage: c.lastMessage ? messageToWire(c.lastMessage) : undefined,
+        lastMessageTruncated: c.lastTruncated,
       });
       const direct = directMembers(c.conversationId);
       if (direct) {
-        const peer = direct[0] === userId ? direct[1] : direct[0];
-        summary.peerUser = peer;
-        summary.peerReadSeq = BigInt((await store.membership(c.conversationId, peer))?.readSeq ?? 0);
+        summary.peerUser = direct[0] === userId ? direct[1] : direct[0];
+        summary.peerReadSeq = BigInt(c.peerReadSeq ?? 0);
       } else {
-        const groupId = groupIdOf(c.conversationId) ?? '';
-        const g = await store.groupMeta(groupId);
-        summary.groupId = groupId;
-        summary.name = g?.name ?? '';
+        summary.groupId = groupIdOf(c.conversationId) ?? '';
+        summary.name = c.groupName ?? '';
       }
-      out.push(summary);
-    }
-    return out;
+      return summary;
+    });
+    return { conversations, hasMore: rows.length > limit };
   }
 
   /**

@@ -15,6 +15,14 @@ import { wasMemberAtDismissal } from './access.js';
 export interface GroupOptions {
   /** Largest group, owner included. @default 20000 */
   maxMembers: number;
+  /** Groups one user may be a current member of. @default 1000 */
+  maxGroupsPerUser: number;
+  /**
+   * Who may add a user to a group: anyone; only its contacts (users it has
+   * written to: it sent a message or acted in a conversation both are current
+   * members of); or nobody but the HTTP API. @default 'contacts'
+   */
+  addPolicy: 'anyone' | 'contacts' | 'nobody';
 }
 
 export interface Actor {
@@ -22,6 +30,8 @@ export interface Actor {
   deviceId: string;
   /** The request being applied: its events are stored under it, so it is applied once. */
   requestId: string;
+  /** Sent by the service itself (the HTTP API): the add policy does not apply. */
+  trusted?: boolean;
 }
 
 const MAX_NAME = 64;
@@ -103,6 +113,7 @@ export class GroupService {
     if (await this.deps.store.groupMeta(groupId)) {
       throw new LonglinkError(ErrorCode.BAD_REQUEST, 'this request id already made another group; use a new request id');
     }
+    await this.checkJoiners(actor, members, [actor.userId, ...members]);
     await this.commit(actor, groupConversationId(groupId), { type: 'group_created', actor: actor.userId, name: trimmed, userIds: members }, {
       op: 'create-group', groupId, name: trimmed, owner: actor.userId, members,
     });
@@ -117,6 +128,7 @@ export class GroupService {
     if (current.size + added.length > this.options.maxMembers) {
       throw new LonglinkError(ErrorCode.GROUP_FULL, `a group has at most ${this.options.maxMembers} members`);
     }
+    await this.checkJoiners(actor, added, added);
     await this.commit(actor, g.conversationId, { type: 'members_added', actor: actor.userId, userIds: added }, { op: 'add-members', userIds: added });
     return (await this.deps.store.group(groupId))!;
   }
@@ -191,6 +203,27 @@ export class GroupService {
       await this.commit(actor, g.conversationId, { type: 'mute_changed', actor: actor.userId, muted }, { op: 'mute', muted });
     }
     return (await this.deps.store.group(groupId))!;
+  }
+
+  /**
+   * Whether `invited` may be put into a group by the actor (the add policy),
+   * and whether each of `joining` has room for one more group.
+   */
+  private async checkJoiners(actor: Actor, invited: readonly string[], joining: readonly string[]): Promise<void> {
+    const policy = this.options.addPolicy;
+    if (invited.length > 0 && !actor.trusted && policy !== 'anyone') {
+      if (policy === 'nobody') throw new LonglinkError(ErrorCode.NOT_CONTACT, 'users are added to groups by the service only');
+      const contacts = await this.deps.store.writersTo(actor.userId, invited);
+      const stranger = invited.find((u) => !contacts.has(u));
+      if (stranger !== undefined) {
+        throw new LonglinkError(ErrorCode.NOT_CONTACT, `${stranger} has not written to you; a user can be added only by someone it has written to`);
+      }
+    }
+    const counts = await this.deps.store.groupCounts(joining);
+    const full = joining.find((u) => (counts.get(u) ?? 0) >= this.options.maxGroupsPerUser);
+    if (full !== undefined) {
+      throw new LonglinkError(ErrorCode.TOO_MANY_GROUPS, `${full} is in ${this.options.maxGroupsPerUser} groups, the most allowed`);
+    }
   }
 
   private async load(groupId: string): Promise<GroupRecord> {

@@ -163,12 +163,12 @@ export class HttpApi {
 
   /**
    * Dev login: a token for any user, no admin key. Refused unless this server
-   * was started with it on (the embedded quick start, or LONGLINK_DEV_LOGIN=1).
+   * was started with it on (LONGLINK_DEV_LOGIN=1, as the quick start sets it).
    */
   private async devToken(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (this.options.devLogin !== true) {
       throw new HttpError('DEV_LOGIN_DISABLED',
-        'dev login is off on this server (it is on for a local `longlink start` with generated dev secrets, or with LONGLINK_DEV_LOGIN=1); '
+        'dev login is off on this server (on only when asked for: LONGLINK_DEV_LOGIN=1, which a local `longlink start` with no secrets configured sets); '
         + 'get tokens from POST /api/v1/tokens with the admin key');
     }
     const body = parse(DevTokenBody, await readJson(req, this.options.maxBodyBytes ?? DEFAULTS.maxBodyBytes));

@@ -25,6 +25,7 @@ import { Conversations } from './conversations.js';
 import { RecallService } from './recall.js';
 import { PresenceService } from './presence.js';
 import { Reads } from './reads.js';
+import { ReadQueue } from './read-queue.js';
 import { seqOf } from './seq.js';
 import { runBatch, type Scheduled } from './schedule.js';
 import { log as rootLog, messageTrace } from '../observability/log.js';
@@ -40,6 +41,10 @@ export interface LogicOptions {
   maxTextBytes: number;
   /** Largest group, owner included. */
   maxGroupMembers: number;
+  /** Groups one user may be a current member of. */
+  maxGroupsPerUser: number;
+  /** Who may add a user to a group (see groups.ts). */
+  groupAddPolicy: 'anyone' | 'contacts' | 'nobody';
   /** How long a sender may recall a message. */
   recallWindowMs: number;
   /** How pushes find gateways (see fanout.ts). */
@@ -81,6 +86,8 @@ export class Logic {
   readonly presence: PresenceService;
   private readonly recalls: RecallService;
   private readonly reads: Reads;
+  /** Reads wait here, fairly between users, outside the batches. */
+  readonly readQueue: ReadQueue;
   private sub: Subscription | undefined;
   private readonly metrics: LogicMetrics;
   /** The handler of every operation but send (stored in batches) and pushAck (cursors, gathered). */
@@ -93,18 +100,25 @@ export class Logic {
     const { routing, tuning } = options;
     this.pipeline = new Pipeline({ maxTextBytes: options.maxTextBytes, routing }, deps);
     const withPipeline = { ...deps, pipeline: this.pipeline, routing };
-    this.groups = new GroupService({ maxMembers: options.maxGroupMembers }, withPipeline);
-    this.conversations = new Conversations({ receiptFanoutMaxMembers: tuning.receiptFanoutMaxMembers, maxListed: tuning.maxListed }, withPipeline);
+    this.groups = new GroupService({
+      maxMembers: options.maxGroupMembers, maxGroupsPerUser: options.maxGroupsPerUser, addPolicy: options.groupAddPolicy,
+    }, withPipeline);
+    this.conversations = new Conversations({
+      receiptFanoutMaxMembers: tuning.receiptFanoutMaxMembers, pageLimit: tuning.conversationsPageLimit, pageMax: tuning.conversationsPageMax,
+    }, withPipeline);
     this.recalls = new RecallService({ recallWindowMs: options.recallWindowMs }, withPipeline);
     this.presence = new PresenceService({
       maxWatched: tuning.maxWatched, typingIntervalMs: tuning.typingIntervalMs, typingMaxMembers: tuning.typingMaxMembers,
       visibility: options.presenceVisibility,
     }, withPipeline);
-    this.reads = new Reads({ syncPageLimit: tuning.syncPageLimit, historyPageLimit: tuning.historyPageLimit }, deps);
+    this.reads = new Reads({ syncPageLimit: tuning.syncPageLimit, historyPageLimit: tuning.historyPageLimit, maxBytes: tuning.replyMaxBytes }, deps);
+    this.readQueue = new ReadQueue({
+      atOnce: tuning.readsAtOnce, queuedPerUser: tuning.readsQueuedPerUser, bytesPerSecond: tuning.readBytesPerSecond, bytesBurst: tuning.readBytesBurst,
+    });
     this.metrics = deps.metrics ?? noLogicMetrics;
 
     const group = async (r: Request, b: BodyOf<'group'>): Promise<FrameBodyInit> => {
-      const g = await this.groups.handle({ userId: r.origin.userId, deviceId: r.origin.deviceId, requestId: r.requestId }, b);
+      const g = await this.groups.handle({ userId: r.origin.userId, deviceId: r.origin.deviceId, requestId: r.requestId, trusted: r.up.trusted }, b);
       return { case: 'groupResult', value: { group: groupToWire(g) } };
     };
     const handlers = {
@@ -123,8 +137,8 @@ export class Logic {
       },
       sync: (r: Request, b: BodyOf<'sync'>) => this.reads.sync(r.origin, b),
       history: (r: Request, b: BodyOf<'history'>) => this.reads.history(r.origin, b),
-      conversations: async (r: Request): Promise<FrameBodyInit> =>
-        ({ case: 'conversationsResult', value: { conversations: await this.conversations.list(r.origin.userId) } }),
+      conversations: async (r: Request, b: BodyOf<'conversations'>): Promise<FrameBodyInit> =>
+        ({ case: 'conversationsResult', value: await this.conversations.list(r.origin.userId, b) }),
       presenceQuery: async (r: Request, b: BodyOf<'presenceQuery'>): Promise<FrameBodyInit> =>
         ({ case: 'presenceResult', value: { users: await this.presence.query(r.origin.userId, b.userIds) } }),
       presenceSubscribe: async (r: Request, b: BodyOf<'presenceSubscribe'>): Promise<FrameBodyInit> =>
@@ -139,6 +153,7 @@ export class Logic {
 
   async stop(): Promise<void> {
     await this.sub?.close();
+    this.readQueue.close();
   }
 
   /** One uplink batch. A client's fault is answered; a failure of a write rejects (the bus hands the batch again). */
@@ -189,13 +204,20 @@ export class Logic {
     if (reply) await this.reply(r.origin, r.id, reply);
   }
 
-  /** A read: answered, whatever happens (nothing to redo). */
-  private async read(r: Request): Promise<void> {
-    try {
-      const reply = await this.dispatch(r);
-      if (reply) await this.reply(r.origin, r.id, reply);
-    } catch (err) {
-      await this.replyError(r, isUnavailable(err) ? new LonglinkError(ErrorCode.UNAVAILABLE, 'the store is unavailable; retry') : err);
+  /** A read: queued (answered later, whatever happens: nothing to redo), or refused BUSY when its user has too many waiting. */
+  private read(r: Request): void {
+    const queued = this.readQueue.submit(r.origin.userId, async () => {
+      try {
+        const reply = await this.dispatch(r);
+        return reply ? await this.reply(r.origin, r.id, reply) : 0;
+      } catch (err) {
+        await this.replyError(r, isUnavailable(err) ? new LonglinkError(ErrorCode.UNAVAILABLE, 'the store is unavailable; retry') : err);
+        return 0;
+      }
+    });
+    if (!queued) {
+      this.metrics.limitBreach('reads_queued');
+      void this.replyError(r, new LonglinkError(ErrorCode.BUSY, 'too many of your requests are waiting; retry later'));
     }
   }
 
@@ -295,8 +317,11 @@ export class Logic {
     }
   }
 
-  private reply(origin: Origin, id: number, body: FrameBodyInit): Promise<void> {
-    return this.deps.bus.publishDown(origin.node, down({ case: 'reply', value: { connId: origin.connId, frame: encodeFrame(makeFrame(id, body)) } }));
+  /** Send a reply to the connection that asked; resolves with its size in bytes. */
+  private async reply(origin: Origin, id: number, body: FrameBodyInit): Promise<number> {
+    const frame = encodeFrame(makeFrame(id, body));
+    await this.deps.bus.publishDown(origin.node, down({ case: 'reply', value: { connId: origin.connId, frame } }));
+    return frame.length;
   }
 
   private async replyError(r: Request, err: unknown): Promise<void> {
@@ -305,6 +330,7 @@ export class Logic {
     const code = known ? err.code : ErrorCode.INTERNAL;
     this.metrics.error(code);
     if (code === ErrorCode.GROUP_FULL) this.metrics.limitBreach('group_size');
+    if (code === ErrorCode.TOO_MANY_GROUPS) this.metrics.limitBreach('groups_per_user');
     const message = known ? err.message : 'internal error';
     await this.reply(r.origin, r.id, {
       case: 'error',

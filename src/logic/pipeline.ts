@@ -158,11 +158,13 @@ export class Pipeline {
    * Push stored results, duplicates included: a duplicate means an earlier
    * attempt stored the message, and that attempt may have died (or failed)
    * before its push. Clients drop a push they already have by (conversation,
-   * seq), so pushing twice is harmless and never pushing is not.
+   * seq), so pushing twice is harmless and never pushing is not. A duplicate
+   * goes only to the members who may see it (joined by its seq), not to one
+   * who joined the group after it was stored.
    */
   async pushResults(results: readonly AppendResult[], alsoNotify: readonly (readonly string[] | undefined)[] = []): Promise<void> {
     if (results.length === 0) return;
-    await this.push(results.map((r, i) => ({ message: r.message, extra: alsoNotify[i] ?? [] })));
+    await this.push(results.map((r, i) => ({ message: r.message, extra: alsoNotify[i] ?? [], duplicate: r.duplicate })));
   }
 
   /** Drop cached member lists (this node just took over conversations another node may have changed). */
@@ -189,11 +191,14 @@ export class Pipeline {
    * message skips the device that sent it (it has the SendAck); a timeline
    * event goes to every device, the actor's included.
    */
-  private async push(items: readonly { message: ChatMessage; extra: readonly string[] }[]): Promise<void> {
+  private async push(items: readonly { message: ChatMessage; extra: readonly string[]; duplicate?: boolean }[]): Promise<void> {
     const deliveries: Delivery[] = [];
-    for (const { message: m, extra } of items) {
+    for (const { message: m, extra, duplicate } of items) {
+      const members = duplicate && isGroupConversation(m.conversationId)
+        ? await this.deps.store.membersAt(m.conversationId, m.seq)
+        : await this.members(m.conversationId);
       deliveries.push({
-        userIds: [...await this.members(m.conversationId), ...extra],
+        userIds: [...members, ...extra],
         frame: encodeFrame(makeFrame(0, { case: 'push', value: { messages: [messageToWire(m)] } })),
         // A plain message skips the device that sent it (it has the SendAck); an event goes to every device.
         except: m.event ? undefined : { userId: m.fromUser, deviceId: m.fromDevice },

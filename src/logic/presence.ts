@@ -2,18 +2,19 @@
 // transient, never stored.
 //
 // Who may see a user's presence (`visibility`): 'all' lets anyone logged in
-// see anyone; 'contacts' only users who share a conversation with them: a 1:1
-// conversation with at least one message, or a group both are current
-// members of (a dismissed group has none). Everyone may see themselves. A
+// see anyone; 'contacts' only the users it has written to: it sent a message
+// (or acted) in a conversation, 1:1 or group, both are current members of (a
+// dismissed group has none). Being written to, or put into a group with
+// someone, makes nobody a contact of yours. Everyone may see themselves. A
 // query or subscription naming anyone the asker may not see is refused as a
 // whole (FORBIDDEN): the reply then says nothing about anyone, and a refused
 // subscription leaves the connection's watch list as it was. Presence events
-// follow the watch list, which only ever holds users checked when the
-// subscription was made (a contact that ends later is not re-checked until
-// the next subscription or connection).
+// follow the watch list, which holds users checked when the subscription was
+// made; a watch lasts `watchTtlMs` and the client subscribes again to keep it
+// (the SDK does), so a contact that ends stops being watched within that time.
 import { create } from '@bufbuild/protobuf';
 import {
-  ErrorCode, LonglinkError, PresenceSchema, directConversationId, encodeFrame, isValidId, makeFrame, type Presence,
+  ErrorCode, LonglinkError, PresenceSchema, encodeFrame, isValidId, makeFrame, type Presence,
 } from '../protocol/index.js';
 import { down, type Bus, type Origin } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
@@ -33,12 +34,6 @@ export interface PresenceOptions {
   /** Who may query or watch a user's presence (see the top of this file). @default 'all' */
   visibility?: 'all' | 'contacts';
 }
-
-/**
- * Up to this many groups of the asker, a user's membership is read group by
- * group; past it, the user's conversation list is read once instead.
- */
-const POINT_READS_MAX = 16;
 
 export class PresenceService {
   /** Last state announced per user, so repeated session events announce nothing new. */
@@ -99,27 +94,15 @@ export class PresenceService {
     await deliverToUsers(this.deps, members.filter((u) => u !== origin.userId), frame);
   }
 
-  /** Throws FORBIDDEN naming the first of `userIds` that shares no conversation with `viewer`. */
+  /** Throws FORBIDDEN naming the first of `userIds` who is not a contact of `viewer` (has not written to it). */
   private async requireContacts(viewer: string, userIds: readonly string[]): Promise<void> {
     const others = userIds.filter((u) => u !== viewer);
     if (others.length === 0) return;
-    const mine = await this.deps.store.listForUser(viewer);
-    const direct = new Set(mine.filter((c) => c.kind === 'direct').map((c) => c.conversationId));
-    const groups = mine.filter((c) => c.kind === 'group' && c.leftSeq === undefined).map((c) => c.conversationId);
-    const visible = await Promise.all(others.map(async (u) =>
-      direct.has(directConversationId(viewer, u)) || (groups.length > 0 && await this.sharesGroup(u, groups))));
-    const hidden = others.find((_u, i) => !visible[i]);
+    const contacts = await this.deps.store.writersTo(viewer, others);
+    const hidden = others.find((u) => !contacts.has(u));
     if (hidden !== undefined) {
-      throw new LonglinkError(ErrorCode.FORBIDDEN, `you may see the presence of ${hidden} only once you share a conversation`);
+      throw new LonglinkError(ErrorCode.FORBIDDEN, `you may see the presence of ${hidden} only once they have written to you`);
     }
-  }
-
-  /** Whether `userId` is a current member of one of `groups` (a dismissal ends every membership). */
-  private async sharesGroup(userId: string, groups: readonly string[]): Promise<boolean> {
-    const store = this.deps.store;
-    if (groups.length <= POINT_READS_MAX) return (await Promise.all(groups.map((g) => store.isMember(g, userId)))).includes(true);
-    const mine = new Set(groups);
-    return (await store.listForUser(userId)).some((c) => c.leftSeq === undefined && mine.has(c.conversationId));
   }
 
   private prune(now: number): void {

@@ -9,14 +9,20 @@ import type { ConversationState, Store } from '../engines/store.js';
 import { viewOf } from './access.js';
 import { seqOf } from './seq.js';
 
-/** Soft cap of a sync page's text, so replies stay well under client frame limits. */
-const MAX_PAGE_BYTES = 1024 * 1024;
-
 export interface ReadOptions {
   /** Messages per sync page when the client asks for 0 or more than this. */
   syncPageLimit: number;
   /** Messages per history page, likewise. */
   historyPageLimit: number;
+  /** A page stops at about this many bytes of messages (always at least one message). */
+  maxBytes: number;
+}
+
+/** What a message costs in a reply besides its text (ids, numbers, framing), roughly. */
+const MESSAGE_OVERHEAD = 128;
+
+function messageBytes(m: { text: string }): number {
+  return Buffer.byteLength(m.text, 'utf8') + MESSAGE_OVERHEAD;
 }
 
 export class Reads {
@@ -61,11 +67,11 @@ export class Reads {
       for (const w of windows) {
         if (w.toSeq <= w.after) continue;
         let page = remaining > 0 ? await store.after(c.conversationId, w.after, remaining, w.toSeq) : [];
-        // Keep frames reasonable: stop a page at about 1 MiB of text (always at least one message).
+        // Stop a page at about maxBytes (always at least one message).
         let cut = page.length;
         for (let i = 0; i < page.length; i++) {
-          bytes += Buffer.byteLength(page[i]!.text, 'utf8') + 128;
-          if (bytes > MAX_PAGE_BYTES && messages.length + i > 0) {
+          bytes += messageBytes(page[i]!);
+          if (bytes > this.options.maxBytes && messages.length + i > 0) {
             cut = i;
             break;
           }
@@ -124,8 +130,18 @@ export class Reads {
         page = [...older, ...page];
       }
     }
-    const hasMore = page.length > limit;
-    const messages = hasMore ? page.slice(page.length - limit) : page;
+    let hasMore = page.length > limit;
+    let messages = hasMore ? page.slice(page.length - limit) : page;
+    // Stop the page at about maxBytes, keeping its newest messages (always at least one).
+    let bytes = 0;
+    for (let i = messages.length - 1; i >= 0; i--) {
+      bytes += messageBytes(messages[i]!);
+      if (bytes > this.options.maxBytes && i < messages.length - 1) {
+        messages = messages.slice(i + 1);
+        hasMore = true;
+        break;
+      }
+    }
     return { case: 'historyResult', value: { conversationId: req.conversationId, messages: messages.map(messageToWire), hasMore } };
   }
 }

@@ -11,9 +11,10 @@
 // the next non-send write of every partition (different partitions side by
 // side). A batch of sends only is one round, one transaction.
 //
-// Reads (sync, history, lists, presence) change nothing: they run beside the
-// writes, a bounded number at once, each after the previous request of its
-// connection finished, so a connection sees its own writes.
+// Reads (sync, history, lists, presence) change nothing: each is handed on
+// (to the read queue, read-queue.ts) once the writes its connection sent
+// before it are applied, so a connection sees its own writes; the batch does
+// not wait for them, so a costly read never holds the writes of others.
 
 /** One request of a batch, as the scheduler sees it. */
 export interface Scheduled<T> {
@@ -30,37 +31,33 @@ export interface ScheduleHooks<T> {
   sends(items: T[]): Promise<void>;
   /** Apply one write. */
   write(item: T): Promise<void>;
-  /** Answer one read; never throws. */
-  read(item: T): Promise<void>;
+  /** Hand one read on (it is answered later, outside the batch); never throws. */
+  read(item: T): void;
 }
 
-/** Reads of one batch running at once (a PostgreSQL pool has 10 connections by default). */
-const READS_AT_ONCE = 16;
 /** Writes of different partitions applied at once within a round. */
 const WRITES_AT_ONCE = 16;
 
 /**
- * Run a batch. Resolves when every request was handled; rejects with the
- * first write failure (the batch is then handed again by the bus: every
+ * Run a batch. Resolves when every write was applied and every read handed
+ * on; rejects with the first write failure (the batch is then handed again by the bus: every
  * write is idempotent, so what was applied is not applied twice).
  */
 export async function runBatch<T>(batch: readonly Scheduled<T>[], hooks: ScheduleHooks<T>): Promise<void> {
   const done = new Map<Scheduled<T>, Deferred>();
-  const lastOfConnection = new Map<string, Promise<void>>();
+  const lastWriteOfConnection = new Map<string, Promise<void>>();
   const queues = new Map<string, Scheduled<T>[]>();
   const reads: Promise<void>[] = [];
-  const readSlots = new Slots(READS_AT_ONCE);
   for (const s of batch) {
-    const before = lastOfConnection.get(s.connection) ?? Promise.resolve();
     if (s.kind === 'read') {
-      const p = before.then(() => readSlots.run(() => hooks.read(s.item)));
-      reads.push(p);
-      lastOfConnection.set(s.connection, p);
+      const before = lastWriteOfConnection.get(s.connection);
+      if (before) reads.push(before.then(() => hooks.read(s.item)));
+      else hooks.read(s.item);
       continue;
     }
     const d = deferred();
     done.set(s, d);
-    lastOfConnection.set(s.connection, d.promise);
+    lastWriteOfConnection.set(s.connection, d.promise);
     let q = queues.get(s.partition);
     if (!q) queues.set(s.partition, (q = []));
     q.push(s);
@@ -83,11 +80,13 @@ export async function runBatch<T>(batch: readonly Scheduled<T>[], hooks: Schedul
         await hooks.write(s.item);
         done.get(s)!.resolve();
       })));
+      // A long batch gives the event loop a turn between rounds.
+      if (queues.size > 0) await new Promise((r) => setImmediate(r));
     }
   } finally {
-    // Reads waiting on a write that failed run anyway (they change nothing); the batch waits for them.
+    // Reads waiting on a write that failed are handed on anyway (they change nothing).
     for (const d of done.values()) d.resolve();
-    await Promise.allSettled(reads);
+    await Promise.all(reads);
   }
 }
 

@@ -15,7 +15,8 @@ import type { BusCounters } from '../engines/bus.js';
 export type TransportName = 'tcp' | 'ws';
 
 /** The configured limits whose breaches are counted (longlink_limit_breaches_total{limit}). */
-export const LIMITS = ['frame_size', 'rate', 'user_rate', 'connections_per_user', 'login_attempts', 'group_size'] as const;
+export const LIMITS = ['frame_size', 'rate', 'user_rate', 'connections_per_user', 'login_attempts', 'group_size', 'groups_per_user', 'reads_queued',
+  'connections_per_address', 'pending_logins'] as const;
 export type LimitName = (typeof LIMITS)[number];
 
 /** What the gateway reports: one call per event, each a Map update. */
@@ -74,6 +75,14 @@ export interface BusStats {
   shardsOwned?: number;
   /** Entries in the dead letters (cluster-wide for a distributed bus). */
   deadLetters?: number;
+  /** Per uplink shard this logic node owns: seconds since the oldest entry not yet acked was added (0: none). */
+  upOldestUnprocessedAge?: Map<string, number>;
+  /** The configured stream max age per direction ('up', 'down'), seconds: past it entries are trimmed, read or not. */
+  maxAgeSeconds?: Map<string, number>;
+  /** The configured max bytes of one stream per direction. */
+  maxBytes?: Map<string, number>;
+  /** Redis memory of each stream this node trims (`up:3`, `down:gw-1`, `down:*`), bytes. */
+  streamBytes?: Map<string, number>;
 }
 
 const SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -104,6 +113,7 @@ export class Metrics {
   private readonly storeErrors = new Tally<string>();
   private busStats: (() => Promise<BusStats>) | undefined;
   private busCounters: BusCounters | undefined;
+  private reads: (() => { waiting: number; throttled: number }) | undefined;
 
   /** @param processMetrics add prom-client's default process metrics (CPU, memory, event loop lag). @default true */
   constructor(options: { processMetrics?: boolean } = {}) {
@@ -131,6 +141,14 @@ export class Metrics {
     counter(r, 'longlink_limit_breaches_total', 'Requests refused by a configured limit, by limit', 'limit', breaches);
     total(r, 'longlink_logic_batches_total', 'Uplink batches handled by logic', () => totals.batches);
     counter(r, 'longlink_logic_requests_total', 'Uplink requests handled by logic, by type', 'type', requests);
+    const reads = () => this.reads?.();
+    new Gauge({
+      name: 'longlink_reads_waiting', help: 'Reads waiting for their turn on this logic node (all users)', registers: [r],
+      collect() {
+        this.set(reads()?.waiting ?? 0);
+      },
+    });
+    total(r, 'longlink_reads_throttled_total', 'Times a user\'s reads waited for its byte budget to refill', () => reads()?.throttled ?? 0);
 
     this.gateway = {
       connectionOpened: (t) => connections.add(t, 1),
@@ -185,6 +203,11 @@ export class Metrics {
     this.busCounters = counters;
   }
 
+  /** Read the logic node's read queue at each scrape. */
+  watchReads(stats: () => { waiting: number; throttled: number }): void {
+    this.reads = stats;
+  }
+
   /** The Prometheus text exposition. */
   scrape(): Promise<string> {
     return this.registry.metrics();
@@ -216,6 +239,12 @@ export class Metrics {
     perKey('longlink_bus_up_lag', 'Uplink entries not yet read by logic, per shard (cluster-wide: the same on every logic node)', 'shard', (s) => s.upLag);
     perKey('longlink_bus_up_pending', 'Uplink entries read by logic but not yet acked, per shard (cluster-wide)', 'shard', (s) => s.upPending);
     perKey('longlink_bus_down_length', 'Entries kept in this gateway\'s downlink streams (own, broadcast)', 'stream', (s) => s.downLength);
+    perKey('longlink_bus_oldest_unprocessed_age_seconds',
+      'Age of the oldest uplink entry not yet acked, per shard this logic node owns; at longlink_bus_max_age_seconds{direction="up"} it is trimmed unprocessed',
+      'shard', (s) => s.upOldestUnprocessedAge);
+    perKey('longlink_bus_max_age_seconds', 'Stream entries older than this are trimmed, read or not, per direction (up, down)', 'direction', (s) => s.maxAgeSeconds);
+    perKey('longlink_bus_max_bytes', 'Redis memory one stream may take before its oldest entries are trimmed, per direction (up, down)', 'direction', (s) => s.maxBytes);
+    perKey('longlink_bus_stream_bytes', 'Redis memory of each stream this node trims (its uplink shards; its downlink streams), after the last trim', 'stream', (s) => s.streamBytes);
     /** A gauge of one value from the stats, left out while the engine does not say. */
     const single = (name: string, help: string, pick: (s: BusStats) => number | undefined) => {
       new Gauge({
@@ -233,6 +262,12 @@ export class Metrics {
       total(r, name, help, () => (this.busCounters ? pick(this.busCounters) : 0));
     };
     moved('longlink_dead_letters_total', 'Uplink entries this process moved to the dead letters', (c) => c.deadLettered);
+    moved('longlink_bus_trimmed_unprocessed_total',
+      'Uplink entries trimmed (age, bytes or length bound) before logic acked them, seen by this process: never acked, so their senders resend them',
+      (c) => c.upTrimmedUnprocessed);
+    moved('longlink_bus_down_trimmed_unread_total',
+      'Downlink entries trimmed from a stream this process reads before it read them: their pushes and replies are lost (clients heal by timeout, gap and sync)',
+      (c) => c.downTrimmedUnread);
     moved('longlink_bus_unknown_skipped_total', 'Downlink messages of a kind this process does not know (a newer publisher), skipped', (c) => c.unknownSkipped);
     moved('longlink_bus_up_published_total', 'Uplink messages this process published', (c) => c.upPublished);
     moved('longlink_bus_up_read_total', 'Uplink messages handed to this process\'s consumer', (c) => c.upRead);

@@ -15,6 +15,7 @@ const RECONNECTABLE = new Set<ErrorCode>([
   ErrorCode.BAD_FRAME,
   ErrorCode.FRAME_TOO_LARGE,
   ErrorCode.LOGIN_THROTTLED,
+  ErrorCode.CONNECTION_LIMITED,
 ]);
 
 export function shouldReconnect(code: ErrorCode): boolean {

@@ -31,10 +31,15 @@ export class DecodeError extends Error {
   }
 }
 
-/** Decodes one Frame; throws DecodeError(BAD_FRAME) for bytes that are not one. */
-export function decodeFrame(bytes: Uint8Array): Frame {
+/**
+ * Decodes one Frame; throws DecodeError(BAD_FRAME) for bytes that are not one.
+ * `readUnknownFields: false` drops fields this version does not know (the
+ * gateway decodes client frames so: padding in unknown fields is not carried
+ * up the bus); by default they are kept, and written again on re-encoding.
+ */
+export function decodeFrame(bytes: Uint8Array, options?: { readUnknownFields?: boolean }): Frame {
   try {
-    return fromBinary(FrameSchema, bytes);
+    return fromBinary(FrameSchema, bytes, options);
   } catch (err) {
     throw new DecodeError(ErrorCode.BAD_FRAME, `frame does not decode: ${(err as Error).message}`);
   }

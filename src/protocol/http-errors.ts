@@ -10,9 +10,13 @@ export const HTTP_ERRORS = {
   BAD_JSON: 400,
   UNAUTHORIZED: 401,
   DEV_LOGIN_DISABLED: 403,
+  /** A browser page on an origin this server does not allow (Origin header), at the API, the page or /ws. */
+  ORIGIN_NOT_ALLOWED: 403,
   NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
   BODY_TOO_LARGE: 413,
+  /** A Host this server is not configured to answer to (DNS rebinding): 421 Misdirected Request. */
+  HOST_NOT_ALLOWED: 421,
   HEADERS_TOO_LARGE: 431,
   INTERNAL: 500,
   UNAVAILABLE: 503,
@@ -24,6 +28,9 @@ export type HttpErrorCode = keyof typeof HTTP_ERRORS;
 const WIRE_STATUS = new Map<ErrorCode, number>([
   [ErrorCode.FORBIDDEN, 403],
   [ErrorCode.NOT_MEMBER, 403],
+  [ErrorCode.NOT_CONTACT, 403],
+  [ErrorCode.TOO_MANY_GROUPS, 409],
+  [ErrorCode.BUSY, 429],
   [ErrorCode.NOT_FOUND, 404],
   [ErrorCode.UNAVAILABLE, 503],
   [ErrorCode.INTERNAL, 500],

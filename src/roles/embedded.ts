@@ -12,7 +12,7 @@ import { Gateway } from '../gateway/gateway.js';
 import { Logic } from '../logic/logic.js';
 import { HttpApi } from '../logic/http-api.js';
 import { BusRequester } from '../logic/bus-requests.js';
-import { closeHttp, listenHttp, loadTls } from './http-server.js';
+import { closeHttp, hostAccess, listenHttp, loadTls } from './http-server.js';
 import { gatewayOptions, logicOptions } from './wiring.js';
 import { defaultWebRoot, devLoginEnabled, staticFiles } from './web.js';
 import { observeRole, storeAnswers } from './observe.js';
@@ -56,6 +56,7 @@ export async function startEmbedded(config: ServerConfig, options: EmbeddedOptio
   });
 
   const logic = new Logic(logicOptions(config), { bus, sessions, registry, store, metrics: obs.metrics.logic });
+  obs.metrics.watchReads(() => ({ waiting: logic.readQueue.waiting, throttled: logic.readQueue.counters.throttled }));
   const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens, metrics: obs.metrics.gateway });
   const requests = new BusRequester(bus, `${config.nodeId}.api`);
   const api = new HttpApi({
@@ -67,7 +68,7 @@ export async function startEmbedded(config: ServerConfig, options: EmbeddedOptio
     if (obs.routes(req, res)) return;
     if (web.handles(req)) web.serve(req, res);
     else api.handle(req, res);
-  }, config.httpPort, config.host, tls);
+  }, config.httpPort, config.host, tls, hostAccess(config));
   const wsUrl = `${tls ? 'wss' : 'ws'}://${config.publicHost}:${httpPort}/ws`;
   gateway.attachWebSocket(server, wsUrl);
   let tcpPort: number;

@@ -7,7 +7,7 @@ import type { ServerConfig } from '../config.js';
 import type { BusCounters } from '../engines/bus.js';
 import { tokenServiceFor } from '../auth/tokens.js';
 import { Gateway } from '../gateway/gateway.js';
-import { closeHttp, listenHttp, loadTls, sendJson } from './http-server.js';
+import { closeHttp, hostAccess, listenHttp, loadTls, sendJson } from './http-server.js';
 import { httpError } from '../protocol/http-errors.js';
 import { gatewayOptions, redisEngines, requireUrl } from './wiring.js';
 import { observeRole, redisAnswers } from './observe.js';
@@ -34,7 +34,7 @@ export async function startGateway(config: ServerConfig): Promise<RunningGateway
   const tls = loadTls(config.tls);
   const { bus, sessions, registry } = redisEngines(config, 'gateway');
   const probe = new RedisProbe(requireUrl(config.redisUrl, 'longlink gateway needs LONGLINK_REDIS_URL'), config.redisPrefix);
-  obs.metrics.watchBus(() => probe.gatewayStats(config.nodeId), bus.counters);
+  obs.metrics.watchBus(async () => ({ ...bus.boundsStats(), ...await probe.gatewayStats(config.nodeId) }), bus.counters);
   obs.readiness.add('redis', redisAnswers(probe)).add('registry', async () => {
     if (!(await registry.live('gateway')).some((n) => n.id === config.nodeId)) throw new Error('not registered (yet) in the registry');
   });
@@ -65,7 +65,7 @@ export async function startGateway(config: ServerConfig): Promise<RunningGateway
   let http: Awaited<ReturnType<typeof listenHttp>>;
   let tcpPort: number;
   try {
-    http = await listenHttp(handle, config.httpPort, config.host, tls);
+    http = await listenHttp(handle, config.httpPort, config.host, tls, hostAccess(config));
   } catch (err) {
     await closeEngines();
     throw err;

@@ -1,13 +1,16 @@
 // The HTTP server every role listens with: request timeouts, a plain 400
-// (never a crash) for bytes that are not HTTP, and TLS (https, wss) when the
-// configuration names a certificate and key.
+// (never a crash) for bytes that are not HTTP, TLS (https, wss) when the
+// configuration names a certificate and key, and the Host and Origin checks
+// (HostPolicy: against DNS rebinding and pages on other origins) before any
+// route sees a request. (/ws upgrades are checked by the gateway, likewise.)
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { SecureContextOptions } from 'node:tls';
-import { ConfigError, type TlsFiles } from '../config.js';
+import { ConfigError, type ServerConfig, type TlsFiles } from '../config.js';
 import { httpError } from '../protocol/http-errors.js';
+import { HostPolicy, type HostAccess } from '../gateway/listeners.js';
 
 /** The certificate and key the configuration names, read once at start. */
 export function loadTls(files: TlsFiles | undefined): SecureContextOptions | undefined {
@@ -19,9 +22,31 @@ export function loadTls(files: TlsFiles | undefined): SecureContextOptions | und
   }
 }
 
+/** The names and origins a role's HTTP port answers to, from the configuration (see HostPolicy). */
+export function hostAccess(config: Pick<ServerConfig, 'host' | 'publicHost' | 'allowedOrigins'>): HostAccess {
+  return { hostNames: [config.host, config.publicHost], allowedOrigins: config.allowedOrigins };
+}
+
+/** `handler`, answering first a request whose Host or Origin the policy refuses (421 HOST_NOT_ALLOWED, 403 ORIGIN_NOT_ALLOWED). */
+export function checkingHost(handler: http.RequestListener, access: HostAccess): http.RequestListener {
+  const policy = new HostPolicy(access);
+  return (req, res) => {
+    const refusal = policy.check(req.headers.host, req.headers.origin);
+    if (!refusal) {
+      handler(req, res);
+      return;
+    }
+    const { status, body } = httpError(refusal.code, refusal.message);
+    res.shouldKeepAlive = false;
+    sendJson(res, status, body);
+  };
+}
+
+/** `access`: check every request's Host and Origin against it (every role passes hostAccess(config)). */
 export async function listenHttp(
-  handler: http.RequestListener, port: number, host: string, tls?: SecureContextOptions,
+  handler: http.RequestListener, port: number, host: string, tls?: SecureContextOptions, access?: HostAccess,
 ): Promise<{ server: http.Server; port: number }> {
+  if (access) handler = checkingHost(handler, access);
   // https.Server extends tls.Server, not http.Server, but serves the same request and upgrade events.
   const server = tls ? (https.createServer({ ...tls, handshakeTimeout: 10_000 }, handler) as unknown as http.Server) : http.createServer(handler);
   server.headersTimeout = 10_000;

@@ -10,7 +10,7 @@ import { Logic } from '../logic/logic.js';
 import { HttpApi } from '../logic/http-api.js';
 import { BusRequester } from '../logic/bus-requests.js';
 import { Reaper } from '../logic/reaper.js';
-import { closeHttp, listenHttp, loadTls } from './http-server.js';
+import { closeHttp, hostAccess, listenHttp, loadTls } from './http-server.js';
 import { logicOptions, redisEngines, requireUrl } from './wiring.js';
 import { observeRole, redisAnswers, shardsServed, storeAnswers } from './observe.js';
 import { InstrumentedStore } from '../observability/store.js';
@@ -37,13 +37,16 @@ export async function startLogic(config: ServerConfig): Promise<RunningLogic> {
   const store = new InstrumentedStore(postgres, obs.metrics);
   const { bus, sessions, registry } = redisEngines(config, 'logic');
   const probe = new RedisProbe(requireUrl(config.redisUrl, 'longlink logic needs LONGLINK_REDIS_URL'), config.redisPrefix);
-  obs.metrics.watchBus(async () => ({ ...await probe.logicStats(config.busShards, config.nodeId), deadLetters: await bus.dead.count() }), bus.counters);
+  obs.metrics.watchBus(async () => ({
+    ...bus.boundsStats(), ...await probe.logicStats(config.busShards, config.nodeId), deadLetters: await bus.dead.count(),
+  }), bus.counters);
   obs.readiness
     .add('redis', redisAnswers(probe))
     .add('store', storeAnswers(postgres))
     .add('shards', shardsServed(probe, config.busShards, config.nodeId));
   const tokens = tokenServiceFor(config);
   const logic = new Logic(logicOptions(config), { bus, sessions, registry, store, metrics: obs.metrics.logic });
+  obs.metrics.watchReads(() => ({ waiting: logic.readQueue.waiting, throttled: logic.readQueue.counters.throttled }));
   const requests = new BusRequester(bus, `${config.nodeId}.api`);
   const api = new HttpApi({ nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes }, {
     tokens, registry, bus, requests, sessions,
@@ -61,7 +64,7 @@ export async function startLogic(config: ServerConfig): Promise<RunningLogic> {
   try {
     http = await listenHttp((req, res) => {
       if (!obs.routes(req, res)) api.handle(req, res);
-    }, config.httpPort, config.host, tls);
+    }, config.httpPort, config.host, tls, hostAccess(config));
   } catch (err) {
     await closeEngines();
     throw err;

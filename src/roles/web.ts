@@ -17,18 +17,18 @@ export function defaultWebRoot(): string {
 }
 
 /**
- * The dev login is on when configured so (LONGLINK_DEV_LOGIN=1|0), else only
- * for a quick start nobody gave an admin key (generated dev secrets) that
- * listens on a loopback address: a server others can reach, or one with a
- * configured admin key, does not hand out tokens to anyone who asks.
+ * The dev login is on only when asked for (LONGLINK_DEV_LOGIN=1, --dev-login 1):
+ * it hands out tokens to anyone who asks, so nothing turns it on implicitly.
+ * `longlink start` asks for it for a newcomer's quick start (src/cli/start.ts:
+ * quickStartDevLogin) and says so.
  */
 export function devLoginEnabled(config: ServerConfig): boolean {
-  if (config.devLogin !== undefined) return config.devLogin;
-  return config.generatedAdminKey && isLoopback(config.host);
+  return config.devLogin === true;
 }
 
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+/** A host name or address that is this machine only. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 const TYPES: Record<string, string> = {

@@ -22,6 +22,12 @@ export function gatewayOptions(config: ServerConfig): GatewayOptions {
     userMessagesPerSecond: config.limits.userMessagesPerSecond,
     maxConnectionsPerUser: config.limits.maxConnectionsPerUser,
     loginAttemptsPerMinute: config.limits.loginAttemptsPerMinute,
+    maxLoginFrameBytes: config.limits.maxLoginFrameBytes,
+    maxConnectionsPerAddress: config.limits.maxConnectionsPerAddress,
+    maxPendingLogins: config.limits.maxPendingLogins,
+    trustedProxies: config.trustedProxies,
+    hostNames: [config.host, config.publicHost],
+    allowedOrigins: config.allowedOrigins,
   };
 }
 
@@ -30,6 +36,8 @@ export function logicOptions(config: ServerConfig): LogicOptions {
     nodeId: config.nodeId,
     maxTextBytes: config.limits.maxTextBytes,
     maxGroupMembers: config.limits.maxGroupMembers,
+    maxGroupsPerUser: config.limits.maxGroupsPerUser,
+    groupAddPolicy: config.groupAddPolicy,
     recallWindowMs: config.recallWindowMs,
     routing: config.routing,
     presenceVisibility: config.presenceVisibility,
@@ -42,7 +50,12 @@ export function redisEngines(config: ServerConfig, role: string): { bus: RedisBu
   const url = requireUrl(config.redisUrl, `longlink ${role} needs LONGLINK_REDIS_URL (or --redis-url)`);
   const prefix = config.redisPrefix;
   return {
-    bus: new RedisBus({ url, prefix, nodeId: config.nodeId, shards: config.busShards, leaseMs: config.leaseMs }),
+    bus: new RedisBus({
+      url, prefix, nodeId: config.nodeId, shards: config.busShards, leaseMs: config.leaseMs,
+      maxUpLength: config.busUpMaxLength, maxDownLength: config.busDownMaxLength,
+      maxUpAgeMs: config.busUpMaxAgeMs, maxDownAgeMs: config.busDownMaxAgeMs,
+      maxUpBytes: config.busUpMaxBytes, maxDownBytes: config.busDownMaxBytes,
+    }),
     sessions: new RedisSessions({ url, prefix }),
     registry: new RedisRegistry({ url, prefix }),
   };

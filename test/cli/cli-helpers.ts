@@ -57,7 +57,8 @@ export class Proc {
 
 export function run(args: string[], env: Record<string, string> = {}): Proc {
   return new Proc(spawn(process.execPath, [BIN, ...args], {
-    env: { ...process.env, LONGLINK_ADMIN_KEY: ADMIN_KEY, ...env },
+    // Tests make groups of users who never wrote to each other: anyone may add anyone.
+    env: { ...process.env, LONGLINK_ADMIN_KEY: ADMIN_KEY, LONGLINK_GROUP_ADD_POLICY: 'anyone', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   }));
 }

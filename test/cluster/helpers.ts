@@ -27,7 +27,8 @@ export async function startTestCluster(options: Partial<ClusterOptions> & Pick<C
     nodeTtlMs: 1500,
     durable: false,
     ...options,
-    env: { LONGLINK_PING_INTERVAL_MS: '1000', LONGLINK_RATE_LIMIT: '5000', LONGLINK_RATE_BURST: '10000', ...options.env },
+    // Tests make groups of users who never wrote to each other: anyone may add anyone.
+    env: { LONGLINK_GROUP_ADD_POLICY: 'anyone', LONGLINK_PING_INTERVAL_MS: '1000', LONGLINK_RATE_LIMIT: '5000', LONGLINK_RATE_BURST: '10000', ...options.env },
     onLine: (node, line) => {
       lines.push(`[${node}] ${line}`);
       if (lines.length > 2000) lines.splice(0, 1000);

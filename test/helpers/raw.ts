@@ -86,6 +86,12 @@ export class RawClient {
     else this.ws!.send(bytes, { binary: true });
   }
 
+  /** Send many frame payloads at once (TCP: one write of them all; WS: one message each, back to back). */
+  sendPayloads(payloads: readonly Uint8Array[]): void {
+    if (this.socket) this.socket.write(Buffer.concat(payloads.map(lengthPrefixed)));
+    else for (const p of payloads) this.ws!.send(p, { binary: true });
+  }
+
   /** Write bytes as they are (TCP: no prefix; WS: one binary message). */
   sendRaw(bytes: Buffer): void {
     if (this.socket) this.socket.write(bytes);

@@ -35,6 +35,8 @@ export async function startTestServer(overrides: Record<string, string> = {}, da
     'node-id': 'test-node',
     // Warnings and errors only: a test that wants the info lines sets it.
     'log-level': 'warn',
+    // Tests make groups of users who never wrote to each other (policy tests set 'contacts').
+    'group-add-policy': 'anyone',
     ...overrides,
   }, {});
   const server = await startEmbedded(config, options);

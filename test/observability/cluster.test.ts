@@ -75,8 +75,10 @@ describe('observability on a gateway and a logic node', () => {
 
   test('/metrics on both roles, moving with a message sent over TCP', T, async () => {
     await bothReady(200, 10_000);
-    const logicBefore = await scrape(logic.httpUrl);
-    assert.equal(value(logicBefore, 'longlink_bus_shards_owned'), SHARDS, 'one logic node owns every shard');
+    // Ready means owning a shard; the others follow as their streams are checked (bounds, groups).
+    let logicBefore = await scrape(logic.httpUrl);
+    await until(async () => value(logicBefore = await scrape(logic.httpUrl), 'longlink_bus_shards_owned') === SHARDS, 5000,
+      () => `one logic node owns every shard: ${value(logicBefore, 'longlink_bus_shards_owned')} of ${SHARDS}`);
     const appendsBefore = value(logicBefore, 'longlink_store_batch_size_count', { op: 'append' }) ?? 0;
 
     const tokens = new TokenService(TOKEN_SECRET);

@@ -457,10 +457,12 @@ describe('presence visibility', () => {
     }, MANY_LOGINS);
   });
 
-  // alice shares: a 1:1 with messages with bob, a group with carol; she only
-  // typed at dave (no conversation); erin left their group; frank's group
-  // with her was dismissed; zed is a stranger.
-  test('\'contacts\': only users sharing a conversation; one hidden user refuses the whole request; events follow', T, async () => {
+  // A contact of a user is someone it has written to. bob wrote to alice in
+  // their 1:1 (she never answered); carol wrote in alice's group, erin is in
+  // it and never wrote, and left another of alice's groups; alice only typed
+  // at dave (no conversation); frank's group with her was dismissed; zed is a
+  // stranger. alice made the group, so its members see her.
+  test('\'contacts\': only users who have written to you; one hidden user refuses the whole request; events follow', T, async () => {
     await withServer(async (s) => {
       const alice = await online(s, 'tcp', 'alice');
       const bob = await online(s, 'ws', 'bob');
@@ -468,7 +470,8 @@ describe('presence visibility', () => {
       const erin = await online(s, 'ws', 'erin');
       const zed = await online(s, 'tcp', 'zed');
       await sendOk(bob, { toUser: 'alice', text: 'hi alice' });
-      await groupOk(alice, { case: 'create', value: { name: 'friends', memberIds: ['carol', 'erin'] } });
+      const friends = await groupOk(alice, { case: 'create', value: { name: 'friends', memberIds: ['carol', 'erin'] } });
+      await sendOk(carol, { conversationId: friends.conversationId, text: 'hi all' });
       const left = await groupOk(alice, { case: 'create', value: { name: 'left', memberIds: ['erin'] } });
       await groupOk(erin, { case: 'leave', value: { groupId: left.groupId } });
       const gone = await groupOk(alice, { case: 'create', value: { name: 'gone', memberIds: ['frank'] } });
@@ -481,12 +484,16 @@ describe('presence visibility', () => {
         assert.ok(r.body.case === 'presenceResult', `${what}: ${c.describe()}`);
         return r.body.value.users.map((p) => [p.userId, p.online]);
       };
-      assert.deepEqual(await visible(alice, ['alice', 'bob', 'carol', 'erin'], 'alice sees her contacts'),
-        [['alice', true], ['bob', true], ['carol', true], ['erin', true]]);
-      // Both ways: a contact sees alice too.
-      for (const c of [bob, carol, erin]) assert.deepEqual(await visible(c, ['alice'], 'a contact sees alice'), [['alice', true]]);
-      // Strangers: no conversation, only typing, a dismissed group, and pairs who share nothing.
-      for (const [c, who] of [[alice, 'zed'], [alice, 'dave'], [alice, 'frank'], [zed, 'alice'], [bob, 'carol'], [erin, 'frank']] as const) {
+      assert.deepEqual(await visible(alice, ['alice', 'bob', 'carol'], 'alice sees who wrote to her'),
+        [['alice', true], ['bob', true], ['carol', true]]);
+      // alice acted in the group (she made it): its members see her; carol wrote there, so erin sees her too.
+      for (const c of [carol, erin]) assert.deepEqual(await visible(c, ['alice'], 'a member sees the group\'s maker'), [['alice', true]]);
+      assert.deepEqual(await visible(erin, ['carol'], 'erin sees carol, who wrote in their group'), [['carol', true]]);
+      // Not contacts: written to but never answered, a member who never wrote, only typing,
+      // a dismissed group, and pairs who share nothing.
+      for (const [c, who] of [
+        [bob, 'alice'], [alice, 'erin'], [alice, 'zed'], [alice, 'dave'], [alice, 'frank'], [zed, 'alice'], [bob, 'carol'], [erin, 'frank'],
+      ] as const) {
         const e = await expectError(c, { case: 'presenceQuery', value: { userIds: [who] } }, ErrorCode.FORBIDDEN);
         assert.match(e.message, new RegExp(who));
       }
@@ -520,10 +527,15 @@ describe('presence visibility', () => {
     }, { ...MANY_LOGINS, 'presence-visibility': 'contacts' });
   });
 
-  test('\'contacts\' for a user in many groups (the conversation-list path): a fellow member is visible, others are not', T, async () => {
+  test('\'contacts\' for a user in many groups: a fellow member who wrote is visible, others are not', T, async () => {
     await withServer(async (s) => {
       const gina = await online(s, 'tcp', 'gina');
-      for (let i = 0; i < 20; i++) await groupOk(gina, { case: 'create', value: { name: `g${i}`, memberIds: i === 19 ? ['hal'] : [] } });
+      const hal = await online(s, 'ws', 'hal');
+      for (let i = 0; i < 20; i++) {
+        const g = await groupOk(gina, { case: 'create', value: { name: `g${i}`, memberIds: i === 19 ? ['hal'] : [] } });
+        if (i === 19) await sendOk(hal, { conversationId: g.conversationId, text: 'hal here' });
+      }
+      hal.close();
       const ok = await request(gina, { case: 'presenceQuery', value: { userIds: ['hal'] } });
       assert.ok(ok.body.case === 'presenceResult', gina.describe());
       assert.deepEqual(ok.body.value.users.map((p) => p.userId), ['hal']);

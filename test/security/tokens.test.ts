@@ -159,10 +159,11 @@ describe('revocation (embedded)', () => {
 describe('token expiry', () => {
   test('a connection outlives its token (checked at login), but reconnecting with the expired token is refused with TOKEN_EXPIRED', T, () =>
     withServer({}, async (ctx) => {
-      const token = await ctx.server.token('alice', 'd1', 1); // expires within a second
+      // `exp` is in whole seconds: a 2 s token has 1-2 s left, time enough to log in on a busy machine.
+      const token = await ctx.server.token('alice', 'd1', 2);
       const c = await ctx.connect('tcp');
       await c.login(token);
-      await sleep(2100);
+      await sleep(3100);
       await pingPong(c);
       const again = await ctx.connect('ws');
       await expectFatal(again, ErrorCode.TOKEN_EXPIRED, again.send({ case: 'login', value: { token } }));

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadServerConfig } from '../../src/config.js';
 import { devLoginEnabled } from '../../src/roles/web.js';
+import { quickStartDevLogin } from '../../src/cli/start.js';
 import { RawClient } from '../helpers/raw.js';
 import { ADMIN_KEY, startTestServer, type TestServer } from '../helpers/server.js';
 
@@ -159,11 +160,18 @@ describe('dev login (POST /api/v1/dev/token)', () => {
     }
   });
 
-  test('who has it on: a loopback quick start with generated secrets, or LONGLINK_DEV_LOGIN=1; never a configured admin key by default', () => {
+  test('who has it on: only when asked for (LONGLINK_DEV_LOGIN=1; `longlink start` asks for it on a loopback quick start with generated secrets)', () => {
     const on = (flags: Record<string, string>, env: Record<string, string> = {}) => devLoginEnabled(loadServerConfig(flags, env));
-    assert.equal(on({}), true, 'quick start on 127.0.0.1, admin key generated');
-    assert.equal(on({ host: 'localhost' }), true);
+    assert.equal(on({}), false, 'never implicitly');
+    assert.equal(on({ host: 'localhost' }), false);
     assert.equal(on({ host: '0.0.0.0' }), false, 'reachable from other machines');
+    const quick = (flags: Record<string, string>, env: Record<string, string> = {}) => quickStartDevLogin(loadServerConfig(flags, env), flags, env);
+    assert.equal(quick({}), true, 'the quick start on 127.0.0.1, secrets generated');
+    assert.equal(quick({ host: 'localhost' }), true);
+    assert.equal(quick({ host: '0.0.0.0' }), false, 'reachable from other machines');
+    assert.equal(quick({ 'token-secret': 'a-real-token-secret-0123456789' }), false, 'a real token secret was configured');
+    assert.equal(quick({ 'admin-key': ADMIN_KEY }), false, 'an admin key was configured');
+    assert.equal(quick({}, { LONGLINK_DEV_LOGIN: '0' }), false);
     assert.equal(on({ 'admin-key': ADMIN_KEY }), false, 'an admin key was configured');
     assert.equal(on({ 'admin-key': ADMIN_KEY }, { LONGLINK_DEV_LOGIN: '1' }), true);
     assert.equal(on({ host: '0.0.0.0' }, { LONGLINK_DEV_LOGIN: 'true' }), true);

@@ -1,0 +1,154 @@
+// Reads (sync, history, conversation lists, presence, group info) scheduled
+// fairly between users, outside the write path.
+//
+// A read changes nothing, so it need not hold its uplink batch: the batch is
+// done once its writes are, and its reads wait here. Users take turns (round
+// robin), one read of a user at a time, a bounded number of reads at once on
+// the node; a user whose replies took more than its byte budget waits for it
+// to refill while the others go on; a user with too many reads waiting gets
+// BUSY for the next ones. Between two reads the queue yields to the event
+// loop, so a store that answers synchronously (SQLite) never holds the
+// process for more than one bounded read.
+//
+// A read lost here (the node stops or dies) was never answered: the client's
+// request times out and it asks again, as for any read.
+
+export interface ReadQueueOptions {
+  /** Reads running at once. */
+  atOnce: number;
+  /** Reads of one user waiting; past it submit() refuses. */
+  queuedPerUser: number;
+  /** Reply bytes per second one user may take, sustained. */
+  bytesPerSecond: number;
+  /** Reply bytes one user may take at once above that rate. */
+  bytesBurst: number;
+}
+
+/** What a read costs besides its reply's bytes (the store's work for even an empty answer). */
+export const READ_BASE_COST = 8 * 1024;
+
+/** Reads waiting on one node, all users together; past it submit() refuses. */
+const MAX_WAITING = 20_000;
+
+/** A read: resolves with the bytes of its reply; never rejects (it answers its own errors). */
+export type ReadTask = () => Promise<number>;
+
+interface UserReads {
+  waiting: ReadTask[];
+  running: boolean;
+  /** Byte budget left (may go below 0: the user then waits until it is back above 0). */
+  tokens: number;
+  refilledAt: number;
+}
+
+export class ReadQueue {
+  /** Users with reads waiting or running, in turn order (a user served goes to the back). */
+  private readonly users = new Map<string, UserReads>();
+  private running = 0;
+  private waitingTotal = 0;
+  private pumping = false;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  /** Reads refused (BUSY) and reads that waited for their user's budget, for /metrics. */
+  readonly counters = { refused: 0, throttled: 0 };
+
+  constructor(private readonly options: ReadQueueOptions) {}
+
+  /** Queue a read of `user`. False when the user (or the node) has too many waiting: answer BUSY. */
+  submit(user: string, task: ReadTask): boolean {
+    if (this.closed) return false;
+    let u = this.users.get(user);
+    if ((u && u.waiting.length >= this.options.queuedPerUser) || this.waitingTotal >= MAX_WAITING) {
+      this.counters.refused++;
+      return false;
+    }
+    if (!u) {
+      u = { waiting: [], running: false, tokens: this.options.bytesBurst, refilledAt: Date.now() };
+      this.users.set(user, u);
+    }
+    u.waiting.push(task);
+    this.waitingTotal++;
+    this.schedule();
+    return true;
+  }
+
+  /** Reads waiting (for metrics and tests). */
+  get waiting(): number {
+    return this.waitingTotal;
+  }
+
+  /** Drop what waits (its clients time out and ask again); running reads finish. */
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.users.clear();
+    this.waitingTotal = 0;
+  }
+
+  private schedule(): void {
+    if (this.pumping || this.closed) return;
+    this.pumping = true;
+    setImmediate(() => {
+      this.pumping = false;
+      this.pump();
+    });
+  }
+
+  /** Start reads while there are free slots and users whose turn it is. */
+  private pump(): void {
+    const now = Date.now();
+    let soonest = Infinity;
+    for (const [user, u] of this.users) {
+      if (this.running >= this.options.atOnce) return;
+      if (u.running) continue;
+      this.refill(u, now);
+      if (u.waiting.length === 0) {
+        if (u.tokens >= this.options.bytesBurst) this.users.delete(user);
+        continue;
+      }
+      if (u.tokens <= 0) {
+        // Over its budget: its reads wait, the other users' do not.
+        soonest = Math.min(soonest, (-u.tokens / this.options.bytesPerSecond) * 1000 + 1);
+        continue;
+      }
+      const task = u.waiting.shift()!;
+      this.waitingTotal--;
+      // Its turn is taken: to the back of the line.
+      this.users.delete(user);
+      this.users.set(user, u);
+      this.run(u, task);
+    }
+    if (soonest !== Infinity && this.timer === undefined) {
+      this.counters.throttled++;
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.schedule();
+      }, Math.ceil(soonest));
+    }
+  }
+
+  private run(u: UserReads, task: ReadTask): void {
+    u.running = true;
+    this.running++;
+    void task().then(
+      (bytes) => {
+        u.tokens -= bytes + READ_BASE_COST;
+      },
+      () => {
+        u.tokens -= READ_BASE_COST;
+      },
+    ).finally(() => {
+      u.running = false;
+      this.running--;
+      // The next read after a turn of the event loop (sockets first).
+      this.schedule();
+    });
+  }
+
+  private refill(u: UserReads, now: number): void {
+    const elapsed = now - u.refilledAt;
+    if (elapsed <= 0) return;
+    u.tokens = Math.min(this.options.bytesBurst, u.tokens + (elapsed * this.options.bytesPerSecond) / 1000);
+    u.refilledAt = now;
+  }
+}
