@@ -175,6 +175,8 @@ export const DEFAULTS = {
   leaseMs: 10_000,
   nodeTtlMs: 15_000,
   postgresPool: 10,
+  /** A presence watch lasts this long under visibility 'contacts' (the SDK renews it every 4 minutes). */
+  presenceWatchTtlMs: 10 * 60_000,
   /** Largest HTTP API request body, bytes. */
   maxBodyBytes: 64 * 1024,
   limits: {

@@ -128,8 +128,8 @@ const MIGRATIONS: string[] = [
    );`,
   // Whether a member has written in the conversation (a message or an action): who counts as a contact.
   `ALTER TABLE members ADD COLUMN wrote BOOLEAN NOT NULL DEFAULT false;
-   UPDATE members SET wrote = true WHERE EXISTS (
-     SELECT 1 FROM messages x WHERE x.conversation_id = members.conversation_id AND x.from_user = members.user_id);`,
+   UPDATE members m SET wrote = true FROM (SELECT DISTINCT conversation_id, from_user FROM messages) x
+   WHERE m.conversation_id = x.conversation_id AND m.user_id = x.from_user;`,
 ];
 
 /** pg_advisory_xact_lock(MIGRATION_LOCK, hashtext(schema)): one migrator per schema at a time. */
@@ -211,7 +211,8 @@ const SQL = {
     ORDER BY u.user_id COLLATE "C"
     ON CONFLICT (user_id, conversation_id) DO UPDATE SET
       role = excluded.role, joined_seq = excluded.joined_seq, left_seq = NULL, muted = false,
-      joined_at_ms = excluded.joined_at_ms, read_seq = greatest(members.read_seq, excluded.read_seq)`,
+      joined_at_ms = excluded.joined_at_ms, read_seq = greatest(members.read_seq, excluded.read_seq),
+      wrote = CASE WHEN members.left_seq IS NULL THEN members.wrote ELSE false END`,
   leaveMembers: `UPDATE members SET left_seq = $1 WHERE conversation_id = $2 AND user_id = ANY($3::text[]) AND left_seq IS NULL`,
   leaveAll: `UPDATE members SET left_seq = $1 WHERE conversation_id = $2 AND left_seq IS NULL`,
   setRole: `UPDATE members SET role = $1 WHERE conversation_id = $2 AND user_id = $3`,

@@ -93,8 +93,7 @@ const MIGRATIONS: string[] = [
    ) WITHOUT ROWID;`,
   // Whether a member has written in the conversation (a message or an action): who counts as a contact.
   `ALTER TABLE members ADD COLUMN wrote INTEGER NOT NULL DEFAULT 0;
-   UPDATE members SET wrote = 1 WHERE EXISTS (
-     SELECT 1 FROM messages x WHERE x.conversation_id = members.conversation_id AND x.from_user = members.user_id);`,
+   UPDATE members SET wrote = 1 WHERE (conversation_id, user_id) IN (SELECT DISTINCT conversation_id, from_user FROM messages);`,
 ];
 
 const INSERT_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event';
@@ -293,7 +292,8 @@ export class SqliteStore implements Store {
          VALUES (?, ?, ?, ?, ?, NULL, ?, 0)
          ON CONFLICT (user_id, conversation_id) DO UPDATE SET
            role = excluded.role, joined_seq = excluded.joined_seq, left_seq = NULL, muted = 0,
-           joined_at_ms = excluded.joined_at_ms, read_seq = max(read_seq, excluded.read_seq)`,
+           joined_at_ms = excluded.joined_at_ms, read_seq = max(read_seq, excluded.read_seq),
+           wrote = CASE WHEN left_seq IS NULL THEN wrote ELSE 0 END`,
       ),
       leaveMember: db.prepare<[number, string, string]>(
         `UPDATE members SET left_seq = ? WHERE conversation_id = ? AND user_id = ? AND left_seq IS NULL`,

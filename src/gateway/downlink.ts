@@ -12,8 +12,6 @@ const log = rootLog.child({ component: 'gateway' });
 
 /** One push latency sample per this many deliveries (each sample decodes the frame). */
 const LATENCY_SAMPLE_EVERY = 16;
-/** A presence watch lasts this long after logic checked it; the client subscribes again to keep it (the SDK every 4 minutes). */
-export const WATCH_TTL_MS = 10 * 60_000;
 
 export class Downlink {
   /** When each connection's watch list was last set (checked by logic). */
@@ -24,6 +22,8 @@ export class Downlink {
     private readonly hub: Hub,
     private readonly deps: { bus: Bus },
     private readonly metrics: GatewayMetrics,
+    /** A watch lasts this long after logic checked it; the client subscribes again to keep it (the SDK every 4 minutes). */
+    private readonly watchTtlMs: number,
   ) {}
 
   onDown(batch: Down[]): void {
@@ -69,7 +69,7 @@ export class Downlink {
           const watching = watchers.of(kind.value.userId);
           if (!watching) break;
           const out = new OutFrame(kind.value.frame);
-          const lapsed = Date.now() - WATCH_TTL_MS;
+          const lapsed = Date.now() - this.watchTtlMs;
           for (const conn of [...watching]) {
             // A watch was checked when made: past its lifetime it lapses until the client subscribes again (checked again).
             if ((this.watchedAt.get(conn) ?? 0) < lapsed) watchers.set(conn, []);

@@ -26,6 +26,8 @@ import { Listeners } from './listeners.js';
 import { LoginHandshake } from './login.js';
 import { OutFrame } from './transport.js';
 import type { GatewayDeps, GatewayOptions } from './options.js';
+import type { Connection } from './connection.js';
+import type { SessionInfo } from '../engines/sessions.js';
 
 export type { GatewayDeps, GatewayOptions, LoginPolicy } from './options.js';
 
@@ -44,6 +46,10 @@ export class Gateway {
   private readonly downlink: Downlink;
   private readonly listeners: Listeners;
   private sweepTimer: NodeJS.Timeout | undefined;
+  private sweepEveryMs = 1000;
+  private lastSweepMs = 0;
+  /** When this process last came back from being held (see sweep): no client is timed out for silence before then. */
+  private resumedAtMs = 0;
   private rejoining = false;
   /** A rejoin failed part way: the next announce tries again. */
   private rejoinPending = false;
@@ -69,7 +75,7 @@ export class Gateway {
     this.limits = new Limits(options, (conn, code, message) => this.hub.fail(conn, 0, code, message, false));
     const login = new LoginHandshake(options, deps, metrics, this.hub, this.limits, this.started);
     this.inbound = new Inbound(this.hub, this.limits, login, deps, metrics);
-    this.downlink = new Downlink(this.hub, deps, metrics);
+    this.downlink = new Downlink(this.hub, deps, metrics, options.presenceWatchTtlMs);
     this.listeners = new Listeners(options, this.hub, (conn, payload) => this.inbound.onPayload(conn, payload));
   }
 
@@ -90,13 +96,13 @@ export class Gateway {
     this.downSub = this.deps.bus.consumeDown(this.options.nodeId, (batch) => this.downlink.onDown(batch), {
       // Pushes for this node were trimmed before it read them (it lagged past the stream's bounds): its clients sync.
       onTrimmed: (entries) => {
-        log.warn({ entries, connections: this.hub.conns.size }, 'downlink entries were trimmed unread: clients sync');
-        const resync = RESYNC();
-        for (const conn of this.hub.conns.values()) if (conn.state === 'open') this.hub.send(conn, resync);
+        log.warn({ entries, connections: this.hub.conns.size }, 'downlink entries were trimmed unread (pushes, kicks or revocations may be lost)');
+        void this.rejoin();
       },
     });
-    const sweepEvery = Math.max(50, Math.min(1000, Math.floor(this.options.pingIntervalMs / 2)));
-    this.sweepTimer = setInterval(() => this.sweep(), sweepEvery);
+    this.sweepEveryMs = Math.max(50, Math.min(1000, Math.floor(this.options.pingIntervalMs / 2)));
+    this.lastSweepMs = Date.now();
+    this.sweepTimer = setInterval(() => this.sweep(), this.sweepEveryMs);
     this.sweepTimer.unref();
     this.ackTimer = setInterval(() => this.inbound.flushAcks(), ACK_FLUSH_MS);
     this.ackTimer.unref();
@@ -122,14 +128,19 @@ export class Gateway {
   /** One pass over every connection: login deadlines and heartbeat timeouts; idle login counters are forgotten. */
   private sweep(): void {
     const now = Date.now();
+    // A sweep far later than its interval means this process was held (a long
+    // pause, SIGSTOP, a stalled VM): what its clients sent meanwhile is still
+    // unread in the sockets, so silence is counted from now, not before.
+    if (now - this.lastSweepMs > this.sweepEveryMs * 2 + 500) this.resumedAtMs = now;
+    this.lastSweepMs = now;
     this.limits.sweep(now, (userId) => this.hub.table.has(userId));
     const silentLimit = this.options.pingIntervalMs * 3;
     for (const conn of this.hub.conns.values()) {
       if (conn.state === 'awaiting-login' || conn.state === 'logging-in') {
-        if (now - conn.openedAtMs > this.options.loginTimeoutMs) {
+        if (now - Math.max(conn.openedAtMs, this.resumedAtMs) > this.options.loginTimeoutMs) {
           this.hub.fail(conn, 0, ErrorCode.LOGIN_TIMEOUT, `no login within ${this.options.loginTimeoutMs} ms`, true);
         }
-      } else if (conn.state === 'open' && now - conn.lastSeenMs > silentLimit) {
+      } else if (conn.state === 'open' && now - Math.max(conn.lastSeenMs, this.resumedAtMs) > silentLimit) {
         this.hub.fail(conn, 0, ErrorCode.HEARTBEAT_TIMEOUT, `silent for ${silentLimit} ms`, true);
       }
     }
@@ -163,34 +174,33 @@ export class Gateway {
   }
 
   /**
-   * Bind again the session of every open connection (a device that logged in
-   * elsewhere meanwhile keeps that session, and this connection is closed as
-   * replaced), then tell each to sync.
+   * Make every open connection whole again after this node missed part of
+   * the cluster (its registry entry lapsed, or its downlink was trimmed
+   * unread): each session is bound again unless a revocation covers its token
+   * (a revocation announced meanwhile may be among what was missed: the
+   * connection is then kicked TOKEN_REVOKED); a device that logged in
+   * elsewhere meanwhile keeps that session and this connection is closed as
+   * replaced; the others are told to sync (Event.resync). Nobody else is
+   * disconnected.
    */
   private async rejoin(): Promise<void> {
-    if (this.rejoining) return;
+    if (this.rejoining) {
+      this.rejoinPending = true; // once more after this one, at the next announce
+      return;
+    }
     this.rejoining = true;
     this.rejoinPending = false;
     const open = [...this.hub.conns.values()].filter((c) => c.state === 'open');
-    log.warn({ connections: open.length }, 'registry entry was gone (lapsed or lost): binding sessions again, clients sync');
+    log.warn({ connections: open.length }, 'this node missed part of the cluster (registry entry lapsed, or downlink trimmed): binding sessions again, clients sync');
     const resync = RESYNC();
     try {
       for (let i = 0; i < open.length && !this.hub.stopping; i += REJOIN_CHUNK) {
         const chunk = open.slice(i, i + REJOIN_CHUNK).filter((c) => c.state === 'open');
         const online = await this.deps.sessions.lookup([...new Set(chunk.map((c) => c.userId))]);
         await Promise.all(chunk.map(async (conn) => {
-          const current = online.get(conn.userId)?.find((s) => s.deviceId === conn.deviceId);
-          if (current && (current.node !== this.options.nodeId || current.connId !== conn.id)) {
-            this.hub.kick(conn, ErrorCode.REPLACED, 'this device logged in on another connection', false);
-            return;
+          if (await this.rebind(conn, online.get(conn.userId)?.find((s) => s.deviceId === conn.deviceId)) && conn.state === 'open') {
+            this.hub.send(conn, resync);
           }
-          if (!current) {
-            await this.deps.sessions.bind({
-              userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform,
-              node: this.options.nodeId, connId: conn.id, loginAtMs: conn.openedAtMs,
-            });
-          }
-          if (conn.state === 'open') this.hub.send(conn, resync);
         }));
       }
     } catch (err) {
@@ -199,6 +209,44 @@ export class Gateway {
     } finally {
       this.rejoining = false;
     }
+  }
+
+  /** One connection of rejoin(), given the device's session as the cluster has it: true when it stays. */
+  private async rebind(conn: Connection, current: SessionInfo | undefined): Promise<boolean> {
+    const node = this.options.nodeId;
+    const ours = (s: SessionInfo) => s.node === node && s.connId === conn.id;
+    if (current && !ours(current)) {
+      this.hub.kick(conn, ErrorCode.REPLACED, 'this device logged in on another connection', false);
+      return false;
+    }
+    if (current) {
+      // Still bound here: only a revocation may have been missed.
+      const before = await this.deps.sessions.revokedBefore(conn.userId, conn.deviceId);
+      if (before > 0 && conn.tokenIssuedAtMs <= before) {
+        this.hub.kick(conn, ErrorCode.TOKEN_REVOKED, 'this token was revoked (logged out by an administrator)', false);
+        return false;
+      }
+      return true;
+    }
+    const result = await this.deps.sessions.bindUnlessRevoked({
+      userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform, node, connId: conn.id, loginAtMs: conn.openedAtMs,
+    }, conn.tokenIssuedAtMs);
+    if (!result.bound) {
+      this.hub.kick(conn, ErrorCode.TOKEN_REVOKED, 'this token was revoked (logged out by an administrator)', false);
+      return false;
+    }
+    if (result.previous && !ours(result.previous)) {
+      // A login elsewhere bound the device between the lookup and this bind: it is the newer one; give its session back.
+      await this.deps.sessions.bind(result.previous);
+      this.hub.kick(conn, ErrorCode.REPLACED, 'this device logged in on another connection', false);
+      return false;
+    }
+    if (conn.state !== 'open') {
+      // Closed meanwhile (its logout ran before this bind): take the session back out.
+      await this.deps.sessions.unbind(conn.userId, conn.deviceId, node, conn.id);
+      return false;
+    }
+    return true;
   }
 
   /**

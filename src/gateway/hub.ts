@@ -39,6 +39,8 @@ export class Hub {
   private readonly perAddress = new Map<string, number>();
   /** Connections not yet logged in (awaiting-login or logging-in). */
   private pending = 0;
+  /** Connections not yet logged in, per client address. */
+  private readonly pendingPerAddress = new Map<string, number>();
   /**
    * Connection ids never repeat across restarts of a node id (they start at
    * the start time in µs), so a reply or kick still in the downlink for the
@@ -64,6 +66,10 @@ export class Hub {
     if ((this.perAddress.get(address) ?? 0) >= maxConnectionsPerAddress) {
       return { limit: 'connections_per_address', message: `this address already holds ${maxConnectionsPerAddress} connections to this gateway; retry later` };
     }
+    const pendingPerAddress = Math.max(16, Math.floor(maxPendingLogins / PENDING_SHARE));
+    if ((this.pendingPerAddress.get(address) ?? 0) >= pendingPerAddress) {
+      return { limit: 'pending_logins', message: `this address already has ${pendingPerAddress} connections logging in to this gateway; retry later` };
+    }
     if (this.pending >= maxPendingLogins) {
       return { limit: 'pending_logins', message: `this gateway already has ${maxPendingLogins} connections logging in; retry later` };
     }
@@ -86,6 +92,7 @@ export class Hub {
     this.conns.set(conn.id, conn);
     this.perAddress.set(transport.clientAddress, (this.perAddress.get(transport.clientAddress) ?? 0) + 1);
     this.pending++;
+    bump(this.pendingPerAddress, transport.clientAddress, 1);
     this.metrics.connectionOpened(transport.kind);
     return conn;
   }
@@ -95,6 +102,7 @@ export class Hub {
     if (conn.state !== 'awaiting-login' && conn.state !== 'logging-in') return;
     conn.state = 'open';
     this.pending--;
+    bump(this.pendingPerAddress, conn.transport.clientAddress, -1);
   }
 
   /** Write a frame; a connection whose unread backlog passes the limit is dropped. */
@@ -132,7 +140,10 @@ export class Hub {
   close(conn: Connection, destroy: boolean, _why: string): void {
     if (conn.state === 'closed') return;
     const wasOpen = conn.state === 'open';
-    if (!wasOpen) this.pending--;
+    if (!wasOpen) {
+      this.pending--;
+      bump(this.pendingPerAddress, conn.transport.clientAddress, -1);
+    }
     conn.state = 'closed';
     this.metrics.connectionClosed(conn.transport.kind);
     // (closed during login: the login unbinds once its bind returns)
@@ -178,4 +189,18 @@ export class Hub {
       log.warn({ err, user: conn.userId }, 'session event publish failed');
     });
   }
+}
+
+/**
+ * One address may have at most this share of maxPendingLogins logging in at
+ * once (1/8: 250 of the default 2000): a login takes a round trip, so an
+ * honest NAT needs few; without it two addresses could hold every pending
+ * slot until their login timeout.
+ */
+const PENDING_SHARE = 8;
+
+function bump(counts: Map<string, number>, key: string, by: number): void {
+  const n = (counts.get(key) ?? 0) + by;
+  if (n > 0) counts.set(key, n);
+  else counts.delete(key);
 }

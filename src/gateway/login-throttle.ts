@@ -68,16 +68,17 @@ export class LoginThrottle {
       return;
     }
     this.failures.delete(key); // a new minute: to the back of the insertion order
-    if (this.failures.size >= this.maxKeys) {
-      this.sweep(now);
-      if (this.failures.size >= this.maxKeys) this.failures.delete(this.failures.keys().next().value!);
-    }
+    // Keys are in the order their minutes began: the first is the oldest (O(1), no scan).
+    if (this.failures.size >= this.maxKeys) this.failures.delete(this.failures.keys().next().value!);
     this.failures.set(key, { sinceMs: now, count: 1 });
   }
 
-  /** Forget keys whose minute is over (called from the gateway's sweep). */
+  /** Forget keys whose minute is over (called from the gateway's sweep): the oldest first, up to the first still counting. */
   sweep(now: number): void {
-    for (const [key, entry] of this.failures) if (now - entry.sinceMs >= WINDOW_MS) this.failures.delete(key);
+    for (const [key, entry] of this.failures) {
+      if (now - entry.sinceMs < WINDOW_MS) return;
+      this.failures.delete(key);
+    }
   }
 
   get size(): number {

@@ -10,6 +10,8 @@ import type { GatewayMetrics } from '../observability/metrics.js';
 /** A gateway's options, all given by the configuration (src/config.ts: loadServerConfig and DEFAULTS). */
 export interface GatewayOptions {
   nodeId: string;
+  /** How long a presence watch lasts once logic checked it (Infinity: until replaced); the client subscribes again to keep it. */
+  presenceWatchTtlMs: number;
   loginTimeoutMs: number;
   pingIntervalMs: number;
   maxFrameBytes: number;

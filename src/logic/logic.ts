@@ -153,7 +153,9 @@ export class Logic {
 
   async stop(): Promise<void> {
     await this.sub?.close();
+    // Reads still waiting are answered UNAVAILABLE (ask again); running ones may finish, briefly.
     this.readQueue.close();
+    await this.readQueue.idle(2000);
   }
 
   /** One uplink batch. A client's fault is answered; a failure of a write rejects (the bus hands the batch again). */
@@ -214,7 +216,7 @@ export class Logic {
         await this.replyError(r, isUnavailable(err) ? new LonglinkError(ErrorCode.UNAVAILABLE, 'the store is unavailable; retry') : err);
         return 0;
       }
-    });
+    }, () => void this.replyError(r, new LonglinkError(ErrorCode.UNAVAILABLE, 'the server is stopping; ask again')));
     if (!queued) {
       this.metrics.limitBreach('reads_queued');
       void this.replyError(r, new LonglinkError(ErrorCode.BUSY, 'too many of your requests are waiting; retry later'));

@@ -10,8 +10,11 @@
 // loop, so a store that answers synchronously (SQLite) never holds the
 // process for more than one bounded read.
 //
-// A read lost here (the node stops or dies) was never answered: the client's
-// request times out and it asks again, as for any read.
+// A read still waiting when the node stops is dropped (its `drop` answers it,
+// UNAVAILABLE: ask again); one lost with a node that dies was never answered,
+// and the client's request times out. A read running past READ_DEADLINE_MS
+// gives its slot back (it still answers when it ends), so a store call that
+// hangs cannot stop every read of the node.
 
 export interface ReadQueueOptions {
   /** Reads running at once. */
@@ -28,13 +31,22 @@ export interface ReadQueueOptions {
 export const READ_BASE_COST = 8 * 1024;
 
 /** Reads waiting on one node, all users together; past it submit() refuses. */
-const MAX_WAITING = 20_000;
+const MAX_WAITING = 10_000;
+
+/** A read running this long gives its slot back. */
+export const READ_DEADLINE_MS = 10_000;
 
 /** A read: resolves with the bytes of its reply; never rejects (it answers its own errors). */
 export type ReadTask = () => Promise<number>;
 
+interface Waiting {
+  task: ReadTask;
+  /** Answer the read that will not run (the queue closed). */
+  drop: () => void;
+}
+
 interface UserReads {
-  waiting: ReadTask[];
+  waiting: Waiting[];
   running: boolean;
   /** Byte budget left (may go below 0: the user then waits until it is back above 0). */
   tokens: number;
@@ -49,13 +61,13 @@ export class ReadQueue {
   private pumping = false;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
-  /** Reads refused (BUSY) and reads that waited for their user's budget, for /metrics. */
-  readonly counters = { refused: 0, throttled: 0 };
+  /** Reads refused (BUSY), times a user's reads waited for its budget, reads that ran past the deadline: for /metrics. */
+  readonly counters = { refused: 0, throttled: 0, overran: 0 };
 
   constructor(private readonly options: ReadQueueOptions) {}
 
   /** Queue a read of `user`. False when the user (or the node) has too many waiting: answer BUSY. */
-  submit(user: string, task: ReadTask): boolean {
+  submit(user: string, task: ReadTask, drop: () => void): boolean {
     if (this.closed) return false;
     let u = this.users.get(user);
     if ((u && u.waiting.length >= this.options.queuedPerUser) || this.waitingTotal >= MAX_WAITING) {
@@ -66,7 +78,7 @@ export class ReadQueue {
       u = { waiting: [], running: false, tokens: this.options.bytesBurst, refilledAt: Date.now() };
       this.users.set(user, u);
     }
-    u.waiting.push(task);
+    u.waiting.push({ task, drop });
     this.waitingTotal++;
     this.schedule();
     return true;
@@ -77,12 +89,19 @@ export class ReadQueue {
     return this.waitingTotal;
   }
 
-  /** Drop what waits (its clients time out and ask again); running reads finish. */
+  /** Drop what waits (each answered by its `drop`); running reads finish. */
   close(): void {
     this.closed = true;
     clearTimeout(this.timer);
+    for (const u of this.users.values()) for (const w of u.waiting) w.drop();
     this.users.clear();
     this.waitingTotal = 0;
+  }
+
+  /** Resolves once no read runs, or after `ms`. */
+  async idle(ms: number): Promise<void> {
+    const until = Date.now() + ms;
+    while (this.running > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
   }
 
   private schedule(): void {
@@ -111,7 +130,7 @@ export class ReadQueue {
         soonest = Math.min(soonest, (-u.tokens / this.options.bytesPerSecond) * 1000 + 1);
         continue;
       }
-      const task = u.waiting.shift()!;
+      const { task } = u.waiting.shift()!;
       this.waitingTotal--;
       // Its turn is taken: to the back of the line.
       this.users.delete(user);
@@ -130,6 +149,20 @@ export class ReadQueue {
   private run(u: UserReads, task: ReadTask): void {
     u.running = true;
     this.running++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      clearTimeout(deadline);
+      u.running = false;
+      this.running--;
+      // The next read after a turn of the event loop (sockets first).
+      this.schedule();
+    };
+    const deadline = setTimeout(() => {
+      this.counters.overran++;
+      release();
+    }, READ_DEADLINE_MS);
     void task().then(
       (bytes) => {
         u.tokens -= bytes + READ_BASE_COST;
@@ -137,12 +170,7 @@ export class ReadQueue {
       () => {
         u.tokens -= READ_BASE_COST;
       },
-    ).finally(() => {
-      u.running = false;
-      this.running--;
-      // The next read after a turn of the event loop (sockets first).
-      this.schedule();
-    });
+    ).finally(release);
   }
 
   private refill(u: UserReads, now: number): void {

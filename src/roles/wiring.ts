@@ -10,6 +10,8 @@ import { RedisRegistry } from '../engines/registry-redis.js';
 export function gatewayOptions(config: ServerConfig): GatewayOptions {
   return {
     nodeId: config.nodeId,
+    // Who may be watched is checked again only under 'contacts' (a contact can end); 'all' watches never lapse.
+    presenceWatchTtlMs: config.presenceVisibility === 'contacts' ? DEFAULTS.presenceWatchTtlMs : Infinity,
     loginTimeoutMs: config.loginTimeoutMs,
     pingIntervalMs: config.pingIntervalMs,
     maxFrameBytes: config.limits.maxFrameBytes,

@@ -440,6 +440,10 @@ export function storeContract(name: string, factory: StoreFactory): void {
         }));
         assert.deepEqual([...await store.writersTo('bob', ['carol'])], [], 'a contact through a group ends when one leaves it');
         assert.deepEqual(await store.groupCounts(['carol']), new Map());
+        await appendOne(groupDraft('alice', {
+          event: { type: 'members_added', actor: 'alice', userIds: ['carol'] }, effect: { op: 'add-members', userIds: ['carol'] },
+        }));
+        assert.deepEqual([...await store.writersTo('bob', ['carol'])], [], 'added back, carol has written nothing in this stay yet');
       });
 
       test('roles, mutes and dismissal', async () => {

@@ -1,0 +1,77 @@
+// A gateway cut off from the cluster past its registry TTL and past the
+// downlink's age bound (SIGSTOP) comes back without kicking its clients: it
+// binds their sessions again and tells them to sync — except a client whose
+// token was revoked meanwhile (the announcement was trimmed before the
+// gateway could read it): that one is kicked TOKEN_REVOKED.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { TokenService } from '../../src/auth/tokens.js';
+import { ErrorCode } from '../../src/protocol/index.js';
+import { RawClient } from '../helpers/raw.js';
+import { sendOk } from '../logic/support.js';
+import { sleep, startTestCluster, until, type TestCluster } from './helpers.js';
+
+const T = { timeout: 120_000 };
+
+describe('a gateway that rejoins the cluster', () => {
+  let cluster: TestCluster;
+
+  before(async () => {
+    cluster = await startTestCluster({
+      routing: 'targeted', gateways: 2, logic: 1,
+      env: { LONGLINK_BUS_DOWN_MAX_AGE_MS: '5000' },
+    });
+  });
+
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  test('keeps its clients (resync, pushes go on), and kicks one revoked while it was away', T, async () => {
+    const tokens = new TokenService(cluster.tokenSecret);
+    const login = async (gateway: string, user: string): Promise<RawClient> => {
+      const c = await RawClient.connect(cluster.node(gateway).tcpUrl!);
+      await c.login((await tokens.issue(user, 'd1', 'cli', 3600)).token);
+      return c;
+    };
+    const alice = await login('gw-1', 'alice');
+    const bob = await login('gw-1', 'bob');
+    const carol = await login('gw-2', 'carol');
+    // Clients ping every 300 ms (the gateways want one within 3 s); gw-1 reads what they sent while it was held only once it runs again.
+    const pinger = setInterval(() => {
+      for (const c of [alice, bob, carol]) if (!c.closed) c.send({ case: 'ping', value: {} });
+    }, 300);
+
+    try {
+      cluster.signal('gw-1', 'SIGSTOP');
+      try {
+        await sleep(2500); // past the registry TTL (1.5 s): the reaper drops gw-1's sessions
+        const res = await fetch(`${cluster.apiUrl()}/api/v1/revoke`, {
+          method: 'POST', headers: { authorization: `Bearer ${cluster.adminKey}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ user_id: 'alice' }),
+        });
+        assert.equal(res.status, 200);
+        await sleep(7000); // the revocation's announcement is past the downlink's 5 s age bound: trimmed
+      } finally {
+        cluster.signal('gw-1', 'SIGCONT');
+      }
+      await until(() => alice.frames.some((f) => f.body.case === 'kick'), 15_000, () => `alice is kicked: ${alice.describe().slice(-300)} ${cluster.logs('gw-1')}`);
+      const kick = alice.frames.find((f) => f.body.case === 'kick')!;
+      assert.ok(kick.body.case === 'kick');
+      assert.equal(kick.body.value.code, ErrorCode.TOKEN_REVOKED, 'revoked while the gateway was away');
+      assert.equal(kick.body.value.reconnect, false);
+
+      await until(() => bob.frames.some((f) => f.body.case === 'event' && f.body.value.body.case === 'resync'), 15_000,
+        () => `bob is told to sync: ${bob.describe().slice(-300)}`);
+      assert.ok(!bob.frames.some((f) => f.body.case === 'kick'), `bob is not kicked: ${bob.describe().slice(-300)}`);
+      assert.equal(bob.closed, false);
+      await sendOk(carol, { toUser: 'bob', text: 'after the pause' });
+      await until(() => bob.frames.some((f) => f.body.case === 'push' && f.body.value.messages.some((m) => m.text === 'after the pause')), 10_000,
+        () => `bob gets the push through gw-1 again: ${bob.describe().slice(-300)}`);
+      assert.ok(!bob.frames.some((f) => f.body.case === 'error' && f.body.value.code === ErrorCode.HEARTBEAT_TIMEOUT), 'not timed out for the silence of its own gateway');
+    } finally {
+      clearInterval(pinger);
+      for (const c of [alice, bob, carol]) c.close();
+    }
+  });
+});
