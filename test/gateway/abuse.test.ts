@@ -9,14 +9,13 @@
 // and the gateway must end up holding the honest connections only.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import {
-  ErrorCode, decodeFrame, encodeFrame, errorName, lengthPrefixed, makeFrame, type Frame,
+  ErrorCode, encodeFrame, errorName, lengthPrefixed, makeFrame,
 } from '../../src/protocol/index.js';
 import { RawClient } from '../helpers/raw.js';
 import { gatewayUrl, startTestServer, type TestServer } from '../helpers/server.js';
-import { Ctx, maskPayload, rawWebSocket, sleep, waitConnections, wsFrameHeader, type Kind } from './gw-helpers.js';
+import { Ctx, maskPayload, rawWebSocket, readWsFrames, sleep, waitConnections, wsFrameHeader, type Kind } from './gw-helpers.js';
 
 const LOGIN_TIMEOUT_MS = 1500;
 /** The gateway checks login deadlines on a sweep of at most 1 s: an abuser is evicted by then, plus slack for a busy machine. */
@@ -77,43 +76,6 @@ async function outcomeOf(c: RawClient, what: string, t0: number, needsError: boo
     what, needsError, expected, closed: c.closed, closedAfterMs,
     codes: c.frames.filter((f) => f.body.case === 'error').map((f) => (f.body.case === 'error' ? f.body.value.code : 0)),
   };
-}
-
-/**
- * Server → client WebSocket frames read off a raw socket (unmasked), decoded
- * as Longlink frames where binary; resolves when the socket closes.
- */
-function readWsFrames(socket: net.Socket): { frames: Frame[]; closed: Promise<void> } {
-  const frames: Frame[] = [];
-  let buf = Buffer.alloc(0);
-  socket.on('data', (chunk: Buffer) => {
-    buf = Buffer.concat([buf, chunk]);
-    for (;;) {
-      if (buf.length < 2) return;
-      let len = buf[1]! & 0x7f;
-      let at = 2;
-      if (len === 126) {
-        if (buf.length < 4) return;
-        len = buf.readUInt16BE(2);
-        at = 4;
-      } else if (len === 127) {
-        if (buf.length < 10) return;
-        len = Number(buf.readBigUInt64BE(2));
-        at = 10;
-      }
-      if (buf.length < at + len) return;
-      if ((buf[0]! & 0x0f) === 0x2) {
-        try {
-          frames.push(decodeFrame(buf.subarray(at, at + len)));
-        } catch {
-          /* not ours to judge here: counted as no frame */
-        }
-      }
-      buf = buf.subarray(at + len);
-    }
-  });
-  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-  return { frames, closed };
 }
 
 describe('abuse in bulk over TCP and WebSocket', () => {

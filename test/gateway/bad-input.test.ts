@@ -10,7 +10,7 @@ import {
 } from '../../src/protocol/index.js';
 import type { RawClient as GwClient } from '../helpers/raw.js';
 import {
-  TRANSPORTS, expectError, expectFatal, maskPayload, pingPong, rawWebSocket, sendText, sleep,
+  TRANSPORTS, expectError, expectFatal, maskPayload, pingPong, rawWebSocket, sendFrameOfSize, sendText, sleep,
   waitConnections, withServer, wsFrameHeader,
 } from './gw-helpers.js';
 
@@ -26,17 +26,6 @@ function expectedFirstFrameError(payload: Uint8Array): ErrorCode | 'login' {
     return ErrorCode.BAD_FRAME;
   }
   return frame.body.case === 'login' ? 'login' : ErrorCode.NOT_LOGGED_IN;
-}
-
-/** A Send frame whose encoding is exactly `size` bytes. */
-function sendFrameOfSize(size: number, id = 7): Uint8Array {
-  let textLen = size;
-  for (let i = 0; i < 10; i++) {
-    const bytes = encodeFrame(makeFrame(id, { case: 'send', value: { clientMsgId: 'big', toUser: 'bob', text: 'x'.repeat(textLen) } }));
-    if (bytes.length === size) return bytes;
-    textLen -= bytes.length - size;
-  }
-  throw new Error(`could not build a frame of ${size} bytes`);
 }
 
 for (const kind of TRANSPORTS) {

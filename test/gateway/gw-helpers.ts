@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { ErrorCode, errorName, type Frame } from '../../src/protocol/index.js';
+import { ErrorCode, decodeFrame, encodeFrame, errorName, makeFrame, type Frame } from '../../src/protocol/index.js';
 import { RawClient as GwClient } from '../helpers/raw.js';
 import { gatewayUrl, startTestServer, waitFor, type TestServer } from '../helpers/server.js';
 
@@ -172,4 +172,56 @@ export function maskPayload(payload: Buffer, mask: Buffer): Buffer {
   const out = Buffer.alloc(payload.length);
   for (let i = 0; i < payload.length; i++) out[i] = payload[i]! ^ mask[i % 4]!;
   return out;
+}
+
+/** A Send frame whose encoding is exactly `size` bytes. */
+export function sendFrameOfSize(size: number, id = 7): Uint8Array {
+  let textLen = size;
+  for (let i = 0; i < 10; i++) {
+    const bytes = encodeFrame(makeFrame(id, { case: 'send', value: { clientMsgId: 'big', toUser: 'bob', text: 'x'.repeat(textLen) } }));
+    if (bytes.length === size) return bytes;
+    textLen -= bytes.length - size;
+  }
+  throw new Error(`could not build a frame of ${size} bytes`);
+}
+
+/**
+ * Server → client WebSocket frames read off a raw socket (unmasked), decoded
+ * as Longlink frames where binary; `closed` resolves when the socket closes.
+ */
+export function readWsFrames(socket: net.Socket): { frames: Frame[]; closed: Promise<void>; isClosed: () => boolean } {
+  const frames: Frame[] = [];
+  let buf = Buffer.alloc(0);
+  let isClosed = false;
+  socket.on('data', (chunk: Buffer) => {
+    buf = Buffer.concat([buf, chunk]);
+    for (;;) {
+      if (buf.length < 2) return;
+      let len = buf[1]! & 0x7f;
+      let at = 2;
+      if (len === 126) {
+        if (buf.length < 4) return;
+        len = buf.readUInt16BE(2);
+        at = 4;
+      } else if (len === 127) {
+        if (buf.length < 10) return;
+        len = Number(buf.readBigUInt64BE(2));
+        at = 10;
+      }
+      if (buf.length < at + len) return;
+      if ((buf[0]! & 0x0f) === 0x2) {
+        try {
+          frames.push(decodeFrame(buf.subarray(at, at + len)));
+        } catch {
+          /* not ours to judge here: counted as no frame */
+        }
+      }
+      buf = buf.subarray(at + len);
+    }
+  });
+  const closed = new Promise<void>((resolve) => socket.once('close', () => {
+    isClosed = true;
+    resolve();
+  }));
+  return { frames, closed, isClosed: () => isClosed };
 }

@@ -27,7 +27,7 @@ import { UpEnvelopeSchema } from '../../src/protocol/gen/longlink/internal/v1/en
 import { RawClient } from '../helpers/raw.js';
 import { TOKEN_SECRET } from '../helpers/server.js';
 import {
-  TRANSPORTS, expectError, expectFatal, pingPong, rawWebSocket, sleep, waitConnections, withServer, type Ctx,
+  TRANSPORTS, expectError, expectFatal, pingPong, rawWebSocket, readWsFrames, sendFrameOfSize, sleep, waitConnections, withServer, type Ctx,
 } from './gw-helpers.js';
 
 const LIMIT = 64 * 1024;
@@ -41,17 +41,6 @@ function loginFrameOfSize(size: number): Uint8Array {
     tokenLen -= bytes.length - size;
   }
   throw new Error(`could not build a login frame of ${size} bytes`);
-}
-
-/** A Send frame whose encoding is exactly `size` bytes. */
-function sendFrameOfSize(size: number, id: number): Uint8Array {
-  let textLen = size;
-  for (let i = 0; i < 10; i++) {
-    const bytes = encodeFrame(makeFrame(id, { case: 'send', value: { clientMsgId: 'big', toUser: 'bob', text: 'x'.repeat(textLen) } }));
-    if (bytes.length === size) return bytes;
-    textLen -= bytes.length - size;
-  }
-  throw new Error(`could not build a frame of ${size} bytes`);
 }
 
 /** A masked client WebSocket frame: `fin` false leaves the message unfinished (opcode 0 continues one). */
@@ -68,31 +57,6 @@ function wsFrame(payload: Buffer, opcode: number, fin: boolean): Buffer {
   const masked = Buffer.alloc(payload.length);
   for (let i = 0; i < payload.length; i++) masked[i] = payload[i]! ^ mask[i % 4]!;
   return Buffer.concat([head, mask, masked]);
-}
-
-/** Server → client frames read off a raw WebSocket (unmasked), decoded where binary. */
-function readWsFrames(socket: net.Socket): { frames: Frame[]; closed: () => boolean } {
-  const frames: Frame[] = [];
-  let closed = false;
-  let buf = Buffer.alloc(0);
-  socket.on('close', () => (closed = true));
-  socket.on('data', (chunk: Buffer) => {
-    buf = Buffer.concat([buf, chunk]);
-    for (;;) {
-      if (buf.length < 2) return;
-      let len = buf[1]! & 0x7f;
-      let at = 2;
-      if (len === 126) {
-        if (buf.length < 4) return;
-        len = buf.readUInt16BE(2);
-        at = 4;
-      }
-      if (buf.length < at + len) return;
-      if ((buf[0]! & 0x0f) === 0x2) frames.push(decodeFrame(buf.subarray(at, at + len)));
-      buf = buf.subarray(at + len);
-    }
-  });
-  return { frames, closed: () => closed };
 }
 
 async function until(what: string, check: () => boolean, timeoutMs = 5000): Promise<void> {
@@ -144,7 +108,7 @@ describe('the login frame limit', () => {
   test('ws: a message fragmented past the login limit before login is refused with FRAME_TOO_LARGE and closed (not buffered up to 4x the frame limit)', () =>
     withServer({}, async (ctx) => {
       const socket = await rawWebSocket(ctx);
-      const { frames, closed } = readWsFrames(socket);
+      const { frames, isClosed: closed } = readWsFrames(socket);
       // Unfinished: 1 KiB fragments, never a final one. ws alone would buffer up to 256 KiB of them.
       socket.write(wsFrame(randomBytes(1024), 0x2, false));
       for (let i = 0; i < 11 && !closed(); i++) {
@@ -158,7 +122,7 @@ describe('the login frame limit', () => {
   test('ws: a login trickled in many small pieces is refused (each piece costs the WebSocket reader memory)', () =>
     withServer({}, async (ctx) => {
       const socket = await rawWebSocket(ctx);
-      const { frames, closed } = readWsFrames(socket);
+      const { frames, isClosed: closed } = readWsFrames(socket);
       const bytes = wsFrame(Buffer.from(loginFrameOfSize(400)), 0x2, true);
       for (let i = 0; i < bytes.length && !closed(); i++) {
         socket.write(bytes.subarray(i, i + 1));
