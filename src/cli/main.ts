@@ -8,6 +8,7 @@ import { runConversations, runGroup, runListen, runRead, runSend, UsageError } f
 import { runChat } from './chat.js';
 import { runDead } from './dead.js';
 import { ConfigError } from '../config.js';
+import { StartError } from '../roles/data-lock.js';
 import { LonglinkError } from '../protocol/index.js';
 
 const USAGE = `usage: longlink <command> [flags]
@@ -89,6 +90,11 @@ main(process.argv.slice(2)).then(
     if (err instanceof UsageError || err instanceof ConfigError) {
       console.error(`longlink: ${err.message}`);
       exitAfterFlush(2);
+      return;
+    }
+    if (err instanceof StartError) {
+      console.error(`longlink: ${err.message}`);
+      exitAfterFlush(1);
       return;
     }
     if (err instanceof LonglinkError) {

@@ -69,7 +69,8 @@ const MessageBody = z.object({
   to: userId.optional(),
   to_users: z.array(userId).min(1).max(1000).optional(),
   group_id: userId.optional(),
-  text: z.string().min(1),
+  // Empty text is refused by the send check itself (TEXT_EMPTY, as on the wire).
+  text: z.string(),
   client_msg_id: z.string().min(1).max(100).optional(),
 }).strict().refine((b) => [b.to, b.to_users, b.group_id].filter((t) => t !== undefined).length === 1, {
   message: 'give exactly one of to, to_users or group_id',

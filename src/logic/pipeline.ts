@@ -59,7 +59,8 @@ export function checkSend(req: Omit<SendRequest, 'fromDevice' | 'trusted'>, maxT
   if (req.claimedFrom !== '' && req.claimedFrom !== req.fromUser) {
     throw new LonglinkError(ErrorCode.FORBIDDEN, 'cannot send as another user');
   }
-  if (!req.clientMsgId || req.clientMsgId.length > MAX_CLIENT_MSG_ID) {
+  // Characters (code points), not UTF-16 units: an emoji counts once.
+  if (!req.clientMsgId || [...req.clientMsgId].length > MAX_CLIENT_MSG_ID) {
     throw new LonglinkError(ErrorCode.BAD_REQUEST, `client_msg_id must be 1-${MAX_CLIENT_MSG_ID} characters`);
   }
   if (req.text.length === 0) throw new LonglinkError(ErrorCode.TEXT_EMPTY, 'message text is empty');

@@ -56,8 +56,9 @@ export class Reads {
       const windows = await this.windowsAfter(c, origin.userId, from);
       const last = windows.at(-1)!;
       if (last.toSeq <= last.after) {
-        // Nothing to read: a group member stands at least just before its join event.
-        if (only.has(c.conversationId)) reached.set(c.conversationId, last.after);
+        // Nothing to read: a conversation named (in conversation_ids or cursors) gets where the device stands;
+        // a group member stands at least just before its join event.
+        if (only.has(c.conversationId) || given.has(c.conversationId)) reached.set(c.conversationId, last.after);
         continue;
       }
       if (remaining === 0) {

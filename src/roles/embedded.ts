@@ -1,6 +1,7 @@
 // `longlink start`: every role in one process on embedded engines. Only
 // wiring here: engines are made, passed to the gateway and logic, and the
 // HTTP port is shared by the API, the WebSocket endpoint and the web page.
+import { mkdirSync } from 'node:fs';
 import { databasePath, type ServerConfig } from '../config.js';
 import type { BusCounters } from '../engines/bus.js';
 import { tokenServiceFor } from '../auth/tokens.js';
@@ -13,6 +14,7 @@ import { Logic } from '../logic/logic.js';
 import { HttpApi } from '../logic/http-api.js';
 import { BusRequester } from '../logic/bus-requests.js';
 import { closeHttp, hostAccess, listenHttp, loadTls } from './http-server.js';
+import { StartError, lockDataDir, type DataLock } from './data-lock.js';
 import { gatewayOptions, logicOptions } from './wiring.js';
 import { defaultWebRoot, devLoginEnabled, staticFiles } from './web.js';
 import { observeRole, storeAnswers } from './observe.js';
@@ -40,6 +42,23 @@ export interface EmbeddedOptions {
 }
 
 export async function startEmbedded(config: ServerConfig, options: EmbeddedOptions = {}): Promise<RunningServer> {
+  mkdirSync(config.dataDir, { recursive: true });
+  const lock = lockDataDir(config.dataDir);
+  try {
+    return await startLocked(config, options, lock);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+/** A port this server was told to listen on is taken: say which and how to choose another. */
+function portError(err: unknown, what: string, port: number, host: string, setting: string): unknown {
+  if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') return err;
+  return new StartError(`the ${what} port ${port} on ${host} is in use (another server?): choose another with ${setting}, or 0 for any free port`, { cause: err });
+}
+
+async function startLocked(config: ServerConfig, options: EmbeddedOptions, lock: DataLock): Promise<RunningServer> {
   // /healthz stays the HTTP API's; /readyz and /metrics are answered before it.
   const obs = observeRole(config, 'embedded');
   const tls = loadTls(config.tls);
@@ -64,11 +83,18 @@ export async function startEmbedded(config: ServerConfig, options: EmbeddedOptio
   }, { tokens, registry, bus, requests, sessions });
   const web = staticFiles(options.webRoot ?? defaultWebRoot());
 
-  const { server, port: httpPort } = await listenHttp((req, res) => {
-    if (obs.routes(req, res)) return;
-    if (web.handles(req)) web.serve(req, res);
-    else api.handle(req, res);
-  }, config.httpPort, config.host, tls, hostAccess(config));
+  let listening;
+  try {
+    listening = await listenHttp((req, res) => {
+      if (obs.routes(req, res)) return;
+      if (web.handles(req)) web.serve(req, res);
+      else api.handle(req, res);
+    }, config.httpPort, config.host, tls, hostAccess(config));
+  } catch (err) {
+    await store.close();
+    throw portError(err, 'HTTP', config.httpPort, config.host, '--http-port / LONGLINK_HTTP_PORT');
+  }
+  const { server, port: httpPort } = listening;
   const wsUrl = `${tls ? 'wss' : 'ws'}://${config.publicHost}:${httpPort}/ws`;
   gateway.attachWebSocket(server, wsUrl);
   let tcpPort: number;
@@ -77,7 +103,7 @@ export async function startEmbedded(config: ServerConfig, options: EmbeddedOptio
   } catch (err) {
     server.close();
     await store.close();
-    throw err;
+    throw portError(err, 'TCP', config.tcpPort, config.host, '--tcp-port / LONGLINK_TCP_PORT');
   }
   logic.start();
   requests.start();
@@ -107,6 +133,7 @@ export async function startEmbedded(config: ServerConfig, options: EmbeddedOptio
       await closeHttp(server);
       await bus.close();
       await store.close();
+      lock.release();
       obs.logger.info('stopped');
     },
   };

@@ -270,9 +270,10 @@ describe('POST /api/v1/messages', () => {
     assertError(await call('POST', '/api/v1/messages', { auth: null, json: { to: 'bob', text: 'x' } }), 401, 'UNAUTHORIZED');
     assertError(await call('POST', '/api/v1/messages', { auth: 'Bearer nope', json: { to: 'bob', text: 'x' } }), 401, 'UNAUTHORIZED');
     assertError(await call('POST', '/api/v1/messages', { body: '{oops' }), 400, 'BAD_JSON');
-    for (const json of [{ text: 'x' }, { to: 'bob' }, { to: 'bob', text: '' }, { to: 'a:b', text: 'x' }, { to: 'bob', text: 'x', from: 'bad id' }, { to: 'bob', text: 'x', extra: 1 }]) {
+    for (const json of [{ text: 'x' }, { to: 'bob' }, { to: 'a:b', text: 'x' }, { to: 'bob', text: 'x', from: 'bad id' }, { to: 'bob', text: 'x', extra: 1 }]) {
       assertError(await call('POST', '/api/v1/messages', { json }), 400, 'BAD_REQUEST');
     }
+    assertError(await call('POST', '/api/v1/messages', { json: { to: 'bob', text: '' } }), 400, 'TEXT_EMPTY');
     assertError(await call('POST', '/api/v1/messages', { json: { to: 'system', text: 'x' } }), 403, 'FORBIDDEN');
     assertError(await call('POST', '/api/v1/messages', { json: { to: 'bob', text: 'x'.repeat(s.config.limits.maxTextBytes + 1) } }), 400, 'TEXT_TOO_LARGE');
   });
