@@ -29,6 +29,22 @@ export interface GatewayInfo {
   load: number;
 }
 
+/**
+ * The HTTP API refused a request: `code` is the nearest wire code (FORBIDDEN
+ * for 401 and 403), and `codeName` the API's own (e.g. UNAUTHORIZED), so a
+ * tool shows the same name as the HTTP answer.
+ */
+export class HttpApiError extends LonglinkError {
+  constructor(code: ErrorCode, readonly status: number, readonly apiCode: string, message: string) {
+    super(code, message);
+    this.name = 'HttpApiError';
+  }
+
+  override get codeName(): string {
+    return this.apiCode || super.codeName;
+  }
+}
+
 async function call<T>(url: string, init: RequestInit, options: HttpOptions): Promise<T> {
   let res: Response;
   try {
@@ -40,7 +56,7 @@ async function call<T>(url: string, init: RequestInit, options: HttpOptions): Pr
   if (!res.ok) {
     const e = body.error;
     const code = res.status === 401 || res.status === 403 ? ErrorCode.FORBIDDEN : res.status >= 500 ? ErrorCode.UNAVAILABLE : ErrorCode.BAD_REQUEST;
-    throw new LonglinkError(code, `${res.status} ${e?.code ?? ''}: ${e?.message ?? res.statusText}`);
+    throw new HttpApiError(code, res.status, e?.code ?? '', `${res.status} ${e?.code ?? ''}: ${e?.message ?? res.statusText}`);
   }
   return body as T;
 }

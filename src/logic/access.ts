@@ -2,7 +2,7 @@
 // 1:1 conversations name their two members in their id, so their checks cost
 // no store read; a group member sees its timeline from its join event up to
 // its removal (if any).
-import { directMembers, isGroupConversation } from '../protocol/index.js';
+import { ErrorCode, LonglinkError, directMembers, isGroupConversation } from '../protocol/index.js';
 import type { ConversationStore, MessageStore } from '../engines/store.js';
 
 /** The part of a conversation a user may read: seq in [fromSeq, toSeq]. */
@@ -24,6 +24,30 @@ export async function viewOf(store: ConversationStore, conversationId: string, u
   const view: View = { fromSeq: m.joinedSeq, active: m.leftSeq === undefined };
   if (m.leftSeq !== undefined) view.toSeq = m.leftSeq;
   return view;
+}
+
+/**
+ * The user's view of a conversation, or a coded refusal: BAD_REQUEST when the
+ * id is not a conversation id at all (saying how ids are spelled), FORBIDDEN
+ * when the user may not read it (or, with `active`, no longer write it).
+ */
+export async function requireView(store: ConversationStore, conversationId: string, userId: string, active = false): Promise<View> {
+  const view = await viewOf(store, conversationId, userId);
+  if (view && (!active || view.active)) return view;
+  if (!directMembers(conversationId) && !isGroupConversation(conversationId)) {
+    throw new LonglinkError(ErrorCode.BAD_REQUEST, conversationIdProblem(conversationId));
+  }
+  throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
+}
+
+/** Why a string is not a conversation id, for a client that spelled one wrong. */
+export function conversationIdProblem(id: string): string {
+  const shown = JSON.stringify(id.length > 80 ? `${id.slice(0, 80)}…` : id);
+  const parts = id.split(':');
+  if (parts.length === 3 && parts[0] === 'u' && parts[1]! > parts[2]! && directMembers(`u:${parts[2]}:${parts[1]}`)) {
+    return `${shown} is not a conversation id: a 1:1's id names its two users sorted (u:${parts[2]}:${parts[1]})`;
+  }
+  return `${shown} is not a conversation id: u:{a}:{b} (two user ids, a ≤ b) for a 1:1, g:{group_id} for a group`;
 }
 
 export async function canAccess(store: ConversationStore, conversationId: string, userId: string): Promise<boolean> {

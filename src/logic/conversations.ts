@@ -7,7 +7,7 @@ import {
 import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Store } from '../engines/store.js';
-import { viewOf } from './access.js';
+import { requireView } from './access.js';
 import { deliverToUsers, type Routing } from './fanout.js';
 import type { Pipeline } from './pipeline.js';
 
@@ -70,8 +70,7 @@ export class Conversations {
    */
   async markRead(userId: string, deviceId: string, conversationId: string, seq: number): Promise<number> {
     const store = this.deps.store;
-    const view = await viewOf(store, conversationId, userId);
-    if (!view) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
+    const view = await requireView(store, conversationId, userId);
     const [newest] = await store.before(conversationId, view.toSeq !== undefined ? view.toSeq + 1 : 0, 1);
     const latest = newest?.seq ?? 0;
     if (latest === 0) return 0; // nothing to read yet

@@ -19,7 +19,7 @@ import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
 import { isFencedError, isStoreDataError, isUnavailable, type AppendResult, type MessageDraft, type Store } from '../engines/store.js';
 import { Pipeline } from './pipeline.js';
-import { viewOf } from './access.js';
+import { requireView } from './access.js';
 import { GroupService, groupToWire } from './groups.js';
 import { Conversations } from './conversations.js';
 import { RecallService } from './recall.js';
@@ -300,10 +300,9 @@ export class Logic {
       const seq = Number(b.seq);
       if (!Number.isSafeInteger(seq) || seq < 0) return this.replyError(r, new LonglinkError(ErrorCode.BAD_REQUEST, 'seq out of range'));
       try {
-        if (!(await viewOf(this.deps.store, b.conversationId, r.origin.userId))) {
-          return this.replyError(r, new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation'));
-        }
+        await requireView(this.deps.store, b.conversationId, r.origin.userId);
       } catch (err) {
+        if (err instanceof LonglinkError) return this.replyError(r, err);
         if (isFencedError(err)) throw err;
         log.warn({ err }, 'cursor check failed');
         return undefined;

@@ -20,7 +20,7 @@ import { down, type Bus, type Origin } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
 import type { Store } from '../engines/store.js';
-import { viewOf } from './access.js';
+import { requireView } from './access.js';
 import { deliverToUsers, type Routing } from './fanout.js';
 import type { Pipeline } from './pipeline.js';
 
@@ -78,8 +78,7 @@ export class PresenceService {
 
   /** Relay "typing" to the conversation's other members; silently dropped when too frequent. */
   async typing(origin: Origin, conversationId: string): Promise<void> {
-    const view = await viewOf(this.deps.store, conversationId, origin.userId);
-    if (!view || !view.active) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
+    await requireView(this.deps.store, conversationId, origin.userId, true);
     const key = `${origin.userId}|${conversationId}`;
     const now = Date.now();
     if (now - (this.lastTyping.get(key) ?? 0) < this.options.typingIntervalMs) return;

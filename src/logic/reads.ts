@@ -1,12 +1,12 @@
 // The storage service's reads: what a device missed (sync, paged from its
 // cursors) and older history. Each page is bounded in messages and bytes.
 import {
-  ErrorCode, LonglinkError, cursorToWire, isGroupConversation, messageToWire,
+  cursorToWire, isGroupConversation, messageToWire,
   type BodyOf, type FrameBodyInit,
 } from '../protocol/index.js';
 import type { Origin } from '../engines/bus.js';
 import type { ConversationState, Store } from '../engines/store.js';
-import { viewOf } from './access.js';
+import { requireView } from './access.js';
 import { seqOf } from './seq.js';
 
 export interface ReadOptions {
@@ -38,11 +38,7 @@ export class Reads {
     const given = new Map<string, number>();
     for (const c of req.cursors) given.set(c.conversationId, Math.max(0, seqOf(c.seq)));
     const only = new Set(req.conversationIds);
-    for (const conversationId of only) {
-      if (!(await viewOf(store, conversationId, origin.userId))) {
-        throw new LonglinkError(ErrorCode.FORBIDDEN, `not a member of ${conversationId}`);
-      }
-    }
+    for (const conversationId of only) await requireView(store, conversationId, origin.userId);
     const delivered = await store.delivered(origin.userId, origin.deviceId);
     const conversations = (await store.listForUser(origin.userId)).filter((c) => only.size === 0 || only.has(c.conversationId));
     const reached = new Map<string, number>();
@@ -115,8 +111,7 @@ export class Reads {
   }
 
   async history(origin: Origin, req: BodyOf<'history'>): Promise<FrameBodyInit> {
-    const view = await viewOf(this.deps.store, req.conversationId, origin.userId);
-    if (!view) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
+    const view = await requireView(this.deps.store, req.conversationId, origin.userId);
     const limit = req.limit > 0 ? Math.min(req.limit, this.options.historyPageLimit) : this.options.historyPageLimit;
     let before = seqOf(req.beforeSeq);
     if (view.toSeq !== undefined && (before <= 0 || before > view.toSeq + 1)) before = view.toSeq + 1;

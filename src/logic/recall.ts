@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { ErrorCode, LonglinkError, isGroupConversation, type GroupRoleName } from '../protocol/index.js';
 import type { Store } from '../engines/store.js';
 import { eventKey, type Pipeline } from './pipeline.js';
-import { viewOf } from './access.js';
+import { requireView } from './access.js';
 
 export class RecallService {
   constructor(
@@ -21,8 +21,7 @@ export class RecallService {
     const store = this.deps.store;
     const key = eventKey(requestId);
     if (key !== '' && await store.messageByRequest(userId, key)) return; // applied before
-    const view = await viewOf(store, conversationId, userId);
-    if (!view || !view.active) throw new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
+    const view = await requireView(store, conversationId, userId, true);
     const target = seq >= view.fromSeq ? await store.message(conversationId, seq) : undefined;
     if (!target || target.event) throw new LonglinkError(ErrorCode.NOT_FOUND, 'no such message');
     if (target.recalledBy !== undefined) return; // already recalled: done

@@ -68,6 +68,11 @@ describe('longlink start: the data folder lock and ports in use', () => {
         assert.match(clashSaid, new RegExp(`longlink: the HTTP port ${port} on 127\\.0\\.0\\.1 is in use .*--http-port / LONGLINK_HTTP_PORT`));
         assert.doesNotMatch(clashSaid, /\n\s+at /, 'no stack trace');
         assert.equal(existsSync(join(other, LOCK_FILE)), false, 'a start that failed leaves no lock');
+
+        // A wrong admin key: the same code as the HTTP answer (UNAUTHORIZED), not a nearby wire code.
+        const wrongKey = run(['send', '--user', 'alice', '--to', 'bob', '--text', 'hi', '--server', first.http], { LONGLINK_ADMIN_KEY: 'wrong-admin-key-0123456789' });
+        assert.equal(await wrongKey.exited, 1);
+        assert.match(wrongKey.errLines.join('\n'), /"code":"UNAUTHORIZED"/);
       } finally {
         await first.proc.kill();
       }

@@ -1,8 +1,8 @@
 // Claims of docs/protocol.md that a client written only from the doc relies
 // on, checked against the server: sync cursors cover every conversation the
 // request names (through `cursors` too), client_msg_id is counted in
-// characters, and the HTTP API refuses an empty text with TEXT_EMPTY like the
-// wire does.
+// characters, a malformed conversation id is told apart from one that is not
+// yours, and the HTTP API refuses an empty text with TEXT_EMPTY like the wire.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ErrorCode } from '../../src/protocol/index.js';
@@ -34,6 +34,21 @@ describe('the protocol doc and the server agree', () => {
       const ack = await sendOk(alice, { toUser: 'bob', clientMsgId: emoji.repeat(128), text: '128 characters of id' });
       assert.equal(ack.clientMsgId, emoji.repeat(128));
       await expectError(alice, { case: 'send', value: { toUser: 'bob', clientMsgId: emoji.repeat(129), text: 'too long' } }, ErrorCode.BAD_REQUEST);
+      alice.close();
+    });
+  });
+
+  test('a conversation id spelled wrong is BAD_REQUEST saying how ids are spelled; one well formed but not yours, FORBIDDEN', T, async () => {
+    await withServer(async (s) => {
+      const alice = await online(s, 'tcp', 'alice');
+      await sendOk(alice, { toUser: 'bob', text: 'hi' });
+      const unsorted = await expectError(alice, { case: 'history', value: { conversationId: 'u:bob:alice', beforeSeq: 0n, limit: 0 } }, ErrorCode.BAD_REQUEST);
+      assert.match(unsorted.message, /sorted \(u:alice:bob\)/);
+      for (const id of ['alice', 'bob:alice', 'team']) {
+        const e = await expectError(alice, { case: 'markRead', value: { conversationId: id, seq: 0n } }, ErrorCode.BAD_REQUEST);
+        assert.match(e.message, /is not a conversation id: u:\{a\}:\{b\}/);
+      }
+      await expectError(alice, { case: 'history', value: { conversationId: 'u:bob:carol', beforeSeq: 0n, limit: 0 } }, ErrorCode.FORBIDDEN);
       alice.close();
     });
   });

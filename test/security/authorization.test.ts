@@ -188,14 +188,15 @@ describe('conversations one is not in: every operation refused, nothing leaks', 
       'g:', 'g:bad id', 'g:a:b', 'x:bob:carol', 'bob', 'u:bob:carol\u0000', `u:bob:${'c'.repeat(65)}`, 'g'.repeat(4000),
     ];
     /** Each operation, and what it gets on each kind of conversation id. */
+    // A malformed id is BAD_REQUEST everywhere (the message says how ids are spelled); one well formed but not yours, FORBIDDEN.
     const ops: { op: string; body: (id: string) => FrameBodyInit; own: Outcome; group: Outcome; bad: Outcome }[] = [
       { op: 'send', body: (id) => send(id), own: ErrorCode.FORBIDDEN, group: ErrorCode.NOT_MEMBER, bad: ErrorCode.BAD_REQUEST },
-      { op: 'history', body: (id) => ({ case: 'history', value: { conversationId: id } }), own: ErrorCode.FORBIDDEN, group: ErrorCode.FORBIDDEN, bad: ErrorCode.FORBIDDEN },
-      { op: 'sync', body: (id) => ({ case: 'sync', value: { conversationIds: [id] } }), own: ErrorCode.FORBIDDEN, group: ErrorCode.FORBIDDEN, bad: ErrorCode.FORBIDDEN },
-      { op: 'markRead', body: (id) => ({ case: 'markRead', value: { conversationId: id, seq: 0n } }), own: ErrorCode.FORBIDDEN, group: ErrorCode.FORBIDDEN, bad: ErrorCode.FORBIDDEN },
-      { op: 'typing', body: (id) => ({ case: 'typing', value: { conversationId: id } }), own: ErrorCode.FORBIDDEN, group: ErrorCode.FORBIDDEN, bad: ErrorCode.FORBIDDEN },
-      { op: 'pushAck', body: (id) => ({ case: 'pushAck', value: { conversationId: id, seq: 1n } }), own: ErrorCode.FORBIDDEN, group: ErrorCode.FORBIDDEN, bad: ErrorCode.FORBIDDEN },
-      { op: 'recall', body: (id) => ({ case: 'recall', value: { conversationId: id, seq: 1n } }), own: ErrorCode.FORBIDDEN, group: ErrorCode.FORBIDDEN, bad: ErrorCode.FORBIDDEN },
+      { op: 'history', body: (id) => ({ case: 'history', value: { conversationId: id } }), own: ErrorCode.FORBIDDEN, group: ErrorCode.FORBIDDEN, bad: ErrorCode.BAD_REQUEST },
+      { op: 'sync', body: (id) => ({ case: 'sync', value: { conversationIds: [id] } }), own: ErrorCode.FORBIDDEN, group: ErrorCode.FORBIDDEN, bad: ErrorCode.BAD_REQUEST },
+      { op: 'markRead', body: (id) => ({ case: 'markRead', value: { conversationId: id, seq: 0n } }), own: ErrorCode.FORBIDDEN, group: ErrorCode.FORBIDDEN, bad: ErrorCode.BAD_REQUEST },
+      { op: 'typing', body: (id) => ({ case: 'typing', value: { conversationId: id } }), own: ErrorCode.FORBIDDEN, group: ErrorCode.FORBIDDEN, bad: ErrorCode.BAD_REQUEST },
+      { op: 'pushAck', body: (id) => ({ case: 'pushAck', value: { conversationId: id, seq: 1n } }), own: ErrorCode.FORBIDDEN, group: ErrorCode.FORBIDDEN, bad: ErrorCode.BAD_REQUEST },
+      { op: 'recall', body: (id) => ({ case: 'recall', value: { conversationId: id, seq: 1n } }), own: ErrorCode.FORBIDDEN, group: ErrorCode.FORBIDDEN, bad: ErrorCode.BAD_REQUEST },
     ];
     let checked = 0;
     for (const { op, body, own, group, bad } of ops) {
