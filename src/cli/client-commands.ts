@@ -1,6 +1,7 @@
 // Client subcommands (listen, send), built on the SDK.
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   createClient, gatewayPicker, nodeFetch, requestToken, LonglinkError, errorName, groupConversationId, groupIdOf,
   type LonglinkClient, type ChatMessage, type GroupInfo, type HttpOptions, type NodeClientOptions,
@@ -21,12 +22,15 @@ export interface ClientFlags {
 export function clientFlags(flags: Record<string, string | undefined>, defaultDevice: string): ClientFlags {
   const user = flags.user;
   if (!user) throw new UsageError('--user is required');
-  const adminKey = flags['admin-key'] ?? process.env.LONGLINK_ADMIN_KEY;
-  if (!adminKey) throw new UsageError('set LONGLINK_ADMIN_KEY (printed by `longlink start`) to get tokens');
+  const server = flags.server ?? process.env.LONGLINK_SERVER ?? 'http://127.0.0.1:8080';
+  const adminKey = flags['admin-key'] ?? process.env.LONGLINK_ADMIN_KEY ?? quickStartAdminKey(server, flags['data-dir'] ?? process.env.LONGLINK_DATA_DIR ?? './data');
+  if (!adminKey) {
+    throw new UsageError('set LONGLINK_ADMIN_KEY (printed by `longlink start`) to get tokens; for a local quick start, run this in the folder `longlink start` ran in (it reads the key from data/dev-secrets.json), or give --data-dir');
+  }
   const transport = flags.transport ?? 'tcp';
   if (transport !== 'tcp' && transport !== 'ws') throw new UsageError('--transport must be tcp or ws');
   return {
-    server: flags.server ?? process.env.LONGLINK_SERVER ?? 'http://127.0.0.1:8080',
+    server,
     adminKey,
     user,
     device: flags.device ?? defaultDevice,
@@ -49,6 +53,27 @@ function readCa(file: string | undefined): Buffer | undefined {
 }
 
 export class UsageError extends Error {}
+
+/**
+ * The admin key a local quick start keeps in its data folder
+ * (dev-secrets.json, readable by its user only), for a server on this machine:
+ * the CLI then needs no LONGLINK_ADMIN_KEY in every terminal.
+ */
+function quickStartAdminKey(server: string, dataDir: string): string | undefined {
+  let host: string;
+  try {
+    host = new URL(server).hostname;
+  } catch {
+    return undefined;
+  }
+  if (host !== '127.0.0.1' && host !== 'localhost' && host !== '[::1]') return undefined;
+  try {
+    const saved = JSON.parse(readFileSync(join(dataDir, 'dev-secrets.json'), 'utf8')) as { adminKey?: unknown };
+    return typeof saved.adminKey === 'string' && saved.adminKey !== '' ? saved.adminKey : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * What every client command connects with: the gateway (--gateway, or one the

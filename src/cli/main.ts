@@ -40,7 +40,7 @@ const USAGE = `usage: longlink <command> [flags]
 client commands: --server http(s)://HOST:PORT (default http://127.0.0.1:8080, or LONGLINK_SERVER),
   --transport tcp|ws, --gateway tcp://HOST:PORT|tls://HOST:PORT|ws://HOST:PORT/ws|wss://HOST:PORT/ws,
   --ca FILE (or LONGLINK_CA): trust this CA (PEM) for https, tls and wss instead of the system's roots,
-  admin key from LONGLINK_ADMIN_KEY.
+  admin key from LONGLINK_ADMIN_KEY (for a local quick start: data/dev-secrets.json, or --data-dir DIR).
 TLS (every server role): --tls-cert FILE --tls-key FILE (or LONGLINK_TLS_CERT / LONGLINK_TLS_KEY), PEM:
   https and wss on the HTTP port, tls:// on the TCP port.`;
 

@@ -4,13 +4,13 @@
 // process that died is taken over.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LOCK_FILE, StartError } from '../../src/roles/data-lock.js';
-import { startTestServer } from '../helpers/server.js';
-import { run, startServer } from './cli-helpers.js';
+import { ADMIN_KEY, startTestServer } from '../helpers/server.js';
+import { BIN, Proc, run, startServer } from './cli-helpers.js';
 
 const T = { timeout: 60_000 };
 
@@ -46,6 +46,29 @@ describe('longlink start: the data folder lock and ports in use', () => {
       await s.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('the CLI finds a local quick start\'s admin key in its data folder: no LONGLINK_ADMIN_KEY needed', T, async () => {
+    const cwd = tempDir();
+    const s = await startTestServer();
+    try {
+      mkdirSync(join(cwd, 'data'));
+      writeFileSync(join(cwd, 'data', 'dev-secrets.json'), JSON.stringify({ adminKey: ADMIN_KEY, tokenSecret: 'unused' }));
+      const env = { ...process.env };
+      delete env.LONGLINK_ADMIN_KEY;
+      const send = (extra: string[], dir: string) => new Proc(spawn(process.execPath, [BIN, 'send', '--user', 'alice', '--to', 'bob', '--text', 'hi', '--server', s.httpUrl, ...extra], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] }));
+      const ok = send([], cwd);
+      assert.equal(await ok.exited, 0, ok.errLines.join('\n'));
+      assert.match(ok.lines.join('\n'), /"seq":1/);
+      const elsewhere = send([], tmpdir());
+      assert.equal(await elsewhere.exited, 2);
+      assert.match(elsewhere.errLines.join('\n'), /set LONGLINK_ADMIN_KEY .*dev-secrets\.json/);
+      const named = send(['--data-dir', join(cwd, 'data')], tmpdir());
+      assert.equal(await named.exited, 0, named.errLines.join('\n'));
+    } finally {
+      await s.close();
+      rmSync(cwd, { recursive: true, force: true });
     }
   });
 
