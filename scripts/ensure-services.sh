@@ -2,13 +2,16 @@
 # Installs what the distributed-mode tests, the local cluster and the browser
 # test need, from Debian's packages, when it is missing: redis-server, a
 # PostgreSQL server, and chromium (/usr/bin/chromium, driven by playwright-core
-# in test/web). Nothing is started here; tests and the cluster start their own
+# in test/web; `--no-browser` leaves it out: the cluster and the fault suite do
+# not use it). Nothing is started here; tests and the cluster start their own
 # instances on free ports in temp folders.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-[ -x /usr/bin/chromium ] || need+=(chromium)
+if [ "${1:-}" != "--no-browser" ]; then
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+fi
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != "0" ]; then
   echo "missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
