@@ -33,6 +33,8 @@ export class Connection {
   pendingAcks: Map<string, Frame> | undefined;
   /** Users whose presence this connection watches (most watch nobody: one shared empty set until they do). */
   watching: ReadonlySet<string> = NO_ONE;
+  /** When `watching` was last set (logic checked it then). */
+  watchedAtMs = 0;
 
   constructor(
     readonly id: number,
@@ -106,6 +108,7 @@ export class PresenceWatchers {
       if (set && set.size === 0) this.byUser.delete(u);
     }
     conn.watching = new Set(userIds);
+    conn.watchedAtMs = Date.now();
     for (const u of conn.watching) {
       let set = this.byUser.get(u);
       if (!set) {

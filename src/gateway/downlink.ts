@@ -14,8 +14,6 @@ const log = rootLog.child({ component: 'gateway' });
 const LATENCY_SAMPLE_EVERY = 16;
 
 export class Downlink {
-  /** When each connection's watch list was last set (checked by logic). */
-  private readonly watchedAt = new WeakMap<object, number>();
   private deliveries = 0;
 
   constructor(
@@ -59,10 +57,7 @@ export class Downlink {
           break;
         case 'watch': {
           const conn = conns.get(Number(kind.value.connId));
-          if (conn && conn.state === 'open') {
-            watchers.set(conn, kind.value.userIds);
-            this.watchedAt.set(conn, Date.now());
-          }
+          if (conn && conn.state === 'open') watchers.set(conn, kind.value.userIds);
           break;
         }
         case 'presence': {
@@ -72,7 +67,7 @@ export class Downlink {
           const lapsed = Date.now() - this.watchTtlMs;
           for (const conn of [...watching]) {
             // A watch was checked when made: past its lifetime it lapses until the client subscribes again (checked again).
-            if ((this.watchedAt.get(conn) ?? 0) < lapsed) watchers.set(conn, []);
+            if (conn.watchedAtMs < lapsed) watchers.set(conn, []);
             else this.hub.send(conn, out);
           }
           break;

@@ -90,7 +90,7 @@ export class Hub {
   admit(transport: Transport): Connection {
     const conn = new Connection(this.nextConnId++, transport, Date.now(), this.options.ratePerSecond, this.options.rateBurst);
     this.conns.set(conn.id, conn);
-    this.perAddress.set(transport.clientAddress, (this.perAddress.get(transport.clientAddress) ?? 0) + 1);
+    bump(this.perAddress, transport.clientAddress, 1);
     this.pending++;
     bump(this.pendingPerAddress, transport.clientAddress, 1);
     this.metrics.connectionOpened(transport.kind);
@@ -148,10 +148,7 @@ export class Hub {
     this.metrics.connectionClosed(conn.transport.kind);
     // (closed during login: the login unbinds once its bind returns)
     this.conns.delete(conn.id);
-    const address = conn.transport.clientAddress;
-    const from = (this.perAddress.get(address) ?? 1) - 1;
-    if (from > 0) this.perAddress.set(address, from);
-    else this.perAddress.delete(address);
+    bump(this.perAddress, conn.transport.clientAddress, -1);
     if (wasOpen) {
       if (conn.pendingAcks) this.flushAcks(conn);
       this.table.remove(conn);

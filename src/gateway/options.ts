@@ -6,36 +6,20 @@ import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
 import type { TokenService } from '../auth/tokens.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
+import type { Limits } from '../config.js';
+
+/** The limits a gateway applies, as the configuration declares them (src/config.ts, Limits). */
+type GatewayLimits = Pick<Limits,
+  | 'maxFrameBytes' | 'maxTextBytes' | 'ratePerSecond' | 'rateBurst' | 'maxOutboundBytes' | 'userMessagesPerSecond'
+  | 'maxConnectionsPerUser' | 'loginAttemptsPerMinute' | 'maxLoginFrameBytes' | 'maxConnectionsPerAddress' | 'maxPendingLogins'>;
 
 /** A gateway's options, all given by the configuration (src/config.ts: loadServerConfig and DEFAULTS). */
-export interface GatewayOptions {
+export interface GatewayOptions extends GatewayLimits {
   nodeId: string;
   /** How long a presence watch lasts once logic checked it (Infinity: until replaced); the client subscribes again to keep it. */
   presenceWatchTtlMs: number;
   loginTimeoutMs: number;
   pingIntervalMs: number;
-  maxFrameBytes: number;
-  maxTextBytes: number;
-  ratePerSecond: number;
-  rateBurst: number;
-  maxOutboundBytes: number;
-  /** Messages (send frames) per second per user, all its connections on this gateway together (burst: twice that). */
-  userMessagesPerSecond: number;
-  /** Connections one user may hold at once, cluster-wide (its sessions). */
-  maxConnectionsPerUser: number;
-  /**
-   * Failed logins per minute on this gateway: forged or garbage tokens per
-   * client address, and tokens that verify but fail (expired, revoked) per
-   * client address and user; past it, those logins are refused until the
-   * minute ends. A valid token is never refused for its address's forged ones.
-   */
-  loginAttemptsPerMinute: number;
-  /** Largest first frame (the login): what a connection not logged in may have the gateway buffer. */
-  maxLoginFrameBytes: number;
-  /** Connections per client address on this gateway, logged in or not; one more is refused (CONNECTION_LIMITED). */
-  maxConnectionsPerAddress: number;
-  /** Connections not yet logged in on this gateway; one more is refused (CONNECTION_LIMITED). */
-  maxPendingLogins: number;
   /** Reverse proxies (IP addresses, CIDR ranges) whose X-Forwarded-For names the client (WebSocket). */
   trustedProxies: readonly string[];
   /**

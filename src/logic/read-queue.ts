@@ -61,8 +61,8 @@ export class ReadQueue {
   private pumping = false;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
-  /** Reads refused (BUSY), times a user's reads waited for its budget, reads that ran past the deadline: for /metrics. */
-  readonly counters = { refused: 0, throttled: 0, overran: 0 };
+  /** Times a user's reads waited for its budget, reads that ran past the deadline: for /metrics (refusals are limit breaches there). */
+  readonly counters = { throttled: 0, overran: 0 };
 
   constructor(private readonly options: ReadQueueOptions) {}
 
@@ -71,7 +71,6 @@ export class ReadQueue {
     if (this.closed) return false;
     let u = this.users.get(user);
     if ((u && u.waiting.length >= this.options.queuedPerUser) || this.waitingTotal >= MAX_WAITING) {
-      this.counters.refused++;
       return false;
     }
     if (!u) {

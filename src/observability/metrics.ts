@@ -104,6 +104,12 @@ class Tally<K extends string | number> {
   }
 }
 
+/** What /metrics reads of a logic node's read queue (src/logic/read-queue.ts). */
+export interface ReadQueueStats {
+  readonly waiting: number;
+  readonly counters: { readonly throttled: number; readonly overran: number };
+}
+
 export class Metrics {
   readonly registry = new Registry();
   readonly gateway: GatewayMetrics;
@@ -113,7 +119,7 @@ export class Metrics {
   private readonly storeErrors = new Tally<string>();
   private busStats: (() => Promise<BusStats>) | undefined;
   private busCounters: BusCounters | undefined;
-  private reads: (() => { waiting: number; throttled: number }) | undefined;
+  private reads: ReadQueueStats | undefined;
 
   /** @param processMetrics add prom-client's default process metrics (CPU, memory, event loop lag). @default true */
   constructor(options: { processMetrics?: boolean } = {}) {
@@ -141,14 +147,15 @@ export class Metrics {
     counter(r, 'longlink_limit_breaches_total', 'Requests refused by a configured limit, by limit', 'limit', breaches);
     total(r, 'longlink_logic_batches_total', 'Uplink batches handled by logic', () => totals.batches);
     counter(r, 'longlink_logic_requests_total', 'Uplink requests handled by logic, by type', 'type', requests);
-    const reads = () => this.reads?.();
+    const reads = () => this.reads;
     new Gauge({
       name: 'longlink_reads_waiting', help: 'Reads waiting for their turn on this logic node (all users)', registers: [r],
       collect() {
         this.set(reads()?.waiting ?? 0);
       },
     });
-    total(r, 'longlink_reads_throttled_total', 'Times a user\'s reads waited for its byte budget to refill', () => reads()?.throttled ?? 0);
+    total(r, 'longlink_reads_throttled_total', 'Times a user\'s reads waited for its byte budget to refill', () => reads()?.counters.throttled ?? 0);
+    total(r, 'longlink_reads_overran_total', 'Reads that ran past the deadline and gave their slot back', () => reads()?.counters.overran ?? 0);
 
     this.gateway = {
       connectionOpened: (t) => connections.add(t, 1),
@@ -204,8 +211,8 @@ export class Metrics {
   }
 
   /** Read the logic node's read queue at each scrape. */
-  watchReads(stats: () => { waiting: number; throttled: number }): void {
-    this.reads = stats;
+  watchReads(queue: ReadQueueStats): void {
+    this.reads = queue;
   }
 
   /** The Prometheus text exposition. */

@@ -75,7 +75,7 @@ async function startLocked(config: ServerConfig, options: EmbeddedOptions, lock:
   });
 
   const logic = new Logic(logicOptions(config), { bus, sessions, registry, store, metrics: obs.metrics.logic });
-  obs.metrics.watchReads(() => ({ waiting: logic.readQueue.waiting, throttled: logic.readQueue.counters.throttled }));
+  obs.metrics.watchReads(logic.readQueue);
   const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens, metrics: obs.metrics.gateway });
   const requests = new BusRequester(bus, `${config.nodeId}.api`);
   const api = new HttpApi({

@@ -46,7 +46,7 @@ export async function startLogic(config: ServerConfig): Promise<RunningLogic> {
     .add('shards', shardsServed(probe, config.busShards, config.nodeId));
   const tokens = tokenServiceFor(config);
   const logic = new Logic(logicOptions(config), { bus, sessions, registry, store, metrics: obs.metrics.logic });
-  obs.metrics.watchReads(() => ({ waiting: logic.readQueue.waiting, throttled: logic.readQueue.counters.throttled }));
+  obs.metrics.watchReads(logic.readQueue);
   const requests = new BusRequester(bus, `${config.nodeId}.api`);
   const api = new HttpApi({ nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes }, {
     tokens, registry, bus, requests, sessions,
