@@ -3,7 +3,7 @@
 // entries export client.ts); the modules of the client share them from here.
 import type { ChatMessage, LonglinkError } from '../protocol/index.js';
 import type {
-  BroadcastInfo, GroupChange, PresenceInfo, ReceiptInfo, RecallInfo, TypingInfo,
+  BroadcastInfo, DeliveryInfo, GroupChange, PresenceInfo, ReceiptInfo, RecallInfo, TypingInfo,
 } from './types.js';
 import type { ClientStore, StoredSend } from './store.js';
 import type { Connector } from './transport.js';
@@ -130,6 +130,8 @@ export interface ClientEvents {
   synced: () => void;
   /** Someone (or this user on another device) read a conversation up to seq. */
   receipt: (receipt: ReceiptInfo) => void;
+  /** 1:1: the other user's devices have received this conversation up to seq (their delivered mark moved). */
+  delivered: (delivery: DeliveryInfo) => void;
   typing: (typing: TypingInfo) => void;
   /** A watched user came online, went offline, or changed platforms. */
   presence: (presence: PresenceInfo) => void;

@@ -361,6 +361,9 @@ export class LonglinkClient extends Emitter<ClientEvents> {
       case 'receipt':
         this.emit('receipt', { conversationId: b.value.conversationId, userId: b.value.userId, seq: Number(b.value.seq) });
         return;
+      case 'delivery':
+        this.emit('delivered', { conversationId: b.value.conversationId, userId: b.value.userId, seq: Number(b.value.seq) });
+        return;
       case 'typing':
         this.emit('typing', { conversationId: b.value.conversationId, userId: b.value.userId });
         return;

@@ -2,7 +2,7 @@
 // for browsers); each adds its connector, its store and createClient.
 export * from './client.js';
 export type {
-  ConversationInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo, TypingInfo, RecallInfo, GroupChange,
+  ConversationInfo, DeliveryInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo, TypingInfo, RecallInfo, GroupChange,
 } from './types.js';
 export {
   memoryStore, parseSnapshot, emptySnapshot, DebouncedWriter, type ClientStore, type ClientSnapshot, type StoredSend,

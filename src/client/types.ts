@@ -10,9 +10,10 @@ export interface ConversationInfo {
   /** Groups: the group's id and name. */
   groupId?: string;
   name?: string;
-  /** 1:1: the other user, and how far they have read (for read marks). */
+  /** 1:1: the other user, how far they have read (read marks), and how far their devices have received (delivered marks). */
   peerUser?: string;
   peerReadSeq?: number;
+  peerDeliveredSeq?: number;
   lastSeq: number;
   /** Its text is a preview when lastMessageTruncated (the first 200 characters): history has the whole. */
   lastMessage?: ChatMessage;
@@ -27,7 +28,8 @@ export interface GroupInfo {
   conversationId: string;
   name: string;
   owner: string;
-  members: { userId: string; role: GroupRoleName; muted: boolean }[];
+  /** readSeq: how far the member has read (for "read by N" marks). */
+  members: { userId: string; role: GroupRoleName; muted: boolean; readSeq: number }[];
   mutedAll: boolean;
   dismissed: boolean;
   createdAtMs: number;
@@ -40,6 +42,13 @@ export interface PresenceInfo {
 }
 
 export interface ReceiptInfo {
+  conversationId: string;
+  userId: string;
+  seq: number;
+}
+
+/** 1:1: a device of `userId` has received the conversation up to seq (cumulative). */
+export interface DeliveryInfo {
   conversationId: string;
   userId: string;
   seq: number;
@@ -90,6 +99,7 @@ export function conversationFromWire(c: ConversationSummary): ConversationInfo {
   } else {
     out.peerUser = c.peerUser;
     out.peerReadSeq = Number(c.peerReadSeq);
+    out.peerDeliveredSeq = Number(c.peerDeliveredSeq);
   }
   return out;
 }
@@ -100,7 +110,7 @@ export function groupFromWire(g: Group): GroupInfo {
     conversationId: g.conversationId,
     name: g.name,
     owner: g.owner,
-    members: g.members.map((m) => ({ userId: m.userId, role: roleFromWire(m.role) ?? 'member', muted: m.muted })),
+    members: g.members.map((m) => ({ userId: m.userId, role: roleFromWire(m.role) ?? 'member', muted: m.muted, readSeq: Number(m.readSeq) })),
     mutedAll: g.mutedAll,
     dismissed: g.dismissed,
     createdAtMs: Number(g.createdAtMs),

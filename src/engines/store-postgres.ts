@@ -33,10 +33,11 @@
 // Redis may lose a counter when it restarts; a commit here is durable.
 import pg from 'pg';
 import type { ChatMessage, GroupRoleName, TimelineEventData } from '../protocol/index.js';
+import { directMembers } from '../protocol/ids.js';
 import { draftMessage, groupIdOf, toMessage, toState, type MessageRow, type StateColumns } from './store-rows.js';
 import {
   PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
-  type AppendResult, type ConversationCursor, type ConversationKind, type ConversationOverview, type ConversationState, type Effect, type GroupMeta, type GroupRecord, type Membership,
+  type AppendResult, type ConversationCursor, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MessageDraft, type ShardClaim, type Store, type WriteFence,
 } from './store.js';
 
@@ -130,6 +131,11 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE members ADD COLUMN wrote BOOLEAN NOT NULL DEFAULT false;
    UPDATE members m SET wrote = true FROM (SELECT DISTINCT conversation_id, from_user FROM messages) x
    WHERE m.conversation_id = x.conversation_id AND m.user_id = x.from_user;`,
+  // 1:1 delivered marks: each member's highest device cursor ("delivered" for the other side).
+  `ALTER TABLE members ADD COLUMN delivered_seq BIGINT NOT NULL DEFAULT 0;
+   UPDATE members m SET delivered_seq = x.seq FROM (SELECT user_id, conversation_id, max(delivered_seq) AS seq
+     FROM device_cursors WHERE conversation_id >= 'u:' AND conversation_id < 'u;' GROUP BY user_id, conversation_id) x
+   WHERE m.conversation_id = x.conversation_id AND m.user_id = x.user_id;`,
 ];
 
 /** pg_advisory_xact_lock(MIGRATION_LOCK, hashtext(schema)): one migrator per schema at a time. */
@@ -237,7 +243,7 @@ const SQL = {
   members: `SELECT user_id FROM members WHERE conversation_id = $1 AND left_seq IS NULL ORDER BY user_id`,
   membership: `SELECT role, muted, joined_seq, left_seq, read_seq FROM members WHERE conversation_id = $1 AND user_id = $2`,
   groupRow: `SELECT id, name, owner, muted_all, dismissed, created_at_ms FROM groups WHERE id = $1`,
-  groupMembers: `SELECT user_id, role, muted FROM members WHERE conversation_id = $1 AND left_seq IS NULL
+  groupMembers: `SELECT user_id, role, muted, read_seq FROM members WHERE conversation_id = $1 AND left_seq IS NULL
     ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END, user_id`,
   readCursors: `SELECT user_id, read_seq FROM members WHERE conversation_id = $1 AND left_seq IS NULL`,
   // A member who left sees activity only up to its leaving.
@@ -250,14 +256,14 @@ const SQL = {
       (SELECT count(*) FROM (SELECT 1 FROM messages u WHERE u.conversation_id = p.id
          AND u.seq > greatest(p.read_seq, p.joined_seq - 1) AND u.seq <= p.visible_seq
          AND u.from_user <> $1 AND u.event IS NULL LIMIT $6) x) AS unread,
-      peer.read_seq AS peer_read_seq, g.name AS group_name
+      peer.read_seq AS peer_read_seq, peer.delivered_seq AS peer_delivered_seq, g.name AS group_name
     FROM (
       SELECT * FROM (${LIST_SELECT} WHERE m.user_id = $1) l
       WHERE l.at_ms < $2 OR (l.at_ms = $2 AND l.id > $3) ORDER BY l.at_ms DESC, l.id LIMIT $4
     ) p
     LEFT JOIN LATERAL (SELECT * FROM messages x WHERE x.conversation_id = p.id AND x.seq <= p.visible_seq AND x.seq >= p.joined_seq
       ORDER BY x.seq DESC LIMIT 1) last ON true
-    LEFT JOIN LATERAL (SELECT y.read_seq FROM members y WHERE p.kind = 'direct' AND y.conversation_id = p.id
+    LEFT JOIN LATERAL (SELECT y.read_seq, y.delivered_seq FROM members y WHERE p.kind = 'direct' AND y.conversation_id = p.id
       ORDER BY y.user_id = $1 LIMIT 1) peer ON true
     LEFT JOIN groups g ON p.kind = 'group' AND g.id = substr(p.id, 3)
     ORDER BY p.at_ms DESC, p.id`,
@@ -271,6 +277,17 @@ const SQL = {
     ORDER BY u.user_id COLLATE "C", u.device_id COLLATE "C", u.conversation_id COLLATE "C"
     ON CONFLICT (user_id, device_id, conversation_id)
     DO UPDATE SET delivered_seq = greatest(device_cursors.delivered_seq, excluded.delivered_seq)`,
+  // The 1:1 delivered marks those cursors move (one row per user and conversation, highest seq first
+  // in the batch), each saying whether it moved past a message of the other member (\`o\` is the row
+  // before the update). (A conversation's acks are handled by the node owning its partition, so two
+  // of these do not race for the same rows.)
+  advanceMarks: `UPDATE members m SET delivered_seq = least(u.seq, c.last_seq)
+    FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(user_id, conversation_id, seq)
+    JOIN conversations c ON c.id = u.conversation_id
+    JOIN members o ON o.conversation_id = u.conversation_id AND o.user_id = u.user_id
+    WHERE m.conversation_id = o.conversation_id AND m.user_id = o.user_id AND m.delivered_seq < least(u.seq, c.last_seq)
+    RETURNING m.user_id, m.conversation_id, m.delivered_seq, EXISTS (SELECT 1 FROM messages x WHERE x.conversation_id = m.conversation_id
+      AND x.seq > o.delivered_seq AND x.seq <= m.delivered_seq AND x.from_user <> m.user_id) AS past_peer`,
   delivered: `SELECT conversation_id, delivered_seq FROM device_cursors WHERE user_id = $1 AND device_id = $2`,
   // A new owner's first write: the next epoch, the row locked to commit (a check of the old owner waits,
   // then fails). Only with a newer proof of the lease than the current owner's (no row back otherwise).
@@ -457,7 +474,7 @@ export class PostgresStore implements Store {
   async conversationPage(userId: string, limit: number, after: ConversationCursor | undefined, previewChars: number): Promise<ConversationOverview[]> {
     const rows = await run<StateRow & Omit<MessageRow, 'seq' | 'text' | 'conversation_id'> & {
       last_msg_seq: number | null; last_text: string | null; last_length: number | null;
-      unread: number; peer_read_seq: number | null; group_name: string | null;
+      unread: number; peer_read_seq: number | null; peer_delivered_seq: number | null; group_name: string | null;
     }>(this.pool, 'conversationPage', [
       userId, after?.atMs ?? Number.MAX_SAFE_INTEGER, after?.conversationId ?? '', limit, previewChars, UNREAD_COUNT_MAX,
     ]);
@@ -472,7 +489,10 @@ export class PostgresStore implements Store {
       if (r.last_msg_seq !== null) {
         overview.lastMessage = toMessage({ ...r, conversation_id: r.id, seq: r.last_msg_seq, text: r.last_text ?? '' });
       }
-      if (c.kind === 'direct') overview.peerReadSeq = r.peer_read_seq ?? 0;
+      if (c.kind === 'direct') {
+        overview.peerReadSeq = r.peer_read_seq ?? 0;
+        overview.peerDeliveredSeq = r.peer_delivered_seq ?? 0;
+      }
       else overview.groupName = r.group_name ?? '';
       return overview;
     });
@@ -512,8 +532,8 @@ export class PostgresStore implements Store {
   async group(groupId: string): Promise<GroupRecord | undefined> {
     const meta = await this.groupMeta(groupId);
     if (!meta) return undefined;
-    const rows = await run<{ user_id: string; role: string; muted: boolean }>(this.pool, 'groupMembers', [meta.conversationId]);
-    return { ...meta, members: rows.map((m) => ({ userId: m.user_id, role: m.role as GroupRoleName, muted: m.muted })) };
+    const rows = await run<{ user_id: string; role: string; muted: boolean; read_seq: number }>(this.pool, 'groupMembers', [meta.conversationId]);
+    return { ...meta, members: rows.map((m) => ({ userId: m.user_id, role: m.role as GroupRoleName, muted: m.muted, readSeq: m.read_seq })) };
   }
 
   async markRead(conversationId: string, userId: string, seq: number): Promise<number> {
@@ -528,8 +548,8 @@ export class PostgresStore implements Store {
 
   async advanceDelivered(
     updates: readonly { userId: string; deviceId: string; conversationId: string; seq: number }[],
-  ): Promise<void> {
-    if (updates.length === 0) return;
+  ): Promise<DeliveredMark[]> {
+    if (updates.length === 0) return [];
     // One row per cursor (the highest of the batch): one statement cannot update a row twice.
     const highest = new Map<string, { userId: string; deviceId: string; conversationId: string; seq: number }>();
     for (const u of updates) {
@@ -542,6 +562,19 @@ export class PostgresStore implements Store {
     await run(this.pool, 'advance', [
       rows.map((u) => u.userId), rows.map((u) => u.deviceId), rows.map((u) => u.conversationId), rows.map((u) => u.seq),
     ]);
+    // A user's mark in a 1:1: the highest of its devices' acks in the batch (one row each).
+    const marks = new Map<string, { userId: string; conversationId: string; seq: number }>();
+    for (const u of rows) {
+      if (!directMembers(u.conversationId)) continue;
+      const key = JSON.stringify([u.conversationId, u.userId]);
+      if ((marks.get(key)?.seq ?? -1) < u.seq) marks.set(key, { userId: u.userId, conversationId: u.conversationId, seq: u.seq });
+    }
+    if (marks.size === 0) return [];
+    const ordered = [...marks.values()];
+    const moved = await run<{ user_id: string; conversation_id: string; delivered_seq: number; past_peer: boolean }>(this.pool, 'advanceMarks', [
+      ordered.map((m) => m.userId), ordered.map((m) => m.conversationId), ordered.map((m) => m.seq),
+    ]);
+    return moved.filter((r) => r.past_peer).map((r) => ({ userId: r.user_id, conversationId: r.conversation_id, seq: Number(r.delivered_seq) }));
   }
 
   async delivered(userId: string, deviceId: string): Promise<Map<string, number>> {

@@ -15,7 +15,7 @@ import { directMembers } from '../protocol/ids.js';
 import { draftMessage, groupIdOf, toMessage, toState, type MessageRow, type StateColumns } from './store-rows.js';
 import {
   FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
-  type AppendResult, type ConversationCursor, type ConversationOverview, type ConversationState, type Effect, type GroupMeta, type GroupRecord, type Membership,
+  type AppendResult, type ConversationCursor, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MessageDraft, type Store,
 } from './store.js';
 import { log } from '../observability/log.js';
@@ -94,6 +94,11 @@ const MIGRATIONS: string[] = [
   // Whether a member has written in the conversation (a message or an action): who counts as a contact.
   `ALTER TABLE members ADD COLUMN wrote INTEGER NOT NULL DEFAULT 0;
    UPDATE members SET wrote = 1 WHERE (conversation_id, user_id) IN (SELECT DISTINCT conversation_id, from_user FROM messages);`,
+  // 1:1 delivered marks: each member's highest device cursor ("delivered" for the other side).
+  `ALTER TABLE members ADD COLUMN delivered_seq INTEGER NOT NULL DEFAULT 0;
+   UPDATE members SET delivered_seq = coalesce((SELECT max(d.delivered_seq) FROM device_cursors d
+     WHERE d.user_id = members.user_id AND d.conversation_id = members.conversation_id), 0)
+   WHERE conversation_id >= 'u:' AND conversation_id < 'u;';`,
 ];
 
 const INSERT_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event';
@@ -248,6 +253,8 @@ export class SqliteStore implements Store {
   private closing: Promise<void> | undefined;
   /** Delivery cursors acked but not written yet, by user, device and conversation (see advanceDelivered). */
   private readonly pendingCursors = new Map<string, { userId: string; deviceId: string; conversationId: string; seq: number }>();
+  /** 1:1 delivered marks moved by those cursors, written with them, by conversation and user. */
+  private readonly pendingMarks = new Map<string, DeliveredMark>();
   private cursorTimer: NodeJS.Timeout | undefined;
   private readonly cursorTx: () => void;
 
@@ -356,8 +363,8 @@ export class SqliteStore implements Store {
       groupRow: db.prepare<[string], { id: string; name: string; owner: string; muted_all: number; dismissed: number; created_at_ms: number }>(
         `SELECT id, name, owner, muted_all, dismissed, created_at_ms FROM groups WHERE id = ?`,
       ),
-      groupMembers: db.prepare<[string], { user_id: string; role: string; muted: number }>(
-        `SELECT user_id, role, muted FROM members WHERE conversation_id = ? AND left_seq IS NULL
+      groupMembers: db.prepare<[string], { user_id: string; role: string; muted: number; read_seq: number }>(
+        `SELECT user_id, role, muted, read_seq FROM members WHERE conversation_id = ? AND left_seq IS NULL
          ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END, user_id`,
       ),
       readCursors: db.prepare<[string], { user_id: string; read_seq: number }>(
@@ -369,8 +376,19 @@ export class SqliteStore implements Store {
         `SELECT * FROM (${LIST_SELECT} WHERE m.user_id = ?)
          WHERE last_at_ms < ? OR (last_at_ms = ? AND id > ?) ORDER BY last_at_ms DESC, id LIMIT ?`,
       ),
-      peerRead: db.prepare<[string, string], { read_seq: number }>(
-        `SELECT read_seq FROM members WHERE conversation_id = ? AND user_id = ?`,
+      peerRead: db.prepare<[string, string], { read_seq: number; delivered_seq: number }>(
+        `SELECT read_seq, delivered_seq FROM members WHERE conversation_id = ? AND user_id = ?`,
+      ),
+      // A 1:1 member's delivered mark, and how far it may go (the conversation's last seq).
+      deliveredMark: db.prepare<[string, string], { delivered_seq: number; last_seq: number }>(
+        `SELECT m.delivered_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
+         WHERE m.conversation_id = ? AND m.user_id = ?`,
+      ),
+      peerWroteBetween: db.prepare<[string, number, number, string], { one: number }>(
+        `SELECT 1 AS one FROM messages WHERE conversation_id = ? AND seq > ? AND seq <= ? AND from_user <> ? LIMIT 1`,
+      ),
+      advanceMark: db.prepare<[number, string, string]>(
+        `UPDATE members SET delivered_seq = max(delivered_seq, ?) WHERE conversation_id = ? AND user_id = ?`,
       ),
       lastVisible: db.prepare<[number, string, number, number], MessageRow & { whole: number }>(
         `SELECT conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, substr(text, 1, ?) AS text, sent_at_ms, event, recalled_by,
@@ -390,6 +408,7 @@ export class SqliteStore implements Store {
     };
     const writeCursors = () => {
       for (const u of this.pendingCursors.values()) this.stmts.advance.run(u.userId, u.deviceId, u.conversationId, u.seq, u.conversationId);
+      for (const m of this.pendingMarks.values()) this.stmts.advanceMark.run(m.seq, m.conversationId, m.userId);
     };
     // Cursors waiting go first, so they are clamped to the conversations as they were when acked.
     const appendTx = db.transaction((drafts: readonly MessageDraft[], created: string[]) => {
@@ -416,6 +435,7 @@ export class SqliteStore implements Store {
 
   private cursorsWritten(): void {
     this.pendingCursors.clear();
+    this.pendingMarks.clear();
     clearTimeout(this.cursorTimer);
     this.cursorTimer = undefined;
   }
@@ -565,6 +585,7 @@ export class SqliteStore implements Store {
 
   async conversationPage(userId: string, limit: number, after: ConversationCursor | undefined, previewChars: number): Promise<ConversationOverview[]> {
     const s = this.stmts;
+    if (this.pendingCursors.size > 0) this.cursorTx(); // so the peers' delivered marks are current
     const rows = s.listPage.all(userId, after?.atMs ?? Number.MAX_SAFE_INTEGER, after?.atMs ?? Number.MAX_SAFE_INTEGER, after?.conversationId ?? '', limit);
     return this.durable(rows.map((r) => {
       const c = stateOf(r);
@@ -578,7 +599,11 @@ export class SqliteStore implements Store {
       };
       if (last) overview.lastMessage = toMessage(last);
       const direct = directMembers(c.conversationId);
-      if (direct) overview.peerReadSeq = s.peerRead.get(c.conversationId, direct[0] === userId ? direct[1] : direct[0])?.read_seq ?? 0;
+      if (direct) {
+        const peer = s.peerRead.get(c.conversationId, direct[0] === userId ? direct[1] : direct[0]);
+        overview.peerReadSeq = peer?.read_seq ?? 0;
+        overview.peerDeliveredSeq = peer?.delivered_seq ?? 0;
+      }
       else overview.groupName = s.groupRow.get(groupIdOf(c.conversationId))?.name ?? '';
       return overview;
     }));
@@ -619,7 +644,7 @@ export class SqliteStore implements Store {
     const meta = await this.groupMeta(groupId);
     if (!meta) return undefined;
     const members = this.stmts.groupMembers.all(meta.conversationId)
-      .map((m) => ({ userId: m.user_id, role: m.role as GroupRoleName, muted: m.muted === 1 }));
+      .map((m) => ({ userId: m.user_id, role: m.role as GroupRoleName, muted: m.muted === 1, readSeq: m.read_seq }));
     return { ...meta, members };
   }
 
@@ -636,15 +661,27 @@ export class SqliteStore implements Store {
 
   async advanceDelivered(
     updates: readonly { userId: string; deviceId: string; conversationId: string; seq: number }[],
-  ): Promise<void> {
+  ): Promise<DeliveredMark[]> {
     // Delivery cursors only save a reconnecting device from receiving again what it has (it
     // drops repeats by seq), so they are not worth a transaction of their own: they ride in the
     // next message transaction, or are written after CURSOR_DELAY_MS when no message comes.
-    if (this.closing) return;
+    if (this.closing) return [];
+    const moved = new Map<string, DeliveredMark>();
     for (const u of updates) {
       const key = `${u.userId}\u0000${u.deviceId}\u0000${u.conversationId}`;
       const prev = this.pendingCursors.get(key);
       if (!prev || prev.seq < u.seq) this.pendingCursors.set(key, u);
+      // The user's mark in a 1:1 is decided now (this process is the store's only writer), written with the cursors.
+      if (!directMembers(u.conversationId)) continue;
+      const markKey = `${u.conversationId}\u0000${u.userId}`;
+      const row = this.stmts.deliveredMark.get(u.conversationId, u.userId);
+      if (!row) continue;
+      const seq = Math.min(u.seq, row.last_seq);
+      const from = Math.max(row.delivered_seq, this.pendingMarks.get(markKey)?.seq ?? 0);
+      if (seq <= from) continue;
+      const mark = { userId: u.userId, conversationId: u.conversationId, seq };
+      this.pendingMarks.set(markKey, mark);
+      if (this.stmts.peerWroteBetween.get(u.conversationId, from, seq, u.userId)) moved.set(markKey, mark);
     }
     if (this.pendingCursors.size > 0) {
       this.cursorTimer ??= setTimeout(() => {
@@ -657,6 +694,7 @@ export class SqliteStore implements Store {
         }
       }, CURSOR_DELAY_MS);
     }
+    return [...moved.values()];
   }
 
   async delivered(userId: string, deviceId: string): Promise<Map<string, number>> {

@@ -91,6 +91,8 @@ export interface ConversationOverview extends ConversationState {
   unread: number;
   /** 1:1: how far the other member has read. */
   peerReadSeq?: number;
+  /** 1:1: how far the other member's devices have received (its delivered mark). */
+  peerDeliveredSeq?: number;
   /** Groups: the group's name. */
   groupName?: string;
 }
@@ -132,7 +134,7 @@ export interface GroupMeta {
 
 export interface GroupRecord extends GroupMeta {
   /** Current members (not those who left), owner first, then by user id. */
-  members: { userId: string; role: GroupRoleName; muted: boolean }[];
+  members: { userId: string; role: GroupRoleName; muted: boolean; readSeq: number }[];
 }
 
 export interface ConversationStore {
@@ -177,9 +179,22 @@ export interface DeviceCursor {
   delivered: number;
 }
 
+/** A user's delivered mark in a 1:1: the highest delivered cursor of its devices. */
+export interface DeliveredMark {
+  userId: string;
+  conversationId: string;
+  seq: number;
+}
+
 export interface CursorStore {
-  /** Move delivered cursors forward (never back, never past the conversation's last seq), in one transaction. */
-  advanceDelivered(updates: readonly { userId: string; deviceId: string; conversationId: string; seq: number }[]): Promise<void>;
+  /**
+   * Move delivered cursors forward (never back, never past the conversation's
+   * last seq), in one transaction. Returns the 1:1 delivered marks (each
+   * user's highest over its devices) that moved past a message of the other
+   * member, for "delivered" events (a mark moved only past one's own messages
+   * tells the other side nothing).
+   */
+  advanceDelivered(updates: readonly { userId: string; deviceId: string; conversationId: string; seq: number }[]): Promise<DeliveredMark[]>;
   /** The device's delivered cursor per conversation (conversations never acked are absent). */
   delivered(userId: string, deviceId: string): Promise<Map<string, number>>;
 }

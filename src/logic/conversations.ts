@@ -54,6 +54,7 @@ export class Conversations {
       if (direct) {
         summary.peerUser = direct[0] === userId ? direct[1] : direct[0];
         summary.peerReadSeq = BigInt(c.peerReadSeq ?? 0);
+        summary.peerDeliveredSeq = BigInt(c.peerDeliveredSeq ?? 0);
       } else {
         summary.groupId = groupIdOf(c.conversationId) ?? '';
         summary.name = c.groupName ?? '';

@@ -46,7 +46,7 @@ export function groupToWire(g: GroupRecord): Group {
     mutedAll: g.mutedAll,
     dismissed: g.dismissed,
     createdAtMs: BigInt(g.createdAtMs),
-    members: g.members.map((m) => ({ userId: m.userId, role: roleToWire(m.role), muted: m.muted })),
+    members: g.members.map((m) => ({ userId: m.userId, role: roleToWire(m.role), muted: m.muted, readSeq: BigInt(m.readSeq) })),
   });
 }
 

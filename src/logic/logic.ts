@@ -10,14 +10,14 @@
 // is isolated and dead-lettered alone). Every write is idempotent by its
 // request id, so what was applied before the failure is not applied twice.
 import {
-  ErrorCode, LonglinkError, encodeFrame, makeFrame,
+  ErrorCode, LonglinkError, directMembers, encodeFrame, makeFrame,
   type BodyOf, type Frame, type FrameBodyInit,
 } from '../protocol/index.js';
 import { operationName, operationOf } from '../protocol/operations.js';
 import { down, type Bus, type Origin, type Subscription, type UpEnvelope } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
-import { isFencedError, isStoreDataError, isUnavailable, type AppendResult, type MessageDraft, type Store } from '../engines/store.js';
+import { isFencedError, isStoreDataError, isUnavailable, type AppendResult, type DeliveredMark, type MessageDraft, type Store } from '../engines/store.js';
 import { Pipeline } from './pipeline.js';
 import { requireView } from './access.js';
 import { GroupService, groupToWire } from './groups.js';
@@ -30,7 +30,7 @@ import { seqOf } from './seq.js';
 import { runBatch, type Scheduled } from './schedule.js';
 import { log as rootLog, messageTrace } from '../observability/log.js';
 import { noLogicMetrics, type LogicMetrics } from '../observability/metrics.js';
-import type { Routing } from './fanout.js';
+import { deliverToUsers, type Routing } from './fanout.js';
 import type { DEFAULTS } from '../config.js';
 
 const log = rootLog.child({ component: 'logic' });
@@ -311,11 +311,24 @@ export class Logic {
       return undefined;
     }));
     if (updates.length === 0) return;
+    let moved: DeliveredMark[];
     try {
-      await this.deps.store.advanceDelivered(updates);
+      moved = await this.deps.store.advanceDelivered(updates);
     } catch (err) {
       log.error({ err }, 'cursor write failed');
+      return;
     }
+    // A 1:1 whose receiver's delivered mark moved: the sender's devices learn it ("delivered").
+    await Promise.all(moved.map(async (m) => {
+      const [a, b] = directMembers(m.conversationId)!;
+      const peer = a === m.userId ? b : a;
+      if (peer === m.userId) return; // a note to self
+      const frame = encodeFrame(makeFrame(0, {
+        case: 'event',
+        value: { body: { case: 'delivery', value: { conversationId: m.conversationId, userId: m.userId, seq: BigInt(m.seq) } } },
+      }));
+      await deliverToUsers(this.deps, [peer], frame).catch((err: unknown) => log.warn({ err }, 'delivery event failed'));
+    }));
   }
 
   /** Send a reply to the connection that asked; resolves with its size in bytes. */

@@ -2,7 +2,7 @@
 // of every write batch (longlink_store_*), and at debug level a trace line per
 // stored message (messageTrace fields), so no store implementation changes.
 import type {
-  AppendResult, ConversationCursor, ConversationOverview, ConversationState, GroupMeta, GroupRecord, Membership, MessageDraft, Store,
+  AppendResult, ConversationCursor, ConversationOverview, ConversationState, DeliveredMark, GroupMeta, GroupRecord, Membership, MessageDraft, Store,
 } from '../engines/store.js';
 import type { ChatMessage } from '../protocol/index.js';
 import { log, messageTrace } from './log.js';
@@ -115,7 +115,7 @@ export class InstrumentedStore implements Store {
     return this.timed('past_windows', () => this.inner.pastWindows(conversationId, userId));
   }
 
-  advanceDelivered(updates: readonly { userId: string; deviceId: string; conversationId: string; seq: number }[]): Promise<void> {
+  advanceDelivered(updates: readonly { userId: string; deviceId: string; conversationId: string; seq: number }[]): Promise<DeliveredMark[]> {
     return this.timed('advance_delivered', () => this.inner.advanceDelivered(updates), updates.length);
   }
 

@@ -10,7 +10,7 @@ import {
   createClient, fileStore, memoryStore, LonglinkClient, LonglinkError,
   type BroadcastInfo, type ChatMessage, type ClientEvents, type ClientSnapshot, type ClientState, type ClientStore,
   type ConversationInfo, type GroupChange, type GroupInfo, type LoginInfo, type PendingSend, type PresenceInfo,
-  type ReceiptInfo, type RecallInfo, type SendResult, type StateDetail, type TypingInfo,
+  type DeliveryInfo, type ReceiptInfo, type RecallInfo, type SendResult, type StateDetail, type TypingInfo,
 } from '../../src/client/index.js';
 import * as browser from '../../src/client/browser.js';
 import { Emitter } from '../../src/client/emitter.js';
@@ -33,13 +33,14 @@ export function typeChecks(client: LonglinkClient): void {
   expectType<Equal<Payload<'error'>, [error: LonglinkError]>>();
   expectType<Equal<Payload<'synced'>, []>>();
   expectType<Equal<Payload<'receipt'>, [receipt: ReceiptInfo]>>();
+  expectType<Equal<Payload<'delivered'>, [delivery: DeliveryInfo]>>();
   expectType<Equal<Payload<'typing'>, [typing: TypingInfo]>>();
   expectType<Equal<Payload<'presence'>, [presence: PresenceInfo]>>();
   expectType<Equal<Payload<'recall'>, [recall: RecallInfo]>>();
   expectType<Equal<Payload<'group'>, [change: GroupChange]>>();
   expectType<Equal<Payload<'broadcast'>, [broadcast: BroadcastInfo]>>();
   expectType<Equal<keyof ClientEvents,
-    'message' | 'state' | 'login' | 'restored' | 'sent' | 'failed' | 'kick' | 'error' | 'synced' | 'receipt' | 'typing'
+    'message' | 'state' | 'login' | 'restored' | 'sent' | 'failed' | 'kick' | 'error' | 'synced' | 'receipt' | 'delivered' | 'typing'
     | 'presence' | 'recall' | 'group' | 'broadcast'>>();
 
   // Listeners get the payload types without annotations.

@@ -85,7 +85,7 @@ describe('PostgresStore', () => {
     const schema = `migrate_${++n}`;
     const stores = await Promise.all([1, 2, 3, 4].map(() => openAt(server.url, schema)));
     try {
-      assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { schema }), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }]);
+      assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { schema }), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }]);
       assert.equal((await stores[0]!.append([draft(AB, 'alice', 'm1')]))[0]?.message.seq, 1);
       assert.equal((await stores[3]!.append([draft(AB, 'bob', 'm2')]))[0]?.message.seq, 2);
     } finally {
@@ -93,13 +93,13 @@ describe('PostgresStore', () => {
     }
     const again = await openAt(server.url, schema);
     await again.close();
-    assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { schema }), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }]);
+    assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { schema }), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }]);
     // Concurrent migrations of the default schema of one new database, too.
     await sql('CREATE DATABASE migrate_db');
     const url = databaseUrl('migrate_db');
     const onDefault = await Promise.all([1, 2, 3].map(() => openAt(url)));
     for (const s of onDefault) await s.close();
-    assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { url }), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }]);
+    assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { url }), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }]);
   });
 
   test('schema names: lowercase identifiers, reserved words included; anything else is refused', async () => {

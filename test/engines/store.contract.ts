@@ -381,9 +381,9 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.equal(g.owner, 'alice');
         assert.equal(g.conversationId, G);
         assert.deepEqual(g.members, [
-          { userId: 'alice', role: 'owner', muted: false },
-          { userId: 'bob', role: 'member', muted: false },
-          { userId: 'carol', role: 'member', muted: false },
+          { userId: 'alice', role: 'owner', muted: false, readSeq: 1 },
+          { userId: 'bob', role: 'member', muted: false, readSeq: 0 },
+          { userId: 'carol', role: 'member', muted: false, readSeq: 0 },
         ]);
         const meta = await store.groupMeta('team');
         assert.deepEqual(meta, {
@@ -543,6 +543,30 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.deepEqual(await store.delivered('bob', 'd2'), new Map());
         await store.advanceDelivered([]);
         assert.deepEqual(await store.delivered('carol', 'd1'), new Map());
+      });
+
+      test('a 1:1 member\'s delivered mark is its devices\' highest cursor: returned when it moves past the other\'s messages, shown to the other side', async () => {
+        const bobsMark = async () => (await store.conversationPage('alice', 10, undefined, 200)).find((c) => c.conversationId === AB)?.peerDeliveredSeq;
+        assert.equal(await bobsMark(), 0, 'nothing delivered yet');
+        assert.deepEqual(await store.advanceDelivered([
+          { userId: 'bob', deviceId: 'd1', conversationId: AB, seq: 4 },
+          { userId: 'bob', deviceId: 'd2', conversationId: AB, seq: 6 },
+          { userId: 'bob', deviceId: 'd1', conversationId: AB, seq: 5 },
+        ]), [{ userId: 'bob', conversationId: AB, seq: 6 }], 'one mark per user: the highest of its devices');
+        assert.equal(await bobsMark(), 6);
+        assert.deepEqual(await store.advanceDelivered([{ userId: 'bob', deviceId: 'd1', conversationId: AB, seq: 6 }]), [], 'a device catching up to the mark does not move it');
+        assert.deepEqual(await store.advanceDelivered([{ userId: 'bob', deviceId: 'd3', conversationId: AB, seq: 1000 }]),
+          [{ userId: 'bob', conversationId: AB, seq: 20 }], 'never past the last seq');
+        assert.equal(await bobsMark(), 20);
+        assert.equal((await store.conversationPage('bob', 10, undefined, 200)).find((c) => c.conversationId === AB)?.peerDeliveredSeq, 0, 'alice\'s own mark is apart');
+        // Past only one's own messages: the mark moves, but the other side is not told.
+        await store.append([draft(AB, 'alice', 'mine-21'), draft(AB, 'alice', 'mine-22'), draft(AB, 'bob', 'yours-23')]);
+        assert.deepEqual(await store.advanceDelivered([{ userId: 'bob', deviceId: 'd1', conversationId: AB, seq: 22 }]), [
+          { userId: 'bob', conversationId: AB, seq: 22 }], 'past alice\'s 21 and 22');
+        assert.deepEqual(await store.advanceDelivered([{ userId: 'bob', deviceId: 'd1', conversationId: AB, seq: 23 }]), [], 'past bob\'s own 23 only: nothing to tell alice');
+        assert.equal(await bobsMark(), 23, 'yet the mark moved');
+        assert.deepEqual(await store.advanceDelivered([{ userId: 'alice', deviceId: 'd2', conversationId: AB, seq: 23 }]), [
+          { userId: 'alice', conversationId: AB, seq: 23 }], 'alice\'s first mark: past bob\'s messages');
       });
     });
 

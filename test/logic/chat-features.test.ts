@@ -6,7 +6,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   createClient, directConversationId, ErrorCode, errorName, LonglinkError,
-  type BroadcastInfo, type ChatMessage, type ConversationInfo, type LonglinkClient, type PresenceInfo, type ReceiptInfo,
+  type BroadcastInfo, type ChatMessage, type ConversationInfo, type DeliveryInfo, type LonglinkClient, type PresenceInfo, type ReceiptInfo,
 } from '../../src/client/index.js';
 import { ADMIN_KEY, type TestServer } from '../helpers/server.js';
 import { online, pushed, range, sleep, syncAll, until, urlOf, waitPushed, withServer, type Transport } from './support.js';
@@ -22,6 +22,7 @@ interface Handle {
   device: string;
   messages: ChatMessage[];
   receipts: ReceiptInfo[];
+  deliveries: DeliveryInfo[];
   typing: { conversationId: string; userId: string }[];
   presence: PresenceInfo[];
   recalls: { conversationId: string; seq: number; by: string }[];
@@ -36,10 +37,11 @@ class Clients {
 
   async connect(t: Transport, user: string, device = 'd1', platform = 'other'): Promise<Handle> {
     const client = createClient({ url: urlOf(this.s, t), token: await this.s.token(user, device, 3600, platform), reconnect: false });
-    const h: Handle = { client, user, device, messages: [], receipts: [], typing: [], presence: [], recalls: [], broadcasts: [], errors: [] };
+    const h: Handle = { client, user, device, messages: [], receipts: [], deliveries: [], typing: [], presence: [], recalls: [], broadcasts: [], errors: [] };
     let synced = false;
     client.on('message', (m) => h.messages.push(m));
     client.on('receipt', (r) => h.receipts.push(r));
+    client.on('delivered', (d) => h.deliveries.push(d));
     client.on('typing', (x) => h.typing.push(x));
     client.on('presence', (p) => h.presence.push(p));
     client.on('recall', (r) => h.recalls.push(r));
@@ -166,6 +168,36 @@ describe('read receipts and unread counts', () => {
     });
   });
 
+  test('1:1 delivered marks come from the receiver\'s devices acking, not from being online when sent', T, async () => {
+    await withClients(async (c) => {
+      const alice = await c.connect('tcp', 'alice');
+      await alice.client.send({ to: 'bob', text: 'one' });
+      await alice.client.send({ to: 'bob', text: 'two' });
+      assert.equal((await conv(alice, AB)).peerDeliveredSeq, 0, 'bob has no device online: nothing delivered');
+
+      // bob's device comes online and syncs: its acks move his mark, alice hears of it once per move.
+      const bob = await c.connect('ws', 'bob');
+      await waitMessages(bob, 2);
+      await until(() => alice.deliveries.length > 0, 10_000, () => 'a delivery event at alice');
+      assert.deepEqual(alice.deliveries, [{ conversationId: AB, userId: 'bob', seq: 2 }]);
+      assert.equal((await conv(alice, AB)).peerDeliveredSeq, 2);
+      assert.equal((await conv(alice, AB)).peerReadSeq, 0, 'delivered is not read');
+
+      // Live: pushed to bob, acked by his device, delivered at alice; bob's own mark stays apart from alice's.
+      await alice.client.send({ to: 'bob', text: 'three' });
+      await until(() => alice.deliveries.some((d) => d.seq === 3), 10_000, () => 'delivered 3 at alice');
+      assert.equal((await conv(alice, AB)).peerDeliveredSeq, 3);
+      assert.deepEqual(bob.deliveries, [], 'alice\'s device acking her own sends tells bob nothing');
+
+      // A second device of bob catching up does not move the mark again: no repeated event.
+      const bob2 = await c.connect('tcp', 'bob', 'd2');
+      await waitMessages(bob2, 3);
+      await bob.client.markRead(AB);
+      await until(() => alice.receipts.length > 0, 10_000, () => 'a read receipt at alice');
+      assert.deepEqual(alice.deliveries.map((d) => d.seq), [2, 3]);
+    });
+  });
+
   test('group: a member reads → the other members get a receipt; each member\'s unread counts others\' messages, not events', T, async () => {
     await withClients(async (c) => {
       const alice = await c.connect('tcp', 'alice');
@@ -189,6 +221,9 @@ describe('read receipts and unread counts', () => {
       assert.equal((await conv(bob, g.conversationId)).unread, 0);
       assert.equal((await conv(carol, g.conversationId)).unread, 2, 'carol has not read');
       assert.equal((await conv(alice, g.conversationId)).unread, 0);
+      // Group info carries every member's read mark, so a page opened later can say "read by N".
+      const readMarks = (await carol.client.groupInfo(g.groupId)).members.map((m) => [m.userId, m.readSeq]);
+      assert.deepEqual(readMarks, [['alice', 3], ['bob', 3], ['carol', 0]], 'alice wrote up to 3 (a writer has read what it wrote); bob read');
     });
   });
 });

@@ -97,9 +97,9 @@ describe('group message flow', () => {
         assert.equal(g.name, 'Team');
         assert.equal(g.owner, 'alice');
         assert.deepEqual(g.members, [
-          { userId: 'alice', role: 'owner', muted: false },
-          { userId: 'bob', role: 'member', muted: false },
-          { userId: 'carol', role: 'member', muted: false },
+          { userId: 'alice', role: 'owner', muted: false, readSeq: 1 },
+          { userId: 'bob', role: 'member', muted: false, readSeq: 0 },
+          { userId: 'carol', role: 'member', muted: false, readSeq: 0 },
         ]);
         assert.equal(g.mutedAll, false);
         assert.equal(g.dismissed, false);
@@ -273,7 +273,7 @@ describe('membership rules and permissions', () => {
       const sync = await syncAll(alice);
       assert.deepEqual(sync.messages, []);
       const g = await groupOk(alice, create('ok', []));
-      assert.deepEqual(g.members, [{ userId: 'alice', role: 'owner', muted: false }]);
+      assert.deepEqual(g.members, [{ userId: 'alice', role: 'owner', muted: false, readSeq: 1 }]);
       await groupErr(alice, add(g.groupId, ['fine', 'not valid']), ErrorCode.BAD_REQUEST, 'invalid id in add');
       assert.equal((await groupOk(alice, info(g.groupId))).members.length, 1, 'a refused add adds nobody');
       alice.close();
@@ -305,7 +305,7 @@ describe('membership rules and permissions', () => {
       await groupOk(alice, setRole(g.groupId, 'bob', GroupRole.ADMIN));
 
       const muted = await groupOk(bob, mute(g.groupId, 'carol', true));
-      assert.deepEqual(muted.members.find((m) => m.userId === 'carol'), { userId: 'carol', role: 'member', muted: true });
+      assert.deepEqual(muted.members.find((m) => m.userId === 'carol'), { userId: 'carol', role: 'member', muted: true, readSeq: 0 });
       await expectError(carol, { case: 'send', value: { clientMsgId: 'c1', conversationId: conv, text: 'shh' } }, ErrorCode.MUTED);
       await sendOk(bob, { conversationId: conv, text: 'admin talks' });
       await groupOk(alice, mute(g.groupId, 'carol', false));
