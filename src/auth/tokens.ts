@@ -100,10 +100,13 @@ export class TokenService {
     }
     if (!payload) throw new LonglinkError(ErrorCode.TOKEN_INVALID, 'token is malformed or its signature does not verify');
     const { sub, dev, plt, exp, iat, iatms } = payload;
-    if (typeof sub !== 'string' || !isValidId(sub) || sub === SYSTEM_USER || typeof dev !== 'string' || !isValidId(dev) || typeof plt !== 'string' || typeof exp !== 'number') {
+    // The issue time is what revocations compare with: a token without one cannot be checked.
+    const issuedAtMs = typeof iatms === 'number' ? iatms : typeof iat === 'number' ? iat * 1000 : undefined;
+    if (typeof sub !== 'string' || !isValidId(sub) || sub === SYSTEM_USER || typeof dev !== 'string' || !isValidId(dev) || typeof plt !== 'string'
+      || typeof exp !== 'number' || issuedAtMs === undefined) {
       throw new LonglinkError(ErrorCode.TOKEN_INVALID, 'token claims are incomplete');
     }
-    return { userId: sub, deviceId: dev, platform: plt, expiresAtMs: exp * 1000, issuedAtMs: typeof iatms === 'number' ? iatms : typeof iat === 'number' ? iat * 1000 : 0 };
+    return { userId: sub, deviceId: dev, platform: plt, expiresAtMs: exp * 1000, issuedAtMs };
   }
 }
 
