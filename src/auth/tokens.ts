@@ -14,12 +14,9 @@ export interface TokenClaims {
   platform: string;
   /** Expiry, milliseconds since the epoch. */
   expiresAtMs: number;
-  /** Issue time, ms since the epoch (0 when the token has none): revocations cut off tokens issued before them. */
+  /** Issue time, ms since the epoch (a token without one is refused): revocations cut off tokens issued before them. */
   issuedAtMs: number;
 }
-
-export const PLATFORMS = ['web', 'ios', 'android', 'desktop', 'cli', 'server', 'other'] as const;
-export type Platform = (typeof PLATFORMS)[number];
 
 const ISSUER = 'longlink';
 
