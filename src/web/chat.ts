@@ -1,9 +1,9 @@
 // The chat view: conversation list, one open conversation, the composer and
 // the connection state, all driven by the SDK client's events.
 import {
-  directConversationId, LonglinkError, errorName, groupIdOf, isGroupConversation,
-  type LonglinkClient, type ChatMessage, type ClientState, type ConversationInfo,
-  type PresenceInfo, type ReceiptInfo, type TimelineEventData,
+  directConversationId, directMembers, ErrorCode, LonglinkError, errorName, groupConversationId, groupIdOf, isGroupConversation,
+  type LonglinkClient, type ChatMessage, type ClientState, type ConversationInfo, type DeliveryInfo, type PendingSend,
+  type PresenceInfo, type ReceiptInfo, type SendOptions, type SendResult, type StoredSend, type TimelineEventData,
 } from '../client/browser.js';
 import { byId, clockTime, h, randomId } from './dom.js';
 
@@ -11,6 +11,7 @@ import { byId, clockTime, h, randomId } from './dom.js';
 const PAGE = 30;
 const TYPING_SHOWN_MS = 4000;
 const TYPING_SENT_EVERY_MS = 2000;
+const TITLE = 'Longlink';
 
 interface Conv {
   id: string;
@@ -28,14 +29,16 @@ interface Conv {
    * when the server's cursor is already past it.
    */
   markedSeq: number;
+  /** How far this user has read as the server counts it (marked read, or wrote after it): the "New messages" divider follows it. */
+  readSeq: number;
   unread: number;
   /** Seqs counted as unread here since the server's list was loaded (it counted up to baseSeq). */
   baseSeq: number;
   counted: Set<number>;
-  /** Direct: how far the peer has read, and how far our messages reached an online device of theirs. */
+  /** Direct: how far the peer has read, and how far a device of theirs has received (the server's delivery cursor). */
   peerReadSeq: number;
   deliveredSeq: number;
-  /** Groups: how far other members have read (from receipts seen). */
+  /** Groups: how far each other member has read (group info at open, then receipts). */
   readers: Map<string, number>;
 }
 
@@ -53,13 +56,29 @@ interface Item {
   order: number;
 }
 
+/** One of our sends the server has not stored yet, in whichever conversation. */
+interface PendingItem extends Item {
+  conversationId: string;
+}
+
 interface Open {
   id: string;
-  /** By `s{seq}`, or `c{clientMsgId}` while a send is pending. */
-  items: Map<string, Item>;
+  /** The messages loaded, by seq (pending sends live in Chat.pending). */
+  items: Map<number, Item>;
   hasMore: boolean;
   loading: boolean;
+  /** The first page could not be loaded (e.g. offline): it is loaded again when the connection is back. */
+  failed: boolean;
+  /** The "New messages" divider goes before the first message of others after this seq (none when undefined). */
+  unreadAfter?: number;
 }
+
+export interface ChatOptions {
+  /** The open conversation changed (undefined: none): the page remembers it, and shows the list or the chat on narrow screens. */
+  onOpen?: (conversationId: string | undefined) => void;
+}
+
+// ---- helpers ---------------------------------------------------------------------------------
 
 function describe(err: unknown): string {
   if (err instanceof LonglinkError) return `${errorName(err.code)}: ${err.message}`;
@@ -80,11 +99,25 @@ function eventText(e: TimelineEventData): string {
   }
 }
 
+/** A stored send as `send()` options: its one target and its client_msg_id (so the server stores it once). */
+function sendOptions(s: StoredSend): SendOptions {
+  const o: SendOptions = { text: s.text, clientMsgId: s.clientMsgId };
+  if (s.to !== undefined) o.to = s.to;
+  if (s.groupId !== undefined) o.groupId = s.groupId;
+  if (s.conversationId !== undefined) o.conversationId = s.conversationId;
+  return o;
+}
+
 export class Chat {
   private readonly convs = new Map<string, Conv>();
+  /** Presence of the watched peers; empty while we are not connected (then nobody's presence is known). */
   private readonly online = new Map<string, boolean>();
   /** conversation → who is typing, until when. */
   private readonly typing = new Map<string, Map<string, number>>();
+  /** Our sends not stored yet (written here, restored from the store, or adopted from a closed tab), by client_msg_id. */
+  private readonly pending = new Map<string, PendingItem>();
+  /** The conversation list's rows, by conversation id. */
+  private readonly rows = new Map<string, HTMLLIElement>();
   private open: Open | undefined;
   private order = 0;
   private lastTypingSent = 0;
@@ -95,10 +128,15 @@ export class Chat {
   private watched = '';
   private stateTimer: ReturnType<typeof setInterval> | undefined;
   private typingTimer: ReturnType<typeof setInterval> | undefined;
+  /** The notice shows an error that happened while not connected: it goes when the connection is back. */
+  private noticeUntilOnline = false;
+  /** Why the server closed the connection (a kick that reconnects), shown until online again. */
+  private kickReason = '';
   private readonly unsubscribe: (() => void)[] = [];
   private readonly el = {
     me: byId('me-name'),
     conn: byId('conn'),
+    connNotice: byId('conn-notice'),
     list: byId<HTMLUListElement>('conversations'),
     title: byId('pane-title'),
     paneDot: byId('pane-dot'),
@@ -113,7 +151,9 @@ export class Chat {
 
   constructor(
     private readonly client: LonglinkClient,
-    private readonly me: string,
+    /** The user logged in. */
+    readonly me: string,
+    private readonly options: ChatOptions = {},
   ) {
     this.el.me.textContent = me;
     const c = client;
@@ -121,11 +161,16 @@ export class Chat {
       c.on('state', (state, detail) => this.showState(state, detail.retryInMs)),
       c.on('message', (m) => this.onMessage(m)),
       c.on('receipt', (r) => this.onReceipt(r)),
+      c.on('delivered', (d) => this.onDelivered(d)),
       c.on('recall', (r) => this.onRecall(r.conversationId, r.seq)),
       c.on('typing', (t) => this.onTyping(t.conversationId, t.userId)),
       c.on('presence', (p) => this.onPresence(p)),
       c.on('synced', () => this.scheduleRefresh(0)),
-      c.on('kick', (err, reconnect) => this.notice(`${reconnect ? 'Disconnected' : 'Signed out'} by the server: ${describe(err)}`)),
+      // Every send ends as 'sent' or 'failed', whoever made it: this page, an earlier load of it, or a closed tab.
+      c.on('restored', (sends) => this.onRestored(sends)),
+      c.on('sent', (r, s) => this.onSent(r, s)),
+      c.on('failed', (err, s) => this.onFailed(err, s)),
+      c.on('kick', (err, reconnect) => this.onKick(err, reconnect)),
       c.on('error', (err) => console.warn('[longlink]', describe(err))),
     );
     this.showState(client.state);
@@ -139,49 +184,64 @@ export class Chat {
     clearInterval(this.typingTimer);
     clearTimeout(this.readTimer);
     clearTimeout(this.refreshTimer);
+    this.open = undefined;
+    this.rows.clear();
     this.el.list.replaceChildren();
     this.el.messages.replaceChildren();
-    this.el.composer.hidden = true;
+    this.renderPane();
     this.el.older.hidden = true;
-    this.el.paneDot.hidden = true;
-    this.el.title.textContent = 'Pick a conversation';
-    this.el.typing.textContent = '';
     this.notice('');
+    this.connNotice('');
+    document.title = TITLE;
   }
 
   // ---- user actions ------------------------------------------------------------
 
   async openConversation(id: string): Promise<void> {
     if (this.open?.id === id) return;
-    const open: Open = { id, items: new Map(), hasMore: false, loading: true };
+    const conv = this.convs.get(id);
+    const open: Open = {
+      id, items: new Map(), hasMore: false, loading: true, failed: false,
+      // Opened with unread messages: mark where they start (it stays while the conversation is open).
+      unreadAfter: conv && conv.unread > 0 ? conv.readSeq : undefined,
+    };
     this.open = open;
+    this.options.onOpen?.(id);
     this.notice('');
     this.renderList();
     this.renderPane();
     this.renderMessages('bottom');
-    try {
-      const page = await this.client.history(id, { limit: PAGE });
-      if (this.open !== open) return;
-      for (const m of page.messages) this.addItem(open, m);
-      open.hasMore = page.hasMore;
-    } catch (err) {
-      // A conversation with no message yet has no history: start empty.
-      if (!(err instanceof LonglinkError && errorName(err.code) === 'FORBIDDEN' && this.convs.get(id)?.lastSeq === 0)) {
-        this.notice(`Could not load messages: ${describe(err)}`);
-      }
-    } finally {
-      open.loading = false;
-    }
+    if (conv?.kind === 'group') void this.loadReaders(conv);
+    await this.loadFirstPage(open);
     if (this.open !== open) return;
-    this.renderMessages('bottom');
     this.readOpenSoon();
-    this.el.text.focus();
+    // Ready to type with a keyboard; on touch screens a focus would pop the keyboard over the messages.
+    if (matchMedia('(pointer: fine)').matches) this.el.text.focus();
+  }
+
+  /** Back to the list (the narrow layout's back button): nothing is open, so nothing is read meanwhile. */
+  closeConversation(): void {
+    if (!this.open) return;
+    this.open = undefined;
+    this.options.onOpen?.(undefined);
+    this.notice('');
+    this.renderList();
+    this.renderPane();
+    this.renderMessages('bottom');
+  }
+
+  /** Open a conversation remembered across a reload, if it is still one of this user's. */
+  async reopen(id: string): Promise<void> {
+    const members = directMembers(id);
+    if (this.convs.has(id)) await this.openConversation(id);
+    else if (members?.includes(this.me)) await this.startDirect(members[0] === this.me ? members[1] : members[0]);
+    else this.options.onOpen?.(undefined);
   }
 
   async loadOlder(): Promise<void> {
     const open = this.open;
     if (!open || open.loading || !open.hasMore) return;
-    const oldest = Math.min(...[...open.items.values()].map((i) => i.seq ?? Infinity));
+    const oldest = Math.min(...open.items.keys());
     if (!Number.isFinite(oldest)) return;
     open.loading = true;
     try {
@@ -191,7 +251,7 @@ export class Chat {
       open.hasMore = page.hasMore;
       this.renderMessages('keep');
     } catch (err) {
-      this.notice(`Could not load older messages: ${describe(err)}`);
+      this.errorNotice('Could not load older messages', err);
     } finally {
       open.loading = false;
     }
@@ -201,32 +261,28 @@ export class Chat {
     const open = this.open;
     const conv = open && this.convs.get(open.id);
     if (!open || !conv || text.trim() === '') return;
-    const clientMsgId = `web-${randomId()}`;
-    const item: Item = { clientMsgId, from: this.me, text, sentAtMs: Date.now(), status: 'pending', order: this.order++ };
-    open.items.set(`c${clientMsgId}`, item);
-    this.renderMessages('bottom');
     const target = conv.kind === 'group' ? { groupId: conv.groupId ?? groupIdOf(conv.id) ?? '' } : { to: conv.peer ?? '' };
-    this.client.send({ ...target, text, clientMsgId }).then((r) => {
-      item.seq = r.seq;
-      item.sentAtMs = r.sentAtMs;
-      item.status = 'sent';
-      if (open.items.get(`c${clientMsgId}`) === item) {
-        open.items.delete(`c${clientMsgId}`);
-        open.items.set(`s${r.seq}`, item);
-      }
-      if (r.seq > conv.lastSeq) {
-        conv.lastSeq = r.seq;
-        conv.lastText = `You: ${text}`;
-        conv.lastAtMs = r.sentAtMs;
-      }
-      if (conv.peer !== undefined && this.online.get(conv.peer) === true) conv.deliveredSeq = Math.max(conv.deliveredSeq, r.seq);
-      this.renderList();
-      if (this.open === open) this.renderMessages('auto');
-    }, (err: unknown) => {
-      item.status = 'failed';
-      item.error = describe(err);
-      if (this.open === open) this.renderMessages('auto');
-    });
+    const send: StoredSend = { ...target, text, clientMsgId: `web-${randomId()}`, createdAtMs: Date.now() };
+    this.addPending(send);
+    this.renderMessages('bottom');
+    // Its outcome comes as a 'sent' or 'failed' event; the promise rejects also when we log out, which needs nothing.
+    this.client.send(sendOptions(send)).catch(() => undefined);
+  }
+
+  /**
+   * Messages a closed tab of this user never got through (see devices.ts):
+   * sent again with their client_msg_id (the server stores each once) and
+   * shown as pending like ours. Resolves true when each was stored or refused
+   * for good, false when some still wait (the client was closed first).
+   */
+  adopt(sends: StoredSend[]): Promise<boolean> {
+    for (const s of sends) this.addPending(s);
+    if (this.open) this.renderMessages('auto');
+    return Promise.all(sends.map((s) => this.client.send(sendOptions(s)).then(
+      () => true,
+      // A refusal for good shows as failed ('failed' event); UNAVAILABLE is the client closing with it still queued.
+      (err: unknown) => !(err instanceof LonglinkError && err.code === ErrorCode.UNAVAILABLE),
+    ))).then((done) => done.every(Boolean));
   }
 
   /** The user types in the composer: tell the others, at most every 2 s. */
@@ -246,7 +302,7 @@ export class Chat {
       await this.client.recall(open.id, seq);
       this.onRecall(open.id, seq);
     } catch (err) {
-      this.notice(`Could not recall: ${describe(err)}`);
+      this.errorNotice('Could not recall', err);
     }
   }
 
@@ -264,6 +320,7 @@ export class Chat {
     await this.openConversation(id);
   }
 
+  /** Create a group with these (already checked, see members.ts) member ids, and open it. */
   async createGroup(name: string, members: string[]): Promise<void> {
     try {
       const g = await this.client.createGroup(name, members);
@@ -273,7 +330,7 @@ export class Chat {
       await this.openConversation(g.conversationId);
       this.scheduleRefresh(0);
     } catch (err) {
-      this.notice(`Could not create the group: ${describe(err)}`);
+      this.errorNotice('Could not create the group', err);
     }
   }
 
@@ -289,13 +346,18 @@ export class Chat {
         try {
           this.merge(await this.client.conversations());
         } catch (err) {
-          if (this.client.state === 'online') this.notice(`Could not load conversations: ${describe(err)}`);
+          if (this.client.state === 'online') this.errorNotice('Could not load conversations', err);
         }
       } while (this.refreshAgain);
     })().finally(() => {
       this.refreshing = undefined;
     });
     return this.refreshing;
+  }
+
+  /** The page became visible again: read what arrived meanwhile. */
+  visible(): void {
+    this.readOpenSoon();
   }
 
   // ---- client events -------------------------------------------------------------
@@ -332,6 +394,7 @@ export class Chat {
     if (r.userId === this.me) {
       // This user read it on another device: follow its unread count.
       conv.markedSeq = Math.max(conv.markedSeq, r.seq);
+      conv.readSeq = Math.max(conv.readSeq, r.seq);
       if (r.seq >= conv.lastSeq) conv.unread = 0;
       else this.scheduleRefresh(100);
     } else if (conv.kind === 'direct') {
@@ -343,10 +406,18 @@ export class Chat {
     if (this.open?.id === conv.id) this.renderMessages('auto');
   }
 
+  /** The peer's devices received a direct conversation up to seq: our messages there are delivered. */
+  private onDelivered(d: DeliveryInfo): void {
+    const conv = this.convs.get(d.conversationId);
+    if (!conv || conv.kind !== 'direct' || d.userId === this.me || d.seq <= conv.deliveredSeq) return;
+    conv.deliveredSeq = d.seq;
+    if (this.open?.id === conv.id) this.renderMessages('auto');
+  }
+
   private onRecall(conversationId: string, seq: number): void {
     const conv = this.convs.get(conversationId);
     if (conv && conv.lastSeq === seq) conv.lastText = 'message recalled';
-    const item = this.open?.id === conversationId ? this.open.items.get(`s${seq}`) : undefined;
+    const item = this.open?.id === conversationId ? this.open.items.get(seq) : undefined;
     if (item) {
       item.recalled = true;
       item.text = '';
@@ -382,42 +453,104 @@ export class Chat {
   }
 
   private onPresence(p: PresenceInfo): void {
-    const was = this.online.get(p.userId);
     this.online.set(p.userId, p.online);
-    if (p.online && was !== true) {
-      // Online now: what we sent while they were away reaches them in their sync.
-      for (const conv of this.convs.values()) if (conv.peer === p.userId) conv.deliveredSeq = conv.lastSeq;
-    }
     this.renderList();
     this.renderPane();
+  }
+
+  /** Sends an earlier load of this page left in the store: pending again, and shown so. */
+  private onRestored(sends: PendingSend[]): void {
+    for (const s of sends) this.addPending(s);
     if (this.open) this.renderMessages('auto');
+  }
+
+  /** The server stored one of our sends: it leaves the pending ones and takes its place by seq. */
+  private onSent(r: SendResult, s: PendingSend): void {
+    const item: Item = this.pending.get(s.clientMsgId) ?? this.itemOf(s);
+    this.pending.delete(s.clientMsgId);
+    item.seq = r.seq;
+    item.sentAtMs = r.sentAtMs;
+    item.status = 'sent';
+    const conv = this.convs.get(r.conversationId);
+    if (conv) {
+      if (r.seq > conv.lastSeq) {
+        conv.lastSeq = r.seq;
+        conv.lastText = `You: ${s.text}`;
+        conv.lastAtMs = r.sentAtMs;
+      }
+      // The server counts what we wrote, and what came before it, as read by us.
+      conv.readSeq = Math.max(conv.readSeq, r.seq);
+    } else {
+      this.scheduleRefresh(50); // a conversation the list does not have yet
+    }
+    const open = this.open;
+    if (open?.id === r.conversationId && !open.items.has(r.seq)) open.items.set(r.seq, item);
+    this.renderList();
+    if (open?.id === r.conversationId) this.renderMessages('auto');
+  }
+
+  /** The server refused one of our sends for good: it stays on screen, marked failed. */
+  private onFailed(err: LonglinkError, s: PendingSend): void {
+    const item = this.addPending(s);
+    item.status = 'failed';
+    item.error = describe(err);
+    if (this.open?.id === item.conversationId) this.renderMessages('auto');
+  }
+
+  private onKick(err: LonglinkError, reconnect: boolean): void {
+    if (reconnect) {
+      // Shown with the connection state, and gone once the client is connected again.
+      this.kickReason = `Disconnected by the server: ${describe(err)}.`;
+      this.showState(this.client.state);
+    } else {
+      this.notice(`Signed out by the server: ${describe(err)}`);
+    }
   }
 
   private showState(state: ClientState, retryInMs?: number): void {
     clearInterval(this.stateTimer);
     this.stateTimer = undefined;
     const conn = this.el.conn;
+    const wasOnline = conn.dataset.state === 'online';
     conn.dataset.state = state;
+    this.el.composer.classList.toggle('offline', state !== 'online');
+    if (state === 'online') {
+      this.kickReason = '';
+      this.connNotice('');
+      if (this.noticeUntilOnline) this.notice('');
+      // The conversation opened while offline could not load: load it now.
+      if (this.open?.failed) void this.loadFirstPage(this.open);
+    } else {
+      // Nobody's presence is known while we are not connected (the client watches again when back).
+      this.online.clear();
+    }
     if (state === 'reconnecting' && retryInMs !== undefined) {
       const at = Date.now() + retryInMs;
-      const tick = () => {
+      const tick = (): void => {
         const s = Math.ceil((at - Date.now()) / 1000);
-        conn.textContent = s > 0 ? `reconnecting in ${s} s` : 'reconnecting…';
+        const when = s > 0 ? `in ${s} s` : '…';
+        conn.textContent = `reconnecting${s > 0 ? ' ' : ''}${when}`;
+        this.connNotice(`${this.kickReason || 'Connection lost.'} Reconnecting${s > 0 ? ' ' : ''}${when} — what you write is kept and sent when it is back.`);
         if (s <= 0) clearInterval(this.stateTimer);
       };
       tick();
       this.stateTimer = setInterval(tick, 250);
     } else {
       conn.textContent = state === 'idle' ? '' : state === 'connecting' ? 'connecting…' : state === 'reconnecting' ? 'reconnecting…' : state;
+      if (state === 'reconnecting') this.connNotice(`${this.kickReason || 'Connection lost.'} Reconnecting…`);
+      if (state === 'offline' && wasOnline) this.connNotice('Not connected. What you write is kept and sent at the next login.');
     }
-    this.el.composer.classList.toggle('offline', state !== 'online');
+    if (wasOnline !== (state === 'online')) {
+      this.renderList();
+      this.renderPane();
+    }
   }
 
   // ---- state helpers -------------------------------------------------------------------
 
   private newConv(id: string, init: Pick<Conv, 'kind' | 'title'> & Partial<Conv>): Conv {
     return {
-      id, lastSeq: 0, lastText: '', lastAtMs: Date.now(), markedSeq: 0, unread: 0, baseSeq: 0, counted: new Set(),
+      id, lastSeq: 0, lastText: '', lastAtMs: Date.now(), markedSeq: 0, readSeq: 0, unread: 0, baseSeq: 0, counted: new Set(),
       peerReadSeq: 0, deliveredSeq: 0, readers: new Map(), ...init,
     };
   }
@@ -441,8 +574,10 @@ export class Chat {
       conv.lastText = c.lastMessage ? this.preview(c.lastMessage) : '';
       conv.lastAtMs = c.lastAtMs;
       conv.unread = c.unread;
+      conv.readSeq = Math.max(conv.readSeq, c.readSeq);
       conv.peerReadSeq = Math.max(conv.peerReadSeq, c.peerReadSeq ?? 0);
-      conv.deliveredSeq = Math.max(conv.deliveredSeq, conv.peerReadSeq);
+      // Read implies received; otherwise only the server's delivery cursor says a message arrived.
+      conv.deliveredSeq = Math.max(conv.deliveredSeq, c.peerDeliveredSeq ?? 0, conv.peerReadSeq);
       this.convs.set(conv.id, conv);
     }
     this.watchPeers();
@@ -462,22 +597,79 @@ export class Chat {
     return isGroupConversation(m.conversationId) ? `${m.fromUser}: ${m.text}` : m.text;
   }
 
+  private conversationOf(s: StoredSend): string {
+    if (s.conversationId !== undefined) return s.conversationId;
+    if (s.groupId !== undefined) return groupConversationId(s.groupId);
+    return directConversationId(this.me, s.to ?? '');
+  }
+
+  private itemOf(s: StoredSend): PendingItem {
+    return {
+      conversationId: this.conversationOf(s), clientMsgId: s.clientMsgId, from: this.me, text: s.text,
+      sentAtMs: s.createdAtMs, status: 'pending', order: this.order++,
+    };
+  }
+
+  /** A send to show as pending until its 'sent' or 'failed' event (the same item if already shown). */
+  private addPending(s: StoredSend): PendingItem {
+    let item = this.pending.get(s.clientMsgId);
+    if (!item) {
+      item = this.itemOf(s);
+      this.pending.set(s.clientMsgId, item);
+    }
+    return item;
+  }
+
+  private async loadFirstPage(open: Open): Promise<void> {
+    open.loading = true;
+    try {
+      const page = await this.client.history(open.id, { limit: PAGE });
+      if (this.open !== open) return;
+      for (const m of page.messages) this.addItem(open, m);
+      open.hasMore = page.hasMore;
+      open.failed = false;
+    } catch (err) {
+      if (this.open !== open) return;
+      // A conversation with no message yet has no history: start empty.
+      if (!(err instanceof LonglinkError && errorName(err.code) === 'FORBIDDEN' && this.convs.get(open.id)?.lastSeq === 0)) {
+        open.failed = true;
+        this.errorNotice('Could not load messages', err);
+      }
+    } finally {
+      open.loading = false;
+    }
+    if (this.open === open) this.renderMessages(open.unreadAfter !== undefined ? 'divider' : 'bottom');
+  }
+
+  /** Groups: how far each other member has read, for "read by N" (receipts keep it current). */
+  private async loadReaders(conv: Conv): Promise<void> {
+    const groupId = conv.groupId ?? groupIdOf(conv.id);
+    if (groupId === undefined) return;
+    try {
+      const g = await this.client.groupInfo(groupId);
+      for (const m of g.members) {
+        if (m.userId !== this.me) conv.readers.set(m.userId, Math.max(conv.readers.get(m.userId) ?? 0, m.readSeq));
+      }
+      if (this.open?.id === conv.id) this.renderMessages('auto');
+    } catch (err) {
+      console.warn('[longlink] groupInfo', describe(err));
+    }
+  }
+
   private addItem(open: Open, m: ChatMessage): void {
     if (m.event?.type === 'recalled') {
       // The recall itself is a timeline entry: show its effect on the message, not a line.
-      const target = m.event.targetSeq !== undefined ? open.items.get(`s${m.event.targetSeq}`) : undefined;
+      const target = m.event.targetSeq !== undefined ? open.items.get(m.event.targetSeq) : undefined;
       if (target) {
         target.recalled = true;
         target.text = '';
       }
       return;
     }
-    const key = `s${m.seq}`;
-    const pendingKey = `c${m.clientMsgId}`;
-    const pending = m.fromUser === this.me ? open.items.get(pendingKey) : undefined;
-    if (pending) open.items.delete(pendingKey);
-    const existing = open.items.get(key) ?? pending;
-    const item: Item = existing ?? {
+    // Ours, still pending here (its ack not processed yet): the server has it, so it is shown by seq from now on.
+    const pending = m.fromUser === this.me ? this.pending.get(m.clientMsgId) : undefined;
+    if (pending) this.pending.delete(m.clientMsgId);
+    const item: Item = open.items.get(m.seq) ?? pending ?? {
       clientMsgId: m.clientMsgId, from: m.fromUser, text: m.text, sentAtMs: m.sentAtMs, status: 'sent', order: 0,
     };
     item.seq = m.seq;
@@ -487,7 +679,7 @@ export class Chat {
       item.recalled = true;
       item.text = '';
     }
-    open.items.set(key, item);
+    open.items.set(m.seq, item);
   }
 
   /** Mark the open conversation read (debounced), while the page is visible. */
@@ -504,6 +696,7 @@ export class Chat {
       if (upTo <= conv.markedSeq) return;
       const before = conv.markedSeq;
       conv.markedSeq = upTo;
+      conv.readSeq = Math.max(conv.readSeq, upTo);
       conv.unread = 0;
       this.renderList();
       this.client.markRead(conv.id, upTo).catch((err: unknown) => {
@@ -512,11 +705,6 @@ export class Chat {
         console.warn('[longlink] markRead', describe(err));
       });
     }, 100);
-  }
-
-  /** The page became visible again: read what arrived meanwhile. */
-  visible(): void {
-    this.readOpenSoon();
   }
 
   private scheduleRefresh(delayMs: number): void {
@@ -544,6 +732,19 @@ export class Chat {
   private notice(text: string): void {
     this.el.notice.textContent = text;
     this.el.notice.hidden = text === '';
+    this.noticeUntilOnline = false;
+  }
+
+  /** An error worth showing; one that happened while not connected goes away when the connection is back. */
+  private errorNotice(what: string, err: unknown): void {
+    this.notice(`${what}: ${describe(err)}`);
+    this.noticeUntilOnline = this.client.state !== 'online';
+  }
+
+  /** The banner about the connection, above both the list and the chat; '' hides it. */
+  private connNotice(text: string): void {
+    this.el.connNotice.textContent = text;
+    this.el.connNotice.hidden = text === '';
   }
 
   // ---- rendering ---------------------------------------------------------------------------
@@ -554,37 +755,65 @@ export class Chat {
     return `${who.join(', ')} ${who.length === 1 ? 'is' : 'are'} typing…`;
   }
 
+  /** A presence dot: green online, grey offline, hollow grey unknown (not yet told, or we are not connected). */
   private dot(conv: Conv): HTMLElement {
     if (conv.kind === 'group') return h('span', { class: 'dot group', title: 'group' });
-    const online = conv.peer !== undefined && this.online.get(conv.peer) === true;
+    const online = this.client.state === 'online' && conv.peer !== undefined ? this.online.get(conv.peer) : undefined;
+    if (online === undefined) {
+      const why = this.client.state === 'online' ? 'presence not known yet' : 'presence unknown while not connected';
+      return h('span', { class: 'dot', 'data-online': 'unknown', title: why });
+    }
     return h('span', { class: 'dot', 'data-online': String(online), title: online ? 'online' : 'offline' });
   }
 
   private renderList(): void {
     const convs = [...this.convs.values()].sort((a, b) => b.lastAtMs - a.lastAtMs || a.title.localeCompare(b.title));
-    this.el.list.replaceChildren(...convs.map((c) => {
-      const typing = this.typingText(c.id);
-      return h('li', {
-        class: `conv${this.open?.id === c.id ? ' active' : ''}`, 'data-conv': c.id, 'data-title': c.title, tabindex: 0,
-      },
+    const rows = convs.map((c) => this.listRow(c));
+    // The rows stay in the page (so do focus, hover and a click in progress); they move only when the order changed.
+    const shown = this.el.list.children;
+    if (rows.length !== shown.length || rows.some((row, i) => row !== shown[i])) this.el.list.replaceChildren(...rows);
+    this.renderTitle(convs);
+  }
+
+  /** The list's row of a conversation: made once, its content redrawn. */
+  private listRow(c: Conv): HTMLLIElement {
+    let row = this.rows.get(c.id);
+    if (!row) {
+      row = h('li', { 'data-conv': c.id, tabindex: 0 });
+      this.rows.set(c.id, row);
+    }
+    row.className = `conv${this.open?.id === c.id ? ' active' : ''}`;
+    row.dataset.title = c.title;
+    const typing = this.typingText(c.id);
+    row.replaceChildren(
       this.dot(c),
       h('span', { class: 'title' }, c.title),
       c.unread > 0 ? h('span', { class: 'unread', 'data-unread': c.unread, title: `${c.unread} unread` }, String(c.unread)) : h('span'),
       h('span', { class: `preview${typing ? ' typing' : ''}` }, typing || c.lastText));
-    }));
+    return row;
+  }
+
+  /** The tab's title counts what is unread, so it shows from other tabs: "(3) Longlink". */
+  private renderTitle(convs: Conv[]): void {
+    const unread = convs.reduce((sum, c) => sum + c.unread, 0);
+    document.title = unread > 0 ? `(${unread}) ${TITLE}` : TITLE;
   }
 
   private renderPane(): void {
     const conv = this.open && this.convs.get(this.open.id);
     this.el.composer.hidden = !conv;
-    if (!conv) return;
+    this.el.paneDot.hidden = !conv;
+    if (!conv) {
+      this.el.title.textContent = 'Pick a conversation';
+      this.el.typing.textContent = '';
+      return;
+    }
     this.el.title.textContent = conv.title;
     const dot = this.dot(conv);
     this.el.paneDot.className = dot.className;
     this.el.paneDot.title = dot.title;
     if (dot.dataset.online !== undefined) this.el.paneDot.dataset.online = dot.dataset.online;
     else delete this.el.paneDot.dataset.online;
-    this.el.paneDot.hidden = false;
     this.renderTyping();
   }
 
@@ -592,24 +821,48 @@ export class Chat {
     this.el.typing.textContent = this.open ? this.typingText(this.open.id) : '';
   }
 
-  /** The mark of one of our messages: pending, failed, sent, delivered, read. */
+  /**
+   * The mark of one of our messages: pending, failed, sent; in 1:1 delivered
+   * (a device of the peer received it: the server's delivery cursor) and read;
+   * in groups "read by N" (other members whose read cursor passed it).
+   */
   private mark(conv: Conv, item: Item): HTMLElement {
     if (item.status === 'pending') return h('span', { class: 'mark', 'data-mark': 'pending', title: 'sending' }, '…');
     if (item.status === 'failed') return h('span', { class: 'mark', 'data-mark': 'failed', title: `not sent: ${item.error ?? ''}` }, '!');
     const seq = item.seq ?? 0;
     if (conv.kind === 'group') {
-      const readers = [...conv.readers].filter(([, s]) => s >= seq).map(([u]) => u);
+      const readers = [...conv.readers].filter(([, s]) => s >= seq).map(([u]) => u).sort();
       return readers.length > 0
-        ? h('span', { class: 'mark', 'data-mark': 'read', title: `read by ${readers.join(', ')}` }, `✓✓ ${readers.length}`)
+        ? h('span', { class: 'mark', 'data-mark': 'read', 'data-readers': readers.length, title: `read by ${readers.join(', ')}` }, `✓✓ read by ${readers.length}`)
         : h('span', { class: 'mark', 'data-mark': 'sent', title: 'sent' }, '✓');
     }
     if (conv.peerReadSeq >= seq) return h('span', { class: 'mark', 'data-mark': 'read', title: 'read' }, '✓✓ read');
-    if (conv.deliveredSeq >= seq) return h('span', { class: 'mark', 'data-mark': 'delivered', title: `delivered (${conv.peer ?? ''} is online)` }, '✓✓');
+    if (conv.deliveredSeq >= seq) return h('span', { class: 'mark', 'data-mark': 'delivered', title: `delivered to ${conv.peer ?? 'them'}` }, '✓✓');
     return h('span', { class: 'mark', 'data-mark': 'sent', title: 'sent' }, '✓');
   }
 
-  /** Redraw the open conversation; `bottom` scrolls down, `keep` keeps the view where it is (older loaded above), `auto` follows the bottom if it was there. */
-  private renderMessages(scroll: 'bottom' | 'keep' | 'auto'): void {
+  private messageItem(conv: Conv, item: Item): HTMLElement {
+    if (item.event) return h('li', { class: 'msg system', 'data-seq': item.seq }, eventText(item.event));
+    const own = item.from === this.me;
+    return h('li', {
+      class: `msg ${own ? 'own' : 'theirs'}${item.recalled ? ' recalled' : ''}`,
+      'data-seq': item.seq, 'data-from': item.from,
+    },
+    h('div', { class: 'bubble' },
+      conv.kind === 'group' && !own && h('span', { class: 'from' }, item.from),
+      h('span', { class: 'text' }, item.recalled ? 'message recalled' : item.text)),
+    h('div', { class: 'meta' },
+      h('time', { datetime: new Date(item.sentAtMs).toISOString() }, clockTime(item.sentAtMs)),
+      own && this.mark(conv, item),
+      own && item.seq !== undefined && !item.recalled && h('button', { type: 'button', class: 'link recall', 'data-recall': item.seq }, 'Recall')));
+  }
+
+  /**
+   * Redraw the open conversation. `bottom` scrolls down; `keep` keeps the view
+   * where it is (older loaded above); `auto` follows the bottom if it was
+   * there; `divider` shows the first unread message (or the bottom).
+   */
+  private renderMessages(scroll: 'bottom' | 'keep' | 'auto' | 'divider'): void {
     const open = this.open;
     const conv = open && this.convs.get(open.id);
     const s = this.el.scroller;
@@ -621,25 +874,21 @@ export class Chat {
       return;
     }
     this.el.older.hidden = !open.hasMore;
-    const items = [...open.items.values()].sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity) || a.order - b.order);
-    this.el.messages.replaceChildren(...items.map((item) => {
-      if (item.event) {
-        return h('li', { class: 'msg system', 'data-seq': item.seq }, eventText(item.event));
+    const pending = [...this.pending.values()].filter((p) => p.conversationId === open.id);
+    const items = [...open.items.values(), ...pending].sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity) || a.order - b.order);
+    const rows: HTMLElement[] = [];
+    let divider: HTMLElement | undefined;
+    for (const item of items) {
+      const unread = open.unreadAfter !== undefined && item.seq !== undefined && item.seq > open.unreadAfter && item.from !== this.me && !item.event;
+      if (unread && !divider) {
+        divider = h('li', { class: 'divider', role: 'separator' }, h('span', {}, 'New messages'));
+        rows.push(divider);
       }
-      const own = item.from === this.me;
-      return h('li', {
-        class: `msg ${own ? 'own' : 'theirs'}${item.recalled ? ' recalled' : ''}`,
-        'data-seq': item.seq, 'data-from': item.from,
-      },
-      h('div', { class: 'bubble' },
-        conv.kind === 'group' && !own && h('span', { class: 'from' }, item.from),
-        h('span', { class: 'text' }, item.recalled ? 'message recalled' : item.text)),
-      h('div', { class: 'meta' },
-        h('time', { datetime: new Date(item.sentAtMs).toISOString() }, clockTime(item.sentAtMs)),
-        own && this.mark(conv, item),
-        own && item.seq !== undefined && !item.recalled && h('button', { type: 'button', class: 'link recall', 'data-recall': item.seq }, 'Recall')));
-    }));
-    if (scroll === 'bottom' || (scroll === 'auto' && atBottom)) s.scrollTop = s.scrollHeight;
+      rows.push(this.messageItem(conv, item));
+    }
+    this.el.messages.replaceChildren(...rows);
+    if (scroll === 'divider' && divider) s.scrollTop = Math.max(0, divider.offsetTop - 8);
+    else if (scroll === 'bottom' || scroll === 'divider' || (scroll === 'auto' && atBottom)) s.scrollTop = s.scrollHeight;
     else if (scroll === 'keep') s.scrollTop = s.scrollHeight - fromBottom;
   }
 }

@@ -3,7 +3,9 @@
 import './style.css';
 import { createClient, indexedDbStore, type LonglinkClient } from '../client/browser.js';
 import { Chat } from './chat.js';
-import { byId, randomId } from './dom.js';
+import { adoptOrphans, claimDevice } from './devices.js';
+import { byId } from './dom.js';
+import { parseMembers } from './members.js';
 
 interface DevToken {
   token: string;
@@ -11,17 +13,6 @@ interface DevToken {
 }
 
 const USER_KEY = 'longlink.user';
-const DEVICE_KEY = 'longlink.device';
-
-/** One device id per tab (kept across reloads), so two tabs do not replace each other's session. */
-function deviceId(): string {
-  let id = sessionStorage.getItem(DEVICE_KEY);
-  if (!id) {
-    id = `web-${randomId().slice(0, 8)}`;
-    sessionStorage.setItem(DEVICE_KEY, id);
-  }
-  return id;
-}
 
 async function devToken(userId: string, device: string): Promise<DevToken> {
   const res = await fetch('/api/v1/dev/token', {
@@ -43,6 +34,7 @@ const el = {
   loginError: byId('login-error'),
   chat: byId('chat'),
   logout: byId<HTMLButtonElement>('logout'),
+  back: byId<HTMLButtonElement>('back'),
   list: byId('conversations'),
   older: byId<HTMLButtonElement>('older'),
   messages: byId('message-list'),
@@ -53,9 +45,31 @@ const el = {
   newGroup: byId<HTMLFormElement>('new-group'),
   newGroupName: byId<HTMLInputElement>('new-group-name'),
   newGroupMembers: byId<HTMLInputElement>('new-group-members'),
+  newGroupError: byId('new-group-error'),
 };
 
-let session: { client: LonglinkClient; chat: Chat } | undefined;
+let session: { client: LonglinkClient; chat: Chat; release: () => void } | undefined;
+
+// ---- the open conversation in the URL ------------------------------------------------
+// `#c=<conversation id>`: a reload (or a link) reopens it.
+
+function conversationInUrl(): string | undefined {
+  return new URLSearchParams(location.hash.slice(1)).get('c') || undefined;
+}
+
+function rememberConversation(id: string | undefined): void {
+  const hash = id === undefined ? '' : `#c=${encodeURIComponent(id)}`;
+  // Replaced, not pushed: the browser's back button leaves the page as before.
+  history.replaceState(history.state, '', `${location.pathname}${location.search}${hash}`);
+}
+
+/** A conversation opened or closed: on narrow screens the chat replaces the list (see style.css). */
+function conversationChanged(id: string | undefined): void {
+  el.chat.classList.toggle('conversation-open', id !== undefined);
+  rememberConversation(id);
+}
+
+// ---- log in and out ---------------------------------------------------------------------
 
 function showLogin(error = ''): void {
   el.chat.hidden = true;
@@ -66,32 +80,41 @@ function showLogin(error = ''): void {
 
 async function logIn(userId: string): Promise<void> {
   el.loginError.textContent = '';
-  const device = deviceId();
-  let token = await devToken(userId, device);
-  const client = createClient({
-    url: `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`,
-    // Called on every (re)connect: a cached token until a minute before it expires.
-    token: async () => {
-      if (token.expires_at_ms - Date.now() < 60_000) token = await devToken(userId, device);
-      return token.token;
-    },
-    clientVersion: 'longlink-web',
-    // Cursors and unsent messages survive a reload: the page syncs from where it was.
-    store: indexedDbStore(`longlink:${userId}:${device}`),
-  });
-  el.login.hidden = true;
-  el.chat.hidden = false;
-  const chat = new Chat(client, userId);
-  session = { client, chat };
+  const { device, store, release } = await claimDevice(userId);
+  let client: LonglinkClient;
+  let chat: Chat;
   try {
+    let token = await devToken(userId, device);
+    client = createClient({
+      url: `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`,
+      // Called on every (re)connect: a cached token until a minute before it expires.
+      token: async () => {
+        if (token.expires_at_ms - Date.now() < 60_000) token = await devToken(userId, device);
+        return token.token;
+      },
+      clientVersion: 'longlink-web',
+      // Cursors and unsent messages survive a reload: the page syncs from where it was.
+      store: indexedDbStore(store),
+    });
+    el.login.hidden = true;
+    el.chat.hidden = false;
+    chat = new Chat(client, userId, { onOpen: conversationChanged });
+    session = { client, chat, release };
+    // Whenever connected (the first login, or back after a loss), send what closed tabs of this user left unsent.
+    client.on('state', (state) => {
+      if (state === 'online' && session?.chat === chat) void adoptOrphans(userId, store, (sends) => chat.adopt(sends));
+    });
     await client.connect();
   } catch (err) {
-    chat.dispose();
+    session?.chat.dispose();
     session = undefined;
+    release();
     throw err;
   }
   sessionStorage.setItem(USER_KEY, userId);
   await chat.refreshConversations();
+  const remembered = conversationInUrl();
+  if (remembered !== undefined) await chat.reopen(remembered);
 }
 
 async function logOut(): Promise<void> {
@@ -99,13 +122,18 @@ async function logOut(): Promise<void> {
   const s = session;
   session = undefined;
   s?.chat.dispose();
+  conversationChanged(undefined);
   await s?.client.close();
+  // Its unsent messages stay in its store, which another tab of the user may adopt from now on.
+  s?.release();
   showLogin();
 }
 
 function start(userId: string): void {
   logIn(userId).catch((err: unknown) => showLogin(`Could not log in as ${userId}: ${err instanceof Error ? err.message : String(err)}`));
 }
+
+// ---- the page's controls --------------------------------------------------------------------
 
 el.loginForm.addEventListener('submit', (e) => {
   e.preventDefault();
@@ -114,6 +142,7 @@ el.loginForm.addEventListener('submit', (e) => {
 });
 
 el.logout.addEventListener('click', () => void logOut());
+el.back.addEventListener('click', () => session?.chat.closeConversation());
 
 el.list.addEventListener('click', (e) => {
   const item = (e.target as Element).closest<HTMLElement>('[data-conv]');
@@ -148,15 +177,30 @@ el.newDirect.addEventListener('submit', (e) => {
   void session?.chat.startDirect(userId);
 });
 
+/** Show (or clear, with '') the group form's error, next to the members field. */
+function groupError(text: string): void {
+  el.newGroupError.textContent = text;
+  el.newGroupError.hidden = text === '';
+  el.newGroupMembers.setAttribute('aria-invalid', String(text !== ''));
+}
+
 el.newGroup.addEventListener('submit', (e) => {
   e.preventDefault();
   const name = el.newGroupName.value.trim();
-  const members = el.newGroupMembers.value.split(/[\s,]+/).filter((m) => m !== '');
-  if (!name) return;
+  if (!name || !session) return;
+  const members = parseMembers(el.newGroupMembers.value, session.chat.me);
+  if (!members.ok) {
+    // Nothing is sent: the user fixes the id named and tries again.
+    groupError(members.error);
+    el.newGroupMembers.focus();
+    return;
+  }
+  groupError('');
   el.newGroupName.value = '';
   el.newGroupMembers.value = '';
-  void session?.chat.createGroup(name, members);
+  void session.chat.createGroup(name, members.ids);
 });
+el.newGroupMembers.addEventListener('input', () => groupError(''));
 
 document.addEventListener('visibilitychange', () => {
   if (document.visibilityState === 'visible') session?.chat.visible();

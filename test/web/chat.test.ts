@@ -6,117 +6,11 @@
 // to test-artifacts/web/.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
-import { ADMIN_KEY, startTestServer, type TestServer } from '../helpers/server.js';
-
-const CHROMIUM = '/usr/bin/chromium';
-const ROOT = join(import.meta.dirname, '..', '..');
-const ARTIFACTS = join(ROOT, 'test-artifacts', 'web');
-/** The flags this machine needs (its network is closed: no background traffic). */
-const FLAGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
-const T = { timeout: 120_000 };
-
-/**
- * A TCP proxy in front of the server for bob's browser, so the test can take
- * his network away: `cut()` drops every connection and refuses new ones
- * until `restore()`.
- */
-class Proxy {
-  private readonly sockets = new Set<net.Socket>();
-  private blocked = false;
-  private server: net.Server | undefined;
-  port = 0;
-
-  constructor(private readonly targetPort: number) {}
-
-  async start(): Promise<void> {
-    this.server = net.createServer((client) => {
-      if (this.blocked) {
-        client.destroy();
-        return;
-      }
-      const upstream = net.connect({ host: '127.0.0.1', port: this.targetPort });
-      for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
-        this.sockets.add(a);
-        a.on('error', () => b.destroy());
-        a.on('close', () => {
-          this.sockets.delete(a);
-          b.destroy();
-        });
-        a.pipe(b);
-      }
-    });
-    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
-    this.port = (this.server!.address() as net.AddressInfo).port;
-  }
-
-  cut(): void {
-    this.blocked = true;
-    for (const s of this.sockets) s.destroy();
-  }
-
-  restore(): void {
-    this.blocked = false;
-  }
-
-  async close(): Promise<void> {
-    this.cut();
-    await new Promise<void>((resolve) => this.server?.close(() => resolve()) ?? resolve());
-  }
-}
-
-/** Polls `read` until `ok` holds; fails with what it saw last. */
-async function until<V>(what: string, read: () => Promise<V>, ok: (v: V) => boolean, timeoutMs = 15_000): Promise<V> {
-  const start = Date.now();
-  let last: V | undefined;
-  for (;;) {
-    try {
-      last = await read();
-      if (ok(last)) return last;
-    } catch (err) {
-      if (Date.now() - start > timeoutMs) throw err;
-    }
-    if (Date.now() - start > timeoutMs) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}; last seen: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-const conv = (page: Page, title: string): Locator => page.locator(`#conversations .conv[data-title="${title}"]`);
-const texts = (page: Page): Promise<string[]> => page.locator('#message-list .msg:not(.system) .text').allTextContents();
-const unread = async (page: Page, title: string): Promise<number> => {
-  // One read, no waiting: the badge may go away between a count and a text read.
-  const [badge] = await conv(page, title).locator('.unread').allTextContents();
-  return badge === undefined ? 0 : Number(badge);
-};
-const connState = (page: Page): Promise<string | null> => page.locator('#conn').getAttribute('data-state');
-/** The mark on our own message with this text. */
-const markOf = (page: Page, text: string): Promise<string | null> =>
-  page.locator('#message-list .msg.own', { has: page.locator('.text', { hasText: new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`) }) })
-    .locator('.mark').getAttribute('data-mark');
-const peerOnline = (page: Page, title: string): Promise<string | null> => conv(page, title).locator('.dot').getAttribute('data-online');
-
-async function logIn(page: Page, url: string, user: string): Promise<void> {
-  await page.goto(url);
-  await page.locator('#login-user').fill(user);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await until(`${user} online`, () => connState(page), (s) => s === 'online');
-  assert.equal(await page.locator('#me-name').textContent(), user);
-}
-
-async function send(page: Page, text: string): Promise<void> {
-  await page.locator('#composer-text').fill(text);
-  await page.locator('#composer-text').press('Enter');
-}
-
-async function shot(page: Page, name: string): Promise<void> {
-  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
-}
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+import {
+  Proxy, T, conv, connState, launchBrowser, logIn, markOf, openDirect, peerOnline, postMessage, send, shot, texts, unread, until,
+} from './helpers.js';
 
 describe('web chat page in Chromium', () => {
   let server: TestServer;
@@ -129,18 +23,10 @@ describe('web chat page in Chromium', () => {
   const pageErrors: string[] = [];
 
   before(async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(`${CHROMIUM} is missing: run scripts/ensure-services.sh (as root; npm test runs it first) to install Debian's chromium`);
-    }
-    if (!existsSync(join(ROOT, 'dist', 'web', 'index.html'))) {
-      throw new Error('the web page is not built (dist/web/index.html is missing): run npm run build (npm test runs it first)');
-    }
-    mkdirSync(ARTIFACTS, { recursive: true });
     server = await startTestServer({ 'dev-login': '1' });
     proxy = new Proxy(server.httpPort);
     await proxy.start();
-    // Playwright makes a fresh, empty user-data-dir in a temp folder for this browser and removes it on close.
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+    browser = await launchBrowser();
     aliceCtx = await browser.newContext({ viewport: { width: 1000, height: 700 } });
     bobCtx = await browser.newContext({ viewport: { width: 1000, height: 700 } });
     alice = await aliceCtx.newPage();
@@ -161,17 +47,15 @@ describe('web chat page in Chromium', () => {
 
   test('alice logs in and writes to bob before he is online', T, async () => {
     await logIn(alice, server.httpUrl, 'alice');
-    await alice.locator('#new-direct-user').fill('bob');
-    await alice.locator('#new-direct-user').press('Enter');
-    await until('the chat with bob open', () => alice.locator('#pane-title').textContent(), (t) => t === 'bob');
+    await openDirect(alice, 'bob');
     for (const text of ['hello bob', 'are you there?', 'third one']) await send(alice, text);
     await until('three sent marks', async () => Promise.all(['hello bob', 'are you there?', 'third one'].map((t) => markOf(alice, t))),
       (marks) => marks.every((m) => m === 'sent'));
-    assert.equal(await peerOnline(alice, 'bob'), 'false');
+    await until('bob shown offline', () => peerOnline(alice, 'bob'), (v) => v === 'false');
   });
 
   test('bob logs in and sees the conversation with 3 unread before opening it; a 4th arrives live', T, async () => {
-    await logIn(bob, `http://127.0.0.1:${proxy.port}/`, 'bob');
+    await logIn(bob, proxy.url, 'bob');
     await until('alice in bob\'s list with 3 unread', () => unread(bob, 'alice'), (n) => n === 3);
     assert.match(await conv(bob, 'alice').locator('.preview').textContent() ?? '', /third one/);
     // Presence: alice sees bob come online, and her messages as delivered.
@@ -266,14 +150,7 @@ describe('web chat page in Chromium', () => {
   });
 
   test('history pages back: 40 messages from carol, 30 shown, then the older ones', T, async () => {
-    for (let i = 1; i <= 40; i++) {
-      const res = await fetch(`${server.httpUrl}/api/v1/messages`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` },
-        body: JSON.stringify({ from: 'carol', to: 'bob', text: `carol ${i}` }),
-      });
-      assert.equal(res.status, 200, await res.text());
-    }
+    for (let i = 1; i <= 40; i++) await postMessage(server.httpUrl, 'carol', 'bob', `carol ${i}`);
     await until('carol in bob\'s list with 40 unread', () => unread(bob, 'carol'), (n) => n === 40);
     await conv(bob, 'carol').click();
     await until('the latest 30', () => texts(bob), (t) => t.length === 30 && t[0] === 'carol 11' && t[29] === 'carol 40');
