@@ -23,6 +23,12 @@ const READ_DELAY_MS = 150;
 const QUIT_SEND_WAIT_MS = 10_000;
 /** On switching conversations, wait this long for the acks of what was just sent. */
 const SWITCH_SEND_WAIT_MS = 2000;
+/**
+ * Reconnect backoff cap (the SDK's default is 30 s, for crowds of clients): a
+ * person is waiting here, so once the server is back the chat is too within a
+ * few seconds. Delays are still random under the cap (full jitter).
+ */
+const MAX_RECONNECT_DELAY_MS = 3000;
 
 const COMMANDS = ['/list', '/open', '/to', '/more', '/group', '/recall', '/help', '/quit'];
 const HELP = `commands:
@@ -89,7 +95,10 @@ class Chat {
   private typingTimer: ReturnType<typeof setTimeout> | undefined;
   private lastTypingSent = 0;
   private readonly presence = new Map<string, boolean>();
+  /** Lost the connection; 'reconnected' is news when it is back. */
   private down = false;
+  /** Why the server closed the connection, when it said (a kick that allows reconnecting). */
+  private lostBecause: string | undefined;
   /** Connected once: state changes are news from then on. */
   private started = false;
   private readonly queue: string[] = [];
@@ -103,7 +112,9 @@ class Chat {
   constructor(private readonly f: ClientFlags) {
     this.me = f.user;
     this.tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
-    this.client = createClient({ ...connectOptions(f), autoSync: true, clientVersion: 'longlink-chat' });
+    this.client = createClient({
+      ...connectOptions(f), autoSync: true, clientVersion: 'longlink-chat', maxBackoffMs: MAX_RECONNECT_DELAY_MS,
+    });
   }
 
   async run(): Promise<number> {
@@ -112,12 +123,17 @@ class Chat {
     c.on('typing', (t) => this.onTyping(t.conversationId, t.userId));
     c.on('receipt', (r) => this.onReceipt(r.conversationId, r.userId, r.seq));
     c.on('presence', (p) => this.onPresence(p.userId, p.online));
-    c.on('state', (state, detail) => this.onState(state, detail.retryInMs));
+    c.on('state', (state) => this.onState(state));
     c.on('broadcast', (b) => this.say(`📢 ${clock(b.sentAtMs)} ${clean(b.text)}`));
     c.on('error', (err) => this.say(`! ${err.codeName}: ${err.message}`));
     c.on('kick', (err, reconnect) => {
-      this.say(`! signed out by the server (${err.codeName}): ${err.message}`);
-      if (!reconnect) void this.quit(1);
+      // A kick that allows reconnecting (the server shutting down, a gateway
+      // handing its clients over) is a lost connection, said once by onState.
+      if (reconnect) this.lostBecause = err.codeName;
+      else {
+        this.say(`! signed out by the server (${err.codeName}): ${err.message}`);
+        void this.quit(1);
+      }
     });
     try {
       await c.connect();
@@ -159,7 +175,8 @@ class Chat {
     const now = Date.now();
     const typing = [...this.typers].filter(([, until]) => until > now).map(([u]) => u);
     const who = typing.length > 0 ? `(${typing.join(', ')} typing…) ` : '';
-    return `${who}${this.open ? this.open.title : ''}> `;
+    const offline = this.down ? '(offline) ' : '';
+    return `${offline}${who}${this.open ? this.open.title : ''}> `;
   }
 
   private refreshPrompt(): void {
@@ -619,14 +636,22 @@ class Chat {
     this.say(online ? `● ${userId} is online` : `○ ${userId} went offline`);
   }
 
-  private onState(state: ClientState, retryInMs: number | undefined): void {
+  /**
+   * One line per change of the connection, not per retry: the SDK reports
+   * every retry it schedules as 'reconnecting', which would scroll away what
+   * the user reads while the server is down.
+   */
+  private onState(state: ClientState): void {
     if (this.quitting || !this.started) return;
-    if (state === 'reconnecting' && retryInMs !== undefined) {
-      this.say(`${this.down ? '… still offline' : '! connection lost'}: reconnecting in ${(retryInMs / 1000).toFixed(1)} s`);
+    if (state === 'reconnecting' && !this.down) {
       this.down = true;
+      this.say(`! connection lost${this.lostBecause ? ` (${this.lostBecause})` : ''}, reconnecting…`);
+      this.refreshPrompt();
     } else if (state === 'online' && this.down) {
       this.down = false;
-      this.say('✓ online again');
+      this.lostBecause = undefined;
+      this.say('✓ reconnected');
+      this.refreshPrompt();
       void this.flushRead();
     } else if (state === 'offline') {
       this.down = true;

@@ -7,6 +7,7 @@ import {
   type LonglinkClient, type ChatMessage, type GroupInfo, type HttpOptions, type NodeClientOptions,
 } from '../client/index.js';
 import { exitAfterFlush } from './exit.js';
+import { UsageError } from './args.js';
 
 export interface ClientFlags {
   server: string;
@@ -51,8 +52,6 @@ function readCa(file: string | undefined): Buffer | undefined {
   if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new UsageError(`${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
   return pem;
 }
-
-export class UsageError extends Error {}
 
 /**
  * The admin key a local quick start keeps in its data folder
@@ -231,12 +230,13 @@ export async function runSend(flags: Record<string, string | undefined>): Promis
   if ((to === undefined) === (group === undefined)) throw new UsageError('give --to USER or --group ID');
   if (text === undefined) throw new UsageError('--text is required');
   const count = flags.count === undefined ? 1 : Number(flags.count);
-  if (!Number.isInteger(count) || count < 1 || count > 1_000_000) throw new UsageError('--count must be an integer ≥ 1');
+  if (!Number.isInteger(count) || count < 1 || count > 1_000_000) throw new UsageError('--count must be a whole number in 1..1000000');
   const timeoutMs = Number(flags.timeout ?? 60) * 1000;
-  const client = await connect(f, false);
-  const target = to !== undefined ? { to } : { groupId: group! };
+  if (!(timeoutMs > 0)) throw new UsageError('--timeout must be a number of seconds > 0');
   const rate = flags.rate === undefined ? 0 : Number(flags.rate);
   if (!Number.isFinite(rate) || rate < 0) throw new UsageError('--rate must be a number of messages per second ≥ 0 (0: all at once)');
+  const client = await connect(f, false);
+  const target = to !== undefined ? { to } : { groupId: group! };
   const deadline = setTimeout(() => {
     console.error(JSON.stringify({ type: 'error', code: 'TIMEOUT', message: `${client.pendingSends} sends not acked within ${timeoutMs} ms` }));
     exitAfterFlush(1);

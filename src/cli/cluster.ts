@@ -1,8 +1,12 @@
 // `longlink cluster` (`npm run cluster`): a local cluster for development and
 // trying distributed mode: Redis (AOF on) and PostgreSQL in a temp folder,
 // N gateways and M logic nodes; Ctrl-C stops everything and removes the folder.
-import { startCluster } from '../dev/cluster.js';
-import { UsageError } from './client-commands.js';
+import { fileURLToPath } from 'node:url';
+import { startCluster, type Cluster } from '../dev/cluster.js';
+import { UsageError } from './args.js';
+
+/** The package's folder: where the printed `npx longlink ...` commands run (bin `longlink` in its package.json). */
+const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
 
 function count(raw: string | undefined, name: string, fallback: number): number {
   if (raw === undefined) return fallback;
@@ -17,11 +21,50 @@ export async function runCluster(flags: Record<string, string | undefined>): Pro
   const routing = flags.routing ?? 'targeted';
   if (routing !== 'targeted' && routing !== 'broadcast') throw new UsageError('--routing must be targeted or broadcast');
   const basePort = flags['base-port'] === undefined ? 7000 : Number(flags['base-port']);
-  if (!Number.isInteger(basePort) || basePort < 1024 || basePort > 65000) throw new UsageError('--base-port must be in 1024..65000');
+  if (basePort !== 0 && (!Number.isInteger(basePort) || basePort < 1024 || basePort > 65000)) {
+    throw new UsageError('--base-port must be in 1024..65000, or 0 for any free ports');
+  }
   const appendfsync = flags.appendfsync ?? process.env.LONGLINK_REDIS_APPENDFSYNC ?? 'everysec';
   if (appendfsync !== 'everysec' && appendfsync !== 'always' && appendfsync !== 'no') throw new UsageError('--appendfsync must be everysec, always or no');
+
+  // Output may go to a pipe whose reader is gone: `npm run cluster | tee log`,
+  // where Ctrl-C ends tee too. A write then fails (EPIPE), and unhandled that
+  // error would end this process before it stopped the cluster, leaving the
+  // nodes and the temp folder behind. Without a reader, carry on silently.
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+
   console.log(`starting Redis, PostgreSQL, ${logic} logic and ${gateways} gateway processes (routing ${routing})…`);
-  const cluster = await startCluster({ gateways, logic, routing, basePort, appendfsync });
+  const starting = startCluster({ gateways, logic, routing, basePort: basePort === 0 ? undefined : basePort, appendfsync });
+
+  // Stop on Ctrl-C, kill, or the terminal closing; during start-up, once the
+  // cluster is up (its parts are not all known before).
+  const stop = (c: Cluster) => {
+    c.stop().then(() => {
+      console.log(`cluster stopped; ${c.dir} removed`);
+      process.exit(0);
+    }, (err: unknown) => {
+      console.error('stop failed', err);
+      process.exit(1);
+    });
+  };
+  let stopping = false;
+  const onSignal = () => {
+    if (!stopping) {
+      stopping = true;
+      console.log('stopping the cluster… (Ctrl-C again: do not wait for the nodes to finish)');
+      void starting.then(stop, () => undefined);
+      return;
+    }
+    // Again while stopping: do not wait for the nodes' graceful stop. Redis,
+    // PostgreSQL and the folder are still stopped and removed after them.
+    void starting.then((c) => {
+      for (const n of c.nodes) c.signal(n.name, 'SIGKILL');
+    }, () => undefined);
+  };
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, onSignal);
+
+  const cluster = await starting;
+  if (stopping) return;
   const api = cluster.apiUrl();
   console.log('');
   console.log('cluster up:');
@@ -29,22 +72,13 @@ export async function runCluster(flags: Record<string, string | undefined>): Pro
   console.log(`  postgres   ${cluster.postgres.url}`);
   for (const n of cluster.logics()) console.log(`  ${n.name.padEnd(10)} api ${n.httpUrl}`);
   for (const n of cluster.gateways()) console.log(`  ${n.name.padEnd(10)} ${n.tcpUrl}  ${n.wsUrl}`);
+  console.log(`  folder     ${cluster.dir} (removed at stop)`);
   console.log('');
-  console.log('try it (in another terminal):');
+  // Commands that run as printed, in another terminal in the package's folder
+  // (npx finds the package's own `longlink` bin there).
+  console.log(`try it (in another terminal, in ${PACKAGE_ROOT}):`);
   console.log(`  export LONGLINK_ADMIN_KEY=${cluster.adminKey}`);
-  console.log(`  longlink listen --server ${api} --user bob`);
-  console.log(`  longlink send --server ${api} --user alice --to bob --text hi`);
+  console.log(`  npx longlink listen --server ${api} --user bob`);
+  console.log(`  npx longlink send --server ${api} --user alice --to bob --text hi`);
   console.log('Ctrl-C stops the cluster.');
-  let stopping = false;
-  const stop = () => {
-    if (stopping) return;
-    stopping = true;
-    console.log('stopping the cluster…');
-    cluster.stop().then(() => process.exit(0), (err: unknown) => {
-      console.error('stop failed', err);
-      process.exit(1);
-    });
-  };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
 }

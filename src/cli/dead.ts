@@ -1,7 +1,7 @@
 // `longlink dead list|replay`: the dead letters, through a logic node's admin
 // API (GET /api/v1/dead-letters, POST /api/v1/dead-letters/replay).
 import { readFileSync } from 'node:fs';
-import { UsageError } from './client-commands.js';
+import { UsageError } from './args.js';
 import { nodeFetch } from '../client/index.js';
 
 export async function runDead(sub: string | undefined, flags: Record<string, string | undefined>, ids: readonly string[]): Promise<number> {
@@ -18,7 +18,7 @@ export async function runDead(sub: string | undefined, flags: Record<string, str
   } else if (sub === 'replay') {
     res = await fetcher(`${server}/api/v1/dead-letters/replay`, { method: 'POST', headers, body: JSON.stringify({ ids }) });
   } else {
-    throw new UsageError('usage: longlink dead list [--limit N] | longlink dead replay [ID...] (no ID: every one)');
+    throw new UsageError(sub === undefined ? 'dead needs list or replay' : `unknown dead command ${sub}: list or replay`);
   }
   const body = await res.json() as Record<string, unknown>;
   if (!res.ok) {

@@ -1,108 +1,221 @@
 #!/usr/bin/env node
-// The `longlink` command: one binary, a subcommand per role or tool.
-import { parseArgs } from './args.js';
-import { runRole, runStart } from './start.js';
-import { runCluster } from './cluster.js';
+// The `longlink` command: one binary, a subcommand per role or tool. Each
+// command declares its flags: an unknown one, a flag without its value or a
+// number that is not one is refused with that command's usage (exit 2).
+// A command's code is imported when it runs: a client command does not load
+// the servers, and a mistyped flag is refused at once.
+import { closest, parseArgs, UsageError, type FlagSpec, type ParsedArgs } from './args.js';
 import { exitAfterFlush } from './exit.js';
-import { runConversations, runGroup, runListen, runRead, runSend, UsageError } from './client-commands.js';
-import { runChat } from './chat.js';
-import { runDead } from './dead.js';
-import { ConfigError } from '../config.js';
-import { StartError } from '../roles/data-lock.js';
-import { LonglinkError } from '../protocol/index.js';
 
-const USAGE = `usage: longlink <command> [flags]
+interface Command {
+  /** How to call it, one line per form, after `longlink `. */
+  synopsis: string[];
+  summary: string;
+  /** The flags it knows (the server roles': all their settings, read from the configuration). */
+  flags: FlagSpec | (() => Promise<FlagSpec>);
+  /** Words it takes besides flags (group's action, dead's subcommand and ids). @default 0 */
+  positionals?: number;
+  /** Flags it shares with other commands, explained once. */
+  notes?: string;
+  /** The exit code, or undefined while it keeps running (a server, listen). */
+  run(args: ParsedArgs): Promise<number | undefined>;
+}
 
-  start                         run the embedded server (all roles, SQLite)
-      --http-port N --tcp-port N --data-dir DIR --host H   (or LONGLINK_* env)
-  gateway                       a cluster gateway: TCP and WebSocket (/ws on the HTTP port)
-      --redis-url URL --node-id ID --tcp-port N --http-port N --routing targeted|broadcast
-      --public-host H           token secret from LONGLINK_TOKEN_SECRET
-  logic                         a cluster logic node: the HTTP API, storage, routing
-      --redis-url URL --postgres-url URL --node-id ID --http-port N --routing targeted|broadcast
-                                admin key and token secret from LONGLINK_ADMIN_KEY / LONGLINK_TOKEN_SECRET
-  cluster --gateways N --logic M --routing targeted|broadcast [--base-port 7000] [--appendfsync everysec|always|no]
-                                a local cluster: Redis and PostgreSQL in a temp folder and the processes
-  listen --user U [--device D] [--watch V,W]
-                                print messages and events for U as JSON lines, acking each
-  send --user U (--to V | --group G) --text T [--count N] [--rate R] [--device D]
-                                send and print each ack; exit 0 only if all acked
-  group create --user U --name NAME --members V,W     print the group as JSON
-  group add|remove --user U --group G --members V,W
-  group leave|dismiss|info --user U --group G
-  group role --user U --group G --member V --role member|admin|owner
-  group mute|unmute --user U --group G [--member V]   (no --member: the whole group)
-  conversations --user U        one JSON line per conversation, with unread and last
-  read --user U --conversation C [--seq N]            mark read up to the latest (or N)
-  chat --user U [--device D]    interactive terminal chat: /list, /open, type to send (/help inside)
-  dead list [--limit N]         requests set aside after failing repeatedly: one JSON line each, with its error
-  dead replay [ID...]           put them back in their partition, each once (no ID: every one)
-client commands: --server http(s)://HOST:PORT (default http://127.0.0.1:8080, or LONGLINK_SERVER),
-  --transport tcp|ws, --gateway tcp://HOST:PORT|tls://HOST:PORT|ws://HOST:PORT/ws|wss://HOST:PORT/ws,
+const CLIENT_FLAGS: FlagSpec = {
+  user: 'text', device: 'text', server: 'text', transport: 'text', gateway: 'text', ca: 'text', 'admin-key': 'text', 'data-dir': 'text',
+};
+
+const CLIENT_NOTES = `client flags: --server http(s)://HOST:PORT (default http://127.0.0.1:8080, or LONGLINK_SERVER),
+  --transport tcp|ws, --device ID, --gateway tcp://HOST:PORT|tls://HOST:PORT|ws://HOST:PORT/ws|wss://HOST:PORT/ws,
   --ca FILE (or LONGLINK_CA): trust this CA (PEM) for https, tls and wss instead of the system's roots,
-  admin key from LONGLINK_ADMIN_KEY (for a local quick start: data/dev-secrets.json, or --data-dir DIR).
+  admin key from LONGLINK_ADMIN_KEY or --admin-key (for a local quick start: data/dev-secrets.json, or --data-dir DIR).`;
+
+const SERVER_NOTES = `server flags: every setting of the configuration, as a flag or in the environment
+  (--http-port 8081 or LONGLINK_HTTP_PORT=8081; flags win).
 TLS (every server role): --tls-cert FILE --tls-key FILE (or LONGLINK_TLS_CERT / LONGLINK_TLS_KEY), PEM:
   https and wss on the HTTP port, tls:// on the TCP port.`;
 
+const serverFlags = async () => (await import('./start.js')).SERVER_FLAGS;
+
+const COMMANDS: Readonly<Record<string, Command>> = {
+  start: {
+    synopsis: ['start [--http-port N] [--tcp-port N] [--data-dir DIR] [--host H]'],
+    summary: 'run the embedded server (all roles, SQLite)',
+    flags: serverFlags,
+    notes: SERVER_NOTES,
+    run: async ({ flags }) => {
+      await (await import('./start.js')).runStart(flags);
+      return undefined;
+    },
+  },
+  gateway: {
+    synopsis: ['gateway --redis-url URL [--node-id ID] [--tcp-port N] [--http-port N] [--routing targeted|broadcast] [--public-host H]'],
+    summary: 'a cluster gateway: TCP and WebSocket (/ws on the HTTP port); token secret from LONGLINK_TOKEN_SECRET',
+    flags: serverFlags,
+    notes: SERVER_NOTES,
+    run: async ({ flags }) => {
+      await (await import('./start.js')).runRole('gateway', flags);
+      return undefined;
+    },
+  },
+  logic: {
+    synopsis: ['logic --redis-url URL --postgres-url URL [--node-id ID] [--http-port N] [--routing targeted|broadcast]'],
+    summary: 'a cluster logic node: the HTTP API, storage, routing; admin key and token secret from LONGLINK_ADMIN_KEY / LONGLINK_TOKEN_SECRET',
+    flags: serverFlags,
+    notes: SERVER_NOTES,
+    run: async ({ flags }) => {
+      await (await import('./start.js')).runRole('logic', flags);
+      return undefined;
+    },
+  },
+  cluster: {
+    synopsis: ['cluster [--gateways N] [--logic M] [--routing targeted|broadcast] [--base-port 7000] [--appendfsync everysec|always|no]'],
+    summary: 'a local cluster: Redis and PostgreSQL in a temp folder and the processes (--base-port 0: any free ports)',
+    flags: { gateways: 'integer', logic: 'integer', routing: 'text', 'base-port': 'integer', appendfsync: 'text' },
+    run: async ({ flags }) => {
+      await (await import('./cluster.js')).runCluster(flags);
+      return undefined;
+    },
+  },
+  listen: {
+    synopsis: ['listen --user U [--device D] [--watch V,W]'],
+    summary: 'print messages and events for U as JSON lines, acking each',
+    flags: { ...CLIENT_FLAGS, watch: 'text' },
+    notes: CLIENT_NOTES,
+    run: async ({ flags }) => {
+      await (await import('./client-commands.js')).runListen(flags);
+      return undefined;
+    },
+  },
+  send: {
+    synopsis: ['send --user U (--to V | --group G) --text T [--count N] [--rate R] [--timeout SECONDS] [--device D]'],
+    summary: 'send and print each ack; exit 0 only if all acked',
+    flags: { ...CLIENT_FLAGS, to: 'text', group: 'text', text: 'text', count: 'integer', rate: 'number', timeout: 'number' },
+    notes: CLIENT_NOTES,
+    run: async ({ flags }) => (await import('./client-commands.js')).runSend(flags),
+  },
+  group: {
+    synopsis: [
+      'group create --user U --name NAME --members V,W',
+      'group add|remove --user U --group G --members V,W',
+      'group leave|dismiss|info --user U --group G',
+      'group role --user U --group G --member V --role member|admin|owner',
+      'group mute|unmute --user U --group G [--member V]   (no --member: the whole group)',
+    ],
+    summary: 'manage a group; prints the group after the change, as JSON',
+    flags: { ...CLIENT_FLAGS, name: 'text', members: 'text', group: 'text', member: 'text', role: 'text' },
+    positionals: 1,
+    notes: CLIENT_NOTES,
+    run: async ({ flags, positionals }) => (await import('./client-commands.js')).runGroup(positionals[0], flags),
+  },
+  conversations: {
+    synopsis: ['conversations --user U'],
+    summary: 'one JSON line per conversation, with unread and last',
+    flags: CLIENT_FLAGS,
+    notes: CLIENT_NOTES,
+    run: async ({ flags }) => (await import('./client-commands.js')).runConversations(flags),
+  },
+  read: {
+    synopsis: ['read --user U (--conversation C | --group G) [--seq N]'],
+    summary: 'mark read up to the latest message (or N)',
+    flags: { ...CLIENT_FLAGS, conversation: 'text', group: 'text', seq: 'integer' },
+    notes: CLIENT_NOTES,
+    run: async ({ flags }) => (await import('./client-commands.js')).runRead(flags),
+  },
+  chat: {
+    synopsis: ['chat --user U [--device D]'],
+    summary: 'interactive terminal chat: /list, /open, type to send (/help inside)',
+    flags: CLIENT_FLAGS,
+    notes: CLIENT_NOTES,
+    run: async ({ flags }) => (await import('./chat.js')).runChat(flags),
+  },
+  dead: {
+    synopsis: ['dead list [--limit N]', 'dead replay [ID...]'],
+    summary: 'requests set aside after failing repeatedly: list them (one JSON line each, with its error), or put them back in their partition, each once (no ID: every one)',
+    flags: { server: 'text', 'admin-key': 'text', ca: 'text', limit: 'integer' },
+    positionals: Infinity,
+    notes: 'flags: --server URL (a logic node\'s API), --admin-key KEY (or LONGLINK_ADMIN_KEY), --ca FILE',
+    run: async ({ flags, positionals }) => (await import('./dead.js')).runDead(positionals[0], flags, positionals.slice(1)),
+  },
+};
+
+function describeCommand(c: Command): string {
+  return `${c.synopsis.map((s) => `  ${s}`).join('\n')}\n      ${c.summary}`;
+}
+
+const USAGE = `usage: longlink <command> [flags]     (longlink <command> --help: its usage)
+
+${Object.values(COMMANDS).map(describeCommand).join('\n')}
+
+${CLIENT_NOTES}
+${SERVER_NOTES}`;
+
+function usageOf(c: Command): string {
+  return `usage: ${c.synopsis.map((s) => `longlink ${s}`).join('\n       ')}\n  ${c.summary}${c.notes ? `\n\n${c.notes}` : ''}`;
+}
+
+function commandNamed(name: string): Command | undefined {
+  return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+}
+
 async function main(argv: string[]): Promise<number | undefined> {
-  const { command, flags, positionals } = parseArgs(argv, new Set(['help']));
-  switch (command) {
-    case 'start':
-      await runStart(flags);
-      return undefined;
-    case 'gateway':
-    case 'logic':
-      await runRole(command, flags);
-      return undefined;
-    case 'cluster':
-      await runCluster(flags);
-      return undefined;
-    case 'listen':
-      await runListen(flags);
-      return undefined;
-    case 'send':
-      return runSend(flags);
-    case 'group':
-      return runGroup(positionals[0], flags);
-    case 'conversations':
-      return runConversations(flags);
-    case 'read':
-      return runRead(flags);
-    case 'chat':
-      return runChat(flags);
-    case 'dead':
-      return runDead(positionals[0], flags, positionals.slice(1));
-    case undefined:
-    case 'help':
-      console.log(USAGE);
-      return 0;
-    default:
-      console.error(`unknown command ${command}\n\n${USAGE}`);
-      return 2;
+  const [name, ...rest] = argv;
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    const about = rest[0] === undefined ? undefined : commandNamed(rest[0]);
+    console.log(about ? usageOf(about) : USAGE);
+    return 0;
   }
+  const command = commandNamed(name);
+  if (!command) {
+    const near = closest(name, Object.keys(COMMANDS));
+    const what = name.startsWith('-') ? `the command comes first, before ${name}` : `unknown command ${name}${near ? ` (did you mean ${near}?)` : ''}`;
+    console.error(`longlink: ${what}\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    const known = typeof command.flags === 'function' ? await command.flags() : command.flags;
+    const args = parseArgs(rest, { ...known, help: 'switch' });
+    if (args.flags.help) {
+      console.log(usageOf(command));
+      return 0;
+    }
+    const extra = args.positionals[command.positionals ?? 0];
+    if (extra !== undefined) throw new UsageError(`unexpected argument "${extra}" (quote a value that has spaces)`);
+    return await command.run(args);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`longlink: ${err.message}\n\n${usageOf(command)}`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+/** Says what went wrong, and returns the exit code. */
+async function report(err: unknown): Promise<number> {
+  // Loaded already when one of them threw.
+  const [{ ConfigError }, { StartError }, { LonglinkError }] = await Promise.all([
+    import('../config.js'), import('../roles/data-lock.js'), import('../protocol/index.js'),
+  ]);
+  if (err instanceof ConfigError) {
+    console.error(`longlink: ${err.message}`);
+    return 2;
+  }
+  if (err instanceof StartError) {
+    console.error(`longlink: ${err.message}`);
+    return 1;
+  }
+  if (err instanceof LonglinkError) {
+    console.error(JSON.stringify({ type: 'error', code: err.codeName, message: err.message }));
+    return 1;
+  }
+  console.error(err);
+  return 1;
 }
 
 main(process.argv.slice(2)).then(
   (code) => {
     if (code !== undefined) exitAfterFlush(code);
   },
-  (err: unknown) => {
-    if (err instanceof UsageError || err instanceof ConfigError) {
-      console.error(`longlink: ${err.message}`);
-      exitAfterFlush(2);
-      return;
-    }
-    if (err instanceof StartError) {
-      console.error(`longlink: ${err.message}`);
-      exitAfterFlush(1);
-      return;
-    }
-    if (err instanceof LonglinkError) {
-      console.error(JSON.stringify({ type: 'error', code: err.codeName, message: err.message }));
-      exitAfterFlush(1);
-      return;
-    }
-    console.error(err);
-    exitAfterFlush(1);
-  },
+  async (err: unknown) => exitAfterFlush(await report(err)),
 );

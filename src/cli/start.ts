@@ -8,6 +8,25 @@ import { startGateway } from '../roles/gateway.js';
 import { startLogic } from '../roles/logic.js';
 import { isLoopback } from '../roles/web.js';
 import { log } from '../observability/log.js';
+import type { FlagSpec } from './args.js';
+
+/**
+ * The flags of `start`, `gateway` and `logic`: every setting the configuration
+ * reads (--http-port for LONGLINK_HTTP_PORT), found by loading a configuration
+ * with nothing set and noting what it asks for, so a setting added there is a
+ * flag here with no list to keep in step. The configuration checks the values.
+ */
+export const SERVER_FLAGS: FlagSpec = (() => {
+  const names = new Set<string>();
+  const recorder = new Proxy({}, {
+    get: (_target, name) => {
+      if (typeof name === 'string') names.add(name);
+      return undefined;
+    },
+  });
+  loadServerConfig(recorder, {});
+  return Object.fromEntries([...names].map((name) => [name, 'text' as const]));
+})();
 
 /**
  * The quick start needs no secrets set: it makes a dev admin key and token

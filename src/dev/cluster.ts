@@ -2,7 +2,7 @@
 // `longlink gateway` and `longlink logic` processes joined by them. Used by
 // `npm run cluster` and by the distributed-mode tests, so the tests run the
 // cluster a user runs.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { freePort, startPostgres, startRedis, type AppendFsync, type PostgresServer, type RedisServer } from './services.js';
+import { spawnTied } from './tied.js';
 
 const BIN = fileURLToPath(new URL('../../bin/longlink.js', import.meta.url));
 
@@ -54,6 +55,8 @@ export interface NodeProcess {
 }
 
 export interface Cluster {
+  /** The temp folder of Redis and PostgreSQL, removed by stop(). */
+  dir: string;
   adminKey: string;
   tokenSecret: string;
   redis: RedisServer;
@@ -111,12 +114,14 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   chmodSync(dir, 0o755); // PostgreSQL may run as another user (see services.ts) and must reach its folder inside
   const base = options.basePort;
   const appendfsync = options.appendfsync ?? appendfsyncFromEnv();
-  const redis = await startRedis({ appendonly: true, appendfsync, parent: dir, port: base === undefined ? undefined : base + 300 });
+  let redis: RedisServer | undefined;
   let postgres: PostgresServer;
   try {
+    redis = await startRedis({ appendonly: true, appendfsync, parent: dir, port: base === undefined ? undefined : base + 300 });
     postgres = await startPostgres({ durable: options.durable ?? true, parent: dir, port: base === undefined ? undefined : base + 301 });
   } catch (err) {
-    await redis.stop();
+    await redis?.stop();
+    rmSync(dir, { recursive: true, force: true });
     throw err;
   }
   const adminKey = randomBytes(24).toString('base64url');
@@ -146,7 +151,8 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       ...options.env,
     };
     if (spec.tcpPort !== undefined) env.LONGLINK_TCP_PORT = String(spec.tcpPort);
-    const child = spawn(process.execPath, [BIN, spec.role], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Tied to this process: a graceful stop (SIGTERM) if it dies without stopping the node.
+    const child = spawnTied(process.execPath, [BIN, spec.role], { env, stdio: ['ignore', 'pipe', 'pipe'] }, 'SIGTERM');
     const node: NodeProcess = {
       name: spec.name,
       role: spec.role,
@@ -188,6 +194,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   };
 
   const cluster: Cluster = {
+    dir,
     adminKey,
     tokenSecret,
     redis,

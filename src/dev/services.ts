@@ -1,12 +1,13 @@
 // Real Redis and PostgreSQL servers, each on a free port (or a given one) in
 // its own temp folder, for tests and the local cluster (`npm run cluster`).
 // Installed by scripts/ensure-services.sh when missing.
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, chownSync, readdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import { once } from 'node:events';
+import { spawnTied } from './tied.js';
 
 export async function freePort(): Promise<number> {
   const server = net.createServer();
@@ -18,10 +19,15 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/** Not exited yet: neither an exit code nor the signal that ended it (waiting for 'exit' then would wait forever). */
+function running(child: ChildProcess): boolean {
+  return child.exitCode === null && child.signalCode === null;
+}
+
 async function waitForPort(port: number, child: ChildProcess, what: string, timeoutMs = 20_000): Promise<void> {
   const start = Date.now();
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
+    if (!running(child)) throw new Error(`${what} exited with ${child.exitCode ?? child.signalCode}`);
     const ok = await new Promise<boolean>((resolve) => {
       const s = net.connect({ host: '127.0.0.1', port }, () => {
         s.destroy();
@@ -79,15 +85,16 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
   let child: ChildProcess;
   let appendfsync: AppendFsync = options.appendfsync ?? 'everysec';
   const launch = async () => {
-    child = spawn('redis-server', [
+    // Tied to this process: SIGTERM (Redis writes its AOF and exits) if it dies without stopping Redis.
+    child = spawnTied('redis-server', [
       '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
       '--appendonly', options.appendonly ? 'yes' : 'no', '--appendfsync', appendfsync,
       '--protected-mode', 'no', '--daemonize', 'no', '--loglevel', 'warning',
-    ], { stdio: 'ignore' });
+    ], { stdio: 'ignore' }, 'SIGTERM');
     await waitForPort(port, child, 'redis-server');
   };
   const halt = async (signal: NodeJS.Signals) => {
-    if (child.exitCode !== null) return;
+    if (!running(child)) return;
     child.kill(signal);
     await once(child, 'exit');
   };
@@ -174,11 +181,12 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
   execFileSync(pgBin('initdb'), ['-D', data, '-U', 'postgres', '-A', 'trust', '--no-sync', '-E', 'UTF8'], { stdio: 'ignore', ...user });
   let child: ChildProcess;
   const launch = async () => {
-    child = spawn(pgBin('postgres'), [
+    // Tied to this process: SIGINT (a fast shutdown, which does not wait for clients) if it dies without stopping PostgreSQL.
+    child = spawnTied(pgBin('postgres'), [
       '-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1',
       ...(options.durable ? [] : ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off']),
       '-c', 'max_connections=200',
-    ], { stdio: 'ignore', ...user });
+    ], { stdio: 'ignore', ...user }, 'SIGINT');
     await waitForPort(port, child, 'postgres');
     // Accepting TCP is not yet accepting queries: wait for the database to answer.
     for (let i = 0; i < 100; i++) {
@@ -194,7 +202,7 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
   await launch();
   execFileSync('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-c', 'CREATE DATABASE longlink', '-qtA'], { stdio: 'ignore' });
   const halt = async (signal: NodeJS.Signals = 'SIGINT') => {
-    if (child.exitCode !== null) return;
+    if (!running(child)) return;
     child.kill(signal); // SIGINT: fast shutdown; SIGQUIT: immediate
     await once(child, 'exit');
   };
