@@ -585,7 +585,7 @@ export class SqliteStore implements Store {
 
   async conversationPage(userId: string, limit: number, after: ConversationCursor | undefined, previewChars: number): Promise<ConversationOverview[]> {
     const s = this.stmts;
-    if (this.pendingCursors.size > 0) this.cursorTx(); // so the peers' delivered marks are current
+    this.writeCursorsNow(); // so the peers' delivered marks are current
     const rows = s.listPage.all(userId, after?.atMs ?? Number.MAX_SAFE_INTEGER, after?.atMs ?? Number.MAX_SAFE_INTEGER, after?.conversationId ?? '', limit);
     return this.durable(rows.map((r) => {
       const c = stateOf(r);
@@ -681,7 +681,7 @@ export class SqliteStore implements Store {
       if (seq <= from) continue;
       const mark = { userId: u.userId, conversationId: u.conversationId, seq };
       this.pendingMarks.set(markKey, mark);
-      if (this.stmts.peerWroteBetween.get(u.conversationId, from, seq, u.userId)) moved.set(markKey, mark);
+      if (moved.has(markKey) || this.stmts.peerWroteBetween.get(u.conversationId, from, seq, u.userId)) moved.set(markKey, mark);
     }
     if (this.pendingCursors.size > 0) {
       this.cursorTimer ??= setTimeout(() => {
@@ -697,8 +697,22 @@ export class SqliteStore implements Store {
     return [...moved.values()];
   }
 
+  /**
+   * Write the cursors waiting, for a read that shows them. A failure is only
+   * logged: they stay pending for the next transaction, and the read answers
+   * with what was written before.
+   */
+  private writeCursorsNow(): void {
+    if (this.pendingCursors.size === 0) return;
+    try {
+      this.cursorTx();
+    } catch (err) {
+      logger.warn({ err }, 'delivery cursor write failed');
+    }
+  }
+
   async delivered(userId: string, deviceId: string): Promise<Map<string, number>> {
-    if (this.pendingCursors.size > 0) this.cursorTx();
+    this.writeCursorsNow();
     return new Map(this.stmts.delivered.all(userId, deviceId).map((r) => [r.conversation_id, r.delivered_seq]));
   }
 

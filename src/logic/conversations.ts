@@ -6,7 +6,7 @@ import {
 } from '../protocol/index.js';
 import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
-import type { Store } from '../engines/store.js';
+import type { ConversationOverview, Store } from '../engines/store.js';
 import { requireView } from './access.js';
 import { deliverToUsers, type Routing } from './fanout.js';
 import type { Pipeline } from './pipeline.js';
@@ -18,6 +18,12 @@ export interface ConversationOptions {
   pageLimit: number;
   /** Most summaries per list page. @default 500 */
   pageMax: number;
+  /**
+   * 'contacts': a 1:1 peer's delivered mark (which moves when its devices come
+   * online) is shown only once that peer has written to the viewer, like its
+   * presence. @default 'all'
+   */
+  deliveredVisibility: 'all' | 'contacts';
 }
 
 /** A summary's last message carries this many characters of its text (the client fetches the rest with history). */
@@ -39,6 +45,7 @@ export class Conversations {
     const after = req.afterConversationId !== '' ? { atMs: Number(req.afterAtMs), conversationId: req.afterConversationId } : undefined;
     if (after && !Number.isSafeInteger(after.atMs)) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'after_at_ms out of range');
     const rows = await this.deps.store.conversationPage(userId, limit + 1, after, PREVIEW_CHARS);
+    const markShown = await this.deliveredMarksShown(userId, rows.slice(0, limit));
     const conversations = rows.slice(0, limit).map((c) => {
       const summary = create(ConversationSummarySchema, {
         conversationId: c.conversationId,
@@ -54,7 +61,7 @@ export class Conversations {
       if (direct) {
         summary.peerUser = direct[0] === userId ? direct[1] : direct[0];
         summary.peerReadSeq = BigInt(c.peerReadSeq ?? 0);
-        summary.peerDeliveredSeq = BigInt(c.peerDeliveredSeq ?? 0);
+        if (markShown(summary.peerUser)) summary.peerDeliveredSeq = BigInt(c.peerDeliveredSeq ?? 0);
       } else {
         summary.groupId = groupIdOf(c.conversationId) ?? '';
         summary.name = c.groupName ?? '';
@@ -62,6 +69,17 @@ export class Conversations {
       return summary;
     });
     return { conversations, hasMore: rows.length > limit };
+  }
+
+  /** Whose delivered marks the viewer may see (see `deliveredVisibility`). */
+  private async deliveredMarksShown(viewer: string, rows: readonly ConversationOverview[]): Promise<(peer: string) => boolean> {
+    if (this.options.deliveredVisibility === 'all') return () => true;
+    const peers = rows.filter((c) => (c.peerDeliveredSeq ?? 0) > 0).map((c) => {
+      const [a, b] = directMembers(c.conversationId)!;
+      return a === viewer ? b : a;
+    });
+    const shown = peers.length > 0 ? await this.deps.store.writersTo(viewer, peers) : new Set<string>();
+    return (peer) => shown.has(peer);
   }
 
   /**

@@ -105,6 +105,7 @@ export class Logic {
     }, withPipeline);
     this.conversations = new Conversations({
       receiptFanoutMaxMembers: tuning.receiptFanoutMaxMembers, pageLimit: tuning.conversationsPageLimit, pageMax: tuning.conversationsPageMax,
+      deliveredVisibility: options.presenceVisibility,
     }, withPipeline);
     this.recalls = new RecallService({ recallWindowMs: options.recallWindowMs }, withPipeline);
     this.presence = new PresenceService({
@@ -319,16 +320,21 @@ export class Logic {
       return;
     }
     // A 1:1 whose receiver's delivered mark moved: the sender's devices learn it ("delivered").
-    await Promise.all(moved.map(async (m) => {
-      const [a, b] = directMembers(m.conversationId)!;
-      const peer = a === m.userId ? b : a;
-      if (peer === m.userId) return; // a note to self
-      const frame = encodeFrame(makeFrame(0, {
-        case: 'event',
-        value: { body: { case: 'delivery', value: { conversationId: m.conversationId, userId: m.userId, seq: BigInt(m.seq) } } },
-      }));
-      await deliverToUsers(this.deps, [peer], frame).catch((err: unknown) => log.warn({ err }, 'delivery event failed'));
+    // With presence visible to contacts only, only once the receiver has written to the sender:
+    // a mark that moves when a device comes online tells as much as presence.
+    await Promise.all(moved.map((m) => this.tellDelivered(m).catch((err: unknown) => log.warn({ err }, 'delivery event failed'))));
+  }
+
+  private async tellDelivered(m: DeliveredMark): Promise<void> {
+    const [a, b] = directMembers(m.conversationId)!;
+    const peer = a === m.userId ? b : a;
+    if (peer === m.userId) return; // a note to self
+    if (this.options.presenceVisibility === 'contacts' && !(await this.deps.store.writersTo(peer, [m.userId])).has(m.userId)) return;
+    const frame = encodeFrame(makeFrame(0, {
+      case: 'event',
+      value: { body: { case: 'delivery', value: { conversationId: m.conversationId, userId: m.userId, seq: BigInt(m.seq) } } },
     }));
+    await deliverToUsers(this.deps, [peer], frame);
   }
 
   /** Send a reply to the connection that asked; resolves with its size in bytes. */

@@ -1,7 +1,7 @@
 // The chat view: conversation list, one open conversation, the composer and
 // the connection state, all driven by the SDK client's events.
 import {
-  directConversationId, directMembers, ErrorCode, LonglinkError, errorName, groupConversationId, groupIdOf, isGroupConversation,
+  directConversationId, directMembers, LonglinkError, errorName, groupConversationId, groupIdOf, isGroupConversation,
   type LonglinkClient, type ChatMessage, type ClientState, type ConversationInfo, type DeliveryInfo, type PendingSend,
   type PresenceInfo, type ReceiptInfo, type SendOptions, type SendResult, type StoredSend, type TimelineEventData,
 } from '../client/browser.js';
@@ -280,8 +280,9 @@ export class Chat {
     if (this.open) this.renderMessages('auto');
     return Promise.all(sends.map((s) => this.client.send(sendOptions(s)).then(
       () => true,
-      // A refusal for good shows as failed ('failed' event); UNAVAILABLE is the client closing with it still queued.
-      (err: unknown) => !(err instanceof LonglinkError && err.code === ErrorCode.UNAVAILABLE),
+      // Refused for good ('failed': it left the outbox), or still queued (the client closed or was
+      // kicked first: the closed tab's store must stay until it got through).
+      () => !this.client.getPendingSends().some((p) => p.clientMsgId === s.clientMsgId),
     ))).then((done) => done.every(Boolean));
   }
 

@@ -102,7 +102,8 @@ async function logIn(userId: string): Promise<void> {
     session = { client, chat, release };
     // Whenever connected (the first login, or back after a loss), send what closed tabs of this user left unsent.
     client.on('state', (state) => {
-      if (state === 'online' && session?.chat === chat) void adoptOrphans(userId, store, (sends) => chat.adopt(sends));
+      if (state !== 'online' || session?.chat !== chat) return;
+      adoptOrphans(userId, store, (sends) => chat.adopt(sends)).catch((err: unknown) => console.warn('[longlink] adopting closed tabs\' messages failed', err));
     });
     await client.connect();
   } catch (err) {
@@ -123,9 +124,12 @@ async function logOut(): Promise<void> {
   session = undefined;
   s?.chat.dispose();
   conversationChanged(undefined);
-  await s?.client.close();
-  // Its unsent messages stay in its store, which another tab of the user may adopt from now on.
-  s?.release();
+  try {
+    await s?.client.close();
+  } finally {
+    // Its unsent messages stay in its store, which another tab of the user may adopt from now on.
+    s?.release();
+  }
   showLogin();
 }
 

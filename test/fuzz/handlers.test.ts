@@ -238,6 +238,9 @@ describe('request handler fuzz', () => {
       plt: claim(fc.oneof(fc.constantFrom('ios', 'web', 'other'), fc.string({ maxLength: 40 }))),
       exp: claim(fc.oneof(fc.integer({ min: nowS + 60, max: nowS + 86400 }), fc.integer({ min: 0, max: nowS - 60 }), fc.constantFrom(1e20, -1, 0))),
       iss: claim(fc.constantFrom('longlink', 'someone-else')),
+      // The issue time (in ms, or in seconds): a token without one is refused.
+      iatms: claim(fc.integer({ min: (nowS - 3600) * 1000, max: nowS * 1000 })),
+      iat: claim(fc.integer({ min: nowS - 3600, max: nowS })),
       nbf: fc.option(fc.integer({ min: nowS + 600, max: nowS + 6000 }), { nil: undefined, freq: 8 }),
     }, { requiredKeys: [] });
     type Claims = typeof claims extends fc.Arbitrary<infer C> ? C : never;

@@ -198,6 +198,25 @@ describe('read receipts and unread counts', () => {
     });
   });
 
+  test('with presence visible to contacts only, a delivered mark is shown only once the receiver has written back', T, async () => {
+    await withClients(async (c) => {
+      const alice = await c.connect('tcp', 'alice');
+      await alice.client.send({ to: 'bob', text: 'hello stranger' });
+      const bob = await c.connect('ws', 'bob');
+      await waitMessages(bob, 1);
+      await bob.client.markRead(AB); // a sync point after bob's ack: a read mark is not presence
+      await until(() => alice.receipts.length > 0, 10_000, () => 'a read receipt at alice');
+      assert.deepEqual(alice.deliveries, [], 'bob coming online is not told to a stranger');
+      assert.equal((await conv(alice, AB)).peerDeliveredSeq, 0);
+
+      await bob.client.send({ to: 'alice', text: 'hi alice' });
+      await alice.client.send({ to: 'bob', text: 'now we talk' });
+      await until(() => alice.deliveries.length > 0, 10_000, () => 'a delivery event once bob wrote');
+      assert.deepEqual(alice.deliveries, [{ conversationId: AB, userId: 'bob', seq: 3 }]);
+      assert.equal((await conv(alice, AB)).peerDeliveredSeq, 3);
+    }, { 'presence-visibility': 'contacts' });
+  });
+
   test('group: a member reads → the other members get a receipt; each member\'s unread counts others\' messages, not events', T, async () => {
     await withClients(async (c) => {
       const alice = await c.connect('tcp', 'alice');

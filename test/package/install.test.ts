@@ -31,6 +31,15 @@ function run(cmd: string, args: string[], cwd: string): string {
   return r.stdout;
 }
 
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Resolves with the URLs the server printed, or rejects with its output. */
 function listening(child: ChildProcess, timeoutMs: number): Promise<{ http: string; ws: string }> {
   return new Promise((resolve, reject) => {
@@ -68,7 +77,9 @@ describe('the package, installed into an empty project', () => {
     app = join(tmp, 'app');
     mkdirSync(app);
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
-    run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--ignore-scripts', tarball], app);
+    // better-sqlite3 at the repository's version, so its build below matches the JS that loads it.
+    const sqlite = (JSON.parse(readFileSync(join(ROOT, 'node_modules', 'better-sqlite3', 'package.json'), 'utf8')) as { version: string }).version;
+    run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--ignore-scripts', tarball, `better-sqlite3@${sqlite}`], app);
     const native = join('node_modules', 'better-sqlite3', 'build', 'Release');
     mkdirSync(join(app, native), { recursive: true });
     copyFileSync(join(ROOT, native, 'better_sqlite3.node'), join(app, native, 'better_sqlite3.node'));
@@ -82,10 +93,14 @@ describe('the package, installed into an empty project', () => {
 
   after(async () => {
     await browser?.close();
-    if (server?.pid !== undefined && server.exitCode === null) {
-      const exited = new Promise((resolve) => server!.once('exit', resolve));
-      process.kill(-server.pid, 'SIGTERM'); // npx and the server under it
-      await exited;
+    if (server?.pid !== undefined) {
+      try {
+        process.kill(-server.pid, 'SIGTERM'); // npx and the server under it
+      } catch {
+        // already gone
+      }
+      // Until the whole group is gone: the server may still be writing to its data folder.
+      for (let i = 0; i < 200 && groupAlive(server.pid); i++) await new Promise((r) => setTimeout(r, 50));
     }
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
