@@ -59,7 +59,18 @@ for (const routing of ['targeted', 'broadcast'] as const) {
         await listen.waitFor(() => listen.json('message').length >= COUNT, 60_000, `${COUNT} messages at bob`);
         await new Promise((r) => setTimeout(r, 500)); // a late duplicate would show up here
         const got = listen.json<{ text: string; seq: number; from: string }>('message');
-        assert.deepEqual(got.map((m) => m.text), Array.from({ length: COUNT }, (_, i) => `m-${i + 1}`), 'all 500, once each, in order');
+        const texts = got.map((m) => m.text);
+        const wanted = Array.from({ length: COUNT }, (_, i) => `m-${i + 1}`);
+        const first = wanted.findIndex((t, i) => texts[i] !== t);
+        // On a failure, what is needed to tell where the order broke: the seqs alice was acked
+        // with around it (a resend after a refusal? a duplicate?), what her client and the nodes said.
+        const around = first < 0 ? '' : [
+          `first difference at ${first}: bob got ${JSON.stringify(got.slice(Math.max(0, first - 2), first + 3))}`,
+          `alice's acks there: ${JSON.stringify(acks.slice(Math.max(0, first - 2), first + 3))}`,
+          `alice's stderr: ${send.errLines.slice(-10).join(' | ')}`,
+          `nodes: ${cluster.logs().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-20).join('\n')}`,
+        ].join('\n');
+        assert.deepEqual(texts, wanted, `all 500, once each, in order\n${around}`);
         assert.ok(got.every((m) => m.from === alice));
         assert.deepEqual(got.map((m) => m.seq), acks.map((a) => a.seq), 'bob sees the seqs alice was acked with');
         assert.equal(await redis.get(`ll:lease:${shardOf(`u:${conversation}`, SHARDS)}`), owner === 'logic-1' ? 'logic-2' : 'logic-1',
