@@ -889,10 +889,16 @@ class ShardConsumer {
           'STREAMS', ...streams, ...streams.map(() => '>'),
         );
         if (!result) continue;
-        const groups: [number, StreamEntries][] = [];
+        let groups: [number, StreamEntries][] = [];
         for (const [key, entries] of result) {
           this.counters.upRead += entries.length;
           groups.push([shards[streams.indexOf(key.toString())]!, entries]);
+        }
+        // Older entries still pending (another consumer took them meanwhile) come first: this read is claimed with them, in order.
+        const behind = await this.olderPendingElsewhere(groups);
+        if (behind.size > 0) {
+          for (const s of behind) this.claimFrom.add(s);
+          groups = groups.filter(([s]) => !behind.has(s));
         }
         // Not handled (the lease went, or we are stopping): claim before reading on, so nothing overtakes these.
         for (const s of await this.processShards(groups)) if (this.owned.has(s)) this.claimFrom.add(s);
@@ -907,6 +913,31 @@ class ShardConsumer {
         await new Promise((r) => setTimeout(r, 200));
       }
     }
+  }
+
+  /**
+   * The shards of `groups` where entries older than the ones just read are
+   * still pending (taken by another consumer of the group, and not acked). A former owner's blocking read, sent just
+   * before its lease ran out (it stalled between its lease check and the
+   * read), is served by Redis after we took the shard over: it takes an entry
+   * (m1) and our read gets the next (m2). Handling m2 now would store a
+   * sender's later message before its earlier one, so m1 is claimed first.
+   * Redis serves reads in arrival order, so by the time ours returns, any such
+   * entry is already pending under the other consumer. One XPENDING per shard
+   * read, in one round trip.
+   */
+  private async olderPendingElsewhere(groups: readonly [number, StreamEntries][]): Promise<Set<number>> {
+    const behind = new Set<number>();
+    if (groups.length === 0) return behind;
+    const pipeline = this.redis.pipeline();
+    for (const [s, entries] of groups) pipeline.xpending(this.key(`up:${s}`), GROUP, '-', `(${entries[0]![0].toString()}`, 1);
+    const replies = (await pipeline.exec()) ?? [];
+    groups.forEach(([s], i) => {
+      const [err, pending] = replies[i] ?? [];
+      if (err) throw err;
+      if ((pending as unknown[]).length > 0) behind.add(s);
+    });
+    return behind;
   }
 
   private async giveBackSurplus(): Promise<void> {

@@ -78,6 +78,39 @@ describe('RedisBus with several logic nodes', () => {
     }
   });
 
+  test('a former owner\'s late read takes an entry after a takeover: the new owner handles it before the entries after it', async () => {
+    // The former owner stalled between its lease check and its blocking read, which Redis
+    // then served after the takeover: it took m1, the new owner's read got m2.
+    const prefix = `late${++n}:`;
+    const owner = bus(prefix, 'logic-new', { shards: 1 });
+    const publisher = bus(prefix, 'gw-1', { shards: 1 });
+    const former = new Redis(redis.url);
+    const handled: string[] = [];
+    let takeovers = 0;
+    const sub = owner.consumeUp(async (batch) => {
+      for (const m of batch) handled.push(userOf(m));
+    }, { onTakeover: () => takeovers++ });
+    try {
+      await waitFor(() => takeovers > 0, 'the new owner holds the shard');
+      await publisher.publishUp(upMessage('m0', 'u:a:b'));
+      await waitFor(() => handled.length === 1, 'm0 handled');
+      // The former owner's read blocks before the new owner's next one (which it re-sends every ≤ 250 ms).
+      const late = former.xreadgroup('GROUP', 'logic', 'logic-former', 'COUNT', 1, 'BLOCK', 5000, 'STREAMS', `${prefix}up:0`, '>');
+      await new Promise((r) => setTimeout(r, 400));
+      await publisher.publishUp(upMessage('m1', 'u:a:b'));
+      await publisher.publishUp(upMessage('m2', 'u:a:b'));
+      const taken = (await late) as [string, [string, string[]][]][] | null;
+      assert.equal(taken?.[0]?.[1].length, 1, 'the former owner\'s read took one entry');
+      await waitFor(() => handled.length >= 3, 'm1 and m2 handled', 5000);
+      await new Promise((r) => setTimeout(r, 300)); // a repeat would show up here
+      assert.deepEqual(handled, ['m0', 'm1', 'm2'], 'in publish order, each once');
+    } finally {
+      former.disconnect();
+      await sub.close();
+      await Promise.all([owner.close(), publisher.close()]);
+    }
+  });
+
   test('an entry whose handler keeps failing goes to the dead-letter stream and the shard moves on', async () => {
     const prefix = `d${++n}:`;
     const consumer = bus(prefix, 'logic-a', { shards: 1, maxDeliveries: 3 });
