@@ -895,7 +895,7 @@ class ShardConsumer {
           groups.push([shards[streams.indexOf(key.toString())]!, entries]);
         }
         // Older entries still pending (another consumer took them meanwhile) come first: this read is claimed with them, in order.
-        const behind = await this.olderPendingElsewhere(groups);
+        const behind = await this.olderPending(groups);
         if (behind.size > 0) {
           for (const s of behind) this.claimFrom.add(s);
           groups = groups.filter(([s]) => !behind.has(s));
@@ -917,7 +917,7 @@ class ShardConsumer {
 
   /**
    * The shards of `groups` where entries older than the ones just read are
-   * still pending (taken by another consumer of the group, and not acked). A former owner's blocking read, sent just
+   * still pending (not acked). A former owner's blocking read, sent just
    * before its lease ran out (it stalled between its lease check and the
    * read), is served by Redis after we took the shard over: it takes an entry
    * (m1) and our read gets the next (m2). Handling m2 now would store a
@@ -926,7 +926,7 @@ class ShardConsumer {
    * entry is already pending under the other consumer. One XPENDING per shard
    * read, in one round trip.
    */
-  private async olderPendingElsewhere(groups: readonly [number, StreamEntries][]): Promise<Set<number>> {
+  private async olderPending(groups: readonly [number, StreamEntries][]): Promise<Set<number>> {
     const behind = new Set<number>();
     if (groups.length === 0) return behind;
     const pipeline = this.redis.pipeline();

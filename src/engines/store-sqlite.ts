@@ -11,7 +11,7 @@ import { dirname } from 'node:path';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { ChatMessage, GroupRoleName } from '../protocol/index.js';
-import { directMembers } from '../protocol/ids.js';
+import { directMembers, directPeer } from '../protocol/ids.js';
 import { draftMessage, groupIdOf, toMessage, toState, type MessageRow, type StateColumns } from './store-rows.js';
 import {
   FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
@@ -598,9 +598,9 @@ export class SqliteStore implements Store {
         unread: c.lastSeq > readFrom ? s.unread.get(c.conversationId, readFrom, c.lastSeq, userId, UNREAD_COUNT_MAX)!.n : 0,
       };
       if (last) overview.lastMessage = toMessage(last);
-      const direct = directMembers(c.conversationId);
-      if (direct) {
-        const peer = s.peerRead.get(c.conversationId, direct[0] === userId ? direct[1] : direct[0]);
+      const peerUser = directPeer(c.conversationId, userId);
+      if (peerUser !== undefined) {
+        const peer = s.peerRead.get(c.conversationId, peerUser);
         overview.peerReadSeq = peer?.read_seq ?? 0;
         overview.peerDeliveredSeq = peer?.delivered_seq ?? 0;
       }

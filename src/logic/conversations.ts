@@ -1,12 +1,12 @@
 // Conversation list with unread counts, and read receipts.
 import { create } from '@bufbuild/protobuf';
 import {
-  ConversationSummarySchema, ErrorCode, LonglinkError, directMembers, groupIdOf, encodeFrame, makeFrame, messageToWire,
+  ConversationSummarySchema, ErrorCode, LonglinkError, directMembers, directPeer, groupIdOf, encodeFrame, makeFrame, messageToWire,
   type BodyOf, type ConversationSummary,
 } from '../protocol/index.js';
 import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
-import type { ConversationOverview, Store } from '../engines/store.js';
+import type { DeliveredMark, Store } from '../engines/store.js';
 import { requireView } from './access.js';
 import { deliverToUsers, type Routing } from './fanout.js';
 import type { Pipeline } from './pipeline.js';
@@ -45,8 +45,10 @@ export class Conversations {
     const after = req.afterConversationId !== '' ? { atMs: Number(req.afterAtMs), conversationId: req.afterConversationId } : undefined;
     if (after && !Number.isSafeInteger(after.atMs)) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'after_at_ms out of range');
     const rows = await this.deps.store.conversationPage(userId, limit + 1, after, PREVIEW_CHARS);
-    const markShown = await this.deliveredMarksShown(userId, rows.slice(0, limit));
-    const conversations = rows.slice(0, limit).map((c) => {
+    const page = rows.slice(0, limit);
+    const marked = page.filter((c) => (c.peerDeliveredSeq ?? 0) > 0).map((c) => directPeer(c.conversationId, userId)!);
+    const marksShown = await this.deliveredMarksVisible(userId, marked);
+    const conversations = page.map((c) => {
       const summary = create(ConversationSummarySchema, {
         conversationId: c.conversationId,
         kind: c.kind,
@@ -57,11 +59,11 @@ export class Conversations {
         lastMessage: c.lastMessage ? messageToWire(c.lastMessage) : undefined,
         lastMessageTruncated: c.lastTruncated,
       });
-      const direct = directMembers(c.conversationId);
-      if (direct) {
-        summary.peerUser = direct[0] === userId ? direct[1] : direct[0];
+      const peer = directPeer(c.conversationId, userId);
+      if (peer !== undefined) {
+        summary.peerUser = peer;
         summary.peerReadSeq = BigInt(c.peerReadSeq ?? 0);
-        if (markShown(summary.peerUser)) summary.peerDeliveredSeq = BigInt(c.peerDeliveredSeq ?? 0);
+        if (marksShown.has(peer)) summary.peerDeliveredSeq = BigInt(c.peerDeliveredSeq ?? 0);
       } else {
         summary.groupId = groupIdOf(c.conversationId) ?? '';
         summary.name = c.groupName ?? '';
@@ -71,15 +73,29 @@ export class Conversations {
     return { conversations, hasMore: rows.length > limit };
   }
 
-  /** Whose delivered marks the viewer may see (see `deliveredVisibility`). */
-  private async deliveredMarksShown(viewer: string, rows: readonly ConversationOverview[]): Promise<(peer: string) => boolean> {
-    if (this.options.deliveredVisibility === 'all') return () => true;
-    const peers = rows.filter((c) => (c.peerDeliveredSeq ?? 0) > 0).map((c) => {
-      const [a, b] = directMembers(c.conversationId)!;
-      return a === viewer ? b : a;
-    });
-    const shown = peers.length > 0 ? await this.deps.store.writersTo(viewer, peers) : new Set<string>();
-    return (peer) => shown.has(peer);
+  /**
+   * A 1:1 receiver's delivered mark moved past the other member's messages:
+   * that member's devices learn it ("delivered"), if it may see the mark.
+   */
+  async delivered(mark: DeliveredMark): Promise<void> {
+    const sender = directPeer(mark.conversationId, mark.userId);
+    if (sender === undefined || sender === mark.userId) return; // a note to self
+    if (!(await this.deliveredMarksVisible(sender, [mark.userId])).has(mark.userId)) return;
+    const frame = encodeFrame(makeFrame(0, {
+      case: 'event',
+      value: { body: { case: 'delivery', value: { conversationId: mark.conversationId, userId: mark.userId, seq: BigInt(mark.seq) } } },
+    }));
+    await deliverToUsers(this.deps, [sender], frame);
+  }
+
+  /**
+   * Which of `owners` the viewer may see the delivered marks of (see
+   * `deliveredVisibility`): a mark that moves when a device comes online
+   * tells as much as presence.
+   */
+  private async deliveredMarksVisible(viewer: string, owners: readonly string[]): Promise<Set<string>> {
+    if (this.options.deliveredVisibility === 'all') return new Set(owners);
+    return owners.length > 0 ? this.deps.store.writersTo(viewer, owners) : new Set();
   }
 
   /**

@@ -10,7 +10,7 @@
 // is isolated and dead-lettered alone). Every write is idempotent by its
 // request id, so what was applied before the failure is not applied twice.
 import {
-  ErrorCode, LonglinkError, directMembers, encodeFrame, makeFrame,
+  ErrorCode, LonglinkError, encodeFrame, makeFrame,
   type BodyOf, type Frame, type FrameBodyInit,
 } from '../protocol/index.js';
 import { operationName, operationOf } from '../protocol/operations.js';
@@ -30,7 +30,7 @@ import { seqOf } from './seq.js';
 import { runBatch, type Scheduled } from './schedule.js';
 import { log as rootLog, messageTrace } from '../observability/log.js';
 import { noLogicMetrics, type LogicMetrics } from '../observability/metrics.js';
-import { deliverToUsers, type Routing } from './fanout.js';
+import type { Routing } from './fanout.js';
 import type { DEFAULTS } from '../config.js';
 
 const log = rootLog.child({ component: 'logic' });
@@ -320,21 +320,7 @@ export class Logic {
       return;
     }
     // A 1:1 whose receiver's delivered mark moved: the sender's devices learn it ("delivered").
-    // With presence visible to contacts only, only once the receiver has written to the sender:
-    // a mark that moves when a device comes online tells as much as presence.
-    await Promise.all(moved.map((m) => this.tellDelivered(m).catch((err: unknown) => log.warn({ err }, 'delivery event failed'))));
-  }
-
-  private async tellDelivered(m: DeliveredMark): Promise<void> {
-    const [a, b] = directMembers(m.conversationId)!;
-    const peer = a === m.userId ? b : a;
-    if (peer === m.userId) return; // a note to self
-    if (this.options.presenceVisibility === 'contacts' && !(await this.deps.store.writersTo(peer, [m.userId])).has(m.userId)) return;
-    const frame = encodeFrame(makeFrame(0, {
-      case: 'event',
-      value: { body: { case: 'delivery', value: { conversationId: m.conversationId, userId: m.userId, seq: BigInt(m.seq) } } },
-    }));
-    await deliverToUsers(this.deps, [peer], frame);
+    await Promise.all(moved.map((m) => this.conversations.delivered(m).catch((err: unknown) => log.warn({ err }, 'delivery event failed'))));
   }
 
   /** Send a reply to the connection that asked; resolves with its size in bytes. */

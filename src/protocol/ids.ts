@@ -29,6 +29,13 @@ export function directMembers(conversationId: string): [string, string] | undefi
   return [a, b];
 }
 
+/** The other member of a 1:1 conversation `userId` belongs to (itself for a note to self), or undefined. */
+export function directPeer(conversationId: string, userId: string): string | undefined {
+  const members = directMembers(conversationId);
+  if (!members || !members.includes(userId)) return undefined;
+  return members[0] === userId ? members[1] : members[0];
+}
+
 /** The conversation of a group: `g:{groupId}`. */
 export function groupConversationId(groupId: string): string {
   return `g:${groupId}`;

@@ -205,12 +205,7 @@ export class Chat {
       // Opened with unread messages: mark where they start (it stays while the conversation is open).
       unreadAfter: conv && conv.unread > 0 ? conv.readSeq : undefined,
     };
-    this.open = open;
-    this.options.onOpen?.(id);
-    this.notice('');
-    this.renderList();
-    this.renderPane();
-    this.renderMessages('bottom');
+    this.show(open);
     if (conv?.kind === 'group') void this.loadReaders(conv);
     await this.loadFirstPage(open);
     if (this.open !== open) return;
@@ -221,9 +216,13 @@ export class Chat {
 
   /** Back to the list (the narrow layout's back button): nothing is open, so nothing is read meanwhile. */
   closeConversation(): void {
-    if (!this.open) return;
-    this.open = undefined;
-    this.options.onOpen?.(undefined);
+    if (this.open) this.show(undefined);
+  }
+
+  /** Make `open` the open conversation (or none), and draw the page for it. */
+  private show(open: Open | undefined): void {
+    this.open = open;
+    this.options.onOpen?.(open?.id);
     this.notice('');
     this.renderList();
     this.renderPane();
