@@ -146,6 +146,12 @@ export interface ServerConfig {
   allowedOrigins: string[];
   /** Log level: fatal, error, warn, info, debug, trace or silent. @default 'info' */
   logLevel: LogLevel;
+  /**
+   * Message retention: messages (and timeline events) stored more than this
+   * many days ago are removed (src/logic/retention.ts); seqs and cursors are
+   * kept. 0 keeps everything forever. @default 0
+   */
+  retentionDays: number;
   limits: Limits;
 }
 
@@ -175,6 +181,17 @@ export const DEFAULTS = {
   leaseMs: 10_000,
   nodeTtlMs: 15_000,
   postgresPool: 10,
+  /** Days a message is kept; 0: forever. */
+  retentionDays: 0,
+  /** Retention's tuning (no setting). */
+  retention: {
+    /** A pass every this many ms. */
+    intervalMs: 60_000,
+    /** Messages removed per store call (one short transaction each). */
+    batch: 1000,
+    /** Store calls per pass at most, so one pass is bounded; the rest waits for the next one. */
+    maxBatchesPerPass: 100,
+  },
   /** A presence watch lasts this long under visibility 'contacts' (the SDK renews it every 4 minutes). */
   presenceWatchTtlMs: 10 * 60_000,
   /** Largest HTTP API request body, bytes. */
@@ -377,6 +394,7 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     trustedProxies,
     allowedOrigins: allowedOrigins.map((o) => (o === '*' ? o : new URL(o).origin)),
     logLevel: logLevel as LogLevel,
+    retentionDays: int(flags, env, 'retention-days', DEFAULTS.retentionDays, 0, 36_500),
     limits: {
       maxFrameBytes: int(flags, env, 'max-frame-bytes', DEFAULTS.limits.maxFrameBytes, 1024, 16 * 1024 * 1024),
       maxTextBytes: int(flags, env, 'max-text-bytes', DEFAULTS.limits.maxTextBytes, 1, 16 * 1024 * 1024),

@@ -136,10 +136,14 @@ const MIGRATIONS: string[] = [
    UPDATE members m SET delivered_seq = x.seq FROM (SELECT user_id, conversation_id, max(delivered_seq) AS seq
      FROM device_cursors WHERE conversation_id >= 'u:' AND conversation_id < 'u;' GROUP BY user_id, conversation_id) x
    WHERE m.conversation_id = x.conversation_id AND m.user_id = x.user_id;`,
+  // Retention: the first seq a conversation still holds (every lower one expired; see store.ts).
+  `ALTER TABLE conversations ADD COLUMN retained_from_seq BIGINT NOT NULL DEFAULT 1;`,
 ];
 
 /** pg_advisory_xact_lock(MIGRATION_LOCK, hashtext(schema)): one migrator per schema at a time. */
 const MIGRATION_LOCK = 0x4c4c4d47; // 'LLMG'
+/** pg_try_advisory_xact_lock(RETENTION_LOCK, hashtext(schema)): one retention batch per schema at a time (any node). */
+const RETENTION_LOCK = 0x4c4c5254; // 'LLRT'
 
 const INT8_OID = 20;
 /** BIGINT (seqs, millisecond times, counts) as JS numbers: all stay far below 2^53. */
@@ -155,7 +159,7 @@ const TYPES = {
 const MAX_ATTEMPTS = 5;
 
 // A member who left sees activity only up to its leaving.
-const LIST_SELECT = `SELECT c.id, c.kind, c.last_seq, m.joined_seq, m.left_seq, m.read_seq,
+const LIST_SELECT = `SELECT c.id, c.kind, c.last_seq, c.retained_from_seq, m.joined_seq, m.left_seq, m.read_seq,
     least(c.last_seq, coalesce(m.left_seq, c.last_seq)) AS visible_seq,
     EXISTS (SELECT 1 FROM member_windows w WHERE w.conversation_id = m.conversation_id AND w.user_id = m.user_id) AS rejoined,
     CASE WHEN m.left_seq IS NULL THEN c.last_at_ms
@@ -166,10 +170,21 @@ const LIST_SELECT = `SELECT c.id, c.kind, c.last_seq, m.joined_seq, m.left_seq, 
 interface StateRow extends StateColumns {
   at_ms: number;
   rejoined: boolean;
+  retained_from_seq: number;
 }
 
 function stateOf(r: StateRow): ConversationState {
-  return toState(r, r.at_ms, r.rejoined);
+  const c = toState(r, r.at_ms, r.rejoined);
+  if (r.retained_from_seq > 1) c.retainedFromSeq = r.retained_from_seq;
+  return c;
+}
+
+/** The head of the table as retention reads it, in storage order (see expireBefore). */
+interface HeadRow {
+  id: number;
+  conversation_id: string;
+  seq: number;
+  sent_at_ms: number;
 }
 
 interface MemberRow {
@@ -298,6 +313,16 @@ const SQL = {
     RETURNING f.shard, f.epoch`,
   // Held to commit: a taker's bump waits until this write committed or rolled back.
   checkShards: `SELECT shard, epoch FROM shard_fences WHERE shard = ANY($1::int[]) ORDER BY shard FOR SHARE`,
+  // Retention (see expireBefore): one batch at a time per schema, whichever node asks; the others skip.
+  retentionLock: `SELECT pg_try_advisory_xact_lock(${RETENTION_LOCK}, hashtext(current_schema())) AS locked`,
+  // The oldest stored rows, in storage order (the identity only grows; within a conversation it is seq order).
+  head: `SELECT id, conversation_id, seq, sent_at_ms FROM messages ORDER BY id LIMIT $1`,
+  // Conversations locked in id order before any of their messages, as append locks them: no deadlock with a
+  // batch that holds one and touches a message (a recall).
+  lockConversations: `SELECT id FROM conversations WHERE id = ANY($1::text[]) ORDER BY id COLLATE "C" FOR NO KEY UPDATE`,
+  expire: `DELETE FROM messages WHERE id = ANY($1::int8[])`,
+  raiseFloors: `UPDATE conversations c SET retained_from_seq = greatest(c.retained_from_seq, u.seq)
+    FROM unnest($1::text[], $2::int8[]) AS u(id, seq) WHERE c.id = u.id`,
 } as const;
 type Statement = keyof typeof SQL;
 
@@ -431,6 +456,34 @@ export class PostgresStore implements Store {
   async message(conversationId: string, seq: number): Promise<ChatMessage | undefined> {
     const [row] = await run<MessageRow>(this.pool, 'one', [conversationId, seq]);
     return row ? toMessage(row) : undefined;
+  }
+
+  /**
+   * Retention (store.ts): the stored head (identity order, which within a
+   * conversation is seq order: its row lock orders the writers, and a
+   * message's id is drawn under it), as far as its messages are older than
+   * the cutoff and at most `limit` of them, goes by primary key, each
+   * conversation's floor raised past what went, in one transaction that
+   * locks the conversations first (as append does, in id order). Another
+   * node's batch running meanwhile: nothing done here (0).
+   */
+  async expireBefore(cutoffMs: number, limit: number): Promise<number> {
+    if (!(limit >= 1)) return 0;
+    return this.transaction(async (client) => {
+      const [lock] = await run<{ locked: boolean }>(client, 'retentionLock', []);
+      if (!lock?.locked) return 0;
+      const head = await run<HeadRow>(client, 'head', [Math.floor(limit)]);
+      let n = 0;
+      while (n < head.length && Number(head[n]!.sent_at_ms) < cutoffMs) n++;
+      if (n === 0) return 0;
+      const gone = head.slice(0, n);
+      const floors = new Map<string, number>();
+      for (const r of gone) floors.set(r.conversation_id, Math.max(floors.get(r.conversation_id) ?? 0, Number(r.seq) + 1));
+      await run(client, 'lockConversations', [[...floors.keys()]]);
+      await run(client, 'expire', [gone.map((r) => r.id)]);
+      await run(client, 'raiseFloors', [[...floors.keys()], [...floors.values()]]);
+      return n;
+    });
   }
 
   async pastWindows(conversationId: string, userId: string): Promise<{ fromSeq: number; toSeq: number }[]> {

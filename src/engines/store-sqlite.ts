@@ -99,6 +99,8 @@ const MIGRATIONS: string[] = [
    UPDATE members SET delivered_seq = coalesce((SELECT max(d.delivered_seq) FROM device_cursors d
      WHERE d.user_id = members.user_id AND d.conversation_id = members.conversation_id), 0)
    WHERE conversation_id >= 'u:' AND conversation_id < 'u;';`,
+  // Retention: the first seq a conversation still holds (every lower one expired; see store.ts).
+  `ALTER TABLE conversations ADD COLUMN retained_from_seq INTEGER NOT NULL DEFAULT 1;`,
 ];
 
 const INSERT_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event';
@@ -109,10 +111,19 @@ const NO_LIMIT = Number.MAX_SAFE_INTEGER;
 interface StateRow extends StateColumns {
   last_at_ms: number;
   rejoined: number;
+  retained_from_seq: number;
+}
+
+/** The head of the table as retention reads it, in storage order (see expireBefore). */
+interface HeadRow {
+  id: number;
+  conversation_id: string;
+  seq: number;
+  sent_at_ms: number;
 }
 
 // A member who left sees activity only up to its leaving.
-const LIST_SELECT = `SELECT c.id, c.kind, c.last_seq, m.joined_seq, m.left_seq, m.read_seq,
+const LIST_SELECT = `SELECT c.id, c.kind, c.last_seq, c.retained_from_seq, m.joined_seq, m.left_seq, m.read_seq,
     EXISTS (SELECT 1 FROM member_windows w WHERE w.conversation_id = m.conversation_id AND w.user_id = m.user_id) AS rejoined,
     CASE WHEN m.left_seq IS NULL THEN c.last_at_ms
          ELSE coalesce((SELECT x.sent_at_ms FROM messages x WHERE x.conversation_id = c.id AND x.seq = m.left_seq), c.last_at_ms)
@@ -120,7 +131,9 @@ const LIST_SELECT = `SELECT c.id, c.kind, c.last_seq, m.joined_seq, m.left_seq, 
   FROM members m JOIN conversations c ON c.id = m.conversation_id`;
 
 function stateOf(r: StateRow): ConversationState {
-  return toState(r, r.last_at_ms, r.rejoined === 1);
+  const c = toState(r, r.last_at_ms, r.rejoined === 1);
+  if (r.retained_from_seq > 1) c.retainedFromSeq = r.retained_from_seq;
+  return c;
 }
 
 interface MemberRow {
@@ -257,6 +270,7 @@ export class SqliteStore implements Store {
   private readonly pendingMarks = new Map<string, DeliveredMark>();
   private cursorTimer: NodeJS.Timeout | undefined;
   private readonly cursorTx: () => void;
+  private readonly expireTx: (cutoffMs: number, limit: number) => number;
 
   constructor(options: SqliteStoreOptions) {
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
@@ -405,6 +419,12 @@ export class SqliteStore implements Store {
       delivered: db.prepare<[string, string], { conversation_id: string; delivered_seq: number }>(
         `SELECT conversation_id, delivered_seq FROM device_cursors WHERE user_id = ? AND device_id = ?`,
       ),
+      // Retention: the oldest stored rows (a new row's id is above every row's held: storage order).
+      head: db.prepare<[number], HeadRow>(`SELECT id, conversation_id, seq, sent_at_ms FROM messages ORDER BY id LIMIT ?`),
+      expireThrough: db.prepare<[number]>(`DELETE FROM messages WHERE id <= ?`),
+      raiseFloor: db.prepare<[number, string]>(
+        `UPDATE conversations SET retained_from_seq = max(retained_from_seq, ?) WHERE id = ?`,
+      ),
     };
     const writeCursors = () => {
       for (const u of this.pendingCursors.values()) this.stmts.advance.run(u.userId, u.deviceId, u.conversationId, u.seq, u.conversationId);
@@ -424,6 +444,18 @@ export class SqliteStore implements Store {
       for (const id of created) this.knownConversations.add(id);
       return results;
     };
+    // The head's prefix older than the cutoff goes, rows and conversation floors in one transaction.
+    this.expireTx = db.transaction((cutoffMs: number, limit: number): number => {
+      const head = this.stmts.head.all(limit);
+      let n = 0;
+      while (n < head.length && head[n]!.sent_at_ms < cutoffMs) n++;
+      if (n === 0) return 0;
+      const floors = new Map<string, number>();
+      for (const r of head.slice(0, n)) floors.set(r.conversation_id, Math.max(floors.get(r.conversation_id) ?? 0, r.seq + 1));
+      this.stmts.expireThrough.run(head[n - 1]!.id);
+      for (const [conversationId, floor] of floors) this.stmts.raiseFloor.run(floor, conversationId);
+      return n;
+    });
     const cursorTx = db.transaction(writeCursors);
     this.cursorTx = () => {
       cursorTx();
@@ -556,6 +588,20 @@ export class SqliteStore implements Store {
   async unreadCount(conversationId: string, userId: string, afterSeq: number, maxSeq: number): Promise<number> {
     if (maxSeq <= afterSeq) return 0;
     return this.stmts.unread.get(conversationId, afterSeq, maxSeq, userId, UNREAD_COUNT_MAX)!.n;
+  }
+
+  /**
+   * Retention (store.ts): the stored head (rowid order, which within a
+   * conversation is seq order: one writer appends), as far as its messages
+   * are older than the cutoff and at most `limit` of them, goes in one range
+   * delete on the rowid, each conversation's floor raised past what went, in
+   * one transaction.
+   */
+  async expireBefore(cutoffMs: number, limit: number): Promise<number> {
+    if (!(limit >= 1)) return 0;
+    const removed = this.expireTx(cutoffMs, Math.floor(limit));
+    if (removed > 0) await this.flusher?.flush();
+    return removed;
   }
 
   async pastWindows(conversationId: string, userId: string): Promise<{ fromSeq: number; toSeq: number }[]> {

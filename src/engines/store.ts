@@ -67,7 +67,33 @@ export interface MessageStore {
   messageByRequest(fromUser: string, clientMsgId: string): Promise<ChatMessage | undefined>;
   /** Messages from others than userId, not events, with afterSeq < seq ≤ maxSeq: counted up to UNREAD_COUNT_MAX (a count of it means at least that many). */
   unreadCount(conversationId: string, userId: string, afterSeq: number, maxSeq: number): Promise<number>;
+  /**
+   * Retention: remove at most `limit` messages and timeline events stored
+   * before `cutoffMs` (sent_at_ms < cutoffMs), oldest first, in one short
+   * transaction; returns how many were removed (fewer than `limit`: nothing
+   * older is left, for now). See "Retention" below.
+   */
+  expireBefore(cutoffMs: number, limit: number): Promise<number>;
 }
+
+// ---- Retention ---------------------------------------------------------------
+//
+// expireBefore() removes messages in the order they were stored (the table's
+// ever-growing row id, which within a conversation is seq order), taking the
+// stored head while its messages are older than the cutoff: it stops at the
+// first message that is not (a message stamped later than those stored after
+// it, a node's clock ahead, holds them back until it expires too; keep the
+// nodes' clocks in sync). So each conversation loses a prefix of its seqs,
+// and remembers where what it holds starts (ConversationState.retainedFromSeq):
+// every seq below it is gone, every seq from it to last_seq is held. Nothing
+// else moves: last_seq (seqs go on: 1, 2, 3, … is the numbering, not what is
+// held), memberships, read and delivered cursors (a cursor below the floor
+// only means there is nothing left to fetch down there; unread counts count
+// what is held). Idempotency keys live in the message rows and go with them: a
+// resend of a removed message's (fromUser, clientMsgId) is stored again, as a
+// new message. Keeping them would keep a row per message forever, which is what
+// retention is for; a client resends only what it has not seen acked, and a
+// retention period is at least a day.
 
 /** Earlier membership windows read per user and group (a member removed and added back more often sees only its latest ones). */
 export const PAST_WINDOWS_MAX = 100;
@@ -111,6 +137,11 @@ export interface ConversationState {
   readSeq: number;
   /** The user left this group and joined it again: it has earlier windows (pastWindows). */
   rejoined?: boolean;
+  /**
+   * Set once retention removed messages of the conversation: the first seq
+   * still held (every lower one expired; lastSeq + 1 when none is held).
+   */
+  retainedFromSeq?: number;
 }
 
 export interface Membership {

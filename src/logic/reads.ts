@@ -1,5 +1,12 @@
 // The storage service's reads: what a device missed (sync, paged from its
 // cursors) and older history. Each page is bounded in messages and bytes.
+//
+// Retention (store.ts) may have removed a conversation's oldest messages: a
+// cursor below what is still held resumes at the first message held (the page
+// jumps over the expired seqs, as over seqs of another membership; clients
+// take the seq before a conversation's first message in a page as their
+// base), and a window whose messages are all gone reaches its end, so a sync
+// over an expired range completes. History ends at the oldest message held.
 import {
   cursorToWire, isGroupConversation, messageToWire,
   type BodyOf, type FrameBodyInit,
@@ -48,7 +55,8 @@ export class Reads {
     let hasMore = false;
     let bytes = 0;
     for (const c of conversations) {
-      const from = given.get(c.conversationId) ?? delivered.get(c.conversationId) ?? 0;
+      // Below the retained floor nothing is left to read: resume there.
+      const from = Math.max(given.get(c.conversationId) ?? delivered.get(c.conversationId) ?? 0, (c.retainedFromSeq ?? 1) - 1);
       const windows = await this.windowsAfter(c, origin.userId, from);
       const last = windows.at(-1)!;
       if (last.toSeq <= last.after) {
@@ -63,7 +71,10 @@ export class Reads {
       }
       for (const w of windows) {
         if (w.toSeq <= w.after) continue;
+        const asked = remaining;
         let page = remaining > 0 ? await store.after(c.conversationId, w.after, remaining, w.toSeq) : [];
+        // Fewer than asked: the window holds nothing more (what is missing of it expired meanwhile).
+        const exhausted = page.length < asked;
         // Stop a page at about maxBytes (always at least one message).
         let cut = page.length;
         for (let i = 0; i < page.length; i++) {
@@ -73,12 +84,13 @@ export class Reads {
             break;
           }
         }
-        if (cut < page.length) {
+        const whole = cut === page.length;
+        if (!whole) {
           page = page.slice(0, cut);
           remaining = 0;
         } else remaining -= page.length;
         messages.push(...page);
-        const at = page.length > 0 ? page[page.length - 1]!.seq : w.after;
+        const at = exhausted && whole ? w.toSeq : page.length > 0 ? page[page.length - 1]!.seq : w.after;
         reached.set(c.conversationId, at);
         if (at < w.toSeq) {
           hasMore = true;

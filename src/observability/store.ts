@@ -63,6 +63,10 @@ export class InstrumentedStore implements Store {
     return this.timed('unread_count', () => this.inner.unreadCount(conversationId, userId, afterSeq, maxSeq));
   }
 
+  expireBefore(cutoffMs: number, limit: number): Promise<number> {
+    return this.timed('expire_before', () => this.inner.expireBefore(cutoffMs, limit));
+  }
+
   members(conversationId: string): Promise<string[]> {
     return this.timed('members', () => this.inner.members(conversationId));
   }

@@ -19,6 +19,7 @@ import { gatewayOptions, logicOptions } from './wiring.js';
 import { defaultWebRoot, devLoginEnabled, staticFiles } from './web.js';
 import { observeRole, storeAnswers } from './observe.js';
 import { InstrumentedStore } from '../observability/store.js';
+import { retentionFor, type Retention, type RetentionOptions } from '../logic/retention.js';
 import type { Metrics } from '../observability/metrics.js';
 
 export interface RunningServer {
@@ -33,12 +34,16 @@ export interface RunningServer {
   busCounters: BusCounters;
   /** This role's metrics registry (served at /metrics). */
   metrics: Metrics;
+  /** Message retention (LONGLINK_RETENTION_DAYS; idle when 0): `runOnce()` runs a pass now. */
+  retention: Retention;
   stop(): Promise<void>;
 }
 
 export interface EmbeddedOptions {
   /** Folder of the built web page, served at `/`. @default dist/web of this package */
   webRoot?: string;
+  /** Retention's timing and clock (tests); its days come from the configuration. */
+  retention?: Omit<RetentionOptions, 'days'>;
 }
 
 export async function startEmbedded(config: ServerConfig, options: EmbeddedOptions = {}): Promise<RunningServer> {
@@ -74,6 +79,7 @@ async function startLocked(config: ServerConfig, options: EmbeddedOptions, lock:
     if (!started) throw new Error('starting');
   });
 
+  const retention = retentionFor(config, store, options.retention);
   const logic = new Logic(logicOptions(config), { bus, sessions, registry, store, metrics: obs.metrics.logic });
   obs.metrics.watchReads(logic.readQueue);
   const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens, metrics: obs.metrics.gateway });
@@ -108,6 +114,7 @@ async function startLocked(config: ServerConfig, options: EmbeddedOptions, lock:
   logic.start();
   requests.start();
   await gateway.start();
+  retention.start();
   started = true;
   obs.logger.info({ http: httpPort, tcp: tcpPort, data_dir: config.dataDir }, 'started');
 
@@ -122,11 +129,13 @@ async function startLocked(config: ServerConfig, options: EmbeddedOptions, lock:
     gateway,
     busCounters: bus.counters,
     metrics: obs.metrics,
+    retention,
     async stop() {
       if (stopped) return;
       stopped = true;
       tokens.unwatch();
       obs.readiness.markStopping();
+      await retention.stop();
       await gateway.stop();
       await requests.stop();
       await logic.stop();

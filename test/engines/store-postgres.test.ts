@@ -85,7 +85,7 @@ describe('PostgresStore', () => {
     const schema = `migrate_${++n}`;
     const stores = await Promise.all([1, 2, 3, 4].map(() => openAt(server.url, schema)));
     try {
-      assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { schema }), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }]);
+      assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { schema }), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }, { version: 6 }]);
       assert.equal((await stores[0]!.append([draft(AB, 'alice', 'm1')]))[0]?.message.seq, 1);
       assert.equal((await stores[3]!.append([draft(AB, 'bob', 'm2')]))[0]?.message.seq, 2);
     } finally {
@@ -93,13 +93,13 @@ describe('PostgresStore', () => {
     }
     const again = await openAt(server.url, schema);
     await again.close();
-    assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { schema }), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }]);
+    assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { schema }), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }, { version: 6 }]);
     // Concurrent migrations of the default schema of one new database, too.
     await sql('CREATE DATABASE migrate_db');
     const url = databaseUrl('migrate_db');
     const onDefault = await Promise.all([1, 2, 3].map(() => openAt(url)));
     for (const s of onDefault) await s.close();
-    assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { url }), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }]);
+    assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { url }), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }, { version: 6 }]);
   });
 
   test('schema names: lowercase identifiers, reserved words included; anything else is refused', async () => {
@@ -168,6 +168,59 @@ describe('PostgresStore', () => {
       const stored = await two.after(AB, 0, 1000);
       assert.equal(stored.length, 1 + 20 * 3);
       assert.deepEqual(stored.map((m) => m.seq), Array.from({ length: 61 }, (_, i) => i + 1));
+    } finally {
+      await one.close();
+      await two.close();
+    }
+  });
+
+  test('retention on two nodes at once, while writes (recalls of old messages too) go on: each message removed once, no deadlock, seqs go on', async () => {
+    const schema = `retention_${++n}`;
+    const [one, two] = [await openAt(server.url, schema, 4), await openAt(server.url, schema, 4)];
+    try {
+      const OLD = 1_000_000;
+      const NEW = 3_000_000;
+      const conversations = [AB, AC, BC];
+      for (let b = 0; b < 10; b++) {
+        await one.append(Array.from({ length: 30 }, (_, i) => {
+          const c = conversations[(b + i) % 3]!;
+          return draft(c, directMembers(c)![i % 2]!, `old-${b}-${i}`, OLD + b * 30 + i);
+        }));
+      }
+      let removed = 0;
+      const expire = async (store: Store) => {
+        for (let i = 0; i < 200 && removed < 300; i++) {
+          const n = await store.expireBefore(2_000_000, 7);
+          removed += n;
+          await new Promise((r) => setImmediate(r));
+        }
+      };
+      const write = async (store: Store, who: string) => {
+        for (let i = 0; i < 20; i++) {
+          const c = conversations[i % 3]!;
+          const [from] = directMembers(c)!;
+          const recall: MessageDraft = {
+            ...draft(c, from!, `${who}-recall-${i}`, NEW + i), text: '',
+            event: { type: 'recalled', actor: from!, targetSeq: 1 + i }, effect: { op: 'recall', targetSeq: 1 + i, by: from! },
+          };
+          await store.append([draft(c, from!, `${who}-new-${i}`, NEW + i), recall]);
+        }
+      };
+      await Promise.all([expire(one), expire(two), write(one, 'one'), write(two, 'two')]);
+      while (removed < 300) {
+        const n = await one.expireBefore(2_000_000, 50);
+        if (n === 0) break;
+        removed += n;
+      }
+      assert.equal(removed, 300, 'every old message removed, once');
+      assert.equal(await one.expireBefore(2_000_000, 50), 0);
+      for (const c of conversations) {
+        const held = await two.after(c, 0, 1000);
+        assert.ok(held.every((m) => m.sentAtMs >= NEW), `${c}: only new messages held`);
+        assert.deepEqual(held.map((m) => m.seq), held.map((_, i) => 101 + i), `${c}: seqs go on after the 100 old ones`);
+        const state = (await two.listForUser(directMembers(c)![0]!)).find((x) => x.conversationId === c);
+        assert.deepEqual([state?.retainedFromSeq, state?.lastSeq], [101, 100 + held.length]);
+      }
     } finally {
       await one.close();
       await two.close();
@@ -289,6 +342,7 @@ describe('PostgresStore', () => {
         return { failed: true };
       }
     };
+    let expired = 0;
     try {
       for (let round = 0; round < 60; round++) {
         const drafts = Array.from({ length: 1 + random(12) }, randomDraft);
@@ -299,6 +353,13 @@ describe('PostgresStore', () => {
         }));
         await sqlite.advanceDelivered(acks);
         await pgStore.advanceDelivered(acks);
+        if (round % 7 === 6) {
+          // Retention now and then: the same head goes (both in storage order), the same floors stay.
+          const [cutoff, limit] = [at - 5 + random(20), 1 + random(15)];
+          const removed = await sqlite.expireBefore(cutoff, limit);
+          assert.equal(await pgStore.expireBefore(cutoff, limit), removed, `round ${round}: expireBefore`);
+          expired += removed;
+        }
         const read = { conversationId: pick(conversations), userId: pick(users), seq: random(40) };
         assert.equal(await pgStore.markRead(read.conversationId, read.userId, read.seq), await sqlite.markRead(read.conversationId, read.userId, read.seq));
         // The reads' arguments, drawn once, so both stores answer the same questions.
@@ -324,6 +385,7 @@ describe('PostgresStore', () => {
         const expected = await view(sqlite);
         assert.deepEqual(await view(pgStore), expected, `round ${round}: state`);
       }
+      assert.ok(expired > 0, 'retention removed some');
     } finally {
       await pgStore.close();
       await sqlite.close();

@@ -570,6 +570,163 @@ export function storeContract(name: string, factory: StoreFactory): void {
       });
     });
 
+    describe('retention (expireBefore)', () => {
+      /** Drafts of one conversation, alternating senders, stamped `at`, `at + 1`, … */
+      function run(conversationId: string, count: number, at: number, prefix: string): MessageDraft[] {
+        const members = directMembers(conversationId)!;
+        return Array.from({ length: count }, (_, i) => draft(conversationId, members[i % 2]!, `${prefix}-${i}`, { sentAtMs: at + i }));
+      }
+      const OLD = 1_000_000;
+      const CUTOFF = 2_000_000;
+      const NEW = 3_000_000;
+      const seqsOf = (ms: ChatMessage[]) => ms.map((m) => m.seq);
+      const stateOf = async (userId: string, conversationId: string) =>
+        (await store.listForUser(userId)).find((c) => c.conversationId === conversationId);
+
+      test('removes only what was stored before the cutoff, oldest first; the conversation remembers the first seq it holds', async () => {
+        await store.append([...run(AB, 4, OLD, 'ab-old'), ...run(AC, 2, OLD + 10, 'ac-old')]);
+        await store.append(run(AB, 3, NEW, 'ab-new'));
+        assert.equal(await store.expireBefore(OLD, 100), 0, 'nothing older than the oldest');
+        assert.equal((await stateOf('alice', AB))?.retainedFromSeq, undefined, 'no floor before anything expired');
+        assert.equal(await store.expireBefore(CUTOFF, 100), 6);
+        assert.deepEqual(seqsOf(await store.after(AB, 0, 100)), [5, 6, 7]);
+        assert.deepEqual(await store.after(AC, 0, 100), []);
+        assert.deepEqual(seqsOf(await store.before(AB, 0, 100)), [5, 6, 7]);
+        assert.equal(await store.message(AB, 4), undefined);
+        assert.equal((await store.message(AB, 5))?.sentAtMs, NEW);
+        const ab = await stateOf('alice', AB);
+        assert.deepEqual([ab?.lastSeq, ab?.retainedFromSeq], [7, 5], 'last_seq stays, the floor is the first seq held');
+        const ac = await stateOf('carol', AC);
+        assert.deepEqual([ac?.lastSeq, ac?.retainedFromSeq], [2, 3], 'all gone: the floor is past the last seq');
+        assert.equal(await store.expireBefore(CUTOFF, 100), 0, 'nothing more is due');
+        assert.deepEqual(seqsOf(await store.after(AB, 0, 100)), [5, 6, 7]);
+      });
+
+      test('bounded by limit: a batch at a time, the oldest first, until fewer than the limit come back', async () => {
+        await store.append([...run(AB, 5, OLD, 'ab'), ...run(AC, 5, OLD + 5, 'ac')]);
+        await store.append(run(AB, 2, NEW, 'ab-new'));
+        const counts = [];
+        for (let n = -1; n !== 0;) counts.push(n = await store.expireBefore(CUTOFF, 4));
+        assert.deepEqual(counts, [4, 4, 2, 0]);
+        assert.deepEqual(seqsOf(await store.after(AB, 0, 100)), [6, 7]);
+        assert.deepEqual(await store.after(AC, 0, 100), []);
+        assert.equal(await store.expireBefore(CUTOFF, 0), 0, 'a limit of 0 removes nothing');
+      });
+
+      test('a batch takes the oldest stored: a conversation loses a prefix of its seqs, whatever the limit', async () => {
+        await store.append(run(AB, 3, OLD, 'ab'));
+        await store.append(run(AC, 3, OLD + 3, 'ac'));
+        await store.append(run(AB, 3, OLD + 6, 'ab-more'));
+        assert.equal(await store.expireBefore(CUTOFF, 4), 4);
+        assert.deepEqual(seqsOf(await store.after(AB, 0, 100)), [4, 5, 6]);
+        assert.deepEqual(seqsOf(await store.after(AC, 0, 100)), [2, 3]);
+        assert.equal((await stateOf('alice', AB))?.retainedFromSeq, 4);
+        assert.equal((await stateOf('alice', AC))?.retainedFromSeq, 2);
+      });
+
+      test('stops at the first stored message not older than the cutoff (a clock ahead holds back those stored after it)', async () => {
+        await store.append([draft(AB, 'alice', 'early', { sentAtMs: OLD }), draft(AB, 'bob', 'ahead', { sentAtMs: NEW })]);
+        await store.append([draft(AC, 'carol', 'late-but-old', { sentAtMs: OLD + 1 })]);
+        assert.equal(await store.expireBefore(CUTOFF, 100), 1);
+        assert.deepEqual((await store.after(AB, 0, 100)).map((m) => m.clientMsgId), ['ahead']);
+        assert.deepEqual((await store.after(AC, 0, 100)).map((m) => m.clientMsgId), ['late-but-old']);
+        assert.equal(await store.expireBefore(NEW + 1, 100), 2, 'once the cutoff passes it, both go');
+      });
+
+      test('seqs go on after expiry, also in a conversation emptied by it', async () => {
+        await store.append(run(AB, 3, OLD, 'ab'));
+        assert.equal(await store.expireBefore(CUTOFF, 100), 3);
+        const [next] = await store.append([draft(AB, 'bob', 'after', { sentAtMs: NEW })]);
+        assert.equal(next?.message.seq, 4);
+        assert.deepEqual(seqsOf(await store.after(AB, 0, 100)), [4]);
+        const ab = await stateOf('bob', AB);
+        assert.deepEqual([ab?.lastSeq, ab?.retainedFromSeq], [4, 4]);
+      });
+
+      test('cursors stay where they were; unread counts count what is held', async () => {
+        await store.append(run(AB, 6, OLD, 'ab').map((d) => ({ ...d, fromUser: 'bob', fromDevice: 'bob-phone' })));
+        await store.append([draft(AB, 'bob', 'new-1', { sentAtMs: NEW }), draft(AB, 'bob', 'new-2', { sentAtMs: NEW + 1 })]);
+        await store.advanceDelivered([
+          { userId: 'alice', deviceId: 'd1', conversationId: AB, seq: 2 },
+          { userId: 'alice', deviceId: 'd2', conversationId: AB, seq: 7 },
+        ]);
+        assert.equal(await store.markRead(AB, 'alice', 1), 1);
+        const row = async () => (await store.conversationPage('alice', 10, undefined, 200)).find((c) => c.conversationId === AB)!;
+        assert.equal((await row()).unread, 7);
+        assert.equal(await store.unreadCount(AB, 'alice', 1, 8), 7);
+
+        assert.equal(await store.expireBefore(CUTOFF, 100), 6);
+        assert.deepEqual(await store.delivered('alice', 'd1'), new Map([[AB, 2]]), 'a delivered cursor below the floor stays');
+        assert.deepEqual(await store.delivered('alice', 'd2'), new Map([[AB, 7]]));
+        assert.equal((await store.membership(AB, 'alice'))?.readSeq, 1, 'the read cursor stays');
+        assert.equal((await store.membership(AB, 'bob'))?.readSeq, 8);
+        const after = await row();
+        assert.deepEqual([after.unread, after.readSeq, after.lastSeq, after.lastMessage?.seq], [2, 1, 8, 8]);
+        assert.equal(await store.unreadCount(AB, 'alice', 1, 8), 2);
+        // Cursors still only move forward, up to the last seq (not to what is held).
+        await store.advanceDelivered([{ userId: 'alice', deviceId: 'd1', conversationId: AB, seq: 100 }]);
+        assert.deepEqual(await store.delivered('alice', 'd1'), new Map([[AB, 8]]));
+        assert.equal(await store.markRead(AB, 'alice', 8), 8);
+        assert.equal((await row()).unread, 0);
+      });
+
+      test('a conversation with nothing held shows no last message, yet keeps its last seq', async () => {
+        await store.append(run(AB, 2, OLD, 'ab'));
+        assert.equal(await store.expireBefore(CUTOFF, 100), 2);
+        const [row] = await store.conversationPage('alice', 10, undefined, 200);
+        assert.deepEqual([row?.conversationId, row?.lastSeq, row?.lastMessage, row?.unread, row?.retainedFromSeq], [AB, 2, undefined, 0, 3]);
+      });
+
+      test('idempotency keys go with their messages: a resend of an expired one is stored again; kept ones still dedupe', async () => {
+        const [gone, kept] = [draft(AB, 'alice', 'gone', { sentAtMs: OLD }), draft(AB, 'alice', 'kept', { sentAtMs: NEW })];
+        await store.append([gone, kept]);
+        assert.equal(await store.expireBefore(CUTOFF, 100), 1);
+        assert.equal(await store.messageByRequest('alice', 'gone'), undefined);
+        const [again, dup] = await store.append([{ ...gone, sentAtMs: NEW + 1 }, { ...kept, text: 'resent' }]);
+        assert.deepEqual([again?.duplicate, again?.message.seq], [false, 3]);
+        assert.deepEqual(dup, { message: stored(kept, 2), duplicate: true });
+      });
+
+      test('group timeline events expire like messages; memberships and the group stay', async () => {
+        const G = 'g:club';
+        const group = (fromUser: string, sentAtMs: number, extra: Partial<MessageDraft> = {}): MessageDraft => {
+          serial++;
+          return {
+            conversationId: G, kind: 'group', members: [], fromUser, fromDevice: `${fromUser}-phone`,
+            clientMsgId: extra.event ? '' : `club-${serial}`, serverMsgId: `club-srv-${serial}`, text: extra.event ? '' : `club ${serial}`,
+            sentAtMs, ...extra,
+          };
+        };
+        await store.append([
+          group('alice', OLD, {
+            event: { type: 'group_created', actor: 'alice', name: 'Club', userIds: ['bob'] },
+            effect: { op: 'create-group', groupId: 'club', name: 'Club', owner: 'alice', members: ['bob'] },
+          }),
+          group('bob', OLD + 1),
+          group('alice', OLD + 2, { event: { type: 'members_added', actor: 'alice', userIds: ['carol'] }, effect: { op: 'add-members', userIds: ['carol'] } }),
+        ]);
+        await store.append([group('carol', NEW)]);
+        assert.equal(await store.expireBefore(CUTOFF, 100), 3);
+        assert.deepEqual(seqsOf(await store.after(G, 0, 100)), [4]);
+        assert.deepEqual(await store.members(G), ['alice', 'bob', 'carol']);
+        assert.equal((await store.membership(G, 'carol'))?.joinedSeq, 3, 'carol joined at the (expired) seq 3');
+        assert.equal((await store.group('club'))?.owner, 'alice');
+        const carol = await stateOf('carol', G);
+        assert.deepEqual([carol?.joinedSeq, carol?.lastSeq, carol?.retainedFromSeq], [3, 4, 4]);
+      });
+
+      if (factory.reopen) {
+        test('the floor survives close and reopen', async () => {
+          await store.append([...run(AB, 3, OLD, 'ab'), ...run(AB, 1, NEW, 'ab-new')]);
+          assert.equal(await store.expireBefore(CUTOFF, 100), 3);
+          const second = await reopen(store);
+          assert.equal((await second.listForUser('alice'))[0]?.retainedFromSeq, 4);
+          assert.deepEqual(seqsOf(await second.after(AB, 0, 100)), [4]);
+          assert.equal((await second.append([draft(AB, 'bob', 'next', { sentAtMs: NEW + 1 })]))[0]?.message.seq, 5);
+        });
+      }
+    });
+
     if (factory.reopen) {
       describe('persistence', () => {
         test('everything survives close and reopen, and seq and dedupe carry on', async () => {
