@@ -2,12 +2,15 @@
 //
 // Key layout ({p} is the key prefix, 'll:' by default):
 //   {p}node:{id}       string: JSON NodeInfo, SET … PX ttl, so Redis itself expires it
-//   {p}nodes:{role}    sorted set: node id, scored by its expiry time (ms, Redis clock)
+//   {p}nodes:{role}    sorted set: node id, scored by its expiry time (ms, Redis clock),
+//                      one per role of NODE_ROLES (gateway, logic, auth, message, …)
 // The node key is the truth (a node is live while its key exists); the sorted
-// set is the per-role index live() walks, and entries whose score has passed
-// (or whose key is gone) are pruned by live(). Expiry times come from Redis's
-// own clock (TIME inside the scripts), so processes with skewed clocks agree.
-// announce() and live() are each one Lua script: atomic and one round trip.
+// set is the per-role index live() walks (all() walks every role's), and
+// entries whose score has passed (or whose key is gone) are pruned on the way.
+// A node is in one role's index only: announcing it under a role takes it out
+// of every other role's index. Expiry times come from Redis's own clock (TIME
+// inside the scripts), so processes with skewed clocks agree. announce(),
+// live() and all() are each one Lua script: atomic and one round trip.
 //
 // The scripts touch keys they compute, so they need a standalone Redis (or a
 // Redis Cluster with a hash-tagged prefix such as '{ll}:').
@@ -16,11 +19,11 @@
 // open; with options {url} this class creates its own client and close() quits it.
 import type { Redis } from 'ioredis';
 import { Script, engineClient, releaseClient, type RedisConnectionOptions } from './redis-shared.js';
-import type { NodeInfo, NodeRole, Registry } from './registry.js';
+import { NODE_ROLES, byRoleThenId, type NodeInfo, type NodeRole, type Registry } from './registry.js';
 
 export type RedisRegistryOptions = RedisConnectionOptions;
 
-const ROLES: readonly NodeRole[] = ['gateway', 'logic'];
+const ROLES: readonly NodeRole[] = NODE_ROLES;
 
 const NOW = `
 local t = redis.call('TIME')
@@ -38,23 +41,47 @@ for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
 return was
 `);
 
-// KEYS: a role's index. ARGV: prefix. Returns the JSON of every live node of the role.
+// KEYS: one or more roles' indexes. ARGV: prefix. Returns the JSON of every
+// live node listed in them (live(): one role's index; all(): every role's).
 const LIVE = new Script(`${NOW}
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local out = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local v = redis.call('GET', ARGV[1] .. 'node:' .. id)
-  if v then out[#out + 1] = v else redis.call('ZREM', KEYS[1], id) end
+for _, index in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  for _, id in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    local v = redis.call('GET', ARGV[1] .. 'node:' .. id)
+    if v then out[#out + 1] = v else redis.call('ZREM', index, id) end
+  end
 end
 return out
 `);
 
-/** Only the fields of a NodeInfo; absent addresses stay absent. */
+/** Only the fields of a NodeInfo; absent addresses and services stay absent. */
 function encode(n: NodeInfo): string {
   const out: NodeInfo = { id: n.id, role: n.role, load: n.load, startedAtMs: n.startedAtMs };
   if (n.tcpUrl !== undefined) out.tcpUrl = n.tcpUrl;
   if (n.wsUrl !== undefined) out.wsUrl = n.wsUrl;
+  if (n.httpUrl !== undefined) out.httpUrl = n.httpUrl;
+  if (n.services !== undefined) out.services = [...n.services];
   return JSON.stringify(out);
+}
+
+/** The nodes among raw JSON entries, each once (by id); what does not parse, or names a role this version does not know, is skipped. */
+function decode(raw: string[], role?: NodeRole): NodeInfo[] {
+  const seen = new Set<string>();
+  const out: NodeInfo[] = [];
+  for (const json of raw) {
+    let node: NodeInfo;
+    try {
+      node = JSON.parse(json) as NodeInfo;
+    } catch {
+      continue; // not a node
+    }
+    if (typeof node !== 'object' || node === null || typeof node.id !== 'string' || seen.has(node.id)) continue;
+    if (role !== undefined ? node.role !== role : !ROLES.includes(node.role)) continue;
+    seen.add(node.id);
+    out.push(node);
+  }
+  return out;
 }
 
 export class RedisRegistry implements Registry {
@@ -102,16 +129,13 @@ export class RedisRegistry implements Registry {
   async live(role: NodeRole): Promise<NodeInfo[]> {
     this.check();
     const raw = (await LIVE.run(this.client, [this.roleKey(role)], [this.prefix])) as string[];
-    const out: NodeInfo[] = [];
-    for (const json of raw) {
-      try {
-        const node = JSON.parse(json) as NodeInfo;
-        if (node.role === role) out.push(node);
-      } catch {
-        /* not a node: skip */
-      }
-    }
-    return out.sort((a, b) => a.load - b.load || a.id.localeCompare(b.id));
+    return decode(raw, role).sort((a, b) => a.load - b.load || a.id.localeCompare(b.id));
+  }
+
+  async all(): Promise<NodeInfo[]> {
+    this.check();
+    const raw = (await LIVE.run(this.client, ROLES.map((r) => this.roleKey(r)), [this.prefix])) as string[];
+    return decode(raw).sort(byRoleThenId);
   }
 
   /** Quits the client if this instance created it; a client passed in stays open (the caller's). */

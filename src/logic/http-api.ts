@@ -1,5 +1,5 @@
 // The HTTP API served by logic: tokens, business push, gateway discovery,
-// health. JSON in and out; every error is {"error": {"code", "message"}}
+// the cluster's nodes (admin), health. JSON in and out; every error is {"error": {"code", "message"}}
 // with a stable code name.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { timingSafeEqual, createHash } from 'node:crypto';
@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { ErrorCode, ID_PATTERN, LonglinkError, SYSTEM_USER, groupConversationId } from '../protocol/index.js';
 import { HttpError, httpError, wireError } from '../protocol/http-errors.js';
 import type { TokenService } from '../auth/tokens.js';
-import type { Registry } from '../engines/registry.js';
+import { byRoleThenId, type Registry } from '../engines/registry.js';
 import { down, type Bus } from '../engines/bus.js';
 import type { BusRequester } from './bus-requests.js';
 import { checkSend } from './pipeline.js';
@@ -117,6 +117,7 @@ export class HttpApi {
     const method = req.method ?? 'GET';
     if (path === '/healthz' && method === 'GET') return send(res, 200, { status: 'ok', node: this.options.nodeId });
     if (path === '/api/v1/gateways' && method === 'GET') return this.gateways(res);
+    if (path === '/api/v1/nodes' && method === 'GET') return this.nodes(req, res);
     if (path === '/api/v1/tokens' && method === 'POST') return this.issueToken(req, res);
     if (path === '/api/v1/messages' && method === 'POST') return this.postMessage(req, res);
     if (path === '/api/v1/broadcast' && method === 'POST') return this.broadcast(req, res);
@@ -126,7 +127,7 @@ export class HttpApi {
     if (path === '/api/v1/dead-letters/replay' && method === 'POST') return this.replayDeadLetters(req, res);
     if (path === '/healthz' || path.startsWith('/api/')) {
       const known = [
-        '/healthz', '/api/v1/gateways', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast', '/api/v1/dev/token', '/api/v1/revoke',
+        '/healthz', '/api/v1/gateways', '/api/v1/nodes', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast', '/api/v1/dev/token', '/api/v1/revoke',
         '/api/v1/dead-letters', '/api/v1/dead-letters/replay',
       ].includes(path);
       if (known) throw new HttpError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
@@ -247,6 +248,24 @@ export class HttpApi {
     const gateways = await this.deps.registry.live('gateway');
     for (const g of gateways) await this.deps.bus.publishDown(g.id, down({ case: 'announce', value: { frame } }));
     send(res, 200, { id, sent_at_ms: sentAtMs, gateways: gateways.length });
+  }
+
+  /** Every live node of the cluster, every role (admin): by role, then id. */
+  private async nodes(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.requireAdmin(req);
+    const nodes = (await this.deps.registry.all()).sort(byRoleThenId);
+    send(res, 200, {
+      nodes: nodes.map((n) => ({
+        id: n.id,
+        role: n.role,
+        services: n.services ?? null,
+        http_url: n.httpUrl ?? null,
+        tcp_url: n.tcpUrl ?? null,
+        ws_url: n.wsUrl ?? null,
+        load: n.load,
+        started_at_ms: n.startedAtMs,
+      })),
+    });
   }
 
   private async gateways(res: ServerResponse): Promise<void> {

@@ -20,7 +20,7 @@ const NODE_MAX_HEADER_BYTES = 16 * 1024;
 
 const ROUTES = [
   '/healthz', '/readyz', '/metrics', '/api/v1/gateways', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast',
-  '/api/v1/dev/token', '/api/v1/revoke', '/api/v1/dead-letters', '/api/v1/dead-letters/replay', '/ws', '/', '/index.html', '/assets/app.js',
+  '/api/v1/dev/token', '/api/v1/revoke', '/api/v1/dead-letters', '/api/v1/dead-letters/replay', '/api/v1/nodes', '/ws', '/', '/index.html', '/assets/app.js',
 ];
 const ODD_PATHS = [
   '/api/v1/tokens/', '/API/V1/TOKENS', '/api/v1', '/api/', '/api', '//api/v1/tokens', '/api/v1/tokens%00', '/%00', '/..%2f..%2fetc%2fpasswd',

@@ -3,8 +3,15 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { RawClient } from '../helpers/raw.js';
-import { ADMIN_KEY, startTestServer, type TestServer } from '../helpers/server.js';
+import { ADMIN_KEY, TOKEN_SECRET, startTestServer, type TestServer } from '../helpers/server.js';
+import { HttpApi } from '../../src/logic/http-api.js';
+import { BusRequester } from '../../src/logic/bus-requests.js';
+import { TokenService } from '../../src/auth/tokens.js';
+import { MemoryBus } from '../../src/engines/bus-memory.js';
+import { MemorySessions } from '../../src/engines/sessions-memory.js';
+import { MemoryRegistry } from '../../src/engines/registry-memory.js';
 import { barrier, history, online, pushed, sleep, syncAll, TRANSPORTS, until, urlOf, waitPushed } from './support.js';
 
 /** No test may hang the suite. */
@@ -24,12 +31,12 @@ interface Reply {
   body: Record<string, unknown>;
 }
 
-async function call(method: string, path: string, options: { body?: string; auth?: string | null; json?: unknown } = {}): Promise<Reply> {
+async function call(method: string, path: string, options: { body?: string; auth?: string | null; json?: unknown; base?: string } = {}): Promise<Reply> {
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   const auth = options.auth === undefined ? `Bearer ${ADMIN_KEY}` : options.auth;
   if (auth !== null) headers.authorization = auth;
   const body = options.json !== undefined ? JSON.stringify(options.json) : options.body;
-  const res = await fetch(`${s.httpUrl}${path}`, { method, headers, body });
+  const res = await fetch(`${options.base ?? s.httpUrl}${path}`, { method, headers, body });
   const text = await res.text();
   let parsed: Record<string, unknown>;
   try {
@@ -304,11 +311,72 @@ describe('discovery, health, routing', () => {
     }
   });
 
+  test('GET /api/v1/nodes without or with a wrong admin key: 401 UNAUTHORIZED, nothing listed', T, async () => {
+    for (const auth of [null, 'Bearer wrong-key', `Bearer ${ADMIN_KEY}x`, `Basic ${ADMIN_KEY}`, `bearer ${ADMIN_KEY}`, 'Bearer ']) {
+      const r = await call('GET', '/api/v1/nodes', { auth });
+      assertError(r, 401, 'UNAUTHORIZED');
+      assert.equal(r.body.nodes, undefined);
+    }
+  });
+
+  test('GET /api/v1/nodes on the embedded server lists its gateway', T, async () => {
+    const r = await call('GET', '/api/v1/nodes');
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.match(r.contentType, /^application\/json/);
+    const nodes = r.body.nodes as Record<string, unknown>[];
+    const gw = nodes.find((n) => n.role === 'gateway');
+    assert.ok(gw, JSON.stringify(nodes));
+    assert.equal(gw.id, 'test-node');
+    assert.equal(gw.tcp_url, s.tcpUrl);
+    assert.equal(gw.ws_url, s.wsUrl);
+    assert.equal(gw.http_url, String(s.wsUrl).replace(/^ws/, 'http').replace(/\/ws$/, ''), 'its HTTP port is the WebSocket\'s');
+    assert.equal(typeof gw.load, 'number');
+    assert.equal(typeof gw.started_at_ms, 'number');
+    assert.deepEqual(Object.keys(gw).sort(), ['http_url', 'id', 'load', 'role', 'services', 'started_at_ms', 'tcp_url', 'ws_url']);
+  });
+
+  test('GET /api/v1/nodes lists every live node of every role, by role then id, absent fields null', T, async () => {
+    const registry = new MemoryRegistry();
+    const bus = new MemoryBus();
+    const sessions = new MemorySessions();
+    const api = new HttpApi({ nodeId: 'api-node', adminKey: ADMIN_KEY, tokenTtlSeconds: 3600, maxTextBytes: 4096 }, {
+      tokens: new TokenService(TOKEN_SECRET), registry, bus, requests: new BusRequester(bus, 'api-node.api'), sessions,
+    });
+    const server = http.createServer(api.handle);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      assert.deepEqual((await call('GET', '/api/v1/nodes', { base })).body, { nodes: [] });
+      await registry.announce({ id: 'msg-1', role: 'message', services: ['message', 'presence', 'push'], httpUrl: 'http://10.0.0.3:8081', load: 0, startedAtMs: 3 }, 60_000);
+      await registry.announce({ id: 'logic-1', role: 'logic', services: ['auth', 'message', 'group'], httpUrl: 'http://10.0.0.2:8080', load: 0, startedAtMs: 2 }, 60_000);
+      await registry.announce({ id: 'gw-2', role: 'gateway', tcpUrl: 'tcp://10.0.0.1:9001', wsUrl: 'ws://10.0.0.1:8001/ws', load: 1, startedAtMs: 1 }, 60_000);
+      await registry.announce({ id: 'gw-1', role: 'gateway', tcpUrl: 'tcp://10.0.0.1:9000', wsUrl: 'ws://10.0.0.1:8000/ws', load: 5, startedAtMs: 1 }, 60_000);
+      await registry.announce({ id: 'gone', role: 'auth', load: 0, startedAtMs: 0 }, 1);
+      await sleep(20);
+      for (const auth of [null, 'Bearer wrong-key']) assertError(await call('GET', '/api/v1/nodes', { base, auth }), 401, 'UNAUTHORIZED');
+      const r = await call('GET', '/api/v1/nodes', { base });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.deepEqual(r.body, {
+        nodes: [
+          { id: 'gw-1', role: 'gateway', services: null, http_url: null, tcp_url: 'tcp://10.0.0.1:9000', ws_url: 'ws://10.0.0.1:8000/ws', load: 5, started_at_ms: 1 },
+          { id: 'gw-2', role: 'gateway', services: null, http_url: null, tcp_url: 'tcp://10.0.0.1:9001', ws_url: 'ws://10.0.0.1:8001/ws', load: 1, started_at_ms: 1 },
+          { id: 'logic-1', role: 'logic', services: ['auth', 'message', 'group'], http_url: 'http://10.0.0.2:8080', tcp_url: null, ws_url: null, load: 0, started_at_ms: 2 },
+          { id: 'msg-1', role: 'message', services: ['message', 'presence', 'push'], http_url: 'http://10.0.0.3:8081', tcp_url: null, ws_url: null, load: 0, started_at_ms: 3 },
+        ],
+      });
+      assertError(await call('POST', '/api/v1/nodes', { base }), 405, 'METHOD_NOT_ALLOWED');
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await bus.close();
+      await registry.close();
+    }
+  });
+
   test('unknown routes: 404 NOT_FOUND; known routes with the wrong method: 405 METHOD_NOT_ALLOWED', T, async () => {
     for (const [method, path] of [['GET', '/nope'], ['GET', '/api/v1/nope'], ['POST', '/api/v2/tokens'], ['GET', '/healthz/x']]) {
       assertError(await call(method!, path!), 404, 'NOT_FOUND');
     }
-    for (const [method, path] of [['GET', '/api/v1/tokens'], ['POST', '/healthz'], ['DELETE', '/api/v1/gateways'], ['GET', '/api/v1/messages'], ['PUT', '/api/v1/tokens']]) {
+    for (const [method, path] of [['GET', '/api/v1/tokens'], ['POST', '/healthz'], ['DELETE', '/api/v1/gateways'], ['GET', '/api/v1/messages'], ['PUT', '/api/v1/tokens'], ['POST', '/api/v1/nodes'], ['DELETE', '/api/v1/nodes']]) {
       assertError(await call(method!, path!), 405, 'METHOD_NOT_ALLOWED');
     }
     // A query string does not change the route.
