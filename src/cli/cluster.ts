@@ -1,23 +1,44 @@
 // `longlink cluster` (`npm run cluster`): a local cluster for development and
 // trying distributed mode: Redis (AOF on) and PostgreSQL in a temp folder,
-// N gateways and M logic nodes; Ctrl-C stops everything and removes the folder.
+// N gateways and M logic nodes, or with --split a process per service (one
+// each unless --message 2 etc.); Ctrl-C stops everything and removes the folder.
 import { fileURLToPath } from 'node:url';
-import { startCluster, type Cluster } from '../dev/cluster.js';
+import { SPLIT, startCluster, type Cluster, type ClusterOptions } from '../dev/cluster.js';
 import { UsageError } from './args.js';
 
 /** The package's folder: where the printed `npx longlink ...` commands run (bin `longlink` in its package.json). */
 const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
 
-function count(raw: string | undefined, name: string, fallback: number): number {
+function count(raw: string | undefined, name: string, fallback: number, least = 1): number {
   if (raw === undefined) return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > 64) throw new UsageError(`--${name} must be an integer in 1..64`);
+  if (!Number.isInteger(n) || n < least || n > 64) throw new UsageError(`--${name} must be an integer in ${least}..64`);
   return n;
+}
+
+const SERVICE_FLAGS = ['auth', 'message', 'group', 'storage', 'risk', 'push'] as const;
+
+/** With --split: the processes of each service (SPLIT, changed by --message 2 etc.); else none. */
+function servicesOf(flags: Record<string, string | undefined>): NonNullable<ClusterOptions['services']> {
+  const split = flags.split !== undefined;
+  const given = SERVICE_FLAGS.filter((s) => flags[s] !== undefined);
+  if (!split && given.length > 0) throw new UsageError(`--${given[0]} needs --split`);
+  if (!split) return {};
+  if (flags.logic !== undefined) throw new UsageError('--logic and --split: the split layout runs a process per service instead');
+  const services: NonNullable<ClusterOptions['services']> = {};
+  for (const s of SERVICE_FLAGS) {
+    const n = count(flags[s], s, SPLIT[s] ?? 0, s === 'push' ? 0 : 1);
+    if (n > 10) throw new UsageError(`--${s} must be at most 10`);
+    if (n > 0) services[s] = n;
+  }
+  return services;
 }
 
 export async function runCluster(flags: Record<string, string | undefined>): Promise<void> {
   const gateways = count(flags.gateways, 'gateways', 2);
-  const logic = count(flags.logic, 'logic', 2);
+  const services = servicesOf(flags);
+  const split = Object.keys(services).length > 0;
+  const logic = split ? 0 : count(flags.logic, 'logic', 2);
   const routing = flags.routing ?? 'targeted';
   if (routing !== 'targeted' && routing !== 'broadcast') throw new UsageError('--routing must be targeted or broadcast');
   const basePort = flags['base-port'] === undefined ? 7000 : Number(flags['base-port']);
@@ -33,8 +54,9 @@ export async function runCluster(flags: Record<string, string | undefined>): Pro
   // nodes and the temp folder behind. Without a reader, carry on silently.
   for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
 
-  console.log(`starting Redis, PostgreSQL, ${logic} logic and ${gateways} gateway processes (routing ${routing})…`);
-  const starting = startCluster({ gateways, logic, routing, basePort: basePort === 0 ? undefined : basePort, appendfsync });
+  const layout = split ? Object.entries(services).map(([s, n]) => `${n} ${s}`).join(', ') : `${logic} logic`;
+  console.log(`starting Redis, PostgreSQL, ${layout} and ${gateways} gateway processes (routing ${routing})…`);
+  const starting = startCluster({ gateways, logic, services, routing, basePort: basePort === 0 ? undefined : basePort, appendfsync });
 
   // Stop on Ctrl-C, kill, or the terminal closing; during start-up, once the
   // cluster is up (its parts are not all known before).
@@ -70,7 +92,10 @@ export async function runCluster(flags: Record<string, string | undefined>): Pro
   console.log('cluster up:');
   console.log(`  redis      ${cluster.redis.url} (AOF, appendfsync ${appendfsync})`);
   console.log(`  postgres   ${cluster.postgres.url}`);
-  for (const n of cluster.logics()) console.log(`  ${n.name.padEnd(10)} api ${n.httpUrl}`);
+  for (const n of cluster.nodes) {
+    if (n.role === 'gateway') continue;
+    console.log(`  ${n.name.padEnd(10)} ${n.role === 'logic' || n.role === 'auth' ? 'api' : 'http'} ${n.httpUrl}`);
+  }
   for (const n of cluster.gateways()) console.log(`  ${n.name.padEnd(10)} ${n.tcpUrl}  ${n.wsUrl}`);
   console.log(`  folder     ${cluster.dir} (removed at stop)`);
   console.log('');

@@ -37,6 +37,22 @@ TLS (every server role): --tls-cert FILE --tls-key FILE (or LONGLINK_TLS_CERT / 
 
 const serverFlags = async () => (await import('./start.js')).SERVER_FLAGS;
 
+const GROUP_CLIENT_FLAGS: FlagSpec = { ...CLIENT_FLAGS, name: 'text', members: 'text', group: 'text', member: 'text', role: 'text' };
+
+/** A service of the logic tier as its own process (src/roles/logic.ts says what each runs). */
+function serviceCommand(role: 'auth' | 'message' | 'storage' | 'risk' | 'push', summary: string): Command {
+  return {
+    synopsis: [`${role} --redis-url URL --postgres-url URL [--node-id ID] [--http-port N]`],
+    summary,
+    flags: serverFlags,
+    notes: SERVER_NOTES,
+    run: async ({ flags }) => {
+      await (await import('./start.js')).runRole(role, flags);
+      return undefined;
+    },
+  };
+}
+
 const COMMANDS: Readonly<Record<string, Command>> = {
   start: {
     synopsis: ['start [--http-port N] [--tcp-port N] [--data-dir DIR] [--host H]'],
@@ -60,7 +76,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   },
   logic: {
     synopsis: ['logic --redis-url URL --postgres-url URL [--node-id ID] [--http-port N] [--routing targeted|broadcast]'],
-    summary: 'a cluster logic node: the HTTP API, storage, routing; admin key and token secret from LONGLINK_ADMIN_KEY / LONGLINK_TOKEN_SECRET',
+    summary: 'a cluster logic node running every service below in one process; admin key and token secret from LONGLINK_ADMIN_KEY / LONGLINK_TOKEN_SECRET',
     flags: serverFlags,
     notes: SERVER_NOTES,
     run: async ({ flags }) => {
@@ -68,10 +84,22 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       return undefined;
     },
   },
+  auth: serviceCommand('auth', 'the auth service: the HTTP API (tokens, revocation, dev login, business push, discovery) and the session reaper'),
+  message: serviceCommand('message', 'the message service: the send path (check, filter, dedupe, seq, store, ack), typing and presence, and the push group (fan-out)'),
+  storage: serviceCommand('storage', 'the storage service: sync, history, conversation lists, read and delivered cursors, retention'),
+  risk: serviceCommand('risk', 'the risk service: its consumer group on the committed stream'),
+  push: serviceCommand('push', 'more fan-out: the push group of the committed stream alone (the message service runs it too)'),
   cluster: {
-    synopsis: ['cluster [--gateways N] [--logic M] [--routing targeted|broadcast] [--base-port 7000] [--appendfsync everysec|always|no]'],
-    summary: 'a local cluster: Redis and PostgreSQL in a temp folder and the processes (--base-port 0: any free ports)',
-    flags: { gateways: 'integer', logic: 'integer', routing: 'text', 'base-port': 'integer', appendfsync: 'text' },
+    synopsis: [
+      'cluster [--gateways N] [--logic M] [--routing targeted|broadcast] [--base-port 7000] [--appendfsync everysec|always|no]',
+      'cluster --split [--auth N] [--message N] [--group N] [--storage N] [--risk N] [--push N] [--gateways N] …',
+    ],
+    summary: 'a local cluster: Redis and PostgreSQL in a temp folder and the processes (--base-port 0: any free ports); '
+      + '--split: a process per service instead of combined logic nodes',
+    flags: {
+      gateways: 'integer', logic: 'integer', routing: 'text', 'base-port': 'integer', appendfsync: 'text',
+      split: 'switch', auth: 'integer', message: 'integer', group: 'integer', storage: 'integer', risk: 'integer', push: 'integer',
+    },
     run: async ({ flags }) => {
       await (await import('./cluster.js')).runCluster(flags);
       return undefined;
@@ -101,12 +129,19 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       'group leave|dismiss|info --user U --group G',
       'group role --user U --group G --member V --role member|admin|owner',
       'group mute|unmute --user U --group G [--member V]   (no --member: the whole group)',
+      'group --redis-url URL --postgres-url URL [--node-id ID] [--http-port N]   (no action: the group service)',
     ],
-    summary: 'manage a group; prints the group after the change, as JSON',
-    flags: { ...CLIENT_FLAGS, name: 'text', members: 'text', group: 'text', member: 'text', role: 'text' },
+    summary: 'manage a group, printing the group after the change as JSON; with no action, run the group service (create … dismiss, info)',
+    flags: async () => ({ ...await serverFlags(), ...GROUP_CLIENT_FLAGS }),
     positionals: 1,
-    notes: CLIENT_NOTES,
-    run: async ({ flags, positionals }) => (await import('./client-commands.js')).runGroup(positionals[0], flags),
+    notes: `${CLIENT_NOTES}\n${SERVER_NOTES}`,
+    run: async ({ flags, positionals }) => {
+      if (positionals[0] !== undefined) return (await import('./client-commands.js')).runGroup(positionals[0], flags);
+      const clientFlag = Object.keys(flags).find((f) => Object.hasOwn(GROUP_CLIENT_FLAGS, f) && f !== 'admin-key' && f !== 'data-dir');
+      if (clientFlag) throw new UsageError(`--${clientFlag} needs an action (group create|add|remove|…); without one, longlink group runs the group service`);
+      await (await import('./start.js')).runRole('group', flags);
+      return undefined;
+    },
   },
   conversations: {
     synopsis: ['conversations --user U'],

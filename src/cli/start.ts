@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { ConfigError, loadServerConfig, type ServerConfig } from '../config.js';
 import { startEmbedded } from '../roles/embedded.js';
 import { startGateway } from '../roles/gateway.js';
-import { startLogic } from '../roles/logic.js';
+import { startService, type ServiceRole } from '../roles/logic.js';
 import { isLoopback } from '../roles/web.js';
 import { log } from '../observability/log.js';
 import type { FlagSpec } from './args.js';
@@ -91,21 +91,21 @@ export async function runStart(flags: Record<string, string | undefined>): Promi
 }
 
 /** A role process: `longlink gateway` or `longlink logic`, configured for a cluster. */
-export async function runRole(role: 'gateway' | 'logic', flags: Record<string, string | undefined>): Promise<void> {
+export async function runRole(role: 'gateway' | ServiceRole, flags: Record<string, string | undefined>): Promise<void> {
   const config = loadServerConfig(flags);
   if (!(flags['token-secret'] ?? process.env.LONGLINK_TOKEN_SECRET)) {
     throw new ConfigError(`longlink ${role} needs the cluster's token secret: LONGLINK_TOKEN_SECRET (or --token-secret)`);
   }
-  if (role === 'logic' && config.generatedAdminKey) {
-    throw new ConfigError('longlink logic needs the cluster\'s admin key: LONGLINK_ADMIN_KEY (or --admin-key)');
+  if ((role === 'logic' || role === 'auth') && config.generatedAdminKey) {
+    throw new ConfigError(`longlink ${role} needs the cluster's admin key: LONGLINK_ADMIN_KEY (or --admin-key)`);
   }
   if (role === 'gateway') {
     const gw = await startGateway(config);
     console.log(`longlink gateway ${config.nodeId} listening tcp=${gw.tcpUrl} ws=${gw.wsUrl} routing=${config.routing}`);
     stopOnSignals(gw);
   } else {
-    const lg = await startLogic(config);
-    console.log(`longlink logic ${config.nodeId} listening http=${lg.httpUrl} routing=${config.routing} shards=${config.busShards}`);
+    const lg = await startService(config, role);
+    console.log(`longlink ${role} ${config.nodeId} listening http=${lg.httpUrl} routing=${config.routing} shards=${config.busShards}`);
     stopOnSignals(lg);
   }
 }

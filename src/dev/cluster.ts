@@ -1,5 +1,7 @@
 // A local cluster: Redis and PostgreSQL in a temp folder, and any number of
-// `longlink gateway` and `longlink logic` processes joined by them. Used by
+// `longlink gateway` and `longlink logic` processes joined by them, or (the
+// split layout) a process per service of the logic tier: `longlink auth`,
+// `message`, `group`, `storage`, `risk` (and `push`). Used by
 // `npm run cluster` and by the distributed-mode tests, so the tests run the
 // cluster a user runs.
 import type { ChildProcess } from 'node:child_process';
@@ -11,14 +13,23 @@ import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { freePort, startPostgres, startRedis, type AppendFsync, type PostgresServer, type RedisServer } from './services.js';
 import { spawnTied } from './tied.js';
+import type { ServiceRole } from '../roles/logic.js';
 
 const BIN = fileURLToPath(new URL('../../bin/longlink.js', import.meta.url));
 
-export type Role = 'gateway' | 'logic';
+export type Role = 'gateway' | ServiceRole;
+
+/** The split layout: one process of each service (push runs in the message processes). */
+export const SPLIT: Readonly<Partial<Record<ServiceRole, number>>> = { auth: 1, message: 1, group: 1, storage: 1, risk: 1 };
+
+/** Where each service role's ports start past the base port (10 processes per role at most with fixed ports). */
+const SERVICE_PORT_OFFSET: Record<Exclude<ServiceRole, 'logic'>, number> = { auth: 400, message: 410, group: 420, storage: 430, risk: 440, push: 450 };
 
 export interface ClusterOptions {
   gateways: number;
   logic: number;
+  /** Processes of each service role beside the combined logic ones (the split layout: SPLIT, logic 0). */
+  services?: Partial<Record<Exclude<ServiceRole, 'logic'>, number>>;
   routing: 'targeted' | 'broadcast';
   /** Ports from here on (logic HTTP base+i, gateway TCP base+100+i, gateway HTTP/WS base+200+i); free ports when absent. */
   basePort?: number;
@@ -64,8 +75,10 @@ export interface Cluster {
   nodes: NodeProcess[];
   gateways(): NodeProcess[];
   logics(): NodeProcess[];
+  /** The processes of one role. */
+  ofRole(role: Role): NodeProcess[];
   node(name: string): NodeProcess;
-  /** A logic node's API URL (the first running one). */
+  /** The HTTP API's URL: the first running logic or auth node. */
   apiUrl(): string;
   /** Send a signal and wait for the process to end. */
   kill(name: string, signal?: NodeJS.Signals): Promise<number | string>;
@@ -128,7 +141,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const tokenSecret = randomBytes(32).toString('base64url');
   const nodes: NodeProcess[] = [];
   const specs = new Map<string, Spec>();
-  const counters = { gateway: 0, logic: 0 };
+  const counters: Record<Role, number> = { gateway: 0, logic: 0, auth: 0, message: 0, group: 0, storage: 0, risk: 0, push: 0 };
 
   const print = options.onLine ?? ((node: string, line: string, stream: 'out' | 'err') => {
     (stream === 'out' ? process.stdout : process.stderr).write(`[${node}] ${line}\n`);
@@ -184,11 +197,11 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
 
   const nextSpec = async (role: Role): Promise<Spec> => {
     const i = counters[role]++;
-    const name = role === 'gateway' ? `gw-${i + 1}` : `logic-${i + 1}`;
+    const name = role === 'gateway' ? `gw-${i + 1}` : `${role}-${i + 1}`;
     const port = async (offset: number) => (base === undefined ? freePort() : base + offset + i);
     const spec: Spec = role === 'gateway'
       ? { name, role, tcpPort: await port(100), httpPort: await port(200) }
-      : { name, role, httpPort: await port(0) };
+      : { name, role, httpPort: await port(role === 'logic' ? 0 : SERVICE_PORT_OFFSET[role]) };
     specs.set(name, spec);
     return spec;
   };
@@ -202,14 +215,15 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     nodes,
     gateways: () => nodes.filter((n) => n.role === 'gateway'),
     logics: () => nodes.filter((n) => n.role === 'logic'),
+    ofRole: (role) => nodes.filter((n) => n.role === role),
     node(name) {
       const n = nodes.find((x) => x.name === name);
       if (!n) throw new Error(`no node ${name}`);
       return n;
     },
     apiUrl() {
-      const n = nodes.find((x) => x.role === 'logic' && x.running);
-      if (!n) throw new Error('no running logic node');
+      const n = nodes.find((x) => (x.role === 'logic' || x.role === 'auth') && x.running);
+      if (!n) throw new Error('no running logic or auth node');
       return n.httpUrl;
     },
     async kill(name, signal = 'SIGTERM') {
@@ -245,7 +259,8 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   };
 
   try {
-    const roles: Role[] = [...Array<Role>(options.logic).fill('logic'), ...Array<Role>(options.gateways).fill('gateway')];
+    const services = Object.entries(options.services ?? {}).flatMap(([role, n]) => Array<Role>(n).fill(role as Role));
+    const roles: Role[] = [...Array<Role>(options.logic).fill('logic'), ...services, ...Array<Role>(options.gateways).fill('gateway')];
     await Promise.all(roles.map((role) => cluster.add(role)));
   } catch (err) {
     await cluster.stop();

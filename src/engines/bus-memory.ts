@@ -2,14 +2,17 @@
 // drained in batches by the single consumer; one queue per node for
 // downlink. Messages pass as objects (nothing to encode in one process).
 // Nothing survives a restart — nor needs to: the SendAck is only sent after
-// the store has the message, and clients resend what wasn't acked. Dead
+// the store has the message, and clients resend what wasn't acked. The
+// committed stream is a queue per consumer group, from when the group first
+// subscribed (what was published before no group of that name existed is
+// not kept), drained one batch at a time in publish order. Dead
 // letters are kept in memory too (the newest 10,000), for `longlink dead`.
 import { operationName } from '../protocol/operations.js';
 import { isUnavailable } from './store.js';
 import { log as rootLog } from '../observability/log.js';
 import {
-  ALL_GATEWAYS, newBusCounters,
-  type Bus, type ConsumeDownOptions, type DeadLetterInfo, type DeadLetters, type Down, type DownHandler, type Subscription,
+  ALL_GATEWAYS, SeenWindow, UP_SERVICES, newBusCounters,
+  type Bus, type Committed, type CommittedHandler, type ConsumeDownOptions, type ConsumeUpOptions, type DeadLetterInfo, type DeadLetters, type Down, type DownHandler, type Subscription,
   type UpEnvelope, type UpHandler,
 } from './bus.js';
 
@@ -29,6 +32,15 @@ export class BusFullError extends Error {}
 
 const MAX_DEAD = 10_000;
 
+/** One consumer group of the committed stream. */
+interface CommittedGroup {
+  queue: Committed[];
+  handler?: CommittedHandler;
+  draining: boolean;
+  seen: SeenWindow;
+  counters: Map<string, number>;
+}
+
 interface Lane {
   queue: Down[];
   handler?: DownHandler;
@@ -47,6 +59,7 @@ export class MemoryBus implements Bus {
   private closed = false;
   private readonly deadLetters: { info: DeadLetterInfo; envelope: UpEnvelope }[] = [];
   private deadSeq = 0;
+  private readonly groups = new Map<string, CommittedGroup>();
   readonly counters = newBusCounters();
   readonly dead: DeadLetters;
 
@@ -79,8 +92,11 @@ export class MemoryBus implements Bus {
     this.scheduleUp();
   }
 
-  consumeUp(handler: UpHandler): Subscription {
+  consumeUp(handler: UpHandler, options: ConsumeUpOptions = {}): Subscription {
     if (this.upHandler) throw new Error('the memory bus has one uplink consumer');
+    if (options.services && UP_SERVICES.some((s) => !options.services!.includes(s))) {
+      throw new Error('the memory bus has one uplink consumer, for every service');
+    }
     this.upHandler = handler;
     this.scheduleUp();
     return {
@@ -88,6 +104,91 @@ export class MemoryBus implements Bus {
         if (this.upHandler === handler) this.upHandler = undefined;
       },
     };
+  }
+
+  async publishCommitted(entries: readonly Committed[]): Promise<void> {
+    if (this.closed) throw new Error('bus closed');
+    this.counters.committedPublished += entries.length;
+    for (const [name, group] of this.groups) {
+      for (const e of entries) group.queue.push(e);
+      if (group.queue.length > this.maxBacklog) {
+        const lost = group.queue.length - this.maxBacklog;
+        group.queue.splice(0, lost);
+        log.warn({ group: name, entries: lost }, 'committed entries dropped: the consumer group is too far behind');
+      }
+      this.drainCommitted(group);
+    }
+  }
+
+  consumeCommitted(name: string, handler: CommittedHandler): Subscription {
+    const group = this.committedGroup(name);
+    if (group.handler) throw new Error(`the memory bus has one consumer in group ${name}`);
+    group.handler = handler;
+    this.drainCommitted(group);
+    return {
+      close: async () => {
+        if (group.handler === handler) group.handler = undefined;
+      },
+    };
+  }
+
+  /** One consumer takes every service's requests, in arrival order. */
+  readonly splitsServices = false;
+
+  /** One process serves everything. */
+  isDown(): boolean {
+    return false;
+  }
+
+  async committedCounters(name: string): Promise<Map<string, number>> {
+    return new Map(this.groups.get(name)?.counters ?? []);
+  }
+
+  async consumerLag(): Promise<Map<string, number>> {
+    const lag = new Map<string, number>([['logic', this.up.length]]);
+    for (const [name, group] of this.groups) lag.set(name, group.queue.length);
+    return lag;
+  }
+
+  private committedGroup(name: string): CommittedGroup {
+    let group = this.groups.get(name);
+    if (!group) {
+      group = { queue: [], draining: false, seen: new SeenWindow(), counters: new Map() };
+      this.groups.set(name, group);
+    }
+    return group;
+  }
+
+  /** Hand a group its queue, a batch at a time; a failing batch is tried again a few times, then skipped (logged). */
+  private drainCommitted(group: CommittedGroup): void {
+    if (group.draining || !group.handler || group.queue.length === 0) return;
+    group.draining = true;
+    setImmediate(async () => {
+      while (group.handler && group.queue.length > 0 && !this.closed) {
+        const batch = group.queue.splice(0, this.maxBatch);
+        const fresh = group.seen.unseen(batch);
+        this.counters.committedRepeats += batch.length - fresh.length;
+        this.counters.committedRead += fresh.length;
+        for (let attempt = 1; fresh.length > 0; attempt++) {
+          try {
+            const effects = await group.handler(fresh);
+            for (const [k, v] of Object.entries(effects?.counters ?? {})) group.counters.set(k, (group.counters.get(k) ?? 0) + v);
+            group.seen.add(fresh);
+            break;
+          } catch (err) {
+            if (attempt >= this.maxDeliveries) {
+              this.counters.committedSkipped += fresh.length;
+              log.error({ err, entries: fresh.length }, 'a committed-stream consumer kept failing; entries skipped');
+              break;
+            }
+            await new Promise((r) => setTimeout(r, 100 * attempt));
+          }
+        }
+        await new Promise((r) => setImmediate(r));
+      }
+      group.draining = false;
+      this.drainCommitted(group);
+    });
   }
 
   async publishDown(node: string, message: Down): Promise<void> {

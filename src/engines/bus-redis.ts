@@ -24,6 +24,23 @@
 // and a shared store refuses a writer that lost one (FencedError). The batch
 // is then left pending, not acked: the shard's owner handles it.
 //
+// Services: the send path's requests (service `message`) are on `{p}up:{shard}`
+// as above; every other service's are on streams of its own,
+// `{p}up:{service}:{shard}`, leased as `{p}lease:{service}:{shard}` among the
+// processes that run it (`{p}{service}-nodes`). The store's fence numbers a
+// service's shards apart (FENCE_BASE), so owners of different services never
+// fence each other out. A process consumes the services it runs; a handler
+// takes any request it is given (an entry on the wrong stream is still served).
+//
+// Committed stream: `{p}committed:{shard}`, a message's conversation always on
+// the same shard, field `c` holding a Committed. Each consumer group (push,
+// risk, …) shares its shards among its live members with the same leases
+// (`{p}lease:committed:{group}:{shard}`, `{p}committed:{group}-nodes`) and
+// reads with a Redis consumer group of its name: its own offsets. A group's
+// counters (CommittedEffects) are `{p}committed:{group}:counters`, added in
+// the MULTI that acks. The stream is trimmed below the oldest entry any group
+// has not acked, and by the same age and byte bounds as the uplink.
+//
 // Downlink: `{p}down:{node}` per gateway (targeted routing) and `{p}down:*`
 // read by every gateway (broadcast routing, publishDown(ALL_GATEWAYS, …)).
 // Read without a group from when the gateway subscribed: a downlink message
@@ -52,7 +69,7 @@
 import { Redis } from 'ioredis';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import {
-  DeadLetterSchema, DownBatchSchema, DownSchema, UpEnvelopeSchema, type DeadLetter,
+  CommittedSchema, DeadLetterSchema, DownBatchSchema, DownSchema, UpEnvelopeSchema, type DeadLetter,
 } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
 import { operationName } from '../protocol/operations.js';
 import { DEFAULTS } from '../config.js';
@@ -60,9 +77,10 @@ import { log as rootLog } from '../observability/log.js';
 import { Script } from './redis-shared.js';
 import { isFencedError, isUnavailable, withWriteFence, type ShardClaim } from './store.js';
 import {
-  ALL_GATEWAYS, newBusCounters,
-  type Bus, type BusCounters, type ConsumeDownOptions, type ConsumeUpOptions, type DeadLetterInfo, type DeadLetters, type Down,
-  type DownHandler, type Subscription, type UpEnvelope, type UpHandler,
+  ALL_GATEWAYS, SeenWindow, UP_SERVICES, newBusCounters, serviceOfUp,
+  type Bus, type BusCounters, type Committed, type CommittedEffects, type CommittedHandler, type ConsumeDownOptions,
+  type ConsumeUpOptions, type DeadLetterInfo, type DeadLetters, type Down, type DownHandler, type Service, type Subscription,
+  type UpEnvelope, type UpHandler,
 } from './bus.js';
 
 const log = rootLog.child({ component: 'bus' });
@@ -103,6 +121,13 @@ export interface RedisBusOptions {
 }
 
 const GROUP = 'logic';
+
+/**
+ * Where each uplink service's shards start in the store's write fence
+ * (shard_fences): owners of different services never fence each other out.
+ * The send path keeps 0, so its fences are those of a single-service cluster.
+ */
+const FENCE_BASE: Record<Service, number> = { message: 0, presence: 10_000, group: 20_000, storage: 30_000 };
 
 /** RedisBus.boundsStats(): what /metrics shows of the stream bounds (see BusStats). */
 export interface RedisBusStats {
@@ -187,7 +212,9 @@ local function trimBytes(maxBytes, bytes)
 end
 `;
 
-// An uplink shard's bounds, by its owner. KEYS: the stream. ARGV: max age ms, max bytes (0: none), the group.
+// A shard's bounds, by its owner. KEYS: the stream. ARGV: max age ms, max bytes (0: none), the group, '1' when
+// the stream is read by that group alone (uplink: what it acked goes), '0' when other groups read it too
+// (committed: only what every group acked goes).
 // 1. Trims by age (MINID =, exact), then what the group has acked (below the oldest entry not yet acked:
 //    nothing reads it again), then by bytes.
 // 2. If the trims (this one, a writer's length bound, one while nobody owned the shard) took entries the
@@ -201,17 +228,19 @@ const UP_BOUNDS = new Script(`${LUA_IDS}
 if redis.call('EXISTS', KEYS[1]) == 0 then return {now, 0, 0, 0, 0, 0, ''} end
 local function state()
   local g
+  local all = {}
   for _, flat in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
     local x = fields(flat)
+    all[#all + 1] = x
     if x['name'] == ARGV[3] then g = x end
   end
   local s = fields(redis.call('XINFO', 'STREAM', KEYS[1]))
-  return g, s, s['length'], s['first-entry'] and s['first-entry'][1]
+  return g, s, s['length'], s['first-entry'] and s['first-entry'][1], all
 end
--- The oldest entry not yet acked: the oldest pending, or the first not delivered ('' when none).
+-- The oldest entry a group has not acked: its oldest pending, or the first not delivered to it ('' when none).
 local function oldestUnacked(g, len, first)
   local d, oldest, nxt = g['last-delivered-id'], '', nil
-  local p = redis.call('XPENDING', KEYS[1], ARGV[3])
+  local p = redis.call('XPENDING', KEYS[1], g['name'])
   if p[1] > 0 then oldest = p[2] end
   if len > 0 then
     if before(d, first) then nxt = first
@@ -226,9 +255,16 @@ end
 local byAge, acked = 0, 0
 local cutoff = now - tonumber(ARGV[1])
 if cutoff > 0 then byAge = redis.call('XTRIM', KEYS[1], 'MINID', '=', string.format('%d-0', cutoff)) end
-local g, s, len, first = state()
+local g, s, len, first, all = state()
 if g then
-  local oldest = oldestUnacked(g, len, first)
+  local oldest = ''
+  if ARGV[4] == '1' then oldest = oldestUnacked(g, len, first)
+  else
+    for _, x in ipairs(all) do
+      local o = oldestUnacked(x, len, first)
+      if o ~= '' and (oldest == '' or before(o, oldest)) then oldest = o end
+    end
+  end
   if oldest ~= '' then acked = redis.call('XTRIM', KEYS[1], 'MINID', '=', oldest)
   elseif len > 0 then acked = redis.call('XTRIM', KEYS[1], 'MAXLEN', '=', 0) end
 end
@@ -374,6 +410,48 @@ function field(fields: Fields, name: string): Buffer | undefined {
   return undefined;
 }
 
+function decodeCommitted(fields: Fields): Committed {
+  const c = field(fields, 'c');
+  if (!c) throw new Error('no committed field');
+  return fromBinary(CommittedSchema, c);
+}
+
+/**
+ * What one kind of shard consumer reads: its streams, leases, live set and
+ * consumer group, and how it decodes, fences and acks an entry.
+ */
+interface Topic<T> {
+  /** For logs: `up`, `up:group`, `committed:push`. */
+  name: string;
+  stream(s: number): string;
+  lease(s: number): string;
+  /** The live members' set (heartbeats). */
+  live: string;
+  group: string;
+  /** The shard's number in the store's write fence; undefined: its handler writes nothing fenced. */
+  fence: ((s: number) => number) | undefined;
+  /** A shard's label in the stats (`3` for the send path, `group:3`, `committed:3`). */
+  label(s: number): string;
+  /** The stream is this group's alone (what it acked is trimmed), or shared by several groups. */
+  ownStream: boolean;
+  /** The field holding an entry. */
+  field: string;
+  decode(fields: Fields): T;
+  /** Entries that keep failing go to the dead letters (uplink), or are logged and skipped (committed). */
+  deadLetters: boolean;
+  /** Log fields naming an entry. */
+  describe(t: T | undefined): Record<string, unknown>;
+  requestId(t: T): string;
+  /** Drops what the group handled already (before the handler). */
+  unseen?(batch: T[]): T[];
+  /** After the ack. */
+  acked?(batch: T[]): void;
+  /** Where the counters of CommittedEffects go. */
+  countersKey?: string;
+  read(n: number): void;
+  lost(n: number): void;
+}
+
 function decodeUp(fields: Fields): UpEnvelope {
   const e = field(fields, 'e');
   if (!e) throw new Error('no envelope field');
@@ -390,7 +468,7 @@ export class RedisBus implements Bus {
   private readonly o: Required<RedisBusOptions>;
   private readonly writer: Redis;
   private readonly readers = new Set<Redis>();
-  private readonly consumers = new Set<ShardConsumer>();
+  private readonly consumers = new Set<ShardConsumer<UpEnvelope> | ShardConsumer<Committed>>();
   private closed = false;
   readonly counters = newBusCounters();
   private readonly downQueue = new Map<string, { messages: Down[]; waiters: { resolve: () => void; reject: (err: unknown) => void }[] }>();
@@ -410,6 +488,39 @@ export class RedisBus implements Bus {
     this.dead = new RedisDeadLetters(this.writer, this.key('dead'), this.o.maxUpLength);
   }
 
+  /**
+   * The connection of the reads for metrics and tests (lag, counters): no
+   * offline queue and a command timeout, so a scrape while Redis is down
+   * fails in about a second instead of waiting for it.
+   */
+  private statsClient: Redis | undefined;
+
+  private async stats(): Promise<Redis> {
+    if (!this.statsClient) {
+      this.statsClient = new Redis(this.o.url, {
+        enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 1000, connectTimeout: 2000,
+        retryStrategy: (times) => Math.min(times * 100, 1000),
+      });
+      this.statsClient.on('error', () => {
+        /* reconnects by itself; reads fail meanwhile */
+      });
+    }
+    const client = this.statsClient;
+    if (client.status !== 'ready') {
+      // Just made, or reconnecting: wait a little for it rather than fail the first read.
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          client.off('ready', done);
+          resolve();
+        };
+        const timer = setTimeout(done, 2000);
+        client.once('ready', done);
+      });
+    }
+    return client;
+  }
+
   private connect(): Redis {
     const r = new Redis(this.o.url, { maxRetriesPerRequest: null, enableAutoPipelining: true, lazyConnect: false });
     r.on('error', () => {
@@ -422,9 +533,63 @@ export class RedisBus implements Bus {
     return `${this.o.prefix}${name}`;
   }
 
+  /** An uplink service's stream of shard s: the send path's is `up:{s}`, another service's `up:{service}:{s}`. */
+  private upStream(service: Service, s: number): string {
+    return this.key(service === 'message' ? `up:${s}` : `up:${service}:${s}`);
+  }
+
+  private upTopic(service: Service): Topic<UpEnvelope> {
+    const own = service === 'message' ? '' : `${service}:`;
+    return {
+      name: service === 'message' ? 'up' : `up:${service}`,
+      stream: (s) => this.upStream(service, s),
+      lease: (s) => this.key(`lease:${own}${s}`),
+      live: this.key(service === 'message' ? 'logic-nodes' : `${service}-nodes`),
+      group: GROUP,
+      fence: (s) => FENCE_BASE[service] + s,
+      label: (s) => `${own}${s}`,
+      ownStream: true,
+      field: 'e',
+      decode: decodeUp,
+      deadLetters: true,
+      describe: (up) => ({ op: up?.body.case === 'frame' ? operationName(up.body.value) : up?.body.case, partition: up?.partition }),
+      requestId: (up) => up.requestId,
+      read: (n) => (this.counters.upRead += n),
+      lost: (n) => (this.counters.upTrimmedUnprocessed += n),
+    };
+  }
+
+  private committedTopic(group: string): Topic<Committed> {
+    const seen = new SeenWindow();
+    return {
+      name: `committed:${group}`,
+      stream: (s) => this.key(`committed:${s}`),
+      lease: (s) => this.key(`lease:committed:${group}:${s}`),
+      live: this.key(`committed:${group}-nodes`),
+      group,
+      fence: undefined,
+      label: (s) => `committed:${s}`,
+      ownStream: false,
+      field: 'c',
+      decode: decodeCommitted,
+      deadLetters: false,
+      describe: (c) => ({ conversation: c?.message?.conversationId, seq: c?.message ? Number(c.message.seq) : undefined }),
+      requestId: (c) => c.requestId,
+      unseen: (batch) => {
+        const fresh = seen.unseen(batch);
+        this.counters.committedRepeats += batch.length - fresh.length;
+        return fresh;
+      },
+      acked: (batch) => seen.add(batch),
+      countersKey: this.key(`committed:${group}:counters`),
+      read: (n) => (this.counters.committedRead += n),
+      lost: (n) => (this.counters.committedSkipped += n),
+    };
+  }
+
   async publishUp(message: UpEnvelope): Promise<void> {
     if (this.closed) throw new Error('bus closed');
-    const stream = this.key(`up:${shardOf(message.partition, this.o.shards)}`);
+    const stream = this.upStream(serviceOfUp(message), shardOf(message.partition, this.o.shards));
     this.counters.upPublished++;
     const added = this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxUpLength, '*', 'e', Buffer.from(toBinary(UpEnvelopeSchema, message)));
     this.boundWritten(stream, this.o.maxUpAgeMs, this.o.maxUpBytes);
@@ -488,16 +653,109 @@ export class RedisBus implements Bus {
     }
   }
 
+  /** One consumer per service, each with its own streams, leases and blocking reader. */
   consumeUp(handler: UpHandler, options: ConsumeUpOptions = {}): Subscription {
-    const consumer = new ShardConsumer(this.o, this.connect(), this.writer, handler, (n) => this.key(n), this.counters, options.onTakeover);
-    this.consumers.add(consumer);
-    consumer.start();
+    const consumers = (options.services ?? UP_SERVICES).map((service) =>
+      new ShardConsumer(this.o, this.connect(), this.writer, this.upTopic(service), handler, (n) => this.key(n), this.counters, options.onTakeover));
+    return this.run(consumers);
+  }
+
+  async publishCommitted(entries: readonly Committed[]): Promise<void> {
+    if (this.closed) throw new Error('bus closed');
+    if (entries.length === 0) return;
+    this.counters.committedPublished += entries.length;
+    const written = new Set<string>();
+    const added = entries.map((c) => {
+      const stream = this.key(`committed:${shardOf(c.message?.conversationId ?? '', this.o.shards)}`);
+      written.add(stream);
+      return this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxUpLength, '*', 'c', Buffer.from(toBinary(CommittedSchema, c)));
+    });
+    for (const stream of written) this.boundWritten(stream, this.o.maxUpAgeMs, this.o.maxUpBytes);
+    await Promise.all(added);
+  }
+
+  consumeCommitted(group: string, handler: CommittedHandler): Subscription {
+    if (!/^[a-z][a-z0-9-]{0,31}$/.test(group)) throw new Error(`consumer group name ${JSON.stringify(group)}: lowercase letters, digits and -`);
+    return this.run([new ShardConsumer(this.o, this.connect(), this.writer, this.committedTopic(group), handler, (n) => this.key(n), this.counters)]);
+  }
+
+  private run(list: ShardConsumer<UpEnvelope>[] | ShardConsumer<Committed>[]): Subscription {
+    for (const c of list) {
+      this.consumers.add(c);
+      c.start();
+    }
     return {
       close: async () => {
-        this.consumers.delete(consumer);
-        await consumer.stop();
+        for (const c of list) this.consumers.delete(c);
+        await Promise.all(list.map((c) => c.stop()));
       },
     };
+  }
+
+  /** Per service asked about: whether its live set had a member at the last look (every second, in the background). */
+  private readonly liveness = new Map<Service, boolean>();
+  private livenessTimer: NodeJS.Timeout | undefined;
+
+  readonly splitsServices = true;
+
+  isDown(service: Service): boolean {
+    if (!this.liveness.has(service)) {
+      this.liveness.set(service, true); // until the first look says otherwise
+      this.livenessTimer ??= setInterval(() => void this.lookAtServices(), 1000).unref();
+      void this.lookAtServices();
+    }
+    return !this.liveness.get(service)!;
+  }
+
+  private looking = false;
+
+  /** One round trip: how many live members each service asked about has (scored by their lease's end on Redis's clock; ours may differ a little). */
+  private async lookAtServices(): Promise<void> {
+    if (this.looking || this.closed) return;
+    this.looking = true;
+    try {
+      const services = [...this.liveness.keys()];
+      const pipeline = (await this.stats()).pipeline();
+      for (const service of services) pipeline.zcount(this.key(service === 'message' ? 'logic-nodes' : `${service}-nodes`), Date.now(), '+inf');
+      const replies = (await pipeline.exec()) ?? [];
+      // A service whose count could not be read keeps its requests queued as before (treated as live).
+      services.forEach((service, i) => this.liveness.set(service, replies[i]?.[0] ? true : Number(replies[i]?.[1]) > 0));
+    } catch {
+      for (const service of this.liveness.keys()) this.liveness.set(service, true);
+    } finally {
+      this.looking = false;
+    }
+  }
+
+  async committedCounters(group: string): Promise<Map<string, number>> {
+    const flat = await (await this.stats()).hgetall(this.key(`committed:${group}:counters`));
+    return new Map(Object.entries(flat).map(([k, v]) => [k, Number(v)]));
+  }
+
+  /**
+   * Per uplink service and per committed-stream group: entries read but not
+   * acked plus entries not read yet, over every shard (XINFO GROUPS, one
+   * round trip).
+   */
+  async consumerLag(): Promise<Map<string, number>> {
+    const streams: { stream: string; name?: string }[] = [];
+    for (let s = 0; s < this.o.shards; s++) {
+      for (const service of UP_SERVICES) streams.push({ stream: this.upStream(service, s), name: service });
+      streams.push({ stream: this.key(`committed:${s}`) });
+    }
+    const pipeline = (await this.stats()).pipeline();
+    for (const { stream } of streams) pipeline.call('XINFO', 'GROUPS', stream);
+    const replies = (await pipeline.exec()) ?? [];
+    const lag = new Map<string, number>();
+    replies.forEach(([err, reply], i) => {
+      if (err) return; // no stream yet: nothing published to the shard
+      for (const g of (reply as unknown[][]).map(flatFields)) {
+        const name = streams[i]!.name ?? String(g.name);
+        const behind = (typeof g.lag === 'number' ? g.lag : 0) + (typeof g.pending === 'number' ? g.pending : 0);
+        lag.set(name, (lag.get(name) ?? 0) + behind);
+      }
+    });
+    return lag;
   }
 
   consumeDown(node: string, handler: DownHandler, options: ConsumeDownOptions = {}): Subscription {
@@ -636,24 +894,33 @@ export class RedisBus implements Bus {
     this.consumers.clear();
     for (const r of this.readers) r.disconnect();
     this.readers.clear();
+    clearInterval(this.livenessTimer);
+    this.statsClient?.disconnect();
     if (this.downFlushScheduled) this.flushDown(); // written before QUIT, on the same connection
     await this.writer.quit().catch(() => this.writer.disconnect());
   }
 }
 
 /** One shard's decodable entries read in one go, and their messages. */
-interface Decoded {
+interface Decoded<T> {
   s: number;
   stream: string;
   /** Entry ids, in stream order. */
   ids: string[];
-  /** The raw envelopes (kept for a dead letter). */
+  /** The raw entries (kept for a dead letter). */
   raw: Buffer[];
-  batch: UpEnvelope[];
+  batch: T[];
 }
 
-/** Owns a fair share of the uplink shards and feeds their entries to the handler. */
-class ShardConsumer {
+/** A flat [name, value, name, value, …] reply as an object. */
+function flatFields(flat: unknown[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = flat[i + 1];
+  return out;
+}
+
+/** Owns a fair share of a topic's shards (an uplink service's, a committed-stream group's) and feeds their entries to the handler. */
+class ShardConsumer<T> {
   private readonly owned = new Set<number>();
   /**
    * Each owned shard's claim, shared with the store through the write fence.
@@ -679,7 +946,8 @@ class ShardConsumer {
     private readonly o: Required<RedisBusOptions>,
     private readonly reader: Redis,
     private readonly redis: Redis,
-    private readonly handler: UpHandler,
+    private readonly topic: Topic<T>,
+    private readonly handler: (batch: T[]) => Promise<CommittedEffects | void>,
     private readonly key: (name: string) => string,
     private readonly counters: BusCounters,
     private readonly onTakeover: () => void = () => undefined,
@@ -692,7 +960,7 @@ class ShardConsumer {
       if (ticking) return; // a slow Redis must not pile ticks up
       ticking = true;
       this.rebalance().catch((err: unknown) => {
-        if (this.running) log.warn({ reason: (err as Error).message, node: this.o.nodeId }, 'lease upkeep failed');
+        if (this.running) log.warn({ reason: (err as Error).message, node: this.o.nodeId, topic: this.topic.name }, 'lease upkeep failed');
       }).finally(() => {
         ticking = false;
       });
@@ -718,7 +986,7 @@ class ShardConsumer {
       try {
         await this.bound(s);
       } catch (err) {
-        if (this.running) log.warn({ reason: (err as Error).message, node: this.o.nodeId, shard: s }, 'uplink stream trim failed; retrying');
+        if (this.running) log.warn({ reason: (err as Error).message, node: this.o.nodeId, topic: this.topic.name, shard: s }, 'stream trim failed; retrying');
       }
     }
   }
@@ -729,24 +997,26 @@ class ShardConsumer {
    * bound, while no node owned the shard), note the oldest entry not yet acked.
    */
   private async bound(s: number): Promise<void> {
-    const stream = this.key(`up:${s}`);
-    const reply = (await UP_BOUNDS.run(this.redis, [stream], [this.o.maxUpAgeMs, this.o.maxUpBytes, GROUP])) as [number, number, number, number, number, number, string];
+    const stream = this.topic.stream(s);
+    const reply = (await UP_BOUNDS.run(this.redis, [stream], [this.o.maxUpAgeMs, this.o.maxUpBytes, this.topic.group, this.topic.ownStream ? '1' : '0'])) as [number, number, number, number, number, number, string];
     const [now, byAge, , byBytes, bytesAfter, lost, oldest] = reply;
     if (this.owned.has(s)) this.bounds.set(s, { oldestMs: oldest ? idMs(String(oldest)) : 0, redisNowMs: Number(now), at: Date.now(), bytes: Number(bytesAfter) });
     if (Number(lost) > 0) {
-      this.counters.upTrimmedUnprocessed += Number(lost);
+      this.topic.lost(Number(lost));
       this.lossLog.note(stream, Number(lost), (entries) => log.warn({
-        node: this.o.nodeId, shard: s, entries, trimmedByAge: Number(byAge), trimmedByBytes: Number(byBytes),
+        node: this.o.nodeId, topic: this.topic.name, shard: s, entries, trimmedByAge: Number(byAge), trimmedByBytes: Number(byBytes),
         maxAgeMs: this.o.maxUpAgeMs, maxBytes: this.o.maxUpBytes, maxLength: this.o.maxUpLength,
-      }, 'uplink entries trimmed before logic read them (it lagged past the stream\'s bounds): never acked, so their senders resend them'));
+      }, this.topic.deadLetters
+        ? 'uplink entries trimmed before logic read them (it lagged past the stream\'s bounds): never acked, so their senders resend them'
+        : 'committed entries trimmed before this consumer group read them (it lagged past the stream\'s bounds): it never sees them'));
     }
   }
 
   /** This consumer's part of RedisBus.boundsStats(). */
   stats(oldestAge: Map<string, number>, streamBytes: Map<string, number>): void {
     for (const [s, b] of this.bounds) {
-      oldestAge.set(String(s), b.oldestMs > 0 ? Math.max(0, b.redisNowMs - b.oldestMs + (Date.now() - b.at)) / 1000 : 0);
-      streamBytes.set(`up:${s}`, b.bytes);
+      if (this.topic.deadLetters) oldestAge.set(this.topic.label(s), b.oldestMs > 0 ? Math.max(0, b.redisNowMs - b.oldestMs + (Date.now() - b.at)) / 1000 : 0);
+      streamBytes.set(this.topic.stream(s).slice(this.o.prefix.length), b.bytes);
     }
   }
 
@@ -762,8 +1032,8 @@ class ShardConsumer {
     const waitMs = Math.min(5000, Math.floor(this.o.leaseMs / 2));
     await Promise.race([this.loopDone, new Promise((r) => setTimeout(r, waitMs).unref())]);
     // Leave the live set first, so the others' fair share counts without us and they take every shard released here.
-    await this.redis.zrem(this.key('logic-nodes'), this.o.nodeId).catch(() => 0);
-    for (const s of this.owned) await this.redis.eval(RELEASE, 1, this.key(`lease:${s}`), this.o.nodeId).catch(() => 0);
+    await this.redis.zrem(this.topic.live, this.o.nodeId).catch(() => 0);
+    for (const s of this.owned) await this.redis.eval(RELEASE, 1, this.topic.lease(s), this.o.nodeId).catch(() => 0);
     for (const s of [...this.owned]) this.drop(s);
     // The read loop may still sit in a blocking read or the handler; it ends by itself.
     void this.loopDone.finally(() => this.reader.disconnect());
@@ -772,11 +1042,11 @@ class ShardConsumer {
   /** Heartbeat, renew owned leases, give back extras, take free shards up to the fair share. */
   private async rebalance(): Promise<void> {
     if (!this.running) return;
-    const live = Math.max(1, Number(await HEARTBEAT.run(this.redis, [this.key('logic-nodes')], [this.o.nodeId, this.o.leaseMs])));
+    const live = Math.max(1, Number(await HEARTBEAT.run(this.redis, [this.topic.live], [this.o.nodeId, this.o.leaseMs])));
     const fair = Math.ceil(this.o.shards / live);
     for (const s of [...this.owned]) {
       const sentAt = Date.now();
-      const at = heldAt(await this.redis.eval(RENEW, 1, this.key(`lease:${s}`), this.o.nodeId, this.o.leaseMs));
+      const at = heldAt(await this.redis.eval(RENEW, 1, this.topic.lease(s), this.o.nodeId, this.o.leaseMs));
       const claim = this.claims.get(s);
       if (at === undefined) this.drop(s); // lost it (we were paused past the lease)
       else if (claim) {
@@ -792,13 +1062,13 @@ class ShardConsumer {
       if (this.owned.size >= fair || !this.running) break;
       if (this.owned.has(s)) continue;
       const sentAt = Date.now();
-      const at = heldAt(await this.redis.eval(TAKE, 1, this.key(`lease:${s}`), this.o.nodeId, this.o.leaseMs));
+      const at = heldAt(await this.redis.eval(TAKE, 1, this.topic.lease(s), this.o.nodeId, this.o.leaseMs));
       if (at !== undefined) {
         // No epoch yet: the store takes the shard's next one with this node's first write.
-        this.claims.set(s, { shard: s, epoch: undefined, validUntil: sentAt + this.o.leaseMs * 0.8, heldAt: at });
+        this.claims.set(s, { shard: this.topic.fence?.(s) ?? s, epoch: undefined, validUntil: sentAt + this.o.leaseMs * 0.8, heldAt: at });
         await this.ensureGroup(s);
         // Before the first read: what is past the bounds goes, and what was lost while nobody owned the shard is counted.
-        await this.bound(s).catch((err: unknown) => log.warn({ reason: (err as Error).message, node: this.o.nodeId, shard: s }, 'uplink stream trim failed'));
+        await this.bound(s).catch((err: unknown) => log.warn({ reason: (err as Error).message, node: this.o.nodeId, topic: this.topic.name, shard: s }, 'stream trim failed'));
         // Before the first batch of the shard: whatever we cached about its conversations may be stale.
         this.onTakeover();
         this.owned.add(s);
@@ -833,7 +1103,7 @@ class ShardConsumer {
     const sentAt = Date.now();
     let at: number | undefined;
     try {
-      at = heldAt(await this.redis.eval(RENEW, 1, this.key(`lease:${s}`), this.o.nodeId, this.o.leaseMs));
+      at = heldAt(await this.redis.eval(RENEW, 1, this.topic.lease(s), this.o.nodeId, this.o.leaseMs));
     } catch {
       return;
     }
@@ -852,7 +1122,7 @@ class ShardConsumer {
   private async ensureGroup(s: number): Promise<void> {
     if (this.groupsMade.has(s)) return;
     try {
-      await this.redis.xgroup('CREATE', this.key(`up:${s}`), GROUP, '0', 'MKSTREAM');
+      await this.redis.xgroup('CREATE', this.topic.stream(s), this.topic.group, '0', 'MKSTREAM');
     } catch (err) {
       if (!String(err).includes('BUSYGROUP')) throw err;
     }
@@ -883,15 +1153,15 @@ class ShardConsumer {
           await new Promise((r) => setTimeout(r, 50));
           continue;
         }
-        const streams = shards.map((s) => this.key(`up:${s}`));
+        const streams = shards.map((s) => this.topic.stream(s));
         const result = await bytes(this.reader).xreadgroupBuffer(
-          'GROUP', GROUP, this.o.nodeId, 'COUNT', this.o.batch, 'BLOCK', Math.min(this.o.blockMs, 250),
+          'GROUP', this.topic.group, this.o.nodeId, 'COUNT', this.o.batch, 'BLOCK', Math.min(this.o.blockMs, 250),
           'STREAMS', ...streams, ...streams.map(() => '>'),
         );
         if (!result) continue;
         let groups: [number, StreamEntries][] = [];
         for (const [key, entries] of result) {
-          this.counters.upRead += entries.length;
+          this.topic.read(entries.length);
           groups.push([shards[streams.indexOf(key.toString())]!, entries]);
         }
         // Older entries still pending (another consumer took them meanwhile) come first: this read is claimed with them, in order.
@@ -909,7 +1179,7 @@ class ShardConsumer {
           this.groupsMade.clear();
           for (const s of this.owned) await this.ensureGroup(s).catch(() => undefined);
         }
-        log.warn({ reason: (err as Error).message, node: this.o.nodeId }, 'uplink read failed; retrying');
+        log.warn({ reason: (err as Error).message, node: this.o.nodeId, topic: this.topic.name }, 'stream read failed; retrying');
         await new Promise((r) => setTimeout(r, 200));
       }
     }
@@ -930,7 +1200,7 @@ class ShardConsumer {
     const behind = new Set<number>();
     if (groups.length === 0) return behind;
     const pipeline = this.redis.pipeline();
-    for (const [s, entries] of groups) pipeline.xpending(this.key(`up:${s}`), GROUP, '-', `(${entries[0]![0].toString()}`, 1);
+    for (const [s, entries] of groups) pipeline.xpending(this.topic.stream(s), this.topic.group, '-', `(${entries[0]![0].toString()}`, 1);
     const replies = (await pipeline.exec()) ?? [];
     groups.forEach(([s], i) => {
       const [err, pending] = replies[i] ?? [];
@@ -945,7 +1215,7 @@ class ShardConsumer {
       const s = Math.max(...this.owned);
       this.drop(s);
       this.surplus--;
-      await this.redis.eval(RELEASE, 1, this.key(`lease:${s}`), this.o.nodeId);
+      await this.redis.eval(RELEASE, 1, this.topic.lease(s), this.o.nodeId);
     }
   }
 
@@ -958,12 +1228,12 @@ class ShardConsumer {
     let cursor = '0-0';
     for (let round = 0; round < 10_000 && this.running && this.holds(s); round++) {
       const [next, entries, deleted] = await bytes(this.redis).xautoclaimBuffer(
-        this.key(`up:${s}`), GROUP, this.o.nodeId, Math.floor(minIdleMs), cursor, 'COUNT', this.o.batch,
+        this.topic.stream(s), this.topic.group, this.o.nodeId, Math.floor(minIdleMs), cursor, 'COUNT', this.o.batch,
       );
       if (deleted && deleted.length > 0) {
         // Read by a consumer that never acked them (it died or stalled), then trimmed: Redis drops them from the pending list.
-        this.counters.upTrimmedUnprocessed += deleted.length;
-        log.warn({ node: this.o.nodeId, shard: s, entries: deleted.length }, 'uplink entries a previous consumer read but never acked were trimmed before they could be claimed');
+        this.topic.lost(deleted.length);
+        log.warn({ node: this.o.nodeId, topic: this.topic.name, shard: s, entries: deleted.length }, 'entries a previous consumer read but never acked were trimmed before they could be claimed');
       }
       const live = entries.filter(([, fields]) => fields !== null && fields !== undefined);
       if (live.length > 0 && !(await this.process(s, live))) return false;
@@ -1000,19 +1270,19 @@ class ShardConsumer {
    * certainly ours (they are claimed again before being read on).
    */
   private async processShards(groups: [number, StreamEntries][]): Promise<number[]> {
-    const decoded: Decoded[] = [];
+    const decoded: Decoded<T>[] = [];
     for (const [s, entries] of groups) {
-      const stream = this.key(`up:${s}`);
-      const d: Decoded = { s, stream, ids: [], raw: [], batch: [] };
+      const stream = this.topic.stream(s);
+      const d: Decoded<T> = { s, stream, ids: [], raw: [], batch: [] };
       for (const [idBytes, fields] of entries) {
         const id = idBytes.toString();
         if (!fields) continue;
         try {
-          d.batch.push(decodeUp(fields));
+          d.batch.push(this.topic.decode(fields));
           d.ids.push(id);
-          d.raw.push(field(fields, 'e')!);
+          d.raw.push(field(fields, this.topic.field)!);
         } catch (err) {
-          await this.deadLetter(stream, id, field(fields, 'e'), `undecodable: ${(err as Error).message}`, 1, undefined);
+          await this.deadLetter(stream, id, field(fields, this.topic.field), `undecodable: ${(err as Error).message}`, 1, undefined);
         }
       }
       if (d.batch.length > 0) decoded.push(d);
@@ -1027,7 +1297,7 @@ class ShardConsumer {
    * - The store unavailable: the same batch again after a pause, not counted.
    * - Any other failure: entry by entry, so one bad entry is found and dead-lettered alone.
    */
-  private async handleDecoded(decoded: Decoded[]): Promise<number[]> {
+  private async handleDecoded(decoded: Decoded<T>[]): Promise<number[]> {
     const notHeld: number[] = [];
     let pending = decoded;
     for (let pause = 100; ; ) {
@@ -1059,14 +1329,14 @@ class ShardConsumer {
   }
 
   /** The shards of `pending` whose lease is certainly ours (waiting for a late renewal); the others go to `notHeld`. */
-  private async stillHeld(pending: Decoded[], notHeld: number[]): Promise<Decoded[]> {
-    const checked: Decoded[] = [];
+  private async stillHeld(pending: Decoded<T>[], notHeld: number[]): Promise<Decoded<T>[]> {
+    const checked: Decoded<T>[] = [];
     for (const d of pending) {
       if (await this.waitForLease(d.s)) checked.push(d);
       else notHeld.push(d.s);
     }
     // Checked one after another: make sure none lapsed while waiting on another.
-    const held: Decoded[] = [];
+    const held: Decoded<T>[] = [];
     for (const d of checked) {
       if (this.holds(d.s)) held.push(d);
       else notHeld.push(d.s);
@@ -1074,11 +1344,36 @@ class ShardConsumer {
     return held;
   }
 
-  private async runHandler(held: Decoded[]): Promise<void> {
-    const fence = { owner: this.o.nodeId, claims: held.map((d) => this.claims.get(d.s)!) };
-    await withWriteFence(fence, () => this.handler(held.flatMap((d) => d.batch)));
+  /**
+   * Hand the batch to the handler (under a write fence when the topic's
+   * handler writes), then ack it; the counters it returns are added in the
+   * same MULTI as the ack.
+   */
+  private async runHandler(held: Decoded<T>[]): Promise<void> {
+    const all = held.flatMap((d) => d.batch);
+    const batch = this.topic.unseen?.(all) ?? all;
+    let effects: CommittedEffects | void = undefined;
+    if (batch.length > 0) {
+      if (this.topic.fence) {
+        const fence = { owner: this.o.nodeId, claims: held.map((d) => this.claims.get(d.s)!) };
+        effects = await withWriteFence(fence, () => this.handler(batch));
+      } else {
+        effects = await this.handler(batch);
+      }
+    }
     if (KILL_BEFORE_ACK) await this.killBeforeAck(held);
-    await Promise.all(held.map((d) => this.redis.xack(d.stream, GROUP, ...d.ids)));
+    const counters = Object.entries(effects?.counters ?? {});
+    if (counters.length > 0 && this.topic.countersKey) {
+      const tx = this.redis.multi();
+      for (const [k, v] of counters) tx.hincrby(this.topic.countersKey, k, v);
+      for (const d of held) tx.xack(d.stream, this.topic.group, ...d.ids);
+      const replies = await tx.exec();
+      const failed = replies?.find(([err]) => err)?.[0];
+      if (!replies || failed) throw failed ?? new Error('the ack transaction was discarded');
+    } else {
+      await Promise.all(held.map((d) => this.redis.xack(d.stream, this.topic.group, ...d.ids)));
+    }
+    this.topic.acked?.(batch);
     for (const d of held) for (const id of d.ids) this.attempts.delete(id);
   }
 
@@ -1087,16 +1382,16 @@ class ShardConsumer {
    * acked; shards still ours are handled again (the first write takes a new
    * epoch), the others go to their new owner, who claims what is left pending here.
    */
-  private async fenced(held: Decoded[], err: unknown): Promise<void> {
+  private async fenced(held: Decoded<T>[], err: unknown): Promise<void> {
     log.warn({ node: this.o.nodeId, shards: held.map((d) => d.s), reason: (err as Error).message }, 'the store refused a batch (fenced)');
     this.counters.fenced++;
     for (const d of held) await this.confirm(d.s);
   }
 
   /** A shard's entries one at a time, in order (after its batch failed). Returns the shard if it was not handled to the end. */
-  private async oneByOne(d: Decoded): Promise<number[]> {
+  private async oneByOne(d: Decoded<T>): Promise<number[]> {
     for (let i = 0; i < d.batch.length; i++) {
-      const single: Decoded = { s: d.s, stream: d.stream, ids: [d.ids[i]!], raw: [d.raw[i]!], batch: [d.batch[i]!] };
+      const single: Decoded<T> = { s: d.s, stream: d.stream, ids: [d.ids[i]!], raw: [d.raw[i]!], batch: [d.batch[i]!] };
       const left = await this.handleDecoded([single]);
       if (left.length > 0) return left;
     }
@@ -1108,12 +1403,13 @@ class ShardConsumer {
    * whose id starts with `kill-before-ack:` SIGKILLs this process after its
    * batch was handled and before the stream ack, once per request cluster-wide.
    */
-  private async killBeforeAck(held: Decoded[]): Promise<void> {
+  private async killBeforeAck(held: Decoded<T>[]): Promise<void> {
     for (const d of held) {
-      for (const up of d.batch) {
-        if (!up.requestId.startsWith('kill-before-ack:')) continue;
-        if (await this.redis.set(this.key(`fault:${up.requestId}`), this.o.nodeId, 'EX', 3600, 'NX')) {
-          log.warn({ node: this.o.nodeId, request: up.requestId }, 'fault injection: SIGKILL between the commit and the stream ack');
+      for (const entry of d.batch) {
+        const requestId = this.topic.requestId(entry);
+        if (!requestId.startsWith('kill-before-ack:')) continue;
+        if (await this.redis.set(this.key(`fault:${this.topic.name}:${requestId}`), this.o.nodeId, 'EX', 3600, 'NX')) {
+          log.warn({ node: this.o.nodeId, topic: this.topic.name, request: requestId }, 'fault injection: SIGKILL between the handler and the stream ack');
           process.kill(process.pid, 'SIGKILL');
           await new Promise(() => undefined);
         }
@@ -1122,7 +1418,7 @@ class ShardConsumer {
   }
 
   /** One entry failed: count it; dead-letter it at the limit (true: done with it), else pause (false: try again). */
-  private async failedOnce(d: Decoded, err: unknown): Promise<boolean> {
+  private async failedOnce(d: Decoded<T>, err: unknown): Promise<boolean> {
     const id = d.ids[0]!;
     const n = (this.attempts.get(id) ?? 0) + 1;
     this.attempts.set(id, n);
@@ -1135,17 +1431,27 @@ class ShardConsumer {
     return true;
   }
 
-  /** Move one entry to the dead letters, alone, with why; then ack it where it was. */
-  private async deadLetter(stream: string, id: string, envelope: Buffer | undefined, error: string, attempts: number, up: UpEnvelope | undefined): Promise<void> {
+  /**
+   * Move one entry to the dead letters, alone, with why (a committed-stream
+   * group logs and skips it: pushes heal by sync, and a replay would hand it
+   * to every group); then ack it where it was.
+   */
+  private async deadLetter(stream: string, id: string, envelope: Buffer | undefined, error: string, attempts: number, entry: T | undefined): Promise<void> {
+    if (!this.topic.deadLetters) {
+      log.error({ node: this.o.nodeId, topic: this.topic.name, stream, entry: id, attempts, error: error.slice(0, 500), ...this.topic.describe(entry) },
+        'a committed entry kept failing in this consumer group; skipped');
+      await this.redis.xack(stream, this.topic.group, id);
+      this.topic.lost(1);
+      return;
+    }
     const letter = create(DeadLetterSchema, {
       stream, entryId: id, error: error.slice(0, 500), failedAtMs: BigInt(Date.now()), attempts, envelope: envelope ?? new Uint8Array(),
     });
     log.error({
-      node: this.o.nodeId, stream, entry: id, attempts, error: letter.error,
-      op: up?.body.case === 'frame' ? operationName(up.body.value) : up?.body.case, partition: up?.partition,
+      node: this.o.nodeId, stream, entry: id, attempts, error: letter.error, ...this.topic.describe(entry),
     }, 'an uplink entry kept failing; moved to the dead letters');
     await this.redis.xadd(this.key('dead'), 'MAXLEN', '~', 100_000, '*', 'x', Buffer.from(toBinary(DeadLetterSchema, letter)));
-    await this.redis.xack(stream, GROUP, id);
+    await this.redis.xack(stream, this.topic.group, id);
     this.counters.deadLettered++;
   }
 }

@@ -20,12 +20,104 @@
 // - A distributed bus runs the uplink handler under a write fence (store.ts)
 //   naming the shards of the batch, so a node that lost a shard while it held
 //   a batch cannot write it; the refused batch is left to the shard's owner.
+//
+// Services. Each uplink request belongs to the service its operation names
+// (src/protocol/operations.ts; session events to `presence`): a distributed
+// bus keeps each service's requests on streams of their own, with their own
+// shard leases, so a process consumes only the services it runs and each
+// service scales and fails alone. An in-process bus has one consumer for all.
+//
+// Committed stream: every message the store committed, partitioned by its
+// conversation, read by any number of consumer groups (push: fan-out to the
+// gateways; risk; later sync between datacenters, a search indexer). Each
+// group has its own offsets: it reads everything, at its own pace.
+// - A group's handler is given each committed message once: a message
+//   committed again (a redelivered send finds it stored, and publishes it
+//   again) is dropped by a window of recently handled (conversation, seq).
+// - Delivery is at least once: a consumer that dies after its handler and
+//   before the ack has the batch handed again to the next owner. What a
+//   handler returns as `counters` is added in the same step as the ack
+//   (atomically on Redis), so counts kept that way are exact.
+// - Within a conversation, messages come in the order they were published.
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import {
-  DownSchema, UpEnvelopeSchema, type Down, type UpEnvelope,
+  CommittedSchema, DownSchema, UpEnvelopeSchema, type Committed, type Down, type UpEnvelope,
 } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
+import { operationOf, type Service } from '../protocol/operations.js';
 
-export type { Down, Origin, UpEnvelope } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
+export type { Committed, Down, Origin, UpEnvelope } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
+export type { Service } from '../protocol/operations.js';
+
+/** Every service of the uplink, in the order a combined logic node starts them. */
+export const UP_SERVICES: readonly Service[] = ['message', 'presence', 'group', 'storage'];
+
+/** The service an uplink request belongs to: its operation's, `presence` for a session event, `message` for what no row names. */
+export function serviceOfUp(up: UpEnvelope): Service {
+  if (up.body.case === 'session') return 'presence';
+  if (up.body.case === 'frame') return operationOf(up.body.value)?.service ?? 'message';
+  return 'message';
+}
+
+/** Builds a committed-stream entry. */
+export function committed(init: MessageInitShape<typeof CommittedSchema>): Committed {
+  return create(CommittedSchema, init);
+}
+
+/** The committed stream's consumer groups this codebase runs (any other name may be added). */
+export const PUSH_GROUP = 'push';
+export const RISK_GROUP = 'risk';
+
+/** What a committed-stream handler asks to be recorded with its ack. */
+export interface CommittedEffects {
+  /** Added to the group's counters in the same step as the ack (see Bus.committedCounters). */
+  counters?: Record<string, number>;
+}
+
+export type CommittedHandler = (batch: Committed[]) => Promise<CommittedEffects | void>;
+
+/**
+ * The committed messages handled lately by one consumer group in this
+ * process, by (conversation, seq): a message committed again is dropped.
+ */
+export class SeenWindow {
+  private readonly keys = new Set<string>();
+  private readonly order: string[] = [];
+  private head = 0;
+
+  constructor(private readonly size = 100_000) {}
+
+  static key(c: Committed): string {
+    return `${c.message?.conversationId ?? ''}\u0000${c.message?.seq ?? 0n}`;
+  }
+
+  /** The entries of `batch` not seen yet (and not repeated within it). */
+  unseen(batch: readonly Committed[]): Committed[] {
+    const fresh: Committed[] = [];
+    const inBatch = new Set<string>();
+    for (const c of batch) {
+      const k = SeenWindow.key(c);
+      if (this.keys.has(k) || inBatch.has(k)) continue;
+      inBatch.add(k);
+      fresh.push(c);
+    }
+    return fresh;
+  }
+
+  /** Remember handled entries (after their ack). */
+  add(batch: readonly Committed[]): void {
+    for (const c of batch) {
+      const k = SeenWindow.key(c);
+      if (this.keys.has(k)) continue;
+      this.keys.add(k);
+      this.order.push(k);
+    }
+    while (this.order.length - this.head > this.size) this.keys.delete(this.order[this.head++]!);
+    if (this.head > 4096 && this.head * 2 > this.order.length) {
+      this.order.splice(0, this.head);
+      this.head = 0;
+    }
+  }
+}
 
 /** A downlink message as written by hand: `{ case: 'reply', value: { connId, frame } }`. */
 export type DownInit = MessageInitShape<typeof DownSchema>['kind'];
@@ -48,6 +140,8 @@ export type DownHandler = (batch: Down[]) => void;
 
 export interface ConsumeUpOptions {
   onTakeover?: () => void;
+  /** The services whose requests this consumer takes. @default UP_SERVICES (all) */
+  services?: readonly Service[];
 }
 
 export interface ConsumeDownOptions {
@@ -115,6 +209,14 @@ export interface BusCounters {
   downMessagesRead: number;
   /** Uplink batches the store refused because this node had lost their shard (a distributed bus; see store.ts, fencing). */
   fenced: number;
+  /** Committed-stream entries this process published. */
+  committedPublished: number;
+  /** Committed-stream entries handed to this process's consumer groups (after dropping repeats). */
+  committedRead: number;
+  /** Committed messages dropped because their group had handled them already (committed twice). */
+  committedRepeats: number;
+  /** Committed-stream entries a group's handler kept failing on, skipped (logged). */
+  committedSkipped: number;
   /** Uplink entries this process moved to the dead letters. */
   deadLettered: number;
   /** Downlink messages of a kind this process does not know (a newer publisher), skipped. */
@@ -132,6 +234,7 @@ export interface BusCounters {
 export function newBusCounters(): BusCounters {
   return {
     upPublished: 0, upRead: 0, downPublished: 0, downRead: 0, downMessagesRead: 0, fenced: 0, deadLettered: 0, unknownSkipped: 0,
+    committedPublished: 0, committedRead: 0, committedRepeats: 0, committedSkipped: 0,
     upTrimmedUnprocessed: 0, downTrimmedUnread: 0,
   };
 }
@@ -147,6 +250,34 @@ export interface Bus {
    * per-partition caches must be dropped (a distributed bus; never in-process).
    */
   consumeUp(handler: UpHandler, options?: ConsumeUpOptions): Subscription;
+  /** Append committed messages to the committed stream (each in its conversation's partition, in this order). */
+  publishCommitted(entries: readonly Committed[]): Promise<void>;
+  /**
+   * Consume the committed stream as one member of consumer group `group`
+   * (the group's partitions are shared among its live members).
+   */
+  consumeCommitted(group: string, handler: CommittedHandler): Subscription;
+  /** The counters a group's handlers recorded with their acks (CommittedEffects). */
+  committedCounters(group: string): Promise<Map<string, number>>;
+  /**
+   * Entries not yet handled, per consumer group: each uplink service's and
+   * each committed-stream group's (read but not acked, plus not read yet).
+   */
+  consumerLag(): Promise<Map<string, number>>;
+  /**
+   * True only when no process serves `service` as far as the bus knows (a
+   * distributed bus: its live set has had no member past the lease, read at
+   * most a second ago). The gateway then refuses the service's requests
+   * UNAVAILABLE at once rather than queue them for nobody; while a process
+   * of it is live or just died, they wait in its streams. Never blocks.
+   */
+  isDown(service: Service): boolean;
+  /**
+   * Requests of different services are consumed apart (each service on
+   * streams of its own), so a connection's order across services is kept by
+   * the gateway (src/gateway/order.ts). False for one consumer of everything.
+   */
+  readonly splitsServices: boolean;
   /** Send to the gateway node `node`. */
   publishDown(node: string, message: Down): Promise<void>;
   /** Receive what logic sends to node `node` (a gateway, or an API node awaiting replies). */

@@ -2,6 +2,7 @@
 // identity and liveness, and the tables that find connections (by device, by
 // watched user). Pure state plus small helpers; the protocol flow is in
 // login.ts (the handshake), inbound.ts and downlink.ts.
+import type { ConnectionOrder } from './order.js';
 import type { Frame } from '../protocol/index.js';
 import type { Transport } from './transport.js';
 import { TokenBucket } from './rate-limit.js';
@@ -31,6 +32,8 @@ export class Connection {
   userThrottledAtMs = -Infinity;
   /** PushAcks waiting to go up, the highest per conversation (see Inbound.flushAcks). */
   pendingAcks: Map<string, Frame> | undefined;
+  /** Its requests in order across services, once it sent one (order.ts; a bus that splits services only). */
+  order: ConnectionOrder | undefined;
   /** Users whose presence this connection watches (most watch nobody: one shared empty set until they do). */
   watching: ReadonlySet<string> = NO_ONE;
   /** When `watching` was last set (logic checked it then). */

@@ -10,6 +10,17 @@ import { OutFrame } from './transport.js';
 
 const log = rootLog.child({ component: 'gateway' });
 
+/** A frame's id (field 1, a varint, first when set: protobuf writes fields in number order), read without decoding it. */
+export function frameIdOf(frame: Uint8Array): number {
+  if (frame[0] !== 0x08) return 0;
+  let id = 0;
+  for (let i = 1, shift = 0; i < frame.length && shift < 35; i++, shift += 7) {
+    id += (frame[i]! & 0x7f) * 2 ** shift;
+    if ((frame[i]! & 0x80) === 0) return id;
+  }
+  return 0;
+}
+
 /** One push latency sample per this many deliveries (each sample decodes the frame). */
 const LATENCY_SAMPLE_EVERY = 16;
 
@@ -30,7 +41,10 @@ export class Downlink {
       switch (kind.case) {
         case 'reply': {
           const conn = conns.get(Number(kind.value.connId));
-          if (conn && conn.state === 'open') this.hub.send(conn, new OutFrame(kind.value.frame));
+          if (conn && conn.state === 'open') {
+            this.hub.send(conn, new OutFrame(kind.value.frame));
+            conn.order?.answered(frameIdOf(kind.value.frame));
+          }
           break;
         }
         case 'deliver': {

@@ -156,6 +156,8 @@ export class Gateway {
         role: 'gateway',
         tcpUrl: this.listeners.publicTcpUrl,
         wsUrl: this.listeners.publicWsUrl,
+        // Its HTTP port (/healthz, /readyz, /metrics) is the WebSocket's.
+        httpUrl: this.listeners.publicWsUrl?.replace(/^ws/, 'http').replace(/\/ws$/, ''),
         load: this.hub.conns.size,
         startedAtMs: this.startedAtMs,
       }, ttl);

@@ -151,6 +151,7 @@ export class Hub {
     bump(this.perAddress, conn.transport.clientAddress, -1);
     if (wasOpen) {
       if (conn.pendingAcks) this.flushAcks(conn);
+      conn.order?.close();
       this.table.remove(conn);
       if (conn.watching.size > 0) this.watchers.set(conn, []);
       const logout = this.unbind(conn).then(() => this.sessionEvent(conn, 'offline'));

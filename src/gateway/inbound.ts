@@ -12,6 +12,7 @@ import type { Hub } from './hub.js';
 import type { Limits } from './limits.js';
 import type { LoginHandshake } from './login.js';
 import { OutFrame } from './transport.js';
+import { ConnectionOrder } from './order.js';
 
 const log = rootLog.child({ component: 'gateway' });
 
@@ -110,8 +111,27 @@ export class Inbound {
       const v = frame.body.value;
       log.debug({ ...messageTrace({ fromUser: conn.userId, clientMsgId: v.clientMsgId, conversationId: v.conversationId || undefined }), conn: conn.id }, 'send received');
     }
+    // An ack or a typing notice expects no answer: it goes up as it is, whatever else waits.
+    const answered = frame.body.case !== 'pushAck' && frame.body.case !== 'typing';
+    const { service, access } = where.operation;
+    // Nobody runs the service (its processes are gone past their lease): say so now rather than queue the request for nobody.
+    if (answered && this.deps.bus.isDown(service)) {
+      this.hub.fail(conn, frame.id, ErrorCode.UNAVAILABLE, `the ${service} service is not running; retry`, false);
+      return;
+    }
+    if (!answered || !this.deps.bus.splitsServices) {
+      this.publish(conn, frame, where.partition, where.requestId);
+      return;
+    }
+    conn.order ??= new ConnectionOrder((r) => this.publish(conn, r.frame, r.partition, r.requestId));
+    if (!conn.order.submit({ frame, service, partition: where.partition, access, requestId: where.requestId })) {
+      this.hub.fail(conn, frame.id, ErrorCode.BUSY, 'too many of your requests wait for earlier ones; retry later', false);
+    }
+  }
+
+  private publish(conn: Connection, frame: Frame, partition: string, requestId: string): void {
     const message = upEnvelope({
-      origin: this.hub.originOf(conn), partition: where.partition, requestId: where.requestId, publishedAtMs: BigInt(Date.now()),
+      origin: this.hub.originOf(conn), partition, requestId, publishedAtMs: BigInt(Date.now()),
       body: { case: 'frame', value: frame },
     });
     this.deps.bus.publishUp(message).catch((err: unknown) => {

@@ -1,5 +1,8 @@
 // Logic node: consumes uplink batches from the bus and dispatches each request
-// to the handler its operation names (src/protocol/operations.ts). The batch
+// to the handler its operation names (src/protocol/operations.ts). A node
+// consumes the uplink of the services it runs (all of them by default; see
+// src/roles/logic.ts for the split layout) and serves any request it is
+// handed, whatever its service. The batch
 // runs as schedule.ts says: every partition's writes in arrival order (sends
 // stored together, a membership change a barrier between them), reads beside
 // them. Replies go down the bus to the connection that asked.
@@ -14,11 +17,11 @@ import {
   type BodyOf, type Frame, type FrameBodyInit,
 } from '../protocol/index.js';
 import { operationName, operationOf } from '../protocol/operations.js';
-import { down, type Bus, type Origin, type Subscription, type UpEnvelope } from '../engines/bus.js';
+import { PUSH_GROUP, down, type Bus, type Origin, type Service, type Subscription, type UpEnvelope } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
 import { isFencedError, isStoreDataError, isUnavailable, type AppendResult, type DeliveredMark, type MessageDraft, type Store } from '../engines/store.js';
-import { Pipeline } from './pipeline.js';
+import { Pipeline, type ContentFilter } from './pipeline.js';
 import { requireView } from './access.js';
 import { GroupService, groupToWire } from './groups.js';
 import { Conversations } from './conversations.js';
@@ -53,6 +56,10 @@ export interface LogicOptions {
   presenceVisibility: 'all' | 'contacts';
   /** Page sizes, fan-out and presence bounds (DEFAULTS.logic). */
   tuning: LogicTuning;
+  /** Push stored messages at once, or publish them for the push consumer group (see pipeline.ts). @default 'direct' */
+  delivery?: 'direct' | 'committed';
+  /** Checks every send before it is stored (the risk rules). */
+  contentFilter?: ContentFilter;
 }
 
 export type LogicTuning = { readonly [K in keyof typeof DEFAULTS.logic]: number };
@@ -89,6 +96,7 @@ export class Logic {
   /** Reads wait here, fairly between users, outside the batches. */
   readonly readQueue: ReadQueue;
   private sub: Subscription | undefined;
+  private pushSub: Subscription | undefined;
   private readonly metrics: LogicMetrics;
   /** The handler of every operation but send (stored in batches) and pushAck (cursors, gathered). */
   private readonly handlers: Record<string, Handler>;
@@ -98,7 +106,9 @@ export class Logic {
     private readonly deps: LogicDeps,
   ) {
     const { routing, tuning } = options;
-    this.pipeline = new Pipeline({ maxTextBytes: options.maxTextBytes, routing }, deps);
+    this.pipeline = new Pipeline({
+      maxTextBytes: options.maxTextBytes, routing, delivery: options.delivery, nodeId: options.nodeId, contentFilter: options.contentFilter,
+    }, deps);
     const withPipeline = { ...deps, pipeline: this.pipeline, routing };
     this.groups = new GroupService({
       maxMembers: options.maxGroupMembers, maxGroupsPerUser: options.maxGroupsPerUser, addPolicy: options.groupAddPolicy,
@@ -148,12 +158,20 @@ export class Logic {
     this.handlers = handlers as Record<string, Handler>;
   }
 
-  start(): void {
-    this.sub = this.deps.bus.consumeUp((batch) => this.process(batch), { onTakeover: () => this.pipeline.forgetCaches() });
+  /** Consume the uplink of these services (all by default). */
+  start(services?: readonly Service[]): void {
+    this.sub = this.deps.bus.consumeUp((batch) => this.process(batch), { services, onTakeover: () => this.pipeline.forgetCaches() });
+  }
+
+  /** Join the committed stream's push group: fan out what any node stored (delivery `committed`). */
+  startPush(): void {
+    this.pushSub = this.deps.bus.consumeCommitted(PUSH_GROUP, async (batch) => {
+      await this.pipeline.pushCommitted(batch);
+    });
   }
 
   async stop(): Promise<void> {
-    await this.sub?.close();
+    await Promise.all([this.sub?.close(), this.pushSub?.close()]);
     // Reads still waiting are answered UNAVAILABLE (ask again); running ones may finish, briefly.
     this.readQueue.close();
     await this.readQueue.idle(2000);

@@ -1,13 +1,19 @@
-// The message pipeline: validate → dedupe and assign seq (in the store, one
-// transaction per batch) → ack senders → push to recipients. Client sends
-// (from the bus), business pushes (HTTP API) and timeline events (group
-// changes, recalls) all come through here.
+// The message pipeline: validate (and the content filter) → dedupe and assign
+// seq (in the store, one transaction per batch) → ack senders → push to
+// recipients. Client sends (from the bus), business pushes (HTTP API) and
+// timeline events (group changes, recalls) all come through here.
+//
+// Delivery is `direct` in one process (pushed by whoever stored) or
+// `committed` in a cluster: what was stored is published to the committed
+// stream, and the push consumer group fans it out (pushCommitted), so
+// persistence and fan-out scale apart and a large group's fan-out never
+// holds the next batch of sends.
 import { randomUUID } from 'node:crypto';
 import {
   ErrorCode, LonglinkError, SYSTEM_USER, directConversationId, directMembers, encodeFrame, groupIdOf, isGroupConversation, isValidId,
-  makeFrame, messageToWire, type ChatMessage,
+  makeFrame, messageFromWire, messageToWire, type ChatMessage,
 } from '../protocol/index.js';
-import type { Bus } from '../engines/bus.js';
+import { committed, type Bus, type Committed } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { AppendResult, MessageDraft, Store } from '../engines/store.js';
 import { membersOf, wasMemberAtDismissal } from './access.js';
@@ -29,10 +35,22 @@ export interface SendRequest {
   trusted?: boolean;
 }
 
+/**
+ * A check of every send's content before it is stored (the risk service's
+ * rules plug in here): resolves to let it through, throws LonglinkError to
+ * refuse it with that code.
+ */
+export type ContentFilter = (draft: Readonly<MessageDraft>) => Promise<void>;
+
 export interface PipelineOptions {
   maxTextBytes: number;
   /** @default 'targeted' */
   routing?: Routing;
+  /** Push what was stored at once (`direct`), or publish it for the push consumer group (`committed`). @default 'direct' */
+  delivery?: 'direct' | 'committed';
+  /** This node, named in what it publishes. */
+  nodeId?: string;
+  contentFilter?: ContentFilter;
 }
 
 const MAX_CLIENT_MSG_ID = 128;
@@ -47,6 +65,8 @@ export function eventKey(requestId: string, part = 0): string {
   if (requestId === '') return '';
   return part === 0 ? `op:${requestId}` : `op:${requestId}#${part}`;
 }
+/** Messages read at most to learn whether a group's membership changed between two seqs (past it: read the members again). */
+const EVENT_SCAN = 256;
 /** How long a group's member list is reused for fan-out before it is read again. */
 const MEMBER_CACHE_MS = 2000;
 
@@ -104,10 +124,15 @@ export class Pipeline {
       fromUser: req.fromUser, fromDevice: req.fromDevice, clientMsgId: req.clientMsgId,
       serverMsgId: randomUUID(), text: req.text, sentAtMs: nowMs,
     };
-    if (req.toUser !== '') return this.direct(directConversationId(req.fromUser, req.toUser), base);
-    if (directMembers(req.conversationId)) return this.direct(req.conversationId, base);
-    await this.checkGroupSender(req.conversationId, req.fromUser, req.trusted === true);
-    return { ...base, conversationId: req.conversationId, kind: 'group', members: [] };
+    let draft: MessageDraft;
+    if (req.toUser !== '') draft = this.direct(directConversationId(req.fromUser, req.toUser), base);
+    else if (directMembers(req.conversationId)) draft = this.direct(req.conversationId, base);
+    else {
+      await this.checkGroupSender(req.conversationId, req.fromUser, req.trusted === true);
+      draft = { ...base, conversationId: req.conversationId, kind: 'group', members: [] };
+    }
+    await this.options.contentFilter?.(draft);
+    return draft;
   }
 
   private direct(conversationId: string, base: Omit<MessageDraft, 'conversationId' | 'kind' | 'members'>): MessageDraft {
@@ -141,6 +166,11 @@ export class Pipeline {
    */
   async commit(drafts: readonly MessageDraft[], alsoNotify: readonly (readonly string[] | undefined)[] = []): Promise<AppendResult[]> {
     const results = await this.store(drafts);
+    if (this.options.delivery === 'committed') {
+      // Not published: the request fails and is handed again; the store finds what it stored and it is published then.
+      await this.pushResults(results, alsoNotify);
+      return results;
+    }
     await this.pushResults(results, alsoNotify).catch((err: unknown) => {
       log.warn({ err }, 'push failed after store; recipients get the messages at sync');
     });
@@ -165,12 +195,65 @@ export class Pipeline {
    */
   async pushResults(results: readonly AppendResult[], alsoNotify: readonly (readonly string[] | undefined)[] = []): Promise<void> {
     if (results.length === 0) return;
+    if (this.options.delivery === 'committed') {
+      await this.deps.bus.publishCommitted(results.map((r, i) => committed({
+        message: messageToWire(r.message), originNode: this.options.nodeId ?? '', duplicate: r.duplicate, alsoNotify: [...(alsoNotify[i] ?? [])],
+      })));
+      return;
+    }
     await this.push(results.map((r, i) => ({ message: r.message, extra: alsoNotify[i] ?? [], duplicate: r.duplicate })));
+  }
+
+  /**
+   * The push consumer group's handler: fan committed messages out to the
+   * gateways holding their recipients. A group message goes to the members
+   * at its seq (membersAtSeq): membership may have changed since it was
+   * stored, by another service, before this push.
+   */
+  async pushCommitted(batch: readonly Committed[]): Promise<void> {
+    const items: { message: ChatMessage; extra: readonly string[]; members: string[] }[] = [];
+    for (const c of batch) {
+      if (!c.message) continue;
+      const message = messageFromWire(c.message);
+      const members = isGroupConversation(message.conversationId)
+        ? await this.membersAtSeq(message.conversationId, message.seq)
+        : await this.members(message.conversationId);
+      items.push({ message, extra: c.alsoNotify, members });
+    }
+    await this.deliverPushes(items);
+  }
+
+  /** Per group: its members at `atSeq` (the push group's view, kept by membersAtSeq). */
+  private readonly pushMembers = new Map<string, { members: string[]; atSeq: number }>();
+
+  /**
+   * The members of a group at `seq`, for a push: those who joined by then
+   * and have not left (one who left after it misses the push, and syncs it).
+   * Kept per group as of a seq; reused for another seq when no timeline
+   * event lies between the two (read from the store: the messages between),
+   * else read again.
+   */
+  private async membersAtSeq(conversationId: string, seq: number): Promise<string[]> {
+    const kept = this.pushMembers.get(conversationId);
+    if (kept) {
+      if (kept.atSeq === seq) return kept.members;
+      const [after, upTo] = seq > kept.atSeq ? [kept.atSeq, seq] : [seq, kept.atSeq];
+      const between = await this.deps.store.after(conversationId, after, EVENT_SCAN, upTo);
+      if (between.length < EVENT_SCAN && !between.some((m) => m.event && m.event.type !== 'recalled')) {
+        if (seq > kept.atSeq) kept.atSeq = seq;
+        return kept.members;
+      }
+    }
+    const members = await this.deps.store.membersAt(conversationId, seq);
+    if (this.pushMembers.size >= 1000) this.pushMembers.delete(this.pushMembers.keys().next().value!);
+    this.pushMembers.set(conversationId, { members, atSeq: seq });
+    return members;
   }
 
   /** Drop cached member lists (this node just took over conversations another node may have changed). */
   forgetCaches(): void {
     this.memberCache.clear();
+    this.pushMembers.clear();
   }
 
   /** Current members, cached briefly for fan-out (invalidated by this node's own membership changes). */
@@ -193,11 +276,19 @@ export class Pipeline {
    * event goes to every device, the actor's included.
    */
   private async push(items: readonly { message: ChatMessage; extra: readonly string[]; duplicate?: boolean }[]): Promise<void> {
-    const deliveries: Delivery[] = [];
+    const withMembers: { message: ChatMessage; extra: readonly string[]; members: string[] }[] = [];
     for (const { message: m, extra, duplicate } of items) {
       const members = duplicate && isGroupConversation(m.conversationId)
         ? await this.deps.store.membersAt(m.conversationId, m.seq)
         : await this.members(m.conversationId);
+      withMembers.push({ message: m, extra, members });
+    }
+    await this.deliverPushes(withMembers);
+  }
+
+  private async deliverPushes(items: readonly { message: ChatMessage; extra: readonly string[]; members: string[] }[]): Promise<void> {
+    const deliveries: Delivery[] = [];
+    for (const { message: m, extra, members } of items) {
       deliveries.push({
         userIds: [...members, ...extra],
         frame: encodeFrame(makeFrame(0, { case: 'push', value: { messages: [messageToWire(m)] } })),

@@ -83,6 +83,8 @@ export interface BusStats {
   maxBytes?: Map<string, number>;
   /** Redis memory of each stream this node trims (`up:3`, `down:gw-1`, `down:*`), bytes. */
   streamBytes?: Map<string, number>;
+  /** Entries not yet handled per consumer group: each uplink service's, each committed-stream group's (Bus.consumerLag). */
+  consumerLag?: Map<string, number>;
 }
 
 const SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -210,6 +212,29 @@ export class Metrics {
     this.busCounters = counters;
   }
 
+  /**
+   * A committed-stream group's counters (kept with its acks, cluster-wide), as
+   * longlink_consumer_handled_total{group, kind}, read at each scrape.
+   */
+  watchConsumerCounts(group: string, read: () => Promise<Map<string, number>>): void {
+    const counts = memo(read, 250);
+    new Gauge({
+      name: 'longlink_consumer_handled_total',
+      help: 'Committed messages a consumer group handled, by kind (messages, events), cluster-wide; kept in the same step as its acks, so exact across restarts',
+      labelNames: ['group', 'kind'], registers: [this.registry],
+      async collect() {
+        let values: Map<string, number>;
+        try {
+          values = await counts();
+        } catch {
+          return;
+        }
+        this.reset();
+        for (const [kind, v] of values) this.set({ group, kind }, v);
+      },
+    });
+  }
+
   /** Read the logic node's read queue at each scrape. */
   watchReads(queue: ReadQueueStats): void {
     this.reads = queue;
@@ -251,6 +276,9 @@ export class Metrics {
       'shard', (s) => s.upOldestUnprocessedAge);
     perKey('longlink_bus_max_age_seconds', 'Stream entries older than this are trimmed, read or not, per direction (up, down)', 'direction', (s) => s.maxAgeSeconds);
     perKey('longlink_bus_max_bytes', 'Redis memory one stream may take before its oldest entries are trimmed, per direction (up, down)', 'direction', (s) => s.maxBytes);
+    perKey('longlink_consumer_lag',
+      'Entries not yet handled (read but not acked, or not read yet) per consumer group: each uplink service (message, presence, group, storage) and each committed-stream group (push, risk), cluster-wide',
+      'group', (s) => s.consumerLag);
     perKey('longlink_bus_stream_bytes', 'Redis memory of each stream this node trims (its uplink shards; its downlink streams), after the last trim', 'stream', (s) => s.streamBytes);
     /** A gauge of one value from the stats, left out while the engine does not say. */
     const single = (name: string, help: string, pick: (s: BusStats) => number | undefined) => {

@@ -33,9 +33,9 @@ export class RedisProbe {
     if (answer !== 'PONG') throw new Error(`PING answered ${answer}`);
   }
 
-  /** Owner node id of each shard's lease (null: nobody holds it). */
-  async leases(shards: number): Promise<(string | null)[]> {
-    return this.client.mget(Array.from({ length: shards }, (_, s) => `${this.prefix}lease:${s}`));
+  /** Owner node id of each shard's lease (null: nobody holds it); `lease` names the kind (`lease:group:` …). */
+  async leases(shards: number, lease = 'lease:'): Promise<(string | null)[]> {
+    return this.client.mget(Array.from({ length: shards }, (_, s) => `${this.prefix}${lease}${s}`));
   }
 
   /** What a logic node reports: the uplink group's lag and pending entries per shard, and the shards it owns. */

@@ -1,27 +1,86 @@
-// `longlink logic`: owns a fair share of the uplink shards (leases in Redis),
-// assigns seqs and stores in PostgreSQL, routes pushes, and serves the HTTP
-// API (tokens, business push, gateway discovery). It also reaps the sessions
-// of gateways that died without logging their users out.
+// The logic tier's roles. `longlink logic` runs every service in one process;
+// at the 10M stage each service runs as its own role, scaled by running more
+// processes of it (each service's shards are leased among its processes)
+// and failing alone (its requests wait on its streams until it is back):
+//
+//   role      uplink it consumes           committed-stream group   also
+//   auth      —                            —                        the HTTP API (tokens, revocation, dev login,
+//                                                                   business push, discovery), the session reaper
+//   message   message (send, recall),      push (fan-out)           the content filter on the send path
+//             presence (typing, presence,
+//             session events)
+//   group     group (create … dismiss, info)
+//   storage   storage (sync, history,                               retention
+//             conversations, read and
+//             delivered cursors)
+//   risk      —                            risk
+//   push      —                            push                     (more fan-out without more send path)
+//   logic     all of the above
+//
+// Every role serves /metrics, /healthz and /readyz on its HTTP port, and
+// registers itself (role, services, address, load) in the registry, which
+// `GET /api/v1/nodes` lists.
 import type { ServerConfig } from '../config.js';
-import type { BusCounters } from '../engines/bus.js';
+import { RISK_GROUP, PUSH_GROUP, UP_SERVICES, type BusCounters, type Service } from '../engines/bus.js';
+import type { NodeRole } from '../engines/registry.js';
 import { tokenServiceFor } from '../auth/tokens.js';
 import { PostgresStore } from '../engines/store-postgres.js';
 import { Logic } from '../logic/logic.js';
 import { HttpApi } from '../logic/http-api.js';
 import { BusRequester } from '../logic/bus-requests.js';
 import { Reaper } from '../logic/reaper.js';
-import { closeHttp, hostAccess, listenHttp, loadTls } from './http-server.js';
+import { RiskService } from '../logic/risk.js';
+import { retentionFor } from '../logic/retention.js';
+import { closeHttp, hostAccess, listenHttp, loadTls, sendJson } from './http-server.js';
+import { httpError } from '../protocol/http-errors.js';
 import { logicOptions, redisEngines, requireUrl } from './wiring.js';
 import { observeRole, redisAnswers, shardsServed, storeAnswers } from './observe.js';
+import { announce } from './announce.js';
 import { InstrumentedStore } from '../observability/store.js';
 import { RedisProbe } from '../observability/redis-probe.js';
 import type { Metrics } from '../observability/metrics.js';
 
+/** A role of the logic tier. */
+export type ServiceRole = 'logic' | 'auth' | 'message' | 'group' | 'storage' | 'risk' | 'push';
+
+export const SERVICE_ROLES: readonly ServiceRole[] = ['logic', 'auth', 'message', 'group', 'storage', 'risk', 'push'];
+
+/** What a role runs. */
+interface RolePlan {
+  /** Uplink services it consumes. */
+  up: readonly Service[];
+  /** Committed-stream groups it joins. */
+  committed: readonly string[];
+  /** The HTTP API and the session reaper. */
+  api: boolean;
+  /** Message retention. */
+  retention: boolean;
+}
+
+export const ROLE_PLANS: Readonly<Record<ServiceRole, RolePlan>> = {
+  logic: { up: UP_SERVICES, committed: [PUSH_GROUP, RISK_GROUP], api: true, retention: true },
+  auth: { up: [], committed: [], api: true, retention: false },
+  message: { up: ['message', 'presence'], committed: [PUSH_GROUP], api: false, retention: false },
+  group: { up: ['group'], committed: [], api: false, retention: false },
+  storage: { up: ['storage'], committed: [], api: false, retention: true },
+  risk: { up: [], committed: [RISK_GROUP], api: false, retention: false },
+  push: { up: [], committed: [PUSH_GROUP], api: false, retention: false },
+};
+
+/** What a role serves, as the registry lists it. */
+export function servicesOf(role: ServiceRole): string[] {
+  const plan = ROLE_PLANS[role];
+  return [...(plan.api ? ['auth'] : []), ...plan.up, ...plan.committed, ...(plan.retention ? ['retention'] : [])];
+}
+
 export interface RunningLogic {
   nodeId: string;
+  role: ServiceRole;
   httpPort: number;
   httpUrl: string;
   logic: Logic;
+  /** The risk group's consumer, when the role runs it. */
+  risk: RiskService | undefined;
   /** What the bus moved (metrics, benchmarks). */
   busCounters: BusCounters;
   /** This role's metrics registry (served at /metrics). */
@@ -29,29 +88,44 @@ export interface RunningLogic {
   stop(): Promise<void>;
 }
 
-export async function startLogic(config: ServerConfig): Promise<RunningLogic> {
-  const obs = observeRole(config, 'logic');
+/** `longlink logic`: every service in one process. */
+export function startLogic(config: ServerConfig): Promise<RunningLogic> {
+  return startService(config, 'logic');
+}
+
+export async function startService(config: ServerConfig, role: ServiceRole): Promise<RunningLogic> {
+  const plan = ROLE_PLANS[role];
+  // The HTTP API answers /healthz where it runs; elsewhere the role does.
+  const obs = observeRole(config, role, plan.api ? undefined : () => ({ services: servicesOf(role) }));
   const tls = loadTls(config.tls);
-  const postgresUrl = requireUrl(config.postgresUrl, 'longlink logic needs LONGLINK_POSTGRES_URL (or --postgres-url)');
+  const postgresUrl = requireUrl(config.postgresUrl, `longlink ${role} needs LONGLINK_POSTGRES_URL (or --postgres-url)`);
   const postgres = await PostgresStore.open({ url: postgresUrl, poolSize: config.postgresPool });
   const store = new InstrumentedStore(postgres, obs.metrics);
-  const { bus, sessions, registry } = redisEngines(config, 'logic');
-  const probe = new RedisProbe(requireUrl(config.redisUrl, 'longlink logic needs LONGLINK_REDIS_URL'), config.redisPrefix);
+  const { bus, sessions, registry } = redisEngines(config, role);
+  const probe = new RedisProbe(requireUrl(config.redisUrl, `longlink ${role} needs LONGLINK_REDIS_URL`), config.redisPrefix);
+  const sendPath = plan.up.includes('message');
   obs.metrics.watchBus(async () => ({
-    ...bus.boundsStats(), ...await probe.logicStats(config.busShards, config.nodeId), deadLetters: await bus.dead.count(),
+    ...bus.boundsStats(),
+    ...(sendPath ? await probe.logicStats(config.busShards, config.nodeId) : {}),
+    deadLetters: await bus.dead.count(),
+    consumerLag: await bus.consumerLag(),
   }), bus.counters);
-  obs.readiness
-    .add('redis', redisAnswers(probe))
-    .add('store', storeAnswers(postgres))
-    .add('shards', shardsServed(probe, config.busShards, config.nodeId));
+  obs.readiness.add('redis', redisAnswers(probe)).add('store', storeAnswers(postgres));
+  const leased = [...plan.up.map(leasePrefix), ...plan.committed.map((group) => `lease:committed:${group}:`)];
+  if (leased.length > 0) obs.readiness.add('shards', shardsServed(probe, config.busShards, config.nodeId, leased));
+
   const tokens = tokenServiceFor(config);
-  const logic = new Logic(logicOptions(config), { bus, sessions, registry, store, metrics: obs.metrics.logic });
+  const logic = new Logic({ ...logicOptions(config), delivery: 'committed' }, { bus, sessions, registry, store, metrics: obs.metrics.logic });
   obs.metrics.watchReads(logic.readQueue);
-  const requests = new BusRequester(bus, `${config.nodeId}.api`);
-  const api = new HttpApi({ nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes }, {
+  const risk = plan.committed.includes(RISK_GROUP) ? new RiskService({ bus }) : undefined;
+  if (risk) obs.metrics.watchConsumerCounts(RISK_GROUP, () => bus.committedCounters(RISK_GROUP));
+  const requests = plan.api ? new BusRequester(bus, `${config.nodeId}.api`) : undefined;
+  const api = requests ? new HttpApi({ nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes }, {
     tokens, registry, bus, requests, sessions,
-  });
-  const reaper = new Reaper(Math.max(100, Math.floor(config.nodeTtlMs / 3)), { sessions, registry });
+  }) : undefined;
+  // Retention runs on every storage process: PostgreSQL lets one batch run at a time (a try-lock), the others find nothing to do.
+  const retention = plan.retention ? retentionFor(config, store) : undefined;
+  const reaper = plan.api ? new Reaper(Math.max(100, Math.floor(config.nodeTtlMs / 3)), { sessions, registry }) : undefined;
   const closeEngines = async () => {
     await bus.close();
     await sessions.close();
@@ -63,23 +137,36 @@ export async function startLogic(config: ServerConfig): Promise<RunningLogic> {
   let http: Awaited<ReturnType<typeof listenHttp>>;
   try {
     http = await listenHttp((req, res) => {
-      if (!obs.routes(req, res)) api.handle(req, res);
+      if (obs.routes(req, res)) return;
+      if (api) return api.handle(req, res);
+      const { status, body } = httpError('NOT_FOUND', `a ${role} node serves /healthz, /readyz and /metrics; the API is on auth and logic nodes`);
+      sendJson(res, status, body);
     }, config.httpPort, config.host, tls, hostAccess(config));
   } catch (err) {
     await closeEngines();
     throw err;
   }
-  logic.start();
-  requests.start();
-  reaper.start();
-  obs.logger.info({ http: http.port, routing: config.routing, shards: config.busShards }, 'started');
+  const httpUrl = `${tls ? 'https' : 'http'}://${config.publicHost}:${http.port}`;
+  if (plan.up.length > 0) logic.start(plan.up);
+  if (plan.committed.includes(PUSH_GROUP)) logic.startPush();
+  risk?.start();
+  requests?.start();
+  reaper?.start();
+  retention?.start();
+  const startedAtMs = Date.now();
+  const registration = announce(registry, () => ({
+    id: config.nodeId, role: role as NodeRole, services: servicesOf(role), httpUrl, load: logic.readQueue.waiting, startedAtMs,
+  }), config.nodeTtlMs);
+  obs.logger.info({ http: http.port, role, services: servicesOf(role), routing: config.routing, shards: config.busShards }, 'started');
 
   let stopped = false;
   return {
     nodeId: config.nodeId,
+    role,
     httpPort: http.port,
-    httpUrl: `${tls ? 'https' : 'http'}://${config.publicHost}:${http.port}`,
+    httpUrl,
     logic,
+    risk,
     busCounters: bus.counters,
     metrics: obs.metrics,
     async stop() {
@@ -87,13 +174,21 @@ export async function startLogic(config: ServerConfig): Promise<RunningLogic> {
       stopped = true;
       tokens.unwatch();
       obs.readiness.markStopping();
+      await registration.stop();
       await closeHttp(http.server);
       // Finish and ack the batch in hand, then release the shards (RedisBus), so another node takes them at once.
-      await requests.stop();
+      await requests?.stop();
+      await risk?.stop();
       await logic.stop();
-      await reaper.stop();
+      await reaper?.stop();
+      await retention?.stop();
       await closeEngines();
       obs.logger.info('stopped');
     },
   };
+}
+
+/** The lease keys of an uplink service's shards (RedisBus's naming). */
+function leasePrefix(service: Service): string {
+  return service === 'message' ? 'lease:' : `lease:${service}:`;
 }

@@ -9,7 +9,7 @@ import { Metrics } from '../observability/metrics.js';
 import { Readiness } from '../observability/ready.js';
 import { observabilityRoutes, type ObservabilityRoutes } from '../observability/http.js';
 
-export type RoleName = 'embedded' | 'gateway' | 'logic';
+export type RoleName = 'embedded' | 'gateway' | 'logic' | 'auth' | 'message' | 'group' | 'storage' | 'risk' | 'push';
 
 export interface RoleObservability {
   metrics: Metrics;
@@ -46,12 +46,19 @@ export function redisAnswers(probe: RedisProbe): () => Promise<void> {
   return () => probe.ping();
 }
 
-/** A logic node is ready when it owns a shard, or every shard has an owner (more nodes than shards). */
-export function shardsServed(probe: RedisProbe, shards: number, nodeId: string): () => Promise<void> {
+/**
+ * A logic-tier node is ready when, for each kind of shard it serves (its
+ * leases' key prefixes: `lease:` the send path's, `lease:group:`,
+ * `lease:committed:push:`, …), it owns one, or every shard has an owner (more
+ * nodes than shards).
+ */
+export function shardsServed(probe: RedisProbe, shards: number, nodeId: string, prefixes: readonly string[] = ['lease:']): () => Promise<void> {
   return async () => {
-    const owners = await probe.leases(shards);
-    if (owners.includes(nodeId)) return;
-    const orphans = owners.flatMap((o, s) => (o === null ? [s] : []));
-    if (orphans.length > 0) throw new Error(`owns no shard, and shard(s) ${orphans.join(',')} have no owner`);
+    for (const prefix of prefixes) {
+      const owners = await probe.leases(shards, prefix);
+      if (owners.includes(nodeId)) continue;
+      const orphans = owners.flatMap((o, s) => (o === null ? [s] : []));
+      if (orphans.length > 0) throw new Error(`owns no ${prefix}* shard, and shard(s) ${orphans.join(',')} have no owner`);
+    }
   };
 }

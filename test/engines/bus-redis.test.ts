@@ -34,11 +34,11 @@ describe('RedisBus with several logic nodes', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
   };
-  // The user id carries the tag the test follows.
+  // The user id carries the tag the test follows; a send, so it is on the send path's streams (`up:{shard}`).
   const upMessage = (tag: string, partition = tag): UpEnvelope => upEnvelope({
     origin: { node: 'gw-1', connId: 1n, userId: tag, deviceId: 'd1', platform: 'ios' },
     partition,
-    body: { case: 'frame', value: create(FrameSchema, { id: 1, body: { case: 'conversations', value: {} } }) },
+    body: { case: 'frame', value: create(FrameSchema, { id: 1, body: { case: 'send', value: { conversationId: 'u:a:b', clientMsgId: tag, text: 'x' } } }) },
   });
   const userOf = (m: UpEnvelope): string => m.origin?.userId ?? '';
   const bus = (prefix: string, nodeId: string, extra: Partial<RedisBusOptions> = {}) =>
