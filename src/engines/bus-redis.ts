@@ -692,19 +692,24 @@ export class RedisBus implements Bus {
     };
   }
 
-  /** Per service asked about: whether its live set had a member at the last look (every second, in the background). */
-  private readonly liveness = new Map<Service, boolean>();
+  /**
+   * Per service asked about: whether its live set had a member at the last
+   * looks (every second, in the background). Down only after two looks in a
+   * row found none, so one late heartbeat does not refuse requests.
+   */
+  private readonly liveness = new Map<Service, { live: boolean; emptyLooks: number }>();
   private livenessTimer: NodeJS.Timeout | undefined;
 
   readonly splitsServices = true;
 
   isDown(service: Service): boolean {
-    if (!this.liveness.has(service)) {
-      this.liveness.set(service, true); // until the first look says otherwise
+    let l = this.liveness.get(service);
+    if (!l) {
+      this.liveness.set(service, (l = { live: true, emptyLooks: 0 })); // until the looks say otherwise
       this.livenessTimer ??= setInterval(() => void this.lookAtServices(), 1000).unref();
       void this.lookAtServices();
     }
-    return !this.liveness.get(service)!;
+    return !l.live;
   }
 
   private looking = false;
@@ -719,9 +724,14 @@ export class RedisBus implements Bus {
       for (const service of services) pipeline.zcount(this.key(service === 'message' ? 'logic-nodes' : `${service}-nodes`), Date.now(), '+inf');
       const replies = (await pipeline.exec()) ?? [];
       // A service whose count could not be read keeps its requests queued as before (treated as live).
-      services.forEach((service, i) => this.liveness.set(service, replies[i]?.[0] ? true : Number(replies[i]?.[1]) > 0));
+      services.forEach((service, i) => {
+        const l = this.liveness.get(service)!;
+        const empty = !replies[i]?.[0] && Number(replies[i]?.[1]) === 0;
+        l.emptyLooks = empty ? l.emptyLooks + 1 : 0;
+        l.live = l.emptyLooks < 2;
+      });
     } catch {
-      for (const service of this.liveness.keys()) this.liveness.set(service, true);
+      for (const l of this.liveness.values()) Object.assign(l, { live: true, emptyLooks: 0 });
     } finally {
       this.looking = false;
     }

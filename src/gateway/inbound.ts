@@ -114,8 +114,10 @@ export class Inbound {
     // An ack or a typing notice expects no answer: it goes up as it is, whatever else waits.
     const answered = frame.body.case !== 'pushAck' && frame.body.case !== 'typing';
     const { service, access } = where.operation;
-    // Nobody runs the service (its processes are gone past their lease): say so now rather than queue the request for nobody.
-    if (answered && this.deps.bus.isDown(service)) {
+    // Nobody runs the service (its processes are gone past their lease): say so now rather than queue the request for
+    // nobody. Not a send: a pipelined sender whose message was refused while the next one got through (the service
+    // came back between them) would resend it after the next, out of order; sends wait in their stream instead.
+    if (answered && frame.body.case !== 'send' && this.deps.bus.isDown(service)) {
       this.hub.fail(conn, frame.id, ErrorCode.UNAVAILABLE, `the ${service} service is not running; retry`, false);
       return;
     }
@@ -124,9 +126,7 @@ export class Inbound {
       return;
     }
     conn.order ??= new ConnectionOrder((r) => this.publish(conn, r.frame, r.partition, r.requestId));
-    if (!conn.order.submit({ frame, service, partition: where.partition, access, requestId: where.requestId })) {
-      this.hub.fail(conn, frame.id, ErrorCode.BUSY, 'too many of your requests wait for earlier ones; retry later', false);
-    }
+    conn.order.submit({ frame, service, partition: where.partition, access, requestId: where.requestId });
   }
 
   private publish(conn: Connection, frame: Frame, partition: string, requestId: string): void {

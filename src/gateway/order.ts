@@ -7,14 +7,16 @@
 // waits here while a write it sent earlier to another service, in the same
 // partition, has not been answered; a read waits for every earlier write of
 // the connection to another service (a connection sees its own writes).
-// Once one request waits, the connection's later requests wait behind it,
-// in order. Requests of one service need nothing: the bus keeps a
-// partition's order.
+// A request held here holds what must not overtake it: a held write holds
+// the connection's later requests of its partition and its later reads; a
+// held read holds nothing (it changes nothing). Requests of one service need
+// nothing: the bus keeps a partition's order.
 //
 // Bounds: a write not answered within HOLD_MAX_MS stops holding others up
 // (its client has given up on it by then); a connection may have at most
-// MAX_HELD requests waiting (past it the new one is refused BUSY) and
-// MAX_TRACKED writes unanswered (past it the oldest is forgotten).
+// MAX_HELD requests waiting (past it a request goes up at once, unordered
+// rather than refused) and MAX_TRACKED writes unanswered (past it the
+// oldest is forgotten).
 import type { Service } from '../protocol/operations.js';
 import type { Frame } from '../protocol/index.js';
 
@@ -41,24 +43,19 @@ interface Sent {
 export class ConnectionOrder {
   /** Writes sent up and not answered yet, by frame id. */
   private readonly unanswered = new Map<number, Sent>();
-  private readonly held: Routed[] = [];
+  private held: Routed[] = [];
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly forward: (r: Routed) => void) {}
 
-  /** Send `r` up now, or hold it behind what it must follow. False when too many wait (the caller refuses it). */
-  submit(r: Routed): boolean {
-    if (this.held.length > 0 || this.blocked(r)) {
-      if (this.held.length >= MAX_HELD) return false;
+  /** Send `r` up now, or hold it behind what it must follow. */
+  submit(r: Routed): void {
+    if (this.held.length < MAX_HELD && (this.behindHeld(r, this.held.length) || this.blocked(r))) {
       this.held.push(r);
-      this.timer ??= setTimeout(() => {
-        this.timer = undefined;
-        this.release();
-      }, HOLD_MAX_MS).unref();
-      return true;
+      this.timer ??= setTimeout(() => this.onTimer(), HOLD_MAX_MS).unref();
+      return;
     }
     this.send(r);
-    return true;
   }
 
   /** A reply (or error) to frame `id` came down: what waited on it may go. */
@@ -71,8 +68,13 @@ export class ConnectionOrder {
   close(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    this.held.length = 0;
+    this.held = [];
     this.unanswered.clear();
+  }
+
+  /** Requests waiting (for tests and metrics). */
+  get waiting(): number {
+    return this.held.length;
   }
 
   private send(r: Routed): void {
@@ -94,16 +96,34 @@ export class ConnectionOrder {
     return false;
   }
 
+  /** One of the first `n` held requests is a write `r` must not overtake. */
+  private behindHeld(r: Routed, n: number): boolean {
+    for (let i = 0; i < n; i++) {
+      const h = this.held[i]!;
+      if (h.access === 'write' && (r.access === 'read' || h.partition === r.partition)) return true;
+    }
+    return false;
+  }
+
+  /** Send, in order, every held request nothing holds any more. */
   private release(): void {
-    while (this.held.length > 0 && !this.blocked(this.held[0]!)) this.send(this.held.shift()!);
-    if (this.held.length === 0) {
+    const still: Routed[] = [];
+    const before = this.held;
+    this.held = still;
+    for (const r of before) {
+      // `still` holds what stays from before r: the same test as at submit.
+      if (this.behindHeld(r, still.length) || this.blocked(r)) still.push(r);
+      else this.send(r);
+    }
+    if (still.length === 0) {
       clearTimeout(this.timer);
       this.timer = undefined;
-    } else if (!this.timer) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.release();
-      }, HOLD_MAX_MS).unref();
     }
+  }
+
+  private onTimer(): void {
+    this.timer = undefined;
+    this.release();
+    if (this.held.length > 0) this.timer = setTimeout(() => this.onTimer(), HOLD_MAX_MS).unref();
   }
 }
