@@ -184,6 +184,43 @@ const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call
 const TAKE = `if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return redis.call('TIME') else return 0 end`;
 const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]); return redis.call('TIME') else return 0 end`;
 
+// Make a consumer group reading from the stream's oldest entry, with what was trimmed before it counted as read.
+// KEYS: the stream. ARGV: the group.
+const CREATE_GROUP = new Script(`
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+end
+local s = redis.call('XINFO', 'STREAM', KEYS[1])
+local added, len = 0, 0
+for i = 1, #s, 2 do
+  if s[i] == 'entries-added' then added = s[i + 1] elseif s[i] == 'length' then len = s[i + 1] end
+end
+return redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'ENTRIESREAD', string.format('%d', added - len))
+`);
+
+// Ack a committed batch and add its counters, only if every entry was still pending here (an entry another
+// consumer acked meanwhile was counted by it). KEYS: the stream, the counters hash. ARGV: group, n ids, ids…,
+// then counter name/increment pairs. Returns the entries acked.
+const ACK_COUNTING = new Script(`
+local n = tonumber(ARGV[2])
+local ids = {}
+for i = 1, n do ids[i] = ARGV[2 + i] end
+local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+if acked == n then
+  for i = 3 + n, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+end
+return acked
+`);
+
+// How many live members a set has, on Redis's clock. KEYS: the live sets. Returns a count per set.
+const LIVE_COUNTS = new Script(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('ZCOUNT', KEYS[i], now, '+inf') end
+return out
+`);
+
 /** A TAKE or RENEW reply as µs on Redis's clock, or undefined when the lease is not ours. */
 function heldAt(reply: unknown): number | undefined {
   if (!Array.isArray(reply) || reply.length !== 2) return undefined;
@@ -485,7 +522,7 @@ export class RedisBus implements Bus {
       prefix: 'll:', shards: 16, leaseMs: 10_000, batch: 512, ...STREAM_BOUNDS, maxDeliveries: 5, blockMs: 1000, ...options,
     };
     this.writer = this.connect();
-    this.dead = new RedisDeadLetters(this.writer, this.key('dead'), this.o.maxUpLength);
+    this.dead = new RedisDeadLetters(this.writer, this.key('dead'), this.o.maxUpLength, () => this.stats());
   }
 
   /**
@@ -496,6 +533,7 @@ export class RedisBus implements Bus {
   private statsClient: Redis | undefined;
 
   private async stats(): Promise<Redis> {
+    if (this.closed) throw new Error('bus closed');
     if (!this.statsClient) {
       this.statsClient = new Redis(this.o.url, {
         enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 1000, connectTimeout: 2000,
@@ -514,7 +552,7 @@ export class RedisBus implements Bus {
           client.off('ready', done);
           resolve();
         };
-        const timer = setTimeout(done, 2000);
+        const timer = setTimeout(done, 2000).unref();
         client.once('ready', done);
       });
     }
@@ -714,20 +752,17 @@ export class RedisBus implements Bus {
 
   private looking = false;
 
-  /** One round trip: how many live members each service asked about has (scored by their lease's end on Redis's clock; ours may differ a little). */
+  /** One round trip: how many live members each service asked about has, on Redis's clock (members are scored by their lease's end). */
   private async lookAtServices(): Promise<void> {
     if (this.looking || this.closed) return;
     this.looking = true;
     try {
       const services = [...this.liveness.keys()];
-      const pipeline = (await this.stats()).pipeline();
-      for (const service of services) pipeline.zcount(this.key(service === 'message' ? 'logic-nodes' : `${service}-nodes`), Date.now(), '+inf');
-      const replies = (await pipeline.exec()) ?? [];
-      // A service whose count could not be read keeps its requests queued as before (treated as live).
+      const keys = services.map((service) => this.key(service === 'message' ? 'logic-nodes' : `${service}-nodes`));
+      const counts = (await LIVE_COUNTS.run(await this.stats(), keys, [])) as number[];
       services.forEach((service, i) => {
         const l = this.liveness.get(service)!;
-        const empty = !replies[i]?.[0] && Number(replies[i]?.[1]) === 0;
-        l.emptyLooks = empty ? l.emptyLooks + 1 : 0;
+        l.emptyLooks = Number(counts[i]) === 0 ? l.emptyLooks + 1 : 0;
         l.live = l.emptyLooks < 2;
       });
     } catch {
@@ -1132,7 +1167,8 @@ class ShardConsumer<T> {
   private async ensureGroup(s: number): Promise<void> {
     if (this.groupsMade.has(s)) return;
     try {
-      await this.redis.xgroup('CREATE', this.topic.stream(s), this.topic.group, '0', 'MKSTREAM');
+      // From the oldest entry kept; what was trimmed before the group existed was never its to read (not counted lost).
+      await CREATE_GROUP.run(this.redis, [this.topic.stream(s)], [this.topic.group]);
     } catch (err) {
       if (!String(err).includes('BUSYGROUP')) throw err;
     }
@@ -1360,30 +1396,28 @@ class ShardConsumer<T> {
    * same MULTI as the ack.
    */
   private async runHandler(held: Decoded<T>[]): Promise<void> {
-    const all = held.flatMap((d) => d.batch);
-    const batch = this.topic.unseen?.(all) ?? all;
-    let effects: CommittedEffects | void = undefined;
-    if (batch.length > 0) {
-      if (this.topic.fence) {
-        const fence = { owner: this.o.nodeId, claims: held.map((d) => this.claims.get(d.s)!) };
-        effects = await withWriteFence(fence, () => this.handler(batch));
-      } else {
-        effects = await this.handler(batch);
+    if (this.topic.countersKey) {
+      // A committed-stream group: shard by shard, so each ack carries exactly the counts of its entries.
+      for (const d of held) {
+        const batch = this.topic.unseen?.(d.batch) ?? d.batch;
+        const effects = batch.length > 0 ? await this.handler(batch) : undefined;
+        if (KILL_BEFORE_ACK) await this.killBeforeAck([d]);
+        const counters = Object.entries(effects?.counters ?? {}).flat();
+        await ACK_COUNTING.run(this.redis, [d.stream, this.topic.countersKey], [this.topic.group, d.ids.length, ...d.ids, ...counters]);
+        this.topic.acked?.(batch);
+        for (const id of d.ids) this.attempts.delete(id);
       }
+      return;
+    }
+    const batch = held.flatMap((d) => d.batch);
+    if (this.topic.fence) {
+      const fence = { owner: this.o.nodeId, claims: held.map((d) => this.claims.get(d.s)!) };
+      await withWriteFence(fence, () => this.handler(batch));
+    } else {
+      await this.handler(batch);
     }
     if (KILL_BEFORE_ACK) await this.killBeforeAck(held);
-    const counters = Object.entries(effects?.counters ?? {});
-    if (counters.length > 0 && this.topic.countersKey) {
-      const tx = this.redis.multi();
-      for (const [k, v] of counters) tx.hincrby(this.topic.countersKey, k, v);
-      for (const d of held) tx.xack(d.stream, this.topic.group, ...d.ids);
-      const replies = await tx.exec();
-      const failed = replies?.find(([err]) => err)?.[0];
-      if (!replies || failed) throw failed ?? new Error('the ack transaction was discarded');
-    } else {
-      await Promise.all(held.map((d) => this.redis.xack(d.stream, this.topic.group, ...d.ids)));
-    }
-    this.topic.acked?.(batch);
+    await Promise.all(held.map((d) => this.redis.xack(d.stream, this.topic.group, ...d.ids)));
     for (const d of held) for (const id of d.ids) this.attempts.delete(id);
   }
 
@@ -1479,14 +1513,16 @@ class RedisDeadLetters implements DeadLetters {
     private readonly redis: Redis,
     private readonly stream: string,
     private readonly maxUpLength: number,
+    /** The fail-fast connection: count() is read by /metrics, which must answer while Redis is down. */
+    private readonly fast: () => Promise<Redis>,
   ) {}
 
   async list(limit: number): Promise<DeadLetterInfo[]> {
     return (await this.read('-', '+', limit)).map((d) => d.info);
   }
 
-  count(): Promise<number> {
-    return this.redis.xlen(this.stream);
+  async count(): Promise<number> {
+    return (await this.fast()).xlen(this.stream);
   }
 
   async replay(ids: readonly string[]): Promise<string[]> {

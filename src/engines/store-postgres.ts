@@ -32,11 +32,11 @@
 // writer's or its lease ran out meanwhile. The epoch lives here, not in Redis:
 // Redis may lose a counter when it restarts; a commit here is durable.
 import pg from 'pg';
-import type { ChatMessage, GroupRoleName, TimelineEventData } from '../protocol/index.js';
+import { ErrorCode, LonglinkError, type ChatMessage, type GroupRoleName, type TimelineEventData } from '../protocol/index.js';
 import { directMembers } from '../protocol/ids.js';
 import { draftMessage, groupIdOf, toMessage, toState, type MessageRow, type StateColumns } from './store-rows.js';
 import {
-  PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
+  PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MessageDraft, type ShardClaim, type Store, type WriteFence,
 } from './store.js';
@@ -204,6 +204,11 @@ const SQL = {
     FROM unnest($1::text[], $2::text[]) AS k(from_user, client_msg_id)
     JOIN messages m ON m.from_user = k.from_user AND m.client_msg_id = k.client_msg_id
     WHERE m.client_msg_id <> ''`,
+  // What decides whether each (conversation, user) may send now.
+  senderStates: `SELECT u.conversation_id, u.user_id, m.left_seq, m.muted, m.role, g.muted_all, g.dismissed
+    FROM unnest($1::text[], $2::text[]) AS u(conversation_id, user_id)
+    LEFT JOIN members m ON m.conversation_id = u.conversation_id AND m.user_id = u.user_id
+    LEFT JOIN groups g ON g.id = substr(u.conversation_id, 3)`,
   // One row per conversation, in id order (the order rows are locked in).
   bumpConversations: `INSERT INTO conversations AS c (id, kind, last_seq, last_at_ms)
     SELECT id, kind, k, at_ms FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS u(id, kind, k, at_ms)
@@ -726,6 +731,33 @@ async function holdFence(client: pg.PoolClient, fence: WriteFence): Promise<[Sha
   return taken;
 }
 
+/**
+ * The fresh group sends with `checkSender`: their conversations are locked
+ * (a group change takes the same lock to store its event, so it is either
+ * committed and seen here, or waits for this transaction), then each sender
+ * is checked as Pipeline.prepare did. Throws SendersRefusedError naming
+ * those who may not send now.
+ */
+async function checkSenders(client: pg.PoolClient, drafts: readonly MessageDraft[], plans: readonly Plan[]): Promise<void> {
+  const checked = drafts.flatMap((d, i) => (d.checkSender && plans[i]!.fresh ? [i] : []));
+  if (checked.length === 0) return;
+  const conversations = [...new Set(checked.map((i) => drafts[i]!.conversationId))].sort();
+  await run(client, 'lockConversations', [conversations]);
+  const rows = await run<{ conversation_id: string; user_id: string; left_seq: number | null; muted: boolean | null; role: string | null; muted_all: boolean | null; dismissed: boolean | null }>(
+    client, 'senderStates', [checked.map((i) => drafts[i]!.conversationId), checked.map((i) => drafts[i]!.fromUser)]);
+  const state = new Map(rows.map((r) => [`${r.conversation_id}\u0000${r.user_id}`, r]));
+  const refused = new Map<number, LonglinkError>();
+  for (const i of checked) {
+    const d = drafts[i]!;
+    const r = state.get(`${d.conversationId}\u0000${d.fromUser}`);
+    if (r?.dismissed) refused.set(i, new LonglinkError(ErrorCode.GROUP_DISMISSED, 'the group was dismissed'));
+    else if (!r || r.role === null || r.left_seq !== null) refused.set(i, new LonglinkError(ErrorCode.NOT_MEMBER, 'not a member of this group'));
+    else if (r.muted) refused.set(i, new LonglinkError(ErrorCode.MUTED, 'you are muted in this group'));
+    else if (r.muted_all && r.role === 'member') refused.set(i, new LonglinkError(ErrorCode.MUTED, 'the group is muted; only its owner and admins may send'));
+  }
+  if (refused.size > 0) throw new SendersRefusedError(refused);
+}
+
 async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[]): Promise<AppendResult[]> {
   // 1. Idempotency keys of the batch already stored.
   const lookup = new Map<string, { fromUser: string; clientMsgId: string }>();
@@ -758,6 +790,8 @@ async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[
     conversation.lastAtMs = Math.max(conversation.lastAtMs, d.sentAtMs);
     return { fresh: true, conversation: c, ordinal: conversation.count++ };
   });
+
+  await checkSenders(client, drafts, plans);
 
   if (conversations.length > 0) {
     // 2. Seqs: last_seq += k per conversation, rows locked to commit.

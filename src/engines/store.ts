@@ -12,7 +12,7 @@
 // - Under a write fence (below), append() refuses, with FencedError and
 //   nothing written, a batch whose writer lost one of its shards.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { ChatMessage, GroupRoleName, TimelineEventData } from '../protocol/index.js';
+import type { ChatMessage, GroupRoleName, LonglinkError, TimelineEventData } from '../protocol/index.js';
 
 export type ConversationKind = 'direct' | 'group';
 
@@ -42,6 +42,16 @@ export interface MessageDraft {
   serverMsgId: string;
   text: string;
   sentAtMs: number;
+  /**
+   * A group send: the store checks again, in the append's own transaction,
+   * that its sender may write there now (a current member, not muted; the
+   * group neither dismissed nor muted for members), so a group change
+   * another process committed meanwhile wins; otherwise the whole append
+   * throws SendersRefusedError and writes nothing. Checked by a store shared
+   * by several processes (PostgreSQL); the embedded store's one consumer
+   * already applies a group's changes and sends in arrival order.
+   */
+  checkSender?: boolean;
   /** A timeline event (text empty) … */
   event?: TimelineEventData;
   /** … and what it changes. */
@@ -251,6 +261,19 @@ export class StoreUnavailableError extends Error {
 }
 
 /** The store refuses this data and will again (a constraint, a value it cannot hold). */
+/**
+ * append() refused drafts whose `checkSender` failed in its transaction;
+ * nothing was written. `refused` maps each such draft's index to the coded
+ * reason to answer its sender with; the others may be appended again.
+ */
+export class SendersRefusedError extends Error {
+  readonly code = 'SENDERS_REFUSED';
+  constructor(readonly refused: ReadonlyMap<number, LonglinkError>) {
+    super(`${refused.size} group send(s) refused: the sender may not write there now`);
+    this.name = 'SendersRefusedError';
+  }
+}
+
 export class StoreDataError extends Error {
   readonly code = 'STORE_DATA';
   constructor(message: string, options?: { cause?: unknown }) {

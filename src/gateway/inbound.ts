@@ -136,6 +136,7 @@ export class Inbound {
     });
     this.deps.bus.publishUp(message).catch((err: unknown) => {
       log.error({ err, conn: conn.id }, 'uplink publish failed');
+      conn.order?.answered(frame.id); // answered here: what waits behind it may go
       this.hub.fail(conn, frame.id, ErrorCode.UNAVAILABLE, 'the server could not accept the request; retry', false);
     });
   }

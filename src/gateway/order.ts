@@ -89,8 +89,11 @@ export class ConnectionOrder {
   /** An earlier write to another service that `r` must follow is still unanswered. */
   private blocked(r: Routed): boolean {
     const oldest = Date.now() - HOLD_MAX_MS;
-    for (const w of this.unanswered.values()) {
-      if (w.atMs < oldest) continue;
+    for (const [id, w] of this.unanswered) {
+      if (w.atMs < oldest) {
+        this.unanswered.delete(id); // never answered: it holds nothing up any more
+        continue;
+      }
       if (w.service !== r.service && (r.access === 'read' || w.partition === r.partition)) return true;
     }
     return false;

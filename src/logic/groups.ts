@@ -7,7 +7,7 @@ import {
   ErrorCode, GroupSchema, LonglinkError, SYSTEM_USER, groupConversationId, groupIdOf, isValidId, roleFromWire, roleToWire,
   type BodyOf, type Group, type GroupRoleName, type TimelineEventData,
 } from '../protocol/index.js';
-import type { Effect, GroupRecord, MessageDraft, Store } from '../engines/store.js';
+import type { AppendResult, Effect, GroupRecord, MessageDraft, Store } from '../engines/store.js';
 import { GROUP_OPERATIONS, groupIdForCreate } from '../protocol/operations.js';
 import { eventKey, type Pipeline } from './pipeline.js';
 import { wasMemberAtDismissal } from './access.js';
@@ -76,7 +76,10 @@ export class GroupService {
       const applied = await this.deps.store.messageByRequest(actor.userId, eventKey(key));
       const groupId = applied ? groupIdOf(applied.conversationId) : undefined;
       const g = groupId !== undefined ? await this.deps.store.group(groupId) : undefined;
-      if (g) return g;
+      if (g) {
+        await this.publishAgain(actor.userId, key, g);
+        return g;
+      }
     }
     actor = { ...actor, requestId: key };
     switch (op.case) {
@@ -261,6 +264,25 @@ export class GroupService {
 
   private commit(actor: Actor, conversationId: string, event: TimelineEventData, effect: Effect, alsoNotify?: string[]): Promise<unknown> {
     return this.commitMany(actor, conversationId, [[event, effect]], alsoNotify);
+  }
+
+  /**
+   * A write applied before, handed again (its process may have died between
+   * the commit and the publish): its events go out again, as repeats (clients
+   * drop what they have; the committed stream's groups drop what they saw), so
+   * none is lost to a crash at the wrong moment.
+   */
+  private async publishAgain(userId: string, requestId: string, g: GroupRecord): Promise<void> {
+    const results: AppendResult[] = [];
+    const notify: (readonly string[] | undefined)[] = [];
+    for (let part = 0; part < 8; part++) {
+      const event = await this.deps.store.messageByRequest(userId, eventKey(requestId, part));
+      if (!event) break;
+      results.push({ message: event, duplicate: true });
+      const type = event.event?.type;
+      notify.push(type === 'members_removed' || type === 'member_left' ? event.event?.userIds : type === 'dismissed' ? g.members.map((m) => m.userId) : undefined);
+    }
+    await this.deps.pipeline.pushResults(results, notify);
   }
 
   private async commitMany(actor: Actor, conversationId: string, changes: [TimelineEventData, Effect][], alsoNotify?: string[]): Promise<void> {

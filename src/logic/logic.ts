@@ -20,7 +20,7 @@ import { operationName, operationOf } from '../protocol/operations.js';
 import { PUSH_GROUP, down, type Bus, type Origin, type Service, type Subscription, type UpEnvelope } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
-import { isFencedError, isStoreDataError, isUnavailable, type AppendResult, type DeliveredMark, type MessageDraft, type Store } from '../engines/store.js';
+import { SendersRefusedError, isFencedError, isStoreDataError, isUnavailable, type AppendResult, type DeliveredMark, type MessageDraft, type Store } from '../engines/store.js';
 import { Pipeline, type ContentFilter } from './pipeline.js';
 import { requireView } from './access.js';
 import { GroupService, groupToWire } from './groups.js';
@@ -285,6 +285,13 @@ export class Logic {
     try {
       results = await this.pipeline.store(sends.map((s) => s.draft));
     } catch (err) {
+      if (err instanceof SendersRefusedError) {
+        // A group change committed meanwhile (by the group service) refused these senders; nothing was stored.
+        await Promise.all([...err.refused].map(([i, why]) => this.replyError(sends[i]!.r, why)));
+        const rest = sends.filter((_, i) => !err.refused.has(i));
+        if (rest.length > 0) await this.commitSends(rest);
+        return;
+      }
       if (!isStoreDataError(err)) throw err;
       if (sends.length > 1) {
         log.error({ err, sends: sends.length }, 'a batch of sends was refused by the store; storing one by one');

@@ -67,6 +67,8 @@ export function eventKey(requestId: string, part = 0): string {
 }
 /** Messages read at most to learn whether a group's membership changed between two seqs (past it: read the members again). */
 const EVENT_SCAN = 256;
+/** How long the push group reuses a group's members (checked against the events between) before reading them again. */
+const PUSH_MEMBERS_MS = 10_000;
 /** How long a group's member list is reused for fan-out before it is read again. */
 const MEMBER_CACHE_MS = 2000;
 
@@ -129,7 +131,9 @@ export class Pipeline {
     else if (directMembers(req.conversationId)) draft = this.direct(req.conversationId, base);
     else {
       await this.checkGroupSender(req.conversationId, req.fromUser, req.trusted === true);
-      draft = { ...base, conversationId: req.conversationId, kind: 'group', members: [] };
+      // Checked again where it is stored: a group change another service commits meanwhile must win.
+      const system = req.trusted === true && req.fromUser === SYSTEM_USER;
+      draft = { ...base, conversationId: req.conversationId, kind: 'group', members: [], checkSender: !system };
     }
     await this.options.contentFilter?.(draft);
     return draft;
@@ -223,8 +227,8 @@ export class Pipeline {
     await this.deliverPushes(items);
   }
 
-  /** Per group: its members at `atSeq` (the push group's view, kept by membersAtSeq). */
-  private readonly pushMembers = new Map<string, { members: string[]; atSeq: number }>();
+  /** Per group: its members at `atSeq` (the push group's view, kept by membersAtSeq for PUSH_MEMBERS_MS). */
+  private readonly pushMembers = new Map<string, { members: string[]; atSeq: number; atMs: number }>();
 
   /**
    * The members of a group at `seq`, for a push: those who joined by then
@@ -235,7 +239,8 @@ export class Pipeline {
    */
   private async membersAtSeq(conversationId: string, seq: number): Promise<string[]> {
     const kept = this.pushMembers.get(conversationId);
-    if (kept) {
+    // Kept a while only: an event between two seqs may have expired meanwhile (retention), which the scan cannot see.
+    if (kept && Date.now() - kept.atMs < PUSH_MEMBERS_MS) {
       if (kept.atSeq === seq) return kept.members;
       const [after, upTo] = seq > kept.atSeq ? [kept.atSeq, seq] : [seq, kept.atSeq];
       const between = await this.deps.store.after(conversationId, after, EVENT_SCAN, upTo);
@@ -246,7 +251,8 @@ export class Pipeline {
     }
     const members = await this.deps.store.membersAt(conversationId, seq);
     if (this.pushMembers.size >= 1000) this.pushMembers.delete(this.pushMembers.keys().next().value!);
-    this.pushMembers.set(conversationId, { members, atSeq: seq });
+    this.pushMembers.delete(conversationId);
+    this.pushMembers.set(conversationId, { members, atSeq: seq, atMs: Date.now() });
     return members;
   }
 

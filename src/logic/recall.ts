@@ -20,7 +20,12 @@ export class RecallService {
   async recall(userId: string, deviceId: string, conversationId: string, seq: number, requestId: string): Promise<void> {
     const store = this.deps.store;
     const key = eventKey(requestId);
-    if (key !== '' && await store.messageByRequest(userId, key)) return; // applied before
+    const applied = key !== '' ? await store.messageByRequest(userId, key) : undefined;
+    if (applied) {
+      // Applied before (its process may have died before publishing it): its event goes out again, as a repeat.
+      await this.deps.pipeline.pushResults([{ message: applied, duplicate: true }]);
+      return;
+    }
     const view = await requireView(store, conversationId, userId, true);
     const target = seq >= view.fromSeq ? await store.message(conversationId, seq) : undefined;
     if (!target || target.event) throw new LonglinkError(ErrorCode.NOT_FOUND, 'no such message');

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { storeContract } from './store.contract.js';
 import { PostgresStore } from '../../src/engines/store-postgres.js';
 import { SqliteStore } from '../../src/engines/store-sqlite.js';
-import type { Effect, MessageDraft, Store } from '../../src/engines/store.js';
+import { SendersRefusedError, type Effect, type MessageDraft, type Store } from '../../src/engines/store.js';
 import { directConversationId, directMembers, type TimelineEventData } from '../../src/protocol/index.js';
 import { startPostgres, type PostgresServer } from '../helpers/services.js';
 
@@ -100,6 +100,38 @@ describe('PostgresStore', () => {
     const onDefault = await Promise.all([1, 2, 3].map(() => openAt(url)));
     for (const s of onDefault) await s.close();
     assert.deepEqual(await sql('SELECT version FROM schema_version ORDER BY version', { url }), [{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }, { version: 6 }]);
+  });
+
+  test('a group send checks its sender again in its own transaction: a removal or mute committed before it wins, and nothing is written', async () => {
+    const store = await openAt(server.url, `senders_${++n}`);
+    const G = 'g:team';
+    let k = 0;
+    const group = (fromUser: string, extra: Partial<MessageDraft> = {}): MessageDraft => ({
+      conversationId: G, kind: 'group', members: [], fromUser, fromDevice: 'd', clientMsgId: extra.event ? '' : `s-${++k}`,
+      serverMsgId: `srv-${++k}`, text: extra.event ? '' : `text ${k}`, sentAtMs: 1000 + k, ...extra,
+    });
+    try {
+      await store.append([group('alice', {
+        event: { type: 'group_created', actor: 'alice', name: 'Team', userIds: ['bob', 'carol', 'dave'] },
+        effect: { op: 'create-group', groupId: 'team', name: 'Team', owner: 'alice', members: ['bob', 'carol', 'dave'] },
+      })]);
+      // What the message service checked before: all three were members. Then the group service removed carol and muted dave.
+      await store.append([group('alice', { event: { type: 'members_removed', actor: 'alice', userIds: ['carol'] }, effect: { op: 'remove-members', userIds: ['carol'] } })]);
+      await store.append([group('alice', { event: { type: 'mute_changed', actor: 'alice', userIds: ['dave'], muted: true }, effect: { op: 'mute', userId: 'dave', muted: true } })]);
+      const batch = [group('bob', { checkSender: true }), group('carol', { checkSender: true }), group('dave', { checkSender: true })];
+      const err = await store.append(batch).then(() => undefined, (e: unknown) => e);
+      assert.ok(err instanceof SendersRefusedError, String(err));
+      assert.deepEqual([...err.refused].map(([i, e]) => [i, e.codeName]), [[1, 'NOT_MEMBER'], [2, 'MUTED']]);
+      assert.equal((await store.after(G, 0, 10)).length, 3, 'nothing of the batch was written');
+      const [ok] = await store.append([batch[0]!]);
+      assert.equal(ok!.message.seq, 4, 'bob may send: the next seq, no gap');
+      await store.append([group('alice', { event: { type: 'dismissed', actor: 'alice' }, effect: { op: 'dismiss' } })]);
+      const late = await store.append([group('bob', { checkSender: true })]).then(() => undefined, (e: unknown) => e);
+      assert.ok(late instanceof SendersRefusedError);
+      assert.equal([...late.refused.values()][0]!.codeName, 'GROUP_DISMISSED');
+    } finally {
+      await store.close();
+    }
   });
 
   test('schema names: lowercase identifiers, reserved words included; anything else is refused', async () => {
