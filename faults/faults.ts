@@ -4,10 +4,16 @@
 // itself; recovery is measured from when it starts), restore (after
 // recovery: start again what it killed) and clean up (after the ledger).
 import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
 import pg from 'pg';
-import type { Cluster } from '../src/dev/cluster.js';
+import type { Cluster, NodeProcess } from '../src/dev/cluster.js';
 import type { AppendFsync } from '../src/dev/services.js';
+import { shardOf } from '../src/engines/bus-redis.js';
+import { directConversationId } from '../src/protocol/ids.js';
 import { Fleet } from './lib/fleet.js';
+
+/** Uplink shards of the suite's cluster. */
+export const SHARDS = 16;
 
 export interface Options {
   quick: boolean;
@@ -24,6 +30,15 @@ export interface Options {
   crowd: number;
   gateways: number;
   logic: number;
+  /**
+   * The split layout (`--split`): a process per service of the logic tier
+   * (auth, message × `messages`, group, storage, risk) instead of `logic`
+   * combined ones; the logic faults then target the message process owning
+   * the watched conversation's send-path shard, and the group and storage
+   * processes have faults of their own.
+   */
+  split: boolean;
+  messages: number;
   leaseMs: number;
   nodeTtlMs: number;
   appendfsync: AppendFsync;
@@ -95,6 +110,107 @@ async function gatewayConnections(cluster: Cluster): Promise<number> {
   return [...(await connectionsByGateway(cluster)).values()].reduce((s, n) => s + n, 0);
 }
 
+/** The nodes serving the HTTP API: the logic nodes (combined layout) or the auth ones (split). */
+export function apiNodes(cluster: Cluster): NodeProcess[] {
+  return cluster.nodes.filter((n) => n.role === 'logic' || n.role === 'auth');
+}
+
+/** The layout in one line, for the report's header: every process by role. */
+export function layoutOf(cluster: Cluster, options: Options): string {
+  const byRole = new Map<string, string[]>();
+  for (const n of cluster.nodes) byRole.set(n.role, [...(byRole.get(n.role) ?? []), n.name]);
+  const roles = [...byRole].map(([role, names]) => `${role} ×${names.length} (${names.join(', ')})`).join(', ');
+  return `${options.split ? 'split' : 'combined'}: ${roles}; ${SHARDS} uplink shards, lease ${options.leaseMs} ms; send path on ${
+    options.split ? 'the message processes' : 'the logic processes'} (ll:lease:{shard})`;
+}
+
+/**
+ * The conversation whose send-path shard the split layout's message faults
+ * follow: the first HTTP push conversation (client sends and business pushes
+ * ordered together by its owner), else the first group's, else u0 ↔ u1.
+ */
+function watchedConversation(ctx: Context): string {
+  const o = ctx.fleet.options;
+  const pair = o.http?.pairs[0];
+  if (pair) return directConversationId(`${o.prefix}${pair[0]}`, `${o.prefix}${pair[1]}`);
+  return ctx.fleet.groups[0]?.conversationId ?? directConversationId(`${o.prefix}0`, `${o.prefix}1`);
+}
+
+/** Who holds a send-path shard's lease now (`ll:lease:{shard}`), or undefined. */
+async function leaseHolder(ctx: Context, shard: number): Promise<string | undefined> {
+  const redis = new Redis(ctx.cluster.redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    return (await redis.get(`ll:lease:${shard}`)) ?? undefined;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** How many send-path shards each process holds now, e.g. "message-1:8 message-2:8". */
+async function leaseCounts(ctx: Context): Promise<string> {
+  const redis = new Redis(ctx.cluster.redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    const owners = await redis.mget(Array.from({ length: SHARDS }, (_, s) => `ll:lease:${s}`));
+    const counts = new Map<string, number>();
+    for (const o of owners) counts.set(o ?? 'none', (counts.get(o ?? 'none') ?? 0) + 1);
+    return [...counts].sort().map(([o, n]) => `${o}:${n}`).join(' ');
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/**
+ * The victim of a "logic" fault: logic-1 in the combined layout (as always);
+ * in the split layout the message process holding the watched conversation's
+ * send-path shard (waits up to 15 s for a live one to hold it, e.g. while
+ * shards rebalance after an earlier fault). Notes the conversation, its shard
+ * and who held which shards.
+ */
+async function sendPathVictim(ctx: Context): Promise<string> {
+  if (!ctx.options.split) return 'logic-1';
+  const conversation = watchedConversation(ctx);
+  const shard = shardOf(conversation, SHARDS);
+  ctx.note.conversation = conversation;
+  ctx.note.shard = shard;
+  for (const end = Date.now() + 15_000; ;) {
+    const holder = await leaseHolder(ctx, shard);
+    if (holder && ctx.cluster.ofRole('message').some((n) => n.name === holder && n.running)) {
+      ctx.note.leases_before = await leaseCounts(ctx);
+      return holder;
+    }
+    if (Date.now() > end) throw new Error(`no running message process holds ll:lease:${shard} (holder: ${holder ?? 'none'})`);
+    await sleep(250);
+  }
+}
+
+/**
+ * After the split layout's message process was killed or stopped: wait (up to
+ * 2 leases + 5 s) until another running message process holds the watched
+ * shard, and note how long that took. Recovery is measured from the fault
+ * anyway; waiting here keeps the recovery window from closing before the
+ * sends stuck on the dead owner's shards have waited past the limit.
+ */
+async function awaitTakeover(ctx: Context, victim: string, started: number): Promise<void> {
+  if (!ctx.options.split || typeof ctx.note.shard !== 'number') return;
+  for (const end = Date.now() + ctx.options.leaseMs * 2 + 5000; Date.now() < end; await sleep(100)) {
+    const holder = await leaseHolder(ctx, ctx.note.shard).catch(() => undefined);
+    if (holder && holder !== victim && ctx.cluster.ofRole('message').some((n) => n.name === holder && n.running)) {
+      ctx.note.takeover_s = Number(((Date.now() - started) / 1000).toFixed(2));
+      return;
+    }
+  }
+  ctx.note.takeover_s = 'none';
+}
+
+/** After a message fault: who holds the watched shard now, and the shards of each process (the takeover). */
+async function noteTakeover(ctx: Context, key: string): Promise<void> {
+  if (!ctx.options.split || typeof ctx.note.shard !== 'number') return;
+  ctx.note[key] = (await leaseHolder(ctx, ctx.note.shard)) ?? 'none';
+  ctx.note.leases_after = await leaseCounts(ctx);
+}
+
 /**
  * SIGSTOP `node` while it is inside a write transaction, before its commit
  * (PostgreSQL shows a transaction with an xid for its connections, named by
@@ -140,7 +256,9 @@ async function writingTransactions(ctx: Context, node: string): Promise<number> 
  * Kill (or stop) a node and start it again at restore. The gateway is the one
  * holding the most clients then (earlier faults moved clients around); the
  * logic node is logic-1 (started again by earlier faults, it has its share of
- * the shards back by then).
+ * the shards back by then); in the split layout, the message process holding
+ * the watched conversation's send-path shard (so the other message process
+ * takes it over).
  */
 function nodeFault(name: string, what: string, role: 'gateway' | 'logic', signal: NodeJS.Signals): Fault {
   let victim = 'logic-1';
@@ -152,17 +270,71 @@ function nodeFault(name: string, what: string, role: 'gateway' | 'logic', signal
         const held = [...(await connectionsByGateway(ctx.cluster))].sort((a, b) => b[1] - a[1]);
         victim = held[0]![0];
         ctx.note.victim_clients = held[0]![1];
-      }
+      } else victim = await sendPathVictim(ctx);
       ctx.note.victim = victim;
       ctx.victims.add(victim);
       const started = Date.now();
       const exit = await ctx.cluster.kill(victim, signal);
       ctx.note.exit = String(exit);
       ctx.note.exit_s = Number(((Date.now() - started) / 1000).toFixed(2));
+      if (role === 'logic') await awaitTakeover(ctx, victim, started);
     },
     async restore(ctx) {
+      if (role === 'logic') await noteTakeover(ctx, 'new_owner');
       await ctx.cluster.restart(victim);
       ctx.progress(`${victim} started again`);
+    },
+  };
+}
+
+/**
+ * The split layout's single group or storage process is killed (SIGKILL),
+ * stays down `downMs`, and is started again (same node id: it takes its
+ * shards back when its old leases run out). Its service's requests wait on
+ * its streams meanwhile; the other services go on.
+ */
+function serviceOutage(role: 'group' | 'storage', what: string): Fault {
+  return {
+    name: `sigkill-${role}`,
+    what,
+    async inject(ctx) {
+      const victim = ctx.cluster.ofRole(role).find((n) => n.running)?.name;
+      if (!victim) throw new Error(`no running ${role} process`);
+      ctx.note.victim = victim;
+      ctx.victims.add(victim);
+      const downMs = ctx.options.quick ? 3000 : 5000;
+      ctx.note.down_s = downMs / 1000;
+      const exit = await ctx.cluster.kill(victim, 'SIGKILL');
+      ctx.note.exit = String(exit);
+      await sleep(downMs);
+      const t = Date.now();
+      await ctx.cluster.restart(victim);
+      ctx.note.start_s = Number(((Date.now() - t) / 1000).toFixed(2));
+      ctx.progress(`${victim} started again`);
+    },
+  };
+}
+
+/**
+ * Pause the send path's node (logic-1, or the split layout's message process
+ * holding the watched shard) inside a write, past its lease, then resume it.
+ */
+function sigstopFault(name: string, what: string): Fault {
+  return {
+    name,
+    what,
+    async inject(ctx) {
+      const victim = await sendPathVictim(ctx);
+      if (ctx.options.split) ctx.note.victim = victim;
+      const pauseMs = ctx.options.leaseMs * 2 + 1000;
+      ctx.note.paused_s = pauseMs / 1000;
+      ctx.note.caught_writing = await pauseWhileWriting(ctx, victim);
+      ctx.recoveryFrom = Date.now(); // the pause that counts starts now
+      await sleep(pauseMs);
+      // PostgreSQL ends a transaction idle that long (PostgresStore's idleInTransactionMs), so its locks are free.
+      ctx.note.zombie_transactions_at_resume = await writingTransactions(ctx, victim);
+      await noteTakeover(ctx, 'owner_during_pause');
+      ctx.cluster.signal(victim, 'SIGCONT');
     },
   };
 }
@@ -184,25 +356,13 @@ function redisRestart(policy: AppendFsync): Fault {
   };
 }
 
-export const FAULTS: Fault[] = [
+const gatewayFaults = (): Fault[] => [
   nodeFault('sigkill-gateway', 'a gateway is killed (SIGKILL): its clients reconnect to the others and sync', 'gateway', 'SIGKILL'),
   nodeFault('sigterm-gateway', 'a gateway stops gracefully (SIGTERM): it kicks its clients with SERVER_SHUTDOWN; they reconnect elsewhere', 'gateway', 'SIGTERM'),
-  nodeFault('sigkill-logic', 'a logic node is killed (SIGKILL): its shards move after their lease; pending batches are claimed', 'logic', 'SIGKILL'),
-  nodeFault('sigterm-logic', 'a logic node stops gracefully (SIGTERM): it acks the batch in hand and releases its shards at once', 'logic', 'SIGTERM'),
-  {
-    name: 'sigstop-logic',
-    what: 'a logic node is paused (SIGSTOP) in the middle of a write, past its lease, then resumed (SIGCONT): the other takes its shards; the zombie\'s write is refused (fenced)',
-    async inject(ctx) {
-      const pauseMs = ctx.options.leaseMs * 2 + 1000;
-      ctx.note.paused_s = pauseMs / 1000;
-      ctx.note.caught_writing = await pauseWhileWriting(ctx, 'logic-1');
-      ctx.recoveryFrom = Date.now(); // the pause that counts starts now
-      await sleep(pauseMs);
-      // PostgreSQL ends a transaction idle that long (PostgresStore's idleInTransactionMs), so its locks are free.
-      ctx.note.zombie_transactions_at_resume = await writingTransactions(ctx, 'logic-1');
-      ctx.cluster.signal('logic-1', 'SIGCONT');
-    },
-  },
+];
+
+/** The faults every layout runs after its node faults: Redis, PostgreSQL, a slow consumer, a crowd. */
+const sharedFaults: Fault[] = [
   redisRestart('everysec'),
   redisRestart('always'),
   {
@@ -249,7 +409,7 @@ export const FAULTS: Fault[] = [
       const perProcess = 3500;
       const crowd = await Fleet.start({
         prefix: 'c', users: ctx.options.crowd, processes: Math.max(1, Math.ceil(ctx.options.crowd / perProcess)),
-        apiUrls: ctx.cluster.logics().map((n) => n.httpUrl), tokenSecret: ctx.cluster.tokenSecret, transports: ['tcp'],
+        apiUrls: apiNodes(ctx.cluster).map((n) => n.httpUrl), tokenSecret: ctx.cluster.tokenSecret, transports: ['tcp'],
         pinUrl: gw.tcpUrl, concurrency: 200,
       });
       ctx.extraFleets.push(crowd);
@@ -281,3 +441,34 @@ export const FAULTS: Fault[] = [
     },
   },
 ];
+
+/** The faults of the combined layout (gateways and `longlink logic` processes). */
+export const FAULTS: Fault[] = [
+  ...gatewayFaults(),
+  nodeFault('sigkill-logic', 'a logic node is killed (SIGKILL): its shards move after their lease; pending batches are claimed', 'logic', 'SIGKILL'),
+  nodeFault('sigterm-logic', 'a logic node stops gracefully (SIGTERM): it acks the batch in hand and releases its shards at once', 'logic', 'SIGTERM'),
+  sigstopFault('sigstop-logic', 'a logic node is paused (SIGSTOP) in the middle of a write, past its lease, then resumed (SIGCONT): the other takes its shards; the zombie\'s write is refused (fenced)'),
+  ...sharedFaults,
+];
+
+/**
+ * The faults of the split layout (`--split`): the same gateway, Redis,
+ * PostgreSQL, slow-consumer and crowd faults; the logic ones aimed at the
+ * message process holding the watched conversation's send-path shard (the
+ * other message process takes it over, with its push shards); and an outage
+ * of the group and of the storage process each.
+ */
+export const SPLIT_FAULTS: Fault[] = [
+  ...gatewayFaults(),
+  nodeFault('sigkill-message', 'the message process holding the watched conversation\'s send-path shard is killed (SIGKILL): the other takes its send-path and push shards after their lease', 'logic', 'SIGKILL'),
+  nodeFault('sigterm-message', 'that message process stops gracefully (SIGTERM): it acks the batch in hand and releases its shards at once', 'logic', 'SIGTERM'),
+  sigstopFault('sigstop-message', 'that message process is paused (SIGSTOP) in the middle of a write, past its lease, then resumed (SIGCONT): the other takes its shards; the zombie\'s write is refused (fenced)'),
+  serviceOutage('group', 'the group process is killed (SIGKILL) and started again after a few seconds: membership changes wait on its streams, messages go on'),
+  serviceOutage('storage', 'the storage process is killed (SIGKILL) and started again after a few seconds: syncs, PushAcks and cursors wait on its streams, sends and pushes go on'),
+  ...sharedFaults,
+];
+
+/** The faults of a layout. */
+export function faultsFor(split: boolean): Fault[] {
+  return split ? SPLIT_FAULTS : FAULTS;
+}

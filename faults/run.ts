@@ -5,23 +5,28 @@
 // traffic flowing, and the memory of the processes that survived it.
 // The load also sends into a few groups whose membership changes, and makes
 // HTTP business pushes; their deliveries are checked the same way (and a
-// removed member must get nothing stored after its removal).
+// removed member must get nothing stored after its removal). With --split the
+// logic tier runs as separate services (auth, message ×2, group, storage,
+// risk), and the logic faults aim at its processes (faults.ts SPLIT_FAULTS).
 // Progress goes to stderr; the table (or, with --json, one JSON document) to
 // stdout. Exits 1 when a row lost, duplicated, reordered or leaked anything,
 // left a send unacked, or failed to run. See faults/README.md.
 import { createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startCluster, type Cluster } from '../src/dev/cluster.js';
+import { SPLIT, startCluster, type Cluster } from '../src/dev/cluster.js';
 import { stopAll } from '../bench/lib/procs.js';
-import { FAULTS, rssOf, settle, sleep, type Context, type Fault, type Options } from './faults.js';
+import { FAULTS, SHARDS, SPLIT_FAULTS, apiNodes, faultsFor, layoutOf, rssOf, settle, sleep, type Context, type Fault, type Options } from './faults.js';
 import { Fleet, type Status } from './lib/fleet.js';
 import { readTimelines } from './lib/groups.js';
 
 const USAGE = `usage: npm run faults -- [options]
   --quick               a smaller run (fewer clients, a crowd of 2,000): a few minutes
-  --json                print {"faults":[...]} on stdout (progress stays on stderr)
+  --json                print {"layout":"…","faults":[...]} on stdout (progress stays on stderr)
   --only a,b            run only these faults: ${FAULTS.map((f) => f.name).join(', ')}
+                        (--split: ${SPLIT_FAULTS.map((f) => f.name).join(', ')})
+  --split               the split layout: auth, message ×2, group, storage, risk processes instead of logic ones
+  --message N           message processes of the split layout (default 2)
   --users N             clients sending steady 1:1 traffic (default 1500, quick 400)
   --rate N              messages per second in all (default 300, quick 150)
   --groups N            groups of 10 users sending into them, membership changing (default 5; 0: none)
@@ -42,7 +47,7 @@ function parseOptions(argv: string[]): Options {
     const a = argv[i]!;
     if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}\n${USAGE}`);
     const [name, inline] = a.slice(2).split('=', 2) as [string, string | undefined];
-    if (name === 'quick' || name === 'json' || name === 'help') flags.set(name, 'true');
+    if (name === 'quick' || name === 'json' || name === 'help' || name === 'split') flags.set(name, 'true');
     else {
       const value = inline ?? argv[++i];
       if (value === undefined) throw new Error(`--${name} needs a value\n${USAGE}`);
@@ -54,7 +59,7 @@ function parseOptions(argv: string[]): Options {
     process.exit(0);
   }
   const known = new Set(['quick', 'json', 'only', 'users', 'rate', 'crowd', 'gateways', 'logic', 'lease-ms', 'node-ttl-ms', 'appendfsync', 'routing',
-    'groups', 'group-rate', 'churn-ms', 'http-rate']);
+    'groups', 'group-rate', 'churn-ms', 'http-rate', 'split', 'message']);
   for (const name of flags.keys()) if (!known.has(name)) throw new Error(`unknown option --${name}\n${USAGE}`);
   const quick = flags.has('quick');
   const int = (name: string, fallback: number, min: number, max: number) => {
@@ -64,8 +69,13 @@ function parseOptions(argv: string[]): Options {
     if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name} must be an integer in ${min}..${max}`);
     return n;
   };
+  const split = flags.has('split');
+  if (split && flags.has('logic')) throw new Error('--logic is for the combined layout; with --split, --message N sets the message processes');
+  if (!split && flags.has('message')) throw new Error('--message N is for the split layout (--split)');
   const only = flags.get('only')?.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  for (const name of only ?? []) if (!FAULTS.some((f) => f.name === name)) throw new Error(`no fault named ${name}\n${USAGE}`);
+  for (const name of only ?? []) {
+    if (!faultsFor(split).some((f) => f.name === name)) throw new Error(`no fault named ${name} in the ${split ? 'split' : 'combined'} layout\n${USAGE}`);
+  }
   const appendfsync = flags.get('appendfsync') ?? 'everysec';
   if (appendfsync !== 'everysec' && appendfsync !== 'always' && appendfsync !== 'no') throw new Error('--appendfsync must be everysec, always or no');
   const routing = flags.get('routing') ?? 'targeted';
@@ -80,7 +90,9 @@ function parseOptions(argv: string[]): Options {
     httpRate: int('http-rate', quick ? 5 : 10, 0, 200),
     crowd: int('crowd', quick ? 2000 : 10_000, 100, 30_000),
     gateways: int('gateways', 3, 2, 16),
-    logic: int('logic', 2, 2, 16),
+    logic: split ? 0 : int('logic', 2, 2, 16),
+    split,
+    messages: split ? int('message', 2, 2, 10) : 0,
     leaseMs: int('lease-ms', 6000, 1000, 60_000),
     nodeTtlMs: int('node-ttl-ms', 8000, 1000, 60_000),
     appendfsync, routing,
@@ -286,8 +298,8 @@ async function runRow(fault: Fault, phase: number, cluster: Cluster, fleet: Flee
     progress(`${fault.name}: ERROR ${row.error}`);
     await fleet.traffic(phase, 0, 64).catch(() => undefined);
     for (const f of ctx.extraFleets) await f.stop().catch(() => undefined);
-    // Leave the cluster whole for the next fault.
-    cluster.signal('logic-1', 'SIGCONT');
+    // Leave the cluster whole for the next fault (a paused node resumes).
+    for (const n of cluster.nodes) if (n.running) cluster.signal(n.name, 'SIGCONT');
     for (const n of cluster.nodes) if (!n.running) await cluster.restart(n.name).catch(() => undefined);
   }
   row.fenced = fenced() - fencedBefore;
@@ -352,14 +364,15 @@ async function main(): Promise<number> {
     process.stderr.write(`${(err as Error).message}\n`);
     return 2;
   }
-  const faults = FAULTS.filter((f) => !options.only || options.only.includes(f.name));
+  const faults = faultsFor(options.split).filter((f) => !options.only || options.only.includes(f.name));
   const logPath = join(tmpdir(), `longlink-faults-${process.pid}.log`);
   const log = createWriteStream(logPath);
   trace = (line) => log.write(`${new Date().toISOString()} ${line}\n`);
   let fencedLines = 0;
   progress(`${faults.length} faults, ${options.users} clients at ${options.rate} msg/s, ${options.groups} groups of ${GROUP_SIZE} at `
     + `${options.groupRate} msg/s (membership change every ${options.churnMs} ms), ${options.httpRate} HTTP pushes/s, ${options.gateways} gateways, `
-    + `${options.logic} logic nodes, lease ${options.leaseMs} ms, Redis appendfsync ${options.appendfsync}; node logs in ${logPath}`);
+    + `${options.split ? `split layout (auth, ${options.messages} message, group, storage, risk)` : `${options.logic} logic nodes`}, lease ${options.leaseMs} ms, `
+    + `Redis appendfsync ${options.appendfsync}; node logs in ${logPath}`);
 
   let cluster: Cluster | undefined;
   let stopping: Promise<void> | undefined;
@@ -393,10 +406,12 @@ async function main(): Promise<number> {
   });
 
   const rows: Row[] = [];
+  let layout = options.split ? 'split' : 'combined';
   try {
     progress('starting Redis, PostgreSQL and the nodes');
     cluster = await startCluster({
-      gateways: options.gateways, logic: options.logic, routing: options.routing, shards: 16,
+      gateways: options.gateways, logic: options.logic, routing: options.routing, shards: SHARDS,
+      services: options.split ? { ...SPLIT, message: options.messages } : undefined,
       leaseMs: options.leaseMs, nodeTtlMs: options.nodeTtlMs, appendfsync: options.appendfsync, durable: true,
       env: {
         // Every client comes from 127.0.0.1; the slow consumer is dropped past 256 KB unread.
@@ -414,11 +429,13 @@ async function main(): Promise<number> {
         log.write(`${new Date().toISOString()} [${node}] ${line}\n`);
       },
     });
+    layout = layoutOf(cluster, options);
+    progress(`layout: ${layout}`);
     // Business pushes into 1:1 conversations that carry client traffic too (sender g sends to g + 1).
     const step = Math.floor(options.users / HTTP_PAIRS);
     const pairs = Array.from({ length: HTTP_PAIRS }, (_, i): [number, number] => [i * step + 2, (i * step + 3) % options.users]);
     const fleet = await Fleet.start({
-      prefix: 'u', users: options.users, processes: options.quick ? 2 : 3, apiUrls: cluster.logics().map((n) => n.httpUrl),
+      prefix: 'u', users: options.users, processes: options.quick ? 2 : 3, apiUrls: apiNodes(cluster).map((n) => n.httpUrl),
       tokenSecret: cluster.tokenSecret, transports: ['tcp', 'ws'], slow: true,
       groupRate: options.groups > 0 ? options.groupRate : 0, churnMs: options.churnMs,
       http: options.httpRate > 0 ? { adminKey: cluster.adminKey, pairs, rate: options.httpRate } : undefined,
@@ -457,8 +474,8 @@ async function main(): Promise<number> {
     progress('stopping everything');
     await shutdown();
   }
-  if (options.json) process.stdout.write(`${JSON.stringify({ faults: rows })}\n`);
-  else process.stdout.write(`${table(rows)}\n`);
+  if (options.json) process.stdout.write(`${JSON.stringify({ layout, faults: rows })}\n`);
+  else process.stdout.write(`layout: ${layout}\n${table(rows)}\n`);
   progress(`node logs: ${logPath}`);
   return rows.some(failed) ? 1 : 0;
 }

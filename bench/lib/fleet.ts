@@ -60,6 +60,8 @@ export interface LoadPlan {
   payloadBytes: number;
   /** Deliveries each acked message should make (1:1: 1; a group of M online members: M - 1). */
   expectedPerMsg: number;
+  /** After the acks, the count is read when no delivery arrived for this long (a fan-out may start late on a busy machine). @default 500 */
+  settleMs?: number;
 }
 
 /**
@@ -175,11 +177,12 @@ export class Fleet {
     }
     // Deliveries may still be on their way: wait until the count stops moving (bounded).
     let last = -1;
+    const settleMs = plan.settleMs ?? 500;
     for (let i = 0; i < 100; i++) {
       const { deliveries } = await this.counts();
       if (deliveries === last) break;
       last = deliveries;
-      await new Promise((r) => setTimeout(r, 500));
+      await new Promise((r) => setTimeout(r, settleMs));
     }
     const ledgers = await Promise.all(this.workers.map((w) => w.ask<Ledger>({ type: 'ledger', full: true }, 'ledger')));
     return tally(plan, loaded, ledgers);

@@ -114,15 +114,24 @@ export async function startEmbeddedLonglink(options: LonglinkOptions): Promise<S
   };
 }
 
+/** Services of the split logic tier (src/roles/logic.ts), each its own process. */
+export type SplitService = 'auth' | 'message' | 'group' | 'storage' | 'risk' | 'push';
+
 export interface ClusterOptions extends LonglinkOptions {
   gateways: number;
+  /** `longlink logic` processes (every service in each). */
   logic: number;
+  /** Processes per service of the split layout, beside (usually instead of: logic 0) the combined ones; named auth-1, message-1, … */
+  services?: Partial<Record<SplitService, number>>;
   routing: 'targeted' | 'broadcast';
   /** @default 16 */
   shards?: number;
 }
 
-/** Gateways and logic nodes on a Redis and a PostgreSQL the harness starts in a temp folder (like `npm run cluster`). */
+/**
+ * Gateways and logic nodes (or the split layout's service processes) on a
+ * Redis and a PostgreSQL the harness starts in a temp folder (like `npm run cluster`).
+ */
 export async function startLonglinkCluster(options: ClusterOptions): Promise<System & { redis: RedisServer; postgres: PostgresServer }> {
   const dir = mkdtempSync(join(tmpdir(), 'longlink-bench-cluster-'));
   chmodSync(dir, 0o755);
@@ -146,11 +155,14 @@ export async function startLonglinkCluster(options: ClusterOptions): Promise<Sys
   const urls: string[] = [];
   let setupUrl = '';
   try {
-    for (let i = 0; i < options.logic; i++) {
-      const c = forkTs(`logic-${i + 1}`, 'servers/longlink.ts', ['logic'], { env: { ...base, LONGLINK_NODE_ID: `logic-${i + 1}` }, nodeArgs: options.nodeArgs });
-      logics.push(c);
-      await c.next('ready', 60_000);
+    const roles: [string, number][] = [['logic', options.logic], ...Object.entries(options.services ?? {})];
+    for (const [role, count] of roles) {
+      for (let i = 0; i < count; i++) {
+        const name = `${role}-${i + 1}`;
+        logics.push(forkTs(name, 'servers/longlink.ts', [role], { env: { ...base, LONGLINK_NODE_ID: name }, nodeArgs: options.nodeArgs }));
+      }
     }
+    await Promise.all(logics.map((c) => c.next('ready', 60_000)));
     const perGateway: string[][] = [];
     for (let i = 0; i < options.gateways; i++) {
       const c = forkTs(`gw-${i + 1}`, 'servers/longlink.ts', ['gateway'], { env: { ...base, LONGLINK_NODE_ID: `gw-${i + 1}` }, nodeArgs: options.nodeArgs });

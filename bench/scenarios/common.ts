@@ -13,6 +13,10 @@ export interface Options {
   /** Seconds. */
   duration?: number;
   gateways?: number;
+  /** cluster-p2p and group: the split layout of the logic tier beside the combined one, in the same run. */
+  split?: boolean;
+  /** Rounds of each layout, interleaved (--split): the figures are the rounds' medians. */
+  rounds?: number;
   /** Write CPU profiles of the server processes' measured phase into this folder. */
   profile?: string;
   /** The command line as typed, for the record. */
@@ -121,4 +125,64 @@ export async function stopSystems(): Promise<void> {
 /** Where a scenario's profiles go, when --profile is on. */
 export function profileDir(o: Options, name: string): string | undefined {
   return o.profile ? `${o.profile}/${name}` : undefined;
+}
+
+/** The median of some figures (NaN when none). */
+export function median(xs: number[]): number {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 === 1 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+}
+
+/** One more phase of load on a system whose users are connected (no warm-up): its outcome and the server CPU meanwhile. */
+export async function measurePhase(sys: System, fleet: Fleet, label: string, plan: LoadPlan, alongside?: Promise<unknown>): Promise<Measured> {
+  const cpu0 = totalCpu(sys);
+  const t0 = Date.now();
+  const [outcome] = await Promise.all([fleet.load(label, plan), alongside]);
+  const serverCpuPct = ((totalCpu(sys) - cpu0) / ((Date.now() - t0) / 1000)) * 100;
+  // A connection the server closed (these clients do not reconnect) would show as lost messages and a quiet server: say so instead.
+  const { drops, dropReasons } = await fleet.counts();
+  if (drops > 0) throw new Error(`${label}: ${drops} connections dropped: ${JSON.stringify(dropReasons)}`);
+  progress(`${label}: ${Math.round(outcome.msgs_per_s)} msg/s, p50 ${outcome.p50_ms.toFixed(1)} ms, p99 ${outcome.p99_ms.toFixed(1)} ms, `
+    + `lost ${outcome.lost}, duplicated ${outcome.duplicated}`);
+  if (outcome.refused > 0) progress(`${label}: refused ${JSON.stringify(outcome.refusedCodes)}`, true);
+  return { outcome, serverCpuPct };
+}
+
+/**
+ * The medians of some rounds of the same load (msgs_per_s, latencies, server
+ * CPU), with the ledger of the last one (its counts cover the whole run: every
+ * round, warm-up included).
+ */
+export function medianFields(rounds: Measured[]): SystemResult {
+  const last = messageFields(rounds.at(-1)!);
+  const med = (f: (m: Measured) => number) => median(rounds.map(f));
+  return {
+    ...last,
+    msgs_per_s: Math.round(med((m) => m.outcome.msgs_per_s)),
+    p50_ms: med((m) => m.outcome.p50_ms),
+    p99_ms: med((m) => m.outcome.p99_ms),
+    ack_p99_ms: med((m) => m.outcome.ack_p99_ms),
+    server_cpu_pct: Math.round(med((m) => m.serverCpuPct)),
+  };
+}
+
+/**
+ * Connect `users` of a running system and warm it up (as measure() does),
+ * leaving the fleet connected (with a heartbeat every 20 s, as a client: it
+ * may wait longer than the server's idle limit while other phases run);
+ * stopped on failure.
+ */
+export async function connectFleet(sys: System, label: string, users: number, plan: LoadPlan | undefined, prefix?: string): Promise<Fleet> {
+  const fleet = await Fleet.start({ system: 'longlink', users, urls: sys.urls, tokenSecret: sys.tokenSecret, minProcesses: 2, prefix, heartbeatMs: 20_000 });
+  try {
+    const c = await fleet.connect(label);
+    if (c.connected !== users) throw new Error(`${label}: only ${c.connected} of ${users} connected: ${JSON.stringify(c.errors)}`);
+    if (plan) await fleet.load(`${label} warm-up`, { ...plan, durationMs: Math.min(2000, plan.durationMs / 2) });
+    return fleet;
+  } catch (err) {
+    await fleet.stop();
+    throw err;
+  }
 }

@@ -1,16 +1,18 @@
 // A Longlink process for the benchmarks: the shipped server (dist/) in one
-// role, configured by LONGLINK_* like `longlink start|gateway|logic`, plus an
+// role, configured by LONGLINK_* like `longlink start|gateway|logic` (or one
+// service of the split logic tier: auth, message, group, storage, risk, push), plus an
 // IPC channel so the harness can read its memory (after a full GC) and what
 // its bus moved. Started by bench/lib/procs.ts with --expose-gc.
 import { loadServerConfig } from '../../dist/config.js';
 import { startEmbedded } from '../../dist/roles/embedded.js';
 import { startGateway } from '../../dist/roles/gateway.js';
-import { startLogic } from '../../dist/roles/logic.js';
+import { SERVICE_ROLES, startService, type ServiceRole } from '../../dist/roles/logic.js';
 import type { BusCounters } from '../../dist/engines/bus.js';
 import { memoryReport, serveIpc } from './ipc.js';
 
-type Role = 'embedded' | 'gateway' | 'logic';
+type Role = 'embedded' | 'gateway' | ServiceRole;
 const role = (process.argv[2] ?? 'embedded') as Role;
+if (role !== 'embedded' && role !== 'gateway' && !SERVICE_ROLES.includes(role)) throw new Error(`unknown role ${role}`);
 
 interface Started {
   stop(): Promise<void>;
@@ -35,7 +37,7 @@ async function start(): Promise<Started> {
       ready: { tcpUrl: s.tcpUrl, wsUrl: s.wsUrl, nodeId: s.nodeId },
     };
   }
-  const s = await startLogic(config);
+  const s = await startService(config, role);
   return { stop: () => s.stop(), busCounters: s.busCounters, connections: () => 0, ready: { httpUrl: s.httpUrl, nodeId: s.nodeId } };
 }
 
