@@ -77,7 +77,7 @@ export class GroupService {
       const groupId = applied ? groupIdOf(applied.conversationId) : undefined;
       const g = groupId !== undefined ? await this.deps.store.group(groupId) : undefined;
       if (g) {
-        await this.publishAgain(actor.userId, key, g);
+        await this.publishAgain(actor.userId, key);
         return g;
       }
     }
@@ -272,15 +272,14 @@ export class GroupService {
    * drop what they have; the committed stream's groups drop what they saw), so
    * none is lost to a crash at the wrong moment.
    */
-  private async publishAgain(userId: string, requestId: string, g: GroupRecord): Promise<void> {
+  private async publishAgain(userId: string, requestId: string): Promise<void> {
     const results: AppendResult[] = [];
     const notify: (readonly string[] | undefined)[] = [];
     for (let part = 0; part < 8; part++) {
       const event = await this.deps.store.messageByRequest(userId, eventKey(requestId, part));
       if (!event) break;
       results.push({ message: event, duplicate: true });
-      const type = event.event?.type;
-      notify.push(type === 'members_removed' || type === 'member_left' ? event.event?.userIds : type === 'dismissed' ? g.members.map((m) => m.userId) : undefined);
+      notify.push(await this.deps.pipeline.alsoNotifyOf(event));
     }
     await this.deps.pipeline.pushResults(results, notify);
   }

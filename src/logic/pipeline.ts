@@ -71,6 +71,12 @@ const EVENT_SCAN = 256;
 const PUSH_MEMBERS_MS = 10_000;
 /** How long a group's member list is reused for fan-out before it is read again. */
 const MEMBER_CACHE_MS = 2000;
+/** Seqs read from the store at most to fill one gap in the push order (past it, devices see the gap and sync). */
+const GAP_FILL = 256;
+/** How long the push group trusts the last seq it pushed in a conversation (a shard may have moved and back since). */
+const PUSH_ORDER_MS = 10_000;
+/** Conversations whose last pushed seq is kept (the least recently pushed forgotten first). */
+const PUSH_ORDER_KEPT = 10_000;
 
 /**
  * What a send must be whatever the store holds: its sender, id, text, and
@@ -210,21 +216,61 @@ export class Pipeline {
 
   /**
    * The push consumer group's handler: fan committed messages out to the
-   * gateways holding their recipients. A group message goes to the members
-   * at its seq (membersAtSeq): membership may have changed since it was
-   * stored, by another service, before this push.
+   * gateways holding their recipients, each conversation in seq order. A
+   * group message goes to the members at its seq (membersAtSeq): membership
+   * may have changed since it was stored, by another service, before this push.
+   *
+   * Two services write a group's timeline (messages, and the group service's
+   * events), and each publishes after its own commit, so a later seq can be
+   * published first. A conversation's seqs commit in order (a seq is taken
+   * under the conversation's lock, held to the commit), so every seq below a
+   * committed one is stored: on a gap, what is missing is read from the store
+   * and pushed first, and skipped when its own entry comes.
    */
   async pushCommitted(batch: readonly Committed[]): Promise<void> {
     const items: { message: ChatMessage; extra: readonly string[]; members: string[] }[] = [];
-    for (const c of batch) {
-      if (!c.message) continue;
-      const message = messageFromWire(c.message);
+    const add = async (message: ChatMessage, extra: readonly string[]) => {
       const members = isGroupConversation(message.conversationId)
         ? await this.membersAtSeq(message.conversationId, message.seq)
         : await this.members(message.conversationId);
-      items.push({ message, extra: c.alsoNotify, members });
+      items.push({ message, extra, members });
+    };
+    for (const c of batch) {
+      if (!c.message) continue;
+      const message = messageFromWire(c.message);
+      const last = this.pushedUpTo(message.conversationId);
+      if (last !== undefined && message.seq <= last) continue; // pushed already: filled from the store, or published again
+      if (last !== undefined && message.seq > last + 1) {
+        for (const missing of await this.deps.store.after(message.conversationId, last, GAP_FILL, message.seq - 1)) {
+          await add(missing, await this.alsoNotifyOf(missing));
+        }
+      }
+      await add(message, c.alsoNotify);
+      this.pushed(message.conversationId, message.seq);
     }
     await this.deliverPushes(items);
+  }
+
+  /** Per conversation: the highest seq the push group pushed here, and when (trusted for PUSH_ORDER_MS). */
+  private readonly pushedSeq = new Map<string, { seq: number; atMs: number }>();
+
+  private pushedUpTo(conversationId: string): number | undefined {
+    const kept = this.pushedSeq.get(conversationId);
+    return kept && Date.now() - kept.atMs < PUSH_ORDER_MS ? kept.seq : undefined;
+  }
+
+  private pushed(conversationId: string, seq: number): void {
+    this.pushedSeq.delete(conversationId);
+    if (this.pushedSeq.size >= PUSH_ORDER_KEPT) this.pushedSeq.delete(this.pushedSeq.keys().next().value!);
+    this.pushedSeq.set(conversationId, { seq, atMs: Date.now() });
+  }
+
+  /** Who outside the conversation gets a stored event's push: the members it removed, or all of a dismissed group's. */
+  async alsoNotifyOf(message: ChatMessage): Promise<readonly string[]> {
+    const type = message.event?.type;
+    if (type === 'members_removed' || type === 'member_left') return message.event?.userIds ?? [];
+    if (type !== 'dismissed') return [];
+    return (await this.deps.store.group(groupIdOf(message.conversationId)!))?.members.map((m) => m.userId) ?? [];
   }
 
   /** Per group: its members at `atSeq` (the push group's view, kept by membersAtSeq for PUSH_MEMBERS_MS). */

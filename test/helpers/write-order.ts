@@ -334,3 +334,41 @@ export async function httpGroupPushesAmongMembershipChanges(t: Target, tag: stri
     for (const c of [alice, bob, carol]) c.close();
   }
 }
+
+/** What the late-writer scenario does behind the server's back: a commit, and its publish later. */
+export interface LateWriter {
+  /** Store a message as a writer would, without publishing it; the stored message. */
+  commit(conversationId: string, fromUser: string, text: string): Promise<ChatMessage>;
+  /** Publish it at last, as that writer would. */
+  publish(message: ChatMessage): Promise<void>;
+}
+
+/**
+ * A writer committed a message and has not published it yet (another
+ * service, slower, or dead between its commit and its publish): the next
+ * message's push brings it first, from the store, so members are pushed both
+ * in seq order; its own publish, when it comes, is not pushed again.
+ */
+export async function lateCommitPushedInOrder(t: Target, tag: string, late: LateWriter): Promise<void> {
+  const [alice, carol] = await Promise.all([t.connect(`alice-${tag}`, 0), t.connect(`carol-${tag}`, 1)]);
+  try {
+    const groupId = await createGroup(alice, `late-${tag}`, [`carol-${tag}`]);
+    const conversationId = `g:${groupId}`;
+    const send = async (text: string) => ok(await pipelined(alice, { case: 'send', value: { clientMsgId: `${tag}-${text}`, conversationId, text } }), 'sendAck');
+    const carolGot = () => pushedTo(carol).filter((m) => m.conversationId === conversationId);
+    await send('before');
+    await waitUntil(() => texts(carolGot()).includes('before'), () => 'carol gets "before"');
+    const stored = await late.commit(conversationId, `alice-${tag}`, 'late');
+    await send('after');
+    await waitUntil(() => texts(carolGot()).includes('after'), () => 'carol gets "after"');
+    await late.publish(stored);
+    await send('last');
+    await waitUntil(() => texts(carolGot()).includes('last'), () => 'carol gets "last"');
+    await sleep(200);
+    const seqs = carolGot().map((m) => m.seq);
+    assert.deepEqual(seqs, Array.from({ length: seqs.at(-1)! }, (_, i) => i + 1), 'carol: pushed every seq, in order, once');
+    assert.deepEqual(texts(carolGot()), ['before', 'late', 'after', 'last']);
+  } finally {
+    for (const c of [alice, carol]) c.close();
+  }
+}
