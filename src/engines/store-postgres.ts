@@ -38,7 +38,7 @@ import { draftMessage, groupIdOf, toMessage, toState, type MessageRow, type Stat
 import {
   PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
-  type MessageDraft, type ShardClaim, type Store, type WriteFence,
+  type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type ShardClaim, type Store, type WriteFence,
 } from './store.js';
 
 export interface PostgresStoreOptions {
@@ -138,7 +138,48 @@ const MIGRATIONS: string[] = [
    WHERE m.conversation_id = x.conversation_id AND m.user_id = x.user_id;`,
   // Retention: the first seq a conversation still holds (every lower one expired; see store.ts).
   `ALTER TABLE conversations ADD COLUMN retained_from_seq BIGINT NOT NULL DEFAULT 1;`,
+  // Risk control: the rules document (one row), its audit trail, shared settings (the webhook secret), first-seen times.
+  `CREATE TABLE risk_rules (
+     id SMALLINT PRIMARY KEY CHECK (id = 1),
+     version BIGINT NOT NULL,
+     document TEXT NOT NULL,
+     updated_at_ms BIGINT NOT NULL
+   );
+   CREATE TABLE risk_audit (
+     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+     at_ms BIGINT NOT NULL,
+     user_id TEXT COLLATE "C" NOT NULL,
+     rule TEXT NOT NULL,
+     action TEXT NOT NULL,
+     detail TEXT NOT NULL
+   );
+   CREATE INDEX risk_audit_by_user ON risk_audit (user_id, id);
+   CREATE TABLE settings (
+     key TEXT COLLATE "C" PRIMARY KEY,
+     value TEXT NOT NULL
+   );
+   CREATE TABLE risk_first_seen (
+     user_id TEXT COLLATE "C" PRIMARY KEY,
+     first_seen_ms BIGINT NOT NULL
+   );`,
 ];
+
+/** The `settings` key of the webhook signing secret. */
+const WEBHOOK_SECRET_KEY = 'risk.webhook_secret';
+
+/** A `risk_audit` row. */
+interface RiskAuditRow {
+  id: number;
+  at_ms: number;
+  user_id: string;
+  rule: string;
+  action: string;
+  detail: string;
+}
+
+function toRiskAuditEntry(r: RiskAuditRow): RiskAuditEntry {
+  return { id: Number(r.id), atMs: Number(r.at_ms), userId: r.user_id, rule: r.rule, action: r.action, detail: r.detail };
+}
 
 /** pg_advisory_xact_lock(MIGRATION_LOCK, hashtext(schema)): one migrator per schema at a time. */
 const MIGRATION_LOCK = 0x4c4c4d47; // 'LLMG'
@@ -328,6 +369,28 @@ const SQL = {
   expire: `DELETE FROM messages WHERE id = ANY($1::int8[])`,
   raiseFloors: `UPDATE conversations c SET retained_from_seq = greatest(c.retained_from_seq, u.seq)
     FROM unnest($1::text[], $2::int8[]) AS u(id, seq) WHERE c.id = u.id`,
+  // Risk control. The rules row: inserted by the first put, then version + 1 under its row lock (concurrent puts queue).
+  riskRules: `SELECT version, document, updated_at_ms FROM risk_rules WHERE id = 1`,
+  riskRulesVersion: `SELECT version FROM risk_rules WHERE id = 1`,
+  putRiskRules: `INSERT INTO risk_rules AS r (id, version, document, updated_at_ms) VALUES (1, 1, $1, $2)
+    ON CONFLICT (id) DO UPDATE SET version = r.version + 1, document = excluded.document, updated_at_ms = excluded.updated_at_ms
+    RETURNING r.version`,
+  // One statement (atomic); ids drawn in the entries' order.
+  appendRiskAudit: `INSERT INTO risk_audit (at_ms, user_id, rule, action, detail)
+    SELECT at_ms, user_id, rule, action, detail
+    FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(at_ms, user_id, rule, action, detail, n)
+    ORDER BY n`,
+  riskAudit: `SELECT id, at_ms, user_id, rule, action, detail FROM risk_audit WHERE id < $1 ORDER BY id DESC LIMIT $2`,
+  riskAuditByUser: `SELECT id, at_ms, user_id, rule, action, detail FROM risk_audit WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3`,
+  // Insert-if-missing, then a read in a statement of its own: its snapshot sees a row a concurrent first call
+  // committed while the insert waited for it (a CTE reading in the insert's snapshot would not).
+  insertSetting: `INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING RETURNING value`,
+  setting: `SELECT value FROM settings WHERE key = $1`,
+  // Users in key order, so concurrent calls wait for each other's rows in one order.
+  insertFirstSeen: `INSERT INTO risk_first_seen (user_id, first_seen_ms)
+    SELECT u, $2 FROM unnest($1::text[]) AS u ORDER BY u COLLATE "C"
+    ON CONFLICT (user_id) DO NOTHING`,
+  firstSeen: `SELECT user_id, first_seen_ms FROM risk_first_seen WHERE user_id = ANY($1::text[])`,
 } as const;
 type Statement = keyof typeof SQL;
 
@@ -638,6 +701,55 @@ export class PostgresStore implements Store {
   async delivered(userId: string, deviceId: string): Promise<Map<string, number>> {
     const rows = await run<{ conversation_id: string; delivered_seq: number }>(this.pool, 'delivered', [userId, deviceId]);
     return new Map(rows.map((r) => [r.conversation_id, r.delivered_seq]));
+  }
+
+  async riskRules(): Promise<RiskRulesRecord | undefined> {
+    const [r] = await run<{ version: number; document: string; updated_at_ms: number }>(this.pool, 'riskRules', []);
+    return r ? { version: Number(r.version), document: r.document, updatedAtMs: Number(r.updated_at_ms) } : undefined;
+  }
+
+  async riskRulesVersion(): Promise<number> {
+    const [r] = await run<{ version: number }>(this.pool, 'riskRulesVersion', []);
+    return r ? Number(r.version) : 0;
+  }
+
+  async putRiskRules(document: string, nowMs: number): Promise<number> {
+    // A single statement: atomic, and concurrent puts each get their own version.
+    const [r] = await run<{ version: number }>(this.pool, 'putRiskRules', [document, nowMs]);
+    return Number(r!.version);
+  }
+
+  async appendRiskAudit(entries: readonly RiskAuditDraft[]): Promise<void> {
+    if (entries.length === 0) return;
+    await run(this.pool, 'appendRiskAudit', [
+      entries.map((e) => e.atMs), entries.map((e) => e.userId), entries.map((e) => e.rule), entries.map((e) => e.action), entries.map((e) => e.detail),
+    ]);
+  }
+
+  async riskAudit(query: { limit: number; beforeId?: number; userId?: string }): Promise<RiskAuditEntry[]> {
+    if (!(query.limit >= 1)) return [];
+    const limit = Math.floor(query.limit);
+    const before = query.beforeId ?? NO_LIMIT;
+    const rows = query.userId === undefined
+      ? await run<RiskAuditRow>(this.pool, 'riskAudit', [before, limit])
+      : await run<RiskAuditRow>(this.pool, 'riskAuditByUser', [query.userId, before, limit]);
+    return rows.map(toRiskAuditEntry);
+  }
+
+  async webhookSecret(candidate: string): Promise<string> {
+    const [inserted] = await run<{ value: string }>(this.pool, 'insertSetting', [WEBHOOK_SECRET_KEY, candidate]);
+    if (inserted) return inserted.value;
+    const [stored] = await run<{ value: string }>(this.pool, 'setting', [WEBHOOK_SECRET_KEY]);
+    if (!stored) throw new Error('the webhook secret is neither inserted nor stored');
+    return stored.value;
+  }
+
+  async firstSeen(userIds: readonly string[], nowMs: number): Promise<Map<string, number>> {
+    if (userIds.length === 0) return new Map();
+    const users = [...new Set(userIds)];
+    await run(this.pool, 'insertFirstSeen', [users, nowMs]);
+    const rows = await run<{ user_id: string; first_seen_ms: number }>(this.pool, 'firstSeen', [users]);
+    return new Map(rows.map((r) => [r.user_id, Number(r.first_seen_ms)]));
   }
 
   async close(): Promise<void> {

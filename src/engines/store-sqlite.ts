@@ -16,7 +16,7 @@ import { draftMessage, groupIdOf, toMessage, toState, type MessageRow, type Stat
 import {
   FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
-  type MessageDraft, type Store,
+  type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store,
 } from './store.js';
 import { log } from '../observability/log.js';
 
@@ -101,7 +101,48 @@ const MIGRATIONS: string[] = [
    WHERE conversation_id >= 'u:' AND conversation_id < 'u;';`,
   // Retention: the first seq a conversation still holds (every lower one expired; see store.ts).
   `ALTER TABLE conversations ADD COLUMN retained_from_seq INTEGER NOT NULL DEFAULT 1;`,
+  // Risk control: the rules document (one row), its audit trail, shared settings (the webhook secret), first-seen times.
+  `CREATE TABLE risk_rules (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     version INTEGER NOT NULL,
+     document TEXT NOT NULL,
+     updated_at_ms INTEGER NOT NULL
+   );
+   CREATE TABLE risk_audit (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     at_ms INTEGER NOT NULL,
+     user_id TEXT NOT NULL,
+     rule TEXT NOT NULL,
+     action TEXT NOT NULL,
+     detail TEXT NOT NULL
+   );
+   CREATE INDEX risk_audit_by_user ON risk_audit (user_id, id);
+   CREATE TABLE settings (
+     key TEXT PRIMARY KEY,
+     value TEXT NOT NULL
+   ) WITHOUT ROWID;
+   CREATE TABLE risk_first_seen (
+     user_id TEXT PRIMARY KEY,
+     first_seen_ms INTEGER NOT NULL
+   ) WITHOUT ROWID;`,
 ];
+
+/** The `settings` key of the webhook signing secret. */
+const WEBHOOK_SECRET_KEY = 'risk.webhook_secret';
+
+/** A `risk_audit` row. */
+interface RiskAuditRow {
+  id: number;
+  at_ms: number;
+  user_id: string;
+  rule: string;
+  action: string;
+  detail: string;
+}
+
+function toRiskAuditEntry(r: RiskAuditRow): RiskAuditEntry {
+  return { id: r.id, atMs: r.at_ms, userId: r.user_id, rule: r.rule, action: r.action, detail: r.detail };
+}
 
 const INSERT_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event';
 const MESSAGE_COLUMNS = `${INSERT_COLUMNS}, recalled_by`;
@@ -271,6 +312,8 @@ export class SqliteStore implements Store {
   private cursorTimer: NodeJS.Timeout | undefined;
   private readonly cursorTx: () => void;
   private readonly expireTx: (cutoffMs: number, limit: number) => number;
+  private readonly riskAuditTx: (entries: readonly RiskAuditDraft[]) => void;
+  private readonly firstSeenTx: (userIds: readonly string[], nowMs: number) => { wrote: boolean; out: Map<string, number> };
 
   constructor(options: SqliteStoreOptions) {
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
@@ -425,6 +468,31 @@ export class SqliteStore implements Store {
       raiseFloor: db.prepare<[number, string]>(
         `UPDATE conversations SET retained_from_seq = max(retained_from_seq, ?) WHERE id = ?`,
       ),
+      // Risk control.
+      riskRules: db.prepare<[], { version: number; document: string; updated_at_ms: number }>(
+        `SELECT version, document, updated_at_ms FROM risk_rules WHERE id = 1`,
+      ),
+      riskRulesVersion: db.prepare<[], { version: number }>(`SELECT version FROM risk_rules WHERE id = 1`),
+      putRiskRules: db.prepare<[string, number], { version: number }>(
+        `INSERT INTO risk_rules (id, version, document, updated_at_ms) VALUES (1, 1, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET version = version + 1, document = excluded.document, updated_at_ms = excluded.updated_at_ms
+         RETURNING version`,
+      ),
+      insertRiskAudit: db.prepare<[number, string, string, string, string]>(
+        `INSERT INTO risk_audit (at_ms, user_id, rule, action, detail) VALUES (?, ?, ?, ?, ?)`,
+      ),
+      riskAudit: db.prepare<[number, number], RiskAuditRow>(
+        `SELECT id, at_ms, user_id, rule, action, detail FROM risk_audit WHERE id < ? ORDER BY id DESC LIMIT ?`,
+      ),
+      riskAuditByUser: db.prepare<[string, number, number], RiskAuditRow>(
+        `SELECT id, at_ms, user_id, rule, action, detail FROM risk_audit WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?`,
+      ),
+      insertSetting: db.prepare<[string, string]>(`INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`),
+      setting: db.prepare<[string], { value: string }>(`SELECT value FROM settings WHERE key = ?`),
+      insertFirstSeen: db.prepare<[string, number]>(
+        `INSERT INTO risk_first_seen (user_id, first_seen_ms) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING`,
+      ),
+      firstSeen: db.prepare<[string], { first_seen_ms: number }>(`SELECT first_seen_ms FROM risk_first_seen WHERE user_id = ?`),
     };
     const writeCursors = () => {
       for (const u of this.pendingCursors.values()) this.stmts.advance.run(u.userId, u.deviceId, u.conversationId, u.seq, u.conversationId);
@@ -455,6 +523,19 @@ export class SqliteStore implements Store {
       this.stmts.expireThrough.run(head[n - 1]!.id);
       for (const [conversationId, floor] of floors) this.stmts.raiseFloor.run(floor, conversationId);
       return n;
+    });
+    this.riskAuditTx = db.transaction((entries: readonly RiskAuditDraft[]) => {
+      for (const e of entries) this.stmts.insertRiskAudit.run(e.atMs, e.userId, e.rule, e.action, e.detail);
+    });
+    // Returns whether a user was recorded (something to flush), and each one's first-seen time.
+    this.firstSeenTx = db.transaction((userIds: readonly string[], nowMs: number) => {
+      let wrote = false;
+      const out = new Map<string, number>();
+      for (const u of userIds) {
+        if (this.stmts.insertFirstSeen.run(u, nowMs).changes > 0) wrote = true;
+        out.set(u, this.stmts.firstSeen.get(u)!.first_seen_ms);
+      }
+      return { wrote, out };
     });
     const cursorTx = db.transaction(writeCursors);
     this.cursorTx = () => {
@@ -760,6 +841,50 @@ export class SqliteStore implements Store {
   async delivered(userId: string, deviceId: string): Promise<Map<string, number>> {
     this.writeCursorsNow();
     return new Map(this.stmts.delivered.all(userId, deviceId).map((r) => [r.conversation_id, r.delivered_seq]));
+  }
+
+  async riskRules(): Promise<RiskRulesRecord | undefined> {
+    const r = this.stmts.riskRules.get();
+    return this.durable(r ? { version: r.version, document: r.document, updatedAtMs: r.updated_at_ms } : undefined);
+  }
+
+  async riskRulesVersion(): Promise<number> {
+    return this.durable(this.stmts.riskRulesVersion.get()?.version ?? 0);
+  }
+
+  async putRiskRules(document: string, nowMs: number): Promise<number> {
+    // One statement: this process is the store's only writer, so versions never repeat.
+    const { version } = this.stmts.putRiskRules.get(document, nowMs)!;
+    await this.flusher?.flush();
+    return version;
+  }
+
+  async appendRiskAudit(entries: readonly RiskAuditDraft[]): Promise<void> {
+    if (entries.length === 0) return;
+    this.riskAuditTx(entries);
+    await this.flusher?.flush();
+  }
+
+  async riskAudit(query: { limit: number; beforeId?: number; userId?: string }): Promise<RiskAuditEntry[]> {
+    if (!(query.limit >= 1)) return [];
+    const limit = Math.floor(query.limit);
+    const before = query.beforeId ?? NO_LIMIT;
+    const rows = query.userId === undefined
+      ? this.stmts.riskAudit.all(before, limit)
+      : this.stmts.riskAuditByUser.all(query.userId, before, limit);
+    return this.durable(rows.map(toRiskAuditEntry));
+  }
+
+  async webhookSecret(candidate: string): Promise<string> {
+    if (this.stmts.insertSetting.run(WEBHOOK_SECRET_KEY, candidate).changes > 0) await this.flusher?.flush();
+    return this.durable(this.stmts.setting.get(WEBHOOK_SECRET_KEY)!.value);
+  }
+
+  async firstSeen(userIds: readonly string[], nowMs: number): Promise<Map<string, number>> {
+    if (userIds.length === 0) return new Map();
+    const { wrote, out } = this.firstSeenTx([...new Set(userIds)], nowMs);
+    if (wrote) await this.flusher?.flush();
+    return this.durable(out);
   }
 
   /** Idempotent: every call waits for the one closing. */

@@ -240,7 +240,56 @@ export interface CursorStore {
   delivered(userId: string, deviceId: string): Promise<Map<string, number>>;
 }
 
-export interface Store extends MessageStore, ConversationStore, CursorStore {
+// ---- Risk control -------------------------------------------------------------
+//
+// What the risk-control feature keeps, shared by every node of a cluster: its
+// rules document (versioned, polled by each node), an audit trail of what it
+// did, the secret its webhooks are signed with, and when it first saw each user.
+
+/** The risk rules as stored: the document (JSON text), its version and when it was put. */
+export interface RiskRulesRecord {
+  /** 1 for the first document put, then +1 per put. */
+  version: number;
+  /** The rules, as JSON text (the store does not read it). */
+  document: string;
+  updatedAtMs: number;
+}
+
+/** An audit entry before the store gives it its id. */
+export interface RiskAuditDraft {
+  atMs: number;
+  userId: string;
+  /** The rule that matched. */
+  rule: string;
+  /** What was done about it. */
+  action: string;
+  /** Details, as JSON text. */
+  detail: string;
+}
+
+/** A stored audit entry: `id` grows with each entry appended (newest is highest). */
+export interface RiskAuditEntry extends RiskAuditDraft {
+  id: number;
+}
+
+export interface RiskStore {
+  /** The current rules document (JSON text) and its version; undefined before the first put. */
+  riskRules(): Promise<RiskRulesRecord | undefined>;
+  /** The current version only (0 before the first put): cheap, polled by every node about every 500 ms. */
+  riskRulesVersion(): Promise<number>;
+  /** Replace the rules document; returns the new version (previous + 1), atomically even with several writers. */
+  putRiskRules(document: string, nowMs: number): Promise<number>;
+  /** Append audit entries (one transaction). */
+  appendRiskAudit(entries: readonly RiskAuditDraft[]): Promise<void>;
+  /** Newest first; `beforeId` pages back (entries with a lower id); `userId` filters; limit capped at 1000 by the caller. */
+  riskAudit(query: { limit: number; beforeId?: number; userId?: string }): Promise<RiskAuditEntry[]>;
+  /** The webhook signing secret shared by every node: stores `candidate` if none is stored yet, and returns the stored one (so concurrent first calls agree). */
+  webhookSecret(candidate: string): Promise<string>;
+  /** When each user was first seen by the risk service: records nowMs for users never seen, returns each one's first-seen time. */
+  firstSeen(userIds: readonly string[], nowMs: number): Promise<Map<string, number>>;
+}
+
+export interface Store extends MessageStore, ConversationStore, CursorStore, RiskStore {
   close(): Promise<void>;
 }
 

@@ -16,6 +16,8 @@ import type { Sessions } from '../engines/sessions.js';
 import { revokeTokens } from '../auth/revocation.js';
 import { encodeFrame, makeFrame } from '../protocol/index.js';
 import { log as rootLog } from '../observability/log.js';
+import type { RiskControl } from '../risk/control.js';
+import { MAX_RULES_BYTES, RulesError } from '../risk/rules.js';
 
 const log = rootLog.child({ component: 'http' });
 
@@ -42,6 +44,8 @@ export interface HttpApiDeps {
   requests: BusRequester;
   /** For revocations (POST /api/v1/revoke). */
   sessions: Sessions;
+  /** The risk rules and audit trail (/api/v1/risk/...); absent: those routes answer NOT_FOUND. */
+  risk?: RiskControl;
 }
 
 const userId = z.string().regex(ID_PATTERN, 'must be 1-64 characters of A-Z a-z 0-9 _ . @ -');
@@ -125,10 +129,14 @@ export class HttpApi {
     if (path === '/api/v1/revoke' && method === 'POST') return this.revoke(req, res);
     if (path === '/api/v1/dead-letters' && method === 'GET') return this.deadLetters(req, res);
     if (path === '/api/v1/dead-letters/replay' && method === 'POST') return this.replayDeadLetters(req, res);
+    if (path === '/api/v1/risk/rules' && method === 'GET') return this.riskRules(req, res);
+    if (path === '/api/v1/risk/rules' && method === 'PUT') return this.putRiskRules(req, res);
+    if (path === '/api/v1/risk/audit' && method === 'GET') return this.riskAudit(req, res);
+    if (path === '/api/v1/risk/webhook-secret' && method === 'GET') return this.webhookSecret(req, res);
     if (path === '/healthz' || path.startsWith('/api/')) {
       const known = [
         '/healthz', '/api/v1/gateways', '/api/v1/nodes', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast', '/api/v1/dev/token', '/api/v1/revoke',
-        '/api/v1/dead-letters', '/api/v1/dead-letters/replay',
+        '/api/v1/dead-letters', '/api/v1/dead-letters/replay', '/api/v1/risk/rules', '/api/v1/risk/audit', '/api/v1/risk/webhook-secret',
       ].includes(path);
       if (known) throw new HttpError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     }
@@ -233,6 +241,57 @@ export class HttpApi {
     const body = parse(ReplayBody, await readJson(req, this.options.maxBodyBytes ?? DEFAULTS.maxBodyBytes));
     const replayed = await this.deps.bus.dead.replay(body.ids ?? []);
     send(res, 200, { replayed });
+  }
+
+  private riskControl(): RiskControl {
+    if (!this.deps.risk) throw new HttpError('NOT_FOUND', 'risk control is not served here');
+    return this.deps.risk;
+  }
+
+  /** The risk rules in force on this node (every node loads a new version within a second). */
+  private async riskRules(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.requireAdmin(req);
+    const { version, updatedAtMs, document } = this.riskControl().rules;
+    send(res, 200, { version, updated_at_ms: updatedAtMs, rules: document });
+  }
+
+  /** Replace the risk rules (the whole document; src/risk/rules.ts). A bad document is refused and the rules in force stay. */
+  private async putRiskRules(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.requireAdmin(req);
+    const control = this.riskControl();
+    const json = await readJson(req, MAX_RULES_BYTES);
+    try {
+      const { version, document } = await control.put(json);
+      send(res, 200, { version, rules: document });
+    } catch (err) {
+      if (err instanceof RulesError) throw new HttpError('BAD_REQUEST', err.message);
+      throw err;
+    }
+  }
+
+  /** What the risk service did, newest first: `?limit=` (1-1000, default 100), `?before=<id>` to page back, `?user_id=` to filter. */
+  private async riskAudit(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.requireAdmin(req);
+    const q = new URL(req.url ?? '/', 'http://x').searchParams;
+    const limit = q.get('limit') === null ? 100 : Number(q.get('limit'));
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new HttpError('BAD_REQUEST', 'limit must be an integer from 1 to 1000');
+    const before = q.get('before') === null ? undefined : Number(q.get('before'));
+    if (before !== undefined && (!Number.isSafeInteger(before) || before < 1)) throw new HttpError('BAD_REQUEST', 'before must be an entry id');
+    const user = q.get('user_id') ?? undefined;
+    if (user !== undefined && !userId.safeParse(user).success) throw new HttpError('BAD_REQUEST', 'user_id is not a valid user id');
+    const entries = await this.riskControl().audit({ limit, beforeId: before, userId: user });
+    send(res, 200, {
+      entries: entries.map((e) => ({
+        id: e.id, at_ms: e.atMs, user_id: e.userId, rule: e.rule, action: e.action, detail: JSON.parse(e.detail) as unknown,
+      })),
+      next_before: entries.length === limit ? entries.at(-1)!.id : null,
+    });
+  }
+
+  /** The secret webhook requests are signed with (one per cluster, made on first use). */
+  private async webhookSecret(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.requireAdmin(req);
+    send(res, 200, { secret: await this.riskControl().webhookSecret() });
   }
 
   /** A system announcement to every online connection of every gateway; not stored. */

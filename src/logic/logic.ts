@@ -60,6 +60,8 @@ export interface LogicOptions {
   delivery?: 'direct' | 'committed';
   /** Checks every send before it is stored (the risk rules). */
   contentFilter?: ContentFilter;
+  /** With `direct` delivery, publish to the committed stream too (PipelineOptions.publishCommitted). */
+  publishCommitted?: boolean;
 }
 
 export type LogicTuning = { readonly [K in keyof typeof DEFAULTS.logic]: number };
@@ -108,6 +110,7 @@ export class Logic {
     const { routing, tuning } = options;
     this.pipeline = new Pipeline({
       maxTextBytes: options.maxTextBytes, routing, delivery: options.delivery, nodeId: options.nodeId, contentFilter: options.contentFilter,
+      publishCommitted: options.publishCommitted,
     }, deps);
     const withPipeline = { ...deps, pipeline: this.pipeline, routing };
     this.groups = new GroupService({
@@ -139,7 +142,7 @@ export class Logic {
         return { case: 'done', value: {} };
       },
       recall: async (r: Request, b: BodyOf<'recall'>): Promise<FrameBodyInit> => {
-        await this.recalls.recall(r.origin.userId, r.origin.deviceId, b.conversationId, seqOf(b.seq), r.requestId);
+        await this.recalls.recall(r.origin.userId, r.origin.deviceId, b.conversationId, seqOf(b.seq), r.requestId, r.up.trusted);
         return { case: 'done', value: {} };
       },
       typing: async (r: Request, b: BodyOf<'typing'>) => {

@@ -36,11 +36,12 @@ export interface SendRequest {
 }
 
 /**
- * A check of every send's content before it is stored (the risk service's
- * rules plug in here): resolves to let it through, throws LonglinkError to
- * refuse it with that code.
+ * A check of every send's content before it is stored (the content rules and
+ * the business's before-send webhook, src/risk/control.ts): resolves to let
+ * it through (with a text to store instead, e.g. masked, or undefined to keep
+ * it), throws LonglinkError to refuse it with that code.
  */
-export type ContentFilter = (draft: Readonly<MessageDraft>) => Promise<void>;
+export type ContentFilter = (draft: Readonly<MessageDraft>) => Promise<string | undefined>;
 
 export interface PipelineOptions {
   maxTextBytes: number;
@@ -51,6 +52,12 @@ export interface PipelineOptions {
   /** This node, named in what it publishes. */
   nodeId?: string;
   contentFilter?: ContentFilter;
+  /**
+   * With `direct` delivery: publish what was stored to the committed stream
+   * too, for its other consumer groups (the risk service, the webhooks) of an
+   * embedded server. @default false
+   */
+  publishCommitted?: boolean;
 }
 
 const MAX_CLIENT_MSG_ID = 128;
@@ -141,8 +148,8 @@ export class Pipeline {
       const system = req.trusted === true && req.fromUser === SYSTEM_USER;
       draft = { ...base, conversationId: req.conversationId, kind: 'group', members: [], checkSender: !system };
     }
-    await this.options.contentFilter?.(draft);
-    return draft;
+    const text = await this.options.contentFilter?.(draft);
+    return text === undefined ? draft : { ...draft, text };
   }
 
   private direct(conversationId: string, base: Omit<MessageDraft, 'conversationId' | 'kind' | 'members'>): MessageDraft {
@@ -205,12 +212,14 @@ export class Pipeline {
    */
   async pushResults(results: readonly AppendResult[], alsoNotify: readonly (readonly string[] | undefined)[] = []): Promise<void> {
     if (results.length === 0) return;
+    const entries = () => results.map((r, i) => committed({
+      message: messageToWire(r.message), originNode: this.options.nodeId ?? '', duplicate: r.duplicate, alsoNotify: [...(alsoNotify[i] ?? [])],
+    }));
     if (this.options.delivery === 'committed') {
-      await this.deps.bus.publishCommitted(results.map((r, i) => committed({
-        message: messageToWire(r.message), originNode: this.options.nodeId ?? '', duplicate: r.duplicate, alsoNotify: [...(alsoNotify[i] ?? [])],
-      })));
+      await this.deps.bus.publishCommitted(entries());
       return;
     }
+    if (this.options.publishCommitted === true) await this.deps.bus.publishCommitted(entries());
     await this.push(results.map((r, i) => ({ message: r.message, extra: alsoNotify[i] ?? [], duplicate: r.duplicate })));
   }
 

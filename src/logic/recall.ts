@@ -5,7 +5,7 @@
 // text, so online devices replace it now and devices that sync later never
 // see the text.
 import { randomUUID } from 'node:crypto';
-import { ErrorCode, LonglinkError, isGroupConversation, type GroupRoleName } from '../protocol/index.js';
+import { ErrorCode, LonglinkError, SYSTEM_USER, isGroupConversation, type GroupRoleName } from '../protocol/index.js';
 import type { Store } from '../engines/store.js';
 import { eventKey, type Pipeline } from './pipeline.js';
 import { requireView } from './access.js';
@@ -16,8 +16,12 @@ export class RecallService {
     private readonly deps: { store: Store; pipeline: Pipeline },
   ) {}
 
-  /** Recall one message; `requestId` makes it once-only (a redelivered or resent recall is done). */
-  async recall(userId: string, deviceId: string, conversationId: string, seq: number, requestId: string): Promise<void> {
+  /**
+   * Recall one message; `requestId` makes it once-only (a redelivered or
+   * resent recall is done). The service itself (`trusted` system user: the
+   * risk service) recalls any message, any time.
+   */
+  async recall(userId: string, deviceId: string, conversationId: string, seq: number, requestId: string, trusted = false): Promise<void> {
     const store = this.deps.store;
     const key = eventKey(requestId);
     const applied = key !== '' ? await store.messageByRequest(userId, key) : undefined;
@@ -26,12 +30,13 @@ export class RecallService {
       await this.deps.pipeline.pushResults([{ message: applied, duplicate: true }]);
       return;
     }
-    const view = await requireView(store, conversationId, userId, true);
-    const target = seq >= view.fromSeq ? await store.message(conversationId, seq) : undefined;
+    const service = trusted && userId === SYSTEM_USER;
+    const fromSeq = service ? 1 : (await requireView(store, conversationId, userId, true)).fromSeq;
+    const target = seq >= fromSeq ? await store.message(conversationId, seq) : undefined;
     if (!target || target.event) throw new LonglinkError(ErrorCode.NOT_FOUND, 'no such message');
     if (target.recalledBy !== undefined) return; // already recalled: done
     const group = isGroupConversation(conversationId);
-    const rank = group ? await this.rankIn(conversationId, userId) : 'member';
+    const rank = service ? 'owner' : group ? await this.rankIn(conversationId, userId) : 'member';
     if (target.fromUser === userId) {
       if (rank === 'member' && Date.now() - target.sentAtMs > this.options.recallWindowMs) {
         throw new LonglinkError(ErrorCode.RECALL_EXPIRED, `messages can be recalled within ${Math.round(this.options.recallWindowMs / 1000)} s`);

@@ -4,9 +4,14 @@
 // on from its group's offsets. What it has seen is counted in the same step
 // as its acks (CommittedEffects), so the counts are exact across restarts.
 //
-// It inspects after the fact; a check that must hold a message back runs on
-// the send path instead (Pipeline's ContentFilter).
+// It scores spam after the fact (src/risk/spam.ts) and acts on what trips a
+// rule (src/risk/actions.ts); a check that must hold a message back runs on
+// the send path instead (src/risk/control.ts, Pipeline's ContentFilter).
 import { RISK_GROUP, type Bus, type Committed, type CommittedEffects, type Subscription } from '../engines/bus.js';
+import { messageFromWire } from '../protocol/index.js';
+import type { RiskControl } from '../risk/control.js';
+import type { RiskActions } from '../risk/actions.js';
+import type { SpamScorer } from '../risk/spam.js';
 
 /** What the risk group counts (Bus.committedCounters(RISK_GROUP)). */
 export interface RiskCounts {
@@ -24,7 +29,7 @@ export function riskCounts(counters: ReadonlyMap<string, number>): RiskCounts {
 export class RiskService {
   private sub: Subscription | undefined;
 
-  constructor(private readonly deps: { bus: Bus }) {}
+  constructor(private readonly deps: { bus: Bus; control?: RiskControl; scorer?: SpamScorer; actions?: RiskActions }) {}
 
   start(): void {
     this.sub = this.deps.bus.consumeCommitted(RISK_GROUP, (batch) => this.inspect(batch));
@@ -34,13 +39,20 @@ export class RiskService {
     await this.sub?.close();
   }
 
-  /** Counts what was committed; the rules of the risk issue read the same batch. */
+  /** Counts what was committed, and runs the spam rules in force on it (a failure hands the batch again). */
   async inspect(batch: readonly Committed[]): Promise<CommittedEffects> {
     let messages = 0;
     let events = 0;
     for (const c of batch) {
       if (c.message?.event) events++;
       else messages++;
+    }
+    const { control, scorer, actions } = this.deps;
+    if (control && scorer) {
+      const spam = control.rules.document.spam;
+      const now = Date.now();
+      const trips = await scorer.score(spam, batch.flatMap((c) => (c.message ? [messageFromWire(c.message)] : [])), now);
+      if (trips.length > 0 && spam && actions) await actions.act(trips, spam.actions, now);
     }
     return { counters: { messages, events } };
   }

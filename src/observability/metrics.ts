@@ -106,6 +106,18 @@ class Tally<K extends string | number> {
   }
 }
 
+/** Risk control's events (src/risk): what the content rules did, the webhooks' calls, the risk service's actions. */
+export interface RiskMetrics {
+  /** A send refused, by rule id (block_words, a regex rule's id, links, before_send_webhook). */
+  blocked(rule: string): void;
+  /** A send stored masked, by rule id. */
+  masked(rule: string): void;
+  /** A webhook call, by hook (before-send, after-send, ...): its time (undefined: not timed), and why it failed if it did. */
+  webhook(hook: string, seconds: number | undefined, failure?: string): void;
+  /** An action the risk service took, by kind (flag, recall, mute, revoke). */
+  action(kind: string): void;
+}
+
 /** What /metrics reads of a logic node's read queue (src/logic/read-queue.ts). */
 export interface ReadQueueStats {
   readonly waiting: number;
@@ -116,6 +128,7 @@ export class Metrics {
   readonly registry = new Registry();
   readonly gateway: GatewayMetrics;
   readonly logic: LogicMetrics;
+  readonly risk: RiskMetrics;
   private readonly storeLatency: Histogram<'op'>;
   private readonly storeBatch: Histogram<'op'>;
   private readonly storeErrors = new Tally<string>();
@@ -182,6 +195,38 @@ export class Metrics {
       request: (type) => requests.add(type ?? 'unknown'),
       error: (code) => errors.add(code),
       limitBreach: (limit) => breaches.add(limit),
+    };
+
+    const blocked = new Tally<string>();
+    const masked = new Tally<string>();
+    const webhookFailures = new Tally<string>();
+    const riskActions = new Tally<string>();
+    counter(r, 'longlink_risk_blocked_total', 'Sends refused CONTENT_BLOCKED, by rule', 'rule', blocked);
+    counter(r, 'longlink_risk_masked_total', 'Sends stored masked, by rule', 'rule', masked);
+    new Counter({
+      name: 'longlink_webhook_failures_total', help: 'Webhook calls that failed, by hook and reason (timeout, status, invalid, network)',
+      labelNames: ['hook', 'reason'], registers: [r],
+      collect() {
+        this.reset();
+        for (const [k, v] of webhookFailures.counts) {
+          const [hook, reason] = k === 'other' ? ['other', 'other'] : k.split('\t');
+          this.inc({ hook, reason }, v);
+        }
+      },
+    });
+    counter(r, 'longlink_risk_actions_total', 'Actions the risk service took, by kind', 'action', riskActions);
+    const webhookLatency = new Histogram({
+      name: 'longlink_webhook_latency_seconds', help: 'Webhook calls, by hook (before-send, after-send, after-group-change, after-recall)',
+      labelNames: ['hook'], buckets: SECONDS, registers: [r],
+    });
+    this.risk = {
+      blocked: (rule) => blocked.add(rule),
+      masked: (rule) => masked.add(rule),
+      webhook: (hook, seconds, failure) => {
+        if (seconds !== undefined) webhookLatency.observe({ hook }, seconds);
+        if (failure !== undefined) webhookFailures.add(`${hook}\t${failure}`);
+      },
+      action: (kind) => riskActions.add(kind),
     };
 
     this.storeLatency = new Histogram({

@@ -2,7 +2,8 @@
 // of every write batch (longlink_store_*), and at debug level a trace line per
 // stored message (messageTrace fields), so no store implementation changes.
 import type {
-  AppendResult, ConversationCursor, ConversationOverview, ConversationState, DeliveredMark, GroupMeta, GroupRecord, Membership, MessageDraft, Store,
+  AppendResult, ConversationCursor, ConversationOverview, ConversationState, DeliveredMark, GroupMeta, GroupRecord, Membership, MessageDraft,
+  RiskAuditDraft, RiskAuditEntry, RiskRulesRecord, Store,
 } from '../engines/store.js';
 import type { ChatMessage } from '../protocol/index.js';
 import { log, messageTrace } from './log.js';
@@ -125,6 +126,34 @@ export class InstrumentedStore implements Store {
 
   delivered(userId: string, deviceId: string): Promise<Map<string, number>> {
     return this.timed('delivered', () => this.inner.delivered(userId, deviceId));
+  }
+
+  riskRules(): Promise<RiskRulesRecord | undefined> {
+    return this.timed('risk_rules', () => this.inner.riskRules());
+  }
+
+  riskRulesVersion(): Promise<number> {
+    return this.timed('risk_rules_version', () => this.inner.riskRulesVersion());
+  }
+
+  putRiskRules(document: string, nowMs: number): Promise<number> {
+    return this.timed('put_risk_rules', () => this.inner.putRiskRules(document, nowMs));
+  }
+
+  appendRiskAudit(entries: readonly RiskAuditDraft[]): Promise<void> {
+    return this.timed('append_risk_audit', () => this.inner.appendRiskAudit(entries), entries.length);
+  }
+
+  riskAudit(query: { limit: number; beforeId?: number; userId?: string }): Promise<RiskAuditEntry[]> {
+    return this.timed('risk_audit', () => this.inner.riskAudit(query));
+  }
+
+  webhookSecret(candidate: string): Promise<string> {
+    return this.timed('webhook_secret', () => this.inner.webhookSecret(candidate));
+  }
+
+  firstSeen(userIds: readonly string[], nowMs: number): Promise<Map<string, number>> {
+    return this.timed('first_seen', () => this.inner.firstSeen(userIds, nowMs), userIds.length);
   }
 
   close(): Promise<void> {

@@ -31,6 +31,7 @@ const WIRE_STATUS = new Map<ErrorCode, number>([
   [ErrorCode.NOT_CONTACT, 403],
   [ErrorCode.TOO_MANY_GROUPS, 409],
   [ErrorCode.BUSY, 429],
+  [ErrorCode.CONTENT_BLOCKED, 422],
   [ErrorCode.NOT_FOUND, 404],
   [ErrorCode.UNAVAILABLE, 503],
   [ErrorCode.INTERNAL, 500],

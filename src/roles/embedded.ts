@@ -10,6 +10,8 @@ import { MemorySessions } from '../engines/sessions-memory.js';
 import { MemoryRegistry } from '../engines/registry-memory.js';
 import { SqliteStore } from '../engines/store-sqlite.js';
 import { Gateway } from '../gateway/gateway.js';
+import { riskTier } from '../risk/tier.js';
+import { MemoryWindows } from '../risk/spam.js';
 import { Logic } from '../logic/logic.js';
 import { HttpApi } from '../logic/http-api.js';
 import { BusRequester } from '../logic/bus-requests.js';
@@ -80,13 +82,19 @@ async function startLocked(config: ServerConfig, options: EmbeddedOptions, lock:
   });
 
   const retention = retentionFor(config, store, options.retention);
-  const logic = new Logic(logicOptions(config), { bus, sessions, registry, store, metrics: obs.metrics.logic });
+  // One process: the risk service and the webhooks read the committed stream in memory, beside the direct pushes.
+  const risk = riskTier({
+    nodeId: config.nodeId, maxTextBytes: config.limits.maxTextBytes, risk: true, webhooks: true, windows: () => new MemoryWindows(),
+  }, { bus, sessions, store, metrics: obs.metrics.risk });
+  const logic = new Logic({ ...logicOptions(config), contentFilter: risk.control.filter, publishCommitted: true }, {
+    bus, sessions, registry, store, metrics: obs.metrics.logic,
+  });
   obs.metrics.watchReads(logic.readQueue);
   const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens, metrics: obs.metrics.gateway });
   const requests = new BusRequester(bus, `${config.nodeId}.api`);
   const api = new HttpApi({
     nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes, devLogin: devLoginEnabled(config),
-  }, { tokens, registry, bus, requests, sessions });
+  }, { tokens, registry, bus, requests, sessions, risk: risk.control });
   const web = staticFiles(options.webRoot ?? defaultWebRoot());
 
   let listening;
@@ -111,6 +119,8 @@ async function startLocked(config: ServerConfig, options: EmbeddedOptions, lock:
     await store.close();
     throw portError(err, 'TCP', config.tcpPort, config.host, '--tcp-port / LONGLINK_TCP_PORT');
   }
+  // The rules are in force before the first send is handled.
+  await risk.start();
   logic.start();
   requests.start();
   await gateway.start();
@@ -138,6 +148,7 @@ async function startLocked(config: ServerConfig, options: EmbeddedOptions, lock:
       await retention.stop();
       await gateway.stop();
       await requests.stop();
+      await risk.stop();
       await logic.stop();
       await closeHttp(server);
       await bus.close();

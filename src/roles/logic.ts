@@ -13,7 +13,7 @@
 //   storage   storage (sync, history,                               retention
 //             conversations, read and
 //             delivered cursors)
-//   risk      —                            risk
+//   risk      —                            risk, webhooks           spam rules and their actions; after-* webhooks
 //   push      —                            push                     (more fan-out without more send path)
 //   logic     all of the above
 //
@@ -29,7 +29,10 @@ import { Logic } from '../logic/logic.js';
 import { HttpApi } from '../logic/http-api.js';
 import { BusRequester } from '../logic/bus-requests.js';
 import { Reaper } from '../logic/reaper.js';
-import { RiskService } from '../logic/risk.js';
+import type { RiskService } from '../logic/risk.js';
+import { riskTier } from '../risk/tier.js';
+import { RedisWindows } from '../risk/spam.js';
+import { WEBHOOK_GROUP } from '../risk/webhooks.js';
 import { retentionFor } from '../logic/retention.js';
 import { closeHttp, hostAccess, listenHttp, loadTls, sendJson } from './http-server.js';
 import { httpError } from '../protocol/http-errors.js';
@@ -58,12 +61,12 @@ interface RolePlan {
 }
 
 export const ROLE_PLANS: Readonly<Record<ServiceRole, RolePlan>> = {
-  logic: { up: UP_SERVICES, committed: [PUSH_GROUP, RISK_GROUP], api: true, retention: true },
+  logic: { up: UP_SERVICES, committed: [PUSH_GROUP, RISK_GROUP, WEBHOOK_GROUP], api: true, retention: true },
   auth: { up: [], committed: [], api: true, retention: false },
   message: { up: ['message', 'presence'], committed: [PUSH_GROUP], api: false, retention: false },
   group: { up: ['group'], committed: [], api: false, retention: false },
   storage: { up: ['storage'], committed: [], api: false, retention: true },
-  risk: { up: [], committed: [RISK_GROUP], api: false, retention: false },
+  risk: { up: [], committed: [RISK_GROUP, WEBHOOK_GROUP], api: false, retention: false },
   push: { up: [], committed: [PUSH_GROUP], api: false, retention: false },
 };
 
@@ -115,13 +118,22 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   if (leased.length > 0) obs.readiness.add('shards', shardsServed(probe, config.busShards, config.nodeId, leased));
 
   const tokens = tokenServiceFor(config);
-  const logic = new Logic({ ...logicOptions(config), delivery: 'committed' }, { bus, sessions, registry, store, metrics: obs.metrics.logic });
+  const redisUrl = requireUrl(config.redisUrl, `longlink ${role} needs LONGLINK_REDIS_URL`);
+  const riskControl = riskTier({
+    nodeId: config.nodeId, maxTextBytes: config.limits.maxTextBytes,
+    risk: plan.committed.includes(RISK_GROUP), webhooks: plan.committed.includes(WEBHOOK_GROUP),
+    // Several risk processes each read some shards: a user's windows are shared in Redis.
+    windows: () => new RedisWindows({ url: redisUrl }, config.redisPrefix),
+  }, { bus, sessions, store, metrics: obs.metrics.risk });
+  const risk = riskControl.service;
+  const logic = new Logic({
+    ...logicOptions(config), delivery: 'committed', contentFilter: plan.up.includes('message') ? riskControl.control.filter : undefined,
+  }, { bus, sessions, registry, store, metrics: obs.metrics.logic });
   obs.metrics.watchReads(logic.readQueue);
-  const risk = plan.committed.includes(RISK_GROUP) ? new RiskService({ bus }) : undefined;
   if (risk) obs.metrics.watchConsumerCounts(RISK_GROUP, () => bus.committedCounters(RISK_GROUP));
   const requests = plan.api ? new BusRequester(bus, `${config.nodeId}.api`) : undefined;
   const api = requests ? new HttpApi({ nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes }, {
-    tokens, registry, bus, requests, sessions,
+    tokens, registry, bus, requests, sessions, risk: riskControl.control,
   }) : undefined;
   // Retention runs on every storage process: PostgreSQL lets one batch run at a time (a try-lock), the others find nothing to do.
   const retention = plan.retention ? retentionFor(config, store) : undefined;
@@ -147,9 +159,10 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
     throw err;
   }
   const httpUrl = `${tls ? 'https' : 'http'}://${config.publicHost}:${http.port}`;
+  // The rules are in force before the first send is handled.
+  await riskControl.start();
   if (plan.up.length > 0) logic.start(plan.up);
   if (plan.committed.includes(PUSH_GROUP)) logic.startPush();
-  risk?.start();
   requests?.start();
   reaper?.start();
   retention?.start();
@@ -178,7 +191,7 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
       await closeHttp(http.server);
       // Finish and ack the batch in hand, then release the shards (RedisBus), so another node takes them at once.
       await requests?.stop();
-      await risk?.stop();
+      await riskControl.stop();
       await logic.stop();
       await reaper?.stop();
       await retention?.stop();

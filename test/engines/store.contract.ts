@@ -11,7 +11,7 @@
 // every store it opened after each test.
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { UNREAD_COUNT_MAX, type AppendResult, type MessageDraft, type Store } from '../../src/engines/store.js';
+import { UNREAD_COUNT_MAX, type AppendResult, type MessageDraft, type RiskAuditDraft, type Store } from '../../src/engines/store.js';
 import { directConversationId, directMembers, type ChatMessage } from '../../src/protocol/index.js';
 
 export interface StoreFactory {
@@ -723,6 +723,117 @@ export function storeContract(name: string, factory: StoreFactory): void {
           assert.equal((await second.listForUser('alice'))[0]?.retainedFromSeq, 4);
           assert.deepEqual(seqsOf(await second.after(AB, 0, 100)), [4]);
           assert.equal((await second.append([draft(AB, 'bob', 'next', { sentAtMs: NEW + 1 })]))[0]?.message.seq, 5);
+        });
+      }
+    });
+
+    describe('risk', () => {
+      const audit = (userId: string, i: number): RiskAuditDraft => ({
+        atMs: 1_700_000_000_000 + i, userId, rule: `rule-${i % 3}`, action: i % 2 ? 'block' : 'flag', detail: JSON.stringify({ i }),
+      });
+
+      test('rules: none at first, then each put gives the next version and the latest document', async () => {
+        assert.equal(await store.riskRules(), undefined);
+        assert.equal(await store.riskRulesVersion(), 0);
+        assert.equal(await store.putRiskRules('{"rules":[1]}', 1_000), 1);
+        assert.equal(await store.riskRulesVersion(), 1);
+        assert.deepEqual(await store.riskRules(), { version: 1, document: '{"rules":[1]}', updatedAtMs: 1_000 });
+        const big = 2 ** 52 + 3;
+        assert.equal(await store.putRiskRules('{"rules":[1,2]}', big), 2);
+        assert.equal(await store.riskRulesVersion(), 2);
+        assert.deepEqual(await store.riskRules(), { version: 2, document: '{"rules":[1,2]}', updatedAtMs: big });
+      });
+
+      test('rules: concurrent puts each get a version of their own', async () => {
+        const versions = await Promise.all([1, 2, 3, 4, 5].map((i) => store.putRiskRules(`{"put":${i}}`, 2_000 + i)));
+        assert.deepEqual([...versions].sort((a, b) => a - b), [1, 2, 3, 4, 5]);
+        const current = await store.riskRules();
+        assert.equal(current?.version, 5);
+        // The document is the one of the put that got the last version.
+        const last = versions.indexOf(5) + 1;
+        assert.deepEqual(current, { version: 5, document: `{"put":${last}}`, updatedAtMs: 2_000 + last });
+        assert.equal(await store.putRiskRules('{}', 3_000), 6);
+      });
+
+      test('audit: newest first, pages back with beforeId, filters by user, respects the limit', async () => {
+        assert.deepEqual(await store.riskAudit({ limit: 10 }), []);
+        await store.appendRiskAudit([]);
+        const users = ['alice', 'bob', 'alice', 'carol', 'alice', 'bob', 'alice'];
+        await store.appendRiskAudit(users.slice(0, 4).map((u, i) => audit(u, i)));
+        await store.appendRiskAudit(users.slice(4).map((u, i) => audit(u, i + 4)));
+        const all = await store.riskAudit({ limit: 100 });
+        assert.equal(all.length, 7);
+        assert.deepEqual(all.map(({ id: _id, ...rest }) => rest), users.map((u, i) => audit(u, i)).reverse(), 'newest first, as stored');
+        const ids = all.map((e) => e.id);
+        assert.ok(ids.every((id, i) => Number.isInteger(id) && (i === 0 || id < ids[i - 1]!)), `ids descending: ${ids.join(',')}`);
+
+        const page1 = await store.riskAudit({ limit: 3 });
+        assert.deepEqual(page1, all.slice(0, 3));
+        const page2 = await store.riskAudit({ limit: 3, beforeId: page1[2]!.id });
+        assert.deepEqual(page2, all.slice(3, 6));
+        const page3 = await store.riskAudit({ limit: 3, beforeId: page2[2]!.id });
+        assert.deepEqual(page3, all.slice(6));
+        assert.deepEqual(await store.riskAudit({ limit: 3, beforeId: page3[0]!.id }), []);
+
+        const alice = all.filter((e) => e.userId === 'alice');
+        assert.equal(alice.length, 4);
+        assert.deepEqual(await store.riskAudit({ limit: 100, userId: 'alice' }), alice);
+        assert.deepEqual(await store.riskAudit({ limit: 2, userId: 'alice' }), alice.slice(0, 2));
+        assert.deepEqual(await store.riskAudit({ limit: 2, userId: 'alice', beforeId: alice[1]!.id }), alice.slice(2, 4));
+        assert.deepEqual(await store.riskAudit({ limit: 10, userId: 'bob', beforeId: ids[0]! }), all.filter((e) => e.userId === 'bob'));
+        assert.deepEqual(await store.riskAudit({ limit: 10, userId: 'nobody' }), []);
+        assert.equal((await store.riskAudit({ limit: 1 })).length, 1);
+      });
+
+      test('audit: a batch is appended whole or not at all', async () => {
+        await store.appendRiskAudit([audit('alice', 1)]);
+        const broken = { ...audit('bob', 2), detail: null as unknown as string };
+        await assert.rejects(store.appendRiskAudit([audit('bob', 3), broken]));
+        assert.deepEqual((await store.riskAudit({ limit: 10 })).map((e) => e.userId), ['alice']);
+      });
+
+      test('webhookSecret: the first candidate is the secret, for every later and concurrent call', async () => {
+        const concurrent = await Promise.all(['c1', 'c2', 'c3', 'c4', 'c5'].map((c) => store.webhookSecret(c)));
+        assert.equal(new Set(concurrent).size, 1, `all agree: ${concurrent.join(',')}`);
+        assert.ok(['c1', 'c2', 'c3', 'c4', 'c5'].includes(concurrent[0]!));
+        assert.equal(await store.webhookSecret('later'), concurrent[0]);
+      });
+
+      test('webhookSecret: a later candidate never replaces the first', async () => {
+        assert.equal(await store.webhookSecret('first-secret'), 'first-secret');
+        assert.equal(await store.webhookSecret('second-secret'), 'first-secret');
+      });
+
+      test('firstSeen: records each user once and keeps the first time', async () => {
+        assert.deepEqual(await store.firstSeen([], 1_000), new Map());
+        assert.deepEqual(await store.firstSeen(['alice', 'bob', 'alice'], 1_000), new Map([['alice', 1_000], ['bob', 1_000]]));
+        const big = 2 ** 52 + 5;
+        assert.deepEqual(await store.firstSeen(['bob', 'carol'], big), new Map([['bob', 1_000], ['carol', big]]));
+        assert.deepEqual(await store.firstSeen(['carol', 'alice'], big + 1), new Map([['carol', big], ['alice', 1_000]]));
+        // Concurrent first sightings of one user agree on one time.
+        const seen = await Promise.all([10, 20, 30].map((t) => store.firstSeen(['dave'], t)));
+        const times = new Set(seen.map((m) => m.get('dave')));
+        assert.equal(times.size, 1);
+        assert.ok([10, 20, 30].includes([...times][0]!));
+      });
+
+      if (factory.reopen) {
+        test('rules, audit, secret and first-seen times survive close and reopen', async () => {
+          await store.putRiskRules('{"v":1}', 5);
+          await store.putRiskRules('{"v":2}', 6);
+          await store.appendRiskAudit([audit('alice', 1), audit('bob', 2)]);
+          await store.webhookSecret('kept');
+          await store.firstSeen(['alice'], 7);
+          const before = await store.riskAudit({ limit: 10 });
+          const second = await reopen(store);
+          assert.deepEqual(await second.riskRules(), { version: 2, document: '{"v":2}', updatedAtMs: 6 });
+          assert.equal(await second.putRiskRules('{"v":3}', 8), 3);
+          assert.deepEqual(await second.riskAudit({ limit: 10 }), before);
+          await second.appendRiskAudit([audit('carol', 3)]);
+          const [newest] = await second.riskAudit({ limit: 1 });
+          assert.ok(newest!.id > before[0]!.id, 'ids carry on after a reopen');
+          assert.equal(await second.webhookSecret('other'), 'kept');
+          assert.deepEqual(await second.firstSeen(['alice'], 9), new Map([['alice', 7]]));
         });
       }
     });

@@ -1,0 +1,169 @@
+// Risk control on every node: the rules in force, and the check of every send
+// before it is stored (the send path's ContentFilter).
+//
+// The rules are one JSON document (src/risk/rules.ts) in the store, put by an
+// admin (PUT /api/v1/risk/rules) and versioned: each node reads the version
+// every POLL_MS and, when it moved, loads and compiles the new document, so a
+// change takes effect everywhere within a second with no restart. A document
+// is validated where it is put; one that fails (a bad regex, an empty list) is
+// refused and the previous rules stay.
+//
+// The check, in order: the word lists, regexes and link rule (block wins over
+// mask), then the business's before-send webhook (allow, deny, or replace the
+// text; a timeout or a bad answer is decided by its on_failure policy), whose
+// replacement is checked by the rules again. A refusal is CONTENT_BLOCKED
+// naming the rule, never the words; nothing is stored or pushed.
+import { randomBytes } from 'node:crypto';
+import { ErrorCode, LonglinkError } from '../protocol/index.js';
+import type { MessageDraft, RiskAuditEntry, RiskStore } from '../engines/store.js';
+import type { RiskMetrics } from '../observability/metrics.js';
+import { log as rootLog } from '../observability/log.js';
+import { ContentRules } from './matcher.js';
+import { MAX_RULES_BYTES, RulesError, parseRules, type RulesDocument } from './rules.js';
+import { callBeforeSend } from './webhooks.js';
+
+const log = rootLog.child({ component: 'risk' });
+
+/** How often each node looks for a new version of the rules. */
+export const POLL_MS = 500;
+
+/** The rules in force on this node. */
+interface InForce {
+  version: number;
+  updatedAtMs: number;
+  document: RulesDocument;
+  content: ContentRules;
+}
+
+const NONE: InForce = { version: 0, updatedAtMs: 0, document: {}, content: new ContentRules({}) };
+
+export class RiskControl {
+  private current = NONE;
+  private timer: NodeJS.Timeout | undefined;
+  private polling: Promise<void> | undefined;
+  private secretKept: Promise<string> | undefined;
+
+  constructor(
+    private readonly options: { maxTextBytes: number; pollMs?: number },
+    private readonly deps: { store: RiskStore; metrics?: RiskMetrics },
+  ) {}
+
+  /** Load the rules, then look for new versions every POLL_MS. */
+  async start(): Promise<void> {
+    await this.poll();
+    this.timer = setInterval(() => {
+      this.polling ??= this.poll().finally(() => {
+        this.polling = undefined;
+      });
+    }, this.options.pollMs ?? POLL_MS);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.polling;
+  }
+
+  /** The document in force here, its version and when it was put. */
+  get rules(): { version: number; updatedAtMs: number; document: RulesDocument } {
+    const { version, updatedAtMs, document } = this.current;
+    return { version, updatedAtMs, document };
+  }
+
+  /**
+   * Replace the rules: validated and compiled first (RulesError says what is
+   * wrong, and nothing changes), then stored; in force here at once and on
+   * every other node at its next poll.
+   */
+  async put(json: unknown): Promise<{ version: number; document: RulesDocument }> {
+    const document = parseRules(json);
+    const text = JSON.stringify(document);
+    if (Buffer.byteLength(text) > MAX_RULES_BYTES) throw new RulesError(`the rules are over ${MAX_RULES_BYTES} bytes`);
+    const content = new ContentRules(document);
+    const version = await this.deps.store.putRiskRules(text, Date.now());
+    if (version > this.current.version) this.current = { version, updatedAtMs: Date.now(), document, content };
+    return { version, document };
+  }
+
+  /** The audit trail, newest first (GET /api/v1/risk/audit). */
+  audit(query: { limit: number; beforeId?: number; userId?: string }): Promise<RiskAuditEntry[]> {
+    return this.deps.store.riskAudit(query);
+  }
+
+  /** The secret every webhook request is signed with: one for the whole cluster, made on first use and kept in the store. */
+  webhookSecret(): Promise<string> {
+    this.secretKept ??= this.deps.store.webhookSecret(randomBytes(32).toString('base64url')).catch((err: unknown) => {
+      this.secretKept = undefined;
+      throw err;
+    });
+    return this.secretKept;
+  }
+
+  /** The send path's check (Pipeline's ContentFilter): the text to store instead, undefined to keep it, or a throw to refuse. */
+  readonly filter = async (draft: Readonly<MessageDraft>): Promise<string | undefined> => {
+    if (draft.event) return undefined;
+    const { content, document } = this.current;
+    let text = this.apply(content, draft.text);
+    const hook = document.before_send_webhook;
+    if (hook) {
+      const outcome = await callBeforeSend(
+        { url: hook.url, timeoutMs: hook.timeout_ms ?? 500, onFailure: hook.on_failure ?? 'allow' },
+        await this.webhookSecret(),
+        {
+          conversation_id: draft.conversationId, from_user: draft.fromUser, from_device: draft.fromDevice, client_msg_id: draft.clientMsgId,
+          kind: draft.kind === 'group' ? 'group' : 'direct', text, sent_at_ms: draft.sentAtMs,
+        },
+      );
+      this.deps.metrics?.webhook('before-send', outcome.ms / 1000, outcome.failed);
+      const answer = outcome.answer;
+      if (answer.action === 'deny') {
+        this.deps.metrics?.blocked('before_send_webhook');
+        throw new LonglinkError(ErrorCode.CONTENT_BLOCKED, `blocked by rule "before_send_webhook": ${answer.reason}`);
+      }
+      if (answer.action === 'replace') {
+        if (Buffer.byteLength(answer.text) > this.options.maxTextBytes) {
+          // A replacement the server cannot store: the hook failed, and its policy decides.
+          this.deps.metrics?.webhook('before-send', undefined, 'invalid');
+          if ((hook.on_failure ?? 'allow') === 'deny') {
+            this.deps.metrics?.blocked('before_send_webhook');
+            throw new LonglinkError(ErrorCode.CONTENT_BLOCKED, 'blocked by rule "before_send_webhook": before-send webhook failed');
+          }
+        } else {
+          // The business's text is checked by the rules too.
+          text = this.apply(content, answer.text);
+        }
+      }
+    }
+    return text === draft.text ? undefined : text;
+  };
+
+  /** The content rules on one text: the text to keep (masked or not), or a throw. */
+  private apply(content: ContentRules, text: string): string {
+    if (content.empty) return text;
+    const verdict = content.check(text);
+    if (verdict.action === 'block') {
+      this.deps.metrics?.blocked(verdict.rule);
+      throw new LonglinkError(ErrorCode.CONTENT_BLOCKED, `blocked by rule "${verdict.rule}"`);
+    }
+    if (verdict.action === 'mask') {
+      for (const rule of verdict.rules) this.deps.metrics?.masked(rule);
+      return verdict.text;
+    }
+    return text;
+  }
+
+  /** Load the stored rules if their version moved. A document that no longer parses (written by a newer server) keeps the current rules. */
+  private async poll(): Promise<void> {
+    try {
+      const version = await this.deps.store.riskRulesVersion();
+      if (version <= this.current.version) return;
+      const record = await this.deps.store.riskRules();
+      if (!record || record.version <= this.current.version) return;
+      const document = parseRules(JSON.parse(record.document));
+      this.current = { version: record.version, updatedAtMs: record.updatedAtMs, document, content: new ContentRules(document) };
+      log.info({ version: record.version }, 'risk rules loaded');
+    } catch (err) {
+      log.warn({ err }, 'could not load the risk rules; the current ones stay');
+    }
+  }
+}
