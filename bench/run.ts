@@ -27,7 +27,9 @@ options:
   --gateways G       gateway processes (routing)
   --split            cluster-p2p, group: the split logic tier (auth, message x2, group, storage, risk)
                      beside the combined one (2 logic) in the same run, in interleaved rounds
-  --rounds N         rounds of each layout with --split (default: cluster-p2p 3, group 2; quick 1)
+  --rounds N         rounds of each layout with --split (default: cluster-p2p 3, group 2; quick 1), or of each run with --rules (default 3)
+  --rules            p2p: Longlink with a 10,000-word block list, 1,000 mask words and a regex set loaded, beside Longlink
+                     without rules, in interleaved rounds
   --json             print one JSON document per scenario on stdout (the table goes to stderr)
   --save / --no-save keep the result in bench/RESULTS.md (default: save unless --quick)
   --profile DIR      write CPU profiles of the Longlink server processes into DIR
@@ -55,6 +57,7 @@ function parse(argv: string[]): { names: string[]; o: Options; json: boolean; sa
       case '--duration': o.duration = num(a, argv[++i]); break;
       case '--gateways': o.gateways = num(a, argv[++i]); break;
       case '--split': o.split = true; break;
+      case '--rules': o.rules = true; break;
       case '--rounds': o.rounds = Math.round(num(a, argv[++i])); break;
       case '--profile': o.profile = argv[++i]; break;
       case '-h': case '--help': process.stdout.write(USAGE); process.exit(0); break;
@@ -66,7 +69,8 @@ function parse(argv: string[]): { names: string[]; o: Options; json: boolean; sa
   if (names.length === 0) throw new Error(USAGE);
   for (const n of names) if (n !== 'all' && !scenarios[n]) throw new Error(`unknown scenario ${n}\n${USAGE}`);
   if (o.split && names.some((n) => n !== 'cluster-p2p' && n !== 'group')) throw new Error(`--split is for cluster-p2p and group\n${USAGE}`);
-  if (o.rounds !== undefined && !o.split) throw new Error(`--rounds goes with --split\n${USAGE}`);
+  if (o.rules && names.some((n) => n !== 'p2p')) throw new Error(`--rules is for p2p\n${USAGE}`);
+  if (o.rounds !== undefined && !o.split && !o.rules) throw new Error(`--rounds goes with --split or --rules\n${USAGE}`);
   return { names, o, json, save };
 }
 

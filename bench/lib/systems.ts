@@ -85,6 +85,8 @@ export interface LonglinkOptions {
   env?: Record<string, string>;
   /** Node flags for the server processes (e.g. --cpu-prof). */
   nodeArgs?: string[];
+  /** Risk rules to put (PUT /api/v1/risk/rules) once the server is up; embedded only. */
+  rules?: unknown;
 }
 
 /** Every benchmark client comes from 127.0.0.1, up to ~15,000 per process: no per-address or pending-login cap for this load. */
@@ -102,7 +104,16 @@ export async function startEmbeddedLonglink(options: LonglinkOptions): Promise<S
     LONGLINK_NODE_ID: 'bench-1', LONGLINK_GROUP_ADD_POLICY: 'anyone', ...LOOPBACK_LOAD, ...options.env,
   };
   const c = forkTs('longlink', 'servers/longlink.ts', ['embedded'], { env, nodeArgs: options.nodeArgs });
-  const ready = await c.next<Msg & { tcpUrl: string; wsUrl: string }>('ready', 60_000);
+  const ready = await c.next<Msg & { tcpUrl: string; wsUrl: string; httpUrl: string }>('ready', 60_000);
+  if (options.rules !== undefined) {
+    const res = await fetch(`${ready.httpUrl}/api/v1/risk/rules`, {
+      method: 'PUT', headers: { authorization: `Bearer ${env.LONGLINK_ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify(options.rules),
+    });
+    if (res.status !== 200) {
+      await c.stop();
+      throw new Error(`putting the risk rules: ${res.status} ${await res.text()}`);
+    }
+  }
   return {
     name: 'longlink', holders: [c], all: [c], tokenSecret: env.LONGLINK_TOKEN_SECRET, setupUrl: ready.tcpUrl,
     urls: options.transports.map((t) => (t === 'tcp' ? ready.tcpUrl : ready.wsUrl)),

@@ -11,7 +11,7 @@ import { startEmbeddedLonglink, startLonglinkCluster, type ClusterOptions } from
 import type { Fleet } from '../lib/fleet.js';
 import { p2pPlan } from './p2p.js';
 import {
-  connectFleet, goal, ledgerGoals, measure, measurePhase, median, medianFields, messageFields, profileDir, ratio, seconds, withSystem,
+  connectFleet, goal, ledgerGoals, measure, measurePhase, median, medianFields, messageFields, profileDir, ratio, roundOrder, seconds, withSystem,
   type Measured, type Options,
 } from './common.js';
 
@@ -29,10 +29,6 @@ export function layouts(transports: ('tcp' | 'ws')[]): { name: 'combined' | 'spl
   ];
 }
 
-/** Round r runs the layouts in this order (A B, B A, A B, …: a drift of the machine weighs on both alike). */
-export function roundOrder<T>(items: T[], r: number): T[] {
-  return r % 2 === 0 ? items : [...items].reverse();
-}
 
 export async function clusterP2p(o: Options): Promise<BenchResult> {
   if (o.split) return clusterP2pSplit(o);

@@ -17,6 +17,8 @@ export interface Options {
   split?: boolean;
   /** Rounds of each layout, interleaved (--split): the figures are the rounds' medians. */
   rounds?: number;
+  /** p2p: the same load with and without a 10,000-word list and a regex set loaded, in interleaved rounds. */
+  rules?: boolean;
   /** Write CPU profiles of the server processes' measured phase into this folder. */
   profile?: string;
   /** The command line as typed, for the record. */
@@ -185,4 +187,9 @@ export async function connectFleet(sys: System, label: string, users: number, pl
     await fleet.stop();
     throw err;
   }
+}
+
+/** Round r runs the layouts in this order (A B, B A, A B, …: a drift of the machine weighs on both alike). */
+export function roundOrder<T>(items: T[], r: number): T[] {
+  return r % 2 === 0 ? items : [...items].reverse();
 }

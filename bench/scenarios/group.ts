@@ -13,10 +13,10 @@ import { startBaseline, startEmbeddedLonglink, startLonglinkCluster, type System
 import { createGroup } from '../lib/longlink-setup.js';
 import type { Fleet, LoadPlan } from '../lib/fleet.js';
 import {
-  PAYLOAD_BYTES, connectFleet, goal, ledgerGoals, measure, measurePhase, median, medianFields, messageFields, profileDir, ratio, seconds, withSystem,
+  PAYLOAD_BYTES, connectFleet, goal, ledgerGoals, measure, measurePhase, median, medianFields, messageFields, profileDir, ratio, roundOrder, seconds, withSystem,
   type Measured, type Options,
 } from './common.js';
-import { layouts, roundOrder } from './cluster-p2p.js';
+import { layouts } from './cluster-p2p.js';
 
 const SENDERS = 4;
 

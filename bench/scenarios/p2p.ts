@@ -8,7 +8,11 @@ import { machineInfo } from '../lib/machine.js';
 import type { BenchResult, SystemResult } from '../lib/result.js';
 import { startBaseline, startEmbeddedLonglink } from '../lib/systems.js';
 import type { LoadPlan } from '../lib/fleet.js';
-import { PAYLOAD_BYTES, goal, ledgerGoals, measure, messageFields, profileDir, ratio, seconds, withSystem, type Options } from './common.js';
+import {
+  PAYLOAD_BYTES, connectFleet, goal, ledgerGoals, measure, measurePhase, median, medianFields, messageFields, profileDir, ratio, roundOrder, seconds, withSystem,
+  type Measured, type Options,
+} from './common.js';
+import type { Fleet } from '../lib/fleet.js';
 
 export function p2pPlan(o: Options, users: number): LoadPlan {
   return {
@@ -23,6 +27,7 @@ export function p2pPlan(o: Options, users: number): LoadPlan {
 }
 
 export async function p2p(o: Options): Promise<BenchResult> {
+  if (o.rules) return p2pRules(o);
   const users = o.connections ?? 2000;
   const plan = p2pPlan(o, users);
   const results: Record<string, SystemResult> = {};
@@ -75,6 +80,105 @@ export async function p2p(o: Options): Promise<BenchResult> {
     notes: [
       'sent/acked/delivered/lost/duplicated count the whole run (warm-up included); msgs_per_s and latencies the measured phase.',
       'Latency: from when a message was due (rate mode) or sent (saturation) to its arrival at the recipient; all processes share the machine\'s monotonic clock.',
+    ],
+  };
+}
+
+/** Letters for the benchmark's words: none is a look-alike of a digit (0 o, 1 i, 3 e, 4 a, 5 s, 7 t) or the payload's 'x', so no word matches a payload. */
+const WORD_LETTERS = 'bcdfghjklmnpqruvwyz';
+
+/** `n` distinct words of 6 to 10 letters, the same in every run (a fixed seed). */
+function words(n: number, seed: number): string[] {
+  const out = new Set<string>();
+  let x = seed;
+  const next = () => {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    return x;
+  };
+  while (out.size < n) {
+    const len = 6 + (next() % 5);
+    let w = '';
+    for (let i = 0; i < len; i++) w += WORD_LETTERS[next() % WORD_LETTERS.length];
+    out.add(w);
+  }
+  return [...out];
+}
+
+/** What --rules loads: a 10,000-word block list, 1,000 mask words, regexes a product would have, and a link rule. */
+export function benchRules(): unknown {
+  return {
+    block_words: words(10_000, 1),
+    mask_words: words(1000, 2),
+    regex_rules: [
+      { id: 'card_number', pattern: '\\b\\d{4}[- ]\\d{4}[- ]\\d{4}[- ]\\d{4}\\b', action: 'block' },
+      { id: 'phone', pattern: '\\+?\\d{1,3}[- ]\\d{3}[- ]\\d{3}[- ]\\d{4}', action: 'mask' },
+      { id: 'email', pattern: '[a-z0-9._%+-]+@[a-z0-9.-]+\\.[a-z]{2,}', flags: 'i', action: 'mask' },
+      { id: 'wire_transfer', pattern: '\\b(wire|western union|moneygram)\\b.{0,40}\\b(now|today|urgent)\\b', flags: 'i', action: 'block' },
+      { id: 'iban', pattern: '\\b[A-Z]{2}\\d{2}[A-Z0-9]{11,30}\\b', action: 'block' },
+    ],
+    links: { mode: 'allowlist', allow_domains: ['example.com'] },
+  };
+}
+
+/**
+ * p2p --rules: the same saturation load on two embedded servers up at once,
+ * one without rules and one with benchRules(), in interleaved rounds (the
+ * machine is shared: each round's ratio, and the medians).
+ */
+async function p2pRules(o: Options): Promise<BenchResult> {
+  const users = o.connections ?? 2000;
+  const plan = { ...p2pPlan(o, users), durationMs: seconds(o, 8, 3) * 1000 };
+  const rounds = o.rounds ?? (o.quick ? 1 : 3);
+  const measured: Record<'longlink' | 'longlink+rules', Measured[]> = { longlink: [], 'longlink+rules': [] };
+  await withSystem(() => startEmbeddedLonglink({ transports: ['ws'] }), (bare) => withSystem(
+    () => startEmbeddedLonglink({ transports: ['ws'], rules: benchRules() }),
+    async (ruled) => {
+      const stations: { name: 'longlink' | 'longlink+rules'; sys: typeof bare; fleet: Fleet }[] = [];
+      try {
+        for (const [name, sys] of [['longlink', bare], ['longlink+rules', ruled]] as const) {
+          stations.push({ name, sys, fleet: await connectFleet(sys, name, users, plan) });
+        }
+        for (let r = 0; r < rounds; r++) {
+          for (const st of roundOrder(stations, r)) measured[st.name].push(await measurePhase(st.sys, st.fleet, `${st.name} round ${r + 1}/${rounds}`, plan));
+        }
+        for (const st of stations) await st.fleet.close();
+      } finally {
+        for (const st of stations) await st.fleet.stop();
+      }
+    },
+  ));
+  const results: Record<string, SystemResult> = { longlink: medianFields(measured.longlink), 'longlink+rules': medianFields(measured['longlink+rules']) };
+  const paired = median(measured['longlink+rules'].map((m, i) => ratio(m.outcome.msgs_per_s, measured.longlink[i]!.outcome.msgs_per_s)));
+  const ratios: Record<string, number> = {
+    'rules/none msgs_per_s': ratio(results['longlink+rules']!.msgs_per_s, results.longlink!.msgs_per_s),
+    'rules/none msgs_per_s, median of the rounds\' ratios': paired,
+    'rules/none p99_ms': ratio(results['longlink+rules']!.p99_ms, results.longlink!.p99_ms),
+  };
+  return {
+    scenario: 'p2p',
+    section: 'p2p --rules',
+    command: o.command,
+    conditions: {
+      machine: machineInfo(), users, peers_per_user: 4, payload_bytes: PAYLOAD_BYTES, transport: 'websocket',
+      mode: `saturation, ${plan.window} messages in flight`, duration_s: plan.durationMs / 1000, load_processes: 2,
+      longlink: 'embedded (`longlink start`), SQLite synchronous=FULL, acked after commit, PushAck per push, default limits; no risk rules',
+      'longlink+rules': 'the same, with 10,000 block words, 1,000 mask words, 5 regex rules and a link allow-list (PUT /api/v1/risk/rules)',
+      rounds: `${rounds} per server, interleaved (none, rules, then rules, none, …), after one warm-up each; both servers up the whole run; figures are the rounds' medians`,
+      quick: o.quick,
+    },
+    results,
+    ratios,
+    goals: [
+      ...ledgerGoals('longlink', results.longlink!, results['longlink+rules']!),
+      goal('throughput with rules >= 0.9x without (median of the rounds\' ratios)', paired, 0.9),
+    ],
+    chart: {
+      title: `1:1 at saturation with and without risk rules (${users} users)`,
+      metrics: [{ field: 'msgs_per_s', label: 'delivered msg/s' }, { field: 'p99_ms', label: 'p99 latency (ms)' }],
+    },
+    notes: [
+      'No payload matches a rule (the words use letters that are no digit\'s look-alike), so every message goes through every check and is stored as sent.',
+      'sent/acked/delivered/lost/duplicated count the whole run (warm-up included); msgs_per_s and latencies are medians of the measured rounds.',
     ],
   };
 }

@@ -42,6 +42,10 @@ export class RiskControl {
   private timer: NodeJS.Timeout | undefined;
   private polling: Promise<void> | undefined;
   private secretKept: Promise<string> | undefined;
+  /** A stored version this server cannot read (put by a newer one): not read again. */
+  private unreadable = 0;
+  /** The last poll could not read the store. */
+  private failing = false;
 
   constructor(
     private readonly options: { maxTextBytes: number; pollMs?: number },
@@ -152,18 +156,29 @@ export class RiskControl {
     return text;
   }
 
-  /** Load the stored rules if their version moved. A document that no longer parses (written by a newer server) keeps the current rules. */
+  /** Load the stored rules if their version moved. A document that does not parse here (put by a newer server) keeps the current rules. */
   private async poll(): Promise<void> {
     try {
       const version = await this.deps.store.riskRulesVersion();
+      this.failing = false;
       if (version <= this.current.version) return;
+      if (version === this.unreadable) return;
       const record = await this.deps.store.riskRules();
       if (!record || record.version <= this.current.version) return;
-      const document = parseRules(JSON.parse(record.document));
+      let document: RulesDocument;
+      try {
+        document = parseRules(JSON.parse(record.document));
+      } catch (err) {
+        this.unreadable = record.version;
+        log.error({ err, version: record.version }, 'the stored risk rules do not parse here; the current ones stay');
+        return;
+      }
       this.current = { version: record.version, updatedAtMs: record.updatedAtMs, document, content: new ContentRules(document) };
       log.info({ version: record.version }, 'risk rules loaded');
     } catch (err) {
-      log.warn({ err }, 'could not load the risk rules; the current ones stay');
+      // Once per outage, not at every poll.
+      if (!this.failing) log.warn({ err }, 'could not read the risk rules; the current ones stay until the store answers');
+      this.failing = true;
     }
   }
 }

@@ -99,7 +99,7 @@ describe('split layout: auth, message, group, storage and risk each in its own p
       assert.deepEqual(byId['message-1']!.services, ['message', 'presence', 'push']);
       assert.deepEqual(byId['group-1']!.services, ['group']);
       assert.deepEqual(byId['storage-1']!.services, ['storage', 'retention']);
-      assert.deepEqual(byId['risk-1']!.services, ['risk']);
+      assert.deepEqual(byId['risk-1']!.services, ['risk', 'webhooks']);
       assert.deepEqual(byId['auth-1']!.services, ['auth']);
       assert.equal(byId['storage-1']!.http_url, cluster.node('storage-1').httpUrl);
     } finally {
