@@ -90,10 +90,13 @@ const WORD_LETTERS = 'bcdfghjklmnpqruvwyz';
 /** `n` distinct words of 6 to 10 letters, the same in every run (a fixed seed). */
 function words(n: number, seed: number): string[] {
   const out = new Set<string>();
-  let x = seed;
+  // mulberry32: 32-bit integer steps (Math.imul), so the sequence never loses precision or falls into a short cycle.
+  let x = seed >>> 0;
   const next = () => {
-    x = (x * 1103515245 + 12345) % 2 ** 31;
-    return x;
+    x = (x + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(x ^ (x >>> 15), x | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
   };
   while (out.size < n) {
     const len = 6 + (next() % 5);
@@ -112,7 +115,7 @@ export function benchRules(): unknown {
     regex_rules: [
       { id: 'card_number', pattern: '\\b\\d{4}[- ]\\d{4}[- ]\\d{4}[- ]\\d{4}\\b', action: 'block' },
       { id: 'phone', pattern: '\\+?\\d{1,3}[- ]\\d{3}[- ]\\d{3}[- ]\\d{4}', action: 'mask' },
-      { id: 'email', pattern: '[a-z0-9._%+-]+@[a-z0-9.-]+\\.[a-z]{2,}', flags: 'i', action: 'mask' },
+      { id: 'email', pattern: '\\b[a-z0-9._%+-]+@[a-z0-9.-]+\\.[a-z]{2,}\\b', flags: 'i', action: 'mask' },
       { id: 'wire_transfer', pattern: '\\b(wire|western union|moneygram)\\b.{0,40}\\b(now|today|urgent)\\b', flags: 'i', action: 'block' },
       { id: 'iban', pattern: '\\b[A-Z]{2}\\d{2}[A-Z0-9]{11,30}\\b', action: 'block' },
     ],

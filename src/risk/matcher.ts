@@ -4,8 +4,8 @@
 // matches replaced by `*`, one per original character) or allowed as it is;
 // block wins over mask, and the masks of several rules combine.
 //
-// Words. Each list is one Aho-Corasick automaton (modern-ahocorasick), so a
-// check costs the length of the text, not the number of words. Words match
+// Words. Each list is one Aho-Corasick automaton (words.ts), so a check
+// costs the length of the text, not the number of words. Words match
 // as SUBSTRINGS of the normalised text, not as whole words: Chinese and
 // Japanese have no spaces between words, so "bad" also matches in "badge"
 // (choose words accordingly). Both the text and the words are normalised
@@ -17,7 +17,7 @@
 //
 // Regexes run on the original text. Links are found by linksIn (http(s)://,
 // www., and bare domain.tld forms) and judged by their hostname.
-import AhoCorasick from 'modern-ahocorasick';
+import { WordAutomaton } from './words.js';
 import { domainToASCII } from 'node:url';
 import type { ContentAction, RulesDocument } from './rules.js';
 
@@ -65,6 +65,13 @@ const ASCII_FOLDED: readonly string[] = Array.from({ length: 128 }, (_, code) =>
   return LOOKALIKES.get(c) ?? c;
 });
 
+/** A text of ASCII only. */
+const ASCII_ONLY = /^[\x00-\x7f]*$/;
+/** The ASCII characters that fold to another than their lower case (leetspeak: 0 1 3 4 5 7 @ $). */
+const ASCII_LOOKALIKE = new RegExp(`[${ASCII_FOLDED
+  .map((folded, code) => (folded !== String.fromCharCode(code).toLowerCase() ? `\\x${code.toString(16).padStart(2, '0')}` : ''))
+  .join('')}]`, 'g');
+
 const foldCache = new Map<number, string>();
 
 /** One code point, normalised: possibly several characters (ﬁ → fi), possibly none (a zero-width space). */
@@ -91,6 +98,11 @@ function fold(cp: number): string {
  * may share one: ﬁ → fi, or an astral character's two units).
  */
 export function normalize(text: string): { text: string; map: number[] } {
+  if (ASCII_ONLY.test(text)) {
+    // The common case, at native speed: every ASCII character folds to one, so the map is the identity (made only if asked for).
+    const out = text.toLowerCase().replace(ASCII_LOOKALIKE, (c) => ASCII_FOLDED[c.charCodeAt(0)]!);
+    return { text: out, get map() { return Array.from({ length: out.length }, (_, i) => i); } };
+  }
   const map: number[] = [];
   let out = '';
   for (let i = 0; i < text.length;) {
@@ -244,13 +256,13 @@ interface CompiledLinks {
 }
 
 /** The automaton of a word list, the words normalised (duplicates and words with nothing left dropped); undefined for none. */
-function automaton(words: readonly string[] | undefined): AhoCorasick | undefined {
+function automaton(words: readonly string[] | undefined): WordAutomaton | undefined {
   const normalised = new Set<string>();
   for (const word of words ?? []) {
     const text = normalize(word).text;
     if (text !== '') normalised.add(text);
   }
-  return normalised.size === 0 ? undefined : new AhoCorasick([...normalised]);
+  return normalised.size === 0 ? undefined : new WordAutomaton(normalised);
 }
 
 /** A host in the form allow-list domains are kept in (lower-case ASCII, punycode); as written when it is not a valid domain. */
@@ -267,8 +279,8 @@ function asciiHost(host: string): string {
 export class ContentRules {
   /** No content rule at all: check() then allows every text without looking at it. */
   readonly empty: boolean;
-  private readonly blockWords: AhoCorasick | undefined;
-  private readonly maskWords: AhoCorasick | undefined;
+  private readonly blockWords: WordAutomaton | undefined;
+  private readonly maskWords: WordAutomaton | undefined;
   private readonly regexes: readonly CompiledRegex[];
   private readonly links: CompiledLinks | undefined;
 
@@ -299,7 +311,7 @@ export class ContentRules {
     if (this.empty) return { action: 'allow', text };
     const norm = this.blockWords || this.maskWords ? normalize(text) : undefined;
 
-    if (this.blockWords && norm && this.blockWords.match(norm.text)) return { action: 'block', rule: 'block_words' };
+    if (this.blockWords && norm && this.blockWords.test(norm.text)) return { action: 'block', rule: 'block_words' };
     for (const regex of this.regexes) {
       if (regex.action === 'block' && regex.once.test(text)) return { action: 'block', rule: regex.id };
     }
@@ -309,14 +321,16 @@ export class ContentRules {
     const masked = new Uint8Array(text.length);
     const rules: string[] = [];
     if (this.maskWords && norm) {
-      let hit = false;
-      for (const { start, end } of this.maskWords.search(norm.text)) {
-        const first = norm.map[start] ?? 0;
-        const last = norm.map[end - 1] ?? first;
-        masked.fill(1, first, last + ((text.codePointAt(last) ?? 0) > 0xffff ? 2 : 1));
-        hit = true;
+      const found = this.maskWords.search(norm.text);
+      if (found.length > 0) {
+        const map = norm.map;
+        for (const { start, end } of found) {
+          const first = map[start] ?? 0;
+          const last = map[end - 1] ?? first;
+          masked.fill(1, first, last + ((text.codePointAt(last) ?? 0) > 0xffff ? 2 : 1));
+        }
+        rules.push('mask_words');
       }
-      if (hit) rules.push('mask_words');
     }
     for (const regex of this.regexes) {
       if (regex.action !== 'mask') continue;
