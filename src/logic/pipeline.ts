@@ -78,6 +78,12 @@ const EVENT_SCAN = 256;
 const PUSH_MEMBERS_MS = 10_000;
 /** How long a group's member list is reused for fan-out before it is read again. */
 const MEMBER_CACHE_MS = 2000;
+/** Seqs of a conversation pushed by this push consumer, none missing between. */
+interface PushedRange {
+  from: number;
+  upTo: number;
+}
+
 /** Seqs read from the store at most to fill one gap in the push order (past it, devices see the gap and sync). */
 const GAP_FILL = 256;
 /** How long the push group trusts the last seq it pushed in a conversation (a shard may have moved and back since). */
@@ -233,8 +239,13 @@ export class Pipeline {
    * events), and each publishes after its own commit, so a later seq can be
    * published first. A conversation's seqs commit in order (a seq is taken
    * under the conversation's lock, held to the commit), so every seq below a
-   * committed one is stored: on a gap, what is missing is read from the store
-   * and pushed first, and skipped when its own entry comes.
+   * committed one is stored: on a gap after what this consumer pushed, what
+   * is missing is read from the store and pushed first, and skipped when its
+   * own entry comes. An entry below what it knows of (it took the shard
+   * over, or the conversation was quiet for PUSH_ORDER_MS) is pushed when it
+   * comes, late: a device that saw the gap has synced it, and drops the repeat.
+   * What was pushed is noted only once the batch is delivered: a batch that
+   * fails is handed again, and pushed again.
    */
   async pushCommitted(batch: readonly Committed[]): Promise<void> {
     const items: { message: ChatMessage; extra: readonly string[]; members: string[] }[] = [];
@@ -244,34 +255,41 @@ export class Pipeline {
         : await this.members(message.conversationId);
       items.push({ message, extra, members });
     };
+    const noted = new Map<string, PushedRange>();
     for (const c of batch) {
       if (!c.message) continue;
       const message = messageFromWire(c.message);
-      const last = this.pushedUpTo(message.conversationId);
-      if (last !== undefined && message.seq <= last) continue; // pushed already: filled from the store, or published again
-      if (last !== undefined && message.seq > last + 1) {
-        for (const missing of await this.deps.store.after(message.conversationId, last, GAP_FILL, message.seq - 1)) {
+      const conversation = message.conversationId;
+      const range = noted.get(conversation) ?? this.pushedRange(conversation);
+      if (range && message.seq >= range.from && message.seq <= range.upTo) continue; // pushed already: filled from the store, or published again
+      if (range && message.seq > range.upTo + 1) {
+        for (const missing of await this.deps.store.after(conversation, range.upTo, GAP_FILL, message.seq - 1)) {
           await add(missing, await this.alsoNotifyOf(missing));
         }
       }
       await add(message, c.alsoNotify);
-      this.pushed(message.conversationId, message.seq);
+      noted.set(conversation, !range
+        ? { from: message.seq, upTo: message.seq }
+        : message.seq < range.from
+          ? { from: range.from === message.seq + 1 ? message.seq : range.from, upTo: range.upTo }
+          : { from: range.from, upTo: message.seq });
     }
     await this.deliverPushes(items);
+    for (const [conversation, range] of noted) this.notePushed(conversation, range);
   }
 
-  /** Per conversation: the highest seq the push group pushed here, and when (trusted for PUSH_ORDER_MS). */
-  private readonly pushedSeq = new Map<string, { seq: number; atMs: number }>();
+  /** Per conversation: the seqs the push group pushed here with none missing between (from..upTo), and when (trusted for PUSH_ORDER_MS). */
+  private readonly pushedSeqs = new Map<string, PushedRange & { atMs: number }>();
 
-  private pushedUpTo(conversationId: string): number | undefined {
-    const kept = this.pushedSeq.get(conversationId);
-    return kept && Date.now() - kept.atMs < PUSH_ORDER_MS ? kept.seq : undefined;
+  private pushedRange(conversationId: string): PushedRange | undefined {
+    const kept = this.pushedSeqs.get(conversationId);
+    return kept && Date.now() - kept.atMs < PUSH_ORDER_MS ? kept : undefined;
   }
 
-  private pushed(conversationId: string, seq: number): void {
-    this.pushedSeq.delete(conversationId);
-    if (this.pushedSeq.size >= PUSH_ORDER_KEPT) this.pushedSeq.delete(this.pushedSeq.keys().next().value!);
-    this.pushedSeq.set(conversationId, { seq, atMs: Date.now() });
+  private notePushed(conversationId: string, range: PushedRange): void {
+    this.pushedSeqs.delete(conversationId);
+    if (this.pushedSeqs.size >= PUSH_ORDER_KEPT) this.pushedSeqs.delete(this.pushedSeqs.keys().next().value!);
+    this.pushedSeqs.set(conversationId, { ...range, atMs: Date.now() });
   }
 
   /** Who outside the conversation gets a stored event's push: the members it removed, or all of a dismissed group's. */
@@ -315,6 +333,7 @@ export class Pipeline {
   forgetCaches(): void {
     this.memberCache.clear();
     this.pushMembers.clear();
+    this.pushedSeqs.clear();
   }
 
   /** Current members, cached briefly for fan-out (invalidated by this node's own membership changes). */

@@ -18,6 +18,7 @@
 // Regexes run on the original text. Links are found by linksIn (http(s)://,
 // www., and bare domain.tld forms) and judged by their hostname.
 import { WordAutomaton } from './words.js';
+import './regex-engine.js';
 import { domainToASCII } from 'node:url';
 import type { ContentAction, RulesDocument } from './rules.js';
 
@@ -65,8 +66,8 @@ const ASCII_FOLDED: readonly string[] = Array.from({ length: 128 }, (_, code) =>
   return LOOKALIKES.get(c) ?? c;
 });
 
-/** A text of ASCII only. */
-const ASCII_ONLY = /^[\x00-\x7f]*$/;
+/** A character outside ASCII. */
+const NON_ASCII = /[^\p{ASCII}]/u;
 /** The ASCII characters that fold to another than their lower case (leetspeak: 0 1 3 4 5 7 @ $). */
 const ASCII_LOOKALIKE = new RegExp(`[${ASCII_FOLDED
   .map((folded, code) => (folded !== String.fromCharCode(code).toLowerCase() ? `\\x${code.toString(16).padStart(2, '0')}` : ''))
@@ -98,7 +99,7 @@ function fold(cp: number): string {
  * may share one: ﬁ → fi, or an astral character's two units).
  */
 export function normalize(text: string): { text: string; map: number[] } {
-  if (ASCII_ONLY.test(text)) {
+  if (!NON_ASCII.test(text)) {
     // The common case, at native speed: every ASCII character folds to one, so the map is the identity (made only if asked for).
     const out = text.toLowerCase().replace(ASCII_LOOKALIKE, (c) => ASCII_FOLDED[c.charCodeAt(0)]!);
     return { text: out, get map() { return Array.from({ length: out.length }, (_, i) => i); } };

@@ -11,6 +11,7 @@
 // The content rules are compiled and applied by matcher.ts (ContentRules).
 import { domainToASCII } from 'node:url';
 import safeRegex from 'safe-regex2';
+import { runsInLinearTime } from './regex-engine.js';
 import { normalize } from './matcher.js';
 
 /** The whole document, serialised as JSON, in bytes at most. */
@@ -23,7 +24,7 @@ export const MAX_WORD_LENGTH = 100;
 export const MAX_REGEX_RULES = 200;
 /** A regex rule's pattern's length at most, in UTF-16 units. */
 export const MAX_PATTERN_LENGTH = 500;
-/** Repetitions (`*`, `+`, `{n,m}`...) in one pattern at most (safe-regex2's limit): past it a pattern counts as possibly catastrophic. */
+/** Repetitions (`*`, `+`, `{n,m}`...) in one pattern at most (safe-regex2's limit) when the linear-time engine cannot run it. */
 export const MAX_PATTERN_REPETITIONS = 25;
 /** links.allow_domains entries at most. */
 export const MAX_ALLOW_DOMAINS = 10_000;
@@ -210,7 +211,9 @@ function regexRulesOf(value: unknown, path: string): RegexRule[] {
     if (pattern === '') fail(`${at}.pattern`, 'an empty pattern');
     if (pattern.length > MAX_PATTERN_LENGTH) fail(`${at}.pattern`, `${pattern.length} characters; at most ${MAX_PATTERN_LENGTH}`);
     const compiled = compile(pattern, flags, `${at}.pattern`);
-    if (!safeRegex(pattern, { limit: MAX_PATTERN_REPETITIONS })) {
+    // Bounded when V8's linear-time engine can run it (regex-engine.ts); else (case-insensitive or Unicode patterns,
+    // backreferences, lookaround: Node 20's engine runs none of them) at least no repetition inside a repetition.
+    if (!runsInLinearTime(pattern, flags) && !safeRegex(pattern, { limit: MAX_PATTERN_REPETITIONS })) {
       fail(
         `${at}.pattern`,
         'may take catastrophic (exponential) time on some texts: a repetition inside a repetition such as (a+)+, '

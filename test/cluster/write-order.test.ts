@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { RawClient } from '../helpers/raw.js';
 import { startTestCluster, type TestCluster } from './helpers.js';
 import { requestToken } from '../../src/client/index.js';
-import { addThenSend, httpGroupPushesAmongMembershipChanges, httpPushInOrder, lateCommitPushedInOrder, rejoinedMemberSyncs, removeThenSend, resentCreate, type Target } from '../helpers/write-order.js';
+import { addThenSend, httpGroupPushesAmongMembershipChanges, httpPushInOrder, lateCommitPushedInOrder, lateFirstCommitPushed, type LateWriter, rejoinedMemberSyncs, removeThenSend, resentCreate, type Target } from '../helpers/write-order.js';
 import { randomUUID } from 'node:crypto';
 import { RedisBus } from '../../src/engines/bus-redis.js';
 import { committed } from '../../src/engines/bus.js';
@@ -48,12 +48,21 @@ describe('write order on 2 gateways + 2 logic nodes', () => {
   test('a member removed and added back before its device synced gets every message of its membership windows, and none from outside them', T, () => rejoinedMemberSyncs(target, 'c5'));
   test('POST /api/v1/messages into a group among membership changes: nothing reaches a removed member, seq order, no gap', T, () => httpGroupPushesAmongMembershipChanges(target, 'c6'));
   test('a message committed by a writer that has not published it yet is pushed before the next one, and not again when published', T, async () => {
+    await withLateWriter((late) => lateCommitPushedInOrder(target, 'c7', late));
+  });
+  test('a late writer\'s message that comes before anything the push group knows of the conversation is pushed when published, once', T, async () => {
+    await withLateWriter((late) => lateFirstCommitPushed(target, 'c8', late));
+  });
+
+  /** A writer beside the cluster's: stores in its PostgreSQL, publishes on its Redis, when told. */
+  async function withLateWriter(run: (late: LateWriter) => Promise<void>): Promise<void> {
     const store = await PostgresStore.open({ url: cluster.postgres.url });
     const bus = new RedisBus({ url: cluster.redis.url, nodeId: 'late-writer', shards: 8, leaseMs: 1500 });
     try {
-      await lateCommitPushedInOrder(target, 'c7', {
-        commit: async (conversationId, fromUser, text) => (await store.append([{
-          conversationId, kind: 'group', members: [], fromUser, fromDevice: 'd9', clientMsgId: `late-${randomUUID()}`, serverMsgId: randomUUID(), text, sentAtMs: Date.now(),
+      await run({
+        commit: async (conversationId, fromUser, text, members) => (await store.append([{
+          conversationId, kind: members ? 'direct' : 'group', members: members ?? [], fromUser, fromDevice: 'd9',
+          clientMsgId: `late-${randomUUID()}`, serverMsgId: randomUUID(), text, sentAtMs: Date.now(),
         }]))[0]!.message,
         publish: (message) => bus.publishCommitted([committed({ message: messageToWire(message), originNode: 'late-writer', duplicate: false, alsoNotify: [] })]),
       });
@@ -61,5 +70,5 @@ describe('write order on 2 gateways + 2 logic nodes', () => {
       await bus.close();
       await store.close();
     }
-  });
+  }
 });

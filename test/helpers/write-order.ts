@@ -337,8 +337,8 @@ export async function httpGroupPushesAmongMembershipChanges(t: Target, tag: stri
 
 /** What the late-writer scenario does behind the server's back: a commit, and its publish later. */
 export interface LateWriter {
-  /** Store a message as a writer would, without publishing it; the stored message. */
-  commit(conversationId: string, fromUser: string, text: string): Promise<ChatMessage>;
+  /** Store a message as a writer would, without publishing it; the stored message. `members`: a 1:1 conversation's two users (else a group). */
+  commit(conversationId: string, fromUser: string, text: string, members?: string[]): Promise<ChatMessage>;
   /** Publish it at last, as that writer would. */
   publish(message: ChatMessage): Promise<void>;
 }
@@ -368,6 +368,29 @@ export async function lateCommitPushedInOrder(t: Target, tag: string, late: Late
     const seqs = carolGot().map((m) => m.seq);
     assert.deepEqual(seqs, Array.from({ length: seqs.at(-1)! }, (_, i) => i + 1), 'carol: pushed every seq, in order, once');
     assert.deepEqual(texts(carolGot()), ['before', 'late', 'after', 'last']);
+  } finally {
+    for (const c of [alice, carol]) c.close();
+  }
+}
+
+/**
+ * The late writer's message is the first of a 1:1 conversation: the push
+ * consumer knows nothing of it when the next message comes (nothing to fill
+ * from), so it pushes that one, and the late one when its own publish comes,
+ * late but once.
+ */
+export async function lateFirstCommitPushed(t: Target, tag: string, late: LateWriter): Promise<void> {
+  const [alice, carol] = await Promise.all([t.connect(`alice-${tag}`, 0), t.connect(`carol-${tag}`, 1)]);
+  try {
+    const conversationId = directConversationId(`alice-${tag}`, `carol-${tag}`);
+    const stored = await late.commit(conversationId, `alice-${tag}`, 'late', [`alice-${tag}`, `carol-${tag}`]);
+    ok(await pipelined(alice, { case: 'send', value: { clientMsgId: `${tag}-after`, conversationId, text: 'after' } }), 'sendAck');
+    const carolGot = () => pushedTo(carol).filter((m) => m.conversationId === conversationId);
+    await waitUntil(() => texts(carolGot()).includes('after'), () => 'carol gets "after"');
+    await late.publish(stored);
+    await waitUntil(() => texts(carolGot()).includes('late'), () => 'carol gets "late" when it is published');
+    await sleep(200);
+    assert.deepEqual(carolGot().map((m) => m.seq).sort(), [1, 2], 'carol: each seq once');
   } finally {
     for (const c of [alice, carol]) c.close();
   }

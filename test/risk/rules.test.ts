@@ -85,11 +85,15 @@ describe('parseRules', () => {
     refused({ block_words: ['  '] }, /^block_words\[0\]: " {2}" is only spaces/);
   });
 
-  test('regex rules: compile, are not catastrophic, have unique non-built-in ids, allowed flags, and an action', () => {
+  test('regex rules: compile, are bounded in time, have unique non-built-in ids, allowed flags, and an action', () => {
     const rule = (over: Record<string, unknown>) => ({ id: 'r', pattern: 'x', action: 'block', ...over });
     refused({ regex_rules: [rule({ id: 'ok' }), rule({ pattern: '(unclosed' })] }, /^regex_rules\[1\]\.pattern: invalid regular expression: .*Unterminated group/);
-    refused({ regex_rules: [rule({ pattern: '(a+)+$' })] }, /^regex_rules\[0\]\.pattern: may take catastrophic \(exponential\) time on some texts: a repetition inside a repetition such as \(a\+\)\+/);
-    refused({ regex_rules: [rule({ pattern: '^(\\w+\\s?)*$' })] }, /^regex_rules\[0\]\.pattern: may take catastrophic/);
+    // Nested repetition is refused where the linear-time engine cannot take over (case-insensitive, Unicode, lookaround).
+    refused({ regex_rules: [rule({ pattern: '(a+)+$', flags: 'i' })] }, /^regex_rules\[0\]\.pattern: may take catastrophic \(exponential\) time on some texts: a repetition inside a repetition such as \(a\+\)\+/);
+    refused({ regex_rules: [rule({ pattern: '^(\\w+\\s?)*$', flags: 'u' })] }, /^regex_rules\[0\]\.pattern: may take catastrophic/);
+    refused({ regex_rules: [rule({ pattern: '(?<=x)(a+)+' })] }, /^regex_rules\[0\]\.pattern: may take catastrophic/);
+    // Where it can, any pattern is bounded: accepted.
+    assert.equal(parseRules({ regex_rules: [rule({ pattern: '(a+)+$' })] }).regex_rules?.length, 1);
     refused({ regex_rules: [rule({ id: 'phone' }), rule({ id: 'Phone' })] }, 'regex_rules[1].id: "Phone" is already the id of regex_rules[0]; ids must be unique');
     refused({ regex_rules: [rule({ id: 'links' })] }, /^regex_rules\[0\]\.id: "links" is the id of a built-in rule/);
     refused({ regex_rules: [rule({ id: 'no spaces' })] }, `regex_rules[0].id: "no spaces" is not an id: 1 to 64 letters, digits, '_' or '-'`);
@@ -285,5 +289,23 @@ describe('ContentRules', () => {
     const masked = maskWords[1234] ?? '';
     assert.deepEqual(rules.check(`x ${masked} y`), { action: 'mask', text: `x ${'*'.repeat(masked.length)} y`, rules: ['mask_words'] });
     assert.deepEqual(rules.check(`x ${blockWords[9999] ?? ''}`), { action: 'block', rule: 'block_words' });
+  });
+});
+
+describe('regex rules on crafted texts', () => {
+  // Patterns that backtrack exponentially (or polynomially) on these texts: without the linear-time fallback
+  // each check would run for years and hold the process; here each returns (the test's own timeout is the bound).
+  test('a pathological pattern on a crafted text ends, with the right answer', { timeout: 20_000 }, () => {
+    const cases: [string, string, boolean][] = [
+      ['(a+)+$', `${'a'.repeat(60)}!`, false],
+      ['(\\w|\\d)*!', '1'.repeat(60), false],
+      ['(?:a|a)*b', 'a'.repeat(60), false],
+      ['^(\\w+\\s?)+$', `${'word '.repeat(30)}!`, false],
+      ['(a+)+$', 'a'.repeat(60), true],
+    ];
+    for (const [pattern, text, blocked] of cases) {
+      const rules = new ContentRules(parseRules({ regex_rules: [{ id: 'bad', pattern, action: 'block' }] }));
+      assert.equal(rules.check(text).action, blocked ? 'block' : 'allow', pattern);
+    }
   });
 });
