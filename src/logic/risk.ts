@@ -52,7 +52,7 @@ export class RiskService {
       const spam = control.rules.document.spam;
       const now = Date.now();
       const trips = await scorer.score(spam, batch.flatMap((c) => (c.message ? [messageFromWire(c.message)] : [])), now);
-      if (trips.length > 0 && spam && actions) await actions.act(trips, spam.actions, now);
+      if (trips.length > 0 && spam && actions) await actions.act(trips, spam.actions);
     }
     return { counters: { messages, events } };
   }

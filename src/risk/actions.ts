@@ -7,8 +7,9 @@
 //   mute, by the service with the owner's rights);
 // - revoke: the user's tokens (every device logged out and kicked, as
 //   POST /api/v1/revoke does).
-// A user who keeps tripping a rule within its window is acted on once; only
-// messages not yet recalled are recalled at the next trip.
+// A user who keeps tripping a rule within its window is acted on once (a
+// claim on user and rule, shared by the risk processes through Windows); the
+// messages sent meanwhile are recalled at the next trips, each once.
 import { SYSTEM_USER, groupIdOf, isGroupConversation, type FrameBodyInit } from '../protocol/index.js';
 import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
@@ -17,38 +18,40 @@ import type { BusRequester } from '../logic/bus-requests.js';
 import type { RiskMetrics } from '../observability/metrics.js';
 import { revokeTokens } from '../auth/revocation.js';
 import { log as rootLog } from '../observability/log.js';
-import type { MessageRef, Trip } from './spam.js';
+import type { MessageRef, Trip, Windows } from './spam.js';
 import type { RulesDocument } from './rules.js';
 
 const log = rootLog.child({ component: 'risk' });
 
 export type RiskAction = NonNullable<RulesDocument['spam']>['actions'][number];
 
-/** Users and rules acted on, remembered at most (the least recently acted on forgotten first). */
-const MAX_ACTED = 10_000;
+/** Messages recalled for one trip at most (the newest of its window). */
+const MAX_RECALLS = 100;
+/** Recalls in flight at once for one trip. */
+const RECALLS_IN_FLIGHT = 8;
 
 export class RiskActions {
-  /** Per user and rule: until when it was acted on, and the messages already recalled. */
-  private readonly acted = new Map<string, { untilMs: number; recalled: Set<string> }>();
+  constructor(private readonly deps: { requests: BusRequester; sessions: Sessions; bus: Bus; store: RiskStore; windows: Windows; metrics?: RiskMetrics }) {}
 
-  constructor(private readonly deps: { requests: BusRequester; sessions: Sessions; bus: Bus; store: RiskStore; metrics?: RiskMetrics }) {}
-
-  /** Act on the trips of one batch; the audit entries are written in one step. */
-  async act(trips: readonly Trip[], actions: readonly RiskAction[], nowMs: number): Promise<void> {
+  /**
+   * Act on the trips of one batch; their audit entries are written in one
+   * step. A failed audit write gives the claims back and throws, so the
+   * batch is handed again and acted on again (each recall and mute is
+   * applied once: its request id).
+   */
+  async act(trips: readonly Trip[], actions: readonly RiskAction[]): Promise<void> {
     const audit: RiskAuditDraft[] = [];
+    const claimed: string[] = [];
     for (const trip of trips) {
-      const key = `${trip.userId}\n${trip.rule}`;
-      let state = this.acted.get(key);
-      const again = state !== undefined && state.untilMs > nowMs;
-      if (!state || !again) {
-        state = { untilMs: nowMs + trip.windowMs, recalled: new Set() };
-        if (this.acted.size >= MAX_ACTED) this.acted.delete(this.acted.keys().next().value!);
-      }
-      this.acted.delete(key);
-      this.acted.set(key, state);
-      const fresh = trip.messages.filter((m) => !state.recalled.has(refKey(m)));
+      const claim = `acted:${trip.userId}:${trip.rule}`;
+      const first = await this.deps.windows.claim(claim, trip.windowMs);
+      if (first) claimed.push(claim);
       // Within the window: only what was not yet recalled is taken back; the other actions were done.
-      const todo = again ? actions.filter((a) => a === 'recall' && fresh.length > 0) : [...actions];
+      const fresh = [];
+      if (actions.includes('recall')) {
+        for (const m of trip.messages.slice(-MAX_RECALLS)) if (await this.deps.windows.claim(`recall:${m.conversationId}#${m.seq}`, trip.windowMs)) fresh.push(m);
+      }
+      const todo = first ? [...actions] : fresh.length > 0 ? ['recall' as const] : [];
       if (todo.length === 0) continue;
       const done: Record<string, unknown> = {};
       for (const action of todo) {
@@ -60,16 +63,21 @@ export class RiskActions {
           done[action] = { failed: err instanceof Error ? err.message : String(err) };
         }
       }
-      for (const m of fresh) state.recalled.add(refKey(m));
       audit.push({
-        atMs: nowMs, userId: trip.userId, rule: trip.rule, action: todo.join(','),
+        atMs: Date.now(), userId: trip.userId, rule: trip.rule, action: todo.join(','),
         detail: JSON.stringify({
           count: trip.count, threshold: trip.threshold, window_ms: trip.windowMs,
           messages: trip.messages.map((m) => ({ conversation_id: m.conversationId, seq: m.seq })), done,
         }),
       });
     }
-    if (audit.length > 0) await this.deps.store.appendRiskAudit(audit);
+    if (audit.length === 0) return;
+    try {
+      await this.deps.store.appendRiskAudit(audit);
+    } catch (err) {
+      await Promise.allSettled(claimed.map((c) => this.deps.windows.release(c)));
+      throw err;
+    }
   }
 
   private async run(action: RiskAction, trip: Trip, fresh: readonly MessageRef[]): Promise<unknown> {
@@ -77,23 +85,32 @@ export class RiskActions {
       case 'flag':
         return true;
       case 'recall': {
+        // Each recall that fails gives its claim back: the next trip tries it again.
         let recalled = 0;
-        for (const m of fresh) {
-          const ok = await this.request(`risk:recall:${m.conversationId}:${m.seq}`, { case: 'recall', value: { conversationId: m.conversationId, seq: BigInt(m.seq) } });
-          if (ok) recalled++;
-        }
-        return { recalled };
+        const queue = [...fresh];
+        await Promise.all(Array.from({ length: Math.min(RECALLS_IN_FLIGHT, queue.length) }, async () => {
+          for (let m = queue.shift(); m; m = queue.shift()) {
+            const ok = await this.request(`risk:recall:${m.conversationId}:${m.seq}`, {
+              case: 'recall', value: { conversationId: m.conversationId, seq: BigInt(m.seq) },
+            }).catch(() => false);
+            if (ok) recalled++;
+            else await this.deps.windows.release(`recall:${m.conversationId}#${m.seq}`).catch(() => undefined);
+          }
+        }));
+        return { recalled, of: fresh.length };
       }
       case 'mute': {
         const groups = [...new Set(trip.messages.filter((m) => isGroupConversation(m.conversationId)).map((m) => groupIdOf(m.conversationId)!))];
+        const first = trip.messages[0]!;
         let muted = 0;
         for (const groupId of groups) {
-          const ok = await this.request(`risk:mute:${groupId}:${trip.userId}:${trip.messages[0]!.seq}`, {
+          // Once per trip (the window's first message names it): a user unmuted by an admin is muted again at the next trip.
+          const ok = await this.request(`risk:mute:${groupId}:${trip.userId}:${first.conversationId}#${first.seq}`, {
             case: 'group', value: { op: { case: 'mute', value: { groupId, userId: trip.userId, muted: true } } },
           });
           if (ok) muted++;
         }
-        return { groups: muted };
+        return { groups: muted, of: groups.length };
       }
       case 'revoke': {
         const result = await revokeTokens(this.deps, trip.userId);
@@ -111,8 +128,4 @@ export class RiskActions {
     }
     return true;
   }
-}
-
-function refKey(m: MessageRef): string {
-  return `${m.conversationId}#${m.seq}`;
 }

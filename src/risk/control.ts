@@ -125,8 +125,8 @@ export class RiskControl {
         throw new LonglinkError(ErrorCode.CONTENT_BLOCKED, `blocked by rule "before_send_webhook": ${answer.reason}`);
       }
       if (answer.action === 'replace') {
-        if (Buffer.byteLength(answer.text) > this.options.maxTextBytes) {
-          // A replacement the server cannot store: the hook failed, and its policy decides.
+        if (Buffer.byteLength(answer.text) > this.options.maxTextBytes || answer.text.includes('\u0000')) {
+          // A replacement no store may hold (too long, or with NUL, which PostgreSQL refuses): the hook failed, and its policy decides.
           this.deps.metrics?.webhook('before-send', undefined, 'invalid');
           if ((hook.on_failure ?? 'allow') === 'deny') {
             this.deps.metrics?.blocked('before_send_webhook');
@@ -166,14 +166,16 @@ export class RiskControl {
       const record = await this.deps.store.riskRules();
       if (!record || record.version <= this.current.version) return;
       let document: RulesDocument;
+      let content: ContentRules;
       try {
         document = parseRules(JSON.parse(record.document));
+        content = new ContentRules(document);
       } catch (err) {
         this.unreadable = record.version;
         log.error({ err, version: record.version }, 'the stored risk rules do not parse here; the current ones stay');
         return;
       }
-      this.current = { version: record.version, updatedAtMs: record.updatedAtMs, document, content: new ContentRules(document) };
+      this.current = { version: record.version, updatedAtMs: record.updatedAtMs, document, content };
       log.info({ version: record.version }, 'risk rules loaded');
     } catch (err) {
       // Once per outage, not at every poll.

@@ -54,11 +54,11 @@ const LOOKALIKES: ReadonlyMap<string, string> = new Map([
 /**
  * Dropped from the normalised text: combining marks (after NFD, so "é" →
  * "e"), every format character (zero-width space, joiners, U+2060, U+FEFF,
- * soft hyphen, bidi controls...) and the Hangul fillers, which render blank.
+ * soft hyphen, bidi controls...), skin-tone modifiers (ba🏻d) and the Hangul fillers, which render blank.
  * The kana voicing marks (U+3099, U+309A) are kept: が and か are different
  * letters, not a decorated one.
  */
-const DROPPED = /(?![\u3099\u309a])[\p{M}\p{Cf}\u115f\u1160\u3164\uffa0]/gu;
+const DROPPED = /(?![\u3099\u309a])[\p{M}\p{Cf}\p{Emoji_Modifier}\u115f\u1160\u3164\uffa0]/gu;
 
 /** ASCII, folded: lower case and leetspeak. */
 const ASCII_FOLDED: readonly string[] = Array.from({ length: 128 }, (_, code) => {

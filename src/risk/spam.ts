@@ -54,6 +54,10 @@ export interface Trip {
 export interface Windows {
   /** Add `member` at `atMs` to window `key` (the last `windowMs`); the members in it now, oldest first (at most MAX_WINDOW_MEMBERS). */
   add(key: string, member: string, atMs: number, windowMs: number): Promise<string[]>;
+  /** Take `key` for `ttlMs` if no one holds it: true for the one caller (of every process sharing the windows) that took it. */
+  claim(key: string, ttlMs: number): Promise<boolean>;
+  /** Give `key` back (what its claim was for failed). */
+  release(key: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -77,8 +81,27 @@ export class MemoryWindows implements Windows {
     return [...w.keys()];
   }
 
+  private readonly claims = new Map<string, number>();
+
+  async claim(key: string, ttlMs: number): Promise<boolean> {
+    const now = Date.now();
+    const until = this.claims.get(key);
+    if (until !== undefined && until > now) return false;
+    if (this.claims.size >= MAX_WINDOWS) {
+      for (const [k, u] of this.claims) if (u <= now) this.claims.delete(k);
+      if (this.claims.size >= MAX_WINDOWS) this.claims.delete(this.claims.keys().next().value!);
+    }
+    this.claims.set(key, now + ttlMs);
+    return true;
+  }
+
+  async release(key: string): Promise<void> {
+    this.claims.delete(key);
+  }
+
   async close(): Promise<void> {
     this.windows.clear();
+    this.claims.clear();
   }
 }
 
@@ -103,6 +126,14 @@ export class RedisWindows implements Windows {
 
   async add(key: string, member: string, atMs: number, windowMs: number): Promise<string[]> {
     return await ADD.run(this.client, [`${this.prefix}risk:w:${key}`], [member, atMs, windowMs, MAX_WINDOW_MEMBERS]) as string[];
+  }
+
+  async claim(key: string, ttlMs: number): Promise<boolean> {
+    return (await this.client.set(`${this.prefix}risk:claim:${key}`, '1', 'PX', Math.max(1, Math.round(ttlMs)), 'NX')) === 'OK';
+  }
+
+  async release(key: string): Promise<void> {
+    await this.client.del(`${this.prefix}risk:claim:${key}`);
   }
 
   async close(): Promise<void> {

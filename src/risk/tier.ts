@@ -14,6 +14,8 @@ import { RiskControl } from './control.js';
 import { SpamScorer, type Windows } from './spam.js';
 import { AFTER_EVENT_TYPES, WebhookService } from './webhooks.js';
 
+/** How long a risk action (a recall, a mute) waits for logic's answer. */
+const RISK_REQUEST_TIMEOUT_MS = 5000;
 /** The longest pause between two tries of an after-* event. */
 const WEBHOOK_MAX_BACKOFF_MS = 30_000;
 
@@ -38,12 +40,15 @@ export interface RiskTier {
 export function riskTier(options: RiskTierOptions, deps: { bus: Bus; sessions: Sessions; store: RiskStore; metrics: RiskMetrics }): RiskTier {
   const control = new RiskControl({ maxTextBytes: options.maxTextBytes }, { store: deps.store, metrics: deps.metrics });
   const windows = options.risk ? (options.windows?.() ?? undefined) : undefined;
-  const requests = options.risk ? new BusRequester(deps.bus, `${options.nodeId}.risk`) : undefined;
+  // Its actions wait less than the API's requests: a trip's recalls must not hold the risk group for long while logic is away.
+  const requests = options.risk ? new BusRequester(deps.bus, `${options.nodeId}.risk`, RISK_REQUEST_TIMEOUT_MS) : undefined;
   const service = options.risk ? new RiskService({
     bus: deps.bus,
     control,
     scorer: windows ? new SpamScorer({ windows, store: deps.store }) : undefined,
-    actions: requests ? new RiskActions({ requests, sessions: deps.sessions, bus: deps.bus, store: deps.store, metrics: deps.metrics }) : undefined,
+    actions: requests && windows
+      ? new RiskActions({ requests, sessions: deps.sessions, bus: deps.bus, store: deps.store, windows, metrics: deps.metrics })
+      : undefined,
   }) : undefined;
   const webhooks = options.webhooks ? new WebhookService({
     target: () => {

@@ -502,31 +502,45 @@ export class WebhookService {
     const secret = await this.options.secret();
     let delivered = 0;
     let refused = 0;
+    let dropped = 0;
     for (const event of events) {
-      if (await this.send(target.url, secret, event)) delivered++;
-      else refused++;
+      const sent = await this.send(target.url, secret, event);
+      if (sent === 'delivered') delivered++;
+      else if (sent === 'refused') refused++;
+      else dropped++;
     }
-    return { counters: { delivered, refused } };
+    return { counters: { delivered, refused, ...(dropped > 0 ? { unconfigured: dropped } : {}) } };
   }
 
-  /** Sends one event until delivered (true) or refused (false); throws when it gave up. */
-  private async send(url: string, secret: string, event: AfterEvent): Promise<boolean> {
+  /**
+   * Sends one event until delivered or refused; throws when it gave up. The
+   * target is read again before each retry: an admin who fixes a wrong URL
+   * gets the event at the new one; one who removes the webhook (or this
+   * event type from it) ends the retries (`dropped`).
+   */
+  private async send(firstUrl: string, secret: string, event: AfterEvent): Promise<'delivered' | 'refused' | 'dropped'> {
     const body = JSON.stringify(event);
     const started = performance.now();
     let kind: AfterFailure = 'network';
     let detail = 'not tried';
+    let url = firstUrl;
     for (let n = 1; n <= this.attempts; n++) {
       if (this.stopping.signal.aborted) break;
+      if (n > 1) {
+        const now = this.options.target();
+        if (!now || !now.events.includes(event.type)) return 'dropped';
+        url = now.url;
+      }
       const tried = await this.attempt(url, secret, event.id, body);
       if (tried.ok) {
         this.notify(() => this.hooks.onDelivered?.(event.type, Math.round(performance.now() - started)));
-        return true;
+        return 'delivered';
       }
       if (tried.kind === 'stopped') break;
       if (tried.kind === 'refused') {
         log.warn({ event: event.id, type: event.type, reason: tried.detail }, 'the webhook receiver refused an event; dropped');
         this.notify(() => this.hooks.onFailed?.(event.type, 'refused'));
-        return false;
+        return 'refused';
       }
       kind = tried.kind;
       detail = tried.detail;

@@ -102,7 +102,7 @@ describe('content rules', () => {
   test('look-alikes are caught: full width, digits for letters, Cyrillic letters, zero-width characters, accents; CJK inside a sentence', T, async () => {
     const alice = await online(s, 'tcp', 'alice-look');
     try {
-      for (const text of ['ｆｏｒｂｉｄｄｅｎ', 'f0rb1dd3n', 'fоrbіdden' /* Cyrillic о and і */, 'for\u200bbidden', 'fórbíddèn', '这是禁止的内容']) {
+      for (const text of ['ｆｏｒｂｉｄｄｅｎ', 'f0rb1dd3n', 'fоrbіdden' /* Cyrillic о and і */, 'for\u200bbidden', 'fórbíddèn', 'forbi🏻dden', 'forbidden🏻', '这是禁止的内容']) {
         await expectError(alice, { case: 'send', value: { toUser: 'bob-look', clientMsgId: uniqueId(), text } }, ErrorCode.CONTENT_BLOCKED);
       }
       await sendOk(alice, { toUser: 'bob-look', text: 'for bidding is fine' });
@@ -234,6 +234,22 @@ describe('before-send webhook', () => {
     } finally {
       alice.close();
       bob.close();
+    }
+  });
+
+  test('a resend of a message stored before the rules changed is answered as the duplicate it is, not refused', T, async () => {
+    const alice = await online(s, 'tcp', 'alice-resend');
+    try {
+      await putRules(s, {});
+      const clientMsgId = uniqueId();
+      const first = await sendOk(alice, { toUser: 'bob-resend', clientMsgId, text: 'newly banned words' });
+      await putRules(s, { block_words: ['newly banned'] });
+      const again = await sendOk(alice, { toUser: 'bob-resend', clientMsgId, text: 'newly banned words' });
+      assert.equal(again.seq, first.seq);
+      assert.equal(again.duplicate, true);
+      await expectError(alice, { case: 'send', value: { toUser: 'bob-resend', clientMsgId: uniqueId(), text: 'newly banned words' } }, ErrorCode.CONTENT_BLOCKED);
+    } finally {
+      alice.close();
     }
   });
 

@@ -419,6 +419,27 @@ describe('WebhookService', () => {
     await bus.close();
   });
 
+  test('retries follow the target: a URL fixed meanwhile gets the event; a webhook removed meanwhile ends them', async () => {
+    const good = await receiver();
+    const bus = new MemoryBus();
+    let current: WebhookTarget | undefined = { url: `http://127.0.0.1:${await closedPort()}/typo`, events: ALL };
+    const service = new WebhookService({ target: () => current, secret, attempts: Number.POSITIVE_INFINITY, ...fast }, { bus });
+    const first = published(1);
+    const fixing = service.deliver(first);
+    await sleep(150);
+    current = { url: good.url, events: ALL };
+    assert.deepEqual(await fixing, { counters: { delivered: 1, refused: 0 } });
+    assert.deepEqual(good.events().map((e) => e.id), first.map(idOf), 'the event, at the fixed URL');
+
+    current = { url: `http://127.0.0.1:${await closedPort()}/typo`, events: ALL };
+    const removing = service.deliver(published(1, 2));
+    await sleep(150);
+    current = undefined;
+    assert.deepEqual(await removing, { counters: { delivered: 0, refused: 0, unconfigured: 1 } }, 'acked, not sent');
+    await good.close();
+    await bus.close();
+  });
+
   test('a batch that failed part-way is sent again whole: the delivered events again, with the same id and body', async () => {
     let down = true;
     const r = await receiver((q) => ({ status: down && q.headers['x-longlink-event-id'] === 'g:team:1' ? 503 : 200 }));
