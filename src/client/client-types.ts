@@ -82,6 +82,8 @@ export interface SendResult {
   seq: number;
   sentAtMs: number;
   duplicate: boolean;
+  /** The text as stored, when the server changed it (masked by its content rules, or replaced by the business): what the others see. */
+  text?: string;
 }
 
 /**

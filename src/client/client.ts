@@ -338,7 +338,7 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     const login = this.link.login;
     if (login) {
       // Our own message has this seq: advance past it without showing it again.
-      this.inbox.sentHere(result, login, entry?.options.text ?? '');
+      this.inbox.sentHere(result, login, result.text ?? entry?.options.text ?? '');
       // A conversation this device had no base for (its first message here):
       // sync it, so the base (kept in the store) is known and a later sync
       // does not bring this device's own message back as an incoming one.

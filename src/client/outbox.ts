@@ -49,10 +49,12 @@ export function pendingOf(e: OutboxEntry): PendingSend {
 }
 
 export function sendResultOf(ack: BodyOf<'sendAck'>): SendResult {
-  return {
+  const result: SendResult = {
     clientMsgId: ack.clientMsgId, serverMsgId: ack.serverMsgId, conversationId: ack.conversationId,
     seq: Number(ack.seq), sentAtMs: Number(ack.sentAtMs), duplicate: ack.duplicate,
   };
+  if (ack.text !== '') result.text = ack.text;
+  return result;
 }
 
 export class Outbox {

@@ -308,11 +308,14 @@ export class Logic {
     }
     await Promise.all(results.map((res, i) => {
       const m = res.message;
-      return this.reply(sends[i]!.r.origin, sends[i]!.r.id, {
+      const { r } = sends[i]!;
+      // The sender learns the text as stored when it is not what it sent (masked, replaced): its device shows what everyone sees.
+      const asked = r.frame?.body.case === 'send' ? r.frame.body.value.text : m.text;
+      return this.reply(r.origin, r.id, {
         case: 'sendAck',
         value: {
           clientMsgId: m.clientMsgId, serverMsgId: m.serverMsgId, conversationId: m.conversationId,
-          seq: BigInt(m.seq), sentAtMs: BigInt(m.sentAtMs), duplicate: res.duplicate,
+          seq: BigInt(m.seq), sentAtMs: BigInt(m.sentAtMs), duplicate: res.duplicate, text: m.text !== asked ? m.text : '',
         },
       });
     }));

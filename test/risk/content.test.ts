@@ -11,6 +11,7 @@ import { ErrorCode, directConversationId } from '../../src/protocol/index.js';
 import { expectError, history, online, pushed, request, sendOk, sleep, uniqueId, until, TRANSPORTS } from '../logic/support.js';
 import { verifySignature } from '../../src/risk/webhooks.js';
 import type { RawClient } from '../helpers/raw.js';
+import { createClient } from '../../src/client/index.js';
 
 const T = { timeout: 60_000 };
 
@@ -115,10 +116,20 @@ describe('content rules', () => {
     const [alice, bob] = [await online(s, 'ws', 'alice-mask'), await online(s, 'tcp', 'bob-mask')];
     try {
       const ab = directConversationId('alice-mask', 'bob-mask');
-      await sendOk(alice, { toUser: 'bob-mask', text: 'well DARN it, ｄａｒｎ' });
-      await until(() => texts(bob, ab).length === 1, 5000, () => 'bob gets it');
-      assert.deepEqual(texts(bob, ab), ['well **** it, ****']);
-      assert.deepEqual((await history(alice, ab)).messages.map((m) => m.text), ['well **** it, ****']);
+      const ack = await sendOk(alice, { toUser: 'bob-mask', text: 'well DARN it, ｄａｒｎ' });
+      assert.equal(ack.text, 'well **** it, ****', 'the sender is told the text as stored');
+      assert.equal((await sendOk(alice, { toUser: 'bob-mask', text: 'clean' })).text, '', 'empty when stored as sent');
+      await until(() => texts(bob, ab).length === 2, 5000, () => 'bob gets both');
+      assert.deepEqual(texts(bob, ab), ['well **** it, ****', 'clean']);
+      assert.deepEqual((await history(alice, ab)).messages.map((m) => m.text), ['well **** it, ****', 'clean']);
+      // The SDK keeps the stored text as the result of its send.
+      const sdk = createClient({ url: s.tcpUrl, token: await s.token('alice-mask', 'sdk') });
+      try {
+        await sdk.connect();
+        assert.equal((await sdk.send({ to: 'bob-mask', text: 'darn again' })).text, '**** again');
+      } finally {
+        await sdk.close();
+      }
     } finally {
       alice.close();
       bob.close();
