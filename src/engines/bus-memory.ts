@@ -25,6 +25,8 @@ export interface MemoryBusOptions {
   maxBacklog?: number;
   /** Handler failures of one entry (not counting an unavailable store) before it is dead-lettered. @default 5 */
   maxDeliveries?: number;
+  /** Bytes of message text a committed-stream group may have waiting (a consumer that keeps failing: a webhook receiver away) before its oldest are dropped. @default 64 MiB */
+  maxCommittedBytes?: number;
 }
 
 /** publishUp refused: logic is too far behind. The gateway answers UNAVAILABLE; clients retry. */
@@ -32,9 +34,16 @@ export class BusFullError extends Error {}
 
 const MAX_DEAD = 10_000;
 
+/** What a committed entry weighs in a group's queue: its text, and a fixed cost for the rest. */
+function entryBytes(e: Committed): number {
+  return 256 + (e.message?.text.length ?? 0) * 2;
+}
+
 /** One consumer group of the committed stream. */
 interface CommittedGroup {
   queue: Committed[];
+  /** Bytes of text (and a fixed cost per entry) in `queue`. */
+  bytes: number;
   handler?: CommittedHandler;
   draining: boolean;
   seen: SeenWindow;
@@ -52,6 +61,7 @@ export class MemoryBus implements Bus {
   private readonly maxBatch: number;
   private readonly maxBacklog: number;
   private readonly maxDeliveries: number;
+  private readonly maxCommittedBytes: number;
   private up: UpEnvelope[] = [];
   private upHandler: UpHandler | undefined;
   private draining = false;
@@ -67,6 +77,7 @@ export class MemoryBus implements Bus {
     this.maxBatch = options.maxBatch ?? 512;
     this.maxBacklog = options.maxBacklog ?? 100_000;
     this.maxDeliveries = options.maxDeliveries ?? 5;
+    this.maxCommittedBytes = options.maxCommittedBytes ?? 64 * 1024 * 1024;
     this.dead = {
       list: async (limit) => this.deadLetters.slice(0, Math.max(0, limit)).map((d) => d.info),
       count: async () => this.deadLetters.length,
@@ -110,9 +121,16 @@ export class MemoryBus implements Bus {
     if (this.closed) throw new Error('bus closed');
     this.counters.committedPublished += entries.length;
     for (const [name, group] of this.groups) {
-      for (const e of entries) group.queue.push(e);
-      if (group.queue.length > this.maxBacklog) {
-        const lost = group.queue.length - this.maxBacklog;
+      for (const e of entries) {
+        group.queue.push(e);
+        group.bytes += entryBytes(e);
+      }
+      let lost = 0;
+      while (group.queue.length - lost > this.maxBacklog || (group.bytes > this.maxCommittedBytes && group.queue.length - lost > 1)) {
+        group.bytes -= entryBytes(group.queue[lost]!);
+        lost++;
+      }
+      if (lost > 0) {
         group.queue.splice(0, lost);
         log.warn({ group: name, entries: lost }, 'committed entries dropped: the consumer group is too far behind');
       }
@@ -153,7 +171,7 @@ export class MemoryBus implements Bus {
   private committedGroup(name: string): CommittedGroup {
     let group = this.groups.get(name);
     if (!group) {
-      group = { queue: [], draining: false, seen: new SeenWindow(), counters: new Map() };
+      group = { queue: [], bytes: 0, draining: false, seen: new SeenWindow(), counters: new Map() };
       this.groups.set(name, group);
     }
     return group;
@@ -166,6 +184,7 @@ export class MemoryBus implements Bus {
     setImmediate(async () => {
       while (group.handler && group.queue.length > 0 && !this.closed) {
         const batch = group.queue.splice(0, this.maxBatch);
+        for (const e of batch) group.bytes -= entryBytes(e);
         const fresh = group.seen.unseen(batch);
         this.counters.committedRepeats += batch.length - fresh.length;
         this.counters.committedRead += fresh.length;
