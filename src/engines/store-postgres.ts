@@ -34,7 +34,9 @@
 import pg from 'pg';
 import { ErrorCode, LonglinkError, type ChatMessage, type GroupRoleName, type TimelineEventData } from '../protocol/index.js';
 import { directMembers } from '../protocol/ids.js';
-import { draftMessage, groupIdOf, toMessage, toState, type MessageRow, type StateColumns } from './store-rows.js';
+import {
+  WEBHOOK_SECRET_KEY, draftMessage, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
+} from './store-rows.js';
 import {
   PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
@@ -164,22 +166,6 @@ const MIGRATIONS: string[] = [
    );`,
 ];
 
-/** The `settings` key of the webhook signing secret. */
-const WEBHOOK_SECRET_KEY = 'risk.webhook_secret';
-
-/** A `risk_audit` row. */
-interface RiskAuditRow {
-  id: number;
-  at_ms: number;
-  user_id: string;
-  rule: string;
-  action: string;
-  detail: string;
-}
-
-function toRiskAuditEntry(r: RiskAuditRow): RiskAuditEntry {
-  return { id: Number(r.id), atMs: Number(r.at_ms), userId: r.user_id, rule: r.rule, action: r.action, detail: r.detail };
-}
 
 /** pg_advisory_xact_lock(MIGRATION_LOCK, hashtext(schema)): one migrator per schema at a time. */
 const MIGRATION_LOCK = 0x4c4c4d47; // 'LLMG'

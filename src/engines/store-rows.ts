@@ -2,7 +2,7 @@
 // the message a draft becomes once it has its seq.
 import { groupIdOf as groupIdOfConversation } from '../protocol/ids.js';
 import type { ChatMessage, TimelineEventData } from '../protocol/index.js';
-import type { ConversationKind, ConversationState, MessageDraft } from './store.js';
+import type { ConversationKind, ConversationState, MessageDraft, RiskAuditEntry } from './store.js';
 
 /** A `messages` row; `event` is the timeline event as JSON text. */
 export interface MessageRow {
@@ -74,4 +74,21 @@ export function toState(r: StateColumns, atMs: number, rejoined: boolean): Conve
 /** The group id of a group conversation id `g:{id}` (the id itself when it is not one). */
 export function groupIdOf(conversationId: string): string {
   return groupIdOfConversation(conversationId) ?? conversationId;
+}
+
+/** The `settings` key of the webhook signing secret. */
+export const WEBHOOK_SECRET_KEY = 'risk.webhook_secret';
+
+/** A `risk_audit` row (PostgreSQL hands bigints as strings: Number() makes both stores' rows alike). */
+export interface RiskAuditRow {
+  id: number | string;
+  at_ms: number | string;
+  user_id: string;
+  rule: string;
+  action: string;
+  detail: string;
+}
+
+export function toRiskAuditEntry(r: RiskAuditRow): RiskAuditEntry {
+  return { id: Number(r.id), atMs: Number(r.at_ms), userId: r.user_id, rule: r.rule, action: r.action, detail: r.detail };
 }

@@ -12,7 +12,9 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { ChatMessage, GroupRoleName } from '../protocol/index.js';
 import { directMembers, directPeer } from '../protocol/ids.js';
-import { draftMessage, groupIdOf, toMessage, toState, type MessageRow, type StateColumns } from './store-rows.js';
+import {
+  WEBHOOK_SECRET_KEY, draftMessage, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
+} from './store-rows.js';
 import {
   FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
@@ -127,22 +129,6 @@ const MIGRATIONS: string[] = [
    ) WITHOUT ROWID;`,
 ];
 
-/** The `settings` key of the webhook signing secret. */
-const WEBHOOK_SECRET_KEY = 'risk.webhook_secret';
-
-/** A `risk_audit` row. */
-interface RiskAuditRow {
-  id: number;
-  at_ms: number;
-  user_id: string;
-  rule: string;
-  action: string;
-  detail: string;
-}
-
-function toRiskAuditEntry(r: RiskAuditRow): RiskAuditEntry {
-  return { id: r.id, atMs: r.at_ms, userId: r.user_id, rule: r.rule, action: r.action, detail: r.detail };
-}
 
 const INSERT_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event';
 const MESSAGE_COLUMNS = `${INSERT_COLUMNS}, recalled_by`;

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { ADMIN_KEY, startTestServer, type TestServer } from '../helpers/server.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+import { api, putRules } from './support.js';
 import { ErrorCode, directConversationId } from '../../src/protocol/index.js';
 import { expectError, history, online, pushed, request, sendOk, sleep, uniqueId, until, TRANSPORTS } from '../logic/support.js';
 import { verifySignature } from '../../src/risk/webhooks.js';
@@ -15,18 +16,6 @@ import { createClient } from '../../src/client/index.js';
 
 const T = { timeout: 60_000 };
 
-async function api(s: TestServer, method: string, path: string, body?: unknown, key = ADMIN_KEY): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(`${s.httpUrl}${path}`, {
-    method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
-async function putRules(s: TestServer, rules: unknown): Promise<number> {
-  const r = await api(s, 'PUT', '/api/v1/risk/rules', rules);
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  return r.body.version as number;
-}
 
 const RULES = {
   block_words: ['forbidden', '禁止'],
