@@ -26,6 +26,27 @@ const log = rootLog.child({ component: 'risk' });
 
 /** How often each node looks for a new version of the rules. */
 export const POLL_MS = 500;
+/** Before-send calls in flight at once from one process (a batch of sends waits for its turn rather than open hundreds of connections). */
+export const BEFORE_SEND_IN_FLIGHT = 64;
+
+/** At most `limit` tasks run at once; the others wait in order. */
+class Limiter {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.running >= this.limit) await new Promise<void>((r) => this.waiting.push(r));
+    this.running++;
+    try {
+      return await task();
+    } finally {
+      this.running--;
+      this.waiting.shift()?.();
+    }
+  }
+}
 
 /** The rules in force on this node. */
 interface InForce {
@@ -42,6 +63,7 @@ export class RiskControl {
   private timer: NodeJS.Timeout | undefined;
   private polling: Promise<void> | undefined;
   private secretKept: Promise<string> | undefined;
+  private readonly hookCalls = new Limiter(BEFORE_SEND_IN_FLIGHT);
   /** A stored version this server cannot read (put by a newer one): not read again. */
   private unreadable = 0;
   /** The last poll could not read the store. */
@@ -110,14 +132,15 @@ export class RiskControl {
     let text = this.apply(content, draft.text);
     const hook = document.before_send_webhook;
     if (hook) {
-      const outcome = await callBeforeSend(
+      const secret = await this.webhookSecret();
+      const outcome = await this.hookCalls.run(() => callBeforeSend(
         { url: hook.url, timeoutMs: hook.timeout_ms ?? 500, onFailure: hook.on_failure ?? 'allow' },
-        await this.webhookSecret(),
+        secret,
         {
           conversation_id: draft.conversationId, from_user: draft.fromUser, from_device: draft.fromDevice, client_msg_id: draft.clientMsgId,
           kind: draft.kind === 'group' ? 'group' : 'direct', text, sent_at_ms: draft.sentAtMs,
         },
-      );
+      ));
       this.deps.metrics?.webhook('before-send', outcome.ms / 1000, outcome.failed);
       const answer = outcome.answer;
       if (answer.action === 'deny') {

@@ -172,6 +172,8 @@ describe('content rules', () => {
 /** A business's before-send endpoint: denies "deny-me", replaces "replace-me", stalls on "slow", answers garbage to "garbage". */
 class BeforeSendEndpoint {
   readonly bodies: { headers: Record<string, string | undefined>; body: string }[] = [];
+  inFlight = 0;
+  maxInFlight = 0;
   private server!: Server;
   url = '';
 
@@ -179,6 +181,8 @@ class BeforeSendEndpoint {
     this.server = createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
+      this.maxInFlight = Math.max(this.maxInFlight, ++this.inFlight);
+      res.on('close', () => this.inFlight--);
       req.on('end', () => {
         const body = Buffer.concat(chunks).toString();
         this.bodies.push({ headers: { timestamp: req.headers['x-longlink-timestamp'] as string, signature: req.headers['x-longlink-signature'] as string }, body });
@@ -188,6 +192,7 @@ class BeforeSendEndpoint {
         else if (text.includes('replace-me')) answer({ action: 'replace', text: text.replace('replace-me', 'replaced') });
         else if (text.includes('launder')) answer({ action: 'replace', text: 'now forbidden' });
         else if (text.includes('slow')) setTimeout(() => answer({ action: 'allow' }), 1500);
+        else if (text.includes('hold')) setTimeout(() => answer({ action: 'allow' }), 50);
         else if (text.includes('garbage')) res.writeHead(200).end('<html>not json');
         else answer({ action: 'allow' });
       });
@@ -234,6 +239,22 @@ describe('before-send webhook', () => {
     } finally {
       alice.close();
       bob.close();
+    }
+  });
+
+  test('a flood of sends does not open a connection per send to the business: at most 64 calls in flight, every send stored', T, async () => {
+    await putRules(s, { before_send_webhook: { url: endpoint.url, timeout_ms: 5000, on_failure: 'deny' } });
+    const senders = await Promise.all(Array.from({ length: 4 }, (_, i) => online(s, 'tcp', `flood-${i}`)));
+    try {
+      endpoint.maxInFlight = 0;
+      const acks = await Promise.all(senders.flatMap((c, i) => Array.from({ length: 75 }, (_, k) => request(c, {
+        case: 'send', value: { toUser: `sink-${i}`, clientMsgId: uniqueId(), text: `hold ${k}` },
+      }, 30_000))));
+      assert.ok(acks.every((f) => f.body.case === 'sendAck'), 'all 300 stored');
+      assert.ok(endpoint.maxInFlight > 1, `calls ran concurrently (${endpoint.maxInFlight})`);
+      assert.ok(endpoint.maxInFlight <= 64, `at most 64 at once (${endpoint.maxInFlight})`);
+    } finally {
+      for (const c of senders) c.close();
     }
   });
 
