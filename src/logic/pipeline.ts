@@ -158,9 +158,13 @@ export class Pipeline {
     try {
       text = await this.options.contentFilter?.(draft);
     } catch (err) {
-      // A resend of a message stored before (its ack was lost) is the duplicate it is, whatever the rules say now: the store answers it.
-      if (err instanceof LonglinkError && err.code === ErrorCode.CONTENT_BLOCKED && draft.clientMsgId !== ''
-        && await this.deps.store.messageByRequest(draft.fromUser, draft.clientMsgId)) return draft;
+      // A resend of a message stored before (its ack was lost) is the duplicate it is, whatever the rules say now: the store
+      // answers it. The draft carries the stored text (which the rules let through), never the refused one: were the stored
+      // message to expire meanwhile, what is stored again is that.
+      if (err instanceof LonglinkError && err.code === ErrorCode.CONTENT_BLOCKED && draft.clientMsgId !== '') {
+        const stored = await this.deps.store.messageByRequest(draft.fromUser, draft.clientMsgId);
+        if (stored && !stored.event && stored.text !== '') return { ...draft, text: stored.text };
+      }
       throw err;
     }
     return text === undefined ? draft : { ...draft, text };

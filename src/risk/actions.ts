@@ -42,39 +42,47 @@ export class RiskActions {
   async act(trips: readonly Trip[], actions: readonly RiskAction[]): Promise<void> {
     const audit: RiskAuditDraft[] = [];
     const claimed: string[] = [];
-    for (const trip of trips) {
-      const claim = `acted:${trip.userId}:${trip.rule}`;
-      const first = await this.deps.windows.claim(claim, trip.windowMs);
-      if (first) claimed.push(claim);
-      // Within the window: only what was not yet recalled is taken back; the other actions were done.
-      const fresh = [];
-      if (actions.includes('recall')) {
-        for (const m of trip.messages.slice(-MAX_RECALLS)) if (await this.deps.windows.claim(`recall:${m.conversationId}#${m.seq}`, trip.windowMs)) fresh.push(m);
-      }
-      const todo = first ? [...actions] : fresh.length > 0 ? ['recall' as const] : [];
-      if (todo.length === 0) continue;
-      const done: Record<string, unknown> = {};
-      for (const action of todo) {
-        try {
-          done[action] = await this.run(action, trip, fresh);
-          this.deps.metrics?.action(action);
-        } catch (err) {
-          log.warn({ err, action, rule: trip.rule }, 'a risk action failed');
-          done[action] = { failed: err instanceof Error ? err.message : String(err) };
-        }
-      }
-      audit.push({
-        atMs: Date.now(), userId: trip.userId, rule: trip.rule, action: todo.join(','),
-        detail: JSON.stringify({
-          count: trip.count, threshold: trip.threshold, window_ms: trip.windowMs,
-          messages: trip.messages.map((m) => ({ conversation_id: m.conversationId, seq: m.seq })), done,
-        }),
-      });
-    }
-    if (audit.length === 0) return;
+    const claim = async (key: string, ttlMs: number) => {
+      const taken = await this.deps.windows.claim(key, ttlMs);
+      if (taken) claimed.push(key);
+      return taken;
+    };
     try {
-      await this.deps.store.appendRiskAudit(audit);
+      for (const trip of trips) {
+        const first = await claim(`acted:${trip.userId}:${trip.rule}`, trip.windowMs);
+        // The newest messages not yet taken back (by this trip or an earlier one), at most MAX_RECALLS.
+        const fresh: MessageRef[] = [];
+        if (actions.includes('recall')) {
+          for (let i = trip.messages.length - 1; i >= 0 && fresh.length < MAX_RECALLS; i--) {
+            const m = trip.messages[i]!;
+            if (await claim(`recall:${m.conversationId}#${m.seq}`, trip.windowMs)) fresh.push(m);
+          }
+        }
+        // Within the window: only what was not yet recalled is taken back; the other actions were done.
+        const todo = first ? [...actions] : fresh.length > 0 ? ['recall' as const] : [];
+        if (todo.length === 0) continue;
+        const done: Record<string, unknown> = {};
+        for (const action of todo) {
+          try {
+            done[action] = await this.run(action, trip, fresh);
+            this.deps.metrics?.action(action);
+          } catch (err) {
+            log.warn({ err, action, rule: trip.rule }, 'a risk action failed');
+            done[action] = { failed: err instanceof Error ? err.message : String(err) };
+          }
+        }
+        audit.push({
+          atMs: Date.now(), userId: trip.userId, rule: trip.rule, action: todo.join(','),
+          detail: JSON.stringify({
+            count: trip.count, threshold: trip.threshold, window_ms: trip.windowMs,
+            messages: trip.messages.map((m) => ({ conversation_id: m.conversationId, seq: m.seq })), done,
+          }),
+        });
+      }
+      if (audit.length > 0) await this.deps.store.appendRiskAudit(audit);
     } catch (err) {
+      // Nothing of this batch is taken as done: it is handed again, acted on again (recalls and mutes apply once: their
+      // request ids), and audited then.
       await Promise.allSettled(claimed.map((c) => this.deps.windows.release(c)));
       throw err;
     }

@@ -504,7 +504,7 @@ export class WebhookService {
     let refused = 0;
     let dropped = 0;
     for (const event of events) {
-      const sent = await this.send(target.url, secret, event);
+      const sent = await this.send(secret, event);
       if (sent === 'delivered') delivered++;
       else if (sent === 'refused') refused++;
       else dropped++;
@@ -514,23 +514,21 @@ export class WebhookService {
 
   /**
    * Sends one event until delivered or refused; throws when it gave up. The
-   * target is read again before each retry: an admin who fixes a wrong URL
+   * target is read again before each try: an admin who fixes a wrong URL
    * gets the event at the new one; one who removes the webhook (or this
    * event type from it) ends the retries (`dropped`).
    */
-  private async send(firstUrl: string, secret: string, event: AfterEvent): Promise<'delivered' | 'refused' | 'dropped'> {
+  private async send(secret: string, event: AfterEvent): Promise<'delivered' | 'refused' | 'dropped'> {
     const body = JSON.stringify(event);
     const started = performance.now();
     let kind: AfterFailure = 'network';
     let detail = 'not tried';
-    let url = firstUrl;
     for (let n = 1; n <= this.attempts; n++) {
       if (this.stopping.signal.aborted) break;
-      if (n > 1) {
-        const now = this.options.target();
-        if (!now || !now.events.includes(event.type)) return 'dropped';
-        url = now.url;
-      }
+      const now = this.options.target();
+      if (!now || !now.events.includes(event.type)) return 'dropped';
+      const url = now.url;
+      checkUrl(url);
       const tried = await this.attempt(url, secret, event.id, body);
       if (tried.ok) {
         this.notify(() => this.hooks.onDelivered?.(event.type, Math.round(performance.now() - started)));

@@ -4,7 +4,9 @@
 //
 // Built for the send path, where it runs on every message: no allocation per
 // character, no grapheme segmentation (the texts it sees are normalised by
-// matcher.ts first). The trie is kept flat, in typed arrays:
+// matcher.ts first). The trie is built from the sorted words straight into
+// typed arrays (no Map per state: 100,000 words compile in a fraction of a
+// second) and kept flat:
 // - the root's transitions in a table indexed by code unit (most steps
 //   start over at the root);
 // - every other state's transitions as a sorted run of (code unit, target)
@@ -36,48 +38,50 @@ export class WordAutomaton {
   private readonly wordLength: Int32Array;
 
   constructor(words: Iterable<string>) {
-    // Build the trie with a Map per state, then flatten it.
-    const children: Map<number, number>[] = [new Map()];
-    const ends: number[] = [0];
-    let size = 0;
-    for (const word of new Set(words)) {
-      if (word === '') continue;
-      size++;
-      let s = ROOT;
-      for (let i = 0; i < word.length; i++) {
-        const c = word.charCodeAt(i);
-        let t = children[s]!.get(c);
-        if (t === undefined) {
-          t = children.length;
-          children.push(new Map());
-          ends.push(0);
-          children[s]!.set(c, t);
-        }
-        s = t;
+    // The trie, built from the words in code-unit order: a word shares with the one before it the path of
+    // their common prefix, and each state's children are made in the order of their code units (no Map per state).
+    const sorted = [...new Set(words)].filter((w) => w !== '').sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    this.size = sorted.length;
+    let capacity = 1;
+    let longest = 0;
+    for (const w of sorted) {
+      capacity += w.length;
+      longest = Math.max(longest, w.length);
+    }
+    const parentOf = new Int32Array(capacity);
+    const codeOf = new Uint16Array(capacity);
+    const ends = new Int32Array(capacity);
+    const path = new Int32Array(longest + 1); // path[d]: the state at depth d of the word being added
+    let states = 1;
+    let previous = '';
+    for (const word of sorted) {
+      let common = 0;
+      while (common < previous.length && common < word.length && previous.charCodeAt(common) === word.charCodeAt(common)) common++;
+      for (let d = common; d < word.length; d++) {
+        const t = states++;
+        parentOf[t] = path[d]!;
+        codeOf[t] = word.charCodeAt(d);
+        path[d + 1] = t;
       }
-      ends[s] = word.length;
+      ends[path[word.length]!] = word.length;
+      previous = word;
     }
-    this.size = size;
-    const states = children.length;
+    // Flatten: each state's transitions as a run (states were made parent before child, siblings in code order).
     this.offsets = new Int32Array(states + 1);
-    let edges = 0;
-    for (let s = 0; s < states; s++) {
-      this.offsets[s] = edges;
-      edges += children[s]!.size;
-    }
-    this.offsets[states] = edges;
+    for (let t = 1; t < states; t++) this.offsets[parentOf[t]! + 1]!++;
+    for (let s = 0; s < states; s++) this.offsets[s + 1]! += this.offsets[s]!;
+    const edges = states - 1;
     this.codes = new Uint16Array(edges);
     this.targets = new Int32Array(edges);
-    for (let s = 0; s < states; s++) {
-      let at = this.offsets[s]!;
-      for (const [c, t] of [...children[s]!].sort((a, b) => a[0] - b[0])) {
-        this.codes[at] = c;
-        this.targets[at++] = t;
-      }
+    const fill = this.offsets.slice(0, states);
+    for (let t = 1; t < states; t++) {
+      const at = fill[parentOf[t]!]!++;
+      this.codes[at] = codeOf[t]!;
+      this.targets[at] = t;
     }
-    this.wordLength = Int32Array.from(ends);
+    this.wordLength = ends.slice(0, states);
     this.rootNext.fill(ROOT);
-    for (const [c, t] of children[ROOT]!) this.rootNext[c] = t;
+    for (let e = this.offsets[ROOT]!; e < this.offsets[ROOT + 1]!; e++) this.rootNext[this.codes[e]!] = this.targets[e]!;
 
     // Fail and dictionary links, breadth first (a state's links are known before its children's).
     this.fail = new Int32Array(states);
@@ -85,7 +89,7 @@ export class WordAutomaton {
     const queue = new Int32Array(states);
     let head = 0;
     let tail = 0;
-    for (const t of children[ROOT]!.values()) queue[tail++] = t;
+    for (let e = this.offsets[ROOT]!; e < this.offsets[ROOT + 1]!; e++) queue[tail++] = this.targets[e]!;
     while (head < tail) {
       const s = queue[head++]!;
       for (let e = this.offsets[s]!; e < this.offsets[s + 1]!; e++) {
