@@ -18,7 +18,7 @@ import { ErrorCode, LonglinkError } from '../protocol/index.js';
 import type { MessageDraft, RiskAuditEntry, RiskStore } from '../engines/store.js';
 import type { RiskMetrics } from '../observability/metrics.js';
 import { log as rootLog } from '../observability/log.js';
-import { ContentRules } from './matcher.js';
+import { ContentRules, type Verdict } from './matcher.js';
 import { MAX_RULES_BYTES, RulesError, parseRules, type RulesDocument } from './rules.js';
 import { callBeforeSend } from './webhooks.js';
 
@@ -129,7 +129,7 @@ export class RiskControl {
   readonly filter = async (draft: Readonly<MessageDraft>): Promise<string | undefined> => {
     if (draft.event) return undefined;
     const { content, document } = this.current;
-    let text = this.apply(content, draft.text);
+    let text = await this.apply(content, draft.text);
     const hook = document.before_send_webhook;
     if (hook) {
       const secret = await this.webhookSecret();
@@ -157,7 +157,7 @@ export class RiskControl {
           }
         } else {
           // The business's text is checked by the rules too.
-          text = this.apply(content, answer.text);
+          text = await this.apply(content, answer.text);
         }
       }
     }
@@ -165,9 +165,9 @@ export class RiskControl {
   };
 
   /** The content rules on one text: the text to keep (masked or not), or a throw. */
-  private apply(content: ContentRules, text: string): string {
+  private async apply(content: ContentRules, text: string): Promise<string> {
     if (content.empty) return text;
-    const verdict = content.check(text);
+    const verdict = content.budgeted ? await this.checkInBatch(content, text) : content.check(text);
     if (verdict.action === 'block') {
       this.deps.metrics?.blocked(verdict.rule);
       throw new LonglinkError(ErrorCode.CONTENT_BLOCKED, `blocked by rule "${verdict.rule}"`);
@@ -177,6 +177,30 @@ export class RiskControl {
       return verdict.text;
     }
     return text;
+  }
+
+  /** Texts waiting for the budgeted regex rules, checked together at the next turn of the event loop (one deadline for all). */
+  private waiting: { content: ContentRules; text: string; done: (v: Verdict) => void; failed: (err: unknown) => void }[] = [];
+
+  private checkInBatch(content: ContentRules, text: string): Promise<Verdict> {
+    return new Promise((done, failed) => {
+      this.waiting.push({ content, text, done, failed });
+      if (this.waiting.length === 1) setImmediate(() => this.checkWaiting());
+    });
+  }
+
+  private checkWaiting(): void {
+    const batch = this.waiting;
+    this.waiting = [];
+    for (const content of new Set(batch.map((w) => w.content))) {
+      const same = batch.filter((w) => w.content === content);
+      try {
+        const verdicts = content.checkMany(same.map((w) => w.text));
+        same.forEach((w, i) => w.done(verdicts[i]!));
+      } catch (err) {
+        for (const w of same) w.failed(err);
+      }
+    }
   }
 
   /** Load the stored rules if their version moved. A document that does not parse here (put by a newer server) keeps the current rules. */

@@ -18,7 +18,8 @@
 // Regexes run on the original text. Links are found by linksIn (http(s)://,
 // www., and bare domain.tld forms) and judged by their hostname.
 import { WordAutomaton } from './words.js';
-import './regex-engine.js';
+import vm from 'node:vm';
+import { runsInLinearTime } from './regex-engine.js';
 import { domainToASCII } from 'node:url';
 import type { ContentAction, RulesDocument } from './rules.js';
 
@@ -248,6 +249,18 @@ interface CompiledRegex {
   once: RegExp;
   /** For mask: every match (matchAll copies it, so it keeps no state either). */
   all: RegExp;
+  /** V8's linear-time engine cannot take it over (regex-engine.ts): it runs within a time budget (RegexGuard). */
+  guarded: boolean;
+}
+
+/** What a regex rule found in a text: a block rule's verdict, a mask rule's matches, or no answer within its budget. */
+type RegexOutcome = { hit: boolean; spans: [number, number][] } | { timedOut: true };
+
+function runRegex(regex: CompiledRegex, text: string): RegexOutcome {
+  if (regex.action === 'block') return { hit: regex.once.test(text), spans: [] };
+  const spans: [number, number][] = [];
+  for (const m of text.matchAll(regex.all)) if (m[0].length > 0) spans.push([m.index ?? 0, (m.index ?? 0) + m[0].length]);
+  return { hit: spans.length > 0, spans };
 }
 
 interface CompiledLinks {
@@ -271,6 +284,51 @@ function asciiHost(host: string): string {
   return domainToASCII(host) || host;
 }
 
+/** The time all the budgeted regex rules may take over one batch of texts before they are run text by text. */
+export const REGEX_BATCH_BUDGET_MS = 100;
+/** The time they may take over one text: past it, the text is refused by the rule that was running. */
+export const REGEX_TEXT_BUDGET_MS = 20;
+
+/**
+ * Runs code under a deadline: V8 stops it (a regex included, mid-match)
+ * when the time is up. One vm context for the process; each run costs about
+ * 0.1 ms (the deadline's watchdog), so texts are run in batches.
+ */
+const guard = {
+  context: vm.createContext({ job: undefined as (() => unknown) | undefined, out: undefined as unknown }),
+  script: new vm.Script('out = job()'),
+  /** The regex running when the deadline struck (set by the job as it goes). */
+  current: undefined as CompiledRegex | undefined,
+  within<T>(ms: number, job: () => T): T | undefined {
+    this.context.job = job;
+    try {
+      this.script.runInContext(this.context, { timeout: ms });
+      return this.context.out as T;
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 'ERR_SCRIPT_EXECUTION_TIMEOUT') return undefined;
+      throw err;
+    } finally {
+      this.context.job = undefined;
+      this.context.out = undefined;
+    }
+  },
+};
+
+/** The budgeted regexes' outcomes for each text (see ContentRules.checkMany). */
+function guardedOutcomes(regexes: readonly CompiledRegex[], texts: readonly string[]): Map<CompiledRegex, RegexOutcome>[] {
+  const run = (text: string) => {
+    const out = new Map<CompiledRegex, RegexOutcome>();
+    for (const regex of regexes) {
+      guard.current = regex;
+      out.set(regex, runRegex(regex, text));
+    }
+    return out;
+  };
+  const all = guard.within(REGEX_BATCH_BUDGET_MS, () => texts.map(run));
+  if (all) return all;
+  return texts.map((text) => guard.within(REGEX_TEXT_BUDGET_MS, () => run(text)) ?? new Map([[guard.current!, { timedOut: true } as const]]));
+}
+
 /**
  * The content rules of one rules document, compiled: an Aho-Corasick
  * automaton per word list, the regexes, the link rule. Immutable; build a new
@@ -283,6 +341,8 @@ export class ContentRules {
   private readonly blockWords: WordAutomaton | undefined;
   private readonly maskWords: WordAutomaton | undefined;
   private readonly regexes: readonly CompiledRegex[];
+  /** The regexes that run within a time budget. */
+  private readonly guarded: readonly CompiledRegex[];
   private readonly links: CompiledLinks | undefined;
 
   constructor(doc: RulesDocument) {
@@ -290,8 +350,12 @@ export class ContentRules {
     this.maskWords = automaton(doc.mask_words);
     this.regexes = (doc.regex_rules ?? []).map((rule) => {
       const flags = (rule.flags ?? '').replace(/[gy]/g, '');
-      return { id: rule.id, action: rule.action, once: new RegExp(rule.pattern, flags), all: new RegExp(rule.pattern, `${flags}g`) };
+      return {
+        id: rule.id, action: rule.action, once: new RegExp(rule.pattern, flags), all: new RegExp(rule.pattern, `${flags}g`),
+        guarded: !runsInLinearTime(rule.pattern, flags),
+      };
     });
+    this.guarded = this.regexes.filter((r) => r.guarded);
     const links = doc.links;
     if (links && links.mode !== 'any') {
       const allow = links.mode === 'allowlist' ? (links.allow_domains ?? []).map((d) => asciiHost(d.toLowerCase().replace(/\.$/, ''))) : [];
@@ -309,12 +373,38 @@ export class ContentRules {
    * of the text is kept as it is.
    */
   check(text: string): Verdict {
-    if (this.empty) return { action: 'allow', text };
+    return this.checkMany([text])[0]!;
+  }
+
+  /** Whether some regex rules run within a time budget: checkMany then pays the budget's cost once for all its texts. */
+  get budgeted(): boolean {
+    return this.guarded.length > 0;
+  }
+
+  /**
+   * check() of several texts. The regex rules V8's linear-time engine cannot
+   * take over run for all of them at once within REGEX_BATCH_BUDGET_MS; past
+   * it, text by text within REGEX_TEXT_BUDGET_MS each, and a text that runs a
+   * rule past that is refused by that rule (a text crafted to stall a rule is
+   * no text to let through).
+   */
+  checkMany(texts: readonly string[]): Verdict[] {
+    if (this.empty) return texts.map((text) => ({ action: 'allow', text }));
+    const guarded = this.guarded.length > 0 ? guardedOutcomes(this.guarded, texts) : undefined;
+    return texts.map((text, i) => this.decide(text, guarded?.[i]));
+  }
+
+  private decide(text: string, guarded: Map<CompiledRegex, RegexOutcome> | undefined): Verdict {
     const norm = this.blockWords || this.maskWords ? normalize(text) : undefined;
+    // A budgeted regex runs only under the guard: its outcome is in `guarded` (a text past its budget has only that).
+    for (const [regex, found] of guarded ?? []) if ('timedOut' in found) return { action: 'block', rule: regex.id };
+    const outcome = (regex: CompiledRegex): RegexOutcome => guarded?.get(regex) ?? runRegex(regex, text);
 
     if (this.blockWords && norm && this.blockWords.test(norm.text)) return { action: 'block', rule: 'block_words' };
     for (const regex of this.regexes) {
-      if (regex.action === 'block' && regex.once.test(text)) return { action: 'block', rule: regex.id };
+      if (regex.action !== 'block') continue;
+      const found = outcome(regex);
+      if (!('timedOut' in found) && found.hit) return { action: 'block', rule: regex.id };
     }
     const tripped = this.links ? linkSpans(text).filter((link) => this.trips(link.host)) : [];
     if (this.links?.action === 'block' && tripped.length > 0) return { action: 'block', rule: 'links' };
@@ -335,14 +425,10 @@ export class ContentRules {
     }
     for (const regex of this.regexes) {
       if (regex.action !== 'mask') continue;
-      let hit = false;
-      for (const m of text.matchAll(regex.all)) {
-        if (m[0].length === 0) continue;
-        const start = m.index ?? 0;
-        masked.fill(1, start, start + m[0].length);
-        hit = true;
-      }
-      if (hit) rules.push(regex.id);
+      const found = outcome(regex);
+      if ('timedOut' in found || !found.hit) continue;
+      for (const [start, end] of found.spans) masked.fill(1, start, end);
+      rules.push(regex.id);
     }
     if (this.links?.action === 'mask' && tripped.length > 0) {
       for (const link of tripped) masked.fill(1, link.start, link.end);

@@ -169,6 +169,37 @@ describe('content rules', () => {
   });
 });
 
+describe('a regex rule that a crafted text could stall', () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startTestServer();
+  });
+  after(async () => {
+    await s?.close();
+  });
+
+  test('the crafted text is refused by that rule within its budget; the others keep chatting', T, async () => {
+    await putRules(s, { regex_rules: [{ id: 'slowpoke', pattern: 'a*a*a*a*b', flags: 'i', action: 'block' }] });
+    const [mallory, alice, bob] = [await online(s, 'tcp', 'mallory'), await online(s, 'tcp', 'alice-calm'), await online(s, 'ws', 'bob-calm')];
+    try {
+      const crafted = Array.from({ length: 5 }, () => request(mallory, {
+        case: 'send', value: { toUser: 'bob-calm', clientMsgId: uniqueId(), text: 'a'.repeat(12_000) },
+      }, 30_000));
+      const calm = await sendOk(alice, { toUser: 'bob-calm', text: 'still here' }, 30_000);
+      for (const reply of await Promise.all(crafted)) {
+        assert.equal(reply.body.case, 'error');
+        assert.match((reply.body.value as { message: string }).message, /slowpoke/);
+      }
+      const ab = directConversationId('alice-calm', 'bob-calm');
+      await until(() => texts(bob, ab).includes('still here'), 10_000, () => 'bob gets it');
+      assert.equal(calm.seq, 1n);
+      assert.ok(!pushed(bob).some((m) => m.fromUser === 'mallory'), 'nothing of mallory\'s stored or pushed');
+    } finally {
+      for (const c of [mallory, alice, bob]) c.close();
+    }
+  });
+});
+
 /** A business's before-send endpoint: denies "deny-me", replaces "replace-me", stalls on "slow", answers garbage to "garbage". */
 class BeforeSendEndpoint {
   readonly bodies: { headers: Record<string, string | undefined>; body: string }[] = [];

@@ -309,3 +309,24 @@ describe('regex rules on crafted texts', () => {
     }
   });
 });
+
+describe('regex rules the linear-time engine cannot run (case-insensitive, Unicode)', () => {
+  test('run within a time budget: a text that stalls one is refused by that rule; other texts of the batch get their own verdicts', { timeout: 20_000 }, () => {
+    const rules = new ContentRules(parseRules({
+      regex_rules: [
+        { id: 'stall', pattern: 'a*a*a*a*b', flags: 'i', action: 'block' },
+        { id: 'shout', pattern: 'hello', flags: 'i', action: 'mask' },
+      ],
+    }));
+    assert.equal(rules.budgeted, true);
+    const verdicts = rules.checkMany(['HELLO there', 'a'.repeat(20_000), 'aab', 'nothing']);
+    assert.deepEqual(verdicts, [
+      { action: 'mask', text: '***** there', rules: ['shout'] },
+      { action: 'block', rule: 'stall' },
+      { action: 'block', rule: 'stall' },
+      { action: 'allow', text: 'nothing' },
+    ]);
+    assert.deepEqual(rules.check('a'.repeat(20_000)), { action: 'block', rule: 'stall' });
+    assert.equal(new ContentRules(parseRules({ regex_rules: [{ id: 'plain', pattern: 'x+y', action: 'block' }] })).budgeted, false);
+  });
+});
