@@ -25,7 +25,8 @@ describe('write order on 2 gateways + 2 logic nodes', () => {
       connect: async (user, gateway) => {
         const c = await RawClient.connect(cluster.node(`gw-${gateway + 1}`).tcpUrl!);
         await c.login((await requestToken(cluster.apiUrl(), cluster.adminKey, { user_id: user, device_id: 'd1' })).token);
-        return c;
+        // The scenarios' readers only listen: kept alive like a real client's connection.
+        return c.keepAlive();
       },
       // Alternate between the two logic nodes' APIs: either serves any conversation.
       post: async (path, json) => {

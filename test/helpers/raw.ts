@@ -99,8 +99,26 @@ export class RawClient {
   }
 
   close(): void {
+    clearInterval(this.pinger);
     if (this.socket) this.socket.destroy();
     else this.ws!.terminate();
+  }
+
+  private pinger: NodeJS.Timeout | undefined;
+
+  /**
+   * Ping every `ms`, as a real client does: a client that only listens is
+   * otherwise closed HEARTBEAT_TIMEOUT after 3 ping intervals of silence (1 s
+   * each in the cluster tests), and a slow machine makes a test run that long.
+   */
+  keepAlive(ms = 500): this {
+    clearInterval(this.pinger);
+    this.pinger = setInterval(() => {
+      if (this.closed) clearInterval(this.pinger);
+      else this.send({ case: 'ping', value: {} });
+    }, ms);
+    this.pinger.unref();
+    return this;
   }
 
   /** Wait for the first received frame (from index `from`) matching. */

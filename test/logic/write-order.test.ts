@@ -18,7 +18,8 @@ describe('write order on an embedded server', () => {
       connect: async (user) => {
         const c = await RawClient.connect(s.tcpUrl);
         await c.login(await s.token(user));
-        return c;
+        // The scenarios' readers only listen: kept alive like a real client's connection.
+        return c.keepAlive();
       },
       post: async (path, json) => {
         const res = await fetch(`${s.httpUrl}${path}`, {
