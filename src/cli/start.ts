@@ -3,9 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ConfigError, loadServerConfig, type ServerConfig } from '../config.js';
-import { startEmbedded } from '../roles/embedded.js';
-import { startGateway } from '../roles/gateway.js';
-import { startService, type ServiceRole } from '../roles/logic.js';
+import type { ServiceRole } from '../roles/logic.js';
 import { isLoopback } from '../roles/web.js';
 import { log } from '../observability/log.js';
 import type { FlagSpec } from './args.js';
@@ -75,6 +73,8 @@ export async function runStart(flags: Record<string, string | undefined>): Promi
     generatedAdminKey: adminFromEnv === undefined,
     devLogin: quickStartDevLogin(config, flags, process.env),
   };
+  // Each role loads its own code only: a gateway starts without the logic tier's (a restarted gateway is back sooner).
+  const { startEmbedded } = await import('../roles/embedded.js');
   const server = await startEmbedded(config);
   console.log(`longlink ${config.nodeId} listening http=${server.httpUrl} tcp=${server.tcpUrl} ws=${server.wsUrl}`);
   console.log(`data directory: ${config.dataDir}`);
@@ -100,10 +100,12 @@ export async function runRole(role: 'gateway' | ServiceRole, flags: Record<strin
     throw new ConfigError(`longlink ${role} needs the cluster's admin key: LONGLINK_ADMIN_KEY (or --admin-key)`);
   }
   if (role === 'gateway') {
+    const { startGateway } = await import('../roles/gateway.js');
     const gw = await startGateway(config);
     console.log(`longlink gateway ${config.nodeId} listening tcp=${gw.tcpUrl} ws=${gw.wsUrl} routing=${config.routing}`);
     stopOnSignals(gw);
   } else {
+    const { startService } = await import('../roles/logic.js');
     const lg = await startService(config, role);
     console.log(`longlink ${role} ${config.nodeId} listening http=${lg.httpUrl} routing=${config.routing} shards=${config.busShards}`);
     stopOnSignals(lg);

@@ -19,7 +19,7 @@
 // www., and bare domain.tld forms) and judged by their hostname.
 import { WordAutomaton } from './words.js';
 import vm from 'node:vm';
-import { runsInLinearTime } from './regex-engine.js';
+import { boundRegexes, runsInLinearTime } from './regex-engine.js';
 import { domainToASCII } from 'node:url';
 import type { ContentAction, RulesDocument } from './rules.js';
 
@@ -348,6 +348,8 @@ export class ContentRules {
   constructor(doc: RulesDocument) {
     this.blockWords = automaton(doc.block_words);
     this.maskWords = automaton(doc.mask_words);
+    // Before any rule's regex is compiled: V8's fallback to its linear-time engine (regex-engine.ts).
+    if ((doc.regex_rules ?? []).length > 0) boundRegexes();
     this.regexes = (doc.regex_rules ?? []).map((rule) => {
       const flags = (rule.flags ?? '').replace(/[gy]/g, '');
       return {

@@ -1,6 +1,7 @@
 // Regex rules run on every message a user sends, so no text should make one
 // backtrack without bound. V8 has a linear-time engine beside its
-// backtracking one; with these flags (set once per process, on import), a
+// backtracking one; with these flags (set once per process, by the first
+// regex rule compiled or checked: boundRegexes), a
 // regex that backtracks more than BACKTRACKS_BEFORE_FALLBACK times in one
 // match is run again on the linear-time engine, when that engine can run the
 // pattern: Node 20's cannot run case-insensitive (i) or Unicode (u) patterns,
@@ -15,12 +16,20 @@ import v8 from 'node:v8';
 /** Backtracks in one match before V8 runs it on the linear-time engine. */
 export const BACKTRACKS_BEFORE_FALLBACK = 2000;
 
-v8.setFlagsFromString('--enable-experimental-regexp-engine');
-v8.setFlagsFromString('--enable-experimental-regexp-engine-on-excessive-backtracks');
-v8.setFlagsFromString(`--regexp-backtracks-before-fallback=${BACKTRACKS_BEFORE_FALLBACK}`);
+let enabled = false;
+
+/** Turn the fallback on in this process (once): called where regex rules are compiled, so other processes (gateways) keep V8's defaults. */
+export function boundRegexes(): void {
+  if (enabled) return;
+  enabled = true;
+  v8.setFlagsFromString('--enable-experimental-regexp-engine');
+  v8.setFlagsFromString('--enable-experimental-regexp-engine-on-excessive-backtracks');
+  v8.setFlagsFromString(`--regexp-backtracks-before-fallback=${BACKTRACKS_BEFORE_FALLBACK}`);
+}
 
 /** Whether the linear-time engine can run this pattern (the `l` flag compiles it), so its matches are bounded. */
 export function runsInLinearTime(pattern: string, flags: string): boolean {
+  boundRegexes();
   try {
     new RegExp(pattern, `${flags}l`);
     return true;
