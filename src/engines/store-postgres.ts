@@ -35,11 +35,11 @@ import pg from 'pg';
 import { ErrorCode, LonglinkError, type ChatMessage, type GroupRoleName, type TimelineEventData } from '../protocol/index.js';
 import { directMembers } from '../protocol/ids.js';
 import {
-  WEBHOOK_SECRET_KEY, draftMessage, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
+  WEBHOOK_SECRET_KEY, draftMessage, effectOfEvent, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
 } from './store-rows.js';
 import {
   PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
-  type AppendResult, type ConversationCursor, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
+  type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type ShardClaim, type Store, type WriteFence,
 } from './store.js';
 
@@ -164,6 +164,8 @@ const MIGRATIONS: string[] = [
      user_id TEXT COLLATE "C" PRIMARY KEY,
      first_seen_ms BIGINT NOT NULL
    );`,
+  // Datacenters: the home of a conversation copied from another one ('' for one created here).
+  `ALTER TABLE conversations ADD COLUMN home_dc TEXT NOT NULL DEFAULT '';`,
 ];
 
 
@@ -276,6 +278,13 @@ const SQL = {
   dismissGroup: `UPDATE groups SET dismissed = true WHERE id = $1`,
   // Only a message stored by the time the recall is (seq ≤ its own), as when drafts are stored one by one.
   recall: `UPDATE messages SET text = '', recalled_by = $1 WHERE conversation_id = $2 AND seq = $3 AND seq <= $4`,
+  heads: `SELECT id, last_seq, home_dc FROM conversations WHERE id = ANY($1::text[])`,
+  // A copied message at its own seq; nothing when that seq is held (RETURNING says which).
+  replicaMessage: `INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    ON CONFLICT (conversation_id, seq) DO NOTHING RETURNING seq`,
+  replicaConversation: `INSERT INTO conversations AS c (id, kind, last_seq, last_at_ms, home_dc) VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (id) DO UPDATE SET last_seq = greatest(c.last_seq, excluded.last_seq), last_at_ms = greatest(c.last_at_ms, excluded.last_at_ms)
+    RETURNING (c.xmax = 0) AS created`,
   after: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4`,
   before: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq < $2 AND seq >= $3 ORDER BY seq DESC LIMIT $4`,
   one: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2`,
@@ -496,6 +505,41 @@ export class PostgresStore implements Store {
     // Only once committed: a rolled-back take left the epoch where it was.
     for (const [claim, epoch] of taken) claim.epoch = Math.max(claim.epoch ?? 0, epoch);
     return results;
+  }
+
+  async heads(conversationIds: readonly string[]): Promise<Map<string, ConversationHead>> {
+    const out = new Map<string, ConversationHead>();
+    if (conversationIds.length === 0) return out;
+    const rows = await run<{ id: string; last_seq: number; home_dc: string }>(this.pool, 'heads', [[...new Set(conversationIds)]]);
+    for (const r of rows) out.set(r.id, { lastSeq: r.last_seq, homeDc: r.home_dc });
+    return out;
+  }
+
+  async replicate(entries: readonly ReplicaEntry[]): Promise<boolean[]> {
+    if (entries.length === 0) return [];
+    return this.transaction(async (client) => {
+      const stored: boolean[] = [];
+      for (const { message: m, homeDc } of entries) {
+        const inserted = await run(client, 'replicaMessage', [
+          m.conversationId, m.seq, m.serverMsgId, m.fromUser, m.fromDevice, m.clientMsgId, m.text, m.sentAtMs,
+          m.event ? JSON.stringify(m.event) : null, m.recalledBy ?? null,
+        ]);
+        stored.push(inserted.length > 0);
+        if (inserted.length === 0) continue;
+        const direct = directMembers(m.conversationId);
+        const [conversation] = await run<{ created: boolean }>(client, 'replicaConversation', [
+          m.conversationId, direct ? 'direct' : 'group', m.seq, m.sentAtMs, homeDc,
+        ]);
+        if (conversation?.created && direct) {
+          const users = [...new Set(direct)];
+          await run(client, 'addMembers', [users, users.map(() => m.conversationId), users.map(() => m.sentAtMs)]);
+        }
+        const effect = effectOfEvent(m.conversationId, m);
+        if (effect) await apply(client, m.conversationId, m.seq, m.sentAtMs, effect);
+        await run(client, 'readOwn', [[m.conversationId], [m.fromUser], [m.seq]]);
+      }
+      return stored;
+    });
   }
 
   async after(conversationId: string, afterSeq: number, limit: number, maxSeq = NO_LIMIT): Promise<ChatMessage[]> {

@@ -2,7 +2,7 @@
 // the message a draft becomes once it has its seq.
 import { groupIdOf as groupIdOfConversation } from '../protocol/ids.js';
 import type { ChatMessage, TimelineEventData } from '../protocol/index.js';
-import type { ConversationKind, ConversationState, MessageDraft, RiskAuditEntry } from './store.js';
+import type { ConversationKind, ConversationState, Effect, MessageDraft, RiskAuditEntry } from './store.js';
 
 /** A `messages` row; `event` is the timeline event as JSON text. */
 export interface MessageRow {
@@ -91,4 +91,32 @@ export interface RiskAuditRow {
 
 export function toRiskAuditEntry(r: RiskAuditRow): RiskAuditEntry {
   return { id: Number(r.id), atMs: Number(r.at_ms), userId: r.user_id, rule: r.rule, action: r.action, detail: r.detail };
+}
+
+/**
+ * What a stored timeline event did to its conversation (the effect its home
+ * applied with it), for a datacenter that copies it: every event carries what
+ * its effect needs.
+ */
+export function effectOfEvent(conversationId: string, message: ChatMessage): Effect | undefined {
+  const e = message.event;
+  if (!e) return undefined;
+  const users = e.userIds ?? [];
+  switch (e.type) {
+    case 'group_created':
+      return { op: 'create-group', groupId: groupIdOfConversation(conversationId) ?? '', name: e.name ?? '', owner: e.actor, members: users };
+    case 'members_added':
+      return { op: 'add-members', userIds: users };
+    case 'members_removed':
+    case 'member_left':
+      return { op: 'remove-members', userIds: users };
+    case 'dismissed':
+      return { op: 'dismiss' };
+    case 'role_changed':
+      return e.role && users[0] ? { op: 'set-role', userId: users[0], role: e.role } : undefined;
+    case 'mute_changed':
+      return users[0] ? { op: 'mute', userId: users[0], muted: e.muted === true } : { op: 'mute', muted: e.muted === true };
+    case 'recalled':
+      return e.targetSeq ? { op: 'recall', targetSeq: e.targetSeq, by: e.actor } : undefined;
+  }
 }

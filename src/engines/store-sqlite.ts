@@ -13,11 +13,11 @@ import { Worker } from 'node:worker_threads';
 import type { ChatMessage, GroupRoleName } from '../protocol/index.js';
 import { directMembers, directPeer } from '../protocol/ids.js';
 import {
-  WEBHOOK_SECRET_KEY, draftMessage, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
+  WEBHOOK_SECRET_KEY, draftMessage, effectOfEvent, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
 } from './store-rows.js';
 import {
   FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
-  type AppendResult, type ConversationCursor, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
+  type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store,
 } from './store.js';
 import { log } from '../observability/log.js';
@@ -127,6 +127,8 @@ const MIGRATIONS: string[] = [
      user_id TEXT PRIMARY KEY,
      first_seen_ms INTEGER NOT NULL
    ) WITHOUT ROWID;`,
+  // Datacenters: the home of a conversation copied from another one ('' for one created here).
+  `ALTER TABLE conversations ADD COLUMN home_dc TEXT NOT NULL DEFAULT '';`,
 ];
 
 
@@ -298,6 +300,7 @@ export class SqliteStore implements Store {
   private cursorTimer: NodeJS.Timeout | undefined;
   private readonly cursorTx: () => void;
   private readonly expireTx: (cutoffMs: number, limit: number) => number;
+  private readonly replicateTx: (entries: readonly ReplicaEntry[]) => boolean[];
   private readonly riskAuditTx: (entries: readonly RiskAuditDraft[]) => void;
   private readonly firstSeenTx: (userIds: readonly string[], nowMs: number) => { wrote: boolean; out: Map<string, number> };
 
@@ -320,6 +323,16 @@ export class SqliteStore implements Store {
     this.stmts = {
       byClientId: db.prepare<[string, string], MessageRow>(
         `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE from_user = ? AND client_msg_id = ? AND client_msg_id <> ''`,
+      ),
+      conversationHead: db.prepare<[string], { last_seq: number; home_dc: string }>(`SELECT last_seq, home_dc FROM conversations WHERE id = ?`),
+      replicaMessage: db.prepare(
+        `INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id, seq) DO NOTHING`,
+      ),
+      replicaConversation: db.prepare<[string, string, string]>(
+        `INSERT INTO conversations (id, kind, home_dc) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+      ),
+      replicaHead: db.prepare<[number, number, string]>(
+        `UPDATE conversations SET last_seq = max(last_seq, ?), last_at_ms = max(last_at_ms, ?) WHERE id = ?`,
       ),
       createConversation: db.prepare<[string, string]>(
         `INSERT INTO conversations (id, kind) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
@@ -510,6 +523,7 @@ export class SqliteStore implements Store {
       for (const [conversationId, floor] of floors) this.stmts.raiseFloor.run(floor, conversationId);
       return n;
     });
+    this.replicateTx = db.transaction((entries: readonly ReplicaEntry[]) => entries.map((e) => this.replicateOne(e)));
     this.riskAuditTx = db.transaction((entries: readonly RiskAuditDraft[]) => {
       for (const e of entries) this.stmts.insertRiskAudit.run(e.atMs, e.userId, e.rule, e.action, e.detail);
     });
@@ -613,6 +627,40 @@ export class SqliteStore implements Store {
         s.recall.run(effect.by, conversationId, effect.targetSeq);
         return;
     }
+  }
+
+  async heads(conversationIds: readonly string[]): Promise<Map<string, ConversationHead>> {
+    const out = new Map<string, ConversationHead>();
+    for (const id of conversationIds) {
+      const row = this.stmts.conversationHead.get(id);
+      if (row) out.set(id, { lastSeq: row.last_seq, homeDc: row.home_dc });
+    }
+    return this.durable(out);
+  }
+
+  async replicate(entries: readonly ReplicaEntry[]): Promise<boolean[]> {
+    if (entries.length === 0) return [];
+    const stored = this.replicateTx(entries);
+    await this.flusher?.flush();
+    return stored;
+  }
+
+  private replicateOne({ message: m, homeDc }: ReplicaEntry): boolean {
+    const s = this.stmts;
+    const inserted = s.replicaMessage.run(
+      m.conversationId, m.seq, m.serverMsgId, m.fromUser, m.fromDevice, m.clientMsgId, m.text, m.sentAtMs,
+      m.event ? JSON.stringify(m.event) : null, m.recalledBy ?? null,
+    ).changes > 0;
+    if (!inserted) return false;
+    const direct = directMembers(m.conversationId);
+    if (s.replicaConversation.run(m.conversationId, direct ? 'direct' : 'group', homeDc).changes > 0 && direct) {
+      for (const user of new Set(direct)) s.addMember.run(user, m.conversationId, m.sentAtMs);
+    }
+    s.replicaHead.run(m.seq, m.sentAtMs, m.conversationId);
+    const effect = effectOfEvent(m.conversationId, m);
+    if (effect) this.apply(m.conversationId, m.seq, m.sentAtMs, effect);
+    s.readOwn.run(m.seq, m.conversationId, m.fromUser);
+    return true;
   }
 
   async append(drafts: readonly MessageDraft[]): Promise<AppendResult[]> {

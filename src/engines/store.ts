@@ -289,7 +289,44 @@ export interface RiskStore {
   firstSeen(userIds: readonly string[], nowMs: number): Promise<Map<string, number>>;
 }
 
-export interface Store extends MessageStore, ConversationStore, CursorStore, RiskStore {
+// ---- Datacenters --------------------------------------------------------------
+//
+// Every conversation has a home datacenter, the one that assigns its seqs
+// (src/dc/homes.ts). A conversation created here is homed here (home_dc ''),
+// one copied from another datacenter by the sync service is homed where it was
+// created. The sync service copies what a home committed with replicate().
+
+/** A message another datacenter committed, as the sync service applies it here: at the seq its home gave it. */
+export interface ReplicaEntry {
+  message: ChatMessage;
+  /** The datacenter that committed it: a conversation it creates here is homed there. */
+  homeDc: string;
+}
+
+/** What a datacenter holds of a conversation. */
+export interface ConversationHead {
+  /** The highest seq held. */
+  lastSeq: number;
+  /** The datacenter it was created in; '' for this one. */
+  homeDc: string;
+}
+
+export interface ReplicaStore {
+  /** The head of each conversation held (those not held are absent). */
+  heads(conversationIds: readonly string[]): Promise<Map<string, ConversationHead>>;
+  /**
+   * Store messages another datacenter committed, each at its own seq, in one
+   * transaction, with what their timeline events do (the effect is derived
+   * from the event, as its home applied it). A (conversation, seq) held
+   * already is skipped, effect and all, so applying twice is harmless. Give
+   * each conversation's messages in seq order with none missing after its
+   * head (the caller fills gaps first). Returns, per entry, whether it was
+   * stored now.
+   */
+  replicate(entries: readonly ReplicaEntry[]): Promise<boolean[]>;
+}
+
+export interface Store extends MessageStore, ConversationStore, CursorStore, RiskStore, ReplicaStore {
   close(): Promise<void>;
 }
 

@@ -1,7 +1,7 @@
 // A Store that measures the one it wraps: latency of every call and the size
 // of every write batch (longlink_store_*), and at debug level a trace line per
 // stored message (messageTrace fields), so no store implementation changes.
-import type {
+import type { ConversationHead, ReplicaEntry,
   AppendResult, ConversationCursor, ConversationOverview, ConversationState, DeliveredMark, GroupMeta, GroupRecord, Membership, MessageDraft,
   RiskAuditDraft, RiskAuditEntry, RiskRulesRecord, Store,
 } from '../engines/store.js';
@@ -130,6 +130,14 @@ export class InstrumentedStore implements Store {
 
   riskRules(): Promise<RiskRulesRecord | undefined> {
     return this.timed('risk_rules', () => this.inner.riskRules());
+  }
+
+  heads(conversationIds: readonly string[]): Promise<Map<string, ConversationHead>> {
+    return this.timed('heads', () => this.inner.heads(conversationIds));
+  }
+
+  replicate(entries: readonly ReplicaEntry[]): Promise<boolean[]> {
+    return this.timed('replicate', () => this.inner.replicate(entries), entries.length);
   }
 
   riskRulesVersion(): Promise<number> {

@@ -727,6 +727,85 @@ export function storeContract(name: string, factory: StoreFactory): void {
       }
     });
 
+    describe("replication (another datacenter's copy)", () => {
+      /** The home datacenter's store: a second, empty one. */
+      async function homeStore(): Promise<Store> {
+        const home = await factory.open();
+        opened.push(home);
+        return home;
+      }
+      async function everything(s: Store, conversationId: string): Promise<ChatMessage[]> {
+        return s.after(conversationId, 0, 1000);
+      }
+
+      test('a 1:1 conversation copied at its seqs: same rows, members, head homed where it was made; copied again, nothing changes', async () => {
+        const home = await homeStore();
+        const results = await home.append([draft(AB, 'alice', 'a1'), draft(AB, 'bob', 'b1'), draft(AB, 'alice', 'a2')]);
+        const messages = results.map((r) => r.message);
+        assert.deepEqual(await store.replicate(messages.map((message) => ({ message, homeDc: 'a' }))), [true, true, true]);
+        assert.deepEqual(await everything(store, AB), await everything(home, AB));
+        assert.deepEqual(await store.heads([AB, AC]), new Map([[AB, { lastSeq: 3, homeDc: 'a' }]]));
+        assert.deepEqual(await store.members(AB), ['alice', 'bob']);
+        assert.equal((await store.membership(AB, 'bob'))?.readSeq, 2, 'a writer has read up to what it wrote');
+        assert.deepEqual(await store.replicate(messages.map((message) => ({ message, homeDc: 'a' }))), [false, false, false]);
+        assert.deepEqual(await everything(store, AB), await everything(home, AB));
+        // One made here is homed here ('').
+        await appendOne(draft(AC, 'alice', 'c1'));
+        assert.deepEqual((await store.heads([AC])).get(AC), { lastSeq: 1, homeDc: '' });
+      });
+
+      test("a group's timeline copied event by event gives the same group, members, windows and recalls as its home", async () => {
+        const home = await homeStore();
+        const G = 'g:crew';
+        let n = 0;
+        const change = (fromUser: string, event: MessageDraft['event'], effect: MessageDraft['effect']): MessageDraft => ({
+          conversationId: G, kind: 'group', members: [], fromUser, fromDevice: `${fromUser}-phone`, clientMsgId: '',
+          serverMsgId: `crew-${++n}`, text: '', sentAtMs: ++clock, event, effect,
+        });
+        const say = (fromUser: string, text: string): MessageDraft => ({
+          conversationId: G, kind: 'group', members: [], fromUser, fromDevice: `${fromUser}-phone`, clientMsgId: `crew-say-${++n}`,
+          serverMsgId: `crew-${n}`, text, sentAtMs: ++clock,
+        });
+        const steps: MessageDraft[] = [
+          change('alice', { type: 'group_created', actor: 'alice', name: 'Crew', userIds: ['bob', 'carol'] },
+            { op: 'create-group', groupId: 'crew', name: 'Crew', owner: 'alice', members: ['bob', 'carol'] }),
+          say('bob', 'hello'),
+          change('alice', { type: 'members_added', actor: 'alice', userIds: ['dave'] }, { op: 'add-members', userIds: ['dave'] }),
+          say('dave', 'hi all'),
+          change('alice', { type: 'recalled', actor: 'bob', targetSeq: 2 }, { op: 'recall', targetSeq: 2, by: 'bob' }),
+          change('alice', { type: 'role_changed', actor: 'alice', userIds: ['carol'], role: 'admin' }, { op: 'set-role', userId: 'carol', role: 'admin' }),
+          change('carol', { type: 'mute_changed', actor: 'carol', userIds: ['dave'], muted: true }, { op: 'mute', userId: 'dave', muted: true }),
+          change('alice', { type: 'mute_changed', actor: 'alice', muted: true }, { op: 'mute', muted: true }),
+          change('alice', { type: 'members_removed', actor: 'alice', userIds: ['bob'] }, { op: 'remove-members', userIds: ['bob'] }),
+          say('carol', 'bye bob'),
+          change('alice', { type: 'members_added', actor: 'alice', userIds: ['bob'] }, { op: 'add-members', userIds: ['bob'] }),
+        ];
+        const copied: ChatMessage[] = [];
+        for (const step of steps) copied.push((await home.append([step]))[0]!.message);
+        // Copied in two batches, the second repeating the end of the first.
+        await store.replicate(copied.slice(0, 6).map((message) => ({ message, homeDc: 'a' })));
+        await store.replicate(copied.slice(4).map((message) => ({ message, homeDc: 'a' })));
+        assert.deepEqual(await everything(store, G), await everything(home, G));
+        assert.equal((await store.message(G, 2))?.recalledBy, 'bob');
+        assert.deepEqual(await store.group('crew'), await home.group('crew'));
+        for (const user of ['alice', 'bob', 'carol', 'dave']) {
+          assert.deepEqual(await store.membership(G, user), await home.membership(G, user), user);
+          assert.deepEqual(await store.pastWindows(G, user), await home.pastWindows(G, user), user);
+        }
+        assert.deepEqual(await store.membersAt(G, 10), await home.membersAt(G, 10));
+        assert.deepEqual((await store.heads([G])).get(G), { lastSeq: 11, homeDc: 'a' });
+      });
+
+      test('after a copy, writes here go on from the copied head (the home moved here)', async () => {
+        const home = await homeStore();
+        const copied = (await home.append([draft(AB, 'alice', 'a1'), draft(AB, 'bob', 'b1')])).map((r) => r.message);
+        await store.replicate(copied.map((message) => ({ message, homeDc: 'a' })));
+        const [next] = await store.append([draft(AB, 'alice', 'a2')]);
+        assert.equal(next!.message.seq, 3);
+        assert.equal((await store.append([draft(AB, 'alice', 'a1')]))[0]!.duplicate, true, 'a copied idempotency key answers a resend');
+      });
+    });
+
     describe('risk', () => {
       const audit = (userId: string, i: number): RiskAuditDraft => ({
         atMs: 1_700_000_000_000 + i, userId, rule: `rule-${i % 3}`, action: i % 2 ? 'block' : 'flag', detail: JSON.stringify({ i }),
