@@ -60,8 +60,28 @@ export interface TlsFiles {
   keyFile: string;
 }
 
+/** Another datacenter, as this one reaches it (src/dc/). */
+export interface DcPeer {
+  name: string;
+  /** Its Redis (its bus: forwarded writes, its committed stream). */
+  redisUrl: string;
+  /** Its PostgreSQL (what the sync service reads to fill a gap). */
+  postgresUrl: string;
+}
+
 export interface ServerConfig {
   nodeId: string;
+  /**
+   * The datacenter this process belongs to (LONGLINK_DC). Conversations made
+   * here are homed here; see src/dc/homes.ts. @default 'dc1'
+   */
+  dc: string;
+  /**
+   * The other datacenters (LONGLINK_DC_PEERS="b=redis://… b=postgres://…
+   * c=…": whitespace-separated name=url, each peer with one Redis and one
+   * PostgreSQL URL). None: a single datacenter.
+   */
+  dcPeers: DcPeer[];
   host: string;
   httpPort: number;
   tcpPort: number;
@@ -315,6 +335,39 @@ function envName(flag: string): string {
   return `LONGLINK_${flag.toUpperCase().replace(/-/g, '_')}`;
 }
 
+const DC_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
+
+function dcName(raw: string, what: string): string {
+  if (!DC_NAME.test(raw)) throw new ConfigError(`${what} must be 1-32 lowercase letters, digits and dashes, got "${raw}"`);
+  return raw;
+}
+
+/** LONGLINK_DC_PEERS: whitespace-separated name=url tokens; each peer needs a redis:// and a postgres:// URL. */
+function dcPeers(raw: string | undefined, self: string): DcPeer[] {
+  const peers = new Map<string, Partial<DcPeer>>();
+  for (const token of (raw ?? '').split(/\s+/).filter((t) => t !== '')) {
+    const eq = token.indexOf('=');
+    if (eq <= 0) throw new ConfigError(`every LONGLINK_DC_PEERS entry is name=url, got "${token}"`);
+    const name = dcName(token.slice(0, eq), 'a LONGLINK_DC_PEERS name');
+    if (name === self) throw new ConfigError(`LONGLINK_DC_PEERS names this datacenter (${self}) itself`);
+    let parsed: URL;
+    try {
+      parsed = new URL(token.slice(eq + 1));
+    } catch {
+      throw new ConfigError(`LONGLINK_DC_PEERS: ${name}'s URL is not a URL`);
+    }
+    const peer = peers.get(name) ?? { name };
+    if (parsed.protocol === 'redis:' || parsed.protocol === 'rediss:') peer.redisUrl = token.slice(eq + 1);
+    else if (parsed.protocol === 'postgres:' || parsed.protocol === 'postgresql:') peer.postgresUrl = token.slice(eq + 1);
+    else throw new ConfigError(`LONGLINK_DC_PEERS: ${name}'s URLs are redis:// and postgres://, got ${parsed.protocol}`);
+    peers.set(name, peer);
+  }
+  return [...peers.values()].map((p) => {
+    if (!p.redisUrl || !p.postgresUrl) throw new ConfigError(`LONGLINK_DC_PEERS: ${p.name} needs both a redis:// and a postgres:// URL`);
+    return p as DcPeer;
+  });
+}
+
 export function loadServerConfig(flags: Source, env: Source = process.env): ServerConfig {
   const adminKeyRaw = pick(flags, env, 'admin-key');
   const secretRaw = pick(flags, env, 'token-secret');
@@ -354,8 +407,11 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`LONGLINK_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   const routing = pick(flags, env, 'routing') ?? 'targeted';
   if (routing !== 'targeted' && routing !== 'broadcast') throw new ConfigError('LONGLINK_ROUTING must be targeted or broadcast');
+  const dc = dcName(pick(flags, env, 'dc') ?? 'dc1', 'LONGLINK_DC');
   return {
     nodeId: pick(flags, env, 'node-id') ?? `node-${randomBytes(3).toString('hex')}`,
+    dc,
+    dcPeers: dcPeers(pick(flags, env, 'dc-peers'), dc),
     host: pick(flags, env, 'host') ?? DEFAULTS.host,
     httpPort: int(flags, env, 'http-port', DEFAULTS.httpPort, 0, 65535),
     tcpPort: int(flags, env, 'tcp-port', DEFAULTS.tcpPort, 0, 65535),

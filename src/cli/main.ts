@@ -40,7 +40,7 @@ const serverFlags = async () => (await import('./start.js')).SERVER_FLAGS;
 const GROUP_CLIENT_FLAGS: FlagSpec = { ...CLIENT_FLAGS, name: 'text', members: 'text', group: 'text', member: 'text', role: 'text' };
 
 /** A service of the logic tier as its own process (src/roles/logic.ts says what each runs). */
-function serviceCommand(role: 'auth' | 'message' | 'storage' | 'risk' | 'push', summary: string): Command {
+function serviceCommand(role: 'auth' | 'message' | 'storage' | 'risk' | 'push' | 'sync', summary: string): Command {
   return {
     synopsis: [`${role} --redis-url URL --postgres-url URL [--node-id ID] [--http-port N]`],
     summary,
@@ -89,6 +89,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   storage: serviceCommand('storage', 'the storage service: sync, history, conversation lists, read and delivered cursors, retention'),
   risk: serviceCommand('risk', 'the risk service: its consumer group on the committed stream'),
   push: serviceCommand('push', 'more fan-out: the push group of the committed stream alone (the message service runs it too)'),
+  sync: serviceCommand('sync', "the sync-storage service (with LONGLINK_DC_PEERS): copies every other datacenter's commits into this one"),
   cluster: {
     synopsis: [
       'cluster [--gateways N] [--logic M] [--routing targeted|broadcast] [--base-port 7000] [--appendfsync everysec|always|no]',

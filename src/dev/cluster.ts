@@ -23,7 +23,7 @@ export type Role = 'gateway' | ServiceRole;
 export const SPLIT: Readonly<Partial<Record<ServiceRole, number>>> = { auth: 1, message: 1, group: 1, storage: 1, risk: 1 };
 
 /** Where each service role's ports start past the base port (10 processes per role at most with fixed ports). */
-const SERVICE_PORT_OFFSET: Record<Exclude<ServiceRole, 'logic'>, number> = { auth: 400, message: 410, group: 420, storage: 430, risk: 440, push: 450 };
+const SERVICE_PORT_OFFSET: Record<Exclude<ServiceRole, 'logic'>, number> = { auth: 400, message: 410, group: 420, storage: 430, risk: 440, push: 450, sync: 460 };
 
 export interface ClusterOptions {
   gateways: number;
@@ -48,6 +48,12 @@ export interface ClusterOptions {
   durable?: boolean;
   /** More environment for every node (LONGLINK_*). */
   env?: Record<string, string>;
+  /** The cluster's secrets (several datacenters share them); new ones when absent. */
+  secrets?: { adminKey: string; tokenSecret: string };
+  /** Node names start with this (a datacenter's name and a dash). @default '' */
+  namePrefix?: string;
+  /** Called once Redis and PostgreSQL are up, before any node starts. */
+  onEngines?: (redis: RedisServer, postgres: PostgresServer) => void;
   /** Where node output goes: a line callback (tests keep it), else this process's stdout/stderr, prefixed. */
   onLine?: (node: string, line: string, stream: 'out' | 'err') => void;
 }
@@ -137,11 +143,12 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
-  const adminKey = randomBytes(24).toString('base64url');
-  const tokenSecret = randomBytes(32).toString('base64url');
+  const adminKey = options.secrets?.adminKey ?? randomBytes(24).toString('base64url');
+  const tokenSecret = options.secrets?.tokenSecret ?? randomBytes(32).toString('base64url');
+  options.onEngines?.(redis, postgres);
   const nodes: NodeProcess[] = [];
   const specs = new Map<string, Spec>();
-  const counters: Record<Role, number> = { gateway: 0, logic: 0, auth: 0, message: 0, group: 0, storage: 0, risk: 0, push: 0 };
+  const counters: Record<Role, number> = { gateway: 0, logic: 0, auth: 0, message: 0, group: 0, storage: 0, risk: 0, push: 0, sync: 0 };
 
   const print = options.onLine ?? ((node: string, line: string, stream: 'out' | 'err') => {
     (stream === 'out' ? process.stdout : process.stderr).write(`[${node}] ${line}\n`);
@@ -197,7 +204,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
 
   const nextSpec = async (role: Role): Promise<Spec> => {
     const i = counters[role]++;
-    const name = role === 'gateway' ? `gw-${i + 1}` : `${role}-${i + 1}`;
+    const name = `${options.namePrefix ?? ''}${role === 'gateway' ? `gw-${i + 1}` : `${role}-${i + 1}`}`;
     const port = async (offset: number) => (base === undefined ? freePort() : base + offset + i);
     const spec: Spec = role === 'gateway'
       ? { name, role, tcpPort: await port(100), httpPort: await port(200) }

@@ -8,7 +8,7 @@
 // Contract (test/engines/registry.contract.ts).
 
 /** Every role a node can announce (each has its own index in the Redis registry). */
-export const NODE_ROLES = ['gateway', 'logic', 'auth', 'message', 'group', 'storage', 'risk', 'push'] as const;
+export const NODE_ROLES = ['gateway', 'logic', 'auth', 'message', 'group', 'storage', 'risk', 'push', 'sync'] as const;
 
 /**
  * What a process runs: `gateway` holds client connections; `logic` is the

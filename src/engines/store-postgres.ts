@@ -35,7 +35,7 @@ import pg from 'pg';
 import { ErrorCode, LonglinkError, type ChatMessage, type GroupRoleName, type TimelineEventData } from '../protocol/index.js';
 import { directMembers } from '../protocol/ids.js';
 import {
-  WEBHOOK_SECRET_KEY, draftMessage, effectOfEvent, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
+  WEBHOOK_SECRET_KEY, draftMessage, effectOfEvent, eventJson, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
 } from './store-rows.js';
 import {
   PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
@@ -522,7 +522,7 @@ export class PostgresStore implements Store {
       for (const { message: m, homeDc } of entries) {
         const inserted = await run(client, 'replicaMessage', [
           m.conversationId, m.seq, m.serverMsgId, m.fromUser, m.fromDevice, m.clientMsgId, m.text, m.sentAtMs,
-          m.event ? JSON.stringify(m.event) : null, m.recalledBy ?? null,
+          m.event ? eventJson(m.event) : null, m.recalledBy ?? null,
         ]);
         stored.push(inserted.length > 0);
         if (inserted.length === 0) continue;
@@ -973,7 +973,7 @@ async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[
     await run(client, 'insertMessages', [
       fresh.map((f) => f.d.conversationId), fresh.map((f) => f.seq), fresh.map((f) => f.d.serverMsgId),
       fresh.map((f) => f.d.fromUser), fresh.map((f) => f.d.fromDevice), fresh.map((f) => f.d.clientMsgId),
-      fresh.map((f) => f.d.text), fresh.map((f) => f.d.sentAtMs), fresh.map((f) => (f.d.event ? JSON.stringify(f.d.event) : null)),
+      fresh.map((f) => f.d.text), fresh.map((f) => f.d.sentAtMs), fresh.map((f) => (f.d.event ? eventJson(f.d.event) : null)),
     ]);
   }
 

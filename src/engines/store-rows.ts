@@ -18,6 +18,22 @@ export interface MessageRow {
   recalled_by: string | null;
 }
 
+/**
+ * A timeline event as stored (messages.event): its fields in one fixed order,
+ * absent ones left out, so every datacenter's copy of an event is the same
+ * text whichever way it came (from a draft, or decoded from the wire).
+ */
+export function eventJson(e: TimelineEventData): string {
+  const out: Record<string, unknown> = { type: e.type, actor: e.actor };
+  if (e.userIds !== undefined && e.userIds.length > 0) out.userIds = e.userIds;
+  if (e.targetSeq) out.targetSeq = e.targetSeq;
+  if (e.role !== undefined) out.role = e.role;
+  if (e.name) out.name = e.name;
+  // The wire has no "unset" for a bool: a mute change always says which way, other events never.
+  if (e.type === 'mute_changed') out.muted = e.muted === true;
+  return JSON.stringify(out);
+}
+
 /** A row as a ChatMessage: optional fields absent, not null. */
 export function toMessage(r: MessageRow): ChatMessage {
   const m: ChatMessage = {

@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads';
 import type { ChatMessage, GroupRoleName } from '../protocol/index.js';
 import { directMembers, directPeer } from '../protocol/ids.js';
 import {
-  WEBHOOK_SECRET_KEY, draftMessage, effectOfEvent, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
+  WEBHOOK_SECRET_KEY, draftMessage, effectOfEvent, eventJson, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
 } from './store-rows.js';
 import {
   FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
@@ -581,7 +581,7 @@ export class SqliteStore implements Store {
     const message = draftMessage(d, seq);
     this.stmts.insertMessage.run(
       d.conversationId, seq, d.serverMsgId, d.fromUser, d.fromDevice, d.clientMsgId, d.text, d.sentAtMs,
-      d.event ? JSON.stringify(d.event) : null,
+      d.event ? eventJson(d.event) : null,
     );
     if (d.effect) this.apply(d.conversationId, seq, d.sentAtMs, d.effect);
     // Whoever writes has read everything up to what they wrote.
@@ -649,7 +649,7 @@ export class SqliteStore implements Store {
     const s = this.stmts;
     const inserted = s.replicaMessage.run(
       m.conversationId, m.seq, m.serverMsgId, m.fromUser, m.fromDevice, m.clientMsgId, m.text, m.sentAtMs,
-      m.event ? JSON.stringify(m.event) : null, m.recalledBy ?? null,
+      m.event ? eventJson(m.event) : null, m.recalledBy ?? null,
     ).changes > 0;
     if (!inserted) return false;
     const direct = directMembers(m.conversationId);

@@ -16,7 +16,7 @@ import {
   ErrorCode, LonglinkError, encodeFrame, makeFrame,
   type BodyOf, type Frame, type FrameBodyInit,
 } from '../protocol/index.js';
-import { operationName, operationOf } from '../protocol/operations.js';
+import { isHomed, operationName, operationOf } from '../protocol/operations.js';
 import { PUSH_GROUP, down, type Bus, type Origin, type Service, type Subscription, type UpEnvelope } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
@@ -34,6 +34,8 @@ import { runBatch, type Scheduled } from './schedule.js';
 import { log as rootLog, messageTrace } from '../observability/log.js';
 import { noLogicMetrics, type LogicMetrics } from '../observability/metrics.js';
 import type { Routing } from './fanout.js';
+import type { Homes } from '../dc/homes.js';
+import type { Forwarder } from '../dc/forward.js';
 import type { DEFAULTS } from '../config.js';
 
 const log = rootLog.child({ component: 'logic' });
@@ -41,6 +43,8 @@ const log = rootLog.child({ component: 'logic' });
 /** Logic's options, from the configuration (src/config.ts: loadServerConfig and DEFAULTS). */
 export interface LogicOptions {
   nodeId: string;
+  /** This node's datacenter (LONGLINK_DC). */
+  dc?: string;
   maxTextBytes: number;
   /** Largest group, owner included. */
   maxGroupMembers: number;
@@ -73,6 +77,8 @@ export interface LogicDeps {
   store: Store;
   /** Counters for /metrics. @default none */
   metrics?: LogicMetrics;
+  /** Several datacenters: writes to a conversation homed in another one are forwarded there (src/dc/). @default one datacenter */
+  datacenters?: { homes: Homes; forwarder: Forwarder };
 }
 
 /** One request of a batch with what the handlers need. */
@@ -109,7 +115,7 @@ export class Logic {
   ) {
     const { routing, tuning } = options;
     this.pipeline = new Pipeline({
-      maxTextBytes: options.maxTextBytes, routing, delivery: options.delivery, nodeId: options.nodeId, contentFilter: options.contentFilter,
+      maxTextBytes: options.maxTextBytes, routing, delivery: options.delivery, nodeId: options.nodeId, dc: options.dc, contentFilter: options.contentFilter,
       publishCommitted: options.publishCommitted,
     }, deps);
     const withPipeline = { ...deps, pipeline: this.pipeline, routing };
@@ -181,8 +187,9 @@ export class Logic {
   }
 
   /** One uplink batch. A client's fault is answered; a failure of a write rejects (the bus hands the batch again). */
-  async process(batch: UpEnvelope[]): Promise<void> {
-    this.metrics.batch(batch.length);
+  async process(whole: UpEnvelope[]): Promise<void> {
+    this.metrics.batch(whole.length);
+    const batch = this.deps.datacenters ? await this.forwardRemote(whole, this.deps.datacenters) : whole;
     const scheduled: Scheduled<Request>[] = [];
     const acks: Request[] = [];
     for (const up of batch) {
@@ -209,6 +216,30 @@ export class Logic {
       read: (r) => this.read(r),
     });
     if (acks.length > 0) await this.pushAcks(acks);
+  }
+
+  /**
+   * Several datacenters: the writes of this batch to conversations homed in
+   * another one are forwarded there (each partition's in order, all of them
+   * answered before the batch is done); the rest is returned, handled here.
+   */
+  private async forwardRemote(batch: UpEnvelope[], dcs: NonNullable<LogicDeps['datacenters']>): Promise<UpEnvelope[]> {
+    const homed = batch.filter((up) => up.origin && up.body.case === 'frame' && isHomed(operationOf(up.body.value)));
+    if (homed.length === 0) return batch;
+    const homes = await dcs.homes.homesOf(homed.map((up) => up.partition));
+    const away = new Map<string, UpEnvelope[]>(); // by partition, in batch order
+    const remote = new Set<UpEnvelope>();
+    for (const up of homed) {
+      const home = homes.get(up.partition);
+      if (home === undefined || home === dcs.homes.dc) continue;
+      remote.add(up);
+      const list = away.get(up.partition);
+      if (list) list.push(up);
+      else away.set(up.partition, [up]);
+    }
+    if (remote.size === 0) return batch;
+    await Promise.all([...away].map(([partition, ups]) => dcs.forwarder.forward(homes.get(partition)!, ups)));
+    return batch.filter((up) => !remote.has(up));
   }
 
   /** A write: answered, or its failure (not the client's fault) rejects. */

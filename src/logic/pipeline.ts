@@ -51,6 +51,8 @@ export interface PipelineOptions {
   delivery?: 'direct' | 'committed';
   /** This node, named in what it publishes. */
   nodeId?: string;
+  /** Its datacenter, named in what it publishes (the sync services of the others copy what names theirs). */
+  dc?: string;
   contentFilter?: ContentFilter;
   /**
    * With `direct` delivery: publish what was stored to the committed stream
@@ -231,7 +233,7 @@ export class Pipeline {
   async pushResults(results: readonly AppendResult[], alsoNotify: readonly (readonly string[] | undefined)[] = []): Promise<void> {
     if (results.length === 0) return;
     const entries = () => results.map((r, i) => committed({
-      message: messageToWire(r.message), originNode: this.options.nodeId ?? '', duplicate: r.duplicate, alsoNotify: [...(alsoNotify[i] ?? [])],
+      message: messageToWire(r.message), originNode: this.options.nodeId ?? '', originDc: this.options.dc ?? '', duplicate: r.duplicate, alsoNotify: [...(alsoNotify[i] ?? [])],
     }));
     if (this.options.delivery === 'committed') {
       await this.deps.bus.publishCommitted(entries());

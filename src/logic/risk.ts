@@ -32,7 +32,8 @@ export class RiskService {
   constructor(private readonly deps: { bus: Bus; control?: RiskControl; scorer?: SpamScorer; actions?: RiskActions }) {}
 
   start(): void {
-    this.sub = this.deps.bus.consumeCommitted(RISK_GROUP, (batch) => this.inspect(batch));
+    // What the sync service copied here from another datacenter was counted and scored in its home.
+    this.sub = this.deps.bus.consumeCommitted(RISK_GROUP, (batch) => this.inspect(batch.filter((c) => !c.replicated)));
   }
 
   async stop(): Promise<void> {

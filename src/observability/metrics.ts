@@ -280,6 +280,52 @@ export class Metrics {
     });
   }
 
+  /**
+   * The sync service (src/dc/sync.ts), per peer datacenter, read at each
+   * scrape: entries of the peer's committed stream not copied here yet, how
+   * far behind in seconds, messages copied, writes forwarded to their homes.
+   */
+  watchDatacenters(read: {
+    lag?: () => Promise<Map<string, number>>;
+    progress?: () => ReadonlyMap<string, { applied: number; filled: number; lagSeconds: number }>;
+    forwarded?: () => { forwarded: number; timedOut: number };
+  }): void {
+    const r = this.registry;
+    const { lag, progress, forwarded } = read;
+    if (lag) {
+      const entries = memo(lag, 250);
+      new Gauge({
+        name: 'longlink_dc_sync_lag_entries', help: "Entries of a peer datacenter's committed stream not copied here yet (absent while the peer is unreachable)",
+        labelNames: ['peer'], registers: [r],
+        async collect() {
+          this.reset();
+          for (const [peer, n] of await entries().catch(() => new Map<string, number>())) this.set({ peer }, n);
+        },
+      });
+    }
+    if (progress) {
+      new Gauge({
+        name: 'longlink_dc_sync_lag_seconds', help: 'From the last copied message\'s commit in its home datacenter to its copy here, seconds',
+        labelNames: ['peer'], registers: [r],
+        collect() {
+          for (const [peer, p] of progress()) this.set({ peer }, p.lagSeconds);
+        },
+      });
+      new Counter({
+        name: 'longlink_dc_sync_copied_total', help: "Messages copied here from a peer datacenter (those read from its store to fill a gap included)",
+        labelNames: ['peer'], registers: [r],
+        collect() {
+          this.reset();
+          for (const [peer, p] of progress()) this.inc({ peer }, p.applied);
+        },
+      });
+    }
+    if (forwarded) {
+      total(r, 'longlink_dc_forwarded_total', 'Writes forwarded to the home datacenter of their conversation', () => forwarded().forwarded);
+      total(r, 'longlink_dc_forward_timeouts_total', 'Forwarded writes answered UNAVAILABLE: no reply from their home in time', () => forwarded().timedOut);
+    }
+  }
+
   /** Read the logic node's read queue at each scrape. */
   watchReads(queue: ReadQueueStats): void {
     this.reads = queue;

@@ -108,6 +108,16 @@ export function operationOf(frame: Frame): Operation | undefined {
   return OPERATIONS[body.case as ClientCase] as Operation;
 }
 
+/**
+ * Whether an operation writes a conversation's timeline (a seq is assigned in
+ * the conversation's home datacenter: a send, a recall, a group change), so a
+ * datacenter that is not its home forwards it there (src/dc/forward.ts).
+ * Cursors, reads and presence are served where the client is.
+ */
+export function isHomed(op: Operation | undefined): boolean {
+  return op !== undefined && op.access === 'write' && (op.service === 'message' || op.service === 'group');
+}
+
 /** Longest request id a client may choose. */
 export const MAX_REQUEST_ID = 128;
 

@@ -15,12 +15,17 @@
 //             delivered cursors)
 //   risk      —                            risk, webhooks           spam rules and their actions; after-* webhooks
 //   push      —                            push                     (more fan-out without more send path)
-//   logic     all of the above
+//   sync      —                            sync-<dc> on every peer  copies the other datacenters' commits here (src/dc/sync.ts)
+//             datacenter's committed stream
+//   logic     all of the above but sync
+//
+// With several datacenters (LONGLINK_DC_PEERS), the message and group
+// services forward writes to conversations homed elsewhere (src/dc/forward.ts).
 //
 // Every role serves /metrics, /healthz and /readyz on its HTTP port, and
 // registers itself (role, services, address, load) in the registry, which
 // `GET /api/v1/nodes` lists.
-import type { ServerConfig } from '../config.js';
+import { ConfigError, type ServerConfig } from '../config.js';
 import { RISK_GROUP, PUSH_GROUP, UP_SERVICES, type BusCounters, type Service } from '../engines/bus.js';
 import type { NodeRole } from '../engines/registry.js';
 import { tokenServiceFor } from '../auth/tokens.js';
@@ -34,6 +39,7 @@ import { riskTier } from '../risk/tier.js';
 import { RedisWindows } from '../risk/spam.js';
 import { WEBHOOK_GROUP } from '../risk/webhooks.js';
 import { retentionFor } from '../logic/retention.js';
+import { datacentersFor } from '../dc/wiring.js';
 import { closeHttp, hostAccess, listenHttp, loadTls, sendJson } from './http-server.js';
 import { httpError } from '../protocol/http-errors.js';
 import { logicOptions, redisEngines, requireUrl } from './wiring.js';
@@ -44,9 +50,9 @@ import { RedisProbe } from '../observability/redis-probe.js';
 import type { Metrics } from '../observability/metrics.js';
 
 /** A role of the logic tier. */
-export type ServiceRole = 'logic' | 'auth' | 'message' | 'group' | 'storage' | 'risk' | 'push';
+export type ServiceRole = 'logic' | 'auth' | 'message' | 'group' | 'storage' | 'risk' | 'push' | 'sync';
 
-export const SERVICE_ROLES: readonly ServiceRole[] = ['logic', 'auth', 'message', 'group', 'storage', 'risk', 'push'];
+export const SERVICE_ROLES: readonly ServiceRole[] = ['logic', 'auth', 'message', 'group', 'storage', 'risk', 'push', 'sync'];
 
 /** What a role runs. */
 interface RolePlan {
@@ -58,22 +64,25 @@ interface RolePlan {
   api: boolean;
   /** Message retention. */
   retention: boolean;
+  /** The sync service (with peer datacenters). */
+  sync: boolean;
 }
 
 export const ROLE_PLANS: Readonly<Record<ServiceRole, RolePlan>> = {
-  logic: { up: UP_SERVICES, committed: [PUSH_GROUP, RISK_GROUP, WEBHOOK_GROUP], api: true, retention: true },
-  auth: { up: [], committed: [], api: true, retention: false },
-  message: { up: ['message', 'presence'], committed: [PUSH_GROUP], api: false, retention: false },
-  group: { up: ['group'], committed: [], api: false, retention: false },
-  storage: { up: ['storage'], committed: [], api: false, retention: true },
-  risk: { up: [], committed: [RISK_GROUP, WEBHOOK_GROUP], api: false, retention: false },
-  push: { up: [], committed: [PUSH_GROUP], api: false, retention: false },
+  logic: { up: UP_SERVICES, committed: [PUSH_GROUP, RISK_GROUP, WEBHOOK_GROUP], api: true, retention: true, sync: false },
+  auth: { up: [], committed: [], api: true, retention: false, sync: false },
+  message: { up: ['message', 'presence'], committed: [PUSH_GROUP], api: false, retention: false, sync: false },
+  group: { up: ['group'], committed: [], api: false, retention: false, sync: false },
+  storage: { up: ['storage'], committed: [], api: false, retention: true, sync: false },
+  risk: { up: [], committed: [RISK_GROUP, WEBHOOK_GROUP], api: false, retention: false, sync: false },
+  push: { up: [], committed: [PUSH_GROUP], api: false, retention: false, sync: false },
+  sync: { up: [], committed: [], api: false, retention: false, sync: true },
 };
 
 /** What a role serves, as the registry lists it. */
 export function servicesOf(role: ServiceRole): string[] {
   const plan = ROLE_PLANS[role];
-  return [...(plan.api ? ['auth'] : []), ...plan.up, ...plan.committed, ...(plan.retention ? ['retention'] : [])];
+  return [...(plan.api ? ['auth'] : []), ...plan.up, ...plan.committed, ...(plan.retention ? ['retention'] : []), ...(plan.sync ? ['sync'] : [])];
 }
 
 export interface RunningLogic {
@@ -98,6 +107,9 @@ export function startLogic(config: ServerConfig): Promise<RunningLogic> {
 
 export async function startService(config: ServerConfig, role: ServiceRole): Promise<RunningLogic> {
   const plan = ROLE_PLANS[role];
+  if (plan.sync && config.dcPeers.length === 0) {
+    throw new ConfigError(`longlink ${role} copies other datacenters' commits here: it needs LONGLINK_DC_PEERS (and LONGLINK_DC)`);
+  }
   // The HTTP API answers /healthz where it runs; elsewhere the role does.
   const obs = observeRole(config, role, plan.api ? undefined : () => ({ services: servicesOf(role) }));
   const tls = loadTls(config.tls);
@@ -126,9 +138,12 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
     windows: () => new RedisWindows({ url: redisUrl }, config.redisPrefix),
   }, { bus, sessions, store, metrics: obs.metrics.risk });
   const risk = riskControl.service;
+  const datacenters = datacentersFor(config, { bus, store, metrics: obs.metrics }, {
+    forward: plan.up.includes('message') || plan.up.includes('group'), sync: plan.sync,
+  });
   const logic = new Logic({
     ...logicOptions(config), delivery: 'committed', contentFilter: plan.up.includes('message') ? riskControl.control.filter : undefined,
-  }, { bus, sessions, registry, store, metrics: obs.metrics.logic });
+  }, { bus, sessions, registry, store, metrics: obs.metrics.logic, datacenters });
   obs.metrics.watchReads(logic.readQueue);
   if (risk) obs.metrics.watchConsumerCounts(RISK_GROUP, () => bus.committedCounters(RISK_GROUP));
   const requests = plan.api ? new BusRequester(bus, `${config.nodeId}.api`) : undefined;
@@ -139,6 +154,7 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   const retention = plan.retention ? retentionFor(config, store) : undefined;
   const reaper = plan.api ? new Reaper(Math.max(100, Math.floor(config.nodeTtlMs / 3)), { sessions, registry }) : undefined;
   const closeEngines = async () => {
+    await datacenters?.stop();
     await bus.close();
     await sessions.close();
     await registry.close();
@@ -161,6 +177,7 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   const httpUrl = `${tls ? 'https' : 'http'}://${config.publicHost}:${http.port}`;
   // The rules are in force before the first send is handled.
   await riskControl.start();
+  datacenters?.start();
   if (plan.up.length > 0) logic.start(plan.up);
   if (plan.committed.includes(PUSH_GROUP)) logic.startPush();
   requests?.start();

@@ -9,7 +9,7 @@ import { Metrics } from '../observability/metrics.js';
 import { Readiness } from '../observability/ready.js';
 import { observabilityRoutes, type ObservabilityRoutes } from '../observability/http.js';
 
-export type RoleName = 'embedded' | 'gateway' | 'logic' | 'auth' | 'message' | 'group' | 'storage' | 'risk' | 'push';
+export type RoleName = 'embedded' | 'gateway' | 'logic' | 'auth' | 'message' | 'group' | 'storage' | 'risk' | 'push' | 'sync';
 
 export interface RoleObservability {
   metrics: Metrics;

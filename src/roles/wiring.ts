@@ -36,6 +36,7 @@ export function gatewayOptions(config: ServerConfig): GatewayOptions {
 export function logicOptions(config: ServerConfig): LogicOptions {
   return {
     nodeId: config.nodeId,
+    dc: config.dc,
     maxTextBytes: config.limits.maxTextBytes,
     maxGroupMembers: config.limits.maxGroupMembers,
     maxGroupsPerUser: config.limits.maxGroupsPerUser,

@@ -1,0 +1,119 @@
+// Forwarding: a write to a conversation homed in another datacenter (a send,
+// a recall, a group change) is handed to that datacenter's bus, in the same
+// partition, with the same request id, as if its own gateway had published it;
+// the home's owner of the partition applies it in order with everything else
+// written there, and its reply comes back here and goes on to the client's
+// gateway. Applied once however often it is forwarded (the request id).
+//
+// Per partition, the bus hands logic one batch at a time, and the forwarder
+// publishes a batch's writes in their order and waits for all their replies
+// before the batch is done: a conversation's writes reach its home in the
+// order they reached this datacenter.
+import { create } from '@bufbuild/protobuf';
+import { ErrorCode, encodeFrame, makeFrame } from '../protocol/index.js';
+import { down, upEnvelope, type Bus, type Subscription, type UpEnvelope } from '../engines/bus.js';
+import { OriginSchema } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
+import { log as rootLog } from '../observability/log.js';
+
+const log = rootLog.child({ component: 'dc-forward' });
+
+/** A datacenter's bus as the forwarder uses it: publish uplink, read its own replies. */
+export type PeerBus = Pick<Bus, 'publishUp' | 'consumeDown' | 'close'>;
+
+export interface ForwarderOptions {
+  /** This process's node id (its reply stream in each peer is named after it). */
+  nodeId: string;
+  /** This datacenter's name. */
+  dc: string;
+  /** How long a forwarded write may wait for its home's reply before the client is told UNAVAILABLE (it resends; applied once). @default 5000 */
+  timeoutMs?: number;
+}
+
+interface Pending {
+  resolve(frame: Uint8Array | undefined): void;
+}
+
+export interface ForwarderCounters {
+  forwarded: number;
+  timedOut: number;
+}
+
+export class Forwarder {
+  private readonly subs: Subscription[] = [];
+  private readonly pending = new Map<number, Pending>();
+  /** Like a gateway's connection ids: unique for this node id across restarts. */
+  private nextId = Date.now() * 1000;
+  readonly counters: ForwarderCounters = { forwarded: 0, timedOut: 0 };
+  private readonly replyNode: string;
+
+  constructor(
+    private readonly options: ForwarderOptions,
+    private readonly deps: { bus: Bus; peers: ReadonlyMap<string, PeerBus> },
+  ) {
+    this.replyNode = `${options.nodeId}.from-${options.dc}`;
+  }
+
+  start(): void {
+    for (const peer of this.deps.peers.values()) {
+      this.subs.push(peer.consumeDown(this.replyNode, (batch) => {
+        for (const { kind } of batch) {
+          if (kind.case !== 'reply') continue;
+          this.pending.get(Number(kind.value.connId))?.resolve(kind.value.frame);
+        }
+      }, { broadcast: false }));
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const p of this.pending.values()) p.resolve(undefined);
+    await Promise.all(this.subs.map((s) => s.close()));
+  }
+
+  /**
+   * Hand writes (one partition's, in order) to datacenter `dc` and relay each
+   * reply to the gateway that published it here. Resolves once every write
+   * is answered (a write its home did not answer in time is answered
+   * UNAVAILABLE: the client resends it, and it is applied once).
+   */
+  async forward(dc: string, ups: readonly UpEnvelope[]): Promise<void> {
+    const peer = this.deps.peers.get(dc);
+    const replies: Promise<void>[] = [];
+    for (const up of ups) {
+      const origin = up.origin!;
+      const frameId = up.body.case === 'frame' ? up.body.value.id : 0;
+      const answer = (frame: Uint8Array) => this.deps.bus.publishDown(origin.node, down({ case: 'reply', value: { connId: origin.connId, frame } }));
+      const unavailable = (why: string) => answer(encodeFrame(makeFrame(frameId, { case: 'error', value: { code: ErrorCode.UNAVAILABLE, message: why } })));
+      if (!peer) {
+        replies.push(unavailable(`this conversation's home datacenter (${dc}) is not configured here`));
+        continue;
+      }
+      const id = this.nextId++;
+      const replied = new Promise<Uint8Array | undefined>((resolve) => {
+        const timer = setTimeout(() => {
+          this.counters.timedOut++;
+          resolve(undefined);
+        }, this.options.timeoutMs ?? 5000);
+        this.pending.set(id, {
+          resolve: (frame) => {
+            clearTimeout(timer);
+            resolve(frame);
+          },
+        });
+      }).finally(() => this.pending.delete(id));
+      const forwarded = upEnvelope({
+        ...up,
+        origin: create(OriginSchema, { ...origin, node: this.replyNode, connId: BigInt(id) }),
+      });
+      this.counters.forwarded++;
+      // In order: the next write of the partition is published after this one.
+      await peer.publishUp(forwarded).catch((err: unknown) => {
+        log.warn({ err, dc }, 'forwarding to the home datacenter failed');
+        this.pending.get(id)?.resolve(undefined);
+      });
+      replies.push(replied.then((frame) => (frame
+        ? answer(frame)
+        : unavailable(`no answer from this conversation's home datacenter (${dc}) in time; resend (it is applied once)`))));
+    }
+    await Promise.all(replies);
+  }
+}

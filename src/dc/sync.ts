@@ -1,0 +1,149 @@
+// The sync-storage service (`longlink sync`): copies what every other
+// datacenter commits into this one, so recipients here are pushed by this
+// datacenter's own gateways and read from its own store.
+//
+// - For each peer it is a consumer group (`sync-<this dc>`) on the peer's
+//   committed stream: it resumes from the group's offset after a restart, and
+//   several sync processes share the peer's shards.
+// - It copies only what the peer committed itself (origin_dc = the peer, not
+//   copied there from elsewhere: each datacenter reads every other's own
+//   entries, so nothing loops).
+// - Idempotent by (conversation, seq): a message held already is skipped
+//   (store.replicate). A conversation's entries come in publish order, which
+//   within a conversation may not be seq order (two services write a group's
+//   timeline), so what is missing below an entry is read from the peer's
+//   store first: the copy never has a gap.
+// - What it stored is published to this datacenter's committed stream,
+//   marked replicated: the push group pushes it here; risk, the webhooks and
+//   the other datacenters' sync skip it.
+import { messageFromWire, messageToWire, type ChatMessage } from '../protocol/index.js';
+import { committed, type Bus, type Committed, type CommittedEffects, type Subscription } from '../engines/bus.js';
+import { StoreUnavailableError, type MessageStore, type ReplicaStore } from '../engines/store.js';
+import { log as rootLog } from '../observability/log.js';
+
+const log = rootLog.child({ component: 'dc-sync' });
+
+/** What the sync service reads in a peer: its committed stream (a bus) and, to fill a gap, its store. */
+export interface SyncPeer {
+  name: string;
+  bus: Pick<Bus, 'consumeCommitted' | 'consumerLag'>;
+  /** Opened on first use (the peer may be down when this process starts). */
+  store(): Promise<Pick<MessageStore, 'after'>>;
+}
+
+/** Messages read from a peer's store per page when filling a gap. */
+const FILL_PAGE = 500;
+
+export interface PeerProgress {
+  /** Messages stored here from this peer since start. */
+  applied: number;
+  /** Messages read from the peer's store to fill gaps. */
+  filled: number;
+  /** Seconds between the last stored message's commit at its home and its copy here (0 once caught up). */
+  lagSeconds: number;
+  /** When the last batch from this peer was handled (ms). */
+  lastBatchAtMs: number;
+}
+
+/** The consumer group a datacenter's sync service reads its peers' committed streams as. */
+export function syncGroup(dc: string): string {
+  return `sync-${dc}`;
+}
+
+export class SyncService {
+  private readonly subs: Subscription[] = [];
+  readonly progress = new Map<string, PeerProgress>();
+
+  constructor(
+    private readonly options: { dc: string },
+    private readonly deps: { bus: Pick<Bus, 'publishCommitted'>; store: ReplicaStore; peers: readonly SyncPeer[] },
+  ) {
+    for (const p of deps.peers) this.progress.set(p.name, { applied: 0, filled: 0, lagSeconds: 0, lastBatchAtMs: 0 });
+  }
+
+  start(): void {
+    for (const peer of this.deps.peers) {
+      this.subs.push(peer.bus.consumeCommitted(syncGroup(this.options.dc), (batch) => this.copy(peer, batch)));
+    }
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.subs.map((s) => s.close()));
+  }
+
+  /** Entries of each peer's committed stream this datacenter has not copied yet (read but not acked, plus not read). */
+  async lag(): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    await Promise.all(this.deps.peers.map(async (peer) => {
+      try {
+        out.set(peer.name, (await peer.bus.consumerLag()).get(syncGroup(this.options.dc)) ?? 0);
+      } catch {
+        /* the peer is unreachable: its lag is unknown, not 0 */
+      }
+    }));
+    return out;
+  }
+
+  /** One batch of a peer's committed stream: store what is new here (gaps filled first), then publish it here. */
+  async copy(peer: SyncPeer, batch: readonly Committed[]): Promise<CommittedEffects> {
+    const own = batch.filter((c) => c.message && !c.replicated && c.originDc === peer.name);
+    const progress = this.progress.get(peer.name)!;
+    progress.lastBatchAtMs = Date.now();
+    if (own.length === 0) return {};
+    // Per conversation, in the batch's order.
+    const byConversation = new Map<string, Committed[]>();
+    for (const c of own) {
+      const id = c.message!.conversationId;
+      const list = byConversation.get(id);
+      if (list) list.push(c);
+      else byConversation.set(id, [c]);
+    }
+    const heads = await this.deps.store.heads([...byConversation.keys()]);
+    const toStore: { message: ChatMessage; alsoNotify: string[] }[] = [];
+    for (const [conversationId, entries] of byConversation) {
+      let head = heads.get(conversationId)?.lastSeq ?? 0;
+      for (const c of entries) {
+        const message = messageFromWire(c.message!);
+        if (message.seq <= head) continue; // held already (copied, or filled from the peer's store)
+        if (message.seq > head + 1) {
+          for (const missing of await this.fill(peer, conversationId, head, message.seq - 1)) {
+            toStore.push({ message: missing, alsoNotify: [] });
+          }
+          progress.filled += message.seq - 1 - head;
+        }
+        toStore.push({ message, alsoNotify: [...c.alsoNotify] });
+        head = message.seq;
+      }
+    }
+    const stored = await this.deps.store.replicate(toStore.map(({ message }) => ({ message, homeDc: peer.name })));
+    const fresh = toStore.filter((_, i) => stored[i]);
+    if (fresh.length > 0) {
+      await this.deps.bus.publishCommitted(fresh.map(({ message, alsoNotify }) => committed({
+        message: messageToWire(message), originDc: peer.name, replicated: true, alsoNotify,
+      })));
+    }
+    progress.applied += fresh.length;
+    const last = toStore.at(-1)?.message.sentAtMs;
+    progress.lagSeconds = last === undefined ? 0 : Math.max(0, (Date.now() - last) / 1000);
+    return { counters: { copied: fresh.length } };
+  }
+
+  /** Messages afterSeq < seq ≤ upTo of a conversation, from the peer's store, all of them (paged). */
+  private async fill(peer: SyncPeer, conversationId: string, afterSeq: number, upTo: number): Promise<ChatMessage[]> {
+    let store: Pick<MessageStore, 'after'>;
+    try {
+      store = await peer.store();
+    } catch (err) {
+      throw new StoreUnavailableError(`datacenter ${peer.name}'s store is unreachable; the gap is filled once it is`, { cause: err });
+    }
+    const out: ChatMessage[] = [];
+    for (let from = afterSeq; from < upTo;) {
+      const page = await store.after(conversationId, from, FILL_PAGE, upTo);
+      if (page.length === 0) break; // expired there (retention): nothing older to copy
+      out.push(...page);
+      from = page.at(-1)!.seq;
+    }
+    if (out.length > 0) log.debug({ peer: peer.name, conversationId, from: afterSeq + 1, to: upTo, read: out.length }, 'filled a gap');
+    return out;
+  }
+}
