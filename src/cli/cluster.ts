@@ -5,6 +5,9 @@
 import { fileURLToPath } from 'node:url';
 import { SPLIT, startCluster, type Cluster, type ClusterOptions } from '../dev/cluster.js';
 import { UsageError } from './args.js';
+import { startDatacenters, type Datacenters } from '../dev/datacenters.js';
+import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 
 /** The package's folder: where the printed `npx longlink ...` commands run (bin `longlink` in its package.json). */
 const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
@@ -35,6 +38,8 @@ function servicesOf(flags: Record<string, string | undefined>): NonNullable<Clus
 }
 
 export async function runCluster(flags: Record<string, string | undefined>): Promise<void> {
+  if (flags.dcs !== undefined) return runDatacenters(flags);
+  if (flags.status !== undefined || flags['delay-ms'] !== undefined) throw new UsageError('--status and --delay-ms go with --dcs');
   const gateways = count(flags.gateways, 'gateways', 2);
   const services = servicesOf(flags);
   const split = Object.keys(services).length > 0;
@@ -106,4 +111,82 @@ export async function runCluster(flags: Record<string, string | undefined>): Pro
   console.log(`  npx longlink listen --server ${api} --user bob`);
   console.log(`  npx longlink send --server ${api} --user alice --to bob --text hi`);
   console.log('Ctrl-C stops the cluster.');
+}
+
+/**
+ * `cluster --dcs N`: N datacenters (a, b, …), each with its own Redis,
+ * PostgreSQL, gateways, a combined logic node and a sync process, joined by
+ * links that delay every packet --delay-ms each way. With --status FILE, what
+ * was started is written there as JSON once everything is up.
+ */
+async function runDatacenters(flags: Record<string, string | undefined>): Promise<void> {
+  const n = count(flags.dcs, 'dcs', 2, 2);
+  if (n > 4) throw new UsageError('--dcs must be 2, 3 or 4');
+  if (flags.split !== undefined) throw new UsageError('--dcs runs a combined logic node and a sync process per datacenter; --split is not supported with it');
+  const gateways = count(flags.gateways, 'gateways', 1);
+  const logic = count(flags.logic, 'logic', 1);
+  const delayMs = flags['delay-ms'] === undefined ? 20 : Number(flags['delay-ms']);
+  if (!Number.isInteger(delayMs) || delayMs < 0 || delayMs > 1000) throw new UsageError('--delay-ms must be an integer in 0..1000');
+  const basePort = flags['base-port'] === undefined ? 7000 : Number(flags['base-port']);
+  if (basePort !== 0 && (!Number.isInteger(basePort) || basePort < 1024 || basePort > 60000)) {
+    throw new UsageError('--base-port must be in 1024..60000, or 0 for any free ports');
+  }
+  const statusFile = flags.status === undefined ? undefined : resolve(flags.status);
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+  const names = ['a', 'b', 'c', 'd'].slice(0, n);
+  console.log(`starting ${n} datacenters (${names.join(', ')}), each: Redis, PostgreSQL, ${logic} logic, 1 sync and ${gateways} gateway processes; ${delayMs} ms each way between them…`);
+  const starting = startDatacenters({
+    names, delayMs, gateways, logic, services: { sync: 1 }, routing: 'targeted', basePort: basePort === 0 ? undefined : basePort,
+  });
+  let stopping = false;
+  const stop = (d: Datacenters) => {
+    d.stop().then(() => {
+      console.log('datacenters stopped; their folders removed');
+      process.exit(0);
+    }, (err: unknown) => {
+      console.error('stop failed', err);
+      process.exit(1);
+    });
+  };
+  const onSignal = () => {
+    if (stopping) return;
+    stopping = true;
+    console.log('stopping every datacenter…');
+    void starting.then(stop, () => undefined);
+  };
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, onSignal);
+  const dcs = await starting;
+  if (stopping) return;
+  const status = {
+    delay_ms: delayMs,
+    admin_key_env: 'LONGLINK_ADMIN_KEY',
+    supervisor_pid: process.pid,
+    datacenters: dcs.dcs.map(({ name, cluster }) => ({
+      name,
+      api_url: cluster.apiUrl(),
+      gateways: cluster.gateways().map((g) => ({ name: g.name, tcp_url: g.tcpUrl, ws_url: g.wsUrl, pid: g.child.pid })),
+      pids: {
+        ...Object.fromEntries(cluster.nodes.map((node) => [node.name, node.child.pid])),
+        redis: cluster.redis.pid,
+        postgres: cluster.postgres.pid,
+      },
+      redis_url: cluster.redis.url,
+      postgres_url: cluster.postgres.url,
+    })),
+  };
+  if (statusFile) writeFileSync(statusFile, `${JSON.stringify(status, null, 2)}\n`, { mode: 0o600 });
+  console.log('');
+  console.log('datacenters up:');
+  for (const d of status.datacenters) {
+    console.log(`  ${d.name}: api ${d.api_url}`);
+    for (const g of d.gateways) console.log(`     ${g.name.padEnd(8)} ${g.tcp_url}  ${g.ws_url}`);
+    console.log(`     redis ${d.redis_url}  postgres ${d.postgres_url}`);
+  }
+  if (statusFile) console.log(`  status     ${statusFile}`);
+  console.log('');
+  console.log(`try it (in another terminal, in ${PACKAGE_ROOT}):`);
+  console.log(`  export LONGLINK_ADMIN_KEY=${dcs.adminKey}`);
+  console.log(`  npx longlink listen --server ${status.datacenters[1]!.api_url} --user bob`);
+  console.log(`  npx longlink send --server ${status.datacenters[0]!.api_url} --user alice --to bob --text hi`);
+  console.log('Ctrl-C stops every datacenter.');
 }

@@ -94,12 +94,14 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     synopsis: [
       'cluster [--gateways N] [--logic M] [--routing targeted|broadcast] [--base-port 7000] [--appendfsync everysec|always|no]',
       'cluster --split [--auth N] [--message N] [--group N] [--storage N] [--risk N] [--push N] [--gateways N] …',
+      'cluster --dcs 2 [--delay-ms 20] [--status FILE] [--gateways N] [--logic M] [--base-port 7000]',
     ],
     summary: 'a local cluster: Redis and PostgreSQL in a temp folder and the processes (--base-port 0: any free ports); '
-      + '--split: a process per service instead of combined logic nodes',
+      + '--split: a process per service instead of combined logic nodes; --dcs N: N datacenters joined by delaying links',
     flags: {
       gateways: 'integer', logic: 'integer', routing: 'text', 'base-port': 'integer', appendfsync: 'text',
       split: 'switch', auth: 'integer', message: 'integer', group: 'integer', storage: 'integer', risk: 'integer', push: 'integer',
+      dcs: 'integer', 'delay-ms': 'integer', status: 'text',
     },
     run: async ({ flags }) => {
       await (await import('./cluster.js')).runCluster(flags);

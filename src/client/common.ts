@@ -13,5 +13,5 @@ export {
   type ChatMessage, type TimelineEventData, type GroupRoleName,
 } from '../protocol/index.js';
 export {
-  requestToken, listGateways, gatewayPicker, type TokenResponse, type GatewayInfo, type HttpOptions, type HttpFetch,
+  requestToken, listGateways, discover, gatewayPicker, type TokenResponse, type GatewayInfo, type Discovery, type HttpOptions, type HttpFetch,
 } from './http.js';

@@ -12,6 +12,8 @@ export interface HttpOptions {
    * private CA for an https:// server. @default globalThis.fetch
    */
   fetch?: HttpFetch;
+  /** A call with no answer within this is given up (UNAVAILABLE). @default 10000 */
+  timeoutMs?: number;
 }
 
 export interface TokenResponse {
@@ -48,7 +50,7 @@ export class HttpApiError extends LonglinkError {
 async function call<T>(url: string, init: RequestInit, options: HttpOptions): Promise<T> {
   let res: Response;
   try {
-    res = await (options.fetch ?? fetch)(url, init);
+    res = await (options.fetch ?? fetch)(url, { signal: AbortSignal.timeout(options.timeoutMs ?? 10_000), ...init });
   } catch (err) {
     throw new LonglinkError(ErrorCode.UNAVAILABLE, `cannot reach ${url}: ${failureText(err)}`);
   }
@@ -76,8 +78,20 @@ export function requestToken(
 
 /** Live gateways; with TLS on, their URLs are tls:// and wss://. */
 export async function listGateways(server: string, options: HttpOptions = {}): Promise<GatewayInfo[]> {
-  const r = await call<{ gateways: GatewayInfo[] }>(`${server.replace(/\/$/, '')}/api/v1/gateways`, { method: 'GET' }, options);
-  return r.gateways;
+  return (await discover(server, options)).gateways;
+}
+
+/** What discovery answers: the gateways of one datacenter, and every datacenter's API addresses. */
+export interface Discovery {
+  /** Whose gateways these are (the asked datacenter's, or another's when it has none live). */
+  datacenter?: string;
+  gateways: GatewayInfo[];
+  /** The APIs of every datacenter, the answering one's first. */
+  apis?: { datacenter: string; url: string }[];
+}
+
+export async function discover(server: string, options: HttpOptions = {}): Promise<Discovery> {
+  return call<Discovery>(`${server.replace(/\/$/, '')}/api/v1/gateways`, { method: 'GET' }, options);
 }
 
 /**
@@ -88,12 +102,33 @@ export async function listGateways(server: string, options: HttpOptions = {}): P
  * failed unless it is the only one. `tcp` picks the gateways' tcp:// (or
  * tls://) URLs, `ws` their ws:// (or wss://) ones.
  */
-export function gatewayPicker(server: string, transport: 'tcp' | 'ws', options: HttpOptions = {}): (avoid: string | undefined) => Promise<string> {
+export function gatewayPicker(server: string | readonly string[], transport: 'tcp' | 'ws', options: HttpOptions = {}): (avoid: string | undefined) => Promise<string> {
+  // Several datacenters: the APIs given first, in order, then those discovery named (another
+  // datacenter's), so a client whose datacenter is gone asks the next one by itself.
+  const apis = [...(typeof server === 'string' ? [server] : server)].map((u) => u.replace(/\/$/, ''));
+  if (apis.length === 0) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'gatewayPicker needs at least one API address');
+  const ask = async (): Promise<GatewayInfo[]> => {
+    let failure: unknown;
+    for (const api of [...apis]) {
+      try {
+        const answer = await discover(api, options);
+        for (const { url } of answer.apis ?? []) {
+          const u = url.replace(/\/$/, '');
+          if (!apis.includes(u) && apis.length < 64) apis.push(u);
+        }
+        if (answer.gateways.length > 0) return answer.gateways;
+      } catch (err) {
+        failure = err;
+      }
+    }
+    if (failure !== undefined) throw failure;
+    return [];
+  };
   return async (avoid) => {
-    const urls = (await listGateways(server, options))
+    const urls = (await ask())
       .map((g) => ({ url: transport === 'tcp' ? g.tcp_url : g.ws_url, load: g.load }))
       .filter((g): g is { url: string; load: number } => typeof g.url === 'string' && g.url !== '');
-    if (urls.length === 0) throw new LonglinkError(ErrorCode.UNAVAILABLE, `no live gateway with ${transport} at ${server}`);
+    if (urls.length === 0) throw new LonglinkError(ErrorCode.UNAVAILABLE, `no live gateway with ${transport} at ${apis.join(', ')}`);
     const candidates = urls.length > 1 ? urls.filter((g) => g.url !== avoid) : urls;
     const a = candidates[Math.floor(Math.random() * candidates.length)]!;
     const b = candidates[Math.floor(Math.random() * candidates.length)]!;

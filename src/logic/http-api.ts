@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { ErrorCode, ID_PATTERN, LonglinkError, SYSTEM_USER, groupConversationId } from '../protocol/index.js';
 import { HttpError, httpError, wireError } from '../protocol/http-errors.js';
 import type { TokenService } from '../auth/tokens.js';
-import { byRoleThenId, type Registry } from '../engines/registry.js';
+import { byRoleThenId, type NodeInfo, type Registry } from '../engines/registry.js';
 import { down, type Bus } from '../engines/bus.js';
 import type { BusRequester } from './bus-requests.js';
 import { checkSend } from './pipeline.js';
@@ -34,6 +34,8 @@ export interface HttpApiOptions {
    * key, for the web page's dev login. Only for a dev server. @default false
    */
   devLogin?: boolean;
+  /** This node's datacenter: discovery hands out its gateways first. @default 'dc1' */
+  dc?: string;
 }
 
 export interface HttpApiDeps {
@@ -46,6 +48,8 @@ export interface HttpApiDeps {
   sessions: Sessions;
   /** The risk rules and audit trail (/api/v1/risk/...); absent: those routes answer NOT_FOUND. */
   risk?: RiskControl;
+  /** The other datacenters' registries (discovery falls back to their gateways, and lists their APIs). */
+  peerRegistries?: ReadonlyMap<string, Registry>;
 }
 
 const userId = z.string().regex(ID_PATTERN, 'must be 1-64 characters of A-Z a-z 0-9 _ . @ -');
@@ -120,7 +124,7 @@ export class HttpApi {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const method = req.method ?? 'GET';
     if (path === '/healthz' && method === 'GET') return send(res, 200, { status: 'ok', node: this.options.nodeId });
-    if (path === '/api/v1/gateways' && method === 'GET') return this.gateways(res);
+    if (path === '/api/v1/gateways' && method === 'GET') return this.gateways(req, res);
     if (path === '/api/v1/nodes' && method === 'GET') return this.nodes(req, res);
     if (path === '/api/v1/tokens' && method === 'POST') return this.issueToken(req, res);
     if (path === '/api/v1/messages' && method === 'POST') return this.postMessage(req, res);
@@ -327,10 +331,43 @@ export class HttpApi {
     });
   }
 
-  private async gateways(res: ServerResponse): Promise<void> {
-    const nodes = await this.deps.registry.live('gateway');
+  /**
+   * Discovery: the live gateways of the caller's datacenter (`?dc=` names
+   * one, else this node's), least loaded first; when it has none, those of the
+   * first other datacenter (by name) that has some. `datacenter` says whose
+   * they are; `apis` lists every datacenter's API addresses, so a client whose
+   * datacenter is gone asks another one.
+   */
+  private async gateways(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const own = this.options.dc ?? 'dc1';
+    const asked = new URL(req.url ?? '/', 'http://x').searchParams.get('dc') || own;
+    const registries = new Map<string, Registry>([[own, this.deps.registry], ...(this.deps.peerRegistries ?? [])]);
+    if (!registries.has(asked)) {
+      const { status, body } = httpError('NOT_FOUND', `no datacenter ${asked}; known: ${[...registries.keys()].join(', ')}`);
+      return send(res, status, body);
+    }
+    const order = [asked, ...[...registries.keys()].filter((dc) => dc !== asked).sort()];
+    // Another datacenter may be gone: its registry is given a second, then counted as empty.
+    const live = (dc: string, role: 'gateway' | 'auth' | 'logic'): Promise<NodeInfo[]> => {
+      let timer: NodeJS.Timeout | undefined;
+      return Promise.race([
+        registries.get(dc)!.live(role).catch(() => []),
+        new Promise<NodeInfo[]>((resolve) => (timer = setTimeout(() => resolve([]), dc === own ? 5000 : 1000))),
+      ]).finally(() => clearTimeout(timer));
+    };
+    let served = asked;
+    let nodes = await live(asked, 'gateway');
+    for (const dc of order.slice(1)) {
+      if (nodes.length > 0) break;
+      nodes = await live(dc, 'gateway');
+      served = dc;
+    }
+    const apis = (await Promise.all(order.map(async (dc) => [...await live(dc, 'auth'), ...await live(dc, 'logic')]
+      .flatMap((n) => (n.httpUrl ? [{ datacenter: dc, url: n.httpUrl }] : []))))).flat();
     send(res, 200, {
+      datacenter: nodes.length > 0 ? served : asked,
       gateways: nodes.map((n) => ({ id: n.id, tcp_url: n.tcpUrl ?? null, ws_url: n.wsUrl ?? null, load: n.load })),
+      apis,
     });
   }
 }

@@ -40,6 +40,7 @@ import { RedisWindows } from '../risk/spam.js';
 import { WEBHOOK_GROUP } from '../risk/webhooks.js';
 import { retentionFor } from '../logic/retention.js';
 import { datacentersFor } from '../dc/wiring.js';
+import { RedisRegistry } from '../engines/registry-redis.js';
 import { closeHttp, hostAccess, listenHttp, loadTls, sendJson } from './http-server.js';
 import { httpError } from '../protocol/http-errors.js';
 import { logicOptions, redisEngines, requireUrl } from './wiring.js';
@@ -147,14 +148,19 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   obs.metrics.watchReads(logic.readQueue);
   if (risk) obs.metrics.watchConsumerCounts(RISK_GROUP, () => bus.committedCounters(RISK_GROUP));
   const requests = plan.api ? new BusRequester(bus, `${config.nodeId}.api`) : undefined;
-  const api = requests ? new HttpApi({ nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes }, {
-    tokens, registry, bus, requests, sessions, risk: riskControl.control,
+  // Discovery falls back to another datacenter's gateways, read from its registry.
+  const peerRegistries = plan.api ? new Map(config.dcPeers.map((p) => [p.name, new RedisRegistry({ url: p.redisUrl, prefix: config.redisPrefix })])) : new Map();
+  const api = requests ? new HttpApi({
+    nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes, dc: config.dc,
+  }, {
+    tokens, registry, bus, requests, sessions, risk: riskControl.control, peerRegistries,
   }) : undefined;
   // Retention runs on every storage process: PostgreSQL lets one batch run at a time (a try-lock), the others find nothing to do.
   const retention = plan.retention ? retentionFor(config, store) : undefined;
   const reaper = plan.api ? new Reaper(Math.max(100, Math.floor(config.nodeTtlMs / 3)), { sessions, registry }) : undefined;
   const closeEngines = async () => {
     await datacenters?.stop();
+    await Promise.all([...peerRegistries.values()].map((r: RedisRegistry) => r.close()));
     await bus.close();
     await sessions.close();
     await registry.close();
