@@ -39,7 +39,7 @@ import {
 } from './store-rows.js';
 import {
   PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
-  type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
+  type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type ConversationChange, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type ShardClaim, type Store, type WriteFence,
 } from './store.js';
 
@@ -165,7 +165,29 @@ const MIGRATIONS: string[] = [
      first_seen_ms BIGINT NOT NULL
    );`,
   // Datacenters: the home of a conversation copied from another one ('' for one created here).
-  `ALTER TABLE conversations ADD COLUMN home_dc TEXT NOT NULL DEFAULT '';`,
+  `ALTER TABLE conversations ADD COLUMN home_dc TEXT NOT NULL DEFAULT '';
+   CREATE INDEX conversations_by_activity ON conversations (last_at_ms);
+   CREATE TABLE dc_homes (
+     dc TEXT COLLATE "C" PRIMARY KEY,
+     served_by TEXT NOT NULL,
+     epoch BIGINT NOT NULL,
+     state TEXT NOT NULL,
+     changed_at_ms BIGINT NOT NULL
+   );
+   CREATE TABLE orphaned_messages (
+     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+     orphaned_at_ms BIGINT NOT NULL,
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     seq BIGINT NOT NULL,
+     server_msg_id TEXT NOT NULL,
+     from_user TEXT NOT NULL,
+     from_device TEXT NOT NULL,
+     client_msg_id TEXT NOT NULL,
+     text TEXT NOT NULL,
+     sent_at_ms BIGINT NOT NULL,
+     event TEXT,
+     recalled_by TEXT
+   );`,
 ];
 
 
@@ -279,6 +301,15 @@ const SQL = {
   // Only a message stored by the time the recall is (seq ≤ its own), as when drafts are stored one by one.
   recall: `UPDATE messages SET text = '', recalled_by = $1 WHERE conversation_id = $2 AND seq = $3 AND seq <= $4`,
   heads: `SELECT id, last_seq, home_dc FROM conversations WHERE id = ANY($1::text[])`,
+  dcHomes: `SELECT dc, served_by, epoch, state, changed_at_ms FROM dc_homes`,
+  putDcHome: `INSERT INTO dc_homes AS h (dc, served_by, epoch, state, changed_at_ms) VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (dc) DO UPDATE SET served_by = excluded.served_by, epoch = excluded.epoch, state = excluded.state, changed_at_ms = excluded.changed_at_ms
+    WHERE h.epoch < excluded.epoch`,
+  dcHome: `SELECT served_by, epoch, state, changed_at_ms FROM dc_homes WHERE dc = $1`,
+  changedSince: `SELECT id, last_seq, home_dc FROM conversations WHERE last_at_ms >= $1 ORDER BY last_at_ms, id LIMIT $2`,
+  orphan: `WITH gone AS (DELETE FROM messages WHERE conversation_id = $1 AND seq >= $2 RETURNING ${MESSAGE_COLUMNS})
+    INSERT INTO orphaned_messages (orphaned_at_ms, ${MESSAGE_COLUMNS}) SELECT $3, ${MESSAGE_COLUMNS} FROM gone`,
+  rewindHead: `UPDATE conversations SET last_seq = least(last_seq, $2) WHERE id = $1`,
   // A copied message at its own seq; nothing when that seq is held (RETURNING says which).
   replicaMessage: `INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
     ON CONFLICT (conversation_id, seq) DO NOTHING RETURNING seq`,
@@ -421,6 +452,18 @@ interface ConversationPlan {
   created: boolean;
 }
 
+interface HomeRow {
+  dc?: string;
+  served_by: string;
+  epoch: number;
+  state: string;
+  changed_at_ms: number;
+}
+
+function homeOf(r: HomeRow): HomeRecord {
+  return { servedBy: r.served_by, epoch: r.epoch, state: r.state === 'returning' ? 'returning' : 'serving', changedAtMs: r.changed_at_ms };
+}
+
 function isRetryable(error: unknown): boolean {
   const e = error as { code?: string; constraint?: string };
   if (e.code === '23505' && e.constraint === 'messages_by_client_id') return true;
@@ -539,6 +582,31 @@ export class PostgresStore implements Store {
         await run(client, 'readOwn', [[m.conversationId], [m.fromUser], [m.seq]]);
       }
       return stored;
+    });
+  }
+
+  async dcHomes(): Promise<Map<string, HomeRecord>> {
+    const rows = await run<HomeRow>(this.pool, 'dcHomes', []);
+    return new Map(rows.map((r) => [r.dc!, homeOf(r)]));
+  }
+
+  async putDcHome(dc: string, record: HomeRecord): Promise<HomeRecord> {
+    return this.transaction(async (client) => {
+      await run(client, 'putDcHome', [dc, record.servedBy, record.epoch, record.state, record.changedAtMs]);
+      return homeOf((await run<HomeRow>(client, 'dcHome', [dc]))[0]!);
+    });
+  }
+
+  async changedSince(sinceMs: number, limit: number): Promise<ConversationChange[]> {
+    const rows = await run<{ id: string; last_seq: number; home_dc: string }>(this.pool, 'changedSince', [sinceMs, limit]);
+    return rows.map((r) => ({ id: r.id, lastSeq: r.last_seq, homeDc: r.home_dc }));
+  }
+
+  async orphanFrom(conversationId: string, fromSeq: number, nowMs: number): Promise<number> {
+    return this.transaction(async (client) => {
+      const moved = await client.query({ name: 'll_orphan', text: SQL.orphan, values: [conversationId, fromSeq, nowMs] });
+      await run(client, 'rewindHead', [conversationId, fromSeq - 1]);
+      return moved.rowCount ?? 0;
     });
   }
 

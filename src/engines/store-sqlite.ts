@@ -17,7 +17,7 @@ import {
 } from './store-rows.js';
 import {
   FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
-  type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
+  type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type ConversationChange, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store,
 } from './store.js';
 import { log } from '../observability/log.js';
@@ -128,13 +128,47 @@ const MIGRATIONS: string[] = [
      first_seen_ms INTEGER NOT NULL
    ) WITHOUT ROWID;`,
   // Datacenters: the home of a conversation copied from another one ('' for one created here).
-  `ALTER TABLE conversations ADD COLUMN home_dc TEXT NOT NULL DEFAULT '';`,
+  `ALTER TABLE conversations ADD COLUMN home_dc TEXT NOT NULL DEFAULT '';
+   CREATE INDEX conversations_by_activity ON conversations (last_at_ms);
+   CREATE TABLE dc_homes (
+     dc TEXT PRIMARY KEY,
+     served_by TEXT NOT NULL,
+     epoch INTEGER NOT NULL,
+     state TEXT NOT NULL,
+     changed_at_ms INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   CREATE TABLE orphaned_messages (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     orphaned_at_ms INTEGER NOT NULL,
+     conversation_id TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     server_msg_id TEXT NOT NULL,
+     from_user TEXT NOT NULL,
+     from_device TEXT NOT NULL,
+     client_msg_id TEXT NOT NULL,
+     text TEXT NOT NULL,
+     sent_at_ms INTEGER NOT NULL,
+     event TEXT,
+     recalled_by TEXT
+   );`,
 ];
 
 
 const INSERT_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event';
 const MESSAGE_COLUMNS = `${INSERT_COLUMNS}, recalled_by`;
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
+
+interface HomeRow {
+  dc: string;
+  served_by: string;
+  epoch: number;
+  state: string;
+  changed_at_ms: number;
+}
+
+function homeOf(r: HomeRow): HomeRecord {
+  return { servedBy: r.served_by, epoch: r.epoch, state: r.state === 'returning' ? 'returning' : 'serving', changedAtMs: r.changed_at_ms };
+}
 
 /** A user's row of its conversation list: the conversation and its membership. */
 interface StateRow extends StateColumns {
@@ -300,6 +334,7 @@ export class SqliteStore implements Store {
   private cursorTimer: NodeJS.Timeout | undefined;
   private readonly cursorTx: () => void;
   private readonly expireTx: (cutoffMs: number, limit: number) => number;
+  private readonly orphanTx: (conversationId: string, fromSeq: number, nowMs: number) => number;
   private readonly replicateTx: (entries: readonly ReplicaEntry[]) => boolean[];
   private readonly riskAuditTx: (entries: readonly RiskAuditDraft[]) => void;
   private readonly firstSeenTx: (userIds: readonly string[], nowMs: number) => { wrote: boolean; out: Map<string, number> };
@@ -324,6 +359,21 @@ export class SqliteStore implements Store {
       byClientId: db.prepare<[string, string], MessageRow>(
         `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE from_user = ? AND client_msg_id = ? AND client_msg_id <> ''`,
       ),
+      dcHomes: db.prepare<[], HomeRow>(`SELECT dc, served_by, epoch, state, changed_at_ms FROM dc_homes`),
+      putDcHome: db.prepare<[string, string, number, string, number]>(
+        `INSERT INTO dc_homes (dc, served_by, epoch, state, changed_at_ms) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (dc) DO UPDATE SET served_by = excluded.served_by, epoch = excluded.epoch, state = excluded.state, changed_at_ms = excluded.changed_at_ms
+         WHERE epoch < excluded.epoch`,
+      ),
+      dcHome: db.prepare<[string], HomeRow>(`SELECT dc, served_by, epoch, state, changed_at_ms FROM dc_homes WHERE dc = ?`),
+      changedSince: db.prepare<[number, number], { id: string; last_seq: number; home_dc: string }>(
+        `SELECT id, last_seq, home_dc FROM conversations WHERE last_at_ms >= ? ORDER BY last_at_ms, id LIMIT ?`,
+      ),
+      orphanCopy: db.prepare<[number, string, number]>(
+        `INSERT INTO orphaned_messages (orphaned_at_ms, ${MESSAGE_COLUMNS}) SELECT ?, ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq >= ?`,
+      ),
+      orphanDelete: db.prepare<[string, number]>(`DELETE FROM messages WHERE conversation_id = ? AND seq >= ?`),
+      rewindHead: db.prepare<[number, string]>(`UPDATE conversations SET last_seq = min(last_seq, ?) WHERE id = ?`),
       conversationHead: db.prepare<[string], { last_seq: number; home_dc: string }>(`SELECT last_seq, home_dc FROM conversations WHERE id = ?`),
       replicaMessage: db.prepare(
         `INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id, seq) DO NOTHING`,
@@ -523,6 +573,12 @@ export class SqliteStore implements Store {
       for (const [conversationId, floor] of floors) this.stmts.raiseFloor.run(floor, conversationId);
       return n;
     });
+    this.orphanTx = db.transaction((conversationId: string, fromSeq: number, nowMs: number) => {
+      this.stmts.orphanCopy.run(nowMs, conversationId, fromSeq);
+      const moved = this.stmts.orphanDelete.run(conversationId, fromSeq).changes;
+      this.stmts.rewindHead.run(fromSeq - 1, conversationId);
+      return moved;
+    });
     this.replicateTx = db.transaction((entries: readonly ReplicaEntry[]) => entries.map((e) => this.replicateOne(e)));
     this.riskAuditTx = db.transaction((entries: readonly RiskAuditDraft[]) => {
       for (const e of entries) this.stmts.insertRiskAudit.run(e.atMs, e.userId, e.rule, e.action, e.detail);
@@ -627,6 +683,26 @@ export class SqliteStore implements Store {
         s.recall.run(effect.by, conversationId, effect.targetSeq);
         return;
     }
+  }
+
+  async dcHomes(): Promise<Map<string, HomeRecord>> {
+    return new Map(this.stmts.dcHomes.all().map((r) => [r.dc, homeOf(r)]));
+  }
+
+  async putDcHome(dc: string, record: HomeRecord): Promise<HomeRecord> {
+    this.stmts.putDcHome.run(dc, record.servedBy, record.epoch, record.state, record.changedAtMs);
+    await this.flusher?.flush();
+    return homeOf(this.stmts.dcHome.get(dc)!);
+  }
+
+  async changedSince(sinceMs: number, limit: number): Promise<ConversationChange[]> {
+    return this.stmts.changedSince.all(sinceMs, limit).map((r) => ({ id: r.id, lastSeq: r.last_seq, homeDc: r.home_dc }));
+  }
+
+  async orphanFrom(conversationId: string, fromSeq: number, nowMs: number): Promise<number> {
+    const moved = this.orphanTx(conversationId, fromSeq, nowMs);
+    await this.flusher?.flush();
+    return moved;
   }
 
   async heads(conversationIds: readonly string[]): Promise<Map<string, ConversationHead>> {

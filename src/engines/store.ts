@@ -326,7 +326,43 @@ export interface ReplicaStore {
   replicate(entries: readonly ReplicaEntry[]): Promise<boolean[]>;
 }
 
-export interface Store extends MessageStore, ConversationStore, CursorStore, RiskStore, ReplicaStore {
+/**
+ * Who serves a datacenter's homes (assigns the seqs of the conversations
+ * homed there): the datacenter itself, or another that took them over. The
+ * record with the highest epoch wins wherever records meet.
+ */
+export interface HomeRecord {
+  servedBy: string;
+  epoch: number;
+  /** `returning`: being handed back to servedBy, which does not serve them until it has caught up. */
+  state: 'serving' | 'returning';
+  changedAtMs: number;
+}
+
+/** A conversation as a catch-up reads it. */
+export interface ConversationChange {
+  id: string;
+  lastSeq: number;
+  homeDc: string;
+}
+
+export interface DatacenterStore {
+  /** Every record stored (a datacenter without one serves its own homes, epoch 0). */
+  dcHomes(): Promise<Map<string, HomeRecord>>;
+  /** Store `record` for `dc` if its epoch is higher than the stored one's; returns the record in force. */
+  putDcHome(dc: string, record: HomeRecord): Promise<HomeRecord>;
+  /** Conversations with activity at or after sinceMs (their last message's time), at most `limit`, oldest activity first. */
+  changedSince(sinceMs: number, limit: number): Promise<ConversationChange[]>;
+  /**
+   * A catch-up found this datacenter's messages of a conversation from
+   * `fromSeq` on differ from those of the datacenter that served it: they are
+   * moved to orphaned_messages (kept, never served) and the head set back to
+   * fromSeq - 1, so the served ones are copied in their place. Returns how many.
+   */
+  orphanFrom(conversationId: string, fromSeq: number, nowMs: number): Promise<number>;
+}
+
+export interface Store extends MessageStore, ConversationStore, CursorStore, RiskStore, ReplicaStore, DatacenterStore {
   close(): Promise<void>;
 }
 

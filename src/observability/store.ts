@@ -1,7 +1,7 @@
 // A Store that measures the one it wraps: latency of every call and the size
 // of every write batch (longlink_store_*), and at debug level a trace line per
 // stored message (messageTrace fields), so no store implementation changes.
-import type { ConversationHead, ReplicaEntry,
+import type { ConversationChange, ConversationHead, HomeRecord, ReplicaEntry,
   AppendResult, ConversationCursor, ConversationOverview, ConversationState, DeliveredMark, GroupMeta, GroupRecord, Membership, MessageDraft,
   RiskAuditDraft, RiskAuditEntry, RiskRulesRecord, Store,
 } from '../engines/store.js';
@@ -130,6 +130,22 @@ export class InstrumentedStore implements Store {
 
   riskRules(): Promise<RiskRulesRecord | undefined> {
     return this.timed('risk_rules', () => this.inner.riskRules());
+  }
+
+  dcHomes(): Promise<Map<string, HomeRecord>> {
+    return this.timed('dc_homes', () => this.inner.dcHomes());
+  }
+
+  putDcHome(dc: string, record: HomeRecord): Promise<HomeRecord> {
+    return this.timed('put_dc_home', () => this.inner.putDcHome(dc, record));
+  }
+
+  changedSince(sinceMs: number, limit: number): Promise<ConversationChange[]> {
+    return this.timed('changed_since', () => this.inner.changedSince(sinceMs, limit));
+  }
+
+  orphanFrom(conversationId: string, fromSeq: number, nowMs: number): Promise<number> {
+    return this.timed('orphan_from', () => this.inner.orphanFrom(conversationId, fromSeq, nowMs));
   }
 
   heads(conversationIds: readonly string[]): Promise<Map<string, ConversationHead>> {

@@ -796,6 +796,34 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.deepEqual((await store.heads([G])).get(G), { lastSeq: 11, homeDc: 'a' });
       });
 
+      test('who serves a datacenter\'s homes: the highest epoch wins, a lower one is ignored', async () => {
+        assert.deepEqual(await store.dcHomes(), new Map());
+        const first = { servedBy: 'b', epoch: 1, state: 'serving' as const, changedAtMs: 10 };
+        assert.deepEqual(await store.putDcHome('a', first), first);
+        assert.deepEqual(await store.putDcHome('a', { servedBy: 'c', epoch: 1, state: 'serving', changedAtMs: 11 }), first, 'same epoch: kept');
+        const back = { servedBy: 'a', epoch: 2, state: 'returning' as const, changedAtMs: 12 };
+        assert.deepEqual(await store.putDcHome('a', back), back);
+        assert.deepEqual(await store.dcHomes(), new Map([['a', back]]));
+      });
+
+      test('a catch-up: what changed since a time, and a diverged tail set aside for the served copy', async () => {
+        const served = await homeStore();
+        const common = (await served.append([draft(AB, 'alice', 'a1', { sentAtMs: 1000 }), draft(AB, 'bob', 'b1', { sentAtMs: 1001 })])).map((r) => r.message);
+        await store.replicate(common.map((message) => ({ message, homeDc: 'a' })));
+        // Each side wrote seq 3 and 4 on its own (the loss window of a takeover).
+        await store.append([draft(AB, 'alice', 'lost-1', { sentAtMs: 2000 }), draft(AB, 'alice', 'lost-2', { sentAtMs: 2001 })]);
+        await served.append([draft(AB, 'bob', 'won-1', { sentAtMs: 3000 }), draft(AB, 'bob', 'won-2', { sentAtMs: 3001 })]);
+        await appendOne(draft(AC, 'alice', 'old', { sentAtMs: 500 }));
+        assert.deepEqual((await store.changedSince(1500, 10)).map((c) => [c.id, c.lastSeq]), [[AB, 4]]);
+        assert.deepEqual((await served.changedSince(2500, 10)).map((c) => [c.id, c.lastSeq]), [[AB, 4]]);
+        assert.equal(await store.orphanFrom(AB, 3, 5000), 2);
+        assert.deepEqual((await store.heads([AB])).get(AB)?.lastSeq, 2);
+        const won = await served.after(AB, 2, 10);
+        await store.replicate(won.map((message) => ({ message, homeDc: 'a' })));
+        assert.deepEqual(await store.after(AB, 0, 10), await served.after(AB, 0, 10));
+        assert.equal((await store.messageByRequest('alice', 'lost-1')), undefined, 'an orphan is never served');
+      });
+
       test('after a copy, writes here go on from the copied head (the home moved here)', async () => {
         const home = await homeStore();
         const copied = (await home.append([draft(AB, 'alice', 'a1'), draft(AB, 'bob', 'b1')])).map((r) => r.message);
