@@ -82,6 +82,12 @@ export interface ServerConfig {
    * PostgreSQL URL). None: a single datacenter.
    */
   dcPeers: DcPeer[];
+  /**
+   * When a write to a conversation is acked (LONGLINK_DC_ACK): `local`, once
+   * its home committed it; `replicated`, once another datacenter holds it too
+   * (src/dc/replication.ts). @default 'local'
+   */
+  dcAck: 'local' | 'replicated';
   host: string;
   httpPort: number;
   tcpPort: number;
@@ -408,10 +414,13 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
   const routing = pick(flags, env, 'routing') ?? 'targeted';
   if (routing !== 'targeted' && routing !== 'broadcast') throw new ConfigError('LONGLINK_ROUTING must be targeted or broadcast');
   const dc = dcName(pick(flags, env, 'dc') ?? 'dc1', 'LONGLINK_DC');
+  const dcAck = pick(flags, env, 'dc-ack') ?? 'local';
+  if (dcAck !== 'local' && dcAck !== 'replicated') throw new ConfigError('LONGLINK_DC_ACK must be local or replicated');
   return {
     nodeId: pick(flags, env, 'node-id') ?? `node-${randomBytes(3).toString('hex')}`,
     dc,
     dcPeers: dcPeers(pick(flags, env, 'dc-peers'), dc),
+    dcAck,
     host: pick(flags, env, 'host') ?? DEFAULTS.host,
     httpPort: int(flags, env, 'http-port', DEFAULTS.httpPort, 0, 65535),
     tcpPort: int(flags, env, 'tcp-port', DEFAULTS.tcpPort, 0, 65535),

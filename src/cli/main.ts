@@ -175,6 +175,15 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     notes: 'flags: --server URL (a logic node\'s API), --admin-key KEY (or LONGLINK_ADMIN_KEY), --ca FILE',
     run: async ({ flags, positionals }) => (await import('./dead.js')).runDead(positionals[0], flags, positionals.slice(1)),
   },
+  dc: {
+    synopsis: ['dc status', 'dc failover DC [--to DC2]', 'dc failback DC'],
+    summary: 'several datacenters: who serves each one\'s homes; fail a lost datacenter\'s homes over to this one (or --to another); '
+      + 'hand them back once it is back (it catches up first)',
+    flags: { server: 'text', 'admin-key': 'text', ca: 'text', to: 'text' },
+    positionals: 2,
+    notes: 'flags: --server URL (an API node of a datacenter that is up), --admin-key KEY (or LONGLINK_ADMIN_KEY), --ca FILE',
+    run: async ({ flags, positionals }) => (await import('./dc.js')).runDc(positionals[0], positionals[1], flags),
+  },
 };
 
 function describeCommand(c: Command): string {

@@ -79,10 +79,13 @@ export class Forwarder {
     const peer = this.deps.peers.get(dc);
     const replies: Promise<void>[] = [];
     for (const up of ups) {
+      const unavailable = (why: string) => this.unavailable(up, why);
+      const answer = (frame: Uint8Array) => this.deps.bus.publishDown(up.origin!.node, down({ case: 'reply', value: { connId: up.origin!.connId, frame } }));
       const origin = up.origin!;
-      const frameId = up.body.case === 'frame' ? up.body.value.id : 0;
-      const answer = (frame: Uint8Array) => this.deps.bus.publishDown(origin.node, down({ case: 'reply', value: { connId: origin.connId, frame } }));
-      const unavailable = (why: string) => answer(encodeFrame(makeFrame(frameId, { case: 'error', value: { code: ErrorCode.UNAVAILABLE, message: why } })));
+      if (up.forwardedFrom !== '') {
+        replies.push(unavailable(`this conversation's home is moving (${up.forwardedFrom} sent it here, this datacenter sends it to ${dc}); resend`));
+        continue;
+      }
       if (!peer) {
         replies.push(unavailable(`this conversation's home datacenter (${dc}) is not configured here`));
         continue;
@@ -103,6 +106,7 @@ export class Forwarder {
       const forwarded = upEnvelope({
         ...up,
         origin: create(OriginSchema, { ...origin, node: this.replyNode, connId: BigInt(id) }),
+        forwardedFrom: this.options.dc,
       });
       this.counters.forwarded++;
       // In order: the next write of the partition is published after this one.
@@ -115,5 +119,13 @@ export class Forwarder {
         : unavailable(`no answer from this conversation's home datacenter (${dc}) in time; resend (it is applied once)`))));
     }
     await Promise.all(replies);
+  }
+
+  /** Answer a write UNAVAILABLE, with why (the client resends it; applied once). */
+  unavailable(up: UpEnvelope, why: string): Promise<void> {
+    const origin = up.origin!;
+    const frameId = up.body.case === 'frame' ? up.body.value.id : 0;
+    const frame = encodeFrame(makeFrame(frameId, { case: 'error', value: { code: ErrorCode.UNAVAILABLE, message: why } }));
+    return this.deps.bus.publishDown(origin.node, down({ case: 'reply', value: { connId: origin.connId, frame } }));
   }
 }

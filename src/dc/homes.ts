@@ -12,8 +12,20 @@
 // - A conversation another datacenter has not copied here yet is treated by
 //   those rules: a 1:1 by the hash, an unknown group as local (its requests
 //   are answered NOT_FOUND here until its creation is copied).
+//
+// Who serves a datacenter's homes (Serving below): the datacenter itself,
+// unless another took them over (`longlink dc failover a`, src/dc/failover.ts)
+// under a higher epoch; the records are kept in every datacenter's store and
+// each process merges its own store's with every reachable peer's (the
+// highest epoch wins), every REFRESH_MS. A process serves nothing homed here
+// before it has compared records with every peer once (or STARTUP_HOLD_MS
+// passed with one unreachable): a datacenter that returns after a takeover
+// learns of it before it could assign a conflicting seq.
 import { directMembers } from '../protocol/ids.js';
-import type { ReplicaStore } from '../engines/store.js';
+import type { DatacenterStore, HomeRecord, ReplicaStore } from '../engines/store.js';
+import { log as rootLog } from '../observability/log.js';
+
+const log = rootLog.child({ component: 'dc-homes' });
 
 /** FNV-1a over UTF-16 code units: the same number in every process and version. */
 function hash(text: string): number {
@@ -34,6 +46,97 @@ export function directHome(conversationId: string, dcs: readonly string[]): stri
 /** Homes known here, kept at most this many (homes change only by takeover, which is not cached here). */
 const KEPT = 100_000;
 
+/** Where a write goes: a datacenter that serves its conversation, or `hold` (answered UNAVAILABLE here: the home is moving). */
+export type Route = string | 'hold';
+
+export const REFRESH_MS = 500;
+export const STARTUP_HOLD_MS = 15_000;
+
+/** Who serves each datacenter's homes, as this process last merged it. */
+export class Serving {
+  private records = new Map<string, HomeRecord>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly startedAt = Date.now();
+  /** Peers whose records were read at least once. */
+  private readonly heard = new Set<string>();
+  private ready = false;
+
+  constructor(
+    readonly dc: string,
+    private readonly deps: {
+      store: Pick<DatacenterStore, 'dcHomes'>;
+      peers: readonly { name: string; store(): Promise<Pick<DatacenterStore, 'dcHomes'>> }[];
+    },
+    private readonly options: { refreshMs?: number; startupHoldMs?: number } = {},
+  ) {}
+
+  start(): void {
+    void this.refresh();
+    this.timer = setInterval(() => void this.refresh(), this.options.refreshMs ?? REFRESH_MS);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** Merge the records of this datacenter's store and of every peer that answers within a second. */
+  async refresh(): Promise<void> {
+    const merged = new Map<string, HomeRecord>();
+    const take = (records: Map<string, HomeRecord>) => {
+      for (const [dc, r] of records) {
+        const had = merged.get(dc);
+        if (!had || r.epoch > had.epoch) merged.set(dc, r);
+      }
+    };
+    try {
+      take(await this.deps.store.dcHomes());
+    } catch (err) {
+      log.warn({ err }, 'could not read who serves which homes here; keeping the last view');
+      return;
+    }
+    await Promise.all(this.deps.peers.map(async (peer) => {
+      try {
+        take(await within(1000, async () => (await peer.store()).dcHomes()));
+        this.heard.add(peer.name);
+      } catch {
+        /* unreachable now: its records are merged once it answers */
+      }
+    }));
+    this.records = merged;
+    if (!this.ready && (this.heard.size === this.deps.peers.length || Date.now() - this.startedAt >= (this.options.startupHoldMs ?? STARTUP_HOLD_MS))) {
+      this.ready = true;
+      log.info({ heard: [...this.heard], served: Object.fromEntries(merged) }, 'serving homes');
+    }
+  }
+
+  /** The record in force for a datacenter's homes (epoch 0, itself, when none was ever written). */
+  recordOf(home: string): HomeRecord {
+    return this.records.get(home) ?? { servedBy: home, epoch: 0, state: 'serving', changedAtMs: 0 };
+  }
+
+  /** Where writes to a conversation homed in `home` go now. */
+  route(home: string): Route {
+    const r = this.recordOf(home);
+    if (r.servedBy !== this.dc) return r.servedBy;
+    // Served here: once this process has compared records with its peers, and not while being handed back.
+    return this.ready && r.state === 'serving' ? this.dc : 'hold';
+  }
+
+  /** Every record in force. */
+  all(): Map<string, HomeRecord> {
+    return new Map(this.records);
+  }
+}
+
+function within<T>(ms: number, work: () => Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    work(),
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms))),
+  ]).finally(() => clearTimeout(timer));
+}
+
 export class Homes {
   private readonly known = new Map<string, string>();
   readonly dcs: readonly string[];
@@ -43,8 +146,18 @@ export class Homes {
     readonly dc: string,
     peers: readonly string[],
     private readonly store: Pick<ReplicaStore, 'heads'>,
+    /** Who serves which homes (absent: every datacenter its own). */
+    readonly serving?: Serving,
   ) {
     this.dcs = [dc, ...peers];
+  }
+
+  /** Where each partition's homed writes go now: the datacenter serving its home, or `hold`. */
+  async routesOf(partitions: readonly string[]): Promise<Map<string, Route>> {
+    const homes = await this.homesOf(partitions);
+    const out = new Map<string, Route>();
+    for (const [p, home] of homes) out.set(p, this.serving ? this.serving.route(home) : home);
+    return out;
   }
 
   /** The home of each partition that is a conversation (a user's partition has none: absent). */
@@ -60,12 +173,13 @@ export class Homes {
     const heads = await this.store.heads(unknown);
     for (const p of unknown) {
       const head = heads.get(p);
-      if (head) {
-        const home = head.homeDc === '' ? this.dc : head.homeDc;
+      if (directMembers(p)) {
+        // By the hash, always: a 1:1 conversation made by a datacenter serving another's homes is still homed there.
+        const home = directHome(p, this.dcs);
         this.remember(p, home);
         out.set(p, home);
-      } else if (directMembers(p)) {
-        const home = directHome(p, this.dcs);
+      } else if (head) {
+        const home = head.homeDc === '' ? this.dc : head.homeDc;
         this.remember(p, home);
         out.set(p, home);
       } else {

@@ -20,6 +20,7 @@ import { messageFromWire, messageToWire, type ChatMessage } from '../protocol/in
 import { committed, type Bus, type Committed, type CommittedEffects, type Subscription } from '../engines/bus.js';
 import { StoreUnavailableError, type MessageStore, type ReplicaStore } from '../engines/store.js';
 import { log as rootLog } from '../observability/log.js';
+import { copiedKey } from './replication.js';
 
 const log = rootLog.child({ component: 'dc-sync' });
 
@@ -29,6 +30,8 @@ export interface SyncPeer {
   bus: Pick<Bus, 'consumeCommitted' | 'consumerLag'>;
   /** Opened on first use (the peer may be down when this process starts). */
   store(): Promise<Pick<MessageStore, 'after'>>;
+  /** Tell the peer which of its messages this datacenter now holds (its `replicated` acks wait for it; best effort). */
+  notify?(keys: readonly string[]): Promise<void>;
 }
 
 /** Messages read from a peer's store per page when filling a gap. */
@@ -123,6 +126,8 @@ export class SyncService {
       })));
     }
     progress.applied += fresh.length;
+    // Held here now, stored by this batch or before: the home's replicated acks wait for this.
+    void peer.notify?.(own.map((c) => copiedKey(c.message!.conversationId, Number(c.message!.seq)))).catch(() => undefined);
     const last = toStore.at(-1)?.message.sentAtMs;
     progress.lagSeconds = last === undefined ? 0 : Math.max(0, (Date.now() - last) / 1000);
     return { counters: { copied: fresh.length } };

@@ -306,7 +306,7 @@ const SQL = {
     ON CONFLICT (dc) DO UPDATE SET served_by = excluded.served_by, epoch = excluded.epoch, state = excluded.state, changed_at_ms = excluded.changed_at_ms
     WHERE h.epoch < excluded.epoch`,
   dcHome: `SELECT served_by, epoch, state, changed_at_ms FROM dc_homes WHERE dc = $1`,
-  changedSince: `SELECT id, last_seq, home_dc FROM conversations WHERE last_at_ms >= $1 ORDER BY last_at_ms, id LIMIT $2`,
+  changedSince: `SELECT id, last_seq, home_dc, last_at_ms FROM conversations WHERE last_at_ms >= $1 ORDER BY last_at_ms, id LIMIT $2`,
   orphan: `WITH gone AS (DELETE FROM messages WHERE conversation_id = $1 AND seq >= $2 RETURNING ${MESSAGE_COLUMNS})
     INSERT INTO orphaned_messages (orphaned_at_ms, ${MESSAGE_COLUMNS}) SELECT $3, ${MESSAGE_COLUMNS} FROM gone`,
   rewindHead: `UPDATE conversations SET last_seq = least(last_seq, $2) WHERE id = $1`,
@@ -598,8 +598,8 @@ export class PostgresStore implements Store {
   }
 
   async changedSince(sinceMs: number, limit: number): Promise<ConversationChange[]> {
-    const rows = await run<{ id: string; last_seq: number; home_dc: string }>(this.pool, 'changedSince', [sinceMs, limit]);
-    return rows.map((r) => ({ id: r.id, lastSeq: r.last_seq, homeDc: r.home_dc }));
+    const rows = await run<{ id: string; last_seq: number; home_dc: string; last_at_ms: number }>(this.pool, 'changedSince', [sinceMs, limit]);
+    return rows.map((r) => ({ id: r.id, lastSeq: r.last_seq, homeDc: r.home_dc, lastAtMs: r.last_at_ms }));
   }
 
   async orphanFrom(conversationId: string, fromSeq: number, nowMs: number): Promise<number> {

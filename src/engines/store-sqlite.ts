@@ -366,8 +366,8 @@ export class SqliteStore implements Store {
          WHERE epoch < excluded.epoch`,
       ),
       dcHome: db.prepare<[string], HomeRow>(`SELECT dc, served_by, epoch, state, changed_at_ms FROM dc_homes WHERE dc = ?`),
-      changedSince: db.prepare<[number, number], { id: string; last_seq: number; home_dc: string }>(
-        `SELECT id, last_seq, home_dc FROM conversations WHERE last_at_ms >= ? ORDER BY last_at_ms, id LIMIT ?`,
+      changedSince: db.prepare<[number, number], { id: string; last_seq: number; home_dc: string; last_at_ms: number }>(
+        `SELECT id, last_seq, home_dc, last_at_ms FROM conversations WHERE last_at_ms >= ? ORDER BY last_at_ms, id LIMIT ?`,
       ),
       orphanCopy: db.prepare<[number, string, number]>(
         `INSERT INTO orphaned_messages (orphaned_at_ms, ${MESSAGE_COLUMNS}) SELECT ?, ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq >= ?`,
@@ -696,7 +696,7 @@ export class SqliteStore implements Store {
   }
 
   async changedSince(sinceMs: number, limit: number): Promise<ConversationChange[]> {
-    return this.stmts.changedSince.all(sinceMs, limit).map((r) => ({ id: r.id, lastSeq: r.last_seq, homeDc: r.home_dc }));
+    return this.stmts.changedSince.all(sinceMs, limit).map((r) => ({ id: r.id, lastSeq: r.last_seq, homeDc: r.home_dc, lastAtMs: r.last_at_ms }));
   }
 
   async orphanFrom(conversationId: string, fromSeq: number, nowMs: number): Promise<number> {

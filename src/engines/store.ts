@@ -344,6 +344,8 @@ export interface ConversationChange {
   id: string;
   lastSeq: number;
   homeDc: string;
+  /** Its last message's time. */
+  lastAtMs: number;
 }
 
 export interface DatacenterStore {

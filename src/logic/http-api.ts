@@ -50,7 +50,18 @@ export interface HttpApiDeps {
   risk?: RiskControl;
   /** The other datacenters' registries (discovery falls back to their gateways, and lists their APIs). */
   peerRegistries?: ReadonlyMap<string, Registry>;
+  /** Several datacenters: who serves which homes, and moving them (/api/v1/dc/...). */
+  datacenters?: DatacenterAdmin;
 }
+
+/** What the operator's /api/v1/dc routes do (src/dc/failover.ts). */
+export interface DatacenterAdmin {
+  status(): Promise<unknown>;
+  failover(dc: string, to: string | undefined): Promise<unknown>;
+  failback(dc: string): Promise<unknown>;
+}
+
+const DcBody = z.object({ dc: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'a datacenter name'), to: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/).optional() }).strict();
 
 const userId = z.string().regex(ID_PATTERN, 'must be 1-64 characters of A-Z a-z 0-9 _ . @ -');
 
@@ -133,6 +144,8 @@ export class HttpApi {
     if (path === '/api/v1/revoke' && method === 'POST') return this.revoke(req, res);
     if (path === '/api/v1/dead-letters' && method === 'GET') return this.deadLetters(req, res);
     if (path === '/api/v1/dead-letters/replay' && method === 'POST') return this.replayDeadLetters(req, res);
+    if (path === '/api/v1/dc' && method === 'GET') return this.dcStatus(req, res);
+    if ((path === '/api/v1/dc/failover' || path === '/api/v1/dc/failback') && method === 'POST') return this.dcMove(req, res, path.endsWith('failover'));
     if (path === '/api/v1/risk/rules' && method === 'GET') return this.riskRules(req, res);
     if (path === '/api/v1/risk/rules' && method === 'PUT') return this.putRiskRules(req, res);
     if (path === '/api/v1/risk/audit' && method === 'GET') return this.riskAudit(req, res);
@@ -140,7 +153,7 @@ export class HttpApi {
     if (path === '/healthz' || path.startsWith('/api/')) {
       const known = [
         '/healthz', '/api/v1/gateways', '/api/v1/nodes', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast', '/api/v1/dev/token', '/api/v1/revoke',
-        '/api/v1/dead-letters', '/api/v1/dead-letters/replay', '/api/v1/risk/rules', '/api/v1/risk/audit', '/api/v1/risk/webhook-secret',
+        '/api/v1/dead-letters', '/api/v1/dead-letters/replay', '/api/v1/dc', '/api/v1/dc/failover', '/api/v1/dc/failback', '/api/v1/risk/rules', '/api/v1/risk/audit', '/api/v1/risk/webhook-secret',
       ].includes(path);
       if (known) throw new HttpError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     }
@@ -245,6 +258,30 @@ export class HttpApi {
     const body = parse(ReplayBody, await readJson(req, this.options.maxBodyBytes ?? DEFAULTS.maxBodyBytes));
     const replayed = await this.deps.bus.dead.replay(body.ids ?? []);
     send(res, 200, { replayed });
+  }
+
+  private datacenterAdmin(): DatacenterAdmin {
+    if (!this.deps.datacenters) throw new HttpError('NOT_FOUND', 'this cluster has one datacenter (no LONGLINK_DC_PEERS)');
+    return this.deps.datacenters;
+  }
+
+  /** Who serves each datacenter's homes, as this node's datacenter and its reachable peers record it. */
+  private async dcStatus(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.requireAdmin(req);
+    send(res, 200, await this.datacenterAdmin().status());
+  }
+
+  /** Fail a datacenter's homes over to another (this one by default), or hand them back to it once it is back. */
+  private async dcMove(req: IncomingMessage, res: ServerResponse, over: boolean): Promise<void> {
+    this.requireAdmin(req);
+    const admin = this.datacenterAdmin();
+    const body = parse(DcBody, await readJson(req, this.options.maxBodyBytes ?? DEFAULTS.maxBodyBytes));
+    try {
+      send(res, 200, over ? await admin.failover(body.dc, body.to) : await admin.failback(body.dc));
+    } catch (err) {
+      if (err instanceof HttpError) throw err;
+      throw new HttpError('UNAVAILABLE', (err as Error).message);
+    }
   }
 
   private riskControl(): RiskControl {

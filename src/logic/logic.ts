@@ -21,7 +21,7 @@ import { PUSH_GROUP, down, type Bus, type Origin, type Service, type Subscriptio
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
 import { SendersRefusedError, isFencedError, isStoreDataError, isUnavailable, type AppendResult, type DeliveredMark, type MessageDraft, type Store } from '../engines/store.js';
-import { Pipeline, type ContentFilter } from './pipeline.js';
+import { Pipeline, type ContentFilter, type PipelineOptions } from './pipeline.js';
 import { requireView } from './access.js';
 import { GroupService, groupToWire } from './groups.js';
 import { Conversations } from './conversations.js';
@@ -78,7 +78,7 @@ export interface LogicDeps {
   /** Counters for /metrics. @default none */
   metrics?: LogicMetrics;
   /** Several datacenters: writes to a conversation homed in another one are forwarded there (src/dc/). @default one datacenter */
-  datacenters?: { homes: Homes; forwarder: Forwarder };
+  datacenters?: { homes: Homes; forwarder: Forwarder; replication?: PipelineOptions['replication'] };
 }
 
 /** One request of a batch with what the handlers need. */
@@ -115,7 +115,8 @@ export class Logic {
   ) {
     const { routing, tuning } = options;
     this.pipeline = new Pipeline({
-      maxTextBytes: options.maxTextBytes, routing, delivery: options.delivery, nodeId: options.nodeId, dc: options.dc, contentFilter: options.contentFilter,
+      maxTextBytes: options.maxTextBytes, routing, delivery: options.delivery, nodeId: options.nodeId, dc: options.dc,
+      replication: deps.datacenters?.replication, contentFilter: options.contentFilter,
       publishCommitted: options.publishCommitted,
     }, deps);
     const withPipeline = { ...deps, pipeline: this.pipeline, routing };
@@ -226,20 +227,28 @@ export class Logic {
   private async forwardRemote(batch: UpEnvelope[], dcs: NonNullable<LogicDeps['datacenters']>): Promise<UpEnvelope[]> {
     const homed = batch.filter((up) => up.origin && up.body.case === 'frame' && isHomed(operationOf(up.body.value)));
     if (homed.length === 0) return batch;
-    const homes = await dcs.homes.homesOf(homed.map((up) => up.partition));
+    const routes = await dcs.homes.routesOf(homed.map((up) => up.partition));
     const away = new Map<string, UpEnvelope[]>(); // by partition, in batch order
-    const remote = new Set<UpEnvelope>();
+    const held: UpEnvelope[] = [];
+    const elsewhere = new Set<UpEnvelope>();
     for (const up of homed) {
-      const home = homes.get(up.partition);
-      if (home === undefined || home === dcs.homes.dc) continue;
-      remote.add(up);
+      const route = routes.get(up.partition);
+      if (route === undefined || route === dcs.homes.dc) continue;
+      elsewhere.add(up);
+      if (route === 'hold') {
+        held.push(up);
+        continue;
+      }
       const list = away.get(up.partition);
       if (list) list.push(up);
       else away.set(up.partition, [up]);
     }
-    if (remote.size === 0) return batch;
-    await Promise.all([...away].map(([partition, ups]) => dcs.forwarder.forward(homes.get(partition)!, ups)));
-    return batch.filter((up) => !remote.has(up));
+    if (elsewhere.size === 0) return batch;
+    await Promise.all([
+      ...[...away].map(([partition, ups]) => dcs.forwarder.forward(routes.get(partition)!, ups)),
+      ...held.map((up) => dcs.forwarder.unavailable(up, 'this conversation\'s home is being handed over between datacenters; resend shortly')),
+    ]);
+    return batch.filter((up) => !elsewhere.has(up));
   }
 
   /** A write: answered, or its failure (not the client's fault) rejects. */
@@ -337,6 +346,8 @@ export class Logic {
       await this.replyError(r, new LonglinkError(ErrorCode.BAD_REQUEST, 'the message cannot be stored'));
       return;
     }
+    // `replicated` acks: published, and held by another datacenter, before the ack.
+    if (this.pipeline.replicates) await this.pipeline.pushResults(results);
     await Promise.all(results.map((res, i) => {
       const m = res.message;
       const { r } = sends[i]!;
@@ -350,7 +361,7 @@ export class Logic {
         },
       });
     }));
-    await this.pipeline.pushResults(results);
+    if (!this.pipeline.replicates) await this.pipeline.pushResults(results);
   }
 
   /** Delivered cursors, gathered from the batch's PushAcks (cumulative: a lost one is made up by the next). */

@@ -53,6 +53,11 @@ export interface PipelineOptions {
   nodeId?: string;
   /** Its datacenter, named in what it publishes (the sync services of the others copy what names theirs). */
   dc?: string;
+  /**
+   * The `replicated` acknowledgement mode (src/dc/replication.ts): what is
+   * published waits until another datacenter holds it, before any ack.
+   */
+  replication?: { expect(messages: readonly { conversationId: string; seq: number }[]): Promise<void> };
   contentFilter?: ContentFilter;
   /**
    * With `direct` delivery: publish what was stored to the committed stream
@@ -230,13 +235,20 @@ export class Pipeline {
    * goes only to the members who may see it (joined by its seq), not to one
    * who joined the group after it was stored.
    */
+  /** Whether pushResults waits until another datacenter holds what it publishes (acks then go after it). */
+  get replicates(): boolean {
+    return this.options.replication !== undefined && this.options.delivery === 'committed';
+  }
+
   async pushResults(results: readonly AppendResult[], alsoNotify: readonly (readonly string[] | undefined)[] = []): Promise<void> {
     if (results.length === 0) return;
     const entries = () => results.map((r, i) => committed({
       message: messageToWire(r.message), originNode: this.options.nodeId ?? '', originDc: this.options.dc ?? '', duplicate: r.duplicate, alsoNotify: [...(alsoNotify[i] ?? [])],
     }));
     if (this.options.delivery === 'committed') {
+      const copied = this.options.replication?.expect(results.map((r) => r.message));
       await this.deps.bus.publishCommitted(entries());
+      await copied;
       return;
     }
     if (this.options.publishCommitted === true) await this.deps.bus.publishCommitted(entries());

@@ -289,9 +289,26 @@ export class Metrics {
     lag?: () => Promise<Map<string, number>>;
     progress?: () => ReadonlyMap<string, { applied: number; filled: number; lagSeconds: number }>;
     forwarded?: () => { forwarded: number; timedOut: number };
+    replication?: () => { confirmedByNotice: number; confirmedByAsking: number; unreplicated: number; failed: number };
   }): void {
     const r = this.registry;
-    const { lag, progress, forwarded } = read;
+    const { lag, progress, forwarded, replication } = read;
+    if (replication) {
+      new Counter({
+        name: 'longlink_dc_replicated_acks_total',
+        help: 'Batches of writes under LONGLINK_DC_ACK=replicated, by outcome: notice or asked (another datacenter holds them), '
+          + 'unreplicated (acked with no other datacenter serving), failed (not copied in time: handed again)',
+        labelNames: ['outcome'], registers: [r],
+        collect() {
+          this.reset();
+          const c = replication();
+          this.inc({ outcome: 'notice' }, c.confirmedByNotice);
+          this.inc({ outcome: 'asked' }, c.confirmedByAsking);
+          this.inc({ outcome: 'unreplicated' }, c.unreplicated);
+          this.inc({ outcome: 'failed' }, c.failed);
+        },
+      });
+    }
     if (lag) {
       const entries = memo(lag, 250);
       new Gauge({

@@ -144,7 +144,7 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   });
   const logic = new Logic({
     ...logicOptions(config), delivery: 'committed', contentFilter: plan.up.includes('message') ? riskControl.control.filter : undefined,
-  }, { bus, sessions, registry, store, metrics: obs.metrics.logic, datacenters });
+  }, { bus, sessions, registry, store, metrics: obs.metrics.logic, datacenters: datacenters && (plan.up.includes('message') || plan.up.includes('group')) ? datacenters : undefined });
   obs.metrics.watchReads(logic.readQueue);
   if (risk) obs.metrics.watchConsumerCounts(RISK_GROUP, () => bus.committedCounters(RISK_GROUP));
   const requests = plan.api ? new BusRequester(bus, `${config.nodeId}.api`) : undefined;
@@ -153,7 +153,7 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   const api = requests ? new HttpApi({
     nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes, dc: config.dc,
   }, {
-    tokens, registry, bus, requests, sessions, risk: riskControl.control, peerRegistries,
+    tokens, registry, bus, requests, sessions, risk: riskControl.control, peerRegistries, datacenters: datacenters?.admin,
   }) : undefined;
   // Retention runs on every storage process: PostgreSQL lets one batch run at a time (a try-lock), the others find nothing to do.
   const retention = plan.retention ? retentionFor(config, store) : undefined;

@@ -1,0 +1,189 @@
+// Moving a datacenter's homes (the conversations whose seqs it assigns):
+//
+// - failover(a → b): when a is gone. b serves a's conversations from its copy
+//   of them under a higher epoch, written to every store reachable (b's, and
+//   a's own if it answers, so a live a stops at once). A datacenter that
+//   comes back compares records with its peers before it serves anything
+//   homed there (Serving, homes.ts), so it never assigns a conflicting seq.
+//   What a committed and b had not copied yet (the replication lag, in
+//   `local` acknowledgement mode; nothing acked in `replicated` mode) is not
+//   in b's copy: b's next seqs are given to other messages.
+// - failback(a): by command, once a is back. The record goes to `returning`
+//   (a higher epoch): b stops serving a's conversations and a does not serve
+//   them yet (writes are answered UNAVAILABLE and resent); after the processes
+//   saw it (two refreshes), a catches up from b's store: every conversation
+//   homed in a that b changed since the takeover is compared from the end,
+//   a's rows that differ (its loss window, which b never had) are set aside
+//   as orphans, and b's are copied in; then the record goes back to
+//   `serving` and a serves its homes again.
+import type { DatacenterStore, HomeRecord, MessageStore, ReplicaStore } from '../engines/store.js';
+import type { ChatMessage } from '../protocol/index.js';
+import { directHome, REFRESH_MS } from './homes.js';
+import { log as rootLog } from '../observability/log.js';
+
+const log = rootLog.child({ component: 'dc-failover' });
+
+type DcStore = DatacenterStore & ReplicaStore & Pick<MessageStore, 'after' | 'before'>;
+
+export interface FailoverDeps {
+  /** This datacenter. */
+  dc: string;
+  store: DcStore;
+  /** Every other datacenter's store, opened on demand. */
+  peers: ReadonlyMap<string, () => Promise<DcStore>>;
+}
+
+/** How far back a catch-up looks before the takeover (clocks of the datacenters may differ this much). */
+const CLOCK_MARGIN_MS = 60_000;
+/** Rows compared from the end of each conversation: a loss window longer than this is not repaired. */
+const COMPARE_ROWS = 1000;
+const PAGE = 500;
+/** Conversations a catch-up looks at, at most. */
+const CHANGED_MAX = 1_000_000;
+
+function within<T>(ms: number, work: () => Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    work(),
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms))),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** Each datacenter's store that answers within 2 s (this one always), by name. */
+async function reachable(deps: FailoverDeps): Promise<Map<string, DcStore>> {
+  const out = new Map<string, DcStore>([[deps.dc, deps.store]]);
+  await Promise.all([...deps.peers].map(async ([name, open]) => {
+    try {
+      const store = await within(2000, open);
+      await within(2000, () => store.dcHomes());
+      out.set(name, store);
+    } catch {
+      /* unreachable: it learns the record from the others when it is back */
+    }
+  }));
+  return out;
+}
+
+/** The record in force for `home` across these stores (highest epoch). */
+async function current(stores: Map<string, DcStore>, home: string): Promise<HomeRecord> {
+  let best: HomeRecord = { servedBy: home, epoch: 0, state: 'serving', changedAtMs: 0 };
+  for (const s of stores.values()) {
+    const r = (await s.dcHomes()).get(home);
+    if (r && r.epoch > best.epoch) best = r;
+  }
+  return best;
+}
+
+async function putEverywhere(stores: Map<string, DcStore>, home: string, record: HomeRecord): Promise<void> {
+  await Promise.all([...stores.values()].map((s) => s.putDcHome(home, record)));
+}
+
+export interface MoveResult {
+  dc: string;
+  servedBy: string;
+  epoch: number;
+  /** The datacenters the record was written to (the others learn it when they are back). */
+  writtenTo: string[];
+}
+
+/** `home`'s conversations are served by `to` from now on (default: this datacenter). */
+export async function failover(deps: FailoverDeps, home: string, to = deps.dc): Promise<MoveResult> {
+  const stores = await reachable(deps);
+  if (!stores.has(to)) throw new Error(`datacenter ${to} is not reachable from ${deps.dc}; it cannot take ${home}'s homes over`);
+  const was = await current(stores, home);
+  if (was.servedBy === to && was.state === 'serving') return { dc: home, servedBy: to, epoch: was.epoch, writtenTo: [] };
+  const record: HomeRecord = { servedBy: to, epoch: was.epoch + 1, state: 'serving', changedAtMs: Date.now() };
+  await putEverywhere(stores, home, record);
+  log.warn({ home, servedBy: to, epoch: record.epoch, writtenTo: [...stores.keys()] }, 'homes taken over');
+  return { dc: home, servedBy: to, epoch: record.epoch, writtenTo: [...stores.keys()] };
+}
+
+export interface FailbackResult extends MoveResult {
+  /** Conversations compared, messages copied back, messages of the returning datacenter set aside as orphans. */
+  conversations: number;
+  copied: number;
+  orphaned: number;
+}
+
+/** `home` serves its own conversations again, after catching up from the datacenter that served them. */
+export async function failback(deps: FailoverDeps, home: string, dcs: readonly string[]): Promise<FailbackResult> {
+  const stores = await reachable(deps);
+  const homeStore = stores.get(home);
+  if (!homeStore) throw new Error(`datacenter ${home} is not reachable from ${deps.dc}; it must be back before it takes its homes back`);
+  const was = await current(stores, home);
+  if (was.servedBy === home && was.state === 'serving') return { dc: home, servedBy: home, epoch: was.epoch, writtenTo: [], conversations: 0, copied: 0, orphaned: 0 };
+  const server = was.state === 'returning' ? undefined : was.servedBy;
+  const serverStore = server === undefined ? undefined : stores.get(server);
+  if (server !== undefined && !serverStore) throw new Error(`datacenter ${server}, which serves ${home}'s homes, is not reachable: it must stop serving them first`);
+  const since = was.changedAtMs - CLOCK_MARGIN_MS;
+  // 1. Nobody serves them: the server stops, the returning one waits.
+  const returning: HomeRecord = { servedBy: home, epoch: was.epoch + 1, state: 'returning', changedAtMs: was.changedAtMs };
+  await putEverywhere(stores, home, returning);
+  await new Promise((r) => setTimeout(r, REFRESH_MS * 2 + 1000));
+  // 2. Catch up from the server's store (every server since the takeover wrote there, or copied there): every conversation
+  // homed there that either side changed since the takeover.
+  let conversations = 0;
+  let copied = 0;
+  let orphaned = 0;
+  const source = serverStore ?? [...stores.values()].find((s) => s !== homeStore);
+  if (source) {
+    const ids = new Set<string>();
+    for (const side of [source, homeStore]) {
+      for (const c of await changedSince(side, since)) {
+        if (c.id.startsWith('u:') ? directHome(c.id, dcs) === home : c.homeDc === home || (side === homeStore && c.homeDc === '')) ids.add(c.id);
+      }
+    }
+    const heads = await source.heads([...ids]);
+    for (const id of ids) {
+      conversations++;
+      const r = await catchUp(homeStore, source, id, heads.get(id)?.lastSeq ?? 0, home);
+      copied += r.copied;
+      orphaned += r.orphaned;
+    }
+  }
+  // 3. Served by its home again.
+  const serving: HomeRecord = { servedBy: home, epoch: returning.epoch + 1, state: 'serving', changedAtMs: Date.now() };
+  await putEverywhere(stores, home, serving);
+  log.warn({ home, epoch: serving.epoch, conversations, copied, orphaned }, 'homes handed back');
+  return { dc: home, servedBy: home, epoch: serving.epoch, writtenTo: [...stores.keys()], conversations, copied, orphaned };
+}
+
+/** Every conversation changed since `sinceMs` (paged by activity time; CHANGED_MAX at most). */
+async function changedSince(store: DcStore, sinceMs: number): Promise<{ id: string; homeDc: string }[]> {
+  const out = new Map<string, { id: string; homeDc: string }>();
+  for (let after = sinceMs; out.size < CHANGED_MAX;) {
+    const page = await store.changedSince(after, PAGE);
+    for (const c of page) out.set(c.id, c);
+    if (page.length < PAGE) break;
+    const last = page.at(-1)!.lastAtMs;
+    // A page of one instant: the next instant (rows of that instant past the page are missed, and logged).
+    if (last === after) log.warn({ at: after }, 'more conversations changed in one millisecond than a page holds; some are not caught up');
+    after = last === after ? last + 1 : last;
+  }
+  return [...out.values()];
+}
+
+/** Make `target`'s copy of a conversation what `source` holds up to `upTo`: set a diverged tail aside, copy what is missing. */
+async function catchUp(target: DcStore, source: DcStore, conversationId: string, upTo: number, home: string): Promise<{ copied: number; orphaned: number }> {
+  const [mine, theirs] = await Promise.all([target.before(conversationId, 0, COMPARE_ROWS), source.before(conversationId, upTo + 1, COMPARE_ROWS)]);
+  const theirsBySeq = new Map<number, ChatMessage>(theirs.map((m) => [m.seq, m]));
+  const oldest = theirs[0]?.seq ?? upTo + 1;
+  let orphaned = 0;
+  // The first row here that the served copy does not have: another message at its seq, none (in the window compared), or past its head.
+  const diverged = mine.find((m) => {
+    if (m.seq > upTo) return true;
+    const t = theirsBySeq.get(m.seq);
+    return t ? t.serverMsgId !== m.serverMsgId : m.seq >= oldest;
+  });
+  if (diverged) orphaned = await target.orphanFrom(conversationId, diverged.seq, Date.now());
+  let copied = 0;
+  let head = (await target.heads([conversationId])).get(conversationId)?.lastSeq ?? 0;
+  while (head < upTo) {
+    const page = await source.after(conversationId, head, PAGE, upTo);
+    if (page.length === 0) break;
+    const stored = await target.replicate(page.map((message) => ({ message, homeDc: home })));
+    copied += stored.filter(Boolean).length;
+    head = page.at(-1)!.seq;
+  }
+  return { copied, orphaned };
+}
