@@ -166,15 +166,14 @@ async function changedSince(store: DcStore, sinceMs: number): Promise<{ id: stri
 /** Make `target`'s copy of a conversation what `source` holds up to `upTo`: set a diverged tail aside, copy what is missing. */
 async function catchUp(target: DcStore, source: DcStore, conversationId: string, upTo: number, home: string): Promise<{ copied: number; orphaned: number }> {
   const [mine, theirs] = await Promise.all([target.before(conversationId, 0, COMPARE_ROWS), source.before(conversationId, upTo + 1, COMPARE_ROWS)]);
-  const theirsBySeq = new Map<number, ChatMessage>(theirs.map((m) => [m.seq, m]));
-  const oldest = theirs[0]?.seq ?? upTo + 1;
+  const mineBySeq = new Map<number, ChatMessage>(mine.map((m) => [m.seq, m]));
+  const oldestMine = mine[0]?.seq ?? 1;
   let orphaned = 0;
-  // The first row here that the served copy does not have: another message at its seq, none (in the window compared), or past its head.
-  const diverged = mine.find((m) => {
-    if (m.seq > upTo) return true;
-    const t = theirsBySeq.get(m.seq);
-    return t ? t.serverMsgId !== m.serverMsgId : m.seq >= oldest;
-  });
+  // The first seq (in the window compared) where this copy differs from the served one: another message there, a hole
+  // here, or a row here past the served head.
+  const differs = theirs.find((t) => t.seq >= oldestMine && mineBySeq.get(t.seq)?.serverMsgId !== t.serverMsgId)?.seq;
+  const beyond = mine.find((m) => m.seq > upTo)?.seq;
+  const diverged = differs !== undefined || beyond !== undefined ? { seq: Math.min(differs ?? Infinity, beyond ?? Infinity) } : undefined;
   if (diverged) orphaned = await target.orphanFrom(conversationId, diverged.seq, Date.now());
   let copied = 0;
   let head = (await target.heads([conversationId])).get(conversationId)?.lastSeq ?? 0;

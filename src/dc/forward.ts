@@ -6,9 +6,9 @@
 // gateway. Applied once however often it is forwarded (the request id).
 //
 // Per partition, the bus hands logic one batch at a time, and the forwarder
-// publishes a batch's writes in their order and waits for all their replies
-// before the batch is done: a conversation's writes reach its home in the
-// order they reached this datacenter.
+// publishes a batch's writes in their order before the batch is done: a
+// conversation's writes reach its home in the order they reached this
+// datacenter. Their replies are relayed as they come.
 import { create } from '@bufbuild/protobuf';
 import { ErrorCode, encodeFrame, makeFrame } from '../protocol/index.js';
 import { down, upEnvelope, type Bus, type Subscription, type UpEnvelope } from '../engines/bus.js';
@@ -36,6 +36,14 @@ interface Pending {
 export interface ForwarderCounters {
   forwarded: number;
   timedOut: number;
+}
+
+function within<T>(ms: number, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    work,
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`not handed over within ${ms} ms`)), ms))),
+  ]).finally(() => clearTimeout(timer));
 }
 
 export class Forwarder {
@@ -70,55 +78,55 @@ export class Forwarder {
   }
 
   /**
-   * Hand writes (one partition's, in order) to datacenter `dc` and relay each
-   * reply to the gateway that published it here. Resolves once every write
-   * is answered (a write its home did not answer in time is answered
-   * UNAVAILABLE: the client resends it, and it is applied once).
+   * Hand writes (one partition's, in order) to datacenter `dc`; each reply is
+   * relayed to the gateway that published the write here when it comes (a
+   * write its home did not answer in time is answered UNAVAILABLE: the client
+   * resends it, and it is applied once). Resolves once the writes are handed
+   * over, not answered: a batch that waited for the other datacenter's
+   * answers could wait on a batch there that waits for this one's.
    */
   async forward(dc: string, ups: readonly UpEnvelope[]): Promise<void> {
     const peer = this.deps.peers.get(dc);
-    const replies: Promise<void>[] = [];
+    const handed: Promise<void>[] = [];
     for (const up of ups) {
-      const unavailable = (why: string) => this.unavailable(up, why);
-      const answer = (frame: Uint8Array) => this.deps.bus.publishDown(up.origin!.node, down({ case: 'reply', value: { connId: up.origin!.connId, frame } }));
-      const origin = up.origin!;
       if (up.forwardedFrom !== '') {
-        replies.push(unavailable(`this conversation's home is moving (${up.forwardedFrom} sent it here, this datacenter sends it to ${dc}); resend`));
+        handed.push(this.unavailable(up, `this conversation's home is moving (${up.forwardedFrom} sent it here, this datacenter sends it to ${dc}); resend`));
         continue;
       }
       if (!peer) {
-        replies.push(unavailable(`this conversation's home datacenter (${dc}) is not configured here`));
+        handed.push(this.unavailable(up, `this conversation's home datacenter (${dc}) is not configured here`));
         continue;
       }
+      const origin = up.origin!;
       const id = this.nextId++;
-      const replied = new Promise<Uint8Array | undefined>((resolve) => {
-        const timer = setTimeout(() => {
-          this.counters.timedOut++;
-          resolve(undefined);
-        }, this.options.timeoutMs ?? 5000);
-        this.pending.set(id, {
-          resolve: (frame) => {
-            clearTimeout(timer);
-            resolve(frame);
-          },
-        });
-      }).finally(() => this.pending.delete(id));
-      const forwarded = upEnvelope({
+      const timer = setTimeout(() => {
+        if (!this.pending.has(id)) return;
+        this.counters.timedOut++;
+        this.pending.get(id)!.resolve(undefined);
+      }, this.options.timeoutMs ?? 5000);
+      this.pending.set(id, {
+        resolve: (frame) => {
+          clearTimeout(timer);
+          this.pending.delete(id);
+          const answered = frame
+            ? this.deps.bus.publishDown(origin.node, down({ case: 'reply', value: { connId: origin.connId, frame } }))
+            : this.unavailable(up, `no answer from this conversation's home datacenter (${dc}) in time; resend (it is applied once)`);
+          answered.catch((err: unknown) => log.warn({ err }, 'relaying a forwarded write\'s answer failed; the client resends'));
+        },
+      });
+      this.counters.forwarded++;
+      // In order: the next write of the partition is handed over after this one (a publish the link holds up
+      // stays queued, in order, in front of the next; past a second the batch goes on and the client resends).
+      await within(1000, peer.publishUp(upEnvelope({
         ...up,
         origin: create(OriginSchema, { ...origin, node: this.replyNode, connId: BigInt(id) }),
         forwardedFrom: this.options.dc,
-      });
-      this.counters.forwarded++;
-      // In order: the next write of the partition is published after this one.
-      await peer.publishUp(forwarded).catch((err: unknown) => {
-        log.warn({ err, dc }, 'forwarding to the home datacenter failed');
+      }))).catch((err: unknown) => {
+        log.warn({ reason: (err as Error).message, dc }, 'handing a write to its home datacenter failed');
         this.pending.get(id)?.resolve(undefined);
       });
-      replies.push(replied.then((frame) => (frame
-        ? answer(frame)
-        : unavailable(`no answer from this conversation's home datacenter (${dc}) in time; resend (it is applied once)`))));
     }
-    await Promise.all(replies);
+    await Promise.all(handed);
   }
 
   /** Answer a write UNAVAILABLE, with why (the client resends it; applied once). */

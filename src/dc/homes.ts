@@ -27,13 +27,22 @@ import { log as rootLog } from '../observability/log.js';
 
 const log = rootLog.child({ component: 'dc-homes' });
 
-/** FNV-1a over UTF-16 code units: the same number in every process and version. */
+/**
+ * FNV-1a over UTF-16 code units, then MurmurHash3's finalizer (FNV's low bits
+ * alone are the parity of the text's: a modulo 2 of them would home every
+ * `u:x1:y1`-like id alike). The same number in every process and version.
+ */
 function hash(text: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) {
     h ^= text.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
   return h >>> 0;
 }
 

@@ -56,9 +56,14 @@ interface Waiting {
   done(): void;
 }
 
+/** Keys peers confirmed lately, kept so a wait that starts after its notice (the push group's) is answered at once. */
+const CONFIRMED_KEPT = 100_000;
+
 export class ReplicationWaiter {
   private readonly subscriber: Redis;
   private readonly waiting = new Set<Waiting>();
+  /** key → the peers that confirmed it, recent ones only (insertion order: oldest first). */
+  private readonly confirmedLately = new Map<string, Set<string>>();
   readonly counters: ReplicationCounters = { confirmedByNotice: 0, confirmedByAsking: 0, unreplicated: 0, failed: 0 };
 
   constructor(
@@ -96,6 +101,15 @@ export class ReplicationWaiter {
       return;
     }
     if (typeof n.dc !== 'string' || !Array.isArray(n.keys)) return;
+    for (const k of n.keys) {
+      if (typeof k !== 'string') continue;
+      let by = this.confirmedLately.get(k);
+      if (!by) {
+        if (this.confirmedLately.size >= CONFIRMED_KEPT) this.confirmedLately.delete(this.confirmedLately.keys().next().value!);
+        this.confirmedLately.set(k, (by = new Set()));
+      }
+      by.add(n.dc);
+    }
     for (const w of this.waiting) {
       let mine = w.confirmed.get(n.dc);
       for (const k of n.keys) {
@@ -118,6 +132,11 @@ export class ReplicationWaiter {
       return Promise.resolve();
     }
     const keys = new Set(messages.map((m) => copiedKey(m.conversationId, m.seq)));
+    const required = this.required();
+    if (required.some((peer) => [...keys].every((k) => this.confirmedLately.get(k)?.has(peer)))) {
+      this.counters.confirmedByNotice++;
+      return Promise.resolve();
+    }
     let resolveNotice!: () => void;
     const noticed = new Promise<void>((resolve) => (resolveNotice = resolve));
     const w: Waiting = { keys, confirmed: new Map(), done: () => resolveNotice() };

@@ -32,7 +32,7 @@ export interface Datacenters {
 export function datacentersFor(
   config: ServerConfig,
   deps: { bus: Bus; store: Store; metrics: Metrics },
-  runs: { forward: boolean; sync: boolean },
+  runs: { forward: boolean; sync: boolean; push?: boolean },
 ): Datacenters | undefined {
   if (config.dcPeers.length === 0) return undefined;
   const buses = new Map(config.dcPeers.map((p) => [p.name, new RedisBus({
@@ -69,7 +69,7 @@ export function datacentersFor(
       if (r && keys.length > 0) await r.publish(copiedChannel(config.redisPrefix), JSON.stringify({ dc: config.dc, keys }));
     },
   }));
-  const replication = runs.forward && config.dcAck === 'replicated'
+  const replication = (runs.forward || runs.push === true) && config.dcAck === 'replicated'
     ? new ReplicationWaiter({ redisUrl: config.redisUrl!, prefix: config.redisPrefix }, {
       serving, peers: config.dcPeers.map((p) => ({ name: p.name, store: peerStores.get(p.name)! })),
     })
@@ -117,11 +117,9 @@ export function datacentersFor(
     sync,
     admin,
     start() {
-      if (runs.forward) {
-        serving.start();
-        forwarder.start();
-        void replication?.start();
-      }
+      if (runs.forward || runs.push === true) serving.start();
+      if (runs.forward) forwarder.start();
+      void replication?.start();
       sync?.start();
     },
     async stop() {

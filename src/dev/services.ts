@@ -57,6 +57,10 @@ export interface RedisServer {
    * and folder (AOF keeps the data when on).
    */
   restart(signal?: NodeJS.Signals): Promise<void>;
+  /** SIGKILL it (a crash) and leave it down, until start(). */
+  kill(): Promise<void>;
+  /** Start it again on the same port and folder, after kill(). */
+  start(): Promise<void>;
   /** Change the AOF fsync policy at once (CONFIG SET) and for later restarts. */
   setAppendfsync(policy: AppendFsync): Promise<void>;
   stop(): Promise<void>;
@@ -113,6 +117,12 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
       await halt(signal);
       await launch();
     },
+    async kill() {
+      await halt('SIGKILL');
+    },
+    async start() {
+      if (!running(child)) await launch();
+    },
     async setAppendfsync(policy) {
       execFileSync('redis-cli', ['-p', String(port), 'CONFIG', 'SET', 'appendfsync', policy], { stdio: 'ignore' });
       appendfsync = policy;
@@ -137,6 +147,14 @@ export interface PostgresServer {
    * @default 'fast'
    */
   restart(mode?: 'fast' | 'immediate', downMs?: number): Promise<void>;
+  /**
+   * Stop it at once and leave it down, until start(): an immediate shutdown
+   * (SIGQUIT: no checkpoint, the next start replays the WAL, as after a
+   * crash; a SIGKILL of the postmaster would leave its backends holding
+   * shared memory that blocks the next start).
+   */
+  kill(): Promise<void>;
+  start(): Promise<void>;
 }
 
 function pgBin(name: string): string {
@@ -216,6 +234,12 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
       await halt(mode === 'immediate' ? 'SIGQUIT' : 'SIGINT');
       if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
       await launch();
+    },
+    async kill() {
+      await halt('SIGQUIT');
+    },
+    async start() {
+      if (!running(child)) await launch();
     },
     async stop() {
       await halt();

@@ -310,6 +310,11 @@ const SQL = {
   orphan: `WITH gone AS (DELETE FROM messages WHERE conversation_id = $1 AND seq >= $2 RETURNING ${MESSAGE_COLUMNS})
     INSERT INTO orphaned_messages (orphaned_at_ms, ${MESSAGE_COLUMNS}) SELECT $3, ${MESSAGE_COLUMNS} FROM gone`,
   rewindHead: `UPDATE conversations SET last_seq = least(last_seq, $2) WHERE id = $1`,
+  // A copy's idempotency key held here by another row (this datacenter's own, never copied: a tail a takeover
+  // left behind) goes to the orphans: the home's copy is the one.
+  orphanKey: `WITH gone AS (DELETE FROM messages WHERE from_user = $1 AND client_msg_id = $2 AND client_msg_id <> ''
+      AND NOT (conversation_id = $3 AND seq = $4) RETURNING ${MESSAGE_COLUMNS})
+    INSERT INTO orphaned_messages (orphaned_at_ms, ${MESSAGE_COLUMNS}) SELECT $5, ${MESSAGE_COLUMNS} FROM gone`,
   // A copied message at its own seq; nothing when that seq is held (RETURNING says which).
   replicaMessage: `INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
     ON CONFLICT (conversation_id, seq) DO NOTHING RETURNING seq`,
@@ -563,6 +568,7 @@ export class PostgresStore implements Store {
     return this.transaction(async (client) => {
       const stored: boolean[] = [];
       for (const { message: m, homeDc } of entries) {
+        if (m.clientMsgId !== '') await run(client, 'orphanKey', [m.fromUser, m.clientMsgId, m.conversationId, m.seq, Date.now()]);
         const inserted = await run(client, 'replicaMessage', [
           m.conversationId, m.seq, m.serverMsgId, m.fromUser, m.fromDevice, m.clientMsgId, m.text, m.sentAtMs,
           m.event ? eventJson(m.event) : null, m.recalledBy ?? null,

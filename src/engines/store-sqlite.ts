@@ -369,6 +369,13 @@ export class SqliteStore implements Store {
       changedSince: db.prepare<[number, number], { id: string; last_seq: number; home_dc: string; last_at_ms: number }>(
         `SELECT id, last_seq, home_dc, last_at_ms FROM conversations WHERE last_at_ms >= ? ORDER BY last_at_ms, id LIMIT ?`,
       ),
+      orphanKeyCopy: db.prepare<[number, string, string, string, number]>(
+        `INSERT INTO orphaned_messages (orphaned_at_ms, ${MESSAGE_COLUMNS}) SELECT ?, ${MESSAGE_COLUMNS} FROM messages
+         WHERE from_user = ? AND client_msg_id = ? AND client_msg_id <> '' AND NOT (conversation_id = ? AND seq = ?)`,
+      ),
+      orphanKeyDelete: db.prepare<[string, string, string, number]>(
+        `DELETE FROM messages WHERE from_user = ? AND client_msg_id = ? AND client_msg_id <> '' AND NOT (conversation_id = ? AND seq = ?)`,
+      ),
       orphanCopy: db.prepare<[number, string, number]>(
         `INSERT INTO orphaned_messages (orphaned_at_ms, ${MESSAGE_COLUMNS}) SELECT ?, ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq >= ?`,
       ),
@@ -723,6 +730,11 @@ export class SqliteStore implements Store {
 
   private replicateOne({ message: m, homeDc }: ReplicaEntry): boolean {
     const s = this.stmts;
+    if (m.clientMsgId !== '') {
+      // The home's copy of an idempotency key wins over a row of this datacenter's own that holds it (a tail a takeover left).
+      s.orphanKeyCopy.run(Date.now(), m.fromUser, m.clientMsgId, m.conversationId, m.seq);
+      s.orphanKeyDelete.run(m.fromUser, m.clientMsgId, m.conversationId, m.seq);
+    }
     const inserted = s.replicaMessage.run(
       m.conversationId, m.seq, m.serverMsgId, m.fromUser, m.fromDevice, m.clientMsgId, m.text, m.sentAtMs,
       m.event ? eventJson(m.event) : null, m.recalledBy ?? null,

@@ -346,8 +346,22 @@ export class Logic {
       await this.replyError(r, new LonglinkError(ErrorCode.BAD_REQUEST, 'the message cannot be stored'));
       return;
     }
-    // `replicated` acks: published, and held by another datacenter, before the ack.
-    if (this.pipeline.replicates) await this.pipeline.pushResults(results);
+    // `replicated` acks: published now, acked once another datacenter holds them (the batch does not wait for that).
+    if (this.pipeline.replicates) {
+      const { copied } = await this.pipeline.publishForCopies(results);
+      void copied.then(
+        () => this.ackSends(sends, results),
+        () => Promise.all(sends.map((s) => this.replyError(s.r, new LonglinkError(ErrorCode.UNAVAILABLE,
+          'stored, but not yet held by another datacenter (LONGLINK_DC_ACK=replicated); resend it: it is applied once')))),
+      ).catch((err: unknown) => log.warn({ err }, 'answering replicated sends failed; their senders resend'));
+      return;
+    }
+    await this.ackSends(sends, results);
+    await this.pipeline.pushResults(results);
+  }
+
+  /** Each send's ack, with the text as stored when it is not what was sent. */
+  private async ackSends(sends: readonly { r: Request }[], results: readonly AppendResult[]): Promise<void> {
     await Promise.all(results.map((res, i) => {
       const m = res.message;
       const { r } = sends[i]!;
@@ -361,7 +375,6 @@ export class Logic {
         },
       });
     }));
-    if (!this.pipeline.replicates) await this.pipeline.pushResults(results);
   }
 
   /** Delivered cursors, gathered from the batch's PushAcks (cumulative: a lost one is made up by the next). */

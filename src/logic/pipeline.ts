@@ -235,6 +235,21 @@ export class Pipeline {
    * goes only to the members who may see it (joined by its seq), not to one
    * who joined the group after it was stored.
    */
+  /**
+   * The `replicated` mode's send path: publish stored results now, and return
+   * a promise that settles once another datacenter holds them (rejects
+   * StoreUnavailableError when none does in time): the sends' acks wait for
+   * it, the batch does not (its shard goes on with the next one meanwhile).
+   */
+  async publishForCopies(results: readonly AppendResult[]): Promise<{ copied: Promise<void> }> {
+    const copied = this.options.replication!.expect(results.map((r) => r.message));
+    copied.catch(() => undefined); // observed by the caller; never unhandled meanwhile
+    await this.deps.bus.publishCommitted(results.map((r) => committed({
+      message: messageToWire(r.message), originNode: this.options.nodeId ?? '', originDc: this.options.dc ?? '', duplicate: r.duplicate,
+    })));
+    return { copied };
+  }
+
   /** Whether pushResults waits until another datacenter holds what it publishes (acks then go after it). */
   get replicates(): boolean {
     return this.options.replication !== undefined && this.options.delivery === 'committed';
@@ -274,6 +289,10 @@ export class Pipeline {
    * fails is handed again, and pushed again.
    */
   async pushCommitted(batch: readonly Committed[]): Promise<void> {
+    // `replicated` mode: nobody is shown a message of this datacenter before another one holds it (the copy a lost
+    // datacenter's recipients get back is the one they saw). Copies from elsewhere were held there first.
+    const own = batch.filter((c) => c.message && !c.replicated).map((c) => ({ conversationId: c.message!.conversationId, seq: Number(c.message!.seq) }));
+    if (own.length > 0) await this.options.replication?.expect(own);
     const items: { message: ChatMessage; extra: readonly string[]; members: string[] }[] = [];
     const add = async (message: ChatMessage, extra: readonly string[]) => {
       const members = isGroupConversation(message.conversationId)

@@ -140,11 +140,14 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   }, { bus, sessions, store, metrics: obs.metrics.risk });
   const risk = riskControl.service;
   const datacenters = datacentersFor(config, { bus, store, metrics: obs.metrics }, {
-    forward: plan.up.includes('message') || plan.up.includes('group'), sync: plan.sync,
+    forward: plan.up.includes('message') || plan.up.includes('group'), sync: plan.sync, push: plan.committed.includes(PUSH_GROUP),
   });
   const logic = new Logic({
     ...logicOptions(config), delivery: 'committed', contentFilter: plan.up.includes('message') ? riskControl.control.filter : undefined,
-  }, { bus, sessions, registry, store, metrics: obs.metrics.logic, datacenters: datacenters && (plan.up.includes('message') || plan.up.includes('group')) ? datacenters : undefined });
+  }, {
+    bus, sessions, registry, store, metrics: obs.metrics.logic,
+    datacenters: datacenters && (plan.up.includes('message') || plan.up.includes('group') || plan.committed.includes(PUSH_GROUP)) ? datacenters : undefined,
+  });
   obs.metrics.watchReads(logic.readQueue);
   if (risk) obs.metrics.watchConsumerCounts(RISK_GROUP, () => bus.committedCounters(RISK_GROUP));
   const requests = plan.api ? new BusRequester(bus, `${config.nodeId}.api`) : undefined;

@@ -1,10 +1,13 @@
 // Two datacenters on loopback (`npm run cluster -- --dcs 2`'s launcher): each
 // its own Redis, PostgreSQL, gateway, logic and sync processes, joined by
-// links that delay every packet 20 ms each way. Users of a and b chat 1:1 and
-// in groups in both directions: a conversation's seqs are assigned in its
-// home only (writes from the other datacenter are forwarded there), and the
-// sync services copy each datacenter's commits into the other, where its own
-// gateways push them.
+// links that delay every packet 20 ms each way, acking in `replicated` mode
+// (a write is acked once the other datacenter holds it too). Users of a and b
+// chat 1:1 and in groups in both directions: a conversation's seqs are
+// assigned in its home only (writes from the other datacenter are forwarded
+// there), and the sync services copy each datacenter's commits into the
+// other, where its own gateways push them. Then the faults of
+// faults/dc/scenarios.ts: the link cut for 30 s, and all of a killed under
+// load, failed over to b, started again and handed its homes back.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
@@ -12,6 +15,7 @@ import { startDatacenters, type Datacenters } from '../../src/dev/datacenters.js
 import { directHome } from '../../src/dc/homes.js';
 import { directConversationId, type ChatMessage } from '../../src/protocol/index.js';
 import { connectClient, sleep, texts, until, within, type TestClient } from './helpers.js';
+import { dcLoss, linkCut } from '../../faults/dc/scenarios.js';
 
 const T = { timeout: 180_000 };
 
@@ -80,7 +84,7 @@ describe('two datacenters', { timeout: 600_000 }, () => {
     dcs = await startDatacenters({
       names: ['a', 'b'], delayMs: 20, gateways: 1, logic: 1, services: { sync: 1 }, routing: 'targeted',
       shards: 8, leaseMs: 1500, nodeTtlMs: 1500, durable: false,
-      env: { LONGLINK_GROUP_ADD_POLICY: 'anyone', LONGLINK_PING_INTERVAL_MS: '1000', LONGLINK_RATE_LIMIT: '5000', LONGLINK_RATE_BURST: '10000' },
+      env: { LONGLINK_DC_ACK: 'replicated', LONGLINK_GROUP_ADD_POLICY: 'anyone', LONGLINK_PING_INTERVAL_MS: '1000', LONGLINK_RATE_LIMIT: '5000', LONGLINK_RATE_BURST: '10000' },
       onLine: (node, line) => {
         lines.push(`[${node}] ${line}`);
         if (lines.length > 4000) lines.splice(0, 2000);
@@ -175,5 +179,20 @@ describe('two datacenters', { timeout: 600_000 }, () => {
     assert.deepEqual(reader.in(conversation).map((m) => m.text), list, 'kim gets each once, in order');
     const stored = await converged(conversation, 40);
     assert.deepEqual(stored.map((r) => Number(r.split(' ')[0])), Array.from({ length: 40 }, (_, i) => i + 1), 'b holds 1..40, no gap, none twice');
+  });
+
+  test('the link between the datacenters cut for 30 s, then healed: nothing acked is lost, repeated or reordered; both stores hold the same rows', T, async () => {
+    const v = await linkCut(dcs, 'replicated', 30_000);
+    assert.ok(v.acked >= 20, `enough traffic: ${v.acked} acked`);
+    assert.deepEqual({ lost: v.lost, duplicated: v.duplicated, reordered: v.reordered, storeDiffs: v.storeDiffs }, { lost: 0, duplicated: 0, reordered: 0, storeDiffs: 0 },
+      `${JSON.stringify(v)}\n${logs()}`);
+  });
+
+  test('all of datacenter a killed under load, failed over to b: a\'s clients go on through b with nothing acked lost, repeated or reordered; a back, caught up, its homes handed back', T, async () => {
+    const v = await dcLoss(dcs, 'replicated');
+    assert.ok(v.acked >= 20, `enough traffic: ${v.acked} acked`);
+    assert.deepEqual({ lost: v.lost, duplicated: v.duplicated, reordered: v.reordered, storeDiffs: v.storeDiffs }, { lost: 0, duplicated: 0, reordered: 0, storeDiffs: 0 },
+      `${JSON.stringify(v)}\n${logs()}`);
+    assert.ok(v.recoveryMs !== undefined && v.recoveryMs < 60_000, `a's clients were acked by b again: ${v.recoveryMs} ms`);
   });
 });
