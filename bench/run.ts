@@ -12,10 +12,11 @@ import { group } from './scenarios/group.js';
 import { connections } from './scenarios/connections.js';
 import { routing } from './scenarios/routing.js';
 import { clusterP2p } from './scenarios/cluster-p2p.js';
+import { dcP2p } from './scenarios/dc-p2p.js';
 
 type Scenario = (o: Options) => Promise<BenchResult>;
 
-const scenarios: Record<string, Scenario> = { connections, p2p, group, routing, 'cluster-p2p': clusterP2p };
+const scenarios: Record<string, Scenario> = { connections, p2p, group, routing, 'cluster-p2p': clusterP2p, 'dc-p2p': dcP2p };
 
 const USAGE = `usage: npm run bench -- <scenario|all> [options]
 scenarios: ${Object.keys(scenarios).join(', ')}, all

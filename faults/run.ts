@@ -39,7 +39,10 @@ const USAGE = `usage: npm run faults -- [options]
   --lease-ms N          shard lease (default 6000)
   --node-ttl-ms N       registry TTL of a node (default 8000)
   --appendfsync P       Redis AOF fsync policy of the cluster: everysec (default), always, no
-  --routing R           targeted (default) or broadcast`;
+  --routing R           targeted (default) or broadcast
+  --dcs 2               the faults of two datacenters instead (faults/dc/run.ts): the link between them cut for 30 s
+                        (--quick: 10 s), and all of one killed under load, failed over, back and handed its homes back;
+                        in both acknowledgement modes (--ack replicated|local to run one)`;
 
 function parseOptions(argv: string[]): Options {
   const flags = new Map<string, string>();
@@ -357,6 +360,7 @@ function table(rows: Row[]): string {
 }
 
 async function main(): Promise<number> {
+  if (process.argv.includes('--dcs')) return (await import('./dc/run.js')).runDcFaults(process.argv.slice(2));
   let options: Options;
   try {
     options = parseOptions(process.argv.slice(2));
