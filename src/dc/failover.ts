@@ -20,6 +20,7 @@ import type { DatacenterStore, HomeRecord, MessageStore, ReplicaStore } from '..
 import type { ChatMessage } from '../protocol/index.js';
 import { directHome, REFRESH_MS } from './homes.js';
 import { log as rootLog } from '../observability/log.js';
+import { within } from './within.js';
 
 const log = rootLog.child({ component: 'dc-failover' });
 
@@ -40,14 +41,6 @@ const COMPARE_ROWS = 1000;
 const PAGE = 500;
 /** Conversations a catch-up looks at, at most. */
 const CHANGED_MAX = 1_000_000;
-
-function within<T>(ms: number, work: () => Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    work(),
-    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms))),
-  ]).finally(() => clearTimeout(timer));
-}
 
 /** Each datacenter's store that answers within 2 s (this one always), by name. */
 async function reachable(deps: FailoverDeps): Promise<Map<string, DcStore>> {

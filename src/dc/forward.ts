@@ -14,6 +14,7 @@ import { ErrorCode, encodeFrame, makeFrame } from '../protocol/index.js';
 import { down, upEnvelope, type Bus, type Subscription, type UpEnvelope } from '../engines/bus.js';
 import { OriginSchema } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
 import { log as rootLog } from '../observability/log.js';
+import { within } from './within.js';
 
 const log = rootLog.child({ component: 'dc-forward' });
 
@@ -36,14 +37,6 @@ interface Pending {
 export interface ForwarderCounters {
   forwarded: number;
   timedOut: number;
-}
-
-function within<T>(ms: number, work: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    work,
-    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`not handed over within ${ms} ms`)), ms))),
-  ]).finally(() => clearTimeout(timer));
 }
 
 export class Forwarder {
@@ -117,7 +110,7 @@ export class Forwarder {
       this.counters.forwarded++;
       // In order: the next write of the partition is handed over after this one (a publish the link holds up
       // stays queued, in order, in front of the next; past a second the batch goes on and the client resends).
-      await within(1000, peer.publishUp(upEnvelope({
+      await within(1000, () => peer.publishUp(upEnvelope({
         ...up,
         origin: create(OriginSchema, { ...origin, node: this.replyNode, connId: BigInt(id) }),
         forwardedFrom: this.options.dc,

@@ -24,6 +24,7 @@
 import { directMembers } from '../protocol/ids.js';
 import type { DatacenterStore, HomeRecord, ReplicaStore } from '../engines/store.js';
 import { log as rootLog } from '../observability/log.js';
+import { within } from './within.js';
 
 const log = rootLog.child({ component: 'dc-homes' });
 
@@ -136,14 +137,6 @@ export class Serving {
   all(): Map<string, HomeRecord> {
     return new Map(this.records);
   }
-}
-
-function within<T>(ms: number, work: () => Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    work(),
-    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms))),
-  ]).finally(() => clearTimeout(timer));
 }
 
 export class Homes {

@@ -35,7 +35,7 @@ import pg from 'pg';
 import { ErrorCode, LonglinkError, type ChatMessage, type GroupRoleName, type TimelineEventData } from '../protocol/index.js';
 import { directMembers } from '../protocol/ids.js';
 import {
-  WEBHOOK_SECRET_KEY, draftMessage, effectOfEvent, eventJson, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
+  WEBHOOK_SECRET_KEY, draftMessage, effectOfEvent, eventJson, homeOf, type HomeRow, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
 } from './store-rows.js';
 import {
   PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
@@ -455,18 +455,6 @@ interface ConversationPlan {
   lastAtMs: number;
   firstSeq: number;
   created: boolean;
-}
-
-interface HomeRow {
-  dc?: string;
-  served_by: string;
-  epoch: number;
-  state: string;
-  changed_at_ms: number;
-}
-
-function homeOf(r: HomeRow): HomeRecord {
-  return { servedBy: r.served_by, epoch: r.epoch, state: r.state === 'returning' ? 'returning' : 'serving', changedAtMs: r.changed_at_ms };
 }
 
 function isRetryable(error: unknown): boolean {

@@ -2,7 +2,7 @@
 // the message a draft becomes once it has its seq.
 import { groupIdOf as groupIdOfConversation } from '../protocol/ids.js';
 import type { ChatMessage, TimelineEventData } from '../protocol/index.js';
-import type { ConversationKind, ConversationState, Effect, MessageDraft, RiskAuditEntry } from './store.js';
+import type { ConversationKind, ConversationState, Effect, HomeRecord, MessageDraft, RiskAuditEntry } from './store.js';
 
 /** A `messages` row; `event` is the timeline event as JSON text. */
 export interface MessageRow {
@@ -135,4 +135,17 @@ export function effectOfEvent(conversationId: string, message: ChatMessage): Eff
     case 'recalled':
       return e.targetSeq ? { op: 'recall', targetSeq: e.targetSeq, by: e.actor } : undefined;
   }
+}
+
+/** A `dc_homes` row, as both schemas store it. */
+export interface HomeRow {
+  dc: string;
+  served_by: string;
+  epoch: number;
+  state: string;
+  changed_at_ms: number;
+}
+
+export function homeOf(r: HomeRow): HomeRecord {
+  return { servedBy: r.served_by, epoch: r.epoch, state: r.state === 'returning' ? 'returning' : 'serving', changedAtMs: r.changed_at_ms };
 }

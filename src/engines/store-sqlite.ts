@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads';
 import type { ChatMessage, GroupRoleName } from '../protocol/index.js';
 import { directMembers, directPeer } from '../protocol/ids.js';
 import {
-  WEBHOOK_SECRET_KEY, draftMessage, effectOfEvent, eventJson, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
+  WEBHOOK_SECRET_KEY, draftMessage, effectOfEvent, eventJson, homeOf, type HomeRow, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
 } from './store-rows.js';
 import {
   FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
@@ -157,18 +157,6 @@ const MIGRATIONS: string[] = [
 const INSERT_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event';
 const MESSAGE_COLUMNS = `${INSERT_COLUMNS}, recalled_by`;
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
-
-interface HomeRow {
-  dc: string;
-  served_by: string;
-  epoch: number;
-  state: string;
-  changed_at_ms: number;
-}
-
-function homeOf(r: HomeRow): HomeRecord {
-  return { servedBy: r.served_by, epoch: r.epoch, state: r.state === 'returning' ? 'returning' : 'serving', changedAtMs: r.changed_at_ms };
-}
 
 /** A user's row of its conversation list: the conversation and its membership. */
 interface StateRow extends StateColumns {
