@@ -1,14 +1,15 @@
 // npm run faults -- --dcs 2 [--quick] [--json] [--ack replicated|local|both]:
 // the faults of several datacenters (faults/dc/scenarios.ts) on two
 // datacenters of this machine joined by 20 ms links, once per
-// acknowledgement mode: the link cut for 30 s (--quick: 10 s) and healed, then
+// acknowledgement mode: b's sync process SIGKILLed and started again, the
+// link cut for 30 s (--quick: 10 s) and healed, then
 // all of datacenter a killed under load, failed over to b, started again and
 // handed its homes back. A row fails when it loses, repeats or reorders an
 // acked message in `replicated` mode, repeats or reorders one in `local` mode
 // (whose loss is the replication lag: measured, reported, not failed), or
 // leaves the two stores different.
 import { startDatacenters } from '../../src/dev/datacenters.js';
-import { dcLoss, linkCut, type DcVerdict } from './scenarios.js';
+import { dcLoss, linkCut, syncKill, type DcVerdict } from './scenarios.js';
 
 function progress(message: string): void {
   process.stderr.write(`[faults ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
@@ -45,6 +46,8 @@ export async function runDcFaults(argv: readonly string[]): Promise<number> {
       onLine: () => undefined,
     });
     try {
+      rows.push(await syncKill(dcs, mode, progress));
+      progress(JSON.stringify(rows.at(-1)));
       rows.push(await linkCut(dcs, mode, quick ? 10_000 : 30_000, progress));
       progress(JSON.stringify(rows.at(-1)));
       rows.push(await dcLoss(dcs, mode, progress));

@@ -243,6 +243,28 @@ function verdictOf(fault: string, ack: DcVerdict['ack'], setup: Setup, diffs: { 
   };
 }
 
+/** b's sync process SIGKILLed under load and started again: b ends with every message once, no gap. */
+export async function syncKill(dcs: Datacenters, ack: DcVerdict['ack'], log: (line: string) => void = () => undefined): Promise<DcVerdict> {
+  const setup = await chatters(dcs, `sync${ack[0]}`, 50);
+  const b = dcs.dc('b').cluster;
+  try {
+    for (const p of setup.pairs) p.stream.start();
+    await sleep(2000);
+    const sync = b.ofRole('sync')[0]!;
+    log(`SIGKILL ${sync.name}`);
+    await b.kill(sync.name, 'SIGKILL');
+    await sleep(2000);
+    await b.restart(sync.name);
+    log(`${sync.name} started again`);
+    await sleep(3000);
+    await Promise.all(setup.pairs.map((p) => p.stream.stop()));
+    await settle(dcs, setup.pairs, 60_000);
+    return verdictOf('sync-kill', ack, setup, await storeDiffs(dcs, [...new Set(setup.pairs.map((p) => p.conversationId))]));
+  } finally {
+    await setup.crowd.close();
+  }
+}
+
 /** The link between a and b cut for `cutMs`, then healed: both sides converge, nothing acked is lost. */
 export async function linkCut(dcs: Datacenters, ack: DcVerdict['ack'], cutMs: number, log: (line: string) => void = () => undefined): Promise<DcVerdict> {
   const setup = await chatters(dcs, 'cut', 100);

@@ -81,9 +81,22 @@ function quickStartAdminKey(server: string, dataDir: string): string | undefined
  */
 export function connectOptions(f: ClientFlags): Pick<NodeClientOptions, 'url' | 'token' | 'ca'> {
   const http: HttpOptions = f.ca ? { fetch: nodeFetch({ ca: f.ca }) } : {};
+  // Several datacenters: --server a,b names their APIs, this one's first; a client whose datacenter is gone goes on
+  // through the next (and through any other that discovery names).
+  const servers = f.server.split(',').map((s) => s.trim()).filter((s) => s !== '');
   return {
-    url: f.gateway ?? gatewayPicker(f.server, f.transport, http),
-    token: async () => (await requestToken(f.server, f.adminKey, { user_id: f.user, device_id: f.device, platform: 'cli' }, http)).token,
+    url: f.gateway ?? gatewayPicker(servers, f.transport, http),
+    token: async () => {
+      let failure: unknown;
+      for (const server of servers) {
+        try {
+          return (await requestToken(server, f.adminKey, { user_id: f.user, device_id: f.device, platform: 'cli' }, { ...http, timeoutMs: 5000 })).token;
+        } catch (err) {
+          failure = err;
+        }
+      }
+      throw failure;
+    },
     ca: f.ca,
   };
 }

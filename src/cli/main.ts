@@ -25,7 +25,8 @@ const CLIENT_FLAGS: FlagSpec = {
   user: 'text', device: 'text', server: 'text', transport: 'text', gateway: 'text', ca: 'text', 'admin-key': 'text', 'data-dir': 'text',
 };
 
-const CLIENT_NOTES = `client flags: --server http(s)://HOST:PORT (default http://127.0.0.1:8080, or LONGLINK_SERVER),
+const CLIENT_NOTES = `client flags: --server http(s)://HOST:PORT (default http://127.0.0.1:8080, or LONGLINK_SERVER; several datacenters:
+  their APIs comma-separated, this one's first: the client goes on through the next when its own is gone),
   --transport tcp|ws, --device ID, --gateway tcp://HOST:PORT|tls://HOST:PORT|ws://HOST:PORT/ws|wss://HOST:PORT/ws,
   --ca FILE (or LONGLINK_CA): trust this CA (PEM) for https, tls and wss instead of the system's roots,
   admin key from LONGLINK_ADMIN_KEY or --admin-key (for a local quick start: data/dev-secrets.json, or --data-dir DIR).`;

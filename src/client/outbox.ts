@@ -57,9 +57,18 @@ export function sendResultOf(ack: BodyOf<'sendAck'>): SendResult {
   return result;
 }
 
+/** Which conversation a send goes to, as far as the client can name it (sends of one keep their order). */
+function conversationKey(o: OutboxEntry['options']): string {
+  if (o.conversationId) return o.conversationId;
+  if (o.groupId !== undefined) return groupConversationId(o.groupId);
+  return `to:${o.to ?? ''}`;
+}
+
 export class Outbox {
   /** By client_msg_id, in send order (restored ones first). */
   private entries = new Map<string, OutboxEntry>();
+  /** Conversations with a refused send waiting to go out again (one timer each). */
+  private readonly retrying = new Set<string>();
   /** Frame id of each send written on this connection → its client_msg_id (an Error names only the frame). */
   private readonly sendIds = new Map<number, string>();
 
@@ -164,10 +173,21 @@ export class Outbox {
     if (entry && !RETRYABLE_SEND.has(code)) {
       this.fail(entry, err);
     } else if (entry) {
-      // Not stored (server busy or failing): send it again soon, with its original id.
+      // Not stored (server busy or failing): send it again soon, with its original id, and with it every later send of
+      // its conversation still pending, in their order. Each refused one going out again on a timer of its own would
+      // let a later one be stored before an earlier one (repeats of sends stored meanwhile are answered as duplicates).
+      const key = conversationKey(entry.options);
+      if (this.retrying.has(key)) return true;
+      this.retrying.add(key);
       const generation = this.host.link.generation;
       setTimeout(() => {
-        if (generation === this.host.link.generation && this.entries.get(clientMsgId) === entry) this.write(entry);
+        this.retrying.delete(key);
+        if (generation !== this.host.link.generation) return; // a new connection writes everything pending anyway
+        let from = false;
+        for (const e of this.entries.values()) {
+          if (e === entry) from = true;
+          if (from && conversationKey(e.options) === key) this.write(e);
+        }
       }, 200 + Math.floor(Math.random() * 300));
     }
     return true;
