@@ -112,7 +112,8 @@ export class Outbox {
       this.entries.set(clientMsgId, entry);
       this.host.changed();
       this.host.queued();
-      if (this.host.link.online) this.write(entry);
+      // Behind a refused send of its conversation waiting to go out again: it goes out with it, after it.
+      if (this.host.link.online && !this.retrying.has(conversationKey(entry.options))) this.write(entry);
     });
   }
 

@@ -81,7 +81,14 @@ export class Forwarder {
   async forward(dc: string, ups: readonly UpEnvelope[]): Promise<void> {
     const peer = this.deps.peers.get(dc);
     const handed: Promise<void>[] = [];
+    // Once one write could not be handed over, the later ones of the partition are refused too, unsent: stored
+    // before the first one's resend, they would overtake it (the client resends them after it, in order).
+    let refusedFrom: string | undefined;
     for (const up of ups) {
+      if (refusedFrom !== undefined) {
+        handed.push(this.unavailable(up, refusedFrom));
+        continue;
+      }
       if (up.forwardedFrom !== '') {
         handed.push(this.unavailable(up, `this conversation's home is moving (${up.forwardedFrom} sent it here, this datacenter sends it to ${dc}); resend`));
         continue;
@@ -116,6 +123,7 @@ export class Forwarder {
         forwardedFrom: this.options.dc,
       }))).catch((err: unknown) => {
         log.warn({ reason: (err as Error).message, dc }, 'handing a write to its home datacenter failed');
+        refusedFrom = `an earlier write of this conversation could not be handed to its home datacenter (${dc}); resend (it is applied once)`;
         this.pending.get(id)?.resolve(undefined);
       });
     }

@@ -20,7 +20,7 @@ import { isHomed, operationName, operationOf } from '../protocol/operations.js';
 import { PUSH_GROUP, down, type Bus, type Origin, type Service, type Subscription, type UpEnvelope } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
-import { SendersRefusedError, isFencedError, isStoreDataError, isUnavailable, type AppendResult, type DeliveredMark, type MessageDraft, type Store } from '../engines/store.js';
+import { SendersRefusedError, StoreUnavailableError, isFencedError, isStoreDataError, isUnavailable, type AppendResult, type DeliveredMark, type MessageDraft, type Store } from '../engines/store.js';
 import { Pipeline, type ContentFilter, type PipelineOptions } from './pipeline.js';
 import { requireView } from './access.js';
 import { GroupService, groupToWire } from './groups.js';
@@ -244,10 +244,10 @@ export class Logic {
       else away.set(up.partition, [up]);
     }
     if (elsewhere.size === 0) return batch;
-    await Promise.all([
-      ...[...away].map(([partition, ups]) => dcs.forwarder.forward(routes.get(partition)!, ups)),
-      ...held.map((up) => dcs.forwarder.unavailable(up, 'this conversation\'s home is being handed over between datacenters; resend shortly')),
-    ]);
+    // Held (this datacenter is about to serve the home, or hands it over): the batch waits and is handed again, so
+    // its writes keep their order (answering them UNAVAILABLE would let a later one in flight be stored first).
+    if (held.length > 0) throw new StoreUnavailableError('a conversation of this batch has its home moving between datacenters; the batch is handed again');
+    await Promise.all([...away].map(([partition, ups]) => dcs.forwarder.forward(routes.get(partition)!, ups)));
     return batch.filter((up) => !elsewhere.has(up));
   }
 
