@@ -155,6 +155,7 @@ export class Outbox {
     const now = Date.now();
     const generation = this.host.link.generation;
     for (const entry of this.entries.values()) {
+      if (this.retrying.has(conversationKey(entry.options))) continue; // goes out with its conversation's refused send
       if (entry.sentOn !== generation || now - entry.sentAtMs > this.host.resendAfterMs) this.write(entry);
     }
   }
@@ -184,7 +185,8 @@ export class Outbox {
       setTimeout(() => {
         this.retrying.delete(key);
         if (generation !== this.host.link.generation) return; // a new connection writes everything pending anyway
-        let from = false;
+        // From the refused send on (or, were it acked meanwhile, every pending send of the conversation), in order.
+        let from = !this.entries.has(clientMsgId) || this.entries.get(clientMsgId) !== entry;
         for (const e of this.entries.values()) {
           if (e === entry) from = true;
           if (from && conversationKey(e.options) === key) this.write(e);

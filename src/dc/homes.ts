@@ -92,6 +92,17 @@ export class Serving {
 
   /** Merge the records of this datacenter's store and of every peer that answers within a second. */
   async refresh(): Promise<void> {
+    // One at a time: a slower earlier refresh finishing last would put back an older view.
+    if (this.refreshing) return this.refreshing;
+    this.refreshing = this.refreshOnce().finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
+  }
+
+  private refreshing: Promise<void> | undefined;
+
+  private async refreshOnce(): Promise<void> {
     const merged = new Map<string, HomeRecord>();
     const take = (records: Map<string, HomeRecord>) => {
       for (const [dc, r] of records) {

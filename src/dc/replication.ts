@@ -84,9 +84,12 @@ export class ReplicationWaiter {
   }
 
   async stop(): Promise<void> {
-    for (const w of this.waiting) w.done();
+    this.stopped = true;
+    for (const w of this.waiting) w.done(); // ends the wait; a stopped waiter confirms nothing (see expect)
     this.subscriber.disconnect();
   }
+
+  private stopped = false;
 
   /** The peers that must copy a write now: those serving their own homes (the others are gone). */
   private required(): string[] {
@@ -146,10 +149,11 @@ export class ReplicationWaiter {
     return Promise.race([noticed.then(() => 'noticed' as const), late]).then(async (how) => {
       clearTimeout(timer);
       this.waiting.delete(w);
-      if (how === 'noticed') {
+      if (how === 'noticed' && !this.stopped) {
         this.counters.confirmedByNotice++;
         return;
       }
+      if (this.stopped) throw new StoreUnavailableError('stopping before another datacenter confirmed the copy: not acked; the sender resends');
       if (await this.askPeers(messages)) {
         this.counters.confirmedByAsking++;
         return;

@@ -262,6 +262,7 @@ export class Pipeline {
     }));
     if (this.options.delivery === 'committed') {
       const copied = this.options.replication?.expect(results.map((r) => r.message));
+      copied?.catch(() => undefined); // awaited below; a failed publish must not leave it unobserved
       await this.deps.bus.publishCommitted(entries());
       await copied;
       return;
