@@ -286,8 +286,15 @@ function asciiHost(host: string): string {
 
 /** The time all the budgeted regex rules may take over one batch of texts before they are run text by text. */
 export const REGEX_BATCH_BUDGET_MS = 100;
-/** The time they may take over one text: past it, the text is refused by the rule that was running. */
+/** The time they may take over one text: past it REGEX_TEXT_TRIES times in a row, the text is refused by the rule that was running. */
 export const REGEX_TEXT_BUDGET_MS = 20;
+/**
+ * The deadline is wall-clock time: on a busy machine the process can be
+ * descheduled for longer than the budget while running an innocent text. A
+ * text is refused only when every one of these runs is past the budget (a
+ * text that stalls a regex costs this many budgets).
+ */
+export const REGEX_TEXT_TRIES = 3;
 
 /**
  * Runs code under a deadline: V8 stops it (a regex included, mid-match)
@@ -326,7 +333,13 @@ function guardedOutcomes(regexes: readonly CompiledRegex[], texts: readonly stri
   };
   const all = guard.within(REGEX_BATCH_BUDGET_MS, () => texts.map(run));
   if (all) return all;
-  return texts.map((text) => guard.within(REGEX_TEXT_BUDGET_MS, () => run(text)) ?? new Map([[guard.current!, { timedOut: true } as const]]));
+  return texts.map((text) => {
+    for (let i = 0; i < REGEX_TEXT_TRIES; i++) {
+      const out = guard.within(REGEX_TEXT_BUDGET_MS, () => run(text));
+      if (out) return out;
+    }
+    return new Map([[guard.current!, { timedOut: true } as const]]);
+  });
 }
 
 /**
@@ -387,7 +400,7 @@ export class ContentRules {
    * check() of several texts. The regex rules V8's linear-time engine cannot
    * take over run for all of them at once within REGEX_BATCH_BUDGET_MS; past
    * it, text by text within REGEX_TEXT_BUDGET_MS each, and a text that runs a
-   * rule past that is refused by that rule (a text crafted to stall a rule is
+   * rule past that REGEX_TEXT_TRIES times is refused by that rule (a text crafted to stall a rule is
    * no text to let through).
    */
   checkMany(texts: readonly string[]): Verdict[] {

@@ -463,7 +463,8 @@ export class WebhookService {
   start(): void {
     if (this.sub) return;
     if (this.stopping.signal.aborted) this.stopping = new AbortController();
-    this.sub = this.deps.bus.consumeCommitted(WEBHOOK_GROUP, (batch) => this.deliver(batch));
+    // What the sync service copied here from another datacenter was posted by its home's webhooks.
+    this.sub = this.deps.bus.consumeCommitted(WEBHOOK_GROUP, (batch) => this.deliver(batch.filter((c) => !c.replicated)));
   }
 
   /**
