@@ -64,8 +64,17 @@ for (const routing of ['targeted', 'broadcast'] as const) {
         const first = wanted.findIndex((t, i) => texts[i] !== t);
         // On a failure, what is needed to tell where the order broke: the seqs alice was acked
         // with around it (a resend after a refusal? a duplicate?), what her client and the nodes said.
+        // And the order the uplink stream holds alice's sends around it in (the gateway's publishes, resends included):
+        // reversed there, the client or the gateway reordered them; in order there, the consumer did.
+        const streamed = first < 0 ? [] : await redis.xrangeBuffer(`ll:up:${shardOf(`u:${conversation}`, SHARDS)}`, '-', '+').then((entries) => entries
+          .flatMap(([id, fields]) => {
+            // The text is the frame's `m-N` after its length byte (a client_msg_id's `…m-N` follows a letter or digit).
+            const n = fields.map((f) => f.toString('latin1').match(/(?:^|[^a-z0-9])m-(\d+)(?!\d)/)?.[1]).find((x) => x !== undefined);
+            return n !== undefined && Math.abs(Number(n) - (first + 1)) <= 3 ? [`${id.toString()} m-${n}`] : [];
+          }), (err: unknown) => [`unreadable: ${String(err)}`]);
         const around = first < 0 ? '' : [
           `first difference at ${first}: bob got ${JSON.stringify(got.slice(Math.max(0, first - 2), first + 3))}`,
+          `the uplink stream around it: ${streamed.join(', ')}`,
           `alice's acks there: ${JSON.stringify(acks.slice(Math.max(0, first - 2), first + 3))}`,
           `alice's stderr: ${send.errLines.slice(-10).join(' | ')}`,
           `nodes: ${cluster.logs().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-20).join('\n')}`,
