@@ -463,8 +463,7 @@ export class WebhookService {
   start(): void {
     if (this.sub) return;
     if (this.stopping.signal.aborted) this.stopping = new AbortController();
-    // What the sync service copied here from another datacenter was posted by its home's webhooks.
-    this.sub = this.deps.bus.consumeCommitted(WEBHOOK_GROUP, (batch) => this.deliver(batch.filter((c) => !c.replicated)));
+    this.sub = this.deps.bus.consumeCommitted(WEBHOOK_GROUP, (batch) => this.deliver(batch));
   }
 
   /**
