@@ -7,6 +7,7 @@
 // each message it is given by (conversation, seq) in the step that acks it.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { SPLIT } from '../../src/dev/cluster.js';
 import { RedisBus } from '../../src/engines/bus-redis.js';
@@ -127,7 +128,17 @@ describe('split layout: auth, message, group, storage and risk each in its own p
       await until(() => bob.in(ab).length >= before + 10, 15_000, () => `bob got ${bob.in(ab).length - before} of 10`);
       assertExactlyOnceInOrder(bob.in(ab).slice(before), texts('while-group-down', 10), 'bob, group down');
 
-      // Past its lease (1.5 s) and the gateways' next look (≤ 1 s): nobody runs it, so nothing is queued for nobody.
+      // Past its lease (1.5 s, on Redis's clock) and two looks of the gateways in a row (one a second) that found
+      // nobody: nobody runs it, so nothing is queued for nobody.
+      const redis = new Redis(cluster.redis.url);
+      try {
+        await until(async () => {
+          const [secs, micros] = await redis.time();
+          return await redis.zcount('ll:group-nodes', Number(secs) * 1000 + Math.floor(Number(micros) / 1000), '+inf') === 0;
+        }, 15_000, () => 'the group service\'s lease to end');
+      } finally {
+        redis.disconnect();
+      }
       await sleep(3000);
       const asked = Date.now();
       await assert.rejects(alice.client.createGroup('nobody', ['bob']), (err: LonglinkError) => err.code === ErrorCode.UNAVAILABLE && /group service/.test(err.message));
