@@ -7,6 +7,7 @@ import {
   type LonglinkClient, type ChatMessage, type GroupInfo, type HttpOptions, type NodeClientOptions,
 } from '../client/index.js';
 import { exitAfterFlush } from './exit.js';
+import { paced } from './pace.js';
 import { UsageError } from './args.js';
 
 export interface ClientFlags {
@@ -255,9 +256,7 @@ export async function runSend(flags: Record<string, string | undefined>): Promis
     exitAfterFlush(1);
   }, timeoutMs);
   // Without --rate every send is written at once (pipelined); with it, evenly spaced.
-  const startedAt = Date.now();
-  const pace = (k: number) => (rate > 0 ? new Promise((r) => setTimeout(r, startedAt + (k * 1000) / rate - Date.now())) : Promise.resolve());
-  const sends = Array.from({ length: count }, (_, k) => pace(k).then(() => client.send({ ...target, text: count === 1 ? text : `${text}-${k + 1}` })));
+  const sends = paced(count, rate, (k) => client.send({ ...target, text: count === 1 ? text : `${text}-${k + 1}` }));
   let failed = 0;
   for (const p of sends) {
     try {
