@@ -40,7 +40,7 @@ import {
 import {
   PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type ConversationChange, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
-  type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type ShardClaim, type Store, type WriteFence,
+  type MarkChanges, type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type ShardClaim, type Store, type WriteFence,
 } from './store.js';
 
 export interface PostgresStoreOptions {
@@ -188,6 +188,23 @@ const MIGRATIONS: string[] = [
      event TEXT,
      recalled_by TEXT
    );`,
+  // Datacenters: read marks, delivered cursors and revocations stamped when they change here (the others copy them).
+  `ALTER TABLE members ADD COLUMN read_at_ms BIGINT NOT NULL DEFAULT 0;
+   CREATE INDEX members_by_read_change ON members (read_at_ms) WHERE read_at_ms > 0;
+   ALTER TABLE device_cursors ADD COLUMN at_ms BIGINT NOT NULL DEFAULT 0;
+   CREATE INDEX device_cursors_by_change ON device_cursors (at_ms) WHERE at_ms > 0;
+   CREATE TABLE revocations (
+     user_id TEXT COLLATE "C" NOT NULL,
+     device_id TEXT COLLATE "C" NOT NULL,
+     before_ms BIGINT NOT NULL,
+     at_ms BIGINT NOT NULL,
+     PRIMARY KEY (user_id, device_id)
+   );
+   CREATE INDEX revocations_by_change ON revocations (at_ms) WHERE at_ms > 0;
+   CREATE TABLE dc_state (
+     key TEXT COLLATE "C" PRIMARY KEY,
+     value TEXT NOT NULL
+   );`,
 ];
 
 
@@ -248,6 +265,8 @@ interface MemberRow {
 
 const MESSAGE_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event, recalled_by';
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
+/** Now on the database's clock, in ms: what a datacenter's changes are stamped with (one clock however many nodes write). */
+const NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::int8';
 
 // Named statements: each connection parses and plans them once.
 const SQL = {
@@ -307,6 +326,33 @@ const SQL = {
     WHERE h.epoch < excluded.epoch`,
   dcHome: `SELECT served_by, epoch, state, changed_at_ms FROM dc_homes WHERE dc = $1`,
   changedSince: `SELECT id, last_seq, home_dc, last_at_ms FROM conversations WHERE last_at_ms >= $1 ORDER BY last_at_ms, id LIMIT $2`,
+  readsSince: `SELECT conversation_id, user_id, read_seq, read_at_ms FROM members WHERE read_at_ms >= $1 ORDER BY read_at_ms LIMIT $2`,
+  cursorsSince: `SELECT user_id, device_id, conversation_id, delivered_seq, at_ms FROM device_cursors WHERE at_ms >= $1 ORDER BY at_ms LIMIT $2`,
+  revocationsSince: `SELECT user_id, device_id, before_ms, at_ms FROM revocations WHERE at_ms >= $1 ORDER BY at_ms LIMIT $2`,
+  // Copies from another datacenter: forward only, not stamped (at_ms stays as it was here, 0 for a new row).
+  mergeReads: `UPDATE members m SET read_seq = u.seq
+    FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(conversation_id, user_id, seq)
+    WHERE m.conversation_id = u.conversation_id AND m.user_id = u.user_id AND m.read_seq < u.seq
+    RETURNING m.conversation_id, m.user_id, m.read_seq`,
+  mergeCursors: `INSERT INTO device_cursors (user_id, device_id, conversation_id, delivered_seq)
+    SELECT u.user_id, u.device_id, u.conversation_id, u.seq
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS u(user_id, device_id, conversation_id, seq)
+    JOIN conversations c ON c.id = u.conversation_id
+    ORDER BY u.user_id COLLATE "C", u.device_id COLLATE "C", u.conversation_id COLLATE "C"
+    ON CONFLICT (user_id, device_id, conversation_id)
+    DO UPDATE SET delivered_seq = greatest(device_cursors.delivered_seq, excluded.delivered_seq)`,
+  mergeDeliveredMarks: `UPDATE members m SET delivered_seq = u.seq
+    FROM (SELECT conversation_id, user_id, max(seq) AS seq FROM unnest($1::text[], $2::text[], $3::int8[]) AS x(user_id, conversation_id, seq)
+      GROUP BY conversation_id, user_id) u
+    WHERE m.conversation_id = u.conversation_id AND m.user_id = u.user_id AND m.delivered_seq < u.seq`,
+  mergeRevocations: `INSERT INTO revocations (user_id, device_id, before_ms, at_ms)
+    SELECT u.user_id, u.device_id, u.before_ms, 0 FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(user_id, device_id, before_ms)
+    ORDER BY u.user_id COLLATE "C", u.device_id COLLATE "C"
+    ON CONFLICT (user_id, device_id) DO UPDATE SET before_ms = greatest(revocations.before_ms, excluded.before_ms)`,
+  putRevocation: `INSERT INTO revocations (user_id, device_id, before_ms, at_ms) VALUES ($1, $2, $3, ${NOW_MS})
+    ON CONFLICT (user_id, device_id) DO UPDATE SET before_ms = greatest(revocations.before_ms, excluded.before_ms), at_ms = excluded.at_ms`,
+  dcState: `SELECT value FROM dc_state WHERE key = $1`,
+  putDcState: `INSERT INTO dc_state (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
   orphan: `WITH gone AS (DELETE FROM messages WHERE conversation_id = $1 AND seq >= $2 RETURNING ${MESSAGE_COLUMNS})
     INSERT INTO orphaned_messages (orphaned_at_ms, ${MESSAGE_COLUMNS}) SELECT $3, ${MESSAGE_COLUMNS} FROM gone`,
   rewindHead: `UPDATE conversations SET last_seq = least(last_seq, $2) WHERE id = $1`,
@@ -359,16 +405,18 @@ const SQL = {
       ORDER BY y.user_id = $1 LIMIT 1) peer ON true
     LEFT JOIN groups g ON p.kind = 'group' AND g.id = substr(p.id, 3)
     ORDER BY p.at_ms DESC, p.id`,
-  markRead: `UPDATE members SET read_seq = greatest(read_seq, $1) WHERE conversation_id = $2 AND user_id = $3 RETURNING read_seq`,
+  markRead: `UPDATE members SET read_seq = greatest(read_seq, $1), read_at_ms = CASE WHEN $1 > read_seq THEN ${NOW_MS} ELSE read_at_ms END
+    WHERE conversation_id = $2 AND user_id = $3 RETURNING read_seq`,
   // A cursor never passes the conversation's last seq (a bogus ack must not skip future
   // messages) and is not kept for a conversation that does not exist. Rows in key order.
-  advance: `INSERT INTO device_cursors (user_id, device_id, conversation_id, delivered_seq)
-    SELECT u.user_id, u.device_id, u.conversation_id, least(u.seq, c.last_seq)
+  advance: `INSERT INTO device_cursors (user_id, device_id, conversation_id, delivered_seq, at_ms)
+    SELECT u.user_id, u.device_id, u.conversation_id, least(u.seq, c.last_seq), ${NOW_MS}
     FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS u(user_id, device_id, conversation_id, seq)
     JOIN conversations c ON c.id = u.conversation_id
     ORDER BY u.user_id COLLATE "C", u.device_id COLLATE "C", u.conversation_id COLLATE "C"
     ON CONFLICT (user_id, device_id, conversation_id)
-    DO UPDATE SET delivered_seq = greatest(device_cursors.delivered_seq, excluded.delivered_seq)`,
+    DO UPDATE SET delivered_seq = greatest(device_cursors.delivered_seq, excluded.delivered_seq),
+      at_ms = CASE WHEN excluded.delivered_seq > device_cursors.delivered_seq THEN excluded.at_ms ELSE device_cursors.at_ms END`,
   // The 1:1 delivered marks those cursors move (one row per user and conversation, highest seq first
   // in the batch), each saying whether it moved past a message of the other member (\`o\` is the row
   // before the update). (A conversation's acks are handled by the node owning its partition, so two
@@ -594,6 +642,51 @@ export class PostgresStore implements Store {
   async changedSince(sinceMs: number, limit: number): Promise<ConversationChange[]> {
     const rows = await run<{ id: string; last_seq: number; home_dc: string; last_at_ms: number }>(this.pool, 'changedSince', [sinceMs, limit]);
     return rows.map((r) => ({ id: r.id, lastSeq: r.last_seq, homeDc: r.home_dc, lastAtMs: r.last_at_ms }));
+  }
+
+  async marksSince(sinceMs: number, limit: number): Promise<MarkChanges> {
+    const [reads, cursors, revocations] = await Promise.all([
+      run<{ conversation_id: string; user_id: string; read_seq: number; read_at_ms: number }>(this.pool, 'readsSince', [sinceMs, sqlLimit(limit)]),
+      run<{ user_id: string; device_id: string; conversation_id: string; delivered_seq: number; at_ms: number }>(this.pool, 'cursorsSince', [sinceMs, sqlLimit(limit)]),
+      run<{ user_id: string; device_id: string; before_ms: number; at_ms: number }>(this.pool, 'revocationsSince', [sinceMs, sqlLimit(limit)]),
+    ]);
+    return {
+      reads: reads.map((r) => ({ conversationId: r.conversation_id, userId: r.user_id, seq: r.read_seq, atMs: r.read_at_ms })),
+      cursors: cursors.map((r) => ({ userId: r.user_id, deviceId: r.device_id, conversationId: r.conversation_id, seq: r.delivered_seq, atMs: r.at_ms })),
+      revocations: revocations.map((r) => ({ userId: r.user_id, deviceId: r.device_id, beforeMs: r.before_ms, atMs: r.at_ms })),
+    };
+  }
+
+  async mergeMarks(changes: MarkChanges): Promise<MarkChanges['reads']> {
+    return this.transaction(async (client) => {
+      const { reads, cursors, revocations } = changes;
+      const moved = reads.length === 0 ? [] : await run<{ conversation_id: string; user_id: string; read_seq: number }>(client, 'mergeReads', [
+        reads.map((r) => r.conversationId), reads.map((r) => r.userId), reads.map((r) => r.seq),
+      ]);
+      if (cursors.length > 0) {
+        await run(client, 'mergeCursors', [cursors.map((c) => c.userId), cursors.map((c) => c.deviceId), cursors.map((c) => c.conversationId), cursors.map((c) => c.seq)]);
+        const direct = cursors.filter((c) => directMembers(c.conversationId));
+        if (direct.length > 0) {
+          await run(client, 'mergeDeliveredMarks', [direct.map((c) => c.userId), direct.map((c) => c.conversationId), direct.map((c) => c.seq)]);
+        }
+      }
+      if (revocations.length > 0) {
+        await run(client, 'mergeRevocations', [revocations.map((r) => r.userId), revocations.map((r) => r.deviceId), revocations.map((r) => r.beforeMs)]);
+      }
+      return moved.map((r) => ({ conversationId: r.conversation_id, userId: r.user_id, seq: r.read_seq, atMs: 0 }));
+    });
+  }
+
+  async putRevocation(userId: string, deviceId: string, beforeMs: number): Promise<void> {
+    await run(this.pool, 'putRevocation', [userId, deviceId, beforeMs]);
+  }
+
+  async dcState(key: string): Promise<string | undefined> {
+    return (await run<{ value: string }>(this.pool, 'dcState', [key]))[0]?.value;
+  }
+
+  async putDcState(key: string, value: string): Promise<void> {
+    await run(this.pool, 'putDcState', [key, value]);
   }
 
   async orphanFrom(conversationId: string, fromSeq: number, nowMs: number): Promise<number> {

@@ -17,7 +17,7 @@ import {
 } from './store-rows.js';
 import {
   FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
-  type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type ConversationChange, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
+  type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type MarkChanges, type ConversationChange, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store,
 } from './store.js';
 import { log } from '../observability/log.js';
@@ -151,6 +151,23 @@ const MIGRATIONS: string[] = [
      event TEXT,
      recalled_by TEXT
    );`,
+  // Datacenters: read marks, delivered cursors and revocations stamped when they change here (the others copy them).
+  `ALTER TABLE members ADD COLUMN read_at_ms INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX members_by_read_change ON members (read_at_ms) WHERE read_at_ms > 0;
+   ALTER TABLE device_cursors ADD COLUMN at_ms INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX device_cursors_by_change ON device_cursors (at_ms) WHERE at_ms > 0;
+   CREATE TABLE revocations (
+     user_id TEXT NOT NULL,
+     device_id TEXT NOT NULL,
+     before_ms INTEGER NOT NULL,
+     at_ms INTEGER NOT NULL,
+     PRIMARY KEY (user_id, device_id)
+   ) WITHOUT ROWID;
+   CREATE INDEX revocations_by_change ON revocations (at_ms) WHERE at_ms > 0;
+   CREATE TABLE dc_state (
+     key TEXT PRIMARY KEY,
+     value TEXT NOT NULL
+   ) WITHOUT ROWID;`,
 ];
 
 
@@ -323,6 +340,7 @@ export class SqliteStore implements Store {
   private readonly cursorTx: () => void;
   private readonly expireTx: (cutoffMs: number, limit: number) => number;
   private readonly orphanTx: (conversationId: string, fromSeq: number, nowMs: number) => number;
+  private readonly mergeMarksTx: (changes: MarkChanges) => MarkChanges['reads'];
   private readonly replicateTx: (entries: readonly ReplicaEntry[]) => boolean[];
   private readonly riskAuditTx: (entries: readonly RiskAuditDraft[]) => void;
   private readonly firstSeenTx: (userIds: readonly string[], nowMs: number) => { wrote: boolean; out: Map<string, number> };
@@ -429,8 +447,9 @@ export class SqliteStore implements Store {
       readOwn: db.prepare<[number, string, string]>(
         `UPDATE members SET read_seq = max(read_seq, ?), wrote = 1 WHERE conversation_id = ? AND user_id = ?`,
       ),
-      markRead: db.prepare<[number, string, string]>(
-        `UPDATE members SET read_seq = max(read_seq, ?) WHERE conversation_id = ? AND user_id = ?`,
+      markRead: db.prepare<[{ seq: number; now: number; conversation: string; user: string }]>(
+        `UPDATE members SET read_seq = max(read_seq, @seq), read_at_ms = CASE WHEN @seq > read_seq THEN @now ELSE read_at_ms END
+         WHERE conversation_id = @conversation AND user_id = @user`,
       ),
       membersAt: db.prepare<[string, number], { user_id: string }>(
         `SELECT user_id FROM members WHERE conversation_id = ? AND left_seq IS NULL AND joined_seq <= ? ORDER BY user_id`,
@@ -497,11 +516,42 @@ export class SqliteStore implements Store {
          FROM messages WHERE conversation_id = ? AND seq <= ? AND seq >= ? ORDER BY seq DESC LIMIT 1`,
       ),
       // A cursor never passes the conversation's last seq (a bogus ack must not skip future messages).
-      advance: db.prepare<[string, string, string, number, string]>(
-        `INSERT INTO device_cursors (user_id, device_id, conversation_id, delivered_seq)
-         SELECT ?, ?, ?, min(?, last_seq) FROM conversations WHERE id = ?
+      advance: db.prepare<[string, string, string, number, number, string]>(
+        `INSERT INTO device_cursors (user_id, device_id, conversation_id, delivered_seq, at_ms)
+         SELECT ?, ?, ?, min(?, last_seq), ? FROM conversations WHERE id = ?
          ON CONFLICT (user_id, device_id, conversation_id)
-         DO UPDATE SET delivered_seq = max(delivered_seq, excluded.delivered_seq)`,
+         DO UPDATE SET delivered_seq = max(delivered_seq, excluded.delivered_seq),
+           at_ms = CASE WHEN excluded.delivered_seq > delivered_seq THEN excluded.at_ms ELSE at_ms END`,
+      ),
+      readsSince: db.prepare<[number, number], { conversation_id: string; user_id: string; read_seq: number; read_at_ms: number }>(
+        `SELECT conversation_id, user_id, read_seq, read_at_ms FROM members WHERE read_at_ms >= ? AND read_at_ms > 0 ORDER BY read_at_ms LIMIT ?`,
+      ),
+      cursorsSince: db.prepare<[number, number], { user_id: string; device_id: string; conversation_id: string; delivered_seq: number; at_ms: number }>(
+        `SELECT user_id, device_id, conversation_id, delivered_seq, at_ms FROM device_cursors WHERE at_ms >= ? AND at_ms > 0 ORDER BY at_ms LIMIT ?`,
+      ),
+      revocationsSince: db.prepare<[number, number], { user_id: string; device_id: string; before_ms: number; at_ms: number }>(
+        `SELECT user_id, device_id, before_ms, at_ms FROM revocations WHERE at_ms >= ? AND at_ms > 0 ORDER BY at_ms LIMIT ?`,
+      ),
+      // Copies from another datacenter: forward only, not stamped (at_ms stays as it was here, 0 for a new row).
+      mergeRead: db.prepare<[number, string, string, number], { read_seq: number }>(
+        `UPDATE members SET read_seq = ? WHERE conversation_id = ? AND user_id = ? AND read_seq < ? RETURNING read_seq`,
+      ),
+      mergeCursor: db.prepare<[string, string, string, number, string]>(
+        `INSERT INTO device_cursors (user_id, device_id, conversation_id, delivered_seq)
+         SELECT ?, ?, ?, ? FROM conversations WHERE id = ?
+         ON CONFLICT (user_id, device_id, conversation_id) DO UPDATE SET delivered_seq = max(delivered_seq, excluded.delivered_seq)`,
+      ),
+      mergeRevocation: db.prepare<[string, string, number]>(
+        `INSERT INTO revocations (user_id, device_id, before_ms, at_ms) VALUES (?, ?, ?, 0)
+         ON CONFLICT (user_id, device_id) DO UPDATE SET before_ms = max(before_ms, excluded.before_ms)`,
+      ),
+      putRevocation: db.prepare<[string, string, number, number]>(
+        `INSERT INTO revocations (user_id, device_id, before_ms, at_ms) VALUES (?, ?, ?, ?)
+         ON CONFLICT (user_id, device_id) DO UPDATE SET before_ms = max(before_ms, excluded.before_ms), at_ms = excluded.at_ms`,
+      ),
+      dcState: db.prepare<[string], { value: string }>(`SELECT value FROM dc_state WHERE key = ?`),
+      putDcState: db.prepare<[string, string]>(
+        `INSERT INTO dc_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
       ),
       delivered: db.prepare<[string, string], { conversation_id: string; delivered_seq: number }>(
         `SELECT conversation_id, delivered_seq FROM device_cursors WHERE user_id = ? AND device_id = ?`,
@@ -539,7 +589,8 @@ export class SqliteStore implements Store {
       firstSeen: db.prepare<[string], { first_seen_ms: number }>(`SELECT first_seen_ms FROM risk_first_seen WHERE user_id = ?`),
     };
     const writeCursors = () => {
-      for (const u of this.pendingCursors.values()) this.stmts.advance.run(u.userId, u.deviceId, u.conversationId, u.seq, u.conversationId);
+      const now = Date.now();
+      for (const u of this.pendingCursors.values()) this.stmts.advance.run(u.userId, u.deviceId, u.conversationId, u.seq, now, u.conversationId);
       for (const m of this.pendingMarks.values()) this.stmts.advanceMark.run(m.seq, m.conversationId, m.userId);
     };
     // Cursors waiting go first, so they are clamped to the conversations as they were when acked.
@@ -575,6 +626,19 @@ export class SqliteStore implements Store {
       return moved;
     });
     this.replicateTx = db.transaction((entries: readonly ReplicaEntry[]) => entries.map((e) => this.replicateOne(e)));
+    this.mergeMarksTx = db.transaction(({ reads, cursors, revocations }: MarkChanges) => {
+      const moved: MarkChanges['reads'] = [];
+      for (const r of reads) {
+        const row = this.stmts.mergeRead.get(r.seq, r.conversationId, r.userId, r.seq);
+        if (row) moved.push({ conversationId: r.conversationId, userId: r.userId, seq: row.read_seq, atMs: 0 });
+      }
+      for (const c of cursors) {
+        this.stmts.mergeCursor.run(c.userId, c.deviceId, c.conversationId, c.seq, c.conversationId);
+        if (directMembers(c.conversationId)) this.stmts.advanceMark.run(c.seq, c.conversationId, c.userId);
+      }
+      for (const r of revocations) this.stmts.mergeRevocation.run(r.userId, r.deviceId, r.beforeMs);
+      return moved;
+    });
     this.riskAuditTx = db.transaction((entries: readonly RiskAuditDraft[]) => {
       for (const e of entries) this.stmts.insertRiskAudit.run(e.atMs, e.userId, e.rule, e.action, e.detail);
     });
@@ -692,6 +756,37 @@ export class SqliteStore implements Store {
 
   async changedSince(sinceMs: number, limit: number): Promise<ConversationChange[]> {
     return this.stmts.changedSince.all(sinceMs, limit).map((r) => ({ id: r.id, lastSeq: r.last_seq, homeDc: r.home_dc, lastAtMs: r.last_at_ms }));
+  }
+
+  async marksSince(sinceMs: number, limit: number): Promise<MarkChanges> {
+    this.writeCursorsNow();
+    const n = Math.max(0, Math.floor(limit));
+    return this.durable({
+      reads: this.stmts.readsSince.all(sinceMs, n).map((r) => ({ conversationId: r.conversation_id, userId: r.user_id, seq: r.read_seq, atMs: r.read_at_ms })),
+      cursors: this.stmts.cursorsSince.all(sinceMs, n)
+        .map((r) => ({ userId: r.user_id, deviceId: r.device_id, conversationId: r.conversation_id, seq: r.delivered_seq, atMs: r.at_ms })),
+      revocations: this.stmts.revocationsSince.all(sinceMs, n).map((r) => ({ userId: r.user_id, deviceId: r.device_id, beforeMs: r.before_ms, atMs: r.at_ms })),
+    });
+  }
+
+  async mergeMarks(changes: MarkChanges): Promise<MarkChanges['reads']> {
+    const moved = this.mergeMarksTx(changes);
+    await this.flusher?.flush();
+    return moved;
+  }
+
+  async putRevocation(userId: string, deviceId: string, beforeMs: number): Promise<void> {
+    this.stmts.putRevocation.run(userId, deviceId, beforeMs, Date.now());
+    await this.flusher?.flush();
+  }
+
+  async dcState(key: string): Promise<string | undefined> {
+    return this.durable(this.stmts.dcState.get(key)?.value);
+  }
+
+  async putDcState(key: string, value: string): Promise<void> {
+    this.stmts.putDcState.run(key, value);
+    await this.flusher?.flush();
   }
 
   async orphanFrom(conversationId: string, fromSeq: number, nowMs: number): Promise<number> {
@@ -886,7 +981,7 @@ export class SqliteStore implements Store {
   }
 
   async markRead(conversationId: string, userId: string, seq: number): Promise<number> {
-    this.stmts.markRead.run(seq, conversationId, userId);
+    this.stmts.markRead.run({ seq, now: Date.now(), conversation: conversationId, user: userId });
     const readSeq = this.stmts.membership.get(conversationId, userId)?.read_seq ?? 0;
     await this.flusher?.flush();
     return readSeq;

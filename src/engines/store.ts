@@ -348,7 +348,36 @@ export interface ConversationChange {
   lastAtMs: number;
 }
 
+/**
+ * Per-user state another datacenter copies besides messages: read marks,
+ * delivered cursors and token revocations, each stamped with when it last
+ * changed here (by this store's clock; copies merged from elsewhere are not
+ * stamped, so nothing is copied back).
+ */
+export interface MarkChanges {
+  reads: { conversationId: string; userId: string; seq: number; atMs: number }[];
+  cursors: { userId: string; deviceId: string; conversationId: string; seq: number; atMs: number }[];
+  /** Tokens of the user (of one device; '' every device) issued at or before beforeMs are refused. */
+  revocations: { userId: string; deviceId: string; beforeMs: number; atMs: number }[];
+}
+
 export interface DatacenterStore {
+  /**
+   * What changed here at or after sinceMs (read marks, delivered cursors,
+   * revocations), at most `limit` of each kind, oldest change first.
+   */
+  marksSince(sinceMs: number, limit: number): Promise<MarkChanges>;
+  /**
+   * Apply another datacenter's changes: each only moves forward (a read mark
+   * or cursor to the higher seq, a revocation to the later time), for members
+   * and conversations held here; not stamped. Returns the read marks that moved.
+   */
+  mergeMarks(changes: MarkChanges): Promise<MarkChanges['reads']>;
+  /** Record a revocation made here (stamped): the other datacenters copy it. */
+  putRevocation(userId: string, deviceId: string, beforeMs: number): Promise<void>;
+  /** A value this datacenter keeps for itself (the sync service's progress per peer). */
+  dcState(key: string): Promise<string | undefined>;
+  putDcState(key: string, value: string): Promise<void>;
   /** Every record stored (a datacenter without one serves its own homes, epoch 0). */
   dcHomes(): Promise<Map<string, HomeRecord>>;
   /** Store `record` for `dc` if its epoch is higher than the stored one's; returns the record in force. */

@@ -1,7 +1,7 @@
 // A Store that measures the one it wraps: latency of every call and the size
 // of every write batch (longlink_store_*), and at debug level a trace line per
 // stored message (messageTrace fields), so no store implementation changes.
-import type { ConversationChange, ConversationHead, HomeRecord, ReplicaEntry,
+import type { ConversationChange, ConversationHead, HomeRecord, MarkChanges, ReplicaEntry,
   AppendResult, ConversationCursor, ConversationOverview, ConversationState, DeliveredMark, GroupMeta, GroupRecord, Membership, MessageDraft,
   RiskAuditDraft, RiskAuditEntry, RiskRulesRecord, Store,
 } from '../engines/store.js';
@@ -142,6 +142,26 @@ export class InstrumentedStore implements Store {
 
   changedSince(sinceMs: number, limit: number): Promise<ConversationChange[]> {
     return this.timed('changed_since', () => this.inner.changedSince(sinceMs, limit));
+  }
+
+  marksSince(sinceMs: number, limit: number): Promise<MarkChanges> {
+    return this.timed('marks_since', () => this.inner.marksSince(sinceMs, limit));
+  }
+
+  mergeMarks(changes: MarkChanges): Promise<MarkChanges['reads']> {
+    return this.timed('merge_marks', () => this.inner.mergeMarks(changes));
+  }
+
+  putRevocation(userId: string, deviceId: string, beforeMs: number): Promise<void> {
+    return this.timed('put_revocation', () => this.inner.putRevocation(userId, deviceId, beforeMs));
+  }
+
+  dcState(key: string): Promise<string | undefined> {
+    return this.timed('dc_state', () => this.inner.dcState(key));
+  }
+
+  putDcState(key: string, value: string): Promise<void> {
+    return this.timed('put_dc_state', () => this.inner.putDcState(key, value));
   }
 
   orphanFrom(conversationId: string, fromSeq: number, nowMs: number): Promise<number> {

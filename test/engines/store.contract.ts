@@ -824,6 +824,50 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.equal((await store.messageByRequest('alice', 'lost-1')), undefined, 'an orphan is never served');
       });
 
+      test('read marks, delivered cursors and revocations: what changed here since a time, merged forward only elsewhere, never copied back', async () => {
+        const home = await homeStore();
+        const copied = (await home.append([draft(AB, 'alice', 'a1'), draft(AB, 'bob', 'b1'), draft(AB, 'bob', 'b2')])).map((r) => r.message);
+        await store.replicate(copied.map((message) => ({ message, homeDc: 'a' })));
+        const before = Date.now();
+        assert.deepEqual(await home.marksSince(before, 100), { reads: [], cursors: [], revocations: [] }, 'nothing changed yet');
+        await home.markRead(AB, 'alice', 3);
+        await home.markRead(AB, 'alice', 2); // back: no change
+        await home.advanceDelivered([{ userId: 'alice', deviceId: 'phone', conversationId: AB, seq: 3 }]);
+        await home.putRevocation('bob', '', 12_345);
+        await home.putRevocation('bob', '', 100); // earlier: the later stands
+        const changes = await home.marksSince(before, 100);
+        assert.deepEqual(changes.reads.map((r) => [r.conversationId, r.userId, r.seq]), [[AB, 'alice', 3]]);
+        assert.deepEqual(changes.cursors.map((c) => [c.userId, c.deviceId, c.conversationId, c.seq]), [['alice', 'phone', AB, 3]]);
+        assert.deepEqual(changes.revocations.map((r) => [r.userId, r.deviceId, r.beforeMs]), [['bob', '', 12_345]]);
+        for (const c of [...changes.reads, ...changes.cursors, ...changes.revocations]) assert.ok(c.atMs >= before - 5000, 'stamped with the time of the change');
+        assert.deepEqual((await home.marksSince(Date.now() + 60_000, 100)).reads, [], 'nothing after a later time');
+        assert.equal((await home.marksSince(before, 0)).reads.length, 0, 'bounded by limit');
+
+        // Merged elsewhere: forward, and not stamped there (nothing goes back).
+        assert.deepEqual((await store.mergeMarks(changes)).map((r) => [r.conversationId, r.userId, r.seq]), [[AB, 'alice', 3]]);
+        assert.equal((await store.membership(AB, 'alice'))?.readSeq, 3);
+        assert.deepEqual(await store.delivered('alice', 'phone'), new Map([[AB, 3]]));
+        assert.deepEqual(await store.marksSince(before, 100), { reads: [], cursors: [], revocations: [] }, 'a copy is not a change made here');
+        assert.deepEqual(await store.mergeMarks(changes), [], 'merged again: nothing moves');
+        await store.mergeMarks({ reads: [{ conversationId: AB, userId: 'alice', seq: 1, atMs: 0 }], cursors: [{ userId: 'alice', deviceId: 'phone', conversationId: AB, seq: 1, atMs: 0 }], revocations: [] });
+        assert.equal((await store.membership(AB, 'alice'))?.readSeq, 3, 'never back');
+        assert.deepEqual(await store.delivered('alice', 'phone'), new Map([[AB, 3]]), 'never back');
+        // A read mark of a member or conversation not held here is skipped.
+        assert.deepEqual(await store.mergeMarks({ reads: [{ conversationId: AC, userId: 'alice', seq: 5, atMs: 0 }], cursors: [], revocations: [] }), []);
+        // Revocations merge to the later time, not stamped; one made here is.
+        await store.mergeMarks({ reads: [], cursors: [], revocations: [{ userId: 'bob', deviceId: '', beforeMs: 99, atMs: 0 }] });
+        assert.deepEqual(await store.marksSince(before, 100), { reads: [], cursors: [], revocations: [] });
+        await store.putRevocation('carol', 'tab', 777);
+        assert.deepEqual((await store.marksSince(before, 100)).revocations.map((r) => [r.userId, r.deviceId, r.beforeMs]), [['carol', 'tab', 777]]);
+      });
+
+      test('a datacenter\'s own state (the sync service\'s progress): absent, then the last value put', async () => {
+        assert.equal(await store.dcState('marks:b'), undefined);
+        await store.putDcState('marks:b', '100');
+        await store.putDcState('marks:b', '200');
+        assert.equal(await store.dcState('marks:b'), '200');
+      });
+
       test('after a copy, writes here go on from the copied head (the home moved here)', async () => {
         const home = await homeStore();
         const copied = (await home.append([draft(AB, 'alice', 'a1'), draft(AB, 'bob', 'b1')])).map((r) => r.message);
