@@ -5,9 +5,11 @@
 // to every gateway, which kicks its matching connections by their token's
 // issue time (a connection that logged in with a newer token stays), and also
 // marks those still logging in; a login checks the revocations before and
-// after binding its session (gateway.ts login), so none slips between.
+// after binding its session (gateway.ts login), so none slips between. With
+// several datacenters, the others apply it too (their sync services copy it).
 import { ALL_GATEWAYS, down, type Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
+import type { DatacenterStore } from '../engines/store.js';
 
 /** Longest token lifetime the API issues: a revocation older than this has nothing left to refuse. */
 export const MAX_TOKEN_TTL_MS = 90 * 86400 * 1000;
@@ -18,11 +20,13 @@ export interface RevokeResult {
 }
 
 export async function revokeTokens(
-  deps: { sessions: Sessions; bus: Bus },
+  deps: { sessions: Sessions; bus: Bus; store?: Pick<DatacenterStore, 'putRevocation'> },
   userId: string,
   deviceId?: string,
 ): Promise<RevokeResult> {
   const revokedBeforeMs = Date.now();
+  // Kept in the store too: the other datacenters' sync services copy it from there (src/dc/marks.ts).
+  await deps.store?.putRevocation(userId, deviceId ?? '', revokedBeforeMs);
   await deps.sessions.revoke(userId, deviceId, revokedBeforeMs, MAX_TOKEN_TTL_MS);
   await deps.bus.publishDown(ALL_GATEWAYS, down({ case: 'revoke', value: { userId, deviceId: deviceId ?? '', beforeMs: BigInt(revokedBeforeMs) } }));
   return { revokedBeforeMs };

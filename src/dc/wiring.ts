@@ -5,6 +5,7 @@
 import type { ServerConfig } from '../config.js';
 import type { Bus } from '../engines/bus.js';
 import type { Store } from '../engines/store.js';
+import type { Sessions } from '../engines/sessions.js';
 import { RedisBus } from '../engines/bus-redis.js';
 import { PostgresStore } from '../engines/store-postgres.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -13,6 +14,7 @@ import type { DatacenterAdmin } from '../logic/http-api.js';
 import { Homes, Serving } from './homes.js';
 import { Forwarder } from './forward.js';
 import { SyncService, type SyncPeer } from './sync.js';
+import { MarksCopier } from './marks.js';
 import { failback, failover } from './failover.js';
 import { ReplicationWaiter, copiedChannel } from './replication.js';
 import { Redis } from 'ioredis';
@@ -31,7 +33,7 @@ export interface Datacenters {
 /** Undefined for a single datacenter (no LONGLINK_DC_PEERS). */
 export function datacentersFor(
   config: ServerConfig,
-  deps: { bus: Bus; store: Store; metrics: Metrics },
+  deps: { bus: Bus; store: Store; sessions: Sessions; metrics: Metrics },
   runs: { forward: boolean; sync: boolean; push?: boolean },
 ): Datacenters | undefined {
   if (config.dcPeers.length === 0) return undefined;
@@ -75,11 +77,15 @@ export function datacentersFor(
     })
     : undefined;
   const sync = runs.sync ? new SyncService({ dc: config.dc }, { bus: deps.bus, store: deps.store, peers }) : undefined;
+  const marks = runs.sync ? new MarksCopier({
+    store: deps.store, sessions: deps.sessions, bus: deps.bus, peers: config.dcPeers.map((p) => ({ name: p.name, store: peerStores.get(p.name)! })),
+  }) : undefined;
   deps.metrics.watchDatacenters({
     lag: sync ? () => sync.lag() : undefined,
     progress: sync ? () => sync.progress : undefined,
     forwarded: runs.forward ? () => forwarder.counters : undefined,
     replication: replication ? () => replication.counters : undefined,
+    marks: marks ? () => marks.progress : undefined,
   });
   const known = (dc: string) => {
     if (!names.includes(dc)) throw new HttpError('NOT_FOUND', `no datacenter ${dc}; known: ${names.join(', ')}`);
@@ -121,11 +127,13 @@ export function datacentersFor(
       if (runs.forward) forwarder.start();
       void replication?.start();
       sync?.start();
+      marks?.start();
     },
     async stop() {
       serving.stop();
       await replication?.stop();
       await sync?.stop();
+      await marks?.stop();
       for (const r of notifiers.values()) r.disconnect();
       await forwarder.stop();
       await Promise.all([...buses.values()].map((b) => b.close()));

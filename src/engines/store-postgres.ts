@@ -326,9 +326,9 @@ const SQL = {
     WHERE h.epoch < excluded.epoch`,
   dcHome: `SELECT served_by, epoch, state, changed_at_ms FROM dc_homes WHERE dc = $1`,
   changedSince: `SELECT id, last_seq, home_dc, last_at_ms FROM conversations WHERE last_at_ms >= $1 ORDER BY last_at_ms, id LIMIT $2`,
-  readsSince: `SELECT conversation_id, user_id, read_seq, read_at_ms FROM members WHERE read_at_ms >= $1 ORDER BY read_at_ms LIMIT $2`,
-  cursorsSince: `SELECT user_id, device_id, conversation_id, delivered_seq, at_ms FROM device_cursors WHERE at_ms >= $1 ORDER BY at_ms LIMIT $2`,
-  revocationsSince: `SELECT user_id, device_id, before_ms, at_ms FROM revocations WHERE at_ms >= $1 ORDER BY at_ms LIMIT $2`,
+  readsSince: `SELECT conversation_id, user_id, read_seq, read_at_ms FROM members WHERE read_at_ms >= $1 AND read_at_ms <= $3 ORDER BY read_at_ms LIMIT $2`,
+  cursorsSince: `SELECT user_id, device_id, conversation_id, delivered_seq, at_ms FROM device_cursors WHERE at_ms >= $1 AND at_ms <= $3 ORDER BY at_ms LIMIT $2`,
+  revocationsSince: `SELECT user_id, device_id, before_ms, at_ms FROM revocations WHERE at_ms >= $1 AND at_ms <= $3 ORDER BY at_ms LIMIT $2`,
   // Copies from another datacenter: forward only, not stamped (at_ms stays as it was here, 0 for a new row).
   mergeReads: `UPDATE members m SET read_seq = u.seq
     FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(conversation_id, user_id, seq)
@@ -352,6 +352,7 @@ const SQL = {
   putRevocation: `INSERT INTO revocations (user_id, device_id, before_ms, at_ms) VALUES ($1, $2, $3, ${NOW_MS})
     ON CONFLICT (user_id, device_id) DO UPDATE SET before_ms = greatest(revocations.before_ms, excluded.before_ms), at_ms = excluded.at_ms`,
   dcState: `SELECT value FROM dc_state WHERE key = $1`,
+  nowMs: `SELECT ${NOW_MS} AS now`,
   putDcState: `INSERT INTO dc_state (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
   orphan: `WITH gone AS (DELETE FROM messages WHERE conversation_id = $1 AND seq >= $2 RETURNING ${MESSAGE_COLUMNS})
     INSERT INTO orphaned_messages (orphaned_at_ms, ${MESSAGE_COLUMNS}) SELECT $3, ${MESSAGE_COLUMNS} FROM gone`,
@@ -644,13 +645,15 @@ export class PostgresStore implements Store {
     return rows.map((r) => ({ id: r.id, lastSeq: r.last_seq, homeDc: r.home_dc, lastAtMs: r.last_at_ms }));
   }
 
-  async marksSince(sinceMs: number, limit: number): Promise<MarkChanges> {
+  async marksSince(sinceMs: number, limit: number, settleMs = 0): Promise<MarkChanges & { untilMs: number }> {
+    const untilMs = Number((await run<{ now: number }>(this.pool, 'nowMs', []))[0]!.now) - settleMs;
     const [reads, cursors, revocations] = await Promise.all([
-      run<{ conversation_id: string; user_id: string; read_seq: number; read_at_ms: number }>(this.pool, 'readsSince', [sinceMs, sqlLimit(limit)]),
-      run<{ user_id: string; device_id: string; conversation_id: string; delivered_seq: number; at_ms: number }>(this.pool, 'cursorsSince', [sinceMs, sqlLimit(limit)]),
-      run<{ user_id: string; device_id: string; before_ms: number; at_ms: number }>(this.pool, 'revocationsSince', [sinceMs, sqlLimit(limit)]),
+      run<{ conversation_id: string; user_id: string; read_seq: number; read_at_ms: number }>(this.pool, 'readsSince', [sinceMs, sqlLimit(limit), untilMs]),
+      run<{ user_id: string; device_id: string; conversation_id: string; delivered_seq: number; at_ms: number }>(this.pool, 'cursorsSince', [sinceMs, sqlLimit(limit), untilMs]),
+      run<{ user_id: string; device_id: string; before_ms: number; at_ms: number }>(this.pool, 'revocationsSince', [sinceMs, sqlLimit(limit), untilMs]),
     ]);
     return {
+      untilMs,
       reads: reads.map((r) => ({ conversationId: r.conversation_id, userId: r.user_id, seq: r.read_seq, atMs: r.read_at_ms })),
       cursors: cursors.map((r) => ({ userId: r.user_id, deviceId: r.device_id, conversationId: r.conversation_id, seq: r.delivered_seq, atMs: r.at_ms })),
       revocations: revocations.map((r) => ({ userId: r.user_id, deviceId: r.device_id, beforeMs: r.before_ms, atMs: r.at_ms })),

@@ -523,14 +523,14 @@ export class SqliteStore implements Store {
          DO UPDATE SET delivered_seq = max(delivered_seq, excluded.delivered_seq),
            at_ms = CASE WHEN excluded.delivered_seq > delivered_seq THEN excluded.at_ms ELSE at_ms END`,
       ),
-      readsSince: db.prepare<[number, number], { conversation_id: string; user_id: string; read_seq: number; read_at_ms: number }>(
-        `SELECT conversation_id, user_id, read_seq, read_at_ms FROM members WHERE read_at_ms >= ? AND read_at_ms > 0 ORDER BY read_at_ms LIMIT ?`,
+      readsSince: db.prepare<[number, number, number], { conversation_id: string; user_id: string; read_seq: number; read_at_ms: number }>(
+        `SELECT conversation_id, user_id, read_seq, read_at_ms FROM members WHERE read_at_ms >= ? AND read_at_ms > 0 AND read_at_ms <= ? ORDER BY read_at_ms LIMIT ?`,
       ),
-      cursorsSince: db.prepare<[number, number], { user_id: string; device_id: string; conversation_id: string; delivered_seq: number; at_ms: number }>(
-        `SELECT user_id, device_id, conversation_id, delivered_seq, at_ms FROM device_cursors WHERE at_ms >= ? AND at_ms > 0 ORDER BY at_ms LIMIT ?`,
+      cursorsSince: db.prepare<[number, number, number], { user_id: string; device_id: string; conversation_id: string; delivered_seq: number; at_ms: number }>(
+        `SELECT user_id, device_id, conversation_id, delivered_seq, at_ms FROM device_cursors WHERE at_ms >= ? AND at_ms > 0 AND at_ms <= ? ORDER BY at_ms LIMIT ?`,
       ),
-      revocationsSince: db.prepare<[number, number], { user_id: string; device_id: string; before_ms: number; at_ms: number }>(
-        `SELECT user_id, device_id, before_ms, at_ms FROM revocations WHERE at_ms >= ? AND at_ms > 0 ORDER BY at_ms LIMIT ?`,
+      revocationsSince: db.prepare<[number, number, number], { user_id: string; device_id: string; before_ms: number; at_ms: number }>(
+        `SELECT user_id, device_id, before_ms, at_ms FROM revocations WHERE at_ms >= ? AND at_ms > 0 AND at_ms <= ? ORDER BY at_ms LIMIT ?`,
       ),
       // Copies from another datacenter: forward only, not stamped (at_ms stays as it was here, 0 for a new row).
       mergeRead: db.prepare<[number, string, string, number], { read_seq: number }>(
@@ -758,14 +758,16 @@ export class SqliteStore implements Store {
     return this.stmts.changedSince.all(sinceMs, limit).map((r) => ({ id: r.id, lastSeq: r.last_seq, homeDc: r.home_dc, lastAtMs: r.last_at_ms }));
   }
 
-  async marksSince(sinceMs: number, limit: number): Promise<MarkChanges> {
+  async marksSince(sinceMs: number, limit: number, settleMs = 0): Promise<MarkChanges & { untilMs: number }> {
     this.writeCursorsNow();
     const n = Math.max(0, Math.floor(limit));
+    const untilMs = Date.now() - settleMs;
     return this.durable({
-      reads: this.stmts.readsSince.all(sinceMs, n).map((r) => ({ conversationId: r.conversation_id, userId: r.user_id, seq: r.read_seq, atMs: r.read_at_ms })),
-      cursors: this.stmts.cursorsSince.all(sinceMs, n)
+      untilMs,
+      reads: this.stmts.readsSince.all(sinceMs, untilMs, n).map((r) => ({ conversationId: r.conversation_id, userId: r.user_id, seq: r.read_seq, atMs: r.read_at_ms })),
+      cursors: this.stmts.cursorsSince.all(sinceMs, untilMs, n)
         .map((r) => ({ userId: r.user_id, deviceId: r.device_id, conversationId: r.conversation_id, seq: r.delivered_seq, atMs: r.at_ms })),
-      revocations: this.stmts.revocationsSince.all(sinceMs, n).map((r) => ({ userId: r.user_id, deviceId: r.device_id, beforeMs: r.before_ms, atMs: r.at_ms })),
+      revocations: this.stmts.revocationsSince.all(sinceMs, untilMs, n).map((r) => ({ userId: r.user_id, deviceId: r.device_id, beforeMs: r.before_ms, atMs: r.at_ms })),
     });
   }
 

@@ -363,10 +363,13 @@ export interface MarkChanges {
 
 export interface DatacenterStore {
   /**
-   * What changed here at or after sinceMs (read marks, delivered cursors,
-   * revocations), at most `limit` of each kind, oldest change first.
+   * What changed here at or after sinceMs and at or before untilMs (read
+   * marks, delivered cursors, revocations), at most `limit` of each kind,
+   * oldest change first. untilMs is now on this store's clock less settleMs
+   * (a change stamped before that has committed: what a later call returns
+   * from untilMs on is everything else).
    */
-  marksSince(sinceMs: number, limit: number): Promise<MarkChanges>;
+  marksSince(sinceMs: number, limit: number, settleMs?: number): Promise<MarkChanges & { untilMs: number }>;
   /**
    * Apply another datacenter's changes: each only moves forward (a read mark
    * or cursor to the higher seq, a revocation to the later time), for members

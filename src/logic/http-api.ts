@@ -13,6 +13,7 @@ import type { BusRequester } from './bus-requests.js';
 import { checkSend } from './pipeline.js';
 import { DEFAULTS } from '../config.js';
 import type { Sessions } from '../engines/sessions.js';
+import type { DatacenterStore } from '../engines/store.js';
 import { revokeTokens } from '../auth/revocation.js';
 import { encodeFrame, makeFrame } from '../protocol/index.js';
 import { log as rootLog } from '../observability/log.js';
@@ -46,6 +47,8 @@ export interface HttpApiDeps {
   requests: BusRequester;
   /** For revocations (POST /api/v1/revoke). */
   sessions: Sessions;
+  /** Where revocations are kept for the other datacenters to copy. @default not kept */
+  store?: Pick<DatacenterStore, 'putRevocation'>;
   /** The risk rules and audit trail (/api/v1/risk/...); absent: those routes answer NOT_FOUND. */
   risk?: RiskControl;
   /** The other datacenters' registries (discovery falls back to their gateways, and lists their APIs). */

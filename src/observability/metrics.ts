@@ -290,9 +290,28 @@ export class Metrics {
     progress?: () => ReadonlyMap<string, { applied: number; filled: number; lagSeconds: number }>;
     forwarded?: () => { forwarded: number; timedOut: number };
     replication?: () => { confirmedByNotice: number; confirmedByAsking: number; unreplicated: number; failed: number };
+    marks?: () => ReadonlyMap<string, { merged: number; upToMs: number }>;
   }): void {
     const r = this.registry;
-    const { lag, progress, forwarded, replication } = read;
+    const { lag, progress, forwarded, replication, marks } = read;
+    if (marks) {
+      new Counter({
+        name: 'longlink_dc_marks_copied_total', help: 'Read marks, delivered cursors and revocations copied here from a peer datacenter',
+        labelNames: ['peer'], registers: [r],
+        collect() {
+          this.reset();
+          for (const [peer, p] of marks()) this.inc({ peer }, p.merged);
+        },
+      });
+      new Gauge({
+        name: 'longlink_dc_marks_behind_seconds', help: "How far behind now the peer's marks are copied up to (its clock against this one's; absent before the first copy)",
+        labelNames: ['peer'], registers: [r],
+        collect() {
+          this.reset();
+          for (const [peer, p] of marks()) if (p.upToMs > 0) this.set({ peer }, Math.max(0, (Date.now() - p.upToMs) / 1000));
+        },
+      });
+    }
     if (replication) {
       new Counter({
         name: 'longlink_dc_replicated_acks_total',

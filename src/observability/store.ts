@@ -144,8 +144,8 @@ export class InstrumentedStore implements Store {
     return this.timed('changed_since', () => this.inner.changedSince(sinceMs, limit));
   }
 
-  marksSince(sinceMs: number, limit: number): Promise<MarkChanges> {
-    return this.timed('marks_since', () => this.inner.marksSince(sinceMs, limit));
+  marksSince(sinceMs: number, limit: number, settleMs?: number): Promise<MarkChanges & { untilMs: number }> {
+    return this.timed('marks_since', () => this.inner.marksSince(sinceMs, limit, settleMs));
   }
 
   mergeMarks(changes: MarkChanges): Promise<MarkChanges['reads']> {

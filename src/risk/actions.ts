@@ -13,7 +13,7 @@
 import { SYSTEM_USER, groupIdOf, isGroupConversation, type FrameBodyInit } from '../protocol/index.js';
 import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
-import type { RiskAuditDraft, RiskStore } from '../engines/store.js';
+import type { DatacenterStore, RiskAuditDraft, RiskStore } from '../engines/store.js';
 import type { BusRequester } from '../logic/bus-requests.js';
 import type { RiskMetrics } from '../observability/metrics.js';
 import { revokeTokens } from '../auth/revocation.js';
@@ -31,7 +31,7 @@ const MAX_RECALLS = 100;
 const RECALLS_IN_FLIGHT = 8;
 
 export class RiskActions {
-  constructor(private readonly deps: { requests: BusRequester; sessions: Sessions; bus: Bus; store: RiskStore; windows: Windows; metrics?: RiskMetrics }) {}
+  constructor(private readonly deps: { requests: BusRequester; sessions: Sessions; bus: Bus; store: RiskStore & Pick<DatacenterStore, 'putRevocation'>; windows: Windows; metrics?: RiskMetrics }) {}
 
   /**
    * Act on the trips of one batch; their audit entries are written in one

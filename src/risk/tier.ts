@@ -5,7 +5,7 @@
 // spam scoring with its actions and the after-* webhooks.
 import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
-import type { RiskStore } from '../engines/store.js';
+import type { DatacenterStore, RiskStore } from '../engines/store.js';
 import type { RiskMetrics } from '../observability/metrics.js';
 import { BusRequester } from '../logic/bus-requests.js';
 import { RiskService } from '../logic/risk.js';
@@ -37,7 +37,7 @@ export interface RiskTier {
   stop(): Promise<void>;
 }
 
-export function riskTier(options: RiskTierOptions, deps: { bus: Bus; sessions: Sessions; store: RiskStore; metrics: RiskMetrics }): RiskTier {
+export function riskTier(options: RiskTierOptions, deps: { bus: Bus; sessions: Sessions; store: RiskStore & Pick<DatacenterStore, 'putRevocation'>; metrics: RiskMetrics }): RiskTier {
   const control = new RiskControl({ maxTextBytes: options.maxTextBytes }, { store: deps.store, metrics: deps.metrics });
   const windows = options.risk ? (options.windows?.() ?? undefined) : undefined;
   // Its actions wait less than the API's requests: a trip's recalls must not hold the risk group for long while logic is away.

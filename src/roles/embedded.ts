@@ -94,7 +94,7 @@ async function startLocked(config: ServerConfig, options: EmbeddedOptions, lock:
   const requests = new BusRequester(bus, `${config.nodeId}.api`);
   const api = new HttpApi({
     nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes, devLogin: devLoginEnabled(config),
-  }, { tokens, registry, bus, requests, sessions, risk: risk.control });
+  }, { tokens, registry, bus, requests, sessions, store, risk: risk.control });
   const web = staticFiles(options.webRoot ?? defaultWebRoot());
 
   let listening;

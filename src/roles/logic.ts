@@ -139,7 +139,7 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
     windows: () => new RedisWindows({ url: redisUrl }, config.redisPrefix),
   }, { bus, sessions, store, metrics: obs.metrics.risk });
   const risk = riskControl.service;
-  const datacenters = datacentersFor(config, { bus, store, metrics: obs.metrics }, {
+  const datacenters = datacentersFor(config, { bus, store, sessions, metrics: obs.metrics }, {
     forward: plan.up.includes('message') || plan.up.includes('group'), sync: plan.sync, push: plan.committed.includes(PUSH_GROUP),
   });
   const logic = new Logic({
@@ -156,7 +156,7 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   const api = requests ? new HttpApi({
     nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes, dc: config.dc,
   }, {
-    tokens, registry, bus, requests, sessions, risk: riskControl.control, peerRegistries, datacenters: datacenters?.admin,
+    tokens, registry, bus, requests, sessions, store, risk: riskControl.control, peerRegistries, datacenters: datacenters?.admin,
   }) : undefined;
   // Retention runs on every storage process: PostgreSQL lets one batch run at a time (a try-lock), the others find nothing to do.
   const retention = plan.retention ? retentionFor(config, store) : undefined;

@@ -165,6 +165,41 @@ describe('two datacenters', { timeout: 600_000 }, () => {
     }
   });
 
+  test('read marks, delivered cursors and revocations made in one datacenter reach the other: receipts pushed there, its store updated, the revoked user kicked there', T, async () => {
+    const rita = await online('a', 'rita');
+    const rob = await online('b', 'rob');
+    const conversation = directConversationId('rita', 'rob');
+    await sendAll(rob, { to: 'rita' }, texts('rob-says', 3));
+    await until(() => rita.in(conversation).length >= 3, 30_000, () => `rita got ${rita.in(conversation).length}\n${logs()}`);
+    await converged(conversation, 3);
+    const receipts: { userId: string; seq: number }[] = [];
+    rob.client.on('receipt', (r) => {
+      if (r.conversationId === conversation) receipts.push({ userId: r.userId, seq: r.seq });
+    });
+    // Rita reads in a: rob, connected in b, is told by b; b's store holds her mark.
+    await within(rita.client.markRead(conversation, 0), 30_000, logs);
+    await until(() => receipts.some((r) => r.userId === 'rita' && r.seq === 3), 30_000, () => `rob's receipts: ${JSON.stringify(receipts)}\n${logs()}`);
+    const readIn = async (dc: string) => (await dbs.get(dc)!.query<{ read_seq: string }>(
+      `SELECT read_seq FROM members WHERE conversation_id = $1 AND user_id = 'rita'`, [conversation])).rows[0]?.read_seq;
+    assert.equal(Number(await readIn('b')), 3);
+    // Rita's device acked the pushes in a: its delivered cursor is held in b too.
+    const cursorIn = async (dc: string) => (await dbs.get(dc)!.query<{ delivered_seq: string }>(
+      `SELECT delivered_seq FROM device_cursors WHERE user_id = 'rita' AND device_id = 'd1' AND conversation_id = $1`, [conversation])).rows[0]?.delivered_seq;
+    let cursor: string | undefined;
+    await until(async () => Number(cursor = await cursorIn('b')) === 3, 30_000, () => `rita's cursor in b: ${cursor}\n${logs()}`);
+
+    // Rob's tokens revoked through a's API: his connection in b is kicked, and his old token refused there.
+    const kicked = new Promise<string>((resolve) => rob.client.on('kick', (err) => resolve(err.message)));
+    const a = dcs.dc('a').cluster;
+    const res = await fetch(`${a.apiUrl()}/api/v1/revoke`, {
+      method: 'POST', headers: { authorization: `Bearer ${a.adminKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ user_id: 'rob' }),
+    });
+    assert.equal(res.status, 200, await res.text());
+    await within(kicked, 30_000, () => `rob kicked in b\n${logs()}`);
+    const { rows: revoked } = await dbs.get('b')!.query<{ before_ms: string }>(`SELECT before_ms FROM revocations WHERE user_id = 'rob' AND device_id = ''`);
+    assert.equal(revoked.length, 1, 'b holds the revocation');
+  });
+
   test('the sync service SIGKILLed and restarted: the other datacenter ends with no duplicate and no gap', T, async () => {
     const sender = await online('a', 'kate');
     const reader = await online('b', 'kim');

@@ -11,7 +11,7 @@
 // every store it opened after each test.
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { UNREAD_COUNT_MAX, type AppendResult, type MessageDraft, type RiskAuditDraft, type Store } from '../../src/engines/store.js';
+import { UNREAD_COUNT_MAX, type AppendResult, type MarkChanges, type MessageDraft, type RiskAuditDraft, type Store } from '../../src/engines/store.js';
 import { directConversationId, directMembers, type ChatMessage } from '../../src/protocol/index.js';
 
 export interface StoreFactory {
@@ -824,12 +824,14 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.equal((await store.messageByRequest('alice', 'lost-1')), undefined, 'an orphan is never served');
       });
 
+      const NONE = { reads: [], cursors: [], revocations: [] };
+      const kinds = (c: MarkChanges) => ({ reads: c.reads, cursors: c.cursors, revocations: c.revocations });
       test('read marks, delivered cursors and revocations: what changed here since a time, merged forward only elsewhere, never copied back', async () => {
         const home = await homeStore();
         const copied = (await home.append([draft(AB, 'alice', 'a1'), draft(AB, 'bob', 'b1'), draft(AB, 'bob', 'b2')])).map((r) => r.message);
         await store.replicate(copied.map((message) => ({ message, homeDc: 'a' })));
         const before = Date.now();
-        assert.deepEqual(await home.marksSince(before, 100), { reads: [], cursors: [], revocations: [] }, 'nothing changed yet');
+        assert.deepEqual(kinds(await home.marksSince(before, 100)), NONE, 'nothing changed yet');
         await home.markRead(AB, 'alice', 3);
         await home.markRead(AB, 'alice', 2); // back: no change
         await home.advanceDelivered([{ userId: 'alice', deviceId: 'phone', conversationId: AB, seq: 3 }]);
@@ -842,12 +844,15 @@ export function storeContract(name: string, factory: StoreFactory): void {
         for (const c of [...changes.reads, ...changes.cursors, ...changes.revocations]) assert.ok(c.atMs >= before - 5000, 'stamped with the time of the change');
         assert.deepEqual((await home.marksSince(Date.now() + 60_000, 100)).reads, [], 'nothing after a later time');
         assert.equal((await home.marksSince(before, 0)).reads.length, 0, 'bounded by limit');
+        const settled = await home.marksSince(before, 100, 60_000);
+        assert.deepEqual(kinds(settled), NONE, 'none settled a minute ago');
+        assert.ok(Math.abs(settled.untilMs - (Date.now() - 60_000)) < 5000, 'until: now less the settling time, on the store\'s clock');
 
         // Merged elsewhere: forward, and not stamped there (nothing goes back).
         assert.deepEqual((await store.mergeMarks(changes)).map((r) => [r.conversationId, r.userId, r.seq]), [[AB, 'alice', 3]]);
         assert.equal((await store.membership(AB, 'alice'))?.readSeq, 3);
         assert.deepEqual(await store.delivered('alice', 'phone'), new Map([[AB, 3]]));
-        assert.deepEqual(await store.marksSince(before, 100), { reads: [], cursors: [], revocations: [] }, 'a copy is not a change made here');
+        assert.deepEqual(kinds(await store.marksSince(before, 100)), NONE, 'a copy is not a change made here');
         assert.deepEqual(await store.mergeMarks(changes), [], 'merged again: nothing moves');
         await store.mergeMarks({ reads: [{ conversationId: AB, userId: 'alice', seq: 1, atMs: 0 }], cursors: [{ userId: 'alice', deviceId: 'phone', conversationId: AB, seq: 1, atMs: 0 }], revocations: [] });
         assert.equal((await store.membership(AB, 'alice'))?.readSeq, 3, 'never back');
@@ -856,7 +861,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.deepEqual(await store.mergeMarks({ reads: [{ conversationId: AC, userId: 'alice', seq: 5, atMs: 0 }], cursors: [], revocations: [] }), []);
         // Revocations merge to the later time, not stamped; one made here is.
         await store.mergeMarks({ reads: [], cursors: [], revocations: [{ userId: 'bob', deviceId: '', beforeMs: 99, atMs: 0 }] });
-        assert.deepEqual(await store.marksSince(before, 100), { reads: [], cursors: [], revocations: [] });
+        assert.deepEqual(kinds(await store.marksSince(before, 100)), NONE);
         await store.putRevocation('carol', 'tab', 777);
         assert.deepEqual((await store.marksSince(before, 100)).revocations.map((r) => [r.userId, r.deviceId, r.beforeMs]), [['carol', 'tab', 777]]);
       });
