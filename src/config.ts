@@ -88,6 +88,15 @@ export interface ServerConfig {
    * (src/dc/replication.ts). @default 'local'
    */
   dcAck: 'local' | 'replicated';
+  /**
+   * A Redis outside every datacenter holding which one serves each one's homes
+   * (LONGLINK_DC_WITNESS): with it, a datacenter unheard for
+   * dcFailoverAfterMs is failed over by the others on their own
+   * (src/dc/witness.ts); without it, only by `longlink dc failover`.
+   */
+  dcWitnessUrl: string | undefined;
+  /** LONGLINK_DC_FAILOVER_AFTER_MS: a datacenter's lease at the witness, and how long it is unheard before it is failed over. @default 10000 */
+  dcFailoverAfterMs: number;
   host: string;
   httpPort: number;
   tcpPort: number;
@@ -348,6 +357,19 @@ function dcName(raw: string, what: string): string {
   return raw;
 }
 
+/** A redis:// URL, or undefined when not given. */
+function redisUrlOf(raw: string | undefined, name: string): string | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} is not a URL`);
+  }
+  if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') throw new ConfigError(`${name} must be a redis:// URL, got ${parsed.protocol}`);
+  return raw;
+}
+
 /** LONGLINK_DC_PEERS: whitespace-separated name=url tokens; each peer needs a redis:// and a postgres:// URL. */
 function dcPeers(raw: string | undefined, self: string): DcPeer[] {
   const peers = new Map<string, Partial<DcPeer>>();
@@ -421,6 +443,8 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     dc,
     dcPeers: dcPeers(pick(flags, env, 'dc-peers'), dc),
     dcAck,
+    dcWitnessUrl: redisUrlOf(pick(flags, env, 'dc-witness'), 'LONGLINK_DC_WITNESS'),
+    dcFailoverAfterMs: int(flags, env, 'dc-failover-after-ms', 10_000, 3000, 3_600_000),
     host: pick(flags, env, 'host') ?? DEFAULTS.host,
     httpPort: int(flags, env, 'http-port', DEFAULTS.httpPort, 0, 65535),
     tcpPort: int(flags, env, 'tcp-port', DEFAULTS.tcpPort, 0, 65535),

@@ -32,6 +32,8 @@ export interface DcVerdict {
   recoveryMs?: number;
   /** dc-loss: what the hand-back reported (messages of a set aside as orphans, copied back). */
   failback?: { orphaned: number; copied: number; conversations: number };
+  /** link-cut: datacenters whose homes another one took over during the cut (none: a cut is not a loss). */
+  homesMoved?: string[];
   notes: string[];
 }
 
@@ -280,7 +282,17 @@ export async function linkCut(dcs: Datacenters, ack: DcVerdict['ack'], cutMs: nu
     await Promise.all(setup.pairs.map((p) => p.stream.stop()));
     await settle(dcs, setup.pairs, 60_000);
     const diffs = await storeDiffs(dcs, [...new Set(setup.pairs.map((p) => p.conversationId))]);
-    return verdictOf(`link-cut-${Math.round(cutMs / 1000)}s`, ack, setup, diffs);
+    const verdict = verdictOf(`link-cut-${Math.round(cutMs / 1000)}s`, ack, setup, diffs);
+    // Each side still serves its own homes: with a witness, the other saw their leases renewed all along.
+    verdict.homesMoved = [];
+    for (const d of dcs.dcs) {
+      const status = await (await fetch(`${d.cluster.apiUrl()}/api/v1/dc`, { headers: { authorization: `Bearer ${dcs.adminKey}` } })).json() as
+        { homes: Record<string, { served_by: string }> };
+      for (const [home, r] of Object.entries(status.homes)) {
+        if (r.served_by !== home && !verdict.homesMoved.includes(home)) verdict.homesMoved.push(home);
+      }
+    }
+    return verdict;
   } finally {
     await setup.crowd.close();
   }
@@ -302,7 +314,12 @@ async function admin(dcs: Datacenters, api: string, path: string, body: unknown)
  * a's homes over to b; a's clients reconnect to b by themselves and go on;
  * later a is started again, catches up, and takes its homes back.
  */
-export async function dcLoss(dcs: Datacenters, ack: DcVerdict['ack'], log: (line: string) => void = () => undefined): Promise<DcVerdict> {
+/**
+ * All of datacenter a killed under load. `failover`: `operator` fails a over
+ * to b by command a second later; `witness`, b takes a's homes over on its
+ * own once a's lease at the witness ran out (the datacenters need one).
+ */
+export async function dcLoss(dcs: Datacenters, ack: DcVerdict['ack'], log: (line: string) => void = () => undefined, failover: 'operator' | 'witness' = 'operator'): Promise<DcVerdict> {
   const setup = await chatters(dcs, `loss${ack[0]}`, 50);
   const a = dcs.dc('a').cluster;
   const b = dcs.dc('b').cluster;
@@ -314,9 +331,13 @@ export async function dcLoss(dcs: Datacenters, ack: DcVerdict['ack'], log: (line
     await Promise.all(a.nodes.filter((n) => n.running).map((n) => a.kill(n.name, 'SIGKILL')));
     await a.redis.kill();
     await a.postgres.kill();
-    await sleep(1000);
-    log('failing a\'s homes over to b');
-    await admin(dcs, b.apiUrl(), '/api/v1/dc/failover', { dc: 'a' });
+    if (failover === 'operator') {
+      await sleep(1000);
+      log('failing a\'s homes over to b');
+      await admin(dcs, b.apiUrl(), '/api/v1/dc/failover', { dc: 'a' });
+    } else {
+      log('waiting for b to take a\'s homes over on its own (a\'s lease at the witness runs out)');
+    }
     // a's clients, on b now, go on for a while.
     const fromA = setup.pairs.filter((p) => p.stream.from.dc === 'a').map((p) => p.stream);
     const deadline = Date.now() + 60_000;
@@ -325,7 +346,7 @@ export async function dcLoss(dcs: Datacenters, ack: DcVerdict['ack'], log: (line
     await sleep(4000);
     await Promise.all(setup.pairs.map((p) => p.stream.stop()));
     await settle(dcs, setup.pairs, 30_000, false); // a's store is down
-    const verdict = verdictOf('dc-loss', ack, setup, { diffs: 0, detail: [] });
+    const verdict = verdictOf(failover === 'witness' ? 'dc-loss-auto' : 'dc-loss', ack, setup, { diffs: 0, detail: [] });
     verdict.recoveryMs = recoveryMs;
     // The loss window: from the first lost message's ack to the kill.
     const lostAcks = setup.pairs.flatMap((p) => p.stream.acks.filter((x) => p.receivers.some((r) => ledger(p.stream, r, p.conversationId).lost.includes(x.text))));

@@ -39,13 +39,17 @@ function servicesOf(flags: Record<string, string | undefined>): NonNullable<Clus
 
 export async function runCluster(flags: Record<string, string | undefined>): Promise<void> {
   if (flags.dcs !== undefined) return runDatacenters(flags);
-  if (flags.status !== undefined || flags['delay-ms'] !== undefined) throw new UsageError('--status and --delay-ms go with --dcs');
+  if (flags.status !== undefined || flags['delay-ms'] !== undefined || flags['failover-after-ms'] !== undefined) {
+    throw new UsageError('--status, --delay-ms and --failover-after-ms go with --dcs');
+  }
   const gateways = count(flags.gateways, 'gateways', 2);
   const services = servicesOf(flags);
   const split = Object.keys(services).length > 0;
   const logic = split ? 0 : count(flags.logic, 'logic', 2);
   const routing = flags.routing ?? 'targeted';
   if (routing !== 'targeted' && routing !== 'broadcast') throw new UsageError('--routing must be targeted or broadcast');
+  const failoverAfterMs = flags['failover-after-ms'] === undefined ? 10_000 : Number(flags['failover-after-ms']);
+  if (!Number.isInteger(failoverAfterMs) || failoverAfterMs < 3000) throw new UsageError('--failover-after-ms must be an integer ≥ 3000');
   const basePort = flags['base-port'] === undefined ? 7000 : Number(flags['base-port']);
   if (basePort !== 0 && (!Number.isInteger(basePort) || basePort < 1024 || basePort > 65000)) {
     throw new UsageError('--base-port must be in 1024..65000, or 0 for any free ports');
@@ -127,6 +131,8 @@ async function runDatacenters(flags: Record<string, string | undefined>): Promis
   const logic = count(flags.logic, 'logic', 1);
   const delayMs = flags['delay-ms'] === undefined ? 20 : Number(flags['delay-ms']);
   if (!Number.isInteger(delayMs) || delayMs < 0 || delayMs > 1000) throw new UsageError('--delay-ms must be an integer in 0..1000');
+  const failoverAfterMs = flags['failover-after-ms'] === undefined ? 10_000 : Number(flags['failover-after-ms']);
+  if (!Number.isInteger(failoverAfterMs) || failoverAfterMs < 3000) throw new UsageError('--failover-after-ms must be an integer ≥ 3000');
   const basePort = flags['base-port'] === undefined ? 7000 : Number(flags['base-port']);
   if (basePort !== 0 && (!Number.isInteger(basePort) || basePort < 1024 || basePort > 60000)) {
     throw new UsageError('--base-port must be in 1024..60000, or 0 for any free ports');
@@ -134,9 +140,10 @@ async function runDatacenters(flags: Record<string, string | undefined>): Promis
   const statusFile = flags.status === undefined ? undefined : resolve(flags.status);
   for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
   const names = ['a', 'b', 'c', 'd'].slice(0, n);
-  console.log(`starting ${n} datacenters (${names.join(', ')}), each: Redis, PostgreSQL, ${logic} logic, 1 sync and ${gateways} gateway processes; ${delayMs} ms each way between them…`);
+  console.log(`starting ${n} datacenters (${names.join(', ')}), each: Redis, PostgreSQL, ${logic} logic, 1 sync and ${gateways} gateway processes; ${delayMs} ms each way between them; a witness Redis…`);
   const starting = startDatacenters({
     names, delayMs, gateways, logic, services: { sync: 1 }, routing: 'targeted', basePort: basePort === 0 ? undefined : basePort,
+    witness: true, env: { LONGLINK_DC_FAILOVER_AFTER_MS: String(failoverAfterMs) },
   });
   let stopping = false;
   const stop = (d: Datacenters) => {
@@ -159,6 +166,9 @@ async function runDatacenters(flags: Record<string, string | undefined>): Promis
   if (stopping) return;
   const status = {
     delay_ms: delayMs,
+    witness_url: dcs.witness?.url ?? null,
+    witness_pid: dcs.witness?.pid ?? null,
+    failover_after_ms: failoverAfterMs,
     admin_key_env: 'LONGLINK_ADMIN_KEY',
     supervisor_pid: process.pid,
     datacenters: dcs.dcs.map(({ name, cluster }) => ({
@@ -182,6 +192,7 @@ async function runDatacenters(flags: Record<string, string | undefined>): Promis
     for (const g of d.gateways) console.log(`     ${g.name.padEnd(8)} ${g.tcp_url}  ${g.ws_url}`);
     console.log(`     redis ${d.redis_url}  postgres ${d.postgres_url}`);
   }
+  console.log(`  witness ${status.witness_url}: a datacenter unheard for ${failoverAfterMs / 1000} s is failed over by the others (failback: npx longlink dc failback NAME)`);
   if (statusFile) console.log(`  status     ${statusFile}`);
   console.log('');
   console.log(`try it (in another terminal, in ${PACKAGE_ROOT}):`);

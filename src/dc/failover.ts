@@ -18,7 +18,8 @@
 //   `serving` and a serves its homes again.
 import type { DatacenterStore, HomeRecord, MessageStore, ReplicaStore } from '../engines/store.js';
 import type { ChatMessage } from '../protocol/index.js';
-import { directHome, REFRESH_MS } from './homes.js';
+import { directHome, REFRESH_MS, type Serving } from './homes.js';
+import type { Witness } from './witness.js';
 import { log as rootLog } from '../observability/log.js';
 import { within } from './within.js';
 
@@ -178,4 +179,59 @@ async function catchUp(target: DcStore, source: DcStore, conversationId: string,
     head = page.at(-1)!.seq;
   }
   return { copied, orphaned };
+}
+
+/**
+ * Failover on a timeout (with a witness, src/dc/witness.ts): run by each
+ * datacenter's sync service. A peer not heard for `afterMs` whose lease at
+ * the witness has expired (nobody renews it: the peer is gone, or cut off
+ * from the witness and from here alike) has its homes taken over by this
+ * datacenter: the lease first (one taker), then the record. Failback is
+ * the operator's, once the peer is back.
+ */
+export class AutoFailover {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private readonly startedAt = Date.now();
+  /** Takeovers done by this process. */
+  taken = 0;
+
+  constructor(
+    private readonly deps: FailoverDeps & {
+      serving: Pick<Serving, 'heardFrom' | 'recordOf'>;
+      witness: Pick<Witness, 'holder' | 'take'>;
+    },
+    private readonly options: { afterMs: number; checkMs?: number },
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      this.running ??= this.check().catch((err: unknown) => {
+        log.warn({ reason: (err as Error).message }, 'automatic failover check failed; tried again');
+      }).finally(() => {
+        this.running = undefined;
+      });
+    }, this.options.checkMs ?? 1000);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+  }
+
+  private async check(): Promise<void> {
+    const now = Date.now();
+    if (now - this.startedAt < this.options.afterMs) return; // not long enough up to tell a peer gone from one not heard yet
+    for (const peer of this.deps.peers.keys()) {
+      if (this.deps.serving.recordOf(peer).servedBy !== peer) continue; // served elsewhere already
+      const heard = this.deps.serving.heardFrom(peer) ?? this.startedAt;
+      if (now - heard < this.options.afterMs) continue;
+      if ((await this.deps.witness.holder(peer)) !== undefined) continue; // its lease is renewed: alive, only cut off from here
+      if (!(await this.deps.witness.take(peer, this.deps.dc))) continue; // another datacenter took it first
+      log.warn({ peer, unheardMs: now - heard }, 'a datacenter unheard past its lease: taking its homes over');
+      await failover(this.deps, peer, this.deps.dc);
+      this.taken++;
+    }
+  }
 }

@@ -25,6 +25,7 @@ import { directMembers } from '../protocol/ids.js';
 import type { DatacenterStore, HomeRecord, ReplicaStore } from '../engines/store.js';
 import { log as rootLog } from '../observability/log.js';
 import { within } from './within.js';
+import { TAKEOVER_GRACE_MS, type Witness } from './witness.js';
 
 const log = rootLog.child({ component: 'dc-homes' });
 
@@ -61,21 +62,27 @@ export type Route = string | 'hold';
 
 export const REFRESH_MS = 500;
 export const STARTUP_HOLD_MS = 15_000;
+/** With a witness, a home whose lease is not certainly held is served only if every peer was read from within this long. */
+export const HEARD_FRESH_MS = 1500;
 
 /** Who serves each datacenter's homes, as this process last merged it. */
 export class Serving {
   private records = new Map<string, HomeRecord>();
   private timer: NodeJS.Timeout | undefined;
   private readonly startedAt = Date.now();
-  /** Peers whose records were read at least once. */
-  private readonly heard = new Set<string>();
+  /** Per peer: when the last read of its records that succeeded started (what it said is known as of then). */
+  private readonly heardAt = new Map<string, number>();
   private ready = false;
+  /** With a witness: per home served here, until when its lease is certainly held (local time). */
+  private readonly leaseUntil = new Map<string, number>();
 
   constructor(
     readonly dc: string,
     private readonly deps: {
       store: Pick<DatacenterStore, 'dcHomes'>;
       peers: readonly { name: string; store(): Promise<Pick<DatacenterStore, 'dcHomes'>> }[];
+      /** Leases of the homes served here (src/dc/witness.ts). @default none: failover by the operator only */
+      witness?: Pick<Witness, 'renew' | 'release'>;
     },
     private readonly options: { refreshMs?: number; startupHoldMs?: number } = {},
   ) {}
@@ -116,19 +123,54 @@ export class Serving {
       log.warn({ err }, 'could not read who serves which homes here; keeping the last view');
       return;
     }
+    const heard = new Map<string, number>();
     await Promise.all(this.deps.peers.map(async (peer) => {
+      const started = Date.now();
       try {
         take(await within(1000, async () => (await peer.store()).dcHomes()));
-        this.heard.add(peer.name);
+        heard.set(peer.name, started);
       } catch {
         /* unreachable now: its records are merged once it answers */
       }
     }));
+    // The records and when each peer was heard move together: a peer heard as of a time, with what it said then.
     this.records = merged;
-    if (!this.ready && (this.heard.size === this.deps.peers.length || Date.now() - this.startedAt >= (this.options.startupHoldMs ?? STARTUP_HOLD_MS))) {
+    for (const [peer, at] of heard) this.heardAt.set(peer, at);
+    if (!this.ready && (this.heardAt.size === this.deps.peers.length || Date.now() - this.startedAt >= (this.options.startupHoldMs ?? STARTUP_HOLD_MS))) {
       this.ready = true;
-      log.info({ heard: [...this.heard], served: Object.fromEntries(merged) }, 'serving homes');
+      log.info({ heard: [...this.heardAt.keys()], served: Object.fromEntries(merged) }, 'serving homes');
     }
+    if (this.deps.witness) await this.renewLeases(this.deps.witness);
+  }
+
+  /** Renew the lease of every home served here; let go of those no longer served here. */
+  private async renewLeases(witness: NonNullable<Serving['deps']['witness']>): Promise<void> {
+    const homes = [this.dc, ...this.deps.peers.map((p) => p.name)];
+    await Promise.all(homes.map(async (home) => {
+      if (this.recordOf(home).servedBy !== this.dc) {
+        if (this.leaseUntil.delete(home)) await witness.release(home, this.dc);
+        return;
+      }
+      try {
+        const until = await witness.renew(home, this.dc);
+        if (until === undefined) this.leaseUntil.delete(home);
+        else this.leaseUntil.set(home, until);
+      } catch {
+        /* the witness does not answer: the lease runs out, unless every peer is heard meanwhile */
+      }
+    }));
+  }
+
+  /** When a peer's records were last read (the start of that read), or undefined if never. */
+  heardFrom(peer: string): number | undefined {
+    return this.heardAt.get(peer);
+  }
+
+  /** With a witness: whether a home served here may be written now (its lease held, or every peer just heard). */
+  private safeToServe(home: string, now: number): boolean {
+    if (!this.deps.witness) return true;
+    if ((this.leaseUntil.get(home) ?? 0) > now) return true;
+    return this.deps.peers.every((p) => now - (this.heardAt.get(p.name) ?? 0) < HEARD_FRESH_MS);
   }
 
   /** The record in force for a datacenter's homes (epoch 0, itself, when none was ever written). */
@@ -141,7 +183,11 @@ export class Serving {
     const r = this.recordOf(home);
     if (r.servedBy !== this.dc) return r.servedBy;
     // Served here: once this process has compared records with its peers, and not while being handed back.
-    return this.ready && r.state === 'serving' ? this.dc : 'hold';
+    if (!this.ready || r.state !== 'serving') return 'hold';
+    const now = Date.now();
+    // Another's homes taken over: once the grace passed (a peer still reading this datacenter's store has stopped).
+    if (home !== this.dc && now - r.changedAtMs < TAKEOVER_GRACE_MS) return 'hold';
+    return this.safeToServe(home, now) ? this.dc : 'hold';
   }
 
   /** Every record in force. */

@@ -15,7 +15,8 @@ import { Homes, Serving } from './homes.js';
 import { Forwarder } from './forward.js';
 import { SyncService, type SyncPeer } from './sync.js';
 import { MarksCopier } from './marks.js';
-import { failback, failover } from './failover.js';
+import { AutoFailover, failback, failover } from './failover.js';
+import { Witness } from './witness.js';
 import { ReplicationWaiter, copiedChannel } from './replication.js';
 import { Redis } from 'ioredis';
 
@@ -55,7 +56,10 @@ export function datacentersFor(
   };
   const peerStores = new Map(config.dcPeers.map((p) => [p.name, peerStore(p.name, p.postgresUrl)]));
   const names = [config.dc, ...config.dcPeers.map((p) => p.name)];
-  const serving = new Serving(config.dc, { store: deps.store, peers: config.dcPeers.map((p) => ({ name: p.name, store: peerStores.get(p.name)! })) });
+  const witness = config.dcWitnessUrl === undefined ? undefined : new Witness(config.dcWitnessUrl, config.redisPrefix, config.dcFailoverAfterMs);
+  const serving = new Serving(config.dc, {
+    store: deps.store, peers: config.dcPeers.map((p) => ({ name: p.name, store: peerStores.get(p.name)! })), witness,
+  });
   const homes = new Homes(config.dc, config.dcPeers.map((p) => p.name), deps.store, serving);
   const forwarder = new Forwarder({ nodeId: config.nodeId, dc: config.dc }, { bus: deps.bus, peers: buses });
   // The sync service tells each peer what it copied (that peer's replicated acks wait for it).
@@ -92,12 +96,15 @@ export function datacentersFor(
     return dc;
   };
   const failoverDeps = { dc: config.dc, store: deps.store, peers: peerStores };
+  // With a witness, the sync service fails a datacenter unheard past its lease over on its own.
+  const auto = runs.sync && witness ? new AutoFailover({ ...failoverDeps, serving, witness }, { afterMs: config.dcFailoverAfterMs }) : undefined;
   const admin: DatacenterAdmin = {
     async status() {
       await serving.refresh();
       return {
         datacenter: config.dc,
         datacenters: names,
+        automatic_failover_after_ms: witness ? config.dcFailoverAfterMs : null,
         homes: Object.fromEntries(names.map((dc) => {
           const r = serving.recordOf(dc);
           return [dc, { served_by: r.servedBy, epoch: r.epoch, state: r.state, changed_at_ms: r.changedAtMs }];
@@ -123,7 +130,8 @@ export function datacentersFor(
     sync,
     admin,
     start() {
-      if (runs.forward || runs.push === true) serving.start();
+      if (runs.forward || runs.push === true || auto) serving.start();
+      auto?.start();
       if (runs.forward) forwarder.start();
       void replication?.start();
       sync?.start();
@@ -131,6 +139,8 @@ export function datacentersFor(
     },
     async stop() {
       serving.stop();
+      await auto?.stop();
+      witness?.close();
       await replication?.stop();
       await sync?.stop();
       await marks?.stop();

@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { startCluster, type Cluster, type ClusterOptions } from './cluster.js';
 import { DelayLink } from './link.js';
+import { startRedis, type RedisServer } from './services.js';
 
 export interface DatacentersOptions extends Omit<ClusterOptions, 'secrets' | 'namePrefix' | 'onEngines' | 'basePort'> {
   /** The datacenters' names. @default ['a', 'b'] */
@@ -14,6 +15,13 @@ export interface DatacentersOptions extends Omit<ClusterOptions, 'secrets' | 'na
   delayMs?: number;
   /** Datacenter i's ports from basePort + 1000·i (see ClusterOptions.basePort); free ports when absent. */
   basePort?: number;
+  /**
+   * Start a witness Redis beside them (outside every datacenter and every
+   * link: a cut between two datacenters leaves each its witness), so a
+   * datacenter unheard past LONGLINK_DC_FAILOVER_AFTER_MS is failed over on
+   * its own (src/dc/witness.ts). @default false: by the operator's command
+   */
+  witness?: boolean;
 }
 
 export interface Datacenter {
@@ -32,6 +40,8 @@ export interface Datacenters {
   adminKey: string;
   tokenSecret: string;
   delayMs: number;
+  /** The witness Redis, when started. */
+  witness: RedisServer | undefined;
   stop(): Promise<void>;
 }
 
@@ -55,11 +65,14 @@ export async function startDatacenters(options: DatacentersOptions): Promise<Dat
     links.set(from, row);
   }
   const dcs: Datacenter[] = [];
+  let witness: RedisServer | undefined;
   const stopAll = async () => {
     for (const d of dcs.reverse()) await d.cluster.stop().catch(() => undefined);
     await Promise.all(all.map((l) => l.close()));
+    await witness?.stop().catch(() => undefined);
   };
   try {
+    if (options.witness) witness = await startRedis({ port: options.basePort === undefined ? undefined : options.basePort - 1 });
     for (const [i, name] of names.entries()) {
       const peers = [...links.get(name)!].map(([to, l]) =>
         `${to}=redis://127.0.0.1:${l.redis.port} ${to}=postgres://postgres@127.0.0.1:${l.postgres.port}/longlink`).join(' ');
@@ -68,7 +81,7 @@ export async function startDatacenters(options: DatacentersOptions): Promise<Dat
         basePort: options.basePort === undefined ? undefined : options.basePort + 1000 * i,
         secrets,
         namePrefix: `${name}-`,
-        env: { ...options.env, LONGLINK_DC: name, LONGLINK_DC_PEERS: peers },
+        env: { ...options.env, LONGLINK_DC: name, LONGLINK_DC_PEERS: peers, ...(witness ? { LONGLINK_DC_WITNESS: witness.url } : {}) },
         onEngines: (redis, postgres) => {
           for (const from of names) {
             if (from === name) continue;
@@ -106,6 +119,7 @@ export async function startDatacenters(options: DatacentersOptions): Promise<Dat
     },
     ...secrets,
     delayMs,
+    witness,
     stop: stopAll,
   };
 }

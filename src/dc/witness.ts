@@ -1,0 +1,88 @@
+// The witness: a Redis outside every datacenter (LONGLINK_DC_WITNESS) that
+// holds, for each datacenter's homes, a lease naming the datacenter serving
+// them. It is what lets a datacenter be failed over on a timeout without two
+// of them ever serving the same homes, which two datacenters alone cannot
+// tell apart from a cut link between them.
+//
+// - Every process that writes renews the lease of each home its datacenter
+//   serves, every REFRESH_MS (homes.ts, Serving), for dcFailoverAfterMs.
+// - It serves such a home only while its lease is certainly held (its
+//   renewal's start plus the lease, less a margin), or while it has just
+//   heard every other datacenter (so none of them can be taking the homes
+//   over unseen: a takeover is seen within its grace; see below). A witness
+//   that is down therefore stops nothing while the datacenters see each other.
+// - The sync service of each datacenter (AutoFailover below) takes a peer's
+//   homes over once it has not heard the peer for dcFailoverAfterMs and the
+//   peer's lease has expired at the witness: it takes the lease (SET NX),
+//   then writes the takeover record (failover.ts), which its own processes
+//   act on only TAKEOVER_GRACE_MS after it was written (homes.ts), by which
+//   time a peer that can still read this datacenter's store has seen it.
+// - Failback stays the operator's (`longlink dc failback`): the datacenter
+//   that served the homes stops renewing their lease and releases it.
+import { Redis } from 'ioredis';
+import { log as rootLog } from '../observability/log.js';
+import { within } from './within.js';
+
+const log = rootLog.child({ component: 'dc-witness' });
+
+/** A takeover record is acted on this long after it was written (see above and homes.ts). */
+export const TAKEOVER_GRACE_MS = 3000;
+
+/** Renew `home`'s lease for ARGV[1] if it holds it or nobody does; returns the holder after the call. */
+const RENEW = `
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return holder`;
+
+/** Delete the lease if ARGV[1] holds it. */
+const RELEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
+
+export class Witness {
+  private readonly redis: Redis;
+
+  constructor(url: string, private readonly prefix: string, readonly leaseMs: number) {
+    this.redis = new Redis(url, { maxRetriesPerRequest: 1 });
+    this.redis.on('error', () => undefined); // unreachable: every call fails, which the callers handle
+  }
+
+  private key(home: string): string {
+    return `${this.prefix}dc:lease:${home}`;
+  }
+
+  /**
+   * Renew (or take, when free) `home`'s lease for `dc`. Resolves with the
+   * local time until which `dc` certainly holds it, or undefined when another
+   * datacenter holds it; rejects when the witness does not answer in time.
+   */
+  async renew(home: string, dc: string): Promise<number | undefined> {
+    const started = Date.now();
+    const holder = await within(1000, () => this.redis.eval(RENEW, 1, this.key(home), dc, this.leaseMs) as Promise<string>);
+    return holder === dc ? started + this.leaseMs - Math.max(500, this.leaseMs / 10) : undefined;
+  }
+
+  /** Who holds `home`'s lease now (undefined: nobody, it expired). */
+  async holder(home: string): Promise<string | undefined> {
+    return (await within(1000, () => this.redis.get(this.key(home)))) ?? undefined;
+  }
+
+  /** Take `home`'s lease for `dc` if nobody holds it; whether it did. */
+  async take(home: string, dc: string): Promise<boolean> {
+    return (await within(1000, () => this.redis.set(this.key(home), dc, 'PX', this.leaseMs, 'NX'))) === 'OK';
+  }
+
+  /** Let go of `home`'s lease if `dc` holds it (its homes were handed back). */
+  async release(home: string, dc: string): Promise<void> {
+    await within(1000, () => this.redis.eval(RELEASE, 1, this.key(home), dc)).catch((err: unknown) => {
+      log.debug({ home, reason: (err as Error).message }, 'could not release a lease; it expires');
+    });
+  }
+
+  close(): void {
+    this.redis.disconnect();
+  }
+}
