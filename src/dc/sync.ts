@@ -36,6 +36,8 @@ export interface SyncPeer {
 
 /** Messages read from a peer's store per page when filling a gap. */
 const FILL_PAGE = 500;
+/** Messages a batch fills at most (a gap after a long cut is filled over several tries, FILL_MAX at a time: memory stays bounded). */
+const FILL_MAX = 5000;
 
 export interface PeerProgress {
   /** Messages stored here from this peer since start. */
@@ -103,34 +105,49 @@ export class SyncService {
     }
     const heads = await this.deps.store.heads([...byConversation.keys()]);
     const toStore: { message: ChatMessage; alsoNotify: string[] }[] = [];
+    let filling = 0;
+    let unfinished = false;
     for (const [conversationId, entries] of byConversation) {
       let head = heads.get(conversationId)?.lastSeq ?? 0;
       for (const c of entries) {
         const message = messageFromWire(c.message!);
         if (message.seq <= head) continue; // held already (copied, or filled from the peer's store)
         if (message.seq > head + 1) {
-          for (const missing of await this.fill(peer, conversationId, head, message.seq - 1)) {
-            toStore.push({ message: missing, alsoNotify: [] });
+          // Past FILL_MAX in this batch: what was filled is stored, and the batch is handed again to go on from there.
+          const upTo = Math.min(message.seq - 1, head + Math.max(0, FILL_MAX - filling));
+          const missing = upTo > head ? await this.fill(peer, conversationId, head, upTo) : [];
+          for (const m of missing) toStore.push({ message: m, alsoNotify: [] });
+          filling += missing.length;
+          progress.filled += missing.length;
+          if (upTo < message.seq - 1) {
+            unfinished = true;
+            break;
           }
-          progress.filled += message.seq - 1 - head;
         }
         toStore.push({ message, alsoNotify: [...c.alsoNotify] });
         head = message.seq;
       }
     }
-    const stored = await this.deps.store.replicate(toStore.map(({ message }) => ({ message, homeDc: peer.name })));
-    const fresh = toStore.filter((_, i) => stored[i]);
-    if (fresh.length > 0) {
-      await this.deps.bus.publishCommitted(fresh.map(({ message, alsoNotify }) => committed({
-        message: messageToWire(message), originDc: peer.name, replicated: true, alsoNotify,
-      })));
-    }
-    progress.applied += fresh.length;
+    const fresh = await this.storeAndPublish(peer.name, toStore);
+    progress.applied += fresh;
+    if (unfinished) throw new StoreUnavailableError(`filling a gap from ${peer.name}'s store, ${FILL_MAX} messages at a time; the batch goes on from there`);
     // Held here now, stored by this batch or before: the home's replicated acks wait for this.
     void peer.notify?.(own.map((c) => copiedKey(c.message!.conversationId, Number(c.message!.seq)))).catch(() => undefined);
     const last = toStore.at(-1)?.message.sentAtMs;
     progress.lagSeconds = last === undefined ? 0 : Math.max(0, (Date.now() - last) / 1000);
-    return { counters: { copied: fresh.length } };
+    return { counters: { copied: fresh } };
+  }
+
+  /** Store copies here, and publish those new here to this datacenter's committed stream (marked copies: pushed here, skipped by risk, webhooks, sync). */
+  private async storeAndPublish(peer: string, toStore: readonly { message: ChatMessage; alsoNotify: string[] }[]): Promise<number> {
+    const stored = await this.deps.store.replicate(toStore.map(({ message }) => ({ message, homeDc: peer })));
+    const fresh = toStore.filter((_, i) => stored[i]);
+    if (fresh.length > 0) {
+      await this.deps.bus.publishCommitted(fresh.map(({ message, alsoNotify }) => committed({
+        message: messageToWire(message), originDc: peer, replicated: true, alsoNotify,
+      })));
+    }
+    return fresh.length;
   }
 
   /** Messages afterSeq < seq ≤ upTo of a conversation, from the peer's store, all of them (paged). */
