@@ -4,7 +4,7 @@
 // it serves the HTTP API.
 import type { ServerConfig } from '../config.js';
 import type { Bus } from '../engines/bus.js';
-import type { Store } from '../engines/store.js';
+import { StoreUnavailableError, type Store } from '../engines/store.js';
 import type { Sessions } from '../engines/sessions.js';
 import { RedisBus } from '../engines/bus-redis.js';
 import { PostgresStore } from '../engines/store-postgres.js';
@@ -25,6 +25,8 @@ export interface Datacenters {
   forwarder: Forwarder;
   /** The `replicated` acknowledgement mode's waiter (LONGLINK_DC_ACK=replicated, roles that write). */
   replication: ReplicationWaiter | undefined;
+  /** The record each conversation written here is served under (the store refuses a write under an older one). */
+  homeEpochs(conversationIds: readonly string[]): Promise<Map<string, { dc: string; epoch: number }>>;
   sync: SyncService | undefined;
   admin: DatacenterAdmin;
   start(): void;
@@ -127,6 +129,14 @@ export function datacentersFor(
     homes,
     forwarder,
     replication,
+    async homeEpochs(conversationIds) {
+      const out = new Map<string, { dc: string; epoch: number }>();
+      for (const [id, home] of await homes.homesOf(conversationIds)) {
+        if (serving.route(home) !== config.dc) throw new StoreUnavailableError(`${id}'s home (${home}) is not served here now; the batch is handed again`);
+        out.set(id, { dc: home, epoch: serving.recordOf(home).epoch });
+      }
+      return out;
+    },
     sync,
     admin,
     start() {

@@ -325,6 +325,11 @@ const SQL = {
     ON CONFLICT (dc) DO UPDATE SET served_by = excluded.served_by, epoch = excluded.epoch, state = excluded.state, changed_at_ms = excluded.changed_at_ms
     WHERE h.epoch < excluded.epoch`,
   dcHome: `SELECT served_by, epoch, state, changed_at_ms FROM dc_homes WHERE dc = $1`,
+  // An append under the homes' records as they are (shared locks, in dc order; a record being put holds it exclusively).
+  // (Then read in a statement of its own: read committed takes its snapshot at the statement's start, after the wait.)
+  homesShared: `SELECT pg_advisory_xact_lock_shared($2::int, hashtext(d)) FROM unnest($1::text[]) AS d ORDER BY d`,
+  homeEpochs: `SELECT dc, epoch FROM dc_homes WHERE dc = ANY($1::text[])`,
+  homesExclusive: `SELECT pg_advisory_xact_lock($2::int, hashtext($1))`,
   changedSince: `SELECT id, last_seq, home_dc, last_at_ms FROM conversations WHERE last_at_ms >= $1 ORDER BY last_at_ms, id LIMIT $2`,
   readsSince: `SELECT conversation_id, user_id, read_seq, read_at_ms FROM members WHERE read_at_ms >= $1 AND read_at_ms <= $3 ORDER BY read_at_ms LIMIT $2`,
   cursorsSince: `SELECT user_id, device_id, conversation_id, delivered_seq, at_ms FROM device_cursors WHERE at_ms >= $1 AND at_ms <= $3 ORDER BY at_ms LIMIT $2`,
@@ -585,6 +590,7 @@ export class PostgresStore implements Store {
     let taken: [ShardClaim, number][] = [];
     const results = await this.transaction(async (client) => {
       if (fence) taken = await holdFence(client, fence);
+      await checkHomes(client, drafts);
       return appendBatch(client, drafts);
     });
     // Only once committed: a rolled-back take left the epoch where it was.
@@ -635,6 +641,8 @@ export class PostgresStore implements Store {
 
   async putDcHome(dc: string, record: HomeRecord): Promise<HomeRecord> {
     return this.transaction(async (client) => {
+      // After every append under the old record, before any under the new one (checkHomes).
+      await run(client, 'homesExclusive', [dc, HOMES_LOCK]);
       await run(client, 'putDcHome', [dc, record.servedBy, record.epoch, record.state, record.changedAtMs]);
       return homeOf((await run<HomeRow>(client, 'dcHome', [dc]))[0]!);
     });
@@ -1056,6 +1064,24 @@ async function checkSenders(client: pg.PoolClient, drafts: readonly MessageDraft
     else if (r.muted_all && r.role === 'member') refused.set(i, new LonglinkError(ErrorCode.MUTED, 'the group is muted; only its owner and admins may send'));
   }
   if (refused.size > 0) throw new SendersRefusedError(refused);
+}
+
+/** pg_advisory_xact_lock(HOMES_LOCK, hashtext(dc)): appends to a datacenter's homes (shared) against a change of who serves them (exclusive). */
+const HOMES_LOCK = 0x4c4c484d; // 'LLHM'
+
+/** The homes the drafts were written under are still served under those epochs (MessageDraft.homeEpoch); else StoreUnavailableError. */
+async function checkHomes(client: pg.PoolClient, drafts: readonly MessageDraft[]): Promise<void> {
+  const believed = new Map<string, number>();
+  for (const d of drafts) if (d.homeEpoch) believed.set(d.homeEpoch.dc, Math.max(believed.get(d.homeEpoch.dc) ?? 0, d.homeEpoch.epoch));
+  if (believed.size === 0) return;
+  const dcs = [...believed.keys()].sort();
+  await run(client, 'homesShared', [dcs, HOMES_LOCK]);
+  const rows = await run<{ dc: string; epoch: number }>(client, 'homeEpochs', [dcs]);
+  for (const r of rows) {
+    if (Number(r.epoch) > believed.get(r.dc)!) {
+      throw new StoreUnavailableError(`the homes of datacenter ${r.dc} moved (epoch ${r.epoch}); the batch is handed again to where they are served now`);
+    }
+  }
 }
 
 async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[]): Promise<AppendResult[]> {

@@ -595,6 +595,14 @@ export class SqliteStore implements Store {
     };
     // Cursors waiting go first, so they are clamped to the conversations as they were when acked.
     const appendTx = db.transaction((drafts: readonly MessageDraft[], created: string[]) => {
+      // Several datacenters: nothing is written under a record of who serves a home older than the one stored (MessageDraft.homeEpoch).
+      for (const d of drafts) {
+        if (!d.homeEpoch) continue;
+        const stored = this.stmts.dcHome.get(d.homeEpoch.dc);
+        if (stored && stored.epoch > d.homeEpoch.epoch) {
+          throw new StoreUnavailableError(`the homes of datacenter ${d.homeEpoch.dc} moved (epoch ${stored.epoch}); the batch is handed again to where they are served now`);
+        }
+      }
       writeCursors();
       return drafts.map((d) => this.appendOne(d, created));
     });

@@ -56,6 +56,16 @@ export interface MessageDraft {
   event?: TimelineEventData;
   /** … and what it changes. */
   effect?: Effect;
+  /**
+   * Several datacenters: the conversation's home and the epoch of the record
+   * under which the writer serves it (src/dc/homes.ts). The append reads the
+   * record in its own transaction (a record being written waits for it, or
+   * it waits for the record) and throws StoreUnavailableError, writing
+   * nothing, when a newer one is stored: the home moved meanwhile (a
+   * failover or a failback), and the batch is handed again to go where it
+   * is served now.
+   */
+  homeEpoch?: { dc: string; epoch: number };
 }
 
 export interface AppendResult {

@@ -78,7 +78,7 @@ export interface LogicDeps {
   /** Counters for /metrics. @default none */
   metrics?: LogicMetrics;
   /** Several datacenters: writes to a conversation homed in another one are forwarded there (src/dc/). @default one datacenter */
-  datacenters?: { homes: Homes; forwarder: Forwarder; replication?: PipelineOptions['replication'] };
+  datacenters?: { homes: Homes; forwarder: Forwarder; replication?: PipelineOptions['replication']; homeEpochs?: PipelineOptions['homeEpochs'] };
 }
 
 /** One request of a batch with what the handlers need. */
@@ -116,7 +116,7 @@ export class Logic {
     const { routing, tuning } = options;
     this.pipeline = new Pipeline({
       maxTextBytes: options.maxTextBytes, routing, delivery: options.delivery, nodeId: options.nodeId, dc: options.dc,
-      replication: deps.datacenters?.replication, contentFilter: options.contentFilter,
+      replication: deps.datacenters?.replication, homeEpochs: deps.datacenters?.homeEpochs, contentFilter: options.contentFilter,
       publishCommitted: options.publishCommitted,
     }, deps);
     const withPipeline = { ...deps, pipeline: this.pipeline, routing };

@@ -58,6 +58,13 @@ export interface PipelineOptions {
    * published waits until another datacenter holds it, before any ack.
    */
   replication?: { expect(messages: readonly { conversationId: string; seq: number }[]): Promise<void> };
+  /**
+   * Several datacenters: each conversation's home and the epoch of the record
+   * under which this datacenter serves it, set on every draft (the store
+   * refuses an append under an older one: MessageDraft.homeEpoch). Rejects
+   * StoreUnavailableError when one is not served here now.
+   */
+  homeEpochs?: (conversationIds: readonly string[]) => Promise<Map<string, { dc: string; epoch: number }>>;
   contentFilter?: ContentFilter;
   /**
    * With `direct` delivery: publish what was stored to the committed stream
@@ -222,7 +229,9 @@ export class Pipeline {
   /** Store a batch in one transaction; nothing is pushed yet. */
   async store(drafts: readonly MessageDraft[]): Promise<AppendResult[]> {
     if (drafts.length === 0) return [];
-    const results = await this.deps.store.append(drafts);
+    const epochs = await this.options.homeEpochs?.(drafts.map((d) => d.conversationId));
+    const fenced = epochs ? drafts.map((d) => ({ ...d, homeEpoch: epochs.get(d.conversationId) })) : drafts;
+    const results = await this.deps.store.append(fenced);
     for (const d of drafts) if (d.effect) this.memberCache.delete(d.conversationId);
     return results;
   }

@@ -11,7 +11,7 @@
 // every store it opened after each test.
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { UNREAD_COUNT_MAX, type AppendResult, type MarkChanges, type MessageDraft, type RiskAuditDraft, type Store } from '../../src/engines/store.js';
+import { UNREAD_COUNT_MAX, isUnavailable, type AppendResult, type MarkChanges, type MessageDraft, type RiskAuditDraft, type Store } from '../../src/engines/store.js';
 import { directConversationId, directMembers, type ChatMessage } from '../../src/protocol/index.js';
 
 export interface StoreFactory {
@@ -30,6 +30,7 @@ interface DraftOptions {
   text?: string;
   sentAtMs?: number;
   fromDevice?: string;
+  homeEpoch?: MessageDraft['homeEpoch'];
 }
 
 export function storeContract(name: string, factory: StoreFactory): void {
@@ -56,6 +57,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
         serverMsgId: `srv-${serial}`,
         text: options.text ?? `message ${serial} from ${fromUser}`,
         sentAtMs: options.sentAtMs ?? clock,
+        ...(options.homeEpoch ? { homeEpoch: options.homeEpoch } : {}),
       };
     }
 
@@ -871,6 +873,18 @@ export function storeContract(name: string, factory: StoreFactory): void {
         await store.putDcState('marks:b', '100');
         await store.putDcState('marks:b', '200');
         assert.equal(await store.dcState('marks:b'), '200');
+      });
+
+      test('an append under an older record of who serves its home writes nothing and is handed again; under the stored one, it is written', async () => {
+        await appendOne(draft(AB, 'alice', 'before-any-record', { homeEpoch: { dc: 'a', epoch: 0 } }));
+        await store.putDcHome('a', { servedBy: 'b', epoch: 1, state: 'serving', changedAtMs: 1 });
+        await assert.rejects(store.append([draft(AB, 'alice', 'stale', { homeEpoch: { dc: 'a', epoch: 0 } }), draft(AC, 'alice', 'other')]),
+          (err: unknown) => isUnavailable(err));
+        assert.equal(await store.messageByRequest('alice', 'stale'), undefined, 'nothing of the batch written');
+        assert.equal(await store.messageByRequest('alice', 'other'), undefined);
+        const [ok] = await store.append([draft(AB, 'alice', 'current', { homeEpoch: { dc: 'a', epoch: 1 } })]);
+        assert.equal(ok!.message.seq, 2);
+        await appendOne(draft(AB, 'alice', 'unfenced'));
       });
 
       test('after a copy, writes here go on from the copied head (the home moved here)', async () => {
