@@ -184,8 +184,8 @@ async function catchUp(target: DcStore, source: DcStore, conversationId: string,
 /**
  * Failover on a timeout (with a witness, src/dc/witness.ts): run by each
  * datacenter's sync service. A peer not heard for `afterMs` whose lease at
- * the witness has expired (nobody renews it: the peer is gone, or cut off
- * from the witness and from here alike) has its homes taken over by this
+ * the witness, held before, has expired (nobody renews it: the peer is gone,
+ * or cut off from the witness and from here alike) has its homes taken over by this
  * datacenter: the lease first (one taker), then the record. Failback is
  * the operator's, once the peer is back.
  */
@@ -199,7 +199,7 @@ export class AutoFailover {
   constructor(
     private readonly deps: FailoverDeps & {
       serving: Pick<Serving, 'heardFrom' | 'recordOf'>;
-      witness: Pick<Witness, 'holder' | 'take'>;
+      witness: Pick<Witness, 'holder' | 'take' | 'everServed'>;
     },
     private readonly options: { afterMs: number; checkMs?: number },
   ) {}
@@ -228,6 +228,7 @@ export class AutoFailover {
       const heard = this.deps.serving.heardFrom(peer) ?? this.startedAt;
       if (now - heard < this.options.afterMs) continue;
       if ((await this.deps.witness.holder(peer)) !== undefined) continue; // its lease is renewed: alive, only cut off from here
+      if (!(await this.deps.witness.everServed(peer))) continue; // never up yet: starting, not lost
       if (!(await this.deps.witness.take(peer, this.deps.dc))) continue; // another datacenter took it first
       log.warn({ peer, unheardMs: now - heard }, 'a datacenter unheard past its lease: taking its homes over');
       await failover(this.deps, peer, this.deps.dc);

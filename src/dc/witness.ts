@@ -13,7 +13,8 @@
 //   that is down therefore stops nothing while the datacenters see each other.
 // - The sync service of each datacenter (AutoFailover below) takes a peer's
 //   homes over once it has not heard the peer for dcFailoverAfterMs and the
-//   peer's lease has expired at the witness: it takes the lease (SET NX),
+//   peer's lease, held before (a datacenter never seen up may be starting),
+//   has expired at the witness: it takes the lease (SET NX),
 //   then writes the takeover record (failover.ts), which its own processes
 //   act on only TAKEOVER_GRACE_MS after it was written (homes.ts), by which
 //   time a peer that can still read this datacenter's store has seen it.
@@ -28,11 +29,16 @@ const log = rootLog.child({ component: 'dc-witness' });
 /** A takeover record is acted on this long after it was written (see above and homes.ts). */
 export const TAKEOVER_GRACE_MS = 3000;
 
-/** Renew `home`'s lease for ARGV[1] if it holds it or nobody does; returns the holder after the call. */
+/**
+ * Renew `home`'s lease for ARGV[1] if it holds it or nobody does; returns the
+ * holder after the call. KEYS[2] remembers that the home was ever served (a
+ * datacenter never seen up is not failed over: it may only be starting).
+ */
 const RENEW = `
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[2], '1')
   return ARGV[1]
 end
 return holder`;
@@ -61,13 +67,18 @@ export class Witness {
    */
   async renew(home: string, dc: string): Promise<number | undefined> {
     const started = Date.now();
-    const holder = await within(1000, () => this.redis.eval(RENEW, 1, this.key(home), dc, this.leaseMs) as Promise<string>);
+    const holder = await within(1000, () => this.redis.eval(RENEW, 2, this.key(home), `${this.prefix}dc:served:${home}`, dc, this.leaseMs) as Promise<string>);
     return holder === dc ? started + this.leaseMs - Math.max(500, this.leaseMs / 10) : undefined;
   }
 
   /** Who holds `home`'s lease now (undefined: nobody, it expired). */
   async holder(home: string): Promise<string | undefined> {
     return (await within(1000, () => this.redis.get(this.key(home)))) ?? undefined;
+  }
+
+  /** Whether `home`'s lease was ever held (its datacenter, or another for it, has served it). */
+  async everServed(home: string): Promise<boolean> {
+    return (await within(1000, () => this.redis.exists(`${this.prefix}dc:served:${home}`))) === 1;
   }
 
   /** Take `home`'s lease for `dc` if nobody holds it; whether it did. */

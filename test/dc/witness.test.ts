@@ -1,8 +1,9 @@
 // Failover on a timeout, decided with a witness (src/dc/witness.ts), on a
 // real Redis as the witness and real stores (SQLite) as each datacenter's:
 // a datacenter keeps its homes while its lease is held or it hears every
-// peer; a peer takes them over only once it is unheard AND its lease ran out
-// (a cut link moves nothing), and acts on the takeover after a grace.
+// peer; a peer takes them over only once it is unheard AND its lease, held
+// before, ran out (a cut link moves nothing, nor does a datacenter not up
+// yet), and acts on the takeover after a grace.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -117,7 +118,10 @@ test('a peer gone past its lease is taken over by the other (the lease first, th
   const b = datacenterStore('b');
   const atA = serving('a', a.store, [{ name: 'b', open: () => b.open() }], w);
   const atB = serving('b', b.store, [{ name: 'a', open: () => a.open() }], w);
-  const auto = new AutoFailover({ dc: 'b', store: b.store, peers: new Map([['a', () => a.open()]]), serving: atB, witness: w }, { afterMs: 1000, checkMs: 100 });
+  // c never came up (it may only be starting): never taken over.
+  const c = datacenterStore('c');
+  c.reachable = false;
+  const auto = new AutoFailover({ dc: 'b', store: b.store, peers: new Map([['a', () => a.open()], ['c', () => c.open()]]), serving: atB, witness: w }, { afterMs: 1000, checkMs: 100 });
   auto.start();
   closers.push(() => auto.stop());
   await until(() => atA.route('a') === 'a' && atB.route('a') === 'a', 3000, () => 'each serves its own homes');
@@ -146,4 +150,6 @@ test('a peer gone past its lease is taken over by the other (the lease first, th
   assert.ok(Date.now() - record!.changedAtMs >= TAKEOVER_GRACE_MS);
   await sleep(LEASE_MS * 2);
   assert.equal(await w.holder('a'), 'b', 'b renews the lease of the homes it serves');
+  assert.equal((await b.store.dcHomes()).get('c'), undefined, 'c, never seen up, is not failed over');
+  assert.equal(auto.taken, 1);
 });
