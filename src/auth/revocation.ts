@@ -25,9 +25,10 @@ export async function revokeTokens(
   deviceId?: string,
 ): Promise<RevokeResult> {
   const revokedBeforeMs = Date.now();
-  // Kept in the store too: the other datacenters' sync services copy it from there (src/dc/marks.ts).
-  await deps.store?.putRevocation(userId, deviceId ?? '', revokedBeforeMs);
   await deps.sessions.revoke(userId, deviceId, revokedBeforeMs, MAX_TOKEN_TTL_MS);
   await deps.bus.publishDown(ALL_GATEWAYS, down({ case: 'revoke', value: { userId, deviceId: deviceId ?? '', beforeMs: BigInt(revokedBeforeMs) } }));
+  // Then kept in the store: the other datacenters' sync services copy it from there (src/dc/marks.ts). In force here
+  // already; if this write fails the request fails, and a retry revokes again (later, so covering as much).
+  await deps.store?.putRevocation(userId, deviceId ?? '', revokedBeforeMs);
   return { revokedBeforeMs };
 }

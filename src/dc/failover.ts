@@ -80,13 +80,18 @@ export interface MoveResult {
   writtenTo: string[];
 }
 
-/** `home`'s conversations are served by `to` from now on (default: this datacenter). */
-export async function failover(deps: FailoverDeps, home: string, to = deps.dc): Promise<MoveResult> {
+/**
+ * `home`'s conversations are served by `to` from now on (default: this
+ * datacenter). `claim`, given the new record's epoch, must say yes before the
+ * record is written (the witness's lease, for an automatic failover).
+ */
+export async function failover(deps: FailoverDeps, home: string, to = deps.dc, claim?: (epoch: number) => Promise<boolean>): Promise<MoveResult> {
   const stores = await reachable(deps);
   if (!stores.has(to)) throw new Error(`datacenter ${to} is not reachable from ${deps.dc}; it cannot take ${home}'s homes over`);
   const was = await current(stores, home);
   if (was.servedBy === to && was.state === 'serving') return { dc: home, servedBy: to, epoch: was.epoch, writtenTo: [] };
   const record: HomeRecord = { servedBy: to, epoch: was.epoch + 1, state: 'serving', changedAtMs: Date.now() };
+  if (claim && !(await claim(record.epoch))) return { dc: home, servedBy: was.servedBy, epoch: was.epoch, writtenTo: [] };
   await putEverywhere(stores, home, record);
   log.warn({ home, servedBy: to, epoch: record.epoch, writtenTo: [...stores.keys()] }, 'homes taken over');
   return { dc: home, servedBy: to, epoch: record.epoch, writtenTo: [...stores.keys()] };
@@ -199,7 +204,7 @@ export class AutoFailover {
   constructor(
     private readonly deps: FailoverDeps & {
       serving: Pick<Serving, 'heardFrom' | 'recordOf'>;
-      witness: Pick<Witness, 'holder' | 'take' | 'everServed'>;
+      witness: Pick<Witness, 'holder' | 'take' | 'everServed' | 'leaseMs'>;
     },
     private readonly options: { afterMs: number; checkMs?: number },
   ) {}
@@ -229,10 +234,11 @@ export class AutoFailover {
       if (now - heard < this.options.afterMs) continue;
       if ((await this.deps.witness.holder(peer)) !== undefined) continue; // its lease is renewed: alive, only cut off from here
       if (!(await this.deps.witness.everServed(peer))) continue; // never up yet: starting, not lost
-      if (!(await this.deps.witness.take(peer, this.deps.dc))) continue; // another datacenter took it first
       log.warn({ peer, unheardMs: now - heard }, 'a datacenter unheard past its lease: taking its homes over');
-      await failover(this.deps, peer, this.deps.dc);
-      this.taken++;
+      // The lease first, under the new record's epoch (one taker; never renewed again under an older record), then the
+      // record; all of it well within the lease, so that the lease taken is still held when the record is written.
+      const moved = await within(this.deps.witness.leaseMs / 2, () => failover(this.deps, peer, this.deps.dc, (epoch) => this.deps.witness.take(peer, this.deps.dc, epoch)));
+      if (moved.servedBy === this.deps.dc && moved.writtenTo.length > 0) this.taken++;
     }
   }
 }

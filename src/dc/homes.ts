@@ -91,10 +91,24 @@ export class Serving {
     void this.refresh();
     this.timer = setInterval(() => void this.refresh(), this.options.refreshMs ?? REFRESH_MS);
     this.timer.unref();
+    const witness = this.deps.witness;
+    if (witness) {
+      // On a timer of their own: a witness slow to answer never delays reading the peers (what "heard" rests on).
+      this.leaseTimer = setInterval(() => {
+        this.renewing ??= this.renewLeases(witness).finally(() => {
+          this.renewing = undefined;
+        });
+      }, this.options.refreshMs ?? REFRESH_MS);
+      this.leaseTimer.unref();
+    }
   }
+
+  private leaseTimer: NodeJS.Timeout | undefined;
+  private renewing: Promise<void> | undefined;
 
   stop(): void {
     clearInterval(this.timer);
+    clearInterval(this.leaseTimer);
   }
 
   /** Merge the records of this datacenter's store and of every peer that answers within a second. */
@@ -140,7 +154,6 @@ export class Serving {
       this.ready = true;
       log.info({ heard: [...this.heardAt.keys()], served: Object.fromEntries(merged) }, 'serving homes');
     }
-    if (this.deps.witness) await this.renewLeases(this.deps.witness);
   }
 
   /** Renew the lease of every home served here; let go of those no longer served here. */
@@ -152,7 +165,7 @@ export class Serving {
         return;
       }
       try {
-        const until = await witness.renew(home, this.dc);
+        const until = await witness.renew(home, this.dc, this.recordOf(home).epoch);
         if (until === undefined) this.leaseUntil.delete(home);
         else this.leaseUntil.set(home, until);
       } catch {

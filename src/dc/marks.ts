@@ -10,6 +10,9 @@
 //   less SETTLE_MS (a change stamped before that has committed there), at
 //   most PAGE of each kind, and moves the progress to where every kind was
 //   read to; a change read twice merges to the same result.
+// - A mark whose member or conversation is not here yet (its copy by the
+//   message sync is on its way) is tried again at the next polls, for a
+//   minute at most (WAITING_MS).
 // - A read mark that moved here is told to the conversation's members
 //   connected here (a receipt, as the home told its own); a revocation is
 //   applied to this datacenter's sessions and its gateways kick what it
@@ -34,6 +37,16 @@ export const PAGE = 2000;
 /** A group's receipt goes to its members connected here up to this size (as at home), else to the reader's devices only. */
 const RECEIPT_FANOUT_MAX = 200;
 
+/** Marks whose member or conversation is not held here yet are tried again for this long, this many per peer at most. */
+const WAITING_MS = 60_000;
+const WAITING_MAX = 10_000;
+
+/** Marks waiting for their row's copy, with when they first found none. */
+interface Waiting {
+  reads: (MarkChanges['reads'][number] & { firstMissedMs?: number })[];
+  cursors: (MarkChanges['cursors'][number] & { firstMissedMs?: number })[];
+}
+
 export interface MarksPeer {
   name: string;
   store(): Promise<Pick<DatacenterStore, 'marksSince'>>;
@@ -50,6 +63,7 @@ export class MarksCopier {
   private timer: NodeJS.Timeout | undefined;
   private polling: Promise<void> | undefined;
   private readonly since = new Map<string, number>();
+  private readonly waiting = new Map<string, Waiting>();
   readonly progress = new Map<string, MarksProgress>();
 
   constructor(
@@ -91,8 +105,19 @@ export class MarksCopier {
     const page = this.options.page ?? PAGE;
     const changes = await (await peer.store()).marksSince(since, page, this.options.settleMs ?? SETTLE_MS);
     const count = changes.reads.length + changes.cursors.length + changes.revocations.length;
-    if (count > 0) {
-      const moved = await this.deps.store.mergeMarks(changes);
+    // Marks whose member or conversation was not copied here yet when read: tried again with the next polls.
+    const waiting = this.waiting.get(peer.name) ?? { reads: [], cursors: [] };
+    if (count > 0 || waiting.reads.length + waiting.cursors.length > 0) {
+      const { moved, missing } = await this.deps.store.mergeMarks({
+        reads: [...waiting.reads, ...changes.reads], cursors: [...waiting.cursors, ...changes.cursors], revocations: changes.revocations,
+      });
+      const now = Date.now();
+      // Kept with when each first found no row (the store hands back the objects it was given), a minute and WAITING_MAX at most.
+      const age = <T extends object>(list: readonly T[]): (T & { firstMissedMs: number })[] => list
+        .map((x) => ({ ...x, firstMissedMs: (x as { firstMissedMs?: number }).firstMissedMs ?? now }))
+        .filter((x) => now - x.firstMissedMs < WAITING_MS)
+        .slice(-WAITING_MAX);
+      this.waiting.set(peer.name, { reads: age(missing.reads), cursors: age(missing.cursors) });
       await this.revoke(changes.revocations);
       await this.receipts(moved);
     }

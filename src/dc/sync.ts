@@ -114,12 +114,11 @@ export class SyncService {
         if (message.seq <= head) continue; // held already (copied, or filled from the peer's store)
         if (message.seq > head + 1) {
           // Past FILL_MAX in this batch: what was filled is stored, and the batch is handed again to go on from there.
-          const upTo = Math.min(message.seq - 1, head + Math.max(0, FILL_MAX - filling));
-          const missing = upTo > head ? await this.fill(peer, conversationId, head, upTo) : [];
+          const { messages: missing, complete } = await this.fill(peer, conversationId, head, message.seq - 1, FILL_MAX - filling);
           for (const m of missing) toStore.push({ message: m, alsoNotify: [] });
           filling += missing.length;
           progress.filled += missing.length;
-          if (upTo < message.seq - 1) {
+          if (!complete) {
             unfinished = true;
             break;
           }
@@ -150,8 +149,12 @@ export class SyncService {
     return fresh.length;
   }
 
-  /** Messages afterSeq < seq ≤ upTo of a conversation, from the peer's store, all of them (paged). */
-  private async fill(peer: SyncPeer, conversationId: string, afterSeq: number, upTo: number): Promise<ChatMessage[]> {
+  /**
+   * Messages afterSeq < seq ≤ upTo of a conversation held in the peer's store
+   * (those it expired are skipped), at most `max` (paged); complete when
+   * every one up to upTo was read.
+   */
+  private async fill(peer: SyncPeer, conversationId: string, afterSeq: number, upTo: number, max: number): Promise<{ messages: ChatMessage[]; complete: boolean }> {
     let store: Pick<MessageStore, 'after'>;
     try {
       store = await peer.store();
@@ -159,13 +162,22 @@ export class SyncService {
       throw new StoreUnavailableError(`datacenter ${peer.name}'s store is unreachable; the gap is filled once it is`, { cause: err });
     }
     const out: ChatMessage[] = [];
-    for (let from = afterSeq; from < upTo;) {
-      const page = await store.after(conversationId, from, FILL_PAGE, upTo);
-      if (page.length === 0) break; // expired there (retention): nothing older to copy
+    let complete = false;
+    for (let from = afterSeq; ;) {
+      if (from >= upTo) {
+        complete = true;
+        break;
+      }
+      if (out.length >= max) break;
+      const page = await store.after(conversationId, from, Math.min(FILL_PAGE, max - out.length), upTo);
+      if (page.length === 0) {
+        complete = true; // nothing more held there below upTo (expired by retention): nothing older to copy
+        break;
+      }
       out.push(...page);
       from = page.at(-1)!.seq;
     }
     if (out.length > 0) log.debug({ peer: peer.name, conversationId, from: afterSeq + 1, to: upTo, read: out.length }, 'filled a gap');
-    return out;
+    return { messages: out, complete };
   }
 }

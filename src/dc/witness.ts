@@ -33,15 +33,29 @@ export const TAKEOVER_GRACE_MS = 3000;
  * Renew `home`'s lease for ARGV[1] if it holds it or nobody does; returns the
  * holder after the call. KEYS[2] remembers that the home was ever served (a
  * datacenter never seen up is not failed over: it may only be starting).
+ * KEYS[3] is the highest epoch of the homes' record it was held under: a
+ * caller whose record is older ('' back) never gets it, so a datacenter whose
+ * homes were taken over while it was cut off cannot take its lease back.
  */
 const RENEW = `
+local newest = tonumber(redis.call('GET', KEYS[3]) or '0')
+if tonumber(ARGV[3]) < newest then return '' end
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   redis.call('SET', KEYS[2], '1')
+  if tonumber(ARGV[3]) > newest then redis.call('SET', KEYS[3], ARGV[3]) end
   return ARGV[1]
 end
 return holder`;
+
+/** Take a free lease for ARGV[1] under epoch ARGV[3] (above every epoch it was held under); 1 if taken. */
+const TAKE = `
+local newest = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[3]) <= newest then return 0 end
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') == false then return 0 end
+redis.call('SET', KEYS[2], ARGV[3])
+return 1`;
 
 /** Delete the lease if ARGV[1] holds it. */
 const RELEASE = `
@@ -65,9 +79,10 @@ export class Witness {
    * local time until which `dc` certainly holds it, or undefined when another
    * datacenter holds it; rejects when the witness does not answer in time.
    */
-  async renew(home: string, dc: string): Promise<number | undefined> {
+  async renew(home: string, dc: string, epoch: number): Promise<number | undefined> {
     const started = Date.now();
-    const holder = await within(1000, () => this.redis.eval(RENEW, 2, this.key(home), `${this.prefix}dc:served:${home}`, dc, this.leaseMs) as Promise<string>);
+    const holder = await within(1000, () => this.redis.eval(RENEW, 3, this.key(home), `${this.prefix}dc:served:${home}`, `${this.prefix}dc:epoch:${home}`,
+      dc, this.leaseMs, epoch) as Promise<string>);
     return holder === dc ? started + this.leaseMs - Math.max(500, this.leaseMs / 10) : undefined;
   }
 
@@ -81,9 +96,9 @@ export class Witness {
     return (await within(1000, () => this.redis.exists(`${this.prefix}dc:served:${home}`))) === 1;
   }
 
-  /** Take `home`'s lease for `dc` if nobody holds it; whether it did. */
-  async take(home: string, dc: string): Promise<boolean> {
-    return (await within(1000, () => this.redis.set(this.key(home), dc, 'PX', this.leaseMs, 'NX'))) === 'OK';
+  /** Take `home`'s lease for `dc` under a new record's epoch, if nobody holds it and the epoch is above any it was held under; whether it did. */
+  async take(home: string, dc: string, epoch: number): Promise<boolean> {
+    return (await within(1000, () => this.redis.eval(TAKE, 2, this.key(home), `${this.prefix}dc:epoch:${home}`, dc, this.leaseMs, epoch))) === 1;
   }
 
   /** Let go of `home`'s lease if `dc` holds it (its homes were handed back). */

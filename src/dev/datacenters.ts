@@ -72,7 +72,7 @@ export async function startDatacenters(options: DatacentersOptions): Promise<Dat
     await witness?.stop().catch(() => undefined);
   };
   try {
-    if (options.witness) witness = await startRedis({ port: options.basePort === undefined ? undefined : options.basePort - 1 });
+    if (options.witness) witness = await startRedis({ appendonly: true, appendfsync: 'always', port: options.basePort === undefined ? undefined : options.basePort - 1 });
     for (const [i, name] of names.entries()) {
       const peers = [...links.get(name)!].map(([to, l]) =>
         `${to}=redis://127.0.0.1:${l.redis.port} ${to}=postgres://postgres@127.0.0.1:${l.postgres.port}/longlink`).join(' ');

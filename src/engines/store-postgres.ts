@@ -331,9 +331,9 @@ const SQL = {
   homeEpochs: `SELECT dc, epoch FROM dc_homes WHERE dc = ANY($1::text[])`,
   homesExclusive: `SELECT pg_advisory_xact_lock($2::int, hashtext($1))`,
   changedSince: `SELECT id, last_seq, home_dc, last_at_ms FROM conversations WHERE last_at_ms >= $1 ORDER BY last_at_ms, id LIMIT $2`,
-  readsSince: `SELECT conversation_id, user_id, read_seq, read_at_ms FROM members WHERE read_at_ms >= $1 AND read_at_ms <= $3 ORDER BY read_at_ms LIMIT $2`,
-  cursorsSince: `SELECT user_id, device_id, conversation_id, delivered_seq, at_ms FROM device_cursors WHERE at_ms >= $1 AND at_ms <= $3 ORDER BY at_ms LIMIT $2`,
-  revocationsSince: `SELECT user_id, device_id, before_ms, at_ms FROM revocations WHERE at_ms >= $1 AND at_ms <= $3 ORDER BY at_ms LIMIT $2`,
+  readsSince: `SELECT conversation_id, user_id, read_seq, read_at_ms FROM members WHERE read_at_ms >= $1 AND read_at_ms > 0 AND read_at_ms <= $3 ORDER BY read_at_ms LIMIT $2`,
+  cursorsSince: `SELECT user_id, device_id, conversation_id, delivered_seq, at_ms FROM device_cursors WHERE at_ms >= $1 AND at_ms > 0 AND at_ms <= $3 ORDER BY at_ms LIMIT $2`,
+  revocationsSince: `SELECT user_id, device_id, before_ms, at_ms FROM revocations WHERE at_ms >= $1 AND at_ms > 0 AND at_ms <= $3 ORDER BY at_ms LIMIT $2`,
   // Copies from another datacenter: forward only, not stamped (at_ms stays as it was here, 0 for a new row).
   mergeReads: `UPDATE members m SET read_seq = u.seq
     FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(conversation_id, user_id, seq)
@@ -356,6 +356,9 @@ const SQL = {
     ON CONFLICT (user_id, device_id) DO UPDATE SET before_ms = greatest(revocations.before_ms, excluded.before_ms)`,
   putRevocation: `INSERT INTO revocations (user_id, device_id, before_ms, at_ms) VALUES ($1, $2, $3, ${NOW_MS})
     ON CONFLICT (user_id, device_id) DO UPDATE SET before_ms = greatest(revocations.before_ms, excluded.before_ms), at_ms = excluded.at_ms`,
+  membersHeld: `SELECT m.conversation_id, m.user_id FROM members m
+    JOIN unnest($1::text[], $2::text[]) AS u(conversation_id, user_id) ON m.conversation_id = u.conversation_id AND m.user_id = u.user_id`,
+  conversationsHeld: `SELECT id FROM conversations WHERE id = ANY($1::text[])`,
   dcState: `SELECT value FROM dc_state WHERE key = $1`,
   nowMs: `SELECT ${NOW_MS} AS now`,
   putDcState: `INSERT INTO dc_state (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
@@ -668,9 +671,19 @@ export class PostgresStore implements Store {
     };
   }
 
-  async mergeMarks(changes: MarkChanges): Promise<MarkChanges['reads']> {
+  async mergeMarks(changes: MarkChanges): Promise<{ moved: MarkChanges['reads']; missing: Pick<MarkChanges, 'reads' | 'cursors'> }> {
     return this.transaction(async (client) => {
       const { reads, cursors, revocations } = changes;
+      const heldMembers = reads.length === 0 ? [] : await run<{ conversation_id: string; user_id: string }>(client, 'membersHeld', [
+        reads.map((r) => r.conversationId), reads.map((r) => r.userId),
+      ]);
+      const held = new Set(heldMembers.map((r) => `${r.conversation_id}\u0000${r.user_id}`));
+      const heldConversations = cursors.length === 0 ? new Set<string>()
+        : new Set((await run<{ id: string }>(client, 'conversationsHeld', [[...new Set(cursors.map((c) => c.conversationId))]])).map((r) => r.id));
+      const missing = {
+        reads: reads.filter((r) => !held.has(`${r.conversationId}\u0000${r.userId}`)),
+        cursors: cursors.filter((c) => !heldConversations.has(c.conversationId)),
+      };
       const moved = reads.length === 0 ? [] : await run<{ conversation_id: string; user_id: string; read_seq: number }>(client, 'mergeReads', [
         reads.map((r) => r.conversationId), reads.map((r) => r.userId), reads.map((r) => r.seq),
       ]);
@@ -684,7 +697,7 @@ export class PostgresStore implements Store {
       if (revocations.length > 0) {
         await run(client, 'mergeRevocations', [revocations.map((r) => r.userId), revocations.map((r) => r.deviceId), revocations.map((r) => r.beforeMs)]);
       }
-      return moved.map((r) => ({ conversationId: r.conversation_id, userId: r.user_id, seq: r.read_seq, atMs: 0 }));
+      return { moved: moved.map((r) => ({ conversationId: r.conversation_id, userId: r.user_id, seq: r.read_seq, atMs: 0 })), missing };
     });
   }
 

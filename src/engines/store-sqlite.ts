@@ -340,7 +340,7 @@ export class SqliteStore implements Store {
   private readonly cursorTx: () => void;
   private readonly expireTx: (cutoffMs: number, limit: number) => number;
   private readonly orphanTx: (conversationId: string, fromSeq: number, nowMs: number) => number;
-  private readonly mergeMarksTx: (changes: MarkChanges) => MarkChanges['reads'];
+  private readonly mergeMarksTx: (changes: MarkChanges) => { moved: MarkChanges['reads']; missing: Pick<MarkChanges, 'reads' | 'cursors'> };
   private readonly replicateTx: (entries: readonly ReplicaEntry[]) => boolean[];
   private readonly riskAuditTx: (entries: readonly RiskAuditDraft[]) => void;
   private readonly firstSeenTx: (userIds: readonly string[], nowMs: number) => { wrote: boolean; out: Map<string, number> };
@@ -636,16 +636,25 @@ export class SqliteStore implements Store {
     this.replicateTx = db.transaction((entries: readonly ReplicaEntry[]) => entries.map((e) => this.replicateOne(e)));
     this.mergeMarksTx = db.transaction(({ reads, cursors, revocations }: MarkChanges) => {
       const moved: MarkChanges['reads'] = [];
+      const missing: Pick<MarkChanges, 'reads' | 'cursors'> = { reads: [], cursors: [] };
       for (const r of reads) {
+        if (!this.stmts.membership.get(r.conversationId, r.userId)) {
+          missing.reads.push(r);
+          continue;
+        }
         const row = this.stmts.mergeRead.get(r.seq, r.conversationId, r.userId, r.seq);
         if (row) moved.push({ conversationId: r.conversationId, userId: r.userId, seq: row.read_seq, atMs: 0 });
       }
       for (const c of cursors) {
-        this.stmts.mergeCursor.run(c.userId, c.deviceId, c.conversationId, c.seq, c.conversationId);
+        if (this.stmts.mergeCursor.run(c.userId, c.deviceId, c.conversationId, c.seq, c.conversationId).changes === 0
+          && !this.stmts.conversationHead.get(c.conversationId)) {
+          missing.cursors.push(c);
+          continue;
+        }
         if (directMembers(c.conversationId)) this.stmts.advanceMark.run(c.seq, c.conversationId, c.userId);
       }
       for (const r of revocations) this.stmts.mergeRevocation.run(r.userId, r.deviceId, r.beforeMs);
-      return moved;
+      return { moved, missing };
     });
     this.riskAuditTx = db.transaction((entries: readonly RiskAuditDraft[]) => {
       for (const e of entries) this.stmts.insertRiskAudit.run(e.atMs, e.userId, e.rule, e.action, e.detail);
@@ -779,10 +788,10 @@ export class SqliteStore implements Store {
     });
   }
 
-  async mergeMarks(changes: MarkChanges): Promise<MarkChanges['reads']> {
-    const moved = this.mergeMarksTx(changes);
+  async mergeMarks(changes: MarkChanges): Promise<{ moved: MarkChanges['reads']; missing: Pick<MarkChanges, 'reads' | 'cursors'> }> {
+    const merged = this.mergeMarksTx(changes);
     await this.flusher?.flush();
-    return moved;
+    return merged;
   }
 
   async putRevocation(userId: string, deviceId: string, beforeMs: number): Promise<void> {

@@ -383,9 +383,11 @@ export interface DatacenterStore {
   /**
    * Apply another datacenter's changes: each only moves forward (a read mark
    * or cursor to the higher seq, a revocation to the later time), for members
-   * and conversations held here; not stamped. Returns the read marks that moved.
+   * and conversations held here; not stamped. Returns the read marks that
+   * moved, and the marks and cursors whose member or conversation is not
+   * held here (yet: its copy may be on its way).
    */
-  mergeMarks(changes: MarkChanges): Promise<MarkChanges['reads']>;
+  mergeMarks(changes: MarkChanges): Promise<{ moved: MarkChanges['reads']; missing: Pick<MarkChanges, 'reads' | 'cursors'> }>;
   /** Record a revocation made here (stamped): the other datacenters copy it. */
   putRevocation(userId: string, deviceId: string, beforeMs: number): Promise<void>;
   /** A value this datacenter keeps for itself (the sync service's progress per peer). */

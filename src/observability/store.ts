@@ -148,7 +148,7 @@ export class InstrumentedStore implements Store {
     return this.timed('marks_since', () => this.inner.marksSince(sinceMs, limit, settleMs));
   }
 
-  mergeMarks(changes: MarkChanges): Promise<MarkChanges['reads']> {
+  mergeMarks(changes: MarkChanges): Promise<{ moved: MarkChanges['reads']; missing: Pick<MarkChanges, 'reads' | 'cursors'> }> {
     return this.timed('merge_marks', () => this.inner.mergeMarks(changes));
   }
 

@@ -64,3 +64,31 @@ test('a gap longer than a batch fills is filled over several tries, in order, wi
     await here.close();
   }
 });
+
+test('a gap whose start the peer expired (retention) is filled from what the peer still holds; the batch does not stall', async () => {
+  const home = new SqliteStore({ path: join(dir, 'home-expired.sqlite') });
+  const here = new SqliteStore({ path: join(dir, 'here-expired.sqlite') });
+  try {
+    for (let from = 1; from <= 9000; from += 1000) await home.append(drafts(from, from + 999));
+    // The home expired the first 7,000 (sent at 1001..8000).
+    assert.equal(await home.expireBefore(1000 + 7001, 100_000), 7000);
+    const last = (await home.message(AB, 9000))!;
+    const published: Committed[] = [];
+    const peer = { name: 'a', bus: { consumeCommitted: () => ({ close: async () => undefined }), consumerLag: async () => new Map() }, store: async () => home };
+    const sync = new SyncService({ dc: 'b' }, { bus: { publishCommitted: async (entries) => void published.push(...entries) }, store: here, peers: [peer] });
+    let tries = 0;
+    for (;;) {
+      tries++;
+      try {
+        await sync.copy(peer, [committed({ message: messageToWire(last), originDc: 'a' })]);
+        break;
+      } catch (err) {
+        assert.ok(isUnavailable(err) && tries < 5, `handed again a few times at most: ${(err as Error).message}`);
+      }
+    }
+    assert.deepEqual((await here.after(AB, 0, 20_000)).map((m) => m.seq), Array.from({ length: 2000 }, (_, i) => 7001 + i), 'what the home still holds, once each, in order');
+  } finally {
+    await home.close();
+    await here.close();
+  }
+});

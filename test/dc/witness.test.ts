@@ -72,22 +72,27 @@ function serving(dc: string, own: SqliteStore, peers: { name: string; open(): Pr
   return s;
 }
 
-test('the witness: one holder per home; renewing keeps it, another cannot take it until it ran out; released only by its holder', async () => {
+test('the witness: one holder per home; renewing keeps it, another cannot take it until it ran out; released only by its holder; never again under an older record', async () => {
   const w = witness();
   const before = Date.now();
-  const until = await w.renew('a', 'a');
+  const until = await w.renew('a', 'a', 0);
   assert.ok(until !== undefined && until > before && until <= before + LEASE_MS, `held until a time within the lease (${until! - before} ms)`);
-  assert.equal(await w.renew('a', 'b'), undefined, 'b does not hold what a holds');
-  assert.equal(await w.take('a', 'b'), false);
+  assert.equal(await w.renew('a', 'b', 0), undefined, 'b does not hold what a holds');
+  assert.equal(await w.take('a', 'b', 1), false);
   assert.equal(await w.holder('a'), 'a');
   await sleep(LEASE_MS + 200);
   assert.equal(await w.holder('a'), undefined, 'not renewed: it ran out');
-  assert.equal(await w.take('a', 'b'), true);
-  assert.equal(await w.take('a', 'a'), false);
+  assert.equal(await w.take('a', 'b', 0), false, 'a take needs a record newer than any the lease was held under');
+  assert.equal(await w.take('a', 'b', 1), true);
+  assert.equal(await w.take('a', 'a', 2), false, 'held');
   await w.release('a', 'a');
   assert.equal(await w.holder('a'), 'b', 'only its holder releases it');
   await w.release('a', 'b');
   assert.equal(await w.holder('a'), undefined);
+  // Taken over under epoch 1: a, back (or cut off and renewing under its old record), never gets it again under epoch 0.
+  assert.equal(await w.renew('a', 'a', 0), undefined);
+  assert.equal(await w.holder('a'), undefined);
+  assert.ok((await w.renew('a', 'a', 2)) !== undefined, 'handed back under a newer record: a holds it again');
 });
 
 test('a datacenter serves its homes while its lease is held or it hears every peer; with neither, it holds them', async () => {

@@ -851,16 +851,20 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.ok(Math.abs(settled.untilMs - (Date.now() - 60_000)) < 5000, 'until: now less the settling time, on the store\'s clock');
 
         // Merged elsewhere: forward, and not stamped there (nothing goes back).
-        assert.deepEqual((await store.mergeMarks(changes)).map((r) => [r.conversationId, r.userId, r.seq]), [[AB, 'alice', 3]]);
+        const merged = await store.mergeMarks(changes);
+        assert.deepEqual(merged.moved.map((r) => [r.conversationId, r.userId, r.seq]), [[AB, 'alice', 3]]);
+        assert.deepEqual(merged.missing, { reads: [], cursors: [] });
         assert.equal((await store.membership(AB, 'alice'))?.readSeq, 3);
         assert.deepEqual(await store.delivered('alice', 'phone'), new Map([[AB, 3]]));
         assert.deepEqual(kinds(await store.marksSince(before, 100)), NONE, 'a copy is not a change made here');
-        assert.deepEqual(await store.mergeMarks(changes), [], 'merged again: nothing moves');
+        assert.deepEqual((await store.mergeMarks(changes)).moved, [], 'merged again: nothing moves');
         await store.mergeMarks({ reads: [{ conversationId: AB, userId: 'alice', seq: 1, atMs: 0 }], cursors: [{ userId: 'alice', deviceId: 'phone', conversationId: AB, seq: 1, atMs: 0 }], revocations: [] });
         assert.equal((await store.membership(AB, 'alice'))?.readSeq, 3, 'never back');
         assert.deepEqual(await store.delivered('alice', 'phone'), new Map([[AB, 3]]), 'never back');
-        // A read mark of a member or conversation not held here is skipped.
-        assert.deepEqual(await store.mergeMarks({ reads: [{ conversationId: AC, userId: 'alice', seq: 5, atMs: 0 }], cursors: [], revocations: [] }), []);
+        // A mark of a member or conversation not held here (not copied yet) is said missing, and nothing is written for it.
+        const early = { reads: [{ conversationId: AC, userId: 'alice', seq: 5, atMs: 7 }], cursors: [{ userId: 'alice', deviceId: 'phone', conversationId: AC, seq: 5, atMs: 7 }], revocations: [] };
+        assert.deepEqual(await store.mergeMarks(early), { moved: [], missing: { reads: early.reads, cursors: early.cursors } });
+        assert.equal((await store.delivered('alice', 'phone')).get(AC), undefined);
         // Revocations merge to the later time, not stamped; one made here is.
         await store.mergeMarks({ reads: [], cursors: [], revocations: [{ userId: 'bob', deviceId: '', beforeMs: 99, atMs: 0 }] });
         assert.deepEqual(kinds(await store.marksSince(before, 100)), NONE);
