@@ -197,7 +197,7 @@ async function catchUp(target: DcStore, source: DcStore, conversationId: string,
 export class AutoFailover {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
-  private readonly startedAt = Date.now();
+  private readonly startedAt = performance.now();
   /** Takeovers done by this process. */
   taken = 0;
 
@@ -226,7 +226,7 @@ export class AutoFailover {
   }
 
   private async check(): Promise<void> {
-    const now = Date.now();
+    const now = performance.now(); // the clock of Serving's heardFrom
     if (now - this.startedAt < this.options.afterMs) return; // not long enough up to tell a peer gone from one not heard yet
     for (const peer of this.deps.peers.keys()) {
       if (this.deps.serving.recordOf(peer).servedBy !== peer) continue; // served elsewhere already

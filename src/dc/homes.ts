@@ -70,11 +70,13 @@ export class Serving {
   private records = new Map<string, HomeRecord>();
   private timer: NodeJS.Timeout | undefined;
   private readonly startedAt = Date.now();
-  /** Per peer: when the last read of its records that succeeded started (what it said is known as of then). */
+  /** Per peer: when the last read of its records that succeeded started (what it said is known as of then; performance.now()). */
   private readonly heardAt = new Map<string, number>();
   private ready = false;
-  /** With a witness: per home served here, until when its lease is certainly held (local time). */
+  /** With a witness: per home served here, until when its lease is certainly held (performance.now(): a clock that never steps). */
   private readonly leaseUntil = new Map<string, number>();
+  /** Per datacenter's homes: when this process first saw the record in force (performance.now()); a takeover's grace runs from it. */
+  private readonly firstSeen = new Map<string, { epoch: number; at: number }>();
 
   constructor(
     readonly dc: string,
@@ -139,7 +141,7 @@ export class Serving {
     }
     const heard = new Map<string, number>();
     await Promise.all(this.deps.peers.map(async (peer) => {
-      const started = Date.now();
+      const started = performance.now();
       try {
         take(await within(1000, async () => (await peer.store()).dcHomes()));
         heard.set(peer.name, started);
@@ -150,6 +152,8 @@ export class Serving {
     // The records and when each peer was heard move together: a peer heard as of a time, with what it said then.
     this.records = merged;
     for (const [peer, at] of heard) this.heardAt.set(peer, at);
+    const seenAt = performance.now();
+    for (const [dc, r] of merged) if (this.firstSeen.get(dc)?.epoch !== r.epoch) this.firstSeen.set(dc, { epoch: r.epoch, at: seenAt });
     if (!this.ready && (this.heardAt.size === this.deps.peers.length || Date.now() - this.startedAt >= (this.options.startupHoldMs ?? STARTUP_HOLD_MS))) {
       this.ready = true;
       log.info({ heard: [...this.heardAt.keys()], served: Object.fromEntries(merged) }, 'serving homes');
@@ -174,7 +178,7 @@ export class Serving {
     }));
   }
 
-  /** When a peer's records were last read (the start of that read), or undefined if never. */
+  /** When a peer's records were last read (the start of that read, performance.now()), or undefined if never. */
   heardFrom(peer: string): number | undefined {
     return this.heardAt.get(peer);
   }
@@ -197,9 +201,10 @@ export class Serving {
     if (r.servedBy !== this.dc) return r.servedBy;
     // Served here: once this process has compared records with its peers, and not while being handed back.
     if (!this.ready || r.state !== 'serving') return 'hold';
-    const now = Date.now();
-    // Another's homes taken over: once the grace passed (a peer still reading this datacenter's store has stopped).
-    if (home !== this.dc && now - r.changedAtMs < TAKEOVER_GRACE_MS) return 'hold';
+    const now = performance.now();
+    // Another's homes taken over: once the grace passed since this process saw the record (a peer still reading this
+    // datacenter's store has seen it too, and stopped; measured here, not from another host's clock).
+    if (home !== this.dc && now - (this.firstSeen.get(home)?.at ?? now) < TAKEOVER_GRACE_MS) return 'hold';
     return this.safeToServe(home, now) ? this.dc : 'hold';
   }
 

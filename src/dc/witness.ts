@@ -76,11 +76,11 @@ export class Witness {
 
   /**
    * Renew (or take, when free) `home`'s lease for `dc`. Resolves with the
-   * local time until which `dc` certainly holds it, or undefined when another
+   * time (performance.now(), a clock that never steps) until which `dc` certainly holds it, or undefined when another
    * datacenter holds it; rejects when the witness does not answer in time.
    */
   async renew(home: string, dc: string, epoch: number): Promise<number | undefined> {
-    const started = Date.now();
+    const started = performance.now();
     const holder = await within(1000, () => this.redis.eval(RENEW, 3, this.key(home), `${this.prefix}dc:served:${home}`, `${this.prefix}dc:epoch:${home}`,
       dc, this.leaseMs, epoch) as Promise<string>);
     return holder === dc ? started + this.leaseMs - Math.max(500, this.leaseMs / 10) : undefined;
