@@ -22,6 +22,7 @@ import { directHome, REFRESH_MS, type Serving } from './homes.js';
 import type { Witness } from './witness.js';
 import { log as rootLog } from '../observability/log.js';
 import { within } from './within.js';
+import { Periodic } from '../periodic.js';
 
 const log = rootLog.child({ component: 'dc-failover' });
 
@@ -195,8 +196,7 @@ async function catchUp(target: DcStore, source: DcStore, conversationId: string,
  * the operator's, once the peer is back.
  */
 export class AutoFailover {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private readonly checks: Periodic;
   private readonly startedAt = performance.now();
   /** Takeovers done by this process. */
   taken = 0;
@@ -207,22 +207,18 @@ export class AutoFailover {
       witness: Pick<Witness, 'holder' | 'take' | 'everServed' | 'leaseMs'>;
     },
     private readonly options: { afterMs: number; checkMs?: number },
-  ) {}
-
-  start(): void {
-    this.timer = setInterval(() => {
-      this.running ??= this.check().catch((err: unknown) => {
-        log.warn({ reason: (err as Error).message }, 'automatic failover check failed; tried again');
-      }).finally(() => {
-        this.running = undefined;
-      });
-    }, this.options.checkMs ?? 1000);
-    this.timer.unref();
+  ) {
+    this.checks = new Periodic(options.checkMs ?? 1000, () => this.check(), (err) => {
+      log.warn({ reason: (err as Error).message }, 'automatic failover check failed; tried again');
+    });
   }
 
-  async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.running;
+  start(): void {
+    this.checks.start();
+  }
+
+  stop(): Promise<void> {
+    return this.checks.stop();
   }
 
   private async check(): Promise<void> {

@@ -20,11 +20,15 @@
 // highest epoch wins), every REFRESH_MS. A process serves nothing homed here
 // before it has compared records with every peer once (or STARTUP_HOLD_MS
 // passed with one unreachable): a datacenter that returns after a takeover
-// learns of it before it could assign a conflicting seq.
+// learns of it before it could assign a conflicting seq. With a witness
+// (src/dc/witness.ts), a datacenter serves its homes only while it holds
+// their lease there or has just heard every peer, and acts on a takeover of
+// another's homes only after a grace.
 import { directMembers } from '../protocol/ids.js';
 import type { DatacenterStore, HomeRecord, ReplicaStore } from '../engines/store.js';
 import { log as rootLog } from '../observability/log.js';
 import { within } from './within.js';
+import { Periodic } from '../periodic.js';
 import { TAKEOVER_GRACE_MS, type Witness } from './witness.js';
 
 const log = rootLog.child({ component: 'dc-homes' });
@@ -57,7 +61,7 @@ export function directHome(conversationId: string, dcs: readonly string[]): stri
 /** Homes known here, kept at most this many (homes change only by takeover, which is not cached here). */
 const KEPT = 100_000;
 
-/** Where a write goes: a datacenter that serves its conversation, or `hold` (answered UNAVAILABLE here: the home is moving). */
+/** Where a write goes: a datacenter that serves its conversation, or `hold` (its batch waits and is handed again: the home is moving, or not certainly served here). */
 export type Route = string | 'hold';
 
 export const REFRESH_MS = 500;
@@ -68,7 +72,10 @@ export const HEARD_FRESH_MS = 1500;
 /** Who serves each datacenter's homes, as this process last merged it. */
 export class Serving {
   private records = new Map<string, HomeRecord>();
-  private timer: NodeJS.Timeout | undefined;
+  /** Merging the records, one refresh at a time (a slower earlier one finishing last would put back an older view). */
+  private readonly refreshes: Periodic;
+  /** With a witness: renewing leases, on a timer of their own (a witness slow to answer never delays reading the peers, what "heard" rests on). */
+  private readonly renewals: Periodic | undefined;
   private readonly startedAt = Date.now();
   /** Per peer: when the last read of its records that succeeded started (what it said is known as of then; performance.now()). */
   private readonly heardAt = new Map<string, number>();
@@ -87,43 +94,29 @@ export class Serving {
       witness?: Pick<Witness, 'renew' | 'release'>;
     },
     private readonly options: { refreshMs?: number; startupHoldMs?: number } = {},
-  ) {}
+  ) {
+    const every = options.refreshMs ?? REFRESH_MS;
+    // A refresh never fails (it logs and keeps the last view); a renewal neither (each lease runs out on its own).
+    this.refreshes = new Periodic(every, () => this.refreshOnce(), () => undefined);
+    const witness = deps.witness;
+    this.renewals = witness ? new Periodic(every, () => this.renewLeases(witness), () => undefined) : undefined;
+  }
 
   start(): void {
     void this.refresh();
-    this.timer = setInterval(() => void this.refresh(), this.options.refreshMs ?? REFRESH_MS);
-    this.timer.unref();
-    const witness = this.deps.witness;
-    if (witness) {
-      // On a timer of their own: a witness slow to answer never delays reading the peers (what "heard" rests on).
-      this.leaseTimer = setInterval(() => {
-        this.renewing ??= this.renewLeases(witness).finally(() => {
-          this.renewing = undefined;
-        });
-      }, this.options.refreshMs ?? REFRESH_MS);
-      this.leaseTimer.unref();
-    }
+    this.refreshes.start();
+    this.renewals?.start();
   }
-
-  private leaseTimer: NodeJS.Timeout | undefined;
-  private renewing: Promise<void> | undefined;
 
   stop(): void {
-    clearInterval(this.timer);
-    clearInterval(this.leaseTimer);
+    void this.refreshes.stop();
+    void this.renewals?.stop();
   }
 
-  /** Merge the records of this datacenter's store and of every peer that answers within a second. */
-  async refresh(): Promise<void> {
-    // One at a time: a slower earlier refresh finishing last would put back an older view.
-    if (this.refreshing) return this.refreshing;
-    this.refreshing = this.refreshOnce().finally(() => {
-      this.refreshing = undefined;
-    });
-    return this.refreshing;
+  /** Merge the records of this datacenter's store and of every peer that answers within a second (or join the merge running). */
+  refresh(): Promise<void> {
+    return this.refreshes.now();
   }
-
-  private refreshing: Promise<void> | undefined;
 
   private async refreshOnce(): Promise<void> {
     const merged = new Map<string, HomeRecord>();

@@ -25,6 +25,7 @@ import type { ConversationStore, DatacenterStore, MarkChanges } from '../engines
 import { MAX_TOKEN_TTL_MS } from '../auth/revocation.js';
 import { deliverToUsers } from '../logic/fanout.js';
 import { log as rootLog } from '../observability/log.js';
+import { Periodic } from '../periodic.js';
 
 const log = rootLog.child({ component: 'dc-marks' });
 
@@ -60,8 +61,8 @@ export interface MarksProgress {
 }
 
 export class MarksCopier {
-  private timer: NodeJS.Timeout | undefined;
-  private polling: Promise<void> | undefined;
+  /** One poll of every peer at a time (a slow one does not overlap the next). */
+  private readonly polls: Periodic;
   private readonly since = new Map<string, number>();
   private readonly waiting = new Map<string, Waiting>();
   readonly progress = new Map<string, MarksProgress>();
@@ -76,26 +77,24 @@ export class MarksCopier {
     private readonly options: { pollMs?: number; page?: number; settleMs?: number } = {},
   ) {
     for (const p of deps.peers) this.progress.set(p.name, { merged: 0, upToMs: 0 });
+    this.polls = new Periodic(options.pollMs ?? MARKS_POLL_MS, async () => {
+      await Promise.all(deps.peers.map((peer) => this.poll(peer).catch((err: unknown) => {
+        log.debug({ peer: peer.name, reason: (err as Error).message }, 'could not copy marks now; the next poll tries again');
+      })));
+    }, () => undefined);
   }
 
   start(): void {
-    this.timer = setInterval(() => void this.pollAll(), this.options.pollMs ?? MARKS_POLL_MS);
-    this.timer.unref();
+    this.polls.start();
   }
 
-  async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.polling;
+  stop(): Promise<void> {
+    return this.polls.stop();
   }
 
-  /** One poll of every peer (one at a time: a slow one does not overlap the next). */
+  /** One poll of every peer now (or the one running). */
   pollAll(): Promise<void> {
-    this.polling ??= Promise.all(this.deps.peers.map((peer) => this.poll(peer).catch((err: unknown) => {
-      log.debug({ peer: peer.name, reason: (err as Error).message }, 'could not copy marks now; the next poll tries again');
-    }))).then(() => {
-      this.polling = undefined;
-    });
-    return this.polling;
+    return this.polls.now();
   }
 
   private async poll(peer: MarksPeer): Promise<void> {

@@ -6,6 +6,7 @@
 import type { Registry } from '../engines/registry.js';
 import type { Sessions } from '../engines/sessions.js';
 import { log as rootLog } from '../observability/log.js';
+import { Periodic } from '../periodic.js';
 
 const logger = rootLog.child({ component: 'reaper' });
 
@@ -15,28 +16,26 @@ export interface ReaperDeps {
 }
 
 export class Reaper {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private readonly passes: Periodic<string[]>;
 
   constructor(
-    private readonly intervalMs: number,
+    intervalMs: number,
     private readonly deps: ReaperDeps,
     private readonly log: (line: string) => void = (line) => logger.info(line),
-  ) {}
-
-  start(): void {
-    this.timer = setInterval(() => {
-      this.running ??= this.reap().then(() => undefined, (err: unknown) => {
-        logger.warn({ err }, 'pass failed');
-      }).finally(() => {
-        this.running = undefined;
-      });
-    }, this.intervalMs);
-    this.timer.unref();
+  ) {
+    this.passes = new Periodic(intervalMs, () => this.reapNow(), (err) => logger.warn({ err }, 'pass failed'));
   }
 
-  /** One pass: drop the sessions of every node that holds some and is not live. Returns the nodes dropped. */
-  async reap(): Promise<string[]> {
+  start(): void {
+    this.passes.start();
+  }
+
+  /** One pass (or the one running): drop the sessions of every node that holds some and is not live. Returns the nodes dropped. */
+  reap(): Promise<string[]> {
+    return this.passes.now();
+  }
+
+  private async reapNow(): Promise<string[]> {
     const holding = await this.deps.sessions.nodes();
     if (holding.length === 0) return [];
     const live = new Set((await this.deps.registry.live('gateway')).map((n) => n.id));
@@ -48,8 +47,7 @@ export class Reaper {
     return dead;
   }
 
-  async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.running;
+  stop(): Promise<void> {
+    return this.passes.stop();
   }
 }

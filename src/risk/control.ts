@@ -21,6 +21,7 @@ import { log as rootLog } from '../observability/log.js';
 import { ContentRules, type Verdict } from './matcher.js';
 import { MAX_RULES_BYTES, RulesError, parseRules, type RulesDocument } from './rules.js';
 import { callBeforeSend } from './webhooks.js';
+import { Periodic } from '../periodic.js';
 
 const log = rootLog.child({ component: 'risk' });
 
@@ -60,8 +61,8 @@ const NONE: InForce = { version: 0, updatedAtMs: 0, document: {}, content: new C
 
 export class RiskControl {
   private current = NONE;
-  private timer: NodeJS.Timeout | undefined;
-  private polling: Promise<void> | undefined;
+  /** Looks for a new version of the rules (a poll never fails: it logs and keeps the current rules). */
+  private readonly polls: Periodic;
   private secretKept: Promise<string> | undefined;
   private readonly hookCalls = new Limiter(BEFORE_SEND_IN_FLIGHT);
   /** A stored version this server cannot read (put by a newer one): not read again. */
@@ -72,22 +73,18 @@ export class RiskControl {
   constructor(
     private readonly options: { maxTextBytes: number; pollMs?: number },
     private readonly deps: { store: RiskStore; metrics?: RiskMetrics },
-  ) {}
+  ) {
+    this.polls = new Periodic(options.pollMs ?? POLL_MS, () => this.poll(), () => undefined);
+  }
 
   /** Load the rules, then look for new versions every POLL_MS. */
   async start(): Promise<void> {
-    await this.poll();
-    this.timer = setInterval(() => {
-      this.polling ??= this.poll().finally(() => {
-        this.polling = undefined;
-      });
-    }, this.options.pollMs ?? POLL_MS);
-    this.timer.unref();
+    await this.polls.now();
+    this.polls.start();
   }
 
-  async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.polling;
+  stop(): Promise<void> {
+    return this.polls.stop();
   }
 
   /** The document in force here, its version and when it was put. */
