@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { DEFAULT_MAX_FRAME_BYTES } from './protocol/index.js';
+import { clusterNodesOf, clusterUrl } from './engines/redis-address.js';
 
 export interface Limits {
   /** Largest frame, bytes. @default 65536 */
@@ -129,8 +130,13 @@ export interface ServerConfig {
   routing: 'targeted' | 'broadcast';
   /** Host written into the public addresses gateways announce (defaults to host). */
   publicHost: string;
-  /** Distributed mode: Redis for bus, sessions and registry (`longlink gateway`, `longlink logic`). */
+  /**
+   * Distributed mode: Redis for bus, sessions and registry (`longlink gateway`, `longlink logic`):
+   * `redis://…` (LONGLINK_REDIS_URL), or `redis-cluster://host:port,…` for a Redis Cluster (LONGLINK_REDIS_CLUSTER).
+   */
   redisUrl?: string;
+  /** On a Redis Cluster: replicas that must hold a bus write before a publish is done (WAIT); 0: none. */
+  redisReplicas: number;
   /** Distributed mode: PostgreSQL for the store (`longlink logic`). */
   postgresUrl?: string;
   /** Key prefix in Redis, so several clusters can share one. */
@@ -357,6 +363,28 @@ function dcName(raw: string, what: string): string {
   return raw;
 }
 
+/**
+ * Where the cluster's Redis is: LONGLINK_REDIS_URL (one server) or
+ * LONGLINK_REDIS_CLUSTER (a Redis Cluster's seed nodes, host:port,host:port,…),
+ * as the address the engines take (src/engines/redis-shared.ts).
+ */
+function redisTarget(flags: Source, env: Source): string | undefined {
+  const single = url(flags, env, 'redis-url', ['redis:', 'rediss:']);
+  const raw = pick(flags, env, 'redis-cluster');
+  if (raw === undefined || raw === '') return single;
+  if (single !== undefined) throw new ConfigError('give LONGLINK_REDIS_URL or LONGLINK_REDIS_CLUSTER, not both');
+  try {
+    return clusterUrl(clusterNodesOf(`redis-cluster://${raw}`)!);
+  } catch (err) {
+    throw new ConfigError(`--redis-cluster / LONGLINK_REDIS_CLUSTER: seed nodes as host:port,host:port,… (${(err as Error).message})`);
+  }
+}
+
+function redisPrefixOf(prefix: string): string {
+  if (/[{}]/.test(prefix)) throw new ConfigError(`--redis-prefix / LONGLINK_REDIS_PREFIX: no braces (on a Redis Cluster they would decide which keys share a slot), got "${prefix}"`);
+  return prefix;
+}
+
 /** A redis:// URL, or undefined when not given. */
 function redisUrlOf(raw: string | undefined, name: string): string | undefined {
   if (raw === undefined || raw === '') return undefined;
@@ -421,6 +449,12 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
   }
   const presenceVisibility = pick(flags, env, 'presence-visibility') ?? 'all';
   if (presenceVisibility !== 'all' && presenceVisibility !== 'contacts') throw new ConfigError('LONGLINK_PRESENCE_VISIBILITY must be all or contacts');
+  const redisUrl = redisTarget(flags, env);
+  const dc = dcName(pick(flags, env, 'dc') ?? 'dc1', 'LONGLINK_DC');
+  const peers = dcPeers(pick(flags, env, 'dc-peers'), dc);
+  if (peers.length > 0 && redisUrl !== undefined && clusterNodesOf(redisUrl)) {
+    throw new ConfigError('datacenters (LONGLINK_DC_PEERS) run on one Redis server per datacenter for now, not on a Redis Cluster (LONGLINK_REDIS_CLUSTER)');
+  }
   const metricsKey = pick(flags, env, 'metrics-key') || undefined;
   if (metricsKey !== undefined && metricsKey.length < 16) throw new ConfigError('LONGLINK_METRICS_KEY must be at least 16 characters');
   const trustedProxies = list(flags, env, 'trusted-proxies');
@@ -435,13 +469,12 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`LONGLINK_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   const routing = pick(flags, env, 'routing') ?? 'targeted';
   if (routing !== 'targeted' && routing !== 'broadcast') throw new ConfigError('LONGLINK_ROUTING must be targeted or broadcast');
-  const dc = dcName(pick(flags, env, 'dc') ?? 'dc1', 'LONGLINK_DC');
   const dcAck = pick(flags, env, 'dc-ack') ?? 'local';
   if (dcAck !== 'local' && dcAck !== 'replicated') throw new ConfigError('LONGLINK_DC_ACK must be local or replicated');
   return {
     nodeId: pick(flags, env, 'node-id') ?? `node-${randomBytes(3).toString('hex')}`,
     dc,
-    dcPeers: dcPeers(pick(flags, env, 'dc-peers'), dc),
+    dcPeers: peers,
     dcAck,
     dcWitnessUrl: redisUrlOf(pick(flags, env, 'dc-witness'), 'LONGLINK_DC_WITNESS'),
     dcFailoverAfterMs: int(flags, env, 'dc-failover-after-ms', 10_000, 3000, 3_600_000),
@@ -462,9 +495,10 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     routing,
     recallWindowMs: int(flags, env, 'recall-window-ms', DEFAULTS.recallWindowMs, 0, 30 * 86400 * 1000),
     publicHost: pick(flags, env, 'public-host') ?? pick(flags, env, 'host') ?? DEFAULTS.host,
-    redisUrl: url(flags, env, 'redis-url', ['redis:', 'rediss:']),
+    redisUrl,
+    redisReplicas: int(flags, env, 'redis-replicas', 1, 0, 16),
     postgresUrl: url(flags, env, 'postgres-url', ['postgres:', 'postgresql:']),
-    redisPrefix: pick(flags, env, 'redis-prefix') ?? DEFAULTS.redisPrefix,
+    redisPrefix: redisPrefixOf(pick(flags, env, 'redis-prefix') ?? DEFAULTS.redisPrefix),
     busShards: int(flags, env, 'bus-shards', DEFAULTS.busShards, 1, 4096),
     busUpMaxLength: int(flags, env, 'bus-up-max-length', DEFAULTS.busUpMaxLength, 1000, 100_000_000),
     busDownMaxLength: int(flags, env, 'bus-down-max-length', DEFAULTS.busDownMaxLength, 1000, 100_000_000),

@@ -134,6 +134,135 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
   };
 }
 
+/** One node of a Redis Cluster started by startRedisCluster(). */
+export interface RedisClusterNode {
+  port: number;
+  readonly pid: number;
+  /** SIGKILL it (a crash); its replica is promoted after the node timeout. */
+  kill(): Promise<void>;
+  /** Start it again on the same port and folder (it rejoins, as a replica if it was failed over). */
+  start(): Promise<void>;
+  readonly running: boolean;
+}
+
+export interface RedisCluster {
+  /** The address the engines take: `redis-cluster://127.0.0.1:p1,…` (LONGLINK_REDIS_CLUSTER is its host:port list). */
+  url: string;
+  /** `127.0.0.1:p1,127.0.0.1:p2,…`: the value of LONGLINK_REDIS_CLUSTER. */
+  seeds: string;
+  nodes: RedisClusterNode[];
+  /** The nodes serving slots now, as the cluster sees them. */
+  masters(): Promise<RedisClusterNode[]>;
+  /** Until every slot is served by a reachable master and the nodes agree (after a failover, say). */
+  waitHealthy(timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface RedisClusterOptions {
+  /** @default 3 */
+  masters?: number;
+  /** Replicas per master. @default 1 */
+  replicas?: number;
+  /** cluster-node-timeout: how long a master is unreachable before its replica takes over. @default 1000 */
+  nodeTimeoutMs?: number;
+}
+
+function redisCli(port: number, ...args: string[]): string {
+  return execFileSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/**
+ * A Redis Cluster on free ports, each node in a temp folder of its own
+ * (3 masters and 3 replicas by default), made with `redis-cli --cluster create`.
+ */
+export async function startRedisCluster(options: RedisClusterOptions = {}): Promise<RedisCluster> {
+  const masters = options.masters ?? 3;
+  const replicas = options.replicas ?? 1;
+  const count = masters * (1 + replicas);
+  const nodes: RedisClusterNode[] = [];
+  const dirs: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const dir = mkdtempSync(join(tmpdir(), 'longlink-redis-cluster-'));
+    dirs.push(dir);
+    const port = await freePort();
+    const busPort = await freePort();
+    let child: ChildProcess | undefined;
+    const launch = async () => {
+      child = spawnTied('redis-server', [
+        '--port', String(port), '--cluster-port', String(busPort), '--bind', '127.0.0.1', '--dir', dir,
+        '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', String(options.nodeTimeoutMs ?? 1000),
+        '--cluster-replica-validity-factor', '0', '--save', '', '--appendonly', 'no',
+        '--protected-mode', 'no', '--daemonize', 'no', '--loglevel', 'warning',
+      ], { stdio: 'ignore' }, 'SIGTERM');
+      await waitForPort(port, child, 'redis-server (cluster node)');
+    };
+    await launch();
+    nodes.push({
+      port,
+      get pid() {
+        return child!.pid!;
+      },
+      get running() {
+        return child !== undefined && running(child);
+      },
+      async kill() {
+        if (child && running(child)) {
+          child.kill('SIGKILL');
+          await once(child, 'exit');
+        }
+      },
+      async start() {
+        if (!child || !running(child)) await launch();
+      },
+    });
+  }
+  execFileSync('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', String(replicas), '--cluster-yes'], { stdio: 'ignore' });
+  const seeds = nodes.map((n) => `127.0.0.1:${n.port}`).join(',');
+  const mastersNow = async () => {
+    const live = nodes.find((n) => n.running) ?? nodes[0]!;
+    const lines = redisCli(live.port, 'CLUSTER', 'NODES').trim().split('\n');
+    const ports = new Set<number>();
+    for (const line of lines) {
+      const [, address, flags, , , , , state, ...slots] = line.split(' ');
+      if (!flags?.includes('master') || flags.includes('fail') || state !== 'connected' || slots.length === 0) continue;
+      ports.add(Number(address!.split(':')[1]!.split('@')[0]));
+    }
+    return nodes.filter((n) => ports.has(n.port));
+  };
+  const cluster: RedisCluster = {
+    url: `redis-cluster://${seeds}`,
+    seeds,
+    nodes,
+    masters: mastersNow,
+    async waitHealthy(timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        let ok = false;
+        try {
+          // Every slot served, and every replica caught up with its master (a write can be acknowledged by it: WAIT).
+          ok = nodes.filter((n) => n.running).every((n) => redisCli(n.port, 'CLUSTER', 'INFO').includes('cluster_state:ok'))
+            && (await mastersNow()).length === masters
+            && nodes.filter((n) => n.running).every((n) => {
+              const info = redisCli(n.port, 'INFO', 'replication');
+              return info.includes('role:master') || info.includes('master_link_status:up');
+            });
+        } catch {
+          ok = false;
+        }
+        if (ok) return;
+        if (Date.now() > deadline) throw new Error(`the Redis Cluster did not become healthy within ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    async stop() {
+      await Promise.all(nodes.map((n) => n.kill()));
+      for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  await cluster.waitHealthy();
+  return cluster;
+}
+
 export interface PostgresServer {
   url: string;
   port: number;

@@ -66,7 +66,18 @@
 //   or gone.
 // Downlink entries are split at ~64 KiB (packDown), so an entry is at most
 // that or one message.
-import { Redis } from 'ioredis';
+//
+// On a Redis Cluster (a `redis-cluster://` address) every stream is in a slot
+// of its own, so no command names two of them: a shard's owner reads each
+// shard with its own blocking read on its own connection (ShardReads), a
+// gateway its two downlink streams on two; the live sets share the tag
+// `{live}` (counted in one script), and a committed shard's counters share its
+// stream's tag (`{p}{committed:3}`, `{p}{committed:3}counters:push`). Redis
+// replicates asynchronously: a write a master answered and lost in a failover
+// would be an acked publish gone (and a sender's later message stored before
+// its resent earlier one), so every publish waits for `replicas` replicas
+// (WAIT, on the connection the writes went through) and fails otherwise.
+import type { Cluster } from 'ioredis';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import {
   CommittedSchema, DeadLetterSchema, DownBatchSchema, DownSchema, UpEnvelopeSchema, type DeadLetter,
@@ -74,7 +85,7 @@ import {
 import { operationName } from '../protocol/operations.js';
 import { DEFAULTS } from '../config.js';
 import { log as rootLog } from '../observability/log.js';
-import { Script } from './redis-shared.js';
+import { Script, checkPrefix, clusterNodesOf, isCluster, openRedis, shardOf, slotOf, tagged, type RedisClient } from './redis-shared.js';
 import { isFencedError, isUnavailable, withWriteFence, type ShardClaim } from './store.js';
 import {
   ALL_GATEWAYS, SeenWindow, UP_SERVICES, newBusCounters, serviceOfUp,
@@ -118,6 +129,12 @@ export interface RedisBusOptions {
   maxDeliveries?: number;
   /** How long one blocking read waits. @default 1000 */
   blockMs?: number;
+  /**
+   * On a Redis Cluster: replicas that must hold a write before a publish is
+   * done (WAIT). 0: none (a failover may lose what a master had answered).
+   * @default 1
+   */
+  replicas?: number;
 }
 
 const GROUP = 'logic';
@@ -158,15 +175,7 @@ export const STREAM_BOUNDS = {
 /** Fault injection for the exactly-once tests (see ShardConsumer.killBeforeAck); never set in production. */
 const KILL_BEFORE_ACK = process.env.LONGLINK_FAULT_KILL_BEFORE_ACK === '1';
 
-/** FNV-1a: the same shard for a key in every process. */
-export function shardOf(key: string, shards: number): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) {
-    h ^= key.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0) % shards;
-}
+export { shardOf };
 
 // KEYS: the live logic nodes. ARGV: node id, lease ms. Heartbeat on Redis's clock; returns the live count.
 const HEARTBEAT = new Script(`
@@ -438,7 +447,7 @@ interface BufferCommands {
   xrangeBuffer(...args: (string | number)[]): Promise<StreamEntries>;
 }
 
-function bytes(redis: Redis): BufferCommands {
+function bytes(redis: RedisClient): BufferCommands {
   return redis as unknown as BufferCommands;
 }
 
@@ -483,8 +492,8 @@ interface Topic<T> {
   unseen?(batch: T[]): T[];
   /** After the ack. */
   acked?(batch: T[]): void;
-  /** Where the counters of CommittedEffects go. */
-  countersKey?: string;
+  /** Where the counters of CommittedEffects of shard s go (in the stream's slot). */
+  countersKey?: (s: number) => string;
   read(n: number): void;
   lost(n: number): void;
 }
@@ -503,8 +512,11 @@ function decodeDown(fields: Fields): Down[] {
 
 export class RedisBus implements Bus {
   private readonly o: Required<RedisBusOptions>;
-  private readonly writer: Redis;
-  private readonly readers = new Set<Redis>();
+  private readonly writer: RedisClient;
+  private readonly readers = new Set<RedisClient>();
+  /** On a Redis Cluster (see the top of this file). */
+  private readonly cluster: boolean;
+  private readonly replicas: Replicas | undefined;
   private readonly consumers = new Set<ShardConsumer<UpEnvelope> | ShardConsumer<Committed>>();
   private closed = false;
   readonly counters = newBusCounters();
@@ -519,10 +531,13 @@ export class RedisBus implements Bus {
 
   constructor(options: RedisBusOptions) {
     this.o = {
-      prefix: 'll:', shards: 16, leaseMs: 10_000, batch: 512, ...STREAM_BOUNDS, maxDeliveries: 5, blockMs: 1000, ...options,
+      prefix: 'll:', shards: 16, leaseMs: 10_000, batch: 512, ...STREAM_BOUNDS, maxDeliveries: 5, blockMs: 1000, replicas: 1, ...options,
     };
+    checkPrefix(this.o.prefix);
+    this.cluster = clusterNodesOf(this.o.url) !== undefined;
     this.writer = this.connect();
-    this.dead = new RedisDeadLetters(this.writer, this.key('dead'), this.o.maxUpLength, () => this.stats());
+    this.replicas = isCluster(this.writer) && this.o.replicas > 0 ? new Replicas(this.writer, this.o.replicas) : undefined;
+    this.dead = new RedisDeadLetters(this.writer, this.key('dead'), this.o.maxUpLength, () => this.stats(), this.cluster);
   }
 
   /**
@@ -530,12 +545,12 @@ export class RedisBus implements Bus {
    * offline queue and a command timeout, so a scrape while Redis is down
    * fails in about a second instead of waiting for it.
    */
-  private statsClient: Redis | undefined;
+  private statsClient: RedisClient | undefined;
 
-  private async stats(): Promise<Redis> {
+  private async stats(): Promise<RedisClient> {
     if (this.closed) throw new Error('bus closed');
     if (!this.statsClient) {
-      this.statsClient = new Redis(this.o.url, {
+      this.statsClient = openRedis(this.o.url, {
         enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 1000, connectTimeout: 2000,
         retryStrategy: (times) => Math.min(times * 100, 1000),
       });
@@ -559,8 +574,8 @@ export class RedisBus implements Bus {
     return client;
   }
 
-  private connect(): Redis {
-    const r = new Redis(this.o.url, { maxRetriesPerRequest: null, enableAutoPipelining: true, lazyConnect: false });
+  private connect(): RedisClient {
+    const r = openRedis(this.o.url, { maxRetriesPerRequest: null, enableAutoPipelining: true, lazyConnect: false });
     r.on('error', () => {
       /* reconnects by itself; commands wait */
     });
@@ -569,6 +584,21 @@ export class RedisBus implements Bus {
 
   private key(name: string): string {
     return `${this.o.prefix}${name}`;
+  }
+
+  /** A live set (heartbeats): in a cluster all of them in one slot, counted together by LIVE_COUNTS. */
+  private liveKey(name: string): string {
+    return this.cluster ? tagged(this.o.prefix, 'live', name) : this.key(name);
+  }
+
+  /** The committed stream of shard s. */
+  private committedStream(s: number): string {
+    return this.cluster ? tagged(this.o.prefix, `committed:${s}`) : this.key(`committed:${s}`);
+  }
+
+  /** Where a committed-stream group's counters go: one hash; in a cluster one per shard, in its stream's slot (ACK_COUNTING names both). */
+  private countersKey(group: string, s: number): string {
+    return this.cluster ? tagged(this.o.prefix, `committed:${s}`, `counters:${group}`) : this.key(`committed:${group}:counters`);
   }
 
   /** An uplink service's stream of shard s: the send path's is `up:{s}`, another service's `up:{service}:{s}`. */
@@ -582,7 +612,7 @@ export class RedisBus implements Bus {
       name: service === 'message' ? 'up' : `up:${service}`,
       stream: (s) => this.upStream(service, s),
       lease: (s) => this.key(`lease:${own}${s}`),
-      live: this.key(service === 'message' ? 'logic-nodes' : `${service}-nodes`),
+      live: this.liveKey(service === 'message' ? 'logic-nodes' : `${service}-nodes`),
       group: GROUP,
       fence: (s) => FENCE_BASE[service] + s,
       label: (s) => `${own}${s}`,
@@ -601,9 +631,9 @@ export class RedisBus implements Bus {
     const seen = new SeenWindow();
     return {
       name: `committed:${group}`,
-      stream: (s) => this.key(`committed:${s}`),
+      stream: (s) => this.committedStream(s),
       lease: (s) => this.key(`lease:committed:${group}:${s}`),
-      live: this.key(`committed:${group}-nodes`),
+      live: this.liveKey(`committed:${group}-nodes`),
       group,
       fence: undefined,
       label: (s) => `committed:${s}`,
@@ -619,7 +649,7 @@ export class RedisBus implements Bus {
         return fresh;
       },
       acked: (batch) => seen.add(batch),
-      countersKey: this.key(`committed:${group}:counters`),
+      countersKey: (s) => this.countersKey(group, s),
       read: (n) => (this.counters.committedRead += n),
       lost: (n) => (this.counters.committedSkipped += n),
     };
@@ -632,6 +662,7 @@ export class RedisBus implements Bus {
     const added = this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxUpLength, '*', 'e', Buffer.from(toBinary(UpEnvelopeSchema, message)));
     this.boundWritten(stream, this.o.maxUpAgeMs, this.o.maxUpBytes);
     await added;
+    await this.replicas?.wait(stream);
   }
 
   /**
@@ -683,7 +714,8 @@ export class RedisBus implements Bus {
       const entries = packDown(messages);
       this.counters.downPublished += entries.length;
       const stream = this.key(`down:${node}`);
-      Promise.all(entries.map((entry) => this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxDownLength, '*', 'd', entry))).then(
+      Promise.all(entries.map((entry) => this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxDownLength, '*', 'd', entry)))
+        .then(() => this.replicas?.wait(stream)).then(
         () => { for (const w of waiters) w.resolve(); },
         (err: unknown) => { for (const w of waiters) w.reject(err); },
       );
@@ -694,7 +726,7 @@ export class RedisBus implements Bus {
   /** One consumer per service, each with its own streams, leases and blocking reader. */
   consumeUp(handler: UpHandler, options: ConsumeUpOptions = {}): Subscription {
     const consumers = (options.services ?? UP_SERVICES).map((service) =>
-      new ShardConsumer(this.o, this.connect(), this.writer, this.upTopic(service), handler, (n) => this.key(n), this.counters, options.onTakeover));
+      new ShardConsumer(this.o, this.reads(), this.writer, this.upTopic(service), handler, (n) => this.key(n), this.counters, options.onTakeover));
     return this.run(consumers);
   }
 
@@ -704,17 +736,23 @@ export class RedisBus implements Bus {
     this.counters.committedPublished += entries.length;
     const written = new Set<string>();
     const added = entries.map((c) => {
-      const stream = this.key(`committed:${shardOf(c.message?.conversationId ?? '', this.o.shards)}`);
+      const stream = this.committedStream(shardOf(c.message?.conversationId ?? '', this.o.shards));
       written.add(stream);
       return this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxUpLength, '*', 'c', Buffer.from(toBinary(CommittedSchema, c)));
     });
     for (const stream of written) this.boundWritten(stream, this.o.maxUpAgeMs, this.o.maxUpBytes);
     await Promise.all(added);
+    if (this.replicas) await Promise.all([...written].map((stream) => this.replicas!.wait(stream)));
   }
 
   consumeCommitted(group: string, handler: CommittedHandler): Subscription {
     if (!/^[a-z][a-z0-9-]{0,31}$/.test(group)) throw new Error(`consumer group name ${JSON.stringify(group)}: lowercase letters, digits and -`);
-    return this.run([new ShardConsumer(this.o, this.connect(), this.writer, this.committedTopic(group), handler, (n) => this.key(n), this.counters)]);
+    return this.run([new ShardConsumer(this.o, this.reads(), this.writer, this.committedTopic(group), handler, (n) => this.key(n), this.counters)]);
+  }
+
+  /** How a consumer reads its shards: one connection for all on one server, one per shard in a cluster. */
+  private reads(): ShardReads {
+    return this.cluster ? new PerShardReads(() => this.connect()) : new OneRead(this.connect());
   }
 
   private run(list: ShardConsumer<UpEnvelope>[] | ShardConsumer<Committed>[]): Subscription {
@@ -758,7 +796,7 @@ export class RedisBus implements Bus {
     this.looking = true;
     try {
       const services = [...this.liveness.keys()];
-      const keys = services.map((service) => this.key(service === 'message' ? 'logic-nodes' : `${service}-nodes`));
+      const keys = services.map((service) => this.liveKey(service === 'message' ? 'logic-nodes' : `${service}-nodes`));
       const counts = (await LIVE_COUNTS.run(await this.stats(), keys, [])) as number[];
       services.forEach((service, i) => {
         const l = this.liveness.get(service)!;
@@ -773,8 +811,13 @@ export class RedisBus implements Bus {
   }
 
   async committedCounters(group: string): Promise<Map<string, number>> {
-    const flat = await (await this.stats()).hgetall(this.key(`committed:${group}:counters`));
-    return new Map(Object.entries(flat).map(([k, v]) => [k, Number(v)]));
+    const client = await this.stats();
+    const keys = this.cluster ? Array.from({ length: this.o.shards }, (_, s) => this.countersKey(group, s)) : [this.countersKey(group, 0)];
+    const out = new Map<string, number>();
+    for (const flat of await Promise.all(keys.map((k) => client.hgetall(k)))) {
+      for (const [k, v] of Object.entries(flat)) out.set(k, (out.get(k) ?? 0) + Number(v));
+    }
+    return out;
   }
 
   /**
@@ -786,11 +829,14 @@ export class RedisBus implements Bus {
     const streams: { stream: string; name?: string }[] = [];
     for (let s = 0; s < this.o.shards; s++) {
       for (const service of UP_SERVICES) streams.push({ stream: this.upStream(service, s), name: service });
-      streams.push({ stream: this.key(`committed:${s}`) });
+      streams.push({ stream: this.committedStream(s) });
     }
-    const pipeline = (await this.stats()).pipeline();
-    for (const { stream } of streams) pipeline.call('XINFO', 'GROUPS', stream);
-    const replies = (await pipeline.exec()) ?? [];
+    // One command per stream (a cluster has them in different slots), sent in one go (auto-pipelined on one server).
+    const client = await this.stats();
+    const replies = await Promise.all(streams.map(({ stream }) => client.call('XINFO', 'GROUPS', stream).then(
+      (reply): [Error | null, unknown] => [null, reply],
+      (err: unknown): [Error | null, unknown] => [err as Error, undefined],
+    )));
     const lag = new Map<string, number>();
     replies.forEach(([err, reply], i) => {
       if (err) return; // no stream yet: nothing published to the shard
@@ -804,10 +850,24 @@ export class RedisBus implements Bus {
   }
 
   consumeDown(node: string, handler: DownHandler, options: ConsumeDownOptions = {}): Subscription {
+    const own = this.key(`down:${node}`);
+    const streams = [own];
+    if (options.broadcast ?? true) streams.push(this.key(`down:${ALL_GATEWAYS}`));
+    // One read for both on one server; in a cluster (each stream in a slot of its own) a read, and a connection, per stream.
+    const lanes = this.cluster ? streams.map((stream) => [stream]) : [streams];
+    const stops = lanes.map((lane) => this.readDown(node, own, lane, handler, options));
+    return {
+      close: async () => {
+        for (const stop of stops) stop();
+        for (const stream of streams) this.downBytes.delete(this.label(stream));
+      },
+    };
+  }
+
+  /** Read downlink streams (this node's own, `own`, and/or the broadcast one) on a connection of their own until stopped. */
+  private readDown(node: string, own: string, streams: string[], handler: DownHandler, options: ConsumeDownOptions): () => void {
     const reader = this.connect();
     this.readers.add(reader);
-    const streams = [this.key(`down:${node}`)];
-    if (options.broadcast ?? true) streams.push(this.key(`down:${ALL_GATEWAYS}`));
     // From when we subscribed, on Redis's clock (a second back, so nothing published just now is missed).
     const last: string[] = [];
     let running = true;
@@ -825,16 +885,16 @@ export class RedisBus implements Bus {
       let expiresRefreshedAt = 0;
       let boundedAt = 0;
       while (running && !this.closed) {
-        if (Date.now() - expiresRefreshedAt > 60_000) {
+        if (streams.includes(own) && Date.now() - expiresRefreshedAt > 60_000) {
           // This node's own stream outlives it by an hour at most (node ids of dead gateways do not pile up).
           expiresRefreshedAt = Date.now();
-          this.writer.pexpire(streams[0]!, 3_600_000).catch(() => undefined);
+          this.writer.pexpire(own, 3_600_000).catch(() => undefined);
         }
         if (Date.now() - boundedAt >= this.o.trimIntervalMs) {
           // Between two reads, so `last` is exactly what this reader has read.
           boundedAt = Date.now();
           try {
-            await this.boundDown(reader, node, streams, last, options.onTrimmed);
+            await this.boundDown(reader, node, own, streams, last, options.onTrimmed);
           } catch (err) {
             if (!running) return;
             log.warn({ reason: (err as Error).message, node }, 'downlink stream trim failed; retrying');
@@ -874,13 +934,10 @@ export class RedisBus implements Bus {
       }
     };
     void loop();
-    return {
-      close: async () => {
-        running = false;
-        this.readers.delete(reader);
-        reader.disconnect();
-        for (const stream of streams) this.downBytes.delete(this.label(stream));
-      },
+    return () => {
+      running = false;
+      this.readers.delete(reader);
+      reader.disconnect();
     };
   }
 
@@ -894,12 +951,12 @@ export class RedisBus implements Bus {
    * (DOWN_BOUNDS): what it read goes first; what it had not read yet and is
    * trimmed all the same is counted, logged and reported to `onTrimmed`.
    */
-  private async boundDown(reader: Redis, node: string, streams: string[], last: string[], onTrimmed: ((entries: number) => void) | undefined): Promise<void> {
+  private async boundDown(reader: RedisClient, node: string, own: string, streams: string[], last: string[], onTrimmed: ((entries: number) => void) | undefined): Promise<void> {
     for (let i = 0; i < streams.length; i++) {
       const stream = streams[i]!;
-      // A node's own stream (the first) has one reader, this one: what it read goes at once. The broadcast one waits for the age.
-      const own = i === 0 ? '1' : '0';
-      const [, lost, bytesAfter] = (await DOWN_BOUNDS.run(reader, [stream], [this.o.maxDownAgeMs, this.o.maxDownBytes, last[i]!, own])) as number[];
+      // A node's own stream has one reader, this one: what it read goes at once. The broadcast one waits for the age.
+      const onlyReader = stream === own ? '1' : '0';
+      const [, lost, bytesAfter] = (await DOWN_BOUNDS.run(reader, [stream], [this.o.maxDownAgeMs, this.o.maxDownBytes, last[i]!, onlyReader])) as number[];
       this.downBytes.set(this.label(stream), Number(bytesAfter));
       if (Number(lost) > 0) {
         this.counters.downTrimmedUnread += Number(lost);
@@ -964,6 +1021,101 @@ function flatFields(flat: unknown[]): Record<string, unknown> {
   return out;
 }
 
+/** How a shard consumer reads the shards it holds: the entries its group has not been given yet. */
+interface ShardReads {
+  /** The next entries of any of `shards` (waiting up to `blockMs`), per shard; null when none came. */
+  read(group: string, consumer: string, count: number, blockMs: number, shards: readonly { s: number; stream: string }[]): Promise<[number, StreamEntries][] | null>;
+  /** A shard no longer held: a read of it still in flight is left to Redis (what it brings is pending, claimed by the shard's next owner). */
+  forget(s: number): void;
+  close(): void;
+}
+
+/** On one server: one blocking XREADGROUP over every stream held, on one connection. */
+class OneRead implements ShardReads {
+  constructor(private readonly reader: RedisClient) {}
+
+  async read(group: string, consumer: string, count: number, blockMs: number, shards: readonly { s: number; stream: string }[]): Promise<[number, StreamEntries][] | null> {
+    const streams = shards.map((x) => x.stream);
+    const result = await bytes(this.reader).xreadgroupBuffer(
+      'GROUP', group, consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', ...streams, ...streams.map(() => '>'),
+    );
+    return result && result.map(([key, entries]) => [shards[streams.indexOf(key.toString())]!.s, entries]);
+  }
+
+  forget(): void {}
+
+  close(): void {
+    this.reader.disconnect();
+  }
+}
+
+/** A read of one shard under way: settled once Redis answered. */
+interface InFlight {
+  done: Promise<void>;
+  settled: boolean;
+  entries: StreamEntries | null;
+  error: unknown;
+}
+
+/**
+ * On a Redis Cluster, where no command names two streams: a blocking
+ * XREADGROUP per shard, each on a connection of its own (a blocking read
+ * holds its connection), and whichever answer first. A read still waiting
+ * when another answered stays in flight for the next call, so nothing it
+ * brings is dropped; one of a shard let go is forgotten, its entries left
+ * pending for the shard's next owner (or for us, claimed before the shard is
+ * read on, should we take it back).
+ */
+class PerShardReads implements ShardReads {
+  private readonly readers = new Map<number, RedisClient>();
+  private readonly inFlight = new Map<number, InFlight>();
+
+  constructor(private readonly connect: () => RedisClient) {}
+
+  async read(group: string, consumer: string, count: number, blockMs: number, shards: readonly { s: number; stream: string }[]): Promise<[number, StreamEntries][] | null> {
+    for (const { s, stream } of shards) {
+      if (this.inFlight.has(s)) continue;
+      let reader = this.readers.get(s);
+      if (!reader) this.readers.set(s, (reader = this.connect()));
+      const f: InFlight = { settled: false, entries: null, error: undefined, done: Promise.resolve() };
+      f.done = bytes(reader).xreadgroupBuffer('GROUP', group, consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, '>').then(
+        (r) => { f.entries = r?.[0]?.[1] ?? null; },
+        (err: unknown) => { f.error = err; },
+      ).finally(() => { f.settled = true; });
+      this.inFlight.set(s, f);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      ...shards.map(({ s }) => this.inFlight.get(s)!.done),
+      new Promise<void>((resolve) => { timer = setTimeout(resolve, blockMs + 50); }),
+    ]);
+    clearTimeout(timer);
+    const out: [number, StreamEntries][] = [];
+    let error: unknown;
+    for (const { s } of shards) {
+      const f = this.inFlight.get(s)!;
+      if (!f.settled) continue;
+      this.inFlight.delete(s);
+      if (f.error !== undefined) error ??= f.error;
+      else if (f.entries && f.entries.length > 0) out.push([s, f.entries]);
+    }
+    // Entries read with a failed one are handled first; the failure shows at the next call (the shard is read again then).
+    if (out.length > 0) return out;
+    if (error !== undefined) throw error;
+    return null;
+  }
+
+  forget(s: number): void {
+    this.inFlight.delete(s);
+  }
+
+  close(): void {
+    for (const r of this.readers.values()) r.disconnect();
+    this.readers.clear();
+    this.inFlight.clear();
+  }
+}
+
 /** Owns a fair share of a topic's shards (an uplink service's, a committed-stream group's) and feeds their entries to the handler. */
 class ShardConsumer<T> {
   private readonly owned = new Set<number>();
@@ -989,8 +1141,8 @@ class ShardConsumer<T> {
 
   constructor(
     private readonly o: Required<RedisBusOptions>,
-    private readonly reader: Redis,
-    private readonly redis: Redis,
+    private readonly reads: ShardReads,
+    private readonly redis: RedisClient,
     private readonly topic: Topic<T>,
     private readonly handler: (batch: T[]) => Promise<CommittedEffects | void>,
     private readonly key: (name: string) => string,
@@ -1081,7 +1233,7 @@ class ShardConsumer<T> {
     for (const s of this.owned) await this.redis.eval(RELEASE, 1, this.topic.lease(s), this.o.nodeId).catch(() => 0);
     for (const s of [...this.owned]) this.drop(s);
     // The read loop may still sit in a blocking read or the handler; it ends by itself.
-    void this.loopDone.finally(() => this.reader.disconnect());
+    void this.loopDone.finally(() => this.reads.close());
   }
 
   /** Heartbeat, renew owned leases, give back extras, take free shards up to the fair share. */
@@ -1129,6 +1281,7 @@ class ShardConsumer<T> {
     this.owned.delete(s);
     this.claimFrom.delete(s);
     this.bounds.delete(s);
+    this.reads.forget(s);
   }
 
   /** Owned, and the lease is certainly still ours. */
@@ -1199,16 +1352,14 @@ class ShardConsumer<T> {
           await new Promise((r) => setTimeout(r, 50));
           continue;
         }
-        const streams = shards.map((s) => this.topic.stream(s));
-        const result = await bytes(this.reader).xreadgroupBuffer(
-          'GROUP', this.topic.group, this.o.nodeId, 'COUNT', this.o.batch, 'BLOCK', Math.min(this.o.blockMs, 250),
-          'STREAMS', ...streams, ...streams.map(() => '>'),
+        const result = await this.reads.read(
+          this.topic.group, this.o.nodeId, this.o.batch, Math.min(this.o.blockMs, 250), shards.map((s) => ({ s, stream: this.topic.stream(s) })),
         );
         if (!result) continue;
         let groups: [number, StreamEntries][] = [];
-        for (const [key, entries] of result) {
+        for (const [s, entries] of result) {
           this.topic.read(entries.length);
-          groups.push([shards[streams.indexOf(key.toString())]!, entries]);
+          groups.push([s, entries]);
         }
         // Older entries still pending (another consumer took them meanwhile) come first: this read is claimed with them, in order.
         const behind = await this.olderPending(groups);
@@ -1245,13 +1396,11 @@ class ShardConsumer<T> {
   private async olderPending(groups: readonly [number, StreamEntries][]): Promise<Set<number>> {
     const behind = new Set<number>();
     if (groups.length === 0) return behind;
-    const pipeline = this.redis.pipeline();
-    for (const [s, entries] of groups) pipeline.xpending(this.topic.stream(s), this.topic.group, '-', `(${entries[0]![0].toString()}`, 1);
-    const replies = (await pipeline.exec()) ?? [];
+    // A command per stream (in a cluster each is in a slot of its own), sent together (auto-pipelined).
+    const replies = await Promise.all(groups.map(([s, entries]) =>
+      this.redis.xpending(this.topic.stream(s), this.topic.group, '-', `(${entries[0]![0].toString()}`, 1)));
     groups.forEach(([s], i) => {
-      const [err, pending] = replies[i] ?? [];
-      if (err) throw err;
-      if ((pending as unknown[]).length > 0) behind.add(s);
+      if ((replies[i] as unknown[]).length > 0) behind.add(s);
     });
     return behind;
   }
@@ -1403,7 +1552,7 @@ class ShardConsumer<T> {
         const effects = batch.length > 0 ? await this.handler(batch) : undefined;
         if (KILL_BEFORE_ACK) await this.killBeforeAck([d]);
         const counters = Object.entries(effects?.counters ?? {}).flat();
-        await ACK_COUNTING.run(this.redis, [d.stream, this.topic.countersKey], [this.topic.group, d.ids.length, ...d.ids, ...counters]);
+        await ACK_COUNTING.run(this.redis, [d.stream, this.topic.countersKey(d.s)], [this.topic.group, d.ids.length, ...d.ids, ...counters]);
         this.topic.acked?.(batch);
         for (const id of d.ids) this.attempts.delete(id);
       }
@@ -1510,11 +1659,13 @@ return false`;
 /** The dead-letter stream `{p}dead`: list, count, replay into the original shard stream. */
 class RedisDeadLetters implements DeadLetters {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly stream: string,
     private readonly maxUpLength: number,
     /** The fail-fast connection: count() is read by /metrics, which must answer while Redis is down. */
-    private readonly fast: () => Promise<Redis>,
+    private readonly fast: () => Promise<RedisClient>,
+    /** On a Redis Cluster the dead letters and the shard streams are in different slots: no script names both. */
+    private readonly cluster: boolean,
   ) {}
 
   async list(limit: number): Promise<DeadLetterInfo[]> {
@@ -1532,6 +1683,19 @@ class RedisDeadLetters implements DeadLetters {
     const replayed: string[] = [];
     for (const { info, letter } of chosen) {
       if (letter.envelope.length === 0) continue; // nothing that could be handled again
+      if (this.cluster) {
+        // The dead letters and the shard's stream are in different slots: the replay that deletes the letter adds it
+        // back (so of two at once, one does), and a letter it could not add is put back among the dead letters.
+        if ((await this.redis.xdel(this.stream, info.id)) !== 1) continue;
+        try {
+          await this.redis.xadd(letter.stream, 'MAXLEN', '~', this.maxUpLength, '*', 'e', Buffer.from(letter.envelope));
+        } catch (err) {
+          await this.redis.xadd(this.stream, 'MAXLEN', '~', 100_000, '*', 'x', Buffer.from(toBinary(DeadLetterSchema, letter)));
+          throw err;
+        }
+        replayed.push(info.id);
+        continue;
+      }
       const added = await this.redis.eval(REPLAY, 2, this.stream, letter.stream, info.id, Buffer.from(letter.envelope), this.maxUpLength);
       if (added) replayed.push(info.id);
     }
@@ -1574,4 +1738,49 @@ function describe(id: string, fields: Fields | null): Described | undefined {
       userId: up?.origin?.userId ?? '', error: letter.error, failedAtMs: Number(letter.failedAtMs), attempts: letter.attempts,
     },
   };
+}
+
+/**
+ * On a Redis Cluster: a publish is done once `replicas` replicas of the
+ * stream's master hold it. WAIT goes on the connection the writes went
+ * through (the cluster's connection to that master), so it covers them; the
+ * waits of one turn share one WAIT per master. Fewer replicas than asked
+ * within the timeout fails the publish (its caller answers UNAVAILABLE and the
+ * client sends again): a write a failover could still lose is never called done.
+ */
+class Replicas {
+  private readonly queued = new Map<string, { resolve: () => void; reject: (err: unknown) => void }[]>();
+  private scheduled = false;
+
+  constructor(private readonly cluster: Cluster, private readonly replicas: number, private readonly timeoutMs = 2000) {}
+
+  /** After a write to `key` was answered: resolves once enough replicas have it. */
+  wait(key: string): Promise<void> {
+    const master = this.cluster.slots[slotOf(key)]?.[0];
+    if (!master) return Promise.reject(new Error(`no master known for ${key}'s slot`));
+    return new Promise<void>((resolve, reject) => {
+      let list = this.queued.get(master);
+      if (!list) this.queued.set(master, (list = []));
+      list.push({ resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const byMaster = [...this.queued];
+    this.queued.clear();
+    for (const [master, waiters] of byMaster) {
+      const node = this.cluster.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === master);
+      const done = node
+        ? node.call('WAIT', this.replicas, this.timeoutMs).then((acked) => {
+          if (Number(acked) < this.replicas) throw new Error(`only ${Number(acked)} of ${this.replicas} replicas of ${master} acknowledged the write in ${this.timeoutMs} ms`);
+        })
+        : Promise.reject(new Error(`no connection to master ${master}`));
+      done.then(() => { for (const w of waiters) w.resolve(); }, (err: unknown) => { for (const w of waiters) w.reject(err); });
+    }
+  }
 }

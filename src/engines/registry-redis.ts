@@ -12,13 +12,12 @@
 // inside the scripts), so processes with skewed clocks agree. announce(),
 // live() and all() are each one Lua script: atomic and one round trip.
 //
-// The scripts touch keys they compute, so they need a standalone Redis (or a
-// Redis Cluster with a hash-tagged prefix such as '{ll}:').
+// The scripts touch keys they compute, so on a Redis Cluster every key above
+// carries the hash tag `{reg}` after the prefix (`{p}{reg}node:{id}`): one slot.
 //
 // Ownership: a client passed in belongs to the caller, and close() leaves it
 // open; with options {url} this class creates its own client and close() quits it.
-import type { Redis } from 'ioredis';
-import { Script, engineClient, releaseClient, type RedisConnectionOptions } from './redis-shared.js';
+import { Script, engineClient, isCluster, releaseClient, type RedisClient, type RedisConnectionOptions } from './redis-shared.js';
 import { NODE_ROLES, byRoleThenId, type NodeInfo, type NodeRole, type Registry } from './registry.js';
 
 export type RedisRegistryOptions = RedisConnectionOptions;
@@ -85,7 +84,7 @@ function decode(raw: string[], role?: NodeRole): NodeInfo[] {
 }
 
 export class RedisRegistry implements Registry {
-  private readonly client: Redis;
+  private readonly client: RedisClient;
   private readonly owned: boolean;
   private readonly prefix: string;
   private closed = false;
@@ -95,16 +94,20 @@ export class RedisRegistry implements Registry {
    *   close it), or options, from which this instance creates and owns its client.
    * @param prefix key prefix when a client is passed (options carry their own). @default 'll:'
    */
-  constructor(client: Redis | RedisRegistryOptions, prefix?: string) {
+  constructor(client: RedisClient | RedisRegistryOptions, prefix?: string) {
     ({ client: this.client, owned: this.owned, prefix: this.prefix } = engineClient(client, prefix));
+    // On a Redis Cluster every key of the registry is in one slot (the scripts name several): a few keys per node, written every few seconds.
+    this.scope = isCluster(this.client) ? `${this.prefix}{reg}` : this.prefix;
   }
 
+  private readonly scope: string;
+
   private nodeKey(id: string): string {
-    return `${this.prefix}node:${id}`;
+    return `${this.scope}node:${id}`;
   }
 
   private roleKey(role: NodeRole): string {
-    return `${this.prefix}nodes:${role}`;
+    return `${this.scope}nodes:${role}`;
   }
 
   private check(): void {
@@ -128,13 +131,13 @@ export class RedisRegistry implements Registry {
 
   async live(role: NodeRole): Promise<NodeInfo[]> {
     this.check();
-    const raw = (await LIVE.run(this.client, [this.roleKey(role)], [this.prefix])) as string[];
+    const raw = (await LIVE.run(this.client, [this.roleKey(role)], [this.scope])) as string[];
     return decode(raw, role).sort((a, b) => a.load - b.load || a.id.localeCompare(b.id));
   }
 
   async all(): Promise<NodeInfo[]> {
     this.check();
-    const raw = (await LIVE.run(this.client, ROLES.map((r) => this.roleKey(r)), [this.prefix])) as string[];
+    const raw = (await LIVE.run(this.client, ROLES.map((r) => this.roleKey(r)), [this.scope])) as string[];
     return decode(raw).sort(byRoleThenId);
   }
 

@@ -24,13 +24,18 @@
 //   died half-way is finished by the next dropNode of that node.
 // lookup is one pipeline of HGETALL.
 //
-// The scripts touch keys they compute (the old node's index), so they need a
-// standalone Redis (or a Redis Cluster with a hash-tagged prefix such as '{ll}:').
+// On a Redis Cluster a script's keys must share a slot, and these touch keys
+// they compute (the old node's index, a dropped member's hash). So there every
+// key above is kept per bucket of users (256 buckets, by a hash of the user
+// id), under the bucket's hash tag: `{p}{s17}sess:{user}`, `{p}{s17}node-sess:{node}`
+// (the node's sessions of that bucket's users), `{p}{s17}sess-nodes`, … A
+// user's scripts stay in the user's bucket; dropNode() walks the buckets, and
+// nodes() is their union. On one server there is one bucket and no tag: the
+// layout above, unchanged.
 //
 // Ownership: a client passed in belongs to the caller, and close() leaves it
 // open; with options {url} this class creates its own client and close() quits it.
-import type { Redis } from 'ioredis';
-import { Script, engineClient, releaseClient, type RedisConnectionOptions } from './redis-shared.js';
+import { Script, engineClient, isCluster, releaseClient, shardOf, type RedisClient, type RedisConnectionOptions } from './redis-shared.js';
 import type { BindResult, SessionInfo, Sessions } from './sessions.js';
 
 export interface RedisSessionsOptions extends RedisConnectionOptions {
@@ -49,7 +54,8 @@ end
 
 // The bind itself, shared by BIND and BIND_UNLESS_REVOKED: takes the device out of its old node's
 // index, writes the new session; leaves the replaced session's JSON (or false) in `old`.
-// KEYS: user hash, new node's index, the node list. ARGV: device, session JSON, member, prefix, new node.
+// KEYS: user hash, new node's index, the node list. ARGV: device, session JSON, member, the user's bucket's
+// key prefix (scope()), new node.
 const BIND_BODY = `
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old then
@@ -95,7 +101,8 @@ redis.call('SREM', KEYS[3], ARGV[4])
 return 1
 `);
 
-// KEYS: node's index, node's drop set, the node list. ARGV: prefix, node, batch size, '1' on the first call.
+// KEYS: node's index, node's drop set, the node list (one bucket's). ARGV: the bucket's key prefix, node, batch
+// size, '1' on the first call.
 // Returns {removed, left in the drop set}.
 const DROP = new Script(`${DECODE}
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
@@ -136,6 +143,22 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KE
 return 1
 `);
 
+/** Buckets of users on a Redis Cluster (see the top of this file). */
+const SESSION_BUCKETS = 256;
+
+/** `f` over `items`, at most `limit` at a time; results in order. */
+async function mapLimited<T, R>(items: readonly T[], limit: number, f: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await f(items[i]!);
+    }
+  }));
+  return out;
+}
+
 /** Only the fields of a SessionInfo, in a fixed order. */
 function encode(s: SessionInfo): string {
   const { userId, deviceId, platform, node, connId, loginAtMs } = s;
@@ -143,10 +166,12 @@ function encode(s: SessionInfo): string {
 }
 
 export class RedisSessions implements Sessions {
-  private readonly client: Redis;
+  private readonly client: RedisClient;
   private readonly owned: boolean;
   private readonly prefix: string;
   private readonly dropBatch: number;
+  /** Buckets of users, each its own hash tag (see the top of this file): 1 (no tag) on one server. */
+  private readonly buckets: number;
   private closed = false;
 
   /**
@@ -154,25 +179,39 @@ export class RedisSessions implements Sessions {
    *   close it), or options, from which this instance creates and owns its client.
    * @param prefix key prefix when a client is passed (options carry their own). @default 'll:'
    */
-  constructor(client: Redis | RedisSessionsOptions, prefix?: string) {
+  constructor(client: RedisClient | RedisSessionsOptions, prefix?: string) {
     ({ client: this.client, owned: this.owned, prefix: this.prefix } = engineClient(client, prefix));
     this.dropBatch = this.owned ? Math.max(1, Math.floor((client as RedisSessionsOptions).dropBatch ?? 1000)) : 1000;
+    this.buckets = isCluster(this.client) ? SESSION_BUCKETS : 1;
+  }
+
+  /** The key prefix of bucket b: where its users' keys and its part of each node's index are. */
+  private scope(b: number): string {
+    return this.buckets === 1 ? this.prefix : `${this.prefix}{s${b}}`;
+  }
+
+  private bucketOf(userId: string): number {
+    return this.buckets === 1 ? 0 : shardOf(userId, this.buckets);
   }
 
   private userKey(userId: string): string {
-    return `${this.prefix}sess:${userId}`;
+    return `${this.scope(this.bucketOf(userId))}sess:${userId}`;
   }
 
-  private nodeKey(node: string): string {
-    return `${this.prefix}node-sess:${node}`;
+  private revokedKey(userId: string): string {
+    return `${this.scope(this.bucketOf(userId))}revoked:${userId}`;
   }
 
-  private dropKey(node: string): string {
-    return `${this.prefix}node-drop:${node}`;
+  private nodeKey(node: string, b: number): string {
+    return `${this.scope(b)}node-sess:${node}`;
   }
 
-  private nodesKey(): string {
-    return `${this.prefix}sess-nodes`;
+  private dropKey(node: string, b: number): string {
+    return `${this.scope(b)}node-drop:${node}`;
+  }
+
+  private nodesKey(b: number): string {
+    return `${this.scope(b)}sess-nodes`;
   }
 
   private member(userId: string, deviceId: string): string {
@@ -185,20 +224,22 @@ export class RedisSessions implements Sessions {
 
   async bind(session: SessionInfo): Promise<SessionInfo | undefined> {
     this.check();
+    const b = this.bucketOf(session.userId);
     const previous = await BIND.run(
       this.client,
-      [this.userKey(session.userId), this.nodeKey(session.node), this.nodesKey()],
-      [session.deviceId, encode(session), this.member(session.userId, session.deviceId), this.prefix, session.node],
+      [this.userKey(session.userId), this.nodeKey(session.node, b), this.nodesKey(b)],
+      [session.deviceId, encode(session), this.member(session.userId, session.deviceId), this.scope(b), session.node],
     );
     return typeof previous === 'string' ? (JSON.parse(previous) as SessionInfo) : undefined;
   }
 
   async bindUnlessRevoked(session: SessionInfo, issuedAtMs: number): Promise<BindResult> {
     this.check();
+    const b = this.bucketOf(session.userId);
     const reply = await BIND_UNLESS_REVOKED.run(
       this.client,
-      [this.userKey(session.userId), this.nodeKey(session.node), this.nodesKey(), `${this.prefix}revoked:${session.userId}`],
-      [session.deviceId, encode(session), this.member(session.userId, session.deviceId), this.prefix, session.node, Math.floor(issuedAtMs)],
+      [this.userKey(session.userId), this.nodeKey(session.node, b), this.nodesKey(b), this.revokedKey(session.userId)],
+      [session.deviceId, encode(session), this.member(session.userId, session.deviceId), this.scope(b), session.node, Math.floor(issuedAtMs)],
     ) as [number, string | null, string[]?];
     if (Number(reply[0]) === 0) return { bound: false, revokedBeforeMs: Number(reply[1]) };
     const sessions: SessionInfo[] = [];
@@ -215,9 +256,10 @@ export class RedisSessions implements Sessions {
 
   async unbind(userId: string, deviceId: string, node: string, connId: number): Promise<boolean> {
     this.check();
+    const b = this.bucketOf(userId);
     const removed = await UNBIND.run(
       this.client,
-      [this.userKey(userId), this.nodeKey(node), this.dropKey(node)],
+      [this.userKey(userId), this.nodeKey(node, b), this.dropKey(node, b)],
       [deviceId, node, connId, this.member(userId, deviceId)],
     );
     return removed === 1;
@@ -228,9 +270,10 @@ export class RedisSessions implements Sessions {
     const out = new Map<string, SessionInfo[]>();
     const users = [...new Set(userIds)];
     if (users.length === 0) return out;
-    const pipeline = this.client.pipeline();
-    for (const userId of users) pipeline.hgetall(this.userKey(userId));
-    const results = (await pipeline.exec()) ?? [];
+    // One HGETALL per user, sent together (a pipeline on one server; in a cluster the users' keys are in many slots).
+    const results = isCluster(this.client)
+      ? await Promise.all(users.map((userId) => this.client.hgetall(this.userKey(userId)).then((d): [null, unknown] => [null, d])))
+      : (await this.client.pipeline(users.map((userId) => ['hgetall', this.userKey(userId)])).exec()) ?? [];
     for (const [i, userId] of users.entries()) {
       const [err, devices] = results[i] ?? [new Error('no reply'), null];
       if (err) throw err;
@@ -249,25 +292,32 @@ export class RedisSessions implements Sessions {
 
   async revoke(userId: string, deviceId: string | undefined, beforeMs: number, ttlMs: number): Promise<void> {
     this.check();
-    await REVOKE.run(this.client, [`${this.prefix}revoked:${userId}`], [deviceId ?? '*', Math.floor(beforeMs), Math.max(1, Math.ceil(ttlMs))]);
+    await REVOKE.run(this.client, [this.revokedKey(userId)], [deviceId ?? '*', Math.floor(beforeMs), Math.max(1, Math.ceil(ttlMs))]);
   }
 
   async revokedBefore(userId: string, deviceId: string): Promise<number> {
     this.check();
-    const [all, device] = await this.client.hmget(`${this.prefix}revoked:${userId}`, '*', deviceId);
+    const [all, device] = await this.client.hmget(this.revokedKey(userId), '*', deviceId);
     return Math.max(Number(all ?? 0) || 0, Number(device ?? 0) || 0);
   }
 
   async nodes(): Promise<string[]> {
     this.check();
-    return (await this.client.smembers(this.nodesKey())).sort();
+    const all = await Promise.all(Array.from({ length: this.buckets }, (_, b) => this.client.smembers(this.nodesKey(b))));
+    return [...new Set(all.flat())].sort();
   }
 
   async dropNode(node: string): Promise<number> {
     this.check();
+    // The buckets a few at a time (each its own scripts, in its own slot).
+    const dropped = await mapLimited(Array.from({ length: this.buckets }, (_, b) => b), 16, (b) => this.dropBucket(node, b));
+    return dropped.reduce((a, n) => a + n, 0);
+  }
+
+  private async dropBucket(node: string, b: number): Promise<number> {
     let dropped = 0;
     for (let first = true; ; first = false) {
-      const reply = (await DROP.run(this.client, [this.nodeKey(node), this.dropKey(node), this.nodesKey()], [this.prefix, node, this.dropBatch, first ? '1' : '0'])) as [
+      const reply = (await DROP.run(this.client, [this.nodeKey(node, b), this.dropKey(node, b), this.nodesKey(b)], [this.scope(b), node, this.dropBatch, first ? '1' : '0'])) as [
         number,
         number,
       ];

@@ -6,17 +6,18 @@
 //
 // Key names are RedisBus's (src/engines/bus-redis.ts): `{p}up:{shard}` read
 // by the consumer group `logic`, `{p}down:{node}` and `{p}down:*`,
-// `{p}lease:{shard}` holding the owner's node id.
-import { Redis } from 'ioredis';
+// `{p}lease:{shard}` holding the owner's node id. One command per key (on a
+// Redis Cluster each is in a slot of its own), sent together.
+import { openRedis, type RedisClient } from '../engines/redis-shared.js';
 import type { BusStats } from './metrics.js';
 
 const GROUP = 'logic';
 
 export class RedisProbe {
-  private readonly client: Redis;
+  private readonly client: RedisClient;
 
   constructor(url: string, private readonly prefix = 'll:') {
-    this.client = new Redis(url, {
+    this.client = openRedis(url, {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       commandTimeout: 1000,
@@ -35,14 +36,16 @@ export class RedisProbe {
 
   /** Owner node id of each shard's lease (null: nobody holds it); `lease` names the kind (`lease:group:` …). */
   async leases(shards: number, lease = 'lease:'): Promise<(string | null)[]> {
-    return this.client.mget(Array.from({ length: shards }, (_, s) => `${this.prefix}${lease}${s}`));
+    return Promise.all(Array.from({ length: shards }, (_, s) => this.client.get(`${this.prefix}${lease}${s}`)));
   }
 
   /** What a logic node reports: the uplink group's lag and pending entries per shard, and the shards it owns. */
   async logicStats(shards: number, nodeId: string): Promise<BusStats> {
-    const pipeline = this.client.pipeline();
-    for (let s = 0; s < shards; s++) pipeline.call('XINFO', 'GROUPS', `${this.prefix}up:${s}`);
-    const [replies, owners] = await Promise.all([pipeline.exec(), this.leases(shards)]);
+    const xinfo = Promise.all(Array.from({ length: shards }, (_, s) => this.client.call('XINFO', 'GROUPS', `${this.prefix}up:${s}`).then(
+      (reply): [Error | null, unknown] => [null, reply],
+      (err: unknown): [Error | null, unknown] => [err as Error, undefined],
+    )));
+    const [replies, owners] = await Promise.all([xinfo, this.leases(shards)]);
     const upLag = new Map<string, number>();
     const upPending = new Map<string, number>();
     (replies ?? []).forEach(([err, reply], s) => {

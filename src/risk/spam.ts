@@ -15,10 +15,9 @@
 // several risk processes each read some shards of the committed stream and a
 // user's messages spread over them.
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { isGroupConversation, SYSTEM_USER, type ChatMessage } from '../protocol/index.js';
 import type { RiskStore } from '../engines/store.js';
-import { Script, engineClient, type RedisConnectionOptions } from '../engines/redis-shared.js';
+import { Script, engineClient, type RedisClient, type RedisConnectionOptions } from '../engines/redis-shared.js';
 import { linksIn, normalize } from './matcher.js';
 import type { RulesDocument } from './rules.js';
 
@@ -116,11 +115,11 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 `);
 
 export class RedisWindows implements Windows {
-  private readonly client: Redis;
+  private readonly client: RedisClient;
   private readonly owned: boolean;
   private readonly prefix: string;
 
-  constructor(client: Redis | RedisConnectionOptions, prefix?: string) {
+  constructor(client: RedisClient | RedisConnectionOptions, prefix?: string) {
     ({ client: this.client, owned: this.owned, prefix: this.prefix } = engineClient(client, prefix));
   }
 

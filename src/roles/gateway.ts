@@ -33,7 +33,7 @@ export async function startGateway(config: ServerConfig): Promise<RunningGateway
   const obs = observeRole(config, 'gateway', () => ({ connections: gateway.connectionCount }));
   const tls = loadTls(config.tls);
   const { bus, sessions, registry } = redisEngines(config, 'gateway');
-  const probe = new RedisProbe(requireUrl(config.redisUrl, 'longlink gateway needs LONGLINK_REDIS_URL'), config.redisPrefix);
+  const probe = new RedisProbe(requireUrl(config.redisUrl, 'longlink gateway needs LONGLINK_REDIS_URL or LONGLINK_REDIS_CLUSTER'), config.redisPrefix);
   obs.metrics.watchBus(async () => ({ ...bus.boundsStats(), ...await probe.gatewayStats(config.nodeId) }), bus.counters);
   obs.readiness.add('redis', redisAnswers(probe)).add('registry', async () => {
     if (!(await registry.live('gateway')).some((n) => n.id === config.nodeId)) throw new Error('not registered (yet) in the registry');

@@ -118,7 +118,7 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   const postgres = await PostgresStore.open({ url: postgresUrl, poolSize: config.postgresPool });
   const store = new InstrumentedStore(postgres, obs.metrics);
   const { bus, sessions, registry } = redisEngines(config, role);
-  const probe = new RedisProbe(requireUrl(config.redisUrl, `longlink ${role} needs LONGLINK_REDIS_URL`), config.redisPrefix);
+  const probe = new RedisProbe(requireUrl(config.redisUrl, `longlink ${role} needs LONGLINK_REDIS_URL or LONGLINK_REDIS_CLUSTER`), config.redisPrefix);
   const sendPath = plan.up.includes('message');
   obs.metrics.watchBus(async () => ({
     ...bus.boundsStats(),
@@ -131,7 +131,7 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   if (leased.length > 0) obs.readiness.add('shards', shardsServed(probe, config.busShards, config.nodeId, leased));
 
   const tokens = tokenServiceFor(config);
-  const redisUrl = requireUrl(config.redisUrl, `longlink ${role} needs LONGLINK_REDIS_URL`);
+  const redisUrl = requireUrl(config.redisUrl, `longlink ${role} needs LONGLINK_REDIS_URL or LONGLINK_REDIS_CLUSTER`);
   const riskControl = riskTier({
     nodeId: config.nodeId, maxTextBytes: config.limits.maxTextBytes,
     risk: plan.committed.includes(RISK_GROUP), webhooks: plan.committed.includes(WEBHOOK_GROUP),

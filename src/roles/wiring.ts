@@ -50,14 +50,14 @@ export function logicOptions(config: ServerConfig): LogicOptions {
 
 /** Bus, sessions and registry on the cluster's Redis. */
 export function redisEngines(config: ServerConfig, role: string): { bus: RedisBus; sessions: RedisSessions; registry: RedisRegistry } {
-  const url = requireUrl(config.redisUrl, `longlink ${role} needs LONGLINK_REDIS_URL (or --redis-url)`);
+  const url = requireUrl(config.redisUrl, `longlink ${role} needs LONGLINK_REDIS_URL (or --redis-url), or LONGLINK_REDIS_CLUSTER for a Redis Cluster`);
   const prefix = config.redisPrefix;
   return {
     bus: new RedisBus({
       url, prefix, nodeId: config.nodeId, shards: config.busShards, leaseMs: config.leaseMs,
       maxUpLength: config.busUpMaxLength, maxDownLength: config.busDownMaxLength,
       maxUpAgeMs: config.busUpMaxAgeMs, maxDownAgeMs: config.busDownMaxAgeMs,
-      maxUpBytes: config.busUpMaxBytes, maxDownBytes: config.busDownMaxBytes,
+      maxUpBytes: config.busUpMaxBytes, maxDownBytes: config.busDownMaxBytes, replicas: config.redisReplicas,
     }),
     sessions: new RedisSessions({ url, prefix }),
     registry: new RedisRegistry({ url, prefix }),
