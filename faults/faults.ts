@@ -4,11 +4,12 @@
 // itself; recovery is measured from when it starts), restore (after
 // recovery: start again what it killed) and clean up (after the ledger).
 import { readFileSync } from 'node:fs';
-import { Redis } from 'ioredis';
+import type { Cluster as RedisClusterClient } from 'ioredis';
 import pg from 'pg';
 import type { Cluster, NodeProcess } from '../src/dev/cluster.js';
 import type { AppendFsync } from '../src/dev/services.js';
 import { shardOf } from '../src/engines/bus-redis.js';
+import { openRedis, slotOf, type RedisClient } from '../src/engines/redis-shared.js';
 import { directConversationId } from '../src/protocol/ids.js';
 import { Fleet } from './lib/fleet.js';
 
@@ -39,6 +40,8 @@ export interface Options {
    */
   split: boolean;
   messages: number;
+  /** On a Redis Cluster (3 masters, 3 replicas) instead of one Redis (`--redis-cluster`): its master fails over instead of a Redis restart. */
+  redisCluster: boolean;
   leaseMs: number;
   nodeTtlMs: number;
   appendfsync: AppendFsync;
@@ -121,7 +124,7 @@ export function layoutOf(cluster: Cluster, options: Options): string {
   for (const n of cluster.nodes) byRole.set(n.role, [...(byRole.get(n.role) ?? []), n.name]);
   const roles = [...byRole].map(([role, names]) => `${role} ×${names.length} (${names.join(', ')})`).join(', ');
   return `${options.split ? 'split' : 'combined'}: ${roles}; ${SHARDS} uplink shards, lease ${options.leaseMs} ms; send path on ${
-    options.split ? 'the message processes' : 'the logic processes'} (ll:lease:{shard})`;
+    options.split ? 'the message processes' : 'the logic processes'} (ll:lease:{shard})${options.redisCluster ? '; on a Redis Cluster of 3 masters and 3 replicas' : ''}`;
 }
 
 /**
@@ -136,29 +139,31 @@ function watchedConversation(ctx: Context): string {
   return ctx.fleet.groups[0]?.conversationId ?? directConversationId(`${o.prefix}0`, `${o.prefix}1`);
 }
 
-/** Who holds a send-path shard's lease now (`ll:lease:{shard}`), or undefined. */
-async function leaseHolder(ctx: Context, shard: number): Promise<string | undefined> {
-  const redis = new Redis(ctx.cluster.redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+/** A short-lived client of the cluster's Redis (one server, or the Redis Cluster). */
+async function redisOf<T>(ctx: Context, f: (redis: RedisClient) => Promise<T>): Promise<T> {
+  const redis = openRedis(ctx.cluster.redisCluster?.url ?? ctx.cluster.redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  redis.on('error', () => undefined);
   try {
     await redis.connect();
-    return (await redis.get(`ll:lease:${shard}`)) ?? undefined;
+    return await f(redis);
   } finally {
     redis.disconnect();
   }
 }
 
+/** Who holds a send-path shard's lease now (`ll:lease:{shard}`), or undefined. */
+async function leaseHolder(ctx: Context, shard: number): Promise<string | undefined> {
+  return redisOf(ctx, async (redis) => (await redis.get(`ll:lease:${shard}`)) ?? undefined);
+}
+
 /** How many send-path shards each process holds now, e.g. "message-1:8 message-2:8". */
 async function leaseCounts(ctx: Context): Promise<string> {
-  const redis = new Redis(ctx.cluster.redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  try {
-    await redis.connect();
-    const owners = await redis.mget(Array.from({ length: SHARDS }, (_, s) => `ll:lease:${s}`));
+  return redisOf(ctx, async (redis) => {
+    const owners = await Promise.all(Array.from({ length: SHARDS }, (_, s) => redis.get(`ll:lease:${s}`)));
     const counts = new Map<string, number>();
     for (const o of owners) counts.set(o ?? 'none', (counts.get(o ?? 'none') ?? 0) + 1);
     return [...counts].sort().map(([o, n]) => `${o}:${n}`).join(' ');
-  } finally {
-    redis.disconnect();
-  }
+  });
 }
 
 /**
@@ -356,6 +361,38 @@ function redisRestart(policy: AppendFsync): Fault {
   };
 }
 
+/**
+ * On a Redis Cluster: the master serving the watched conversation's
+ * send-path shard is killed (SIGKILL) under load; its replica is promoted
+ * after the node timeout, and the killed node is started again (it rejoins
+ * as a replica).
+ */
+function redisMasterFailover(): Fault {
+  let victim: { kill(): Promise<void>; start(): Promise<void>; port: number } | undefined;
+  return {
+    name: 'redis-master-failover',
+    what: 'the Redis Cluster master serving the watched conversation\'s send-path shard is killed (SIGKILL) under load: its replica takes over; the node rejoins as a replica',
+    async prepare(ctx) {
+      const rc = ctx.cluster.redisCluster!;
+      const shard = shardOf(watchedConversation(ctx), SHARDS);
+      const master = await redisOf(ctx, async (redis) => (redis as RedisClusterClient).slots[slotOf(`ll:up:${shard}`)]?.[0]);
+      victim = rc.nodes.find((n) => `127.0.0.1:${n.port}` === master);
+      if (!victim) throw new Error(`no node serves shard ${shard}'s slot (${master})`);
+      ctx.note.master = victim.port;
+    },
+    async inject(ctx) {
+      await victim!.kill();
+      const killedAt = Date.now();
+      await ctx.cluster.redisCluster!.waitHealthy(30_000);
+      ctx.note.promoted_after_s = Math.round((Date.now() - killedAt) / 100) / 10;
+    },
+    async restore(ctx) {
+      await victim!.start();
+      await ctx.cluster.redisCluster!.waitHealthy(30_000);
+    },
+  };
+}
+
 const gatewayFaults = (): Fault[] => [
   nodeFault('sigkill-gateway', 'a gateway is killed (SIGKILL): its clients reconnect to the others and sync', 'gateway', 'SIGKILL'),
   nodeFault('sigterm-gateway', 'a gateway stops gracefully (SIGTERM): it kicks its clients with SERVER_SHUTDOWN; they reconnect elsewhere', 'gateway', 'SIGTERM'),
@@ -468,7 +505,14 @@ export const SPLIT_FAULTS: Fault[] = [
   ...sharedFaults,
 ];
 
+/** On a Redis Cluster (`--redis-cluster`): a master's failover instead of the restarts of one Redis. */
+function onRedisCluster(faults: Fault[]): Fault[] {
+  const at = faults.findIndex((f) => f.name.startsWith('redis-restart-'));
+  return [...faults.slice(0, at), redisMasterFailover(), ...faults.slice(at).filter((f) => !f.name.startsWith('redis-restart-'))];
+}
+
 /** The faults of a layout. */
-export function faultsFor(split: boolean): Fault[] {
-  return split ? SPLIT_FAULTS : FAULTS;
+export function faultsFor(split: boolean, redisCluster = false): Fault[] {
+  const faults = split ? SPLIT_FAULTS : FAULTS;
+  return redisCluster ? onRedisCluster(faults) : faults;
 }

@@ -26,6 +26,8 @@ const USAGE = `usage: npm run faults -- [options]
   --only a,b            run only these faults: ${FAULTS.map((f) => f.name).join(', ')}
                         (--split: ${SPLIT_FAULTS.map((f) => f.name).join(', ')})
   --split               the split layout: auth, message ×2, group, storage, risk processes instead of logic ones
+  --redis-cluster       on a Redis Cluster (3 masters, 3 replicas) instead of one Redis: redis-master-failover
+                        replaces the Redis restarts
   --message N           message processes of the split layout (default 2)
   --users N             clients sending steady 1:1 traffic (default 1500, quick 400)
   --rate N              messages per second in all (default 300, quick 150)
@@ -50,7 +52,7 @@ function parseOptions(argv: string[]): Options {
     const a = argv[i]!;
     if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}\n${USAGE}`);
     const [name, inline] = a.slice(2).split('=', 2) as [string, string | undefined];
-    if (name === 'quick' || name === 'json' || name === 'help' || name === 'split') flags.set(name, 'true');
+    if (name === 'quick' || name === 'json' || name === 'help' || name === 'split' || name === 'redis-cluster') flags.set(name, 'true');
     else {
       const value = inline ?? argv[++i];
       if (value === undefined) throw new Error(`--${name} needs a value\n${USAGE}`);
@@ -62,7 +64,7 @@ function parseOptions(argv: string[]): Options {
     process.exit(0);
   }
   const known = new Set(['quick', 'json', 'only', 'users', 'rate', 'crowd', 'gateways', 'logic', 'lease-ms', 'node-ttl-ms', 'appendfsync', 'routing',
-    'groups', 'group-rate', 'churn-ms', 'http-rate', 'split', 'message']);
+    'groups', 'group-rate', 'churn-ms', 'http-rate', 'split', 'message', 'redis-cluster']);
   for (const name of flags.keys()) if (!known.has(name)) throw new Error(`unknown option --${name}\n${USAGE}`);
   const quick = flags.has('quick');
   const int = (name: string, fallback: number, min: number, max: number) => {
@@ -75,9 +77,12 @@ function parseOptions(argv: string[]): Options {
   const split = flags.has('split');
   if (split && flags.has('logic')) throw new Error('--logic is for the combined layout; with --split, --message N sets the message processes');
   if (!split && flags.has('message')) throw new Error('--message N is for the split layout (--split)');
+  const redisCluster = flags.has('redis-cluster');
   const only = flags.get('only')?.split(',').map((s) => s.trim()).filter((s) => s !== '');
   for (const name of only ?? []) {
-    if (!faultsFor(split).some((f) => f.name === name)) throw new Error(`no fault named ${name} in the ${split ? 'split' : 'combined'} layout\n${USAGE}`);
+    if (!faultsFor(split, redisCluster).some((f) => f.name === name)) {
+      throw new Error(`no fault named ${name} in the ${split ? 'split' : 'combined'} layout${redisCluster ? ' on a Redis Cluster' : ''}\n${USAGE}`);
+    }
   }
   const appendfsync = flags.get('appendfsync') ?? 'everysec';
   if (appendfsync !== 'everysec' && appendfsync !== 'always' && appendfsync !== 'no') throw new Error('--appendfsync must be everysec, always or no');
@@ -96,6 +101,7 @@ function parseOptions(argv: string[]): Options {
     logic: split ? 0 : int('logic', 2, 2, 16),
     split,
     messages: split ? int('message', 2, 2, 10) : 0,
+    redisCluster,
     leaseMs: int('lease-ms', 6000, 1000, 60_000),
     nodeTtlMs: int('node-ttl-ms', 8000, 1000, 60_000),
     appendfsync, routing,
@@ -368,7 +374,7 @@ async function main(): Promise<number> {
     process.stderr.write(`${(err as Error).message}\n`);
     return 2;
   }
-  const faults = faultsFor(options.split).filter((f) => !options.only || options.only.includes(f.name));
+  const faults = faultsFor(options.split, options.redisCluster).filter((f) => !options.only || options.only.includes(f.name));
   const logPath = join(tmpdir(), `longlink-faults-${process.pid}.log`);
   const log = createWriteStream(logPath);
   trace = (line) => log.write(`${new Date().toISOString()} ${line}\n`);
@@ -400,7 +406,8 @@ async function main(): Promise<number> {
   process.on('exit', () => {
     if (!cluster || cleaned) return;
     for (const n of cluster.nodes) if (n.running) n.child.kill('SIGKILL');
-    for (const [pid, signal] of [[cluster.redis.pid, 'SIGKILL'], [cluster.postgres.pid, 'SIGQUIT']] as const) {
+    const redisPids = cluster.redisCluster ? cluster.redisCluster.nodes.map((n) => n.pid) : [cluster.redis.pid];
+    for (const [pid, signal] of [...redisPids.map((pid) => [pid, 'SIGKILL'] as const), [cluster.postgres.pid, 'SIGQUIT'] as const]) {
       try {
         process.kill(pid, signal); // SIGQUIT: PostgreSQL's immediate shutdown also ends its backends
       } catch {
@@ -416,7 +423,7 @@ async function main(): Promise<number> {
     cluster = await startCluster({
       gateways: options.gateways, logic: options.logic, routing: options.routing, shards: SHARDS,
       services: options.split ? { ...SPLIT, message: options.messages } : undefined,
-      leaseMs: options.leaseMs, nodeTtlMs: options.nodeTtlMs, appendfsync: options.appendfsync, durable: true,
+      leaseMs: options.leaseMs, nodeTtlMs: options.nodeTtlMs, appendfsync: options.appendfsync, durable: true, redisCluster: options.redisCluster,
       env: {
         // Every client comes from 127.0.0.1; the slow consumer is dropped past 256 KB unread.
         LONGLINK_LOGIN_ATTEMPTS_PER_MINUTE: '1000000',

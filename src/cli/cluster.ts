@@ -63,9 +63,11 @@ export async function runCluster(flags: Record<string, string | undefined>): Pro
   // nodes and the temp folder behind. Without a reader, carry on silently.
   for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
 
+  const redisCluster = flags['redis-cluster'] !== undefined;
+  if (redisCluster && basePort !== 0) throw new UsageError('--redis-cluster takes free ports: add --base-port 0');
   const layout = split ? Object.entries(services).map(([s, n]) => `${n} ${s}`).join(', ') : `${logic} logic`;
-  console.log(`starting Redis, PostgreSQL, ${layout} and ${gateways} gateway processes (routing ${routing})…`);
-  const starting = startCluster({ gateways, logic, services, routing, basePort: basePort === 0 ? undefined : basePort, appendfsync });
+  console.log(`starting ${redisCluster ? 'a Redis Cluster (3 masters, 3 replicas)' : 'Redis'}, PostgreSQL, ${layout} and ${gateways} gateway processes (routing ${routing})…`);
+  const starting = startCluster({ gateways, logic, services, routing, basePort: basePort === 0 ? undefined : basePort, appendfsync, redisCluster });
 
   // Stop on Ctrl-C, kill, or the terminal closing; during start-up, once the
   // cluster is up (its parts are not all known before).
@@ -99,7 +101,8 @@ export async function runCluster(flags: Record<string, string | undefined>): Pro
   const api = cluster.apiUrl();
   console.log('');
   console.log('cluster up:');
-  console.log(`  redis      ${cluster.redis.url} (AOF, appendfsync ${appendfsync})`);
+  if (cluster.redisCluster) console.log(`  redis      a Redis Cluster: LONGLINK_REDIS_CLUSTER=${cluster.redisCluster.seeds}`);
+  else console.log(`  redis      ${cluster.redis.url} (AOF, appendfsync ${appendfsync})`);
   console.log(`  postgres   ${cluster.postgres.url}`);
   for (const n of cluster.nodes) {
     if (n.role === 'gateway') continue;

@@ -93,17 +93,18 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   sync: serviceCommand('sync', "the sync-storage service (with LONGLINK_DC_PEERS): copies every other datacenter's commits into this one"),
   cluster: {
     synopsis: [
-      'cluster [--gateways N] [--logic M] [--routing targeted|broadcast] [--base-port 7000] [--appendfsync everysec|always|no]',
+      'cluster [--gateways N] [--logic M] [--routing targeted|broadcast] [--base-port 7000] [--appendfsync everysec|always|no] [--redis-cluster]',
       'cluster --split [--auth N] [--message N] [--group N] [--storage N] [--risk N] [--push N] [--gateways N] …',
       'cluster --dcs 2 [--delay-ms 20] [--failover-after-ms 10000] [--status FILE] [--gateways N] [--logic M] [--base-port 7000]',
     ],
     summary: 'a local cluster: Redis and PostgreSQL in a temp folder and the processes (--base-port 0: any free ports); '
-      + '--split: a process per service instead of combined logic nodes; --dcs N: N datacenters joined by delaying links, and a witness '
+      + '--split: a process per service instead of combined logic nodes; --redis-cluster: on a Redis Cluster of 3 masters and 3 replicas '
+      + 'instead of one Redis; --dcs N: N datacenters joined by delaying links, and a witness '
       + '(a datacenter unheard past --failover-after-ms is failed over by the others)',
     flags: {
       gateways: 'integer', logic: 'integer', routing: 'text', 'base-port': 'integer', appendfsync: 'text',
       split: 'switch', auth: 'integer', message: 'integer', group: 'integer', storage: 'integer', risk: 'integer', push: 'integer',
-      dcs: 'integer', 'delay-ms': 'integer', 'failover-after-ms': 'integer', status: 'text',
+      dcs: 'integer', 'delay-ms': 'integer', 'failover-after-ms': 'integer', status: 'text', 'redis-cluster': 'switch',
     },
     run: async ({ flags }) => {
       await (await import('./cluster.js')).runCluster(flags);

@@ -11,7 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
-import { freePort, startPostgres, startRedis, type AppendFsync, type PostgresServer, type RedisServer } from './services.js';
+import {
+  freePort, startPostgres, startRedis, startRedisCluster, type AppendFsync, type PostgresServer, type RedisCluster, type RedisServer,
+} from './services.js';
 import { spawnTied } from './tied.js';
 import type { ServiceRole } from '../roles/logic.js';
 
@@ -46,6 +48,8 @@ export interface ClusterOptions {
   appendfsync?: AppendFsync;
   /** PostgreSQL with fsync on. @default true */
   durable?: boolean;
+  /** On a Redis Cluster (3 masters, 3 replicas, free ports) instead of one Redis; nodes get LONGLINK_REDIS_CLUSTER. */
+  redisCluster?: boolean;
   /** More environment for every node (LONGLINK_*). */
   env?: Record<string, string>;
   /** The cluster's secrets (several datacenters share them); new ones when absent. */
@@ -76,7 +80,10 @@ export interface Cluster {
   dir: string;
   adminKey: string;
   tokenSecret: string;
+  /** The one Redis (throws on a Redis Cluster: see redisCluster). */
   redis: RedisServer;
+  /** The Redis Cluster, when started with `redisCluster`. */
+  redisCluster: RedisCluster | undefined;
   postgres: PostgresServer;
   nodes: NodeProcess[];
   gateways(): NodeProcess[];
@@ -134,18 +141,21 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const base = options.basePort;
   const appendfsync = options.appendfsync ?? appendfsyncFromEnv();
   let redis: RedisServer | undefined;
+  let redisCluster: RedisCluster | undefined;
   let postgres: PostgresServer;
   try {
-    redis = await startRedis({ appendonly: true, appendfsync, parent: dir, port: base === undefined ? undefined : base + 300 });
+    if (options.redisCluster) redisCluster = await startRedisCluster();
+    else redis = await startRedis({ appendonly: true, appendfsync, parent: dir, port: base === undefined ? undefined : base + 300 });
     postgres = await startPostgres({ durable: options.durable ?? true, parent: dir, port: base === undefined ? undefined : base + 301 });
   } catch (err) {
     await redis?.stop();
+    await redisCluster?.stop();
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
   const adminKey = options.secrets?.adminKey ?? randomBytes(24).toString('base64url');
   const tokenSecret = options.secrets?.tokenSecret ?? randomBytes(32).toString('base64url');
-  options.onEngines?.(redis, postgres);
+  if (redis) options.onEngines?.(redis, postgres);
   const nodes: NodeProcess[] = [];
   const specs = new Map<string, Spec>();
   const counters: Record<Role, number> = { gateway: 0, logic: 0, auth: 0, message: 0, group: 0, storage: 0, risk: 0, push: 0, sync: 0 };
@@ -157,7 +167,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const launch = async (spec: Spec): Promise<NodeProcess> => {
     const env: Record<string, string> = {
       ...process.env as Record<string, string>,
-      LONGLINK_REDIS_URL: redis.url,
+      ...(redisCluster ? { LONGLINK_REDIS_CLUSTER: redisCluster.seeds } : { LONGLINK_REDIS_URL: redis!.url }),
       LONGLINK_POSTGRES_URL: postgres.url,
       LONGLINK_NODE_ID: spec.name,
       PGAPPNAME: spec.name, // PostgreSQL's pg_stat_activity names the node of each connection
@@ -217,7 +227,11 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     dir,
     adminKey,
     tokenSecret,
-    redis,
+    get redis(): RedisServer {
+      if (!redis) throw new Error('this cluster runs on a Redis Cluster (cluster.redisCluster)');
+      return redis;
+    },
+    redisCluster,
     postgres,
     nodes,
     gateways: () => nodes.filter((n) => n.role === 'gateway'),
@@ -259,7 +273,8 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
         await n.exited;
         clearTimeout(timer);
       }));
-      await redis.stop();
+      await redis?.stop();
+      await redisCluster?.stop();
       await postgres.stop();
       rmSync(dir, { recursive: true, force: true });
     },

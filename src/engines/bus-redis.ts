@@ -575,7 +575,10 @@ export class RedisBus implements Bus {
   }
 
   private connect(): RedisClient {
-    const r = openRedis(this.o.url, { maxRetriesPerRequest: null, enableAutoPipelining: true, lazyConnect: false });
+    // In a cluster a blocking read queued for a node that died can wait forever (the cluster does not reconnect to
+    // it): past its BLOCK time and a grace it fails instead, and is sent again (to the promoted replica).
+    const blocking = this.cluster ? { blockingTimeout: 5000, blockingTimeoutGrace: 2000 } : {};
+    const r = openRedis(this.o.url, { maxRetriesPerRequest: null, enableAutoPipelining: true, lazyConnect: false, ...blocking });
     r.on('error', () => {
       /* reconnects by itself; commands wait */
     });
@@ -1741,27 +1744,34 @@ function describe(id: string, fields: Fields | null): Described | undefined {
 }
 
 /**
- * On a Redis Cluster: a publish is done once `replicas` replicas of the
- * stream's master hold it. WAIT goes on the connection the writes went
- * through (the cluster's connection to that master), so it covers them; the
- * waits of one turn share one WAIT per master. Fewer replicas than asked
- * within the timeout fails the publish (its caller answers UNAVAILABLE and the
- * client sends again): a write a failover could still lose is never called done.
+ * On a Redis Cluster: a publish is done once the replicas of the stream's
+ * master hold it, `replicas` of them at most (a master the cluster lists
+ * without a replica, such as a replica just promoted whose old master is
+ * down, is not waited for: writes go on, unreplicated, until it has one).
+ * WAIT goes on the connection the writes went through (the cluster's
+ * connection to that master), so it covers them; the waits of one turn share
+ * one WAIT per master. Fewer replicas than that within the timeout fails the
+ * publish (its caller answers UNAVAILABLE and the client sends again): a write
+ * a failover could still lose is not called done.
  */
 class Replicas {
-  private readonly queued = new Map<string, { resolve: () => void; reject: (err: unknown) => void }[]>();
+  /** Per master: a slot it serves (its replicas are listed with it) and the publishes waiting. */
+  private readonly queued = new Map<string, { slot: number; waiters: { resolve: () => void; reject: (err: unknown) => void }[] }>();
   private scheduled = false;
 
   constructor(private readonly cluster: Cluster, private readonly replicas: number, private readonly timeoutMs = 2000) {}
 
   /** After a write to `key` was answered: resolves once enough replicas have it. */
   wait(key: string): Promise<void> {
-    const master = this.cluster.slots[slotOf(key)]?.[0];
+    const slot = slotOf(key);
+    const nodes = this.cluster.slots[slot];
+    const master = nodes?.[0];
     if (!master) return Promise.reject(new Error(`no master known for ${key}'s slot`));
+    if (nodes.length < 2) return Promise.resolve(); // no replica listed: nothing to wait for
     return new Promise<void>((resolve, reject) => {
-      let list = this.queued.get(master);
-      if (!list) this.queued.set(master, (list = []));
-      list.push({ resolve, reject });
+      let q = this.queued.get(master);
+      if (!q) this.queued.set(master, (q = { slot, waiters: [] }));
+      q.waiters.push({ resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => this.flush());
@@ -1773,13 +1783,18 @@ class Replicas {
     this.scheduled = false;
     const byMaster = [...this.queued];
     this.queued.clear();
-    for (const [master, waiters] of byMaster) {
+    for (const [master, { slot, waiters }] of byMaster) {
       const node = this.cluster.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === master);
-      const done = node
-        ? node.call('WAIT', this.replicas, this.timeoutMs).then((acked) => {
-          if (Number(acked) < this.replicas) throw new Error(`only ${Number(acked)} of ${this.replicas} replicas of ${master} acknowledged the write in ${this.timeoutMs} ms`);
-        })
-        : Promise.reject(new Error(`no connection to master ${master}`));
+      // The replicas the cluster lists now for a slot the master serves.
+      const nodes = this.cluster.slots[slot];
+      const want = nodes?.[0] === master ? Math.min(this.replicas, nodes.length - 1) : this.replicas;
+      const done = want === 0
+        ? Promise.resolve()
+        : node
+          ? node.call('WAIT', want, this.timeoutMs).then((acked) => {
+            if (Number(acked) < want) throw new Error(`only ${Number(acked)} of ${want} replicas of ${master} acknowledged the write in ${this.timeoutMs} ms`);
+          })
+          : Promise.reject(new Error(`no connection to master ${master}`));
       done.then(() => { for (const w of waiters) w.resolve(); }, (err: unknown) => { for (const w of waiters) w.reject(err); });
     }
   }

@@ -4,7 +4,7 @@
 // that keep a ledger of what they received.
 import assert from 'node:assert/strict';
 import { startCluster, type Cluster, type ClusterOptions } from '../../src/dev/cluster.js';
-import { createClient, gatewayPicker, requestToken, type LonglinkClient, type ChatMessage } from '../../src/client/index.js';
+import { createClient, gatewayPicker, requestToken, type LonglinkClient, type ChatMessage, type SendResult } from '../../src/client/index.js';
 
 export type { Cluster } from '../../src/dev/cluster.js';
 
@@ -133,4 +133,55 @@ export async function within<T>(promise: Promise<T>, ms: number, describe: () =>
 /** `n` distinct message texts: prefix-1 … prefix-n. */
 export function texts(prefix: string, n: number): string[] {
   return Array.from({ length: n }, (_, i) => `${prefix}-${i + 1}`);
+}
+
+export interface Outgoing {
+  /** Every ack, in send order (rejects if any send is refused). */
+  done: Promise<SendResult[]>;
+  acked(): number;
+  sent(): number;
+}
+
+/**
+ * Pipeline `items` from one client without waiting for acks, `perTick` at a
+ * time every `tickMs` (so the stream is still running when a fault hits).
+ * `onAck` sees the running count of acks.
+ */
+export function sendAll(
+  from: TestClient,
+  items: readonly { to: string; text: string }[],
+  options: { perTick?: number; tickMs?: number; onAck?: (acked: number) => void } = {},
+): Outgoing {
+  const perTick = options.perTick ?? items.length;
+  const tickMs = options.tickMs ?? 0;
+  let acked = 0;
+  let sent = 0;
+  const promises: Promise<SendResult>[] = [];
+  const done = (async () => {
+    for (let i = 0; i < items.length; i += perTick) {
+      for (const item of items.slice(i, i + perTick)) {
+        sent++;
+        const p = from.client.send(item).then((r) => {
+          acked++;
+          options.onAck?.(acked);
+          return r;
+        });
+        p.catch(() => undefined); // reported through `done`
+        promises.push(p);
+      }
+      if (tickMs > 0 && i + perTick < items.length) await sleep(tickMs);
+    }
+    return Promise.all(promises);
+  })();
+  return { done, acked: () => acked, sent: () => sent };
+}
+
+/** The sender's acks: one conversation, seqs consecutive in send order (each message stored once, in order). */
+export function assertAckedInOrder(acks: readonly SendResult[], conversationId: string, what: string): void {
+  assert.ok(acks.length > 0, `${what}: no acks`);
+  const other = acks.find((a) => a.conversationId !== conversationId);
+  assert.equal(other, undefined, `${what}: an ack of another conversation`);
+  const first = acks[0]!.seq;
+  const bad = acks.findIndex((a, i) => a.seq !== first + i);
+  assert.equal(bad, -1, `${what}: ack ${bad} has seq ${acks[bad]?.seq}, expected ${first + bad} (seqs ${acks.slice(Math.max(0, bad - 3), bad + 3).map((a) => a.seq).join(',')})`);
 }
