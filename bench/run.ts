@@ -26,6 +26,7 @@ options:
   --rate R           offered messages per second (latency at that rate); without it: saturation
   --duration S       seconds of measured load (connections: seconds held)
   --gateways G       gateway processes (routing)
+  --systems A,B      only these systems of the scenario (connections: longlink, raw-net, raw-ws)
   --split            cluster-p2p, group: the split logic tier (auth, message x2, group, storage, risk)
                      beside the combined one (2 logic) in the same run, in interleaved rounds
   --rounds N         rounds of each layout with --split (default: cluster-p2p 3, group 2; quick 1), or of each run with --rules (default 3)
@@ -61,6 +62,12 @@ function parse(argv: string[]): { names: string[]; o: Options; json: boolean; sa
       case '--rules': o.rules = true; break;
       case '--rounds': o.rounds = Math.round(num(a, argv[++i])); break;
       case '--profile': o.profile = argv[++i]; break;
+      case '--systems': {
+        const list = (argv[++i] ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+        if (list.length === 0) throw new Error(`--systems needs a comma-separated list\n${USAGE}`);
+        o.systems = list;
+        break;
+      }
       case '-h': case '--help': process.stdout.write(USAGE); process.exit(0); break;
       default:
         if (a.startsWith('-')) throw new Error(`unknown option ${a}\n${USAGE}`);
@@ -72,6 +79,7 @@ function parse(argv: string[]): { names: string[]; o: Options; json: boolean; sa
   if (o.split && names.some((n) => n !== 'cluster-p2p' && n !== 'group')) throw new Error(`--split is for cluster-p2p and group\n${USAGE}`);
   if (o.rules && names.some((n) => n !== 'p2p')) throw new Error(`--rules is for p2p\n${USAGE}`);
   if (o.rounds !== undefined && !o.split && !o.rules) throw new Error(`--rounds goes with --split or --rules\n${USAGE}`);
+  if (o.systems && names.some((n) => n !== 'connections')) throw new Error(`--systems is for connections\n${USAGE}`);
   return { names, o, json, save };
 }
 
@@ -95,8 +103,11 @@ async function main(): Promise<void> {
   const runs = names.includes('all') ? expandAll(o) : names.map((name) => ({ name, o }));
   let failed = false;
   for (const run of runs) {
+    const started = Date.now();
     try {
       const result = await scenarios[run.name]!(run.o);
+      // From the scenario's start (servers, engines, load processes) to its result, every process of it stopped.
+      result.conditions.wall_s = Math.round((Date.now() - started) / 1000);
       printTable(result, json ? process.stderr : process.stdout);
       if (json) process.stdout.write(`${toJson(result)}\n`);
       if (save ?? !run.o.quick) {

@@ -30,6 +30,7 @@ interface Ledger extends Msg {
   lastDeliverUs: number;
   drops: number;
   dropReasons: [string, number][];
+  pings: number;
   hist: [number, number][];
   msgs: number[];
 }
@@ -94,17 +95,25 @@ export class Fleet {
     const workers: Child[] = [];
     const sizes: number[] = [];
     let first = 0;
+    const inits: Promise<Msg>[] = [];
     for (let i = 0; i < n; i++) {
       const count = Math.floor(options.users / n) + (i < options.users % n ? 1 : 0);
-      const w = forkTs(`load-${i + 1}`, 'load/worker.ts', []);
+      const w = forkTs(`load-${options.prefix ?? 'u'}${i + 1}`, 'load/worker.ts', []);
       workers.push(w);
       sizes.push(count);
       const init: InitMsg = {
         type: 'init', system: options.system, first, count, prefix: options.prefix ?? 'u', urls: options.urls,
         tokenSecret: options.tokenSecret, concurrency: options.concurrency ?? 100, heartbeatMs: options.heartbeatMs,
       };
-      await w.ask({ ...init }, 'ready', 30_000);
+      // Started together (each takes about a second to load): 9 per fleet at 250,000 connections.
+      inits.push(w.ask({ ...init }, 'ready', 60_000));
       first += count;
+    }
+    try {
+      await Promise.all(inits);
+    } catch (err) {
+      await Promise.all(workers.map((w) => w.stop(5000)));
+      throw err;
     }
     return new Fleet(workers, sizes, options);
   }
@@ -140,12 +149,13 @@ export class Fleet {
     await Promise.all(this.workers.map((w) => w.ask({ type: 'join', group }, 'joined', 120_000)));
   }
 
-  /** Drops and deliveries so far (cheap: no per-message data). */
-  async counts(): Promise<{ drops: number; deliveries: number; dropReasons: [string, number][] }> {
+  /** Drops, deliveries and heartbeats sent so far (cheap: no per-message data). */
+  async counts(): Promise<{ drops: number; deliveries: number; pings: number; dropReasons: [string, number][] }> {
     const ls = await Promise.all(this.workers.map((w) => w.ask<Ledger>({ type: 'ledger', full: false }, 'ledger')));
     return {
       drops: ls.reduce((s, l) => s + l.drops, 0),
       deliveries: ls.reduce((s, l) => s + l.deliveries, 0),
+      pings: ls.reduce((s, l) => s + l.pings, 0),
       dropReasons: ls.flatMap((l) => l.dropReasons),
     };
   }

@@ -100,7 +100,8 @@ export interface Msg {
 export function forkTs(name: string, module: string, args: string[], options: { env?: Record<string, string>; nodeArgs?: string[] } = {}): Child {
   const path = fileURLToPath(new URL(`../${module}`, import.meta.url));
   const proc = fork(path, args, {
-    execArgv: ['--import', 'tsx', '--expose-gc', ...(options.nodeArgs ?? [])],
+    // BENCH_NODE_ARGS: more Node flags for every forked process (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`: profiles of the whole run, load generators included).
+    execArgv: ['--import', 'tsx', '--expose-gc', ...(options.nodeArgs ?? []), ...(process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [])],
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });

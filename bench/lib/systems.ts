@@ -33,6 +33,8 @@ export interface System {
   report(): Promise<ProcReport[]>;
   /** Extra per-system figures (e.g. Redis memory). */
   extra?(): Promise<Record<string, number>>;
+  /** CPU seconds the engines (Redis, PostgreSQL and its backends) have used so far; 0 without any. */
+  engineCpu?(): number;
   stop(): Promise<void>;
 }
 
@@ -44,6 +46,17 @@ export function cpuSeconds(pid: number): number {
   } catch {
     return 0;
   }
+}
+
+/** CPU seconds of a process and its children now running (PostgreSQL's backends), from /proc. */
+export function treeCpuSeconds(pid: number): number {
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+  } catch {
+    // gone, or no children file: the process alone
+  }
+  return cpuSeconds(pid) + children.reduce((s, c) => s + cpuSeconds(c), 0);
 }
 
 export function totalCpu(sys: System): number {
@@ -63,11 +76,14 @@ export type BaselineKind = 'raw-ws' | 'raw-net' | 'socketio';
 export async function startBaseline(kind: BaselineKind, processes = 1): Promise<System> {
   const children: Child[] = [];
   const urls: string[] = [];
-  for (let i = 0; i < processes; i++) {
-    const c = forkTs(`${kind}-${i + 1}`, 'servers/baseline.ts', ['--kind', kind, '--port', '0', '--host', '127.0.0.1']);
-    children.push(c);
-    const ready = await c.next<Msg & { port: number }>('ready', 30_000);
-    urls.push(kind === 'raw-net' ? `tcp://127.0.0.1:${ready.port}` : kind === 'raw-ws' ? `ws://127.0.0.1:${ready.port}/` : `http://127.0.0.1:${ready.port}`);
+  for (let i = 0; i < processes; i++) children.push(forkTs(`${kind}-${i + 1}`, 'servers/baseline.ts', ['--kind', kind, '--port', '0', '--host', '127.0.0.1']));
+  try {
+    for (const ready of await Promise.all(children.map((c) => c.next<Msg & { port: number }>('ready', 60_000)))) {
+      urls.push(kind === 'raw-net' ? `tcp://127.0.0.1:${ready.port}` : kind === 'raw-ws' ? `ws://127.0.0.1:${ready.port}/` : `http://127.0.0.1:${ready.port}`);
+    }
+  } catch (err) {
+    await Promise.all(children.map((c) => c.stop()));
+    throw err;
   }
   return {
     name: kind, urls, holders: children, all: children,
@@ -174,14 +190,13 @@ export async function startLonglinkCluster(options: ClusterOptions): Promise<Sys
       }
     }
     await Promise.all(logics.map((c) => c.next('ready', 60_000)));
-    const perGateway: string[][] = [];
+    // Gateways start together (17 of them at 250,000 connections: one after the other took a second each).
     for (let i = 0; i < options.gateways; i++) {
-      const c = forkTs(`gw-${i + 1}`, 'servers/longlink.ts', ['gateway'], { env: { ...base, LONGLINK_NODE_ID: `gw-${i + 1}` }, nodeArgs: options.nodeArgs });
-      gateways.push(c);
-      const ready = await c.next<Msg & { tcpUrl: string; wsUrl: string }>('ready', 60_000);
-      setupUrl ||= ready.tcpUrl;
-      perGateway.push(options.transports.map((t) => (t === 'tcp' ? ready.tcpUrl : ready.wsUrl)));
+      gateways.push(forkTs(`gw-${i + 1}`, 'servers/longlink.ts', ['gateway'], { env: { ...base, LONGLINK_NODE_ID: `gw-${i + 1}` }, nodeArgs: options.nodeArgs }));
     }
+    const readies = await Promise.all(gateways.map((c) => c.next<Msg & { tcpUrl: string; wsUrl: string }>('ready', 120_000)));
+    setupUrl = readies[0]?.tcpUrl ?? '';
+    const perGateway = readies.map((ready) => options.transports.map((t) => (t === 'tcp' ? ready.tcpUrl : ready.wsUrl)));
     // Transport alternates fastest, then the gateway: user g -> transport g % T, gateway floor(g / T) % G.
     for (const list of perGateway) urls.push(...list);
   } catch (err) {
@@ -193,6 +208,7 @@ export async function startLonglinkCluster(options: ClusterOptions): Promise<Sys
     redis, postgres, setupUrl,
     report: () => reportOf([...gateways, ...logics]),
     extra: async () => ({ redis_used_memory: await redisUsedMemory(redis.url) }),
+    engineCpu: () => cpuSeconds(redis.pid) + treeCpuSeconds(postgres.pid),
     stop: stopAllNodes,
   };
 }

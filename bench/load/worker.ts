@@ -2,11 +2,11 @@
 // at most ~20,000 sockets here) and drives them over IPC: connect a range of
 // users, hold them with heartbeats, send at a rate or at saturation, and
 // report the ledger (what was acked, what arrived, how late, how often).
-import { TokenService } from '../../src/auth/tokens.js';
 import { LogHistogram, Seen, makePayload, msgKey, nowUs, parsePayload } from '../lib/ledger.js';
 import type { Adapter, BenchConn, SystemName } from './adapter.js';
 import { longlinkAdapter } from './longlink.js';
 import { rawNetAdapter, rawWsAdapter, socketioAdapter } from './baselines.js';
+import { BenchTokens } from './tokens.js';
 
 export interface InitMsg {
   type: 'init';
@@ -55,6 +55,8 @@ const conns: (BenchConn | undefined)[] = [];
 let drops = 0;
 const dropReasons = new Map<string, number>();
 let heartbeat: NodeJS.Timeout | undefined;
+/** Heartbeats sent so far (the server's CPU per heartbeat is read from it). */
+let pings = 0;
 
 // The ledger of this process.
 const seenBy: Map<number, Seen>[] = []; // per local recipient: sender -> seen k's
@@ -102,7 +104,8 @@ function onDeliver(local: number, payload: string): void {
 
 async function connectAll(): Promise<void> {
   const adapter = adapters[init.system];
-  const tokens = init.tokenSecret ? new TokenService(init.tokenSecret) : undefined;
+  const tokens = init.tokenSecret ? new BenchTokens(init.tokenSecret) : undefined;
+  if (tokens) await tokens.checkToken(`${init.prefix}${init.first}`, 'd1', 'other');
   let next = 0;
   let connected = 0;
   let failed = 0;
@@ -117,7 +120,7 @@ async function connectAll(): Promise<void> {
       const user = `${init.prefix}${g}`;
       seenBy[local] = new Map();
       try {
-        const token = tokens ? (await tokens.issue(user, 'd1', 'other', 24 * 3600)).token : undefined;
+        const token = tokens?.issue(user, 'd1', 'other', 24 * 3600);
         conns[local] = await adapter.connect({ url: init.urls[g % init.urls.length]!, token }, user, {
           onAck: (id) => onAck(id),
           onRefused: (id, code) => onRefused(id, code),
@@ -259,7 +262,13 @@ function startHeartbeat(intervalMs: number): void {
   const slices = Math.max(1, Math.round(intervalMs / 100));
   let slice = 0;
   heartbeat = setInterval(() => {
-    for (let i = slice; i < conns.length; i += slices) conns[i]?.ping();
+    for (let i = slice; i < conns.length; i += slices) {
+      const c = conns[i];
+      if (c) {
+        c.ping();
+        pings++;
+      }
+    }
     slice = (slice + 1) % slices;
   }, 100);
 }
@@ -288,7 +297,7 @@ process.on('message', (m: { type: string } & Record<string, unknown>) => {
           const msgs: number[] = [];
           if (m.full) for (const [key, [n, late, p]] of perMsg) msgs.push(key, n!, p === phase ? late! : -1);
           reply({
-            type: 'ledger', deliveries, phaseDeliveries, duplicated, unparsable, firstDeliverUs, lastDeliverUs, drops,
+            type: 'ledger', deliveries, phaseDeliveries, duplicated, unparsable, firstDeliverUs, lastDeliverUs, drops, pings,
             dropReasons: [...dropReasons].slice(0, 5), hist: m.full ? latency.entries() : [], msgs,
           });
           break;

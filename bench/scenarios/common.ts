@@ -21,6 +21,8 @@ export interface Options {
   rules?: boolean;
   /** Write CPU profiles of the server processes' measured phase into this folder. */
   profile?: string;
+  /** Only these of the scenario's systems (e.g. connections: longlink without the bare baselines); all when absent. */
+  systems?: string[];
   /** The command line as typed, for the record. */
   command: string;
 }
@@ -29,6 +31,17 @@ export const PAYLOAD_BYTES = 100;
 
 export function seconds(o: Options, full: number, quick: number): number {
   return o.duration ?? (o.quick ? quick : full);
+}
+
+/**
+ * The systems of a scenario that this run measures (--systems), in the
+ * scenario's order; a name the scenario does not have is an error.
+ */
+export function chosenSystems<T extends string>(o: Options, scenario: string, all: readonly T[]): T[] {
+  if (!o.systems) return [...all];
+  const unknown = o.systems.filter((s) => !(all as readonly string[]).includes(s));
+  if (unknown.length > 0) throw new Error(`${scenario} has no system ${unknown.join(', ')} (its systems: ${all.join(', ')})`);
+  return all.filter((s) => o.systems!.includes(s));
 }
 
 

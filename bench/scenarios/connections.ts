@@ -8,15 +8,37 @@
 // Redis, one logic node on PostgreSQL), the baselines as that many bare servers.
 import { machineInfo } from '../lib/machine.js';
 import type { BenchResult, SystemResult } from '../lib/result.js';
-import { startBaseline, startEmbeddedLonglink, startLonglinkCluster, type ProcReport, type System } from '../lib/systems.js';
+import { cpuSeconds, startBaseline, startEmbeddedLonglink, startLonglinkCluster, totalCpu, type ProcReport, type System } from '../lib/systems.js';
 import { Fleet, MAX_PER_PROCESS } from '../lib/fleet.js';
 import { progress } from '../lib/report.js';
 import type { SystemName } from '../load/adapter.js';
-import { goal, ratio, seconds, withSystem, type Options } from './common.js';
+import { chosenSystems, goal, ratio, seconds, withSystem, type Options } from './common.js';
 
-const HEARTBEAT_MS = 20_000;
+/**
+ * As the SDK: a Ping every pingIntervalMs the server gives at login (25 s by
+ * default). At 250,000 connections that is 10,000 heartbeats a second, each
+ * ~60 µs of server CPU and as much again in the load processes: a 20 s
+ * interval (12,500 a second) left this 2-core machine little to spare.
+ */
+const HEARTBEAT_MS = 25_000;
 
 const sum = (rs: ProcReport[], f: (r: ProcReport) => number) => rs.reduce((s, r) => s + f(r), 0);
+
+/**
+ * Login attempts in flight at once over one fleet's load processes: enough
+ * to keep the servers busy, few enough that a login waiting its turn on a
+ * busy machine stays far inside the server's 10 s login deadline.
+ */
+const CONNECTS_IN_FLIGHT = 1000;
+
+/** CPU seconds used so far: the servers (gateways and logic, or the bare servers), the engines (Redis, PostgreSQL), the load processes. */
+interface CpuMark {
+  at: number;
+  server: number;
+  engines: number;
+  load: number;
+  pings: number;
+}
 
 /**
  * Memory per connection is a slope: what the servers use with half the
@@ -25,6 +47,11 @@ const sum = (rs: ProcReport[], f: (r: ProcReport) => number) => rs.reduce((s, r)
  * (start-up, buffers the first connections allocate, the TypeScript loader)
  * cancel out, and both readings come after the same idle time (V8 gives
  * memory back to the OS some seconds after a burst, not at once).
+ *
+ * CPU is read from /proc around each phase: per heartbeat from the last
+ * hold (everything open, nothing but heartbeats and the servers' timers, all
+ * of it charged to the heartbeats), per login from the two connect phases
+ * less what the heartbeats sent meanwhile cost at that rate.
  */
 async function hold(sys: System, system: SystemName, n: number, holdS: number): Promise<SystemResult> {
   const holderNames = new Set(sys.holders.map((h) => h.name));
@@ -35,13 +62,26 @@ async function hold(sys: System, system: SystemName, n: number, holdS: number): 
     return holders();
   };
   const half = Math.floor(n / 2);
-  const start = (users: number, prefix: string) => Fleet.start({
-    system, users, urls: sys.urls, tokenSecret: sys.tokenSecret, concurrency: 200, prefix, heartbeatMs: HEARTBEAT_MS,
-  });
+  const start = (users: number, prefix: string) => {
+    const workers = Math.ceil(users / MAX_PER_PROCESS);
+    return Fleet.start({
+      system, users, urls: sys.urls, tokenSecret: sys.tokenSecret, prefix, heartbeatMs: HEARTBEAT_MS,
+      concurrency: Math.min(200, Math.ceil(CONNECTS_IN_FLIGHT / workers)),
+    });
+  };
   const fleets: Fleet[] = [];
+  const mark = async (): Promise<CpuMark> => {
+    const pings = (await Promise.all(fleets.map((f) => f.counts()))).reduce((s, c) => s + c.pings, 0);
+    return {
+      at: Date.now(), server: totalCpu(sys), engines: sys.engineCpu?.() ?? 0,
+      load: fleets.reduce((s, f) => s + f.workers.reduce((t, w) => t + cpuSeconds(w.pid), 0), 0), pings,
+    };
+  };
   try {
     fleets.push(await start(half, 'a'));
+    const m0 = await mark();
     const c1 = await fleets[0]!.connect(`${sys.name} connect (first half)`);
+    const m1 = await mark();
     const dropsNow = async () => (await Promise.all(fleets.map((f) => f.counts()))).reduce((s, c) => s + c.drops, 0);
     const holdFor = async (connected: number) => {
       const end = Date.now() + holdS * 1000;
@@ -51,18 +91,39 @@ async function hold(sys: System, system: SystemName, n: number, holdS: number): 
       }
     };
     await holdFor(c1.connected);
+    const m1b = await mark();
     const mid = await settled();
     const extraMid = await sys.extra?.();
     fleets.push(await start(n - half, 'b'));
+    const m2 = await mark();
     const c2 = await fleets[1]!.connect(`${sys.name} connect (second half)`);
+    const m3 = await mark();
     const connected = c1.connected + c2.connected;
     await holdFor(connected);
+    const m4 = await mark();
     const after = await settled();
     const extraAfter = await sys.extra?.();
     const counts = await Promise.all(fleets.map((f) => f.counts()));
     const drops = counts.reduce((s, c) => s + c.drops, 0);
     if (drops > 0) progress(`${sys.name}: drops ${JSON.stringify(counts.flatMap((c) => c.dropReasons))}`, true);
     const second = n - half;
+    // Per heartbeat: a slope, like memory: CPU per second (servers and engines together) with all
+    // connections held, less the same with half held, over the heartbeats per second added. What the
+    // cluster spends with none (timers, stream trims, lease renewals) is what is left at zero.
+    const rate = (a: CpuMark, b: CpuMark) => ({
+      cpu: (b.server + b.engines - a.server - a.engines) / ((b.at - a.at) / 1000),
+      pings: (b.pings - a.pings) / ((b.at - a.at) / 1000),
+    });
+    const r1 = rate(m1, m1b);
+    const r2 = rate(m3, m4);
+    const heartbeatCpu = r2.pings > r1.pings ? (r2.cpu - r1.cpu) / (r2.pings - r1.pings) : NaN;
+    const heartbeats = m4.pings - m3.pings;
+    // Per login: both connect phases, less their heartbeats at that cost.
+    const during = (a: CpuMark, b: CpuMark, f: (m: CpuMark) => number) => f(b) - f(a);
+    const connectCpu = (f: (m: CpuMark) => number) => during(m0, m1, f) + during(m2, m3, f);
+    const connectPings = m1.pings - m0.pings + m3.pings - m2.pings;
+    const logins = c1.connected + c2.connected;
+    const loginCpu = (connectCpu((m) => m.server + m.engines) - (Number.isFinite(heartbeatCpu) ? heartbeatCpu * connectPings : 0)) / logins;
     const out: SystemResult = {
       held: sum(after, (r) => r.connections),
       dropped: drops + c1.failed + c2.failed,
@@ -70,10 +131,20 @@ async function hold(sys: System, system: SystemName, n: number, holdS: number): 
       heap_kb_per_conn: (sum(after, (r) => r.heapUsed) - sum(mid, (r) => r.heapUsed)) / 1024 / second,
       connect_per_s: Math.round(connected / (c1.seconds + c2.seconds)),
       server_processes: sys.holders.length,
+      login_cpu_ms: loginCpu * 1000,
+      load_cpu_ms_per_login: (connectCpu((m) => m.load) / logins) * 1000,
+      heartbeat_cpu_us: heartbeatCpu * 1e6,
+      hold_cpu_pct: r2.cpu * 100,
+      idle_cpu_pct: (r2.cpu - heartbeatCpu * r2.pings) * 100,
     };
     if (extraMid?.redis_used_memory !== undefined && extraAfter?.redis_used_memory !== undefined) {
       out.redis_kb_per_conn = (extraAfter.redis_used_memory - extraMid.redis_used_memory) / 1024 / second;
     }
+    progress(`${sys.name}: connect windows ${(c1.seconds + c2.seconds).toFixed(0)} s, server CPU ${connectCpu((m) => m.server).toFixed(1)} s, `
+      + `engines ${connectCpu((m) => m.engines).toFixed(1)} s, load ${connectCpu((m) => m.load).toFixed(1)} s, heartbeats meanwhile ${connectPings}; `
+      + `last hold ${((m4.at - m3.at) / 1000).toFixed(0)} s: server ${(m4.server - m3.server).toFixed(1)} s, engines ${(m4.engines - m3.engines).toFixed(1)} s, `
+      + `load ${(m4.load - m3.load).toFixed(1)} s, ${heartbeats} heartbeats; first hold ${((m1b.at - m1.at) / 1000).toFixed(0)} s: `
+      + `server ${(m1b.server - m1.server).toFixed(1)} s, engines ${(m1b.engines - m1.engines).toFixed(1)} s, ${m1b.pings - m1.pings} heartbeats`, true);
     for (const f of fleets) await f.close();
     return out;
   } finally {
@@ -81,39 +152,64 @@ async function hold(sys: System, system: SystemName, n: number, holdS: number): 
   }
 }
 
+const SYSTEMS = ['longlink', 'raw-net', 'raw-ws'] as const;
+const DEFAULT_CONNECTIONS = 100_000;
+
 export async function connections(o: Options): Promise<BenchResult> {
-  const n = o.connections ?? (o.quick ? 2000 : 100_000);
+  const n = o.connections ?? (o.quick ? 2000 : DEFAULT_CONNECTIONS);
   const holdS = seconds(o, 60, 3);
   const processes = Math.ceil(n / MAX_PER_PROCESS);
   const clustered = processes > 1;
+  const systems = chosenSystems(o, 'connections', SYSTEMS);
   const results: Record<string, SystemResult> = {};
 
-  results.longlink = await withSystem(
-    () => (clustered
-      ? startLonglinkCluster({ gateways: processes, logic: 1, routing: 'targeted', transports: ['tcp', 'ws'] })
-      : startEmbeddedLonglink({ transports: ['tcp', 'ws'] })),
-    (sys) => hold(sys, 'longlink', n, holdS),
-  );
-  results['raw-net'] = await withSystem(() => startBaseline('raw-net', processes), (sys) => hold(sys, 'raw-net', n, holdS));
-  results['raw-ws'] = await withSystem(() => startBaseline('raw-ws', processes), (sys) => hold(sys, 'raw-ws', n, holdS));
+  for (const system of systems) {
+    results[system] = system === 'longlink'
+      ? await withSystem(
+        () => (clustered
+          ? startLonglinkCluster({ gateways: processes, logic: 1, routing: 'targeted', transports: ['tcp', 'ws'] })
+          : startEmbeddedLonglink({ transports: ['tcp', 'ws'] })),
+        (sys) => hold(sys, 'longlink', n, holdS),
+      )
+      : await withSystem(() => startBaseline(system, processes), (sys) => hold(sys, system, n, holdS));
+  }
 
   const ll = results.longlink;
-  const blendRss = ((results['raw-net'].rss_kb_per_conn ?? NaN) + (results['raw-ws'].rss_kb_per_conn ?? NaN)) / 2;
-  const blendHeap = ((results['raw-net'].heap_kb_per_conn ?? NaN) + (results['raw-ws'].heap_kb_per_conn ?? NaN)) / 2;
-  const ratios = {
-    'longlink/bare rss_kb_per_conn': ratio(ll.rss_kb_per_conn, blendRss),
-    'longlink/bare heap_kb_per_conn': ratio(ll.heap_kb_per_conn, blendHeap),
-    'longlink/raw-net rss_kb_per_conn': ratio(ll.rss_kb_per_conn, results['raw-net'].rss_kb_per_conn),
-    'longlink/raw-ws rss_kb_per_conn': ratio(ll.rss_kb_per_conn, results['raw-ws'].rss_kb_per_conn),
-    'longlink/raw-ws connect_per_s': ratio(ll.connect_per_s, results['raw-ws'].connect_per_s),
-  };
+  const net = results['raw-net'];
+  const ws = results['raw-ws'];
+  const blendRss = ((net?.rss_kb_per_conn ?? NaN) + (ws?.rss_kb_per_conn ?? NaN)) / 2;
+  const blendHeap = ((net?.heap_kb_per_conn ?? NaN) + (ws?.heap_kb_per_conn ?? NaN)) / 2;
+  const ratios: Record<string, number> = {};
+  if (ll && net && ws) {
+    ratios['longlink/bare rss_kb_per_conn'] = ratio(ll.rss_kb_per_conn, blendRss);
+    ratios['longlink/bare heap_kb_per_conn'] = ratio(ll.heap_kb_per_conn, blendHeap);
+  }
+  if (ll && net) ratios['longlink/raw-net rss_kb_per_conn'] = ratio(ll.rss_kb_per_conn, net.rss_kb_per_conn);
+  if (ll && ws) {
+    ratios['longlink/raw-ws rss_kb_per_conn'] = ratio(ll.rss_kb_per_conn, ws.rss_kb_per_conn);
+    ratios['longlink/raw-ws connect_per_s'] = ratio(ll.connect_per_s, ws.connect_per_s);
+  }
+  const goals = Object.entries(results).flatMap(([system, r]) => [
+    goal(`${system}: ${n} connections held`, r.held ?? NaN, n),
+    goal(`${system}: zero unexpected drops`, r.dropped ?? NaN, 0, true),
+  ]);
+  if (ratios['longlink/bare rss_kb_per_conn'] !== undefined) {
+    goals.push(goal('RSS per connection <= 1.5x the bare transports\' (half net, half ws)', ratios['longlink/bare rss_kb_per_conn'], 1.5, true));
+  }
+  // A run of another size, or of some of the systems, is kept in a section of its own (the default run's stays).
+  const sectionParts = ['connections'];
+  if (n !== (o.quick ? 2000 : DEFAULT_CONNECTIONS)) sectionParts.push(`--connections ${n}`);
+  if (systems.length < SYSTEMS.length) sectionParts.push(`--systems ${systems.join(',')}`);
+  const loadProcesses = 2 * Math.ceil(Math.ceil(n / 2) / MAX_PER_PROCESS);
   return {
     scenario: 'connections',
+    section: sectionParts.join(' '),
     command: o.command,
     conditions: {
-      machine: machineInfo(), connections: n, hold_s: `${holdS} with half connected, then ${holdS} with all`, heartbeat_s: HEARTBEAT_MS / 1000,
+      machine: machineInfo(), connections: n, systems: systems.join(', '),
+      hold_s: `${holdS} with half connected, then ${holdS} with all`, heartbeat_s: HEARTBEAT_MS / 1000,
       transports: 'half TCP, half WebSocket (Longlink); all TCP (raw-net); all WebSocket (raw-ws)',
-      server_processes: processes, load_processes: Math.ceil(n / MAX_PER_PROCESS),
+      server_processes: processes, load_processes: loadProcesses,
       longlink: clustered
         ? `cluster: ${processes} gateways (one per ${MAX_PER_PROCESS} connections) + 1 logic on Redis (AOF everysec) and PostgreSQL`
         : 'embedded (`longlink start`), one process',
@@ -122,11 +218,7 @@ export async function connections(o: Options): Promise<BenchResult> {
     },
     results,
     ratios,
-    goals: [
-      goal(`${n} connections held`, ll.held ?? NaN, n),
-      goal('zero unexpected drops', ll.dropped ?? NaN, 0, true),
-      goal('RSS per connection <= 1.5x the bare transports\' (half net, half ws)', ratios['longlink/bare rss_kb_per_conn'], 1.5, true),
-    ],
+    goals,
     chart: {
       title: `${n.toLocaleString('en-US')} idle connections held ${holdS} s`,
       metrics: [
@@ -136,9 +228,13 @@ export async function connections(o: Options): Promise<BenchResult> {
       ],
     },
     notes: [
-      'The bare-transport figure Longlink is held to is the mean of raw-net and raw-ws, since half its connections are each.',
-      ...(n < 10_000 ? ['Below ~10,000 connections the RSS slope is within the noise of V8 returning memory to the OS (it can even come out negative); read the heap figures.'] : []),
-      ...(clustered ? ['Longlink\'s session table lives in Redis in a cluster: redis_kb_per_conn is Redis\'s used_memory growth per connection, not counted in rss_kb_per_conn.'] : []),
+      ...(ll && net && ws ? ['The bare-transport figure Longlink is held to is the mean of raw-net and raw-ws, since half its connections are each.'] : []),
+      ...(n < 10_000 ? ['Below ~10,000 connections the RSS slope is within the noise of V8 returning memory to the OS (it can even come out negative); read the heap figures. '
+        + 'The CPU figures are noise too at that size (a few hundred heartbeats).'] : []),
+      'login_cpu_ms: CPU of the servers and engines (Redis, PostgreSQL) per login over both connect phases, less their heartbeats meanwhile; '
+        + 'heartbeat_cpu_us: the same per heartbeat, as a slope (CPU/s with all held minus with half, over the heartbeats/s added); '
+        + 'idle_cpu_pct: what is left at zero heartbeats (timers); load_cpu_ms_per_login: the load processes\' CPU per login (the harness\'s share of the machine).',
+      ...(clustered && ll ? ['Longlink\'s session table lives in Redis in a cluster: redis_kb_per_conn is Redis\'s used_memory growth per connection, not counted in rss_kb_per_conn.'] : []),
     ],
   };
 }

@@ -20,7 +20,9 @@
 //   3. one INSERT of the members of conversations the upsert created;
 //   4. one multi-row INSERT (unnest of column arrays) of the messages;
 //   5. the group effects, in draft order (events are rare next to messages);
-//   6. one UPDATE of the writers' read cursors.
+//   6. one UPDATE of the writers' read cursors;
+//   7. one UPDATE of the change index (store.ts, "Sync"): the members who may
+//      see what the batch stored have something to read.
 // A concurrent batch that stored the same (from_user, client_msg_id) first
 // makes step 4 fail on the unique index; the batch is then retried once that
 // one committed, and finds the key in step 1 (a duplicate, as it should be).
@@ -38,9 +40,10 @@ import {
   WEBHOOK_SECRET_KEY, draftMessage, effectOfEvent, eventJson, homeOf, type HomeRow, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
 } from './store-rows.js';
 import {
-  PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
+  CHANGE_ALWAYS, CHANGE_FANOUT_MAX, PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type ConversationChange, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MarkChanges, type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type ShardClaim, type Store, type WriteFence,
+  type SyncConversation, type SyncScan,
 } from './store.js';
 
 export interface PostgresStoreOptions {
@@ -205,6 +208,23 @@ const MIGRATIONS: string[] = [
      key TEXT COLLATE "C" PRIMARY KEY,
      value TEXT NOT NULL
    );`,
+  // Sync: the per-user change index (store.ts, "Sync"): each membership's change number, in change order per user
+  // (0 for what was there before: a device's first sync reads it all once), each device's position in that order,
+  // and the groups too large to be written to on every message (their members' rows always read).
+  `ALTER TABLE members ADD COLUMN change_no BIGINT NOT NULL DEFAULT 0;
+   ALTER TABLE conversations ADD COLUMN fanout BOOLEAN NOT NULL DEFAULT true;
+   UPDATE conversations c SET fanout = false FROM (SELECT conversation_id FROM members WHERE left_seq IS NULL
+     GROUP BY conversation_id HAVING count(*) > ${CHANGE_FANOUT_MAX}) big WHERE c.id = big.conversation_id;
+   UPDATE members m SET change_no = ${CHANGE_ALWAYS} FROM conversations c
+     WHERE c.id = m.conversation_id AND NOT c.fanout AND m.left_seq IS NULL;
+   CREATE INDEX members_by_change ON members (user_id, change_no, conversation_id);
+   CREATE TABLE device_sync (
+     user_id TEXT COLLATE "C" NOT NULL,
+     device_id TEXT COLLATE "C" NOT NULL,
+     change_no BIGINT NOT NULL,
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     PRIMARY KEY (user_id, device_id)
+   );`,
 ];
 
 
@@ -247,6 +267,28 @@ function stateOf(r: StateRow): ConversationState {
   return c;
 }
 
+/** A row of a sync's scan (SYNC_COLUMNS). */
+interface SyncRow extends StateColumns {
+  retained_from_seq: number;
+  change_no: number;
+  rejoined: boolean;
+  from_seq: number;
+  named: boolean;
+  content: boolean;
+}
+
+function syncConversationOf(r: SyncRow): SyncConversation {
+  const { lastAtMs: _, ...state } = toState(r, 0, r.rejoined);
+  const c: SyncConversation = { ...state, from: Number(r.from_seq), named: r.named };
+  if (r.retained_from_seq > 1) c.retainedFromSeq = r.retained_from_seq;
+  return c;
+}
+
+/** The request's cursors as the JSON object the sync statements read ($3). */
+function cursorsJson(cursors: ReadonlyMap<string, number>): string {
+  return JSON.stringify(Object.fromEntries(cursors));
+}
+
 /** The head of the table as retention reads it, in storage order (see expireBefore). */
 interface HeadRow {
   id: number;
@@ -264,6 +306,22 @@ interface MemberRow {
 }
 
 const MESSAGE_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event, recalled_by';
+/** A membership's change number (store.ts, "Sync"): the writing transaction's id, the same for every row it changes. */
+const CHANGE_NO = 'pg_current_xact_id()::text::int8';
+/** Below every change number still to commit: the oldest transaction running (every one older has ended). */
+const CHANGE_HORIZON = 'pg_snapshot_xmin(pg_current_snapshot())::text::int8';
+
+// A full sync's rows (store.ts, "Sync"): the user's memberships with the device's cursor, $1 user, $2 device,
+// $3 the request's cursors as one JSON object (looked up per row).
+const SYNC_COLUMNS = `SELECT m.conversation_id AS id, c.kind, c.last_seq, c.retained_from_seq, m.joined_seq, m.left_seq, m.read_seq, m.change_no,
+    EXISTS (SELECT 1 FROM member_windows w WHERE w.conversation_id = m.conversation_id AND w.user_id = m.user_id) AS rejoined,
+    coalesce(g.given, d.delivered_seq, 0) AS from_seq, g.given IS NOT NULL AS named`;
+const SYNC_FROM = `FROM members m JOIN conversations c ON c.id = m.conversation_id
+    LEFT JOIN device_cursors d ON d.user_id = m.user_id AND d.device_id = $2 AND d.conversation_id = m.conversation_id
+    CROSS JOIN LATERAL (SELECT ($3::jsonb ->> m.conversation_id::text)::int8 AS given) g`;
+/** Something past the device's cursor that this member may see and is held. */
+const SYNC_CONTENT = `least(c.last_seq, coalesce(m.left_seq, c.last_seq))
+    > greatest(coalesce(g.given, d.delivered_seq, 0), m.joined_seq - 1, c.retained_from_seq - 1)`;
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
 /** Now on the database's clock, in ms: what a datacenter's changes are stamped with (one clock however many nodes write). */
 const NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::int8';
@@ -301,16 +359,41 @@ const SQL = {
     ON CONFLICT DO NOTHING`,
   pastWindows: `SELECT * FROM (SELECT joined_seq, left_seq FROM member_windows WHERE conversation_id = $1 AND user_id = $2
     ORDER BY joined_seq DESC LIMIT ${PAST_WINDOWS_MAX}) w ORDER BY joined_seq`,
-  joinMembers: `INSERT INTO members (user_id, conversation_id, joined_at_ms, role, joined_seq, left_seq, read_seq, muted)
-    SELECT u.user_id, $4, $5, u.role, $6, NULL, u.read_seq, false
+  joinMembers: `INSERT INTO members (user_id, conversation_id, joined_at_ms, role, joined_seq, left_seq, read_seq, muted, change_no)
+    SELECT u.user_id, $4, $5, u.role, $6, NULL, u.read_seq, false,
+      CASE WHEN (SELECT fanout FROM conversations WHERE id = $4) THEN ${CHANGE_NO} ELSE ${CHANGE_ALWAYS} END
     FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(user_id, role, read_seq)
     ORDER BY u.user_id COLLATE "C"
     ON CONFLICT (user_id, conversation_id) DO UPDATE SET
       role = excluded.role, joined_seq = excluded.joined_seq, left_seq = NULL, muted = false,
       joined_at_ms = excluded.joined_at_ms, read_seq = greatest(members.read_seq, excluded.read_seq),
-      wrote = CASE WHEN members.left_seq IS NULL THEN members.wrote ELSE false END`,
-  leaveMembers: `UPDATE members SET left_seq = $1 WHERE conversation_id = $2 AND user_id = ANY($3::text[]) AND left_seq IS NULL`,
-  leaveAll: `UPDATE members SET left_seq = $1 WHERE conversation_id = $2 AND left_seq IS NULL`,
+      wrote = CASE WHEN members.left_seq IS NULL THEN members.wrote ELSE false END, change_no = excluded.change_no`,
+  // A member who leaves has its leaving to read (its row changes, whatever the group's size).
+  leaveMembers: `UPDATE members SET left_seq = $1, change_no = ${CHANGE_NO} WHERE conversation_id = $2 AND user_id = ANY($3::text[]) AND left_seq IS NULL`,
+  leaveAll: `UPDATE members SET left_seq = $1, change_no = ${CHANGE_NO} WHERE conversation_id = $2 AND left_seq IS NULL`,
+  // The members who may see a seq of this batch (those who left before it may not) have something to read.
+  // Groups too large for that (fanout false) keep CHANGE_ALWAYS on their members' rows instead.
+  bumpChanges: `UPDATE members m SET change_no = ${CHANGE_NO}
+    FROM unnest($1::text[], $2::int8[]) AS u(conversation_id, first_seq)
+    JOIN conversations c ON c.id = u.conversation_id AND c.fanout
+    WHERE m.conversation_id = u.conversation_id AND (m.left_seq IS NULL OR m.left_seq >= u.first_seq)`,
+  // A group that grew past CHANGE_FANOUT_MAX current members: its members' rows are read at every sync from now on.
+  markBig: `UPDATE conversations SET fanout = false WHERE id = $1 AND fanout
+    AND (SELECT count(*) FROM members WHERE conversation_id = $1 AND left_seq IS NULL) > ${CHANGE_FANOUT_MAX} RETURNING id`,
+  bigMembers: `UPDATE members SET change_no = ${CHANGE_ALWAYS} WHERE conversation_id = $1 AND left_seq IS NULL`,
+  // The device's position in the user's change order ((0, '') when it has none: before every row), and the horizon.
+  syncPosition: `SELECT coalesce(s.change_no, 0) AS change_no, coalesce(s.conversation_id, '') AS conversation_id, ${CHANGE_HORIZON} AS horizon
+    FROM (SELECT 1) one LEFT JOIN device_sync s ON s.user_id = $1 AND s.device_id = $2`,
+  // From the position on ($4, $5), in change order: those named in the request ($3) and those with something past the
+  // device's cursor, at most $6 rows (limit + 1 + the number named: at least limit + 1 of the latter when there are).
+  syncScan: `${SYNC_COLUMNS}, ${SYNC_CONTENT} AS content ${SYNC_FROM}
+    WHERE m.user_id = $1 AND (m.change_no, m.conversation_id) >= ($4::int8, $5::text) AND (g.given IS NOT NULL OR ${SYNC_CONTENT})
+    ORDER BY m.change_no, m.conversation_id LIMIT $6`,
+  syncStates: `${SYNC_COLUMNS}, ${SYNC_CONTENT} AS content ${SYNC_FROM}
+    WHERE m.user_id = $1 AND m.conversation_id = ANY($4::text[]) ORDER BY c.last_at_ms DESC, c.id`,
+  moveSyncPosition: `INSERT INTO device_sync AS s (user_id, device_id, change_no, conversation_id) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (user_id, device_id) DO UPDATE SET change_no = excluded.change_no, conversation_id = excluded.conversation_id
+    WHERE (s.change_no, s.conversation_id) < (excluded.change_no, excluded.conversation_id)`,
   setRole: `UPDATE members SET role = $1 WHERE conversation_id = $2 AND user_id = $3`,
   setOwner: `UPDATE groups SET owner = $1 WHERE id = $2`,
   muteMember: `UPDATE members SET muted = $1 WHERE conversation_id = $2 AND user_id = $3`,
@@ -613,6 +696,7 @@ export class PostgresStore implements Store {
     if (entries.length === 0) return [];
     return this.transaction(async (client) => {
       const stored: boolean[] = [];
+      const firstStored = new Map<string, number>();
       for (const { message: m, homeDc } of entries) {
         if (m.clientMsgId !== '') await run(client, 'orphanKey', [m.fromUser, m.clientMsgId, m.conversationId, m.seq, Date.now()]);
         const inserted = await run(client, 'replicaMessage', [
@@ -632,7 +716,10 @@ export class PostgresStore implements Store {
         const effect = effectOfEvent(m.conversationId, m);
         if (effect) await apply(client, m.conversationId, m.seq, m.sentAtMs, effect);
         await run(client, 'readOwn', [[m.conversationId], [m.fromUser], [m.seq]]);
+        const first = firstStored.get(m.conversationId);
+        if (first === undefined || m.seq < first) firstStored.set(m.conversationId, m.seq);
       }
+      if (firstStored.size > 0) await run(client, 'bumpChanges', [[...firstStored.keys()], [...firstStored.values()]]);
       return stored;
     });
   }
@@ -717,6 +804,7 @@ export class PostgresStore implements Store {
     return this.transaction(async (client) => {
       const moved = await client.query({ name: 'll_orphan', text: SQL.orphan, values: [conversationId, fromSeq, nowMs] });
       await run(client, 'rewindHead', [conversationId, fromSeq - 1]);
+      await run(client, 'bumpChanges', [[conversationId], [fromSeq]]);
       return moved.rowCount ?? 0;
     });
   }
@@ -799,6 +887,55 @@ export class PostgresStore implements Store {
 
   async listForUser(userId: string): Promise<ConversationState[]> {
     return (await run<StateRow>(this.pool, 'listForUser', [userId])).map(stateOf);
+  }
+
+  /**
+   * A full sync (store.ts, "Sync"): from the device's position, the rows
+   * named or with something to read, in change order, limit + 1 of the
+   * latter at most (one statement, the limit in it); then the position moves
+   * up to the first row with something to read, or to the horizon (the
+   * oldest transaction running when the scan began: what it or a later one
+   * commits has a change number at or above it), whichever comes first.
+   */
+  async syncScan(userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, limit: number): Promise<SyncScan> {
+    const want = Math.max(0, Math.floor(limit)) + 1;
+    const [at] = await run<{ change_no: number; conversation_id: string; horizon: number }>(this.pool, 'syncPosition', [userId, deviceId]);
+    const rows = await run<SyncRow>(this.pool, 'syncScan', this.syncScanValues(userId, deviceId, cursors, want, at!));
+    const content = rows.filter((r) => r.content);
+    let next: [number, string] = [Number(at!.horizon), ''];
+    const first = content[0];
+    if (first && (first.change_no < next[0] || (first.change_no === next[0] && first.id < next[1]))) next = [first.change_no, first.id];
+    if (next[0] > at!.change_no || (next[0] === at!.change_no && next[1] > at!.conversation_id)) {
+      await run(this.pool, 'moveSyncPosition', [userId, deviceId, next[0], next[1]]);
+    }
+    return {
+      conversations: [...rows.filter((r) => !r.content), ...content.slice(0, want)].map(syncConversationOf),
+      cut: content.length > want - 1,
+    };
+  }
+
+  private syncScanValues(
+    userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, want: number, at: { change_no: number; conversation_id: string },
+  ): unknown[] {
+    return [userId, deviceId, cursorsJson(cursors), at.change_no, at.conversation_id, want + cursors.size];
+  }
+
+  /**
+   * EXPLAIN (ANALYZE, FORMAT JSON) of the scan syncScan would run now for
+   * this device (the same statement and values; the position does not move):
+   * what a sync reads, for tests and diagnosis.
+   */
+  async explainSyncScan(userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, limit: number): Promise<unknown> {
+    const [at] = await run<{ change_no: number; conversation_id: string }>(this.pool, 'syncPosition', [userId, deviceId]);
+    const values = this.syncScanValues(userId, deviceId, cursors, Math.max(0, Math.floor(limit)) + 1, at!);
+    const { rows } = await this.pool.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (ANALYZE, FORMAT JSON) ${SQL.syncScan}`, values);
+    return rows[0]!['QUERY PLAN'];
+  }
+
+  async syncStates(userId: string, deviceId: string, conversationIds: readonly string[], cursors: ReadonlyMap<string, number>): Promise<SyncConversation[]> {
+    if (conversationIds.length === 0) return [];
+    const rows = await run<SyncRow>(this.pool, 'syncStates', [userId, deviceId, cursorsJson(cursors), [...new Set(conversationIds)]]);
+    return rows.map(syncConversationOf);
   }
 
   async conversationPage(userId: string, limit: number, after: ConversationCursor | undefined, previewChars: number): Promise<ConversationOverview[]> {
@@ -1186,6 +1323,9 @@ async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[
     const rows = [...readOwn.values()];
     await run(client, 'readOwn', [rows.map((r) => r.conversationId), rows.map((r) => r.userId), rows.map((r) => r.seq)]);
   }
+  // 7. The change index: the members who may see what this batch stored have something to read.
+  const changed = conversations.filter((c) => c.count > 0);
+  if (changed.length > 0) await run(client, 'bumpChanges', [changed.map((c) => c.id), changed.map((c) => c.firstSeq)]);
 
   // Results, in draft order. A duplicate gets the original as it stands at that point of the
   // batch (a recall earlier in the batch shows), exactly as if drafts were stored one by one.
@@ -1227,10 +1367,12 @@ async function apply(client: pg.PoolClient, conversationId: string, seq: number,
         { userId: effect.owner, role: 'owner', readSeq: seq },
         ...others.map((userId) => ({ userId, role: 'member' as const, readSeq: seq - 1 })),
       ]);
+      await grown(client, conversationId);
       return;
     }
     case 'add-members':
       await join(client, conversationId, seq, atMs, [...new Set(effect.userIds)].map((userId) => ({ userId, role: 'member', readSeq: seq - 1 })));
+      await grown(client, conversationId);
       return;
     case 'remove-members':
       await run(client, 'leaveMembers', [seq, conversationId, [...effect.userIds]]);
@@ -1251,6 +1393,11 @@ async function apply(client: pg.PoolClient, conversationId: string, seq: number,
       await run(client, 'recall', [effect.by, conversationId, effect.targetSeq, seq]);
       return;
   }
+}
+
+/** A group past CHANGE_FANOUT_MAX current members: its members' rows are read at every sync instead (store.ts, "Sync"). */
+async function grown(client: pg.PoolClient, conversationId: string): Promise<void> {
+  if ((await run(client, 'markBig', [conversationId])).length > 0) await run(client, 'bigMembers', [conversationId]);
 }
 
 /** Users (each once) join, or rejoin, at `seq`: a fresh visibility window, unmuted. */

@@ -16,9 +16,9 @@ import {
   WEBHOOK_SECRET_KEY, draftMessage, effectOfEvent, eventJson, homeOf, type HomeRow, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
 } from './store-rows.js';
 import {
-  FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
+  CHANGE_ALWAYS, CHANGE_FANOUT_MAX, FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type MarkChanges, type ConversationChange, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
-  type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store,
+  type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store, type SyncConversation, type SyncScan,
 } from './store.js';
 import { log } from '../observability/log.js';
 
@@ -168,6 +168,29 @@ const MIGRATIONS: string[] = [
      key TEXT PRIMARY KEY,
      value TEXT NOT NULL
    ) WITHOUT ROWID;`,
+  // Sync: the per-user change index (store.ts, "Sync"): each membership's change number, in change order per user
+  // (0 for what was there before: a device's first sync reads it all once), each device's position in that order,
+  // the groups too large to be written to on every message (their members' rows always read), and the counter
+  // change numbers come from (one per write transaction; this process is the only writer).
+  `ALTER TABLE members ADD COLUMN change_no INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE conversations ADD COLUMN fanout INTEGER NOT NULL DEFAULT 1;
+   UPDATE conversations SET fanout = 0 WHERE id IN (SELECT conversation_id FROM members WHERE left_seq IS NULL
+     GROUP BY conversation_id HAVING count(*) > ${CHANGE_FANOUT_MAX});
+   UPDATE members SET change_no = ${CHANGE_ALWAYS}
+     WHERE left_seq IS NULL AND conversation_id IN (SELECT id FROM conversations WHERE fanout = 0);
+   CREATE INDEX members_by_change ON members (user_id, change_no, conversation_id);
+   CREATE TABLE device_sync (
+     user_id TEXT NOT NULL,
+     device_id TEXT NOT NULL,
+     change_no INTEGER NOT NULL,
+     conversation_id TEXT NOT NULL,
+     PRIMARY KEY (user_id, device_id)
+   ) WITHOUT ROWID;
+   CREATE TABLE change_clock (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     n INTEGER NOT NULL
+   );
+   INSERT INTO change_clock (id, n) VALUES (1, 0);`,
 ];
 
 
@@ -203,6 +226,34 @@ function stateOf(r: StateRow): ConversationState {
   if (r.retained_from_seq > 1) c.retainedFromSeq = r.retained_from_seq;
   return c;
 }
+
+/** A row of a sync's scan (SYNC_COLUMNS). */
+interface SyncRow extends StateColumns {
+  retained_from_seq: number;
+  change_no: number;
+  rejoined: number;
+  from_seq: number;
+  named: number;
+  content: number;
+}
+
+function syncConversationOf(r: SyncRow): SyncConversation {
+  const { lastAtMs: _, ...state } = toState(r, 0, r.rejoined === 1);
+  const c: SyncConversation = { ...state, from: r.from_seq, named: r.named === 1 };
+  if (r.retained_from_seq > 1) c.retainedFromSeq = r.retained_from_seq;
+  return c;
+}
+
+// A full sync's rows (store.ts, "Sync"): the user's memberships with the device's cursor (@device), and the cursor
+// the request gave (@given: its cursors as one JSON object; conversation ids hold no '"').
+const SYNC_GIVEN = `json_extract(@given, '$."' || m.conversation_id || '"')`;
+const SYNC_SELECT = `SELECT m.conversation_id AS id, c.kind, c.last_seq, c.retained_from_seq, m.joined_seq, m.left_seq, m.read_seq, m.change_no,
+    EXISTS (SELECT 1 FROM member_windows w WHERE w.conversation_id = m.conversation_id AND w.user_id = m.user_id) AS rejoined,
+    coalesce(${SYNC_GIVEN}, d.delivered_seq, 0) AS from_seq, ${SYNC_GIVEN} IS NOT NULL AS named,
+    min(c.last_seq, coalesce(m.left_seq, c.last_seq))
+      > max(coalesce(${SYNC_GIVEN}, d.delivered_seq, 0), m.joined_seq - 1, c.retained_from_seq - 1) AS content
+  FROM members m JOIN conversations c ON c.id = m.conversation_id
+  LEFT JOIN device_cursors d ON d.user_id = m.user_id AND d.device_id = @device AND d.conversation_id = m.conversation_id`;
 
 interface MemberRow {
   role: string;
@@ -330,6 +381,8 @@ export class SqliteStore implements Store {
    * skips the insert-if-missing. Bounded: cleared when full, then refilled.
    */
   private readonly knownConversations = new Set<string>();
+  /** The change number of the write transaction running (store.ts, "Sync"). */
+  private change = 0;
   private readonly checkpointer: Checkpointer | undefined;
   private closing: Promise<void> | undefined;
   /** Delivery cursors acked but not written yet, by user, device and conversation (see advanceDelivered). */
@@ -413,19 +466,52 @@ export class SqliteStore implements Store {
         `SELECT * FROM (SELECT joined_seq, left_seq FROM member_windows WHERE conversation_id = ? AND user_id = ?
            ORDER BY joined_seq DESC LIMIT ${PAST_WINDOWS_MAX}) ORDER BY joined_seq`,
       ),
-      joinMember: db.prepare<[string, string, number, string, number, number]>(
-        `INSERT INTO members (user_id, conversation_id, joined_at_ms, role, joined_seq, left_seq, read_seq, muted)
-         VALUES (?, ?, ?, ?, ?, NULL, ?, 0)
+      // A member who joins has something to read: its row changes (CHANGE_ALWAYS in a group too large for that).
+      joinMember: db.prepare<[string, number, string, number, number, number, string]>(
+        `INSERT INTO members (user_id, conversation_id, joined_at_ms, role, joined_seq, left_seq, read_seq, muted, change_no)
+         SELECT ?, c.id, ?, ?, ?, NULL, ?, 0, CASE WHEN c.fanout = 1 THEN ? ELSE ${CHANGE_ALWAYS} END FROM conversations c WHERE c.id = ?
          ON CONFLICT (user_id, conversation_id) DO UPDATE SET
            role = excluded.role, joined_seq = excluded.joined_seq, left_seq = NULL, muted = 0,
            joined_at_ms = excluded.joined_at_ms, read_seq = max(read_seq, excluded.read_seq),
-           wrote = CASE WHEN left_seq IS NULL THEN wrote ELSE 0 END`,
+           wrote = CASE WHEN left_seq IS NULL THEN wrote ELSE 0 END, change_no = excluded.change_no`,
       ),
-      leaveMember: db.prepare<[number, string, string]>(
-        `UPDATE members SET left_seq = ? WHERE conversation_id = ? AND user_id = ? AND left_seq IS NULL`,
+      // A member who leaves has its leaving to read (its row changes, whatever the group's size).
+      leaveMember: db.prepare<[number, number, string, string]>(
+        `UPDATE members SET left_seq = ?, change_no = ? WHERE conversation_id = ? AND user_id = ? AND left_seq IS NULL`,
       ),
-      leaveAll: db.prepare<[number, string]>(
-        `UPDATE members SET left_seq = ? WHERE conversation_id = ? AND left_seq IS NULL`,
+      leaveAll: db.prepare<[number, number, string]>(
+        `UPDATE members SET left_seq = ?, change_no = ? WHERE conversation_id = ? AND left_seq IS NULL`,
+      ),
+      // The change index (store.ts, "Sync"): one change number per write transaction.
+      nextChange: db.prepare<[], { n: number }>(`UPDATE change_clock SET n = n + 1 RETURNING n`),
+      // The members who may see a seq from this one on have something to read; a group too large for that is read at every sync instead.
+      bumpChanges: db.prepare<[number, string, number]>(
+        `UPDATE members SET change_no = ? WHERE conversation_id = ? AND (left_seq IS NULL OR left_seq >= ?)
+         AND (SELECT fanout FROM conversations c WHERE c.id = members.conversation_id) = 1`,
+      ),
+      markBig: db.prepare<[string, string]>(
+        `UPDATE conversations SET fanout = 0 WHERE id = ? AND fanout = 1
+         AND (SELECT count(*) FROM members WHERE conversation_id = ? AND left_seq IS NULL) > ${CHANGE_FANOUT_MAX}`,
+      ),
+      bigMembers: db.prepare<[string]>(`UPDATE members SET change_no = ${CHANGE_ALWAYS} WHERE conversation_id = ? AND left_seq IS NULL`),
+      // The device's position ((0, '') when it has none) and the horizon: every change so far is committed (one writer).
+      syncPosition: db.prepare<[string, string], { change_no: number; conversation_id: string; horizon: number }>(
+        `SELECT coalesce(s.change_no, 0) AS change_no, coalesce(s.conversation_id, '') AS conversation_id, k.n + 1 AS horizon
+         FROM change_clock k LEFT JOIN device_sync s ON s.user_id = ? AND s.device_id = ? WHERE k.id = 1`,
+      ),
+      syncScan: db.prepare<[{ user: string; device: string; given: string; no: number; id: string; limit: number }], SyncRow>(
+        `${SYNC_SELECT}
+         WHERE m.user_id = @user AND (m.change_no, m.conversation_id) >= (@no, @id) AND (${SYNC_GIVEN} IS NOT NULL OR content)
+         ORDER BY m.change_no, m.conversation_id LIMIT @limit`,
+      ),
+      syncStates: db.prepare<[{ user: string; device: string; given: string; ids: string }], SyncRow>(
+        `${SYNC_SELECT}
+         WHERE m.user_id = @user AND m.conversation_id IN (SELECT value FROM json_each(@ids)) ORDER BY c.last_at_ms DESC, c.id`,
+      ),
+      moveSyncPosition: db.prepare<[string, string, number, string]>(
+        `INSERT INTO device_sync (user_id, device_id, change_no, conversation_id) VALUES (?, ?, ?, ?)
+         ON CONFLICT (user_id, device_id) DO UPDATE SET change_no = excluded.change_no, conversation_id = excluded.conversation_id
+         WHERE (change_no, conversation_id) < (excluded.change_no, excluded.conversation_id)`,
       ),
       setRole: db.prepare<[string, string, string]>(`UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?`),
       setOwner: db.prepare<[string, string]>(`UPDATE groups SET owner = ? WHERE id = ?`),
@@ -604,7 +690,10 @@ export class SqliteStore implements Store {
         }
       }
       writeCursors();
-      return drafts.map((d) => this.appendOne(d, created));
+      this.change = this.stmts.nextChange.get()!.n;
+      const results = drafts.map((d) => this.appendOne(d, created));
+      this.changed(results.filter((r) => !r.duplicate).map((r) => r.message));
+      return results;
     });
     // What the transaction did is remembered only once it committed (a rolled-back one leaves no trace).
     this.appendTx = (drafts) => {
@@ -631,9 +720,16 @@ export class SqliteStore implements Store {
       this.stmts.orphanCopy.run(nowMs, conversationId, fromSeq);
       const moved = this.stmts.orphanDelete.run(conversationId, fromSeq).changes;
       this.stmts.rewindHead.run(fromSeq - 1, conversationId);
+      this.change = this.stmts.nextChange.get()!.n;
+      this.stmts.bumpChanges.run(this.change, conversationId, fromSeq);
       return moved;
     });
-    this.replicateTx = db.transaction((entries: readonly ReplicaEntry[]) => entries.map((e) => this.replicateOne(e)));
+    this.replicateTx = db.transaction((entries: readonly ReplicaEntry[]) => {
+      this.change = this.stmts.nextChange.get()!.n;
+      const stored = entries.map((e) => this.replicateOne(e));
+      this.changed(entries.filter((_, i) => stored[i]).map((e) => e.message));
+      return stored;
+    });
     this.mergeMarksTx = db.transaction(({ reads, cursors, revocations }: MarkChanges) => {
       const moved: MarkChanges['reads'] = [];
       const missing: Pick<MarkChanges, 'reads' | 'cursors'> = { reads: [], cursors: [] };
@@ -676,6 +772,21 @@ export class SqliteStore implements Store {
     };
     // Callers see typed errors, not SQLite's codes (a constructor may return the object to use).
     return withTypedErrors(this, classifySqliteError);
+  }
+
+  /**
+   * The change index (store.ts, "Sync"), in the transaction that stored
+   * `messages`: the members who may see one of them have something to read.
+   */
+  private changed(messages: readonly ChatMessage[]): void {
+    const first = new Map<string, number>();
+    for (const m of messages) first.set(m.conversationId, Math.min(first.get(m.conversationId) ?? m.seq, m.seq));
+    for (const [conversationId, seq] of first) this.stmts.bumpChanges.run(this.change, conversationId, seq);
+  }
+
+  /** A group past CHANGE_FANOUT_MAX current members: its members' rows are read at every sync instead. */
+  private grown(conversationId: string): void {
+    if (this.stmts.markBig.run(conversationId, conversationId).changes > 0) this.stmts.bigMembers.run(conversationId);
   }
 
   private cursorsWritten(): void {
@@ -727,25 +838,27 @@ export class SqliteStore implements Store {
       case 'create-group':
         s.createGroup.run(effect.groupId, effect.name, effect.owner, atMs);
         s.keepWindow.run(conversationId, effect.owner);
-        s.joinMember.run(effect.owner, conversationId, atMs, 'owner', seq, seq);
+        s.joinMember.run(effect.owner, atMs, 'owner', seq, seq, this.change, conversationId);
         for (const user of effect.members) {
           if (user === effect.owner) continue;
           s.keepWindow.run(conversationId, user);
-          s.joinMember.run(user, conversationId, atMs, 'member', seq, seq - 1);
+          s.joinMember.run(user, atMs, 'member', seq, seq - 1, this.change, conversationId);
         }
+        this.grown(conversationId);
         return;
       case 'add-members':
         for (const user of effect.userIds) {
           s.keepWindow.run(conversationId, user);
-          s.joinMember.run(user, conversationId, atMs, 'member', seq, seq - 1);
+          s.joinMember.run(user, atMs, 'member', seq, seq - 1, this.change, conversationId);
         }
+        this.grown(conversationId);
         return;
       case 'remove-members':
-        for (const user of effect.userIds) s.leaveMember.run(seq, conversationId, user);
+        for (const user of effect.userIds) s.leaveMember.run(seq, this.change, conversationId, user);
         return;
       case 'dismiss':
         s.dismissGroup.run(groupIdOf(conversationId));
-        s.leaveAll.run(seq, conversationId);
+        s.leaveAll.run(seq, this.change, conversationId);
         return;
       case 'set-role':
         s.setRole.run(effect.role, conversationId, effect.userId);
@@ -932,6 +1045,36 @@ export class SqliteStore implements Store {
 
   async listForUser(userId: string): Promise<ConversationState[]> {
     return this.durable(this.stmts.listForUser.all(userId).map(stateOf));
+  }
+
+  /** A full sync (store.ts, "Sync"): as PostgresStore's, the horizon being the next change number (one writer). */
+  async syncScan(userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, limit: number): Promise<SyncScan> {
+    this.writeCursorsNow(); // the device's acks so far count
+    const want = Math.max(0, Math.floor(limit)) + 1;
+    const at = this.stmts.syncPosition.get(userId, deviceId)!;
+    const rows = this.stmts.syncScan.all({
+      user: userId, device: deviceId, given: JSON.stringify(Object.fromEntries(cursors)), no: at.change_no, id: at.conversation_id, limit: want + cursors.size,
+    });
+    const content = rows.filter((r) => r.content === 1);
+    let next: [number, string] = [at.horizon, ''];
+    const first = content[0];
+    if (first && (first.change_no < next[0] || (first.change_no === next[0] && first.id < next[1]))) next = [first.change_no, first.id];
+    if (next[0] > at.change_no || (next[0] === at.change_no && next[1] > at.conversation_id)) {
+      this.stmts.moveSyncPosition.run(userId, deviceId, next[0], next[1]);
+    }
+    return this.durable({
+      conversations: [...rows.filter((r) => r.content !== 1), ...content.slice(0, want)].map(syncConversationOf),
+      cut: content.length > want - 1,
+    });
+  }
+
+  async syncStates(userId: string, deviceId: string, conversationIds: readonly string[], cursors: ReadonlyMap<string, number>): Promise<SyncConversation[]> {
+    if (conversationIds.length === 0) return [];
+    this.writeCursorsNow();
+    const rows = this.stmts.syncStates.all({
+      user: userId, device: deviceId, given: JSON.stringify(Object.fromEntries(cursors)), ids: JSON.stringify([...new Set(conversationIds)]),
+    });
+    return this.durable(rows.map(syncConversationOf));
   }
 
   async conversationPage(userId: string, limit: number, after: ConversationCursor | undefined, previewChars: number): Promise<ConversationOverview[]> {

@@ -7,12 +7,16 @@
 // take the seq before a conversation's first message in a page as their
 // base), and a window whose messages are all gone reaches its end, so a sync
 // over an expired range completes. History ends at the oldest message held.
+//
+// A sync of all the user's conversations reads only those that changed since
+// the device's last sync (the store's change index, store.ts "Sync"), a
+// bounded number of them per page; one of conversation_ids reads those named.
 import {
   cursorToWire, isGroupConversation, messageToWire,
   type BodyOf, type FrameBodyInit,
 } from '../protocol/index.js';
 import type { Origin } from '../engines/bus.js';
-import type { ConversationState, Store } from '../engines/store.js';
+import type { Store, SyncConversation } from '../engines/store.js';
 import { requireView } from './access.js';
 import { seqOf } from './seq.js';
 
@@ -46,23 +50,29 @@ export class Reads {
     for (const c of req.cursors) given.set(c.conversationId, Math.max(0, seqOf(c.seq)));
     const only = new Set(req.conversationIds);
     for (const conversationId of only) await requireView(store, conversationId, origin.userId);
-    const delivered = await store.delivered(origin.userId, origin.deviceId);
-    const conversations = (await store.listForUser(origin.userId)).filter((c) => only.size === 0 || only.has(c.conversationId));
+    // Those named; or those changed since this device's last sync, at most limit + 1 with something to read.
+    let conversations: SyncConversation[];
+    let cut = false;
+    if (only.size > 0) conversations = await store.syncStates(origin.userId, origin.deviceId, [...only], given);
+    else ({ conversations, cut } = await store.syncScan(origin.userId, origin.deviceId, given, limit));
     const reached = new Map<string, number>();
-    for (const conversationId of only) reached.set(conversationId, given.get(conversationId) ?? delivered.get(conversationId) ?? 0);
+    // A named conversation stands where the device does (a conversation never written to yet has no state: where the
+    // request says) until this page reads it.
+    for (const conversationId of only) reached.set(conversationId, given.get(conversationId) ?? 0);
+    for (const c of conversations) if (only.has(c.conversationId)) reached.set(c.conversationId, c.from);
     const messages = [];
     let remaining = limit;
     let hasMore = false;
     let bytes = 0;
     for (const c of conversations) {
       // Below the retained floor nothing is left to read: resume there.
-      const from = Math.max(given.get(c.conversationId) ?? delivered.get(c.conversationId) ?? 0, (c.retainedFromSeq ?? 1) - 1);
+      const from = Math.max(c.from, (c.retainedFromSeq ?? 1) - 1);
       const windows = await this.windowsAfter(c, origin.userId, from);
       const last = windows.at(-1)!;
       if (last.toSeq <= last.after) {
         // Nothing to read: a conversation named (in conversation_ids or cursors) gets where the device stands;
         // a group member stands at least just before its join event.
-        if (only.has(c.conversationId) || given.has(c.conversationId)) reached.set(c.conversationId, last.after);
+        if (only.has(c.conversationId) || c.named) reached.set(c.conversationId, last.after);
         continue;
       }
       if (remaining === 0) {
@@ -76,17 +86,17 @@ export class Reads {
         // Fewer than asked: the window holds nothing more (what is missing of it expired meanwhile).
         const exhausted = page.length < asked;
         // Stop a page at about maxBytes (always at least one message).
-        let cut = page.length;
+        let fits = page.length;
         for (let i = 0; i < page.length; i++) {
           bytes += messageBytes(page[i]!);
           if (bytes > this.options.maxBytes && messages.length + i > 0) {
-            cut = i;
+            fits = i;
             break;
           }
         }
-        const whole = cut === page.length;
+        const whole = fits === page.length;
         if (!whole) {
-          page = page.slice(0, cut);
+          page = page.slice(0, fits);
           remaining = 0;
         } else remaining -= page.length;
         messages.push(...page);
@@ -98,6 +108,9 @@ export class Reads {
         }
       }
     }
+    // The scan stopped at limit + 1 conversations with something to read: more may follow them. (This page cannot
+    // have read them all, unless some held less than they said, expired meanwhile: the next page goes on.)
+    if (cut) hasMore = true;
     return {
       case: 'syncResult',
       value: {
@@ -115,7 +128,7 @@ export class Reads {
    * earlier windows, so a device that had not synced them yet gets what was
    * stored while it was a member (and nothing from when it was not).
    */
-  private async windowsAfter(c: ConversationState, userId: string, from: number): Promise<{ after: number; toSeq: number }[]> {
+  private async windowsAfter(c: SyncConversation, userId: string, from: number): Promise<{ after: number; toSeq: number }[]> {
     const current = { after: Math.max(from, c.joinedSeq - 1), toSeq: c.lastSeq };
     if (!c.rejoined || from >= c.joinedSeq - 1) return [current];
     const past = (await this.deps.store.pastWindows(c.conversationId, userId)).filter((w) => w.toSeq > from);

@@ -11,7 +11,7 @@
 // every store it opened after each test.
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { UNREAD_COUNT_MAX, isUnavailable, type AppendResult, type MarkChanges, type MessageDraft, type RiskAuditDraft, type Store } from '../../src/engines/store.js';
+import { CHANGE_FANOUT_MAX, UNREAD_COUNT_MAX, isUnavailable, type AppendResult, type MarkChanges, type MessageDraft, type RiskAuditDraft, type Store } from '../../src/engines/store.js';
 import { directConversationId, directMembers, type ChatMessage } from '../../src/protocol/index.js';
 
 export interface StoreFactory {
@@ -570,6 +570,124 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.deepEqual(await store.advanceDelivered([{ userId: 'alice', deviceId: 'd2', conversationId: AB, seq: 23 }]), [
           { userId: 'alice', conversationId: AB, seq: 23 }], 'alice\'s first mark: past bob\'s messages');
       });
+    });
+
+    describe('sync: the change index', () => {
+      /** What a device's full sync would read: the conversations with something past its cursor, and those answered. */
+      async function scan(device: string, cursors: Record<string, number> = {}, limit = 100, userId = 'alice') {
+        const r = await store.syncScan(userId, device, new Map(Object.entries(cursors)), limit);
+        const content = r.conversations.filter((c) => c.lastSeq > Math.max(c.from, c.joinedSeq - 1, (c.retainedFromSeq ?? 1) - 1));
+        return {
+          toRead: content.map((c) => [c.conversationId, c.from, c.lastSeq]),
+          answered: r.conversations.filter((c) => !content.includes(c)).map((c) => c.conversationId).sort(),
+          cut: r.cut,
+        };
+      }
+      const at = async (conversationId: string) => (await store.after(conversationId, 0, 1000)).at(-1)?.seq ?? 0;
+      let k = 0;
+      const group = (conversationId: string, fromUser: string, extra: Partial<MessageDraft> = {}): MessageDraft => {
+        k++;
+        return {
+          conversationId, kind: 'group', members: [], fromUser, fromDevice: `${fromUser}-phone`, clientMsgId: extra.event ? '' : `sync-g-${k}`,
+          serverMsgId: `sync-g-srv-${k}`, text: extra.event ? '' : `group ${k}`, sentAtMs: ++clock, ...extra,
+        };
+      };
+
+      test('a device reads what changed since its last sync: what it has (its cursors, or its acks) is not read again', async () => {
+        await store.append([draft(AB, 'bob', 's1'), draft(AC, 'carol', 's2'), draft(AD, 'dave', 's3'), draft(AB, 'bob', 's4')]);
+        const first = await scan('phone');
+        assert.deepEqual(first.toRead, [[AB, 0, 2], [AC, 0, 1], [AD, 0, 1]], 'a new device: everything, in the order it changed');
+        assert.equal(first.cut, false);
+        // Its next page names where it stands: nothing left to read; the cursors it named are answered.
+        const caughtUp = { [AB]: 2, [AC]: 1, [AD]: 1 };
+        const second = await scan('phone', caughtUp);
+        assert.deepEqual(second.toRead, []);
+        assert.deepEqual(second.answered, [AB, AC, AD].sort());
+        assert.deepEqual((await scan('phone', caughtUp)).toRead, [], 'nothing changed since');
+        // One conversation changes: that one only, from where the device stands.
+        await store.append([draft(AC, 'carol', 's5'), draft(AC, 'alice', 's6')]);
+        assert.deepEqual((await scan('phone', caughtUp)).toRead, [[AC, 1, 3]]);
+        assert.deepEqual((await scan('phone', { ...caughtUp, [AC]: 3 })).toRead, []);
+        // Another device of alice's has a position of its own.
+        assert.deepEqual((await scan('tablet')).toRead, [[AB, 0, 2], [AD, 0, 1], [AC, 0, 3]]);
+        // Acks count as the device's cursors when the request names none.
+        await store.advanceDelivered([AB, AC, AD].map((conversationId) => ({ userId: 'alice', deviceId: 'laptop', conversationId, seq: 9 })));
+        assert.deepEqual((await scan('laptop')).toRead, []);
+        await store.append([draft(AD, 'dave', 's7')]);
+        assert.deepEqual((await scan('laptop')).toRead, [[AD, 1, 2]]);
+        // A cursor named below where the device stood, for a conversation unchanged since: not read again
+        // (the device had it); named in conversation_ids, it is read from there.
+        assert.deepEqual((await scan('phone', { ...caughtUp, [AB]: 0, [AC]: 3, [AD]: 2 })).toRead, []);
+        const [ab] = await store.syncStates('alice', 'phone', [AB], new Map([[AB, 0]]));
+        assert.deepEqual([ab?.conversationId, ab?.from, ab?.lastSeq, ab?.named], [AB, 0, 2, true]);
+        assert.deepEqual((await store.syncStates('alice', 'laptop', [AD, AC, 'g:none'], new Map())).map((c) => [c.conversationId, c.from]),
+          [[AD, 1], [AC, 3]], 'most recent activity first; the delivered cursor (the last seq when acked); not a member: absent');
+        assert.equal(await at(AD), 2);
+      });
+
+      test('at most limit + 1 conversations with something to read, in change order; cut when there may be more', async () => {
+        const peers = ['p1', 'p2', 'p3', 'p4', 'p5'];
+        for (const p of peers) await store.append([draft(directConversationId('alice', p), p, `to-alice-${p}`)]);
+        const page = await scan('phone', {}, 2);
+        assert.deepEqual(page.toRead.map(([c]) => c), peers.slice(0, 3).map((p) => directConversationId('alice', p)));
+        assert.equal(page.cut, true);
+        // The device read the first two: the next scan goes on after them.
+        const had = Object.fromEntries(peers.slice(0, 2).map((p) => [directConversationId('alice', p), 1]));
+        const next = await scan('phone', had, 2);
+        assert.deepEqual(next.toRead.map(([c]) => c), peers.slice(2, 5).map((p) => directConversationId('alice', p)));
+        assert.equal(next.cut, true);
+        const last = await scan('phone', Object.fromEntries(peers.map((p) => [directConversationId('alice', p), 1])), 2);
+        assert.deepEqual([last.toRead, last.cut], [[], false]);
+        assert.deepEqual((await scan('phone', {}, 100, 'p3')).toRead, [[directConversationId('alice', 'p3'), 0, 1]], 'the peer reads its own');
+      });
+
+      test('a group: a member who left stops changing there; one added starts; its join and its leaving are to read', async () => {
+        const G = 'g:sync';
+        await store.append([group(G, 'alice', {
+          event: { type: 'group_created', actor: 'alice', name: 'Sync', userIds: ['bob', 'carol'] },
+          effect: { op: 'create-group', groupId: 'sync', name: 'Sync', owner: 'alice', members: ['bob', 'carol'] },
+        }), group(G, 'bob')]);
+        assert.deepEqual((await scan('d', {}, 100, 'carol')).toRead, [[G, 0, 2]]);
+        await store.append([group(G, 'alice', { event: { type: 'members_removed', actor: 'alice', userIds: ['carol'] }, effect: { op: 'remove-members', userIds: ['carol'] } })]);
+        assert.deepEqual((await scan('d', { [G]: 2 }, 100, 'carol')).toRead, [[G, 2, 3]], 'her removal');
+        assert.deepEqual((await scan('d', { [G]: 3 }, 100, 'carol')).toRead, []);
+        await store.append([group(G, 'bob'), group(G, 'alice')]);
+        assert.deepEqual((await scan('d', { [G]: 3 }, 100, 'carol')).toRead, [], 'what came after she left is not hers');
+        assert.deepEqual((await scan('d', {}, 100, 'dave')).toRead, [], 'dave is not a member');
+        await store.append([group(G, 'alice', { event: { type: 'members_added', actor: 'alice', userIds: ['dave'] }, effect: { op: 'add-members', userIds: ['dave'] } })]);
+        assert.deepEqual((await scan('d', {}, 100, 'dave')).toRead, [[G, 0, 6]], 'dave from his join (seq 6) on');
+        assert.deepEqual((await scan('d', { [G]: 5 }, 100, 'bob')).toRead, [[G, 5, 6]]);
+      });
+
+      test(`a group of more than ${CHANGE_FANOUT_MAX} members is read at every sync, and its members get what changes there`, async () => {
+        const G = 'g:crowd';
+        const crowd = Array.from({ length: CHANGE_FANOUT_MAX + 1 }, (_, i) => `m${String(i).padStart(3, '0')}`);
+        await store.append([group(G, 'alice', {
+          event: { type: 'group_created', actor: 'alice', name: 'Crowd', userIds: crowd },
+          effect: { op: 'create-group', groupId: 'crowd', name: 'Crowd', owner: 'alice', members: crowd },
+        })]);
+        assert.deepEqual((await scan('d', {}, 100, 'm007')).toRead, [[G, 0, 1]]);
+        assert.deepEqual((await scan('d', { [G]: 1 }, 100, 'm007')).toRead, []);
+        assert.deepEqual((await scan('d', { [G]: 1 }, 100, 'm007')).answered, [G], 'read every time: answered whenever named');
+        await store.append([group(G, 'm100'), group(G, 'alice')]);
+        assert.deepEqual((await scan('d', { [G]: 1 }, 100, 'm007')).toRead, [[G, 1, 3]]);
+        await store.append([group(G, 'alice', { event: { type: 'members_removed', actor: 'alice', userIds: ['m007'] }, effect: { op: 'remove-members', userIds: ['m007'] } })]);
+        assert.deepEqual((await scan('d', { [G]: 3 }, 100, 'm007')).toRead, [[G, 3, 4]], 'the removal');
+        await store.append([group(G, 'alice')]);
+        assert.deepEqual((await scan('d', { [G]: 4 }, 100, 'm007')).toRead, [], 'nothing after it');
+        assert.deepEqual((await scan('d', { [G]: 4 }, 100, 'm100')).toRead, [[G, 4, 5]]);
+      });
+
+      if (factory.reopen) {
+        test('a device\'s position survives close and reopen', async () => {
+          await store.append([draft(AB, 'bob', 'r1'), draft(AC, 'carol', 'r2')]);
+          assert.equal((await scan('phone')).toRead.length, 2);
+          assert.deepEqual((await scan('phone', { [AB]: 1, [AC]: 1 })).toRead, []);
+          store = await reopen(store);
+          await store.append([draft(AC, 'carol', 'r3')]);
+          assert.deepEqual((await scan('phone', { [AB]: 1, [AC]: 1 })).toRead, [[AC, 1, 2]]);
+        });
+      }
     });
 
     describe('retention (expireBefore)', () => {
