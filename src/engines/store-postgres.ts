@@ -43,7 +43,7 @@ import {
   CHANGE_ALWAYS, CHANGE_FANOUT_MAX, PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type ConversationChange, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MarkChanges, type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type ShardClaim, type Store, type WriteFence,
-  type SyncConversation, type SyncScan,
+  type SyncConversation, type SyncScan, type MemberWindow,
 } from './store.js';
 
 export interface PostgresStoreOptions {
@@ -465,6 +465,9 @@ const SQL = {
   unread: `SELECT count(*) AS n FROM (SELECT 1 FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq <= $3
     AND from_user <> $4 AND event IS NULL LIMIT $5) x`,
   membersAt: `SELECT user_id FROM members WHERE conversation_id = $1 AND left_seq IS NULL AND joined_seq <= $2 ORDER BY user_id`,
+  largeGroups: `SELECT id FROM conversations WHERE id = ANY($1::text[]) AND NOT fanout`,
+  lastSeq: `SELECT last_seq FROM conversations WHERE id = $1`,
+  memberWindows: `SELECT user_id, joined_seq, left_seq FROM members WHERE conversation_id = $1 AND (left_seq IS NULL OR left_seq > $2)`,
   writersTo: `SELECT w.user_id FROM unnest($2::text[]) AS w(user_id) WHERE EXISTS (
       SELECT 1 FROM members a JOIN members b ON b.user_id = $1 AND b.conversation_id = a.conversation_id AND b.left_seq IS NULL
       WHERE a.user_id = w.user_id AND a.wrote AND a.left_seq IS NULL)`,
@@ -566,6 +569,10 @@ const SQL = {
 type Statement = keyof typeof SQL;
 
 type Queryable = pg.Pool | pg.PoolClient;
+
+function windowOf(r: { user_id: string; joined_seq: number; left_seq: number | null }): MemberWindow {
+  return r.left_seq === null ? { userId: r.user_id, joinedSeq: r.joined_seq } : { userId: r.user_id, joinedSeq: r.joined_seq, leftSeq: r.left_seq };
+}
 
 async function run<R extends pg.QueryResultRow>(db: Queryable, name: Statement, values: unknown[]): Promise<R[]> {
   const result = await db.query<R>({ name: `ll_${name}`, text: SQL[name], values });
@@ -967,6 +974,20 @@ export class PostgresStore implements Store {
 
   async membersAt(conversationId: string, seq: number): Promise<string[]> {
     return (await run<{ user_id: string }>(this.pool, 'membersAt', [conversationId, seq])).map((r) => r.user_id);
+  }
+
+  async largeGroups(conversationIds: readonly string[]): Promise<Set<string>> {
+    if (conversationIds.length === 0) return new Set();
+    return new Set((await run<{ id: string }>(this.pool, 'largeGroups', [[...new Set(conversationIds)]])).map((r) => r.id));
+  }
+
+  async memberWindows(conversationId: string, sinceSeq: number): Promise<{ lastSeq: number; windows: MemberWindow[] }> {
+    // The seq first: every change up to it committed before it was read (a conversation's seqs commit in order), so the
+    // windows read after it hold them all.
+    const [head] = await run<{ last_seq: number }>(this.pool, 'lastSeq', [conversationId]);
+    if (!head) return { lastSeq: 0, windows: [] };
+    const rows = await run<{ user_id: string; joined_seq: number; left_seq: number | null }>(this.pool, 'memberWindows', [conversationId, sinceSeq]);
+    return { lastSeq: head.last_seq, windows: rows.map(windowOf) };
   }
 
   async writersTo(reader: string, writers: readonly string[]): Promise<Set<string>> {

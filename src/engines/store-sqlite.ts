@@ -18,7 +18,7 @@ import {
 import {
   CHANGE_ALWAYS, CHANGE_FANOUT_MAX, FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type MarkChanges, type ConversationChange, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
-  type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store, type SyncConversation, type SyncScan,
+  type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store, type SyncConversation, type SyncScan, type MemberWindow,
 } from './store.js';
 import { log } from '../observability/log.js';
 
@@ -539,6 +539,11 @@ export class SqliteStore implements Store {
       ),
       membersAt: db.prepare<[string, number], { user_id: string }>(
         `SELECT user_id FROM members WHERE conversation_id = ? AND left_seq IS NULL AND joined_seq <= ? ORDER BY user_id`,
+      ),
+      isLarge: db.prepare<[string], { one: number }>(`SELECT 1 AS one FROM conversations WHERE id = ? AND fanout = 0`),
+      lastSeq: db.prepare<[string], { last_seq: number }>(`SELECT last_seq FROM conversations WHERE id = ?`),
+      memberWindows: db.prepare<[string, number], { user_id: string; joined_seq: number; left_seq: number | null }>(
+        `SELECT user_id, joined_seq, left_seq FROM members WHERE conversation_id = ? AND (left_seq IS NULL OR left_seq > ?)`,
       ),
       hasWrittenTo: db.prepare<[string, string], { one: number }>(
         `SELECT 1 AS one FROM members a JOIN members b ON b.user_id = ? AND b.conversation_id = a.conversation_id AND b.left_seq IS NULL
@@ -1105,6 +1110,20 @@ export class SqliteStore implements Store {
 
   async membersAt(conversationId: string, seq: number): Promise<string[]> {
     return this.stmts.membersAt.all(conversationId, seq).map((r) => r.user_id);
+  }
+
+  async largeGroups(conversationIds: readonly string[]): Promise<Set<string>> {
+    return new Set([...new Set(conversationIds)].filter((id) => this.stmts.isLarge.get(id) !== undefined));
+  }
+
+  async memberWindows(conversationId: string, sinceSeq: number): Promise<{ lastSeq: number; windows: MemberWindow[] }> {
+    // One writer: both reads see the same state.
+    const head = this.stmts.lastSeq.get(conversationId);
+    if (!head) return { lastSeq: 0, windows: [] };
+    const windows = this.stmts.memberWindows.all(conversationId, sinceSeq).map((r): MemberWindow => (r.left_seq === null
+      ? { userId: r.user_id, joinedSeq: r.joined_seq }
+      : { userId: r.user_id, joinedSeq: r.joined_seq, leftSeq: r.left_seq }));
+    return { lastSeq: head.last_seq, windows };
   }
 
   async writersTo(reader: string, writers: readonly string[]): Promise<Set<string>> {

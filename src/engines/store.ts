@@ -172,6 +172,13 @@ export interface Membership {
   readSeq: number;
 }
 
+/** A user's latest membership window in a conversation: it may see seqs joinedSeq .. leftSeq - 1 (all from joinedSeq on while leftSeq is absent). */
+export interface MemberWindow {
+  userId: string;
+  joinedSeq: number;
+  leftSeq?: number;
+}
+
 /** A group without its member list (cheap to read on every message). */
 export interface GroupMeta {
   groupId: string;
@@ -204,6 +211,22 @@ export interface ConversationStore {
   conversationPage(userId: string, limit: number, after: ConversationCursor | undefined, previewChars: number): Promise<ConversationOverview[]>;
   /** Current members who may see seq (joined at or before it). */
   membersAt(conversationId: string, seq: number): Promise<string[]>;
+  /**
+   * The groups among these that are large: they have had more than
+   * CHANGE_FANOUT_MAX current members (the mark never goes back, also when
+   * the group shrinks). Their pushes go once per gateway, not per member
+   * (src/logic/fanout.ts).
+   */
+  largeGroups(conversationIds: readonly string[]): Promise<Set<string>>;
+  /**
+   * Who may see a group's messages after `sinceSeq`: the latest membership
+   * window of every current member and of every user whose membership ended
+   * after sinceSeq (a window is seqs joinedSeq .. leftSeq - 1), read once the
+   * conversation stood at `lastSeq`: every change up to lastSeq is in them
+   * (a later one may be too). An earlier window of a user who left and joined
+   * again is not given.
+   */
+  memberWindows(conversationId: string, sinceSeq: number): Promise<{ lastSeq: number; windows: MemberWindow[] }>;
   /** Those of `writers` who have written (a message or an action) in a conversation both they and `reader` are current members of. */
   writersTo(reader: string, writers: readonly string[]): Promise<Set<string>>;
   /** How many groups each user is a current member of (users in none are absent). */

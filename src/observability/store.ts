@@ -2,7 +2,7 @@
 // of every write batch (longlink_store_*), and at debug level a trace line per
 // stored message (messageTrace fields), so no store implementation changes.
 import type { ConversationChange, ConversationHead, HomeRecord, MarkChanges, ReplicaEntry,
-  AppendResult, ConversationCursor, ConversationOverview, ConversationState, DeliveredMark, GroupMeta, GroupRecord, Membership, MessageDraft,
+  AppendResult, ConversationCursor, ConversationOverview, ConversationState, DeliveredMark, GroupMeta, GroupRecord, Membership, MemberWindow, MessageDraft,
   RiskAuditDraft, RiskAuditEntry, RiskRulesRecord, Store, SyncConversation, SyncScan,
 } from '../engines/store.js';
 import type { ChatMessage } from '../protocol/index.js';
@@ -90,6 +90,14 @@ export class InstrumentedStore implements Store {
 
   membersAt(conversationId: string, seq: number): Promise<string[]> {
     return this.timed('members_at', () => this.inner.membersAt(conversationId, seq));
+  }
+
+  largeGroups(conversationIds: readonly string[]): Promise<Set<string>> {
+    return this.timed('large_groups', () => this.inner.largeGroups(conversationIds));
+  }
+
+  memberWindows(conversationId: string, sinceSeq: number): Promise<{ lastSeq: number; windows: MemberWindow[] }> {
+    return this.timed('member_windows', () => this.inner.memberWindows(conversationId, sinceSeq));
   }
 
   writersTo(reader: string, writers: readonly string[]): Promise<Set<string>> {

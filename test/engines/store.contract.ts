@@ -431,6 +431,57 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.equal(page!.groupName, 'Team');
       });
 
+      test('member windows since a seq: every current member, and those whose membership ended after it; with the seq they are as of', async () => {
+        await createTeam();
+        await appendOne(groupDraft('alice'));
+        await appendOne(groupDraft('alice', {
+          event: { type: 'members_added', actor: 'alice', userIds: ['dave'] }, effect: { op: 'add-members', userIds: ['dave'] },
+        }));
+        await appendOne(groupDraft('alice', {
+          event: { type: 'members_removed', actor: 'alice', userIds: ['carol'] }, effect: { op: 'remove-members', userIds: ['carol'] },
+        }));
+        await appendOne(groupDraft('bob'));
+        const sorted = (w: { windows: { userId: string }[]; lastSeq: number }) => ({
+          lastSeq: w.lastSeq, windows: [...w.windows].sort((a, b) => (a.userId < b.userId ? -1 : 1)),
+        });
+        assert.deepEqual(sorted(await store.memberWindows(G, 0)), {
+          lastSeq: 5,
+          windows: [
+            { userId: 'alice', joinedSeq: 1 }, { userId: 'bob', joinedSeq: 1 }, { userId: 'carol', joinedSeq: 1, leftSeq: 4 }, { userId: 'dave', joinedSeq: 3 },
+          ],
+        });
+        assert.deepEqual(sorted(await store.memberWindows(G, 3)).windows.map((w) => w.userId), ['alice', 'bob', 'carol', 'dave'], 'carol left at 4');
+        assert.deepEqual(sorted(await store.memberWindows(G, 4)).windows.map((w) => w.userId), ['alice', 'bob', 'dave'], 'nothing of carol after 4');
+        await appendOne(groupDraft('alice', {
+          event: { type: 'members_added', actor: 'alice', userIds: ['carol'] }, effect: { op: 'add-members', userIds: ['carol'] },
+        }));
+        assert.deepEqual((await store.memberWindows(G, 0)).windows.find((w) => w.userId === 'carol'), { userId: 'carol', joinedSeq: 6 }, 'the latest window only');
+        await appendOne(groupDraft('alice', { event: { type: 'dismissed', actor: 'alice' }, effect: { op: 'dismiss' } }));
+        assert.deepEqual(sorted(await store.memberWindows(G, 6)), {
+          lastSeq: 7,
+          windows: [
+            { userId: 'alice', joinedSeq: 1, leftSeq: 7 }, { userId: 'bob', joinedSeq: 1, leftSeq: 7 }, { userId: 'carol', joinedSeq: 6, leftSeq: 7 },
+            { userId: 'dave', joinedSeq: 3, leftSeq: 7 },
+          ],
+        });
+        assert.deepEqual(await store.memberWindows('g:nope', 0), { lastSeq: 0, windows: [] });
+      });
+
+      test(`large groups: those that have had more than ${CHANGE_FANOUT_MAX} members, for good`, async () => {
+        await createTeam();
+        const crowd = Array.from({ length: CHANGE_FANOUT_MAX }, (_, i) => `m${i}`);
+        assert.deepEqual(await store.largeGroups([G, 'g:nope', AB]), new Set());
+        await appendOne(groupDraft('alice', {
+          event: { type: 'members_added', actor: 'alice', userIds: crowd }, effect: { op: 'add-members', userIds: crowd },
+        }));
+        assert.deepEqual(await store.largeGroups([G, 'g:nope']), new Set([G]));
+        await appendOne(groupDraft('alice', {
+          event: { type: 'members_removed', actor: 'alice', userIds: crowd }, effect: { op: 'remove-members', userIds: crowd },
+        }));
+        assert.deepEqual(await store.largeGroups([G]), new Set([G]), 'still large once it shrank');
+        assert.deepEqual(await store.largeGroups([]), new Set());
+      });
+
       test('group counts and contacts through a group', async () => {
         await createTeam();
         assert.deepEqual(await store.groupCounts(['alice', 'bob', 'zed']), new Map([['alice', 1], ['bob', 1]]));
