@@ -78,7 +78,10 @@ export const OPERATIONS = {
     key: (b, asker) => b.conversationId || (b.toUser ? directConversationId(asker.userId, b.toUser) : ''),
   }),
   recall: row<'recall'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
-  pushAck: row<'pushAck'>({ partition: 'conversation', access: 'write', service: 'storage', key: byConversation }),
+  // By the acking user, not the conversation: every member of a large group acks each of its messages, and those acks
+  // spread over the storage shards instead of landing on the one that owns the conversation. A delivered cursor only
+  // moves forward, whatever order its acks are applied in.
+  pushAck: row<'pushAck'>({ partition: 'user', access: 'write', service: 'storage', key: byUser }),
   markRead: row<'markRead'>({ partition: 'conversation', access: 'write', service: 'storage', key: byConversation }),
   typing: row<'typing'>({ partition: 'conversation', access: 'read', service: 'presence', key: byConversation }),
   history: row<'history'>({ partition: 'conversation', access: 'read', service: 'storage', key: byConversation }),
