@@ -45,13 +45,19 @@ import {
 } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
 import { operationOf, type Service } from '../protocol/operations.js';
 
-export type { Committed, Down, Origin, UpEnvelope } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
+export type {
+  Committed, Down, GroupDeliver, GroupMembers, GroupMembersRequest, MemberWindow as WireMemberWindow, Origin, UpEnvelope,
+} from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
 export type { Service } from '../protocol/operations.js';
 
 /** Every service of the uplink, in the order a combined logic node starts them. */
 export const UP_SERVICES: readonly Service[] = ['message', 'presence', 'group', 'storage'];
 
-/** The service an uplink request belongs to: its operation's, `presence` for a session event, `message` for what no row names. */
+/**
+ * The service an uplink request belongs to: its operation's, `presence` for a
+ * session event, `message` for a gateway's member load (the service that
+ * fans out answers it) and for what no row names.
+ */
 export function serviceOfUp(up: UpEnvelope): Service {
   if (up.body.case === 'session') return 'presence';
   if (up.body.case === 'frame') return operationOf(up.body.value)?.service ?? 'message';

@@ -55,6 +55,8 @@ export class Connection {
 /** Local session table: user → device → connection. */
 export class SessionTable {
   private readonly byUser = new Map<string, Map<string, Connection>>();
+  /** Told when a user's first connection is added (true) and its last removed (false). */
+  onUser: ((userId: string, here: boolean) => void) | undefined;
 
   get(userId: string, deviceId: string): Connection | undefined {
     return this.byUser.get(userId)?.get(deviceId);
@@ -74,6 +76,7 @@ export class SessionTable {
     if (!devices) {
       devices = new Map();
       this.byUser.set(conn.userId, devices);
+      this.onUser?.(conn.userId, true);
     }
     const previous = devices.get(conn.deviceId);
     devices.set(conn.deviceId, conn);
@@ -85,18 +88,28 @@ export class SessionTable {
     const devices = this.byUser.get(conn.userId);
     if (!devices || devices.get(conn.deviceId) !== conn) return false;
     devices.delete(conn.deviceId);
-    if (devices.size === 0) this.byUser.delete(conn.userId);
+    if (devices.size === 0) {
+      this.byUser.delete(conn.userId);
+      this.onUser?.(conn.userId, false);
+    }
     return true;
   }
 
   get users(): number {
     return this.byUser.size;
   }
+
+  /** Every user with a connection here. */
+  userIds(): Iterable<string> {
+    return this.byUser.keys();
+  }
 }
 
 /** Presence watchers: user → local connections subscribed to them. */
 export class PresenceWatchers {
   private readonly byUser = new Map<string, Set<Connection>>();
+  /** Told which users this node starts watching (its first connection watching them) and stops watching (its last). */
+  onChange: ((started: string[], stopped: string[]) => void) | undefined;
 
   /** The connections watching this user, if any. */
   of(userId: string): ReadonlySet<Connection> | undefined {
@@ -105,12 +118,15 @@ export class PresenceWatchers {
 
   /** Replace whom this connection watches ([] when it closes). */
   set(conn: Connection, userIds: readonly string[]): void {
+    const next = new Set(userIds);
+    const touched = this.onChange ? [...new Set([...conn.watching, ...next])] : [];
+    const had = touched.map((u) => this.byUser.has(u));
     for (const u of conn.watching) {
       const set = this.byUser.get(u);
       set?.delete(conn);
       if (set && set.size === 0) this.byUser.delete(u);
     }
-    conn.watching = new Set(userIds);
+    conn.watching = next;
     conn.watchedAtMs = Date.now();
     for (const u of conn.watching) {
       let set = this.byUser.get(u);
@@ -120,5 +136,19 @@ export class PresenceWatchers {
       }
       set.add(conn);
     }
+    if (!this.onChange) return;
+    const started: string[] = [];
+    const stopped: string[] = [];
+    touched.forEach((u, i) => {
+      const has = this.byUser.has(u);
+      if (has && !had[i]) started.push(u);
+      else if (!has && had[i]) stopped.push(u);
+    });
+    if (started.length > 0 || stopped.length > 0) this.onChange(started, stopped);
+  }
+
+  /** Every user some connection here watches. */
+  watched(): string[] {
+    return [...this.byUser.keys()];
   }
 }

@@ -1,11 +1,13 @@
 // What comes down the bus for this node, written to the connections it
-// names: replies, message deliveries, kicks, revocations, presence watch
-// lists and presence changes, and announcements to everyone here.
+// names: replies, message deliveries (a large group's to its members here:
+// groups.ts), kicks, revocations, presence watch lists and presence
+// changes, and announcements to everyone here.
 import type { Bus, Down } from '../engines/bus.js';
 import { ErrorCode, decodeFrame, type Frame } from '../protocol/index.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import { log as rootLog, messageTrace } from '../observability/log.js';
 import type { Hub } from './hub.js';
+import type { GroupIndex } from './groups.js';
 import { OutFrame } from './transport.js';
 
 const log = rootLog.child({ component: 'gateway' });
@@ -29,7 +31,7 @@ export class Downlink {
 
   constructor(
     private readonly hub: Hub,
-    private readonly deps: { bus: Bus },
+    private readonly deps: { bus: Bus; groups: GroupIndex },
     private readonly metrics: GatewayMetrics,
     /** A watch lasts this long after logic checked it; the client subscribes again to keep it (the SDK every 4 minutes). */
     private readonly watchTtlMs: number,
@@ -60,6 +62,16 @@ export class Downlink {
           }
           break;
         }
+        case 'groupDeliver': {
+          // A large group's message: this gateway knows who of its connections may see it (groups.ts).
+          const sample = ++this.deliveries % LATENCY_SAMPLE_EVERY === 0;
+          if (sample || log.isLevelEnabled('debug')) this.inspectPush(kind.value.frame, 0, log.isLevelEnabled('debug'), sample);
+          this.deps.groups.onDeliver(kind.value);
+          break;
+        }
+        case 'groupMembers':
+          this.deps.groups.onMembers(kind.value);
+          break;
         case 'kick': {
           const k = kind.value;
           const conn = k.connId !== 0n ? conns.get(Number(k.connId)) : table.get(k.userId, k.deviceId);

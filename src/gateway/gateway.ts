@@ -9,6 +9,7 @@
 //   login.ts      the login handshake (awaiting-login → verifying → binding → open / refused)
 //   inbound.ts    frames from logged-in clients: limits, ping, PushAcks, up to logic
 //   downlink.ts   what comes down the bus: replies, deliveries, kicks, revokes, presence
+//   groups.ts     large groups' membership, kept here, and their messages written by it
 //   limits.ts     frame and message rates, login throttle
 //   hub.ts        the connections and the writes all of them use (send, fail, kick, close)
 import type net from 'node:net';
@@ -19,6 +20,7 @@ import { ErrorCode, encodeFrame, makeFrame } from '../protocol/index.js';
 import { noGatewayMetrics } from '../observability/metrics.js';
 import { log as rootLog } from '../observability/log.js';
 import { Downlink } from './downlink.js';
+import { GroupIndex, type GroupIndexStats } from './groups.js';
 import { Hub } from './hub.js';
 import { ACK_FLUSH_MS, Inbound } from './inbound.js';
 import { Limits } from './limits.js';
@@ -44,7 +46,10 @@ export class Gateway {
   private readonly limits: Limits;
   private readonly inbound: Inbound;
   private readonly downlink: Downlink;
+  private readonly groups: GroupIndex;
   private readonly listeners: Listeners;
+  /** A write of this node's presence watches failed: they are written whole again at the next announce. */
+  private watchesStale = false;
   private sweepTimer: NodeJS.Timeout | undefined;
   private sweepEveryMs = 1000;
   private lastSweepMs = 0;
@@ -75,12 +80,34 @@ export class Gateway {
     this.limits = new Limits(options, (conn, code, message) => this.hub.fail(conn, 0, code, message, false));
     const login = new LoginHandshake(options, deps, metrics, this.hub, this.limits, this.started);
     this.inbound = new Inbound(this.hub, this.limits, login, deps, metrics);
-    this.downlink = new Downlink(this.hub, deps, metrics, options.presenceWatchTtlMs);
+    this.groups = new GroupIndex({ nodeId: options.nodeId, maxBytes: options.groupIndexMaxBytes }, {
+      bus: deps.bus, table: this.hub.table, send: (conn, out) => this.hub.send(conn, out),
+    });
+    this.hub.table.onUser = (userId, here) => (here ? this.groups.userOnline(userId) : this.groups.userOffline(userId));
+    const watches = deps.watches;
+    if (watches) {
+      // In call order on one client: the last word on a user is the one Redis keeps.
+      this.hub.watchers.onChange = (started, stopped) => {
+        const failed = (err: unknown) => {
+          if (this.hub.stopping) return;
+          log.warn({ err }, 'presence watch write failed; written whole again at the next announce');
+          this.watchesStale = true;
+        };
+        if (started.length > 0) watches.set(options.nodeId, started, true).catch(failed);
+        if (stopped.length > 0) watches.set(options.nodeId, stopped, false).catch(failed);
+      };
+    }
+    this.downlink = new Downlink(this.hub, { bus: deps.bus, groups: this.groups }, metrics, options.presenceWatchTtlMs);
     this.listeners = new Listeners(options, this.hub, (conn, payload) => this.inbound.onPayload(conn, payload));
   }
 
   get connectionCount(): number {
     return this.hub.conns.size;
+  }
+
+  /** The large groups' membership this gateway keeps (groups.ts). */
+  groupStats(): GroupIndexStats {
+    return this.groups.stats();
   }
 
   private get nodeTtlMs(): number {
@@ -173,6 +200,19 @@ export class Gateway {
     // The connections themselves are fine: their sessions are bound again and
     // each client is told to sync what it missed. Nobody is disconnected.
     if ((!first && !wasLive) || this.rejoinPending) void this.rejoin();
+    else if (this.watchesStale) void this.rewriteWatches();
+  }
+
+  /** Write this node's presence watches whole (a write failed, or the cluster may have dropped them). */
+  private async rewriteWatches(): Promise<void> {
+    if (!this.deps.watches) return;
+    this.watchesStale = false;
+    try {
+      await this.deps.watches.replace(this.options.nodeId, this.hub.watchers.watched());
+    } catch (err) {
+      log.warn({ err }, 'writing the presence watches failed; trying again at the next announce');
+      this.watchesStale = true;
+    }
   }
 
   /**
@@ -194,6 +234,9 @@ export class Gateway {
     this.rejoinPending = false;
     const open = [...this.hub.conns.values()].filter((c) => c.state === 'open');
     log.warn({ connections: open.length }, 'this node missed part of the cluster (registry entry lapsed, or downlink trimmed): binding sessions again, clients sync');
+    // Large groups' changes may be among what was missed, and the cluster may have dropped this node's watches (the reaper).
+    this.groups.forget();
+    void this.rewriteWatches();
     const resync = RESYNC();
     try {
       for (let i = 0; i < open.length && !this.hub.stopping; i += REJOIN_CHUNK) {
@@ -264,6 +307,7 @@ export class Gateway {
     await this.deps.registry.remove(this.options.nodeId).catch(() => undefined);
     const closed = this.listeners.closeTcp();
     await this.downSub?.close();
+    this.groups.stop();
     for (const conn of [...this.hub.conns.values()]) {
       if (conn.state === 'open') this.hub.kick(conn, ErrorCode.SERVER_SHUTDOWN, 'server is stopping', true);
       else this.hub.close(conn, true, 'stopping');
@@ -273,6 +317,9 @@ export class Gateway {
     await Promise.race([Promise.allSettled([...this.hub.logouts]), new Promise((r) => setTimeout(r, 3000).unref())]);
     await this.deps.sessions.dropNode(this.options.nodeId).catch((err: unknown) => {
       log.warn({ err }, 'dropping sessions at stop failed');
+    });
+    await this.deps.watches?.dropNode(this.options.nodeId).catch((err: unknown) => {
+      log.warn({ err }, 'dropping presence watches at stop failed');
     });
     await closed;
   }

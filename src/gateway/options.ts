@@ -4,6 +4,7 @@
 import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
+import type { Watches } from '../engines/watches.js';
 import type { TokenService } from '../auth/tokens.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import type { Limits } from '../config.js';
@@ -41,6 +42,8 @@ export interface GatewayOptions extends GatewayLimits {
    * not refreshed within it is dead to the cluster, which drops its sessions.
    */
   nodeTtlMs: number;
+  /** Estimated bytes of large groups' membership kept (src/gateway/groups.ts). @default 256 MiB */
+  groupIndexMaxBytes?: number;
 }
 
 export type LoginPolicy = 'multi' | 'platform' | 'single';
@@ -50,6 +53,8 @@ export interface GatewayDeps {
   sessions: Sessions;
   registry: Registry;
   tokens: TokenService;
+  /** Where this gateway says which users its connections watch (presence changes come only to watching gateways). @default not said: logic sends every change to every gateway */
+  watches?: Watches;
   /** Counters for /metrics. @default none */
   metrics?: GatewayMetrics;
 }

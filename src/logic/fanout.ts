@@ -1,9 +1,22 @@
 // Send one encoded frame to every online device of some users: the sessions
 // say which gateway holds which user; each gateway gets one message.
+//
+// Large groups (more than CHANGE_FANOUT_MAX members once: Store.largeGroups)
+// go another way, so a message costs what the gateways cost, not what the
+// members do: one GroupDeliver per live gateway (broadcast routing: one for
+// all of them), carrying the frame, the conversation and seq, and what the
+// message changes in the membership, with no list of recipients. Each
+// gateway keeps the group's membership windows (src/gateway/groups.ts),
+// loaded once through the bus (GroupMembersRequest, answered by
+// src/logic/member-loads.ts) and kept current by the group's own timeline
+// events, which come this way in seq order like its messages; it delivers
+// to its own connections of the users who may see each seq.
 import { create } from '@bufbuild/protobuf';
 import { ALL_GATEWAYS, down, type Bus } from '../engines/bus.js';
 import { DeliverTargetSchema, type DeliverTarget } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
 import type { Sessions } from '../engines/sessions.js';
+import type { Registry } from '../engines/registry.js';
+import type { ChatMessage } from '../protocol/index.js';
 
 /**
  * How pushes find their gateways: `targeted` looks recipients up in the
@@ -74,4 +87,52 @@ export function deliverToUsers(
   except?: { userId: string; deviceId: string },
 ): Promise<void> {
   return deliver(deps, [{ userIds, frame, except }]);
+}
+
+/** One message of a large group, for every gateway. */
+export interface GroupDelivery {
+  message: ChatMessage;
+  frame: Uint8Array;
+}
+
+/** What a timeline event does to the membership at its seq (src/gateway/groups.ts applies it). */
+export function membershipChange(m: ChatMessage): { joined: string[]; left: string[]; ended: boolean } {
+  const e = m.event;
+  switch (e?.type) {
+    case 'group_created': {
+      // The creator (its owner) joins with the members it named, at the event.
+      const owner = e.actor || m.fromUser;
+      return { joined: [owner, ...(e.userIds ?? []).filter((u) => u !== owner)], left: [], ended: false };
+    }
+    case 'members_added':
+      return { joined: [...(e.userIds ?? [])], left: [], ended: false };
+    case 'members_removed':
+    case 'member_left':
+      return { joined: [], left: [...(e.userIds ?? [])], ended: false };
+    case 'dismissed':
+      return { joined: [], left: [], ended: true };
+    default:
+      return { joined: [], left: [], ended: false };
+  }
+}
+
+/**
+ * Large groups' messages, in order: each to every live gateway (targeted
+ * routing: the registry's gateways, read once per call; broadcast: the
+ * stream every gateway reads). A plain message skips the device that sent it.
+ */
+export async function deliverToGateways(deps: { bus: Bus; registry?: Registry; routing?: Routing }, deliveries: readonly GroupDelivery[]): Promise<void> {
+  if (deliveries.length === 0) return;
+  const nodes = deps.routing === 'broadcast' || !deps.registry ? [ALL_GATEWAYS] : (await deps.registry.live('gateway')).map((n) => n.id);
+  const published: Promise<void>[] = [];
+  for (const { message: m, frame } of deliveries) {
+    const change = membershipChange(m);
+    const value = {
+      conversationId: m.conversationId, seq: BigInt(m.seq), frame,
+      exceptUser: m.event ? '' : m.fromUser, exceptDevice: m.event ? '' : m.fromDevice,
+      joined: change.joined, left: change.left, ended: change.ended,
+    };
+    for (const node of nodes) published.push(deps.bus.publishDown(node, down({ case: 'groupDeliver', value })));
+  }
+  await Promise.all(published);
 }

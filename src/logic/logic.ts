@@ -20,6 +20,7 @@ import { isHomed, operationName, operationOf } from '../protocol/operations.js';
 import { PUSH_GROUP, down, type Bus, type Origin, type Service, type Subscription, type UpEnvelope } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
+import type { Watches } from '../engines/watches.js';
 import { SendersRefusedError, StoreUnavailableError, isFencedError, isStoreDataError, isUnavailable, type AppendResult, type DeliveredMark, type MessageDraft, type Store } from '../engines/store.js';
 import { Pipeline, type ContentFilter, type PipelineOptions } from './pipeline.js';
 import { requireView } from './access.js';
@@ -29,6 +30,7 @@ import { RecallService } from './recall.js';
 import { PresenceService } from './presence.js';
 import { Reads } from './reads.js';
 import { ReadQueue } from './read-queue.js';
+import { MemberLoads } from './member-loads.js';
 import { seqOf } from './seq.js';
 import { runBatch, type Scheduled } from './schedule.js';
 import { log as rootLog, messageTrace } from '../observability/log.js';
@@ -75,6 +77,8 @@ export interface LogicDeps {
   sessions: Sessions;
   registry: Registry;
   store: Store;
+  /** Which gateways watch whose presence (presence changes go only to them). @default every gateway gets every change */
+  watches?: Watches;
   /** Counters for /metrics. @default none */
   metrics?: LogicMetrics;
   /** Several datacenters: writes to a conversation homed in another one are forwarded there (src/dc/). @default one datacenter */
@@ -103,6 +107,8 @@ export class Logic {
   private readonly reads: Reads;
   /** Reads wait here, fairly between users, outside the batches. */
   readonly readQueue: ReadQueue;
+  /** Gateways' loads of a large group's membership (member-loads.ts). */
+  private readonly memberLoads: MemberLoads;
   private sub: Subscription | undefined;
   private pushSub: Subscription | undefined;
   private readonly metrics: LogicMetrics;
@@ -137,6 +143,7 @@ export class Logic {
       atOnce: tuning.readsAtOnce, queuedPerUser: tuning.readsQueuedPerUser, bytesPerSecond: tuning.readBytesPerSecond, bytesBurst: tuning.readBytesBurst,
     });
     this.metrics = deps.metrics ?? noLogicMetrics;
+    this.memberLoads = new MemberLoads(deps);
 
     const group = async (r: Request, b: BodyOf<'group'>): Promise<FrameBodyInit> => {
       const g = await this.groups.handle({ userId: r.origin.userId, deviceId: r.origin.deviceId, requestId: r.requestId, trusted: r.up.trusted }, b);
@@ -184,6 +191,7 @@ export class Logic {
     await Promise.all([this.sub?.close(), this.pushSub?.close()]);
     // Reads still waiting are answered UNAVAILABLE (ask again); running ones may finish, briefly.
     this.readQueue.close();
+    this.memberLoads.close();
     await this.readQueue.idle(2000);
   }
 
@@ -202,6 +210,12 @@ export class Logic {
       if (up.body.case === 'session') {
         this.metrics.request('session');
         scheduled.push({ item: r, partition: up.partition, kind: 'write', connection });
+        continue;
+      }
+      if (up.body.case === 'members') {
+        // A gateway's load of a large group's membership: answered on its own, outside the batch.
+        this.metrics.request('members');
+        this.memberLoads.submit(origin, up.body.value);
         continue;
       }
       if (!frame) continue; // a kind this node does not know (a newer publisher): nothing to do

@@ -20,7 +20,8 @@ import { membersOf, wasMemberAtDismissal } from './access.js';
 import { log as rootLog } from '../observability/log.js';
 
 const log = rootLog.child({ component: 'pipeline' });
-import { deliver, type Delivery, type Routing } from './fanout.js';
+import { deliver, deliverToGateways, type Delivery, type GroupDelivery, type Routing } from './fanout.js';
+import type { Registry } from '../engines/registry.js';
 
 export interface SendRequest {
   fromUser: string;
@@ -104,6 +105,8 @@ const GAP_FILL = 256;
 const PUSH_ORDER_MS = 10_000;
 /** Conversations whose last pushed seq is kept (the least recently pushed forgotten first). */
 const PUSH_ORDER_KEPT = 10_000;
+/** Groups whose size class (large or not) the push group keeps. */
+const LARGE_KEPT = 100_000;
 
 /**
  * What a send must be whatever the store holds: its sender, id, text, and
@@ -149,7 +152,7 @@ export class Pipeline {
 
   constructor(
     private readonly options: PipelineOptions,
-    private readonly deps: { bus: Bus; sessions: Sessions; store: Store },
+    private readonly deps: { bus: Bus; sessions: Sessions; store: Store; registry?: Registry },
   ) {}
 
   /** Checks a request and turns it into a draft; throws LonglinkError with the reason. */
@@ -303,8 +306,14 @@ export class Pipeline {
     // datacenter's recipients get back is the one they saw). Copies from elsewhere were held there first.
     const own = batch.filter((c) => c.message && !c.replicated).map((c) => ({ conversationId: c.message!.conversationId, seq: Number(c.message!.seq) }));
     if (own.length > 0) await this.options.replication?.expect(own);
-    const items: { message: ChatMessage; extra: readonly string[]; members: string[] }[] = [];
+    const large = await this.largeOf(batch);
+    const items: { message: ChatMessage; extra: readonly string[]; members: string[]; large?: boolean }[] = [];
     const add = async (message: ChatMessage, extra: readonly string[]) => {
+      // A large group's message goes once per gateway, which knows the members (fanout.ts): none are read here.
+      if (large.has(message.conversationId)) {
+        items.push({ message, extra, members: [], large: true });
+        return;
+      }
       const members = isGroupConversation(message.conversationId)
         ? await this.membersAtSeq(message.conversationId, message.seq)
         : await this.members(message.conversationId);
@@ -331,6 +340,50 @@ export class Pipeline {
     }
     await this.deliverPushes(items);
     for (const [conversation, range] of noted) this.notePushed(conversation, range);
+  }
+
+  /** Groups the store marks large (for good: the mark never goes back), the least recently marked forgotten first past LARGE_KEPT. */
+  private readonly largeKnown = new Set<string>();
+  /** Groups found small, and when: trusted PUSH_MEMBERS_MS, unless a batch adds members to one. */
+  private readonly smallKnown = new Map<string, number>();
+
+  /**
+   * The large groups among a batch's conversations (Store.largeGroups): read
+   * for those not known large yet, except a small one read lately to which
+   * the batch adds nobody. A group found small a moment before it grew is
+   * pushed per member meanwhile, which is still right, only dearer.
+   */
+  private async largeOf(batch: readonly Committed[]): Promise<Set<string>> {
+    const groups = new Set<string>();
+    const growing = new Set<string>();
+    for (const c of batch) {
+      const id = c.message?.conversationId;
+      if (id === undefined || !isGroupConversation(id)) continue;
+      groups.add(id);
+      const type = c.message!.event ? messageFromWire(c.message!).event?.type : undefined;
+      if (type === 'group_created' || type === 'members_added') growing.add(id);
+    }
+    const out = new Set<string>();
+    const ask: string[] = [];
+    const now = Date.now();
+    for (const id of groups) {
+      if (this.largeKnown.has(id)) out.add(id);
+      else if (growing.has(id) || now - (this.smallKnown.get(id) ?? -Infinity) >= PUSH_MEMBERS_MS) ask.push(id);
+    }
+    if (ask.length === 0) return out;
+    const found = await this.deps.store.largeGroups(ask);
+    for (const id of ask) {
+      this.smallKnown.delete(id);
+      if (found.has(id)) {
+        out.add(id);
+        if (this.largeKnown.size >= LARGE_KEPT) this.largeKnown.delete(this.largeKnown.values().next().value!);
+        this.largeKnown.add(id);
+      } else {
+        if (this.smallKnown.size >= LARGE_KEPT) this.smallKnown.delete(this.smallKnown.keys().next().value!);
+        this.smallKnown.set(id, now);
+      }
+    }
+    return out;
   }
 
   /** Per conversation: the seqs the push group pushed here with none missing between (from..upTo), and when (trusted for PUSH_ORDER_MS). */
@@ -421,9 +474,15 @@ export class Pipeline {
     await this.deliverPushes(withMembers);
   }
 
-  private async deliverPushes(items: readonly { message: ChatMessage; extra: readonly string[]; members: string[] }[]): Promise<void> {
+  private async deliverPushes(items: readonly { message: ChatMessage; extra: readonly string[]; members: string[]; large?: boolean }[]): Promise<void> {
     const deliveries: Delivery[] = [];
-    for (const { message: m, extra, members } of items) {
+    const toGateways: GroupDelivery[] = [];
+    for (const { message: m, extra, members, large } of items) {
+      if (large) {
+        // Who gets it is the gateways' to say, from the membership they keep (its removed members learn of it there).
+        toGateways.push({ message: m, frame: encodeFrame(makeFrame(0, { case: 'push', value: { messages: [messageToWire(m)] } })) });
+        continue;
+      }
       deliveries.push({
         userIds: [...members, ...extra],
         frame: encodeFrame(makeFrame(0, { case: 'push', value: { messages: [messageToWire(m)] } })),
@@ -431,6 +490,8 @@ export class Pipeline {
         except: m.event ? undefined : { userId: m.fromUser, deviceId: m.fromDevice },
       });
     }
-    await deliver({ ...this.deps, routing: this.options.routing ?? 'targeted' }, deliveries);
+    const routing = this.options.routing ?? 'targeted';
+    // Each conversation's messages are in one of the two lists, in order; the two go out side by side.
+    await Promise.all([deliver({ ...this.deps, routing }, deliveries), deliverToGateways({ ...this.deps, routing }, toGateways)]);
   }
 }

@@ -19,6 +19,7 @@ import {
 import { down, type Bus, type Origin } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
+import type { Watches } from '../engines/watches.js';
 import type { Store } from '../engines/store.js';
 import { requireView } from './access.js';
 import { deliverToUsers, type Routing } from './fanout.js';
@@ -42,7 +43,7 @@ export class PresenceService {
 
   constructor(
     private readonly options: PresenceOptions,
-    private readonly deps: { bus: Bus; sessions: Sessions; registry: Registry; store: Store; pipeline: Pipeline; routing?: Routing },
+    private readonly deps: { bus: Bus; sessions: Sessions; registry: Registry; store: Store; pipeline: Pipeline; routing?: Routing; watches?: Watches },
   ) {}
 
   /** The presence of some users, as `viewer` may see it. */
@@ -62,7 +63,11 @@ export class PresenceService {
     return current;
   }
 
-  /** A session came or went: announce the user's presence to every gateway if it changed. */
+  /**
+   * A session came or went: announce the user's presence, if it changed, to
+   * the gateways with a connection watching the user (Watches, kept by the
+   * gateways); without Watches, to every gateway.
+   */
   async sessionChanged(userId: string): Promise<void> {
     const platforms = (await this.deps.sessions.lookup([userId])).get(userId)?.map((s) => s.platform) ?? [];
     const p = presenceOf(userId, platforms);
@@ -71,9 +76,8 @@ export class PresenceService {
     if (p.online) this.announced.set(userId, key);
     else this.announced.delete(userId);
     const frame = encodeFrame(makeFrame(0, { case: 'event', value: { body: { case: 'presence', value: p } } }));
-    for (const node of await this.deps.registry.live('gateway')) {
-      await this.deps.bus.publishDown(node.id, down({ case: 'presence', value: { userId, frame } }));
-    }
+    const nodes = this.deps.watches ? await this.deps.watches.watchers(userId) : (await this.deps.registry.live('gateway')).map((n) => n.id);
+    await Promise.all(nodes.map((node) => this.deps.bus.publishDown(node, down({ case: 'presence', value: { userId, frame } }))));
   }
 
   /** Relay "typing" to the conversation's other members; silently dropped when too frequent. */

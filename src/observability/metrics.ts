@@ -367,6 +367,22 @@ export class Metrics {
     this.reads = queue;
   }
 
+  /** A gateway's large groups (src/gateway/groups.ts): what it keeps of their membership, read at each scrape. */
+  watchLargeGroups(read: () => { groups: number; bytes: number; held: number; loadsAsked: number; dropped: number }): void {
+    const r = this.registry;
+    const g = (name: string, help: string, pick: (s: ReturnType<typeof read>) => number) => new Gauge({
+      name, help, registers: [r],
+      collect() {
+        this.set(pick(read()));
+      },
+    });
+    g('longlink_gateway_large_groups', 'Large groups whose membership this gateway keeps', (s) => s.groups);
+    g('longlink_gateway_large_group_bytes', 'Estimated bytes of the large groups\' membership this gateway keeps', (s) => s.bytes);
+    g('longlink_gateway_large_group_held', 'Large groups\' messages waiting for a member load or a gap', (s) => s.held);
+    total(r, 'longlink_gateway_large_group_loads_total', 'Member loads this gateway asked for', () => read().loadsAsked);
+    total(r, 'longlink_gateway_large_group_dropped_total', 'Large groups\' messages dropped unwritten (their devices sync them)', () => read().dropped);
+  }
+
   /** The Prometheus text exposition. */
   scrape(): Promise<string> {
     return this.registry.metrics();

@@ -8,6 +8,7 @@ import { tokenServiceFor } from '../auth/tokens.js';
 import { MemoryBus } from '../engines/bus-memory.js';
 import { MemorySessions } from '../engines/sessions-memory.js';
 import { MemoryRegistry } from '../engines/registry-memory.js';
+import { MemoryWatches } from '../engines/watches.js';
 import { SqliteStore } from '../engines/store-sqlite.js';
 import { Gateway } from '../gateway/gateway.js';
 import { riskTier } from '../risk/tier.js';
@@ -73,6 +74,7 @@ async function startLocked(config: ServerConfig, options: EmbeddedOptions, lock:
   const bus = new MemoryBus();
   const sessions = new MemorySessions();
   const registry = new MemoryRegistry();
+  const watches = new MemoryWatches();
   const sqlite = new SqliteStore({ path: databasePath(config), synchronous: config.sqliteSynchronous });
   const store = new InstrumentedStore(sqlite, obs.metrics);
   obs.metrics.watchBus(async () => ({ upLag: new Map([['0', bus.upBacklog]]), shardsOwned: 1, deadLetters: await bus.dead.count() }), bus.counters);
@@ -87,10 +89,11 @@ async function startLocked(config: ServerConfig, options: EmbeddedOptions, lock:
     nodeId: config.nodeId, maxTextBytes: config.limits.maxTextBytes, risk: true, webhooks: true, windows: () => new MemoryWindows(),
   }, { bus, sessions, store, metrics: obs.metrics.risk });
   const logic = new Logic({ ...logicOptions(config), contentFilter: risk.control.filter, publishCommitted: true }, {
-    bus, sessions, registry, store, metrics: obs.metrics.logic,
+    bus, sessions, registry, watches, store, metrics: obs.metrics.logic,
   });
   obs.metrics.watchReads(logic.readQueue);
-  const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens, metrics: obs.metrics.gateway });
+  const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, watches, tokens, metrics: obs.metrics.gateway });
+  obs.metrics.watchLargeGroups(() => gateway.groupStats());
   const requests = new BusRequester(bus, `${config.nodeId}.api`);
   const api = new HttpApi({
     nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes, devLogin: devLoginEnabled(config),

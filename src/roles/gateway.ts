@@ -32,7 +32,7 @@ export async function startGateway(config: ServerConfig): Promise<RunningGateway
   // (the health closure runs on requests, once the gateway below exists)
   const obs = observeRole(config, 'gateway', () => ({ connections: gateway.connectionCount }));
   const tls = loadTls(config.tls);
-  const { bus, sessions, registry } = redisEngines(config, 'gateway');
+  const { bus, sessions, registry, watches } = redisEngines(config, 'gateway');
   const probe = new RedisProbe(requireUrl(config.redisUrl, 'longlink gateway needs LONGLINK_REDIS_URL or LONGLINK_REDIS_CLUSTER'), config.redisPrefix);
   obs.metrics.watchBus(async () => ({ ...bus.boundsStats(), ...await probe.gatewayStats(config.nodeId) }), bus.counters);
   obs.readiness.add('redis', redisAnswers(probe)).add('registry', async () => {
@@ -41,6 +41,7 @@ export async function startGateway(config: ServerConfig): Promise<RunningGateway
   const closeEngines = async () => {
     await bus.close();
     await sessions.close();
+    await watches.close();
     await registry.close();
     await probe.close();
   };
@@ -49,13 +50,15 @@ export async function startGateway(config: ServerConfig): Promise<RunningGateway
   let stale: number;
   try {
     stale = await sessions.dropNode(config.nodeId);
+    await watches.dropNode(config.nodeId);
   } catch (err) {
     await closeEngines();
     throw err;
   }
   if (stale > 0) obs.logger.info({ sessions: stale }, 'dropped the sessions a previous process of this node id left');
   const tokens = tokenServiceFor(config);
-  const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, tokens, metrics: obs.metrics.gateway });
+  const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, watches, tokens, metrics: obs.metrics.gateway });
+  obs.metrics.watchLargeGroups(() => gateway.groupStats());
 
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     if (obs.routes(req, res)) return;

@@ -117,7 +117,7 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   const postgresUrl = requireUrl(config.postgresUrl, `longlink ${role} needs LONGLINK_POSTGRES_URL (or --postgres-url)`);
   const postgres = await PostgresStore.open({ url: postgresUrl, poolSize: config.postgresPool });
   const store = new InstrumentedStore(postgres, obs.metrics);
-  const { bus, sessions, registry } = redisEngines(config, role);
+  const { bus, sessions, registry, watches } = redisEngines(config, role);
   const probe = new RedisProbe(requireUrl(config.redisUrl, `longlink ${role} needs LONGLINK_REDIS_URL or LONGLINK_REDIS_CLUSTER`), config.redisPrefix);
   const sendPath = plan.up.includes('message');
   obs.metrics.watchBus(async () => ({
@@ -145,7 +145,7 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   const logic = new Logic({
     ...logicOptions(config), delivery: 'committed', contentFilter: plan.up.includes('message') ? riskControl.control.filter : undefined,
   }, {
-    bus, sessions, registry, store, metrics: obs.metrics.logic,
+    bus, sessions, registry, watches, store, metrics: obs.metrics.logic,
     datacenters: datacenters && (plan.up.includes('message') || plan.up.includes('group') || plan.committed.includes(PUSH_GROUP)) ? datacenters : undefined,
   });
   obs.metrics.watchReads(logic.readQueue);
@@ -160,12 +160,13 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   }) : undefined;
   // Retention runs on every storage process: PostgreSQL lets one batch run at a time (a try-lock), the others find nothing to do.
   const retention = plan.retention ? retentionFor(config, store) : undefined;
-  const reaper = plan.api ? new Reaper(Math.max(100, Math.floor(config.nodeTtlMs / 3)), { sessions, registry }) : undefined;
+  const reaper = plan.api ? new Reaper(Math.max(100, Math.floor(config.nodeTtlMs / 3)), { sessions, registry, watches }) : undefined;
   const closeEngines = async () => {
     await datacenters?.stop();
     await Promise.all([...peerRegistries.values()].map((r: RedisRegistry) => r.close()));
     await bus.close();
     await sessions.close();
+    await watches.close();
     await registry.close();
     await store.close();
     await probe.close();

@@ -6,6 +6,7 @@ import type { LogicOptions } from '../logic/logic.js';
 import { RedisBus } from '../engines/bus-redis.js';
 import { RedisSessions } from '../engines/sessions-redis.js';
 import { RedisRegistry } from '../engines/registry-redis.js';
+import { RedisWatches } from '../engines/watches-redis.js';
 
 export function gatewayOptions(config: ServerConfig): GatewayOptions {
   return {
@@ -48,8 +49,8 @@ export function logicOptions(config: ServerConfig): LogicOptions {
   };
 }
 
-/** Bus, sessions and registry on the cluster's Redis. */
-export function redisEngines(config: ServerConfig, role: string): { bus: RedisBus; sessions: RedisSessions; registry: RedisRegistry } {
+/** Bus, sessions, registry and presence watches on the cluster's Redis. */
+export function redisEngines(config: ServerConfig, role: string): { bus: RedisBus; sessions: RedisSessions; registry: RedisRegistry; watches: RedisWatches } {
   const url = requireUrl(config.redisUrl, `longlink ${role} needs LONGLINK_REDIS_URL (or --redis-url), or LONGLINK_REDIS_CLUSTER for a Redis Cluster`);
   const prefix = config.redisPrefix;
   return {
@@ -61,6 +62,7 @@ export function redisEngines(config: ServerConfig, role: string): { bus: RedisBu
     }),
     sessions: new RedisSessions({ url, prefix }),
     registry: new RedisRegistry({ url, prefix }),
+    watches: new RedisWatches({ url, prefix }),
   };
 }
 

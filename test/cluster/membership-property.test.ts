@@ -26,6 +26,9 @@
 // - a sync by each device (paged): exactly its user's intervals (a rejoined
 //   member also gets what was stored during its earlier memberships), or FORBIDDEN
 //   for a user who never was a member.
+// The same property runs again on large groups (210 offline members more):
+// their messages go once per gateway, which keeps the membership itself
+// (src/gateway/groups.ts).
 // A failure reports fast-check's seed and the operations; LONGLINK_FUZZ_SEED
 // replays it, LONGLINK_FUZZ_SCALE scales the number of runs.
 import { after, before, describe, test } from 'node:test';
@@ -44,6 +47,8 @@ const ADMIN = 'admin';
 /** The users the operations add and remove; bea starts as an admin and also issues requests. */
 const POOL = ['bea', 'cal', 'dan', 'eve'] as const;
 const REPLY_MS = 20_000;
+/** Members that make a group large (more than CHANGE_FANOUT_MAX, src/engines/store.ts). */
+const LARGE = 210;
 const SEED = Number(process.env.LONGLINK_FUZZ_SEED ?? 7_654_321);
 const RUNS = Math.max(1, Math.round(6 * Number(process.env.LONGLINK_FUZZ_SCALE ?? 1)));
 
@@ -273,12 +278,17 @@ describe('group membership under pipelined writes from 3 connections on 2 gatewa
     await cluster?.stop();
   });
 
-  /** One run of the property: a new group, the operations, then every check. */
-  async function scenario(initial: string[], ops: Op[]): Promise<void> {
+  /**
+   * One run of the property: a new group, the operations, then every check.
+   * `filler` more members (offline, never acting) make it a large group:
+   * pushed once per gateway, its membership kept by the gateways.
+   */
+  async function scenario(initial: string[], ops: Op[], filler = 0): Promise<void> {
     const run = ++runs;
     const tag = `r${run}`;
     const [owner] = issuers;
-    const created = await request(owner.c, { case: 'group', value: { op: { case: 'create', value: { name: `prop ${run}`, memberIds: [ADMIN, 'bea', ...initial] } } } }, `${tag}-create`);
+    const crowd = Array.from({ length: filler }, (_, k) => `${tag}-filler-${k}`);
+    const created = await request(owner.c, { case: 'group', value: { op: { case: 'create', value: { name: `prop ${run}`, memberIds: [ADMIN, 'bea', ...initial, ...crowd] } } } }, `${tag}-create`);
     assert.equal(created.body.case, 'groupResult', owner.c.describe());
     const groupId = (created.body.value as { group?: Group }).group!.groupId;
     const conversationId = `g:${groupId}`;
@@ -457,5 +467,25 @@ describe('group membership under pipelined writes from 3 connections on 2 gatewa
     t.diagnostic(`seed ${SEED}, ${RUNS} runs: ${show(seen)}`);
     // Not vacuous: the runs removed and re-added members and refused their sends, from frames written together.
     assert.ok(seen.removals > 0 && seen.rejoins > 0 && (seen.refused.get('send NOT_MEMBER') ?? 0) > 0 && seen.multiFrameWrites > 0, show(seen));
+  });
+
+  test(`the same in large groups (${LARGE} members and more: each message goes once per gateway, which keeps the membership)`, { timeout: 110_000 }, async (t) => {
+    const others = POOL.filter((u) => u !== 'bea');
+    const before = runs;
+    Object.assign(seen, { entries: 0, refused: new Map<string, number>(), noops: 0, removals: 0, rejoins: 0, multiFrameWrites: 0 });
+    await fc.assert(
+      fc.asyncProperty(fc.subarray(others), fc.array(opArb, { minLength: 20, maxLength: 40 }), (initial, ops) => scenario(initial, ops, LARGE)),
+      { numRuns: RUNS, seed: SEED + 1, endOnFailure: true, includeErrorInReport: true },
+    );
+    assert.equal(runs - before, RUNS);
+    t.diagnostic(`seed ${SEED + 1}, ${RUNS} runs: ${show(seen)}`);
+    // They went the large groups' way: each gateway loaded their members (once per group, or again after a gap).
+    for (const gw of cluster.gateways()) {
+      const text = await (await fetch(`${gw.httpUrl}/metrics`)).text();
+      const loads = Number(/^longlink_gateway_large_group_loads_total (\d+)/m.exec(text)?.[1] ?? 0);
+      t.diagnostic(`${gw.name}: ${loads} member loads`);
+      assert.ok(loads >= RUNS, `${gw.name} loaded ${loads} large groups' members (${RUNS} groups)`);
+    }
+    assert.ok(seen.removals > 0 && seen.rejoins > 0 && (seen.refused.get('send NOT_MEMBER') ?? 0) > 0, show(seen));
   });
 });
