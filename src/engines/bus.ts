@@ -55,13 +55,28 @@ export const UP_SERVICES: readonly Service[] = ['message', 'presence', 'group', 
 
 /**
  * The service an uplink request belongs to: its operation's, `presence` for a
- * session event, `message` for a gateway's member load (the service that
- * fans out answers it) and for what no row names.
+ * session event, `storage` for a batch of PushAcks, `message` for a
+ * gateway's member load (the service that fans out answers it) and for what
+ * no row names.
  */
 export function serviceOfUp(up: UpEnvelope): Service {
   if (up.body.case === 'session') return 'presence';
+  if (up.body.case === 'acks') return 'storage';
   if (up.body.case === 'frame') return operationOf(up.body.value)?.service ?? 'message';
   return 'message';
+}
+
+/** Buckets of users a gateway's gathered PushAcks go up in: one uplink entry per bucket with acks at each flush. */
+export const ACK_BUCKETS = 32;
+
+/** The partition of a user's gathered PushAcks (by user, as a single PushAck: a user's acks stay in order). */
+export function ackPartition(userId: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < userId.length; i++) {
+    h ^= userId.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return `acks:${(h >>> 0) % ACK_BUCKETS}`;
 }
 
 /** Builds a committed-stream entry. */

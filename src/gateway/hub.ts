@@ -172,6 +172,11 @@ export class Hub {
     }
   }
 
+  /** This gateway's node id. */
+  get nodeId(): string {
+    return this.options.nodeId;
+  }
+
   /** Who sent what goes up from this connection. */
   originOf(conn: Connection) {
     return { node: this.options.nodeId, connId: BigInt(conn.id), userId: conn.userId, deviceId: conn.deviceId, platform: conn.platform };

@@ -2,7 +2,7 @@
 // frame is charged to the limits, then answered here (ping, a second login),
 // gathered (PushAcks) or sent up the bus to logic, in the partition its
 // operation names. The gateway applies no business rules.
-import { upEnvelope, type Bus } from '../engines/bus.js';
+import { ackPartition, upEnvelope, type Bus } from '../engines/bus.js';
 import { DecodeError, ErrorCode, decodeFrame, encodeFrame, makeFrame, type Frame } from '../protocol/index.js';
 import { MAX_REQUEST_ID, route } from '../protocol/operations.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
@@ -21,6 +21,8 @@ const CLIENT_FRAMES = { readUnknownFields: false } as const;
 
 /** How long PushAcks gather at the gateway before going up together. */
 export const ACK_FLUSH_MS = 100;
+/** PushAcks per uplink entry at most (about 60 bytes each). */
+const ACKS_PER_ENTRY = 1000;
 
 export class Inbound {
   /** Connections with PushAcks waiting to go up. */
@@ -87,12 +89,40 @@ export class Inbound {
     }
   }
 
-  /** Send up the PushAcks connections have gathered (also when one closes). */
+  /**
+   * Send up the PushAcks connections have gathered (also when one closes):
+   * together, one uplink entry per bucket of users (ackPartition), not one
+   * per ack, so a large group's members acking each message cost the bus
+   * what the buckets cost.
+   */
   flushAcks(only?: Connection): void {
+    const buckets = new Map<string, { connId: bigint; frameId: number; userId: string; deviceId: string; conversationId: string; seq: bigint }[]>();
     for (const conn of only ? [only] : this.acksWaiting) {
-      if (conn.pendingAcks) for (const frame of conn.pendingAcks.values()) this.forward(conn, frame);
+      if (conn.pendingAcks) {
+        const partition = ackPartition(conn.userId);
+        let list = buckets.get(partition);
+        if (!list) buckets.set(partition, (list = []));
+        for (const frame of conn.pendingAcks.values()) {
+          if (frame.body.case !== 'pushAck') continue;
+          list.push({
+            connId: BigInt(conn.id), frameId: frame.id, userId: conn.userId, deviceId: conn.deviceId,
+            conversationId: frame.body.value.conversationId, seq: frame.body.value.seq,
+          });
+        }
+      }
       conn.pendingAcks = undefined;
       this.acksWaiting.delete(conn);
+    }
+    const origin = { node: this.hub.nodeId };
+    for (const [partition, acks] of buckets) {
+      for (let i = 0; i < acks.length; i += ACKS_PER_ENTRY) {
+        this.deps.bus.publishUp(upEnvelope({
+          origin, partition, publishedAtMs: BigInt(Date.now()), body: { case: 'acks', value: { acks: acks.slice(i, i + ACKS_PER_ENTRY) } },
+        })).catch((err: unknown) => {
+          // Cumulative: the next ack of each of these devices makes up for them.
+          log.warn({ err, acks: acks.length }, 'PushAck publish failed');
+        });
+      }
     }
   }
 

@@ -212,6 +212,17 @@ export class Logic {
         scheduled.push({ item: r, partition: up.partition, kind: 'write', connection });
         continue;
       }
+      if (up.body.case === 'acks') {
+        // A gateway's gathered PushAcks: each as if its connection had sent it alone.
+        for (const a of up.body.value.acks) {
+          this.metrics.request('pushAck');
+          const frame = makeFrame(a.frameId, { case: 'pushAck', value: { conversationId: a.conversationId, seq: a.seq } });
+          acks.push({
+            up, origin: { ...origin, connId: a.connId, userId: a.userId, deviceId: a.deviceId }, frame, id: a.frameId, requestId: '',
+          });
+        }
+        continue;
+      }
       if (up.body.case === 'members') {
         // A gateway's load of a large group's membership: answered on its own, outside the batch.
         this.metrics.request('members');

@@ -24,7 +24,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file longlink/internal/v1/envelope.proto.
  */
 export const file_longlink_internal_v1_envelope: GenFile = /*@__PURE__*/
-  fileDesc("CiNsb25nbGluay9pbnRlcm5hbC92MS9lbnZlbG9wZS5wcm90bxIUbG9uZ2xpbmsuaW50ZXJuYWwudjEiXQoGT3JpZ2luEgwKBG5vZGUYASABKAkSDwoHY29ubl9pZBgCIAEoBBIPCgd1c2VyX2lkGAMgASgJEhEKCWRldmljZV9pZBgEIAEoCRIQCghwbGF0Zm9ybRgFIAEoCSLFAgoKVXBFbnZlbG9wZRIsCgZvcmlnaW4YASABKAsyHC5sb25nbGluay5pbnRlcm5hbC52MS5PcmlnaW4SEQoJcGFydGl0aW9uGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkSDwoHdHJ1c3RlZBgEIAEoCBIXCg9wdWJsaXNoZWRfYXRfbXMYBSABKAMSFgoOZm9yd2FyZGVkX2Zyb20YBiABKAkSIwoFZnJhbWUYCiABKAsyEi5sb25nbGluay52MS5GcmFtZUgAEjUKB3Nlc3Npb24YCyABKAsyIi5sb25nbGluay5pbnRlcm5hbC52MS5TZXNzaW9uRXZlbnRIABI8CgdtZW1iZXJzGA0gASgLMikubG9uZ2xpbmsuaW50ZXJuYWwudjEuR3JvdXBNZW1iZXJzUmVxdWVzdEgAQgYKBGJvZHkiHgoMU2Vzc2lvbkV2ZW50Eg4KBm9ubGluZRgBIAEoCCJBChNHcm91cE1lbWJlcnNSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIRCglzaW5jZV9zZXEYAiABKAMiOQoJRG93bkJhdGNoEiwKCG1lc3NhZ2VzGAEgAygLMhoubG9uZ2xpbmsuaW50ZXJuYWwudjEuRG93biLgAwoERG93bhIsCgVyZXBseRgBIAEoCzIbLmxvbmdsaW5rLmludGVybmFsLnYxLlJlcGx5SAASMAoHZGVsaXZlchgCIAEoCzIdLmxvbmdsaW5rLmludGVybmFsLnYxLkRlbGl2ZXJIABIqCgRraWNrGAMgASgLMhoubG9uZ2xpbmsuaW50ZXJuYWwudjEuS2lja0gAEiwKBXdhdGNoGAQgASgLMhsubG9uZ2xpbmsuaW50ZXJuYWwudjEuV2F0Y2hIABI4CghwcmVzZW5jZRgFIAEoCzIkLmxvbmdsaW5rLmludGVybmFsLnYxLlByZXNlbmNlQ2hhbmdlSAASMgoIYW5ub3VuY2UYBiABKAsyHi5sb25nbGluay5pbnRlcm5hbC52MS5Bbm5vdW5jZUgAEi4KBnJldm9rZRgHIAEoCzIcLmxvbmdsaW5rLmludGVybmFsLnYxLlJldm9rZUgAEjsKDWdyb3VwX2RlbGl2ZXIYCSABKAsyIi5sb25nbGluay5pbnRlcm5hbC52MS5Hcm91cERlbGl2ZXJIABI7Cg1ncm91cF9tZW1iZXJzGAogASgLMiIubG9uZ2xpbmsuaW50ZXJuYWwudjEuR3JvdXBNZW1iZXJzSABCBgoEa2luZCInCgVSZXBseRIPCgdjb25uX2lkGAEgASgEEg0KBWZyYW1lGAIgASgMIk4KB0RlbGl2ZXISNAoHdGFyZ2V0cxgBIAMoCzIjLmxvbmdsaW5rLmludGVybmFsLnYxLkRlbGl2ZXJUYXJnZXQSDQoFZnJhbWUYAiABKAwiNwoNRGVsaXZlclRhcmdldBIPCgd1c2VyX2lkGAEgASgJEhUKDWV4Y2VwdF9kZXZpY2UYAiABKAkinAEKDEdyb3VwRGVsaXZlchIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDEg0KBWZyYW1lGAMgASgMEhMKC2V4Y2VwdF91c2VyGAQgASgJEhUKDWV4Y2VwdF9kZXZpY2UYBSABKAkSDgoGam9pbmVkGAYgAygJEgwKBGxlZnQYByADKAkSDQoFZW5kZWQYCCABKAgiRQoMTWVtYmVyV2luZG93Eg8KB3VzZXJfaWQYASABKAkSEgoKam9pbmVkX3NlcRgCIAEoAxIQCghsZWZ0X3NlcRgDIAEoAyKfAQoMR3JvdXBNZW1iZXJzEhIKCnJlcXVlc3RfaWQYASABKAQSFwoPY29udmVyc2F0aW9uX2lkGAIgASgJEhAKCGxhc3Rfc2VxGAMgASgDEjMKB3dpbmRvd3MYBCADKAsyIi5sb25nbGluay5pbnRlcm5hbC52MS5NZW1iZXJXaW5kb3cSDAoEZG9uZRgFIAEoCBINCgVlcnJvchgGIAEoCSKEAQoES2ljaxIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIPCgdjb25uX2lkGAMgASgEEiQKBGNvZGUYBCABKA4yFi5sb25nbGluay52MS5FcnJvckNvZGUSDgoGcmVhc29uGAUgASgJEhEKCXJlY29ubmVjdBgGIAEoCCIqCgVXYXRjaBIPCgdjb25uX2lkGAEgASgEEhAKCHVzZXJfaWRzGAIgAygJIjAKDlByZXNlbmNlQ2hhbmdlEg8KB3VzZXJfaWQYASABKAkSDQoFZnJhbWUYAiABKAwiGQoIQW5ub3VuY2USDQoFZnJhbWUYASABKAwiPwoGUmV2b2tlEg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEhEKCWJlZm9yZV9tcxgDIAEoAyKqAQoJQ29tbWl0dGVkEiUKB21lc3NhZ2UYASABKAsyFC5sb25nbGluay52MS5NZXNzYWdlEhIKCnJlcXVlc3RfaWQYAiABKAkSEwoLb3JpZ2luX25vZGUYAyABKAkSEQoJZHVwbGljYXRlGAQgASgIEhMKC2Fsc29fbm90aWZ5GAUgAygJEhEKCW9yaWdpbl9kYxgGIAEoCRISCgpyZXBsaWNhdGVkGAcgASgIIncKCkRlYWRMZXR0ZXISDgoGc3RyZWFtGAEgASgJEhAKCGVudHJ5X2lkGAIgASgJEg0KBWVycm9yGAMgASgJEhQKDGZhaWxlZF9hdF9tcxgEIAEoAxIQCghhdHRlbXB0cxgFIAEoDRIQCghlbnZlbG9wZRgGIAEoDGIGcHJvdG8z", [file_longlink_v1_longlink]);
+  fileDesc("CiNsb25nbGluay9pbnRlcm5hbC92MS9lbnZlbG9wZS5wcm90bxIUbG9uZ2xpbmsuaW50ZXJuYWwudjEiXQoGT3JpZ2luEgwKBG5vZGUYASABKAkSDwoHY29ubl9pZBgCIAEoBBIPCgd1c2VyX2lkGAMgASgJEhEKCWRldmljZV9pZBgEIAEoCRIQCghwbGF0Zm9ybRgFIAEoCSL5AgoKVXBFbnZlbG9wZRIsCgZvcmlnaW4YASABKAsyHC5sb25nbGluay5pbnRlcm5hbC52MS5PcmlnaW4SEQoJcGFydGl0aW9uGAIgASgJEhIKCnJlcXVlc3RfaWQYAyABKAkSDwoHdHJ1c3RlZBgEIAEoCBIXCg9wdWJsaXNoZWRfYXRfbXMYBSABKAMSFgoOZm9yd2FyZGVkX2Zyb20YBiABKAkSIwoFZnJhbWUYCiABKAsyEi5sb25nbGluay52MS5GcmFtZUgAEjUKB3Nlc3Npb24YCyABKAsyIi5sb25nbGluay5pbnRlcm5hbC52MS5TZXNzaW9uRXZlbnRIABI8CgdtZW1iZXJzGA0gASgLMikubG9uZ2xpbmsuaW50ZXJuYWwudjEuR3JvdXBNZW1iZXJzUmVxdWVzdEgAEjIKBGFja3MYDiABKAsyIi5sb25nbGluay5pbnRlcm5hbC52MS5QdXNoQWNrQmF0Y2hIAEIGCgRib2R5Ih4KDFNlc3Npb25FdmVudBIOCgZvbmxpbmUYASABKAgiPwoMUHVzaEFja0JhdGNoEi8KBGFja3MYASADKAsyIS5sb25nbGluay5pbnRlcm5hbC52MS5HYXRoZXJlZEFjayJ6CgtHYXRoZXJlZEFjaxIPCgdjb25uX2lkGAEgASgEEhAKCGZyYW1lX2lkGAIgASgNEg8KB3VzZXJfaWQYAyABKAkSEQoJZGV2aWNlX2lkGAQgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgFIAEoCRILCgNzZXEYBiABKAMiQQoTR3JvdXBNZW1iZXJzUmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSEQoJc2luY2Vfc2VxGAIgASgDIjkKCURvd25CYXRjaBIsCghtZXNzYWdlcxgBIAMoCzIaLmxvbmdsaW5rLmludGVybmFsLnYxLkRvd24i4AMKBERvd24SLAoFcmVwbHkYASABKAsyGy5sb25nbGluay5pbnRlcm5hbC52MS5SZXBseUgAEjAKB2RlbGl2ZXIYAiABKAsyHS5sb25nbGluay5pbnRlcm5hbC52MS5EZWxpdmVySAASKgoEa2ljaxgDIAEoCzIaLmxvbmdsaW5rLmludGVybmFsLnYxLktpY2tIABIsCgV3YXRjaBgEIAEoCzIbLmxvbmdsaW5rLmludGVybmFsLnYxLldhdGNoSAASOAoIcHJlc2VuY2UYBSABKAsyJC5sb25nbGluay5pbnRlcm5hbC52MS5QcmVzZW5jZUNoYW5nZUgAEjIKCGFubm91bmNlGAYgASgLMh4ubG9uZ2xpbmsuaW50ZXJuYWwudjEuQW5ub3VuY2VIABIuCgZyZXZva2UYByABKAsyHC5sb25nbGluay5pbnRlcm5hbC52MS5SZXZva2VIABI7Cg1ncm91cF9kZWxpdmVyGAkgASgLMiIubG9uZ2xpbmsuaW50ZXJuYWwudjEuR3JvdXBEZWxpdmVySAASOwoNZ3JvdXBfbWVtYmVycxgKIAEoCzIiLmxvbmdsaW5rLmludGVybmFsLnYxLkdyb3VwTWVtYmVyc0gAQgYKBGtpbmQiJwoFUmVwbHkSDwoHY29ubl9pZBgBIAEoBBINCgVmcmFtZRgCIAEoDCJOCgdEZWxpdmVyEjQKB3RhcmdldHMYASADKAsyIy5sb25nbGluay5pbnRlcm5hbC52MS5EZWxpdmVyVGFyZ2V0Eg0KBWZyYW1lGAIgASgMIjcKDURlbGl2ZXJUYXJnZXQSDwoHdXNlcl9pZBgBIAEoCRIVCg1leGNlcHRfZGV2aWNlGAIgASgJIpwBCgxHcm91cERlbGl2ZXISFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxINCgVmcmFtZRgDIAEoDBITCgtleGNlcHRfdXNlchgEIAEoCRIVCg1leGNlcHRfZGV2aWNlGAUgASgJEg4KBmpvaW5lZBgGIAMoCRIMCgRsZWZ0GAcgAygJEg0KBWVuZGVkGAggASgIIkUKDE1lbWJlcldpbmRvdxIPCgd1c2VyX2lkGAEgASgJEhIKCmpvaW5lZF9zZXEYAiABKAMSEAoIbGVmdF9zZXEYAyABKAMinwEKDEdyb3VwTWVtYmVycxISCgpyZXF1ZXN0X2lkGAEgASgEEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRIQCghsYXN0X3NlcRgDIAEoAxIzCgd3aW5kb3dzGAQgAygLMiIubG9uZ2xpbmsuaW50ZXJuYWwudjEuTWVtYmVyV2luZG93EgwKBGRvbmUYBSABKAgSDQoFZXJyb3IYBiABKAkihAEKBEtpY2sSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSDwoHY29ubl9pZBgDIAEoBBIkCgRjb2RlGAQgASgOMhYubG9uZ2xpbmsudjEuRXJyb3JDb2RlEg4KBnJlYXNvbhgFIAEoCRIRCglyZWNvbm5lY3QYBiABKAgiKgoFV2F0Y2gSDwoHY29ubl9pZBgBIAEoBBIQCgh1c2VyX2lkcxgCIAMoCSIwCg5QcmVzZW5jZUNoYW5nZRIPCgd1c2VyX2lkGAEgASgJEg0KBWZyYW1lGAIgASgMIhkKCEFubm91bmNlEg0KBWZyYW1lGAEgASgMIj8KBlJldm9rZRIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIRCgliZWZvcmVfbXMYAyABKAMiqgEKCUNvbW1pdHRlZBIlCgdtZXNzYWdlGAEgASgLMhQubG9uZ2xpbmsudjEuTWVzc2FnZRISCgpyZXF1ZXN0X2lkGAIgASgJEhMKC29yaWdpbl9ub2RlGAMgASgJEhEKCWR1cGxpY2F0ZRgEIAEoCBITCgthbHNvX25vdGlmeRgFIAMoCRIRCglvcmlnaW5fZGMYBiABKAkSEgoKcmVwbGljYXRlZBgHIAEoCCJ3CgpEZWFkTGV0dGVyEg4KBnN0cmVhbRgBIAEoCRIQCghlbnRyeV9pZBgCIAEoCRINCgVlcnJvchgDIAEoCRIUCgxmYWlsZWRfYXRfbXMYBCABKAMSEAoIYXR0ZW1wdHMYBSABKA0SEAoIZW52ZWxvcGUYBiABKAxiBnByb3RvMw", [file_longlink_v1_longlink]);
 
 /**
  * Who sent an uplink request: the connection and its authenticated identity.
@@ -148,6 +148,15 @@ export type UpEnvelope = Message<"longlink.internal.v1.UpEnvelope"> & {
      */
     value: GroupMembersRequest;
     case: "members";
+  } | {
+    /**
+     * PushAcks a gateway gathered from its connections, sent up together
+     * (one entry per bucket of users at each flush instead of one per ack).
+     *
+     * @generated from field: longlink.internal.v1.PushAckBatch acks = 14;
+     */
+    value: PushAckBatch;
+    case: "acks";
   } | { case: undefined; value?: undefined };
 };
 
@@ -178,7 +187,72 @@ export const SessionEventSchema: GenMessage<SessionEvent> = /*@__PURE__*/
 /**
  * Which users may see a large group's messages from since_seq + 1 on: every
  * current member, and those whose membership ended after since_seq.
+ * PushAcks of several connections of one gateway (the highest per device and
+ * conversation since its last flush), each as its connection sent it.
  *
+ * @generated from message longlink.internal.v1.PushAckBatch
+ */
+export type PushAckBatch = Message<"longlink.internal.v1.PushAckBatch"> & {
+  /**
+   * @generated from field: repeated longlink.internal.v1.GatheredAck acks = 1;
+   */
+  acks: GatheredAck[];
+};
+
+/**
+ * Describes the message longlink.internal.v1.PushAckBatch.
+ * Use `create(PushAckBatchSchema)` to create a new message.
+ */
+export const PushAckBatchSchema: GenMessage<PushAckBatch> = /*@__PURE__*/
+  messageDesc(file_longlink_internal_v1_envelope, 3);
+
+/**
+ * @generated from message longlink.internal.v1.GatheredAck
+ */
+export type GatheredAck = Message<"longlink.internal.v1.GatheredAck"> & {
+  /**
+   * the connection that sent it (an error goes back to it)
+   *
+   * @generated from field: uint64 conn_id = 1;
+   */
+  connId: bigint;
+
+  /**
+   * its Frame.id
+   *
+   * @generated from field: uint32 frame_id = 2;
+   */
+  frameId: number;
+
+  /**
+   * @generated from field: string user_id = 3;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: string device_id = 4;
+   */
+  deviceId: string;
+
+  /**
+   * @generated from field: string conversation_id = 5;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: int64 seq = 6;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message longlink.internal.v1.GatheredAck.
+ * Use `create(GatheredAckSchema)` to create a new message.
+ */
+export const GatheredAckSchema: GenMessage<GatheredAck> = /*@__PURE__*/
+  messageDesc(file_longlink_internal_v1_envelope, 4);
+
+/**
  * @generated from message longlink.internal.v1.GroupMembersRequest
  */
 export type GroupMembersRequest = Message<"longlink.internal.v1.GroupMembersRequest"> & {
@@ -198,7 +272,7 @@ export type GroupMembersRequest = Message<"longlink.internal.v1.GroupMembersRequ
  * Use `create(GroupMembersRequestSchema)` to create a new message.
  */
 export const GroupMembersRequestSchema: GenMessage<GroupMembersRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 3);
+  messageDesc(file_longlink_internal_v1_envelope, 5);
 
 /**
  * One downlink stream entry: what one turn of a publisher wrote for one gateway, in order.
@@ -217,7 +291,7 @@ export type DownBatch = Message<"longlink.internal.v1.DownBatch"> & {
  * Use `create(DownBatchSchema)` to create a new message.
  */
 export const DownBatchSchema: GenMessage<DownBatch> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 4);
+  messageDesc(file_longlink_internal_v1_envelope, 6);
 
 /**
  * @generated from message longlink.internal.v1.Down
@@ -290,7 +364,7 @@ export type Down = Message<"longlink.internal.v1.Down"> & {
  * Use `create(DownSchema)` to create a new message.
  */
 export const DownSchema: GenMessage<Down> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 5);
+  messageDesc(file_longlink_internal_v1_envelope, 7);
 
 /**
  * A frame for one connection (a reply to its request).
@@ -316,7 +390,7 @@ export type Reply = Message<"longlink.internal.v1.Reply"> & {
  * Use `create(ReplySchema)` to create a new message.
  */
 export const ReplySchema: GenMessage<Reply> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 6);
+  messageDesc(file_longlink_internal_v1_envelope, 8);
 
 /**
  * A frame for every local device of some users (a push), encoded once.
@@ -340,7 +414,7 @@ export type Deliver = Message<"longlink.internal.v1.Deliver"> & {
  * Use `create(DeliverSchema)` to create a new message.
  */
 export const DeliverSchema: GenMessage<Deliver> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 7);
+  messageDesc(file_longlink_internal_v1_envelope, 9);
 
 /**
  * @generated from message longlink.internal.v1.DeliverTarget
@@ -364,7 +438,7 @@ export type DeliverTarget = Message<"longlink.internal.v1.DeliverTarget"> & {
  * Use `create(DeliverTargetSchema)` to create a new message.
  */
 export const DeliverTargetSchema: GenMessage<DeliverTarget> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 8);
+  messageDesc(file_longlink_internal_v1_envelope, 10);
 
 /**
  * A message of a large group (a push frame holding one message), for every
@@ -429,7 +503,7 @@ export type GroupDeliver = Message<"longlink.internal.v1.GroupDeliver"> & {
  * Use `create(GroupDeliverSchema)` to create a new message.
  */
 export const GroupDeliverSchema: GenMessage<GroupDeliver> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 9);
+  messageDesc(file_longlink_internal_v1_envelope, 11);
 
 /**
  * A user's latest membership window in a group: seqs joined_seq ..
@@ -459,7 +533,7 @@ export type MemberWindow = Message<"longlink.internal.v1.MemberWindow"> & {
  * Use `create(MemberWindowSchema)` to create a new message.
  */
 export const MemberWindowSchema: GenMessage<MemberWindow> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 10);
+  messageDesc(file_longlink_internal_v1_envelope, 12);
 
 /**
  * One part of the answer to a GroupMembersRequest (a large group's comes in
@@ -508,7 +582,7 @@ export type GroupMembers = Message<"longlink.internal.v1.GroupMembers"> & {
  * Use `create(GroupMembersSchema)` to create a new message.
  */
 export const GroupMembersSchema: GenMessage<GroupMembers> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 11);
+  messageDesc(file_longlink_internal_v1_envelope, 13);
 
 /**
  * Close one device's connection with a Kick frame.
@@ -556,7 +630,7 @@ export type Kick = Message<"longlink.internal.v1.Kick"> & {
  * Use `create(KickSchema)` to create a new message.
  */
 export const KickSchema: GenMessage<Kick> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 12);
+  messageDesc(file_longlink_internal_v1_envelope, 14);
 
 /**
  * Replace the users one connection watches for presence.
@@ -580,7 +654,7 @@ export type Watch = Message<"longlink.internal.v1.Watch"> & {
  * Use `create(WatchSchema)` to create a new message.
  */
 export const WatchSchema: GenMessage<Watch> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 13);
+  messageDesc(file_longlink_internal_v1_envelope, 15);
 
 /**
  * A presence change of one user, for every local connection watching them.
@@ -604,7 +678,7 @@ export type PresenceChange = Message<"longlink.internal.v1.PresenceChange"> & {
  * Use `create(PresenceChangeSchema)` to create a new message.
  */
 export const PresenceChangeSchema: GenMessage<PresenceChange> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 14);
+  messageDesc(file_longlink_internal_v1_envelope, 16);
 
 /**
  * A frame for every open connection of the gateway (system announcement).
@@ -623,7 +697,7 @@ export type Announce = Message<"longlink.internal.v1.Announce"> & {
  * Use `create(AnnounceSchema)` to create a new message.
  */
 export const AnnounceSchema: GenMessage<Announce> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 15);
+  messageDesc(file_longlink_internal_v1_envelope, 17);
 
 /**
  * Tokens of a user (every device, or one) issued at or before before_ms were
@@ -655,7 +729,7 @@ export type Revoke = Message<"longlink.internal.v1.Revoke"> & {
  * Use `create(RevokeSchema)` to create a new message.
  */
 export const RevokeSchema: GenMessage<Revoke> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 16);
+  messageDesc(file_longlink_internal_v1_envelope, 18);
 
 /**
  * A message committed in its conversation, for the consumers of the
@@ -719,7 +793,7 @@ export type Committed = Message<"longlink.internal.v1.Committed"> & {
  * Use `create(CommittedSchema)` to create a new message.
  */
 export const CommittedSchema: GenMessage<Committed> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 17);
+  messageDesc(file_longlink_internal_v1_envelope, 19);
 
 /**
  * A dead letter: an uplink entry set aside after failing repeatedly, with why.
@@ -771,5 +845,5 @@ export type DeadLetter = Message<"longlink.internal.v1.DeadLetter"> & {
  * Use `create(DeadLetterSchema)` to create a new message.
  */
 export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
-  messageDesc(file_longlink_internal_v1_envelope, 18);
+  messageDesc(file_longlink_internal_v1_envelope, 20);
 
