@@ -66,6 +66,13 @@ export function serviceOfUp(up: UpEnvelope): Service {
   return 'message';
 }
 
+/**
+ * What a gateway lists among its registry entry's services when it takes
+ * GroupDeliver (keeps large groups' membership): logic sends large groups'
+ * messages that way only while every live gateway does (a rolling upgrade).
+ */
+export const GROUP_DELIVER = 'group-deliver';
+
 /** Buckets of users a gateway's gathered PushAcks go up in: one uplink entry per bucket with acks at each flush. */
 export const ACK_BUCKETS = 32;
 

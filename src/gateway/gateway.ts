@@ -15,7 +15,7 @@
 import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Server as HttpServer } from 'node:http';
-import type { Subscription } from '../engines/bus.js';
+import { GROUP_DELIVER, type Subscription } from '../engines/bus.js';
 import { ErrorCode, encodeFrame, makeFrame } from '../protocol/index.js';
 import { noGatewayMetrics } from '../observability/metrics.js';
 import { log as rootLog } from '../observability/log.js';
@@ -187,6 +187,8 @@ export class Gateway {
         httpUrl: this.listeners.publicWsUrl?.replace(/^ws/, 'http').replace(/\/ws$/, ''),
         load: this.hub.conns.size,
         startedAtMs: this.startedAtMs,
+        // It keeps large groups' membership: logic may send their messages once per gateway.
+        services: [GROUP_DELIVER],
       }, ttl);
     } catch (err) {
       log.warn({ err }, 'registry announce failed');

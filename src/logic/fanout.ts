@@ -12,7 +12,7 @@
 // events, which come this way in seq order like its messages; it delivers
 // to its own connections of the users who may see each seq.
 import { create } from '@bufbuild/protobuf';
-import { ALL_GATEWAYS, down, type Bus } from '../engines/bus.js';
+import { ALL_GATEWAYS, GROUP_DELIVER, down, type Bus } from '../engines/bus.js';
 import { DeliverTargetSchema, type DeliverTarget } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
@@ -117,13 +117,21 @@ export function membershipChange(m: ChatMessage): { joined: string[]; left: stri
 }
 
 /**
- * Large groups' messages, in order: each to every live gateway (targeted
- * routing: the registry's gateways, read once per call; broadcast: the
- * stream every gateway reads). A plain message skips the device that sent it.
+ * The gateways a large group's messages go to, or undefined when one of the
+ * live gateways does not take GroupDeliver (an older version, during a
+ * rolling upgrade): then they go per member, the way of small groups.
+ * Broadcast routing: the stream every gateway reads.
  */
-export async function deliverToGateways(deps: { bus: Bus; registry?: Registry; routing?: Routing }, deliveries: readonly GroupDelivery[]): Promise<void> {
+export async function groupDeliverNodes(deps: { registry?: Registry; routing?: Routing }): Promise<string[] | undefined> {
+  if (!deps.registry) return [ALL_GATEWAYS];
+  const live = await deps.registry.live('gateway');
+  if (live.some((n) => !n.services?.includes(GROUP_DELIVER))) return undefined;
+  return deps.routing === 'broadcast' ? [ALL_GATEWAYS] : live.map((n) => n.id);
+}
+
+/** Large groups' messages, in order: each to every gateway of `nodes` (groupDeliverNodes). A plain message skips the device that sent it. */
+export async function deliverToGateways(deps: { bus: Bus }, nodes: readonly string[], deliveries: readonly GroupDelivery[]): Promise<void> {
   if (deliveries.length === 0) return;
-  const nodes = deps.routing === 'broadcast' || !deps.registry ? [ALL_GATEWAYS] : (await deps.registry.live('gateway')).map((n) => n.id);
   const published: Promise<void>[] = [];
   for (const { message: m, frame } of deliveries) {
     const change = membershipChange(m);

@@ -20,7 +20,7 @@ import { membersOf, wasMemberAtDismissal } from './access.js';
 import { log as rootLog } from '../observability/log.js';
 
 const log = rootLog.child({ component: 'pipeline' });
-import { deliver, deliverToGateways, type Delivery, type GroupDelivery, type Routing } from './fanout.js';
+import { deliver, deliverToGateways, groupDeliverNodes, type Delivery, type GroupDelivery, type Routing } from './fanout.js';
 import type { Registry } from '../engines/registry.js';
 
 export interface SendRequest {
@@ -307,6 +307,15 @@ export class Pipeline {
     const own = batch.filter((c) => c.message && !c.replicated).map((c) => ({ conversationId: c.message!.conversationId, seq: Number(c.message!.seq) }));
     if (own.length > 0) await this.options.replication?.expect(own);
     const large = await this.largeOf(batch);
+    // Every live gateway must keep large groups' membership; else (a rolling upgrade) they go per member for now.
+    const nodes = large.size > 0 ? await groupDeliverNodes({ ...this.deps, routing: this.options.routing }) : undefined;
+    if (large.size > 0 && !nodes) {
+      if (Date.now() - this.olderGatewayLoggedAt > 60_000) {
+        this.olderGatewayLoggedAt = Date.now();
+        log.warn('a live gateway does not take large groups\' messages (an older version): they go per member until it is gone');
+      }
+      large.clear();
+    }
     const items: { message: ChatMessage; extra: readonly string[]; members: string[]; large?: boolean }[] = [];
     const add = async (message: ChatMessage, extra: readonly string[]) => {
       // A large group's message goes once per gateway, which knows the members (fanout.ts): none are read here.
@@ -338,9 +347,11 @@ export class Pipeline {
           ? { from: range.from === message.seq + 1 ? message.seq : range.from, upTo: range.upTo }
           : { from: range.from, upTo: message.seq });
     }
-    await this.deliverPushes(items);
+    await this.deliverPushes(items, nodes);
     for (const [conversation, range] of noted) this.notePushed(conversation, range);
   }
+
+  private olderGatewayLoggedAt = 0;
 
   /** Groups the store marks large (for good: the mark never goes back), the least recently marked forgotten first past LARGE_KEPT. */
   private readonly largeKnown = new Set<string>();
@@ -474,7 +485,8 @@ export class Pipeline {
     await this.deliverPushes(withMembers);
   }
 
-  private async deliverPushes(items: readonly { message: ChatMessage; extra: readonly string[]; members: string[]; large?: boolean }[]): Promise<void> {
+  /** `nodes`: the gateways large groups' messages go to (groupDeliverNodes), when some are large. */
+  private async deliverPushes(items: readonly { message: ChatMessage; extra: readonly string[]; members: string[]; large?: boolean }[], nodes: readonly string[] = []): Promise<void> {
     const deliveries: Delivery[] = [];
     const toGateways: GroupDelivery[] = [];
     for (const { message: m, extra, members, large } of items) {
@@ -492,6 +504,6 @@ export class Pipeline {
     }
     const routing = this.options.routing ?? 'targeted';
     // Each conversation's messages are in one of the two lists, in order; the two go out side by side.
-    await Promise.all([deliver({ ...this.deps, routing }, deliveries), deliverToGateways({ ...this.deps, routing }, toGateways)]);
+    await Promise.all([deliver({ ...this.deps, routing }, deliveries), deliverToGateways(this.deps, nodes, toGateways)]);
   }
 }
