@@ -380,10 +380,10 @@ export class GroupIndex {
     }
   }
 
-  /** Drop least recently used groups (none waiting on a load or holding messages) past the byte bound. */
+  /** Drop least recently used groups (none waiting on a load or holding messages, nor the one used last) past the byte bound. */
   private evict(): void {
     if (this.bytes <= this.maxBytes) return;
-    for (const g of [...this.groups.values()]) {
+    for (const g of [...this.groups.values()].slice(0, -1)) {
       if (this.bytes <= this.maxBytes) return;
       if (g.load || g.held.length > 0) continue;
       this.remove(g);
