@@ -352,12 +352,13 @@ describe('envelope schemas of three versions side by side', () => {
     });
 
     async function connect(user: string): Promise<RawClient> {
-      const c = await RawClient.connect(cluster.node('gw-1').tcpUrl!);
-      clients.push(c);
+      // The token first: the keepalive pings every client it holds, and a ping before the login closes the connection (NOT_LOGGED_IN).
       const token = (await requestToken(cluster.apiUrl(), cluster.adminKey, { user_id: user, device_id: 'd1' })).token;
+      const c = await RawClient.connect(cluster.node('gw-1').tcpUrl!);
       // RawClient.login waits 5 s at most; a busy machine may need longer.
       const login = await request(c, { case: 'login', value: { token } });
       assert.equal(login.body.case, 'loginResult', c.describe());
+      clients.push(c);
       return c;
     }
 
