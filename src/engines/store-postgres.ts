@@ -475,6 +475,7 @@ const SQL = {
     AND conversation_id >= 'g:' AND conversation_id < 'g;' AND left_seq IS NULL GROUP BY user_id`,
   members: `SELECT user_id FROM members WHERE conversation_id = $1 AND left_seq IS NULL ORDER BY user_id`,
   membership: `SELECT role, muted, joined_seq, left_seq, read_seq FROM members WHERE conversation_id = $1 AND user_id = $2`,
+  memberships: `SELECT user_id, role, muted, joined_seq, left_seq, read_seq FROM members WHERE conversation_id = $1 AND user_id = ANY($2::text[])`,
   groupRow: `SELECT id, name, owner, muted_all, dismissed, created_at_ms FROM groups WHERE id = $1`,
   groupMembers: `SELECT user_id, role, muted, read_seq FROM members WHERE conversation_id = $1 AND left_seq IS NULL
     ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END, user_id`,
@@ -890,6 +891,17 @@ export class PostgresStore implements Store {
     const m: Membership = { role: r.role as GroupRoleName, muted: r.muted, joinedSeq: r.joined_seq, readSeq: r.read_seq };
     if (r.left_seq !== null) m.leftSeq = r.left_seq;
     return m;
+  }
+
+  async memberships(conversationId: string, userIds: readonly string[]): Promise<Map<string, Membership>> {
+    const out = new Map<string, Membership>();
+    if (userIds.length === 0) return out;
+    for (const r of await run<MemberRow & { user_id: string }>(this.pool, 'memberships', [conversationId, [...new Set(userIds)]])) {
+      const m: Membership = { role: r.role as GroupRoleName, muted: r.muted, joinedSeq: r.joined_seq, readSeq: r.read_seq };
+      if (r.left_seq !== null) m.leftSeq = r.left_seq;
+      out.set(r.user_id, m);
+    }
+    return out;
   }
 
   async listForUser(userId: string): Promise<ConversationState[]> {

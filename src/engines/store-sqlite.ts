@@ -1048,6 +1048,15 @@ export class SqliteStore implements Store {
     return m;
   }
 
+  async memberships(conversationId: string, userIds: readonly string[]): Promise<Map<string, Membership>> {
+    const out = new Map<string, Membership>();
+    for (const userId of new Set(userIds)) {
+      const m = await this.membership(conversationId, userId);
+      if (m) out.set(userId, m);
+    }
+    return out;
+  }
+
   async listForUser(userId: string): Promise<ConversationState[]> {
     return this.durable(this.stmts.listForUser.all(userId).map(stateOf));
   }

@@ -201,6 +201,8 @@ export interface ConversationStore {
   isMember(conversationId: string, userId: string): Promise<boolean>;
   /** The user's row in a conversation, current or past; undefined if never a member. */
   membership(conversationId: string, userId: string): Promise<Membership | undefined>;
+  /** membership() of several users of one conversation at once (one read): those never members are absent. */
+  memberships(conversationId: string, userIds: readonly string[]): Promise<Map<string, Membership>>;
   /** The user's conversations (including ones left, up to leaving), most recent activity first. */
   listForUser(userId: string): Promise<ConversationState[]>;
   /**

@@ -26,6 +26,35 @@ export async function viewOf(store: ConversationStore, conversationId: string, u
   return view;
 }
 
+/** viewOf() for several users of one conversation, with one store read at most. */
+export async function viewsOf(store: ConversationStore, conversationId: string, userIds: readonly string[]): Promise<Map<string, View | undefined>> {
+  const out = new Map<string, View | undefined>();
+  if (!isGroupConversation(conversationId) || directMembers(conversationId)) {
+    for (const u of userIds) out.set(u, await viewOf(store, conversationId, u));
+    return out;
+  }
+  const rows = await store.memberships(conversationId, userIds);
+  for (const u of userIds) {
+    const m = rows.get(u);
+    if (!m) {
+      out.set(u, undefined);
+      continue;
+    }
+    const view: View = { fromSeq: m.joinedSeq, active: m.leftSeq === undefined };
+    if (m.leftSeq !== undefined) view.toSeq = m.leftSeq;
+    out.set(u, view);
+  }
+  return out;
+}
+
+/** The refusal for a user without a view of a conversation (see requireView). */
+export function viewRefusal(conversationId: string): LonglinkError {
+  if (!directMembers(conversationId) && !isGroupConversation(conversationId)) {
+    return new LonglinkError(ErrorCode.BAD_REQUEST, conversationIdProblem(conversationId));
+  }
+  return new LonglinkError(ErrorCode.FORBIDDEN, 'not a member of this conversation');
+}
+
 /**
  * The user's view of a conversation, or a coded refusal: BAD_REQUEST when the
  * id is not a conversation id at all (saying how ids are spelled), FORBIDDEN

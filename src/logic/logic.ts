@@ -23,7 +23,7 @@ import type { Registry } from '../engines/registry.js';
 import type { Watches } from '../engines/watches.js';
 import { SendersRefusedError, StoreUnavailableError, isFencedError, isStoreDataError, isUnavailable, type AppendResult, type DeliveredMark, type MessageDraft, type Store } from '../engines/store.js';
 import { Pipeline, type ContentFilter, type PipelineOptions } from './pipeline.js';
-import { requireView } from './access.js';
+import { viewRefusal, viewsOf } from './access.js';
 import { GroupService, groupToWire } from './groups.js';
 import { Conversations } from './conversations.js';
 import { RecallService } from './recall.js';
@@ -402,26 +402,42 @@ export class Logic {
     }));
   }
 
-  /** Delivered cursors, gathered from the batch's PushAcks (cumulative: a lost one is made up by the next). */
+  /**
+   * Delivered cursors, gathered from the batch's PushAcks (cumulative: a
+   * lost one is made up by the next). Who may ack is read once per
+   * conversation of the batch (a large group's members ack each message).
+   */
   private async pushAcks(acks: Request[]): Promise<void> {
     const updates: { userId: string; deviceId: string; conversationId: string; seq: number }[] = [];
-    await Promise.all(acks.map(async (r) => {
+    const byConversation = new Map<string, { r: Request; seq: number }[]>();
+    const refused: Promise<void>[] = [];
+    for (const r of acks) {
       const body = r.frame?.body;
       if (body?.case !== 'pushAck') throw new Error('a push ack was gathered for what is not one');
-      const b = body.value;
-      const seq = Number(b.seq);
-      if (!Number.isSafeInteger(seq) || seq < 0) return this.replyError(r, new LonglinkError(ErrorCode.BAD_REQUEST, 'seq out of range'));
+      const seq = Number(body.value.seq);
+      if (!Number.isSafeInteger(seq) || seq < 0) {
+        refused.push(this.replyError(r, new LonglinkError(ErrorCode.BAD_REQUEST, 'seq out of range')));
+        continue;
+      }
+      const list = byConversation.get(body.value.conversationId);
+      if (list) list.push({ r, seq });
+      else byConversation.set(body.value.conversationId, [{ r, seq }]);
+    }
+    await Promise.all([...refused, ...[...byConversation].map(async ([conversationId, list]) => {
+      let views: Map<string, unknown>;
       try {
-        await requireView(this.deps.store, b.conversationId, r.origin.userId);
+        views = await viewsOf(this.deps.store, conversationId, [...new Set(list.map((a) => a.r.origin.userId))]);
       } catch (err) {
-        if (err instanceof LonglinkError) return this.replyError(r, err);
         if (isFencedError(err)) throw err;
         log.warn({ err }, 'cursor check failed');
-        return undefined;
+        return;
       }
-      updates.push({ userId: r.origin.userId, deviceId: r.origin.deviceId, conversationId: b.conversationId, seq });
-      return undefined;
-    }));
+      await Promise.all(list.map(async ({ r, seq }) => {
+        if (views.get(r.origin.userId) === undefined) return this.replyError(r, viewRefusal(conversationId));
+        updates.push({ userId: r.origin.userId, deviceId: r.origin.deviceId, conversationId, seq });
+        return undefined;
+      }));
+    })]);
     if (updates.length === 0) return;
     let moved: DeliveredMark[];
     try {

@@ -80,6 +80,10 @@ export class InstrumentedStore implements Store {
     return this.timed('membership', () => this.inner.membership(conversationId, userId));
   }
 
+  memberships(conversationId: string, userIds: readonly string[]): Promise<Map<string, Membership>> {
+    return this.timed('memberships', () => this.inner.memberships(conversationId, userIds));
+  }
+
   listForUser(userId: string): Promise<ConversationState[]> {
     return this.timed('list_for_user', () => this.inner.listForUser(userId));
   }

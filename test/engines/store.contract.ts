@@ -412,6 +412,8 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.deepEqual(dave, { role: 'member', muted: false, joinedSeq: 4, readSeq: 3 });
         const carol = await store.membership(G, 'carol');
         assert.equal(carol?.leftSeq, 5);
+        assert.deepEqual(await store.memberships(G, ['dave', 'carol', 'zed', 'dave']), new Map([['dave', dave], ['carol', carol]]), 'several at once, the same rows');
+        assert.deepEqual(await store.memberships(G, []), new Map());
         assert.equal(await store.isMember(G, 'carol'), false);
         assert.equal(await store.isMember(G, 'dave'), true);
         assert.deepEqual(await store.members(G), ['alice', 'bob', 'dave']);
