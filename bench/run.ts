@@ -9,6 +9,7 @@ import type { BenchResult } from './lib/result.js';
 import { stopSystems, type Options } from './scenarios/common.js';
 import { p2p } from './scenarios/p2p.js';
 import { group } from './scenarios/group.js';
+import { biggroup } from './scenarios/biggroup.js';
 import { connections } from './scenarios/connections.js';
 import { routing } from './scenarios/routing.js';
 import { clusterP2p } from './scenarios/cluster-p2p.js';
@@ -16,16 +17,16 @@ import { dcP2p } from './scenarios/dc-p2p.js';
 
 type Scenario = (o: Options) => Promise<BenchResult>;
 
-const scenarios: Record<string, Scenario> = { connections, p2p, group, routing, 'cluster-p2p': clusterP2p, 'dc-p2p': dcP2p };
+const scenarios: Record<string, Scenario> = { connections, p2p, group, biggroup, routing, 'cluster-p2p': clusterP2p, 'dc-p2p': dcP2p };
 
 const USAGE = `usage: npm run bench -- <scenario|all> [options]
 scenarios: ${Object.keys(scenarios).join(', ')}, all
 options:
   --quick            reduced size, each scenario under a minute (a smoke check)
-  --connections N    users / connections where the scenario has them
+  --connections N    users / connections where the scenario has them (biggroup: users online)
   --rate R           offered messages per second (latency at that rate); without it: saturation
   --duration S       seconds of measured load (connections: seconds held)
-  --gateways G       gateway processes (routing)
+  --gateways G       gateway processes (routing, biggroup)
   --systems A,B      only these systems of the scenario (connections: longlink, raw-net, raw-ws)
   --split            cluster-p2p, group: the split logic tier (auth, message x2, group, storage, risk)
                      beside the combined one (2 logic) in the same run, in interleaved rounds

@@ -189,8 +189,8 @@ export function medianFields(rounds: Measured[]): SystemResult {
  * may wait longer than the server's idle limit while other phases run);
  * stopped on failure.
  */
-export async function connectFleet(sys: System, label: string, users: number, plan: LoadPlan | undefined, prefix?: string): Promise<Fleet> {
-  const fleet = await Fleet.start({ system: 'longlink', users, urls: sys.urls, tokenSecret: sys.tokenSecret, minProcesses: 2, prefix, heartbeatMs: 20_000 });
+export async function connectFleet(sys: System, label: string, users: number, plan: LoadPlan | undefined, prefix?: string, minProcesses = 2): Promise<Fleet> {
+  const fleet = await Fleet.start({ system: 'longlink', users, urls: sys.urls, tokenSecret: sys.tokenSecret, minProcesses, prefix, heartbeatMs: 20_000 });
   try {
     const c = await fleet.connect(label);
     if (c.connected !== users) throw new Error(`${label}: only ${c.connected} of ${users} connected: ${JSON.stringify(c.errors)}`);
