@@ -239,9 +239,21 @@ export function newBusCounters(): BusCounters {
   };
 }
 
+/** The shards of a distributed bus, for `longlink admin shards` (RedisBus; the in-process bus has none). */
+export interface ShardAdmin {
+  /** The count now, the count before the last growth, and how many growths there were. */
+  shardMap(): { count: number; previous: number; epoch: number };
+  /** Per topic (each uplink service, each committed-stream group): every shard's owner, lag and state. */
+  shardStatus(): Promise<{ topic: string; shards: { shard: number; owner: string | undefined; lag: number; state: 'ready' | 'waiting' }[] }[]>;
+  /** Grow the count on the live cluster to a multiple of the current one. */
+  growShards(count: number): Promise<{ count: number; previous: number; epoch: number }>;
+}
+
 export interface Bus {
   readonly counters: BusCounters;
   readonly dead: DeadLetters;
+  /** Present on a distributed bus. */
+  readonly shards?: ShardAdmin;
   /** Queue a request for logic, in the partition it names. Resolves once the bus has accepted it. */
   publishUp(message: UpEnvelope): Promise<void>;
   /**
