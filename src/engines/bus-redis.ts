@@ -700,7 +700,7 @@ export class RedisBus implements Bus {
     if (!Number.isInteger(count) || count <= now.count || count % now.count !== 0 || count > 4096) {
       throw new Error(`the shard count grows to a multiple of ${now.count}, at most 4096: not ${count}`);
     }
-    if (now.epoch > 0 && !(await this.splitDone(now))) throw new Error(`the growth to ${now.count} shards is still under way`);
+    if (now.epoch > 0 && !(await this.splitDone())) throw new Error(`the growth to ${now.count} shards is still under way`);
     const next: ShardMap = { count, previous: now.count, epoch: now.epoch + 1 };
     const ok = await GROW.run(this.writer, [this.mapKeys.map], [now.epoch, next.count, next.previous, next.epoch]);
     if (Number(ok) !== 1) throw new Error('another growth of the shard count came first');
@@ -709,7 +709,7 @@ export class RedisBus implements Bus {
   }
 
   /** Whether every group reading the old shards of a growth has handled them up to the marker. */
-  private async splitDone(map: ShardMap): Promise<boolean> {
+  private async splitDone(): Promise<boolean> {
     const status = await this.shardStatus();
     return status.every((t) => t.shards.every((x) => x.state !== 'waiting'));
   }
