@@ -1415,13 +1415,22 @@ class ShardConsumer<T> {
     if (Number(switched) !== 1) return;
     for (const s of parents) {
       const stream = this.topic.stream(s);
-      if (await this.redis.set(`${this.o.prefix}split-marked:${stream.slice(this.o.prefix.length)}:${map.epoch}`, this.o.nodeId, 'NX')) {
-        await this.redis.xadd(stream, '*', 'm', String(map.epoch));
+      const key = this.markedKey(stream, map.epoch);
+      // Added, then recorded (with its id): a crash between the two leaves a marker that the next try adds again
+      // (two markers of one growth are harmless: the second only finds the old shard drained already).
+      if ((await this.redis.get(key)) === null) {
+        const id = await this.redis.xadd(stream, '*', 'm', String(map.epoch));
         await this.replicas?.wait(stream);
+        await this.redis.set(key, String(id), 'NX');
         log.info({ node: this.o.nodeId, topic: this.topic.name, shard: s, shards: map.count, epoch: map.epoch }, 'the shard count grew: marker placed');
       }
       this.marked.add(s);
     }
+  }
+
+  /** Holds the id of the marker of growth `epoch` in `stream`, once placed. */
+  private markedKey(stream: string, epoch: number): string {
+    return `${this.o.prefix}split-marked:${stream.slice(this.o.prefix.length)}:${epoch}`;
   }
 
   start(): void {
@@ -1602,13 +1611,31 @@ class ShardConsumer<T> {
 
   private async ensureGroup(s: number): Promise<void> {
     if (this.groupsMade.has(s)) return;
+    let made = false;
     try {
       // From the oldest entry kept; what was trimmed before the group existed was never its to read (not counted lost).
       await CREATE_GROUP.run(this.redis, [this.topic.stream(s)], [this.topic.group]);
+      made = true;
     } catch (err) {
       if (!String(err).includes('BUSYGROUP')) throw err;
     }
     this.groupsMade.add(s);
+    if (made) await this.drainedIfMarkerGone(s);
+  }
+
+  /**
+   * A group made on an old shard after the growth's marker was trimmed away
+   * (a consumer group added long after a growth) never reads that marker:
+   * nothing before it was this group's to read, so the shard counts as drained.
+   */
+  private async drainedIfMarkerGone(s: number): Promise<void> {
+    const map = this.shards.now();
+    if (map.epoch === 0 || s >= map.previous) return;
+    const stream = this.topic.stream(s);
+    const id = await this.redis.get(this.markedKey(stream, map.epoch));
+    if (id === null) return; // not placed yet: this group reads it
+    if ((await this.redis.xrange(stream, id, id)).length > 0) return; // still there: this group reads it
+    await this.redis.set(drainedKey(this.o.prefix, this.topic.name, s, map.epoch), '1');
   }
 
   private async loop(): Promise<void> {
