@@ -25,7 +25,7 @@ options:
   --connections N    users / connections where the scenario has them
   --rate R           offered messages per second (latency at that rate); without it: saturation
   --duration S       seconds of measured load (connections: seconds held)
-  --gateways G       gateway processes (routing)
+  --gateways G       gateway processes (routing; connections: at least G server processes)
   --systems A,B      only these systems of the scenario (connections: longlink, raw-net, raw-ws)
   --split            cluster-p2p, group: the split logic tier (auth, message x2, group, storage, risk)
                      beside the combined one (2 logic) in the same run, in interleaved rounds

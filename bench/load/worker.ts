@@ -102,7 +102,8 @@ function onDeliver(local: number, payload: string): void {
   } else perMsg.set(key, [1, late, phase]);
 }
 
-async function connectAll(): Promise<void> {
+/** Connect this worker's users, `concurrency` attempts at a time; none starts after `deadline` (epoch ms) when given. */
+async function connectAll(deadline: number | undefined): Promise<void> {
   const adapter = adapters[init.system];
   const tokens = init.tokenSecret ? new BenchTokens(init.tokenSecret) : undefined;
   if (tokens) await tokens.checkToken(`${init.prefix}${init.first}`, 'd1', 'other');
@@ -114,7 +115,7 @@ async function connectAll(): Promise<void> {
   const tick = setInterval(() => reply({ type: 'progress', connected, failed }), 500);
   if (init.heartbeatMs) startHeartbeat(init.heartbeatMs);
   const one = async (): Promise<void> => {
-    while (next < init.count) {
+    while (next < init.count && (deadline === undefined || Date.now() < deadline)) {
       const local = next++;
       const g = init.first + local;
       const user = `${init.prefix}${g}`;
@@ -140,7 +141,7 @@ async function connectAll(): Promise<void> {
   };
   await Promise.all(Array.from({ length: Math.min(init.concurrency, init.count) }, one));
   clearInterval(tick);
-  reply({ type: 'connected', connected, failed, ms: Date.now() - started, errors: [...errors].slice(0, 5) });
+  reply({ type: 'connected', connected, failed, unstarted: init.count - next, ms: Date.now() - started, errors: [...errors].slice(0, 5) });
 }
 
 // Sending.
@@ -257,20 +258,30 @@ async function runLoad(load: LoadMsg): Promise<void> {
 
 function startHeartbeat(intervalMs: number): void {
   if (heartbeat) return;
-  // Spread: each 100 ms tick pings the slice of connections whose turn it is (so a
-  // connection's first ping comes within one interval of its opening).
-  const slices = Math.max(1, Math.round(intervalMs / 100));
-  let slice = 0;
+  // Spread: every 100 ms of the clock is one slice of the connections, pinged in
+  // turn (so a connection's first ping comes within one interval of its opening).
+  // Slices are counted by the clock, not by ticks: a process short of CPU (a
+  // machine busy opening 250,000 connections) runs its timers late and would
+  // otherwise stretch every connection's interval, past the server's limit of
+  // three intervals of silence. Late ticks catch up on the slices they missed.
+  const sliceMs = 100;
+  const slices = Math.max(1, Math.round(intervalMs / sliceMs));
+  const startedAt = performance.now();
+  let done = 0; // slices pinged so far, counted from startedAt
   heartbeat = setInterval(() => {
-    for (let i = slice; i < conns.length; i += slices) {
-      const c = conns[i];
-      if (c) {
-        c.ping();
-        pings++;
+    const due = Math.floor((performance.now() - startedAt) / sliceMs) + 1;
+    done = Math.max(done, due - slices); // after a stall longer than an interval: one round, not several
+    for (; done < due; done++) {
+      const slice = done % slices;
+      for (let i = slice; i < conns.length; i += slices) {
+        const c = conns[i];
+        if (c) {
+          c.ping();
+          pings++;
+        }
       }
     }
-    slice = (slice + 1) % slices;
-  }, 100);
+  }, sliceMs);
 }
 
 process.on('message', (m: { type: string } & Record<string, unknown>) => {
@@ -282,7 +293,7 @@ process.on('message', (m: { type: string } & Record<string, unknown>) => {
           reply({ type: 'ready' });
           break;
         case 'connect':
-          await connectAll();
+          await connectAll(typeof m.deadline === 'number' ? m.deadline : undefined);
           break;
         case 'join': {
           const adapter = adapters[init.system];
