@@ -996,6 +996,10 @@ export class RedisBus implements Bus {
 
   readonly splitsServices = true;
 
+  get publishInTurn(): boolean {
+    return this.replicas !== undefined;
+  }
+
   isDown(service: Service): boolean {
     let l = this.liveness.get(service);
     if (!l) {

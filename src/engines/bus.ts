@@ -290,6 +290,14 @@ export interface Bus {
    * the gateway (src/gateway/order.ts). False for one consumer of everything.
    */
   readonly splitsServices: boolean;
+  /**
+   * A publish can fail after a later one succeeded (on a Redis Cluster, a
+   * write waiting for its replica when the master dies, while the next one
+   * goes to the promoted replica): the gateway then publishes a connection's
+   * requests of one partition one at a time, and refuses those queued behind
+   * one that failed (the client sends them again, in order).
+   */
+  readonly publishInTurn?: boolean;
   /** Send to the gateway node `node`. */
   publishDown(node: string, message: Down): Promise<void>;
   /** Receive what logic sends to node `node` (a gateway, or an API node awaiting replies). */
