@@ -11,8 +11,9 @@
 //
 // append() is one transaction and a fixed number of round trips per batch,
 // however many messages it holds:
-//   1. one SELECT finds the batch's client ids already stored, after a lock
-//      on each (they are unique per partition only: see "Partitions");
+//   1. one SELECT finds the batch's client ids already stored (each locked
+//      as the transaction began, in the same round trip as BEGIN: they are
+//      unique per partition only, see "Partitions");
 //   2. one upsert on `conversations`, one row per distinct conversation in id
 //      order (so concurrent batches lock rows in the same order and cannot
 //      deadlock), adds k to last_seq and RETURNs it: seqs last-k+1..last are
@@ -56,8 +57,9 @@
 // client_msg_id) are unique per partition; across them, seqs are unique as
 // assigned (under the conversation's row lock; a copy from another datacenter
 // checks under the same lock), and idempotency keys are locked by the batch
-// that looks them up (step 1 below). A database from before partitions is
-// converted in place (migration 11): its table becomes the first partition.
+// that looks them up (beginWithKeys, step 1 below). A database from before
+// partitions is converted in place (migration 11): its table becomes the
+// first partition.
 //
 // Fencing (see store.ts): under a write fence, the transaction first takes
 // (a new owner's first write: epoch + 1, row locked to commit) or checks
@@ -65,6 +67,7 @@
 // shard of the batch, and rolls back with FencedError when an epoch is not the
 // writer's or its lease ran out meanwhile. The epoch lives here, not in Redis:
 // Redis may lose a counter when it restarts; a commit here is durable.
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { ErrorCode, LonglinkError, type ChatMessage, type GroupRoleName, type TimelineEventData } from '../protocol/index.js';
 import { directMembers } from '../protocol/ids.js';
@@ -324,8 +327,26 @@ const TYPES = {
     oid === INT8_OID && format !== 'binary' ? parseInt8 : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig['getTypeParser'],
 };
 
-/** The seed of the idempotency keys' lock numbers (lockKeys). */
-const KEY_LOCK_SEED = 0x4c4c4b59; // 'LLKY'
+/**
+ * The start of a transaction that stores messages with these idempotency
+ * keys: BEGIN, then a transaction lock on each key (in one order: no
+ * deadlock), sent together (one round trip). Keys are unique per partition
+ * only (an index cannot span them): a concurrent batch with one of them
+ * waits here for this one to commit, then finds the key stored (step 1 of
+ * append reads in a statement of its own, whose snapshot is taken after the
+ * wait). A lock number is 64 bits of the key's SHA-256 (one lock space for
+ * the whole database: another schema's key may share one, and only waits).
+ */
+function beginWithKeys(keys: readonly { fromUser: string; clientMsgId: string }[]): string {
+  const locks = new Set<bigint>();
+  for (const k of keys) {
+    if (k.clientMsgId === '') continue;
+    locks.add(createHash('sha256').update(`${k.fromUser.length}:${k.fromUser}${k.clientMsgId}`).digest().readBigInt64BE(0));
+  }
+  if (locks.size === 0) return 'BEGIN';
+  const sorted = [...locks].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return `BEGIN; SELECT pg_advisory_xact_lock(k) FROM unnest('{${sorted.join(',')}}'::int8[]) AS k`;
+}
 
 /** Retries of an append that lost a race on an idempotency key (or, defensively, a deadlock). */
 const MAX_ATTEMPTS = 5;
@@ -413,11 +434,6 @@ const NO_LIMIT = Number.MAX_SAFE_INTEGER;
 
 // Named statements: each connection parses and plans them once.
 const SQL = {
-  // Idempotency keys are unique per partition only (an index cannot span them): a batch first takes a transaction
-  // lock on each of its keys, in one order, so a concurrent batch with one of them waits for it to commit, then
-  // finds the key stored (byClientIds, a statement of its own: its snapshot is taken after the wait).
-  lockKeys: `SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(length(u) || ':' || u || c, ${KEY_LOCK_SEED}) AS k
-    FROM unnest($1::text[], $2::text[]) AS x(u, c) ORDER BY 1) keys`,
   byClientIds: `SELECT ${MESSAGE_COLUMNS.split(', ').map((c) => `m.${c}`).join(', ')}
     FROM unnest($1::text[], $2::text[]) AS k(from_user, client_msg_id)
     JOIN messages m ON m.from_user = k.from_user AND m.client_msg_id = k.client_msg_id
@@ -755,7 +771,7 @@ export class PostgresStore implements Store {
     return withTypedErrors(new PostgresStore(pool), classifyPostgresError);
   }
 
-  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const client = await this.pool.connect();
       let broken: Error | undefined;
@@ -767,7 +783,7 @@ export class PostgresStore implements Store {
       };
       client.on('error', onError);
       try {
-        await client.query('BEGIN');
+        await client.query(begin);
         const result = await work(client);
         await client.query('COMMIT');
         return result;
@@ -794,7 +810,7 @@ export class PostgresStore implements Store {
       if (fence) taken = await holdFence(client, fence);
       await checkHomes(client, drafts);
       return appendBatch(client, drafts);
-    });
+    }, beginWithKeys(drafts));
     // Only once committed: a rolled-back take left the epoch where it was.
     for (const [claim, epoch] of taken) claim.epoch = Math.max(claim.epoch ?? 0, epoch);
     return results;
@@ -813,8 +829,6 @@ export class PostgresStore implements Store {
     return this.transaction(async (client) => {
       const stored: boolean[] = [];
       const firstStored = new Map<string, number>();
-      const keyed = entries.filter((e) => e.message.clientMsgId !== '');
-      if (keyed.length > 0) await run(client, 'lockKeys', [keyed.map((e) => e.message.fromUser), keyed.map((e) => e.message.clientMsgId)]);
       for (const { message: m, homeDc } of entries) {
         if (m.clientMsgId !== '') await run(client, 'orphanKey', [m.fromUser, m.clientMsgId, m.conversationId, m.seq, Date.now()]);
         const direct = directMembers(m.conversationId);
@@ -838,7 +852,7 @@ export class PostgresStore implements Store {
       }
       if (firstStored.size > 0) await run(client, 'bumpChanges', [[...firstStored.keys()], [...firstStored.values()]]);
       return stored;
-    });
+    }, beginWithKeys(entries.map((e) => e.message)));
   }
 
   async dcHomes(): Promise<Map<string, HomeRecord>> {
@@ -1545,8 +1559,7 @@ async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[
   }
   const known = new Map<string, { row: MessageRow } | { draft: number }>();
   if (lookup.size > 0) {
-    const keys = [...lookup.values()];
-    await run(client, 'lockKeys', [keys.map((k) => k.fromUser), keys.map((k) => k.clientMsgId)]);
+    const keys = [...lookup.values()]; // (locked when the transaction began: beginWithKeys)
     const rows = await run<MessageRow>(client, 'byClientIds', [keys.map((k) => k.fromUser), keys.map((k) => k.clientMsgId)]);
     for (const row of rows) known.set(keyOf(row.from_user, row.client_msg_id)!, { row });
   }
