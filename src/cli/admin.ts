@@ -2,9 +2,8 @@
 // logic node's admin API (GET /api/v1/shards, POST /api/v1/shards): every
 // shard's owner, lag and state per topic, one JSON line each; --grow N grows
 // the count on the live cluster.
-import { readFileSync } from 'node:fs';
 import { UsageError } from './args.js';
-import { nodeFetch } from '../client/index.js';
+import { adminApi } from './admin-api.js';
 
 interface ShardsBody {
   count: number;
@@ -15,12 +14,7 @@ interface ShardsBody {
 
 export async function runAdmin(sub: string | undefined, flags: Record<string, string | undefined>): Promise<number> {
   if (sub !== 'shards') throw new UsageError(sub === undefined ? 'admin needs a command: shards' : `unknown admin command ${sub}: shards`);
-  const server = (flags.server ?? process.env.LONGLINK_SERVER ?? 'http://127.0.0.1:8080').replace(/\/+$/, '');
-  const adminKey = flags['admin-key'] ?? process.env.LONGLINK_ADMIN_KEY;
-  if (!adminKey) throw new UsageError('set LONGLINK_ADMIN_KEY');
-  const caFile = flags.ca ?? process.env.LONGLINK_CA;
-  const fetcher = caFile ? nodeFetch({ ca: readFileSync(caFile) }) : fetch;
-  const headers = { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' };
+  const { server, fetcher, headers } = adminApi(flags);
   if (flags.grow !== undefined) {
     const count = Number(flags.grow);
     const res = await fetcher(`${server}/api/v1/shards`, { method: 'POST', headers, body: JSON.stringify({ count }) });
