@@ -115,7 +115,14 @@ async function main(): Promise<void> {
         await saveToResults(result);
         process.stderr.write('saved to bench/RESULTS.md\n');
       }
-      // The ledger must balance whatever the speed: a lost or repeated message fails the run.
+      // The ledger must balance whatever the speed: a lost or repeated message fails the run
+      // (a goal's, e.g. capacity's measuring run, or a Longlink system's figures).
+      for (const g of result.goals) {
+        if (/ (lost|duplicated) = 0/.test(g.name) && !g.met) {
+          process.stderr.write(`${run.name}: ${g.name}: ${g.actual}\n`);
+          failed = true;
+        }
+      }
       for (const [system, r] of Object.entries(result.results)) {
         if ((system.startsWith('longlink') || run.o.split) && ((r.lost ?? 0) > 0 || (r.duplicated ?? 0) > 0)) {
           process.stderr.write(`${system}: lost ${r.lost}, duplicated ${r.duplicated}\n`);
