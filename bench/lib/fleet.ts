@@ -113,7 +113,7 @@ export class Fleet {
         tokenSecret: options.tokenSecret, concurrency: options.concurrency ?? 100, heartbeatMs: options.heartbeatMs,
       };
       // Started together (each takes about a second to load): 9 per fleet at 250,000 connections.
-      inits.push(w.ask({ ...init }, 'ready', 60_000));
+      inits.push(w.ask({ ...init }, 'ready', 180_000));
       first += count;
     }
     try {

@@ -194,7 +194,7 @@ export async function startLonglinkCluster(options: ClusterOptions): Promise<Sys
     for (let i = 0; i < options.gateways; i++) {
       gateways.push(forkTs(`gw-${i + 1}`, 'servers/longlink.ts', ['gateway'], { env: { ...base, LONGLINK_NODE_ID: `gw-${i + 1}` }, nodeArgs: options.nodeArgs }));
     }
-    const readies = await Promise.all(gateways.map((c) => c.next<Msg & { tcpUrl: string; wsUrl: string }>('ready', 120_000)));
+    const readies = await Promise.all(gateways.map((c) => c.next<Msg & { tcpUrl: string; wsUrl: string }>('ready', 180_000)));
     setupUrl = readies[0]?.tcpUrl ?? '';
     const perGateway = readies.map((ready) => options.transports.map((t) => (t === 'tcp' ? ready.tcpUrl : ready.wsUrl)));
     // Transport alternates fastest, then the gateway: user g -> transport g % T, gateway floor(g / T) % G.

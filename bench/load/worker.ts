@@ -102,6 +102,33 @@ function onDeliver(local: number, payload: string): void {
   } else perMsg.set(key, [1, late, phase]);
 }
 
+/**
+ * An attempt not logged in by then is given up (counted as failed): the
+ * server's own login deadline is 10 s from the accept, and an attempt whose
+ * TCP or WebSocket handshake never completes would otherwise hold the end of
+ * a connect phase (and the run) forever. A connection that opens later is
+ * closed at once.
+ */
+const ATTEMPT_MS = 20_000;
+
+function withTimeout(attempt: Promise<BenchConn>): Promise<BenchConn> {
+  return new Promise((resolve, reject) => {
+    let late = false;
+    const t = setTimeout(() => {
+      late = true;
+      reject(new Error(`not logged in within ${ATTEMPT_MS} ms`));
+    }, ATTEMPT_MS);
+    attempt.then((c) => {
+      clearTimeout(t);
+      if (late) c.close();
+      else resolve(c);
+    }, (err: unknown) => {
+      clearTimeout(t);
+      reject(err instanceof Error ? err : new Error(String(err)));
+    });
+  });
+}
+
 /** Connect this worker's users, `concurrency` attempts at a time; none starts after `deadline` (epoch ms) when given. */
 async function connectAll(deadline: number | undefined): Promise<void> {
   const adapter = adapters[init.system];
@@ -122,7 +149,7 @@ async function connectAll(deadline: number | undefined): Promise<void> {
       seenBy[local] = new Map();
       try {
         const token = tokens?.issue(user, 'd1', 'other', 24 * 3600);
-        conns[local] = await adapter.connect({ url: init.urls[g % init.urls.length]!, token }, user, {
+        conns[local] = await withTimeout(adapter.connect({ url: init.urls[g % init.urls.length]!, token }, user, {
           onAck: (id) => onAck(id),
           onRefused: (id, code) => onRefused(id, code),
           onDeliver: (payload) => onDeliver(local, payload),
@@ -130,7 +157,7 @@ async function connectAll(deadline: number | undefined): Promise<void> {
             drops++;
             dropReasons.set(reason, (dropReasons.get(reason) ?? 0) + 1);
           },
-        });
+        }));
         connected++;
       } catch (err) {
         failed++;

@@ -11,6 +11,7 @@ import type { BenchResult, SystemResult } from '../lib/result.js';
 import { cpuSeconds, startBaseline, startEmbeddedLonglink, startLonglinkCluster, totalCpu, type ProcReport, type System } from '../lib/systems.js';
 import { Fleet, MAX_PER_PROCESS } from '../lib/fleet.js';
 import { progress } from '../lib/report.js';
+import { cpuOfMachine } from '../lib/machine-cpu.js';
 import type { SystemName } from '../load/adapter.js';
 import { chosenSystems, goal, ratio, seconds, withSystem, type Options } from './common.js';
 
@@ -32,26 +33,34 @@ const sum = (rs: ProcReport[], f: (r: ProcReport) => number) => rs.reduce((s, r)
 const CONNECTS_IN_FLIGHT = 300;
 
 /**
- * No connection attempt starts later than this after its half began: the
- * run ends within 15 minutes whatever the servers' login rate (two halves of
- * at most 4.5 minutes, two holds of a minute, start and stop). What was not
- * opened in time is counted (not_opened) and the goal of holding all fails.
+ * Each system's whole turn (start, both halves, both holds, stop) is fitted
+ * into this many seconds, so that a run of Longlink alone ends within 15
+ * minutes whatever the servers' login rate (with the build and the loading
+ * before it). What is left after the holds, the readings and the stop is
+ * shared by the two connect phases; no attempt starts after its phase's
+ * share, and what was not opened in time is counted (not_opened) and fails
+ * the goal of holding all.
  */
-const CONNECT_WITHIN_S = 270;
-
+const BUDGET_S = 780;
+/** Reserved after the last hold: the readings (two reports, Redis), closing, stopping the servers and the engines. */
+const AFTER_S = 75;
+/** Reserved between the halves: the readings. */
+const BETWEEN_S = 15;
 /** CPU seconds used so far: the servers (gateways and logic, or the bare servers), the engines (Redis, PostgreSQL), the load processes. */
 interface CpuMark {
   at: number;
   server: number;
   engines: number;
   load: number;
+  /** The whole machine's busy CPU (every tenant's). */
+  machine: number;
   pings: number;
 }
 
-function reportConnect(name: string, half: string, c: { connected: number; failed: number; unstarted: number; seconds: number; errors: [string, number][] }): void {
+function reportConnect(name: string, half: string, withinS: number, c: { connected: number; failed: number; unstarted: number; seconds: number; errors: [string, number][] }): void {
   progress(`${name} ${half}: ${c.connected} open in ${c.seconds.toFixed(0)} s (${Math.round(c.connected / c.seconds)}/s)`
     + `${c.failed > 0 ? `, ${c.failed} failed: ${JSON.stringify(c.errors)}` : ''}`
-    + `${c.unstarted > 0 ? `, ${c.unstarted} not tried (${CONNECT_WITHIN_S} s were up)` : ''}`, true);
+    + `${c.unstarted > 0 ? `, ${c.unstarted} not tried (its ${withinS.toFixed(0)} s were up)` : ''}`, true);
 }
 
 /**
@@ -67,14 +76,22 @@ function reportConnect(name: string, half: string, c: { connected: number; faile
  * of it charged to the heartbeats), per login from the two connect phases
  * less what the heartbeats sent meanwhile cost at that rate.
  */
-async function hold(sys: System, system: SystemName, n: number, holdS: number): Promise<SystemResult> {
+async function hold(sys: System, system: SystemName, n: number, holdS: number, deadline: number): Promise<SystemResult> {
   const holderNames = new Set(sys.holders.map((h) => h.name));
   const holders = async () => (await sys.report()).filter((r) => holderNames.has(r.name));
-  const settled = async () => {
+  // The servers' memory after GCs. A server starved of CPU (a machine busy with other work) may not
+  // answer in time: the run then goes on without its memory (NaN) rather than failing as a whole.
+  const settled = async (): Promise<ProcReport[] | undefined> => {
     await new Promise((r) => setTimeout(r, 2000));
-    await holders();
-    return holders();
+    try {
+      await holders();
+      return await holders();
+    } catch (err) {
+      progress(`${sys.name}: no memory reading (${(err as Error).message.split('\n')[0]})`, true);
+      return undefined;
+    }
   };
+  const leftS = () => (deadline - Date.now()) / 1000;
   const half = Math.floor(n / 2);
   const start = (users: number, prefix: string) => {
     const workers = Math.ceil(users / MAX_PER_PROCESS);
@@ -88,14 +105,18 @@ async function hold(sys: System, system: SystemName, n: number, holdS: number): 
     const pings = (await Promise.all(fleets.map((f) => f.counts()))).reduce((s, c) => s + c.pings, 0);
     return {
       at: Date.now(), server: totalCpu(sys), engines: sys.engineCpu?.() ?? 0,
-      load: fleets.reduce((s, f) => s + f.workers.reduce((t, w) => t + cpuSeconds(w.pid), 0), 0), pings,
+      load: fleets.reduce((s, f) => s + f.workers.reduce((t, w) => t + cpuSeconds(w.pid), 0), 0), machine: cpuOfMachine(), pings,
     };
   };
   try {
-    fleets.push(await start(half, 'a'));
+    // Both halves' load processes start now, together (the second's stay idle until its connect): on a
+    // machine busy with the first half's connections, 7 more processes took over a minute to load.
+    fleets.push(...await Promise.all([start(half, 'a'), start(n - half, 'b')]));
+    // The time left, less the holds and what comes between and after them, halved (at least 20 s).
+    const within1 = Math.max(20, (leftS() - 2 * holdS - BETWEEN_S - AFTER_S) / 2);
     const m0 = await mark();
-    const c1 = await fleets[0]!.connect(`${sys.name} connect (first half)`, CONNECT_WITHIN_S * 1000);
-    reportConnect(sys.name, 'first half', c1);
+    const c1 = await fleets[0]!.connect(`${sys.name} connect (first half)`, within1 * 1000);
+    reportConnect(sys.name, 'first half', within1, c1);
     const dropsNow = async () => (await Promise.all(fleets.map((f) => f.counts()))).reduce((s, c) => s + c.drops, 0);
     const holdFor = async (connected: number, seconds: number) => {
       const end = Date.now() + seconds * 1000;
@@ -112,10 +133,10 @@ async function hold(sys: System, system: SystemName, n: number, holdS: number): 
     const m1b = await mark();
     const mid = await settled();
     const extraMid = await sys.extra?.();
-    fleets.push(await start(n - half, 'b'));
+    const within2 = Math.max(20, leftS() - holdS - AFTER_S);
     const m2 = await mark();
-    const c2 = await fleets[1]!.connect(`${sys.name} connect (second half)`, CONNECT_WITHIN_S * 1000);
-    reportConnect(sys.name, 'second half', c2);
+    const c2 = await fleets[1]!.connect(`${sys.name} connect (second half)`, within2 * 1000);
+    reportConnect(sys.name, 'second half', within2, c2);
     const connected = c1.connected + c2.connected;
     await holdFor(connected, holdS / 2);
     const m3h = await mark();
@@ -126,7 +147,7 @@ async function hold(sys: System, system: SystemName, n: number, holdS: number): 
     const counts = await Promise.all(fleets.map((f) => f.counts()));
     const drops = counts.reduce((s, c) => s + c.drops, 0);
     if (drops > 0) progress(`${sys.name}: drops ${JSON.stringify(counts.flatMap((c) => c.dropReasons))}`, true);
-    const second = sum(after, (r) => r.connections) - sum(mid, (r) => r.connections);
+    const second = after && mid ? sum(after, (r) => r.connections) - sum(mid, (r) => r.connections) : c2.connected;
     // Per heartbeat: a slope, like memory: CPU per second (servers and engines together) with all
     // connections held, less the same with half held, over the heartbeats per second added. What the
     // cluster spends with none (timers, stream trims, lease renewals) is what is left at zero.
@@ -147,11 +168,12 @@ async function hold(sys: System, system: SystemName, n: number, holdS: number): 
     const windowCpu = (f: (m: CpuMark) => number) => loginWindows.reduce((s, [a, b]) => s + f(b) - f(a), 0);
     const loginCpu = (windowCpu(cpuOf) - overhead) / logins;
     const out: SystemResult = {
-      held: sum(after, (r) => r.connections),
+      // What the servers hold; without their reading, what the clients hold.
+      held: after ? sum(after, (r) => r.connections) : c1.connected + c2.connected - drops,
       dropped: drops + c1.failed + c2.failed,
       ...(c1.unstarted + c2.unstarted > 0 ? { not_opened: c1.unstarted + c2.unstarted } : {}),
-      rss_kb_per_conn: (sum(after, (r) => r.rss) - sum(mid, (r) => r.rss)) / 1024 / second,
-      heap_kb_per_conn: (sum(after, (r) => r.heapUsed) - sum(mid, (r) => r.heapUsed)) / 1024 / second,
+      rss_kb_per_conn: after && mid ? (sum(after, (r) => r.rss) - sum(mid, (r) => r.rss)) / 1024 / second : NaN,
+      heap_kb_per_conn: after && mid ? (sum(after, (r) => r.heapUsed) - sum(mid, (r) => r.heapUsed)) / 1024 / second : NaN,
       connect_per_s: Math.round(connected / (c1.seconds + c2.seconds)),
       server_processes: sys.holders.length,
       login_cpu_ms: loginCpu * 1000,
@@ -159,6 +181,8 @@ async function hold(sys: System, system: SystemName, n: number, holdS: number): 
       heartbeat_cpu_us: heartbeatCpu * 1e6,
       hold_cpu_pct: r2.cpu * 100,
       idle_cpu_pct: idleCpu * 100,
+      // Everyone else on this machine meanwhile (from the first connect to the end of the last hold), % of one core.
+      others_cpu_pct: ((m4.machine - m0.machine - (cpuOf(m4) + m4.load - cpuOf(m0) - m0.load)) / ((m4.at - m0.at) / 1000)) * 100,
     };
     if (extraMid?.redis_used_memory !== undefined && extraAfter?.redis_used_memory !== undefined) {
       out.redis_kb_per_conn = (extraAfter.redis_used_memory - extraMid.redis_used_memory) / 1024 / second;
@@ -186,14 +210,15 @@ export async function connections(o: Options): Promise<BenchResult> {
   const results: Record<string, SystemResult> = {};
 
   for (const system of systems) {
+    const deadline = Date.now() + BUDGET_S * 1000;
     results[system] = system === 'longlink'
       ? await withSystem(
         () => (clustered
           ? startLonglinkCluster({ gateways: processes, logic: 1, routing: 'targeted', transports: ['tcp', 'ws'] })
           : startEmbeddedLonglink({ transports: ['tcp', 'ws'] })),
-        (sys) => hold(sys, 'longlink', n, holdS),
+        (sys) => hold(sys, 'longlink', n, holdS, deadline),
       )
-      : await withSystem(() => startBaseline(system, processes), (sys) => hold(sys, system, n, holdS));
+      : await withSystem(() => startBaseline(system, processes), (sys) => hold(sys, system, n, holdS, deadline));
   }
 
   const ll = results.longlink;
@@ -257,7 +282,8 @@ export async function connections(o: Options): Promise<BenchResult> {
       'heartbeat_cpu_us: CPU of the servers and engines (Redis, PostgreSQL) per heartbeat, a slope over the second half of each hold '
         + '(CPU/s with all held minus with half held, over the heartbeats/s added); idle_cpu_pct: what is left at zero heartbeats (timers); '
         + 'login_cpu_ms: their CPU per login over each connect phase and the half-hold after it (presence events drain there), less idle and heartbeats; '
-        + 'load_cpu_ms_per_login: the load processes\' CPU over the same windows, per login (the harness\'s share of the machine).',
+        + 'load_cpu_ms_per_login: the load processes\' CPU over the same windows, per login (the harness\'s share of the machine); '
+        + 'others_cpu_pct: what everyone else on this shared machine used meanwhile (% of one core, of 200).',
       ...(clustered && ll ? ['Longlink\'s session table lives in Redis in a cluster: redis_kb_per_conn is Redis\'s used_memory growth per connection, not counted in rss_kb_per_conn.'] : []),
     ],
   };
