@@ -30,7 +30,8 @@ export interface System {
   /** Every server process (for CPU time). */
   all: Child[];
   /** Memory and counters of the connection-holding processes. */
-  report(): Promise<ProcReport[]>;
+  /** Memory and counters of the connection-holding processes; each has `timeoutMs` to answer (default 60 s). */
+  report(timeoutMs?: number): Promise<ProcReport[]>;
   /** Extra per-system figures (e.g. Redis memory). */
   extra?(): Promise<Record<string, number>>;
   /** CPU seconds the engines (Redis, PostgreSQL and its backends) have used so far; 0 without any. */
@@ -63,16 +64,16 @@ export function totalCpu(sys: System): number {
   return sys.all.reduce((s, c) => s + cpuSeconds(c.pid), 0);
 }
 
-async function reportOf(children: Child[]): Promise<ProcReport[]> {
+async function reportOf(children: Child[], timeoutMs = 60_000): Promise<ProcReport[]> {
   return Promise.all(children.map(async (c) => {
-    const m = await c.ask<Msg & Omit<ProcReport, 'name'>>({ type: 'report' }, 'report', 60_000);
+    const m = await c.ask<Msg & Omit<ProcReport, 'name'>>({ type: 'report' }, 'report', timeoutMs);
     return { name: c.name, rss: m.rss, heapUsed: m.heapUsed, connections: m.connections, bus: m.bus };
   }));
 }
 
 export type BaselineKind = 'raw-ws' | 'raw-net' | 'socketio';
 
-/** `processes` bare servers of one kind (one per ~15,000 connections). */
+/** `processes` bare servers of one kind (one per ~18,000 connections). */
 export async function startBaseline(kind: BaselineKind, processes = 1): Promise<System> {
   const children: Child[] = [];
   const urls: string[] = [];
@@ -87,7 +88,7 @@ export async function startBaseline(kind: BaselineKind, processes = 1): Promise<
   }
   return {
     name: kind, urls, holders: children, all: children,
-    report: () => reportOf(children),
+    report: (t) => reportOf(children, t),
     stop: async () => {
       await Promise.all(children.map((c) => c.stop()));
     },
@@ -105,7 +106,7 @@ export interface LonglinkOptions {
   rules?: unknown;
 }
 
-/** Every benchmark client comes from 127.0.0.1, up to ~15,000 per process: no per-address or pending-login cap for this load. */
+/** Every benchmark client comes from 127.0.0.1, up to 18,000 per process: no per-address or pending-login cap for this load. */
 const LOOPBACK_LOAD = { LONGLINK_MAX_CONNECTIONS_PER_ADDRESS: '10000000', LONGLINK_MAX_PENDING_LOGINS: '10000000' };
 
 function secrets(): { LONGLINK_TOKEN_SECRET: string; LONGLINK_ADMIN_KEY: string } {
@@ -133,7 +134,7 @@ export async function startEmbeddedLonglink(options: LonglinkOptions): Promise<S
   return {
     name: 'longlink', holders: [c], all: [c], tokenSecret: env.LONGLINK_TOKEN_SECRET, setupUrl: ready.tcpUrl,
     urls: options.transports.map((t) => (t === 'tcp' ? ready.tcpUrl : ready.wsUrl)),
-    report: () => reportOf([c]),
+    report: (t) => reportOf([c], t),
     stop: async () => {
       await c.stop();
       rmSync(dir, { recursive: true, force: true });
@@ -206,7 +207,7 @@ export async function startLonglinkCluster(options: ClusterOptions): Promise<Sys
   return {
     name: `longlink-${options.routing}`, urls, holders: gateways, all: [...gateways, ...logics], tokenSecret: base.LONGLINK_TOKEN_SECRET,
     redis, postgres, setupUrl,
-    report: () => reportOf([...gateways, ...logics]),
+    report: (t) => reportOf([...gateways, ...logics], t),
     extra: async () => ({ redis_used_memory: await redisUsedMemory(redis.url) }),
     engineCpu: () => cpuSeconds(redis.pid) + treeCpuSeconds(postgres.pid),
     stop: stopAllNodes,
