@@ -40,16 +40,22 @@ export interface System {
 }
 
 /** CPU seconds (user + system) a process has used, from /proc. */
-export function cpuSeconds(pid: number): number {
+export function cpuSeconds(pid: number, reapedChildren = false): number {
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s on Linux)
+    // utime, stime in clock ticks (100/s on Linux); cutime, cstime: children that exited and were waited for
+    const own = Number(fields[11]) + Number(fields[12]);
+    return (reapedChildren ? own + Number(fields[13]) + Number(fields[14]) : own) / 100;
   } catch {
     return 0;
   }
 }
 
-/** CPU seconds of a process and its children now running (PostgreSQL's backends), from /proc. */
+/**
+ * CPU seconds of a process and all its children, those running and those
+ * gone (PostgreSQL's backends come and go with its clients' pools: summing
+ * only the running ones made the sum go down, and a per-message cost negative).
+ */
 export function treeCpuSeconds(pid: number): number {
   let children: number[] = [];
   try {
@@ -57,7 +63,7 @@ export function treeCpuSeconds(pid: number): number {
   } catch {
     // gone, or no children file: the process alone
   }
-  return cpuSeconds(pid) + children.reduce((s, c) => s + cpuSeconds(c), 0);
+  return cpuSeconds(pid, true) + children.reduce((s, c) => s + cpuSeconds(c), 0);
 }
 
 export function totalCpu(sys: System): number {
