@@ -14,19 +14,21 @@ import { connections } from './scenarios/connections.js';
 import { routing } from './scenarios/routing.js';
 import { clusterP2p } from './scenarios/cluster-p2p.js';
 import { dcP2p } from './scenarios/dc-p2p.js';
+import { capacity } from './scenarios/capacity.js';
 
 type Scenario = (o: Options) => Promise<BenchResult>;
 
-const scenarios: Record<string, Scenario> = { connections, p2p, group, biggroup, routing, 'cluster-p2p': clusterP2p, 'dc-p2p': dcP2p };
+const scenarios: Record<string, Scenario> = { connections, p2p, group, biggroup, routing, 'cluster-p2p': clusterP2p, 'dc-p2p': dcP2p, capacity };
 
 const USAGE = `usage: npm run bench -- <scenario|all> [options]
 scenarios: ${Object.keys(scenarios).join(', ')}, all
 options:
   --quick            reduced size, each scenario under a minute (a smoke check)
-  --connections N    users / connections where the scenario has them (biggroup: users online)
-  --rate R           offered messages per second (latency at that rate); without it: saturation
+  --connections N    users / connections where the scenario has them (biggroup: users online;
+                     capacity: the connections to size for, default 10,000,000)
+  --rate R           offered messages per second (latency at that rate); without it: saturation (capacity: the msg/s to size for, default 100,000)
   --duration S       seconds of measured load (connections: seconds held)
-  --gateways G       gateway processes (routing, biggroup)
+  --gateways G       gateway processes (routing, biggroup; connections: at least G server processes)
   --systems A,B      only these systems of the scenario (connections: longlink, raw-net, raw-ws)
   --split            cluster-p2p, group: the split logic tier (auth, message x2, group, storage, risk)
                      beside the combined one (2 logic) in the same run, in interleaved rounds
@@ -115,7 +117,14 @@ async function main(): Promise<void> {
         await saveToResults(result);
         process.stderr.write('saved to bench/RESULTS.md\n');
       }
-      // The ledger must balance whatever the speed: a lost or repeated message fails the run.
+      // The ledger must balance whatever the speed: a lost or repeated message fails the run
+      // (a goal's, e.g. capacity's measuring run, or a Longlink system's figures).
+      for (const g of result.goals) {
+        if (/ (lost|duplicated) = 0/.test(g.name) && !g.met) {
+          process.stderr.write(`${run.name}: ${g.name}: ${g.actual}\n`);
+          failed = true;
+        }
+      }
       for (const [system, r] of Object.entries(result.results)) {
         if ((system.startsWith('longlink') || run.o.split) && ((r.lost ?? 0) > 0 || (r.duplicated ?? 0) > 0)) {
           process.stderr.write(`${system}: lost ${r.lost}, duplicated ${r.duplicated}\n`);

@@ -7,8 +7,15 @@ import { LogHistogram, percentile } from './ledger.js';
 import { forkTs, type Child, type Msg } from './procs.js';
 import { progress } from './report.js';
 
-/** Connections one load process holds at most (the per-process limit here is ~20,000 files). */
-export const MAX_PER_PROCESS = 15_000;
+/**
+ * Connections one process holds at most, load process or server: the limit
+ * here is 20,000 files per process (sockets included), and a process needs
+ * some besides its connections (IPC, stdio, Redis clients, listeners, the
+ * loader's pipes: ~30). 18,000 leaves 2,000 spare; at 250,000 connections
+ * that is 14 gateways instead of 17 (15,000 each), and a login costs every
+ * gateway some work (the presence event: see bench/CAPACITY.md).
+ */
+export const MAX_PER_PROCESS = 18_000;
 
 interface Loaded extends Msg {
   sent: number;
@@ -106,7 +113,7 @@ export class Fleet {
         tokenSecret: options.tokenSecret, concurrency: options.concurrency ?? 100, heartbeatMs: options.heartbeatMs,
       };
       // Started together (each takes about a second to load): 9 per fleet at 250,000 connections.
-      inits.push(w.ask({ ...init }, 'ready', 60_000));
+      inits.push(w.ask({ ...init }, 'ready', 180_000));
       first += count;
     }
     try {
@@ -118,8 +125,12 @@ export class Fleet {
     return new Fleet(workers, sizes, options);
   }
 
-  /** Connect every user; resolves with the counts and how long it took. */
-  async connect(label: string): Promise<{ connected: number; failed: number; seconds: number; errors: [string, number][] }> {
+  /**
+   * Connect every user; resolves with the counts and how long it took. With
+   * `withinMs`, no attempt starts after that long (those left are `unstarted`;
+   * the attempts under way finish, bounded by the server's login deadline).
+   */
+  async connect(label: string, withinMs?: number): Promise<{ connected: number; failed: number; unstarted: number; seconds: number; errors: [string, number][] }> {
     const counts = this.workers.map(() => ({ connected: 0, failed: 0 }));
     this.workers.forEach((w, i) => w.on((m) => {
       if (m.type === 'progress') counts[i] = { connected: m.connected as number, failed: m.failed as number };
@@ -131,12 +142,14 @@ export class Fleet {
       progress(`${label}: connected ${c}/${this.options.users}${f ? `, failed ${f}` : ''} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
     }, 1000);
     try {
-      const done = await Promise.all(this.workers.map((w) => w.ask<Msg & { connected: number; failed: number; errors: [string, number][] }>(
-        { type: 'connect' }, 'connected', 600_000)));
+      const deadline = withinMs === undefined ? undefined : started + withinMs;
+      const done = await Promise.all(this.workers.map((w) => w.ask<Msg & { connected: number; failed: number; unstarted: number; errors: [string, number][] }>(
+        { type: 'connect', deadline }, 'connected', (withinMs ?? 600_000) + 120_000)));
       const seconds = (Date.now() - started) / 1000;
       return {
         connected: done.reduce((s, d) => s + d.connected, 0),
         failed: done.reduce((s, d) => s + d.failed, 0),
+        unstarted: done.reduce((s, d) => s + d.unstarted, 0),
         seconds,
         errors: done.flatMap((d) => d.errors),
       };

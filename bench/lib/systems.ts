@@ -30,7 +30,8 @@ export interface System {
   /** Every server process (for CPU time). */
   all: Child[];
   /** Memory and counters of the connection-holding processes. */
-  report(): Promise<ProcReport[]>;
+  /** Memory and counters of the connection-holding processes; each has `timeoutMs` to answer (default 60 s). */
+  report(timeoutMs?: number): Promise<ProcReport[]>;
   /** Extra per-system figures (e.g. Redis memory). */
   extra?(): Promise<Record<string, number>>;
   /** CPU seconds the engines (Redis, PostgreSQL and its backends) have used so far; 0 without any. */
@@ -39,16 +40,22 @@ export interface System {
 }
 
 /** CPU seconds (user + system) a process has used, from /proc. */
-export function cpuSeconds(pid: number): number {
+export function cpuSeconds(pid: number, reapedChildren = false): number {
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s on Linux)
+    // utime, stime in clock ticks (100/s on Linux); cutime, cstime: children that exited and were waited for
+    const own = Number(fields[11]) + Number(fields[12]);
+    return (reapedChildren ? own + Number(fields[13]) + Number(fields[14]) : own) / 100;
   } catch {
     return 0;
   }
 }
 
-/** CPU seconds of a process and its children now running (PostgreSQL's backends), from /proc. */
+/**
+ * CPU seconds of a process and all its children, those running and those
+ * gone (PostgreSQL's backends come and go with its clients' pools: summing
+ * only the running ones made the sum go down, and a per-message cost negative).
+ */
 export function treeCpuSeconds(pid: number): number {
   let children: number[] = [];
   try {
@@ -56,23 +63,23 @@ export function treeCpuSeconds(pid: number): number {
   } catch {
     // gone, or no children file: the process alone
   }
-  return cpuSeconds(pid) + children.reduce((s, c) => s + cpuSeconds(c), 0);
+  return cpuSeconds(pid, true) + children.reduce((s, c) => s + cpuSeconds(c), 0);
 }
 
 export function totalCpu(sys: System): number {
   return sys.all.reduce((s, c) => s + cpuSeconds(c.pid), 0);
 }
 
-async function reportOf(children: Child[]): Promise<ProcReport[]> {
+async function reportOf(children: Child[], timeoutMs = 60_000): Promise<ProcReport[]> {
   return Promise.all(children.map(async (c) => {
-    const m = await c.ask<Msg & Omit<ProcReport, 'name'>>({ type: 'report' }, 'report', 60_000);
+    const m = await c.ask<Msg & Omit<ProcReport, 'name'>>({ type: 'report' }, 'report', timeoutMs);
     return { name: c.name, rss: m.rss, heapUsed: m.heapUsed, connections: m.connections, bus: m.bus };
   }));
 }
 
 export type BaselineKind = 'raw-ws' | 'raw-net' | 'socketio';
 
-/** `processes` bare servers of one kind (one per ~15,000 connections). */
+/** `processes` bare servers of one kind (one per ~18,000 connections). */
 export async function startBaseline(kind: BaselineKind, processes = 1): Promise<System> {
   const children: Child[] = [];
   const urls: string[] = [];
@@ -87,7 +94,7 @@ export async function startBaseline(kind: BaselineKind, processes = 1): Promise<
   }
   return {
     name: kind, urls, holders: children, all: children,
-    report: () => reportOf(children),
+    report: (t) => reportOf(children, t),
     stop: async () => {
       await Promise.all(children.map((c) => c.stop()));
     },
@@ -105,7 +112,7 @@ export interface LonglinkOptions {
   rules?: unknown;
 }
 
-/** Every benchmark client comes from 127.0.0.1, up to ~15,000 per process: no per-address or pending-login cap for this load. */
+/** Every benchmark client comes from 127.0.0.1, up to 18,000 per process: no per-address or pending-login cap for this load. */
 const LOOPBACK_LOAD = { LONGLINK_MAX_CONNECTIONS_PER_ADDRESS: '10000000', LONGLINK_MAX_PENDING_LOGINS: '10000000' };
 
 function secrets(): { LONGLINK_TOKEN_SECRET: string; LONGLINK_ADMIN_KEY: string } {
@@ -133,7 +140,7 @@ export async function startEmbeddedLonglink(options: LonglinkOptions): Promise<S
   return {
     name: 'longlink', holders: [c], all: [c], tokenSecret: env.LONGLINK_TOKEN_SECRET, setupUrl: ready.tcpUrl,
     urls: options.transports.map((t) => (t === 'tcp' ? ready.tcpUrl : ready.wsUrl)),
-    report: () => reportOf([c]),
+    report: (t) => reportOf([c], t),
     stop: async () => {
       await c.stop();
       rmSync(dir, { recursive: true, force: true });
@@ -194,7 +201,7 @@ export async function startLonglinkCluster(options: ClusterOptions): Promise<Sys
     for (let i = 0; i < options.gateways; i++) {
       gateways.push(forkTs(`gw-${i + 1}`, 'servers/longlink.ts', ['gateway'], { env: { ...base, LONGLINK_NODE_ID: `gw-${i + 1}` }, nodeArgs: options.nodeArgs }));
     }
-    const readies = await Promise.all(gateways.map((c) => c.next<Msg & { tcpUrl: string; wsUrl: string }>('ready', 120_000)));
+    const readies = await Promise.all(gateways.map((c) => c.next<Msg & { tcpUrl: string; wsUrl: string }>('ready', 180_000)));
     setupUrl = readies[0]?.tcpUrl ?? '';
     const perGateway = readies.map((ready) => options.transports.map((t) => (t === 'tcp' ? ready.tcpUrl : ready.wsUrl)));
     // Transport alternates fastest, then the gateway: user g -> transport g % T, gateway floor(g / T) % G.
@@ -206,7 +213,7 @@ export async function startLonglinkCluster(options: ClusterOptions): Promise<Sys
   return {
     name: `longlink-${options.routing}`, urls, holders: gateways, all: [...gateways, ...logics], tokenSecret: base.LONGLINK_TOKEN_SECRET,
     redis, postgres, setupUrl,
-    report: () => reportOf([...gateways, ...logics]),
+    report: (t) => reportOf([...gateways, ...logics], t),
     extra: async () => ({ redis_used_memory: await redisUsedMemory(redis.url) }),
     engineCpu: () => cpuSeconds(redis.pid) + treeCpuSeconds(postgres.pid),
     stop: stopAllNodes,

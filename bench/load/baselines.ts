@@ -1,6 +1,6 @@
 // Client adapters for the baseline servers (bench/servers/baseline.ts):
 // raw `net` (u32 BE length-prefixed frames), raw `ws` (one binary message per
-// body) and Socket.IO. Kept light: the load generator opens up to ~15,000 of
+// body) and Socket.IO. Kept light: the load generator opens up to 18,000 of
 // these per process, so no per-connection timers and no per-frame allocation
 // beyond the frame itself.
 

@@ -26,6 +26,8 @@ interface Wire {
 class LonglinkConn implements BenchConn {
   closedByUs = false;
   dropped = false;
+  /** Logged in (its LoginResult came). */
+  open = false;
   private readonly ackedUpTo = new Map<string, bigint>();
   private readonly received = new Map<string, bigint>();
   private ackTimer: NodeJS.Timeout | undefined;
@@ -74,6 +76,7 @@ class LonglinkConn implements BenchConn {
         this.ackTimer ??= setTimeout(() => this.flushAcks(), ACK_DELAY_MS);
         return;
       case 'loginResult':
+        this.open = true;
         this.loggedIn();
         return;
       case 'error':
@@ -102,8 +105,10 @@ class LonglinkConn implements BenchConn {
   drop(reason: string): void {
     if (this.closedByUs || this.dropped) return;
     this.dropped = true;
-    this.loggedIn(new Error(reason));
-    this.events.onDrop(reason);
+    // Before its LoginResult a connection failing is a failed attempt (the connect rejects), not a drop:
+    // counted once, as the baselines do.
+    if (this.open) this.events.onDrop(reason);
+    else this.loggedIn(new Error(reason));
   }
 }
 

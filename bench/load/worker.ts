@@ -102,7 +102,35 @@ function onDeliver(local: number, payload: string): void {
   } else perMsg.set(key, [1, late, phase]);
 }
 
-async function connectAll(): Promise<void> {
+/**
+ * An attempt not logged in by then is given up (counted as failed): the
+ * server's own login deadline is 10 s from the accept, and an attempt whose
+ * TCP or WebSocket handshake never completes would otherwise hold the end of
+ * a connect phase (and the run) forever. A connection that opens later is
+ * closed at once.
+ */
+const ATTEMPT_MS = 20_000;
+
+function withTimeout(attempt: Promise<BenchConn>): Promise<BenchConn> {
+  return new Promise((resolve, reject) => {
+    let late = false;
+    const t = setTimeout(() => {
+      late = true;
+      reject(new Error(`not logged in within ${ATTEMPT_MS} ms`));
+    }, ATTEMPT_MS);
+    attempt.then((c) => {
+      clearTimeout(t);
+      if (late) c.close();
+      else resolve(c);
+    }, (err: unknown) => {
+      clearTimeout(t);
+      reject(err instanceof Error ? err : new Error(String(err)));
+    });
+  });
+}
+
+/** Connect this worker's users, `concurrency` attempts at a time; none starts after `deadline` (epoch ms) when given. */
+async function connectAll(deadline: number | undefined): Promise<void> {
   const adapter = adapters[init.system];
   const tokens = init.tokenSecret ? new BenchTokens(init.tokenSecret) : undefined;
   if (tokens) await tokens.checkToken(`${init.prefix}${init.first}`, 'd1', 'other');
@@ -114,14 +142,14 @@ async function connectAll(): Promise<void> {
   const tick = setInterval(() => reply({ type: 'progress', connected, failed }), 500);
   if (init.heartbeatMs) startHeartbeat(init.heartbeatMs);
   const one = async (): Promise<void> => {
-    while (next < init.count) {
+    while (next < init.count && (deadline === undefined || Date.now() < deadline)) {
       const local = next++;
       const g = init.first + local;
       const user = `${init.prefix}${g}`;
       seenBy[local] = new Map();
       try {
         const token = tokens?.issue(user, 'd1', 'other', 24 * 3600);
-        conns[local] = await adapter.connect({ url: init.urls[g % init.urls.length]!, token }, user, {
+        conns[local] = await withTimeout(adapter.connect({ url: init.urls[g % init.urls.length]!, token }, user, {
           onAck: (id) => onAck(id),
           onRefused: (id, code) => onRefused(id, code),
           onDeliver: (payload) => onDeliver(local, payload),
@@ -129,7 +157,7 @@ async function connectAll(): Promise<void> {
             drops++;
             dropReasons.set(reason, (dropReasons.get(reason) ?? 0) + 1);
           },
-        });
+        }));
         connected++;
       } catch (err) {
         failed++;
@@ -140,7 +168,7 @@ async function connectAll(): Promise<void> {
   };
   await Promise.all(Array.from({ length: Math.min(init.concurrency, init.count) }, one));
   clearInterval(tick);
-  reply({ type: 'connected', connected, failed, ms: Date.now() - started, errors: [...errors].slice(0, 5) });
+  reply({ type: 'connected', connected, failed, unstarted: init.count - next, ms: Date.now() - started, errors: [...errors].slice(0, 5) });
 }
 
 // Sending.
@@ -257,20 +285,30 @@ async function runLoad(load: LoadMsg): Promise<void> {
 
 function startHeartbeat(intervalMs: number): void {
   if (heartbeat) return;
-  // Spread: each 100 ms tick pings the slice of connections whose turn it is (so a
-  // connection's first ping comes within one interval of its opening).
-  const slices = Math.max(1, Math.round(intervalMs / 100));
-  let slice = 0;
+  // Spread: every 100 ms of the clock is one slice of the connections, pinged in
+  // turn (so a connection's first ping comes within one interval of its opening).
+  // Slices are counted by the clock, not by ticks: a process short of CPU (a
+  // machine busy opening 250,000 connections) runs its timers late and would
+  // otherwise stretch every connection's interval, past the server's limit of
+  // three intervals of silence. Late ticks catch up on the slices they missed.
+  const sliceMs = 100;
+  const slices = Math.max(1, Math.round(intervalMs / sliceMs));
+  const startedAt = performance.now();
+  let done = 0; // slices pinged so far, counted from startedAt
   heartbeat = setInterval(() => {
-    for (let i = slice; i < conns.length; i += slices) {
-      const c = conns[i];
-      if (c) {
-        c.ping();
-        pings++;
+    const due = Math.floor((performance.now() - startedAt) / sliceMs) + 1;
+    done = Math.max(done, due - slices); // after a stall longer than an interval: one round, not several
+    for (; done < due; done++) {
+      const slice = done % slices;
+      for (let i = slice; i < conns.length; i += slices) {
+        const c = conns[i];
+        if (c) {
+          c.ping();
+          pings++;
+        }
       }
     }
-    slice = (slice + 1) % slices;
-  }, 100);
+  }, sliceMs);
 }
 
 process.on('message', (m: { type: string } & Record<string, unknown>) => {
@@ -282,7 +320,7 @@ process.on('message', (m: { type: string } & Record<string, unknown>) => {
           reply({ type: 'ready' });
           break;
         case 'connect':
-          await connectAll();
+          await connectAll(typeof m.deadline === 'number' ? m.deadline : undefined);
           break;
         case 'join': {
           const adapter = adapters[init.system];

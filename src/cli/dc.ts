@@ -2,17 +2,11 @@
 // and moving them, through an API node's admin routes (GET /api/v1/dc,
 // POST /api/v1/dc/failover, POST /api/v1/dc/failback). Prints the answer as
 // one JSON line.
-import { readFileSync } from 'node:fs';
 import { UsageError } from './args.js';
-import { nodeFetch } from '../client/index.js';
+import { adminApi } from './admin-api.js';
 
 export async function runDc(sub: string | undefined, dc: string | undefined, flags: Record<string, string | undefined>): Promise<number> {
-  const server = (flags.server ?? process.env.LONGLINK_SERVER ?? 'http://127.0.0.1:8080').replace(/\/+$/, '');
-  const adminKey = flags['admin-key'] ?? process.env.LONGLINK_ADMIN_KEY;
-  if (!adminKey) throw new UsageError('set LONGLINK_ADMIN_KEY (the cluster\'s admin key)');
-  const caFile = flags.ca ?? process.env.LONGLINK_CA;
-  const fetcher = caFile ? nodeFetch({ ca: readFileSync(caFile) }) : fetch;
-  const headers = { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' };
+  const { server, fetcher, headers } = adminApi(flags);
   let res: Response;
   if (sub === 'status') {
     res = await fetcher(`${server}/api/v1/dc`, { headers });

@@ -1,16 +1,10 @@
 // `longlink dead list|replay`: the dead letters, through a logic node's admin
 // API (GET /api/v1/dead-letters, POST /api/v1/dead-letters/replay).
-import { readFileSync } from 'node:fs';
 import { UsageError } from './args.js';
-import { nodeFetch } from '../client/index.js';
+import { adminApi } from './admin-api.js';
 
 export async function runDead(sub: string | undefined, flags: Record<string, string | undefined>, ids: readonly string[]): Promise<number> {
-  const server = (flags.server ?? process.env.LONGLINK_SERVER ?? 'http://127.0.0.1:8080').replace(/\/+$/, '');
-  const adminKey = flags['admin-key'] ?? process.env.LONGLINK_ADMIN_KEY;
-  if (!adminKey) throw new UsageError('set LONGLINK_ADMIN_KEY (printed by `longlink start`)');
-  const caFile = flags.ca ?? process.env.LONGLINK_CA;
-  const fetcher = caFile ? nodeFetch({ ca: readFileSync(caFile) }) : fetch;
-  const headers = { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' };
+  const { server, fetcher, headers } = adminApi(flags, 'set LONGLINK_ADMIN_KEY (printed by `longlink start`)');
   let res: Response;
   if (sub === 'list') {
     const limit = flags.limit ?? '100';

@@ -178,6 +178,15 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     notes: 'flags: --server URL (a logic node\'s API), --admin-key KEY (or LONGLINK_ADMIN_KEY), --ca FILE',
     run: async ({ flags, positionals }) => (await import('./dead.js')).runDead(positionals[0], flags, positionals.slice(1)),
   },
+  admin: {
+    synopsis: ['admin shards', 'admin shards --grow N'],
+    summary: 'the bus shards of a cluster: each shard\'s owner, lag and state per uplink service and committed-stream group (one JSON line each); '
+      + '--grow N: grow the count to N (a multiple of it) on the live cluster, order kept per conversation',
+    flags: { server: 'text', 'admin-key': 'text', ca: 'text', grow: 'integer' },
+    positionals: 1,
+    notes: 'flags: --server URL (a logic node\'s API), --admin-key KEY (or LONGLINK_ADMIN_KEY), --ca FILE',
+    run: async ({ flags, positionals }) => (await import('./admin.js')).runAdmin(positionals[0], flags),
+  },
   dc: {
     synopsis: ['dc status', 'dc failover DC [--to DC2]', 'dc failback DC'],
     summary: 'several datacenters: who serves each one\'s homes; fail a lost datacenter\'s homes over to this one (or --to another); '

@@ -67,6 +67,21 @@
 // Downlink entries are split at ~64 KiB (packDown), so an entry is at most
 // that or one message.
 //
+// Growing the shards on a live cluster (growShards, `longlink admin shards
+// --grow N`): the count is in `{p}shardmap` (count, previous count, epoch),
+// read by every bus every second; a new count is a multiple of the old, so a
+// partition of old shard p goes to a new shard s with s % previous == p: p
+// keeps its stream and the others are new. A conversation moving from p to a
+// new shard must not have its new requests handled before its old ones still
+// in p: every bus reports the epoch it publishes with (`{p}shard-publishers`);
+// once every live one publishes with the new count, p's owner appends a marker
+// to p's stream, and the new shards of p are read only once each group reading
+// p has handled everything before the marker (`{p}split:{topic}:{p}:{epoch}`).
+// Meanwhile their requests wait in their streams. A request a stale publisher
+// (one not heard from) still writes to p after the marker, for a conversation
+// that moved, is forwarded to its new shard (uplink); a committed message is
+// handled where it is (the push is idempotent per device).
+//
 // On a Redis Cluster (a `redis-cluster://` address) every stream is in a slot
 // of its own, so no command names two of them: a shard's owner reads each
 // shard with its own blocking read on its own connection (ShardReads), a
@@ -90,7 +105,7 @@ import { isFencedError, isUnavailable, withWriteFence, type ShardClaim } from '.
 import {
   ALL_GATEWAYS, SeenWindow, UP_SERVICES, newBusCounters, serviceOfUp,
   type Bus, type BusCounters, type Committed, type CommittedEffects, type CommittedHandler, type ConsumeDownOptions,
-  type ConsumeUpOptions, type DeadLetterInfo, type DeadLetters, type Down, type DownHandler, type Service, type Subscription,
+  type ConsumeUpOptions, type DeadLetterInfo, type DeadLetters, type Down, type DownHandler, type Service, type ShardAdmin, type Subscription,
   type UpEnvelope, type UpHandler,
 } from './bus.js';
 
@@ -375,6 +390,85 @@ local byBytes, bytes = trimBytes(tonumber(ARGV[2]), usage())
 return {now, byAge, byBytes, bytes}
 `);
 
+/** The shard count of a cluster and the growth it is in (see the top of this file). */
+export interface ShardMap {
+  count: number;
+  /** The count before the last growth (== count when it never grew). */
+  previous: number;
+  /** 0 until the first growth, then +1 each. */
+  epoch: number;
+}
+
+/** RedisBus.shardStatus(): one topic's shards. */
+export interface ShardTopicStatus {
+  /** `up` (the send path), `up:group`, …, `committed:push`, … */
+  topic: string;
+  shards: { shard: number; owner: string | undefined; lag: number; state: 'ready' | 'waiting' }[];
+}
+
+/** What a shard consumer knows of the shard map (RedisBus's). */
+interface Shards {
+  now(): ShardMap;
+  load(): Promise<void>;
+  keys: { map: string; publishers: string };
+}
+
+/** Set once a group has handled an old shard up to the marker of a growth: its new shards may be read. */
+function drainedKey(prefix: string, topic: string, parent: number, epoch: number): string {
+  return `${prefix}split:${topic}:${parent}:${epoch}`;
+}
+
+/** How often every bus reads the shard map and reports the epoch it publishes with. */
+const MAP_REFRESH_MS = 1000;
+/** A publisher not heard from for this long is not waited for before a marker. */
+const PUBLISHER_FRESH_MS = 5000;
+/** After every live publisher switched, this long before the marker (a publish already sent may still be on its way). */
+const MARKER_GRACE_MS = 1000;
+
+function parseShardMap(raw: Record<string, string>): ShardMap | undefined {
+  const count = Number(raw.count);
+  const previous = Number(raw.previous);
+  const epoch = Number(raw.epoch);
+  if (!Number.isInteger(count) || !Number.isInteger(previous) || !Number.isInteger(epoch) || count < 1 || previous < 1 || epoch < 1) return undefined;
+  return { count, previous, epoch };
+}
+
+// KEYS: the publishers' hash. ARGV: this bus's instance, the epoch it publishes with. On Redis's clock.
+const REPORT_EPOCH = new Script(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. now)
+return 1
+`);
+
+// KEYS: the publishers' hash. ARGV: epoch, fresh ms, grace ms. 1 when every publisher heard from within
+// `fresh` reported `epoch` (or later) and the latest of those switches is `grace` old; publishers not
+// heard from for a minute are removed.
+const ALL_SWITCHED = new Script(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local flat = redis.call('HGETALL', KEYS[1])
+for i = 1, #flat, 2 do
+  local epoch, at = string.match(flat[i + 1], '^(%d+) (%d+)$')
+  epoch, at = tonumber(epoch), tonumber(at)
+  if not at or at < now - 60000 then redis.call('HDEL', KEYS[1], flat[i])
+  elseif at >= now - tonumber(ARGV[2]) and epoch < tonumber(ARGV[1]) then return 0 end
+end
+local since = tonumber(redis.call('HGET', KEYS[2], 'at') or '0')
+if now - since < tonumber(ARGV[3]) then return 0 end
+return 1
+`);
+
+// KEYS: the shard map. ARGV: the epoch it must have now (0: none yet), new count, previous, new epoch.
+const GROW = new Script(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cur = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+if cur ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'count', ARGV[2], 'previous', ARGV[3], 'epoch', ARGV[4], 'at', now)
+return 1
+`);
+
 /** A writer applies a stream's age and byte bounds every this many reader intervals (its readers do it more often). */
 const WRITER_TRIM_EVERY = 5;
 
@@ -492,6 +586,8 @@ interface Topic<T> {
   unseen?(batch: T[]): T[];
   /** After the ack. */
   acked?(batch: T[]): void;
+  /** An uplink request's partition (the key of its shard): what is forwarded after a growth. Undefined: nothing is. */
+  partitionOf?(t: T): string;
   /** Where the counters of CommittedEffects of shard s go (in the stream's slot). */
   countersKey?: (s: number) => string;
   read(n: number): void;
@@ -529,6 +625,13 @@ export class RedisBus implements Bus {
   private readonly writtenBoundedAt = new Map<string, number>();
   private readonly lossLog = new LossLog();
 
+  /** The shard map this bus publishes and consumes with (see the top of this file). */
+  private map: ShardMap;
+  /** This bus among the publishers reporting their epoch. */
+  private readonly instance = `${Math.random().toString(36).slice(2, 10)}`;
+  private mapLoaded: Promise<void> | undefined;
+  private mapTimer: NodeJS.Timeout | undefined;
+
   constructor(options: RedisBusOptions) {
     this.o = {
       prefix: 'll:', shards: 16, leaseMs: 10_000, batch: 512, ...STREAM_BOUNDS, maxDeliveries: 5, blockMs: 1000, replicas: 1, ...options,
@@ -538,6 +641,115 @@ export class RedisBus implements Bus {
     this.writer = this.connect();
     this.replicas = isCluster(this.writer) && this.o.replicas > 0 ? new Replicas(this.writer, this.o.replicas) : undefined;
     this.dead = new RedisDeadLetters(this.writer, this.key('dead'), this.o.maxUpLength, () => this.stats(), this.cluster);
+    this.map = { count: this.o.shards, previous: this.o.shards, epoch: 0 };
+    this.mapKeys = this.cluster
+      ? { map: tagged(this.o.prefix, 'shards', 'map'), publishers: tagged(this.o.prefix, 'shards', 'publishers') }
+      : { map: this.key('shardmap'), publishers: this.key('shard-publishers') };
+  }
+
+  /** The shard map's keys (one slot in a cluster: ALL_SWITCHED reads both). */
+  private readonly mapKeys: { map: string; publishers: string };
+
+  /** What a shard consumer knows of the shard map. */
+  private shardsAccess(): Shards {
+    return { now: () => this.map, load: () => this.loadMap(), keys: this.mapKeys };
+  }
+
+  /** The shard map, read now and then every second (the first publish or consume waits for the first read). */
+  private loadMap(): Promise<void> {
+    if (!this.mapLoaded) {
+      this.mapLoaded = this.refreshMap().catch(() => undefined);
+      this.mapTimer = setInterval(() => void this.refreshMap().catch(() => undefined), MAP_REFRESH_MS).unref();
+    }
+    return this.mapLoaded;
+  }
+
+  private async refreshMap(): Promise<void> {
+    if (this.closed) return;
+    const raw = await this.writer.hgetall(this.mapKeys.map);
+    const next = parseShardMap(raw);
+    if (next && next.epoch > this.map.epoch) {
+      log.info({ node: this.o.nodeId, shards: next.count, previous: next.previous, epoch: next.epoch }, 'the shard count grew');
+      this.map = next;
+    }
+    // After switching: what this bus publishes from now on goes by the new count.
+    await REPORT_EPOCH.run(this.writer, [this.mapKeys.publishers], [this.instance, this.map.epoch]);
+  }
+
+  /** `longlink admin shards`: see ShardAdmin. */
+  readonly shards: ShardAdmin = {
+    shardMap: () => this.shardMap(),
+    shardStatus: () => this.shardStatus(),
+    growShards: (count) => this.growShards(count),
+  };
+
+  /** The shard count and its history, as this bus uses them now. */
+  shardMap(): ShardMap {
+    return { ...this.map };
+  }
+
+  /**
+   * Grow the shard count to `count` (a multiple of the current one) on the
+   * live cluster. Refused while the last growth is still under way (some
+   * group has not drained an old shard up to its marker yet).
+   */
+  async growShards(count: number): Promise<ShardMap> {
+    await this.loadMap();
+    await this.refreshMap();
+    const now = this.map;
+    if (!Number.isInteger(count) || count <= now.count || count % now.count !== 0 || count > 4096) {
+      throw new Error(`the shard count grows to a multiple of ${now.count}, at most 4096: not ${count}`);
+    }
+    if (now.epoch > 0 && !(await this.splitDone())) throw new Error(`the growth to ${now.count} shards is still under way`);
+    const next: ShardMap = { count, previous: now.count, epoch: now.epoch + 1 };
+    const ok = await GROW.run(this.writer, [this.mapKeys.map], [now.epoch, next.count, next.previous, next.epoch]);
+    if (Number(ok) !== 1) throw new Error('another growth of the shard count came first');
+    await this.refreshMap();
+    return next;
+  }
+
+  /** Whether every group reading the old shards of a growth has handled them up to the marker. */
+  private async splitDone(): Promise<boolean> {
+    const status = await this.shardStatus();
+    return status.every((t) => t.shards.every((x) => x.state !== 'waiting'));
+  }
+
+  /**
+   * Per topic (each uplink service's streams, each committed-stream group):
+   * every shard's owner, lag (entries not yet read plus read and not acked)
+   * and state: `ready`, or `waiting` (a new shard whose old one is not
+   * drained up to the marker yet).
+   */
+  async shardStatus(): Promise<ShardTopicStatus[]> {
+    await this.loadMap();
+    const client = await this.stats();
+    const map = this.map;
+    const topics: { name: string; lease: (s: number) => string; stream: (s: number) => string; group: string }[] = [
+      ...UP_SERVICES.map((service) => ({ ...this.upTopic(service), group: GROUP })),
+    ];
+    const committedGroups = new Set<string>();
+    for (let s = 0; s < map.count; s++) {
+      try {
+        for (const g of ((await client.call('XINFO', 'GROUPS', this.committedStream(s))) as unknown[][]).map(flatFields)) committedGroups.add(String(g.name));
+      } catch {
+        /* no stream yet */
+      }
+    }
+    for (const group of [...committedGroups].sort()) topics.push(this.committedTopic(group));
+    const out: ShardTopicStatus[] = [];
+    for (const t of topics) {
+      const shards = await Promise.all(Array.from({ length: map.count }, async (_, s) => {
+        const [owner, info, drained] = await Promise.all([
+          client.get(t.lease(s)),
+          client.call('XINFO', 'GROUPS', t.stream(s)).then((r) => (r as unknown[][]).map(flatFields).find((g) => g.name === t.group), () => undefined),
+          map.epoch > 0 && s >= map.previous ? client.get(drainedKey(this.o.prefix, t.name, s % map.previous, map.epoch)) : Promise.resolve('1'),
+        ]);
+        const lag = info ? (typeof info.lag === 'number' ? info.lag : 0) + (typeof info.pending === 'number' ? info.pending : 0) : 0;
+        return { shard: s, owner: owner ?? undefined, lag, state: drained ? 'ready' as const : 'waiting' as const };
+      }));
+      out.push({ topic: t.name, shards });
+    }
+    return out;
   }
 
   /**
@@ -625,6 +837,7 @@ export class RedisBus implements Bus {
       deadLetters: true,
       describe: (up) => ({ op: up?.body.case === 'frame' ? operationName(up.body.value) : up?.body.case, partition: up?.partition }),
       requestId: (up) => up.requestId,
+      partitionOf: (up) => up.partition,
       read: (n) => (this.counters.upRead += n),
       lost: (n) => (this.counters.upTrimmedUnprocessed += n),
     };
@@ -660,7 +873,8 @@ export class RedisBus implements Bus {
 
   async publishUp(message: UpEnvelope): Promise<void> {
     if (this.closed) throw new Error('bus closed');
-    const stream = this.upStream(serviceOfUp(message), shardOf(message.partition, this.o.shards));
+    if (!this.mapLoaded) await this.loadMap();
+    const stream = this.upStream(serviceOfUp(message), shardOf(message.partition, this.map.count));
     this.counters.upPublished++;
     const added = this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxUpLength, '*', 'e', Buffer.from(toBinary(UpEnvelopeSchema, message)));
     this.boundWritten(stream, this.o.maxUpAgeMs, this.o.maxUpBytes);
@@ -729,7 +943,7 @@ export class RedisBus implements Bus {
   /** One consumer per service, each with its own streams, leases and blocking reader. */
   consumeUp(handler: UpHandler, options: ConsumeUpOptions = {}): Subscription {
     const consumers = (options.services ?? UP_SERVICES).map((service) =>
-      new ShardConsumer(this.o, this.reads(), this.writer, this.upTopic(service), handler, (n) => this.key(n), this.counters, options.onTakeover));
+      new ShardConsumer(this.o, this.reads(), this.writer, this.upTopic(service), handler, (n) => this.key(n), this.counters, this.shardsAccess(), this.replicas, options.onTakeover));
     return this.run(consumers);
   }
 
@@ -737,9 +951,10 @@ export class RedisBus implements Bus {
     if (this.closed) throw new Error('bus closed');
     if (entries.length === 0) return;
     this.counters.committedPublished += entries.length;
+    if (!this.mapLoaded) await this.loadMap();
     const written = new Set<string>();
     const added = entries.map((c) => {
-      const stream = this.committedStream(shardOf(c.message?.conversationId ?? '', this.o.shards));
+      const stream = this.committedStream(shardOf(c.message?.conversationId ?? '', this.map.count));
       written.add(stream);
       return this.writer.xadd(stream, 'MAXLEN', '~', this.o.maxUpLength, '*', 'c', Buffer.from(toBinary(CommittedSchema, c)));
     });
@@ -750,7 +965,7 @@ export class RedisBus implements Bus {
 
   consumeCommitted(group: string, handler: CommittedHandler): Subscription {
     if (!/^[a-z][a-z0-9-]{0,31}$/.test(group)) throw new Error(`consumer group name ${JSON.stringify(group)}: lowercase letters, digits and -`);
-    return this.run([new ShardConsumer(this.o, this.reads(), this.writer, this.committedTopic(group), handler, (n) => this.key(n), this.counters)]);
+    return this.run([new ShardConsumer(this.o, this.reads(), this.writer, this.committedTopic(group), handler, (n) => this.key(n), this.counters, this.shardsAccess(), this.replicas)]);
   }
 
   /** How a consumer reads its shards: one connection for all on one server, one per shard in a cluster. */
@@ -780,6 +995,10 @@ export class RedisBus implements Bus {
   private livenessTimer: NodeJS.Timeout | undefined;
 
   readonly splitsServices = true;
+
+  get publishInTurn(): boolean {
+    return this.replicas !== undefined;
+  }
 
   isDown(service: Service): boolean {
     let l = this.liveness.get(service);
@@ -815,7 +1034,7 @@ export class RedisBus implements Bus {
 
   async committedCounters(group: string): Promise<Map<string, number>> {
     const client = await this.stats();
-    const keys = this.cluster ? Array.from({ length: this.o.shards }, (_, s) => this.countersKey(group, s)) : [this.countersKey(group, 0)];
+    const keys = this.cluster ? Array.from({ length: this.map.count }, (_, s) => this.countersKey(group, s)) : [this.countersKey(group, 0)];
     const out = new Map<string, number>();
     for (const flat of await Promise.all(keys.map((k) => client.hgetall(k)))) {
       for (const [k, v] of Object.entries(flat)) out.set(k, (out.get(k) ?? 0) + Number(v));
@@ -830,7 +1049,7 @@ export class RedisBus implements Bus {
    */
   async consumerLag(): Promise<Map<string, number>> {
     const streams: { stream: string; name?: string }[] = [];
-    for (let s = 0; s < this.o.shards; s++) {
+    for (let s = 0; s < this.map.count; s++) {
       for (const service of UP_SERVICES) streams.push({ stream: this.upStream(service, s), name: service });
       streams.push({ stream: this.committedStream(s) });
     }
@@ -1000,6 +1219,7 @@ export class RedisBus implements Bus {
     for (const r of this.readers) r.disconnect();
     this.readers.clear();
     clearInterval(this.livenessTimer);
+    clearInterval(this.mapTimer);
     this.statsClient?.disconnect();
     if (this.downFlushScheduled) this.flushDown(); // written before QUIT, on the same connection
     await this.writer.quit().catch(() => this.writer.disconnect());
@@ -1150,8 +1370,72 @@ class ShardConsumer<T> {
     private readonly handler: (batch: T[]) => Promise<CommittedEffects | void>,
     private readonly key: (name: string) => string,
     private readonly counters: BusCounters,
+    private readonly shards: Shards,
+    private readonly replicas: Replicas | undefined,
     private readonly onTakeover: () => void = () => undefined,
   ) {}
+
+  /** Old shards whose marker of the current growth is in their stream (placed here or by another group's owner). */
+  private readonly marked = new Set<number>();
+  /** Old shards this group handled up to the marker of the current growth (their new shards may be read). */
+  private readonly drained = new Set<number>();
+  private drainedEpoch = 0;
+  private lastDrainedLook = 0;
+  private lastMarkerLook = 0;
+
+  /** A new shard of the current growth whose old shard this group has not drained yet is not read. */
+  private readable(s: number): boolean {
+    const map = this.shards.now();
+    if (map.epoch === 0 || s < map.previous) return true;
+    return this.drained.has(s % map.previous);
+  }
+
+  /** Look (now and then) whether the old shards of the new shards held are drained by this group. */
+  private async lookDrained(held: readonly number[]): Promise<void> {
+    const map = this.shards.now();
+    if (map.epoch !== this.drainedEpoch) {
+      this.drained.clear();
+      this.marked.clear();
+      this.drainedEpoch = map.epoch;
+    }
+    const parents = [...new Set(held.filter((s) => !this.readable(s)).map((s) => s % map.previous))];
+    if (parents.length === 0 || Date.now() - this.lastDrainedLook < 100) return;
+    this.lastDrainedLook = Date.now();
+    const done = await Promise.all(parents.map((p) => this.redis.get(drainedKey(this.o.prefix, this.topic.name, p, map.epoch))));
+    parents.forEach((p, i) => { if (done[i]) this.drained.add(p); });
+  }
+
+  /**
+   * Once every live publisher uses the new count, append the growth's marker
+   * to each old shard held (one marker per stream, whoever places it: the
+   * committed stream is read by several groups).
+   */
+  private async placeMarkers(): Promise<void> {
+    const map = this.shards.now();
+    if (map.epoch === 0) return;
+    const parents = [...this.owned].filter((s) => s < map.previous && !this.marked.has(s));
+    if (parents.length === 0) return;
+    const switched = await ALL_SWITCHED.run(this.redis, [this.shards.keys.publishers, this.shards.keys.map], [map.epoch, PUBLISHER_FRESH_MS, MARKER_GRACE_MS]);
+    if (Number(switched) !== 1) return;
+    for (const s of parents) {
+      const stream = this.topic.stream(s);
+      const key = this.markedKey(stream, map.epoch);
+      // Added, then recorded (with its id): a crash between the two leaves a marker that the next try adds again
+      // (two markers of one growth are harmless: the second only finds the old shard drained already).
+      if ((await this.redis.get(key)) === null) {
+        const id = await this.redis.xadd(stream, '*', 'm', String(map.epoch));
+        await this.replicas?.wait(stream);
+        await this.redis.set(key, String(id), 'NX');
+        log.info({ node: this.o.nodeId, topic: this.topic.name, shard: s, shards: map.count, epoch: map.epoch }, 'the shard count grew: marker placed');
+      }
+      this.marked.add(s);
+    }
+  }
+
+  /** Holds the id of the marker of growth `epoch` in `stream`, once placed. */
+  private markedKey(stream: string, epoch: number): string {
+    return `${this.o.prefix}split-marked:${stream.slice(this.o.prefix.length)}:${epoch}`;
+  }
 
   start(): void {
     this.running = true;
@@ -1242,9 +1526,12 @@ class ShardConsumer<T> {
   /** Heartbeat, renew owned leases, give back extras, take free shards up to the fair share. */
   private async rebalance(): Promise<void> {
     if (!this.running) return;
+    await this.shards.load();
+    const count = this.shards.now().count;
     const live = Math.max(1, Number(await HEARTBEAT.run(this.redis, [this.topic.live], [this.o.nodeId, this.o.leaseMs])));
-    const fair = Math.ceil(this.o.shards / live);
-    for (const s of [...this.owned]) {
+    const fair = Math.ceil(count / live);
+    // Renewed together (one round trip in all): with many shards, one after another could outlast the lease.
+    await Promise.all([...this.owned].map(async (s) => {
       const sentAt = Date.now();
       const at = heldAt(await this.redis.eval(RENEW, 1, this.topic.lease(s), this.o.nodeId, this.o.leaseMs));
       const claim = this.claims.get(s);
@@ -1253,24 +1540,30 @@ class ShardConsumer<T> {
         claim.validUntil = sentAt + this.o.leaseMs * 0.8;
         claim.heldAt = at;
       }
-    }
+    }));
     // Shards are given back between batches by the read loop (see `surplus`).
     this.surplus = Math.max(0, this.owned.size - fair);
     if (this.owned.size >= fair) return;
-    const order = Array.from({ length: this.o.shards }, (_, i) => (i + shardOf(this.o.nodeId, this.o.shards)) % this.o.shards);
-    for (const s of order) {
-      if (this.owned.size >= fair || !this.running) break;
-      if (this.owned.has(s)) continue;
-      const sentAt = Date.now();
-      const at = heldAt(await this.redis.eval(TAKE, 1, this.topic.lease(s), this.o.nodeId, this.o.leaseMs));
-      if (at !== undefined) {
+    const order = Array.from({ length: count }, (_, i) => (i + shardOf(this.o.nodeId, count)) % count).filter((s) => !this.owned.has(s));
+    // As many tried at once as are missing, in this node's order, until the fair share is held or none is left.
+    while (this.owned.size < fair && order.length > 0 && this.running) {
+      const tried = order.splice(0, fair - this.owned.size);
+      const won = (await Promise.all(tried.map(async (s) => {
+        const sentAt = Date.now();
+        const at = heldAt(await this.redis.eval(TAKE, 1, this.topic.lease(s), this.o.nodeId, this.o.leaseMs));
+        return at === undefined ? undefined : { s, sentAt, at };
+      }))).filter((x) => x !== undefined);
+      await Promise.all(won.map(async ({ s, sentAt, at }) => {
         // No epoch yet: the store takes the shard's next one with this node's first write.
         this.claims.set(s, { shard: this.topic.fence?.(s) ?? s, epoch: undefined, validUntil: sentAt + this.o.leaseMs * 0.8, heldAt: at });
         await this.ensureGroup(s);
         // Before the first read: what is past the bounds goes, and what was lost while nobody owned the shard is counted.
         await this.bound(s).catch((err: unknown) => log.warn({ reason: (err as Error).message, node: this.o.nodeId, topic: this.topic.name, shard: s }, 'stream trim failed'));
-        // Before the first batch of the shard: whatever we cached about its conversations may be stale.
-        this.onTakeover();
+      }));
+      if (won.length === 0) continue;
+      // Before the first batch of these shards: whatever we cached about their conversations may be stale.
+      this.onTakeover();
+      for (const { s } of won) {
         this.owned.add(s);
         this.claimFrom.add(s);
       }
@@ -1322,13 +1615,31 @@ class ShardConsumer<T> {
 
   private async ensureGroup(s: number): Promise<void> {
     if (this.groupsMade.has(s)) return;
+    let made = false;
     try {
       // From the oldest entry kept; what was trimmed before the group existed was never its to read (not counted lost).
       await CREATE_GROUP.run(this.redis, [this.topic.stream(s)], [this.topic.group]);
+      made = true;
     } catch (err) {
       if (!String(err).includes('BUSYGROUP')) throw err;
     }
     this.groupsMade.add(s);
+    if (made) await this.drainedIfMarkerGone(s);
+  }
+
+  /**
+   * A group made on an old shard after the growth's marker was trimmed away
+   * (a consumer group added long after a growth) never reads that marker:
+   * nothing before it was this group's to read, so the shard counts as drained.
+   */
+  private async drainedIfMarkerGone(s: number): Promise<void> {
+    const map = this.shards.now();
+    if (map.epoch === 0 || s >= map.previous) return;
+    const stream = this.topic.stream(s);
+    const id = await this.redis.get(this.markedKey(stream, map.epoch));
+    if (id === null) return; // not placed yet: this group reads it
+    if ((await this.redis.xrange(stream, id, id)).length > 0) return; // still there: this group reads it
+    await this.redis.set(drainedKey(this.o.prefix, this.topic.name, s, map.epoch), '1');
   }
 
   private async loop(): Promise<void> {
@@ -1350,7 +1661,14 @@ class ShardConsumer<T> {
           this.lastOrphanScanMs = Date.now();
           for (const s of [...this.owned]) if (this.holds(s) && !this.claimFrom.has(s)) await this.claim(s, this.o.leaseMs * 2);
         }
-        const shards = [...this.owned].filter((s) => this.holds(s) && !this.claimFrom.has(s));
+        if (this.shards.now().epoch > 0) {
+          if (Date.now() - this.lastMarkerLook >= 200) {
+            this.lastMarkerLook = Date.now();
+            await this.placeMarkers();
+          }
+          await this.lookDrained([...this.owned]);
+        }
+        const shards = [...this.owned].filter((s) => this.holds(s) && !this.claimFrom.has(s) && this.readable(s));
         if (shards.length === 0) {
           await new Promise((r) => setTimeout(r, 50));
           continue;
@@ -1469,23 +1787,71 @@ class ShardConsumer<T> {
    */
   private async processShards(groups: [number, StreamEntries][]): Promise<number[]> {
     const decoded: Decoded<T>[] = [];
+    const markers: { s: number; stream: string; id: string; epoch: number }[] = [];
+    const map = this.shards.now();
     for (const [s, entries] of groups) {
       const stream = this.topic.stream(s);
       const d: Decoded<T> = { s, stream, ids: [], raw: [], batch: [] };
+      const forward: { id: string; raw: Buffer; to: number }[] = [];
       for (const [idBytes, fields] of entries) {
         const id = idBytes.toString();
         if (!fields) continue;
+        const marker = field(fields, 'm');
+        if (marker) {
+          // A growth's marker: what came before it is handled in this round, what comes after in the next (claimed).
+          markers.push({ s, stream, id, epoch: Number(marker.toString()) });
+          break;
+        }
         try {
-          d.batch.push(this.topic.decode(fields));
+          const entry = this.topic.decode(fields);
+          const to = this.movedTo(s, entry, map);
+          if (to !== undefined) {
+            forward.push({ id, raw: field(fields, this.topic.field)!, to });
+            continue;
+          }
+          d.batch.push(entry);
           d.ids.push(id);
           d.raw.push(field(fields, this.topic.field)!);
         } catch (err) {
           await this.deadLetter(stream, id, field(fields, this.topic.field), `undecodable: ${(err as Error).message}`, 1, undefined);
         }
       }
+      if (forward.length > 0) await this.forward(s, stream, forward);
       if (d.batch.length > 0) decoded.push(d);
     }
-    return this.handleDecoded(decoded);
+    const notHandled = await this.handleDecoded(decoded);
+    for (const m of markers) {
+      if (notHandled.includes(m.s) || !this.holds(m.s)) continue;
+      // Everything before the marker is handled: this group's new shards of s may be read.
+      await this.redis.set(drainedKey(this.o.prefix, this.topic.name, m.s, m.epoch), '1');
+      await this.redis.xack(m.stream, this.topic.group, m.id);
+      if (m.epoch === map.epoch) this.drained.add(m.s);
+      log.info({ node: this.o.nodeId, topic: this.topic.name, shard: m.s, epoch: m.epoch }, 'the shard count grew: old shard drained up to its marker');
+      notHandled.push(m.s); // the entries after the marker: claimed and handled next
+    }
+    return notHandled;
+  }
+
+  /**
+   * The new shard of an uplink request found in old shard s after this group
+   * drained s up to the growth's marker (a stale publisher wrote it there):
+   * undefined when it stays.
+   */
+  private movedTo(s: number, entry: T, map: ShardMap): number | undefined {
+    if (!this.topic.partitionOf || map.epoch === 0 || s >= map.previous || !this.drained.has(s)) return undefined;
+    const to = shardOf(this.topic.partitionOf(entry), map.count);
+    return to === s ? undefined : to;
+  }
+
+  /** Requests of conversations that moved, to their new shard's stream (then acked here). */
+  private async forward(s: number, stream: string, entries: readonly { id: string; raw: Buffer; to: number }[]): Promise<void> {
+    for (const e of entries) {
+      const target = this.topic.stream(e.to);
+      await this.redis.xadd(target, 'MAXLEN', '~', this.o.maxUpLength, '*', this.topic.field, e.raw);
+      await this.replicas?.wait(target);
+      await this.redis.xack(stream, this.topic.group, e.id);
+    }
+    log.warn({ node: this.o.nodeId, topic: this.topic.name, shard: s, entries: entries.length }, 'requests written to an old shard after the shard count grew (a publisher not heard from): forwarded to their new shard');
   }
 
   /**

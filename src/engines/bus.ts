@@ -267,9 +267,21 @@ export function newBusCounters(): BusCounters {
   };
 }
 
+/** The shards of a distributed bus, for `longlink admin shards` (RedisBus; the in-process bus has none). */
+export interface ShardAdmin {
+  /** The count now, the count before the last growth, and how many growths there were. */
+  shardMap(): { count: number; previous: number; epoch: number };
+  /** Per topic (each uplink service, each committed-stream group): every shard's owner, lag and state. */
+  shardStatus(): Promise<{ topic: string; shards: { shard: number; owner: string | undefined; lag: number; state: 'ready' | 'waiting' }[] }[]>;
+  /** Grow the count on the live cluster to a multiple of the current one. */
+  growShards(count: number): Promise<{ count: number; previous: number; epoch: number }>;
+}
+
 export interface Bus {
   readonly counters: BusCounters;
   readonly dead: DeadLetters;
+  /** Present on a distributed bus. */
+  readonly shards?: ShardAdmin;
   /** Queue a request for logic, in the partition it names. Resolves once the bus has accepted it. */
   publishUp(message: UpEnvelope): Promise<void>;
   /**
@@ -306,6 +318,14 @@ export interface Bus {
    * the gateway (src/gateway/order.ts). False for one consumer of everything.
    */
   readonly splitsServices: boolean;
+  /**
+   * A publish can fail after a later one succeeded (on a Redis Cluster, a
+   * write waiting for its replica when the master dies, while the next one
+   * goes to the promoted replica): the gateway then publishes a connection's
+   * requests of one partition one at a time, and refuses those queued behind
+   * one that failed (the client sends them again, in order).
+   */
+  readonly publishInTurn?: boolean;
   /** Send to the gateway node `node`. */
   publishDown(node: string, message: Down): Promise<void>;
   /** Receive what logic sends to node `node` (a gateway, or an API node awaiting replies). */

@@ -5,13 +5,15 @@
 // inserts append to the heap and to the right edge of the primary key;
 // (conversation_id, seq) serves sync and history, and a partial unique index
 // on (from_user, client_msg_id) WHERE client_msg_id <> '' is the idempotency
-// key (an empty id never dedupes). Identifier columns use the "C" collation:
+// key (an empty id never dedupes); each partition has these (see "Partitions"). Identifier columns use the "C" collation:
 // byte order, as in SQLite, whatever the database's locale, and cheaper
 // index comparisons.
 //
 // append() is one transaction and a fixed number of round trips per batch,
 // however many messages it holds:
-//   1. one SELECT finds the batch's client ids already stored;
+//   1. one SELECT finds the batch's client ids already stored (each locked
+//      as the transaction began, in the same round trip as BEGIN: they are
+//      unique per partition only, see "Partitions");
 //   2. one upsert on `conversations`, one row per distinct conversation in id
 //      order (so concurrent batches lock rows in the same order and cannot
 //      deadlock), adds k to last_seq and RETURNs it: seqs last-k+1..last are
@@ -23,9 +25,41 @@
 //   6. one UPDATE of the writers' read cursors;
 //   7. one UPDATE of the change index (store.ts, "Sync"): the members who may
 //      see what the batch stored have something to read.
-// A concurrent batch that stored the same (from_user, client_msg_id) first
-// makes step 4 fail on the unique index; the batch is then retried once that
-// one committed, and finds the key in step 1 (a duplicate, as it should be).
+// A concurrent batch with one of the same (from_user, client_msg_id) waits in
+// step 1 for the first to commit, then finds the key stored (a duplicate, as
+// it should be). (Each partition's unique index on the key stays: a batch
+// that fails on it is retried, and finds the key in step 1.)
+//
+// Partitions: `messages` is partitioned by RANGE of its identity, that is by
+// storage order, so by time: partition k holds ids [k·2^32, (k+1)·2^32), and
+// retention rolls to the next one every span (an eighth of the retention
+// period, at least an hour) by moving the identity to its first id. Why time
+// (storage order) and not a hash of the conversation:
+//   - Retention drops whole partitions (store.ts, "Retention"): a partition
+//     is a range of storage order, so the oldest one is a prefix of every
+//     conversation, exactly what retention removes; no row deleted, no bloat
+//     left to vacuum. With hash partitions old messages are in every
+//     partition, and retention would still delete rows.
+//   - Inserts go to the newest partition only: its indexes (conversation,
+//     seq) and (sender, client id), whose inserts land anywhere in them, stay
+//     the size of one span and in memory as the table grows; with hash
+//     partitions every partition's indexes take inserts, and together they
+//     are as large as one.
+//   - Not the sent time itself: a message stamped by a clock ahead would land
+//     in a later partition than messages stored after it in its conversation,
+//     and a dropped partition would no longer be a prefix of every
+//     conversation.
+// What it costs: a read of a conversation (sync, history) cannot be pruned to
+// one partition and looks into each one's (conversation_id, seq) index; the
+// span keeps them about nine (none more without retention: everything stays
+// in the first). And unique indexes cannot span partitions (they would have to
+// hold the partition key): (conversation_id, seq) and (from_user,
+// client_msg_id) are unique per partition; across them, seqs are unique as
+// assigned (under the conversation's row lock; a copy from another datacenter
+// checks under the same lock), and idempotency keys are locked by the batch
+// that looks them up (beginWithKeys, step 1 below). A database from before
+// partitions is converted in place (migration 11): its table becomes the
+// first partition.
 //
 // Fencing (see store.ts): under a write fence, the transaction first takes
 // (a new owner's first write: epoch + 1, row locked to commit) or checks
@@ -33,6 +67,7 @@
 // shard of the batch, and rolls back with FencedError when an epoch is not the
 // writer's or its lease ran out meanwhile. The epoch lives here, not in Redis:
 // Redis may lose a counter when it restarts; a commit here is durable.
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { ErrorCode, LonglinkError, type ChatMessage, type GroupRoleName, type TimelineEventData } from '../protocol/index.js';
 import { directMembers } from '../protocol/ids.js';
@@ -64,7 +99,14 @@ export interface PostgresStoreOptions {
    * @default 5000
    */
   idleInTransactionMs?: number;
+  /** Apply the first this many migrations only (tests of a migration, on a database as an older version left it). @default all */
+  migrations?: number;
 }
+
+/** Ids per partition of `messages` (see "Partitions"): partition k holds ids [k·2^32, (k+1)·2^32); the first from MINVALUE. */
+const PARTITION_IDS = 2 ** 32;
+/** Now on the database's clock, in ms: what a datacenter's changes are stamped with (one clock however many nodes write). */
+const NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::int8';
 
 /** Each entry runs once, in order, in the transaction that records its version. */
 const MIGRATIONS: string[] = [
@@ -225,6 +267,48 @@ const MIGRATIONS: string[] = [
      conversation_id TEXT COLLATE "C" NOT NULL,
      PRIMARY KEY (user_id, device_id)
    );`,
+  // Messages partitioned by storage order (see "Partitions" at the top): the table as it was becomes the first
+  // partition as it is (no row moved or rewritten, its indexes kept; attaching it reads it once, to check its ids),
+  // up to a multiple of PARTITION_IDS above its highest id; the next ones are made as retention rolls to them.
+  // Its rows, if any, predate the partitions: retention removes them row by row (by_rows) until it can drop it.
+  `CREATE TABLE message_partitions (
+     part INTEGER PRIMARY KEY,
+     lower_id BIGINT NOT NULL,
+     upper_id BIGINT NOT NULL,
+     opened_at_ms BIGINT NOT NULL,
+     closed_xmax BIGINT,
+     floors_after TEXT COLLATE "C" NOT NULL DEFAULT '',
+     floors_done BOOLEAN NOT NULL DEFAULT false,
+     by_rows BOOLEAN NOT NULL DEFAULT false
+   );
+   DO $$
+   DECLARE
+     top BIGINT := coalesce((SELECT max(id) FROM messages), 0);
+     upper BIGINT := (top / ${PARTITION_IDS} + 1) * ${PARTITION_IDS};
+   BEGIN
+     ALTER TABLE messages ALTER COLUMN id DROP IDENTITY;
+     ALTER TABLE messages RENAME TO messages_0;
+     ALTER INDEX messages_pkey RENAME TO messages_0_pkey;
+     ALTER INDEX messages_by_seq RENAME TO messages_0_by_seq;
+     ALTER INDEX messages_by_client_id RENAME TO messages_0_by_client_id;
+     CREATE TABLE messages (
+       id BIGINT GENERATED ALWAYS AS IDENTITY,
+       conversation_id TEXT COLLATE "C" NOT NULL,
+       seq BIGINT NOT NULL,
+       server_msg_id TEXT NOT NULL,
+       from_user TEXT COLLATE "C" NOT NULL,
+       from_device TEXT NOT NULL,
+       client_msg_id TEXT COLLATE "C" NOT NULL,
+       text TEXT NOT NULL,
+       sent_at_ms BIGINT NOT NULL,
+       event TEXT,
+       recalled_by TEXT,
+       PRIMARY KEY (id)
+     ) PARTITION BY RANGE (id);
+     EXECUTE format('ALTER TABLE messages ATTACH PARTITION messages_0 FOR VALUES FROM (MINVALUE) TO (%s)', upper);
+     PERFORM setval(pg_get_serial_sequence('messages', 'id'), top + 1, false);
+     INSERT INTO message_partitions (part, lower_id, upper_id, opened_at_ms, by_rows) VALUES (0, 0, upper, ${NOW_MS}, top > 0);
+   END $$;`,
 ];
 
 
@@ -242,6 +326,27 @@ const TYPES = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
     oid === INT8_OID && format !== 'binary' ? parseInt8 : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig['getTypeParser'],
 };
+
+/**
+ * The start of a transaction that stores messages with these idempotency
+ * keys: BEGIN, then a transaction lock on each key (in one order: no
+ * deadlock), sent together (one round trip). Keys are unique per partition
+ * only (an index cannot span them): a concurrent batch with one of them
+ * waits here for this one to commit, then finds the key stored (step 1 of
+ * append reads in a statement of its own, whose snapshot is taken after the
+ * wait). A lock number is 64 bits of the key's SHA-256 (one lock space for
+ * the whole database: another schema's key may share one, and only waits).
+ */
+function beginWithKeys(keys: readonly { fromUser: string; clientMsgId: string }[]): string {
+  const locks = new Set<bigint>();
+  for (const k of keys) {
+    if (k.clientMsgId === '') continue;
+    locks.add(createHash('sha256').update(`${k.fromUser.length}:${k.fromUser}${k.clientMsgId}`).digest().readBigInt64BE(0));
+  }
+  if (locks.size === 0) return 'BEGIN';
+  const sorted = [...locks].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return `BEGIN; SELECT pg_advisory_xact_lock(k) FROM unnest('{${sorted.join(',')}}'::int8[]) AS k`;
+}
 
 /** Retries of an append that lost a race on an idempotency key (or, defensively, a deadlock). */
 const MAX_ATTEMPTS = 5;
@@ -316,15 +421,16 @@ const CHANGE_HORIZON = 'pg_snapshot_xmin(pg_current_snapshot())::text::int8';
 const SYNC_COLUMNS = `SELECT m.conversation_id AS id, c.kind, c.last_seq, c.retained_from_seq, m.joined_seq, m.left_seq, m.read_seq, m.change_no,
     EXISTS (SELECT 1 FROM member_windows w WHERE w.conversation_id = m.conversation_id AND w.user_id = m.user_id) AS rejoined,
     coalesce(g.given, d.delivered_seq, 0) AS from_seq, g.given IS NOT NULL AS named`;
-const SYNC_FROM = `FROM members m JOIN conversations c ON c.id = m.conversation_id
+// (Each membership row found looks its conversation up by key: OFFSET 0 keeps the planner from joining the whole
+// table, a hash join it may prefer when it thinks the user has many rows, while the scan stops at its LIMIT.)
+const SYNC_FROM = `FROM members m
+    JOIN LATERAL (SELECT * FROM conversations x WHERE x.id = m.conversation_id OFFSET 0) c ON true
     LEFT JOIN device_cursors d ON d.user_id = m.user_id AND d.device_id = $2 AND d.conversation_id = m.conversation_id
     CROSS JOIN LATERAL (SELECT ($3::jsonb ->> m.conversation_id::text)::int8 AS given) g`;
 /** Something past the device's cursor that this member may see and is held. */
 const SYNC_CONTENT = `least(c.last_seq, coalesce(m.left_seq, c.last_seq))
     > greatest(coalesce(g.given, d.delivered_seq, 0), m.joined_seq - 1, c.retained_from_seq - 1)`;
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
-/** Now on the database's clock, in ms: what a datacenter's changes are stamped with (one clock however many nodes write). */
-const NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::int8';
 
 // Named statements: each connection parses and plans them once.
 const SQL = {
@@ -453,15 +559,23 @@ const SQL = {
   orphanKey: `WITH gone AS (DELETE FROM messages WHERE from_user = $1 AND client_msg_id = $2 AND client_msg_id <> ''
       AND NOT (conversation_id = $3 AND seq = $4) RETURNING ${MESSAGE_COLUMNS})
     INSERT INTO orphaned_messages (orphaned_at_ms, ${MESSAGE_COLUMNS}) SELECT $5, ${MESSAGE_COLUMNS} FROM gone`,
-  // A copied message at its own seq; nothing when that seq is held (RETURNING says which).
-  replicaMessage: `INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-    ON CONFLICT (conversation_id, seq) DO NOTHING RETURNING seq`,
-  replicaConversation: `INSERT INTO conversations AS c (id, kind, last_seq, last_at_ms, home_dc) VALUES ($1, $2, $3, $4, $5)
-    ON CONFLICT (id) DO UPDATE SET last_seq = greatest(c.last_seq, excluded.last_seq), last_at_ms = greatest(c.last_at_ms, excluded.last_at_ms)
-    RETURNING (c.xmax = 0) AS created`,
+  // A copy takes its conversation's row lock first (creating the row if missing: RETURNING says so; a row there
+  // already is locked, not changed), as an append does: (conversation_id, seq) is unique per partition only, so
+  // whether the seq is held is read under that lock, then the message stored at its own seq if it is not.
+  replicaConversation: `INSERT INTO conversations AS c (id, kind, last_seq, last_at_ms, home_dc) VALUES ($1, $2, 0, 0, $3)
+    ON CONFLICT (id) DO UPDATE SET last_seq = c.last_seq WHERE false
+    RETURNING true AS created`,
+  replicaMessage: `INSERT INTO messages (${MESSAGE_COLUMNS})
+    SELECT $1::text, $2::int8, $3::text, $4::text, $5::text, $6::text, $7::text, $8::int8, $9::text, $10::text
+    WHERE NOT EXISTS (SELECT 1 FROM messages WHERE conversation_id = $1::text AND seq = $2::int8)
+    RETURNING seq`,
+  replicaHead: `UPDATE conversations SET last_seq = greatest(last_seq, $2), last_at_ms = greatest(last_at_ms, $3) WHERE id = $1`,
   after: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4`,
-  before: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq < $2 AND seq >= $3 ORDER BY seq DESC LIMIT $4`,
-  one: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2`,
+  // Never below the conversation's floor (retention raises it before it drops a partition: see expireByPartition).
+  before: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq < $2
+    AND seq >= greatest($3, (SELECT retained_from_seq FROM conversations WHERE id = $1)) ORDER BY seq DESC LIMIT $4`,
+  one: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2
+    AND seq >= (SELECT retained_from_seq FROM conversations WHERE id = $1)`,
   unread: `SELECT count(*) AS n FROM (SELECT 1 FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq <= $3
     AND from_user <> $4 AND event IS NULL LIMIT $5) x`,
   membersAt: `SELECT user_id FROM members WHERE conversation_id = $1 AND left_seq IS NULL AND joined_seq <= $2 ORDER BY user_id`,
@@ -488,15 +602,15 @@ const SQL = {
       last.seq AS last_msg_seq, last.server_msg_id, last.from_user, last.from_device, last.client_msg_id,
       left(last.text, $5) AS last_text, length(last.text) AS last_length, last.sent_at_ms, last.event, last.recalled_by,
       (SELECT count(*) FROM (SELECT 1 FROM messages u WHERE u.conversation_id = p.id
-         AND u.seq > greatest(p.read_seq, p.joined_seq - 1) AND u.seq <= p.visible_seq
+         AND u.seq > greatest(p.read_seq, p.joined_seq - 1, p.retained_from_seq - 1) AND u.seq <= p.visible_seq
          AND u.from_user <> $1 AND u.event IS NULL LIMIT $6) x) AS unread,
       peer.read_seq AS peer_read_seq, peer.delivered_seq AS peer_delivered_seq, g.name AS group_name
     FROM (
       SELECT * FROM (${LIST_SELECT} WHERE m.user_id = $1) l
       WHERE l.at_ms < $2 OR (l.at_ms = $2 AND l.id > $3) ORDER BY l.at_ms DESC, l.id LIMIT $4
     ) p
-    LEFT JOIN LATERAL (SELECT * FROM messages x WHERE x.conversation_id = p.id AND x.seq <= p.visible_seq AND x.seq >= p.joined_seq
-      ORDER BY x.seq DESC LIMIT 1) last ON true
+    LEFT JOIN LATERAL (SELECT * FROM messages x WHERE x.conversation_id = p.id AND x.seq <= p.visible_seq
+      AND x.seq >= greatest(p.joined_seq, p.retained_from_seq) ORDER BY x.seq DESC LIMIT 1) last ON true
     LEFT JOIN LATERAL (SELECT y.read_seq, y.delivered_seq FROM members y WHERE p.kind = 'direct' AND y.conversation_id = p.id
       ORDER BY y.user_id = $1 LIMIT 1) peer ON true
     LEFT JOIN groups g ON p.kind = 'group' AND g.id = substr(p.id, 3)
@@ -537,13 +651,31 @@ const SQL = {
   // Retention (see expireBefore): one batch at a time per schema, whichever node asks; the others skip.
   retentionLock: `SELECT pg_try_advisory_xact_lock(${RETENTION_LOCK}, hashtext(current_schema())) AS locked`,
   // The oldest stored rows, in storage order (the identity only grows; within a conversation it is seq order).
-  head: `SELECT id, conversation_id, seq, sent_at_ms FROM messages ORDER BY id LIMIT $1`,
+  head: `SELECT id, conversation_id, seq, sent_at_ms FROM messages WHERE id < $2 ORDER BY id LIMIT $1`,
   // Conversations locked in id order before any of their messages, as append locks them: no deadlock with a
   // batch that holds one and touches a message (a recall).
   lockConversations: `SELECT id FROM conversations WHERE id = ANY($1::text[]) ORDER BY id COLLATE "C" FOR NO KEY UPDATE`,
   expire: `DELETE FROM messages WHERE id = ANY($1::int8[])`,
   raiseFloors: `UPDATE conversations c SET retained_from_seq = greatest(c.retained_from_seq, u.seq)
     FROM unnest($1::text[], $2::int8[]) AS u(id, seq) WHERE c.id = u.id`,
+  // Partitions (see "Partitions" at the top, and expireByPartition). `pending`: null when the table is not attached.
+  partitions: `SELECT p.part, p.lower_id, p.upper_id, p.opened_at_ms, p.closed_xmax, p.floors_after, p.floors_done, p.by_rows,
+      to_regclass('messages_' || p.part) IS NOT NULL AS present, i.inhdetachpending AS pending
+    FROM message_partitions p
+    LEFT JOIN pg_inherits i ON i.inhrelid = to_regclass('messages_' || p.part) AND i.inhparent = to_regclass('messages')
+    ORDER BY p.part`,
+  // The next message id, now on the database's clock, and the horizon (every transaction below it has ended).
+  partitionClock: `SELECT ${NOW_MS} AS now, ${CHANGE_HORIZON} AS horizon,
+      (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM messages_id_seq) AS next_id`,
+  // Ids from $1 on (never back: only when the next one is below it).
+  openPartition: `SELECT setval('messages_id_seq', $1, false) FROM messages_id_seq
+    WHERE (CASE WHEN is_called THEN last_value + 1 ELSE last_value END) < $1`,
+  // Partitions before $1 get no new ids: closed for good once every transaction running now has ended.
+  closePartitions: `UPDATE message_partitions SET closed_xmax = pg_snapshot_xmax(pg_current_snapshot())::text::int8
+    WHERE part < $1 AND closed_xmax IS NULL`,
+  addPartition: `INSERT INTO message_partitions (part, lower_id, upper_id, opened_at_ms) VALUES ($1, $2, $3, ${NOW_MS})`,
+  floorsProgress: `UPDATE message_partitions SET floors_after = $2, floors_done = $3 WHERE part = $1`,
+  forgetPartition: `DELETE FROM message_partitions WHERE part = $1`,
   // Risk control. The rules row: inserted by the first put, then version + 1 under its row lock (concurrent puts queue).
   riskRules: `SELECT version, document, updated_at_ms FROM risk_rules WHERE id = 1`,
   riskRulesVersion: `SELECT version FROM risk_rules WHERE id = 1`,
@@ -607,7 +739,7 @@ interface ConversationPlan {
 
 function isRetryable(error: unknown): boolean {
   const e = error as { code?: string; constraint?: string };
-  if (e.code === '23505' && e.constraint === 'messages_by_client_id') return true;
+  if (e.code === '23505' && /^messages_\d+_by_client_id$/.test(e.constraint ?? '')) return true;
   return e.code === '40P01' || e.code === '40001';
 }
 
@@ -639,7 +771,7 @@ export class PostgresStore implements Store {
     // and the next query opens another; without a listener it would crash the process.
     pool.on('error', () => {});
     try {
-      await migrate(pool, schema);
+      await migrate(pool, schema, options.migrations ?? MIGRATIONS.length);
     } catch (error) {
       await pool.end();
       throw error;
@@ -647,7 +779,7 @@ export class PostgresStore implements Store {
     return withTypedErrors(new PostgresStore(pool), classifyPostgresError);
   }
 
-  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const client = await this.pool.connect();
       let broken: Error | undefined;
@@ -659,7 +791,7 @@ export class PostgresStore implements Store {
       };
       client.on('error', onError);
       try {
-        await client.query('BEGIN');
+        await client.query(begin);
         const result = await work(client);
         await client.query('COMMIT');
         return result;
@@ -686,7 +818,7 @@ export class PostgresStore implements Store {
       if (fence) taken = await holdFence(client, fence);
       await checkHomes(client, drafts);
       return appendBatch(client, drafts);
-    });
+    }, beginWithKeys(drafts));
     // Only once committed: a rolled-back take left the epoch where it was.
     for (const [claim, epoch] of taken) claim.epoch = Math.max(claim.epoch ?? 0, epoch);
     return results;
@@ -707,17 +839,16 @@ export class PostgresStore implements Store {
       const firstStored = new Map<string, number>();
       for (const { message: m, homeDc } of entries) {
         if (m.clientMsgId !== '') await run(client, 'orphanKey', [m.fromUser, m.clientMsgId, m.conversationId, m.seq, Date.now()]);
+        const direct = directMembers(m.conversationId);
+        const created = (await run(client, 'replicaConversation', [m.conversationId, direct ? 'direct' : 'group', homeDc])).length > 0;
         const inserted = await run(client, 'replicaMessage', [
           m.conversationId, m.seq, m.serverMsgId, m.fromUser, m.fromDevice, m.clientMsgId, m.text, m.sentAtMs,
           m.event ? eventJson(m.event) : null, m.recalledBy ?? null,
         ]);
         stored.push(inserted.length > 0);
         if (inserted.length === 0) continue;
-        const direct = directMembers(m.conversationId);
-        const [conversation] = await run<{ created: boolean }>(client, 'replicaConversation', [
-          m.conversationId, direct ? 'direct' : 'group', m.seq, m.sentAtMs, homeDc,
-        ]);
-        if (conversation?.created && direct) {
+        await run(client, 'replicaHead', [m.conversationId, m.seq, m.sentAtMs]);
+        if (created && direct) {
           const users = [...new Set(direct)];
           await run(client, 'addMembers', [users, users.map(() => m.conversationId), users.map(() => m.sentAtMs)]);
         }
@@ -729,7 +860,7 @@ export class PostgresStore implements Store {
       }
       if (firstStored.size > 0) await run(client, 'bumpChanges', [[...firstStored.keys()], [...firstStored.values()]]);
       return stored;
-    });
+    }, beginWithKeys(entries.map((e) => e.message)));
   }
 
   async dcHomes(): Promise<Map<string, HomeRecord>> {
@@ -845,18 +976,50 @@ export class PostgresStore implements Store {
     return this.transaction(async (client) => {
       const [lock] = await run<{ locked: boolean }>(client, 'retentionLock', []);
       if (!lock?.locked) return 0;
-      const head = await run<HeadRow>(client, 'head', [Math.floor(limit)]);
-      let n = 0;
-      while (n < head.length && Number(head[n]!.sent_at_ms) < cutoffMs) n++;
-      if (n === 0) return 0;
-      const gone = head.slice(0, n);
-      const floors = new Map<string, number>();
-      for (const r of gone) floors.set(r.conversation_id, Math.max(floors.get(r.conversation_id) ?? 0, Number(r.seq) + 1));
-      await run(client, 'lockConversations', [[...floors.keys()]]);
-      await run(client, 'expire', [gone.map((r) => r.id)]);
-      await run(client, 'raiseFloors', [[...floors.keys()], [...floors.values()]]);
-      return n;
+      return expireHead(client, cutoffMs, Math.floor(limit), NO_LIMIT);
     });
+  }
+
+  /**
+   * Retention by partition (store.ts, "Retention"; "Partitions" above), one
+   * bounded step, on one connection holding the retention lock (a session
+   * lock: a detach runs outside any transaction): finish a drop left half
+   * done; roll to a new partition when the current one is `spanMs` old;
+   * then, for the oldest partition once every transaction that could still
+   * write to it has ended and its last message is older than the cutoff,
+   * raise the floors of its next `limit` conversations, or, all raised,
+   * detach it (concurrently: reads and writes go on) and drop it. The first
+   * partition, when it holds rows from before partitioning, loses its due
+   * head row by row meanwhile, as expireBefore.
+   */
+  async expireByPartition(cutoffMs: number, spanMs: number, limit: number): Promise<{ removed: number; more: boolean }> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    const onError = (err: Error) => {
+      broken ??= err;
+    };
+    client.on('error', onError);
+    let locked = false;
+    try {
+      const { rows: [lock] } = await client.query<{ locked: boolean }>(
+        'SELECT pg_try_advisory_lock($1, hashtext(current_schema())) AS locked', [RETENTION_LOCK]);
+      locked = lock?.locked === true;
+      if (!locked) return { removed: 0, more: false };
+      return await partitionStep(client, cutoffMs, Math.max(0, spanMs), Math.max(1, Math.floor(limit)));
+    } catch (error) {
+      // The connection goes, and the lock with it: a transaction the step left open (it failed inside one)
+      // must not go back to the pool.
+      broken ??= error as Error;
+      throw error;
+    } finally {
+      if (locked && !broken) {
+        await client.query('SELECT pg_advisory_unlock($1, hashtext(current_schema()))', [RETENTION_LOCK]).catch((err: unknown) => {
+          broken = err as Error;
+        });
+      }
+      client.off('error', onError);
+      client.release(broken);
+    }
   }
 
   async pastWindows(conversationId: string, userId: string): Promise<{ fromSeq: number; toSeq: number }[]> {
@@ -1143,7 +1306,7 @@ function sqlLimit(limit: number): number | null {
   return limit < 0 ? null : limit;
 }
 
-async function migrate(pool: pg.Pool, schema: string | undefined): Promise<void> {
+async function migrate(pool: pg.Pool, schema: string | undefined, upTo: number): Promise<void> {
   const client = await pool.connect();
   let broken: Error | undefined;
   const onError = (err: Error) => {
@@ -1167,7 +1330,7 @@ async function migrate(pool: pg.Pool, schema: string | undefined): Promise<void>
       )`);
     }
     const { rows } = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_version');
-    for (let v = rows[0]?.v ?? 0; v < MIGRATIONS.length; v++) {
+    for (let v = rows[0]?.v ?? 0; v < Math.min(upTo, MIGRATIONS.length); v++) {
       await client.query(MIGRATIONS[v]!);
       await client.query('INSERT INTO schema_version (version) VALUES ($1)', [v + 1]);
     }
@@ -1249,6 +1412,159 @@ async function checkSenders(client: pg.PoolClient, drafts: readonly MessageDraft
   if (refused.size > 0) throw new SendersRefusedError(refused);
 }
 
+/**
+ * The head of storage order below `belowId`, as far as its messages are older
+ * than the cutoff and at most `limit` of them, goes by primary key, each
+ * conversation's floor raised past what went, the conversations locked
+ * first (as append does, in id order). In the caller's transaction.
+ */
+async function expireHead(client: pg.PoolClient, cutoffMs: number, limit: number, belowId: number): Promise<number> {
+  const head = await run<HeadRow>(client, 'head', [limit, belowId]);
+  let n = 0;
+  while (n < head.length && Number(head[n]!.sent_at_ms) < cutoffMs) n++;
+  if (n === 0) return 0;
+  const gone = head.slice(0, n);
+  const floors = new Map<string, number>();
+  const firsts = new Map<string, number>();
+  for (const r of gone) {
+    floors.set(r.conversation_id, Math.max(floors.get(r.conversation_id) ?? 0, Number(r.seq) + 1));
+    firsts.set(r.conversation_id, Math.min(firsts.get(r.conversation_id) ?? Number(r.seq), Number(r.seq)));
+  }
+  await run(client, 'lockConversations', [[...floors.keys()]]);
+  await run(client, 'expire', [gone.map((r) => r.id)]);
+  await run(client, 'raiseFloors', [[...floors.keys()], [...floors.values()]]);
+  // A floor that moves changes where a device there stands (a full sync answers its cursor: store.ts, "Sync").
+  await run(client, 'bumpChanges', [[...firsts.keys()], [...firsts.values()]]);
+  return n;
+}
+
+/** A `message_partitions` row with what the catalog says of its table. */
+interface PartitionRow {
+  part: number;
+  lower_id: number;
+  upper_id: number;
+  opened_at_ms: number;
+  closed_xmax: number | null;
+  floors_after: string;
+  floors_done: boolean;
+  by_rows: boolean;
+  /** Its table exists. */
+  present: boolean;
+  /** Attached: false; being detached: true; not attached: null. */
+  pending: boolean | null;
+}
+
+/** `work` in a transaction of its own on this connection. */
+async function inTransaction<T>(client: pg.PoolClient, work: () => Promise<T>): Promise<T> {
+  await client.query('BEGIN');
+  const result = await work();
+  await client.query('COMMIT');
+  return result;
+}
+
+/** One step of expireByPartition, on its connection, under the retention lock. */
+async function partitionStep(client: pg.PoolClient, cutoffMs: number, spanMs: number, limit: number): Promise<{ removed: number; more: boolean }> {
+  const parts = await run<PartitionRow>(client, 'partitions', []);
+  // 1. A drop left half done (the process stopped in it): finish it.
+  for (const p of parts) {
+    if (!p.floors_done) break;
+    await dropPartition(client, p);
+    return { removed: 0, more: true };
+  }
+  // 2. Ids go to the newest partition (a roll stopped before moving them), and those before it are closed.
+  const newest = parts.at(-1)!;
+  await run(client, 'openPartition', [newest.lower_id]);
+  if (parts.some((p) => p !== newest && p.closed_xmax === null)) await run(client, 'closePartitions', [newest.part]);
+  // 3. Roll when the newest is spanMs old (or half full), if anything was stored in it.
+  const [clock] = await run<{ now: number; horizon: number; next_id: number }>(client, 'partitionClock', []);
+  const due = Number(clock!.now) - newest.opened_at_ms >= spanMs || Number(clock!.next_id) >= newest.upper_id - PARTITION_IDS / 2;
+  if (due && (await client.query(`SELECT 1 FROM messages_${newest.part} LIMIT 1`)).rowCount! > 0) {
+    await rollPartition(client, newest);
+    return { removed: 0, more: true };
+  }
+  // 4. The oldest partition, once closed for good and wholly due: its floors, a batch at a time, then the drop.
+  const oldest = parts[0]!;
+  const closed = oldest !== newest && oldest.closed_xmax !== null && Number(clock!.horizon) >= oldest.closed_xmax;
+  let wholly = false;
+  if (closed) {
+    const { rows: [last] } = await client.query<{ sent_at_ms: number }>(`SELECT sent_at_ms FROM messages_${oldest.part} ORDER BY id DESC LIMIT 1`);
+    wholly = last === undefined || Number(last.sent_at_ms) < cutoffMs;
+  }
+  if (!wholly) {
+    // Rows from before partitioning: the due head, row by row, meanwhile.
+    if (!oldest.by_rows) return { removed: 0, more: false };
+    const n = await inTransaction(client, () => expireHead(client, cutoffMs, limit, oldest.upper_id));
+    return { removed: n, more: n >= limit };
+  }
+  const batch = (await client.query<{ id: string; first: number; last: number }>({
+    text: floorsBatch(oldest.part), values: [oldest.floors_after, limit],
+  })).rows;
+  const done = batch.length < limit;
+  await inTransaction(client, async () => {
+    if (batch.length > 0) {
+      await run(client, 'lockConversations', [batch.map((r) => r.id)]);
+      await run(client, 'raiseFloors', [batch.map((r) => r.id), batch.map((r) => Number(r.last) + 1)]);
+      await run(client, 'bumpChanges', [batch.map((r) => r.id), batch.map((r) => Number(r.first))]);
+    }
+    await run(client, 'floorsProgress', [oldest.part, batch.at(-1)?.id ?? oldest.floors_after, done]);
+  });
+  if (done) await dropPartition(client, { ...oldest, floors_done: true });
+  return { removed: batch.reduce((n, r) => n + Number(r.last) - Number(r.first) + 1, 0), more: true };
+}
+
+/**
+ * The next `limit` conversations ($2) of partition `part` after $1, in id
+ * order, with the first and last seq each has there: a skip scan of its
+ * (conversation_id, seq) index, one descent per conversation, not per row.
+ * (Within a conversation, a partition holds a run of consecutive seqs.)
+ */
+function floorsBatch(part: number): string {
+  const t = `messages_${part}`;
+  return `WITH RECURSIVE c AS (
+      (SELECT conversation_id AS id FROM ${t} WHERE conversation_id > $1::text ORDER BY conversation_id LIMIT 1)
+      UNION ALL
+      SELECT (SELECT x.conversation_id FROM ${t} x WHERE x.conversation_id > c.id ORDER BY x.conversation_id LIMIT 1) FROM c WHERE c.id IS NOT NULL
+    )
+    SELECT c.id,
+      (SELECT x.seq FROM ${t} x WHERE x.conversation_id = c.id ORDER BY x.seq LIMIT 1) AS first,
+      (SELECT x.seq FROM ${t} x WHERE x.conversation_id = c.id ORDER BY x.seq DESC LIMIT 1) AS last
+    FROM c WHERE c.id IS NOT NULL LIMIT $2`;
+}
+
+/**
+ * A new partition for the next range of ids, made empty and attached (a
+ * lock that lets reads and writes go on), then ids moved to it: what
+ * transactions running now still write goes to the one before, closed for
+ * good once they have all ended (closed_xmax). Every insert into `messages`
+ * is made by a transaction that has written before (append bumps its
+ * conversations first, a copy locks its conversation first), so it has its
+ * transaction id before it draws a message id.
+ */
+async function rollPartition(client: pg.PoolClient, newest: PartitionRow): Promise<void> {
+  const part = newest.part + 1;
+  const [lower, upper] = [newest.upper_id, newest.upper_id + PARTITION_IDS];
+  const t = `messages_${part}`;
+  await inTransaction(client, async () => {
+    await client.query(`SET LOCAL lock_timeout = '5s'`);
+    await client.query(`CREATE TABLE ${t} (LIKE messages INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`);
+    await client.query(`CREATE UNIQUE INDEX ${t}_by_seq ON ${t} (conversation_id, seq)`);
+    await client.query(`CREATE UNIQUE INDEX ${t}_by_client_id ON ${t} (from_user, client_msg_id) WHERE client_msg_id <> ''`);
+    await client.query(`ALTER TABLE messages ATTACH PARTITION ${t} FOR VALUES FROM (${lower}) TO (${upper})`);
+    await run(client, 'addPartition', [part, lower, upper]);
+  });
+  await run(client, 'openPartition', [lower]);
+  await run(client, 'closePartitions', [part]);
+}
+
+/** Detach (concurrently, or finish a detach left pending) and drop a partition whose floors are all raised. */
+async function dropPartition(client: pg.PoolClient, p: PartitionRow): Promise<void> {
+  const t = `messages_${p.part}`;
+  if (p.pending === false) await client.query(`ALTER TABLE messages DETACH PARTITION ${t} CONCURRENTLY`);
+  else if (p.pending === true) await client.query(`ALTER TABLE messages DETACH PARTITION ${t} FINALIZE`);
+  if (p.present) await client.query(`DROP TABLE ${t}`);
+  await run(client, 'forgetPartition', [p.part]);
+}
+
 /** pg_advisory_xact_lock(HOMES_LOCK, hashtext(dc)): appends to a datacenter's homes (shared) against a change of who serves them (exclusive). */
 const HOMES_LOCK = 0x4c4c484d; // 'LLHM'
 
@@ -1276,7 +1592,7 @@ async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[
   }
   const known = new Map<string, { row: MessageRow } | { draft: number }>();
   if (lookup.size > 0) {
-    const keys = [...lookup.values()];
+    const keys = [...lookup.values()]; // (locked when the transaction began: beginWithKeys)
     const rows = await run<MessageRow>(client, 'byClientIds', [keys.map((k) => k.fromUser), keys.map((k) => k.clientMsgId)]);
     for (const row of rows) known.set(keyOf(row.from_user, row.client_msg_id)!, { row });
   }

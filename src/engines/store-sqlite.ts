@@ -716,9 +716,16 @@ export class SqliteStore implements Store {
       while (n < head.length && head[n]!.sent_at_ms < cutoffMs) n++;
       if (n === 0) return 0;
       const floors = new Map<string, number>();
-      for (const r of head.slice(0, n)) floors.set(r.conversation_id, Math.max(floors.get(r.conversation_id) ?? 0, r.seq + 1));
+      const firsts = new Map<string, number>();
+      for (const r of head.slice(0, n)) {
+        floors.set(r.conversation_id, Math.max(floors.get(r.conversation_id) ?? 0, r.seq + 1));
+        firsts.set(r.conversation_id, Math.min(firsts.get(r.conversation_id) ?? r.seq, r.seq));
+      }
       this.stmts.expireThrough.run(head[n - 1]!.id);
       for (const [conversationId, floor] of floors) this.stmts.raiseFloor.run(floor, conversationId);
+      // A floor that moves changes where a device there stands (a full sync answers its cursor: store.ts, "Sync").
+      this.change = this.stmts.nextChange.get()!.n;
+      for (const [conversationId, first] of firsts) this.stmts.bumpChanges.run(this.change, conversationId, first);
       return n;
     });
     this.orphanTx = db.transaction((conversationId: string, fromSeq: number, nowMs: number) => {
@@ -1025,6 +1032,11 @@ export class SqliteStore implements Store {
     const removed = this.expireTx(cutoffMs, Math.floor(limit));
     if (removed > 0) await this.flusher?.flush();
     return removed;
+  }
+
+  /** No partitions here: retention removes rows (expireBefore). */
+  async expireByPartition(): Promise<undefined> {
+    return undefined;
   }
 
   async pastWindows(conversationId: string, userId: string): Promise<{ fromSeq: number; toSeq: number }[]> {

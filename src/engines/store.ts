@@ -94,6 +94,17 @@ export interface MessageStore {
    * older is left, for now). See "Retention" below.
    */
   expireBefore(cutoffMs: number, limit: number): Promise<number>;
+  /**
+   * Retention by partition, for a store that keeps messages in partitions of
+   * storage order (PostgreSQL; the others return undefined, and retention
+   * removes rows with expireBefore). One bounded step per call: roll to a
+   * new partition once the current one is `spanMs` old; raise the floors of
+   * at most `limit` conversations of the oldest partition once every message
+   * in it was stored before `cutoffMs`; then drop it whole. `removed`: the
+   * messages the step expired; `more`: call again for the rest. See
+   * "Retention" below.
+   */
+  expireByPartition(cutoffMs: number, spanMs: number, limit: number): Promise<{ removed: number; more: boolean } | undefined>;
 }
 
 // ---- Retention ---------------------------------------------------------------
@@ -114,6 +125,17 @@ export interface MessageStore {
 // new message. Keeping them would keep a row per message forever, which is what
 // retention is for; a client resends only what it has not seen acked, and a
 // retention period is at least a day.
+//
+// By partition (expireByPartition): the same prefix, taken a partition at a
+// time. A partition holds a range of storage order, so dropping the oldest
+// removes a prefix of every conversation, as above; it goes once its last
+// stored message is older than the cutoff (a message stamped later by a
+// clock ahead goes with the partition it was stored in). Floors are raised
+// first, in bounded batches, then the partition is detached and dropped
+// (nothing is deleted row by row, nothing left to vacuum): a message is
+// never served from below its conversation's floor, so a device syncing
+// meanwhile jumps over it like over any expired one. Messages are kept up to
+// a partition's span longer than the retention period.
 
 /** Earlier membership windows read per user and group (a member removed and added back more often sees only its latest ones). */
 export const PAST_WINDOWS_MAX = 100;
@@ -281,7 +303,8 @@ export interface CursorStore {
 // sync, not every conversation of the user. Each membership row carries a
 // change number (members.change_no), set by every write that gives the member
 // something to read there (a message or event it may see, its join, its
-// leave) in the same transaction, and indexed per user in change order. Each
+// leave) or moves where it stands (retention raising the conversation's
+// floor) in the same transaction, and indexed per user in change order. Each
 // device keeps a position in that order (device_sync): every membership
 // before it was read to its end by the device (its cursor, given in the
 // request or acked, at or past what it may see there) when the position was

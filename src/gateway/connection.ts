@@ -34,6 +34,12 @@ export class Connection {
   pendingAcks: Map<string, Frame> | undefined;
   /** Its requests in order across services, once it sent one (order.ts; a bus that splits services only). */
   order: ConnectionOrder | undefined;
+  /**
+   * Per partition, the last of its publishes under way and whether it went
+   * through (a bus whose publish can fail after a later one succeeded: see
+   * Bus.publishInTurn).
+   */
+  publishing: Map<string, Promise<boolean>> | undefined;
   /** Users whose presence this connection watches (most watch nobody: one shared empty set until they do). */
   watching: ReadonlySet<string> = NO_ONE;
   /** When `watching` was last set (logic checked it then). */

@@ -164,10 +164,34 @@ export class Inbound {
       origin: this.hub.originOf(conn), partition, requestId, publishedAtMs: BigInt(Date.now()),
       body: { case: 'frame', value: frame },
     });
-    this.deps.bus.publishUp(message).catch((err: unknown) => {
+    const refuse = (err: unknown) => {
       log.error({ err, conn: conn.id }, 'uplink publish failed');
       conn.order?.answered(frame.id); // answered here: what waits behind it may go
       this.hub.fail(conn, frame.id, ErrorCode.UNAVAILABLE, 'the server could not accept the request; retry', false);
+    };
+    if (!this.deps.bus.publishInTurn) {
+      this.deps.bus.publishUp(message).catch(refuse);
+      return;
+    }
+    // One at a time per partition: a later request never gets in ahead of an earlier one that failed (Bus.publishInTurn).
+    const lanes = (conn.publishing ??= new Map<string, Promise<boolean>>());
+    const before = lanes.get(partition);
+    const turn = (before ?? Promise.resolve(true)).then(async (ok) => {
+      if (!ok) {
+        refuse(new Error('an earlier request of this partition could not be accepted'));
+        return false;
+      }
+      try {
+        await this.deps.bus.publishUp(message);
+        return true;
+      } catch (err) {
+        refuse(err);
+        return false;
+      }
+    });
+    lanes.set(partition, turn);
+    void turn.then(() => {
+      if (lanes.get(partition) === turn) lanes.delete(partition);
     });
   }
 }

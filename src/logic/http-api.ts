@@ -8,7 +8,7 @@ import { ErrorCode, ID_PATTERN, LonglinkError, SYSTEM_USER, groupConversationId 
 import { HttpError, httpError, wireError } from '../protocol/http-errors.js';
 import type { TokenService } from '../auth/tokens.js';
 import { byRoleThenId, type NodeInfo, type Registry } from '../engines/registry.js';
-import { down, type Bus } from '../engines/bus.js';
+import { down, type Bus, type ShardAdmin } from '../engines/bus.js';
 import type { BusRequester } from './bus-requests.js';
 import { checkSend } from './pipeline.js';
 import { DEFAULTS } from '../config.js';
@@ -98,6 +98,8 @@ const MessageBody = z.object({
   message: 'give exactly one of to, to_users or group_id',
 });
 
+const GrowBody = z.object({ count: z.number().int().min(2).max(4096) }).strict();
+
 const ReplayBody = z.object({
   ids: z.array(z.string().min(1).max(64)).max(10_000).optional(),
 }).strict();
@@ -147,6 +149,8 @@ export class HttpApi {
     if (path === '/api/v1/revoke' && method === 'POST') return this.revoke(req, res);
     if (path === '/api/v1/dead-letters' && method === 'GET') return this.deadLetters(req, res);
     if (path === '/api/v1/dead-letters/replay' && method === 'POST') return this.replayDeadLetters(req, res);
+    if (path === '/api/v1/shards' && method === 'GET') return this.shardStatus(req, res);
+    if (path === '/api/v1/shards' && method === 'POST') return this.growShards(req, res);
     if (path === '/api/v1/dc' && method === 'GET') return this.dcStatus(req, res);
     if ((path === '/api/v1/dc/failover' || path === '/api/v1/dc/failback') && method === 'POST') return this.dcMove(req, res, path.endsWith('failover'));
     if (path === '/api/v1/risk/rules' && method === 'GET') return this.riskRules(req, res);
@@ -156,7 +160,7 @@ export class HttpApi {
     if (path === '/healthz' || path.startsWith('/api/')) {
       const known = [
         '/healthz', '/api/v1/gateways', '/api/v1/nodes', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast', '/api/v1/dev/token', '/api/v1/revoke',
-        '/api/v1/dead-letters', '/api/v1/dead-letters/replay', '/api/v1/dc', '/api/v1/dc/failover', '/api/v1/dc/failback', '/api/v1/risk/rules', '/api/v1/risk/audit', '/api/v1/risk/webhook-secret',
+        '/api/v1/dead-letters', '/api/v1/dead-letters/replay', '/api/v1/shards', '/api/v1/dc', '/api/v1/dc/failover', '/api/v1/dc/failback', '/api/v1/risk/rules', '/api/v1/risk/audit', '/api/v1/risk/webhook-secret',
       ].includes(path);
       if (known) throw new HttpError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     }
@@ -261,6 +265,36 @@ export class HttpApi {
     const body = parse(ReplayBody, await readJson(req, this.options.maxBodyBytes ?? DEFAULTS.maxBodyBytes));
     const replayed = await this.deps.bus.dead.replay(body.ids ?? []);
     send(res, 200, { replayed });
+  }
+
+  private shardAdmin(): ShardAdmin {
+    if (!this.deps.bus.shards) throw new HttpError('NOT_FOUND', 'the embedded server has no bus shards (a cluster on Redis has)');
+    return this.deps.bus.shards;
+  }
+
+  /** Every shard of every uplink service and committed-stream group: owner, lag, state; and the count. */
+  private async shardStatus(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.requireAdmin(req);
+    const admin = this.shardAdmin();
+    const topics = await admin.shardStatus();
+    const map = admin.shardMap();
+    send(res, 200, {
+      count: map.count, previous: map.previous, epoch: map.epoch,
+      topics: topics.map((t) => ({ topic: t.topic, shards: t.shards.map((x) => ({ shard: x.shard, owner: x.owner ?? null, lag: x.lag, state: x.state })) })),
+    });
+  }
+
+  /** Grow the shard count (`{"count": 64}`) on the live cluster. */
+  private async growShards(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.requireAdmin(req);
+    const body = parse(GrowBody, await readJson(req, this.options.maxBodyBytes ?? DEFAULTS.maxBodyBytes));
+    try {
+      const map = await this.shardAdmin().growShards(body.count);
+      send(res, 200, { count: map.count, previous: map.previous, epoch: map.epoch });
+    } catch (err) {
+      if (err instanceof HttpError) throw err;
+      throw new HttpError('BAD_REQUEST', (err as Error).message);
+    }
   }
 
   private datacenterAdmin(): DatacenterAdmin {

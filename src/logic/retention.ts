@@ -8,6 +8,12 @@
 // The embedded server runs one (roles/embedded.ts); a cluster may run one per
 // logic node: the PostgreSQL store lets one batch run at a time, the others
 // find nothing to do.
+//
+// A store that partitions messages by storage order (PostgreSQL) expires a
+// partition at a time instead (store.ts, "Retention"): no row is deleted, a
+// partition is dropped whole once everything in it is due. Partitions span
+// an eighth of the retention period (at least an hour), so about nine are
+// kept, and a message lives at most that eighth longer than the period.
 import { DEFAULTS, type ServerConfig } from '../config.js';
 import type { MessageStore } from '../engines/store.js';
 import { log as rootLog } from '../observability/log.js';
@@ -15,6 +21,7 @@ import { log as rootLog } from '../observability/log.js';
 const logger = rootLog.child({ component: 'retention' });
 
 const DAY_MS = 86_400_000;
+const HOUR_MS = 3_600_000;
 
 export interface RetentionOptions {
   /** Days a message is kept; 0 keeps everything (start() does nothing). */
@@ -27,6 +34,8 @@ export interface RetentionOptions {
   maxBatchesPerPass?: number;
   /** The clock (tests move it instead of waiting days). @default Date.now */
   now?: () => number;
+  /** A store that partitions messages starts a new partition this often. @default an eighth of `days`, at least an hour */
+  partitionSpanMs?: number;
 }
 
 /** What one pass did. */
@@ -49,11 +58,13 @@ export class Retention {
   private readonly batch: number;
   private readonly maxBatchesPerPass: number;
   private readonly now: () => number;
+  private readonly spanMs: number;
 
   constructor(
     private readonly options: RetentionOptions,
-    private readonly deps: { store: Pick<MessageStore, 'expireBefore'> },
+    private readonly deps: { store: Pick<MessageStore, 'expireBefore'> & Partial<Pick<MessageStore, 'expireByPartition'>> },
   ) {
+    this.spanMs = options.partitionSpanMs ?? Math.max(HOUR_MS, Math.floor((options.days * DAY_MS) / 8));
     this.intervalMs = options.intervalMs ?? DEFAULTS.retention.intervalMs;
     this.batch = Math.max(1, Math.floor(options.batch ?? DEFAULTS.retention.batch));
     this.maxBatchesPerPass = Math.max(1, Math.floor(options.maxBatchesPerPass ?? DEFAULTS.retention.maxBatchesPerPass));
@@ -108,10 +119,13 @@ export class Retention {
           more = true;
           break;
         }
-        const n = await this.deps.store.expireBefore(cutoffMs, this.batch);
+        // A step of retention by partition, or (a store without partitions) a batch of rows.
+        const store = this.deps.store;
+        const step = store.expireByPartition ? await store.expireByPartition(cutoffMs, this.spanMs, this.batch) : undefined;
+        const n = step ? step.removed : await store.expireBefore(cutoffMs, this.batch);
         batches++;
         removed += n;
-        if (n < this.batch) break;
+        if (step ? !step.more : n < this.batch) break;
         // Let other work in between batches (the embedded store's transactions run on this thread).
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
@@ -126,7 +140,7 @@ export class Retention {
 
 /** The retention a role runs, from its configuration (off when retentionDays is 0). */
 export function retentionFor(
-  config: Pick<ServerConfig, 'retentionDays'>, store: Pick<MessageStore, 'expireBefore'>,
+  config: Pick<ServerConfig, 'retentionDays'>, store: Pick<MessageStore, 'expireBefore'> & Partial<Pick<MessageStore, 'expireByPartition'>>,
   overrides: Omit<RetentionOptions, 'days'> = {},
 ): Retention {
   return new Retention({ ...overrides, days: config.retentionDays }, { store });

@@ -34,6 +34,13 @@ export class RedisProbe {
     if (answer !== 'PONG') throw new Error(`PING answered ${answer}`);
   }
 
+  /** The shard count once it grew (RedisBus's shard map, one server's key or a cluster's), else undefined. */
+  async shardCount(): Promise<number | undefined> {
+    const [plain, tagged] = await Promise.all([this.client.hget(`${this.prefix}shardmap`, 'count'), this.client.hget(`${this.prefix}{shards}map`, 'count')]);
+    const n = Number(plain ?? tagged);
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  }
+
   /** Owner node id of each shard's lease (null: nobody holds it); `lease` names the kind (`lease:group:` …). */
   async leases(shards: number, lease = 'lease:'): Promise<(string | null)[]> {
     return Promise.all(Array.from({ length: shards }, (_, s) => this.client.get(`${this.prefix}${lease}${s}`)));

@@ -68,6 +68,10 @@ export class InstrumentedStore implements Store {
     return this.timed('expire_before', () => this.inner.expireBefore(cutoffMs, limit));
   }
 
+  expireByPartition(cutoffMs: number, spanMs: number, limit: number): Promise<{ removed: number; more: boolean } | undefined> {
+    return this.timed('expire_by_partition', () => this.inner.expireByPartition(cutoffMs, spanMs, limit));
+  }
+
   members(conversationId: string): Promise<string[]> {
     return this.timed('members', () => this.inner.members(conversationId));
   }

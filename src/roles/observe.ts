@@ -54,8 +54,9 @@ export function redisAnswers(probe: RedisProbe): () => Promise<void> {
  */
 export function shardsServed(probe: RedisProbe, shards: number, nodeId: string, prefixes: readonly string[] = ['lease:']): () => Promise<void> {
   return async () => {
+    const count = (await probe.shardCount()) ?? shards; // grown since the start (`longlink admin shards --grow`)
     for (const prefix of prefixes) {
-      const owners = await probe.leases(shards, prefix);
+      const owners = await probe.leases(count, prefix);
       if (owners.includes(nodeId)) continue;
       const orphans = owners.flatMap((o, s) => (o === null ? [s] : []));
       if (orphans.length > 0) throw new Error(`owns no ${prefix}* shard, and shard(s) ${orphans.join(',')} have no owner`);

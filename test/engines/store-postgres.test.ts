@@ -21,7 +21,7 @@ after(async () => {
 
 let n = 0;
 /** Every migration, recorded once. */
-const VERSIONS = Array.from({ length: 10 }, (_, i) => ({ version: i + 1 }));
+const VERSIONS = Array.from({ length: 11 }, (_, i) => ({ version: i + 1 }));
 const homes = new WeakMap<Store, { url: string; schema?: string }>();
 
 async function openAt(url: string, schema?: string, poolSize?: number): Promise<PostgresStore> {

@@ -51,6 +51,28 @@ describe('Retention', () => {
     assert.equal(fake.left(), 0);
   });
 
+  test('a store with partitions: a pass steps expireByPartition while it says more (partitions of an eighth of the period, at least an hour), never removing rows', async () => {
+    const calls: [number, number, number][] = [];
+    let left = 3;
+    const store = {
+      expireBefore: () => Promise.reject(new Error('rows are not removed one by one here')),
+      expireByPartition: async (cutoffMs: number, spanMs: number, limit: number) => {
+        calls.push([cutoffMs, spanMs, limit]);
+        return { removed: left > 0 ? 100 : 0, more: --left > 0 };
+      },
+    };
+    const retention = new Retention({ days: 16, batch: 10, now: () => 20 * DAY_MS }, { store });
+    assert.deepEqual(await retention.runOnce(), { removed: 300, batches: 3, cutoffMs: 4 * DAY_MS, more: false });
+    assert.deepEqual(calls, [1, 2, 3].map(() => [4 * DAY_MS, 2 * DAY_MS, 10]));
+    const short = new Retention({ days: 1, now: () => 20 * DAY_MS }, { store });
+    await short.runOnce();
+    assert.equal(calls.at(-1)![1], 3 * 3_600_000, 'a day: 3-hour partitions');
+    const bounded = new Retention({ days: 1, maxBatchesPerPass: 2, now: () => DAY_MS }, {
+      store: { ...store, expireByPartition: async () => ({ removed: 1, more: true }) },
+    });
+    assert.deepEqual(await bounded.runOnce(), { removed: 2, batches: 2, cutoffMs: 0, more: true });
+  });
+
   test('days 0 does nothing: no calls, no timer', async () => {
     const fake = fakeStore(5);
     const retention = new Retention({ days: 0, intervalMs: 5 }, { store: fake.store });
