@@ -1,4 +1,4 @@
-// The bus, sessions and registry contracts on a real Redis Cluster: 3 masters
+// The bus, sessions, registry and presence watches contracts on a real Redis Cluster: 3 masters
 // and 3 replicas made by `redis-cli --cluster create` on free ports. What a
 // cluster adds: every script and multi-key command stays in one slot (the
 // contracts would fail with CROSSSLOT otherwise), each shard is read on its
@@ -9,9 +9,11 @@ import { create } from '@bufbuild/protobuf';
 import { busContract } from './bus.contract.js';
 import { sessionsContract } from './sessions.contract.js';
 import { registryContract } from './registry.contract.js';
+import { watchesContract } from './watches.contract.js';
 import { RedisBus } from '../../src/engines/bus-redis.js';
 import { RedisSessions } from '../../src/engines/sessions-redis.js';
 import { RedisRegistry } from '../../src/engines/registry-redis.js';
+import { RedisWatches } from '../../src/engines/watches-redis.js';
 import { openRedis, slotOf } from '../../src/engines/redis-shared.js';
 import { upEnvelope, type UpEnvelope } from '../../src/engines/bus.js';
 import { FrameSchema } from '../../src/protocol/index.js';
@@ -29,6 +31,7 @@ after(async () => {
 busContract('RedisBus on a Redis Cluster', () => new RedisBus({ url: cluster.url, nodeId: 'logic-1', prefix: `t${++n}:`, shards: 4, leaseMs: 2000, blockMs: 200 }));
 sessionsContract('RedisSessions on a Redis Cluster', () => new RedisSessions({ url: cluster.url, prefix: `s${++n}:` }));
 registryContract('RedisRegistry on a Redis Cluster', () => new RedisRegistry({ url: cluster.url, prefix: `r${++n}:` }));
+watchesContract('RedisWatches on a Redis Cluster', () => new RedisWatches({ url: cluster.url, prefix: `w${++n}:` }));
 
 describe('Redis Cluster key layout', () => {
   test('slotOf agrees with the cluster (CLUSTER KEYSLOT), hash tags included', async () => {
