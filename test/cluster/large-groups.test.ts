@@ -10,7 +10,10 @@
 //   session lookup per member (HGETALL), and the members' PushAcks spread
 //   over the storage shards (by user) instead of one;
 // - a presence change goes only to the gateways with a connection watching
-//   that user.
+//   that user;
+// - on a Redis Cluster (3 masters, 3 replicas): a group of 300 goes once per
+//   gateway and reaches its members once each, in order; presence follows
+//   the watches there too.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
@@ -195,5 +198,54 @@ describe('large groups on 2 gateways + 2 logic nodes', () => {
     await connect('pw-target', 1);
     await until(() => seen2.some((p) => p.userId === 'pw-target' && p.online), 15_000, () => `presence seen on gw-2: ${JSON.stringify(seen2)}`);
     await until(() => seen.filter((p) => p.userId === 'pw-target' && p.online).length >= 2, 15_000, () => `the first watcher saw it again: ${JSON.stringify(seen)}`);
+  });
+});
+
+describe('large groups on a Redis Cluster (3 masters, 3 replicas; 2 gateways + 2 logic nodes)', () => {
+  let cluster: TestCluster;
+  const open: TestClient[] = [];
+
+  before(async () => {
+    cluster = await startTestCluster({ routing: 'targeted', shards: SHARDS, redisCluster: true });
+  });
+
+  after(async () => {
+    await Promise.all(open.splice(0).map((c) => c.close()));
+    await cluster?.stop();
+  });
+
+  test('a group of 300 with members online on both gateways: every message once, in order, to members only; presence only where watched', { timeout: 120_000 }, async () => {
+    const connect = async (user: string, gateway: 1 | 2): Promise<TestClient> => {
+      const c = await connectClient(cluster, user, { gateway: `gw-${gateway}` });
+      open.push(c);
+      return c;
+    };
+    const users = Array.from({ length: 300 }, (_, i) => `rcg-${i}`);
+    const owner = await connect('rcg-0', 1);
+    const online = [await connect('rcg-1', 1), await connect('rcg-2', 2), await connect('rcg-3', 2)];
+    const outsider = await connect('rcg-outsider', 2);
+    const g = await owner.client.createGroup('large on a cluster', users.slice(1));
+    const conv = g.conversationId;
+    const list = texts('rc-large', 60);
+    await within(Promise.all(list.map((text) => owner.client.send({ conversationId: conv, text }))), 60_000, () => 'acked');
+    await until(() => online.every((c) => chats(c.in(conv)).length >= list.length), 60_000,
+      () => online.map((c) => `${c.client.session?.userId}: ${chats(c.in(conv)).length}`).join(', '));
+    await sleep(500);
+    for (const c of online) assertExactlyOnceInOrder(chats(c.in(conv)), list, `${c.client.session?.userId}`);
+    assert.equal(outsider.in(conv).length, 0, 'a user outside the group gets none of it');
+    // It went once per gateway: each gateway keeps the group's membership (loaded through the bus on the cluster).
+    for (const gw of ['gw-1', 'gw-2']) {
+      const text = await (await fetch(`${cluster.node(gw).httpUrl}/metrics`)).text();
+      const kept = Number(/^longlink_gateway_large_groups (\d+)/m.exec(text)?.[1] ?? 0);
+      assert.ok(kept >= 1, `${gw} keeps the large group's membership (longlink_gateway_large_groups ${kept})`);
+    }
+
+    // A watch written on the cluster (watch:{user} and node-watch:{node} in slots of their own) routes presence.
+    const seen: PresenceInfo[] = [];
+    online[1]!.client.on('presence', (p) => seen.push(p));
+    await online[1]!.client.watchPresence(['rcg-late']);
+    await sleep(500);
+    await connect('rcg-late', 1);
+    await until(() => seen.some((p) => p.userId === 'rcg-late' && p.online), 15_000, () => `presence seen on gw-2: ${JSON.stringify(seen)}`);
   });
 });
