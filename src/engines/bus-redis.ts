@@ -1612,6 +1612,15 @@ class ShardConsumer<T> {
   private surplus = 0;
   /** Shards just taken: first claim what earlier owners left pending. */
   private readonly claimFrom = new Set<number>();
+  /**
+   * Per shard, the newest entry handled through a claim. A blocking read of
+   * the shard can be answered while the loop is busy elsewhere; its entries
+   * wait, pending under this node, until the shard is read again, and a claim
+   * meanwhile (the orphan scan takes anything idle long enough, ours included)
+   * may handle them first. Such a read's entries at or below this were
+   * handled: they are dropped, not handled twice.
+   */
+  private readonly claimedUpTo = new Map<number, string>();
 
   private async ensureGroup(s: number): Promise<void> {
     if (this.groupsMade.has(s)) return;
@@ -1680,7 +1689,9 @@ class ShardConsumer<T> {
         let groups: [number, StreamEntries][] = [];
         for (const [s, entries] of result) {
           this.topic.read(entries.length);
-          groups.push([s, entries]);
+          const claimed = this.claimedUpTo.get(s);
+          const fresh = claimed === undefined ? entries : entries.filter(([id]) => compareEntryIds(id.toString(), claimed) > 0);
+          if (fresh.length > 0) groups.push([s, fresh]);
         }
         // Older entries still pending (another consumer took them meanwhile) come first: this read is claimed with them, in order.
         const behind = await this.olderPending(groups);
@@ -1752,7 +1763,12 @@ class ShardConsumer<T> {
         log.warn({ node: this.o.nodeId, topic: this.topic.name, shard: s, entries: deleted.length }, 'entries a previous consumer read but never acked were trimmed before they could be claimed');
       }
       const live = entries.filter(([, fields]) => fields !== null && fields !== undefined);
-      if (live.length > 0 && !(await this.process(s, live))) return false;
+      if (live.length > 0) {
+        if (!(await this.process(s, live))) return false;
+        const last = live[live.length - 1]![0].toString();
+        const before = this.claimedUpTo.get(s);
+        if (before === undefined || compareEntryIds(before, last) < 0) this.claimedUpTo.set(s, last);
+      }
       cursor = next.toString();
       if (cursor === '0-0') return true;
     }
@@ -2164,4 +2180,14 @@ class Replicas {
       done.then(() => { for (const w of waiters) w.resolve(); }, (err: unknown) => { for (const w of waiters) w.reject(err); });
     }
   }
+}
+
+/** Stream entry ids ("ms-seq") in stream order: negative, 0 or positive. */
+export function compareEntryIds(a: string, b: string): number {
+  const [am, as] = a.split('-') as [string, string?];
+  const [bm, bs] = b.split('-') as [string, string?];
+  const ms = BigInt(am) - BigInt(bm);
+  if (ms !== 0n) return ms < 0n ? -1 : 1;
+  const seq = BigInt(as ?? '0') - BigInt(bs ?? '0');
+  return seq === 0n ? 0 : seq < 0n ? -1 : 1;
 }

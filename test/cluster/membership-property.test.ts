@@ -460,7 +460,15 @@ describe('group membership under pipelined writes from 3 connections on 2 gatewa
   test('every member gets exactly the messages of its membership intervals, pushed and synced; every answer fits the rules and its connection\'s order', { timeout: 110_000 }, async (t) => {
     const others = POOL.filter((u) => u !== 'bea');
     await fc.assert(
-      fc.asyncProperty(fc.subarray(others), fc.array(opArb, { minLength: 20, maxLength: 40 }), (initial, ops) => scenario(initial, ops)),
+      fc.asyncProperty(fc.subarray(others), fc.array(opArb, { minLength: 20, maxLength: 40 }), async (initial, ops) => {
+        try {
+          await scenario(initial, ops);
+        } catch (err) {
+          // What the nodes warned of meanwhile (a lease lost, a batch retried) goes with the failure.
+          if (err instanceof Error) err.message += `\nthe nodes' last warnings:\n${cluster.warnings()}`;
+          throw err;
+        }
+      }),
       { numRuns: RUNS, seed: SEED, endOnFailure: true, includeErrorInReport: true },
     );
     assert.equal(runs, RUNS);

@@ -10,7 +10,7 @@ import { busContract } from './bus.contract.js';
 import { sessionsContract } from './sessions.contract.js';
 import { registryContract } from './registry.contract.js';
 import { watchesContract } from './watches.contract.js';
-import { RedisBus } from '../../src/engines/bus-redis.js';
+import { RedisBus, shardOf } from '../../src/engines/bus-redis.js';
 import { RedisSessions } from '../../src/engines/sessions-redis.js';
 import { RedisRegistry } from '../../src/engines/registry-redis.js';
 import { RedisWatches } from '../../src/engines/watches-redis.js';
@@ -101,6 +101,39 @@ describe('RedisBus on a Redis Cluster with several logic nodes', () => {
     } finally {
       for (const s of subs) await s.close();
       await Promise.all([a.close(), b.close(), publisher.close()]);
+    }
+  });
+
+  // Each shard is read on its own connection, so a read can be answered while
+  // the node is busy with another shard's batch; its entries wait, pending
+  // under the node, and the orphan scan (anything idle past twice the lease)
+  // claims them first. The read's answer must not hand them again.
+  test('entries a read brought while the node was busy, claimed meanwhile, are handled once', { timeout: 30_000 }, async () => {
+    const prefix = `m${++n}:`;
+    const node = new RedisBus({ url: cluster.url, nodeId: 'logic-a', prefix, shards: 2, leaseMs: 1000, blockMs: 250 });
+    const publisher = new RedisBus({ url: cluster.url, nodeId: 'gw-1', prefix, shards: 2, leaseMs: 1000, blockMs: 250 });
+    const [slow, quick] = [0, 1].map((s) => Array.from({ length: 50 }, (_, i) => `p${i}`).find((p) => shardOf(p, 2) === s)!) as [string, string];
+    const handled: string[] = [];
+    const sub = node.consumeUp(async (batch) => {
+      for (const m of batch) {
+        handled.push(m.origin!.userId);
+        if (m.origin!.userId === 'slow-1') {
+          // While this batch is handled, the other shard's read (in flight) brings an entry, then it ages past the scan's idle time.
+          await publisher.publishUp({ ...upMessage('quick-1'), partition: quick });
+          await new Promise((r) => setTimeout(r, 3000));
+        }
+      }
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 1500)); // both shards taken, their reads waiting
+      await publisher.publishUp({ ...upMessage('slow-1'), partition: slow });
+      const deadline = Date.now() + 15_000;
+      while (!handled.includes('quick-1') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 1500)); // a second handling would come by now
+      assert.deepEqual(handled, ['slow-1', 'quick-1']);
+    } finally {
+      await sub.close();
+      await Promise.all([node.close(), publisher.close()]);
     }
   });
 });
