@@ -32,7 +32,8 @@ options:
   --systems A,B      only these systems of the scenario (connections: longlink, raw-net, raw-ws)
   --split            cluster-p2p, group: the split logic tier (auth, message x2, group, storage, risk)
                      beside the combined one (2 logic) in the same run, in interleaved rounds
-  --rounds N         rounds of each layout with --split (default: cluster-p2p 3, group 2; quick 1), or of each run with --rules (default 3)
+  --rounds N         rounds of each layout with --split (default: cluster-p2p 3, group 2; quick 1), or of each run with --rules (default 3),
+                     or of each group size with biggroup (default 3; quick 1)
   --rules            p2p: Longlink with a 10,000-word block list, 1,000 mask words and a regex set loaded, beside Longlink
                      without rules, in interleaved rounds
   --json             print one JSON document per scenario on stdout (the table goes to stderr)
@@ -81,7 +82,7 @@ function parse(argv: string[]): { names: string[]; o: Options; json: boolean; sa
   for (const n of names) if (n !== 'all' && !scenarios[n]) throw new Error(`unknown scenario ${n}\n${USAGE}`);
   if (o.split && names.some((n) => n !== 'cluster-p2p' && n !== 'group')) throw new Error(`--split is for cluster-p2p and group\n${USAGE}`);
   if (o.rules && names.some((n) => n !== 'p2p')) throw new Error(`--rules is for p2p\n${USAGE}`);
-  if (o.rounds !== undefined && !o.split && !o.rules) throw new Error(`--rounds goes with --split or --rules\n${USAGE}`);
+  if (o.rounds !== undefined && !o.split && !o.rules && names.some((n) => n !== 'biggroup')) throw new Error(`--rounds goes with --split, --rules or biggroup\n${USAGE}`);
   if (o.systems && names.some((n) => n !== 'connections')) throw new Error(`--systems is for connections\n${USAGE}`);
   return { names, o, json, save };
 }
