@@ -736,6 +736,7 @@ function isRetryable(error: unknown): boolean {
 }
 
 export class PostgresStore implements Store {
+  readonly checksSenders = true;
   private closed = false;
 
   private constructor(private readonly pool: pg.Pool) {}

@@ -370,6 +370,8 @@ function startCheckpointer(path: string): Checkpointer {
 }
 
 export class SqliteStore implements Store {
+  /** One consumer applies a group's changes and sends in arrival order: the pipeline's check before the append holds. */
+  readonly checksSenders = false;
   private readonly db: Database.Database;
   private readonly stmts;
   private readonly appendTx: (drafts: readonly MessageDraft[]) => AppendResult[];

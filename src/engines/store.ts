@@ -75,6 +75,14 @@ export interface AppendResult {
 }
 
 export interface MessageStore {
+  /**
+   * append() checks every `checkSender` draft itself, in its transaction
+   * (a store shared by several processes). Callers then leave the sender's
+   * membership and mute to it: a check read before the append, beside a
+   * group change committing, could refuse a send while an earlier send of
+   * the same connection, read a moment later, was let through.
+   */
+  readonly checksSenders: boolean;
   /** Store a batch in one transaction (group commit); results in draft order. */
   append(drafts: readonly MessageDraft[]): Promise<AppendResult[]>;
   /** Messages with afterSeq < seq ≤ maxSeq (no bound if absent), ascending, at most limit. */

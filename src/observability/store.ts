@@ -17,6 +17,10 @@ export class InstrumentedStore implements Store {
     private readonly metrics: Metrics,
   ) {}
 
+  get checksSenders(): boolean {
+    return this.inner.checksSenders;
+  }
+
   private async timed<T>(op: string, work: () => Promise<T>, batch?: number): Promise<T> {
     const start = process.hrtime.bigint();
     try {
