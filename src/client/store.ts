@@ -47,6 +47,13 @@ export interface ClientSnapshot {
    * receiver's base): a restarted client syncs each conversation from here.
    */
   cursors: Record<string, number>;
+  /**
+   * The sync token of the last full-sync page delivered: kept with the
+   * cursors it goes with (the server reads only what changed since it, and
+   * trusts these cursors for the rest). Absent: the next sync reads every
+   * conversation again.
+   */
+  syncToken?: string;
   /** Unacked sends, in send order. */
   outbox: StoredSend[];
 }
@@ -96,6 +103,10 @@ export function parseSnapshot(data: unknown): ClientSnapshot {
   for (const [id, seq] of Object.entries(d.cursors as Record<string, unknown>)) {
     if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) fail(`cursor of ${id}`);
     out.cursors[id] = seq as number;
+  }
+  if (d.syncToken !== undefined) {
+    if (typeof d.syncToken !== 'string') fail('syncToken');
+    out.syncToken = d.syncToken as string;
   }
   if (!Array.isArray(d.outbox)) fail('outbox');
   for (const e of d.outbox as unknown[]) {
