@@ -332,10 +332,17 @@ const MIGRATIONS: string[] = [
      PERFORM setval(pg_get_serial_sequence('messages', 'id'), top + 1, false);
      INSERT INTO message_partitions (part, lower_id, upper_id, opened_at_ms, by_rows) VALUES (0, 0, upper, ${NOW_MS}, top > 0);
    END $$;`,
-  // Sync tokens held by clients (store.ts, "Sync") replace the devices' positions kept here. A conversation's
-  // members_change_no: at or below the change number of every member row a write there must change (see touchMembers).
-  `DROP TABLE device_sync;
-   ALTER TABLE conversations ADD COLUMN members_change_no BIGINT NOT NULL DEFAULT 0;`,
+  // Sync tokens held by clients (store.ts, "Sync") replace the devices' positions in device_sync, which this version
+  // neither reads nor writes. The table stays for the nodes of the previous version still running in a rolling
+  // upgrade (they read and write it at every sync), but its rows no longer move: a position taken now could pass a
+  // member row this version leaves as it is for the change slack, and such a node would skip that conversation. One
+  // taken before this migration is below every change number written after it, so from there those nodes read all
+  // that changed (more rows than they used to, never fewer). A later version drops it.
+  // A conversation's members_change_no: at or below the change number of every member row a write there must change
+  // (see appendBatch); 0, before this migration: its member rows are written at its next write.
+  `ALTER TABLE conversations ADD COLUMN members_change_no BIGINT NOT NULL DEFAULT 0;
+   CREATE FUNCTION device_sync_frozen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+   CREATE TRIGGER device_sync_frozen BEFORE INSERT OR UPDATE ON device_sync FOR EACH ROW EXECUTE FUNCTION device_sync_frozen();`,
 ];
 
 
@@ -477,12 +484,12 @@ const SQL = {
     LEFT JOIN members m ON m.conversation_id = u.conversation_id AND m.user_id = u.user_id
     LEFT JOIN groups g ON g.id = substr(u.conversation_id, 3)`,
   // One row per conversation, in id order (the order rows are locked in). \`due\`: its member rows are to be written
-  // (touchMembers: its members_change_no was not within the slack $5 of this transaction's; now it is this one).
+  // (appendBatch: its members_change_no was 0 or not within the slack $5 of this transaction's; now it is this one).
   bumpConversations: `INSERT INTO conversations AS c (id, kind, last_seq, last_at_ms, members_change_no)
     SELECT id, kind, k, at_ms, ${CHANGE_NO} FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS u(id, kind, k, at_ms)
     ORDER BY id COLLATE "C"
     ON CONFLICT (id) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq, last_at_ms = greatest(c.last_at_ms, excluded.last_at_ms),
-      members_change_no = CASE WHEN c.members_change_no < ${CHANGE_NO} - $5 THEN ${CHANGE_NO} ELSE c.members_change_no END
+      members_change_no = CASE WHEN c.members_change_no < ${CHANGE_NO} - $5 OR c.members_change_no = 0 THEN ${CHANGE_NO} ELSE c.members_change_no END
     RETURNING c.id, c.last_seq, (c.xmax = 0) AS created, c.members_change_no = ${CHANGE_NO} AS due`,
   addMembers: `INSERT INTO members (user_id, conversation_id, joined_at_ms)
     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])

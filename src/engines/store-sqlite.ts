@@ -207,10 +207,11 @@ const MIGRATIONS: string[] = [
      n INTEGER NOT NULL
    );
    INSERT INTO change_clock (id, n) VALUES (1, 0);`,
-  // Sync tokens held by clients (store.ts, "Sync") replace the devices' positions kept here. A conversation's
-  // members_change_no: at or below the change number of every member row a write there must change (see changed()).
-  `DROP TABLE device_sync;
-   ALTER TABLE conversations ADD COLUMN members_change_no INTEGER NOT NULL DEFAULT 0;`,
+  // Sync tokens held by clients (store.ts, "Sync") replace the devices' positions in device_sync, which this version
+  // neither reads nor writes (the table stays, as on PostgreSQL: a later version drops it). A conversation's
+  // members_change_no: at or below the change number of every member row a write there must change (see changed());
+  // 0, before this migration: its member rows are written at its next write.
+  `ALTER TABLE conversations ADD COLUMN members_change_no INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 
@@ -524,8 +525,8 @@ export class SqliteStore implements Store {
       ),
       bigMembers: db.prepare<[string]>(`UPDATE members SET change_no = ${CHANGE_ALWAYS} WHERE conversation_id = ? AND left_seq IS NULL`),
       // A conversation whose member rows' change numbers are not recent (below the last parameter: the change less the
-      // slack) takes this change's: its member rows are to be written (changed()).
-      dueMembers: db.prepare<[number, string, number]>(`UPDATE conversations SET members_change_no = ? WHERE id = ? AND members_change_no < ?`),
+      // slack; or never written since migration 12) takes this change's: its member rows are to be written (changed()).
+      dueMembers: db.prepare<[number, string, number]>(`UPDATE conversations SET members_change_no = ? WHERE id = ? AND (members_change_no < ? OR members_change_no = 0)`),
       // The next change number: every change so far is committed (one writer).
       nextChangeNo: db.prepare<[], { n: number }>(`SELECT n + 1 AS n FROM change_clock WHERE id = 1`),
       syncScan: db.prepare<[{ user: string; device: string; given: string; delivered: number; no: number; id: string; limit: number }], SyncRow>(
@@ -549,10 +550,10 @@ export class SqliteStore implements Store {
         `UPDATE messages SET text = '', recalled_by = ? WHERE conversation_id = ? AND seq = ?`,
       ),
       // The next seq, and whether the conversation's member rows are to be written for the change index (due: its
-      // members_change_no is below @threshold, the change less the slack; it takes @change: see changed()).
+      // members_change_no is below @threshold, the change less the slack, or 0; it takes @change: see changed()).
       nextSeq: db.prepare<[{ at: number; id: string; change: number; threshold: number }], { last_seq: number; due: number }>(
         `UPDATE conversations SET last_seq = last_seq + 1, last_at_ms = max(last_at_ms, @at),
-           members_change_no = CASE WHEN members_change_no < @threshold THEN @change ELSE members_change_no END
+           members_change_no = CASE WHEN members_change_no < @threshold OR members_change_no = 0 THEN @change ELSE members_change_no END
          WHERE id = @id RETURNING last_seq, members_change_no = @change AS due`,
       ),
       insertMessage: db.prepare(

@@ -288,7 +288,11 @@ export interface CursorStore {
 // the page read), and the client sends it back with its cursors next time;
 // the scan then starts there. A client that lost its data (no token) reads
 // every conversation again, from the cursors it sends. A user in 5,000
-// conversations of which 3 changed reads 3 rows.
+// conversations of which 3 changed reads 3 rows. (The stores kept a position
+// per device before, in device_sync: the server decided what a device had, and
+// one that lost its data under the same device id had conversations skipped.
+// The table stays, unused, for nodes of the previous version during a rolling
+// upgrade: see migration 12.)
 //
 // A token must never pass a change that may still be committing, nor one a
 // writer did not write down (below): each scan reports a horizon (a change

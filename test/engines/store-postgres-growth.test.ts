@@ -312,6 +312,37 @@ describe('PostgresStore: partitions', () => {
 });
 
 describe('PostgresStore: the change index', () => {
+  test('migration 12 on a database in service: the previous version\'s device positions stay where they were (its nodes still write them, without error, to no effect); a conversation from before it has its member rows written at its next message', async () => {
+    const schema = `tokens_migration_${++n}`;
+    await (await open(schema, 11)).close();
+    // As version 11 left it: alice and bob with one message, alice's phone positioned past their rows.
+    await sql(schema, `INSERT INTO conversations (id, kind, last_seq, last_at_ms) VALUES ($1, 'direct', 1, 1000)`, [AB]);
+    await sql(schema, `INSERT INTO members (user_id, conversation_id, joined_at_ms, change_no) VALUES ('alice', $1, 0, 5), ('bob', $1, 0, 5)`, [AB]);
+    await sql(schema, `INSERT INTO messages (conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms)
+      VALUES ($1, 1, 'srv-old', 'bob', 'd', 'old-1', 'old', 1000)`, [AB]);
+    await sql(schema, `INSERT INTO device_sync (user_id, device_id, change_no, conversation_id) VALUES ('alice', 'phone', 6, '')`);
+
+    const store = await open(schema, undefined, 2 ** 40); // a change slack past every transaction id: only the 0 says its rows are due
+    assert.deepEqual((await sql<{ v: number }>(schema, 'SELECT max(version) AS v FROM schema_version'))[0]?.v, 12);
+    await store.append([draft(AB, 'bob', 2000)]);
+    const rows = await sql<{ user_id: string; change_no: string }>(schema, `SELECT user_id, change_no FROM members WHERE conversation_id = $1 ORDER BY user_id`, [AB]);
+    assert.ok(rows.every((r) => Number(r.change_no) > 6), `written at that message: ${JSON.stringify(rows)}`);
+    const phone = new Device(store, 'alice', 'phone', 200);
+    phone.base.set(AB, 1);
+    await phone.syncAll();
+    assert.deepEqual(phone.got.get(AB), [2]);
+
+    // What a node of the previous version runs at every sync: the position read, then moved on (or a device's first).
+    const moveSyncPosition = `INSERT INTO device_sync AS s (user_id, device_id, change_no, conversation_id) VALUES ($1, $2, $3, $4)
+      ON CONFLICT (user_id, device_id) DO UPDATE SET change_no = excluded.change_no, conversation_id = excluded.conversation_id
+      WHERE (s.change_no, s.conversation_id) < (excluded.change_no, excluded.conversation_id)`;
+    await sql(schema, moveSyncPosition, ['alice', 'phone', 999_999, AB]);
+    await sql(schema, moveSyncPosition, ['alice', 'tablet', 999_999, '']);
+    assert.deepEqual(await sql(schema, `SELECT coalesce(s.change_no, 0)::int AS change_no, coalesce(s.conversation_id, '') AS conversation_id
+      FROM (SELECT 1) one LEFT JOIN device_sync s ON s.user_id = $1 AND s.device_id = $2`, ['alice', 'phone']), [{ change_no: 6, conversation_id: '' }]);
+    assert.deepEqual(await sql(schema, 'SELECT user_id, device_id FROM device_sync ORDER BY 1, 2'), [{ user_id: 'alice', device_id: 'phone' }]);
+  });
+
   test('a user in 5,000 conversations of which 3 changed: the sync with its token reads 3 rows and gets those 3', async (t: TestContext) => {
     const schema = `changes_${++n}`;
     const store = await open(schema, undefined, 0); // change slack 0: nothing read again for being recent
