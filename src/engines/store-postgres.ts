@@ -22,11 +22,14 @@
 //   3. one INSERT of the members of conversations the upsert created;
 //   4. one multi-row INSERT (unnest of column arrays) of the messages;
 //   5. the group effects, in draft order (events are rare next to messages);
-//   6. one UPDATE of the writers' member rows, with the change index
-//      (store.ts, "Sync": the members who may see what the batch stored have
-//      something to read) of the 1:1s among them whose member rows' change
-//      number is not recent already (the change slack: step 2 says which);
-//   7. the same change for the members of such groups, when it has any.
+//   6. when the batch has a group whose member rows' change number is not
+//      recent (step 2 says which), one SELECT of its members who may see
+//      what the batch stored there;
+//   7. one UPDATE of the member rows: the writers' read cursors, and the
+//      change index (store.ts, "Sync": the members who may see what the
+//      batch stored have something to read) in the conversations whose
+//      member rows' change number is not recent already (the change slack),
+//      rows locked in one order (LOCK_MEMBERS: no deadlock with acks).
 // A conversation whose members' change numbers are recent writes none of
 // them: a busy conversation's member rows are written for the change index
 // about once per slack, not once per batch.
@@ -449,6 +452,17 @@ const MESSAGE_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_de
 /** A membership's change number (store.ts, "Sync"): the writing transaction's id, the same for every row it changes. */
 const CHANGE_NO = 'pg_current_xact_id()::text::int8';
 /**
+ * Member rows are locked in one order, (conversation_id, user_id), by every
+ * statement that writes several of them without holding their conversations'
+ * row locks (acks, copies of marks) or with them (appends, retention): so two
+ * such statements cannot deadlock, whatever order their input lists rows in.
+ * (An UPDATE locks rows in the order its plan meets them; a SELECT's locking
+ * clause, above its sort, locks them in its ORDER BY.) A transaction that
+ * writes member rows in several statements takes them all first
+ * (lockMembers). The tail of a SELECT of `members m`.
+ */
+const LOCK_MEMBERS = 'ORDER BY m.conversation_id, m.user_id FOR NO KEY UPDATE OF m';
+/**
  * Below every change number still to commit: the oldest transaction running
  * when the statement's snapshot was taken (every one older has ended, and
  * is seen by that snapshot).
@@ -496,17 +510,26 @@ const SQL = {
     ON CONFLICT DO NOTHING`,
   insertMessages: `INSERT INTO messages (conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event)
     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::text[])`,
-  // Whoever writes has read everything up to what they wrote.
-  readOwn: `UPDATE members m SET read_seq = greatest(m.read_seq, u.seq), wrote = true
-    FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(conversation_id, user_id, seq)
-    WHERE m.conversation_id = u.conversation_id AND m.user_id = u.user_id`,
-  // An append's member rows, one by one in key order (user, conversation): the writers' read cursors ($3: the seq of a
-  // writer's last message, 0 for a member who did not write), and the change index where $4 says so (store.ts,
-  // "Sync"; see appendBatch).
-  touchMembers: `UPDATE members m SET read_seq = greatest(m.read_seq, u.seq), wrote = m.wrote OR u.seq > 0,
-      change_no = CASE WHEN u.change THEN ${CHANGE_NO} ELSE m.change_no END
-    FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[]) AS u(user_id, conversation_id, seq, change)
-    WHERE m.user_id = u.user_id AND m.conversation_id = u.conversation_id`,
+  // An append's member rows (store.ts, "Sync"; see appendBatch), locked in member order (LOCK_MEMBERS) as the statement
+  // finds them: the writers' read cursors ($3: the seq of a writer's last message, 0 for a member who did not write),
+  // and the change index where $4 says so.
+  touchMembers: `WITH l AS MATERIALIZED (SELECT m.conversation_id, m.user_id, u.seq, u.change
+      FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[]) AS u(conversation_id, user_id, seq, change)
+      JOIN members m ON m.conversation_id = u.conversation_id AND m.user_id = u.user_id
+      ${LOCK_MEMBERS})
+    UPDATE members m SET read_seq = greatest(m.read_seq, l.seq), wrote = m.wrote OR l.seq > 0,
+      change_no = CASE WHEN l.change THEN ${CHANGE_NO} ELSE m.change_no END
+    FROM l WHERE m.conversation_id = l.conversation_id AND m.user_id = l.user_id`,
+  // The members of these groups ($1) who may see a seq from the first one on ($2; those who left before it may not):
+  // those whose rows an append writes for the change index (appendBatch), or a copy locks (replicate).
+  watchers: `SELECT m.conversation_id, m.user_id FROM unnest($1::text[], $2::int8[]) AS u(conversation_id, first_seq)
+    JOIN conversations c ON c.id = u.conversation_id AND c.fanout
+    JOIN members m ON m.conversation_id = u.conversation_id AND (m.left_seq IS NULL OR m.left_seq >= u.first_seq)`,
+  // Member rows locked (in member order) before a transaction's statements write them one set after another.
+  lockMembers: `SELECT 1 FROM members m
+    JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]) AS x(conversation_id, user_id)) u
+      ON m.conversation_id = u.conversation_id AND m.user_id = u.user_id
+    ${LOCK_MEMBERS}`,
   // A rejoin first keeps the window that ended (see pastWindows).
   keepWindows: `INSERT INTO member_windows (conversation_id, user_id, joined_seq, left_seq)
     SELECT conversation_id, user_id, joined_seq, left_seq FROM members
@@ -528,18 +551,14 @@ const SQL = {
   leaveAll: `UPDATE members SET left_seq = $1, change_no = ${CHANGE_NO} WHERE conversation_id = $2 AND left_seq IS NULL`,
   // The members who may see a seq from the first one on ($2; those who left before it may not) have something to
   // read, unless their row's change number is within the slack ($3) of this transaction's. Groups too large for
-  // that (fanout false) keep CHANGE_ALWAYS on their members' rows instead.
-  bumpChanges: `UPDATE members m SET change_no = ${CHANGE_NO}
-    FROM unnest($1::text[], $2::int8[]) AS u(conversation_id, first_seq)
-    JOIN conversations c ON c.id = u.conversation_id AND c.fanout
-    WHERE m.conversation_id = u.conversation_id AND (m.left_seq IS NULL OR m.left_seq >= u.first_seq)
-      AND m.change_no < ${CHANGE_NO} - $3`,
-  // The members of these groups who may see a seq from the first one on ($2) have something to read (appendBatch:
-  // every one, whatever its row's change number).
-  changeGroups: `UPDATE members m SET change_no = ${CHANGE_NO}
-    FROM unnest($1::text[], $2::int8[]) AS u(conversation_id, first_seq)
-    JOIN conversations c ON c.id = u.conversation_id AND c.fanout
-    WHERE m.conversation_id = u.conversation_id AND (m.left_seq IS NULL OR m.left_seq >= u.first_seq)`,
+  // that (fanout false) keep CHANGE_ALWAYS on their members' rows instead. Rows locked in member order.
+  bumpChanges: `WITH l AS MATERIALIZED (SELECT m.conversation_id, m.user_id FROM unnest($1::text[], $2::int8[]) AS u(conversation_id, first_seq)
+      JOIN conversations c ON c.id = u.conversation_id AND c.fanout
+      JOIN members m ON m.conversation_id = u.conversation_id AND (m.left_seq IS NULL OR m.left_seq >= u.first_seq)
+      WHERE m.change_no < ${CHANGE_NO} - $3
+      ${LOCK_MEMBERS})
+    UPDATE members m SET change_no = ${CHANGE_NO} FROM l
+    WHERE m.conversation_id = l.conversation_id AND m.user_id = l.user_id AND m.change_no < ${CHANGE_NO} - $3`,
   // A member who joins gets a change number this transaction's: the conversation's members_change_no stays at or below
   // every member row's.
   joinedChange: `UPDATE conversations SET members_change_no = ${CHANGE_NO} WHERE id = $1 AND members_change_no > ${CHANGE_NO}`,
@@ -582,7 +601,8 @@ const SQL = {
   revocationsSince: `SELECT user_id, device_id, before_ms, at_ms FROM revocations WHERE at_ms >= $1 AND at_ms > 0 AND at_ms <= $3 ORDER BY at_ms LIMIT $2`,
   // Copies from another datacenter: forward only, not stamped (at_ms stays as it was here, 0 for a new row).
   mergeReads: `UPDATE members m SET read_seq = u.seq
-    FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(conversation_id, user_id, seq)
+    FROM (SELECT conversation_id, user_id, max(seq) AS seq FROM unnest($1::text[], $2::text[], $3::int8[]) AS x(conversation_id, user_id, seq)
+      GROUP BY conversation_id, user_id) u
     WHERE m.conversation_id = u.conversation_id AND m.user_id = u.user_id AND m.read_seq < u.seq
     RETURNING m.conversation_id, m.user_id, m.read_seq`,
   mergeCursors: `INSERT INTO device_cursors (user_id, device_id, conversation_id, delivered_seq)
@@ -681,16 +701,19 @@ const SQL = {
     DO UPDATE SET delivered_seq = greatest(device_cursors.delivered_seq, excluded.delivered_seq),
       at_ms = CASE WHEN excluded.delivered_seq > device_cursors.delivered_seq THEN excluded.at_ms ELSE device_cursors.at_ms END`,
   // The 1:1 delivered marks those cursors move (one row per user and conversation, highest seq first
-  // in the batch), each saying whether it moved past a message of the other member (\`o\` is the row
-  // before the update). (A conversation's acks are handled by the node owning its partition, so two
+  // in the batch; locked in member order), each saying whether it moved past a message of the other member
+  // (\`was\`: the mark before). (A conversation's acks are handled by the node owning its partition, so two
   // of these do not race for the same rows.)
-  advanceMarks: `UPDATE members m SET delivered_seq = least(u.seq, c.last_seq)
-    FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(user_id, conversation_id, seq)
-    JOIN conversations c ON c.id = u.conversation_id
-    JOIN members o ON o.conversation_id = u.conversation_id AND o.user_id = u.user_id
-    WHERE m.conversation_id = o.conversation_id AND m.user_id = o.user_id AND m.delivered_seq < least(u.seq, c.last_seq)
+  advanceMarks: `WITH o AS MATERIALIZED (SELECT m.conversation_id, m.user_id, m.delivered_seq AS was, least(u.seq, c.last_seq) AS seq
+      FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(user_id, conversation_id, seq)
+      JOIN conversations c ON c.id = u.conversation_id
+      JOIN members m ON m.conversation_id = u.conversation_id AND m.user_id = u.user_id
+      WHERE m.delivered_seq < least(u.seq, c.last_seq)
+      ${LOCK_MEMBERS})
+    UPDATE members m SET delivered_seq = o.seq FROM o
+    WHERE m.conversation_id = o.conversation_id AND m.user_id = o.user_id AND m.delivered_seq < o.seq
     RETURNING m.user_id, m.conversation_id, m.delivered_seq, EXISTS (SELECT 1 FROM messages x WHERE x.conversation_id = m.conversation_id
-      AND x.seq > o.delivered_seq AND x.seq <= m.delivered_seq AND x.from_user <> m.user_id) AS past_peer`,
+      AND x.seq > o.was AND x.seq <= m.delivered_seq AND x.from_user <> m.user_id) AS past_peer`,
   delivered: `SELECT conversation_id, delivered_seq FROM device_cursors WHERE user_id = $1 AND device_id = $2`,
   // A new owner's first write: the next epoch, the row locked to commit (a check of the old owner waits,
   // then fails). Only with a newer proof of the lease than the current owner's (no row back otherwise).
@@ -772,15 +795,22 @@ function placeKey(conversationId: string, seq: number): string {
 
 /** A member row an append writes (touchMembers): the seq of the writer's last message (0: not a writer), and whether its change number is written. */
 interface MemberTouch {
-  userId: string;
   conversationId: string;
+  userId: string;
   seq: number;
   change: boolean;
 }
 
-/** (user, conversation) as one string, to sort rows by user, then conversation (ids hold no U+0000). */
-function memberKey(userId: string, conversationId: string): string {
-  return `${userId}\u0000${conversationId}`;
+/** (conversation, user) as one string, a member row's key (ids hold no U+0000). */
+function memberKey(conversationId: string, userId: string): string {
+  return `${conversationId}\u0000${userId}`;
+}
+
+/** An append's (or a copy's) member rows written (SQL.touchMembers: locked in member order, whatever the order here). */
+async function touchMembers(client: pg.PoolClient, touched: Iterable<MemberTouch>): Promise<void> {
+  const rows = [...touched];
+  if (rows.length === 0) return;
+  await run(client, 'touchMembers', [rows.map((r) => r.conversationId), rows.map((r) => r.userId), rows.map((r) => r.seq), rows.map((r) => r.change)]);
 }
 
 /** What append decided for a draft before any seq is known. */
@@ -906,6 +936,8 @@ export class PostgresStore implements Store {
     return this.transaction(async (client) => {
       const stored: boolean[] = [];
       const firstStored = new Map<string, number>();
+      /** Each writer's last seq stored here, by member (memberKey). */
+      const writers = new Map<string, MemberTouch>();
       for (const { message: m, homeDc } of entries) {
         if (m.clientMsgId !== '') await run(client, 'orphanKey', [m.fromUser, m.clientMsgId, m.conversationId, m.seq, Date.now()]);
         const direct = directMembers(m.conversationId);
@@ -923,11 +955,20 @@ export class PostgresStore implements Store {
         }
         const effect = effectOfEvent(m.conversationId, m);
         if (effect) await apply(client, m.conversationId, m.seq, m.sentAtMs, effect);
-        await run(client, 'readOwn', [[m.conversationId], [m.fromUser], [m.seq]]);
+        const key = memberKey(m.conversationId, m.fromUser);
+        if ((writers.get(key)?.seq ?? 0) < m.seq) writers.set(key, { conversationId: m.conversationId, userId: m.fromUser, seq: m.seq, change: false });
         const first = firstStored.get(m.conversationId);
         if (first === undefined || m.seq < first) firstStored.set(m.conversationId, m.seq);
       }
-      if (firstStored.size > 0) await run(client, 'bumpChanges', [[...firstStored.keys()], [...firstStored.values()], this.slack]);
+      if (firstStored.size > 0) {
+        // The writers' read cursors and the change index, as an append writes them (after the effects), their rows
+        // locked first (LOCK_MEMBERS).
+        const watchers = await run<{ conversation_id: string; user_id: string }>(client, 'watchers', [[...firstStored.keys()], [...firstStored.values()]]);
+        const rows = [...writers.values(), ...watchers.map((w) => ({ conversationId: w.conversation_id, userId: w.user_id }))];
+        await run(client, 'lockMembers', [rows.map((r) => r.conversationId), rows.map((r) => r.userId)]);
+        await touchMembers(client, [...writers.values()]);
+        await run(client, 'bumpChanges', [[...firstStored.keys()], [...firstStored.values()], this.slack]);
+      }
       return stored;
     }, beginWithKeys(entries.map((e) => e.message)));
   }
@@ -979,12 +1020,15 @@ export class PostgresStore implements Store {
         reads: reads.filter((r) => !held.has(`${r.conversationId}\u0000${r.userId}`)),
         cursors: cursors.filter((c) => !heldConversations.has(c.conversationId)),
       };
+      // The member rows both merges write, locked first, together (LOCK_MEMBERS).
+      const direct = cursors.filter((c) => directMembers(c.conversationId));
+      const rows = [...reads, ...direct];
+      if (rows.length > 0) await run(client, 'lockMembers', [rows.map((r) => r.conversationId), rows.map((r) => r.userId)]);
       const moved = reads.length === 0 ? [] : await run<{ conversation_id: string; user_id: string; read_seq: number }>(client, 'mergeReads', [
         reads.map((r) => r.conversationId), reads.map((r) => r.userId), reads.map((r) => r.seq),
       ]);
       if (cursors.length > 0) {
         await run(client, 'mergeCursors', [cursors.map((c) => c.userId), cursors.map((c) => c.deviceId), cursors.map((c) => c.conversationId), cursors.map((c) => c.seq)]);
-        const direct = cursors.filter((c) => directMembers(c.conversationId));
         if (direct.length > 0) {
           await run(client, 'mergeDeliveredMarks', [direct.map((c) => c.userId), direct.map((c) => c.conversationId), direct.map((c) => c.seq)]);
         }
@@ -1709,34 +1753,33 @@ async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[
   const touched = new Map<string, MemberTouch>();
   for (const { d, seq } of fresh) {
     if (d.effect) await apply(client, d.conversationId, seq, d.sentAtMs, d.effect);
-    const key = memberKey(d.fromUser, d.conversationId);
+    const key = memberKey(d.conversationId, d.fromUser);
     const seen = touched.get(key);
-    if (!seen || seq > seen.seq) touched.set(key, { userId: d.fromUser, conversationId: d.conversationId, seq, change: false });
+    if (!seen || seq > seen.seq) touched.set(key, { conversationId: d.conversationId, userId: d.fromUser, seq, change: false });
   }
   // 6. The writers' read cursors and the change index (store.ts, "Sync"): the members who may see what this batch
   // stored have something to read. Only in a conversation whose members_change_no is not recent (due): then every one
   // of them gets this transaction's change number, and so does the conversation; elsewhere each of them has a change
   // number at or above it (joins lower it: joinedChange), recent enough (the change slack). A 1:1's members are known
-  // from its id (they never leave): with the writers, one UPDATE by key; 7. a due group's, those who may see its
-  // first seq here, are found by a statement of their own.
+  // from its id (they never leave); a due group's, those who may see its first seq here, are read (under its row
+  // lock: its membership cannot change meanwhile). 7. One UPDATE of them all, with the writers', their rows locked in
+  // member order (LOCK_MEMBERS).
+  const change = (conversationId: string, userId: string) => {
+    const key = memberKey(conversationId, userId);
+    touched.set(key, { ...(touched.get(key) ?? { conversationId, userId, seq: 0 }), change: true });
+  };
   const groups: ConversationPlan[] = [];
   for (const c of conversations) {
     if (!c.due) continue;
     const pair = directMembers(c.id);
-    if (!pair) {
-      groups.push(c);
-      continue;
-    }
-    for (const userId of pair) {
-      const key = memberKey(userId, c.id);
-      touched.set(key, { ...(touched.get(key) ?? { userId, conversationId: c.id, seq: 0 }), change: true });
-    }
+    if (pair) for (const userId of pair) change(c.id, userId);
+    else groups.push(c);
   }
-  if (touched.size > 0) {
-    const rows = [...touched.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r);
-    await run(client, 'touchMembers', [rows.map((r) => r.userId), rows.map((r) => r.conversationId), rows.map((r) => r.seq), rows.map((r) => r.change)]);
+  if (groups.length > 0) {
+    const watchers = await run<{ conversation_id: string; user_id: string }>(client, 'watchers', [groups.map((c) => c.id), groups.map((c) => c.firstSeq)]);
+    for (const w of watchers) change(w.conversation_id, w.user_id);
   }
-  if (groups.length > 0) await run(client, 'changeGroups', [groups.map((c) => c.id), groups.map((c) => c.firstSeq)]);
+  await touchMembers(client, touched.values());
 
   // Results, in draft order. A duplicate gets the original as it stands at that point of the
   // batch (a recall earlier in the batch shows), exactly as if drafts were stored one by one.
