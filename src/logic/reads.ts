@@ -32,7 +32,7 @@
 // (a client before tokens) reads every conversation every page, from its
 // cursors or else the device's delivered cursors, and gets no token.
 import {
-  cursorToWire, isGroupConversation, messageToWire,
+  ErrorCode, LonglinkError, MAX_SYNC_TOKEN, cursorToWire, directMembers, groupIdOf, isGroupConversation, isValidId, messageToWire,
   type BodyOf, type FrameBodyInit,
 } from '../protocol/index.js';
 import type { Origin } from '../engines/bus.js';
@@ -69,14 +69,20 @@ export function encodeSyncToken(t: SyncToken): string {
   return [TOKEN_VERSION, t.floor, t.place.changeNo, Buffer.from(t.place.conversationId, 'utf8').toString('base64url')].join('.');
 }
 
-/** The token, or undefined when it is empty or not one this server makes. */
+/** The token, or undefined when it is empty or not one this server makes (any text: a client's, or garbage). */
 export function decodeSyncToken(text: string): SyncToken | undefined {
+  if (text.length > MAX_SYNC_TOKEN) return undefined;
   const parts = text.split('.');
   if (parts.length !== 4 || parts[0] !== TOKEN_VERSION) return undefined;
+  if (!/^\d{1,16}$/.test(parts[1]!) || !/^\d{1,16}$/.test(parts[2]!) || !/^[A-Za-z0-9_-]*$/.test(parts[3]!)) return undefined;
   const [floor, changeNo] = [Number(parts[1]), Number(parts[2])];
-  if (!/^\d+$/.test(parts[1]!) || !/^\d+$/.test(parts[2]!) || !Number.isSafeInteger(floor) || !Number.isSafeInteger(changeNo)) return undefined;
-  if (!/^[A-Za-z0-9_-]*$/.test(parts[3]!)) return undefined;
-  return { floor, place: { changeNo, conversationId: Buffer.from(parts[3]!, 'base64url').toString('utf8') } };
+  if (!Number.isSafeInteger(floor) || !Number.isSafeInteger(changeNo)) return undefined;
+  const conversationId = Buffer.from(parts[3]!, 'base64url').toString('utf8');
+  // A place is a conversation's (a pass under way), or none ('': a pass's end, at its floor).
+  const groupId = groupIdOf(conversationId);
+  const place = conversationId === '' || directMembers(conversationId) !== undefined || (groupId !== undefined && isValidId(groupId));
+  if (!place || Buffer.from(conversationId, 'utf8').toString('base64url') !== parts[3]) return undefined;
+  return { floor, place: { changeNo, conversationId } };
 }
 
 export class Reads {
@@ -96,6 +102,10 @@ export class Reads {
     // A client that sets sync_token keeps its own cursors: a conversation it names none for is read from its start.
     // One before tokens: from the device's delivered cursor.
     const tokens = req.syncToken !== undefined;
+    // Longer than any of ours: a client bug, said so (a token merely not recognized counts as none, below).
+    if (tokens && req.syncToken!.length > MAX_SYNC_TOKEN) {
+      throw new LonglinkError(ErrorCode.BAD_REQUEST, `sync_token must be at most ${MAX_SYNC_TOKEN} characters (send back the one a SyncResult gave, or '')`);
+    }
     const reading = { delivered: !tokens };
     // Those named; or those changed since the token (every one without), at most limit + 1 with something to read.
     let conversations: SyncConversation[];

@@ -138,6 +138,7 @@ describe('memoryStore and parseSnapshot', () => {
     assert.deepEqual(parseSnapshot(snap(3)), snap(3));
     assert.deepEqual(parseSnapshot({ version: 1, cursors: {}, outbox: [] }), emptySnapshot());
     assert.equal(parseSnapshot({ version: 1, cursors: {}, outbox: [] }).syncToken, undefined, 'a snapshot from before sync tokens: none');
+    assert.equal(parseSnapshot({ version: 1, cursors: {}, syncToken: 'x'.repeat(257), outbox: [] }).syncToken, undefined, 'longer than the server takes: none');
     for (const [bad, why] of [
       [null, /not an object/],
       [{ version: 2, cursors: {}, outbox: [] }, /version 2/],

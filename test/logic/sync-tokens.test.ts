@@ -8,7 +8,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { RawClient } from '../helpers/raw.js';
-import { online, sendOk, sleep, syncOnce, withServer } from './support.js';
+import { ErrorCode } from '../../src/protocol/index.js';
+import { expectError, online, sendOk, sleep, syncOnce, withServer } from './support.js';
 
 const T = { timeout: 60_000 };
 const AB = 'u:alice:bob';
@@ -79,10 +80,19 @@ describe('sync tokens', () => {
       const wiped = { cursors: new Map<string, number>(), token: '' };
       assert.deepEqual((await syncPass(bob, wiped, 3)).sort(), ['a1', 'a2', 'a3', 'a4', 'c1', 'c2']);
       // A token that is not one, or from another database (past this one's horizon): as none.
-      for (const token of ['not a token', 't1.999999999999999.0.']) {
+      const b64 = (text: string) => Buffer.from(text, 'utf8').toString('base64url');
+      for (const token of [
+        'not a token', 't1.999999999999999.0.', 't2.0.0.', 't1.-1.0.', 't1.1e3.0.', 't1.99999999999999999999.0.', 't1.1.2.!!', '\u0000', '🙂',
+        `t1.1.2.${b64('u:carol:bob')}`, `t1.1.2.${b64('g:')}`, `t1.1.2.${b64('\u{fffd}')}`, `t1.1.2.${'A'.repeat(200)}`, 'x'.repeat(256),
+      ]) {
         const other = { cursors: new Map<string, number>(), token };
         assert.deepEqual((await syncPass(bob, other)).sort(), ['a1', 'a2', 'a3', 'a4', 'c1', 'c2'], token);
       }
+      // One longer than any token: refused, with a code; the connection goes on.
+      const refused = await expectError(bob, { case: 'sync', value: { cursors: [], conversationIds: [], limit: 0, syncToken: 't'.repeat(257) } }, ErrorCode.BAD_REQUEST);
+      assert.match(refused.message, /sync_token must be at most 256 characters/);
+      await expectError(bob, { case: 'sync', value: { cursors: [], conversationIds: [AB], limit: 0, syncToken: 't'.repeat(10_000) } }, ErrorCode.BAD_REQUEST);
+      assert.deepEqual((await syncPass(bob, phone)), [], 'still served, its token still good');
       alice.close();
       carol.close();
       bob.close();
