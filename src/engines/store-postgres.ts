@@ -459,7 +459,11 @@ const CHANGE_NO = 'pg_current_xact_id()::text::int8';
  * (An UPDATE locks rows in the order its plan meets them; a SELECT's locking
  * clause, above its sort, locks them in its ORDER BY.) A transaction that
  * writes member rows in several statements takes them all first
- * (lockMembers). The tail of a SELECT of `members m`.
+ * (lockMembers), but for group effects (joins, leaves, roles: rare), which
+ * write their group's rows under its row lock, before: one can still
+ * deadlock with a copy of read marks in that group at that moment, which
+ * PostgreSQL detects; both are retried (transaction()). The tail of a SELECT
+ * of `members m`.
  */
 const LOCK_MEMBERS = 'ORDER BY m.conversation_id, m.user_id FOR NO KEY UPDATE OF m';
 /**
