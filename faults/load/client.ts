@@ -77,6 +77,8 @@ export class LoadClient {
   lastLossReason = '';
   private readonly receiver = new Receiver();
   private readonly acked = new Map<string, number>();
+  /** The sync token the last full-sync page left (src/client/sync.ts): kept with the receiver's cursors, for the run. */
+  private syncToken: string | undefined;
   private wire: Wire | undefined;
   private generation = 0;
   private nextId = 1;
@@ -96,6 +98,10 @@ export class LoadClient {
       stuck: () => this.receiver.stuck(),
       advance: (conversationId, seq) => this.release(this.receiver.advance(conversationId, seq), conversationId),
       receive: (m) => this.offer(m, m.conversationId),
+      syncToken: () => this.syncToken,
+      setSyncToken: (token) => {
+        if (token !== '') this.syncToken = token;
+      },
     },
     request: (body) => this.request(body),
     emit: () => undefined, // the ledger sees deliveries; a failed sync is retried by the loop itself

@@ -22,6 +22,12 @@ export class Inbox {
   private receiver = new Receiver();
   /** Per conversation, the seq the server was last told (by a PushAck, or the store) this device has. */
   private readonly acked = new Map<string, number>();
+  /**
+   * The sync token of the last full-sync page delivered (kept with the
+   * cursors: the server reads only what changed since it, trusting that
+   * this device has, by its cursors, everything before it).
+   */
+  private token: string | undefined;
   private ackTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(private readonly host: InboxHost) {}
@@ -34,6 +40,23 @@ export class Inbox {
   /** Every conversation whose base is known. */
   cursors(): [string, number][] {
     return this.receiver.cursors();
+  }
+
+  /** The sync token to send with the next full sync; undefined when this device has none. */
+  syncToken(): string | undefined {
+    return this.token;
+  }
+
+  /** A full-sync page was delivered (its messages and cursors): its token is where the next full sync resumes. */
+  setSyncToken(token: string): void {
+    if (token === '' || token === this.token) return;
+    this.token = token;
+    this.host.changed();
+  }
+
+  /** A token from the store, kept with the cursors restored beside it; one this run already has is newer. */
+  restoreSyncToken(token: string): void {
+    this.token ??= token;
   }
 
   /** Conversations that cannot move on without a sync. */
@@ -81,6 +104,7 @@ export class Inbox {
   reset(): void {
     this.receiver = new Receiver();
     this.acked.clear();
+    this.token = undefined;
   }
 
   /** Ack everything delivered, now. */

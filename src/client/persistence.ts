@@ -14,7 +14,7 @@ import type { ClientSnapshot, ClientStore } from './store.js';
 export interface PersistenceHost {
   store: ClientStore;
   link: { readonly online: boolean };
-  inbox: Pick<Inbox, 'cursors' | 'restoreCursor' | 'reset'>;
+  inbox: Pick<Inbox, 'cursors' | 'restoreCursor' | 'syncToken' | 'restoreSyncToken' | 'reset'>;
   outbox: Pick<Outbox, 'restore' | 'writeAll' | 'stored' | 'failWhere' | 'rejectWaiting' | 'clear'>;
   emit: Emit;
 }
@@ -108,6 +108,7 @@ export class Persistence {
       if (stored && !this.owner) this.owner = { ...stored, fromStore: true };
       if (!foreign) {
         for (const [id, seq] of Object.entries(snapshot.cursors)) this.host.inbox.restoreCursor(id, seq);
+        if (snapshot.syncToken !== undefined) this.host.inbox.restoreSyncToken(snapshot.syncToken);
         restored = this.host.outbox.restore(snapshot.outbox);
       }
     }
@@ -119,13 +120,15 @@ export class Persistence {
     return out;
   }
 
-  /** The state to keep: cursors delivered up to, unacked sends in order, and whose they are. */
+  /** The state to keep: cursors delivered up to and the sync token that goes with them, unacked sends in order, and whose they are. */
   private snapshot(): ClientSnapshot {
     const s: ClientSnapshot = {
       version: 1,
       cursors: Object.fromEntries(this.host.inbox.cursors()),
       outbox: this.host.outbox.stored(),
     };
+    const token = this.host.inbox.syncToken();
+    if (token !== undefined) s.syncToken = token;
     if (this.owner) {
       s.userId = this.owner.userId;
       s.deviceId = this.owner.deviceId;

@@ -1,6 +1,7 @@
-// Local persistence for the client: the cursors it has delivered up to and
-// the sends the server has not acked yet, so a restarted app syncs from where
-// it was and resends what never got through (with the same client_msg_id, so
+// Local persistence for the client: the cursors it has delivered up to (with
+// the sync token that goes with them) and the sends the server has not acked
+// yet, so a restarted app syncs from where it was, reading only what changed
+// since, and resends what never got through (with the same client_msg_id, so
 // the server stores each message once).
 //
 // A store holds one small snapshot per client (one user's device). The client
@@ -23,6 +24,7 @@
 //   the store, writes it and flushes it; the next `connect()` loads it again.
 // - The snapshot records the user and device it belongs to: a client that
 //   logs in as someone else drops it (its sends fail with FORBIDDEN).
+import { MAX_SYNC_TOKEN } from '../protocol/index.js';
 
 /** A send the server has not acked yet, as kept in a store. */
 export interface StoredSend {
@@ -47,6 +49,13 @@ export interface ClientSnapshot {
    * receiver's base): a restarted client syncs each conversation from here.
    */
   cursors: Record<string, number>;
+  /**
+   * The sync token of the last full-sync page delivered: kept with the
+   * cursors it goes with (the server reads only what changed since it, and
+   * trusts these cursors for the rest). Absent: the next sync reads every
+   * conversation again.
+   */
+  syncToken?: string;
   /** Unacked sends, in send order. */
   outbox: StoredSend[];
 }
@@ -96,6 +105,11 @@ export function parseSnapshot(data: unknown): ClientSnapshot {
   for (const [id, seq] of Object.entries(d.cursors as Record<string, unknown>)) {
     if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) fail(`cursor of ${id}`);
     out.cursors[id] = seq as number;
+  }
+  if (d.syncToken !== undefined) {
+    if (typeof d.syncToken !== 'string') fail('syncToken');
+    // One longer than the server takes is none of its (the next sync reads every conversation again).
+    if ((d.syncToken as string).length <= MAX_SYNC_TOKEN) out.syncToken = d.syncToken as string;
   }
   if (!Array.isArray(d.outbox)) fail('outbox');
   for (const e of d.outbox as unknown[]) {

@@ -3,6 +3,13 @@
 // (a gap before held messages, or a first message with no known base) is
 // synced alone. One loop at a time per connection; a failed sync is retried
 // with backoff, because nothing missed may stay missed.
+//
+// Every request carries the sync token (empty without one: a new client, or
+// one whose store was lost reads every conversation again, from the cursors it
+// has), which also tells the server that this client keeps its own cursors. A
+// full sync's pages each answer with the next token, kept (and stored) with
+// the cursors once the page is delivered: the next full sync reads only what
+// changed since.
 import { ErrorCode, LonglinkError, cursorToWire, messageFromWire, type Frame } from '../protocol/index.js';
 import type { Emit } from './client-types.js';
 import type { Inbox } from './inbox.js';
@@ -11,7 +18,7 @@ import type { RequestBody } from './requests.js';
 /** What sync needs of the rest of the client. */
 export interface SyncHost {
   link: { readonly generation: number; readonly connected: boolean };
-  inbox: Pick<Inbox, 'cursors' | 'stuck' | 'advance' | 'receive'>;
+  inbox: Pick<Inbox, 'cursors' | 'stuck' | 'advance' | 'receive' | 'syncToken' | 'setSyncToken'>;
   request(body: RequestBody): Promise<Frame>;
   emit: Emit;
 }
@@ -104,6 +111,7 @@ export class Sync {
           cursors: [...known].filter(([id]) => only.length === 0 || only.includes(id)).map(([id, seq]) => cursorToWire(id, seq)),
           conversationIds: only,
           limit: 0,
+          syncToken: only.length === 0 ? inbox.syncToken() ?? '' : '',
         },
       });
       if (reply.body.case !== 'syncResult') throw new LonglinkError(ErrorCode.INTERNAL, 'unexpected sync reply');
@@ -118,6 +126,8 @@ export class Sync {
         if (!firstSeq.has(c.conversationId)) inbox.advance(c.conversationId, Number(c.seq));
       }
       for (const m of messages) inbox.receive(m);
+      // Delivered: the token goes with the cursors the page left (a sync of some conversations has none).
+      if (only.length === 0) inbox.setSyncToken(result.syncToken);
       if (!result.hasMore) return;
     }
   }

@@ -22,9 +22,17 @@
 //   3. one INSERT of the members of conversations the upsert created;
 //   4. one multi-row INSERT (unnest of column arrays) of the messages;
 //   5. the group effects, in draft order (events are rare next to messages);
-//   6. one UPDATE of the writers' read cursors;
-//   7. one UPDATE of the change index (store.ts, "Sync"): the members who may
-//      see what the batch stored have something to read.
+//   6. when the batch has a group whose member rows' change number is not
+//      recent (step 2 says which), one SELECT of its members who may see
+//      what the batch stored there;
+//   7. one UPDATE of the member rows: the writers' read cursors, and the
+//      change index (store.ts, "Sync": the members who may see what the
+//      batch stored have something to read) in the conversations whose
+//      member rows' change number is not recent already (the change slack),
+//      rows locked in one order (LOCK_MEMBERS: no deadlock with acks).
+// A conversation whose members' change numbers are recent writes none of
+// them: a busy conversation's member rows are written for the change index
+// about once per slack, not once per batch.
 // A concurrent batch with one of the same (from_user, client_msg_id) waits in
 // step 1 for the first to commit, then finds the key stored (a duplicate, as
 // it should be). (Each partition's unique index on the key stays: a batch
@@ -78,7 +86,7 @@ import {
   CHANGE_ALWAYS, CHANGE_FANOUT_MAX, PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type ConversationChange, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MarkChanges, type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type ShardClaim, type Store, type WriteFence,
-  type SyncConversation, type SyncScan, type MemberWindow,
+  type SyncConversation, type SyncPosition, type SyncReadOptions, type SyncScan, type MemberWindow,
 } from './store.js';
 
 export interface PostgresStoreOptions {
@@ -101,7 +109,25 @@ export interface PostgresStoreOptions {
   idleInTransactionMs?: number;
   /** Apply the first this many migrations only (tests of a migration, on a database as an older version left it). @default all */
   migrations?: number;
+  /**
+   * The change slack (store.ts, "Sync"), in transaction ids: a membership
+   * whose change number is within it of a writer's is not written again,
+   * and a sync token stays this far behind the oldest transaction running.
+   * The same for every store on one database (a writer with a larger slack
+   * than a reader's could skip a row that reader's token passes). Tests use
+   * 0 (every row written, tokens as close as can be). @default POSTGRES_CHANGE_SLACK
+   */
+  changeSlack?: number;
 }
+
+/**
+ * The default change slack: 2^16 transaction ids (every transaction that
+ * writes draws one: appends, acks, read marks, ...), a few seconds of a busy
+ * database, minutes of a quiet one. A member row of a conversation that
+ * stays busy is written about once per slack; a sync reads again the user's
+ * memberships changed within it.
+ */
+export const POSTGRES_CHANGE_SLACK = 65_536;
 
 /** Ids per partition of `messages` (see "Partitions"): partition k holds ids [k·2^32, (k+1)·2^32); the first from MINVALUE. */
 const PARTITION_IDS = 2 ** 32;
@@ -309,6 +335,17 @@ const MIGRATIONS: string[] = [
      PERFORM setval(pg_get_serial_sequence('messages', 'id'), top + 1, false);
      INSERT INTO message_partitions (part, lower_id, upper_id, opened_at_ms, by_rows) VALUES (0, 0, upper, ${NOW_MS}, top > 0);
    END $$;`,
+  // Sync tokens held by clients (store.ts, "Sync") replace the devices' positions in device_sync, which this version
+  // neither reads nor writes. The table stays for the nodes of the previous version still running in a rolling
+  // upgrade (they read and write it at every sync), but its rows no longer move: a position taken now could pass a
+  // member row this version leaves as it is for the change slack, and such a node would skip that conversation. One
+  // taken before this migration is below every change number written after it, so from there those nodes read all
+  // that changed (more rows than they used to, never fewer). A later version drops it.
+  // A conversation's members_change_no: at or below the change number of every member row a write there must change
+  // (see appendBatch); 0, before this migration: its member rows are written at its next write.
+  `ALTER TABLE conversations ADD COLUMN members_change_no BIGINT NOT NULL DEFAULT 0;
+   CREATE FUNCTION device_sync_frozen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+   CREATE TRIGGER device_sync_frozen BEFORE INSERT OR UPDATE ON device_sync FOR EACH ROW EXECUTE FUNCTION device_sync_frozen();`,
 ];
 
 
@@ -374,6 +411,7 @@ function stateOf(r: StateRow): ConversationState {
 
 /** A row of a sync's scan (SYNC_COLUMNS). */
 interface SyncRow extends StateColumns {
+  id: string;
   retained_from_seq: number;
   change_no: number;
   rejoined: boolean;
@@ -384,7 +422,7 @@ interface SyncRow extends StateColumns {
 
 function syncConversationOf(r: SyncRow): SyncConversation {
   const { lastAtMs: _, ...state } = toState(r, 0, r.rejoined);
-  const c: SyncConversation = { ...state, from: Number(r.from_seq), named: r.named };
+  const c: SyncConversation = { ...state, from: Number(r.from_seq), named: r.named, changeNo: Number(r.change_no) };
   if (r.retained_from_seq > 1) c.retainedFromSeq = r.retained_from_seq;
   return c;
 }
@@ -413,19 +451,39 @@ interface MemberRow {
 const MESSAGE_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event, recalled_by';
 /** A membership's change number (store.ts, "Sync"): the writing transaction's id, the same for every row it changes. */
 const CHANGE_NO = 'pg_current_xact_id()::text::int8';
-/** Below every change number still to commit: the oldest transaction running (every one older has ended). */
+/**
+ * Member rows are locked in one order, (conversation_id, user_id), by every
+ * statement that writes several of them without holding their conversations'
+ * row locks (acks, copies of marks) or with them (appends, retention): so two
+ * such statements cannot deadlock, whatever order their input lists rows in.
+ * (An UPDATE locks rows in the order its plan meets them; a SELECT's locking
+ * clause, above its sort, locks them in its ORDER BY.) A transaction that
+ * writes member rows in several statements takes them all first
+ * (lockMembers), but for group effects (joins, leaves, roles: rare), which
+ * write their group's rows under its row lock, before: one can still
+ * deadlock with a copy of read marks in that group at that moment, which
+ * PostgreSQL detects; both are retried (transaction()). The tail of a SELECT
+ * of `members m`.
+ */
+const LOCK_MEMBERS = 'ORDER BY m.conversation_id, m.user_id FOR NO KEY UPDATE OF m';
+/**
+ * Below every change number still to commit: the oldest transaction running
+ * when the statement's snapshot was taken (every one older has ended, and
+ * is seen by that snapshot).
+ */
 const CHANGE_HORIZON = 'pg_snapshot_xmin(pg_current_snapshot())::text::int8';
 
 // A full sync's rows (store.ts, "Sync"): the user's memberships with the device's cursor, $1 user, $2 device,
-// $3 the request's cursors as one JSON object (looked up per row).
+// $3 the request's cursors as one JSON object (looked up per row); `delivered`: the parameter saying whether the
+// device's delivered cursors stand in for the cursors the request does not give (a client that keeps none of its own).
 const SYNC_COLUMNS = `SELECT m.conversation_id AS id, c.kind, c.last_seq, c.retained_from_seq, m.joined_seq, m.left_seq, m.read_seq, m.change_no,
     EXISTS (SELECT 1 FROM member_windows w WHERE w.conversation_id = m.conversation_id AND w.user_id = m.user_id) AS rejoined,
     coalesce(g.given, d.delivered_seq, 0) AS from_seq, g.given IS NOT NULL AS named`;
 // (Each membership row found looks its conversation up by key: OFFSET 0 keeps the planner from joining the whole
 // table, a hash join it may prefer when it thinks the user has many rows, while the scan stops at its LIMIT.)
-const SYNC_FROM = `FROM members m
+const syncFrom = (delivered: string) => `FROM members m
     JOIN LATERAL (SELECT * FROM conversations x WHERE x.id = m.conversation_id OFFSET 0) c ON true
-    LEFT JOIN device_cursors d ON d.user_id = m.user_id AND d.device_id = $2 AND d.conversation_id = m.conversation_id
+    LEFT JOIN device_cursors d ON ${delivered}::bool AND d.user_id = m.user_id AND d.device_id = $2 AND d.conversation_id = m.conversation_id
     CROSS JOIN LATERAL (SELECT ($3::jsonb ->> m.conversation_id::text)::int8 AS given) g`;
 /** Something past the device's cursor that this member may see and is held. */
 const SYNC_CONTENT = `least(c.last_seq, coalesce(m.left_seq, c.last_seq))
@@ -443,21 +501,39 @@ const SQL = {
     FROM unnest($1::text[], $2::text[]) AS u(conversation_id, user_id)
     LEFT JOIN members m ON m.conversation_id = u.conversation_id AND m.user_id = u.user_id
     LEFT JOIN groups g ON g.id = substr(u.conversation_id, 3)`,
-  // One row per conversation, in id order (the order rows are locked in).
-  bumpConversations: `INSERT INTO conversations AS c (id, kind, last_seq, last_at_ms)
-    SELECT id, kind, k, at_ms FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS u(id, kind, k, at_ms)
+  // One row per conversation, in id order (the order rows are locked in). \`due\`: its member rows are to be written
+  // (appendBatch: its members_change_no was 0 or not within the slack $5 of this transaction's; now it is this one).
+  bumpConversations: `INSERT INTO conversations AS c (id, kind, last_seq, last_at_ms, members_change_no)
+    SELECT id, kind, k, at_ms, ${CHANGE_NO} FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS u(id, kind, k, at_ms)
     ORDER BY id COLLATE "C"
-    ON CONFLICT (id) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq, last_at_ms = greatest(c.last_at_ms, excluded.last_at_ms)
-    RETURNING c.id, c.last_seq, (c.xmax = 0) AS created`,
+    ON CONFLICT (id) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq, last_at_ms = greatest(c.last_at_ms, excluded.last_at_ms),
+      members_change_no = CASE WHEN c.members_change_no < ${CHANGE_NO} - $5 OR c.members_change_no = 0 THEN ${CHANGE_NO} ELSE c.members_change_no END
+    RETURNING c.id, c.last_seq, (c.xmax = 0) AS created, c.members_change_no = ${CHANGE_NO} AS due`,
   addMembers: `INSERT INTO members (user_id, conversation_id, joined_at_ms)
     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])
     ON CONFLICT DO NOTHING`,
   insertMessages: `INSERT INTO messages (conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event)
     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::text[])`,
-  // Whoever writes has read everything up to what they wrote.
-  readOwn: `UPDATE members m SET read_seq = greatest(m.read_seq, u.seq), wrote = true
-    FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(conversation_id, user_id, seq)
-    WHERE m.conversation_id = u.conversation_id AND m.user_id = u.user_id`,
+  // An append's member rows (store.ts, "Sync"; see appendBatch), locked in member order (LOCK_MEMBERS) as the statement
+  // finds them: the writers' read cursors ($3: the seq of a writer's last message, 0 for a member who did not write),
+  // and the change index where $4 says so.
+  touchMembers: `WITH l AS MATERIALIZED (SELECT m.conversation_id, m.user_id, u.seq, u.change
+      FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[]) AS u(conversation_id, user_id, seq, change)
+      JOIN members m ON m.conversation_id = u.conversation_id AND m.user_id = u.user_id
+      ${LOCK_MEMBERS})
+    UPDATE members m SET read_seq = greatest(m.read_seq, l.seq), wrote = m.wrote OR l.seq > 0,
+      change_no = CASE WHEN l.change THEN ${CHANGE_NO} ELSE m.change_no END
+    FROM l WHERE m.conversation_id = l.conversation_id AND m.user_id = l.user_id`,
+  // The members of these groups ($1) who may see a seq from the first one on ($2; those who left before it may not):
+  // those whose rows an append writes for the change index (appendBatch), or a copy locks (replicate).
+  watchers: `SELECT m.conversation_id, m.user_id FROM unnest($1::text[], $2::int8[]) AS u(conversation_id, first_seq)
+    JOIN conversations c ON c.id = u.conversation_id AND c.fanout
+    JOIN members m ON m.conversation_id = u.conversation_id AND (m.left_seq IS NULL OR m.left_seq >= u.first_seq)`,
+  // Member rows locked (in member order) before a transaction's statements write them one set after another.
+  lockMembers: `SELECT 1 FROM members m
+    JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]) AS x(conversation_id, user_id)) u
+      ON m.conversation_id = u.conversation_id AND m.user_id = u.user_id
+    ${LOCK_MEMBERS}`,
   // A rejoin first keeps the window that ended (see pastWindows).
   keepWindows: `INSERT INTO member_windows (conversation_id, user_id, joined_seq, left_seq)
     SELECT conversation_id, user_id, joined_seq, left_seq FROM members
@@ -477,29 +553,33 @@ const SQL = {
   // A member who leaves has its leaving to read (its row changes, whatever the group's size).
   leaveMembers: `UPDATE members SET left_seq = $1, change_no = ${CHANGE_NO} WHERE conversation_id = $2 AND user_id = ANY($3::text[]) AND left_seq IS NULL`,
   leaveAll: `UPDATE members SET left_seq = $1, change_no = ${CHANGE_NO} WHERE conversation_id = $2 AND left_seq IS NULL`,
-  // The members who may see a seq of this batch (those who left before it may not) have something to read.
-  // Groups too large for that (fanout false) keep CHANGE_ALWAYS on their members' rows instead.
-  bumpChanges: `UPDATE members m SET change_no = ${CHANGE_NO}
-    FROM unnest($1::text[], $2::int8[]) AS u(conversation_id, first_seq)
-    JOIN conversations c ON c.id = u.conversation_id AND c.fanout
-    WHERE m.conversation_id = u.conversation_id AND (m.left_seq IS NULL OR m.left_seq >= u.first_seq)`,
+  // The members who may see a seq from the first one on ($2; those who left before it may not) have something to
+  // read, unless their row's change number is within the slack ($3) of this transaction's. Groups too large for
+  // that (fanout false) keep CHANGE_ALWAYS on their members' rows instead. Rows locked in member order.
+  bumpChanges: `WITH l AS MATERIALIZED (SELECT m.conversation_id, m.user_id FROM unnest($1::text[], $2::int8[]) AS u(conversation_id, first_seq)
+      JOIN conversations c ON c.id = u.conversation_id AND c.fanout
+      JOIN members m ON m.conversation_id = u.conversation_id AND (m.left_seq IS NULL OR m.left_seq >= u.first_seq)
+      WHERE m.change_no < ${CHANGE_NO} - $3
+      ${LOCK_MEMBERS})
+    UPDATE members m SET change_no = ${CHANGE_NO} FROM l
+    WHERE m.conversation_id = l.conversation_id AND m.user_id = l.user_id AND m.change_no < ${CHANGE_NO} - $3`,
+  // A member who joins gets a change number this transaction's: the conversation's members_change_no stays at or below
+  // every member row's.
+  joinedChange: `UPDATE conversations SET members_change_no = ${CHANGE_NO} WHERE id = $1 AND members_change_no > ${CHANGE_NO}`,
   // A group that grew past CHANGE_FANOUT_MAX current members: its members' rows are read at every sync from now on.
   markBig: `UPDATE conversations SET fanout = false WHERE id = $1 AND fanout
     AND (SELECT count(*) FROM members WHERE conversation_id = $1 AND left_seq IS NULL) > ${CHANGE_FANOUT_MAX} RETURNING id`,
   bigMembers: `UPDATE members SET change_no = ${CHANGE_ALWAYS} WHERE conversation_id = $1 AND left_seq IS NULL`,
-  // The device's position in the user's change order ((0, '') when it has none: before every row), and the horizon.
-  syncPosition: `SELECT coalesce(s.change_no, 0) AS change_no, coalesce(s.conversation_id, '') AS conversation_id, ${CHANGE_HORIZON} AS horizon
-    FROM (SELECT 1) one LEFT JOIN device_sync s ON s.user_id = $1 AND s.device_id = $2`,
-  // From the position on ($4, $5), in change order: those named in the request ($3) and those with something past the
+  // The horizon (the oldest transaction running, held back by the slack $7: store.ts, "Sync"), and in the same snapshot,
+  // from the position on ($4, $5), in change order: those named in the request ($3) and those with something past the
   // device's cursor, at most $6 rows (limit + 1 + the number named: at least limit + 1 of the latter when there are).
-  syncScan: `${SYNC_COLUMNS}, ${SYNC_CONTENT} AS content ${SYNC_FROM}
-    WHERE m.user_id = $1 AND (m.change_no, m.conversation_id) >= ($4::int8, $5::text) AND (g.given IS NOT NULL OR ${SYNC_CONTENT})
-    ORDER BY m.change_no, m.conversation_id LIMIT $6`,
-  syncStates: `${SYNC_COLUMNS}, ${SYNC_CONTENT} AS content ${SYNC_FROM}
+  // One row with a null id when there is none.
+  syncScan: `SELECT h.horizon, s.* FROM (SELECT greatest(0, ${CHANGE_HORIZON} - $7) AS horizon) h
+    LEFT JOIN LATERAL (${SYNC_COLUMNS}, ${SYNC_CONTENT} AS content ${syncFrom('$8')}
+      WHERE m.user_id = $1 AND (m.change_no, m.conversation_id) >= ($4::int8, $5::text) AND (g.given IS NOT NULL OR ${SYNC_CONTENT})
+      ORDER BY m.change_no, m.conversation_id LIMIT $6) s ON true`,
+  syncStates: `${SYNC_COLUMNS}, ${SYNC_CONTENT} AS content ${syncFrom('$5')}
     WHERE m.user_id = $1 AND m.conversation_id = ANY($4::text[]) ORDER BY c.last_at_ms DESC, c.id`,
-  moveSyncPosition: `INSERT INTO device_sync AS s (user_id, device_id, change_no, conversation_id) VALUES ($1, $2, $3, $4)
-    ON CONFLICT (user_id, device_id) DO UPDATE SET change_no = excluded.change_no, conversation_id = excluded.conversation_id
-    WHERE (s.change_no, s.conversation_id) < (excluded.change_no, excluded.conversation_id)`,
   setRole: `UPDATE members SET role = $1 WHERE conversation_id = $2 AND user_id = $3`,
   setOwner: `UPDATE groups SET owner = $1 WHERE id = $2`,
   muteMember: `UPDATE members SET muted = $1 WHERE conversation_id = $2 AND user_id = $3`,
@@ -525,7 +605,8 @@ const SQL = {
   revocationsSince: `SELECT user_id, device_id, before_ms, at_ms FROM revocations WHERE at_ms >= $1 AND at_ms > 0 AND at_ms <= $3 ORDER BY at_ms LIMIT $2`,
   // Copies from another datacenter: forward only, not stamped (at_ms stays as it was here, 0 for a new row).
   mergeReads: `UPDATE members m SET read_seq = u.seq
-    FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(conversation_id, user_id, seq)
+    FROM (SELECT conversation_id, user_id, max(seq) AS seq FROM unnest($1::text[], $2::text[], $3::int8[]) AS x(conversation_id, user_id, seq)
+      GROUP BY conversation_id, user_id) u
     WHERE m.conversation_id = u.conversation_id AND m.user_id = u.user_id AND m.read_seq < u.seq
     RETURNING m.conversation_id, m.user_id, m.read_seq`,
   mergeCursors: `INSERT INTO device_cursors (user_id, device_id, conversation_id, delivered_seq)
@@ -628,16 +709,19 @@ const SQL = {
     DO UPDATE SET delivered_seq = greatest(device_cursors.delivered_seq, excluded.delivered_seq),
       at_ms = CASE WHEN excluded.delivered_seq > device_cursors.delivered_seq THEN excluded.at_ms ELSE device_cursors.at_ms END`,
   // The 1:1 delivered marks those cursors move (one row per user and conversation, highest seq first
-  // in the batch), each saying whether it moved past a message of the other member (\`o\` is the row
-  // before the update). (A conversation's acks are handled by the node owning its partition, so two
+  // in the batch; locked in member order), each saying whether it moved past a message of the other member
+  // (\`was\`: the mark before). (A conversation's acks are handled by the node owning its partition, so two
   // of these do not race for the same rows.)
-  advanceMarks: `UPDATE members m SET delivered_seq = least(u.seq, c.last_seq)
-    FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(user_id, conversation_id, seq)
-    JOIN conversations c ON c.id = u.conversation_id
-    JOIN members o ON o.conversation_id = u.conversation_id AND o.user_id = u.user_id
-    WHERE m.conversation_id = o.conversation_id AND m.user_id = o.user_id AND m.delivered_seq < least(u.seq, c.last_seq)
+  advanceMarks: `WITH o AS MATERIALIZED (SELECT m.conversation_id, m.user_id, m.delivered_seq AS was, least(u.seq, c.last_seq) AS seq
+      FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(user_id, conversation_id, seq)
+      JOIN conversations c ON c.id = u.conversation_id
+      JOIN members m ON m.conversation_id = u.conversation_id AND m.user_id = u.user_id
+      WHERE m.delivered_seq < least(u.seq, c.last_seq)
+      ${LOCK_MEMBERS})
+    UPDATE members m SET delivered_seq = o.seq FROM o
+    WHERE m.conversation_id = o.conversation_id AND m.user_id = o.user_id AND m.delivered_seq < o.seq
     RETURNING m.user_id, m.conversation_id, m.delivered_seq, EXISTS (SELECT 1 FROM messages x WHERE x.conversation_id = m.conversation_id
-      AND x.seq > o.delivered_seq AND x.seq <= m.delivered_seq AND x.from_user <> m.user_id) AS past_peer`,
+      AND x.seq > o.was AND x.seq <= m.delivered_seq AND x.from_user <> m.user_id) AS past_peer`,
   delivered: `SELECT conversation_id, delivered_seq FROM device_cursors WHERE user_id = $1 AND device_id = $2`,
   // A new owner's first write: the next epoch, the row locked to commit (a check of the old owner waits,
   // then fails). Only with a newer proof of the lease than the current owner's (no row back otherwise).
@@ -721,6 +805,26 @@ function placeKey(conversationId: string, seq: number): string {
   return `${seq}:${conversationId}`;
 }
 
+/** A member row an append writes (touchMembers): the seq of the writer's last message (0: not a writer), and whether its change number is written. */
+interface MemberTouch {
+  conversationId: string;
+  userId: string;
+  seq: number;
+  change: boolean;
+}
+
+/** (conversation, user) as one string, a member row's key (ids hold no U+0000). */
+function memberKey(conversationId: string, userId: string): string {
+  return `${conversationId}\u0000${userId}`;
+}
+
+/** An append's (or a copy's) member rows written (SQL.touchMembers: locked in member order, whatever the order here). */
+async function touchMembers(client: pg.PoolClient, touched: Iterable<MemberTouch>): Promise<void> {
+  const rows = [...touched];
+  if (rows.length === 0) return;
+  await run(client, 'touchMembers', [rows.map((r) => r.conversationId), rows.map((r) => r.userId), rows.map((r) => r.seq), rows.map((r) => r.change)]);
+}
+
 /** What append decided for a draft before any seq is known. */
 type Plan =
   | { fresh: true; conversation: number; ordinal: number }
@@ -735,6 +839,8 @@ interface ConversationPlan {
   lastAtMs: number;
   firstSeq: number;
   created: boolean;
+  /** Its member rows' change numbers are to be written (bumpConversations). */
+  due: boolean;
 }
 
 function isRetryable(error: unknown): boolean {
@@ -744,9 +850,14 @@ function isRetryable(error: unknown): boolean {
 }
 
 export class PostgresStore implements Store {
+  readonly checksSenders = true;
   private closed = false;
 
-  private constructor(private readonly pool: pg.Pool) {}
+  private constructor(
+    private readonly pool: pg.Pool,
+    /** The change slack (store.ts, "Sync"; PostgresStoreOptions.changeSlack). */
+    private readonly slack: number,
+  ) {}
 
   /** Connect, migrate the schema (idempotent, one migrator at a time), and return the store. */
   static async open(options: PostgresStoreOptions): Promise<PostgresStore> {
@@ -776,7 +887,8 @@ export class PostgresStore implements Store {
       await pool.end();
       throw error;
     }
-    return withTypedErrors(new PostgresStore(pool), classifyPostgresError);
+    const slack = Math.max(0, Math.floor(options.changeSlack ?? POSTGRES_CHANGE_SLACK));
+    return withTypedErrors(new PostgresStore(pool, slack), classifyPostgresError);
   }
 
   private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
@@ -817,7 +929,7 @@ export class PostgresStore implements Store {
     const results = await this.transaction(async (client) => {
       if (fence) taken = await holdFence(client, fence);
       await checkHomes(client, drafts);
-      return appendBatch(client, drafts);
+      return appendBatch(client, drafts, this.slack);
     }, beginWithKeys(drafts));
     // Only once committed: a rolled-back take left the epoch where it was.
     for (const [claim, epoch] of taken) claim.epoch = Math.max(claim.epoch ?? 0, epoch);
@@ -837,6 +949,8 @@ export class PostgresStore implements Store {
     return this.transaction(async (client) => {
       const stored: boolean[] = [];
       const firstStored = new Map<string, number>();
+      /** Each writer's last seq stored here, by member (memberKey). */
+      const writers = new Map<string, MemberTouch>();
       for (const { message: m, homeDc } of entries) {
         if (m.clientMsgId !== '') await run(client, 'orphanKey', [m.fromUser, m.clientMsgId, m.conversationId, m.seq, Date.now()]);
         const direct = directMembers(m.conversationId);
@@ -854,11 +968,20 @@ export class PostgresStore implements Store {
         }
         const effect = effectOfEvent(m.conversationId, m);
         if (effect) await apply(client, m.conversationId, m.seq, m.sentAtMs, effect);
-        await run(client, 'readOwn', [[m.conversationId], [m.fromUser], [m.seq]]);
+        const key = memberKey(m.conversationId, m.fromUser);
+        if ((writers.get(key)?.seq ?? 0) < m.seq) writers.set(key, { conversationId: m.conversationId, userId: m.fromUser, seq: m.seq, change: false });
         const first = firstStored.get(m.conversationId);
         if (first === undefined || m.seq < first) firstStored.set(m.conversationId, m.seq);
       }
-      if (firstStored.size > 0) await run(client, 'bumpChanges', [[...firstStored.keys()], [...firstStored.values()]]);
+      if (firstStored.size > 0) {
+        // The writers' read cursors and the change index, as an append writes them (after the effects), their rows
+        // locked first (LOCK_MEMBERS).
+        const watchers = await run<{ conversation_id: string; user_id: string }>(client, 'watchers', [[...firstStored.keys()], [...firstStored.values()]]);
+        const rows = [...writers.values(), ...watchers.map((w) => ({ conversationId: w.conversation_id, userId: w.user_id }))];
+        await run(client, 'lockMembers', [rows.map((r) => r.conversationId), rows.map((r) => r.userId)]);
+        await touchMembers(client, [...writers.values()]);
+        await run(client, 'bumpChanges', [[...firstStored.keys()], [...firstStored.values()], this.slack]);
+      }
       return stored;
     }, beginWithKeys(entries.map((e) => e.message)));
   }
@@ -910,12 +1033,15 @@ export class PostgresStore implements Store {
         reads: reads.filter((r) => !held.has(`${r.conversationId}\u0000${r.userId}`)),
         cursors: cursors.filter((c) => !heldConversations.has(c.conversationId)),
       };
+      // The member rows both merges write, locked first, together (LOCK_MEMBERS).
+      const direct = cursors.filter((c) => directMembers(c.conversationId));
+      const rows = [...reads, ...direct];
+      if (rows.length > 0) await run(client, 'lockMembers', [rows.map((r) => r.conversationId), rows.map((r) => r.userId)]);
       const moved = reads.length === 0 ? [] : await run<{ conversation_id: string; user_id: string; read_seq: number }>(client, 'mergeReads', [
         reads.map((r) => r.conversationId), reads.map((r) => r.userId), reads.map((r) => r.seq),
       ]);
       if (cursors.length > 0) {
         await run(client, 'mergeCursors', [cursors.map((c) => c.userId), cursors.map((c) => c.deviceId), cursors.map((c) => c.conversationId), cursors.map((c) => c.seq)]);
-        const direct = cursors.filter((c) => directMembers(c.conversationId));
         if (direct.length > 0) {
           await run(client, 'mergeDeliveredMarks', [direct.map((c) => c.userId), direct.map((c) => c.conversationId), direct.map((c) => c.seq)]);
         }
@@ -943,7 +1069,7 @@ export class PostgresStore implements Store {
     return this.transaction(async (client) => {
       const moved = await client.query({ name: 'll_orphan', text: SQL.orphan, values: [conversationId, fromSeq, nowMs] });
       await run(client, 'rewindHead', [conversationId, fromSeq - 1]);
-      await run(client, 'bumpChanges', [[conversationId], [fromSeq]]);
+      await run(client, 'bumpChanges', [[conversationId], [fromSeq], this.slack]);
       return moved.rowCount ?? 0;
     });
   }
@@ -976,7 +1102,7 @@ export class PostgresStore implements Store {
     return this.transaction(async (client) => {
       const [lock] = await run<{ locked: boolean }>(client, 'retentionLock', []);
       if (!lock?.locked) return 0;
-      return expireHead(client, cutoffMs, Math.floor(limit), NO_LIMIT);
+      return expireHead(client, cutoffMs, Math.floor(limit), NO_LIMIT, this.slack);
     });
   }
 
@@ -1005,7 +1131,7 @@ export class PostgresStore implements Store {
         'SELECT pg_try_advisory_lock($1, hashtext(current_schema())) AS locked', [RETENTION_LOCK]);
       locked = lock?.locked === true;
       if (!locked) return { removed: 0, more: false };
-      return await partitionStep(client, cutoffMs, Math.max(0, spanMs), Math.max(1, Math.floor(limit)));
+      return await partitionStep(client, cutoffMs, Math.max(0, spanMs), Math.max(1, Math.floor(limit)), this.slack);
     } catch (error) {
       // The connection goes, and the lock with it: a transaction the step left open (it failed inside one)
       // must not go back to the pool.
@@ -1072,51 +1198,51 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * A full sync (store.ts, "Sync"): from the device's position, the rows
-   * named or with something to read, in change order, limit + 1 of the
-   * latter at most (one statement, the limit in it); then the position moves
-   * up to the first row with something to read, or to the horizon (the
-   * oldest transaction running when the scan began: what it or a later one
-   * commits has a change number at or above it), whichever comes first.
+   * A full sync (store.ts, "Sync"): from `from` on, the rows named or with
+   * something to read, in change order, limit + 1 of the latter at most, and
+   * the horizon, in one statement (one snapshot: every change it does not
+   * see is by a transaction at or past the oldest one running then).
    */
-  async syncScan(userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, limit: number): Promise<SyncScan> {
+  async syncScan(
+    userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, limit: number, options: SyncReadOptions & { from?: SyncPosition },
+  ): Promise<SyncScan> {
     const want = Math.max(0, Math.floor(limit)) + 1;
-    const [at] = await run<{ change_no: number; conversation_id: string; horizon: number }>(this.pool, 'syncPosition', [userId, deviceId]);
-    const rows = await run<SyncRow>(this.pool, 'syncScan', this.syncScanValues(userId, deviceId, cursors, want, at!));
-    const content = rows.filter((r) => r.content);
-    let next: [number, string] = [Number(at!.horizon), ''];
-    const first = content[0];
-    if (first && (first.change_no < next[0] || (first.change_no === next[0] && first.id < next[1]))) next = [first.change_no, first.id];
-    if (next[0] > at!.change_no || (next[0] === at!.change_no && next[1] > at!.conversation_id)) {
-      await run(this.pool, 'moveSyncPosition', [userId, deviceId, next[0], next[1]]);
-    }
+    const rows = await run<SyncRow & { horizon: number }>(this.pool, 'syncScan', this.syncScanValues(userId, deviceId, cursors, want, options));
+    const found = rows.filter((r) => r.id !== null);
+    const content = found.filter((r) => r.content);
     return {
-      conversations: [...rows.filter((r) => !r.content), ...content.slice(0, want)].map(syncConversationOf),
+      conversations: [...found.filter((r) => !r.content), ...content.slice(0, want)].map(syncConversationOf),
       cut: content.length > want - 1,
+      horizon: Number(rows[0]!.horizon),
     };
   }
 
   private syncScanValues(
-    userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, want: number, at: { change_no: number; conversation_id: string },
+    userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, want: number, options: SyncReadOptions & { from?: SyncPosition },
   ): unknown[] {
-    return [userId, deviceId, cursorsJson(cursors), at.change_no, at.conversation_id, want + cursors.size];
+    const from = options.from ?? { changeNo: 0, conversationId: '' };
+    return [userId, deviceId, cursorsJson(cursors), from.changeNo, from.conversationId, want + cursors.size, this.slack, options.delivered];
   }
 
   /**
-   * EXPLAIN (ANALYZE, FORMAT JSON) of the scan syncScan would run now for
-   * this device (the same statement and values; the position does not move):
-   * what a sync reads, for tests and diagnosis.
+   * EXPLAIN (ANALYZE, FORMAT JSON) of the scan syncScan would run now (the
+   * same statement and values): what a sync reads, for tests and diagnosis.
    */
-  async explainSyncScan(userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, limit: number): Promise<unknown> {
-    const [at] = await run<{ change_no: number; conversation_id: string }>(this.pool, 'syncPosition', [userId, deviceId]);
-    const values = this.syncScanValues(userId, deviceId, cursors, Math.max(0, Math.floor(limit)) + 1, at!);
+  async explainSyncScan(
+    userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, limit: number, options: SyncReadOptions & { from?: SyncPosition },
+  ): Promise<unknown> {
+    const values = this.syncScanValues(userId, deviceId, cursors, Math.max(0, Math.floor(limit)) + 1, options);
     const { rows } = await this.pool.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (ANALYZE, FORMAT JSON) ${SQL.syncScan}`, values);
     return rows[0]!['QUERY PLAN'];
   }
 
-  async syncStates(userId: string, deviceId: string, conversationIds: readonly string[], cursors: ReadonlyMap<string, number>): Promise<SyncConversation[]> {
+  async syncStates(
+    userId: string, deviceId: string, conversationIds: readonly string[], cursors: ReadonlyMap<string, number>, options: SyncReadOptions,
+  ): Promise<SyncConversation[]> {
     if (conversationIds.length === 0) return [];
-    const rows = await run<SyncRow>(this.pool, 'syncStates', [userId, deviceId, cursorsJson(cursors), [...new Set(conversationIds)]]);
+    const rows = await run<SyncRow>(this.pool, 'syncStates', [
+      userId, deviceId, cursorsJson(cursors), [...new Set(conversationIds)], options.delivered,
+    ]);
     return rows.map(syncConversationOf);
   }
 
@@ -1418,7 +1544,7 @@ async function checkSenders(client: pg.PoolClient, drafts: readonly MessageDraft
  * conversation's floor raised past what went, the conversations locked
  * first (as append does, in id order). In the caller's transaction.
  */
-async function expireHead(client: pg.PoolClient, cutoffMs: number, limit: number, belowId: number): Promise<number> {
+async function expireHead(client: pg.PoolClient, cutoffMs: number, limit: number, belowId: number, slack: number): Promise<number> {
   const head = await run<HeadRow>(client, 'head', [limit, belowId]);
   let n = 0;
   while (n < head.length && Number(head[n]!.sent_at_ms) < cutoffMs) n++;
@@ -1434,7 +1560,7 @@ async function expireHead(client: pg.PoolClient, cutoffMs: number, limit: number
   await run(client, 'expire', [gone.map((r) => r.id)]);
   await run(client, 'raiseFloors', [[...floors.keys()], [...floors.values()]]);
   // A floor that moves changes where a device there stands (a full sync answers its cursor: store.ts, "Sync").
-  await run(client, 'bumpChanges', [[...firsts.keys()], [...firsts.values()]]);
+  await run(client, 'bumpChanges', [[...firsts.keys()], [...firsts.values()], slack]);
   return n;
 }
 
@@ -1463,7 +1589,7 @@ async function inTransaction<T>(client: pg.PoolClient, work: () => Promise<T>): 
 }
 
 /** One step of expireByPartition, on its connection, under the retention lock. */
-async function partitionStep(client: pg.PoolClient, cutoffMs: number, spanMs: number, limit: number): Promise<{ removed: number; more: boolean }> {
+async function partitionStep(client: pg.PoolClient, cutoffMs: number, spanMs: number, limit: number, slack: number): Promise<{ removed: number; more: boolean }> {
   const parts = await run<PartitionRow>(client, 'partitions', []);
   // 1. A drop left half done (the process stopped in it): finish it.
   for (const p of parts) {
@@ -1493,7 +1619,7 @@ async function partitionStep(client: pg.PoolClient, cutoffMs: number, spanMs: nu
   if (!wholly) {
     // Rows from before partitioning: the due head, row by row, meanwhile.
     if (!oldest.by_rows) return { removed: 0, more: false };
-    const n = await inTransaction(client, () => expireHead(client, cutoffMs, limit, oldest.upper_id));
+    const n = await inTransaction(client, () => expireHead(client, cutoffMs, limit, oldest.upper_id, slack));
     return { removed: n, more: n >= limit };
   }
   const batch = (await client.query<{ id: string; first: number; last: number }>({
@@ -1504,7 +1630,7 @@ async function partitionStep(client: pg.PoolClient, cutoffMs: number, spanMs: nu
     if (batch.length > 0) {
       await run(client, 'lockConversations', [batch.map((r) => r.id)]);
       await run(client, 'raiseFloors', [batch.map((r) => r.id), batch.map((r) => Number(r.last) + 1)]);
-      await run(client, 'bumpChanges', [batch.map((r) => r.id), batch.map((r) => Number(r.first))]);
+      await run(client, 'bumpChanges', [batch.map((r) => r.id), batch.map((r) => Number(r.first)), slack]);
     }
     await run(client, 'floorsProgress', [oldest.part, batch.at(-1)?.id ?? oldest.floors_after, done]);
   });
@@ -1583,7 +1709,7 @@ async function checkHomes(client: pg.PoolClient, drafts: readonly MessageDraft[]
   }
 }
 
-async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[]): Promise<AppendResult[]> {
+async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[], slack: number): Promise<AppendResult[]> {
   // 1. Idempotency keys of the batch already stored.
   const lookup = new Map<string, { fromUser: string; clientMsgId: string }>();
   for (const d of drafts) {
@@ -1609,7 +1735,7 @@ async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[
     if (c === undefined) {
       c = conversations.length;
       conversationIndex.set(d.conversationId, c);
-      conversations.push({ id: d.conversationId, kind: d.kind, first: d, count: 0, lastAtMs: 0, firstSeq: 0, created: false });
+      conversations.push({ id: d.conversationId, kind: d.kind, first: d, count: 0, lastAtMs: 0, firstSeq: 0, created: false, due: false });
     }
     const conversation = conversations[c]!;
     conversation.lastAtMs = Math.max(conversation.lastAtMs, d.sentAtMs);
@@ -1620,14 +1746,15 @@ async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[
 
   if (conversations.length > 0) {
     // 2. Seqs: last_seq += k per conversation, rows locked to commit.
-    const bumped = await run<{ id: string; last_seq: number; created: boolean }>(client, 'bumpConversations', [
+    const bumped = await run<{ id: string; last_seq: number; created: boolean; due: boolean }>(client, 'bumpConversations', [
       conversations.map((c) => c.id), conversations.map((c) => c.kind),
-      conversations.map((c) => c.count), conversations.map((c) => c.lastAtMs),
+      conversations.map((c) => c.count), conversations.map((c) => c.lastAtMs), slack,
     ]);
     for (const row of bumped) {
       const c = conversations[conversationIndex.get(row.id)!]!;
       c.firstSeq = row.last_seq - c.count + 1;
       c.created = row.created;
+      c.due = row.due;
     }
 
     // 3. Members of the conversations this batch created.
@@ -1660,21 +1787,37 @@ async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[
     ]);
   }
 
-  // 5. Effects, in draft order; 6. the writers' read cursors.
-  const readOwn = new Map<string, { conversationId: string; userId: string; seq: number }>();
+  // 5. Effects, in draft order.
+  const touched = new Map<string, MemberTouch>();
   for (const { d, seq } of fresh) {
     if (d.effect) await apply(client, d.conversationId, seq, d.sentAtMs, d.effect);
-    const key = JSON.stringify([d.conversationId, d.fromUser]);
-    const seen = readOwn.get(key);
-    if (!seen || seq > seen.seq) readOwn.set(key, { conversationId: d.conversationId, userId: d.fromUser, seq });
+    const key = memberKey(d.conversationId, d.fromUser);
+    const seen = touched.get(key);
+    if (!seen || seq > seen.seq) touched.set(key, { conversationId: d.conversationId, userId: d.fromUser, seq, change: false });
   }
-  if (readOwn.size > 0) {
-    const rows = [...readOwn.values()];
-    await run(client, 'readOwn', [rows.map((r) => r.conversationId), rows.map((r) => r.userId), rows.map((r) => r.seq)]);
+  // 6. The writers' read cursors and the change index (store.ts, "Sync"): the members who may see what this batch
+  // stored have something to read. Only in a conversation whose members_change_no is not recent (due): then every one
+  // of them gets this transaction's change number, and so does the conversation; elsewhere each of them has a change
+  // number at or above it (joins lower it: joinedChange), recent enough (the change slack). A 1:1's members are known
+  // from its id (they never leave); a due group's, those who may see its first seq here, are read (under its row
+  // lock: its membership cannot change meanwhile). 7. One UPDATE of them all, with the writers', their rows locked in
+  // member order (LOCK_MEMBERS).
+  const change = (conversationId: string, userId: string) => {
+    const key = memberKey(conversationId, userId);
+    touched.set(key, { ...(touched.get(key) ?? { conversationId, userId, seq: 0 }), change: true });
+  };
+  const groups: ConversationPlan[] = [];
+  for (const c of conversations) {
+    if (!c.due) continue;
+    const pair = directMembers(c.id);
+    if (pair) for (const userId of pair) change(c.id, userId);
+    else groups.push(c);
   }
-  // 7. The change index: the members who may see what this batch stored have something to read.
-  const changed = conversations.filter((c) => c.count > 0);
-  if (changed.length > 0) await run(client, 'bumpChanges', [changed.map((c) => c.id), changed.map((c) => c.firstSeq)]);
+  if (groups.length > 0) {
+    const watchers = await run<{ conversation_id: string; user_id: string }>(client, 'watchers', [groups.map((c) => c.id), groups.map((c) => c.firstSeq)]);
+    for (const w of watchers) change(w.conversation_id, w.user_id);
+  }
+  await touchMembers(client, touched.values());
 
   // Results, in draft order. A duplicate gets the original as it stands at that point of the
   // batch (a recall earlier in the batch shows), exactly as if drafts were stored one by one.
@@ -1759,6 +1902,7 @@ async function join(
   await run(client, 'joinMembers', [
     users.map((u) => u.userId), users.map((u) => u.role), users.map((u) => u.readSeq), conversationId, atMs, seq,
   ]);
+  await run(client, 'joinedChange', [conversationId]);
 }
 
 /**

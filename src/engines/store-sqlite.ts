@@ -18,7 +18,7 @@ import {
 import {
   CHANGE_ALWAYS, CHANGE_FANOUT_MAX, FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type MarkChanges, type ConversationChange, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
-  type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store, type SyncConversation, type SyncScan, type MemberWindow,
+  type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store, type SyncConversation, type SyncPosition, type SyncReadOptions, type SyncScan, type MemberWindow,
 } from './store.js';
 import { log } from '../observability/log.js';
 
@@ -33,7 +33,23 @@ export interface SqliteStoreOptions {
    * a commit survives a process crash. @default 'full'
    */
   synchronous?: 'full' | 'normal';
+  /**
+   * The change slack (store.ts, "Sync"), in change numbers (one per
+   * transaction that stores messages: appends, copies, retention batches): a
+   * membership whose change number is within
+   * it of a writer's is not written again, and a sync token stays this far
+   * behind the last change. Tests use 0. @default SQLITE_CHANGE_SLACK
+   */
+  changeSlack?: number;
 }
+
+/**
+ * The default change slack: 4,096 change numbers (appends, mostly: each a
+ * batch). A member row of a conversation that stays busy is written about
+ * once per slack; a sync reads again the user's memberships changed within
+ * it.
+ */
+export const SQLITE_CHANGE_SLACK = 4096;
 
 const MIGRATIONS: string[] = [
   `CREATE TABLE conversations (
@@ -191,6 +207,11 @@ const MIGRATIONS: string[] = [
      n INTEGER NOT NULL
    );
    INSERT INTO change_clock (id, n) VALUES (1, 0);`,
+  // Sync tokens held by clients (store.ts, "Sync") replace the devices' positions in device_sync, which this version
+  // neither reads nor writes (the table stays, as on PostgreSQL: a later version drops it). A conversation's
+  // members_change_no: at or below the change number of every member row a write there must change (see changed());
+  // 0, before this migration: its member rows are written at its next write.
+  `ALTER TABLE conversations ADD COLUMN members_change_no INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 
@@ -227,8 +248,9 @@ function stateOf(r: StateRow): ConversationState {
   return c;
 }
 
-/** A row of a sync's scan (SYNC_COLUMNS). */
+/** A row of a sync's scan (SYNC_SELECT). */
 interface SyncRow extends StateColumns {
+  id: string;
   retained_from_seq: number;
   change_no: number;
   rejoined: number;
@@ -239,13 +261,14 @@ interface SyncRow extends StateColumns {
 
 function syncConversationOf(r: SyncRow): SyncConversation {
   const { lastAtMs: _, ...state } = toState(r, 0, r.rejoined === 1);
-  const c: SyncConversation = { ...state, from: r.from_seq, named: r.named === 1 };
+  const c: SyncConversation = { ...state, from: r.from_seq, named: r.named === 1, changeNo: r.change_no };
   if (r.retained_from_seq > 1) c.retainedFromSeq = r.retained_from_seq;
   return c;
 }
 
-// A full sync's rows (store.ts, "Sync"): the user's memberships with the device's cursor (@device), and the cursor
-// the request gave (@given: its cursors as one JSON object; conversation ids hold no '"').
+// A full sync's rows (store.ts, "Sync"): the user's memberships with the cursor the request gave (@given: its cursors
+// as one JSON object; conversation ids hold no '"'), else, when @delivered is 1 (a client that keeps no cursors of its
+// own), the device's delivered cursor (@device).
 const SYNC_GIVEN = `json_extract(@given, '$."' || m.conversation_id || '"')`;
 const SYNC_SELECT = `SELECT m.conversation_id AS id, c.kind, c.last_seq, c.retained_from_seq, m.joined_seq, m.left_seq, m.read_seq, m.change_no,
     EXISTS (SELECT 1 FROM member_windows w WHERE w.conversation_id = m.conversation_id AND w.user_id = m.user_id) AS rejoined,
@@ -253,7 +276,7 @@ const SYNC_SELECT = `SELECT m.conversation_id AS id, c.kind, c.last_seq, c.retai
     min(c.last_seq, coalesce(m.left_seq, c.last_seq))
       > max(coalesce(${SYNC_GIVEN}, d.delivered_seq, 0), m.joined_seq - 1, c.retained_from_seq - 1) AS content
   FROM members m JOIN conversations c ON c.id = m.conversation_id
-  LEFT JOIN device_cursors d ON d.user_id = m.user_id AND d.device_id = @device AND d.conversation_id = m.conversation_id`;
+  LEFT JOIN device_cursors d ON @delivered = 1 AND d.user_id = m.user_id AND d.device_id = @device AND d.conversation_id = m.conversation_id`;
 
 interface MemberRow {
   role: string;
@@ -370,6 +393,8 @@ function startCheckpointer(path: string): Checkpointer {
 }
 
 export class SqliteStore implements Store {
+  /** One consumer applies a group's changes and sends in arrival order: the pipeline's check before the append holds. */
+  readonly checksSenders = false;
   private readonly db: Database.Database;
   private readonly stmts;
   private readonly appendTx: (drafts: readonly MessageDraft[]) => AppendResult[];
@@ -383,6 +408,10 @@ export class SqliteStore implements Store {
   private readonly knownConversations = new Set<string>();
   /** The change number of the write transaction running (store.ts, "Sync"). */
   private change = 0;
+  /** The change slack (store.ts, "Sync"; SqliteStoreOptions.changeSlack). */
+  private readonly slack: number;
+  /** The conversations of the append running whose member rows are to be written for the change index (changed()). */
+  private readonly due = new Set<string>();
   private readonly checkpointer: Checkpointer | undefined;
   private closing: Promise<void> | undefined;
   /** Delivery cursors acked but not written yet, by user, device and conversation (see advanceDelivered). */
@@ -399,6 +428,7 @@ export class SqliteStore implements Store {
   private readonly firstSeenTx: (userIds: readonly string[], nowMs: number) => { wrote: boolean; out: Map<string, number> };
 
   constructor(options: SqliteStoreOptions) {
+    this.slack = Math.max(0, Math.floor(options.changeSlack ?? SQLITE_CHANGE_SLACK));
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
     this.db = new Database(options.path);
     this.db.pragma('journal_mode = WAL');
@@ -484,9 +514,11 @@ export class SqliteStore implements Store {
       ),
       // The change index (store.ts, "Sync"): one change number per write transaction.
       nextChange: db.prepare<[], { n: number }>(`UPDATE change_clock SET n = n + 1 RETURNING n`),
-      // The members who may see a seq from this one on have something to read; a group too large for that is read at every sync instead.
-      bumpChanges: db.prepare<[number, string, number]>(
-        `UPDATE members SET change_no = ? WHERE conversation_id = ? AND (left_seq IS NULL OR left_seq >= ?)
+      // The members who may see a seq from this one on have something to read, unless their row's change number is at
+      // or past the last parameter (the change less the slack: store.ts, "Sync"); a group too large for that is read
+      // at every sync instead.
+      bumpChanges: db.prepare<[number, string, number, number]>(
+        `UPDATE members SET change_no = ? WHERE conversation_id = ? AND (left_seq IS NULL OR left_seq >= ?) AND change_no < ?
          AND (SELECT fanout FROM conversations c WHERE c.id = members.conversation_id) = 1`,
       ),
       markBig: db.prepare<[string, string]>(
@@ -494,24 +526,19 @@ export class SqliteStore implements Store {
          AND (SELECT count(*) FROM members WHERE conversation_id = ? AND left_seq IS NULL) > ${CHANGE_FANOUT_MAX}`,
       ),
       bigMembers: db.prepare<[string]>(`UPDATE members SET change_no = ${CHANGE_ALWAYS} WHERE conversation_id = ? AND left_seq IS NULL`),
-      // The device's position ((0, '') when it has none) and the horizon: every change so far is committed (one writer).
-      syncPosition: db.prepare<[string, string], { change_no: number; conversation_id: string; horizon: number }>(
-        `SELECT coalesce(s.change_no, 0) AS change_no, coalesce(s.conversation_id, '') AS conversation_id, k.n + 1 AS horizon
-         FROM change_clock k LEFT JOIN device_sync s ON s.user_id = ? AND s.device_id = ? WHERE k.id = 1`,
-      ),
-      syncScan: db.prepare<[{ user: string; device: string; given: string; no: number; id: string; limit: number }], SyncRow>(
+      // A conversation whose member rows' change numbers are not recent (below the last parameter: the change less the
+      // slack; or never written since migration 12) takes this change's: its member rows are to be written (changed()).
+      dueMembers: db.prepare<[number, string, number]>(`UPDATE conversations SET members_change_no = ? WHERE id = ? AND (members_change_no < ? OR members_change_no = 0)`),
+      // The next change number: every change so far is committed (one writer).
+      nextChangeNo: db.prepare<[], { n: number }>(`SELECT n + 1 AS n FROM change_clock WHERE id = 1`),
+      syncScan: db.prepare<[{ user: string; device: string; given: string; delivered: number; no: number; id: string; limit: number }], SyncRow>(
         `${SYNC_SELECT}
          WHERE m.user_id = @user AND (m.change_no, m.conversation_id) >= (@no, @id) AND (${SYNC_GIVEN} IS NOT NULL OR content)
          ORDER BY m.change_no, m.conversation_id LIMIT @limit`,
       ),
-      syncStates: db.prepare<[{ user: string; device: string; given: string; ids: string }], SyncRow>(
+      syncStates: db.prepare<[{ user: string; device: string; given: string; delivered: number; ids: string }], SyncRow>(
         `${SYNC_SELECT}
          WHERE m.user_id = @user AND m.conversation_id IN (SELECT value FROM json_each(@ids)) ORDER BY c.last_at_ms DESC, c.id`,
-      ),
-      moveSyncPosition: db.prepare<[string, string, number, string]>(
-        `INSERT INTO device_sync (user_id, device_id, change_no, conversation_id) VALUES (?, ?, ?, ?)
-         ON CONFLICT (user_id, device_id) DO UPDATE SET change_no = excluded.change_no, conversation_id = excluded.conversation_id
-         WHERE (change_no, conversation_id) < (excluded.change_no, excluded.conversation_id)`,
       ),
       setRole: db.prepare<[string, string, string]>(`UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?`),
       setOwner: db.prepare<[string, string]>(`UPDATE groups SET owner = ? WHERE id = ?`),
@@ -524,8 +551,12 @@ export class SqliteStore implements Store {
       recall: db.prepare<[string, string, number]>(
         `UPDATE messages SET text = '', recalled_by = ? WHERE conversation_id = ? AND seq = ?`,
       ),
-      nextSeq: db.prepare<[number, string], { last_seq: number }>(
-        `UPDATE conversations SET last_seq = last_seq + 1, last_at_ms = max(last_at_ms, ?) WHERE id = ? RETURNING last_seq`,
+      // The next seq, and whether the conversation's member rows are to be written for the change index (due: its
+      // members_change_no is below @threshold, the change less the slack, or 0; it takes @change: see changed()).
+      nextSeq: db.prepare<[{ at: number; id: string; change: number; threshold: number }], { last_seq: number; due: number }>(
+        `UPDATE conversations SET last_seq = last_seq + 1, last_at_ms = max(last_at_ms, @at),
+           members_change_no = CASE WHEN members_change_no < @threshold OR members_change_no = 0 THEN @change ELSE members_change_no END
+         WHERE id = @id RETURNING last_seq, members_change_no = @change AS due`,
       ),
       insertMessage: db.prepare(
         `INSERT INTO messages (${INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -696,8 +727,9 @@ export class SqliteStore implements Store {
       }
       writeCursors();
       this.change = this.stmts.nextChange.get()!.n;
+      this.due.clear();
       const results = drafts.map((d) => this.appendOne(d, created));
-      this.changed(results.filter((r) => !r.duplicate).map((r) => r.message));
+      this.changed(results.filter((r) => !r.duplicate).map((r) => r.message), this.due);
       return results;
     });
     // What the transaction did is remembered only once it committed (a rolled-back one leaves no trace).
@@ -725,7 +757,7 @@ export class SqliteStore implements Store {
       for (const [conversationId, floor] of floors) this.stmts.raiseFloor.run(floor, conversationId);
       // A floor that moves changes where a device there stands (a full sync answers its cursor: store.ts, "Sync").
       this.change = this.stmts.nextChange.get()!.n;
-      for (const [conversationId, first] of firsts) this.stmts.bumpChanges.run(this.change, conversationId, first);
+      for (const [conversationId, first] of firsts) this.stmts.bumpChanges.run(this.change, conversationId, first, this.change - this.slack);
       return n;
     });
     this.orphanTx = db.transaction((conversationId: string, fromSeq: number, nowMs: number) => {
@@ -733,7 +765,7 @@ export class SqliteStore implements Store {
       const moved = this.stmts.orphanDelete.run(conversationId, fromSeq).changes;
       this.stmts.rewindHead.run(fromSeq - 1, conversationId);
       this.change = this.stmts.nextChange.get()!.n;
-      this.stmts.bumpChanges.run(this.change, conversationId, fromSeq);
+      this.stmts.bumpChanges.run(this.change, conversationId, fromSeq, this.change - this.slack);
       return moved;
     });
     this.replicateTx = db.transaction((entries: readonly ReplicaEntry[]) => {
@@ -789,11 +821,19 @@ export class SqliteStore implements Store {
   /**
    * The change index (store.ts, "Sync"), in the transaction that stored
    * `messages`: the members who may see one of them have something to read.
+   * Only where the conversation's members_change_no is not recent: then
+   * every one of them takes this change (and so does the conversation);
+   * elsewhere each has a change number at or above the conversation's,
+   * recent enough (the change slack; a join's is later still: one writer).
    */
-  private changed(messages: readonly ChatMessage[]): void {
+  private changed(messages: readonly ChatMessage[], due?: ReadonlySet<string>): void {
     const first = new Map<string, number>();
     for (const m of messages) first.set(m.conversationId, Math.min(first.get(m.conversationId) ?? m.seq, m.seq));
-    for (const [conversationId, seq] of first) this.stmts.bumpChanges.run(this.change, conversationId, seq);
+    for (const [conversationId, seq] of first) {
+      // An append learned it with each seq (nextSeq); a copy from another datacenter asks.
+      if (due ? !due.has(conversationId) : this.stmts.dueMembers.run(this.change, conversationId, this.change - this.slack).changes === 0) continue;
+      this.stmts.bumpChanges.run(this.change, conversationId, seq, CHANGE_ALWAYS);
+    }
   }
 
   /** A group past CHANGE_FANOUT_MAX current members: its members' rows are read at every sync instead. */
@@ -832,7 +872,8 @@ export class SqliteStore implements Store {
       }
       created.push(d.conversationId);
     }
-    const { last_seq: seq } = this.stmts.nextSeq.get(d.sentAtMs, d.conversationId)!;
+    const { last_seq: seq, due } = this.stmts.nextSeq.get({ at: d.sentAtMs, id: d.conversationId, change: this.change, threshold: this.change - this.slack })!;
+    if (due === 1) this.due.add(d.conversationId);
     const message = draftMessage(d, seq);
     this.stmts.insertMessage.run(
       d.conversationId, seq, d.serverMsgId, d.fromUser, d.fromDevice, d.clientMsgId, d.text, d.sentAtMs,
@@ -1073,32 +1114,34 @@ export class SqliteStore implements Store {
     return this.durable(this.stmts.listForUser.all(userId).map(stateOf));
   }
 
-  /** A full sync (store.ts, "Sync"): as PostgresStore's, the horizon being the next change number (one writer). */
-  async syncScan(userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, limit: number): Promise<SyncScan> {
-    this.writeCursorsNow(); // the device's acks so far count
+  /** A full sync (store.ts, "Sync"): as PostgresStore's, the horizon being the next change number less the slack (one writer). */
+  async syncScan(
+    userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, limit: number, options: SyncReadOptions & { from?: SyncPosition },
+  ): Promise<SyncScan> {
+    if (options.delivered) this.writeCursorsNow(); // the device's acks so far count
     const want = Math.max(0, Math.floor(limit)) + 1;
-    const at = this.stmts.syncPosition.get(userId, deviceId)!;
+    const from = options.from ?? { changeNo: 0, conversationId: '' };
+    const horizon = Math.max(0, this.stmts.nextChangeNo.get()!.n - this.slack);
     const rows = this.stmts.syncScan.all({
-      user: userId, device: deviceId, given: JSON.stringify(Object.fromEntries(cursors)), no: at.change_no, id: at.conversation_id, limit: want + cursors.size,
+      user: userId, device: deviceId, given: JSON.stringify(Object.fromEntries(cursors)), delivered: options.delivered ? 1 : 0,
+      no: from.changeNo, id: from.conversationId, limit: want + cursors.size,
     });
     const content = rows.filter((r) => r.content === 1);
-    let next: [number, string] = [at.horizon, ''];
-    const first = content[0];
-    if (first && (first.change_no < next[0] || (first.change_no === next[0] && first.id < next[1]))) next = [first.change_no, first.id];
-    if (next[0] > at.change_no || (next[0] === at.change_no && next[1] > at.conversation_id)) {
-      this.stmts.moveSyncPosition.run(userId, deviceId, next[0], next[1]);
-    }
     return this.durable({
       conversations: [...rows.filter((r) => r.content !== 1), ...content.slice(0, want)].map(syncConversationOf),
       cut: content.length > want - 1,
+      horizon,
     });
   }
 
-  async syncStates(userId: string, deviceId: string, conversationIds: readonly string[], cursors: ReadonlyMap<string, number>): Promise<SyncConversation[]> {
+  async syncStates(
+    userId: string, deviceId: string, conversationIds: readonly string[], cursors: ReadonlyMap<string, number>, options: SyncReadOptions,
+  ): Promise<SyncConversation[]> {
     if (conversationIds.length === 0) return [];
-    this.writeCursorsNow();
+    if (options.delivered) this.writeCursorsNow();
     const rows = this.stmts.syncStates.all({
-      user: userId, device: deviceId, given: JSON.stringify(Object.fromEntries(cursors)), ids: JSON.stringify([...new Set(conversationIds)]),
+      user: userId, device: deviceId, given: JSON.stringify(Object.fromEntries(cursors)), delivered: options.delivered ? 1 : 0,
+      ids: JSON.stringify([...new Set(conversationIds)]),
     });
     return this.durable(rows.map(syncConversationOf));
   }

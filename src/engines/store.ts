@@ -75,6 +75,14 @@ export interface AppendResult {
 }
 
 export interface MessageStore {
+  /**
+   * append() checks every `checkSender` draft itself, in its transaction
+   * (a store shared by several processes). Callers then leave the sender's
+   * membership and mute to it: a check read before the append, beside a
+   * group change committing, could refuse a send while an earlier send of
+   * the same connection, read a moment later, was let through.
+   */
+  readonly checksSenders: boolean;
   /** Store a batch in one transaction (group commit); results in draft order. */
   append(drafts: readonly MessageDraft[]): Promise<AppendResult[]>;
   /** Messages with afterSeq < seq ≤ maxSeq (no bound if absent), ascending, at most limit. */
@@ -299,70 +307,121 @@ export interface CursorStore {
 
 // ---- Sync: the per-user change index ----------------------------------------
 //
-// A sync reads only the conversations that changed since the device's last
+// A sync reads only the conversations that changed since the client's last
 // sync, not every conversation of the user. Each membership row carries a
-// change number (members.change_no), set by every write that gives the member
+// change number (members.change_no), set by the writes that give the member
 // something to read there (a message or event it may see, its join, its
-// leave) or moves where it stands (retention raising the conversation's
-// floor) in the same transaction, and indexed per user in change order. Each
-// device keeps a position in that order (device_sync): every membership
-// before it was read to its end by the device (its cursor, given in the
-// request or acked, at or past what it may see there) when the position was
-// taken, and has not changed since. A full sync scans the user's rows from
-// the position, keeps those with something past the device's cursor, at
-// most limit + 1 of them in SQL, and moves the position up to the first of
-// them, never past a change that may still be committing (PostgreSQL: the
-// oldest transaction running; SQLite has one writer). A user in 5,000
-// conversations of which 3 changed reads 3 rows.
+// leave) or move where it stands (retention raising the conversation's
+// floor), in their own transaction, and indexed per user in change order:
+// (change_no, conversation_id) is a membership's position in that order.
+//
+// Where a client stands in it is the client's to keep, not the server's: a
+// full sync's reply carries a sync token (logic/reads.ts), the position up to
+// which everything was read to its end by the cursors the request gave (or
+// the page read), and the client sends it back with its cursors next time;
+// the scan then starts there. A client that lost its data (no token) reads
+// every conversation again, from the cursors it sends. A user in 5,000
+// conversations of which 3 changed reads 3 rows. (The stores kept a position
+// per device before, in device_sync: the server decided what a device had, and
+// one that lost its data under the same device id had conversations skipped.
+// The table stays, unused, for nodes of the previous version during a rolling
+// upgrade: see migration 12.)
+//
+// A token must never pass a change that may still be committing, nor one a
+// writer did not write down (below): each scan reports a horizon (a change
+// the scan does not see leaves, on every row it touches, a change number at
+// or above it), and where a token's next pass of pages starts (its floor) is
+// never past the horizon of its own pass's first scan.
+//
+// Slack: a membership whose change number is recent already (within the
+// store's change slack of the writer's own number) is not written again: a
+// busy conversation's member rows are written about once per slack, not once
+// per message (each write of an indexed column is a new row version with new
+// index entries; the stores keep, per conversation, a number at or below all
+// of its members' to skip them all at once). In exchange, horizons are held
+// back by the slack: a scan from a token reads again the user's memberships
+// changed within the slack before it (a few, unless the user's conversations
+// are all busy). It stays sound: a writer w skips only a row whose number is
+// at least w − slack, and a scan that does not see w has a horizon of at
+// most w − slack (PostgreSQL: w was running, or started later, when the
+// scan's snapshot was taken, so w is at or past the oldest transaction
+// running then; SQLite: one writer, numbered in commit order), so that row is
+// read again by a sync from any token the scan handed out.
 //
 // Groups larger than CHANGE_FANOUT_MAX current members are not written to on
 // every message (a row per member per batch): their members' rows hold
 // CHANGE_ALWAYS instead, past any position, so a sync reads them every time
 // (one row per such group of the user).
 //
-// A conversation unchanged since the device's last sync is skipped even when
-// the request names a cursor below where the device stood then: the device
-// said (or acked) that it had it all. A device that wants it again names the
-// conversation in conversation_ids (syncStates: read from the given cursor,
-// whatever the change index says).
+// A conversation named in conversation_ids is read from the given cursor
+// whatever the change index says (syncStates).
 
 /** Groups with more current members than this are read at every sync instead of written to at every message. */
 export const CHANGE_FANOUT_MAX = 200;
 /** The change number of the rows of those groups: above every position (2^53 - 1: exact as a JS number). */
 export const CHANGE_ALWAYS = Number.MAX_SAFE_INTEGER;
 
+/** A place in a user's change order: (change number, conversation id), compared in that order. */
+export interface SyncPosition {
+  changeNo: number;
+  conversationId: string;
+}
+
 /** A conversation as a device's sync reads it. */
 export interface SyncConversation extends Omit<ConversationState, 'lastAtMs'> {
-  /** The device's cursor: the one the request gave, else its delivered cursor, else 0. */
+  /** The device's cursor: the one the request gave, else (a client without its own cursors) its delivered cursor, else 0. */
   from: number;
   /** The request gave a cursor for it. */
   named: boolean;
+  /** Its membership's change number (its position: with conversationId). */
+  changeNo: number;
 }
 
 export interface SyncScan {
   /**
-   * The user's conversations changed since the device's last sync: first
-   * those named in the request's cursors with nothing past them (their
-   * cursors are answered), then, in change order, those with something past
-   * `from`, at most limit + 1 of them.
+   * The user's conversations from the position on: first those named in the
+   * request's cursors with nothing past them (their cursors are answered),
+   * then, in change order, those with something past `from`, at most
+   * limit + 1 of them.
    */
   conversations: SyncConversation[];
   /** limit + 1 conversations with something to read were found: more may follow them. */
   cut: boolean;
+  /**
+   * Every change this scan does not see leaves a change number at or above
+   * this on the rows it touches (see "Sync" above): the highest change
+   * number a token may hold. Never decreases.
+   */
+  horizon: number;
+}
+
+export interface SyncReadOptions {
+  /**
+   * A conversation not in the request's cursors is read from the device's
+   * delivered cursor (clients that keep no cursors of their own, before sync
+   * tokens); otherwise from its start.
+   */
+  delivered: boolean;
 }
 
 export interface SyncStore {
   /**
-   * A full sync's conversations for this device (see "Sync" above), and the
-   * device's position moved on. `cursors`: the request's, by conversation.
+   * A full sync's conversations (see "Sync" above), from `from` on in the
+   * user's change order (every membership when absent). `cursors`: the
+   * request's, by conversation. One statement, the limit in it.
    */
-  syncScan(userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, limit: number): Promise<SyncScan>;
+  syncScan(
+    userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, limit: number,
+    options: SyncReadOptions & { from?: SyncPosition },
+  ): Promise<SyncScan>;
   /**
    * The named conversations the user belongs or belonged to (others are
    * absent), most recent activity first, whatever changed: a sync of
-   * conversation_ids. The device's position does not move.
+   * conversation_ids.
    */
-  syncStates(userId: string, deviceId: string, conversationIds: readonly string[], cursors: ReadonlyMap<string, number>): Promise<SyncConversation[]>;
+  syncStates(
+    userId: string, deviceId: string, conversationIds: readonly string[], cursors: ReadonlyMap<string, number>, options: SyncReadOptions,
+  ): Promise<SyncConversation[]>;
 }
 
 // ---- Risk control -------------------------------------------------------------

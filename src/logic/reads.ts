@@ -9,14 +9,34 @@
 // over an expired range completes. History ends at the oldest message held.
 //
 // A sync of all the user's conversations reads only those that changed since
-// the device's last sync (the store's change index, store.ts "Sync"), a
+// the client's sync token (the store's change index, store.ts "Sync"), a
 // bounded number of them per page; one of conversation_ids reads those named.
+//
+// Sync tokens. A client that keeps its own cursors sets sync_token in its
+// requests (empty when it has none) and gets one back from each page of a
+// full sync, to keep with the cursors that page leaves it with. A token is
+// a place in the user's change order and a floor:
+// - the floor: every membership whose change number is below it was read to
+//   its end (by the client's cursors, or the pages) when the pass of pages
+//   the token belongs to began, and has not changed since, nor will a change
+//   still committing give it a lower number (the store's horizon, taken by
+//   the pass's first page);
+// - the place: in a pass that has more pages, where the next one resumes:
+//   the first conversation this page did not read to its end (those before
+//   it were, by this pass). At the end of a pass it is the floor itself.
+// A page resumes at the token's place; a pass ends with a token at its
+// floor, so the next sync reads again everything from there: what changed
+// while the pass paged, in conversations it had read already, comes then
+// (or by push). A token from another database (its floor past this one's
+// horizon) or not one of ours counts as none. A request without sync_token
+// (a client before tokens) reads every conversation every page, from its
+// cursors or else the device's delivered cursors, and gets no token.
 import {
-  cursorToWire, isGroupConversation, messageToWire,
+  ErrorCode, LonglinkError, MAX_SYNC_TOKEN, cursorToWire, directMembers, groupIdOf, isGroupConversation, isValidId, messageToWire,
   type BodyOf, type FrameBodyInit,
 } from '../protocol/index.js';
 import type { Origin } from '../engines/bus.js';
-import type { Store, SyncConversation } from '../engines/store.js';
+import type { Store, SyncConversation, SyncPosition } from '../engines/store.js';
 import { requireView } from './access.js';
 import { seqOf } from './seq.js';
 
@@ -36,6 +56,35 @@ function messageBytes(m: { text: string }): number {
   return Buffer.byteLength(m.text, 'utf8') + MESSAGE_OVERHEAD;
 }
 
+/** A sync token, decoded (see the top of this file). */
+interface SyncToken {
+  floor: number;
+  place: SyncPosition;
+}
+
+const TOKEN_VERSION = 't1';
+
+/** `t1.<floor>.<place's change number>.<place's conversation id, base64url>`: opaque to clients. */
+export function encodeSyncToken(t: SyncToken): string {
+  return [TOKEN_VERSION, t.floor, t.place.changeNo, Buffer.from(t.place.conversationId, 'utf8').toString('base64url')].join('.');
+}
+
+/** The token, or undefined when it is empty or not one this server makes (any text: a client's, or garbage). */
+export function decodeSyncToken(text: string): SyncToken | undefined {
+  if (text.length > MAX_SYNC_TOKEN) return undefined;
+  const parts = text.split('.');
+  if (parts.length !== 4 || parts[0] !== TOKEN_VERSION) return undefined;
+  if (!/^\d{1,16}$/.test(parts[1]!) || !/^\d{1,16}$/.test(parts[2]!) || !/^[A-Za-z0-9_-]*$/.test(parts[3]!)) return undefined;
+  const [floor, changeNo] = [Number(parts[1]), Number(parts[2])];
+  if (!Number.isSafeInteger(floor) || !Number.isSafeInteger(changeNo)) return undefined;
+  const conversationId = Buffer.from(parts[3]!, 'base64url').toString('utf8');
+  // A place is a conversation's (a pass under way), or none ('': a pass's end, at its floor).
+  const groupId = groupIdOf(conversationId);
+  const place = conversationId === '' || directMembers(conversationId) !== undefined || (groupId !== undefined && isValidId(groupId));
+  if (!place || Buffer.from(conversationId, 'utf8').toString('base64url') !== parts[3]) return undefined;
+  return { floor, place: { changeNo, conversationId } };
+}
+
 export class Reads {
   constructor(
     private readonly options: ReadOptions,
@@ -50,11 +99,29 @@ export class Reads {
     for (const c of req.cursors) given.set(c.conversationId, Math.max(0, seqOf(c.seq)));
     const only = new Set(req.conversationIds);
     for (const conversationId of only) await requireView(store, conversationId, origin.userId);
-    // Those named; or those changed since this device's last sync, at most limit + 1 with something to read.
+    // A client that sets sync_token keeps its own cursors: a conversation it names none for is read from its start.
+    // One before tokens: from the device's delivered cursor.
+    const tokens = req.syncToken !== undefined;
+    // Longer than any of ours: a client bug, said so (a token merely not recognized counts as none, below).
+    if (tokens && req.syncToken!.length > MAX_SYNC_TOKEN) {
+      throw new LonglinkError(ErrorCode.BAD_REQUEST, `sync_token must be at most ${MAX_SYNC_TOKEN} characters (send back the one a SyncResult gave, or '')`);
+    }
+    const reading = { delivered: !tokens };
+    // Those named; or those changed since the token (every one without), at most limit + 1 with something to read.
     let conversations: SyncConversation[];
     let cut = false;
-    if (only.size > 0) conversations = await store.syncStates(origin.userId, origin.deviceId, [...only], given);
-    else ({ conversations, cut } = await store.syncScan(origin.userId, origin.deviceId, given, limit));
+    let token = tokens && only.size === 0 ? decodeSyncToken(req.syncToken!) : undefined;
+    let horizon = 0;
+    if (only.size > 0) conversations = await store.syncStates(origin.userId, origin.deviceId, [...only], given, reading);
+    else {
+      let scan = await store.syncScan(origin.userId, origin.deviceId, given, limit, { ...reading, ...(token ? { from: token.place } : {}) });
+      if (token && token.floor > scan.horizon) {
+        // Not a token of this database (restored, replaced): as without one.
+        token = undefined;
+        scan = await store.syncScan(origin.userId, origin.deviceId, given, limit, reading);
+      }
+      ({ conversations, cut, horizon } = scan);
+    }
     const reached = new Map<string, number>();
     // A named conversation stands where the device does (a conversation never written to yet has no state: where the
     // request says) until this page reads it.
@@ -64,6 +131,8 @@ export class Reads {
     let remaining = limit;
     let hasMore = false;
     let bytes = 0;
+    /** The first conversation with something to read that this page did not read to its end (change order). */
+    let unfinished: SyncConversation | undefined;
     for (const c of conversations) {
       // Below the retained floor nothing is left to read: resume there.
       const from = Math.max(c.from, (c.retainedFromSeq ?? 1) - 1);
@@ -77,6 +146,7 @@ export class Reads {
       }
       if (remaining === 0) {
         hasMore = true;
+        unfinished = c;
         break;
       }
       for (const w of windows) {
@@ -104,19 +174,32 @@ export class Reads {
         reached.set(c.conversationId, at);
         if (at < w.toSeq) {
           hasMore = true;
+          unfinished = c;
           break; // the rest of this conversation (and the windows after) next page
         }
       }
+      if (unfinished) break;
     }
     // The scan stopped at limit + 1 conversations with something to read: more may follow them. (This page cannot
     // have read them all, unless some held less than they said, expired meanwhile: the next page goes on.)
     if (cut) hasMore = true;
+    let syncToken = '';
+    if (tokens && only.size === 0) {
+      // A pass's floor is its first page's horizon; a page with more after it resumes at what it did not finish (or,
+      // cut with everything it found read, at the last of those: the scan returns them last, in change order); a pass
+      // ends at its floor.
+      const floor = token && token.place.conversationId !== '' ? token.floor : horizon;
+      const at = unfinished ?? (hasMore ? conversations.at(-1) : undefined);
+      const place = at ? { changeNo: at.changeNo, conversationId: at.conversationId } : { changeNo: floor, conversationId: '' };
+      syncToken = encodeSyncToken({ floor, place });
+    }
     return {
       case: 'syncResult',
       value: {
         messages: messages.map(messageToWire),
         cursors: [...reached].map(([conversationId, seq]) => cursorToWire(conversationId, seq)),
         hasMore,
+        syncToken,
       },
     };
   }

@@ -3,7 +3,7 @@
 // stored message (messageTrace fields), so no store implementation changes.
 import type { ConversationChange, ConversationHead, HomeRecord, MarkChanges, ReplicaEntry,
   AppendResult, ConversationCursor, ConversationOverview, ConversationState, DeliveredMark, GroupMeta, GroupRecord, Membership, MemberWindow, MessageDraft,
-  RiskAuditDraft, RiskAuditEntry, RiskRulesRecord, Store, SyncConversation, SyncScan,
+  RiskAuditDraft, RiskAuditEntry, RiskRulesRecord, Store, SyncConversation, SyncPosition, SyncReadOptions, SyncScan,
 } from '../engines/store.js';
 import type { ChatMessage } from '../protocol/index.js';
 import { log, messageTrace } from './log.js';
@@ -16,6 +16,10 @@ export class InstrumentedStore implements Store {
     private readonly inner: Store,
     private readonly metrics: Metrics,
   ) {}
+
+  get checksSenders(): boolean {
+    return this.inner.checksSenders;
+  }
 
   private async timed<T>(op: string, work: () => Promise<T>, batch?: number): Promise<T> {
     const start = process.hrtime.bigint();
@@ -144,12 +148,16 @@ export class InstrumentedStore implements Store {
     return this.timed('delivered', () => this.inner.delivered(userId, deviceId));
   }
 
-  syncScan(userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, limit: number): Promise<SyncScan> {
-    return this.timed('sync_scan', () => this.inner.syncScan(userId, deviceId, cursors, limit));
+  syncScan(
+    userId: string, deviceId: string, cursors: ReadonlyMap<string, number>, limit: number, options: SyncReadOptions & { from?: SyncPosition },
+  ): Promise<SyncScan> {
+    return this.timed('sync_scan', () => this.inner.syncScan(userId, deviceId, cursors, limit, options));
   }
 
-  syncStates(userId: string, deviceId: string, conversationIds: readonly string[], cursors: ReadonlyMap<string, number>): Promise<SyncConversation[]> {
-    return this.timed('sync_states', () => this.inner.syncStates(userId, deviceId, conversationIds, cursors));
+  syncStates(
+    userId: string, deviceId: string, conversationIds: readonly string[], cursors: ReadonlyMap<string, number>, options: SyncReadOptions,
+  ): Promise<SyncConversation[]> {
+    return this.timed('sync_states', () => this.inner.syncStates(userId, deviceId, conversationIds, cursors, options));
   }
 
   riskRules(): Promise<RiskRulesRecord | undefined> {

@@ -11,6 +11,9 @@ export type BodyOf<C extends FrameCase> = Extract<FrameBody, { case: C }>['value
 /** Default largest frame (protobuf bytes, without the TCP length prefix). */
 export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024;
 
+/** Longest SyncRequest.sync_token the server takes, in characters (its own are shorter: docs/protocol.md, "Sync"). */
+export const MAX_SYNC_TOKEN = 256;
+
 /** A frame body as written by hand: `{ case: 'ping', value: {} }`. */
 export type FrameBodyInit = MessageInitShape<typeof FrameSchema>['body'];
 

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  createClient, requestToken, listGateways, LonglinkError, ErrorCode, errorName, type ClientState,
+  createClient, memoryStore, requestToken, listGateways, LonglinkError, ErrorCode, errorName, type ClientState,
 } from '../../src/client/index.js';
 import { ADMIN_KEY, startTestServer } from '../helpers/server.js';
 import {
@@ -261,23 +261,34 @@ describe('receive: gaps, duplicates, acks', () => {
     });
   });
 
-  test('delivery is acked: the same device comes back to nothing new; a new device gets everything', T, async () => {
+  test('delivery is acked; the same device with its store comes back to what it missed, the same device without it (a fresh SDK) to its whole history, a new device to everything', T, async () => {
     await withServer(async (s) => {
       const wire = new Wire();
-      const bob = await connected(s, 'tcp', 'bob', 'phone', { connector: wire.connector });
+      const kept = memoryStore();
+      const bob = await connected(s, 'tcp', 'bob', 'phone', { connector: wire.connector, store: kept });
       const alice = await connected(s, 'ws', 'alice', 'phone');
       for (const text of ['a', 'b', 'c']) await alice.client.send({ to: 'bob', text });
       await waitMessages(bob, 3);
       await until(() => wire.sent('pushAck').some((a) => a.conversationId === AB && a.seq === 3n), 5_000, () => 'a PushAck up to seq 3');
+      // Every full sync carried a sync token (empty at first), and each page answered one, kept in the store.
+      const syncs = wire.sent('sync');
+      assert.ok(syncs.length > 0 && syncs.every((r) => r.syncToken !== undefined), JSON.stringify(syncs.map((r) => r.syncToken)));
       await bob.client.close();
+      assert.notEqual(kept.snapshot?.syncToken, undefined, 'the token is stored with the cursors');
 
       // Offline: two more.
       await alice.client.send({ to: 'bob', text: 'd' });
       await alice.client.send({ to: 'bob', text: 'e' });
 
-      const again = await connected(s, 'ws', 'bob', 'phone');
+      const again = await connected(s, 'ws', 'bob', 'phone', { store: kept });
       await sleep(200);
       assert.deepEqual(texts(again.messages), ['d', 'e'], 'exactly what was missed');
+      await again.client.close();
+      // A fresh SDK on the same device id (an in-memory store restarted, a reinstall): no token, no cursors.
+      const fresh = await connected(s, 'ws', 'bob', 'phone');
+      await waitMessages(fresh, 5);
+      await sleep(200);
+      assert.deepEqual(texts(fresh.messages), ['a', 'b', 'c', 'd', 'e'], 'its history again');
       const other = await connected(s, 'tcp', 'bob', 'tablet');
       await waitMessages(other, 5);
       await sleep(200);

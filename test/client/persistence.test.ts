@@ -8,8 +8,8 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileStore, memoryStore, parseSnapshot, LonglinkError, ErrorCode } from '../../src/client/index.js';
-import { TRANSPORTS, TcpProxy, online, sleep, syncOnce, until, urlOf, withServer, within } from '../logic/support.js';
-import { closeAll, closedPort, connected, makeClient, texts, waitMessages } from './harness.js';
+import { TRANSPORTS, TcpProxy, online, sendOk, sleep, syncOnce, until, urlOf, withServer, within } from '../logic/support.js';
+import { Wire, closeAll, closedPort, connected, makeClient, texts, waitMessages } from './harness.js';
 
 const T = { timeout: 120_000 };
 const AB = 'u:alice:bob';
@@ -105,6 +105,43 @@ describe('restart with the file store', () => {
       }
     });
   }
+
+  test('the sync token is stored with the cursors and survives a restart: the restarted app sends it with its first sync, and gets only what it missed', T, async () => {
+    const tmp = tempDir();
+    try {
+      await withServer(async (s) => {
+        const path = join(tmp.dir, 'alice-phone.json');
+        const bob = await online(s, 'tcp', 'bob');
+        const carol = await online(s, 'tcp', 'carol');
+        const run1 = await connected(s, 'ws', 'alice', 'phone', { store: fileStore(path, { debounceMs: 10 }) });
+        await sendOk(bob, { toUser: 'alice', text: 'b1' });
+        await sendOk(carol, { toUser: 'alice', text: 'c1' });
+        await waitMessages(run1, 2);
+        await run1.client.sync();
+        await run1.client.close();
+        const saved = onDisk(path);
+        assert.equal(typeof saved.syncToken, 'string');
+        assert.notEqual(saved.syncToken, '');
+        assert.deepEqual(saved.cursors, { [AB]: 1, 'u:alice:carol': 1 });
+
+        await sendOk(bob, { toUser: 'alice', text: 'b2' });
+        const wire = new Wire();
+        const run2 = await connected(s, urlOf(s, 'tcp'), 'alice', 'phone', { store: fileStore(path), connector: wire.connector });
+        await waitMessages(run2, 1);
+        await sleep(200);
+        assert.deepEqual(texts(run2.messages), ['b2'], 'only what it missed');
+        const [first] = wire.sent('sync');
+        assert.equal(first?.syncToken, saved.syncToken, 'the stored token went with its first sync');
+        assert.deepEqual(new Map(first!.cursors.map((c) => [c.conversationId, Number(c.seq)])), new Map([[AB, 1], ['u:alice:carol', 1]]));
+        await run2.client.close();
+        assert.notEqual(onDisk(path).syncToken, undefined);
+        bob.close();
+        carol.close();
+      });
+    } finally {
+      tmp[Symbol.dispose]();
+    }
+  });
 
   test('a send the server stored whose ack the app never heard: resent after the restart with the same id, stored once', T, async () => {
     const tmp = tempDir();

@@ -16,6 +16,7 @@ function snap(n: number): ClientSnapshot {
   return {
     version: 1, userId: 'alice', deviceId: 'phone',
     cursors: { 'u:alice:bob': n },
+    syncToken: `token-${n}`,
     outbox: [{ clientMsgId: `c-${n}`, to: 'bob', text: `text ${n}`, createdAtMs: 1_700_000_000_000 + n }],
   };
 }
@@ -136,6 +137,8 @@ describe('memoryStore and parseSnapshot', () => {
   test('parseSnapshot accepts a snapshot and names what is wrong with anything else', () => {
     assert.deepEqual(parseSnapshot(snap(3)), snap(3));
     assert.deepEqual(parseSnapshot({ version: 1, cursors: {}, outbox: [] }), emptySnapshot());
+    assert.equal(parseSnapshot({ version: 1, cursors: {}, outbox: [] }).syncToken, undefined, 'a snapshot from before sync tokens: none');
+    assert.equal(parseSnapshot({ version: 1, cursors: {}, syncToken: 'x'.repeat(257), outbox: [] }).syncToken, undefined, 'longer than the server takes: none');
     for (const [bad, why] of [
       [null, /not an object/],
       [{ version: 2, cursors: {}, outbox: [] }, /version 2/],
@@ -145,6 +148,7 @@ describe('memoryStore and parseSnapshot', () => {
       [{ version: 1, cursors: {}, outbox: [{ clientMsgId: 'a', text: 1 }] }, /text/],
       [{ version: 1, cursors: {}, outbox: [{ clientMsgId: 'a', text: 'x', to: 5 }] }, /to/],
       [{ version: 1, userId: 5, cursors: {}, outbox: [] }, /userId/],
+      [{ version: 1, cursors: {}, syncToken: 7, outbox: [] }, /syncToken/],
     ] as const) {
       assert.throws(() => parseSnapshot(bad), why);
     }

@@ -11,7 +11,7 @@ export type { Cluster } from '../../src/dev/cluster.js';
 export interface TestCluster extends Cluster {
   /** The last lines each node printed (for failure messages). */
   logs(node?: string): string;
-  /** The last lines the nodes printed above info level (warnings, errors, anything not JSON). */
+  /** The last lines the nodes printed at info level and above (leases taken and lost, warnings, errors, anything not JSON). */
   warnings(): string;
 }
 
@@ -41,7 +41,7 @@ export async function startTestCluster(options: Partial<ClusterOptions> & Pick<C
       return lines.filter((l) => node === undefined || l.startsWith(`[${node}]`)).slice(-60).join('\n');
     },
     warnings() {
-      return lines.filter((l) => !/"level":(10|20|30),/.test(l)).slice(-40).join('\n');
+      return lines.filter((l) => !/"level":(10|20),/.test(l)).slice(-80).join('\n');
     },
   });
 }

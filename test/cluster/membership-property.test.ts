@@ -465,7 +465,8 @@ describe('group membership under pipelined writes from 3 connections on 2 gatewa
           await scenario(initial, ops);
         } catch (err) {
           // What the nodes warned of meanwhile (a lease lost, a batch retried) goes with the failure.
-          if (err instanceof Error) err.message += `\nthe nodes' last warnings:\n${cluster.warnings()}`;
+          // fast-check reports the error's stack, which holds its message as it was made.
+          if (err instanceof Error) err.stack = `${err.stack ?? err.message}\nthe nodes' last lines at info level and above:\n${cluster.warnings()}`;
           throw err;
         }
       }),

@@ -3,15 +3,17 @@
 // rolls, messages landing in them, a database from before partitions
 // converted in place), retention dropping whole partitions while a device
 // syncs, and a sync that reads only the conversations that changed since the
-// device's last sync (proved on the statement's plan: a user in 5,000
-// conversations of which 3 changed reads 3 rows).
+// client's sync token (proved on the statement's plan: a user in 5,000
+// conversations of which 3 changed reads 3 rows), a client without one
+// reading everything again, and devices syncing while writers append (the
+// change slack).
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
 import { PostgresStore } from '../../src/engines/store-postgres.js';
 import { CHANGE_ALWAYS, CHANGE_FANOUT_MAX, type MessageDraft } from '../../src/engines/store.js';
 import type { Origin } from '../../src/engines/bus.js';
-import { Reads } from '../../src/logic/reads.js';
+import { Reads, decodeSyncToken } from '../../src/logic/reads.js';
 import { cursorToWire, directConversationId, directMembers, messageFromWire, type ChatMessage } from '../../src/protocol/index.js';
 import { startPostgres, type PostgresServer } from '../helpers/services.js';
 
@@ -26,8 +28,10 @@ after(async () => {
 const DAY_MS = 86_400_000;
 let n = 0;
 const opened: PostgresStore[] = [];
-async function open(schema: string, migrations?: number): Promise<PostgresStore> {
-  const store = await PostgresStore.open({ url: server.url, schema, poolSize: 4, ...(migrations === undefined ? {} : { migrations }) });
+async function open(schema: string, migrations?: number, changeSlack?: number): Promise<PostgresStore> {
+  const store = await PostgresStore.open({
+    url: server.url, schema, poolSize: 4, ...(migrations === undefined ? {} : { migrations }), ...(changeSlack === undefined ? {} : { changeSlack }),
+  });
   opened.push(store);
   return store;
 }
@@ -78,13 +82,16 @@ const range = (from: number, to: number) => Array.from({ length: to - from + 1 }
 
 /**
  * A device syncing through the storage service's sync (logic/reads.ts) as the
- * SDK does: its cursors carried from page to page, a conversation's base
- * moved to just before the first message of it a page brings, every message
- * delivered once (one at or below the base is a duplicate: the test fails).
+ * SDK does: its cursors and sync token carried from page to page, a
+ * conversation's base moved to just before the first message of it a page
+ * brings, every message delivered once (one at or below the base is a
+ * duplicate: the test fails).
  */
 class Device {
   readonly base = new Map<string, number>();
   readonly got = new Map<string, number[]>();
+  /** The last token a page gave. */
+  token: string | undefined;
   private readonly reads: Reads;
 
   constructor(store: PostgresStore, readonly userId: string, readonly deviceId: string, readonly limit: number) {
@@ -94,10 +101,12 @@ class Device {
   /** One page; whether the server has more. */
   async page(): Promise<boolean> {
     const reply = await this.reads.sync({ userId: this.userId, deviceId: this.deviceId } as Origin, {
-      cursors: [...this.base].map(([id, seq]) => cursorToWire(id, seq)), conversationIds: [], limit: this.limit,
+      cursors: [...this.base].map(([id, seq]) => cursorToWire(id, seq)), conversationIds: [], limit: this.limit, syncToken: this.token ?? '',
     } as never);
     assert.equal(reply?.case, 'syncResult');
-    const result = (reply as unknown as { value: { messages: never[]; cursors: { conversationId: string; seq: bigint }[]; hasMore: boolean } }).value;
+    const result = (reply as unknown as {
+      value: { messages: never[]; cursors: { conversationId: string; seq: bigint }[]; hasMore: boolean; syncToken: string };
+    }).value;
     const messages = result.messages.map(messageFromWire);
     const first = new Set<string>();
     for (const m of messages) {
@@ -114,7 +123,15 @@ class Device {
     for (const c of result.cursors) {
       if (!first.has(c.conversationId)) this.base.set(c.conversationId, Math.max(this.base.get(c.conversationId) ?? 0, Number(c.seq)));
     }
+    assert.notEqual(result.syncToken, '', 'a full sync page carries a token');
+    this.token = result.syncToken;
     return result.hasMore;
+  }
+
+  /** Where its next sync's scan starts (its token's place), for explainSyncScan. */
+  scanFrom(): { delivered: false; from?: { changeNo: number; conversationId: string } } {
+    const t = this.token === undefined ? undefined : decodeSyncToken(this.token);
+    return t ? { delivered: false, from: t.place } : { delivered: false };
   }
 
   async syncAll(between?: () => Promise<unknown>): Promise<number> {
@@ -197,7 +214,7 @@ describe('PostgresStore: partitions', () => {
     await sql(schema, insert, [AB, 'bob', NEW, 51, 100]);
 
     const store = await open(schema);
-    assert.deepEqual((await sql<{ v: number }>(schema, 'SELECT max(version) AS v FROM schema_version'))[0]?.v, 11);
+    assert.deepEqual((await sql<{ v: number }>(schema, 'SELECT max(version) AS v FROM schema_version'))[0]?.v, 12);
     assert.deepEqual(await partitions(schema), ['messages_0']);
     assert.deepEqual(await rowsByPartition(schema), { messages_0: 120 });
     const ab = await store.after(AB, 0, 1000);
@@ -208,7 +225,7 @@ describe('PostgresStore: partitions', () => {
     assert.equal(next?.message.seq, 101);
     assert.deepEqual(await sql(schema, `SELECT id::int, tableoid::regclass::text AS part FROM messages WHERE conversation_id = $1 AND seq = 101`, [AB]),
       [{ id: 121, part: 'messages_0' }], 'the identity goes on after the highest id');
-    // A device that never synced reads everything once (its position starts before every row).
+    // A device that never synced reads everything once (no token: from before every row).
     const phone = new Device(store, 'alice', 'phone', 200);
     await phone.syncAll();
     assert.deepEqual([phone.got.get(AB)?.length, phone.got.get(AC)?.length], [101, 20]);
@@ -295,9 +312,40 @@ describe('PostgresStore: partitions', () => {
 });
 
 describe('PostgresStore: the change index', () => {
-  test('a user in 5,000 conversations of which 3 changed: the sync reads 3 rows and gets those 3', async (t: TestContext) => {
+  test('migration 12 on a database in service: the previous version\'s device positions stay where they were (its nodes still write them, without error, to no effect); a conversation from before it has its member rows written at its next message', async () => {
+    const schema = `tokens_migration_${++n}`;
+    await (await open(schema, 11)).close();
+    // As version 11 left it: alice and bob with one message, alice's phone positioned past their rows.
+    await sql(schema, `INSERT INTO conversations (id, kind, last_seq, last_at_ms) VALUES ($1, 'direct', 1, 1000)`, [AB]);
+    await sql(schema, `INSERT INTO members (user_id, conversation_id, joined_at_ms, change_no) VALUES ('alice', $1, 0, 5), ('bob', $1, 0, 5)`, [AB]);
+    await sql(schema, `INSERT INTO messages (conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms)
+      VALUES ($1, 1, 'srv-old', 'bob', 'd', 'old-1', 'old', 1000)`, [AB]);
+    await sql(schema, `INSERT INTO device_sync (user_id, device_id, change_no, conversation_id) VALUES ('alice', 'phone', 6, '')`);
+
+    const store = await open(schema, undefined, 2 ** 40); // a change slack past every transaction id: only the 0 says its rows are due
+    assert.deepEqual((await sql<{ v: number }>(schema, 'SELECT max(version) AS v FROM schema_version'))[0]?.v, 12);
+    await store.append([draft(AB, 'bob', 2000)]);
+    const rows = await sql<{ user_id: string; change_no: string }>(schema, `SELECT user_id, change_no FROM members WHERE conversation_id = $1 ORDER BY user_id`, [AB]);
+    assert.ok(rows.every((r) => Number(r.change_no) > 6), `written at that message: ${JSON.stringify(rows)}`);
+    const phone = new Device(store, 'alice', 'phone', 200);
+    phone.base.set(AB, 1);
+    await phone.syncAll();
+    assert.deepEqual(phone.got.get(AB), [2]);
+
+    // What a node of the previous version runs at every sync: the position read, then moved on (or a device's first).
+    const moveSyncPosition = `INSERT INTO device_sync AS s (user_id, device_id, change_no, conversation_id) VALUES ($1, $2, $3, $4)
+      ON CONFLICT (user_id, device_id) DO UPDATE SET change_no = excluded.change_no, conversation_id = excluded.conversation_id
+      WHERE (s.change_no, s.conversation_id) < (excluded.change_no, excluded.conversation_id)`;
+    await sql(schema, moveSyncPosition, ['alice', 'phone', 999_999, AB]);
+    await sql(schema, moveSyncPosition, ['alice', 'tablet', 999_999, '']);
+    assert.deepEqual(await sql(schema, `SELECT coalesce(s.change_no, 0)::int AS change_no, coalesce(s.conversation_id, '') AS conversation_id
+      FROM (SELECT 1) one LEFT JOIN device_sync s ON s.user_id = $1 AND s.device_id = $2`, ['alice', 'phone']), [{ change_no: 6, conversation_id: '' }]);
+    assert.deepEqual(await sql(schema, 'SELECT user_id, device_id FROM device_sync ORDER BY 1, 2'), [{ user_id: 'alice', device_id: 'phone' }]);
+  });
+
+  test('a user in 5,000 conversations of which 3 changed: the sync with its token reads 3 rows and gets those 3', async (t: TestContext) => {
     const schema = `changes_${++n}`;
-    const store = await open(schema);
+    const store = await open(schema, undefined, 0); // change slack 0: nothing read again for being recent
     const peers = Array.from({ length: 5000 }, (_, i) => `p${String(i).padStart(4, '0')}`);
     const NOW = Date.now();
     for (let b = 0; b < 5; b++) {
@@ -313,10 +361,10 @@ describe('PostgresStore: the change index', () => {
     const changed = ['p0042', 'p2500', 'p4999'];
     await store.append(changed.map((p) => draft(directConversationId('u', p), p, NOW + 10_000)));
 
-    // What the next sync's scan reads, with the device's 5,000 cursors in the request (as the SDK sends them).
+    // What the next sync's scan reads, with the device's 5,000 cursors and its token in the request (as the SDK sends them).
     const cursors = new Map(phone.base);
     assert.equal(cursors.size, 5000);
-    const plan = await store.explainSyncScan('u', 'phone', cursors, 200);
+    const plan = await store.explainSyncScan('u', 'phone', cursors, 200, phone.scanFrom());
     const read = rowsRead(plan);
     t.diagnostic(`rows read by the sync's scan: ${JSON.stringify(read)}`);
     assert.equal(read.members, 3, 'the 3 changed memberships, not 5,000');
@@ -332,10 +380,20 @@ describe('PostgresStore: the change index', () => {
     assert.equal(await phone.page(), false);
     const grown = [...phone.got].filter(([c, s]) => s.length !== before.get(c)).map(([c, s]) => [c, s.slice(before.get(c))]);
     assert.deepEqual(grown, changed.map((p) => [directConversationId('u', p), [2]]));
-    // The next sync finds the device has those 3 (its cursors), reading them once more; after it, nothing.
-    assert.equal(rowsRead(await store.explainSyncScan('u', 'phone', new Map(phone.base), 200)).members, 3);
+    // The token of that sync is past them: the next one reads nothing.
+    assert.equal(rowsRead(await store.explainSyncScan('u', 'phone', new Map(phone.base), 200, phone.scanFrom())).members ?? 0, 0);
     assert.equal(await phone.page(), false);
-    assert.equal(rowsRead(await store.explainSyncScan('u', 'phone', new Map(phone.base), 200)).members ?? 0, 0);
+
+    // The same device id without its data (no token, no cursors: an app reinstalled, a client on a memory store
+    // restarted) reads every conversation again; with its old cursors but no token, only what they miss.
+    const wiped = new Device(store, 'u', 'phone', 200);
+    assert.equal(await wiped.syncAll(), 26, '5,003 messages, 200 a page');
+    assert.equal(wiped.got.size, 5000);
+    assert.deepEqual(wiped.got.get(directConversationId('u', 'p2500')), [1, 2]);
+    const restored = new Device(store, 'u', 'phone', 200);
+    for (const [c, seq] of phone.base) restored.base.set(c, c === directConversationId('u', 'p0007') ? 0 : seq);
+    assert.equal(await restored.syncAll(), 1);
+    assert.deepEqual([...restored.got], [[directConversationId('u', 'p0007'), [1]]]);
   });
 
   test(`a group of more than ${CHANGE_FANOUT_MAX} members is not written to per message: its members' rows are read at every sync`, async () => {

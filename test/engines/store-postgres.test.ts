@@ -1,14 +1,18 @@
 // The Store contract on PostgreSQL, against a real server started for this file,
 // plus what only a shared, concurrent database adds: several stores (processes)
-// on one database, concurrent migrations, races on one idempotency key.
+// on one database, concurrent migrations, races on one idempotency key,
+// the change slack under writes.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { storeContract } from './store.contract.js';
 import { PostgresStore } from '../../src/engines/store-postgres.js';
 import { SqliteStore } from '../../src/engines/store-sqlite.js';
 import { SendersRefusedError, type Effect, type MessageDraft, type Store } from '../../src/engines/store.js';
-import { directConversationId, directMembers, type TimelineEventData } from '../../src/protocol/index.js';
+import type { Origin } from '../../src/engines/bus.js';
+import { Reads } from '../../src/logic/reads.js';
+import { cursorToWire, directConversationId, directMembers, messageFromWire, type TimelineEventData } from '../../src/protocol/index.js';
 import { startPostgres, type PostgresServer } from '../helpers/services.js';
 
 let server: PostgresServer;
@@ -21,11 +25,11 @@ after(async () => {
 
 let n = 0;
 /** Every migration, recorded once. */
-const VERSIONS = Array.from({ length: 11 }, (_, i) => ({ version: i + 1 }));
+const VERSIONS = Array.from({ length: 12 }, (_, i) => ({ version: i + 1 }));
 const homes = new WeakMap<Store, { url: string; schema?: string }>();
 
-async function openAt(url: string, schema?: string, poolSize?: number): Promise<PostgresStore> {
-  const store = await PostgresStore.open({ url, schema, poolSize });
+async function openAt(url: string, schema?: string, poolSize?: number, changeSlack?: number): Promise<PostgresStore> {
+  const store = await PostgresStore.open({ url, schema, poolSize, ...(changeSlack === undefined ? {} : { changeSlack }) });
   homes.set(store, { url, schema });
   return store;
 }
@@ -55,16 +59,16 @@ function reopenOf(closed: Store): Promise<Store> {
 
 // Each test on a schema of its own in the server's database: cheap and empty.
 storeContract('PostgresStore (a schema per test)', {
-  open: () => openAt(server.url, `contract_${++n}`),
+  open: (options) => openAt(server.url, `contract_${++n}`, undefined, options?.changeSlack),
   reopen: reopenOf,
 });
 
 // Each test on a database of its own, on the default search_path, through a pool of 2.
 storeContract('PostgresStore (a database per test, pool of 2)', {
-  open: async () => {
+  open: async (options) => {
     const database = `contract_db_${++n}`;
     await sql(`CREATE DATABASE ${database}`);
-    return openAt(databaseUrl(database), undefined, 2);
+    return openAt(databaseUrl(database), undefined, 2, options?.changeSlack);
   },
   reopen: reopenOf,
 });
@@ -181,6 +185,123 @@ describe('PostgresStore', () => {
     } finally {
       await one.close();
       await two.close();
+    }
+  });
+
+  test('appends and acks over the same member rows, in opposite orders, from two stores at once: every ack lands, no deadlock', async () => {
+    // Change slack 0: every append writes every member row of its conversations (the change index), as acks write them
+    // (delivered marks). The appends list their conversations in one order, the acks in the other.
+    const database = `lock_order_${++n}`;
+    await sql(`CREATE DATABASE ${database}`);
+    const url = databaseUrl(database);
+    const [writer, acker] = [await openAt(url, undefined, 4, 0), await openAt(url, undefined, 4, 0)];
+    const peers = Array.from({ length: 24 }, (_, i) => `p${String(i).padStart(2, '0')}`);
+    const conversations = peers.map((p) => directConversationId('alice', p));
+    const deadlocks = async () => Number((await sql<{ n: string }>(`SELECT deadlocks AS n FROM pg_stat_database WHERE datname = '${database}'`))[0]!.n);
+    const before = await deadlocks();
+    const last = new Map<string, number>();
+    const failed: unknown[] = [];
+    try {
+      for (const r of await writer.append(conversations.map((c, i) => draft(c, peers[i]!, `hello-${c}`)))) last.set(r.message.conversationId, r.message.seq);
+      let writing = true;
+      const appends = Array.from({ length: 4 }, async (_, w) => {
+        for (let b = 0; b < 15; b++) {
+          // Each message from the peer, then one from alice: both member rows of every conversation, in ascending order.
+          const batch = conversations.flatMap((c, i) => [draft(c, peers[i]!, `w${w}-${b}-${c}`), draft(c, 'alice', `a${w}-${b}-${c}`)]);
+          for (const r of await writer.append(batch)) last.set(r.message.conversationId, Math.max(last.get(r.message.conversationId) ?? 0, r.message.seq));
+        }
+      });
+      // Alice's phone and each peer's phone ack what they got, conversations in descending order.
+      const acks = [['alice'], peers].map(async (users) => {
+        while (writing) {
+          const updates = [...conversations].reverse().flatMap((c) => users.filter((u) => directMembers(c)!.includes(u))
+            .map((userId) => ({ userId, deviceId: 'phone', conversationId: c, seq: last.get(c)! })));
+          await acker.advanceDelivered(updates).catch((e: unknown) => failed.push(e));
+        }
+      });
+      await Promise.all(appends);
+      writing = false;
+      await Promise.all(acks);
+      assert.deepEqual(failed.map(String), [], 'every ack batch landed');
+      const final = conversations.map((c) => ({ userId: 'alice', deviceId: 'phone', conversationId: c, seq: last.get(c)! }));
+      await acker.advanceDelivered(final);
+      assert.deepEqual(await acker.delivered('alice', 'phone'), new Map(final.map((u) => [u.conversationId, u.seq])));
+    } finally {
+      await writer.close();
+      await acker.close();
+    }
+    // A deadlock's victim counts it (an append's is retried, so only the count shows it) when its session ends.
+    await sleep(1000);
+    assert.equal(await deadlocks(), before, 'no deadlock');
+  });
+
+  test('the change slack: a busy 1:1\'s member rows are not written per message; devices syncing meanwhile miss nothing', async () => {
+    const schema = `slack_${++n}`;
+    const [writerStore, readerStore] = [await openAt(server.url, schema, 4, 16), await openAt(server.url, schema, 4, 16)];
+    const rowVersion = async (userId: string) =>
+      (await sql<{ v: string }>(`SELECT xmin::text AS v FROM members WHERE user_id = '${userId}' AND conversation_id = '${AB}'`, { schema }))[0]!.v;
+    try {
+      await writerStore.append([draft(AB, 'bob', 'first')]);
+      const alice = await rowVersion('alice');
+      for (let i = 0; i < 5; i++) await writerStore.append([draft(AB, 'bob', `busy-${i}`)]);
+      assert.equal(await rowVersion('alice'), alice, 'her row: within the slack, not written again');
+      // Transactions go by (anything that writes draws an id): past the slack, the next message writes it again.
+      for (let i = 0; i < 20; i++) await writerStore.markRead(AB, 'bob', 1);
+      await writerStore.append([draft(AB, 'bob', 'later')]);
+      assert.notEqual(await rowVersion('alice'), alice, 'past the slack: written');
+
+      // Meanwhile devices sync with their tokens while batches commit: each gets every message once, in order.
+      const reads = new Reads({ syncPageLimit: 50, historyPageLimit: 100, maxBytes: 256 * 1024 }, { store: readerStore });
+      const peers = ['p0', 'p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p7'].map((p) => directConversationId('alice', p));
+      const stop = { now: false };
+      let sent = 0;
+      const writing = (async () => {
+        for (let b = 0; !stop.now && b < 300; b++) {
+          await writerStore.append(peers.filter((_, i) => (b + i) % 3 === 0).map((c) => draft(c, directMembers(c)!.find((u) => u !== 'alice')!, `w-${b}-${c}`)));
+          sent++;
+        }
+      })();
+      // A device keeps its cursors and token from pass to pass, as the SDK does.
+      const device = async (deviceId: string, state: { base: Map<string, number>; token: string }, passes: number) => {
+        const { base } = state;
+        for (let round = 0; round < passes; round++) {
+          for (let page = 0; page < 1000; page++) {
+            const reply = await reads.sync({ userId: 'alice', deviceId } as Origin, {
+              cursors: [...base].map(([id, seq]) => cursorToWire(id, seq)), conversationIds: [], limit: 7, syncToken: state.token,
+            } as never) as { case: 'syncResult'; value: { messages: never[]; cursors: { conversationId: string; seq: bigint }[]; hasMore: boolean; syncToken: string } };
+            const seen = new Set<string>();
+            for (const m of reply.value.messages.map(messageFromWire)) {
+              if (!seen.has(m.conversationId)) base.set(m.conversationId, Math.max(base.get(m.conversationId) ?? 0, m.seq - 1));
+              seen.add(m.conversationId);
+              assert.equal(m.seq, (base.get(m.conversationId) ?? 0) + 1, `${deviceId}: ${m.conversationId} #${m.seq} once, in order`);
+              base.set(m.conversationId, m.seq);
+            }
+            for (const c of reply.value.cursors) if (!seen.has(c.conversationId)) base.set(c.conversationId, Math.max(base.get(c.conversationId) ?? 0, Number(c.seq)));
+            state.token = reply.value.syncToken;
+            if (!reply.value.hasMore) break;
+          }
+        }
+      };
+      const phone = { base: new Map<string, number>(), token: '' };
+      const tablet = { base: new Map<string, number>(), token: '' };
+      await Promise.all([device('phone', phone, 40), device('tablet', tablet, 40)]);
+      stop.now = true;
+      await writing;
+      assert.ok(sent > 0);
+      // One more pass each, after the last write, from the token the last pass left: everything, nothing twice.
+      await Promise.all([device('phone', phone, 1), device('tablet', tablet, 1)]);
+      for (const c of peers) {
+        const lastSeq = (await readerStore.after(c, 0, 10_000)).at(-1)?.seq ?? 0;
+        assert.equal(phone.base.get(c) ?? 0, lastSeq, `phone ${c}`);
+        assert.equal(tablet.base.get(c) ?? 0, lastSeq, `tablet ${c}`);
+      }
+      // And a device that lost its data (same device id, no token) reads it all again.
+      const wiped = { base: new Map<string, number>(), token: '' };
+      await device('phone', wiped, 1);
+      assert.deepEqual(wiped.base, phone.base);
+    } finally {
+      await writerStore.close();
+      await readerStore.close();
     }
   });
 

@@ -13,14 +13,14 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const paths = new WeakMap<Store, string>();
 let databases = 0;
 
-function openAt(path: string, synchronous?: 'full' | 'normal'): SqliteStore {
-  const store = new SqliteStore({ path, synchronous });
+function openAt(path: string, synchronous?: 'full' | 'normal', changeSlack?: number): SqliteStore {
+  const store = new SqliteStore({ path, synchronous, ...(changeSlack === undefined ? {} : { changeSlack }) });
   paths.set(store, path);
   return store;
 }
 
 storeContract('SqliteStore (file)', {
-  open: async () => openAt(join(dir, `contract-${++databases}.sqlite`), 'normal'),
+  open: async (options) => openAt(join(dir, `contract-${++databases}.sqlite`), 'normal', options?.changeSlack),
   // Reopen with the default ('full') to cover both settings.
   reopen: async (closed) => {
     const path = paths.get(closed);
@@ -30,7 +30,7 @@ storeContract('SqliteStore (file)', {
 });
 
 storeContract('SqliteStore (:memory:)', {
-  open: async () => new SqliteStore({ path: ':memory:' }),
+  open: async (options) => new SqliteStore({ path: ':memory:', ...options }),
 });
 
 test('SqliteStore creates the directories of its path', async () => {

@@ -11,12 +11,14 @@
 // every store it opened after each test.
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CHANGE_FANOUT_MAX, UNREAD_COUNT_MAX, isUnavailable, type AppendResult, type MarkChanges, type MessageDraft, type RiskAuditDraft, type Store } from '../../src/engines/store.js';
+import {
+  CHANGE_FANOUT_MAX, UNREAD_COUNT_MAX, isUnavailable, type AppendResult, type MarkChanges, type MessageDraft, type RiskAuditDraft, type Store, type SyncPosition,
+} from '../../src/engines/store.js';
 import { directConversationId, directMembers, type ChatMessage } from '../../src/protocol/index.js';
 
 export interface StoreFactory {
-  /** A new store on a new, empty database. */
-  open(): Promise<Store>;
+  /** A new store on a new, empty database; `changeSlack`: its change slack (store.ts, "Sync"), if not the default. */
+  open(options?: { changeSlack?: number }): Promise<Store>;
   /** Another store on the database of `closed` (already closed by the test). */
   reopen?(closed: Store): Promise<Store>;
 }
@@ -626,15 +628,31 @@ export function storeContract(name: string, factory: StoreFactory): void {
     });
 
     describe('sync: the change index', () => {
-      /** What a device's full sync would read: the conversations with something past its cursor, and those answered. */
-      async function scan(device: string, cursors: Record<string, number> = {}, limit = 100, userId = 'alice') {
-        const r = await store.syncScan(userId, device, new Map(Object.entries(cursors)), limit);
+      /**
+       * What a full sync would read from `from` (every membership when absent): the conversations with something past
+       * the cursors given (or past the device's delivered cursors with `delivered`, else from their start), and those
+       * answered (named, nothing new).
+       */
+      async function scan(
+        device: string, cursors: Record<string, number> = {}, limit = 100, userId = 'alice',
+        options: { from?: SyncPosition; delivered?: boolean; on?: Store } = {},
+      ) {
+        const r = await (options.on ?? store).syncScan(userId, device, new Map(Object.entries(cursors)), limit, {
+          delivered: options.delivered ?? false, ...(options.from ? { from: options.from } : {}),
+        });
         const content = r.conversations.filter((c) => c.lastSeq > Math.max(c.from, c.joinedSeq - 1, (c.retainedFromSeq ?? 1) - 1));
         return {
           toRead: content.map((c) => [c.conversationId, c.from, c.lastSeq]),
           answered: r.conversations.filter((c) => !content.includes(c)).map((c) => c.conversationId).sort(),
           cut: r.cut,
+          horizon: r.horizon,
         };
+      }
+      /** A store of its own with this change slack (0: every change written, horizons as close as can be). */
+      async function withSlack(changeSlack: number): Promise<Store> {
+        const s = await factory.open({ changeSlack });
+        opened.push(s);
+        return s;
       }
       const at = async (conversationId: string) => (await store.after(conversationId, 0, 1000)).at(-1)?.seq ?? 0;
       let k = 0;
@@ -646,52 +664,109 @@ export function storeContract(name: string, factory: StoreFactory): void {
         };
       };
 
-      test('a device reads what changed since its last sync: what it has (its cursors, or its acks) is not read again', async () => {
+      test('from the start: every conversation with something past the cursors given (else from its start), in change order; those given with nothing new are answered', async () => {
         await store.append([draft(AB, 'bob', 's1'), draft(AC, 'carol', 's2'), draft(AD, 'dave', 's3'), draft(AB, 'bob', 's4')]);
         const first = await scan('phone');
-        assert.deepEqual(first.toRead, [[AB, 0, 2], [AC, 0, 1], [AD, 0, 1]], 'a new device: everything, in the order it changed');
+        assert.deepEqual(first.toRead.map(([c]) => c).sort(), [AB, AC, AD].sort());
+        assert.deepEqual(first.toRead.map(([, from, last]) => [from, last]).sort(), [[0, 1], [0, 1], [0, 2]]);
         assert.equal(first.cut, false);
         // Its next page names where it stands: nothing left to read; the cursors it named are answered.
         const caughtUp = { [AB]: 2, [AC]: 1, [AD]: 1 };
         const second = await scan('phone', caughtUp);
         assert.deepEqual(second.toRead, []);
         assert.deepEqual(second.answered, [AB, AC, AD].sort());
-        assert.deepEqual((await scan('phone', caughtUp)).toRead, [], 'nothing changed since');
-        // One conversation changes: that one only, from where the device stands.
-        await store.append([draft(AC, 'carol', 's5'), draft(AC, 'alice', 's6')]);
-        assert.deepEqual((await scan('phone', caughtUp)).toRead, [[AC, 1, 3]]);
-        assert.deepEqual((await scan('phone', { ...caughtUp, [AC]: 3 })).toRead, []);
-        // Another device of alice's has a position of its own.
-        assert.deepEqual((await scan('tablet')).toRead, [[AB, 0, 2], [AD, 0, 1], [AC, 0, 3]]);
-        // Acks count as the device's cursors when the request names none.
+        // A cursor below where the device once stood is read from there (the store keeps no position of its own).
+        assert.deepEqual((await scan('phone', { ...caughtUp, [AB]: 0 })).toRead, [[AB, 0, 2]]);
+        assert.deepEqual((await scan('tablet', { [AC]: 1 })).toRead.map(([c, from]) => [c, from]).sort(), [[AB, 0], [AD, 0]].sort(),
+          'those not named: from their start');
+        assert.deepEqual((await scan('phone', {}, 100, 'bob')).toRead, [[AB, 0, 2]], 'the peer reads its own');
+      });
+
+      test('in change order: a membership changed later comes later (change slack 0)', async () => {
+        const exact = await withSlack(0);
+        await exact.append([draft(AB, 'bob', 'o1'), draft(AC, 'carol', 'o2')]);
+        await exact.append([draft(AD, 'dave', 'o3')]);
+        await exact.append([draft(AB, 'bob', 'o4')]);
+        assert.deepEqual((await scan('phone', {}, 100, 'alice', { on: exact })).toRead.map(([c]) => c), [AC, AD, AB]);
+      });
+
+      test('delivered: the device\'s delivered cursors stand in for those the request does not give (a client before sync tokens)', async () => {
+        await store.append([draft(AB, 'bob', 'd1'), draft(AC, 'carol', 'd2'), draft(AD, 'dave', 'd3')]);
         await store.advanceDelivered([AB, AC, AD].map((conversationId) => ({ userId: 'alice', deviceId: 'laptop', conversationId, seq: 9 })));
-        assert.deepEqual((await scan('laptop')).toRead, []);
-        await store.append([draft(AD, 'dave', 's7')]);
-        assert.deepEqual((await scan('laptop')).toRead, [[AD, 1, 2]]);
-        // A cursor named below where the device stood, for a conversation unchanged since: not read again
-        // (the device had it); named in conversation_ids, it is read from there.
-        assert.deepEqual((await scan('phone', { ...caughtUp, [AB]: 0, [AC]: 3, [AD]: 2 })).toRead, []);
-        const [ab] = await store.syncStates('alice', 'phone', [AB], new Map([[AB, 0]]));
-        assert.deepEqual([ab?.conversationId, ab?.from, ab?.lastSeq, ab?.named], [AB, 0, 2, true]);
-        assert.deepEqual((await store.syncStates('alice', 'laptop', [AD, AC, 'g:none'], new Map())).map((c) => [c.conversationId, c.from]),
-          [[AD, 1], [AC, 3]], 'most recent activity first; the delivered cursor (the last seq when acked); not a member: absent');
+        assert.deepEqual((await scan('laptop', {}, 100, 'alice', { delivered: true })).toRead, []);
+        assert.deepEqual((await scan('laptop', { [AC]: 0 }, 100, 'alice', { delivered: true })).toRead, [[AC, 0, 1]], 'a cursor given wins');
+        assert.equal((await scan('laptop', {}, 100, 'alice', { delivered: false })).toRead.length, 3, 'without: from their start');
+        await store.append([draft(AD, 'dave', 'd4')]);
+        assert.deepEqual((await scan('laptop', {}, 100, 'alice', { delivered: true })).toRead, [[AD, 1, 2]]);
+        const [ab] = await store.syncStates('alice', 'phone', [AB], new Map([[AB, 0]]), { delivered: true });
+        assert.deepEqual([ab?.conversationId, ab?.from, ab?.lastSeq, ab?.named], [AB, 0, 1, true]);
+        assert.deepEqual((await store.syncStates('alice', 'laptop', [AD, AC, 'g:none'], new Map(), { delivered: true })).map((c) => [c.conversationId, c.from]),
+          [[AD, 1], [AC, 1]], 'most recent activity first; the delivered cursor (the last seq when acked); not a member: absent');
+        assert.deepEqual((await store.syncStates('alice', 'laptop', [AD, AC], new Map(), { delivered: false })).map((c) => [c.conversationId, c.from]),
+          [[AD, 0], [AC, 0]], 'without: from the start');
         assert.equal(await at(AD), 2);
       });
 
-      test('at most limit + 1 conversations with something to read, in change order; cut when there may be more', async () => {
+      for (const slack of [0, 2, undefined]) {
+        test(`from a horizon a scan handed out: every conversation changed since that scan, whatever committed between (change slack ${slack ?? 'default'})`, async () => {
+          const s = slack === undefined ? store : await withSlack(slack);
+          const peers = ['p1', 'p2', 'p3', 'p4'].map((p) => directConversationId('alice', p));
+          const last = new Map<string, number>();
+          const send = async (i: number) => {
+            const c = peers[i]!;
+            const [r] = await s.append([draft(c, directMembers(c)!.find((u) => u !== 'alice')!, `h-${c}-${serial}`)]);
+            last.set(c, r!.message.seq);
+          };
+          // Scans taken along the way, each with the cursors of a device that read everything it saw.
+          const taken: { horizon: number; cursors: Record<string, number> }[] = [];
+          const order = [0, 1, 2, 0, 3, 1, 1, 2, 0, 3, 3, 2, 1, 0, 0, 2];
+          for (let step = 0; step < order.length; step++) {
+            const seen = await scan('phone', Object.fromEntries(last), 100, 'alice', { on: s });
+            assert.deepEqual(seen.toRead, [], 'the device has everything it was told of');
+            taken.push({ horizon: seen.horizon, cursors: Object.fromEntries(last) });
+            await send(order[step]!);
+            if (step % 3 === 0) await send(order[(step + 1) % order.length]!);
+            for (const t of taken) {
+              const got = await scan('phone', t.cursors, 100, 'alice', { on: s, from: { changeNo: t.horizon, conversationId: '' } });
+              const changed = peers.filter((c) => (last.get(c) ?? 0) > (t.cursors[c] ?? 0));
+              assert.deepEqual(got.toRead.map(([c]) => c).sort(), changed.sort(), `step ${step}, from the horizon ${t.horizon}`);
+            }
+          }
+          for (let i = 1; i < taken.length; i++) assert.ok(taken[i]!.horizon >= taken[i - 1]!.horizon, 'horizons never go back');
+        });
+      }
+
+      test('from a horizon, with change slack 0: only what changed since is read, not what the device was answered before', async () => {
+        const exact = await withSlack(0);
+        await exact.append([draft(AB, 'bob', 'x1'), draft(AC, 'carol', 'x2'), draft(AD, 'dave', 'x3')]);
+        const caughtUp = { [AB]: 1, [AC]: 1, [AD]: 1 };
+        const before = await scan('phone', caughtUp, 100, 'alice', { on: exact });
+        assert.deepEqual(before.answered, [AB, AC, AD].sort());
+        const from = { changeNo: before.horizon, conversationId: '' };
+        const nothing = await scan('phone', caughtUp, 100, 'alice', { on: exact, from });
+        assert.deepEqual([nothing.toRead, nothing.answered], [[], []], 'nothing changed since: no row at all');
+        await exact.append([draft(AC, 'carol', 'x4')]);
+        const one = await scan('phone', caughtUp, 100, 'alice', { on: exact, from });
+        assert.deepEqual([one.toRead, one.answered], [[[AC, 1, 2]], []]);
+      });
+
+      test('at most limit + 1 conversations with something to read, in change order; cut when there may be more; the next page resumes at the first not read', async () => {
+        const exact = await withSlack(0);
         const peers = ['p1', 'p2', 'p3', 'p4', 'p5'];
-        for (const p of peers) await store.append([draft(directConversationId('alice', p), p, `to-alice-${p}`)]);
-        const page = await scan('phone', {}, 2);
+        for (const p of peers) await exact.append([draft(directConversationId('alice', p), p, `to-alice-${p}`)]);
+        const page = await scan('phone', {}, 2, 'alice', { on: exact });
         assert.deepEqual(page.toRead.map(([c]) => c), peers.slice(0, 3).map((p) => directConversationId('alice', p)));
         assert.equal(page.cut, true);
-        // The device read the first two: the next scan goes on after them.
+        // The device read the first two: the next page resumes at the third.
         const had = Object.fromEntries(peers.slice(0, 2).map((p) => [directConversationId('alice', p), 1]));
-        const next = await scan('phone', had, 2);
+        const third = await exact.syncScan('alice', 'phone', new Map(), 2, { delivered: false });
+        const resume = { changeNo: third.conversations[2]!.changeNo, conversationId: third.conversations[2]!.conversationId };
+        const next = await scan('phone', had, 2, 'alice', { on: exact, from: resume });
         assert.deepEqual(next.toRead.map(([c]) => c), peers.slice(2, 5).map((p) => directConversationId('alice', p)));
+        assert.deepEqual(next.answered, [], 'those before it are not read again');
         assert.equal(next.cut, true);
-        const last = await scan('phone', Object.fromEntries(peers.map((p) => [directConversationId('alice', p), 1])), 2);
+        const last = await scan('phone', Object.fromEntries(peers.map((p) => [directConversationId('alice', p), 1])), 2, 'alice', { on: exact });
         assert.deepEqual([last.toRead, last.cut], [[], false]);
-        assert.deepEqual((await scan('phone', {}, 100, 'p3')).toRead, [[directConversationId('alice', 'p3'), 0, 1]], 'the peer reads its own');
       });
 
       test('a group: a member who left stops changing there; one added starts; its join and its leaving are to read', async () => {
@@ -712,6 +787,24 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.deepEqual((await scan('d', { [G]: 5 }, 100, 'bob')).toRead, [[G, 5, 6]]);
       });
 
+      test('a group, from a horizon: a member removed, and one added, have it to read; one who left earlier does not', async () => {
+        const G = 'g:moves';
+        const exact = await withSlack(0);
+        await exact.append([group(G, 'alice', {
+          event: { type: 'group_created', actor: 'alice', name: 'Moves', userIds: ['bob', 'carol'] },
+          effect: { op: 'create-group', groupId: 'moves', name: 'Moves', owner: 'alice', members: ['bob', 'carol'] },
+        })]);
+        await exact.append([group(G, 'alice', { event: { type: 'members_removed', actor: 'alice', userIds: ['bob'] }, effect: { op: 'remove-members', userIds: ['bob'] } })]);
+        const h = (await scan('d', {}, 100, 'carol', { on: exact })).horizon;
+        await exact.append([group(G, 'alice', { event: { type: 'members_removed', actor: 'alice', userIds: ['carol'] }, effect: { op: 'remove-members', userIds: ['carol'] } }),
+          group(G, 'alice', { event: { type: 'members_added', actor: 'alice', userIds: ['dave'] }, effect: { op: 'add-members', userIds: ['dave'] } })]);
+        const from = { changeNo: h, conversationId: '' };
+        assert.deepEqual((await scan('d', { [G]: 2 }, 100, 'carol', { on: exact, from })).toRead, [[G, 2, 3]], 'her removal');
+        assert.deepEqual((await scan('d', {}, 100, 'dave', { on: exact, from })).toRead, [[G, 0, 4]], 'his join');
+        const bob = await scan('d', { [G]: 2 }, 100, 'bob', { on: exact, from });
+        assert.deepEqual([bob.toRead, bob.answered], [[], []], 'bob left before: nothing changed for him');
+      });
+
       test(`a group of more than ${CHANGE_FANOUT_MAX} members is read at every sync, and its members get what changes there`, async () => {
         const G = 'g:crowd';
         const crowd = Array.from({ length: CHANGE_FANOUT_MAX + 1 }, (_, i) => `m${String(i).padStart(3, '0')}`);
@@ -720,25 +813,28 @@ export function storeContract(name: string, factory: StoreFactory): void {
           effect: { op: 'create-group', groupId: 'crowd', name: 'Crowd', owner: 'alice', members: crowd },
         })]);
         assert.deepEqual((await scan('d', {}, 100, 'm007')).toRead, [[G, 0, 1]]);
-        assert.deepEqual((await scan('d', { [G]: 1 }, 100, 'm007')).toRead, []);
-        assert.deepEqual((await scan('d', { [G]: 1 }, 100, 'm007')).answered, [G], 'read every time: answered whenever named');
+        const h = (await scan('d', { [G]: 1 }, 100, 'm007')).horizon;
+        const from = { changeNo: h, conversationId: '' };
+        assert.deepEqual((await scan('d', { [G]: 1 }, 100, 'm007', { from })).toRead, []);
+        assert.deepEqual((await scan('d', { [G]: 1 }, 100, 'm007', { from })).answered, [G], 'read every time: answered whenever named');
         await store.append([group(G, 'm100'), group(G, 'alice')]);
-        assert.deepEqual((await scan('d', { [G]: 1 }, 100, 'm007')).toRead, [[G, 1, 3]]);
+        assert.deepEqual((await scan('d', { [G]: 1 }, 100, 'm007', { from })).toRead, [[G, 1, 3]]);
         await store.append([group(G, 'alice', { event: { type: 'members_removed', actor: 'alice', userIds: ['m007'] }, effect: { op: 'remove-members', userIds: ['m007'] } })]);
-        assert.deepEqual((await scan('d', { [G]: 3 }, 100, 'm007')).toRead, [[G, 3, 4]], 'the removal');
+        assert.deepEqual((await scan('d', { [G]: 3 }, 100, 'm007', { from })).toRead, [[G, 3, 4]], 'the removal');
         await store.append([group(G, 'alice')]);
-        assert.deepEqual((await scan('d', { [G]: 4 }, 100, 'm007')).toRead, [], 'nothing after it');
-        assert.deepEqual((await scan('d', { [G]: 4 }, 100, 'm100')).toRead, [[G, 4, 5]]);
+        assert.deepEqual((await scan('d', { [G]: 4 }, 100, 'm007', { from })).toRead, [], 'nothing after it');
+        assert.deepEqual((await scan('d', { [G]: 4 }, 100, 'm100', { from })).toRead, [[G, 4, 5]]);
       });
 
       if (factory.reopen) {
-        test('a device\'s position survives close and reopen', async () => {
+        test('a horizon handed out holds across close and reopen', async () => {
           await store.append([draft(AB, 'bob', 'r1'), draft(AC, 'carol', 'r2')]);
           assert.equal((await scan('phone')).toRead.length, 2);
-          assert.deepEqual((await scan('phone', { [AB]: 1, [AC]: 1 })).toRead, []);
+          const h = (await scan('phone', { [AB]: 1, [AC]: 1 })).horizon;
           store = await reopen(store);
+          assert.ok((await scan('phone')).horizon >= h, 'not back');
           await store.append([draft(AC, 'carol', 'r3')]);
-          assert.deepEqual((await scan('phone', { [AB]: 1, [AC]: 1 })).toRead, [[AC, 1, 2]]);
+          assert.deepEqual((await scan('phone', { [AB]: 1, [AC]: 1 }, 100, 'alice', { from: { changeNo: h, conversationId: '' } })).toRead, [[AC, 1, 2]]);
         });
       }
     });

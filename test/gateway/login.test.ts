@@ -2,7 +2,7 @@
 // WebSocket connections to a real embedded server. Each test starts its own.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SignJWT } from 'jose';
+import { SignJWT, jwtVerify } from 'jose';
 import { TokenService } from '../../src/auth/tokens.js';
 import { ErrorCode } from '../../src/protocol/index.js';
 import { TOKEN_SECRET } from '../helpers/server.js';
@@ -84,6 +84,11 @@ for (const kind of TRANSPORTS) {
           `${h}.${p}.${'A'.repeat(43)}`, // wrong signature
           `${h}.${Buffer.from(JSON.stringify({ sub: 'mallory', dev: 'd1', plt: 'other', iss: 'longlink', exp: 9999999999 })).toString('base64url')}.${valid.split('.')[2]}`, // swapped payload
           '\u0000\u0001\u0002 ☃',
+          // Only HS256 is accepted, whatever the header says: no "none", no other HMAC with the same secret.
+          `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${p}.`,
+          await new SignJWT({ sub: 'alice', dev: 'd1', plt: 'other', iat: Math.floor(Date.now() / 1000) })
+            .setProtectedHeader({ alg: 'HS384' }).setIssuer('longlink').setExpirationTime('1h').sign(secretKey),
+          `${h}.${p}.${valid.split('.')[2]}.extra`,
         ];
         for (const token of garbage) {
           const c = await ctx.connect(kind);
@@ -107,6 +112,16 @@ for (const kind of TRANSPORTS) {
           await expectFatal(c, ErrorCode.TOKEN_INVALID, id);
         }
         await ctx.assertHealthy(kind);
+      }));
+
+    test('tokens of any HS256 signer (here jose\'s) log in; the server\'s own tokens verify with it', () =>
+      withServer({}, async (ctx) => {
+        const c = await ctx.connect(kind);
+        const id = c.send({ case: 'login', value: { token: await signJwt({ sub: 'alice' }) } });
+        const r = await c.next((f) => f.id === id);
+        assert.equal(r.body.case, 'loginResult');
+        const { payload } = await jwtVerify(await ctx.server.token('bob'), secretKey, { issuer: 'longlink', algorithms: ['HS256'] });
+        assert.equal(payload.sub, 'bob');
       }));
 
     test('an expired token is refused with TOKEN_EXPIRED and close', () =>

@@ -109,14 +109,20 @@ export interface SyncPage {
   messages: ChatMessage[];
   cursors: Map<string, number>;
   hasMore: boolean;
+  /** '' when the reply has none (a request without sync_token, or of conversation_ids). */
+  syncToken: string;
 }
 
+/** One sync page; `syncToken` undefined: a request without the field (a client before sync tokens). */
 export async function syncOnce(
-  c: RawClient, cursors: Map<string, number> = new Map(), conversationIds: string[] = [], limit = 0,
+  c: RawClient, cursors: Map<string, number> = new Map(), conversationIds: string[] = [], limit = 0, syncToken?: string,
 ): Promise<SyncPage> {
   const reply = await request(c, {
     case: 'sync',
-    value: { cursors: [...cursors].map(([conversationId, seq]) => ({ conversationId, seq: BigInt(seq) })), conversationIds, limit },
+    value: {
+      cursors: [...cursors].map(([conversationId, seq]) => ({ conversationId, seq: BigInt(seq) })), conversationIds, limit,
+      ...(syncToken === undefined ? {} : { syncToken }),
+    },
   });
   if (reply.body.case !== 'syncResult') assert.fail(`expected a SyncResult, got ${reply.body.case}: ${JSON.stringify(reply.body.value, bigintJson)}`);
   const r = reply.body.value;
@@ -124,6 +130,7 @@ export async function syncOnce(
     messages: r.messages.map(messageFromWire),
     cursors: new Map(r.cursors.map((x) => [x.conversationId, Number(x.seq)])),
     hasMore: r.hasMore,
+    syncToken: r.syncToken,
   };
 }
 
