@@ -659,7 +659,7 @@ const SQL = {
     AND seq >= (SELECT retained_from_seq FROM conversations WHERE id = $1)`,
   unread: `SELECT count(*) AS n FROM (SELECT 1 FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq <= $3
     AND from_user <> $4 AND event IS NULL LIMIT $5) x`,
-  membersAt: `SELECT user_id FROM members WHERE conversation_id = $1 AND left_seq IS NULL AND joined_seq <= $2 ORDER BY user_id`,
+  membersAt: `SELECT user_id FROM members WHERE conversation_id = $1 AND joined_seq <= $2 AND (left_seq IS NULL OR left_seq > $2) ORDER BY user_id`,
   largeGroups: `SELECT id FROM conversations WHERE id = ANY($1::text[]) AND NOT fanout`,
   lastSeq: `SELECT last_seq FROM conversations WHERE id = $1`,
   memberWindows: `SELECT user_id, joined_seq, left_seq FROM members WHERE conversation_id = $1 AND (left_seq IS NULL OR left_seq > $2)`,

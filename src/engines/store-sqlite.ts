@@ -568,8 +568,9 @@ export class SqliteStore implements Store {
         `UPDATE members SET read_seq = max(read_seq, @seq), read_at_ms = CASE WHEN @seq > read_seq THEN @now ELSE read_at_ms END
          WHERE conversation_id = @conversation AND user_id = @user`,
       ),
-      membersAt: db.prepare<[string, number], { user_id: string }>(
-        `SELECT user_id FROM members WHERE conversation_id = ? AND left_seq IS NULL AND joined_seq <= ? ORDER BY user_id`,
+      membersAt: db.prepare<[{ conversation: string; seq: number }], { user_id: string }>(
+        `SELECT user_id FROM members WHERE conversation_id = @conversation AND joined_seq <= @seq AND (left_seq IS NULL OR left_seq > @seq)
+         ORDER BY user_id`,
       ),
       isLarge: db.prepare<[string], { one: number }>(`SELECT 1 AS one FROM conversations WHERE id = ? AND fanout = 0`),
       lastSeq: db.prepare<[string], { last_seq: number }>(`SELECT last_seq FROM conversations WHERE id = ?`),
@@ -1173,7 +1174,7 @@ export class SqliteStore implements Store {
   }
 
   async membersAt(conversationId: string, seq: number): Promise<string[]> {
-    return this.stmts.membersAt.all(conversationId, seq).map((r) => r.user_id);
+    return this.stmts.membersAt.all({ conversation: conversationId, seq }).map((r) => r.user_id);
   }
 
   async largeGroups(conversationIds: readonly string[]): Promise<Set<string>> {

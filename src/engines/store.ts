@@ -241,7 +241,12 @@ export interface ConversationStore {
    * index reads per row (one statement on PostgreSQL).
    */
   conversationPage(userId: string, limit: number, after: ConversationCursor | undefined, previewChars: number): Promise<ConversationOverview[]>;
-  /** Current members who may see seq (joined at or before it). */
+  /**
+   * Who may see seq by their latest membership window: joined at or before
+   * it and not gone by it (a member removed after seq still may: a push
+   * done after the removal reaches it). An earlier window of a user who left
+   * and came back is not looked at (that user syncs it).
+   */
   membersAt(conversationId: string, seq: number): Promise<string[]>;
   /**
    * The groups among these that are large: they have had more than

@@ -425,8 +425,9 @@ export class Pipeline {
   private readonly pushMembers = new Map<string, { members: string[]; atSeq: number; atMs: number }>();
 
   /**
-   * The members of a group at `seq`, for a push: those who joined by then
-   * and have not left (one who left after it misses the push, and syncs it).
+   * The members of a group at `seq`, for a push: those whose membership
+   * window holds it (Store.membersAt: one removed after it, by the time of
+   * the push, still gets it).
    * Kept per group as of a seq; reused for another seq when no timeline
    * event lies between the two (read from the store: the messages between),
    * else read again.

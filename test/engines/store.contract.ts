@@ -427,7 +427,8 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.equal(daveView.lastSeq, 6);
         assert.deepEqual((await store.after(G, 3, 100, 5)).map((m) => m.seq), [4, 5]);
         assert.deepEqual((await store.before(G, 0, 100, 4)).map((m) => m.seq), [4, 5, 6]);
-        assert.deepEqual(await store.membersAt(G, 3), ['alice', 'bob'], 'dave joined at 4; carol was removed');
+        assert.deepEqual(await store.membersAt(G, 3), ['alice', 'bob', 'carol'], 'dave joined at 4; carol, removed at 5, may see 3');
+        assert.deepEqual(await store.membersAt(G, 5), ['alice', 'bob', 'dave'], 'carol is gone by her removal (she gets it as the member it removes)');
         assert.deepEqual(await store.membersAt(G, 6), ['alice', 'bob', 'dave']);
         const [page] = await store.conversationPage('carol', 1, undefined, 200);
         assert.equal(page!.lastSeq, 5, 'a removed member\'s summary ends at its removal');
