@@ -15,6 +15,7 @@ import { down, upEnvelope, type Bus, type Subscription, type UpEnvelope } from '
 import { OriginSchema } from '../protocol/gen/longlink/internal/v1/envelope_pb.js';
 import { log as rootLog } from '../observability/log.js';
 import { within } from './within.js';
+import { isHomed, operationOf } from '../protocol/operations.js';
 
 const log = rootLog.child({ component: 'dc-forward' });
 
@@ -39,8 +40,22 @@ export interface ForwarderCounters {
   timedOut: number;
 }
 
+/** How long a write refused in a hand-off holds back its connection's later writes of the partition, at most. */
+const FENCE_MS = 60_000;
+/** Fences kept at most (the oldest go first). */
+const FENCES_MAX = 100_000;
+
 export class Forwarder {
   private readonly subs: Subscription[] = [];
+  /**
+   * Per connection and partition: the first write refused because a hand-off
+   * failed (its key), and until when. Until that write comes back (the client
+   * resends in order), the connection's later writes of the partition are
+   * refused too, in any batch, whether they would be forwarded or stored
+   * here (the home may have moved meanwhile): stored first, they would
+   * overtake it.
+   */
+  private readonly fences = new Map<string, { key: string; untilMs: number }>();
   private readonly pending = new Map<number, Pending>();
   /** Like a gateway's connection ids: unique for this node id across restarts. */
   private nextId = Date.now() * 1000;
@@ -86,6 +101,7 @@ export class Forwarder {
     let refusedFrom: string | undefined;
     for (const up of ups) {
       if (refusedFrom !== undefined) {
+        this.fence(up);
         handed.push(this.unavailable(up, refusedFrom));
         continue;
       }
@@ -124,10 +140,45 @@ export class Forwarder {
       }))).catch((err: unknown) => {
         log.warn({ reason: (err as Error).message, dc }, 'handing a write to its home datacenter failed');
         refusedFrom = `an earlier write of this conversation could not be handed to its home datacenter (${dc}); resend (it is applied once)`;
+        this.fence(up);
         this.pending.get(id)?.resolve(undefined);
       });
     }
     await Promise.all(handed);
+  }
+
+  /**
+   * The writes of a batch that may go on: those held back behind a write a
+   * hand-off refused (see `fences`) are answered UNAVAILABLE and left out;
+   * the refused write itself, come back, lifts its fence.
+   */
+  async admit(batch: readonly UpEnvelope[]): Promise<UpEnvelope[]> {
+    if (this.fences.size === 0) return [...batch];
+    const now = Date.now();
+    const held: Promise<void>[] = [];
+    const admitted = batch.filter((up) => {
+      if (up.body.case !== 'frame' || !isHomed(operationOf(up.body.value))) return true; // reads, acks: never held
+      const at = fenceOf(up);
+      const fence = at === undefined ? undefined : this.fences.get(at);
+      if (!fence) return true;
+      if (fence.untilMs <= now || writeKey(up) === fence.key) {
+        this.fences.delete(at!);
+        return true;
+      }
+      held.push(this.unavailable(up, 'an earlier write of this conversation from this connection was refused; resend it first (in order)'));
+      return false;
+    });
+    await Promise.all(held);
+    return admitted;
+  }
+
+  /** Hold the connection's later writes of the partition behind this refused one (the first refused of its connection only). */
+  private fence(up: UpEnvelope): void {
+    const at = fenceOf(up);
+    const key = writeKey(up);
+    if (at === undefined || key === undefined || this.fences.has(at)) return;
+    if (this.fences.size >= FENCES_MAX) this.fences.delete(this.fences.keys().next().value!);
+    this.fences.set(at, { key, untilMs: Date.now() + FENCE_MS });
   }
 
   /** Answer a write UNAVAILABLE, with why (the client resends it; applied once). */
@@ -137,4 +188,19 @@ export class Forwarder {
     const frame = encodeFrame(makeFrame(frameId, { case: 'error', value: { code: ErrorCode.UNAVAILABLE, message: why } }));
     return this.deps.bus.publishDown(origin.node, down({ case: 'reply', value: { connId: origin.connId, frame } }));
   }
+}
+
+/** Where a write's fence is kept: its connection and partition (undefined: no origin). */
+function fenceOf(up: UpEnvelope): string | undefined {
+  const o = up.origin;
+  return o ? `${o.node}/${o.connId}|${up.partition}` : undefined;
+}
+
+/** What a resend of this write carries again: a send's client_msg_id, else its request id (undefined: none). */
+function writeKey(up: UpEnvelope): string | undefined {
+  if (up.body.case !== 'frame') return undefined;
+  const frame = up.body.value;
+  if (frame.body.case === 'send' && frame.body.value.clientMsgId !== '') return `m:${frame.body.value.clientMsgId}`;
+  const requestId = up.requestId || frame.requestId;
+  return requestId ? `r:${requestId}` : undefined;
 }

@@ -198,7 +198,8 @@ export class Logic {
   /** One uplink batch. A client's fault is answered; a failure of a write rejects (the bus hands the batch again). */
   async process(whole: UpEnvelope[]): Promise<void> {
     this.metrics.batch(whole.length);
-    const batch = this.deps.datacenters ? await this.forwardRemote(whole, this.deps.datacenters) : whole;
+    const dcs = this.deps.datacenters;
+    const batch = dcs ? await this.forwardRemote(await dcs.forwarder.admit(whole), dcs) : whole;
     const scheduled: Scheduled<Request>[] = [];
     const acks: Request[] = [];
     for (const up of batch) {
