@@ -92,6 +92,8 @@ export class LoadClient {
   private reconnectTimer: NodeJS.Timeout | undefined;
   /** The SDK's sync loop (src/client/sync.ts), fed by this client's receiver. */
   private readonly sync = new Sync({
+    // The receiver's cursors live as long as this client (the whole run): its syncs carry tokens.
+    keepsCursors: true,
     link: this.link(),
     inbox: {
       cursors: () => this.receiver.cursors(),

@@ -91,7 +91,7 @@ export class LonglinkClient extends Emitter<ClientEvents> {
       },
     });
     this.inbox = new Inbox({ link: this.link, outbox: this.outbox, ackDelayMs: o.ackDelayMs, emit, changed });
-    this.syncer = new Sync({ link: this.link, inbox: this.inbox, request: (body) => this.requests.request(body), emit });
+    this.syncer = new Sync({ link: this.link, inbox: this.inbox, request: (body) => this.requests.request(body), emit, keepsCursors: options.store !== undefined });
     this.persistence = new Persistence({ store: o.store, link: this.link, inbox: this.inbox, outbox: this.outbox, emit });
   }
 

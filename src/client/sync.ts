@@ -21,6 +21,13 @@ export interface SyncHost {
   inbox: Pick<Inbox, 'cursors' | 'stuck' | 'advance' | 'receive' | 'syncToken' | 'setSyncToken'>;
   request(body: RequestBody): Promise<Frame>;
   emit: Emit;
+  /**
+   * The client keeps its cursors across runs (a store was given): its full
+   * syncs carry a sync token and read from its cursors. Without one (the
+   * default in-memory store) a new run knows nothing, so the field is left
+   * out and the server resumes where this device acked.
+   */
+  keepsCursors: boolean;
 }
 
 export class Sync {
@@ -111,7 +118,7 @@ export class Sync {
           cursors: [...known].filter(([id]) => only.length === 0 || only.includes(id)).map(([id, seq]) => cursorToWire(id, seq)),
           conversationIds: only,
           limit: 0,
-          syncToken: only.length === 0 ? inbox.syncToken() ?? '' : '',
+          syncToken: !this.host.keepsCursors ? undefined : only.length === 0 ? inbox.syncToken() ?? '' : '',
         },
       });
       if (reply.body.case !== 'syncResult') throw new LonglinkError(ErrorCode.INTERNAL, 'unexpected sync reply');

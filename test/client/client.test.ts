@@ -261,7 +261,7 @@ describe('receive: gaps, duplicates, acks', () => {
     });
   });
 
-  test('delivery is acked; the same device with its store comes back to what it missed, the same device without it (a fresh SDK) to its whole history, a new device to everything', T, async () => {
+  test('delivery is acked; the same device with its store comes back to what it missed, without a store to where it acked, with an emptied store to its whole history, a new device to everything', T, async () => {
     await withServer(async (s) => {
       const wire = new Wire();
       const kept = memoryStore();
@@ -284,8 +284,13 @@ describe('receive: gaps, duplicates, acks', () => {
       await sleep(200);
       assert.deepEqual(texts(again.messages), ['d', 'e'], 'exactly what was missed');
       await again.client.close();
-      // A fresh SDK on the same device id (an in-memory store restarted, a reinstall): no token, no cursors.
-      const fresh = await connected(s, 'ws', 'bob', 'phone');
+      // An SDK given no store keeps nothing across runs (a stream consumer, the CLI's listen): it resumes where the device acked.
+      const stream = await connected(s, 'ws', 'bob', 'phone');
+      await sleep(500);
+      assert.deepEqual(texts(stream.messages), [], 'nothing it had acked');
+      await stream.client.close();
+      // An empty store on the same device id (a reinstall, data wiped): an empty token, no cursors: its history again.
+      const fresh = await connected(s, 'ws', 'bob', 'phone', { store: memoryStore() });
       await waitMessages(fresh, 5);
       await sleep(200);
       assert.deepEqual(texts(fresh.messages), ['a', 'b', 'c', 'd', 'e'], 'its history again');
