@@ -4,12 +4,13 @@
 // synced alone. One loop at a time per connection; a failed sync is retried
 // with backoff, because nothing missed may stay missed.
 //
-// Every request carries the sync token (empty without one: a new client, or
-// one whose store was lost reads every conversation again, from the cursors it
-// has), which also tells the server that this client keeps its own cursors. A
-// full sync's pages each answer with the next token, kept (and stored) with
-// the cursors once the page is delivered: the next full sync reads only what
-// changed since.
+// A client given a store keeps its cursors across runs: its requests carry
+// the sync token (empty without one: a new client, or one whose store was lost,
+// reads every conversation again, from the cursors it has), which also tells
+// the server that this client keeps its own cursors. A full sync's pages each
+// answer with the next token, kept (and stored) with the cursors once the page
+// is delivered: the next full sync reads only what changed since. A client
+// without a store leaves the field out: the server resumes where it acked.
 import { ErrorCode, LonglinkError, cursorToWire, messageFromWire, type Frame } from '../protocol/index.js';
 import type { Emit } from './client-types.js';
 import type { Inbox } from './inbox.js';
@@ -108,6 +109,12 @@ export class Sync {
     }
   }
 
+  /** The sync token a request carries: none without a store; the kept one (or empty) on a full sync; empty on a sync of some conversations. */
+  private tokenFor(only: readonly string[]): string | undefined {
+    if (!this.host.keepsCursors) return undefined;
+    return only.length === 0 ? this.host.inbox.syncToken() ?? '' : '';
+  }
+
   private async pages(only: string[]): Promise<void> {
     const inbox = this.host.inbox;
     for (let page = 0; page < 100_000; page++) {
@@ -118,7 +125,7 @@ export class Sync {
           cursors: [...known].filter(([id]) => only.length === 0 || only.includes(id)).map(([id, seq]) => cursorToWire(id, seq)),
           conversationIds: only,
           limit: 0,
-          syncToken: !this.host.keepsCursors ? undefined : only.length === 0 ? inbox.syncToken() ?? '' : '',
+          syncToken: this.tokenFor(only),
         },
       });
       if (reply.body.case !== 'syncResult') throw new LonglinkError(ErrorCode.INTERNAL, 'unexpected sync reply');
