@@ -129,6 +129,12 @@ function hs256(key: KeyObject, data: string): Buffer {
   return createHmac('sha256', key).update(data).digest();
 }
 
+/** A token's claims as written, unverified (for a token whose signature was checked already); undefined when not a JWT. */
+export function unverifiedClaims(token: string): Record<string, unknown> | undefined {
+  const parts = token.split('.');
+  return parts.length === 3 ? parseJson(parts[1]!) : undefined;
+}
+
 /** A base64url JSON object, or undefined. */
 function parseJson(part: string): Record<string, unknown> | undefined {
   try {

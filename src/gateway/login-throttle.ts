@@ -11,7 +11,7 @@
 // and a client with expired tokens behind an office address or a proxy does
 // not lock out the other users there. Per gateway, in memory: spread over N
 // gateways, N times the budget.
-import { decodeJwt } from 'jose';
+import { unverifiedClaims } from '../auth/tokens.js';
 
 const WINDOW_MS = 60_000;
 /** Keys remembered at most; past it the oldest are forgotten first (an attacker with many addresses cannot grow this without bound). */
@@ -33,12 +33,8 @@ export function userKey(address: string, userId: string): string {
  * after the signature checked out). Empty when it cannot be read.
  */
 export function verifiedSubject(token: string): string {
-  try {
-    const sub = decodeJwt(token).sub;
-    return typeof sub === 'string' ? sub.slice(0, 64) : '';
-  } catch {
-    return '';
-  }
+  const sub = unverifiedClaims(token)?.sub;
+  return typeof sub === 'string' ? sub.slice(0, 64) : '';
 }
 
 export class LoginThrottle {
