@@ -164,7 +164,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     (stream === 'out' ? process.stdout : process.stderr).write(`[${node}] ${line}\n`);
   });
 
-  const launch = async (spec: Spec): Promise<NodeProcess> => {
+  const launch = async (spec: Spec, attempt = 1): Promise<NodeProcess> => {
     const env: Record<string, string> = {
       ...process.env as Record<string, string>,
       ...(redisCluster ? { LONGLINK_REDIS_CLUSTER: redisCluster.seeds } : { LONGLINK_REDIS_URL: redis!.url }),
@@ -196,19 +196,36 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
         return (code as number | null) ?? (signal as string);
       }),
     };
+    const tail: string[] = []; // its last lines, for the error if it exits before it is ready
     for (const [stream, name] of [[child.stdout!, 'out'], [child.stderr!, 'err']] as const) {
       let rest = '';
       stream.setEncoding('utf8').on('data', (d: string) => {
         rest += d;
         const lines = rest.split('\n');
         rest = lines.pop()!;
-        for (const line of lines) print(spec.name, line, name);
+        for (const line of lines) {
+          tail.push(line);
+          if (tail.length > 20) tail.shift();
+          print(spec.name, line, name);
+        }
       });
     }
     const i = nodes.findIndex((n) => n.name === spec.name);
     if (i >= 0) nodes[i] = node;
     else nodes.push(node);
-    await waitHealthy(node.httpUrl, node);
+    try {
+      await waitHealthy(node.httpUrl, node);
+    } catch (err) {
+      if (node.running) throw err;
+      await node.exited; // its output is all read by then
+      // A port drawn free was taken before the node bound it (by another test's server): draw new ones.
+      if (base === undefined && attempt < 3 && tail.some((l) => l.includes('EADDRINUSE'))) {
+        const fresh = { ...spec, httpPort: await freePort(), tcpPort: spec.tcpPort === undefined ? undefined : await freePort() };
+        specs.set(spec.name, fresh);
+        return launch(fresh, attempt + 1);
+      }
+      throw new Error(`${(err as Error).message}; its last lines:\n${tail.join('\n')}`);
+    }
     return node;
   };
 

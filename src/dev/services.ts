@@ -2,20 +2,56 @@
 // its own temp folder, for tests and the local cluster (`npm run cluster`).
 // Installed by scripts/ensure-services.sh when missing.
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, chownSync, readdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, chownSync, readdirSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import { once } from 'node:events';
 import { spawnTied } from './tied.js';
 
-export async function freePort(): Promise<number> {
+/** The first port the kernel hands out as a connection's source port (Linux), 32768 if unknown. */
+function ephemeralLow(): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 0 ? low : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+/** Where freePort draws from: below the source-port range, down to here. */
+const LISTEN_LOW = 20_000;
+
+async function bindable(port: number): Promise<number | undefined> {
   const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as net.AddressInfo).port;
+  server.listen(port, '127.0.0.1');
+  try {
+    await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => Promise.reject(err as Error))]);
+  } catch {
+    return undefined;
+  }
+  const bound = (server.address() as net.AddressInfo).port;
   server.close();
   await once(server, 'close');
+  return bound;
+}
+
+/**
+ * A port free to listen on, for a server started after this returns. It is drawn below the kernel's source-port
+ * range: a port from that range (what listen(0) gives) can be taken meanwhile by any connection's source port (a
+ * test opening 20,000 connections takes most of them), and the server then fails with EADDRINUSE. Another caller
+ * drawing the same port is left to chance (one in thousands) and to the caller's retry.
+ */
+export async function freePort(): Promise<number> {
+  const high = ephemeralLow();
+  if (high - LISTEN_LOW >= 1000) {
+    for (let i = 0; i < 50; i++) {
+      const port = await bindable(LISTEN_LOW + Math.floor(Math.random() * (high - LISTEN_LOW)));
+      if (port !== undefined) return port;
+    }
+  }
+  const port = await bindable(0);
+  if (port === undefined) throw new Error('no port free to listen on');
   return port;
 }
 

@@ -25,6 +25,8 @@ export interface MemoryBusOptions {
   maxBacklog?: number;
   /** Handler failures of one entry (not counting an unavailable store) before it is dead-lettered. @default 5 */
   maxDeliveries?: number;
+  /** Longest pause between tries of a batch while the store is unavailable (the pause doubles from 100 ms). @default 2000 */
+  unavailablePauseMaxMs?: number;
   /** Bytes of message text a committed-stream group may have waiting (a consumer that keeps failing: a webhook receiver away) before its oldest are dropped. @default 64 MiB */
   maxCommittedBytes?: number;
 }
@@ -61,6 +63,7 @@ export class MemoryBus implements Bus {
   private readonly maxBatch: number;
   private readonly maxBacklog: number;
   private readonly maxDeliveries: number;
+  private readonly unavailablePauseMaxMs: number;
   private readonly maxCommittedBytes: number;
   private up: UpEnvelope[] = [];
   private upHandler: UpHandler | undefined;
@@ -77,6 +80,7 @@ export class MemoryBus implements Bus {
     this.maxBatch = options.maxBatch ?? 512;
     this.maxBacklog = options.maxBacklog ?? 100_000;
     this.maxDeliveries = options.maxDeliveries ?? 5;
+    this.unavailablePauseMaxMs = options.unavailablePauseMaxMs ?? 2000;
     this.maxCommittedBytes = options.maxCommittedBytes ?? 64 * 1024 * 1024;
     this.dead = {
       list: async (limit) => this.deadLetters.slice(0, Math.max(0, limit)).map((d) => d.info),
@@ -283,7 +287,7 @@ export class MemoryBus implements Bus {
    * and an entry that keeps failing is dead-lettered alone.
    */
   private async handle(batch: UpEnvelope[]): Promise<void> {
-    for (let pause = 100; this.upHandler; pause = Math.min(pause * 2, 2000)) {
+    for (let pause = 100; this.upHandler; pause = Math.min(pause * 2, this.unavailablePauseMaxMs)) {
       try {
         await this.upHandler(batch);
         return;
@@ -315,7 +319,7 @@ export class MemoryBus implements Bus {
       } catch (err) {
         last = err;
         if (isUnavailable(err)) {
-          await new Promise((r) => setTimeout(r, 500));
+          await new Promise((r) => setTimeout(r, Math.min(500, this.unavailablePauseMaxMs)));
           continue; // not counted
         }
         attempts++;

@@ -142,6 +142,8 @@ export interface RedisBusOptions {
   trimIntervalMs?: number;
   /** Handler failures of one entry before it goes to the dead-letter stream. @default 5 */
   maxDeliveries?: number;
+  /** Longest pause between tries of a batch while the store is unavailable (the pause doubles from 100 ms). @default 2000 */
+  unavailablePauseMaxMs?: number;
   /** How long one blocking read waits. @default 1000 */
   blockMs?: number;
   /**
@@ -634,7 +636,7 @@ export class RedisBus implements Bus {
 
   constructor(options: RedisBusOptions) {
     this.o = {
-      prefix: 'll:', shards: 16, leaseMs: 10_000, batch: 512, ...STREAM_BOUNDS, maxDeliveries: 5, blockMs: 1000, replicas: 1, ...options,
+      prefix: 'll:', shards: 16, leaseMs: 10_000, batch: 512, ...STREAM_BOUNDS, maxDeliveries: 5, unavailablePauseMaxMs: 2000, blockMs: 1000, replicas: 1, ...options,
     };
     checkPrefix(this.o.prefix);
     this.cluster = clusterNodesOf(this.o.url) !== undefined;
@@ -1893,9 +1895,9 @@ class ShardConsumer<T> {
           continue;
         }
         if (isUnavailable(err)) {
-          if (pause === 100 || pause >= 2000) log.warn({ reason: (err as Error).message, node: this.o.nodeId }, 'store unavailable; uplink paused');
+          if (pause === 100 || pause >= this.o.unavailablePauseMaxMs) log.warn({ reason: (err as Error).message, node: this.o.nodeId }, 'store unavailable; uplink paused');
           await new Promise((r) => setTimeout(r, pause));
-          pause = Math.min(pause * 2, 2000);
+          pause = Math.min(pause * 2, this.o.unavailablePauseMaxMs);
           continue;
         }
         const one = held.length === 1 && held[0]!.batch.length === 1;

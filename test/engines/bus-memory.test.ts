@@ -6,9 +6,9 @@ import { MemoryBus } from '../../src/engines/bus-memory.js';
 import { committed } from '../../src/engines/bus.js';
 import { MessageSchema } from '../../src/protocol/gen/longlink/v1/longlink_pb.js';
 
-busContract('MemoryBus', () => new MemoryBus());
+busContract('MemoryBus', () => new MemoryBus({ unavailablePauseMaxMs: 200 }));
 // Small batches: the batch boundaries fall inside the tests' message runs.
-busContract('MemoryBus (maxBatch 3)', () => new MemoryBus({ maxBatch: 3 }));
+busContract('MemoryBus (maxBatch 3)', () => new MemoryBus({ maxBatch: 3, unavailablePauseMaxMs: 200 }));
 
 // A committed-stream group that cannot keep up (a webhook receiver away, its handler retrying) holds at most
 // maxCommittedBytes of entries in memory: the oldest go first, and what is kept is handed over when it is back.

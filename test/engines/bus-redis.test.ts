@@ -21,8 +21,8 @@ after(async () => {
 });
 
 // Each bus gets its own key prefix: a fresh cluster on the shared server.
-busContract('RedisBus', () => new RedisBus({ url: redis.url, nodeId: 'logic-1', prefix: `t${++n}:`, shards: 4, leaseMs: 2000, blockMs: 200 }));
-busContract('RedisBus (1 shard, batch 3)', () => new RedisBus({ url: redis.url, nodeId: 'logic-1', prefix: `s${++n}:`, shards: 1, batch: 3, leaseMs: 2000, blockMs: 200 }));
+busContract('RedisBus', () => new RedisBus({ url: redis.url, nodeId: 'logic-1', prefix: `t${++n}:`, shards: 4, leaseMs: 2000, blockMs: 200, unavailablePauseMaxMs: 200 }));
+busContract('RedisBus (1 shard, batch 3)', () => new RedisBus({ url: redis.url, nodeId: 'logic-1', prefix: `s${++n}:`, shards: 1, batch: 3, leaseMs: 2000, blockMs: 200, unavailablePauseMaxMs: 200 }));
 
 // What only a distributed bus does: several logic nodes share the shards,
 // a node that leaves hands its shards over, a poison entry is dead-lettered.

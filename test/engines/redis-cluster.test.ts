@@ -28,7 +28,7 @@ after(async () => {
   await cluster.stop();
 });
 
-busContract('RedisBus on a Redis Cluster', () => new RedisBus({ url: cluster.url, nodeId: 'logic-1', prefix: `t${++n}:`, shards: 4, leaseMs: 2000, blockMs: 200 }));
+busContract('RedisBus on a Redis Cluster', () => new RedisBus({ url: cluster.url, nodeId: 'logic-1', prefix: `t${++n}:`, shards: 4, leaseMs: 2000, blockMs: 200, unavailablePauseMaxMs: 200 }));
 sessionsContract('RedisSessions on a Redis Cluster', () => new RedisSessions({ url: cluster.url, prefix: `s${++n}:` }));
 registryContract('RedisRegistry on a Redis Cluster', () => new RedisRegistry({ url: cluster.url, prefix: `r${++n}:` }));
 watchesContract('RedisWatches on a Redis Cluster', () => new RedisWatches({ url: cluster.url, prefix: `w${++n}:` }));
