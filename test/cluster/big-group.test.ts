@@ -31,6 +31,8 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { startTestCluster, sleep, type TestCluster } from './helpers.js';
 import { PostgresStore } from '../../src/engines/store-postgres.js';
+import { ACK_BUCKETS } from '../../src/engines/bus.js';
+import { ACK_FLUSH_MS } from '../../src/gateway/inbound.js';
 import { groupConversationId } from '../../src/protocol/index.js';
 import type { Status } from '../helpers/group-load.js';
 
@@ -282,22 +284,23 @@ test(`a 100,000-member group with 20,000 online over 4 gateways: each online mem
     // A GroupDeliver per gateway and the SendAck to the sender's (entries of one turn to a gateway shared).
     assert.ok(m.down <= GATEWAYS + 1, `${m.size}: at most one downlink entry per gateway per message, and the sender's ack (${m.down.toFixed(2)})`);
     // One entry per PushAck would be 19,999 a message: they go up gathered, per gateway and bucket of users.
-    assert.ok(m.acks < 1000 && m.xadd < 1000, `${m.size}: PushAcks gathered (${m.acks.toFixed(1)} entries, ${m.xadd.toFixed(1)} XADD per message)`);
+    assert.ok(m.acks < (ONLINE - 1) / 10, `${m.size}: PushAcks gathered (${m.acks.toFixed(1)} entries per message)`);
   }
   // Five times the members, the per-member way, would be five times the lookups and entries: 100,000 HGETALLs and
-  // 20,000 PushAck entries a message. Here they stay flat. Downlink entries and lookups are counted per message.
-  // PushAck entries, XADDs and Redis commands in all are clocked by each gateway's 100 ms PushAck flush and by the
-  // consumers' read loops, not by the members: per message they grow with how long delivery took (on a loaded
-  // machine, twice as long for the same work), so they are compared per second of the phase.
+  // 20,000 PushAck entries a message. Downlink entries and lookups are counted per message and stay flat.
   const flat = (what: string, a: number, b: number, slack: number) =>
     assert.ok(b <= a * 2 + slack, `${what} at 100,000 members (${b.toFixed(1)}) within 2x of 20,000 (${a.toFixed(1)})`);
-  const perSecond = (m: typeof small, perMessage: number) => (perMessage * m.committed) / (m.phaseMs / 1000);
   flat('downlink entries per message', small.down, big.down, 0.5);
   flat('HGETALLs per message', small.hgetall, big.hgetall, 1);
-  flat('Redis commands per second of delivery', perSecond(small, small.commands), perSecond(big, big.commands), 200);
-  flat('XADDs per second of delivery', perSecond(small, small.xadd), perSecond(big, big.xadd), 50);
-  flat('PushAck entries per second of delivery', perSecond(small, small.acks), perSecond(big, big.acks), 50);
+  // PushAck entries (and so XADDs and Redis commands) are clocked, not counted per member: each gateway sends up at
+  // most one entry per bucket of users every ACK_FLUSH_MS. How many flushes find acks waiting depends on how the
+  // phase's deliveries spread over time, which the machine's load decides (in CI, 64 entries a message in one phase
+  // and 234 in the next, of the same 20,000 online members). So they are held to that ceiling, which does not
+  // grow with the members, and to far below one per online member.
   for (const m of measured) {
+    const ceiling = GATEWAYS * ACK_BUCKETS * (m.phaseMs / ACK_FLUSH_MS + 2);
+    assert.ok(m.acks * m.committed <= ceiling,
+      `${m.size}: ${Math.round(m.acks * m.committed)} PushAck entries in the ${(m.phaseMs / 1000).toFixed(1)} s phase, at most one per gateway, bucket and flush (${Math.round(ceiling)})`);
     assert.ok(m.commands < ONLINE / 10, `${m.size}: ${m.commands.toFixed(0)} Redis commands per message, far below one per online member`);
   }
 });
