@@ -15,10 +15,11 @@ import { routing } from './scenarios/routing.js';
 import { clusterP2p } from './scenarios/cluster-p2p.js';
 import { dcP2p } from './scenarios/dc-p2p.js';
 import { capacity } from './scenarios/capacity.js';
+import { heartbeat } from './scenarios/heartbeat.js';
 
 type Scenario = (o: Options) => Promise<BenchResult>;
 
-const scenarios: Record<string, Scenario> = { connections, p2p, group, biggroup, routing, 'cluster-p2p': clusterP2p, 'dc-p2p': dcP2p, capacity };
+const scenarios: Record<string, Scenario> = { connections, p2p, group, biggroup, routing, 'cluster-p2p': clusterP2p, 'dc-p2p': dcP2p, capacity, heartbeat };
 
 const USAGE = `usage: npm run bench -- <scenario|all> [options]
 scenarios: ${Object.keys(scenarios).join(', ')}, all
@@ -29,11 +30,12 @@ options:
   --rate R           offered messages per second (latency at that rate); without it: saturation (capacity: the msg/s to size for, default 100,000)
   --duration S       seconds of measured load (connections: seconds held)
   --gateways G       gateway processes (routing, biggroup; connections: at least G server processes)
-  --systems A,B      only these systems of the scenario (connections: longlink, raw-net, raw-ws)
+  --systems A,B      only these systems of the scenario (connections: longlink, raw-net, raw-ws;
+                     heartbeat: longlink-tcp, longlink-ws, raw-net, raw-ws)
   --split            cluster-p2p, group: the split logic tier (auth, message x2, group, storage, risk)
                      beside the combined one (2 logic) in the same run, in interleaved rounds
   --rounds N         rounds of each layout with --split (default: cluster-p2p 3, group 2; quick 1), or of each run with --rules (default 3),
-                     or of each group size with biggroup (default 3; quick 1)
+                     or of each group size with biggroup (default 3; quick 1), or of each system with heartbeat (default 3; quick 1)
   --rules            p2p: Longlink with a 10,000-word block list, 1,000 mask words and a regex set loaded, beside Longlink
                      without rules, in interleaved rounds
   --json             print one JSON document per scenario on stdout (the table goes to stderr)
