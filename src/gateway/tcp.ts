@@ -1,7 +1,7 @@
 // TCP adapter: 4-byte big-endian length + one protobuf Frame.
 import net from 'node:net';
 import { DecodeError, ErrorCode } from '../protocol/index.js';
-import { PausableDelivery, normalizeAddress, type OutFrame, type Transport } from './transport.js';
+import { PausableDelivery, TickCork, normalizeAddress, type OutFrame, type Transport } from './transport.js';
 
 const EMPTY = Buffer.alloc(0);
 /** A buffer started before a frame's length is known holds at least this much (the 4-byte prefix and a little). */
@@ -115,6 +115,7 @@ export class TcpTransport extends PausableDelivery implements Transport {
   readonly clientAddress: string;
   private readonly reader: FrameReader;
   private sourcePaused = false;
+  private readonly cork: TickCork;
 
   constructor(
     private readonly socket: net.Socket,
@@ -125,6 +126,7 @@ export class TcpTransport extends PausableDelivery implements Transport {
     this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     this.clientAddress = normalizeAddress(socket.remoteAddress);
     this.reader = new FrameReader(maxFrameBytes, options.maxLoginFrameBytes);
+    this.cork = new TickCork(socket);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -180,6 +182,7 @@ export class TcpTransport extends PausableDelivery implements Transport {
 
   send(frame: OutFrame): void {
     if (this.closed || this.socket.destroyed) return;
+    this.cork.hold();
     this.socket.write(frame.tcp);
   }
 

@@ -3,6 +3,7 @@
 // payloads and hands them to a sink one at a time; the sink can stop the
 // flow (rate limit, login in progress) and the adapter then stops reading
 // from the socket, so an abusive client fills its own TCP window, not our memory.
+import type { Socket } from 'node:net';
 import { lengthPrefixed } from '../protocol/index.js';
 
 /** Encoded frame bytes, framed for TCP at most once however many connections get them. */
@@ -11,6 +12,30 @@ export class OutFrame {
   constructor(readonly bytes: Uint8Array) {}
   get tcp(): Buffer {
     return (this.prefixed ??= lengthPrefixed(this.bytes));
+  }
+}
+
+/**
+ * Frames written to one socket in the same tick leave in one system call: the
+ * first write of a tick corks the socket and the tick's end uncorks it (a
+ * SendAck, a Push and a delivery event for one connection, or several pushes
+ * of a batch, cost one `writev` instead of one each). Nothing waits past the
+ * tick, so no latency is added; `writableLength` still counts what is corked,
+ * so the outbound limit sees it.
+ */
+export class TickCork {
+  private corked = false;
+  constructor(private readonly socket: Socket) {}
+
+  /** Call before each write. */
+  hold(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.socket.cork();
+    process.nextTick(() => {
+      this.corked = false;
+      this.socket.uncork();
+    });
   }
 }
 

@@ -20,7 +20,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { WebSocket, RawData } from 'ws';
 import { ErrorCode } from '../protocol/index.js';
-import { PausableDelivery, normalizeAddress, type OutFrame, type Transport } from './transport.js';
+import { PausableDelivery, TickCork, normalizeAddress, type OutFrame, type Transport } from './transport.js';
 
 /** WebSocket framing a login may come with on top of its bytes: frame headers and masks, a few control frames. */
 export const LOGIN_FRAMING_SLACK = 1024;
@@ -54,6 +54,8 @@ export class WsTransport extends PausableDelivery implements Transport {
   private reads = 0;
   /** The budget before the first message was passed (refused once). */
   private overBudget = false;
+  /** ws writes to the upgraded request's socket: frames of one tick leave together. */
+  private readonly cork: TickCork;
 
   constructor(
     private readonly ws: WebSocket,
@@ -63,6 +65,7 @@ export class WsTransport extends PausableDelivery implements Transport {
   ) {
     super();
     const socket = request.socket as Socket;
+    this.cork = new TickCork(socket);
     this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     this.clientAddress = options.clientAddress ?? normalizeAddress(socket.remoteAddress);
     this.maxLoginFrameBytes = Math.min(options.maxLoginFrameBytes ?? maxFrameBytes, maxFrameBytes);
@@ -135,6 +138,7 @@ export class WsTransport extends PausableDelivery implements Transport {
 
   send(frame: OutFrame): void {
     if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
+    this.cork.hold();
     this.ws.send(frame.bytes, { binary: true });
   }
 
