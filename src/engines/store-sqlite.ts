@@ -623,12 +623,15 @@ export class SqliteStore implements Store {
         `SELECT read_seq, delivered_seq FROM members WHERE conversation_id = ? AND user_id = ?`,
       ),
       // A 1:1 member's delivered mark, and how far it may go (the conversation's last seq).
-      deliveredMark: db.prepare<[string, string], { delivered_seq: number; last_seq: number }>(
-        `SELECT m.delivered_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
+      // A receiver's ack in a 1:1, in one read: where its delivered mark stands (the stored one, or the one waiting to be
+      // written if higher: the third parameter), the conversation's last seq, and whether the other member wrote in
+      // between that mark and the acked seq (clamped to the last): then the mark's move is news to that member.
+      deliveredMark: db.prepare<[number, number, string, string], { from_seq: number; last_seq: number; peer_wrote: number }>(
+        `SELECT max(m.delivered_seq, p.pending) AS from_seq, c.last_seq,
+           EXISTS (SELECT 1 FROM messages x WHERE x.conversation_id = m.conversation_id AND x.seq > max(m.delivered_seq, p.pending)
+                     AND x.seq <= min(p.acked, c.last_seq) AND x.from_user <> m.user_id) AS peer_wrote
+         FROM members m JOIN conversations c ON c.id = m.conversation_id, (SELECT ? AS pending, ? AS acked) p
          WHERE m.conversation_id = ? AND m.user_id = ?`,
-      ),
-      peerWroteBetween: db.prepare<[string, number, number, string], { one: number }>(
-        `SELECT 1 AS one FROM messages WHERE conversation_id = ? AND seq > ? AND seq <= ? AND from_user <> ? LIMIT 1`,
       ),
       advanceMark: db.prepare<[number, string, string]>(
         `UPDATE members SET delivered_seq = max(delivered_seq, ?) WHERE conversation_id = ? AND user_id = ?`,
@@ -1252,14 +1255,13 @@ export class SqliteStore implements Store {
       // The user's mark in a 1:1 is decided now (this process is the store's only writer), written with the cursors.
       if (!directMembers(u.conversationId)) continue;
       const markKey = `${u.conversationId}\u0000${u.userId}`;
-      const row = this.stmts.deliveredMark.get(u.conversationId, u.userId);
+      const row = this.stmts.deliveredMark.get(this.pendingMarks.get(markKey)?.seq ?? 0, u.seq, u.conversationId, u.userId);
       if (!row) continue;
       const seq = Math.min(u.seq, row.last_seq);
-      const from = Math.max(row.delivered_seq, this.pendingMarks.get(markKey)?.seq ?? 0);
-      if (seq <= from) continue;
+      if (seq <= row.from_seq) continue;
       const mark = { userId: u.userId, conversationId: u.conversationId, seq };
       this.pendingMarks.set(markKey, mark);
-      if (moved.has(markKey) || this.stmts.peerWroteBetween.get(u.conversationId, from, seq, u.userId)) moved.set(markKey, mark);
+      if (moved.has(markKey) || row.peer_wrote === 1) moved.set(markKey, mark);
     }
     if (this.pendingCursors.size > 0) {
       this.cursorTimer ??= setTimeout(() => {
