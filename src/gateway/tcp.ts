@@ -193,11 +193,12 @@ export class TcpTransport extends PausableDelivery implements Transport {
     this.socket.resume(); // keep reading (and dropping) so the peer's FIN is seen
     this.socket.end();
     // A peer that never reads would keep the socket half-open forever.
-    setTimeout(() => this.socket.destroy(), 2000).unref();
+    setTimeout(() => this.destroy(), 2000).unref();
   }
 
   destroy(): void {
     this.reader.clear();
+    this.cork.release(); // what was written before still goes out first
     this.socket.destroy();
   }
 }

@@ -32,10 +32,18 @@ export class TickCork {
     if (this.corked) return;
     this.corked = true;
     this.socket.cork();
-    process.nextTick(() => {
-      this.corked = false;
-      this.socket.uncork();
-    });
+    process.nextTick(() => this.release());
+  }
+
+  /**
+   * Hand what this tick wrote to the kernel now. Call before destroying the
+   * socket: destroy() drops corked writes, and a frame written before it
+   * (the error that says why a connection is cut) must still go out.
+   */
+  release(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
   }
 }
 

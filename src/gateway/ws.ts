@@ -104,7 +104,7 @@ export class WsTransport extends PausableDelivery implements Transport {
     if (this.ending) {
       // Closing: what still comes is read and dropped, but ws would keep an unfinished message; cut a peer that keeps sending.
       this.readBytes += chunk.length;
-      if (this.readBytes > ENDING_READ_BYTES) this.ws.terminate();
+      if (this.readBytes > ENDING_READ_BYTES) this.terminate();
       return;
     }
     if (this.firstMessage) return;
@@ -147,10 +147,16 @@ export class WsTransport extends PausableDelivery implements Transport {
     this.stopDelivery();
     this.ws.resume();
     if (this.ws.readyState === this.ws.OPEN) this.ws.close(1000);
-    setTimeout(() => this.ws.terminate(), 2000).unref();
+    setTimeout(() => this.terminate(), 2000).unref();
   }
 
   destroy(): void {
+    this.terminate();
+  }
+
+  /** Cut the connection now; what was written before still goes out first. */
+  private terminate(): void {
+    this.cork.release();
     this.ws.terminate();
   }
 }

@@ -113,6 +113,19 @@ for (const kind of TRANSPORTS) {
           await ctx.assertHealthy(kind);
         }));
     } else {
+      test('a WebSocket message three times the limit (read whole, so answered) gets FRAME_TOO_LARGE before the close', () =>
+        withServer({}, async (ctx) => {
+          // Its last reads are tens of KiB: more than the connection, once ending, may read before it is cut. The error
+          // written just before must still reach the client (it did not when frames of a tick were held until its end).
+          for (let i = 0; i < 3; i++) {
+            const c = await ctx.login(kind, `alice${i}`);
+            const from = c.frames.length;
+            c.sendPayload(sendFrameOfSize(LIMIT * 3, 8));
+            await expectFatal(c, ErrorCode.FRAME_TOO_LARGE, 0, 5000, from);
+          }
+          await ctx.assertHealthy(kind);
+        }));
+
       test('a WebSocket message far over the limit closes the connection (close code 1009 or FRAME_TOO_LARGE)', () =>
         withServer({}, async (ctx) => {
           const c = await ctx.login(kind, 'alice');

@@ -91,3 +91,18 @@ test('nothing is held past the tick: a write of a later tick goes out without an
     close();
   }
 });
+
+test('a socket destroyed in the tick of a write still sends what was written first (release before destroy)', async () => {
+  const { server, client, close } = await pair();
+  try {
+    const cork = new TickCork(server);
+    const arrived = readsUntil(client, 'why you are cut;'.length);
+    cork.hold();
+    server.write('why you are cut;');
+    cork.release();
+    server.destroy();
+    assert.equal(Buffer.concat(await arrived).toString(), 'why you are cut;');
+  } finally {
+    close();
+  }
+});
