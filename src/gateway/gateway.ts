@@ -58,6 +58,12 @@ export class Gateway {
   private rejoining = false;
   /** A rejoin failed part way: the next announce tries again. */
   private rejoinPending = false;
+  /**
+   * A rejoin finished: the next announce checks once more that this node's
+   * sessions are still bound. A reaper pass that read the registry before
+   * our entry came back may drop them after the rejoin looked.
+   */
+  private rejoinCheck = false;
   private ackTimer: NodeJS.Timeout | undefined;
   private announceTimer: NodeJS.Timeout | undefined;
   private downSub: Subscription | undefined;
@@ -202,6 +208,7 @@ export class Gateway {
     // The connections themselves are fine: their sessions are bound again and
     // each client is told to sync what it missed. Nobody is disconnected.
     if ((!first && !wasLive) || this.rejoinPending) void this.rejoin();
+    else if (this.rejoinCheck) void this.rejoin(true);
     else if (this.watchesStale) void this.rewriteWatches();
   }
 
@@ -225,19 +232,23 @@ export class Gateway {
    * connection is then kicked TOKEN_REVOKED); a device that logged in
    * elsewhere meanwhile keeps that session and this connection is closed as
    * replaced; the others are told to sync (Event.resync). Nobody else is
-   * disconnected.
+   * disconnected. `check` (the announce after a rejoin): only the
+   * connections whose session is gone meanwhile are bound again and told to
+   * sync (see rejoinCheck).
    */
-  private async rejoin(): Promise<void> {
+  private async rejoin(check = false): Promise<void> {
     if (this.rejoining) {
       this.rejoinPending = true; // once more after this one, at the next announce
       return;
     }
     this.rejoining = true;
     this.rejoinPending = false;
+    this.rejoinCheck = false;
     const open = [...this.hub.conns.values()].filter((c) => c.state === 'open');
-    log.warn({ connections: open.length }, 'this node missed part of the cluster (registry entry lapsed, or downlink trimmed): binding sessions again, clients sync');
-    // Large groups' changes may be among what was missed, and the cluster may have dropped this node's watches (the reaper).
-    this.groups.forget();
+    if (!check) log.warn({ connections: open.length }, 'this node missed part of the cluster (registry entry lapsed, or downlink trimmed): binding sessions again, clients sync');
+    // Large groups' changes may be among what was missed, and the cluster may have dropped this node's watches (the reaper:
+    // a late pass too, so the check writes them again).
+    if (!check) this.groups.forget();
     void this.rewriteWatches();
     const resync = RESYNC();
     try {
@@ -245,11 +256,13 @@ export class Gateway {
         const chunk = open.slice(i, i + REJOIN_CHUNK).filter((c) => c.state === 'open');
         const online = await this.deps.sessions.lookup([...new Set(chunk.map((c) => c.userId))]);
         await Promise.all(chunk.map(async (conn) => {
-          if (await this.rebind(conn, online.get(conn.userId)?.find((s) => s.deviceId === conn.deviceId)) && conn.state === 'open') {
-            this.hub.send(conn, resync);
-          }
+          const current = online.get(conn.userId)?.find((s) => s.deviceId === conn.deviceId);
+          // The check after a rejoin: a connection still bound here has already been told to sync.
+          if (check && current?.node === this.options.nodeId && current.connId === conn.id) return;
+          if (await this.rebind(conn, current) && conn.state === 'open') this.hub.send(conn, resync);
         }));
       }
+      if (!check) this.rejoinCheck = true;
     } catch (err) {
       log.warn({ err }, 'binding sessions again failed; trying again at the next announce');
       this.rejoinPending = true;

@@ -6,6 +6,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TokenService } from '../../src/auth/tokens.js';
+import { openRedis } from '../../src/engines/redis-shared.js';
+import { RedisSessions } from '../../src/engines/sessions-redis.js';
 import { ErrorCode } from '../../src/protocol/index.js';
 import { RawClient } from '../helpers/raw.js';
 import { sendOk } from '../logic/support.js';
@@ -72,6 +74,55 @@ describe('a gateway that rejoins the cluster', () => {
     } finally {
       clearInterval(pinger);
       for (const c of [alice, bob, carol]) c.close();
+    }
+  });
+});
+
+describe('a reaper pass that lands after a gateway rejoined', () => {
+  let cluster: TestCluster;
+
+  before(async () => {
+    cluster = await startTestCluster({ routing: 'targeted', gateways: 2, logic: 1 });
+  });
+
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  test('its dropped sessions are bound again at the next announce, and the clients told to sync', T, async () => {
+    const tokens = new TokenService(cluster.tokenSecret);
+    const login = async (gateway: string, user: string): Promise<RawClient> => {
+      const c = await RawClient.connect(cluster.node(gateway).tcpUrl!);
+      await c.login((await tokens.issue(user, 'd1', 'cli', 3600)).token);
+      return c;
+    };
+    const alice = await login('gw-1', 'alice');
+    const carol = await login('gw-2', 'carol');
+    const redis = openRedis(cluster.redis.url);
+    redis.on('error', () => undefined);
+    const sessions = new RedisSessions(redis);
+    const pinger = setInterval(() => {
+      for (const c of [alice, carol]) if (!c.closed) c.send({ case: 'ping', value: {} });
+    }, 300);
+    const resyncs = () => carol.frames.filter((f) => f.body.case === 'event' && f.body.value.body.case === 'resync').length;
+    try {
+      // gw-2's registry entry is gone (as when Redis lost it): its next announce finds it so and it rejoins.
+      await redis.del('ll:node:gw-2');
+      await until(() => resyncs() >= 1, 15_000, () => `carol is told to sync: ${carol.describe().slice(-300)} ${cluster.logs('gw-2')}`);
+      // A reaper pass that read the registry before gw-2's entry came back drops its sessions only now, after the rejoin looked.
+      await sessions.dropNode('gw-2');
+      assert.equal((await sessions.lookup(['carol'])).get('carol')?.length ?? 0, 0, 'the late drop took carol\'s session');
+      await until(async () => ((await sessions.lookup(['carol'])).get('carol')?.length ?? 0) === 1, 10_000,
+        () => `carol's session is bound again: ${cluster.logs('gw-2')}`);
+      await until(() => resyncs() >= 2, 10_000, () => `carol is told to sync again: ${carol.describe().slice(-300)}`);
+      await sendOk(alice, { toUser: 'carol', text: 'after the late drop' });
+      await until(() => carol.frames.some((f) => f.body.case === 'push' && f.body.value.messages.some((m) => m.text === 'after the late drop')), 10_000,
+        () => `carol gets pushes again: ${carol.describe().slice(-300)}`);
+      assert.equal(carol.closed, false);
+    } finally {
+      clearInterval(pinger);
+      for (const c of [alice, carol]) c.close();
+      redis.disconnect();
     }
   });
 });
