@@ -338,9 +338,12 @@ export class Pipeline {
       const range = noted.get(conversation) ?? this.pushedRange(conversation);
       if (range && message.seq >= range.from && message.seq <= range.upTo) continue; // pushed already: filled from the store, or published again
       if (range && message.seq > range.upTo + 1) {
-        for (const missing of await this.deps.store.after(conversation, range.upTo, GAP_FILL, message.seq - 1)) {
-          await add(missing, await this.alsoNotifyOf(missing));
-        }
+        const missing = await this.deps.store.after(conversation, range.upTo, GAP_FILL, message.seq - 1);
+        // `replicated` mode: what fills a gap is shown once another datacenter holds it, as the batch's own entries are
+        // (it may be a send whose copy timed out, its batch handed again: shown now, then lost with this datacenter, it
+        // would come back from the other one under another seq, a second time).
+        if (missing.length > 0) await this.options.replication?.expect(missing);
+        for (const m of missing) await add(m, await this.alsoNotifyOf(m));
       }
       await add(message, c.alsoNotify);
       noted.set(conversation, !range
