@@ -622,10 +622,9 @@ export class SqliteStore implements Store {
       peerRead: db.prepare<[string, string], { read_seq: number; delivered_seq: number }>(
         `SELECT read_seq, delivered_seq FROM members WHERE conversation_id = ? AND user_id = ?`,
       ),
-      // A 1:1 member's delivered mark, and how far it may go (the conversation's last seq).
       // A receiver's ack in a 1:1, in one read: where its delivered mark stands (the stored one, or the one waiting to be
-      // written if higher: the third parameter), the conversation's last seq, and whether the other member wrote in
-      // between that mark and the acked seq (clamped to the last): then the mark's move is news to that member.
+      // written if higher: the first parameter), the conversation's last seq, and whether the other member wrote in
+      // between that mark and the acked seq (the second, clamped to the last): then the mark's move is news to that member.
       deliveredMark: db.prepare<[number, number, string, string], { from_seq: number; last_seq: number; peer_wrote: number }>(
         `SELECT max(m.delivered_seq, p.pending) AS from_seq, c.last_seq,
            EXISTS (SELECT 1 FROM messages x WHERE x.conversation_id = m.conversation_id AND x.seq > max(m.delivered_seq, p.pending)
