@@ -15,6 +15,13 @@ import { sleep, startTestCluster, until, type TestCluster } from './helpers.js';
 
 const T = { timeout: 120_000 };
 
+/** A raw client logged in on `gateway` as `user` (device d1). */
+async function loginOn(cluster: TestCluster, gateway: string, user: string): Promise<RawClient> {
+  const c = await RawClient.connect(cluster.node(gateway).tcpUrl!);
+  await c.login((await new TokenService(cluster.tokenSecret).issue(user, 'd1', 'cli', 3600)).token);
+  return c;
+}
+
 describe('a gateway that rejoins the cluster', () => {
   let cluster: TestCluster;
 
@@ -30,12 +37,7 @@ describe('a gateway that rejoins the cluster', () => {
   });
 
   test('keeps its clients (resync, pushes go on), and kicks one revoked while it was away', T, async () => {
-    const tokens = new TokenService(cluster.tokenSecret);
-    const login = async (gateway: string, user: string): Promise<RawClient> => {
-      const c = await RawClient.connect(cluster.node(gateway).tcpUrl!);
-      await c.login((await tokens.issue(user, 'd1', 'cli', 3600)).token);
-      return c;
-    };
+    const login = (gateway: string, user: string) => loginOn(cluster, gateway, user);
     const alice = await login('gw-1', 'alice');
     const bob = await login('gw-1', 'bob');
     const carol = await login('gw-2', 'carol');
@@ -90,12 +92,7 @@ describe('a reaper pass that lands after a gateway rejoined', () => {
   });
 
   test('its dropped sessions are bound again at the next announce, and the clients told to sync', T, async () => {
-    const tokens = new TokenService(cluster.tokenSecret);
-    const login = async (gateway: string, user: string): Promise<RawClient> => {
-      const c = await RawClient.connect(cluster.node(gateway).tcpUrl!);
-      await c.login((await tokens.issue(user, 'd1', 'cli', 3600)).token);
-      return c;
-    };
+    const login = (gateway: string, user: string) => loginOn(cluster, gateway, user);
     const alice = await login('gw-1', 'alice');
     const carol = await login('gw-2', 'carol');
     const redis = openRedis(cluster.redis.url);
