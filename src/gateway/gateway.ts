@@ -245,10 +245,11 @@ export class Gateway {
     this.rejoinPending = false;
     this.rejoinCheck = false;
     const open = [...this.hub.conns.values()].filter((c) => c.state === 'open');
-    if (!check) log.warn({ connections: open.length }, 'this node missed part of the cluster (registry entry lapsed, or downlink trimmed): binding sessions again, clients sync');
-    // Large groups' changes may be among what was missed, and the cluster may have dropped this node's watches (the reaper:
-    // a late pass too, so the check writes them again).
-    if (!check) this.groups.forget();
+    if (!check) {
+      log.warn({ connections: open.length }, 'this node missed part of the cluster (registry entry lapsed, or downlink trimmed): binding sessions again, clients sync');
+      this.groups.forget(); // large groups' changes may be among what was missed
+    }
+    // The cluster may have dropped this node's watches (the reaper: a late pass too, so the check writes them again).
     void this.rewriteWatches();
     const resync = RESYNC();
     try {
@@ -258,7 +259,7 @@ export class Gateway {
         await Promise.all(chunk.map(async (conn) => {
           const current = online.get(conn.userId)?.find((s) => s.deviceId === conn.deviceId);
           // The check after a rejoin: a connection still bound here has already been told to sync.
-          if (check && current?.node === this.options.nodeId && current.connId === conn.id) return;
+          if (check && current && this.boundHere(conn, current)) return;
           if (await this.rebind(conn, current) && conn.state === 'open') this.hub.send(conn, resync);
         }));
       }
@@ -271,11 +272,15 @@ export class Gateway {
     }
   }
 
+  /** Whether this session is the one of this connection on this node. */
+  private boundHere(conn: Connection, s: SessionInfo): boolean {
+    return s.node === this.options.nodeId && s.connId === conn.id;
+  }
+
   /** One connection of rejoin(), given the device's session as the cluster has it: true when it stays. */
   private async rebind(conn: Connection, current: SessionInfo | undefined): Promise<boolean> {
     const node = this.options.nodeId;
-    const ours = (s: SessionInfo) => s.node === node && s.connId === conn.id;
-    if (current && !ours(current)) {
+    if (current && !this.boundHere(conn, current)) {
       this.hub.kick(conn, ErrorCode.REPLACED, 'this device logged in on another connection', false);
       return false;
     }
@@ -295,7 +300,7 @@ export class Gateway {
       this.hub.kick(conn, ErrorCode.TOKEN_REVOKED, 'this token was revoked (logged out by an administrator)', false);
       return false;
     }
-    if (result.previous && !ours(result.previous)) {
+    if (result.previous && !this.boundHere(conn, result.previous)) {
       // A login elsewhere bound the device between the lookup and this bind: it is the newer one; give its session back.
       await this.deps.sessions.bind(result.previous);
       this.hub.kick(conn, ErrorCode.REPLACED, 'this device logged in on another connection', false);
