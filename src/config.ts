@@ -12,6 +12,8 @@ export interface Limits {
   maxFrameBytes: number;
   /** Largest message text, UTF-8 bytes. @default 16384 */
   maxTextBytes: number;
+  /** Largest custom payload of a message (Content.payload), bytes. @default 16384 */
+  maxPayloadBytes: number;
   /** Frames per second per connection, sustained. @default 200 */
   ratePerSecond: number;
   /** Frames a connection may send at once above the rate. @default 400 */
@@ -240,6 +242,7 @@ export const DEFAULTS = {
   limits: {
     maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
     maxTextBytes: 16 * 1024,
+    maxPayloadBytes: 16 * 1024,
     ratePerSecond: 200,
     rateBurst: 400,
     maxOutboundBytes: 4 * 1024 * 1024,
@@ -521,6 +524,7 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     limits: {
       maxFrameBytes: int(flags, env, 'max-frame-bytes', DEFAULTS.limits.maxFrameBytes, 1024, 16 * 1024 * 1024),
       maxTextBytes: int(flags, env, 'max-text-bytes', DEFAULTS.limits.maxTextBytes, 1, 16 * 1024 * 1024),
+      maxPayloadBytes: int(flags, env, 'max-payload-bytes', DEFAULTS.limits.maxPayloadBytes, 0, 16 * 1024 * 1024),
       ratePerSecond: int(flags, env, 'rate-limit', DEFAULTS.limits.ratePerSecond, 1, 1_000_000),
       rateBurst: int(flags, env, 'rate-burst', DEFAULTS.limits.rateBurst, 1, 1_000_000),
       maxOutboundBytes: int(flags, env, 'max-outbound-bytes', DEFAULTS.limits.maxOutboundBytes, 64 * 1024, 1024 * 1024 * 1024),

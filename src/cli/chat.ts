@@ -737,6 +737,10 @@ function describeEvent(e: TimelineEventData): string {
       return `${e.actor} ${e.muted ? 'muted' : 'unmuted'} ${who || 'everyone'}`;
     case 'recalled':
       return `${e.actor} recalled #${e.targetSeq ?? '?'}`;
+    case 'edited':
+      return `${e.actor} edited #${e.targetSeq ?? '?'}: ${clean(e.text ?? '')}`;
+    case 'deleted':
+      return `${e.actor} deleted #${e.targetSeq ?? '?'}`;
   }
 }
 

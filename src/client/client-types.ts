@@ -3,7 +3,7 @@
 // entries export client.ts); the modules of the client share them from here.
 import type { ChatMessage, LonglinkError } from '../protocol/index.js';
 import type {
-  BroadcastInfo, DeliveryInfo, GroupChange, PresenceInfo, ReceiptInfo, RecallInfo, TypingInfo,
+  BroadcastInfo, DeliveryInfo, EditInfo, GroupChange, PresenceInfo, ReceiptInfo, RecallInfo, TypingInfo,
 } from './types.js';
 import type { ClientStore, StoredSend } from './store.js';
 import type { Connector } from './transport.js';
@@ -70,9 +70,31 @@ export interface SendOptions {
   to?: string;
   groupId?: string;
   conversationId?: string;
-  text: string;
+  /** The text (may be empty with a `type` or a `forward`; give a custom message a fallback text for clients that show only text). */
+  text?: string;
   /** Idempotency key; generated when absent. */
   clientMsgId?: string;
+  /** A custom content type chosen by your product ("app.order"): 1-64 letters, digits and . _ / + - */
+  type?: string;
+  /** The custom payload, delivered as is: bytes, a string, or a value sent as JSON (needs `type`). */
+  payload?: Uint8Array | string | Record<string, unknown> | unknown[];
+  /** Users to mention. */
+  mentions?: string[];
+  /** Groups: mention everyone (owner and admins only). */
+  mentionAll?: boolean;
+  /** Reply to this seq of the same conversation (messages carry the quote in `reply`). */
+  replyTo?: number;
+  /** Forward this message (its text and content are copied; give no text or type). */
+  forward?: { conversationId: string; seq: number };
+}
+
+/** What an edit may change: the text, the custom type and payload, the mentions. */
+export interface EditOptions {
+  text?: string;
+  type?: string;
+  payload?: SendOptions['payload'];
+  mentions?: string[];
+  mentionAll?: boolean;
 }
 
 export interface SendResult {
@@ -139,6 +161,10 @@ export interface ClientEvents {
   presence: (presence: PresenceInfo) => void;
   /** A message was recalled (its text is gone); also delivered as a 'message' with event type 'recalled'. */
   recall: (recall: RecallInfo) => void;
+  /** A message was edited (show the new version); also delivered as a 'message' with event type 'edited'. */
+  edit: (edit: EditInfo) => void;
+  /** A message was deleted for everyone (show a tombstone); also delivered as a 'message' with event type 'deleted'. */
+  delete: (deletion: RecallInfo) => void;
   /** A group changed (created, members added or removed, left, roles, mutes, dismissed); also delivered as a 'message' with its event. */
   group: (change: GroupChange) => void;
   /** A system announcement. */

@@ -17,8 +17,9 @@ import {
 } from '../protocol/index.js';
 import type { GroupRoleName } from '../protocol/index.js';
 import type {
-  ClientEvents, ClientOptions, ClientState, Emit, LoginInfo, PendingSend, ResolvedOptions, SendOptions, SendResult,
+  ClientEvents, ClientOptions, ClientState, EditOptions, Emit, LoginInfo, PendingSend, ResolvedOptions, SendOptions, SendResult,
 } from './client-types.js';
+import { contentInit, storedContentOf } from './content.js';
 import { Connection } from './connection.js';
 import { Emitter } from './emitter.js';
 import { Inbox } from './inbox.js';
@@ -34,7 +35,7 @@ import {
 } from './types.js';
 
 export type {
-  ClientState, StateDetail, ClientOptions, SendOptions, SendResult, PendingSend, LoginInfo, ClientEvents,
+  ClientState, StateDetail, ClientOptions, SendOptions, EditOptions, SendResult, PendingSend, LoginInfo, ClientEvents,
 } from './client-types.js';
 
 type BodyOfInit<C extends FrameCase> = Extract<NonNullable<FrameBodyInit>, { case: C }>['value'] & { op: unknown };
@@ -186,6 +187,39 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   /** Recall a message (the sender within the window, or a group admin). */
   async recall(conversationId: string, seq: number): Promise<void> {
     await this.requests.call({ case: 'recall', value: { conversationId, seq: BigInt(seq) } }, 'done', newRequestId());
+  }
+
+  /**
+   * Edit one of this user's messages: its text, custom type and payload and
+   * mentions become these (its reply and forward stay). Every device gets an
+   * 'edited' event in order; history and sync return the latest version.
+   */
+  async edit(conversationId: string, seq: number, options: EditOptions): Promise<void> {
+    const content = storedContentOf(options);
+    await this.requests.call({
+      case: 'edit',
+      value: { conversationId, seq: BigInt(seq), text: options.text ?? '', content: content ? contentInit(content) : undefined },
+    }, 'done', newRequestId());
+  }
+
+  /** Delete a message for everyone, leaving a tombstone (who may: as for recall). */
+  async deleteMessage(conversationId: string, seq: number): Promise<void> {
+    await this.requests.call({ case: 'delete', value: { conversationId, seq: BigInt(seq) } }, 'done', newRequestId());
+  }
+
+  /** Block a user: its 1:1 messages to you are refused (BLOCKED) and your presence looks offline to it. Returns whom you block. */
+  async block(userId: string): Promise<string[]> {
+    return (await this.requests.call({ case: 'block', value: { userId, blocked: true } }, 'blockResult', newRequestId())).blocked;
+  }
+
+  /** Unblock a user; returns whom you still block. */
+  async unblock(userId: string): Promise<string[]> {
+    return (await this.requests.call({ case: 'block', value: { userId, blocked: false } }, 'blockResult', newRequestId())).blocked;
+  }
+
+  /** The users you block, sorted. */
+  async blocked(): Promise<string[]> {
+    return (await this.requests.call({ case: 'block', value: { userId: '', blocked: false } }, 'blockResult')).blocked;
   }
 
   /** Tell the conversation's other members this user is typing (transient; the server rate-limits it). */

@@ -2,15 +2,16 @@
 // for browsers); each adds its connector, its store and createClient.
 export * from './client.js';
 export type {
-  ConversationInfo, DeliveryInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo, TypingInfo, RecallInfo, GroupChange,
+  ConversationInfo, DeliveryInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo, TypingInfo, RecallInfo, EditInfo, GroupChange,
 } from './types.js';
 export {
   memoryStore, parseSnapshot, emptySnapshot, DebouncedWriter, type ClientStore, type ClientSnapshot, type StoredSend,
 } from './store.js';
 export type { Connector, ClientConnection, ConnectionEvents } from './transport.js';
+export { payloadJson, payloadText } from './content.js';
 export {
   LonglinkError, ErrorCode, errorName, directConversationId, directMembers, groupConversationId, groupIdOf, isGroupConversation, isValidId,
-  type ChatMessage, type TimelineEventData, type GroupRoleName,
+  type ChatMessage, type TimelineEventData, type GroupRoleName, type ContentData, type QuoteData, type ForwardData,
 } from '../protocol/index.js';
 export {
   requestToken, listGateways, discover, gatewayPicker, type TokenResponse, type GatewayInfo, type Discovery, type HttpOptions, type HttpFetch,

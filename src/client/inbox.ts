@@ -5,6 +5,7 @@
 // for settles that send instead of showing up as incoming.
 import { groupIdOf, makeFrame, type ChatMessage, type Frame } from '../protocol/index.js';
 import type { Emit, LoginInfo, SendResult } from './client-types.js';
+import type { EditInfo } from './types.js';
 import type { Outbox } from './outbox.js';
 import { Receiver } from './receiver.js';
 
@@ -126,6 +127,12 @@ export class Inbox {
       emit('message', m);
       if (m.event?.type === 'recalled' && m.event.targetSeq !== undefined) {
         emit('recall', { conversationId: m.conversationId, seq: m.event.targetSeq, by: m.event.actor });
+      } else if (m.event?.type === 'deleted' && m.event.targetSeq !== undefined) {
+        emit('delete', { conversationId: m.conversationId, seq: m.event.targetSeq, by: m.event.actor });
+      } else if (m.event?.type === 'edited' && m.event.targetSeq !== undefined) {
+        const edit: EditInfo = { conversationId: m.conversationId, seq: m.event.targetSeq, by: m.event.actor, text: m.event.text ?? '', editedAtMs: m.sentAtMs };
+        if (m.event.content) edit.content = m.event.content;
+        emit('edit', edit);
       } else if (m.event && groupIdOf(m.conversationId) !== undefined) {
         emit('group', { groupId: groupIdOf(m.conversationId)!, conversationId: m.conversationId, seq: m.seq, event: m.event });
       }

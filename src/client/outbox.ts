@@ -5,10 +5,12 @@
 // it; a refusal for good fails it. Keeping it between runs is persistence.ts's.
 import { ErrorCode, LonglinkError, groupConversationId, makeFrame, type BodyOf, type Frame } from '../protocol/index.js';
 import type { Emit, PendingSend, SendOptions, SendResult } from './client-types.js';
-import type { StoredSend } from './store.js';
+import type { StoredContent, StoredSend } from './store.js';
+import { contentInit, storedContentOf } from './content.js';
 
 export interface OutboxEntry {
-  options: SendOptions & { clientMsgId: string };
+  /** As given to send(), its content as stored (content.ts). */
+  options: SendOptions & { clientMsgId: string; content?: StoredContent };
   createdAtMs: number;
   restored: boolean;
   /** The waiting `send()` promise; none for a restored send, nor after `close()`. */
@@ -40,8 +42,14 @@ function newClientMsgId(): string {
   return `${Date.now().toString(36)}-${rand}-${(idCounter++).toString(36)}`;
 }
 
+function withContent(o: SendOptions): { content?: StoredContent } {
+  const content = storedContentOf(o);
+  return content ? { content } : {};
+}
+
 export function pendingOf(e: OutboxEntry): PendingSend {
-  const out: PendingSend = { clientMsgId: e.options.clientMsgId, text: e.options.text, createdAtMs: e.createdAtMs, restored: e.restored };
+  const out: PendingSend = { clientMsgId: e.options.clientMsgId, text: e.options.text ?? '', createdAtMs: e.createdAtMs, restored: e.restored };
+  if (e.options.content !== undefined) out.content = e.options.content;
   if (e.options.to !== undefined) out.to = e.options.to;
   if (e.options.groupId !== undefined) out.groupId = e.options.groupId;
   if (e.options.conversationId !== undefined) out.conversationId = e.options.conversationId;
@@ -107,7 +115,7 @@ export class Outbox {
         return;
       }
       const entry: OutboxEntry = {
-        options: { ...options, clientMsgId }, createdAtMs: Date.now(), restored: false, resolve, reject, sentOn: -1, sentAtMs: 0,
+        options: { ...options, clientMsgId, ...withContent(options) }, createdAtMs: Date.now(), restored: false, resolve, reject, sentOn: -1, sentAtMs: 0,
       };
       this.entries.set(clientMsgId, entry);
       this.host.changed();
@@ -131,8 +139,9 @@ export class Outbox {
         merged.set(s.clientMsgId, live);
         continue;
       }
-      const { clientMsgId, createdAtMs, text, to, groupId, conversationId } = s;
-      const options: SendOptions & { clientMsgId: string } = { clientMsgId, text };
+      const { clientMsgId, createdAtMs, text, to, groupId, conversationId, content } = s;
+      const options: OutboxEntry['options'] = { clientMsgId, text };
+      if (content !== undefined) options.content = content;
       if (to !== undefined) options.to = to;
       if (groupId !== undefined) options.groupId = groupId;
       if (conversationId !== undefined) options.conversationId = conversationId;
@@ -249,8 +258,9 @@ export class Outbox {
     if (!this.host.link.write(makeFrame(id, {
       case: 'send',
       value: {
-        clientMsgId: o.clientMsgId, toUser: o.to ?? '', text: o.text,
+        clientMsgId: o.clientMsgId, toUser: o.to ?? '', text: o.text ?? '',
         conversationId: o.conversationId ?? (o.groupId !== undefined ? groupConversationId(o.groupId) : ''),
+        content: o.content ? contentInit(o.content) : undefined,
       },
     }))) return;
     this.sendIds.set(id, o.clientMsgId);

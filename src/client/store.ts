@@ -36,6 +36,19 @@ export interface StoredSend {
   text: string;
   /** When `send()` was first called (ms since the epoch). */
   createdAtMs: number;
+  /** Custom payload, mentions, reply, forward, as given to `send()` (the payload as base64). */
+  content?: StoredContent;
+}
+
+/** A send's content as the store keeps it (plain JSON). */
+export interface StoredContent {
+  type?: string;
+  /** base64 */
+  payload?: string;
+  mentions?: string[];
+  mentionAll?: boolean;
+  replyTo?: number;
+  forward?: { conversationId: string; seq: number };
 }
 
 /** Everything a client persists. Plain JSON-able data. */
@@ -126,6 +139,10 @@ export function parseSnapshot(data: unknown): ClientSnapshot {
       if (s[key] === undefined) continue;
       if (typeof s[key] !== 'string') fail(`outbox entry ${key}`);
       entry[key] = s[key] as string;
+    }
+    if (s.content !== undefined) {
+      if (typeof s.content !== 'object' || s.content === null) fail('outbox entry content');
+      entry.content = s.content as StoredContent;
     }
     out.outbox.push(entry);
   }

@@ -1,7 +1,7 @@
 // Plain data types of the SDK (wire types converted: numbers, not bigint).
 import {
   roleFromWire, roleToWire, messageFromWire,
-  type ConversationSummary, type Group, type Presence, type ChatMessage, type GroupRoleName, type TimelineEventData,
+  type ConversationSummary, type Group, type Presence, type ChatMessage, type ContentData, type GroupRoleName, type TimelineEventData,
 } from '../protocol/index.js';
 
 export interface ConversationInfo {
@@ -21,6 +21,8 @@ export interface ConversationInfo {
   readSeq: number;
   unread: number;
   lastAtMs: number;
+  /** An unread message mentions this user (or everyone). */
+  mentioned?: boolean;
 }
 
 export interface GroupInfo {
@@ -67,6 +69,17 @@ export interface RecallInfo {
   by: string;
 }
 
+/** A message was edited by its sender: show this version in its place. */
+export interface EditInfo {
+  conversationId: string;
+  /** The edited message. */
+  seq: number;
+  by: string;
+  text: string;
+  content?: ContentData;
+  editedAtMs: number;
+}
+
 /** A change of a group (members, roles, mutes, dismissal), from its timeline: once each, in order. */
 export interface GroupChange {
   groupId: string;
@@ -93,6 +106,7 @@ export function conversationFromWire(c: ConversationSummary): ConversationInfo {
   };
   if (c.lastMessage) out.lastMessage = messageFromWire(c.lastMessage);
   if (c.lastMessageTruncated) out.lastMessageTruncated = true;
+  if (c.mentioned) out.mentioned = true;
   if (out.kind === 'group') {
     out.groupId = c.groupId;
     out.name = c.name;

@@ -80,7 +80,7 @@ import pg from 'pg';
 import { ErrorCode, LonglinkError, type ChatMessage, type GroupRoleName, type TimelineEventData } from '../protocol/index.js';
 import { directMembers } from '../protocol/ids.js';
 import {
-  WEBHOOK_SECRET_KEY, draftMessage, effectOfEvent, eventJson, homeOf, type HomeRow, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
+  WEBHOOK_SECRET_KEY, contentJson, draftMessage, effectOfEvent, eventJson, mentionedIn, homeOf, type HomeRow, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
 } from './store-rows.js';
 import {
   CHANGE_ALWAYS, CHANGE_FANOUT_MAX, PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
@@ -346,6 +346,22 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE conversations ADD COLUMN members_change_no BIGINT NOT NULL DEFAULT 0;
    CREATE FUNCTION device_sync_frozen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
    CREATE TRIGGER device_sync_frozen BEFORE INSERT OR UPDATE ON device_sync FOR EACH ROW EXECUTE FUNCTION device_sync_frozen();`,
+  // Rich messages: content parts, edit time and tombstone (store-rows.ts, contentJson), the mentions index behind a
+  // conversation's "mentioned" flag ('*': everyone), and who blocks whom.
+  `ALTER TABLE messages ADD COLUMN content TEXT;
+   ALTER TABLE orphaned_messages ADD COLUMN content TEXT;
+   CREATE TABLE mentions (
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     user_id TEXT COLLATE "C" NOT NULL,
+     seq BIGINT NOT NULL,
+     PRIMARY KEY (conversation_id, user_id, seq)
+   );
+   CREATE TABLE blocks (
+     user_id TEXT COLLATE "C" NOT NULL,
+     blocked_id TEXT COLLATE "C" NOT NULL,
+     at_ms BIGINT NOT NULL,
+     PRIMARY KEY (user_id, blocked_id)
+   );`,
 ];
 
 
@@ -448,7 +464,7 @@ interface MemberRow {
   read_seq: number;
 }
 
-const MESSAGE_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event, recalled_by';
+const MESSAGE_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event, recalled_by, content';
 /** A membership's change number (store.ts, "Sync"): the writing transaction's id, the same for every row it changes. */
 const CHANGE_NO = 'pg_current_xact_id()::text::int8';
 /**
@@ -512,8 +528,11 @@ const SQL = {
   addMembers: `INSERT INTO members (user_id, conversation_id, joined_at_ms)
     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])
     ON CONFLICT DO NOTHING`,
-  insertMessages: `INSERT INTO messages (conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event)
-    SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::text[])`,
+  insertMessages: `INSERT INTO messages (conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event, content)
+    SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::text[], $10::text[])`,
+  insertMentions: `INSERT INTO mentions (conversation_id, user_id, seq) SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) ON CONFLICT DO NOTHING`,
+  clearMentions: `DELETE FROM mentions WHERE conversation_id = $1 AND seq = $2`,
+  clearMentionsFrom: `DELETE FROM mentions WHERE conversation_id = $1 AND seq >= $2`,
   // An append's member rows (store.ts, "Sync"; see appendBatch), locked in member order (LOCK_MEMBERS) as the statement
   // finds them: the writers' read cursors ($3: the seq of a writer's last message, 0 for a member who did not write),
   // and the change index where $4 says so.
@@ -587,7 +606,20 @@ const SQL = {
   muteGroup: `UPDATE groups SET muted_all = $1 WHERE id = $2`,
   dismissGroup: `UPDATE groups SET dismissed = true WHERE id = $1`,
   // Only a message stored by the time the recall is (seq ≤ its own), as when drafts are stored one by one.
-  recall: `UPDATE messages SET text = '', recalled_by = $1 WHERE conversation_id = $2 AND seq = $3 AND seq <= $4`,
+  recall: `UPDATE messages SET text = '', content = NULL, recalled_by = $1 WHERE conversation_id = $2 AND seq = $3 AND seq <= $4`,
+  // A tombstone: text and content gone, recalled_by names who deleted it (contentJson's deleted mark).
+  deleteMessage: `UPDATE messages SET text = '', content = '{"deleted":true}', recalled_by = $1 WHERE conversation_id = $2 AND seq = $3 AND seq <= $4`,
+  // A recalled or deleted message is not edited back.
+  editMessage: `UPDATE messages SET text = $1, content = $2 WHERE conversation_id = $3 AND seq = $4 AND seq <= $5
+    AND recalled_by IS NULL AND event IS NULL RETURNING seq`,
+  blocked: `SELECT blocked_id FROM blocks WHERE user_id = $1 ORDER BY blocked_id LIMIT $2`,
+  // Blocks one more only while under the limit ($4), one statement (two blocks at once may both pass: the limit is a bound, not exact).
+  block: `INSERT INTO blocks (user_id, blocked_id, at_ms) SELECT $1, $2, $3
+    WHERE EXISTS (SELECT 1 FROM blocks WHERE user_id = $1 AND blocked_id = $2) OR (SELECT count(*) FROM blocks WHERE user_id = $1) < $4
+    ON CONFLICT DO NOTHING`,
+  isBlocked: `SELECT 1 FROM blocks WHERE user_id = $1 AND blocked_id = $2`,
+  unblock: `DELETE FROM blocks WHERE user_id = $1 AND blocked_id = $2`,
+  blockersOf: `SELECT user_id FROM blocks WHERE blocked_id = $1 AND user_id = ANY($2::text[])`,
   heads: `SELECT id, last_seq, home_dc FROM conversations WHERE id = ANY($1::text[])`,
   dcHomes: `SELECT dc, served_by, epoch, state, changed_at_ms FROM dc_homes`,
   putDcHome: `INSERT INTO dc_homes AS h (dc, served_by, epoch, state, changed_at_ms) VALUES ($1, $2, $3, $4, $5)
@@ -647,7 +679,7 @@ const SQL = {
     ON CONFLICT (id) DO UPDATE SET last_seq = c.last_seq WHERE false
     RETURNING true AS created`,
   replicaMessage: `INSERT INTO messages (${MESSAGE_COLUMNS})
-    SELECT $1::text, $2::int8, $3::text, $4::text, $5::text, $6::text, $7::text, $8::int8, $9::text, $10::text
+    SELECT $1::text, $2::int8, $3::text, $4::text, $5::text, $6::text, $7::text, $8::int8, $9::text, $10::text, $11::text
     WHERE NOT EXISTS (SELECT 1 FROM messages WHERE conversation_id = $1::text AND seq = $2::int8)
     RETURNING seq`,
   replicaHead: `UPDATE conversations SET last_seq = greatest(last_seq, $2), last_at_ms = greatest(last_at_ms, $3) WHERE id = $1`,
@@ -681,7 +713,9 @@ const SQL = {
   // the last visible message (text cut to $5 characters), unread (counted up to $6), the peer's read mark, the group's name.
   conversationPage: `SELECT p.*,
       last.seq AS last_msg_seq, last.server_msg_id, last.from_user, last.from_device, last.client_msg_id,
-      left(last.text, $5) AS last_text, length(last.text) AS last_length, last.sent_at_ms, last.event, last.recalled_by,
+      left(last.text, $5) AS last_text, length(last.text) AS last_length, last.sent_at_ms, last.event, last.recalled_by, last.content,
+      EXISTS (SELECT 1 FROM mentions n WHERE n.conversation_id = p.id AND n.user_id IN ($1, '*')
+         AND n.seq > greatest(p.read_seq, p.joined_seq - 1, p.retained_from_seq - 1) AND n.seq <= p.visible_seq) AS mentioned,
       (SELECT count(*) FROM (SELECT 1 FROM messages u WHERE u.conversation_id = p.id
          AND u.seq > greatest(p.read_seq, p.joined_seq - 1, p.retained_from_seq - 1) AND u.seq <= p.visible_seq
          AND u.from_user <> $1 AND u.event IS NULL LIMIT $6) x) AS unread,
@@ -957,10 +991,12 @@ export class PostgresStore implements Store {
         const created = (await run(client, 'replicaConversation', [m.conversationId, direct ? 'direct' : 'group', homeDc])).length > 0;
         const inserted = await run(client, 'replicaMessage', [
           m.conversationId, m.seq, m.serverMsgId, m.fromUser, m.fromDevice, m.clientMsgId, m.text, m.sentAtMs,
-          m.event ? eventJson(m.event) : null, m.recalledBy ?? null,
+          m.event ? eventJson(m.event) : null, m.recalledBy ?? m.deletedBy ?? null, contentJson(m),
         ]);
         stored.push(inserted.length > 0);
         if (inserted.length === 0) continue;
+        const mentioned = m.deletedBy === undefined ? mentionedIn(m.content) : [];
+        if (mentioned.length > 0) await run(client, 'insertMentions', [mentioned.map(() => m.conversationId), mentioned, mentioned.map(() => m.seq)]);
         await run(client, 'replicaHead', [m.conversationId, m.seq, m.sentAtMs]);
         if (created && direct) {
           const users = [...new Set(direct)];
@@ -1068,6 +1104,7 @@ export class PostgresStore implements Store {
   async orphanFrom(conversationId: string, fromSeq: number, nowMs: number): Promise<number> {
     return this.transaction(async (client) => {
       const moved = await client.query({ name: 'll_orphan', text: SQL.orphan, values: [conversationId, fromSeq, nowMs] });
+      await run(client, 'clearMentionsFrom', [conversationId, fromSeq]);
       await run(client, 'rewindHead', [conversationId, fromSeq - 1]);
       await run(client, 'bumpChanges', [[conversationId], [fromSeq], this.slack]);
       return moved.rowCount ?? 0;
@@ -1249,7 +1286,7 @@ export class PostgresStore implements Store {
   async conversationPage(userId: string, limit: number, after: ConversationCursor | undefined, previewChars: number): Promise<ConversationOverview[]> {
     const rows = await run<StateRow & Omit<MessageRow, 'seq' | 'text' | 'conversation_id'> & {
       last_msg_seq: number | null; last_text: string | null; last_length: number | null;
-      unread: number; peer_read_seq: number | null; peer_delivered_seq: number | null; group_name: string | null;
+      unread: number; peer_read_seq: number | null; peer_delivered_seq: number | null; group_name: string | null; mentioned: boolean;
     }>(this.pool, 'conversationPage', [
       userId, after?.atMs ?? Number.MAX_SAFE_INTEGER, after?.conversationId ?? '', limit, previewChars, UNREAD_COUNT_MAX,
     ]);
@@ -1264,6 +1301,7 @@ export class PostgresStore implements Store {
       if (r.last_msg_seq !== null) {
         overview.lastMessage = toMessage({ ...r, conversation_id: r.id, seq: r.last_msg_seq, text: r.last_text ?? '' });
       }
+      if (r.mentioned) overview.mentioned = true;
       if (c.kind === 'direct') {
         overview.peerReadSeq = r.peer_read_seq ?? 0;
         overview.peerDeliveredSeq = r.peer_delivered_seq ?? 0;
@@ -1271,6 +1309,24 @@ export class PostgresStore implements Store {
       else overview.groupName = r.group_name ?? '';
       return overview;
     });
+  }
+
+  async blocked(userId: string, limit: number): Promise<string[]> {
+    return (await run<{ blocked_id: string }>(this.pool, 'blocked', [userId, limit])).map((r) => r.blocked_id);
+  }
+
+  async setBlocked(userId: string, peer: string, blocked: boolean, max: number): Promise<boolean> {
+    if (!blocked) {
+      await run(this.pool, 'unblock', [userId, peer]);
+      return true;
+    }
+    await run(this.pool, 'block', [userId, peer, Date.now(), max]);
+    return (await run(this.pool, 'isBlocked', [userId, peer])).length > 0;
+  }
+
+  async blockersOf(peer: string, userIds: readonly string[]): Promise<Set<string>> {
+    if (userIds.length === 0) return new Set();
+    return new Set((await run<{ user_id: string }>(this.pool, 'blockersOf', [peer, [...new Set(userIds)]])).map((r) => r.user_id));
   }
 
   async membersAt(conversationId: string, seq: number): Promise<string[]> {
@@ -1784,7 +1840,12 @@ async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[
       fresh.map((f) => f.d.conversationId), fresh.map((f) => f.seq), fresh.map((f) => f.d.serverMsgId),
       fresh.map((f) => f.d.fromUser), fresh.map((f) => f.d.fromDevice), fresh.map((f) => f.d.clientMsgId),
       fresh.map((f) => f.d.text), fresh.map((f) => f.d.sentAtMs), fresh.map((f) => (f.d.event ? eventJson(f.d.event) : null)),
+      fresh.map((f) => (f.d.content ? contentJson(f.d) : null)),
     ]);
+    const mentions = fresh.flatMap((f) => mentionedIn(f.d.content).map((user) => ({ conversationId: f.d.conversationId, user, seq: f.seq })));
+    if (mentions.length > 0) {
+      await run(client, 'insertMentions', [mentions.map((m) => m.conversationId), mentions.map((m) => m.user), mentions.map((m) => m.seq)]);
+    }
   }
 
   // 5. Effects, in draft order.
@@ -1839,11 +1900,20 @@ async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[
     const stored: ChatMessage = { ...message };
     if (d.event) stored.event = JSON.parse(JSON.stringify(d.event)) as TimelineEventData;
     current.set(placeKey(d.conversationId, seq), stored);
-    if (d.effect?.op === 'recall' && d.effect.targetSeq <= seq) {
-      const target = current.get(placeKey(d.conversationId, d.effect.targetSeq));
-      if (target) {
-        target.text = '';
-        target.recalledBy = d.effect.by;
+    const effect = d.effect;
+    if ((effect?.op === 'recall' || effect?.op === 'delete' || effect?.op === 'edit') && effect.targetSeq <= seq) {
+      const target = current.get(placeKey(d.conversationId, effect.targetSeq));
+      if (target && target.recalledBy === undefined && target.deletedBy === undefined) {
+        delete target.content;
+        if (effect.op === 'edit') {
+          target.text = effect.text;
+          if (effect.content) target.content = effect.content;
+          target.editedAtMs = d.sentAtMs;
+        } else {
+          target.text = '';
+          if (effect.op === 'recall') target.recalledBy = effect.by;
+          else target.deletedBy = effect.by;
+        }
       }
     }
     return { message, duplicate: false };
@@ -1883,7 +1953,20 @@ async function apply(client: pg.PoolClient, conversationId: string, seq: number,
       return;
     case 'recall':
       await run(client, 'recall', [effect.by, conversationId, effect.targetSeq, seq]);
+      await run(client, 'clearMentions', [conversationId, effect.targetSeq]);
       return;
+    case 'delete':
+      await run(client, 'deleteMessage', [effect.by, conversationId, effect.targetSeq, seq]);
+      await run(client, 'clearMentions', [conversationId, effect.targetSeq]);
+      return;
+    case 'edit': {
+      const content = contentJson({ content: effect.content, editedAtMs: atMs });
+      if ((await run(client, 'editMessage', [effect.text, content, conversationId, effect.targetSeq, seq])).length === 0) return;
+      await run(client, 'clearMentions', [conversationId, effect.targetSeq]);
+      const users = mentionedIn(effect.content);
+      if (users.length > 0) await run(client, 'insertMentions', [users.map(() => conversationId), users, users.map(() => effect.targetSeq)]);
+      return;
+    }
   }
 }
 

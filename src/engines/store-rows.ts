@@ -1,7 +1,7 @@
 // What the SQL stores share: the message row as both schemas store it, and
 // the message a draft becomes once it has its seq.
 import { groupIdOf as groupIdOfConversation } from '../protocol/ids.js';
-import type { ChatMessage, TimelineEventData } from '../protocol/index.js';
+import type { ChatMessage, ContentData, TimelineEventData } from '../protocol/index.js';
 import type { ConversationKind, ConversationState, Effect, HomeRecord, MessageDraft, RiskAuditEntry } from './store.js';
 
 /** A `messages` row; `event` is the timeline event as JSON text. */
@@ -16,7 +16,71 @@ export interface MessageRow {
   sent_at_ms: number;
   event: string | null;
   recalled_by: string | null;
+  /** contentJson(): content parts, edit time, tombstone; null for plain text never edited. */
+  content: string | null;
 }
+
+/** messages.content as stored: the content's parts, then the edit time and the tombstone mark. */
+interface StoredContent {
+  type?: string;
+  /** base64 */
+  payload?: string;
+  mentions?: string[];
+  mentionAll?: boolean;
+  replyToSeq?: number;
+  forward?: ContentData['forward'];
+  editedAtMs?: number;
+  deleted?: boolean;
+}
+
+/** The content column of a message (null when it has nothing but text). Fields in one fixed order, like eventJson. */
+export function contentJson(m: { content?: ContentData; editedAtMs?: number; deletedBy?: string }): string | null {
+  if (m.deletedBy !== undefined) return '{"deleted":true}';
+  const out: StoredContent = {};
+  const c = m.content;
+  if (c?.type) out.type = c.type;
+  if (c?.payload && c.payload.length > 0) out.payload = Buffer.from(c.payload).toString('base64');
+  if (c?.mentions && c.mentions.length > 0) out.mentions = c.mentions;
+  if (c?.mentionAll) out.mentionAll = true;
+  if (c?.replyToSeq) out.replyToSeq = c.replyToSeq;
+  if (c?.forward) out.forward = c.forward;
+  if (m.editedAtMs) out.editedAtMs = m.editedAtMs;
+  return Object.keys(out).length > 0 ? JSON.stringify(out) : null;
+}
+
+/** The content column read back onto a message (recalled_by is a tombstone's author when it says deleted). */
+function readContent(m: ChatMessage, json: string, by: string | null): void {
+  const s = JSON.parse(json) as StoredContent;
+  if (s.deleted) {
+    if (by !== null) m.deletedBy = by;
+    return;
+  }
+  const c = contentOf(s);
+  if (c) m.content = c;
+  if (s.editedAtMs) m.editedAtMs = s.editedAtMs;
+}
+
+function contentOf(s: StoredContent): ContentData | undefined {
+  const c: ContentData = {};
+  if (s.type) c.type = s.type;
+  if (s.payload) c.payload = new Uint8Array(Buffer.from(s.payload, 'base64'));
+  if (s.mentions) c.mentions = s.mentions;
+  if (s.mentionAll) c.mentionAll = true;
+  if (s.replyToSeq) c.replyToSeq = s.replyToSeq;
+  if (s.forward) c.forward = s.forward;
+  return Object.keys(c).length > 0 ? c : undefined;
+}
+
+/** Who a message mentions, as the mentions table holds it ('*': everyone). */
+export function mentionedIn(c: ContentData | undefined): string[] {
+  if (!c) return [];
+  const users = new Set(c.mentions ?? []);
+  if (c.mentionAll) users.add(MENTION_ALL);
+  return [...users];
+}
+
+/** The mentions row of a mention of everyone. */
+export const MENTION_ALL = '*';
 
 /**
  * A timeline event as stored (messages.event): its fields in one fixed order,
@@ -31,7 +95,19 @@ export function eventJson(e: TimelineEventData): string {
   if (e.name) out.name = e.name;
   // The wire has no "unset" for a bool: a mute change always says which way, other events never.
   if (e.type === 'mute_changed') out.muted = e.muted === true;
+  if (e.type === 'edited') out.text = e.text ?? '';
+  const content = e.content ? contentJson({ content: e.content }) : null;
+  if (content !== null) out.content = JSON.parse(content) as unknown;
   return JSON.stringify(out);
+}
+
+/** messages.event read back (its content's payload was stored as base64). */
+function eventOf(json: string): TimelineEventData {
+  const { content, ...e } = JSON.parse(json) as Omit<TimelineEventData, 'content'> & { content?: StoredContent };
+  const event: TimelineEventData = e;
+  const read = content ? contentOf(content) : undefined;
+  if (read) event.content = read;
+  return event;
 }
 
 /** A row as a ChatMessage: optional fields absent, not null. */
@@ -46,8 +122,9 @@ export function toMessage(r: MessageRow): ChatMessage {
     text: r.text,
     sentAtMs: r.sent_at_ms,
   };
-  if (r.event !== null) m.event = JSON.parse(r.event) as TimelineEventData;
-  if (r.recalled_by !== null) m.recalledBy = r.recalled_by;
+  if (r.event !== null) m.event = eventOf(r.event);
+  if (r.content !== null && r.content !== undefined) readContent(m, r.content, r.recalled_by);
+  if (r.recalled_by !== null && m.deletedBy === undefined) m.recalledBy = r.recalled_by;
   return m;
 }
 
@@ -64,6 +141,8 @@ export function draftMessage(d: MessageDraft, seq: number): ChatMessage {
     sentAtMs: d.sentAtMs,
   };
   if (d.event) message.event = d.event;
+  if (d.content) message.content = d.content;
+  if (d.reply) message.reply = d.reply;
   return message;
 }
 
@@ -134,6 +213,10 @@ export function effectOfEvent(conversationId: string, message: ChatMessage): Eff
       return users[0] ? { op: 'mute', userId: users[0], muted: e.muted === true } : { op: 'mute', muted: e.muted === true };
     case 'recalled':
       return e.targetSeq ? { op: 'recall', targetSeq: e.targetSeq, by: e.actor } : undefined;
+    case 'edited':
+      return e.targetSeq ? { op: 'edit', targetSeq: e.targetSeq, text: e.text ?? '', content: e.content } : undefined;
+    case 'deleted':
+      return e.targetSeq ? { op: 'delete', targetSeq: e.targetSeq, by: e.actor } : undefined;
   }
 }
 

@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads';
 import type { ChatMessage, GroupRoleName } from '../protocol/index.js';
 import { directMembers, directPeer } from '../protocol/ids.js';
 import {
-  WEBHOOK_SECRET_KEY, draftMessage, effectOfEvent, eventJson, homeOf, type HomeRow, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
+  WEBHOOK_SECRET_KEY, contentJson, draftMessage, effectOfEvent, eventJson, mentionedIn, homeOf, type HomeRow, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
 } from './store-rows.js';
 import {
   CHANGE_ALWAYS, CHANGE_FANOUT_MAX, FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
@@ -212,10 +212,26 @@ const MIGRATIONS: string[] = [
   // members_change_no: at or below the change number of every member row a write there must change (see changed());
   // 0, before this migration: its member rows are written at its next write.
   `ALTER TABLE conversations ADD COLUMN members_change_no INTEGER NOT NULL DEFAULT 0;`,
+  // Rich messages: content parts, edit time and tombstone (store-rows.ts, contentJson), the mentions index behind a
+  // conversation's "mentioned" flag ('*': everyone), and who blocks whom.
+  `ALTER TABLE messages ADD COLUMN content TEXT;
+   ALTER TABLE orphaned_messages ADD COLUMN content TEXT;
+   CREATE TABLE mentions (
+     conversation_id TEXT NOT NULL,
+     user_id TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     PRIMARY KEY (conversation_id, user_id, seq)
+   ) WITHOUT ROWID;
+   CREATE TABLE blocks (
+     user_id TEXT NOT NULL,
+     blocked_id TEXT NOT NULL,
+     at_ms INTEGER NOT NULL,
+     PRIMARY KEY (user_id, blocked_id)
+   ) WITHOUT ROWID;`,
 ];
 
 
-const INSERT_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event';
+const INSERT_COLUMNS = 'conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, text, sent_at_ms, event, content';
 const MESSAGE_COLUMNS = `${INSERT_COLUMNS}, recalled_by`;
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
 
@@ -472,7 +488,7 @@ export class SqliteStore implements Store {
       rewindHead: db.prepare<[number, string]>(`UPDATE conversations SET last_seq = min(last_seq, ?) WHERE id = ?`),
       conversationHead: db.prepare<[string], { last_seq: number; home_dc: string }>(`SELECT last_seq, home_dc FROM conversations WHERE id = ?`),
       replicaMessage: db.prepare(
-        `INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id, seq) DO NOTHING`,
+        `INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id, seq) DO NOTHING`,
       ),
       replicaConversation: db.prepare<[string, string, string]>(
         `INSERT INTO conversations (id, kind, home_dc) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING`,
@@ -549,8 +565,34 @@ export class SqliteStore implements Store {
       muteGroup: db.prepare<[number, string]>(`UPDATE groups SET muted_all = ? WHERE id = ?`),
       dismissGroup: db.prepare<[string]>(`UPDATE groups SET dismissed = 1 WHERE id = ?`),
       recall: db.prepare<[string, string, number]>(
-        `UPDATE messages SET text = '', recalled_by = ? WHERE conversation_id = ? AND seq = ?`,
+        `UPDATE messages SET text = '', content = NULL, recalled_by = ? WHERE conversation_id = ? AND seq = ?`,
       ),
+      // A tombstone: text and content gone, recalled_by names who deleted it (contentJson's deleted mark).
+      deleteMessage: db.prepare<[string, string, number]>(
+        `UPDATE messages SET text = '', content = '{"deleted":true}', recalled_by = ? WHERE conversation_id = ? AND seq = ?`,
+      ),
+      // A recalled or deleted message is not edited back.
+      editMessage: db.prepare<[string, string | null, string, number]>(
+        `UPDATE messages SET text = ?, content = ? WHERE conversation_id = ? AND seq = ? AND recalled_by IS NULL AND event IS NULL`,
+      ),
+      insertMention: db.prepare<[string, string, number]>(
+        `INSERT INTO mentions (conversation_id, user_id, seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
+      ),
+      clearMentions: db.prepare<[string, number]>(`DELETE FROM mentions WHERE conversation_id = ? AND seq = ?`),
+      clearMentionsFrom: db.prepare<[string, number]>(`DELETE FROM mentions WHERE conversation_id = ? AND seq >= ?`),
+      clearMentionsBelow: db.prepare<[string, number]>(`DELETE FROM mentions WHERE conversation_id = ? AND seq < ?`),
+      mentioned: db.prepare<[string, string, number, number], { one: number }>(
+        `SELECT 1 AS one FROM mentions WHERE conversation_id = ? AND user_id IN (?, '*') AND seq > ? AND seq <= ? LIMIT 1`,
+      ),
+      blocked: db.prepare<[string, number], { blocked_id: string }>(
+        `SELECT blocked_id FROM blocks WHERE user_id = ? ORDER BY blocked_id LIMIT ?`,
+      ),
+      blockCount: db.prepare<[string], { n: number }>(`SELECT count(*) AS n FROM blocks WHERE user_id = ?`),
+      block: db.prepare<[string, string, number]>(
+        `INSERT INTO blocks (user_id, blocked_id, at_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
+      ),
+      unblock: db.prepare<[string, string]>(`DELETE FROM blocks WHERE user_id = ? AND blocked_id = ?`),
+      blocks: db.prepare<[string, string], { one: number }>(`SELECT 1 AS one FROM blocks WHERE user_id = ? AND blocked_id = ?`),
       // The next seq, and whether the conversation's member rows are to be written for the change index (due: its
       // members_change_no is below @threshold, the change less the slack, or 0; it takes @change: see changed()).
       nextSeq: db.prepare<[{ at: number; id: string; change: number; threshold: number }], { last_seq: number; due: number }>(
@@ -559,7 +601,7 @@ export class SqliteStore implements Store {
          WHERE id = @id RETURNING last_seq, members_change_no = @change AS due`,
       ),
       insertMessage: db.prepare(
-        `INSERT INTO messages (${INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO messages (${INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       readOwn: db.prepare<[number, string, string]>(
         `UPDATE members SET read_seq = max(read_seq, ?), wrote = 1 WHERE conversation_id = ? AND user_id = ?`,
@@ -637,7 +679,7 @@ export class SqliteStore implements Store {
       ),
       lastVisible: db.prepare<[number, string, number, number], MessageRow & { whole: number }>(
         `SELECT conversation_id, seq, server_msg_id, from_user, from_device, client_msg_id, substr(text, 1, ?) AS text, sent_at_ms, event, recalled_by,
-           length(text) AS whole
+           content, length(text) AS whole
          FROM messages WHERE conversation_id = ? AND seq <= ? AND seq >= ? ORDER BY seq DESC LIMIT 1`,
       ),
       // A cursor never passes the conversation's last seq (a bogus ack must not skip future messages).
@@ -757,7 +799,10 @@ export class SqliteStore implements Store {
         firsts.set(r.conversation_id, Math.min(firsts.get(r.conversation_id) ?? r.seq, r.seq));
       }
       this.stmts.expireThrough.run(head[n - 1]!.id);
-      for (const [conversationId, floor] of floors) this.stmts.raiseFloor.run(floor, conversationId);
+      for (const [conversationId, floor] of floors) {
+        this.stmts.raiseFloor.run(floor, conversationId);
+        this.stmts.clearMentionsBelow.run(conversationId, floor);
+      }
       // A floor that moves changes where a device there stands (a full sync answers its cursor: store.ts, "Sync").
       this.change = this.stmts.nextChange.get()!.n;
       for (const [conversationId, first] of firsts) this.stmts.bumpChanges.run(this.change, conversationId, first, this.change - this.slack);
@@ -766,6 +811,7 @@ export class SqliteStore implements Store {
     this.orphanTx = db.transaction((conversationId: string, fromSeq: number, nowMs: number) => {
       this.stmts.orphanCopy.run(nowMs, conversationId, fromSeq);
       const moved = this.stmts.orphanDelete.run(conversationId, fromSeq).changes;
+      this.stmts.clearMentionsFrom.run(conversationId, fromSeq);
       this.stmts.rewindHead.run(fromSeq - 1, conversationId);
       this.change = this.stmts.nextChange.get()!.n;
       this.stmts.bumpChanges.run(this.change, conversationId, fromSeq, this.change - this.slack);
@@ -880,8 +926,9 @@ export class SqliteStore implements Store {
     const message = draftMessage(d, seq);
     this.stmts.insertMessage.run(
       d.conversationId, seq, d.serverMsgId, d.fromUser, d.fromDevice, d.clientMsgId, d.text, d.sentAtMs,
-      d.event ? eventJson(d.event) : null,
+      d.event ? eventJson(d.event) : null, d.content ? contentJson(d) : null,
     );
+    for (const user of mentionedIn(d.content)) this.stmts.insertMention.run(d.conversationId, user, seq);
     if (d.effect) this.apply(d.conversationId, seq, d.sentAtMs, d.effect);
     // Whoever writes has read everything up to what they wrote.
     this.stmts.readOwn.run(seq, d.conversationId, d.fromUser);
@@ -926,6 +973,16 @@ export class SqliteStore implements Store {
         return;
       case 'recall':
         s.recall.run(effect.by, conversationId, effect.targetSeq);
+        s.clearMentions.run(conversationId, effect.targetSeq);
+        return;
+      case 'delete':
+        s.deleteMessage.run(effect.by, conversationId, effect.targetSeq);
+        s.clearMentions.run(conversationId, effect.targetSeq);
+        return;
+      case 'edit':
+        if (s.editMessage.run(effect.text, contentJson({ content: effect.content, editedAtMs: atMs }), conversationId, effect.targetSeq).changes === 0) return;
+        s.clearMentions.run(conversationId, effect.targetSeq);
+        for (const user of mentionedIn(effect.content)) s.insertMention.run(conversationId, user, effect.targetSeq);
         return;
     }
   }
@@ -1008,9 +1065,10 @@ export class SqliteStore implements Store {
     }
     const inserted = s.replicaMessage.run(
       m.conversationId, m.seq, m.serverMsgId, m.fromUser, m.fromDevice, m.clientMsgId, m.text, m.sentAtMs,
-      m.event ? eventJson(m.event) : null, m.recalledBy ?? null,
+      m.event ? eventJson(m.event) : null, contentJson(m), m.recalledBy ?? m.deletedBy ?? null,
     ).changes > 0;
     if (!inserted) return false;
+    if (m.deletedBy === undefined) for (const user of mentionedIn(m.content)) s.insertMention.run(m.conversationId, user, m.seq);
     const direct = directMembers(m.conversationId);
     if (s.replicaConversation.run(m.conversationId, direct ? 'direct' : 'group', homeDc).changes > 0 && direct) {
       for (const user of new Set(direct)) s.addMember.run(user, m.conversationId, m.sentAtMs);
@@ -1164,6 +1222,7 @@ export class SqliteStore implements Store {
         unread: c.lastSeq > readFrom ? s.unread.get(c.conversationId, readFrom, c.lastSeq, userId, UNREAD_COUNT_MAX)!.n : 0,
       };
       if (last) overview.lastMessage = toMessage(last);
+      if (c.lastSeq > readFrom && s.mentioned.get(c.conversationId, userId, readFrom, c.lastSeq)) overview.mentioned = true;
       const peerUser = directPeer(c.conversationId, userId);
       if (peerUser !== undefined) {
         const peer = s.peerRead.get(c.conversationId, peerUser);
@@ -1173,6 +1232,26 @@ export class SqliteStore implements Store {
       else overview.groupName = s.groupRow.get(groupIdOf(c.conversationId))?.name ?? '';
       return overview;
     }));
+  }
+
+  async blocked(userId: string, limit: number): Promise<string[]> {
+    return this.durable(this.stmts.blocked.all(userId, limit).map((r) => r.blocked_id));
+  }
+
+  async setBlocked(userId: string, peer: string, blocked: boolean, max: number): Promise<boolean> {
+    if (blocked) {
+      if (this.stmts.blocks.get(userId, peer)) return this.durable(true);
+      if (this.stmts.blockCount.get(userId)!.n >= max) return false;
+      this.stmts.block.run(userId, peer, Date.now());
+    } else {
+      this.stmts.unblock.run(userId, peer);
+    }
+    await this.flusher?.flush();
+    return true;
+  }
+
+  async blockersOf(peer: string, userIds: readonly string[]): Promise<Set<string>> {
+    return this.durable(new Set(userIds.filter((u) => this.stmts.blocks.get(u, peer) !== undefined)));
   }
 
   async membersAt(conversationId: string, seq: number): Promise<string[]> {

@@ -12,7 +12,7 @@
 // - Under a write fence (below), append() refuses, with FencedError and
 //   nothing written, a batch whose writer lost one of its shards.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { ChatMessage, GroupRoleName, LonglinkError, TimelineEventData } from '../protocol/index.js';
+import type { ChatMessage, ContentData, GroupRoleName, LonglinkError, QuoteData, TimelineEventData } from '../protocol/index.js';
 
 export type ConversationKind = 'direct' | 'group';
 
@@ -27,7 +27,11 @@ export type Effect =
   | { op: 'dismiss' }
   | { op: 'set-role'; userId: string; role: GroupRoleName }
   | { op: 'mute'; userId?: string; muted: boolean }
-  | { op: 'recall'; targetSeq: number; by: string };
+  | { op: 'recall'; targetSeq: number; by: string }
+  /** The sender's new version of targetSeq: its text and whole content (reply and forward kept by the caller), edited at the event's time. */
+  | { op: 'edit'; targetSeq: number; text: string; content?: ContentData }
+  /** Deleted for everyone: a tombstone. */
+  | { op: 'delete'; targetSeq: number; by: string };
 
 /** A message before the store gives it its seq. */
 export interface MessageDraft {
@@ -42,6 +46,10 @@ export interface MessageDraft {
   serverMsgId: string;
   text: string;
   sentAtMs: number;
+  /** Custom payload, mentions, reply, forward (stored; mentions also indexed for ConversationOverview.mentioned). */
+  content?: ContentData;
+  /** A reply's quote as the sender saw it: pushed with the message, not stored (reads quote the message as it is then). */
+  reply?: QuoteData;
   /**
    * A group send: the store checks again, in the append's own transaction,
    * that its sender may write there now (a current member, not muted; the
@@ -171,6 +179,8 @@ export interface ConversationOverview extends ConversationState {
   peerDeliveredSeq?: number;
   /** Groups: the group's name. */
   groupName?: string;
+  /** A message past the user's read mark mentions it (or everyone). */
+  mentioned?: boolean;
 }
 
 export interface ConversationState {
@@ -587,7 +597,22 @@ export interface DatacenterStore {
   orphanFrom(conversationId: string, fromSeq: number, nowMs: number): Promise<number>;
 }
 
-export interface Store extends MessageStore, ConversationStore, CursorStore, SyncStore, RiskStore, ReplicaStore, DatacenterStore {
+// ---- Blocking ------------------------------------------------------------------
+//
+// Who blocks whom: a blocked user's 1:1 messages to its blocker are refused
+// (BLOCKED) and the blocker's presence looks offline to it. Kept by the
+// datacenter where it was set (not copied to the others).
+
+export interface BlockStore {
+  /** The users `userId` blocks, sorted, at most `limit`. */
+  blocked(userId: string, limit: number): Promise<string[]>;
+  /** Block (or unblock) `peer`; false, with nothing written, when blocking one more would pass `max`. */
+  setBlocked(userId: string, peer: string, blocked: boolean, max: number): Promise<boolean>;
+  /** Those of `userIds` who block `peer`. */
+  blockersOf(peer: string, userIds: readonly string[]): Promise<Set<string>>;
+}
+
+export interface Store extends MessageStore, ConversationStore, CursorStore, SyncStore, RiskStore, ReplicaStore, DatacenterStore, BlockStore {
   close(): Promise<void>;
 }
 

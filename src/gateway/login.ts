@@ -50,7 +50,7 @@ const REPLACED_REASON = 'the same device logged in on another connection';
 
 type LoginOptions = Pick<
   GatewayOptions,
-  'nodeId' | 'pingIntervalMs' | 'maxFrameBytes' | 'maxTextBytes' | 'maxConnectionsPerUser' | 'loginPolicy'
+  'nodeId' | 'pingIntervalMs' | 'maxFrameBytes' | 'maxTextBytes' | 'maxPayloadBytes' | 'maxConnectionsPerUser' | 'loginPolicy'
 >;
 
 /** One login in progress and what it has learnt so far. */
@@ -237,6 +237,7 @@ export class LoginHandshake {
         nodeId: this.options.nodeId,
         maxFrameBytes: this.options.maxFrameBytes,
         maxTextBytes: this.options.maxTextBytes,
+        maxPayloadBytes: this.options.maxPayloadBytes,
       },
     })));
   }

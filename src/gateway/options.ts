@@ -11,7 +11,7 @@ import type { Limits } from '../config.js';
 
 /** The limits a gateway applies, as the configuration declares them (src/config.ts, Limits). */
 type GatewayLimits = Pick<Limits,
-  | 'maxFrameBytes' | 'maxTextBytes' | 'ratePerSecond' | 'rateBurst' | 'maxOutboundBytes' | 'userMessagesPerSecond'
+  | 'maxFrameBytes' | 'maxTextBytes' | 'maxPayloadBytes' | 'ratePerSecond' | 'rateBurst' | 'maxOutboundBytes' | 'userMessagesPerSecond'
   | 'maxConnectionsPerUser' | 'loginAttemptsPerMinute' | 'maxLoginFrameBytes' | 'maxConnectionsPerAddress' | 'maxPendingLogins'>;
 
 /** A gateway's options, all given by the configuration (src/config.ts: loadServerConfig and DEFAULTS). */

@@ -13,7 +13,7 @@
 // is isolated and dead-lettered alone). Every write is idempotent by its
 // request id, so what was applied before the failure is not applied twice.
 import {
-  ErrorCode, LonglinkError, encodeFrame, makeFrame,
+  ErrorCode, LonglinkError, contentFromWire, encodeFrame, makeFrame,
   type BodyOf, type Frame, type FrameBodyInit,
 } from '../protocol/index.js';
 import { isHomed, operationName, operationOf } from '../protocol/operations.js';
@@ -27,6 +27,7 @@ import { viewRefusal, viewsOf } from './access.js';
 import { GroupService, groupToWire } from './groups.js';
 import { Conversations } from './conversations.js';
 import { RecallService } from './recall.js';
+import { BlockService } from './blocks.js';
 import { PresenceService } from './presence.js';
 import { Reads } from './reads.js';
 import { ReadQueue } from './read-queue.js';
@@ -48,6 +49,8 @@ export interface LogicOptions {
   /** This node's datacenter (LONGLINK_DC). */
   dc?: string;
   maxTextBytes: number;
+  /** Largest custom payload (Content.payload), bytes. */
+  maxPayloadBytes: number;
   /** Largest group, owner included. */
   maxGroupMembers: number;
   /** Groups one user may be a current member of. */
@@ -104,6 +107,7 @@ export class Logic {
   readonly conversations: Conversations;
   readonly presence: PresenceService;
   private readonly recalls: RecallService;
+  readonly blocks: BlockService;
   private readonly reads: Reads;
   /** Reads wait here, fairly between users, outside the batches. */
   readonly readQueue: ReadQueue;
@@ -120,8 +124,9 @@ export class Logic {
     private readonly deps: LogicDeps,
   ) {
     const { routing, tuning } = options;
+    this.blocks = new BlockService(deps);
     this.pipeline = new Pipeline({
-      maxTextBytes: options.maxTextBytes, routing, delivery: options.delivery, nodeId: options.nodeId, dc: options.dc,
+      maxTextBytes: options.maxTextBytes, maxPayloadBytes: options.maxPayloadBytes, blocks: this.blocks, routing, delivery: options.delivery, nodeId: options.nodeId, dc: options.dc,
       replication: deps.datacenters?.replication, homeEpochs: deps.datacenters?.homeEpochs, contentFilter: options.contentFilter,
       publishCommitted: options.publishCommitted,
     }, deps);
@@ -133,7 +138,9 @@ export class Logic {
       receiptFanoutMaxMembers: tuning.receiptFanoutMaxMembers, pageLimit: tuning.conversationsPageLimit, pageMax: tuning.conversationsPageMax,
       deliveredVisibility: options.presenceVisibility,
     }, withPipeline);
-    this.recalls = new RecallService({ recallWindowMs: options.recallWindowMs }, withPipeline);
+    this.recalls = new RecallService({
+      recallWindowMs: options.recallWindowMs, maxTextBytes: options.maxTextBytes, maxPayloadBytes: options.maxPayloadBytes,
+    }, withPipeline);
     this.presence = new PresenceService({
       maxWatched: tuning.maxWatched, typingIntervalMs: tuning.typingIntervalMs, typingMaxMembers: tuning.typingMaxMembers,
       visibility: options.presenceVisibility,
@@ -159,6 +166,17 @@ export class Logic {
         await this.recalls.recall(r.origin.userId, r.origin.deviceId, b.conversationId, seqOf(b.seq), r.requestId, r.up.trusted);
         return { case: 'done', value: {} };
       },
+      delete: async (r: Request, b: BodyOf<'delete'>): Promise<FrameBodyInit> => {
+        await this.recalls.recall(r.origin.userId, r.origin.deviceId, b.conversationId, seqOf(b.seq), r.requestId, r.up.trusted, 'delete');
+        return { case: 'done', value: {} };
+      },
+      edit: async (r: Request, b: BodyOf<'edit'>): Promise<FrameBodyInit> => {
+        const content = b.content ? contentFromWire(b.content) : undefined;
+        await this.recalls.edit(r.origin.userId, r.origin.deviceId, b.conversationId, seqOf(b.seq), b.text, content, r.requestId);
+        return { case: 'done', value: {} };
+      },
+      block: async (r: Request, b: BodyOf<'block'>): Promise<FrameBodyInit> =>
+        ({ case: 'blockResult', value: { blocked: await this.blocks.block(r.origin.userId, b.userId, b.blocked) } }),
       typing: async (r: Request, b: BodyOf<'typing'>) => {
         await this.presence.typing(r.origin, b.conversationId);
         return undefined;
@@ -334,6 +352,7 @@ export class Logic {
         const draft = await this.pipeline.prepare({
           fromUser: r.origin.userId, fromDevice: r.origin.deviceId, claimedFrom: s.fromUser, trusted: r.up.trusted,
           toUser: s.toUser, conversationId: s.conversationId, clientMsgId: s.clientMsgId, text: s.text,
+          ...(s.content ? { content: contentFromWire(s.content) } : {}),
         }, now);
         if (log.isLevelEnabled('debug')) {
           log.debug({ ...messageTrace({ fromUser: draft.fromUser, clientMsgId: draft.clientMsgId, conversationId: draft.conversationId }), gateway: r.origin.node }, 'send accepted');

@@ -11,12 +11,13 @@
 import { randomUUID } from 'node:crypto';
 import {
   ErrorCode, LonglinkError, SYSTEM_USER, directConversationId, directMembers, encodeFrame, groupIdOf, isGroupConversation, isValidId,
-  makeFrame, messageFromWire, messageToWire, type ChatMessage,
+  makeFrame, messageFromWire, messageToWire, type ChatMessage, type ContentData,
 } from '../protocol/index.js';
 import { committed, type Bus, type Committed } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { AppendResult, MessageDraft, Store } from '../engines/store.js';
 import { membersOf, wasMemberAtDismissal } from './access.js';
+import { checkContent, hasBody, resolveContent } from './content.js';
 import { log as rootLog } from '../observability/log.js';
 
 const log = rootLog.child({ component: 'pipeline' });
@@ -32,6 +33,8 @@ export interface SendRequest {
   conversationId: string;
   clientMsgId: string;
   text: string;
+  /** Custom payload, mentions, reply, forward (content.ts). */
+  content?: ContentData;
   /** Sent through the admin API: may post into a group without being a member. */
   trusted?: boolean;
 }
@@ -46,6 +49,13 @@ export type ContentFilter = (draft: Readonly<MessageDraft>) => Promise<string | 
 
 export interface PipelineOptions {
   maxTextBytes: number;
+  /** Largest custom payload. @default maxTextBytes */
+  maxPayloadBytes?: number;
+  /**
+   * 1:1 sends are refused BLOCKED when the recipient blocks the sender
+   * (blocks.ts). @default no blocking
+   */
+  blocks?: { blocks(blocker: string, peer: string): Promise<boolean>; forget(): void };
   /** @default 'targeted' */
   routing?: Routing;
   /** Push what was stored at once (`direct`), or publish it for the push consumer group (`committed`). @default 'direct' */
@@ -113,7 +123,7 @@ const LARGE_KEPT = 100_000;
  * destination (exactly one of a user, a 1:1 it belongs to, or a group id).
  * Throws LonglinkError with the reason; the group's rules are checked later.
  */
-export function checkSend(req: Omit<SendRequest, 'fromDevice' | 'trusted'>, maxTextBytes: number): void {
+export function checkSend(req: Omit<SendRequest, 'fromDevice' | 'trusted'>, maxTextBytes: number, maxPayloadBytes = maxTextBytes): void {
   if (req.claimedFrom !== '' && req.claimedFrom !== req.fromUser) {
     throw new LonglinkError(ErrorCode.FORBIDDEN, 'cannot send as another user');
   }
@@ -121,7 +131,8 @@ export function checkSend(req: Omit<SendRequest, 'fromDevice' | 'trusted'>, maxT
   if (!req.clientMsgId || [...req.clientMsgId].length > MAX_CLIENT_MSG_ID) {
     throw new LonglinkError(ErrorCode.BAD_REQUEST, `client_msg_id must be 1-${MAX_CLIENT_MSG_ID} characters`);
   }
-  if (req.text.length === 0) throw new LonglinkError(ErrorCode.TEXT_EMPTY, 'message text is empty');
+  if (!hasBody(req.text, req.content)) throw new LonglinkError(ErrorCode.TEXT_EMPTY, 'message text is empty (and no content type or forward)');
+  checkContent(req.content, req.text, req.conversationId, maxPayloadBytes);
   // PostgreSQL text cannot hold NUL; refused everywhere, so both stores keep the same messages.
   if (req.text.includes('\u0000') || req.clientMsgId.includes('\u0000')) {
     throw new LonglinkError(ErrorCode.BAD_REQUEST, 'text and client_msg_id must not contain NUL (U+0000)');
@@ -157,8 +168,8 @@ export class Pipeline {
 
   /** Checks a request and turns it into a draft; throws LonglinkError with the reason. */
   async prepare(req: SendRequest, nowMs: number): Promise<MessageDraft> {
-    checkSend(req, this.options.maxTextBytes);
-    const base = {
+    checkSend(req, this.options.maxTextBytes, this.options.maxPayloadBytes);
+    const base: Omit<MessageDraft, 'conversationId' | 'kind' | 'members'> = {
       fromUser: req.fromUser, fromDevice: req.fromDevice, clientMsgId: req.clientMsgId,
       serverMsgId: randomUUID(), text: req.text, sentAtMs: nowMs,
     };
@@ -170,6 +181,21 @@ export class Pipeline {
       // Checked again where it is stored: a group change another service commits meanwhile must win.
       const system = req.trusted === true && req.fromUser === SYSTEM_USER;
       draft = { ...base, conversationId: req.conversationId, kind: 'group', members: [], checkSender: !system };
+    }
+    if (draft.kind === 'direct' && this.options.blocks && req.trusted !== true) {
+      const peer = draft.members.find((u) => u !== req.fromUser);
+      if (peer !== undefined && await this.options.blocks.blocks(peer, req.fromUser)) {
+        // A resend of a message stored before the block (its ack was lost) is the duplicate it is: the store answers it.
+        const stored = draft.clientMsgId !== '' ? await this.deps.store.messageByRequest(draft.fromUser, draft.clientMsgId) : undefined;
+        if (!stored || stored.conversationId !== draft.conversationId) throw new LonglinkError(ErrorCode.BLOCKED, 'this user does not take your messages');
+      }
+    }
+    if (req.content) {
+      const resolved = await resolveContent(this.deps.store, req.fromUser, draft.conversationId, req.text, req.content, req.trusted === true);
+      if (Buffer.byteLength(resolved.text, 'utf8') > this.options.maxTextBytes) throw new LonglinkError(ErrorCode.TEXT_TOO_LARGE, 'the forwarded text is over the limit');
+      draft = { ...draft, text: resolved.text };
+      if (resolved.content) draft.content = resolved.content;
+      if (resolved.reply) draft.reply = resolved.reply;
     }
     let text: string | undefined;
     try {
@@ -185,6 +211,11 @@ export class Pipeline {
       throw err;
     }
     return text === undefined ? draft : { ...draft, text };
+  }
+
+  /** The text to store for a draft by the content filter (refusals throw LonglinkError): an edit is checked as a send is. */
+  async screen(draft: MessageDraft): Promise<string> {
+    return (await this.options.contentFilter?.(draft)) ?? draft.text;
   }
 
   private direct(conversationId: string, base: Omit<MessageDraft, 'conversationId' | 'kind' | 'members'>): MessageDraft {
@@ -456,6 +487,7 @@ export class Pipeline {
 
   /** Drop cached member lists (this node just took over conversations another node may have changed). */
   forgetCaches(): void {
+    this.options.blocks?.forget();
     this.memberCache.clear();
     this.pushMembers.clear();
     this.pushedSeqs.clear();

@@ -14,7 +14,7 @@
 // (the SDK does), so a contact that ends stops being watched within that time.
 import { create } from '@bufbuild/protobuf';
 import {
-  ErrorCode, LonglinkError, PresenceSchema, encodeFrame, isValidId, makeFrame, type Presence,
+  ErrorCode, LonglinkError, PresenceSchema, directPeer, encodeFrame, isValidId, makeFrame, type Presence,
 } from '../protocol/index.js';
 import { down, type Bus, type Origin } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
@@ -52,15 +52,24 @@ export class PresenceService {
     for (const u of userIds) if (!isValidId(u)) throw new LonglinkError(ErrorCode.BAD_REQUEST, `${JSON.stringify(u)} is not a valid user id`);
     const unique = [...new Set(userIds)];
     if (this.options.visibility === 'contacts') await this.requireContacts(viewer, unique);
-    const online = await this.deps.sessions.lookup(unique);
-    return unique.map((userId) => presenceOf(userId, online.get(userId)?.map((s) => s.platform) ?? []));
+    return (await this.visible(viewer, unique)).presence;
+  }
+
+  /** The users' presence as `viewer` may see it: a user who blocks the viewer looks offline, and is not watched for it. */
+  private async visible(viewer: string, userIds: readonly string[]): Promise<{ presence: Presence[]; watched: string[] }> {
+    const [online, blockers] = await Promise.all([this.deps.sessions.lookup(userIds), this.deps.store.blockersOf(viewer, userIds)]);
+    return {
+      presence: userIds.map((userId) => presenceOf(userId, blockers.has(userId) ? [] : online.get(userId)?.map((s) => s.platform) ?? [])),
+      watched: userIds.filter((u) => !blockers.has(u)),
+    };
   }
 
   /** Replace the connection's watch list; returns the current state of those users. */
   async subscribe(origin: Origin, userIds: readonly string[]): Promise<Presence[]> {
-    const current = await this.query(origin.userId, userIds);
-    await this.deps.bus.publishDown(origin.node, down({ case: 'watch', value: { connId: origin.connId, userIds: current.map((p) => p.userId) } }));
-    return current;
+    await this.query(origin.userId, userIds); // checks the request
+    const { presence, watched } = await this.visible(origin.userId, [...new Set(userIds)]);
+    await this.deps.bus.publishDown(origin.node, down({ case: 'watch', value: { connId: origin.connId, userIds: watched } }));
+    return presence;
   }
 
   /**
@@ -90,6 +99,9 @@ export class PresenceService {
     if (this.lastTyping.size > 100_000) this.prune(now);
     const members = await this.deps.pipeline.members(conversationId);
     if (members.length > this.options.typingMaxMembers) return;
+    // A 1:1 peer who blocks the typer does not see it typing (its messages are refused too).
+    const peer = directPeer(conversationId, origin.userId);
+    if (peer !== undefined && peer !== origin.userId && (await this.deps.store.blockersOf(origin.userId, [peer])).has(peer)) return;
     const frame = encodeFrame(makeFrame(0, {
       case: 'event',
       value: { body: { case: 'typing', value: { conversationId, userId: origin.userId } } },

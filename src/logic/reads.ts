@@ -32,12 +32,13 @@
 // (a client before tokens) reads every conversation every page, from its
 // cursors or else the device's delivered cursors, and gets no token.
 import {
-  ErrorCode, LonglinkError, MAX_SYNC_TOKEN, cursorToWire, directMembers, groupIdOf, isGroupConversation, isValidId, messageToWire,
-  type BodyOf, type FrameBodyInit,
+  ErrorCode, LonglinkError, MAX_SYNC_TOKEN, QUOTE_CHARS, cursorToWire, directMembers, groupIdOf, isGroupConversation, isValidId, messageToWire,
+  type BodyOf, type ChatMessage, type FrameBodyInit,
 } from '../protocol/index.js';
 import type { Origin } from '../engines/bus.js';
 import type { Store, SyncConversation, SyncPosition } from '../engines/store.js';
 import { requireView } from './access.js';
+import { fillQuotes } from './content.js';
 import { seqOf } from './seq.js';
 
 export interface ReadOptions {
@@ -52,8 +53,11 @@ export interface ReadOptions {
 /** What a message costs in a reply besides its text (ids, numbers, framing), roughly. */
 const MESSAGE_OVERHEAD = 128;
 
-function messageBytes(m: { text: string }): number {
-  return Buffer.byteLength(m.text, 'utf8') + MESSAGE_OVERHEAD;
+function messageBytes(m: ChatMessage): number {
+  // A reply's quote (up to QUOTE_CHARS), a payload, an edit's new text and content count too.
+  const quote = m.content?.replyToSeq ? QUOTE_CHARS * 4 : 0;
+  const event = m.event?.text ? Buffer.byteLength(m.event.text, 'utf8') + (m.event.content?.payload?.length ?? 0) : 0;
+  return Buffer.byteLength(m.text, 'utf8') + (m.content?.payload?.length ?? 0) + quote + event + MESSAGE_OVERHEAD;
 }
 
 /** A sync token, decoded (see the top of this file). */
@@ -193,6 +197,7 @@ export class Reads {
       const place = at ? { changeNo: at.changeNo, conversationId: at.conversationId } : { changeNo: floor, conversationId: '' };
       syncToken = encodeSyncToken({ floor, place });
     }
+    await fillQuotes(this.deps.store, messages);
     return {
       case: 'syncResult',
       value: {
@@ -246,6 +251,7 @@ export class Reads {
         break;
       }
     }
+    await fillQuotes(this.deps.store, messages);
     return { case: 'historyResult', value: { conversationId: req.conversationId, messages: messages.map(messageToWire), hasMore } };
   }
 }

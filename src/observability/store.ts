@@ -76,6 +76,18 @@ export class InstrumentedStore implements Store {
     return this.timed('expire_by_partition', () => this.inner.expireByPartition(cutoffMs, spanMs, limit));
   }
 
+  blocked(userId: string, limit: number): Promise<string[]> {
+    return this.timed('blocked', () => this.inner.blocked(userId, limit));
+  }
+
+  setBlocked(userId: string, peer: string, blocked: boolean, max: number): Promise<boolean> {
+    return this.timed('set_blocked', () => this.inner.setBlocked(userId, peer, blocked, max));
+  }
+
+  blockersOf(peer: string, userIds: readonly string[]): Promise<Set<string>> {
+    return this.timed('blockers_of', () => this.inner.blockersOf(peer, userIds));
+  }
+
   members(conversationId: string): Promise<string[]> {
     return this.timed('members', () => this.inner.members(conversationId));
   }

@@ -2,15 +2,52 @@
 // plain numbers (seq and millisecond times stay far below 2^53).
 import { create } from '@bufbuild/protobuf';
 import {
-  MessageSchema, CursorSchema, TimelineEventSchema, TimelineEventType, GroupRole,
-  type Message, type Cursor, type TimelineEvent,
+  MessageSchema, CursorSchema, TimelineEventSchema, TimelineEventType, GroupRole, ContentSchema,
+  type Message, type Cursor, type TimelineEvent, type Content,
 } from './gen/longlink/v1/longlink_pb.js';
 
 export type GroupRoleName = 'owner' | 'admin' | 'member';
 
 export type TimelineEventName =
   | 'group_created' | 'members_added' | 'members_removed' | 'member_left' | 'dismissed'
-  | 'role_changed' | 'mute_changed' | 'recalled';
+  | 'role_changed' | 'mute_changed' | 'recalled' | 'edited' | 'deleted';
+
+/** Where a forwarded message came from. */
+export interface ForwardData {
+  conversationId: string;
+  seq: number;
+  fromUser: string;
+  sentAtMs: number;
+}
+
+/** A message's content beyond its text (Content on the wire); every part optional. */
+export interface ContentData {
+  /** A custom content type chosen by the business; absent for text. */
+  type?: string;
+  /** The custom payload, delivered as is (only with a type). */
+  payload?: Uint8Array;
+  mentions?: string[];
+  /** Groups: everyone is mentioned. */
+  mentionAll?: boolean;
+  /** A reply: the seq of the same conversation it answers. */
+  replyToSeq?: number;
+  /** A forwarded message: where it came from. */
+  forward?: ForwardData;
+}
+
+/** The message a reply quotes, as it is when read. */
+export interface QuoteData {
+  seq: number;
+  fromUser: string;
+  /** Its first QUOTE_CHARS characters. */
+  text: string;
+  type?: string;
+  /** Recalled, deleted or expired: nothing is quoted. */
+  gone?: boolean;
+}
+
+/** Characters of a quoted message's text a reply carries. */
+export const QUOTE_CHARS = 200;
 
 /** A change recorded in a conversation's timeline (stored as a message). */
 export interface TimelineEventData {
@@ -21,6 +58,9 @@ export interface TimelineEventData {
   role?: GroupRoleName;
   name?: string;
   muted?: boolean;
+  /** `edited`: the target's new text and content. */
+  text?: string;
+  content?: ContentData;
 }
 
 const EVENT_TYPES: [TimelineEventName, TimelineEventType][] = [
@@ -32,6 +72,8 @@ const EVENT_TYPES: [TimelineEventName, TimelineEventType][] = [
   ['role_changed', TimelineEventType.ROLE_CHANGED],
   ['mute_changed', TimelineEventType.MUTE_CHANGED],
   ['recalled', TimelineEventType.RECALLED],
+  ['edited', TimelineEventType.EDITED],
+  ['deleted', TimelineEventType.DELETED],
 ];
 const ROLES: [GroupRoleName, GroupRole][] = [['owner', GroupRole.OWNER], ['admin', GroupRole.ADMIN], ['member', GroupRole.MEMBER]];
 
@@ -52,6 +94,8 @@ export function eventToWire(e: TimelineEventData): TimelineEvent {
     role: e.role ? roleToWire(e.role) : GroupRole.GROUP_ROLE_UNSPECIFIED,
     name: e.name ?? '',
     muted: e.muted ?? false,
+    text: e.text ?? '',
+    content: e.content ? contentToWire(e.content) : undefined,
   });
 }
 
@@ -63,7 +107,37 @@ export function eventFromWire(e: TimelineEvent): TimelineEventData {
   if (role) out.role = role;
   if (e.name) out.name = e.name;
   if (e.muted) out.muted = true;
+  if (e.type === TimelineEventType.EDITED) out.text = e.text;
+  if (e.content) {
+    const content = contentFromWire(e.content);
+    if (content) out.content = content;
+  }
   return out;
+}
+
+export function contentToWire(c: ContentData): Content {
+  return create(ContentSchema, {
+    type: c.type ?? '',
+    payload: c.payload ?? new Uint8Array(0),
+    mentions: c.mentions ?? [],
+    mentionAll: c.mentionAll ?? false,
+    replyToSeq: BigInt(c.replyToSeq ?? 0),
+    forward: c.forward ? { ...c.forward, seq: BigInt(c.forward.seq), sentAtMs: BigInt(c.forward.sentAtMs) } : undefined,
+  });
+}
+
+/** The wire content as ContentData with only what is set; undefined when nothing is. */
+export function contentFromWire(c: Content): ContentData | undefined {
+  const out: ContentData = {};
+  if (c.type !== '') out.type = c.type;
+  if (c.payload.length > 0) out.payload = c.payload;
+  if (c.mentions.length > 0) out.mentions = [...c.mentions];
+  if (c.mentionAll) out.mentionAll = true;
+  if (c.replyToSeq !== 0n) out.replyToSeq = Number(c.replyToSeq);
+  if (c.forward) {
+    out.forward = { conversationId: c.forward.conversationId, seq: Number(c.forward.seq), fromUser: c.forward.fromUser, sentAtMs: Number(c.forward.sentAtMs) };
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
 }
 
 /** A stored message as the server and the client SDK see it. */
@@ -80,6 +154,14 @@ export interface ChatMessage {
   event?: TimelineEventData;
   /** Set once the message was recalled: who recalled it (its text is gone). */
   recalledBy?: string;
+  /** Custom payload, mentions, reply, forward. */
+  content?: ContentData;
+  /** Set once edited: when its latest version (text, content) was written. */
+  editedAtMs?: number;
+  /** Set once deleted for everyone: by whom (a tombstone: text and content gone). */
+  deletedBy?: string;
+  /** A reply: the quoted message as it is (filled when read or pushed). */
+  reply?: QuoteData;
 }
 
 export function messageToWire(m: ChatMessage): Message {
@@ -95,6 +177,11 @@ export function messageToWire(m: ChatMessage): Message {
     event: m.event ? eventToWire(m.event) : undefined,
     recalled: m.recalledBy !== undefined,
     recalledBy: m.recalledBy ?? '',
+    content: m.content ? contentToWire(m.content) : undefined,
+    editedAtMs: BigInt(m.editedAtMs ?? 0),
+    deleted: m.deletedBy !== undefined,
+    deletedBy: m.deletedBy ?? '',
+    reply: m.reply ? { ...m.reply, seq: BigInt(m.reply.seq), type: m.reply.type ?? '', gone: m.reply.gone ?? false } : undefined,
   });
 }
 
@@ -111,6 +198,18 @@ export function messageFromWire(m: Message): ChatMessage {
   };
   if (m.event) out.event = eventFromWire(m.event);
   if (m.recalled) out.recalledBy = m.recalledBy;
+  if (m.content) {
+    const content = contentFromWire(m.content);
+    if (content) out.content = content;
+  }
+  if (m.editedAtMs !== 0n) out.editedAtMs = Number(m.editedAtMs);
+  if (m.deleted) out.deletedBy = m.deletedBy;
+  if (m.reply) {
+    const q: QuoteData = { seq: Number(m.reply.seq), fromUser: m.reply.fromUser, text: m.reply.text };
+    if (m.reply.type !== '') q.type = m.reply.type;
+    if (m.reply.gone) q.gone = true;
+    out.reply = q;
+  }
   return out;
 }
 

@@ -10,7 +10,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Frame } from './gen/longlink/v1/longlink_pb.js';
 import type { BodyOf } from './frame.js';
-import { directConversationId, groupConversationId, userPartition } from './ids.js';
+import { directConversationId, groupConversationId, isValidId, userPartition } from './ids.js';
 
 export type Service = 'message' | 'group' | 'storage' | 'presence';
 
@@ -37,7 +37,7 @@ function row<C extends ClientCase>(op: Operation<BodyOf<C>>): Operation<BodyOf<C
   return op;
 }
 
-type ClientCase = 'send' | 'pushAck' | 'sync' | 'history' | 'markRead' | 'typing' | 'recall'
+type ClientCase = 'send' | 'pushAck' | 'sync' | 'history' | 'markRead' | 'typing' | 'recall' | 'edit' | 'delete' | 'block'
   | 'presenceQuery' | 'presenceSubscribe' | 'conversations' | 'group';
 
 const byUser = (_: unknown, asker: Asker) => userPartition(asker.userId);
@@ -78,6 +78,14 @@ export const OPERATIONS = {
     key: (b, asker) => b.conversationId || (b.toUser ? directConversationId(asker.userId, b.toUser) : ''),
   }),
   recall: row<'recall'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
+  edit: row<'edit'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
+  delete: row<'delete'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
+  // In the 1:1 of the two users: ordered with that conversation's sends, answered by the node that checks them
+  // (logic/blocks.ts). Listing only (no user) goes by the asker.
+  block: row<'block'>({
+    partition: 'conversation', access: 'write', service: 'message',
+    key: (b, asker) => (isValidId(b.userId) && b.userId !== asker.userId ? directConversationId(asker.userId, b.userId) : ''),
+  }),
   // By the acking user, not the conversation: every member of a large group acks each of its messages, and those acks
   // spread over the storage shards instead of landing on the one that owns the conversation. A delivered cursor only
   // moves forward, whatever order its acks are applied in.

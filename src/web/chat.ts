@@ -96,6 +96,8 @@ function eventText(e: TimelineEventData): string {
     case 'role_changed': return `${e.actor} made ${who} ${e.role ?? 'member'}`;
     case 'mute_changed': return `${e.actor} ${e.muted ? 'muted' : 'unmuted'} ${who || 'the group'}`;
     case 'recalled': return `${e.actor} recalled a message`;
+    case 'edited': return `${e.actor} edited a message`;
+    case 'deleted': return `${e.actor} deleted a message`;
   }
 }
 

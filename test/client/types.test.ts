@@ -10,7 +10,7 @@ import {
   createClient, fileStore, memoryStore, LonglinkClient, LonglinkError,
   type BroadcastInfo, type ChatMessage, type ClientEvents, type ClientSnapshot, type ClientState, type ClientStore,
   type ConversationInfo, type GroupChange, type GroupInfo, type LoginInfo, type PendingSend, type PresenceInfo,
-  type DeliveryInfo, type ReceiptInfo, type RecallInfo, type SendResult, type StateDetail, type TypingInfo,
+  type DeliveryInfo, type ReceiptInfo, type RecallInfo, type EditInfo, type SendResult, type StateDetail, type TypingInfo,
 } from '../../src/client/index.js';
 import * as browser from '../../src/client/browser.js';
 import { Emitter } from '../../src/client/emitter.js';
@@ -37,11 +37,13 @@ export function typeChecks(client: LonglinkClient): void {
   expectType<Equal<Payload<'typing'>, [typing: TypingInfo]>>();
   expectType<Equal<Payload<'presence'>, [presence: PresenceInfo]>>();
   expectType<Equal<Payload<'recall'>, [recall: RecallInfo]>>();
+  expectType<Equal<Payload<'edit'>, [edit: EditInfo]>>();
+  expectType<Equal<Payload<'delete'>, [deletion: RecallInfo]>>();
   expectType<Equal<Payload<'group'>, [change: GroupChange]>>();
   expectType<Equal<Payload<'broadcast'>, [broadcast: BroadcastInfo]>>();
   expectType<Equal<keyof ClientEvents,
     'message' | 'state' | 'login' | 'restored' | 'sent' | 'failed' | 'kick' | 'error' | 'synced' | 'receipt' | 'delivered' | 'typing'
-    | 'presence' | 'recall' | 'group' | 'broadcast'>>();
+    | 'presence' | 'recall' | 'edit' | 'delete' | 'group' | 'broadcast'>>();
 
   // Listeners get the payload types without annotations.
   client.on('message', (m) => m.seq.toFixed());
@@ -100,8 +102,10 @@ export function typeChecks(client: LonglinkClient): void {
 
   void client.send({ to: 'bob', text: 'hi' });
   void client.send({ groupId: 'g1', text: 'hi', clientMsgId: 'c1' });
-  // @ts-expect-error: text is required
-  void client.send({ to: 'bob' });
+  void client.send({ to: 'bob', type: 'app.order', payload: { id: 7 }, mentions: ['bob'], replyTo: 3 });
+  void client.send({ groupId: 'g1', forward: { conversationId: 'u:alice:bob', seq: 2 } });
+  // @ts-expect-error: replyTo is a seq (a number)
+  void client.send({ to: 'bob', text: 'x', replyTo: '3' });
   // @ts-expect-error: text is a string
   void client.send({ to: 'bob', text: 5 });
   // @ts-expect-error: no such option

@@ -538,6 +538,72 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.equal(await store.message(G, 99), undefined);
       });
 
+      test('rich content round-trips: payload bytes, mentions, reply and forward; plain text has none', async () => {
+        await createTeam();
+        const payload = new Uint8Array([0, 1, 2, 254, 255]);
+        const card = groupDraft('bob', { text: 'order', content: { type: 'app.order', payload, mentions: ['carol'], mentionAll: true } });
+        const reply = groupDraft('carol', { text: 'ok', content: { replyToSeq: 2 } });
+        const fwd = groupDraft('alice', { text: 'hi', content: { forward: { conversationId: AB, seq: 1, fromUser: 'bob', sentAtMs: 5 } } });
+        await store.append([card, reply, fwd, groupDraft('bob', { text: 'plain' })]);
+        const [m2, m3, m4, m5] = await store.after(G, 1, 10);
+        assert.deepEqual(m2!.content, { type: 'app.order', payload, mentions: ['carol'], mentionAll: true });
+        assert.ok(m2!.content!.payload instanceof Uint8Array);
+        assert.deepEqual(m3!.content, { replyToSeq: 2 });
+        assert.deepEqual(m4!.content, { forward: { conversationId: AB, seq: 1, fromUser: 'bob', sentAtMs: 5 } });
+        assert.equal(m5!.content, undefined);
+        assert.equal(m5!.editedAtMs, undefined);
+      });
+
+      test('mentions set a member\'s mentioned flag until it reads past them; mention of everyone sets everyone\'s', async () => {
+        await createTeam();
+        await appendOne(groupDraft('bob', { content: { mentions: ['carol'] } }));
+        const flags = async (user: string) => (await store.conversationPage(user, 10, undefined, 50)).find((c) => c.conversationId === G)?.mentioned ?? false;
+        assert.deepEqual([await flags('alice'), await flags('bob'), await flags('carol')], [false, false, true]);
+        await store.markRead(G, 'carol', 2);
+        assert.equal(await flags('carol'), false, 'read past it');
+        await appendOne(groupDraft('alice', { content: { mentionAll: true } }));
+        assert.deepEqual([await flags('alice'), await flags('bob'), await flags('carol')], [false, true, true], 'the writer has read what it wrote');
+      });
+
+      test('an edit replaces text and content and stamps the edit; mentions follow the new version; a recalled message stays recalled', async () => {
+        await createTeam();
+        await appendOne(groupDraft('bob', { text: 'frist', content: { mentions: ['carol'], replyToSeq: 1 } }));
+        await appendOne(groupDraft('bob', {
+          event: { type: 'edited', actor: 'bob', targetSeq: 2, text: 'first', content: { type: 'app.note', payload: new Uint8Array([7]), mentions: ['alice'], replyToSeq: 1 } },
+          effect: { op: 'edit', targetSeq: 2, text: 'first', content: { type: 'app.note', payload: new Uint8Array([7]), mentions: ['alice'], replyToSeq: 1 } },
+        }));
+        const edited = (await store.message(G, 2))!;
+        const event = (await store.message(G, 3))!;
+        assert.equal(edited.text, 'first');
+        assert.deepEqual(edited.content, { type: 'app.note', payload: new Uint8Array([7]), mentions: ['alice'], replyToSeq: 1 });
+        assert.equal(edited.editedAtMs, event.sentAtMs, 'edited when the event was stored');
+        assert.equal(event.event?.type, 'edited');
+        assert.equal(event.event?.text, 'first');
+        assert.deepEqual(event.event?.content?.payload, new Uint8Array([7]), 'the event keeps the new payload as bytes');
+        const flags = async (user: string) => (await store.conversationPage(user, 10, undefined, 50)).find((c) => c.conversationId === G)?.mentioned ?? false;
+        assert.deepEqual([await flags('alice'), await flags('carol')], [true, false], 'the mention moved from carol to alice');
+        await appendOne(groupDraft('alice', {
+          event: { type: 'recalled', actor: 'bob', targetSeq: 2 }, effect: { op: 'recall', targetSeq: 2, by: 'bob' },
+        }));
+        await appendOne(groupDraft('bob', {
+          event: { type: 'edited', actor: 'bob', targetSeq: 2, text: 'back' }, effect: { op: 'edit', targetSeq: 2, text: 'back' },
+        }));
+        const recalled = (await store.message(G, 2))!;
+        assert.deepEqual([recalled.text, recalled.recalledBy, recalled.content, recalled.editedAtMs], ['', 'bob', undefined, undefined]);
+        assert.equal(await flags('alice'), false, 'a recalled message mentions no one');
+      });
+
+      test('delete for everyone leaves a tombstone: text and content gone, who deleted it, its mentions cleared', async () => {
+        await createTeam();
+        await appendOne(groupDraft('bob', { text: 'spam', content: { type: 'app.ad', payload: new Uint8Array([1]), mentionAll: true } }));
+        await appendOne(groupDraft('alice', {
+          event: { type: 'deleted', actor: 'alice', targetSeq: 2 }, effect: { op: 'delete', targetSeq: 2, by: 'alice' },
+        }));
+        const gone = (await store.message(G, 2))!;
+        assert.deepEqual([gone.text, gone.content, gone.deletedBy, gone.recalledBy], ['', undefined, 'alice', undefined]);
+        assert.equal((await store.conversationPage('carol', 10, undefined, 50)).find((c) => c.conversationId === G)?.mentioned, undefined);
+      });
+
       test('read cursors: writing marks read, markRead only moves forward, unread counts others\' messages only', async () => {
         await createTeam();
         await store.append([groupDraft('alice'), groupDraft('bob'), groupDraft('alice'), groupDraft('carol')]);
@@ -1066,6 +1132,29 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.deepEqual((await store.heads([G])).get(G), { lastSeq: 11, homeDc: 'a' });
       });
 
+      test('content, edits and deletes are copied as their home applied them', async () => {
+        const home = await homeStore();
+        const payload = new Uint8Array([9, 8, 7]);
+        const steps: MessageDraft[] = [
+          { ...draft(AB, 'alice', 'r1'), content: { type: 'app.card', payload, mentions: ['bob'] } },
+          { ...draft(AB, 'bob', 'r2'), content: { replyToSeq: 1 } },
+          { ...draft(AB, 'alice', ''), text: '', event: { type: 'edited', actor: 'alice', targetSeq: 1, text: 'card v2', content: { type: 'app.card', payload } },
+            effect: { op: 'edit', targetSeq: 1, text: 'card v2', content: { type: 'app.card', payload } } },
+          { ...draft(AB, 'bob', ''), text: '', event: { type: 'deleted', actor: 'bob', targetSeq: 2 }, effect: { op: 'delete', targetSeq: 2, by: 'bob' } },
+        ];
+        const copied: ChatMessage[] = [];
+        for (const step of steps) copied.push((await home.append([step]))[0]!.message);
+        await store.replicate(copied.map((message) => ({ message, homeDc: 'a' })));
+        assert.deepEqual(await everything(store, AB), await everything(home, AB));
+        const [first, second] = await everything(store, AB);
+        assert.deepEqual([first!.text, first!.editedAtMs, first!.content], ['card v2', copied[2]!.sentAtMs, { type: 'app.card', payload }]);
+        assert.deepEqual([second!.text, second!.deletedBy], ['', 'bob']);
+        // A copy made after the changes (the home's rows as they are now) holds them too.
+        const late = await homeStore();
+        await late.replicate((await everything(home, AB)).map((message) => ({ message, homeDc: 'a' })));
+        assert.deepEqual(await everything(late, AB), await everything(home, AB));
+      });
+
       test('who serves a datacenter\'s homes: the highest epoch wins, a lower one is ignored', async () => {
         assert.deepEqual(await store.dcHomes(), new Map());
         const first = { servedBy: 'b', epoch: 1, state: 'serving' as const, changedAtMs: 10 };
@@ -1166,6 +1255,24 @@ export function storeContract(name: string, factory: StoreFactory): void {
         const [next] = await store.append([draft(AB, 'alice', 'a2')]);
         assert.equal(next!.message.seq, 3);
         assert.equal((await store.append([draft(AB, 'alice', 'a1')]))[0]!.duplicate, true, 'a copied idempotency key answers a resend');
+      });
+    });
+
+    describe('blocks', () => {
+      test('block, list, unblock; a limit on how many; who blocks whom', async () => {
+        assert.deepEqual(await store.blocked('alice', 10), []);
+        assert.equal(await store.setBlocked('alice', 'mallory', true, 2), true);
+        assert.equal(await store.setBlocked('alice', 'mallory', true, 2), true, 'blocking again is done');
+        assert.equal(await store.setBlocked('alice', 'eve', true, 2), true);
+        assert.equal(await store.setBlocked('alice', 'trudy', true, 2), false, 'a third is over the limit');
+        assert.deepEqual(await store.blocked('alice', 10), ['eve', 'mallory']);
+        assert.deepEqual(await store.blocked('alice', 1), ['eve'], 'the read is bounded');
+        await store.setBlocked('bob', 'mallory', true, 2);
+        assert.deepEqual([...await store.blockersOf('mallory', ['alice', 'bob', 'carol'])].sort(), ['alice', 'bob']);
+        assert.equal(await store.setBlocked('alice', 'mallory', false, 2), true);
+        assert.deepEqual(await store.blocked('alice', 10), ['eve']);
+        assert.deepEqual([...await store.blockersOf('mallory', ['alice', 'bob'])], ['bob']);
+        assert.equal(await store.setBlocked('alice', 'trudy', true, 2), true, 'room again after an unblock');
       });
     });
 

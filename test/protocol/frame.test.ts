@@ -78,6 +78,13 @@ const SAMPLES: { [C in FrameCase]: Extract<FrameBodyInit, { case: C }> } = {
     },
   },
   recall: { case: 'recall', value: { conversationId: 'g:team', seq: 3n } },
+  edit: {
+    case: 'edit',
+    value: { conversationId: 'g:team', seq: 4n, text: 'fixed', content: { type: 'app.card', payload: new Uint8Array([1, 2]), mentions: ['bob'], mentionAll: true } },
+  },
+  delete: { case: 'delete', value: { conversationId: 'g:team', seq: 5n } },
+  block: { case: 'block', value: { userId: 'mallory', blocked: true } },
+  blockResult: { case: 'blockResult', value: { blocked: ['mallory', 'trudy'] } },
   event: { case: 'event', value: { body: { case: 'receipt', value: { conversationId: 'g:team', userId: 'bob', seq: 5n } } } },
 };
 

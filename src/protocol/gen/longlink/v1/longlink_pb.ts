@@ -15,7 +15,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file longlink/v1/longlink.proto.
  */
 export const file_longlink_v1_longlink: GenFile = /*@__PURE__*/
-  fileDesc("Chpsb25nbGluay92MS9sb25nbGluay5wcm90bxILbG9uZ2xpbmsudjEiuAkKBUZyYW1lEgoKAmlkGAEgASgNEhIKCnJlcXVlc3RfaWQYAiABKAkSIwoFbG9naW4YCiABKAsyEi5sb25nbGluay52MS5Mb2dpbkgAEjAKDGxvZ2luX3Jlc3VsdBgLIAEoCzIYLmxvbmdsaW5rLnYxLkxvZ2luUmVzdWx0SAASIQoEcGluZxgMIAEoCzIRLmxvbmdsaW5rLnYxLlBpbmdIABIhCgRwb25nGA0gASgLMhEubG9uZ2xpbmsudjEuUG9uZ0gAEiEKBHNlbmQYDiABKAsyES5sb25nbGluay52MS5TZW5kSAASKAoIc2VuZF9hY2sYDyABKAsyFC5sb25nbGluay52MS5TZW5kQWNrSAASIQoEcHVzaBgQIAEoCzIRLmxvbmdsaW5rLnYxLlB1c2hIABIoCghwdXNoX2FjaxgRIAEoCzIULmxvbmdsaW5rLnYxLlB1c2hBY2tIABIoCgRzeW5jGBIgASgLMhgubG9uZ2xpbmsudjEuU3luY1JlcXVlc3RIABIuCgtzeW5jX3Jlc3VsdBgTIAEoCzIXLmxvbmdsaW5rLnYxLlN5bmNSZXN1bHRIABIuCgdoaXN0b3J5GBQgASgLMhsubG9uZ2xpbmsudjEuSGlzdG9yeVJlcXVlc3RIABI0Cg5oaXN0b3J5X3Jlc3VsdBgVIAEoCzIaLmxvbmdsaW5rLnYxLkhpc3RvcnlSZXN1bHRIABIhCgRraWNrGBYgASgLMhEubG9uZ2xpbmsudjEuS2lja0gAEiMKBWVycm9yGBcgASgLMhIubG9uZ2xpbmsudjEuRXJyb3JIABIqCgltYXJrX3JlYWQYGCABKAsyFS5sb25nbGluay52MS5NYXJrUmVhZEgAEiEKBGRvbmUYGSABKAsyES5sb25nbGluay52MS5Eb25lSAASJQoGdHlwaW5nGBogASgLMhMubG9uZ2xpbmsudjEuVHlwaW5nSAASNAoOcHJlc2VuY2VfcXVlcnkYGyABKAsyGi5sb25nbGluay52MS5QcmVzZW5jZVF1ZXJ5SAASPAoScHJlc2VuY2Vfc3Vic2NyaWJlGBwgASgLMh4ubG9uZ2xpbmsudjEuUHJlc2VuY2VTdWJzY3JpYmVIABI2Cg9wcmVzZW5jZV9yZXN1bHQYHSABKAsyGy5sb25nbGluay52MS5QcmVzZW5jZVJlc3VsdEgAEjoKDWNvbnZlcnNhdGlvbnMYHiABKAsyIS5sb25nbGluay52MS5Db252ZXJzYXRpb25zUmVxdWVzdEgAEkAKFGNvbnZlcnNhdGlvbnNfcmVzdWx0GB8gASgLMiAubG9uZ2xpbmsudjEuQ29udmVyc2F0aW9uc1Jlc3VsdEgAEioKBWdyb3VwGCAgASgLMhkubG9uZ2xpbmsudjEuR3JvdXBSZXF1ZXN0SAASMAoMZ3JvdXBfcmVzdWx0GCEgASgLMhgubG9uZ2xpbmsudjEuR3JvdXBSZXN1bHRIABIlCgZyZWNhbGwYIiABKAsyEy5sb25nbGluay52MS5SZWNhbGxIABIjCgVldmVudBgjIAEoCzISLmxvbmdsaW5rLnYxLkV2ZW50SABCBgoEYm9keSIuCgVMb2dpbhINCgV0b2tlbhgBIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgCIAEoCSK3AQoLTG9naW5SZXN1bHQSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSEAoIcGxhdGZvcm0YAyABKAkSGAoQcGluZ19pbnRlcnZhbF9tcxgEIAEoDRIWCg5zZXJ2ZXJfdGltZV9tcxgFIAEoAxIPCgdub2RlX2lkGAYgASgJEhcKD21heF9mcmFtZV9ieXRlcxgHIAEoDRIWCg5tYXhfdGV4dF9ieXRlcxgIIAEoDSIGCgRQaW5nIh4KBFBvbmcSFgoOc2VydmVyX3RpbWVfbXMYASABKAMiaAoEU2VuZBIVCg1jbGllbnRfbXNnX2lkGAEgASgJEg8KB3RvX3VzZXIYAiABKAkSFwoPY29udmVyc2F0aW9uX2lkGAMgASgJEgwKBHRleHQYBCABKAkSEQoJZnJvbV91c2VyGAUgASgJIpIBCgdTZW5kQWNrEhUKDWNsaWVudF9tc2dfaWQYASABKAkSFQoNc2VydmVyX21zZ19pZBgCIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAyABKAkSCwoDc2VxGAQgASgDEhIKCnNlbnRfYXRfbXMYBSABKAMSEQoJZHVwbGljYXRlGAYgASgIEgwKBHRleHQYByABKAki+QEKB01lc3NhZ2USFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIVCg1zZXJ2ZXJfbXNnX2lkGAMgASgJEhEKCWZyb21fdXNlchgEIAEoCRITCgtmcm9tX2RldmljZRgFIAEoCRIVCg1jbGllbnRfbXNnX2lkGAYgASgJEgwKBHRleHQYByABKAkSEgoKc2VudF9hdF9tcxgIIAEoAxIpCgVldmVudBgJIAEoCzIaLmxvbmdsaW5rLnYxLlRpbWVsaW5lRXZlbnQSEAoIcmVjYWxsZWQYCiABKAgSEwoLcmVjYWxsZWRfYnkYCyABKAkitQEKDVRpbWVsaW5lRXZlbnQSLAoEdHlwZRgBIAEoDjIeLmxvbmdsaW5rLnYxLlRpbWVsaW5lRXZlbnRUeXBlEg0KBWFjdG9yGAIgASgJEhAKCHVzZXJfaWRzGAMgAygJEhIKCnRhcmdldF9zZXEYBCABKAMSJAoEcm9sZRgFIAEoDjIWLmxvbmdsaW5rLnYxLkdyb3VwUm9sZRIMCgRuYW1lGAYgASgJEg0KBW11dGVkGAcgASgIIi4KBFB1c2gSJgoIbWVzc2FnZXMYASADKAsyFC5sb25nbGluay52MS5NZXNzYWdlIi8KB1B1c2hBY2sSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIuCgZDdXJzb3ISFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyKEAQoLU3luY1JlcXVlc3QSJAoHY3Vyc29ycxgBIAMoCzITLmxvbmdsaW5rLnYxLkN1cnNvchIYChBjb252ZXJzYXRpb25faWRzGAIgAygJEg0KBWxpbWl0GAMgASgNEhcKCnN5bmNfdG9rZW4YBCABKAlIAIgBAUINCgtfc3luY190b2tlbiKAAQoKU3luY1Jlc3VsdBImCghtZXNzYWdlcxgBIAMoCzIULmxvbmdsaW5rLnYxLk1lc3NhZ2USJAoHY3Vyc29ycxgCIAMoCzITLmxvbmdsaW5rLnYxLkN1cnNvchIQCghoYXNfbW9yZRgDIAEoCBISCgpzeW5jX3Rva2VuGAQgASgJIkwKDkhpc3RvcnlSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRISCgpiZWZvcmVfc2VxGAIgASgDEg0KBWxpbWl0GAMgASgNImIKDUhpc3RvcnlSZXN1bHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEiYKCG1lc3NhZ2VzGAIgAygLMhQubG9uZ2xpbmsudjEuTWVzc2FnZRIQCghoYXNfbW9yZRgDIAEoCCIwCghNYXJrUmVhZBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIgYKBERvbmUiIQoGVHlwaW5nEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSIuCgZSZWNhbGwSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIhCg1QcmVzZW5jZVF1ZXJ5EhAKCHVzZXJfaWRzGAEgAygJIiUKEVByZXNlbmNlU3Vic2NyaWJlEhAKCHVzZXJfaWRzGAEgAygJIj4KCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEhEKCXBsYXRmb3JtcxgDIAMoCSI2Cg5QcmVzZW5jZVJlc3VsdBIkCgV1c2VycxgBIAMoCzIVLmxvbmdsaW5rLnYxLlByZXNlbmNlIlkKFENvbnZlcnNhdGlvbnNSZXF1ZXN0Eg0KBWxpbWl0GAEgASgNEhMKC2FmdGVyX2F0X21zGAIgASgDEh0KFWFmdGVyX2NvbnZlcnNhdGlvbl9pZBgDIAEoCSK2AgoTQ29udmVyc2F0aW9uU3VtbWFyeRIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDAoEa2luZBgCIAEoCRIQCghncm91cF9pZBgDIAEoCRIMCgRuYW1lGAQgASgJEhEKCXBlZXJfdXNlchgFIAEoCRIQCghsYXN0X3NlcRgGIAEoAxIqCgxsYXN0X21lc3NhZ2UYByABKAsyFC5sb25nbGluay52MS5NZXNzYWdlEhAKCHJlYWRfc2VxGAggASgDEg4KBnVucmVhZBgJIAEoAxIVCg1wZWVyX3JlYWRfc2VxGAogASgDEhIKCmxhc3RfYXRfbXMYCyABKAMSHgoWbGFzdF9tZXNzYWdlX3RydW5jYXRlZBgMIAEoCBIaChJwZWVyX2RlbGl2ZXJlZF9zZXEYDSABKAMiYAoTQ29udmVyc2F0aW9uc1Jlc3VsdBI3Cg1jb252ZXJzYXRpb25zGAEgAygLMiAubG9uZ2xpbmsudjEuQ29udmVyc2F0aW9uU3VtbWFyeRIQCghoYXNfbW9yZRgCIAEoCCJlCgtHcm91cE1lbWJlchIPCgd1c2VyX2lkGAEgASgJEiQKBHJvbGUYAiABKA4yFi5sb25nbGluay52MS5Hcm91cFJvbGUSDQoFbXV0ZWQYAyABKAgSEAoIcmVhZF9zZXEYBCABKAMitwEKBUdyb3VwEhAKCGdyb3VwX2lkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEg0KBW93bmVyGAQgASgJEikKB21lbWJlcnMYBSADKAsyGC5sb25nbGluay52MS5Hcm91cE1lbWJlchIRCgltdXRlZF9hbGwYBiABKAgSEQoJZGlzbWlzc2VkGAcgASgIEhUKDWNyZWF0ZWRfYXRfbXMYCCABKAMi5wIKDEdyb3VwUmVxdWVzdBIqCgZjcmVhdGUYASABKAsyGC5sb25nbGluay52MS5Hcm91cENyZWF0ZUgAEigKA2FkZBgCIAEoCzIZLmxvbmdsaW5rLnYxLkdyb3VwTWVtYmVyc0gAEisKBnJlbW92ZRgDIAEoCzIZLmxvbmdsaW5rLnYxLkdyb3VwTWVtYmVyc0gAEiYKBWxlYXZlGAQgASgLMhUubG9uZ2xpbmsudjEuR3JvdXBSZWZIABIoCgdkaXNtaXNzGAUgASgLMhUubG9uZ2xpbmsudjEuR3JvdXBSZWZIABItCghzZXRfcm9sZRgGIAEoCzIZLmxvbmdsaW5rLnYxLkdyb3VwU2V0Um9sZUgAEiYKBG11dGUYByABKAsyFi5sb25nbGluay52MS5Hcm91cE11dGVIABIlCgRpbmZvGAggASgLMhUubG9uZ2xpbmsudjEuR3JvdXBSZWZIAEIECgJvcCIvCgtHcm91cENyZWF0ZRIMCgRuYW1lGAEgASgJEhIKCm1lbWJlcl9pZHMYAiADKAkiMgoMR3JvdXBNZW1iZXJzEhAKCGdyb3VwX2lkGAEgASgJEhAKCHVzZXJfaWRzGAIgAygJIhwKCEdyb3VwUmVmEhAKCGdyb3VwX2lkGAEgASgJIlcKDEdyb3VwU2V0Um9sZRIQCghncm91cF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEiQKBHJvbGUYAyABKA4yFi5sb25nbGluay52MS5Hcm91cFJvbGUiPQoJR3JvdXBNdXRlEhAKCGdyb3VwX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDQoFbXV0ZWQYAyABKAgiMAoLR3JvdXBSZXN1bHQSIQoFZ3JvdXAYASABKAsyEi5sb25nbGluay52MS5Hcm91cCKOAgoFRXZlbnQSJwoHcmVjZWlwdBgBIAEoCzIULmxvbmdsaW5rLnYxLlJlY2VpcHRIABIqCgZ0eXBpbmcYAiABKAsyGC5sb25nbGluay52MS5UeXBpbmdFdmVudEgAEikKCHByZXNlbmNlGAMgASgLMhUubG9uZ2xpbmsudjEuUHJlc2VuY2VIABIrCglicm9hZGNhc3QYBCABKAsyFi5sb25nbGluay52MS5Ccm9hZGNhc3RIABIlCgZyZXN5bmMYBSABKAsyEy5sb25nbGluay52MS5SZXN5bmNIABIpCghkZWxpdmVyeRgGIAEoCzIVLmxvbmdsaW5rLnYxLkRlbGl2ZXJ5SABCBgoEYm9keSIICgZSZXN5bmMiQAoHUmVjZWlwdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRILCgNzZXEYAyABKAMiQQoIRGVsaXZlcnkSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSCwoDc2VxGAMgASgDIjcKC1R5cGluZ0V2ZW50EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIjkKCUJyb2FkY2FzdBIMCgR0ZXh0GAEgASgJEhIKCnNlbnRfYXRfbXMYAiABKAMSCgoCaWQYAyABKAkiTwoES2ljaxIkCgRjb2RlGAEgASgOMhYubG9uZ2xpbmsudjEuRXJyb3JDb2RlEg4KBnJlYXNvbhgCIAEoCRIRCglyZWNvbm5lY3QYAyABKAgiYAoFRXJyb3ISJAoEY29kZRgBIAEoDjIWLmxvbmdsaW5rLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhEKCXJlY29ubmVjdBgDIAEoCBINCgVmYXRhbBgEIAEoCCrFAQoRVGltZWxpbmVFdmVudFR5cGUSIwofVElNRUxJTkVfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhEKDUdST1VQX0NSRUFURUQQARIRCg1NRU1CRVJTX0FEREVEEAISEwoPTUVNQkVSU19SRU1PVkVEEAMSDwoLTUVNQkVSX0xFRlQQBBINCglESVNNSVNTRUQQBRIQCgxST0xFX0NIQU5HRUQQBhIQCgxNVVRFX0NIQU5HRUQQBxIMCghSRUNBTExFRBAIKkkKCUdyb3VwUm9sZRIaChZHUk9VUF9ST0xFX1VOU1BFQ0lGSUVEEAASCgoGTUVNQkVSEAESCQoFQURNSU4QAhIJCgVPV05FUhADKpEGCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEg0KCUJBRF9GUkFNRRBkEhMKD0ZSQU1FX1RPT19MQVJHRRBlEhEKDVVOS05PV05fRlJBTUUQZhIRCg1OT1RfTE9HR0VEX0lOEGcSFQoRQUxSRUFEWV9MT0dHRURfSU4QaBIRCg1MT0dJTl9USU1FT1VUEGkSFQoRSEVBUlRCRUFUX1RJTUVPVVQQahIPCgtCQURfUkVRVUVTVBBrEhIKDVRPS0VOX01JU1NJTkcQyAESEgoNVE9LRU5fSU5WQUxJRBDJARISCg1UT0tFTl9FWFBJUkVEEMoBEg4KCUZPUkJJRERFThDLARISCg1UT0tFTl9SRVZPS0VEEMwBEhEKDFJBVEVfTElNSVRFRBCsAhISCg1TTE9XX0NPTlNVTUVSEK0CEg8KClRFWFRfRU1QVFkQrgISEwoOVEVYVF9UT09fTEFSR0UQrwISGQoUVE9PX01BTllfQ09OTkVDVElPTlMQsAISFAoPTE9HSU5fVEhST1RUTEVEELECEhYKEVVTRVJfUkFURV9MSU1JVEVEELICEgkKBEJVU1kQswISFwoSQ09OTkVDVElPTl9MSU1JVEVEELQCEg0KCFJFUExBQ0VEEJADEhQKD1NFUlZFUl9TSFVURE9XThCRAxIRCgxMT0dJTl9QT0xJQ1kQkgMSEQoMTk9ERV9FWFBJUkVEEJMDEg4KCU5PVF9GT1VORBDYBBIPCgpOT1RfTUVNQkVSENkEEg4KCU5PVF9BRE1JThDaBBIKCgVNVVRFRBDbBBIUCg9HUk9VUF9ESVNNSVNTRUQQ3AQSDwoKR1JPVVBfRlVMTBDdBBITCg5SRUNBTExfRVhQSVJFRBDeBBIPCgpOT1RfU0VOREVSEN8EEhQKD1RPT19NQU5ZX0dST1VQUxDgBBIQCgtOT1RfQ09OVEFDVBDhBBIUCg9DT05URU5UX0JMT0NLRUQQ4gQSDQoISU5URVJOQUwQ9AMSEAoLVU5BVkFJTEFCTEUQ9QNiBnByb3RvMw");
+  fileDesc("Chpsb25nbGluay92MS9sb25nbGluay5wcm90bxILbG9uZ2xpbmsudjEi2QoKBUZyYW1lEgoKAmlkGAEgASgNEhIKCnJlcXVlc3RfaWQYAiABKAkSIwoFbG9naW4YCiABKAsyEi5sb25nbGluay52MS5Mb2dpbkgAEjAKDGxvZ2luX3Jlc3VsdBgLIAEoCzIYLmxvbmdsaW5rLnYxLkxvZ2luUmVzdWx0SAASIQoEcGluZxgMIAEoCzIRLmxvbmdsaW5rLnYxLlBpbmdIABIhCgRwb25nGA0gASgLMhEubG9uZ2xpbmsudjEuUG9uZ0gAEiEKBHNlbmQYDiABKAsyES5sb25nbGluay52MS5TZW5kSAASKAoIc2VuZF9hY2sYDyABKAsyFC5sb25nbGluay52MS5TZW5kQWNrSAASIQoEcHVzaBgQIAEoCzIRLmxvbmdsaW5rLnYxLlB1c2hIABIoCghwdXNoX2FjaxgRIAEoCzIULmxvbmdsaW5rLnYxLlB1c2hBY2tIABIoCgRzeW5jGBIgASgLMhgubG9uZ2xpbmsudjEuU3luY1JlcXVlc3RIABIuCgtzeW5jX3Jlc3VsdBgTIAEoCzIXLmxvbmdsaW5rLnYxLlN5bmNSZXN1bHRIABIuCgdoaXN0b3J5GBQgASgLMhsubG9uZ2xpbmsudjEuSGlzdG9yeVJlcXVlc3RIABI0Cg5oaXN0b3J5X3Jlc3VsdBgVIAEoCzIaLmxvbmdsaW5rLnYxLkhpc3RvcnlSZXN1bHRIABIhCgRraWNrGBYgASgLMhEubG9uZ2xpbmsudjEuS2lja0gAEiMKBWVycm9yGBcgASgLMhIubG9uZ2xpbmsudjEuRXJyb3JIABIqCgltYXJrX3JlYWQYGCABKAsyFS5sb25nbGluay52MS5NYXJrUmVhZEgAEiEKBGRvbmUYGSABKAsyES5sb25nbGluay52MS5Eb25lSAASJQoGdHlwaW5nGBogASgLMhMubG9uZ2xpbmsudjEuVHlwaW5nSAASNAoOcHJlc2VuY2VfcXVlcnkYGyABKAsyGi5sb25nbGluay52MS5QcmVzZW5jZVF1ZXJ5SAASPAoScHJlc2VuY2Vfc3Vic2NyaWJlGBwgASgLMh4ubG9uZ2xpbmsudjEuUHJlc2VuY2VTdWJzY3JpYmVIABI2Cg9wcmVzZW5jZV9yZXN1bHQYHSABKAsyGy5sb25nbGluay52MS5QcmVzZW5jZVJlc3VsdEgAEjoKDWNvbnZlcnNhdGlvbnMYHiABKAsyIS5sb25nbGluay52MS5Db252ZXJzYXRpb25zUmVxdWVzdEgAEkAKFGNvbnZlcnNhdGlvbnNfcmVzdWx0GB8gASgLMiAubG9uZ2xpbmsudjEuQ29udmVyc2F0aW9uc1Jlc3VsdEgAEioKBWdyb3VwGCAgASgLMhkubG9uZ2xpbmsudjEuR3JvdXBSZXF1ZXN0SAASMAoMZ3JvdXBfcmVzdWx0GCEgASgLMhgubG9uZ2xpbmsudjEuR3JvdXBSZXN1bHRIABIlCgZyZWNhbGwYIiABKAsyEy5sb25nbGluay52MS5SZWNhbGxIABIjCgVldmVudBgjIAEoCzISLmxvbmdsaW5rLnYxLkV2ZW50SAASIQoEZWRpdBgkIAEoCzIRLmxvbmdsaW5rLnYxLkVkaXRIABIlCgZkZWxldGUYJSABKAsyEy5sb25nbGluay52MS5EZWxldGVIABIjCgVibG9jaxgmIAEoCzISLmxvbmdsaW5rLnYxLkJsb2NrSAASMAoMYmxvY2tfcmVzdWx0GCcgASgLMhgubG9uZ2xpbmsudjEuQmxvY2tSZXN1bHRIAEIGCgRib2R5Ii4KBUxvZ2luEg0KBXRva2VuGAEgASgJEhYKDmNsaWVudF92ZXJzaW9uGAIgASgJItIBCgtMb2dpblJlc3VsdBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIQCghwbGF0Zm9ybRgDIAEoCRIYChBwaW5nX2ludGVydmFsX21zGAQgASgNEhYKDnNlcnZlcl90aW1lX21zGAUgASgDEg8KB25vZGVfaWQYBiABKAkSFwoPbWF4X2ZyYW1lX2J5dGVzGAcgASgNEhYKDm1heF90ZXh0X2J5dGVzGAggASgNEhkKEW1heF9wYXlsb2FkX2J5dGVzGAkgASgNIgYKBFBpbmciHgoEUG9uZxIWCg5zZXJ2ZXJfdGltZV9tcxgBIAEoAyKPAQoEU2VuZBIVCg1jbGllbnRfbXNnX2lkGAEgASgJEg8KB3RvX3VzZXIYAiABKAkSFwoPY29udmVyc2F0aW9uX2lkGAMgASgJEgwKBHRleHQYBCABKAkSEQoJZnJvbV91c2VyGAUgASgJEiUKB2NvbnRlbnQYBiABKAsyFC5sb25nbGluay52MS5Db250ZW50IowBCgdDb250ZW50EgwKBHR5cGUYASABKAkSDwoHcGF5bG9hZBgCIAEoDBIQCghtZW50aW9ucxgDIAMoCRITCgttZW50aW9uX2FsbBgEIAEoCBIUCgxyZXBseV90b19zZXEYBSABKAMSJQoHZm9yd2FyZBgGIAEoCzIULmxvbmdsaW5rLnYxLkZvcndhcmQiVgoHRm9yd2FyZBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDEhEKCWZyb21fdXNlchgDIAEoCRISCgpzZW50X2F0X21zGAQgASgDIlEKBVF1b3RlEgsKA3NlcRgBIAEoAxIRCglmcm9tX3VzZXIYAiABKAkSDAoEdGV4dBgDIAEoCRIMCgR0eXBlGAQgASgJEgwKBGdvbmUYBSABKAgikgEKB1NlbmRBY2sSFQoNY2xpZW50X21zZ19pZBgBIAEoCRIVCg1zZXJ2ZXJfbXNnX2lkGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRILCgNzZXEYBCABKAMSEgoKc2VudF9hdF9tcxgFIAEoAxIRCglkdXBsaWNhdGUYBiABKAgSDAoEdGV4dBgHIAEoCSL+AgoHTWVzc2FnZRIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDEhUKDXNlcnZlcl9tc2dfaWQYAyABKAkSEQoJZnJvbV91c2VyGAQgASgJEhMKC2Zyb21fZGV2aWNlGAUgASgJEhUKDWNsaWVudF9tc2dfaWQYBiABKAkSDAoEdGV4dBgHIAEoCRISCgpzZW50X2F0X21zGAggASgDEikKBWV2ZW50GAkgASgLMhoubG9uZ2xpbmsudjEuVGltZWxpbmVFdmVudBIQCghyZWNhbGxlZBgKIAEoCBITCgtyZWNhbGxlZF9ieRgLIAEoCRIlCgdjb250ZW50GAwgASgLMhQubG9uZ2xpbmsudjEuQ29udGVudBIUCgxlZGl0ZWRfYXRfbXMYDSABKAMSDwoHZGVsZXRlZBgOIAEoCBISCgpkZWxldGVkX2J5GA8gASgJEiEKBXJlcGx5GBAgASgLMhIubG9uZ2xpbmsudjEuUXVvdGUi6gEKDVRpbWVsaW5lRXZlbnQSLAoEdHlwZRgBIAEoDjIeLmxvbmdsaW5rLnYxLlRpbWVsaW5lRXZlbnRUeXBlEg0KBWFjdG9yGAIgASgJEhAKCHVzZXJfaWRzGAMgAygJEhIKCnRhcmdldF9zZXEYBCABKAMSJAoEcm9sZRgFIAEoDjIWLmxvbmdsaW5rLnYxLkdyb3VwUm9sZRIMCgRuYW1lGAYgASgJEg0KBW11dGVkGAcgASgIEgwKBHRleHQYCCABKAkSJQoHY29udGVudBgJIAEoCzIULmxvbmdsaW5rLnYxLkNvbnRlbnQiLgoEUHVzaBImCghtZXNzYWdlcxgBIAMoCzIULmxvbmdsaW5rLnYxLk1lc3NhZ2UiLwoHUHVzaEFjaxIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIi4KBkN1cnNvchIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIoQBCgtTeW5jUmVxdWVzdBIkCgdjdXJzb3JzGAEgAygLMhMubG9uZ2xpbmsudjEuQ3Vyc29yEhgKEGNvbnZlcnNhdGlvbl9pZHMYAiADKAkSDQoFbGltaXQYAyABKA0SFwoKc3luY190b2tlbhgEIAEoCUgAiAEBQg0KC19zeW5jX3Rva2VuIoABCgpTeW5jUmVzdWx0EiYKCG1lc3NhZ2VzGAEgAygLMhQubG9uZ2xpbmsudjEuTWVzc2FnZRIkCgdjdXJzb3JzGAIgAygLMhMubG9uZ2xpbmsudjEuQ3Vyc29yEhAKCGhhc19tb3JlGAMgASgIEhIKCnN5bmNfdG9rZW4YBCABKAkiTAoOSGlzdG9yeVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEhIKCmJlZm9yZV9zZXEYAiABKAMSDQoFbGltaXQYAyABKA0iYgoNSGlzdG9yeVJlc3VsdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSJgoIbWVzc2FnZXMYAiADKAsyFC5sb25nbGluay52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAMgASgIIjAKCE1hcmtSZWFkEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMiBgoERG9uZSIhCgZUeXBpbmcSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJImEKBEVkaXQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIMCgR0ZXh0GAMgASgJEiUKB2NvbnRlbnQYBCABKAsyFC5sb25nbGluay52MS5Db250ZW50Ii4KBkRlbGV0ZRIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIikKBUJsb2NrEg8KB3VzZXJfaWQYASABKAkSDwoHYmxvY2tlZBgCIAEoCCIeCgtCbG9ja1Jlc3VsdBIPCgdibG9ja2VkGAEgAygJIi4KBlJlY2FsbBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIiEKDVByZXNlbmNlUXVlcnkSEAoIdXNlcl9pZHMYASADKAkiJQoRUHJlc2VuY2VTdWJzY3JpYmUSEAoIdXNlcl9pZHMYASADKAkiPgoIUHJlc2VuY2USDwoHdXNlcl9pZBgBIAEoCRIOCgZvbmxpbmUYAiABKAgSEQoJcGxhdGZvcm1zGAMgAygJIjYKDlByZXNlbmNlUmVzdWx0EiQKBXVzZXJzGAEgAygLMhUubG9uZ2xpbmsudjEuUHJlc2VuY2UiWQoUQ29udmVyc2F0aW9uc1JlcXVlc3QSDQoFbGltaXQYASABKA0SEwoLYWZ0ZXJfYXRfbXMYAiABKAMSHQoVYWZ0ZXJfY29udmVyc2F0aW9uX2lkGAMgASgJIskCChNDb252ZXJzYXRpb25TdW1tYXJ5EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIMCgRraW5kGAIgASgJEhAKCGdyb3VwX2lkGAMgASgJEgwKBG5hbWUYBCABKAkSEQoJcGVlcl91c2VyGAUgASgJEhAKCGxhc3Rfc2VxGAYgASgDEioKDGxhc3RfbWVzc2FnZRgHIAEoCzIULmxvbmdsaW5rLnYxLk1lc3NhZ2USEAoIcmVhZF9zZXEYCCABKAMSDgoGdW5yZWFkGAkgASgDEhUKDXBlZXJfcmVhZF9zZXEYCiABKAMSEgoKbGFzdF9hdF9tcxgLIAEoAxIeChZsYXN0X21lc3NhZ2VfdHJ1bmNhdGVkGAwgASgIEhoKEnBlZXJfZGVsaXZlcmVkX3NlcRgNIAEoAxIRCgltZW50aW9uZWQYDiABKAgiYAoTQ29udmVyc2F0aW9uc1Jlc3VsdBI3Cg1jb252ZXJzYXRpb25zGAEgAygLMiAubG9uZ2xpbmsudjEuQ29udmVyc2F0aW9uU3VtbWFyeRIQCghoYXNfbW9yZRgCIAEoCCJlCgtHcm91cE1lbWJlchIPCgd1c2VyX2lkGAEgASgJEiQKBHJvbGUYAiABKA4yFi5sb25nbGluay52MS5Hcm91cFJvbGUSDQoFbXV0ZWQYAyABKAgSEAoIcmVhZF9zZXEYBCABKAMitwEKBUdyb3VwEhAKCGdyb3VwX2lkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEg0KBW93bmVyGAQgASgJEikKB21lbWJlcnMYBSADKAsyGC5sb25nbGluay52MS5Hcm91cE1lbWJlchIRCgltdXRlZF9hbGwYBiABKAgSEQoJZGlzbWlzc2VkGAcgASgIEhUKDWNyZWF0ZWRfYXRfbXMYCCABKAMi5wIKDEdyb3VwUmVxdWVzdBIqCgZjcmVhdGUYASABKAsyGC5sb25nbGluay52MS5Hcm91cENyZWF0ZUgAEigKA2FkZBgCIAEoCzIZLmxvbmdsaW5rLnYxLkdyb3VwTWVtYmVyc0gAEisKBnJlbW92ZRgDIAEoCzIZLmxvbmdsaW5rLnYxLkdyb3VwTWVtYmVyc0gAEiYKBWxlYXZlGAQgASgLMhUubG9uZ2xpbmsudjEuR3JvdXBSZWZIABIoCgdkaXNtaXNzGAUgASgLMhUubG9uZ2xpbmsudjEuR3JvdXBSZWZIABItCghzZXRfcm9sZRgGIAEoCzIZLmxvbmdsaW5rLnYxLkdyb3VwU2V0Um9sZUgAEiYKBG11dGUYByABKAsyFi5sb25nbGluay52MS5Hcm91cE11dGVIABIlCgRpbmZvGAggASgLMhUubG9uZ2xpbmsudjEuR3JvdXBSZWZIAEIECgJvcCIvCgtHcm91cENyZWF0ZRIMCgRuYW1lGAEgASgJEhIKCm1lbWJlcl9pZHMYAiADKAkiMgoMR3JvdXBNZW1iZXJzEhAKCGdyb3VwX2lkGAEgASgJEhAKCHVzZXJfaWRzGAIgAygJIhwKCEdyb3VwUmVmEhAKCGdyb3VwX2lkGAEgASgJIlcKDEdyb3VwU2V0Um9sZRIQCghncm91cF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEiQKBHJvbGUYAyABKA4yFi5sb25nbGluay52MS5Hcm91cFJvbGUiPQoJR3JvdXBNdXRlEhAKCGdyb3VwX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDQoFbXV0ZWQYAyABKAgiMAoLR3JvdXBSZXN1bHQSIQoFZ3JvdXAYASABKAsyEi5sb25nbGluay52MS5Hcm91cCKOAgoFRXZlbnQSJwoHcmVjZWlwdBgBIAEoCzIULmxvbmdsaW5rLnYxLlJlY2VpcHRIABIqCgZ0eXBpbmcYAiABKAsyGC5sb25nbGluay52MS5UeXBpbmdFdmVudEgAEikKCHByZXNlbmNlGAMgASgLMhUubG9uZ2xpbmsudjEuUHJlc2VuY2VIABIrCglicm9hZGNhc3QYBCABKAsyFi5sb25nbGluay52MS5Ccm9hZGNhc3RIABIlCgZyZXN5bmMYBSABKAsyEy5sb25nbGluay52MS5SZXN5bmNIABIpCghkZWxpdmVyeRgGIAEoCzIVLmxvbmdsaW5rLnYxLkRlbGl2ZXJ5SABCBgoEYm9keSIICgZSZXN5bmMiQAoHUmVjZWlwdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRILCgNzZXEYAyABKAMiQQoIRGVsaXZlcnkSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSCwoDc2VxGAMgASgDIjcKC1R5cGluZ0V2ZW50EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIjkKCUJyb2FkY2FzdBIMCgR0ZXh0GAEgASgJEhIKCnNlbnRfYXRfbXMYAiABKAMSCgoCaWQYAyABKAkiTwoES2ljaxIkCgRjb2RlGAEgASgOMhYubG9uZ2xpbmsudjEuRXJyb3JDb2RlEg4KBnJlYXNvbhgCIAEoCRIRCglyZWNvbm5lY3QYAyABKAgiYAoFRXJyb3ISJAoEY29kZRgBIAEoDjIWLmxvbmdsaW5rLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhEKCXJlY29ubmVjdBgDIAEoCBINCgVmYXRhbBgEIAEoCCreAQoRVGltZWxpbmVFdmVudFR5cGUSIwofVElNRUxJTkVfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhEKDUdST1VQX0NSRUFURUQQARIRCg1NRU1CRVJTX0FEREVEEAISEwoPTUVNQkVSU19SRU1PVkVEEAMSDwoLTUVNQkVSX0xFRlQQBBINCglESVNNSVNTRUQQBRIQCgxST0xFX0NIQU5HRUQQBhIQCgxNVVRFX0NIQU5HRUQQBxIMCghSRUNBTExFRBAIEgoKBkVESVRFRBAJEgsKB0RFTEVURUQQCipJCglHcm91cFJvbGUSGgoWR1JPVVBfUk9MRV9VTlNQRUNJRklFRBAAEgoKBk1FTUJFUhABEgkKBUFETUlOEAISCQoFT1dORVIQAyrNBgoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABINCglCQURfRlJBTUUQZBITCg9GUkFNRV9UT09fTEFSR0UQZRIRCg1VTktOT1dOX0ZSQU1FEGYSEQoNTk9UX0xPR0dFRF9JThBnEhUKEUFMUkVBRFlfTE9HR0VEX0lOEGgSEQoNTE9HSU5fVElNRU9VVBBpEhUKEUhFQVJUQkVBVF9USU1FT1VUEGoSDwoLQkFEX1JFUVVFU1QQaxISCg1UT0tFTl9NSVNTSU5HEMgBEhIKDVRPS0VOX0lOVkFMSUQQyQESEgoNVE9LRU5fRVhQSVJFRBDKARIOCglGT1JCSURERU4QywESEgoNVE9LRU5fUkVWT0tFRBDMARIRCgxSQVRFX0xJTUlURUQQrAISEgoNU0xPV19DT05TVU1FUhCtAhIPCgpURVhUX0VNUFRZEK4CEhMKDlRFWFRfVE9PX0xBUkdFEK8CEhkKFFRPT19NQU5ZX0NPTk5FQ1RJT05TELACEhQKD0xPR0lOX1RIUk9UVExFRBCxAhIWChFVU0VSX1JBVEVfTElNSVRFRBCyAhIJCgRCVVNZELMCEhcKEkNPTk5FQ1RJT05fTElNSVRFRBC0AhIWChFDT05URU5UX1RPT19MQVJHRRC1AhINCghSRVBMQUNFRBCQAxIUCg9TRVJWRVJfU0hVVERPV04QkQMSEQoMTE9HSU5fUE9MSUNZEJIDEhEKDE5PREVfRVhQSVJFRBCTAxIOCglOT1RfRk9VTkQQ2AQSDwoKTk9UX01FTUJFUhDZBBIOCglOT1RfQURNSU4Q2gQSCgoFTVVURUQQ2wQSFAoPR1JPVVBfRElTTUlTU0VEENwEEg8KCkdST1VQX0ZVTEwQ3QQSEwoOUkVDQUxMX0VYUElSRUQQ3gQSDwoKTk9UX1NFTkRFUhDfBBIUCg9UT09fTUFOWV9HUk9VUFMQ4AQSEAoLTk9UX0NPTlRBQ1QQ4QQSFAoPQ09OVEVOVF9CTE9DS0VEEOIEEgwKB0JMT0NLRUQQ4wQSFAoPVE9PX01BTllfQkxPQ0tTEOQEEg0KCElOVEVSTkFMEPQDEhAKC1VOQVZBSUxBQkxFEPUDYgZwcm90bzM");
 
 /**
  * Every frame on the wire. `id` is chosen by the client for requests and is
@@ -201,6 +201,30 @@ export type Frame = Message$1<"longlink.v1.Frame"> & {
      */
     value: Event;
     case: "event";
+  } | {
+    /**
+     * @generated from field: longlink.v1.Edit edit = 36;
+     */
+    value: Edit;
+    case: "edit";
+  } | {
+    /**
+     * @generated from field: longlink.v1.Delete delete = 37;
+     */
+    value: Delete;
+    case: "delete";
+  } | {
+    /**
+     * @generated from field: longlink.v1.Block block = 38;
+     */
+    value: Block;
+    case: "block";
+  } | {
+    /**
+     * @generated from field: longlink.v1.BlockResult block_result = 39;
+     */
+    value: BlockResult;
+    case: "blockResult";
   } | { case: undefined; value?: undefined };
 };
 
@@ -290,6 +314,13 @@ export type LoginResult = Message$1<"longlink.v1.LoginResult"> & {
    * @generated from field: uint32 max_text_bytes = 8;
    */
   maxTextBytes: number;
+
+  /**
+   * Content.payload larger than this is rejected
+   *
+   * @generated from field: uint32 max_payload_bytes = 9;
+   */
+  maxPayloadBytes: number;
 };
 
 /**
@@ -369,6 +400,14 @@ export type Send = Message$1<"longlink.v1.Send"> & {
    * @generated from field: string from_user = 5;
    */
   fromUser: string;
+
+  /**
+   * What the message holds besides text: a custom payload, mentions, the
+   * message it replies to, or the message it forwards. Absent: plain text.
+   *
+   * @generated from field: longlink.v1.Content content = 6;
+   */
+  content?: Content | undefined;
 };
 
 /**
@@ -377,6 +416,150 @@ export type Send = Message$1<"longlink.v1.Send"> & {
  */
 export const SendSchema: GenMessage<Send> = /*@__PURE__*/
   messageDesc(file_longlink_v1_longlink, 5);
+
+/**
+ * A message's content beyond its text. Every part is optional; clients that
+ * know only `text` keep working (give a custom message a fallback text).
+ *
+ * @generated from message longlink.v1.Content
+ */
+export type Content = Message$1<"longlink.v1.Content"> & {
+  /**
+   * A custom content type chosen by the business ("app.order", "game/invite"):
+   * 1-64 characters of letters, digits and . _ / - +. Empty: a text message.
+   *
+   * @generated from field: string type = 1;
+   */
+  type: string;
+
+  /**
+   * The custom payload, delivered as is (bytes or JSON text), at most
+   * LoginResult.max_payload_bytes. Only with a type.
+   *
+   * @generated from field: bytes payload = 2;
+   */
+  payload: Uint8Array;
+
+  /**
+   * Users mentioned (at most 50). A mentioned user who has not read the
+   * message sees ConversationSummary.mentioned.
+   *
+   * @generated from field: repeated string mentions = 3;
+   */
+  mentions: string[];
+
+  /**
+   * Groups: mention everyone (only the group's owner and admins may).
+   *
+   * @generated from field: bool mention_all = 4;
+   */
+  mentionAll: boolean;
+
+  /**
+   * A reply: an earlier seq of the same conversation the sender may see.
+   * Messages carry the quoted message in Message.reply.
+   *
+   * @generated from field: int64 reply_to_seq = 5;
+   */
+  replyToSeq: bigint;
+
+  /**
+   * Send: forward this message (of any conversation the sender may see; its
+   * text and content are copied, text and other content of the Send must be
+   * empty). Message: where a forwarded message came from.
+   *
+   * @generated from field: longlink.v1.Forward forward = 6;
+   */
+  forward?: Forward | undefined;
+};
+
+/**
+ * Describes the message longlink.v1.Content.
+ * Use `create(ContentSchema)` to create a new message.
+ */
+export const ContentSchema: GenMessage<Content> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 6);
+
+/**
+ * @generated from message longlink.v1.Forward
+ */
+export type Forward = Message$1<"longlink.v1.Forward"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * Message: who wrote the original
+   *
+   * @generated from field: string from_user = 3;
+   */
+  fromUser: string;
+
+  /**
+   * Message: when
+   *
+   * @generated from field: int64 sent_at_ms = 4;
+   */
+  sentAtMs: bigint;
+};
+
+/**
+ * Describes the message longlink.v1.Forward.
+ * Use `create(ForwardSchema)` to create a new message.
+ */
+export const ForwardSchema: GenMessage<Forward> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 7);
+
+/**
+ * The message a reply quotes, as it is now.
+ *
+ * @generated from message longlink.v1.Quote
+ */
+export type Quote = Message$1<"longlink.v1.Quote"> & {
+  /**
+   * @generated from field: int64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * @generated from field: string from_user = 2;
+   */
+  fromUser: string;
+
+  /**
+   * its first 200 characters
+   *
+   * @generated from field: string text = 3;
+   */
+  text: string;
+
+  /**
+   * its custom content type, if any
+   *
+   * @generated from field: string type = 4;
+   */
+  type: string;
+
+  /**
+   * recalled, deleted or expired: nothing is quoted
+   *
+   * @generated from field: bool gone = 5;
+   */
+  gone: boolean;
+};
+
+/**
+ * Describes the message longlink.v1.Quote.
+ * Use `create(QuoteSchema)` to create a new message.
+ */
+export const QuoteSchema: GenMessage<Quote> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 8);
 
 /**
  * The message is durable: it will reach every recipient device, now or at its next sync.
@@ -429,7 +612,7 @@ export type SendAck = Message$1<"longlink.v1.SendAck"> & {
  * Use `create(SendAckSchema)` to create a new message.
  */
 export const SendAckSchema: GenMessage<SendAck> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 6);
+  messageDesc(file_longlink_v1_longlink, 9);
 
 /**
  * One stored message. `seq` is per conversation: 1, 2, 3, … with no gaps.
@@ -497,6 +680,40 @@ export type Message = Message$1<"longlink.v1.Message"> & {
    * @generated from field: string recalled_by = 11;
    */
   recalledBy: string;
+
+  /**
+   * Custom payload, mentions, reply and forward (see Content); absent for plain text.
+   *
+   * @generated from field: longlink.v1.Content content = 12;
+   */
+  content?: Content | undefined;
+
+  /**
+   * Set once edited: when the latest version was written. text and content
+   * are that version (an EDITED event in the timeline says when it changed).
+   *
+   * @generated from field: int64 edited_at_ms = 13;
+   */
+  editedAtMs: bigint;
+
+  /**
+   * Deleted for everyone by `deleted_by`: a tombstone, text and content gone.
+   *
+   * @generated from field: bool deleted = 14;
+   */
+  deleted: boolean;
+
+  /**
+   * @generated from field: string deleted_by = 15;
+   */
+  deletedBy: string;
+
+  /**
+   * A reply: the message it quotes (Content.reply_to_seq), as it is now.
+   *
+   * @generated from field: longlink.v1.Quote reply = 16;
+   */
+  reply?: Quote | undefined;
 };
 
 /**
@@ -504,7 +721,7 @@ export type Message = Message$1<"longlink.v1.Message"> & {
  * Use `create(MessageSchema)` to create a new message.
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 7);
+  messageDesc(file_longlink_v1_longlink, 10);
 
 /**
  * A change recorded in a conversation's timeline, so every device learns it
@@ -559,6 +776,20 @@ export type TimelineEvent = Message$1<"longlink.v1.TimelineEvent"> & {
    * @generated from field: bool muted = 7;
    */
   muted: boolean;
+
+  /**
+   * EDITED: the new text
+   *
+   * @generated from field: string text = 8;
+   */
+  text: string;
+
+  /**
+   * EDITED: the new content (the message's reply and forward stay as they were)
+   *
+   * @generated from field: longlink.v1.Content content = 9;
+   */
+  content?: Content | undefined;
 };
 
 /**
@@ -566,7 +797,7 @@ export type TimelineEvent = Message$1<"longlink.v1.TimelineEvent"> & {
  * Use `create(TimelineEventSchema)` to create a new message.
  */
 export const TimelineEventSchema: GenMessage<TimelineEvent> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 8);
+  messageDesc(file_longlink_v1_longlink, 11);
 
 /**
  * Messages pushed as they are stored, each conversation's in seq order.
@@ -585,7 +816,7 @@ export type Push = Message$1<"longlink.v1.Push"> & {
  * Use `create(PushSchema)` to create a new message.
  */
 export const PushSchema: GenMessage<Push> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 9);
+  messageDesc(file_longlink_v1_longlink, 12);
 
 /**
  * Cumulative: "this device has every message of the conversation up to seq".
@@ -610,7 +841,7 @@ export type PushAck = Message$1<"longlink.v1.PushAck"> & {
  * Use `create(PushAckSchema)` to create a new message.
  */
 export const PushAckSchema: GenMessage<PushAck> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 10);
+  messageDesc(file_longlink_v1_longlink, 13);
 
 /**
  * @generated from message longlink.v1.Cursor
@@ -632,7 +863,7 @@ export type Cursor = Message$1<"longlink.v1.Cursor"> & {
  * Use `create(CursorSchema)` to create a new message.
  */
 export const CursorSchema: GenMessage<Cursor> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 11);
+  messageDesc(file_longlink_v1_longlink, 14);
 
 /**
  * Fetch what this device missed. For a conversation listed in `cursors` the
@@ -679,7 +910,7 @@ export type SyncRequest = Message$1<"longlink.v1.SyncRequest"> & {
  * Use `create(SyncRequestSchema)` to create a new message.
  */
 export const SyncRequestSchema: GenMessage<SyncRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 12);
+  messageDesc(file_longlink_v1_longlink, 15);
 
 /**
  * @generated from message longlink.v1.SyncResult
@@ -721,7 +952,7 @@ export type SyncResult = Message$1<"longlink.v1.SyncResult"> & {
  * Use `create(SyncResultSchema)` to create a new message.
  */
 export const SyncResultSchema: GenMessage<SyncResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 13);
+  messageDesc(file_longlink_v1_longlink, 16);
 
 /**
  * Older messages of one conversation, newest page first.
@@ -754,7 +985,7 @@ export type HistoryRequest = Message$1<"longlink.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 14);
+  messageDesc(file_longlink_v1_longlink, 17);
 
 /**
  * @generated from message longlink.v1.HistoryResult
@@ -785,7 +1016,7 @@ export type HistoryResult = Message$1<"longlink.v1.HistoryResult"> & {
  * Use `create(HistoryResultSchema)` to create a new message.
  */
 export const HistoryResultSchema: GenMessage<HistoryResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 15);
+  messageDesc(file_longlink_v1_longlink, 18);
 
 /**
  * Mark a conversation read up to seq (this user, all devices). Reply: Done.
@@ -813,7 +1044,7 @@ export type MarkRead = Message$1<"longlink.v1.MarkRead"> & {
  * Use `create(MarkReadSchema)` to create a new message.
  */
 export const MarkReadSchema: GenMessage<MarkRead> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 16);
+  messageDesc(file_longlink_v1_longlink, 19);
 
 /**
  * Success of a request that has no other result.
@@ -828,7 +1059,7 @@ export type Done = Message$1<"longlink.v1.Done"> & {
  * Use `create(DoneSchema)` to create a new message.
  */
 export const DoneSchema: GenMessage<Done> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 17);
+  messageDesc(file_longlink_v1_longlink, 20);
 
 /**
  * "I am typing" in a conversation. Never stored, never acked; rate limited.
@@ -847,7 +1078,116 @@ export type Typing = Message$1<"longlink.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 18);
+  messageDesc(file_longlink_v1_longlink, 21);
+
+/**
+ * Edit one of your own messages: its text and content become these (reply
+ * and forward stay). Every device sees an EDITED event in order and reads the
+ * latest version from then on. Reply: Done. Idempotent by Frame.request_id.
+ *
+ * @generated from message longlink.v1.Edit
+ */
+export type Edit = Message$1<"longlink.v1.Edit"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * @generated from field: string text = 3;
+   */
+  text: string;
+
+  /**
+   * type, payload, mentions (reply_to_seq and forward are refused)
+   *
+   * @generated from field: longlink.v1.Content content = 4;
+   */
+  content?: Content | undefined;
+};
+
+/**
+ * Describes the message longlink.v1.Edit.
+ * Use `create(EditSchema)` to create a new message.
+ */
+export const EditSchema: GenMessage<Edit> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 22);
+
+/**
+ * Delete a message for everyone, leaving a tombstone: who may is who may
+ * recall it (the sender within the recall window; a group's owner any
+ * message, its admins their own and members' messages, any time). Reply: Done.
+ *
+ * @generated from message longlink.v1.Delete
+ */
+export type Delete = Message$1<"longlink.v1.Delete"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message longlink.v1.Delete.
+ * Use `create(DeleteSchema)` to create a new message.
+ */
+export const DeleteSchema: GenMessage<Delete> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 23);
+
+/**
+ * Block or unblock a user: a blocked user's 1:1 messages to you are refused
+ * (BLOCKED) and your presence looks offline to it; group messages stay
+ * visible both ways. Reply: BlockResult. An empty user_id only lists.
+ *
+ * @generated from message longlink.v1.Block
+ */
+export type Block = Message$1<"longlink.v1.Block"> & {
+  /**
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * @generated from field: bool blocked = 2;
+   */
+  blocked: boolean;
+};
+
+/**
+ * Describes the message longlink.v1.Block.
+ * Use `create(BlockSchema)` to create a new message.
+ */
+export const BlockSchema: GenMessage<Block> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 24);
+
+/**
+ * @generated from message longlink.v1.BlockResult
+ */
+export type BlockResult = Message$1<"longlink.v1.BlockResult"> & {
+  /**
+   * the users you block, sorted (at most 1,000)
+   *
+   * @generated from field: repeated string blocked = 1;
+   */
+  blocked: string[];
+};
+
+/**
+ * Describes the message longlink.v1.BlockResult.
+ * Use `create(BlockResultSchema)` to create a new message.
+ */
+export const BlockResultSchema: GenMessage<BlockResult> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 25);
 
 /**
  * Recall a message: the sender within the recall window, or a group's owner
@@ -872,7 +1212,7 @@ export type Recall = Message$1<"longlink.v1.Recall"> & {
  * Use `create(RecallSchema)` to create a new message.
  */
 export const RecallSchema: GenMessage<Recall> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 19);
+  messageDesc(file_longlink_v1_longlink, 26);
 
 /**
  * @generated from message longlink.v1.PresenceQuery
@@ -889,7 +1229,7 @@ export type PresenceQuery = Message$1<"longlink.v1.PresenceQuery"> & {
  * Use `create(PresenceQuerySchema)` to create a new message.
  */
 export const PresenceQuerySchema: GenMessage<PresenceQuery> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 20);
+  messageDesc(file_longlink_v1_longlink, 27);
 
 /**
  * Replace this connection's presence subscriptions (at most 100 users); the
@@ -909,7 +1249,7 @@ export type PresenceSubscribe = Message$1<"longlink.v1.PresenceSubscribe"> & {
  * Use `create(PresenceSubscribeSchema)` to create a new message.
  */
 export const PresenceSubscribeSchema: GenMessage<PresenceSubscribe> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 21);
+  messageDesc(file_longlink_v1_longlink, 28);
 
 /**
  * @generated from message longlink.v1.Presence
@@ -938,7 +1278,7 @@ export type Presence = Message$1<"longlink.v1.Presence"> & {
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 22);
+  messageDesc(file_longlink_v1_longlink, 29);
 
 /**
  * @generated from message longlink.v1.PresenceResult
@@ -955,7 +1295,7 @@ export type PresenceResult = Message$1<"longlink.v1.PresenceResult"> & {
  * Use `create(PresenceResultSchema)` to create a new message.
  */
 export const PresenceResultSchema: GenMessage<PresenceResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 23);
+  messageDesc(file_longlink_v1_longlink, 30);
 
 /**
  * One page of this user's conversations, most recent activity first. The
@@ -992,7 +1332,7 @@ export type ConversationsRequest = Message$1<"longlink.v1.ConversationsRequest">
  * Use `create(ConversationsRequestSchema)` to create a new message.
  */
 export const ConversationsRequestSchema: GenMessage<ConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 24);
+  messageDesc(file_longlink_v1_longlink, 31);
 
 /**
  * @generated from message longlink.v1.ConversationSummary
@@ -1084,6 +1424,13 @@ export type ConversationSummary = Message$1<"longlink.v1.ConversationSummary"> &
    * @generated from field: int64 peer_delivered_seq = 13;
    */
   peerDeliveredSeq: bigint;
+
+  /**
+   * A message after read_seq mentions this user (or everyone).
+   *
+   * @generated from field: bool mentioned = 14;
+   */
+  mentioned: boolean;
 };
 
 /**
@@ -1091,7 +1438,7 @@ export type ConversationSummary = Message$1<"longlink.v1.ConversationSummary"> &
  * Use `create(ConversationSummarySchema)` to create a new message.
  */
 export const ConversationSummarySchema: GenMessage<ConversationSummary> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 25);
+  messageDesc(file_longlink_v1_longlink, 32);
 
 /**
  * This user's conversations, most recent activity first.
@@ -1117,7 +1464,7 @@ export type ConversationsResult = Message$1<"longlink.v1.ConversationsResult"> &
  * Use `create(ConversationsResultSchema)` to create a new message.
  */
 export const ConversationsResultSchema: GenMessage<ConversationsResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 26);
+  messageDesc(file_longlink_v1_longlink, 33);
 
 /**
  * @generated from message longlink.v1.GroupMember
@@ -1151,7 +1498,7 @@ export type GroupMember = Message$1<"longlink.v1.GroupMember"> & {
  * Use `create(GroupMemberSchema)` to create a new message.
  */
 export const GroupMemberSchema: GenMessage<GroupMember> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 27);
+  messageDesc(file_longlink_v1_longlink, 34);
 
 /**
  * @generated from message longlink.v1.Group
@@ -1205,7 +1552,7 @@ export type Group = Message$1<"longlink.v1.Group"> & {
  * Use `create(GroupSchema)` to create a new message.
  */
 export const GroupSchema: GenMessage<Group> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 28);
+  messageDesc(file_longlink_v1_longlink, 35);
 
 /**
  * Group management. Reply: GroupResult with the group after the change.
@@ -1272,7 +1619,7 @@ export type GroupRequest = Message$1<"longlink.v1.GroupRequest"> & {
  * Use `create(GroupRequestSchema)` to create a new message.
  */
 export const GroupRequestSchema: GenMessage<GroupRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 29);
+  messageDesc(file_longlink_v1_longlink, 36);
 
 /**
  * @generated from message longlink.v1.GroupCreate
@@ -1296,7 +1643,7 @@ export type GroupCreate = Message$1<"longlink.v1.GroupCreate"> & {
  * Use `create(GroupCreateSchema)` to create a new message.
  */
 export const GroupCreateSchema: GenMessage<GroupCreate> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 30);
+  messageDesc(file_longlink_v1_longlink, 37);
 
 /**
  * @generated from message longlink.v1.GroupMembers
@@ -1318,7 +1665,7 @@ export type GroupMembers = Message$1<"longlink.v1.GroupMembers"> & {
  * Use `create(GroupMembersSchema)` to create a new message.
  */
 export const GroupMembersSchema: GenMessage<GroupMembers> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 31);
+  messageDesc(file_longlink_v1_longlink, 38);
 
 /**
  * @generated from message longlink.v1.GroupRef
@@ -1335,7 +1682,7 @@ export type GroupRef = Message$1<"longlink.v1.GroupRef"> & {
  * Use `create(GroupRefSchema)` to create a new message.
  */
 export const GroupRefSchema: GenMessage<GroupRef> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 32);
+  messageDesc(file_longlink_v1_longlink, 39);
 
 /**
  * @generated from message longlink.v1.GroupSetRole
@@ -1364,7 +1711,7 @@ export type GroupSetRole = Message$1<"longlink.v1.GroupSetRole"> & {
  * Use `create(GroupSetRoleSchema)` to create a new message.
  */
 export const GroupSetRoleSchema: GenMessage<GroupSetRole> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 33);
+  messageDesc(file_longlink_v1_longlink, 40);
 
 /**
  * @generated from message longlink.v1.GroupMute
@@ -1393,7 +1740,7 @@ export type GroupMute = Message$1<"longlink.v1.GroupMute"> & {
  * Use `create(GroupMuteSchema)` to create a new message.
  */
 export const GroupMuteSchema: GenMessage<GroupMute> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 34);
+  messageDesc(file_longlink_v1_longlink, 41);
 
 /**
  * @generated from message longlink.v1.GroupResult
@@ -1410,7 +1757,7 @@ export type GroupResult = Message$1<"longlink.v1.GroupResult"> & {
  * Use `create(GroupResultSchema)` to create a new message.
  */
 export const GroupResultSchema: GenMessage<GroupResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 35);
+  messageDesc(file_longlink_v1_longlink, 42);
 
 /**
  * Transient server events: not stored, not acked.
@@ -1465,7 +1812,7 @@ export type Event = Message$1<"longlink.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 36);
+  messageDesc(file_longlink_v1_longlink, 43);
 
 /**
  * Pushes to this connection may have been lost (its gateway was cut off from
@@ -1482,7 +1829,7 @@ export type Resync = Message$1<"longlink.v1.Resync"> & {
  * Use `create(ResyncSchema)` to create a new message.
  */
 export const ResyncSchema: GenMessage<Resync> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 37);
+  messageDesc(file_longlink_v1_longlink, 44);
 
 /**
  * @generated from message longlink.v1.Receipt
@@ -1513,7 +1860,7 @@ export type Receipt = Message$1<"longlink.v1.Receipt"> & {
  * Use `create(ReceiptSchema)` to create a new message.
  */
 export const ReceiptSchema: GenMessage<Receipt> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 38);
+  messageDesc(file_longlink_v1_longlink, 45);
 
 /**
  * Direct conversations: a device of the other side has received the
@@ -1548,7 +1895,7 @@ export type Delivery = Message$1<"longlink.v1.Delivery"> & {
  * Use `create(DeliverySchema)` to create a new message.
  */
 export const DeliverySchema: GenMessage<Delivery> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 39);
+  messageDesc(file_longlink_v1_longlink, 46);
 
 /**
  * @generated from message longlink.v1.TypingEvent
@@ -1570,7 +1917,7 @@ export type TypingEvent = Message$1<"longlink.v1.TypingEvent"> & {
  * Use `create(TypingEventSchema)` to create a new message.
  */
 export const TypingEventSchema: GenMessage<TypingEvent> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 40);
+  messageDesc(file_longlink_v1_longlink, 47);
 
 /**
  * A system announcement to every online connection (POST /api/v1/broadcast).
@@ -1599,7 +1946,7 @@ export type Broadcast = Message$1<"longlink.v1.Broadcast"> & {
  * Use `create(BroadcastSchema)` to create a new message.
  */
 export const BroadcastSchema: GenMessage<Broadcast> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 41);
+  messageDesc(file_longlink_v1_longlink, 48);
 
 /**
  * The server closes the connection right after a Kick.
@@ -1630,7 +1977,7 @@ export type Kick = Message$1<"longlink.v1.Kick"> & {
  * Use `create(KickSchema)` to create a new message.
  */
 export const KickSchema: GenMessage<Kick> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 42);
+  messageDesc(file_longlink_v1_longlink, 49);
 
 /**
  * @generated from message longlink.v1.Error
@@ -1666,7 +2013,7 @@ export type Error = Message$1<"longlink.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 43);
+  messageDesc(file_longlink_v1_longlink, 50);
 
 /**
  * @generated from enum longlink.v1.TimelineEventType
@@ -1716,6 +2063,20 @@ export enum TimelineEventType {
    * @generated from enum value: RECALLED = 8;
    */
   RECALLED = 8,
+
+  /**
+   * target_seq was edited by its sender: replace its text and content (the event's sent_at_ms is the edit time)
+   *
+   * @generated from enum value: EDITED = 9;
+   */
+  EDITED = 9,
+
+  /**
+   * target_seq was deleted for everyone: show a tombstone
+   *
+   * @generated from enum value: DELETED = 10;
+   */
+  DELETED = 10,
 }
 
 /**
@@ -1919,6 +2280,13 @@ export enum ErrorCode {
   CONNECTION_LIMITED = 308,
 
   /**
+   * a custom payload over the limit, or too many mentions
+   *
+   * @generated from enum value: CONTENT_TOO_LARGE = 309;
+   */
+  CONTENT_TOO_LARGE = 309,
+
+  /**
    * session (4xx)
    *
    * the same device logged in on another connection
@@ -2024,6 +2392,20 @@ export enum ErrorCode {
    * @generated from enum value: CONTENT_BLOCKED = 610;
    */
   CONTENT_BLOCKED = 610,
+
+  /**
+   * the other user blocks you: 1:1 messages to it are refused
+   *
+   * @generated from enum value: BLOCKED = 611;
+   */
+  BLOCKED = 611,
+
+  /**
+   * you block the most users allowed
+   *
+   * @generated from enum value: TOO_MANY_BLOCKS = 612;
+   */
+  TOO_MANY_BLOCKS = 612,
 
   /**
    * server (5xx)
