@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   createClient, gatewayPicker, nodeFetch, requestToken, LonglinkError, errorName, groupConversationId, groupIdOf,
-  type LonglinkClient, type ChatMessage, type GroupInfo, type HttpOptions, type NodeClientOptions,
+  type LonglinkClient, type ChatMessage, type EditOptions, type GroupInfo, type HttpOptions, type NodeClientOptions, type SendOptions,
 } from '../client/index.js';
 import { exitAfterFlush } from './exit.js';
 import { paced } from './pace.js';
@@ -118,17 +118,122 @@ function line(o: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(o)}\n`);
 }
 
-/** One JSON line per message or event: type message | members | recall | receipt | typing | presence | broadcast. */
+/**
+ * One JSON line per message or event, its `type` saying which: message (text), custom (a custom content type),
+ * reply, forward | edit | delete | recall | members | receipt | typing | presence | broadcast.
+ */
 function messageLine(m: ChatMessage): Record<string, unknown> {
   const where = { conversation: m.conversationId, group: groupOf(m.conversationId), seq: m.seq, time: new Date(m.sentAtMs).toISOString() };
   if (m.event?.type === 'recalled') return { type: 'recall', ...where, target_seq: m.event.targetSeq, by: m.event.actor };
+  if (m.event?.type === 'deleted') return { type: 'delete', ...where, target_seq: m.event.targetSeq, by: m.event.actor };
+  if (m.event?.type === 'edited') {
+    return { type: 'edit', ...where, target_seq: m.event.targetSeq, by: m.event.actor, text: m.event.text ?? '', ...contentFields(m.event.content) };
+  }
   if (m.event) {
     return {
       type: 'members', action: m.event.type, ...where, actor: m.event.actor, users: m.event.userIds ?? [],
       name: m.event.name, role: m.event.role, muted: m.event.muted,
     };
   }
-  return { type: 'message', ...where, from: m.fromUser, device: m.fromDevice, text: m.text, id: m.serverMsgId, recalled: m.recalledBy !== undefined || undefined };
+  const c = m.content;
+  const type = c?.type ? 'custom' : c?.forward ? 'forward' : c?.replyToSeq ? 'reply' : 'message';
+  return {
+    type, ...where, from: m.fromUser, device: m.fromDevice, text: m.text, id: m.serverMsgId, ...contentFields(c),
+    reply_to: c?.replyToSeq, quote: m.reply ? { from: m.reply.fromUser, text: m.reply.text, gone: m.reply.gone } : undefined,
+    forwarded_from: c?.forward ? { conversation: c.forward.conversationId, seq: c.forward.seq, from: c.forward.fromUser } : undefined,
+    edited: m.editedAtMs !== undefined ? new Date(m.editedAtMs).toISOString() : undefined,
+    recalled: m.recalledBy !== undefined || undefined, deleted: m.deletedBy !== undefined || undefined,
+  };
+}
+
+/** A message's custom type, payload (JSON when it is JSON text, else base64) and mentions, as listen prints them. */
+function contentFields(c: ChatMessage['content']): Record<string, unknown> {
+  if (!c) return {};
+  const out: Record<string, unknown> = {};
+  if (c.type) out.content_type = c.type;
+  if (c.payload) {
+    const text = new TextDecoder().decode(c.payload);
+    try {
+      out.payload = JSON.parse(text) as unknown;
+    } catch {
+      out.payload_base64 = Buffer.from(c.payload).toString('base64');
+    }
+  }
+  if (c.mentions) out.mentions = c.mentions;
+  if (c.mentionAll) out.mention_all = true;
+  return out;
+}
+
+/** --payload-type, --payload (JSON text, sent as is), --mention, --mention-all as send or edit options. */
+function contentFlags(flags: Record<string, string | undefined>): EditOptions {
+  const out: EditOptions = {};
+  if (flags['payload-type'] !== undefined) out.type = flags['payload-type'];
+  if (flags.payload !== undefined) {
+    if (out.type === undefined) throw new UsageError('--payload needs --payload-type');
+    try {
+      JSON.parse(flags.payload);
+    } catch {
+      throw new UsageError('--payload must be JSON (it is delivered as is)');
+    }
+    out.payload = flags.payload;
+  }
+  if (flags.mention !== undefined) out.mentions = flags.mention.split(',').map((u) => u.trim()).filter(Boolean);
+  if (flags['mention-all'] !== undefined) out.mentionAll = true;
+  return out;
+}
+
+function seqFlag(flags: Record<string, string | undefined>, name: string): number {
+  const seq = Number(flags[name]);
+  if (!Number.isSafeInteger(seq) || seq < 1) throw new UsageError(`--${name} must be a seq (a whole number ≥ 1)`);
+  return seq;
+}
+
+/** Runs one request as a fresh CLI device; a refusal prints its code and exits 1. */
+async function oneRequest(flags: Record<string, string | undefined>, work: (c: LonglinkClient) => Promise<Record<string, unknown>>): Promise<number> {
+  const client = await connect(clientFlags(flags, `cli-${randomBytes(3).toString('hex')}`), false);
+  try {
+    line(await work(client));
+    return 0;
+  } catch (err) {
+    if (!(err instanceof LonglinkError)) throw err;
+    console.error(JSON.stringify({ type: 'error', code: errorName(err.code), message: err.message }));
+    return 1;
+  } finally {
+    await client.close();
+  }
+}
+
+/** `edit`: a new version of one of your messages. */
+export async function runEdit(flags: Record<string, string | undefined>): Promise<number> {
+  const conversation = flags.conversation;
+  if (!conversation) throw new UsageError('--conversation is required');
+  const seq = seqFlag(flags, 'seq');
+  const options = { ...contentFlags(flags), text: flags.text ?? '' };
+  return oneRequest(flags, async (c) => {
+    await c.edit(conversation, seq, options);
+    return { type: 'edited', conversation, seq };
+  });
+}
+
+/** `delete`: delete a message for everyone. */
+export async function runDelete(flags: Record<string, string | undefined>): Promise<number> {
+  const conversation = flags.conversation;
+  if (!conversation) throw new UsageError('--conversation is required');
+  const seq = seqFlag(flags, 'seq');
+  return oneRequest(flags, async (c) => {
+    await c.deleteMessage(conversation, seq);
+    return { type: 'deleted', conversation, seq };
+  });
+}
+
+/** `block`: block --peer (unblock with --off); prints whom the user blocks after it. */
+export async function runBlock(flags: Record<string, string | undefined>): Promise<number> {
+  const peer = flags.peer;
+  if (peer === undefined && flags.off !== undefined) throw new UsageError('--off needs --peer');
+  return oneRequest(flags, async (c) => {
+    const blocked = peer === undefined ? await c.blocked() : flags.off !== undefined ? await c.unblock(peer) : await c.block(peer);
+    return { type: 'blocked', user: flags.user, blocked };
+  });
 }
 
 export async function runListen(flags: Record<string, string | undefined>): Promise<void> {
@@ -240,9 +345,15 @@ export async function runSend(flags: Record<string, string | undefined>): Promis
   const f = clientFlags(flags, `cli-send-${randomBytes(3).toString('hex')}`);
   const to = flags.to;
   const group = flags.group;
-  const text = flags.text;
+  const content: Partial<SendOptions> = contentFlags(flags);
+  if (flags['reply-to'] !== undefined) content.replyTo = seqFlag(flags, 'reply-to');
+  if ((flags['forward-conversation'] === undefined) !== (flags['forward-seq'] === undefined)) {
+    throw new UsageError('give --forward-conversation and --forward-seq together');
+  }
+  if (flags['forward-conversation'] !== undefined) content.forward = { conversationId: flags['forward-conversation'], seq: seqFlag(flags, 'forward-seq') };
+  const text = flags.text ?? (content.type !== undefined || content.forward !== undefined ? '' : undefined);
   if ((to === undefined) === (group === undefined)) throw new UsageError('give --to USER or --group ID');
-  if (text === undefined) throw new UsageError('--text is required');
+  if (text === undefined) throw new UsageError('--text is required (unless --payload-type or a forward is given)');
   const count = flags.count === undefined ? 1 : Number(flags.count);
   if (!Number.isInteger(count) || count < 1 || count > 1_000_000) throw new UsageError('--count must be a whole number in 1..1000000');
   const timeoutMs = Number(flags.timeout ?? 60) * 1000;
@@ -256,7 +367,7 @@ export async function runSend(flags: Record<string, string | undefined>): Promis
     exitAfterFlush(1);
   }, timeoutMs);
   // Without --rate every send is written at once (pipelined); with it, evenly spaced.
-  const sends = paced(count, rate, (k) => client.send({ ...target, text: count === 1 ? text : `${text}-${k + 1}` }));
+  const sends = paced(count, rate, (k) => client.send({ ...target, ...content, text: count === 1 ? text : `${text}-${k + 1}` }));
   let failed = 0;
   for (const p of sends) {
     try {

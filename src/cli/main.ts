@@ -122,11 +122,40 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     },
   },
   send: {
-    synopsis: ['send --user U (--to V | --group G) --text T [--count N] [--rate R] [--timeout SECONDS] [--device D]'],
+    synopsis: [
+      'send --user U (--to V | --group G) --text T [--count N] [--rate R] [--timeout SECONDS] [--device D]',
+      '     [--payload-type TYPE --payload JSON] [--reply-to SEQ] [--mention V,W] [--mention-all]',
+      '     [--forward-conversation C --forward-seq N]   (--text optional with a payload type or a forward)',
+    ],
     summary: 'send and print each ack; exit 0 only if all acked',
-    flags: { ...CLIENT_FLAGS, to: 'text', group: 'text', text: 'text', count: 'integer', rate: 'number', timeout: 'number' },
+    flags: {
+      ...CLIENT_FLAGS, to: 'text', group: 'text', text: 'text', count: 'integer', rate: 'number', timeout: 'number',
+      'payload-type': 'text', payload: 'text', 'reply-to': 'integer', mention: 'text', 'mention-all': 'switch',
+      'forward-conversation': 'text', 'forward-seq': 'integer',
+    },
     notes: CLIENT_NOTES,
     run: async ({ flags }) => (await import('./client-commands.js')).runSend(flags),
+  },
+  edit: {
+    synopsis: ['edit --user U --conversation C --seq N --text T [--payload-type TYPE --payload JSON] [--mention V,W]'],
+    summary: 'edit one of your messages (every device sees the new version); prints {"type":"edited"}',
+    flags: { ...CLIENT_FLAGS, conversation: 'text', seq: 'integer', text: 'text', 'payload-type': 'text', payload: 'text', mention: 'text' },
+    notes: CLIENT_NOTES,
+    run: async ({ flags }) => (await import('./client-commands.js')).runEdit(flags),
+  },
+  delete: {
+    synopsis: ['delete --user U --conversation C --seq N'],
+    summary: 'delete a message for everyone, leaving a tombstone (the sender within the recall window; a group\'s owner or admins any time)',
+    flags: { ...CLIENT_FLAGS, conversation: 'text', seq: 'integer' },
+    notes: CLIENT_NOTES,
+    run: async ({ flags }) => (await import('./client-commands.js')).runDelete(flags),
+  },
+  block: {
+    synopsis: ['block --user U --peer P', 'block --user U --peer P --off   (unblock)', 'block --user U   (list)'],
+    summary: 'block a user (its 1:1 messages to you are refused BLOCKED, your presence looks offline to it), unblock it, or list whom you block',
+    flags: { ...CLIENT_FLAGS, peer: 'text', off: 'switch' },
+    notes: CLIENT_NOTES,
+    run: async ({ flags }) => (await import('./client-commands.js')).runBlock(flags),
   },
   group: {
     synopsis: [

@@ -42,7 +42,7 @@ export function checkContent(c: ContentData | undefined, text: string, conversat
   const mentions = c.mentions ?? [];
   if (mentions.length > MAX_MENTIONS) throw new LonglinkError(ErrorCode.CONTENT_TOO_LARGE, `at most ${MAX_MENTIONS} mentions a message`);
   if (mentions.some((u) => !isValidId(u))) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'a mention is not a valid user id');
-  if (c.mentionAll && conversationId !== '' && !isGroupConversation(conversationId)) {
+  if (c.mentionAll && !isGroupConversation(conversationId)) {
     throw new LonglinkError(ErrorCode.BAD_REQUEST, 'mention_all is for groups');
   }
   if (c.replyToSeq !== undefined && !(Number.isSafeInteger(c.replyToSeq) && c.replyToSeq > 0)) {

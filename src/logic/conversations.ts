@@ -58,6 +58,7 @@ export class Conversations {
         lastAtMs: BigInt(c.lastAtMs),
         lastMessage: c.lastMessage ? messageToWire(c.lastMessage) : undefined,
         lastMessageTruncated: c.lastTruncated,
+        mentioned: c.mentioned === true,
       });
       const peer = directPeer(c.conversationId, userId);
       if (peer !== undefined) {

@@ -132,7 +132,8 @@ export function checkSend(req: Omit<SendRequest, 'fromDevice' | 'trusted'>, maxT
     throw new LonglinkError(ErrorCode.BAD_REQUEST, `client_msg_id must be 1-${MAX_CLIENT_MSG_ID} characters`);
   }
   if (!hasBody(req.text, req.content)) throw new LonglinkError(ErrorCode.TEXT_EMPTY, 'message text is empty (and no content type or forward)');
-  checkContent(req.content, req.text, req.conversationId, maxPayloadBytes);
+  // A send to a user goes to their 1:1 (checkContent refuses mention_all outside groups).
+  checkContent(req.content, req.text, req.conversationId !== '' ? req.conversationId : directConversationId(req.fromUser, req.toUser), maxPayloadBytes);
   // PostgreSQL text cannot hold NUL; refused everywhere, so both stores keep the same messages.
   if (req.text.includes('\u0000') || req.clientMsgId.includes('\u0000')) {
     throw new LonglinkError(ErrorCode.BAD_REQUEST, 'text and client_msg_id must not contain NUL (U+0000)');
