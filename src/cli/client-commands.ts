@@ -143,6 +143,7 @@ function messageLine(m: ChatMessage): Record<string, unknown> {
     forwarded_from: c?.forward ? { conversation: c.forward.conversationId, seq: c.forward.seq, from: c.forward.fromUser } : undefined,
     edited: m.editedAtMs !== undefined ? new Date(m.editedAtMs).toISOString() : undefined,
     recalled: m.recalledBy !== undefined || undefined, deleted: m.deletedBy !== undefined || undefined,
+    reactions: m.reactions,
   };
 }
 
@@ -226,6 +227,20 @@ export async function runDelete(flags: Record<string, string | undefined>): Prom
   });
 }
 
+/** `react`: an emoji on a message (--off: taken back). */
+export async function runReact(flags: Record<string, string | undefined>): Promise<number> {
+  const conversation = flags.conversation;
+  if (!conversation) throw new UsageError('--conversation is required');
+  const seq = seqFlag(flags, 'seq');
+  const emoji = flags.emoji;
+  if (!emoji) throw new UsageError('--emoji is required');
+  return oneRequest(flags, async (c) => {
+    if (flags.off !== undefined) await c.unreact(conversation, seq, emoji);
+    else await c.react(conversation, seq, emoji);
+    return { type: flags.off !== undefined ? 'unreacted' : 'reacted', conversation, seq, emoji };
+  });
+}
+
 /** `block`: block --peer (unblock with --off); prints whom the user blocks after it. */
 export async function runBlock(flags: Record<string, string | undefined>): Promise<number> {
   const peer = flags.peer;
@@ -242,6 +257,7 @@ export async function runListen(flags: Record<string, string | undefined>): Prom
   client.on('message', (m) => line(messageLine(m)));
   client.on('receipt', (r) => line({ type: 'receipt', conversation: r.conversationId, group: groupOf(r.conversationId), user: r.userId, seq: r.seq }));
   client.on('typing', (t) => line({ type: 'typing', conversation: t.conversationId, user: t.userId }));
+  client.on('reactions', (r) => line({ type: 'reaction', conversation: r.conversationId, group: groupOf(r.conversationId), seq: r.seq, reactions: r.reactions }));
   client.on('presence', (p) => line({ type: 'presence', user: p.userId, online: p.online, platforms: p.platforms }));
   client.on('broadcast', (b) => line({ type: 'broadcast', id: b.id, text: b.text, time: new Date(b.sentAtMs).toISOString() }));
   client.on('state', (state, detail) => console.error(JSON.stringify({ type: 'state', state, ...detail })));

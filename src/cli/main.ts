@@ -150,6 +150,13 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     notes: CLIENT_NOTES,
     run: async ({ flags }) => (await import('./client-commands.js')).runDelete(flags),
   },
+  react: {
+    synopsis: ['react --user U --conversation C --seq N --emoji E [--off]'],
+    summary: 'react to a message with an emoji (--off: take it back); members\' listen prints {"type":"reaction"} with the message\'s reactions',
+    flags: { ...CLIENT_FLAGS, conversation: 'text', seq: 'integer', emoji: 'text', off: 'switch' },
+    notes: CLIENT_NOTES,
+    run: async ({ flags }) => (await import('./client-commands.js')).runReact(flags),
+  },
   block: {
     synopsis: ['block --user U --peer P', 'block --user U --peer P --off   (unblock)', 'block --user U   (list)'],
     summary: 'block a user (its 1:1 messages to you are refused BLOCKED, your presence looks offline to it), unblock it, or list whom you block',

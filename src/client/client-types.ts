@@ -3,7 +3,7 @@
 // entries export client.ts); the modules of the client share them from here.
 import type { ChatMessage, LonglinkError } from '../protocol/index.js';
 import type {
-  BroadcastInfo, DeliveryInfo, EditInfo, GroupChange, PresenceInfo, ReceiptInfo, RecallInfo, TypingInfo,
+  BroadcastInfo, DeliveryInfo, EditInfo, GroupChange, ReactionsInfo, PresenceInfo, ReceiptInfo, RecallInfo, TypingInfo,
 } from './types.js';
 import type { ClientStore, StoredSend } from './store.js';
 import type { Connector } from './transport.js';
@@ -165,6 +165,8 @@ export interface ClientEvents {
   edit: (edit: EditInfo) => void;
   /** A message was deleted for everyone (show a tombstone); also delivered as a 'message' with event type 'deleted'. */
   delete: (deletion: RecallInfo) => void;
+  /** A message's reactions changed (gathered: a few events a second at most per message); messages read later carry them in `reactions`. */
+  reactions: (reactions: ReactionsInfo) => void;
   /** A group changed (created, members added or removed, left, roles, mutes, dismissed); also delivered as a 'message' with its event. */
   group: (change: GroupChange) => void;
   /** A system announcement. */

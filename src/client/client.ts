@@ -202,6 +202,16 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     }, 'done', newRequestId());
   }
 
+  /** React to a message with an emoji (again: nothing changes). Members get a 'reactions' event with the message's reactions. */
+  async react(conversationId: string, seq: number, emoji: string): Promise<void> {
+    await this.requests.call({ case: 'react', value: { conversationId, seq: BigInt(seq), emoji, remove: false } }, 'done', newRequestId());
+  }
+
+  /** Take back your reaction. */
+  async unreact(conversationId: string, seq: number, emoji: string): Promise<void> {
+    await this.requests.call({ case: 'react', value: { conversationId, seq: BigInt(seq), emoji, remove: true } }, 'done', newRequestId());
+  }
+
   /** Delete a message for everyone, leaving a tombstone (who may: as for recall). */
   async deleteMessage(conversationId: string, seq: number): Promise<void> {
     await this.requests.call({ case: 'delete', value: { conversationId, seq: BigInt(seq) } }, 'done', newRequestId());
@@ -409,6 +419,12 @@ export class LonglinkClient extends Emitter<ClientEvents> {
         return;
       case 'resync':
         if (this.options.autoSync) void this.syncer.full().catch(() => undefined);
+        return;
+      case 'reactions':
+        this.emit('reactions', {
+          conversationId: b.value.conversationId, seq: Number(b.value.seq),
+          reactions: b.value.reactions.map((r) => ({ emoji: r.emoji, count: r.count, users: [...r.users] })),
+        });
         return;
     }
   }

@@ -2,7 +2,7 @@
 // for browsers); each adds its connector, its store and createClient.
 export * from './client.js';
 export type {
-  ConversationInfo, DeliveryInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo, TypingInfo, RecallInfo, EditInfo, GroupChange,
+  ConversationInfo, DeliveryInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo, TypingInfo, RecallInfo, EditInfo, ReactionsInfo, GroupChange,
 } from './types.js';
 export {
   memoryStore, parseSnapshot, emptySnapshot, DebouncedWriter, type ClientStore, type ClientSnapshot, type StoredSend,
@@ -11,7 +11,7 @@ export type { Connector, ClientConnection, ConnectionEvents } from './transport.
 export { payloadJson, payloadText } from './content.js';
 export {
   LonglinkError, ErrorCode, errorName, directConversationId, directMembers, groupConversationId, groupIdOf, isGroupConversation, isValidId,
-  type ChatMessage, type TimelineEventData, type GroupRoleName, type ContentData, type QuoteData, type ForwardData,
+  type ChatMessage, type TimelineEventData, type GroupRoleName, type ContentData, type QuoteData, type ForwardData, type ReactionData,
 } from '../protocol/index.js';
 export {
   requestToken, listGateways, discover, gatewayPicker, type TokenResponse, type GatewayInfo, type Discovery, type HttpOptions, type HttpFetch,

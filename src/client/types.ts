@@ -1,7 +1,7 @@
 // Plain data types of the SDK (wire types converted: numbers, not bigint).
 import {
   roleFromWire, roleToWire, messageFromWire,
-  type ConversationSummary, type Group, type Presence, type ChatMessage, type ContentData, type GroupRoleName, type TimelineEventData,
+  type ConversationSummary, type Group, type Presence, type ChatMessage, type ContentData, type GroupRoleName, type ReactionData, type TimelineEventData,
 } from '../protocol/index.js';
 
 export interface ConversationInfo {
@@ -67,6 +67,13 @@ export interface RecallInfo {
   seq: number;
   /** Who recalled it (the sender, or a group's owner or admin). */
   by: string;
+}
+
+/** A message's reactions changed: these are all of them now (replace what you show). */
+export interface ReactionsInfo {
+  conversationId: string;
+  seq: number;
+  reactions: ReactionData[];
 }
 
 /** A message was edited by its sender: show this version in its place. */

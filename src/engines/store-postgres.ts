@@ -77,7 +77,7 @@
 // Redis may lose a counter when it restarts; a commit here is durable.
 import { createHash } from 'node:crypto';
 import pg from 'pg';
-import { ErrorCode, LonglinkError, type ChatMessage, type GroupRoleName, type TimelineEventData } from '../protocol/index.js';
+import { ErrorCode, LonglinkError, type ChatMessage, type GroupRoleName, type ReactionData, type TimelineEventData } from '../protocol/index.js';
 import { directMembers } from '../protocol/ids.js';
 import {
   WEBHOOK_SECRET_KEY, contentJson, draftMessage, effectOfEvent, eventJson, mentionedIn, homeOf, type HomeRow, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
@@ -85,7 +85,7 @@ import {
 import {
   CHANGE_ALWAYS, CHANGE_FANOUT_MAX, PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type ConversationChange, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
-  type MarkChanges, type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type ShardClaim, type Store, type WriteFence,
+  type MarkChanges, type MessageDraft, type ReactionLimits, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type ShardClaim, type Store, type WriteFence,
   type SyncConversation, type SyncPosition, type SyncReadOptions, type SyncScan, type MemberWindow,
 } from './store.js';
 
@@ -361,6 +361,23 @@ const MIGRATIONS: string[] = [
      blocked_id TEXT COLLATE "C" NOT NULL,
      at_ms BIGINT NOT NULL,
      PRIMARY KEY (user_id, blocked_id)
+   );
+   CREATE TABLE reactions (
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     seq BIGINT NOT NULL,
+     emoji TEXT COLLATE "C" NOT NULL,
+     user_id TEXT COLLATE "C" NOT NULL,
+     at_ms BIGINT NOT NULL,
+     PRIMARY KEY (conversation_id, seq, emoji, user_id)
+   );
+   CREATE INDEX reactions_in_order ON reactions (conversation_id, seq, emoji, at_ms, user_id);
+   CREATE TABLE reaction_counts (
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     seq BIGINT NOT NULL,
+     emoji TEXT COLLATE "C" NOT NULL,
+     n INTEGER NOT NULL,
+     first_at_ms BIGINT NOT NULL,
+     PRIMARY KEY (conversation_id, seq, emoji)
    );`,
 ];
 
@@ -618,6 +635,23 @@ const SQL = {
     WHERE EXISTS (SELECT 1 FROM blocks WHERE user_id = $1 AND blocked_id = $2) OR (SELECT count(*) FROM blocks WHERE user_id = $1) < $4
     ON CONFLICT DO NOTHING`,
   isBlocked: `SELECT 1 FROM blocks WHERE user_id = $1 AND blocked_id = $2`,
+  // A message's counts are locked first: the reactions to one message are written one at a time.
+  lockReactionCounts: `SELECT emoji FROM reaction_counts WHERE conversation_id = $1 AND seq = $2 ORDER BY emoji FOR UPDATE`,
+  hasReaction: `SELECT 1 FROM reactions WHERE conversation_id = $1 AND seq = $2 AND emoji = $3 AND user_id = $4`,
+  userReactionCount: `SELECT count(*) AS n FROM reactions WHERE conversation_id = $1 AND seq = $2 AND user_id = $3`,
+  addReaction: `INSERT INTO reactions (conversation_id, seq, emoji, user_id, at_ms) VALUES ($1, $2, $3, $4, $5)`,
+  countUp: `INSERT INTO reaction_counts AS c (conversation_id, seq, emoji, n, first_at_ms) VALUES ($1, $2, $3, 1, $4)
+    ON CONFLICT (conversation_id, seq, emoji) DO UPDATE SET n = c.n + 1`,
+  removeReaction: `DELETE FROM reactions WHERE conversation_id = $1 AND seq = $2 AND emoji = $3 AND user_id = $4`,
+  countDown: `UPDATE reaction_counts SET n = n - 1 WHERE conversation_id = $1 AND seq = $2 AND emoji = $3`,
+  dropEmptyCount: `DELETE FROM reaction_counts WHERE conversation_id = $1 AND seq = $2 AND emoji = $3 AND n <= 0`,
+  // Each message's counts, emojis in the order first used, with the first $3 users of each (one index range read per emoji).
+  reactions: `SELECT c.seq, c.emoji, c.n, coalesce(u.users, '{}') AS users FROM reaction_counts c
+    LEFT JOIN LATERAL (SELECT array_agg(x.user_id ORDER BY x.at_ms, x.user_id) AS users FROM (SELECT r.user_id, r.at_ms FROM reactions r
+      WHERE r.conversation_id = c.conversation_id AND r.seq = c.seq AND r.emoji = c.emoji ORDER BY r.at_ms, r.user_id LIMIT $3) x) u ON true
+    WHERE c.conversation_id = $1 AND c.seq = ANY($2::int8[]) ORDER BY c.seq, c.first_at_ms, c.emoji`,
+  clearReactions: `DELETE FROM reactions WHERE conversation_id = $1 AND seq >= $2 AND seq < $3`,
+  clearReactionCounts: `DELETE FROM reaction_counts WHERE conversation_id = $1 AND seq >= $2 AND seq < $3`,
   unblock: `DELETE FROM blocks WHERE user_id = $1 AND blocked_id = $2`,
   blockersOf: `SELECT user_id FROM blocks WHERE blocked_id = $1 AND user_id = ANY($2::text[])`,
   heads: `SELECT id, last_seq, home_dc FROM conversations WHERE id = ANY($1::text[])`,
@@ -1105,6 +1139,8 @@ export class PostgresStore implements Store {
     return this.transaction(async (client) => {
       const moved = await client.query({ name: 'll_orphan', text: SQL.orphan, values: [conversationId, fromSeq, nowMs] });
       await run(client, 'clearMentionsFrom', [conversationId, fromSeq]);
+      await run(client, 'clearReactions', [conversationId, fromSeq, Number.MAX_SAFE_INTEGER]);
+      await run(client, 'clearReactionCounts', [conversationId, fromSeq, Number.MAX_SAFE_INTEGER]);
       await run(client, 'rewindHead', [conversationId, fromSeq - 1]);
       await run(client, 'bumpChanges', [[conversationId], [fromSeq], this.slack]);
       return moved.rowCount ?? 0;
@@ -1309,6 +1345,40 @@ export class PostgresStore implements Store {
       else overview.groupName = r.group_name ?? '';
       return overview;
     });
+  }
+
+  async react(conversationId: string, seq: number, userId: string, emoji: string, add: boolean, atMs: number, limits: ReactionLimits): Promise<'changed' | 'unchanged' | 'too-many'> {
+    return this.transaction(async (client) => {
+      const emojis = (await run<{ emoji: string }>(client, 'lockReactionCounts', [conversationId, seq])).map((r) => r.emoji);
+      const there = (await run(client, 'hasReaction', [conversationId, seq, emoji, userId])).length > 0;
+      if (there === add) return 'unchanged';
+      if (!add) {
+        await run(client, 'removeReaction', [conversationId, seq, emoji, userId]);
+        await run(client, 'countDown', [conversationId, seq, emoji]);
+        await run(client, 'dropEmptyCount', [conversationId, seq, emoji]);
+        return 'changed';
+      }
+      if (!emojis.includes(emoji) && emojis.length >= limits.emojisPerMessage) return 'too-many';
+      const [mine] = await run<{ n: string }>(client, 'userReactionCount', [conversationId, seq, userId]);
+      if (Number(mine?.n ?? 0) >= limits.perUser) return 'too-many';
+      await run(client, 'addReaction', [conversationId, seq, emoji, userId, atMs]);
+      await run(client, 'countUp', [conversationId, seq, emoji, atMs]);
+      return 'changed';
+    });
+  }
+
+  async reactions(conversationId: string, seqs: readonly number[], usersPerEmoji: number): Promise<Map<number, ReactionData[]>> {
+    const out = new Map<number, ReactionData[]>();
+    if (seqs.length === 0) return out;
+    const rows = await run<{ seq: string; emoji: string; n: number; users: string[] }>(this.pool, 'reactions', [conversationId, [...new Set(seqs)], usersPerEmoji]);
+    for (const r of rows) {
+      const seq = Number(r.seq);
+      const list = out.get(seq);
+      const reaction = { emoji: r.emoji, count: Number(r.n), users: r.users };
+      if (list) list.push(reaction);
+      else out.set(seq, [reaction]);
+    }
+    return out;
   }
 
   async blocked(userId: string, limit: number): Promise<string[]> {
@@ -1952,12 +2022,12 @@ async function apply(client: pg.PoolClient, conversationId: string, seq: number,
       else await run(client, 'muteGroup', [effect.muted, groupIdOf(conversationId)]);
       return;
     case 'recall':
-      await run(client, 'recall', [effect.by, conversationId, effect.targetSeq, seq]);
-      await run(client, 'clearMentions', [conversationId, effect.targetSeq]);
-      return;
     case 'delete':
-      await run(client, 'deleteMessage', [effect.by, conversationId, effect.targetSeq, seq]);
+      await run(client, effect.op === 'recall' ? 'recall' : 'deleteMessage', [effect.by, conversationId, effect.targetSeq, seq]);
+      if (effect.targetSeq > seq) return;
       await run(client, 'clearMentions', [conversationId, effect.targetSeq]);
+      await run(client, 'clearReactions', [conversationId, effect.targetSeq, effect.targetSeq + 1]);
+      await run(client, 'clearReactionCounts', [conversationId, effect.targetSeq, effect.targetSeq + 1]);
       return;
     case 'edit': {
       const content = contentJson({ content: effect.content, editedAtMs: atMs });

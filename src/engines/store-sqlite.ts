@@ -10,7 +10,7 @@ import { closeSync, fdatasync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import type { ChatMessage, GroupRoleName } from '../protocol/index.js';
+import type { ChatMessage, GroupRoleName, ReactionData } from '../protocol/index.js';
 import { directMembers, directPeer } from '../protocol/ids.js';
 import {
   WEBHOOK_SECRET_KEY, contentJson, draftMessage, effectOfEvent, eventJson, mentionedIn, homeOf, type HomeRow, groupIdOf, toMessage, toRiskAuditEntry, toState, type MessageRow, type RiskAuditRow, type StateColumns,
@@ -18,7 +18,7 @@ import {
 import {
   CHANGE_ALWAYS, CHANGE_FANOUT_MAX, FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type MarkChanges, type ConversationChange, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
-  type MessageDraft, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store, type SyncConversation, type SyncPosition, type SyncReadOptions, type SyncScan, type MemberWindow,
+  type MessageDraft, type ReactionLimits, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store, type SyncConversation, type SyncPosition, type SyncReadOptions, type SyncScan, type MemberWindow,
 } from './store.js';
 import { log } from '../observability/log.js';
 
@@ -227,6 +227,23 @@ const MIGRATIONS: string[] = [
      blocked_id TEXT NOT NULL,
      at_ms INTEGER NOT NULL,
      PRIMARY KEY (user_id, blocked_id)
+   ) WITHOUT ROWID;
+   CREATE TABLE reactions (
+     conversation_id TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     emoji TEXT NOT NULL,
+     user_id TEXT NOT NULL,
+     at_ms INTEGER NOT NULL,
+     PRIMARY KEY (conversation_id, seq, emoji, user_id)
+   ) WITHOUT ROWID;
+   CREATE INDEX reactions_in_order ON reactions (conversation_id, seq, emoji, at_ms, user_id);
+   CREATE TABLE reaction_counts (
+     conversation_id TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     emoji TEXT NOT NULL,
+     n INTEGER NOT NULL,
+     first_at_ms INTEGER NOT NULL,
+     PRIMARY KEY (conversation_id, seq, emoji)
    ) WITHOUT ROWID;`,
 ];
 
@@ -440,6 +457,9 @@ export class SqliteStore implements Store {
   private readonly orphanTx: (conversationId: string, fromSeq: number, nowMs: number) => number;
   private readonly mergeMarksTx: (changes: MarkChanges) => { moved: MarkChanges['reads']; missing: Pick<MarkChanges, 'reads' | 'cursors'> };
   private readonly replicateTx: (entries: readonly ReplicaEntry[]) => boolean[];
+  private readonly reactTx: (
+    conversationId: string, seq: number, userId: string, emoji: string, add: boolean, atMs: number, limits: ReactionLimits,
+  ) => 'changed' | 'unchanged' | 'too-many';
   private readonly riskAuditTx: (entries: readonly RiskAuditDraft[]) => void;
   private readonly firstSeenTx: (userIds: readonly string[], nowMs: number) => { wrote: boolean; out: Map<string, number> };
 
@@ -593,6 +613,36 @@ export class SqliteStore implements Store {
       ),
       unblock: db.prepare<[string, string]>(`DELETE FROM blocks WHERE user_id = ? AND blocked_id = ?`),
       blocks: db.prepare<[string, string], { one: number }>(`SELECT 1 AS one FROM blocks WHERE user_id = ? AND blocked_id = ?`),
+      hasReaction: db.prepare<[string, number, string, string], { one: number }>(
+        `SELECT 1 AS one FROM reactions WHERE conversation_id = ? AND seq = ? AND emoji = ? AND user_id = ?`,
+      ),
+      emojiCount: db.prepare<[string, string, number], { n: number; known: number }>(
+        `SELECT count(*) AS n, coalesce(sum(emoji = ?), 0) AS known FROM reaction_counts WHERE conversation_id = ? AND seq = ?`,
+      ),
+      userReactionCount: db.prepare<[string, number, string], { n: number }>(
+        `SELECT count(*) AS n FROM reactions WHERE conversation_id = ? AND seq = ? AND user_id = ?`,
+      ),
+      addReaction: db.prepare<[string, number, string, string, number]>(
+        `INSERT INTO reactions (conversation_id, seq, emoji, user_id, at_ms) VALUES (?, ?, ?, ?, ?)`,
+      ),
+      countUp: db.prepare<[string, number, string, number]>(
+        `INSERT INTO reaction_counts (conversation_id, seq, emoji, n, first_at_ms) VALUES (?, ?, ?, 1, ?)
+         ON CONFLICT (conversation_id, seq, emoji) DO UPDATE SET n = n + 1`,
+      ),
+      removeReaction: db.prepare<[string, number, string, string]>(
+        `DELETE FROM reactions WHERE conversation_id = ? AND seq = ? AND emoji = ? AND user_id = ?`,
+      ),
+      countDown: db.prepare<[string, number, string]>(`UPDATE reaction_counts SET n = n - 1 WHERE conversation_id = ? AND seq = ? AND emoji = ?`),
+      dropEmptyCount: db.prepare<[string, number, string]>(`DELETE FROM reaction_counts WHERE conversation_id = ? AND seq = ? AND emoji = ? AND n <= 0`),
+      reactionCounts: db.prepare<[string, string], { seq: number; emoji: string; n: number }>(
+        `SELECT seq, emoji, n FROM reaction_counts WHERE conversation_id = ? AND seq IN (SELECT value FROM json_each(?)) ORDER BY seq, first_at_ms, emoji`,
+      ),
+      reactionUsers: db.prepare<[string, number, string, number], { user_id: string }>(
+        `SELECT user_id FROM reactions WHERE conversation_id = ? AND seq = ? AND emoji = ? ORDER BY at_ms, user_id LIMIT ?`,
+      ),
+      // Reactions of messages gone (recalled, deleted, expired, orphaned) go with them.
+      clearReactions: db.prepare<[string, number, number]>(`DELETE FROM reactions WHERE conversation_id = ? AND seq >= ? AND seq < ?`),
+      clearReactionCounts: db.prepare<[string, number, number]>(`DELETE FROM reaction_counts WHERE conversation_id = ? AND seq >= ? AND seq < ?`),
       // The next seq, and whether the conversation's member rows are to be written for the change index (due: its
       // members_change_no is below @threshold, the change less the slack, or 0; it takes @change: see changed()).
       nextSeq: db.prepare<[{ at: number; id: string; change: number; threshold: number }], { last_seq: number; due: number }>(
@@ -801,17 +851,34 @@ export class SqliteStore implements Store {
       this.stmts.expireThrough.run(head[n - 1]!.id);
       for (const [conversationId, floor] of floors) {
         this.stmts.raiseFloor.run(floor, conversationId);
-        this.stmts.clearMentionsBelow.run(conversationId, floor);
+        this.clearSeqs(conversationId, 0, floor);
       }
       // A floor that moves changes where a device there stands (a full sync answers its cursor: store.ts, "Sync").
       this.change = this.stmts.nextChange.get()!.n;
       for (const [conversationId, first] of firsts) this.stmts.bumpChanges.run(this.change, conversationId, first, this.change - this.slack);
       return n;
     });
+    this.reactTx = db.transaction((conversationId: string, seq: number, userId: string, emoji: string, add: boolean, atMs: number, limits: ReactionLimits) => {
+      const s = this.stmts;
+      const there = s.hasReaction.get(conversationId, seq, emoji, userId) !== undefined;
+      if (there === add) return 'unchanged';
+      if (!add) {
+        s.removeReaction.run(conversationId, seq, emoji, userId);
+        s.countDown.run(conversationId, seq, emoji);
+        s.dropEmptyCount.run(conversationId, seq, emoji);
+        return 'changed';
+      }
+      const emojis = s.emojiCount.get(emoji, conversationId, seq)!;
+      if (emojis.known === 0 && emojis.n >= limits.emojisPerMessage) return 'too-many';
+      if (s.userReactionCount.get(conversationId, seq, userId)!.n >= limits.perUser) return 'too-many';
+      s.addReaction.run(conversationId, seq, emoji, userId, atMs);
+      s.countUp.run(conversationId, seq, emoji, atMs);
+      return 'changed';
+    });
     this.orphanTx = db.transaction((conversationId: string, fromSeq: number, nowMs: number) => {
       this.stmts.orphanCopy.run(nowMs, conversationId, fromSeq);
       const moved = this.stmts.orphanDelete.run(conversationId, fromSeq).changes;
-      this.stmts.clearMentionsFrom.run(conversationId, fromSeq);
+      this.clearSeqs(conversationId, fromSeq, Number.MAX_SAFE_INTEGER);
       this.stmts.rewindHead.run(fromSeq - 1, conversationId);
       this.change = this.stmts.nextChange.get()!.n;
       this.stmts.bumpChanges.run(this.change, conversationId, fromSeq, this.change - this.slack);
@@ -973,11 +1040,11 @@ export class SqliteStore implements Store {
         return;
       case 'recall':
         s.recall.run(effect.by, conversationId, effect.targetSeq);
-        s.clearMentions.run(conversationId, effect.targetSeq);
+        this.clearSeqs(conversationId, effect.targetSeq, effect.targetSeq + 1);
         return;
       case 'delete':
         s.deleteMessage.run(effect.by, conversationId, effect.targetSeq);
-        s.clearMentions.run(conversationId, effect.targetSeq);
+        this.clearSeqs(conversationId, effect.targetSeq, effect.targetSeq + 1);
         return;
       case 'edit':
         if (s.editMessage.run(effect.text, contentJson({ content: effect.content, editedAtMs: atMs }), conversationId, effect.targetSeq).changes === 0) return;
@@ -985,6 +1052,34 @@ export class SqliteStore implements Store {
         for (const user of mentionedIn(effect.content)) s.insertMention.run(conversationId, user, effect.targetSeq);
         return;
     }
+  }
+
+  /** What hangs off messages [from, to) that are gone: their mentions and reactions. */
+  private clearSeqs(conversationId: string, from: number, to: number): void {
+    const s = this.stmts;
+    if (to === from + 1) s.clearMentions.run(conversationId, from);
+    else if (from === 0) s.clearMentionsBelow.run(conversationId, to);
+    else s.clearMentionsFrom.run(conversationId, from);
+    s.clearReactions.run(conversationId, from, to);
+    s.clearReactionCounts.run(conversationId, from, to);
+  }
+
+  async react(conversationId: string, seq: number, userId: string, emoji: string, add: boolean, atMs: number, limits: ReactionLimits): Promise<'changed' | 'unchanged' | 'too-many'> {
+    const result = this.reactTx(conversationId, seq, userId, emoji, add, atMs, limits);
+    if (result === 'changed') await this.flusher?.flush();
+    return this.durable(result);
+  }
+
+  async reactions(conversationId: string, seqs: readonly number[], usersPerEmoji: number): Promise<Map<number, ReactionData[]>> {
+    const out = new Map<number, ReactionData[]>();
+    if (seqs.length === 0) return out;
+    for (const r of this.stmts.reactionCounts.all(conversationId, JSON.stringify([...new Set(seqs)]))) {
+      const users = this.stmts.reactionUsers.all(conversationId, r.seq, r.emoji, usersPerEmoji).map((u) => u.user_id);
+      const list = out.get(r.seq);
+      if (list) list.push({ emoji: r.emoji, count: r.n, users });
+      else out.set(r.seq, [{ emoji: r.emoji, count: r.n, users }]);
+    }
+    return this.durable(out);
   }
 
   async dcHomes(): Promise<Map<string, HomeRecord>> {

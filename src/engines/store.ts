@@ -12,7 +12,7 @@
 // - Under a write fence (below), append() refuses, with FencedError and
 //   nothing written, a batch whose writer lost one of its shards.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { ChatMessage, ContentData, GroupRoleName, LonglinkError, QuoteData, TimelineEventData } from '../protocol/index.js';
+import type { ChatMessage, ContentData, GroupRoleName, LonglinkError, QuoteData, ReactionData, TimelineEventData } from '../protocol/index.js';
 
 export type ConversationKind = 'direct' | 'group';
 
@@ -612,7 +612,28 @@ export interface BlockStore {
   blockersOf(peer: string, userIds: readonly string[]): Promise<Set<string>>;
 }
 
-export interface Store extends MessageStore, ConversationStore, CursorStore, SyncStore, RiskStore, ReplicaStore, DatacenterStore, BlockStore {
+// ---- Reactions ---------------------------------------------------------------
+//
+// A user's emoji on a message is there or not; each message keeps a count per
+// emoji beside the rows, so a read names the first REACTION_USERS users of an
+// emoji and its count without reading every row. Kept where the conversation
+// is homed (not copied to other datacenters).
+
+export interface ReactionLimits {
+  /** Different emojis one message may carry. */
+  emojisPerMessage: number;
+  /** Emojis one user may put on one message. */
+  perUser: number;
+}
+
+export interface ReactionStore {
+  /** Add or remove a user's emoji on a message: 'too-many' (nothing written) past a limit. */
+  react(conversationId: string, seq: number, userId: string, emoji: string, add: boolean, atMs: number, limits: ReactionLimits): Promise<'changed' | 'unchanged' | 'too-many'>;
+  /** The reactions of these messages (those without any are absent): emojis in the order first used, each with its first `usersPerEmoji` users. */
+  reactions(conversationId: string, seqs: readonly number[], usersPerEmoji: number): Promise<Map<number, ReactionData[]>>;
+}
+
+export interface Store extends MessageStore, ConversationStore, CursorStore, SyncStore, RiskStore, ReplicaStore, DatacenterStore, BlockStore, ReactionStore {
   close(): Promise<void>;
 }
 

@@ -28,6 +28,7 @@ import { GroupService, groupToWire } from './groups.js';
 import { Conversations } from './conversations.js';
 import { RecallService } from './recall.js';
 import { BlockService } from './blocks.js';
+import { ReactionService } from './reactions.js';
 import { PresenceService } from './presence.js';
 import { Reads } from './reads.js';
 import { ReadQueue } from './read-queue.js';
@@ -108,6 +109,7 @@ export class Logic {
   readonly presence: PresenceService;
   private readonly recalls: RecallService;
   readonly blocks: BlockService;
+  readonly reactions: ReactionService;
   private readonly reads: Reads;
   /** Reads wait here, fairly between users, outside the batches. */
   readonly readQueue: ReadQueue;
@@ -141,6 +143,7 @@ export class Logic {
     this.recalls = new RecallService({
       recallWindowMs: options.recallWindowMs, maxTextBytes: options.maxTextBytes, maxPayloadBytes: options.maxPayloadBytes,
     }, withPipeline);
+    this.reactions = new ReactionService(withPipeline);
     this.presence = new PresenceService({
       maxWatched: tuning.maxWatched, typingIntervalMs: tuning.typingIntervalMs, typingMaxMembers: tuning.typingMaxMembers,
       visibility: options.presenceVisibility,
@@ -175,6 +178,10 @@ export class Logic {
         await this.recalls.edit(r.origin.userId, r.origin.deviceId, b.conversationId, seqOf(b.seq), b.text, content, r.requestId);
         return { case: 'done', value: {} };
       },
+      react: async (r: Request, b: BodyOf<'react'>): Promise<FrameBodyInit> => {
+        await this.reactions.react(r.origin.userId, b.conversationId, seqOf(b.seq), b.emoji, b.remove);
+        return { case: 'done', value: {} };
+      },
       block: async (r: Request, b: BodyOf<'block'>): Promise<FrameBodyInit> =>
         ({ case: 'blockResult', value: { blocked: await this.blocks.block(r.origin.userId, b.userId, b.blocked) } }),
       typing: async (r: Request, b: BodyOf<'typing'>) => {
@@ -207,6 +214,7 @@ export class Logic {
 
   async stop(): Promise<void> {
     await Promise.all([this.sub?.close(), this.pushSub?.close()]);
+    await this.reactions.flush().catch((err: unknown) => log.warn({ err }, 'pushing the last reactions failed; devices read them with the messages'));
     // Reads still waiting are answered UNAVAILABLE (ask again); running ones may finish, briefly.
     this.readQueue.close();
     this.memberLoads.close();

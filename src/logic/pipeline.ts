@@ -524,6 +524,25 @@ export class Pipeline {
     await this.deliverPushes(withMembers);
   }
 
+  /**
+   * An event about message `seq` (its reactions) for every member who may see
+   * it: a large group's once per gateway (as its messages, to the members at
+   * that seq), others' to the current members' devices.
+   */
+  async deliverEvent(conversationId: string, seq: number, frame: Uint8Array): Promise<void> {
+    const routing = this.options.routing ?? 'targeted';
+    if (isGroupConversation(conversationId)) {
+      const large = this.largeKnown.has(conversationId) || (await this.deps.store.largeGroups([conversationId])).has(conversationId);
+      const nodes = large ? await groupDeliverNodes({ ...this.deps, routing }) : undefined;
+      if (nodes) {
+        const carrier: ChatMessage = { conversationId, seq, serverMsgId: '', fromUser: '', fromDevice: '', clientMsgId: '', text: '', sentAtMs: 0 };
+        await deliverToGateways(this.deps, nodes, [{ message: carrier, frame }]);
+        return;
+      }
+    }
+    await deliver({ ...this.deps, routing }, [{ userIds: await this.members(conversationId), frame }]);
+  }
+
   /** `nodes`: the gateways large groups' messages go to (groupDeliverNodes), when some are large. */
   private async deliverPushes(items: readonly { message: ChatMessage; extra: readonly string[]; members: string[]; large?: boolean }[], nodes: readonly string[] = []): Promise<void> {
     const deliveries: Delivery[] = [];

@@ -39,6 +39,7 @@ import type { Origin } from '../engines/bus.js';
 import type { Store, SyncConversation, SyncPosition } from '../engines/store.js';
 import { requireView } from './access.js';
 import { fillQuotes } from './content.js';
+import { fillReactions } from './reactions.js';
 import { seqOf } from './seq.js';
 
 export interface ReadOptions {
@@ -57,7 +58,9 @@ function messageBytes(m: ChatMessage): number {
   // A reply's quote (up to QUOTE_CHARS), a payload, an edit's new text and content count too.
   const quote = m.content?.replyToSeq ? QUOTE_CHARS * 4 : 0;
   const event = m.event?.text ? Buffer.byteLength(m.event.text, 'utf8') + (m.event.content?.payload?.length ?? 0) : 0;
-  return Buffer.byteLength(m.text, 'utf8') + (m.content?.payload?.length ?? 0) + quote + event + MESSAGE_OVERHEAD;
+  let reactions = 0;
+  for (const r of m.reactions ?? []) reactions += r.emoji.length + 8 + r.users.reduce((n, u) => n + u.length + 2, 0);
+  return Buffer.byteLength(m.text, 'utf8') + (m.content?.payload?.length ?? 0) + quote + event + reactions + MESSAGE_OVERHEAD;
 }
 
 /** A sync token, decoded (see the top of this file). */
@@ -157,6 +160,7 @@ export class Reads {
         if (w.toSeq <= w.after) continue;
         const asked = remaining;
         let page = remaining > 0 ? await store.after(c.conversationId, w.after, remaining, w.toSeq) : [];
+        await fillReactions(store, page); // before the page's bytes are counted: they count
         // Fewer than asked: the window holds nothing more (what is missing of it expired meanwhile).
         const exhausted = page.length < asked;
         // Stop a page at about maxBytes (always at least one message).
@@ -241,6 +245,7 @@ export class Reads {
     }
     let hasMore = page.length > limit;
     let messages = hasMore ? page.slice(page.length - limit) : page;
+    await fillReactions(this.deps.store, messages); // before the page's bytes are counted: they count
     // Stop the page at about maxBytes, keeping its newest messages (always at least one).
     let bytes = 0;
     for (let i = messages.length - 1; i >= 0; i--) {

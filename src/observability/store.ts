@@ -3,9 +3,9 @@
 // stored message (messageTrace fields), so no store implementation changes.
 import type { ConversationChange, ConversationHead, HomeRecord, MarkChanges, ReplicaEntry,
   AppendResult, ConversationCursor, ConversationOverview, ConversationState, DeliveredMark, GroupMeta, GroupRecord, Membership, MemberWindow, MessageDraft,
-  RiskAuditDraft, RiskAuditEntry, RiskRulesRecord, Store, SyncConversation, SyncPosition, SyncReadOptions, SyncScan,
+  ReactionLimits, RiskAuditDraft, RiskAuditEntry, RiskRulesRecord, Store, SyncConversation, SyncPosition, SyncReadOptions, SyncScan,
 } from '../engines/store.js';
-import type { ChatMessage } from '../protocol/index.js';
+import type { ChatMessage, ReactionData } from '../protocol/index.js';
 import { log, messageTrace } from './log.js';
 import type { Metrics } from './metrics.js';
 
@@ -74,6 +74,14 @@ export class InstrumentedStore implements Store {
 
   expireByPartition(cutoffMs: number, spanMs: number, limit: number): Promise<{ removed: number; more: boolean } | undefined> {
     return this.timed('expire_by_partition', () => this.inner.expireByPartition(cutoffMs, spanMs, limit));
+  }
+
+  react(conversationId: string, seq: number, userId: string, emoji: string, add: boolean, atMs: number, limits: ReactionLimits): Promise<'changed' | 'unchanged' | 'too-many'> {
+    return this.timed('react', () => this.inner.react(conversationId, seq, userId, emoji, add, atMs, limits));
+  }
+
+  reactions(conversationId: string, seqs: readonly number[], usersPerEmoji: number): Promise<Map<number, ReactionData[]>> {
+    return this.timed('reactions', () => this.inner.reactions(conversationId, seqs, usersPerEmoji));
   }
 
   blocked(userId: string, limit: number): Promise<string[]> {

@@ -46,6 +46,16 @@ export interface QuoteData {
   gone?: boolean;
 }
 
+/** One emoji's reactions to a message: how many, and the first users who reacted (earliest first). */
+export interface ReactionData {
+  emoji: string;
+  count: number;
+  users: string[];
+}
+
+/** Users named per emoji in a message's reactions (the count says how many in all). */
+export const REACTION_USERS = 20;
+
 /** Characters of a quoted message's text a reply carries. */
 export const QUOTE_CHARS = 200;
 
@@ -162,6 +172,8 @@ export interface ChatMessage {
   deletedBy?: string;
   /** A reply: the quoted message as it is (filled when read or pushed). */
   reply?: QuoteData;
+  /** Its reactions when read (sync, history). */
+  reactions?: ReactionData[];
 }
 
 export function messageToWire(m: ChatMessage): Message {
@@ -182,6 +194,7 @@ export function messageToWire(m: ChatMessage): Message {
     deleted: m.deletedBy !== undefined,
     deletedBy: m.deletedBy ?? '',
     reply: m.reply ? { ...m.reply, seq: BigInt(m.reply.seq), type: m.reply.type ?? '', gone: m.reply.gone ?? false } : undefined,
+    reactions: m.reactions ?? [],
   });
 }
 
@@ -210,6 +223,7 @@ export function messageFromWire(m: Message): ChatMessage {
     if (m.reply.gone) q.gone = true;
     out.reply = q;
   }
+  if (m.reactions.length > 0) out.reactions = m.reactions.map((r) => ({ emoji: r.emoji, count: r.count, users: [...r.users] }));
   return out;
 }
 

@@ -37,7 +37,7 @@ function row<C extends ClientCase>(op: Operation<BodyOf<C>>): Operation<BodyOf<C
   return op;
 }
 
-type ClientCase = 'send' | 'pushAck' | 'sync' | 'history' | 'markRead' | 'typing' | 'recall' | 'edit' | 'delete' | 'block'
+type ClientCase = 'send' | 'pushAck' | 'sync' | 'history' | 'markRead' | 'typing' | 'recall' | 'edit' | 'delete' | 'block' | 'react'
   | 'presenceQuery' | 'presenceSubscribe' | 'conversations' | 'group';
 
 const byUser = (_: unknown, asker: Asker) => userPartition(asker.userId);
@@ -80,6 +80,7 @@ export const OPERATIONS = {
   recall: row<'recall'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
   edit: row<'edit'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
   delete: row<'delete'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
+  react: row<'react'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
   // In the 1:1 of the two users: ordered with that conversation's sends, answered by the node that checks them
   // (logic/blocks.ts). Listing only (no user) goes by the asker.
   block: row<'block'>({

@@ -10,7 +10,7 @@ import {
   createClient, fileStore, memoryStore, LonglinkClient, LonglinkError,
   type BroadcastInfo, type ChatMessage, type ClientEvents, type ClientSnapshot, type ClientState, type ClientStore,
   type ConversationInfo, type GroupChange, type GroupInfo, type LoginInfo, type PendingSend, type PresenceInfo,
-  type DeliveryInfo, type ReceiptInfo, type RecallInfo, type EditInfo, type SendResult, type StateDetail, type TypingInfo,
+  type DeliveryInfo, type ReceiptInfo, type RecallInfo, type EditInfo, type ReactionsInfo, type SendResult, type StateDetail, type TypingInfo,
 } from '../../src/client/index.js';
 import * as browser from '../../src/client/browser.js';
 import { Emitter } from '../../src/client/emitter.js';
@@ -39,11 +39,12 @@ export function typeChecks(client: LonglinkClient): void {
   expectType<Equal<Payload<'recall'>, [recall: RecallInfo]>>();
   expectType<Equal<Payload<'edit'>, [edit: EditInfo]>>();
   expectType<Equal<Payload<'delete'>, [deletion: RecallInfo]>>();
+  expectType<Equal<Payload<'reactions'>, [reactions: ReactionsInfo]>>();
   expectType<Equal<Payload<'group'>, [change: GroupChange]>>();
   expectType<Equal<Payload<'broadcast'>, [broadcast: BroadcastInfo]>>();
   expectType<Equal<keyof ClientEvents,
     'message' | 'state' | 'login' | 'restored' | 'sent' | 'failed' | 'kick' | 'error' | 'synced' | 'receipt' | 'delivered' | 'typing'
-    | 'presence' | 'recall' | 'edit' | 'delete' | 'group' | 'broadcast'>>();
+    | 'presence' | 'recall' | 'edit' | 'delete' | 'reactions' | 'group' | 'broadcast'>>();
 
   // Listeners get the payload types without annotations.
   client.on('message', (m) => m.seq.toFixed());

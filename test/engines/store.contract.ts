@@ -1258,6 +1258,31 @@ export function storeContract(name: string, factory: StoreFactory): void {
       });
     });
 
+    describe('reactions', () => {
+      const LIMITS = { emojisPerMessage: 3, perUser: 2 };
+      test('add, again, remove; counts and the first users per emoji in the order first used; limits; gone with the message', async () => {
+        await store.append([draft(AB, 'alice', 'r1'), draft(AB, 'bob', 'r2')]);
+        assert.equal(await store.react(AB, 1, 'bob', '👍', true, 10, LIMITS), 'changed');
+        assert.equal(await store.react(AB, 1, 'bob', '👍', true, 11, LIMITS), 'unchanged', 'once is enough');
+        assert.equal(await store.react(AB, 1, 'alice', '👍', true, 12, LIMITS), 'changed');
+        assert.equal(await store.react(AB, 1, 'alice', '❤️', true, 13, LIMITS), 'changed');
+        assert.equal(await store.react(AB, 1, 'alice', '😂', true, 14, LIMITS), 'too-many', 'alice has put 2 on it');
+        assert.equal(await store.react(AB, 1, 'bob', '😂', true, 15, LIMITS), 'changed');
+        assert.equal(await store.react(AB, 1, 'bob', '🎉', true, 16, LIMITS), 'too-many', 'a 4th emoji on the message');
+        assert.equal(await store.react(AB, 2, 'alice', '🎉', true, 17, LIMITS), 'changed');
+        assert.deepEqual(await store.reactions(AB, [1, 2, 3], 1), new Map([
+          [1, [{ emoji: '👍', count: 2, users: ['bob'] }, { emoji: '❤️', count: 1, users: ['alice'] }, { emoji: '😂', count: 1, users: ['bob'] }]],
+          [2, [{ emoji: '🎉', count: 1, users: ['alice'] }]],
+        ]));
+        assert.equal(await store.react(AB, 1, 'bob', '👍', false, 18, LIMITS), 'changed');
+        assert.equal(await store.react(AB, 1, 'bob', '👍', false, 19, LIMITS), 'unchanged');
+        assert.equal(await store.react(AB, 1, 'bob', '😂', false, 20, LIMITS), 'changed');
+        assert.deepEqual((await store.reactions(AB, [1], 20)).get(1), [{ emoji: '👍', count: 1, users: ['alice'] }, { emoji: '❤️', count: 1, users: ['alice'] }]);
+        await appendOne({ ...draft(AB, 'alice', ''), text: '', event: { type: 'recalled', actor: 'alice', targetSeq: 1 }, effect: { op: 'recall', targetSeq: 1, by: 'alice' } });
+        assert.deepEqual(await store.reactions(AB, [1, 2], 20), new Map([[2, [{ emoji: '🎉', count: 1, users: ['alice'] }]]]), 'a recalled message keeps none');
+      });
+    });
+
     describe('blocks', () => {
       test('block, list, unblock; a limit on how many; who blocks whom', async () => {
         assert.deepEqual(await store.blocked('alice', 10), []);

@@ -211,7 +211,7 @@ export const ALL_CASES: FrameCase[] = FrameSchema.oneofs[0]!.fields.map((f) => f
 /** Cases a client may send once logged in (the gateway forwards them, or answers them itself). */
 export const CLIENT_CASES: FrameCase[] = [
   'ping', 'send', 'pushAck', 'sync', 'history', 'markRead', 'typing', 'recall',
-  'presenceQuery', 'presenceSubscribe', 'conversations', 'group',
+  'presenceQuery', 'presenceSubscribe', 'conversations', 'group', 'edit', 'delete', 'block', 'react',
 ];
 
 /** A frame with a body of one of `cases` (or, rarely, no body), id 0 (the caller sets ids). */
@@ -313,6 +313,15 @@ export function plausibleFrame(pools: Pools): fc.Arbitrary<Frame> {
     fc.record({ conversationId: conv, beforeSeq: seq, limit }).map((value) => ({ case: 'history' as const, value })),
     fc.record({ conversationId: conv, seq }).map((value) => ({ case: 'markRead' as const, value })),
     fc.record({ conversationId: conv, seq }).map((value) => ({ case: 'recall' as const, value })),
+    fc.record({ conversationId: conv, seq, text }).map((value) => ({ case: 'edit' as const, value })),
+    fc.record({ conversationId: conv, seq }).map((value) => ({ case: 'delete' as const, value })),
+    fc.record({ conversationId: conv, seq, emoji: mostly(fc.constantFrom('👍', '❤️', '😂'), pools), remove: fc.boolean() })
+      .map((value) => ({ case: 'react' as const, value })),
+    fc.record({ userId: fc.oneof(user, fc.constant('')), blocked: fc.boolean() }).map((value) => ({ case: 'block' as const, value })),
+    { weight: 2, arbitrary: fc.record({
+      clientMsgId, toUser: user, text,
+      content: fc.record({ type: fc.oneof(fc.constant(''), fc.constant('app.card'), text), mentions: users, replyToSeq: seq, mentionAll: fc.boolean() }),
+    }).map((value) => ({ case: 'send' as const, value })) },
     fc.record({ conversationId: conv }).map((value) => ({ case: 'typing' as const, value })),
     fc.record({ userIds: users }).map((value) => ({ case: 'presenceQuery' as const, value })),
     fc.record({ userIds: users }).map((value) => ({ case: 'presenceSubscribe' as const, value })),

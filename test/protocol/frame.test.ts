@@ -85,6 +85,7 @@ const SAMPLES: { [C in FrameCase]: Extract<FrameBodyInit, { case: C }> } = {
   delete: { case: 'delete', value: { conversationId: 'g:team', seq: 5n } },
   block: { case: 'block', value: { userId: 'mallory', blocked: true } },
   blockResult: { case: 'blockResult', value: { blocked: ['mallory', 'trudy'] } },
+  react: { case: 'react', value: { conversationId: 'g:team', seq: 4n, emoji: '👍', remove: true } },
   event: { case: 'event', value: { body: { case: 'receipt', value: { conversationId: 'g:team', userId: 'bob', seq: 5n } } } },
 };
 

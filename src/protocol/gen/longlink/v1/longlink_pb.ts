@@ -15,7 +15,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file longlink/v1/longlink.proto.
  */
 export const file_longlink_v1_longlink: GenFile = /*@__PURE__*/
-  fileDesc("Chpsb25nbGluay92MS9sb25nbGluay5wcm90bxILbG9uZ2xpbmsudjEi2QoKBUZyYW1lEgoKAmlkGAEgASgNEhIKCnJlcXVlc3RfaWQYAiABKAkSIwoFbG9naW4YCiABKAsyEi5sb25nbGluay52MS5Mb2dpbkgAEjAKDGxvZ2luX3Jlc3VsdBgLIAEoCzIYLmxvbmdsaW5rLnYxLkxvZ2luUmVzdWx0SAASIQoEcGluZxgMIAEoCzIRLmxvbmdsaW5rLnYxLlBpbmdIABIhCgRwb25nGA0gASgLMhEubG9uZ2xpbmsudjEuUG9uZ0gAEiEKBHNlbmQYDiABKAsyES5sb25nbGluay52MS5TZW5kSAASKAoIc2VuZF9hY2sYDyABKAsyFC5sb25nbGluay52MS5TZW5kQWNrSAASIQoEcHVzaBgQIAEoCzIRLmxvbmdsaW5rLnYxLlB1c2hIABIoCghwdXNoX2FjaxgRIAEoCzIULmxvbmdsaW5rLnYxLlB1c2hBY2tIABIoCgRzeW5jGBIgASgLMhgubG9uZ2xpbmsudjEuU3luY1JlcXVlc3RIABIuCgtzeW5jX3Jlc3VsdBgTIAEoCzIXLmxvbmdsaW5rLnYxLlN5bmNSZXN1bHRIABIuCgdoaXN0b3J5GBQgASgLMhsubG9uZ2xpbmsudjEuSGlzdG9yeVJlcXVlc3RIABI0Cg5oaXN0b3J5X3Jlc3VsdBgVIAEoCzIaLmxvbmdsaW5rLnYxLkhpc3RvcnlSZXN1bHRIABIhCgRraWNrGBYgASgLMhEubG9uZ2xpbmsudjEuS2lja0gAEiMKBWVycm9yGBcgASgLMhIubG9uZ2xpbmsudjEuRXJyb3JIABIqCgltYXJrX3JlYWQYGCABKAsyFS5sb25nbGluay52MS5NYXJrUmVhZEgAEiEKBGRvbmUYGSABKAsyES5sb25nbGluay52MS5Eb25lSAASJQoGdHlwaW5nGBogASgLMhMubG9uZ2xpbmsudjEuVHlwaW5nSAASNAoOcHJlc2VuY2VfcXVlcnkYGyABKAsyGi5sb25nbGluay52MS5QcmVzZW5jZVF1ZXJ5SAASPAoScHJlc2VuY2Vfc3Vic2NyaWJlGBwgASgLMh4ubG9uZ2xpbmsudjEuUHJlc2VuY2VTdWJzY3JpYmVIABI2Cg9wcmVzZW5jZV9yZXN1bHQYHSABKAsyGy5sb25nbGluay52MS5QcmVzZW5jZVJlc3VsdEgAEjoKDWNvbnZlcnNhdGlvbnMYHiABKAsyIS5sb25nbGluay52MS5Db252ZXJzYXRpb25zUmVxdWVzdEgAEkAKFGNvbnZlcnNhdGlvbnNfcmVzdWx0GB8gASgLMiAubG9uZ2xpbmsudjEuQ29udmVyc2F0aW9uc1Jlc3VsdEgAEioKBWdyb3VwGCAgASgLMhkubG9uZ2xpbmsudjEuR3JvdXBSZXF1ZXN0SAASMAoMZ3JvdXBfcmVzdWx0GCEgASgLMhgubG9uZ2xpbmsudjEuR3JvdXBSZXN1bHRIABIlCgZyZWNhbGwYIiABKAsyEy5sb25nbGluay52MS5SZWNhbGxIABIjCgVldmVudBgjIAEoCzISLmxvbmdsaW5rLnYxLkV2ZW50SAASIQoEZWRpdBgkIAEoCzIRLmxvbmdsaW5rLnYxLkVkaXRIABIlCgZkZWxldGUYJSABKAsyEy5sb25nbGluay52MS5EZWxldGVIABIjCgVibG9jaxgmIAEoCzISLmxvbmdsaW5rLnYxLkJsb2NrSAASMAoMYmxvY2tfcmVzdWx0GCcgASgLMhgubG9uZ2xpbmsudjEuQmxvY2tSZXN1bHRIAEIGCgRib2R5Ii4KBUxvZ2luEg0KBXRva2VuGAEgASgJEhYKDmNsaWVudF92ZXJzaW9uGAIgASgJItIBCgtMb2dpblJlc3VsdBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIQCghwbGF0Zm9ybRgDIAEoCRIYChBwaW5nX2ludGVydmFsX21zGAQgASgNEhYKDnNlcnZlcl90aW1lX21zGAUgASgDEg8KB25vZGVfaWQYBiABKAkSFwoPbWF4X2ZyYW1lX2J5dGVzGAcgASgNEhYKDm1heF90ZXh0X2J5dGVzGAggASgNEhkKEW1heF9wYXlsb2FkX2J5dGVzGAkgASgNIgYKBFBpbmciHgoEUG9uZxIWCg5zZXJ2ZXJfdGltZV9tcxgBIAEoAyKPAQoEU2VuZBIVCg1jbGllbnRfbXNnX2lkGAEgASgJEg8KB3RvX3VzZXIYAiABKAkSFwoPY29udmVyc2F0aW9uX2lkGAMgASgJEgwKBHRleHQYBCABKAkSEQoJZnJvbV91c2VyGAUgASgJEiUKB2NvbnRlbnQYBiABKAsyFC5sb25nbGluay52MS5Db250ZW50IowBCgdDb250ZW50EgwKBHR5cGUYASABKAkSDwoHcGF5bG9hZBgCIAEoDBIQCghtZW50aW9ucxgDIAMoCRITCgttZW50aW9uX2FsbBgEIAEoCBIUCgxyZXBseV90b19zZXEYBSABKAMSJQoHZm9yd2FyZBgGIAEoCzIULmxvbmdsaW5rLnYxLkZvcndhcmQiVgoHRm9yd2FyZBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDEhEKCWZyb21fdXNlchgDIAEoCRISCgpzZW50X2F0X21zGAQgASgDIlEKBVF1b3RlEgsKA3NlcRgBIAEoAxIRCglmcm9tX3VzZXIYAiABKAkSDAoEdGV4dBgDIAEoCRIMCgR0eXBlGAQgASgJEgwKBGdvbmUYBSABKAgikgEKB1NlbmRBY2sSFQoNY2xpZW50X21zZ19pZBgBIAEoCRIVCg1zZXJ2ZXJfbXNnX2lkGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRILCgNzZXEYBCABKAMSEgoKc2VudF9hdF9tcxgFIAEoAxIRCglkdXBsaWNhdGUYBiABKAgSDAoEdGV4dBgHIAEoCSL+AgoHTWVzc2FnZRIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDEhUKDXNlcnZlcl9tc2dfaWQYAyABKAkSEQoJZnJvbV91c2VyGAQgASgJEhMKC2Zyb21fZGV2aWNlGAUgASgJEhUKDWNsaWVudF9tc2dfaWQYBiABKAkSDAoEdGV4dBgHIAEoCRISCgpzZW50X2F0X21zGAggASgDEikKBWV2ZW50GAkgASgLMhoubG9uZ2xpbmsudjEuVGltZWxpbmVFdmVudBIQCghyZWNhbGxlZBgKIAEoCBITCgtyZWNhbGxlZF9ieRgLIAEoCRIlCgdjb250ZW50GAwgASgLMhQubG9uZ2xpbmsudjEuQ29udGVudBIUCgxlZGl0ZWRfYXRfbXMYDSABKAMSDwoHZGVsZXRlZBgOIAEoCBISCgpkZWxldGVkX2J5GA8gASgJEiEKBXJlcGx5GBAgASgLMhIubG9uZ2xpbmsudjEuUXVvdGUi6gEKDVRpbWVsaW5lRXZlbnQSLAoEdHlwZRgBIAEoDjIeLmxvbmdsaW5rLnYxLlRpbWVsaW5lRXZlbnRUeXBlEg0KBWFjdG9yGAIgASgJEhAKCHVzZXJfaWRzGAMgAygJEhIKCnRhcmdldF9zZXEYBCABKAMSJAoEcm9sZRgFIAEoDjIWLmxvbmdsaW5rLnYxLkdyb3VwUm9sZRIMCgRuYW1lGAYgASgJEg0KBW11dGVkGAcgASgIEgwKBHRleHQYCCABKAkSJQoHY29udGVudBgJIAEoCzIULmxvbmdsaW5rLnYxLkNvbnRlbnQiLgoEUHVzaBImCghtZXNzYWdlcxgBIAMoCzIULmxvbmdsaW5rLnYxLk1lc3NhZ2UiLwoHUHVzaEFjaxIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIi4KBkN1cnNvchIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIoQBCgtTeW5jUmVxdWVzdBIkCgdjdXJzb3JzGAEgAygLMhMubG9uZ2xpbmsudjEuQ3Vyc29yEhgKEGNvbnZlcnNhdGlvbl9pZHMYAiADKAkSDQoFbGltaXQYAyABKA0SFwoKc3luY190b2tlbhgEIAEoCUgAiAEBQg0KC19zeW5jX3Rva2VuIoABCgpTeW5jUmVzdWx0EiYKCG1lc3NhZ2VzGAEgAygLMhQubG9uZ2xpbmsudjEuTWVzc2FnZRIkCgdjdXJzb3JzGAIgAygLMhMubG9uZ2xpbmsudjEuQ3Vyc29yEhAKCGhhc19tb3JlGAMgASgIEhIKCnN5bmNfdG9rZW4YBCABKAkiTAoOSGlzdG9yeVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEhIKCmJlZm9yZV9zZXEYAiABKAMSDQoFbGltaXQYAyABKA0iYgoNSGlzdG9yeVJlc3VsdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSJgoIbWVzc2FnZXMYAiADKAsyFC5sb25nbGluay52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAMgASgIIjAKCE1hcmtSZWFkEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMiBgoERG9uZSIhCgZUeXBpbmcSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJImEKBEVkaXQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIMCgR0ZXh0GAMgASgJEiUKB2NvbnRlbnQYBCABKAsyFC5sb25nbGluay52MS5Db250ZW50Ii4KBkRlbGV0ZRIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIikKBUJsb2NrEg8KB3VzZXJfaWQYASABKAkSDwoHYmxvY2tlZBgCIAEoCCIeCgtCbG9ja1Jlc3VsdBIPCgdibG9ja2VkGAEgAygJIi4KBlJlY2FsbBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIiEKDVByZXNlbmNlUXVlcnkSEAoIdXNlcl9pZHMYASADKAkiJQoRUHJlc2VuY2VTdWJzY3JpYmUSEAoIdXNlcl9pZHMYASADKAkiPgoIUHJlc2VuY2USDwoHdXNlcl9pZBgBIAEoCRIOCgZvbmxpbmUYAiABKAgSEQoJcGxhdGZvcm1zGAMgAygJIjYKDlByZXNlbmNlUmVzdWx0EiQKBXVzZXJzGAEgAygLMhUubG9uZ2xpbmsudjEuUHJlc2VuY2UiWQoUQ29udmVyc2F0aW9uc1JlcXVlc3QSDQoFbGltaXQYASABKA0SEwoLYWZ0ZXJfYXRfbXMYAiABKAMSHQoVYWZ0ZXJfY29udmVyc2F0aW9uX2lkGAMgASgJIskCChNDb252ZXJzYXRpb25TdW1tYXJ5EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIMCgRraW5kGAIgASgJEhAKCGdyb3VwX2lkGAMgASgJEgwKBG5hbWUYBCABKAkSEQoJcGVlcl91c2VyGAUgASgJEhAKCGxhc3Rfc2VxGAYgASgDEioKDGxhc3RfbWVzc2FnZRgHIAEoCzIULmxvbmdsaW5rLnYxLk1lc3NhZ2USEAoIcmVhZF9zZXEYCCABKAMSDgoGdW5yZWFkGAkgASgDEhUKDXBlZXJfcmVhZF9zZXEYCiABKAMSEgoKbGFzdF9hdF9tcxgLIAEoAxIeChZsYXN0X21lc3NhZ2VfdHJ1bmNhdGVkGAwgASgIEhoKEnBlZXJfZGVsaXZlcmVkX3NlcRgNIAEoAxIRCgltZW50aW9uZWQYDiABKAgiYAoTQ29udmVyc2F0aW9uc1Jlc3VsdBI3Cg1jb252ZXJzYXRpb25zGAEgAygLMiAubG9uZ2xpbmsudjEuQ29udmVyc2F0aW9uU3VtbWFyeRIQCghoYXNfbW9yZRgCIAEoCCJlCgtHcm91cE1lbWJlchIPCgd1c2VyX2lkGAEgASgJEiQKBHJvbGUYAiABKA4yFi5sb25nbGluay52MS5Hcm91cFJvbGUSDQoFbXV0ZWQYAyABKAgSEAoIcmVhZF9zZXEYBCABKAMitwEKBUdyb3VwEhAKCGdyb3VwX2lkGAEgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEg0KBW93bmVyGAQgASgJEikKB21lbWJlcnMYBSADKAsyGC5sb25nbGluay52MS5Hcm91cE1lbWJlchIRCgltdXRlZF9hbGwYBiABKAgSEQoJZGlzbWlzc2VkGAcgASgIEhUKDWNyZWF0ZWRfYXRfbXMYCCABKAMi5wIKDEdyb3VwUmVxdWVzdBIqCgZjcmVhdGUYASABKAsyGC5sb25nbGluay52MS5Hcm91cENyZWF0ZUgAEigKA2FkZBgCIAEoCzIZLmxvbmdsaW5rLnYxLkdyb3VwTWVtYmVyc0gAEisKBnJlbW92ZRgDIAEoCzIZLmxvbmdsaW5rLnYxLkdyb3VwTWVtYmVyc0gAEiYKBWxlYXZlGAQgASgLMhUubG9uZ2xpbmsudjEuR3JvdXBSZWZIABIoCgdkaXNtaXNzGAUgASgLMhUubG9uZ2xpbmsudjEuR3JvdXBSZWZIABItCghzZXRfcm9sZRgGIAEoCzIZLmxvbmdsaW5rLnYxLkdyb3VwU2V0Um9sZUgAEiYKBG11dGUYByABKAsyFi5sb25nbGluay52MS5Hcm91cE11dGVIABIlCgRpbmZvGAggASgLMhUubG9uZ2xpbmsudjEuR3JvdXBSZWZIAEIECgJvcCIvCgtHcm91cENyZWF0ZRIMCgRuYW1lGAEgASgJEhIKCm1lbWJlcl9pZHMYAiADKAkiMgoMR3JvdXBNZW1iZXJzEhAKCGdyb3VwX2lkGAEgASgJEhAKCHVzZXJfaWRzGAIgAygJIhwKCEdyb3VwUmVmEhAKCGdyb3VwX2lkGAEgASgJIlcKDEdyb3VwU2V0Um9sZRIQCghncm91cF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEiQKBHJvbGUYAyABKA4yFi5sb25nbGluay52MS5Hcm91cFJvbGUiPQoJR3JvdXBNdXRlEhAKCGdyb3VwX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDQoFbXV0ZWQYAyABKAgiMAoLR3JvdXBSZXN1bHQSIQoFZ3JvdXAYASABKAsyEi5sb25nbGluay52MS5Hcm91cCKOAgoFRXZlbnQSJwoHcmVjZWlwdBgBIAEoCzIULmxvbmdsaW5rLnYxLlJlY2VpcHRIABIqCgZ0eXBpbmcYAiABKAsyGC5sb25nbGluay52MS5UeXBpbmdFdmVudEgAEikKCHByZXNlbmNlGAMgASgLMhUubG9uZ2xpbmsudjEuUHJlc2VuY2VIABIrCglicm9hZGNhc3QYBCABKAsyFi5sb25nbGluay52MS5Ccm9hZGNhc3RIABIlCgZyZXN5bmMYBSABKAsyEy5sb25nbGluay52MS5SZXN5bmNIABIpCghkZWxpdmVyeRgGIAEoCzIVLmxvbmdsaW5rLnYxLkRlbGl2ZXJ5SABCBgoEYm9keSIICgZSZXN5bmMiQAoHUmVjZWlwdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRILCgNzZXEYAyABKAMiQQoIRGVsaXZlcnkSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSCwoDc2VxGAMgASgDIjcKC1R5cGluZ0V2ZW50EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIjkKCUJyb2FkY2FzdBIMCgR0ZXh0GAEgASgJEhIKCnNlbnRfYXRfbXMYAiABKAMSCgoCaWQYAyABKAkiTwoES2ljaxIkCgRjb2RlGAEgASgOMhYubG9uZ2xpbmsudjEuRXJyb3JDb2RlEg4KBnJlYXNvbhgCIAEoCRIRCglyZWNvbm5lY3QYAyABKAgiYAoFRXJyb3ISJAoEY29kZRgBIAEoDjIWLmxvbmdsaW5rLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhEKCXJlY29ubmVjdBgDIAEoCBINCgVmYXRhbBgEIAEoCCreAQoRVGltZWxpbmVFdmVudFR5cGUSIwofVElNRUxJTkVfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhEKDUdST1VQX0NSRUFURUQQARIRCg1NRU1CRVJTX0FEREVEEAISEwoPTUVNQkVSU19SRU1PVkVEEAMSDwoLTUVNQkVSX0xFRlQQBBINCglESVNNSVNTRUQQBRIQCgxST0xFX0NIQU5HRUQQBhIQCgxNVVRFX0NIQU5HRUQQBxIMCghSRUNBTExFRBAIEgoKBkVESVRFRBAJEgsKB0RFTEVURUQQCipJCglHcm91cFJvbGUSGgoWR1JPVVBfUk9MRV9VTlNQRUNJRklFRBAAEgoKBk1FTUJFUhABEgkKBUFETUlOEAISCQoFT1dORVIQAyrNBgoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABINCglCQURfRlJBTUUQZBITCg9GUkFNRV9UT09fTEFSR0UQZRIRCg1VTktOT1dOX0ZSQU1FEGYSEQoNTk9UX0xPR0dFRF9JThBnEhUKEUFMUkVBRFlfTE9HR0VEX0lOEGgSEQoNTE9HSU5fVElNRU9VVBBpEhUKEUhFQVJUQkVBVF9USU1FT1VUEGoSDwoLQkFEX1JFUVVFU1QQaxISCg1UT0tFTl9NSVNTSU5HEMgBEhIKDVRPS0VOX0lOVkFMSUQQyQESEgoNVE9LRU5fRVhQSVJFRBDKARIOCglGT1JCSURERU4QywESEgoNVE9LRU5fUkVWT0tFRBDMARIRCgxSQVRFX0xJTUlURUQQrAISEgoNU0xPV19DT05TVU1FUhCtAhIPCgpURVhUX0VNUFRZEK4CEhMKDlRFWFRfVE9PX0xBUkdFEK8CEhkKFFRPT19NQU5ZX0NPTk5FQ1RJT05TELACEhQKD0xPR0lOX1RIUk9UVExFRBCxAhIWChFVU0VSX1JBVEVfTElNSVRFRBCyAhIJCgRCVVNZELMCEhcKEkNPTk5FQ1RJT05fTElNSVRFRBC0AhIWChFDT05URU5UX1RPT19MQVJHRRC1AhINCghSRVBMQUNFRBCQAxIUCg9TRVJWRVJfU0hVVERPV04QkQMSEQoMTE9HSU5fUE9MSUNZEJIDEhEKDE5PREVfRVhQSVJFRBCTAxIOCglOT1RfRk9VTkQQ2AQSDwoKTk9UX01FTUJFUhDZBBIOCglOT1RfQURNSU4Q2gQSCgoFTVVURUQQ2wQSFAoPR1JPVVBfRElTTUlTU0VEENwEEg8KCkdST1VQX0ZVTEwQ3QQSEwoOUkVDQUxMX0VYUElSRUQQ3gQSDwoKTk9UX1NFTkRFUhDfBBIUCg9UT09fTUFOWV9HUk9VUFMQ4AQSEAoLTk9UX0NPTlRBQ1QQ4QQSFAoPQ09OVEVOVF9CTE9DS0VEEOIEEgwKB0JMT0NLRUQQ4wQSFAoPVE9PX01BTllfQkxPQ0tTEOQEEg0KCElOVEVSTkFMEPQDEhAKC1VOQVZBSUxBQkxFEPUDYgZwcm90bzM");
+  fileDesc("Chpsb25nbGluay92MS9sb25nbGluay5wcm90bxILbG9uZ2xpbmsudjEi/goKBUZyYW1lEgoKAmlkGAEgASgNEhIKCnJlcXVlc3RfaWQYAiABKAkSIwoFbG9naW4YCiABKAsyEi5sb25nbGluay52MS5Mb2dpbkgAEjAKDGxvZ2luX3Jlc3VsdBgLIAEoCzIYLmxvbmdsaW5rLnYxLkxvZ2luUmVzdWx0SAASIQoEcGluZxgMIAEoCzIRLmxvbmdsaW5rLnYxLlBpbmdIABIhCgRwb25nGA0gASgLMhEubG9uZ2xpbmsudjEuUG9uZ0gAEiEKBHNlbmQYDiABKAsyES5sb25nbGluay52MS5TZW5kSAASKAoIc2VuZF9hY2sYDyABKAsyFC5sb25nbGluay52MS5TZW5kQWNrSAASIQoEcHVzaBgQIAEoCzIRLmxvbmdsaW5rLnYxLlB1c2hIABIoCghwdXNoX2FjaxgRIAEoCzIULmxvbmdsaW5rLnYxLlB1c2hBY2tIABIoCgRzeW5jGBIgASgLMhgubG9uZ2xpbmsudjEuU3luY1JlcXVlc3RIABIuCgtzeW5jX3Jlc3VsdBgTIAEoCzIXLmxvbmdsaW5rLnYxLlN5bmNSZXN1bHRIABIuCgdoaXN0b3J5GBQgASgLMhsubG9uZ2xpbmsudjEuSGlzdG9yeVJlcXVlc3RIABI0Cg5oaXN0b3J5X3Jlc3VsdBgVIAEoCzIaLmxvbmdsaW5rLnYxLkhpc3RvcnlSZXN1bHRIABIhCgRraWNrGBYgASgLMhEubG9uZ2xpbmsudjEuS2lja0gAEiMKBWVycm9yGBcgASgLMhIubG9uZ2xpbmsudjEuRXJyb3JIABIqCgltYXJrX3JlYWQYGCABKAsyFS5sb25nbGluay52MS5NYXJrUmVhZEgAEiEKBGRvbmUYGSABKAsyES5sb25nbGluay52MS5Eb25lSAASJQoGdHlwaW5nGBogASgLMhMubG9uZ2xpbmsudjEuVHlwaW5nSAASNAoOcHJlc2VuY2VfcXVlcnkYGyABKAsyGi5sb25nbGluay52MS5QcmVzZW5jZVF1ZXJ5SAASPAoScHJlc2VuY2Vfc3Vic2NyaWJlGBwgASgLMh4ubG9uZ2xpbmsudjEuUHJlc2VuY2VTdWJzY3JpYmVIABI2Cg9wcmVzZW5jZV9yZXN1bHQYHSABKAsyGy5sb25nbGluay52MS5QcmVzZW5jZVJlc3VsdEgAEjoKDWNvbnZlcnNhdGlvbnMYHiABKAsyIS5sb25nbGluay52MS5Db252ZXJzYXRpb25zUmVxdWVzdEgAEkAKFGNvbnZlcnNhdGlvbnNfcmVzdWx0GB8gASgLMiAubG9uZ2xpbmsudjEuQ29udmVyc2F0aW9uc1Jlc3VsdEgAEioKBWdyb3VwGCAgASgLMhkubG9uZ2xpbmsudjEuR3JvdXBSZXF1ZXN0SAASMAoMZ3JvdXBfcmVzdWx0GCEgASgLMhgubG9uZ2xpbmsudjEuR3JvdXBSZXN1bHRIABIlCgZyZWNhbGwYIiABKAsyEy5sb25nbGluay52MS5SZWNhbGxIABIjCgVldmVudBgjIAEoCzISLmxvbmdsaW5rLnYxLkV2ZW50SAASIQoEZWRpdBgkIAEoCzIRLmxvbmdsaW5rLnYxLkVkaXRIABIlCgZkZWxldGUYJSABKAsyEy5sb25nbGluay52MS5EZWxldGVIABIjCgVibG9jaxgmIAEoCzISLmxvbmdsaW5rLnYxLkJsb2NrSAASMAoMYmxvY2tfcmVzdWx0GCcgASgLMhgubG9uZ2xpbmsudjEuQmxvY2tSZXN1bHRIABIjCgVyZWFjdBgoIAEoCzISLmxvbmdsaW5rLnYxLlJlYWN0SABCBgoEYm9keSIuCgVMb2dpbhINCgV0b2tlbhgBIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgCIAEoCSLSAQoLTG9naW5SZXN1bHQSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSEAoIcGxhdGZvcm0YAyABKAkSGAoQcGluZ19pbnRlcnZhbF9tcxgEIAEoDRIWCg5zZXJ2ZXJfdGltZV9tcxgFIAEoAxIPCgdub2RlX2lkGAYgASgJEhcKD21heF9mcmFtZV9ieXRlcxgHIAEoDRIWCg5tYXhfdGV4dF9ieXRlcxgIIAEoDRIZChFtYXhfcGF5bG9hZF9ieXRlcxgJIAEoDSIGCgRQaW5nIh4KBFBvbmcSFgoOc2VydmVyX3RpbWVfbXMYASABKAMijwEKBFNlbmQSFQoNY2xpZW50X21zZ19pZBgBIAEoCRIPCgd0b191c2VyGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIMCgR0ZXh0GAQgASgJEhEKCWZyb21fdXNlchgFIAEoCRIlCgdjb250ZW50GAYgASgLMhQubG9uZ2xpbmsudjEuQ29udGVudCKMAQoHQ29udGVudBIMCgR0eXBlGAEgASgJEg8KB3BheWxvYWQYAiABKAwSEAoIbWVudGlvbnMYAyADKAkSEwoLbWVudGlvbl9hbGwYBCABKAgSFAoMcmVwbHlfdG9fc2VxGAUgASgDEiUKB2ZvcndhcmQYBiABKAsyFC5sb25nbGluay52MS5Gb3J3YXJkIlYKB0ZvcndhcmQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIRCglmcm9tX3VzZXIYAyABKAkSEgoKc2VudF9hdF9tcxgEIAEoAyJRCgVRdW90ZRILCgNzZXEYASABKAMSEQoJZnJvbV91c2VyGAIgASgJEgwKBHRleHQYAyABKAkSDAoEdHlwZRgEIAEoCRIMCgRnb25lGAUgASgIIpIBCgdTZW5kQWNrEhUKDWNsaWVudF9tc2dfaWQYASABKAkSFQoNc2VydmVyX21zZ19pZBgCIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAyABKAkSCwoDc2VxGAQgASgDEhIKCnNlbnRfYXRfbXMYBSABKAMSEQoJZHVwbGljYXRlGAYgASgIEgwKBHRleHQYByABKAkiqAMKB01lc3NhZ2USFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIVCg1zZXJ2ZXJfbXNnX2lkGAMgASgJEhEKCWZyb21fdXNlchgEIAEoCRITCgtmcm9tX2RldmljZRgFIAEoCRIVCg1jbGllbnRfbXNnX2lkGAYgASgJEgwKBHRleHQYByABKAkSEgoKc2VudF9hdF9tcxgIIAEoAxIpCgVldmVudBgJIAEoCzIaLmxvbmdsaW5rLnYxLlRpbWVsaW5lRXZlbnQSEAoIcmVjYWxsZWQYCiABKAgSEwoLcmVjYWxsZWRfYnkYCyABKAkSJQoHY29udGVudBgMIAEoCzIULmxvbmdsaW5rLnYxLkNvbnRlbnQSFAoMZWRpdGVkX2F0X21zGA0gASgDEg8KB2RlbGV0ZWQYDiABKAgSEgoKZGVsZXRlZF9ieRgPIAEoCRIhCgVyZXBseRgQIAEoCzISLmxvbmdsaW5rLnYxLlF1b3RlEigKCXJlYWN0aW9ucxgRIAMoCzIVLmxvbmdsaW5rLnYxLlJlYWN0aW9uIjcKCFJlYWN0aW9uEg0KBWVtb2ppGAEgASgJEg0KBWNvdW50GAIgASgNEg0KBXVzZXJzGAMgAygJIuoBCg1UaW1lbGluZUV2ZW50EiwKBHR5cGUYASABKA4yHi5sb25nbGluay52MS5UaW1lbGluZUV2ZW50VHlwZRINCgVhY3RvchgCIAEoCRIQCgh1c2VyX2lkcxgDIAMoCRISCgp0YXJnZXRfc2VxGAQgASgDEiQKBHJvbGUYBSABKA4yFi5sb25nbGluay52MS5Hcm91cFJvbGUSDAoEbmFtZRgGIAEoCRINCgVtdXRlZBgHIAEoCBIMCgR0ZXh0GAggASgJEiUKB2NvbnRlbnQYCSABKAsyFC5sb25nbGluay52MS5Db250ZW50Ii4KBFB1c2gSJgoIbWVzc2FnZXMYASADKAsyFC5sb25nbGluay52MS5NZXNzYWdlIi8KB1B1c2hBY2sSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIuCgZDdXJzb3ISFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyKEAQoLU3luY1JlcXVlc3QSJAoHY3Vyc29ycxgBIAMoCzITLmxvbmdsaW5rLnYxLkN1cnNvchIYChBjb252ZXJzYXRpb25faWRzGAIgAygJEg0KBWxpbWl0GAMgASgNEhcKCnN5bmNfdG9rZW4YBCABKAlIAIgBAUINCgtfc3luY190b2tlbiKAAQoKU3luY1Jlc3VsdBImCghtZXNzYWdlcxgBIAMoCzIULmxvbmdsaW5rLnYxLk1lc3NhZ2USJAoHY3Vyc29ycxgCIAMoCzITLmxvbmdsaW5rLnYxLkN1cnNvchIQCghoYXNfbW9yZRgDIAEoCBISCgpzeW5jX3Rva2VuGAQgASgJIkwKDkhpc3RvcnlSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRISCgpiZWZvcmVfc2VxGAIgASgDEg0KBWxpbWl0GAMgASgNImIKDUhpc3RvcnlSZXN1bHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEiYKCG1lc3NhZ2VzGAIgAygLMhQubG9uZ2xpbmsudjEuTWVzc2FnZRIQCghoYXNfbW9yZRgDIAEoCCIwCghNYXJrUmVhZBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIgYKBERvbmUiIQoGVHlwaW5nEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSJhCgRFZGl0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSDAoEdGV4dBgDIAEoCRIlCgdjb250ZW50GAQgASgLMhQubG9uZ2xpbmsudjEuQ29udGVudCIuCgZEZWxldGUSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIpCgVCbG9jaxIPCgd1c2VyX2lkGAEgASgJEg8KB2Jsb2NrZWQYAiABKAgiTAoFUmVhY3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxINCgVlbW9qaRgDIAEoCRIOCgZyZW1vdmUYBCABKAgiHgoLQmxvY2tSZXN1bHQSDwoHYmxvY2tlZBgBIAMoCSIuCgZSZWNhbGwSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIhCg1QcmVzZW5jZVF1ZXJ5EhAKCHVzZXJfaWRzGAEgAygJIiUKEVByZXNlbmNlU3Vic2NyaWJlEhAKCHVzZXJfaWRzGAEgAygJIj4KCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEhEKCXBsYXRmb3JtcxgDIAMoCSI2Cg5QcmVzZW5jZVJlc3VsdBIkCgV1c2VycxgBIAMoCzIVLmxvbmdsaW5rLnYxLlByZXNlbmNlIlkKFENvbnZlcnNhdGlvbnNSZXF1ZXN0Eg0KBWxpbWl0GAEgASgNEhMKC2FmdGVyX2F0X21zGAIgASgDEh0KFWFmdGVyX2NvbnZlcnNhdGlvbl9pZBgDIAEoCSLJAgoTQ29udmVyc2F0aW9uU3VtbWFyeRIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDAoEa2luZBgCIAEoCRIQCghncm91cF9pZBgDIAEoCRIMCgRuYW1lGAQgASgJEhEKCXBlZXJfdXNlchgFIAEoCRIQCghsYXN0X3NlcRgGIAEoAxIqCgxsYXN0X21lc3NhZ2UYByABKAsyFC5sb25nbGluay52MS5NZXNzYWdlEhAKCHJlYWRfc2VxGAggASgDEg4KBnVucmVhZBgJIAEoAxIVCg1wZWVyX3JlYWRfc2VxGAogASgDEhIKCmxhc3RfYXRfbXMYCyABKAMSHgoWbGFzdF9tZXNzYWdlX3RydW5jYXRlZBgMIAEoCBIaChJwZWVyX2RlbGl2ZXJlZF9zZXEYDSABKAMSEQoJbWVudGlvbmVkGA4gASgIImAKE0NvbnZlcnNhdGlvbnNSZXN1bHQSNwoNY29udmVyc2F0aW9ucxgBIAMoCzIgLmxvbmdsaW5rLnYxLkNvbnZlcnNhdGlvblN1bW1hcnkSEAoIaGFzX21vcmUYAiABKAgiZQoLR3JvdXBNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIkCgRyb2xlGAIgASgOMhYubG9uZ2xpbmsudjEuR3JvdXBSb2xlEg0KBW11dGVkGAMgASgIEhAKCHJlYWRfc2VxGAQgASgDIrcBCgVHcm91cBIQCghncm91cF9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRINCgVvd25lchgEIAEoCRIpCgdtZW1iZXJzGAUgAygLMhgubG9uZ2xpbmsudjEuR3JvdXBNZW1iZXISEQoJbXV0ZWRfYWxsGAYgASgIEhEKCWRpc21pc3NlZBgHIAEoCBIVCg1jcmVhdGVkX2F0X21zGAggASgDIucCCgxHcm91cFJlcXVlc3QSKgoGY3JlYXRlGAEgASgLMhgubG9uZ2xpbmsudjEuR3JvdXBDcmVhdGVIABIoCgNhZGQYAiABKAsyGS5sb25nbGluay52MS5Hcm91cE1lbWJlcnNIABIrCgZyZW1vdmUYAyABKAsyGS5sb25nbGluay52MS5Hcm91cE1lbWJlcnNIABImCgVsZWF2ZRgEIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSAASKAoHZGlzbWlzcxgFIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSAASLQoIc2V0X3JvbGUYBiABKAsyGS5sb25nbGluay52MS5Hcm91cFNldFJvbGVIABImCgRtdXRlGAcgASgLMhYubG9uZ2xpbmsudjEuR3JvdXBNdXRlSAASJQoEaW5mbxgIIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSABCBAoCb3AiLwoLR3JvdXBDcmVhdGUSDAoEbmFtZRgBIAEoCRISCgptZW1iZXJfaWRzGAIgAygJIjIKDEdyb3VwTWVtYmVycxIQCghncm91cF9pZBgBIAEoCRIQCgh1c2VyX2lkcxgCIAMoCSIcCghHcm91cFJlZhIQCghncm91cF9pZBgBIAEoCSJXCgxHcm91cFNldFJvbGUSEAoIZ3JvdXBfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIkCgRyb2xlGAMgASgOMhYubG9uZ2xpbmsudjEuR3JvdXBSb2xlIj0KCUdyb3VwTXV0ZRIQCghncm91cF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg0KBW11dGVkGAMgASgIIjAKC0dyb3VwUmVzdWx0EiEKBWdyb3VwGAEgASgLMhIubG9uZ2xpbmsudjEuR3JvdXAiuwIKBUV2ZW50EicKB3JlY2VpcHQYASABKAsyFC5sb25nbGluay52MS5SZWNlaXB0SAASKgoGdHlwaW5nGAIgASgLMhgubG9uZ2xpbmsudjEuVHlwaW5nRXZlbnRIABIpCghwcmVzZW5jZRgDIAEoCzIVLmxvbmdsaW5rLnYxLlByZXNlbmNlSAASKwoJYnJvYWRjYXN0GAQgASgLMhYubG9uZ2xpbmsudjEuQnJvYWRjYXN0SAASJQoGcmVzeW5jGAUgASgLMhMubG9uZ2xpbmsudjEuUmVzeW5jSAASKQoIZGVsaXZlcnkYBiABKAsyFS5sb25nbGluay52MS5EZWxpdmVyeUgAEisKCXJlYWN0aW9ucxgHIAEoCzIWLmxvbmdsaW5rLnYxLlJlYWN0aW9uc0gAQgYKBGJvZHkiWwoJUmVhY3Rpb25zEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSKAoJcmVhY3Rpb25zGAMgAygLMhUubG9uZ2xpbmsudjEuUmVhY3Rpb24iCAoGUmVzeW5jIkAKB1JlY2VpcHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSCwoDc2VxGAMgASgDIkEKCERlbGl2ZXJ5EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEgsKA3NlcRgDIAEoAyI3CgtUeXBpbmdFdmVudBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSI5CglCcm9hZGNhc3QSDAoEdGV4dBgBIAEoCRISCgpzZW50X2F0X21zGAIgASgDEgoKAmlkGAMgASgJIk8KBEtpY2sSJAoEY29kZRgBIAEoDjIWLmxvbmdsaW5rLnYxLkVycm9yQ29kZRIOCgZyZWFzb24YAiABKAkSEQoJcmVjb25uZWN0GAMgASgIImAKBUVycm9yEiQKBGNvZGUYASABKA4yFi5sb25nbGluay52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIRCglyZWNvbm5lY3QYAyABKAgSDQoFZmF0YWwYBCABKAgq3gEKEVRpbWVsaW5lRXZlbnRUeXBlEiMKH1RJTUVMSU5FX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIRCg1HUk9VUF9DUkVBVEVEEAESEQoNTUVNQkVSU19BRERFRBACEhMKD01FTUJFUlNfUkVNT1ZFRBADEg8KC01FTUJFUl9MRUZUEAQSDQoJRElTTUlTU0VEEAUSEAoMUk9MRV9DSEFOR0VEEAYSEAoMTVVURV9DSEFOR0VEEAcSDAoIUkVDQUxMRUQQCBIKCgZFRElURUQQCRILCgdERUxFVEVEEAoqSQoJR3JvdXBSb2xlEhoKFkdST1VQX1JPTEVfVU5TUEVDSUZJRUQQABIKCgZNRU1CRVIQARIJCgVBRE1JThACEgkKBU9XTkVSEAMq5gYKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASDQoJQkFEX0ZSQU1FEGQSEwoPRlJBTUVfVE9PX0xBUkdFEGUSEQoNVU5LTk9XTl9GUkFNRRBmEhEKDU5PVF9MT0dHRURfSU4QZxIVChFBTFJFQURZX0xPR0dFRF9JThBoEhEKDUxPR0lOX1RJTUVPVVQQaRIVChFIRUFSVEJFQVRfVElNRU9VVBBqEg8KC0JBRF9SRVFVRVNUEGsSEgoNVE9LRU5fTUlTU0lORxDIARISCg1UT0tFTl9JTlZBTElEEMkBEhIKDVRPS0VOX0VYUElSRUQQygESDgoJRk9SQklEREVOEMsBEhIKDVRPS0VOX1JFVk9LRUQQzAESEQoMUkFURV9MSU1JVEVEEKwCEhIKDVNMT1dfQ09OU1VNRVIQrQISDwoKVEVYVF9FTVBUWRCuAhITCg5URVhUX1RPT19MQVJHRRCvAhIZChRUT09fTUFOWV9DT05ORUNUSU9OUxCwAhIUCg9MT0dJTl9USFJPVFRMRUQQsQISFgoRVVNFUl9SQVRFX0xJTUlURUQQsgISCQoEQlVTWRCzAhIXChJDT05ORUNUSU9OX0xJTUlURUQQtAISFgoRQ09OVEVOVF9UT09fTEFSR0UQtQISDQoIUkVQTEFDRUQQkAMSFAoPU0VSVkVSX1NIVVRET1dOEJEDEhEKDExPR0lOX1BPTElDWRCSAxIRCgxOT0RFX0VYUElSRUQQkwMSDgoJTk9UX0ZPVU5EENgEEg8KCk5PVF9NRU1CRVIQ2QQSDgoJTk9UX0FETUlOENoEEgoKBU1VVEVEENsEEhQKD0dST1VQX0RJU01JU1NFRBDcBBIPCgpHUk9VUF9GVUxMEN0EEhMKDlJFQ0FMTF9FWFBJUkVEEN4EEg8KCk5PVF9TRU5ERVIQ3wQSFAoPVE9PX01BTllfR1JPVVBTEOAEEhAKC05PVF9DT05UQUNUEOEEEhQKD0NPTlRFTlRfQkxPQ0tFRBDiBBIMCgdCTE9DS0VEEOMEEhQKD1RPT19NQU5ZX0JMT0NLUxDkBBIXChJUT09fTUFOWV9SRUFDVElPTlMQ5QQSDQoISU5URVJOQUwQ9AMSEAoLVU5BVkFJTEFCTEUQ9QNiBnByb3RvMw");
 
 /**
  * Every frame on the wire. `id` is chosen by the client for requests and is
@@ -225,6 +225,12 @@ export type Frame = Message$1<"longlink.v1.Frame"> & {
      */
     value: BlockResult;
     case: "blockResult";
+  } | {
+    /**
+     * @generated from field: longlink.v1.React react = 40;
+     */
+    value: React;
+    case: "react";
   } | { case: undefined; value?: undefined };
 };
 
@@ -714,6 +720,13 @@ export type Message = Message$1<"longlink.v1.Message"> & {
    * @generated from field: longlink.v1.Quote reply = 16;
    */
   reply?: Quote | undefined;
+
+  /**
+   * Its reactions as they are when read (sync, history; not in pushes of new messages).
+   *
+   * @generated from field: repeated longlink.v1.Reaction reactions = 17;
+   */
+  reactions: Reaction[];
 };
 
 /**
@@ -722,6 +735,37 @@ export type Message = Message$1<"longlink.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_longlink_v1_longlink, 10);
+
+/**
+ * One emoji's reactions to a message.
+ *
+ * @generated from message longlink.v1.Reaction
+ */
+export type Reaction = Message$1<"longlink.v1.Reaction"> & {
+  /**
+   * @generated from field: string emoji = 1;
+   */
+  emoji: string;
+
+  /**
+   * @generated from field: uint32 count = 2;
+   */
+  count: number;
+
+  /**
+   * who reacted, earliest first: the first 20 (count says how many in all)
+   *
+   * @generated from field: repeated string users = 3;
+   */
+  users: string[];
+};
+
+/**
+ * Describes the message longlink.v1.Reaction.
+ * Use `create(ReactionSchema)` to create a new message.
+ */
+export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 11);
 
 /**
  * A change recorded in a conversation's timeline, so every device learns it
@@ -797,7 +841,7 @@ export type TimelineEvent = Message$1<"longlink.v1.TimelineEvent"> & {
  * Use `create(TimelineEventSchema)` to create a new message.
  */
 export const TimelineEventSchema: GenMessage<TimelineEvent> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 11);
+  messageDesc(file_longlink_v1_longlink, 12);
 
 /**
  * Messages pushed as they are stored, each conversation's in seq order.
@@ -816,7 +860,7 @@ export type Push = Message$1<"longlink.v1.Push"> & {
  * Use `create(PushSchema)` to create a new message.
  */
 export const PushSchema: GenMessage<Push> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 12);
+  messageDesc(file_longlink_v1_longlink, 13);
 
 /**
  * Cumulative: "this device has every message of the conversation up to seq".
@@ -841,7 +885,7 @@ export type PushAck = Message$1<"longlink.v1.PushAck"> & {
  * Use `create(PushAckSchema)` to create a new message.
  */
 export const PushAckSchema: GenMessage<PushAck> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 13);
+  messageDesc(file_longlink_v1_longlink, 14);
 
 /**
  * @generated from message longlink.v1.Cursor
@@ -863,7 +907,7 @@ export type Cursor = Message$1<"longlink.v1.Cursor"> & {
  * Use `create(CursorSchema)` to create a new message.
  */
 export const CursorSchema: GenMessage<Cursor> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 14);
+  messageDesc(file_longlink_v1_longlink, 15);
 
 /**
  * Fetch what this device missed. For a conversation listed in `cursors` the
@@ -910,7 +954,7 @@ export type SyncRequest = Message$1<"longlink.v1.SyncRequest"> & {
  * Use `create(SyncRequestSchema)` to create a new message.
  */
 export const SyncRequestSchema: GenMessage<SyncRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 15);
+  messageDesc(file_longlink_v1_longlink, 16);
 
 /**
  * @generated from message longlink.v1.SyncResult
@@ -952,7 +996,7 @@ export type SyncResult = Message$1<"longlink.v1.SyncResult"> & {
  * Use `create(SyncResultSchema)` to create a new message.
  */
 export const SyncResultSchema: GenMessage<SyncResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 16);
+  messageDesc(file_longlink_v1_longlink, 17);
 
 /**
  * Older messages of one conversation, newest page first.
@@ -985,7 +1029,7 @@ export type HistoryRequest = Message$1<"longlink.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 17);
+  messageDesc(file_longlink_v1_longlink, 18);
 
 /**
  * @generated from message longlink.v1.HistoryResult
@@ -1016,7 +1060,7 @@ export type HistoryResult = Message$1<"longlink.v1.HistoryResult"> & {
  * Use `create(HistoryResultSchema)` to create a new message.
  */
 export const HistoryResultSchema: GenMessage<HistoryResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 18);
+  messageDesc(file_longlink_v1_longlink, 19);
 
 /**
  * Mark a conversation read up to seq (this user, all devices). Reply: Done.
@@ -1044,7 +1088,7 @@ export type MarkRead = Message$1<"longlink.v1.MarkRead"> & {
  * Use `create(MarkReadSchema)` to create a new message.
  */
 export const MarkReadSchema: GenMessage<MarkRead> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 19);
+  messageDesc(file_longlink_v1_longlink, 20);
 
 /**
  * Success of a request that has no other result.
@@ -1059,7 +1103,7 @@ export type Done = Message$1<"longlink.v1.Done"> & {
  * Use `create(DoneSchema)` to create a new message.
  */
 export const DoneSchema: GenMessage<Done> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 20);
+  messageDesc(file_longlink_v1_longlink, 21);
 
 /**
  * "I am typing" in a conversation. Never stored, never acked; rate limited.
@@ -1078,7 +1122,7 @@ export type Typing = Message$1<"longlink.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 21);
+  messageDesc(file_longlink_v1_longlink, 22);
 
 /**
  * Edit one of your own messages: its text and content become these (reply
@@ -1116,7 +1160,7 @@ export type Edit = Message$1<"longlink.v1.Edit"> & {
  * Use `create(EditSchema)` to create a new message.
  */
 export const EditSchema: GenMessage<Edit> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 22);
+  messageDesc(file_longlink_v1_longlink, 23);
 
 /**
  * Delete a message for everyone, leaving a tombstone: who may is who may
@@ -1142,7 +1186,7 @@ export type Delete = Message$1<"longlink.v1.Delete"> & {
  * Use `create(DeleteSchema)` to create a new message.
  */
 export const DeleteSchema: GenMessage<Delete> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 23);
+  messageDesc(file_longlink_v1_longlink, 24);
 
 /**
  * Block or unblock a user: a blocked user's 1:1 messages to you are refused
@@ -1168,7 +1212,46 @@ export type Block = Message$1<"longlink.v1.Block"> & {
  * Use `create(BlockSchema)` to create a new message.
  */
 export const BlockSchema: GenMessage<Block> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 24);
+  messageDesc(file_longlink_v1_longlink, 25);
+
+/**
+ * Add (or, with remove, take back) your reaction to a message you may see.
+ * Reply: Done. The conversation's members get Event.reactions with the
+ * message's reactions as they are then, gathered: at most a few a second per
+ * message however many react. Idempotent (a reaction is there or not).
+ *
+ * @generated from message longlink.v1.React
+ */
+export type React = Message$1<"longlink.v1.React"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * 1-32 bytes, no spaces or control characters
+   *
+   * @generated from field: string emoji = 3;
+   */
+  emoji: string;
+
+  /**
+   * @generated from field: bool remove = 4;
+   */
+  remove: boolean;
+};
+
+/**
+ * Describes the message longlink.v1.React.
+ * Use `create(ReactSchema)` to create a new message.
+ */
+export const ReactSchema: GenMessage<React> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 26);
 
 /**
  * @generated from message longlink.v1.BlockResult
@@ -1187,7 +1270,7 @@ export type BlockResult = Message$1<"longlink.v1.BlockResult"> & {
  * Use `create(BlockResultSchema)` to create a new message.
  */
 export const BlockResultSchema: GenMessage<BlockResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 25);
+  messageDesc(file_longlink_v1_longlink, 27);
 
 /**
  * Recall a message: the sender within the recall window, or a group's owner
@@ -1212,7 +1295,7 @@ export type Recall = Message$1<"longlink.v1.Recall"> & {
  * Use `create(RecallSchema)` to create a new message.
  */
 export const RecallSchema: GenMessage<Recall> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 26);
+  messageDesc(file_longlink_v1_longlink, 28);
 
 /**
  * @generated from message longlink.v1.PresenceQuery
@@ -1229,7 +1312,7 @@ export type PresenceQuery = Message$1<"longlink.v1.PresenceQuery"> & {
  * Use `create(PresenceQuerySchema)` to create a new message.
  */
 export const PresenceQuerySchema: GenMessage<PresenceQuery> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 27);
+  messageDesc(file_longlink_v1_longlink, 29);
 
 /**
  * Replace this connection's presence subscriptions (at most 100 users); the
@@ -1249,7 +1332,7 @@ export type PresenceSubscribe = Message$1<"longlink.v1.PresenceSubscribe"> & {
  * Use `create(PresenceSubscribeSchema)` to create a new message.
  */
 export const PresenceSubscribeSchema: GenMessage<PresenceSubscribe> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 28);
+  messageDesc(file_longlink_v1_longlink, 30);
 
 /**
  * @generated from message longlink.v1.Presence
@@ -1278,7 +1361,7 @@ export type Presence = Message$1<"longlink.v1.Presence"> & {
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 29);
+  messageDesc(file_longlink_v1_longlink, 31);
 
 /**
  * @generated from message longlink.v1.PresenceResult
@@ -1295,7 +1378,7 @@ export type PresenceResult = Message$1<"longlink.v1.PresenceResult"> & {
  * Use `create(PresenceResultSchema)` to create a new message.
  */
 export const PresenceResultSchema: GenMessage<PresenceResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 30);
+  messageDesc(file_longlink_v1_longlink, 32);
 
 /**
  * One page of this user's conversations, most recent activity first. The
@@ -1332,7 +1415,7 @@ export type ConversationsRequest = Message$1<"longlink.v1.ConversationsRequest">
  * Use `create(ConversationsRequestSchema)` to create a new message.
  */
 export const ConversationsRequestSchema: GenMessage<ConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 31);
+  messageDesc(file_longlink_v1_longlink, 33);
 
 /**
  * @generated from message longlink.v1.ConversationSummary
@@ -1438,7 +1521,7 @@ export type ConversationSummary = Message$1<"longlink.v1.ConversationSummary"> &
  * Use `create(ConversationSummarySchema)` to create a new message.
  */
 export const ConversationSummarySchema: GenMessage<ConversationSummary> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 32);
+  messageDesc(file_longlink_v1_longlink, 34);
 
 /**
  * This user's conversations, most recent activity first.
@@ -1464,7 +1547,7 @@ export type ConversationsResult = Message$1<"longlink.v1.ConversationsResult"> &
  * Use `create(ConversationsResultSchema)` to create a new message.
  */
 export const ConversationsResultSchema: GenMessage<ConversationsResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 33);
+  messageDesc(file_longlink_v1_longlink, 35);
 
 /**
  * @generated from message longlink.v1.GroupMember
@@ -1498,7 +1581,7 @@ export type GroupMember = Message$1<"longlink.v1.GroupMember"> & {
  * Use `create(GroupMemberSchema)` to create a new message.
  */
 export const GroupMemberSchema: GenMessage<GroupMember> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 34);
+  messageDesc(file_longlink_v1_longlink, 36);
 
 /**
  * @generated from message longlink.v1.Group
@@ -1552,7 +1635,7 @@ export type Group = Message$1<"longlink.v1.Group"> & {
  * Use `create(GroupSchema)` to create a new message.
  */
 export const GroupSchema: GenMessage<Group> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 35);
+  messageDesc(file_longlink_v1_longlink, 37);
 
 /**
  * Group management. Reply: GroupResult with the group after the change.
@@ -1619,7 +1702,7 @@ export type GroupRequest = Message$1<"longlink.v1.GroupRequest"> & {
  * Use `create(GroupRequestSchema)` to create a new message.
  */
 export const GroupRequestSchema: GenMessage<GroupRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 36);
+  messageDesc(file_longlink_v1_longlink, 38);
 
 /**
  * @generated from message longlink.v1.GroupCreate
@@ -1643,7 +1726,7 @@ export type GroupCreate = Message$1<"longlink.v1.GroupCreate"> & {
  * Use `create(GroupCreateSchema)` to create a new message.
  */
 export const GroupCreateSchema: GenMessage<GroupCreate> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 37);
+  messageDesc(file_longlink_v1_longlink, 39);
 
 /**
  * @generated from message longlink.v1.GroupMembers
@@ -1665,7 +1748,7 @@ export type GroupMembers = Message$1<"longlink.v1.GroupMembers"> & {
  * Use `create(GroupMembersSchema)` to create a new message.
  */
 export const GroupMembersSchema: GenMessage<GroupMembers> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 38);
+  messageDesc(file_longlink_v1_longlink, 40);
 
 /**
  * @generated from message longlink.v1.GroupRef
@@ -1682,7 +1765,7 @@ export type GroupRef = Message$1<"longlink.v1.GroupRef"> & {
  * Use `create(GroupRefSchema)` to create a new message.
  */
 export const GroupRefSchema: GenMessage<GroupRef> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 39);
+  messageDesc(file_longlink_v1_longlink, 41);
 
 /**
  * @generated from message longlink.v1.GroupSetRole
@@ -1711,7 +1794,7 @@ export type GroupSetRole = Message$1<"longlink.v1.GroupSetRole"> & {
  * Use `create(GroupSetRoleSchema)` to create a new message.
  */
 export const GroupSetRoleSchema: GenMessage<GroupSetRole> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 40);
+  messageDesc(file_longlink_v1_longlink, 42);
 
 /**
  * @generated from message longlink.v1.GroupMute
@@ -1740,7 +1823,7 @@ export type GroupMute = Message$1<"longlink.v1.GroupMute"> & {
  * Use `create(GroupMuteSchema)` to create a new message.
  */
 export const GroupMuteSchema: GenMessage<GroupMute> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 41);
+  messageDesc(file_longlink_v1_longlink, 43);
 
 /**
  * @generated from message longlink.v1.GroupResult
@@ -1757,7 +1840,7 @@ export type GroupResult = Message$1<"longlink.v1.GroupResult"> & {
  * Use `create(GroupResultSchema)` to create a new message.
  */
 export const GroupResultSchema: GenMessage<GroupResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 42);
+  messageDesc(file_longlink_v1_longlink, 44);
 
 /**
  * Transient server events: not stored, not acked.
@@ -1804,6 +1887,12 @@ export type Event = Message$1<"longlink.v1.Event"> & {
      */
     value: Delivery;
     case: "delivery";
+  } | {
+    /**
+     * @generated from field: longlink.v1.Reactions reactions = 7;
+     */
+    value: Reactions;
+    case: "reactions";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1812,7 +1901,38 @@ export type Event = Message$1<"longlink.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 43);
+  messageDesc(file_longlink_v1_longlink, 45);
+
+/**
+ * A message's reactions changed: here they are now (replace what you show).
+ *
+ * @generated from message longlink.v1.Reactions
+ */
+export type Reactions = Message$1<"longlink.v1.Reactions"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * emojis in the order they were first used; none left: empty
+   *
+   * @generated from field: repeated longlink.v1.Reaction reactions = 3;
+   */
+  reactions: Reaction[];
+};
+
+/**
+ * Describes the message longlink.v1.Reactions.
+ * Use `create(ReactionsSchema)` to create a new message.
+ */
+export const ReactionsSchema: GenMessage<Reactions> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 46);
 
 /**
  * Pushes to this connection may have been lost (its gateway was cut off from
@@ -1829,7 +1949,7 @@ export type Resync = Message$1<"longlink.v1.Resync"> & {
  * Use `create(ResyncSchema)` to create a new message.
  */
 export const ResyncSchema: GenMessage<Resync> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 44);
+  messageDesc(file_longlink_v1_longlink, 47);
 
 /**
  * @generated from message longlink.v1.Receipt
@@ -1860,7 +1980,7 @@ export type Receipt = Message$1<"longlink.v1.Receipt"> & {
  * Use `create(ReceiptSchema)` to create a new message.
  */
 export const ReceiptSchema: GenMessage<Receipt> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 45);
+  messageDesc(file_longlink_v1_longlink, 48);
 
 /**
  * Direct conversations: a device of the other side has received the
@@ -1895,7 +2015,7 @@ export type Delivery = Message$1<"longlink.v1.Delivery"> & {
  * Use `create(DeliverySchema)` to create a new message.
  */
 export const DeliverySchema: GenMessage<Delivery> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 46);
+  messageDesc(file_longlink_v1_longlink, 49);
 
 /**
  * @generated from message longlink.v1.TypingEvent
@@ -1917,7 +2037,7 @@ export type TypingEvent = Message$1<"longlink.v1.TypingEvent"> & {
  * Use `create(TypingEventSchema)` to create a new message.
  */
 export const TypingEventSchema: GenMessage<TypingEvent> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 47);
+  messageDesc(file_longlink_v1_longlink, 50);
 
 /**
  * A system announcement to every online connection (POST /api/v1/broadcast).
@@ -1946,7 +2066,7 @@ export type Broadcast = Message$1<"longlink.v1.Broadcast"> & {
  * Use `create(BroadcastSchema)` to create a new message.
  */
 export const BroadcastSchema: GenMessage<Broadcast> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 48);
+  messageDesc(file_longlink_v1_longlink, 51);
 
 /**
  * The server closes the connection right after a Kick.
@@ -1977,7 +2097,7 @@ export type Kick = Message$1<"longlink.v1.Kick"> & {
  * Use `create(KickSchema)` to create a new message.
  */
 export const KickSchema: GenMessage<Kick> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 49);
+  messageDesc(file_longlink_v1_longlink, 52);
 
 /**
  * @generated from message longlink.v1.Error
@@ -2013,7 +2133,7 @@ export type Error = Message$1<"longlink.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 50);
+  messageDesc(file_longlink_v1_longlink, 53);
 
 /**
  * @generated from enum longlink.v1.TimelineEventType
@@ -2406,6 +2526,13 @@ export enum ErrorCode {
    * @generated from enum value: TOO_MANY_BLOCKS = 612;
    */
   TOO_MANY_BLOCKS = 612,
+
+  /**
+   * a message has the most different emojis allowed (50), or you have put the most on it (20)
+   *
+   * @generated from enum value: TOO_MANY_REACTIONS = 613;
+   */
+  TOO_MANY_REACTIONS = 613,
 
   /**
    * server (5xx)
