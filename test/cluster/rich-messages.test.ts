@@ -53,7 +53,8 @@ describe('rich messages on a cluster', () => {
     await bob.client.deleteMessage(AB, reply.seq);
     const after = await alice.client.send({ to: 'bob', text: 'after the edit' });
     await until(() => bob.in(AB).some((m) => m.seq === after.seq), 20_000, () => 'bob gets the message after the edit');
-    assert.deepEqual(bob.in(AB).map((m) => m.event?.type ?? m.text), ['[order]', 'edited', 'after the edit'], 'in order, the deleted reply was bob\'s own');
+    // In order: bob's own reply reached him only as its ack; its delete event reaches every device, his too.
+    assert.deepEqual(bob.in(AB).map((m) => m.event?.type ?? m.text), ['[order]', 'edited', 'deleted', 'after the edit']);
 
     const later = await connect('bob', 'gw-1', 'tcp', 'd2');
     await until(() => later.in(AB).some((m) => m.seq === after.seq), 20_000, () => 'a later device of bob syncs');
@@ -61,6 +62,14 @@ describe('rich messages on a cluster', () => {
     assert.equal(byseq.get(order.seq)!.text, '[order, updated]');
     assert.deepEqual(payloadJson(byseq.get(order.seq)!), { id: 43 });
     assert.equal(byseq.get(reply.seq)!.deletedBy, 'bob');
+
+    // A reaction through gw-2 reaches alice on gw-1 as the message's reactions; a later read carries them.
+    const reactions: { seq: number; counts: number[] }[] = [];
+    alice.client.on('reactions', (r) => reactions.push({ seq: r.seq, counts: r.reactions.map((x) => x.count) }));
+    await bob.client.react(AB, order.seq, '👍');
+    await until(() => reactions.some((r) => r.seq === order.seq && r.counts[0] === 1), 20_000, () => `alice gets the reaction: ${JSON.stringify(reactions)}`);
+    const h = await alice.client.history(AB);
+    assert.deepEqual(h.messages.find((m) => m.seq === order.seq)!.reactions, [{ emoji: '👍', count: 1, users: ['bob'] }]);
 
     // A block made through one gateway refuses the next send through the other at once.
     await bob.client.block('alice');

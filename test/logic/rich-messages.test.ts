@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   createClient, errorName, payloadJson, ErrorCode, LonglinkError,
-  type ChatMessage, type EditInfo, type LonglinkClient, type PresenceInfo, type RecallInfo, type TypingInfo,
+  type ChatMessage, type EditInfo, type LonglinkClient, type PresenceInfo, type ReactionsInfo, type RecallInfo, type TypingInfo,
 } from '../../src/client/index.js';
 import type { TestServer } from '../helpers/server.js';
 import { putRules } from '../risk/support.js';
@@ -25,11 +25,13 @@ interface Handle {
   deletes: RecallInfo[];
   typing: TypingInfo[];
   presence: PresenceInfo[];
+  reactions: ReactionsInfo[];
 }
 
 async function connect(s: TestServer, t: Transport, user: string, device = 'd1'): Promise<Handle> {
   const client = createClient({ url: urlOf(s, t), token: await s.token(user, device), reconnect: false });
-  const h: Handle = { client, user, messages: [], edits: [], deletes: [], typing: [], presence: [] };
+  const h: Handle = { client, user, messages: [], edits: [], deletes: [], typing: [], presence: [], reactions: [] };
+  client.on('reactions', (r) => h.reactions.push(r));
   let synced = false;
   client.on('message', (m) => h.messages.push(m));
   client.on('edit', (e) => h.edits.push(e));
@@ -246,6 +248,47 @@ for (const t of TRANSPORTS) {
       });
     });
 
+    test('reactions: pushed to the members as the message\'s reactions now, gathered; read back with history and sync; taken back; bounded', T, async () => {
+      await withClients(async (connectAs) => {
+        const alice = await connectAs(t, 'alice');
+        const bob = await connectAs(other, 'bob');
+        const carol = await connectAs(t, 'carol');
+        const g = await alice.client.createGroup('team', ['bob', 'carol']);
+        const m = await alice.client.send({ groupId: g.groupId, text: 'lunch?' });
+        await bob.client.react(g.conversationId, m.seq, '👍');
+        await until(() => alice.reactions.length > 0 && carol.reactions.length > 0, 10_000, () => 'the reaction reaches alice and carol');
+        assert.deepEqual(alice.reactions.at(-1), { conversationId: g.conversationId, seq: m.seq, reactions: [{ emoji: '👍', count: 1, users: ['bob'] }] });
+        // Many changes at once reach a member as a few events holding the end result.
+        const before = carol.reactions.length;
+        await Promise.all([
+          carol.client.react(g.conversationId, m.seq, '👍'), alice.client.react(g.conversationId, m.seq, '👍'),
+          bob.client.react(g.conversationId, m.seq, '🍕'), alice.client.react(g.conversationId, m.seq, '🍕'), carol.client.react(g.conversationId, m.seq, '🌮'),
+        ]);
+        await until(() => carol.reactions.at(-1)?.reactions.length === 3, 10_000, () => `carol sees 3 emojis: ${JSON.stringify(carol.reactions.at(-1))}`);
+        assert.ok(carol.reactions.length - before <= 3, `5 reactions at once: ${carol.reactions.length - before} events`);
+        // Sent at once, they may be applied in any order: emojis come in the order first used, so compare by emoji.
+        const counts = (r: ReactionsInfo | undefined) => Object.fromEntries((r?.reactions ?? []).map((x) => [x.emoji, x.count]));
+        assert.deepEqual(counts(carol.reactions.at(-1)), { '👍': 3, '🍕': 2, '🌮': 1 });
+        const thumbs = carol.reactions.at(-1)!.reactions.find((x) => x.emoji === '👍')!;
+        assert.equal(thumbs.users[0], 'bob', 'earliest first');
+        assert.deepEqual(new Set(thumbs.users), new Set(['alice', 'bob', 'carol']));
+        await bob.client.unreact(g.conversationId, m.seq, '🍕');
+        await until(() => counts(alice.reactions.at(-1))['🍕'] === 1, 10_000, () => 'the taken-back reaction');
+        const h = await carol.client.history(g.conversationId);
+        assert.deepEqual(counts({ conversationId: '', seq: 0, reactions: h.messages.find((x) => x.seq === m.seq)!.reactions! }), { '👍': 3, '🍕': 1, '🌮': 1 });
+        const later = await connectAs(other, 'carol', 'd2');
+        await until(() => later.messages.some((x) => x.seq === m.seq), 10_000, () => 'a later device syncs the message');
+        assert.deepEqual(counts({ conversationId: '', seq: 0, reactions: later.messages.find((x) => x.seq === m.seq)!.reactions! }), { '👍': 3, '🍕': 1, '🌮': 1 },
+          'a synced message carries its reactions');
+        await rejected(bob.client.react(g.conversationId, m.seq, 'two words'), ErrorCode.BAD_REQUEST, 'an emoji with a space');
+        await rejected(bob.client.react(g.conversationId, 999, '👍'), ErrorCode.NOT_FOUND, 'no such message');
+        const dave = await connectAs(t, 'dave');
+        await rejected(dave.client.react(g.conversationId, m.seq, '👍'), ErrorCode.FORBIDDEN, 'not a member');
+        for (let i = 0; i < 19; i++) await bob.client.react(g.conversationId, m.seq, `e${i}`); // with his 👍: 20
+        await rejected(bob.client.react(g.conversationId, m.seq, 'e19'), ErrorCode.TOO_MANY_REACTIONS, 'a 21st emoji of bob on one message');
+      });
+    });
+
     test('refusals: an oversized payload, too many mentions, a payload without type, a bad type, a reply to nothing, an empty message', T, async () => {
       await withClients(async (connectAs) => {
         const alice = await connectAs(t, 'alice');
@@ -278,5 +321,25 @@ test('a client that knows only text keeps working: it sends text and reads a cus
       old.close();
       await alice.close();
     }
+  });
+});
+
+test('reactions in a large group (past 200 members) go once per gateway and reach each online member as few events', T, async () => {
+  await withClients(async (connectAs) => {
+    const owner = await connectAs('tcp', 'owner');
+    const members = Array.from({ length: 240 }, (_, i) => `m${i}`);
+    const g = await owner.client.createGroup('big', members);
+    const watchers = [await connectAs('ws', 'm0'), await connectAs('tcp', 'm1')];
+    const m = await owner.client.send({ groupId: g.groupId, text: 'vote' });
+    await until(() => watchers.every((w) => w.messages.some((x) => x.seq === m.seq)), 10_000, () => 'the members get the message');
+    // 40 members react (each on its own connection, one after another, fast).
+    for (const user of members.slice(2, 42)) {
+      const c = await connectAs('tcp', user);
+      await c.client.react(g.conversationId, m.seq, '✅');
+      await c.client.close();
+    }
+    await until(() => watchers.every((w) => w.reactions.at(-1)?.reactions[0]?.count === 40), 15_000, () => `the members see 40: ${JSON.stringify(watchers.map((w) => w.reactions.at(-1)))}`);
+    for (const w of watchers) assert.ok(w.reactions.length < 40, `${w.user}: ${w.reactions.length} events for 40 reactions`);
+    assert.equal(watchers[0]!.reactions.at(-1)!.reactions[0]!.users.length, 20, 'the first 20 named, the count says the rest');
   });
 });
