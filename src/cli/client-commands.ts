@@ -241,6 +241,25 @@ export async function runReact(flags: Record<string, string | undefined>): Promi
   });
 }
 
+/** `profile`: set yours (--name, --avatar) or read others' (--of V,W); one line per profile. */
+export async function runProfile(flags: Record<string, string | undefined>): Promise<number> {
+  const of = flags.of?.split(',').map((u) => u.trim()).filter(Boolean);
+  if (of !== undefined && (flags.name !== undefined || flags.avatar !== undefined)) throw new UsageError('give --of, or --name/--avatar, not both');
+  if (of === undefined && flags.name === undefined && flags.avatar === undefined) throw new UsageError('give --name and/or --avatar to set yours, or --of V,W to read');
+  const client = await connect(clientFlags(flags, `cli-${randomBytes(3).toString('hex')}`), false);
+  try {
+    const profiles = of !== undefined ? await client.profiles(of) : [await client.setProfile({ name: flags.name ?? '', avatarUrl: flags.avatar ?? '' })];
+    for (const p of profiles) line({ type: 'profile', user: p.userId, name: p.name, avatar_url: p.avatarUrl, updated: p.updatedAtMs > 0 ? new Date(p.updatedAtMs).toISOString() : null });
+    return 0;
+  } catch (err) {
+    if (!(err instanceof LonglinkError)) throw err;
+    console.error(JSON.stringify({ type: 'error', code: errorName(err.code), message: err.message }));
+    return 1;
+  } finally {
+    await client.close();
+  }
+}
+
 /** `block`: block --peer (unblock with --off); prints whom the user blocks after it. */
 export async function runBlock(flags: Record<string, string | undefined>): Promise<number> {
   const peer = flags.peer;

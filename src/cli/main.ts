@@ -157,6 +157,13 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     notes: CLIENT_NOTES,
     run: async ({ flags }) => (await import('./client-commands.js')).runReact(flags),
   },
+  profile: {
+    synopsis: ['profile --user U [--name N] [--avatar URL]   (set yours: both replace what was there)', 'profile --user U --of V,W   (read theirs)'],
+    summary: 'set your display name and avatar, or read others\' profiles (one JSON line each)',
+    flags: { ...CLIENT_FLAGS, name: 'text', avatar: 'text', of: 'text' },
+    notes: CLIENT_NOTES,
+    run: async ({ flags }) => (await import('./client-commands.js')).runProfile(flags),
+  },
   block: {
     synopsis: ['block --user U --peer P', 'block --user U --peer P --off   (unblock)', 'block --user U   (list)'],
     summary: 'block a user (its 1:1 messages to you are refused BLOCKED, your presence looks offline to it), unblock it, or list whom you block',

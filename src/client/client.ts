@@ -30,8 +30,8 @@ import { Requests, newRequestId } from './requests.js';
 import { memoryStore } from './store.js';
 import { Sync } from './sync.js';
 import {
-  conversationFromWire, groupFromWire, presenceFromWire, roleToWire,
-  type ConversationInfo, type GroupInfo, type PresenceInfo,
+  conversationFromWire, groupFromWire, presenceFromWire, profileFromWire, roleToWire,
+  type ConversationInfo, type GroupInfo, type PresenceInfo, type ProfileInfo,
 } from './types.js';
 
 export type {
@@ -225,6 +225,17 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   /** Unblock a user; returns whom you still block. */
   async unblock(userId: string): Promise<string[]> {
     return (await this.requests.call({ case: 'block', value: { userId, blocked: false } }, 'blockResult', newRequestId())).blocked;
+  }
+
+  /** Set your display name and avatar URL (both replace what was there; empty clears). */
+  async setProfile(profile: { name?: string; avatarUrl?: string }): Promise<ProfileInfo> {
+    const r = await this.requests.call({ case: 'setProfile', value: { name: profile.name ?? '', avatarUrl: profile.avatarUrl ?? '' } }, 'profileResult', newRequestId());
+    return profileFromWire(r.profiles[0]!);
+  }
+
+  /** Profiles of up to 100 users, in the order asked (a user who never set one: empty name and avatar). */
+  async profiles(userIds: string[]): Promise<ProfileInfo[]> {
+    return (await this.requests.call({ case: 'profileQuery', value: { userIds } }, 'profileResult')).profiles.map(profileFromWire);
   }
 
   /** The users you block, sorted. */

@@ -2,7 +2,7 @@
 // for browsers); each adds its connector, its store and createClient.
 export * from './client.js';
 export type {
-  ConversationInfo, DeliveryInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo, TypingInfo, RecallInfo, EditInfo, ReactionsInfo, GroupChange,
+  ConversationInfo, DeliveryInfo, GroupInfo, PresenceInfo, ReceiptInfo, BroadcastInfo, TypingInfo, RecallInfo, EditInfo, ReactionsInfo, ProfileInfo, GroupChange,
 } from './types.js';
 export {
   memoryStore, parseSnapshot, emptySnapshot, DebouncedWriter, type ClientStore, type ClientSnapshot, type StoredSend,

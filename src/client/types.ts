@@ -1,7 +1,7 @@
 // Plain data types of the SDK (wire types converted: numbers, not bigint).
 import {
   roleFromWire, roleToWire, messageFromWire,
-  type ConversationSummary, type Group, type Presence, type ChatMessage, type ContentData, type GroupRoleName, type ReactionData, type TimelineEventData,
+  type ConversationSummary, type Group, type Presence, type Profile, type ChatMessage, type ContentData, type GroupRoleName, type ReactionData, type TimelineEventData,
 } from '../protocol/index.js';
 
 export interface ConversationInfo {
@@ -67,6 +67,18 @@ export interface RecallInfo {
   seq: number;
   /** Who recalled it (the sender, or a group's owner or admin). */
   by: string;
+}
+
+/** A user as others see it (`name` empty: none set, show the user id). */
+export interface ProfileInfo {
+  userId: string;
+  name: string;
+  avatarUrl: string;
+  updatedAtMs: number;
+}
+
+export function profileFromWire(p: Profile): ProfileInfo {
+  return { userId: p.userId, name: p.name, avatarUrl: p.avatarUrl, updatedAtMs: Number(p.updatedAtMs) };
 }
 
 /** A message's reactions changed: these are all of them now (replace what you show). */

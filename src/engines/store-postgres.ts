@@ -85,7 +85,7 @@ import {
 import {
   CHANGE_ALWAYS, CHANGE_FANOUT_MAX, PAST_WINDOWS_MAX, UNREAD_COUNT_MAX, FencedError, SendersRefusedError, StoreDataError, StoreUnavailableError, currentWriteFence, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type ConversationChange, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
-  type MarkChanges, type MessageDraft, type ReactionLimits, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type ShardClaim, type Store, type WriteFence,
+  type MarkChanges, type MessageDraft, type ProfileRecord, type ReactionLimits, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type ShardClaim, type Store, type WriteFence,
   type SyncConversation, type SyncPosition, type SyncReadOptions, type SyncScan, type MemberWindow,
 } from './store.js';
 
@@ -378,6 +378,12 @@ const MIGRATIONS: string[] = [
      n INTEGER NOT NULL,
      first_at_ms BIGINT NOT NULL,
      PRIMARY KEY (conversation_id, seq, emoji)
+   );
+   CREATE TABLE profiles (
+     user_id TEXT COLLATE "C" PRIMARY KEY,
+     name TEXT NOT NULL,
+     avatar_url TEXT NOT NULL,
+     updated_at_ms BIGINT NOT NULL
    );`,
 ];
 
@@ -635,6 +641,9 @@ const SQL = {
     WHERE EXISTS (SELECT 1 FROM blocks WHERE user_id = $1 AND blocked_id = $2) OR (SELECT count(*) FROM blocks WHERE user_id = $1) < $4
     ON CONFLICT DO NOTHING`,
   isBlocked: `SELECT 1 FROM blocks WHERE user_id = $1 AND blocked_id = $2`,
+  profiles: `SELECT user_id, name, avatar_url, updated_at_ms FROM profiles WHERE user_id = ANY($1::text[])`,
+  putProfile: `INSERT INTO profiles (user_id, name, avatar_url, updated_at_ms) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (user_id) DO UPDATE SET name = excluded.name, avatar_url = excluded.avatar_url, updated_at_ms = excluded.updated_at_ms`,
   // A message's counts are locked first: the reactions to one message are written one at a time.
   lockReactionCounts: `SELECT emoji FROM reaction_counts WHERE conversation_id = $1 AND seq = $2 ORDER BY emoji FOR UPDATE`,
   hasReaction: `SELECT 1 FROM reactions WHERE conversation_id = $1 AND seq = $2 AND emoji = $3 AND user_id = $4`,
@@ -1345,6 +1354,18 @@ export class PostgresStore implements Store {
       else overview.groupName = r.group_name ?? '';
       return overview;
     });
+  }
+
+  async profiles(userIds: readonly string[]): Promise<Map<string, ProfileRecord>> {
+    const out = new Map<string, ProfileRecord>();
+    if (userIds.length === 0) return out;
+    const rows = await run<{ user_id: string; name: string; avatar_url: string; updated_at_ms: string }>(this.pool, 'profiles', [[...new Set(userIds)]]);
+    for (const r of rows) out.set(r.user_id, { name: r.name, avatarUrl: r.avatar_url, updatedAtMs: Number(r.updated_at_ms) });
+    return out;
+  }
+
+  async putProfile(userId: string, profile: ProfileRecord): Promise<void> {
+    await run(this.pool, 'putProfile', [userId, profile.name, profile.avatarUrl, profile.updatedAtMs]);
   }
 
   async react(conversationId: string, seq: number, userId: string, emoji: string, add: boolean, atMs: number, limits: ReactionLimits): Promise<'changed' | 'unchanged' | 'too-many'> {

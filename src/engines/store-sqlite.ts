@@ -18,7 +18,7 @@ import {
 import {
   CHANGE_ALWAYS, CHANGE_FANOUT_MAX, FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type MarkChanges, type ConversationChange, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
-  type MessageDraft, type ReactionLimits, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store, type SyncConversation, type SyncPosition, type SyncReadOptions, type SyncScan, type MemberWindow,
+  type MessageDraft, type ProfileRecord, type ReactionLimits, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store, type SyncConversation, type SyncPosition, type SyncReadOptions, type SyncScan, type MemberWindow,
 } from './store.js';
 import { log } from '../observability/log.js';
 
@@ -244,6 +244,12 @@ const MIGRATIONS: string[] = [
      n INTEGER NOT NULL,
      first_at_ms INTEGER NOT NULL,
      PRIMARY KEY (conversation_id, seq, emoji)
+   ) WITHOUT ROWID;
+   CREATE TABLE profiles (
+     user_id TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     avatar_url TEXT NOT NULL,
+     updated_at_ms INTEGER NOT NULL
    ) WITHOUT ROWID;`,
 ];
 
@@ -613,6 +619,13 @@ export class SqliteStore implements Store {
       ),
       unblock: db.prepare<[string, string]>(`DELETE FROM blocks WHERE user_id = ? AND blocked_id = ?`),
       blocks: db.prepare<[string, string], { one: number }>(`SELECT 1 AS one FROM blocks WHERE user_id = ? AND blocked_id = ?`),
+      profile: db.prepare<[string], { name: string; avatar_url: string; updated_at_ms: number }>(
+        `SELECT name, avatar_url, updated_at_ms FROM profiles WHERE user_id = ?`,
+      ),
+      putProfile: db.prepare<[string, string, string, number]>(
+        `INSERT INTO profiles (user_id, name, avatar_url, updated_at_ms) VALUES (?, ?, ?, ?)
+         ON CONFLICT (user_id) DO UPDATE SET name = excluded.name, avatar_url = excluded.avatar_url, updated_at_ms = excluded.updated_at_ms`,
+      ),
       hasReaction: db.prepare<[string, number, string, string], { one: number }>(
         `SELECT 1 AS one FROM reactions WHERE conversation_id = ? AND seq = ? AND emoji = ? AND user_id = ?`,
       ),
@@ -1062,6 +1075,20 @@ export class SqliteStore implements Store {
     else s.clearMentionsFrom.run(conversationId, from);
     s.clearReactions.run(conversationId, from, to);
     s.clearReactionCounts.run(conversationId, from, to);
+  }
+
+  async profiles(userIds: readonly string[]): Promise<Map<string, ProfileRecord>> {
+    const out = new Map<string, ProfileRecord>();
+    for (const id of new Set(userIds)) {
+      const r = this.stmts.profile.get(id);
+      if (r) out.set(id, { name: r.name, avatarUrl: r.avatar_url, updatedAtMs: r.updated_at_ms });
+    }
+    return this.durable(out);
+  }
+
+  async putProfile(userId: string, profile: ProfileRecord): Promise<void> {
+    this.stmts.putProfile.run(userId, profile.name, profile.avatarUrl, profile.updatedAtMs);
+    await this.flusher?.flush();
   }
 
   async react(conversationId: string, seq: number, userId: string, emoji: string, add: boolean, atMs: number, limits: ReactionLimits): Promise<'changed' | 'unchanged' | 'too-many'> {

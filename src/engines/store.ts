@@ -633,7 +633,23 @@ export interface ReactionStore {
   reactions(conversationId: string, seqs: readonly number[], usersPerEmoji: number): Promise<Map<number, ReactionData[]>>;
 }
 
-export interface Store extends MessageStore, ConversationStore, CursorStore, SyncStore, RiskStore, ReplicaStore, DatacenterStore, BlockStore, ReactionStore {
+// ---- Profiles ------------------------------------------------------------------
+
+/** A user's display name and avatar. */
+export interface ProfileRecord {
+  name: string;
+  avatarUrl: string;
+  updatedAtMs: number;
+}
+
+export interface ProfileStore {
+  /** The profiles of these users (those never set are absent). */
+  profiles(userIds: readonly string[]): Promise<Map<string, ProfileRecord>>;
+  /** Replace a user's profile. */
+  putProfile(userId: string, profile: ProfileRecord): Promise<void>;
+}
+
+export interface Store extends MessageStore, ConversationStore, CursorStore, SyncStore, RiskStore, ReplicaStore, DatacenterStore, BlockStore, ReactionStore, ProfileStore {
   close(): Promise<void>;
 }
 

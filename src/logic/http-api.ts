@@ -4,7 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { z } from 'zod';
-import { ErrorCode, ID_PATTERN, LonglinkError, SYSTEM_USER, groupConversationId } from '../protocol/index.js';
+import { ErrorCode, ID_PATTERN, LonglinkError, SYSTEM_USER, groupConversationId, isValidId } from '../protocol/index.js';
 import { HttpError, httpError, wireError } from '../protocol/http-errors.js';
 import type { TokenService } from '../auth/tokens.js';
 import { byRoleThenId, type NodeInfo, type Registry } from '../engines/registry.js';
@@ -79,6 +79,24 @@ const RevokeBody = z.object({
   user_id: userId,
   device_id: userId.optional(),
 }).strict();
+
+const ProfileBody = z.object({
+  name: z.string().max(256).optional(),
+  avatar_url: z.string().max(2048).optional(),
+}).strict();
+
+/** `/api/v1/users/{id}/profile`: the user id, or undefined for another path. */
+function profilePath(path: string): string | undefined {
+  const m = /^\/api\/v1\/users\/([^/]+)\/profile$/.exec(path);
+  if (!m) return undefined;
+  let id: string;
+  try {
+    id = decodeURIComponent(m[1]!);
+  } catch {
+    return '';
+  }
+  return id;
+}
 
 const DevTokenBody = z.object({
   user_id: userId.refine((u) => u !== SYSTEM_USER, 'is reserved'),
@@ -157,6 +175,9 @@ export class HttpApi {
     if (path === '/api/v1/risk/rules' && method === 'PUT') return this.putRiskRules(req, res);
     if (path === '/api/v1/risk/audit' && method === 'GET') return this.riskAudit(req, res);
     if (path === '/api/v1/risk/webhook-secret' && method === 'GET') return this.webhookSecret(req, res);
+    const profileOf = profilePath(path);
+    if (profileOf !== undefined && (method === 'GET' || method === 'PUT')) return this.profile(req, res, profileOf, method === 'PUT');
+    if (profileOf !== undefined) throw new HttpError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     if (path === '/healthz' || path.startsWith('/api/')) {
       const known = [
         '/healthz', '/api/v1/gateways', '/api/v1/nodes', '/api/v1/tokens', '/api/v1/messages', '/api/v1/broadcast', '/api/v1/dev/token', '/api/v1/revoke',
@@ -193,6 +214,25 @@ export class HttpApi {
     const body = parse(RevokeBody, await readJson(req, this.options.maxBodyBytes ?? DEFAULTS.maxBodyBytes));
     const result = await revokeTokens(this.deps, body.user_id, body.device_id);
     send(res, 200, { user_id: body.user_id, device_id: body.device_id ?? null, revoked_before_ms: result.revokedBeforeMs });
+  }
+
+  /**
+   * A user's profile as the business sets it (PUT: name and avatar_url, both
+   * replacing what was there) or reads it (GET): done as that user, through
+   * logic, as the user's own SetProfile would be.
+   */
+  private async profile(req: IncomingMessage, res: ServerResponse, userId: string, put: boolean): Promise<void> {
+    this.requireAdmin(req);
+    if (!isValidId(userId)) throw new HttpError('BAD_REQUEST', 'not a valid user id');
+    const body = put ? parse(ProfileBody, await readJson(req, this.options.maxBodyBytes ?? DEFAULTS.maxBodyBytes)) : undefined;
+    const reply = await this.deps.requests.request({
+      userId, deviceId: '', trusted: true,
+      body: body ? { case: 'setProfile', value: { name: body.name ?? '', avatarUrl: body.avatar_url ?? '' } } : { case: 'profileQuery', value: { userIds: [userId] } },
+    });
+    if (reply.body.case === 'error') throw new LonglinkError(reply.body.value.code, reply.body.value.message);
+    if (reply.body.case !== 'profileResult') throw new LonglinkError(ErrorCode.INTERNAL, `unexpected reply ${reply.body.case ?? 'empty'}`);
+    const p = reply.body.value.profiles[0]!;
+    send(res, 200, { user_id: p.userId, name: p.name, avatar_url: p.avatarUrl, updated_at_ms: Number(p.updatedAtMs) });
   }
 
   /**

@@ -29,6 +29,7 @@ import { Conversations } from './conversations.js';
 import { RecallService } from './recall.js';
 import { BlockService } from './blocks.js';
 import { ReactionService } from './reactions.js';
+import { ProfileService, profileToWire } from './profiles.js';
 import { PresenceService } from './presence.js';
 import { Reads } from './reads.js';
 import { ReadQueue } from './read-queue.js';
@@ -110,6 +111,7 @@ export class Logic {
   private readonly recalls: RecallService;
   readonly blocks: BlockService;
   readonly reactions: ReactionService;
+  private readonly profiles: ProfileService;
   private readonly reads: Reads;
   /** Reads wait here, fairly between users, outside the batches. */
   readonly readQueue: ReadQueue;
@@ -144,6 +146,7 @@ export class Logic {
       recallWindowMs: options.recallWindowMs, maxTextBytes: options.maxTextBytes, maxPayloadBytes: options.maxPayloadBytes,
     }, withPipeline);
     this.reactions = new ReactionService(withPipeline);
+    this.profiles = new ProfileService(deps);
     this.presence = new PresenceService({
       maxWatched: tuning.maxWatched, typingIntervalMs: tuning.typingIntervalMs, typingMaxMembers: tuning.typingMaxMembers,
       visibility: options.presenceVisibility,
@@ -178,6 +181,10 @@ export class Logic {
         await this.recalls.edit(r.origin.userId, r.origin.deviceId, b.conversationId, seqOf(b.seq), b.text, content, r.requestId);
         return { case: 'done', value: {} };
       },
+      setProfile: async (r: Request, b: BodyOf<'setProfile'>): Promise<FrameBodyInit> =>
+        ({ case: 'profileResult', value: { profiles: [profileToWire(await this.profiles.set(r.origin.userId, b.name, b.avatarUrl))] } }),
+      profileQuery: async (_r: Request, b: BodyOf<'profileQuery'>): Promise<FrameBodyInit> =>
+        ({ case: 'profileResult', value: { profiles: (await this.profiles.query(b.userIds)).map(profileToWire) } }),
       react: async (r: Request, b: BodyOf<'react'>): Promise<FrameBodyInit> => {
         await this.reactions.react(r.origin.userId, b.conversationId, seqOf(b.seq), b.emoji, b.remove);
         return { case: 'done', value: {} };

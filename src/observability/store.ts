@@ -3,7 +3,7 @@
 // stored message (messageTrace fields), so no store implementation changes.
 import type { ConversationChange, ConversationHead, HomeRecord, MarkChanges, ReplicaEntry,
   AppendResult, ConversationCursor, ConversationOverview, ConversationState, DeliveredMark, GroupMeta, GroupRecord, Membership, MemberWindow, MessageDraft,
-  ReactionLimits, RiskAuditDraft, RiskAuditEntry, RiskRulesRecord, Store, SyncConversation, SyncPosition, SyncReadOptions, SyncScan,
+  ProfileRecord, ReactionLimits, RiskAuditDraft, RiskAuditEntry, RiskRulesRecord, Store, SyncConversation, SyncPosition, SyncReadOptions, SyncScan,
 } from '../engines/store.js';
 import type { ChatMessage, ReactionData } from '../protocol/index.js';
 import { log, messageTrace } from './log.js';
@@ -82,6 +82,14 @@ export class InstrumentedStore implements Store {
 
   reactions(conversationId: string, seqs: readonly number[], usersPerEmoji: number): Promise<Map<number, ReactionData[]>> {
     return this.timed('reactions', () => this.inner.reactions(conversationId, seqs, usersPerEmoji));
+  }
+
+  profiles(userIds: readonly string[]): Promise<Map<string, ProfileRecord>> {
+    return this.timed('profiles', () => this.inner.profiles(userIds));
+  }
+
+  putProfile(userId: string, profile: ProfileRecord): Promise<void> {
+    return this.timed('put_profile', () => this.inner.putProfile(userId, profile));
   }
 
   blocked(userId: string, limit: number): Promise<string[]> {

@@ -37,7 +37,7 @@ function row<C extends ClientCase>(op: Operation<BodyOf<C>>): Operation<BodyOf<C
   return op;
 }
 
-type ClientCase = 'send' | 'pushAck' | 'sync' | 'history' | 'markRead' | 'typing' | 'recall' | 'edit' | 'delete' | 'block' | 'react'
+type ClientCase = 'send' | 'pushAck' | 'sync' | 'history' | 'markRead' | 'typing' | 'recall' | 'edit' | 'delete' | 'block' | 'react' | 'setProfile' | 'profileQuery'
   | 'presenceQuery' | 'presenceSubscribe' | 'conversations' | 'group';
 
 const byUser = (_: unknown, asker: Asker) => userPartition(asker.userId);
@@ -81,6 +81,8 @@ export const OPERATIONS = {
   edit: row<'edit'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
   delete: row<'delete'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
   react: row<'react'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
+  setProfile: row<'setProfile'>({ partition: 'user', access: 'write', service: 'storage', key: byUser }),
+  profileQuery: row<'profileQuery'>({ partition: 'user', access: 'read', service: 'storage', key: byUser }),
   // In the 1:1 of the two users: ordered with that conversation's sends, answered by the node that checks them
   // (logic/blocks.ts). Listing only (no user) goes by the asker.
   block: row<'block'>({

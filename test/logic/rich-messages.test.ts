@@ -10,7 +10,7 @@ import {
   createClient, errorName, payloadJson, ErrorCode, LonglinkError,
   type ChatMessage, type EditInfo, type LonglinkClient, type PresenceInfo, type ReactionsInfo, type RecallInfo, type TypingInfo,
 } from '../../src/client/index.js';
-import type { TestServer } from '../helpers/server.js';
+import { ADMIN_KEY, type TestServer } from '../helpers/server.js';
 import { putRules } from '../risk/support.js';
 import { online, pushed, request, sleep, TRANSPORTS, until, urlOf, withServer, type Transport } from './support.js';
 
@@ -343,3 +343,34 @@ test('reactions in a large group (past 200 members) go once per gateway and reac
     assert.equal(watchers[0]!.reactions.at(-1)!.reactions[0]!.users.length, 20, 'the first 20 named, the count says the rest');
   });
 });
+
+for (const t of TRANSPORTS) {
+  test(`profiles (${t}): set by the user or by the business, read by anyone; bad names and URLs refused`, T, async () => {
+    await withClients(async (connectAs, s) => {
+      const alice = await connectAs(t, 'alice');
+      const bob = await connectAs(t === 'tcp' ? 'ws' : 'tcp', 'bob');
+      const mine = await alice.client.setProfile({ name: '  Alice Liddell ', avatarUrl: 'https://example.com/alice.png' });
+      assert.deepEqual([mine.userId, mine.name, mine.avatarUrl], ['alice', 'Alice Liddell', 'https://example.com/alice.png']);
+      const put = await fetch(`${s.httpUrl}/api/v1/users/bob/profile`, {
+        method: 'PUT', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'Bob (support)', avatar_url: 'https://cdn.example.com/b.jpg' }),
+      });
+      assert.equal(put.status, 200);
+      assert.equal(((await put.json()) as { name: string }).name, 'Bob (support)');
+      const seen = await bob.client.profiles(['alice', 'bob', 'nobody']);
+      assert.deepEqual(seen.map((p) => [p.userId, p.name, p.avatarUrl, p.updatedAtMs > 0]), [
+        ['alice', 'Alice Liddell', 'https://example.com/alice.png', true],
+        ['bob', 'Bob (support)', 'https://cdn.example.com/b.jpg', true],
+        ['nobody', '', '', false],
+      ]);
+      const got = await fetch(`${s.httpUrl}/api/v1/users/alice/profile`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+      assert.deepEqual(((await got.json()) as { name: string }).name, 'Alice Liddell');
+      assert.equal((await fetch(`${s.httpUrl}/api/v1/users/alice/profile`)).status, 401, 'the admin key is required');
+      await rejected(alice.client.setProfile({ name: 'x'.repeat(65) }), ErrorCode.BAD_REQUEST, 'a 65-character name');
+      await rejected(alice.client.setProfile({ name: 'bell\u0007' }), ErrorCode.BAD_REQUEST, 'a control character');
+      await rejected(alice.client.setProfile({ avatarUrl: 'javascript:alert(1)' }), ErrorCode.BAD_REQUEST, 'a URL that is not http(s)');
+      await rejected(alice.client.profiles(Array.from({ length: 101 }, (_, i) => `u${i}`)), ErrorCode.BAD_REQUEST, '101 users');
+      assert.equal((await bob.client.profiles(['alice']))[0]!.name, 'Alice Liddell', 'refused changes changed nothing');
+    });
+  });
+}
