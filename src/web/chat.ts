@@ -4,6 +4,7 @@ import {
   directConversationId, directMembers, LonglinkError, errorName, groupConversationId, groupIdOf, isGroupConversation,
   type LonglinkClient, type ChatMessage, type ClientState, type ConversationInfo, type DeliveryInfo, type PendingSend,
   type PresenceInfo, type ReceiptInfo, type SendOptions, type SendResult, type StoredSend, type TimelineEventData,
+  type ContentData, type QuoteData, type ReactionData, type ReactionsInfo,
 } from '../client/browser.js';
 import { byId, clockTime, h, randomId } from './dom.js';
 
@@ -51,6 +52,14 @@ interface Item {
   status: 'pending' | 'sent' | 'failed';
   error?: string;
   recalled?: boolean;
+  /** Deleted for everyone: a tombstone. */
+  deleted?: boolean;
+  /** Custom type and payload, mentions, reply, forward. */
+  content?: ContentData;
+  /** A reply's quote. */
+  reply?: QuoteData;
+  edited?: boolean;
+  reactions?: ReactionData[];
   event?: TimelineEventData;
   /** Order of pending items (no seq yet). */
   order: number;
@@ -99,6 +108,18 @@ function eventText(e: TimelineEventData): string {
     case 'edited': return `${e.actor} edited a message`;
     case 'deleted': return `${e.actor} deleted a message`;
   }
+}
+
+/** A custom payload shown in a bubble: its text (JSON or not) cut to 120 characters; bytes that are not text, their size. */
+function payloadPreview(payload: Uint8Array | undefined): string {
+  if (!payload || payload.length === 0) return '';
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(payload);
+  } catch {
+    return `(${payload.length} bytes)`;
+  }
+  return text.length > 120 ? `${text.slice(0, 119)}…` : text;
 }
 
 /** A stored send as `send()` options: its one target and its client_msg_id (so the server stores it once). */
@@ -165,6 +186,7 @@ export class Chat {
       c.on('receipt', (r) => this.onReceipt(r)),
       c.on('delivered', (d) => this.onDelivered(d)),
       c.on('recall', (r) => this.onRecall(r.conversationId, r.seq)),
+      c.on('reactions', (r) => this.onReactions(r)),
       c.on('typing', (t) => this.onTyping(t.conversationId, t.userId)),
       c.on('presence', (p) => this.onPresence(p)),
       c.on('synced', () => this.scheduleRefresh(0)),
@@ -308,6 +330,19 @@ export class Chat {
     }
   }
 
+  /** Add (or, if it is there, take back) this user's emoji on a message of the open conversation. */
+  async react(seq: number, emoji: string): Promise<void> {
+    const open = this.open;
+    if (!open) return;
+    const mine = open.items.get(seq)?.reactions?.find((r) => r.emoji === emoji)?.users.includes(this.me) === true;
+    try {
+      if (mine) await this.client.unreact(open.id, seq, emoji);
+      else await this.client.react(open.id, seq, emoji);
+    } catch (err) {
+      this.errorNotice('Could not react', err);
+    }
+  }
+
   /** Open (or start) the 1:1 conversation with a user. */
   async startDirect(userId: string): Promise<void> {
     if (userId === this.me) {
@@ -426,6 +461,13 @@ export class Chat {
       this.renderMessages('auto');
     }
     this.renderList();
+  }
+
+  private onReactions(r: ReactionsInfo): void {
+    const item = this.open?.id === r.conversationId ? this.open.items.get(r.seq) : undefined;
+    if (!item) return;
+    item.reactions = r.reactions;
+    this.renderMessages('auto');
   }
 
   private onTyping(conversationId: string, userId: string): void {
@@ -595,8 +637,10 @@ export class Chat {
   private preview(m: ChatMessage): string {
     if (m.event) return eventText(m.event);
     if (m.recalledBy !== undefined) return 'message recalled';
-    if (m.fromUser === this.me) return `You: ${m.text}`;
-    return isGroupConversation(m.conversationId) ? `${m.fromUser}: ${m.text}` : m.text;
+    if (m.deletedBy !== undefined) return 'message deleted';
+    const text = m.text !== '' ? m.text : m.content?.type !== undefined ? `[${m.content.type}]` : '';
+    if (m.fromUser === this.me) return `You: ${text}`;
+    return isGroupConversation(m.conversationId) ? `${m.fromUser}: ${text}` : text;
   }
 
   private conversationOf(s: StoredSend): string {
@@ -659,12 +703,23 @@ export class Chat {
   }
 
   private addItem(open: Open, m: ChatMessage): void {
-    if (m.event?.type === 'recalled') {
-      // The recall itself is a timeline entry: show its effect on the message, not a line.
-      const target = m.event.targetSeq !== undefined ? open.items.get(m.event.targetSeq) : undefined;
-      if (target) {
-        target.recalled = true;
+    const e = m.event;
+    if (e?.type === 'recalled' || e?.type === 'deleted' || e?.type === 'edited') {
+      // A recall, delete or edit is a timeline entry: show its effect on the message, not a line.
+      const target = e.targetSeq !== undefined ? open.items.get(e.targetSeq) : undefined;
+      if (!target) return;
+      if (e.type === 'edited') {
+        target.text = e.text ?? '';
+        target.edited = true;
+        const reply = target.content?.replyToSeq;
+        target.content = e.content;
+        if (reply !== undefined) target.content = { ...e.content, replyToSeq: reply };
+      } else {
         target.text = '';
+        delete target.content;
+        delete target.reply;
+        if (e.type === 'recalled') target.recalled = true;
+        else target.deleted = true;
       }
       return;
     }
@@ -677,8 +732,16 @@ export class Chat {
     item.seq = m.seq;
     item.status = 'sent';
     if (m.event) item.event = m.event;
+    if (m.content) item.content = m.content;
+    if (m.reply) item.reply = m.reply;
+    if (m.editedAtMs !== undefined) item.edited = true;
+    if (m.reactions) item.reactions = m.reactions;
     if (m.recalledBy !== undefined) {
       item.recalled = true;
+      item.text = '';
+    }
+    if (m.deletedBy !== undefined) {
+      item.deleted = true;
       item.text = '';
     }
     open.items.set(m.seq, item);
@@ -846,17 +909,31 @@ export class Chat {
   private messageItem(conv: Conv, item: Item): HTMLElement {
     if (item.event) return h('li', { class: 'msg system', 'data-seq': item.seq }, eventText(item.event));
     const own = item.from === this.me;
+    const gone = item.recalled === true || item.deleted === true;
+    const c = gone ? undefined : item.content;
+    const mentionsMe = c?.mentionAll === true || c?.mentions?.includes(this.me) === true;
     return h('li', {
-      class: `msg ${own ? 'own' : 'theirs'}${item.recalled ? ' recalled' : ''}`,
-      'data-seq': item.seq, 'data-from': item.from,
+      class: `msg ${own ? 'own' : 'theirs'}${gone ? ' recalled' : ''}${mentionsMe ? ' mentioned' : ''}`,
+      'data-seq': item.seq, 'data-from': item.from, 'data-type': c?.type,
     },
     h('div', { class: 'bubble' },
       conv.kind === 'group' && !own && h('span', { class: 'from' }, item.from),
-      h('span', { class: 'text' }, item.recalled ? 'message recalled' : item.text)),
+      c?.forward && h('span', { class: 'forwarded' }, `Forwarded from ${c.forward.fromUser}`),
+      !gone && item.reply && h('blockquote', { class: 'quote', 'data-reply-to': item.reply.seq },
+        item.reply.gone ? 'message no longer available' : `${item.reply.fromUser}: ${item.reply.text || (item.reply.type ? `[${item.reply.type}]` : '')}`),
+      c?.type !== undefined && h('span', { class: 'custom', 'data-content-type': c.type }, `[${c.type}] ${payloadPreview(c.payload)}`),
+      h('span', { class: 'text' }, item.recalled ? 'message recalled' : item.deleted ? 'message deleted' : item.text),
+      item.edited && !gone && h('span', { class: 'edited' }, ' (edited)')),
+    !gone && item.reactions && item.reactions.length > 0 && h('div', { class: 'reactions' },
+      ...item.reactions.map((r) => h('button', {
+        type: 'button', class: `reaction${r.users.includes(this.me) ? ' mine' : ''}`, 'data-react': item.seq, 'data-emoji': r.emoji,
+        title: r.users.join(', ') + (r.count > r.users.length ? ` and ${r.count - r.users.length} more` : ''),
+      }, `${r.emoji} ${r.count}`))),
     h('div', { class: 'meta' },
       h('time', { datetime: new Date(item.sentAtMs).toISOString() }, clockTime(item.sentAtMs)),
       own && this.mark(conv, item),
-      own && item.seq !== undefined && !item.recalled && h('button', { type: 'button', class: 'link recall', 'data-recall': item.seq }, 'Recall')));
+      item.seq !== undefined && !gone && h('button', { type: 'button', class: 'link react', 'data-react': item.seq, 'data-emoji': '👍', title: 'React 👍' }, '👍'),
+      own && item.seq !== undefined && !gone && h('button', { type: 'button', class: 'link recall', 'data-recall': item.seq }, 'Recall')));
   }
 
   /**

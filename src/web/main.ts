@@ -162,6 +162,8 @@ el.older.addEventListener('click', () => void session?.chat.loadOlder());
 el.messages.addEventListener('click', (e) => {
   const button = (e.target as Element).closest<HTMLElement>('[data-recall]');
   if (button?.dataset.recall) void session?.chat.recall(Number(button.dataset.recall));
+  const react = (e.target as Element).closest<HTMLElement>('[data-react]');
+  if (react?.dataset.react && react.dataset.emoji) void session?.chat.react(Number(react.dataset.react), react.dataset.emoji);
 });
 
 el.composer.addEventListener('submit', (e) => {
