@@ -5,7 +5,7 @@
 import * as readline from 'node:readline';
 import {
   createClient, directConversationId, directMembers, groupIdOf, isGroupConversation, isValidId, LonglinkError,
-  type ChatMessage, type ClientState, type ConversationInfo, type LonglinkClient, type SendResult, type TimelineEventData,
+  type ChatMessage, type ClientState, type ConversationInfo, type LonglinkClient, type ReactionData, type SendResult, type TimelineEventData,
 } from '../client/index.js';
 import { clientFlags, connectOptions, type ClientFlags } from './client-commands.js';
 
@@ -30,7 +30,7 @@ const SWITCH_SEND_WAIT_MS = 2000;
  */
 const MAX_RECONNECT_DELAY_MS = 3000;
 
-const COMMANDS = ['/list', '/open', '/to', '/more', '/group', '/recall', '/help', '/quit'];
+const COMMANDS = ['/list', '/open', '/to', '/more', '/group', '/recall', '/reply', '/edit', '/delete', '/react', '/block', '/unblock', '/name', '/help', '/quit'];
 const HELP = `commands:
   /list                     conversations, with unread counts
   /open N | USER | g:GROUP  open a conversation (N from /list): recent history, marked read
@@ -39,6 +39,12 @@ const HELP = `commands:
   /group create NAME u1,u2  create a group and open it
   /group info | add u1,u2 | remove u1,u2 | leave      (the open group)
   /recall SEQ               recall message #SEQ of the open conversation
+  /reply SEQ TEXT           reply to #SEQ (it is quoted)
+  /edit SEQ TEXT            edit your message #SEQ
+  /delete SEQ               delete #SEQ for everyone (a tombstone)
+  /react SEQ EMOJI          react to #SEQ (again: take it back)
+  /block USER | /unblock USER
+  /name NAME                your display name, shown to others
   /quit                     exit (also Ctrl-D, or the end of piped input)
 anything else is sent to the open conversation (start it with // to send a leading /).`;
 
@@ -85,6 +91,10 @@ class Chat {
   private listed: string[] = [];
   private listTaken = false;
   private readonly groupNames = new Map<string, string>();
+  /** Display names read (empty: none set). */
+  private readonly names = new Map<string, string>();
+  /** The latest reactions seen per message (`conversation#seq`), for /react to take one back. */
+  private readonly reactionsOf = new Map<string, ReactionData[]>();
   private readonly sending = new Set<Promise<void>>();
   private readonly notices = new Map<string, { last: ChatMessage; count: number }>();
   private noticeTimer: ReturnType<typeof setTimeout> | undefined;
@@ -121,6 +131,10 @@ class Chat {
     const c = this.client;
     c.on('message', (m) => this.onMessage(m));
     c.on('typing', (t) => this.onTyping(t.conversationId, t.userId));
+    c.on('reactions', (r) => {
+      this.reactionsOf.set(`${r.conversationId}#${r.seq}`, r.reactions);
+      if (this.open?.id === r.conversationId) this.say(`* #${r.seq} reactions: ${r.reactions.length > 0 ? reactionsText(r.reactions) : 'none'}`);
+    });
     c.on('receipt', (r) => this.onReceipt(r.conversationId, r.userId, r.seq));
     c.on('presence', (p) => this.onPresence(p.userId, p.online));
     c.on('state', (state) => this.onState(state));
@@ -316,6 +330,44 @@ class Chat {
         await this.client.recall(o.id, seq); // the "recalled" event prints when it comes back
         return;
       }
+      case 'reply':
+      case 'edit': {
+        const o = this.needOpen();
+        const seq = Number(args[0]);
+        const text = args.slice(1).join(' ');
+        if (!Number.isInteger(seq) || seq < 1 || text === '') throw new InputError(`usage: /${name} SEQ TEXT`);
+        if (name === 'edit') await this.client.edit(o.id, seq, { text }); // the "edited" event prints when it comes back
+        else this.sendText(text, seq);
+        return;
+      }
+      case 'delete': {
+        const o = this.needOpen();
+        const seq = Number(args[0]);
+        if (!Number.isInteger(seq) || seq < 1) throw new InputError('usage: /delete SEQ');
+        await this.client.deleteMessage(o.id, seq);
+        return;
+      }
+      case 'react': {
+        const o = this.needOpen();
+        const seq = Number(args[0]);
+        if (!Number.isInteger(seq) || seq < 1 || !args[1]) throw new InputError('usage: /react SEQ EMOJI');
+        const mine = this.reactionsOf.get(`${o.id}#${seq}`)?.find((r) => r.emoji === args[1])?.users.includes(this.me) === true;
+        if (mine) await this.client.unreact(o.id, seq, args[1]);
+        else await this.client.react(o.id, seq, args[1]);
+        return;
+      }
+      case 'block':
+      case 'unblock': {
+        if (!args[0] || !isValidId(args[0])) throw new InputError(`usage: /${name} USER`);
+        const blocked = name === 'block' ? await this.client.block(args[0]) : await this.client.unblock(args[0]);
+        this.say(`* you block: ${blocked.length > 0 ? blocked.join(', ') : 'nobody'}`);
+        return;
+      }
+      case 'name': {
+        const p = await this.client.setProfile({ name: args.join(' ') });
+        this.say(`* your name: ${p.name || '(none)'}`);
+        return;
+      }
       case 'quit':
       case 'exit':
       case 'q':
@@ -414,6 +466,12 @@ class Chat {
       this.say(`! history of ${o.title} is unavailable now (${describe(err)})`);
       page = { messages: [], hasMore: false };
     }
+    // Display names of whoever wrote on this page (and the peer), read once each.
+    const unnamed = [...new Set([...(peer !== undefined ? [peer] : []), ...page.messages.map((m) => m.fromUser)])]
+      .filter((u) => u !== '' && !this.names.has(u)).slice(0, 100);
+    if (unnamed.length > 0) {
+      for (const prof of await this.client.profiles(unnamed).catch(() => [])) this.names.set(prof.userId, prof.name);
+    }
     const p = (await presence).find((x) => x.userId === peer);
     if (p) this.presence.set(p.userId, p.online);
     this.say(`── ${o.title}${o.groupId ? ` (g:${o.groupId})` : ''}${p ? (p.online ? ' · online' : ' · offline') : ''} ──`);
@@ -494,12 +552,13 @@ class Chat {
 
   // ---- sending ---------------------------------------------------------------
 
-  private sendText(text: string): void {
+  /** Send to the open conversation (`replyTo`: as a reply to that seq). */
+  private sendText(text: string, replyTo?: number): void {
     const o = this.needOpen();
     const target = o.groupId !== undefined ? { groupId: o.groupId } : { to: o.peer! };
     if (this.client.state !== 'online') this.say(`… offline: "${oneLine(text, 40)}" is sent when the connection is back`);
-    const p = this.client.send({ ...target, text }).then(
-      (ack) => this.onSent(ack, text),
+    const p = this.client.send({ ...target, text, ...(replyTo !== undefined ? { replyTo } : {}) }).then(
+      (ack) => this.onSent(ack, text, replyTo),
       (err: unknown) => {
         if (!this.closing) this.say(`! not sent (${describe(err)}): ${oneLine(text, 60)}`);
       },
@@ -521,11 +580,12 @@ class Chat {
     clearTimeout(timer);
   }
 
-  private onSent(ack: SendResult, text: string): void {
+  private onSent(ack: SendResult, text: string, replyTo?: number): void {
     const m: ChatMessage = {
       conversationId: ack.conversationId, seq: ack.seq, serverMsgId: ack.serverMsgId, fromUser: this.me,
-      fromDevice: this.f.device, clientMsgId: ack.clientMsgId, text, sentAtMs: ack.sentAtMs,
+      fromDevice: this.f.device, clientMsgId: ack.clientMsgId, text: ack.text ?? text, sentAtMs: ack.sentAtMs,
     };
+    if (replyTo !== undefined) m.content = { replyToSeq: replyTo };
     const o = this.open;
     if (o?.id === ack.conversationId) {
       o.shown.add(ack.seq);
@@ -667,8 +727,24 @@ class Chat {
 
   private body(m: ChatMessage): string {
     if (m.event) return `* ${describeEvent(m.event)}`;
-    if (m.recalledBy !== undefined) return `${m.fromUser}: (recalled${m.recalledBy !== m.fromUser ? ` by ${m.recalledBy}` : ''})`;
-    return `${m.fromUser}: ${clean(m.text).replace(/\n/g, '\n      ')}`;
+    const who = this.nameOf(m.fromUser);
+    if (m.recalledBy !== undefined) return `${who}: (recalled${m.recalledBy !== m.fromUser ? ` by ${m.recalledBy}` : ''})`;
+    if (m.deletedBy !== undefined) return `${who}: (deleted${m.deletedBy !== m.fromUser ? ` by ${m.deletedBy}` : ''})`;
+    const c = m.content;
+    const parts: string[] = [];
+    if (c?.forward) parts.push(`(forwarded from ${c.forward.fromUser})`);
+    if (m.reply) parts.push(m.reply.gone ? `(↩ #${m.reply.seq}: gone)` : `(↩ #${m.reply.seq} ${m.reply.fromUser}: ${oneLine(clean(m.reply.text), 40)})`);
+    if (c?.type) parts.push(`[${clean(c.type)}]${c.payload ? ` ${oneLine(clean(new TextDecoder().decode(c.payload)), 80)}` : ''}`);
+    if (m.text !== '') parts.push(clean(m.text).replace(/\n/g, '\n      '));
+    if (m.editedAtMs !== undefined) parts.push('(edited)');
+    if (m.reactions && m.reactions.length > 0) parts.push(reactionsText(m.reactions));
+    return `${who}: ${parts.join(' ')}`;
+  }
+
+  /** A user as shown: its display name and id once its profile is known and has a name, else the id. */
+  private nameOf(userId: string): string {
+    const name = this.names.get(userId);
+    return name ? `${clean(name)} (${userId})` : userId;
   }
 
   // ---- exit ------------------------------------------------------------------
@@ -715,6 +791,10 @@ function describe(err: unknown): string {
   if (err instanceof LonglinkError) return `${err.codeName}: ${err.message}`;
   if (err instanceof Error) return err.message;
   return String(err);
+}
+
+function reactionsText(reactions: readonly ReactionData[]): string {
+  return `[${reactions.map((r) => `${clean(r.emoji)} ${r.count}`).join(', ')}]`;
 }
 
 function describeEvent(e: TimelineEventData): string {

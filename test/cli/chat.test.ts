@@ -187,3 +187,56 @@ test('chat: one line when the connection is lost (not "signed out", not one per 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('rich messages from the command line: custom payload, reply, edit, reaction and block as the acceptance runs them; the chat shows and makes them', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'longlink-chat-'));
+  const s = await startServer(dir);
+  const procs: Proc[] = [];
+  try {
+    const bobListen = await listen(s.http, 'bob');
+    procs.push(bobListen);
+    const ok = async (args: string[]) => {
+      const p = run([...args, '--server', s.http]);
+      assert.equal(await p.exited, 0, `${args.join(' ')}: ${p.errLines.join('\n')}`);
+      return p;
+    };
+    await ok(['send', '--user', 'alice', '--to', 'bob', '--text', 'hello bob']);
+    await ok(['send', '--user', 'alice', '--to', 'bob', '--payload-type', 'app.order', '--payload', '{"id":7}', '--text', '[order]']);
+    await ok(['send', '--user', 'alice', '--to', 'bob', '--text', 'about that', '--reply-to', '2']);
+    await ok(['edit', '--user', 'alice', '--conversation', 'u:alice:bob', '--seq', '1', '--text', 'hello bob (edited)']);
+    await ok(['react', '--user', 'alice', '--conversation', 'u:alice:bob', '--seq', '2', '--emoji', '👍']);
+    const kinds = () => bobListen.lines.map((l) => JSON.parse(l) as { type: string; seq: number; content_type?: string; payload?: unknown; reply_to?: number; text?: string; target_seq?: number; reactions?: { emoji: string; count: number }[] });
+    await bobListen.waitFor(() => kinds().some((k) => k.type === 'reaction'), 10_000, 'the reaction at bob');
+    const seen = kinds();
+    assert.deepEqual(seen.find((k) => k.type === 'custom'), { ...seen.find((k) => k.type === 'custom'), seq: 2, content_type: 'app.order', payload: { id: 7 } });
+    assert.equal(seen.find((k) => k.type === 'reply')?.reply_to, 2);
+    assert.deepEqual([seen.find((k) => k.type === 'edit')?.target_seq, seen.find((k) => k.type === 'edit')?.text], [1, 'hello bob (edited)']);
+    assert.deepEqual(seen.find((k) => k.type === 'reaction')?.reactions?.map((r) => [r.emoji, r.count]), [['👍', 1]]);
+    assert.deepEqual(seen.map((k) => k.type), ['message', 'custom', 'reply', 'edit', 'reaction']);
+
+    const blocked = await ok(['block', '--user', 'bob', '--peer', 'alice']);
+    assert.deepEqual(blocked.json<{ blocked: string[] }>('blocked')[0]?.blocked, ['alice']);
+    const refused = run(['send', '--user', 'alice', '--to', 'bob', '--text', 'still there?', '--server', s.http]);
+    assert.equal(await refused.exited, 1);
+    assert.ok(refused.errLines.some((l) => l.includes('"code":"BLOCKED"')), refused.errLines.join('\n'));
+
+    // The terminal chat: names, the custom message, the quote, the edit and the reaction; /reply, /react, /name.
+    await ok(['profile', '--user', 'alice', '--name', 'Alice L']);
+    const bob = chat(s.http, 'bob');
+    procs.push(bob);
+    bob.say('/open alice');
+    await bob.expect(/^#2 \d\d:\d\d Alice L \(alice\): \[app\.order\] \{"id":7\} \[order\] \[👍 1\]$/, 'the custom message with its reaction');
+    assert.ok(bob.has(/^#1 \d\d:\d\d Alice L \(alice\): hello bob \(edited\) \(edited\)$/), bob.lines.join('\n'));
+    assert.ok(bob.has(/^#3 \d\d:\d\d Alice L \(alice\): \(↩ #2 alice: \[order\]\) about that$/), bob.lines.join('\n'));
+    bob.say('/reply 3 got it', '/react 3 🎉', '/name Bob B');
+    await bob.expect(/^#\d+ \d\d:\d\d bob: \(↩ #3 alice: about that\) got it$|^#\d+ \d\d:\d\d bob: got it$/, 'bob\'s reply');
+    await bob.expect(/^\* #3 reactions: \[🎉 1\]$/, 'the reaction event');
+    await bob.expect(/^\* your name: Bob B$/, 'the name set');
+    bob.say('/quit');
+    await exitsWith(bob, 0);
+  } finally {
+    for (const p of procs) await p.kill('SIGKILL');
+    await s.proc.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
