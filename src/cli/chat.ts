@@ -41,7 +41,7 @@ const HELP = `commands:
   /recall SEQ               recall message #SEQ of the open conversation
   /reply SEQ TEXT           reply to #SEQ (it is quoted)
   /edit SEQ TEXT            edit your message #SEQ
-  /delete SEQ               delete #SEQ for everyone (a tombstone)
+  /delete SEQ [me]          delete #SEQ for everyone (a tombstone), or with "me" for yourself only
   /react SEQ EMOJI          react to #SEQ (again: take it back)
   /block USER | /unblock USER
   /name NAME                your display name, shown to others
@@ -343,8 +343,11 @@ class Chat {
       case 'delete': {
         const o = this.needOpen();
         const seq = Number(args[0]);
-        if (!Number.isInteger(seq) || seq < 1) throw new InputError('usage: /delete SEQ');
-        await this.client.deleteMessage(o.id, seq);
+        if (!Number.isInteger(seq) || seq < 1 || (args[1] !== undefined && args[1] !== 'me')) throw new InputError('usage: /delete SEQ [me]');
+        if (args[1] === 'me') {
+          await this.client.deleteForMe(o.id, seq);
+          this.say(`* #${seq} deleted for you`);
+        } else await this.client.deleteMessage(o.id, seq);
         return;
       }
       case 'react': {
@@ -730,6 +733,7 @@ class Chat {
     const who = this.nameOf(m.fromUser);
     if (m.recalledBy !== undefined) return `${who}: (recalled${m.recalledBy !== m.fromUser ? ` by ${m.recalledBy}` : ''})`;
     if (m.deletedBy !== undefined) return `${who}: (deleted${m.deletedBy !== m.fromUser ? ` by ${m.deletedBy}` : ''})`;
+    if (m.hidden) return `${who}: (deleted for you)`;
     const c = m.content;
     const parts: string[] = [];
     if (c?.forward) parts.push(`(forwarded from ${c.forward.fromUser})`);
@@ -821,6 +825,8 @@ function describeEvent(e: TimelineEventData): string {
       return `${e.actor} edited #${e.targetSeq ?? '?'}: ${clean(e.text ?? '')}`;
     case 'deleted':
       return `${e.actor} deleted #${e.targetSeq ?? '?'}`;
+    case 'hidden':
+      return `you deleted #${e.targetSeq ?? '?'} of ${e.targetConversationId ?? '?'} for yourself`;
   }
 }
 

@@ -126,6 +126,7 @@ function messageLine(m: ChatMessage): Record<string, unknown> {
   const where = { conversation: m.conversationId, group: groupOf(m.conversationId), seq: m.seq, time: new Date(m.sentAtMs).toISOString() };
   if (m.event?.type === 'recalled') return { type: 'recall', ...where, target_seq: m.event.targetSeq, by: m.event.actor };
   if (m.event?.type === 'deleted') return { type: 'delete', ...where, target_seq: m.event.targetSeq, by: m.event.actor };
+  if (m.event?.type === 'hidden') return { type: 'hide', conversation: m.event.targetConversationId, target_seq: m.event.targetSeq, time: where.time };
   if (m.event?.type === 'edited') {
     return { type: 'edit', ...where, target_seq: m.event.targetSeq, by: m.event.actor, text: m.event.text ?? '', ...contentFields(m.event.content) };
   }
@@ -142,7 +143,7 @@ function messageLine(m: ChatMessage): Record<string, unknown> {
     reply_to: c?.replyToSeq, quote: m.reply ? { from: m.reply.fromUser, text: m.reply.text, gone: m.reply.gone } : undefined,
     forwarded_from: c?.forward ? { conversation: c.forward.conversationId, seq: c.forward.seq, from: c.forward.fromUser } : undefined,
     edited: m.editedAtMs !== undefined ? new Date(m.editedAtMs).toISOString() : undefined,
-    recalled: m.recalledBy !== undefined || undefined, deleted: m.deletedBy !== undefined || undefined,
+    recalled: m.recalledBy !== undefined || undefined, deleted: m.deletedBy !== undefined || undefined, hidden: m.hidden,
     reactions: m.reactions,
   };
 }
@@ -221,9 +222,11 @@ export async function runDelete(flags: Record<string, string | undefined>): Prom
   const conversation = flags.conversation;
   if (!conversation) throw new UsageError('--conversation is required');
   const seq = seqFlag(flags, 'seq');
+  const forMe = flags['for-me'] !== undefined;
   return oneRequest(flags, async (c) => {
-    await c.deleteMessage(conversation, seq);
-    return { type: 'deleted', conversation, seq };
+    if (forMe) await c.deleteForMe(conversation, seq);
+    else await c.deleteMessage(conversation, seq);
+    return { type: 'deleted', conversation, seq, for_me: forMe || undefined };
   });
 }
 

@@ -144,9 +144,10 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     run: async ({ flags }) => (await import('./client-commands.js')).runEdit(flags),
   },
   delete: {
-    synopsis: ['delete --user U --conversation C --seq N'],
-    summary: 'delete a message for everyone, leaving a tombstone (the sender within the recall window; a group\'s owner or admins any time)',
-    flags: { ...CLIENT_FLAGS, conversation: 'text', seq: 'integer' },
+    synopsis: ['delete --user U --conversation C --seq N [--for-me]'],
+    summary: 'delete a message for everyone, leaving a tombstone (the sender within the recall window; a group\'s owner or admins any time); '
+      + '--for-me: only your devices stop showing it',
+    flags: { ...CLIENT_FLAGS, conversation: 'text', seq: 'integer', 'for-me': 'switch' },
     notes: CLIENT_NOTES,
     run: async ({ flags }) => (await import('./client-commands.js')).runDelete(flags),
   },

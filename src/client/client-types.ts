@@ -165,6 +165,11 @@ export interface ClientEvents {
   edit: (edit: EditInfo) => void;
   /** A message was deleted for everyone (show a tombstone); also delivered as a 'message' with event type 'deleted'. */
   delete: (deletion: RecallInfo) => void;
+  /**
+   * This user deleted a message for itself (on any of its devices): stop showing it. Also delivered as a 'message'
+   * of the user's note-to-self conversation with event type 'hidden'.
+   */
+  hide: (hidden: { conversationId: string; seq: number }) => void;
   /** A message's reactions changed (gathered: a few events a second at most per message); messages read later carry them in `reactions`. */
   reactions: (reactions: ReactionsInfo) => void;
   /** A group changed (created, members added or removed, left, roles, mutes, dismissed); also delivered as a 'message' with its event. */

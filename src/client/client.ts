@@ -212,6 +212,11 @@ export class LonglinkClient extends Emitter<ClientEvents> {
     await this.requests.call({ case: 'react', value: { conversationId, seq: BigInt(seq), emoji, remove: true } }, 'done', newRequestId());
   }
 
+  /** Delete a message for yourself only: your devices stop showing it (a 'hide' event on each; reads give it `hidden`). */
+  async deleteForMe(conversationId: string, seq: number): Promise<void> {
+    await this.requests.call({ case: 'hide', value: { conversationId, seq: BigInt(seq) } }, 'done', newRequestId());
+  }
+
   /** Delete a message for everyone, leaving a tombstone (who may: as for recall). */
   async deleteMessage(conversationId: string, seq: number): Promise<void> {
     await this.requests.call({ case: 'delete', value: { conversationId, seq: BigInt(seq) } }, 'done', newRequestId());

@@ -129,6 +129,8 @@ export class Inbox {
         emit('recall', { conversationId: m.conversationId, seq: m.event.targetSeq, by: m.event.actor });
       } else if (m.event?.type === 'deleted' && m.event.targetSeq !== undefined) {
         emit('delete', { conversationId: m.conversationId, seq: m.event.targetSeq, by: m.event.actor });
+      } else if (m.event?.type === 'hidden' && m.event.targetSeq !== undefined && m.event.targetConversationId !== undefined) {
+        emit('hide', { conversationId: m.event.targetConversationId, seq: m.event.targetSeq });
       } else if (m.event?.type === 'edited' && m.event.targetSeq !== undefined) {
         const edit: EditInfo = { conversationId: m.conversationId, seq: m.event.targetSeq, by: m.event.actor, text: m.event.text ?? '', editedAtMs: m.sentAtMs };
         if (m.event.content) edit.content = m.event.content;

@@ -379,6 +379,12 @@ const MIGRATIONS: string[] = [
      first_at_ms BIGINT NOT NULL,
      PRIMARY KEY (conversation_id, seq, emoji)
    );
+   CREATE TABLE hidden (
+     user_id TEXT COLLATE "C" NOT NULL,
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     seq BIGINT NOT NULL,
+     PRIMARY KEY (user_id, conversation_id, seq)
+   );
    CREATE TABLE profiles (
      user_id TEXT COLLATE "C" PRIMARY KEY,
      name TEXT NOT NULL,
@@ -642,6 +648,8 @@ const SQL = {
     ON CONFLICT DO NOTHING`,
   isBlocked: `SELECT 1 FROM blocks WHERE user_id = $1 AND blocked_id = $2`,
   profiles: `SELECT user_id, name, avatar_url, updated_at_ms FROM profiles WHERE user_id = ANY($1::text[])`,
+  hide: `INSERT INTO hidden (user_id, conversation_id, seq) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+  hiddenSeqs: `SELECT seq FROM hidden WHERE user_id = $1 AND conversation_id = $2 AND seq = ANY($3::int8[])`,
   putProfile: `INSERT INTO profiles (user_id, name, avatar_url, updated_at_ms) VALUES ($1, $2, $3, $4)
     ON CONFLICT (user_id) DO UPDATE SET name = excluded.name, avatar_url = excluded.avatar_url, updated_at_ms = excluded.updated_at_ms`,
   // A message's counts are locked first: the reactions to one message are written one at a time.
@@ -1356,6 +1364,11 @@ export class PostgresStore implements Store {
     });
   }
 
+  async hiddenSeqs(userId: string, conversationId: string, seqs: readonly number[]): Promise<Set<number>> {
+    if (seqs.length === 0) return new Set();
+    return new Set((await run<{ seq: string }>(this.pool, 'hiddenSeqs', [userId, conversationId, [...new Set(seqs)]])).map((r) => Number(r.seq)));
+  }
+
   async profiles(userIds: readonly string[]): Promise<Map<string, ProfileRecord>> {
     const out = new Map<string, ProfileRecord>();
     if (userIds.length === 0) return out;
@@ -2049,6 +2062,9 @@ async function apply(client: pg.PoolClient, conversationId: string, seq: number,
       await run(client, 'clearMentions', [conversationId, effect.targetSeq]);
       await run(client, 'clearReactions', [conversationId, effect.targetSeq, effect.targetSeq + 1]);
       await run(client, 'clearReactionCounts', [conversationId, effect.targetSeq, effect.targetSeq + 1]);
+      return;
+    case 'hide':
+      await run(client, 'hide', [effect.userId, effect.conversationId, effect.targetSeq]);
       return;
     case 'edit': {
       const content = contentJson({ content: effect.content, editedAtMs: atMs });

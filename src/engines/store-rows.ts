@@ -96,6 +96,7 @@ export function eventJson(e: TimelineEventData): string {
   // The wire has no "unset" for a bool: a mute change always says which way, other events never.
   if (e.type === 'mute_changed') out.muted = e.muted === true;
   if (e.type === 'edited') out.text = e.text ?? '';
+  if (e.targetConversationId) out.targetConversationId = e.targetConversationId;
   const content = e.content ? contentJson({ content: e.content }) : null;
   if (content !== null) out.content = JSON.parse(content) as unknown;
   return JSON.stringify(out);
@@ -217,6 +218,8 @@ export function effectOfEvent(conversationId: string, message: ChatMessage): Eff
       return e.targetSeq ? { op: 'edit', targetSeq: e.targetSeq, text: e.text ?? '', content: e.content } : undefined;
     case 'deleted':
       return e.targetSeq ? { op: 'delete', targetSeq: e.targetSeq, by: e.actor } : undefined;
+    case 'hidden':
+      return e.targetSeq && e.targetConversationId ? { op: 'hide', userId: e.actor, conversationId: e.targetConversationId, targetSeq: e.targetSeq } : undefined;
   }
 }
 

@@ -245,6 +245,12 @@ const MIGRATIONS: string[] = [
      first_at_ms INTEGER NOT NULL,
      PRIMARY KEY (conversation_id, seq, emoji)
    ) WITHOUT ROWID;
+   CREATE TABLE hidden (
+     user_id TEXT NOT NULL,
+     conversation_id TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     PRIMARY KEY (user_id, conversation_id, seq)
+   ) WITHOUT ROWID;
    CREATE TABLE profiles (
      user_id TEXT PRIMARY KEY,
      name TEXT NOT NULL,
@@ -619,6 +625,10 @@ export class SqliteStore implements Store {
       ),
       unblock: db.prepare<[string, string]>(`DELETE FROM blocks WHERE user_id = ? AND blocked_id = ?`),
       blocks: db.prepare<[string, string], { one: number }>(`SELECT 1 AS one FROM blocks WHERE user_id = ? AND blocked_id = ?`),
+      hide: db.prepare<[string, string, number]>(`INSERT INTO hidden (user_id, conversation_id, seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`),
+      hiddenSeqs: db.prepare<[string, string, string], { seq: number }>(
+        `SELECT seq FROM hidden WHERE user_id = ? AND conversation_id = ? AND seq IN (SELECT value FROM json_each(?))`,
+      ),
       profile: db.prepare<[string], { name: string; avatar_url: string; updated_at_ms: number }>(
         `SELECT name, avatar_url, updated_at_ms FROM profiles WHERE user_id = ?`,
       ),
@@ -1059,6 +1069,9 @@ export class SqliteStore implements Store {
         s.deleteMessage.run(effect.by, conversationId, effect.targetSeq);
         this.clearSeqs(conversationId, effect.targetSeq, effect.targetSeq + 1);
         return;
+      case 'hide':
+        s.hide.run(effect.userId, effect.conversationId, effect.targetSeq);
+        return;
       case 'edit':
         if (s.editMessage.run(effect.text, contentJson({ content: effect.content, editedAtMs: atMs }), conversationId, effect.targetSeq).changes === 0) return;
         s.clearMentions.run(conversationId, effect.targetSeq);
@@ -1075,6 +1088,11 @@ export class SqliteStore implements Store {
     else s.clearMentionsFrom.run(conversationId, from);
     s.clearReactions.run(conversationId, from, to);
     s.clearReactionCounts.run(conversationId, from, to);
+  }
+
+  async hiddenSeqs(userId: string, conversationId: string, seqs: readonly number[]): Promise<Set<number>> {
+    if (seqs.length === 0) return new Set();
+    return this.durable(new Set(this.stmts.hiddenSeqs.all(userId, conversationId, JSON.stringify([...new Set(seqs)])).map((r) => r.seq)));
   }
 
   async profiles(userIds: readonly string[]): Promise<Map<string, ProfileRecord>> {

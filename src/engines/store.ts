@@ -31,7 +31,9 @@ export type Effect =
   /** The sender's new version of targetSeq: its text and whole content (reply and forward kept by the caller), edited at the event's time. */
   | { op: 'edit'; targetSeq: number; text: string; content?: ContentData }
   /** Deleted for everyone: a tombstone. */
-  | { op: 'delete'; targetSeq: number; by: string };
+  | { op: 'delete'; targetSeq: number; by: string }
+  /** Deleted for `userId` only (the event is in its note-to-self conversation; the message in `conversationId`). */
+  | { op: 'hide'; userId: string; conversationId: string; targetSeq: number };
 
 /** A message before the store gives it its seq. */
 export interface MessageDraft {
@@ -642,6 +644,11 @@ export interface ProfileRecord {
   updatedAtMs: number;
 }
 
+export interface HiddenStore {
+  /** Those of `seqs` in a conversation that `userId` deleted for itself. */
+  hiddenSeqs(userId: string, conversationId: string, seqs: readonly number[]): Promise<Set<number>>;
+}
+
 export interface ProfileStore {
   /** The profiles of these users (those never set are absent). */
   profiles(userIds: readonly string[]): Promise<Map<string, ProfileRecord>>;
@@ -649,7 +656,7 @@ export interface ProfileStore {
   putProfile(userId: string, profile: ProfileRecord): Promise<void>;
 }
 
-export interface Store extends MessageStore, ConversationStore, CursorStore, SyncStore, RiskStore, ReplicaStore, DatacenterStore, BlockStore, ReactionStore, ProfileStore {
+export interface Store extends MessageStore, ConversationStore, CursorStore, SyncStore, RiskStore, ReplicaStore, DatacenterStore, BlockStore, ReactionStore, ProfileStore, HiddenStore {
   close(): Promise<void>;
 }
 

@@ -176,6 +176,10 @@ export class Logic {
         await this.recalls.recall(r.origin.userId, r.origin.deviceId, b.conversationId, seqOf(b.seq), r.requestId, r.up.trusted, 'delete');
         return { case: 'done', value: {} };
       },
+      hide: async (r: Request, b: BodyOf<'hide'>): Promise<FrameBodyInit> => {
+        await this.recalls.hide(r.origin.userId, r.origin.deviceId, b.conversationId, seqOf(b.seq), r.requestId);
+        return { case: 'done', value: {} };
+      },
       edit: async (r: Request, b: BodyOf<'edit'>): Promise<FrameBodyInit> => {
         const content = b.content ? contentFromWire(b.content) : undefined;
         await this.recalls.edit(r.origin.userId, r.origin.deviceId, b.conversationId, seqOf(b.seq), b.text, content, r.requestId);

@@ -40,6 +40,27 @@ import type { Store, SyncConversation, SyncPosition } from '../engines/store.js'
 import { requireView } from './access.js';
 import { fillQuotes } from './content.js';
 import { fillReactions } from './reactions.js';
+
+/** What a reader deleted for itself is read back as `hidden`, with nothing of it (changed in place; one read per conversation). */
+async function fillHidden(store: Store, userId: string, messages: ChatMessage[]): Promise<void> {
+  const byConversation = new Map<string, number[]>();
+  for (const m of messages) {
+    if (m.event) continue;
+    const seqs = byConversation.get(m.conversationId);
+    if (seqs) seqs.push(m.seq);
+    else byConversation.set(m.conversationId, [m.seq]);
+  }
+  const hidden = new Map<string, Set<number>>();
+  await Promise.all([...byConversation].map(async ([id, seqs]) => hidden.set(id, await store.hiddenSeqs(userId, id, seqs))));
+  for (const m of messages) {
+    if (!hidden.get(m.conversationId)?.has(m.seq)) continue;
+    m.hidden = true;
+    m.text = '';
+    delete m.content;
+    delete m.reactions;
+    delete m.reply;
+  }
+}
 import { seqOf } from './seq.js';
 
 export interface ReadOptions {
@@ -202,6 +223,7 @@ export class Reads {
       syncToken = encodeSyncToken({ floor, place });
     }
     await fillQuotes(this.deps.store, messages);
+    await fillHidden(this.deps.store, origin.userId, messages);
     return {
       case: 'syncResult',
       value: {
@@ -257,6 +279,7 @@ export class Reads {
       }
     }
     await fillQuotes(this.deps.store, messages);
+    await fillHidden(this.deps.store, origin.userId, messages);
     return { case: 'historyResult', value: { conversationId: req.conversationId, messages: messages.map(messageToWire), hasMore } };
   }
 }

@@ -12,7 +12,7 @@
 //   become the new version (its reply and forward stay), checked by the
 //   content rules as a send is.
 import { randomUUID } from 'node:crypto';
-import { ErrorCode, LonglinkError, SYSTEM_USER, isGroupConversation, type ChatMessage, type ContentData, type GroupRoleName } from '../protocol/index.js';
+import { ErrorCode, LonglinkError, SYSTEM_USER, directConversationId, isGroupConversation, type ChatMessage, type ContentData, type GroupRoleName } from '../protocol/index.js';
 import type { MessageDraft, Store } from '../engines/store.js';
 import { eventKey, type Pipeline } from './pipeline.js';
 import { requireView } from './access.js';
@@ -78,6 +78,26 @@ export class RecallService {
       ...draft,
       event: { type: 'edited', actor: userId, targetSeq: seq, text: stored, ...withContent },
       effect: { op: 'edit', targetSeq: seq, text: stored, ...withContent },
+    }]);
+  }
+
+  /**
+   * Delete a message for the user only: a `hidden` event in its note-to-self
+   * conversation (so every device of the user learns it in order, online or
+   * at sync), whose effect records the hide (reads then give it `hidden`).
+   */
+  async hide(userId: string, deviceId: string, conversationId: string, seq: number, requestId: string): Promise<void> {
+    if (await this.repeated(userId, requestId)) return;
+    const view = await requireView(this.deps.store, conversationId, userId);
+    const visible = seq >= view.fromSeq && (view.toSeq === undefined || seq <= view.toSeq);
+    const target = visible ? await this.deps.store.message(conversationId, seq) : undefined;
+    if (!target || target.event) throw new LonglinkError(ErrorCode.NOT_FOUND, 'no such message');
+    const self = directConversationId(userId, userId);
+    await this.deps.pipeline.commit([{
+      ...this.event(self, userId, deviceId, requestId, {}),
+      members: [userId],
+      event: { type: 'hidden', actor: userId, targetSeq: seq, targetConversationId: conversationId },
+      effect: { op: 'hide', userId, conversationId, targetSeq: seq },
     }]);
   }
 

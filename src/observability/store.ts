@@ -84,6 +84,10 @@ export class InstrumentedStore implements Store {
     return this.timed('reactions', () => this.inner.reactions(conversationId, seqs, usersPerEmoji));
   }
 
+  hiddenSeqs(userId: string, conversationId: string, seqs: readonly number[]): Promise<Set<number>> {
+    return this.timed('hidden_seqs', () => this.inner.hiddenSeqs(userId, conversationId, seqs));
+  }
+
   profiles(userIds: readonly string[]): Promise<Map<string, ProfileRecord>> {
     return this.timed('profiles', () => this.inner.profiles(userIds));
   }

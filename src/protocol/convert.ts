@@ -10,7 +10,7 @@ export type GroupRoleName = 'owner' | 'admin' | 'member';
 
 export type TimelineEventName =
   | 'group_created' | 'members_added' | 'members_removed' | 'member_left' | 'dismissed'
-  | 'role_changed' | 'mute_changed' | 'recalled' | 'edited' | 'deleted';
+  | 'role_changed' | 'mute_changed' | 'recalled' | 'edited' | 'deleted' | 'hidden';
 
 /** Where a forwarded message came from. */
 export interface ForwardData {
@@ -71,6 +71,8 @@ export interface TimelineEventData {
   /** `edited`: the target's new text and content. */
   text?: string;
   content?: ContentData;
+  /** `hidden`: the conversation of targetSeq (the event itself is in the user's note-to-self conversation). */
+  targetConversationId?: string;
 }
 
 const EVENT_TYPES: [TimelineEventName, TimelineEventType][] = [
@@ -84,6 +86,7 @@ const EVENT_TYPES: [TimelineEventName, TimelineEventType][] = [
   ['recalled', TimelineEventType.RECALLED],
   ['edited', TimelineEventType.EDITED],
   ['deleted', TimelineEventType.DELETED],
+  ['hidden', TimelineEventType.HIDDEN],
 ];
 const ROLES: [GroupRoleName, GroupRole][] = [['owner', GroupRole.OWNER], ['admin', GroupRole.ADMIN], ['member', GroupRole.MEMBER]];
 
@@ -106,6 +109,7 @@ export function eventToWire(e: TimelineEventData): TimelineEvent {
     muted: e.muted ?? false,
     text: e.text ?? '',
     content: e.content ? contentToWire(e.content) : undefined,
+    targetConversationId: e.targetConversationId ?? '',
   });
 }
 
@@ -118,6 +122,7 @@ export function eventFromWire(e: TimelineEvent): TimelineEventData {
   if (e.name) out.name = e.name;
   if (e.muted) out.muted = true;
   if (e.type === TimelineEventType.EDITED) out.text = e.text;
+  if (e.targetConversationId !== '') out.targetConversationId = e.targetConversationId;
   if (e.content) {
     const content = contentFromWire(e.content);
     if (content) out.content = content;
@@ -174,6 +179,8 @@ export interface ChatMessage {
   reply?: QuoteData;
   /** Its reactions when read (sync, history). */
   reactions?: ReactionData[];
+  /** The reader deleted it for itself: show nothing of it (text and content empty). */
+  hidden?: boolean;
 }
 
 export function messageToWire(m: ChatMessage): Message {
@@ -195,6 +202,7 @@ export function messageToWire(m: ChatMessage): Message {
     deletedBy: m.deletedBy ?? '',
     reply: m.reply ? { ...m.reply, seq: BigInt(m.reply.seq), type: m.reply.type ?? '', gone: m.reply.gone ?? false } : undefined,
     reactions: m.reactions ?? [],
+    hidden: m.hidden ?? false,
   });
 }
 
@@ -223,6 +231,7 @@ export function messageFromWire(m: Message): ChatMessage {
     if (m.reply.gone) q.gone = true;
     out.reply = q;
   }
+  if (m.hidden) out.hidden = true;
   if (m.reactions.length > 0) out.reactions = m.reactions.map((r) => ({ emoji: r.emoji, count: r.count, users: [...r.users] }));
   return out;
 }

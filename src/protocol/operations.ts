@@ -37,7 +37,7 @@ function row<C extends ClientCase>(op: Operation<BodyOf<C>>): Operation<BodyOf<C
   return op;
 }
 
-type ClientCase = 'send' | 'pushAck' | 'sync' | 'history' | 'markRead' | 'typing' | 'recall' | 'edit' | 'delete' | 'block' | 'react' | 'setProfile' | 'profileQuery'
+type ClientCase = 'send' | 'pushAck' | 'sync' | 'history' | 'markRead' | 'typing' | 'recall' | 'edit' | 'delete' | 'block' | 'react' | 'setProfile' | 'profileQuery' | 'hide'
   | 'presenceQuery' | 'presenceSubscribe' | 'conversations' | 'group';
 
 const byUser = (_: unknown, asker: Asker) => userPartition(asker.userId);
@@ -80,6 +80,8 @@ export const OPERATIONS = {
   recall: row<'recall'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
   edit: row<'edit'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
   delete: row<'delete'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
+  // Recorded in the user's note-to-self conversation (RecallService.hide): ordered there.
+  hide: row<'hide'>({ partition: 'conversation', access: 'write', service: 'message', key: (_b, asker) => directConversationId(asker.userId, asker.userId) }),
   react: row<'react'>({ partition: 'conversation', access: 'write', service: 'message', key: byConversation }),
   setProfile: row<'setProfile'>({ partition: 'user', access: 'write', service: 'storage', key: byUser }),
   profileQuery: row<'profileQuery'>({ partition: 'user', access: 'read', service: 'storage', key: byUser }),

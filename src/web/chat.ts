@@ -107,6 +107,7 @@ function eventText(e: TimelineEventData): string {
     case 'recalled': return `${e.actor} recalled a message`;
     case 'edited': return `${e.actor} edited a message`;
     case 'deleted': return `${e.actor} deleted a message`;
+    case 'hidden': return 'you deleted a message for yourself';
   }
 }
 
@@ -187,6 +188,10 @@ export class Chat {
       c.on('delivered', (d) => this.onDelivered(d)),
       c.on('recall', (r) => this.onRecall(r.conversationId, r.seq)),
       c.on('reactions', (r) => this.onReactions(r)),
+      c.on('hide', (x) => {
+        // Deleted for this user (here or on another of its devices): it goes from the page.
+        if (this.open?.id === x.conversationId && this.open.items.delete(x.seq)) this.renderMessages('keep');
+      }),
       c.on('typing', (t) => this.onTyping(t.conversationId, t.userId)),
       c.on('presence', (p) => this.onPresence(p)),
       c.on('synced', () => this.scheduleRefresh(0)),
@@ -704,6 +709,7 @@ export class Chat {
 
   private addItem(open: Open, m: ChatMessage): void {
     const e = m.event;
+    if (m.hidden || e?.type === 'hidden') return; // deleted for this user: nothing shown
     if (e?.type === 'recalled' || e?.type === 'deleted' || e?.type === 'edited') {
       // A recall, delete or edit is a timeline entry: show its effect on the message, not a line.
       const target = e.targetSeq !== undefined ? open.items.get(e.targetSeq) : undefined;

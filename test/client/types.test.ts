@@ -40,11 +40,12 @@ export function typeChecks(client: LonglinkClient): void {
   expectType<Equal<Payload<'edit'>, [edit: EditInfo]>>();
   expectType<Equal<Payload<'delete'>, [deletion: RecallInfo]>>();
   expectType<Equal<Payload<'reactions'>, [reactions: ReactionsInfo]>>();
+  expectType<Equal<Payload<'hide'>, [hidden: { conversationId: string; seq: number }]>>();
   expectType<Equal<Payload<'group'>, [change: GroupChange]>>();
   expectType<Equal<Payload<'broadcast'>, [broadcast: BroadcastInfo]>>();
   expectType<Equal<keyof ClientEvents,
     'message' | 'state' | 'login' | 'restored' | 'sent' | 'failed' | 'kick' | 'error' | 'synced' | 'receipt' | 'delivered' | 'typing'
-    | 'presence' | 'recall' | 'edit' | 'delete' | 'reactions' | 'group' | 'broadcast'>>();
+    | 'presence' | 'recall' | 'edit' | 'delete' | 'hide' | 'reactions' | 'group' | 'broadcast'>>();
 
   // Listeners get the payload types without annotations.
   client.on('message', (m) => m.seq.toFixed());

@@ -1283,6 +1283,26 @@ export function storeContract(name: string, factory: StoreFactory): void {
       });
     });
 
+    describe('hidden (delete for me)', () => {
+      test('a hide event records the hide for its user only; a copy in another datacenter records it too', async () => {
+        await store.append([draft(AB, 'alice', 'h1'), draft(AB, 'bob', 'h2')]);
+        const self = directConversationId('bob', 'bob');
+        const hide: MessageDraft = {
+          conversationId: self, kind: 'direct', members: ['bob'], fromUser: 'bob', fromDevice: 'bob-phone', clientMsgId: 'op:hide-1',
+          serverMsgId: 'srv-hide', text: '', sentAtMs: ++clock,
+          event: { type: 'hidden', actor: 'bob', targetSeq: 1, targetConversationId: AB }, effect: { op: 'hide', userId: 'bob', conversationId: AB, targetSeq: 1 },
+        };
+        const [stored] = await store.append([hide]);
+        assert.deepEqual(stored!.message.event, { type: 'hidden', actor: 'bob', targetSeq: 1, targetConversationId: AB });
+        assert.deepEqual([...await store.hiddenSeqs('bob', AB, [1, 2])], [1]);
+        assert.deepEqual([...await store.hiddenSeqs('alice', AB, [1, 2])], []);
+        const copy = await factory.open();
+        opened.push(copy);
+        await copy.replicate([...await store.after(AB, 0, 10), ...await store.after(self, 0, 10)].map((message) => ({ message, homeDc: 'a' })));
+        assert.deepEqual([...await copy.hiddenSeqs('bob', AB, [1, 2])], [1]);
+      });
+    });
+
     describe('blocks', () => {
       test('block, list, unblock; a limit on how many; who blocks whom', async () => {
         assert.deepEqual(await store.blocked('alice', 10), []);

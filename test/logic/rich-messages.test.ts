@@ -289,6 +289,35 @@ for (const t of TRANSPORTS) {
       });
     });
 
+    test('delete for me: the user\'s other devices stop showing it, now and at a later sync; nobody else\'s do', T, async () => {
+      await withClients(async (connectAs) => {
+        const alice = await connectAs(t, 'alice');
+        const bob1 = await connectAs(other, 'bob', 'b1');
+        const bob2 = await connectAs(t, 'bob', 'b2');
+        const hides: { conversationId: string; seq: number }[] = [];
+        bob2.client.on('hide', (x) => hides.push(x));
+        await alice.client.send({ to: 'bob', text: 'embarrassing' });
+        await alice.client.send({ to: 'bob', text: 'fine' });
+        await waitMessages(bob2, 2);
+        await bob1.client.deleteForMe(AB, 1);
+        await until(() => hides.length > 0, 10_000, () => 'bob\'s other device learns it');
+        assert.deepEqual(hides, [{ conversationId: AB, seq: 1 }]);
+        const mine = await bob2.client.history(AB);
+        assert.deepEqual(mine.messages.map((m) => [m.seq, m.text, m.hidden ?? false]), [[1, '', true], [2, 'fine', false]]);
+        const theirs = await alice.client.history(AB);
+        assert.deepEqual(theirs.messages.map((m) => [m.seq, m.text, m.hidden ?? false]), [[1, 'embarrassing', false], [2, 'fine', false]], 'alice still has it');
+        // A device of bob that was never online learns it from its sync, and gets the message as hidden.
+        const later = await connectAs(other, 'bob', 'b3');
+        await until(() => later.messages.some((m) => m.event?.type === 'hidden') && later.messages.some((m) => m.conversationId === AB && m.seq === 2),
+          10_000, () => 'the later device syncs');
+        const synced = later.messages.find((m) => m.conversationId === AB && m.seq === 1)!;
+        assert.deepEqual([synced.text, synced.hidden], ['', true]);
+        await rejected(bob1.client.deleteForMe(AB, 9), ErrorCode.NOT_FOUND, 'no such message');
+        const eve = await connectAs(t, 'eve');
+        await rejected(eve.client.deleteForMe(AB, 1), ErrorCode.FORBIDDEN, 'not in the conversation');
+      });
+    });
+
     test('refusals: an oversized payload, too many mentions, a payload without type, a bad type, a reply to nothing, an empty message', T, async () => {
       await withClients(async (connectAs) => {
         const alice = await connectAs(t, 'alice');

@@ -86,6 +86,7 @@ const SAMPLES: { [C in FrameCase]: Extract<FrameBodyInit, { case: C }> } = {
   block: { case: 'block', value: { userId: 'mallory', blocked: true } },
   blockResult: { case: 'blockResult', value: { blocked: ['mallory', 'trudy'] } },
   react: { case: 'react', value: { conversationId: 'g:team', seq: 4n, emoji: '👍', remove: true } },
+  hide: { case: 'hide', value: { conversationId: 'g:team', seq: 9n } },
   setProfile: { case: 'setProfile', value: { name: 'Alice A.', avatarUrl: 'https://example.com/a.png' } },
   profileQuery: { case: 'profileQuery', value: { userIds: ['alice', 'bob'] } },
   profileResult: { case: 'profileResult', value: { profiles: [{ userId: 'alice', name: 'Alice', avatarUrl: 'https://x.test/a', updatedAtMs: 5n }] } },

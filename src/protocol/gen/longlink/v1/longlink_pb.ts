@@ -15,7 +15,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file longlink/v1/longlink.proto.
  */
 export const file_longlink_v1_longlink: GenFile = /*@__PURE__*/
-  fileDesc("Chpsb25nbGluay92MS9sb25nbGluay5wcm90bxILbG9uZ2xpbmsudjEimAwKBUZyYW1lEgoKAmlkGAEgASgNEhIKCnJlcXVlc3RfaWQYAiABKAkSIwoFbG9naW4YCiABKAsyEi5sb25nbGluay52MS5Mb2dpbkgAEjAKDGxvZ2luX3Jlc3VsdBgLIAEoCzIYLmxvbmdsaW5rLnYxLkxvZ2luUmVzdWx0SAASIQoEcGluZxgMIAEoCzIRLmxvbmdsaW5rLnYxLlBpbmdIABIhCgRwb25nGA0gASgLMhEubG9uZ2xpbmsudjEuUG9uZ0gAEiEKBHNlbmQYDiABKAsyES5sb25nbGluay52MS5TZW5kSAASKAoIc2VuZF9hY2sYDyABKAsyFC5sb25nbGluay52MS5TZW5kQWNrSAASIQoEcHVzaBgQIAEoCzIRLmxvbmdsaW5rLnYxLlB1c2hIABIoCghwdXNoX2FjaxgRIAEoCzIULmxvbmdsaW5rLnYxLlB1c2hBY2tIABIoCgRzeW5jGBIgASgLMhgubG9uZ2xpbmsudjEuU3luY1JlcXVlc3RIABIuCgtzeW5jX3Jlc3VsdBgTIAEoCzIXLmxvbmdsaW5rLnYxLlN5bmNSZXN1bHRIABIuCgdoaXN0b3J5GBQgASgLMhsubG9uZ2xpbmsudjEuSGlzdG9yeVJlcXVlc3RIABI0Cg5oaXN0b3J5X3Jlc3VsdBgVIAEoCzIaLmxvbmdsaW5rLnYxLkhpc3RvcnlSZXN1bHRIABIhCgRraWNrGBYgASgLMhEubG9uZ2xpbmsudjEuS2lja0gAEiMKBWVycm9yGBcgASgLMhIubG9uZ2xpbmsudjEuRXJyb3JIABIqCgltYXJrX3JlYWQYGCABKAsyFS5sb25nbGluay52MS5NYXJrUmVhZEgAEiEKBGRvbmUYGSABKAsyES5sb25nbGluay52MS5Eb25lSAASJQoGdHlwaW5nGBogASgLMhMubG9uZ2xpbmsudjEuVHlwaW5nSAASNAoOcHJlc2VuY2VfcXVlcnkYGyABKAsyGi5sb25nbGluay52MS5QcmVzZW5jZVF1ZXJ5SAASPAoScHJlc2VuY2Vfc3Vic2NyaWJlGBwgASgLMh4ubG9uZ2xpbmsudjEuUHJlc2VuY2VTdWJzY3JpYmVIABI2Cg9wcmVzZW5jZV9yZXN1bHQYHSABKAsyGy5sb25nbGluay52MS5QcmVzZW5jZVJlc3VsdEgAEjoKDWNvbnZlcnNhdGlvbnMYHiABKAsyIS5sb25nbGluay52MS5Db252ZXJzYXRpb25zUmVxdWVzdEgAEkAKFGNvbnZlcnNhdGlvbnNfcmVzdWx0GB8gASgLMiAubG9uZ2xpbmsudjEuQ29udmVyc2F0aW9uc1Jlc3VsdEgAEioKBWdyb3VwGCAgASgLMhkubG9uZ2xpbmsudjEuR3JvdXBSZXF1ZXN0SAASMAoMZ3JvdXBfcmVzdWx0GCEgASgLMhgubG9uZ2xpbmsudjEuR3JvdXBSZXN1bHRIABIlCgZyZWNhbGwYIiABKAsyEy5sb25nbGluay52MS5SZWNhbGxIABIjCgVldmVudBgjIAEoCzISLmxvbmdsaW5rLnYxLkV2ZW50SAASIQoEZWRpdBgkIAEoCzIRLmxvbmdsaW5rLnYxLkVkaXRIABIlCgZkZWxldGUYJSABKAsyEy5sb25nbGluay52MS5EZWxldGVIABIjCgVibG9jaxgmIAEoCzISLmxvbmdsaW5rLnYxLkJsb2NrSAASMAoMYmxvY2tfcmVzdWx0GCcgASgLMhgubG9uZ2xpbmsudjEuQmxvY2tSZXN1bHRIABIjCgVyZWFjdBgoIAEoCzISLmxvbmdsaW5rLnYxLlJlYWN0SAASLgoLc2V0X3Byb2ZpbGUYKSABKAsyFy5sb25nbGluay52MS5TZXRQcm9maWxlSAASMgoNcHJvZmlsZV9xdWVyeRgqIAEoCzIZLmxvbmdsaW5rLnYxLlByb2ZpbGVRdWVyeUgAEjQKDnByb2ZpbGVfcmVzdWx0GCsgASgLMhoubG9uZ2xpbmsudjEuUHJvZmlsZVJlc3VsdEgAQgYKBGJvZHkiLgoFTG9naW4SDQoFdG9rZW4YASABKAkSFgoOY2xpZW50X3ZlcnNpb24YAiABKAki0gEKC0xvZ2luUmVzdWx0Eg8KB3VzZXJfaWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEhAKCHBsYXRmb3JtGAMgASgJEhgKEHBpbmdfaW50ZXJ2YWxfbXMYBCABKA0SFgoOc2VydmVyX3RpbWVfbXMYBSABKAMSDwoHbm9kZV9pZBgGIAEoCRIXCg9tYXhfZnJhbWVfYnl0ZXMYByABKA0SFgoObWF4X3RleHRfYnl0ZXMYCCABKA0SGQoRbWF4X3BheWxvYWRfYnl0ZXMYCSABKA0iBgoEUGluZyIeCgRQb25nEhYKDnNlcnZlcl90aW1lX21zGAEgASgDIo8BCgRTZW5kEhUKDWNsaWVudF9tc2dfaWQYASABKAkSDwoHdG9fdXNlchgCIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAyABKAkSDAoEdGV4dBgEIAEoCRIRCglmcm9tX3VzZXIYBSABKAkSJQoHY29udGVudBgGIAEoCzIULmxvbmdsaW5rLnYxLkNvbnRlbnQijAEKB0NvbnRlbnQSDAoEdHlwZRgBIAEoCRIPCgdwYXlsb2FkGAIgASgMEhAKCG1lbnRpb25zGAMgAygJEhMKC21lbnRpb25fYWxsGAQgASgIEhQKDHJlcGx5X3RvX3NlcRgFIAEoAxIlCgdmb3J3YXJkGAYgASgLMhQubG9uZ2xpbmsudjEuRm9yd2FyZCJWCgdGb3J3YXJkEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSEQoJZnJvbV91c2VyGAMgASgJEhIKCnNlbnRfYXRfbXMYBCABKAMiUQoFUXVvdGUSCwoDc2VxGAEgASgDEhEKCWZyb21fdXNlchgCIAEoCRIMCgR0ZXh0GAMgASgJEgwKBHR5cGUYBCABKAkSDAoEZ29uZRgFIAEoCCKSAQoHU2VuZEFjaxIVCg1jbGllbnRfbXNnX2lkGAEgASgJEhUKDXNlcnZlcl9tc2dfaWQYAiABKAkSFwoPY29udmVyc2F0aW9uX2lkGAMgASgJEgsKA3NlcRgEIAEoAxISCgpzZW50X2F0X21zGAUgASgDEhEKCWR1cGxpY2F0ZRgGIAEoCBIMCgR0ZXh0GAcgASgJIqgDCgdNZXNzYWdlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSFQoNc2VydmVyX21zZ19pZBgDIAEoCRIRCglmcm9tX3VzZXIYBCABKAkSEwoLZnJvbV9kZXZpY2UYBSABKAkSFQoNY2xpZW50X21zZ19pZBgGIAEoCRIMCgR0ZXh0GAcgASgJEhIKCnNlbnRfYXRfbXMYCCABKAMSKQoFZXZlbnQYCSABKAsyGi5sb25nbGluay52MS5UaW1lbGluZUV2ZW50EhAKCHJlY2FsbGVkGAogASgIEhMKC3JlY2FsbGVkX2J5GAsgASgJEiUKB2NvbnRlbnQYDCABKAsyFC5sb25nbGluay52MS5Db250ZW50EhQKDGVkaXRlZF9hdF9tcxgNIAEoAxIPCgdkZWxldGVkGA4gASgIEhIKCmRlbGV0ZWRfYnkYDyABKAkSIQoFcmVwbHkYECABKAsyEi5sb25nbGluay52MS5RdW90ZRIoCglyZWFjdGlvbnMYESADKAsyFS5sb25nbGluay52MS5SZWFjdGlvbiI3CghSZWFjdGlvbhINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoDRINCgV1c2VycxgDIAMoCSLqAQoNVGltZWxpbmVFdmVudBIsCgR0eXBlGAEgASgOMh4ubG9uZ2xpbmsudjEuVGltZWxpbmVFdmVudFR5cGUSDQoFYWN0b3IYAiABKAkSEAoIdXNlcl9pZHMYAyADKAkSEgoKdGFyZ2V0X3NlcRgEIAEoAxIkCgRyb2xlGAUgASgOMhYubG9uZ2xpbmsudjEuR3JvdXBSb2xlEgwKBG5hbWUYBiABKAkSDQoFbXV0ZWQYByABKAgSDAoEdGV4dBgIIAEoCRIlCgdjb250ZW50GAkgASgLMhQubG9uZ2xpbmsudjEuQ29udGVudCIuCgRQdXNoEiYKCG1lc3NhZ2VzGAEgAygLMhQubG9uZ2xpbmsudjEuTWVzc2FnZSIvCgdQdXNoQWNrEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMiLgoGQ3Vyc29yEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMihAEKC1N5bmNSZXF1ZXN0EiQKB2N1cnNvcnMYASADKAsyEy5sb25nbGluay52MS5DdXJzb3ISGAoQY29udmVyc2F0aW9uX2lkcxgCIAMoCRINCgVsaW1pdBgDIAEoDRIXCgpzeW5jX3Rva2VuGAQgASgJSACIAQFCDQoLX3N5bmNfdG9rZW4igAEKClN5bmNSZXN1bHQSJgoIbWVzc2FnZXMYASADKAsyFC5sb25nbGluay52MS5NZXNzYWdlEiQKB2N1cnNvcnMYAiADKAsyEy5sb25nbGluay52MS5DdXJzb3ISEAoIaGFzX21vcmUYAyABKAgSEgoKc3luY190b2tlbhgEIAEoCSJMCg5IaXN0b3J5UmVxdWVzdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSEgoKYmVmb3JlX3NlcRgCIAEoAxINCgVsaW1pdBgDIAEoDSJiCg1IaXN0b3J5UmVzdWx0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRImCghtZXNzYWdlcxgCIAMoCzIULmxvbmdsaW5rLnYxLk1lc3NhZ2USEAoIaGFzX21vcmUYAyABKAgiMAoITWFya1JlYWQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIGCgREb25lIiEKBlR5cGluZxIXCg9jb252ZXJzYXRpb25faWQYASABKAkiYQoERWRpdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDEgwKBHRleHQYAyABKAkSJQoHY29udGVudBgEIAEoCzIULmxvbmdsaW5rLnYxLkNvbnRlbnQiLgoGRGVsZXRlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMiKQoFQmxvY2sSDwoHdXNlcl9pZBgBIAEoCRIPCgdibG9ja2VkGAIgASgIIkwKBVJlYWN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSDQoFZW1vamkYAyABKAkSDgoGcmVtb3ZlGAQgASgIIlMKB1Byb2ZpbGUSDwoHdXNlcl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhIKCmF2YXRhcl91cmwYAyABKAkSFQoNdXBkYXRlZF9hdF9tcxgEIAEoAyIuCgpTZXRQcm9maWxlEgwKBG5hbWUYASABKAkSEgoKYXZhdGFyX3VybBgCIAEoCSIgCgxQcm9maWxlUXVlcnkSEAoIdXNlcl9pZHMYASADKAkiNwoNUHJvZmlsZVJlc3VsdBImCghwcm9maWxlcxgBIAMoCzIULmxvbmdsaW5rLnYxLlByb2ZpbGUiHgoLQmxvY2tSZXN1bHQSDwoHYmxvY2tlZBgBIAMoCSIuCgZSZWNhbGwSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIhCg1QcmVzZW5jZVF1ZXJ5EhAKCHVzZXJfaWRzGAEgAygJIiUKEVByZXNlbmNlU3Vic2NyaWJlEhAKCHVzZXJfaWRzGAEgAygJIj4KCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEhEKCXBsYXRmb3JtcxgDIAMoCSI2Cg5QcmVzZW5jZVJlc3VsdBIkCgV1c2VycxgBIAMoCzIVLmxvbmdsaW5rLnYxLlByZXNlbmNlIlkKFENvbnZlcnNhdGlvbnNSZXF1ZXN0Eg0KBWxpbWl0GAEgASgNEhMKC2FmdGVyX2F0X21zGAIgASgDEh0KFWFmdGVyX2NvbnZlcnNhdGlvbl9pZBgDIAEoCSLJAgoTQ29udmVyc2F0aW9uU3VtbWFyeRIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDAoEa2luZBgCIAEoCRIQCghncm91cF9pZBgDIAEoCRIMCgRuYW1lGAQgASgJEhEKCXBlZXJfdXNlchgFIAEoCRIQCghsYXN0X3NlcRgGIAEoAxIqCgxsYXN0X21lc3NhZ2UYByABKAsyFC5sb25nbGluay52MS5NZXNzYWdlEhAKCHJlYWRfc2VxGAggASgDEg4KBnVucmVhZBgJIAEoAxIVCg1wZWVyX3JlYWRfc2VxGAogASgDEhIKCmxhc3RfYXRfbXMYCyABKAMSHgoWbGFzdF9tZXNzYWdlX3RydW5jYXRlZBgMIAEoCBIaChJwZWVyX2RlbGl2ZXJlZF9zZXEYDSABKAMSEQoJbWVudGlvbmVkGA4gASgIImAKE0NvbnZlcnNhdGlvbnNSZXN1bHQSNwoNY29udmVyc2F0aW9ucxgBIAMoCzIgLmxvbmdsaW5rLnYxLkNvbnZlcnNhdGlvblN1bW1hcnkSEAoIaGFzX21vcmUYAiABKAgiZQoLR3JvdXBNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIkCgRyb2xlGAIgASgOMhYubG9uZ2xpbmsudjEuR3JvdXBSb2xlEg0KBW11dGVkGAMgASgIEhAKCHJlYWRfc2VxGAQgASgDIrcBCgVHcm91cBIQCghncm91cF9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRINCgVvd25lchgEIAEoCRIpCgdtZW1iZXJzGAUgAygLMhgubG9uZ2xpbmsudjEuR3JvdXBNZW1iZXISEQoJbXV0ZWRfYWxsGAYgASgIEhEKCWRpc21pc3NlZBgHIAEoCBIVCg1jcmVhdGVkX2F0X21zGAggASgDIucCCgxHcm91cFJlcXVlc3QSKgoGY3JlYXRlGAEgASgLMhgubG9uZ2xpbmsudjEuR3JvdXBDcmVhdGVIABIoCgNhZGQYAiABKAsyGS5sb25nbGluay52MS5Hcm91cE1lbWJlcnNIABIrCgZyZW1vdmUYAyABKAsyGS5sb25nbGluay52MS5Hcm91cE1lbWJlcnNIABImCgVsZWF2ZRgEIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSAASKAoHZGlzbWlzcxgFIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSAASLQoIc2V0X3JvbGUYBiABKAsyGS5sb25nbGluay52MS5Hcm91cFNldFJvbGVIABImCgRtdXRlGAcgASgLMhYubG9uZ2xpbmsudjEuR3JvdXBNdXRlSAASJQoEaW5mbxgIIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSABCBAoCb3AiLwoLR3JvdXBDcmVhdGUSDAoEbmFtZRgBIAEoCRISCgptZW1iZXJfaWRzGAIgAygJIjIKDEdyb3VwTWVtYmVycxIQCghncm91cF9pZBgBIAEoCRIQCgh1c2VyX2lkcxgCIAMoCSIcCghHcm91cFJlZhIQCghncm91cF9pZBgBIAEoCSJXCgxHcm91cFNldFJvbGUSEAoIZ3JvdXBfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIkCgRyb2xlGAMgASgOMhYubG9uZ2xpbmsudjEuR3JvdXBSb2xlIj0KCUdyb3VwTXV0ZRIQCghncm91cF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg0KBW11dGVkGAMgASgIIjAKC0dyb3VwUmVzdWx0EiEKBWdyb3VwGAEgASgLMhIubG9uZ2xpbmsudjEuR3JvdXAiuwIKBUV2ZW50EicKB3JlY2VpcHQYASABKAsyFC5sb25nbGluay52MS5SZWNlaXB0SAASKgoGdHlwaW5nGAIgASgLMhgubG9uZ2xpbmsudjEuVHlwaW5nRXZlbnRIABIpCghwcmVzZW5jZRgDIAEoCzIVLmxvbmdsaW5rLnYxLlByZXNlbmNlSAASKwoJYnJvYWRjYXN0GAQgASgLMhYubG9uZ2xpbmsudjEuQnJvYWRjYXN0SAASJQoGcmVzeW5jGAUgASgLMhMubG9uZ2xpbmsudjEuUmVzeW5jSAASKQoIZGVsaXZlcnkYBiABKAsyFS5sb25nbGluay52MS5EZWxpdmVyeUgAEisKCXJlYWN0aW9ucxgHIAEoCzIWLmxvbmdsaW5rLnYxLlJlYWN0aW9uc0gAQgYKBGJvZHkiWwoJUmVhY3Rpb25zEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSKAoJcmVhY3Rpb25zGAMgAygLMhUubG9uZ2xpbmsudjEuUmVhY3Rpb24iCAoGUmVzeW5jIkAKB1JlY2VpcHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSCwoDc2VxGAMgASgDIkEKCERlbGl2ZXJ5EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEgsKA3NlcRgDIAEoAyI3CgtUeXBpbmdFdmVudBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSI5CglCcm9hZGNhc3QSDAoEdGV4dBgBIAEoCRISCgpzZW50X2F0X21zGAIgASgDEgoKAmlkGAMgASgJIk8KBEtpY2sSJAoEY29kZRgBIAEoDjIWLmxvbmdsaW5rLnYxLkVycm9yQ29kZRIOCgZyZWFzb24YAiABKAkSEQoJcmVjb25uZWN0GAMgASgIImAKBUVycm9yEiQKBGNvZGUYASABKA4yFi5sb25nbGluay52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIRCglyZWNvbm5lY3QYAyABKAgSDQoFZmF0YWwYBCABKAgq3gEKEVRpbWVsaW5lRXZlbnRUeXBlEiMKH1RJTUVMSU5FX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIRCg1HUk9VUF9DUkVBVEVEEAESEQoNTUVNQkVSU19BRERFRBACEhMKD01FTUJFUlNfUkVNT1ZFRBADEg8KC01FTUJFUl9MRUZUEAQSDQoJRElTTUlTU0VEEAUSEAoMUk9MRV9DSEFOR0VEEAYSEAoMTVVURV9DSEFOR0VEEAcSDAoIUkVDQUxMRUQQCBIKCgZFRElURUQQCRILCgdERUxFVEVEEAoqSQoJR3JvdXBSb2xlEhoKFkdST1VQX1JPTEVfVU5TUEVDSUZJRUQQABIKCgZNRU1CRVIQARIJCgVBRE1JThACEgkKBU9XTkVSEAMq5gYKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASDQoJQkFEX0ZSQU1FEGQSEwoPRlJBTUVfVE9PX0xBUkdFEGUSEQoNVU5LTk9XTl9GUkFNRRBmEhEKDU5PVF9MT0dHRURfSU4QZxIVChFBTFJFQURZX0xPR0dFRF9JThBoEhEKDUxPR0lOX1RJTUVPVVQQaRIVChFIRUFSVEJFQVRfVElNRU9VVBBqEg8KC0JBRF9SRVFVRVNUEGsSEgoNVE9LRU5fTUlTU0lORxDIARISCg1UT0tFTl9JTlZBTElEEMkBEhIKDVRPS0VOX0VYUElSRUQQygESDgoJRk9SQklEREVOEMsBEhIKDVRPS0VOX1JFVk9LRUQQzAESEQoMUkFURV9MSU1JVEVEEKwCEhIKDVNMT1dfQ09OU1VNRVIQrQISDwoKVEVYVF9FTVBUWRCuAhITCg5URVhUX1RPT19MQVJHRRCvAhIZChRUT09fTUFOWV9DT05ORUNUSU9OUxCwAhIUCg9MT0dJTl9USFJPVFRMRUQQsQISFgoRVVNFUl9SQVRFX0xJTUlURUQQsgISCQoEQlVTWRCzAhIXChJDT05ORUNUSU9OX0xJTUlURUQQtAISFgoRQ09OVEVOVF9UT09fTEFSR0UQtQISDQoIUkVQTEFDRUQQkAMSFAoPU0VSVkVSX1NIVVRET1dOEJEDEhEKDExPR0lOX1BPTElDWRCSAxIRCgxOT0RFX0VYUElSRUQQkwMSDgoJTk9UX0ZPVU5EENgEEg8KCk5PVF9NRU1CRVIQ2QQSDgoJTk9UX0FETUlOENoEEgoKBU1VVEVEENsEEhQKD0dST1VQX0RJU01JU1NFRBDcBBIPCgpHUk9VUF9GVUxMEN0EEhMKDlJFQ0FMTF9FWFBJUkVEEN4EEg8KCk5PVF9TRU5ERVIQ3wQSFAoPVE9PX01BTllfR1JPVVBTEOAEEhAKC05PVF9DT05UQUNUEOEEEhQKD0NPTlRFTlRfQkxPQ0tFRBDiBBIMCgdCTE9DS0VEEOMEEhQKD1RPT19NQU5ZX0JMT0NLUxDkBBIXChJUT09fTUFOWV9SRUFDVElPTlMQ5QQSDQoISU5URVJOQUwQ9AMSEAoLVU5BVkFJTEFCTEUQ9QNiBnByb3RvMw");
+  fileDesc("Chpsb25nbGluay92MS9sb25nbGluay5wcm90bxILbG9uZ2xpbmsudjEiuwwKBUZyYW1lEgoKAmlkGAEgASgNEhIKCnJlcXVlc3RfaWQYAiABKAkSIwoFbG9naW4YCiABKAsyEi5sb25nbGluay52MS5Mb2dpbkgAEjAKDGxvZ2luX3Jlc3VsdBgLIAEoCzIYLmxvbmdsaW5rLnYxLkxvZ2luUmVzdWx0SAASIQoEcGluZxgMIAEoCzIRLmxvbmdsaW5rLnYxLlBpbmdIABIhCgRwb25nGA0gASgLMhEubG9uZ2xpbmsudjEuUG9uZ0gAEiEKBHNlbmQYDiABKAsyES5sb25nbGluay52MS5TZW5kSAASKAoIc2VuZF9hY2sYDyABKAsyFC5sb25nbGluay52MS5TZW5kQWNrSAASIQoEcHVzaBgQIAEoCzIRLmxvbmdsaW5rLnYxLlB1c2hIABIoCghwdXNoX2FjaxgRIAEoCzIULmxvbmdsaW5rLnYxLlB1c2hBY2tIABIoCgRzeW5jGBIgASgLMhgubG9uZ2xpbmsudjEuU3luY1JlcXVlc3RIABIuCgtzeW5jX3Jlc3VsdBgTIAEoCzIXLmxvbmdsaW5rLnYxLlN5bmNSZXN1bHRIABIuCgdoaXN0b3J5GBQgASgLMhsubG9uZ2xpbmsudjEuSGlzdG9yeVJlcXVlc3RIABI0Cg5oaXN0b3J5X3Jlc3VsdBgVIAEoCzIaLmxvbmdsaW5rLnYxLkhpc3RvcnlSZXN1bHRIABIhCgRraWNrGBYgASgLMhEubG9uZ2xpbmsudjEuS2lja0gAEiMKBWVycm9yGBcgASgLMhIubG9uZ2xpbmsudjEuRXJyb3JIABIqCgltYXJrX3JlYWQYGCABKAsyFS5sb25nbGluay52MS5NYXJrUmVhZEgAEiEKBGRvbmUYGSABKAsyES5sb25nbGluay52MS5Eb25lSAASJQoGdHlwaW5nGBogASgLMhMubG9uZ2xpbmsudjEuVHlwaW5nSAASNAoOcHJlc2VuY2VfcXVlcnkYGyABKAsyGi5sb25nbGluay52MS5QcmVzZW5jZVF1ZXJ5SAASPAoScHJlc2VuY2Vfc3Vic2NyaWJlGBwgASgLMh4ubG9uZ2xpbmsudjEuUHJlc2VuY2VTdWJzY3JpYmVIABI2Cg9wcmVzZW5jZV9yZXN1bHQYHSABKAsyGy5sb25nbGluay52MS5QcmVzZW5jZVJlc3VsdEgAEjoKDWNvbnZlcnNhdGlvbnMYHiABKAsyIS5sb25nbGluay52MS5Db252ZXJzYXRpb25zUmVxdWVzdEgAEkAKFGNvbnZlcnNhdGlvbnNfcmVzdWx0GB8gASgLMiAubG9uZ2xpbmsudjEuQ29udmVyc2F0aW9uc1Jlc3VsdEgAEioKBWdyb3VwGCAgASgLMhkubG9uZ2xpbmsudjEuR3JvdXBSZXF1ZXN0SAASMAoMZ3JvdXBfcmVzdWx0GCEgASgLMhgubG9uZ2xpbmsudjEuR3JvdXBSZXN1bHRIABIlCgZyZWNhbGwYIiABKAsyEy5sb25nbGluay52MS5SZWNhbGxIABIjCgVldmVudBgjIAEoCzISLmxvbmdsaW5rLnYxLkV2ZW50SAASIQoEZWRpdBgkIAEoCzIRLmxvbmdsaW5rLnYxLkVkaXRIABIlCgZkZWxldGUYJSABKAsyEy5sb25nbGluay52MS5EZWxldGVIABIjCgVibG9jaxgmIAEoCzISLmxvbmdsaW5rLnYxLkJsb2NrSAASMAoMYmxvY2tfcmVzdWx0GCcgASgLMhgubG9uZ2xpbmsudjEuQmxvY2tSZXN1bHRIABIjCgVyZWFjdBgoIAEoCzISLmxvbmdsaW5rLnYxLlJlYWN0SAASLgoLc2V0X3Byb2ZpbGUYKSABKAsyFy5sb25nbGluay52MS5TZXRQcm9maWxlSAASMgoNcHJvZmlsZV9xdWVyeRgqIAEoCzIZLmxvbmdsaW5rLnYxLlByb2ZpbGVRdWVyeUgAEjQKDnByb2ZpbGVfcmVzdWx0GCsgASgLMhoubG9uZ2xpbmsudjEuUHJvZmlsZVJlc3VsdEgAEiEKBGhpZGUYLCABKAsyES5sb25nbGluay52MS5IaWRlSABCBgoEYm9keSIuCgVMb2dpbhINCgV0b2tlbhgBIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgCIAEoCSLSAQoLTG9naW5SZXN1bHQSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSEAoIcGxhdGZvcm0YAyABKAkSGAoQcGluZ19pbnRlcnZhbF9tcxgEIAEoDRIWCg5zZXJ2ZXJfdGltZV9tcxgFIAEoAxIPCgdub2RlX2lkGAYgASgJEhcKD21heF9mcmFtZV9ieXRlcxgHIAEoDRIWCg5tYXhfdGV4dF9ieXRlcxgIIAEoDRIZChFtYXhfcGF5bG9hZF9ieXRlcxgJIAEoDSIGCgRQaW5nIh4KBFBvbmcSFgoOc2VydmVyX3RpbWVfbXMYASABKAMijwEKBFNlbmQSFQoNY2xpZW50X21zZ19pZBgBIAEoCRIPCgd0b191c2VyGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIMCgR0ZXh0GAQgASgJEhEKCWZyb21fdXNlchgFIAEoCRIlCgdjb250ZW50GAYgASgLMhQubG9uZ2xpbmsudjEuQ29udGVudCKMAQoHQ29udGVudBIMCgR0eXBlGAEgASgJEg8KB3BheWxvYWQYAiABKAwSEAoIbWVudGlvbnMYAyADKAkSEwoLbWVudGlvbl9hbGwYBCABKAgSFAoMcmVwbHlfdG9fc2VxGAUgASgDEiUKB2ZvcndhcmQYBiABKAsyFC5sb25nbGluay52MS5Gb3J3YXJkIlYKB0ZvcndhcmQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIRCglmcm9tX3VzZXIYAyABKAkSEgoKc2VudF9hdF9tcxgEIAEoAyJRCgVRdW90ZRILCgNzZXEYASABKAMSEQoJZnJvbV91c2VyGAIgASgJEgwKBHRleHQYAyABKAkSDAoEdHlwZRgEIAEoCRIMCgRnb25lGAUgASgIIpIBCgdTZW5kQWNrEhUKDWNsaWVudF9tc2dfaWQYASABKAkSFQoNc2VydmVyX21zZ19pZBgCIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAyABKAkSCwoDc2VxGAQgASgDEhIKCnNlbnRfYXRfbXMYBSABKAMSEQoJZHVwbGljYXRlGAYgASgIEgwKBHRleHQYByABKAkiuAMKB01lc3NhZ2USFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIVCg1zZXJ2ZXJfbXNnX2lkGAMgASgJEhEKCWZyb21fdXNlchgEIAEoCRITCgtmcm9tX2RldmljZRgFIAEoCRIVCg1jbGllbnRfbXNnX2lkGAYgASgJEgwKBHRleHQYByABKAkSEgoKc2VudF9hdF9tcxgIIAEoAxIpCgVldmVudBgJIAEoCzIaLmxvbmdsaW5rLnYxLlRpbWVsaW5lRXZlbnQSEAoIcmVjYWxsZWQYCiABKAgSEwoLcmVjYWxsZWRfYnkYCyABKAkSJQoHY29udGVudBgMIAEoCzIULmxvbmdsaW5rLnYxLkNvbnRlbnQSFAoMZWRpdGVkX2F0X21zGA0gASgDEg8KB2RlbGV0ZWQYDiABKAgSEgoKZGVsZXRlZF9ieRgPIAEoCRIhCgVyZXBseRgQIAEoCzISLmxvbmdsaW5rLnYxLlF1b3RlEigKCXJlYWN0aW9ucxgRIAMoCzIVLmxvbmdsaW5rLnYxLlJlYWN0aW9uEg4KBmhpZGRlbhgSIAEoCCI3CghSZWFjdGlvbhINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoDRINCgV1c2VycxgDIAMoCSKKAgoNVGltZWxpbmVFdmVudBIsCgR0eXBlGAEgASgOMh4ubG9uZ2xpbmsudjEuVGltZWxpbmVFdmVudFR5cGUSDQoFYWN0b3IYAiABKAkSEAoIdXNlcl9pZHMYAyADKAkSEgoKdGFyZ2V0X3NlcRgEIAEoAxIkCgRyb2xlGAUgASgOMhYubG9uZ2xpbmsudjEuR3JvdXBSb2xlEgwKBG5hbWUYBiABKAkSDQoFbXV0ZWQYByABKAgSDAoEdGV4dBgIIAEoCRIlCgdjb250ZW50GAkgASgLMhQubG9uZ2xpbmsudjEuQ29udGVudBIeChZ0YXJnZXRfY29udmVyc2F0aW9uX2lkGAogASgJIi4KBFB1c2gSJgoIbWVzc2FnZXMYASADKAsyFC5sb25nbGluay52MS5NZXNzYWdlIi8KB1B1c2hBY2sSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIuCgZDdXJzb3ISFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyKEAQoLU3luY1JlcXVlc3QSJAoHY3Vyc29ycxgBIAMoCzITLmxvbmdsaW5rLnYxLkN1cnNvchIYChBjb252ZXJzYXRpb25faWRzGAIgAygJEg0KBWxpbWl0GAMgASgNEhcKCnN5bmNfdG9rZW4YBCABKAlIAIgBAUINCgtfc3luY190b2tlbiKAAQoKU3luY1Jlc3VsdBImCghtZXNzYWdlcxgBIAMoCzIULmxvbmdsaW5rLnYxLk1lc3NhZ2USJAoHY3Vyc29ycxgCIAMoCzITLmxvbmdsaW5rLnYxLkN1cnNvchIQCghoYXNfbW9yZRgDIAEoCBISCgpzeW5jX3Rva2VuGAQgASgJIkwKDkhpc3RvcnlSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRISCgpiZWZvcmVfc2VxGAIgASgDEg0KBWxpbWl0GAMgASgNImIKDUhpc3RvcnlSZXN1bHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEiYKCG1lc3NhZ2VzGAIgAygLMhQubG9uZ2xpbmsudjEuTWVzc2FnZRIQCghoYXNfbW9yZRgDIAEoCCIwCghNYXJrUmVhZBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIgYKBERvbmUiIQoGVHlwaW5nEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSJhCgRFZGl0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSDAoEdGV4dBgDIAEoCRIlCgdjb250ZW50GAQgASgLMhQubG9uZ2xpbmsudjEuQ29udGVudCIuCgZEZWxldGUSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIsCgRIaWRlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMiKQoFQmxvY2sSDwoHdXNlcl9pZBgBIAEoCRIPCgdibG9ja2VkGAIgASgIIkwKBVJlYWN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSDQoFZW1vamkYAyABKAkSDgoGcmVtb3ZlGAQgASgIIlMKB1Byb2ZpbGUSDwoHdXNlcl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhIKCmF2YXRhcl91cmwYAyABKAkSFQoNdXBkYXRlZF9hdF9tcxgEIAEoAyIuCgpTZXRQcm9maWxlEgwKBG5hbWUYASABKAkSEgoKYXZhdGFyX3VybBgCIAEoCSIgCgxQcm9maWxlUXVlcnkSEAoIdXNlcl9pZHMYASADKAkiNwoNUHJvZmlsZVJlc3VsdBImCghwcm9maWxlcxgBIAMoCzIULmxvbmdsaW5rLnYxLlByb2ZpbGUiHgoLQmxvY2tSZXN1bHQSDwoHYmxvY2tlZBgBIAMoCSIuCgZSZWNhbGwSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIhCg1QcmVzZW5jZVF1ZXJ5EhAKCHVzZXJfaWRzGAEgAygJIiUKEVByZXNlbmNlU3Vic2NyaWJlEhAKCHVzZXJfaWRzGAEgAygJIj4KCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEhEKCXBsYXRmb3JtcxgDIAMoCSI2Cg5QcmVzZW5jZVJlc3VsdBIkCgV1c2VycxgBIAMoCzIVLmxvbmdsaW5rLnYxLlByZXNlbmNlIlkKFENvbnZlcnNhdGlvbnNSZXF1ZXN0Eg0KBWxpbWl0GAEgASgNEhMKC2FmdGVyX2F0X21zGAIgASgDEh0KFWFmdGVyX2NvbnZlcnNhdGlvbl9pZBgDIAEoCSLJAgoTQ29udmVyc2F0aW9uU3VtbWFyeRIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDAoEa2luZBgCIAEoCRIQCghncm91cF9pZBgDIAEoCRIMCgRuYW1lGAQgASgJEhEKCXBlZXJfdXNlchgFIAEoCRIQCghsYXN0X3NlcRgGIAEoAxIqCgxsYXN0X21lc3NhZ2UYByABKAsyFC5sb25nbGluay52MS5NZXNzYWdlEhAKCHJlYWRfc2VxGAggASgDEg4KBnVucmVhZBgJIAEoAxIVCg1wZWVyX3JlYWRfc2VxGAogASgDEhIKCmxhc3RfYXRfbXMYCyABKAMSHgoWbGFzdF9tZXNzYWdlX3RydW5jYXRlZBgMIAEoCBIaChJwZWVyX2RlbGl2ZXJlZF9zZXEYDSABKAMSEQoJbWVudGlvbmVkGA4gASgIImAKE0NvbnZlcnNhdGlvbnNSZXN1bHQSNwoNY29udmVyc2F0aW9ucxgBIAMoCzIgLmxvbmdsaW5rLnYxLkNvbnZlcnNhdGlvblN1bW1hcnkSEAoIaGFzX21vcmUYAiABKAgiZQoLR3JvdXBNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIkCgRyb2xlGAIgASgOMhYubG9uZ2xpbmsudjEuR3JvdXBSb2xlEg0KBW11dGVkGAMgASgIEhAKCHJlYWRfc2VxGAQgASgDIrcBCgVHcm91cBIQCghncm91cF9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRINCgVvd25lchgEIAEoCRIpCgdtZW1iZXJzGAUgAygLMhgubG9uZ2xpbmsudjEuR3JvdXBNZW1iZXISEQoJbXV0ZWRfYWxsGAYgASgIEhEKCWRpc21pc3NlZBgHIAEoCBIVCg1jcmVhdGVkX2F0X21zGAggASgDIucCCgxHcm91cFJlcXVlc3QSKgoGY3JlYXRlGAEgASgLMhgubG9uZ2xpbmsudjEuR3JvdXBDcmVhdGVIABIoCgNhZGQYAiABKAsyGS5sb25nbGluay52MS5Hcm91cE1lbWJlcnNIABIrCgZyZW1vdmUYAyABKAsyGS5sb25nbGluay52MS5Hcm91cE1lbWJlcnNIABImCgVsZWF2ZRgEIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSAASKAoHZGlzbWlzcxgFIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSAASLQoIc2V0X3JvbGUYBiABKAsyGS5sb25nbGluay52MS5Hcm91cFNldFJvbGVIABImCgRtdXRlGAcgASgLMhYubG9uZ2xpbmsudjEuR3JvdXBNdXRlSAASJQoEaW5mbxgIIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSABCBAoCb3AiLwoLR3JvdXBDcmVhdGUSDAoEbmFtZRgBIAEoCRISCgptZW1iZXJfaWRzGAIgAygJIjIKDEdyb3VwTWVtYmVycxIQCghncm91cF9pZBgBIAEoCRIQCgh1c2VyX2lkcxgCIAMoCSIcCghHcm91cFJlZhIQCghncm91cF9pZBgBIAEoCSJXCgxHcm91cFNldFJvbGUSEAoIZ3JvdXBfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIkCgRyb2xlGAMgASgOMhYubG9uZ2xpbmsudjEuR3JvdXBSb2xlIj0KCUdyb3VwTXV0ZRIQCghncm91cF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg0KBW11dGVkGAMgASgIIjAKC0dyb3VwUmVzdWx0EiEKBWdyb3VwGAEgASgLMhIubG9uZ2xpbmsudjEuR3JvdXAiuwIKBUV2ZW50EicKB3JlY2VpcHQYASABKAsyFC5sb25nbGluay52MS5SZWNlaXB0SAASKgoGdHlwaW5nGAIgASgLMhgubG9uZ2xpbmsudjEuVHlwaW5nRXZlbnRIABIpCghwcmVzZW5jZRgDIAEoCzIVLmxvbmdsaW5rLnYxLlByZXNlbmNlSAASKwoJYnJvYWRjYXN0GAQgASgLMhYubG9uZ2xpbmsudjEuQnJvYWRjYXN0SAASJQoGcmVzeW5jGAUgASgLMhMubG9uZ2xpbmsudjEuUmVzeW5jSAASKQoIZGVsaXZlcnkYBiABKAsyFS5sb25nbGluay52MS5EZWxpdmVyeUgAEisKCXJlYWN0aW9ucxgHIAEoCzIWLmxvbmdsaW5rLnYxLlJlYWN0aW9uc0gAQgYKBGJvZHkiWwoJUmVhY3Rpb25zEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSKAoJcmVhY3Rpb25zGAMgAygLMhUubG9uZ2xpbmsudjEuUmVhY3Rpb24iCAoGUmVzeW5jIkAKB1JlY2VpcHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSCwoDc2VxGAMgASgDIkEKCERlbGl2ZXJ5EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEgsKA3NlcRgDIAEoAyI3CgtUeXBpbmdFdmVudBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSI5CglCcm9hZGNhc3QSDAoEdGV4dBgBIAEoCRISCgpzZW50X2F0X21zGAIgASgDEgoKAmlkGAMgASgJIk8KBEtpY2sSJAoEY29kZRgBIAEoDjIWLmxvbmdsaW5rLnYxLkVycm9yQ29kZRIOCgZyZWFzb24YAiABKAkSEQoJcmVjb25uZWN0GAMgASgIImAKBUVycm9yEiQKBGNvZGUYASABKA4yFi5sb25nbGluay52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIRCglyZWNvbm5lY3QYAyABKAgSDQoFZmF0YWwYBCABKAgq6gEKEVRpbWVsaW5lRXZlbnRUeXBlEiMKH1RJTUVMSU5FX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIRCg1HUk9VUF9DUkVBVEVEEAESEQoNTUVNQkVSU19BRERFRBACEhMKD01FTUJFUlNfUkVNT1ZFRBADEg8KC01FTUJFUl9MRUZUEAQSDQoJRElTTUlTU0VEEAUSEAoMUk9MRV9DSEFOR0VEEAYSEAoMTVVURV9DSEFOR0VEEAcSDAoIUkVDQUxMRUQQCBIKCgZFRElURUQQCRILCgdERUxFVEVEEAoSCgoGSElEREVOEAsqSQoJR3JvdXBSb2xlEhoKFkdST1VQX1JPTEVfVU5TUEVDSUZJRUQQABIKCgZNRU1CRVIQARIJCgVBRE1JThACEgkKBU9XTkVSEAMq5gYKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASDQoJQkFEX0ZSQU1FEGQSEwoPRlJBTUVfVE9PX0xBUkdFEGUSEQoNVU5LTk9XTl9GUkFNRRBmEhEKDU5PVF9MT0dHRURfSU4QZxIVChFBTFJFQURZX0xPR0dFRF9JThBoEhEKDUxPR0lOX1RJTUVPVVQQaRIVChFIRUFSVEJFQVRfVElNRU9VVBBqEg8KC0JBRF9SRVFVRVNUEGsSEgoNVE9LRU5fTUlTU0lORxDIARISCg1UT0tFTl9JTlZBTElEEMkBEhIKDVRPS0VOX0VYUElSRUQQygESDgoJRk9SQklEREVOEMsBEhIKDVRPS0VOX1JFVk9LRUQQzAESEQoMUkFURV9MSU1JVEVEEKwCEhIKDVNMT1dfQ09OU1VNRVIQrQISDwoKVEVYVF9FTVBUWRCuAhITCg5URVhUX1RPT19MQVJHRRCvAhIZChRUT09fTUFOWV9DT05ORUNUSU9OUxCwAhIUCg9MT0dJTl9USFJPVFRMRUQQsQISFgoRVVNFUl9SQVRFX0xJTUlURUQQsgISCQoEQlVTWRCzAhIXChJDT05ORUNUSU9OX0xJTUlURUQQtAISFgoRQ09OVEVOVF9UT09fTEFSR0UQtQISDQoIUkVQTEFDRUQQkAMSFAoPU0VSVkVSX1NIVVRET1dOEJEDEhEKDExPR0lOX1BPTElDWRCSAxIRCgxOT0RFX0VYUElSRUQQkwMSDgoJTk9UX0ZPVU5EENgEEg8KCk5PVF9NRU1CRVIQ2QQSDgoJTk9UX0FETUlOENoEEgoKBU1VVEVEENsEEhQKD0dST1VQX0RJU01JU1NFRBDcBBIPCgpHUk9VUF9GVUxMEN0EEhMKDlJFQ0FMTF9FWFBJUkVEEN4EEg8KCk5PVF9TRU5ERVIQ3wQSFAoPVE9PX01BTllfR1JPVVBTEOAEEhAKC05PVF9DT05UQUNUEOEEEhQKD0NPTlRFTlRfQkxPQ0tFRBDiBBIMCgdCTE9DS0VEEOMEEhQKD1RPT19NQU5ZX0JMT0NLUxDkBBIXChJUT09fTUFOWV9SRUFDVElPTlMQ5QQSDQoISU5URVJOQUwQ9AMSEAoLVU5BVkFJTEFCTEUQ9QNiBnByb3RvMw");
 
 /**
  * Every frame on the wire. `id` is chosen by the client for requests and is
@@ -249,6 +249,12 @@ export type Frame = Message$1<"longlink.v1.Frame"> & {
      */
     value: ProfileResult;
     case: "profileResult";
+  } | {
+    /**
+     * @generated from field: longlink.v1.Hide hide = 44;
+     */
+    value: Hide;
+    case: "hide";
   } | { case: undefined; value?: undefined };
 };
 
@@ -745,6 +751,13 @@ export type Message = Message$1<"longlink.v1.Message"> & {
    * @generated from field: repeated longlink.v1.Reaction reactions = 17;
    */
   reactions: Reaction[];
+
+  /**
+   * You deleted it for yourself (Hide): show nothing of it. Set in what you read (sync, history); text and content are empty.
+   *
+   * @generated from field: bool hidden = 18;
+   */
+  hidden: boolean;
 };
 
 /**
@@ -852,6 +865,13 @@ export type TimelineEvent = Message$1<"longlink.v1.TimelineEvent"> & {
    * @generated from field: longlink.v1.Content content = 9;
    */
   content?: Content | undefined;
+
+  /**
+   * HIDDEN: the conversation of target_seq
+   *
+   * @generated from field: string target_conversation_id = 10;
+   */
+  targetConversationId: string;
 };
 
 /**
@@ -1207,6 +1227,34 @@ export const DeleteSchema: GenMessage<Delete> = /*@__PURE__*/
   messageDesc(file_longlink_v1_longlink, 24);
 
 /**
+ * Delete a message for yourself: your devices stop showing it, nobody
+ * else's do. Recorded as a HIDDEN event in your note-to-self conversation
+ * (u:{you}:{you}), so every device of yours learns it in order, online or at
+ * its next sync; reads (sync, history) give you the message as `hidden`.
+ * Reply: Done. Idempotent by Frame.request_id (and hiding twice is harmless).
+ *
+ * @generated from message longlink.v1.Hide
+ */
+export type Hide = Message$1<"longlink.v1.Hide"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message longlink.v1.Hide.
+ * Use `create(HideSchema)` to create a new message.
+ */
+export const HideSchema: GenMessage<Hide> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 25);
+
+/**
  * Block or unblock a user: a blocked user's 1:1 messages to you are refused
  * (BLOCKED) and your presence looks offline to it; group messages stay
  * visible both ways. Reply: BlockResult. An empty user_id only lists.
@@ -1230,7 +1278,7 @@ export type Block = Message$1<"longlink.v1.Block"> & {
  * Use `create(BlockSchema)` to create a new message.
  */
 export const BlockSchema: GenMessage<Block> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 25);
+  messageDesc(file_longlink_v1_longlink, 26);
 
 /**
  * Add (or, with remove, take back) your reaction to a message you may see.
@@ -1269,7 +1317,7 @@ export type React = Message$1<"longlink.v1.React"> & {
  * Use `create(ReactSchema)` to create a new message.
  */
 export const ReactSchema: GenMessage<React> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 26);
+  messageDesc(file_longlink_v1_longlink, 27);
 
 /**
  * A user as others see it: a display name and an avatar, set by the user
@@ -1310,7 +1358,7 @@ export type Profile = Message$1<"longlink.v1.Profile"> & {
  * Use `create(ProfileSchema)` to create a new message.
  */
 export const ProfileSchema: GenMessage<Profile> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 27);
+  messageDesc(file_longlink_v1_longlink, 28);
 
 /**
  * Set your own profile: both fields replace what was there (empty clears). Reply: ProfileResult with it.
@@ -1334,7 +1382,7 @@ export type SetProfile = Message$1<"longlink.v1.SetProfile"> & {
  * Use `create(SetProfileSchema)` to create a new message.
  */
 export const SetProfileSchema: GenMessage<SetProfile> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 28);
+  messageDesc(file_longlink_v1_longlink, 29);
 
 /**
  * Profiles of up to 100 users. Reply: ProfileResult, one per user asked, in the order asked.
@@ -1353,7 +1401,7 @@ export type ProfileQuery = Message$1<"longlink.v1.ProfileQuery"> & {
  * Use `create(ProfileQuerySchema)` to create a new message.
  */
 export const ProfileQuerySchema: GenMessage<ProfileQuery> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 29);
+  messageDesc(file_longlink_v1_longlink, 30);
 
 /**
  * @generated from message longlink.v1.ProfileResult
@@ -1370,7 +1418,7 @@ export type ProfileResult = Message$1<"longlink.v1.ProfileResult"> & {
  * Use `create(ProfileResultSchema)` to create a new message.
  */
 export const ProfileResultSchema: GenMessage<ProfileResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 30);
+  messageDesc(file_longlink_v1_longlink, 31);
 
 /**
  * @generated from message longlink.v1.BlockResult
@@ -1389,7 +1437,7 @@ export type BlockResult = Message$1<"longlink.v1.BlockResult"> & {
  * Use `create(BlockResultSchema)` to create a new message.
  */
 export const BlockResultSchema: GenMessage<BlockResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 31);
+  messageDesc(file_longlink_v1_longlink, 32);
 
 /**
  * Recall a message: the sender within the recall window, or a group's owner
@@ -1414,7 +1462,7 @@ export type Recall = Message$1<"longlink.v1.Recall"> & {
  * Use `create(RecallSchema)` to create a new message.
  */
 export const RecallSchema: GenMessage<Recall> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 32);
+  messageDesc(file_longlink_v1_longlink, 33);
 
 /**
  * @generated from message longlink.v1.PresenceQuery
@@ -1431,7 +1479,7 @@ export type PresenceQuery = Message$1<"longlink.v1.PresenceQuery"> & {
  * Use `create(PresenceQuerySchema)` to create a new message.
  */
 export const PresenceQuerySchema: GenMessage<PresenceQuery> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 33);
+  messageDesc(file_longlink_v1_longlink, 34);
 
 /**
  * Replace this connection's presence subscriptions (at most 100 users); the
@@ -1451,7 +1499,7 @@ export type PresenceSubscribe = Message$1<"longlink.v1.PresenceSubscribe"> & {
  * Use `create(PresenceSubscribeSchema)` to create a new message.
  */
 export const PresenceSubscribeSchema: GenMessage<PresenceSubscribe> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 34);
+  messageDesc(file_longlink_v1_longlink, 35);
 
 /**
  * @generated from message longlink.v1.Presence
@@ -1480,7 +1528,7 @@ export type Presence = Message$1<"longlink.v1.Presence"> & {
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 35);
+  messageDesc(file_longlink_v1_longlink, 36);
 
 /**
  * @generated from message longlink.v1.PresenceResult
@@ -1497,7 +1545,7 @@ export type PresenceResult = Message$1<"longlink.v1.PresenceResult"> & {
  * Use `create(PresenceResultSchema)` to create a new message.
  */
 export const PresenceResultSchema: GenMessage<PresenceResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 36);
+  messageDesc(file_longlink_v1_longlink, 37);
 
 /**
  * One page of this user's conversations, most recent activity first. The
@@ -1534,7 +1582,7 @@ export type ConversationsRequest = Message$1<"longlink.v1.ConversationsRequest">
  * Use `create(ConversationsRequestSchema)` to create a new message.
  */
 export const ConversationsRequestSchema: GenMessage<ConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 37);
+  messageDesc(file_longlink_v1_longlink, 38);
 
 /**
  * @generated from message longlink.v1.ConversationSummary
@@ -1640,7 +1688,7 @@ export type ConversationSummary = Message$1<"longlink.v1.ConversationSummary"> &
  * Use `create(ConversationSummarySchema)` to create a new message.
  */
 export const ConversationSummarySchema: GenMessage<ConversationSummary> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 38);
+  messageDesc(file_longlink_v1_longlink, 39);
 
 /**
  * This user's conversations, most recent activity first.
@@ -1666,7 +1714,7 @@ export type ConversationsResult = Message$1<"longlink.v1.ConversationsResult"> &
  * Use `create(ConversationsResultSchema)` to create a new message.
  */
 export const ConversationsResultSchema: GenMessage<ConversationsResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 39);
+  messageDesc(file_longlink_v1_longlink, 40);
 
 /**
  * @generated from message longlink.v1.GroupMember
@@ -1700,7 +1748,7 @@ export type GroupMember = Message$1<"longlink.v1.GroupMember"> & {
  * Use `create(GroupMemberSchema)` to create a new message.
  */
 export const GroupMemberSchema: GenMessage<GroupMember> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 40);
+  messageDesc(file_longlink_v1_longlink, 41);
 
 /**
  * @generated from message longlink.v1.Group
@@ -1754,7 +1802,7 @@ export type Group = Message$1<"longlink.v1.Group"> & {
  * Use `create(GroupSchema)` to create a new message.
  */
 export const GroupSchema: GenMessage<Group> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 41);
+  messageDesc(file_longlink_v1_longlink, 42);
 
 /**
  * Group management. Reply: GroupResult with the group after the change.
@@ -1821,7 +1869,7 @@ export type GroupRequest = Message$1<"longlink.v1.GroupRequest"> & {
  * Use `create(GroupRequestSchema)` to create a new message.
  */
 export const GroupRequestSchema: GenMessage<GroupRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 42);
+  messageDesc(file_longlink_v1_longlink, 43);
 
 /**
  * @generated from message longlink.v1.GroupCreate
@@ -1845,7 +1893,7 @@ export type GroupCreate = Message$1<"longlink.v1.GroupCreate"> & {
  * Use `create(GroupCreateSchema)` to create a new message.
  */
 export const GroupCreateSchema: GenMessage<GroupCreate> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 43);
+  messageDesc(file_longlink_v1_longlink, 44);
 
 /**
  * @generated from message longlink.v1.GroupMembers
@@ -1867,7 +1915,7 @@ export type GroupMembers = Message$1<"longlink.v1.GroupMembers"> & {
  * Use `create(GroupMembersSchema)` to create a new message.
  */
 export const GroupMembersSchema: GenMessage<GroupMembers> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 44);
+  messageDesc(file_longlink_v1_longlink, 45);
 
 /**
  * @generated from message longlink.v1.GroupRef
@@ -1884,7 +1932,7 @@ export type GroupRef = Message$1<"longlink.v1.GroupRef"> & {
  * Use `create(GroupRefSchema)` to create a new message.
  */
 export const GroupRefSchema: GenMessage<GroupRef> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 45);
+  messageDesc(file_longlink_v1_longlink, 46);
 
 /**
  * @generated from message longlink.v1.GroupSetRole
@@ -1913,7 +1961,7 @@ export type GroupSetRole = Message$1<"longlink.v1.GroupSetRole"> & {
  * Use `create(GroupSetRoleSchema)` to create a new message.
  */
 export const GroupSetRoleSchema: GenMessage<GroupSetRole> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 46);
+  messageDesc(file_longlink_v1_longlink, 47);
 
 /**
  * @generated from message longlink.v1.GroupMute
@@ -1942,7 +1990,7 @@ export type GroupMute = Message$1<"longlink.v1.GroupMute"> & {
  * Use `create(GroupMuteSchema)` to create a new message.
  */
 export const GroupMuteSchema: GenMessage<GroupMute> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 47);
+  messageDesc(file_longlink_v1_longlink, 48);
 
 /**
  * @generated from message longlink.v1.GroupResult
@@ -1959,7 +2007,7 @@ export type GroupResult = Message$1<"longlink.v1.GroupResult"> & {
  * Use `create(GroupResultSchema)` to create a new message.
  */
 export const GroupResultSchema: GenMessage<GroupResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 48);
+  messageDesc(file_longlink_v1_longlink, 49);
 
 /**
  * Transient server events: not stored, not acked.
@@ -2020,7 +2068,7 @@ export type Event = Message$1<"longlink.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 49);
+  messageDesc(file_longlink_v1_longlink, 50);
 
 /**
  * A message's reactions changed: here they are now (replace what you show).
@@ -2051,7 +2099,7 @@ export type Reactions = Message$1<"longlink.v1.Reactions"> & {
  * Use `create(ReactionsSchema)` to create a new message.
  */
 export const ReactionsSchema: GenMessage<Reactions> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 50);
+  messageDesc(file_longlink_v1_longlink, 51);
 
 /**
  * Pushes to this connection may have been lost (its gateway was cut off from
@@ -2068,7 +2116,7 @@ export type Resync = Message$1<"longlink.v1.Resync"> & {
  * Use `create(ResyncSchema)` to create a new message.
  */
 export const ResyncSchema: GenMessage<Resync> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 51);
+  messageDesc(file_longlink_v1_longlink, 52);
 
 /**
  * @generated from message longlink.v1.Receipt
@@ -2099,7 +2147,7 @@ export type Receipt = Message$1<"longlink.v1.Receipt"> & {
  * Use `create(ReceiptSchema)` to create a new message.
  */
 export const ReceiptSchema: GenMessage<Receipt> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 52);
+  messageDesc(file_longlink_v1_longlink, 53);
 
 /**
  * Direct conversations: a device of the other side has received the
@@ -2134,7 +2182,7 @@ export type Delivery = Message$1<"longlink.v1.Delivery"> & {
  * Use `create(DeliverySchema)` to create a new message.
  */
 export const DeliverySchema: GenMessage<Delivery> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 53);
+  messageDesc(file_longlink_v1_longlink, 54);
 
 /**
  * @generated from message longlink.v1.TypingEvent
@@ -2156,7 +2204,7 @@ export type TypingEvent = Message$1<"longlink.v1.TypingEvent"> & {
  * Use `create(TypingEventSchema)` to create a new message.
  */
 export const TypingEventSchema: GenMessage<TypingEvent> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 54);
+  messageDesc(file_longlink_v1_longlink, 55);
 
 /**
  * A system announcement to every online connection (POST /api/v1/broadcast).
@@ -2185,7 +2233,7 @@ export type Broadcast = Message$1<"longlink.v1.Broadcast"> & {
  * Use `create(BroadcastSchema)` to create a new message.
  */
 export const BroadcastSchema: GenMessage<Broadcast> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 55);
+  messageDesc(file_longlink_v1_longlink, 56);
 
 /**
  * The server closes the connection right after a Kick.
@@ -2216,7 +2264,7 @@ export type Kick = Message$1<"longlink.v1.Kick"> & {
  * Use `create(KickSchema)` to create a new message.
  */
 export const KickSchema: GenMessage<Kick> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 56);
+  messageDesc(file_longlink_v1_longlink, 57);
 
 /**
  * @generated from message longlink.v1.Error
@@ -2252,7 +2300,7 @@ export type Error = Message$1<"longlink.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 57);
+  messageDesc(file_longlink_v1_longlink, 58);
 
 /**
  * @generated from enum longlink.v1.TimelineEventType
@@ -2316,6 +2364,13 @@ export enum TimelineEventType {
    * @generated from enum value: DELETED = 10;
    */
   DELETED = 10,
+
+  /**
+   * (in your note-to-self conversation only) you deleted target_seq of target_conversation_id for yourself: stop showing it
+   *
+   * @generated from enum value: HIDDEN = 11;
+   */
+  HIDDEN = 11,
 }
 
 /**
