@@ -142,6 +142,8 @@ export class Chat {
   private readonly pending = new Map<string, PendingItem>();
   /** The conversation list's rows, by conversation id. */
   private readonly rows = new Map<string, HTMLLIElement>();
+  /** Display names from users' profiles ('' : none set); asked for once per user. */
+  private readonly names = new Map<string, string>();
   private open: Open | undefined;
   private order = 0;
   private lastTypingSent = 0;
@@ -276,6 +278,7 @@ export class Chat {
       const page = await this.client.history(open.id, { beforeSeq: oldest, limit: PAGE });
       if (this.open !== open) return;
       for (const m of page.messages) this.addItem(open, m);
+      void this.learnNames(page.messages.map((m) => m.fromUser).filter((u) => u !== '' && u !== this.me));
       open.hasMore = page.hasMore;
       this.renderMessages('keep');
     } catch (err) {
@@ -630,12 +633,43 @@ export class Chat {
       this.convs.set(conv.id, conv);
     }
     this.watchPeers();
+    void this.learnNames([...this.convs.values()].flatMap((c) => (c.peer !== undefined ? [c.peer] : [])));
     this.renderList();
     if (this.open) {
       this.renderPane();
       this.renderMessages('auto');
       this.readOpenSoon();
     }
+  }
+
+  /** Read the profiles of users not asked for yet (at most 100 at a time), then redraw with their names. */
+  private async learnNames(userIds: readonly string[]): Promise<void> {
+    const unknown = [...new Set(userIds)].filter((u) => !this.names.has(u)).slice(0, 100);
+    if (unknown.length === 0) return;
+    for (const u of unknown) this.names.set(u, '');
+    try {
+      for (const p of await this.client.profiles(unknown)) this.names.set(p.userId, p.name);
+    } catch (err) {
+      for (const u of unknown) this.names.delete(u);
+      console.warn('[longlink] profiles', describe(err));
+      return;
+    }
+    if (!unknown.some((u) => this.names.get(u))) return;
+    this.renderList();
+    if (this.open) {
+      this.renderPane();
+      this.renderMessages('keep');
+    }
+  }
+
+  /** A user as shown: its display name, else its id. */
+  private nameOf(userId: string): string {
+    return this.names.get(userId) || userId;
+  }
+
+  /** A conversation as shown: a 1:1 by its peer's name. */
+  private titleOf(c: Conv): string {
+    return c.peer !== undefined ? this.nameOf(c.peer) : c.title;
   }
 
   /** A conversation's last message in the list: "You: …" for ours, "bob: …" in groups. */
@@ -858,7 +892,7 @@ export class Chat {
     const typing = this.typingText(c.id);
     row.replaceChildren(
       this.dot(c),
-      h('span', { class: 'title' }, c.title),
+      h('span', { class: 'title' }, this.titleOf(c)),
       c.unread > 0 ? h('span', { class: 'unread', 'data-unread': c.unread, title: `${c.unread} unread` }, String(c.unread)) : h('span'),
       h('span', { class: `preview${typing ? ' typing' : ''}` }, typing || c.lastText));
     return row;
@@ -879,7 +913,7 @@ export class Chat {
       this.el.typing.textContent = '';
       return;
     }
-    this.el.title.textContent = conv.title;
+    this.el.title.textContent = conv.peer !== undefined && this.names.get(conv.peer) ? `${this.titleOf(conv)} (${conv.peer})` : conv.title;
     const dot = this.dot(conv);
     this.el.paneDot.className = dot.className;
     this.el.paneDot.title = dot.title;
@@ -923,7 +957,7 @@ export class Chat {
       'data-seq': item.seq, 'data-from': item.from, 'data-type': c?.type,
     },
     h('div', { class: 'bubble' },
-      conv.kind === 'group' && !own && h('span', { class: 'from' }, item.from),
+      conv.kind === 'group' && !own && h('span', { class: 'from', title: item.from }, this.nameOf(item.from)),
       c?.forward && h('span', { class: 'forwarded' }, `Forwarded from ${c.forward.fromUser}`),
       !gone && item.reply && h('blockquote', { class: 'quote', 'data-reply-to': item.reply.seq },
         item.reply.gone ? 'message no longer available' : `${item.reply.fromUser}: ${item.reply.text || (item.reply.type ? `[${item.reply.type}]` : '')}`),

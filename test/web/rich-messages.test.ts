@@ -34,15 +34,18 @@ describe('web chat page in Chromium: rich messages', () => {
     await server?.close();
   });
 
-  test('custom payload, reply, forward, edit, delete and mention are shown; reactions both ways', T, async () => {
+  test('custom payload, reply, forward, edit, delete and mention are shown; reactions both ways; display names', T, async () => {
+    await ann.setProfile({ name: 'Ann Archer' });
     const order = await ann.send({ to: 'ben', text: 'new order', type: 'app.order', payload: { id: 7 } });
     await ann.send({ to: 'ben', text: 'see above', replyTo: order.seq });
     const typo = await ann.send({ to: 'ben', text: 'teh end' });
     await ann.send({ to: 'carl', text: 'for carl' });
     await ann.send({ to: 'ben', forward: { conversationId: 'u:ann:carl', seq: 1 } });
     await until('ann in ben\'s list', () => conv(page, 'ann').count(), (n) => n === 1);
+    await until('ann\'s name in the list', () => conv(page, 'ann').locator('.title').textContent(), (t) => t === 'Ann Archer');
     await conv(page, 'ann').click();
     await until('the messages shown', () => texts(page), (t) => t.length === 4);
+    assert.equal(await page.locator('#pane-title').textContent(), 'Ann Archer (ann)');
     const custom = page.locator('.msg .custom[data-content-type="app.order"]');
     assert.equal(await custom.textContent(), '[app.order] {"id":7}');
     assert.equal(await page.locator('.msg blockquote.quote').textContent(), 'ann: new order');
@@ -68,6 +71,7 @@ describe('web chat page in Chromium: rich messages', () => {
     await until('the group in ben\'s list', () => conv(page, 'crew').count(), (n) => n === 1);
     await conv(page, 'crew').click();
     await until('the mention is marked', () => page.locator('.msg.mentioned .text').allTextContents(), (t) => t.join() === '@ben your turn');
+    assert.equal(await page.locator('.msg.mentioned .from').textContent(), 'Ann Archer', 'a group message shows its sender\'s name');
     await shot(page, 'rich-messages');
     assert.deepEqual(pageErrors, []);
   });
