@@ -3,7 +3,7 @@
 // transports: a custom payload, a reply with its quote, a forward, a mention
 // and the mentioned flag, an edit and a delete in order, and a block that a
 // send on the other gateway meets at once; then a device that syncs later
-// reads the latest versions from PostgreSQL.
+// reads the latest versions from PostgreSQL; delete for me and profiles.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connectClient, startTestCluster, until, type TestClient, type TestCluster } from './helpers.js';
@@ -82,5 +82,15 @@ describe('rich messages on a cluster', () => {
     }
     await alice.client.send({ groupId: g.groupId, text: 'group still works' });
     await until(() => bob.in(g.conversationId).some((m) => m.text === 'group still works'), 20_000, () => 'bob gets group messages');
+
+    // Delete for me through gw-2 reaches bob's device on gw-1; a profile set through gw-1 is read through gw-2.
+    const hides: number[] = [];
+    later.client.on('hide', (x) => hides.push(x.seq));
+    await bob.client.deleteForMe(AB, after.seq);
+    await until(() => hides.includes(after.seq), 20_000, () => 'bob\'s other device learns the hide');
+    assert.equal((await later.client.history(AB)).messages.find((m) => m.seq === after.seq)!.hidden, true);
+    assert.equal((await alice.client.history(AB)).messages.find((m) => m.seq === after.seq)!.hidden, undefined, 'alice still has it');
+    await alice.client.setProfile({ name: 'Alice A' });
+    assert.deepEqual((await bob.client.profiles(['alice'])).map((p) => p.name), ['Alice A']);
   });
 });
