@@ -42,7 +42,7 @@ export const MAX_ACCOUNT_AGE_MS = 365 * 86_400_000;
 /** The ids the built-in rules report (Verdict, CONTENT_BLOCKED); a regex rule may not take one. */
 export const BUILTIN_RULE_IDS = ['block_words', 'mask_words', 'links', 'before_send_webhook'] as const;
 /** The after-* events a webhook can be sent; all of them when `events` is left out. */
-export const WEBHOOK_EVENTS = ['after-send', 'after-group-change', 'after-recall'] as const;
+export const WEBHOOK_EVENTS = ['after-send', 'after-group-change', 'after-recall', 'after-edit', 'after-delete'] as const;
 /** What can be done to a user when a spam rule trips. */
 export const SPAM_ACTIONS = ['flag', 'recall', 'mute', 'revoke'] as const;
 

@@ -24,7 +24,7 @@ export interface RiskTierOptions {
   maxTextBytes: number;
   /** Join the committed stream's `risk` group (spam rules, actions). */
   risk: boolean;
-  /** Join its `webhooks` group (after-send, after-group-change, after-recall). */
+  /** Join its `webhooks` group (after-send, after-group-change, after-recall, after-edit, after-delete). */
   webhooks: boolean;
   /** Where the spam windows live (memory in one process, Redis in a cluster); only with `risk`. */
   windows?: () => Windows;

@@ -53,7 +53,7 @@
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { type Bus, type Committed, type CommittedEffects, type Subscription } from '../engines/bus.js';
-import { messageFromWire, type GroupRoleName, type TimelineEventName } from '../protocol/convert.js';
+import { messageFromWire, type ContentData, type GroupRoleName, type TimelineEventName } from '../protocol/convert.js';
 import { log as rootLog } from '../observability/log.js';
 
 const log = rootLog.child({ component: 'webhooks' });
@@ -290,10 +290,10 @@ export async function callBeforeSend(config: BeforeSendConfig, secret: string, m
 // ---------------------------------------------------------------- after-* events
 
 /** The after-* event types (a target subscribes to some). */
-export type AfterEventType = 'after-send' | 'after-group-change' | 'after-recall';
+export type AfterEventType = 'after-send' | 'after-group-change' | 'after-recall' | 'after-edit' | 'after-delete';
 
 /** Every after-* event type. */
-export const AFTER_EVENT_TYPES: readonly AfterEventType[] = ['after-send', 'after-group-change', 'after-recall'];
+export const AFTER_EVENT_TYPES: readonly AfterEventType[] = ['after-send', 'after-group-change', 'after-recall', 'after-edit', 'after-delete'];
 
 /** A timeline event as an after-* body carries it. */
 export interface AfterEventTimeline {
@@ -304,6 +304,20 @@ export interface AfterEventTimeline {
   role?: GroupRoleName;
   name?: string;
   muted?: boolean;
+  /** after-edit: the new text and content. */
+  text?: string;
+  content?: AfterEventContent;
+}
+
+/** A message's content beyond its text (Content), as after-* bodies carry it. */
+export interface AfterEventContent {
+  type?: string;
+  /** The custom payload, base64. */
+  payload?: string;
+  mentions?: string[];
+  mention_all?: boolean;
+  reply_to_seq?: number;
+  forward?: { conversation_id: string; seq: number; from_user: string };
 }
 
 /** The stored message an after-* event is about (snake_case fields of ChatMessage). */
@@ -318,6 +332,9 @@ export interface AfterEventMessage {
   text: string;
   sent_at_ms: number;
   recalled_by?: string;
+  /** Deleted for everyone by. */
+  deleted_by?: string;
+  content?: AfterEventContent;
   event?: AfterEventTimeline;
 }
 
@@ -331,14 +348,31 @@ export interface AfterEvent {
   message: AfterEventMessage;
 }
 
+function contentOf(c: ContentData | undefined): AfterEventContent | undefined {
+  if (!c) return undefined;
+  const out: AfterEventContent = {};
+  if (c.type !== undefined) out.type = c.type;
+  if (c.payload !== undefined) out.payload = Buffer.from(c.payload).toString('base64');
+  if (c.mentions !== undefined) out.mentions = c.mentions;
+  if (c.mentionAll) out.mention_all = true;
+  if (c.replyToSeq !== undefined) out.reply_to_seq = c.replyToSeq;
+  if (c.forward) out.forward = { conversation_id: c.forward.conversationId, seq: c.forward.seq, from_user: c.forward.fromUser };
+  return out;
+}
+
+/** Timeline event types and the after-* event each is (group changes: after-group-change). */
+const AFTER_OF_EVENT: Partial<Record<TimelineEventName, AfterEventType>> = { recalled: 'after-recall', edited: 'after-edit', deleted: 'after-delete' };
+
 /**
  * The after-* event of a committed message: after-send for a plain message,
- * after-recall for a `recalled` timeline event, after-group-change for any
- * other timeline event; undefined for an entry with no message.
+ * after-recall, after-edit and after-delete for those timeline events,
+ * after-group-change for any other; undefined for an entry with no message
+ * and for a user's delete for itself (its own business).
  */
 export function afterEventOf(c: Committed): AfterEvent | undefined {
   if (!c.message) return undefined;
   const m = messageFromWire(c.message);
+  if (m.event?.type === 'hidden') return undefined;
   const message: AfterEventMessage = {
     conversation_id: m.conversationId,
     seq: m.seq,
@@ -350,14 +384,20 @@ export function afterEventOf(c: Committed): AfterEvent | undefined {
     sent_at_ms: m.sentAtMs,
   };
   if (m.recalledBy !== undefined) message.recalled_by = m.recalledBy;
+  if (m.deletedBy !== undefined) message.deleted_by = m.deletedBy;
+  const content = contentOf(m.content);
+  if (content) message.content = content;
   let type: AfterEventType = 'after-send';
   if (m.event) {
-    type = m.event.type === 'recalled' ? 'after-recall' : 'after-group-change';
+    type = AFTER_OF_EVENT[m.event.type] ?? 'after-group-change';
     const event: AfterEventTimeline = { type: m.event.type, actor: m.event.actor, user_ids: m.event.userIds ?? [] };
     if (m.event.targetSeq !== undefined) event.target_seq = m.event.targetSeq;
     if (m.event.role !== undefined) event.role = m.event.role;
     if (m.event.name !== undefined) event.name = m.event.name;
     if (m.event.muted !== undefined) event.muted = m.event.muted;
+    if (m.event.type === 'edited') event.text = m.event.text ?? '';
+    const newContent = contentOf(m.event.content);
+    if (newContent) event.content = newContent;
     message.event = event;
   }
   return { id: `${m.conversationId}:${m.seq}`, type, created_at_ms: m.sentAtMs, message };

@@ -43,7 +43,7 @@ describe('parseRules', () => {
       ],
       links: { mode: 'allowlist', allow_domains: ['example.com', 'xn--bcher-kva.de'], action: 'block' },
       before_send_webhook: { url: 'https://hooks.example.com/before', timeout_ms: 500, on_failure: 'allow' },
-      webhooks: { url: 'http://hooks.example.com/after', events: ['after-send', 'after-group-change', 'after-recall'] },
+      webhooks: { url: 'http://hooks.example.com/after', events: ['after-send', 'after-group-change', 'after-recall', 'after-edit', 'after-delete'] },
       spam: { same_text: { conversations: 5, window_ms: 60_000 }, actions: ['flag', 'mute'] },
     });
     assert.deepEqual(parseRules(JSON.parse(JSON.stringify(doc))), doc);
@@ -130,7 +130,7 @@ describe('parseRules', () => {
     refused({ before_send_webhook: { url: 'http://h/', timeout_ms: '500' } }, /timeout_ms: must be an integer from 1 to 10000 \(milliseconds\), not a string$/);
     refused({ before_send_webhook: { url: 'http://h/', on_failure: 'retry' } }, `before_send_webhook.on_failure: "retry" is not one of 'allow', 'deny'`);
     refused({ webhooks: { url: 'http://h/', events: [] } }, 'webhooks.events: an empty list; leave it out instead');
-    refused({ webhooks: { url: 'http://h/', events: ['after-edit'] } }, `webhooks.events[0]: "after-edit" is not one of 'after-send', 'after-group-change', 'after-recall'`);
+    refused({ webhooks: { url: 'http://h/', events: ['after-read'] } }, `webhooks.events[0]: "after-read" is not one of 'after-send', 'after-group-change', 'after-recall', 'after-edit', 'after-delete'`);
     refused({ webhooks: { url: 'http://h/', events: ['after-send', 'after-send'] } }, `webhooks.events[1]: 'after-send' is listed twice`);
   });
 

@@ -289,13 +289,28 @@ describe('afterEventOf', () => {
     assert.equal(recall.created_at_ms, recall.message.sent_at_ms);
   });
 
+  test('an edit is after-edit with the new text and content; a delete after-delete; a delete for oneself is not sent; content travels', () => {
+    const edit = afterEventOf(eventEntry('u:alice:bob', 4, {
+      type: 'edited', actor: 'alice', targetSeq: 2, text: 'fixed', content: { type: 'app.card', payload: new Uint8Array([1, 2]), mentions: ['bob'] },
+    }))!;
+    assert.equal(edit.type, 'after-edit');
+    assert.deepEqual(edit.message.event, {
+      type: 'edited', actor: 'alice', user_ids: [], target_seq: 2, text: 'fixed', content: { type: 'app.card', payload: 'AQI=', mentions: ['bob'] },
+    });
+    const del = afterEventOf(eventEntry('g:team', 6, { type: 'deleted', actor: 'alice', targetSeq: 5 }))!;
+    assert.equal(del.type, 'after-delete');
+    assert.equal(afterEventOf(eventEntry('u:bob:bob', 1, { type: 'hidden', actor: 'bob', targetSeq: 2, targetConversationId: 'u:alice:bob' })), undefined);
+    const custom = afterEventOf(entry({ ...chat('u:alice:bob', 8), content: { type: 'app.order', payload: new Uint8Array([123, 125]), replyToSeq: 7 } }))!;
+    assert.deepEqual(custom.message.content, { type: 'app.order', payload: 'e30=', reply_to_seq: 7 });
+  });
+
   test('an entry without a message has no event', () => {
     assert.equal(afterEventOf(committed({ requestId: 'r' })), undefined);
   });
 });
 
 describe('WebhookService', () => {
-  const ALL: readonly AfterEventType[] = ['after-send', 'after-group-change', 'after-recall'];
+  const ALL: readonly AfterEventType[] = ['after-send', 'after-group-change', 'after-recall', 'after-edit', 'after-delete'];
   const fast = { firstBackoffMs: 20, maxBackoffMs: 100, timeoutMs: 2000 };
   const target = (r: Receiver, events: readonly AfterEventType[] = ALL): (() => WebhookTarget) => () => ({ url: r.url, events });
   const secret = async () => SECRET;
