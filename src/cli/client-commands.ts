@@ -190,11 +190,14 @@ function seqFlag(flags: Record<string, string | undefined>, name: string): numbe
   return seq;
 }
 
-/** Runs one request as a fresh CLI device; a refusal prints its code and exits 1. */
-async function oneRequest(flags: Record<string, string | undefined>, work: (c: LonglinkClient) => Promise<Record<string, unknown>>): Promise<number> {
+/** Runs one request as a fresh CLI device and prints its line(s); a refusal prints its code and exits 1. */
+async function oneRequest(
+  flags: Record<string, string | undefined>, work: (c: LonglinkClient) => Promise<Record<string, unknown> | Record<string, unknown>[]>,
+): Promise<number> {
   const client = await connect(clientFlags(flags, `cli-${randomBytes(3).toString('hex')}`), false);
   try {
-    line(await work(client));
+    const out = await work(client);
+    for (const o of Array.isArray(out) ? out : [out]) line(o);
     return 0;
   } catch (err) {
     if (!(err instanceof LonglinkError)) throw err;
@@ -249,18 +252,10 @@ export async function runProfile(flags: Record<string, string | undefined>): Pro
   const of = flags.of?.split(',').map((u) => u.trim()).filter(Boolean);
   if (of !== undefined && (flags.name !== undefined || flags.avatar !== undefined)) throw new UsageError('give --of, or --name/--avatar, not both');
   if (of === undefined && flags.name === undefined && flags.avatar === undefined) throw new UsageError('give --name and/or --avatar to set yours, or --of V,W to read');
-  const client = await connect(clientFlags(flags, `cli-${randomBytes(3).toString('hex')}`), false);
-  try {
+  return oneRequest(flags, async (client) => {
     const profiles = of !== undefined ? await client.profiles(of) : [await client.setProfile({ name: flags.name ?? '', avatarUrl: flags.avatar ?? '' })];
-    for (const p of profiles) line({ type: 'profile', user: p.userId, name: p.name, avatar_url: p.avatarUrl, updated: p.updatedAtMs > 0 ? new Date(p.updatedAtMs).toISOString() : null });
-    return 0;
-  } catch (err) {
-    if (!(err instanceof LonglinkError)) throw err;
-    console.error(JSON.stringify({ type: 'error', code: errorName(err.code), message: err.message }));
-    return 1;
-  } finally {
-    await client.close();
-  }
+    return profiles.map((p) => ({ type: 'profile', user: p.userId, name: p.name, avatar_url: p.avatarUrl, updated: p.updatedAtMs > 0 ? new Date(p.updatedAtMs).toISOString() : null }));
+  });
 }
 
 /** `block`: block --peer (unblock with --off); prints whom the user blocks after it. */

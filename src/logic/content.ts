@@ -120,6 +120,18 @@ async function checkMentionAll(store: Store, conversationId: string, userId: str
   }
 }
 
+/** The seqs of a page's messages (not its timeline events), by conversation: what the per-conversation reads below ask for. */
+export function seqsByConversation(messages: readonly { conversationId: string; seq: number; event?: unknown }[]): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const m of messages) {
+    if (m.event) continue;
+    const seqs = out.get(m.conversationId);
+    if (seqs) seqs.push(m.seq);
+    else out.set(m.conversationId, [m.seq]);
+  }
+  return out;
+}
+
 /** Replies read back get their quotes (one read per distinct quoted seq of the page); the messages are changed in place. */
 export async function fillQuotes(store: Store, messages: ChatMessage[]): Promise<void> {
   const wanted = new Map<string, { conversationId: string; seq: number }>();

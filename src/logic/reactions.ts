@@ -11,6 +11,7 @@ import { ErrorCode, LonglinkError, REACTION_USERS, encodeFrame, makeFrame, type 
 import type { Store } from '../engines/store.js';
 import type { Pipeline } from './pipeline.js';
 import { requireView } from './access.js';
+import { seqsByConversation } from './content.js';
 import { log as rootLog } from '../observability/log.js';
 
 const log = rootLog.child({ component: 'reactions' });
@@ -96,15 +97,8 @@ function toWire(reactions: readonly ReactionData[]): { emoji: string; count: num
 
 /** Messages read back get their reactions (one read per conversation of the page); changed in place. */
 export async function fillReactions(store: Store, messages: { conversationId: string; seq: number; event?: unknown; reactions?: ReactionData[] }[]): Promise<void> {
-  const byConversation = new Map<string, number[]>();
-  for (const m of messages) {
-    if (m.event) continue;
-    const seqs = byConversation.get(m.conversationId);
-    if (seqs) seqs.push(m.seq);
-    else byConversation.set(m.conversationId, [m.seq]);
-  }
   const found = new Map<string, ReactionData[]>();
-  await Promise.all([...byConversation].map(async ([conversationId, seqs]) => {
+  await Promise.all([...seqsByConversation(messages)].map(async ([conversationId, seqs]) => {
     for (const [seq, r] of await store.reactions(conversationId, seqs, REACTION_USERS)) found.set(`${conversationId}\n${seq}`, r);
   }));
   if (found.size === 0) return;

@@ -38,20 +38,13 @@ import {
 import type { Origin } from '../engines/bus.js';
 import type { Store, SyncConversation, SyncPosition } from '../engines/store.js';
 import { requireView } from './access.js';
-import { fillQuotes } from './content.js';
+import { fillQuotes, seqsByConversation } from './content.js';
 import { fillReactions } from './reactions.js';
 
 /** What a reader deleted for itself is read back as `hidden`, with nothing of it (changed in place; one read per conversation). */
 async function fillHidden(store: Store, userId: string, messages: ChatMessage[]): Promise<void> {
-  const byConversation = new Map<string, number[]>();
-  for (const m of messages) {
-    if (m.event) continue;
-    const seqs = byConversation.get(m.conversationId);
-    if (seqs) seqs.push(m.seq);
-    else byConversation.set(m.conversationId, [m.seq]);
-  }
   const hidden = new Map<string, Set<number>>();
-  await Promise.all([...byConversation].map(async ([id, seqs]) => hidden.set(id, await store.hiddenSeqs(userId, id, seqs))));
+  await Promise.all([...seqsByConversation(messages)].map(async ([id, seqs]) => hidden.set(id, await store.hiddenSeqs(userId, id, seqs))));
   for (const m of messages) {
     if (!hidden.get(m.conversationId)?.has(m.seq)) continue;
     m.hidden = true;
