@@ -211,7 +211,7 @@ export const ALL_CASES: FrameCase[] = FrameSchema.oneofs[0]!.fields.map((f) => f
 /** Cases a client may send once logged in (the gateway forwards them, or answers them itself). */
 export const CLIENT_CASES: FrameCase[] = [
   'ping', 'send', 'pushAck', 'sync', 'history', 'markRead', 'typing', 'recall',
-  'presenceQuery', 'presenceSubscribe', 'conversations', 'group', 'edit', 'delete', 'block', 'react',
+  'presenceQuery', 'presenceSubscribe', 'conversations', 'group', 'edit', 'delete', 'block', 'react', 'hide', 'setProfile', 'profileQuery',
 ];
 
 /** A frame with a body of one of `cases` (or, rarely, no body), id 0 (the caller sets ids). */
@@ -315,6 +315,9 @@ export function plausibleFrame(pools: Pools): fc.Arbitrary<Frame> {
     fc.record({ conversationId: conv, seq }).map((value) => ({ case: 'recall' as const, value })),
     fc.record({ conversationId: conv, seq, text }).map((value) => ({ case: 'edit' as const, value })),
     fc.record({ conversationId: conv, seq }).map((value) => ({ case: 'delete' as const, value })),
+    fc.record({ conversationId: conv, seq }).map((value) => ({ case: 'hide' as const, value })),
+    fc.record({ name: text, avatarUrl: fc.oneof(fc.constant(''), fc.constant('https://example.com/a.png'), text) }).map((value) => ({ case: 'setProfile' as const, value })),
+    fc.record({ userIds: users }).map((value) => ({ case: 'profileQuery' as const, value })),
     fc.record({ conversationId: conv, seq, emoji: mostly(fc.constantFrom('👍', '❤️', '😂'), pools), remove: fc.boolean() })
       .map((value) => ({ case: 'react' as const, value })),
     fc.record({ userId: fc.oneof(user, fc.constant('')), blocked: fc.boolean() }).map((value) => ({ case: 'block' as const, value })),
