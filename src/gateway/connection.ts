@@ -40,6 +40,8 @@ export class Connection {
    * Bus.publishInTurn).
    */
   publishing: Map<string, Promise<boolean>> | undefined;
+  /** Per partition, the request whose publish failed, and when (Inbound.publish refuses the later ones until it comes again). */
+  publishFailed: Map<string, { requestId: string; atMs: number }> | undefined;
   /** Users whose presence this connection watches (most watch nobody: one shared empty set until they do). */
   watching: ReadonlySet<string> = NO_ONE;
   /** When `watching` was last set (logic checked it then). */

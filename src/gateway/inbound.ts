@@ -14,6 +14,8 @@ import type { LoginHandshake } from './login.js';
 import { OutFrame } from './transport.js';
 import { ConnectionOrder } from './order.js';
 
+/** After a publish of a partition failed, its later requests from the same connection are refused until it comes again, at most this long (see publish). */
+export const FAILED_LANE_MS = 1000;
 const log = rootLog.child({ component: 'gateway' });
 
 /** How the gateway decodes what clients send (see decodeFrame). */
@@ -174,10 +176,16 @@ export class Inbound {
       return;
     }
     // One at a time per partition: a later request never gets in ahead of an earlier one that failed (Bus.publishInTurn).
+    // Nor one the client wrote before it heard of the failure: those can come after the queue behind the failed one
+    // drained. So after a failure the partition's requests are refused until the failed one comes again (the client
+    // resends from it on, in order: the SDK does) or FAILED_LANE_MS has passed (a client that does not resend it).
     const lanes = (conn.publishing ??= new Map<string, Promise<boolean>>());
+    const failed = (conn.publishFailed ??= new Map<string, { requestId: string; atMs: number }>());
     const before = lanes.get(partition);
     const turn = (before ?? Promise.resolve(true)).then(async (ok) => {
-      if (!ok) {
+      const f = failed.get(partition);
+      if (f !== undefined && (f.requestId === requestId || Date.now() - f.atMs >= FAILED_LANE_MS)) failed.delete(partition);
+      if (!ok || failed.has(partition)) {
         refuse(new Error('an earlier request of this partition could not be accepted'));
         return false;
       }
@@ -185,6 +193,7 @@ export class Inbound {
         await this.deps.bus.publishUp(message);
         return true;
       } catch (err) {
+        failed.set(partition, { requestId, atMs: Date.now() });
         refuse(err);
         return false;
       }
