@@ -400,7 +400,7 @@ export async function runSend(flags: Record<string, string | undefined>): Promis
     exitAfterFlush(1);
   }, timeoutMs);
   // Without --rate every send is written at once (pipelined); with it, evenly spaced.
-  const sends = paced(count, rate, (k) => client.send({ ...target, ...content, text: count === 1 ? text : `${text}-${k + 1}` }));
+  const sends = paced(count, rate, (k) => client.send({ ...target, ...content, text: count === 1 || text === '' ? text : `${text}-${k + 1}` }));
   let failed = 0;
   for (const p of sends) {
     try {

@@ -371,6 +371,7 @@ const MIGRATIONS: string[] = [
      PRIMARY KEY (conversation_id, seq, emoji, user_id)
    );
    CREATE INDEX reactions_in_order ON reactions (conversation_id, seq, emoji, at_ms, user_id);
+   CREATE INDEX reactions_by_user ON reactions (conversation_id, seq, user_id);
    CREATE TABLE reaction_counts (
      conversation_id TEXT COLLATE "C" NOT NULL,
      seq BIGINT NOT NULL,
@@ -385,6 +386,7 @@ const MIGRATIONS: string[] = [
      seq BIGINT NOT NULL,
      PRIMARY KEY (user_id, conversation_id, seq)
    );
+   CREATE INDEX hidden_by_conversation ON hidden (conversation_id, seq);
    CREATE TABLE profiles (
      user_id TEXT COLLATE "C" PRIMARY KEY,
      name TEXT NOT NULL,
@@ -669,6 +671,7 @@ const SQL = {
     WHERE c.conversation_id = $1 AND c.seq = ANY($2::int8[]) ORDER BY c.seq, c.first_at_ms, c.emoji`,
   clearReactions: `DELETE FROM reactions WHERE conversation_id = $1 AND seq >= $2 AND seq < $3`,
   clearReactionCounts: `DELETE FROM reaction_counts WHERE conversation_id = $1 AND seq >= $2 AND seq < $3`,
+  clearHidden: `DELETE FROM hidden WHERE conversation_id = $1 AND seq >= $2`,
   unblock: `DELETE FROM blocks WHERE user_id = $1 AND blocked_id = $2`,
   blockersOf: `SELECT user_id FROM blocks WHERE blocked_id = $1 AND user_id = ANY($2::text[])`,
   heads: `SELECT id, last_seq, home_dc FROM conversations WHERE id = ANY($1::text[])`,
@@ -1158,6 +1161,7 @@ export class PostgresStore implements Store {
       await run(client, 'clearMentionsFrom', [conversationId, fromSeq]);
       await run(client, 'clearReactions', [conversationId, fromSeq, Number.MAX_SAFE_INTEGER]);
       await run(client, 'clearReactionCounts', [conversationId, fromSeq, Number.MAX_SAFE_INTEGER]);
+      await run(client, 'clearHidden', [conversationId, fromSeq]);
       await run(client, 'rewindHead', [conversationId, fromSeq - 1]);
       await run(client, 'bumpChanges', [[conversationId], [fromSeq], this.slack]);
       return moved.rowCount ?? 0;

@@ -237,6 +237,7 @@ const MIGRATIONS: string[] = [
      PRIMARY KEY (conversation_id, seq, emoji, user_id)
    ) WITHOUT ROWID;
    CREATE INDEX reactions_in_order ON reactions (conversation_id, seq, emoji, at_ms, user_id);
+   CREATE INDEX reactions_by_user ON reactions (conversation_id, seq, user_id);
    CREATE TABLE reaction_counts (
      conversation_id TEXT NOT NULL,
      seq INTEGER NOT NULL,
@@ -251,6 +252,7 @@ const MIGRATIONS: string[] = [
      seq INTEGER NOT NULL,
      PRIMARY KEY (user_id, conversation_id, seq)
    ) WITHOUT ROWID;
+   CREATE INDEX hidden_by_conversation ON hidden (conversation_id, seq);
    CREATE TABLE profiles (
      user_id TEXT PRIMARY KEY,
      name TEXT NOT NULL,
@@ -666,6 +668,7 @@ export class SqliteStore implements Store {
       // Reactions of messages gone (recalled, deleted, expired, orphaned) go with them.
       clearReactions: db.prepare<[string, number, number]>(`DELETE FROM reactions WHERE conversation_id = ? AND seq >= ? AND seq < ?`),
       clearReactionCounts: db.prepare<[string, number, number]>(`DELETE FROM reaction_counts WHERE conversation_id = ? AND seq >= ? AND seq < ?`),
+      clearHidden: db.prepare<[string, number, number]>(`DELETE FROM hidden WHERE conversation_id = ? AND seq >= ? AND seq < ?`),
       // The next seq, and whether the conversation's member rows are to be written for the change index (due: its
       // members_change_no is below @threshold, the change less the slack, or 0; it takes @change: see changed()).
       nextSeq: db.prepare<[{ at: number; id: string; change: number; threshold: number }], { last_seq: number; due: number }>(
@@ -1088,6 +1091,8 @@ export class SqliteStore implements Store {
     else s.clearMentionsFrom.run(conversationId, from);
     s.clearReactions.run(conversationId, from, to);
     s.clearReactionCounts.run(conversationId, from, to);
+    // A recalled or deleted message stays where it is (hidden stays hidden); expired or set aside, its seq is gone.
+    if (to !== from + 1) s.clearHidden.run(conversationId, from, to);
   }
 
   async hiddenSeqs(userId: string, conversationId: string, seqs: readonly number[]): Promise<Set<number>> {

@@ -4,7 +4,7 @@
 // two users (operations.ts), the partition its sends are ordered in, so the
 // node that owns that partition answers both: the cache below is updated by
 // the blocks it applies and forgotten when it takes over partitions.
-import { ErrorCode, LonglinkError, SYSTEM_USER, isValidId } from '../protocol/index.js';
+import { ErrorCode, LonglinkError, SYSTEM_USER, directPeer, isValidId } from '../protocol/index.js';
 import type { Store } from '../engines/store.js';
 
 /** Users one user may block. */
@@ -39,6 +39,13 @@ export class BlockService {
       this.remember(`${userId}\n${peer}`, blocked);
     }
     return this.deps.store.blocked(userId, MAX_BLOCKS);
+  }
+
+  /** Refuses BLOCKED when `userId` writes into a 1:1 whose other member blocks it (sends, edits, reactions). */
+  async requireNotBlocked(userId: string, conversationId: string): Promise<void> {
+    const peer = directPeer(conversationId, userId);
+    if (peer === undefined || peer === userId) return;
+    if (await this.blocks(peer, userId)) throw new LonglinkError(ErrorCode.BLOCKED, 'this user does not take your messages');
   }
 
   /** Which of `userIds` block `peer` (not cached: presence asks for many at once). */

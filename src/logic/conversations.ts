@@ -2,7 +2,7 @@
 import { create } from '@bufbuild/protobuf';
 import {
   ConversationSummarySchema, ErrorCode, LonglinkError, directMembers, directPeer, groupIdOf, encodeFrame, makeFrame, messageToWire,
-  type BodyOf, type ConversationSummary,
+  type BodyOf, type ChatMessage, type ConversationSummary,
 } from '../protocol/index.js';
 import type { Bus } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
@@ -28,6 +28,25 @@ export interface ConversationOptions {
 
 /** A summary's last message carries this many characters of its text (the client fetches the rest with history). */
 export const PREVIEW_CHARS = 200;
+
+/**
+ * A last message as the list shows it, bounded like its text: no payload (its
+ * type stays), an edit's new text cut, its new content left out. Fetch the
+ * message with history for the whole.
+ */
+function previewOf(m: ChatMessage): ChatMessage {
+  const out: ChatMessage = { ...m };
+  if (m.content?.payload) {
+    const { payload: _payload, ...rest } = m.content;
+    out.content = rest;
+  }
+  if (m.event && (m.event.text !== undefined || m.event.content !== undefined)) {
+    const { content: _content, ...event } = m.event;
+    if (event.text !== undefined) event.text = [...event.text].slice(0, PREVIEW_CHARS).join('');
+    out.event = event;
+  }
+  return out;
+}
 
 export class Conversations {
   constructor(
@@ -56,7 +75,7 @@ export class Conversations {
         readSeq: BigInt(c.readSeq),
         unread: BigInt(c.unread),
         lastAtMs: BigInt(c.lastAtMs),
-        lastMessage: c.lastMessage ? messageToWire(c.lastMessage) : undefined,
+        lastMessage: c.lastMessage ? messageToWire(previewOf(c.lastMessage)) : undefined,
         lastMessageTruncated: c.lastTruncated,
         mentioned: c.mentioned === true,
       });

@@ -134,7 +134,7 @@ export class Logic {
       replication: deps.datacenters?.replication, homeEpochs: deps.datacenters?.homeEpochs, contentFilter: options.contentFilter,
       publishCommitted: options.publishCommitted,
     }, deps);
-    const withPipeline = { ...deps, pipeline: this.pipeline, routing };
+    const withPipeline = { ...deps, pipeline: this.pipeline, routing, blocks: this.blocks };
     this.groups = new GroupService({
       maxMembers: options.maxGroupMembers, maxGroupsPerUser: options.maxGroupsPerUser, addPolicy: options.groupAddPolicy,
     }, withPipeline);

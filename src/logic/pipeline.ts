@@ -192,7 +192,16 @@ export class Pipeline {
       }
     }
     if (req.content) {
-      const resolved = await resolveContent(this.deps.store, req.fromUser, draft.conversationId, req.text, req.content, req.trusted === true);
+      let resolved: Awaited<ReturnType<typeof resolveContent>>;
+      try {
+        resolved = await resolveContent(this.deps.store, req.fromUser, draft.conversationId, req.text, req.content, req.trusted === true);
+      } catch (err) {
+        // A resend of a message stored before (its ack was lost) is the duplicate it is, whatever became of what it
+        // replied to or forwarded since, or of the sender's rank: the store answers it.
+        const stored = err instanceof LonglinkError && draft.clientMsgId !== '' ? await this.deps.store.messageByRequest(draft.fromUser, draft.clientMsgId) : undefined;
+        if (!stored || stored.conversationId !== draft.conversationId) throw err;
+        return draft;
+      }
       if (Buffer.byteLength(resolved.text, 'utf8') > this.options.maxTextBytes) throw new LonglinkError(ErrorCode.TEXT_TOO_LARGE, 'the forwarded text is over the limit');
       draft = { ...draft, text: resolved.text };
       if (resolved.content) draft.content = resolved.content;
@@ -540,7 +549,9 @@ export class Pipeline {
         return;
       }
     }
-    await deliver({ ...this.deps, routing }, [{ userIds: await this.members(conversationId), frame }]);
+    // A group's: to those who may see that message (a member who joined after it does not hear of it).
+    const userIds = isGroupConversation(conversationId) ? await this.deps.store.membersAt(conversationId, seq) : await this.members(conversationId);
+    await deliver({ ...this.deps, routing }, [{ userIds, frame }]);
   }
 
   /** `nodes`: the gateways large groups' messages go to (groupDeliverNodes), when some are large. */

@@ -42,7 +42,8 @@ export class ProfileService {
 }
 
 function isHttpUrl(s: string): boolean {
-  if (s.length > AVATAR_CHARS) return false;
+  // new URL() drops control characters (and NUL) that a store would then keep, or refuse: none is taken.
+  if (s.length > AVATAR_CHARS || /[\p{Cc}\s]/u.test(s)) return false;
   try {
     const u = new URL(s);
     return u.protocol === 'https:' || u.protocol === 'http:';

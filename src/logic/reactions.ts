@@ -11,6 +11,7 @@ import { ErrorCode, LonglinkError, REACTION_USERS, encodeFrame, makeFrame, type 
 import type { Store } from '../engines/store.js';
 import type { Pipeline } from './pipeline.js';
 import { requireView } from './access.js';
+import type { BlockService } from './blocks.js';
 import { seqsByConversation } from './content.js';
 import { log as rootLog } from '../observability/log.js';
 
@@ -32,7 +33,7 @@ export class ReactionService {
   private readonly waiting = new Map<string, { conversationId: string; seq: number }>();
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly deps: { store: Store; pipeline: Pipeline }) {}
+  constructor(private readonly deps: { store: Store; pipeline: Pipeline; blocks: BlockService }) {}
 
   /** Add (or remove) the user's emoji on a message it may see now. */
   async react(userId: string, conversationId: string, seq: number, emoji: string, remove: boolean): Promise<void> {
@@ -44,6 +45,7 @@ export class ReactionService {
     if (!target || target.event || target.recalledBy !== undefined || target.deletedBy !== undefined) {
       throw new LonglinkError(ErrorCode.NOT_FOUND, 'no such message');
     }
+    if (!remove) await this.deps.blocks.requireNotBlocked(userId, conversationId);
     const result = await this.deps.store.react(conversationId, seq, userId, emoji, !remove, Date.now(), {
       emojisPerMessage: EMOJIS_PER_MESSAGE, perUser: REACTIONS_PER_USER,
     });

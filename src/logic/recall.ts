@@ -17,11 +17,12 @@ import type { MessageDraft, Store } from '../engines/store.js';
 import { eventKey, type Pipeline } from './pipeline.js';
 import { requireView } from './access.js';
 import { checkContent, hasBody, resolveContent } from './content.js';
+import type { BlockService } from './blocks.js';
 
 export class RecallService {
   constructor(
     private readonly options: { recallWindowMs: number; maxTextBytes: number; maxPayloadBytes: number },
-    private readonly deps: { store: Store; pipeline: Pipeline },
+    private readonly deps: { store: Store; pipeline: Pipeline; blocks: BlockService },
   ) {}
 
   /**
@@ -66,6 +67,7 @@ export class RecallService {
     if (target.recalledBy !== undefined || target.deletedBy !== undefined) throw new LonglinkError(ErrorCode.NOT_FOUND, 'the message was recalled or deleted');
     if (target.fromUser !== userId) throw new LonglinkError(ErrorCode.NOT_SENDER, 'only the sender may edit a message');
     if (target.content?.forward) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'a forwarded message cannot be edited');
+    await this.deps.blocks.requireNotBlocked(userId, conversationId); // an edit writes to the peer as a send does
     if (!hasBody(text, content)) throw new LonglinkError(ErrorCode.TEXT_EMPTY, 'an edit needs a text or a content type');
     const resolved = await resolveContent(this.deps.store, userId, conversationId, text, content, false);
     const next: ContentData = { ...resolved.content };

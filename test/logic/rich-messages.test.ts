@@ -158,6 +158,22 @@ for (const t of TRANSPORTS) {
       });
     });
 
+    test('a reply resent after what it replied to was recalled is acked as the duplicate it is', T, async () => {
+      await withServer(async (s) => {
+        const alice = await online(s, t, 'alice');
+        await request(alice, { case: 'send', value: { clientMsgId: 'first', toUser: 'bob', text: 'oops' } });
+        const reply = { case: 'send' as const, value: { clientMsgId: 'answer', toUser: 'bob', text: 'see above', content: { replyToSeq: 1n } } };
+        const first = await request(alice, reply);
+        assert.equal(first.body.case, 'sendAck');
+        const recalled = await request(alice, { case: 'recall', value: { conversationId: AB, seq: 1n } });
+        assert.equal(recalled.body.case, 'done');
+        const again = await request(alice, reply);
+        assert.equal(again.body.case, 'sendAck', again.body.case === 'error' ? again.body.value.message : '');
+        assert.deepEqual([(again.body.value as { duplicate: boolean; seq: bigint }).duplicate, (again.body.value as { seq: bigint }).seq], [true, 2n]);
+        alice.close();
+      });
+    });
+
     test('an edit resent with its request id is applied once', T, async () => {
       await withServer(async (s) => {
         const alice = await online(s, t, 'alice');
@@ -232,6 +248,8 @@ for (const t of TRANSPORTS) {
         assert.deepEqual(await bob.client.block('alice'), ['alice']);
         assert.deepEqual(await bob.client.blocked(), ['alice']);
         await rejected(alice.client.send({ to: 'bob', text: 'are you there?' }), ErrorCode.BLOCKED, 'alice writes bob after the block');
+        await rejected(alice.client.edit(AB, 1, { text: 'hi again, edited' }), ErrorCode.BLOCKED, 'nor through an edit of an old message');
+        await rejected(alice.client.react(AB, 1, '👋'), ErrorCode.BLOCKED, 'nor through a reaction');
         assert.deepEqual((await alice.client.presence(['bob'])).map((p) => p.online), [false], 'bob looks offline to alice');
         assert.deepEqual((await alice.client.watchPresence(['bob'])).map((p) => p.online), [false]);
         alice.client.typing(AB);
@@ -331,6 +349,10 @@ for (const t of TRANSPORTS) {
         await rejected(alice.client.send({ to: 'bob', forward: { conversationId: AB, seq: 1 }, text: 'and more' }), ErrorCode.BAD_REQUEST, 'a forward with text');
         const ok = await alice.client.send({ to: 'bob', text: 'still fine' });
         assert.equal(ok.seq, 1, 'nothing refused was stored');
+        // The conversation list stays bounded: a last message's payload is left out (its type stays).
+        await alice.client.send({ to: 'bob', text: '[big]', type: 'app.big', payload: new Uint8Array(16 * 1024) });
+        const last = (await alice.client.conversations()).find((c) => c.conversationId === AB)!.lastMessage!;
+        assert.deepEqual([last.text, last.content?.type, last.content?.payload], ['[big]', 'app.big', undefined]);
       });
     });
   });
@@ -398,6 +420,7 @@ for (const t of TRANSPORTS) {
       await rejected(alice.client.setProfile({ name: 'x'.repeat(65) }), ErrorCode.BAD_REQUEST, 'a 65-character name');
       await rejected(alice.client.setProfile({ name: 'bell\u0007' }), ErrorCode.BAD_REQUEST, 'a control character');
       await rejected(alice.client.setProfile({ avatarUrl: 'javascript:alert(1)' }), ErrorCode.BAD_REQUEST, 'a URL that is not http(s)');
+      await rejected(alice.client.setProfile({ avatarUrl: 'https://example.com/a\u0000.png' }), ErrorCode.BAD_REQUEST, 'a URL with a NUL in it');
       await rejected(alice.client.profiles(Array.from({ length: 101 }, (_, i) => `u${i}`)), ErrorCode.BAD_REQUEST, '101 users');
       assert.equal((await bob.client.profiles(['alice']))[0]!.name, 'Alice Liddell', 'refused changes changed nothing');
     });
