@@ -9,7 +9,7 @@ import {
   type BroadcastInfo, type ChatMessage, type ConversationInfo, type DeliveryInfo, type LonglinkClient, type PresenceInfo, type ReceiptInfo,
 } from '../../src/client/index.js';
 import { ADMIN_KEY, type TestServer } from '../helpers/server.js';
-import { online, pushed, range, sleep, syncAll, until, urlOf, waitPushed, withServer, type Transport } from './support.js';
+import { online, pushed, range, rejected, sleep, syncAll, until, urlOf, waitPushed, withServer, type Transport } from './support.js';
 
 /** No test may hang the suite. */
 const T = { timeout: 120_000 };
@@ -83,16 +83,6 @@ async function conv(h: Handle, conversationId: string): Promise<ConversationInfo
   return found;
 }
 
-async function rejected(p: Promise<unknown>, code: ErrorCode, what: string): Promise<LonglinkError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof LonglinkError, `${what}: a LonglinkError, got ${String(err)}`);
-    assert.equal(errorName(err.code), errorName(code), `${what}: ${err.message}`);
-    return err;
-  }
-  assert.fail(`${what}: expected ${errorName(code)}, but it succeeded`);
-}
 
 interface Http {
   status: number;

@@ -7,12 +7,12 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  createClient, errorName, payloadJson, ErrorCode, LonglinkError,
+  createClient, payloadJson, ErrorCode,
   type ChatMessage, type EditInfo, type LonglinkClient, type PresenceInfo, type ReactionsInfo, type RecallInfo, type TypingInfo,
 } from '../../src/client/index.js';
 import { ADMIN_KEY, type TestServer } from '../helpers/server.js';
 import { putRules } from '../risk/support.js';
-import { online, pushed, request, sleep, TRANSPORTS, until, urlOf, withServer, type Transport } from './support.js';
+import { online, pushed, rejected, request, sleep, TRANSPORTS, until, urlOf, withServer, type Transport } from './support.js';
 
 const T = { timeout: 120_000 };
 const AB = 'u:alice:bob';
@@ -62,16 +62,6 @@ async function withClients(fn: (connectAs: (t: Transport, user: string, device?:
   }, overrides);
 }
 
-async function rejected(p: Promise<unknown>, code: ErrorCode, what: string): Promise<LonglinkError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof LonglinkError, `${what}: a LonglinkError, got ${String(err)}`);
-    assert.equal(errorName(err.code), errorName(code), `${what}: ${err.message}`);
-    return err;
-  }
-  assert.fail(`${what}: expected ${errorName(code)}, but it succeeded`);
-}
 
 async function waitMessages(h: Handle, n: number): Promise<ChatMessage[]> {
   await until(() => h.messages.length >= n, 10_000, () => `${h.user}: ${n} messages, got ${h.messages.length}`);

@@ -5,7 +5,7 @@ import net from 'node:net';
 import { RawClient } from '../helpers/raw.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import {
-  ErrorCode, errorName, messageFromWire, type BodyOf, type ChatMessage, type Frame, type FrameBodyInit,
+  ErrorCode, LonglinkError, errorName, messageFromWire, type BodyOf, type ChatMessage, type Frame, type FrameBodyInit,
 } from '../../src/protocol/index.js';
 
 export type Transport = 'tcp' | 'ws';
@@ -310,4 +310,16 @@ export async function within<T>(p: Promise<T>, ms: number, what: string): Promis
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Awaits `p`, which must reject with a LonglinkError of `code` (an SDK call refused by the server); returns it. */
+export async function rejected(p: Promise<unknown>, code: ErrorCode, what: string): Promise<LonglinkError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof LonglinkError, `${what}: a LonglinkError, got ${String(err)}`);
+    assert.equal(errorName(err.code), errorName(code), `${what}: ${err.message}`);
+    return err;
+  }
+  assert.fail(`${what}: expected ${errorName(code)}, but it succeeded`);
 }
