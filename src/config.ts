@@ -196,6 +196,71 @@ export interface ServerConfig {
    */
   retentionDays: number;
   limits: Limits;
+  /** Uploads (POST /api/v1/files). */
+  files: FileSettings;
+  /** Offline push notifications: the providers configured (none: none are sent). */
+  push: PushSettings;
+}
+
+export interface FileSettings {
+  /** The largest file, bytes (LONGLINK_MAX_FILE_BYTES). @default 10 MiB */
+  maxBytes: number;
+  /** Files one user may upload per hour (LONGLINK_UPLOADS_PER_HOUR). @default 100 */
+  perHour: number;
+  /** Bytes one user may upload per hour (LONGLINK_UPLOAD_BYTES_PER_HOUR). @default 200 MiB */
+  bytesPerHour: number;
+  /**
+   * Where file bytes live (LONGLINK_FILES_DIR): a folder (shared by every
+   * node of a cluster). Unset: `<data dir>/files` in one process, the
+   * cluster's PostgreSQL otherwise.
+   */
+  dir?: string;
+}
+
+export interface PushSettings {
+  /** The business's own push service: a signed POST per notification (LONGLINK_PUSH_WEBHOOK_URL, LONGLINK_PUSH_WEBHOOK_SECRET). */
+  webhook?: { url: string; secret: string };
+  /** APNs (LONGLINK_APNS_KEY_FILE: the .p8 key, LONGLINK_APNS_KEY_ID, LONGLINK_APNS_TEAM_ID, LONGLINK_APNS_TOPIC, LONGLINK_APNS_URL). */
+  apns?: { keyFile: string; keyId: string; teamId: string; topic: string; url?: string };
+  /** FCM (LONGLINK_FCM_SERVICE_ACCOUNT_FILE: the service account's JSON, LONGLINK_FCM_URL). */
+  fcm?: { serviceAccountFile: string; url?: string };
+  /** A burst's first message waits this long for more before its notification goes (LONGLINK_PUSH_COLLAPSE_MS). @default 2000 */
+  collapseMs: number;
+}
+
+function fileSettings(flags: Source, env: Source): FileSettings {
+  const dir = pick(flags, env, 'files-dir');
+  return {
+    maxBytes: int(flags, env, 'max-file-bytes', 10 * 1024 * 1024, 1, 64 * 1024 * 1024),
+    perHour: int(flags, env, 'uploads-per-hour', 100, 1, 1_000_000),
+    bytesPerHour: int(flags, env, 'upload-bytes-per-hour', 200 * 1024 * 1024, 1, 1024 * 1024 * 1024 * 1024),
+    ...(dir ? { dir: resolve(dir) } : {}),
+  };
+}
+
+function pushSettings(flags: Source, env: Source): PushSettings {
+  const out: PushSettings = { collapseMs: int(flags, env, 'push-collapse-ms', 2000, 0, 600_000) };
+  const webhookUrl = url(flags, env, 'push-webhook-url', ['http:', 'https:']);
+  const webhookSecret = pick(flags, env, 'push-webhook-secret');
+  if (webhookUrl !== undefined) {
+    if (webhookSecret === undefined || webhookSecret.length < 16) throw new ConfigError('LONGLINK_PUSH_WEBHOOK_URL needs LONGLINK_PUSH_WEBHOOK_SECRET (at least 16 characters) to sign with');
+    out.webhook = { url: webhookUrl, secret: webhookSecret };
+  }
+  const keyFile = pick(flags, env, 'apns-key-file');
+  if (keyFile) {
+    const keyId = pick(flags, env, 'apns-key-id');
+    const teamId = pick(flags, env, 'apns-team-id');
+    const topic = pick(flags, env, 'apns-topic');
+    if (!keyId || !teamId || !topic) throw new ConfigError('LONGLINK_APNS_KEY_FILE needs LONGLINK_APNS_KEY_ID, LONGLINK_APNS_TEAM_ID and LONGLINK_APNS_TOPIC');
+    const apnsUrl = url(flags, env, 'apns-url', ['http:', 'https:']);
+    out.apns = { keyFile: resolve(keyFile), keyId, teamId, topic, ...(apnsUrl ? { url: apnsUrl } : {}) };
+  }
+  const account = pick(flags, env, 'fcm-service-account-file');
+  if (account) {
+    const fcmUrl = url(flags, env, 'fcm-url', ['http:', 'https:']);
+    out.fcm = { serviceAccountFile: resolve(account), ...(fcmUrl ? { url: fcmUrl } : {}) };
+  }
+  return out;
 }
 
 /**
@@ -521,6 +586,8 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     allowedOrigins: allowedOrigins.map((o) => (o === '*' ? o : new URL(o).origin)),
     logLevel: logLevel as LogLevel,
     retentionDays: int(flags, env, 'retention-days', DEFAULTS.retentionDays, 0, 36_500),
+    files: fileSettings(flags, env),
+    push: pushSettings(flags, env),
     limits: {
       maxFrameBytes: int(flags, env, 'max-frame-bytes', DEFAULTS.limits.maxFrameBytes, 1024, 16 * 1024 * 1024),
       maxTextBytes: int(flags, env, 'max-text-bytes', DEFAULTS.limits.maxTextBytes, 1, 16 * 1024 * 1024),

@@ -1,9 +1,10 @@
 // Client subcommands (listen, send), built on the SDK.
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { join } from 'node:path';
 import {
-  createClient, gatewayPicker, nodeFetch, requestToken, LonglinkError, errorName, groupConversationId, groupIdOf,
+  createClient, gatewayPicker, nodeFetch, requestToken, uploadFile, downloadFile, LonglinkError, errorName, groupConversationId, groupIdOf,
   type LonglinkClient, type ChatMessage, type EditOptions, type GroupInfo, type HttpOptions, type NodeClientOptions, type SendOptions,
 } from '../client/index.js';
 import { exitAfterFlush } from './exit.js';
@@ -163,7 +164,28 @@ function contentFields(c: ChatMessage['content']): Record<string, unknown> {
   }
   if (c.mentions) out.mentions = c.mentions;
   if (c.mentionAll) out.mention_all = true;
+  if (c.attachments) out.files = c.attachments.map(fileLine);
   return out;
+}
+
+/** A file as the CLI prints it. */
+function fileLine(a: { fileId: string; name: string; mime: string; size: number; width: number; height: number }): Record<string, unknown> {
+  return { file_id: a.fileId, name: a.name, mime: a.mime, size: a.size, ...(a.width > 0 ? { width: a.width, height: a.height } : {}) };
+}
+
+/** The HTTP API the CLI talks to (the first of --server), with the CA of --ca, and a token of the user for it. */
+async function apiAccess(f: ClientFlags): Promise<{ server: string; token: string; http: HttpOptions }> {
+  const server = f.server.split(',')[0]!.trim();
+  const http: HttpOptions = f.ca ? { fetch: nodeFetch({ ca: f.ca }) } : {};
+  const { token } = await requestToken(server, f.adminKey, { user_id: f.user, device_id: f.device, platform: 'cli' }, { ...http, timeoutMs: 5000 });
+  return { server, token, http };
+}
+
+/** Prints a refusal of the API as the client commands print theirs; other errors are thrown. */
+function refused(err: unknown): number {
+  if (!(err instanceof LonglinkError)) throw err;
+  console.error(JSON.stringify({ type: 'error', code: err.codeName, message: err.message }));
+  return 1;
 }
 
 /** --payload-type, --payload (JSON text, sent as is), --mention, --mention-all as send or edit options. */
@@ -384,7 +406,8 @@ export async function runSend(flags: Record<string, string | undefined>): Promis
     throw new UsageError('give --forward-conversation and --forward-seq together');
   }
   if (flags['forward-conversation'] !== undefined) content.forward = { conversationId: flags['forward-conversation'], seq: seqFlag(flags, 'forward-seq') };
-  const text = flags.text ?? (content.type !== undefined || content.forward !== undefined ? '' : undefined);
+  const path = flags.file;
+  const text = flags.text ?? (content.type !== undefined || content.forward !== undefined || path !== undefined ? '' : undefined);
   if ((to === undefined) === (group === undefined)) throw new UsageError('give --to USER or --group ID');
   if (text === undefined) throw new UsageError('--text is required (unless --payload-type or a forward is given)');
   const count = flags.count === undefined ? 1 : Number(flags.count);
@@ -393,6 +416,22 @@ export async function runSend(flags: Record<string, string | undefined>): Promis
   if (!(timeoutMs > 0)) throw new UsageError('--timeout must be a number of seconds > 0');
   const rate = flags.rate === undefined ? 0 : Number(flags.rate);
   if (!Number.isFinite(rate) || rate < 0) throw new UsageError('--rate must be a number of messages per second ≥ 0 (0: all at once)');
+  if (path !== undefined) {
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(path);
+    } catch (err) {
+      throw new UsageError(`cannot read ${path}: ${(err as Error).message}`);
+    }
+    try {
+      const { server, token, http } = await apiAccess(f);
+      const file = await uploadFile(server, token, bytes, { ...http, name: basename(path) });
+      line({ type: 'upload', ...fileLine(file), sha256: file.sha256 });
+      content.attachments = [file.fileId];
+    } catch (err) {
+      return refused(err);
+    }
+  }
   const client = await connect(f, false);
   const target = to !== undefined ? { to } : { groupId: group! };
   const deadline = setTimeout(() => {
@@ -418,4 +457,45 @@ export async function runSend(flags: Record<string, string | undefined>): Promis
   clearTimeout(deadline);
   await client.close();
   return failed === 0 ? 0 : 1;
+}
+
+/** `search`: messages you may read matching every word (the last as a prefix), best first; one JSON line per hit. */
+export async function runSearch(flags: Record<string, string | undefined>): Promise<number> {
+  const query = flags.query;
+  if (!query) throw new UsageError('--query is required');
+  const limit = flags.limit === undefined ? undefined : Number(flags.limit);
+  return oneRequest(flags, async (c) => {
+    const page = await c.search(query, { conversationId: flags.conversation, limit, cursor: flags.cursor });
+    const lines: Record<string, unknown>[] = page.hits.map((h) => ({ type: 'hit', ...messageLine(h.message), snippet: h.snippet }));
+    if (page.nextCursor !== '') lines.push({ type: 'more', cursor: page.nextCursor });
+    return lines;
+  });
+}
+
+/** `download`: a file of a message you may read (or one you uploaded), written to --out (default: its name). */
+export async function runDownload(flags: Record<string, string | undefined>): Promise<number> {
+  const f = clientFlags(flags, `cli-${randomBytes(3).toString('hex')}`);
+  const id = flags.file;
+  if (!id) throw new UsageError('--file ID is required');
+  try {
+    const { server, token, http } = await apiAccess(f);
+    const file = await downloadFile(server, token, id, { ...http, preview: flags.preview !== undefined });
+    const out = flags.out ?? basename(file.name);
+    writeFileSync(out, file.bytes);
+    line({ type: 'downloaded', file_id: id, name: file.name, mime: file.mime, size: file.bytes.length, path: out });
+    return 0;
+  } catch (err) {
+    return refused(err);
+  }
+}
+
+/** `notify`: mute or unmute a conversation's push notifications (--off: unmute). */
+export async function runNotify(flags: Record<string, string | undefined>): Promise<number> {
+  const conversation = flags.conversation;
+  if (!conversation) throw new UsageError('--conversation is required');
+  const muted = flags.off === undefined;
+  return oneRequest(flags, async (c) => {
+    await c.muteNotifications(conversation, muted);
+    return { type: muted ? 'muted' : 'unmuted', conversation };
+  });
 }

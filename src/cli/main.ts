@@ -125,16 +125,38 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     synopsis: [
       'send --user U (--to V | --group G) --text T [--count N] [--rate R] [--timeout SECONDS] [--device D]',
       '     [--payload-type TYPE --payload JSON] [--reply-to SEQ] [--mention V,W] [--mention-all]',
-      '     [--forward-conversation C --forward-seq N]   (--text optional with a payload type or a forward)',
+      '     [--forward-conversation C --forward-seq N] [--file PATH]   (--text optional with a payload type, a forward or a file)',
     ],
     summary: 'send and print each ack; exit 0 only if all acked',
     flags: {
       ...CLIENT_FLAGS, to: 'text', group: 'text', text: 'text', count: 'integer', rate: 'number', timeout: 'number',
       'payload-type': 'text', payload: 'text', 'reply-to': 'integer', mention: 'text', 'mention-all': 'switch',
-      'forward-conversation': 'text', 'forward-seq': 'integer',
+      'forward-conversation': 'text', 'forward-seq': 'integer', file: 'text',
     },
     notes: CLIENT_NOTES,
     run: async ({ flags }) => (await import('./client-commands.js')).runSend(flags),
+  },
+  search: {
+    synopsis: ['search --user U --query Q [--conversation C] [--limit N] [--cursor K]'],
+    summary: 'search the messages U may read: every word must match (the last as a prefix), best first; one JSON line per hit, '
+      + 'then {"type":"more","cursor":K} when another page follows',
+    flags: { ...CLIENT_FLAGS, query: 'text', conversation: 'text', limit: 'integer', cursor: 'text' },
+    notes: CLIENT_NOTES,
+    run: async ({ flags }) => (await import('./client-commands.js')).runSearch(flags),
+  },
+  download: {
+    synopsis: ['download --user U --file ID [--out PATH] [--preview]'],
+    summary: 'download a file of a message U may read (refused FILE_NOT_FOUND otherwise); --preview: an image\'s small preview',
+    flags: { ...CLIENT_FLAGS, file: 'text', out: 'text', preview: 'switch' },
+    notes: CLIENT_NOTES,
+    run: async ({ flags }) => (await import('./client-commands.js')).runDownload(flags),
+  },
+  notify: {
+    synopsis: ['notify --user U --conversation C [--off]'],
+    summary: 'mute a conversation\'s push notifications for U (--off: unmute); its messages still arrive',
+    flags: { ...CLIENT_FLAGS, conversation: 'text', off: 'switch' },
+    notes: CLIENT_NOTES,
+    run: async ({ flags }) => (await import('./client-commands.js')).runNotify(flags),
   },
   edit: {
     synopsis: ['edit --user U --conversation C --seq N --text T [--payload-type TYPE --payload JSON] [--mention V,W]'],

@@ -63,6 +63,11 @@ export interface ClientOptions {
    * One client per store at a time. @default memoryStore() (nothing outlives the client object)
    */
   store?: ClientStore;
+  /**
+   * The HTTP API (http(s)://host:port), for files (uploadFile, downloadFile).
+   * @default the gateway URL's host and port when it is ws:// or wss://
+   */
+  apiUrl?: string;
 }
 
 export interface SendOptions {
@@ -86,6 +91,14 @@ export interface SendOptions {
   replyTo?: number;
   /** Forward this message (its text and content are copied; give no text or type). */
   forward?: { conversationId: string; seq: number };
+  /** Files to send (at most 10): the ids uploadFile gave, or what it returned. The text may be empty. */
+  attachments?: (string | { fileId: string })[];
+}
+
+/** One search result: the message as history gives it, and the matched words in context (each between [ and ]). */
+export interface SearchHit {
+  message: ChatMessage;
+  snippet: string;
 }
 
 /** What an edit may change: the text, the custom type and payload, the mentions. */
@@ -179,7 +192,7 @@ export interface ClientEvents {
 }
 
 /** The options with their defaults filled in. */
-export type ResolvedOptions = Required<Omit<ClientOptions, 'clientVersion'>> & { clientVersion: string };
+export type ResolvedOptions = Required<Omit<ClientOptions, 'clientVersion' | 'apiUrl'>> & { clientVersion: string; apiUrl?: string };
 
 /** The client's `emit`, handed to the modules that raise its events. */
 export type Emit = <K extends keyof ClientEvents>(event: K, ...args: Parameters<ClientEvents[K]>) => void;

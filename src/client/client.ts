@@ -17,9 +17,10 @@ import {
 } from '../protocol/index.js';
 import type { GroupRoleName } from '../protocol/index.js';
 import type {
-  ClientEvents, ClientOptions, ClientState, EditOptions, Emit, LoginInfo, PendingSend, ResolvedOptions, SendOptions, SendResult,
+  ClientEvents, ClientOptions, ClientState, EditOptions, Emit, LoginInfo, PendingSend, ResolvedOptions, SearchHit, SendOptions, SendResult,
 } from './client-types.js';
 import { contentInit, storedContentOf } from './content.js';
+import { downloadFile, uploadFile, type FileInfo, type UploadOptions } from './files.js';
 import { Connection } from './connection.js';
 import { Emitter } from './emitter.js';
 import { Inbox } from './inbox.js';
@@ -35,7 +36,7 @@ import {
 } from './types.js';
 
 export type {
-  ClientState, StateDetail, ClientOptions, SendOptions, EditOptions, SendResult, PendingSend, LoginInfo, ClientEvents,
+  ClientState, StateDetail, ClientOptions, SendOptions, EditOptions, SendResult, PendingSend, LoginInfo, ClientEvents, SearchHit,
 } from './client-types.js';
 
 type BodyOfInit<C extends FrameCase> = Extract<NonNullable<FrameBodyInit>, { case: C }>['value'] & { op: unknown };
@@ -246,6 +247,61 @@ export class LonglinkClient extends Emitter<ClientEvents> {
   /** The users you block, sorted. */
   async blocked(): Promise<string[]> {
     return (await this.requests.call({ case: 'block', value: { userId: '', blocked: false } }, 'blockResult')).blocked;
+  }
+
+  /**
+   * Search the messages you may read (every conversation of yours, or one):
+   * every word must match, the last as a prefix; best match first. Give
+   * `cursor` (the previous page's `nextCursor`) for the next page.
+   */
+  async search(query: string, options: { conversationId?: string; limit?: number; cursor?: string } = {}): Promise<{ hits: SearchHit[]; nextCursor: string }> {
+    const r = await this.requests.call({
+      case: 'search', value: { query, conversationId: options.conversationId ?? '', limit: options.limit ?? 0, cursor: options.cursor ?? '' },
+    }, 'searchResult');
+    return { hits: r.hits.map((h) => ({ message: messageFromWire(h.message!), snippet: h.snippet })), nextCursor: r.nextCursor };
+  }
+
+  /**
+   * Register this device's push token: while none of your devices is online,
+   * messages to you raise a notification through the provider of `platform`
+   * ('apns', 'fcm', or 'webhook' for your own push service).
+   */
+  async registerPush(platform: 'apns' | 'fcm' | 'webhook', token: string): Promise<void> {
+    await this.requests.call({ case: 'pushRegister', value: { platform, token, remove: false } }, 'done', newRequestId());
+  }
+
+  /** Forget this device's push token (at logout). */
+  async unregisterPush(): Promise<void> {
+    await this.requests.call({ case: 'pushRegister', value: { platform: '', token: '', remove: true } }, 'done', newRequestId());
+  }
+
+  /** Mute (or unmute) a conversation's push notifications for you; its messages still arrive. */
+  async muteNotifications(conversationId: string, muted = true): Promise<void> {
+    await this.requests.call({ case: 'notifySettings', value: { conversationId, muted } }, 'done', newRequestId());
+  }
+
+  /** Upload a file (progress through `onProgress`); send it with `send({ …, attachments: [file] })`. */
+  async uploadFile(data: Uint8Array | Blob, options: UploadOptions = {}): Promise<FileInfo> {
+    const { server, token } = await this.api();
+    return uploadFile(server, token, data, options);
+  }
+
+  /** Download a file of a message you may read (or an image's preview). */
+  async downloadFile(fileId: string, options: { preview?: boolean } = {}): Promise<{ bytes: Uint8Array; mime: string; name: string }> {
+    const { server, token } = await this.api();
+    return downloadFile(server, token, fileId, options);
+  }
+
+  /** The HTTP API's address and a token for it. */
+  private async api(): Promise<{ server: string; token: string }> {
+    let server = this.options.apiUrl;
+    if (server === undefined && typeof this.options.url === 'string' && /^wss?:\/\//.test(this.options.url)) {
+      const u = new URL(this.options.url);
+      server = `${u.protocol === 'wss:' ? 'https' : 'http'}://${u.host}`;
+    }
+    if (server === undefined) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'files go through the HTTP API: give the client apiUrl');
+    const token = typeof this.options.token === 'string' ? this.options.token : await this.options.token();
+    return { server, token };
   }
 
   /** Tell the conversation's other members this user is typing (transient; the server rate-limits it). */

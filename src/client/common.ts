@@ -11,8 +11,9 @@ export type { Connector, ClientConnection, ConnectionEvents } from './transport.
 export { payloadJson, payloadText } from './content.js';
 export {
   LonglinkError, ErrorCode, errorName, directConversationId, directMembers, groupConversationId, groupIdOf, isGroupConversation, isValidId,
-  type ChatMessage, type TimelineEventData, type GroupRoleName, type ContentData, type QuoteData, type ForwardData, type ReactionData,
+  type ChatMessage, type TimelineEventData, type GroupRoleName, type ContentData, type QuoteData, type ForwardData, type ReactionData, type AttachmentData,
 } from '../protocol/index.js';
+export { uploadFile, downloadFile, type FileInfo, type UploadOptions } from './files.js';
 export {
-  requestToken, listGateways, discover, gatewayPicker, type TokenResponse, type GatewayInfo, type Discovery, type HttpOptions, type HttpFetch,
+  requestToken, listGateways, discover, gatewayPicker, HttpApiError, type TokenResponse, type GatewayInfo, type Discovery, type HttpOptions, type HttpFetch,
 } from './http.js';

@@ -1,5 +1,5 @@
 // A send's or an edit's content as the SDK takes it (SendOptions: type,
-// payload, mentions, reply, forward), as the outbox stores it (plain JSON, the
+// payload, mentions, reply, forward, attachments), as the outbox stores it (plain JSON, the
 // payload in base64) and as the wire carries it (Content); and helpers that
 // read a received message's payload back.
 import type { MessageInitShape } from '@bufbuild/protobuf';
@@ -17,6 +17,9 @@ export function storedContentOf(o: SendOptions | EditOptions): StoredContent | u
   if (o.mentionAll) out.mentionAll = true;
   if ('replyTo' in o && o.replyTo !== undefined) out.replyTo = o.replyTo;
   if ('forward' in o && o.forward !== undefined) out.forward = { conversationId: o.forward.conversationId, seq: o.forward.seq };
+  if ('attachments' in o && o.attachments !== undefined && o.attachments.length > 0) {
+    out.attachments = o.attachments.map((a) => (typeof a === 'string' ? a : a.fileId));
+  }
   return Object.keys(out).length > 0 ? out : undefined;
 }
 
@@ -29,6 +32,7 @@ export function contentInit(c: StoredContent): MessageInitShape<typeof ContentSc
     mentionAll: c.mentionAll ?? false,
     replyToSeq: BigInt(c.replyTo ?? 0),
     forward: c.forward ? { conversationId: c.forward.conversationId, seq: BigInt(c.forward.seq) } : undefined,
+    attachments: (c.attachments ?? []).map((fileId) => ({ fileId })),
   };
 }
 

@@ -55,12 +55,15 @@ async function call<T>(url: string, init: RequestInit, options: HttpOptions): Pr
     throw new LonglinkError(ErrorCode.UNAVAILABLE, `cannot reach ${url}: ${failureText(err)}`);
   }
   const body = (await res.json().catch(() => ({}))) as { error?: { code: string; message: string } };
-  if (!res.ok) {
-    const e = body.error;
-    const code = res.status === 401 || res.status === 403 ? ErrorCode.FORBIDDEN : res.status >= 500 ? ErrorCode.UNAVAILABLE : ErrorCode.BAD_REQUEST;
-    throw new HttpApiError(code, res.status, e?.code ?? '', `${res.status} ${e?.code ?? ''}: ${e?.message ?? res.statusText}`);
-  }
+  if (!res.ok) throw apiError(res.status, body, res.statusText);
   return body as T;
+}
+
+/** The error of an API answer that is not 2xx (its body: {"error": {"code", "message"}}). */
+export function apiError(status: number, body: unknown, statusText = ''): HttpApiError {
+  const e = (body as { error?: { code?: string; message?: string } } | undefined)?.error;
+  const code = status === 401 || status === 403 ? ErrorCode.FORBIDDEN : status === 404 ? ErrorCode.NOT_FOUND : status >= 500 ? ErrorCode.UNAVAILABLE : ErrorCode.BAD_REQUEST;
+  return new HttpApiError(code, status, e?.code ?? '', `${status} ${e?.code ?? ''}: ${e?.message ?? statusText}`);
 }
 
 export function requestToken(

@@ -49,6 +49,8 @@ export interface StoredContent {
   mentionAll?: boolean;
   replyTo?: number;
   forward?: { conversationId: string; seq: number };
+  /** File ids (uploaded with uploadFile). */
+  attachments?: string[];
 }
 
 /** Everything a client persists. Plain JSON-able data. */

@@ -94,6 +94,10 @@ export function committed(init: MessageInitShape<typeof CommittedSchema>): Commi
 /** The committed stream's consumer groups this codebase runs (any other name may be added). */
 export const PUSH_GROUP = 'push';
 export const RISK_GROUP = 'risk';
+/** Full-text indexing (src/logic/search.ts). */
+export const SEARCH_GROUP = 'search';
+/** Offline push notifications (src/push/notifier.ts). */
+export const NOTIFY_GROUP = 'notify';
 
 /** What a committed-stream handler asks to be recorded with its ack. */
 export interface CommittedEffects {

@@ -87,7 +87,9 @@ import {
   type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type ConversationChange, type ConversationKind, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
   type MarkChanges, type MessageDraft, type ProfileRecord, type ReactionLimits, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type ShardClaim, type Store, type WriteFence,
   type SyncConversation, type SyncPosition, type SyncReadOptions, type SyncScan, type MemberWindow,
+  type FileRecord, type SearchQuery, type PushDeviceRecord, type NotificationDraft, type PendingNotification,
 } from './store.js';
+import { PostgresFeatures, refFiles } from './postgres-features.js';
 
 export interface PostgresStoreOptions {
   /** postgres://user@host:port/database */
@@ -393,6 +395,67 @@ const MIGRATIONS: string[] = [
      avatar_url TEXT NOT NULL,
      updated_at_ms BIGINT NOT NULL
    );`,
+  // Files, search and offline push notifications (postgres-features.ts): uploads and the messages holding them, the
+  // full-text index (a tsvector per message, 'simple' configuration: no stemming, any language), push tokens,
+  // notification mutes, the bursts waiting to be notified and how far each user was notified in each conversation.
+  `CREATE TABLE files (
+     id TEXT COLLATE "C" PRIMARY KEY,
+     owner_id TEXT COLLATE "C" NOT NULL,
+     name TEXT NOT NULL,
+     mime TEXT NOT NULL,
+     size BIGINT NOT NULL,
+     sha256 TEXT NOT NULL,
+     width INTEGER NOT NULL,
+     height INTEGER NOT NULL,
+     has_preview BOOLEAN NOT NULL,
+     created_at_ms BIGINT NOT NULL
+   );
+   CREATE INDEX files_by_owner ON files (owner_id, created_at_ms);
+   CREATE TABLE file_refs (
+     file_id TEXT COLLATE "C" NOT NULL,
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     seq BIGINT NOT NULL,
+     PRIMARY KEY (file_id, conversation_id, seq)
+   );
+   CREATE TABLE search_docs (
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     seq BIGINT NOT NULL,
+     tsv TSVECTOR NOT NULL,
+     PRIMARY KEY (conversation_id, seq)
+   );
+   CREATE INDEX search_docs_tsv ON search_docs USING GIN (tsv);
+   CREATE TABLE push_devices (
+     user_id TEXT COLLATE "C" NOT NULL,
+     device_id TEXT COLLATE "C" NOT NULL,
+     platform TEXT NOT NULL,
+     token TEXT NOT NULL,
+     updated_at_ms BIGINT NOT NULL,
+     PRIMARY KEY (user_id, device_id)
+   );
+   CREATE INDEX push_devices_by_token ON push_devices (token);
+   CREATE TABLE notify_mutes (
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     user_id TEXT COLLATE "C" NOT NULL,
+     PRIMARY KEY (conversation_id, user_id)
+   );
+   CREATE TABLE notify_marks (
+     user_id TEXT COLLATE "C" NOT NULL,
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     notified_seq BIGINT NOT NULL,
+     PRIMARY KEY (user_id, conversation_id)
+   );
+   CREATE TABLE notify_pending (
+     user_id TEXT COLLATE "C" NOT NULL,
+     conversation_id TEXT COLLATE "C" NOT NULL,
+     first_seq BIGINT NOT NULL,
+     last_seq BIGINT NOT NULL,
+     count INTEGER NOT NULL,
+     from_user TEXT NOT NULL,
+     due_at_ms BIGINT NOT NULL,
+     claimed_until_ms BIGINT NOT NULL DEFAULT 0,
+     PRIMARY KEY (user_id, conversation_id)
+   );
+   CREATE INDEX notify_pending_due ON notify_pending (due_at_ms);`,
 ];
 
 
@@ -941,11 +1004,16 @@ export class PostgresStore implements Store {
   readonly checksSenders = true;
   private closed = false;
 
+  /** Files, search, push notifications (postgres-features.ts). */
+  private readonly features: PostgresFeatures;
+
   private constructor(
     private readonly pool: pg.Pool,
     /** The change slack (store.ts, "Sync"; PostgresStoreOptions.changeSlack). */
     private readonly slack: number,
-  ) {}
+  ) {
+    this.features = new PostgresFeatures(pool, (work) => this.transaction(work));
+  }
 
   /** Connect, migrate the schema (idempotent, one migrator at a time), and return the store. */
   static async open(options: PostgresStoreOptions): Promise<PostgresStore> {
@@ -1051,6 +1119,7 @@ export class PostgresStore implements Store {
         if (inserted.length === 0) continue;
         const mentioned = m.deletedBy === undefined ? mentionedIn(m.content) : [];
         if (mentioned.length > 0) await run(client, 'insertMentions', [mentioned.map(() => m.conversationId), mentioned, mentioned.map(() => m.seq)]);
+        if (m.deletedBy === undefined && m.recalledBy === undefined) await refFiles(client, [m]);
         await run(client, 'replicaHead', [m.conversationId, m.seq, m.sentAtMs]);
         if (created && direct) {
           const users = [...new Set(direct)];
@@ -1379,6 +1448,62 @@ export class PostgresStore implements Store {
     const rows = await run<{ user_id: string; name: string; avatar_url: string; updated_at_ms: string }>(this.pool, 'profiles', [[...new Set(userIds)]]);
     for (const r of rows) out.set(r.user_id, { name: r.name, avatarUrl: r.avatar_url, updatedAtMs: Number(r.updated_at_ms) });
     return out;
+  }
+
+  putFile(file: FileRecord): Promise<void> {
+    return this.features.putFile(file);
+  }
+
+  files(ids: readonly string[]): Promise<Map<string, FileRecord>> {
+    return this.features.files(ids);
+  }
+
+  mayReadFile(userId: string, fileId: string): Promise<boolean> {
+    return this.features.mayReadFile(userId, fileId);
+  }
+
+  uploadsSince(userId: string, sinceMs: number): Promise<{ count: number; bytes: number }> {
+    return this.features.uploadsSince(userId, sinceMs);
+  }
+
+  indexForSearch(messages: readonly { conversationId: string; seq: number }[]): Promise<void> {
+    return this.features.indexForSearch(messages);
+  }
+
+  search(query: SearchQuery): Promise<ChatMessage[]> {
+    return this.features.search(query);
+  }
+
+  putPushDevice(device: PushDeviceRecord, maxPerUser: number): Promise<void> {
+    return this.features.putPushDevice(device, maxPerUser);
+  }
+
+  removePushDevice(userId: string, deviceId: string, token?: string): Promise<void> {
+    return this.features.removePushDevice(userId, deviceId, token);
+  }
+
+  pushDevices(userIds: readonly string[]): Promise<Map<string, PushDeviceRecord[]>> {
+    return this.features.pushDevices(userIds);
+  }
+
+  setNotifyMuted(userId: string, conversationId: string, muted: boolean): Promise<void> {
+    return this.features.setNotifyMuted(userId, conversationId, muted);
+  }
+
+  notifyMuted(conversationId: string, userIds: readonly string[]): Promise<Set<string>> {
+    return this.features.notifyMuted(conversationId, userIds);
+  }
+
+  queueNotifications(drafts: readonly NotificationDraft[]): Promise<void> {
+    return this.features.queueNotifications(drafts);
+  }
+
+  claimNotifications(nowMs: number, limit: number, leaseMs: number): Promise<PendingNotification[]> {
+    return this.features.claimNotifications(nowMs, limit, leaseMs);
+  }
+
+  finishNotification(n: PendingNotification, nextDueAtMs: number): Promise<void> {
+    return this.features.finishNotification(n, nextDueAtMs);
   }
 
   async putProfile(userId: string, profile: ProfileRecord): Promise<void> {
@@ -1954,6 +2079,7 @@ async function appendBatch(client: pg.PoolClient, drafts: readonly MessageDraft[
     if (mentions.length > 0) {
       await run(client, 'insertMentions', [mentions.map((m) => m.conversationId), mentions.map((m) => m.user), mentions.map((m) => m.seq)]);
     }
+    await refFiles(client, fresh.map((f) => ({ conversationId: f.d.conversationId, seq: f.seq, content: f.d.content })));
   }
 
   // 5. Effects, in draft order.

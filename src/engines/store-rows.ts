@@ -29,6 +29,7 @@ interface StoredContent {
   mentionAll?: boolean;
   replyToSeq?: number;
   forward?: ContentData['forward'];
+  attachments?: ContentData['attachments'];
   editedAtMs?: number;
   deleted?: boolean;
 }
@@ -44,6 +45,7 @@ export function contentJson(m: { content?: ContentData; editedAtMs?: number; del
   if (c?.mentionAll) out.mentionAll = true;
   if (c?.replyToSeq) out.replyToSeq = c.replyToSeq;
   if (c?.forward) out.forward = c.forward;
+  if (c?.attachments && c.attachments.length > 0) out.attachments = c.attachments;
   if (m.editedAtMs) out.editedAtMs = m.editedAtMs;
   return Object.keys(out).length > 0 ? JSON.stringify(out) : null;
 }
@@ -68,6 +70,7 @@ function contentOf(s: StoredContent): ContentData | undefined {
   if (s.mentionAll) c.mentionAll = true;
   if (s.replyToSeq) c.replyToSeq = s.replyToSeq;
   if (s.forward) c.forward = s.forward;
+  if (s.attachments) c.attachments = s.attachments;
   return Object.keys(c).length > 0 ? c : undefined;
 }
 
@@ -77,6 +80,11 @@ export function mentionedIn(c: ContentData | undefined): string[] {
   const users = new Set(c.mentions ?? []);
   if (c.mentionAll) users.add(MENTION_ALL);
   return [...users];
+}
+
+/** The files a message holds (file_refs rows). */
+export function attachedFiles(c: ContentData | undefined): string[] {
+  return [...new Set((c?.attachments ?? []).map((a) => a.fileId))];
 }
 
 /** The mentions row of a mention of everyone. */

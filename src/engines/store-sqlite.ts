@@ -18,9 +18,10 @@ import {
 import {
   CHANGE_ALWAYS, CHANGE_FANOUT_MAX, FencedError, PAST_WINDOWS_MAX, StoreDataError, StoreUnavailableError, UNREAD_COUNT_MAX, withTypedErrors,
   type AppendResult, type ConversationCursor, type ConversationHead, type ReplicaEntry, type HomeRecord, type MarkChanges, type ConversationChange, type ConversationOverview, type ConversationState, type DeliveredMark, type Effect, type GroupMeta, type GroupRecord, type Membership,
-  type MessageDraft, type ProfileRecord, type ReactionLimits, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store, type SyncConversation, type SyncPosition, type SyncReadOptions, type SyncScan, type MemberWindow,
+  type MessageDraft, type ProfileRecord, type FileRecord, type SearchQuery, type PushDeviceRecord, type NotificationDraft, type PendingNotification, type ReactionLimits, type RiskAuditDraft, type RiskAuditEntry, type RiskRulesRecord, type Store, type SyncConversation, type SyncPosition, type SyncReadOptions, type SyncScan, type MemberWindow,
 } from './store.js';
 import { log } from '../observability/log.js';
+import { SqliteFeatures } from './sqlite-features.js';
 
 const logger = log.child({ component: 'store' });
 
@@ -259,6 +260,61 @@ const MIGRATIONS: string[] = [
      avatar_url TEXT NOT NULL,
      updated_at_ms INTEGER NOT NULL
    ) WITHOUT ROWID;`,
+  // Files, search and offline push notifications (sqlite-features.ts): uploads and the messages holding them, the
+  // full-text index (its rowid is the message's), push tokens, notification mutes, the bursts waiting to be notified
+  // and how far each user was notified in each conversation.
+  `CREATE TABLE files (
+     id TEXT PRIMARY KEY,
+     owner_id TEXT NOT NULL,
+     name TEXT NOT NULL,
+     mime TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     sha256 TEXT NOT NULL,
+     width INTEGER NOT NULL,
+     height INTEGER NOT NULL,
+     has_preview INTEGER NOT NULL,
+     created_at_ms INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   CREATE INDEX files_by_owner ON files (owner_id, created_at_ms);
+   CREATE TABLE file_refs (
+     file_id TEXT NOT NULL,
+     conversation_id TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     PRIMARY KEY (file_id, conversation_id, seq)
+   ) WITHOUT ROWID;
+   CREATE VIRTUAL TABLE search_fts USING fts5(text, conversation_id UNINDEXED, seq UNINDEXED, tokenize = 'unicode61 remove_diacritics 2');
+   CREATE TABLE push_devices (
+     user_id TEXT NOT NULL,
+     device_id TEXT NOT NULL,
+     platform TEXT NOT NULL,
+     token TEXT NOT NULL,
+     updated_at_ms INTEGER NOT NULL,
+     PRIMARY KEY (user_id, device_id)
+   ) WITHOUT ROWID;
+   CREATE INDEX push_devices_by_token ON push_devices (token);
+   CREATE TABLE notify_mutes (
+     conversation_id TEXT NOT NULL,
+     user_id TEXT NOT NULL,
+     PRIMARY KEY (conversation_id, user_id)
+   ) WITHOUT ROWID;
+   CREATE TABLE notify_marks (
+     user_id TEXT NOT NULL,
+     conversation_id TEXT NOT NULL,
+     notified_seq INTEGER NOT NULL,
+     PRIMARY KEY (user_id, conversation_id)
+   ) WITHOUT ROWID;
+   CREATE TABLE notify_pending (
+     user_id TEXT NOT NULL,
+     conversation_id TEXT NOT NULL,
+     first_seq INTEGER NOT NULL,
+     last_seq INTEGER NOT NULL,
+     count INTEGER NOT NULL,
+     from_user TEXT NOT NULL,
+     due_at_ms INTEGER NOT NULL,
+     claimed_until_ms INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (user_id, conversation_id)
+   ) WITHOUT ROWID;
+   CREATE INDEX notify_pending_due ON notify_pending (due_at_ms);`,
 ];
 
 
@@ -444,6 +500,8 @@ export class SqliteStore implements Store {
   readonly checksSenders = false;
   private readonly db: Database.Database;
   private readonly stmts;
+  /** Files, search, push notifications (sqlite-features.ts). */
+  private readonly features: SqliteFeatures;
   private readonly appendTx: (drafts: readonly MessageDraft[]) => AppendResult[];
 
   /** Set when synchronous is 'full' on a file: see WalFlusher. */
@@ -494,6 +552,7 @@ export class SqliteStore implements Store {
     // SQLite itself syncs only when nobody else does: 'full' without a WAL file to flush.
     if (this.flusher || options.synchronous === 'normal') this.db.pragma('synchronous = NORMAL');
     const db = this.db;
+    this.features = new SqliteFeatures(db);
     this.stmts = {
       byClientId: db.prepare<[string, string], MessageRow>(
         `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE from_user = ? AND client_msg_id = ? AND client_msg_id <> ''`,
@@ -1022,6 +1081,7 @@ export class SqliteStore implements Store {
       d.event ? eventJson(d.event) : null, d.content ? contentJson(d) : null,
     );
     for (const user of mentionedIn(d.content)) this.stmts.insertMention.run(d.conversationId, user, seq);
+    this.features.refFiles(message);
     if (d.effect) this.apply(d.conversationId, seq, d.sentAtMs, d.effect);
     // Whoever writes has read everything up to what they wrote.
     this.stmts.readOwn.run(seq, d.conversationId, d.fromUser);
@@ -1107,6 +1167,72 @@ export class SqliteStore implements Store {
       if (r) out.set(id, { name: r.name, avatarUrl: r.avatar_url, updatedAtMs: r.updated_at_ms });
     }
     return this.durable(out);
+  }
+
+  async putFile(file: FileRecord): Promise<void> {
+    this.features.putFile(file);
+    await this.flusher?.flush();
+  }
+
+  async files(ids: readonly string[]): Promise<Map<string, FileRecord>> {
+    return this.durable(this.features.files(ids));
+  }
+
+  async mayReadFile(userId: string, fileId: string): Promise<boolean> {
+    return this.durable(this.features.mayReadFile(userId, fileId));
+  }
+
+  async uploadsSince(userId: string, sinceMs: number): Promise<{ count: number; bytes: number }> {
+    return this.durable(this.features.uploadsSince(userId, sinceMs));
+  }
+
+  async indexForSearch(messages: readonly { conversationId: string; seq: number }[]): Promise<void> {
+    this.features.indexForSearch(messages);
+    await this.flusher?.flush();
+  }
+
+  async search(query: SearchQuery): Promise<ChatMessage[]> {
+    return this.durable(this.features.search(query));
+  }
+
+  async putPushDevice(device: PushDeviceRecord, maxPerUser: number): Promise<void> {
+    this.features.putPushDevice(device, maxPerUser);
+    await this.flusher?.flush();
+  }
+
+  async removePushDevice(userId: string, deviceId: string, token?: string): Promise<void> {
+    this.features.removePushDevice(userId, deviceId, token);
+    await this.flusher?.flush();
+  }
+
+  async pushDevices(userIds: readonly string[]): Promise<Map<string, PushDeviceRecord[]>> {
+    return this.durable(this.features.pushDevices(userIds));
+  }
+
+  async setNotifyMuted(userId: string, conversationId: string, muted: boolean): Promise<void> {
+    this.features.setNotifyMuted(userId, conversationId, muted);
+    await this.flusher?.flush();
+  }
+
+  async notifyMuted(conversationId: string, userIds: readonly string[]): Promise<Set<string>> {
+    return this.durable(this.features.notifyMuted(conversationId, userIds));
+  }
+
+  async queueNotifications(drafts: readonly NotificationDraft[]): Promise<void> {
+    if (drafts.length === 0) return;
+    this.features.queueNotifications(drafts);
+    await this.flusher?.flush();
+  }
+
+  async claimNotifications(nowMs: number, limit: number, leaseMs: number): Promise<PendingNotification[]> {
+    const claimed = this.features.claimNotifications(nowMs, limit, leaseMs);
+    if (claimed.length > 0) await this.flusher?.flush();
+    return claimed;
+  }
+
+  async finishNotification(n: PendingNotification, nextDueAtMs: number): Promise<void> {
+    this.features.finishNotification(n, nextDueAtMs);
+    await this.flusher?.flush();
   }
 
   async putProfile(userId: string, profile: ProfileRecord): Promise<void> {
@@ -1214,6 +1340,7 @@ export class SqliteStore implements Store {
     ).changes > 0;
     if (!inserted) return false;
     if (m.deletedBy === undefined) for (const user of mentionedIn(m.content)) s.insertMention.run(m.conversationId, user, m.seq);
+    if (m.deletedBy === undefined && m.recalledBy === undefined) this.features.refFiles(m);
     const direct = directMembers(m.conversationId);
     if (s.replicaConversation.run(m.conversationId, direct ? 'direct' : 'group', homeDc).changes > 0 && direct) {
       for (const user of new Set(direct)) s.addMember.run(user, m.conversationId, m.sentAtMs);

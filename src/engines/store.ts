@@ -656,7 +656,144 @@ export interface ProfileStore {
   putProfile(userId: string, profile: ProfileRecord): Promise<void>;
 }
 
-export interface Store extends MessageStore, ConversationStore, CursorStore, SyncStore, RiskStore, ReplicaStore, DatacenterStore, BlockStore, ReactionStore, ProfileStore, HiddenStore {
+// ---- Files ---------------------------------------------------------------------
+//
+// A file's bytes live in a BlobStore (src/files/blobs.ts); the store keeps what
+// it is and which messages hold it (file_refs, written with the message from
+// its content's attachments), so a download is checked like a read of one of
+// those messages.
+
+/** An uploaded file, as its upload stored it. */
+export interface FileRecord {
+  id: string;
+  /** Who uploaded it. */
+  ownerId: string;
+  name: string;
+  /** The type its bytes show (src/files/sniff.ts). */
+  mime: string;
+  size: number;
+  sha256: string;
+  /** Images: pixels (0 otherwise). */
+  width: number;
+  height: number;
+  /** A preview is stored under `${id}.preview`. */
+  hasPreview: boolean;
+  createdAtMs: number;
+}
+
+export interface FileStore {
+  putFile(file: FileRecord): Promise<void>;
+  /** These files (unknown ids are absent). */
+  files(ids: readonly string[]): Promise<Map<string, FileRecord>>;
+  /**
+   * Whether `userId` may download the file: its uploader, or a user who may
+   * read a message holding it — a member at that message's seq (in any of
+   * its membership windows: a removed member keeps the files of the messages
+   * sent while it was one) — while that message is neither recalled,
+   * deleted nor expired.
+   */
+  mayReadFile(userId: string, fileId: string): Promise<boolean>;
+  /** What the user uploaded since `sinceMs`: files and bytes (the upload quota). */
+  uploadsSince(userId: string, sinceMs: number): Promise<{ count: number; bytes: number }>;
+}
+
+// ---- Search --------------------------------------------------------------------
+//
+// The index holds each message's text as it is now: (re)indexing a message
+// reads its row, so an edit indexed before its original, or twice, ends the
+// same; a recalled or deleted message (empty text) leaves the index.
+
+export interface SearchQuery {
+  userId: string;
+  /** Words (letters and digits only, lower case), all of which must match; the last as a prefix. */
+  words: readonly string[];
+  /** Only this conversation. */
+  conversationId?: string;
+  offset: number;
+  limit: number;
+}
+
+export interface SearchStore {
+  /** Index (again) these messages as they are now; those gone, recalled, deleted or not text leave the index. Idempotent. */
+  indexForSearch(messages: readonly { conversationId: string; seq: number }[]): Promise<void>;
+  /**
+   * Messages matching every word that `userId` may read (membership windows,
+   * not recalled, deleted, expired, hidden by it, nor from a user it blocks),
+   * best match first, then newest; at most SEARCH_CANDIDATES matches are ranked.
+   */
+  search(query: SearchQuery): Promise<ChatMessage[]>;
+}
+
+/** The most matches of a search's words (among the asker's conversations) a store ranks: bounds a search's cost. */
+export const SEARCH_CANDIDATES = 5000;
+
+// ---- Offline push notifications -----------------------------------------------
+
+export type PushPlatformName = 'apns' | 'fcm' | 'webhook';
+
+/** A device's push token. */
+export interface PushDeviceRecord {
+  userId: string;
+  deviceId: string;
+  platform: PushPlatformName;
+  token: string;
+  updatedAtMs: number;
+}
+
+/** A message that reached an offline user, to notify. */
+export interface NotificationDraft {
+  userId: string;
+  conversationId: string;
+  seq: number;
+  fromUser: string;
+  /** When to send it if nothing newer comes first (now + the collapse window). */
+  dueAtMs: number;
+}
+
+/**
+ * A notification waiting to be sent: the burst of one conversation's messages
+ * to one user since its last notification (seqs firstSeq..lastSeq, `count` of
+ * them reached the user).
+ */
+export interface PendingNotification {
+  userId: string;
+  conversationId: string;
+  firstSeq: number;
+  lastSeq: number;
+  count: number;
+  fromUser: string;
+  dueAtMs: number;
+}
+
+export interface PushStore {
+  /** Registers a device's token (replacing the device's earlier one); the user's least recently registered beyond `maxPerUser` are dropped. */
+  putPushDevice(device: PushDeviceRecord, maxPerUser: number): Promise<void>;
+  /** Forgets a device's token; with `token`, only while the device still has that one. */
+  removePushDevice(userId: string, deviceId: string, token?: string): Promise<void>;
+  /** Each user's registered devices (users with none are absent). */
+  pushDevices(userIds: readonly string[]): Promise<Map<string, PushDeviceRecord[]>>;
+  setNotifyMuted(userId: string, conversationId: string, muted: boolean): Promise<void>;
+  /** Those of `userIds` who muted the conversation's notifications. */
+  notifyMuted(conversationId: string, userIds: readonly string[]): Promise<Set<string>>;
+  /**
+   * Adds each message to its user's pending notification of that conversation
+   * (one per user and conversation: a burst collapses). A message at or below
+   * the seq last notified, or already counted, changes nothing (the committed
+   * stream may hand a message again); the first message of a burst sets its due time.
+   */
+  queueNotifications(drafts: readonly NotificationDraft[]): Promise<void>;
+  /** Claims up to `limit` due notifications for `leaseMs` (a claim whose lease ran out may be taken again, by any node). */
+  claimNotifications(nowMs: number, limit: number, leaseMs: number): Promise<PendingNotification[]>;
+  /**
+   * Ends a claimed notification: records `lastSeq` as notified (so the same
+   * messages are never notified again) and drops the pending burst, or, when
+   * newer messages joined it meanwhile, keeps only those (due at `nextDueAtMs`).
+   */
+  finishNotification(n: PendingNotification, nextDueAtMs: number): Promise<void>;
+}
+
+export interface Store extends MessageStore, ConversationStore, CursorStore, SyncStore, RiskStore, ReplicaStore, DatacenterStore, BlockStore, ReactionStore, ProfileStore, HiddenStore,
+  FileStore, SearchStore, PushStore {
   close(): Promise<void>;
 }
 

@@ -50,7 +50,7 @@ const REPLACED_REASON = 'the same device logged in on another connection';
 
 type LoginOptions = Pick<
   GatewayOptions,
-  'nodeId' | 'pingIntervalMs' | 'maxFrameBytes' | 'maxTextBytes' | 'maxPayloadBytes' | 'maxConnectionsPerUser' | 'loginPolicy'
+  'nodeId' | 'pingIntervalMs' | 'maxFrameBytes' | 'maxTextBytes' | 'maxPayloadBytes' | 'maxFileBytes' | 'maxConnectionsPerUser' | 'loginPolicy'
 >;
 
 /** One login in progress and what it has learnt so far. */
@@ -238,6 +238,7 @@ export class LoginHandshake {
         maxFrameBytes: this.options.maxFrameBytes,
         maxTextBytes: this.options.maxTextBytes,
         maxPayloadBytes: this.options.maxPayloadBytes,
+        maxFileBytes: BigInt(this.options.maxFileBytes ?? 0),
       },
     })));
   }

@@ -17,6 +17,8 @@ type GatewayLimits = Pick<Limits,
 /** A gateway's options, all given by the configuration (src/config.ts: loadServerConfig and DEFAULTS). */
 export interface GatewayOptions extends GatewayLimits {
   nodeId: string;
+  /** The largest upload the HTTP API takes (told to clients in LoginResult.max_file_bytes). @default 0: not told */
+  maxFileBytes?: number;
   /** How long a presence watch lasts once logic checked it (Infinity: until replaced); the client subscribes again to keep it. */
   presenceWatchTtlMs: number;
   loginTimeoutMs: number;

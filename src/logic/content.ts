@@ -10,16 +10,22 @@
 //   quote shows that message as it is when read: recalled, deleted or expired
 //   messages are quoted as gone, an edited one by its latest text.
 // - A forward: a message of any conversation the sender may see, copied (text,
-//   type, payload; not its mentions or reply) with where it came from.
+//   type, payload, attachments; not its mentions or reply) with where it came from.
+// - Attachments: files uploaded with POST /api/v1/files (at most
+//   MAX_ATTACHMENTS), each one the sender uploaded or may download; what the
+//   message carries of them (name, type, size, dimensions) is the upload's
+//   record, whatever the send said. An edit keeps a message's attachments.
 import {
-  ErrorCode, LonglinkError, QUOTE_CHARS, isGroupConversation, isValidId,
-  type ChatMessage, type ContentData, type QuoteData,
+  ErrorCode, LonglinkError, MAX_ATTACHMENTS, QUOTE_CHARS, isGroupConversation, isValidId,
+  type AttachmentData, type ChatMessage, type ContentData, type QuoteData,
 } from '../protocol/index.js';
 import type { Store } from '../engines/store.js';
 import { requireView } from './access.js';
 
 /** Users one message may mention. */
 export const MAX_MENTIONS = 50;
+/** A file id, as uploads make them. */
+const FILE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 /** A custom content type: 1-64 of these characters. */
 const CONTENT_TYPE = /^[A-Za-z0-9._/+-]{1,64}$/;
 
@@ -48,12 +54,15 @@ export function checkContent(c: ContentData | undefined, text: string, conversat
   if (c.replyToSeq !== undefined && !(Number.isSafeInteger(c.replyToSeq) && c.replyToSeq > 0)) {
     throw new LonglinkError(ErrorCode.BAD_REQUEST, 'reply_to_seq out of range');
   }
-  if (edit && (c.replyToSeq !== undefined || c.forward !== undefined)) {
-    throw new LonglinkError(ErrorCode.BAD_REQUEST, 'an edit keeps the message\'s reply and forward: leave them out');
+  if (edit && (c.replyToSeq !== undefined || c.forward !== undefined || c.attachments !== undefined)) {
+    throw new LonglinkError(ErrorCode.BAD_REQUEST, 'an edit keeps the message\'s reply, forward and attachments: leave them out');
   }
+  const files = c.attachments ?? [];
+  if (files.length > MAX_ATTACHMENTS) throw new LonglinkError(ErrorCode.CONTENT_TOO_LARGE, `at most ${MAX_ATTACHMENTS} attachments a message`);
+  if (files.some((a) => !FILE_ID.test(a.fileId))) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'an attachment needs a file_id');
   if (c.forward) {
-    if (text !== '' || c.type !== undefined || c.payload !== undefined || c.replyToSeq !== undefined) {
-      throw new LonglinkError(ErrorCode.BAD_REQUEST, 'a forward copies its message: give no text, type, payload or reply with it');
+    if (text !== '' || c.type !== undefined || c.payload !== undefined || c.replyToSeq !== undefined || c.attachments !== undefined) {
+      throw new LonglinkError(ErrorCode.BAD_REQUEST, 'a forward copies its message: give no text, type, payload, attachments or reply with it');
     }
     if (!Number.isSafeInteger(c.forward.seq) || c.forward.seq <= 0 || c.forward.conversationId === '') {
       throw new LonglinkError(ErrorCode.BAD_REQUEST, 'forward names a conversation and a seq');
@@ -61,9 +70,9 @@ export function checkContent(c: ContentData | undefined, text: string, conversat
   }
 }
 
-/** Whether a message says anything: text, a custom type, or a forward. */
+/** Whether a message says anything: text, a custom type, a forward or a file. */
 export function hasBody(text: string, c: ContentData | undefined): boolean {
-  return text !== '' || c?.type !== undefined || c?.forward !== undefined;
+  return text !== '' || c?.type !== undefined || c?.forward !== undefined || (c?.attachments?.length ?? 0) > 0;
 }
 
 /** A stored message as a quote (gone when nothing of it may be shown). */
@@ -98,18 +107,36 @@ export async function resolveContent(
     };
     if (source.content?.type) content.type = source.content.type;
     if (source.content?.payload) content.payload = source.content.payload;
+    if (source.content?.attachments) content.attachments = source.content.attachments;
     if (c.mentions) content.mentions = c.mentions;
     if (c.mentionAll) content.mentionAll = true;
     await checkMentionAll(store, conversationId, userId, content, trusted);
     return { text: source.text, content };
   }
   await checkMentionAll(store, conversationId, userId, c, trusted);
+  if (c.attachments) c = { ...c, attachments: await resolveAttachments(store, userId, c.attachments) };
   if (c.replyToSeq === undefined) return { text, content: c };
   const target = await visibleMessage(store, conversationId, c.replyToSeq, userId).catch((err: unknown) => {
     if (err instanceof LonglinkError && err.code === ErrorCode.NOT_FOUND) throw new LonglinkError(ErrorCode.NOT_FOUND, 'reply_to_seq: no such message');
     throw err;
   });
   return { text, content: c, reply: quoteOf(c.replyToSeq, target) };
+}
+
+/** The upload's record of each file the sender may send (FILE_NOT_FOUND for any other). */
+async function resolveAttachments(store: Store, userId: string, given: readonly AttachmentData[]): Promise<AttachmentData[]> {
+  const ids = [...new Set(given.map((a) => a.fileId))];
+  const files = await store.files(ids);
+  for (const id of ids) {
+    const f = files.get(id);
+    if (!f || (f.ownerId !== userId && !await store.mayReadFile(userId, id))) {
+      throw new LonglinkError(ErrorCode.FILE_NOT_FOUND, `no file ${id} you may send`);
+    }
+  }
+  return ids.map((id) => {
+    const f = files.get(id)!;
+    return { fileId: f.id, name: f.name, mime: f.mime, size: f.size, width: f.width, height: f.height, hasPreview: f.hasPreview };
+  });
 }
 
 async function checkMentionAll(store: Store, conversationId: string, userId: string, c: ContentData, trusted: boolean): Promise<void> {

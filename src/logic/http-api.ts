@@ -19,6 +19,7 @@ import { encodeFrame, makeFrame } from '../protocol/index.js';
 import { log as rootLog } from '../observability/log.js';
 import type { RiskControl } from '../risk/control.js';
 import { MAX_RULES_BYTES, RulesError } from '../risk/rules.js';
+import type { FilesApi } from './files-api.js';
 
 const log = rootLog.child({ component: 'http' });
 
@@ -55,6 +56,8 @@ export interface HttpApiDeps {
   peerRegistries?: ReadonlyMap<string, Registry>;
   /** Several datacenters: who serves which homes, and moving them (/api/v1/dc/...). */
   datacenters?: DatacenterAdmin;
+  /** Uploads and downloads (/api/v1/files...); absent: those routes answer NOT_FOUND. */
+  files?: FilesApi;
 }
 
 /** What the operator's /api/v1/dc routes do (src/dc/failover.ts). */
@@ -175,6 +178,7 @@ export class HttpApi {
     if (path === '/api/v1/risk/rules' && method === 'PUT') return this.putRiskRules(req, res);
     if (path === '/api/v1/risk/audit' && method === 'GET') return this.riskAudit(req, res);
     if (path === '/api/v1/risk/webhook-secret' && method === 'GET') return this.webhookSecret(req, res);
+    if (this.deps.files?.handles(path)) return this.deps.files.handle(req, res, path);
     const profileOf = profilePath(path);
     if (profileOf !== undefined && (method === 'GET' || method === 'PUT')) return this.profile(req, res, profileOf, method === 'PUT');
     if (profileOf !== undefined) throw new HttpError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
@@ -486,7 +490,8 @@ export class HttpApi {
   }
 }
 
-function send(res: ServerResponse, status: number, body: unknown): void {
+/** A JSON answer. */
+export function send(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) return;
   const json = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json), 'cache-control': 'no-store' });

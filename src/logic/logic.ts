@@ -17,7 +17,7 @@ import {
   type BodyOf, type Frame, type FrameBodyInit,
 } from '../protocol/index.js';
 import { isHomed, operationName, operationOf } from '../protocol/operations.js';
-import { PUSH_GROUP, down, type Bus, type Origin, type Service, type Subscription, type UpEnvelope } from '../engines/bus.js';
+import { PUSH_GROUP, SEARCH_GROUP, down, type Bus, type Origin, type Service, type Subscription, type UpEnvelope } from '../engines/bus.js';
 import type { Sessions } from '../engines/sessions.js';
 import type { Registry } from '../engines/registry.js';
 import type { Watches } from '../engines/watches.js';
@@ -32,6 +32,8 @@ import { ReactionService } from './reactions.js';
 import { ProfileService, profileToWire } from './profiles.js';
 import { PresenceService } from './presence.js';
 import { Reads } from './reads.js';
+import { SearchService } from './search.js';
+import { PushDevices } from './push-devices.js';
 import { ReadQueue } from './read-queue.js';
 import { MemberLoads } from './member-loads.js';
 import { seqOf } from './seq.js';
@@ -113,12 +115,15 @@ export class Logic {
   readonly reactions: ReactionService;
   private readonly profiles: ProfileService;
   private readonly reads: Reads;
+  readonly searches: SearchService;
+  private readonly pushDevices: PushDevices;
   /** Reads wait here, fairly between users, outside the batches. */
   readonly readQueue: ReadQueue;
   /** Gateways' loads of a large group's membership (member-loads.ts). */
   private readonly memberLoads: MemberLoads;
   private sub: Subscription | undefined;
   private pushSub: Subscription | undefined;
+  private searchSub: Subscription | undefined;
   private readonly metrics: LogicMetrics;
   /** The handler of every operation but send (stored in batches) and pushAck (cursors, gathered). */
   private readonly handlers: Record<string, Handler>;
@@ -152,6 +157,8 @@ export class Logic {
       visibility: options.presenceVisibility,
     }, withPipeline);
     this.reads = new Reads({ syncPageLimit: tuning.syncPageLimit, historyPageLimit: tuning.historyPageLimit, maxBytes: tuning.replyMaxBytes }, deps);
+    this.searches = new SearchService({ maxBytes: tuning.replyMaxBytes }, deps);
+    this.pushDevices = new PushDevices(deps);
     this.readQueue = new ReadQueue({
       atOnce: tuning.readsAtOnce, queuedPerUser: tuning.readsQueuedPerUser, bytesPerSecond: tuning.readBytesPerSecond, bytesBurst: tuning.readBytesBurst,
     });
@@ -201,6 +208,15 @@ export class Logic {
       },
       sync: (r: Request, b: BodyOf<'sync'>) => this.reads.sync(r.origin, b),
       history: (r: Request, b: BodyOf<'history'>) => this.reads.history(r.origin, b),
+      search: (r: Request, b: BodyOf<'search'>) => this.searches.search(r.origin, b),
+      pushRegister: async (r: Request, b: BodyOf<'pushRegister'>): Promise<FrameBodyInit> => {
+        await this.pushDevices.register(r.origin, b);
+        return { case: 'done', value: {} };
+      },
+      notifySettings: async (r: Request, b: BodyOf<'notifySettings'>): Promise<FrameBodyInit> => {
+        await this.pushDevices.settings(r.origin, b);
+        return { case: 'done', value: {} };
+      },
       conversations: async (r: Request, b: BodyOf<'conversations'>): Promise<FrameBodyInit> =>
         ({ case: 'conversationsResult', value: await this.conversations.list(r.origin.userId, b) }),
       presenceQuery: async (r: Request, b: BodyOf<'presenceQuery'>): Promise<FrameBodyInit> =>
@@ -223,8 +239,13 @@ export class Logic {
     });
   }
 
+  /** Join the committed stream's search group: index what any node stored (search.ts). */
+  startIndexing(): void {
+    this.searchSub = this.deps.bus.consumeCommitted(SEARCH_GROUP, (batch) => this.searches.index(batch));
+  }
+
   async stop(): Promise<void> {
-    await Promise.all([this.sub?.close(), this.pushSub?.close()]);
+    await Promise.all([this.sub?.close(), this.pushSub?.close(), this.searchSub?.close()]);
     await this.reactions.flush().catch((err: unknown) => log.warn({ err }, 'pushing the last reactions failed; devices read them with the messages'));
     // Reads still waiting are answered UNAVAILABLE (ask again); running ones may finish, briefly.
     this.readQueue.close();

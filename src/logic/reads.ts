@@ -42,7 +42,7 @@ import { fillQuotes, seqsByConversation } from './content.js';
 import { fillReactions } from './reactions.js';
 
 /** What a reader deleted for itself is read back as `hidden`, with nothing of it (changed in place; one read per conversation). */
-async function fillHidden(store: Store, userId: string, messages: ChatMessage[]): Promise<void> {
+export async function fillHidden(store: Store, userId: string, messages: ChatMessage[]): Promise<void> {
   const hidden = new Map<string, Set<number>>();
   await Promise.all([...seqsByConversation(messages)].map(async ([id, seqs]) => hidden.set(id, await store.hiddenSeqs(userId, id, seqs))));
   for (const m of messages) {
@@ -68,7 +68,7 @@ export interface ReadOptions {
 /** What a message costs in a reply besides its text (ids, numbers, framing), roughly. */
 const MESSAGE_OVERHEAD = 128;
 
-function messageBytes(m: ChatMessage): number {
+export function messageBytes(m: ChatMessage): number {
   // A reply's quote (up to QUOTE_CHARS), a payload, an edit's new text and content count too.
   const quote = m.content?.replyToSeq ? QUOTE_CHARS * 4 : 0;
   const event = m.event?.text ? Buffer.byteLength(m.event.text, 'utf8') + (m.event.content?.payload?.length ?? 0) : 0;

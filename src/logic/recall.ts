@@ -68,10 +68,11 @@ export class RecallService {
     if (target.fromUser !== userId) throw new LonglinkError(ErrorCode.NOT_SENDER, 'only the sender may edit a message');
     if (target.content?.forward) throw new LonglinkError(ErrorCode.BAD_REQUEST, 'a forwarded message cannot be edited');
     await this.deps.blocks.requireNotBlocked(userId, conversationId); // an edit writes to the peer as a send does
-    if (!hasBody(text, content)) throw new LonglinkError(ErrorCode.TEXT_EMPTY, 'an edit needs a text or a content type');
+    if (!hasBody(text, content) && !target.content?.attachments) throw new LonglinkError(ErrorCode.TEXT_EMPTY, 'an edit needs a text or a content type');
     const resolved = await resolveContent(this.deps.store, userId, conversationId, text, content, false);
     const next: ContentData = { ...resolved.content };
     if (target.content?.replyToSeq) next.replyToSeq = target.content.replyToSeq;
+    if (target.content?.attachments) next.attachments = target.content.attachments;
     const withContent = Object.keys(next).length > 0 ? { content: next } : {};
     // The content rules see the new version as a send (a refusal is CONTENT_BLOCKED; a mask replaces the text).
     const draft = this.event(conversationId, userId, deviceId, requestId, {});

@@ -130,6 +130,7 @@ export class Metrics {
   readonly logic: LogicMetrics;
   readonly risk: RiskMetrics;
   private readonly storeLatency: Histogram<'op'>;
+  private readonly pushNotifications: Histogram<'provider' | 'outcome'>;
   private readonly storeBatch: Histogram<'op'>;
   private readonly storeErrors = new Tally<string>();
   private busStats: (() => Promise<BusStats>) | undefined;
@@ -229,6 +230,11 @@ export class Metrics {
       action: (kind) => riskActions.add(kind),
     };
 
+    this.pushNotifications = new Histogram({
+      name: 'longlink_push_notifications_seconds', help: 'Push notifications sent, by provider and outcome: their time, retries included',
+      labelNames: ['provider', 'outcome'], buckets: SECONDS, registers: [r],
+    });
+
     this.storeLatency = new Histogram({
       name: 'longlink_store_latency_seconds', help: 'Store calls, by operation', labelNames: ['op'], buckets: SECONDS, registers: [r],
     });
@@ -245,6 +251,11 @@ export class Metrics {
   storeCall(op: string, seconds: number, batch?: number): void {
     this.storeLatency.observe({ op }, seconds);
     if (batch !== undefined) this.storeBatch.observe({ op }, batch);
+  }
+
+  /** A push notification handed to a provider, by provider and outcome (delivered, refused, failed), with its time (retries included). */
+  pushSent(provider: string, outcome: string, seconds: number): void {
+    this.pushNotifications.observe({ provider, outcome }, seconds);
   }
 
   storeFailed(op: string): void {

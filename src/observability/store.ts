@@ -3,7 +3,7 @@
 // stored message (messageTrace fields), so no store implementation changes.
 import type { ConversationChange, ConversationHead, HomeRecord, MarkChanges, ReplicaEntry,
   AppendResult, ConversationCursor, ConversationOverview, ConversationState, DeliveredMark, GroupMeta, GroupRecord, Membership, MemberWindow, MessageDraft,
-  ProfileRecord, ReactionLimits, RiskAuditDraft, RiskAuditEntry, RiskRulesRecord, Store, SyncConversation, SyncPosition, SyncReadOptions, SyncScan,
+  ProfileRecord, ReactionLimits, FileRecord, SearchQuery, PushDeviceRecord, NotificationDraft, PendingNotification, RiskAuditDraft, RiskAuditEntry, RiskRulesRecord, Store, SyncConversation, SyncPosition, SyncReadOptions, SyncScan,
 } from '../engines/store.js';
 import type { ChatMessage, ReactionData } from '../protocol/index.js';
 import { log, messageTrace } from './log.js';
@@ -90,6 +90,62 @@ export class InstrumentedStore implements Store {
 
   profiles(userIds: readonly string[]): Promise<Map<string, ProfileRecord>> {
     return this.timed('profiles', () => this.inner.profiles(userIds));
+  }
+
+  putFile(file: FileRecord): Promise<void> {
+    return this.timed('put_file', () => this.inner.putFile(file));
+  }
+
+  files(ids: readonly string[]): Promise<Map<string, FileRecord>> {
+    return this.timed('files', () => this.inner.files(ids));
+  }
+
+  mayReadFile(userId: string, fileId: string): Promise<boolean> {
+    return this.timed('may_read_file', () => this.inner.mayReadFile(userId, fileId));
+  }
+
+  uploadsSince(userId: string, sinceMs: number): Promise<{ count: number; bytes: number }> {
+    return this.timed('uploads_since', () => this.inner.uploadsSince(userId, sinceMs));
+  }
+
+  indexForSearch(messages: readonly { conversationId: string; seq: number }[]): Promise<void> {
+    return this.timed('index_for_search', () => this.inner.indexForSearch(messages), messages.length);
+  }
+
+  search(query: SearchQuery): Promise<ChatMessage[]> {
+    return this.timed('search', () => this.inner.search(query));
+  }
+
+  putPushDevice(device: PushDeviceRecord, maxPerUser: number): Promise<void> {
+    return this.timed('put_push_device', () => this.inner.putPushDevice(device, maxPerUser));
+  }
+
+  removePushDevice(userId: string, deviceId: string, token?: string): Promise<void> {
+    return this.timed('remove_push_device', () => this.inner.removePushDevice(userId, deviceId, token));
+  }
+
+  pushDevices(userIds: readonly string[]): Promise<Map<string, PushDeviceRecord[]>> {
+    return this.timed('push_devices', () => this.inner.pushDevices(userIds));
+  }
+
+  setNotifyMuted(userId: string, conversationId: string, muted: boolean): Promise<void> {
+    return this.timed('set_notify_muted', () => this.inner.setNotifyMuted(userId, conversationId, muted));
+  }
+
+  notifyMuted(conversationId: string, userIds: readonly string[]): Promise<Set<string>> {
+    return this.timed('notify_muted', () => this.inner.notifyMuted(conversationId, userIds));
+  }
+
+  queueNotifications(drafts: readonly NotificationDraft[]): Promise<void> {
+    return this.timed('queue_notifications', () => this.inner.queueNotifications(drafts), drafts.length);
+  }
+
+  claimNotifications(nowMs: number, limit: number, leaseMs: number): Promise<PendingNotification[]> {
+    return this.timed('claim_notifications', () => this.inner.claimNotifications(nowMs, limit, leaseMs));
+  }
+
+  finishNotification(n: PendingNotification, nextDueAtMs: number): Promise<void> {
+    return this.timed('finish_notification', () => this.inner.finishNotification(n, nextDueAtMs));
   }
 
   putProfile(userId: string, profile: ProfileRecord): Promise<void> {

@@ -33,7 +33,23 @@ export interface ContentData {
   replyToSeq?: number;
   /** A forwarded message: where it came from. */
   forward?: ForwardData;
+  /** Files it carries (uploaded with POST /api/v1/files). */
+  attachments?: AttachmentData[];
 }
+
+/** A file a message carries: everything but fileId is filled in by the server from what the upload stored. */
+export interface AttachmentData {
+  fileId: string;
+  name: string;
+  mime: string;
+  size: number;
+  width: number;
+  height: number;
+  hasPreview: boolean;
+}
+
+/** The most files one message carries. */
+export const MAX_ATTACHMENTS = 10;
 
 /** The message a reply quotes, as it is when read. */
 export interface QuoteData {
@@ -138,6 +154,7 @@ export function contentToWire(c: ContentData): Content {
     mentionAll: c.mentionAll ?? false,
     replyToSeq: BigInt(c.replyToSeq ?? 0),
     forward: c.forward ? { ...c.forward, seq: BigInt(c.forward.seq), sentAtMs: BigInt(c.forward.sentAtMs) } : undefined,
+    attachments: (c.attachments ?? []).map((a) => ({ ...a, size: BigInt(a.size) })),
   });
 }
 
@@ -151,6 +168,11 @@ export function contentFromWire(c: Content): ContentData | undefined {
   if (c.replyToSeq !== 0n) out.replyToSeq = Number(c.replyToSeq);
   if (c.forward) {
     out.forward = { conversationId: c.forward.conversationId, seq: Number(c.forward.seq), fromUser: c.forward.fromUser, sentAtMs: Number(c.forward.sentAtMs) };
+  }
+  if (c.attachments.length > 0) {
+    out.attachments = c.attachments.map((a) => ({
+      fileId: a.fileId, name: a.name, mime: a.mime, size: Number(a.size), width: a.width, height: a.height, hasPreview: a.hasPreview,
+    }));
   }
   return Object.keys(out).length > 0 ? out : undefined;
 }

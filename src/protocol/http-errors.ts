@@ -20,6 +20,20 @@ export const HTTP_ERRORS = {
   HEADERS_TOO_LARGE: 431,
   INTERNAL: 500,
   UNAVAILABLE: 503,
+  // Uploads (POST /api/v1/files).
+  FILE_TOO_LARGE: 413,
+  FILE_EMPTY: 400,
+  UPLOAD_ABORTED: 400,
+  /** The user's hourly upload quota (files or bytes) is used up. */
+  UPLOAD_QUOTA: 429,
+  /** Two uploads of this user are running already. */
+  UPLOAD_BUSY: 429,
+  /** Content-Type says an image type the bytes are not. */
+  TYPE_MISMATCH: 415,
+  /** An image whose bytes do not decode. */
+  IMAGE_UNREADABLE: 422,
+  /** An image of more pixels than allowed (a decompression bomb). */
+  IMAGE_TOO_LARGE: 422,
 } as const;
 
 export type HttpErrorCode = keyof typeof HTTP_ERRORS;
@@ -27,6 +41,11 @@ export type HttpErrorCode = keyof typeof HTTP_ERRORS;
 /** The status of a request refused with a wire code (anything not listed: 400). */
 const WIRE_STATUS = new Map<ErrorCode, number>([
   [ErrorCode.FORBIDDEN, 403],
+  [ErrorCode.TOKEN_MISSING, 401],
+  [ErrorCode.TOKEN_INVALID, 401],
+  [ErrorCode.TOKEN_EXPIRED, 401],
+  [ErrorCode.TOKEN_REVOKED, 401],
+  [ErrorCode.FILE_NOT_FOUND, 404],
   [ErrorCode.NOT_MEMBER, 403],
   [ErrorCode.NOT_CONTACT, 403],
   [ErrorCode.TOO_MANY_GROUPS, 409],

@@ -38,6 +38,7 @@ function row<C extends ClientCase>(op: Operation<BodyOf<C>>): Operation<BodyOf<C
 }
 
 type ClientCase = 'send' | 'pushAck' | 'sync' | 'history' | 'markRead' | 'typing' | 'recall' | 'edit' | 'delete' | 'block' | 'react' | 'setProfile' | 'profileQuery' | 'hide'
+  | 'search' | 'pushRegister' | 'notifySettings'
   | 'presenceQuery' | 'presenceSubscribe' | 'conversations' | 'group';
 
 const byUser = (_: unknown, asker: Asker) => userPartition(asker.userId);
@@ -99,6 +100,10 @@ export const OPERATIONS = {
   typing: row<'typing'>({ partition: 'conversation', access: 'read', service: 'presence', key: byConversation }),
   history: row<'history'>({ partition: 'conversation', access: 'read', service: 'storage', key: byConversation }),
   sync: row<'sync'>({ partition: 'user', access: 'read', service: 'storage', key: byUser }),
+  // Over every conversation of the asker: by the asker, like sync.
+  search: row<'search'>({ partition: 'user', access: 'read', service: 'storage', key: byUser }),
+  pushRegister: row<'pushRegister'>({ partition: 'user', access: 'write', service: 'storage', key: byUser }),
+  notifySettings: row<'notifySettings'>({ partition: 'user', access: 'write', service: 'storage', key: byUser }),
   conversations: row<'conversations'>({ partition: 'user', access: 'read', service: 'storage', key: byUser }),
   presenceQuery: row<'presenceQuery'>({ partition: 'user', access: 'read', service: 'presence', key: byUser }),
   presenceSubscribe: row<'presenceSubscribe'>({ partition: 'user', access: 'read', service: 'presence', key: byUser }),

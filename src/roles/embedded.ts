@@ -2,6 +2,7 @@
 // wiring here: engines are made, passed to the gateway and logic, and the
 // HTTP port is shared by the API, the WebSocket endpoint and the web page.
 import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { databasePath, type ServerConfig } from '../config.js';
 import type { BusCounters } from '../engines/bus.js';
 import { tokenServiceFor } from '../auth/tokens.js';
@@ -24,6 +25,10 @@ import { observeRole, storeAnswers } from './observe.js';
 import { InstrumentedStore } from '../observability/store.js';
 import { retentionFor, type Retention, type RetentionOptions } from '../logic/retention.js';
 import type { Metrics } from '../observability/metrics.js';
+import { DiskBlobStore } from '../files/blobs.js';
+import { FilesApi } from '../logic/files-api.js';
+import { Notifier } from '../push/notifier.js';
+import { pushProviders } from '../push/from-config.js';
 
 export interface RunningServer {
   nodeId: string;
@@ -95,9 +100,14 @@ async function startLocked(config: ServerConfig, options: EmbeddedOptions, lock:
   const gateway = new Gateway(gatewayOptions(config), { bus, sessions, registry, watches, tokens, metrics: obs.metrics.gateway });
   obs.metrics.watchLargeGroups(() => gateway.groupStats());
   const requests = new BusRequester(bus, `${config.nodeId}.api`);
+  const blobs = new DiskBlobStore(config.files.dir ?? join(config.dataDir, 'files'));
+  const files = new FilesApi(config.files, { tokens, sessions, store, blobs });
+  const notifier = new Notifier({ providers: pushProviders(config.push), collapseMs: config.push.collapseMs }, { bus, store, sessions }, {
+    onSent: (provider, outcome, seconds) => obs.metrics.pushSent(provider, outcome, seconds),
+  });
   const api = new HttpApi({
     nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes, devLogin: devLoginEnabled(config),
-  }, { tokens, registry, bus, requests, sessions, store, risk: risk.control });
+  }, { tokens, registry, bus, requests, sessions, store, risk: risk.control, files });
   const web = staticFiles(options.webRoot ?? defaultWebRoot());
 
   let listening;
@@ -125,6 +135,8 @@ async function startLocked(config: ServerConfig, options: EmbeddedOptions, lock:
   // The rules are in force before the first send is handled.
   await risk.start();
   logic.start();
+  logic.startIndexing();
+  notifier.start();
   requests.start();
   await gateway.start();
   retention.start();
@@ -152,9 +164,11 @@ async function startLocked(config: ServerConfig, options: EmbeddedOptions, lock:
       await gateway.stop();
       await requests.stop();
       await risk.stop();
+      await notifier.stop();
       await logic.stop();
       await closeHttp(server);
       await bus.close();
+      await blobs.close();
       await store.close();
       lock.release();
       obs.logger.info('stopped');

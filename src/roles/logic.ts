@@ -6,15 +6,17 @@
 //   role      uplink it consumes           committed-stream group   also
 //   auth      —                            —                        the HTTP API (tokens, revocation, dev login,
 //                                                                   business push, discovery), the session reaper
-//   message   message (send, recall),      push (fan-out)           the content filter on the send path
+//   message   message (send, recall),      push (fan-out), notify   the content filter on the send path
 //             presence (typing, presence,
 //             session events)
 //   group     group (create … dismiss, info)
-//   storage   storage (sync, history,                               retention
+//   storage   storage (sync, history,      search (indexing)        retention
 //             conversations, read and
-//             delivered cursors)
+//             delivered cursors, search,
+//             push tokens)
 //   risk      —                            risk, webhooks           spam rules and their actions; after-* webhooks
-//   push      —                            push                     (more fan-out without more send path)
+//   push      —                            push, notify             (more fan-out without more send path); offline
+//                                                                   push notifications (src/push/notifier.ts)
 //   sync      —                            sync-<dc> on every peer  copies the other datacenters' commits here (src/dc/sync.ts)
 //             datacenter's committed stream
 //   logic     all of the above but sync
@@ -26,7 +28,7 @@
 // registers itself (role, services, address, load) in the registry, which
 // `GET /api/v1/nodes` lists.
 import { ConfigError, type ServerConfig } from '../config.js';
-import { RISK_GROUP, PUSH_GROUP, UP_SERVICES, type BusCounters, type Service } from '../engines/bus.js';
+import { RISK_GROUP, PUSH_GROUP, SEARCH_GROUP, NOTIFY_GROUP, UP_SERVICES, type BusCounters, type Service } from '../engines/bus.js';
 import type { NodeRole } from '../engines/registry.js';
 import { tokenServiceFor } from '../auth/tokens.js';
 import { PostgresStore } from '../engines/store-postgres.js';
@@ -49,6 +51,10 @@ import { announce } from './announce.js';
 import { InstrumentedStore } from '../observability/store.js';
 import { RedisProbe } from '../observability/redis-probe.js';
 import type { Metrics } from '../observability/metrics.js';
+import { DiskBlobStore, PostgresBlobStore, type BlobStore } from '../files/blobs.js';
+import { FilesApi } from '../logic/files-api.js';
+import { Notifier } from '../push/notifier.js';
+import { pushProviders } from '../push/from-config.js';
 
 /** A role of the logic tier. */
 export type ServiceRole = 'logic' | 'auth' | 'message' | 'group' | 'storage' | 'risk' | 'push' | 'sync';
@@ -70,13 +76,13 @@ interface RolePlan {
 }
 
 export const ROLE_PLANS: Readonly<Record<ServiceRole, RolePlan>> = {
-  logic: { up: UP_SERVICES, committed: [PUSH_GROUP, RISK_GROUP, WEBHOOK_GROUP], api: true, retention: true, sync: false },
+  logic: { up: UP_SERVICES, committed: [PUSH_GROUP, RISK_GROUP, WEBHOOK_GROUP, SEARCH_GROUP, NOTIFY_GROUP], api: true, retention: true, sync: false },
   auth: { up: [], committed: [], api: true, retention: false, sync: false },
-  message: { up: ['message', 'presence'], committed: [PUSH_GROUP], api: false, retention: false, sync: false },
+  message: { up: ['message', 'presence'], committed: [PUSH_GROUP, NOTIFY_GROUP], api: false, retention: false, sync: false },
   group: { up: ['group'], committed: [], api: false, retention: false, sync: false },
-  storage: { up: ['storage'], committed: [], api: false, retention: true, sync: false },
+  storage: { up: ['storage'], committed: [SEARCH_GROUP], api: false, retention: true, sync: false },
   risk: { up: [], committed: [RISK_GROUP, WEBHOOK_GROUP], api: false, retention: false, sync: false },
-  push: { up: [], committed: [PUSH_GROUP], api: false, retention: false, sync: false },
+  push: { up: [], committed: [PUSH_GROUP, NOTIFY_GROUP], api: false, retention: false, sync: false },
   sync: { up: [], committed: [], api: false, retention: false, sync: true },
 };
 
@@ -153,11 +159,20 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   const requests = plan.api ? new BusRequester(bus, `${config.nodeId}.api`) : undefined;
   // Discovery falls back to another datacenter's gateways, read from its registry.
   const peerRegistries = plan.api ? new Map(config.dcPeers.map((p) => [p.name, new RedisRegistry({ url: p.redisUrl, prefix: config.redisPrefix })])) : new Map();
+  // File bytes: a folder every node shares (LONGLINK_FILES_DIR), else the cluster's PostgreSQL.
+  const blobs: BlobStore | undefined = !plan.api ? undefined
+    : config.files.dir ? new DiskBlobStore(config.files.dir) : await PostgresBlobStore.open({ url: postgresUrl, poolSize: Math.min(4, config.postgresPool) });
   const api = requests ? new HttpApi({
     nodeId: config.nodeId, adminKey: config.adminKey, tokenTtlSeconds: config.tokenTtlSeconds, maxTextBytes: config.limits.maxTextBytes, dc: config.dc,
   }, {
     tokens, registry, bus, requests, sessions, store, risk: riskControl.control, peerRegistries, datacenters: datacenters?.admin,
+    files: blobs ? new FilesApi(config.files, { tokens, sessions, store, blobs }) : undefined,
   }) : undefined;
+  const notifier = plan.committed.includes(NOTIFY_GROUP)
+    ? new Notifier({ providers: pushProviders(config.push), collapseMs: config.push.collapseMs }, { bus, store, sessions }, {
+      onSent: (provider, outcome, seconds) => obs.metrics.pushSent(provider, outcome, seconds),
+    })
+    : undefined;
   // Retention runs on every storage process: PostgreSQL lets one batch run at a time (a try-lock), the others find nothing to do.
   const retention = plan.retention ? retentionFor(config, store) : undefined;
   const reaper = plan.api ? new Reaper(Math.max(100, Math.floor(config.nodeTtlMs / 3)), { sessions, registry, watches }) : undefined;
@@ -168,6 +183,7 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
     await sessions.close();
     await watches.close();
     await registry.close();
+    await blobs?.close();
     await store.close();
     await probe.close();
   };
@@ -190,6 +206,8 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
   datacenters?.start();
   if (plan.up.length > 0) logic.start(plan.up);
   if (plan.committed.includes(PUSH_GROUP)) logic.startPush();
+  if (plan.committed.includes(SEARCH_GROUP)) logic.startIndexing();
+  notifier?.start();
   requests?.start();
   reaper?.start();
   retention?.start();
@@ -219,6 +237,7 @@ export async function startService(config: ServerConfig, role: ServiceRole): Pro
       // Finish and ack the batch in hand, then release the shards (RedisBus), so another node takes them at once.
       await requests?.stop();
       await riskControl.stop();
+      await notifier?.stop();
       await logic.stop();
       await reaper?.stop();
       await retention?.stop();

@@ -18,6 +18,7 @@ export function gatewayOptions(config: ServerConfig): GatewayOptions {
     maxFrameBytes: config.limits.maxFrameBytes,
     maxTextBytes: config.limits.maxTextBytes,
     maxPayloadBytes: config.limits.maxPayloadBytes,
+    maxFileBytes: config.files.maxBytes,
     ratePerSecond: config.limits.ratePerSecond,
     rateBurst: config.limits.rateBurst,
     maxOutboundBytes: config.limits.maxOutboundBytes,

@@ -97,9 +97,9 @@ describe('split layout: auth, message, group, storage and risk each in its own p
       const { nodes } = await res.json() as { nodes: { id: string; role: string; services: string[] | null; http_url: string | null }[] };
       const byId = Object.fromEntries(nodes.map((n) => [n.id, n]));
       assert.deepEqual(nodes.map((n) => n.id).sort(), ['auth-1', 'group-1', 'gw-1', 'gw-2', 'message-1', 'risk-1', 'storage-1']);
-      assert.deepEqual(byId['message-1']!.services, ['message', 'presence', 'push']);
+      assert.deepEqual(byId['message-1']!.services, ['message', 'presence', 'push', 'notify']);
       assert.deepEqual(byId['group-1']!.services, ['group']);
-      assert.deepEqual(byId['storage-1']!.services, ['storage', 'retention']);
+      assert.deepEqual(byId['storage-1']!.services, ['storage', 'search', 'retention']);
       assert.deepEqual(byId['risk-1']!.services, ['risk', 'webhooks']);
       assert.deepEqual(byId['auth-1']!.services, ['auth']);
       assert.equal(byId['storage-1']!.http_url, cluster.node('storage-1').httpUrl);

@@ -214,7 +214,7 @@ describe('PostgresStore: partitions', () => {
     await sql(schema, insert, [AB, 'bob', NEW, 51, 100]);
 
     const store = await open(schema);
-    assert.deepEqual((await sql<{ v: number }>(schema, 'SELECT max(version) AS v FROM schema_version'))[0]?.v, 13, 'migrated to the latest version');
+    assert.deepEqual((await sql<{ v: number }>(schema, 'SELECT max(version) AS v FROM schema_version'))[0]?.v, 14, 'migrated to the latest version');
     assert.deepEqual(await partitions(schema), ['messages_0']);
     assert.deepEqual(await rowsByPartition(schema), { messages_0: 120 });
     const ab = await store.after(AB, 0, 1000);
@@ -323,7 +323,7 @@ describe('PostgresStore: the change index', () => {
     await sql(schema, `INSERT INTO device_sync (user_id, device_id, change_no, conversation_id) VALUES ('alice', 'phone', 6, '')`);
 
     const store = await open(schema, undefined, 2 ** 40); // a change slack past every transaction id: only the 0 says its rows are due
-    assert.deepEqual((await sql<{ v: number }>(schema, 'SELECT max(version) AS v FROM schema_version'))[0]?.v, 13, 'migrated to the latest version');
+    assert.deepEqual((await sql<{ v: number }>(schema, 'SELECT max(version) AS v FROM schema_version'))[0]?.v, 14, 'migrated to the latest version');
     await store.append([draft(AB, 'bob', 2000)]);
     const rows = await sql<{ user_id: string; change_no: string }>(schema, `SELECT user_id, change_no FROM members WHERE conversation_id = $1 ORDER BY user_id`, [AB]);
     assert.ok(rows.every((r) => Number(r.change_no) > 6), `written at that message: ${JSON.stringify(rows)}`);

@@ -25,7 +25,7 @@ after(async () => {
 
 let n = 0;
 /** Every migration, recorded once. */
-const VERSIONS = Array.from({ length: 13 }, (_, i) => ({ version: i + 1 }));
+const VERSIONS = Array.from({ length: 14 }, (_, i) => ({ version: i + 1 }));
 const homes = new WeakMap<Store, { url: string; schema?: string }>();
 
 async function openAt(url: string, schema?: string, poolSize?: number, changeSlack?: number): Promise<PostgresStore> {

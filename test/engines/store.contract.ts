@@ -12,7 +12,7 @@
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  CHANGE_FANOUT_MAX, UNREAD_COUNT_MAX, isUnavailable, type AppendResult, type MarkChanges, type MessageDraft, type RiskAuditDraft, type Store, type SyncPosition,
+  CHANGE_FANOUT_MAX, UNREAD_COUNT_MAX, isUnavailable, type AppendResult, type FileRecord, type MarkChanges, type MessageDraft, type RiskAuditDraft, type Store, type SyncPosition,
 } from '../../src/engines/store.js';
 import { directConversationId, directMembers, type ChatMessage } from '../../src/protocol/index.js';
 
@@ -1318,6 +1318,132 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.deepEqual(await store.blocked('alice', 10), ['eve']);
         assert.deepEqual([...await store.blockersOf('mallory', ['alice', 'bob'])], ['bob']);
         assert.equal(await store.setBlocked('alice', 'trudy', true, 2), true, 'room again after an unblock');
+      });
+    });
+
+    describe('files, search, push notifications', () => {
+      const file = (id: string, ownerId: string): FileRecord => ({
+        id, ownerId, name: `${id}.png`, mime: 'image/png', size: 10, sha256: 'ab'.repeat(32), width: 4, height: 3, hasPreview: true, createdAtMs: clock,
+      });
+      const G = 'g:files';
+      let n = 0;
+      function inGroup(fromUser: string, extra: Partial<MessageDraft> = {}): MessageDraft {
+        n++;
+        clock++;
+        return {
+          conversationId: G, kind: 'group', members: [], fromUser, fromDevice: `${fromUser}-phone`,
+          clientMsgId: extra.event ? '' : `f-${n}`, serverMsgId: `fsrv-${n}`, text: extra.event ? '' : `group message ${n}`, sentAtMs: clock, ...extra,
+        };
+      }
+      const withFile = (id: string) => ({ attachments: [{ fileId: id, name: `${id}.png`, mime: 'image/png', size: 10, width: 4, height: 3, hasPreview: true }] });
+
+      test('a file: its record, its uploader, and who may read a message holding it (membership windows, recalls)', async () => {
+        await store.putFile(file('f1', 'alice'));
+        await store.putFile(file('f2', 'alice'));
+        assert.deepEqual((await store.files(['f1', 'nope'])).get('f1'), file('f1', 'alice'));
+        assert.equal((await store.files(['nope'])).size, 0);
+        assert.equal(await store.mayReadFile('alice', 'f1'), true, 'the uploader');
+        assert.equal(await store.mayReadFile('bob', 'f1'), false, 'not sent anywhere yet');
+        await appendOne(inGroup('alice', {
+          event: { type: 'group_created', actor: 'alice', name: 'F', userIds: ['bob'] },
+          effect: { op: 'create-group', groupId: 'files', name: 'F', owner: 'alice', members: ['bob'] },
+        }));
+        const sent = await appendOne({ ...inGroup('alice'), content: withFile('f1') });
+        assert.equal(await store.mayReadFile('bob', 'f1'), true, 'bob may read the message holding it');
+        assert.equal(await store.mayReadFile('carol', 'f1'), false);
+        await appendOne(inGroup('alice', { event: { type: 'members_removed', actor: 'alice', userIds: ['bob'] }, effect: { op: 'remove-members', userIds: ['bob'] } }));
+        await appendOne({ ...inGroup('alice'), content: withFile('f2') });
+        assert.equal(await store.mayReadFile('bob', 'f1'), true, 'sent before his removal');
+        assert.equal(await store.mayReadFile('bob', 'f2'), false, 'sent after it');
+        await appendOne(inGroup('alice', {
+          event: { type: 'recalled', actor: 'alice', targetSeq: sent.message.seq }, effect: { op: 'recall', targetSeq: sent.message.seq, by: 'alice' },
+        }));
+        assert.equal(await store.mayReadFile('bob', 'f1'), false, 'its message recalled');
+        assert.equal(await store.mayReadFile('alice', 'f1'), true);
+        const uploads = await store.uploadsSince('alice', 0);
+        assert.deepEqual(uploads, { count: 2, bytes: 20 });
+        assert.deepEqual(await store.uploadsSince('alice', clock + 1), { count: 0, bytes: 0 });
+      });
+
+      test('search: words and prefixes, only what the user may read, ranked; edits, recalls, deletes and hides followed', async () => {
+        const a = await appendOne({ ...draft(AB, 'alice', 's1'), text: 'Meeting about the budget tomorrow' });
+        const b = await appendOne({ ...draft(AB, 'bob', 's2'), text: 'budget budget budget' });
+        await appendOne({ ...draft(AC, 'alice', 's3'), text: 'budget for carol' });
+        const index = (results: AppendResult[]) => store.indexForSearch(results.map((r) => ({ conversationId: r.message.conversationId, seq: r.message.seq })));
+        await store.indexForSearch([{ conversationId: AB, seq: 1 }, { conversationId: AB, seq: 2 }, { conversationId: AC, seq: 1 }]);
+        await store.indexForSearch([{ conversationId: AB, seq: 1 }]); // again: no second entry
+        const search = async (userId: string, words: string[], conversationId?: string) =>
+          (await store.search({ userId, words, offset: 0, limit: 10, ...(conversationId ? { conversationId } : {}) })).map((m) => m.text);
+        assert.deepEqual(await search('bob', ['budget']), ['budget budget budget', 'Meeting about the budget tomorrow'], 'the better match first');
+        assert.deepEqual(await search('bob', ['meet']), ['Meeting about the budget tomorrow'], 'a prefix');
+        assert.deepEqual(await search('bob', ['budget', 'tomorrow']), ['Meeting about the budget tomorrow']);
+        assert.deepEqual(await search('carol', ['budget']), ['budget for carol']);
+        assert.deepEqual(await search('alice', ['budget'], AC), ['budget for carol']);
+        assert.deepEqual(await store.search({ userId: 'bob', words: ['budget'], offset: 1, limit: 1 }).then((r) => r.map((m) => m.seq)), [a.message.seq]);
+
+        await index([await appendOne({
+          ...draft(AB, 'alice', ''), text: '', event: { type: 'edited', actor: 'alice', targetSeq: a.message.seq, text: 'Lunch instead' },
+          effect: { op: 'edit', targetSeq: a.message.seq, text: 'Lunch instead' },
+        })]);
+        await store.indexForSearch([{ conversationId: AB, seq: a.message.seq }]);
+        assert.deepEqual(await search('bob', ['meeting']), [], 'the old text is gone');
+        assert.deepEqual(await search('bob', ['lunch']), ['Lunch instead']);
+        await appendOne({
+          ...draft(AB, 'bob', ''), text: '', event: { type: 'hidden', actor: 'bob', targetSeq: a.message.seq, targetConversationId: AB },
+          effect: { op: 'hide', userId: 'bob', conversationId: AB, targetSeq: a.message.seq },
+        });
+        assert.deepEqual(await search('bob', ['lunch']), [], 'hidden by bob');
+        assert.deepEqual(await search('alice', ['lunch']), ['Lunch instead'], 'not by alice');
+        await store.setBlocked('alice', 'bob', true, 10);
+        assert.deepEqual(await search('alice', ['budget']), ['budget for carol'], 'alice blocks bob: his messages are left out');
+        await appendOne({
+          ...draft(AB, 'bob', ''), text: '', event: { type: 'deleted', actor: 'bob', targetSeq: b.message.seq }, effect: { op: 'delete', targetSeq: b.message.seq, by: 'bob' },
+        });
+        await store.indexForSearch([{ conversationId: AB, seq: b.message.seq }]);
+        assert.deepEqual(await search('bob', ['budget']), [], 'deleted');
+      });
+
+      test('push devices: one token per device, a token moves to whoever registers it last, at most N per user', async () => {
+        await store.putPushDevice({ userId: 'bob', deviceId: 'phone', platform: 'apns', token: 't1', updatedAtMs: 1 }, 2);
+        await store.putPushDevice({ userId: 'bob', deviceId: 'phone', platform: 'apns', token: 't2', updatedAtMs: 2 }, 2);
+        await store.putPushDevice({ userId: 'bob', deviceId: 'tablet', platform: 'fcm', token: 't3', updatedAtMs: 3 }, 2);
+        assert.deepEqual((await store.pushDevices(['bob'])).get('bob')?.map((d) => [d.deviceId, d.platform, d.token]), [['tablet', 'fcm', 't3'], ['phone', 'apns', 't2']]);
+        await store.putPushDevice({ userId: 'bob', deviceId: 'watch', platform: 'apns', token: 't4', updatedAtMs: 4 }, 2);
+        assert.deepEqual((await store.pushDevices(['bob'])).get('bob')?.map((d) => d.deviceId), ['watch', 'tablet'], 'the least recent dropped');
+        await store.putPushDevice({ userId: 'carol', deviceId: 'phone', platform: 'fcm', token: 't3', updatedAtMs: 5 }, 2);
+        assert.deepEqual((await store.pushDevices(['bob', 'carol'])).get('bob')?.map((d) => d.deviceId), ['watch'], 't3 is carol\'s now');
+        await store.removePushDevice('bob', 'watch', 'other-token');
+        assert.equal((await store.pushDevices(['bob'])).get('bob')?.length, 1, 'only while it still has that token');
+        await store.removePushDevice('bob', 'watch');
+        assert.equal((await store.pushDevices(['bob'])).has('bob'), false);
+      });
+
+      test('notifications: a burst collapses, each message is notified once, newer messages wait for the next; mutes', async () => {
+        await store.setNotifyMuted('carol', AB, true);
+        assert.deepEqual([...await store.notifyMuted(AB, ['bob', 'carol'])], ['carol']);
+        await store.setNotifyMuted('carol', AB, false);
+        assert.equal((await store.notifyMuted(AB, ['carol'])).size, 0);
+
+        const q = (seq: number, due: number) => ({ userId: 'bob', conversationId: AB, seq, fromUser: 'alice', dueAtMs: due });
+        await store.queueNotifications([q(1, 100), q(2, 150)]);
+        await store.queueNotifications([q(2, 150), q(3, 200)]); // 2 again (handed twice): counted once
+        assert.deepEqual(await store.claimNotifications(99, 10, 1000), [], 'not due before its first message\'s time');
+        const [n1, ...none] = await store.claimNotifications(100, 10, 1000);
+        assert.deepEqual(none, []);
+        assert.deepEqual(n1, { userId: 'bob', conversationId: AB, firstSeq: 1, lastSeq: 3, count: 3, fromUser: 'alice', dueAtMs: 100 });
+        assert.deepEqual(await store.claimNotifications(500, 10, 1000), [], 'claimed: nobody else takes it until its lease ends');
+        await store.queueNotifications([q(4, 600)]); // while it is being sent
+        await store.finishNotification(n1!, 700);
+        await store.queueNotifications([q(2, 800), q(3, 800)]); // already notified: ignored
+        const [n2] = await store.claimNotifications(5000, 10, 1000);
+        assert.deepEqual(n2, { userId: 'bob', conversationId: AB, firstSeq: 4, lastSeq: 4, count: 1, fromUser: 'alice', dueAtMs: 700 });
+        await store.finishNotification(n2!, 9000);
+        assert.deepEqual(await store.claimNotifications(10_000, 10, 1000), []);
+        await store.queueNotifications([q(5, 10_000)]);
+        const [n3] = await store.claimNotifications(10_000, 10, 1000);
+        assert.equal(n3?.lastSeq, 5);
+        assert.deepEqual(await store.claimNotifications(10_500, 10, 1000), []);
+        assert.equal((await store.claimNotifications(11_001, 10, 1000))[0]?.lastSeq, 5, 'a claim that ran out is taken again');
       });
     });
 

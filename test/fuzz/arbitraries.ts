@@ -212,6 +212,7 @@ export const ALL_CASES: FrameCase[] = FrameSchema.oneofs[0]!.fields.map((f) => f
 export const CLIENT_CASES: FrameCase[] = [
   'ping', 'send', 'pushAck', 'sync', 'history', 'markRead', 'typing', 'recall',
   'presenceQuery', 'presenceSubscribe', 'conversations', 'group', 'edit', 'delete', 'block', 'react', 'hide', 'setProfile', 'profileQuery',
+  'search', 'pushRegister', 'notifySettings',
 ];
 
 /** A frame with a body of one of `cases` (or, rarely, no body), id 0 (the caller sets ids). */
@@ -318,6 +319,15 @@ export function plausibleFrame(pools: Pools): fc.Arbitrary<Frame> {
     fc.record({ conversationId: conv, seq }).map((value) => ({ case: 'hide' as const, value })),
     fc.record({ name: text, avatarUrl: fc.oneof(fc.constant(''), fc.constant('https://example.com/a.png'), text) }).map((value) => ({ case: 'setProfile' as const, value })),
     fc.record({ userIds: users }).map((value) => ({ case: 'profileQuery' as const, value })),
+    fc.record({ query: text, conversationId: fc.oneof(fc.constant(''), conv), limit, cursor: fc.oneof(fc.constant(''), fc.constant('s1.20'), text) })
+      .map((value) => ({ case: 'search' as const, value })),
+    fc.record({ platform: fc.oneof(fc.constantFrom('apns', 'fcm', 'webhook'), text), token: fc.oneof(fc.string({ unit: fc.constantFrom(...'0123456789abcdef'), minLength: 64, maxLength: 64 }), text), remove: fc.boolean() })
+      .map((value) => ({ case: 'pushRegister' as const, value })),
+    fc.record({ conversationId: conv, muted: fc.boolean() }).map((value) => ({ case: 'notifySettings' as const, value })),
+    { weight: 1, arbitrary: fc.record({
+      clientMsgId, toUser: user, text,
+      content: fc.record({ attachments: list(fc.record({ fileId: mostly(fc.constantFrom('f-missing', 'AAAAAAAAAAAAAAAAAAAAAA'), small) }), pools) }),
+    }).map((value) => ({ case: 'send' as const, value })) },
     fc.record({ conversationId: conv, seq, emoji: mostly(fc.constantFrom('👍', '❤️', '😂'), pools), remove: fc.boolean() })
       .map((value) => ({ case: 'react' as const, value })),
     fc.record({ userId: fc.oneof(user, fc.constant('')), blocked: fc.boolean() }).map((value) => ({ case: 'block' as const, value })),

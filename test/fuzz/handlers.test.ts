@@ -29,7 +29,7 @@ import {
 /** The successful reply to each request; everything else a client sends is refused with the code given. */
 const REPLY: Partial<Record<FrameCase, FrameCase>> = {
   ping: 'pong', send: 'sendAck', sync: 'syncResult', history: 'historyResult', markRead: 'done', recall: 'done', edit: 'done', delete: 'done', react: 'done', block: 'blockResult',
-  hide: 'done', setProfile: 'profileResult', profileQuery: 'profileResult',
+  hide: 'done', setProfile: 'profileResult', profileQuery: 'profileResult', search: 'searchResult', pushRegister: 'done', notifySettings: 'done',
   presenceQuery: 'presenceResult', presenceSubscribe: 'presenceResult', conversations: 'conversationsResult', group: 'groupResult',
 };
 const NO_REPLY = new Set<FrameCase>(['typing', 'pushAck']);

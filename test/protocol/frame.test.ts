@@ -67,6 +67,10 @@ const SAMPLES: { [C in FrameCase]: Extract<FrameBodyInit, { case: C }> } = {
       }],
     },
   },
+  search: { case: 'search', value: { query: 'lunch', conversationId: 'g:team', limit: 10, cursor: 'c1' } },
+  searchResult: { case: 'searchResult', value: { hits: [{ message: message(3n, 'lunch at noon'), snippet: '[lunch] at noon' }], nextCursor: 'c2' } },
+  pushRegister: { case: 'pushRegister', value: { platform: 'apns', token: 'abc123', remove: true } },
+  notifySettings: { case: 'notifySettings', value: { conversationId: 'g:team', muted: true } },
   group: { case: 'group', value: { op: { case: 'add', value: { groupId: 'team', userIds: ['dave'] } } } },
   groupResult: {
     case: 'groupResult',

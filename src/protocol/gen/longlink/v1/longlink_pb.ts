@@ -15,7 +15,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file longlink/v1/longlink.proto.
  */
 export const file_longlink_v1_longlink: GenFile = /*@__PURE__*/
-  fileDesc("Chpsb25nbGluay92MS9sb25nbGluay5wcm90bxILbG9uZ2xpbmsudjEiuwwKBUZyYW1lEgoKAmlkGAEgASgNEhIKCnJlcXVlc3RfaWQYAiABKAkSIwoFbG9naW4YCiABKAsyEi5sb25nbGluay52MS5Mb2dpbkgAEjAKDGxvZ2luX3Jlc3VsdBgLIAEoCzIYLmxvbmdsaW5rLnYxLkxvZ2luUmVzdWx0SAASIQoEcGluZxgMIAEoCzIRLmxvbmdsaW5rLnYxLlBpbmdIABIhCgRwb25nGA0gASgLMhEubG9uZ2xpbmsudjEuUG9uZ0gAEiEKBHNlbmQYDiABKAsyES5sb25nbGluay52MS5TZW5kSAASKAoIc2VuZF9hY2sYDyABKAsyFC5sb25nbGluay52MS5TZW5kQWNrSAASIQoEcHVzaBgQIAEoCzIRLmxvbmdsaW5rLnYxLlB1c2hIABIoCghwdXNoX2FjaxgRIAEoCzIULmxvbmdsaW5rLnYxLlB1c2hBY2tIABIoCgRzeW5jGBIgASgLMhgubG9uZ2xpbmsudjEuU3luY1JlcXVlc3RIABIuCgtzeW5jX3Jlc3VsdBgTIAEoCzIXLmxvbmdsaW5rLnYxLlN5bmNSZXN1bHRIABIuCgdoaXN0b3J5GBQgASgLMhsubG9uZ2xpbmsudjEuSGlzdG9yeVJlcXVlc3RIABI0Cg5oaXN0b3J5X3Jlc3VsdBgVIAEoCzIaLmxvbmdsaW5rLnYxLkhpc3RvcnlSZXN1bHRIABIhCgRraWNrGBYgASgLMhEubG9uZ2xpbmsudjEuS2lja0gAEiMKBWVycm9yGBcgASgLMhIubG9uZ2xpbmsudjEuRXJyb3JIABIqCgltYXJrX3JlYWQYGCABKAsyFS5sb25nbGluay52MS5NYXJrUmVhZEgAEiEKBGRvbmUYGSABKAsyES5sb25nbGluay52MS5Eb25lSAASJQoGdHlwaW5nGBogASgLMhMubG9uZ2xpbmsudjEuVHlwaW5nSAASNAoOcHJlc2VuY2VfcXVlcnkYGyABKAsyGi5sb25nbGluay52MS5QcmVzZW5jZVF1ZXJ5SAASPAoScHJlc2VuY2Vfc3Vic2NyaWJlGBwgASgLMh4ubG9uZ2xpbmsudjEuUHJlc2VuY2VTdWJzY3JpYmVIABI2Cg9wcmVzZW5jZV9yZXN1bHQYHSABKAsyGy5sb25nbGluay52MS5QcmVzZW5jZVJlc3VsdEgAEjoKDWNvbnZlcnNhdGlvbnMYHiABKAsyIS5sb25nbGluay52MS5Db252ZXJzYXRpb25zUmVxdWVzdEgAEkAKFGNvbnZlcnNhdGlvbnNfcmVzdWx0GB8gASgLMiAubG9uZ2xpbmsudjEuQ29udmVyc2F0aW9uc1Jlc3VsdEgAEioKBWdyb3VwGCAgASgLMhkubG9uZ2xpbmsudjEuR3JvdXBSZXF1ZXN0SAASMAoMZ3JvdXBfcmVzdWx0GCEgASgLMhgubG9uZ2xpbmsudjEuR3JvdXBSZXN1bHRIABIlCgZyZWNhbGwYIiABKAsyEy5sb25nbGluay52MS5SZWNhbGxIABIjCgVldmVudBgjIAEoCzISLmxvbmdsaW5rLnYxLkV2ZW50SAASIQoEZWRpdBgkIAEoCzIRLmxvbmdsaW5rLnYxLkVkaXRIABIlCgZkZWxldGUYJSABKAsyEy5sb25nbGluay52MS5EZWxldGVIABIjCgVibG9jaxgmIAEoCzISLmxvbmdsaW5rLnYxLkJsb2NrSAASMAoMYmxvY2tfcmVzdWx0GCcgASgLMhgubG9uZ2xpbmsudjEuQmxvY2tSZXN1bHRIABIjCgVyZWFjdBgoIAEoCzISLmxvbmdsaW5rLnYxLlJlYWN0SAASLgoLc2V0X3Byb2ZpbGUYKSABKAsyFy5sb25nbGluay52MS5TZXRQcm9maWxlSAASMgoNcHJvZmlsZV9xdWVyeRgqIAEoCzIZLmxvbmdsaW5rLnYxLlByb2ZpbGVRdWVyeUgAEjQKDnByb2ZpbGVfcmVzdWx0GCsgASgLMhoubG9uZ2xpbmsudjEuUHJvZmlsZVJlc3VsdEgAEiEKBGhpZGUYLCABKAsyES5sb25nbGluay52MS5IaWRlSABCBgoEYm9keSIuCgVMb2dpbhINCgV0b2tlbhgBIAEoCRIWCg5jbGllbnRfdmVyc2lvbhgCIAEoCSLSAQoLTG9naW5SZXN1bHQSDwoHdXNlcl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSEAoIcGxhdGZvcm0YAyABKAkSGAoQcGluZ19pbnRlcnZhbF9tcxgEIAEoDRIWCg5zZXJ2ZXJfdGltZV9tcxgFIAEoAxIPCgdub2RlX2lkGAYgASgJEhcKD21heF9mcmFtZV9ieXRlcxgHIAEoDRIWCg5tYXhfdGV4dF9ieXRlcxgIIAEoDRIZChFtYXhfcGF5bG9hZF9ieXRlcxgJIAEoDSIGCgRQaW5nIh4KBFBvbmcSFgoOc2VydmVyX3RpbWVfbXMYASABKAMijwEKBFNlbmQSFQoNY2xpZW50X21zZ19pZBgBIAEoCRIPCgd0b191c2VyGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRIMCgR0ZXh0GAQgASgJEhEKCWZyb21fdXNlchgFIAEoCRIlCgdjb250ZW50GAYgASgLMhQubG9uZ2xpbmsudjEuQ29udGVudCKMAQoHQ29udGVudBIMCgR0eXBlGAEgASgJEg8KB3BheWxvYWQYAiABKAwSEAoIbWVudGlvbnMYAyADKAkSEwoLbWVudGlvbl9hbGwYBCABKAgSFAoMcmVwbHlfdG9fc2VxGAUgASgDEiUKB2ZvcndhcmQYBiABKAsyFC5sb25nbGluay52MS5Gb3J3YXJkIlYKB0ZvcndhcmQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIRCglmcm9tX3VzZXIYAyABKAkSEgoKc2VudF9hdF9tcxgEIAEoAyJRCgVRdW90ZRILCgNzZXEYASABKAMSEQoJZnJvbV91c2VyGAIgASgJEgwKBHRleHQYAyABKAkSDAoEdHlwZRgEIAEoCRIMCgRnb25lGAUgASgIIpIBCgdTZW5kQWNrEhUKDWNsaWVudF9tc2dfaWQYASABKAkSFQoNc2VydmVyX21zZ19pZBgCIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAyABKAkSCwoDc2VxGAQgASgDEhIKCnNlbnRfYXRfbXMYBSABKAMSEQoJZHVwbGljYXRlGAYgASgIEgwKBHRleHQYByABKAkiuAMKB01lc3NhZ2USFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIVCg1zZXJ2ZXJfbXNnX2lkGAMgASgJEhEKCWZyb21fdXNlchgEIAEoCRITCgtmcm9tX2RldmljZRgFIAEoCRIVCg1jbGllbnRfbXNnX2lkGAYgASgJEgwKBHRleHQYByABKAkSEgoKc2VudF9hdF9tcxgIIAEoAxIpCgVldmVudBgJIAEoCzIaLmxvbmdsaW5rLnYxLlRpbWVsaW5lRXZlbnQSEAoIcmVjYWxsZWQYCiABKAgSEwoLcmVjYWxsZWRfYnkYCyABKAkSJQoHY29udGVudBgMIAEoCzIULmxvbmdsaW5rLnYxLkNvbnRlbnQSFAoMZWRpdGVkX2F0X21zGA0gASgDEg8KB2RlbGV0ZWQYDiABKAgSEgoKZGVsZXRlZF9ieRgPIAEoCRIhCgVyZXBseRgQIAEoCzISLmxvbmdsaW5rLnYxLlF1b3RlEigKCXJlYWN0aW9ucxgRIAMoCzIVLmxvbmdsaW5rLnYxLlJlYWN0aW9uEg4KBmhpZGRlbhgSIAEoCCI3CghSZWFjdGlvbhINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoDRINCgV1c2VycxgDIAMoCSKKAgoNVGltZWxpbmVFdmVudBIsCgR0eXBlGAEgASgOMh4ubG9uZ2xpbmsudjEuVGltZWxpbmVFdmVudFR5cGUSDQoFYWN0b3IYAiABKAkSEAoIdXNlcl9pZHMYAyADKAkSEgoKdGFyZ2V0X3NlcRgEIAEoAxIkCgRyb2xlGAUgASgOMhYubG9uZ2xpbmsudjEuR3JvdXBSb2xlEgwKBG5hbWUYBiABKAkSDQoFbXV0ZWQYByABKAgSDAoEdGV4dBgIIAEoCRIlCgdjb250ZW50GAkgASgLMhQubG9uZ2xpbmsudjEuQ29udGVudBIeChZ0YXJnZXRfY29udmVyc2F0aW9uX2lkGAogASgJIi4KBFB1c2gSJgoIbWVzc2FnZXMYASADKAsyFC5sb25nbGluay52MS5NZXNzYWdlIi8KB1B1c2hBY2sSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIuCgZDdXJzb3ISFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyKEAQoLU3luY1JlcXVlc3QSJAoHY3Vyc29ycxgBIAMoCzITLmxvbmdsaW5rLnYxLkN1cnNvchIYChBjb252ZXJzYXRpb25faWRzGAIgAygJEg0KBWxpbWl0GAMgASgNEhcKCnN5bmNfdG9rZW4YBCABKAlIAIgBAUINCgtfc3luY190b2tlbiKAAQoKU3luY1Jlc3VsdBImCghtZXNzYWdlcxgBIAMoCzIULmxvbmdsaW5rLnYxLk1lc3NhZ2USJAoHY3Vyc29ycxgCIAMoCzITLmxvbmdsaW5rLnYxLkN1cnNvchIQCghoYXNfbW9yZRgDIAEoCBISCgpzeW5jX3Rva2VuGAQgASgJIkwKDkhpc3RvcnlSZXF1ZXN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRISCgpiZWZvcmVfc2VxGAIgASgDEg0KBWxpbWl0GAMgASgNImIKDUhpc3RvcnlSZXN1bHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEiYKCG1lc3NhZ2VzGAIgAygLMhQubG9uZ2xpbmsudjEuTWVzc2FnZRIQCghoYXNfbW9yZRgDIAEoCCIwCghNYXJrUmVhZBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIgYKBERvbmUiIQoGVHlwaW5nEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCSJhCgRFZGl0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSDAoEdGV4dBgDIAEoCRIlCgdjb250ZW50GAQgASgLMhQubG9uZ2xpbmsudjEuQ29udGVudCIuCgZEZWxldGUSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIsCgRIaWRlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMiKQoFQmxvY2sSDwoHdXNlcl9pZBgBIAEoCRIPCgdibG9ja2VkGAIgASgIIkwKBVJlYWN0EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSDQoFZW1vamkYAyABKAkSDgoGcmVtb3ZlGAQgASgIIlMKB1Byb2ZpbGUSDwoHdXNlcl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhIKCmF2YXRhcl91cmwYAyABKAkSFQoNdXBkYXRlZF9hdF9tcxgEIAEoAyIuCgpTZXRQcm9maWxlEgwKBG5hbWUYASABKAkSEgoKYXZhdGFyX3VybBgCIAEoCSIgCgxQcm9maWxlUXVlcnkSEAoIdXNlcl9pZHMYASADKAkiNwoNUHJvZmlsZVJlc3VsdBImCghwcm9maWxlcxgBIAMoCzIULmxvbmdsaW5rLnYxLlByb2ZpbGUiHgoLQmxvY2tSZXN1bHQSDwoHYmxvY2tlZBgBIAMoCSIuCgZSZWNhbGwSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIhCg1QcmVzZW5jZVF1ZXJ5EhAKCHVzZXJfaWRzGAEgAygJIiUKEVByZXNlbmNlU3Vic2NyaWJlEhAKCHVzZXJfaWRzGAEgAygJIj4KCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEhEKCXBsYXRmb3JtcxgDIAMoCSI2Cg5QcmVzZW5jZVJlc3VsdBIkCgV1c2VycxgBIAMoCzIVLmxvbmdsaW5rLnYxLlByZXNlbmNlIlkKFENvbnZlcnNhdGlvbnNSZXF1ZXN0Eg0KBWxpbWl0GAEgASgNEhMKC2FmdGVyX2F0X21zGAIgASgDEh0KFWFmdGVyX2NvbnZlcnNhdGlvbl9pZBgDIAEoCSLJAgoTQ29udmVyc2F0aW9uU3VtbWFyeRIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDAoEa2luZBgCIAEoCRIQCghncm91cF9pZBgDIAEoCRIMCgRuYW1lGAQgASgJEhEKCXBlZXJfdXNlchgFIAEoCRIQCghsYXN0X3NlcRgGIAEoAxIqCgxsYXN0X21lc3NhZ2UYByABKAsyFC5sb25nbGluay52MS5NZXNzYWdlEhAKCHJlYWRfc2VxGAggASgDEg4KBnVucmVhZBgJIAEoAxIVCg1wZWVyX3JlYWRfc2VxGAogASgDEhIKCmxhc3RfYXRfbXMYCyABKAMSHgoWbGFzdF9tZXNzYWdlX3RydW5jYXRlZBgMIAEoCBIaChJwZWVyX2RlbGl2ZXJlZF9zZXEYDSABKAMSEQoJbWVudGlvbmVkGA4gASgIImAKE0NvbnZlcnNhdGlvbnNSZXN1bHQSNwoNY29udmVyc2F0aW9ucxgBIAMoCzIgLmxvbmdsaW5rLnYxLkNvbnZlcnNhdGlvblN1bW1hcnkSEAoIaGFzX21vcmUYAiABKAgiZQoLR3JvdXBNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIkCgRyb2xlGAIgASgOMhYubG9uZ2xpbmsudjEuR3JvdXBSb2xlEg0KBW11dGVkGAMgASgIEhAKCHJlYWRfc2VxGAQgASgDIrcBCgVHcm91cBIQCghncm91cF9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRINCgVvd25lchgEIAEoCRIpCgdtZW1iZXJzGAUgAygLMhgubG9uZ2xpbmsudjEuR3JvdXBNZW1iZXISEQoJbXV0ZWRfYWxsGAYgASgIEhEKCWRpc21pc3NlZBgHIAEoCBIVCg1jcmVhdGVkX2F0X21zGAggASgDIucCCgxHcm91cFJlcXVlc3QSKgoGY3JlYXRlGAEgASgLMhgubG9uZ2xpbmsudjEuR3JvdXBDcmVhdGVIABIoCgNhZGQYAiABKAsyGS5sb25nbGluay52MS5Hcm91cE1lbWJlcnNIABIrCgZyZW1vdmUYAyABKAsyGS5sb25nbGluay52MS5Hcm91cE1lbWJlcnNIABImCgVsZWF2ZRgEIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSAASKAoHZGlzbWlzcxgFIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSAASLQoIc2V0X3JvbGUYBiABKAsyGS5sb25nbGluay52MS5Hcm91cFNldFJvbGVIABImCgRtdXRlGAcgASgLMhYubG9uZ2xpbmsudjEuR3JvdXBNdXRlSAASJQoEaW5mbxgIIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSABCBAoCb3AiLwoLR3JvdXBDcmVhdGUSDAoEbmFtZRgBIAEoCRISCgptZW1iZXJfaWRzGAIgAygJIjIKDEdyb3VwTWVtYmVycxIQCghncm91cF9pZBgBIAEoCRIQCgh1c2VyX2lkcxgCIAMoCSIcCghHcm91cFJlZhIQCghncm91cF9pZBgBIAEoCSJXCgxHcm91cFNldFJvbGUSEAoIZ3JvdXBfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIkCgRyb2xlGAMgASgOMhYubG9uZ2xpbmsudjEuR3JvdXBSb2xlIj0KCUdyb3VwTXV0ZRIQCghncm91cF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg0KBW11dGVkGAMgASgIIjAKC0dyb3VwUmVzdWx0EiEKBWdyb3VwGAEgASgLMhIubG9uZ2xpbmsudjEuR3JvdXAiuwIKBUV2ZW50EicKB3JlY2VpcHQYASABKAsyFC5sb25nbGluay52MS5SZWNlaXB0SAASKgoGdHlwaW5nGAIgASgLMhgubG9uZ2xpbmsudjEuVHlwaW5nRXZlbnRIABIpCghwcmVzZW5jZRgDIAEoCzIVLmxvbmdsaW5rLnYxLlByZXNlbmNlSAASKwoJYnJvYWRjYXN0GAQgASgLMhYubG9uZ2xpbmsudjEuQnJvYWRjYXN0SAASJQoGcmVzeW5jGAUgASgLMhMubG9uZ2xpbmsudjEuUmVzeW5jSAASKQoIZGVsaXZlcnkYBiABKAsyFS5sb25nbGluay52MS5EZWxpdmVyeUgAEisKCXJlYWN0aW9ucxgHIAEoCzIWLmxvbmdsaW5rLnYxLlJlYWN0aW9uc0gAQgYKBGJvZHkiWwoJUmVhY3Rpb25zEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSKAoJcmVhY3Rpb25zGAMgAygLMhUubG9uZ2xpbmsudjEuUmVhY3Rpb24iCAoGUmVzeW5jIkAKB1JlY2VpcHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSCwoDc2VxGAMgASgDIkEKCERlbGl2ZXJ5EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEgsKA3NlcRgDIAEoAyI3CgtUeXBpbmdFdmVudBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSI5CglCcm9hZGNhc3QSDAoEdGV4dBgBIAEoCRISCgpzZW50X2F0X21zGAIgASgDEgoKAmlkGAMgASgJIk8KBEtpY2sSJAoEY29kZRgBIAEoDjIWLmxvbmdsaW5rLnYxLkVycm9yQ29kZRIOCgZyZWFzb24YAiABKAkSEQoJcmVjb25uZWN0GAMgASgIImAKBUVycm9yEiQKBGNvZGUYASABKA4yFi5sb25nbGluay52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIRCglyZWNvbm5lY3QYAyABKAgSDQoFZmF0YWwYBCABKAgq6gEKEVRpbWVsaW5lRXZlbnRUeXBlEiMKH1RJTUVMSU5FX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIRCg1HUk9VUF9DUkVBVEVEEAESEQoNTUVNQkVSU19BRERFRBACEhMKD01FTUJFUlNfUkVNT1ZFRBADEg8KC01FTUJFUl9MRUZUEAQSDQoJRElTTUlTU0VEEAUSEAoMUk9MRV9DSEFOR0VEEAYSEAoMTVVURV9DSEFOR0VEEAcSDAoIUkVDQUxMRUQQCBIKCgZFRElURUQQCRILCgdERUxFVEVEEAoSCgoGSElEREVOEAsqSQoJR3JvdXBSb2xlEhoKFkdST1VQX1JPTEVfVU5TUEVDSUZJRUQQABIKCgZNRU1CRVIQARIJCgVBRE1JThACEgkKBU9XTkVSEAMq5gYKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASDQoJQkFEX0ZSQU1FEGQSEwoPRlJBTUVfVE9PX0xBUkdFEGUSEQoNVU5LTk9XTl9GUkFNRRBmEhEKDU5PVF9MT0dHRURfSU4QZxIVChFBTFJFQURZX0xPR0dFRF9JThBoEhEKDUxPR0lOX1RJTUVPVVQQaRIVChFIRUFSVEJFQVRfVElNRU9VVBBqEg8KC0JBRF9SRVFVRVNUEGsSEgoNVE9LRU5fTUlTU0lORxDIARISCg1UT0tFTl9JTlZBTElEEMkBEhIKDVRPS0VOX0VYUElSRUQQygESDgoJRk9SQklEREVOEMsBEhIKDVRPS0VOX1JFVk9LRUQQzAESEQoMUkFURV9MSU1JVEVEEKwCEhIKDVNMT1dfQ09OU1VNRVIQrQISDwoKVEVYVF9FTVBUWRCuAhITCg5URVhUX1RPT19MQVJHRRCvAhIZChRUT09fTUFOWV9DT05ORUNUSU9OUxCwAhIUCg9MT0dJTl9USFJPVFRMRUQQsQISFgoRVVNFUl9SQVRFX0xJTUlURUQQsgISCQoEQlVTWRCzAhIXChJDT05ORUNUSU9OX0xJTUlURUQQtAISFgoRQ09OVEVOVF9UT09fTEFSR0UQtQISDQoIUkVQTEFDRUQQkAMSFAoPU0VSVkVSX1NIVVRET1dOEJEDEhEKDExPR0lOX1BPTElDWRCSAxIRCgxOT0RFX0VYUElSRUQQkwMSDgoJTk9UX0ZPVU5EENgEEg8KCk5PVF9NRU1CRVIQ2QQSDgoJTk9UX0FETUlOENoEEgoKBU1VVEVEENsEEhQKD0dST1VQX0RJU01JU1NFRBDcBBIPCgpHUk9VUF9GVUxMEN0EEhMKDlJFQ0FMTF9FWFBJUkVEEN4EEg8KCk5PVF9TRU5ERVIQ3wQSFAoPVE9PX01BTllfR1JPVVBTEOAEEhAKC05PVF9DT05UQUNUEOEEEhQKD0NPTlRFTlRfQkxPQ0tFRBDiBBIMCgdCTE9DS0VEEOMEEhQKD1RPT19NQU5ZX0JMT0NLUxDkBBIXChJUT09fTUFOWV9SRUFDVElPTlMQ5QQSDQoISU5URVJOQUwQ9AMSEAoLVU5BVkFJTEFCTEUQ9QNiBnByb3RvMw");
+  fileDesc("Chpsb25nbGluay92MS9sb25nbGluay5wcm90bxILbG9uZ2xpbmsudjEiiQ4KBUZyYW1lEgoKAmlkGAEgASgNEhIKCnJlcXVlc3RfaWQYAiABKAkSIwoFbG9naW4YCiABKAsyEi5sb25nbGluay52MS5Mb2dpbkgAEjAKDGxvZ2luX3Jlc3VsdBgLIAEoCzIYLmxvbmdsaW5rLnYxLkxvZ2luUmVzdWx0SAASIQoEcGluZxgMIAEoCzIRLmxvbmdsaW5rLnYxLlBpbmdIABIhCgRwb25nGA0gASgLMhEubG9uZ2xpbmsudjEuUG9uZ0gAEiEKBHNlbmQYDiABKAsyES5sb25nbGluay52MS5TZW5kSAASKAoIc2VuZF9hY2sYDyABKAsyFC5sb25nbGluay52MS5TZW5kQWNrSAASIQoEcHVzaBgQIAEoCzIRLmxvbmdsaW5rLnYxLlB1c2hIABIoCghwdXNoX2FjaxgRIAEoCzIULmxvbmdsaW5rLnYxLlB1c2hBY2tIABIoCgRzeW5jGBIgASgLMhgubG9uZ2xpbmsudjEuU3luY1JlcXVlc3RIABIuCgtzeW5jX3Jlc3VsdBgTIAEoCzIXLmxvbmdsaW5rLnYxLlN5bmNSZXN1bHRIABIuCgdoaXN0b3J5GBQgASgLMhsubG9uZ2xpbmsudjEuSGlzdG9yeVJlcXVlc3RIABI0Cg5oaXN0b3J5X3Jlc3VsdBgVIAEoCzIaLmxvbmdsaW5rLnYxLkhpc3RvcnlSZXN1bHRIABIhCgRraWNrGBYgASgLMhEubG9uZ2xpbmsudjEuS2lja0gAEiMKBWVycm9yGBcgASgLMhIubG9uZ2xpbmsudjEuRXJyb3JIABIqCgltYXJrX3JlYWQYGCABKAsyFS5sb25nbGluay52MS5NYXJrUmVhZEgAEiEKBGRvbmUYGSABKAsyES5sb25nbGluay52MS5Eb25lSAASJQoGdHlwaW5nGBogASgLMhMubG9uZ2xpbmsudjEuVHlwaW5nSAASNAoOcHJlc2VuY2VfcXVlcnkYGyABKAsyGi5sb25nbGluay52MS5QcmVzZW5jZVF1ZXJ5SAASPAoScHJlc2VuY2Vfc3Vic2NyaWJlGBwgASgLMh4ubG9uZ2xpbmsudjEuUHJlc2VuY2VTdWJzY3JpYmVIABI2Cg9wcmVzZW5jZV9yZXN1bHQYHSABKAsyGy5sb25nbGluay52MS5QcmVzZW5jZVJlc3VsdEgAEjoKDWNvbnZlcnNhdGlvbnMYHiABKAsyIS5sb25nbGluay52MS5Db252ZXJzYXRpb25zUmVxdWVzdEgAEkAKFGNvbnZlcnNhdGlvbnNfcmVzdWx0GB8gASgLMiAubG9uZ2xpbmsudjEuQ29udmVyc2F0aW9uc1Jlc3VsdEgAEioKBWdyb3VwGCAgASgLMhkubG9uZ2xpbmsudjEuR3JvdXBSZXF1ZXN0SAASMAoMZ3JvdXBfcmVzdWx0GCEgASgLMhgubG9uZ2xpbmsudjEuR3JvdXBSZXN1bHRIABIlCgZyZWNhbGwYIiABKAsyEy5sb25nbGluay52MS5SZWNhbGxIABIjCgVldmVudBgjIAEoCzISLmxvbmdsaW5rLnYxLkV2ZW50SAASIQoEZWRpdBgkIAEoCzIRLmxvbmdsaW5rLnYxLkVkaXRIABIlCgZkZWxldGUYJSABKAsyEy5sb25nbGluay52MS5EZWxldGVIABIjCgVibG9jaxgmIAEoCzISLmxvbmdsaW5rLnYxLkJsb2NrSAASMAoMYmxvY2tfcmVzdWx0GCcgASgLMhgubG9uZ2xpbmsudjEuQmxvY2tSZXN1bHRIABIjCgVyZWFjdBgoIAEoCzISLmxvbmdsaW5rLnYxLlJlYWN0SAASLgoLc2V0X3Byb2ZpbGUYKSABKAsyFy5sb25nbGluay52MS5TZXRQcm9maWxlSAASMgoNcHJvZmlsZV9xdWVyeRgqIAEoCzIZLmxvbmdsaW5rLnYxLlByb2ZpbGVRdWVyeUgAEjQKDnByb2ZpbGVfcmVzdWx0GCsgASgLMhoubG9uZ2xpbmsudjEuUHJvZmlsZVJlc3VsdEgAEiEKBGhpZGUYLCABKAsyES5sb25nbGluay52MS5IaWRlSAASLAoGc2VhcmNoGC0gASgLMhoubG9uZ2xpbmsudjEuU2VhcmNoUmVxdWVzdEgAEjIKDXNlYXJjaF9yZXN1bHQYLiABKAsyGS5sb25nbGluay52MS5TZWFyY2hSZXN1bHRIABIyCg1wdXNoX3JlZ2lzdGVyGC8gASgLMhkubG9uZ2xpbmsudjEuUHVzaFJlZ2lzdGVySAASNgoPbm90aWZ5X3NldHRpbmdzGDAgASgLMhsubG9uZ2xpbmsudjEuTm90aWZ5U2V0dGluZ3NIAEIGCgRib2R5Ii4KBUxvZ2luEg0KBXRva2VuGAEgASgJEhYKDmNsaWVudF92ZXJzaW9uGAIgASgJIuoBCgtMb2dpblJlc3VsdBIPCgd1c2VyX2lkGAEgASgJEhEKCWRldmljZV9pZBgCIAEoCRIQCghwbGF0Zm9ybRgDIAEoCRIYChBwaW5nX2ludGVydmFsX21zGAQgASgNEhYKDnNlcnZlcl90aW1lX21zGAUgASgDEg8KB25vZGVfaWQYBiABKAkSFwoPbWF4X2ZyYW1lX2J5dGVzGAcgASgNEhYKDm1heF90ZXh0X2J5dGVzGAggASgNEhkKEW1heF9wYXlsb2FkX2J5dGVzGAkgASgNEhYKDm1heF9maWxlX2J5dGVzGAogASgEIgYKBFBpbmciHgoEUG9uZxIWCg5zZXJ2ZXJfdGltZV9tcxgBIAEoAyKPAQoEU2VuZBIVCg1jbGllbnRfbXNnX2lkGAEgASgJEg8KB3RvX3VzZXIYAiABKAkSFwoPY29udmVyc2F0aW9uX2lkGAMgASgJEgwKBHRleHQYBCABKAkSEQoJZnJvbV91c2VyGAUgASgJEiUKB2NvbnRlbnQYBiABKAsyFC5sb25nbGluay52MS5Db250ZW50IroBCgdDb250ZW50EgwKBHR5cGUYASABKAkSDwoHcGF5bG9hZBgCIAEoDBIQCghtZW50aW9ucxgDIAMoCRITCgttZW50aW9uX2FsbBgEIAEoCBIUCgxyZXBseV90b19zZXEYBSABKAMSJQoHZm9yd2FyZBgGIAEoCzIULmxvbmdsaW5rLnYxLkZvcndhcmQSLAoLYXR0YWNobWVudHMYByADKAsyFy5sb25nbGluay52MS5BdHRhY2htZW50InsKCkF0dGFjaG1lbnQSDwoHZmlsZV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBG1pbWUYAyABKAkSDAoEc2l6ZRgEIAEoAxINCgV3aWR0aBgFIAEoDRIOCgZoZWlnaHQYBiABKA0SEwoLaGFzX3ByZXZpZXcYByABKAgiVgoHRm9yd2FyZBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDEhEKCWZyb21fdXNlchgDIAEoCRISCgpzZW50X2F0X21zGAQgASgDIlEKBVF1b3RlEgsKA3NlcRgBIAEoAxIRCglmcm9tX3VzZXIYAiABKAkSDAoEdGV4dBgDIAEoCRIMCgR0eXBlGAQgASgJEgwKBGdvbmUYBSABKAgikgEKB1NlbmRBY2sSFQoNY2xpZW50X21zZ19pZBgBIAEoCRIVCg1zZXJ2ZXJfbXNnX2lkGAIgASgJEhcKD2NvbnZlcnNhdGlvbl9pZBgDIAEoCRILCgNzZXEYBCABKAMSEgoKc2VudF9hdF9tcxgFIAEoAxIRCglkdXBsaWNhdGUYBiABKAgSDAoEdGV4dBgHIAEoCSK4AwoHTWVzc2FnZRIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDEhUKDXNlcnZlcl9tc2dfaWQYAyABKAkSEQoJZnJvbV91c2VyGAQgASgJEhMKC2Zyb21fZGV2aWNlGAUgASgJEhUKDWNsaWVudF9tc2dfaWQYBiABKAkSDAoEdGV4dBgHIAEoCRISCgpzZW50X2F0X21zGAggASgDEikKBWV2ZW50GAkgASgLMhoubG9uZ2xpbmsudjEuVGltZWxpbmVFdmVudBIQCghyZWNhbGxlZBgKIAEoCBITCgtyZWNhbGxlZF9ieRgLIAEoCRIlCgdjb250ZW50GAwgASgLMhQubG9uZ2xpbmsudjEuQ29udGVudBIUCgxlZGl0ZWRfYXRfbXMYDSABKAMSDwoHZGVsZXRlZBgOIAEoCBISCgpkZWxldGVkX2J5GA8gASgJEiEKBXJlcGx5GBAgASgLMhIubG9uZ2xpbmsudjEuUXVvdGUSKAoJcmVhY3Rpb25zGBEgAygLMhUubG9uZ2xpbmsudjEuUmVhY3Rpb24SDgoGaGlkZGVuGBIgASgIIjcKCFJlYWN0aW9uEg0KBWVtb2ppGAEgASgJEg0KBWNvdW50GAIgASgNEg0KBXVzZXJzGAMgAygJIooCCg1UaW1lbGluZUV2ZW50EiwKBHR5cGUYASABKA4yHi5sb25nbGluay52MS5UaW1lbGluZUV2ZW50VHlwZRINCgVhY3RvchgCIAEoCRIQCgh1c2VyX2lkcxgDIAMoCRISCgp0YXJnZXRfc2VxGAQgASgDEiQKBHJvbGUYBSABKA4yFi5sb25nbGluay52MS5Hcm91cFJvbGUSDAoEbmFtZRgGIAEoCRINCgVtdXRlZBgHIAEoCBIMCgR0ZXh0GAggASgJEiUKB2NvbnRlbnQYCSABKAsyFC5sb25nbGluay52MS5Db250ZW50Eh4KFnRhcmdldF9jb252ZXJzYXRpb25faWQYCiABKAkiLgoEUHVzaBImCghtZXNzYWdlcxgBIAMoCzIULmxvbmdsaW5rLnYxLk1lc3NhZ2UiLwoHUHVzaEFjaxIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIi4KBkN1cnNvchIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIoQBCgtTeW5jUmVxdWVzdBIkCgdjdXJzb3JzGAEgAygLMhMubG9uZ2xpbmsudjEuQ3Vyc29yEhgKEGNvbnZlcnNhdGlvbl9pZHMYAiADKAkSDQoFbGltaXQYAyABKA0SFwoKc3luY190b2tlbhgEIAEoCUgAiAEBQg0KC19zeW5jX3Rva2VuIoABCgpTeW5jUmVzdWx0EiYKCG1lc3NhZ2VzGAEgAygLMhQubG9uZ2xpbmsudjEuTWVzc2FnZRIkCgdjdXJzb3JzGAIgAygLMhMubG9uZ2xpbmsudjEuQ3Vyc29yEhAKCGhhc19tb3JlGAMgASgIEhIKCnN5bmNfdG9rZW4YBCABKAkiTAoOSGlzdG9yeVJlcXVlc3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEhIKCmJlZm9yZV9zZXEYAiABKAMSDQoFbGltaXQYAyABKA0iYgoNSGlzdG9yeVJlc3VsdBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSJgoIbWVzc2FnZXMYAiADKAsyFC5sb25nbGluay52MS5NZXNzYWdlEhAKCGhhc19tb3JlGAMgASgIIjAKCE1hcmtSZWFkEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMiBgoERG9uZSIhCgZUeXBpbmcSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJImEKBEVkaXQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIMCgR0ZXh0GAMgASgJEiUKB2NvbnRlbnQYBCABKAsyFC5sb25nbGluay52MS5Db250ZW50Ii4KBkRlbGV0ZRIXCg9jb252ZXJzYXRpb25faWQYASABKAkSCwoDc2VxGAIgASgDIiwKBEhpZGUSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIpCgVCbG9jaxIPCgd1c2VyX2lkGAEgASgJEg8KB2Jsb2NrZWQYAiABKAgiTAoFUmVhY3QSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAxINCgVlbW9qaRgDIAEoCRIOCgZyZW1vdmUYBCABKAgiUwoHUHJvZmlsZRIPCgd1c2VyX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKYXZhdGFyX3VybBgDIAEoCRIVCg11cGRhdGVkX2F0X21zGAQgASgDIi4KClNldFByb2ZpbGUSDAoEbmFtZRgBIAEoCRISCgphdmF0YXJfdXJsGAIgASgJIiAKDFByb2ZpbGVRdWVyeRIQCgh1c2VyX2lkcxgBIAMoCSI3Cg1Qcm9maWxlUmVzdWx0EiYKCHByb2ZpbGVzGAEgAygLMhQubG9uZ2xpbmsudjEuUHJvZmlsZSIeCgtCbG9ja1Jlc3VsdBIPCgdibG9ja2VkGAEgAygJIlYKDVNlYXJjaFJlcXVlc3QSDQoFcXVlcnkYASABKAkSFwoPY29udmVyc2F0aW9uX2lkGAIgASgJEg0KBWxpbWl0GAMgASgNEg4KBmN1cnNvchgEIAEoCSJDCglTZWFyY2hIaXQSJQoHbWVzc2FnZRgBIAEoCzIULmxvbmdsaW5rLnYxLk1lc3NhZ2USDwoHc25pcHBldBgCIAEoCSJJCgxTZWFyY2hSZXN1bHQSJAoEaGl0cxgBIAMoCzIWLmxvbmdsaW5rLnYxLlNlYXJjaEhpdBITCgtuZXh0X2N1cnNvchgCIAEoCSI/CgxQdXNoUmVnaXN0ZXISEAoIcGxhdGZvcm0YASABKAkSDQoFdG9rZW4YAiABKAkSDgoGcmVtb3ZlGAMgASgIIjgKDk5vdGlmeVNldHRpbmdzEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRINCgVtdXRlZBgCIAEoCCIuCgZSZWNhbGwSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEgsKA3NlcRgCIAEoAyIhCg1QcmVzZW5jZVF1ZXJ5EhAKCHVzZXJfaWRzGAEgAygJIiUKEVByZXNlbmNlU3Vic2NyaWJlEhAKCHVzZXJfaWRzGAEgAygJIj4KCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEhEKCXBsYXRmb3JtcxgDIAMoCSI2Cg5QcmVzZW5jZVJlc3VsdBIkCgV1c2VycxgBIAMoCzIVLmxvbmdsaW5rLnYxLlByZXNlbmNlIlkKFENvbnZlcnNhdGlvbnNSZXF1ZXN0Eg0KBWxpbWl0GAEgASgNEhMKC2FmdGVyX2F0X21zGAIgASgDEh0KFWFmdGVyX2NvbnZlcnNhdGlvbl9pZBgDIAEoCSLJAgoTQ29udmVyc2F0aW9uU3VtbWFyeRIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDAoEa2luZBgCIAEoCRIQCghncm91cF9pZBgDIAEoCRIMCgRuYW1lGAQgASgJEhEKCXBlZXJfdXNlchgFIAEoCRIQCghsYXN0X3NlcRgGIAEoAxIqCgxsYXN0X21lc3NhZ2UYByABKAsyFC5sb25nbGluay52MS5NZXNzYWdlEhAKCHJlYWRfc2VxGAggASgDEg4KBnVucmVhZBgJIAEoAxIVCg1wZWVyX3JlYWRfc2VxGAogASgDEhIKCmxhc3RfYXRfbXMYCyABKAMSHgoWbGFzdF9tZXNzYWdlX3RydW5jYXRlZBgMIAEoCBIaChJwZWVyX2RlbGl2ZXJlZF9zZXEYDSABKAMSEQoJbWVudGlvbmVkGA4gASgIImAKE0NvbnZlcnNhdGlvbnNSZXN1bHQSNwoNY29udmVyc2F0aW9ucxgBIAMoCzIgLmxvbmdsaW5rLnYxLkNvbnZlcnNhdGlvblN1bW1hcnkSEAoIaGFzX21vcmUYAiABKAgiZQoLR3JvdXBNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIkCgRyb2xlGAIgASgOMhYubG9uZ2xpbmsudjEuR3JvdXBSb2xlEg0KBW11dGVkGAMgASgIEhAKCHJlYWRfc2VxGAQgASgDIrcBCgVHcm91cBIQCghncm91cF9pZBgBIAEoCRIXCg9jb252ZXJzYXRpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRINCgVvd25lchgEIAEoCRIpCgdtZW1iZXJzGAUgAygLMhgubG9uZ2xpbmsudjEuR3JvdXBNZW1iZXISEQoJbXV0ZWRfYWxsGAYgASgIEhEKCWRpc21pc3NlZBgHIAEoCBIVCg1jcmVhdGVkX2F0X21zGAggASgDIucCCgxHcm91cFJlcXVlc3QSKgoGY3JlYXRlGAEgASgLMhgubG9uZ2xpbmsudjEuR3JvdXBDcmVhdGVIABIoCgNhZGQYAiABKAsyGS5sb25nbGluay52MS5Hcm91cE1lbWJlcnNIABIrCgZyZW1vdmUYAyABKAsyGS5sb25nbGluay52MS5Hcm91cE1lbWJlcnNIABImCgVsZWF2ZRgEIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSAASKAoHZGlzbWlzcxgFIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSAASLQoIc2V0X3JvbGUYBiABKAsyGS5sb25nbGluay52MS5Hcm91cFNldFJvbGVIABImCgRtdXRlGAcgASgLMhYubG9uZ2xpbmsudjEuR3JvdXBNdXRlSAASJQoEaW5mbxgIIAEoCzIVLmxvbmdsaW5rLnYxLkdyb3VwUmVmSABCBAoCb3AiLwoLR3JvdXBDcmVhdGUSDAoEbmFtZRgBIAEoCRISCgptZW1iZXJfaWRzGAIgAygJIjIKDEdyb3VwTWVtYmVycxIQCghncm91cF9pZBgBIAEoCRIQCgh1c2VyX2lkcxgCIAMoCSIcCghHcm91cFJlZhIQCghncm91cF9pZBgBIAEoCSJXCgxHcm91cFNldFJvbGUSEAoIZ3JvdXBfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIkCgRyb2xlGAMgASgOMhYubG9uZ2xpbmsudjEuR3JvdXBSb2xlIj0KCUdyb3VwTXV0ZRIQCghncm91cF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg0KBW11dGVkGAMgASgIIjAKC0dyb3VwUmVzdWx0EiEKBWdyb3VwGAEgASgLMhIubG9uZ2xpbmsudjEuR3JvdXAiuwIKBUV2ZW50EicKB3JlY2VpcHQYASABKAsyFC5sb25nbGluay52MS5SZWNlaXB0SAASKgoGdHlwaW5nGAIgASgLMhgubG9uZ2xpbmsudjEuVHlwaW5nRXZlbnRIABIpCghwcmVzZW5jZRgDIAEoCzIVLmxvbmdsaW5rLnYxLlByZXNlbmNlSAASKwoJYnJvYWRjYXN0GAQgASgLMhYubG9uZ2xpbmsudjEuQnJvYWRjYXN0SAASJQoGcmVzeW5jGAUgASgLMhMubG9uZ2xpbmsudjEuUmVzeW5jSAASKQoIZGVsaXZlcnkYBiABKAsyFS5sb25nbGluay52MS5EZWxpdmVyeUgAEisKCXJlYWN0aW9ucxgHIAEoCzIWLmxvbmdsaW5rLnYxLlJlYWN0aW9uc0gAQgYKBGJvZHkiWwoJUmVhY3Rpb25zEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAMSKAoJcmVhY3Rpb25zGAMgAygLMhUubG9uZ2xpbmsudjEuUmVhY3Rpb24iCAoGUmVzeW5jIkAKB1JlY2VpcHQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSCwoDc2VxGAMgASgDIkEKCERlbGl2ZXJ5EhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEgsKA3NlcRgDIAEoAyI3CgtUeXBpbmdFdmVudBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSI5CglCcm9hZGNhc3QSDAoEdGV4dBgBIAEoCRISCgpzZW50X2F0X21zGAIgASgDEgoKAmlkGAMgASgJIk8KBEtpY2sSJAoEY29kZRgBIAEoDjIWLmxvbmdsaW5rLnYxLkVycm9yQ29kZRIOCgZyZWFzb24YAiABKAkSEQoJcmVjb25uZWN0GAMgASgIImAKBUVycm9yEiQKBGNvZGUYASABKA4yFi5sb25nbGluay52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIRCglyZWNvbm5lY3QYAyABKAgSDQoFZmF0YWwYBCABKAgq6gEKEVRpbWVsaW5lRXZlbnRUeXBlEiMKH1RJTUVMSU5FX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIRCg1HUk9VUF9DUkVBVEVEEAESEQoNTUVNQkVSU19BRERFRBACEhMKD01FTUJFUlNfUkVNT1ZFRBADEg8KC01FTUJFUl9MRUZUEAQSDQoJRElTTUlTU0VEEAUSEAoMUk9MRV9DSEFOR0VEEAYSEAoMTVVURV9DSEFOR0VEEAcSDAoIUkVDQUxMRUQQCBIKCgZFRElURUQQCRILCgdERUxFVEVEEAoSCgoGSElEREVOEAsqSQoJR3JvdXBSb2xlEhoKFkdST1VQX1JPTEVfVU5TUEVDSUZJRUQQABIKCgZNRU1CRVIQARIJCgVBRE1JThACEgkKBU9XTkVSEAMq+wYKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASDQoJQkFEX0ZSQU1FEGQSEwoPRlJBTUVfVE9PX0xBUkdFEGUSEQoNVU5LTk9XTl9GUkFNRRBmEhEKDU5PVF9MT0dHRURfSU4QZxIVChFBTFJFQURZX0xPR0dFRF9JThBoEhEKDUxPR0lOX1RJTUVPVVQQaRIVChFIRUFSVEJFQVRfVElNRU9VVBBqEg8KC0JBRF9SRVFVRVNUEGsSEgoNVE9LRU5fTUlTU0lORxDIARISCg1UT0tFTl9JTlZBTElEEMkBEhIKDVRPS0VOX0VYUElSRUQQygESDgoJRk9SQklEREVOEMsBEhIKDVRPS0VOX1JFVk9LRUQQzAESEQoMUkFURV9MSU1JVEVEEKwCEhIKDVNMT1dfQ09OU1VNRVIQrQISDwoKVEVYVF9FTVBUWRCuAhITCg5URVhUX1RPT19MQVJHRRCvAhIZChRUT09fTUFOWV9DT05ORUNUSU9OUxCwAhIUCg9MT0dJTl9USFJPVFRMRUQQsQISFgoRVVNFUl9SQVRFX0xJTUlURUQQsgISCQoEQlVTWRCzAhIXChJDT05ORUNUSU9OX0xJTUlURUQQtAISFgoRQ09OVEVOVF9UT09fTEFSR0UQtQISDQoIUkVQTEFDRUQQkAMSFAoPU0VSVkVSX1NIVVRET1dOEJEDEhEKDExPR0lOX1BPTElDWRCSAxIRCgxOT0RFX0VYUElSRUQQkwMSDgoJTk9UX0ZPVU5EENgEEg8KCk5PVF9NRU1CRVIQ2QQSDgoJTk9UX0FETUlOENoEEgoKBU1VVEVEENsEEhQKD0dST1VQX0RJU01JU1NFRBDcBBIPCgpHUk9VUF9GVUxMEN0EEhMKDlJFQ0FMTF9FWFBJUkVEEN4EEg8KCk5PVF9TRU5ERVIQ3wQSFAoPVE9PX01BTllfR1JPVVBTEOAEEhAKC05PVF9DT05UQUNUEOEEEhQKD0NPTlRFTlRfQkxPQ0tFRBDiBBIMCgdCTE9DS0VEEOMEEhQKD1RPT19NQU5ZX0JMT0NLUxDkBBIXChJUT09fTUFOWV9SRUFDVElPTlMQ5QQSEwoORklMRV9OT1RfRk9VTkQQ5gQSDQoISU5URVJOQUwQ9AMSEAoLVU5BVkFJTEFCTEUQ9QNiBnByb3RvMw");
 
 /**
  * Every frame on the wire. `id` is chosen by the client for requests and is
@@ -255,6 +255,30 @@ export type Frame = Message$1<"longlink.v1.Frame"> & {
      */
     value: Hide;
     case: "hide";
+  } | {
+    /**
+     * @generated from field: longlink.v1.SearchRequest search = 45;
+     */
+    value: SearchRequest;
+    case: "search";
+  } | {
+    /**
+     * @generated from field: longlink.v1.SearchResult search_result = 46;
+     */
+    value: SearchResult;
+    case: "searchResult";
+  } | {
+    /**
+     * @generated from field: longlink.v1.PushRegister push_register = 47;
+     */
+    value: PushRegister;
+    case: "pushRegister";
+  } | {
+    /**
+     * @generated from field: longlink.v1.NotifySettings notify_settings = 48;
+     */
+    value: NotifySettings;
+    case: "notifySettings";
   } | { case: undefined; value?: undefined };
 };
 
@@ -351,6 +375,13 @@ export type LoginResult = Message$1<"longlink.v1.LoginResult"> & {
    * @generated from field: uint32 max_payload_bytes = 9;
    */
   maxPayloadBytes: number;
+
+  /**
+   * POST /api/v1/files refuses a larger file (FILE_TOO_LARGE)
+   *
+   * @generated from field: uint64 max_file_bytes = 10;
+   */
+  maxFileBytes: bigint;
 };
 
 /**
@@ -501,6 +532,16 @@ export type Content = Message$1<"longlink.v1.Content"> & {
    * @generated from field: longlink.v1.Forward forward = 6;
    */
   forward?: Forward | undefined;
+
+  /**
+   * Files uploaded with POST /api/v1/files (at most 10). Send: give each
+   * `file_id` (a file you uploaded, or one you may download); the server
+   * fills in the rest from what it stored. A message with attachments may
+   * have an empty text.
+   *
+   * @generated from field: repeated longlink.v1.Attachment attachments = 7;
+   */
+  attachments: Attachment[];
 };
 
 /**
@@ -509,6 +550,66 @@ export type Content = Message$1<"longlink.v1.Content"> & {
  */
 export const ContentSchema: GenMessage<Content> = /*@__PURE__*/
   messageDesc(file_longlink_v1_longlink, 6);
+
+/**
+ * A file a message carries. Everything but file_id is the server's: the type
+ * is the one its bytes show (not its name), the size is what was stored.
+ *
+ * @generated from message longlink.v1.Attachment
+ */
+export type Attachment = Message$1<"longlink.v1.Attachment"> & {
+  /**
+   * @generated from field: string file_id = 1;
+   */
+  fileId: string;
+
+  /**
+   * the name given at upload (at most 255 characters)
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * image/png, application/pdf, … (application/octet-stream when the bytes are of no known type)
+   *
+   * @generated from field: string mime = 3;
+   */
+  mime: string;
+
+  /**
+   * bytes
+   *
+   * @generated from field: int64 size = 4;
+   */
+  size: bigint;
+
+  /**
+   * images: pixels
+   *
+   * @generated from field: uint32 width = 5;
+   */
+  width: number;
+
+  /**
+   * @generated from field: uint32 height = 6;
+   */
+  height: number;
+
+  /**
+   * images: a small preview at GET /api/v1/files/{file_id}/preview
+   *
+   * @generated from field: bool has_preview = 7;
+   */
+  hasPreview: boolean;
+};
+
+/**
+ * Describes the message longlink.v1.Attachment.
+ * Use `create(AttachmentSchema)` to create a new message.
+ */
+export const AttachmentSchema: GenMessage<Attachment> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 7);
 
 /**
  * @generated from message longlink.v1.Forward
@@ -544,7 +645,7 @@ export type Forward = Message$1<"longlink.v1.Forward"> & {
  * Use `create(ForwardSchema)` to create a new message.
  */
 export const ForwardSchema: GenMessage<Forward> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 7);
+  messageDesc(file_longlink_v1_longlink, 8);
 
 /**
  * The message a reply quotes, as it is now.
@@ -589,7 +690,7 @@ export type Quote = Message$1<"longlink.v1.Quote"> & {
  * Use `create(QuoteSchema)` to create a new message.
  */
 export const QuoteSchema: GenMessage<Quote> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 8);
+  messageDesc(file_longlink_v1_longlink, 9);
 
 /**
  * The message is durable: it will reach every recipient device, now or at its next sync.
@@ -642,7 +743,7 @@ export type SendAck = Message$1<"longlink.v1.SendAck"> & {
  * Use `create(SendAckSchema)` to create a new message.
  */
 export const SendAckSchema: GenMessage<SendAck> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 9);
+  messageDesc(file_longlink_v1_longlink, 10);
 
 /**
  * One stored message. `seq` is per conversation: 1, 2, 3, … with no gaps.
@@ -765,7 +866,7 @@ export type Message = Message$1<"longlink.v1.Message"> & {
  * Use `create(MessageSchema)` to create a new message.
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 10);
+  messageDesc(file_longlink_v1_longlink, 11);
 
 /**
  * One emoji's reactions to a message.
@@ -796,7 +897,7 @@ export type Reaction = Message$1<"longlink.v1.Reaction"> & {
  * Use `create(ReactionSchema)` to create a new message.
  */
 export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 11);
+  messageDesc(file_longlink_v1_longlink, 12);
 
 /**
  * A change recorded in a conversation's timeline, so every device learns it
@@ -879,7 +980,7 @@ export type TimelineEvent = Message$1<"longlink.v1.TimelineEvent"> & {
  * Use `create(TimelineEventSchema)` to create a new message.
  */
 export const TimelineEventSchema: GenMessage<TimelineEvent> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 12);
+  messageDesc(file_longlink_v1_longlink, 13);
 
 /**
  * Messages pushed as they are stored, each conversation's in seq order.
@@ -898,7 +999,7 @@ export type Push = Message$1<"longlink.v1.Push"> & {
  * Use `create(PushSchema)` to create a new message.
  */
 export const PushSchema: GenMessage<Push> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 13);
+  messageDesc(file_longlink_v1_longlink, 14);
 
 /**
  * Cumulative: "this device has every message of the conversation up to seq".
@@ -923,7 +1024,7 @@ export type PushAck = Message$1<"longlink.v1.PushAck"> & {
  * Use `create(PushAckSchema)` to create a new message.
  */
 export const PushAckSchema: GenMessage<PushAck> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 14);
+  messageDesc(file_longlink_v1_longlink, 15);
 
 /**
  * @generated from message longlink.v1.Cursor
@@ -945,7 +1046,7 @@ export type Cursor = Message$1<"longlink.v1.Cursor"> & {
  * Use `create(CursorSchema)` to create a new message.
  */
 export const CursorSchema: GenMessage<Cursor> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 15);
+  messageDesc(file_longlink_v1_longlink, 16);
 
 /**
  * Fetch what this device missed. For a conversation listed in `cursors` the
@@ -992,7 +1093,7 @@ export type SyncRequest = Message$1<"longlink.v1.SyncRequest"> & {
  * Use `create(SyncRequestSchema)` to create a new message.
  */
 export const SyncRequestSchema: GenMessage<SyncRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 16);
+  messageDesc(file_longlink_v1_longlink, 17);
 
 /**
  * @generated from message longlink.v1.SyncResult
@@ -1034,7 +1135,7 @@ export type SyncResult = Message$1<"longlink.v1.SyncResult"> & {
  * Use `create(SyncResultSchema)` to create a new message.
  */
 export const SyncResultSchema: GenMessage<SyncResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 17);
+  messageDesc(file_longlink_v1_longlink, 18);
 
 /**
  * Older messages of one conversation, newest page first.
@@ -1067,7 +1168,7 @@ export type HistoryRequest = Message$1<"longlink.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 18);
+  messageDesc(file_longlink_v1_longlink, 19);
 
 /**
  * @generated from message longlink.v1.HistoryResult
@@ -1098,7 +1199,7 @@ export type HistoryResult = Message$1<"longlink.v1.HistoryResult"> & {
  * Use `create(HistoryResultSchema)` to create a new message.
  */
 export const HistoryResultSchema: GenMessage<HistoryResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 19);
+  messageDesc(file_longlink_v1_longlink, 20);
 
 /**
  * Mark a conversation read up to seq (this user, all devices). Reply: Done.
@@ -1126,7 +1227,7 @@ export type MarkRead = Message$1<"longlink.v1.MarkRead"> & {
  * Use `create(MarkReadSchema)` to create a new message.
  */
 export const MarkReadSchema: GenMessage<MarkRead> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 20);
+  messageDesc(file_longlink_v1_longlink, 21);
 
 /**
  * Success of a request that has no other result.
@@ -1141,7 +1242,7 @@ export type Done = Message$1<"longlink.v1.Done"> & {
  * Use `create(DoneSchema)` to create a new message.
  */
 export const DoneSchema: GenMessage<Done> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 21);
+  messageDesc(file_longlink_v1_longlink, 22);
 
 /**
  * "I am typing" in a conversation. Never stored, never acked; rate limited.
@@ -1160,7 +1261,7 @@ export type Typing = Message$1<"longlink.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 22);
+  messageDesc(file_longlink_v1_longlink, 23);
 
 /**
  * Edit one of your own messages: its text and content become these (reply
@@ -1198,7 +1299,7 @@ export type Edit = Message$1<"longlink.v1.Edit"> & {
  * Use `create(EditSchema)` to create a new message.
  */
 export const EditSchema: GenMessage<Edit> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 23);
+  messageDesc(file_longlink_v1_longlink, 24);
 
 /**
  * Delete a message for everyone, leaving a tombstone: who may is who may
@@ -1224,7 +1325,7 @@ export type Delete = Message$1<"longlink.v1.Delete"> & {
  * Use `create(DeleteSchema)` to create a new message.
  */
 export const DeleteSchema: GenMessage<Delete> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 24);
+  messageDesc(file_longlink_v1_longlink, 25);
 
 /**
  * Delete a message for yourself: your devices stop showing it, nobody
@@ -1252,7 +1353,7 @@ export type Hide = Message$1<"longlink.v1.Hide"> & {
  * Use `create(HideSchema)` to create a new message.
  */
 export const HideSchema: GenMessage<Hide> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 25);
+  messageDesc(file_longlink_v1_longlink, 26);
 
 /**
  * Block or unblock a user: a blocked user's 1:1 messages to you are refused
@@ -1278,7 +1379,7 @@ export type Block = Message$1<"longlink.v1.Block"> & {
  * Use `create(BlockSchema)` to create a new message.
  */
 export const BlockSchema: GenMessage<Block> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 26);
+  messageDesc(file_longlink_v1_longlink, 27);
 
 /**
  * Add (or, with remove, take back) your reaction to a message you may see.
@@ -1317,7 +1418,7 @@ export type React = Message$1<"longlink.v1.React"> & {
  * Use `create(ReactSchema)` to create a new message.
  */
 export const ReactSchema: GenMessage<React> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 27);
+  messageDesc(file_longlink_v1_longlink, 28);
 
 /**
  * A user as others see it: a display name and an avatar, set by the user
@@ -1358,7 +1459,7 @@ export type Profile = Message$1<"longlink.v1.Profile"> & {
  * Use `create(ProfileSchema)` to create a new message.
  */
 export const ProfileSchema: GenMessage<Profile> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 28);
+  messageDesc(file_longlink_v1_longlink, 29);
 
 /**
  * Set your own profile: both fields replace what was there (empty clears). Reply: ProfileResult with it.
@@ -1382,7 +1483,7 @@ export type SetProfile = Message$1<"longlink.v1.SetProfile"> & {
  * Use `create(SetProfileSchema)` to create a new message.
  */
 export const SetProfileSchema: GenMessage<SetProfile> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 29);
+  messageDesc(file_longlink_v1_longlink, 30);
 
 /**
  * Profiles of up to 100 users. Reply: ProfileResult, one per user asked, in the order asked.
@@ -1401,7 +1502,7 @@ export type ProfileQuery = Message$1<"longlink.v1.ProfileQuery"> & {
  * Use `create(ProfileQuerySchema)` to create a new message.
  */
 export const ProfileQuerySchema: GenMessage<ProfileQuery> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 30);
+  messageDesc(file_longlink_v1_longlink, 31);
 
 /**
  * @generated from message longlink.v1.ProfileResult
@@ -1418,7 +1519,7 @@ export type ProfileResult = Message$1<"longlink.v1.ProfileResult"> & {
  * Use `create(ProfileResultSchema)` to create a new message.
  */
 export const ProfileResultSchema: GenMessage<ProfileResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 31);
+  messageDesc(file_longlink_v1_longlink, 32);
 
 /**
  * @generated from message longlink.v1.BlockResult
@@ -1437,7 +1538,165 @@ export type BlockResult = Message$1<"longlink.v1.BlockResult"> & {
  * Use `create(BlockResultSchema)` to create a new message.
  */
 export const BlockResultSchema: GenMessage<BlockResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 32);
+  messageDesc(file_longlink_v1_longlink, 33);
+
+/**
+ * Full-text search over the messages you may read: the conversations you are
+ * (or were) a member of, within your membership windows; never recalled,
+ * deleted, expired or hidden messages, nor those of users you block. Words
+ * are matched whole, the last as a prefix. Reply: SearchResult.
+ *
+ * @generated from message longlink.v1.SearchRequest
+ */
+export type SearchRequest = Message$1<"longlink.v1.SearchRequest"> & {
+  /**
+   * 1-200 characters, at most 8 words
+   *
+   * @generated from field: string query = 1;
+   */
+  query: string;
+
+  /**
+   * only this conversation; empty: all of yours
+   *
+   * @generated from field: string conversation_id = 2;
+   */
+  conversationId: string;
+
+  /**
+   * hits per page; 0: 20, at most 50
+   *
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
+
+  /**
+   * SearchResult.next_cursor of the page before (opaque); empty: the first page
+   *
+   * @generated from field: string cursor = 4;
+   */
+  cursor: string;
+};
+
+/**
+ * Describes the message longlink.v1.SearchRequest.
+ * Use `create(SearchRequestSchema)` to create a new message.
+ */
+export const SearchRequestSchema: GenMessage<SearchRequest> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 34);
+
+/**
+ * @generated from message longlink.v1.SearchHit
+ */
+export type SearchHit = Message$1<"longlink.v1.SearchHit"> & {
+  /**
+   * as history gives it
+   *
+   * @generated from field: longlink.v1.Message message = 1;
+   */
+  message?: Message | undefined;
+
+  /**
+   * the matched words in context, each between [ and ]
+   *
+   * @generated from field: string snippet = 2;
+   */
+  snippet: string;
+};
+
+/**
+ * Describes the message longlink.v1.SearchHit.
+ * Use `create(SearchHitSchema)` to create a new message.
+ */
+export const SearchHitSchema: GenMessage<SearchHit> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 35);
+
+/**
+ * @generated from message longlink.v1.SearchResult
+ */
+export type SearchResult = Message$1<"longlink.v1.SearchResult"> & {
+  /**
+   * best match first (then newest)
+   *
+   * @generated from field: repeated longlink.v1.SearchHit hits = 1;
+   */
+  hits: SearchHit[];
+
+  /**
+   * empty: no more pages (a search gives at most 200 hits in all)
+   *
+   * @generated from field: string next_cursor = 2;
+   */
+  nextCursor: string;
+};
+
+/**
+ * Describes the message longlink.v1.SearchResult.
+ * Use `create(SearchResultSchema)` to create a new message.
+ */
+export const SearchResultSchema: GenMessage<SearchResult> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 36);
+
+/**
+ * Register (or, with `remove`, forget) this device's push token: when a
+ * message reaches you while none of your devices is online, a notification
+ * goes to the push provider of its platform. Reply: Done.
+ *
+ * @generated from message longlink.v1.PushRegister
+ */
+export type PushRegister = Message$1<"longlink.v1.PushRegister"> & {
+  /**
+   * "apns", "fcm" or "webhook" (your business's own push service)
+   *
+   * @generated from field: string platform = 1;
+   */
+  platform: string;
+
+  /**
+   * the provider's device token (at most 4096 characters); empty with remove
+   *
+   * @generated from field: string token = 2;
+   */
+  token: string;
+
+  /**
+   * @generated from field: bool remove = 3;
+   */
+  remove: boolean;
+};
+
+/**
+ * Describes the message longlink.v1.PushRegister.
+ * Use `create(PushRegisterSchema)` to create a new message.
+ */
+export const PushRegisterSchema: GenMessage<PushRegister> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 37);
+
+/**
+ * Mute (or unmute) a conversation's push notifications for you (all your
+ * devices): its messages still arrive, no notification is sent for them.
+ * Reply: Done.
+ *
+ * @generated from message longlink.v1.NotifySettings
+ */
+export type NotifySettings = Message$1<"longlink.v1.NotifySettings"> & {
+  /**
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * @generated from field: bool muted = 2;
+   */
+  muted: boolean;
+};
+
+/**
+ * Describes the message longlink.v1.NotifySettings.
+ * Use `create(NotifySettingsSchema)` to create a new message.
+ */
+export const NotifySettingsSchema: GenMessage<NotifySettings> = /*@__PURE__*/
+  messageDesc(file_longlink_v1_longlink, 38);
 
 /**
  * Recall a message: the sender within the recall window, or a group's owner
@@ -1462,7 +1721,7 @@ export type Recall = Message$1<"longlink.v1.Recall"> & {
  * Use `create(RecallSchema)` to create a new message.
  */
 export const RecallSchema: GenMessage<Recall> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 33);
+  messageDesc(file_longlink_v1_longlink, 39);
 
 /**
  * @generated from message longlink.v1.PresenceQuery
@@ -1479,7 +1738,7 @@ export type PresenceQuery = Message$1<"longlink.v1.PresenceQuery"> & {
  * Use `create(PresenceQuerySchema)` to create a new message.
  */
 export const PresenceQuerySchema: GenMessage<PresenceQuery> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 34);
+  messageDesc(file_longlink_v1_longlink, 40);
 
 /**
  * Replace this connection's presence subscriptions (at most 100 users); the
@@ -1499,7 +1758,7 @@ export type PresenceSubscribe = Message$1<"longlink.v1.PresenceSubscribe"> & {
  * Use `create(PresenceSubscribeSchema)` to create a new message.
  */
 export const PresenceSubscribeSchema: GenMessage<PresenceSubscribe> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 35);
+  messageDesc(file_longlink_v1_longlink, 41);
 
 /**
  * @generated from message longlink.v1.Presence
@@ -1528,7 +1787,7 @@ export type Presence = Message$1<"longlink.v1.Presence"> & {
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 36);
+  messageDesc(file_longlink_v1_longlink, 42);
 
 /**
  * @generated from message longlink.v1.PresenceResult
@@ -1545,7 +1804,7 @@ export type PresenceResult = Message$1<"longlink.v1.PresenceResult"> & {
  * Use `create(PresenceResultSchema)` to create a new message.
  */
 export const PresenceResultSchema: GenMessage<PresenceResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 37);
+  messageDesc(file_longlink_v1_longlink, 43);
 
 /**
  * One page of this user's conversations, most recent activity first. The
@@ -1582,7 +1841,7 @@ export type ConversationsRequest = Message$1<"longlink.v1.ConversationsRequest">
  * Use `create(ConversationsRequestSchema)` to create a new message.
  */
 export const ConversationsRequestSchema: GenMessage<ConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 38);
+  messageDesc(file_longlink_v1_longlink, 44);
 
 /**
  * @generated from message longlink.v1.ConversationSummary
@@ -1688,7 +1947,7 @@ export type ConversationSummary = Message$1<"longlink.v1.ConversationSummary"> &
  * Use `create(ConversationSummarySchema)` to create a new message.
  */
 export const ConversationSummarySchema: GenMessage<ConversationSummary> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 39);
+  messageDesc(file_longlink_v1_longlink, 45);
 
 /**
  * This user's conversations, most recent activity first.
@@ -1714,7 +1973,7 @@ export type ConversationsResult = Message$1<"longlink.v1.ConversationsResult"> &
  * Use `create(ConversationsResultSchema)` to create a new message.
  */
 export const ConversationsResultSchema: GenMessage<ConversationsResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 40);
+  messageDesc(file_longlink_v1_longlink, 46);
 
 /**
  * @generated from message longlink.v1.GroupMember
@@ -1748,7 +2007,7 @@ export type GroupMember = Message$1<"longlink.v1.GroupMember"> & {
  * Use `create(GroupMemberSchema)` to create a new message.
  */
 export const GroupMemberSchema: GenMessage<GroupMember> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 41);
+  messageDesc(file_longlink_v1_longlink, 47);
 
 /**
  * @generated from message longlink.v1.Group
@@ -1802,7 +2061,7 @@ export type Group = Message$1<"longlink.v1.Group"> & {
  * Use `create(GroupSchema)` to create a new message.
  */
 export const GroupSchema: GenMessage<Group> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 42);
+  messageDesc(file_longlink_v1_longlink, 48);
 
 /**
  * Group management. Reply: GroupResult with the group after the change.
@@ -1869,7 +2128,7 @@ export type GroupRequest = Message$1<"longlink.v1.GroupRequest"> & {
  * Use `create(GroupRequestSchema)` to create a new message.
  */
 export const GroupRequestSchema: GenMessage<GroupRequest> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 43);
+  messageDesc(file_longlink_v1_longlink, 49);
 
 /**
  * @generated from message longlink.v1.GroupCreate
@@ -1893,7 +2152,7 @@ export type GroupCreate = Message$1<"longlink.v1.GroupCreate"> & {
  * Use `create(GroupCreateSchema)` to create a new message.
  */
 export const GroupCreateSchema: GenMessage<GroupCreate> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 44);
+  messageDesc(file_longlink_v1_longlink, 50);
 
 /**
  * @generated from message longlink.v1.GroupMembers
@@ -1915,7 +2174,7 @@ export type GroupMembers = Message$1<"longlink.v1.GroupMembers"> & {
  * Use `create(GroupMembersSchema)` to create a new message.
  */
 export const GroupMembersSchema: GenMessage<GroupMembers> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 45);
+  messageDesc(file_longlink_v1_longlink, 51);
 
 /**
  * @generated from message longlink.v1.GroupRef
@@ -1932,7 +2191,7 @@ export type GroupRef = Message$1<"longlink.v1.GroupRef"> & {
  * Use `create(GroupRefSchema)` to create a new message.
  */
 export const GroupRefSchema: GenMessage<GroupRef> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 46);
+  messageDesc(file_longlink_v1_longlink, 52);
 
 /**
  * @generated from message longlink.v1.GroupSetRole
@@ -1961,7 +2220,7 @@ export type GroupSetRole = Message$1<"longlink.v1.GroupSetRole"> & {
  * Use `create(GroupSetRoleSchema)` to create a new message.
  */
 export const GroupSetRoleSchema: GenMessage<GroupSetRole> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 47);
+  messageDesc(file_longlink_v1_longlink, 53);
 
 /**
  * @generated from message longlink.v1.GroupMute
@@ -1990,7 +2249,7 @@ export type GroupMute = Message$1<"longlink.v1.GroupMute"> & {
  * Use `create(GroupMuteSchema)` to create a new message.
  */
 export const GroupMuteSchema: GenMessage<GroupMute> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 48);
+  messageDesc(file_longlink_v1_longlink, 54);
 
 /**
  * @generated from message longlink.v1.GroupResult
@@ -2007,7 +2266,7 @@ export type GroupResult = Message$1<"longlink.v1.GroupResult"> & {
  * Use `create(GroupResultSchema)` to create a new message.
  */
 export const GroupResultSchema: GenMessage<GroupResult> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 49);
+  messageDesc(file_longlink_v1_longlink, 55);
 
 /**
  * Transient server events: not stored, not acked.
@@ -2068,7 +2327,7 @@ export type Event = Message$1<"longlink.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 50);
+  messageDesc(file_longlink_v1_longlink, 56);
 
 /**
  * A message's reactions changed: here they are now (replace what you show).
@@ -2099,7 +2358,7 @@ export type Reactions = Message$1<"longlink.v1.Reactions"> & {
  * Use `create(ReactionsSchema)` to create a new message.
  */
 export const ReactionsSchema: GenMessage<Reactions> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 51);
+  messageDesc(file_longlink_v1_longlink, 57);
 
 /**
  * Pushes to this connection may have been lost (its gateway was cut off from
@@ -2116,7 +2375,7 @@ export type Resync = Message$1<"longlink.v1.Resync"> & {
  * Use `create(ResyncSchema)` to create a new message.
  */
 export const ResyncSchema: GenMessage<Resync> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 52);
+  messageDesc(file_longlink_v1_longlink, 58);
 
 /**
  * @generated from message longlink.v1.Receipt
@@ -2147,7 +2406,7 @@ export type Receipt = Message$1<"longlink.v1.Receipt"> & {
  * Use `create(ReceiptSchema)` to create a new message.
  */
 export const ReceiptSchema: GenMessage<Receipt> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 53);
+  messageDesc(file_longlink_v1_longlink, 59);
 
 /**
  * Direct conversations: a device of the other side has received the
@@ -2182,7 +2441,7 @@ export type Delivery = Message$1<"longlink.v1.Delivery"> & {
  * Use `create(DeliverySchema)` to create a new message.
  */
 export const DeliverySchema: GenMessage<Delivery> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 54);
+  messageDesc(file_longlink_v1_longlink, 60);
 
 /**
  * @generated from message longlink.v1.TypingEvent
@@ -2204,7 +2463,7 @@ export type TypingEvent = Message$1<"longlink.v1.TypingEvent"> & {
  * Use `create(TypingEventSchema)` to create a new message.
  */
 export const TypingEventSchema: GenMessage<TypingEvent> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 55);
+  messageDesc(file_longlink_v1_longlink, 61);
 
 /**
  * A system announcement to every online connection (POST /api/v1/broadcast).
@@ -2233,7 +2492,7 @@ export type Broadcast = Message$1<"longlink.v1.Broadcast"> & {
  * Use `create(BroadcastSchema)` to create a new message.
  */
 export const BroadcastSchema: GenMessage<Broadcast> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 56);
+  messageDesc(file_longlink_v1_longlink, 62);
 
 /**
  * The server closes the connection right after a Kick.
@@ -2264,7 +2523,7 @@ export type Kick = Message$1<"longlink.v1.Kick"> & {
  * Use `create(KickSchema)` to create a new message.
  */
 export const KickSchema: GenMessage<Kick> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 57);
+  messageDesc(file_longlink_v1_longlink, 63);
 
 /**
  * @generated from message longlink.v1.Error
@@ -2300,7 +2559,7 @@ export type Error = Message$1<"longlink.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_longlink_v1_longlink, 58);
+  messageDesc(file_longlink_v1_longlink, 64);
 
 /**
  * @generated from enum longlink.v1.TimelineEventType
@@ -2707,6 +2966,13 @@ export enum ErrorCode {
    * @generated from enum value: TOO_MANY_REACTIONS = 613;
    */
   TOO_MANY_REACTIONS = 613,
+
+  /**
+   * an attachment names no file you may send (never uploaded, not yours and not in a message you may read, or deleted)
+   *
+   * @generated from enum value: FILE_NOT_FOUND = 614;
+   */
+  FILE_NOT_FOUND = 614,
 
   /**
    * server (5xx)
