@@ -466,7 +466,7 @@ export async function runSearch(flags: Record<string, string | undefined>): Prom
   const limit = flags.limit === undefined ? undefined : Number(flags.limit);
   return oneRequest(flags, async (c) => {
     const page = await c.search(query, { conversationId: flags.conversation, limit, cursor: flags.cursor });
-    const lines: Record<string, unknown>[] = page.hits.map((h) => ({ type: 'hit', ...messageLine(h.message), snippet: h.snippet }));
+    const lines: Record<string, unknown>[] = page.hits.map((h) => ({ ...messageLine(h.message), type: 'hit', snippet: h.snippet }));
     if (page.nextCursor !== '') lines.push({ type: 'more', cursor: page.nextCursor });
     return lines;
   });

@@ -72,13 +72,14 @@ export interface ServerProc {
   ws: string;
 }
 
-/** `longlink start` on the given ports (0 = any) and data dir; resolves once it listens. */
-export async function startServer(dataDir: string, httpPort = 0, tcpPort = 0): Promise<ServerProc> {
+/** `longlink start` on the given ports (0 = any) and data dir, with more settings in `env`; resolves once it listens. */
+export async function startServer(dataDir: string, httpPort = 0, tcpPort = 0, env: Record<string, string> = {}): Promise<ServerProc> {
   const proc = run(['start'], {
     LONGLINK_HTTP_PORT: String(httpPort),
     LONGLINK_TCP_PORT: String(tcpPort),
     LONGLINK_DATA_DIR: dataDir,
     LONGLINK_TOKEN_SECRET: TOKEN_SECRET,
+    ...env,
   });
   await proc.waitFor(() => proc.lines.some((l) => l.includes(' listening ')) || proc.exitCode !== null, 15_000, 'server start');
   const line = proc.lines.find((l) => l.includes(' listening '));
