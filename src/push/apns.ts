@@ -6,14 +6,15 @@
 //
 // Per device: 200 delivered; 410, or 400 BadDeviceToken or
 // DeviceTokenNotForTopic, the token is dead (reported, not an error); 429,
-// 5xx and network failures are worth trying again (the whole notification is:
-// its apns-id is derived from the notification and the token, and its
-// collapse id is the conversation, so a device that had it already shows it
-// once); anything else is a refusal.
+// 5xx and network failures are worth trying again, for the devices that do
+// not have it yet (its apns-id is derived from the notification and the
+// token, the same on every try, and its collapse id is the conversation, so
+// a device shows one notification per conversation); anything else is a
+// refusal.
 import { createHash } from 'node:crypto';
 import http2 from 'node:http2';
 import { SignJWT, importPKCS8 } from 'jose';
-import { PushError, retryAfterMs, retryableStatus, type PushNotification, type PushPlatform, type PushProvider, type PushResult } from './provider.js';
+import { PushError, retryAfterMs, type PushProgress, retryableStatus, type PushNotification, type PushPlatform, type PushProvider, type PushResult } from './provider.js';
 
 export interface ApnsOptions {
   teamId: string;
@@ -60,21 +61,22 @@ export class ApnsProvider implements PushProvider {
   }
 
   async send(n: PushNotification): Promise<PushResult> {
-    const invalidTokens: string[] = [];
+    const progress: PushProgress = { sent: [], dead: [] };
     let retry: PushError | undefined;
     let refused: PushError | undefined;
     for (const device of n.devices) {
       try {
-        if (await this.sendOne(n, device.token) === 'dead') invalidTokens.push(device.token);
+        progress[await this.sendOne(n, device.token)].push(device.token);
       } catch (err) {
         const e = err instanceof PushError ? err : new PushError(`APNs unreachable (${(err as Error).message})`, true);
         if (e.retryable) retry ??= e;
         else refused ??= e;
       }
     }
-    if (retry) throw retry;
-    if (refused) throw refused;
-    return { invalidTokens };
+    // A retry goes to the devices that failed, not to those that have it.
+    const failed = retry ?? refused;
+    if (failed) throw new PushError(failed.message, failed.retryable, failed.retryAfterMs, progress);
+    return { invalidTokens: progress.dead };
   }
 
   async close(): Promise<void> {
@@ -83,7 +85,7 @@ export class ApnsProvider implements PushProvider {
     if (s && !s.closed) await new Promise<void>((resolve) => s.close(() => resolve()));
   }
 
-  private async sendOne(n: PushNotification, deviceToken: string, renewed = false): Promise<'sent' | 'dead'> {
+  private async sendOne(n: PushNotification, deviceToken: string, renewed = false): Promise<keyof PushProgress> {
     const { status, body, headers } = await this.post(n, deviceToken, await this.providerToken(renewed));
     if (status === 200) return 'sent';
     const reason = parseReason(body);

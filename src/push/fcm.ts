@@ -6,11 +6,12 @@
 //
 // Per device: 200 delivered; 404, or an error whose details say UNREGISTERED
 // (or INVALID_ARGUMENT naming the token), the token is dead (reported);
-// 429, 5xx and network failures are worth trying again; anything else is a
-// refusal. The collapse key and tag are the conversation: a device shows
-// one notification per conversation.
+// 429, 5xx and network failures are worth trying again (for the devices
+// that do not have it yet); anything else is a refusal. The collapse key and
+// tag are the conversation: a device shows one notification per
+// conversation.
 import { SignJWT, importPKCS8 } from 'jose';
-import { PushError, retryAfterMs, retryableStatus, type PushNotification, type PushPlatform, type PushProvider, type PushResult } from './provider.js';
+import { PushError, retryAfterMs, type PushProgress, retryableStatus, type PushNotification, type PushPlatform, type PushProvider, type PushResult } from './provider.js';
 
 export interface FcmServiceAccount {
   project_id: string;
@@ -41,24 +42,25 @@ export class FcmProvider implements PushProvider {
   }
 
   async send(n: PushNotification): Promise<PushResult> {
-    const invalidTokens: string[] = [];
+    const progress: PushProgress = { sent: [], dead: [] };
     let retry: PushError | undefined;
     let refused: PushError | undefined;
     for (const device of n.devices) {
       try {
-        if (await this.sendOne(n, device.token) === 'dead') invalidTokens.push(device.token);
+        progress[await this.sendOne(n, device.token)].push(device.token);
       } catch (err) {
         const e = err instanceof PushError ? err : new PushError(`FCM unreachable (${(err as Error).message})`, true);
         if (e.retryable) retry ??= e;
         else refused ??= e;
       }
     }
-    if (retry) throw retry;
-    if (refused) throw refused;
-    return { invalidTokens };
+    // A retry goes to the devices that failed, not to those that have it.
+    const failed = retry ?? refused;
+    if (failed) throw new PushError(failed.message, failed.retryable, failed.retryAfterMs, progress);
+    return { invalidTokens: progress.dead };
   }
 
-  private async sendOne(n: PushNotification, deviceToken: string, renewed = false): Promise<'sent' | 'dead'> {
+  private async sendOne(n: PushNotification, deviceToken: string, renewed = false): Promise<keyof PushProgress> {
     const url = `${(this.options.url ?? 'https://fcm.googleapis.com').replace(/\/$/, '')}/v1/projects/${encodeURIComponent(this.options.serviceAccount.project_id)}/messages:send`;
     const message = {
       message: {

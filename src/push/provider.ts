@@ -4,7 +4,9 @@
 // learned are dead. sendWithRetry tries again with exponential backoff and
 // jitter on what is worth trying again (a network failure, 408, 429, 5xx),
 // honouring a Retry-After up to its ceiling; a refusal (another 4xx) is not
-// tried again.
+// tried again. A provider that sends per device says, in its error, which
+// devices already have the notification (or are dead): a retry goes only to
+// the others, so no device gets it twice.
 
 export type PushPlatform = 'apns' | 'fcm' | 'webhook';
 
@@ -42,9 +44,15 @@ export interface PushResult {
   invalidTokens: string[];
 }
 
+/** The device tokens a per-device send got through before it failed: `sent` have it, `dead` are no longer valid. */
+export interface PushProgress {
+  sent: string[];
+  dead: string[];
+}
+
 /** A failed send: `retryable` (network, 408, 429, 5xx) or not (the provider refused it). */
 export class PushError extends Error {
-  constructor(message: string, readonly retryable: boolean, readonly retryAfterMs?: number) {
+  constructor(message: string, readonly retryable: boolean, readonly retryAfterMs?: number, readonly progress?: PushProgress) {
     super(message);
     this.name = 'PushError';
   }
@@ -74,21 +82,28 @@ export interface RetryOutcome {
   attempts: number;
 }
 
-/** Sends with backoff on retryable failures; never throws. */
+/** Sends with backoff on retryable failures, each retry to the devices that do not have it yet; never throws. */
 export async function sendWithRetry(provider: PushProvider, n: PushNotification, options: RetryOptions): Promise<RetryOutcome> {
+  const invalidTokens: string[] = [];
+  let current = n;
   let attempts = 0;
   for (;;) {
     attempts++;
     try {
-      const result = await provider.send(n);
-      return { outcome: 'delivered', invalidTokens: result.invalidTokens, attempts };
+      const result = await provider.send(current);
+      return { outcome: 'delivered', invalidTokens: [...invalidTokens, ...result.invalidTokens], attempts };
     } catch (err) {
+      if (err instanceof PushError && err.progress) {
+        invalidTokens.push(...err.progress.dead);
+        const done = new Set([...err.progress.sent, ...err.progress.dead]);
+        current = { ...current, devices: current.devices.filter((d) => !done.has(d.token)) };
+      }
       const retryable = !(err instanceof PushError) || err.retryable;
-      if (!retryable) return { outcome: 'refused', invalidTokens: [], attempts };
-      if (attempts >= options.attempts || options.signal?.aborted) return { outcome: 'failed', invalidTokens: [], attempts };
+      if (!retryable) return { outcome: 'refused', invalidTokens, attempts };
+      if (attempts >= options.attempts || options.signal?.aborted) return { outcome: 'failed', invalidTokens, attempts };
       const backoff = Math.min(options.maxBackoffMs, options.firstBackoffMs * 2 ** (attempts - 1));
       const wait = err instanceof PushError && err.retryAfterMs !== undefined ? Math.min(options.maxBackoffMs, err.retryAfterMs) : backoff / 2 + Math.random() * backoff / 2;
-      if (!(await pause(wait, options.signal))) return { outcome: 'failed', invalidTokens: [], attempts };
+      if (!(await pause(wait, options.signal))) return { outcome: 'failed', invalidTokens, attempts };
     }
   }
 }

@@ -8,10 +8,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createClient, type LonglinkClient } from '../../src/client/index.js';
 import { verifySignature } from '../../src/risk/webhooks.js';
 import type { TestServer } from '../helpers/server.js';
+import { FakeApns, FakeFcm } from '../helpers/fake-push.js';
 import { sleep, until, urlOf, withServer } from './support.js';
 
 const T = { timeout: 120_000 };
@@ -183,5 +187,64 @@ describe('offline push notifications (webhook provider)', () => {
         await alice.close();
       }
     });
+  });
+});
+
+describe('offline push notifications (APNs and FCM, local fakes)', () => {
+  const apns = new FakeApns();
+  const fcm = new FakeFcm();
+  let dir = '';
+  let flags: Record<string, string> = {};
+  before(async () => {
+    await Promise.all([apns.start(), fcm.start()]);
+    dir = mkdtempSync(join(tmpdir(), 'longlink-push-'));
+    writeFileSync(join(dir, 'AuthKey.p8'), apns.privateKeyPem);
+    writeFileSync(join(dir, 'service-account.json'), JSON.stringify(fcm.serviceAccount()));
+    flags = {
+      'apns-key-file': join(dir, 'AuthKey.p8'), 'apns-key-id': apns.keyId, 'apns-team-id': apns.teamId, 'apns-topic': apns.topic, 'apns-url': apns.url,
+      'fcm-service-account-file': join(dir, 'service-account.json'), 'fcm-url': fcm.url,
+      'push-collapse-ms': String(COLLAPSE_MS),
+    };
+  });
+  after(async () => {
+    await Promise.all([apns.stop(), fcm.stop()]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('each registered device gets one notification per burst from its platform\'s provider, none while online; a dead token is forgotten', T, async () => {
+    apns.script.set('iphone-old', [{ status: 410, reason: 'Unregistered' }]);
+    await withServer(async (s) => {
+      const alice = await connect(s, 'alice');
+      const devices = [['iphone', 'apns', 'iphone-token'], ['iphone-old', 'apns', 'iphone-old'], ['pixel', 'fcm', 'pixel-token']] as const;
+      const bobs = await Promise.all(devices.map(([device]) => connect(s, 'bob', device)));
+      try {
+        await Promise.all(bobs.map((b, i) => b.registerPush(devices[i]![1], devices[i]![2])));
+        await alice.send({ to: 'bob', text: 'while bob is here' });
+        await settle();
+        assert.deepEqual([apns.requests.length, fcm.requests.length], [0, 0], 'a device online: nothing');
+
+        await Promise.all(bobs.map((b) => b.close()));
+        await alice.send({ to: 'bob', text: 'dinner?' });
+        await alice.send({ to: 'bob', text: 'at 8' });
+        await until(() => apns.requests.length >= 2 && fcm.requests.length >= 1, 10_000, () => 'the notifications');
+        await settle();
+        assert.deepEqual(apns.requests.map((r) => [r.token, r.status]).sort(), [['iphone-old', 410], ['iphone-token', 200]]);
+        assert.deepEqual(fcm.requests.map((r) => [r.token, r.status]), [['pixel-token', 200]]);
+        const a = apns.delivered('iphone-token')[0]!;
+        assert.deepEqual([a.payload.aps.alert.title, a.payload.aps.alert.body, a.payload.aps.badge, a.headers['apns-collapse-id']], ['alice', '(2) at 8', 3, 'u:alice:bob']);
+        const f = fcm.delivered('pixel-token')[0]!;
+        assert.deepEqual([f.message.notification.body, f.message.apns.payload.aps.badge, f.message.data.seq], ['(2) at 8', 3, '3']);
+
+        // The next burst: the dead token is no longer sent to.
+        await alice.send({ to: 'bob', text: 'ok?' });
+        await until(() => apns.requests.length >= 3 && fcm.requests.length >= 2, 10_000, () => 'the next notifications');
+        await settle();
+        assert.deepEqual(apns.requests.slice(2).map((r) => [r.token, r.payload.aps.alert.body, r.payload.aps.badge]), [['iphone-token', 'ok?', 4]]);
+        assert.deepEqual(fcm.requests.slice(1).map((r) => r.token), ['pixel-token']);
+      } finally {
+        await alice.close();
+        await Promise.all(bobs.map((b) => b.close()));
+      }
+    }, flags);
   });
 });
