@@ -138,6 +138,8 @@ export interface LoginInfo {
   platform: string;
   nodeId: string;
   pingIntervalMs: number;
+  /** The largest file this server takes in an upload (bytes); 0 when it does not say. */
+  maxFileBytes: number;
 }
 
 export interface ClientEvents {

@@ -160,7 +160,7 @@ export class Connection {
     }
     if (reply.body.case !== 'loginResult') throw new LonglinkError(ErrorCode.INTERNAL, 'unexpected login reply');
     const r = reply.body.value;
-    const info: LoginInfo = { userId: r.userId, deviceId: r.deviceId, platform: r.platform, nodeId: r.nodeId, pingIntervalMs: r.pingIntervalMs };
+    const info: LoginInfo = { userId: r.userId, deviceId: r.deviceId, platform: r.platform, nodeId: r.nodeId, pingIntervalMs: r.pingIntervalMs, maxFileBytes: Number(r.maxFileBytes) };
     this.loginInfo = info;
     this.attempt = 0;
     this.lostReason = undefined;

@@ -4,9 +4,10 @@ import {
   directConversationId, directMembers, LonglinkError, errorName, groupConversationId, groupIdOf, isGroupConversation,
   type LonglinkClient, type ChatMessage, type ClientState, type ConversationInfo, type DeliveryInfo, type PendingSend,
   type PresenceInfo, type ReceiptInfo, type SendOptions, type SendResult, type StoredSend, type TimelineEventData,
-  type ContentData, type QuoteData, type ReactionData, type ReactionsInfo,
+  type ContentData, type QuoteData, type ReactionData, type ReactionsInfo, type AttachmentData,
 } from '../client/browser.js';
 import { byId, clockTime, h, randomId } from './dom.js';
+import { Files, fileLabel } from './files.js';
 
 /** Messages per history page. */
 const PAGE = 30;
@@ -61,6 +62,8 @@ interface Item {
   edited?: boolean;
   reactions?: ReactionData[];
   event?: TimelineEventData;
+  /** Files of one of our sends, as uploaded here (the server's copy is in content once it is loaded). */
+  files?: AttachmentData[];
   /** Order of pending items (no seq yet). */
   order: number;
 }
@@ -80,6 +83,8 @@ interface Open {
   failed: boolean;
   /** The "New messages" divider goes before the first message of others after this seq (none when undefined). */
   unreadAfter?: number;
+  /** A message opened from a search result: marked, and scrolled to. */
+  found?: number;
 }
 
 export interface ChatOptions {
@@ -129,6 +134,7 @@ function sendOptions(s: StoredSend): SendOptions {
   if (s.to !== undefined) o.to = s.to;
   if (s.groupId !== undefined) o.groupId = s.groupId;
   if (s.conversationId !== undefined) o.conversationId = s.conversationId;
+  if (s.content?.attachments) o.attachments = s.content.attachments;
   return o;
 }
 
@@ -159,6 +165,7 @@ export class Chat {
   /** Why the server closed the connection (a kick that reconnects), shown until online again. */
   private kickReason = '';
   private readonly unsubscribe: (() => void)[] = [];
+  readonly files: Files;
   private readonly el = {
     me: byId('me-name'),
     conn: byId('conn'),
@@ -182,6 +189,7 @@ export class Chat {
     private readonly options: ChatOptions = {},
   ) {
     this.el.me.textContent = me;
+    this.files = new Files(client, (text) => this.notice(text));
     const c = client;
     this.unsubscribe.push(
       c.on('state', (state, detail) => this.showState(state, detail.retryInMs)),
@@ -215,6 +223,7 @@ export class Chat {
     clearInterval(this.typingTimer);
     clearTimeout(this.readTimer);
     clearTimeout(this.refreshTimer);
+    this.files.dispose();
     this.open = undefined;
     this.rows.clear();
     this.el.list.replaceChildren();
@@ -298,6 +307,50 @@ export class Chat {
     this.renderMessages('bottom');
     // Its outcome comes as a 'sent' or 'failed' event; the promise rejects also when we log out, which needs nothing.
     this.client.send(sendOptions(send)).catch(() => undefined);
+  }
+
+  /** Upload a file the user picked (with progress) and send it to the open conversation, with `caption` as its text. */
+  async sendFile(file: File, caption: string): Promise<void> {
+    const open = this.open;
+    const conv = open && this.convs.get(open.id);
+    if (!open || !conv) return;
+    const target = conv.kind === 'group' ? { groupId: conv.groupId ?? groupIdOf(conv.id) ?? '' } : { to: conv.peer ?? '' };
+    const info = await this.files.upload(file);
+    if (!info) return;
+    const send: StoredSend = { ...target, text: caption, clientMsgId: `web-${randomId()}`, createdAtMs: Date.now(), content: { attachments: [info.fileId] } };
+    this.addPending(send);
+    if (this.open?.id === conv.id) this.renderMessages('bottom');
+    this.client.send(sendOptions(send)).catch(() => undefined);
+  }
+
+  /** A conversation's title as the list shows it (a search result's). */
+  conversationTitle(id: string): string {
+    const conv = this.convs.get(id);
+    if (conv) return this.titleOf(conv);
+    const members = directMembers(id);
+    if (members) return this.nameOf(members[0] === this.me ? members[1] : members[0]);
+    return groupIdOf(id) ?? id;
+  }
+
+  /** Open a conversation at one of its messages (a search result): older pages are loaded until it is there. */
+  async openAt(id: string, seq: number): Promise<void> {
+    if (!this.convs.has(id)) {
+      const members = directMembers(id);
+      const groupId = groupIdOf(id);
+      if (members?.includes(this.me)) this.convs.set(id, this.newConv(id, { kind: 'direct', title: members[0] === this.me ? members[1] : members[0], peer: members[0] === this.me ? members[1] : members[0] }));
+      else if (groupId !== undefined) this.convs.set(id, this.newConv(id, { kind: 'group', title: groupId, groupId }));
+      else return;
+      this.scheduleRefresh(0);
+    }
+    await this.openConversation(id);
+    const open = this.open;
+    if (open?.id !== id) return;
+    // At most 20 pages back (600 messages): a message further back stays where it is.
+    for (let i = 0; i < 20 && this.open === open && !open.items.has(seq) && open.hasMore; i++) await this.loadOlder();
+    if (this.open !== open) return;
+    open.found = seq;
+    this.renderMessages('keep');
+    this.el.messages.querySelector(`[data-seq="${seq}"]`)?.scrollIntoView({ block: 'center' });
   }
 
   /**
@@ -527,7 +580,8 @@ export class Chat {
     if (conv) {
       if (r.seq > conv.lastSeq) {
         conv.lastSeq = r.seq;
-        conv.lastText = `You: ${s.text}`;
+        const file = item.files?.[0];
+        conv.lastText = `You: ${s.text || (file ? fileLabel(file) : '')}`;
         conv.lastAtMs = r.sentAtMs;
       }
       // The server counts what we wrote, and what came before it, as read by us.
@@ -677,7 +731,8 @@ export class Chat {
     if (m.event) return eventText(m.event);
     if (m.recalledBy !== undefined) return 'message recalled';
     if (m.deletedBy !== undefined) return 'message deleted';
-    const text = m.text !== '' ? m.text : m.content?.type !== undefined ? `[${m.content.type}]` : '';
+    const file = m.content?.attachments?.[0];
+    const text = m.text !== '' ? m.text : file ? fileLabel(file) : m.content?.type !== undefined ? `[${m.content.type}]` : '';
     if (m.fromUser === this.me) return `You: ${text}`;
     return isGroupConversation(m.conversationId) ? `${m.fromUser}: ${text}` : text;
   }
@@ -689,10 +744,14 @@ export class Chat {
   }
 
   private itemOf(s: StoredSend): PendingItem {
-    return {
+    const item: PendingItem = {
       conversationId: this.conversationOf(s), clientMsgId: s.clientMsgId, from: this.me, text: s.text,
       sentAtMs: s.createdAtMs, status: 'pending', order: this.order++,
     };
+    // Files uploaded by this page are shown at once; those of an earlier load, once the server has the message.
+    const files = (s.content?.attachments ?? []).map((id) => this.files.known(id)).filter((f) => f !== undefined);
+    if (files.length > 0) item.files = files;
+    return item;
   }
 
   /** A send to show as pending until its 'sent' or 'failed' event (the same item if already shown). */
@@ -952,8 +1011,9 @@ export class Chat {
     const gone = item.recalled === true || item.deleted === true;
     const c = gone ? undefined : item.content;
     const mentionsMe = c?.mentionAll === true || c?.mentions?.includes(this.me) === true;
+    const found = item.seq !== undefined && this.open?.found === item.seq;
     return h('li', {
-      class: `msg ${own ? 'own' : 'theirs'}${gone ? ' recalled' : ''}${mentionsMe ? ' mentioned' : ''}`,
+      class: `msg ${own ? 'own' : 'theirs'}${gone ? ' recalled' : ''}${mentionsMe ? ' mentioned' : ''}${found ? ' found' : ''}`,
       'data-seq': item.seq, 'data-from': item.from, 'data-type': c?.type,
     },
     h('div', { class: 'bubble' },
@@ -963,6 +1023,7 @@ export class Chat {
         item.reply.gone ? 'message no longer available' : `${item.reply.fromUser}: ${item.reply.text || (item.reply.type ? `[${item.reply.type}]` : '')}`),
       c?.type !== undefined && h('span', { class: 'custom', 'data-content-type': c.type }, `[${c.type}] ${payloadPreview(c.payload)}`),
       h('span', { class: 'text' }, item.recalled ? 'message recalled' : item.deleted ? 'message deleted' : item.text),
+      !gone && this.files.render(c?.attachments ?? item.files ?? []),
       item.edited && !gone && h('span', { class: 'edited' }, ' (edited)')),
     !gone && item.reactions && item.reactions.length > 0 && h('div', { class: 'reactions' },
       ...item.reactions.map((r) => h('button', {

@@ -6,6 +6,7 @@ import { Chat } from './chat.js';
 import { adoptOrphans, claimDevice } from './devices.js';
 import { byId } from './dom.js';
 import { parseMembers } from './members.js';
+import { Search } from './search.js';
 
 interface DevToken {
   token: string;
@@ -46,9 +47,16 @@ const el = {
   newGroupName: byId<HTMLInputElement>('new-group-name'),
   newGroupMembers: byId<HTMLInputElement>('new-group-members'),
   newGroupError: byId('new-group-error'),
+  attach: byId<HTMLButtonElement>('attach'),
+  file: byId<HTMLInputElement>('composer-file'),
+  search: byId<HTMLFormElement>('search'),
+  searchQuery: byId<HTMLInputElement>('search-query'),
+  searchHits: byId('search-hits'),
+  searchMore: byId<HTMLButtonElement>('search-more'),
+  searchClose: byId<HTMLButtonElement>('search-close'),
 };
 
-let session: { client: LonglinkClient; chat: Chat; release: () => void } | undefined;
+let session: { client: LonglinkClient; chat: Chat; search: Search; release: () => void } | undefined;
 
 // ---- the open conversation in the URL ------------------------------------------------
 // `#c=<conversation id>`: a reload (or a link) reopens it.
@@ -99,7 +107,8 @@ async function logIn(userId: string): Promise<void> {
     el.login.hidden = true;
     el.chat.hidden = false;
     chat = new Chat(client, userId, { onOpen: conversationChanged });
-    session = { client, chat, release };
+    const search = new Search(client, { titleOf: (id) => chat.conversationTitle(id), openAt: (id, seq) => chat.openAt(id, seq) });
+    session = { client, chat, search, release };
     // Whenever connected (the first login, or back after a loss), send what closed tabs of this user left unsent.
     client.on('state', (state) => {
       if (state !== 'online' || session?.chat !== chat) return;
@@ -123,6 +132,8 @@ async function logOut(): Promise<void> {
   const s = session;
   session = undefined;
   s?.chat.dispose();
+  s?.search.close();
+  el.searchQuery.value = '';
   conversationChanged(undefined);
   try {
     await s?.client.close();
@@ -162,6 +173,8 @@ el.older.addEventListener('click', () => void session?.chat.loadOlder());
 el.messages.addEventListener('click', (e) => {
   const button = (e.target as Element).closest<HTMLElement>('[data-recall]');
   if (button?.dataset.recall) void session?.chat.recall(Number(button.dataset.recall));
+  const download = (e.target as Element).closest<HTMLElement>('[data-download]');
+  if (download?.dataset.download) void session?.chat.files.download(download.dataset.download);
   const react = (e.target as Element).closest<HTMLElement>('[data-react]');
   if (react?.dataset.react && react.dataset.emoji) void session?.chat.react(Number(react.dataset.react), react.dataset.emoji);
 });
@@ -174,6 +187,35 @@ el.composer.addEventListener('submit', (e) => {
   el.text.value = '';
 });
 el.text.addEventListener('input', () => session?.chat.typed());
+
+// A file goes as its own message, with what the composer holds as its caption.
+el.attach.addEventListener('click', () => el.file.click());
+el.file.addEventListener('change', () => {
+  const file = el.file.files?.[0];
+  el.file.value = '';
+  if (!file || !session) return;
+  const caption = el.text.value.trim() === '' ? '' : el.text.value;
+  el.text.value = '';
+  void session.chat.sendFile(file, caption);
+});
+
+el.search.addEventListener('submit', (e) => {
+  e.preventDefault();
+  void session?.search.run(el.searchQuery.value);
+});
+el.searchClose.addEventListener('click', () => {
+  el.searchQuery.value = '';
+  session?.search.close();
+});
+el.searchMore.addEventListener('click', () => void session?.search.more());
+el.searchHits.addEventListener('click', (e) => {
+  const hit = (e.target as Element).closest<HTMLElement>('[data-conv]');
+  if (hit?.dataset.conv && hit.dataset.seq) void session?.search.pick(hit.dataset.conv, Number(hit.dataset.seq));
+});
+el.searchHits.addEventListener('keydown', (e) => {
+  const hit = (e.target as Element).closest<HTMLElement>('[data-conv]');
+  if (e.key === 'Enter' && hit?.dataset.conv && hit.dataset.seq) void session?.search.pick(hit.dataset.conv, Number(hit.dataset.seq));
+});
 
 el.newDirect.addEventListener('submit', (e) => {
   e.preventDefault();
