@@ -13,6 +13,15 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
 import { T, conv, launchBrowser, logIn, shot, texts, until } from './helpers.js';
 import { createClient, type ChatMessage, type LonglinkClient } from '../../src/client/index.js';
 
+/** What the test reads of an <img> in the page (the tests compile without the DOM's types). */
+interface Img {
+  complete: boolean;
+  naturalWidth: number;
+  width: number;
+  height: number;
+  src: string;
+}
+
 describe('web chat page in Chromium: files and search', () => {
   let server: TestServer;
   let browser: Browser;
@@ -51,11 +60,11 @@ describe('web chat page in Chromium: files and search', () => {
     await until('both messages shown', () => texts(page), (t) => t.length === 2);
 
     const img = page.locator('.msg img.file-image');
-    await until('the image\'s preview loaded', () => img.evaluate((e: HTMLImageElement) => [e.complete, e.naturalWidth, e.src.slice(0, 5)]),
+    await until('the image\'s preview loaded', () => img.evaluate((e) => [(e as unknown as Img).complete, (e as unknown as Img).naturalWidth, (e as unknown as Img).src.slice(0, 5)]),
       ([complete, w, scheme]) => complete === true && (w as number) > 0 && scheme === 'blob:');
     assert.equal(await img.getAttribute('alt'), 'beach.png');
     // The preview is at most 320 px wide, drawn in its box at the image's proportions.
-    assert.deepEqual(await img.evaluate((e: HTMLImageElement) => [e.naturalWidth, e.width, e.height]), [320, 240, 120]);
+    assert.deepEqual(await img.evaluate((e) => [(e as unknown as Img).naturalWidth, (e as unknown as Img).width, (e as unknown as Img).height]), [320, 240, 120]);
 
     const button = page.locator('.msg button.file.document');
     assert.equal(await button.locator('.file-name').textContent(), 'invoice.pdf');
@@ -65,11 +74,11 @@ describe('web chat page in Chromium: files and search', () => {
     assert.deepEqual(await readFile(await download.path()), pdf);
 
     // ben sends a file from the page: the bar moves to 100% and ann gets it.
-    await page.evaluate(() => {
+    await page.locator('#upload-progress').evaluate((bar) => {
       const values: number[] = [];
-      (window as unknown as { progress: number[] }).progress = values;
-      const bar = document.getElementById('upload-progress') as HTMLProgressElement;
-      new MutationObserver(() => values.push(bar.value)).observe(bar, { attributes: true, attributeFilter: ['value'] });
+      (globalThis as unknown as { progress: number[] }).progress = values;
+      const Observer = (globalThis as unknown as { MutationObserver: new (cb: () => void) => { observe(target: unknown, options: object): void } }).MutationObserver;
+      new Observer(() => values.push(Number(bar.getAttribute('value')))).observe(bar, { attributes: true, attributeFilter: ['value'] });
     });
     const notes = Buffer.alloc(3 * 1024 * 1024, 'meeting notes, line after line\n');
     await page.locator('#composer-text').fill('notes attached');
@@ -80,7 +89,7 @@ describe('web chat page in Chromium: files and search', () => {
     const file = got.content!.attachments![0]!;
     assert.deepEqual([file.name, file.mime, file.size], ['notes.txt', 'text/plain', notes.length]);
     assert.deepEqual(Buffer.from((await ann.downloadFile(file.fileId)).bytes), notes);
-    const progress = await page.evaluate(() => (window as unknown as { progress: number[] }).progress);
+    const progress = await page.evaluate(() => (globalThis as unknown as { progress: number[] }).progress);
     assert.equal(progress.at(-1), 100, `progress ends at 100: ${progress.join()}`);
     assert.ok(progress.every((v, i) => i === 0 || v >= progress[i - 1]!), `progress never goes back: ${progress.join()}`);
     await until('the upload bar gone', () => page.locator('#upload').isHidden(), (hidden) => hidden);
@@ -115,7 +124,7 @@ describe('web chat page in Chromium: files and search', () => {
     assert.equal(await found.isVisible(), true);
     assert.ok(await found.evaluate((e) => {
       const box = e.getBoundingClientRect();
-      const pane = document.getElementById('messages')!.getBoundingClientRect();
+      const pane = e.ownerDocument.getElementById('messages')!.getBoundingClientRect();
       return box.top >= pane.top && box.bottom <= pane.bottom;
     }), 'scrolled into view');
 
