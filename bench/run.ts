@@ -34,10 +34,12 @@ options:
                      heartbeat: longlink-tcp, longlink-ws, raw-net, raw-ws)
   --split            cluster-p2p, group: the split logic tier (auth, message x2, group, storage, risk)
                      beside the combined one (2 logic) in the same run, in interleaved rounds
-  --rounds N         rounds of each layout with --split (default: cluster-p2p 3, group 2; quick 1), or of each run with --rules (default 3),
+  --rounds N         rounds of each layout with --split (default: cluster-p2p 3, group 2; quick 1), or of each run with --rules or --search (default 3),
                      or of each group size with biggroup (default 3; quick 1), or of each system with heartbeat (default 3; quick 1)
   --rules            p2p: Longlink with a 10,000-word block list, 1,000 mask words and a regex set loaded, beside Longlink
                      without rules, in interleaved rounds
+  --search           p2p: Longlink keeping its full-text index (the default) beside Longlink with LONGLINK_SEARCH=0,
+                     in interleaved rounds
   --json             print one JSON document per scenario on stdout (the table goes to stderr)
   --save / --no-save keep the result in bench/RESULTS.md (default: save unless --quick)
   --profile DIR      write CPU profiles of the Longlink server processes into DIR
@@ -66,6 +68,7 @@ function parse(argv: string[]): { names: string[]; o: Options; json: boolean; sa
       case '--gateways': o.gateways = num(a, argv[++i]); break;
       case '--split': o.split = true; break;
       case '--rules': o.rules = true; break;
+      case '--search': o.search = true; break;
       case '--rounds': o.rounds = Math.round(num(a, argv[++i])); break;
       case '--profile': o.profile = argv[++i]; break;
       case '--systems': {
@@ -84,7 +87,8 @@ function parse(argv: string[]): { names: string[]; o: Options; json: boolean; sa
   for (const n of names) if (n !== 'all' && !scenarios[n]) throw new Error(`unknown scenario ${n}\n${USAGE}`);
   if (o.split && names.some((n) => n !== 'cluster-p2p' && n !== 'group')) throw new Error(`--split is for cluster-p2p and group\n${USAGE}`);
   if (o.rules && names.some((n) => n !== 'p2p')) throw new Error(`--rules is for p2p\n${USAGE}`);
-  if (o.rounds !== undefined && !o.split && !o.rules && names.some((n) => n !== 'biggroup')) throw new Error(`--rounds goes with --split, --rules or biggroup\n${USAGE}`);
+  if (o.search && (o.rules || names.some((n) => n !== 'p2p'))) throw new Error(`--search is for p2p, without --rules\n${USAGE}`);
+  if (o.rounds !== undefined && !o.split && !o.rules && !o.search && names.some((n) => n !== 'biggroup')) throw new Error(`--rounds goes with --split, --rules or biggroup\n${USAGE}`);
   if (o.systems && names.some((n) => n !== 'connections')) throw new Error(`--systems is for connections\n${USAGE}`);
   return { names, o, json, save };
 }

@@ -196,6 +196,8 @@ export interface ServerConfig {
    */
   retentionDays: number;
   limits: Limits;
+  /** Full-text search of messages (LONGLINK_SEARCH): off, no text index is kept and searches are refused. @default true */
+  search: boolean;
   /** Uploads (POST /api/v1/files). */
   files: FileSettings;
   /** Offline push notifications: the providers configured (none: none are sent). */
@@ -586,6 +588,7 @@ export function loadServerConfig(flags: Source, env: Source = process.env): Serv
     allowedOrigins: allowedOrigins.map((o) => (o === '*' ? o : new URL(o).origin)),
     logLevel: logLevel as LogLevel,
     retentionDays: int(flags, env, 'retention-days', DEFAULTS.retentionDays, 0, 36_500),
+    search: bool(flags, env, 'search') ?? true,
     files: fileSettings(flags, env),
     push: pushSettings(flags, env),
     limits: {

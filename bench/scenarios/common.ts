@@ -19,6 +19,8 @@ export interface Options {
   rounds?: number;
   /** p2p: the same load with and without a 10,000-word list and a regex set loaded, in interleaved rounds. */
   rules?: boolean;
+  /** p2p: the search index kept against LONGLINK_SEARCH=0. */
+  search?: boolean;
   /** Write CPU profiles of the server processes' measured phase into this folder. */
   profile?: string;
   /** Only these of the scenario's systems (e.g. connections: longlink without the bare baselines); all when absent. */

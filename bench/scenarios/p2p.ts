@@ -13,6 +13,7 @@ import {
   type Measured, type Options,
 } from './common.js';
 import type { Fleet } from '../lib/fleet.js';
+import type { System } from '../lib/systems.js';
 
 export function p2pPlan(o: Options, users: number): LoadPlan {
   return {
@@ -27,7 +28,8 @@ export function p2pPlan(o: Options, users: number): LoadPlan {
 }
 
 export async function p2p(o: Options): Promise<BenchResult> {
-  if (o.rules) return p2pRules(o);
+  if (o.rules) return p2pPaired(o, rulesPair());
+  if (o.search) return p2pPaired(o, searchPair());
   const users = o.connections ?? 2000;
   const plan = p2pPlan(o, users);
   const results: Record<string, SystemResult> = {};
@@ -123,64 +125,108 @@ export function benchRules(): unknown {
   };
 }
 
+/** Two embedded servers compared by p2p --rules or --search: the first without the feature, the second with it. */
+interface Pair {
+  section: string;
+  names: readonly [string, string];
+  servers: readonly [() => Promise<System>, () => Promise<System>];
+  conditions: Record<string, string>;
+  /** The ratio's name: `${label}/none` (or as given). */
+  label: string;
+  goal: string;
+  title: string;
+  notes: string[];
+}
+
+/** p2p --rules: risk rules loaded against none. */
+function rulesPair(): Pair {
+  return {
+    section: 'p2p --rules',
+    names: ['longlink', 'longlink+rules'],
+    servers: [() => startEmbeddedLonglink({ transports: ['ws'] }), () => startEmbeddedLonglink({ transports: ['ws'], rules: benchRules() })],
+    conditions: {
+      longlink: 'embedded (`longlink start`), SQLite synchronous=FULL, acked after commit, PushAck per push, default limits; no risk rules',
+      'longlink+rules': 'the same, with 10,000 block words, 1,000 mask words, 5 regex rules and a link allow-list (PUT /api/v1/risk/rules)',
+    },
+    label: 'rules/none',
+    goal: 'throughput with rules >= 0.9x without (median of the rounds\' ratios)',
+    title: 'with and without risk rules',
+    notes: ['No payload matches a rule (the words use letters that are no digit\'s look-alike), so every message goes through every check and is stored as sent.'],
+  };
+}
+
+/** p2p --search: the full-text index kept (the default) against LONGLINK_SEARCH=0. */
+function searchPair(): Pair {
+  return {
+    section: 'p2p --search',
+    names: ['longlink-nosearch', 'longlink'],
+    servers: [() => startEmbeddedLonglink({ transports: ['ws'], env: { LONGLINK_SEARCH: '0' } }), () => startEmbeddedLonglink({ transports: ['ws'] })],
+    conditions: {
+      'longlink-nosearch': 'embedded (`longlink start`), SQLite synchronous=FULL, acked after commit, PushAck per push, default limits; LONGLINK_SEARCH=0 (no text index)',
+      longlink: 'the same with search on (the default): every stored message indexed in SQLite FTS5 by the committed stream\'s search group, beside the send path',
+    },
+    label: 'search/none',
+    goal: 'throughput with the search index >= 0.9x without (median of the rounds\' ratios)',
+    title: 'with and without the search index',
+    notes: ['Indexing is asynchronous (the committed stream\'s search group): acks and deliveries never wait for it, but it shares the process and the SQLite file with the send path.'],
+  };
+}
+
 /**
- * p2p --rules: the same saturation load on two embedded servers up at once,
- * one without rules and one with benchRules(), in interleaved rounds (the
- * machine is shared: each round's ratio, and the medians).
+ * p2p --rules / --search: the same saturation load on two embedded servers
+ * up at once, one without the feature and one with it, in interleaved rounds
+ * (the machine is shared: each round's ratio, and the medians).
  */
-async function p2pRules(o: Options): Promise<BenchResult> {
+async function p2pPaired(o: Options, pair: Pair): Promise<BenchResult> {
   const users = o.connections ?? 2000;
   const plan = { ...p2pPlan(o, users), durationMs: seconds(o, 8, 3) * 1000 };
   const rounds = o.rounds ?? (o.quick ? 1 : 3);
-  const measured: Record<'longlink' | 'longlink+rules', Measured[]> = { longlink: [], 'longlink+rules': [] };
-  await withSystem(() => startEmbeddedLonglink({ transports: ['ws'] }), (bare) => withSystem(
-    () => startEmbeddedLonglink({ transports: ['ws'], rules: benchRules() }),
-    async (ruled) => {
-      const stations: { name: 'longlink' | 'longlink+rules'; sys: typeof bare; fleet: Fleet }[] = [];
-      try {
-        for (const [name, sys] of [['longlink', bare], ['longlink+rules', ruled]] as const) {
-          stations.push({ name, sys, fleet: await connectFleet(sys, name, users, plan) });
-        }
-        for (let r = 0; r < rounds; r++) {
-          for (const st of roundOrder(stations, r)) measured[st.name].push(await measurePhase(st.sys, st.fleet, `${st.name} round ${r + 1}/${rounds}`, plan));
-        }
-        for (const st of stations) await st.fleet.close();
-      } finally {
-        for (const st of stations) await st.fleet.stop();
+  const [none, withIt] = pair.names;
+  const measured: Record<string, Measured[]> = { [none]: [], [withIt]: [] };
+  await withSystem(pair.servers[0], (a) => withSystem(pair.servers[1], async (b) => {
+    const stations: { name: string; sys: System; fleet: Fleet }[] = [];
+    try {
+      for (const [name, sys] of [[none, a], [withIt, b]] as const) {
+        stations.push({ name, sys, fleet: await connectFleet(sys, name, users, plan) });
       }
-    },
-  ));
-  const results: Record<string, SystemResult> = { longlink: medianFields(measured.longlink), 'longlink+rules': medianFields(measured['longlink+rules']) };
-  const paired = median(measured['longlink+rules'].map((m, i) => ratio(m.outcome.msgs_per_s, measured.longlink[i]!.outcome.msgs_per_s)));
+      for (let r = 0; r < rounds; r++) {
+        for (const st of roundOrder(stations, r)) measured[st.name]!.push(await measurePhase(st.sys, st.fleet, `${st.name} round ${r + 1}/${rounds}`, plan));
+      }
+      for (const st of stations) await st.fleet.close();
+    } finally {
+      for (const st of stations) await st.fleet.stop();
+    }
+  }));
+  const results: Record<string, SystemResult> = { [none]: medianFields(measured[none]!), [withIt]: medianFields(measured[withIt]!) };
+  const paired = median(measured[withIt]!.map((m, i) => ratio(m.outcome.msgs_per_s, measured[none]![i]!.outcome.msgs_per_s)));
   const ratios: Record<string, number> = {
-    'rules/none msgs_per_s': ratio(results['longlink+rules']!.msgs_per_s, results.longlink!.msgs_per_s),
-    'rules/none msgs_per_s, median of the rounds\' ratios': paired,
-    'rules/none p99_ms': ratio(results['longlink+rules']!.p99_ms, results.longlink!.p99_ms),
+    [`${pair.label} msgs_per_s`]: ratio(results[withIt]!.msgs_per_s, results[none]!.msgs_per_s),
+    [`${pair.label} msgs_per_s, median of the rounds' ratios`]: paired,
+    [`${pair.label} p99_ms`]: ratio(results[withIt]!.p99_ms, results[none]!.p99_ms),
   };
   return {
     scenario: 'p2p',
-    section: 'p2p --rules',
+    section: pair.section,
     command: o.command,
     conditions: {
       machine: machineInfo(), users, peers_per_user: 4, payload_bytes: PAYLOAD_BYTES, transport: 'websocket',
       mode: `saturation, ${plan.window} messages in flight`, duration_s: plan.durationMs / 1000, load_processes: 2,
-      longlink: 'embedded (`longlink start`), SQLite synchronous=FULL, acked after commit, PushAck per push, default limits; no risk rules',
-      'longlink+rules': 'the same, with 10,000 block words, 1,000 mask words, 5 regex rules and a link allow-list (PUT /api/v1/risk/rules)',
-      rounds: `${rounds} per server, interleaved (none, rules, then rules, none, …), after one warm-up each; both servers up the whole run; figures are the rounds' medians`,
+      ...pair.conditions,
+      rounds: `${rounds} per server, interleaved (${none}, ${withIt}, then ${withIt}, ${none}, …), after one warm-up each; both servers up the whole run; figures are the rounds' medians`,
       quick: o.quick,
     },
     results,
     ratios,
     goals: [
-      ...ledgerGoals('longlink', results.longlink!, results['longlink+rules']!),
-      goal('throughput with rules >= 0.9x without (median of the rounds\' ratios)', paired, 0.9),
+      ...ledgerGoals('longlink', results[none]!, results[withIt]!),
+      goal(pair.goal, paired, 0.9),
     ],
     chart: {
-      title: `1:1 at saturation with and without risk rules (${users} users)`,
+      title: `1:1 at saturation ${pair.title} (${users} users)`,
       metrics: [{ field: 'msgs_per_s', label: 'delivered msg/s' }, { field: 'p99_ms', label: 'p99 latency (ms)' }],
     },
     notes: [
-      'No payload matches a rule (the words use letters that are no digit\'s look-alike), so every message goes through every check and is stored as sent.',
+      ...pair.notes,
       'sent/acked/delivered/lost/duplicated count the whole run (warm-up included); msgs_per_s and latencies are medians of the measured rounds.',
     ],
   };

@@ -69,6 +69,8 @@ export interface LogicOptions {
   presenceVisibility: 'all' | 'contacts';
   /** Page sizes, fan-out and presence bounds (DEFAULTS.logic). */
   tuning: LogicTuning;
+  /** Full-text search (LONGLINK_SEARCH); off, nothing is indexed and searches are refused FORBIDDEN. @default true */
+  search?: boolean;
   /** Push stored messages at once, or publish them for the push consumer group (see pipeline.ts). @default 'direct' */
   delivery?: 'direct' | 'committed';
   /** Checks every send before it is stored (the risk rules). */
@@ -157,7 +159,7 @@ export class Logic {
       visibility: options.presenceVisibility,
     }, withPipeline);
     this.reads = new Reads({ syncPageLimit: tuning.syncPageLimit, historyPageLimit: tuning.historyPageLimit, maxBytes: tuning.replyMaxBytes }, deps);
-    this.searches = new SearchService({ maxBytes: tuning.replyMaxBytes }, deps);
+    this.searches = new SearchService({ maxBytes: tuning.replyMaxBytes, enabled: options.search !== false }, deps);
     this.pushDevices = new PushDevices(deps);
     this.readQueue = new ReadQueue({
       atOnce: tuning.readsAtOnce, queuedPerUser: tuning.readsQueuedPerUser, bytesPerSecond: tuning.readBytesPerSecond, bytesBurst: tuning.readBytesBurst,
@@ -241,6 +243,7 @@ export class Logic {
 
   /** Join the committed stream's search group: index what any node stored (search.ts). */
   startIndexing(): void {
+    if (!this.searches.enabled) return;
     this.searchSub = this.deps.bus.consumeCommitted(SEARCH_GROUP, (batch) => this.searches.index(batch));
   }
 

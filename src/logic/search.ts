@@ -98,9 +98,14 @@ export function searchTargets(batch: readonly Committed[]): { conversationId: st
 
 export class SearchService {
   constructor(
-    private readonly options: { maxBytes: number },
+    /** `enabled` false (LONGLINK_SEARCH=0): nothing is indexed and searches are refused. */
+    private readonly options: { maxBytes: number; enabled?: boolean },
     private readonly deps: { store: Store },
   ) {}
+
+  get enabled(): boolean {
+    return this.options.enabled !== false;
+  }
 
   /** The committed stream's search group: index what was stored (and again what was edited, recalled or deleted). */
   async index(batch: readonly Committed[]): Promise<void> {
@@ -109,6 +114,7 @@ export class SearchService {
   }
 
   async search(origin: Origin, req: BodyOf<'search'>): Promise<FrameBodyInit> {
+    if (!this.enabled) throw new LonglinkError(ErrorCode.FORBIDDEN, 'search is turned off on this server');
     const words = queryWords(req.query);
     const offset = offsetOf(req.cursor);
     const limit = Math.min(req.limit > 0 ? Math.min(req.limit, MAX_SEARCH_LIMIT) : DEFAULT_SEARCH_LIMIT, MAX_HITS - offset);

@@ -49,6 +49,7 @@ export function logicOptions(config: ServerConfig): LogicOptions {
     routing: config.routing,
     presenceVisibility: config.presenceVisibility,
     tuning: DEFAULTS.logic,
+    search: config.search,
   };
 }
 

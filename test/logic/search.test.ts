@@ -6,6 +6,8 @@
 // send path, so every check first waits for a later marker to be findable.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import Database from 'better-sqlite3';
+import { databasePath } from '../../src/config.js';
 import { createClient, ErrorCode, type LonglinkClient, type SearchHit } from '../../src/client/index.js';
 import type { TestServer } from '../helpers/server.js';
 import { rejected, urlOf, withServer, type Transport } from './support.js';
@@ -179,4 +181,20 @@ test('at most 200 hits in all: the cursor ends there', T, async () => {
     assert.equal(total, 200);
     assert.equal(cursor, '');
   });
+});
+
+test('with search turned off (LONGLINK_SEARCH=0) nothing is indexed and a search is refused FORBIDDEN', T, async () => {
+  await withUsers('tcp', ['alice', 'bob'], async ({ alice, bob }, s) => {
+    await alice.send({ to: 'bob', text: 'private words' });
+    await alice.send({ to: 'bob', text: 'and more' });
+    await rejected(bob.search('private'), ErrorCode.FORBIDDEN, 'search off');
+    // Read beside the running server: its messages are there, its text index empty.
+    const db = new Database(databasePath(s.config), { readonly: true, fileMustExist: true });
+    try {
+      assert.equal((db.prepare('SELECT count(*) AS n FROM messages').get() as { n: number }).n, 2);
+      assert.equal((db.prepare('SELECT count(*) AS n FROM search_fts').get() as { n: number }).n, 0);
+    } finally {
+      db.close();
+    }
+  }, { search: '0' });
 });
