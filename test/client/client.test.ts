@@ -30,7 +30,9 @@ describe('login', () => {
       await withServer(async (s) => {
         const h = makeClient(s, urlOf(s, t), 'alice', 'phone');
         const info = await h.client.connect();
-        assert.deepEqual(info, { userId: 'alice', deviceId: 'phone', platform: 'other', nodeId: 'test-node', pingIntervalMs: s.config.pingIntervalMs });
+        assert.deepEqual(info, {
+          userId: 'alice', deviceId: 'phone', platform: 'other', nodeId: 'test-node', pingIntervalMs: s.config.pingIntervalMs, maxFileBytes: s.config.files.maxBytes,
+        });
         assert.deepEqual(h.client.session, info);
         assert.equal(h.client.state, 'online');
         assert.deepEqual(h.states.map((x) => x.state), ['connecting', 'online']);
