@@ -118,7 +118,7 @@ const FRAMES = docFrames();
 
 // What the doc says each frame is (its prose and annotations), as the generated code builds it.
 const UUID = '6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b';
-const LIMITS = { pingIntervalMs: 25_000, nodeId: 'node-1a2b3c', maxFrameBytes: 65_536, maxTextBytes: 16_384, maxPayloadBytes: 16_384 };
+const LIMITS = { pingIntervalMs: 25_000, nodeId: 'node-1a2b3c', maxFrameBytes: 65_536, maxTextBytes: 16_384, maxPayloadBytes: 16_384, maxFileBytes: 10_485_760n };
 const MESSAGE = {
   conversationId: 'u:alice:bob', seq: 1n, serverMsgId: UUID, fromUser: 'alice', fromDevice: 'phone',
   clientMsgId: 'alice-phone-1', text: 'hi bob', sentAtMs: 1_767_225_600_500n,
