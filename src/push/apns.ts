@@ -14,7 +14,7 @@
 import { createHash } from 'node:crypto';
 import http2 from 'node:http2';
 import { SignJWT, importPKCS8 } from 'jose';
-import { PushError, retryAfterMs, type PushProgress, retryableStatus, type PushNotification, type PushPlatform, type PushProvider, type PushResult } from './provider.js';
+import { PushError, retryAfterMs, sendPerDevice, type PushProgress, retryableStatus, type PushNotification, type PushPlatform, type PushProvider, type PushResult } from './provider.js';
 
 export interface ApnsOptions {
   teamId: string;
@@ -60,23 +60,8 @@ export class ApnsProvider implements PushProvider {
     return platform === 'apns';
   }
 
-  async send(n: PushNotification): Promise<PushResult> {
-    const progress: PushProgress = { sent: [], dead: [] };
-    let retry: PushError | undefined;
-    let refused: PushError | undefined;
-    for (const device of n.devices) {
-      try {
-        progress[await this.sendOne(n, device.token)].push(device.token);
-      } catch (err) {
-        const e = err instanceof PushError ? err : new PushError(`APNs unreachable (${(err as Error).message})`, true);
-        if (e.retryable) retry ??= e;
-        else refused ??= e;
-      }
-    }
-    // A retry goes to the devices that failed, not to those that have it.
-    const failed = retry ?? refused;
-    if (failed) throw new PushError(failed.message, failed.retryable, failed.retryAfterMs, progress);
-    return { invalidTokens: progress.dead };
+  send(n: PushNotification): Promise<PushResult> {
+    return sendPerDevice(n, 'APNs', (token) => this.sendOne(n, token));
   }
 
   async close(): Promise<void> {

@@ -11,7 +11,7 @@
 // tag are the conversation: a device shows one notification per
 // conversation.
 import { SignJWT, importPKCS8 } from 'jose';
-import { PushError, retryAfterMs, type PushProgress, retryableStatus, type PushNotification, type PushPlatform, type PushProvider, type PushResult } from './provider.js';
+import { PushError, retryAfterMs, sendPerDevice, type PushProgress, retryableStatus, type PushNotification, type PushPlatform, type PushProvider, type PushResult } from './provider.js';
 
 export interface FcmServiceAccount {
   project_id: string;
@@ -41,23 +41,8 @@ export class FcmProvider implements PushProvider {
     return platform === 'fcm';
   }
 
-  async send(n: PushNotification): Promise<PushResult> {
-    const progress: PushProgress = { sent: [], dead: [] };
-    let retry: PushError | undefined;
-    let refused: PushError | undefined;
-    for (const device of n.devices) {
-      try {
-        progress[await this.sendOne(n, device.token)].push(device.token);
-      } catch (err) {
-        const e = err instanceof PushError ? err : new PushError(`FCM unreachable (${(err as Error).message})`, true);
-        if (e.retryable) retry ??= e;
-        else refused ??= e;
-      }
-    }
-    // A retry goes to the devices that failed, not to those that have it.
-    const failed = retry ?? refused;
-    if (failed) throw new PushError(failed.message, failed.retryable, failed.retryAfterMs, progress);
-    return { invalidTokens: progress.dead };
+  send(n: PushNotification): Promise<PushResult> {
+    return sendPerDevice(n, 'FCM', (token) => this.sendOne(n, token));
   }
 
   private async sendOne(n: PushNotification, deviceToken: string, renewed = false): Promise<keyof PushProgress> {

@@ -69,6 +69,29 @@ export interface PushProvider {
   close?(): Promise<void>;
 }
 
+/**
+ * A provider's send to each device in turn: the tokens sent and found dead
+ * are reported; any failure is thrown with them (PushError.progress), a
+ * retryable one first, so that a retry goes only to the devices that failed.
+ */
+export async function sendPerDevice(n: PushNotification, service: string, sendOne: (token: string) => Promise<keyof PushProgress>): Promise<PushResult> {
+  const progress: PushProgress = { sent: [], dead: [] };
+  let retry: PushError | undefined;
+  let refused: PushError | undefined;
+  for (const device of n.devices) {
+    try {
+      progress[await sendOne(device.token)].push(device.token);
+    } catch (err) {
+      const e = err instanceof PushError ? err : new PushError(`${service} unreachable (${(err as Error).message})`, true);
+      if (e.retryable) retry ??= e;
+      else refused ??= e;
+    }
+  }
+  const failed = retry ?? refused;
+  if (failed) throw new PushError(failed.message, failed.retryable, failed.retryAfterMs, progress);
+  return { invalidTokens: progress.dead };
+}
+
 export interface RetryOptions {
   attempts: number;
   firstBackoffMs: number;
