@@ -252,10 +252,14 @@ export class Gateway {
     // The cluster may have dropped this node's watches (the reaper: a late pass too, so the check writes them again).
     void this.rewriteWatches();
     const resync = RESYNC();
+    const metrics = this.deps.metrics ?? noGatewayMetrics;
+    metrics.rejoin(check);
     try {
       for (let i = 0; i < open.length && !this.hub.stopping; i += REJOIN_CHUNK) {
         const chunk = open.slice(i, i + REJOIN_CHUNK).filter((c) => c.state === 'open');
-        const online = await this.deps.sessions.lookup([...new Set(chunk.map((c) => c.userId))]);
+        const users = [...new Set(chunk.map((c) => c.userId))];
+        metrics.rejoinLookups(users.length);
+        const online = await this.deps.sessions.lookup(users);
         await Promise.all(chunk.map(async (conn) => {
           const current = online.get(conn.userId)?.find((s) => s.deviceId === conn.deviceId);
           // The check after a rejoin: a connection still bound here has already been told to sync.

@@ -40,6 +40,10 @@ export interface GatewayMetrics {
   /** A Kick the gateway sent, by its code. */
   kick(code: ErrorCode): void;
   limitBreach(limit: LimitName): void;
+  /** The node binds its sessions again after missing part of the cluster (`check`: the pass after one). */
+  rejoin(check: boolean): void;
+  /** Users a rejoin looked up in the session registry. */
+  rejoinLookups(users: number): void;
 }
 
 /** What logic reports. */
@@ -58,7 +62,7 @@ const noop = (): void => undefined;
 /** For a gateway built without metrics (benchmarks, unit tests). */
 export const noGatewayMetrics: GatewayMetrics = {
   connectionOpened: noop, connectionClosed: noop, login: noop, frameIn: noop, framesOut: noop, pushAck: noop,
-  pushLatency: noop, error: noop, kick: noop, limitBreach: noop,
+  pushLatency: noop, error: noop, kick: noop, limitBreach: noop, rejoin: noop, rejoinLookups: noop,
 };
 
 export const noLogicMetrics: LogicMetrics = { batch: noop, request: noop, error: noop, limitBreach: noop };
@@ -149,7 +153,8 @@ export class Metrics {
     const kicks = new Tally<ErrorCode>();
     const breaches = new Tally<LimitName>(LIMITS);
     const requests = new Tally<string>();
-    const totals = { framesOut: 0, pushAcks: 0, batches: 0 };
+    const totals = { framesOut: 0, pushAcks: 0, batches: 0, rejoinLookups: 0 };
+    const rejoins = new Tally<'rejoin' | 'check'>(['rejoin', 'check']);
     const pushLatency = new FastHistogram(r, 'longlink_push_latency_seconds',
       'From a message\'s server time to its write to the connections holding its recipients', SECONDS);
 
@@ -158,6 +163,9 @@ export class Metrics {
     counter(r, 'longlink_frames_in_total', 'Client frames received, by type', 'type', framesIn);
     total(r, 'longlink_frames_out_total', 'Frames written to client connections', () => totals.framesOut);
     total(r, 'longlink_push_acks_total', 'PushAcks received from clients', () => totals.pushAcks);
+    counter(r, 'longlink_gateway_rejoins_total',
+      'Times this gateway bound its sessions again after missing part of the cluster (rejoin), and the checks after one (check)', 'kind', rejoins);
+    total(r, 'longlink_gateway_rejoin_lookups_total', 'Users this gateway looked up in the session registry to bind them again', () => totals.rejoinLookups);
     counter(r, 'longlink_errors_total', 'Error frames sent to clients, by code', 'code', errors, codeOrWord);
     counter(r, 'longlink_kicks_total', 'Kicks sent to clients, by reason code', 'code', kicks, codeOrWord);
     counter(r, 'longlink_limit_breaches_total', 'Requests refused by a configured limit, by limit', 'limit', breaches);
@@ -188,6 +196,10 @@ export class Metrics {
       error: (code) => errors.add(code),
       kick: (code) => kicks.add(code),
       limitBreach: (limit) => breaches.add(limit),
+      rejoin: (check) => rejoins.add(check ? 'check' : 'rejoin'),
+      rejoinLookups: (users) => {
+        totals.rejoinLookups += users;
+      },
     };
     this.logic = {
       batch: () => {

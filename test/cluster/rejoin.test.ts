@@ -73,6 +73,14 @@ describe('a gateway that rejoins the cluster', () => {
       await until(() => bob.frames.some((f) => f.body.case === 'push' && f.body.value.messages.some((m) => m.text === 'after the pause')), 10_000,
         () => `bob gets the push through gw-1 again: ${bob.describe().slice(-300)}`);
       assert.ok(!bob.frames.some((f) => f.body.case === 'error' && f.body.value.code === ErrorCode.HEARTBEAT_TIMEOUT), 'not timed out for the silence of its own gateway');
+      // Its /metrics count the rejoin and the users it looked up (alice and bob), and the other gateway none.
+      const metric = async (gateway: string, line: string) => {
+        const body = await (await fetch(`${cluster.node(gateway).httpUrl}/metrics`)).text();
+        return Number(body.split('\n').find((l) => l.startsWith(`${line} `))?.split(' ')[1] ?? NaN);
+      };
+      assert.ok(await metric('gw-1', 'longlink_gateway_rejoins_total{kind="rejoin"}') >= 1, 'gw-1 counts its rejoin');
+      assert.ok(await metric('gw-1', 'longlink_gateway_rejoin_lookups_total') >= 2, 'gw-1 counts the users it looked up');
+      assert.equal(await metric('gw-2', 'longlink_gateway_rejoins_total{kind="rejoin"}'), 0, 'gw-2 did not rejoin');
     } finally {
       clearInterval(pinger);
       for (const c of [alice, bob, carol]) c.close();
