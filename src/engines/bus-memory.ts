@@ -162,6 +162,8 @@ export class MemoryBus implements Bus {
     return false;
   }
 
+  async recheck(): Promise<void> {}
+
   async committedCounters(name: string): Promise<Map<string, number>> {
     return new Map(this.groups.get(name)?.counters ?? []);
   }

@@ -422,6 +422,8 @@ function drainedKey(prefix: string, topic: string, parent: number, epoch: number
 
 /** How often every bus reads the shard map and reports the epoch it publishes with. */
 const MAP_REFRESH_MS = 1000;
+/** A request for a service thought down waits for a look at its live set at most this old (Bus.recheck). */
+const LIVENESS_FRESH_MS = 250;
 /** A publisher not heard from for this long is not waited for before a marker. */
 const PUBLISHER_FRESH_MS = 5000;
 /** After every live publisher switched, this long before the marker (a publish already sent may still be on its way). */
@@ -1012,26 +1014,39 @@ export class RedisBus implements Bus {
     return !l.live;
   }
 
-  private looking = false;
+  /** The look under way, and when the last one started. */
+  private look: Promise<void> | undefined;
+  private lookStartedMs = -Infinity;
+
+  async recheck(service: Service): Promise<void> {
+    this.isDown(service); // asked about from now on
+    const since = Date.now() - LIVENESS_FRESH_MS;
+    if (this.look && this.lookStartedMs >= since) return this.look;
+    await this.look;
+    if (this.lookStartedMs < since) await this.lookAtServices();
+  }
 
   /** One round trip: how many live members each service asked about has, on Redis's clock (members are scored by their lease's end). */
-  private async lookAtServices(): Promise<void> {
-    if (this.looking || this.closed) return;
-    this.looking = true;
-    try {
-      const services = [...this.liveness.keys()];
-      const keys = services.map((service) => this.liveKey(service === 'message' ? 'logic-nodes' : `${service}-nodes`));
-      const counts = (await LIVE_COUNTS.run(await this.stats(), keys, [])) as number[];
-      services.forEach((service, i) => {
-        const l = this.liveness.get(service)!;
-        l.emptyLooks = Number(counts[i]) === 0 ? l.emptyLooks + 1 : 0;
-        l.live = l.emptyLooks < 2;
-      });
-    } catch {
-      for (const l of this.liveness.values()) Object.assign(l, { live: true, emptyLooks: 0 });
-    } finally {
-      this.looking = false;
-    }
+  private lookAtServices(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.look ??= (async () => {
+      this.lookStartedMs = Date.now();
+      try {
+        const services = [...this.liveness.keys()];
+        const keys = services.map((service) => this.liveKey(service === 'message' ? 'logic-nodes' : `${service}-nodes`));
+        const counts = (await LIVE_COUNTS.run(await this.stats(), keys, [])) as number[];
+        services.forEach((service, i) => {
+          const l = this.liveness.get(service)!;
+          l.emptyLooks = Number(counts[i]) === 0 ? l.emptyLooks + 1 : 0;
+          l.live = l.emptyLooks < 2;
+        });
+      } catch {
+        for (const l of this.liveness.values()) Object.assign(l, { live: true, emptyLooks: 0 });
+      } finally {
+        this.look = undefined;
+      }
+    })();
+    return this.look;
   }
 
   async committedCounters(group: string): Promise<Map<string, number>> {

@@ -317,6 +317,14 @@ export interface Bus {
    */
   isDown(service: Service): boolean;
   /**
+   * Resolves once isDown(service) answers from a look at the live set made
+   * at most 250 ms ago (a process of it may have come back since the last
+   * background look): a request about to be refused waits for one round trip
+   * instead. Looks are shared, so a flood of such requests costs Redis at
+   * most four looks a second per process.
+   */
+  recheck(service: Service): Promise<void>;
+  /**
    * Requests of different services are consumed apart (each service on
    * streams of its own), so a connection's order across services is kept by
    * the gateway (src/gateway/order.ts). False for one consumer of everything.

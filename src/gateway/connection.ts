@@ -34,6 +34,8 @@ export class Connection {
   pendingAcks: Map<string, Frame> | undefined;
   /** Its requests in order across services, once it sent one (order.ts; a bus that splits services only). */
   order: ConnectionOrder | undefined;
+  /** A request for a service thought down, and those sent after it, while that service is looked at again (Inbound.forward). */
+  rechecking: Frame[] | undefined;
   /**
    * Per partition, the last of its publishes under way and whether it went
    * through (a bus whose publish can fail after a later one succeeded: see

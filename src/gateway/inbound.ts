@@ -12,7 +12,7 @@ import type { Hub } from './hub.js';
 import type { Limits } from './limits.js';
 import type { LoginHandshake } from './login.js';
 import { OutFrame } from './transport.js';
-import { ConnectionOrder } from './order.js';
+import { ConnectionOrder, MAX_HELD } from './order.js';
 
 /** After a publish of a partition failed, its later requests from the same connection are refused until it comes again, at most this long (see publish). */
 export const FAILED_LANE_MS = 1000;
@@ -129,7 +129,13 @@ export class Inbound {
   }
 
   /** Send a request up to logic, in the partition its operation names (src/protocol/operations.ts). */
-  private forward(conn: Connection, frame: Frame): void {
+  private forward(conn: Connection, frame: Frame, rechecked = false): void {
+    // A request behind one whose service is being looked at again waits its turn.
+    if (conn.rechecking) {
+      if (conn.rechecking.length < MAX_HELD) conn.rechecking.push(frame);
+      else this.hub.fail(conn, frame.id, ErrorCode.RATE_LIMITED, `at most ${MAX_HELD} requests may wait for a service to be looked at again`, false);
+      return;
+    }
     if (frame.requestId.length > MAX_REQUEST_ID) {
       this.hub.fail(conn, frame.id, ErrorCode.BAD_REQUEST, `request_id must be at most ${MAX_REQUEST_ID} characters`, false);
       return;
@@ -150,7 +156,19 @@ export class Inbound {
     // nobody. Not a send: a pipelined sender whose message was refused while the next one got through (the service
     // came back between them) would resend it after the next, out of order; sends wait in their stream instead.
     if (answered && frame.body.case !== 'send' && this.deps.bus.isDown(service)) {
-      this.hub.fail(conn, frame.id, ErrorCode.UNAVAILABLE, `the ${service} service is not running; retry`, false);
+      if (rechecked) {
+        this.hub.fail(conn, frame.id, ErrorCode.UNAVAILABLE, `the ${service} service is not running; retry`, false);
+        return;
+      }
+      // Down at the last background look, up to a second ago: it may be back since. Refused only if a look made now
+      // agrees; meanwhile the connection's later requests wait behind this one, in order.
+      const waiting = (conn.rechecking = [frame]);
+      const resume = () => {
+        conn.rechecking = undefined;
+        if (conn.state === 'closed') return;
+        waiting.forEach((f, i) => this.forward(conn, f, i === 0));
+      };
+      this.deps.bus.recheck(service).then(resume, resume);
       return;
     }
     if (!answered || !this.deps.bus.splitsServices) {
