@@ -88,7 +88,7 @@ function parse(argv: string[]): { names: string[]; o: Options; json: boolean; sa
   if (o.split && names.some((n) => n !== 'cluster-p2p' && n !== 'group')) throw new Error(`--split is for cluster-p2p and group\n${USAGE}`);
   if (o.rules && names.some((n) => n !== 'p2p')) throw new Error(`--rules is for p2p\n${USAGE}`);
   if (o.search && (o.rules || names.some((n) => n !== 'p2p'))) throw new Error(`--search is for p2p, without --rules\n${USAGE}`);
-  if (o.rounds !== undefined && !o.split && !o.rules && !o.search && names.some((n) => n !== 'biggroup')) throw new Error(`--rounds goes with --split, --rules or biggroup\n${USAGE}`);
+  if (o.rounds !== undefined && !o.split && !o.rules && !o.search && names.some((n) => n !== 'biggroup')) throw new Error(`--rounds goes with --split, --rules, --search or biggroup\n${USAGE}`);
   if (o.systems && names.some((n) => n !== 'connections')) throw new Error(`--systems is for connections\n${USAGE}`);
   return { names, o, json, save };
 }

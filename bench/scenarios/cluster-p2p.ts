@@ -8,10 +8,9 @@ import { formatNumber } from '../lib/report.js';
 import { machineInfo } from '../lib/machine.js';
 import type { BenchResult, SystemResult } from '../lib/result.js';
 import { startEmbeddedLonglink, startLonglinkCluster, type ClusterOptions } from '../lib/systems.js';
-import type { Fleet } from '../lib/fleet.js';
 import { p2pPlan } from './p2p.js';
 import {
-  connectFleet, goal, ledgerGoals, measure, measurePhase, median, medianFields, messageFields, profileDir, ratio, roundOrder, seconds, withSystem,
+  goal, interleavedRounds, ledgerGoals, measure, median, medianFields, messageFields, profileDir, ratio, seconds, withSystem,
   type Measured, type Options,
 } from './common.js';
 
@@ -75,22 +74,9 @@ async function clusterP2pSplit(o: Options): Promise<BenchResult> {
   const plan = { ...p2pPlan(o, users), durationMs: seconds(o, 8, 3) * 1000 };
   const rounds = o.rounds ?? (o.quick ? 1 : 3);
   const ls = layouts(['ws']);
-  const measured: Record<string, Measured[]> = { combined: [], split: [] };
   // Both clusters stay up (each with its users connected) for the whole run; the rounds alternate between them.
-  await withSystem(() => startLonglinkCluster(ls[0]!.options), (combined) => withSystem(() => startLonglinkCluster(ls[1]!.options), async (split) => {
-    const stations: { name: string; sys: typeof combined; fleet: Fleet }[] = [];
-    try {
-      for (const [name, sys] of [['combined', combined], ['split', split]] as const) {
-        stations.push({ name, sys, fleet: await connectFleet(sys, name, users, plan) });
-      }
-      for (let r = 0; r < rounds; r++) {
-        for (const st of roundOrder(stations, r)) measured[st.name]!.push(await measurePhase(st.sys, st.fleet, `${st.name} round ${r + 1}/${rounds}`, plan));
-      }
-      for (const st of stations) await st.fleet.close();
-    } finally {
-      for (const st of stations) await st.fleet.stop();
-    }
-  }));
+  const measured = await withSystem(() => startLonglinkCluster(ls[0]!.options), (combined) => withSystem(() => startLonglinkCluster(ls[1]!.options),
+    (split) => interleavedRounds([['combined', combined], ['split', split]], users, plan, rounds)));
   const results: Record<string, SystemResult> = { combined: medianFields(measured.combined!), split: medianFields(measured.split!) };
   const c = results.combined!;
   const sp = results.split!;

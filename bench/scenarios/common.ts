@@ -208,3 +208,24 @@ export async function connectFleet(sys: System, label: string, users: number, pl
 export function roundOrder<T>(items: T[], r: number): T[] {
   return r % 2 === 0 ? items : [...items].reverse();
 }
+
+/**
+ * Systems that are up at once, each with `users` connected by its own fleet for the whole run, measured in
+ * `rounds` interleaved rounds (roundOrder). Each system's rounds, by its name; the fleets are closed at the end.
+ */
+export async function interleavedRounds(
+  systems: readonly (readonly [string, System])[], users: number, plan: LoadPlan, rounds: number,
+): Promise<Record<string, Measured[]>> {
+  const measured: Record<string, Measured[]> = Object.fromEntries(systems.map(([name]) => [name, []]));
+  const stations: { name: string; sys: System; fleet: Fleet }[] = [];
+  try {
+    for (const [name, sys] of systems) stations.push({ name, sys, fleet: await connectFleet(sys, name, users, plan) });
+    for (let r = 0; r < rounds; r++) {
+      for (const st of roundOrder(stations, r)) measured[st.name]!.push(await measurePhase(st.sys, st.fleet, `${st.name} round ${r + 1}/${rounds}`, plan));
+    }
+    for (const st of stations) await st.fleet.close();
+  } finally {
+    for (const st of stations) await st.fleet.stop();
+  }
+  return measured;
+}

@@ -9,10 +9,9 @@ import type { BenchResult, SystemResult } from '../lib/result.js';
 import { startBaseline, startEmbeddedLonglink } from '../lib/systems.js';
 import type { LoadPlan } from '../lib/fleet.js';
 import {
-  PAYLOAD_BYTES, connectFleet, goal, ledgerGoals, measure, measurePhase, median, medianFields, messageFields, profileDir, ratio, roundOrder, seconds, withSystem,
-  type Measured, type Options,
+  PAYLOAD_BYTES, goal, interleavedRounds, ledgerGoals, measure, median, medianFields, messageFields, profileDir, ratio, seconds, withSystem,
+  type Options,
 } from './common.js';
-import type { Fleet } from '../lib/fleet.js';
 import type { System } from '../lib/systems.js';
 
 export function p2pPlan(o: Options, users: number): LoadPlan {
@@ -182,21 +181,7 @@ async function p2pPaired(o: Options, pair: Pair): Promise<BenchResult> {
   const plan = { ...p2pPlan(o, users), durationMs: seconds(o, 8, 3) * 1000 };
   const rounds = o.rounds ?? (o.quick ? 1 : 3);
   const [none, withIt] = pair.names;
-  const measured: Record<string, Measured[]> = { [none]: [], [withIt]: [] };
-  await withSystem(pair.servers[0], (a) => withSystem(pair.servers[1], async (b) => {
-    const stations: { name: string; sys: System; fleet: Fleet }[] = [];
-    try {
-      for (const [name, sys] of [[none, a], [withIt, b]] as const) {
-        stations.push({ name, sys, fleet: await connectFleet(sys, name, users, plan) });
-      }
-      for (let r = 0; r < rounds; r++) {
-        for (const st of roundOrder(stations, r)) measured[st.name]!.push(await measurePhase(st.sys, st.fleet, `${st.name} round ${r + 1}/${rounds}`, plan));
-      }
-      for (const st of stations) await st.fleet.close();
-    } finally {
-      for (const st of stations) await st.fleet.stop();
-    }
-  }));
+  const measured = await withSystem(pair.servers[0], (a) => withSystem(pair.servers[1], (b) => interleavedRounds([[none, a], [withIt, b]], users, plan, rounds)));
   const results: Record<string, SystemResult> = { [none]: medianFields(measured[none]!), [withIt]: medianFields(measured[withIt]!) };
   const paired = median(measured[withIt]!.map((m, i) => ratio(m.outcome.msgs_per_s, measured[none]![i]!.outcome.msgs_per_s)));
   const ratios: Record<string, number> = {
