@@ -810,6 +810,11 @@ export class RedisBus implements Bus {
     return this.cluster ? tagged(this.o.prefix, 'live', name) : this.key(name);
   }
 
+  /** The live set of an uplink service's consumers (the send path's is the logic nodes'). */
+  private serviceLiveKey(service: Service): string {
+    return this.liveKey(service === 'message' ? 'logic-nodes' : `${service}-nodes`);
+  }
+
   /** The committed stream of shard s. */
   private committedStream(s: number): string {
     return this.cluster ? tagged(this.o.prefix, `committed:${s}`) : this.key(`committed:${s}`);
@@ -831,7 +836,7 @@ export class RedisBus implements Bus {
       name: service === 'message' ? 'up' : `up:${service}`,
       stream: (s) => this.upStream(service, s),
       lease: (s) => this.key(`lease:${own}${s}`),
-      live: this.liveKey(service === 'message' ? 'logic-nodes' : `${service}-nodes`),
+      live: this.serviceLiveKey(service),
       group: GROUP,
       fence: (s) => FENCE_BASE[service] + s,
       label: (s) => `${own}${s}`,
@@ -1033,7 +1038,7 @@ export class RedisBus implements Bus {
       this.lookStartedMs = Date.now();
       try {
         const services = [...this.liveness.keys()];
-        const keys = services.map((service) => this.liveKey(service === 'message' ? 'logic-nodes' : `${service}-nodes`));
+        const keys = services.map((service) => this.serviceLiveKey(service));
         const counts = (await LIVE_COUNTS.run(await this.stats(), keys, [])) as number[];
         services.forEach((service, i) => {
           const l = this.liveness.get(service)!;

@@ -17,7 +17,7 @@ import type tls from 'node:tls';
 import type { Server as HttpServer } from 'node:http';
 import { GROUP_DELIVER, type Subscription } from '../engines/bus.js';
 import { ErrorCode, encodeFrame, makeFrame } from '../protocol/index.js';
-import { noGatewayMetrics } from '../observability/metrics.js';
+import { noGatewayMetrics, type GatewayMetrics } from '../observability/metrics.js';
 import { log as rootLog } from '../observability/log.js';
 import { Downlink } from './downlink.js';
 import { GroupIndex, type GroupIndexStats } from './groups.js';
@@ -47,6 +47,7 @@ export class Gateway {
   private readonly inbound: Inbound;
   private readonly downlink: Downlink;
   private readonly groups: GroupIndex;
+  private readonly metrics: GatewayMetrics;
   private readonly listeners: Listeners;
   /** A write of this node's presence watches failed: they are written whole again at the next announce. */
   private watchesStale = false;
@@ -78,14 +79,14 @@ export class Gateway {
     private readonly options: GatewayOptions,
     private readonly deps: GatewayDeps,
   ) {
-    const metrics = deps.metrics ?? noGatewayMetrics;
+    this.metrics = deps.metrics ?? noGatewayMetrics;
     this.started = new Promise((resolve) => {
       this.markStarted = resolve;
     });
-    this.hub = new Hub(options, deps, metrics, (conn) => this.inbound.flushAcks(conn));
+    this.hub = new Hub(options, deps, this.metrics, (conn) => this.inbound.flushAcks(conn));
     this.limits = new Limits(options, (conn, code, message) => this.hub.fail(conn, 0, code, message, false));
-    const login = new LoginHandshake(options, deps, metrics, this.hub, this.limits, this.started);
-    this.inbound = new Inbound(this.hub, this.limits, login, deps, metrics);
+    const login = new LoginHandshake(options, deps, this.metrics, this.hub, this.limits, this.started);
+    this.inbound = new Inbound(this.hub, this.limits, login, deps, this.metrics);
     this.groups = new GroupIndex({ nodeId: options.nodeId, maxBytes: options.groupIndexMaxBytes }, {
       bus: deps.bus, table: this.hub.table, send: (conn, out) => this.hub.send(conn, out),
     });
@@ -103,7 +104,7 @@ export class Gateway {
         if (stopped.length > 0) watches.set(options.nodeId, stopped, false).catch(failed);
       };
     }
-    this.downlink = new Downlink(this.hub, { bus: deps.bus, groups: this.groups }, metrics, options.presenceWatchTtlMs);
+    this.downlink = new Downlink(this.hub, { bus: deps.bus, groups: this.groups }, this.metrics, options.presenceWatchTtlMs);
     this.listeners = new Listeners(options, this.hub, (conn, payload) => this.inbound.onPayload(conn, payload));
   }
 
@@ -252,13 +253,12 @@ export class Gateway {
     // The cluster may have dropped this node's watches (the reaper: a late pass too, so the check writes them again).
     void this.rewriteWatches();
     const resync = RESYNC();
-    const metrics = this.deps.metrics ?? noGatewayMetrics;
-    metrics.rejoin(check);
+    this.metrics.rejoin(check);
     try {
       for (let i = 0; i < open.length && !this.hub.stopping; i += REJOIN_CHUNK) {
         const chunk = open.slice(i, i + REJOIN_CHUNK).filter((c) => c.state === 'open');
         const users = [...new Set(chunk.map((c) => c.userId))];
-        metrics.rejoinLookups(users.length);
+        this.metrics.rejoinLookups(users.length);
         const online = await this.deps.sessions.lookup(users);
         await Promise.all(chunk.map(async (conn) => {
           const current = online.get(conn.userId)?.find((s) => s.deviceId === conn.deviceId);
